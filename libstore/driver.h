@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The driver contract. Internal to libstore and the in-tree drivers.
+ *
+ * Every callback below runs in coroutine context on the node's reactor and
+ * returns 0 or -errno. The generic layer (node.c) guarantees, before it calls
+ * a driver's submit():
+ *  - offset + len lies within the node (except for block status, clamped);
+ *  - writes, discards and write-zeroes never reach a read-only node;
+ *  - offset and len are multiples of limits.request_align, and every iovec
+ *    element's base and length are multiples of limits.mem_align;
+ *  - len <= limits.max_transfer for reads and writes (when non-zero);
+ *  - flags only contain bits the driver declared in supported_*_flags;
+ *  - write-zeroes and discard only reach drivers with the VS_CAP_ bit.
+ */
+#ifndef VSTOR_DRIVER_H
+#define VSTOR_DRIVER_H
+
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "vstor/node.h"
+#include "vstor/reactor.h"
+
+enum vs_op {
+	VS_OP_READ,
+	VS_OP_WRITE,
+	VS_OP_FLUSH,
+	VS_OP_DISCARD,
+	VS_OP_WRITE_ZEROES,
+	VS_OP_BLOCK_STATUS,
+};
+
+/* A request as the driver sees it. Lives on the caller's coroutine stack. */
+struct vs_req {
+	enum vs_op op;
+	unsigned flags;       /* VS_REQ_* */
+	uint64_t offset;
+	uint64_t len;
+	struct iovec *iov;    /* READ / WRITE */
+	int niov;
+	/* BLOCK_STATUS results, filled by the driver: */
+	uint64_t bs_pnum;     /* > 0, <= len */
+	unsigned bs_status;   /* VS_BS_* */
+	uint64_t bs_map;
+	struct vs_node *bs_file;
+};
+
+/* Capabilities. */
+#define VS_CAP_DISCARD 0x1
+#define VS_CAP_WRITE_ZEROES 0x2
+#define VS_CAP_BLOCK_STATUS 0x4
+#define VS_CAP_BACKING 0x8
+#define VS_CAP_FLUSH 0x10     /* flush does something (else it is a no-op) */
+
+struct vs_limits {
+	uint32_t request_align; /* offset/length alignment; 1 = byte granularity */
+	uint32_t mem_align;     /* buffer alignment (O_DIRECT); 1 = none */
+	uint64_t max_transfer;  /* 0 = unlimited */
+	uint64_t max_discard;   /* 0 = unlimited */
+};
+
+struct vs_driver {
+	const char *name;
+	bool is_format; /* interprets a file child; else a protocol driver */
+	size_t state_size; /* bytes of node->opaque, zeroed at open */
+
+	/*
+	 * Format drivers: how well @buf (the first @len bytes of the file, at
+	 * least 512 or the whole file) matches; 0 = not at all, 100 = sure.
+	 */
+	int (*probe)(const uint8_t *buf, size_t len, const char *filename);
+
+	/*
+	 * Open. Protocol drivers open @opts->filename; format drivers find their
+	 * child in node->file (already open) and open the backing chain by
+	 * calling vs_node_open_backing(). Fill node->size, limits, caps.
+	 */
+	int (*open)(struct vs_node *node, const struct vs_open_opts *opts, struct vs_error *err);
+
+	/* Write back caches and release everything; children are closed after. */
+	void (*close)(struct vs_node *node);
+
+	/* The data path: one entry, switching on req->op. */
+	int (*submit)(struct vs_node *node, struct vs_req *req);
+
+	/* Optional. Resize to @size; the generic layer checks permissions. */
+	int (*truncate)(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc, bool exact,
+			struct vs_error *err);
+
+	/* Optional. Create an image (format drivers) or a file (protocol). */
+	int (*create)(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
+		      struct vs_error *err);
+	const struct vs_create_opt_desc *create_opts;
+
+	/* Optional. Format-specific info and host allocation. */
+	int (*get_info)(struct vs_node *node, struct vs_image_info *info);
+	int64_t (*allocated_size)(struct vs_node *node);
+
+	/* Optional. Consistency check and repair. */
+	int (*check)(struct vs_node *node, struct vs_check_result *res, unsigned fix);
+
+	unsigned supported_write_flags; /* VS_REQ_FUA ... */
+	unsigned supported_zero_flags;  /* VS_REQ_MAY_UNMAP, VS_REQ_FUA */
+};
+
+struct vs_node {
+	const struct vs_driver *drv;
+	void *opaque;           /* driver state, drv->state_size bytes */
+	struct vs_node *file;   /* protocol child of a format node */
+	struct vs_node *backing;
+	struct vs_reactor *reactor;
+	char *filename;
+	uint64_t size;
+	struct vs_limits limits;
+	unsigned caps;
+	bool read_only;
+	bool force_share;
+	enum vs_cache_mode cache;
+	struct vs_cache_knobs knobs;
+	/* Serialises read-modify-write of unaligned requests (generic layer). */
+	struct vs_co_mutex rmw_lock;
+	unsigned in_flight;
+};
+
+/* Registry. */
+const struct vs_driver *vs_driver_find(const char *name);
+/* Best format for the first bytes of a file ("raw" when none matches). */
+const struct vs_driver *vs_driver_probe(const uint8_t *buf, size_t len, const char *filename);
+
+/*
+ * Coroutine context, for format drivers: open the backing file named
+ * @backing_name (relative names resolve against the directory of
+ * node->filename) with format @backing_fmt (NULL: probe, which is refused
+ * for raw when the node is writable... see formats docs) read-only, and
+ * store it in node->backing. Returns 0 or -errno with @err filled.
+ */
+int vs_node_open_backing(struct vs_node *node, const char *backing_name, const char *backing_fmt,
+			 const struct vs_open_opts *parent_opts, struct vs_error *err);
+
+/* Resolve @name against the directory of @base into @out (size @outsz). */
+int vs_path_combine(char *out, size_t outsz, const char *base, const char *name);
+
+/*
+ * Coroutine context: open a protocol node for @filename with @opts (its
+ * format, read_only, cache used). For drivers that create their image on a
+ * protocol node (create callbacks) and for tools.
+ */
+int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs_open_opts *opts,
+		     struct vs_error *err);
+
+/* Allocate an I/O buffer aligned for any node (4096); free with free(). */
+void *vs_buf_alloc(size_t len);
+void *vs_buf_zalloc(size_t len);
+
+extern const struct vs_driver vs_driver_file;
+extern const struct vs_driver vs_driver_memory;
+extern const struct vs_driver vs_driver_null;
+extern const struct vs_driver vs_driver_raw;
+extern const struct vs_driver vs_driver_qcow2;
+
+#endif

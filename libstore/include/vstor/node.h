@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The node graph and the request interface.
+ *
+ * A node is an opened driver instance: a protocol node moves bytes (file,
+ * memory, null), a format node interprets the bytes of its "file" child
+ * (raw, qcow2) and may have a "backing" node. Every I/O goes through the
+ * generic layer below, which checks ranges and flags, splits and aligns
+ * requests to the driver's limits and emulates what a driver lacks.
+ *
+ * All I/O functions run in coroutine context (see reactor.h) and return 0 or
+ * -errno. Opening and closing also run in coroutine context, since formats
+ * read their metadata through the engine.
+ */
+#ifndef VSTOR_NODE_H
+#define VSTOR_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "vstor/cache.h"
+#include "vstor/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vs_node;
+
+/* Request flags. */
+#define VS_REQ_FUA 0x1          /* write: durable when it completes */
+#define VS_REQ_MAY_UNMAP 0x2    /* write-zeroes: may deallocate (punch) */
+#define VS_REQ_NO_FALLBACK 0x4  /* write-zeroes: fail -ENOTSUP rather than write zeroes */
+
+/* Block status bits (see vs_node_block_status()). */
+#define VS_BS_DATA 0x1          /* reads return data from this layer (or below) */
+#define VS_BS_ZERO 0x2          /* reads return zeroes */
+#define VS_BS_OFFSET_VALID 0x4  /* *map is the byte offset in *file */
+#define VS_BS_ALLOCATED 0x8     /* this layer decides the content (not the backing) */
+#define VS_BS_COMPRESSED 0x10   /* stored compressed (no valid offset) */
+
+/* Permission bits, as QEMU defines them (they also name the OFD lock bytes). */
+#define VS_PERM_CONSISTENT_READ 0x1
+#define VS_PERM_WRITE 0x2
+#define VS_PERM_WRITE_UNCHANGED 0x4
+#define VS_PERM_RESIZE 0x8
+#define VS_PERM_ALL 0xf
+
+/* Preallocation modes for create and truncate. */
+enum vs_prealloc {
+	VS_PREALLOC_OFF = 0,
+	VS_PREALLOC_METADATA,
+	VS_PREALLOC_FALLOC,
+	VS_PREALLOC_FULL,
+};
+int vs_prealloc_parse(const char *s, enum vs_prealloc *out);
+const char *vs_prealloc_name(enum vs_prealloc p);
+
+/* Options for opening an image (a format node over a protocol node). */
+struct vs_open_opts {
+	const char *filename;
+	const char *format;     /* "raw", "qcow2", or NULL to probe */
+	bool read_only;
+	bool force_share;       /* -U: do not take or check the write locks */
+	bool no_backing;        /* do not open the backing file */
+	enum vs_cache_mode cache;
+	uint64_t l2_cache_size; /* bytes; 0 = cover the image within the default budget */
+	uint64_t refcount_cache_size; /* bytes; 0 = default */
+	bool no_repair;         /* do not repair a dirty lazy-refcounts image on open */
+};
+
+/*
+ * Coroutine context. Open the image described by @opts: the protocol node
+ * (file, or memory: / null: URIs for tests), the format node on top and
+ * its backing chain. Returns 0 and stores the top node in *@out, or -errno
+ * with a message in @err.
+ */
+int vs_image_open(struct vs_node **out, const struct vs_open_opts *opts, struct vs_error *err);
+
+/*
+ * Coroutine context. Flush written-back state and close @node, its children
+ * and its backing chain. NULL is a no-op.
+ */
+void vs_node_close(struct vs_node *node);
+
+/* One key=value of the -o option list of create and amend. */
+struct vs_kv {
+	const char *key;
+	const char *value;
+};
+
+/*
+ * Coroutine context. Create an image of @format at @filename with virtual
+ * size @size (0 with a backing file: take the backing file's size). @opts is
+ * the -o list (cluster_size, compat, refcount_bits, lazy_refcounts,
+ * extended_l2, preallocation, backing_file, backing_fmt, compression_type);
+ * unknown keys are an error.
+ */
+int vs_image_create(const char *filename, const char *format, uint64_t size,
+		    const struct vs_kv *opts, size_t nopts, struct vs_error *err);
+
+/* Description of a create option, for "-o help". */
+struct vs_create_opt_desc {
+	const char *name;
+	const char *type; /* "size", "bool", "number", "string" */
+	const char *help;
+};
+/* The create options of @format (NULL-terminated array), or NULL if unknown. */
+const struct vs_create_opt_desc *vs_format_create_opts(const char *format);
+
+/* Generic layer; coroutine context. Byte offsets and lengths. */
+int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
+		   unsigned flags);
+int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
+		    unsigned flags);
+int vs_node_pread(struct vs_node *n, uint64_t offset, void *buf, size_t len);
+int vs_node_pwrite(struct vs_node *n, uint64_t offset, const void *buf, size_t len,
+		   unsigned flags);
+int vs_node_flush(struct vs_node *n);
+int vs_node_discard(struct vs_node *n, uint64_t offset, uint64_t len);
+int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsigned flags);
+int vs_node_truncate(struct vs_node *n, uint64_t size, enum vs_prealloc prealloc, bool exact,
+		     struct vs_error *err);
+
+/*
+ * Block status of [offset, offset+len) in @n: fills *@pnum with the length of
+ * the leading run that shares one status (> 0 unless len is 0), *@status
+ * with VS_BS_* bits, and when VS_BS_OFFSET_VALID, *@map and *@file with the
+ * host offset and node that store the data. @map and @file may be NULL.
+ * Unallocated ranges of a format node with a backing node report no
+ * VS_BS_ALLOCATED; callers that want the content's status use
+ * vs_node_block_status_above().
+ */
+int vs_node_block_status(struct vs_node *n, uint64_t offset, uint64_t len, uint64_t *pnum,
+			 unsigned *status, uint64_t *map, struct vs_node **file);
+
+/*
+ * Block status through the backing chain: the first layer (depth 0 = @n)
+ * that allocates the leading run decides. An unallocated run of the whole
+ * chain reads as zeroes (VS_BS_ZERO, *@depth = chain length).
+ */
+int vs_node_block_status_above(struct vs_node *n, uint64_t offset, uint64_t len, uint64_t *pnum,
+			       unsigned *status, uint64_t *map, struct vs_node **file,
+			       unsigned *depth);
+
+/* Accessors. */
+uint64_t vs_node_size(const struct vs_node *n);
+const char *vs_node_format(const struct vs_node *n);     /* driver name */
+const char *vs_node_filename(const struct vs_node *n);
+struct vs_node *vs_node_file(const struct vs_node *n);    /* protocol child or NULL */
+struct vs_node *vs_node_backing(const struct vs_node *n); /* backing node or NULL */
+bool vs_node_is_read_only(const struct vs_node *n);
+/* Bytes allocated on the host for the node's storage, or -errno. */
+int64_t vs_node_allocated_size(struct vs_node *n);
+
+/* Information for "info". Strings are owned by the struct. */
+#define VS_INFO_MAX_SPECIFIC 16
+struct vs_info_kv {
+	char key[40]; /* JSON name, e.g. "lazy-refcounts"; human: '-' -> ' ' */
+	enum { VS_KV_STR, VS_KV_INT, VS_KV_BOOL } type;
+	char str[64];
+	int64_t i;
+	bool b;
+};
+struct vs_snapshot_info {
+	char id[32];
+	char name[256];
+	uint64_t vm_state_size;
+	uint64_t date_sec;
+	uint32_t date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t icount; /* UINT64_MAX if absent */
+};
+struct vs_image_info {
+	char format[32];
+	uint64_t virtual_size;
+	int64_t actual_size; /* host allocation, -1 if unknown */
+	uint64_t cluster_size; /* 0 if not applicable */
+	bool dirty;
+	bool encrypted;
+	char backing_filename[4096];      /* as recorded in the image, "" if none */
+	char full_backing_filename[4096]; /* resolved against the image's directory */
+	char backing_format[32];
+	struct vs_snapshot_info *snapshots; /* malloc'd, nb_snapshots entries */
+	unsigned nb_snapshots;
+	char specific_type[32]; /* "qcow2", or "" if no format-specific info */
+	struct vs_info_kv specific[VS_INFO_MAX_SPECIFIC];
+	unsigned nb_specific;
+};
+
+/* Coroutine context: fill @info for @n (a format node). */
+int vs_node_get_info(struct vs_node *n, struct vs_image_info *info);
+void vs_image_info_free(struct vs_image_info *info); /* frees snapshots */
+
+/* Result of a consistency check, as qemu-img check reports it. */
+struct vs_check_result {
+	int64_t corruptions;
+	int64_t leaks;
+	int64_t check_errors;
+	int64_t corruptions_fixed;
+	int64_t leaks_fixed;
+	int64_t image_end_offset;
+	int64_t total_clusters;
+	int64_t allocated_clusters;
+	int64_t fragmented_clusters;
+	int64_t compressed_clusters;
+	bool has_cluster_stats; /* the fields above from total_clusters on are valid */
+};
+
+#define VS_CHECK_FIX_LEAKS 0x1
+#define VS_CHECK_FIX_ERRORS 0x2
+
+/*
+ * Coroutine context: check @n (a format node opened read-write when
+ * fixing). Returns 0 when the check ran (the result says what it found),
+ * -ENOTSUP if the format cannot be checked, other -errno on failure.
+ */
+int vs_node_check(struct vs_node *n, struct vs_check_result *res, unsigned fix);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

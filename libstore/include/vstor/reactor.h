@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The execution engine: reactors (one io_uring per thread) and the request
+ * coroutines that run on them.
+ *
+ * A reactor belongs to the thread that created it. Coroutines are spawned on
+ * a reactor and never migrate. Inside a coroutine, the vs_aio_* calls submit
+ * one SQE, yield, and return the completion's result: format code reads as
+ * straight-line code while the thread serves many requests at once.
+ *
+ * Functions marked "coroutine context" must only be called from a coroutine
+ * running on the calling thread's reactor.
+ */
+#ifndef VSTOR_REACTOR_H
+#define VSTOR_REACTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vs_reactor;
+struct vs_co;
+
+typedef void vs_co_fn(void *arg);
+
+/* Default stack of a request coroutine. */
+#define VS_CO_STACK_SIZE (256 * 1024)
+
+/*
+ * Create a reactor for the calling thread with an io_uring of @entries SQEs
+ * (0 picks the default). Returns 0 or -errno.
+ */
+int vs_reactor_new(struct vs_reactor **out, unsigned entries);
+
+/* Destroy a reactor; no coroutine may still be alive on it. NULL is a no-op. */
+void vs_reactor_free(struct vs_reactor *r);
+
+/* The reactor of the calling thread, or NULL. */
+struct vs_reactor *vs_reactor_current(void);
+
+/*
+ * Spawn a coroutine that runs @fn(@arg) on @r. It first runs the next time
+ * the reactor loop turns. Returns the coroutine, or NULL when out of memory.
+ * The coroutine is freed (returned to the reactor's pool) when @fn returns.
+ */
+struct vs_co *vs_co_spawn(struct vs_reactor *r, vs_co_fn *fn, void *arg);
+
+/*
+ * Run the reactor until *@done becomes true (checked after every turn), or,
+ * when @done is NULL, until no coroutine is alive. Returns 0, or -errno on a
+ * fatal ring error.
+ */
+int vs_reactor_run(struct vs_reactor *r, const bool *done);
+
+/*
+ * Convenience for tools: create a reactor on this thread if it has none,
+ * spawn @fn(@arg) as a coroutine, and run until it returns.
+ * Returns 0 or -errno (the ring could not be set up).
+ */
+int vs_run_in_coroutine(vs_co_fn *fn, void *arg);
+
+/* The running coroutine, or NULL outside coroutine context. */
+struct vs_co *vs_co_self(void);
+
+/* True if the caller runs inside a coroutine. */
+bool vs_in_coroutine(void);
+
+/* Coroutine context: suspend until someone calls vs_co_wake(self). */
+void vs_co_yield(void);
+
+/*
+ * Make a suspended coroutine of the same reactor runnable again. Safe to call
+ * from another coroutine or from a completion handler of the same thread.
+ */
+void vs_co_wake(struct vs_co *co);
+
+/* Coroutine context: let other runnable coroutines run, then continue. */
+void vs_co_yield_now(void);
+
+/* Coroutine context: sleep for @ns nanoseconds (IORING_OP_TIMEOUT). */
+void vs_co_sleep_ns(uint64_t ns);
+
+/*
+ * A coroutine mutex (no threads involved: it only orders coroutines of one
+ * reactor). Zero-initialised is unlocked.
+ */
+struct vs_co_waiter;
+struct vs_co_mutex {
+	bool locked;
+	struct vs_co_waiter *head, *tail;
+};
+void vs_co_mutex_lock(struct vs_co_mutex *m);
+void vs_co_mutex_unlock(struct vs_co_mutex *m);
+
+/*
+ * A wait queue: coroutines park on it and are woken all at once or one by
+ * one. Zero-initialised is empty.
+ */
+struct vs_co_queue {
+	struct vs_co_waiter *head, *tail;
+};
+void vs_co_queue_wait(struct vs_co_queue *q);
+bool vs_co_queue_wake_one(struct vs_co_queue *q);
+void vs_co_queue_wake_all(struct vs_co_queue *q);
+bool vs_co_queue_empty(const struct vs_co_queue *q);
+
+/*
+ * Asynchronous system calls through the reactor's ring; coroutine context.
+ * Each returns what the syscall would (a byte count or 0), or -errno.
+ * Short transfers are returned as is: callers that need the whole range use
+ * the _full variants, which loop.
+ */
+ssize_t vs_aio_preadv(int fd, const struct iovec *iov, int iovcnt, uint64_t offset);
+ssize_t vs_aio_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t offset,
+		       int rw_flags);
+int vs_aio_preadv_full(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len);
+int vs_aio_pwritev_full(int fd, const struct iovec *iov, int iovcnt, uint64_t offset,
+			size_t len, int rw_flags);
+int vs_aio_fsync(int fd, bool datasync);
+int vs_aio_fallocate(int fd, int mode, uint64_t offset, uint64_t len);
+/* Wait until @fd reports one of @events (POLLIN, POLLOUT...). Returns revents. */
+int vs_aio_poll(int fd, unsigned events);
+
+/* Counters of a reactor, for statistics and tests. */
+struct vs_reactor_stats {
+	uint64_t sqes_submitted;
+	uint64_t cqes_reaped;
+	uint64_t co_switches;
+	uint64_t co_alive;
+	uint64_t sqe_waits; /* times a coroutine parked for a free SQE */
+};
+void vs_reactor_get_stats(const struct vs_reactor *r, struct vs_reactor_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
