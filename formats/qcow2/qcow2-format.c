@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * qcow2 header decoding and encoding (docs/interop/qcow2.txt, "Header").
+ *
+ * The decoder is the first thing that touches an untrusted file, so it
+ * validates every field it can judge on its own; what it cannot judge
+ * (feature bits the caller may or may not support, offsets against the file
+ * size) is left to the caller.
+ */
+#include "qcow2-format.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* Byte offsets of the header fields. */
+enum {
+	HDR_MAGIC = 0,
+	HDR_VERSION = 4,
+	HDR_BACKING_OFFSET = 8,
+	HDR_BACKING_SIZE = 16,
+	HDR_CLUSTER_BITS = 20,
+	HDR_SIZE = 24,
+	HDR_CRYPT_METHOD = 32,
+	HDR_L1_SIZE = 36,
+	HDR_L1_OFFSET = 40,
+	HDR_REFT_OFFSET = 48,
+	HDR_REFT_CLUSTERS = 56,
+	HDR_NB_SNAPSHOTS = 60,
+	HDR_SNAPSHOTS_OFFSET = 64,
+	HDR_INCOMPAT = 72,
+	HDR_COMPAT = 80,
+	HDR_AUTOCLEAR = 88,
+	HDR_REFCOUNT_ORDER = 96,
+	HDR_HEADER_LENGTH = 100,
+	HDR_COMPRESSION_TYPE = 104,
+	HDR_END_COMPRESSION = 112, /* compression_type plus its 7 padding bytes */
+};
+
+int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
+			struct vs_error *err)
+{
+	uint64_t cluster_size;
+
+	memset(h, 0, sizeof(*h));
+	if (len < QCOW2_V2_HEADER_SIZE)
+		return vs_error_set(err, -EINVAL, "qcow2: file too short for a header");
+
+	h->magic = qcow2_be32(buf + HDR_MAGIC);
+	if (h->magic != QCOW2_MAGIC)
+		return vs_error_set(err, -EINVAL, "qcow2: bad magic (not a qcow2 image)");
+	h->version = qcow2_be32(buf + HDR_VERSION);
+	if (h->version != 2 && h->version != 3)
+		return vs_error_set(err, -ENOTSUP, "qcow2: unsupported version %u", h->version);
+
+	h->backing_file_offset = qcow2_be64(buf + HDR_BACKING_OFFSET);
+	h->backing_file_size = qcow2_be32(buf + HDR_BACKING_SIZE);
+	h->cluster_bits = qcow2_be32(buf + HDR_CLUSTER_BITS);
+	h->size = qcow2_be64(buf + HDR_SIZE);
+	h->crypt_method = qcow2_be32(buf + HDR_CRYPT_METHOD);
+	h->l1_size = qcow2_be32(buf + HDR_L1_SIZE);
+	h->l1_table_offset = qcow2_be64(buf + HDR_L1_OFFSET);
+	h->refcount_table_offset = qcow2_be64(buf + HDR_REFT_OFFSET);
+	h->refcount_table_clusters = qcow2_be32(buf + HDR_REFT_CLUSTERS);
+	h->nb_snapshots = qcow2_be32(buf + HDR_NB_SNAPSHOTS);
+	h->snapshots_offset = qcow2_be64(buf + HDR_SNAPSHOTS_OFFSET);
+
+	if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
+		return vs_error_set(err, -EINVAL,
+				    "qcow2: unsupported cluster size: 2^%u (512 B to 2 MiB)",
+				    h->cluster_bits);
+	cluster_size = 1ull << h->cluster_bits;
+
+	if (h->version == 2) {
+		h->refcount_order = 4;
+		h->header_length = QCOW2_V2_HEADER_SIZE;
+		h->compression_type = QCOW2_COMPRESSION_ZLIB;
+	} else {
+		if (len < QCOW2_V3_HEADER_SIZE)
+			return vs_error_set(err, -EINVAL, "qcow2: file too short for a v3 header");
+		h->incompatible_features = qcow2_be64(buf + HDR_INCOMPAT);
+		h->compatible_features = qcow2_be64(buf + HDR_COMPAT);
+		h->autoclear_features = qcow2_be64(buf + HDR_AUTOCLEAR);
+		h->refcount_order = qcow2_be32(buf + HDR_REFCOUNT_ORDER);
+		h->header_length = qcow2_be32(buf + HDR_HEADER_LENGTH);
+		if (h->refcount_order > QCOW2_MAX_REFCOUNT_ORDER)
+			return vs_error_set(err, -EINVAL,
+					    "qcow2: refcount width 2^%u exceeds 64 bits",
+					    h->refcount_order);
+		if (h->header_length < QCOW2_V3_HEADER_SIZE || (h->header_length & 7))
+			return vs_error_set(err, -EINVAL, "qcow2: invalid header length %u",
+					    h->header_length);
+		if (h->header_length > cluster_size)
+			return vs_error_set(err, -EINVAL,
+					    "qcow2: header length %u exceeds the cluster size",
+					    h->header_length);
+		if (h->header_length > len)
+			return vs_error_set(err, -EINVAL,
+					    "qcow2: file too short for its header length %u",
+					    h->header_length);
+		h->compression_type = QCOW2_COMPRESSION_ZLIB;
+		if (h->header_length > HDR_COMPRESSION_TYPE)
+			h->compression_type = buf[HDR_COMPRESSION_TYPE];
+		if (h->compression_type != QCOW2_COMPRESSION_ZLIB &&
+		    h->compression_type != QCOW2_COMPRESSION_ZSTD)
+			return vs_error_set(err, -ENOTSUP, "qcow2: unknown compression type %u",
+					    h->compression_type);
+		/*
+		 * A reader that ignores the compression_type field would inflate
+		 * zstd data as zlib; the spec forbids a non-zlib type without
+		 * the incompatible bit that stops such readers.
+		 */
+		if (h->compression_type != QCOW2_COMPRESSION_ZLIB &&
+		    !(h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION))
+			return vs_error_set(err, -EINVAL,
+					    "qcow2: compression type is not zlib but the "
+					    "compression incompatible bit is clear");
+	}
+
+	if (h->backing_file_offset) {
+		if (h->backing_file_size > QCOW2_MAX_BACKING_NAME)
+			return vs_error_set(err, -EINVAL,
+					    "qcow2: backing file name too long (%u bytes)",
+					    h->backing_file_size);
+		if (h->backing_file_offset > cluster_size ||
+		    h->backing_file_offset + h->backing_file_size > cluster_size)
+			return vs_error_set(err, -EINVAL,
+					    "qcow2: backing file name lies outside the header cluster");
+	}
+
+	if (h->l1_table_offset & (cluster_size - 1))
+		return vs_error_set(err, -EINVAL, "qcow2: L1 table offset is not cluster aligned");
+	if (h->refcount_table_offset & (cluster_size - 1))
+		return vs_error_set(err, -EINVAL,
+				    "qcow2: refcount table offset is not cluster aligned");
+	if (h->refcount_table_offset == 0)
+		return vs_error_set(err, -EINVAL, "qcow2: image has no refcount table");
+	if (h->nb_snapshots && (h->snapshots_offset & (cluster_size - 1)))
+		return vs_error_set(err, -EINVAL,
+				    "qcow2: snapshot table offset is not cluster aligned");
+	if (h->l1_size > QCOW2_MAX_L1_SIZE / 8)
+		return vs_error_set(err, -EFBIG, "qcow2: active L1 table too large (%u entries)",
+				    h->l1_size);
+	if (h->refcount_table_clusters == 0 ||
+	    (uint64_t)h->refcount_table_clusters > QCOW2_MAX_REFTABLE_SIZE / cluster_size)
+		return vs_error_set(err, -EINVAL, "qcow2: invalid refcount table size (%u clusters)",
+				    h->refcount_table_clusters);
+	if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
+		return vs_error_set(err, -EINVAL, "qcow2: too many snapshots (%u)",
+				    h->nb_snapshots);
+	return 0;
+}
+
+/*
+ * For v3, bytes beyond the fields we know (112 .. header_length) are left
+ * untouched in @buf, so a caller that rewrites a header it read keeps
+ * fields from a newer spec byte for byte.
+ */
+void qcow2_header_encode(const struct qcow2_header *h, uint8_t *buf)
+{
+	qcow2_put_be32(buf + HDR_MAGIC, QCOW2_MAGIC);
+	qcow2_put_be32(buf + HDR_VERSION, h->version);
+	qcow2_put_be64(buf + HDR_BACKING_OFFSET, h->backing_file_offset);
+	qcow2_put_be32(buf + HDR_BACKING_SIZE, h->backing_file_size);
+	qcow2_put_be32(buf + HDR_CLUSTER_BITS, h->cluster_bits);
+	qcow2_put_be64(buf + HDR_SIZE, h->size);
+	qcow2_put_be32(buf + HDR_CRYPT_METHOD, h->crypt_method);
+	qcow2_put_be32(buf + HDR_L1_SIZE, h->l1_size);
+	qcow2_put_be64(buf + HDR_L1_OFFSET, h->l1_table_offset);
+	qcow2_put_be64(buf + HDR_REFT_OFFSET, h->refcount_table_offset);
+	qcow2_put_be32(buf + HDR_REFT_CLUSTERS, h->refcount_table_clusters);
+	qcow2_put_be32(buf + HDR_NB_SNAPSHOTS, h->nb_snapshots);
+	qcow2_put_be64(buf + HDR_SNAPSHOTS_OFFSET, h->snapshots_offset);
+	if (h->version < 3)
+		return;
+
+	qcow2_put_be64(buf + HDR_INCOMPAT, h->incompatible_features);
+	qcow2_put_be64(buf + HDR_COMPAT, h->compatible_features);
+	qcow2_put_be64(buf + HDR_AUTOCLEAR, h->autoclear_features);
+	qcow2_put_be32(buf + HDR_REFCOUNT_ORDER, h->refcount_order);
+	qcow2_put_be32(buf + HDR_HEADER_LENGTH, h->header_length);
+	if (h->header_length > HDR_COMPRESSION_TYPE) {
+		size_t end = h->header_length < HDR_END_COMPRESSION ? h->header_length :
+								      HDR_END_COMPRESSION;
+
+		buf[HDR_COMPRESSION_TYPE] = h->compression_type;
+		memset(buf + HDR_COMPRESSION_TYPE + 1, 0, end - HDR_COMPRESSION_TYPE - 1);
+	}
+}
