@@ -52,6 +52,8 @@ struct vs_req {
 #define VS_CAP_BLOCK_STATUS 0x4
 #define VS_CAP_BACKING 0x8
 #define VS_CAP_FLUSH 0x10     /* flush does something (else it is a no-op) */
+/* Protocol nodes whose writes may extend them (files): no end-of-node check on writes. */
+#define VS_CAP_GROWABLE 0x20
 
 struct vs_limits {
 	uint32_t request_align; /* offset/length alignment; 1 = byte granularity */
@@ -116,6 +118,8 @@ struct vs_node {
 	unsigned caps;
 	bool read_only;
 	bool force_share;
+	unsigned chain_depth; /* 0 for the top of an image, +1 per backing level */
+	bool writethrough; /* top node of a cache mode without WCE: every write is FUA */
 	enum vs_cache_mode cache;
 	struct vs_cache_knobs knobs;
 	/* Serialises read-modify-write of unaligned requests (generic layer). */

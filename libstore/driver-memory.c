@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Test-only protocol drivers for the conformance suite:
+ *  memory:SIZE  a zero-filled buffer in RAM that grows on writes past its end
+ *  null:SIZE    reads return zeroes, writes are accepted and dropped
+ * SIZE takes the usual suffixes (k, M, G).
+ */
+#include "driver.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MEMORY_MAX_SIZE (1ull << 34) /* a bound on what a test can make us allocate */
+
+struct memory_state {
+	uint8_t *data;
+	uint64_t cap;
+};
+
+static int parse_uri_size(const char *filename, const char *prefix, uint64_t *size)
+{
+	const char *p = filename + strlen(prefix);
+	char *end;
+	unsigned long long v;
+
+	if (strncmp(filename, prefix, strlen(prefix)))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(p, &end, 10);
+	if (errno || end == p)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	default: break;
+	}
+	if (*end || v > MEMORY_MAX_SIZE)
+		return -EINVAL;
+	*size = v;
+	return 0;
+}
+
+static int memory_reserve(struct memory_state *s, uint64_t end)
+{
+	uint64_t cap = s->cap ? s->cap : 4096;
+	uint8_t *p;
+
+	if (end <= s->cap)
+		return 0;
+	if (end > MEMORY_MAX_SIZE)
+		return -ENOSPC;
+	while (cap < end)
+		cap *= 2;
+	p = realloc(s->data, cap);
+	if (!p)
+		return -ENOMEM;
+	memset(p + s->cap, 0, cap - s->cap);
+	s->data = p;
+	s->cap = cap;
+	return 0;
+}
+
+static int memory_open(struct vs_node *node, const struct vs_open_opts *opts,
+		       struct vs_error *err)
+{
+	struct memory_state *s = node->opaque;
+	int ret;
+
+	if (parse_uri_size(opts->filename, "memory:", &node->size) < 0)
+		return vs_error_set(err, -EINVAL, "Invalid memory URI '%s' (memory:SIZE)",
+				    opts->filename);
+	ret = memory_reserve(s, node->size);
+	if (ret < 0)
+		return vs_error_setf_errno(err, ret, "Could not allocate '%s'", opts->filename);
+	node->limits.request_align = 1;
+	node->limits.mem_align = 1;
+	node->caps = VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_GROWABLE;
+	return 0;
+}
+
+static void memory_close(struct vs_node *node)
+{
+	struct memory_state *s = node->opaque;
+
+	free(s->data);
+	s->data = NULL;
+}
+
+static void iov_to_buf(uint8_t *dst, const struct iovec *iov, int niov, uint64_t len)
+{
+	for (int i = 0; i < niov && len; i++) {
+		size_t n = iov[i].iov_len < len ? iov[i].iov_len : (size_t)len;
+
+		memcpy(dst, iov[i].iov_base, n);
+		dst += n;
+		len -= n;
+	}
+}
+
+static void buf_to_iov(const struct iovec *iov, int niov, const uint8_t *src, uint64_t len)
+{
+	for (int i = 0; i < niov && len; i++) {
+		size_t n = iov[i].iov_len < len ? iov[i].iov_len : (size_t)len;
+
+		memcpy(iov[i].iov_base, src, n);
+		src += n;
+		len -= n;
+	}
+}
+
+static int memory_submit(struct vs_node *node, struct vs_req *req)
+{
+	struct memory_state *s = node->opaque;
+	int ret;
+
+	switch (req->op) {
+	case VS_OP_READ:
+		buf_to_iov(req->iov, req->niov, s->data + req->offset, req->len);
+		return 0;
+	case VS_OP_WRITE:
+	case VS_OP_WRITE_ZEROES:
+	case VS_OP_DISCARD:
+		ret = memory_reserve(s, req->offset + req->len);
+		if (ret < 0)
+			return ret;
+		if (req->op == VS_OP_WRITE)
+			iov_to_buf(s->data + req->offset, req->iov, req->niov, req->len);
+		else
+			memset(s->data + req->offset, 0, req->len);
+		if (req->offset + req->len > node->size)
+			node->size = req->offset + req->len;
+		return 0;
+	case VS_OP_FLUSH:
+		return 0;
+	case VS_OP_BLOCK_STATUS:
+		req->bs_pnum = req->len;
+		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
+		req->bs_map = req->offset;
+		req->bs_file = node;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int memory_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc,
+			   bool exact, struct vs_error *err)
+{
+	struct memory_state *s = node->opaque;
+	int ret;
+
+	(void)prealloc;
+	(void)exact;
+	ret = memory_reserve(s, size);
+	if (ret < 0)
+		return vs_error_setf_errno(err, ret, "Could not resize '%s'", node->filename);
+	if (size < node->size)
+		memset(s->data + size, 0, node->size - size);
+	node->size = size;
+	return 0;
+}
+
+static int64_t memory_allocated_size(struct vs_node *node)
+{
+	return (int64_t)node->size;
+}
+
+const struct vs_driver vs_driver_memory = {
+	.name = "memory",
+	.state_size = sizeof(struct memory_state),
+	.open = memory_open,
+	.close = memory_close,
+	.submit = memory_submit,
+	.truncate = memory_truncate,
+	.allocated_size = memory_allocated_size,
+	.supported_write_flags = VS_REQ_FUA,
+	.supported_zero_flags = VS_REQ_MAY_UNMAP | VS_REQ_FUA,
+};
+
+static int null_open(struct vs_node *node, const struct vs_open_opts *opts, struct vs_error *err)
+{
+	if (parse_uri_size(opts->filename, "null:", &node->size) < 0)
+		return vs_error_set(err, -EINVAL, "Invalid null URI '%s' (null:SIZE)",
+				    opts->filename);
+	node->limits.request_align = 1;
+	node->limits.mem_align = 1;
+	node->caps = VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_BLOCK_STATUS;
+	return 0;
+}
+
+static void null_close(struct vs_node *node)
+{
+	(void)node;
+}
+
+static int null_submit(struct vs_node *node, struct vs_req *req)
+{
+	switch (req->op) {
+	case VS_OP_READ:
+		for (int i = 0; i < req->niov; i++)
+			memset(req->iov[i].iov_base, 0, req->iov[i].iov_len);
+		return 0;
+	case VS_OP_WRITE:
+	case VS_OP_WRITE_ZEROES:
+	case VS_OP_DISCARD:
+	case VS_OP_FLUSH:
+		return 0;
+	case VS_OP_BLOCK_STATUS:
+		req->bs_pnum = req->len;
+		req->bs_status = VS_BS_ZERO | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
+		req->bs_map = req->offset;
+		req->bs_file = node;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+const struct vs_driver vs_driver_null = {
+	.name = "null",
+	.open = null_open,
+	.close = null_close,
+	.submit = null_submit,
+	.supported_write_flags = VS_REQ_FUA,
+	.supported_zero_flags = VS_REQ_MAY_UNMAP | VS_REQ_FUA,
+};

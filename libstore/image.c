@@ -1,0 +1,287 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Building node graphs: the driver registry, format probing, opening an image
+ * (protocol node, format node, backing chain) and creating one.
+ */
+#include "driver.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VS_MAX_BACKING_DEPTH 256
+#define PROBE_LEN 4096
+
+static const struct vs_driver *const drivers[] = {
+	&vs_driver_qcow2, &vs_driver_raw, &vs_driver_file, &vs_driver_memory, &vs_driver_null,
+};
+
+const struct vs_driver *vs_driver_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
+		if (!strcmp(drivers[i]->name, name))
+			return drivers[i];
+	return NULL;
+}
+
+const struct vs_driver *vs_driver_probe(const uint8_t *buf, size_t len, const char *filename)
+{
+	const struct vs_driver *best = &vs_driver_raw;
+	int best_score = 0;
+
+	for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++) {
+		int score;
+
+		if (!drivers[i]->is_format || !drivers[i]->probe)
+			continue;
+		score = drivers[i]->probe(buf, len, filename);
+		if (score > best_score) {
+			best_score = score;
+			best = drivers[i];
+		}
+	}
+	return best;
+}
+
+const struct vs_create_opt_desc *vs_format_create_opts(const char *format)
+{
+	const struct vs_driver *drv = vs_driver_find(format);
+
+	if (!drv || !drv->is_format)
+		return NULL;
+	return drv->create_opts;
+}
+
+int vs_prealloc_parse(const char *s, enum vs_prealloc *out)
+{
+	static const char *const names[] = { "off", "metadata", "falloc", "full" };
+
+	for (unsigned i = 0; i < 4; i++) {
+		if (!strcmp(s, names[i])) {
+			*out = (enum vs_prealloc)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+const char *vs_prealloc_name(enum vs_prealloc p)
+{
+	static const char *const names[] = { "off", "metadata", "falloc", "full" };
+
+	return (unsigned)p < 4 ? names[p] : "unknown";
+}
+
+void *vs_buf_alloc(size_t len)
+{
+	void *p;
+
+	if (posix_memalign(&p, 4096, len ? len : 1))
+		return NULL;
+	return p;
+}
+
+void *vs_buf_zalloc(size_t len)
+{
+	void *p = vs_buf_alloc(len);
+
+	if (p)
+		memset(p, 0, len);
+	return p;
+}
+
+int vs_path_combine(char *out, size_t outsz, const char *base, const char *name)
+{
+	const char *slash;
+	int n;
+
+	if (name[0] == '/' || strchr(name, ':') || !(slash = strrchr(base, '/')))
+		n = snprintf(out, outsz, "%s", name);
+	else
+		n = snprintf(out, outsz, "%.*s%s", (int)(slash - base + 1), base, name);
+	return (n < 0 || (size_t)n >= outsz) ? -ENAMETOOLONG : 0;
+}
+
+static const struct vs_driver *protocol_for(const char *filename)
+{
+	if (!strncmp(filename, "memory:", 7))
+		return &vs_driver_memory;
+	if (!strncmp(filename, "null:", 5))
+		return &vs_driver_null;
+	return &vs_driver_file;
+}
+
+static struct vs_node *node_new(const struct vs_driver *drv, const char *filename,
+				const struct vs_open_opts *opts)
+{
+	struct vs_node *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return NULL;
+	n->drv = drv;
+	n->filename = strdup(filename);
+	if (drv->state_size)
+		n->opaque = calloc(1, drv->state_size);
+	if (!n->filename || (drv->state_size && !n->opaque)) {
+		free(n->filename);
+		free(n->opaque);
+		free(n);
+		return NULL;
+	}
+	n->reactor = vs_reactor_current();
+	n->read_only = opts->read_only;
+	n->force_share = opts->force_share;
+	n->cache = opts->cache;
+	n->knobs = vs_cache_mode_knobs(opts->cache);
+	n->limits.request_align = 1;
+	n->limits.mem_align = 1;
+	return n;
+}
+
+static void node_free(struct vs_node *n)
+{
+	free(n->filename);
+	free(n->opaque);
+	free(n);
+}
+
+int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs_open_opts *opts,
+		     struct vs_error *err)
+{
+	const struct vs_driver *drv = protocol_for(filename);
+	struct vs_node *n = node_new(drv, filename, opts);
+	int ret;
+
+	if (!n)
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	ret = drv->open(n, opts, err);
+	if (ret < 0) {
+		node_free(n);
+		return ret;
+	}
+	*out = n;
+	return 0;
+}
+
+void vs_node_close(struct vs_node *n)
+{
+	if (!n)
+		return;
+	if (n->drv->close)
+		n->drv->close(n);
+	vs_node_close(n->backing);
+	vs_node_close(n->file);
+	node_free(n);
+}
+
+static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opts,
+			    unsigned depth, struct vs_error *err);
+
+int vs_node_open_backing(struct vs_node *node, const char *backing_name, const char *backing_fmt,
+			 const struct vs_open_opts *parent_opts, struct vs_error *err)
+{
+	char path[PATH_MAX];
+	struct vs_open_opts o = *parent_opts;
+	struct vs_error inner = { 0 };
+	int ret;
+
+	if (vs_path_combine(path, sizeof(path), node->filename, backing_name) < 0)
+		return vs_error_set(err, -ENAMETOOLONG, "Backing file name too long: '%s'",
+				    backing_name);
+	o.filename = path;
+	o.format = backing_fmt && backing_fmt[0] ? backing_fmt : NULL;
+	o.read_only = true;
+	o.no_backing = false;
+	o.no_repair = true;
+	ret = image_open_depth(&node->backing, &o, node->chain_depth + 1, &inner);
+	if (ret < 0)
+		return vs_error_set(err, ret, "Could not open backing file: %s", inner.msg);
+	return 0;
+}
+
+static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opts,
+			    unsigned depth, struct vs_error *err)
+{
+	const struct vs_driver *drv = NULL;
+	struct vs_node *file = NULL, *n;
+	int ret;
+
+	if (depth > VS_MAX_BACKING_DEPTH)
+		return vs_error_set(err, -ELOOP,
+				    "Backing chain deeper than %d (a loop?) at '%s'",
+				    VS_MAX_BACKING_DEPTH, opts->filename);
+	if (opts->format) {
+		drv = vs_driver_find(opts->format);
+		if (!drv)
+			return vs_error_set(err, -EINVAL, "Unknown file format '%s'", opts->format);
+	}
+	ret = vs_protocol_open(&file, opts->filename, opts, err);
+	if (ret < 0)
+		return ret;
+	if (drv && !drv->is_format) {
+		/* -f file / memory / null: the protocol node is the image. */
+		*out = file;
+		file->writethrough = depth == 0 && !file->knobs.wce;
+		return 0;
+	}
+	if (!drv) {
+		uint8_t *buf = vs_buf_zalloc(PROBE_LEN);
+		size_t len = file->size < PROBE_LEN ? (size_t)file->size : PROBE_LEN;
+		size_t plen = (len + 511) & ~(size_t)511;
+
+		if (!buf) {
+			vs_node_close(file);
+			return vs_error_set(err, -ENOMEM, "Out of memory");
+		}
+		ret = plen ? vs_node_pread(file, 0, buf, plen) : 0;
+		if (ret < 0) {
+			free(buf);
+			vs_node_close(file);
+			return vs_error_setf_errno(err, ret, "Could not read '%s'", opts->filename);
+		}
+		drv = vs_driver_probe(buf, len, opts->filename);
+		free(buf);
+	}
+	n = node_new(drv, opts->filename, opts);
+	if (!n) {
+		vs_node_close(file);
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	}
+	n->file = file;
+	n->chain_depth = depth;
+	ret = drv->open(n, opts, err);
+	if (ret < 0) {
+		/* The driver closed its own state; children are ours. */
+		vs_node_close(n->backing);
+		vs_node_close(file);
+		node_free(n);
+		return ret;
+	}
+	n->writethrough = depth == 0 && !n->knobs.wce;
+	*out = n;
+	return 0;
+}
+
+int vs_image_open(struct vs_node **out, const struct vs_open_opts *opts, struct vs_error *err)
+{
+	if (!opts || !opts->filename || !opts->filename[0])
+		return vs_error_set(err, -EINVAL, "No image file name given");
+	if (!vs_in_coroutine())
+		return vs_error_set(err, -EINVAL, "vs_image_open() needs coroutine context");
+	return image_open_depth(out, opts, 0, err);
+}
+
+int vs_image_create(const char *filename, const char *format, uint64_t size,
+		    const struct vs_kv *opts, size_t nopts, struct vs_error *err)
+{
+	const struct vs_driver *drv = vs_driver_find(format ? format : "raw");
+
+	if (!drv || !drv->create)
+		return vs_error_set(err, -EINVAL, "Unknown file format '%s' for create",
+				    format ? format : "raw");
+	if (size > INT64_MAX)
+		return vs_error_set(err, -EINVAL, "Image size too large");
+	return drv->create(filename, size, opts, nopts, err);
+}

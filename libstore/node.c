@@ -1,0 +1,563 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The generic request layer: every I/O of every node passes here. It checks
+ * ranges, flags and permissions once, so drivers stay small; splits requests
+ * to the driver's max_transfer; bounces unaligned requests (O_DIRECT) through
+ * aligned buffers, with read-modify-write for unaligned writes; and emulates
+ * what a driver lacks (FUA as write + flush, write-zeroes as writes).
+ */
+#include "driver.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ZERO_BUF_SIZE (1u << 20)
+#define MAX_SPLIT_IOV 64
+
+static void *zero_buf; /* shared, never written after allocation */
+
+static const void *get_zero_buf(void)
+{
+	if (!zero_buf)
+		zero_buf = vs_buf_zalloc(ZERO_BUF_SIZE);
+	return zero_buf;
+}
+
+static void iov_memset(struct iovec *iov, int niov, uint64_t skip, uint64_t len)
+{
+	for (int i = 0; i < niov && len; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		size_t n = l - skip < len ? l - skip : (size_t)len;
+
+		memset((char *)iov[i].iov_base + skip, 0, n);
+		len -= n;
+		skip = 0;
+	}
+}
+
+static void iov_copy(bool to_iov, struct iovec *iov, int niov, uint64_t skip, void *buf,
+		     uint64_t len)
+{
+	char *p = buf;
+
+	for (int i = 0; i < niov && len; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		size_t n = l - skip < len ? l - skip : (size_t)len;
+
+		if (to_iov)
+			memcpy((char *)iov[i].iov_base + skip, p, n);
+		else
+			memcpy(p, (char *)iov[i].iov_base + skip, n);
+		p += n;
+		len -= n;
+		skip = 0;
+	}
+}
+
+/* Build in @dst (capacity @max) the elements of @src covering [skip, skip+len). */
+static int iov_slice(struct iovec *dst, int max, const struct iovec *src, int niov,
+		     uint64_t skip, uint64_t len)
+{
+	int n = 0;
+
+	for (int i = 0; i < niov && len; i++) {
+		size_t l = src[i].iov_len;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		if (n == max)
+			return -E2BIG;
+		size_t c = l - skip < len ? l - skip : (size_t)len;
+
+		dst[n].iov_base = (char *)src[i].iov_base + skip;
+		dst[n].iov_len = c;
+		n++;
+		len -= c;
+		skip = 0;
+	}
+	return len ? -EINVAL : n;
+}
+
+static bool iov_aligned(const struct iovec *iov, int niov, uint32_t align)
+{
+	if (align <= 1)
+		return true;
+	for (int i = 0; i < niov; i++)
+		if (((uintptr_t)iov[i].iov_base | iov[i].iov_len) & (align - 1))
+			return false;
+	return true;
+}
+
+static uint64_t iov_size(const struct iovec *iov, int niov)
+{
+	uint64_t s = 0;
+
+	for (int i = 0; i < niov; i++)
+		s += iov[i].iov_len;
+	return s;
+}
+
+static int submit_one(struct vs_node *n, enum vs_op op, uint64_t offset, uint64_t len,
+		      struct iovec *iov, int niov, unsigned flags)
+{
+	struct vs_req req = {
+		.op = op,
+		.flags = flags,
+		.offset = offset,
+		.len = len,
+		.iov = iov,
+		.niov = niov,
+	};
+	int ret;
+
+	n->in_flight++;
+	ret = n->drv->submit(n, &req);
+	n->in_flight--;
+	return ret;
+}
+
+/* Aligned request: split to max_transfer and hand to the driver. */
+static int rw_split(struct vs_node *n, enum vs_op op, uint64_t offset, uint64_t len,
+		    struct iovec *iov, int niov, unsigned flags)
+{
+	uint64_t max = n->limits.max_transfer;
+	struct iovec small[MAX_SPLIT_IOV];
+	uint64_t done = 0;
+
+	if (!max || len <= max)
+		return submit_one(n, op, offset, len, iov, niov, flags);
+	/* Keep chunks aligned to the request alignment. */
+	if (n->limits.request_align > 1)
+		max &= ~(uint64_t)(n->limits.request_align - 1);
+	while (done < len) {
+		uint64_t c = len - done < max ? len - done : max;
+		struct iovec *sub = small;
+		int cnt = iov_slice(small, MAX_SPLIT_IOV, iov, niov, done, c);
+		int ret;
+
+		if (cnt == -E2BIG) {
+			sub = malloc(sizeof(*sub) * (size_t)niov);
+			if (!sub)
+				return -ENOMEM;
+			cnt = iov_slice(sub, niov, iov, niov, done, c);
+		}
+		ret = cnt < 0 ? cnt : submit_one(n, op, offset + done, c, sub, cnt, flags);
+		if (sub != small)
+			free(sub);
+		if (ret < 0)
+			return ret;
+		done += c;
+	}
+	return 0;
+}
+
+/* Unaligned (offset, length or memory): go through an aligned bounce buffer. */
+static int rw_bounce(struct vs_node *n, enum vs_op op, uint64_t offset, uint64_t len,
+		     struct iovec *iov, int niov, unsigned flags)
+{
+	uint64_t a = n->limits.request_align > 1 ? n->limits.request_align : 1;
+	uint64_t start = offset & ~(a - 1);
+	uint64_t end = (offset + len + a - 1) & ~(a - 1);
+	uint64_t blen = end - start;
+	struct iovec biov;
+	void *buf;
+	int ret;
+
+	buf = vs_buf_alloc(blen);
+	if (!buf)
+		return -ENOMEM;
+	biov.iov_base = buf;
+	biov.iov_len = blen;
+	if (op == VS_OP_READ) {
+		ret = rw_split(n, op, start, blen, &biov, 1, 0);
+		if (ret == 0)
+			iov_copy(true, iov, niov, 0, (char *)buf + (offset - start), len);
+		free(buf);
+		return ret;
+	}
+
+	/* Writes: serialise read-modify-write cycles of this node. */
+	vs_co_mutex_lock(&n->rmw_lock);
+	ret = 0;
+	if (start != offset || end != offset + len) {
+		struct iovec head = { buf, a };
+		struct iovec tail = { (char *)buf + blen - a, a };
+
+		if (start != offset)
+			ret = rw_split(n, VS_OP_READ, start, a, &head, 1, 0);
+		if (ret == 0 && end != offset + len && (blen > a || start == offset))
+			ret = rw_split(n, VS_OP_READ, end - a, a, &tail, 1, 0);
+	}
+	if (ret == 0) {
+		iov_copy(false, iov, niov, 0, (char *)buf + (offset - start), len);
+		ret = rw_split(n, op, start, blen, &biov, 1, flags);
+	}
+	vs_co_mutex_unlock(&n->rmw_lock);
+	free(buf);
+	return ret;
+}
+
+static bool rw_needs_bounce(const struct vs_node *n, uint64_t offset, uint64_t len,
+			    const struct iovec *iov, int niov)
+{
+	uint64_t a = n->limits.request_align;
+
+	if (a > 1 && ((offset | len) & (a - 1)))
+		return true;
+	return !iov_aligned(iov, niov, n->limits.mem_align);
+}
+
+static int check_range(const struct vs_node *n, uint64_t offset, uint64_t len, bool write)
+{
+	if (offset + len < offset || offset > INT64_MAX || len > INT64_MAX)
+		return -EINVAL;
+	if (offset + len > n->size && !(write && (n->caps & VS_CAP_GROWABLE)))
+		return -EINVAL;
+	return 0;
+}
+
+int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
+		   unsigned flags)
+{
+	(void)flags;
+	if (!len)
+		return 0;
+	if (iov_size(iov, niov) < len)
+		return -EINVAL;
+	if (offset + len > n->size && (n->caps & VS_CAP_GROWABLE) && offset + len >= offset) {
+		/* Past the end of a growable file reads as zeroes. */
+		if (offset >= n->size) {
+			iov_memset(iov, niov, 0, len);
+			return 0;
+		}
+		iov_memset(iov, niov, n->size - offset, offset + len - n->size);
+		len = n->size - offset;
+	}
+	if (check_range(n, offset, len, false) < 0)
+		return -EINVAL;
+	if (rw_needs_bounce(n, offset, len, iov, niov))
+		return rw_bounce(n, VS_OP_READ, offset, len, iov, niov, 0);
+	return rw_split(n, VS_OP_READ, offset, len, iov, niov, 0);
+}
+
+int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
+		    unsigned flags)
+{
+	bool emulate_fua;
+	int ret;
+
+	if (n->read_only)
+		return -EPERM;
+	if (check_range(n, offset, len, true) < 0 || iov_size(iov, niov) < len)
+		return -EINVAL;
+	if (!len)
+		return 0;
+	if (n->writethrough)
+		flags |= VS_REQ_FUA;
+	flags &= VS_REQ_FUA;
+	emulate_fua = (flags & VS_REQ_FUA) && !(n->drv->supported_write_flags & VS_REQ_FUA);
+	if (emulate_fua)
+		flags &= ~(unsigned)VS_REQ_FUA;
+	if (rw_needs_bounce(n, offset, len, iov, niov))
+		ret = rw_bounce(n, VS_OP_WRITE, offset, len, iov, niov, flags);
+	else
+		ret = rw_split(n, VS_OP_WRITE, offset, len, iov, niov, flags);
+	if (ret == 0 && emulate_fua)
+		ret = vs_node_flush(n);
+	return ret;
+}
+
+int vs_node_pread(struct vs_node *n, uint64_t offset, void *buf, size_t len)
+{
+	struct iovec iov = { buf, len };
+
+	return vs_node_preadv(n, offset, len, &iov, 1, 0);
+}
+
+int vs_node_pwrite(struct vs_node *n, uint64_t offset, const void *buf, size_t len,
+		   unsigned flags)
+{
+	struct iovec iov = { (void *)buf, len };
+
+	return vs_node_pwritev(n, offset, len, &iov, 1, flags);
+}
+
+int vs_node_flush(struct vs_node *n)
+{
+	if (n->read_only)
+		return 0;
+	return submit_one(n, VS_OP_FLUSH, 0, 0, NULL, 0, 0);
+}
+
+int vs_node_discard(struct vs_node *n, uint64_t offset, uint64_t len)
+{
+	uint64_t a = n->limits.request_align > 1 ? n->limits.request_align : 1;
+	uint64_t start, end, max;
+
+	if (n->read_only)
+		return -EPERM;
+	if (check_range(n, offset, len, false) < 0)
+		return -EINVAL;
+	if (!(n->caps & VS_CAP_DISCARD))
+		return 0;
+	/* Discard is advisory: only the aligned inside is passed on. */
+	start = (offset + a - 1) & ~(a - 1);
+	end = (offset + len) & ~(a - 1);
+	max = n->limits.max_discard ? n->limits.max_discard & ~(a - 1) : 0;
+	while (start < end) {
+		uint64_t c = end - start;
+		int ret;
+
+		if (max && c > max)
+			c = max;
+		ret = submit_one(n, VS_OP_DISCARD, start, c, NULL, 0, 0);
+		if (ret < 0 && ret != -ENOTSUP)
+			return ret;
+		start += c;
+	}
+	return 0;
+}
+
+/* Write zeroes with plain writes, in chunks of the shared zero buffer. */
+static int zero_by_writes(struct vs_node *n, uint64_t offset, uint64_t len, unsigned flags)
+{
+	const void *z = get_zero_buf();
+
+	if (!z)
+		return -ENOMEM;
+	while (len) {
+		uint64_t c = len < ZERO_BUF_SIZE ? len : ZERO_BUF_SIZE;
+		int ret = vs_node_pwrite(n, offset, z, (size_t)c, flags & VS_REQ_FUA);
+
+		if (ret < 0)
+			return ret;
+		offset += c;
+		len -= c;
+	}
+	return 0;
+}
+
+int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsigned flags)
+{
+	uint64_t a = n->limits.request_align > 1 ? n->limits.request_align : 1;
+	uint64_t start, end;
+	unsigned dflags;
+	bool emulate_fua;
+	int ret;
+
+	if (n->read_only)
+		return -EPERM;
+	if (check_range(n, offset, len, true) < 0)
+		return -EINVAL;
+	if (!len)
+		return 0;
+	if (n->writethrough)
+		flags |= VS_REQ_FUA;
+	if (!(n->caps & VS_CAP_WRITE_ZEROES)) {
+		if (flags & VS_REQ_NO_FALLBACK)
+			return -ENOTSUP;
+		return zero_by_writes(n, offset, len, flags);
+	}
+	start = (offset + a - 1) & ~(a - 1);
+	end = (offset + len) & ~(a - 1);
+	if (start >= end) {
+		if (flags & VS_REQ_NO_FALLBACK)
+			return -ENOTSUP;
+		return zero_by_writes(n, offset, len, flags);
+	}
+	dflags = flags & (VS_REQ_FUA | VS_REQ_MAY_UNMAP) & n->drv->supported_zero_flags;
+	emulate_fua = (flags & VS_REQ_FUA) && !(dflags & VS_REQ_FUA);
+	ret = submit_one(n, VS_OP_WRITE_ZEROES, start, end - start, NULL, 0, dflags);
+	if (ret == -ENOTSUP) {
+		if (flags & VS_REQ_NO_FALLBACK)
+			return -ENOTSUP;
+		ret = zero_by_writes(n, start, end - start, flags);
+		emulate_fua = false;
+	}
+	if (ret == 0 && start > offset)
+		ret = zero_by_writes(n, offset, start - offset, flags);
+	if (ret == 0 && end < offset + len)
+		ret = zero_by_writes(n, end, offset + len - end, flags);
+	if (ret == 0 && emulate_fua)
+		ret = vs_node_flush(n);
+	return ret;
+}
+
+int vs_node_truncate(struct vs_node *n, uint64_t size, enum vs_prealloc prealloc, bool exact,
+		     struct vs_error *err)
+{
+	if (n->read_only)
+		return vs_error_set(err, -EPERM, "Cannot resize '%s': opened read-only",
+				    n->filename);
+	if (size > INT64_MAX)
+		return vs_error_set(err, -EINVAL, "Size too large");
+	if (!n->drv->truncate)
+		return vs_error_set(err, -ENOTSUP, "The %s driver cannot resize images",
+				    n->drv->name);
+	return n->drv->truncate(n, size, prealloc, exact, err);
+}
+
+int vs_node_block_status(struct vs_node *n, uint64_t offset, uint64_t len, uint64_t *pnum,
+			 unsigned *status, uint64_t *map, struct vs_node **file)
+{
+	struct vs_req req = { .op = VS_OP_BLOCK_STATUS };
+	int ret;
+
+	*pnum = 0;
+	*status = 0;
+	if (offset > n->size)
+		return -EINVAL;
+	if (len > n->size - offset)
+		len = n->size - offset;
+	if (!len)
+		return 0;
+	req.offset = offset;
+	req.len = len;
+	if (!(n->caps & VS_CAP_BLOCK_STATUS)) {
+		req.bs_pnum = len;
+		req.bs_status = VS_BS_DATA | VS_BS_ALLOCATED;
+		if (!n->drv->is_format) {
+			req.bs_status |= VS_BS_OFFSET_VALID;
+			req.bs_map = offset;
+			req.bs_file = n;
+		}
+	} else {
+		n->in_flight++;
+		ret = n->drv->submit(n, &req);
+		n->in_flight--;
+		if (ret < 0)
+			return ret;
+		if (req.bs_pnum == 0 || req.bs_pnum > len)
+			return -EIO; /* a driver bug; never loop forever on it */
+	}
+	*pnum = req.bs_pnum;
+	*status = req.bs_status;
+	if (map)
+		*map = req.bs_map;
+	if (file)
+		*file = req.bs_file;
+	return 0;
+}
+
+int vs_node_block_status_above(struct vs_node *n, uint64_t offset, uint64_t len, uint64_t *pnum,
+			       unsigned *status, uint64_t *map, struct vs_node **file,
+			       unsigned *depth)
+{
+	struct vs_node *cur = n;
+	unsigned d = 0;
+	int ret;
+
+	if (offset > n->size)
+		return -EINVAL;
+	if (len > n->size - offset)
+		len = n->size - offset;
+	for (;;) {
+		if (offset >= cur->size) {
+			/* Past the end of a shorter backing file: zeroes. */
+			*pnum = len;
+			*status = VS_BS_ZERO;
+			break;
+		}
+		ret = vs_node_block_status(cur, offset, len, pnum, status, map, file);
+		if (ret < 0)
+			return ret;
+		if (!*pnum) /* len was 0 */
+			break;
+		if ((*status & VS_BS_ALLOCATED) || !cur->backing) {
+			if (!(*status & VS_BS_ALLOCATED) && !(*status & VS_BS_DATA))
+				*status |= VS_BS_ZERO;
+			break;
+		}
+		len = *pnum;
+		cur = cur->backing;
+		d++;
+	}
+	if (depth)
+		*depth = d;
+	return 0;
+}
+
+uint64_t vs_node_size(const struct vs_node *n)
+{
+	return n->size;
+}
+
+const char *vs_node_format(const struct vs_node *n)
+{
+	return n->drv->name;
+}
+
+const char *vs_node_filename(const struct vs_node *n)
+{
+	return n->filename;
+}
+
+struct vs_node *vs_node_file(const struct vs_node *n)
+{
+	return n->file;
+}
+
+struct vs_node *vs_node_backing(const struct vs_node *n)
+{
+	return n->backing;
+}
+
+bool vs_node_is_read_only(const struct vs_node *n)
+{
+	return n->read_only;
+}
+
+int64_t vs_node_allocated_size(struct vs_node *n)
+{
+	if (n->drv->allocated_size)
+		return n->drv->allocated_size(n);
+	if (n->file)
+		return vs_node_allocated_size(n->file);
+	return -ENOTSUP;
+}
+
+int vs_node_get_info(struct vs_node *n, struct vs_image_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	snprintf(info->format, sizeof(info->format), "%s", n->drv->name);
+	info->virtual_size = n->size;
+	info->actual_size = vs_node_allocated_size(n);
+	if (info->actual_size < 0)
+		info->actual_size = -1;
+	if (n->drv->get_info)
+		return n->drv->get_info(n, info);
+	return 0;
+}
+
+void vs_image_info_free(struct vs_image_info *info)
+{
+	if (!info)
+		return;
+	free(info->snapshots);
+	info->snapshots = NULL;
+	info->nb_snapshots = 0;
+}
+
+int vs_node_check(struct vs_node *n, struct vs_check_result *res, unsigned fix)
+{
+	memset(res, 0, sizeof(*res));
+	if (!n->drv->check)
+		return -ENOTSUP;
+	if (fix && n->read_only)
+		return -EPERM;
+	return n->drv->check(n, res, fix);
+}

@@ -1,0 +1,454 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * A reactor: one io_uring and the coroutines of one thread.
+ *
+ * The loop runs every runnable coroutine, then submits the SQEs they
+ * prepared in one io_uring_enter (which also waits for a completion when
+ * nothing is runnable), then turns completions into wake-ups. Submissions
+ * made while the loop runs coroutines are thereby batched.
+ */
+#include "coroutine-int.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VS_RING_ENTRIES 256
+#define VS_CO_POOL_MAX 64
+
+struct vs_reactor {
+	struct io_uring ring;
+	struct vs_co_ctx main_ctx;
+	struct vs_co *run_head, *run_tail;
+	struct vs_co *free_pool;
+	unsigned free_count;
+	unsigned alive;       /* spawned and not yet finished */
+	unsigned in_flight;   /* SQEs handed to the kernel without a CQE yet */
+	unsigned prepared;    /* SQEs prepared but not submitted */
+	unsigned cq_entries;
+	struct vs_co_queue sqe_waiters;
+	struct vs_reactor_stats stats;
+};
+
+static __thread struct vs_reactor *tls_reactor;
+
+/* One outstanding operation; lives on the waiting coroutine's stack. */
+struct aio_wait {
+	struct vs_co *co;
+	int res;
+};
+
+int vs_reactor_new(struct vs_reactor **out, unsigned entries)
+{
+	struct vs_reactor *r = calloc(1, sizeof(*r));
+	struct io_uring_params p;
+	int ret;
+
+	if (!r)
+		return -ENOMEM;
+	memset(&p, 0, sizeof(p));
+	ret = io_uring_queue_init_params(entries ? entries : VS_RING_ENTRIES, &r->ring, &p);
+	if (ret < 0) {
+		free(r);
+		return ret;
+	}
+	r->cq_entries = p.cq_entries;
+	if (!tls_reactor)
+		tls_reactor = r;
+	*out = r;
+	return 0;
+}
+
+void vs_reactor_free(struct vs_reactor *r)
+{
+	struct vs_co *co;
+
+	if (!r)
+		return;
+	while ((co = r->free_pool)) {
+		r->free_pool = co->next;
+		vs_co_free_stack(co);
+	}
+	io_uring_queue_exit(&r->ring);
+	if (tls_reactor == r)
+		tls_reactor = NULL;
+	free(r);
+}
+
+struct vs_reactor *vs_reactor_current(void)
+{
+	if (vs_co_current)
+		return vs_co_current->reactor;
+	return tls_reactor;
+}
+
+struct vs_co_ctx *vs_reactor_main_ctx(struct vs_reactor *r)
+{
+	return &r->main_ctx;
+}
+
+void vs_reactor_enqueue(struct vs_reactor *r, struct vs_co *co)
+{
+	if (co->queued)
+		return;
+	co->queued = true;
+	co->next = NULL;
+	if (r->run_tail)
+		r->run_tail->next = co;
+	else
+		r->run_head = co;
+	r->run_tail = co;
+}
+
+struct vs_co *vs_reactor_take_free_co(struct vs_reactor *r)
+{
+	struct vs_co *co = r->free_pool;
+
+	if (co) {
+		r->free_pool = co->next;
+		r->free_count--;
+	}
+	return co;
+}
+
+void vs_reactor_put_free_co(struct vs_reactor *r, struct vs_co *co)
+{
+	r->alive--;
+	if (r->free_count >= VS_CO_POOL_MAX) {
+		vs_co_free_stack(co);
+		return;
+	}
+	co->next = r->free_pool;
+	r->free_pool = co;
+	r->free_count++;
+}
+
+void vs_reactor_co_started(struct vs_reactor *r)
+{
+	r->alive++;
+}
+
+static void run_ready(struct vs_reactor *r)
+{
+	struct vs_co *co;
+
+	/* Only what is runnable now: coroutines woken meanwhile wait a turn. */
+	struct vs_co *tail = r->run_tail;
+
+	while ((co = r->run_head)) {
+		r->run_head = co->next;
+		if (!r->run_head)
+			r->run_tail = NULL;
+		co->queued = false;
+		co->next = NULL;
+		vs_co_current = co;
+		r->stats.co_switches++;
+		vs_co_ctx_resume(&r->main_ctx, co);
+		vs_co_current = NULL;
+		if (co->done)
+			vs_reactor_put_free_co(r, co);
+		if (co == tail)
+			break;
+	}
+}
+
+static void reap(struct vs_reactor *r)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&r->ring, head, cqe)
+	{
+		struct aio_wait *w = io_uring_cqe_get_data(cqe);
+
+		if (w) {
+			w->res = cqe->res;
+			vs_reactor_enqueue(r, w->co);
+		}
+		n++;
+	}
+	io_uring_cq_advance(&r->ring, n);
+	r->in_flight -= n;
+	r->stats.cqes_reaped += n;
+	if (n)
+		vs_co_queue_wake_all(&r->sqe_waiters);
+}
+
+static int submit(struct vs_reactor *r, unsigned wait_nr)
+{
+	int ret;
+
+	do {
+		ret = io_uring_submit_and_wait(&r->ring, wait_nr);
+	} while (ret == -EINTR);
+	if (ret >= 0) {
+		r->in_flight += (unsigned)ret;
+		r->stats.sqes_submitted += (unsigned)ret;
+		r->prepared -= (unsigned)ret < r->prepared ? (unsigned)ret : r->prepared;
+		return 0;
+	}
+	if (ret == -EAGAIN || ret == -EBUSY)
+		return 0; /* completions must be reaped first; the loop does that */
+	return ret;
+}
+
+int vs_reactor_run(struct vs_reactor *r, const bool *done)
+{
+	struct vs_reactor *saved = tls_reactor;
+	int ret = 0;
+
+	tls_reactor = r;
+	for (;;) {
+		run_ready(r);
+		if (done ? *done : r->alive == 0)
+			break;
+		if (r->run_head) {
+			/* More to run: submit without waiting, then reap. */
+			if (r->prepared) {
+				ret = submit(r, 0);
+				if (ret < 0)
+					break;
+			}
+		} else {
+			if (!r->prepared && !r->in_flight) {
+				/* Coroutines alive but nobody can wake them. */
+				ret = -EDEADLK;
+				break;
+			}
+			ret = submit(r, 1);
+			if (ret < 0)
+				break;
+		}
+		reap(r);
+	}
+	tls_reactor = saved;
+	return ret;
+}
+
+struct run_ctx {
+	vs_co_fn *fn;
+	void *arg;
+	bool done;
+};
+
+static void run_entry(void *opaque)
+{
+	struct run_ctx *c = opaque;
+
+	c->fn(c->arg);
+	c->done = true;
+}
+
+int vs_run_in_coroutine(vs_co_fn *fn, void *arg)
+{
+	struct vs_reactor *r = tls_reactor;
+	struct run_ctx c = { .fn = fn, .arg = arg };
+	bool own = false;
+	int ret;
+
+	if (vs_co_current) {
+		fn(arg); /* already in coroutine context */
+		return 0;
+	}
+	if (!r) {
+		ret = vs_reactor_new(&r, 0);
+		if (ret < 0)
+			return ret;
+		own = true;
+	}
+	if (!vs_co_spawn(r, run_entry, &c)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = vs_reactor_run(r, &c.done);
+out:
+	if (own)
+		vs_reactor_free(r);
+	return ret;
+}
+
+void vs_reactor_get_stats(const struct vs_reactor *r, struct vs_reactor_stats *st)
+{
+	*st = r->stats;
+	st->co_alive = r->alive;
+}
+
+/* Coroutine context: an SQE of the current reactor, parking while none is free. */
+static struct io_uring_sqe *get_sqe(struct vs_reactor *r)
+{
+	struct io_uring_sqe *sqe;
+
+	for (;;) {
+		/* Bound what can be outstanding by the CQ so completions never overflow. */
+		if (r->in_flight + r->prepared < r->cq_entries) {
+			sqe = io_uring_get_sqe(&r->ring);
+			if (sqe) {
+				r->prepared++;
+				return sqe;
+			}
+			/* SQ full: hand it to the kernel and try again. */
+			if (submit(r, 0) == 0 && (sqe = io_uring_get_sqe(&r->ring))) {
+				r->prepared++;
+				return sqe;
+			}
+		}
+		r->stats.sqe_waits++;
+		vs_co_queue_wait(&r->sqe_waiters);
+	}
+}
+
+static int wait_sqe(struct vs_reactor *r, struct io_uring_sqe *sqe)
+{
+	struct aio_wait w = { .co = vs_co_current, .res = 0 };
+
+	(void)r;
+	io_uring_sqe_set_data(sqe, &w);
+	vs_co_yield();
+	return w.res;
+}
+
+static struct vs_reactor *cur(void)
+{
+	if (!vs_co_current)
+		abort(); /* vs_aio_* outside coroutine context is a programming error */
+	return vs_co_current->reactor;
+}
+
+ssize_t vs_aio_preadv(int fd, const struct iovec *iov, int iovcnt, uint64_t offset)
+{
+	struct vs_reactor *r = cur();
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, offset);
+	return wait_sqe(r, sqe);
+}
+
+ssize_t vs_aio_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t offset,
+		       int rw_flags)
+{
+	struct vs_reactor *r = cur();
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, offset);
+	sqe->rw_flags = rw_flags;
+	return wait_sqe(r, sqe);
+}
+
+/* Advance @iov (a private copy) by @done bytes. */
+static int iov_advance(struct iovec *iov, int iovcnt, size_t done, int *first)
+{
+	int i = *first;
+
+	while (i < iovcnt && done >= iov[i].iov_len) {
+		done -= iov[i].iov_len;
+		i++;
+	}
+	if (i < iovcnt) {
+		iov[i].iov_base = (char *)iov[i].iov_base + done;
+		iov[i].iov_len -= done;
+	}
+	*first = i;
+	return iovcnt - i;
+}
+
+static int rw_full(bool write, int fd, const struct iovec *iov, int iovcnt, uint64_t offset,
+		   size_t len, int rw_flags)
+{
+	struct iovec small[16];
+	struct iovec *copy = small;
+	size_t done = 0;
+	int first = 0, ret = 0;
+
+	if (iovcnt > 16) {
+		copy = malloc(sizeof(*copy) * (size_t)iovcnt);
+		if (!copy)
+			return -ENOMEM;
+	}
+	memcpy(copy, iov, sizeof(*copy) * (size_t)iovcnt);
+	while (done < len) {
+		ssize_t n = write ? vs_aio_pwritev(fd, copy + first, iovcnt - first, offset + done,
+						   rw_flags)
+				  : vs_aio_preadv(fd, copy + first, iovcnt - first, offset + done);
+		if (n == -EINTR || n == -EAGAIN)
+			continue;
+		if (n < 0) {
+			ret = (int)n;
+			break;
+		}
+		if (n == 0) {
+			if (write) {
+				ret = -EIO;
+				break;
+			}
+			/* End of file: the rest reads as zeroes. */
+			size_t left = len - done;
+			int i = first;
+
+			while (left && i < iovcnt) {
+				size_t c = copy[i].iov_len < left ? copy[i].iov_len : left;
+
+				memset(copy[i].iov_base, 0, c);
+				left -= c;
+				i++;
+			}
+			break;
+		}
+		done += (size_t)n;
+		if (iov_advance(copy, iovcnt, (size_t)n, &first) == 0)
+			break;
+	}
+	if (copy != small)
+		free(copy);
+	return ret;
+}
+
+int vs_aio_preadv_full(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len)
+{
+	return rw_full(false, fd, iov, iovcnt, offset, len, 0);
+}
+
+int vs_aio_pwritev_full(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len,
+			int rw_flags)
+{
+	return rw_full(true, fd, iov, iovcnt, offset, len, rw_flags);
+}
+
+int vs_aio_fsync(int fd, bool datasync)
+{
+	struct vs_reactor *r = cur();
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
+	return wait_sqe(r, sqe);
+}
+
+int vs_aio_fallocate(int fd, int mode, uint64_t offset, uint64_t len)
+{
+	struct vs_reactor *r = cur();
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_fallocate(sqe, fd, mode, (off_t)offset, (off_t)len);
+	return wait_sqe(r, sqe);
+}
+
+int vs_aio_poll(int fd, unsigned events)
+{
+	struct vs_reactor *r = cur();
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_poll_add(sqe, fd, events);
+	return wait_sqe(r, sqe);
+}
+
+void vs_co_sleep_ns(uint64_t ns)
+{
+	struct vs_reactor *r = cur();
+	struct io_uring_sqe *sqe = get_sqe(r);
+	struct __kernel_timespec ts = { .tv_sec = (long long)(ns / 1000000000u),
+					.tv_nsec = (long long)(ns % 1000000000u) };
+
+	io_uring_prep_timeout(sqe, &ts, 0, 0);
+	(void)wait_sqe(r, sqe); /* -ETIME is the normal outcome */
+}
