@@ -1,0 +1,226 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# shellcheck shell=bash
+#
+# Shared helpers for the integration tests (tests/integration/test-*.sh).
+# Source it first thing:
+#
+#   . "$(dirname "$0")/lib.sh"
+#
+# It sets `set -euo pipefail`, makes a private temp dir $WORKDIR (removed on
+# exit, kept with VSTOR_KEEP_TMP=1) and cd's into it. Exit codes follow
+# automake/meson: 0 pass, 1 fail, 77 skip.
+#
+# Binaries: VSTOR_IMG and VSTOR_IO come from the environment (meson sets them
+# to the built programs); otherwise they are looked up in $VSTOR_BUILD_DIR
+# (default: ../../build relative to this file).
+#
+# With CI=true a missing peer is a failure, not a skip: CI installs every
+# peer the tests use, so a skip there would hide a missing install step.
+
+set -euo pipefail
+
+VS_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+VS_SOURCE_DIR=${VSTOR_SOURCE_DIR:-$(cd "$VS_LIB_DIR/../.." && pwd)}
+VS_BUILD_DIR=${VSTOR_BUILD_DIR:-$VS_SOURCE_DIR/build}
+VS_TEST_NAME=$(basename "$0" .sh)
+# Upper bound in seconds for any one server we start (they are also killed on exit).
+VS_DAEMON_TIMEOUT=${VS_DAEMON_TIMEOUT:-600}
+export LC_ALL=C
+
+# Pids of background processes to stop on exit, and extra cleanup commands.
+VS_PIDS=()
+VS_CLEANUPS=()
+
+log() { printf '%s: %s\n' "$VS_TEST_NAME" "$*" >&2; }
+
+fail()
+{
+	printf 'FAIL: %s: %s\n' "$VS_TEST_NAME" "$*" >&2
+	exit 1
+}
+
+skip()
+{
+	printf 'SKIP: %s: %s\n' "$VS_TEST_NAME" "$*" >&2
+	exit 77
+}
+
+# A precondition is missing: skip, or fail under CI=true.
+skip_or_fail()
+{
+	if [[ ${CI:-} == true ]]; then
+		fail "$* (CI=true: a missing peer is a failure)"
+	fi
+	skip "$*"
+}
+
+# require_tool NAME...: every NAME must be on PATH.
+require_tool()
+{
+	local t
+	for t in "$@"; do
+		command -v "$t" >/dev/null 2>&1 || skip_or_fail "required tool '$t' not found"
+	done
+}
+
+# find_built VAR RELPATH: VAR from the environment, else $VS_BUILD_DIR/RELPATH.
+find_built()
+{
+	local var=$1 rel=$2 path
+	path=${!var:-$VS_BUILD_DIR/$rel}
+	[[ -x $path ]] || skip_or_fail "$var: '$path' is not built"
+	printf -v "$var" '%s' "$path"
+	export "${var?}"
+}
+
+require_vstor_img() { find_built VSTOR_IMG cli/vstor-img; }
+require_vstor_io() { find_built VSTOR_IO tests/tools/vstor-io; }
+
+# assert_eq ACTUAL EXPECTED [WHAT]
+assert_eq()
+{
+	[[ $1 == "$2" ]] || fail "${3:-value}: got '$1', expected '$2'"
+}
+
+# assert_rc EXPECTED CMD...: run CMD (output to $WORKDIR/out and err) and check its exit code.
+assert_rc()
+{
+	local want=$1 rc=0
+	shift
+	"$@" >"$WORKDIR/out" 2>"$WORKDIR/err" || rc=$?
+	if [[ $rc != "$want" ]]; then
+		cat "$WORKDIR/out" "$WORKDIR/err" >&2
+		fail "'$*' exited $rc, expected $want"
+	fi
+}
+
+# assert_fails CMD...: CMD must exit non-zero (output kept in $WORKDIR/out and err).
+assert_fails()
+{
+	local rc=0
+	"$@" >"$WORKDIR/out" 2>"$WORKDIR/err" || rc=$?
+	if [[ $rc == 0 ]]; then
+		cat "$WORKDIR/out" "$WORKDIR/err" >&2
+		fail "'$*' succeeded, expected a failure"
+	fi
+}
+
+# assert_grep PATTERN FILE [WHAT]: extended regex, case-insensitive.
+assert_grep()
+{
+	grep -qiE -- "$1" "$2" || {
+		cat "$2" >&2
+		fail "${3:-output} does not match /$1/"
+	}
+}
+
+# wait_for TIMEOUT_S CMD...: poll CMD until it succeeds; fail after TIMEOUT_S.
+# For conditions that have no event to wait on (a socket appearing): the
+# wait is bounded and ends as soon as the condition holds.
+wait_for()
+{
+	local deadline=$((SECONDS + $1))
+	shift
+	until "$@" 2>/dev/null; do
+		((SECONDS < deadline)) || fail "timed out waiting for: $*"
+		sleep 0.02
+	done
+}
+
+# stop_pid PID: SIGTERM, then SIGKILL if it is still there after 10 s.
+stop_pid()
+{
+	local pid=$1 i
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 500; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.02
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
+# start_daemon PIDFILE READY_TIMEOUT CMD...: start a server in the background
+# under `timeout`, wait (bounded) until PIDFILE exists and is non-empty, and
+# register it to be stopped on exit. CMD must write PIDFILE when it is ready
+# (qemu-nbd --pid-file, ganesha -p ...). Sets DAEMON_PID to the server's pid.
+start_daemon()
+{
+	local pidfile=$1 ready=$2 launcher
+	shift 2
+	VS_NDAEMONS=$((${VS_NDAEMONS:-0} + 1))
+	timeout --kill-after=5 "$VS_DAEMON_TIMEOUT" "$@" \
+		>"$WORKDIR/daemon.$VS_NDAEMONS.out" 2>"$WORKDIR/daemon.$VS_NDAEMONS.err" &
+	launcher=$!
+	VS_PIDS+=("$launcher")
+	local deadline=$((SECONDS + ready))
+	until [[ -s $pidfile ]]; do
+		if ! kill -0 "$launcher" 2>/dev/null; then
+			cat "$WORKDIR/daemon.$VS_NDAEMONS.err" >&2 || true
+			fail "server exited before it was ready: $*"
+		fi
+		((SECONDS < deadline)) || fail "server not ready after ${ready}s: $*"
+		sleep 0.02
+	done
+	DAEMON_PID=$(<"$pidfile")
+	VS_PIDS+=("$DAEMON_PID")
+}
+
+# register_pid PID: stop PID on exit (a server that daemonized itself).
+register_pid() { VS_PIDS+=("$1"); }
+
+# at_exit CMD: run CMD (a string, eval'd) on exit, before the temp dir goes.
+at_exit() { VS_CLEANUPS+=("$1"); }
+
+# free_port: a TCP port on 127.0.0.1 that was free a moment ago. Prefer unix
+# sockets; use this only where a peer needs TCP (the port could be taken
+# between this call and the bind, so servers should be retried on EADDRINUSE).
+free_port()
+{
+	python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+# inode_locks FILE: the OFD/POSIX lock ranges held on FILE, one "START END TYPE" per line.
+inode_locks()
+{
+	local ino
+	ino=$(stat -c %i "$1")
+	awk -v ino="$ino" '{ n = split($6, a, ":"); if (a[n] == ino) print $7, $8, $4 }' /proc/locks |
+		sort -n
+}
+
+# qemu_img ARGS...: qemu-img bounded in time.
+qemu_img() { timeout 300 qemu-img "$@"; }
+vstor_img() { timeout 300 "$VSTOR_IMG" "$@"; }
+vstor_io() { timeout 300 "$VSTOR_IO" "$@"; }
+
+vs_cleanup()
+{
+	local rc=$? i
+	set +e
+	for ((i = ${#VS_CLEANUPS[@]} - 1; i >= 0; i--)); do
+		eval "${VS_CLEANUPS[i]}"
+	done
+	for ((i = ${#VS_PIDS[@]} - 1; i >= 0; i--)); do
+		stop_pid "${VS_PIDS[i]}"
+	done
+	if [[ -n ${WORKDIR:-} ]]; then
+		if [[ ${VSTOR_KEEP_TMP:-0} == 1 || ($rc != 0 && $rc != 77 && ${VSTOR_KEEP_TMP_ON_FAIL:-0} == 1) ]]; then
+			printf '%s: kept %s\n' "$VS_TEST_NAME" "$WORKDIR" >&2
+		else
+			cd /
+			rm -rf "$WORKDIR"
+		fi
+	fi
+	exit "$rc"
+}
+
+WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/vstor-$VS_TEST_NAME.XXXXXX")
+trap vs_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+cd "$WORKDIR"

@@ -1,0 +1,641 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The conformance suite: the same I/O checks over every driver stack, as
+ * SPDK's bdev conformance program does. A driver stack that passes these
+ * behaves the way the generic layer promises (node.h): ranges checked,
+ * unaligned requests bounced, write-zeroes and FUA emulated where the driver
+ * lacks them, block status consistent with what reads return.
+ *
+ * The checks run inside one coroutine each (open, check, close); cmocka's
+ * assertions longjmp, so they are only used outside the coroutine, on the
+ * failure message the check left behind.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "vstor/node.h"
+#include "vstor/reactor.h"
+
+#define IMG_SIZE (16ull << 20)
+#define BUF_SIZE (9ull << 20)
+
+enum stack_kind {
+	STACK_RAW_FILE,
+	STACK_QCOW2_FILE,
+	STACK_RAW_MEMORY,
+	STACK_NULL,
+};
+
+struct stack {
+	const char *name;
+	enum stack_kind kind;
+	enum vs_cache_mode cache;
+	const struct vs_kv *create_opts; /* qcow2 -o list */
+	size_t ncreate_opts;
+	bool discards_writes; /* null: reads return zeroes whatever was written */
+};
+
+struct conf_test;
+typedef int check_fn(struct conf_test *t);
+
+struct conf_test {
+	const struct stack *stack;
+	check_fn *check;
+	char dir[256];
+	char path[300];
+	char uri[64];
+	struct vs_node *node;
+	unsigned char *buf;  /* BUF_SIZE, 4 KiB aligned */
+	unsigned char *buf2; /* BUF_SIZE, 4 KiB aligned */
+	bool failed;
+	char msg[512];
+};
+
+static void fail_at(struct conf_test *t, int line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void fail_at(struct conf_test *t, int line, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (t->failed)
+		return;
+	t->failed = true;
+	n = snprintf(t->msg, sizeof(t->msg), "[%s] line %d: ", t->stack->name, line);
+	va_start(ap, fmt);
+	vsnprintf(t->msg + n, sizeof(t->msg) - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+#define CHECK(t, cond, ...)                                  \
+	do {                                                 \
+		if (!(cond)) {                               \
+			fail_at((t), __LINE__, __VA_ARGS__); \
+			return -1;                           \
+		}                                            \
+	} while (0)
+
+#define CHECK_RET(t, expr, want)                                                                \
+	do {                                                                                    \
+		int ret_ = (expr);                                                              \
+		if (ret_ != (want)) {                                                           \
+			fail_at((t), __LINE__, "%s returned %d (%s), expected %d", #expr, ret_, \
+				strerror(ret_ < 0 ? -ret_ : 0), (want));                        \
+			return -1;                                                              \
+		}                                                                               \
+	} while (0)
+
+static unsigned char pat(uint64_t off, unsigned seed)
+{
+	return (unsigned char)((seed + 7 * ((off >> 9) % 251) + (off & 511)) & 0xff);
+}
+
+static void fill(unsigned char *p, uint64_t off, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		p[i] = pat(off + i, seed);
+}
+
+/* Expected content of a range that was written with @seed. */
+static void expect(struct conf_test *t, unsigned char *p, uint64_t off, size_t len, unsigned seed)
+{
+	if (t->stack->discards_writes)
+		memset(p, 0, len);
+	else
+		fill(p, off, len, seed);
+}
+
+/* First differing offset of two buffers, or -1. */
+static long long first_diff(const unsigned char *a, const unsigned char *b, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (a[i] != b[i])
+			return (long long)i;
+	return -1;
+}
+
+static int read_expect(struct conf_test *t, int line, uint64_t off, size_t len, unsigned seed,
+		       bool zero)
+{
+	long long d;
+	int ret;
+
+	memset(t->buf, 0xa5, len);
+	ret = vs_node_pread(t->node, off, t->buf, len);
+	if (ret < 0) {
+		fail_at(t, line, "read %" PRIu64 "+%zu: %s", off, len, strerror(-ret));
+		return -1;
+	}
+	if (zero)
+		memset(t->buf2, 0, len);
+	else
+		expect(t, t->buf2, off, len, seed);
+	d = first_diff(t->buf, t->buf2, len);
+	if (d >= 0) {
+		fail_at(t, line, "content at %" PRIu64 " is 0x%02x, expected 0x%02x (%s)",
+			off + (uint64_t)d, t->buf[d], t->buf2[d], zero ? "zero" : "data");
+		return -1;
+	}
+	return 0;
+}
+
+#define READ_DATA(t, off, len, seed)                                         \
+	do {                                                                 \
+		if (read_expect((t), __LINE__, (off), (len), (seed), false)) \
+			return -1;                                           \
+	} while (0)
+#define READ_ZERO(t, off, len)                                         \
+	do {                                                           \
+		if (read_expect((t), __LINE__, (off), (len), 0, true)) \
+			return -1;                                     \
+	} while (0)
+
+static int write_pat(struct conf_test *t, uint64_t off, size_t len, unsigned seed, unsigned flags)
+{
+	fill(t->buf, off, len, seed);
+	return vs_node_pwrite(t->node, off, t->buf, len, flags);
+}
+
+/* --- the checks ------------------------------------------------------------------------- */
+
+static int check_size(struct conf_test *t)
+{
+	CHECK(t, vs_node_size(t->node) == IMG_SIZE, "size %" PRIu64 ", expected %llu",
+	      vs_node_size(t->node), IMG_SIZE);
+	READ_ZERO(t, 0, 65536);
+	READ_ZERO(t, IMG_SIZE - 4096, 4096);
+	return 0;
+}
+
+static int check_rw_aligned(struct conf_test *t)
+{
+	CHECK_RET(t, write_pat(t, 1 << 20, 65536, 1, 0), 0);
+	READ_DATA(t, 1 << 20, 65536, 1);
+	READ_ZERO(t, (1 << 20) - 4096, 4096);
+	READ_ZERO(t, (1 << 20) + 65536, 4096);
+	/* Overwrite the middle. */
+	CHECK_RET(t, write_pat(t, (1 << 20) + 4096, 4096, 2, 0), 0);
+	READ_DATA(t, 1 << 20, 4096, 1);
+	READ_DATA(t, (1 << 20) + 4096, 4096, 2);
+	READ_DATA(t, (1 << 20) + 8192, 65536 - 8192, 1);
+	/* The last sector. */
+	CHECK_RET(t, write_pat(t, IMG_SIZE - 512, 512, 3, 0), 0);
+	READ_DATA(t, IMG_SIZE - 512, 512, 3);
+	return 0;
+}
+
+static int check_rw_unaligned(struct conf_test *t)
+{
+	static const struct {
+		uint64_t off;
+		size_t len;
+	} cases[] = {
+		{ 12345, 3000 }, { 511, 2 }, { 4095, 4098 }, { 65535, 131073 }, { 3, 1 },
+	};
+	unsigned char *odd = NULL;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t off = cases[i].off + (2 << 20) * i;
+		size_t len = cases[i].len;
+		long long d;
+		int ret;
+
+		/* A buffer at an odd address too. */
+		odd = t->buf2 + 1;
+		fill(odd, off, len, 10 + (unsigned)i);
+		ret = vs_node_pwrite(t->node, off, odd, len, 0);
+		CHECK(t, ret == 0, "write %" PRIu64 "+%zu: %s", off, len, strerror(-ret));
+		READ_ZERO(t, off - 1, 1);
+		READ_DATA(t, off, len, 10 + (unsigned)i);
+		READ_ZERO(t, off + len, 1);
+		/* Read into an odd buffer as well. */
+		ret = vs_node_pread(t->node, off, t->buf + 3, len);
+		CHECK(t, ret == 0, "read %" PRIu64 "+%zu: %s", off, len, strerror(-ret));
+		expect(t, t->buf2, off, len, 10 + (unsigned)i);
+		d = first_diff(t->buf + 3, t->buf2, len);
+		CHECK(t, d < 0, "odd-buffer read differs at %" PRIu64, off + (uint64_t)d);
+	}
+	return 0;
+}
+
+static int check_rw_vectored(struct conf_test *t)
+{
+	const uint64_t off = (3 << 20) + 7;
+	const size_t lens[3] = { 1000, 3096, 517 };
+	struct iovec iov[3];
+	size_t total = 0, pos = 0;
+	int ret;
+
+	for (int i = 0; i < 3; i++)
+		total += lens[i];
+	fill(t->buf, off, total, 20);
+	/* Scatter the source over non-contiguous pieces of buf2. */
+	for (int i = 0; i < 3; i++) {
+		iov[i].iov_base = t->buf2 + i * 8192 + 1;
+		iov[i].iov_len = lens[i];
+		memcpy(iov[i].iov_base, t->buf + pos, lens[i]);
+		pos += lens[i];
+	}
+	ret = vs_node_pwritev(t->node, off, total, iov, 3, 0);
+	CHECK(t, ret == 0, "pwritev: %s", strerror(-ret));
+	READ_DATA(t, off, total, 20);
+
+	for (int i = 0; i < 3; i++)
+		memset(iov[i].iov_base, 0xee, lens[i]);
+	ret = vs_node_preadv(t->node, off, total, iov, 3, 0);
+	CHECK(t, ret == 0, "preadv: %s", strerror(-ret));
+	expect(t, t->buf, off, total, 20);
+	pos = 0;
+	for (int i = 0; i < 3; i++) {
+		CHECK(t, !memcmp(iov[i].iov_base, t->buf + pos, lens[i]), "preadv iov %d differs",
+		      i);
+		pos += lens[i];
+	}
+	return 0;
+}
+
+static int check_rw_large(struct conf_test *t)
+{
+	/* Larger than any sane max transfer: the generic layer splits it. */
+	const uint64_t off = (4 << 20) + 512;
+	const size_t len = 9 << 20;
+
+	CHECK_RET(t, write_pat(t, off, len, 30, 0), 0);
+	READ_DATA(t, off, len, 30);
+	READ_ZERO(t, off - 512, 512);
+	return 0;
+}
+
+static int check_write_fua(struct conf_test *t)
+{
+	CHECK_RET(t, write_pat(t, 8192, 8192, 40, VS_REQ_FUA), 0);
+	CHECK_RET(t, write_pat(t, 100001, 777, 41, VS_REQ_FUA), 0);
+	READ_DATA(t, 8192, 8192, 40);
+	READ_DATA(t, 100001, 777, 41);
+	return 0;
+}
+
+static int check_write_zeroes(struct conf_test *t)
+{
+	const uint64_t base = 5 << 20;
+	const size_t len = 1 << 20;
+
+	CHECK_RET(t, write_pat(t, base, len, 50, 0), 0);
+	/* Aligned, no unmap. */
+	CHECK_RET(t, vs_node_write_zeroes(t->node, base + 65536, 65536, 0), 0);
+	/* Unaligned at both ends, may unmap. */
+	CHECK_RET(t, vs_node_write_zeroes(t->node, base + 200000, 300001, VS_REQ_MAY_UNMAP), 0);
+	/* A small unaligned one inside a cluster. */
+	CHECK_RET(t, vs_node_write_zeroes(t->node, base + 600001, 17, 0), 0);
+	/* With FUA. */
+	CHECK_RET(t, vs_node_write_zeroes(t->node, base + 700000, 4096, VS_REQ_FUA), 0);
+
+	READ_DATA(t, base, 65536, 50);
+	READ_ZERO(t, base + 65536, 65536);
+	READ_DATA(t, base + 131072, 200000 - 131072, 50);
+	READ_ZERO(t, base + 200000, 300001);
+	READ_DATA(t, base + 500001, 100000, 50);
+	READ_ZERO(t, base + 600001, 17);
+	READ_DATA(t, base + 600018, 700000 - 600018, 50);
+	READ_ZERO(t, base + 700000, 4096);
+	READ_DATA(t, base + 704096, len - 704096, 50);
+
+	/* Zeroes over never-written space stay zero. */
+	CHECK_RET(t, vs_node_write_zeroes(t->node, IMG_SIZE - 65536, 65536, VS_REQ_MAY_UNMAP), 0);
+	READ_ZERO(t, IMG_SIZE - 65536, 65536);
+	return 0;
+}
+
+static int check_discard(struct conf_test *t)
+{
+	const uint64_t base = 7 << 20;
+
+	CHECK_RET(t, write_pat(t, base, 1 << 20, 60, 0), 0);
+	/* Discard is advisory: content of the range is unspecified, the rest is kept. */
+	CHECK_RET(t, vs_node_discard(t->node, base + 65536, 131072), 0);
+	CHECK_RET(t, vs_node_discard(t->node, base + 300001, 4097), 0);
+	READ_DATA(t, base, 65536, 60);
+	READ_DATA(t, base + 196608, 300001 - 196608, 60);
+	READ_DATA(t, base + 304098, (1 << 20) - 304098, 60);
+	/* Discarding what was never written is fine too. */
+	CHECK_RET(t, vs_node_discard(t->node, IMG_SIZE - (1 << 20), 1 << 20), 0);
+	return 0;
+}
+
+static int check_flush(struct conf_test *t)
+{
+	CHECK_RET(t, vs_node_flush(t->node), 0);
+	CHECK_RET(t, write_pat(t, 0, 4096, 70, 0), 0);
+	CHECK_RET(t, vs_node_flush(t->node), 0);
+	CHECK_RET(t, vs_node_flush(t->node), 0);
+	READ_DATA(t, 0, 4096, 70);
+	return 0;
+}
+
+static int check_block_status(struct conf_test *t)
+{
+	const uint64_t woff = 6 << 20, wlen = 256 << 10;
+	uint64_t off = 0, data_in_written = 0;
+	unsigned runs = 0;
+
+	CHECK_RET(t, write_pat(t, woff, wlen, 80, 0), 0);
+	while (off < IMG_SIZE) {
+		uint64_t pnum = 0, map = 0, left = IMG_SIZE - off;
+		unsigned st = 0;
+		int ret;
+
+		ret = vs_node_block_status(t->node, off, left, &pnum, &st, &map, NULL);
+		CHECK(t, ret == 0, "block status at %" PRIu64 ": %s", off, strerror(-ret));
+		CHECK(t, pnum > 0 && pnum <= left, "block status at %" PRIu64 ": pnum %" PRIu64,
+		      off, pnum);
+		CHECK(t, ++runs < 100000, "too many runs");
+		if (st & VS_BS_ZERO) {
+			/* What block status calls zero must read as zero. */
+			uint64_t pos = off;
+
+			while (pos < off + pnum) {
+				size_t n = (size_t)(off + pnum - pos < BUF_SIZE ? off + pnum - pos :
+										  BUF_SIZE);
+				READ_ZERO(t, pos, n);
+				pos += n;
+			}
+		}
+		if (off < woff + wlen && off + pnum > woff && (st & VS_BS_DATA)) {
+			uint64_t s = off > woff ? off : woff;
+			uint64_t e = off + pnum < woff + wlen ? off + pnum : woff + wlen;
+
+			data_in_written += e - s;
+		}
+		off += pnum;
+	}
+	CHECK(t, off == IMG_SIZE, "runs cover %" PRIu64 " bytes, not %llu", off, IMG_SIZE);
+	if (!t->stack->discards_writes)
+		CHECK(t, data_in_written == wlen,
+		      "written range reports data for %" PRIu64 " of %" PRIu64 " bytes",
+		      data_in_written, wlen);
+
+	/* A query inside a run stops at len. */
+	{
+		uint64_t pnum = 0;
+		unsigned st = 0;
+
+		CHECK_RET(t,
+			  vs_node_block_status(t->node, woff + 512, 4096, &pnum, &st, NULL, NULL),
+			  0);
+		CHECK(t, pnum > 0 && pnum <= 4096, "pnum %" PRIu64 " for a 4096-byte query", pnum);
+	}
+	return 0;
+}
+
+static int check_out_of_range(struct conf_test *t)
+{
+	unsigned char *b = t->buf;
+
+	CHECK_RET(t, vs_node_pread(t->node, IMG_SIZE, b, 512), -EINVAL);
+	CHECK_RET(t, vs_node_pread(t->node, IMG_SIZE - 512, b, 1024), -EINVAL);
+	CHECK_RET(t, vs_node_pread(t->node, UINT64_MAX - 511, b, 1024), -EINVAL);
+	CHECK_RET(t, vs_node_pwrite(t->node, IMG_SIZE, b, 512, 0), -EINVAL);
+	CHECK_RET(t, vs_node_pwrite(t->node, IMG_SIZE - 1, b, 2, 0), -EINVAL);
+	CHECK_RET(t, vs_node_pwrite(t->node, UINT64_MAX - 511, b, 1024, 0), -EINVAL);
+	CHECK_RET(t, vs_node_write_zeroes(t->node, IMG_SIZE - 4096, 8192, 0), -EINVAL);
+	CHECK_RET(t, vs_node_discard(t->node, IMG_SIZE, 4096), -EINVAL);
+	CHECK_RET(t, vs_node_discard(t->node, UINT64_MAX - 4095, 8192), -EINVAL);
+	/* Nothing was written by the refused requests. */
+	READ_ZERO(t, IMG_SIZE - 4096, 4096);
+	return 0;
+}
+
+static int check_unknown_flags(struct conf_test *t)
+{
+	/* Flags that make no sense for an operation are refused, not ignored. */
+	CHECK_RET(t, vs_node_pwrite(t->node, 0, t->buf, 512, 0x80000000u), -EINVAL);
+	return 0;
+}
+
+/* Runs on a read-only node (see run_check()). */
+static int check_read_only(struct conf_test *t)
+{
+	int ret;
+
+	CHECK(t, vs_node_is_read_only(t->node), "node is not read-only");
+	READ_ZERO(t, 0, 65536);
+	fill(t->buf, 0, 4096, 90);
+	ret = vs_node_pwrite(t->node, 0, t->buf, 4096, 0);
+	CHECK(t, ret == -EPERM || ret == -EROFS, "write returned %d (%s)", ret, strerror(-ret));
+	ret = vs_node_write_zeroes(t->node, 0, 4096, 0);
+	CHECK(t, ret == -EPERM || ret == -EROFS, "write-zeroes returned %d", ret);
+	ret = vs_node_discard(t->node, 0, 4096);
+	CHECK(t, ret == -EPERM || ret == -EROFS, "discard returned %d", ret);
+	CHECK_RET(t, vs_node_flush(t->node), 0);
+	READ_ZERO(t, 0, 4096);
+	return 0;
+}
+
+/* --- stacks and the runner ------------------------------------------------------------- */
+
+static const struct vs_kv qcow2_ext_l2[] = {
+	{ "cluster_size", "65536" },
+	{ "extended_l2", "on" },
+};
+static const struct vs_kv qcow2_v2[] = {
+	{ "compat", "0.10" },
+};
+static const struct vs_kv qcow2_small[] = {
+	{ "cluster_size", "512" },
+	{ "refcount_bits", "1" },
+};
+
+static const struct stack stacks[] = {
+	{ "raw/file", STACK_RAW_FILE, VS_CACHE_WRITEBACK, NULL, 0, false },
+	{ "raw/file,cache=none", STACK_RAW_FILE, VS_CACHE_NONE, NULL, 0, false },
+	{ "qcow2/file", STACK_QCOW2_FILE, VS_CACHE_WRITEBACK, NULL, 0, false },
+	{ "qcow2/file,cache=none", STACK_QCOW2_FILE, VS_CACHE_NONE, NULL, 0, false },
+	{ "qcow2(extended_l2)/file", STACK_QCOW2_FILE, VS_CACHE_WRITEBACK, qcow2_ext_l2, 2, false },
+	{ "qcow2(compat=0.10)/file", STACK_QCOW2_FILE, VS_CACHE_WRITEBACK, qcow2_v2, 1, false },
+	{ "qcow2(cluster_size=512)/file", STACK_QCOW2_FILE, VS_CACHE_WRITEBACK, qcow2_small, 2,
+	  false },
+	{ "raw/memory", STACK_RAW_MEMORY, VS_CACHE_WRITEBACK, NULL, 0, false },
+	{ "null", STACK_NULL, VS_CACHE_WRITEBACK, NULL, 0, true },
+};
+
+static const struct {
+	const char *name;
+	check_fn *fn;
+} checks[] = {
+	{ "size", check_size },
+	{ "rw_aligned", check_rw_aligned },
+	{ "rw_unaligned", check_rw_unaligned },
+	{ "rw_vectored", check_rw_vectored },
+	{ "rw_large", check_rw_large },
+	{ "write_fua", check_write_fua },
+	{ "write_zeroes", check_write_zeroes },
+	{ "discard", check_discard },
+	{ "flush", check_flush },
+	{ "block_status", check_block_status },
+	{ "out_of_range", check_out_of_range },
+	{ "unknown_flags", check_unknown_flags },
+	{ "read_only", check_read_only },
+};
+
+static int prepare(struct conf_test *t)
+{
+	struct vs_error err = { 0 };
+	const char *tmp = getenv("TMPDIR");
+	int ret, fd;
+
+	switch (t->stack->kind) {
+	case STACK_RAW_MEMORY:
+		snprintf(t->uri, sizeof(t->uri), "memory:%llu", IMG_SIZE);
+		return 0;
+	case STACK_NULL:
+		snprintf(t->uri, sizeof(t->uri), "null:%llu", IMG_SIZE);
+		return 0;
+	case STACK_RAW_FILE:
+	case STACK_QCOW2_FILE:
+		break;
+	}
+	snprintf(t->dir, sizeof(t->dir), "%s/vstor-conformance.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(t->dir)) {
+		t->dir[0] = '\0';
+		fail_at(t, __LINE__, "mkdtemp: %s", strerror(errno));
+		return -1;
+	}
+	snprintf(t->path, sizeof(t->path), "%s/img", t->dir);
+	if (t->stack->kind == STACK_RAW_FILE) {
+		fd = open(t->path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+		if (fd < 0 || ftruncate(fd, (off_t)IMG_SIZE) < 0) {
+			fail_at(t, __LINE__, "create %s: %s", t->path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+		return 0;
+	}
+	ret = vs_image_create(t->path, "qcow2", IMG_SIZE, t->stack->create_opts,
+			      t->stack->ncreate_opts, &err);
+	if (ret < 0) {
+		fail_at(t, __LINE__, "create: %s", err.msg[0] ? err.msg : strerror(-ret));
+		return -1;
+	}
+	return 0;
+}
+
+static void run_check(void *arg)
+{
+	struct conf_test *t = arg;
+	struct vs_open_opts o = { 0 };
+	struct vs_error err = { 0 };
+	int ret;
+
+	if (prepare(t))
+		return;
+	o.filename = t->path[0] ? t->path : t->uri;
+	o.format = t->stack->kind == STACK_QCOW2_FILE ? "qcow2" : "raw";
+	o.cache = t->stack->cache;
+	o.read_only = t->check == check_read_only;
+	ret = vs_image_open(&t->node, &o, &err);
+	if (ret < 0) {
+		fail_at(t, __LINE__, "open %s: %s", o.filename,
+			err.msg[0] ? err.msg : strerror(-ret));
+		return;
+	}
+	t->check(t);
+	vs_node_close(t->node);
+	t->node = NULL;
+	/* The image must still be consistent after every check. */
+	if (!t->failed && t->stack->kind == STACK_QCOW2_FILE && !o.read_only) {
+		struct vs_check_result res = { 0 };
+
+		o.read_only = true;
+		err.code = 0;
+		err.msg[0] = '\0';
+		ret = vs_image_open(&t->node, &o, &err);
+		if (ret < 0) {
+			fail_at(t, __LINE__, "reopen: %s", err.msg[0] ? err.msg : strerror(-ret));
+			return;
+		}
+		ret = vs_node_check(t->node, &res, 0);
+		if (ret < 0 || res.corruptions || res.leaks || res.check_errors)
+			fail_at(t, __LINE__,
+				"check after the test: ret %d, %" PRId64 " corruptions, %" PRId64
+				" leaks, %" PRId64 " errors",
+				ret, res.corruptions, res.leaks, res.check_errors);
+		vs_node_close(t->node);
+		t->node = NULL;
+	}
+}
+
+static void test_conformance(void **state)
+{
+	struct conf_test *t = *state;
+	int ret;
+
+	t->failed = false;
+	t->msg[0] = '\0';
+	t->dir[0] = t->path[0] = t->uri[0] = '\0';
+	ret = vs_run_in_coroutine(run_check, t);
+	if (t->path[0])
+		unlink(t->path);
+	if (t->dir[0])
+		rmdir(t->dir);
+	if (ret < 0)
+		fail_msg("engine: %s", strerror(-ret));
+	if (t->failed)
+		fail_msg("%s", t->msg);
+}
+
+int main(void)
+{
+	const size_t nstacks = sizeof(stacks) / sizeof(stacks[0]);
+	const size_t nchecks = sizeof(checks) / sizeof(checks[0]);
+	size_t n = nstacks * nchecks, i = 0;
+	struct CMUnitTest *tests = calloc(n, sizeof(*tests));
+	struct conf_test *ctx = calloc(n, sizeof(*ctx));
+	char **names = calloc(n, sizeof(*names));
+	unsigned char *buf = NULL, *buf2 = NULL;
+	int failed;
+
+	if (!tests || !ctx || !names || posix_memalign((void **)&buf, 4096, BUF_SIZE + 4096) ||
+	    posix_memalign((void **)&buf2, 4096, BUF_SIZE + 4096)) {
+		fprintf(stderr, "out of memory\n");
+		return 1;
+	}
+	for (size_t s = 0; s < nstacks; s++) {
+		for (size_t c = 0; c < nchecks; c++, i++) {
+			if (asprintf(&names[i], "test_conformance_%s[%s]", checks[c].name,
+				     stacks[s].name) < 0)
+				return 1;
+			ctx[i].stack = &stacks[s];
+			ctx[i].check = checks[c].fn;
+			ctx[i].buf = buf;
+			ctx[i].buf2 = buf2;
+			tests[i].name = names[i];
+			tests[i].test_func = test_conformance;
+			tests[i].initial_state = &ctx[i];
+		}
+	}
+	failed = _cmocka_run_group_tests("conformance", tests, n, NULL, NULL);
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(tests);
+	free(ctx);
+	free(buf);
+	free(buf2);
+	return failed ? 1 : 0;
+}
