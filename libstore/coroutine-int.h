@@ -40,6 +40,7 @@ struct vs_co {
 	bool done;
 	unsigned valgrind_id;
 	void *asan_fake_stack;
+	void *pending; /* the aio_wait of the operation it waits for, or NULL */
 };
 
 struct vs_co_waiter {

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define VS_RING_ENTRIES 256
 #define VS_CO_POOL_MAX 64
@@ -305,7 +306,9 @@ static int wait_sqe(struct vs_reactor *r, struct io_uring_sqe *sqe)
 
 	(void)r;
 	io_uring_sqe_set_data(sqe, &w);
+	w.co->pending = &w;
 	vs_co_yield();
+	w.co->pending = NULL;
 	return w.res;
 }
 
@@ -440,6 +443,126 @@ int vs_aio_poll(int fd, unsigned events)
 
 	io_uring_prep_poll_add(sqe, fd, events);
 	return wait_sqe(r, sqe);
+}
+
+ssize_t vs_aio_recv(int fd, void *buf, size_t len, int flags)
+{
+	struct vs_reactor *r = cur();
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_recv(sqe, fd, buf, len, flags);
+	return wait_sqe(r, sqe);
+}
+
+ssize_t vs_aio_send(int fd, const void *buf, size_t len, int flags)
+{
+	struct vs_reactor *r = cur();
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_send(sqe, fd, buf, len, flags | MSG_NOSIGNAL);
+	return wait_sqe(r, sqe);
+}
+
+int vs_aio_recv_full(int fd, void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = vs_aio_recv(fd, (char *)buf + done, len - done, MSG_WAITALL);
+
+		if (n == -EINTR || n == -EAGAIN)
+			continue;
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return -ECONNRESET;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int vs_aio_send_full(int fd, const void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = vs_aio_send(fd, (const char *)buf + done, len - done, 0);
+
+		if (n == -EINTR || n == -EAGAIN)
+			continue;
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return -EPIPE;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int vs_aio_sendmsg_full(int fd, struct iovec *iov, int iovcnt)
+{
+	struct vs_reactor *r = cur();
+	struct iovec small[16];
+	struct iovec *copy = small;
+	int first = 0, ret = 0;
+
+	if (iovcnt > 16) {
+		copy = malloc(sizeof(*copy) * (size_t)iovcnt);
+		if (!copy)
+			return -ENOMEM;
+	}
+	memcpy(copy, iov, sizeof(*copy) * (size_t)iovcnt);
+	while (first < iovcnt) {
+		struct msghdr msg = { .msg_iov = copy + first,
+				      .msg_iovlen = (size_t)(iovcnt - first) };
+		struct io_uring_sqe *sqe = get_sqe(r);
+		int n;
+
+		io_uring_prep_sendmsg(sqe, fd, &msg, MSG_NOSIGNAL);
+		n = wait_sqe(r, sqe);
+		if (n == -EINTR || n == -EAGAIN)
+			continue;
+		if (n < 0) {
+			ret = n;
+			break;
+		}
+		if (n == 0) {
+			ret = -EPIPE;
+			break;
+		}
+		iov_advance(copy, iovcnt, (size_t)n, &first);
+	}
+	if (copy != small)
+		free(copy);
+	return ret;
+}
+
+int vs_aio_accept(int fd)
+{
+	struct vs_reactor *r = cur();
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
+	return wait_sqe(r, sqe);
+}
+
+int vs_aio_cancel(struct vs_co *co)
+{
+	struct vs_reactor *r = co->reactor;
+	struct io_uring_sqe *sqe;
+
+	if (!co->pending)
+		return -ENOENT;
+	/* The cancel SQE itself carries no waiter: its CQE is just counted. */
+	sqe = io_uring_get_sqe(&r->ring);
+	if (!sqe) {
+		if (submit(r, 0) < 0 || !(sqe = io_uring_get_sqe(&r->ring)))
+			return -EBUSY;
+	}
+	r->prepared++;
+	io_uring_prep_cancel(sqe, co->pending, 0);
+	io_uring_sqe_set_data(sqe, NULL);
+	return 0;
 }
 
 void vs_co_sleep_ns(uint64_t ns)

@@ -127,6 +127,25 @@ int vs_aio_fallocate(int fd, int mode, uint64_t offset, uint64_t len);
 /* Wait until @fd reports one of @events (POLLIN, POLLOUT...). Returns revents. */
 int vs_aio_poll(int fd, unsigned events);
 
+/*
+ * Sockets. recv/send return the byte count (0 on EOF for recv) or -errno;
+ * the _full variants transfer exactly @len bytes or fail (-ECONNRESET on EOF
+ * before the end). accept returns the new fd (SOCK_CLOEXEC) or -errno.
+ */
+ssize_t vs_aio_recv(int fd, void *buf, size_t len, int flags);
+ssize_t vs_aio_send(int fd, const void *buf, size_t len, int flags);
+int vs_aio_recv_full(int fd, void *buf, size_t len);
+int vs_aio_send_full(int fd, const void *buf, size_t len);
+int vs_aio_sendmsg_full(int fd, struct iovec *iov, int iovcnt);
+int vs_aio_accept(int fd);
+
+/*
+ * Cancel what a coroutine waits for in the ring: the pending operation of
+ * @co (parked in a vs_aio_* call) completes with -ECANCELED. Used to stop a
+ * connection's reader on shutdown. Returns 0 or -ENOENT if nothing pending.
+ */
+int vs_aio_cancel(struct vs_co *co);
+
 /* Counters of a reactor, for statistics and tests. */
 struct vs_reactor_stats {
 	uint64_t sqes_submitted;
