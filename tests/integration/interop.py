@@ -295,7 +295,12 @@ def main(argv):
     cmd = argv[1]
     if cmd == "combos":
         mode = argv[2] if len(argv) > 2 else "pairwise"
-        for c in (all_valid() if mode == "full" else pairwise()):
+        combos = all_valid() if mode == "full" else pairwise()
+        sample = int(os.environ.get("VSTOR_COMBOS_SAMPLE", "0") or 0)
+        if 0 < sample < len(combos):
+            rnd = random.Random(os.environ.get("VSTOR_COMBOS_SEED", "1"))
+            combos = rnd.sample(combos, sample)
+        for c in combos:
             print(optstr(c))
         return 0
     if cmd == "gen":

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Install what vstor's build and test suite need on Debian 12 (bookworm).
+# Idempotent: when everything is present it only checks and returns.
+# Runs apt-get as root, or through sudo when not root.
+set -euo pipefail
+
+PACKAGES=(
+	# build
+	build-essential meson ninja-build pkg-config
+	liburing-dev libzstd-dev zlib1g-dev
+	# tests
+	libcmocka-dev valgrind python3 coreutils
+	clang clang-format libclang-rt-14-dev
+	# peers: qemu-img, qemu-io, qemu-nbd (the qcow2 oracle and lock peer)
+	qemu-utils
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	if [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true) != installed ]]; then
+		missing+=("$p")
+	fi
+done
+
+if ((${#missing[@]} == 0)); then
+	echo "install-deps: all ${#PACKAGES[@]} packages present"
+	exit 0
+fi
+
+if ((EUID == 0)); then
+	as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+	as_root=(sudo)
+else
+	echo "install-deps: missing packages (${missing[*]}); run as root or install sudo" >&2
+	exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 \
+	--no-install-recommends "${missing[@]}"
