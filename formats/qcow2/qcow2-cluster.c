@@ -1,0 +1,1140 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * qcow2 cluster mapping: guest offset -> L1 -> L2 -> host offset, for
+ * standard and extended (32 subclusters) L2 entries; the read, write,
+ * write-zeroes, discard and block-status paths; preallocation.
+ *
+ * Allocating writes fill the parts of a new cluster that the request does
+ * not cover with the current guest-visible content (backing file, zeroes,
+ * old shared or compressed cluster), at subcluster granularity when the
+ * image has extended L2 entries and the old cluster had no host storage.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- iovec helpers ---- */
+
+int qcow2_iov_slice(const struct iovec *iov, int niov, uint64_t off, uint64_t len,
+		    struct iovec *out, int outmax)
+{
+	int n = 0;
+
+	for (int i = 0; i < niov && len; i++) {
+		uint64_t l = iov[i].iov_len;
+
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		if (n == outmax)
+			return -ENOMEM;
+		out[n].iov_base = (uint8_t *)iov[i].iov_base + off;
+		out[n].iov_len = l - off < len ? l - off : len;
+		len -= out[n].iov_len;
+		off = 0;
+		n++;
+	}
+	return len ? -EINVAL : n;
+}
+
+void qcow2_iov_memset(struct iovec *iov, int niov, uint64_t off, int c, uint64_t len)
+{
+	for (int i = 0; i < niov && len; i++) {
+		uint64_t l = iov[i].iov_len, k;
+
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		k = l - off < len ? l - off : len;
+		memset((uint8_t *)iov[i].iov_base + off, c, k);
+		len -= k;
+		off = 0;
+	}
+}
+
+void qcow2_iov_from_buf(struct iovec *iov, int niov, uint64_t off, const void *buf, uint64_t len)
+{
+	const uint8_t *p = buf;
+
+	for (int i = 0; i < niov && len; i++) {
+		uint64_t l = iov[i].iov_len, k;
+
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		k = l - off < len ? l - off : len;
+		memcpy((uint8_t *)iov[i].iov_base + off, p, k);
+		p += k;
+		len -= k;
+		off = 0;
+	}
+}
+
+void qcow2_iov_to_buf(const struct iovec *iov, int niov, uint64_t off, void *buf, uint64_t len)
+{
+	uint8_t *p = buf;
+
+	for (int i = 0; i < niov && len; i++) {
+		uint64_t l = iov[i].iov_len, k;
+
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		k = l - off < len ? l - off : len;
+		memcpy(p, (const uint8_t *)iov[i].iov_base + off, k);
+		p += k;
+		len -= k;
+		off = 0;
+	}
+}
+
+/* ---- L2 entries ---- */
+
+static inline uint64_t l2_entry(const struct qcow2_state *s, const void *l2, uint64_t i)
+{
+	return qcow2_be64((const uint8_t *)l2 + i * s->l2_entry_size);
+}
+
+static inline uint64_t l2_bitmap(const struct qcow2_state *s, const void *l2, uint64_t i)
+{
+	return s->extl2 ? qcow2_be64((const uint8_t *)l2 + i * 16 + 8) : 0;
+}
+
+static inline void l2_set(const struct qcow2_state *s, void *l2, uint64_t i, uint64_t e,
+			  uint64_t bitmap)
+{
+	qcow2_put_be64((uint8_t *)l2 + i * s->l2_entry_size, e);
+	if (s->extl2)
+		qcow2_put_be64((uint8_t *)l2 + i * 16 + 8, bitmap);
+}
+
+enum map_type { MAP_UNALLOC, MAP_ZERO, MAP_NORMAL, MAP_COMPRESSED };
+
+struct map {
+	enum map_type type;
+	uint64_t host;  /* NORMAL: host offset of the first byte; COMPRESSED: the L2 entry */
+	uint64_t len;   /* bytes from the looked-up offset */
+	bool copied;    /* NORMAL: refcount 1, may be written in place */
+};
+
+/* Compressed cluster: host offset and byte length of the stored data. */
+static void compressed_range(const struct qcow2_state *s, uint64_t e, uint64_t *off,
+			     uint64_t *len)
+{
+	uint64_t d = e & ~(QCOW2_OFLAG_COPIED | QCOW2_OFLAG_COMPRESSED);
+	uint64_t sectors = ((d >> s->csize_shift) & s->csize_mask) + 1;
+
+	*off = d & ((1ull << s->csize_shift) - 1);
+	*len = sectors * 512 - (*off & 511);
+}
+
+/* Type of (sub)cluster @sc of entry (@e, @bm); -EIO for an invalid entry. */
+static int entry_type(struct vs_node *node, uint64_t e, uint64_t bm, unsigned sc,
+		      enum map_type *t)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t host = e & QCOW2_L2E_OFFSET_MASK;
+
+	if (e & QCOW2_OFLAG_COMPRESSED) {
+		*t = MAP_COMPRESSED;
+		return 0;
+	}
+	if (host & (s->cluster_size - 1))
+		return qcow2_mark_corrupt(node, "cluster allocation offset unaligned", host);
+	if (!s->extl2) {
+		if (s->hdr.version >= 3 && (e & QCOW2_OFLAG_ZERO))
+			*t = MAP_ZERO;
+		else
+			*t = host ? MAP_NORMAL : MAP_UNALLOC;
+		return 0;
+	}
+	if ((bm & 0xffffffffu) & (bm >> 32))
+		return qcow2_mark_corrupt(node, "subcluster both allocated and zero", host);
+	if (!host && (bm & 0xffffffffu))
+		return qcow2_mark_corrupt(node, "allocated subcluster without host cluster", host);
+	if (bm & (1ull << sc))
+		*t = MAP_NORMAL;
+	else if (bm & (1ull << (32 + sc)))
+		*t = MAP_ZERO;
+	else
+		*t = MAP_UNALLOC;
+	return 0;
+}
+
+/*
+ * Lock held. Map the run that starts at guest @offset (at most @maxlen
+ * bytes, never past the end of the L2 table) and shares one type (and, for
+ * normal clusters, contiguous host offsets and the COPIED flag).
+ */
+static int get_map(struct vs_node *node, uint64_t offset, uint64_t maxlen, struct map *m)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t l2_span = s->l2_entries << s->cluster_bits;
+	uint64_t l1i = offset / l2_span;
+	uint64_t in_l2 = l2_span - offset % l2_span;
+	uint64_t l2i = (offset >> s->cluster_bits) & (s->l2_entries - 1);
+	uint64_t pos, first_e, first_host;
+	uint64_t l2off;
+	void *l2;
+	int ret;
+
+	if (maxlen > in_l2)
+		maxlen = in_l2;
+	memset(m, 0, sizeof(*m));
+	if (l1i >= s->l1_size || !(s->l1[l1i] & QCOW2_L1E_OFFSET_MASK)) {
+		m->type = MAP_UNALLOC;
+		m->len = maxlen;
+		return 0;
+	}
+	l2off = s->l1[l1i] & QCOW2_L1E_OFFSET_MASK;
+	if ((l2off & (s->cluster_size - 1)) || l2off + s->cluster_size > vs_node_size(node->file))
+		return qcow2_mark_corrupt(node, "L2 table offset invalid", l2off);
+	ret = qcow2_cache_get(node, s->l2_cache, l2off, &l2);
+	if (ret < 0)
+		return ret;
+
+	pos = 0;
+	first_e = l2_entry(s, l2, l2i);
+	first_host = first_e & QCOW2_L2E_OFFSET_MASK;
+	while (pos < maxlen && l2i < s->l2_entries) {
+		uint64_t e = l2_entry(s, l2, l2i), bm = l2_bitmap(s, l2, l2i);
+		uint64_t coff = (offset + pos) & (s->cluster_size - 1);
+		unsigned sc = (unsigned)(coff >> s->subcluster_bits);
+		uint64_t step;
+		enum map_type t;
+
+		ret = entry_type(node, e, bm, sc, &t);
+		if (ret < 0)
+			break;
+		if (pos == 0) {
+			m->type = t;
+			if (t == MAP_NORMAL) {
+				m->host = first_host + coff;
+				m->copied = !!(first_e & QCOW2_OFLAG_COPIED);
+			} else if (t == MAP_COMPRESSED) {
+				m->host = first_e;
+			}
+		} else {
+			if (t != m->type || t == MAP_COMPRESSED)
+				break;
+			if (t == MAP_NORMAL &&
+			    ((e & QCOW2_L2E_OFFSET_MASK) + coff != m->host + pos ||
+			     !!(e & QCOW2_OFLAG_COPIED) != m->copied))
+				break;
+		}
+		step = (t == MAP_COMPRESSED || !s->extl2) ?
+			       s->cluster_size - coff :
+			       s->subcluster_size - (coff & (s->subcluster_size - 1));
+		pos += step;
+		if (s->extl2 && t != MAP_COMPRESSED) {
+			if (((offset + pos) & (s->cluster_size - 1)) == 0)
+				l2i++;
+		} else {
+			l2i++;
+		}
+	}
+	qcow2_cache_put(s->l2_cache, &l2);
+	if (ret < 0)
+		return ret;
+	m->len = pos < maxlen ? pos : maxlen;
+	return 0;
+}
+
+/* ---- reads ---- */
+
+static int read_backing(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,
+			int niov, uint64_t ioff)
+{
+	struct iovec stack[16], *sl = stack;
+	uint64_t bsize, blen;
+	int n, ret = 0;
+
+	if (!node->backing) {
+		qcow2_iov_memset(iov, niov, ioff, 0, len);
+		return 0;
+	}
+	bsize = vs_node_size(node->backing);
+	blen = offset >= bsize ? 0 : (bsize - offset < len ? bsize - offset : len);
+	if (blen) {
+		if (niov > 16) {
+			sl = malloc(sizeof(*sl) * (size_t)niov);
+			if (!sl)
+				return -ENOMEM;
+		}
+		n = qcow2_iov_slice(iov, niov, ioff, blen, sl, niov > 16 ? niov : 16);
+		ret = n < 0 ? n : vs_node_preadv(node->backing, offset, blen, sl, n, 0);
+		if (sl != stack)
+			free(sl);
+	}
+	if (blen < len)
+		qcow2_iov_memset(iov, niov, ioff + blen, 0, len - blen);
+	return ret;
+}
+
+static int read_compressed(struct vs_node *node, uint64_t e, uint64_t coff, uint64_t len,
+			   struct iovec *iov, int niov, uint64_t ioff)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t off, clen, fsize = vs_node_size(node->file);
+	uint8_t *cbuf, *out;
+	int ret;
+
+	compressed_range(s, e, &off, &clen);
+	if (off >= fsize || off < s->cluster_size)
+		return qcow2_mark_corrupt(node, "compressed cluster offset invalid", off);
+	if (off + clen > fsize)
+		clen = fsize - off; /* the last compressed cluster may end before its last sector */
+	cbuf = vs_buf_alloc(clen);
+	out = vs_buf_alloc(s->cluster_size);
+	if (!cbuf || !out) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = vs_node_pread(node->file, off, cbuf, clen);
+	if (ret < 0)
+		goto out;
+	ret = qcow2_decompress(s->hdr.compression_type, cbuf, clen, out, s->cluster_size);
+	if (ret < 0)
+		goto out;
+	qcow2_iov_from_buf(iov, niov, ioff, out + coff, len);
+out:
+	free(cbuf);
+	free(out);
+	return ret;
+}
+
+/*
+ * Read [offset, offset+len) into @iov at @ioff. With @locked the caller
+ * holds the lock throughout (allocating writes reading their COW data);
+ * otherwise the lock is taken for each lookup and released for the I/O.
+ */
+static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,
+		      int niov, uint64_t ioff, bool locked)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct iovec stack[16], *sl = stack;
+	int slmax = niov > 16 ? niov : 16;
+	int ret = 0;
+
+	if (niov > 16) {
+		sl = malloc(sizeof(*sl) * (size_t)niov);
+		if (!sl)
+			return -ENOMEM;
+	}
+	while (len) {
+		struct map m;
+
+		if (!locked)
+			vs_co_mutex_lock(&s->lock);
+		ret = get_map(node, offset, len, &m);
+		if (ret < 0) {
+			if (!locked)
+				vs_co_mutex_unlock(&s->lock);
+			break;
+		}
+		if (!locked)
+			qcow2_unlocked_io_begin(s);
+		if (!locked)
+			vs_co_mutex_unlock(&s->lock);
+
+		switch (m.type) {
+		case MAP_UNALLOC:
+			ret = read_backing(node, offset, m.len, iov, niov, ioff);
+			break;
+		case MAP_ZERO:
+			qcow2_iov_memset(iov, niov, ioff, 0, m.len);
+			break;
+		case MAP_NORMAL: {
+			int n;
+
+			if (m.host + m.len > vs_node_size(node->file)) {
+				if (!locked)
+					vs_co_mutex_lock(&s->lock);
+				ret = qcow2_mark_corrupt(node, "data cluster beyond end of file",
+							 m.host);
+				if (!locked)
+					vs_co_mutex_unlock(&s->lock);
+				break;
+			}
+			n = qcow2_iov_slice(iov, niov, ioff, m.len, sl, slmax);
+			ret = n < 0 ? n : vs_node_preadv(node->file, m.host, m.len, sl, n, 0);
+			break;
+		}
+		case MAP_COMPRESSED:
+			ret = read_compressed(node, m.host, offset & (s->cluster_size - 1), m.len,
+					      iov, niov, ioff);
+			break;
+		}
+		if (!locked)
+			qcow2_unlocked_io_end(s);
+		if (ret < 0)
+			break;
+		offset += m.len;
+		ioff += m.len;
+		len -= m.len;
+	}
+	if (sl != stack)
+		free(sl);
+	return ret;
+}
+
+int qcow2_co_readv(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,
+		   int niov)
+{
+	return read_range(node, offset, len, iov, niov, 0, false);
+}
+
+static int read_locked_buf(struct vs_node *node, uint64_t offset, void *buf, uint64_t len)
+{
+	struct iovec v = { buf, len };
+
+	if (!len)
+		return 0;
+	return read_range(node, offset, len, &v, 1, 0, true);
+}
+
+/* ---- L1 / L2 allocation ---- */
+
+/*
+ * Lock held. The L2 table for guest @offset, allocated or made private
+ * (copied when shared with a snapshot) so that it may be modified.
+ */
+static int get_l2_writable(struct vs_node *node, uint64_t offset, void **l2)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t l1i = offset >> (s->cluster_bits + s->l2_bits);
+	uint64_t old, e;
+	int64_t nw;
+	void *tbl, *oldtbl;
+	int ret;
+
+	if (l1i >= s->l1_size) {
+		ret = qcow2_l1_grow(node, l1i + 1, false);
+		if (ret < 0)
+			return ret;
+	}
+	e = s->l1[l1i];
+	old = e & QCOW2_L1E_OFFSET_MASK;
+	if (old) {
+		if ((old & (s->cluster_size - 1)) ||
+		    old + s->cluster_size > vs_node_size(node->file))
+			return qcow2_mark_corrupt(node, "L2 table offset invalid", old);
+		if (e & QCOW2_OFLAG_COPIED)
+			return qcow2_cache_get(node, s->l2_cache, old, l2);
+	}
+	ret = qcow2_mark_dirty(node);
+	if (ret < 0)
+		return ret;
+	nw = qcow2_alloc_clusters(node, 1);
+	if (nw < 0)
+		return (int)nw;
+	ret = qcow2_cache_get_empty(node, s->l2_cache, (uint64_t)nw, &tbl);
+	if (ret < 0)
+		return ret;
+	if (old) {
+		ret = qcow2_cache_get(node, s->l2_cache, old, &oldtbl);
+		if (ret < 0) {
+			qcow2_cache_put(s->l2_cache, &tbl);
+			return ret;
+		}
+		memcpy(tbl, oldtbl, s->cluster_size);
+		qcow2_cache_put(s->l2_cache, &oldtbl);
+	}
+	qcow2_cache_mark_dirty(s->l2_cache, tbl);
+	/* Refcount of the new table, then the table itself, then the L1 entry. */
+	if (!s->lazy_refcounts) {
+		ret = qcow2_cache_flush(node, s->rb_cache);
+		if (ret < 0)
+			goto fail;
+	}
+	ret = qcow2_cache_flush(node, s->l2_cache);
+	if (ret < 0)
+		goto fail;
+	s->l1[l1i] = (uint64_t)nw | QCOW2_OFLAG_COPIED;
+	ret = qcow2_l1_write_entry(node, (uint32_t)l1i);
+	if (ret < 0) {
+		s->l1[l1i] = e;
+		goto fail;
+	}
+	if (old) {
+		uint64_t rc;
+
+		ret = qcow2_free_clusters(node, old, s->cluster_size, false);
+		if (ret < 0)
+			goto fail;
+		if (qcow2_refcount_get(node, old >> s->cluster_bits, &rc) == 0 && rc == 0)
+			qcow2_cache_discard(s->l2_cache, old);
+	}
+	*l2 = tbl;
+	return 0;
+fail:
+	qcow2_cache_put(s->l2_cache, &tbl);
+	return ret;
+}
+
+/* Lock held: drop one reference on the storage behind L2 entry @e (normal or compressed). */
+static int free_entry_storage(struct vs_node *node, uint64_t e, bool punch)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t off, len;
+	int ret;
+
+	if (e & QCOW2_OFLAG_COMPRESSED) {
+		compressed_range(s, e, &off, &len);
+		off &= ~511ull;
+		len = (len + 511) & ~511ull;
+		/* Every host cluster the compressed bytes touch holds one reference. */
+		len = ((off + len + s->cluster_size - 1) & ~(s->cluster_size - 1)) -
+		      (off & ~(s->cluster_size - 1));
+		off &= ~(s->cluster_size - 1);
+		punch = false; /* the clusters may be shared with other compressed data */
+	} else {
+		off = e & QCOW2_L2E_OFFSET_MASK;
+		len = s->cluster_size;
+		if (!off)
+			return 0;
+	}
+	if (!s->lazy_refcounts) {
+		ret = qcow2_cache_set_dependency(node, s->rb_cache, s->l2_cache);
+		if (ret < 0)
+			return ret;
+	}
+	return qcow2_free_clusters(node, off, len, punch);
+}
+
+/* ---- writes ---- */
+
+/* Lock held. Write [off, off+len) at host @host (data of newly allocated/owned clusters). */
+static int write_host(struct vs_node *node, uint64_t host, uint64_t len, void *head,
+		      uint64_t head_len, struct iovec *iov, int niov, uint64_t ioff, uint64_t dlen,
+		      void *tail, uint64_t tail_len)
+{
+	struct iovec stack[18], *v = stack;
+	int n, max = niov + 2 > 18 ? niov + 2 : 18;
+	int ret;
+
+	ret = qcow2_overlap_check(node, 0, host, len);
+	if (ret < 0)
+		return ret;
+	if (niov + 2 > 18) {
+		v = malloc(sizeof(*v) * (size_t)max);
+		if (!v)
+			return -ENOMEM;
+	}
+	n = 0;
+	if (head_len) {
+		v[n].iov_base = head;
+		v[n++].iov_len = head_len;
+	}
+	ret = qcow2_iov_slice(iov, niov, ioff, dlen, v + n, max - n - 1);
+	if (ret >= 0) {
+		n += ret;
+		if (tail_len) {
+			v[n].iov_base = tail;
+			v[n++].iov_len = tail_len;
+		}
+		ret = vs_node_pwritev(node->file, host, len, v, n, 0);
+	}
+	if (v != stack)
+		free(v);
+	return ret;
+}
+
+static uint64_t sc_mask(const struct qcow2_state *s, uint64_t from, uint64_t to)
+{
+	/* Subclusters covered by byte range [from, to) within one cluster. */
+	unsigned a = (unsigned)(from >> s->subcluster_bits);
+	unsigned b = (unsigned)((to + s->subcluster_size - 1) >> s->subcluster_bits);
+	uint64_t m = (b >= 32 ? 0xffffffffull : ((1ull << b) - 1));
+
+	return m & ~((1ull << a) - 1);
+}
+
+/*
+ * Lock held. Write the part of [offset, offset+len) that falls into the
+ * clusters from offset's cluster on (within one L2 table) that need new
+ * storage or a metadata update; *done receives the bytes handled.
+ */
+static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,
+		       int niov, uint64_t ioff, uint64_t *done)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t cs = s->cluster_size;
+	uint64_t l2i = (offset >> s->cluster_bits) & (s->l2_entries - 1);
+	uint64_t cstart = offset & ~(cs - 1);
+	uint64_t end, a0, a1, nclusters, k, e0, bm0, host;
+	uint8_t *head = NULL, *tail = NULL;
+	void *l2 = NULL;
+	int64_t nw;
+	int ret;
+
+	ret = get_l2_writable(node, offset, &l2);
+	if (ret < 0)
+		return ret;
+
+	end = offset + len;
+	nclusters = ((end - cstart) + cs - 1) >> s->cluster_bits;
+	if (nclusters > s->l2_entries - l2i)
+		nclusters = s->l2_entries - l2i;
+	if (end > cstart + (nclusters << s->cluster_bits))
+		end = cstart + (nclusters << s->cluster_bits);
+
+	e0 = l2_entry(s, l2, l2i);
+	bm0 = l2_bitmap(s, l2, l2i);
+
+	/* Owned storage (preallocated zero cluster, or extended L2 partial): update in place. */
+	if ((e0 & QCOW2_OFLAG_COPIED) && !(e0 & QCOW2_OFLAG_COMPRESSED) &&
+	    (e0 & QCOW2_L2E_OFFSET_MASK)) {
+		uint64_t g = s->extl2 ? s->subcluster_size : cs;
+		uint64_t cend = cstart + cs;
+
+		host = e0 & QCOW2_L2E_OFFSET_MASK;
+		if (end > cend)
+			end = cend;
+		a0 = offset & ~(g - 1);
+		a1 = (end + g - 1) & ~(g - 1);
+		if (a1 > cend)
+			a1 = cend;
+		head = vs_buf_alloc(offset - a0 + 1);
+		tail = vs_buf_alloc(a1 - end + 1);
+		if (!head || !tail) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		ret = read_locked_buf(node, a0, head, offset - a0);
+		if (ret < 0)
+			goto out;
+		ret = read_locked_buf(node, end, tail, a1 - end);
+		if (ret < 0)
+			goto out;
+		ret = write_host(node, host + (a0 - cstart), a1 - a0, head, offset - a0, iov, niov,
+				 ioff, end - offset, tail, a1 - end);
+		if (ret < 0)
+			goto out;
+		if (s->extl2) {
+			uint64_t m = sc_mask(s, a0 - cstart, a1 - cstart);
+
+			bm0 = (bm0 | m) & ~(m << 32);
+			l2_set(s, l2, l2i, e0, bm0);
+		} else {
+			l2_set(s, l2, l2i, host | QCOW2_OFLAG_COPIED, 0);
+		}
+		qcow2_cache_mark_dirty(s->l2_cache, l2);
+		*done = end - offset;
+		goto out;
+	}
+
+	/* Count the clusters that need new storage. */
+	for (k = 1; k < nclusters; k++) {
+		uint64_t e = l2_entry(s, l2, l2i + k);
+
+		if ((e & QCOW2_OFLAG_COPIED) && !(e & QCOW2_OFLAG_COMPRESSED))
+			break;
+	}
+	if (end > cstart + (k << s->cluster_bits))
+		end = cstart + (k << s->cluster_bits);
+
+	/*
+	 * Granularity of the head and tail fill: a subcluster when the old
+	 * cluster had no storage of its own (its untouched subclusters keep
+	 * their status), else the whole cluster (the copy takes all of it).
+	 */
+	{
+		uint64_t el = l2_entry(s, l2, l2i + k - 1);
+		uint64_t lstart = cstart + ((k - 1) << s->cluster_bits);
+		uint64_t gh = (s->extl2 && !(e0 & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)))
+				      ? s->subcluster_size : cs;
+		uint64_t gt = (s->extl2 && !(el & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)))
+				      ? s->subcluster_size : cs;
+
+		a0 = offset & ~(gh - 1);
+		a1 = (end + gt - 1) & ~(gt - 1);
+		if (a1 > lstart + cs)
+			a1 = lstart + cs;
+	}
+	/* Virtual size may end inside the last cluster; beyond it there is nothing to copy. */
+	head = vs_buf_zalloc(offset - a0 + 1);
+	tail = vs_buf_zalloc(a1 - end + 1);
+	if (!head || !tail) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = read_locked_buf(node, a0, head, offset - a0);
+	if (ret < 0)
+		goto out;
+	{
+		uint64_t tl = a1 - end;
+
+		if (end + tl > node->size)
+			tl = end < node->size ? node->size - end : 0;
+		ret = read_locked_buf(node, end, tail, tl);
+		if (ret < 0)
+			goto out;
+	}
+
+	ret = qcow2_mark_dirty(node);
+	if (ret < 0)
+		goto out;
+	nw = qcow2_alloc_clusters(node, k);
+	if (nw < 0) {
+		ret = (int)nw;
+		goto out;
+	}
+	host = (uint64_t)nw;
+	ret = write_host(node, host + (a0 - cstart), a1 - a0, head, offset - a0, iov, niov, ioff,
+			 end - offset, tail, a1 - end);
+	if (ret < 0) {
+		(void)qcow2_free_clusters(node, host, k << s->cluster_bits, false);
+		goto out;
+	}
+	/* The L2 entries may only reach the disk after the new refcounts. */
+	if (!s->lazy_refcounts) {
+		ret = qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
+		if (ret < 0)
+			goto out;
+	}
+	for (uint64_t i = 0; i < k; i++) {
+		uint64_t old = l2_entry(s, l2, l2i + i);
+		uint64_t obm = l2_bitmap(s, l2, l2i + i);
+		uint64_t cst = cstart + (i << s->cluster_bits);
+		uint64_t from = a0 > cst ? a0 - cst : 0;
+		uint64_t to = a1 < cst + cs ? a1 - cst : cs;
+		uint64_t bm = 0;
+
+		if (s->extl2) {
+			uint64_t m = sc_mask(s, from, to);
+
+			if (old & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED))
+				bm = 0xffffffffull; /* the whole old cluster was copied */
+			else
+				bm = (obm | m) & ~(m << 32);
+		}
+		l2_set(s, l2, l2i + i, (host + (i << s->cluster_bits)) | QCOW2_OFLAG_COPIED, bm);
+		qcow2_cache_mark_dirty(s->l2_cache, l2);
+		if (old & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)) {
+			qcow2_drain_unlocked(s);
+			ret = free_entry_storage(node, old, false);
+			if (ret < 0)
+				goto out;
+		}
+	}
+	*done = end - offset;
+out:
+	free(head);
+	free(tail);
+	qcow2_cache_put(s->l2_cache, &l2);
+	return ret;
+}
+
+int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,
+		    int niov)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct iovec stack[16], *sl = stack;
+	int slmax = niov > 16 ? niov : 16;
+	uint64_t ioff = 0;
+	int ret = 0;
+
+	if (niov > 16) {
+		sl = malloc(sizeof(*sl) * (size_t)niov);
+		if (!sl)
+			return -ENOMEM;
+	}
+	while (len) {
+		struct map m;
+		uint64_t done = 0;
+		int n;
+
+		vs_co_mutex_lock(&s->lock);
+		if (s->corrupt) {
+			vs_co_mutex_unlock(&s->lock);
+			ret = -EIO;
+			break;
+		}
+		ret = get_map(node, offset, len, &m);
+		if (ret < 0) {
+			vs_co_mutex_unlock(&s->lock);
+			break;
+		}
+		if (m.type == MAP_NORMAL && m.copied) {
+			/* Overwrite in place: the data I/O needs no lock. */
+			ret = qcow2_overlap_check(node, 0, m.host, m.len);
+			if (ret < 0) {
+				vs_co_mutex_unlock(&s->lock);
+				break;
+			}
+			qcow2_unlocked_io_begin(s);
+			vs_co_mutex_unlock(&s->lock);
+			n = qcow2_iov_slice(iov, niov, ioff, m.len, sl, slmax);
+			ret = n < 0 ? n : vs_node_pwritev(node->file, m.host, m.len, sl, n, 0);
+			qcow2_unlocked_io_end(s);
+			done = m.len;
+		} else {
+			ret = write_alloc(node, offset, len, iov, niov, ioff, &done);
+			vs_co_mutex_unlock(&s->lock);
+		}
+		if (ret < 0)
+			break;
+		offset += done;
+		ioff += done;
+		len -= done;
+	}
+	if (sl != stack)
+		free(sl);
+	return ret;
+}
+
+/* ---- write-zeroes and discard ---- */
+
+static int zero_partial(struct vs_node *node, uint64_t offset, uint64_t len, unsigned flags)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct iovec v;
+	void *buf;
+	int ret;
+
+	if (flags & VS_REQ_NO_FALLBACK)
+		return -ENOTSUP;
+	buf = vs_buf_zalloc(len);
+	if (!buf)
+		return -ENOMEM;
+	v.iov_base = buf;
+	v.iov_len = len;
+	vs_co_mutex_unlock(&s->lock);
+	ret = qcow2_co_writev(node, offset, len, &v, 1);
+	vs_co_mutex_lock(&s->lock);
+	free(buf);
+	return ret;
+}
+
+/* Lock held. Zero (or discard) whole clusters [offset, offset+len) of one L2 table. */
+static int zero_clusters(struct vs_node *node, uint64_t offset, uint64_t len, unsigned flags,
+			 bool discard)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t l1i = offset >> (s->cluster_bits + s->l2_bits);
+	uint64_t l2i = (offset >> s->cluster_bits) & (s->l2_entries - 1);
+	uint64_t n = len >> s->cluster_bits;
+	bool has_l2 = l1i < s->l1_size && (s->l1[l1i] & QCOW2_L1E_OFFSET_MASK);
+	bool want_zero_flag = s->hdr.version >= 3 && (node->backing || !discard);
+	void *l2 = NULL;
+	int ret;
+
+	/* Nothing mapped and nothing below: already reads as zeroes. */
+	if (!has_l2 && !node->backing)
+		return 0;
+	if (!has_l2 && discard && !want_zero_flag)
+		return 0;
+	ret = get_l2_writable(node, offset, &l2);
+	if (ret < 0)
+		return ret;
+	if (!s->lazy_refcounts) {
+		ret = qcow2_cache_set_dependency(node, s->rb_cache, s->l2_cache);
+		if (ret < 0)
+			goto out;
+	}
+	for (uint64_t i = 0; i < n && l2i + i < s->l2_entries; i++) {
+		uint64_t old = l2_entry(s, l2, l2i + i);
+		uint64_t obm = l2_bitmap(s, l2, l2i + i);
+		uint64_t host = old & QCOW2_L2E_OFFSET_MASK;
+		bool owned = host && (old & QCOW2_OFLAG_COPIED) && !(old & QCOW2_OFLAG_COMPRESSED);
+		bool keep = !discard && !(flags & VS_REQ_MAY_UNMAP) && owned;
+		uint64_t ne, nbm = 0;
+
+		if (!want_zero_flag) {
+			ne = 0; /* unallocated reads as zeroes without backing */
+			keep = false;
+		} else if (s->extl2) {
+			ne = keep ? old : 0;
+			nbm = 0xffffffffull << 32;
+		} else {
+			ne = (keep ? (host | QCOW2_OFLAG_COPIED) : 0) | QCOW2_OFLAG_ZERO;
+		}
+		if (ne == old && nbm == obm)
+			continue;
+		l2_set(s, l2, l2i + i, ne, nbm);
+		qcow2_cache_mark_dirty(s->l2_cache, l2);
+		if (!keep && (host || (old & QCOW2_OFLAG_COMPRESSED))) {
+			qcow2_drain_unlocked(s);
+			ret = free_entry_storage(node, old, true);
+			if (ret < 0)
+				goto out;
+		}
+	}
+out:
+	qcow2_cache_put(s->l2_cache, &l2);
+	return ret;
+}
+
+/* Lock held. Zero whole subclusters of one cluster (extended L2). */
+static int zero_subclusters(struct vs_node *node, uint64_t offset, uint64_t len)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t l2i = (offset >> s->cluster_bits) & (s->l2_entries - 1);
+	uint64_t coff = offset & (s->cluster_size - 1);
+	uint64_t m = sc_mask(s, coff, coff + len);
+	uint64_t e, bm;
+	void *l2;
+	int ret;
+
+	ret = get_l2_writable(node, offset, &l2);
+	if (ret < 0)
+		return ret;
+	e = l2_entry(s, l2, l2i);
+	bm = l2_bitmap(s, l2, l2i);
+	if ((e & QCOW2_OFLAG_COMPRESSED) || ((e & QCOW2_L2E_OFFSET_MASK) &&
+					      !(e & QCOW2_OFLAG_COPIED))) {
+		/* Shared or compressed: no subcluster bitmap to edit in place. */
+		qcow2_cache_put(s->l2_cache, &l2);
+		return 1;
+	}
+	bm = (bm & ~m) | (m << 32);
+	l2_set(s, l2, l2i, e, bm);
+	qcow2_cache_mark_dirty(s->l2_cache, l2);
+	qcow2_cache_put(s->l2_cache, &l2);
+	return 0;
+}
+
+int qcow2_co_zero(struct vs_node *node, uint64_t offset, uint64_t len, unsigned flags,
+		  bool discard)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t cs = s->cluster_size;
+	int ret = 0;
+
+	if (!discard && s->hdr.version < 3 && node->backing)
+		return -ENOTSUP;
+	vs_co_mutex_lock(&s->lock);
+	if (s->corrupt) {
+		vs_co_mutex_unlock(&s->lock);
+		return -EIO;
+	}
+	while (len) {
+		uint64_t cstart = offset & ~(cs - 1);
+		uint64_t cend = cstart + cs;
+		/* The last cluster counts as whole when the request reaches the end of the disk. */
+		bool whole = offset == cstart && (offset + len >= cend || offset + len >= node->size);
+		uint64_t chunk;
+
+		if (whole) {
+			uint64_t l2_end = (cstart | ((s->l2_entries << s->cluster_bits) - 1)) + 1;
+			uint64_t full = offset + len >= node->size ?
+						(((node->size + cs - 1) & ~(cs - 1)) - offset) :
+						((offset + len) & ~(cs - 1)) - offset;
+
+			chunk = full < l2_end - offset ? full : l2_end - offset;
+			ret = zero_clusters(node, offset, chunk, flags, discard);
+			if (chunk > len)
+				chunk = len;
+		} else {
+			chunk = (cend - offset) < len ? cend - offset : len;
+			if (discard) {
+				ret = 0; /* discard is advisory: partial clusters stay */
+			} else if (s->extl2 && !(offset & (s->subcluster_size - 1)) &&
+				   (!((offset + chunk) & (s->subcluster_size - 1)) ||
+				    offset + chunk >= node->size)) {
+				ret = zero_subclusters(node, offset, chunk);
+				if (ret == 1)
+					ret = zero_partial(node, offset, chunk, flags);
+			} else {
+				ret = zero_partial(node, offset, chunk, flags);
+			}
+		}
+		if (ret < 0)
+			break;
+		offset += chunk;
+		len -= chunk;
+	}
+	vs_co_mutex_unlock(&s->lock);
+	return ret;
+}
+
+/* ---- block status ---- */
+
+int qcow2_co_block_status(struct vs_node *node, struct vs_req *req)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct map m;
+	int ret;
+
+	vs_co_mutex_lock(&s->lock);
+	ret = get_map(node, req->offset, req->len, &m);
+	vs_co_mutex_unlock(&s->lock);
+	if (ret < 0)
+		return ret;
+	req->bs_pnum = m.len;
+	req->bs_map = 0;
+	req->bs_file = NULL;
+	switch (m.type) {
+	case MAP_UNALLOC:
+		req->bs_status = node->backing ? 0 : VS_BS_ZERO;
+		break;
+	case MAP_ZERO:
+		req->bs_status = VS_BS_ZERO | VS_BS_ALLOCATED;
+		break;
+	case MAP_NORMAL:
+		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
+		req->bs_map = m.host;
+		req->bs_file = node->file;
+		break;
+	case MAP_COMPRESSED:
+		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_COMPRESSED;
+		break;
+	}
+	return 0;
+}
+
+/* ---- preallocation and truncation helpers ---- */
+
+/*
+ * Lock held. Give every unallocated cluster of [offset, offset+len) host
+ * storage (reads still see zeroes/backing), then extend the file per @mode.
+ */
+int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum vs_prealloc mode)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t cs = s->cluster_size;
+	uint64_t pos = offset & ~(cs - 1), end = offset + len;
+	uint64_t host_end = 0, old_eof = vs_node_size(node->file);
+	int ret = 0;
+
+	while (pos < end) {
+		uint64_t l2i = (pos >> s->cluster_bits) & (s->l2_entries - 1);
+		uint64_t n = (end - pos + cs - 1) >> s->cluster_bits;
+		int64_t nw;
+		void *l2;
+
+		if (n > s->l2_entries - l2i)
+			n = s->l2_entries - l2i;
+		ret = get_l2_writable(node, pos, &l2);
+		if (ret < 0)
+			return ret;
+		nw = qcow2_alloc_clusters(node, n);
+		if (nw < 0) {
+			qcow2_cache_put(s->l2_cache, &l2);
+			return (int)nw;
+		}
+		if (!s->lazy_refcounts) {
+			ret = qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
+			if (ret < 0) {
+				qcow2_cache_put(s->l2_cache, &l2);
+				return ret;
+			}
+		}
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t old = l2_entry(s, l2, l2i + i);
+			uint64_t h = (uint64_t)nw + (i << s->cluster_bits);
+
+			if (old & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)) {
+				/* Already backed by storage: give the spare cluster back. */
+				ret = qcow2_free_clusters(node, h, cs, false);
+				if (ret < 0)
+					break;
+				continue;
+			}
+			if (s->extl2)
+				l2_set(s, l2, l2i + i, h | QCOW2_OFLAG_COPIED,
+				       l2_bitmap(s, l2, l2i + i));
+			else if (s->hdr.version >= 3 && (h < old_eof || (old & QCOW2_OFLAG_ZERO)))
+				/* A reused cluster may hold stale bytes: keep it reading zeroes. */
+				l2_set(s, l2, l2i + i, h | QCOW2_OFLAG_COPIED | QCOW2_OFLAG_ZERO, 0);
+			else
+				l2_set(s, l2, l2i + i, h | QCOW2_OFLAG_COPIED, 0);
+			if (h + cs > host_end)
+				host_end = h + cs;
+		}
+		qcow2_cache_mark_dirty(s->l2_cache, l2);
+		qcow2_cache_put(s->l2_cache, &l2);
+		if (ret < 0)
+			return ret;
+		pos += n << s->cluster_bits;
+	}
+	if (host_end > vs_node_size(node->file)) {
+		ret = vs_node_truncate(node->file, host_end,
+				       mode == VS_PREALLOC_METADATA ? VS_PREALLOC_OFF : mode, false,
+				       NULL);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* Lock held. Drop every mapping at or past @new_size (which is cluster aligned). */
+int qcow2_discard_tail(struct vs_node *node, uint64_t new_size)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t end = (uint64_t)s->l1_size << (s->cluster_bits + s->l2_bits);
+	uint64_t pos = new_size;
+	int ret;
+
+	while (pos < end) {
+		uint64_t l1i = pos >> (s->cluster_bits + s->l2_bits);
+		uint64_t span_end = (l1i + 1) << (s->cluster_bits + s->l2_bits);
+		uint64_t l2i = (pos >> s->cluster_bits) & (s->l2_entries - 1);
+		void *l2;
+
+		if (!(s->l1[l1i] & QCOW2_L1E_OFFSET_MASK)) {
+			pos = span_end;
+			continue;
+		}
+		ret = get_l2_writable(node, pos, &l2);
+		if (ret < 0)
+			return ret;
+		if (!s->lazy_refcounts) {
+			ret = qcow2_cache_set_dependency(node, s->rb_cache, s->l2_cache);
+			if (ret < 0) {
+				qcow2_cache_put(s->l2_cache, &l2);
+				return ret;
+			}
+		}
+		for (uint64_t i = l2i; i < s->l2_entries; i++) {
+			uint64_t old = l2_entry(s, l2, i);
+
+			if (!old && !l2_bitmap(s, l2, i))
+				continue;
+			l2_set(s, l2, i, 0, 0);
+			qcow2_cache_mark_dirty(s->l2_cache, l2);
+			if (old & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)) {
+				qcow2_drain_unlocked(s);
+				ret = free_entry_storage(node, old, true);
+				if (ret < 0) {
+					qcow2_cache_put(s->l2_cache, &l2);
+					return ret;
+				}
+			}
+		}
+		qcow2_cache_put(s->l2_cache, &l2);
+		pos = span_end;
+	}
+	return 0;
+}
+
+/* Lock held. Does any cluster at or past @new_size have a mapping? */
+int qcow2_shrink_check(struct vs_node *node, uint64_t new_size, bool *tail_allocated)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t pos = new_size, end = node->size;
+	int ret;
+
+	*tail_allocated = false;
+	while (pos < end) {
+		struct map m;
+
+		ret = get_map(node, pos, end - pos, &m);
+		if (ret < 0)
+			return ret;
+		if (m.type != MAP_UNALLOC) {
+			*tail_allocated = true;
+			return 0;
+		}
+		pos += m.len;
+	}
+	(void)s;
+	return 0;
+}

@@ -1,0 +1,502 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * qcow2 image creation with the -o options qemu-img 7.2 takes, validated
+ * with the same rules and messages.
+ *
+ * Layout of a new image: header cluster (header, extensions, backing file
+ * name), refcount table, refcount blocks, L1 table, all zeroed except for
+ * the refcounts of these clusters. Preallocation then opens the image and
+ * allocates through the driver.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const struct vs_create_opt_desc qcow2_create_opts[] = {
+	{ "size", "size", "Virtual disk size" },
+	{ "compat", "string", "Compatibility level (v2 = 0.10, v3 = 1.1)" },
+	{ "backing_file", "string", "File name of a base image" },
+	{ "backing_fmt", "string", "Image format of the base image" },
+	{ "cluster_size", "size", "qcow2 cluster size" },
+	{ "preallocation", "string", "Preallocation mode (allowed values: off, metadata, falloc, full)" },
+	{ "lazy_refcounts", "bool", "Postpone refcount updates" },
+	{ "refcount_bits", "number", "Width of a reference count entry in bits" },
+	{ "extended_l2", "bool", "Extended L2 tables" },
+	{ "compression_type", "string", "Compression method used for image cluster compression" },
+	{ NULL, NULL, NULL },
+};
+
+struct create_params {
+	uint64_t size;
+	unsigned version;
+	uint64_t cluster_size;
+	unsigned refcount_bits;
+	bool lazy_refcounts;
+	bool extl2;
+	enum vs_prealloc prealloc;
+	const char *backing_file;
+	const char *backing_fmt;
+	uint8_t compression_type;
+};
+
+static int parse_bool(const char *v, bool *out)
+{
+	static const char *const yes[] = { "on", "yes", "true", "y" };
+	static const char *const no[] = { "off", "no", "false", "n" };
+
+	for (unsigned i = 0; i < 4; i++) {
+		if (!strcmp(v, yes[i])) {
+			*out = true;
+			return 0;
+		}
+		if (!strcmp(v, no[i])) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* A size as qemu-img takes it: a number with an optional k/M/G/T/P/E suffix (powers of 1024). */
+static int parse_size(const char *v, uint64_t *out)
+{
+	char *end;
+	unsigned long long n;
+	unsigned shift = 0;
+
+	if (!v[0] || v[0] == '-')
+		return -EINVAL;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno || end == v)
+		return -EINVAL;
+	switch (*end) {
+	case 0:
+	case 'b':
+	case 'B':
+		break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		break;
+	case 'p':
+	case 'P':
+		shift = 50;
+		break;
+	case 'e':
+	case 'E':
+		shift = 60;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (*end && end[1])
+		return -EINVAL;
+	if (shift && n > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = (uint64_t)n << shift;
+	return 0;
+}
+
+static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
+			struct create_params *p, struct vs_error *err)
+{
+	bool have_refcount_bits = false;
+
+	memset(p, 0, sizeof(*p));
+	p->size = size;
+	p->version = 3;
+	p->cluster_size = 65536;
+	p->refcount_bits = 16;
+	for (size_t i = 0; i < nopts; i++) {
+		const char *k = opts[i].key, *v = opts[i].value ? opts[i].value : "";
+
+		if (!strcmp(k, "size")) {
+			if (parse_size(v, &p->size) < 0)
+				return vs_error_set(err, -EINVAL,
+						    "Parameter 'size' expects a size, got '%s'", v);
+		} else if (!strcmp(k, "compat")) {
+			if (!strcmp(v, "0.10") || !strcmp(v, "v2"))
+				p->version = 2;
+			else if (!strcmp(v, "1.1") || !strcmp(v, "v3"))
+				p->version = 3;
+			else
+				return vs_error_set(err, -EINVAL,
+						    "Parameter 'version' does not accept value '%s'",
+						    v);
+		} else if (!strcmp(k, "cluster_size")) {
+			if (parse_size(v, &p->cluster_size) < 0)
+				return vs_error_set(err, -EINVAL,
+						    "Parameter 'cluster-size' expects a size, got '%s'",
+						    v);
+		} else if (!strcmp(k, "refcount_bits")) {
+			char *end;
+			unsigned long n = strtoul(v, &end, 10);
+
+			if (!v[0] || *end || n > UINT_MAX)
+				return vs_error_set(err, -EINVAL,
+						    "Parameter 'refcount-bits' expects a number, got '%s'",
+						    v);
+			p->refcount_bits = (unsigned)n;
+			have_refcount_bits = true;
+		} else if (!strcmp(k, "lazy_refcounts")) {
+			if (parse_bool(v, &p->lazy_refcounts) < 0)
+				return vs_error_set(err, -EINVAL,
+						    "Parameter 'lazy-refcounts' expects 'on' or 'off'");
+		} else if (!strcmp(k, "extended_l2")) {
+			if (parse_bool(v, &p->extl2) < 0)
+				return vs_error_set(err, -EINVAL,
+						    "Parameter 'extended-l2' expects 'on' or 'off'");
+		} else if (!strcmp(k, "preallocation")) {
+			if (vs_prealloc_parse(v, &p->prealloc) < 0)
+				return vs_error_set(err, -EINVAL,
+						    "Parameter 'preallocation' does not accept value '%s'",
+						    v);
+		} else if (!strcmp(k, "backing_file")) {
+			p->backing_file = v[0] ? v : NULL;
+		} else if (!strcmp(k, "backing_fmt")) {
+			p->backing_fmt = v[0] ? v : NULL;
+		} else if (!strcmp(k, "compression_type")) {
+			if (!strcmp(v, "zlib"))
+				p->compression_type = QCOW2_COMPRESSION_ZLIB;
+			else if (!strcmp(v, "zstd"))
+				p->compression_type = QCOW2_COMPRESSION_ZSTD;
+			else
+				return vs_error_set(err, -EINVAL,
+						    "Parameter 'compression-type' does not accept "
+						    "value '%s'",
+						    v);
+		} else if (!strcmp(k, "encryption") || !strcmp(k, "encrypt.format") ||
+			   !strcmp(k, "data_file") || !strcmp(k, "data_file_raw")) {
+			return vs_error_set(err, -ENOTSUP, "Option '%s' is not supported by vstor", k);
+		} else {
+			return vs_error_set(err, -EINVAL, "Invalid parameter '%s'", k);
+		}
+	}
+
+	if (p->cluster_size < 512 || p->cluster_size > (2u << 20) ||
+	    (p->cluster_size & (p->cluster_size - 1)))
+		return vs_error_set(err, -EINVAL,
+				    "Cluster size must be a power of two between 512 and 2048k");
+	if (!p->refcount_bits || p->refcount_bits > 64 ||
+	    (p->refcount_bits & (p->refcount_bits - 1)))
+		return vs_error_set(err, -EINVAL,
+				    "Refcount width must be a power of two and may not exceed 64 bits");
+	if (p->version < 3) {
+		if (have_refcount_bits && p->refcount_bits != 16)
+			return vs_error_set(err, -EINVAL,
+					    "Different refcount widths than 16 bits require "
+					    "compatibility level 1.1 or above (use version=v3 or "
+					    "greater)");
+		if (p->lazy_refcounts)
+			return vs_error_set(err, -EINVAL,
+					    "Lazy refcounts only supported with compatibility level "
+					    "1.1 and above (use version=v3 or greater)");
+		if (p->extl2)
+			return vs_error_set(err, -EINVAL,
+					    "Extended L2 entries are only supported with "
+					    "compatibility level 1.1 and above (use version=v3 or "
+					    "greater)");
+		if (p->compression_type != QCOW2_COMPRESSION_ZLIB)
+			return vs_error_set(err, -EINVAL,
+					    "Non-zlib compression type is only supported with "
+					    "compatibility level 1.1 and above (use version=v3 or "
+					    "greater)");
+	}
+	if (p->extl2 && p->cluster_size < 16384)
+		return vs_error_set(err, -EINVAL,
+				    "Extended L2 entries are only supported with cluster sizes of at "
+				    "least 16384 bytes");
+	if (p->backing_fmt && !p->backing_file)
+		return vs_error_set(err, -EINVAL, "Backing format cannot be used without backing file");
+	if (p->backing_file && p->prealloc != VS_PREALLOC_OFF && !p->extl2)
+		return vs_error_set(err, -EINVAL,
+				    "Backing file and preallocation can only be used at the same "
+				    "time if extended_l2 is on");
+	if (p->backing_file && strlen(p->backing_file) > QCOW2_MAX_BACKING_NAME)
+		return vs_error_set(err, -EINVAL, "Backing file name too long");
+	if (p->backing_fmt && strlen(p->backing_fmt) > 63)
+		return vs_error_set(err, -EINVAL, "Backing format name too long");
+	return 0;
+}
+
+/* Open the backing file as qemu-img create does: it must exist and its format be given. */
+static int check_backing(const char *filename, struct create_params *p, struct vs_error *err)
+{
+	char path[PATH_MAX];
+	struct vs_open_opts o = { 0 };
+	struct vs_node *b = NULL;
+	struct vs_error inner = { 0 };
+	int ret;
+
+	if (vs_path_combine(path, sizeof(path), filename, p->backing_file) < 0)
+		return vs_error_set(err, -ENAMETOOLONG, "Backing file name too long");
+	o.filename = path;
+	o.format = p->backing_fmt;
+	o.read_only = true;
+	o.force_share = true;
+	o.no_backing = true;
+	o.no_repair = true;
+	ret = vs_image_open(&b, &o, &inner);
+	if (ret < 0)
+		return vs_error_set(err, ret, "Could not open backing file: %s", inner.msg);
+	if (!p->backing_fmt) {
+		ret = vs_error_set(err, -EINVAL,
+				   "Backing file specified without backing format (detected format "
+				   "of %s: %s; use -F %s)",
+				   p->backing_file, vs_node_format(b), vs_node_format(b));
+		vs_node_close(b);
+		return ret;
+	}
+	if (!p->size)
+		p->size = vs_node_size(b);
+	vs_node_close(b);
+	return 0;
+}
+
+static size_t put_ext(uint8_t *buf, size_t off, uint32_t type, const void *data, uint32_t len)
+{
+	qcow2_put_be32(buf + off, type);
+	qcow2_put_be32(buf + off + 4, len);
+	memcpy(buf + off + 8, data, len);
+	return off + 8 + ((len + 7u) & ~7u);
+}
+
+static const struct {
+	uint8_t type, bit;
+	const char *name;
+} feature_table[] = {
+	{ 0, 0, "dirty bit" },
+	{ 0, 1, "corrupt bit" },
+	{ 0, 2, "external data file" },
+	{ 0, 3, "compression type" },
+	{ 0, 4, "extended L2 entries" },
+	{ 1, 0, "lazy refcounts" },
+	{ 2, 0, "bitmaps" },
+	{ 2, 1, "raw external data" },
+};
+
+/* Build the header cluster into @buf (cluster_size bytes, zeroed). */
+static int build_header(const struct create_params *p, struct qcow2_header *h, uint8_t *buf,
+			struct vs_error *err)
+{
+	size_t off = h->header_length;
+	size_t cs = (size_t)p->cluster_size;
+	size_t ft_len = sizeof(feature_table) / sizeof(feature_table[0]) * 48;
+	size_t bf_len = p->backing_fmt ? strlen(p->backing_fmt) : 0;
+	size_t bn_len = p->backing_file ? strlen(p->backing_file) : 0;
+	size_t need = off + 8 /* end */ + bn_len;
+	bool with_ft = p->version >= 3;
+
+	if (bf_len)
+		need += 8 + ((bf_len + 7) & ~(size_t)7);
+	/* The feature name table is only informative: leave it out if the cluster is too small. */
+	if (with_ft && need + 8 + ft_len > cs)
+		with_ft = false;
+	if (with_ft)
+		need += 8 + ft_len;
+	if (need > cs)
+		return vs_error_set(err, -EINVAL, "Backing file name too long for the cluster size");
+
+	if (bf_len)
+		off = put_ext(buf, off, QCOW2_EXT_BACKING_FORMAT, p->backing_fmt, (uint32_t)bf_len);
+	if (with_ft) {
+		uint8_t ft[sizeof(feature_table) / sizeof(feature_table[0]) * 48];
+
+		memset(ft, 0, sizeof(ft));
+		for (size_t i = 0; i < sizeof(feature_table) / sizeof(feature_table[0]); i++) {
+			ft[48 * i] = feature_table[i].type;
+			ft[48 * i + 1] = feature_table[i].bit;
+			memcpy(ft + 48 * i + 2, feature_table[i].name, strlen(feature_table[i].name));
+		}
+		off = put_ext(buf, off, QCOW2_EXT_FEATURE_TABLE, ft, (uint32_t)ft_len);
+	}
+	off += 8; /* end of extensions: type 0, length 0 */
+	if (bn_len) {
+		h->backing_file_offset = off;
+		h->backing_file_size = (uint32_t)bn_len;
+		memcpy(buf + off, p->backing_file, bn_len);
+	}
+	qcow2_header_encode(h, buf);
+	return 0;
+}
+
+struct layout {
+	uint64_t reftable_clusters, refblocks, l1_clusters, total;
+};
+
+static void compute_layout(const struct create_params *p, uint32_t l1_size, struct layout *l)
+{
+	uint64_t cs = p->cluster_size;
+	uint64_t rb_entries = cs * 8 / p->refcount_bits;
+
+	l->l1_clusters = ((uint64_t)l1_size * 8 + cs - 1) / cs;
+	l->refblocks = 1;
+	l->reftable_clusters = 1;
+	for (;;) {
+		uint64_t total = 1 + l->reftable_clusters + l->refblocks + l->l1_clusters;
+		uint64_t rb = (total + rb_entries - 1) / rb_entries;
+		uint64_t rt = (rb * 8 + cs - 1) / cs;
+
+		if (rb <= l->refblocks && rt <= l->reftable_clusters) {
+			l->total = total;
+			break;
+		}
+		l->refblocks = rb > l->refblocks ? rb : l->refblocks;
+		l->reftable_clusters = rt > l->reftable_clusters ? rt : l->reftable_clusters;
+	}
+}
+
+static int write_image(struct vs_node *file, const struct create_params *p, struct vs_error *err)
+{
+	struct qcow2_header h;
+	struct qcow2_state geo;
+	struct layout l;
+	uint64_t cs = p->cluster_size, l1_size, rb_entries;
+	unsigned cbits = 0;
+	uint8_t *buf = NULL;
+	int ret;
+
+	while ((1ull << cbits) < cs)
+		cbits++;
+	memset(&geo, 0, sizeof(geo));
+	geo.cluster_bits = cbits;
+	geo.l2_entries = cs / (p->extl2 ? 16 : 8);
+	geo.refcount_order = 0;
+	while ((1u << geo.refcount_order) < p->refcount_bits)
+		geo.refcount_order++;
+	geo.refcount_bits = p->refcount_bits;
+	l1_size = qcow2_l1_size_for(&geo, p->size);
+	if (l1_size > QCOW2_MAX_L1_SIZE / 8)
+		return vs_error_set(err, -EFBIG, "Image size too large for this cluster size "
+						  "(L1 table would exceed 32 MiB)");
+	compute_layout(p, (uint32_t)l1_size, &l);
+	if (l.reftable_clusters * cs > QCOW2_MAX_REFTABLE_SIZE)
+		return vs_error_set(err, -EFBIG, "Image size too large for this refcount width");
+	rb_entries = cs * 8 / p->refcount_bits;
+
+	memset(&h, 0, sizeof(h));
+	h.magic = QCOW2_MAGIC;
+	h.version = p->version;
+	h.cluster_bits = cbits;
+	h.size = p->size;
+	h.l1_size = (uint32_t)l1_size;
+	h.refcount_table_offset = cs;
+	h.refcount_table_clusters = (uint32_t)l.reftable_clusters;
+	h.l1_table_offset = (1 + l.reftable_clusters + l.refblocks) * cs;
+	h.refcount_order = geo.refcount_order;
+	h.header_length = p->version >= 3 ? 112 : QCOW2_V2_HEADER_SIZE;
+	if (p->version >= 3) {
+		if (p->lazy_refcounts)
+			h.compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS;
+		if (p->extl2)
+			h.incompatible_features |= QCOW2_INCOMPAT_EXTL2;
+		if (p->compression_type != QCOW2_COMPRESSION_ZLIB)
+			h.incompatible_features |= QCOW2_INCOMPAT_COMPRESSION;
+		h.compression_type = p->compression_type;
+	}
+
+	buf = vs_buf_zalloc(l.total * cs);
+	if (!buf)
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	ret = build_header(p, &h, buf, err);
+	if (ret < 0)
+		goto out;
+	/* Reftable entries point to the refblocks; refblocks count every metadata cluster. */
+	for (uint64_t i = 0; i < l.refblocks; i++)
+		qcow2_put_be64(buf + cs + 8 * i, (1 + l.reftable_clusters + i) * cs);
+	for (uint64_t c = 0; c < l.total; c++) {
+		uint8_t *rb = buf + (1 + l.reftable_clusters + c / rb_entries) * cs;
+
+		qcow2_rb_entry_set(&geo, rb, c % rb_entries, 1);
+	}
+	ret = vs_node_pwrite(file, 0, buf, l.total * cs, 0);
+	if (ret == 0)
+		ret = vs_node_flush(file);
+	if (ret < 0)
+		vs_error_setf_errno(err, ret, "Could not write the qcow2 metadata");
+out:
+	free(buf);
+	return ret;
+}
+
+static int preallocate(const char *filename, const struct create_params *p, struct vs_error *err)
+{
+	struct vs_open_opts o = { 0 };
+	struct vs_node *node = NULL;
+	struct qcow2_state *s;
+	int ret;
+
+	o.filename = filename;
+	o.format = "qcow2";
+	o.no_backing = true;
+	o.no_repair = true;
+	ret = vs_image_open(&node, &o, err);
+	if (ret < 0)
+		return ret;
+	s = qcow2_state(node);
+	vs_co_mutex_lock(&s->lock);
+	ret = qcow2_preallocate(node, 0, p->size, p->prealloc);
+	if (ret == 0)
+		ret = qcow2_flush_metadata(node);
+	vs_co_mutex_unlock(&s->lock);
+	if (ret == 0)
+		ret = vs_node_flush(node);
+	vs_node_close(node);
+	if (ret < 0)
+		return vs_error_setf_errno(err, ret, "Could not preallocate '%s'", filename);
+	return 0;
+}
+
+int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
+		 struct vs_error *err)
+{
+	struct create_params p;
+	struct vs_open_opts o = { 0 };
+	struct vs_node *file = NULL;
+	int ret;
+
+	ret = parse_params(size, opts, nopts, &p, err);
+	if (ret < 0)
+		return ret;
+	if (p.backing_file) {
+		ret = check_backing(filename, &p, err);
+		if (ret < 0)
+			return ret;
+	}
+	/* qemu-img rounds the virtual size up to whole sectors. */
+	p.size = (p.size + 511) & ~511ull;
+	if (p.size > INT64_MAX)
+		return vs_error_set(err, -EINVAL, "Image size too large");
+
+	ret = vs_driver_file.create(filename, 0, NULL, 0, err);
+	if (ret < 0)
+		return ret;
+	o.filename = filename;
+	ret = vs_protocol_open(&file, filename, &o, err);
+	if (ret < 0)
+		return ret;
+	ret = write_image(file, &p, err);
+	vs_node_close(file);
+	if (ret < 0)
+		return ret;
+	if (p.prealloc != VS_PREALLOC_OFF)
+		return preallocate(filename, &p, err);
+	return 0;
+}

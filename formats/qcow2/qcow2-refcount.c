@@ -1,0 +1,494 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * qcow2 refcounts: the refcount table, refcount blocks of any width
+ * (1..64 bits), cluster allocation with refcount table growth, and the
+ * overlap checks that keep data from landing on metadata.
+ *
+ * New refcount blocks are placed inside the range they describe (they
+ * account for themselves), which keeps allocation free of recursion.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+uint64_t qcow2_rb_entry_get(const struct qcow2_state *s, const void *rb, uint64_t i)
+{
+	const uint8_t *p = rb;
+
+	switch (s->refcount_order) {
+	case 0:
+		return (p[i / 8] >> (i % 8)) & 0x1;
+	case 1:
+		return (p[i / 4] >> (2 * (i % 4))) & 0x3;
+	case 2:
+		return (p[i / 2] >> (4 * (i % 2))) & 0xf;
+	case 3:
+		return p[i];
+	case 4:
+		return qcow2_be16(p + 2 * i);
+	case 5:
+		return qcow2_be32(p + 4 * i);
+	default:
+		return qcow2_be64(p + 8 * i);
+	}
+}
+
+void qcow2_rb_entry_set(const struct qcow2_state *s, void *rb, uint64_t i, uint64_t v)
+{
+	uint8_t *p = rb;
+	unsigned shift;
+
+	switch (s->refcount_order) {
+	case 0:
+	case 1:
+	case 2: {
+		unsigned per_byte = 8u >> s->refcount_order;
+		uint8_t mask = (uint8_t)((1u << s->refcount_bits) - 1);
+
+		shift = (unsigned)(i % per_byte) * s->refcount_bits;
+		p[i / per_byte] = (uint8_t)((p[i / per_byte] & ~(mask << shift)) |
+					    ((v & mask) << shift));
+		break;
+	}
+	case 3:
+		p[i] = (uint8_t)v;
+		break;
+	case 4:
+		qcow2_put_be16(p + 2 * i, (uint16_t)v);
+		break;
+	case 5:
+		qcow2_put_be32(p + 4 * i, (uint32_t)v);
+		break;
+	default:
+		qcow2_put_be64(p + 8 * i, v);
+		break;
+	}
+}
+
+int qcow2_refcount_load(struct vs_node *node, struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t bytes = (uint64_t)s->hdr.refcount_table_clusters << s->cluster_bits;
+	uint64_t file_size = vs_node_size(node->file);
+	uint8_t *buf;
+	int ret;
+
+	s->reftable_offset = s->hdr.refcount_table_offset;
+	if (s->reftable_offset + bytes > file_size + s->cluster_size ||
+	    s->reftable_offset < s->cluster_size)
+		return vs_error_set(err, -EINVAL,
+				    "qcow2: refcount table lies outside the image file");
+	buf = vs_buf_zalloc(bytes);
+	s->reftable = calloc(bytes / 8, sizeof(uint64_t));
+	if (!buf || !s->reftable) {
+		free(buf);
+		return vs_error_set(err, -ENOMEM, "qcow2: out of memory for the refcount table");
+	}
+	/* The last cluster may be cut short by EOF; it then reads as zeroes. */
+	ret = vs_node_pread(node->file, s->reftable_offset, buf,
+			    s->reftable_offset + bytes > file_size ? file_size - s->reftable_offset :
+								      bytes);
+	if (ret < 0) {
+		free(buf);
+		return vs_error_setf_errno(err, ret, "qcow2: reading the refcount table");
+	}
+	s->reftable_size = bytes / 8;
+	for (uint64_t i = 0; i < s->reftable_size; i++)
+		s->reftable[i] = qcow2_be64(buf + 8 * i) & QCOW2_REFT_OFFSET_MASK;
+	free(buf);
+	return 0;
+}
+
+/* The refcount block offset for @cluster, 0 if none; -EIO if the table entry is bogus. */
+static int64_t rb_offset(struct vs_node *node, uint64_t cluster)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t idx = cluster >> s->rb_bits;
+	uint64_t off;
+
+	if (idx >= s->reftable_size)
+		return 0;
+	off = s->reftable[idx];
+	if (!off)
+		return 0;
+	if (off & (s->cluster_size - 1)) {
+		qcow2_mark_corrupt(node, "refcount block offset unaligned", off);
+		return -EIO;
+	}
+	return (int64_t)off;
+}
+
+int qcow2_refcount_get(struct vs_node *node, uint64_t cluster, uint64_t *rc)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	int64_t off = rb_offset(node, cluster);
+	void *rb;
+	int ret;
+
+	*rc = 0;
+	if (off <= 0)
+		return (int)off;
+	ret = qcow2_cache_get(node, s->rb_cache, (uint64_t)off, &rb);
+	if (ret < 0)
+		return ret;
+	*rc = qcow2_rb_entry_get(s, rb, cluster & ((1ull << s->rb_bits) - 1));
+	qcow2_cache_put(s->rb_cache, &rb);
+	return 0;
+}
+
+int qcow2_refcount_update(struct vs_node *node, uint64_t offset, uint64_t len, int64_t delta)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t first = offset >> s->cluster_bits;
+	uint64_t last = (offset + len - 1) >> s->cluster_bits;
+	uint64_t mask = (1ull << s->rb_bits) - 1;
+	void *rb = NULL;
+	uint64_t rb_off = 0;
+	int ret = 0;
+
+	if (!len)
+		return 0;
+	for (uint64_t c = first; c <= last; c++) {
+		int64_t off = rb_offset(node, c);
+		uint64_t v;
+
+		if (off < 0) {
+			ret = (int)off;
+			break;
+		}
+		if (off == 0) {
+			ret = qcow2_mark_corrupt(node, "refcount update of a cluster without "
+						       "refcount block", c << s->cluster_bits);
+			break;
+		}
+		if ((uint64_t)off != rb_off) {
+			qcow2_cache_put(s->rb_cache, &rb);
+			ret = qcow2_cache_get(node, s->rb_cache, (uint64_t)off, &rb);
+			if (ret < 0)
+				break;
+			rb_off = (uint64_t)off;
+		}
+		v = qcow2_rb_entry_get(s, rb, c & mask);
+		if ((delta < 0 && v < (uint64_t)-delta) ||
+		    (delta > 0 && s->refcount_max - v < (uint64_t)delta)) {
+			ret = qcow2_mark_corrupt(node, delta < 0 ? "refcount underflow" :
+								   "refcount overflow",
+						 c << s->cluster_bits);
+			break;
+		}
+		v += (uint64_t)delta;
+		qcow2_rb_entry_set(s, rb, c & mask, v);
+		qcow2_cache_mark_dirty(s->rb_cache, rb);
+		if (v == 0 && c < s->free_hint)
+			s->free_hint = c;
+	}
+	qcow2_cache_put(s->rb_cache, &rb);
+	return ret;
+}
+
+/*
+ * The first run of @n clusters with refcount 0 at or after s->free_hint.
+ * Clusters no refcount block covers count as free.
+ */
+static int find_free(struct vs_node *node, uint64_t n, uint64_t *start)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t c = s->free_hint, run = 0, first_free = UINT64_MAX;
+	int ret;
+
+	/* Cluster 0 is always the header. */
+	if (c == 0)
+		c = 1;
+	for (;; c++) {
+		uint64_t rc;
+
+		ret = qcow2_refcount_get(node, c, &rc);
+		if (ret < 0)
+			return ret;
+		if (rc) {
+			run = 0;
+			continue;
+		}
+		if (first_free == UINT64_MAX)
+			first_free = c;
+		if (++run == n)
+			break;
+	}
+	*start = c + 1 - n;
+	s->free_hint = first_free;
+	return 0;
+}
+
+static int reftable_write_entry(struct vs_node *node, uint64_t idx)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint8_t be[8];
+	uint64_t off = s->reftable_offset + idx * 8;
+	int ret;
+
+	ret = qcow2_overlap_check(node, QCOW2_META_REFTABLE, off, 8);
+	if (ret < 0)
+		return ret;
+	qcow2_put_be64(be, s->reftable[idx]);
+	return vs_node_pwrite(node->file, off, be, 8, 0);
+}
+
+/* Create the refcount block for block index @b at cluster @p, which lies inside block @b. */
+static int refblock_create(struct vs_node *node, uint64_t b, uint64_t p)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t off = p << s->cluster_bits;
+	void *rb;
+	int ret;
+
+	ret = qcow2_cache_get_empty(node, s->rb_cache, off, &rb);
+	if (ret < 0)
+		return ret;
+	qcow2_rb_entry_set(s, rb, p & ((1ull << s->rb_bits) - 1), 1);
+	qcow2_cache_mark_dirty(s->rb_cache, rb);
+	qcow2_cache_put(s->rb_cache, &rb);
+	/* The block must be on disk before the table points to it. */
+	ret = qcow2_cache_flush(node, s->rb_cache);
+	if (ret < 0)
+		return ret;
+	s->reftable[b] = off;
+	ret = reftable_write_entry(node, b);
+	if (ret < 0) {
+		s->reftable[b] = 0;
+		return ret;
+	}
+	return 0;
+}
+
+/*
+ * Grow the refcount table so that it covers block index @b. The new table
+ * and the refcount blocks it needs for itself go to a free run; blocks
+ * created for them describe themselves too.
+ */
+static int reftable_grow(struct vs_node *node, uint64_t b)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t per_cluster = s->cluster_size / 8;
+	uint64_t new_entries, table_clusters, start = 0, m = 0, nb_new = 0, end;
+	uint64_t *new_blocks = NULL, *new_table = NULL;
+	uint64_t old_offset = s->reftable_offset, old_clusters = s->hdr.refcount_table_clusters;
+	uint8_t *buf = NULL;
+	int ret;
+
+	new_entries = s->reftable_size + s->reftable_size / 2;
+	if (new_entries < b + 1)
+		new_entries = b + 1;
+	for (int iter = 0;; iter++) {
+		uint64_t need = 0;
+
+		table_clusters = (new_entries + per_cluster - 1) / per_cluster;
+		if (table_clusters > QCOW2_MAX_REFTABLE_SIZE >> s->cluster_bits)
+			return -EFBIG;
+		ret = find_free(node, table_clusters + m, &start);
+		if (ret < 0)
+			return ret;
+		end = start + table_clusters + m;
+		for (uint64_t bb = start >> s->rb_bits; bb <= (end - 1) >> s->rb_bits; bb++) {
+			if (bb >= s->reftable_size || !s->reftable[bb])
+				need++;
+			if (bb + 1 > new_entries)
+				new_entries = bb + 1;
+		}
+		if (need <= m && table_clusters * per_cluster >= new_entries)
+			break;
+		if (iter > 16)
+			return -EIO;
+		m = need > m ? need : m;
+	}
+	new_entries = table_clusters * per_cluster;
+
+	new_blocks = calloc(m ? m : 1, sizeof(uint64_t));
+	new_table = calloc(new_entries, sizeof(uint64_t));
+	buf = vs_buf_zalloc(table_clusters << s->cluster_bits);
+	if (!new_blocks || !new_table || !buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memcpy(new_table, s->reftable, s->reftable_size * sizeof(uint64_t));
+
+	/* Assign the missing blocks to the clusters after the table. */
+	for (uint64_t bb = start >> s->rb_bits; bb <= (end - 1) >> s->rb_bits; bb++) {
+		if (!new_table[bb]) {
+			uint64_t p = start + table_clusters + nb_new;
+			void *rb;
+
+			new_table[bb] = p << s->cluster_bits;
+			new_blocks[nb_new++] = bb;
+			ret = qcow2_cache_get_empty(node, s->rb_cache, p << s->cluster_bits, &rb);
+			if (ret < 0)
+				goto out;
+			qcow2_cache_mark_dirty(s->rb_cache, rb);
+			qcow2_cache_put(s->rb_cache, &rb);
+		}
+	}
+	/* Account for the table and the new blocks. */
+	for (uint64_t c = start; c < start + table_clusters + nb_new; c++) {
+		uint64_t bb = c >> s->rb_bits;
+		void *rb;
+
+		ret = qcow2_cache_get(node, s->rb_cache, new_table[bb], &rb);
+		if (ret < 0)
+			goto out;
+		qcow2_rb_entry_set(s, rb, c & ((1ull << s->rb_bits) - 1),
+				   qcow2_rb_entry_get(s, rb, c & ((1ull << s->rb_bits) - 1)) + 1);
+		qcow2_cache_mark_dirty(s->rb_cache, rb);
+		qcow2_cache_put(s->rb_cache, &rb);
+	}
+	ret = qcow2_cache_flush(node, s->rb_cache);
+	if (ret < 0)
+		goto out;
+
+	for (uint64_t i = 0; i < new_entries; i++)
+		qcow2_put_be64(buf + 8 * i, new_table[i]);
+	ret = qcow2_overlap_check(node, 0, start << s->cluster_bits,
+				  table_clusters << s->cluster_bits);
+	if (ret < 0)
+		goto out;
+	ret = vs_node_pwrite(node->file, start << s->cluster_bits, buf,
+			     table_clusters << s->cluster_bits, 0);
+	if (ret < 0)
+		goto out;
+	ret = vs_node_flush(node->file);
+	if (ret < 0)
+		goto out;
+
+	s->hdr.refcount_table_offset = start << s->cluster_bits;
+	s->hdr.refcount_table_clusters = (uint32_t)table_clusters;
+	ret = qcow2_header_update(node);
+	if (ret < 0) {
+		s->hdr.refcount_table_offset = old_offset;
+		s->hdr.refcount_table_clusters = (uint32_t)old_clusters;
+		goto out;
+	}
+	free(s->reftable);
+	s->reftable = new_table;
+	new_table = NULL;
+	s->reftable_size = new_entries;
+	s->reftable_offset = start << s->cluster_bits;
+	ret = qcow2_free_clusters(node, old_offset, old_clusters << s->cluster_bits, false);
+out:
+	free(new_blocks);
+	free(new_table);
+	free(buf);
+	return ret;
+}
+
+int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t start;
+	int ret;
+
+	if (s->corrupt)
+		return -EIO;
+retry:
+	ret = find_free(node, n, &start);
+	if (ret < 0)
+		return ret;
+	if ((start + n) > (UINT64_C(1) << (56 - s->cluster_bits)))
+		return -EFBIG;
+	for (uint64_t b = start >> s->rb_bits; b <= (start + n - 1) >> s->rb_bits; b++) {
+		if (b >= s->reftable_size) {
+			ret = reftable_grow(node, b);
+			if (ret < 0)
+				return ret;
+			goto retry;
+		}
+		if (!s->reftable[b]) {
+			uint64_t p = b << s->rb_bits;
+
+			ret = refblock_create(node, b, p > start ? p : start);
+			if (ret < 0)
+				return ret;
+			goto retry;
+		}
+	}
+	ret = qcow2_refcount_update(node, start << s->cluster_bits, n << s->cluster_bits, 1);
+	if (ret < 0)
+		return ret;
+	return (int64_t)(start << s->cluster_bits);
+}
+
+int qcow2_free_clusters(struct vs_node *node, uint64_t offset, uint64_t len, bool punch)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t first, last;
+	int ret;
+
+	if (!len)
+		return 0;
+	ret = qcow2_refcount_update(node, offset, len, -1);
+	if (ret < 0 || !punch)
+		return ret;
+	/* Give the space back to the host for clusters nobody references any more. */
+	first = offset >> s->cluster_bits;
+	last = (offset + len - 1) >> s->cluster_bits;
+	for (uint64_t c = first; c <= last; c++) {
+		uint64_t rc;
+
+		ret = qcow2_refcount_get(node, c, &rc);
+		if (ret < 0)
+			return ret;
+		if (rc == 0 && (c << s->cluster_bits) < vs_node_size(node->file))
+			(void)vs_node_discard(node->file, c << s->cluster_bits, s->cluster_size);
+	}
+	return 0;
+}
+
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return alen && blen && a < b + blen && b < a + alen;
+}
+
+int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, uint64_t len)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	const char *what = NULL;
+
+	if (!(ignore & QCOW2_META_HEADER) && overlaps(offset, len, 0, s->cluster_size))
+		what = "qcow2 header";
+	else if (!(ignore & QCOW2_META_L1) && overlaps(offset, len, s->l1_offset, s->l1_size * 8ull))
+		what = "active L1 table";
+	else if (!(ignore & QCOW2_META_REFTABLE) &&
+		 overlaps(offset, len, s->reftable_offset, s->reftable_size * 8))
+		what = "refcount table";
+	else if (!(ignore & QCOW2_META_SNAPSHOTS) &&
+		 overlaps(offset, len, s->hdr.snapshots_offset, s->snap_table_size))
+		what = "snapshot table";
+	if (!what && !(ignore & QCOW2_META_REFBLOCK)) {
+		for (uint64_t i = 0; i < s->reftable_size; i++) {
+			if (overlaps(offset, len, s->reftable[i], s->reftable[i] ? s->cluster_size : 0)) {
+				what = "refcount block";
+				break;
+			}
+		}
+	}
+	if (!what && !(ignore & QCOW2_META_L2)) {
+		for (uint32_t i = 0; i < s->l1_size; i++) {
+			uint64_t l2 = s->l1[i] & QCOW2_L1E_OFFSET_MASK;
+
+			if (l2 && overlaps(offset, len, l2, s->cluster_size)) {
+				what = "active L2 table";
+				break;
+			}
+		}
+	}
+	if (!what && !(ignore & QCOW2_META_INACTIVE_L1)) {
+		for (unsigned i = 0; i < s->nb_snaps; i++) {
+			if (overlaps(offset, len, s->snaps[i].l1_table_offset, s->snaps[i].l1_size * 8ull)) {
+				what = "inactive L1 table";
+				break;
+			}
+		}
+	}
+	if (!what)
+		return 0;
+	return qcow2_mark_corrupt(node, what, offset);
+}

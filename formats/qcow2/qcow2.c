@@ -1,0 +1,825 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The qcow2 driver: probe, open (header, extensions, feature bits, L1,
+ * refcount table, snapshot table, backing file), close, the request entry
+ * point, flush, truncate, info and check.
+ *
+ * Header rewrites only touch the fixed header fields (the first
+ * header_length bytes, kept as read), so header extensions and fields of a
+ * newer spec survive byte for byte.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qcow2-check.h"
+
+#define QCOW2_DEFAULT_CACHE_BUDGET (32u * 1024 * 1024)
+#define QCOW2_MIN_CACHE_TABLES 4
+
+/* ---- small shared helpers ---- */
+
+void qcow2_unlocked_io_begin(struct qcow2_state *s)
+{
+	s->unlocked_io++;
+}
+
+void qcow2_unlocked_io_end(struct qcow2_state *s)
+{
+	if (--s->unlocked_io == 0)
+		vs_co_queue_wake_all(&s->drain_waiters);
+}
+
+void qcow2_drain_unlocked(struct qcow2_state *s)
+{
+	while (s->unlocked_io)
+		vs_co_queue_wait(&s->drain_waiters);
+}
+
+int qcow2_header_update(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	int ret;
+
+	if (node->read_only)
+		return -EPERM;
+	qcow2_header_encode(&s->hdr, s->hdr_raw);
+	ret = vs_node_pwrite(node->file, 0, s->hdr_raw, s->hdr.header_length, 0);
+	if (ret < 0)
+		return ret;
+	return vs_node_flush(node->file);
+}
+
+int qcow2_mark_corrupt(struct vs_node *node, const char *why, uint64_t offset)
+{
+	struct qcow2_state *s = qcow2_state(node);
+
+	if (s->corrupt)
+		return -EIO;
+	s->corrupt = true;
+	if (node->read_only) {
+		vs_warn("qcow2: image '%s' is corrupt: %s (offset 0x%" PRIx64 ")", node->filename,
+			why, offset);
+		return -EIO;
+	}
+	vs_warn("qcow2: marking image '%s' as corrupt: %s (offset 0x%" PRIx64
+		"); further corruption events will be suppressed; "
+		"run 'vstor-img check -r all' to repair it",
+		node->filename, why, offset);
+	if (s->hdr.version >= 3) {
+		s->hdr.incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
+		(void)qcow2_header_update(node);
+	}
+	return -EIO;
+}
+
+int qcow2_mark_dirty(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	int ret;
+
+	if (!s->lazy_refcounts || s->dirty)
+		return 0;
+	/* Before the first write that leaves refcounts behind on disk. */
+	ret = vs_node_flush(node->file);
+	if (ret < 0)
+		return ret;
+	s->hdr.incompatible_features |= QCOW2_INCOMPAT_DIRTY;
+	ret = qcow2_header_update(node);
+	if (ret < 0) {
+		s->hdr.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY;
+		return ret;
+	}
+	s->dirty = true;
+	return 0;
+}
+
+/* Lock held: write back the metadata caches (refcounts before the L2 tables that need them). */
+int qcow2_flush_metadata(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	int ret;
+
+	if (node->read_only || !s->l2_cache)
+		return 0;
+	ret = qcow2_cache_writeback(node, s->l2_cache);
+	if (ret < 0)
+		return ret;
+	return qcow2_cache_writeback(node, s->rb_cache);
+}
+
+uint64_t qcow2_l1_size_for(const struct qcow2_state *s, uint64_t virtual_size)
+{
+	uint64_t span = s->l2_entries << s->cluster_bits;
+
+	return (virtual_size + span - 1) / span;
+}
+
+int qcow2_l1_write_entry(struct vs_node *node, uint32_t idx)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t off = s->l1_offset + (uint64_t)idx * 8;
+	uint8_t be[8];
+	int ret;
+
+	ret = qcow2_overlap_check(node, QCOW2_META_L1, off, 8);
+	if (ret < 0)
+		return ret;
+	qcow2_put_be64(be, s->l1[idx]);
+	return vs_node_pwrite(node->file, off, be, 8, 0);
+}
+
+/* Lock held. Make the active L1 table hold at least @min_size entries. */
+int qcow2_l1_grow(struct vs_node *node, uint64_t min_size, bool exact)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t new_size = min_size, bytes, old_offset = s->l1_offset;
+	uint32_t old_size = s->l1_size;
+	uint64_t *nl1;
+	uint8_t *buf;
+	int64_t off;
+	int ret;
+
+	if (min_size <= s->l1_size)
+		return 0;
+	if (!exact) {
+		uint64_t grown = (uint64_t)s->l1_size + s->l1_size / 2;
+
+		if (grown > new_size)
+			new_size = grown;
+		if (new_size > QCOW2_MAX_L1_SIZE / 8 && min_size <= QCOW2_MAX_L1_SIZE / 8)
+			new_size = QCOW2_MAX_L1_SIZE / 8;
+	}
+	if (new_size > QCOW2_MAX_L1_SIZE / 8)
+		return -EFBIG;
+	bytes = (new_size * 8 + s->cluster_size - 1) & ~(s->cluster_size - 1);
+	nl1 = calloc(new_size, sizeof(uint64_t));
+	buf = vs_buf_zalloc(bytes);
+	if (!nl1 || !buf) {
+		free(nl1);
+		free(buf);
+		return -ENOMEM;
+	}
+	memcpy(nl1, s->l1, (size_t)s->l1_size * 8);
+	for (uint64_t i = 0; i < s->l1_size; i++)
+		qcow2_put_be64(buf + 8 * i, s->l1[i]);
+
+	off = qcow2_alloc_clusters(node, bytes >> s->cluster_bits);
+	if (off < 0) {
+		ret = (int)off;
+		goto fail;
+	}
+	/* The new table and its refcounts are on disk before the header points to it. */
+	ret = qcow2_cache_flush(node, s->rb_cache);
+	if (ret < 0)
+		goto fail_free;
+	ret = qcow2_overlap_check(node, 0, (uint64_t)off, bytes);
+	if (ret < 0)
+		goto fail_free;
+	ret = vs_node_pwrite(node->file, (uint64_t)off, buf, bytes, 0);
+	if (ret == 0)
+		ret = vs_node_flush(node->file);
+	if (ret < 0)
+		goto fail_free;
+	s->hdr.l1_table_offset = (uint64_t)off;
+	s->hdr.l1_size = (uint32_t)new_size;
+	ret = qcow2_header_update(node);
+	if (ret < 0) {
+		s->hdr.l1_table_offset = old_offset;
+		s->hdr.l1_size = old_size;
+		goto fail_free;
+	}
+	free(s->l1);
+	free(buf);
+	s->l1 = nl1;
+	s->l1_size = (uint32_t)new_size;
+	s->l1_offset = (uint64_t)off;
+	if (old_offset && old_size)
+		return qcow2_free_clusters(node, old_offset,
+					   ((uint64_t)old_size * 8 + s->cluster_size - 1) &
+						   ~(s->cluster_size - 1),
+					   false);
+	return 0;
+fail_free:
+	(void)qcow2_free_clusters(node, (uint64_t)off, bytes, false);
+fail:
+	free(nl1);
+	free(buf);
+	return ret;
+}
+
+/* ---- probe and open ---- */
+
+static int qcow2_probe(const uint8_t *buf, size_t len, const char *filename)
+{
+	(void)filename;
+	if (len >= 8 && qcow2_be32(buf) == QCOW2_MAGIC &&
+	    (qcow2_be32(buf + 4) == 2 || qcow2_be32(buf + 4) == 3))
+		return 100;
+	return 0;
+}
+
+static const char *feature_name(const struct qcow2_state *s, uint8_t type, unsigned bit)
+{
+	for (unsigned i = 0; i < s->nb_features; i++)
+		if (s->features[i].type == type && s->features[i].bit == bit)
+			return s->features[i].name;
+	return NULL;
+}
+
+/* Parse the header extensions in @buf (the header cluster, @len bytes). */
+static int parse_extensions(struct vs_node *node, const uint8_t *buf, size_t len,
+			    struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t off = s->hdr.header_length;
+	uint64_t end = s->hdr.backing_file_offset ? s->hdr.backing_file_offset : len;
+
+	if (end > len)
+		end = len;
+	while (off + 8 <= end) {
+		uint32_t type = qcow2_be32(buf + off);
+		uint32_t elen = qcow2_be32(buf + off + 4);
+		const uint8_t *data = buf + off + 8;
+
+		if (type == QCOW2_EXT_END)
+			break;
+		if (elen > end - off - 8)
+			return vs_error_set(err, -EINVAL,
+					    "qcow2: header extension 0x%08x too large", type);
+		switch (type) {
+		case QCOW2_EXT_BACKING_FORMAT:
+			if (elen >= sizeof(s->backing_fmt))
+				return vs_error_set(err, -EINVAL,
+						    "qcow2: backing format name too long");
+			memcpy(s->backing_fmt, data, elen);
+			s->backing_fmt[elen] = 0;
+			break;
+		case QCOW2_EXT_FEATURE_TABLE: {
+			unsigned n = elen / 48;
+
+			free(s->features);
+			s->features = calloc(n ? n : 1, sizeof(*s->features));
+			if (!s->features)
+				return vs_error_set(err, -ENOMEM, "qcow2: out of memory");
+			s->nb_features = n;
+			for (unsigned i = 0; i < n; i++) {
+				s->features[i].type = data[48 * i];
+				s->features[i].bit = data[48 * i + 1];
+				memcpy(s->features[i].name, data + 48 * i + 2, 46);
+				s->features[i].name[46] = 0;
+			}
+			break;
+		}
+		default:
+			/* Unknown or unused here: stays in the file untouched. */
+			break;
+		}
+		off += 8 + ((elen + 7ull) & ~7ull);
+	}
+	return 0;
+}
+
+static int check_features(struct vs_node *node, const struct vs_open_opts *opts,
+			  struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t unknown = s->hdr.incompatible_features & ~QCOW2_INCOMPAT_KNOWN;
+
+	if (unknown) {
+		char names[256] = "";
+		size_t used = 0;
+
+		for (unsigned bit = 0; bit < 64; bit++) {
+			const char *name;
+			int n;
+
+			if (!(unknown & (1ull << bit)))
+				continue;
+			name = feature_name(s, 0, bit);
+			if (name && name[0])
+				n = snprintf(names + used, sizeof(names) - used, "%s%s", used ? ", " : "",
+					     name);
+			else
+				n = snprintf(names + used, sizeof(names) - used,
+					     "%sUnknown incompatible feature: %" PRIx64,
+					     used ? ", " : "", (uint64_t)1 << bit);
+			if (n < 0 || (size_t)n >= sizeof(names) - used)
+				break;
+			used += (size_t)n;
+		}
+		return vs_error_set(err, -ENOTSUP, "qcow2: '%s' uses unsupported feature(s): %s",
+				    node->filename, names);
+	}
+	if (s->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
+		return vs_error_set(err, -ENOTSUP,
+				    "qcow2: '%s' uses an external data file, which is not supported",
+				    node->filename);
+	if (s->hdr.crypt_method)
+		return vs_error_set(err, -ENOTSUP,
+				    "qcow2: '%s' is encrypted (method %u), which is not supported",
+				    node->filename, s->hdr.crypt_method);
+	if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) && !opts->read_only)
+		return vs_error_set(err, -EACCES,
+				    "qcow2: '%s' is marked corrupt and cannot be opened read/write; "
+				    "run 'vstor-img check -r all' to repair it",
+				    node->filename);
+	return 0;
+}
+
+static int read_header(struct vs_node *node, uint8_t **cluster0, struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t fsize = vs_node_size(node->file);
+	uint8_t first[512];
+	uint32_t cbits;
+	uint64_t cs, len;
+	uint8_t *buf;
+	int ret;
+
+	memset(first, 0, sizeof(first));
+	ret = vs_node_pread(node->file, 0, first, fsize < 512 ? (size_t)fsize : 512);
+	if (ret < 0)
+		return vs_error_setf_errno(err, ret, "qcow2: reading the header of '%s'",
+					   node->filename);
+	cbits = qcow2_be32(first + 20);
+	if (cbits < QCOW2_MIN_CLUSTER_BITS || cbits > QCOW2_MAX_CLUSTER_BITS)
+		return qcow2_header_decode(first, fsize < 512 ? fsize : 512, &s->hdr, err);
+	cs = 1ull << cbits;
+	len = fsize < cs ? fsize : cs;
+	buf = vs_buf_zalloc(cs);
+	if (!buf)
+		return vs_error_set(err, -ENOMEM, "qcow2: out of memory");
+	ret = vs_node_pread(node->file, 0, buf, len);
+	if (ret < 0) {
+		free(buf);
+		return vs_error_setf_errno(err, ret, "qcow2: reading the header of '%s'",
+					   node->filename);
+	}
+	ret = qcow2_header_decode(buf, len, &s->hdr, err);
+	if (ret < 0) {
+		free(buf);
+		return ret;
+	}
+	free(s->hdr_raw);
+	s->hdr_raw = malloc(s->hdr.header_length);
+	if (!s->hdr_raw) {
+		free(buf);
+		return vs_error_set(err, -ENOMEM, "qcow2: out of memory");
+	}
+	memcpy(s->hdr_raw, buf, s->hdr.header_length);
+	*cluster0 = buf;
+	return 0;
+}
+
+static void free_metadata(struct qcow2_state *s)
+{
+	free(s->l1);
+	s->l1 = NULL;
+	free(s->reftable);
+	s->reftable = NULL;
+	qcow2_snapshots_free(s->snaps, s->nb_snaps);
+	s->snaps = NULL;
+	s->nb_snaps = 0;
+	s->snap_table_size = 0;
+}
+
+/* L1, refcount table, snapshot table and caches, from s->hdr. */
+static int load_metadata(struct vs_node *node, const struct vs_open_opts *opts,
+			 struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t fsize = vs_node_size(node->file);
+	struct qcow2_snapshot_table t;
+	uint64_t need, n;
+	uint8_t *buf;
+	int ret;
+
+	s->l1_size = s->hdr.l1_size;
+	s->l1_offset = s->hdr.l1_table_offset;
+	need = qcow2_l1_size_for(s, s->hdr.size);
+	if (s->l1_size < need)
+		return vs_error_set(err, -EINVAL, "qcow2: L1 table is too small for the image size");
+	if (s->l1_size && (s->l1_offset < s->cluster_size ||
+			   s->l1_offset + (uint64_t)s->l1_size * 8 > fsize))
+		return vs_error_set(err, -EINVAL, "qcow2: L1 table lies outside the image file");
+	s->l1 = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));
+	buf = vs_buf_alloc((size_t)s->l1_size * 8);
+	if (!s->l1 || !buf) {
+		free(buf);
+		return vs_error_set(err, -ENOMEM, "qcow2: out of memory for the L1 table");
+	}
+	if (s->l1_size) {
+		ret = vs_node_pread(node->file, s->l1_offset, buf, (size_t)s->l1_size * 8);
+		if (ret < 0) {
+			free(buf);
+			return vs_error_setf_errno(err, ret, "qcow2: reading the L1 table");
+		}
+	}
+	for (uint32_t i = 0; i < s->l1_size; i++)
+		s->l1[i] = qcow2_be64(buf + 8 * i);
+	free(buf);
+
+	ret = qcow2_refcount_load(node, err);
+	if (ret < 0)
+		return ret;
+	s->free_hint = 0;
+
+	memset(&t, 0, sizeof(t));
+	if (s->hdr.nb_snapshots) {
+		ret = qcow2_snapshot_table_read(node->file, &s->hdr, 0, &t, err);
+		if (ret < 0)
+			return ret;
+		s->snaps = t.sn;
+		s->nb_snaps = t.nb;
+		s->snap_table_size = t.size;
+	}
+
+	if (!s->l2_cache) {
+		uint64_t budget = opts && opts->l2_cache_size ? opts->l2_cache_size :
+								  QCOW2_DEFAULT_CACHE_BUDGET;
+		uint64_t tables = qcow2_l1_size_for(s, s->hdr.size);
+
+		n = budget >> s->cluster_bits;
+		if (!(opts && opts->l2_cache_size) && tables < n)
+			n = tables; /* cover the whole image, no more */
+		if (n < QCOW2_MIN_CACHE_TABLES)
+			n = QCOW2_MIN_CACHE_TABLES;
+		s->l2_cache = qcow2_cache_new((unsigned)n, s->cluster_size, QCOW2_META_L2);
+		budget = opts && opts->refcount_cache_size ? opts->refcount_cache_size :
+							     (n << s->cluster_bits) / 4;
+		n = budget >> s->cluster_bits;
+		if (n < QCOW2_MIN_CACHE_TABLES)
+			n = QCOW2_MIN_CACHE_TABLES;
+		s->rb_cache = qcow2_cache_new((unsigned)n, s->cluster_size, QCOW2_META_REFBLOCK);
+		if (!s->l2_cache || !s->rb_cache)
+			return vs_error_set(err, -ENOMEM, "qcow2: out of memory for the caches");
+	}
+	return 0;
+}
+
+static void set_geometry(struct qcow2_state *s)
+{
+	s->cluster_bits = s->hdr.cluster_bits;
+	s->cluster_size = 1ull << s->cluster_bits;
+	s->extl2 = !!(s->hdr.incompatible_features & QCOW2_INCOMPAT_EXTL2);
+	s->l2_entry_size = s->extl2 ? 16 : 8;
+	s->l2_bits = s->cluster_bits - (s->extl2 ? 4 : 3);
+	s->l2_entries = 1ull << s->l2_bits;
+	s->subcluster_bits = s->extl2 ? s->cluster_bits - 5 : s->cluster_bits;
+	s->subcluster_size = 1ull << s->subcluster_bits;
+	s->csize_shift = qcow2_csize_shift(s->cluster_bits);
+	s->csize_mask = (1ull << (s->cluster_bits - 8)) - 1;
+	s->refcount_order = s->hdr.refcount_order;
+	s->refcount_bits = 1u << s->refcount_order;
+	s->refcount_max = s->refcount_bits == 64 ? UINT64_MAX : (1ull << s->refcount_bits) - 1;
+	s->rb_bits = s->cluster_bits + 3 - s->refcount_order;
+	s->lazy_refcounts = s->hdr.version >= 3 &&
+			    (s->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS);
+}
+
+static void qcow2_free_state(struct qcow2_state *s)
+{
+	free_metadata(s);
+	qcow2_cache_free(s->l2_cache);
+	s->l2_cache = NULL;
+	qcow2_cache_free(s->rb_cache);
+	s->rb_cache = NULL;
+	free(s->features);
+	s->features = NULL;
+	free(s->hdr_raw);
+	s->hdr_raw = NULL;
+}
+
+static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint8_t *c0 = NULL;
+	int ret;
+
+	s->read_only = node->read_only;
+	ret = read_header(node, &c0, err);
+	if (ret < 0)
+		goto fail;
+	ret = parse_extensions(node, c0, (size_t)(vs_node_size(node->file) < (1ull << s->hdr.cluster_bits) ?
+						  vs_node_size(node->file) :
+						  (1ull << s->hdr.cluster_bits)), err);
+	if (ret < 0)
+		goto fail;
+	if (s->hdr.backing_file_offset && s->hdr.backing_file_size) {
+		memcpy(s->backing_file, c0 + s->hdr.backing_file_offset, s->hdr.backing_file_size);
+		s->backing_file[s->hdr.backing_file_size] = 0;
+	}
+	ret = check_features(node, opts, err);
+	if (ret < 0)
+		goto fail;
+
+	if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) && !node->read_only &&
+	    !opts->no_repair) {
+		struct vs_check_result res;
+
+		vs_warn("qcow2: '%s' was not closed cleanly; repairing its refcounts",
+			node->filename);
+		memset(&res, 0, sizeof(res));
+		ret = qcow2_check_image(node->file, &res, VS_CHECK_FIX_ERRORS | VS_CHECK_FIX_LEAKS,
+					err);
+		if (ret < 0)
+			goto fail;
+		free(c0);
+		c0 = NULL;
+		ret = read_header(node, &c0, err);
+		if (ret < 0)
+			goto fail;
+		if (s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+			ret = vs_error_set(err, -EIO, "qcow2: '%s': repair left the dirty bit set",
+					   node->filename);
+			goto fail;
+		}
+	}
+	free(c0);
+	c0 = NULL;
+
+	set_geometry(s);
+	s->dirty = !!(s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY);
+	s->corrupt = !!(s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT);
+	ret = load_metadata(node, opts, err);
+	if (ret < 0)
+		goto fail;
+
+	if (!node->read_only && s->hdr.autoclear_features) {
+		if (s->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
+			vs_warn("qcow2: '%s': persistent dirty bitmaps are not supported; "
+				"they are invalidated by this read-write open",
+				node->filename);
+		s->hdr.autoclear_features = 0;
+		ret = qcow2_header_update(node);
+		if (ret < 0) {
+			vs_error_setf_errno(err, ret, "qcow2: updating the header of '%s'",
+					    node->filename);
+			goto fail;
+		}
+	}
+
+	node->size = s->hdr.size;
+	node->limits.request_align = 1;
+	node->limits.mem_align = 1;
+	node->limits.max_transfer = 0;
+	node->caps = VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_BLOCK_STATUS |
+		     VS_CAP_BACKING | VS_CAP_FLUSH;
+
+	if (s->backing_file[0] && !opts->no_backing) {
+		ret = vs_node_open_backing(node, s->backing_file,
+					   s->backing_fmt[0] ? s->backing_fmt : NULL, opts, err);
+		if (ret < 0)
+			goto fail;
+	}
+	return 0;
+fail:
+	free(c0);
+	qcow2_free_state(s);
+	return ret;
+}
+
+static void qcow2_close(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+
+	vs_co_mutex_lock(&s->lock);
+	qcow2_drain_unlocked(s);
+	if (!node->read_only && s->l2_cache) {
+		int ret = qcow2_flush_metadata(node);
+
+		if (ret == 0)
+			ret = vs_node_flush(node->file);
+		/* Everything is on disk: the refcounts are right again. */
+		if (ret == 0 && s->dirty && !s->corrupt) {
+			s->hdr.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY;
+			if (qcow2_header_update(node) == 0)
+				s->dirty = false;
+		}
+	}
+	vs_co_mutex_unlock(&s->lock);
+	qcow2_free_state(s);
+}
+
+/* ---- requests ---- */
+
+static int qcow2_flush(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	int ret;
+
+	vs_co_mutex_lock(&s->lock);
+	ret = qcow2_flush_metadata(node);
+	vs_co_mutex_unlock(&s->lock);
+	if (ret < 0)
+		return ret;
+	return vs_node_flush(node->file);
+}
+
+static int qcow2_submit(struct vs_node *node, struct vs_req *req)
+{
+	switch (req->op) {
+	case VS_OP_READ:
+		return qcow2_co_readv(node, req->offset, req->len, req->iov, req->niov);
+	case VS_OP_WRITE:
+		return qcow2_co_writev(node, req->offset, req->len, req->iov, req->niov);
+	case VS_OP_FLUSH:
+		return qcow2_flush(node);
+	case VS_OP_DISCARD:
+		return qcow2_co_zero(node, req->offset, req->len, 0, true);
+	case VS_OP_WRITE_ZEROES:
+		return qcow2_co_zero(node, req->offset, req->len, req->flags, false);
+	case VS_OP_BLOCK_STATUS:
+		return qcow2_co_block_status(node, req);
+	}
+	return -ENOTSUP;
+}
+
+/* ---- truncate ---- */
+
+static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc,
+			  bool exact, struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t old = node->size;
+	int ret;
+
+	(void)exact;
+	if (s->corrupt)
+		return vs_error_set(err, -EIO, "qcow2: '%s' is corrupt", node->filename);
+	if (size == old)
+		return 0;
+	if (size < old) {
+		uint64_t cend = (size + s->cluster_size - 1) & ~(s->cluster_size - 1);
+
+		if (s->nb_snaps)
+			return vs_error_set(err, -ENOTSUP,
+					    "qcow2: cannot shrink an image which has snapshots");
+		if (prealloc != VS_PREALLOC_OFF)
+			return vs_error_set(err, -ENOTSUP,
+					    "qcow2: preallocation is not allowed when shrinking");
+		/* Zero the tail of the last cluster so a later growth shows zeroes there. */
+		if (cend > size) {
+			ret = qcow2_co_zero(node, size, (cend < old ? cend : old) - size, 0, false);
+			if (ret == -ENOTSUP)
+				ret = 0; /* v2 with backing: the tail is re-zeroed on growth instead */
+			if (ret < 0)
+				return vs_error_setf_errno(err, ret, "qcow2: shrinking '%s'",
+							   node->filename);
+		}
+		vs_co_mutex_lock(&s->lock);
+		ret = qcow2_discard_tail(node, cend);
+	} else {
+		uint64_t need;
+
+		vs_co_mutex_lock(&s->lock);
+		need = qcow2_l1_size_for(s, size);
+		ret = qcow2_l1_grow(node, need, true);
+		if (ret == 0 && prealloc != VS_PREALLOC_OFF)
+			ret = qcow2_preallocate(node, old, size - old, prealloc);
+	}
+	if (ret == 0)
+		ret = qcow2_flush_metadata(node);
+	if (ret == 0) {
+		s->hdr.size = size;
+		ret = qcow2_header_update(node);
+		if (ret < 0)
+			s->hdr.size = old;
+		else
+			node->size = size;
+	}
+	vs_co_mutex_unlock(&s->lock);
+	if (ret < 0)
+		return vs_error_setf_errno(err, ret, "qcow2: resizing '%s'", node->filename);
+	return 0;
+}
+
+/* ---- info and check ---- */
+
+static void info_str(struct vs_image_info *info, const char *key, const char *v)
+{
+	struct vs_info_kv *kv = &info->specific[info->nb_specific++];
+
+	snprintf(kv->key, sizeof(kv->key), "%s", key);
+	kv->type = VS_KV_STR;
+	snprintf(kv->str, sizeof(kv->str), "%s", v);
+}
+
+static void info_int(struct vs_image_info *info, const char *key, int64_t v)
+{
+	struct vs_info_kv *kv = &info->specific[info->nb_specific++];
+
+	snprintf(kv->key, sizeof(kv->key), "%s", key);
+	kv->type = VS_KV_INT;
+	kv->i = v;
+}
+
+static void info_bool(struct vs_image_info *info, const char *key, bool v)
+{
+	struct vs_info_kv *kv = &info->specific[info->nb_specific++];
+
+	snprintf(kv->key, sizeof(kv->key), "%s", key);
+	kv->type = VS_KV_BOOL;
+	kv->b = v;
+}
+
+static int qcow2_get_info(struct vs_node *node, struct vs_image_info *info)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	const struct qcow2_header *h = &s->hdr;
+
+	info->cluster_size = s->cluster_size;
+	info->dirty = !!(h->incompatible_features & QCOW2_INCOMPAT_DIRTY);
+	info->encrypted = h->crypt_method != 0;
+	snprintf(info->backing_filename, sizeof(info->backing_filename), "%s", s->backing_file);
+	if (s->backing_file[0] &&
+	    vs_path_combine(info->full_backing_filename, sizeof(info->full_backing_filename),
+			    node->filename, s->backing_file) < 0)
+		info->full_backing_filename[0] = 0;
+	snprintf(info->backing_format, sizeof(info->backing_format), "%s", s->backing_fmt);
+	if (s->nb_snaps) {
+		info->snapshots = calloc(s->nb_snaps, sizeof(*info->snapshots));
+		if (!info->snapshots)
+			return -ENOMEM;
+		for (unsigned i = 0; i < s->nb_snaps; i++)
+			qcow2_snapshot_to_info(&s->snaps[i], &info->snapshots[i]);
+		info->nb_snapshots = s->nb_snaps;
+	}
+	snprintf(info->specific_type, sizeof(info->specific_type), "qcow2");
+	info->nb_specific = 0;
+	info_str(info, "compat", h->version >= 3 ? "1.1" : "0.10");
+	info_str(info, "compression-type",
+		 h->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
+	if (h->version >= 3)
+		info_bool(info, "lazy-refcounts", s->lazy_refcounts);
+	info_int(info, "refcount-bits", s->refcount_bits);
+	if (h->version >= 3) {
+		info_bool(info, "corrupt", !!(h->incompatible_features & QCOW2_INCOMPAT_CORRUPT));
+		info_bool(info, "extended-l2", s->extl2);
+	}
+	return 0;
+}
+
+static int qcow2_check(struct vs_node *node, struct vs_check_result *res, unsigned fix)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct vs_error err = { 0 };
+	int ret;
+
+	vs_co_mutex_lock(&s->lock);
+	qcow2_drain_unlocked(s);
+	ret = qcow2_flush_metadata(node);
+	if (ret == 0 && !node->read_only)
+		ret = vs_node_flush(node->file);
+	if (ret < 0)
+		goto out;
+	ret = qcow2_check_image(node->file, res, fix, &err);
+	if (fix && !node->read_only) {
+		uint8_t *c0 = NULL;
+		int r;
+
+		/* The repair rewrote metadata behind our back: start over from the file. */
+		qcow2_cache_drop_all(s->l2_cache);
+		qcow2_cache_drop_all(s->rb_cache);
+		free_metadata(s);
+		r = read_header(node, &c0, &err);
+		free(c0);
+		if (r == 0) {
+			set_geometry(s);
+			s->dirty = !!(s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY);
+			s->corrupt = !!(s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT);
+			r = load_metadata(node, NULL, &err);
+		}
+		if (r < 0) {
+			s->corrupt = true; /* no usable metadata: refuse further writes */
+			if (ret == 0)
+				ret = r;
+		}
+	}
+out:
+	vs_co_mutex_unlock(&s->lock);
+	return ret;
+}
+
+const struct vs_driver vs_driver_qcow2 = {
+	.name = "qcow2",
+	.is_format = true,
+	.state_size = sizeof(struct qcow2_state),
+	.probe = qcow2_probe,
+	.open = qcow2_open,
+	.close = qcow2_close,
+	.submit = qcow2_submit,
+	.truncate = qcow2_truncate,
+	.create = qcow2_create,
+	.create_opts = qcow2_create_opts,
+	.get_info = qcow2_get_info,
+	.check = qcow2_check,
+	.supported_write_flags = 0,
+	.supported_zero_flags = VS_REQ_MAY_UNMAP,
+};

@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * qcow2 driver internals: the open image's state and the interfaces between
+ * the driver's files (qcow2.c open/close/submit, qcow2-cluster.c mapping
+ * and allocation, qcow2-refcount.c refcounts and overlap checks,
+ * qcow2-cache.c metadata cache, qcow2-compress.c, qcow2-create.c).
+ *
+ * Locking: every metadata structure below (L1, reftable, caches, header)
+ * is only touched by the coroutine holding s->lock. Data I/O to clusters
+ * that are already allocated runs outside the lock; such I/O is counted in
+ * s->unlocked_io, and whoever frees clusters first waits for it to drain
+ * (qcow2_drain_unlocked) so a cluster is never reused under a reader.
+ */
+#ifndef VSTOR_QCOW2_H
+#define VSTOR_QCOW2_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "driver.h"
+#include "qcow2-format.h"
+#include "qcow2-snapshot.h"
+
+/* Cache types; they decide which overlap checks a write-back skips. */
+enum qcow2_meta {
+	QCOW2_META_HEADER = 0x1,
+	QCOW2_META_L1 = 0x2,
+	QCOW2_META_L2 = 0x4,
+	QCOW2_META_REFTABLE = 0x8,
+	QCOW2_META_REFBLOCK = 0x10,
+	QCOW2_META_SNAPSHOTS = 0x20,
+	QCOW2_META_INACTIVE_L1 = 0x40,
+	QCOW2_META_ALL = 0x7f,
+};
+
+struct qcow2_cache_entry {
+	uint64_t offset; /* host offset of the table; 0 = free slot */
+	uint64_t lru;
+	unsigned ref;    /* pinned while > 0 */
+	bool dirty;
+};
+
+struct qcow2_cache {
+	enum qcow2_meta type;
+	unsigned n;
+	size_t table_size;
+	uint8_t *mem; /* n * table_size, aligned */
+	struct qcow2_cache_entry *e;
+	uint64_t lru_clock;
+	/* Entries of @depends must be on disk before ours are written. */
+	struct qcow2_cache *depends;
+	unsigned nbuckets; /* power of two */
+	int *bucket;       /* hash of offset -> first entry index, -1 = none */
+	int *next;         /* chain of entries in one bucket */
+};
+
+/* An entry of the feature name table extension, to name refused features. */
+struct qcow2_feature_name {
+	uint8_t type; /* 0 incompatible, 1 compatible, 2 autoclear */
+	uint8_t bit;
+	char name[47];
+};
+
+struct qcow2_state {
+	struct qcow2_header hdr;
+	uint8_t *hdr_raw; /* the header_length bytes as read, so rewrites keep unknown fields */
+
+	unsigned cluster_bits;
+	uint64_t cluster_size;
+	bool extl2;
+	unsigned l2_entry_size;   /* 8 or 16 bytes */
+	unsigned l2_bits;         /* log2(entries per L2 table) */
+	uint64_t l2_entries;
+	unsigned subcluster_bits; /* cluster_bits - 5 with extended L2, else cluster_bits */
+	uint64_t subcluster_size;
+	unsigned csize_shift;     /* compressed descriptor: offset bits */
+	uint64_t csize_mask;      /* mask of the sector-count field after shifting */
+
+	/* Active L1 table (host order). */
+	uint64_t *l1;
+	uint32_t l1_size;
+	uint64_t l1_offset;
+
+	/* Refcounts. */
+	unsigned refcount_order;
+	unsigned refcount_bits;
+	uint64_t refcount_max;
+	unsigned rb_bits; /* log2(entries per refcount block) */
+	uint64_t *reftable;
+	uint64_t reftable_size; /* entries */
+	uint64_t reftable_offset;
+	uint64_t free_hint; /* cluster index where free-space search starts */
+
+	struct qcow2_cache *l2_cache;
+	struct qcow2_cache *rb_cache;
+
+	struct qcow2_snapshot *snaps;
+	unsigned nb_snaps;
+	uint64_t snap_table_size; /* bytes at hdr.snapshots_offset */
+
+	char backing_file[QCOW2_MAX_BACKING_NAME + 1];
+	char backing_fmt[32];
+	struct qcow2_feature_name *features;
+	unsigned nb_features;
+
+	bool read_only;
+	bool corrupt;       /* refuse writes: metadata found inconsistent */
+	bool lazy_refcounts;
+	bool dirty;         /* the dirty bit is set on disk */
+
+	struct vs_co_mutex lock;
+	unsigned unlocked_io;
+	struct vs_co_queue drain_waiters;
+};
+
+static inline struct qcow2_state *qcow2_state(struct vs_node *node)
+{
+	return node->opaque;
+}
+
+static inline uint64_t qcow2_offset_in_cluster(const struct qcow2_state *s, uint64_t off)
+{
+	return off & (s->cluster_size - 1);
+}
+
+static inline uint64_t qcow2_size_to_clusters(const struct qcow2_state *s, uint64_t size)
+{
+	return (size + s->cluster_size - 1) >> s->cluster_bits;
+}
+
+/* qcow2.c */
+int qcow2_header_update(struct vs_node *node);
+int qcow2_mark_corrupt(struct vs_node *node, const char *why, uint64_t offset);
+int qcow2_mark_dirty(struct vs_node *node);
+void qcow2_drain_unlocked(struct qcow2_state *s);
+void qcow2_unlocked_io_begin(struct qcow2_state *s);
+void qcow2_unlocked_io_end(struct qcow2_state *s);
+int qcow2_flush_metadata(struct vs_node *node);
+int qcow2_l1_write_entry(struct vs_node *node, uint32_t idx);
+int qcow2_l1_grow(struct vs_node *node, uint64_t min_size, bool exact);
+uint64_t qcow2_l1_size_for(const struct qcow2_state *s, uint64_t virtual_size);
+
+/* qcow2-cache.c */
+struct qcow2_cache *qcow2_cache_new(unsigned n, size_t table_size, enum qcow2_meta type);
+void qcow2_cache_free(struct qcow2_cache *c);
+int qcow2_cache_get(struct vs_node *node, struct qcow2_cache *c, uint64_t offset, void **table);
+int qcow2_cache_get_empty(struct vs_node *node, struct qcow2_cache *c, uint64_t offset,
+			  void **table);
+void qcow2_cache_put(struct qcow2_cache *c, void **table);
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, void *table);
+int qcow2_cache_writeback(struct vs_node *node, struct qcow2_cache *c);
+int qcow2_cache_flush(struct vs_node *node, struct qcow2_cache *c);
+int qcow2_cache_set_dependency(struct vs_node *node, struct qcow2_cache *c,
+			       struct qcow2_cache *dep);
+void qcow2_cache_discard(struct qcow2_cache *c, uint64_t offset);
+void qcow2_cache_drop_all(struct qcow2_cache *c);
+
+/* qcow2-refcount.c */
+int qcow2_refcount_load(struct vs_node *node, struct vs_error *err);
+int qcow2_refcount_get(struct vs_node *node, uint64_t cluster, uint64_t *rc);
+int qcow2_refcount_update(struct vs_node *node, uint64_t offset, uint64_t len, int64_t delta);
+int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n);
+int qcow2_free_clusters(struct vs_node *node, uint64_t offset, uint64_t len, bool punch);
+int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, uint64_t len);
+uint64_t qcow2_rb_entry_get(const struct qcow2_state *s, const void *rb, uint64_t i);
+void qcow2_rb_entry_set(const struct qcow2_state *s, void *rb, uint64_t i, uint64_t v);
+
+/* qcow2-cluster.c */
+int qcow2_co_readv(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,
+		   int niov);
+int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,
+		    int niov);
+int qcow2_co_zero(struct vs_node *node, uint64_t offset, uint64_t len, unsigned flags,
+		  bool discard);
+int qcow2_co_block_status(struct vs_node *node, struct vs_req *req);
+int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len,
+		      enum vs_prealloc mode);
+int qcow2_shrink_check(struct vs_node *node, uint64_t new_size, bool *tail_allocated);
+int qcow2_discard_tail(struct vs_node *node, uint64_t new_size);
+
+/* qcow2-compress.c */
+int qcow2_decompress(uint8_t type, const void *src, size_t src_len, void *dst, size_t dst_len);
+ssize_t qcow2_compress(uint8_t type, const void *src, size_t src_len, void *dst,
+		       size_t dst_len);
+
+/* qcow2-create.c */
+int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
+		 struct vs_error *err);
+extern const struct vs_create_opt_desc qcow2_create_opts[];
+
+/* iovec helpers (qcow2-cluster.c) */
+void qcow2_iov_memset(struct iovec *iov, int niov, uint64_t off, int c, uint64_t len);
+void qcow2_iov_from_buf(struct iovec *iov, int niov, uint64_t off, const void *buf,
+			uint64_t len);
+void qcow2_iov_to_buf(const struct iovec *iov, int niov, uint64_t off, void *buf,
+		      uint64_t len);
+int qcow2_iov_slice(const struct iovec *iov, int niov, uint64_t off, uint64_t len,
+		    struct iovec *out, int outmax);
+
+#endif
