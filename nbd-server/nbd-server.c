@@ -1,0 +1,1391 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The NBD server: fixed newstyle handshake, then the transmission phase with
+ * many requests in flight per connection, answered out of order.
+ *
+ * Each connection has a reader coroutine (handshake, then request headers and
+ * write payloads) and one coroutine per request in flight, taken from the
+ * reactor's pool. Replies go out under a per-connection send lock, one whole
+ * reply (or structured chunk run) at a time. Everything a client can make us
+ * allocate is bounded: option lengths, request sizes, requests and bytes in
+ * flight per connection.
+ */
+#include "nbd-server.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "nbd-proto.h"
+#include "vstor/reactor.h"
+
+#define NBD_MAX_PAYLOAD (32u << 20)      /* largest READ/WRITE we accept */
+#define NBD_MAX_OPTION_LEN (64u << 10)   /* option data we read; more is dropped */
+#define NBD_MAX_OPTIONS 4096             /* options per handshake */
+#define NBD_DEFAULT_MAX_REQUESTS 64
+#define NBD_MAX_BYTES_IN_FLIGHT (64u << 20)
+#define NBD_MAX_EXTENTS 4096             /* descriptors per block-status reply */
+#define NBD_PREFERRED_BLOCK 4096
+
+#define CTX_BASE_ALLOCATION 1u
+#define CTX_ALLOCATION_DEPTH 2u
+
+struct nbd_export {
+	char *name;
+	char *description;
+	struct vs_node *node;
+	bool read_only;
+	bool wce;
+	enum vs_nbd_discard discard;
+	enum vs_nbd_detect_zeroes detect_zeroes;
+	struct nbd_export *next;
+};
+
+struct nbd_conn;
+
+struct nbd_req {
+	struct nbd_conn *conn;
+	uint16_t flags;
+	uint16_t type;
+	uint64_t cookie;
+	uint64_t offset;
+	uint64_t len;
+	void *buf;
+	size_t cap;
+	uint64_t accounted; /* bytes counted in bytes_in_flight */
+	struct nbd_req *next_free;
+};
+
+struct nbd_conn {
+	struct vs_nbd_server *srv;
+	int fd;
+	struct nbd_export *exp;
+	bool structured;
+	bool extended;
+	bool no_zeroes;
+	bool fixed;
+	unsigned contexts;  /* CTX_* negotiated for the export in ctx_export */
+	char *ctx_export;   /* export the contexts were set for */
+	bool dead;          /* a send failed or the client left: stop reading */
+	struct vs_co_mutex send_lock;
+	unsigned in_flight;
+	uint64_t bytes_in_flight;
+	struct vs_co_queue slot_wait;  /* reader waits for a free slot */
+	struct vs_co_queue drain_wait; /* reader waits for in-flight to end */
+	struct nbd_req *free_reqs;
+	struct vs_co *reader;
+	struct nbd_conn *next;
+};
+
+struct nbd_listener {
+	struct vs_nbd_server *srv;
+	int fd;
+	struct vs_co *co;
+	bool closed;
+	struct nbd_listener *next;
+};
+
+struct vs_nbd_server {
+	struct vs_reactor *reactor;
+	struct vs_nbd_server_opts opts;
+	struct nbd_export *exports;
+	struct nbd_listener *listeners;
+	struct nbd_conn *conns;
+	unsigned nconns;
+	unsigned served; /* connections ever accepted */
+	bool shutting_down;
+	bool finished;
+	unsigned listeners_alive;
+	struct vs_co_queue accept_wait; /* acceptors wait for a connection slot */
+	struct vs_co_queue idle_wait;   /* shutdown waits for connections to end */
+	struct vs_co_queue finish_wait; /* vs_nbd_server_wait() */
+};
+
+/* ---- byte order ---- */
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)(v >> 16));
+	put16(p + 2, (uint16_t)v);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return ((uint32_t)get16(p) << 16) | get16(p + 2);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return ((uint64_t)get32(p) << 32) | get32(p + 4);
+}
+
+uint32_t vs_nbd_errno_to_wire(int err)
+{
+	switch (err < 0 ? -err : err) {
+	case 0:
+		return 0;
+	case EPERM:
+	case EROFS:
+	case EACCES:
+		return NBD_EPERM;
+	case ENOMEM:
+		return NBD_ENOMEM;
+	case EINVAL:
+		return NBD_EINVAL;
+	case ENOSPC:
+	case EDQUOT:
+	case EFBIG:
+		return NBD_ENOSPC;
+	case EOVERFLOW:
+		return NBD_EOVERFLOW;
+	case ENOTSUP:
+		return NBD_ENOTSUP;
+	case ESHUTDOWN:
+		return NBD_ESHUTDOWN;
+	default:
+		return NBD_EIO;
+	}
+}
+
+/* ---- server and exports ---- */
+
+int vs_nbd_server_new(struct vs_nbd_server **out, const struct vs_nbd_server_opts *opts)
+{
+	struct vs_nbd_server *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	s->reactor = vs_reactor_current();
+	if (!s->reactor) {
+		free(s);
+		return -EINVAL;
+	}
+	if (opts)
+		s->opts = *opts;
+	if (!s->opts.max_requests)
+		s->opts.max_requests = NBD_DEFAULT_MAX_REQUESTS;
+	*out = s;
+	return 0;
+}
+
+static struct nbd_export *find_export(struct vs_nbd_server *s, const char *name, size_t len)
+{
+	struct nbd_export *e;
+
+	if (len == 0 && s->exports) {
+		/* The empty name picks the export named "", else the first one. */
+		for (e = s->exports; e; e = e->next)
+			if (!e->name[0])
+				return e;
+		return s->exports;
+	}
+	for (e = s->exports; e; e = e->next)
+		if (strlen(e->name) == len && !memcmp(e->name, name, len))
+			return e;
+	return NULL;
+}
+
+int vs_nbd_server_add_export(struct vs_nbd_server *s, const struct vs_nbd_export_opts *opts,
+			     struct vs_error *err)
+{
+	struct nbd_export *e, **tail;
+	const char *name = opts->name ? opts->name : "";
+
+	if (strlen(name) > NBD_MAX_STRING)
+		return vs_error_set(err, -EINVAL, "Export name too long (max %d bytes)",
+				    NBD_MAX_STRING);
+	for (e = s->exports; e; e = e->next)
+		if (!strcmp(e->name, name))
+			return vs_error_set(err, -EEXIST, "Export '%s' is defined twice", name);
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	e->name = strdup(name);
+	e->description = opts->description ? strdup(opts->description) : NULL;
+	if (!e->name || (opts->description && !e->description)) {
+		free(e->name);
+		free(e->description);
+		free(e);
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	}
+	e->node = opts->node;
+	e->read_only = opts->read_only || vs_node_is_read_only(opts->node);
+	e->wce = opts->wce;
+	e->discard = opts->discard;
+	e->detect_zeroes = opts->detect_zeroes;
+	for (tail = &s->exports; *tail; tail = &(*tail)->next)
+		;
+	*tail = e;
+	return 0;
+}
+
+static uint16_t export_flags(struct vs_nbd_server *s, const struct nbd_export *e)
+{
+	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_DF | NBD_FLAG_SEND_CACHE;
+
+	if (e->read_only)
+		f |= NBD_FLAG_READ_ONLY;
+	else
+		f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+	if (e->wce)
+		f |= NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA;
+	/*
+	 * Every connection to an export shares one node and its caches on one
+	 * reactor, so a flush on any connection covers writes acknowledged on
+	 * all of them: multi-conn is safe for writable exports too.
+	 */
+	if (s->opts.max_connections != 1)
+		f |= NBD_FLAG_CAN_MULTI_CONN;
+	return f;
+}
+
+/* ---- sending ---- */
+
+static int conn_send(struct nbd_conn *c, struct iovec *iov, int n)
+{
+	int ret;
+
+	if (c->dead)
+		return -EPIPE;
+	ret = vs_aio_sendmsg_full(c->fd, iov, n);
+	if (ret < 0)
+		c->dead = true;
+	return ret;
+}
+
+static int opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const void *data,
+		     uint32_t len)
+{
+	uint8_t hdr[20];
+	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)data, len } };
+
+	put64(hdr, NBD_REP_MAGIC);
+	put32(hdr + 8, opt);
+	put32(hdr + 12, type);
+	put32(hdr + 16, len);
+	return conn_send(c, iov, len ? 2 : 1);
+}
+
+static int opt_error(struct nbd_conn *c, uint32_t opt, uint32_t type, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int opt_error(struct nbd_conn *c, uint32_t opt, uint32_t type, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	return opt_reply(c, opt, type, msg, (uint32_t)n);
+}
+
+/* The header of a structured (or extended) reply chunk into @hdr; returns its size. */
+static size_t chunk_header(struct nbd_conn *c, uint8_t *hdr, uint16_t flags, uint16_t type,
+			   uint64_t cookie, uint64_t offset, uint64_t len)
+{
+	if (c->extended) {
+		put32(hdr, NBD_EXTENDED_REPLY_MAGIC);
+		put16(hdr + 4, flags);
+		put16(hdr + 6, type);
+		put64(hdr + 8, cookie);
+		put64(hdr + 16, offset);
+		put64(hdr + 24, len);
+		return 32;
+	}
+	put32(hdr, NBD_STRUCTURED_REPLY_MAGIC);
+	put16(hdr + 4, flags);
+	put16(hdr + 6, type);
+	put64(hdr + 8, cookie);
+	put32(hdr + 16, (uint32_t)len);
+	return 20;
+}
+
+/* A reply without payload: simple, or a structured NONE / ERROR chunk with DONE. */
+static int send_status(struct nbd_req *r, int err)
+{
+	struct nbd_conn *c = r->conn;
+	uint32_t wire = vs_nbd_errno_to_wire(err);
+	uint8_t hdr[32], body[6];
+	struct iovec iov[2];
+	int n = 1, ret;
+
+	if (!c->structured) {
+		put32(hdr, NBD_SIMPLE_REPLY_MAGIC);
+		put32(hdr + 4, wire);
+		put64(hdr + 8, r->cookie);
+		iov[0] = (struct iovec){ hdr, 16 };
+	} else if (!wire) {
+		iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, NBD_REPLY_FLAG_DONE,
+							    NBD_REPLY_TYPE_NONE, r->cookie,
+							    r->offset, 0) };
+	} else {
+		put32(body, wire);
+		put16(body + 4, 0); /* no message */
+		iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, NBD_REPLY_FLAG_DONE,
+							    NBD_REPLY_TYPE_ERROR, r->cookie,
+							    r->offset, sizeof(body)) };
+		iov[1] = (struct iovec){ body, sizeof(body) };
+		n = 2;
+	}
+	vs_co_mutex_lock(&c->send_lock);
+	ret = conn_send(c, iov, n);
+	vs_co_mutex_unlock(&c->send_lock);
+	return ret;
+}
+
+/* ---- requests ---- */
+
+static bool buf_is_zero(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	/* Compare the buffer with itself shifted by one: zero iff first byte and all equal. */
+	return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
+
+static int req_write(struct nbd_req *r)
+{
+	struct nbd_export *e = r->conn->exp;
+	unsigned fl = (r->flags & NBD_CMD_FLAG_FUA) ? VS_REQ_FUA : 0;
+
+	if (e->detect_zeroes != VS_NBD_DETECT_ZEROES_OFF && buf_is_zero(r->buf, r->len)) {
+		if (e->detect_zeroes == VS_NBD_DETECT_ZEROES_UNMAP &&
+		    e->discard == VS_NBD_DISCARD_UNMAP)
+			fl |= VS_REQ_MAY_UNMAP;
+		return vs_node_write_zeroes(e->node, r->offset, r->len, fl);
+	}
+	return vs_node_pwrite(e->node, r->offset, r->buf, r->len, fl);
+}
+
+static int req_zero(struct nbd_req *r)
+{
+	struct nbd_export *e = r->conn->exp;
+	unsigned fl = 0;
+
+	if (r->flags & NBD_CMD_FLAG_FUA)
+		fl |= VS_REQ_FUA;
+	if (!(r->flags & NBD_CMD_FLAG_NO_HOLE) && e->discard == VS_NBD_DISCARD_UNMAP)
+		fl |= VS_REQ_MAY_UNMAP;
+	if (r->flags & NBD_CMD_FLAG_FAST_ZERO)
+		fl |= VS_REQ_NO_FALLBACK;
+	return vs_node_write_zeroes(e->node, r->offset, r->len, fl);
+}
+
+static int req_trim(struct nbd_req *r)
+{
+	struct nbd_export *e = r->conn->exp;
+	int ret = 0;
+
+	if (e->discard == VS_NBD_DISCARD_UNMAP)
+		ret = vs_node_discard(e->node, r->offset, r->len);
+	if (ret == 0 && (r->flags & NBD_CMD_FLAG_FUA))
+		ret = vs_node_flush(e->node);
+	return ret;
+}
+
+struct extent {
+	uint64_t len;
+	unsigned status; /* VS_BS_* of the chain */
+	unsigned depth;
+};
+
+/* Collect up to @max extents of [offset, offset+len) through the backing chain. */
+static int collect_extents(struct vs_node *n, uint64_t offset, uint64_t len, struct extent *ext,
+			   unsigned max, unsigned *count)
+{
+	unsigned k = 0;
+
+	while (len && k < max) {
+		uint64_t pnum;
+		unsigned st, depth;
+		int ret = vs_node_block_status_above(n, offset, len, &pnum, &st, NULL, NULL,
+						     &depth);
+
+		if (ret < 0)
+			return ret;
+		if (!pnum)
+			break;
+		ext[k].len = pnum;
+		ext[k].status = st;
+		ext[k].depth = (st & VS_BS_ALLOCATED) ? depth + 1 : 0;
+		k++;
+		offset += pnum;
+		len -= pnum;
+	}
+	*count = k;
+	return 0;
+}
+
+static int req_read_simple(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	uint8_t hdr[16];
+	struct iovec iov[2];
+	int ret = vs_node_pread(c->exp->node, r->offset, r->buf, r->len);
+
+	if (ret < 0)
+		return send_status(r, ret);
+	put32(hdr, NBD_SIMPLE_REPLY_MAGIC);
+	put32(hdr + 4, 0);
+	put64(hdr + 8, r->cookie);
+	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
+	iov[1] = (struct iovec){ r->buf, r->len };
+	vs_co_mutex_lock(&c->send_lock);
+	ret = conn_send(c, iov, 2);
+	vs_co_mutex_unlock(&c->send_lock);
+	return ret;
+}
+
+/*
+ * Structured read: holes go out as OFFSET_HOLE chunks without reading them,
+ * data as OFFSET_DATA. With DF the whole range is one OFFSET_DATA chunk.
+ */
+static int req_read_structured(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	struct vs_node *n = c->exp->node;
+	struct extent ext[64];
+	unsigned count = 0;
+	uint64_t pos = 0;
+	int ret;
+
+	if (!(r->flags & NBD_CMD_FLAG_DF)) {
+		ret = collect_extents(n, r->offset, r->len, ext, 64, &count);
+		if (ret < 0)
+			return send_status(r, ret);
+	}
+	if (count == 0 || (r->flags & NBD_CMD_FLAG_DF)) {
+		ext[0] = (struct extent){ .len = r->len, .status = VS_BS_DATA };
+		count = 1;
+	} else {
+		uint64_t covered = 0;
+
+		for (unsigned i = 0; i < count; i++)
+			covered += ext[i].len;
+		if (covered < r->len) /* more extents than we collect: the rest as data */
+			ext[count - 1].len += r->len - covered, ext[count - 1].status = VS_BS_DATA;
+	}
+	/* Read everything first so a read error needs no partial reply. */
+	for (unsigned i = 0; i < count; i++) {
+		if (!(ext[i].status & VS_BS_ZERO)) {
+			ret = vs_node_pread(n, r->offset + pos, (uint8_t *)r->buf + pos,
+					    (size_t)ext[i].len);
+			if (ret < 0)
+				return send_status(r, ret);
+		}
+		pos += ext[i].len;
+	}
+	vs_co_mutex_lock(&c->send_lock);
+	pos = 0;
+	ret = 0;
+	for (unsigned i = 0; i < count && ret == 0; i++) {
+		uint8_t hdr[32], off[12];
+		struct iovec iov[3];
+		uint16_t flags = i + 1 == count ? NBD_REPLY_FLAG_DONE : 0;
+		uint64_t o = r->offset + pos;
+
+		put64(off, o);
+		if (ext[i].status & VS_BS_ZERO) {
+			put32(off + 8, (uint32_t)ext[i].len);
+			iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, flags,
+								    NBD_REPLY_TYPE_OFFSET_HOLE,
+								    r->cookie, o, 12) };
+			iov[1] = (struct iovec){ off, 12 };
+			ret = conn_send(c, iov, 2);
+		} else {
+			iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, flags,
+								    NBD_REPLY_TYPE_OFFSET_DATA,
+								    r->cookie, o, 8 + ext[i].len) };
+			iov[1] = (struct iovec){ off, 8 };
+			iov[2] = (struct iovec){ (uint8_t *)r->buf + pos, (size_t)ext[i].len };
+			ret = conn_send(c, iov, 3);
+		}
+		pos += ext[i].len;
+	}
+	vs_co_mutex_unlock(&c->send_lock);
+	return ret;
+}
+
+/* One BLOCK_STATUS chunk for context @ctx. */
+static int send_block_status(struct nbd_req *r, unsigned ctx, const struct extent *ext,
+			     unsigned count, bool last)
+{
+	struct nbd_conn *c = r->conn;
+	size_t dsz = c->extended ? 16 : 8;
+	size_t bodysz = (c->extended ? 8 : 4) + count * dsz;
+	uint8_t hdr[32];
+	uint8_t *body = malloc(bodysz);
+	uint8_t *p;
+	struct iovec iov[2];
+	int ret;
+
+	if (!body)
+		return -ENOMEM;
+	put32(body, ctx);
+	p = body + 4;
+	if (c->extended) {
+		put32(p, count);
+		p += 4;
+	}
+	for (unsigned i = 0; i < count; i++) {
+		uint32_t flags;
+
+		if (ctx == CTX_BASE_ALLOCATION) {
+			flags = 0;
+			if (ext[i].status & VS_BS_ZERO)
+				flags |= NBD_STATE_ZERO;
+			if (!(ext[i].status & VS_BS_DATA))
+				flags |= NBD_STATE_HOLE;
+		} else {
+			flags = ext[i].depth;
+		}
+		if (c->extended) {
+			put64(p, ext[i].len);
+			put64(p + 8, flags);
+		} else {
+			put32(p, (uint32_t)ext[i].len);
+			put32(p + 4, flags);
+		}
+		p += dsz;
+	}
+	iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, last ? NBD_REPLY_FLAG_DONE : 0,
+						    c->extended ? NBD_REPLY_TYPE_BLOCK_STATUS_EXT
+								: NBD_REPLY_TYPE_BLOCK_STATUS,
+						    r->cookie, r->offset, bodysz) };
+	iov[1] = (struct iovec){ body, bodysz };
+	ret = conn_send(c, iov, 2);
+	free(body);
+	return ret;
+}
+
+/*
+ * Merge runs that look the same to context @ctx, so a client sees one
+ * descriptor per change of its flags. Writes into @out, returns the count.
+ */
+static unsigned merge_extents(unsigned ctx, const struct extent *in, unsigned n,
+			      struct extent *out, bool req_one)
+{
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		bool same = false;
+
+		if (k) {
+			const struct extent *p = &out[k - 1];
+
+			if (ctx == CTX_BASE_ALLOCATION)
+				same = ((p->status ^ in[i].status) & (VS_BS_ZERO | VS_BS_DATA)) == 0;
+			else
+				same = p->depth == in[i].depth;
+		}
+		if (same && out[k - 1].len + in[i].len <= UINT32_MAX) {
+			out[k - 1].len += in[i].len;
+		} else {
+			if (req_one && k == 1)
+				break;
+			out[k++] = in[i];
+		}
+	}
+	return k;
+}
+
+static int req_block_status(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	struct extent *ext, *merged;
+	unsigned count, m, sent = 0, nctx = 0;
+	uint64_t len = r->len;
+	int ret;
+
+	if (!c->contexts)
+		return send_status(r, -EINVAL);
+	/* Without extended headers a descriptor holds 32 bits. */
+	if (!c->extended && len > UINT32_MAX)
+		len = UINT32_MAX;
+	ext = malloc(sizeof(*ext) * NBD_MAX_EXTENTS * 2);
+	if (!ext)
+		return send_status(r, -ENOMEM);
+	merged = ext + NBD_MAX_EXTENTS;
+	ret = collect_extents(c->exp->node, r->offset, len, ext,
+			      (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : NBD_MAX_EXTENTS, &count);
+	if (ret < 0 || count == 0) {
+		free(ext);
+		return send_status(r, ret < 0 ? ret : -EINVAL);
+	}
+	if (!c->extended) {
+		for (unsigned i = 0; i < count; i++)
+			if (ext[i].len > UINT32_MAX) /* only after a 64-bit run: clamp */
+				ext[i].len = UINT32_MAX & ~(uint64_t)511;
+	}
+	nctx = !!(c->contexts & CTX_BASE_ALLOCATION) + !!(c->contexts & CTX_ALLOCATION_DEPTH);
+	vs_co_mutex_lock(&c->send_lock);
+	for (unsigned ctx = CTX_BASE_ALLOCATION; ctx <= CTX_ALLOCATION_DEPTH && ret == 0;
+	     ctx <<= 1) {
+		if (!(c->contexts & ctx))
+			continue;
+		m = merge_extents(ctx, ext, count, merged, r->flags & NBD_CMD_FLAG_REQ_ONE);
+		ret = send_block_status(r, ctx, merged, m, ++sent == nctx);
+	}
+	vs_co_mutex_unlock(&c->send_lock);
+	free(ext);
+	return ret;
+}
+
+static void req_done(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+
+	c->in_flight--;
+	c->bytes_in_flight -= r->accounted;
+	r->accounted = 0;
+	r->next_free = c->free_reqs;
+	c->free_reqs = r;
+	vs_co_queue_wake_all(&c->slot_wait);
+	if (c->in_flight == 0)
+		vs_co_queue_wake_all(&c->drain_wait);
+}
+
+static void req_run(void *opaque)
+{
+	struct nbd_req *r = opaque;
+	struct nbd_conn *c = r->conn;
+	int ret;
+
+	switch (r->type) {
+	case NBD_CMD_READ:
+		if (c->structured)
+			req_read_structured(r);
+		else
+			req_read_simple(r);
+		break;
+	case NBD_CMD_WRITE:
+		ret = req_write(r);
+		send_status(r, ret);
+		break;
+	case NBD_CMD_FLUSH:
+		send_status(r, vs_node_flush(c->exp->node));
+		break;
+	case NBD_CMD_TRIM:
+		send_status(r, req_trim(r));
+		break;
+	case NBD_CMD_WRITE_ZEROES:
+		send_status(r, req_zero(r));
+		break;
+	case NBD_CMD_CACHE:
+		send_status(r, 0); /* advisory; the range was checked */
+		break;
+	case NBD_CMD_BLOCK_STATUS:
+		req_block_status(r);
+		break;
+	default:
+		send_status(r, -EINVAL);
+		break;
+	}
+	req_done(r);
+}
+
+static struct nbd_req *req_get(struct nbd_conn *c, uint64_t buflen)
+{
+	struct nbd_req *r = c->free_reqs;
+
+	if (r) {
+		c->free_reqs = r->next_free;
+	} else {
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return NULL;
+		r->conn = c;
+	}
+	if (buflen > r->cap) {
+		void *b = NULL;
+
+		if (posix_memalign(&b, 4096, (size_t)buflen)) {
+			r->next_free = c->free_reqs;
+			c->free_reqs = r;
+			return NULL;
+		}
+		free(r->buf);
+		r->buf = b;
+		r->cap = buflen;
+	}
+	return r;
+}
+
+/* Read and drop @len payload bytes we will not use. */
+static int drain_payload(struct nbd_conn *c, uint64_t len)
+{
+	uint8_t tmp[4096];
+
+	while (len) {
+		size_t n = len < sizeof(tmp) ? (size_t)len : sizeof(tmp);
+		int ret = vs_aio_recv_full(c->fd, tmp, n);
+
+		if (ret < 0)
+			return ret;
+		len -= n;
+	}
+	return 0;
+}
+
+/* A reply for a request we reject before it runs (no coroutine needed). */
+static int reject(struct nbd_conn *c, uint64_t cookie, uint64_t offset, int err)
+{
+	struct nbd_req tmp = { .conn = c, .cookie = cookie, .offset = offset };
+
+	return send_status(&tmp, err);
+}
+
+static int validate_request(struct nbd_conn *c, uint16_t type, uint16_t flags, uint64_t offset,
+			    uint64_t len)
+{
+	struct nbd_export *e = c->exp;
+	uint64_t size = vs_node_size(e->node);
+	uint16_t allowed = NBD_CMD_FLAG_FUA;
+
+	switch (type) {
+	case NBD_CMD_READ:
+		allowed = NBD_CMD_FLAG_DF;
+		if (len > NBD_MAX_PAYLOAD)
+			return c->structured ? -EOVERFLOW : -EINVAL;
+		break;
+	case NBD_CMD_WRITE:
+		break;
+	case NBD_CMD_WRITE_ZEROES:
+		allowed |= NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+		break;
+	case NBD_CMD_TRIM:
+		break;
+	case NBD_CMD_FLUSH:
+		allowed = 0;
+		if (offset || len)
+			return -EINVAL;
+		return 0;
+	case NBD_CMD_CACHE:
+		allowed = 0;
+		break;
+	case NBD_CMD_BLOCK_STATUS:
+		allowed = NBD_CMD_FLAG_REQ_ONE;
+		if (!len)
+			return -EINVAL;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (flags & ~allowed)
+		return -EINVAL;
+	if ((type == NBD_CMD_WRITE || type == NBD_CMD_WRITE_ZEROES || type == NBD_CMD_TRIM) &&
+	    e->read_only)
+		return -EPERM;
+	if (offset > size || len > size - offset)
+		return -EINVAL;
+	return 0;
+}
+
+/* The transmission phase. Returns when the client leaves or breaks protocol. */
+static void conn_transmission(struct nbd_conn *c)
+{
+	struct vs_reactor *reactor = c->srv->reactor;
+
+	while (!c->dead && !c->srv->shutting_down) {
+		uint8_t h[32];
+		size_t hlen = c->extended ? 32 : 28;
+		uint16_t flags, type;
+		uint64_t cookie, offset, len;
+		struct nbd_req *r;
+		int ret, verr;
+
+		ret = vs_aio_recv_full(c->fd, h, hlen);
+		if (ret < 0)
+			break;
+		if (get32(h) != (c->extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC))
+			break; /* out of sync: the only safe answer is to hang up */
+		flags = get16(h + 4);
+		type = get16(h + 6);
+		cookie = get64(h + 8);
+		offset = get64(h + 16);
+		len = c->extended ? get64(h + 24) : get32(h + 24);
+		if (type == NBD_CMD_DISC)
+			break;
+		verr = validate_request(c, type, flags, offset, len);
+		if (type == NBD_CMD_WRITE) {
+			if (len > NBD_MAX_PAYLOAD)
+				break; /* cannot stay in sync without reading it all: hang up */
+			if (verr) {
+				if (drain_payload(c, len) < 0 || reject(c, cookie, offset, verr) < 0)
+					break;
+				continue;
+			}
+		} else if (verr) {
+			if (reject(c, cookie, offset, verr) < 0)
+				break;
+			continue;
+		}
+		/* Backpressure: bounded requests and bytes in flight per connection. */
+		while (c->in_flight >= c->srv->opts.max_requests ||
+		       (c->in_flight &&
+			c->bytes_in_flight + ((type == NBD_CMD_READ || type == NBD_CMD_WRITE)
+						      ? len : 0) > NBD_MAX_BYTES_IN_FLIGHT))
+			vs_co_queue_wait(&c->slot_wait);
+		r = req_get(c, (type == NBD_CMD_READ || type == NBD_CMD_WRITE) ? len : 0);
+		if (!r) {
+			if (type == NBD_CMD_WRITE && drain_payload(c, len) < 0)
+				break;
+			if (reject(c, cookie, offset, -ENOMEM) < 0)
+				break;
+			continue;
+		}
+		r->flags = flags;
+		r->type = type;
+		r->cookie = cookie;
+		r->offset = offset;
+		r->len = len;
+		if (type == NBD_CMD_WRITE && len && vs_aio_recv_full(c->fd, r->buf, len) < 0) {
+			r->next_free = c->free_reqs;
+			c->free_reqs = r;
+			break;
+		}
+		c->in_flight++;
+		r->accounted = (type == NBD_CMD_READ || type == NBD_CMD_WRITE) ? len : 0;
+		c->bytes_in_flight += r->accounted;
+		if (!vs_co_spawn(reactor, req_run, r)) {
+			req_done(r);
+			if (reject(c, cookie, offset, -ENOMEM) < 0)
+				break;
+		}
+	}
+}
+
+/* ---- handshake ---- */
+
+static int send_info_export(struct nbd_conn *c, uint32_t opt, struct nbd_export *e)
+{
+	uint8_t b[12];
+
+	put16(b, NBD_INFO_EXPORT);
+	put64(b + 2, vs_node_size(e->node));
+	put16(b + 10, export_flags(c->srv, e));
+	return opt_reply(c, opt, NBD_REP_INFO, b, sizeof(b));
+}
+
+static int send_info_string(struct nbd_conn *c, uint32_t opt, uint16_t type, const char *s)
+{
+	size_t len = strlen(s);
+	uint8_t *b = malloc(2 + len);
+	int ret;
+
+	if (!b)
+		return -ENOMEM;
+	put16(b, type);
+	memcpy(b + 2, s, len);
+	ret = opt_reply(c, opt, NBD_REP_INFO, b, (uint32_t)(2 + len));
+	free(b);
+	return ret;
+}
+
+static int send_info_block_size(struct nbd_conn *c, uint32_t opt)
+{
+	uint8_t b[14];
+
+	put16(b, NBD_INFO_BLOCK_SIZE);
+	put32(b + 2, 1); /* the generic layer bounces anything unaligned */
+	put32(b + 6, NBD_PREFERRED_BLOCK);
+	put32(b + 10, NBD_MAX_PAYLOAD);
+	return opt_reply(c, opt, NBD_REP_INFO, b, sizeof(b));
+}
+
+/* NBD_OPT_INFO / NBD_OPT_GO. Returns 1 when GO succeeded, 0 to continue, <0 to hang up. */
+static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d, uint32_t len)
+{
+	uint32_t namelen;
+	uint16_t ninfo;
+	struct nbd_export *e;
+	bool want_name = false, want_desc = false;
+	int ret;
+
+	if (len < 6 || (namelen = get32(d)) > len - 6 ||
+	    (ninfo = get16(d + 4 + namelen), len != 6 + namelen + 2u * ninfo))
+		return opt_error(c, opt, NBD_REP_ERR_INVALID, "malformed %s request",
+				 opt == NBD_OPT_GO ? "NBD_OPT_GO" : "NBD_OPT_INFO");
+	for (unsigned i = 0; i < ninfo; i++) {
+		uint16_t t = get16(d + 6 + namelen + 2 * i);
+
+		want_name |= t == NBD_INFO_NAME;
+		want_desc |= t == NBD_INFO_DESCRIPTION;
+	}
+	e = find_export(c->srv, (const char *)d + 4, namelen);
+	if (!e)
+		return opt_error(c, opt, NBD_REP_ERR_UNKNOWN, "export '%.*s' not present",
+				 (int)(namelen > 256 ? 256 : namelen), (const char *)d + 4);
+	ret = send_info_export(c, opt, e);
+	if (ret == 0 && want_name)
+		ret = send_info_string(c, opt, NBD_INFO_NAME, e->name);
+	if (ret == 0 && want_desc && e->description)
+		ret = send_info_string(c, opt, NBD_INFO_DESCRIPTION, e->description);
+	if (ret == 0)
+		ret = send_info_block_size(c, opt);
+	if (ret == 0)
+		ret = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+	if (ret < 0)
+		return ret;
+	if (opt != NBD_OPT_GO)
+		return 0;
+	c->exp = e;
+	/* Contexts negotiated for another export do not apply. */
+	if (c->ctx_export && strcmp(c->ctx_export, e->name))
+		c->contexts = 0;
+	return 1;
+}
+
+static int opt_list(struct nbd_conn *c, uint32_t len)
+{
+	int ret = 0;
+
+	if (len)
+		return opt_error(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
+	for (struct nbd_export *e = c->srv->exports; e && ret == 0; e = e->next) {
+		size_t nl = strlen(e->name), dl = e->description ? strlen(e->description) : 0;
+		uint8_t *b = malloc(4 + nl + dl);
+
+		if (!b)
+			return -ENOMEM;
+		put32(b, (uint32_t)nl);
+		memcpy(b + 4, e->name, nl);
+		if (dl)
+			memcpy(b + 4 + nl, e->description, dl);
+		ret = opt_reply(c, NBD_OPT_LIST, NBD_REP_SERVER, b, (uint32_t)(4 + nl + dl));
+		free(b);
+	}
+	if (ret == 0)
+		ret = opt_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+	return ret;
+}
+
+static int send_meta_context(struct nbd_conn *c, uint32_t opt, uint32_t id, const char *name)
+{
+	size_t nl = strlen(name);
+	uint8_t b[64];
+
+	put32(b, id);
+	memcpy(b + 4, name, nl);
+	return opt_reply(c, opt, NBD_REP_META_CONTEXT, b, (uint32_t)(4 + nl));
+}
+
+static bool query_is(const uint8_t *q, uint32_t ql, const char *s)
+{
+	return ql == strlen(s) && !memcmp(q, s, ql);
+}
+
+static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *d, uint32_t len)
+{
+	bool set = opt == NBD_OPT_SET_META_CONTEXT;
+	uint32_t namelen, nq, pos;
+	unsigned found = 0;
+	struct nbd_export *e;
+	int ret = 0;
+
+	if (set && !c->structured)
+		return opt_error(c, opt, NBD_REP_ERR_INVALID,
+				 "structured replies must be negotiated first");
+	if (len < 8 || (namelen = get32(d)) > len - 8)
+		return opt_error(c, opt, NBD_REP_ERR_INVALID, "malformed meta context request");
+	nq = get32(d + 4 + namelen);
+	/* Validate the whole query list before acting on it. */
+	pos = 8 + namelen;
+	for (uint32_t i = 0; i < nq; i++) {
+		uint32_t ql;
+
+		if (len - pos < 4 || (ql = get32(d + pos)) > len - pos - 4)
+			return opt_error(c, opt, NBD_REP_ERR_INVALID,
+					 "malformed meta context query");
+		pos += 4 + ql;
+	}
+	if (pos != len)
+		return opt_error(c, opt, NBD_REP_ERR_INVALID, "trailing data in meta context request");
+	e = find_export(c->srv, (const char *)d + 4, namelen);
+	if (!e)
+		return opt_error(c, opt, NBD_REP_ERR_UNKNOWN, "export '%.*s' not present",
+				 (int)(namelen > 256 ? 256 : namelen), (const char *)d + 4);
+	if (nq == 0 && !set) {
+		found = CTX_BASE_ALLOCATION | CTX_ALLOCATION_DEPTH;
+	} else {
+		pos = 8 + namelen;
+		for (uint32_t i = 0; i < nq; i++) {
+			uint32_t ql = get32(d + pos);
+			const uint8_t *q = d + pos + 4;
+
+			if (query_is(q, ql, "base:allocation") || (!set && query_is(q, ql, "base:")))
+				found |= CTX_BASE_ALLOCATION;
+			if (query_is(q, ql, "qemu:allocation-depth") ||
+			    (!set && query_is(q, ql, "qemu:")))
+				found |= CTX_ALLOCATION_DEPTH;
+			pos += 4 + ql;
+		}
+	}
+	if (found & CTX_BASE_ALLOCATION)
+		ret = send_meta_context(c, opt, CTX_BASE_ALLOCATION, "base:allocation");
+	if (ret == 0 && (found & CTX_ALLOCATION_DEPTH))
+		ret = send_meta_context(c, opt, CTX_ALLOCATION_DEPTH, "qemu:allocation-depth");
+	if (ret == 0)
+		ret = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+	if (ret == 0 && set) {
+		char *name = strdup(e->name);
+
+		if (!name)
+			return -ENOMEM;
+		free(c->ctx_export);
+		c->ctx_export = name;
+		c->contexts = found;
+	}
+	return ret;
+}
+
+/* Returns 1 when an export was selected, 0 when the client ended politely, <0 on error. */
+static int conn_handshake(struct nbd_conn *c)
+{
+	uint8_t b[18];
+	uint32_t cflags;
+	int ret;
+
+	put64(b, NBD_MAGIC);
+	put64(b + 8, NBD_IHAVEOPT);
+	put16(b + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+	ret = vs_aio_send_full(c->fd, b, sizeof(b));
+	if (ret < 0)
+		return ret;
+	ret = vs_aio_recv_full(c->fd, b, 4);
+	if (ret < 0)
+		return ret;
+	cflags = get32(b);
+	if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
+		return -EPROTO;
+	c->fixed = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
+	c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+
+	for (unsigned n = 0; n < NBD_MAX_OPTIONS; n++) {
+		uint8_t h[16];
+		uint8_t *data = NULL;
+		uint32_t opt, len;
+
+		ret = vs_aio_recv_full(c->fd, h, sizeof(h));
+		if (ret < 0)
+			return ret;
+		if (get64(h) != NBD_IHAVEOPT)
+			return -EPROTO;
+		opt = get32(h + 8);
+		len = get32(h + 12);
+		if (len > NBD_MAX_OPTION_LEN) {
+			/* Too big to read: drop it, and hang up if it is huge. */
+			if (len > 16 * NBD_MAX_OPTION_LEN || !c->fixed)
+				return -EPROTO;
+			ret = drain_payload(c, len);
+			if (ret == 0)
+				ret = opt_error(c, opt, NBD_REP_ERR_TOO_BIG, "option data too long");
+			if (ret < 0)
+				return ret;
+			continue;
+		}
+		if (len) {
+			data = malloc(len);
+			if (!data)
+				return -ENOMEM;
+			ret = vs_aio_recv_full(c->fd, data, len);
+			if (ret < 0) {
+				free(data);
+				return ret;
+			}
+		}
+		switch (opt) {
+		case NBD_OPT_EXPORT_NAME: {
+			struct nbd_export *e = find_export(c->srv, (const char *)data, len);
+			uint8_t r[10 + 124];
+			size_t rl = c->no_zeroes ? 10 : sizeof(r);
+
+			free(data);
+			if (!e)
+				return -ENOENT; /* this option has no error reply: hang up */
+			memset(r, 0, sizeof(r));
+			put64(r, vs_node_size(e->node));
+			put16(r + 8, export_flags(c->srv, e));
+			ret = vs_aio_send_full(c->fd, r, rl);
+			if (ret < 0)
+				return ret;
+			c->exp = e;
+			if (c->ctx_export && strcmp(c->ctx_export, e->name))
+				c->contexts = 0;
+			return 1;
+		}
+		case NBD_OPT_ABORT:
+			free(data);
+			(void)opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+			return 0;
+		case NBD_OPT_LIST:
+			ret = opt_list(c, len);
+			break;
+		case NBD_OPT_INFO:
+		case NBD_OPT_GO:
+			ret = opt_info_go(c, opt, data, len);
+			if (ret == 1) {
+				free(data);
+				return 1;
+			}
+			break;
+		case NBD_OPT_STRUCTURED_REPLY:
+			if (len)
+				ret = opt_error(c, opt, NBD_REP_ERR_INVALID, "option takes no data");
+			else if (c->extended)
+				ret = opt_error(c, opt, NBD_REP_ERR_EXT_HEADER_REQD,
+						"extended headers already negotiated");
+			else {
+				ret = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+				c->structured = true;
+			}
+			break;
+		case NBD_OPT_EXTENDED_HEADERS:
+			if (len) {
+				ret = opt_error(c, opt, NBD_REP_ERR_INVALID, "option takes no data");
+			} else {
+				ret = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+				c->extended = true;
+				c->structured = true;
+			}
+			break;
+		case NBD_OPT_LIST_META_CONTEXT:
+		case NBD_OPT_SET_META_CONTEXT:
+			ret = opt_meta_context(c, opt, data, len);
+			break;
+		case NBD_OPT_STARTTLS:
+			ret = opt_error(c, opt, NBD_REP_ERR_POLICY, "TLS is not enabled on this server");
+			break;
+		default:
+			if (!c->fixed) {
+				free(data);
+				return -EPROTO;
+			}
+			ret = opt_error(c, opt, NBD_REP_ERR_UNSUP, "option %u not supported", opt);
+			break;
+		}
+		free(data);
+		if (ret < 0)
+			return ret;
+	}
+	return -EPROTO; /* too many options: a client that never decides */
+}
+
+/* ---- connections ---- */
+
+static void conn_free(struct nbd_conn *c)
+{
+	struct nbd_req *r;
+
+	while ((r = c->free_reqs)) {
+		c->free_reqs = r->next_free;
+		free(r->buf);
+		free(r);
+	}
+	free(c->ctx_export);
+	free(c);
+}
+
+static void conn_main(void *opaque)
+{
+	struct nbd_conn *c = opaque;
+	struct vs_nbd_server *s = c->srv;
+	struct nbd_conn **pp;
+
+	c->reader = vs_co_self();
+	if (conn_handshake(c) == 1)
+		conn_transmission(c);
+	/* Let requests in flight finish and reply before the socket goes away. */
+	while (c->in_flight)
+		vs_co_queue_wait(&c->drain_wait);
+	c->reader = NULL;
+	shutdown(c->fd, SHUT_RDWR);
+	close(c->fd);
+	for (pp = &s->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	conn_free(c);
+	s->nconns--;
+	vs_co_queue_wake_one(&s->accept_wait);
+	if (s->nconns == 0) {
+		vs_co_queue_wake_all(&s->idle_wait);
+		if (!s->opts.persistent && s->served > 0) {
+			s->finished = true;
+			vs_co_queue_wake_all(&s->finish_wait);
+		}
+	}
+}
+
+int vs_nbd_server_serve_fd(struct vs_nbd_server *s, int fd)
+{
+	struct nbd_conn *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		close(fd);
+		return -ENOMEM;
+	}
+	c->srv = s;
+	c->fd = fd;
+	c->next = s->conns;
+	s->conns = c;
+	s->nconns++;
+	s->served++;
+	if (!vs_co_spawn(s->reactor, conn_main, c)) {
+		s->conns = c->next;
+		s->nconns--;
+		close(fd);
+		free(c);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void listener_main(void *opaque)
+{
+	struct nbd_listener *l = opaque;
+	struct vs_nbd_server *s = l->srv;
+
+	l->co = vs_co_self();
+	while (!s->shutting_down && !l->closed) {
+		int fd;
+
+		while (s->opts.max_connections && s->nconns >= s->opts.max_connections &&
+		       !s->shutting_down)
+			vs_co_queue_wait(&s->accept_wait);
+		if (s->shutting_down)
+			break;
+		fd = vs_aio_accept(l->fd);
+		if (fd < 0) {
+			if (fd == -ECANCELED || s->shutting_down)
+				break;
+			if (fd == -EMFILE || fd == -ENFILE || fd == -ENOMEM)
+				vs_co_sleep_ns(100000000); /* let descriptors free up */
+			continue;
+		}
+		if (s->shutting_down) {
+			close(fd);
+			break;
+		}
+		vs_nbd_server_serve_fd(s, fd);
+	}
+	l->co = NULL;
+	s->listeners_alive--;
+	vs_co_queue_wake_all(&s->idle_wait);
+}
+
+int vs_nbd_server_add_listener(struct vs_nbd_server *s, int fd)
+{
+	struct nbd_listener *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return -ENOMEM;
+	l->fd = fd;
+	l->next = s->listeners;
+	s->listeners = l;
+	l->srv = s;
+	s->listeners_alive++;
+	if (!vs_co_spawn(s->reactor, listener_main, l)) {
+		s->listeners = l->next;
+		s->listeners_alive--;
+		free(l);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int vs_nbd_server_shutdown(struct vs_nbd_server *s)
+{
+	int ret = 0;
+
+	s->shutting_down = true;
+	vs_co_queue_wake_all(&s->accept_wait);
+	for (struct nbd_listener *l = s->listeners; l; l = l->next) {
+		l->closed = true;
+		if (l->co && l->co != vs_co_self())
+			vs_aio_cancel(l->co);
+	}
+	/* Readers parked in recv stop; their requests in flight still complete. */
+	for (struct nbd_conn *c = s->conns; c; c = c->next)
+		if (c->reader)
+			vs_aio_cancel(c->reader);
+	while (s->nconns || s->listeners_alive)
+		vs_co_queue_wait(&s->idle_wait);
+	for (struct nbd_export *e = s->exports; e; e = e->next) {
+		if (!e->read_only) {
+			int r = vs_node_flush(e->node);
+
+			if (r < 0 && ret == 0)
+				ret = r;
+		}
+	}
+	s->finished = true;
+	vs_co_queue_wake_all(&s->finish_wait);
+	return ret;
+}
+
+void vs_nbd_server_wait(struct vs_nbd_server *s)
+{
+	while (!s->finished)
+		vs_co_queue_wait(&s->finish_wait);
+}
+
+bool vs_nbd_server_is_shutting_down(const struct vs_nbd_server *s)
+{
+	return s->shutting_down;
+}
+
+bool vs_nbd_server_finished(const struct vs_nbd_server *s)
+{
+	return s->finished;
+}
+
+void vs_nbd_server_free(struct vs_nbd_server *s)
+{
+	struct nbd_export *e;
+	struct nbd_listener *l;
+
+	if (!s)
+		return;
+	while ((e = s->exports)) {
+		s->exports = e->next;
+		free(e->name);
+		free(e->description);
+		free(e);
+	}
+	while ((l = s->listeners)) {
+		s->listeners = l->next;
+		close(l->fd);
+		free(l);
+	}
+	free(s);
+}

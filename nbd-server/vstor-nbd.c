@@ -1,0 +1,643 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vstor-nbd: serve images over NBD, with the options of qemu-nbd.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "nbd-server.h"
+#include "vstor/reactor.h"
+
+#define MAX_EXPORTS 64
+#define MAX_LISTENERS 16
+
+struct export_spec {
+	char *name;
+	char *file;
+	char *format;
+	char *description;
+	bool read_only;
+	struct vs_node *node;
+	char *overlay; /* -s: temporary overlay file, unlinked once open */
+};
+
+struct config {
+	struct export_spec exports[MAX_EXPORTS];
+	unsigned nexports;
+	const char *socket_path;
+	const char *bind_addr;
+	const char *port;
+	unsigned shared;
+	bool persistent;
+	bool snapshot;
+	bool fork;
+	const char *pid_file;
+	enum vs_cache_mode cache;
+	enum vs_nbd_discard discard;
+	enum vs_nbd_detect_zeroes detect_zeroes;
+	int listen_fds[MAX_LISTENERS];
+	unsigned nlisten;
+	int sigfd;
+	int ready_fd; /* --fork: tell the parent we are serving */
+	int exit_code;
+};
+
+static const char *prog = "vstor-nbd";
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: %s [OPTIONS] [FILE]\n"
+		"Serve FILE (a raw or qcow2 image) over the NBD protocol.\n\n"
+		"  -p, --port=PORT          TCP port to listen on (default 10809)\n"
+		"  -b, --bind=IFACE         interface to bind to (default 0.0.0.0)\n"
+		"  -k, --socket=PATH        listen on a unix socket instead of TCP\n"
+		"  -e, --shared=NUM         serve up to NUM clients at once (default 1; 0 = no limit)\n"
+		"  -t, --persistent         keep serving after the last client disconnects\n"
+		"  -x, --export-name=NAME   export name (default \"\")\n"
+		"  -D, --description=TEXT   export description\n"
+		"  -r, --read-only          export read-only\n"
+		"  -f, --format=FORMAT      image format (raw, qcow2); probed when omitted\n"
+		"  -s, --snapshot           send writes to a temporary overlay, keep FILE intact\n"
+		"  -A, --allocation-depth   accepted for qemu-nbd compatibility (always exported)\n"
+		"      --export name=N,file=PATH[,format=F][,readonly=on][,description=D]\n"
+		"                           add an export (repeatable)\n"
+		"      --cache=MODE         writeback (default), none, writethrough, directsync, "
+		"unsafe\n"
+		"      --aio=MODE           accepted for compatibility (vstor always uses io_uring)\n"
+		"      --discard=MODE       ignore (default) or unmap\n"
+		"      --detect-zeroes=MODE off (default), on or unmap\n"
+		"      --fork               fork off the server once it is ready\n"
+		"      --pid-file=PATH      write the server's pid to PATH\n"
+		"  -h, --help               show this help\n"
+		"  -V, --version            show the version\n\n"
+		"Socket activation (LISTEN_FDS/LISTEN_PID) is used when present.\n",
+		prog);
+}
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(EXIT_FAILURE);
+}
+
+static bool parse_bool(const char *v, const char *what)
+{
+	if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes"))
+		return true;
+	if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no"))
+		return false;
+	die("Invalid value '%s' for %s (use on or off)", v, what);
+}
+
+/*
+ * Split the next "key=value" item off *@p (",," escapes a comma in a value),
+ * NUL-terminating it in place. Returns false at the end.
+ */
+static bool next_item(char **p, char **key, char **val)
+{
+	char *r = *p, *w;
+
+	if (!*r)
+		return false;
+	*key = r;
+	while (*r && *r != '=' && *r != ',')
+		r++;
+	if (*r != '=')
+		die("Invalid --export item '%s' (expected key=value)", *key);
+	*r++ = '\0';
+	*val = w = r;
+	while (*r) {
+		if (*r == ',' && r[1] == ',') {
+			*w++ = ',';
+			r += 2;
+		} else if (*r == ',') {
+			r++;
+			break;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+	*p = r;
+	return true;
+}
+
+/* name=N,file=PATH,format=F,readonly=on,description=D */
+static void parse_export(struct config *cfg, const char *arg)
+{
+	struct export_spec *e;
+	char *dup = strdup(arg), *p = dup, *key, *val;
+
+	if (!dup)
+		die("Out of memory");
+	if (cfg->nexports == MAX_EXPORTS)
+		die("Too many exports (at most %d)", MAX_EXPORTS);
+	e = &cfg->exports[cfg->nexports++];
+	memset(e, 0, sizeof(*e));
+	while (next_item(&p, &key, &val)) {
+		if (!strcmp(key, "name"))
+			e->name = strdup(val);
+		else if (!strcmp(key, "file"))
+			e->file = strdup(val);
+		else if (!strcmp(key, "format"))
+			e->format = strdup(val);
+		else if (!strcmp(key, "description"))
+			e->description = strdup(val);
+		else if (!strcmp(key, "readonly"))
+			e->read_only = parse_bool(val, "readonly");
+		else
+			die("Unknown --export key '%s'", key);
+	}
+	if (!e->file)
+		die("--export needs file=PATH");
+	if (!e->name)
+		e->name = strdup("");
+	free(dup);
+}
+
+static int listen_unix(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		die("Socket path too long: '%s'", path);
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die("socket: %s", strerror(errno));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno == EADDRINUSE) {
+			/* A stale socket of a dead server may be replaced; a live one not. */
+			int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+			if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
+			    errno == ECONNREFUSED) {
+				close(probe);
+				unlink(path);
+				if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+					goto bound;
+			} else if (probe >= 0) {
+				close(probe);
+			}
+		}
+		die("Failed to bind socket to %s: %s", path, strerror(errno));
+	}
+bound:
+	if (listen(fd, 128) < 0)
+		die("listen: %s", strerror(errno));
+	return fd;
+}
+
+static void listen_tcp(struct config *cfg)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE };
+	struct addrinfo *res, *ai;
+	int ret, one = 1;
+
+	ret = getaddrinfo(cfg->bind_addr, cfg->port, &hints, &res);
+	if (ret)
+		die("Cannot resolve %s:%s: %s", cfg->bind_addr ? cfg->bind_addr : "*", cfg->port,
+		    gai_strerror(ret));
+	for (ai = res; ai && cfg->nlisten < MAX_LISTENERS; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+			int e = errno;
+
+			close(fd);
+			freeaddrinfo(res);
+			die("Failed to listen on %s:%s: %s", cfg->bind_addr ? cfg->bind_addr : "*",
+			    cfg->port, strerror(e));
+		}
+		cfg->listen_fds[cfg->nlisten++] = fd;
+	}
+	freeaddrinfo(res);
+	if (!cfg->nlisten)
+		die("No address to listen on for %s:%s", cfg->bind_addr, cfg->port);
+}
+
+/* systemd-style socket activation. Returns true if it supplied the sockets. */
+static bool socket_activation(struct config *cfg)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	char *end;
+	long n;
+
+	if (!pid || !fds)
+		return false;
+	if (strtol(pid, &end, 10) != getpid() || *end)
+		return false;
+	n = strtol(fds, &end, 10);
+	if (*end || n < 1 || n > MAX_LISTENERS)
+		die("Invalid LISTEN_FDS '%s'", fds);
+	for (long i = 0; i < n; i++) {
+		int fd = 3 + (int)i;
+
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		cfg->listen_fds[cfg->nlisten++] = fd;
+	}
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	return true;
+}
+
+static int open_export(struct config *cfg, struct export_spec *e, struct vs_error *err)
+{
+	struct vs_open_opts o = {
+		.filename = e->file,
+		.format = e->format,
+		.read_only = e->read_only && !cfg->snapshot,
+		.cache = cfg->cache,
+	};
+
+	if (cfg->snapshot) {
+		/* -s: a temporary qcow2 overlay takes the writes; FILE stays intact. */
+		char tmpl[] = "/var/tmp/vstor-nbd-snapshot-XXXXXX";
+		char abs[PATH_MAX];
+		struct vs_kv kv[2];
+		const char *fmt;
+		struct vs_node *probe;
+		struct vs_open_opts po = { .filename = e->file, .format = e->format,
+					   .read_only = true, .cache = cfg->cache };
+		int fd, ret;
+
+		if (!realpath(e->file, abs))
+			return vs_error_setf_errno(err, -errno, "Could not open '%s'", e->file);
+		ret = vs_image_open(&probe, &po, err);
+		if (ret < 0)
+			return ret;
+		fmt = vs_node_format(probe);
+		kv[0] = (struct vs_kv){ "backing_file", abs };
+		kv[1] = (struct vs_kv){ "backing_fmt", fmt };
+		fd = mkstemp(tmpl);
+		if (fd < 0) {
+			vs_node_close(probe);
+			return vs_error_setf_errno(err, -errno, "Could not create a temporary overlay");
+		}
+		close(fd);
+		ret = vs_image_create(tmpl, "qcow2", vs_node_size(probe), kv, 2, err);
+		vs_node_close(probe);
+		if (ret < 0) {
+			unlink(tmpl);
+			return ret;
+		}
+		o.filename = tmpl;
+		o.format = "qcow2";
+		o.read_only = e->read_only;
+		ret = vs_image_open(&e->node, &o, err);
+		unlink(tmpl); /* gone from the directory, alive while open */
+		return ret;
+	}
+	return vs_image_open(&e->node, &o, err);
+}
+
+static struct vs_nbd_server *the_server;
+
+static void signal_watch(void *opaque)
+{
+	struct config *cfg = opaque;
+	struct signalfd_siginfo si;
+	struct iovec iov = { &si, sizeof(si) };
+	ssize_t n;
+
+	n = vs_aio_preadv(cfg->sigfd, &iov, 1, 0);
+	if (n == (ssize_t)sizeof(si) && the_server &&
+	    !vs_nbd_server_is_shutting_down(the_server)) {
+		int ret = vs_nbd_server_shutdown(the_server);
+
+		if (ret < 0) {
+			fprintf(stderr, "%s: flush on shutdown failed: %s\n", prog, strerror(-ret));
+			cfg->exit_code = EXIT_FAILURE;
+		}
+	}
+}
+
+static void server_main(void *opaque)
+{
+	struct config *cfg = opaque;
+	struct vs_nbd_server_opts so = { .max_connections = cfg->shared,
+					 .persistent = cfg->persistent };
+	struct vs_error err = { 0 };
+	struct vs_co *sigco;
+	unsigned i;
+	int ret;
+
+	for (i = 0; i < cfg->nexports; i++) {
+		ret = open_export(cfg, &cfg->exports[i], &err);
+		if (ret < 0) {
+			fprintf(stderr, "%s: %s\n", prog, err.msg);
+			goto fail;
+		}
+	}
+	ret = vs_nbd_server_new(&the_server, &so);
+	if (ret < 0) {
+		fprintf(stderr, "%s: cannot create the server: %s\n", prog, strerror(-ret));
+		goto fail;
+	}
+	for (i = 0; i < cfg->nexports; i++) {
+		struct export_spec *e = &cfg->exports[i];
+		struct vs_nbd_export_opts eo = {
+			.name = e->name,
+			.description = e->description,
+			.node = e->node,
+			.read_only = e->read_only,
+			.wce = vs_cache_mode_knobs(cfg->cache).wce,
+			.discard = cfg->discard,
+			.detect_zeroes = cfg->detect_zeroes,
+		};
+
+		ret = vs_nbd_server_add_export(the_server, &eo, &err);
+		if (ret < 0) {
+			fprintf(stderr, "%s: %s\n", prog, err.msg);
+			goto fail;
+		}
+	}
+	for (i = 0; i < cfg->nlisten; i++) {
+		ret = vs_nbd_server_add_listener(the_server, cfg->listen_fds[i]);
+		if (ret < 0) {
+			fprintf(stderr, "%s: %s\n", prog, strerror(-ret));
+			goto fail;
+		}
+		cfg->listen_fds[i] = -1; /* the server owns it now */
+	}
+	if (cfg->pid_file) {
+		FILE *f = fopen(cfg->pid_file, "w");
+
+		if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
+			fprintf(stderr, "%s: cannot write pid file '%s': %s\n", prog, cfg->pid_file,
+				strerror(errno));
+			goto fail;
+		}
+	}
+	if (cfg->ready_fd >= 0) {
+		char ok = 0;
+
+		if (write(cfg->ready_fd, &ok, 1) != 1) {
+			/* The parent is gone; serve anyway. */
+		}
+		close(cfg->ready_fd);
+		cfg->ready_fd = -1;
+	}
+	sigco = vs_co_spawn(vs_reactor_current(), signal_watch, cfg);
+	vs_nbd_server_wait(the_server);
+	if (!vs_nbd_server_is_shutting_down(the_server)) {
+		/* The last client left a non-persistent server: stop the rest. */
+		ret = vs_nbd_server_shutdown(the_server);
+		if (ret < 0) {
+			fprintf(stderr, "%s: flush failed: %s\n", prog, strerror(-ret));
+			cfg->exit_code = EXIT_FAILURE;
+		}
+	}
+	if (sigco)
+		vs_aio_cancel(sigco);
+	for (i = 0; i < cfg->nexports; i++)
+		vs_node_close(cfg->exports[i].node);
+	vs_nbd_server_free(the_server);
+	the_server = NULL;
+	if (cfg->pid_file)
+		unlink(cfg->pid_file);
+	return;
+
+fail:
+	cfg->exit_code = EXIT_FAILURE;
+	if (the_server)
+		vs_nbd_server_free(the_server);
+	the_server = NULL;
+	for (i = 0; i < cfg->nexports; i++)
+		vs_node_close(cfg->exports[i].node);
+}
+
+enum {
+	OPT_CACHE = 256,
+	OPT_AIO,
+	OPT_DISCARD,
+	OPT_DETECT_ZEROES,
+	OPT_FORK,
+	OPT_PID_FILE,
+	OPT_EXPORT,
+};
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "port", required_argument, NULL, 'p' },
+		{ "bind", required_argument, NULL, 'b' },
+		{ "socket", required_argument, NULL, 'k' },
+		{ "shared", required_argument, NULL, 'e' },
+		{ "persistent", no_argument, NULL, 't' },
+		{ "export-name", required_argument, NULL, 'x' },
+		{ "description", required_argument, NULL, 'D' },
+		{ "read-only", no_argument, NULL, 'r' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "snapshot", no_argument, NULL, 's' },
+		{ "allocation-depth", no_argument, NULL, 'A' },
+		{ "cache", required_argument, NULL, OPT_CACHE },
+		{ "aio", required_argument, NULL, OPT_AIO },
+		{ "discard", required_argument, NULL, OPT_DISCARD },
+		{ "detect-zeroes", required_argument, NULL, OPT_DETECT_ZEROES },
+		{ "fork", no_argument, NULL, OPT_FORK },
+		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
+		{ "export", required_argument, NULL, OPT_EXPORT },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct config cfg = { .port = "10809", .shared = 1, .sigfd = -1, .ready_fd = -1 };
+	const char *name = "", *desc = NULL, *format = NULL;
+	bool read_only = false;
+	sigset_t mask;
+	int c, ret;
+	char *end;
+
+	while ((c = getopt_long(argc, argv, "p:b:k:e:tx:D:rf:sAhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p': {
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || v < 0 || v > 65535)
+				die("Invalid port '%s'", optarg);
+			cfg.port = optarg;
+			break;
+		}
+		case 'b':
+			cfg.bind_addr = optarg;
+			break;
+		case 'k':
+			cfg.socket_path = optarg;
+			break;
+		case 'e': {
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || v < 0 || v > 65535)
+				die("Invalid shared device number '%s'", optarg);
+			cfg.shared = (unsigned)v;
+			break;
+		}
+		case 't':
+			cfg.persistent = true;
+			break;
+		case 'x':
+			name = optarg;
+			break;
+		case 'D':
+			desc = optarg;
+			break;
+		case 'r':
+			read_only = true;
+			break;
+		case 'f':
+			format = optarg;
+			break;
+		case 's':
+			cfg.snapshot = true;
+			break;
+		case 'A':
+			break;
+		case OPT_CACHE:
+			if (vs_cache_mode_parse(optarg, &cfg.cache) < 0)
+				die("Invalid cache mode '%s'", optarg);
+			break;
+		case OPT_AIO:
+			if (strcmp(optarg, "threads") && strcmp(optarg, "native") &&
+			    strcmp(optarg, "io_uring"))
+				die("Invalid aio mode '%s'", optarg);
+			break;
+		case OPT_DISCARD:
+			if (!strcmp(optarg, "ignore") || !strcmp(optarg, "off"))
+				cfg.discard = VS_NBD_DISCARD_IGNORE;
+			else if (!strcmp(optarg, "unmap") || !strcmp(optarg, "on"))
+				cfg.discard = VS_NBD_DISCARD_UNMAP;
+			else
+				die("Invalid discard mode '%s'", optarg);
+			break;
+		case OPT_DETECT_ZEROES:
+			if (!strcmp(optarg, "off"))
+				cfg.detect_zeroes = VS_NBD_DETECT_ZEROES_OFF;
+			else if (!strcmp(optarg, "on"))
+				cfg.detect_zeroes = VS_NBD_DETECT_ZEROES_ON;
+			else if (!strcmp(optarg, "unmap"))
+				cfg.detect_zeroes = VS_NBD_DETECT_ZEROES_UNMAP;
+			else
+				die("Invalid detect-zeroes mode '%s'", optarg);
+			break;
+		case OPT_FORK:
+			cfg.fork = true;
+			break;
+		case OPT_PID_FILE:
+			cfg.pid_file = optarg;
+			break;
+		case OPT_EXPORT:
+			parse_export(&cfg, optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("vstor-nbd %s\n", VSTOR_VERSION);
+			return 0;
+		default:
+			fprintf(stderr, "Try '%s --help' for more information.\n", prog);
+			return EXIT_FAILURE;
+		}
+	}
+	if (optind < argc - 1)
+		die("Too many arguments (one FILE at most; use --export for more)");
+	if (optind == argc - 1) {
+		struct export_spec *e;
+
+		if (cfg.nexports == MAX_EXPORTS)
+			die("Too many exports");
+		e = &cfg.exports[cfg.nexports++];
+		memset(e, 0, sizeof(*e));
+		e->file = argv[optind];
+		e->name = (char *)name;
+		e->format = (char *)format;
+		e->description = (char *)desc;
+		e->read_only = read_only;
+	} else if (!cfg.nexports) {
+		die("Expected a FILE to export (or --export). Try '%s --help'.", prog);
+	}
+
+	if (socket_activation(&cfg)) {
+		if (cfg.socket_path || cfg.bind_addr)
+			die("-k and -b cannot be used with socket activation");
+	} else if (cfg.socket_path) {
+		cfg.listen_fds[cfg.nlisten++] = listen_unix(cfg.socket_path);
+	} else {
+		listen_tcp(&cfg);
+	}
+
+	if (cfg.fork) {
+		int pfd[2];
+		pid_t pid;
+		char b;
+
+		if (pipe2(pfd, O_CLOEXEC) < 0)
+			die("pipe: %s", strerror(errno));
+		pid = fork();
+		if (pid < 0)
+			die("fork: %s", strerror(errno));
+		if (pid > 0) {
+			/* The parent exits with success only once the child serves. */
+			close(pfd[1]);
+			return read(pfd[0], &b, 1) == 1 ? 0 : EXIT_FAILURE;
+		}
+		close(pfd[0]);
+		cfg.ready_fd = pfd[1];
+		setsid();
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	cfg.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	if (cfg.sigfd < 0)
+		die("signalfd: %s", strerror(errno));
+
+	ret = vs_run_in_coroutine(server_main, &cfg);
+	if (ret < 0) {
+		fprintf(stderr, "%s: engine error: %s\n", prog, strerror(-ret));
+		cfg.exit_code = EXIT_FAILURE;
+	}
+	if (cfg.socket_path)
+		unlink(cfg.socket_path);
+	for (unsigned i = 0; i < cfg.nlisten; i++)
+		if (cfg.listen_fds[i] >= 0)
+			close(cfg.listen_fds[i]);
+	close(cfg.sigfd);
+	return cfg.exit_code;
+}
