@@ -233,7 +233,8 @@ static int check_range(const struct vs_node *n, uint64_t offset, uint64_t len, b
 int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
 		   unsigned flags)
 {
-	(void)flags;
+	if (flags)
+		return -EINVAL; /* no read flags exist yet */
 	if (!len)
 		return 0;
 	if (iov_size(iov, niov) < len)
@@ -260,6 +261,8 @@ int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iov
 	bool emulate_fua;
 	int ret;
 
+	if (flags & ~(unsigned)VS_REQ_FUA)
+		return -EINVAL;
 	if (n->read_only)
 		return -EPERM;
 	if (check_range(n, offset, len, true) < 0 || iov_size(iov, niov) < len)
@@ -268,7 +271,6 @@ int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iov
 		return 0;
 	if (n->writethrough)
 		flags |= VS_REQ_FUA;
-	flags &= VS_REQ_FUA;
 	emulate_fua = (flags & VS_REQ_FUA) && !(n->drv->supported_write_flags & VS_REQ_FUA);
 	if (emulate_fua)
 		flags &= ~(unsigned)VS_REQ_FUA;
@@ -359,6 +361,8 @@ int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsig
 	bool emulate_fua;
 	int ret;
 
+	if (flags & ~(unsigned)(VS_REQ_FUA | VS_REQ_MAY_UNMAP | VS_REQ_NO_FALLBACK))
+		return -EINVAL;
 	if (n->read_only)
 		return -EPERM;
 	if (check_range(n, offset, len, true) < 0)
