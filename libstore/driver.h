@@ -162,5 +162,9 @@ extern const struct vs_driver vs_driver_memory;
 extern const struct vs_driver vs_driver_null;
 extern const struct vs_driver vs_driver_raw;
 extern const struct vs_driver vs_driver_qcow2;
+extern const struct vs_driver vs_driver_nbd;
+
+/* True for the NBD URI forms the nbd driver takes (nbd://, nbd+unix://, nbd:). */
+bool vs_nbd_is_uri(const char *filename);
 
 #endif

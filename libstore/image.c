@@ -16,6 +16,7 @@
 
 static const struct vs_driver *const drivers[] = {
 	&vs_driver_qcow2, &vs_driver_raw, &vs_driver_file, &vs_driver_memory, &vs_driver_null,
+	&vs_driver_nbd,
 };
 
 const struct vs_driver *vs_driver_find(const char *name)
@@ -110,6 +111,8 @@ static const struct vs_driver *protocol_for(const char *filename)
 		return &vs_driver_memory;
 	if (!strncmp(filename, "null:", 5))
 		return &vs_driver_null;
+	if (vs_nbd_is_uri(filename))
+		return &vs_driver_nbd;
 	return &vs_driver_file;
 }
 

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# libstore's nbd protocol driver (NBD URIs in every tool) against real
+# servers: qemu-nbd (unix socket and TCP), nbdkit's memory plugin, and
+# vstor-nbd. Writes through the driver must land (checked with qemu-io on
+# the image afterwards), reads must match, errors must be clean.
+. "$(dirname "$0")/lib.sh"
+
+export PATH=/usr/bin:/bin:$PATH
+require_tool qemu-nbd qemu-io qemu-img nbdkit
+require_vstor_io
+find_built VSTOR_NBD nbd-server/vstor-nbd
+
+# Exercise one server: write, read back, zero, flush, map, through $1 (a URI).
+exercise()
+{
+	local uri=$1
+	vstor_io -f raw -c size -c 'writeb 4M 64K 0x33 fua' -c 'readb 4M 64K 0x33' \
+		-c 'write 5M 300K 17' -c 'read 5M 300K 17' -c 'zero 8M 1M' -c 'readb 8M 1M 0' \
+		-c 'writeb 12345 1000 0x44' -c 'readb 12345 1000 0x44' -c flush -c map "$uri" \
+		>io.out || fail "I/O through $uri"
+	assert_eq "$(head -1 io.out)" 67108864 "size through $uri"
+}
+
+# --- qemu-nbd over a unix socket, qcow2 underneath ---
+qemu_img create -f qcow2 q.qcow2 64M >/dev/null
+qemu-io -f qcow2 -c 'write -P 0x5a 1M 1M' q.qcow2 >/dev/null
+start_daemon "$WORKDIR/qn.pid" 20 qemu-nbd -t -k "$WORKDIR/qn.sock" -f qcow2 \
+	--pid-file="$WORKDIR/qn.pid" q.qcow2
+QN=$DAEMON_PID
+exercise "nbd+unix:///?socket=$WORKDIR/qn.sock"
+vstor_io -f raw -r -c 'readb 1M 1M 0x5a' -c 'readb 2M 1M 0' "nbd:unix:$WORKDIR/qn.sock" ||
+	fail "legacy nbd:unix: URI"
+grep -q '^1048576 1048576 data' io.out || { cat io.out >&2; fail "block status from qemu-nbd"; }
+stop_pid "$QN"
+qemu-io -f qcow2 -c 'read -P 0x33 4M 64K' -c 'read -P 0 8M 1M' -c 'read -P 0x44 12345 1000' \
+	q.qcow2 >qio.out || { cat qio.out >&2; fail "writes through the NBD driver did not land"; }
+grep -q "Pattern verification failed" qio.out && fail "pattern mismatch after NBD writes"
+qemu_img check q.qcow2 >/dev/null || fail "qemu-img check after writes over NBD"
+
+# --- qemu-nbd over TCP on a free port, read-only export ---
+PORT=$(free_port)
+start_daemon "$WORKDIR/qt.pid" 20 qemu-nbd -t -r -b 127.0.0.1 -p "$PORT" -x exp -f qcow2 \
+	--pid-file="$WORKDIR/qt.pid" q.qcow2
+vstor_io -f raw -r -c 'readb 4M 64K 0x33' "nbd://127.0.0.1:$PORT/exp" || fail "nbd:// over TCP"
+vstor_io -f raw -r -c 'readb 4M 64K 0x33' "nbd:127.0.0.1:$PORT:exportname=exp" ||
+	fail "legacy nbd:HOST:PORT URI"
+assert_fails "$VSTOR_IO" -f raw -c 'writeb 0 512 1' "nbd://127.0.0.1:$PORT/exp"
+assert_grep "read-only" "$WORKDIR/err" "opening a read-only export for writing"
+assert_fails "$VSTOR_IO" -f raw -r -c size "nbd://127.0.0.1:$PORT/missing"
+assert_grep "not found" "$WORKDIR/err" "unknown export"
+
+# --- nbdkit memory plugin ---
+start_daemon "$WORKDIR/nk.pid" 20 nbdkit -f -U "$WORKDIR/nk.sock" -P "$WORKDIR/nk.pid" memory 64M
+exercise "nbd+unix:///?socket=$WORKDIR/nk.sock"
+
+# --- vstor-nbd serving the bytes of a qcow2 image: the driver probes qcow2 over NBD ---
+qemu_img create -f qcow2 v.qcow2 64M >/dev/null
+qemu-io -f qcow2 -c 'write -P 0x61 3M 128K' v.qcow2 >/dev/null
+start_daemon "$WORKDIR/vn.pid" 20 "$VSTOR_NBD" -t -e 0 -r -k "$WORKDIR/vn.sock" -f raw \
+	--pid-file "$WORKDIR/vn.pid" v.qcow2
+vstor_io -r -c size -c 'readb 3M 128K 0x61' -c 'readb 0 3M 0' \
+	"nbd+unix:///?socket=$WORKDIR/vn.sock" >io.out || fail "qcow2 over vstor-nbd"
+assert_eq "$(head -1 io.out)" 67108864 "virtual size of the qcow2 read over NBD"
+stop_pid "$DAEMON_PID"
+
+# Nobody listening: a clear error.
+assert_fails "$VSTOR_IO" -f raw -r -c size "nbd+unix:///?socket=$WORKDIR/none.sock"
+assert_grep "connect" "$WORKDIR/err" "connection refused"
+assert_fails "$VSTOR_IO" -f raw -r -c size "nbd+unix://host/x?socket=a"
+assert_grep "Invalid NBD URI" "$WORKDIR/err" "malformed URI"
+log "ok"
