@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vstor-img info: what qemu-img info prints, in its layout and field order.
+ */
+#include "img.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "json.h"
+
+#define INFO_MAX_CHAIN 64
+
+struct info_args {
+	const char *filename;
+	const char *fmt;
+	enum img_output output;
+	bool chain;
+	bool force_share;
+	int rc;
+};
+
+/*
+ * qemu-img prints the members of a dictionary in the iteration order of its
+ * hash table; we reproduce that order for the keys qcow2 reports.
+ */
+static int specific_rank(const char *key)
+{
+	static const char *const order[] = {
+		"compat", "compression-type", "lazy-refcounts", "bitmaps", "refcount-bits",
+		"data-file", "encrypt", "data-file-raw", "corrupt", "extended-l2",
+	};
+
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+		if (!strcmp(order[i], key))
+			return (int)i;
+	return 1000;
+}
+
+/* Indices of info->specific in qemu-img's print order (stable for unknown keys). */
+static void specific_order(const struct vs_image_info *info, unsigned *idx)
+{
+	for (unsigned i = 0; i < info->nb_specific; i++)
+		idx[i] = i;
+	for (unsigned i = 1; i < info->nb_specific; i++) {
+		unsigned v = idx[i], j = i;
+
+		while (j > 0 && specific_rank(info->specific[idx[j - 1]].key) >
+					specific_rank(info->specific[v].key)) {
+			idx[j] = idx[j - 1];
+			j--;
+		}
+		idx[j] = v;
+	}
+}
+
+static void json_snapshot(struct json_writer *w, const struct vs_snapshot_info *sn)
+{
+	json_obj_begin(w, NULL);
+	if (sn->icount != UINT64_MAX)
+		json_uint(w, "icount", sn->icount);
+	json_uint(w, "vm-clock-nsec", sn->vm_clock_nsec % 1000000000ULL);
+	json_str(w, "name", sn->name);
+	json_uint(w, "date-sec", sn->date_sec);
+	json_uint(w, "date-nsec", sn->date_nsec);
+	json_uint(w, "vm-clock-sec", sn->vm_clock_nsec / 1000000000ULL);
+	json_str(w, "id", sn->id);
+	json_uint(w, "vm-state-size", sn->vm_state_size);
+	json_obj_end(w);
+}
+
+static void json_specific(struct json_writer *w, const struct vs_image_info *info)
+{
+	unsigned idx[VS_INFO_MAX_SPECIFIC];
+
+	specific_order(info, idx);
+	json_obj_begin(w, "format-specific");
+	json_str(w, "type", info->specific_type);
+	json_obj_begin(w, "data");
+	for (unsigned i = 0; i < info->nb_specific; i++) {
+		const struct vs_info_kv *kv = &info->specific[idx[i]];
+
+		if (kv->type == VS_KV_STR)
+			json_str(w, kv->key, kv->str);
+		else if (kv->type == VS_KV_INT)
+			json_int(w, kv->key, kv->i);
+		else
+			json_bool(w, kv->key, kv->b);
+	}
+	json_obj_end(w);
+	json_obj_end(w);
+}
+
+static void info_json(struct json_writer *w, const char *filename,
+		      const struct vs_image_info *info)
+{
+	json_obj_begin(w, NULL);
+	if (info->nb_snapshots) {
+		json_arr_begin(w, "snapshots");
+		for (unsigned i = 0; i < info->nb_snapshots; i++)
+			json_snapshot(w, &info->snapshots[i]);
+		json_arr_end(w);
+	}
+	if (info->backing_filename[0] && info->backing_format[0])
+		json_str(w, "backing-filename-format", info->backing_format);
+	json_uint(w, "virtual-size", info->virtual_size);
+	json_str(w, "filename", filename);
+	if (info->cluster_size)
+		json_uint(w, "cluster-size", info->cluster_size);
+	json_str(w, "format", info->format);
+	if (info->actual_size >= 0)
+		json_int(w, "actual-size", info->actual_size);
+	if (info->specific_type[0])
+		json_specific(w, info);
+	if (info->backing_filename[0] && info->full_backing_filename[0])
+		json_str(w, "full-backing-filename", info->full_backing_filename);
+	if (info->encrypted)
+		json_bool(w, "encrypted", true);
+	if (info->backing_filename[0])
+		json_str(w, "backing-filename", info->backing_filename);
+	json_bool(w, "dirty-flag", info->dirty);
+	json_obj_end(w);
+}
+
+static void human_snapshots(const struct vs_image_info *info)
+{
+	printf("Snapshot list:\n");
+	printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
+	       "ICOUNT");
+	for (unsigned i = 0; i < info->nb_snapshots; i++) {
+		const struct vs_snapshot_info *sn = &info->snapshots[i];
+		time_t t = (time_t)sn->date_sec;
+		uint64_t secs = sn->vm_clock_nsec / 1000000000ULL;
+		char date[64] = "", clock[64], size[32], icount[32] = "";
+		struct tm tm;
+
+		if (localtime_r(&t, &tm))
+			strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+		snprintf(clock, sizeof(clock), "%02" PRIu64 ":%02u:%02u.%03u", secs / 3600,
+			 (unsigned)(secs / 60 % 60), (unsigned)(secs % 60),
+			 (unsigned)(sn->vm_clock_nsec / 1000000 % 1000));
+		img_size_to_str(sn->vm_state_size, size, sizeof(size));
+		if (sn->icount != UINT64_MAX)
+			snprintf(icount, sizeof(icount), "%" PRIu64, sn->icount);
+		printf("%-9s %-16s %8s%20s%13s%11s\n", sn->id, sn->name, size, date, clock,
+		       icount);
+	}
+}
+
+static void human_specific(const struct vs_image_info *info)
+{
+	unsigned idx[VS_INFO_MAX_SPECIFIC];
+
+	specific_order(info, idx);
+	printf("Format specific information:\n");
+	for (unsigned i = 0; i < info->nb_specific; i++) {
+		const struct vs_info_kv *kv = &info->specific[idx[i]];
+		char key[sizeof(kv->key)];
+
+		snprintf(key, sizeof(key), "%s", kv->key);
+		for (char *p = key; *p; p++)
+			if (*p == '-')
+				*p = ' ';
+		if (kv->type == VS_KV_STR)
+			printf("    %s: %s\n", key, kv->str);
+		else if (kv->type == VS_KV_INT)
+			printf("    %s: %" PRId64 "\n", key, kv->i);
+		else
+			printf("    %s: %s\n", key, kv->b ? "true" : "false");
+	}
+}
+
+static void info_human(const char *filename, const struct vs_image_info *info)
+{
+	char buf[32];
+
+	img_size_to_str(info->virtual_size, buf, sizeof(buf));
+	printf("image: %s\nfile format: %s\nvirtual size: %s (%" PRIu64 " bytes)\n", filename,
+	       info->format, buf, info->virtual_size);
+	if (info->actual_size >= 0) {
+		img_size_to_str((uint64_t)info->actual_size, buf, sizeof(buf));
+		printf("disk size: %s\n", buf);
+	} else {
+		printf("disk size: unavailable\n");
+	}
+	if (info->encrypted)
+		printf("encrypted: yes\n");
+	if (info->cluster_size)
+		printf("cluster_size: %" PRIu64 "\n", info->cluster_size);
+	if (info->dirty)
+		printf("cleanly shut down: no\n");
+	if (info->backing_filename[0]) {
+		printf("backing file: %s", info->backing_filename);
+		if (!info->full_backing_filename[0])
+			printf(" (cannot determine actual path)");
+		else if (strcmp(info->backing_filename, info->full_backing_filename))
+			printf(" (actual path: %s)", info->full_backing_filename);
+		printf("\n");
+		if (info->backing_format[0])
+			printf("backing file format: %s\n", info->backing_format);
+	}
+	if (info->nb_snapshots)
+		human_snapshots(info);
+	if (info->specific_type[0] && info->nb_specific)
+		human_specific(info);
+}
+
+/* Open @filename without its backing file and fill @info. */
+static int info_collect(struct info_args *a, const char *filename, const char *fmt,
+			struct vs_image_info *info)
+{
+	struct img_open_args oa = {
+		.filename = filename,
+		.fmt = fmt,
+		.force_share = a->force_share,
+		.no_backing = true,
+	};
+	struct vs_node *node;
+	int ret;
+
+	ret = img_open(&node, &oa);
+	if (ret < 0)
+		return ret;
+	ret = vs_node_get_info(node, info);
+	vs_node_close(node);
+	if (ret < 0)
+		img_error(ret, "Could not get information of '%s': %s", filename, strerror(-ret));
+	return ret;
+}
+
+struct info_chain {
+	struct vs_image_info info[INFO_MAX_CHAIN];
+	char *names[INFO_MAX_CHAIN];
+	unsigned n;
+};
+
+static void info_chain_free(struct info_chain *c)
+{
+	for (unsigned i = 0; i < c->n; i++) {
+		vs_image_info_free(&c->info[i]);
+		free(c->names[i]);
+	}
+	free(c);
+}
+
+static bool info_chain_has(const struct info_chain *c, const char *name)
+{
+	for (unsigned i = 0; i < c->n; i++)
+		if (!strcmp(c->names[i], name))
+			return true;
+	return false;
+}
+
+/* Collect the image and, with --backing-chain, its backing files. */
+static int info_collect_chain(struct info_args *a, struct info_chain *c)
+{
+	const char *name = a->filename, *fmt = a->fmt;
+
+	while (name) {
+		struct vs_image_info *info;
+
+		if (info_chain_has(c, name)) {
+			img_error(-ELOOP, "Backing file '%s' creates an infinite loop.", name);
+			return -ELOOP;
+		}
+		if (c->n == INFO_MAX_CHAIN) {
+			img_error(-ELOOP, "Backing chain of '%s' is too long", a->filename);
+			return -ELOOP;
+		}
+		info = &c->info[c->n];
+		c->names[c->n] = strdup(name);
+		if (!c->names[c->n])
+			return -ENOMEM;
+		if (info_collect(a, name, fmt, info) < 0) {
+			free(c->names[c->n]);
+			return -EIO;
+		}
+		c->n++;
+		if (!a->chain || !info->backing_filename[0])
+			break;
+		name = info->full_backing_filename[0] ? info->full_backing_filename
+						      : info->backing_filename;
+		fmt = info->backing_format[0] ? info->backing_format : NULL;
+	}
+	return 0;
+}
+
+static void info_print(const struct info_args *a, const struct info_chain *c)
+{
+	struct json_writer w;
+
+	if (a->output == IMG_OUTPUT_HUMAN) {
+		for (unsigned i = 0; i < c->n; i++) {
+			if (i)
+				printf("\n");
+			info_human(c->names[i], &c->info[i]);
+		}
+		return;
+	}
+	json_init(&w, stdout, true);
+	if (a->chain)
+		json_arr_begin(&w, NULL);
+	for (unsigned i = 0; i < c->n; i++)
+		info_json(&w, c->names[i], &c->info[i]);
+	if (a->chain)
+		json_arr_end(&w);
+	printf("\n");
+}
+
+static void info_co(void *opaque)
+{
+	struct info_args *a = opaque;
+	struct info_chain *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		img_error(-ENOMEM, "Out of memory");
+		return;
+	}
+	if (info_collect_chain(a, c) == 0) {
+		info_print(a, c);
+		a->rc = 0;
+	}
+	info_chain_free(c);
+}
+
+enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN, OPT_IMAGE_OPTS, OPT_OBJECT, OPT_FORCE_SHARE };
+
+int img_cmd_info(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
+		{ "object", required_argument, NULL, OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "force-share", no_argument, NULL, 'U' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct info_args a = { .output = IMG_OUTPUT_HUMAN, .rc = 1 };
+	int c;
+
+	while ((c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			img_help();
+			return 0;
+		case 'f':
+			a.fmt = optarg;
+			break;
+		case 'U':
+			a.force_share = true;
+			break;
+		case OPT_OUTPUT:
+			if (img_parse_output(optarg, &a.output) < 0) {
+				img_error(-EINVAL, "--output must be used with human or json as argument.");
+				return 1;
+			}
+			break;
+		case OPT_BACKING_CHAIN:
+			a.chain = true;
+			break;
+		case OPT_OBJECT:
+		case OPT_IMAGE_OPTS:
+			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
+			return 1;
+		default:
+			return img_getopt_error(argv, c);
+		}
+	}
+	if (optind != argc - 1)
+		return img_usage_error("Expecting one image file name");
+	a.filename = argv[optind];
+	img_set_json_errors(a.output == IMG_OUTPUT_JSON);
+	if (img_run(info_co, &a) < 0)
+		return 1;
+	return a.rc;
+}

@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "img.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "vstor/reactor.h"
+
+static bool json_errors;
+
+void img_set_json_errors(bool on)
+{
+	json_errors = on;
+}
+
+void img_error(int code, const char *fmt, ...)
+{
+	char msg[2048];
+	struct json_writer w;
+	va_list ap;
+	int err = code ? -code : EINVAL;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (!json_errors) {
+		fprintf(stderr, "%s: %s\n", IMG_PROGNAME, msg);
+		return;
+	}
+	json_init(&w, stderr, false);
+	json_obj_begin(&w, NULL);
+	json_obj_begin(&w, "error");
+	json_int(&w, "code", err);
+	json_str(&w, "errno", vs_errno_name(err));
+	json_str(&w, "message", msg);
+	json_obj_end(&w);
+	json_obj_end(&w);
+	fputc('\n', stderr);
+}
+
+int img_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", IMG_PROGNAME);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help' for more information\n", IMG_PROGNAME);
+	return 1;
+}
+
+int img_getopt_error(char **argv, int c)
+{
+	const char *opt = argv[optind - 1];
+
+	if (c == ':')
+		return img_usage_error("missing argument for option '%s'", opt);
+	return img_usage_error("unrecognized option '%s'", opt);
+}
+
+void img_printf(bool quiet, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (quiet)
+		return;
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+}
+
+static int unit_shift(char c)
+{
+	switch (tolower((unsigned char)c)) {
+	case 'b':
+		return 0;
+	case 'k':
+		return 10;
+	case 'm':
+		return 20;
+	case 'g':
+		return 30;
+	case 't':
+		return 40;
+	case 'p':
+		return 50;
+	case 'e':
+		return 60;
+	default:
+		return -1;
+	}
+}
+
+/* Digits of @s into *@v (saturating at UINT64_MAX); returns the count. */
+static size_t parse_digits(const char *s, int base, unsigned __int128 *v, size_t max_digits)
+{
+	size_t n = 0;
+
+	*v = 0;
+	for (;; n++) {
+		int d;
+
+		if (isdigit((unsigned char)s[n]))
+			d = s[n] - '0';
+		else if (base == 16 && isxdigit((unsigned char)s[n]))
+			d = tolower((unsigned char)s[n]) - 'a' + 10;
+		else
+			break;
+		if (n < max_digits && *v <= UINT64_MAX)
+			*v = *v * base + d;
+	}
+	return n;
+}
+
+int img_parse_size(const char *s, uint64_t *out)
+{
+	unsigned __int128 ival, frac = 0, fdiv = 1, res;
+	size_t n, nfrac = 0;
+	bool hex = false, has_frac = false;
+	int shift = 0;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X') && isxdigit((unsigned char)s[2])) {
+		hex = true;
+		s += 2;
+	}
+	n = parse_digits(s, hex ? 16 : 10, &ival, 40);
+	if (!n)
+		return -EINVAL;
+	s += n;
+	if (!hex && *s == '.') {
+		has_frac = true;
+		s++;
+		nfrac = parse_digits(s, 10, &frac, 18);
+		s += nfrac;
+		for (size_t i = 0; i < nfrac && i < 18; i++)
+			fdiv *= 10;
+	}
+	if (*s) {
+		shift = unit_shift(*s);
+		if (shift < 0 || s[1])
+			return -EINVAL;
+	}
+	if (has_frac && shift == 0 && frac)
+		return -EINVAL;
+	if (ival > INT64_MAX)
+		return -ERANGE;
+	res = (ival << shift) + ((frac << shift) / fdiv);
+	if (res > INT64_MAX)
+		return -ERANGE;
+	*out = (uint64_t)res;
+	return 0;
+}
+
+int img_cvtnum(const char *what, const char *s, uint64_t *out)
+{
+	int ret = img_parse_size(s, out);
+
+	if (ret == -ERANGE) {
+		img_error(ret, "Invalid %s specified. Must be between 0 and %" PRId64 ".", what,
+			  INT64_MAX);
+		return -1;
+	}
+	if (ret < 0) {
+		img_error(ret,
+			  "Invalid %s specified. You may use k, M, G, T, P or E suffixes for", what);
+		img_error(ret, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+		return -1;
+	}
+	return 0;
+}
+
+int img_parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+void img_size_to_str(uint64_t v, char *buf, size_t len)
+{
+	static const char *const units[] = { "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei" };
+	unsigned i = 0;
+
+	/* Switch to the next unit once the number reaches 1000 of the current one. */
+	while (i < 6 && (double)v >= 1000.0 * (double)(1ULL << (10 * i)))
+		i++;
+	snprintf(buf, len, "%0.3g %sB", (double)v / (double)(1ULL << (10 * i)), units[i]);
+}
+
+int img_parse_output(const char *s, enum img_output *out)
+{
+	if (!strcmp(s, "human"))
+		*out = IMG_OUTPUT_HUMAN;
+	else if (!strcmp(s, "json"))
+		*out = IMG_OUTPUT_JSON;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+int img_parse_cache(const char *s, enum vs_cache_mode *out)
+{
+	if (vs_cache_mode_parse(s, out) < 0) {
+		img_error(-EINVAL, "Invalid cache mode");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- -o lists ---- */
+
+static int kv_append(struct img_kv_list *l, char *key, char *value)
+{
+	struct vs_kv *kv = realloc(l->kv, (l->n + 1) * sizeof(*kv));
+
+	if (!kv)
+		return -ENOMEM;
+	l->kv = kv;
+	kv[l->n].key = key;
+	kv[l->n].value = value;
+	l->n++;
+	return 0;
+}
+
+/* Copy one element of @s up to an unescaped ',' into a new string; advance *@s. */
+static char *kv_next_element(const char **s)
+{
+	const char *p = *s;
+	char *out = malloc(strlen(p) + 1), *q = out;
+
+	if (!out)
+		return NULL;
+	while (*p) {
+		if (*p == ',') {
+			if (p[1] != ',')
+				break;
+			p++;
+		}
+		*q++ = *p++;
+	}
+	*q = 0;
+	*s = *p ? p + 1 : p;
+	return out;
+}
+
+int img_kv_parse(struct img_kv_list *l, const char *s)
+{
+	while (*s) {
+		char *elem = kv_next_element(&s), *eq, *key, *value;
+
+		if (!elem)
+			return -ENOMEM;
+		if (!elem[0]) {
+			free(elem);
+			continue;
+		}
+		if (!strcmp(elem, "help") || !strcmp(elem, "?")) {
+			l->help = true;
+			free(elem);
+			continue;
+		}
+		eq = strchr(elem, '=');
+		if (eq)
+			*eq = 0;
+		key = strdup(elem);
+		value = strdup(eq ? eq + 1 : "on");
+		free(elem);
+		if (!key || !value || kv_append(l, key, value) < 0) {
+			free(key);
+			free(value);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+void img_kv_free(struct img_kv_list *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free((char *)l->kv[i].key);
+		free((char *)l->kv[i].value);
+	}
+	free(l->kv);
+	l->kv = NULL;
+	l->n = 0;
+}
+
+const char *img_kv_get(const struct img_kv_list *l, const char *key)
+{
+	for (size_t i = l->n; i-- > 0;)
+		if (!strcmp(l->kv[i].key, key))
+			return l->kv[i].value;
+	return NULL;
+}
+
+void img_kv_remove(struct img_kv_list *l, const char *key)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < l->n; i++) {
+		if (!strcmp(l->kv[i].key, key)) {
+			free((char *)l->kv[i].key);
+			free((char *)l->kv[i].value);
+			continue;
+		}
+		l->kv[j++] = l->kv[i];
+	}
+	l->n = j;
+}
+
+int img_kv_set(struct img_kv_list *l, const char *key, const char *value)
+{
+	char *k = strdup(key), *v = strdup(value);
+
+	if (!k || !v) {
+		free(k);
+		free(v);
+		return -ENOMEM;
+	}
+	img_kv_remove(l, key);
+	if (kv_append(l, k, v) < 0) {
+		free(k);
+		free(v);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* ---- images ---- */
+
+int img_open(struct vs_node **out, const struct img_open_args *a)
+{
+	struct vs_open_opts o = {
+		.filename = a->filename,
+		.format = a->fmt,
+		.read_only = !a->writable,
+		.force_share = a->force_share,
+		.no_backing = a->no_backing,
+		.no_repair = a->no_repair,
+		.cache = a->cache,
+	};
+	struct vs_error err = { 0 };
+	int ret = vs_image_open(out, &o, &err);
+
+	if (ret < 0) {
+		if (err.msg[0])
+			img_error(ret, "Could not open '%s': %s", a->filename, err.msg);
+		else
+			img_error(ret, "Could not open '%s': %s", a->filename, strerror(-ret));
+	}
+	return ret;
+}
+
+int img_path_combine(char *out, size_t len, const char *base, const char *name)
+{
+	const char *slash = strrchr(base, '/');
+	int n;
+
+	if (name[0] == '/' || !slash)
+		n = snprintf(out, len, "%s", name);
+	else
+		n = snprintf(out, len, "%.*s%s", (int)(slash - base + 1), base, name);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int img_run(void (*fn)(void *), void *arg)
+{
+	int ret = vs_run_in_coroutine(fn, arg);
+
+	if (ret < 0) {
+		img_error(ret, "Could not start the I/O engine: %s", strerror(-ret));
+		return -1;
+	}
+	return 0;
+}

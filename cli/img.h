@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vstor-img: shared helpers of the commands (error reporting, size and
+ * option parsing, opening images).
+ */
+#ifndef VSTOR_CLI_IMG_H
+#define VSTOR_CLI_IMG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vstor/cache.h"
+#include "vstor/error.h"
+#include "vstor/node.h"
+
+#define IMG_PROGNAME "vstor-img"
+
+enum img_output { IMG_OUTPUT_HUMAN, IMG_OUTPUT_JSON };
+
+/*
+ * Report an error on stderr, as qemu-img does ("vstor-img: MSG"), or as a
+ * JSON error object once img_set_json_errors(true) was called. @code is a
+ * negative errno (0 when there is none: the JSON code is then EINVAL's).
+ */
+void img_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void img_set_json_errors(bool on);
+/* Report a usage error and add qemu-img's "Try ... --help" line. Returns 1. */
+int img_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Report the getopt failure for the current option (optopt/optind). Returns 1. */
+int img_getopt_error(char **argv, int c);
+/* printf to stdout unless @quiet. */
+void img_printf(bool quiet, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Parse a size as qemu-img does: decimal (with an optional fraction when a
+ * unit follows) or 0x hex, optional unit b/k/M/G/T/P/E (any case, powers of
+ * 1024). Returns 0, -EINVAL (malformed) or -ERANGE (above INT64_MAX).
+ */
+int img_parse_size(const char *s, uint64_t *out);
+/*
+ * Parse @s as a size named @what ("image size", "offset"), printing
+ * qemu-img's message on failure. Returns 0 or -1.
+ */
+int img_cvtnum(const char *what, const char *s, uint64_t *out);
+/* Strictly parse a non-negative decimal integer below or equal to @max. */
+int img_parse_uint(const char *s, uint64_t max, uint64_t *out);
+
+/* "1 GiB", "324 KiB", "0.977 KiB", as qemu prints sizes for humans. */
+void img_size_to_str(uint64_t v, char *buf, size_t len);
+
+int img_parse_output(const char *s, enum img_output *out);
+/* Parse a cache mode, printing qemu-img's message on failure. Returns 0 or -1. */
+int img_parse_cache(const char *s, enum vs_cache_mode *out);
+
+/* An -o list: key=value pairs split at ',' (",," is a literal comma). */
+struct img_kv_list {
+	struct vs_kv *kv;
+	size_t n;
+	bool help;
+};
+/* Append the options of @s; returns 0 or -ENOMEM. */
+int img_kv_parse(struct img_kv_list *l, const char *s);
+void img_kv_free(struct img_kv_list *l);
+/* Value of @key or NULL; the last occurrence wins. */
+const char *img_kv_get(const struct img_kv_list *l, const char *key);
+/* Remove every occurrence of @key. */
+void img_kv_remove(struct img_kv_list *l, const char *key);
+/* Set @key to @value (copied), replacing earlier occurrences. Returns 0 or -ENOMEM. */
+int img_kv_set(struct img_kv_list *l, const char *key, const char *value);
+
+/* Options for img_open(). */
+struct img_open_args {
+	const char *filename;
+	const char *fmt;
+	bool writable;
+	bool force_share;
+	bool no_backing;
+	bool no_repair;
+	enum vs_cache_mode cache;
+};
+
+/*
+ * Coroutine context: open an image, printing "Could not open 'F': ..." on
+ * failure. Returns 0 or -errno.
+ */
+int img_open(struct vs_node **out, const struct img_open_args *a);
+
+/* Combine @name relative to the directory of @base into @out. */
+int img_path_combine(char *out, size_t len, const char *base, const char *name);
+
+/* Run @fn(@arg) in a coroutine of the engine, reporting a setup failure. */
+int img_run(void (*fn)(void *), void *arg);
+
+/* Print the general help (-h, --help). */
+void img_help(void);
+
+/* The commands. Each returns the process exit code. */
+int img_cmd_create(int argc, char **argv);
+int img_cmd_info(int argc, char **argv);
+int img_cmd_check(int argc, char **argv);
+int img_cmd_map(int argc, char **argv);
+int img_cmd_compare(int argc, char **argv);
+int img_cmd_bench(int argc, char **argv);
+
+#endif

@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vstor-img: the image tool, with qemu-img's commands, options, output and
+ * exit codes, running on the vstor engine.
+ */
+#include "img.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+
+struct img_command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *usage;
+};
+
+static const struct img_command commands[] = {
+	{ "bench", img_cmd_bench,
+	  "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] "
+	  "[--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] "
+	  "[-t cache] [-w] [-U] filename" },
+	{ "check", img_cmd_check,
+	  "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename" },
+	{ "compare", img_cmd_compare,
+	  "compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2" },
+	{ "create", img_cmd_create,
+	  "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename "
+	  "[size]" },
+	{ "info", img_cmd_info,
+	  "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename" },
+	{ "map", img_cmd_map,
+	  "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
+	  "filename" },
+};
+
+#define NB_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void print_version(void)
+{
+	printf("%s version %s\n", IMG_PROGNAME, VSTOR_VERSION);
+}
+
+void img_help(void)
+{
+	print_version();
+	printf("usage: %s [standard options] command [command options]\n"
+	       "Disk image utility (qemu-img compatible)\n"
+	       "\n"
+	       "    '-h', '--help'       display this help and exit\n"
+	       "    '-V', '--version'    output version information and exit\n"
+	       "    '-T', '--trace'      accepted for compatibility and ignored\n"
+	       "\n"
+	       "Command syntax:\n",
+	       IMG_PROGNAME);
+	for (size_t i = 0; i < NB_COMMANDS; i++)
+		printf("  %s\n", commands[i].usage);
+	printf("\n"
+	       "Command parameters:\n"
+	       "  'filename' is a disk image filename\n"
+	       "  'fmt' is the disk image format. It is guessed automatically in most cases\n"
+	       "  'cache' is the cache mode used to write the output disk image, the valid\n"
+	       "    options are: 'none', 'writeback' (default), 'writethrough',\n"
+	       "    'directsync' and 'unsafe'\n"
+	       "  'src_cache' is the cache mode used to read input disk images, the valid\n"
+	       "    options are the same as for the 'cache' option\n"
+	       "  'size' is the disk image size in bytes. Optional suffixes\n"
+	       "    'k' or 'K' (kilobyte, 1024), 'M' (megabyte, 1024k), 'G' (gigabyte, 1024M),\n"
+	       "    'T' (terabyte, 1024G), 'P' (petabyte, 1024T) and 'E' (exabyte, 1024P)  are\n"
+	       "    supported. 'b' is ignored.\n"
+	       "  'options' is a comma separated list of format specific options in a\n"
+	       "    name=value format. Use -o help for an overview of the options supported by\n"
+	       "    the used format\n"
+	       "  '-u' allows unsafe backing chains: create without opening the backing file.\n"
+	       "  '-q' use Quiet mode - do not print any output (except errors)\n"
+	       "  '--output' takes the format in which the output must be done (human or json)\n"
+	       "\n"
+	       "Parameters to check subcommand:\n"
+	       "  '-r' tries to repair any inconsistencies that are found during the check.\n"
+	       "       '-r leaks' repairs only cluster leaks, whereas '-r all' fixes all\n"
+	       "       kinds of errors, with a higher risk of choosing the wrong fix or\n"
+	       "       hiding corruption that has already occurred.\n"
+	       "\n"
+	       "Parameters to compare subcommand:\n"
+	       "  '-f' first image format\n"
+	       "  '-F' second image format\n"
+	       "  '-s' run in Strict mode - fail on different image size or sector allocation\n"
+	       "\n"
+	       "Supported formats: qcow2 raw\n"
+	       "\n"
+	       "See the %s(1) manual page for more information.\n",
+	       IMG_PROGNAME);
+}
+
+int main(int argc, char **argv)
+{
+	int i = 1;
+
+	/* Global options come before the command. */
+	while (i < argc && argv[i][0] == '-') {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			img_help();
+			return 0;
+		}
+		if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
+			print_version();
+			return 0;
+		}
+		if (!strcmp(a, "-T") || !strcmp(a, "--trace")) {
+			if (i + 1 >= argc)
+				return img_usage_error("missing argument for option '%s'", a);
+			i += 2;
+			continue;
+		}
+		if (!strncmp(a, "--trace=", 8) || (!strncmp(a, "-T", 2) && a[2])) {
+			i++;
+			continue;
+		}
+		return img_usage_error("unrecognized option '%s'", a);
+	}
+	if (i >= argc)
+		return img_usage_error("Not enough arguments");
+	for (size_t c = 0; c < NB_COMMANDS; c++) {
+		if (!strcmp(argv[i], commands[c].name))
+			return commands[c].run(argc - i, argv + i);
+	}
+	img_error(0, "Command not found: %s", argv[i]);
+	return 1;
+}
