@@ -545,6 +545,13 @@ static int check_refcounts_l2(struct chk *c, uint64_t l2_offset, int flags, unsi
 	uint64_t next_contiguous = 0;
 	int ret;
 
+	/*
+	 * A table wholly past the end of the file reads as zeroes: all its
+	 * entries are unallocated and count nothing. Skipping it keeps a
+	 * hostile L1 table full of such pointers from costing a walk each.
+	 */
+	if (l2_offset >= c->file_size)
+		return 0;
 	ret = chk_pread(c, l2_offset, c->l2, c->cluster_size);
 	if (ret < 0) {
 		chk_report(c, "ERROR: I/O error in check_refcounts_l2");
@@ -1245,6 +1252,8 @@ static int check_oflag_copied(struct chk *c, unsigned fix)
 			}
 		}
 
+		if (l2_offset >= c->file_size)
+			continue; /* reads as zeroes: no allocated entry */
 		ret = chk_pread(c, l2_offset, c->l2, c->cluster_size);
 		if (ret < 0) {
 			chk_report(c, "ERROR: Could not read L2 table: %s", strerror(-ret));
