@@ -87,6 +87,8 @@ static int bench_one(struct bench_state *s, uint8_t *buf)
 
 	s->next_offset += s->a->step;
 	s->next_offset = s->image_size ? s->next_offset % s->image_size : 0;
+	if (off > s->image_size || s->a->bufsize > s->image_size - off)
+		return -EIO; /* as qemu-img reports a request beyond the end */
 	s->in_flight++;
 	if (s->a->write)
 		ret = vs_node_pwrite(s->node, off, buf, s->a->bufsize, 0);
@@ -297,7 +299,8 @@ static int bench_check(const struct bench_args *a)
 		return -1;
 	}
 	if (a->write && a->force_share) {
-		img_error(-EINVAL, "force-share=on can only be used with read-only images");
+		img_error(-EINVAL, "Could not open '%s': force-share=on can only be used with "
+			  "read-only images", a->filename);
 		return -1;
 	}
 	if (a->bufsize && a->depth > SIZE_MAX / a->bufsize) {
@@ -346,6 +349,7 @@ int img_cmd_bench(int argc, char **argv)
 		a.step = a.bufsize;
 	if (bench_check(&a) < 0)
 		return 1;
+	fflush(stdout);
 	if (img_run(bench_co, &a) < 0)
 		return 1;
 	return a.rc;

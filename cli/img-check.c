@@ -235,11 +235,12 @@ int img_cmd_check(int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return img_usage_error("Expecting one image file name");
+	a.filename = argv[optind];
 	if (a.fix && a.force_share) {
-		img_error(-EINVAL, "force-share=on can only be used with read-only images");
+		img_error(-EINVAL, "Could not open '%s': force-share=on can only be used with "
+			  "read-only images", a.filename);
 		return 1;
 	}
-	a.filename = argv[optind];
 	img_set_json_errors(a.output == IMG_OUTPUT_JSON);
 	if (img_run(check_co, &a) < 0)
 		return 1;
