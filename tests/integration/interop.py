@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import random
+import re
 import sys
 
 OPTIONS = [
@@ -300,8 +301,10 @@ def main(argv):
         if 0 < sample < len(combos):
             rnd = random.Random(os.environ.get("VSTOR_COMBOS_SEED", "1"))
             combos = rnd.sample(combos, sample)
+        match = os.environ.get("VSTOR_COMBOS_MATCH")
         for c in combos:
-            print(optstr(c))
+            if not match or re.search(match, optstr(c)):
+                print(optstr(c))
         return 0
     if cmd == "gen":
         seed, size, cluster, nops = (int(x) for x in argv[2:6])
