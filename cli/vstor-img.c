@@ -127,6 +127,5 @@ int main(int argc, char **argv)
 		if (!strcmp(argv[i], commands[c].name))
 			return commands[c].run(argc - i, argv + i);
 	}
-	img_error(0, "Command not found: %s", argv[i]);
-	return 1;
+	return img_usage_error("Command not found: %s", argv[i]);
 }
