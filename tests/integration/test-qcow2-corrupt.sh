@@ -476,8 +476,13 @@ if want corrupt-bit; then
 	q2 put64 $f 72 $(( $(q2 hdr $f incompat) | 2 ))
 	verify corrupt-bit $f
 	# -r all on an image without corruption clears the corrupt bit, as qemu-img does.
-	assert_eq "$(q2 hdr corrupt-bit.vfix.qcow2 incompat)" \
-		"$(q2 hdr corrupt-bit.qfix.qcow2 incompat)" "incompatible features after -r all"
+	if [[ $(q2 hdr corrupt-bit.vfix.qcow2 incompat) != "$(q2 hdr corrupt-bit.qfix.qcow2 incompat)" ]]
+	then
+		log "corrupt-bit: -r all left incompatible features" \
+			"$(q2 hdr corrupt-bit.vfix.qcow2 incompat), qemu-img left" \
+			"$(q2 hdr corrupt-bit.qfix.qcow2 incompat)"
+		NFAIL=$((NFAIL + 1))
+	fi
 fi
 
 if want snapshot-l1-unaligned; then
