@@ -44,11 +44,11 @@ struct bench_state {
 	struct vs_node *node;
 	uint8_t *buf;
 	uint64_t image_size;
-	uint64_t issued;      /* requests handed out to workers */
+	uint64_t issued; /* requests handed out to workers */
 	uint64_t next_offset;
 	uint64_t in_flight;
-	unsigned alive;       /* workers still running */
-	bool draining;        /* a flush waits for the queue to empty */
+	unsigned alive;	       /* workers still running */
+	bool draining;	       /* a flush waits for the queue to empty */
 	struct vs_co *flusher; /* the worker that waits to flush */
 	struct vs_co *main;
 	struct vs_co_queue drain_wait;
@@ -299,8 +299,10 @@ static int bench_check(const struct bench_args *a)
 		return -1;
 	}
 	if (a->write && a->force_share) {
-		img_error(-EINVAL, "Could not open '%s': force-share=on can only be used with "
-			  "read-only images", a->filename);
+		img_error(-EINVAL,
+			  "Could not open '%s': force-share=on can only be used with "
+			  "read-only images",
+			  a->filename);
 		return -1;
 	}
 	if (a->bufsize && a->depth > SIZE_MAX / a->bufsize) {

@@ -33,10 +33,11 @@ static void check_human(const struct vs_check_result *r, bool quiet)
 		img_printf(quiet, "No errors were found on the image.\n");
 	} else {
 		if (r->corruptions)
-			img_printf(quiet,
-				   "\n%" PRId64 " errors were found on the image.\n"
-				   "Data may be corrupted, or further writes to the image may corrupt it.\n",
-				   r->corruptions);
+			img_printf(
+				quiet,
+				"\n%" PRId64 " errors were found on the image.\n"
+				"Data may be corrupted, or further writes to the image may corrupt it.\n",
+				r->corruptions);
 		if (r->leaks)
 			img_printf(quiet,
 				   "\n%" PRId64 " leaked clusters were found on the image.\n"
@@ -44,7 +45,8 @@ static void check_human(const struct vs_check_result *r, bool quiet)
 				   r->leaks);
 		if (r->check_errors)
 			img_printf(quiet,
-				   "\n%" PRId64 " internal errors have occurred during the check.\n",
+				   "\n%" PRId64
+				   " internal errors have occurred during the check.\n",
 				   r->check_errors);
 	}
 	if (r->has_cluster_stats && r->total_clusters && r->allocated_clusters)
@@ -221,7 +223,8 @@ int img_cmd_check(int argc, char **argv)
 			break;
 		case OPT_OUTPUT:
 			if (img_parse_output(optarg, &a.output) < 0) {
-				img_error(-EINVAL, "--output must be used with human or json as argument.");
+				img_error(-EINVAL,
+					  "--output must be used with human or json as argument.");
 				return 1;
 			}
 			break;
@@ -237,8 +240,10 @@ int img_cmd_check(int argc, char **argv)
 		return img_usage_error("Expecting one image file name");
 	a.filename = argv[optind];
 	if (a.fix && a.force_share) {
-		img_error(-EINVAL, "Could not open '%s': force-share=on can only be used with "
-			  "read-only images", a.filename);
+		img_error(-EINVAL,
+			  "Could not open '%s': force-share=on can only be used with "
+			  "read-only images",
+			  a.filename);
 		return 1;
 	}
 	img_set_json_errors(a.output == IMG_OUTPUT_JSON);

@@ -136,8 +136,8 @@ static int cmp_common(struct cmp_args *a, uint64_t end, uint64_t *offp)
 			return ret;
 		chunk = pnum0 < pnum1 ? pnum0 : pnum1;
 		if (a->strict && (st0 & CMP_STATUS_BITS) != (st1 & CMP_STATUS_BITS)) {
-			img_printf(a->quiet, "Strict mode: Offset %" PRIu64 " block status mismatch!\n",
-				   off);
+			img_printf(a->quiet,
+				   "Strict mode: Offset %" PRIu64 " block status mismatch!\n", off);
 			return CMP_DIFFERENT;
 		}
 		if (chunk > CMP_BUF_SIZE)

@@ -40,16 +40,29 @@ struct fmt_field {
 };
 
 static const struct fmt_field qcow2_fields[] = {
-	{ "cluster_size", "65536" }, { "extended_l2", "off" },  { "preallocation", NULL },
-	{ "compression_type", "zlib" }, { "size", NULL },      { "compat", NULL },
-	{ "backing_file", NULL },     { "backing_fmt", NULL },  { "data_file", NULL },
-	{ "data_file_raw", NULL },    { "lazy_refcounts", "off" }, { "refcount_bits", "16" },
-	{ "nocow", NULL },            { "extent_size_hint", NULL }, { NULL, NULL },
+	{ "cluster_size", "65536" },
+	{ "extended_l2", "off" },
+	{ "preallocation", NULL },
+	{ "compression_type", "zlib" },
+	{ "size", NULL },
+	{ "compat", NULL },
+	{ "backing_file", NULL },
+	{ "backing_fmt", NULL },
+	{ "data_file", NULL },
+	{ "data_file_raw", NULL },
+	{ "lazy_refcounts", "off" },
+	{ "refcount_bits", "16" },
+	{ "nocow", NULL },
+	{ "extent_size_hint", NULL },
+	{ NULL, NULL },
 };
 
 static const struct fmt_field raw_fields[] = {
-	{ "size", NULL },          { "nocow", NULL }, { "preallocation", NULL },
-	{ "extent_size_hint", NULL }, { NULL, NULL },
+	{ "size", NULL },
+	{ "nocow", NULL },
+	{ "preallocation", NULL },
+	{ "extent_size_hint", NULL },
+	{ NULL, NULL },
 };
 
 static const struct vs_create_opt_desc *desc_find(const struct vs_create_opt_desc *d,

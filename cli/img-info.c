@@ -33,8 +33,8 @@ struct info_args {
 static int specific_rank(const char *key)
 {
 	static const char *const order[] = {
-		"compat", "compression-type", "lazy-refcounts", "bitmaps", "refcount-bits",
-		"data-file", "encrypt", "data-file-raw", "corrupt", "extended-l2",
+		"compat",    "compression-type", "lazy-refcounts", "bitmaps", "refcount-bits",
+		"data-file", "encrypt",		 "data-file-raw",  "corrupt", "extended-l2",
 	};
 
 	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
@@ -97,8 +97,7 @@ static void json_specific(struct json_writer *w, const struct vs_image_info *inf
 	json_obj_end(w);
 }
 
-static void info_json(struct json_writer *w, const char *filename,
-		      const struct vs_image_info *info)
+static void info_json(struct json_writer *w, const char *filename, const struct vs_image_info *info)
 {
 	json_obj_begin(w, NULL);
 	if (info->nb_snapshots) {
@@ -131,8 +130,7 @@ static void info_json(struct json_writer *w, const char *filename,
 static void human_snapshots(const struct vs_image_info *info)
 {
 	printf("Snapshot list:\n");
-	printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
-	       "ICOUNT");
+	printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
 	for (unsigned i = 0; i < info->nb_snapshots; i++) {
 		const struct vs_snapshot_info *sn = &info->snapshots[i];
 		time_t t = (time_t)sn->date_sec;
@@ -148,8 +146,7 @@ static void human_snapshots(const struct vs_image_info *info)
 		img_size_to_str(sn->vm_state_size, size, sizeof(size));
 		if (sn->icount != UINT64_MAX)
 			snprintf(icount, sizeof(icount), "%" PRIu64, sn->icount);
-		printf("%-9s %-16s %8s%20s%13s%11s\n", sn->id, sn->name, size, date, clock,
-		       icount);
+		printf("%-9s %-16s %8s%20s%13s%11s\n", sn->id, sn->name, size, date, clock, icount);
 	}
 }
 
@@ -284,8 +281,8 @@ static int info_collect_chain(struct info_args *a, struct info_chain *c)
 		c->n++;
 		if (!a->chain || !info->backing_filename[0])
 			break;
-		name = info->full_backing_filename[0] ? info->full_backing_filename
-						      : info->backing_filename;
+		name = info->full_backing_filename[0] ? info->full_backing_filename :
+							info->backing_filename;
 		fmt = info->backing_format[0] ? info->backing_format : NULL;
 	}
 	return 0;
@@ -359,7 +356,8 @@ int img_cmd_info(int argc, char **argv)
 			break;
 		case OPT_OUTPUT:
 			if (img_parse_output(optarg, &a.output) < 0) {
-				img_error(-EINVAL, "--output must be used with human or json as argument.");
+				img_error(-EINVAL,
+					  "--output must be used with human or json as argument.");
 				return 1;
 			}
 			break;

@@ -39,8 +39,7 @@ struct map_entry {
  * says data or zero; an unallocated run of the whole chain is reported at the
  * bottom layer's depth.
  */
-static int map_block_status(struct vs_node *top, uint64_t offset, uint64_t len,
-			    struct map_entry *e)
+static int map_block_status(struct vs_node *top, uint64_t offset, uint64_t len, struct map_entry *e)
 {
 	struct vs_node *cur = top, *file = NULL, *backing;
 	unsigned depth = 0, status = 0;
@@ -116,8 +115,7 @@ static int map_dump(enum img_output out, const struct map_entry *e, bool more)
 	}
 	if (e->data && !e->zero)
 		printf("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n", e->start, e->length,
-		       e->has_offset ? e->offset : 0,
-		       e->file ? vs_node_filename(e->file) : "");
+		       e->has_offset ? e->offset : 0, e->file ? vs_node_filename(e->file) : "");
 	return 0;
 }
 
@@ -206,7 +204,8 @@ int img_cmd_map(int argc, char **argv)
 			break;
 		case OPT_OUTPUT:
 			if (img_parse_output(optarg, &a.output) < 0) {
-				img_error(-EINVAL, "--output must be used with human or json as argument.");
+				img_error(-EINVAL,
+					  "--output must be used with human or json as argument.");
 				return 1;
 			}
 			break;

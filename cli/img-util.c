@@ -171,9 +171,10 @@ int img_cvtnum(const char *what, const char *s, uint64_t *out)
 		return -1;
 	}
 	if (ret < 0) {
+		img_error(ret, "Invalid %s specified. You may use k, M, G, T, P or E suffixes for",
+			  what);
 		img_error(ret,
-			  "Invalid %s specified. You may use k, M, G, T, P or E suffixes for", what);
-		img_error(ret, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+			  "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
 		return -1;
 	}
 	return 0;

@@ -28,8 +28,7 @@ static const struct img_command commands[] = {
 	{ "create", img_cmd_create,
 	  "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename "
 	  "[size]" },
-	{ "info", img_cmd_info,
-	  "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename" },
+	{ "info", img_cmd_info, "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename" },
 	{ "map", img_cmd_map,
 	  "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
 	  "filename" },
