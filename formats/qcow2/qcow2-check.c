@@ -632,7 +632,8 @@ static int check_refcounts_l2(struct chk *c, uint64_t l2_offset, int flags, unsi
 					chk_report(c,
 						   "%s offset=%llx: Preallocated cluster is not "
 						   "properly aligned; L2 entry corrupted.",
-						   fix & VS_CHECK_FIX_ERRORS ? "Repairing" : "ERROR",
+						   fix & VS_CHECK_FIX_ERRORS ? "Repairing" :
+									       "ERROR",
 						   (unsigned long long)offset);
 					if (fix & VS_CHECK_FIX_ERRORS) {
 						bool overlap;
@@ -646,10 +647,11 @@ static int check_refcounts_l2(struct chk *c, uint64_t l2_offset, int flags, unsi
 							continue; /* the cluster is unused now */
 					}
 				} else {
-					chk_report(c,
-						   "ERROR offset=%llx: Data cluster is not properly "
-						   "aligned; L2 entry corrupted.",
-						   (unsigned long long)offset);
+					chk_report(
+						c,
+						"ERROR offset=%llx: Data cluster is not properly "
+						"aligned; L2 entry corrupted.",
+						(unsigned long long)offset);
 				}
 			}
 			if (flags & WALK_FRAG_INFO) {
@@ -875,7 +877,8 @@ static int check_refblocks(struct chk *c, unsigned fix, bool *rebuild)
 					ret = -EFBIG;
 					goto resize_fail;
 				}
-				ret = vs_node_truncate(c->file, want, VS_PREALLOC_OFF, false, &terr);
+				ret = vs_node_truncate(c->file, want, VS_PREALLOC_OFF, false,
+						       &terr);
 				if (ret < 0)
 					goto resize_fail;
 				c->file_size = vs_node_size(c->file);
@@ -1010,7 +1013,9 @@ static void compare_refcounts(struct chk *c, unsigned fix, bool *rebuild, int64_
 			fixed = &c->res->corruptions_fixed;
 
 		chk_report(c, "%s cluster %lld refcount=%llu reference=%llu",
-			   fixed ? "Repairing" : stored < expected ? "ERROR" : "Leaked",
+			   fixed	     ? "Repairing" :
+			   stored < expected ? "ERROR" :
+					       "Leaked",
 			   (long long)i, (unsigned long long)stored, (unsigned long long)expected);
 		if (fixed && set_refcount(c, (uint64_t)i, expected) == 0) {
 			(*fixed)++;
@@ -1229,8 +1234,9 @@ static int check_oflag_copied(struct chk *c, unsigned fix)
 			continue;
 		if ((rc == 1) != !!(l1e & QCOW2_OFLAG_COPIED)) {
 			c->res->corruptions++;
-			chk_report(c, "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx "
-				      "refcount=%llu",
+			chk_report(c,
+				   "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx "
+				   "refcount=%llu",
 				   repair ? "Repairing" : "ERROR", i, (unsigned long long)l1e,
 				   (unsigned long long)rc);
 			if (repair) {
@@ -1239,8 +1245,8 @@ static int check_oflag_copied(struct chk *c, unsigned fix)
 				c->l1[i] = rc == 1 ? l1e | QCOW2_OFLAG_COPIED :
 						     l1e & ~QCOW2_OFLAG_COPIED;
 				qcow2_put_be64(be, c->l1[i]);
-				ret = chk_overlap_write_check(c, OL_ACTIVE_L1, c->l1_offset + 8ull * i,
-							      8);
+				ret = chk_overlap_write_check(c, OL_ACTIVE_L1,
+							      c->l1_offset + 8ull * i, 8);
 				if (ret == 0)
 					ret = chk_pwrite(c, c->l1_offset + 8ull * i, be, 8, true);
 				if (ret < 0) {
@@ -1273,12 +1279,14 @@ static int check_oflag_copied(struct chk *c, unsigned fix)
 				continue;
 			if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 				c->res->corruptions++;
-				chk_report(c, "%s OFLAG_COPIED data cluster: l2_entry=%llx "
-					      "refcount=%llu",
+				chk_report(c,
+					   "%s OFLAG_COPIED data cluster: l2_entry=%llx "
+					   "refcount=%llu",
 					   repair ? "Repairing" : "ERROR", (unsigned long long)e,
 					   (unsigned long long)rc);
 				if (repair) {
-					e = rc == 1 ? e | QCOW2_OFLAG_COPIED : e & ~QCOW2_OFLAG_COPIED;
+					e = rc == 1 ? e | QCOW2_OFLAG_COPIED :
+						      e & ~QCOW2_OFLAG_COPIED;
 					qcow2_put_be64(c->l2 + (size_t)j * c->l2_entry_size, e);
 					dirty++;
 				}
@@ -1289,7 +1297,8 @@ static int check_oflag_copied(struct chk *c, unsigned fix)
 			if (ret == 0)
 				ret = chk_pwrite(c, l2_offset, c->l2, c->cluster_size, false);
 			if (ret < 0) {
-				chk_report(c, "ERROR: Could not write L2 table: %s", strerror(-ret));
+				chk_report(c, "ERROR: Could not write L2 table: %s",
+					   strerror(-ret));
 				c->res->check_errors++;
 				return ret;
 			}
@@ -1474,10 +1483,9 @@ static int chk_load(struct chk *c)
 	c->cluster_bits = c->h.cluster_bits;
 	c->cluster_size = 1ull << c->cluster_bits;
 	if (c->h.incompatible_features & ~QCOW2_INCOMPAT_KNOWN) {
-		ret = vs_error_set(c->err, -ENOTSUP,
-				   "qcow2: unsupported incompatible features %#llx",
-				   (unsigned long long)(c->h.incompatible_features &
-							~QCOW2_INCOMPAT_KNOWN));
+		ret = vs_error_set(
+			c->err, -ENOTSUP, "qcow2: unsupported incompatible features %#llx",
+			(unsigned long long)(c->h.incompatible_features & ~QCOW2_INCOMPAT_KNOWN));
 		goto out;
 	}
 	if (c->h.crypt_method > CRYPT_LUKS) {
@@ -1527,8 +1535,8 @@ static int chk_load(struct chk *c)
 	c->l1_offset = c->h.l1_table_offset;
 	c->l1_size = c->h.l1_size;
 	c->reftable_offset = c->h.refcount_table_offset;
-	c->reftable_entries = (uint32_t)(((uint64_t)c->h.refcount_table_clusters
-					  << c->cluster_bits) / 8);
+	c->reftable_entries =
+		(uint32_t)(((uint64_t)c->h.refcount_table_clusters << c->cluster_bits) / 8);
 	c->snapshots_offset = c->h.snapshots_offset;
 
 	c->reftable = malloc(c->reftable_entries * 8ull);
@@ -1577,7 +1585,8 @@ static int check_read_snapshot_table(struct chk *c, unsigned fix)
 	ret = qcow2_snapshot_table_read(c->file, &c->h, flags, &c->sn, c->err);
 	if (ret < 0) {
 		res->check_errors++;
-		chk_report(c, "ERROR failed to read the snapshot table: %s", c->err ? c->err->msg : "");
+		chk_report(c, "ERROR failed to read the snapshot table: %s",
+			   c->err ? c->err->msg : "");
 		return ret;
 	}
 	res->corruptions += c->sn.nb_dropped + c->sn.extra_truncated;

@@ -138,7 +138,8 @@ int qcow2_snapshot_table_read(struct vs_node *file, const struct qcow2_header *h
 	if (!nb)
 		return 0;
 	if (nb > QCOW2_MAX_SNAPSHOTS)
-		return vs_error_set(err, -EFBIG, "qcow2: snapshot table too large (%u entries)", nb);
+		return vs_error_set(err, -EFBIG, "qcow2: snapshot table too large (%u entries)",
+				    nb);
 	if (off & (cluster_size - 1) || off > INT64_MAX - (uint64_t)nb * QCOW2_SNAPSHOT_FIXED_SIZE)
 		return vs_error_set(err, -EINVAL, "qcow2: snapshot table offset invalid");
 	if (!r.past_eof_zero && off + (uint64_t)nb * QCOW2_SNAPSHOT_FIXED_SIZE > r.file_size)
@@ -179,10 +180,11 @@ int qcow2_snapshot_table_read(struct vs_node *file, const struct qcow2_header *h
 		keep_extra = extra_size;
 		if (extra_size > QCOW2_MAX_SNAPSHOT_EXTRA_DATA) {
 			if (!repair) {
-				ret = vs_error_set(err, -EFBIG,
-						   "qcow2: too much extra metadata in snapshot table "
-						   "entry %u (%u bytes)",
-						   i, extra_size);
+				ret = vs_error_set(
+					err, -EFBIG,
+					"qcow2: too much extra metadata in snapshot table "
+					"entry %u (%u bytes)",
+					i, extra_size);
 				goto fail;
 			}
 			/* Keep what fits; the caller rewrites the table. */
@@ -334,7 +336,8 @@ void qcow2_snapshots_encode(const struct qcow2_snapshot *sn, unsigned n, uint8_t
 		 * A VM state too big for 32 bits is written as 0 there, so an
 		 * old reader sees a disk-only snapshot instead of a cut one.
 		 */
-		qcow2_put_be32(e + 32, s->vm_state_size <= UINT32_MAX ? (uint32_t)s->vm_state_size : 0);
+		qcow2_put_be32(e + 32,
+			       s->vm_state_size <= UINT32_MAX ? (uint32_t)s->vm_state_size : 0);
 		qcow2_put_be32(e + 36, extra);
 		e += QCOW2_SNAPSHOT_FIXED_SIZE;
 		if (s->extra_size)

@@ -29,22 +29,22 @@
 #define QCOW2_SN_EXTRA_VM_STATE_SIZE 0 /* u64, "vm_state_size_large" */
 #define QCOW2_SN_EXTRA_DISK_SIZE 8     /* u64 */
 #define QCOW2_SN_EXTRA_ICOUNT 16       /* u64 */
-#define QCOW2_SN_EXTRA_KNOWN 24        /* bytes of known extra data */
+#define QCOW2_SN_EXTRA_KNOWN 24	       /* bytes of known extra data */
 
 struct qcow2_snapshot {
 	uint64_t l1_table_offset;
-	uint32_t l1_size;          /* entries */
-	char *id;                  /* id_len bytes from the file, NUL-terminated */
+	uint32_t l1_size; /* entries */
+	char *id;	  /* id_len bytes from the file, NUL-terminated */
 	uint16_t id_len;
-	char *name;                /* name_len bytes from the file, NUL-terminated */
+	char *name; /* name_len bytes from the file, NUL-terminated */
 	uint16_t name_len;
 	uint32_t date_sec;
 	uint32_t date_nsec;
 	uint64_t vm_clock_nsec;
-	uint32_t vm_state_size32;  /* the 32-bit field as stored */
-	uint64_t vm_state_size;    /* effective: 64-bit extra field if present, else the 32-bit one */
-	uint64_t disk_size;        /* from the extra data, else the image's virtual size */
-	uint64_t icount;           /* UINT64_MAX when absent */
+	uint32_t vm_state_size32; /* the 32-bit field as stored */
+	uint64_t vm_state_size; /* effective: 64-bit extra field if present, else the 32-bit one */
+	uint64_t disk_size;	/* from the extra data, else the image's virtual size */
+	uint64_t icount;	/* UINT64_MAX when absent */
 	/*
 	 * The extra data exactly as stored (known fields included), so a
 	 * rewrite keeps what a newer writer put there; NULL when empty.
@@ -64,14 +64,15 @@ static inline uint32_t qcow2_snapshot_unknown_extra_size(const struct qcow2_snap
 struct qcow2_snapshot_table {
 	struct qcow2_snapshot *sn; /* nb entries */
 	unsigned nb;
-	uint64_t size;             /* bytes the table occupies from its offset */
-	unsigned nb_dropped;       /* repair mode: entries cut off the end (table too big) */
-	unsigned extra_truncated;  /* repair mode: entries whose extra data was cut to the limit */
+	uint64_t size;		  /* bytes the table occupies from its offset */
+	unsigned nb_dropped;	  /* repair mode: entries cut off the end (table too big) */
+	unsigned extra_truncated; /* repair mode: entries whose extra data was cut to the limit */
 };
 
 /* Flags of qcow2_snapshot_table_read(). */
-#define QCOW2_SN_READ_REPAIR 0x1   /* cut what is too big instead of failing */
-#define QCOW2_SN_READ_PAST_EOF 0x2 /* read past the end of the file as zeroes (as QEMU
+#define QCOW2_SN_READ_REPAIR 0x1 /* cut what is too big instead of failing */
+#define QCOW2_SN_READ_PAST_EOF \
+	0x2 /* read past the end of the file as zeroes (as QEMU
 				    * check does) instead of failing */
 
 /*
