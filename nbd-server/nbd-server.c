@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "nbd-proto.h"
+#include "nbd-tls.h"
 #include "vstor/reactor.h"
 
 #define NBD_MAX_PAYLOAD (32u << 20)      /* largest READ/WRITE we accept */
@@ -68,6 +69,7 @@ struct nbd_conn {
 	bool extended;
 	bool no_zeroes;
 	bool fixed;
+	struct nbd_tls_session *tls; /* after STARTTLS */
 	unsigned contexts;  /* CTX_* negotiated for the export in ctx_export */
 	char *ctx_export;   /* export the contexts were set for */
 	bool dead;          /* a send failed or the client left: stop reading */
@@ -260,6 +262,40 @@ static uint16_t export_flags(struct vs_nbd_server *s, const struct nbd_export *e
 	return f;
 }
 
+/* ---- connection I/O: plain or through TLS ---- */
+
+static int conn_recv_full(struct nbd_conn *c, void *buf, size_t len)
+{
+	size_t done = 0;
+
+	if (!c->tls)
+		return vs_aio_recv_full(c->fd, buf, len);
+	while (done < len) {
+		ssize_t n = nbd_tls_recv(c->tls, (char *)buf + done, len - done);
+
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return -ECONNRESET;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int conn_sendv(struct nbd_conn *c, struct iovec *iov, int n)
+{
+	if (c->tls)
+		return nbd_tls_sendv(c->tls, iov, n);
+	return vs_aio_sendmsg_full(c->fd, iov, n);
+}
+
+static int conn_send_buf(struct nbd_conn *c, const void *buf, size_t len)
+{
+	struct iovec iov = { (void *)buf, len };
+
+	return conn_sendv(c, &iov, 1);
+}
+
 /* ---- sending ---- */
 
 static int conn_send(struct nbd_conn *c, struct iovec *iov, int n)
@@ -268,7 +304,7 @@ static int conn_send(struct nbd_conn *c, struct iovec *iov, int n)
 
 	if (c->dead)
 		return -EPIPE;
-	ret = vs_aio_sendmsg_full(c->fd, iov, n);
+	ret = conn_sendv(c, iov, n);
 	if (ret < 0)
 		c->dead = true;
 	return ret;
@@ -745,7 +781,7 @@ static int drain_payload(struct nbd_conn *c, uint64_t len)
 
 	while (len) {
 		size_t n = len < sizeof(tmp) ? (size_t)len : sizeof(tmp);
-		int ret = vs_aio_recv_full(c->fd, tmp, n);
+		int ret = conn_recv_full(c, tmp, n);
 
 		if (ret < 0)
 			return ret;
@@ -821,7 +857,7 @@ static void conn_transmission(struct nbd_conn *c)
 		struct nbd_req *r;
 		int ret, verr;
 
-		ret = vs_aio_recv_full(c->fd, h, hlen);
+		ret = conn_recv_full(c, h, hlen);
 		if (ret < 0)
 			break;
 		if (get32(h) != (c->extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC))
@@ -866,7 +902,7 @@ static void conn_transmission(struct nbd_conn *c)
 		r->cookie = cookie;
 		r->offset = offset;
 		r->len = len;
-		if (type == NBD_CMD_WRITE && len && vs_aio_recv_full(c->fd, r->buf, len) < 0) {
+		if (type == NBD_CMD_WRITE && len && conn_recv_full(c, r->buf, len) < 0) {
 			r->next_free = c->free_reqs;
 			c->free_reqs = r;
 			break;
@@ -1093,7 +1129,7 @@ static int conn_handshake(struct nbd_conn *c)
 		uint8_t *data = NULL;
 		uint32_t opt, len;
 
-		ret = vs_aio_recv_full(c->fd, h, sizeof(h));
+		ret = conn_recv_full(c, h, sizeof(h));
 		if (ret < 0)
 			return ret;
 		if (get64(h) != NBD_IHAVEOPT)
@@ -1115,11 +1151,22 @@ static int conn_handshake(struct nbd_conn *c)
 			data = malloc(len);
 			if (!data)
 				return -ENOMEM;
-			ret = vs_aio_recv_full(c->fd, data, len);
+			ret = conn_recv_full(c, data, len);
 			if (ret < 0) {
 				free(data);
 				return ret;
 			}
+		}
+		if (c->srv->opts.tls_mode == VS_NBD_TLS_REQUIRE && !c->tls &&
+		    opt != NBD_OPT_STARTTLS && opt != NBD_OPT_ABORT) {
+			free(data);
+			if (opt == NBD_OPT_EXPORT_NAME)
+				return -EACCES; /* no error reply exists for it */
+			ret = opt_error(c, opt, NBD_REP_ERR_TLS_REQD,
+					"TLS is required: use NBD_OPT_STARTTLS first");
+			if (ret < 0)
+				return ret;
+			continue;
 		}
 		switch (opt) {
 		case NBD_OPT_EXPORT_NAME: {
@@ -1133,7 +1180,7 @@ static int conn_handshake(struct nbd_conn *c)
 			memset(r, 0, sizeof(r));
 			put64(r, vs_node_size(e->node));
 			put16(r + 8, export_flags(c->srv, e));
-			ret = vs_aio_send_full(c->fd, r, rl);
+			ret = conn_send_buf(c, r, rl);
 			if (ret < 0)
 				return ret;
 			c->exp = e;
@@ -1181,7 +1228,22 @@ static int conn_handshake(struct nbd_conn *c)
 			ret = opt_meta_context(c, opt, data, len);
 			break;
 		case NBD_OPT_STARTTLS:
-			ret = opt_error(c, opt, NBD_REP_ERR_POLICY, "TLS is not enabled on this server");
+			if (len) {
+				ret = opt_error(c, opt, NBD_REP_ERR_INVALID, "option takes no data");
+			} else if (c->tls) {
+				ret = opt_error(c, opt, NBD_REP_ERR_INVALID, "TLS is already active");
+			} else if (c->srv->opts.tls_mode == VS_NBD_TLS_OFF || !c->srv->opts.tls) {
+				ret = opt_error(c, opt, NBD_REP_ERR_POLICY,
+						"TLS is not enabled on this server");
+			} else {
+				ret = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+				if (ret == 0)
+					ret = nbd_tls_session_start(c->srv->opts.tls, c->fd, &c->tls);
+				/* What was negotiated in the clear does not carry over. */
+				c->structured = false;
+				c->extended = false;
+				c->contexts = 0;
+			}
 			break;
 		default:
 			if (!c->fixed) {
@@ -1226,6 +1288,8 @@ static void conn_main(void *opaque)
 	while (c->in_flight)
 		vs_co_queue_wait(&c->drain_wait);
 	c->reader = NULL;
+	nbd_tls_session_free(c->tls);
+	c->tls = NULL;
 	shutdown(c->fd, SHUT_RDWR);
 	close(c->fd);
 	for (pp = &s->conns; *pp; pp = &(*pp)->next) {

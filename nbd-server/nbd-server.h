@@ -35,7 +35,17 @@ struct vs_nbd_export_opts {
 	enum vs_nbd_detect_zeroes detect_zeroes;
 };
 
+struct vs_nbd_tls; /* nbd-tls.h */
+
+enum vs_nbd_tls_mode {
+	VS_NBD_TLS_OFF,     /* STARTTLS refused */
+	VS_NBD_TLS_ON,      /* clients may upgrade */
+	VS_NBD_TLS_REQUIRE, /* no export without TLS */
+};
+
 struct vs_nbd_server_opts {
+	struct vs_nbd_tls *tls;     /* borrowed credentials, NULL without TLS */
+	enum vs_nbd_tls_mode tls_mode;
 	unsigned max_connections; /* -e/--shared; 0 = unlimited */
 	bool persistent;          /* -t: keep serving after the last client leaves */
 	unsigned max_requests;    /* in flight per connection; 0 = default (64) */

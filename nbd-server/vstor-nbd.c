@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "nbd-server.h"
+#include "nbd-tls.h"
 #include "vstor/reactor.h"
 
 #define MAX_EXPORTS 64
@@ -56,6 +57,10 @@ struct config {
 	int sigfd;
 	int ready_fd; /* --fork: tell the parent we are serving */
 	int exit_code;
+	enum vs_nbd_tls_mode tls_mode;
+	bool tls_mode_set;
+	struct vs_nbd_tls_opts tls_opts;
+	struct vs_nbd_tls *tls;
 };
 
 static const char *prog = "vstor-nbd";
@@ -83,6 +88,11 @@ static void usage(FILE *f)
 		"      --aio=MODE           accepted for compatibility (vstor always uses io_uring)\n"
 		"      --discard=MODE       ignore (default) or unmap\n"
 		"      --detect-zeroes=MODE off (default), on or unmap\n"
+		"      --tls=off|on|require TLS for clients (default off; on if credentials are "
+		"given)\n"
+		"      --tls-certificates=DIR  x509: DIR/ca-cert.pem, server-cert.pem, server-key.pem\n"
+		"      --tls-psk=FILE       PSK: a psktool key file (username:hexkey lines)\n"
+		"      --tls-verify-peer    x509: require a client certificate signed by the CA\n"
 		"      --fork               fork off the server once it is ready\n"
 		"      --pid-file=PATH      write the server's pid to PATH\n"
 		"  -h, --help               show this help\n"
@@ -347,7 +357,9 @@ static void server_main(void *opaque)
 {
 	struct config *cfg = opaque;
 	struct vs_nbd_server_opts so = { .max_connections = cfg->shared,
-					 .persistent = cfg->persistent };
+					 .persistent = cfg->persistent,
+					 .tls = cfg->tls,
+					 .tls_mode = cfg->tls_mode };
 	struct vs_error err = { 0 };
 	struct vs_co *sigco;
 	unsigned i;
@@ -446,6 +458,10 @@ enum {
 	OPT_FORK,
 	OPT_PID_FILE,
 	OPT_EXPORT,
+	OPT_TLS,
+	OPT_TLS_CERTIFICATES,
+	OPT_TLS_PSK,
+	OPT_TLS_VERIFY_PEER,
 };
 
 int main(int argc, char **argv)
@@ -469,6 +485,10 @@ int main(int argc, char **argv)
 		{ "fork", no_argument, NULL, OPT_FORK },
 		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
 		{ "export", required_argument, NULL, OPT_EXPORT },
+		{ "tls", required_argument, NULL, OPT_TLS },
+		{ "tls-certificates", required_argument, NULL, OPT_TLS_CERTIFICATES },
+		{ "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+		{ "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -560,6 +580,26 @@ int main(int argc, char **argv)
 		case OPT_EXPORT:
 			parse_export(&cfg, optarg);
 			break;
+		case OPT_TLS:
+			if (!strcmp(optarg, "off") || !strcmp(optarg, "false"))
+				cfg.tls_mode = VS_NBD_TLS_OFF;
+			else if (!strcmp(optarg, "on") || !strcmp(optarg, "true"))
+				cfg.tls_mode = VS_NBD_TLS_ON;
+			else if (!strcmp(optarg, "require"))
+				cfg.tls_mode = VS_NBD_TLS_REQUIRE;
+			else
+				die("Invalid --tls mode '%s' (off, on or require)", optarg);
+			cfg.tls_mode_set = true;
+			break;
+		case OPT_TLS_CERTIFICATES:
+			cfg.tls_opts.certificates_dir = optarg;
+			break;
+		case OPT_TLS_PSK:
+			cfg.tls_opts.psk_file = optarg;
+			break;
+		case OPT_TLS_VERIFY_PEER:
+			cfg.tls_opts.verify_peer = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -587,6 +627,18 @@ int main(int argc, char **argv)
 		e->read_only = read_only;
 	} else if (!cfg.nexports) {
 		die("Expected a FILE to export (or --export). Try '%s --help'.", prog);
+	}
+
+	if (cfg.tls_opts.certificates_dir || cfg.tls_opts.psk_file) {
+		struct vs_error terr = { 0 };
+
+		if (!cfg.tls_mode_set)
+			cfg.tls_mode = VS_NBD_TLS_ON;
+		if (cfg.tls_mode != VS_NBD_TLS_OFF && vs_nbd_tls_new(&cfg.tls, &cfg.tls_opts, &terr) < 0)
+			die("%s", terr.msg);
+	} else if (cfg.tls_mode != VS_NBD_TLS_OFF) {
+		die("--tls=%s needs --tls-certificates=DIR or --tls-psk=FILE",
+		    cfg.tls_mode == VS_NBD_TLS_ON ? "on" : "require");
 	}
 
 	if (socket_activation(&cfg)) {
@@ -639,5 +691,6 @@ int main(int argc, char **argv)
 		if (cfg.listen_fds[i] >= 0)
 			close(cfg.listen_fds[i]);
 	close(cfg.sigfd);
+	vs_nbd_tls_free(cfg.tls);
 	return cfg.exit_code;
 }
