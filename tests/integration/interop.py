@@ -263,15 +263,43 @@ def coverage(m):
     return runs
 
 
+def flags_at(runs, off):
+    for r in runs:
+        if r[0] <= off < r[1]:
+            return r
+    return None
+
+
 def map_cmp(a, b):
     ca, cb = coverage(load(a)), coverage(load(b))
     if ca == cb:
         return 0
-    lines = [f"map of {a} and {b} differ in data/zero coverage:"]
-    for x, y in itertools.zip_longest(ca, cb):
-        mark = "  " if x == y else "! "
-        lines.append(f"{mark}{x}  |  {y}")
-    return problem("\n".join(lines[:80]))
+    # Report where they first disagree, and how much of the image differs.
+    edges = sorted({r[0] for r in ca} | {r[0] for r in cb} | {ca[-1][1], cb[-1][1]})
+    first = None
+    differ = 0
+    for lo, hi in zip(edges, edges[1:]):
+        ra, rb = flags_at(ca, lo), flags_at(cb, lo)
+        if (ra and ra[2:]) != (rb and rb[2:]):
+            differ += hi - lo
+            if first is None:
+                first = lo
+    lines = [f"maps differ in data/zero coverage ({a}: left, {b}: right), "
+             f"{differ} bytes in all, first at offset {first}:"]
+    shown = 0
+    for lo, hi in zip(edges, edges[1:]):
+        if first is not None and lo < first:
+            continue
+        ra, rb = flags_at(ca, lo), flags_at(cb, lo)
+        fa = "data" * bool(ra and ra[2]) + "+zero" * bool(ra and ra[3]) or "hole"
+        fb = "data" * bool(rb and rb[2]) + "+zero" * bool(rb and rb[3]) or "hole"
+        mark = "  " if fa == fb else "! "
+        lines.append(f"{mark}[{lo}, {hi}) {fa:>10} | {fb}")
+        shown += 1
+        if shown >= 40:
+            lines.append("  ...")
+            break
+    return problem("\n".join(lines))
 
 
 def prealloc(mapf, infof, mode):
