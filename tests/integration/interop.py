@@ -255,7 +255,7 @@ def coverage(m):
             raise SystemExit(f"map is not contiguous at {pos}: {e}")
         key = (bool(e.get("data")), bool(e.get("zero")))
         end = e["start"] + e["length"]
-        if runs and runs[-1][2:] == key:
+        if runs and tuple(runs[-1][2:]) == key:
             runs[-1][1] = end
         else:
             runs.append([e["start"], end, *key])
