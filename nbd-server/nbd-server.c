@@ -31,6 +31,7 @@
 #define NBD_MAX_BYTES_IN_FLIGHT (64u << 20)
 #define NBD_MAX_EXTENTS 4096             /* descriptors per block-status reply */
 #define NBD_PREFERRED_BLOCK 4096
+#define NBD_SPARSE_READ_MIN (64u << 10) /* reads this large look for holes */
 
 #define CTX_BASE_ALLOCATION 1u
 #define CTX_ALLOCATION_DEPTH 2u
@@ -70,6 +71,12 @@ struct nbd_conn {
 	bool no_zeroes;
 	bool fixed;
 	struct nbd_tls_session *tls; /* after STARTTLS */
+	/*
+	 * Receive buffer: one recv takes whatever the client has sent, so a
+	 * burst of pipelined request headers costs one SQE, not one each.
+	 */
+	uint8_t *rbuf;
+	size_t rpos, rlen;
 	unsigned contexts;  /* CTX_* negotiated for the export in ctx_export */
 	char *ctx_export;   /* export the contexts were set for */
 	bool dead;          /* a send failed or the client left: stop reading */
@@ -264,20 +271,51 @@ static uint16_t export_flags(struct vs_nbd_server *s, const struct nbd_export *e
 
 /* ---- connection I/O: plain or through TLS ---- */
 
+#define NBD_RBUF_SIZE (64u << 10)
+
+/* Some bytes from the socket (or TLS), at most @len: > 0, 0 at EOF, or -errno. */
+static ssize_t conn_recv_some(struct nbd_conn *c, void *buf, size_t len)
+{
+	if (c->tls)
+		return nbd_tls_recv(c->tls, buf, len);
+	return vs_aio_recv(c->fd, buf, len, 0);
+}
+
 static int conn_recv_full(struct nbd_conn *c, void *buf, size_t len)
 {
-	size_t done = 0;
+	uint8_t *out = buf;
 
-	if (!c->tls)
-		return vs_aio_recv_full(c->fd, buf, len);
-	while (done < len) {
-		ssize_t n = nbd_tls_recv(c->tls, (char *)buf + done, len - done);
+	while (len) {
+		ssize_t n;
 
+		if (c->rpos < c->rlen) {
+			size_t k = c->rlen - c->rpos < len ? c->rlen - c->rpos : len;
+
+			memcpy(out, c->rbuf + c->rpos, k);
+			c->rpos += k;
+			out += k;
+			len -= k;
+			continue;
+		}
+		if (len >= NBD_RBUF_SIZE || !c->rbuf) {
+			/* A big payload goes straight into its buffer. */
+			n = conn_recv_some(c, out, len);
+			if (n > 0) {
+				out += n;
+				len -= (size_t)n;
+			}
+		} else {
+			c->rpos = c->rlen = 0;
+			n = conn_recv_some(c, c->rbuf, NBD_RBUF_SIZE);
+			if (n > 0)
+				c->rlen = (size_t)n;
+		}
+		if (n == -EINTR || n == -EAGAIN)
+			continue;
 		if (n < 0)
 			return (int)n;
 		if (n == 0)
 			return -ECONNRESET;
-		done += (size_t)n;
 	}
 	return 0;
 }
@@ -512,7 +550,11 @@ static int req_read_structured(struct nbd_req *r)
 	uint64_t pos = 0;
 	int ret;
 
-	if (!(r->flags & NBD_CMD_FLAG_DF)) {
+	/*
+	 * Looking for holes costs a block-status query (two lseeks on a raw
+	 * file); it only pays off when it can save sending a large range.
+	 */
+	if (!(r->flags & NBD_CMD_FLAG_DF) && r->len >= NBD_SPARSE_READ_MIN) {
 		ret = collect_extents(n, r->offset, r->len, ext, 64, &count);
 		if (ret < 0)
 			return send_status(r, ret);
@@ -1235,6 +1277,13 @@ static int conn_handshake(struct nbd_conn *c)
 			} else if (c->srv->opts.tls_mode == VS_NBD_TLS_OFF || !c->srv->opts.tls) {
 				ret = opt_error(c, opt, NBD_REP_ERR_POLICY,
 						"TLS is not enabled on this server");
+			} else if (c->rpos < c->rlen) {
+				/*
+				 * Bytes sent after STARTTLS but before the handshake would
+				 * be taken as if they came through TLS: an injection. Hang up.
+				 */
+				free(data);
+				return -EPROTO;
 			} else {
 				ret = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
 				if (ret == 0)
@@ -1272,6 +1321,7 @@ static void conn_free(struct nbd_conn *c)
 		free(r);
 	}
 	free(c->ctx_export);
+	free(c->rbuf);
 	free(c);
 }
 
@@ -1320,6 +1370,12 @@ int vs_nbd_server_serve_fd(struct vs_nbd_server *s, int fd)
 	}
 	c->srv = s;
 	c->fd = fd;
+	c->rbuf = malloc(NBD_RBUF_SIZE);
+	if (!c->rbuf) {
+		close(fd);
+		free(c);
+		return -ENOMEM;
+	}
 	c->next = s->conns;
 	s->conns = c;
 	s->nconns++;
@@ -1328,6 +1384,7 @@ int vs_nbd_server_serve_fd(struct vs_nbd_server *s, int fd)
 		s->conns = c->next;
 		s->nconns--;
 		close(fd);
+		free(c->rbuf);
 		free(c);
 		return -ENOMEM;
 	}
