@@ -235,33 +235,6 @@ static int reftable_write_entry(struct vs_node *node, uint64_t idx)
 	return vs_node_pwrite(node->file, off, be, 8, 0);
 }
 
-/* Create the refcount block for block index @b at cluster @p, which lies inside block @b. */
-static int refblock_create(struct vs_node *node, uint64_t b, uint64_t p)
-{
-	struct qcow2_state *s = qcow2_state(node);
-	uint64_t off = p << s->cluster_bits;
-	void *rb;
-	int ret;
-
-	ret = qcow2_cache_get_empty(node, s->rb_cache, off, &rb);
-	if (ret < 0)
-		return ret;
-	qcow2_rb_entry_set(s, rb, p & ((1ull << s->rb_bits) - 1), 1);
-	qcow2_cache_mark_dirty(s->rb_cache, rb);
-	qcow2_cache_put(s->rb_cache, &rb);
-	/* The block must be on disk before the table points to it. */
-	ret = qcow2_cache_flush(node, s->rb_cache);
-	if (ret < 0)
-		return ret;
-	s->reftable[b] = off;
-	ret = reftable_write_entry(node, b);
-	if (ret < 0) {
-		s->reftable[b] = 0;
-		return ret;
-	}
-	return 0;
-}
-
 /*
  * Grow the refcount table so that it covers block index @b. The new table
  * and the refcount blocks it needs for itself go to a free run; blocks
@@ -383,32 +356,75 @@ out:
 int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n)
 {
 	struct qcow2_state *s = qcow2_state(node);
-	uint64_t start;
+	uint64_t start, m = 0, need;
 	int ret;
 
 	if (s->corrupt)
 		return -EIO;
-retry:
-	ret = find_free(node, n, &start);
-	if (ret < 0)
-		return ret;
-	if ((start + n) > (UINT64_C(1) << (56 - s->cluster_bits)))
-		return -EFBIG;
-	for (uint64_t b = start >> s->rb_bits; b <= (start + n - 1) >> s->rb_bits; b++) {
-		if (b >= s->reftable_size) {
-			ret = reftable_grow(node, b);
-			if (ret < 0)
-				return ret;
-			goto retry;
-		}
-		if (!s->reftable[b]) {
-			uint64_t p = b << s->rb_bits;
+	/*
+	 * Find a free run for the data plus the refcount blocks that are
+	 * missing for the run: the new blocks go first in the run, so that
+	 * placing them never breaks the run apart.
+	 */
+	for (int iter = 0;; iter++) {
+		uint64_t end;
 
-			ret = refblock_create(node, b, p > start ? p : start);
+		ret = find_free(node, n + m, &start);
+		if (ret < 0)
+			return ret;
+		end = start + n + m;
+		if (end > (UINT64_C(1) << (56 - s->cluster_bits)))
+			return -EFBIG;
+		if (((end - 1) >> s->rb_bits) >= s->reftable_size) {
+			ret = reftable_grow(node, (end - 1) >> s->rb_bits);
 			if (ret < 0)
 				return ret;
-			goto retry;
+			m = 0;
+			continue;
 		}
+		need = 0;
+		for (uint64_t b = start >> s->rb_bits; b <= (end - 1) >> s->rb_bits; b++)
+			if (!s->reftable[b])
+				need++;
+		if (need <= m)
+			break;
+		if (iter > 64)
+			return -EIO;
+		m = need;
+	}
+	if (need) {
+		uint64_t p = start, first = start >> s->rb_bits, last = (start + n + m - 1) >> s->rb_bits;
+
+		for (uint64_t b = first; b <= last; b++) {
+			void *rb;
+
+			if (s->reftable[b])
+				continue;
+			ret = qcow2_cache_get_empty(node, s->rb_cache, p << s->cluster_bits, &rb);
+			if (ret < 0)
+				return ret;
+			qcow2_cache_mark_dirty(s->rb_cache, rb);
+			qcow2_cache_put(s->rb_cache, &rb);
+			s->reftable[b] = p << s->cluster_bits;
+			p++;
+		}
+		/* The new blocks account for themselves (they all lie in covered blocks now). */
+		ret = qcow2_refcount_update(node, start << s->cluster_bits, need << s->cluster_bits, 1);
+		if (ret < 0)
+			return ret;
+		/* Blocks on disk before the table entries that point to them. */
+		ret = qcow2_cache_flush(node, s->rb_cache);
+		if (ret < 0)
+			return ret;
+		for (uint64_t b = first; b <= last; b++) {
+			if (s->reftable[b] >= (start << s->cluster_bits) &&
+			    s->reftable[b] < (p << s->cluster_bits)) {
+				ret = reftable_write_entry(node, b);
+				if (ret < 0)
+					return ret;
+			}
+		}
+		start += need;
 	}
 	ret = qcow2_refcount_update(node, start << s->cluster_bits, n << s->cluster_bits, 1);
 	if (ret < 0)
