@@ -13,8 +13,14 @@ PACKAGES=(
 	# tests
 	libcmocka-dev valgrind python3 coreutils
 	clang clang-format libclang-rt-14-dev
+	# NBD server: TLS
+	libgnutls28-dev gnutls-bin
 	# peers: qemu-img, qemu-io, qemu-nbd (the qcow2 oracle and lock peer)
 	qemu-utils
+	# NBD peers: nbdinfo, nbdcopy, nbdsh, fio's nbd engine, nbdkit
+	libnbd-bin python3-libnbd fio nbdkit
+	# guest tests (tests/vm): QEMU with TCG, zstd to unpack kernel modules
+	qemu-system-x86 zstd
 )
 
 missing=()
