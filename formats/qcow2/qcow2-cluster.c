@@ -992,6 +992,32 @@ int qcow2_co_block_status(struct vs_node *node, struct vs_req *req)
 
 /* ---- preallocation and truncation helpers ---- */
 
+/* Allocate host storage for [off, off+len) of the file: fallocate or written zeroes. */
+static int prealloc_host(struct vs_node *node, uint64_t off, uint64_t len, enum vs_prealloc mode)
+{
+	const uint64_t chunk = 1u << 20;
+	void *zero;
+	int ret = 0;
+
+	if (mode == VS_PREALLOC_FALLOC) {
+		ret = vs_node_write_zeroes(node->file, off, len, VS_REQ_NO_FALLBACK);
+		if (ret != -ENOTSUP)
+			return ret;
+	}
+	zero = vs_buf_zalloc(chunk);
+	if (!zero)
+		return -ENOMEM;
+	while (len && ret == 0) {
+		uint64_t l = len < chunk ? len : chunk;
+
+		ret = vs_node_pwrite(node->file, off, zero, l, 0);
+		off += l;
+		len -= l;
+	}
+	free(zero);
+	return ret;
+}
+
 /*
  * Lock held. Give every unallocated cluster of [offset, offset+len) host
  * storage (reads still see zeroes/backing), then extend the file per @mode.
@@ -1053,6 +1079,15 @@ int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum 
 		qcow2_cache_put(s->l2_cache, &l2);
 		if (ret < 0)
 			return ret;
+		/*
+		 * L2 tables land between the data runs and extend the file, so
+		 * extending the file at the end would not allocate the runs.
+		 */
+		if (mode == VS_PREALLOC_FALLOC || mode == VS_PREALLOC_FULL) {
+			ret = prealloc_host(node, (uint64_t)nw, n << s->cluster_bits, mode);
+			if (ret < 0)
+				return ret;
+		}
 		pos += n << s->cluster_bits;
 	}
 	if (host_end > vs_node_size(node->file)) {

@@ -655,6 +655,9 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 		return vs_error_set(err, -EIO, "qcow2: '%s' is corrupt", node->filename);
 	if (size == old)
 		return 0;
+	if (size & 511)
+		return vs_error_set(err, -EINVAL,
+				    "qcow2: the new size must be a multiple of 512 bytes");
 	if (size < old) {
 		uint64_t cend = (size + s->cluster_size - 1) & ~(s->cluster_size - 1);
 
