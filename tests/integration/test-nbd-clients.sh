@@ -174,4 +174,65 @@ start_daemon "$WORKDIR/nbd3.pid" 20 "$VSTOR_NBD" -k "$SOCK3" --pid-file "$WORKDI
 nbdinfo "nbd+unix:///?socket=$SOCK3" >/dev/null
 for ((i = 0; i < 500; i++)); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.02; done
 kill -0 "$DAEMON_PID" 2>/dev/null && fail "non-persistent server still running after its client left"
+
+# -s: writes go to a temporary overlay; the image itself is untouched.
+cp ref.raw snap.raw
+SOCK4=$WORKDIR/nbd4.sock
+start_daemon "$WORKDIR/nbd4.pid" 20 "$VSTOR_NBD" -s -k "$SOCK4" --pid-file "$WORKDIR/nbd4.pid" -f raw snap.raw
+timeout 60 nbdsh -c "h.connect_uri('nbd+unix:///?socket=$SOCK4')" -c '
+h.pwrite(b"s" * 65536, 0)
+assert h.pread(65536, 0) == b"s" * 65536
+' || fail "writes to a -s export"
+for ((i = 0; i < 500; i++)); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.02; done
+cmp snap.raw ref.raw || fail "-s modified the image"
+
+# --detect-zeroes=unmap with --discard=unmap: all-zero writes deallocate qcow2 clusters.
+qemu_img create -f qcow2 dz.qcow2 16M >/dev/null
+qemu-io -f qcow2 -c 'write -P 0x11 0 4M' dz.qcow2 >/dev/null
+SOCK5=$WORKDIR/nbd5.sock
+start_daemon "$WORKDIR/nbd5.pid" 20 "$VSTOR_NBD" -t -k "$SOCK5" --pid-file "$WORKDIR/nbd5.pid" -f qcow2 \
+	--detect-zeroes=unmap --discard=unmap dz.qcow2
+timeout 60 nbdsh -c "h.connect_uri('nbd+unix:///?socket=$SOCK5')" -c '
+h.pwrite(bytes(2 << 20), 0)
+h.flush()
+' || fail "zero writes with detect-zeroes"
+stop_pid "$DAEMON_PID"
+qemu_img map --output=json dz.qcow2 >dz.json
+python3 - <<'PY' || fail "detect-zeroes=unmap left the zeroed range allocated"
+import json
+for r in json.load(open("dz.json")):
+    if r["start"] < (2 << 20) and r["data"]:
+        raise SystemExit(r)
+PY
+qemu_img check dz.qcow2 >/dev/null || fail "qemu-img check after detect-zeroes"
+
+# --fork: the parent returns once the server listens; the pid file names the server.
+SOCK6=$WORKDIR/nbd6.sock
+timeout 20 "$VSTOR_NBD" --fork -t -r -k "$SOCK6" --pid-file "$WORKDIR/nbd6.pid" -f raw ref.raw ||
+	fail "--fork start-up"
+[[ -S $SOCK6 && -s $WORKDIR/nbd6.pid ]] || fail "--fork returned before the server was ready"
+register_pid "$(<"$WORKDIR/nbd6.pid")"
+nbdinfo --size "nbd+unix:///?socket=$SOCK6" >size.txt
+assert_eq "$(<size.txt)" 67108864 "size from a forked server"
+stop_pid "$(<"$WORKDIR/nbd6.pid")"
+
+# Socket activation: the listening socket arrives as fd 3 with LISTEN_PID/LISTEN_FDS.
+SOCK7=$WORKDIR/nbd7.sock
+python3 - "$SOCK7" "$VSTOR_NBD" "$WORKDIR/ref.raw" "$WORKDIR/nbd7.pid" <<'PY' &
+import os, socket, sys
+path, prog, img, pidfile = sys.argv[1:5]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(4)
+os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.environ["LISTEN_FDS"] = "1"
+os.execv(prog, [prog, "-r", "-f", "raw", "--pid-file", pidfile, img])  # keeps the pid
+PY
+ACT=$!
+register_pid "$ACT"
+wait_for 20 test -s "$WORKDIR/nbd7.pid"
+nbdinfo --size "nbd+unix:///?socket=$SOCK7" >size.txt || fail "socket-activated server"
+assert_eq "$(<size.txt)" 67108864 "size from a socket-activated server"
 log "ok"
