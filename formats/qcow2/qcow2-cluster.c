@@ -957,6 +957,36 @@ int qcow2_co_zero(struct vs_node *node, uint64_t offset, uint64_t len, unsigned 
 
 /* ---- block status ---- */
 
+/*
+ * Lock held. Whether the image looks metadata-preallocated: it references
+ * clearly more clusters than the file has allocated. QEMU uses the same
+ * test to decide whether normal clusters may be holes in the file, and so
+ * whether block status asks the file for zeroes.
+ */
+static void detect_metadata_prealloc(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	int64_t real = vs_node_allocated_size(node->file);
+	uint64_t real_clusters, threshold, used = 0;
+
+	s->prealloc_checked = true;
+	if (real < 0)
+		return;
+	real_clusters = (uint64_t)real >> s->cluster_bits;
+	threshold = real_clusters * 10 / 9 > real_clusters + 2 ? real_clusters * 10 / 9 :
+								  real_clusters + 2;
+	for (uint64_t i = 0; i < s->reftable_size && used < threshold; i++) {
+		void *rb;
+
+		if (!s->reftable[i] || qcow2_cache_get(node, s->rb_cache, s->reftable[i], &rb) < 0)
+			continue;
+		for (uint64_t j = 0; j < (1ull << s->rb_bits); j++)
+			used += qcow2_rb_entry_get(s, rb, j) != 0;
+		qcow2_cache_put(s->rb_cache, &rb);
+	}
+	s->metadata_prealloc = used >= threshold;
+}
+
 int qcow2_co_block_status(struct vs_node *node, struct vs_req *req)
 {
 	struct qcow2_state *s = qcow2_state(node);
@@ -964,6 +994,8 @@ int qcow2_co_block_status(struct vs_node *node, struct vs_req *req)
 	int ret;
 
 	vs_co_mutex_lock(&s->lock);
+	if (!s->prealloc_checked)
+		detect_metadata_prealloc(node);
 	ret = get_map(node, req->offset, req->len, &m);
 	vs_co_mutex_unlock(&s->lock);
 	if (ret < 0)
@@ -978,11 +1010,31 @@ int qcow2_co_block_status(struct vs_node *node, struct vs_req *req)
 	case MAP_ZERO:
 		req->bs_status = VS_BS_ZERO | VS_BS_ALLOCATED;
 		break;
-	case MAP_NORMAL:
+	case MAP_NORMAL: {
+		uint64_t fpnum = 0;
+		unsigned fst = 0;
+
 		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
 		req->bs_map = m.host;
 		req->bs_file = node->file;
+		/*
+		 * As QEMU's block layer does: a hole in the file under allocated
+		 * clusters (metadata preallocation) reads as zeroes.
+		 */
+		if (!s->metadata_prealloc) {
+			/* Allocated clusters were written: data, as QEMU reports them. */
+		} else if (m.host >= vs_node_size(node->file)) {
+			req->bs_status |= VS_BS_ZERO;
+		} else if (vs_node_block_status(node->file, m.host, m.len, &fpnum, &fst, NULL,
+						NULL) == 0 &&
+			   fpnum) {
+			if (fst & VS_BS_ZERO)
+				req->bs_status |= VS_BS_ZERO;
+			if (fpnum < req->bs_pnum)
+				req->bs_pnum = fpnum;
+		}
 		break;
+	}
 	case MAP_COMPRESSED:
 		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_COMPRESSED;
 		break;

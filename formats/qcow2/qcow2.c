@@ -324,7 +324,13 @@ static int check_features(struct vs_node *node, const struct vs_open_opts *opts,
 		return vs_error_set(err, -ENOTSUP,
 				    "qcow2: '%s' is encrypted (method %u), which is not supported",
 				    node->filename, s->hdr.crypt_method);
-	if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) && !opts->read_only)
+	/*
+	 * A corrupt image opens read-write only for check (no_repair, as QEMU's
+	 * BDRV_O_CHECK): the check callback may then repair it, while every
+	 * write stays refused because s->corrupt is set.
+	 */
+	if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) && !opts->read_only &&
+	    !opts->no_repair)
 		return vs_error_set(err, -EACCES,
 				    "qcow2: '%s' is marked corrupt and cannot be opened read/write; "
 				    "run 'vstor-img check -r all' to repair it",

@@ -108,6 +108,8 @@ struct qcow2_state {
 	bool corrupt;       /* refuse writes: metadata found inconsistent */
 	bool lazy_refcounts;
 	bool dirty;         /* the dirty bit is set on disk */
+	bool prealloc_checked;
+	bool metadata_prealloc; /* many more clusters referenced than the file allocates */
 
 	struct vs_co_mutex lock;
 	unsigned unlocked_io;
