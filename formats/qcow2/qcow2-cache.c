@@ -154,8 +154,7 @@ int qcow2_cache_flush(struct vs_node *node, struct qcow2_cache *c)
 	return vs_node_flush(node->file);
 }
 
-int qcow2_cache_set_dependency(struct vs_node *node, struct qcow2_cache *c,
-			       struct qcow2_cache *dep)
+int qcow2_cache_set_dependency(struct vs_node *node, struct qcow2_cache *c, struct qcow2_cache *dep)
 {
 	int ret;
 
@@ -204,8 +203,8 @@ static int cache_victim(struct vs_node *node, struct qcow2_cache *c, int *out)
 	return 0;
 }
 
-static int cache_do_get(struct vs_node *node, struct qcow2_cache *c, uint64_t offset,
-			void **table, bool read)
+static int cache_do_get(struct vs_node *node, struct qcow2_cache *c, uint64_t offset, void **table,
+			bool read)
 {
 	int i, ret;
 

@@ -118,14 +118,13 @@ enum map_type { MAP_UNALLOC, MAP_ZERO, MAP_NORMAL, MAP_COMPRESSED };
 
 struct map {
 	enum map_type type;
-	uint64_t host;  /* NORMAL: host offset of the first byte; COMPRESSED: the L2 entry */
-	uint64_t len;   /* bytes from the looked-up offset */
-	bool copied;    /* NORMAL: refcount 1, may be written in place */
+	uint64_t host; /* NORMAL: host offset of the first byte; COMPRESSED: the L2 entry */
+	uint64_t len;  /* bytes from the looked-up offset */
+	bool copied;   /* NORMAL: refcount 1, may be written in place */
 };
 
 /* Compressed cluster: host offset and byte length of the stored data. */
-static void compressed_range(const struct qcow2_state *s, uint64_t e, uint64_t *off,
-			     uint64_t *len)
+static void compressed_range(const struct qcow2_state *s, uint64_t e, uint64_t *off, uint64_t *len)
 {
 	uint64_t d = e & ~(QCOW2_OFLAG_COPIED | QCOW2_OFLAG_COMPRESSED);
 	uint64_t sectors = ((d >> s->csize_shift) & s->csize_mask) + 1;
@@ -135,8 +134,7 @@ static void compressed_range(const struct qcow2_state *s, uint64_t e, uint64_t *
 }
 
 /* Type of (sub)cluster @sc of entry (@e, @bm); -EIO for an invalid entry. */
-static int entry_type(struct vs_node *node, uint64_t e, uint64_t bm, unsigned sc,
-		      enum map_type *t)
+static int entry_type(struct vs_node *node, uint64_t e, uint64_t bm, unsigned sc, enum map_type *t)
 {
 	struct qcow2_state *s = qcow2_state(node);
 	uint64_t host = e & QCOW2_L2E_OFFSET_MASK;
@@ -384,8 +382,7 @@ static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struc
 	return ret;
 }
 
-int qcow2_co_readv(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,
-		   int niov)
+int qcow2_co_readv(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov, int niov)
 {
 	return read_range(node, offset, len, iov, niov, 0, false);
 }
@@ -648,10 +645,14 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 	{
 		uint64_t el = l2_entry(s, l2, l2i + k - 1);
 		uint64_t lstart = cstart + ((k - 1) << s->cluster_bits);
-		uint64_t gh = (s->extl2 && !(e0 & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)))
-				      ? s->subcluster_size : cs;
-		uint64_t gt = (s->extl2 && !(el & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)))
-				      ? s->subcluster_size : cs;
+		uint64_t gh =
+			(s->extl2 && !(e0 & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED))) ?
+				s->subcluster_size :
+				cs;
+		uint64_t gt =
+			(s->extl2 && !(el & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED))) ?
+				s->subcluster_size :
+				cs;
 
 		a0 = offset & ~(gh - 1);
 		a1 = (end + gt - 1) & ~(gt - 1);
@@ -888,8 +889,8 @@ static int zero_subclusters(struct vs_node *node, uint64_t offset, uint64_t len)
 		return ret;
 	e = l2_entry(s, l2, l2i);
 	bm = l2_bitmap(s, l2, l2i);
-	if ((e & QCOW2_OFLAG_COMPRESSED) || ((e & QCOW2_L2E_OFFSET_MASK) &&
-					      !(e & QCOW2_OFLAG_COPIED))) {
+	if ((e & QCOW2_OFLAG_COMPRESSED) ||
+	    ((e & QCOW2_L2E_OFFSET_MASK) && !(e & QCOW2_OFLAG_COPIED))) {
 		/* Shared or compressed: no subcluster bitmap to edit in place. */
 		qcow2_cache_put(s->l2_cache, &l2);
 		return 1;
@@ -901,8 +902,7 @@ static int zero_subclusters(struct vs_node *node, uint64_t offset, uint64_t len)
 	return 0;
 }
 
-int qcow2_co_zero(struct vs_node *node, uint64_t offset, uint64_t len, unsigned flags,
-		  bool discard)
+int qcow2_co_zero(struct vs_node *node, uint64_t offset, uint64_t len, unsigned flags, bool discard)
 {
 	struct qcow2_state *s = qcow2_state(node);
 	uint64_t cs = s->cluster_size;
@@ -919,7 +919,8 @@ int qcow2_co_zero(struct vs_node *node, uint64_t offset, uint64_t len, unsigned 
 		uint64_t cstart = offset & ~(cs - 1);
 		uint64_t cend = cstart + cs;
 		/* The last cluster counts as whole when the request reaches the end of the disk. */
-		bool whole = offset == cstart && (offset + len >= cend || offset + len >= node->size);
+		bool whole = offset == cstart &&
+			     (offset + len >= cend || offset + len >= node->size);
 		uint64_t chunk;
 
 		if (whole) {
@@ -974,7 +975,7 @@ static void detect_metadata_prealloc(struct vs_node *node)
 		return;
 	real_clusters = (uint64_t)real >> s->cluster_bits;
 	threshold = real_clusters * 10 / 9 > real_clusters + 2 ? real_clusters * 10 / 9 :
-								  real_clusters + 2;
+								 real_clusters + 2;
 	for (uint64_t i = 0; i < s->reftable_size && used < threshold; i++) {
 		void *rb;
 
@@ -1121,7 +1122,8 @@ int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum 
 				       l2_bitmap(s, l2, l2i + i));
 			else if (s->hdr.version >= 3 && (h < old_eof || (old & QCOW2_OFLAG_ZERO)))
 				/* A reused cluster may hold stale bytes: keep it reading zeroes. */
-				l2_set(s, l2, l2i + i, h | QCOW2_OFLAG_COPIED | QCOW2_OFLAG_ZERO, 0);
+				l2_set(s, l2, l2i + i, h | QCOW2_OFLAG_COPIED | QCOW2_OFLAG_ZERO,
+				       0);
 			else
 				l2_set(s, l2, l2i + i, h | QCOW2_OFLAG_COPIED, 0);
 			if (h + cs > host_end)

@@ -22,7 +22,8 @@ const struct vs_create_opt_desc qcow2_create_opts[] = {
 	{ "backing_file", "string", "File name of a base image" },
 	{ "backing_fmt", "string", "Image format of the base image" },
 	{ "cluster_size", "size", "qcow2 cluster size" },
-	{ "preallocation", "string", "Preallocation mode (allowed values: off, metadata, falloc, full)" },
+	{ "preallocation", "string",
+	  "Preallocation mode (allowed values: off, metadata, falloc, full)" },
 	{ "lazy_refcounts", "bool", "Postpone refcount updates" },
 	{ "refcount_bits", "number", "Width of a reference count entry in bits" },
 	{ "extended_l2", "bool", "Extended L2 tables" },
@@ -137,37 +138,39 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 			else if (!strcmp(v, "1.1") || !strcmp(v, "v3"))
 				p->version = 3;
 			else
-				return vs_error_set(err, -EINVAL,
-						    "Parameter 'version' does not accept value '%s'",
-						    v);
+				return vs_error_set(
+					err, -EINVAL,
+					"Parameter 'version' does not accept value '%s'", v);
 		} else if (!strcmp(k, "cluster_size")) {
 			if (parse_size(v, &p->cluster_size) < 0)
-				return vs_error_set(err, -EINVAL,
-						    "Parameter 'cluster-size' expects a size, got '%s'",
-						    v);
+				return vs_error_set(
+					err, -EINVAL,
+					"Parameter 'cluster-size' expects a size, got '%s'", v);
 		} else if (!strcmp(k, "refcount_bits")) {
 			char *end;
 			unsigned long n = strtoul(v, &end, 10);
 
 			if (!v[0] || *end || n > UINT_MAX)
-				return vs_error_set(err, -EINVAL,
-						    "Parameter 'refcount-bits' expects a number, got '%s'",
-						    v);
+				return vs_error_set(
+					err, -EINVAL,
+					"Parameter 'refcount-bits' expects a number, got '%s'", v);
 			p->refcount_bits = (unsigned)n;
 			have_refcount_bits = true;
 		} else if (!strcmp(k, "lazy_refcounts")) {
 			if (parse_bool(v, &p->lazy_refcounts) < 0)
-				return vs_error_set(err, -EINVAL,
-						    "Parameter 'lazy-refcounts' expects 'on' or 'off'");
+				return vs_error_set(
+					err, -EINVAL,
+					"Parameter 'lazy-refcounts' expects 'on' or 'off'");
 		} else if (!strcmp(k, "extended_l2")) {
 			if (parse_bool(v, &p->extl2) < 0)
-				return vs_error_set(err, -EINVAL,
-						    "Parameter 'extended-l2' expects 'on' or 'off'");
+				return vs_error_set(
+					err, -EINVAL,
+					"Parameter 'extended-l2' expects 'on' or 'off'");
 		} else if (!strcmp(k, "preallocation")) {
 			if (vs_prealloc_parse(v, &p->prealloc) < 0)
-				return vs_error_set(err, -EINVAL,
-						    "Parameter 'preallocation' does not accept value '%s'",
-						    v);
+				return vs_error_set(
+					err, -EINVAL,
+					"Parameter 'preallocation' does not accept value '%s'", v);
 		} else if (!strcmp(k, "backing_file")) {
 			p->backing_file = v[0] ? v : NULL;
 		} else if (!strcmp(k, "backing_fmt")) {
@@ -184,7 +187,8 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 						    v);
 		} else if (!strcmp(k, "encryption") || !strcmp(k, "encrypt.format") ||
 			   !strcmp(k, "data_file") || !strcmp(k, "data_file_raw")) {
-			return vs_error_set(err, -ENOTSUP, "Option '%s' is not supported by vstor", k);
+			return vs_error_set(err, -ENOTSUP, "Option '%s' is not supported by vstor",
+					    k);
 		} else {
 			return vs_error_set(err, -EINVAL, "Invalid parameter '%s'", k);
 		}
@@ -196,8 +200,9 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 				    "Cluster size must be a power of two between 512 and 2048k");
 	if (!p->refcount_bits || p->refcount_bits > 64 ||
 	    (p->refcount_bits & (p->refcount_bits - 1)))
-		return vs_error_set(err, -EINVAL,
-				    "Refcount width must be a power of two and may not exceed 64 bits");
+		return vs_error_set(
+			err, -EINVAL,
+			"Refcount width must be a power of two and may not exceed 64 bits");
 	if (p->version < 3) {
 		if (have_refcount_bits && p->refcount_bits != 16)
 			return vs_error_set(err, -EINVAL,
@@ -205,9 +210,10 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 					    "compatibility level 1.1 or above (use version=v3 or "
 					    "greater)");
 		if (p->lazy_refcounts)
-			return vs_error_set(err, -EINVAL,
-					    "Lazy refcounts only supported with compatibility level "
-					    "1.1 and above (use version=v3 or greater)");
+			return vs_error_set(
+				err, -EINVAL,
+				"Lazy refcounts only supported with compatibility level "
+				"1.1 and above (use version=v3 or greater)");
 		if (p->extl2)
 			return vs_error_set(err, -EINVAL,
 					    "Extended L2 entries are only supported with "
@@ -220,11 +226,13 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 					    "greater)");
 	}
 	if (p->extl2 && p->cluster_size < 16384)
-		return vs_error_set(err, -EINVAL,
-				    "Extended L2 entries are only supported with cluster sizes of at "
-				    "least 16384 bytes");
+		return vs_error_set(
+			err, -EINVAL,
+			"Extended L2 entries are only supported with cluster sizes of at "
+			"least 16384 bytes");
 	if (p->backing_fmt && !p->backing_file)
-		return vs_error_set(err, -EINVAL, "Backing format cannot be used without backing file");
+		return vs_error_set(err, -EINVAL,
+				    "Backing format cannot be used without backing file");
 	if (p->backing_file && p->prealloc != VS_PREALLOC_OFF && !p->extl2)
 		return vs_error_set(err, -EINVAL,
 				    "Backing file and preallocation can only be used at the same "
@@ -312,7 +320,8 @@ static int build_header(const struct create_params *p, struct qcow2_header *h, u
 	if (with_ft)
 		need += 8 + ft_len;
 	if (need > cs)
-		return vs_error_set(err, -EINVAL, "Backing file name too long for the cluster size");
+		return vs_error_set(err, -EINVAL,
+				    "Backing file name too long for the cluster size");
 
 	if (bf_len)
 		off = put_ext(buf, off, QCOW2_EXT_BACKING_FORMAT, p->backing_fmt, (uint32_t)bf_len);
@@ -323,7 +332,8 @@ static int build_header(const struct create_params *p, struct qcow2_header *h, u
 		for (size_t i = 0; i < sizeof(feature_table) / sizeof(feature_table[0]); i++) {
 			ft[48 * i] = feature_table[i].type;
 			ft[48 * i + 1] = feature_table[i].bit;
-			memcpy(ft + 48 * i + 2, feature_table[i].name, strlen(feature_table[i].name));
+			memcpy(ft + 48 * i + 2, feature_table[i].name,
+			       strlen(feature_table[i].name));
 		}
 		off = put_ext(buf, off, QCOW2_EXT_FEATURE_TABLE, ft, (uint32_t)ft_len);
 	}
@@ -384,8 +394,9 @@ static int write_image(struct vs_node *file, const struct create_params *p, stru
 	geo.refcount_bits = p->refcount_bits;
 	l1_size = qcow2_l1_size_for(&geo, p->size);
 	if (l1_size > QCOW2_MAX_L1_SIZE / 8)
-		return vs_error_set(err, -EFBIG, "Image size too large for this cluster size "
-						  "(L1 table would exceed 32 MiB)");
+		return vs_error_set(err, -EFBIG,
+				    "Image size too large for this cluster size "
+				    "(L1 table would exceed 32 MiB)");
 	compute_layout(p, (uint32_t)l1_size, &l);
 	if (l.reftable_clusters * cs > QCOW2_MAX_REFTABLE_SIZE)
 		return vs_error_set(err, -EFBIG, "Image size too large for this refcount width");

@@ -123,8 +123,9 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 					    h->backing_file_size);
 		if (h->backing_file_offset > cluster_size ||
 		    h->backing_file_offset + h->backing_file_size > cluster_size)
-			return vs_error_set(err, -EINVAL,
-					    "qcow2: backing file name lies outside the header cluster");
+			return vs_error_set(
+				err, -EINVAL,
+				"qcow2: backing file name lies outside the header cluster");
 	}
 
 	if (h->l1_table_offset & (cluster_size - 1))
@@ -142,7 +143,8 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 				    h->l1_size);
 	if (h->refcount_table_clusters == 0 ||
 	    (uint64_t)h->refcount_table_clusters > QCOW2_MAX_REFTABLE_SIZE / cluster_size)
-		return vs_error_set(err, -EINVAL, "qcow2: invalid refcount table size (%u clusters)",
+		return vs_error_set(err, -EINVAL,
+				    "qcow2: invalid refcount table size (%u clusters)",
 				    h->refcount_table_clusters);
 	if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
 		return vs_error_set(err, -EINVAL, "qcow2: too many snapshots (%u)",

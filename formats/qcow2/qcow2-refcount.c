@@ -48,8 +48,8 @@ void qcow2_rb_entry_set(const struct qcow2_state *s, void *rb, uint64_t i, uint6
 		uint8_t mask = (uint8_t)((1u << s->refcount_bits) - 1);
 
 		shift = (unsigned)(i % per_byte) * s->refcount_bits;
-		p[i / per_byte] = (uint8_t)((p[i / per_byte] & ~(mask << shift)) |
-					    ((v & mask) << shift));
+		p[i / per_byte] =
+			(uint8_t)((p[i / per_byte] & ~(mask << shift)) | ((v & mask) << shift));
 		break;
 	}
 	case 3:
@@ -87,9 +87,9 @@ int qcow2_refcount_load(struct vs_node *node, struct vs_error *err)
 		return vs_error_set(err, -ENOMEM, "qcow2: out of memory for the refcount table");
 	}
 	/* The last cluster may be cut short by EOF; it then reads as zeroes. */
-	ret = vs_node_pread(node->file, s->reftable_offset, buf,
-			    s->reftable_offset + bytes > file_size ? file_size - s->reftable_offset :
-								      bytes);
+	ret = vs_node_pread(
+		node->file, s->reftable_offset, buf,
+		s->reftable_offset + bytes > file_size ? file_size - s->reftable_offset : bytes);
 	if (ret < 0) {
 		free(buf);
 		return vs_error_setf_errno(err, ret, "qcow2: reading the refcount table");
@@ -159,8 +159,10 @@ int qcow2_refcount_update(struct vs_node *node, uint64_t offset, uint64_t len, i
 			break;
 		}
 		if (off == 0) {
-			ret = qcow2_mark_corrupt(node, "refcount update of a cluster without "
-						       "refcount block", c << s->cluster_bits);
+			ret = qcow2_mark_corrupt(node,
+						 "refcount update of a cluster without "
+						 "refcount block",
+						 c << s->cluster_bits);
 			break;
 		}
 		if ((uint64_t)off != rb_off) {
@@ -173,9 +175,9 @@ int qcow2_refcount_update(struct vs_node *node, uint64_t offset, uint64_t len, i
 		v = qcow2_rb_entry_get(s, rb, c & mask);
 		if ((delta < 0 && v < (uint64_t)-delta) ||
 		    (delta > 0 && s->refcount_max - v < (uint64_t)delta)) {
-			ret = qcow2_mark_corrupt(node, delta < 0 ? "refcount underflow" :
-								   "refcount overflow",
-						 c << s->cluster_bits);
+			ret = qcow2_mark_corrupt(
+				node, delta < 0 ? "refcount underflow" : "refcount overflow",
+				c << s->cluster_bits);
 			break;
 		}
 		v += (uint64_t)delta;
@@ -393,7 +395,8 @@ int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n)
 		m = need;
 	}
 	if (need) {
-		uint64_t p = start, first = start >> s->rb_bits, last = (start + n + m - 1) >> s->rb_bits;
+		uint64_t p = start, first = start >> s->rb_bits,
+			 last = (start + n + m - 1) >> s->rb_bits;
 
 		for (uint64_t b = first; b <= last; b++) {
 			void *rb;
@@ -409,7 +412,8 @@ int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n)
 			p++;
 		}
 		/* The new blocks account for themselves (they all lie in covered blocks now). */
-		ret = qcow2_refcount_update(node, start << s->cluster_bits, need << s->cluster_bits, 1);
+		ret = qcow2_refcount_update(node, start << s->cluster_bits, need << s->cluster_bits,
+					    1);
 		if (ret < 0)
 			return ret;
 		/* Blocks on disk before the table entries that point to them. */
@@ -470,7 +474,8 @@ int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, 
 
 	if (!(ignore & QCOW2_META_HEADER) && overlaps(offset, len, 0, s->cluster_size))
 		what = "qcow2 header";
-	else if (!(ignore & QCOW2_META_L1) && overlaps(offset, len, s->l1_offset, s->l1_size * 8ull))
+	else if (!(ignore & QCOW2_META_L1) &&
+		 overlaps(offset, len, s->l1_offset, s->l1_size * 8ull))
 		what = "active L1 table";
 	else if (!(ignore & QCOW2_META_REFTABLE) &&
 		 overlaps(offset, len, s->reftable_offset, s->reftable_size * 8))
@@ -480,7 +485,8 @@ int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, 
 		what = "snapshot table";
 	if (!what && !(ignore & QCOW2_META_REFBLOCK)) {
 		for (uint64_t i = 0; i < s->reftable_size; i++) {
-			if (overlaps(offset, len, s->reftable[i], s->reftable[i] ? s->cluster_size : 0)) {
+			if (overlaps(offset, len, s->reftable[i],
+				     s->reftable[i] ? s->cluster_size : 0)) {
 				what = "refcount block";
 				break;
 			}
@@ -498,7 +504,8 @@ int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, 
 	}
 	if (!what && !(ignore & QCOW2_META_INACTIVE_L1)) {
 		for (unsigned i = 0; i < s->nb_snaps; i++) {
-			if (overlaps(offset, len, s->snaps[i].l1_table_offset, s->snaps[i].l1_size * 8ull)) {
+			if (overlaps(offset, len, s->snaps[i].l1_table_offset,
+				     s->snaps[i].l1_size * 8ull)) {
 				what = "inactive L1 table";
 				break;
 			}

@@ -303,8 +303,8 @@ static int check_features(struct vs_node *node, const struct vs_open_opts *opts,
 				continue;
 			name = feature_name(s, 0, bit);
 			if (name && name[0])
-				n = snprintf(names + used, sizeof(names) - used, "%s%s", used ? ", " : "",
-					     name);
+				n = snprintf(names + used, sizeof(names) - used, "%s%s",
+					     used ? ", " : "", name);
 			else
 				n = snprintf(names + used, sizeof(names) - used,
 					     "%sUnknown incompatible feature: %" PRIx64,
@@ -317,9 +317,10 @@ static int check_features(struct vs_node *node, const struct vs_open_opts *opts,
 				    node->filename, names);
 	}
 	if (s->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
-		return vs_error_set(err, -ENOTSUP,
-				    "qcow2: '%s' uses an external data file, which is not supported",
-				    node->filename);
+		return vs_error_set(
+			err, -ENOTSUP,
+			"qcow2: '%s' uses an external data file, which is not supported",
+			node->filename);
 	if (s->hdr.crypt_method)
 		return vs_error_set(err, -ENOTSUP,
 				    "qcow2: '%s' is encrypted (method %u), which is not supported",
@@ -331,10 +332,11 @@ static int check_features(struct vs_node *node, const struct vs_open_opts *opts,
 	 */
 	if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) && !opts->read_only &&
 	    !opts->no_repair)
-		return vs_error_set(err, -EACCES,
-				    "qcow2: '%s' is marked corrupt and cannot be opened read/write; "
-				    "run 'vstor-img check -r all' to repair it",
-				    node->filename);
+		return vs_error_set(
+			err, -EACCES,
+			"qcow2: '%s' is marked corrupt and cannot be opened read/write; "
+			"run 'vstor-img check -r all' to repair it",
+			node->filename);
 	return 0;
 }
 
@@ -410,9 +412,10 @@ static int load_metadata(struct vs_node *node, const struct vs_open_opts *opts,
 	s->l1_offset = s->hdr.l1_table_offset;
 	need = qcow2_l1_size_for(s, s->hdr.size);
 	if (s->l1_size < need)
-		return vs_error_set(err, -EINVAL, "qcow2: L1 table is too small for the image size");
-	if (s->l1_size && (s->l1_offset < s->cluster_size ||
-			   s->l1_offset + (uint64_t)s->l1_size * 8 > fsize))
+		return vs_error_set(err, -EINVAL,
+				    "qcow2: L1 table is too small for the image size");
+	if (s->l1_size &&
+	    (s->l1_offset < s->cluster_size || s->l1_offset + (uint64_t)s->l1_size * 8 > fsize))
 		return vs_error_set(err, -EINVAL, "qcow2: L1 table lies outside the image file");
 	s->l1 = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));
 	buf = vs_buf_alloc((size_t)s->l1_size * 8);
@@ -448,7 +451,7 @@ static int load_metadata(struct vs_node *node, const struct vs_open_opts *opts,
 
 	if (!s->l2_cache) {
 		uint64_t budget = opts && opts->l2_cache_size ? opts->l2_cache_size :
-								  QCOW2_DEFAULT_CACHE_BUDGET;
+								QCOW2_DEFAULT_CACHE_BUDGET;
 		uint64_t tables = qcow2_l1_size_for(s, s->hdr.size);
 
 		n = budget >> s->cluster_bits;
@@ -512,9 +515,11 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	ret = read_header(node, &c0, err);
 	if (ret < 0)
 		goto fail;
-	ret = parse_extensions(node, c0, (size_t)(vs_node_size(node->file) < (1ull << s->hdr.cluster_bits) ?
-						  vs_node_size(node->file) :
-						  (1ull << s->hdr.cluster_bits)), err);
+	ret = parse_extensions(node, c0,
+			       (size_t)(vs_node_size(node->file) < (1ull << s->hdr.cluster_bits) ?
+						vs_node_size(node->file) :
+						(1ull << s->hdr.cluster_bits)),
+			       err);
 	if (ret < 0)
 		goto fail;
 	if (s->hdr.backing_file_offset && s->hdr.backing_file_size) {
@@ -575,8 +580,8 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	node->limits.request_align = 1;
 	node->limits.mem_align = 1;
 	node->limits.max_transfer = 0;
-	node->caps = VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_BLOCK_STATUS |
-		     VS_CAP_BACKING | VS_CAP_FLUSH;
+	node->caps = VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_BLOCK_STATUS | VS_CAP_BACKING |
+		     VS_CAP_FLUSH;
 
 	if (s->backing_file[0] && !opts->no_backing) {
 		ret = vs_node_open_backing(node, s->backing_file,

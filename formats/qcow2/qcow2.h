@@ -37,7 +37,7 @@ enum qcow2_meta {
 struct qcow2_cache_entry {
 	uint64_t offset; /* host offset of the table; 0 = free slot */
 	uint64_t lru;
-	unsigned ref;    /* pinned while > 0 */
+	unsigned ref; /* pinned while > 0 */
 	bool dirty;
 };
 
@@ -51,8 +51,8 @@ struct qcow2_cache {
 	/* Entries of @depends must be on disk before ours are written. */
 	struct qcow2_cache *depends;
 	unsigned nbuckets; /* power of two */
-	int *bucket;       /* hash of offset -> first entry index, -1 = none */
-	int *next;         /* chain of entries in one bucket */
+	int *bucket;	   /* hash of offset -> first entry index, -1 = none */
+	int *next;	   /* chain of entries in one bucket */
 };
 
 /* An entry of the feature name table extension, to name refused features. */
@@ -69,13 +69,13 @@ struct qcow2_state {
 	unsigned cluster_bits;
 	uint64_t cluster_size;
 	bool extl2;
-	unsigned l2_entry_size;   /* 8 or 16 bytes */
-	unsigned l2_bits;         /* log2(entries per L2 table) */
+	unsigned l2_entry_size; /* 8 or 16 bytes */
+	unsigned l2_bits;	/* log2(entries per L2 table) */
 	uint64_t l2_entries;
 	unsigned subcluster_bits; /* cluster_bits - 5 with extended L2, else cluster_bits */
 	uint64_t subcluster_size;
-	unsigned csize_shift;     /* compressed descriptor: offset bits */
-	uint64_t csize_mask;      /* mask of the sector-count field after shifting */
+	unsigned csize_shift; /* compressed descriptor: offset bits */
+	uint64_t csize_mask;  /* mask of the sector-count field after shifting */
 
 	/* Active L1 table (host order). */
 	uint64_t *l1;
@@ -105,9 +105,9 @@ struct qcow2_state {
 	unsigned nb_features;
 
 	bool read_only;
-	bool corrupt;       /* refuse writes: metadata found inconsistent */
+	bool corrupt; /* refuse writes: metadata found inconsistent */
 	bool lazy_refcounts;
-	bool dirty;         /* the dirty bit is set on disk */
+	bool dirty; /* the dirty bit is set on disk */
 	bool prealloc_checked;
 	bool metadata_prealloc; /* many more clusters referenced than the file allocates */
 
@@ -176,15 +176,13 @@ int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct 
 int qcow2_co_zero(struct vs_node *node, uint64_t offset, uint64_t len, unsigned flags,
 		  bool discard);
 int qcow2_co_block_status(struct vs_node *node, struct vs_req *req);
-int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len,
-		      enum vs_prealloc mode);
+int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum vs_prealloc mode);
 int qcow2_shrink_check(struct vs_node *node, uint64_t new_size, bool *tail_allocated);
 int qcow2_discard_tail(struct vs_node *node, uint64_t new_size);
 
 /* qcow2-compress.c */
 int qcow2_decompress(uint8_t type, const void *src, size_t src_len, void *dst, size_t dst_len);
-ssize_t qcow2_compress(uint8_t type, const void *src, size_t src_len, void *dst,
-		       size_t dst_len);
+ssize_t qcow2_compress(uint8_t type, const void *src, size_t src_len, void *dst, size_t dst_len);
 
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
@@ -193,10 +191,8 @@ extern const struct vs_create_opt_desc qcow2_create_opts[];
 
 /* iovec helpers (qcow2-cluster.c) */
 void qcow2_iov_memset(struct iovec *iov, int niov, uint64_t off, int c, uint64_t len);
-void qcow2_iov_from_buf(struct iovec *iov, int niov, uint64_t off, const void *buf,
-			uint64_t len);
-void qcow2_iov_to_buf(const struct iovec *iov, int niov, uint64_t off, void *buf,
-		      uint64_t len);
+void qcow2_iov_from_buf(struct iovec *iov, int niov, uint64_t off, const void *buf, uint64_t len);
+void qcow2_iov_to_buf(const struct iovec *iov, int niov, uint64_t off, void *buf, uint64_t len);
 int qcow2_iov_slice(const struct iovec *iov, int niov, uint64_t off, uint64_t len,
 		    struct iovec *out, int outmax);
 

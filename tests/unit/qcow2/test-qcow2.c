@@ -162,15 +162,15 @@ static void test_format_header_rejects_bad_fields(void **state)
 	h.refcount_table_clusters = 1;
 	h.refcount_order = 4;
 	h.header_length = 112;
-#define EXPECT_BAD(field, value)                                                                \
-	do {                                                                                    \
-		struct qcow2_header b = h;                                                      \
-		b.field = value;                                                                \
-		memset(buf, 0, sizeof(buf));                                                   \
-		qcow2_header_encode(&b, buf);                                                   \
-		vs_error_clear(&err);                                                           \
-		assert_true(qcow2_header_decode(buf, sizeof(buf), &d, &err) < 0);               \
-		assert_true(err.msg[0] != 0);                                                   \
+#define EXPECT_BAD(field, value)                                                  \
+	do {                                                                      \
+		struct qcow2_header b = h;                                        \
+		b.field = value;                                                  \
+		memset(buf, 0, sizeof(buf));                                      \
+		qcow2_header_encode(&b, buf);                                     \
+		vs_error_clear(&err);                                             \
+		assert_true(qcow2_header_decode(buf, sizeof(buf), &d, &err) < 0); \
+		assert_true(err.msg[0] != 0);                                     \
 	} while (0)
 	EXPECT_BAD(version, 4);
 	EXPECT_BAD(cluster_bits, 8);
@@ -248,7 +248,8 @@ static void test_compress_roundtrip_with_padding(void **state)
 		/* Stored sizes are rounded up to sectors: trailing bytes are someone else's. */
 		memset(comp + n, 0x5a, 600);
 		memset(out, 0, sizeof(out));
-		assert_int_equal(qcow2_decompress(type, comp, (size_t)n + 600, out, sizeof(out)), 0);
+		assert_int_equal(qcow2_decompress(type, comp, (size_t)n + 600, out, sizeof(out)),
+				 0);
 		assert_memory_equal(out, src, sizeof(src));
 		/* Truncated input cannot fill a cluster. */
 		assert_true(qcow2_decompress(type, comp, (size_t)n / 2, out, sizeof(out)) < 0);
@@ -511,19 +512,23 @@ static void test_qcow2_reads_what_qemu_writes(void **state)
 {
 	/* Compressed writes must cover whole clusters: the second field is their length. */
 	static const char *const opts[][2] = {
-		{ "compat=1.1", "512k" },	  { "compat=0.10", "512k" },
-		{ "extended_l2=on", "512k" },	  { "compression_type=zstd", "512k" },
-		{ "cluster_size=512,refcount_bits=2", "1k" }, { "cluster_size=2M", "2M" },
+		{ "compat=1.1", "512k" },
+		{ "compat=0.10", "512k" },
+		{ "extended_l2=on", "512k" },
+		{ "compression_type=zstd", "512k" },
+		{ "cluster_size=512,refcount_bits=2", "1k" },
+		{ "cluster_size=2M", "2M" },
 	};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
-		assert_int_equal(sh("rm -f q.qcow2 && qemu-img create -f qcow2 -o %s q.qcow2 8M && "
-				    "qemu-io -c 'write -P 0x11 0 1M' -c 'write -P 0x22 1500k 7k' "
-				    "-c 'write -c -P 0x33 4M %s' -c 'write -z 2M 256k' "
-				    "-c 'write -P 0x44 2M 4k' -c 'write -P 0x55 8387584 512' q.qcow2",
-				    opts[i][0], opts[i][1]),
-				 0);
+		assert_int_equal(
+			sh("rm -f q.qcow2 && qemu-img create -f qcow2 -o %s q.qcow2 8M && "
+			   "qemu-io -c 'write -P 0x11 0 1M' -c 'write -P 0x22 1500k 7k' "
+			   "-c 'write -c -P 0x33 4M %s' -c 'write -z 2M 256k' "
+			   "-c 'write -P 0x44 2M 4k' -c 'write -P 0x55 8387584 512' q.qcow2",
+			   opts[i][0], opts[i][1]),
+			0);
 		expect_reads_like_qemu("q.qcow2");
 	}
 }
@@ -544,7 +549,7 @@ static void cow_body(void *arg)
 	}
 	path(p, sizeof(p), "active.raw");
 	ref = open(p, O_RDWR);
-	c->ret = write_both(n, ref, 0, 3000, 0xa1);            /* shared cluster, partial */
+	c->ret = write_both(n, ref, 0, 3000, 0xa1); /* shared cluster, partial */
 	if (c->ret == 0)
 		c->ret = write_both(n, ref, 4u << 20, 70000, 0xa2); /* over compressed clusters */
 	if (c->ret == 0)
@@ -563,12 +568,13 @@ static void test_qcow2_cow_keeps_internal_snapshot(void **state)
 	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
 		struct rw_case c = { 0 };
 
-		assert_int_equal(sh("rm -f snap.qcow2 && qemu-img create -f qcow2 -o %s snap.qcow2 8M "
-				    "&& qemu-io -c 'write -P 0x11 0 2M' -c 'write -c -P 0x22 4M 1M' "
-				    "snap.qcow2 && qemu-img snapshot -c s1 snap.qcow2 && "
-				    "qemu-img convert -O raw snap.qcow2 snap.raw && cp snap.raw active.raw",
-				    opts[i]),
-				 0);
+		assert_int_equal(
+			sh("rm -f snap.qcow2 && qemu-img create -f qcow2 -o %s snap.qcow2 8M "
+			   "&& qemu-io -c 'write -P 0x11 0 2M' -c 'write -c -P 0x22 4M 1M' "
+			   "snap.qcow2 && qemu-img snapshot -c s1 snap.qcow2 && "
+			   "qemu-img convert -O raw snap.qcow2 snap.raw && cp snap.raw active.raw",
+			   opts[i]),
+			0);
 		in_co(cow_body, &c);
 		if (c.ret < 0)
 			fail_msg("[%s] %s", opts[i], c.msg);
@@ -774,9 +780,10 @@ static void test_qcow2_refuses_unknown_and_unsupported_features(void **state)
 	assert_non_null(strstr(c.msg, "check -r all"));
 
 	/* Encryption. */
-	assert_int_equal(sh("rm -f f.qcow2 && qemu-img create -f qcow2 f.qcow2 1M && "
-			    "printf '\\000\\000\\000\\001' | dd of=f.qcow2 bs=1 seek=32 conv=notrunc"),
-			 0);
+	assert_int_equal(
+		sh("rm -f f.qcow2 && qemu-img create -f qcow2 f.qcow2 1M && "
+		   "printf '\\000\\000\\000\\001' | dd of=f.qcow2 bs=1 seek=32 conv=notrunc"),
+		0);
 	c = (struct open_case){ .img = "f.qcow2", .ro = true };
 	in_co(open_body, &c);
 	assert_int_equal(c.ret, -ENOTSUP);
@@ -838,20 +845,21 @@ static void test_qcow2_dirty_image_repaired_on_open(void **state)
 
 	(void)state;
 	/* Refcount block at 0x20000 (16-bit entries): zero the refcount of cluster 5. */
-	assert_int_equal(sh("rm -f d.qcow2 && qemu-img create -f qcow2 -o lazy_refcounts=on "
-			    "d.qcow2 4M && qemu-io -c 'write -P 0x3c 0 1M' d.qcow2 && "
-			    "qemu-img convert -O raw d.qcow2 d.raw && "
-			    "printf '\\000\\000' | dd of=d.qcow2 bs=1 seek=$((0x20000 + 10)) "
-			    "conv=notrunc && printf '\\001' | dd of=d.qcow2 bs=1 seek=79 conv=notrunc"),
-			 0);
+	assert_int_equal(
+		sh("rm -f d.qcow2 && qemu-img create -f qcow2 -o lazy_refcounts=on "
+		   "d.qcow2 4M && qemu-io -c 'write -P 0x3c 0 1M' d.qcow2 && "
+		   "qemu-img convert -O raw d.qcow2 d.raw && "
+		   "printf '\\000\\000' | dd of=d.qcow2 bs=1 seek=$((0x20000 + 10)) "
+		   "conv=notrunc && printf '\\001' | dd of=d.qcow2 bs=1 seek=79 conv=notrunc"),
+		0);
 	assert_int_not_equal(sh("qemu-img check d.qcow2"), 0);
 	in_co(open_body, &c);
 	if (c.ret < 0)
 		fail_msg("%s", c.msg);
 	assert_int_equal(sh("qemu-img check d.qcow2"), 0);
 	assert_int_equal(sh("qemu-img compare d.qcow2 d.raw"), 0);
-	assert_int_equal(sh("qemu-img info --output=json d.qcow2 | grep -F '\"dirty-flag\": false'"),
-			 0);
+	assert_int_equal(
+		sh("qemu-img info --output=json d.qcow2 | grep -F '\"dirty-flag\": false'"), 0);
 }
 
 struct trunc_case {
