@@ -140,6 +140,7 @@ static void check_co(void *opaque)
 		.force_share = a->force_share,
 		.no_backing = true,
 		.no_repair = true,
+		.for_check = true,
 		.cache = a->cache,
 	};
 	struct vs_check_result r;

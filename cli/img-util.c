@@ -356,6 +356,7 @@ int img_open(struct vs_node **out, const struct img_open_args *a)
 		.force_share = a->force_share,
 		.no_backing = a->no_backing,
 		.no_repair = a->no_repair,
+		.for_check = a->for_check,
 		.cache = a->cache,
 	};
 	struct vs_error err = { 0 };

@@ -326,12 +326,12 @@ static int check_features(struct vs_node *node, const struct vs_open_opts *opts,
 				    "qcow2: '%s' is encrypted (method %u), which is not supported",
 				    node->filename, s->hdr.crypt_method);
 	/*
-	 * A corrupt image opens read-write only for check (no_repair, as QEMU's
+	 * A corrupt image opens read-write only for check (for_check, as QEMU's
 	 * BDRV_O_CHECK): the check callback may then repair it, while every
 	 * write stays refused because s->corrupt is set.
 	 */
 	if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) && !opts->read_only &&
-	    !opts->no_repair)
+	    !opts->for_check)
 		return vs_error_set(
 			err, -EACCES,
 			"qcow2: '%s' is marked corrupt and cannot be opened read/write; "
@@ -562,7 +562,8 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	if (ret < 0)
 		goto fail;
 
-	if (!node->read_only && s->hdr.autoclear_features) {
+	/* A check keeps the bits: it repairs what it understands and nothing else. */
+	if (!node->read_only && s->hdr.autoclear_features && !opts->for_check) {
 		if (s->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
 			vs_warn("qcow2: '%s': persistent dirty bitmaps are not supported; "
 				"they are invalidated by this read-write open",

@@ -69,6 +69,12 @@ struct vs_open_opts {
 	uint64_t l2_cache_size; /* bytes; 0 = cover the image within the default budget */
 	uint64_t refcount_cache_size; /* bytes; 0 = default */
 	bool no_repair;         /* do not repair a dirty lazy-refcounts image on open */
+	/*
+	 * Opened to be checked or repaired (vstor-img check): a read-write open
+	 * of an image marked corrupt is allowed (writes stay refused until a
+	 * repair clears the mark), and header bits are left as they are.
+	 */
+	bool for_check;
 };
 
 /*
