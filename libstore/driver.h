@@ -102,6 +102,24 @@ struct vs_driver {
 	/* Optional. Consistency check and repair. */
 	int (*check)(struct vs_node *node, struct vs_check_result *res, unsigned fix);
 
+	/* Optional, issue-3 operations; see node.h for their meaning. */
+	int (*write_compressed)(struct vs_node *node, uint64_t offset, uint64_t len,
+				struct iovec *iov, int niov);
+	int (*snapshot_create)(struct vs_node *node, const char *name, struct vs_error *err);
+	int (*snapshot_apply)(struct vs_node *node, const char *name, struct vs_error *err);
+	int (*snapshot_delete)(struct vs_node *node, const char *name, struct vs_error *err);
+	int (*amend)(struct vs_node *node, const struct vs_kv *opts, size_t nopts,
+		     struct vs_error *err);
+	int (*set_backing)(struct vs_node *node, const char *backing, const char *fmt,
+			   struct vs_error *err);
+	int (*measure)(uint64_t size, uint64_t allocated, const struct vs_kv *opts, size_t nopts,
+		       struct vs_measure_result *res, struct vs_error *err);
+	int (*compact)(struct vs_node *node, vs_progress_fn *progress, void *opaque,
+		       struct vs_error *err);
+	/* create with VS_CREATE_* flags; when NULL, create is used and flags must be 0 */
+	int (*create_ex)(const char *filename, uint64_t size, const struct vs_kv *opts,
+			 size_t nopts, unsigned flags, struct vs_error *err);
+
 	unsigned supported_write_flags; /* VS_REQ_FUA ... */
 	unsigned supported_zero_flags;  /* VS_REQ_MAY_UNMAP, VS_REQ_FUA */
 };
@@ -118,6 +136,7 @@ struct vs_node {
 	unsigned caps;
 	bool read_only;
 	bool force_share;
+	uint64_t cluster_size; /* format nodes with clusters; 0 otherwise */
 	unsigned chain_depth; /* 0 for the top of an image, +1 per backing level */
 	bool writethrough; /* top node of a cache mode without WCE: every write is FUA */
 	enum vs_cache_mode cache;

@@ -247,6 +247,11 @@ static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opt
 		drv = vs_driver_probe(buf, len, opts->filename);
 		free(buf);
 	}
+	if (opts->snapshot && !drv->snapshot_apply) {
+		vs_node_close(file);
+		return vs_error_set(err, -ENOTSUP, "The %s format has no internal snapshots",
+				    drv->name);
+	}
 	n = node_new(drv, opts->filename, opts);
 	if (!n) {
 		vs_node_close(file);
@@ -273,11 +278,19 @@ int vs_image_open(struct vs_node **out, const struct vs_open_opts *opts, struct 
 		return vs_error_set(err, -EINVAL, "No image file name given");
 	if (!vs_in_coroutine())
 		return vs_error_set(err, -EINVAL, "vs_image_open() needs coroutine context");
+	if (opts->snapshot && !opts->read_only) {
+		/* A snapshot is a past state: it is only ever read. */
+		struct vs_open_opts ro = *opts;
+
+		ro.read_only = true;
+		return image_open_depth(out, &ro, 0, err);
+	}
 	return image_open_depth(out, opts, 0, err);
 }
 
-int vs_image_create(const char *filename, const char *format, uint64_t size,
-		    const struct vs_kv *opts, size_t nopts, struct vs_error *err)
+int vs_image_create_ex(const char *filename, const char *format, uint64_t size,
+		       const struct vs_kv *opts, size_t nopts, unsigned flags,
+		       struct vs_error *err)
 {
 	const struct vs_driver *drv = vs_driver_find(format ? format : "raw");
 
@@ -286,5 +299,32 @@ int vs_image_create(const char *filename, const char *format, uint64_t size,
 				    format ? format : "raw");
 	if (size > INT64_MAX)
 		return vs_error_set(err, -EINVAL, "Image size too large");
+	if (flags & ~(unsigned)VS_CREATE_NO_BACKING_CHECK)
+		return vs_error_set(err, -EINVAL, "Unknown create flags %#x", flags);
+	if (drv->create_ex)
+		return drv->create_ex(filename, size, opts, nopts, flags, err);
+	/* A format without a backing file has nothing to check. */
 	return drv->create(filename, size, opts, nopts, err);
+}
+
+int vs_image_create(const char *filename, const char *format, uint64_t size,
+		    const struct vs_kv *opts, size_t nopts, struct vs_error *err)
+{
+	return vs_image_create_ex(filename, format, size, opts, nopts, 0, err);
+}
+
+int vs_image_measure(const char *format, uint64_t size, uint64_t allocated,
+		     const struct vs_kv *opts, size_t nopts, struct vs_measure_result *res,
+		     struct vs_error *err)
+{
+	const struct vs_driver *drv = vs_driver_find(format ? format : "raw");
+
+	memset(res, 0, sizeof(*res));
+	if (!drv || !drv->is_format)
+		return vs_error_set(err, -EINVAL, "Unknown file format '%s'",
+				    format ? format : "raw");
+	if (!drv->measure)
+		return vs_error_set(err, -ENOTSUP, "Format '%s' does not support measure",
+				    drv->name);
+	return drv->measure(size, allocated, opts, nopts, res, err);
 }

@@ -565,3 +565,84 @@ int vs_node_check(struct vs_node *n, struct vs_check_result *res, unsigned fix)
 		return -EPERM;
 	return n->drv->check(n, res, fix);
 }
+
+uint64_t vs_node_cluster_size(const struct vs_node *n)
+{
+	return n->cluster_size;
+}
+
+int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
+			       struct iovec *iov, int niov)
+{
+	if (n->read_only)
+		return -EPERM;
+	if (!n->drv->write_compressed)
+		return -ENOTSUP;
+	if (check_range(n, offset, len, false) < 0 || iov_size(iov, niov) < len)
+		return -EINVAL;
+	if (!n->cluster_size || offset % n->cluster_size ||
+	    (len % n->cluster_size && offset + len != n->size))
+		return -EINVAL;
+	if (!len)
+		return 0;
+	return n->drv->write_compressed(n, offset, len, iov, niov);
+}
+
+/* The driver's entry or a clear "not supported" for the operation @what. */
+#define NODE_OPTIONAL(n, member, what, err)                                                      \
+	do {                                                                                     \
+		if (!(n)->drv->member)                                                           \
+			return vs_error_set(err, -ENOTSUP, "The %s format does not support %s", \
+					    (n)->drv->name, what);                               \
+	} while (0)
+
+int vs_node_snapshot_create(struct vs_node *n, const char *name, struct vs_error *err)
+{
+	NODE_OPTIONAL(n, snapshot_create, "internal snapshots", err);
+	if (n->read_only)
+		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
+	return n->drv->snapshot_create(n, name, err);
+}
+
+int vs_node_snapshot_apply(struct vs_node *n, const char *name, struct vs_error *err)
+{
+	NODE_OPTIONAL(n, snapshot_apply, "internal snapshots", err);
+	if (n->read_only)
+		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
+	return n->drv->snapshot_apply(n, name, err);
+}
+
+int vs_node_snapshot_delete(struct vs_node *n, const char *name, struct vs_error *err)
+{
+	NODE_OPTIONAL(n, snapshot_delete, "internal snapshots", err);
+	if (n->read_only)
+		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
+	return n->drv->snapshot_delete(n, name, err);
+}
+
+int vs_node_amend(struct vs_node *n, const struct vs_kv *opts, size_t nopts,
+		  struct vs_error *err)
+{
+	NODE_OPTIONAL(n, amend, "amend", err);
+	if (n->read_only)
+		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
+	return n->drv->amend(n, opts, nopts, err);
+}
+
+int vs_node_set_backing(struct vs_node *n, const char *backing, const char *backing_fmt,
+			struct vs_error *err)
+{
+	NODE_OPTIONAL(n, set_backing, "backing files", err);
+	if (n->read_only)
+		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
+	return n->drv->set_backing(n, backing, backing_fmt, err);
+}
+
+int vs_node_compact(struct vs_node *n, vs_progress_fn *progress, void *opaque,
+		    struct vs_error *err)
+{
+	NODE_OPTIONAL(n, compact, "compaction", err);
+	if (n->read_only)
+		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
+	return n->drv->compact(n, progress, opaque, err);
+}

@@ -6,6 +6,7 @@
 #include "driver.h"
 
 #include <errno.h>
+#include <string.h>
 
 static int raw_probe(const uint8_t *buf, size_t len, const char *filename)
 {
@@ -76,6 +77,20 @@ static int raw_create(const char *filename, uint64_t size, const struct vs_kv *o
 	return vs_driver_file.create(filename, size, opts, nopts, err);
 }
 
+static int raw_measure(uint64_t size, uint64_t allocated, const struct vs_kv *opts, size_t nopts,
+		       struct vs_measure_result *res, struct vs_error *err)
+{
+	(void)allocated;
+	for (size_t i = 0; i < nopts; i++)
+		if (strcmp(opts[i].key, "preallocation") && strcmp(opts[i].key, "size"))
+			return vs_error_set(err, -EINVAL, "Invalid parameter '%s' for raw",
+					    opts[i].key);
+	/* A raw file needs its whole size; holes are the filesystem's business. */
+	res->required = size;
+	res->fully_allocated = size;
+	return 0;
+}
+
 static const struct vs_create_opt_desc raw_create_opts[] = {
 	{ "size", "size", "Virtual disk size" },
 	{ "preallocation", "string", "Preallocation mode (allowed values: off, falloc, full)" },
@@ -92,6 +107,7 @@ const struct vs_driver vs_driver_raw = {
 	.truncate = raw_truncate,
 	.create = raw_create,
 	.create_opts = raw_create_opts,
+	.measure = raw_measure,
 	.supported_write_flags = VS_REQ_FUA,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP | VS_REQ_FUA,
 };

@@ -75,6 +75,11 @@ struct vs_open_opts {
 	 * repair clears the mark), and header bits are left as they are.
 	 */
 	bool for_check;
+	/*
+	 * Open the internal snapshot with this name or id instead of the active
+	 * image, read-only (qemu-nbd -l, qemu-img convert -l). NULL: the image.
+	 */
+	const char *snapshot;
 };
 
 /*
@@ -106,6 +111,14 @@ struct vs_kv {
  */
 int vs_image_create(const char *filename, const char *format, uint64_t size,
 		    const struct vs_kv *opts, size_t nopts, struct vs_error *err);
+
+/* Flags of vs_image_create_ex(). */
+#define VS_CREATE_NO_BACKING_CHECK 0x1 /* -u: do not open the backing file (size must be given) */
+
+/* vs_image_create() with flags. */
+int vs_image_create_ex(const char *filename, const char *format, uint64_t size,
+		       const struct vs_kv *opts, size_t nopts, unsigned flags,
+		       struct vs_error *err);
 
 /* Description of a create option, for "-o help". */
 struct vs_create_opt_desc {
@@ -224,6 +237,63 @@ struct vs_check_result {
  * -ENOTSUP if the format cannot be checked, other -errno on failure.
  */
 int vs_node_check(struct vs_node *n, struct vs_check_result *res, unsigned fix);
+
+/*
+ * Coroutine context. Write whole clusters compressed (qemu-img convert -c):
+ * @offset and @len must be multiples of the cluster size (the last cluster
+ * of the image may be short). The format may store a cluster uncompressed
+ * when compression does not save space. -ENOTSUP if the format has no
+ * compression.
+ */
+int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
+			       struct iovec *iov, int niov);
+
+/* The cluster size of a format node (0 if it has none). */
+uint64_t vs_node_cluster_size(const struct vs_node *n);
+
+/* Internal snapshots (coroutine context; -ENOTSUP without support). */
+int vs_node_snapshot_create(struct vs_node *n, const char *name, struct vs_error *err);
+int vs_node_snapshot_apply(struct vs_node *n, const char *name_or_id, struct vs_error *err);
+int vs_node_snapshot_delete(struct vs_node *n, const char *name_or_id, struct vs_error *err);
+
+/*
+ * Change format options of an existing image (qemu-img amend): compat,
+ * lazy_refcounts, refcount_bits, backing_file, backing_fmt, ...
+ */
+int vs_node_amend(struct vs_node *n, const struct vs_kv *opts, size_t nopts,
+		  struct vs_error *err);
+
+/*
+ * Record a new backing file in the image without touching data (rebase -u).
+ * @backing NULL or "" removes the backing file.
+ */
+int vs_node_set_backing(struct vs_node *n, const char *backing, const char *backing_fmt,
+			struct vs_error *err);
+
+/* Sizes for qemu-img measure. */
+struct vs_measure_result {
+	uint64_t required;        /* bytes the image needs for the given data */
+	uint64_t fully_allocated; /* bytes with every cluster allocated */
+	uint64_t bitmaps;         /* bytes of persistent bitmaps (0: none) */
+};
+
+/*
+ * Measure an image of @format with create options @opts: of virtual size
+ * @size holding @allocated bytes of data (what block status of a source
+ * reports as data or non-zero). -ENOTSUP for formats without a method.
+ */
+int vs_image_measure(const char *format, uint64_t size, uint64_t allocated,
+		     const struct vs_kv *opts, size_t nopts, struct vs_measure_result *res,
+		     struct vs_error *err);
+
+/*
+ * Offline compaction (vstor-img compact): move allocated clusters down into
+ * free space and shrink the file. @progress (may be NULL) is called with
+ * done/total. Needs an exclusive, read-write open.
+ */
+typedef void vs_progress_fn(uint64_t done, uint64_t total, void *opaque);
+int vs_node_compact(struct vs_node *n, vs_progress_fn *progress, void *opaque,
+		    struct vs_error *err);
 
 #ifdef __cplusplus
 }
