@@ -17,8 +17,9 @@
       qemu-img info --output=json documents agree on the fields both tools report.
   interop.py check-cmp A.json B.json
       qemu-img check --output=json documents agree.
-  interop.py map-cmp A.json B.json
-      qemu-img map --output=json documents agree on data/zero coverage.
+  interop.py map-cmp [--data-only] A.json B.json
+      qemu-img map --output=json documents agree on data/zero coverage
+      (--data-only: on data coverage alone).
   interop.py prealloc MAP.json INFO.json MODE
       The allocation a preallocation mode promises is there.
 
@@ -246,14 +247,14 @@ def check_cmp(a, b):
     return 0
 
 
-def coverage(m):
-    """Merge a qemu-img map into runs of (start, end, data, zero, allocated)."""
+def coverage(m, data_only=False):
+    """Merge a qemu-img map into runs of [start, end, data, zero]."""
     runs = []
     pos = 0
     for e in sorted(m, key=lambda e: e["start"]):
         if e["start"] != pos:
             raise SystemExit(f"map is not contiguous at {pos}: {e}")
-        key = (bool(e.get("data")), bool(e.get("zero")))
+        key = (bool(e.get("data")), False if data_only else bool(e.get("zero")))
         end = e["start"] + e["length"]
         if runs and tuple(runs[-1][2:]) == key:
             runs[-1][1] = end
@@ -270,8 +271,8 @@ def flags_at(runs, off):
     return None
 
 
-def map_cmp(a, b):
-    ca, cb = coverage(load(a)), coverage(load(b))
+def map_cmp(a, b, data_only=False):
+    ca, cb = coverage(load(a), data_only), coverage(load(b), data_only)
     if ca == cb:
         return 0
     # Report where they first disagree, and how much of the image differs.
@@ -347,6 +348,8 @@ def main(argv):
     if cmd == "check-cmp":
         return check_cmp(argv[2], argv[3])
     if cmd == "map-cmp":
+        if argv[2] == "--data-only":
+            return map_cmp(argv[3], argv[4], True)
         return map_cmp(argv[2], argv[3])
     if cmd == "prealloc":
         return prealloc(argv[2], argv[3], argv[4])

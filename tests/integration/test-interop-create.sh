@@ -48,7 +48,14 @@ while read -r opts; do
 		qemu_img map -f qcow2 --output=json q.qcow2 >q-map.json
 		python3 "$INTEROP" info-cmp v-info.json q-info.json ||
 			fail "[$opts] qemu-img info: vstor's image differs from qemu-img's"
-		python3 "$INTEROP" map-cmp v-map.json q-map.json ||
+		# With preallocation=metadata qemu-img reports a preallocated cluster as
+		# zero where its host bytes are a hole in the file; which fs blocks are
+		# holes depends on where each tool puts its metadata (host layout is
+		# not part of the format), so only data coverage is compared here.
+		# vstor-img map against qemu-img map of one image stays exact (below).
+		cmp_opt=()
+		[[ $prealloc == metadata ]] && cmp_opt=(--data-only)
+		python3 "$INTEROP" map-cmp "${cmp_opt[@]}" v-map.json q-map.json ||
 			fail "[$opts] qemu-img map: vstor's image differs from qemu-img's"
 
 		# qemu-img creates, vstor reads.
