@@ -9,7 +9,8 @@ static const struct {
 	const char *name;
 	struct vs_cache_knobs knobs;
 } cache_modes[] = {
-	[VS_CACHE_WRITEBACK] = { "writeback", { .direct = false, .wce = true, .flush_to_disk = true } },
+	[VS_CACHE_WRITEBACK] = { "writeback",
+				 { .direct = false, .wce = true, .flush_to_disk = true } },
 	[VS_CACHE_NONE] = { "none", { .direct = true, .wce = true, .flush_to_disk = true } },
 	[VS_CACHE_WRITETHROUGH] = { "writethrough",
 				    { .direct = false, .wce = false, .flush_to_disk = true } },

@@ -33,8 +33,8 @@ struct vs_co {
 	struct vs_reactor *reactor;
 	vs_co_fn *fn;
 	void *arg;
-	void *stack;       /* mmap'd, guard page at the low end */
-	size_t stack_size; /* usable bytes above the guard page */
+	void *stack;	    /* mmap'd, guard page at the low end */
+	size_t stack_size;  /* usable bytes above the guard page */
 	struct vs_co *next; /* run queue or free pool */
 	bool queued;
 	bool done;

@@ -69,7 +69,7 @@ void vs_co_ctx_init(struct vs_co *co)
 	uintptr_t top = ((uintptr_t)co->stack + co->stack_size) & ~(uintptr_t)15;
 	void **sp = (void **)top;
 
-	*--sp = NULL;                  /* fake return address of the trampoline */
+	*--sp = NULL;		       /* fake return address of the trampoline */
 	*--sp = (void *)co_trampoline; /* where the first switch "returns" */
 	for (int i = 0; i < 6; i++)
 		*--sp = NULL; /* rbp rbx r12 r13 r14 r15 */

@@ -87,7 +87,8 @@ static int file_open(struct vs_node *node, const struct vs_open_opts *opts, stru
 	perm = VS_PERM_CONSISTENT_READ;
 	if (!opts->read_only)
 		perm |= VS_PERM_WRITE | VS_PERM_RESIZE;
-	shared = opts->force_share ? VS_PERM_ALL : VS_PERM_CONSISTENT_READ | VS_PERM_WRITE_UNCHANGED;
+	shared = opts->force_share ? VS_PERM_ALL :
+				     VS_PERM_CONSISTENT_READ | VS_PERM_WRITE_UNCHANGED;
 	ret = vs_lock_acquire(s->fd, perm, shared, opts->filename, err);
 	if (ret < 0)
 		goto fail;
@@ -265,8 +266,8 @@ static int file_resize_fd(int fd, const char *name, uint64_t old, uint64_t size,
 	return 0;
 }
 
-static int file_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc,
-			 bool exact, struct vs_error *err)
+static int file_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc, bool exact,
+			 struct vs_error *err)
 {
 	struct file_state *s = node->opaque;
 	int ret;
@@ -283,8 +284,8 @@ static int file_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc p
 	return ret;
 }
 
-static int file_create(const char *filename, uint64_t size, const struct vs_kv *opts,
-		       size_t nopts, struct vs_error *err)
+static int file_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
+		       struct vs_error *err)
 {
 	enum vs_prealloc prealloc = VS_PREALLOC_OFF;
 	struct stat st;

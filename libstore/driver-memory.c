@@ -31,10 +31,23 @@ static int parse_uri_size(const char *filename, const char *prefix, uint64_t *si
 	if (errno || end == p)
 		return -EINVAL;
 	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
-	default: break;
+	case 'k':
+	case 'K':
+		v <<= 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		v <<= 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		v <<= 30;
+		end++;
+		break;
+	default:
+		break;
 	}
 	if (*end || v > MEMORY_MAX_SIZE)
 		return -EINVAL;
@@ -62,8 +75,7 @@ static int memory_reserve(struct memory_state *s, uint64_t end)
 	return 0;
 }
 
-static int memory_open(struct vs_node *node, const struct vs_open_opts *opts,
-		       struct vs_error *err)
+static int memory_open(struct vs_node *node, const struct vs_open_opts *opts, struct vs_error *err)
 {
 	struct memory_state *s = node->opaque;
 	int ret;

@@ -35,8 +35,8 @@ struct nbd_slot {
 	uint64_t len;
 	struct iovec *iov;
 	int niov;
-	int err;             /* -errno */
-	uint64_t bs_len;     /* first base:allocation descriptor */
+	int err;	 /* -errno */
+	uint64_t bs_len; /* first base:allocation descriptor */
 	uint32_t bs_flags;
 	bool bs_seen;
 };
@@ -45,7 +45,7 @@ struct nbd_client {
 	int fd;
 	bool structured;
 	uint16_t flags;
-	uint32_t base_ctx;   /* id of base:allocation, if negotiated */
+	uint32_t base_ctx; /* id of base:allocation, if negotiated */
 	bool has_base_ctx;
 	bool dead;
 	struct vs_co_mutex send_lock;
@@ -207,8 +207,8 @@ static int parse_target(const char *uri, struct nbd_target *t)
 		}
 		if (slash && slash[1] && strchr(slash + 1, '?'))
 			return -EINVAL; /* no query parameters for TCP */
-		if (slash &&
-		    pct_decode(t->export_name, sizeof(t->export_name), slash + 1, strlen(slash + 1)) < 0)
+		if (slash && pct_decode(t->export_name, sizeof(t->export_name), slash + 1,
+					strlen(slash + 1)) < 0)
 			return -EINVAL;
 		return 0;
 	}
@@ -280,7 +280,8 @@ static int connect_target(const struct nbd_target *t, struct vs_error *err)
 	}
 	freeaddrinfo(res);
 	if (fd < 0)
-		return vs_error_setf_errno(err, e, "Failed to connect to '%s:%s'", t->host, t->port);
+		return vs_error_setf_errno(err, e, "Failed to connect to '%s:%s'", t->host,
+					   t->port);
 	return fd;
 }
 
@@ -378,7 +379,8 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 						sizeof(b) - 1, &len);
 			if (ret < 0 || type != NBD_REP_META_CONTEXT)
 				break;
-			if (len >= 4 && len - 4 == sizeof(q) - 1 && !memcmp(b + 4, q, sizeof(q) - 1)) {
+			if (len >= 4 && len - 4 == sizeof(q) - 1 &&
+			    !memcmp(b + 4, q, sizeof(q) - 1)) {
 				c->base_ctx = get32(b);
 				c->has_base_ctx = true;
 			}
@@ -746,14 +748,14 @@ static int nbd_submit(struct vs_node *node, struct vs_req *req)
 
 	switch (req->op) {
 	case VS_OP_READ:
-		return nbd_request(node, NBD_CMD_READ, 0, req->offset, req->len, req->iov, req->niov,
-				   NULL);
+		return nbd_request(node, NBD_CMD_READ, 0, req->offset, req->len, req->iov,
+				   req->niov, NULL);
 	case VS_OP_WRITE: {
 		int ret;
 
 		if (!fua || (c->flags & NBD_FLAG_SEND_FUA))
-			return nbd_request(node, NBD_CMD_WRITE, fua, req->offset, req->len, req->iov,
-					   req->niov, NULL);
+			return nbd_request(node, NBD_CMD_WRITE, fua, req->offset, req->len,
+					   req->iov, req->niov, NULL);
 		/* The server has no FUA: write, then flush. */
 		ret = nbd_request(node, NBD_CMD_WRITE, 0, req->offset, req->len, req->iov,
 				  req->niov, NULL);
@@ -801,8 +803,8 @@ static int nbd_open(struct vs_node *node, const struct vs_open_opts *opts, struc
 	if (ret < 0)
 		goto fail;
 	if (!opts->read_only && (c->flags & NBD_FLAG_READ_ONLY)) {
-		ret = vs_error_set(err, -EACCES,
-				   "NBD export '%s' is read-only; open it read-only", t.export_name);
+		ret = vs_error_set(err, -EACCES, "NBD export '%s' is read-only; open it read-only",
+				   t.export_name);
 		goto fail;
 	}
 	node->limits.mem_align = 1;

@@ -34,14 +34,14 @@ enum vs_op {
 /* A request as the driver sees it. Lives on the caller's coroutine stack. */
 struct vs_req {
 	enum vs_op op;
-	unsigned flags;       /* VS_REQ_* */
+	unsigned flags; /* VS_REQ_* */
 	uint64_t offset;
 	uint64_t len;
-	struct iovec *iov;    /* READ / WRITE */
+	struct iovec *iov; /* READ / WRITE */
 	int niov;
 	/* BLOCK_STATUS results, filled by the driver: */
-	uint64_t bs_pnum;     /* > 0, <= len */
-	unsigned bs_status;   /* VS_BS_* */
+	uint64_t bs_pnum;   /* > 0, <= len */
+	unsigned bs_status; /* VS_BS_* */
 	uint64_t bs_map;
 	struct vs_node *bs_file;
 };
@@ -51,20 +51,20 @@ struct vs_req {
 #define VS_CAP_WRITE_ZEROES 0x2
 #define VS_CAP_BLOCK_STATUS 0x4
 #define VS_CAP_BACKING 0x8
-#define VS_CAP_FLUSH 0x10     /* flush does something (else it is a no-op) */
+#define VS_CAP_FLUSH 0x10 /* flush does something (else it is a no-op) */
 /* Protocol nodes whose writes may extend them (files): no end-of-node check on writes. */
 #define VS_CAP_GROWABLE 0x20
 
 struct vs_limits {
 	uint32_t request_align; /* offset/length alignment; 1 = byte granularity */
-	uint32_t mem_align;     /* buffer alignment (O_DIRECT); 1 = none */
-	uint64_t max_transfer;  /* 0 = unlimited */
-	uint64_t max_discard;   /* 0 = unlimited */
+	uint32_t mem_align;	/* buffer alignment (O_DIRECT); 1 = none */
+	uint64_t max_transfer;	/* 0 = unlimited */
+	uint64_t max_discard;	/* 0 = unlimited */
 };
 
 struct vs_driver {
 	const char *name;
-	bool is_format; /* interprets a file child; else a protocol driver */
+	bool is_format;	   /* interprets a file child; else a protocol driver */
 	size_t state_size; /* bytes of node->opaque, zeroed at open */
 
 	/*
@@ -121,13 +121,13 @@ struct vs_driver {
 			 size_t nopts, unsigned flags, struct vs_error *err);
 
 	unsigned supported_write_flags; /* VS_REQ_FUA ... */
-	unsigned supported_zero_flags;  /* VS_REQ_MAY_UNMAP, VS_REQ_FUA */
+	unsigned supported_zero_flags;	/* VS_REQ_MAY_UNMAP, VS_REQ_FUA */
 };
 
 struct vs_node {
 	const struct vs_driver *drv;
-	void *opaque;           /* driver state, drv->state_size bytes */
-	struct vs_node *file;   /* protocol child of a format node */
+	void *opaque;	      /* driver state, drv->state_size bytes */
+	struct vs_node *file; /* protocol child of a format node */
 	struct vs_node *backing;
 	struct vs_reactor *reactor;
 	char *filename;
@@ -137,8 +137,8 @@ struct vs_node {
 	bool read_only;
 	bool force_share;
 	uint64_t cluster_size; /* format nodes with clusters; 0 otherwise */
-	unsigned chain_depth; /* 0 for the top of an image, +1 per backing level */
-	bool writethrough; /* top node of a cache mode without WCE: every write is FUA */
+	unsigned chain_depth;  /* 0 for the top of an image, +1 per backing level */
+	bool writethrough;     /* top node of a cache mode without WCE: every write is FUA */
 	enum vs_cache_mode cache;
 	struct vs_cache_knobs knobs;
 	/* Serialises read-modify-write of unaligned requests (generic layer). */

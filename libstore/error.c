@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 
-static void error_vset(struct vs_error *err, int code, bool with_errno, const char *fmt,
-		       va_list ap)
+static void error_vset(struct vs_error *err, int code, bool with_errno, const char *fmt, va_list ap)
+	__attribute__((format(printf, 4, 0)));
+
+static void error_vset(struct vs_error *err, int code, bool with_errno, const char *fmt, va_list ap)
 {
 	size_t n;
 
@@ -76,6 +78,7 @@ void vs_warn(const char *fmt, ...)
 	warn_fn(buf, warn_opaque);
 }
 
+/* clang-format off */
 #define E(x) { x, #x }
 static const struct {
 	int num;
@@ -90,6 +93,7 @@ static const struct {
 	E(ESHUTDOWN), E(ENOTCONN), E(ECANCELED), E(EMEDIUMTYPE), E(EUCLEAN), E(EDQUOT),
 };
 #undef E
+/* clang-format on */
 
 const char *vs_errno_name(int errnum)
 {

@@ -15,8 +15,8 @@
 #define PROBE_LEN 4096
 
 static const struct vs_driver *const drivers[] = {
-	&vs_driver_qcow2, &vs_driver_raw, &vs_driver_file, &vs_driver_memory, &vs_driver_null,
-	&vs_driver_nbd,
+	&vs_driver_qcow2,  &vs_driver_raw,  &vs_driver_file,
+	&vs_driver_memory, &vs_driver_null, &vs_driver_nbd,
 };
 
 const struct vs_driver *vs_driver_find(const char *name)
@@ -179,8 +179,8 @@ void vs_node_close(struct vs_node *n)
 	node_free(n);
 }
 
-static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opts,
-			    unsigned depth, struct vs_error *err);
+static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opts, unsigned depth,
+			    struct vs_error *err);
 
 int vs_node_open_backing(struct vs_node *node, const char *backing_name, const char *backing_fmt,
 			 const struct vs_open_opts *parent_opts, struct vs_error *err)
@@ -204,16 +204,15 @@ int vs_node_open_backing(struct vs_node *node, const char *backing_name, const c
 	return 0;
 }
 
-static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opts,
-			    unsigned depth, struct vs_error *err)
+static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opts, unsigned depth,
+			    struct vs_error *err)
 {
 	const struct vs_driver *drv = NULL;
 	struct vs_node *file = NULL, *n;
 	int ret;
 
 	if (depth > VS_MAX_BACKING_DEPTH)
-		return vs_error_set(err, -ELOOP,
-				    "Backing chain deeper than %d (a loop?) at '%s'",
+		return vs_error_set(err, -ELOOP, "Backing chain deeper than %d (a loop?) at '%s'",
 				    VS_MAX_BACKING_DEPTH, opts->filename);
 	if (opts->format) {
 		drv = vs_driver_find(opts->format);
@@ -289,8 +288,7 @@ int vs_image_open(struct vs_node **out, const struct vs_open_opts *opts, struct 
 }
 
 int vs_image_create_ex(const char *filename, const char *format, uint64_t size,
-		       const struct vs_kv *opts, size_t nopts, unsigned flags,
-		       struct vs_error *err)
+		       const struct vs_kv *opts, size_t nopts, unsigned flags, struct vs_error *err)
 {
 	const struct vs_driver *drv = vs_driver_find(format ? format : "raw");
 

@@ -97,11 +97,12 @@ int vs_lock_acquire(int fd, unsigned perm, unsigned shared, const char *filename
 				goto fail_lock;
 			if (ret) {
 				vs_lock_release(fd);
-				return vs_error_set(err, -EAGAIN,
-						    "Failed to get shared \"%s\" lock on '%s': "
-						    "another process (QEMU or vstor) is using the "
-						    "image; use -U (--force-share) to read it anyway",
-						    perm_names[i], filename);
+				return vs_error_set(
+					err, -EAGAIN,
+					"Failed to get shared \"%s\" lock on '%s': "
+					"another process (QEMU or vstor) is using the "
+					"image; use -U (--force-share) to read it anyway",
+					perm_names[i], filename);
 			}
 		}
 	}

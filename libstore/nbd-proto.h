@@ -8,8 +8,8 @@
 
 #include <stdint.h>
 
-#define NBD_MAGIC 0x4e42444d41474943ull       /* "NBDMAGIC" */
-#define NBD_IHAVEOPT 0x49484156454f5054ull    /* "IHAVEOPT" */
+#define NBD_MAGIC 0x4e42444d41474943ull	   /* "NBDMAGIC" */
+#define NBD_IHAVEOPT 0x49484156454f5054ull /* "IHAVEOPT" */
 #define NBD_REP_MAGIC 0x0003e889045565a9ull
 #define NBD_OLD_MAGIC 0x00420281861253ull
 

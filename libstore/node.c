@@ -67,8 +67,8 @@ static void iov_copy(bool to_iov, struct iovec *iov, int niov, uint64_t skip, vo
 }
 
 /* Build in @dst (capacity @max) the elements of @src covering [skip, skip+len). */
-static int iov_slice(struct iovec *dst, int max, const struct iovec *src, int niov,
-		     uint64_t skip, uint64_t len)
+static int iov_slice(struct iovec *dst, int max, const struct iovec *src, int niov, uint64_t skip,
+		     uint64_t len)
 {
 	int n = 0;
 
@@ -290,8 +290,7 @@ int vs_node_pread(struct vs_node *n, uint64_t offset, void *buf, size_t len)
 	return vs_node_preadv(n, offset, len, &iov, 1, 0);
 }
 
-int vs_node_pwrite(struct vs_node *n, uint64_t offset, const void *buf, size_t len,
-		   unsigned flags)
+int vs_node_pwrite(struct vs_node *n, uint64_t offset, const void *buf, size_t len, unsigned flags)
 {
 	struct iovec iov = { (void *)buf, len };
 
@@ -457,13 +456,52 @@ int vs_node_block_status(struct vs_node *n, uint64_t offset, uint64_t len, uint6
 	return 0;
 }
 
+/*
+ * A format layer that maps data to host offsets does not know whether the
+ * host range is a hole; the protocol node does (a preallocated qcow2
+ * cluster over a sparse file reads as zeroes). Ask it, as qemu-img map
+ * does, and shorten the run to what the host answer covers.
+ */
+static void refine_zero_from_file(struct vs_node *n, uint64_t *pnum, unsigned *status,
+				  uint64_t *map, struct vs_node **file)
+{
+	struct vs_node *f;
+	uint64_t fmap, fpnum;
+	unsigned fst;
+
+	if (!n->drv->is_format || !map || !file || !*file || *file == n)
+		return;
+	if ((*status & (VS_BS_DATA | VS_BS_ZERO | VS_BS_OFFSET_VALID)) !=
+	    (VS_BS_DATA | VS_BS_OFFSET_VALID))
+		return;
+	f = *file;
+	fmap = *map;
+	if (fmap >= f->size) {
+		*status |= VS_BS_ZERO; /* past the end of the file reads as zeroes */
+		return;
+	}
+	if (vs_node_block_status(f, fmap, *pnum, &fpnum, &fst, NULL, NULL) < 0 || !fpnum)
+		return;
+	if (fst & VS_BS_ZERO)
+		*status |= VS_BS_ZERO;
+	if (fpnum < *pnum)
+		*pnum = fpnum;
+}
+
 int vs_node_block_status_above(struct vs_node *n, uint64_t offset, uint64_t len, uint64_t *pnum,
 			       unsigned *status, uint64_t *map, struct vs_node **file,
 			       unsigned *depth)
 {
-	struct vs_node *cur = n;
+	struct vs_node *cur = n, *lfile = NULL;
+	uint64_t lmap = 0;
 	unsigned d = 0;
 	int ret;
+
+	/* The zero refinement needs the host mapping even if the caller does not. */
+	if (!map)
+		map = &lmap;
+	if (!file)
+		file = &lfile;
 
 	if (offset > n->size)
 		return -EINVAL;
@@ -484,6 +522,7 @@ int vs_node_block_status_above(struct vs_node *n, uint64_t offset, uint64_t len,
 		if ((*status & VS_BS_ALLOCATED) || !cur->backing) {
 			if (!(*status & VS_BS_ALLOCATED) && !(*status & VS_BS_DATA))
 				*status |= VS_BS_ZERO;
+			refine_zero_from_file(cur, pnum, status, map, file);
 			break;
 		}
 		len = *pnum;
@@ -571,8 +610,8 @@ uint64_t vs_node_cluster_size(const struct vs_node *n)
 	return n->cluster_size;
 }
 
-int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
-			       struct iovec *iov, int niov)
+int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov,
+			       int niov)
 {
 	if (n->read_only)
 		return -EPERM;
@@ -589,11 +628,11 @@ int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
 }
 
 /* The driver's entry or a clear "not supported" for the operation @what. */
-#define NODE_OPTIONAL(n, member, what, err)                                                      \
-	do {                                                                                     \
-		if (!(n)->drv->member)                                                           \
+#define NODE_OPTIONAL(n, member, what, err)                                                     \
+	do {                                                                                    \
+		if (!(n)->drv->member)                                                          \
 			return vs_error_set(err, -ENOTSUP, "The %s format does not support %s", \
-					    (n)->drv->name, what);                               \
+					    (n)->drv->name, what);                              \
 	} while (0)
 
 int vs_node_snapshot_create(struct vs_node *n, const char *name, struct vs_error *err)
@@ -620,8 +659,7 @@ int vs_node_snapshot_delete(struct vs_node *n, const char *name, struct vs_error
 	return n->drv->snapshot_delete(n, name, err);
 }
 
-int vs_node_amend(struct vs_node *n, const struct vs_kv *opts, size_t nopts,
-		  struct vs_error *err)
+int vs_node_amend(struct vs_node *n, const struct vs_kv *opts, size_t nopts, struct vs_error *err)
 {
 	NODE_OPTIONAL(n, amend, "amend", err);
 	if (n->read_only)
@@ -638,8 +676,7 @@ int vs_node_set_backing(struct vs_node *n, const char *backing, const char *back
 	return n->drv->set_backing(n, backing, backing_fmt, err);
 }
 
-int vs_node_compact(struct vs_node *n, vs_progress_fn *progress, void *opaque,
-		    struct vs_error *err)
+int vs_node_compact(struct vs_node *n, vs_progress_fn *progress, void *opaque, struct vs_error *err)
 {
 	NODE_OPTIONAL(n, compact, "compaction", err);
 	if (n->read_only)

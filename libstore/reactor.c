@@ -13,8 +13,11 @@
 #include <liburing.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define VS_RING_ENTRIES 256
 #define VS_CO_POOL_MAX 64
@@ -25,12 +28,19 @@ struct vs_reactor {
 	struct vs_co *run_head, *run_tail;
 	struct vs_co *free_pool;
 	unsigned free_count;
-	unsigned alive;       /* spawned and not yet finished */
-	unsigned in_flight;   /* SQEs handed to the kernel without a CQE yet */
-	unsigned prepared;    /* SQEs prepared but not submitted */
+	unsigned alive;	    /* spawned and not yet finished */
+	unsigned in_flight; /* SQEs handed to the kernel without a CQE yet */
+	unsigned prepared;  /* SQEs prepared but not submitted */
 	unsigned cq_entries;
 	struct vs_co_queue sqe_waiters;
 	struct vs_reactor_stats stats;
+	/* Worker-pool completions: workers queue them and ring the eventfd. */
+	int efd;
+	uint64_t efd_value;
+	bool efd_armed;
+	unsigned jobs_pending;
+	pthread_mutex_t done_lock;
+	struct vs_worker_job *done_head;
 };
 
 static __thread struct vs_reactor *tls_reactor;
@@ -40,6 +50,9 @@ struct aio_wait {
 	struct vs_co *co;
 	int res;
 };
+
+/* user_data of the eventfd read that reports worker completions. */
+static char efd_tag;
 
 int vs_reactor_new(struct vs_reactor **out, unsigned entries)
 {
@@ -56,6 +69,14 @@ int vs_reactor_new(struct vs_reactor **out, unsigned entries)
 		return ret;
 	}
 	r->cq_entries = p.cq_entries;
+	r->efd = eventfd(0, EFD_CLOEXEC);
+	if (r->efd < 0) {
+		ret = -errno;
+		io_uring_queue_exit(&r->ring);
+		free(r);
+		return ret;
+	}
+	pthread_mutex_init(&r->done_lock, NULL);
 	if (!tls_reactor)
 		tls_reactor = r;
 	*out = r;
@@ -73,6 +94,8 @@ void vs_reactor_free(struct vs_reactor *r)
 		vs_co_free_stack(co);
 	}
 	io_uring_queue_exit(&r->ring);
+	close(r->efd);
+	pthread_mutex_destroy(&r->done_lock);
 	if (tls_reactor == r)
 		tls_reactor = NULL;
 	free(r);
@@ -155,16 +178,21 @@ static void run_ready(struct vs_reactor *r)
 	}
 }
 
+static void worker_reap(struct vs_reactor *r);
+
 static void reap(struct vs_reactor *r)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
+	bool workers = false;
 
 	io_uring_for_each_cqe(&r->ring, head, cqe)
 	{
 		struct aio_wait *w = io_uring_cqe_get_data(cqe);
 
-		if (w) {
+		if ((void *)w == &efd_tag) {
+			workers = true;
+		} else if (w) {
 			w->res = cqe->res;
 			vs_reactor_enqueue(r, w->co);
 		}
@@ -173,6 +201,8 @@ static void reap(struct vs_reactor *r)
 	io_uring_cq_advance(&r->ring, n);
 	r->in_flight -= n;
 	r->stats.cqes_reaped += n;
+	if (workers)
+		worker_reap(r);
 	if (n)
 		vs_co_queue_wake_all(&r->sqe_waiters);
 }
@@ -328,8 +358,7 @@ ssize_t vs_aio_preadv(int fd, const struct iovec *iov, int iovcnt, uint64_t offs
 	return wait_sqe(r, sqe);
 }
 
-ssize_t vs_aio_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t offset,
-		       int rw_flags)
+ssize_t vs_aio_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, int rw_flags)
 {
 	struct vs_reactor *r = cur();
 	struct io_uring_sqe *sqe = get_sqe(r);
@@ -372,8 +401,8 @@ static int rw_full(bool write, int fd, const struct iovec *iov, int iovcnt, uint
 	memcpy(copy, iov, sizeof(*copy) * (size_t)iovcnt);
 	while (done < len) {
 		ssize_t n = write ? vs_aio_pwritev(fd, copy + first, iovcnt - first, offset + done,
-						   rw_flags)
-				  : vs_aio_preadv(fd, copy + first, iovcnt - first, offset + done);
+						   rw_flags) :
+				    vs_aio_preadv(fd, copy + first, iovcnt - first, offset + done);
 		if (n == -EINTR || n == -EAGAIN)
 			continue;
 		if (n < 0) {
@@ -574,4 +603,165 @@ void vs_co_sleep_ns(uint64_t ns)
 
 	io_uring_prep_timeout(sqe, &ts, 0, 0);
 	(void)wait_sqe(r, sqe); /* -ETIME is the normal outcome */
+}
+
+/* ---- the worker pool ---- */
+
+struct vs_worker_job {
+	void (*fn)(void *arg);
+	void *arg;
+	struct vs_co *co;
+	struct vs_reactor *reactor;
+	bool done;
+	struct vs_worker_job *next;
+};
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cond = PTHREAD_COND_INITIALIZER;
+static struct vs_worker_job *pool_head, *pool_tail;
+static unsigned pool_threads, pool_started;
+
+void vs_worker_pool_set_threads(unsigned n)
+{
+	pthread_mutex_lock(&pool_lock);
+	pool_threads = n;
+	pthread_mutex_unlock(&pool_lock);
+}
+
+unsigned vs_worker_pool_threads(void)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&pool_lock);
+	n = pool_threads;
+	pthread_mutex_unlock(&pool_lock);
+	if (!n) {
+		long c = sysconf(_SC_NPROCESSORS_ONLN);
+
+		n = c > 0 ? (unsigned)c : 1;
+	}
+	return n;
+}
+
+static void *worker_main(void *unused)
+{
+	(void)unused;
+	for (;;) {
+		struct vs_worker_job *j;
+		struct vs_reactor *r;
+		uint64_t one = 1;
+
+		pthread_mutex_lock(&pool_lock);
+		while (!pool_head)
+			pthread_cond_wait(&pool_cond, &pool_lock);
+		j = pool_head;
+		pool_head = j->next;
+		if (!pool_head)
+			pool_tail = NULL;
+		pthread_mutex_unlock(&pool_lock);
+
+		j->fn(j->arg);
+
+		r = j->reactor;
+		pthread_mutex_lock(&r->done_lock);
+		j->next = r->done_head;
+		r->done_head = j;
+		pthread_mutex_unlock(&r->done_lock);
+		/* Ring the reactor; a full counter (impossible here) only merges wake-ups. */
+		if (write(r->efd, &one, sizeof(one)) != sizeof(one)) {
+		}
+	}
+	return NULL;
+}
+
+/* Start worker threads up to the pool size. Returns how many run. */
+static unsigned pool_ensure(void)
+{
+	unsigned want = vs_worker_pool_threads(), have;
+
+	pthread_mutex_lock(&pool_lock);
+	while (pool_started < want) {
+		pthread_t t;
+		pthread_attr_t a;
+
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &a, worker_main, NULL) != 0) {
+			pthread_attr_destroy(&a);
+			break;
+		}
+		pthread_attr_destroy(&a);
+		pool_started++;
+	}
+	have = pool_started;
+	pthread_mutex_unlock(&pool_lock);
+	return have;
+}
+
+static void worker_arm(struct vs_reactor *r)
+{
+	struct io_uring_sqe *sqe;
+
+	if (r->efd_armed)
+		return;
+	sqe = get_sqe(r);
+	io_uring_prep_read(sqe, r->efd, &r->efd_value, sizeof(r->efd_value), 0);
+	io_uring_sqe_set_data(sqe, &efd_tag);
+	r->efd_armed = true;
+}
+
+static void worker_reap(struct vs_reactor *r)
+{
+	struct vs_worker_job *j;
+
+	r->efd_armed = false;
+	pthread_mutex_lock(&r->done_lock);
+	j = r->done_head;
+	r->done_head = NULL;
+	pthread_mutex_unlock(&r->done_lock);
+	while (j) {
+		struct vs_worker_job *next = j->next;
+
+		j->done = true;
+		r->jobs_pending--;
+		vs_reactor_enqueue(r, j->co);
+		j = next;
+	}
+	/* Still waiting for some: listen for the next ring of the bell. */
+	if (r->jobs_pending && !r->efd_armed) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+
+		if (sqe) {
+			r->prepared++;
+			io_uring_prep_read(sqe, r->efd, &r->efd_value, sizeof(r->efd_value), 0);
+			io_uring_sqe_set_data(sqe, &efd_tag);
+			r->efd_armed = true;
+		}
+		/* else: the next vs_co_run_in_worker() or the waiter's loop re-arms */
+	}
+}
+
+int vs_co_run_in_worker(void (*fn)(void *arg), void *arg)
+{
+	struct vs_reactor *r = cur();
+	struct vs_worker_job j = { .fn = fn, .arg = arg, .co = vs_co_current, .reactor = r };
+
+	if (pool_ensure() == 0) {
+		fn(arg);
+		return -EAGAIN;
+	}
+	r->jobs_pending++;
+	pthread_mutex_lock(&pool_lock);
+	if (pool_tail)
+		pool_tail->next = &j;
+	else
+		pool_head = &j;
+	pool_tail = &j;
+	pthread_cond_signal(&pool_cond);
+	pthread_mutex_unlock(&pool_lock);
+	while (!j.done) {
+		worker_arm(r);
+		vs_co_yield();
+	}
+	return 0;
 }

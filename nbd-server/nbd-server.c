@@ -24,12 +24,12 @@
 #include "nbd-tls.h"
 #include "vstor/reactor.h"
 
-#define NBD_MAX_PAYLOAD (32u << 20)      /* largest READ/WRITE we accept */
-#define NBD_MAX_OPTION_LEN (64u << 10)   /* option data we read; more is dropped */
-#define NBD_MAX_OPTIONS 4096             /* options per handshake */
+#define NBD_MAX_PAYLOAD (32u << 20)    /* largest READ/WRITE we accept */
+#define NBD_MAX_OPTION_LEN (64u << 10) /* option data we read; more is dropped */
+#define NBD_MAX_OPTIONS 4096	       /* options per handshake */
 #define NBD_DEFAULT_MAX_REQUESTS 64
 #define NBD_MAX_BYTES_IN_FLIGHT (64u << 20)
-#define NBD_MAX_EXTENTS 4096             /* descriptors per block-status reply */
+#define NBD_MAX_EXTENTS 4096 /* descriptors per block-status reply */
 #define NBD_PREFERRED_BLOCK 4096
 #define NBD_SPARSE_READ_MIN (64u << 10) /* reads this large look for holes */
 
@@ -77,9 +77,9 @@ struct nbd_conn {
 	 */
 	uint8_t *rbuf;
 	size_t rpos, rlen;
-	unsigned contexts;  /* CTX_* negotiated for the export in ctx_export */
-	char *ctx_export;   /* export the contexts were set for */
-	bool dead;          /* a send failed or the client left: stop reading */
+	unsigned contexts; /* CTX_* negotiated for the export in ctx_export */
+	char *ctx_export;  /* export the contexts were set for */
+	bool dead;	   /* a send failed or the client left: stop reading */
 	struct vs_co_mutex send_lock;
 	unsigned in_flight;
 	uint64_t bytes_in_flight;
@@ -110,7 +110,7 @@ struct vs_nbd_server {
 	bool finished;
 	unsigned listeners_alive;
 	struct vs_co_queue accept_wait; /* acceptors wait for a connection slot */
-	struct vs_co_queue idle_wait;   /* shutdown waits for connections to end */
+	struct vs_co_queue idle_wait;	/* shutdown waits for connections to end */
 	struct vs_co_queue finish_wait; /* vs_nbd_server_wait() */
 };
 
@@ -417,14 +417,14 @@ static int send_status(struct nbd_req *r, int err)
 		iov[0] = (struct iovec){ hdr, 16 };
 	} else if (!wire) {
 		iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, NBD_REPLY_FLAG_DONE,
-							    NBD_REPLY_TYPE_NONE, r->cookie,
-							    r->offset, 0) };
+							   NBD_REPLY_TYPE_NONE, r->cookie,
+							   r->offset, 0) };
 	} else {
 		put32(body, wire);
 		put16(body + 4, 0); /* no message */
 		iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, NBD_REPLY_FLAG_DONE,
-							    NBD_REPLY_TYPE_ERROR, r->cookie,
-							    r->offset, sizeof(body)) };
+							   NBD_REPLY_TYPE_ERROR, r->cookie,
+							   r->offset, sizeof(body)) };
 		iov[1] = (struct iovec){ body, sizeof(body) };
 		n = 2;
 	}
@@ -499,8 +499,8 @@ static int collect_extents(struct vs_node *n, uint64_t offset, uint64_t len, str
 	while (len && k < max) {
 		uint64_t pnum;
 		unsigned st, depth;
-		int ret = vs_node_block_status_above(n, offset, len, &pnum, &st, NULL, NULL,
-						     &depth);
+		int ret =
+			vs_node_block_status_above(n, offset, len, &pnum, &st, NULL, NULL, &depth);
 
 		if (ret < 0)
 			return ret;
@@ -593,14 +593,14 @@ static int req_read_structured(struct nbd_req *r)
 		if (ext[i].status & VS_BS_ZERO) {
 			put32(off + 8, (uint32_t)ext[i].len);
 			iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, flags,
-								    NBD_REPLY_TYPE_OFFSET_HOLE,
-								    r->cookie, o, 12) };
+								   NBD_REPLY_TYPE_OFFSET_HOLE,
+								   r->cookie, o, 12) };
 			iov[1] = (struct iovec){ off, 12 };
 			ret = conn_send(c, iov, 2);
 		} else {
 			iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, flags,
-								    NBD_REPLY_TYPE_OFFSET_DATA,
-								    r->cookie, o, 8 + ext[i].len) };
+								   NBD_REPLY_TYPE_OFFSET_DATA,
+								   r->cookie, o, 8 + ext[i].len) };
 			iov[1] = (struct iovec){ off, 8 };
 			iov[2] = (struct iovec){ (uint8_t *)r->buf + pos, (size_t)ext[i].len };
 			ret = conn_send(c, iov, 3);
@@ -654,9 +654,9 @@ static int send_block_status(struct nbd_req *r, unsigned ctx, const struct exten
 		p += dsz;
 	}
 	iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, last ? NBD_REPLY_FLAG_DONE : 0,
-						    c->extended ? NBD_REPLY_TYPE_BLOCK_STATUS_EXT
-								: NBD_REPLY_TYPE_BLOCK_STATUS,
-						    r->cookie, r->offset, bodysz) };
+						   c->extended ? NBD_REPLY_TYPE_BLOCK_STATUS_EXT :
+								 NBD_REPLY_TYPE_BLOCK_STATUS,
+						   r->cookie, r->offset, bodysz) };
 	iov[1] = (struct iovec){ body, bodysz };
 	ret = conn_send(c, iov, 2);
 	free(body);
@@ -667,8 +667,8 @@ static int send_block_status(struct nbd_req *r, unsigned ctx, const struct exten
  * Merge runs that look the same to context @ctx, so a client sees one
  * descriptor per change of its flags. Writes into @out, returns the count.
  */
-static unsigned merge_extents(unsigned ctx, const struct extent *in, unsigned n,
-			      struct extent *out, bool req_one)
+static unsigned merge_extents(unsigned ctx, const struct extent *in, unsigned n, struct extent *out,
+			      bool req_one)
 {
 	unsigned k = 0;
 
@@ -679,7 +679,8 @@ static unsigned merge_extents(unsigned ctx, const struct extent *in, unsigned n,
 			const struct extent *p = &out[k - 1];
 
 			if (ctx == CTX_BASE_ALLOCATION)
-				same = ((p->status ^ in[i].status) & (VS_BS_ZERO | VS_BS_DATA)) == 0;
+				same = ((p->status ^ in[i].status) & (VS_BS_ZERO | VS_BS_DATA)) ==
+				       0;
 			else
 				same = p->depth == in[i].depth;
 		}
@@ -916,7 +917,8 @@ static void conn_transmission(struct nbd_conn *c)
 			if (len > NBD_MAX_PAYLOAD)
 				break; /* cannot stay in sync without reading it all: hang up */
 			if (verr) {
-				if (drain_payload(c, len) < 0 || reject(c, cookie, offset, verr) < 0)
+				if (drain_payload(c, len) < 0 ||
+				    reject(c, cookie, offset, verr) < 0)
 					break;
 				continue;
 			}
@@ -928,8 +930,10 @@ static void conn_transmission(struct nbd_conn *c)
 		/* Backpressure: bounded requests and bytes in flight per connection. */
 		while (c->in_flight >= c->srv->opts.max_requests ||
 		       (c->in_flight &&
-			c->bytes_in_flight + ((type == NBD_CMD_READ || type == NBD_CMD_WRITE)
-						      ? len : 0) > NBD_MAX_BYTES_IN_FLIGHT))
+			c->bytes_in_flight + ((type == NBD_CMD_READ || type == NBD_CMD_WRITE) ?
+						      len :
+						      0) >
+				NBD_MAX_BYTES_IN_FLIGHT))
 			vs_co_queue_wait(&c->slot_wait);
 		r = req_get(c, (type == NBD_CMD_READ || type == NBD_CMD_WRITE) ? len : 0);
 		if (!r) {
@@ -1046,7 +1050,8 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
 	int ret = 0;
 
 	if (len)
-		return opt_error(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
+		return opt_error(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID,
+				 "NBD_OPT_LIST takes no data");
 	for (struct nbd_export *e = c->srv->exports; e && ret == 0; e = e->next) {
 		size_t nl = strlen(e->name), dl = e->description ? strlen(e->description) : 0;
 		uint8_t *b = malloc(4 + nl + dl);
@@ -1105,7 +1110,8 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *d, 
 		pos += 4 + ql;
 	}
 	if (pos != len)
-		return opt_error(c, opt, NBD_REP_ERR_INVALID, "trailing data in meta context request");
+		return opt_error(c, opt, NBD_REP_ERR_INVALID,
+				 "trailing data in meta context request");
 	e = find_export(c->srv, (const char *)d + 4, namelen);
 	if (!e)
 		return opt_error(c, opt, NBD_REP_ERR_UNKNOWN, "export '%.*s' not present",
@@ -1118,7 +1124,8 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *d, 
 			uint32_t ql = get32(d + pos);
 			const uint8_t *q = d + pos + 4;
 
-			if (query_is(q, ql, "base:allocation") || (!set && query_is(q, ql, "base:")))
+			if (query_is(q, ql, "base:allocation") ||
+			    (!set && query_is(q, ql, "base:")))
 				found |= CTX_BASE_ALLOCATION;
 			if (query_is(q, ql, "qemu:allocation-depth") ||
 			    (!set && query_is(q, ql, "qemu:")))
@@ -1184,7 +1191,8 @@ static int conn_handshake(struct nbd_conn *c)
 				return -EPROTO;
 			ret = drain_payload(c, len);
 			if (ret == 0)
-				ret = opt_error(c, opt, NBD_REP_ERR_TOO_BIG, "option data too long");
+				ret = opt_error(c, opt, NBD_REP_ERR_TOO_BIG,
+						"option data too long");
 			if (ret < 0)
 				return ret;
 			continue;
@@ -1247,7 +1255,8 @@ static int conn_handshake(struct nbd_conn *c)
 			break;
 		case NBD_OPT_STRUCTURED_REPLY:
 			if (len)
-				ret = opt_error(c, opt, NBD_REP_ERR_INVALID, "option takes no data");
+				ret = opt_error(c, opt, NBD_REP_ERR_INVALID,
+						"option takes no data");
 			else if (c->extended)
 				ret = opt_error(c, opt, NBD_REP_ERR_EXT_HEADER_REQD,
 						"extended headers already negotiated");
@@ -1258,7 +1267,8 @@ static int conn_handshake(struct nbd_conn *c)
 			break;
 		case NBD_OPT_EXTENDED_HEADERS:
 			if (len) {
-				ret = opt_error(c, opt, NBD_REP_ERR_INVALID, "option takes no data");
+				ret = opt_error(c, opt, NBD_REP_ERR_INVALID,
+						"option takes no data");
 			} else {
 				ret = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
 				c->extended = true;
@@ -1271,9 +1281,11 @@ static int conn_handshake(struct nbd_conn *c)
 			break;
 		case NBD_OPT_STARTTLS:
 			if (len) {
-				ret = opt_error(c, opt, NBD_REP_ERR_INVALID, "option takes no data");
+				ret = opt_error(c, opt, NBD_REP_ERR_INVALID,
+						"option takes no data");
 			} else if (c->tls) {
-				ret = opt_error(c, opt, NBD_REP_ERR_INVALID, "TLS is already active");
+				ret = opt_error(c, opt, NBD_REP_ERR_INVALID,
+						"TLS is already active");
 			} else if (c->srv->opts.tls_mode == VS_NBD_TLS_OFF || !c->srv->opts.tls) {
 				ret = opt_error(c, opt, NBD_REP_ERR_POLICY,
 						"TLS is not enabled on this server");
@@ -1287,7 +1299,8 @@ static int conn_handshake(struct nbd_conn *c)
 			} else {
 				ret = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
 				if (ret == 0)
-					ret = nbd_tls_session_start(c->srv->opts.tls, c->fd, &c->tls);
+					ret = nbd_tls_session_start(c->srv->opts.tls, c->fd,
+								    &c->tls);
 				/* What was negotiated in the clear does not carry over. */
 				c->structured = false;
 				c->extended = false;

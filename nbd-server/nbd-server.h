@@ -26,11 +26,11 @@ enum vs_nbd_detect_zeroes {
 };
 
 struct vs_nbd_export_opts {
-	const char *name;        /* "" is the default export */
+	const char *name;	 /* "" is the default export */
 	const char *description; /* NULL for none */
-	struct vs_node *node;    /* borrowed; outlives the server */
+	struct vs_node *node;	 /* borrowed; outlives the server */
 	bool read_only;
-	bool wce;                /* advertise SEND_FLUSH/SEND_FUA (cache mode knob) */
+	bool wce; /* advertise SEND_FLUSH/SEND_FUA (cache mode knob) */
 	enum vs_nbd_discard discard;
 	enum vs_nbd_detect_zeroes detect_zeroes;
 };
@@ -38,17 +38,17 @@ struct vs_nbd_export_opts {
 struct vs_nbd_tls; /* nbd-tls.h */
 
 enum vs_nbd_tls_mode {
-	VS_NBD_TLS_OFF,     /* STARTTLS refused */
-	VS_NBD_TLS_ON,      /* clients may upgrade */
+	VS_NBD_TLS_OFF,	    /* STARTTLS refused */
+	VS_NBD_TLS_ON,	    /* clients may upgrade */
 	VS_NBD_TLS_REQUIRE, /* no export without TLS */
 };
 
 struct vs_nbd_server_opts {
-	struct vs_nbd_tls *tls;     /* borrowed credentials, NULL without TLS */
+	struct vs_nbd_tls *tls; /* borrowed credentials, NULL without TLS */
 	enum vs_nbd_tls_mode tls_mode;
 	unsigned max_connections; /* -e/--shared; 0 = unlimited */
-	bool persistent;          /* -t: keep serving after the last client leaves */
-	unsigned max_requests;    /* in flight per connection; 0 = default (64) */
+	bool persistent;	  /* -t: keep serving after the last client leaves */
+	unsigned max_requests;	  /* in flight per connection; 0 = default (64) */
 };
 
 /* Create a server on the calling thread's reactor. */

@@ -33,8 +33,9 @@ int vs_nbd_tls_new(struct vs_nbd_tls **out, const struct vs_nbd_tls_opts *opts,
 	int ret;
 
 	if (!!opts->certificates_dir == !!opts->psk_file)
-		return vs_error_set(err, -EINVAL,
-				    "TLS needs either --tls-certificates or --tls-psk (one of them)");
+		return vs_error_set(
+			err, -EINVAL,
+			"TLS needs either --tls-certificates or --tls-psk (one of them)");
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
@@ -62,11 +63,12 @@ int vs_nbd_tls_new(struct vs_nbd_tls **out, const struct vs_nbd_tls_opts *opts,
 				     gnutls_strerror(ret));
 			goto fail;
 		}
-		ret = gnutls_certificate_set_x509_key_file(t->x509, cert, key,
-							   GNUTLS_X509_FMT_PEM);
+		ret = gnutls_certificate_set_x509_key_file(t->x509, cert, key, GNUTLS_X509_FMT_PEM);
 		if (ret < 0) {
-			vs_error_set(err, -EINVAL, "Cannot load the server certificate '%s' and key "
-				     "'%s': %s", cert, key, gnutls_strerror(ret));
+			vs_error_set(err, -EINVAL,
+				     "Cannot load the server certificate '%s' and key "
+				     "'%s': %s",
+				     cert, key, gnutls_strerror(ret));
 			goto fail;
 		}
 	}

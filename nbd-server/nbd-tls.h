@@ -20,8 +20,8 @@ struct nbd_tls_session;
 
 struct vs_nbd_tls_opts {
 	const char *certificates_dir; /* ca-cert.pem, server-cert.pem, server-key.pem */
-	const char *psk_file;         /* psktool format: "username:hexkey" lines */
-	bool verify_peer;             /* x509: require a client certificate signed by the CA */
+	const char *psk_file;	      /* psktool format: "username:hexkey" lines */
+	bool verify_peer;	      /* x509: require a client certificate signed by the CA */
 };
 
 /* Load credentials. Exactly one of certificates_dir and psk_file. */

@@ -225,7 +225,8 @@ bound:
 
 static void listen_tcp(struct config *cfg)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_PASSIVE };
 	struct addrinfo *res, *ai;
 	int ret, one = 1;
@@ -298,8 +299,10 @@ static int open_export(struct config *cfg, struct export_spec *e, struct vs_erro
 		struct vs_kv kv[2];
 		const char *fmt;
 		struct vs_node *probe;
-		struct vs_open_opts po = { .filename = e->file, .format = e->format,
-					   .read_only = true, .cache = cfg->cache };
+		struct vs_open_opts po = { .filename = e->file,
+					   .format = e->format,
+					   .read_only = true,
+					   .cache = cfg->cache };
 		int fd, ret;
 
 		if (!realpath(e->file, abs))
@@ -313,7 +316,8 @@ static int open_export(struct config *cfg, struct export_spec *e, struct vs_erro
 		fd = mkstemp(tmpl);
 		if (fd < 0) {
 			vs_node_close(probe);
-			return vs_error_setf_errno(err, -errno, "Could not create a temporary overlay");
+			return vs_error_setf_errno(err, -errno,
+						   "Could not create a temporary overlay");
 		}
 		close(fd);
 		ret = vs_image_create(tmpl, "qcow2", vs_node_size(probe), kv, 2, err);
@@ -342,8 +346,7 @@ static void signal_watch(void *opaque)
 	ssize_t n;
 
 	n = vs_aio_preadv(cfg->sigfd, &iov, 1, 0);
-	if (n == (ssize_t)sizeof(si) && the_server &&
-	    !vs_nbd_server_is_shutting_down(the_server)) {
+	if (n == (ssize_t)sizeof(si) && the_server && !vs_nbd_server_is_shutting_down(the_server)) {
 		int ret = vs_nbd_server_shutdown(the_server);
 
 		if (ret < 0) {
@@ -634,7 +637,8 @@ int main(int argc, char **argv)
 
 		if (!cfg.tls_mode_set)
 			cfg.tls_mode = VS_NBD_TLS_ON;
-		if (cfg.tls_mode != VS_NBD_TLS_OFF && vs_nbd_tls_new(&cfg.tls, &cfg.tls_opts, &terr) < 0)
+		if (cfg.tls_mode != VS_NBD_TLS_OFF &&
+		    vs_nbd_tls_new(&cfg.tls, &cfg.tls_opts, &terr) < 0)
 			die("%s", terr.msg);
 	} else if (cfg.tls_mode != VS_NBD_TLS_OFF) {
 		die("--tls=%s needs --tls-certificates=DIR or --tls-psk=FILE",

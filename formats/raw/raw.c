@@ -24,8 +24,8 @@ static int raw_open(struct vs_node *node, const struct vs_open_opts *opts, struc
 	(void)err;
 	node->size = file->size;
 	node->limits = file->limits;
-	node->caps = file->caps & (VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_BLOCK_STATUS |
-				   VS_CAP_FLUSH);
+	node->caps = file->caps &
+		     (VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_BLOCK_STATUS | VS_CAP_FLUSH);
 	return 0;
 }
 
@@ -61,8 +61,8 @@ static int raw_submit(struct vs_node *node, struct vs_req *req)
 	return -EINVAL;
 }
 
-static int raw_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc,
-			bool exact, struct vs_error *err)
+static int raw_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc, bool exact,
+			struct vs_error *err)
 {
 	int ret = vs_node_truncate(node->file, size, prealloc, exact, err);
 

@@ -53,7 +53,8 @@ static void run_session(void *opaque)
 	struct run *r = opaque;
 	struct vs_open_opts o = { .filename = "memory:1M", .format = "raw" };
 	struct vs_open_opts ro = { .filename = "memory:64k", .format = "raw", .read_only = true };
-	struct vs_nbd_server_opts so = { .max_connections = 0, .persistent = true,
+	struct vs_nbd_server_opts so = { .max_connections = 0,
+					 .persistent = true,
 					 .max_requests = 8 };
 	struct vs_node *node = NULL, *rnode = NULL;
 	struct vs_nbd_server *srv = NULL;
@@ -68,8 +69,11 @@ static void run_session(void *opaque)
 	if (vs_nbd_server_new(&srv, &so) < 0)
 		abort();
 	{
-		struct vs_nbd_export_opts e = { .name = "", .description = "fuzz", .node = node,
-						.wce = true, .discard = VS_NBD_DISCARD_UNMAP,
+		struct vs_nbd_export_opts e = { .name = "",
+						.description = "fuzz",
+						.node = node,
+						.wce = true,
+						.discard = VS_NBD_DISCARD_UNMAP,
 						.detect_zeroes = VS_NBD_DETECT_ZEROES_UNMAP };
 		struct vs_nbd_export_opts e2 = { .name = "ro", .node = rnode, .read_only = true };
 

@@ -59,7 +59,8 @@ int main(int argc, char **argv)
 				char path[4096];
 
 				if (names[k]->d_name[0] != '.') {
-					snprintf(path, sizeof(path), "%s/%s", argv[i], names[k]->d_name);
+					snprintf(path, sizeof(path), "%s/%s", argv[i],
+						 names[k]->d_name);
 					errors += run_file(path);
 					count++;
 				}

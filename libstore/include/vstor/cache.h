@@ -21,8 +21,8 @@ enum vs_cache_mode {
 };
 
 struct vs_cache_knobs {
-	bool direct;       /* open files with O_DIRECT */
-	bool wce;          /* the client sees a volatile write cache (may send flushes) */
+	bool direct;	    /* open files with O_DIRECT */
+	bool wce;	    /* the client sees a volatile write cache (may send flushes) */
 	bool flush_to_disk; /* a flush reaches stable storage (fsync) */
 };
 

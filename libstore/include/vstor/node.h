@@ -30,16 +30,16 @@ extern "C" {
 struct vs_node;
 
 /* Request flags. */
-#define VS_REQ_FUA 0x1          /* write: durable when it completes */
-#define VS_REQ_MAY_UNMAP 0x2    /* write-zeroes: may deallocate (punch) */
-#define VS_REQ_NO_FALLBACK 0x4  /* write-zeroes: fail -ENOTSUP rather than write zeroes */
+#define VS_REQ_FUA 0x1	       /* write: durable when it completes */
+#define VS_REQ_MAY_UNMAP 0x2   /* write-zeroes: may deallocate (punch) */
+#define VS_REQ_NO_FALLBACK 0x4 /* write-zeroes: fail -ENOTSUP rather than write zeroes */
 
 /* Block status bits (see vs_node_block_status()). */
-#define VS_BS_DATA 0x1          /* reads return data from this layer (or below) */
-#define VS_BS_ZERO 0x2          /* reads return zeroes */
-#define VS_BS_OFFSET_VALID 0x4  /* *map is the byte offset in *file */
-#define VS_BS_ALLOCATED 0x8     /* this layer decides the content (not the backing) */
-#define VS_BS_COMPRESSED 0x10   /* stored compressed (no valid offset) */
+#define VS_BS_DATA 0x1	       /* reads return data from this layer (or below) */
+#define VS_BS_ZERO 0x2	       /* reads return zeroes */
+#define VS_BS_OFFSET_VALID 0x4 /* *map is the byte offset in *file */
+#define VS_BS_ALLOCATED 0x8    /* this layer decides the content (not the backing) */
+#define VS_BS_COMPRESSED 0x10  /* stored compressed (no valid offset) */
 
 /* Permission bits, as QEMU defines them (they also name the OFD lock bytes). */
 #define VS_PERM_CONSISTENT_READ 0x1
@@ -61,14 +61,14 @@ const char *vs_prealloc_name(enum vs_prealloc p);
 /* Options for opening an image (a format node over a protocol node). */
 struct vs_open_opts {
 	const char *filename;
-	const char *format;     /* "raw", "qcow2", or NULL to probe */
+	const char *format; /* "raw", "qcow2", or NULL to probe */
 	bool read_only;
-	bool force_share;       /* -U: do not take or check the write locks */
-	bool no_backing;        /* do not open the backing file */
+	bool force_share; /* -U: do not take or check the write locks */
+	bool no_backing;  /* do not open the backing file */
 	enum vs_cache_mode cache;
-	uint64_t l2_cache_size; /* bytes; 0 = cover the image within the default budget */
+	uint64_t l2_cache_size;	      /* bytes; 0 = cover the image within the default budget */
 	uint64_t refcount_cache_size; /* bytes; 0 = default */
-	bool no_repair;         /* do not repair a dirty lazy-refcounts image on open */
+	bool no_repair;		      /* do not repair a dirty lazy-refcounts image on open */
 	/*
 	 * Opened to be checked or repaired (vstor-img check): a read-write open
 	 * of an image marked corrupt is allowed (writes stay refused until a
@@ -135,8 +135,7 @@ int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iove
 int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
 		    unsigned flags);
 int vs_node_pread(struct vs_node *n, uint64_t offset, void *buf, size_t len);
-int vs_node_pwrite(struct vs_node *n, uint64_t offset, const void *buf, size_t len,
-		   unsigned flags);
+int vs_node_pwrite(struct vs_node *n, uint64_t offset, const void *buf, size_t len, unsigned flags);
 int vs_node_flush(struct vs_node *n);
 int vs_node_discard(struct vs_node *n, uint64_t offset, uint64_t len);
 int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsigned flags);
@@ -166,9 +165,9 @@ int vs_node_block_status_above(struct vs_node *n, uint64_t offset, uint64_t len,
 
 /* Accessors. */
 uint64_t vs_node_size(const struct vs_node *n);
-const char *vs_node_format(const struct vs_node *n);     /* driver name */
+const char *vs_node_format(const struct vs_node *n); /* driver name */
 const char *vs_node_filename(const struct vs_node *n);
-struct vs_node *vs_node_file(const struct vs_node *n);    /* protocol child or NULL */
+struct vs_node *vs_node_file(const struct vs_node *n);	  /* protocol child or NULL */
 struct vs_node *vs_node_backing(const struct vs_node *n); /* backing node or NULL */
 bool vs_node_is_read_only(const struct vs_node *n);
 /* Bytes allocated on the host for the node's storage, or -errno. */
@@ -195,11 +194,11 @@ struct vs_snapshot_info {
 struct vs_image_info {
 	char format[32];
 	uint64_t virtual_size;
-	int64_t actual_size; /* host allocation, -1 if unknown */
+	int64_t actual_size;   /* host allocation, -1 if unknown */
 	uint64_t cluster_size; /* 0 if not applicable */
 	bool dirty;
 	bool encrypted;
-	char backing_filename[4096];      /* as recorded in the image, "" if none */
+	char backing_filename[4096];	  /* as recorded in the image, "" if none */
 	char full_backing_filename[4096]; /* resolved against the image's directory */
 	char backing_format[32];
 	struct vs_snapshot_info *snapshots; /* malloc'd, nb_snapshots entries */
@@ -245,8 +244,8 @@ int vs_node_check(struct vs_node *n, struct vs_check_result *res, unsigned fix);
  * when compression does not save space. -ENOTSUP if the format has no
  * compression.
  */
-int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
-			       struct iovec *iov, int niov);
+int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov,
+			       int niov);
 
 /* The cluster size of a format node (0 if it has none). */
 uint64_t vs_node_cluster_size(const struct vs_node *n);
@@ -260,8 +259,7 @@ int vs_node_snapshot_delete(struct vs_node *n, const char *name_or_id, struct vs
  * Change format options of an existing image (qemu-img amend): compat,
  * lazy_refcounts, refcount_bits, backing_file, backing_fmt, ...
  */
-int vs_node_amend(struct vs_node *n, const struct vs_kv *opts, size_t nopts,
-		  struct vs_error *err);
+int vs_node_amend(struct vs_node *n, const struct vs_kv *opts, size_t nopts, struct vs_error *err);
 
 /*
  * Record a new backing file in the image without touching data (rebase -u).
@@ -272,9 +270,9 @@ int vs_node_set_backing(struct vs_node *n, const char *backing, const char *back
 
 /* Sizes for qemu-img measure. */
 struct vs_measure_result {
-	uint64_t required;        /* bytes the image needs for the given data */
+	uint64_t required;	  /* bytes the image needs for the given data */
 	uint64_t fully_allocated; /* bytes with every cluster allocated */
-	uint64_t bitmaps;         /* bytes of persistent bitmaps (0: none) */
+	uint64_t bitmaps;	  /* bytes of persistent bitmaps (0: none) */
 };
 
 /*

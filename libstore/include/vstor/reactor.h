@@ -117,11 +117,10 @@ bool vs_co_queue_empty(const struct vs_co_queue *q);
  * the _full variants, which loop.
  */
 ssize_t vs_aio_preadv(int fd, const struct iovec *iov, int iovcnt, uint64_t offset);
-ssize_t vs_aio_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t offset,
-		       int rw_flags);
+ssize_t vs_aio_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, int rw_flags);
 int vs_aio_preadv_full(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len);
-int vs_aio_pwritev_full(int fd, const struct iovec *iov, int iovcnt, uint64_t offset,
-			size_t len, int rw_flags);
+int vs_aio_pwritev_full(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len,
+			int rw_flags);
 int vs_aio_fsync(int fd, bool datasync);
 int vs_aio_fallocate(int fd, int mode, uint64_t offset, uint64_t len);
 /* Wait until @fd reports one of @events (POLLIN, POLLOUT...). Returns revents. */
@@ -145,6 +144,22 @@ int vs_aio_accept(int fd);
  * connection's reader on shutdown. Returns 0 or -ENOENT if nothing pending.
  */
 int vs_aio_cancel(struct vs_co *co);
+
+/*
+ * CPU-heavy work (compression) off the reactor: coroutine context. Runs
+ * @fn(@arg) on a thread of the process-wide worker pool while the calling
+ * coroutine yields; returns when @fn has returned. @fn must not touch the
+ * reactor or any node: it works on memory it was given. Returns 0, or -errno
+ * if no worker thread could be started (then @fn ran on the calling thread).
+ */
+int vs_co_run_in_worker(void (*fn)(void *arg), void *arg);
+
+/*
+ * Size of the worker pool (default: the number of online CPUs). Takes effect
+ * for threads started afterwards; call before the first vs_co_run_in_worker.
+ */
+void vs_worker_pool_set_threads(unsigned n);
+unsigned vs_worker_pool_threads(void);
 
 /* Counters of a reactor, for statistics and tests. */
 struct vs_reactor_stats {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Unit tests of coroutines and the reactor loop; also measures the switch cost. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,11 @@
 #include <time.h>
 
 #include <cmocka.h>
+
+#include "config.h"
+#if HAVE_VALGRIND
+#include <valgrind/valgrind.h>
+#endif
 
 #include "vstor/reactor.h"
 
@@ -247,6 +253,61 @@ static void test_coroutine_pool_reuse(void **state)
 	vs_reactor_free(r);
 }
 
+struct job {
+	unsigned long in, out;
+	pthread_t thread;
+	int ret;
+};
+
+static void job_fn(void *arg)
+{
+	struct job *j = arg;
+
+	/* Some CPU work, and where it ran. */
+	j->out = 0;
+	for (unsigned long i = 0; i <= j->in; i++)
+		j->out += i;
+	j->thread = pthread_self();
+}
+
+static void co_worker_user(void *arg)
+{
+	struct job *j = arg;
+
+	j->ret = vs_co_run_in_worker(job_fn, j);
+}
+
+static void test_worker_pool_runs_jobs_off_the_reactor(void **state)
+{
+	struct vs_reactor *r;
+	struct job jobs[16];
+
+	(void)state;
+#if HAVE_VALGRIND
+	/*
+	 * valgrind 3.19 does not treat a waiting io_uring_enter as blocking, so
+	 * it never lets the worker threads run while the reactor waits.
+	 */
+	if (RUNNING_ON_VALGRIND)
+		skip();
+#endif
+	assert_int_equal(vs_reactor_new(&r, 0), 0);
+	for (unsigned i = 0; i < 16; i++) {
+		jobs[i].in = 100000 + i;
+		jobs[i].ret = -1;
+		vs_co_spawn(r, co_worker_user, &jobs[i]);
+	}
+	assert_int_equal(vs_reactor_run(r, NULL), 0);
+	for (unsigned i = 0; i < 16; i++) {
+		unsigned long n = jobs[i].in;
+
+		assert_int_equal(jobs[i].ret, 0);
+		assert_true(jobs[i].out == n * (n + 1) / 2);
+		assert_false(pthread_equal(jobs[i].thread, pthread_self()));
+	}
+	vs_reactor_free(r);
+}
+
 static void co_run_fn(void *arg)
 {
 	assert_true(vs_in_coroutine());
@@ -275,6 +336,7 @@ int main(void)
 		cmocka_unit_test(test_coroutine_switch_cost),
 		cmocka_unit_test(test_coroutine_pool_reuse),
 		cmocka_unit_test(test_run_in_coroutine),
+		cmocka_unit_test(test_worker_pool_runs_jobs_off_the_reactor),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -55,9 +55,8 @@ static int rec_submit(struct vs_node *n, struct vs_req *req)
 		s->max_len = req->len;
 	/* The contract the generic layer promises. */
 	assert_true(req->op == VS_OP_FLUSH || req->offset + req->len <= n->size);
-	assert_true(req->op == VS_OP_FLUSH ||
-		    (req->offset % n->limits.request_align == 0 &&
-		     req->len % n->limits.request_align == 0));
+	assert_true(req->op == VS_OP_FLUSH || (req->offset % n->limits.request_align == 0 &&
+					       req->len % n->limits.request_align == 0));
 	assert_true(!n->limits.max_transfer || req->op > VS_OP_WRITE ||
 		    req->len <= n->limits.max_transfer);
 	switch (req->op) {
@@ -121,13 +120,13 @@ static void fill(uint8_t *p, size_t len, unsigned seed)
 }
 
 /* Each test body runs as a coroutine. */
-#define CO_TEST(name)                                                                            \
-	static void name##_co(void *arg);                                                        \
-	static void name(void **state)                                                           \
-	{                                                                                        \
-		(void)state;                                                                     \
-		assert_int_equal(vs_run_in_coroutine(name##_co, NULL), 0);                       \
-	}                                                                                        \
+#define CO_TEST(name)                                                      \
+	static void name##_co(void *arg);                                  \
+	static void name(void **state)                                     \
+	{                                                                  \
+		(void)state;                                               \
+		assert_int_equal(vs_run_in_coroutine(name##_co, NULL), 0); \
+	}                                                                  \
 	static void name##_co(void *arg)
 
 CO_TEST(test_node_unaligned_rmw)
@@ -267,8 +266,7 @@ CO_TEST(test_file_block_status_holes)
 	assert_int_equal(vs_image_open(&n, &o, &err), 0);
 	memset(buf, 1, sizeof(buf));
 	assert_int_equal(vs_node_pwrite(n, 1 << 20, buf, sizeof(buf), 0), 0);
-	assert_int_equal(vs_node_block_status_above(n, 0, 4 << 20, &pnum, &st, NULL, NULL,
-						    &depth),
+	assert_int_equal(vs_node_block_status_above(n, 0, 4 << 20, &pnum, &st, NULL, NULL, &depth),
 			 0);
 	assert_true(st & VS_BS_ZERO);
 	assert_int_equal(pnum, 1 << 20);
