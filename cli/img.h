@@ -77,7 +77,7 @@ struct img_open_args {
 	bool force_share;
 	bool no_backing;
 	bool no_repair;
-	bool for_check;   /* opened by check: see vs_open_opts.for_check */
+	bool for_check; /* opened by check: see vs_open_opts.for_check */
 	enum vs_cache_mode cache;
 };
 

@@ -19,9 +19,9 @@
 #define QCOW2_MAX_CLUSTER_BITS 21
 #define QCOW2_MAX_REFCOUNT_ORDER 6
 #define QCOW2_V2_HEADER_SIZE 72
-#define QCOW2_V3_HEADER_SIZE 104 /* up to and including compression_type + padding */
-#define QCOW2_MAX_L1_SIZE (32u * 1024 * 1024)            /* bytes, QEMU's limit */
-#define QCOW2_MAX_REFTABLE_SIZE (8u * 1024 * 1024)       /* bytes, QEMU's limit */
+#define QCOW2_V3_HEADER_SIZE 104	      /* up to and including compression_type + padding */
+#define QCOW2_MAX_L1_SIZE (32u * 1024 * 1024) /* bytes, QEMU's limit */
+#define QCOW2_MAX_REFTABLE_SIZE (8u * 1024 * 1024) /* bytes, QEMU's limit */
 #define QCOW2_MAX_SNAPSHOTS 65536
 #define QCOW2_MAX_BACKING_NAME 1023
 
@@ -31,8 +31,8 @@
 #define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
 #define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
 #define QCOW2_INCOMPAT_EXTL2 (1ull << 4)
-#define QCOW2_INCOMPAT_KNOWN                                                                    \
-	(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_DATA_FILE |             \
+#define QCOW2_INCOMPAT_KNOWN                                                        \
+	(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_DATA_FILE | \
 	 QCOW2_INCOMPAT_COMPRESSION | QCOW2_INCOMPAT_EXTL2)
 /* Compatible feature bits. */
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
@@ -87,13 +87,13 @@ static inline unsigned qcow2_csize_shift(unsigned cluster_bits)
 /* The decoded header. */
 struct qcow2_header {
 	uint32_t magic;
-	uint32_t version;             /* 2 or 3 */
+	uint32_t version; /* 2 or 3 */
 	uint64_t backing_file_offset;
 	uint32_t backing_file_size;
 	uint32_t cluster_bits;
-	uint64_t size;                /* virtual disk size */
+	uint64_t size; /* virtual disk size */
 	uint32_t crypt_method;
-	uint32_t l1_size;             /* entries */
+	uint32_t l1_size; /* entries */
 	uint64_t l1_table_offset;
 	uint64_t refcount_table_offset;
 	uint32_t refcount_table_clusters;
