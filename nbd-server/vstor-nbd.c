@@ -44,6 +44,7 @@ struct config {
 	const char *socket_path;
 	const char *bind_addr;
 	const char *port;
+	bool tcp_asked; /* -p or -b given: listen on TCP too when -k is used */
 	unsigned shared;
 	bool persistent;
 	bool snapshot;
@@ -511,10 +512,12 @@ int main(int argc, char **argv)
 			if (*end || v < 0 || v > 65535)
 				die("Invalid port '%s'", optarg);
 			cfg.port = optarg;
+			cfg.tcp_asked = true;
 			break;
 		}
 		case 'b':
 			cfg.bind_addr = optarg;
+			cfg.tcp_asked = true;
 			break;
 		case 'k':
 			cfg.socket_path = optarg;
@@ -648,10 +651,12 @@ int main(int argc, char **argv)
 	if (socket_activation(&cfg)) {
 		if (cfg.socket_path || cfg.bind_addr)
 			die("-k and -b cannot be used with socket activation");
-	} else if (cfg.socket_path) {
-		cfg.listen_fds[cfg.nlisten++] = listen_unix(cfg.socket_path);
 	} else {
-		listen_tcp(&cfg);
+		/* -k alone: the unix socket; -p/-b alone or nothing: TCP; -k with -p/-b: both. */
+		if (cfg.socket_path)
+			cfg.listen_fds[cfg.nlisten++] = listen_unix(cfg.socket_path);
+		if (!cfg.socket_path || cfg.tcp_asked)
+			listen_tcp(&cfg);
 	}
 
 	if (cfg.fork) {

@@ -27,6 +27,7 @@ jobs=${VSTOR_TEST_JOBS:-2}
 t0=$SECONDS
 step_failures=() # what failed besides tests
 logs=()          # testlog JSON files to sum up
+extra_passed=0
 extra_failed=0   # a build that failed counts as one failed test
 
 banner() { printf '\n===== %s =====\n' "$*"; }
@@ -111,6 +112,17 @@ if build build --werror; then
 	fi
 fi
 
+# --- the README's main job (scripts/demo.sh) in its check mode: serve, nbdinfo, stop ---
+if [[ -x build/nbd-server/vstor-nbd ]]; then
+	banner "demo --check"
+	if VSTOR_NO_DEPS=1 VSTOR_DEMO_IMAGE=build/demo/demo.qcow2 scripts/demo.sh --check; then
+		extra_passed=$((extra_passed + 1))
+	else
+		step_failures+=("scripts/demo.sh --check")
+		extra_failed=$((extra_failed + 1))
+	fi
+fi
+
 # --- ASan + UBSan build ---
 if [[ ${VSTOR_NO_ASAN:-0} != 1 ]]; then
 	export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:abort_on_error=0}
@@ -169,6 +181,7 @@ print(p, f, s)
 PY
 )
 failed=$((${failed:-0} + extra_failed))
+passed=$((${passed:-0} + extra_passed))
 banner "summary"
 if ((${#step_failures[@]})); then
 	printf 'failed: %s\n' "${step_failures[@]}"
