@@ -11,7 +11,8 @@
 #                              goes to $WORKDIR/NAME.console
 #
 # The guest is built from Debian packages (tests/vm/build-guest.py) into
-# $VSTOR_VM_CACHE (default: $VS_BUILD_DIR/vm-cache), once. QEMU runs under
+# $VSTOR_VM_CACHE (default: var/vm-cache in the source tree, shared by every
+# build), once. QEMU runs under
 # TCG: these machines' /dev/kvm is PVM, which boots only PVM kernels (see
 # docs/testing.md); a CPU with vmx/svm and no kvm_pvm gets KVM.
 
@@ -30,7 +31,7 @@ vm_prepare()
 {
 	require_tool qemu-system-x86_64 apt-get dpkg-deb
 	[[ -e /usr/share/qemu/qboot.rom ]] || skip_or_fail "qboot.rom (qemu-system-data) missing"
-	local cache=${VSTOR_VM_CACHE:-$VS_BUILD_DIR/vm-cache}
+	local cache=${VSTOR_VM_CACHE:-$VS_SOURCE_DIR/var/vm-cache}
 	mkdir -p "$cache"
 	# Serialise builds of the shared cache between parallel tests.
 	(
