@@ -594,6 +594,20 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 		host = e0 & QCOW2_L2E_OFFSET_MASK;
 		if (end > cend)
 			end = cend;
+		/*
+		 * Stop before the next allocated subcluster: writes to those go
+		 * in place without the lock, and the read-modify-write of a tail
+		 * subcluster that one of them is changing would put the old bytes
+		 * back over it. The caller writes the rest in place.
+		 */
+		if (s->extl2) {
+			unsigned sc = (unsigned)((offset - cstart) >> s->subcluster_bits);
+
+			while (sc < 32 && !(bm0 & (1ull << sc)))
+				sc++;
+			if (end > cstart + ((uint64_t)sc << s->subcluster_bits))
+				end = cstart + ((uint64_t)sc << s->subcluster_bits);
+		}
 		a0 = offset & ~(g - 1);
 		a1 = (end + g - 1) & ~(g - 1);
 		if (a1 > cend)
