@@ -502,6 +502,7 @@ static int free_entry_storage(struct vs_node *node, uint64_t e, bool punch)
 		if (ret < 0)
 			return ret;
 	}
+	s->free_pending = true;
 	return qcow2_free_clusters(node, off, len, punch);
 }
 

@@ -364,6 +364,18 @@ int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n)
 	if (s->corrupt)
 		return -EIO;
 	/*
+	 * A freed cluster may only take new data once no L2 entry on disk
+	 * points to it any more: otherwise a crash leaves the old entry
+	 * reading the new owner's bytes (a compressed or shared cluster that
+	 * was overwritten would read neither its old nor its new content).
+	 */
+	if (s->free_pending) {
+		ret = qcow2_cache_flush(node, s->l2_cache);
+		if (ret < 0)
+			return ret;
+		s->free_pending = false;
+	}
+	/*
 	 * Find a free run for the data plus the refcount blocks that are
 	 * missing for the run: the new blocks go first in the run, so that
 	 * placing them never breaks the run apart.

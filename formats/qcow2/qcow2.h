@@ -91,6 +91,11 @@ struct qcow2_state {
 	uint64_t reftable_size; /* entries */
 	uint64_t reftable_offset;
 	uint64_t free_hint; /* cluster index where free-space search starts */
+	/*
+	 * Clusters were freed by L2 updates that may not be on disk yet; the
+	 * next allocation, which may reuse them, first writes those L2 tables.
+	 */
+	bool free_pending;
 
 	struct qcow2_cache *l2_cache;
 	struct qcow2_cache *rb_cache;

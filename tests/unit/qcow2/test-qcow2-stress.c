@@ -100,8 +100,13 @@ static unsigned delay_max_us = 200;
 /* When set, decides the delay (in microseconds) of each file request instead. */
 static uint64_t (*delay_fn)(const struct vs_req *req);
 
+/* When set, sees each file request after it completed (the file holds its effect). */
+static void (*after_fn)(struct vs_node *node, const struct vs_req *req);
+
 static int delay_submit(struct vs_node *node, struct vs_req *req)
 {
+	int ret;
+
 	if (delay_fn) {
 		uint64_t us = delay_fn(req);
 
@@ -114,7 +119,10 @@ static int delay_submit(struct vs_node *node, struct vs_req *req)
 		if (us > delay_max_us / 4)
 			vs_co_sleep_ns(us * 1000);
 	}
-	return vs_driver_file.submit(node, req);
+	ret = vs_driver_file.submit(node, req);
+	if (after_fn)
+		after_fn(node, req);
+	return ret;
 }
 
 static void delay_wrap(struct vs_node *n)
@@ -635,6 +643,93 @@ static void test_race_extl2_rmw_vs_inplace_write(void **state)
 		fail_msg("qemu-img check failed");
 }
 
+/*
+ * The file as it is right after the data write of the second request:
+ * the freshest state a crash can leave behind, with every write issued so
+ * far on disk in order.
+ */
+static bool crash_taken;
+
+static void crash_copy_after_55(struct vs_node *node, const struct vs_req *req)
+{
+	if (crash_taken || req->op != VS_OP_WRITE || !req->niov ||
+	    ((const uint8_t *)req->iov[0].iov_base)[0] != 0x55)
+		return;
+	crash_taken = true;
+	sh("cp %s crash.qcow2", node->filename);
+}
+
+/* Whether the first 64k of @img read back as @pat throughout (qemu-io). */
+static bool reads_pattern(const char *img, uint8_t pat)
+{
+	return sh("out=$(qemu-io -r -c 'read -P 0x%02x 0 64k' %s 2>&1) && "
+		  "echo \"$out\" | grep -q 'read 65536/65536' && "
+		  "! echo \"$out\" | grep -q 'verification failed'",
+		  pat, img) == 0;
+}
+
+static void reuse_body(void *arg)
+{
+	struct rmw_case *c = arg;
+	struct vs_open_opts o = { 0 };
+	struct vs_error err = { 0 };
+	struct vs_node *n;
+	uint8_t *buf = vs_buf_alloc(65536);
+	char p[128];
+
+	path(p, sizeof(p), "reuse.qcow2");
+	o.filename = p;
+	if (vs_image_open(&n, &o, &err) < 0) {
+		c->ret = err.code;
+		snprintf(c->msg, sizeof(c->msg), "open: %s", err.msg);
+		return;
+	}
+	delay_wrap(n);
+	delay_fn = NULL;
+	delay_max_us = 0;
+	crash_taken = false;
+	after_fn = crash_copy_after_55;
+	/* Overwrite the compressed cluster: its host cluster becomes free... */
+	memset(buf, 0x33, 65536);
+	c->ret = vs_node_pwrite(n, 0, buf, 65536, 0);
+	/* ...and the next allocation may take it. */
+	memset(buf, 0x55, 65536);
+	if (!c->ret)
+		c->ret = vs_node_pwrite(n, 1 << 20, buf, 65536, 0);
+	after_fn = NULL;
+	delay_max_us = 200;
+	vs_node_close(n);
+	free(buf);
+}
+
+/*
+ * A cluster freed by an overwrite must not take new data before the L2
+ * entry that dropped it is on disk: else a crash leaves the old entry
+ * pointing at foreign bytes, and data the guest had flushed long ago (the
+ * compressed cluster) reads as garbage, neither old nor new.
+ */
+static void test_crash_freed_cluster_reused_before_l2_update(void **state)
+{
+	struct rmw_case c = { 0 };
+
+	(void)state;
+	assert_int_equal(sh("rm -f reuse.qcow2 crash.qcow2 && "
+			    "qemu-img create -f qcow2 reuse.qcow2 4M && "
+			    "qemu-io -c 'write -c -P 0x22 0 64k' -c 'write -P 0x11 2M 64k' "
+			    "reuse.qcow2"),
+			 0);
+	in_co(reuse_body, &c);
+	if (c.ret)
+		fail_msg("I/O failed: %d %s", c.ret, c.msg);
+	if (!crash_taken)
+		fail_msg("the data write of the second request was not seen");
+	/* Guest cluster 0 reads as before the overwrite, or as after it. */
+	if (!reads_pattern("crash.qcow2", 0x22) && !reads_pattern("crash.qcow2", 0x33))
+		fail_msg("after a crash, cluster 0 is neither its old nor its new content");
+	if (sh("qemu-img check crash.qcow2; test $? -eq 0 -o $? -eq 3"))
+		fail_msg("the crash state has corruptions, not just leaks");
+}
+
 static int setup_tmp(void **state)
 {
 	(void)state;
@@ -659,6 +754,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_race_extl2_rmw_vs_inplace_write),
+		cmocka_unit_test(test_crash_freed_cluster_reused_before_l2_update),
 		cmocka_unit_test(test_stress_extl2),
 		cmocka_unit_test(test_stress_small_clusters_small_cache),
 		cmocka_unit_test(test_stress_snapshot),
