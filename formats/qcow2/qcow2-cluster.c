@@ -331,6 +331,13 @@ static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struc
 		if (!locked)
 			vs_co_mutex_lock(&s->lock);
 		ret = get_map(node, offset, len, &m);
+		/*
+		 * Still under the lock: once counted as unlocked I/O, taking the
+		 * lock again would deadlock with a discard that holds it and
+		 * waits for that I/O to drain.
+		 */
+		if (ret == 0 && m.type == MAP_NORMAL && m.host + m.len > vs_node_size(node->file))
+			ret = qcow2_mark_corrupt(node, "data cluster beyond end of file", m.host);
 		if (ret < 0) {
 			if (!locked)
 				vs_co_mutex_unlock(&s->lock);
@@ -351,15 +358,6 @@ static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struc
 		case MAP_NORMAL: {
 			int n;
 
-			if (m.host + m.len > vs_node_size(node->file)) {
-				if (!locked)
-					vs_co_mutex_lock(&s->lock);
-				ret = qcow2_mark_corrupt(node, "data cluster beyond end of file",
-							 m.host);
-				if (!locked)
-					vs_co_mutex_unlock(&s->lock);
-				break;
-			}
 			n = qcow2_iov_slice(iov, niov, ioff, m.len, sl, slmax);
 			ret = n < 0 ? n : vs_node_preadv(node->file, m.host, m.len, sl, n, 0);
 			break;

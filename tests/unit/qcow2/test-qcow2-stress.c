@@ -730,6 +730,85 @@ static void test_crash_freed_cluster_reused_before_l2_update(void **state)
 		fail_msg("the crash state has corruptions, not just leaks");
 }
 
+struct eof_job {
+	struct vs_node *n;
+	bool discard;
+	int ret;
+	bool done;
+};
+
+static void eof_worker(void *arg)
+{
+	struct eof_job *j = arg;
+	uint8_t *buf = vs_buf_alloc(65536);
+
+	if (j->discard)
+		j->ret = vs_node_discard(j->n, 0, 65536);
+	else
+		j->ret = vs_node_pread(j->n, 0, buf, 65536);
+	free(buf);
+	j->done = true;
+}
+
+static void eof_body(void *arg)
+{
+	struct rmw_case *c = arg;
+	struct vs_open_opts o = { 0 };
+	struct vs_error err = { 0 };
+	struct eof_job r = { 0 }, d = { 0 };
+	struct vs_node *n;
+	char p[128];
+
+	path(p, sizeof(p), "eof.qcow2");
+	o.filename = p;
+	if (vs_image_open(&n, &o, &err) < 0) {
+		c->ret = err.code;
+		snprintf(c->msg, sizeof(c->msg), "open: %s", err.msg);
+		return;
+	}
+	r.n = d.n = n;
+	d.discard = true;
+	/* The read takes the lock and yields reading the L2 table; the discard queues. */
+	vs_co_spawn(vs_reactor_current(), eof_worker, &r);
+	vs_co_spawn(vs_reactor_current(), eof_worker, &d);
+	for (unsigned i = 0; i < 200 && !(r.done && d.done); i++)
+		vs_co_sleep_ns(10 * 1000 * 1000);
+	if (!r.done || !d.done) {
+		/* Hung: leave the node open, its coroutines cannot be unwound. */
+		snprintf(c->msg, sizeof(c->msg), "read %s, discard %s after 2 s",
+			 r.done ? "done" : "hung", d.done ? "done" : "hung");
+		return;
+	}
+	if (r.ret != -EIO)
+		snprintf(c->msg, sizeof(c->msg), "read of a cluster past EOF returned %d", r.ret);
+	vs_node_close(n);
+}
+
+/*
+ * Hostile image: an L2 entry points past the end of the file. The read
+ * that finds out marks the image corrupt; it must not wait for the lock
+ * while it still counts as in-flight unlocked I/O, which a discard holding
+ * the lock waits to drain.
+ */
+static void test_hostile_cluster_past_eof_read_vs_discard(void **state)
+{
+	struct rmw_case c = { 0 };
+
+	(void)state;
+	/* Header, reftable, refblock, L1, L2, then the data cluster: cut it off. */
+	assert_int_equal(
+		sh("rm -f eof.qcow2 && qemu-img create -f qcow2 eof.qcow2 1M && "
+		   "qemu-io -c 'write -P 0x11 0 64k' eof.qcow2 && "
+		   "qemu-img map --output=json eof.qcow2 | grep -q '\"offset\": 327680' && "
+		   "truncate -s 320k eof.qcow2"),
+		0);
+	in_co(eof_body, &c);
+	if (c.ret)
+		fail_msg("open failed: %d %s", c.ret, c.msg);
+	if (c.msg[0])
+		fail_msg("%s", c.msg);
+}
+
 static int setup_tmp(void **state)
 {
 	(void)state;
@@ -755,6 +834,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_race_extl2_rmw_vs_inplace_write),
 		cmocka_unit_test(test_crash_freed_cluster_reused_before_l2_update),
+		cmocka_unit_test(test_hostile_cluster_past_eof_read_vs_discard),
 		cmocka_unit_test(test_stress_extl2),
 		cmocka_unit_test(test_stress_small_clusters_small_cache),
 		cmocka_unit_test(test_stress_snapshot),
