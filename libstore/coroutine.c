@@ -138,23 +138,26 @@ void vs_co_mutex_lock(struct vs_co_mutex *m)
 {
 	struct vs_co_waiter w = { .co = vs_co_current };
 
-	if (!m->locked) {
-		m->locked = true;
-		return;
+	/*
+	 * No hand-over on unlock: a woken waiter competes again. Handing the
+	 * lock to a coroutine that only runs on the next loop turn would make
+	 * everyone else queue behind it, a convoy that never dissolves once a
+	 * single holder has yielded with the lock.
+	 */
+	while (m->locked) {
+		waiter_push(&m->head, &m->tail, &w);
+		vs_co_yield();
 	}
-	waiter_push(&m->head, &m->tail, &w);
-	/* Ownership is handed over by unlock: locked stays true. */
-	vs_co_yield();
+	m->locked = true;
 }
 
 void vs_co_mutex_unlock(struct vs_co_mutex *m)
 {
 	struct vs_co_waiter *w = waiter_pop(&m->head, &m->tail);
 
+	m->locked = false;
 	if (w)
 		vs_co_wake(w->co);
-	else
-		m->locked = false;
 }
 
 void vs_co_queue_wait(struct vs_co_queue *q)
