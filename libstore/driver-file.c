@@ -180,6 +180,20 @@ static int file_zero(struct vs_node *node, struct vs_req *req)
 	return ret;
 }
 
+/*
+ * A large buffered copy done inline in io_uring_enter runs on the reactor's
+ * core only; handed to the kernel's workers it runs beside the reactor.
+ * Small requests stay inline (cheaper), O_DIRECT is asynchronous anyway.
+ */
+#define FILE_ASYNC_MIN (256u << 10)
+
+static unsigned file_hints(const struct vs_node *node, const struct vs_req *req)
+{
+	if (!node->knobs.direct && req->len >= FILE_ASYNC_MIN)
+		return VS_AIO_HINT_ASYNC;
+	return 0;
+}
+
 static int file_submit(struct vs_node *node, struct vs_req *req)
 {
 	struct file_state *s = node->opaque;
@@ -187,10 +201,12 @@ static int file_submit(struct vs_node *node, struct vs_req *req)
 
 	switch (req->op) {
 	case VS_OP_READ:
-		return vs_aio_preadv_full(s->fd, req->iov, req->niov, req->offset, req->len);
+		return vs_aio_preadv_full_ex(s->fd, req->iov, req->niov, req->offset, req->len,
+					     file_hints(node, req));
 	case VS_OP_WRITE:
-		ret = vs_aio_pwritev_full(s->fd, req->iov, req->niov, req->offset, req->len,
-					  (req->flags & VS_REQ_FUA) ? RWF_DSYNC : 0);
+		ret = vs_aio_pwritev_full_ex(s->fd, req->iov, req->niov, req->offset, req->len,
+					     (req->flags & VS_REQ_FUA) ? RWF_DSYNC : 0,
+					     file_hints(node, req));
 		if (ret == 0 && req->offset + req->len > node->size)
 			node->size = req->offset + req->len;
 		return ret;
