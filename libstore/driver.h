@@ -77,6 +77,8 @@ struct vs_driver {
 	 * Open. Protocol drivers open @opts->filename; format drivers find their
 	 * child in node->file (already open) and open the backing chain by
 	 * calling vs_node_open_backing(). Fill node->size, limits, caps.
+	 * With @opts->snapshot (the node is then read-only), open that internal
+	 * snapshot or fail with a clear message if the format has none.
 	 */
 	int (*open)(struct vs_node *node, const struct vs_open_opts *opts, struct vs_error *err);
 

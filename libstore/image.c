@@ -223,6 +223,11 @@ static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opt
 	if (ret < 0)
 		return ret;
 	if (drv && !drv->is_format) {
+		if (opts->snapshot) {
+			vs_node_close(file);
+			return vs_error_set(err, -ENOTSUP, "The %s driver has no internal snapshots",
+					    drv->name);
+		}
 		/* -f file / memory / null: the protocol node is the image. */
 		*out = file;
 		file->writethrough = depth == 0 && !file->knobs.wce;
@@ -245,11 +250,6 @@ static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opt
 		}
 		drv = vs_driver_probe(buf, len, opts->filename);
 		free(buf);
-	}
-	if (opts->snapshot && !drv->snapshot_apply) {
-		vs_node_close(file);
-		return vs_error_set(err, -ENOTSUP, "The %s format has no internal snapshots",
-				    drv->name);
 	}
 	n = node_new(drv, opts->filename, opts);
 	if (!n) {

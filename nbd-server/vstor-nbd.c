@@ -48,6 +48,7 @@ struct config {
 	unsigned shared;
 	bool persistent;
 	bool snapshot;
+	const char *load_snapshot; /* -l: export this internal snapshot, read-only */
 	bool fork;
 	const char *pid_file;
 	enum vs_cache_mode cache;
@@ -81,6 +82,7 @@ static void usage(FILE *f)
 		"  -r, --read-only          export read-only\n"
 		"  -f, --format=FORMAT      image format (raw, qcow2); probed when omitted\n"
 		"  -s, --snapshot           send writes to a temporary overlay, keep FILE intact\n"
+		"  -l, --load-snapshot=NAME export the internal snapshot NAME (or ID) read-only\n"
 		"  -A, --allocation-depth   accepted for qemu-nbd compatibility (always exported)\n"
 		"      --export name=N,file=PATH[,format=F][,readonly=on][,description=D]\n"
 		"                           add an export (repeatable)\n"
@@ -289,8 +291,9 @@ static int open_export(struct config *cfg, struct export_spec *e, struct vs_erro
 	struct vs_open_opts o = {
 		.filename = e->file,
 		.format = e->format,
-		.read_only = e->read_only && !cfg->snapshot,
+		.read_only = (e->read_only || cfg->load_snapshot) && !cfg->snapshot,
 		.cache = cfg->cache,
+		.snapshot = cfg->load_snapshot,
 	};
 
 	if (cfg->snapshot) {
@@ -481,6 +484,7 @@ int main(int argc, char **argv)
 		{ "read-only", no_argument, NULL, 'r' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "snapshot", no_argument, NULL, 's' },
+		{ "load-snapshot", required_argument, NULL, 'l' },
 		{ "allocation-depth", no_argument, NULL, 'A' },
 		{ "cache", required_argument, NULL, OPT_CACHE },
 		{ "aio", required_argument, NULL, OPT_AIO },
@@ -504,7 +508,7 @@ int main(int argc, char **argv)
 	int c, ret;
 	char *end;
 
-	while ((c = getopt_long(argc, argv, "p:b:k:e:tx:D:rf:sAhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:b:k:e:tx:D:rf:sl:AhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p': {
 			long v = strtol(optarg, &end, 10);
@@ -547,6 +551,15 @@ int main(int argc, char **argv)
 			break;
 		case 's':
 			cfg.snapshot = true;
+			break;
+		case 'l':
+			/* qemu-nbd also takes snapshot.name=N / snapshot.id=N */
+			if (!strncmp(optarg, "snapshot.name=", 14))
+				cfg.load_snapshot = optarg + 14;
+			else if (!strncmp(optarg, "snapshot.id=", 12))
+				cfg.load_snapshot = optarg + 12;
+			else
+				cfg.load_snapshot = optarg;
 			break;
 		case 'A':
 			break;
@@ -617,6 +630,8 @@ int main(int argc, char **argv)
 			return EXIT_FAILURE;
 		}
 	}
+	if (cfg.load_snapshot && cfg.snapshot)
+		die("-l and -s cannot be used together");
 	if (optind < argc - 1)
 		die("Too many arguments (one FILE at most; use --export for more)");
 	if (optind == argc - 1) {

@@ -20,8 +20,10 @@ static int raw_open(struct vs_node *node, const struct vs_open_opts *opts, struc
 {
 	struct vs_node *file = node->file;
 
-	(void)opts;
-	(void)err;
+	if (opts->snapshot)
+		return vs_error_set(err, -ENOTSUP,
+				    "The raw format has no internal snapshots (cannot open '%s')",
+				    opts->snapshot);
 	node->size = file->size;
 	node->limits = file->limits;
 	node->caps = file->caps &
