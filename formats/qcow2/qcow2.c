@@ -398,6 +398,67 @@ static void free_metadata(struct qcow2_state *s)
 }
 
 /* L1, refcount table, snapshot table and caches, from s->hdr. */
+/* The snapshot whose id, else whose name, is @key (QEMU's order); NULL if none. */
+static const struct qcow2_snapshot *find_snapshot(const struct qcow2_state *s, const char *key)
+{
+	for (unsigned i = 0; i < s->nb_snaps; i++)
+		if (!strcmp(s->snaps[i].id, key))
+			return &s->snaps[i];
+	for (unsigned i = 0; i < s->nb_snaps; i++)
+		if (!strcmp(s->snaps[i].name, key))
+			return &s->snaps[i];
+	return NULL;
+}
+
+/*
+ * Read-only open of an internal snapshot: its L1 table replaces the active
+ * one in memory. Clusters reached from it are shared (COPIED clear), and the
+ * node is read-only, so nothing is ever written through it.
+ */
+static int load_snapshot_l1(struct vs_node *node, const char *key, struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	const struct qcow2_snapshot *sn = find_snapshot(s, key);
+	uint64_t *l1;
+	uint8_t *buf;
+	int ret;
+
+	if (!sn)
+		return vs_error_set(err, -ENOENT, "qcow2: no snapshot '%s' in '%s'", key,
+				    node->filename);
+	ret = qcow2_snapshot_check_l1(&s->hdr, sn, vs_node_size(node->file), err);
+	if (ret < 0)
+		return ret;
+	if (sn->l1_size < qcow2_l1_size_for(s, sn->disk_size))
+		return vs_error_set(
+			err, -EINVAL,
+			"qcow2: the L1 table of snapshot '%s' is too small for its size", key);
+	l1 = calloc(sn->l1_size ? sn->l1_size : 1, sizeof(uint64_t));
+	buf = vs_buf_alloc((size_t)sn->l1_size * 8 + 1);
+	if (!l1 || !buf) {
+		free(l1);
+		free(buf);
+		return vs_error_set(err, -ENOMEM, "qcow2: out of memory for an L1 table");
+	}
+	ret = sn->l1_size ?
+		      vs_node_pread(node->file, sn->l1_table_offset, buf, (size_t)sn->l1_size * 8) :
+		      0;
+	if (ret < 0) {
+		free(l1);
+		free(buf);
+		return vs_error_setf_errno(err, ret, "qcow2: reading the L1 table of snapshot '%s'",
+					   key);
+	}
+	for (uint32_t i = 0; i < sn->l1_size; i++)
+		l1[i] = qcow2_be64(buf + 8 * i);
+	free(buf);
+	free(s->l1);
+	s->l1 = l1;
+	s->l1_size = sn->l1_size;
+	s->l1_offset = sn->l1_table_offset;
+	return 0;
+}
+
 static int load_metadata(struct vs_node *node, const struct vs_open_opts *opts,
 			 struct vs_error *err)
 {
@@ -447,6 +508,11 @@ static int load_metadata(struct vs_node *node, const struct vs_open_opts *opts,
 		s->snaps = t.sn;
 		s->nb_snaps = t.nb;
 		s->snap_table_size = t.size;
+	}
+	if (opts && opts->snapshot) {
+		ret = load_snapshot_l1(node, opts->snapshot, err);
+		if (ret < 0)
+			return ret;
 	}
 
 	if (!s->l2_cache) {
@@ -578,6 +644,9 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	}
 
 	node->size = s->hdr.size;
+	if (opts->snapshot)
+		node->size = find_snapshot(s, opts->snapshot)->disk_size;
+	node->cluster_size = s->cluster_size;
 	node->limits.request_align = 1;
 	node->limits.mem_align = 1;
 	node->limits.max_transfer = 0;
