@@ -460,6 +460,14 @@ static int get_l2_writable(struct vs_node *node, uint64_t offset, void **l2)
 	if (old) {
 		uint64_t rc;
 
+		/*
+		 * The old table stays referenced by a snapshot's L1: its refcount
+		 * may only drop once the active L1 no longer points to it on disk,
+		 * or a reordering disk could leave two users with refcount 1.
+		 */
+		ret = vs_node_flush(node->file);
+		if (ret < 0)
+			goto fail;
 		ret = qcow2_free_clusters(node, old, s->cluster_size, false);
 		if (ret < 0)
 			goto fail;

@@ -76,7 +76,9 @@ int qcow2_refcount_load(struct vs_node *node, struct vs_error *err)
 	int ret;
 
 	s->reftable_offset = s->hdr.refcount_table_offset;
-	if (s->reftable_offset + bytes > file_size + s->cluster_size ||
+	/* Offset first: a hostile offset near 2^64 must not wrap the sum. */
+	if (s->reftable_offset > file_size ||
+	    s->reftable_offset + bytes > file_size + s->cluster_size ||
 	    s->reftable_offset < s->cluster_size)
 		return vs_error_set(err, -EINVAL,
 				    "qcow2: refcount table lies outside the image file");

@@ -475,8 +475,8 @@ static int load_metadata(struct vs_node *node, const struct vs_open_opts *opts,
 	if (s->l1_size < need)
 		return vs_error_set(err, -EINVAL,
 				    "qcow2: L1 table is too small for the image size");
-	if (s->l1_size &&
-	    (s->l1_offset < s->cluster_size || s->l1_offset + (uint64_t)s->l1_size * 8 > fsize))
+	if (s->l1_size && (s->l1_offset < s->cluster_size || s->l1_offset > fsize ||
+			   s->l1_offset + (uint64_t)s->l1_size * 8 > fsize))
 		return vs_error_set(err, -EINVAL, "qcow2: L1 table lies outside the image file");
 	s->l1 = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));
 	buf = vs_buf_alloc((size_t)s->l1_size * 8);
