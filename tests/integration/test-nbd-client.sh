@@ -39,6 +39,24 @@ qemu-io -f qcow2 -c 'read -P 0x33 4M 64K' -c 'read -P 0 8M 1M' -c 'read -P 0x44 
 grep -q "Pattern verification failed" qio.out && fail "pattern mismatch after NBD writes"
 qemu_img check q.qcow2 >/dev/null || fail "qemu-img check after writes over NBD"
 
+# --- vstor-img on NBD URIs (qemu-nbd serving a qcow2 with data and a hole) ---
+require_vstor_img
+qemu_img create -f qcow2 m.qcow2 64M >/dev/null
+qemu-io -f qcow2 -c 'write -P 0x21 1M 2M' -c 'write -P 0x22 40M 64K' m.qcow2 >/dev/null
+qemu_img convert -f qcow2 -O raw m.qcow2 m.raw
+start_daemon "$WORKDIR/qm.pid" 20 qemu-nbd -t -r -e 4 -k "$WORKDIR/qm.sock" -f qcow2 \
+	--pid-file="$WORKDIR/qm.pid" m.qcow2
+MURI="nbd+unix:///?socket=$WORKDIR/qm.sock"
+vstor_img info -f raw --output=json "$MURI" >vi.json || fail "vstor-img info on an NBD URI"
+python3 -c "import json; assert json.load(open('vi.json'))['virtual-size'] == 64 << 20" ||
+	fail "vstor-img info: wrong size over NBD"
+vstor_img compare -f raw -F raw "$MURI" m.raw || fail "vstor-img compare over NBD"
+vstor_img map -f raw --output=json "$MURI" >vm.json || fail "vstor-img map on an NBD URI"
+qemu_img map -f raw --output=json "$MURI" >qm.json
+python3 "$VS_LIB_DIR/interop.py" map-cmp vm.json qm.json ||
+	fail "vstor-img map and qemu-img map disagree on an NBD export"
+stop_pid "$DAEMON_PID"
+
 # --- qemu-nbd over TCP on a free port, read-only export ---
 PORT=$(free_port)
 start_daemon "$WORKDIR/qt.pid" 20 qemu-nbd -t -r -b 127.0.0.1 -p "$PORT" -x exp -f qcow2 \
@@ -54,6 +72,9 @@ assert_grep "not found" "$WORKDIR/err" "unknown export"
 # --- nbdkit memory plugin ---
 start_daemon "$WORKDIR/nk.pid" 20 nbdkit -f -U "$WORKDIR/nk.sock" -P "$WORKDIR/nk.pid" memory 64M
 exercise "nbd+unix:///?socket=$WORKDIR/nk.sock"
+vstor_img info -f raw "nbd+unix:///?socket=$WORKDIR/nk.sock" >nki.txt ||
+	fail "vstor-img info on nbdkit"
+assert_grep "virtual size: 64 MiB" nki.txt "vstor-img info on nbdkit"
 
 # --- vstor-nbd serving the bytes of a qcow2 image: the driver probes qcow2 over NBD ---
 qemu_img create -f qcow2 v.qcow2 64M >/dev/null
