@@ -19,6 +19,8 @@ PACKAGES=(
 	qemu-utils
 	# NBD peers: nbdinfo, nbdcopy, nbdsh, fio's nbd engine, nbdkit
 	libnbd-bin python3-libnbd fio nbdkit
+	# nbdinfo --json runs file(1) to describe the content; without it the JSON breaks
+	file
 	# guest tests (tests/vm): QEMU with TCG, zstd to unpack kernel modules
 	qemu-system-x86 zstd
 )
