@@ -225,8 +225,8 @@ static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opt
 	if (drv && !drv->is_format) {
 		if (opts->snapshot) {
 			vs_node_close(file);
-			return vs_error_set(err, -ENOTSUP, "The %s driver has no internal snapshots",
-					    drv->name);
+			return vs_error_set(err, -ENOTSUP,
+					    "The %s driver has no internal snapshots", drv->name);
 		}
 		/* -f file / memory / null: the protocol node is the image. */
 		*out = file;

@@ -447,14 +447,14 @@ int vs_aio_pwritev_full(int fd, const struct iovec *iov, int iovcnt, uint64_t of
 	return rw_full(true, fd, iov, iovcnt, offset, len, rw_flags, 0);
 }
 
-int vs_aio_preadv_full_ex(int fd, const struct iovec *iov, int iovcnt, uint64_t offset,
-			  size_t len, unsigned hints)
+int vs_aio_preadv_full_ex(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len,
+			  unsigned hints)
 {
 	return rw_full(false, fd, iov, iovcnt, offset, len, 0, hints);
 }
 
-int vs_aio_pwritev_full_ex(int fd, const struct iovec *iov, int iovcnt, uint64_t offset,
-			   size_t len, int rw_flags, unsigned hints)
+int vs_aio_pwritev_full_ex(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len,
+			   int rw_flags, unsigned hints)
 {
 	return rw_full(true, fd, iov, iovcnt, offset, len, rw_flags, hints);
 }
