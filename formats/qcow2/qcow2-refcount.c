@@ -97,8 +97,12 @@ int qcow2_refcount_load(struct vs_node *node, struct vs_error *err)
 		return vs_error_setf_errno(err, ret, "qcow2: reading the refcount table");
 	}
 	s->reftable_size = bytes / 8;
-	for (uint64_t i = 0; i < s->reftable_size; i++)
+	s->reftable_used = 0;
+	for (uint64_t i = 0; i < s->reftable_size; i++) {
 		s->reftable[i] = qcow2_be64(buf + 8 * i) & QCOW2_REFT_OFFSET_MASK;
+		if (s->reftable[i])
+			s->reftable_used = i + 1;
+	}
 	free(buf);
 	return 0;
 }
@@ -348,6 +352,9 @@ static int reftable_grow(struct vs_node *node, uint64_t b)
 	s->reftable = new_table;
 	new_table = NULL;
 	s->reftable_size = new_entries;
+	for (uint64_t i = s->reftable_used; i < new_entries; i++)
+		if (s->reftable[i])
+			s->reftable_used = i + 1;
 	s->reftable_offset = start << s->cluster_bits;
 	ret = qcow2_free_clusters(node, old_offset, old_clusters << s->cluster_bits, false);
 out:
@@ -423,6 +430,8 @@ int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n)
 			qcow2_cache_mark_dirty(s->rb_cache, rb);
 			qcow2_cache_put(s->rb_cache, &rb);
 			s->reftable[b] = p << s->cluster_bits;
+			if (b + 1 > s->reftable_used)
+				s->reftable_used = b + 1;
 			p++;
 		}
 		/* The new blocks account for themselves (they all lie in covered blocks now). */
@@ -498,7 +507,8 @@ int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, 
 		 overlaps(offset, len, s->hdr.snapshots_offset, s->snap_table_size))
 		what = "snapshot table";
 	if (!what && !(ignore & QCOW2_META_REFBLOCK)) {
-		for (uint64_t i = 0; i < s->reftable_size; i++) {
+		/* Only up to the last block in use: every data write passes here. */
+		for (uint64_t i = 0; i < s->reftable_used; i++) {
 			if (overlaps(offset, len, s->reftable[i],
 				     s->reftable[i] ? s->cluster_size : 0)) {
 				what = "refcount block";

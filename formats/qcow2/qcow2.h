@@ -89,6 +89,7 @@ struct qcow2_state {
 	unsigned rb_bits; /* log2(entries per refcount block) */
 	uint64_t *reftable;
 	uint64_t reftable_size; /* entries */
+	uint64_t reftable_used; /* entries up to the last non-zero one (overlap checks scan these) */
 	uint64_t reftable_offset;
 	uint64_t free_hint; /* cluster index where free-space search starts */
 	/*
