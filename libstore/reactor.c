@@ -386,7 +386,7 @@ static int iov_advance(struct iovec *iov, int iovcnt, size_t done, int *first)
 }
 
 static int rw_full(bool write, int fd, const struct iovec *iov, int iovcnt, uint64_t offset,
-		   size_t len, int rw_flags, unsigned hints)
+		   size_t len, int rw_flags)
 {
 	struct iovec small[16];
 	struct iovec *copy = small;
@@ -438,25 +438,13 @@ static int rw_full(bool write, int fd, const struct iovec *iov, int iovcnt, uint
 
 int vs_aio_preadv_full(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len)
 {
-	return rw_full(false, fd, iov, iovcnt, offset, len, 0, 0);
+	return rw_full(false, fd, iov, iovcnt, offset, len, 0);
 }
 
 int vs_aio_pwritev_full(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len,
 			int rw_flags)
 {
-	return rw_full(true, fd, iov, iovcnt, offset, len, rw_flags, 0);
-}
-
-int vs_aio_preadv_full_ex(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len,
-			  unsigned hints)
-{
-	return rw_full(false, fd, iov, iovcnt, offset, len, 0, hints);
-}
-
-int vs_aio_pwritev_full_ex(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len,
-			   int rw_flags, unsigned hints)
-{
-	return rw_full(true, fd, iov, iovcnt, offset, len, rw_flags, hints);
+	return rw_full(true, fd, iov, iovcnt, offset, len, rw_flags);
 }
 
 int vs_aio_fsync(int fd, bool datasync)

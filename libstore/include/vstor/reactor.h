@@ -121,16 +121,6 @@ ssize_t vs_aio_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t off
 int vs_aio_preadv_full(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len);
 int vs_aio_pwritev_full(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len,
 			int rw_flags);
-/*
- * Hints for the _ex variants. VS_AIO_HINT_ASYNC hands the operation to the
- * kernel's async workers at once (IOSQE_ASYNC): a large buffered copy then
- * runs on another core instead of inline in io_uring_enter on this one.
- */
-#define VS_AIO_HINT_ASYNC 0x1
-int vs_aio_preadv_full_ex(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len,
-			  unsigned hints);
-int vs_aio_pwritev_full_ex(int fd, const struct iovec *iov, int iovcnt, uint64_t offset, size_t len,
-			   int rw_flags, unsigned hints);
 int vs_aio_fsync(int fd, bool datasync);
 int vs_aio_fallocate(int fd, int mode, uint64_t offset, uint64_t len);
 /* Wait until @fd reports one of @events (POLLIN, POLLOUT...). Returns revents. */

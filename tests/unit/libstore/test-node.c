@@ -249,6 +249,37 @@ CO_TEST(test_file_direct_unaligned_roundtrip)
 	vs_node_close(n);
 }
 
+CO_TEST(test_file_large_buffered_io_on_workers)
+{
+	char path[256];
+	struct vs_open_opts o = { .format = "raw" };
+	struct vs_error err = { 0 };
+	struct vs_node *n;
+	size_t len = 3 << 20;
+	uint8_t *buf = malloc(len), *back = malloc(len);
+	struct iovec iov[3] = { { buf, 1000 },
+				{ buf + 1000, (1 << 20) - 1000 },
+				{ buf + (1 << 20), 2 << 20 } };
+
+	(void)arg;
+	path_in_tmp(path, sizeof(path), "large.raw");
+	assert_int_equal(vs_image_create(path, "raw", 8 << 20, NULL, 0, &err), 0);
+	o.filename = path;
+	assert_int_equal(vs_image_open(&n, &o, &err), 0);
+	fill(buf, len, 11);
+	/* 3 MiB buffered: copied by the worker pool, in a scattered iovec. */
+	assert_int_equal(vs_node_pwritev(n, 12345, len, iov, 3, VS_REQ_FUA), 0);
+	assert_int_equal(vs_node_pread(n, 12345, back, len), 0);
+	assert_memory_equal(back, buf, len);
+	/* Reading past the end of the written part returns the file's zeroes. */
+	assert_int_equal(vs_node_pread(n, 4 << 20, back, 1 << 20), 0);
+	for (size_t i = 0; i < (1 << 20); i++)
+		assert_int_equal(back[i], 0);
+	vs_node_close(n);
+	free(buf);
+	free(back);
+}
+
 CO_TEST(test_file_block_status_holes)
 {
 	char path[256];
@@ -400,6 +431,7 @@ int main(void)
 		cmocka_unit_test(test_node_fua_emulated_as_flush),
 		cmocka_unit_test(test_node_write_zeroes_fallback),
 		cmocka_unit_test(test_file_direct_unaligned_roundtrip),
+		cmocka_unit_test(test_file_large_buffered_io_on_workers),
 		cmocka_unit_test(test_file_block_status_holes),
 		cmocka_unit_test(test_file_locks_exclude_writers),
 		cmocka_unit_test(test_file_create_preallocation),
