@@ -91,6 +91,9 @@ measure()
 	shift
 	for row in "${rows[@]}"; do
 		for c in "${conns[@]}"; do
+			# Dirty pages of an earlier cell (or of the image fill) being
+			# written back would slow the disk for whoever runs next.
+			sync
 			start_server "$@"
 			local t0 t1 out
 			t0=$(cpu_ticks "$server_pid")
