@@ -57,39 +57,6 @@ struct nbd_client {
 	struct vs_co_queue reader_exit;
 };
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return ((uint32_t)get16(p) << 16) | get16(p + 2);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return ((uint64_t)get32(p) << 32) | get32(p + 4);
-}
-
 static int wire_to_errno(uint32_t e)
 {
 	switch (e) {
@@ -292,9 +259,9 @@ static int send_option(int fd, uint32_t opt, const void *data, uint32_t len)
 	uint8_t h[16];
 	struct iovec iov[2] = { { h, 16 }, { (void *)data, len } };
 
-	put64(h, NBD_IHAVEOPT);
-	put32(h + 8, opt);
-	put32(h + 12, len);
+	nbd_put64(h, NBD_IHAVEOPT);
+	nbd_put32(h + 8, opt);
+	nbd_put32(h + 12, len);
 	return vs_aio_sendmsg_full(fd, iov, len ? 2 : 1);
 }
 
@@ -307,10 +274,10 @@ static int recv_option_reply(int fd, uint32_t opt, uint32_t *type, uint8_t *buf,
 
 	if (ret < 0)
 		return ret;
-	if (get64(h) != NBD_REP_MAGIC || get32(h + 8) != opt)
+	if (nbd_get64(h) != NBD_REP_MAGIC || nbd_get32(h + 8) != opt)
 		return -EPROTO;
-	*type = get32(h + 12);
-	*len = get32(h + 16);
+	*type = nbd_get32(h + 12);
+	*len = nbd_get32(h + 16);
 	if (*len > 1u << 20)
 		return -EPROTO;
 	if (*len <= cap)
@@ -340,14 +307,14 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 	ret = vs_aio_recv_full(c->fd, b, 18);
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "NBD handshake");
-	if (get64(b) != NBD_MAGIC)
+	if (nbd_get64(b) != NBD_MAGIC)
 		return vs_error_set(err, -EPROTO, "Not an NBD server (bad magic)");
-	if (get64(b + 8) != NBD_IHAVEOPT)
+	if (nbd_get64(b + 8) != NBD_IHAVEOPT)
 		return vs_error_set(err, -EPROTO, "NBD server uses the old-style handshake");
-	hflags = get16(b + 16);
+	hflags = nbd_get16(b + 16);
 	if (!(hflags & NBD_FLAG_FIXED_NEWSTYLE))
 		return vs_error_set(err, -EPROTO, "NBD server is not fixed-newstyle");
-	put32(b, NBD_FLAG_C_FIXED_NEWSTYLE | (hflags & NBD_FLAG_NO_ZEROES));
+	nbd_put32(b, NBD_FLAG_C_FIXED_NEWSTYLE | (hflags & NBD_FLAG_NO_ZEROES));
 	ret = vs_aio_send_full(c->fd, b, 4);
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "NBD handshake");
@@ -366,10 +333,10 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 
 		if (!m)
 			return vs_error_set(err, -ENOMEM, "Out of memory");
-		put32(m, nl);
+		nbd_put32(m, nl);
 		memcpy(m + 4, t->export_name, nl);
-		put32(m + 4 + nl, 1);
-		put32(m + 8 + nl, sizeof(q) - 1);
+		nbd_put32(m + 4 + nl, 1);
+		nbd_put32(m + 8 + nl, sizeof(q) - 1);
 		memcpy(m + 12 + nl, q, sizeof(q) - 1);
 		ml = 12 + nl + sizeof(q) - 1;
 		ret = send_option(c->fd, NBD_OPT_SET_META_CONTEXT, m, (uint32_t)ml);
@@ -381,7 +348,7 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 				break;
 			if (len >= 4 && len - 4 == sizeof(q) - 1 &&
 			    !memcmp(b + 4, q, sizeof(q) - 1)) {
-				c->base_ctx = get32(b);
+				c->base_ctx = nbd_get32(b);
 				c->has_base_ctx = true;
 			}
 		}
@@ -392,10 +359,10 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 	go = malloc(4 + nl + 2 + 2);
 	if (!go)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
-	put32(go, nl);
+	nbd_put32(go, nl);
 	memcpy(go + 4, t->export_name, nl);
-	put16(go + 4 + nl, 1);
-	put16(go + 6 + nl, NBD_INFO_BLOCK_SIZE);
+	nbd_put16(go + 4 + nl, 1);
+	nbd_put16(go + 6 + nl, NBD_INFO_BLOCK_SIZE);
 	ret = send_option(c->fd, NBD_OPT_GO, go, 8 + nl);
 	free(go);
 	node->limits.max_transfer = NBD_CLIENT_MAX_TRANSFER;
@@ -406,13 +373,13 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 		if (type == NBD_REP_ACK)
 			return 0;
 		if (type == NBD_REP_INFO && len >= 2) {
-			uint16_t it = get16(b);
+			uint16_t it = nbd_get16(b);
 
 			if (it == NBD_INFO_EXPORT && len >= 12) {
-				node->size = get64(b + 2);
-				c->flags = get16(b + 10);
+				node->size = nbd_get64(b + 2);
+				c->flags = nbd_get16(b + 10);
 			} else if (it == NBD_INFO_BLOCK_SIZE && len >= 14) {
-				uint32_t min = get32(b + 2), max = get32(b + 10);
+				uint32_t min = nbd_get32(b + 2), max = nbd_get32(b + 10);
 
 				if (min && min <= 65536 && !(min & (min - 1)))
 					node->limits.request_align = min;
@@ -508,9 +475,9 @@ static void complete(struct nbd_slot *s)
 /* One structured chunk (header already read). Returns 0 or -EPROTO etc. */
 static int handle_chunk(struct nbd_client *c, uint8_t *h)
 {
-	uint16_t flags = get16(h + 4), type = get16(h + 6);
-	uint32_t len = get32(h + 16);
-	struct nbd_slot *s = slot_for(c, get64(h + 8));
+	uint16_t flags = nbd_get16(h + 4), type = nbd_get16(h + 6);
+	uint32_t len = nbd_get32(h + 16);
+	struct nbd_slot *s = slot_for(c, nbd_get64(h + 8));
 	uint8_t b[12];
 	int ret = 0;
 
@@ -529,7 +496,7 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 		ret = vs_aio_recv_full(c->fd, b, 8);
 		if (ret < 0)
 			return ret;
-		off = get64(b);
+		off = nbd_get64(b);
 		if (off < s->offset || len - 8 > s->len || off - s->offset > s->len - (len - 8))
 			return -EPROTO;
 		ret = recv_into(c, s, off - s->offset, len - 8);
@@ -544,8 +511,8 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 		ret = vs_aio_recv_full(c->fd, b, 12);
 		if (ret < 0)
 			return ret;
-		off = get64(b);
-		hl = get32(b + 8);
+		off = nbd_get64(b);
+		hl = nbd_get32(b + 8);
 		if (off < s->offset || hl > s->len || off - s->offset > s->len - hl)
 			return -EPROTO;
 		zero_into(s, off - s->offset, hl);
@@ -559,10 +526,10 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 		ret = vs_aio_recv_full(c->fd, b, 12);
 		if (ret < 0)
 			return ret;
-		ctx = get32(b);
+		ctx = nbd_get32(b);
 		if (ctx == c->base_ctx && !s->bs_seen) {
-			s->bs_len = get32(b + 4);
-			s->bs_flags = get32(b + 8);
+			s->bs_len = nbd_get32(b + 4);
+			s->bs_flags = nbd_get32(b + 8);
 			s->bs_seen = true;
 		}
 		ret = drop_bytes(c, len - 12);
@@ -577,7 +544,7 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 			ret = vs_aio_recv_full(c->fd, b, 6);
 			if (ret < 0)
 				return ret;
-			e = get32(b);
+			e = nbd_get32(b);
 			s->err = wire_to_errno(e ? e : NBD_EIO);
 			ret = drop_bytes(c, len - 6);
 			break;
@@ -605,25 +572,25 @@ static void reader_main(void *opaque)
 		ret = vs_aio_recv_full(c->fd, h, 4);
 		if (ret < 0)
 			break;
-		if (get32(h) == NBD_SIMPLE_REPLY_MAGIC) {
+		if (nbd_get32(h) == NBD_SIMPLE_REPLY_MAGIC) {
 			struct nbd_slot *s;
 
 			ret = vs_aio_recv_full(c->fd, h + 4, 12);
 			if (ret < 0)
 				break;
-			s = slot_for(c, get64(h + 8));
+			s = slot_for(c, nbd_get64(h + 8));
 			if (!s) {
 				ret = -EPROTO;
 				break;
 			}
-			s->err = get32(h + 4) ? wire_to_errno(get32(h + 4)) : 0;
+			s->err = nbd_get32(h + 4) ? wire_to_errno(nbd_get32(h + 4)) : 0;
 			if (!s->err && s->type == NBD_CMD_READ) {
 				ret = recv_into(c, s, 0, s->len);
 				if (ret < 0)
 					break;
 			}
 			complete(s);
-		} else if (get32(h) == NBD_STRUCTURED_REPLY_MAGIC && c->structured) {
+		} else if (nbd_get32(h) == NBD_STRUCTURED_REPLY_MAGIC && c->structured) {
 			ret = vs_aio_recv_full(c->fd, h + 4, 16);
 			if (ret == 0)
 				ret = handle_chunk(c, h);
@@ -683,12 +650,12 @@ static int nbd_request(struct vs_node *node, uint16_t type, uint16_t flags, uint
 	s->niov = niov;
 	c->used++;
 
-	put32(h, NBD_REQUEST_MAGIC);
-	put16(h + 4, flags);
-	put16(h + 6, type);
-	put64(h + 8, i);
-	put64(h + 16, offset);
-	put32(h + 24, (uint32_t)len);
+	nbd_put32(h, NBD_REQUEST_MAGIC);
+	nbd_put16(h + 4, flags);
+	nbd_put16(h + 6, type);
+	nbd_put64(h + 8, i);
+	nbd_put64(h + 16, offset);
+	nbd_put32(h + 24, (uint32_t)len);
 	siov[0] = (struct iovec){ h, sizeof(h) };
 	if (type == NBD_CMD_WRITE) {
 		if (niov > 64) {
@@ -842,8 +809,8 @@ static void nbd_close(struct vs_node *node)
 	if (!c->dead) {
 		/* NBD_CMD_DISC, then let the reader see the end of the stream. */
 		memset(h, 0, sizeof(h));
-		put32(h, NBD_REQUEST_MAGIC);
-		put16(h + 6, NBD_CMD_DISC);
+		nbd_put32(h, NBD_REQUEST_MAGIC);
+		nbd_put16(h + 6, NBD_CMD_DISC);
 		vs_co_mutex_lock(&c->send_lock);
 		(void)vs_aio_send_full(c->fd, h, sizeof(h));
 		vs_co_mutex_unlock(&c->send_lock);

@@ -114,40 +114,7 @@ struct vs_nbd_server {
 	struct vs_co_queue finish_wait; /* vs_nbd_server_wait() */
 };
 
-/* ---- byte order ---- */
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return ((uint32_t)get16(p) << 16) | get16(p + 2);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return ((uint64_t)get32(p) << 32) | get32(p + 4);
-}
+/* ---- errors ---- */
 
 uint32_t vs_nbd_errno_to_wire(int err)
 {
@@ -354,10 +321,10 @@ static int opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const void
 	uint8_t hdr[20];
 	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)data, len } };
 
-	put64(hdr, NBD_REP_MAGIC);
-	put32(hdr + 8, opt);
-	put32(hdr + 12, type);
-	put32(hdr + 16, len);
+	nbd_put64(hdr, NBD_REP_MAGIC);
+	nbd_put32(hdr + 8, opt);
+	nbd_put32(hdr + 12, type);
+	nbd_put32(hdr + 16, len);
 	return conn_send(c, iov, len ? 2 : 1);
 }
 
@@ -385,19 +352,19 @@ static size_t chunk_header(struct nbd_conn *c, uint8_t *hdr, uint16_t flags, uin
 			   uint64_t cookie, uint64_t offset, uint64_t len)
 {
 	if (c->extended) {
-		put32(hdr, NBD_EXTENDED_REPLY_MAGIC);
-		put16(hdr + 4, flags);
-		put16(hdr + 6, type);
-		put64(hdr + 8, cookie);
-		put64(hdr + 16, offset);
-		put64(hdr + 24, len);
+		nbd_put32(hdr, NBD_EXTENDED_REPLY_MAGIC);
+		nbd_put16(hdr + 4, flags);
+		nbd_put16(hdr + 6, type);
+		nbd_put64(hdr + 8, cookie);
+		nbd_put64(hdr + 16, offset);
+		nbd_put64(hdr + 24, len);
 		return 32;
 	}
-	put32(hdr, NBD_STRUCTURED_REPLY_MAGIC);
-	put16(hdr + 4, flags);
-	put16(hdr + 6, type);
-	put64(hdr + 8, cookie);
-	put32(hdr + 16, (uint32_t)len);
+	nbd_put32(hdr, NBD_STRUCTURED_REPLY_MAGIC);
+	nbd_put16(hdr + 4, flags);
+	nbd_put16(hdr + 6, type);
+	nbd_put64(hdr + 8, cookie);
+	nbd_put32(hdr + 16, (uint32_t)len);
 	return 20;
 }
 
@@ -411,17 +378,17 @@ static int send_status(struct nbd_req *r, int err)
 	int n = 1, ret;
 
 	if (!c->structured) {
-		put32(hdr, NBD_SIMPLE_REPLY_MAGIC);
-		put32(hdr + 4, wire);
-		put64(hdr + 8, r->cookie);
+		nbd_put32(hdr, NBD_SIMPLE_REPLY_MAGIC);
+		nbd_put32(hdr + 4, wire);
+		nbd_put64(hdr + 8, r->cookie);
 		iov[0] = (struct iovec){ hdr, 16 };
 	} else if (!wire) {
 		iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, NBD_REPLY_FLAG_DONE,
 							   NBD_REPLY_TYPE_NONE, r->cookie,
 							   r->offset, 0) };
 	} else {
-		put32(body, wire);
-		put16(body + 4, 0); /* no message */
+		nbd_put32(body, wire);
+		nbd_put16(body + 4, 0); /* no message */
 		iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, NBD_REPLY_FLAG_DONE,
 							   NBD_REPLY_TYPE_ERROR, r->cookie,
 							   r->offset, sizeof(body)) };
@@ -526,9 +493,9 @@ static int req_read_simple(struct nbd_req *r)
 
 	if (ret < 0)
 		return send_status(r, ret);
-	put32(hdr, NBD_SIMPLE_REPLY_MAGIC);
-	put32(hdr + 4, 0);
-	put64(hdr + 8, r->cookie);
+	nbd_put32(hdr, NBD_SIMPLE_REPLY_MAGIC);
+	nbd_put32(hdr + 4, 0);
+	nbd_put64(hdr + 8, r->cookie);
 	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
 	iov[1] = (struct iovec){ r->buf, r->len };
 	vs_co_mutex_lock(&c->send_lock);
@@ -589,9 +556,9 @@ static int req_read_structured(struct nbd_req *r)
 		uint16_t flags = i + 1 == count ? NBD_REPLY_FLAG_DONE : 0;
 		uint64_t o = r->offset + pos;
 
-		put64(off, o);
+		nbd_put64(off, o);
 		if (ext[i].status & VS_BS_ZERO) {
-			put32(off + 8, (uint32_t)ext[i].len);
+			nbd_put32(off + 8, (uint32_t)ext[i].len);
 			iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, flags,
 								   NBD_REPLY_TYPE_OFFSET_HOLE,
 								   r->cookie, o, 12) };
@@ -626,10 +593,10 @@ static int send_block_status(struct nbd_req *r, unsigned ctx, const struct exten
 
 	if (!body)
 		return -ENOMEM;
-	put32(body, ctx);
+	nbd_put32(body, ctx);
 	p = body + 4;
 	if (c->extended) {
-		put32(p, count);
+		nbd_put32(p, count);
 		p += 4;
 	}
 	for (unsigned i = 0; i < count; i++) {
@@ -645,11 +612,11 @@ static int send_block_status(struct nbd_req *r, unsigned ctx, const struct exten
 			flags = ext[i].depth;
 		}
 		if (c->extended) {
-			put64(p, ext[i].len);
-			put64(p + 8, flags);
+			nbd_put64(p, ext[i].len);
+			nbd_put64(p + 8, flags);
 		} else {
-			put32(p, (uint32_t)ext[i].len);
-			put32(p + 4, flags);
+			nbd_put32(p, (uint32_t)ext[i].len);
+			nbd_put32(p + 4, flags);
 		}
 		p += dsz;
 	}
@@ -903,13 +870,13 @@ static void conn_transmission(struct nbd_conn *c)
 		ret = conn_recv_full(c, h, hlen);
 		if (ret < 0)
 			break;
-		if (get32(h) != (c->extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC))
+		if (nbd_get32(h) != (c->extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC))
 			break; /* out of sync: the only safe answer is to hang up */
-		flags = get16(h + 4);
-		type = get16(h + 6);
-		cookie = get64(h + 8);
-		offset = get64(h + 16);
-		len = c->extended ? get64(h + 24) : get32(h + 24);
+		flags = nbd_get16(h + 4);
+		type = nbd_get16(h + 6);
+		cookie = nbd_get64(h + 8);
+		offset = nbd_get64(h + 16);
+		len = c->extended ? nbd_get64(h + 24) : nbd_get32(h + 24);
 		if (type == NBD_CMD_DISC)
 			break;
 		verr = validate_request(c, type, flags, offset, len);
@@ -970,9 +937,9 @@ static int send_info_export(struct nbd_conn *c, uint32_t opt, struct nbd_export 
 {
 	uint8_t b[12];
 
-	put16(b, NBD_INFO_EXPORT);
-	put64(b + 2, vs_node_size(e->node));
-	put16(b + 10, export_flags(c->srv, e));
+	nbd_put16(b, NBD_INFO_EXPORT);
+	nbd_put64(b + 2, vs_node_size(e->node));
+	nbd_put16(b + 10, export_flags(c->srv, e));
 	return opt_reply(c, opt, NBD_REP_INFO, b, sizeof(b));
 }
 
@@ -984,7 +951,7 @@ static int send_info_string(struct nbd_conn *c, uint32_t opt, uint16_t type, con
 
 	if (!b)
 		return -ENOMEM;
-	put16(b, type);
+	nbd_put16(b, type);
 	memcpy(b + 2, s, len);
 	ret = opt_reply(c, opt, NBD_REP_INFO, b, (uint32_t)(2 + len));
 	free(b);
@@ -995,10 +962,10 @@ static int send_info_block_size(struct nbd_conn *c, uint32_t opt)
 {
 	uint8_t b[14];
 
-	put16(b, NBD_INFO_BLOCK_SIZE);
-	put32(b + 2, 1); /* the generic layer bounces anything unaligned */
-	put32(b + 6, NBD_PREFERRED_BLOCK);
-	put32(b + 10, NBD_MAX_PAYLOAD);
+	nbd_put16(b, NBD_INFO_BLOCK_SIZE);
+	nbd_put32(b + 2, 1); /* the generic layer bounces anything unaligned */
+	nbd_put32(b + 6, NBD_PREFERRED_BLOCK);
+	nbd_put32(b + 10, NBD_MAX_PAYLOAD);
 	return opt_reply(c, opt, NBD_REP_INFO, b, sizeof(b));
 }
 
@@ -1011,12 +978,12 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d, uint3
 	bool want_name = false, want_desc = false;
 	int ret;
 
-	if (len < 6 || (namelen = get32(d)) > len - 6 ||
-	    (ninfo = get16(d + 4 + namelen), len != 6 + namelen + 2u * ninfo))
+	if (len < 6 || (namelen = nbd_get32(d)) > len - 6 ||
+	    (ninfo = nbd_get16(d + 4 + namelen), len != 6 + namelen + 2u * ninfo))
 		return opt_error(c, opt, NBD_REP_ERR_INVALID, "malformed %s request",
 				 opt == NBD_OPT_GO ? "NBD_OPT_GO" : "NBD_OPT_INFO");
 	for (unsigned i = 0; i < ninfo; i++) {
-		uint16_t t = get16(d + 6 + namelen + 2 * i);
+		uint16_t t = nbd_get16(d + 6 + namelen + 2 * i);
 
 		want_name |= t == NBD_INFO_NAME;
 		want_desc |= t == NBD_INFO_DESCRIPTION;
@@ -1058,7 +1025,7 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
 
 		if (!b)
 			return -ENOMEM;
-		put32(b, (uint32_t)nl);
+		nbd_put32(b, (uint32_t)nl);
 		memcpy(b + 4, e->name, nl);
 		if (dl)
 			memcpy(b + 4 + nl, e->description, dl);
@@ -1075,7 +1042,7 @@ static int send_meta_context(struct nbd_conn *c, uint32_t opt, uint32_t id, cons
 	size_t nl = strlen(name);
 	uint8_t b[64];
 
-	put32(b, id);
+	nbd_put32(b, id);
 	memcpy(b + 4, name, nl);
 	return opt_reply(c, opt, NBD_REP_META_CONTEXT, b, (uint32_t)(4 + nl));
 }
@@ -1096,15 +1063,15 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *d, 
 	if (set && !c->structured)
 		return opt_error(c, opt, NBD_REP_ERR_INVALID,
 				 "structured replies must be negotiated first");
-	if (len < 8 || (namelen = get32(d)) > len - 8)
+	if (len < 8 || (namelen = nbd_get32(d)) > len - 8)
 		return opt_error(c, opt, NBD_REP_ERR_INVALID, "malformed meta context request");
-	nq = get32(d + 4 + namelen);
+	nq = nbd_get32(d + 4 + namelen);
 	/* Validate the whole query list before acting on it. */
 	pos = 8 + namelen;
 	for (uint32_t i = 0; i < nq; i++) {
 		uint32_t ql;
 
-		if (len - pos < 4 || (ql = get32(d + pos)) > len - pos - 4)
+		if (len - pos < 4 || (ql = nbd_get32(d + pos)) > len - pos - 4)
 			return opt_error(c, opt, NBD_REP_ERR_INVALID,
 					 "malformed meta context query");
 		pos += 4 + ql;
@@ -1121,7 +1088,7 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *d, 
 	} else {
 		pos = 8 + namelen;
 		for (uint32_t i = 0; i < nq; i++) {
-			uint32_t ql = get32(d + pos);
+			uint32_t ql = nbd_get32(d + pos);
 			const uint8_t *q = d + pos + 4;
 
 			if (query_is(q, ql, "base:allocation") ||
@@ -1158,16 +1125,16 @@ static int conn_handshake(struct nbd_conn *c)
 	uint32_t cflags;
 	int ret;
 
-	put64(b, NBD_MAGIC);
-	put64(b + 8, NBD_IHAVEOPT);
-	put16(b + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+	nbd_put64(b, NBD_MAGIC);
+	nbd_put64(b + 8, NBD_IHAVEOPT);
+	nbd_put16(b + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
 	ret = vs_aio_send_full(c->fd, b, sizeof(b));
 	if (ret < 0)
 		return ret;
 	ret = vs_aio_recv_full(c->fd, b, 4);
 	if (ret < 0)
 		return ret;
-	cflags = get32(b);
+	cflags = nbd_get32(b);
 	if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
 		return -EPROTO;
 	c->fixed = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
@@ -1181,10 +1148,10 @@ static int conn_handshake(struct nbd_conn *c)
 		ret = conn_recv_full(c, h, sizeof(h));
 		if (ret < 0)
 			return ret;
-		if (get64(h) != NBD_IHAVEOPT)
+		if (nbd_get64(h) != NBD_IHAVEOPT)
 			return -EPROTO;
-		opt = get32(h + 8);
-		len = get32(h + 12);
+		opt = nbd_get32(h + 8);
+		len = nbd_get32(h + 12);
 		if (len > NBD_MAX_OPTION_LEN) {
 			/* Too big to read: drop it, and hang up if it is huge. */
 			if (len > 16 * NBD_MAX_OPTION_LEN || !c->fixed)
@@ -1228,8 +1195,8 @@ static int conn_handshake(struct nbd_conn *c)
 			if (!e)
 				return -ENOENT; /* this option has no error reply: hang up */
 			memset(r, 0, sizeof(r));
-			put64(r, vs_node_size(e->node));
-			put16(r + 8, export_flags(c->srv, e));
+			nbd_put64(r, vs_node_size(e->node));
+			nbd_put16(r + 8, export_flags(c->srv, e));
 			ret = conn_send_buf(c, r, rl);
 			if (ret < 0)
 				return ret;
