@@ -1248,3 +1248,158 @@ int qcow2_shrink_check(struct vs_node *node, uint64_t new_size, bool *tail_alloc
 	(void)s;
 	return 0;
 }
+
+/* ---- compressed writes ---- */
+
+struct compress_job {
+	uint8_t type;
+	const void *src;
+	size_t src_len;
+	void *dst;
+	size_t dst_len;
+	ssize_t ret;
+};
+
+/* Worker pool: touches only the buffers of the job. */
+static void compress_job_run(void *arg)
+{
+	struct compress_job *j = arg;
+
+	j->ret = qcow2_compress(j->type, j->src, j->src_len, j->dst, j->dst_len);
+}
+
+/*
+ * Lock held. Store @clen bytes of compressed data (@cbuf, padded with zeroes
+ * to whole sectors) as the cluster at guest @offset. Returns 1 when the
+ * descriptor cannot express the allocated offset (the caller then writes
+ * the cluster uncompressed).
+ */
+static int write_compressed_cluster(struct vs_node *node, uint64_t offset, uint8_t *cbuf,
+				    uint64_t clen)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t l2i = (offset >> s->cluster_bits) & (s->l2_entries - 1);
+	uint64_t wlen = (clen + 511) & ~511ull;
+	uint64_t host, desc, old;
+	void *l2 = NULL;
+	int64_t nw;
+	int ret;
+
+	ret = get_l2_writable(node, offset, &l2);
+	if (ret < 0)
+		return ret;
+	ret = qcow2_mark_dirty(node);
+	if (ret < 0)
+		goto out;
+	/*
+	 * A whole host cluster of its own: the data never shares a host
+	 * cluster with other compressed data, so its refcount is simply 1 and
+	 * freeing it is the usual one-reference drop per touched cluster.
+	 */
+	nw = qcow2_alloc_clusters(node, 1);
+	if (nw < 0) {
+		ret = (int)nw;
+		goto out;
+	}
+	host = (uint64_t)nw;
+	if (host >> s->csize_shift) {
+		/* Beyond what the descriptor's offset field holds. */
+		ret = qcow2_free_clusters(node, host, s->cluster_size, false);
+		if (ret == 0)
+			ret = 1;
+		goto out;
+	}
+	ret = qcow2_overlap_check(node, 0, host, wlen);
+	if (ret == 0)
+		ret = vs_node_pwrite(node->file, host, cbuf, wlen, 0);
+	if (ret < 0) {
+		(void)qcow2_free_clusters(node, host, s->cluster_size, false);
+		goto out;
+	}
+	/* The L2 entry may only reach the disk after the new refcount. */
+	if (!s->lazy_refcounts) {
+		ret = qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
+		if (ret < 0)
+			goto out;
+	}
+	/* Extra sectors past the one holding the offset; COPIED stays clear. */
+	desc = QCOW2_OFLAG_COMPRESSED | (((clen - 1) >> 9) << s->csize_shift) | host;
+	old = l2_entry(s, l2, l2i);
+	/* Extended L2: a compressed cluster's bitmap must be all zero. */
+	l2_set(s, l2, l2i, desc, 0);
+	qcow2_cache_mark_dirty(s->l2_cache, l2);
+	if (old & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)) {
+		/* In-place writers of the old cluster must finish before it can be reused. */
+		qcow2_drain_unlocked(s);
+		ret = free_entry_storage(node, old, false);
+	}
+out:
+	qcow2_cache_put(s->l2_cache, &l2);
+	return ret;
+}
+
+int qcow2_co_write_compressed(struct vs_node *node, uint64_t offset, uint64_t len,
+			      struct iovec *iov, int niov)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t cs = s->cluster_size;
+	/* Largest compressed size the descriptor's sector count can express. */
+	uint64_t cmax = (s->csize_mask + 1) * 512;
+	uint8_t *buf, *cbuf;
+	uint64_t ioff = 0;
+	int ret = 0;
+
+	buf = vs_buf_alloc(cs);
+	cbuf = vs_buf_alloc(cs);
+	if (!buf || !cbuf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	while (ioff < len) {
+		uint64_t l = len - ioff < cs ? len - ioff : cs;
+		struct compress_job j = {
+			.type = s->hdr.compression_type,
+			.src = buf,
+			.src_len = cs,
+			.dst = cbuf,
+			/* Only a strictly smaller result is worth storing compressed. */
+			.dst_len = (cs - 1 < cmax ? cs - 1 : cmax),
+		};
+		uint64_t clen;
+
+		/* The short last cluster of the image compresses as zero-padded, as QEMU does. */
+		qcow2_iov_to_buf(iov, niov, ioff, buf, l);
+		if (l < cs)
+			memset(buf + l, 0, cs - l);
+		ret = vs_co_run_in_worker(compress_job_run, &j);
+		if (ret < 0)
+			break;
+		if (j.ret < 0 && j.ret != -ENOSPC) {
+			ret = (int)j.ret;
+			break;
+		}
+		clen = j.ret < 0 ? 0 : (uint64_t)j.ret;
+		if (clen) {
+			memset(cbuf + clen, 0, ((clen + 511) & ~511ull) - clen);
+			vs_co_mutex_lock(&s->lock);
+			ret = s->corrupt ?
+				      -EIO :
+				      write_compressed_cluster(node, offset + ioff, cbuf, clen);
+			vs_co_mutex_unlock(&s->lock);
+			if (ret < 0)
+				break;
+		}
+		if (!clen || ret == 1) {
+			struct iovec v = { buf, l };
+
+			ret = qcow2_co_writev(node, offset + ioff, l, &v, 1);
+			if (ret < 0)
+				break;
+		}
+		ioff += l;
+	}
+out:
+	free(buf);
+	free(cbuf);
+	return ret;
+}

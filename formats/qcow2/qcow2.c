@@ -722,6 +722,17 @@ static int qcow2_submit(struct vs_node *node, struct vs_req *req)
 	return -ENOTSUP;
 }
 
+/* The generic layer adds no FUA to compressed writes: honour writethrough here. */
+static int qcow2_write_compressed(struct vs_node *node, uint64_t offset, uint64_t len,
+				  struct iovec *iov, int niov)
+{
+	int ret = qcow2_co_write_compressed(node, offset, len, iov, niov);
+
+	if (ret == 0 && node->writethrough)
+		ret = qcow2_flush(node);
+	return ret;
+}
+
 /* ---- truncate ---- */
 
 static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc,
@@ -904,6 +915,7 @@ const struct vs_driver vs_driver_qcow2 = {
 	.create_opts = qcow2_create_opts,
 	.get_info = qcow2_get_info,
 	.check = qcow2_check,
+	.write_compressed = qcow2_write_compressed,
 	.supported_write_flags = 0,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP,
 };

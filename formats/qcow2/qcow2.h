@@ -181,6 +181,9 @@ int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct 
 		    int niov);
 int qcow2_co_zero(struct vs_node *node, uint64_t offset, uint64_t len, unsigned flags,
 		  bool discard);
+/* Whole clusters, compressed where that saves space (driver write_compressed). */
+int qcow2_co_write_compressed(struct vs_node *node, uint64_t offset, uint64_t len,
+			      struct iovec *iov, int niov);
 int qcow2_co_block_status(struct vs_node *node, struct vs_req *req);
 int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum vs_prealloc mode);
 int qcow2_shrink_check(struct vs_node *node, uint64_t new_size, bool *tail_allocated);
