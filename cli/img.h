@@ -102,6 +102,7 @@ int img_cmd_info(int argc, char **argv);
 int img_cmd_check(int argc, char **argv);
 int img_cmd_map(int argc, char **argv);
 int img_cmd_compare(int argc, char **argv);
+int img_cmd_convert(int argc, char **argv);
 int img_cmd_bench(int argc, char **argv);
 
 #endif

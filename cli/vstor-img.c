@@ -25,6 +25,12 @@ static const struct img_command commands[] = {
 	  "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename" },
 	{ "compare", img_cmd_compare,
 	  "compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2" },
+	{ "convert", img_cmd_convert,
+	  "convert [--object objectdef] [--image-opts] [--target-image-opts] [--target-is-zero] "
+	  "[--bitmaps] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] "
+	  "[-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-l snapshot_param] "
+	  "[-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] filename "
+	  "[filename2 [...]] output_filename" },
 	{ "create", img_cmd_create,
 	  "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename "
 	  "[size]" },
