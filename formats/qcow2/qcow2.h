@@ -193,6 +193,10 @@ int qcow2_discard_tail(struct vs_node *node, uint64_t new_size);
 int qcow2_decompress(uint8_t type, const void *src, size_t src_len, void *dst, size_t dst_len);
 ssize_t qcow2_compress(uint8_t type, const void *src, size_t src_len, void *dst, size_t dst_len);
 
+/* qcow2-snapshot-ops.c */
+int qcow2_snapshot_create(struct vs_node *node, const char *name, struct vs_error *err);
+int qcow2_snapshot_delete(struct vs_node *node, const char *name_or_id, struct vs_error *err);
+
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
 		 struct vs_error *err);
