@@ -127,7 +127,7 @@ static void info_json(struct json_writer *w, const char *filename, const struct 
 	json_obj_end(w);
 }
 
-static void human_snapshots(const struct vs_image_info *info)
+void img_print_snapshots(const struct vs_image_info *info)
 {
 	printf("Snapshot list:\n");
 	printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
@@ -203,7 +203,7 @@ static void info_human(const char *filename, const struct vs_image_info *info)
 			printf("backing file format: %s\n", info->backing_format);
 	}
 	if (info->nb_snapshots)
-		human_snapshots(info);
+		img_print_snapshots(info);
 	if (info->specific_type[0] && info->nb_specific)
 		human_specific(info);
 }

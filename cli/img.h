@@ -93,6 +93,9 @@ int img_path_combine(char *out, size_t len, const char *base, const char *name);
 /* Run @fn(@arg) in a coroutine of the engine, reporting a setup failure. */
 int img_run(void (*fn)(void *), void *arg);
 
+/* Print @info's snapshot table as qemu-img does ("Snapshot list:" and rows). */
+void img_print_snapshots(const struct vs_image_info *info);
+
 /* Print the general help (-h, --help). */
 void img_help(void);
 
@@ -104,5 +107,6 @@ int img_cmd_map(int argc, char **argv);
 int img_cmd_compare(int argc, char **argv);
 int img_cmd_convert(int argc, char **argv);
 int img_cmd_bench(int argc, char **argv);
+int img_cmd_snapshot(int argc, char **argv);
 
 #endif
