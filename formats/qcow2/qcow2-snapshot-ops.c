@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * qcow2 internal snapshots: create and delete (the table codec is in
+ * qcow2 internal snapshots: create, apply and delete (the table codec is in
  * qcow2-snapshot.c).
  *
  * Crash ordering: a new snapshot's references (refcounts, cleared COPIED
@@ -427,6 +427,143 @@ out:
 	return 0;
 }
 
+/*
+ * Lock held. Revert the active image to snapshot @key: a new active L1,
+ * a copy of the snapshot's, is written and its references taken (flushed)
+ * before the header names it; the old active references drop afterwards,
+ * so an interruption leaks clusters at worst.
+ */
+static int snapshot_apply_locked(struct vs_node *node, const char *key, struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t *nl1 = NULL, *old_l1, old_off, old_hsize, bytes, n;
+	uint32_t old_size;
+	struct qcow2_snapshot *sn;
+	uint8_t *buf = NULL;
+	int64_t off = 0;
+	int idx = find_index(s, key), ret;
+
+	if (s->corrupt)
+		return vs_error_set(err, -EIO, "qcow2: '%s' is corrupt", node->filename);
+	if (idx < 0)
+		return vs_error_set(err, -ENOENT, "qcow2: no snapshot '%s' in '%s'", key,
+				    node->filename);
+	sn = &s->snaps[idx];
+	ret = qcow2_snapshot_check_l1(&s->hdr, sn, vs_node_size(node->file), err);
+	if (ret < 0)
+		return ret;
+	n = qcow2_l1_size_for(s, sn->disk_size);
+	if (n < sn->l1_size)
+		n = sn->l1_size;
+	if (n > QCOW2_MAX_L1_SIZE / 8)
+		return vs_error_set(err, -EFBIG, "qcow2: snapshot '%s' is too large", key);
+	bytes = (n * 8 + s->cluster_size - 1) & ~(s->cluster_size - 1);
+	if (!bytes)
+		bytes = s->cluster_size;
+	buf = vs_buf_zalloc(bytes);
+	nl1 = calloc(n ? n : 1, sizeof(*nl1));
+	if (!buf || !nl1) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	if (sn->l1_size) {
+		ret = vs_node_pread(node->file, sn->l1_table_offset, buf,
+				    (uint64_t)sn->l1_size * 8);
+		if (ret < 0)
+			goto fail;
+	}
+	/* Shared with the snapshot from now on: no COPIED flag. */
+	for (uint64_t i = 0; i < sn->l1_size; i++) {
+		nl1[i] = qcow2_be64(buf + 8 * i) & ~QCOW2_OFLAG_COPIED;
+		qcow2_put_be64(buf + 8 * i, nl1[i]);
+	}
+	/* Writes in flight would land in the table being replaced. */
+	qcow2_drain_unlocked(s);
+	ret = walk_l1(node, nl1, (uint32_t)n, WALK_CHECK, false);
+	if (ret == -ERANGE) {
+		ret = vs_error_set(err, ret,
+				   "qcow2: refcount_bits=%u is too small to apply a snapshot",
+				   s->refcount_bits);
+		goto out;
+	}
+	if (ret < 0)
+		goto fail;
+	ret = qcow2_mark_dirty(node);
+	if (ret < 0)
+		goto fail;
+	off = qcow2_alloc_clusters(node, bytes >> s->cluster_bits);
+	if (off < 0) {
+		ret = (int)off;
+		off = 0;
+		goto fail;
+	}
+	ret = qcow2_overlap_check(node, 0, (uint64_t)off, bytes);
+	if (ret == 0)
+		ret = vs_node_pwrite(node->file, (uint64_t)off, buf, bytes, 0);
+	if (ret < 0)
+		goto fail;
+	/* From here a failure leaks clusters at worst: refcounts only grow. */
+	ret = walk_l1(node, nl1, (uint32_t)n, WALK_INC, false);
+	if (ret < 0) {
+		off = 0; /* some references may be taken: leak rather than free */
+		goto fail;
+	}
+	/* The new table and every reference it holds are on disk first. */
+	ret = qcow2_flush_metadata(node);
+	if (ret == 0)
+		ret = vs_node_flush(node->file);
+	if (ret < 0) {
+		off = 0;
+		goto fail;
+	}
+	old_l1 = s->l1;
+	old_size = s->l1_size;
+	old_off = s->l1_offset;
+	old_hsize = s->hdr.size;
+	s->hdr.l1_table_offset = (uint64_t)off;
+	s->hdr.l1_size = (uint32_t)n;
+	s->hdr.size = sn->disk_size;
+	ret = qcow2_header_update(node);
+	if (ret < 0) {
+		s->hdr.l1_table_offset = old_off;
+		s->hdr.l1_size = old_size;
+		s->hdr.size = old_hsize;
+		off = 0;
+		goto fail;
+	}
+	s->l1 = nl1;
+	s->l1_size = (uint32_t)n;
+	s->l1_offset = (uint64_t)off;
+	node->size = sn->disk_size;
+	nl1 = NULL;
+
+	/* The old active image's references go. */
+	ret = walk_l1(node, old_l1, old_size, WALK_DEC, false);
+	if (ret == 0 && old_off && old_size)
+		ret = qcow2_free_clusters(node, old_off,
+					  ((uint64_t)old_size * 8 + s->cluster_size - 1) &
+						  ~(s->cluster_size - 1),
+					  false);
+	free(old_l1);
+	/* COPIED may only appear once the refcount of 1 is on disk. */
+	if (ret == 0 && !s->lazy_refcounts)
+		ret = qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
+	if (ret == 0)
+		ret = walk_l1(node, s->l1, s->l1_size, WALK_COPIED, true);
+	if (ret < 0)
+		goto fail;
+	free(buf);
+	return 0;
+fail:
+	if (off > 0)
+		(void)qcow2_free_clusters(node, (uint64_t)off, bytes, false);
+	ret = vs_error_setf_errno(err, ret, "qcow2: applying snapshot '%s'", key);
+out:
+	free(buf);
+	free(nl1);
+	return ret;
+}
+
 int qcow2_snapshot_create(struct vs_node *node, const char *name, struct vs_error *err)
 {
 	struct qcow2_state *s = qcow2_state(node);
@@ -464,5 +601,25 @@ int qcow2_snapshot_delete(struct vs_node *node, const char *name_or_id, struct v
 		ret = vs_node_flush(node->file);
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "qcow2: deleting snapshot '%s'", name_or_id);
+	return 0;
+}
+
+int qcow2_snapshot_apply(struct vs_node *node, const char *name_or_id, struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	int ret;
+
+	vs_co_mutex_lock(&s->lock);
+	ret = snapshot_apply_locked(node, name_or_id, err);
+	if (ret < 0) {
+		vs_co_mutex_unlock(&s->lock);
+		return ret; /* @err already says why */
+	}
+	ret = qcow2_flush_metadata(node);
+	vs_co_mutex_unlock(&s->lock);
+	if (ret == 0)
+		ret = vs_node_flush(node->file);
+	if (ret < 0)
+		return vs_error_setf_errno(err, ret, "qcow2: applying snapshot '%s'", name_or_id);
 	return 0;
 }

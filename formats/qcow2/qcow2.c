@@ -917,6 +917,7 @@ const struct vs_driver vs_driver_qcow2 = {
 	.check = qcow2_check,
 	.write_compressed = qcow2_write_compressed,
 	.snapshot_create = qcow2_snapshot_create,
+	.snapshot_apply = qcow2_snapshot_apply,
 	.snapshot_delete = qcow2_snapshot_delete,
 	.supported_write_flags = 0,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP,

@@ -196,6 +196,7 @@ ssize_t qcow2_compress(uint8_t type, const void *src, size_t src_len, void *dst,
 /* qcow2-snapshot-ops.c */
 int qcow2_snapshot_create(struct vs_node *node, const char *name, struct vs_error *err);
 int qcow2_snapshot_delete(struct vs_node *node, const char *name_or_id, struct vs_error *err);
+int qcow2_snapshot_apply(struct vs_node *node, const char *name_or_id, struct vs_error *err);
 
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,

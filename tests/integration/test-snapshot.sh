@@ -75,6 +75,32 @@ qemu_img convert -f qcow2 -O raw s.qcow2 active.raw
 qemu_img compare -f raw -F raw active.raw second.raw >/dev/null ||
 	fail "the active image changed"
 
+# -a: vstor-img and qemu-img revert copies of one image alike, to the
+# contents (and size) it had at snapshot time.
+qemu_img create -f qcow2 a.qcow2 16M >/dev/null
+qemu-io -f qcow2 -c 'write -P 0x11 0 1M' -c 'write -P 0x12 9M 64K' a.qcow2 >/dev/null
+vstor_img snapshot -c snap a.qcow2 || fail "snapshot -c snap"
+cp a.qcow2 at-snap.qcow2
+qemu-io -f qcow2 -c 'write -P 0x22 0 512K' -c 'write -z 9M 64K' -c 'write -P 0x33 15M 1M' \
+	a.qcow2 >/dev/null
+qemu_img resize a.qcow2 32M >/dev/null
+cp a.qcow2 a-qemu.qcow2
+vstor_img snapshot -a snap a.qcow2 || fail "snapshot -a snap"
+qemu_img snapshot -a snap a-qemu.qcow2
+clean a.qcow2 "after -a"
+qemu_img compare -s at-snap.qcow2 a.qcow2 >/dev/null || fail "-a did not revert the image"
+qemu_img compare a-qemu.qcow2 a.qcow2 >/dev/null || fail "-a differs from qemu-img's"
+same_list a.qcow2
+qemu-io -f qcow2 -c 'write -P 0x44 0 2M' a.qcow2 >/dev/null
+clean a.qcow2 "writing after -a"
+qemu_img convert -f qcow2 -O raw -l snap a.qcow2 got-snap.raw
+qemu_img compare -F qcow2 got-snap.raw at-snap.qcow2 >/dev/null ||
+	fail "writing after -a changed the snapshot"
+vstor_img snapshot -d 1 a.qcow2 || fail "snapshot -d after -a"
+clean a.qcow2 "-d after -a"
+assert_rc 1 "$VSTOR_IMG" snapshot -a nope a.qcow2
+assert_grep "^vstor-img: Could not apply snapshot 'nope': " "$WORKDIR/err" "-a unknown"
+
 # Errors, as qemu-img reports them.
 assert_rc 1 "$VSTOR_IMG" snapshot -d nope s.qcow2
 assert_grep "^vstor-img: Could not delete snapshot 'nope': " "$WORKDIR/err" "unknown snapshot"
