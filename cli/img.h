@@ -108,5 +108,6 @@ int img_cmd_compare(int argc, char **argv);
 int img_cmd_convert(int argc, char **argv);
 int img_cmd_bench(int argc, char **argv);
 int img_cmd_snapshot(int argc, char **argv);
+int img_cmd_resize(int argc, char **argv);
 
 #endif

@@ -38,6 +38,8 @@ static const struct img_command commands[] = {
 	{ "map", img_cmd_map,
 	  "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
 	  "filename" },
+	{ "resize", img_cmd_resize,
+	  "resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size" },
 	{ "snapshot", img_cmd_snapshot,
 	  "snapshot [-U] [-q] [-f fmt] [-l | -a snapshot | -c snapshot | -d snapshot] filename" },
 };

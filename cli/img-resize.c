@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vstor-img resize: grow or (with --shrink) shrink an image, with qemu-img
+ * resize's options, size syntax (+SIZE / -SIZE for relative changes) and
+ * messages.
+ */
+#include "img.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+struct resize_args {
+	const char *filename;
+	const char *fmt;
+	const char *size_arg;
+	enum vs_prealloc prealloc;
+	bool shrink;
+	bool quiet;
+	int rc;
+};
+
+static void resize_co(void *opaque)
+{
+	struct resize_args *a = opaque;
+	struct img_open_args oa = {
+		.filename = a->filename,
+		.fmt = a->fmt,
+		.writable = true,
+	};
+	struct vs_error err = { 0 };
+	struct vs_node *node;
+	const char *s = a->size_arg;
+	uint64_t old, delta, size;
+	int sign = 0, ret;
+
+	if (*s == '+' || *s == '-')
+		sign = *s++ == '+' ? 1 : -1;
+	if (img_cvtnum("size", s, &delta) < 0)
+		return;
+	if (img_open(&node, &oa) < 0)
+		return;
+	old = vs_node_size(node);
+	if (sign > 0) {
+		size = old + delta;
+		if (size < old) {
+			img_error(-EINVAL, "Image size too large");
+			goto out;
+		}
+	} else if (sign < 0) {
+		if (delta > old) {
+			img_error(-EINVAL, "New image size must be positive");
+			goto out;
+		}
+		size = old - delta;
+	} else {
+		size = delta;
+	}
+	if (size < old) {
+		if (!a->shrink) {
+			img_error(-EINVAL,
+				  "Use the --shrink option to perform a shrink operation.");
+			goto out;
+		}
+		fprintf(stderr,
+			"vstor-img: warning: Shrinking an image will delete all data beyond "
+			"the shrunken image's end. Before performing such an operation, make "
+			"sure there is no important data there.\n");
+		if (a->prealloc != VS_PREALLOC_OFF) {
+			img_error(-EINVAL, "Preallocation can only be used for growing images");
+			goto out;
+		}
+	}
+	ret = vs_node_truncate(node, size, a->prealloc, false, &err);
+	if (ret == 0)
+		ret = vs_node_flush(node);
+	if (ret < 0) {
+		img_error(ret, "%s", err.msg[0] ? err.msg : strerror(-ret));
+		goto out;
+	}
+	if (!a->quiet)
+		printf("Image resized.\n");
+	a->rc = 0;
+out:
+	vs_node_close(node);
+}
+
+enum { OPT_PREALLOCATION = 256, OPT_SHRINK, OPT_OBJECT, OPT_IMAGE_OPTS };
+
+int img_cmd_resize(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "preallocation", required_argument, NULL, OPT_PREALLOCATION },
+		{ "shrink", no_argument, NULL, OPT_SHRINK },
+		{ "object", required_argument, NULL, OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct resize_args a = { .rc = 1 };
+	int c;
+
+	/* A leading '-' in "-SIZE" must stay an operand: stop at the first non-option. */
+	while ((c = getopt_long(argc, argv, "+:f:hq", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			img_help();
+			return 0;
+		case 'f':
+			a.fmt = optarg;
+			break;
+		case 'q':
+			a.quiet = true;
+			break;
+		case OPT_PREALLOCATION:
+			if (vs_prealloc_parse(optarg, &a.prealloc) < 0) {
+				img_error(-EINVAL, "Invalid preallocation mode '%s'", optarg);
+				return 1;
+			}
+			break;
+		case OPT_SHRINK:
+			a.shrink = true;
+			break;
+		case OPT_OBJECT:
+		case OPT_IMAGE_OPTS:
+			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
+			return 1;
+		default:
+			return img_getopt_error(argv, c);
+		}
+	}
+	/* Operands, with one "--" allowed anywhere among them ("FILE -- -1G"). */
+	const char *ops[3];
+	int nops = 0;
+	bool dashdash = false;
+
+	for (int i = optind; i < argc; i++) {
+		if (!dashdash && !strcmp(argv[i], "--")) {
+			dashdash = true;
+			continue;
+		}
+		if (nops == 3)
+			break;
+		ops[nops++] = argv[i];
+	}
+	if (nops < 2)
+		return img_usage_error("Not enough arguments");
+	if (nops > 2)
+		return img_usage_error("Expecting image file name and size");
+	a.filename = ops[0];
+	a.size_arg = ops[1];
+	if (img_run(resize_co, &a) < 0)
+		return 1;
+	return a.rc;
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# vstor-img resize against qemu-img: absolute and relative sizes, growing
+# raw and qcow2 images (with preallocation), shrinking only with --shrink,
+# data below the new end kept, images clean for qemu-img check.
+. "$(dirname "$0")/lib.sh"
+
+require_tool qemu-img qemu-io
+require_vstor_img
+
+size_of() { qemu_img info -f "$1" --output=json "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
+
+for fmt in raw qcow2; do
+	img=img.$fmt
+	qemu_img create -q -f "$fmt" "$img" 16M
+	qemu-io -f "$fmt" -c 'write -P 0x41 0 1M' -c 'write -P 0x42 15M 1M' "$img" >/dev/null
+	vstor_img resize -f "$fmt" "$img" 64M >out.txt || fail "$fmt: grow"
+	assert_grep "Image resized" out.txt "resize message"
+	assert_eq "$(size_of "$fmt" "$img")" $((64 << 20)) "$fmt: size after growing"
+	vstor_img resize -q -f "$fmt" "$img" +16M || fail "$fmt: relative grow"
+	assert_eq "$(size_of "$fmt" "$img")" $((80 << 20)) "$fmt: size after +16M"
+	# Shrinking needs --shrink; without it nothing changes.
+	assert_rc 1 "$VSTOR_IMG" resize -f "$fmt" "$img" 8M
+	assert_grep "Use the --shrink option" "$WORKDIR/err" "$fmt: shrink without --shrink"
+	assert_eq "$(size_of "$fmt" "$img")" $((80 << 20)) "$fmt: size after a refused shrink"
+	vstor_img resize -q -f "$fmt" --shrink "$img" -- -72M 2>/dev/null || fail "$fmt: relative shrink"
+	assert_eq "$(size_of "$fmt" "$img")" $((8 << 20)) "$fmt: size after -72M"
+	qemu-io -f "$fmt" -c 'read -P 0x41 0 1M' -c 'read -P 0 1M 7M' "$img" >qio.out
+	grep -q "Pattern verification failed" qio.out && fail "$fmt: data below the new end changed"
+	# Growing again reads zeroes where the cut-off data was.
+	vstor_img resize -q -f "$fmt" "$img" 16M
+	qemu-io -f "$fmt" -c 'read -P 0 15M 1M' "$img" >qio.out
+	grep -q "Pattern verification failed" qio.out && fail "$fmt: old data reappeared after regrowing"
+	if [[ $fmt == qcow2 ]]; then
+		qemu_img check "$img" >/dev/null || fail "qcow2: qemu-img check after resizing"
+	fi
+	assert_rc 1 "$VSTOR_IMG" resize -f "$fmt" "$img" 12Q
+	assert_grep "Invalid size" "$WORKDIR/err" "$fmt: bad size"
+	assert_rc 1 "$VSTOR_IMG" resize -f "$fmt" "$img"
+done
+
+# --preallocation=full on a raw image allocates the grown part.
+qemu_img create -q -f raw p.raw 1M
+vstor_img resize -q -f raw --preallocation=full p.raw 9M || fail "preallocation=full"
+alloc=$(( $(stat -c %b p.raw) * $(stat -c %B p.raw) ))
+(( alloc >= 8 << 20 )) || fail "preallocation=full allocated only $alloc bytes"
+assert_rc 1 "$VSTOR_IMG" resize -f raw --preallocation=bogus p.raw 10M
+log "ok"
