@@ -23,86 +23,12 @@
 
 #include <cmocka.h>
 
+#include "qcow2-test-util.h"
+
 #include "driver.h"
 #include "qcow2.h"
 
-static char tmpdir[64];
-
-static void path(char *out, size_t n, const char *name)
-{
-	snprintf(out, n, "%s/%s", tmpdir, name);
-}
-
 /* Run a shell command in the temp dir; returns its exit status. */
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	int n;
-	va_list ap;
-
-	n = snprintf(cmd, sizeof(cmd), "cd %s && (", tmpdir);
-	va_start(ap, fmt);
-	n += vsnprintf(cmd + n, sizeof(cmd) - (size_t)n, fmt, ap);
-	va_end(ap);
-	snprintf(cmd + n, sizeof(cmd) - (size_t)n, ") >/dev/null 2>&1");
-	n = system(cmd);
-	return WIFEXITED(n) ? WEXITSTATUS(n) : -1;
-}
-
-struct co_call {
-	void (*fn)(void *);
-	void *arg;
-};
-
-static void co_trampoline(void *arg)
-{
-	struct co_call *c = arg;
-
-	c->fn(c->arg);
-}
-
-static void in_co(void (*fn)(void *), void *arg)
-{
-	struct co_call c = { fn, arg };
-
-	assert_int_equal(vs_run_in_coroutine(co_trampoline, &c), 0);
-}
-
-static struct vs_node *open_img(const char *name, struct vs_error *err)
-{
-	char p[128];
-	struct vs_open_opts o = { 0 };
-	struct vs_node *n = NULL;
-
-	path(p, sizeof(p), name);
-	o.filename = p;
-	if (vs_image_open(&n, &o, err) < 0)
-		return NULL;
-	return n;
-}
-
-static int create_img(const char *name, uint64_t size, const char *opts, struct vs_error *err)
-{
-	char p[128], buf[512];
-	struct vs_kv kv[16];
-	size_t n = 0;
-	char *save = NULL, *tok;
-
-	path(p, sizeof(p), name);
-	snprintf(buf, sizeof(buf), "%s", opts ? opts : "");
-	for (tok = strtok_r(buf, ",", &save); tok && n < 16; tok = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(tok, '=');
-
-		if (!eq)
-			continue;
-		*eq = 0;
-		kv[n].key = tok;
-		kv[n++].value = eq + 1;
-	}
-	return vs_image_create(p, "qcow2", size, kv, n, err);
-}
-
 /* ---- cases ---- */
 
 struct cw_case {
@@ -207,7 +133,7 @@ static void cw_body(void *arg)
 		snprintf(c->msg, sizeof(c->msg), "reference: %s", strerror(errno));
 		return;
 	}
-	n = open_img("cw.qcow2", &err);
+	n = open_img("cw.qcow2", false, &err);
 	if (!n) {
 		c->ret = err.code;
 		snprintf(c->msg, sizeof(c->msg), "open: %s", err.msg);
@@ -315,24 +241,6 @@ static void test_qcow2_write_compressed_against_qemu(void **state)
 				fail_msg("[%s] no compressed clusters counted", cases[i].opts);
 		}
 	}
-}
-
-static int setup_tmp(void **state)
-{
-	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vstor-qcow2c-XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return -1;
-	return 0;
-}
-
-static int teardown_tmp(void **state)
-{
-	char cmd[128];
-
-	(void)state;
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)

@@ -34,51 +34,12 @@
 
 #include <cmocka.h>
 
+#include "qcow2-test-util.h"
+
 #include "driver.h"
 #include "qcow2.h"
 
-static char tmpdir[64];
 static bool long_run;
-
-static void path(char *out, size_t n, const char *name)
-{
-	snprintf(out, n, "%s/%s", tmpdir, name);
-}
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char cmd[4096];
-	int n;
-	va_list ap;
-
-	n = snprintf(cmd, sizeof(cmd), "cd %s && (", tmpdir);
-	va_start(ap, fmt);
-	n += vsnprintf(cmd + n, sizeof(cmd) - (size_t)n, fmt, ap);
-	va_end(ap);
-	snprintf(cmd + n, sizeof(cmd) - (size_t)n, ") >/dev/null 2>&1");
-	n = system(cmd);
-	return WIFEXITED(n) ? WEXITSTATUS(n) : -1;
-}
-
-struct co_call {
-	void (*fn)(void *);
-	void *arg;
-};
-
-static void co_trampoline(void *arg)
-{
-	struct co_call *c = arg;
-
-	c->fn(c->arg);
-}
-
-static void in_co(void (*fn)(void *), void *arg)
-{
-	struct co_call c = { fn, arg };
-
-	assert_int_equal(vs_run_in_coroutine(co_trampoline, &c), 0);
-}
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -807,26 +768,6 @@ static void test_hostile_cluster_past_eof_read_vs_discard(void **state)
 		fail_msg("open failed: %d %s", c.ret, c.msg);
 	if (c.msg[0])
 		fail_msg("%s", c.msg);
-}
-
-static int setup_tmp(void **state)
-{
-	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vstor-qcow2-stress-XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return -1;
-	return 0;
-}
-
-static int teardown_tmp(void **state)
-{
-	char cmd[128];
-
-	(void)state;
-	if (getenv("VSTOR_KEEP_TMP"))
-		return 0;
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)
