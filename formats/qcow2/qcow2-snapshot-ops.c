@@ -564,13 +564,20 @@ out:
 	return ret;
 }
 
-int qcow2_snapshot_create(struct vs_node *node, const char *name, struct vs_error *err)
+typedef int snapshot_op_fn(struct vs_node *node, const char *key, struct vs_error *err);
+
+/*
+ * Run @op under the metadata lock, then write back the caches and flush the
+ * file, so a snapshot operation is on disk when it returns.
+ */
+static int snapshot_op(struct vs_node *node, snapshot_op_fn *op, const char *key, const char *what,
+		       struct vs_error *err)
 {
 	struct qcow2_state *s = qcow2_state(node);
 	int ret;
 
 	vs_co_mutex_lock(&s->lock);
-	ret = snapshot_create_locked(node, name, err);
+	ret = op(node, key, err);
 	if (ret < 0) {
 		vs_co_mutex_unlock(&s->lock);
 		return ret; /* @err already says why */
@@ -580,46 +587,21 @@ int qcow2_snapshot_create(struct vs_node *node, const char *name, struct vs_erro
 	if (ret == 0)
 		ret = vs_node_flush(node->file);
 	if (ret < 0)
-		return vs_error_setf_errno(err, ret, "qcow2: creating snapshot '%s'", name);
+		return vs_error_setf_errno(err, ret, "qcow2: %s snapshot '%s'", what, key);
 	return 0;
+}
+
+int qcow2_snapshot_create(struct vs_node *node, const char *name, struct vs_error *err)
+{
+	return snapshot_op(node, snapshot_create_locked, name, "creating", err);
 }
 
 int qcow2_snapshot_delete(struct vs_node *node, const char *name_or_id, struct vs_error *err)
 {
-	struct qcow2_state *s = qcow2_state(node);
-	int ret;
-
-	vs_co_mutex_lock(&s->lock);
-	ret = qcow2_snapshot_delete_locked(node, name_or_id, err);
-	if (ret < 0) {
-		vs_co_mutex_unlock(&s->lock);
-		return ret; /* @err already says why */
-	}
-	ret = qcow2_flush_metadata(node);
-	vs_co_mutex_unlock(&s->lock);
-	if (ret == 0)
-		ret = vs_node_flush(node->file);
-	if (ret < 0)
-		return vs_error_setf_errno(err, ret, "qcow2: deleting snapshot '%s'", name_or_id);
-	return 0;
+	return snapshot_op(node, qcow2_snapshot_delete_locked, name_or_id, "deleting", err);
 }
 
 int qcow2_snapshot_apply(struct vs_node *node, const char *name_or_id, struct vs_error *err)
 {
-	struct qcow2_state *s = qcow2_state(node);
-	int ret;
-
-	vs_co_mutex_lock(&s->lock);
-	ret = snapshot_apply_locked(node, name_or_id, err);
-	if (ret < 0) {
-		vs_co_mutex_unlock(&s->lock);
-		return ret; /* @err already says why */
-	}
-	ret = qcow2_flush_metadata(node);
-	vs_co_mutex_unlock(&s->lock);
-	if (ret == 0)
-		ret = vs_node_flush(node->file);
-	if (ret < 0)
-		return vs_error_setf_errno(err, ret, "qcow2: applying snapshot '%s'", name_or_id);
-	return 0;
+	return snapshot_op(node, snapshot_apply_locked, name_or_id, "applying", err);
 }
