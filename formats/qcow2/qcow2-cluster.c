@@ -1268,6 +1268,32 @@ static void compress_job_run(void *arg)
 	j->ret = qcow2_compress(j->type, j->src, j->src_len, j->dst, j->dst_len);
 }
 
+static uint64_t round_up_u64(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+/* The unit compressed data is packed in: a sector, or the protocol's block. */
+static uint64_t palign(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t a = node->file->limits.request_align;
+
+	if (a < 512)
+		a = 512;
+	return a > s->cluster_size ? s->cluster_size : a;
+}
+
+/* Drop the references that qcow2_alloc_bytes() took for [host, host+len). */
+static int free_host_bytes(struct vs_node *node, uint64_t host, uint64_t len)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t first = host & ~(s->cluster_size - 1);
+	uint64_t end = (host + len + s->cluster_size - 1) & ~(s->cluster_size - 1);
+
+	return qcow2_free_clusters(node, first, end - first, false);
+}
+
 /*
  * Lock held. Store @clen bytes of compressed data (@cbuf, padded with zeroes
  * to whole sectors) as the cluster at guest @offset. Returns 1 when the
@@ -1292,11 +1318,11 @@ static int write_compressed_cluster(struct vs_node *node, uint64_t offset, uint8
 	if (ret < 0)
 		goto out;
 	/*
-	 * A whole host cluster of its own: the data never shares a host
-	 * cluster with other compressed data, so its refcount is simply 1 and
-	 * freeing it is the usual one-reference drop per touched cluster.
+	 * Packed like QEMU packs them, but each piece starts on a boundary of
+	 * the protocol's alignment: two pieces never share a block, so
+	 * concurrent compressed writes never read-modify-write each other's.
 	 */
-	nw = qcow2_alloc_clusters(node, 1);
+	nw = qcow2_alloc_bytes(node, round_up_u64(clen, palign(node)));
 	if (nw < 0) {
 		ret = (int)nw;
 		goto out;
@@ -1304,7 +1330,7 @@ static int write_compressed_cluster(struct vs_node *node, uint64_t offset, uint8
 	host = (uint64_t)nw;
 	if (host >> s->csize_shift) {
 		/* Beyond what the descriptor's offset field holds. */
-		ret = qcow2_free_clusters(node, host, s->cluster_size, false);
+		ret = free_host_bytes(node, host, wlen);
 		if (ret == 0)
 			ret = 1;
 		goto out;
@@ -1313,7 +1339,7 @@ static int write_compressed_cluster(struct vs_node *node, uint64_t offset, uint8
 	if (ret == 0)
 		ret = vs_node_pwrite(node->file, host, cbuf, wlen, 0);
 	if (ret < 0) {
-		(void)qcow2_free_clusters(node, host, s->cluster_size, false);
+		(void)free_host_bytes(node, host, wlen);
 		goto out;
 	}
 	/* The L2 entry may only reach the disk after the new refcount. */

@@ -191,6 +191,8 @@ int qcow2_refcount_update(struct vs_node *node, uint64_t offset, uint64_t len, i
 		qcow2_cache_mark_dirty(s->rb_cache, rb);
 		if (v == 0 && c < s->free_hint)
 			s->free_hint = c;
+		if (v == 0 && s->cbyte_next && (s->cbyte_next >> s->cluster_bits) == c)
+			s->cbyte_next = 0;
 	}
 	qcow2_cache_put(s->rb_cache, &rb);
 	return ret;
@@ -457,6 +459,59 @@ int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n)
 	if (ret < 0)
 		return ret;
 	return (int64_t)(start << s->cluster_bits);
+}
+
+/*
+ * Byte-granular allocation for compressed data, as QEMU packs it: @len
+ * bytes (a multiple of the packing unit, at most a cluster) go at the next
+ * free byte of the current compressed host cluster when they fit, or run on
+ * into the following cluster when that one is the next to be allocated;
+ * otherwise they start a new cluster. Every host cluster the bytes touch
+ * gains one reference, which is what freeing a compressed entry drops.
+ */
+int64_t qcow2_alloc_bytes(struct vs_node *node, uint64_t len)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t cs = s->cluster_size, off = s->cbyte_next, cur;
+	uint64_t rc = 0;
+	int64_t nw;
+	int ret;
+
+	if (!len || len > cs)
+		return -EINVAL;
+	if (off) {
+		cur = off & ~(cs - 1);
+		ret = qcow2_refcount_get(node, cur >> s->cluster_bits, &rc);
+		if (ret < 0)
+			return ret;
+		/* A full refcount (e.g. refcount_bits=1) cannot take another user. */
+		if (rc == 0 || rc >= s->refcount_max)
+			off = s->cbyte_next = 0;
+	}
+	if (off && off + len <= cur + cs) {
+		ret = qcow2_refcount_update(node, cur, cs, 1);
+		if (ret < 0)
+			return ret;
+		s->cbyte_next = (off + len) & (cs - 1) ? off + len : 0;
+		return (int64_t)off;
+	}
+	nw = qcow2_alloc_clusters(node, 1);
+	if (nw < 0)
+		return nw;
+	/* The allocation may have flushed or freed: look at the state again. */
+	off = s->cbyte_next;
+	if (off && (uint64_t)nw == (off & ~(cs - 1)) + cs) {
+		/* Contiguous: the bytes straddle the current and the new cluster. */
+		ret = qcow2_refcount_update(node, off & ~(cs - 1), cs, 1);
+		if (ret < 0) {
+			(void)qcow2_free_clusters(node, (uint64_t)nw, cs, false);
+			return ret;
+		}
+		s->cbyte_next = (off + len) & (cs - 1) ? off + len : 0;
+		return (int64_t)off;
+	}
+	s->cbyte_next = len < cs ? (uint64_t)nw + len : 0;
+	return nw;
 }
 
 int qcow2_free_clusters(struct vs_node *node, uint64_t offset, uint64_t len, bool punch)

@@ -93,6 +93,13 @@ struct qcow2_state {
 	uint64_t reftable_offset;
 	uint64_t free_hint; /* cluster index where free-space search starts */
 	/*
+	 * Compressed clusters are packed: the next free byte in the host
+	 * cluster that took the last compressed data (0: none). Reset when that
+	 * cluster's refcount drops to zero, so freed space is never written
+	 * behind the allocator's back.
+	 */
+	uint64_t cbyte_next;
+	/*
 	 * Clusters were freed by L2 updates that may not be on disk yet; the
 	 * next allocation, which may reuse them, first writes those L2 tables.
 	 */
@@ -170,6 +177,7 @@ int qcow2_refcount_get(struct vs_node *node, uint64_t cluster, uint64_t *rc);
 int qcow2_refcount_update(struct vs_node *node, uint64_t offset, uint64_t len, int64_t delta);
 int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n);
 int qcow2_free_clusters(struct vs_node *node, uint64_t offset, uint64_t len, bool punch);
+int64_t qcow2_alloc_bytes(struct vs_node *node, uint64_t len);
 int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, uint64_t len);
 uint64_t qcow2_rb_entry_get(const struct qcow2_state *s, const void *rb, uint64_t i);
 void qcow2_rb_entry_set(const struct qcow2_state *s, void *rb, uint64_t i, uint64_t v);
