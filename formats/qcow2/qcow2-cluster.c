@@ -284,8 +284,9 @@ static int read_compressed(struct vs_node *node, uint64_t e, uint64_t coff, uint
 	int ret;
 
 	compressed_range(s, e, &off, &clen);
+	/* Checked (and the image marked corrupt) under the lock by the caller. */
 	if (off >= fsize || off < s->cluster_size)
-		return qcow2_mark_corrupt(node, "compressed cluster offset invalid", off);
+		return -EIO;
 	if (off + clen > fsize)
 		clen = fsize - off; /* the last compressed cluster may end before its last sector */
 	cbuf = vs_buf_alloc(clen);
@@ -338,6 +339,14 @@ static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struc
 		 */
 		if (ret == 0 && m.type == MAP_NORMAL && m.host + m.len > vs_node_size(node->file))
 			ret = qcow2_mark_corrupt(node, "data cluster beyond end of file", m.host);
+		if (ret == 0 && m.type == MAP_COMPRESSED) {
+			uint64_t coff, clen;
+
+			compressed_range(s, m.host, &coff, &clen);
+			if (coff >= vs_node_size(node->file) || coff < s->cluster_size)
+				ret = qcow2_mark_corrupt(node, "compressed cluster offset invalid",
+							 coff);
+		}
 		if (ret < 0) {
 			if (!locked)
 				vs_co_mutex_unlock(&s->lock);
