@@ -194,6 +194,12 @@ static int create_check_opts(struct create_args *a)
 		const struct vs_create_opt_desc *d = desc_find(a->desc, kv->key);
 		char msg[512];
 
+		if (!d && !strcmp(kv->key, "backing_file")) {
+			snprintf(msg, sizeof(msg),
+				 "Backing file not supported for file format '%s'", a->fmt);
+			create_error(a, -ENOTSUP, msg);
+			return -ENOTSUP;
+		}
 		if (!d) {
 			snprintf(msg, sizeof(msg), "Invalid parameter '%s'", kv->key);
 			create_error(a, -EINVAL, msg);
@@ -232,8 +238,16 @@ static int create_check_backing(struct create_args *a)
 	char path[PATH_MAX], msg[VS_ERROR_MSG_MAX + 64];
 	int ret;
 
-	if (!bf || !bf[0] || a->unsafe)
+	if (!bf || !bf[0])
 		return 0;
+	if (a->unsafe) {
+		/* Nothing is opened, so the format cannot be detected: it must be given. */
+		if (!bfmt || !bfmt[0]) {
+			create_error(a, -EINVAL, "Backing file specified without backing format");
+			return -EINVAL;
+		}
+		return 0;
+	}
 	if (img_path_combine(path, sizeof(path), a->filename, bf) < 0) {
 		create_error(a, -ENAMETOOLONG, "Backing file name too long");
 		return -ENAMETOOLONG;
@@ -338,7 +352,8 @@ static void create_co(void *opaque)
 	create_print(a);
 	img_kv_remove(&a->opts, "nocow");
 	img_kv_remove(&a->opts, "extent_size_hint");
-	ret = vs_image_create(a->filename, a->fmt, a->size, a->opts.kv, a->opts.n, &err);
+	ret = vs_image_create_ex(a->filename, a->fmt, a->size, a->opts.kv, a->opts.n,
+				 a->unsafe ? VS_CREATE_NO_BACKING_CHECK : 0, &err);
 	if (ret < 0) {
 		create_error(a, ret, err.msg[0] ? err.msg : strerror(-ret));
 		return;

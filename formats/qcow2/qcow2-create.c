@@ -475,8 +475,8 @@ static int preallocate(const char *filename, const struct create_params *p, stru
 	return 0;
 }
 
-int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
-		 struct vs_error *err)
+int qcow2_create_ex(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
+		    unsigned flags, struct vs_error *err)
 {
 	struct create_params p;
 	struct vs_open_opts o = { 0 };
@@ -486,7 +486,12 @@ int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, 
 	ret = parse_params(size, opts, nopts, &p, err);
 	if (ret < 0)
 		return ret;
-	if (p.backing_file) {
+	if (p.backing_file && (flags & VS_CREATE_NO_BACKING_CHECK)) {
+		/* -u: the backing file is not opened, so nothing can be probed or measured. */
+		if (!p.backing_fmt)
+			return vs_error_set(err, -EINVAL,
+					    "Backing file specified without backing format");
+	} else if (p.backing_file) {
 		ret = check_backing(filename, &p, err);
 		if (ret < 0)
 			return ret;
@@ -510,4 +515,10 @@ int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, 
 	if (p.prealloc != VS_PREALLOC_OFF)
 		return preallocate(filename, &p, err);
 	return 0;
+}
+
+int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
+		 struct vs_error *err)
+{
+	return qcow2_create_ex(filename, size, opts, nopts, 0, err);
 }

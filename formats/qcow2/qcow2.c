@@ -912,6 +912,7 @@ const struct vs_driver vs_driver_qcow2 = {
 	.submit = qcow2_submit,
 	.truncate = qcow2_truncate,
 	.create = qcow2_create,
+	.create_ex = qcow2_create_ex,
 	.create_opts = qcow2_create_opts,
 	.get_info = qcow2_get_info,
 	.check = qcow2_check,
@@ -919,6 +920,7 @@ const struct vs_driver vs_driver_qcow2 = {
 	.snapshot_create = qcow2_snapshot_create,
 	.snapshot_apply = qcow2_snapshot_apply,
 	.snapshot_delete = qcow2_snapshot_delete,
+	.set_backing = qcow2_set_backing,
 	.supported_write_flags = 0,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP,
 };

@@ -206,9 +206,15 @@ int qcow2_snapshot_create(struct vs_node *node, const char *name, struct vs_erro
 int qcow2_snapshot_delete(struct vs_node *node, const char *name_or_id, struct vs_error *err);
 int qcow2_snapshot_apply(struct vs_node *node, const char *name_or_id, struct vs_error *err);
 
+/* qcow2-amend.c */
+int qcow2_set_backing(struct vs_node *node, const char *backing, const char *fmt,
+		      struct vs_error *err);
+
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
 		 struct vs_error *err);
+int qcow2_create_ex(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
+		    unsigned flags, struct vs_error *err);
 extern const struct vs_create_opt_desc qcow2_create_opts[];
 
 /* iovec helpers (qcow2-cluster.c) */
