@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -392,4 +393,33 @@ int img_run(void (*fn)(void *), void *arg)
 		return -1;
 	}
 	return 0;
+}
+
+void img_progress(bool on, uint64_t done, uint64_t total, int *last)
+{
+	double pct = total ? 100.0 * (double)done / (double)total : 100.0;
+	int tenths = (int)(pct * 10);
+
+	if (!on || tenths == *last)
+		return;
+	*last = tenths;
+	printf("    (%3.2f/100%%)\r", pct);
+	fflush(stdout);
+}
+
+void img_progress_end(bool on)
+{
+	if (!on)
+		return;
+	printf("\n");
+	fflush(stdout);
+}
+
+bool img_same_file(const char *a, const char *b)
+{
+	char ra[PATH_MAX], rb[PATH_MAX];
+
+	if (!realpath(a, ra) || !realpath(b, rb))
+		return !strcmp(a, b);
+	return !strcmp(ra, rb);
 }

@@ -93,6 +93,17 @@ int img_path_combine(char *out, size_t len, const char *base, const char *name);
 /* Run @fn(@arg) in a coroutine of the engine, reporting a setup failure. */
 int img_run(void (*fn)(void *), void *arg);
 
+/*
+ * qemu-img's -p progress on stdout ("    (12.34/100%)" and a carriage
+ * return), printed when the tenth of a percent changes (*@last starts at -1).
+ */
+void img_progress(bool on, uint64_t done, uint64_t total, int *last);
+/* End the progress line. */
+void img_progress_end(bool on);
+
+/* Whether the paths @a and @b name the same file (after resolving links). */
+bool img_same_file(const char *a, const char *b);
+
 /* Print @info's snapshot table as qemu-img does ("Snapshot list:" and rows). */
 void img_print_snapshots(const struct vs_image_info *info);
 
@@ -109,5 +120,7 @@ int img_cmd_convert(int argc, char **argv);
 int img_cmd_bench(int argc, char **argv);
 int img_cmd_snapshot(int argc, char **argv);
 int img_cmd_resize(int argc, char **argv);
+int img_cmd_rebase(int argc, char **argv);
+int img_cmd_commit(int argc, char **argv);
 
 #endif

@@ -23,6 +23,9 @@ static const struct img_command commands[] = {
 	  "[-t cache] [-w] [-U] filename" },
 	{ "check", img_cmd_check,
 	  "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename" },
+	{ "commit", img_cmd_commit,
+	  "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] "
+	  "[-r rate_limit] [-d] [-p] filename" },
 	{ "compare", img_cmd_compare,
 	  "compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2" },
 	{ "convert", img_cmd_convert,
@@ -38,6 +41,9 @@ static const struct img_command commands[] = {
 	{ "map", img_cmd_map,
 	  "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
 	  "filename" },
+	{ "rebase", img_cmd_rebase,
+	  "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] "
+	  "[-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename" },
 	{ "resize", img_cmd_resize,
 	  "resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size" },
 	{ "snapshot", img_cmd_snapshot,
