@@ -146,6 +146,9 @@ struct vs_node {
 	/* Serialises read-modify-write of unaligned requests (generic layer). */
 	struct vs_co_mutex rmw_lock;
 	unsigned in_flight;
+	/* Called after the driver's close (a resolver's lease); may be NULL. */
+	void (*close_hook)(void *opaque);
+	void *close_hook_opaque;
 };
 
 /* Registry. */
@@ -173,6 +176,29 @@ int vs_path_combine(char *out, size_t outsz, const char *base, const char *name)
  */
 int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs_open_opts *opts,
 		     struct vs_error *err);
+
+/*
+ * Image names that start with a registered prefix (the tools register
+ * "vol:" for pool volumes) are resolved by a hook, so that libstore itself
+ * knows nothing of pools. open returns the protocol node that stores the
+ * image named @name (the whole name, prefix included); the format node is
+ * then built on it as for any file. create makes the image @name as
+ * vs_image_create_ex() would. Both fill @err on failure.
+ */
+struct vs_image_resolver {
+	const char *prefix;
+	int (*open)(const char *name, const struct vs_open_opts *opts, struct vs_node **out,
+		    struct vs_error *err);
+	int (*create)(const char *name, const char *format, uint64_t size, const struct vs_kv *opts,
+		      size_t nopts, unsigned flags, struct vs_error *err);
+};
+
+/*
+ * Register @r (borrowed; must outlive its use) for its prefix, replacing an
+ * earlier resolver of the same prefix. Call before any image is opened.
+ * Returns 0 or -ENOSPC (at most 4 resolvers).
+ */
+int vs_image_register_resolver(const struct vs_image_resolver *r);
 
 /* Allocate an I/O buffer aligned for any node (4096); free with free(). */
 void *vs_buf_alloc(size_t len);

@@ -105,6 +105,28 @@ int vs_path_combine(char *out, size_t outsz, const char *base, const char *name)
 	return (n < 0 || (size_t)n >= outsz) ? -ENAMETOOLONG : 0;
 }
 
+#define MAX_RESOLVERS 4
+static const struct vs_image_resolver *resolvers[MAX_RESOLVERS];
+
+int vs_image_register_resolver(const struct vs_image_resolver *r)
+{
+	for (size_t i = 0; i < MAX_RESOLVERS; i++) {
+		if (!resolvers[i] || !strcmp(resolvers[i]->prefix, r->prefix)) {
+			resolvers[i] = r;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+static const struct vs_image_resolver *resolver_for(const char *filename)
+{
+	for (size_t i = 0; i < MAX_RESOLVERS && resolvers[i]; i++)
+		if (!strncmp(filename, resolvers[i]->prefix, strlen(resolvers[i]->prefix)))
+			return resolvers[i];
+	return NULL;
+}
+
 static const struct vs_driver *protocol_for(const char *filename)
 {
 	if (!strncmp(filename, "memory:", 7))
@@ -153,10 +175,18 @@ static void node_free(struct vs_node *n)
 int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs_open_opts *opts,
 		     struct vs_error *err)
 {
-	const struct vs_driver *drv = protocol_for(filename);
-	struct vs_node *n = node_new(drv, filename, opts);
+	const struct vs_image_resolver *res = resolver_for(filename);
+	const struct vs_driver *drv;
+	struct vs_node *n;
 	int ret;
 
+	if (res) {
+		if (!res->open)
+			return vs_error_set(err, -ENOTSUP, "'%s' cannot be opened", filename);
+		return res->open(filename, opts, out, err);
+	}
+	drv = protocol_for(filename);
+	n = node_new(drv, filename, opts);
 	if (!n)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
 	ret = drv->open(n, opts, err);
@@ -176,6 +206,8 @@ void vs_node_close(struct vs_node *n)
 		n->drv->close(n);
 	vs_node_close(n->backing);
 	vs_node_close(n->file);
+	if (n->close_hook)
+		n->close_hook(n->close_hook_opaque);
 	node_free(n);
 }
 
@@ -291,7 +323,13 @@ int vs_image_create_ex(const char *filename, const char *format, uint64_t size,
 		       const struct vs_kv *opts, size_t nopts, unsigned flags, struct vs_error *err)
 {
 	const struct vs_driver *drv = vs_driver_find(format ? format : "raw");
+	const struct vs_image_resolver *res = resolver_for(filename);
 
+	if (res) {
+		if (!res->create)
+			return vs_error_set(err, -ENOTSUP, "'%s' cannot be created", filename);
+		return res->create(filename, format, size, opts, nopts, flags, err);
+	}
 	if (!drv || !drv->create)
 		return vs_error_set(err, -EINVAL, "Unknown file format '%s' for create",
 				    format ? format : "raw");

@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Internal to backends/: the backends of the registry and shared helpers. */
+#ifndef VSTOR_POOL_INT_H
+#define VSTOR_POOL_INT_H
+
+#include "pool.h"
+
+extern const struct vs_pool_backend vs_pool_backend_dir;
+
+/* libvirt pool XML -> definition (pool-xml.c). */
+int vs_pool_def_from_xml(struct vs_pool_def *def, const char *text, const char *what,
+			 struct vs_error *err);
+
+/* Copy @src into @dst of @dstsz bytes; -ENAMETOOLONG when it does not fit. */
+int vs_pool_strcpy(char *dst, size_t dstsz, const char *src);
+
+#endif

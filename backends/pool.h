@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Storage pools: definitions, the state directory, the backend vtable and
+ * the generic pool and volume operations the tools call.
+ *
+ * A pool is a definition (struct vs_pool_def, persisted as versioned JSON in
+ * the state directory) plus a backend (struct vs_pool_backend) that knows how
+ * to build, start, stop, refresh and delete that kind of pool, and how to
+ * create, delete, resize, list and open its volumes. The tools never call a
+ * backend directly: they go through the vs_pool_* functions below, which
+ * check names, refuse operations on volumes in use, and keep the state file
+ * consistent. See docs/pools.md.
+ *
+ * Context: every function here (and every backend callback) runs in
+ * coroutine context on the calling thread's reactor (the tools run each
+ * command inside vs_run_in_coroutine()), so backends can use libstore's image
+ * functions. Backend callbacks may block: they run in control tools or at
+ * export setup, never on a reactor that serves I/O.
+ *
+ * Errors: 0 or -errno, with a message in the struct vs_error (may be NULL).
+ */
+#ifndef VSTOR_POOL_H
+#define VSTOR_POOL_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vstor/error.h"
+#include "vstor/node.h"
+
+#define VS_POOL_NAME_MAX 128	/* pool and volume names, without the NUL */
+#define VS_POOL_PATH_MAX 4096	/* paths, device names, URLs */
+#define VS_POOL_MAX_DEVS 16	/* source devices of one pool */
+#define VS_POOL_MAX_EXTRA 16	/* per-type extra key/values */
+#define VS_POOL_STATE_VERSION 1 /* "version" of the JSON files */
+
+/* ---- Definitions ---------------------------------------------------------- */
+
+/* One per-type extra field ("mutual_username", "port", ...). */
+struct vs_pool_kv {
+	char key[64];
+	char value[VS_POOL_PATH_MAX];
+};
+
+/*
+ * A pool definition, as pool-define-as / pool-define give it. Empty strings
+ * mean "not given". Field names follow virsh's options (--source-host ...).
+ */
+struct vs_pool_def {
+	char name[VS_POOL_NAME_MAX + 1];
+	char type[16];			    /* "dir", "netfs", "logical", "iscsi" */
+	char uuid[37];			    /* generated at define when not given */
+	char target[VS_POOL_PATH_MAX];	    /* --target: a directory (dir, netfs mount point) */
+	char source_host[256];		    /* --source-host (host name or address) */
+	unsigned source_port;		    /* host:port or <host port=>; 0 = default */
+	char source_path[VS_POOL_PATH_MAX]; /* --source-path (NFS export path) */
+	char source_devs[VS_POOL_MAX_DEVS][VS_POOL_PATH_MAX]; /* --source-dev (PV, IQN) */
+	unsigned nb_source_devs;
+	char source_name[256];	 /* --source-name (VG name) */
+	char source_format[32];	 /* --source-format (netfs: "nfs"; logical: "lvm2") */
+	char initiator_iqn[256]; /* --source-initiator (iSCSI initiator name) */
+	char auth_type[16];	 /* --auth-type: "" or "chap" */
+	char auth_username[256]; /* --auth-username */
+	char auth_secret_file[VS_POOL_PATH_MAX]; /* --auth-secret-file (no secret store) */
+	bool autostart;
+	/* Backend-specific fields, e.g. iscsi "mutual_username"/"mutual_secret_file". */
+	struct vs_pool_kv extra[VS_POOL_MAX_EXTRA];
+	unsigned nb_extra;
+};
+
+/* Value of extra field @key or NULL. */
+const char *vs_pool_def_extra(const struct vs_pool_def *def, const char *key);
+/* Set extra field @key (replacing it). Returns 0, -ENOSPC or -ENAMETOOLONG. */
+int vs_pool_def_set_extra(struct vs_pool_def *def, const char *key, const char *value);
+
+/*
+ * Serialise @def as the versioned JSON of the state directory (and of
+ * pool-dump) into a malloc'd string. NULL when out of memory.
+ */
+char *vs_pool_def_to_json(const struct vs_pool_def *def, bool active);
+
+/*
+ * Parse a definition from JSON (the format vs_pool_def_to_json() writes) or
+ * from libvirt's pool XML (the subset these pool types use), chosen by the
+ * first non-blank character. @what names the source in messages. *@active
+ * (may be NULL) receives the "active" member of a state file.
+ */
+int vs_pool_def_parse(struct vs_pool_def *def, const char *text, const char *what, bool *active,
+		      struct vs_error *err);
+
+/*
+ * A name is valid for a pool or a volume when it is 1..VS_POOL_NAME_MAX
+ * bytes, is not "." or "..", and has no '/', no control character, and
+ * no leading '-'. Returns 0 or -EINVAL with a message naming @what.
+ */
+int vs_pool_check_name(const char *name, const char *what, struct vs_error *err);
+
+/* ---- Volumes --------------------------------------------------------------- */
+
+/* What vol-info calls Type. */
+enum vs_vol_type {
+	VS_VOL_FILE,	/* a local file (OFD image locks protect it) */
+	VS_VOL_BLOCK,	/* a local block device (OFD image locks protect it) */
+	VS_VOL_NETWORK, /* NFS file, iSCSI LUN: a lease protects it */
+	VS_VOL_MAPPED,	/* an LV mapped in user space: a lease protects it */
+};
+const char *vs_vol_type_name(enum vs_vol_type t); /* "file", "block", "network", "mapped" */
+
+struct vs_vol_info {
+	char name[VS_POOL_NAME_MAX + 1];
+	/* What libstore opens: a local path, or a URL of a protocol driver. */
+	char path[VS_POOL_PATH_MAX];
+	char format[16]; /* "raw" or "qcow2" (probed) */
+	enum vs_vol_type type;
+	uint64_t capacity;		/* virtual size (qcow2) or bytes (raw) */
+	uint64_t allocation;		/* bytes the volume takes on its storage */
+	char backing[VS_POOL_PATH_MAX]; /* backing file as recorded, "" if none */
+	char backing_format[16];
+};
+
+/* A growable list of volumes (refresh). */
+struct vs_vol_list {
+	struct vs_vol_info *v;
+	size_t n, cap;
+};
+/* Append a zeroed entry and return it, or NULL when out of memory. */
+struct vs_vol_info *vs_vol_list_add(struct vs_vol_list *l);
+/* Sort by name. */
+void vs_vol_list_sort(struct vs_vol_list *l);
+void vs_vol_list_free(struct vs_vol_list *l);
+
+/* Pool-wide numbers. */
+struct vs_pool_info {
+	uint64_t capacity;
+	uint64_t allocation;
+	uint64_t available;
+};
+
+/* What vol-create-as asks for. */
+struct vs_vol_create_args {
+	const char *name;
+	const char *format;  /* "raw", "qcow2"; NULL = the backend's default */
+	uint64_t capacity;   /* virtual size in bytes */
+	uint64_t allocation; /* bytes to allocate up front; UINT64_MAX = not given */
+	bool prealloc_metadata;
+	/* Backing volume (resolved by the generic layer to its path), or NULL. */
+	const char *backing_path;
+	const char *backing_format;
+};
+
+/* ---- The backend vtable -------------------------------------------------- */
+
+struct vs_pool;
+
+/* Flags of build, delete, vol_delete, vol_resize. */
+#define VS_POOL_BUILD_OVERWRITE 0x1    /* pool-build --overwrite */
+#define VS_POOL_BUILD_NO_OVERWRITE 0x2 /* pool-build --no-overwrite */
+#define VS_VOL_RESIZE_ALLOCATE 0x1     /* vol-resize --allocate */
+#define VS_VOL_RESIZE_SHRINK 0x2       /* vol-resize --shrink */
+
+struct vs_pool_backend {
+	const char *type; /* "dir", ... */
+	/* Default volume format when vol-create-as has no --format. */
+	const char *default_format;
+
+	/*
+	 * Check a definition at define time (required fields of this type,
+	 * say which are missing). Optional.
+	 */
+	int (*check_def)(const struct vs_pool_def *def, struct vs_error *err);
+
+	/*
+	 * Optional. Called before any other callback of a command on @p, with
+	 * @p->priv NULL: connect (iSCSI login, NFS mount over libnfs) and set
+	 * p->priv. detach undoes it; it is called once per successful attach.
+	 */
+	int (*attach)(struct vs_pool *p, struct vs_error *err);
+	void (*detach)(struct vs_pool *p);
+
+	/* pool-build (create the directory, the VG, ...). Optional: no-op. */
+	int (*build)(struct vs_pool *p, unsigned flags, struct vs_error *err);
+	/* pool-start: check the pool can be used. Optional: no-op. */
+	int (*start)(struct vs_pool *p, struct vs_error *err);
+	/* pool-destroy: stop using it (the data stays). Optional: no-op. */
+	int (*stop)(struct vs_pool *p, struct vs_error *err);
+	/* pool-delete: remove the storage itself (empty dir, the VG). Optional: -ENOTSUP. */
+	int (*delete)(struct vs_pool *p, unsigned flags, struct vs_error *err);
+
+	/*
+	 * pool-refresh, pool-info, vol-list: fill @info and, when @vols is not
+	 * NULL, append every volume (sorting is done by the caller).
+	 */
+	int (*refresh)(struct vs_pool *p, struct vs_pool_info *info, struct vs_vol_list *vols,
+		       struct vs_error *err);
+
+	/* One volume by name: -ENOENT with "Storage volume not found" style message. */
+	int (*vol_info)(struct vs_pool *p, const char *name, struct vs_vol_info *out,
+			struct vs_error *err);
+
+	/* Optional (-ENOTSUP: say why, e.g. LUNs are not created over iSCSI). */
+	int (*vol_create)(struct vs_pool *p, const struct vs_vol_create_args *a,
+			  struct vs_error *err);
+	int (*vol_delete)(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err);
+	/* Set the virtual size to @capacity (the generic layer checked --shrink). */
+	int (*vol_resize)(struct vs_pool *p, const struct vs_vol_info *vol, uint64_t capacity,
+			  unsigned flags, struct vs_error *err);
+
+	/*
+	 * Open the volume's storage as a libstore protocol node (a file or
+	 * block device node, or an nfs/iscsi/mapped node) with @opts
+	 * (read_only, cache, force_share are honoured; filename is ignored).
+	 * The format node on top is the generic layer's job. Optional: the
+	 * default opens vol->path with the protocol driver libstore picks.
+	 */
+	int (*vol_open)(struct vs_pool *p, const struct vs_vol_info *vol,
+			const struct vs_open_opts *opts, struct vs_node **out,
+			struct vs_error *err);
+};
+
+/* A pool of the state directory, loaded for one command. */
+struct vs_pool {
+	struct vs_pool_def def;
+	bool active; /* pool-start'ed (persisted in the state file) */
+	const struct vs_pool_backend *backend;
+	struct vs_pool_state *state;
+	void *priv; /* backend's, between attach and detach */
+	bool attached;
+};
+
+/*
+ * Read a whole text file (a definition for pool-define) into a malloc'd,
+ * NUL-terminated string; refuses NUL bytes and files above 16 MiB.
+ */
+int vs_pool_read_file(const char *path, char **out, struct vs_error *err);
+
+/* ---- Registry ------------------------------------------------------------ */
+
+/* The backend for @type, or NULL. Registered in backends/registry.c. */
+const struct vs_pool_backend *vs_pool_backend_find(const char *type);
+/* The registered types, NULL-terminated (for messages and --help). */
+const char *const *vs_pool_backend_types(void);
+
+/* ---- The state directory ------------------------------------------------- */
+
+/*
+ * The state directory: DIR/pools/NAME.json (one per pool), DIR/leases/
+ * (volume leases), DIR/lock (taken with flock while a command runs:
+ * exclusive for commands that change definitions, shared otherwise).
+ */
+struct vs_pool_state;
+
+/*
+ * The state directory to use: @override if not NULL, else $VSTOR_STATE_DIR,
+ * else /var/lib/vstor as root, else $XDG_DATA_HOME/vstor (~/.local/share/vstor).
+ */
+int vs_pool_state_dir(char *out, size_t outsz, const char *override);
+
+/* Open (creating) the state directory @dir and take its lock. */
+int vs_pool_state_open(struct vs_pool_state **out, const char *dir, bool exclusive,
+		       struct vs_error *err);
+void vs_pool_state_close(struct vs_pool_state *st);
+const char *vs_pool_state_path(const struct vs_pool_state *st);
+
+/* The names of all defined pools, sorted; free with vs_pool_names_free(). */
+int vs_pool_state_list(struct vs_pool_state *st, char ***names, size_t *n, struct vs_error *err);
+void vs_pool_names_free(char **names, size_t n);
+
+/*
+ * Store a new definition. Fails with -EEXIST when a pool of that name (or
+ * uuid) exists, -EINVAL for a bad name or an unknown type, or what the
+ * backend's check_def says. The state lock must be exclusive.
+ */
+int vs_pool_define(struct vs_pool_state *st, struct vs_pool_def *def, struct vs_error *err);
+
+/* Load pool @name ("Storage pool not found" -ENOENT); free with vs_pool_free(). */
+int vs_pool_load(struct vs_pool_state *st, const char *name, struct vs_pool **out,
+		 struct vs_error *err);
+void vs_pool_free(struct vs_pool *p); /* detaches; NULL is a no-op */
+/* Write @p's definition and active flag back (atomic rename). */
+int vs_pool_save(struct vs_pool *p, struct vs_error *err);
+
+/* ---- Pool operations (generic layer: checks, then the backend) ------------- */
+
+int vs_pool_build(struct vs_pool *p, unsigned flags, struct vs_error *err);
+int vs_pool_start(struct vs_pool *p, struct vs_error *err); /* -EBUSY if active */
+int vs_pool_stop(struct vs_pool *p, struct vs_error *err);  /* -EINVAL if not active */
+int vs_pool_delete(struct vs_pool *p, unsigned flags, struct vs_error *err); /* inactive only */
+int vs_pool_undefine(struct vs_pool *p, struct vs_error *err);		     /* inactive only */
+int vs_pool_set_autostart(struct vs_pool *p, bool on, struct vs_error *err);
+int vs_pool_refresh(struct vs_pool *p, struct vs_pool_info *info, struct vs_vol_list *vols,
+		    struct vs_error *err);
+
+/* ---- Volume operations (the pool must be active) --------------------------- */
+
+#define VS_VOL_FORCE 0x100 /* --force: skip the in-use check */
+
+int vs_pool_vol_info(struct vs_pool *p, const char *name, struct vs_vol_info *out,
+		     struct vs_error *err);
+int vs_pool_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a, struct vs_error *err);
+int vs_pool_vol_delete(struct vs_pool *p, const char *name, unsigned flags, struct vs_error *err);
+/* @capacity is the new virtual size; shrinking needs VS_VOL_RESIZE_SHRINK. */
+int vs_pool_vol_resize(struct vs_pool *p, const char *name, uint64_t capacity, unsigned flags,
+		       struct vs_error *err);
+
+/*
+ * Open volume @name for I/O. With @raw_bytes, the node is the volume's
+ * storage (vol-upload/vol-download/vol-wipe: bytes as stored); otherwise the
+ * image on it (format probed, or @opts->format). Non-file volumes take a
+ * lease (see below) that the node releases when it is closed.
+ */
+int vs_pool_vol_open(struct vs_pool *p, const char *name, const struct vs_open_opts *opts,
+		     bool raw_bytes, struct vs_node **out, struct vs_error *err);
+
+/*
+ * Check that nobody else has volume @vol open for writing (image OFD locks
+ * for files and block devices, the lease otherwise): 0, or -EBUSY with
+ * "Volume X is in use ..." in @err.
+ */
+int vs_pool_vol_check_unused(struct vs_pool *p, const struct vs_vol_info *vol,
+			     struct vs_error *err);
+
+/* Wipe algorithms of vol-wipe. */
+enum vs_wipe_alg {
+	VS_WIPE_ZERO,
+	VS_WIPE_NNSA,
+	VS_WIPE_DOD,
+	VS_WIPE_BSI,
+	VS_WIPE_GUTMANN,
+	VS_WIPE_SCHNEIER,
+	VS_WIPE_PFITZNER7,
+	VS_WIPE_PFITZNER33,
+	VS_WIPE_RANDOM,
+	VS_WIPE_TRIM,
+};
+int vs_wipe_alg_parse(const char *s, enum vs_wipe_alg *out);
+int vs_pool_vol_wipe(struct vs_pool *p, const char *name, enum vs_wipe_alg alg, unsigned flags,
+		     struct vs_error *err);
+
+/* ---- Leases (volumes that are not local files) ----------------------------- */
+
+/*
+ * A lease is a file DIR/leases/POOL/VOLUME.lease in the state directory that
+ * users of the volume lock with the image OFD locks in QEMU's byte layout
+ * (libstore/lock.c): holding @perm (VS_PERM_*) and refusing to share the
+ * permissions not in @shared. It is held until vs_vol_lease_release() or
+ * the process ends. Conflicting users get -EAGAIN ("... is using the
+ * volume"). vs_pool_vol_open() takes one for non-file volumes; backends
+ * need not call these unless they open volumes by other means.
+ */
+struct vs_vol_lease;
+int vs_vol_lease_acquire(struct vs_pool_state *st, const char *pool, const char *vol, unsigned perm,
+			 unsigned shared, struct vs_vol_lease **out, struct vs_error *err);
+void vs_vol_lease_release(struct vs_vol_lease *l); /* NULL is a no-op */
+/* Remove the lease file of a deleted volume (ignores errors). */
+void vs_vol_lease_remove(struct vs_pool_state *st, const char *pool, const char *vol);
+
+/* ---- vol:POOL/VOLUME names ------------------------------------------------- */
+
+/*
+ * Register the "vol:" resolver with libstore (vs_image_open and
+ * vs_image_create accept vol:POOL/VOLUME then), using the state directory
+ * @state_dir (NULL: vs_pool_state_dir()'s default). For tools.
+ */
+int vs_pool_register_resolver(const char *state_dir);
+
+/* ---- Helpers for backends ------------------------------------------------- */
+
+/*
+ * Fill @vol's format, capacity, backing and backing_format by opening the
+ * image at @vol->path read-only with force_share (no lock taken or
+ * checked), through @p's vol_open. Sets format "raw" and capacity = size
+ * when no format matches.
+ */
+int vs_pool_probe_volume(struct vs_pool *p, struct vs_vol_info *vol, struct vs_error *err);
+
+#endif
