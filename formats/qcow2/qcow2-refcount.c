@@ -191,8 +191,10 @@ int qcow2_refcount_update(struct vs_node *node, uint64_t offset, uint64_t len, i
 		qcow2_cache_mark_dirty(s->rb_cache, rb);
 		if (v == 0 && c < s->free_hint)
 			s->free_hint = c;
-		if (v == 0 && s->cbyte_next && (s->cbyte_next >> s->cluster_bits) == c)
-			s->cbyte_next = 0;
+		if (v == 0)
+			for (int i = 0; i < QCOW2_CBYTE_SLOTS; i++)
+				if (s->cslot[i].next && (s->cslot[i].next >> s->cluster_bits) == c)
+					s->cslot[i].next = 0;
 	}
 	qcow2_cache_put(s->rb_cache, &rb);
 	return ret;
@@ -462,56 +464,183 @@ int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n)
 }
 
 /*
+ * Take the cluster at @offset if it is free and a refcount block already
+ * covers it: 1 taken, 0 not possible, or -errno.
+ */
+static int alloc_cluster_at(struct vs_node *node, uint64_t offset)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t c = offset >> s->cluster_bits, b = c >> s->rb_bits, rc;
+	int ret;
+
+	if (b >= s->reftable_size || !s->reftable[b] ||
+	    c + 1 > (UINT64_C(1) << (56 - s->cluster_bits)))
+		return 0;
+	ret = qcow2_refcount_get(node, c, &rc);
+	if (ret < 0 || rc)
+		return ret < 0 ? ret : 0;
+	/* As in qcow2_alloc_clusters(): no L2 entry on disk may still point here. */
+	if (s->free_pending) {
+		ret = qcow2_cache_flush(node, s->l2_cache);
+		if (ret < 0)
+			return ret;
+		s->free_pending = false;
+	}
+	ret = qcow2_refcount_update(node, offset, s->cluster_size, 1);
+	return ret < 0 ? ret : 1;
+}
+
+/* Give back slot @i's reserved cluster, if it has one. */
+static int release_slot(struct vs_node *node, int i)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t r = s->cslot[i].reserved;
+
+	if (!r)
+		return 0;
+	s->cslot[i].reserved = 0;
+	return qcow2_refcount_update(node, r, s->cluster_size, -1);
+}
+
+int qcow2_release_reservations(struct vs_node *node)
+{
+	int ret = 0;
+
+	for (int i = 0; i < QCOW2_CBYTE_SLOTS; i++) {
+		int r = release_slot(node, i);
+
+		if (r < 0 && ret == 0)
+			ret = r;
+	}
+	return ret;
+}
+
+/* Slot @i took @len bytes at its next free byte: move on, and reserve ahead. */
+static int slot_advance(struct vs_node *node, int i, uint64_t off, uint64_t len)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t cs = s->cluster_size, end = off + len;
+	int ret;
+
+	if (!(end & (cs - 1))) {
+		/* Exactly full: the slot is done, and so is its reservation. */
+		s->cslot[i].next = 0;
+		return release_slot(node, i);
+	}
+	s->cslot[i].next = end;
+	if (!s->cslot[i].reserved) {
+		uint64_t after = (end & ~(cs - 1)) + cs;
+
+		ret = alloc_cluster_at(node, after);
+		if (ret < 0)
+			return ret;
+		if (ret == 1)
+			s->cslot[i].reserved = after;
+	}
+	return 0;
+}
+
+/*
  * Byte-granular allocation for compressed data, as QEMU packs it: @len
  * bytes (a multiple of the packing unit, at most a cluster) go at the next
- * free byte of the current compressed host cluster when they fit, or run on
- * into the following cluster when that one is the next to be allocated;
- * otherwise they start a new cluster. Every host cluster the bytes touch
- * gains one reference, which is what freeing a compressed entry drops.
+ * free byte of a host cluster being filled when they fit there, or run on
+ * into the cluster after it when that one is reserved for the slot or free;
+ * otherwise they start a new cluster, which replaces the slot with the least
+ * room left. Every host cluster the bytes touch gains one reference, which
+ * is what freeing a compressed entry drops.
  */
 int64_t qcow2_alloc_bytes(struct vs_node *node, uint64_t len)
 {
 	struct qcow2_state *s = qcow2_state(node);
-	uint64_t cs = s->cluster_size, off = s->cbyte_next, cur;
-	uint64_t rc = 0;
+	uint64_t cs = s->cluster_size;
+	int victim = -1;
 	int64_t nw;
 	int ret;
 
 	if (!len || len > cs)
 		return -EINVAL;
-	if (off) {
-		cur = off & ~(cs - 1);
+	for (int i = 0; i < QCOW2_CBYTE_SLOTS; i++) {
+		uint64_t off = s->cslot[i].next, cur = off & ~(cs - 1), rc;
+
+		if (!off) {
+			ret = release_slot(node, i);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
 		ret = qcow2_refcount_get(node, cur >> s->cluster_bits, &rc);
 		if (ret < 0)
 			return ret;
 		/* A full refcount (e.g. refcount_bits=1) cannot take another user. */
-		if (rc == 0 || rc >= s->refcount_max)
-			off = s->cbyte_next = 0;
+		if (rc == 0 || rc >= s->refcount_max) {
+			s->cslot[i].next = 0;
+			ret = release_slot(node, i);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
+		if (off + len <= cur + cs) {
+			ret = qcow2_refcount_update(node, cur, cs, 1);
+			if (ret < 0)
+				return ret;
+			ret = slot_advance(node, i, off, len);
+			return ret < 0 ? ret : (int64_t)off;
+		}
+		/* Run on into the reserved cluster (its reference is the piece's now). */
+		if (s->cslot[i].reserved == cur + cs) {
+			ret = qcow2_refcount_update(node, cur, cs, 1);
+			if (ret < 0)
+				return ret;
+			s->cslot[i].reserved = 0;
+			ret = slot_advance(node, i, off, len);
+			return ret < 0 ? ret : (int64_t)off;
+		}
 	}
-	if (off && off + len <= cur + cs) {
-		ret = qcow2_refcount_update(node, cur, cs, 1);
+	/* Or into the cluster after a slot's when that one happens to be free. */
+	for (int i = 0; i < QCOW2_CBYTE_SLOTS; i++) {
+		uint64_t off = s->cslot[i].next, cur = off & ~(cs - 1);
+
+		uint64_t rc;
+
+		if (!off || s->cslot[i].reserved)
+			continue;
+		ret = qcow2_refcount_get(node, cur >> s->cluster_bits, &rc);
 		if (ret < 0)
 			return ret;
-		s->cbyte_next = (off + len) & (cs - 1) ? off + len : 0;
-		return (int64_t)off;
+		if (rc == 0 || rc >= s->refcount_max)
+			continue;
+		ret = alloc_cluster_at(node, cur + cs);
+		if (ret < 0)
+			return ret;
+		if (ret == 0)
+			continue;
+		ret = qcow2_refcount_update(node, cur, cs, 1);
+		if (ret < 0) {
+			(void)qcow2_free_clusters(node, cur + cs, cs, false);
+			return ret;
+		}
+		ret = slot_advance(node, i, off, len);
+		return ret < 0 ? ret : (int64_t)off;
 	}
 	nw = qcow2_alloc_clusters(node, 1);
 	if (nw < 0)
 		return nw;
-	/* The allocation may have flushed or freed: look at the state again. */
-	off = s->cbyte_next;
-	if (off && (uint64_t)nw == (off & ~(cs - 1)) + cs) {
-		/* Contiguous: the bytes straddle the current and the new cluster. */
-		ret = qcow2_refcount_update(node, off & ~(cs - 1), cs, 1);
-		if (ret < 0) {
-			(void)qcow2_free_clusters(node, (uint64_t)nw, cs, false);
-			return ret;
+	/* A new slot: an unused one, or the one with the least room left. */
+	for (int i = 0; i < QCOW2_CBYTE_SLOTS; i++) {
+		if (!s->cslot[i].next) {
+			victim = i;
+			break;
 		}
-		s->cbyte_next = (off + len) & (cs - 1) ? off + len : 0;
-		return (int64_t)off;
+		if (victim < 0 ||
+		    (s->cslot[i].next & (cs - 1)) > (s->cslot[victim].next & (cs - 1)))
+			victim = i;
 	}
-	s->cbyte_next = len < cs ? (uint64_t)nw + len : 0;
-	return nw;
+	ret = release_slot(node, victim);
+	if (ret < 0)
+		return ret;
+	s->cslot[victim].next = (uint64_t)nw;
+	ret = slot_advance(node, victim, (uint64_t)nw, len);
+	return ret < 0 ? ret : nw;
 }
 
 int qcow2_free_clusters(struct vs_node *node, uint64_t offset, uint64_t len, bool punch)

@@ -107,6 +107,10 @@ int qcow2_flush_metadata(struct vs_node *node)
 
 	if (node->read_only || !s->l2_cache)
 		return 0;
+	/* What is flushed must not count clusters nobody uses. */
+	ret = qcow2_release_reservations(node);
+	if (ret < 0)
+		return ret;
 	ret = qcow2_cache_writeback(node, s->l2_cache);
 	if (ret < 0)
 		return ret;

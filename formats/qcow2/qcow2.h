@@ -92,13 +92,23 @@ struct qcow2_state {
 	uint64_t reftable_used; /* entries up to the last non-zero one (overlap checks scan these) */
 	uint64_t reftable_offset;
 	uint64_t free_hint; /* cluster index where free-space search starts */
-	/*
-	 * Compressed clusters are packed: the next free byte in the host
-	 * cluster that took the last compressed data (0: none). Reset when that
-	 * cluster's refcount drops to zero, so freed space is never written
-	 * behind the allocator's back.
+			    /*
+	 * Compressed clusters are packed into host clusters. Each slot is a
+	 * host cluster being filled: the next free byte in it (0: unused), and
+	 * the cluster right after it, taken in advance with one reference so
+	 * that the next piece can run on into it although other writers
+	 * allocate meanwhile (0: none). Several slots, so that compressed
+	 * writes interleaved with ordinary allocations (parallel converts)
+	 * still fill their clusters. Reservations are given back before
+	 * metadata is written (qcow2_flush_metadata), so a flushed image has
+	 * no leak; a slot is dropped when its cluster's refcount reaches zero,
+	 * so freed space is never written behind the allocator's back.
 	 */
-	uint64_t cbyte_next;
+#define QCOW2_CBYTE_SLOTS 8
+	struct {
+		uint64_t next;
+		uint64_t reserved;
+	} cslot[QCOW2_CBYTE_SLOTS];
 	/*
 	 * Clusters were freed by L2 updates that may not be on disk yet; the
 	 * next allocation, which may reuse them, first writes those L2 tables.
@@ -178,6 +188,7 @@ int qcow2_refcount_update(struct vs_node *node, uint64_t offset, uint64_t len, i
 int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n);
 int qcow2_free_clusters(struct vs_node *node, uint64_t offset, uint64_t len, bool punch);
 int64_t qcow2_alloc_bytes(struct vs_node *node, uint64_t len);
+int qcow2_release_reservations(struct vs_node *node);
 int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, uint64_t len);
 uint64_t qcow2_rb_entry_get(const struct qcow2_state *s, const void *rb, uint64_t i);
 void qcow2_rb_entry_set(const struct qcow2_state *s, void *rb, uint64_t i, uint64_t v);
