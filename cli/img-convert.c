@@ -371,7 +371,13 @@ static void conv_worker_co(void *opaque)
 			len = a->chunk;
 		a->next_chunk += len;
 		ret = conv_plan(w, off, len);
-		if (!a->out_of_order) {
+		/*
+		 * Compressed writes compress inside the write, so waiting for
+		 * our turn would compress one chunk at a time: they are stored
+		 * as their compression finishes instead (the content is the
+		 * same; only the order of the clusters in the file differs).
+		 */
+		if (!a->out_of_order && !a->compress) {
 			while (!a->stop && a->next_write != off)
 				vs_co_queue_wait(&a->turn);
 		}
