@@ -275,6 +275,22 @@ static int read_backing(struct vs_node *node, uint64_t offset, uint64_t len, str
 	return ret;
 }
 
+struct decompress_job {
+	uint8_t type;
+	const void *src;
+	size_t src_len;
+	void *dst;
+	size_t dst_len;
+	int ret;
+};
+
+static void decompress_job_run(void *arg)
+{
+	struct decompress_job *j = arg;
+
+	j->ret = qcow2_decompress(j->type, j->src, j->src_len, j->dst, j->dst_len);
+}
+
 static int read_compressed(struct vs_node *node, uint64_t e, uint64_t coff, uint64_t len,
 			   struct iovec *iov, int niov, uint64_t ioff)
 {
@@ -298,7 +314,15 @@ static int read_compressed(struct vs_node *node, uint64_t e, uint64_t coff, uint
 	ret = vs_node_pread(node->file, off, cbuf, clen);
 	if (ret < 0)
 		goto out;
-	ret = qcow2_decompress(s->hdr.compression_type, cbuf, clen, out, s->cluster_size);
+	{
+		/* On the worker pool: the reactor thread goes on serving I/O meanwhile. */
+		struct decompress_job j = { s->hdr.compression_type, cbuf, clen, out,
+					    s->cluster_size,	     0 };
+
+		ret = vs_co_run_in_worker(decompress_job_run, &j);
+		if (ret == 0)
+			ret = j.ret;
+	}
 	if (ret < 0)
 		goto out;
 	qcow2_iov_from_buf(iov, niov, ioff, out + coff, len);

@@ -10,53 +10,116 @@
 #include "qcow2.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 #include <zstd.h>
 
+/*
+ * Contexts are costly to set up (zlib's deflate state is ~270 KiB, zstd's
+ * about as much) next to the work on one 64 KiB cluster, so each thread
+ * keeps its own and resets it per cluster. They go with the thread.
+ */
+struct codec_ctx {
+	z_stream def, inf;
+	bool def_ok, inf_ok;
+	ZSTD_CCtx *zc;
+	ZSTD_DCtx *zd;
+};
+
+static pthread_key_t codec_key;
+static pthread_once_t codec_once = PTHREAD_ONCE_INIT;
+
+static void codec_free(void *p)
+{
+	struct codec_ctx *c = p;
+
+	if (c->def_ok)
+		deflateEnd(&c->def);
+	if (c->inf_ok)
+		inflateEnd(&c->inf);
+	ZSTD_freeCCtx(c->zc);
+	ZSTD_freeDCtx(c->zd);
+	free(c);
+}
+
+static void codec_key_init(void)
+{
+	(void)pthread_key_create(&codec_key, codec_free);
+}
+
+static struct codec_ctx *codec_get(void)
+{
+	struct codec_ctx *c;
+
+	pthread_once(&codec_once, codec_key_init);
+	c = pthread_getspecific(codec_key);
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (c && pthread_setspecific(codec_key, c)) {
+			free(c);
+			c = NULL;
+		}
+	}
+	return c;
+}
+
 static int inflate_raw(const void *src, size_t src_len, void *dst, size_t dst_len)
 {
-	z_stream z;
+	struct codec_ctx *c = codec_get();
+	z_stream *z;
 	int ret;
 
-	memset(&z, 0, sizeof(z));
-	if (inflateInit2(&z, -12) != Z_OK)
+	if (!c)
 		return -ENOMEM;
-	z.next_in = (Bytef *)src;
-	z.avail_in = (uInt)src_len;
-	z.next_out = dst;
-	z.avail_out = (uInt)dst_len;
-	ret = inflate(&z, Z_FINISH);
-	inflateEnd(&z);
+	z = &c->inf;
+	if (!c->inf_ok) {
+		memset(z, 0, sizeof(*z));
+		if (inflateInit2(z, -12) != Z_OK)
+			return -ENOMEM;
+		c->inf_ok = true;
+	} else if (inflateReset(z) != Z_OK) {
+		return -EIO;
+	}
+	z->next_in = (Bytef *)src;
+	z->avail_in = (uInt)src_len;
+	z->next_out = dst;
+	z->avail_out = (uInt)dst_len;
+	ret = inflate(z, Z_FINISH);
 	/* Z_BUF_ERROR with a full output: the stream went on, but we have our cluster. */
-	if ((ret == Z_STREAM_END || ret == Z_BUF_ERROR) && z.avail_out == 0)
+	if ((ret == Z_STREAM_END || ret == Z_BUF_ERROR) && z->avail_out == 0)
 		return 0;
 	return -EIO;
 }
 
 static int zstd_decompress(const void *src, size_t src_len, void *dst, size_t dst_len)
 {
-	ZSTD_DCtx *dctx = ZSTD_createDCtx();
+	struct codec_ctx *c = codec_get();
+	ZSTD_DCtx *dctx;
 	ZSTD_inBuffer in = { src, src_len, 0 };
 	ZSTD_outBuffer out = { dst, dst_len, 0 };
-	int ret = -EIO;
 
+	if (!c)
+		return -ENOMEM;
+	if (!c->zd)
+		c->zd = ZSTD_createDCtx();
+	dctx = c->zd;
 	if (!dctx)
 		return -ENOMEM;
+	/* A frame left half-read by corrupt input must not leak into the next cluster. */
+	ZSTD_DCtx_reset(dctx, ZSTD_reset_session_only);
 	/* One frame per cluster; trailing input after it is padding. */
 	while (out.pos < out.size) {
 		size_t r = ZSTD_decompressStream(dctx, &out, &in);
 
 		if (ZSTD_isError(r))
-			goto out;
+			return -EIO;
 		if (r == 0 || in.pos == in.size)
 			break;
 	}
-	if (out.pos == out.size)
-		ret = 0;
-out:
-	ZSTD_freeDCtx(dctx);
-	return ret;
+	return out.pos == out.size ? 0 : -EIO;
 }
 
 int qcow2_decompress(uint8_t type, const void *src, size_t src_len, void *dst, size_t dst_len)
@@ -73,26 +136,40 @@ int qcow2_decompress(uint8_t type, const void *src, size_t src_len, void *dst, s
 
 ssize_t qcow2_compress(uint8_t type, const void *src, size_t src_len, void *dst, size_t dst_len)
 {
+	struct codec_ctx *c = codec_get();
+
+	if (!c)
+		return -ENOMEM;
 	if (type == QCOW2_COMPRESSION_ZLIB) {
-		z_stream z;
+		z_stream *z = &c->def;
 		int ret;
 
-		memset(&z, 0, sizeof(z));
-		if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
-				 Z_DEFAULT_STRATEGY) != Z_OK)
-			return -ENOMEM;
-		z.next_in = (Bytef *)src;
-		z.avail_in = (uInt)src_len;
-		z.next_out = dst;
-		z.avail_out = (uInt)dst_len;
-		ret = deflate(&z, Z_FINISH);
-		deflateEnd(&z);
+		if (!c->def_ok) {
+			memset(z, 0, sizeof(*z));
+			if (deflateInit2(z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
+					 Z_DEFAULT_STRATEGY) != Z_OK)
+				return -ENOMEM;
+			c->def_ok = true;
+		} else if (deflateReset(z) != Z_OK) {
+			return -EIO;
+		}
+		z->next_in = (Bytef *)src;
+		z->avail_in = (uInt)src_len;
+		z->next_out = dst;
+		z->avail_out = (uInt)dst_len;
+		ret = deflate(z, Z_FINISH);
 		if (ret != Z_STREAM_END)
 			return -ENOSPC; /* does not fit: store uncompressed */
-		return (ssize_t)(dst_len - z.avail_out);
+		return (ssize_t)(dst_len - z->avail_out);
 	}
 	if (type == QCOW2_COMPRESSION_ZSTD) {
-		size_t r = ZSTD_compress(dst, dst_len, src, src_len, ZSTD_CLEVEL_DEFAULT);
+		size_t r;
+
+		if (!c->zc)
+			c->zc = ZSTD_createCCtx();
+		if (!c->zc)
+			return -ENOMEM;
+		r = ZSTD_compressCCtx(c->zc, dst, dst_len, src, src_len, ZSTD_CLEVEL_DEFAULT);
 
 		if (ZSTD_isError(r))
 			return -ENOSPC;
