@@ -55,6 +55,14 @@ vstor_img map -f raw --output=json "$MURI" >vm.json || fail "vstor-img map on an
 qemu_img map -f raw --output=json "$MURI" >qm.json
 python3 "$VS_LIB_DIR/interop.py" map-cmp vm.json qm.json ||
 	fail "vstor-img map and qemu-img map disagree on an NBD export"
+# convert from an NBD export: the hole stays a hole, the data is the same.
+vstor_img convert -f raw -O qcow2 "$MURI" from-nbd.qcow2 || fail "vstor-img convert from NBD"
+qemu_img check -q from-nbd.qcow2 || fail "qemu-img check of a convert from NBD"
+qemu_img compare -q m.raw from-nbd.qcow2 || fail "convert from NBD: content differs"
+qemu_img map --output=json from-nbd.qcow2 | python3 -c '
+import json, sys
+d = sum(e["length"] for e in json.load(sys.stdin) if e["data"])
+assert d <= (3 << 20), d' || fail "convert from NBD allocated the holes"
 stop_pid "$DAEMON_PID"
 
 # --- qemu-nbd over TCP on a free port, read-only export ---
@@ -75,6 +83,12 @@ exercise "nbd+unix:///?socket=$WORKDIR/nk.sock"
 vstor_img info -f raw "nbd+unix:///?socket=$WORKDIR/nk.sock" >nki.txt ||
 	fail "vstor-img info on nbdkit"
 assert_grep "virtual size: 64 MiB" nki.txt "vstor-img info on nbdkit"
+# convert -n into an NBD export (nbdkit; it holds data written above, which
+# the zeroes of the source must replace), then read it back with qemu-img.
+vstor_img convert -n -f qcow2 -O raw m.qcow2 "nbd+unix:///?socket=$WORKDIR/nk.sock" ||
+	fail "vstor-img convert -n to an NBD export"
+qemu_img compare -q -f raw -F raw m.raw "nbd+unix:///?socket=$WORKDIR/nk.sock" ||
+	fail "convert to NBD: content differs"
 
 # --- vstor-nbd serving the bytes of a qcow2 image: the driver probes qcow2 over NBD ---
 qemu_img create -f qcow2 v.qcow2 64M >/dev/null
