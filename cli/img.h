@@ -122,5 +122,6 @@ int img_cmd_snapshot(int argc, char **argv);
 int img_cmd_resize(int argc, char **argv);
 int img_cmd_rebase(int argc, char **argv);
 int img_cmd_commit(int argc, char **argv);
+int img_cmd_measure(int argc, char **argv);
 
 #endif

@@ -41,6 +41,9 @@ static const struct img_command commands[] = {
 	{ "map", img_cmd_map,
 	  "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
 	  "filename" },
+	{ "measure", img_cmd_measure,
+	  "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] "
+	  "[--image-opts] [-f fmt] [-l snapshot_param] filename]" },
 	{ "rebase", img_cmd_rebase,
 	  "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] "
 	  "[-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename" },

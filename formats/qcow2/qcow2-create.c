@@ -115,8 +115,12 @@ static int parse_size(const char *v, uint64_t *out)
 	return 0;
 }
 
+/*
+ * Parse and check the -o list. @measure: the checks and messages of qemu's
+ * measure, which validates fewer combinations than create.
+ */
 static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
-			struct create_params *p, struct vs_error *err)
+			struct create_params *p, bool measure, struct vs_error *err)
 {
 	bool have_refcount_bits = false;
 
@@ -137,6 +141,9 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 				p->version = 2;
 			else if (!strcmp(v, "1.1") || !strcmp(v, "v3"))
 				p->version = 3;
+			else if (measure)
+				return vs_error_set(err, -EINVAL,
+						    "Invalid compatibility level: '%s'", v);
 			else
 				return vs_error_set(
 					err, -EINVAL,
@@ -157,6 +164,10 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 			p->refcount_bits = (unsigned)n;
 			have_refcount_bits = true;
 		} else if (!strcmp(k, "lazy_refcounts")) {
+			if (parse_bool(v, &p->lazy_refcounts) < 0 && measure)
+				return vs_error_set(
+					err, -EINVAL,
+					"Parameter 'lazy_refcounts' expects 'on' or 'off'");
 			if (parse_bool(v, &p->lazy_refcounts) < 0)
 				return vs_error_set(
 					err, -EINVAL,
@@ -167,6 +178,8 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 					err, -EINVAL,
 					"Parameter 'extended-l2' expects 'on' or 'off'");
 		} else if (!strcmp(k, "preallocation")) {
+			if (vs_prealloc_parse(v, &p->prealloc) < 0 && measure)
+				return vs_error_set(err, -EINVAL, "invalid parameter value: %s", v);
 			if (vs_prealloc_parse(v, &p->prealloc) < 0)
 				return vs_error_set(
 					err, -EINVAL,
@@ -176,6 +189,8 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 		} else if (!strcmp(k, "backing_fmt")) {
 			p->backing_fmt = v[0] ? v : NULL;
 		} else if (!strcmp(k, "compression_type")) {
+			if (measure)
+				continue; /* not looked at by measure */
 			if (!strcmp(v, "zlib"))
 				p->compression_type = QCOW2_COMPRESSION_ZLIB;
 			else if (!strcmp(v, "zstd"))
@@ -203,7 +218,11 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 		return vs_error_set(
 			err, -EINVAL,
 			"Refcount width must be a power of two and may not exceed 64 bits");
-	if (p->version < 3) {
+	if (p->version < 3 && measure && p->refcount_bits != 16)
+		return vs_error_set(err, -EINVAL,
+				    "Different refcount widths than 16 bits require compatibility "
+				    "level 1.1 or above (use compat=1.1 or greater)");
+	if (p->version < 3 && !measure) {
 		if (have_refcount_bits && p->refcount_bits != 16)
 			return vs_error_set(err, -EINVAL,
 					    "Different refcount widths than 16 bits require "
@@ -230,6 +249,8 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 			err, -EINVAL,
 			"Extended L2 entries are only supported with cluster sizes of at "
 			"least 16384 bytes");
+	if (measure)
+		return 0;
 	if (p->backing_fmt && !p->backing_file)
 		return vs_error_set(err, -EINVAL,
 				    "Backing format cannot be used without backing file");
@@ -483,7 +504,7 @@ int qcow2_create_ex(const char *filename, uint64_t size, const struct vs_kv *opt
 	struct vs_node *file = NULL;
 	int ret;
 
-	ret = parse_params(size, opts, nopts, &p, err);
+	ret = parse_params(size, opts, nopts, &p, false, err);
 	if (ret < 0)
 		return ret;
 	if (p.backing_file && (flags & VS_CREATE_NO_BACKING_CHECK)) {
@@ -521,4 +542,69 @@ int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, 
 		 struct vs_error *err)
 {
 	return qcow2_create_ex(filename, size, opts, nopts, 0, err);
+}
+
+/*
+ * Refcount blocks and table clusters that count @clusters clusters and
+ * themselves: the fixed point of the recursion, as qemu computes it.
+ */
+static uint64_t refcount_metadata_size(uint64_t clusters, uint64_t cs, unsigned refcount_bits)
+{
+	uint64_t per_table = cs / 8, per_block = cs * 8 / refcount_bits;
+	uint64_t table = 0, blocks = 0, n = 0, last;
+
+	do {
+		last = n;
+		blocks = (clusters + table + blocks + per_block - 1) / per_block;
+		table = (blocks + per_table - 1) / per_table;
+		n = clusters + blocks + table;
+	} while (n != last);
+	return (blocks + table) * cs;
+}
+
+/* Bytes of a fully allocated image of @size (cluster aligned): data and all metadata. */
+static uint64_t fully_allocated_size(uint64_t size, const struct create_params *p)
+{
+	uint64_t cs = p->cluster_size, l2e = p->extl2 ? 16 : 8;
+	uint64_t meta = cs; /* header */
+	uint64_t nl2e, nl1e;
+
+	nl2e = size / cs;
+	nl2e = (nl2e + cs / l2e - 1) / (cs / l2e) * (cs / l2e);
+	meta += nl2e * l2e;
+	nl1e = nl2e * l2e / cs;
+	nl1e = (nl1e + cs / 8 - 1) / (cs / 8) * (cs / 8);
+	meta += nl1e * 8;
+	meta += refcount_metadata_size((meta + size) / cs, cs, p->refcount_bits);
+	return meta + size;
+}
+
+int qcow2_measure(uint64_t size, uint64_t allocated, const struct vs_kv *opts, size_t nopts,
+		  struct vs_measure_result *res, struct vs_error *err)
+{
+	struct create_params p;
+	uint64_t cs, vsize, l2_tables, required;
+	int ret;
+
+	ret = parse_params(size, opts, nopts, &p, true, err);
+	if (ret < 0)
+		return ret;
+	cs = p.cluster_size;
+	if (p.size > INT64_MAX - cs)
+		return vs_error_set(
+			err, -EFBIG,
+			"The image size is too large (try using a larger cluster size)");
+	vsize = (p.size + cs - 1) & ~(cs - 1);
+	l2_tables = (vsize / cs + cs / (p.extl2 ? 16 : 8) - 1) / (cs / (p.extl2 ? 16 : 8));
+	if (l2_tables * 8 > QCOW2_MAX_L1_SIZE)
+		return vs_error_set(
+			err, -EFBIG,
+			"The image size is too large (try using a larger cluster size)");
+	required = allocated < vsize ? allocated : vsize;
+	if (p.prealloc == VS_PREALLOC_FULL || p.prealloc == VS_PREALLOC_FALLOC)
+		required = vsize;
+	res->fully_allocated = fully_allocated_size(vsize, &p);
+	res->required = res->fully_allocated - vsize + required;
+	res->bitmaps = 0;
+	return 0;
 }

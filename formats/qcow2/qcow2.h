@@ -226,6 +226,12 @@ int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, 
 		 struct vs_error *err);
 int qcow2_create_ex(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
 		    unsigned flags, struct vs_error *err);
+/*
+ * qemu-img measure for a qcow2 target: @allocated is the data of the source
+ * counted in whole target clusters (the caller rounds, as qemu-img does).
+ */
+int qcow2_measure(uint64_t size, uint64_t allocated, const struct vs_kv *opts, size_t nopts,
+		  struct vs_measure_result *res, struct vs_error *err);
 extern const struct vs_create_opt_desc qcow2_create_opts[];
 
 /* iovec helpers (qcow2-cluster.c) */
