@@ -1040,8 +1040,8 @@ static int lock_check_fd(int fd, const char *name, struct vs_error *err)
 	vs_lock_release(fd);
 	if (ret == -EAGAIN)
 		return vs_error_set(err, -EBUSY,
-				    "storage volume '%s' is in use (open for writing by an "
-				    "export, a convert or QEMU); use --force to override",
+				    "storage volume '%s' is in use (opened by an export, a "
+				    "convert or QEMU); use --force to override",
 				    name);
 	if (ret < 0)
 		return vs_error_set(err, ret, "%s", e.msg);

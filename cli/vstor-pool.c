@@ -1,0 +1,634 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* vstor: the pool-* commands and autostart. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vstor.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static int set_field(struct vstor_ctx *c, char *dst, size_t dstsz, const char *opt)
+{
+	const char *v = opt_get(c, opt);
+
+	if (!v)
+		return 0;
+	if (strlen(v) >= dstsz)
+		return vstor_error(c, -EINVAL, "--%s is too long", opt);
+	strcpy(dst, v);
+	return 0;
+}
+
+/* The definition of pool-define-as / pool-create-as. */
+static int def_from_opts(struct vstor_ctx *c, struct vs_pool_def *def)
+{
+	const char **devs, **extra;
+	unsigned ndevs = opt_multi(c, "source-dev", &devs);
+	unsigned nextra = opt_multi(c, "extra", &extra);
+	const char *host = opt_get(c, "source-host");
+
+	memset(def, 0, sizeof(*def));
+	if (set_field(c, def->name, sizeof(def->name), "name") ||
+	    set_field(c, def->type, sizeof(def->type), "type") ||
+	    set_field(c, def->source_path, sizeof(def->source_path), "source-path") ||
+	    set_field(c, def->source_name, sizeof(def->source_name), "source-name") ||
+	    set_field(c, def->source_format, sizeof(def->source_format), "source-format") ||
+	    set_field(c, def->initiator_iqn, sizeof(def->initiator_iqn), "source-initiator") ||
+	    set_field(c, def->target, sizeof(def->target), "target") ||
+	    set_field(c, def->auth_type, sizeof(def->auth_type), "auth-type") ||
+	    set_field(c, def->auth_username, sizeof(def->auth_username), "auth-username") ||
+	    set_field(c, def->auth_secret_file, sizeof(def->auth_secret_file), "auth-secret-file"))
+		return 1;
+	if (host) {
+		/* host or host:port ([v6]:port) */
+		const char *colon = strrchr(host, ':');
+		size_t hlen = strlen(host);
+
+		if (colon && (host[0] != '[' || colon[-1] == ']') && strchr(host, ':') == colon) {
+			char *end;
+			unsigned long port = strtoul(colon + 1, &end, 10);
+
+			if (*end || colon[1] == '\0' || port > 65535)
+				return vstor_error(c, -EINVAL, "invalid port in '%s'", host);
+			def->source_port = (unsigned)port;
+			hlen = (size_t)(colon - host);
+		}
+		if (hlen >= sizeof(def->source_host))
+			return vstor_error(c, -EINVAL, "--source-host is too long");
+		memcpy(def->source_host, host, hlen);
+		def->source_host[hlen] = '\0';
+	}
+	if (opt_get(c, "source-port")) {
+		char *end;
+		unsigned long port = strtoul(opt_get(c, "source-port"), &end, 10);
+
+		if (*end || port > 65535)
+			return vstor_error(c, -EINVAL, "invalid --source-port");
+		def->source_port = (unsigned)port;
+	}
+	for (unsigned i = 0; i < ndevs; i++) {
+		if (strlen(devs[i]) >= sizeof(def->source_devs[0]))
+			return vstor_error(c, -EINVAL, "--source-dev is too long");
+		strcpy(def->source_devs[i], devs[i]);
+	}
+	def->nb_source_devs = ndevs;
+	if (opt_get(c, "secret-usage") || opt_get(c, "secret-uuid"))
+		return vstor_error(c, -ENOTSUP,
+				   "vstor has no secret store: give the CHAP secret in a file "
+				   "with --auth-secret-file");
+	if (opt_get(c, "source-protocol-ver") &&
+	    vs_pool_def_set_extra(def, "protocol_ver", opt_get(c, "source-protocol-ver")) < 0)
+		return vstor_error(c, -EINVAL, "bad --source-protocol-ver");
+	for (unsigned i = 0; i < nextra; i++) {
+		char key[64];
+		const char *eq = strchr(extra[i], '=');
+
+		if (!eq || eq == extra[i] || (size_t)(eq - extra[i]) >= sizeof(key))
+			return vstor_error(c, -EINVAL, "--extra takes KEY=VALUE, not '%s'",
+					   extra[i]);
+		memcpy(key, extra[i], (size_t)(eq - extra[i]));
+		key[eq - extra[i]] = '\0';
+		if (vs_pool_def_set_extra(def, key, eq + 1) < 0)
+			return vstor_error(c, -EINVAL, "bad --extra '%s'", extra[i]);
+	}
+	return 0;
+}
+
+#define DEFINE_AS_OPTS                                                                           \
+	{ "name", OT_DATA, true, "name of the pool" },                                           \
+		{ "type", OT_DATA, true, "type of the pool" },                                   \
+		{ "source-host", OT_DATA, false, "source host (host or host:port)" },            \
+		{ "source-path", OT_DATA, false, "source path (NFS export)" },                   \
+		{ "source-dev", OT_DATA_MULTI, false, "source device (PV, or the target IQN)" }, \
+		{ "source-name", OT_DATA, false, "source name (volume group)" },                 \
+		{ "target", OT_DATA, false, "target directory" },                                \
+		{ "source-format", OT_STR, false, "format of the source (nfs, lvm2)" },          \
+		{ "source-port", OT_STR, false, "port of the source host" },                     \
+		{ "source-initiator", OT_STR, false, "iSCSI initiator IQN" },                    \
+		{ "source-protocol-ver", OT_STR, false, "NFS protocol version" },                \
+		{ "auth-type", OT_STR, false, "authentication type (chap)" },                    \
+		{ "auth-username", OT_STR, false, "authentication user name" },                  \
+		{ "auth-secret-file", OT_STR, false, "file holding the CHAP secret" },           \
+		{ "secret-usage", OT_STR, false, "libvirt secret (not supported: use a file)" }, \
+		{ "secret-uuid", OT_STR, false, "libvirt secret (not supported: use a file)" },  \
+		{ "extra", OT_MULTI, false, "backend field KEY=VALUE (vstor extension)" },       \
+	{                                                                                        \
+		"print-xml", OT_BOOL, false, "print the definition (JSON) instead of defining"   \
+	}
+
+static int print_def(struct vstor_ctx *c, const struct vs_pool_def *def, bool active)
+{
+	char *json = vs_pool_def_to_json(def, active);
+
+	if (!json)
+		return vstor_error(c, -ENOMEM, "out of memory");
+	fputs(json, stdout);
+	free(json);
+	return 0;
+}
+
+static int define_def(struct vstor_ctx *c, struct vs_pool_def *def)
+{
+	vs_error_clear(&c->err);
+	if (vs_pool_define(c->st, def, &c->err) < 0)
+		return vstor_error_err(c, "Failed to define pool %s", def->name);
+	return 0;
+}
+
+static int cmd_pool_define_as(struct vstor_ctx *c)
+{
+	struct vs_pool_def *def = calloc(1, sizeof(*def));
+	int ret;
+
+	if (!def)
+		return vstor_error(c, -ENOMEM, "out of memory");
+	ret = def_from_opts(c, def);
+	if (ret == 0 && opt_bool(c, "print-xml"))
+		ret = print_def(c, def, false);
+	else if (ret == 0 && (ret = define_def(c, def)) == 0)
+		vstor_msg(c, "Pool %s defined\n\n", def->name);
+	free(def);
+	return ret;
+}
+
+static int start_pool(struct vstor_ctx *c, struct vs_pool *p, bool build, unsigned bflags)
+{
+	vs_error_clear(&c->err);
+	if (build && vs_pool_build(p, bflags, &c->err) < 0)
+		return vstor_error_err(c, "Failed to build pool %s", p->def.name);
+	if (vs_pool_start(p, &c->err) < 0)
+		return vstor_error_err(c, "Failed to start pool %s", p->def.name);
+	return 0;
+}
+
+static unsigned build_flags(struct vstor_ctx *c)
+{
+	return (opt_bool(c, "overwrite") ? VS_POOL_BUILD_OVERWRITE : 0) |
+	       (opt_bool(c, "no-overwrite") ? VS_POOL_BUILD_NO_OVERWRITE : 0);
+}
+
+static int cmd_pool_create_as(struct vstor_ctx *c)
+{
+	struct vs_pool_def *def = calloc(1, sizeof(*def));
+	struct vs_pool *p = NULL;
+	int ret;
+
+	if (!def)
+		return vstor_error(c, -ENOMEM, "out of memory");
+	ret = def_from_opts(c, def);
+	if (ret == 0 && opt_bool(c, "print-xml")) {
+		ret = print_def(c, def, false);
+		goto out;
+	}
+	/* No daemon keeps transient pools: it is defined, and undefined at pool-destroy. */
+	if (ret == 0 && vs_pool_def_set_extra(def, "transient", "yes") < 0)
+		ret = vstor_error(c, -EINVAL, "too many --extra fields");
+	if (ret == 0)
+		ret = define_def(c, def);
+	if (ret)
+		goto out;
+	p = vstor_pool_get(c, def->name);
+	if (!p) {
+		ret = 1;
+		goto out;
+	}
+	ret = start_pool(c, p, opt_bool(c, "build"), build_flags(c));
+	if (ret) {
+		vs_pool_undefine(p, NULL);
+		goto out;
+	}
+	vstor_msg(c, "Pool %s created\n\n", def->name);
+out:
+	vs_pool_free(p);
+	free(def);
+	return ret;
+}
+
+static int cmd_pool_define(struct vstor_ctx *c)
+{
+	const char *file = opt_get(c, "file");
+	struct vs_pool_def *def = calloc(1, sizeof(*def));
+	char *text = NULL;
+	int ret = 1;
+
+	if (!def)
+		return vstor_error(c, -ENOMEM, "out of memory");
+	vs_error_clear(&c->err);
+	if (vs_pool_read_file(file, &text, &c->err) < 0 ||
+	    vs_pool_def_parse(def, text, file, NULL, &c->err) < 0) {
+		ret = vstor_error_err(c, "Failed to define pool from %s", file);
+		goto out;
+	}
+	ret = define_def(c, def);
+	if (ret == 0)
+		vstor_msg(c, "Pool %s defined from %s\n\n", def->name, file);
+out:
+	free(text);
+	free(def);
+	return ret;
+}
+
+/* Commands of the form VERB POOL. */
+static int with_pool(struct vstor_ctx *c, struct vs_pool **p)
+{
+	*p = vstor_pool_get(c, opt_get(c, "pool"));
+	return *p ? 0 : 1;
+}
+
+static int cmd_pool_build(struct vstor_ctx *c)
+{
+	struct vs_pool *p;
+	int ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	if (vs_pool_build(p, build_flags(c), &c->err) < 0)
+		ret = vstor_error_err(c, "Failed to build pool %s", p->def.name);
+	else
+		vstor_msg(c, "Pool %s built\n\n", p->def.name);
+	vs_pool_free(p);
+	return ret;
+}
+
+static int cmd_pool_start(struct vstor_ctx *c)
+{
+	struct vs_pool *p;
+	int ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	ret = start_pool(c, p, opt_bool(c, "build"), build_flags(c));
+	if (ret == 0)
+		vstor_msg(c, "Pool %s started\n\n", p->def.name);
+	vs_pool_free(p);
+	return ret;
+}
+
+static int cmd_pool_destroy(struct vstor_ctx *c)
+{
+	struct vs_pool *p;
+	int ret = with_pool(c, &p);
+	const char *transient;
+
+	if (ret)
+		return ret;
+	if (vs_pool_stop(p, &c->err) < 0) {
+		ret = vstor_error_err(c, "Failed to destroy pool %s", p->def.name);
+	} else {
+		transient = vs_pool_def_extra(&p->def, "transient");
+		if (transient && !strcmp(transient, "yes"))
+			vs_pool_undefine(p, NULL);
+		vstor_msg(c, "Pool %s destroyed\n\n", p->def.name);
+	}
+	vs_pool_free(p);
+	return ret;
+}
+
+static int cmd_pool_delete(struct vstor_ctx *c)
+{
+	struct vs_pool *p;
+	int ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	if (vs_pool_delete(p, 0, &c->err) < 0)
+		ret = vstor_error_err(c, "Failed to delete pool %s", p->def.name);
+	else
+		vstor_msg(c, "Pool %s deleted\n\n", p->def.name);
+	vs_pool_free(p);
+	return ret;
+}
+
+static int cmd_pool_undefine(struct vstor_ctx *c)
+{
+	struct vs_pool *p;
+	int ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	if (vs_pool_undefine(p, &c->err) < 0)
+		ret = vstor_error_err(c, "Failed to undefine pool %s", p->def.name);
+	else
+		vstor_msg(c, "Pool %s has been undefined\n\n", p->def.name);
+	vs_pool_free(p);
+	return ret;
+}
+
+static int cmd_pool_autostart(struct vstor_ctx *c)
+{
+	bool on = !opt_bool(c, "disable");
+	struct vs_pool *p;
+	int ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	if (vs_pool_set_autostart(p, on, &c->err) < 0)
+		ret = vstor_error_err(c, "failed to %smark pool %s as autostarted", on ? "" : "un",
+				      p->def.name);
+	else
+		vstor_msg(c, "Pool %s %s as autostarted\n\n", p->def.name,
+			  on ? "marked" : "unmarked");
+	vs_pool_free(p);
+	return ret;
+}
+
+static int cmd_pool_refresh(struct vstor_ctx *c)
+{
+	struct vs_pool_info info;
+	struct vs_pool *p;
+	int ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	if (vs_pool_refresh(p, &info, NULL, &c->err) < 0)
+		ret = vstor_error_err(c, "Failed to refresh pool %s", p->def.name);
+	else
+		vstor_msg(c, "Pool %s refreshed\n\n", p->def.name);
+	vs_pool_free(p);
+	return ret;
+}
+
+static void size_cell(char *buf, size_t len, uint64_t v, bool bytes)
+{
+	if (bytes)
+		snprintf(buf, len, "%llu", (unsigned long long)v);
+	else
+		vstor_pretty_size(v, buf, len);
+}
+
+static void json_pool(struct json_writer *w, const struct vs_pool *p, const struct vs_pool_info *pi,
+		      bool have_info)
+{
+	const char *transient = vs_pool_def_extra(&p->def, "transient");
+
+	json_obj_begin(w, NULL);
+	json_str(w, "name", p->def.name);
+	json_str(w, "uuid", p->def.uuid);
+	json_str(w, "type", p->def.type);
+	json_str(w, "state", p->active ? "active" : "inactive");
+	json_bool(w, "autostart", p->def.autostart);
+	json_bool(w, "persistent", !(transient && !strcmp(transient, "yes")));
+	if (have_info) {
+		json_uint(w, "capacity", pi->capacity);
+		json_uint(w, "allocation", pi->allocation);
+		json_uint(w, "available", pi->available);
+	}
+	json_obj_end(w);
+}
+
+static int cmd_pool_list(struct vstor_ctx *c)
+{
+	bool all = opt_bool(c, "all"), inactive = opt_bool(c, "inactive");
+	bool details = opt_bool(c, "details"), names_only = opt_bool(c, "name");
+	bool uuids = opt_bool(c, "uuid");
+	const char *type = opt_get(c, "type");
+	struct vstor_table t = { 0 };
+	struct json_writer w;
+	char **names = NULL;
+	size_t n = 0;
+
+	if (vs_pool_state_list(c->st, &names, &n, &c->err) < 0)
+		return vstor_error_err(c, "Failed to list pools");
+	if (details) {
+		static const char *const h[] = { "Name",       "State",	   "Autostart",
+						 "Persistent", "Capacity", "Allocation",
+						 "Available" };
+
+		t.ncols = 7;
+		memcpy(t.head, h, sizeof(h));
+	} else {
+		static const char *const h[] = { "Name", "State", "Autostart" };
+
+		t.ncols = 3;
+		memcpy(t.head, h, sizeof(h));
+	}
+	if (c->json) {
+		json_init(&w, stdout, true);
+		json_arr_begin(&w, NULL);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct vs_pool_info pi = { 0 };
+		struct vs_pool *p = NULL;
+		bool have_info = false;
+		const char *transient;
+
+		if (vs_pool_load(c->st, names[i], &p, NULL) < 0)
+			continue; /* a damaged file must not hide the others; pool-info says why */
+		if ((inactive && p->active) || (!all && !inactive && !p->active) ||
+		    (type && strcmp(type, p->def.type)) ||
+		    (opt_bool(c, "autostart") && !p->def.autostart) ||
+		    (opt_bool(c, "no-autostart") && p->def.autostart)) {
+			vs_pool_free(p);
+			continue;
+		}
+		transient = vs_pool_def_extra(&p->def, "transient");
+		if (p->active && (details || c->json))
+			have_info = vs_pool_refresh(p, &pi, NULL, NULL) == 0;
+		if (c->json) {
+			json_pool(&w, p, &pi, have_info);
+		} else if (names_only) {
+			printf("%s\n", p->def.name);
+		} else if (uuids) {
+			printf("%s\n", p->def.uuid);
+		} else {
+			char cap[32] = "-", alloc[32] = "-", avail[32] = "-";
+			const char *cells[7] = {
+				p->def.name,
+				p->active ? (details ? "running" : "active") : "inactive",
+				p->def.autostart ? "yes" : "no",
+				transient && !strcmp(transient, "yes") ? "no" : "yes",
+				cap,
+				alloc,
+				avail,
+			};
+
+			if (have_info) {
+				vstor_pretty_size(pi.capacity, cap, sizeof(cap));
+				vstor_pretty_size(pi.allocation, alloc, sizeof(alloc));
+				vstor_pretty_size(pi.available, avail, sizeof(avail));
+			}
+			vstor_table_add(&t, cells);
+		}
+		vs_pool_free(p);
+	}
+	vs_pool_names_free(names, n);
+	if (c->json) {
+		json_arr_end(&w);
+		putchar('\n');
+	} else if (!names_only && !uuids) {
+		vstor_table_print(&t);
+	}
+	return 0;
+}
+
+static int cmd_pool_info(struct vstor_ctx *c)
+{
+	struct vs_pool_info pi = { 0 };
+	bool bytes = opt_bool(c, "bytes"), have_info = false;
+	const char *transient;
+	struct vs_pool *p;
+	int ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	if (p->active) {
+		if (vs_pool_refresh(p, &pi, NULL, &c->err) < 0) {
+			ret = vstor_error_err(c, "Failed to get information of pool %s",
+					      p->def.name);
+			vs_pool_free(p);
+			return ret;
+		}
+		have_info = true;
+	}
+	transient = vs_pool_def_extra(&p->def, "transient");
+	if (c->json) {
+		struct json_writer w;
+
+		json_init(&w, stdout, true);
+		json_pool(&w, p, &pi, have_info);
+		putchar('\n');
+	} else {
+		char buf[32];
+
+		printf("%-15s %s\n", "Name:", p->def.name);
+		printf("%-15s %s\n", "UUID:", p->def.uuid);
+		printf("%-15s %s\n", "State:", p->active ? "running" : "inactive");
+		printf("%-15s %s\n",
+		       "Persistent:", transient && !strcmp(transient, "yes") ? "no" : "yes");
+		printf("%-15s %s\n", "Autostart:", p->def.autostart ? "yes" : "no");
+		if (have_info) {
+			size_cell(buf, sizeof(buf), pi.capacity, bytes);
+			printf("%-15s %s\n", "Capacity:", buf);
+			size_cell(buf, sizeof(buf), pi.allocation, bytes);
+			printf("%-15s %s\n", "Allocation:", buf);
+			size_cell(buf, sizeof(buf), pi.available, bytes);
+			printf("%-15s %s\n", "Available:", buf);
+		}
+		putchar('\n');
+	}
+	vs_pool_free(p);
+	return 0;
+}
+
+static int cmd_pool_dump(struct vstor_ctx *c)
+{
+	struct vs_pool *p;
+	int ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	ret = print_def(c, &p->def, p->active && !opt_bool(c, "inactive"));
+	vs_pool_free(p);
+	return ret;
+}
+
+static int cmd_autostart(struct vstor_ctx *c)
+{
+	char **names = NULL;
+	size_t n = 0;
+	int ret = 0;
+
+	if (vs_pool_state_list(c->st, &names, &n, &c->err) < 0)
+		return vstor_error_err(c, "Failed to list pools");
+	for (size_t i = 0; i < n; i++) {
+		struct vs_pool *p = NULL;
+
+		vs_error_clear(&c->err);
+		if (vs_pool_load(c->st, names[i], &p, &c->err) < 0) {
+			ret = vstor_error_err(c, "failed to get pool '%s'", names[i]);
+			continue;
+		}
+		if (p->def.autostart && !p->active) {
+			if (start_pool(c, p, false, 0))
+				ret = 1;
+			else
+				vstor_msg(c, "Pool %s started\n", p->def.name);
+		}
+		vs_pool_free(p);
+	}
+	vs_pool_names_free(names, n);
+	return ret;
+}
+
+static const struct opt_spec define_as_opts[] = { DEFINE_AS_OPTS, { NULL } };
+static const struct opt_spec create_as_opts[] = {
+	DEFINE_AS_OPTS,
+	{ "build", OT_BOOL, false, "build the pool before starting it" },
+	{ "overwrite", OT_BOOL, false, "with --build: overwrite what is there" },
+	{ "no-overwrite", OT_BOOL, false, "with --build: refuse to overwrite" },
+	{ NULL },
+};
+static const struct opt_spec file_opts[] = {
+	{ "file", OT_DATA, true, "file holding the definition (JSON or libvirt pool XML)" },
+	{ NULL },
+};
+static const struct opt_spec pool_opts[] = {
+	{ "pool", OT_DATA, true, "pool name" },
+	{ NULL },
+};
+static const struct opt_spec build_opts[] = {
+	{ "pool", OT_DATA, true, "pool name" },
+	{ "overwrite", OT_BOOL, false, "overwrite what is there" },
+	{ "no-overwrite", OT_BOOL, false, "refuse to overwrite" },
+	{ NULL },
+};
+static const struct opt_spec start_opts[] = {
+	{ "pool", OT_DATA, true, "pool name" },
+	{ "build", OT_BOOL, false, "build the pool first" },
+	{ "overwrite", OT_BOOL, false, "with --build: overwrite what is there" },
+	{ "no-overwrite", OT_BOOL, false, "with --build: refuse to overwrite" },
+	{ NULL },
+};
+static const struct opt_spec autostart_opts[] = {
+	{ "pool", OT_DATA, true, "pool name" },
+	{ "disable", OT_BOOL, false, "disable autostarting" },
+	{ NULL },
+};
+static const struct opt_spec info_opts[] = {
+	{ "pool", OT_DATA, true, "pool name" },
+	{ "bytes", OT_BOOL, false, "sizes in bytes" },
+	{ NULL },
+};
+static const struct opt_spec dump_opts[] = {
+	{ "pool", OT_DATA, true, "pool name" },
+	{ "inactive", OT_BOOL, false, "the definition only (active: false)" },
+	{ NULL },
+};
+static const struct opt_spec list_opts[] = {
+	{ "all", OT_BOOL, false, "list inactive and active pools" },
+	{ "inactive", OT_BOOL, false, "list inactive pools" },
+	{ "details", OT_BOOL, false, "capacity, allocation and available too" },
+	{ "autostart", OT_BOOL, false, "pools marked autostart" },
+	{ "no-autostart", OT_BOOL, false, "pools not marked autostart" },
+	{ "persistent", OT_BOOL, false, "accepted (pools are persistent)" },
+	{ "transient", OT_BOOL, false, "accepted" },
+	{ "type", OT_STR, false, "only pools of this type" },
+	{ "name", OT_BOOL, false, "names only" },
+	{ "uuid", OT_BOOL, false, "UUIDs only" },
+	{ NULL },
+};
+static const struct opt_spec no_opts[] = { { NULL } };
+
+const struct vstor_cmd vstor_pool_cmds[] = {
+	{ "autostart", cmd_autostart, no_opts, "start every pool marked autostart", true },
+	{ "pool-autostart", cmd_pool_autostart, autostart_opts, "autostart a pool", true },
+	{ "pool-build", cmd_pool_build, build_opts, "build a pool", false },
+	{ "pool-create-as", cmd_pool_create_as, create_as_opts,
+	  "create a pool from a set of args (defined, started, undefined at destroy)", true },
+	{ "pool-define", cmd_pool_define, file_opts,
+	  "define an inactive pool from a JSON or libvirt XML file", true },
+	{ "pool-define-as", cmd_pool_define_as, define_as_opts, "define a pool from a set of args",
+	  true },
+	{ "pool-delete", cmd_pool_delete, pool_opts, "delete a pool", false },
+	{ "pool-destroy", cmd_pool_destroy, pool_opts, "destroy (stop) a pool", true },
+	{ "pool-dump", cmd_pool_dump, dump_opts, "pool information in JSON", false },
+	{ "pool-info", cmd_pool_info, info_opts, "storage pool information", false },
+	{ "pool-list", cmd_pool_list, list_opts, "list pools", false },
+	{ "pool-refresh", cmd_pool_refresh, pool_opts, "refresh a pool", false },
+	{ "pool-start", cmd_pool_start, start_opts, "start a (previously defined) inactive pool",
+	  true },
+	{ "pool-undefine", cmd_pool_undefine, pool_opts, "undefine an inactive pool", true },
+	{ NULL, NULL, NULL, NULL, false },
+};
