@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "pool.h"
 
 struct img_command {
 	const char *name;
@@ -141,6 +142,8 @@ int main(int argc, char **argv)
 	}
 	if (i >= argc)
 		return img_usage_error("Not enough arguments");
+	/* vol:POOL/VOLUME names a pool volume wherever a file name is accepted. */
+	(void)vs_pool_register_resolver(NULL); /* fails only without any state dir */
 	for (size_t c = 0; c < NB_COMMANDS; c++) {
 		if (!strcmp(argv[i], commands[c].name))
 			return commands[c].run(argc - i, argv + i);

@@ -23,6 +23,7 @@
 
 #include "nbd-server.h"
 #include "nbd-tls.h"
+#include "pool.h"
 #include "vstor/reactor.h"
 
 #define MAX_EXPORTS 64
@@ -63,6 +64,9 @@ struct config {
 	bool tls_mode_set;
 	struct vs_nbd_tls_opts tls_opts;
 	struct vs_nbd_tls *tls;
+	const char *pool;      /* --pool: export every volume of this pool */
+	const char *state_dir; /* --state-dir */
+	bool read_only;	       /* -r, for the pool's exports */
 };
 
 static const char *prog = "vstor-nbd";
@@ -86,6 +90,8 @@ static void usage(FILE *f)
 		"  -A, --allocation-depth   accepted for qemu-nbd compatibility (always exported)\n"
 		"      --export name=N,file=PATH[,format=F][,readonly=on][,description=D]\n"
 		"                           add an export (repeatable)\n"
+		"      --pool=NAME          export every volume of pool NAME, named after it\n"
+		"      --state-dir=DIR      the pools' state directory (see vstor(1))\n"
 		"      --cache=MODE         writeback (default), none, writethrough, directsync, "
 		"unsafe\n"
 		"      --aio=MODE           accepted for compatibility (vstor always uses io_uring)\n"
@@ -360,6 +366,63 @@ static void signal_watch(void *opaque)
 	}
 }
 
+/* Coroutine context: one export per volume of --pool, named after the volume. */
+static int add_pool_exports(struct config *cfg, struct vs_error *err)
+{
+	struct vs_vol_list vols = { 0 };
+	struct vs_pool_state *st = NULL;
+	struct vs_pool_info info;
+	struct vs_pool *p = NULL;
+	char dir[PATH_MAX];
+	int ret;
+
+	ret = vs_pool_state_dir(dir, sizeof(dir), cfg->state_dir);
+	if (ret < 0)
+		return vs_error_set(err, ret, "No state directory for pools");
+	ret = vs_pool_state_open(&st, dir, false, err);
+	if (ret == 0)
+		ret = vs_pool_load(st, cfg->pool, &p, err);
+	if (ret == 0)
+		ret = vs_pool_refresh(p, &info, &vols, err);
+	for (size_t i = 0; ret == 0 && i < vols.n; i++) {
+		struct export_spec *e;
+		char *file = NULL;
+
+		if (cfg->nexports == MAX_EXPORTS) {
+			ret = vs_error_set(err, -E2BIG, "Too many exports (at most %d)",
+					   MAX_EXPORTS);
+			break;
+		}
+		if (asprintf(&file, "vol:%s/%s", cfg->pool, vols.v[i].name) < 0) {
+			ret = vs_error_set(err, -ENOMEM, "Out of memory");
+			break;
+		}
+		e = &cfg->exports[cfg->nexports++];
+		memset(e, 0, sizeof(*e));
+		e->name = strdup(vols.v[i].name);
+		e->file = file;
+		e->format = strdup(vols.v[i].format);
+		e->read_only = cfg->read_only;
+		/* A backing volume of another volume must not change under it: read-only. */
+		for (size_t j = 0; j < vols.n && !e->read_only; j++) {
+			const char *b = vols.v[j].backing, *slash = strrchr(vols.v[i].path, '/');
+
+			if (j != i && b[0] &&
+			    (!strcmp(b, vols.v[i].path) || (slash && !strcmp(b, slash + 1))))
+				e->read_only = true;
+		}
+		if (!e->name || !e->format)
+			ret = vs_error_set(err, -ENOMEM, "Out of memory");
+	}
+	if (ret == 0 && !vols.n)
+		ret = vs_error_set(err, -ENOENT, "Pool '%s' has no volumes to export", cfg->pool);
+	vs_vol_list_free(&vols);
+	vs_pool_free(p);
+	/* Exports hold their volumes through image locks and leases, not this lock. */
+	vs_pool_state_close(st);
+	return ret;
+}
+
 static void server_main(void *opaque)
 {
 	struct config *cfg = opaque;
@@ -372,6 +435,13 @@ static void server_main(void *opaque)
 	unsigned i;
 	int ret;
 
+	if (cfg->pool) {
+		ret = add_pool_exports(cfg, &err);
+		if (ret < 0) {
+			fprintf(stderr, "%s: %s\n", prog, err.msg);
+			goto fail;
+		}
+	}
 	for (i = 0; i < cfg->nexports; i++) {
 		ret = open_export(cfg, &cfg->exports[i], &err);
 		if (ret < 0) {
@@ -469,6 +539,8 @@ enum {
 	OPT_TLS_CERTIFICATES,
 	OPT_TLS_PSK,
 	OPT_TLS_VERIFY_PEER,
+	OPT_POOL,
+	OPT_STATE_DIR,
 };
 
 int main(int argc, char **argv)
@@ -497,6 +569,8 @@ int main(int argc, char **argv)
 		{ "tls-certificates", required_argument, NULL, OPT_TLS_CERTIFICATES },
 		{ "tls-psk", required_argument, NULL, OPT_TLS_PSK },
 		{ "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
+		{ "pool", required_argument, NULL, OPT_POOL },
+		{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -599,6 +673,12 @@ int main(int argc, char **argv)
 		case OPT_EXPORT:
 			parse_export(&cfg, optarg);
 			break;
+		case OPT_POOL:
+			cfg.pool = optarg;
+			break;
+		case OPT_STATE_DIR:
+			cfg.state_dir = optarg;
+			break;
 		case OPT_TLS:
 			if (!strcmp(optarg, "off") || !strcmp(optarg, "false"))
 				cfg.tls_mode = VS_NBD_TLS_OFF;
@@ -630,6 +710,9 @@ int main(int argc, char **argv)
 			return EXIT_FAILURE;
 		}
 	}
+	cfg.read_only = read_only;
+	/* vol:POOL/VOLUME names a pool volume wherever a file name is accepted. */
+	(void)vs_pool_register_resolver(cfg.state_dir);
 	if (cfg.load_snapshot && cfg.snapshot)
 		die("-l and -s cannot be used together");
 	if (optind < argc - 1)
@@ -646,7 +729,7 @@ int main(int argc, char **argv)
 		e->format = (char *)format;
 		e->description = (char *)desc;
 		e->read_only = read_only;
-	} else if (!cfg.nexports) {
+	} else if (!cfg.nexports && !cfg.pool) {
 		die("Expected a FILE to export (or --export). Try '%s --help'.", prog);
 	}
 

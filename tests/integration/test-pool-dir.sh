@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# The vstor CLI on a dir pool, end to end, with qemu-img/qemu-io/qemu-nbd
+# and nbdinfo as the oracles: pool lifecycle, pool-define from JSON and from
+# libvirt XML, volumes of both formats, clone with a backing volume,
+# upload/download (sparse, offset, length), wipe, resize, refusal of bad
+# names and of delete/wipe/shrink while the volume is in use (vstor-nbd,
+# qemu-nbd, qemu-io), --output=json, state surviving a new process, and
+# concurrent vstor invocations.
+. "$(dirname "$0")/lib.sh"
+
+require_tool qemu-img qemu-io qemu-nbd python3 cmp
+require_vstor_img
+find_built VSTOR cli/vstor
+find_built VSTOR_NBD nbd-server/vstor-nbd
+export PATH=/usr/bin:/bin:$PATH
+export VSTOR_STATE_DIR=$WORKDIR/state
+vstor() { timeout 120 "$VSTOR" "$@"; }
+has_locks() { [[ -n $(inode_locks "$1") ]]; }
+no_locks() { [[ -z $(inode_locks "$1") ]]; }
+json_ok() { python3 -c 'import json,sys; json.load(sys.stdin)'; }
+
+pooldir=$WORKDIR/images
+
+# --- pool lifecycle ---
+assert_rc 0 vstor pool-define-as p1 dir --target "$pooldir"
+assert_grep '^Pool p1 defined' out
+assert_fails vstor pool-define-as p1 dir --target "$pooldir"
+assert_grep 'already exists' err
+assert_fails vstor pool-define-as p2 nosuchtype --target "$pooldir"
+assert_grep "unknown storage pool type" err
+assert_fails vstor pool-define-as p2 dir
+assert_grep 'target' err
+assert_rc 0 vstor pool-list
+assert_eq "$(grep -c p1 out || true)" 0 "an inactive pool in pool-list without --all"
+assert_rc 0 vstor pool-list --all
+assert_grep 'p1 +inactive +no' out
+assert_fails vstor pool-start p1
+assert_grep "cannot open directory" err
+assert_rc 0 vstor pool-build p1
+[[ -d $pooldir ]] || fail "pool-build did not create the directory"
+assert_rc 0 vstor pool-start p1
+assert_grep '^Pool p1 started' out
+assert_fails vstor pool-start p1
+assert_grep 'already active' err
+assert_rc 0 vstor pool-autostart p1
+assert_grep 'marked as autostarted' out
+assert_rc 0 vstor pool-info p1
+assert_grep '^State: +running' out
+assert_grep '^Autostart: +yes' out
+assert_grep '^Capacity: +[0-9.]+ [KMGT]iB' out
+assert_rc 0 vstor pool-info p1 --output=json
+json_ok <out || fail "pool-info --output=json is not JSON"
+python3 - out <<'PY' || fail "pool-info JSON fields"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["name"] == "p1" and d["state"] == "active" and d["autostart"] is True, d
+assert d["capacity"] > 0 and d["available"] <= d["capacity"], d
+PY
+assert_rc 0 vstor pool-list --all --details
+assert_grep 'p1 +running +yes +yes' out
+assert_rc 0 vstor pool-list --output=json
+python3 -c 'import json,sys; l = json.load(open(sys.argv[1])); assert [p["name"] for p in l] == ["p1"], l' out ||
+	fail "pool-list JSON"
+assert_rc 0 vstor pool-dump p1
+python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); assert d["version"] == 1 and d["target"] == sys.argv[2], d' \
+	out "$pooldir" || fail "pool-dump JSON"
+assert_rc 0 vstor pool-refresh p1
+assert_grep '^Pool p1 refreshed' out
+
+# --- pool-define from JSON and from libvirt XML ---
+cat >p2.json <<EOF
+{ "version": 1, "name": "p2", "type": "dir", "target": "$WORKDIR/images2", "autostart": true }
+EOF
+assert_rc 0 vstor pool-define p2.json
+assert_grep '^Pool p2 defined from p2.json' out
+cat >p3.xml <<EOF
+<?xml version="1.0"?>
+<!-- as virsh pool-dumpxml writes it -->
+<pool type='dir'>
+  <name>p3</name>
+  <uuid>0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0</uuid>
+  <capacity unit='bytes'>0</capacity>
+  <source>
+  </source>
+  <target>
+    <path>$WORKDIR/images&amp;3</path>
+    <permissions><mode>0711</mode></permissions>
+  </target>
+</pool>
+EOF
+assert_rc 0 vstor pool-define p3.xml
+assert_rc 0 vstor pool-dump p3
+python3 - out "$WORKDIR/images&3" <<'PY' || fail "pool-define from libvirt XML"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["name"] == "p3" and d["type"] == "dir" and d["target"] == sys.argv[2], d
+assert d["uuid"] == "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0", d
+PY
+printf '<pool type="dir"><name>bad</name><target><path>/x</path></target>' >bad.xml
+assert_fails vstor pool-define bad.xml
+assert_grep 'invalid XML' err
+printf '{"version": 1, "name": "bad", "type": "dir", "target": "/x", "typo": 1}' >bad.json
+assert_fails vstor pool-define bad.json
+assert_grep 'unknown member "typo"' err
+printf '{"version": 2, "name": "bad", "type": "dir", "target": "/x"}' >bad2.json
+assert_fails vstor pool-define bad2.json
+assert_grep 'version 2 is not supported' err
+# Netfs, logical and iscsi definitions as virsh takes them (the types may not
+# be in this build yet; the definition syntax is what is checked here).
+assert_rc 0 vstor pool-define-as nfs1 dir --source-host nfs.example.com:2049 --source-path /export \
+	--target "$WORKDIR/x" --print-xml
+python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); s = d["source"]; assert s["host"] == "nfs.example.com" and s["port"] == 2049 and s["path"] == "/export", d' out ||
+	fail "--source-host host:port"
+assert_rc 0 vstor pool-define-as i1 dir --source-host 127.0.0.1 --source-dev iqn.2026-01.test:t1 \
+	--auth-type chap --auth-username u --auth-secret-file /etc/secret --target "$WORKDIR/y" --print-xml
+python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); assert d["auth"] == {"type": "chap", "username": "u", "secret_file": "/etc/secret"} and d["source"]["devices"] == ["iqn.2026-01.test:t1"], d' out ||
+	fail "--auth-* options"
+# Positional form: name type source-host source-path source-dev source-name target.
+assert_rc 0 vstor pool-define-as lv1 dir h1 /p1 /dev/loop7 vg0 "$WORKDIR/z" --print-xml
+python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); s = d["source"]; assert s["host"] == "h1" and s["path"] == "/p1" and s["devices"] == ["/dev/loop7"] and s["name"] == "vg0" and d["target"].endswith("/z"), d' out ||
+	fail "positional pool-define-as"
+assert_fails vstor pool-define-as 'a/b' dir --target "$WORKDIR/q"
+assert_grep "must not contain '/'" err
+
+# --- volumes ---
+assert_rc 0 vstor vol-create-as p1 disk.qcow2 64M --format qcow2
+assert_grep '^Vol disk.qcow2 created' out
+assert_rc 0 vstor vol-create-as p1 raw.img 8MiB --allocation 1M
+assert_rc 0 vstor vol-create-as --pool p1 --name meta.qcow2 --capacity 32M --format qcow2 --prealloc-metadata
+assert_fails vstor vol-create-as p1 disk.qcow2 1M
+assert_grep 'already exists' err
+for bad in '../evil' 'a/b' '..' '.' $'tab\there' '-dash'; do
+	assert_fails vstor vol-create-as p1 "$bad" 1M
+	assert_grep 'name' err "error for volume name '$bad'"
+done
+[[ ! -e $WORKDIR/evil ]] || fail "a volume escaped its pool"
+assert_fails vstor vol-create-as p1 x.img 1Q
+assert_grep 'Malformed size' err
+assert_rc 0 qemu_img check "$pooldir/disk.qcow2"
+assert_rc 0 qemu_img check "$pooldir/meta.qcow2"
+assert_eq "$(qemu-img info --output=json "$pooldir/disk.qcow2" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["format"], d["virtual-size"])')" \
+	"qcow2 67108864" "qcow2 volume as qemu-img sees it"
+assert_eq "$(stat -c %s "$pooldir/raw.img")" 8388608 "raw volume size"
+alloc=$(($(stat -c %b "$pooldir/raw.img") * 512))
+((alloc >= 1048576 && alloc < 8388608)) || fail "raw volume with --allocation 1M has $alloc bytes allocated"
+assert_rc 0 vstor vol-list p1 --details
+assert_grep 'disk.qcow2 +[^ ]+/disk.qcow2 +file +64.00 MiB' out
+assert_rc 0 vstor vol-list p1 --output=json
+python3 - out "$pooldir" <<'PY' || fail "vol-list JSON"
+import json, sys
+vols = {v["name"]: v for v in json.load(open(sys.argv[1]))}
+assert set(vols) == {"disk.qcow2", "raw.img", "meta.qcow2"}, vols
+d = vols["disk.qcow2"]
+assert d["path"] == sys.argv[2] + "/disk.qcow2" and d["format"] == "qcow2", d
+assert d["capacity"] == 64 << 20 and 0 < d["allocation"] < 1 << 20, d
+r = vols["raw.img"]
+assert r["format"] == "raw" and r["capacity"] == 8 << 20, r
+PY
+assert_rc 0 vstor vol-info disk.qcow2 --pool p1
+assert_grep '^Capacity: +64.00 MiB' out
+assert_rc 0 vstor vol-info "$pooldir/raw.img"
+assert_grep '^Name: +raw.img' out
+assert_rc 0 vstor vol-path --pool p1 raw.img
+assert_eq "$(cat out)" "$pooldir/raw.img" "vol-path"
+assert_rc 0 vstor vol-pool "$pooldir/raw.img"
+assert_eq "$(cat out)" "p1" "vol-pool"
+assert_rc 0 vstor vol-dump --pool p1 disk.qcow2
+json_ok <out || fail "vol-dump is not JSON"
+assert_fails vstor vol-info nosuch --pool p1
+assert_grep 'Storage volume not found' err
+assert_fails vstor vol-info nosuch --pool p1 --output=json
+python3 -c 'import json,sys; e = json.load(open(sys.argv[1]))["error"]; assert e["errno"] == "ENOENT", e' err ||
+	fail "JSON error object"
+
+# --- clone with a backing volume ---
+assert_rc 0 timeout 60 qemu-io -f qcow2 -c 'write -P 0xab 0 1M' -c 'write -P 0xcd 30M 1M' "$pooldir/disk.qcow2"
+assert_rc 0 vstor vol-create-as p1 top.qcow2 64M --format qcow2 --backing-vol disk.qcow2 --backing-vol-format qcow2
+assert_rc 0 timeout 60 qemu-io -f qcow2 -c 'write -P 0x11 512k 1M' -c 'write -z 30M 64k' "$pooldir/top.qcow2"
+assert_eq "$(qemu-img info --output=json "$pooldir/top.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])')" \
+	"$pooldir/disk.qcow2" "backing file of the new volume"
+assert_rc 0 vstor vol-clone top.qcow2 clone.qcow2 --pool p1
+assert_grep '^Vol clone.qcow2 cloned from top.qcow2' out
+assert_rc 0 qemu_img check "$pooldir/clone.qcow2"
+assert_rc 0 qemu_img compare "$pooldir/top.qcow2" "$pooldir/clone.qcow2"
+assert_eq "$(qemu-img info --output=json "$pooldir/clone.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])')" \
+	"$pooldir/disk.qcow2" "the clone keeps the backing volume"
+assert_rc 0 vstor vol-clone raw.img raw-clone.img --pool p1
+assert_rc 0 cmp "$pooldir/raw.img" "$pooldir/raw-clone.img"
+# vol-create-from with a libvirt volume XML: a flat raw copy.
+cat >vol.xml <<'EOF'
+<volume><name>flat.img</name><capacity unit='M'>64</capacity><target><format type='raw'/></target></volume>
+EOF
+assert_rc 0 vstor vol-create-from p1 vol.xml top.qcow2 --inputpool p1
+assert_grep 'created from input vol top.qcow2' out
+assert_rc 0 qemu_img compare -f qcow2 -F raw "$pooldir/top.qcow2" "$pooldir/flat.img"
+# vstor-img reads and writes vol: names.
+assert_rc 0 vstor_img convert -O qcow2 vol:p1/top.qcow2 vol:p1/conv.qcow2
+assert_rc 0 qemu_img compare "$pooldir/top.qcow2" "$pooldir/conv.qcow2"
+assert_rc 0 vstor_img info vol:p1/conv.qcow2
+assert_grep 'virtual size: 64 MiB' out
+assert_fails vstor_img info vol:p1/../raw.img
+assert_fails vstor_img info vol:nosuchpool/x
+
+# --- upload / download ---
+truncate -s 6M up.bin
+printf 'hello' | dd of=up.bin bs=1 seek=100000 conv=notrunc status=none
+head -c 200000 /dev/urandom | dd of=up.bin bs=64k seek=40 conv=notrunc status=none
+assert_rc 0 vstor vol-upload raw.img up.bin --pool p1 --offset 1M --sparse
+assert_rc 0 cmp -n 6291456 -i 1048576:0 "$pooldir/raw.img" up.bin
+assert_rc 0 vstor vol-upload --pool p1 raw.img up.bin --offset 7M --length 4096
+assert_rc 0 cmp -n 4096 -i 7340032:0 "$pooldir/raw.img" up.bin
+assert_rc 0 vstor vol-download raw.img down.bin --pool p1 --offset 1M --length 6M --sparse
+assert_rc 0 cmp down.bin up.bin
+((($(stat -c %b down.bin) * 512) < 1048576)) || fail "sparse download is not sparse"
+assert_rc 0 vstor vol-download raw.img full.bin --pool p1
+assert_rc 0 cmp full.bin "$pooldir/raw.img"
+# Bytes as stored: downloading a qcow2 volume gives the qcow2 file.
+assert_rc 0 vstor vol-download disk.qcow2 disk.copy --pool p1
+assert_rc 0 cmp disk.copy "$pooldir/disk.qcow2"
+
+# --- resize ---
+assert_fails vstor vol-resize raw.img 4M --pool p1
+assert_grep "shrink" err
+assert_eq "$(stat -c %s "$pooldir/raw.img")" 8388608 "size after a refused shrink"
+assert_rc 0 vstor vol-resize raw.img 16M --pool p1
+assert_grep "successfully changed to 16M" out
+assert_eq "$(stat -c %s "$pooldir/raw.img")" 16777216 "size after grow"
+assert_rc 0 vstor vol-resize raw.img -8M --pool p1 --delta --shrink
+assert_eq "$(stat -c %s "$pooldir/raw.img")" 8388608 "size after --delta --shrink"
+assert_rc 0 vstor vol-resize disk.qcow2 +64M --delta --pool p1
+assert_eq "$(qemu-img info --output=json "$pooldir/disk.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" \
+	134217728 "qcow2 size after resize --delta"
+assert_rc 0 qemu_img check "$pooldir/disk.qcow2"
+
+# --- in use: refused unless --force ---
+rm -f nbd.sock nbd.pid
+start_daemon nbd.pid 30 "$VSTOR_NBD" -t -k "$WORKDIR/nbd.sock" --pid-file "$WORKDIR/nbd.pid" --pool p1
+assert_rc 0 timeout 30 nbdinfo --list "nbd+unix:///?socket=$WORKDIR/nbd.sock"
+for v in raw.img clone.qcow2 top.qcow2 meta.qcow2; do
+	assert_grep "export=\"$v\"" out "vstor-nbd --pool exports $v"
+done
+assert_rc 0 timeout 30 nbdinfo --size "nbd+unix:///raw.img?socket=$WORKDIR/nbd.sock"
+assert_eq "$(cat out)" 8388608 "size of the raw.img export"
+assert_fails vstor vol-delete raw.img --pool p1
+assert_grep 'in use' err
+assert_fails vstor vol-wipe raw.img --pool p1
+assert_grep 'in use' err
+assert_fails vstor vol-resize raw.img 1M --shrink --pool p1
+assert_grep 'in use' err
+[[ -e $pooldir/raw.img ]] || fail "a volume in use was deleted"
+assert_eq "$(stat -c %s "$pooldir/raw.img")" 8388608 "size after a refused shrink of a volume in use"
+stop_pid "$DAEMON_PID"
+wait_for 10 no_locks "$pooldir/raw.img"
+
+timeout 60 qemu-nbd --fork --persistent --pid-file="$WORKDIR/qnbd.pid" -k "$WORKDIR/qnbd.sock" \
+	-f raw "$pooldir/raw-clone.img" || fail "qemu-nbd did not start"
+register_pid "$(<"$WORKDIR/qnbd.pid")"
+assert_fails vstor vol-delete raw-clone.img --pool p1
+assert_grep 'in use' err
+stop_pid "$(<"$WORKDIR/qnbd.pid")"
+wait_for 10 no_locks "$pooldir/raw-clone.img"
+
+coproc QIO { exec timeout 120 qemu-io -f qcow2 "$pooldir/meta.qcow2" 2>&1; }
+wait_for 30 has_locks "$pooldir/meta.qcow2"
+assert_fails vstor vol-wipe meta.qcow2 --pool p1
+assert_grep 'in use' err
+assert_fails vstor vol-delete meta.qcow2 --pool p1
+assert_grep 'in use' err
+qio_pid=$QIO_PID qio_in=${QIO[1]}
+exec {qio_in}>&-
+wait "$qio_pid" || true
+wait_for 10 no_locks "$pooldir/meta.qcow2"
+
+# --- wipe, delete ---
+assert_rc 0 vstor vol-wipe raw-clone.img --pool p1
+assert_grep '^Vol raw-clone.img wiped' out
+assert_rc 0 cmp -n 8388608 "$pooldir/raw-clone.img" /dev/zero
+assert_rc 0 vstor vol-wipe clone.qcow2 --pool p1 --algorithm random
+assert_rc 0 qemu_img check "$pooldir/clone.qcow2"
+# Empty again over the same backing: what the clone itself stored (0x11) is gone.
+assert_rc 0 timeout 60 qemu-io -f qcow2 -c 'read -P 0xab 512k 512k' -c 'read -P 0 1M 512k' \
+	"$pooldir/clone.qcow2"
+assert_fails vstor vol-wipe raw.img --pool p1 --algorithm nosuch
+assert_grep 'Unsupported algorithm' err
+assert_rc 0 vstor vol-delete conv.qcow2 --pool p1
+assert_grep '^Vol conv.qcow2 deleted' out
+[[ ! -e $pooldir/conv.qcow2 ]] || fail "vol-delete left the file"
+
+# --- state survives a new process; concurrent invocations ---
+assert_rc 0 vstor pool-list --all --name
+assert_eq "$(tr '\n' ' ' <out)" "p1 p2 p3 " "pools in a new process"
+pids=()
+for i in $(seq 1 8); do
+	vstor pool-define-as "c$i" dir --target "$WORKDIR/c$i" >/dev/null 2>"c$i.err" &
+	pids+=($!)
+	vstor vol-create-as p1 "conc$i.img" 1M >/dev/null 2>"v$i.err" &
+	pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || fail "a concurrent vstor failed: $(cat ./*.err)"; done
+assert_rc 0 vstor pool-list --all --name
+assert_eq "$(grep -c '^c[0-9]' out)" 8 "pools defined concurrently"
+for f in "$VSTOR_STATE_DIR"/pools/*.json; do json_ok <"$f" || fail "$f is damaged"; done
+assert_rc 0 vstor vol-list p1 --output=json
+assert_eq "$(python3 -c 'import json,sys; print(len([v for v in json.load(open(sys.argv[1])) if v["name"].startswith("conc")]))' out)" \
+	8 "volumes created concurrently"
+
+# --- autostart, destroy, delete, undefine ---
+assert_rc 0 vstor pool-destroy p1
+assert_grep '^Pool p1 destroyed' out
+assert_fails vstor vol-list p1
+assert_grep 'not active' err
+assert_fails vstor_img info vol:p1/raw.img
+assert_grep 'not active' err
+assert_fails vstor pool-undefine p2 --nosuch
+assert_grep "doesn't support option --nosuch" err
+assert_rc 0 vstor pool-autostart p2 --disable
+assert_grep 'unmarked as autostarted' out
+assert_rc 0 vstor autostart
+assert_grep 'Pool p1 started' out
+assert_fails vstor pool-start p2
+assert_rc 0 vstor pool-info p2
+assert_grep '^State: +inactive' out
+assert_rc 0 vstor pool-destroy p1
+assert_fails vstor pool-delete p1
+assert_grep 'cannot remove directory' err
+assert_rc 0 vstor pool-undefine p1
+assert_grep 'has been undefined' out
+assert_fails vstor pool-info p1
+assert_grep 'Storage pool not found' err
+[[ -e $pooldir/raw.img ]] || fail "pool-undefine removed volumes"
+assert_rc 0 vstor pool-build p2
+assert_rc 0 vstor pool-delete p2
+[[ ! -e $WORKDIR/images2 ]] || fail "pool-delete left the directory"
+
+log "dir pools and the vstor CLI work"
