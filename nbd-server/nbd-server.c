@@ -62,6 +62,16 @@ struct nbd_req {
 	struct nbd_req *next_free;
 };
 
+/* A reply waiting to be sent: the iovecs (and what they point to) belong to its sender. */
+struct nbd_out {
+	struct iovec *iov;
+	int niov;
+	int ret;
+	bool done;
+	struct vs_co *co;
+	struct nbd_out *next;
+};
+
 struct nbd_conn {
 	struct vs_nbd_server *srv;
 	int fd;
@@ -81,6 +91,13 @@ struct nbd_conn {
 	char *ctx_export;  /* export the contexts were set for */
 	bool dead;	   /* a send failed or the client left: stop reading */
 	struct vs_co_mutex send_lock;
+	/*
+	 * Replies queued for the sender coroutine, which sends everything that
+	 * queued up while it was busy in one sendmsg: under load, the replies
+	 * of one loop turn cost one SQE and one wakeup of the client.
+	 */
+	struct nbd_out *out_head, **out_tail;
+	bool sending;
 	unsigned in_flight;
 	uint64_t bytes_in_flight;
 	struct vs_co_queue slot_wait;  /* reader waits for a free slot */
@@ -315,6 +332,83 @@ static int conn_send(struct nbd_conn *c, struct iovec *iov, int n)
 	return ret;
 }
 
+#define NBD_OUT_MAX_IOV 512
+
+/* The sender: sends the queue in batches until it is empty. */
+static void conn_sender(void *opaque)
+{
+	struct nbd_conn *c = opaque;
+	struct iovec iov[NBD_OUT_MAX_IOV];
+
+	vs_co_mutex_lock(&c->send_lock);
+	while (c->out_head) {
+		struct nbd_out *first = c->out_head, *o = first, *end;
+		int n = 0, ret;
+
+		/* Whole replies only, as many as fit. */
+		while (o && n + o->niov <= NBD_OUT_MAX_IOV) {
+			memcpy(iov + n, o->iov, sizeof(*iov) * (size_t)o->niov);
+			n += o->niov;
+			o = o->next;
+		}
+		end = o;
+		c->out_head = end;
+		if (!end)
+			c->out_tail = &c->out_head;
+		ret = c->dead ? -EPIPE : conn_sendv(c, iov, n);
+		if (ret < 0)
+			c->dead = true;
+		for (o = first; o != end;) {
+			struct nbd_out *next = o->next;
+
+			o->ret = ret;
+			o->done = true;
+			if (o->co != vs_co_self()) /* not the fallback in conn_reply() */
+				vs_co_wake(o->co);
+			o = next;
+		}
+	}
+	c->sending = false;
+	vs_co_mutex_unlock(&c->send_lock);
+}
+
+/*
+ * Send one whole reply through the sender and wait until it is on the
+ * socket (its buffers may be reused after that). Replies of up to
+ * NBD_OUT_MAX_IOV iovecs.
+ */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+/* @o lives on this coroutine's stack until the sender has unlinked it. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
+static int conn_reply(struct nbd_conn *c, struct iovec *iov, int n)
+{
+	struct nbd_out o = { .iov = iov, .niov = n, .co = vs_co_self() };
+
+	if (c->dead)
+		return -EPIPE;
+	if (n > NBD_OUT_MAX_IOV)
+		return -EINVAL; /* a bug: no reply is built that large */
+	if (!c->out_tail)
+		c->out_tail = &c->out_head;
+	*c->out_tail = &o;
+	c->out_tail = &o.next;
+	if (!c->sending) {
+		c->sending = true;
+		if (!vs_co_spawn(c->srv->reactor, conn_sender, c)) {
+			/* No coroutine for the sender: send what is queued from here. */
+			conn_sender(c);
+		}
+	}
+	while (!o.done)
+		vs_co_yield();
+	return o.ret;
+}
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic pop
+#endif
+
 static int opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const void *data,
 		     uint32_t len)
 {
@@ -375,7 +469,7 @@ static int send_status(struct nbd_req *r, int err)
 	uint32_t wire = vs_nbd_errno_to_wire(err);
 	uint8_t hdr[32], body[6];
 	struct iovec iov[2];
-	int n = 1, ret;
+	int n = 1;
 
 	if (!c->structured) {
 		nbd_put32(hdr, NBD_SIMPLE_REPLY_MAGIC);
@@ -395,10 +489,7 @@ static int send_status(struct nbd_req *r, int err)
 		iov[1] = (struct iovec){ body, sizeof(body) };
 		n = 2;
 	}
-	vs_co_mutex_lock(&c->send_lock);
-	ret = conn_send(c, iov, n);
-	vs_co_mutex_unlock(&c->send_lock);
-	return ret;
+	return conn_reply(c, iov, n);
 }
 
 /* ---- requests ---- */
@@ -498,11 +589,11 @@ static int req_read_simple(struct nbd_req *r)
 	nbd_put64(hdr + 8, r->cookie);
 	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
 	iov[1] = (struct iovec){ r->buf, r->len };
-	vs_co_mutex_lock(&c->send_lock);
-	ret = conn_send(c, iov, 2);
-	vs_co_mutex_unlock(&c->send_lock);
-	return ret;
+	return conn_reply(c, iov, 2);
 }
+
+/* Extents of one structured read reply (the rest goes out as data). */
+#define NBD_READ_EXTENTS 64
 
 /*
  * Structured read: holes go out as OFFSET_HOLE chunks without reading them,
@@ -512,17 +603,19 @@ static int req_read_structured(struct nbd_req *r)
 {
 	struct nbd_conn *c = r->conn;
 	struct vs_node *n = c->exp->node;
-	struct extent ext[64];
+	struct extent ext[NBD_READ_EXTENTS];
+	uint8_t hdr[NBD_READ_EXTENTS][32], off[NBD_READ_EXTENTS][12];
+	struct iovec iov[NBD_READ_EXTENTS * 3];
 	unsigned count = 0;
 	uint64_t pos = 0;
-	int ret;
+	int niov = 0, ret;
 
 	/*
 	 * Looking for holes costs a block-status query (two lseeks on a raw
 	 * file); it only pays off when it can save sending a large range.
 	 */
 	if (!(r->flags & NBD_CMD_FLAG_DF) && r->len >= NBD_SPARSE_READ_MIN) {
-		ret = collect_extents(n, r->offset, r->len, ext, 64, &count);
+		ret = collect_extents(n, r->offset, r->len, ext, NBD_READ_EXTENTS, &count);
 		if (ret < 0)
 			return send_status(r, ret);
 	}
@@ -547,35 +640,31 @@ static int req_read_structured(struct nbd_req *r)
 		}
 		pos += ext[i].len;
 	}
-	vs_co_mutex_lock(&c->send_lock);
+	/* All chunks as one reply: they go out together, in order. */
 	pos = 0;
-	ret = 0;
-	for (unsigned i = 0; i < count && ret == 0; i++) {
-		uint8_t hdr[32], off[12];
-		struct iovec iov[3];
+	for (unsigned i = 0; i < count; i++) {
 		uint16_t flags = i + 1 == count ? NBD_REPLY_FLAG_DONE : 0;
 		uint64_t o = r->offset + pos;
 
-		nbd_put64(off, o);
+		nbd_put64(off[i], o);
 		if (ext[i].status & VS_BS_ZERO) {
-			nbd_put32(off + 8, (uint32_t)ext[i].len);
-			iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, flags,
-								   NBD_REPLY_TYPE_OFFSET_HOLE,
-								   r->cookie, o, 12) };
-			iov[1] = (struct iovec){ off, 12 };
-			ret = conn_send(c, iov, 2);
+			nbd_put32(off[i] + 8, (uint32_t)ext[i].len);
+			iov[niov++] =
+				(struct iovec){ hdr[i], chunk_header(c, hdr[i], flags,
+								     NBD_REPLY_TYPE_OFFSET_HOLE,
+								     r->cookie, o, 12) };
+			iov[niov++] = (struct iovec){ off[i], 12 };
 		} else {
-			iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, flags,
-								   NBD_REPLY_TYPE_OFFSET_DATA,
-								   r->cookie, o, 8 + ext[i].len) };
-			iov[1] = (struct iovec){ off, 8 };
-			iov[2] = (struct iovec){ (uint8_t *)r->buf + pos, (size_t)ext[i].len };
-			ret = conn_send(c, iov, 3);
+			iov[niov++] = (struct iovec){
+				hdr[i], chunk_header(c, hdr[i], flags, NBD_REPLY_TYPE_OFFSET_DATA,
+						     r->cookie, o, 8 + ext[i].len)
+			};
+			iov[niov++] = (struct iovec){ off[i], 8 };
+			iov[niov++] = (struct iovec){ (uint8_t *)r->buf + pos, (size_t)ext[i].len };
 		}
 		pos += ext[i].len;
 	}
-	vs_co_mutex_unlock(&c->send_lock);
-	return ret;
+	return conn_reply(c, iov, niov);
 }
 
 /* One BLOCK_STATUS chunk for context @ctx. */
