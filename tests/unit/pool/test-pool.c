@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Unit tests of the pool definitions: the JSON of the state directory (and
+ * its round trip), libvirt's pool XML, the parsers' errors, names and leases.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "pool-parse.h"
+#include "pool.h"
+
+static struct vs_pool_def def;
+
+static int parse(const char *text, struct vs_error *err)
+{
+	vs_error_clear(err);
+	return vs_pool_def_parse(&def, text, "t", NULL, err);
+}
+
+static void test_json_round_trip(void **state)
+{
+	struct vs_pool_def copy;
+	struct vs_error err = { 0 };
+	bool active = false;
+	char *json;
+
+	memset(&copy, 0, sizeof(copy));
+	strcpy(copy.name, "p\"1");
+	strcpy(copy.type, "iscsi");
+	strcpy(copy.target, "/dev/disk/by-path");
+	strcpy(copy.source_host, "127.0.0.1");
+	copy.source_port = 3260;
+	strcpy(copy.source_devs[0], "iqn.2026-01.x:t");
+	strcpy(copy.source_devs[1], "/dev/b\\c");
+	copy.nb_source_devs = 2;
+	strcpy(copy.auth_type, "chap");
+	strcpy(copy.auth_username, "u\tser");
+	strcpy(copy.auth_secret_file, "/etc/s");
+	copy.autostart = true;
+	assert_int_equal(vs_pool_def_set_extra(&copy, "mutual_username", "t\x01"), 0);
+	json = vs_pool_def_to_json(&copy, true);
+	assert_non_null(json);
+	assert_int_equal(vs_pool_def_parse(&def, json, "t", &active, &err), 0);
+	free(json);
+	assert_true(active);
+	assert_string_equal(def.name, "p\"1");
+	assert_string_equal(def.type, "iscsi");
+	assert_int_equal(def.source_port, 3260);
+	assert_int_equal(def.nb_source_devs, 2);
+	assert_string_equal(def.source_devs[1], "/dev/b\\c");
+	assert_string_equal(def.auth_username, "u\tser");
+	assert_string_equal(vs_pool_def_extra(&def, "mutual_username"), "t\x01");
+	assert_true(def.autostart);
+}
+
+static void test_json_errors(void **state)
+{
+	struct vs_error err;
+
+	assert_int_equal(parse("{\"version\": 1,\n\"name\": \"a\",\n\"type\": 3}", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "\"type\" must be a string"));
+	assert_int_equal(parse("{\"version\": 1,\n\n \"name\" \"a\"}", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "line 3"));
+	assert_int_equal(parse("{\"name\": \"a\"}", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "version"));
+	assert_int_equal(parse("{\"version\": 1} x", &err), -EINVAL);
+	assert_int_equal(parse("{\"version\": 1.5}", &err), -EINVAL);
+	assert_int_equal(parse("{\"version\": 1, \"name\": \"\\ud800\"}", &err), -EINVAL);
+	assert_int_equal(parse("{\"version\": 1, \"name\": \"a\\u0000b\"}", &err), -EINVAL);
+	assert_int_equal(parse("{\"version\": 1, \"name\": \"a", &err), -EINVAL);
+	assert_int_equal(parse("{\"version\": 1, \"source\": {\"port\": 70000}}", &err), -EINVAL);
+	assert_int_equal(parse("", &err), -EINVAL);
+	assert_int_equal(parse("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]", &err), -EINVAL);
+	assert_int_equal(parse("{\"version\": 1, \"name\": \"\\u00e9\\ud83d\\ude00\"}", &err), 0);
+	assert_string_equal(def.name, "\xc3\xa9\xf0\x9f\x98\x80");
+}
+
+static void test_xml_libvirt(void **state)
+{
+	struct vs_error err;
+	const char *netfs = "<?xml version='1.0'?>\n<!-- c -->\n<pool type='netfs'>\n"
+			    "  <name>nfs&amp;1</name>\n"
+			    "  <uuid>0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0</uuid>\n"
+			    "  <capacity unit='bytes'>0</capacity>\n"
+			    "  <source><host name='h.example' port='2049'/>"
+			    "<dir path='/export'/><format type='nfs'/></source>\n"
+			    "  <target><path><![CDATA[/mnt/a<b]]></path><permissions><mode>0755"
+			    "</mode></permissions></target>\n</pool>\n";
+	const char *logical = "<pool type=\"logical\"><name>vg</name><source>"
+			      "<device path=\"/dev/loop0\"/><device path=\"/dev/loop1\"/>"
+			      "<name>vg0</name><format type=\"lvm2\"/></source>"
+			      "<target><path>/dev/vg0</path></target></pool>";
+	const char *iscsi =
+		"<pool type='iscsi'><name>i</name><source><host name='127.0.0.1'/>"
+		"<device path='iqn.2026-01.x:t'/><initiator><iqn name='iqn.2026-01.x:i'/>"
+		"</initiator><auth type='chap' username='u'><secret file='/etc/s'/>"
+		"</auth></source></pool>";
+
+	assert_int_equal(parse(netfs, &err), 0);
+	assert_string_equal(def.type, "netfs");
+	assert_string_equal(def.name, "nfs&1");
+	assert_string_equal(def.uuid, "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0");
+	assert_string_equal(def.source_host, "h.example");
+	assert_int_equal(def.source_port, 2049);
+	assert_string_equal(def.source_path, "/export");
+	assert_string_equal(def.source_format, "nfs");
+	assert_string_equal(def.target, "/mnt/a<b");
+
+	assert_int_equal(parse(logical, &err), 0);
+	assert_int_equal(def.nb_source_devs, 2);
+	assert_string_equal(def.source_devs[1], "/dev/loop1");
+	assert_string_equal(def.source_name, "vg0");
+	assert_string_equal(def.source_format, "lvm2");
+
+	assert_int_equal(parse(iscsi, &err), 0);
+	assert_string_equal(def.source_devs[0], "iqn.2026-01.x:t");
+	assert_string_equal(def.initiator_iqn, "iqn.2026-01.x:i");
+	assert_string_equal(def.auth_type, "chap");
+	assert_string_equal(def.auth_username, "u");
+	assert_string_equal(def.auth_secret_file, "/etc/s");
+}
+
+static void test_xml_errors(void **state)
+{
+	struct vs_error err;
+
+	assert_int_equal(parse("<pool type='dir'><name>a</name>\n</poo>", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "line 2"));
+	assert_int_equal(parse("<volume><name>a</name></volume>", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "expected <pool>"));
+	assert_int_equal(parse("<pool><name>a</name></pool>", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "type"));
+	assert_int_equal(parse("<pool type='dir'></pool>", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "<name>"));
+	assert_int_equal(parse("<pool type='dir'><name>&bogus;</name></pool>", &err), -EINVAL);
+	assert_int_equal(parse("<pool type='dir'><name>&#0;</name></pool>", &err), -EINVAL);
+	assert_int_equal(parse("<pool type='dir><name>a</name></pool>", &err), -EINVAL);
+	assert_int_equal(parse("<!DOCTYPE x [<!ENTITY a 'b'>]><pool/>", &err), -EINVAL);
+	assert_int_equal(parse("<pool type='dir'><name>a</name></pool><x/>", &err), -EINVAL);
+	assert_int_equal(parse("<pool type='dir'><source><host port='x'/></source>"
+			       "<name>a</name></pool>",
+			       &err),
+			 -EINVAL);
+	assert_int_equal(parse("<pool type='dir'><name>&#x41;&#66;&lt;</name></pool>", &err), 0);
+	assert_string_equal(def.name, "AB<");
+}
+
+static void test_names(void **state)
+{
+	static const char *const bad[] = { "", ".", "..", "a/b", "../x", "-x", "a\nb", "a\x7f" };
+	char longname[VS_POOL_NAME_MAX + 2];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(vs_pool_check_name(bad[i], "Volume", NULL), -EINVAL);
+	memset(longname, 'a', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	assert_int_equal(vs_pool_check_name(longname, "Volume", NULL), -EINVAL);
+	longname[VS_POOL_NAME_MAX] = '\0';
+	assert_int_equal(vs_pool_check_name(longname, "Volume", NULL), 0);
+	assert_int_equal(vs_pool_check_name("disk-1.qcow2", "Volume", NULL), 0);
+	assert_int_equal(vs_pool_check_name("a..b", "Volume", NULL), 0);
+}
+
+/* Leases: a holder makes the in-use check fail, in this process as in any other. */
+static void test_leases(void **state)
+{
+	char dir[] = "/tmp/vstor-test-lease.XXXXXX";
+	struct vs_pool_state *st = NULL;
+	struct vs_vol_lease *l = NULL, *l2 = NULL;
+	struct vs_pool *p = calloc(1, sizeof(*p));
+	struct vs_vol_info vol = { .type = VS_VOL_NETWORK };
+	struct vs_error err = { 0 };
+	char cmd[128];
+
+	assert_non_null(p);
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(vs_pool_state_open(&st, dir, true, &err), 0);
+	p->state = st;
+	strcpy(p->def.name, "p");
+	strcpy(vol.name, "lun1");
+	/* Never leased: unused. */
+	assert_int_equal(vs_pool_vol_check_unused(p, &vol, &err), 0);
+	/* A reader that shares everything holds no write and refuses nothing: unused. */
+	assert_int_equal(vs_vol_lease_acquire(st, "p", "lun1", VS_PERM_CONSISTENT_READ, VS_PERM_ALL,
+					      &l, &err),
+			 0);
+	assert_int_equal(vs_pool_vol_check_unused(p, &vol, &err), 0);
+	vs_vol_lease_release(l);
+	/* A writer: in use, and a second writer is refused. */
+	assert_int_equal(
+		vs_vol_lease_acquire(st, "p", "lun1",
+				     VS_PERM_CONSISTENT_READ | VS_PERM_WRITE | VS_PERM_RESIZE,
+				     VS_PERM_CONSISTENT_READ | VS_PERM_WRITE_UNCHANGED, &l, &err),
+		0);
+	vs_error_clear(&err);
+	assert_int_equal(vs_pool_vol_check_unused(p, &vol, &err), -EBUSY);
+	assert_non_null(strstr(err.msg, "in use"));
+	vs_error_clear(&err);
+	assert_int_equal(vs_vol_lease_acquire(st, "p", "lun1", VS_PERM_WRITE,
+					      VS_PERM_CONSISTENT_READ | VS_PERM_WRITE_UNCHANGED,
+					      &l2, &err),
+			 -EAGAIN);
+	vs_vol_lease_release(l);
+	assert_int_equal(vs_pool_vol_check_unused(p, &vol, &err), 0);
+	vs_vol_lease_remove(st, "p", "lun1");
+	vs_pool_state_close(st);
+	free(p);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_json_round_trip), cmocka_unit_test(test_json_errors),
+		cmocka_unit_test(test_xml_libvirt),	cmocka_unit_test(test_xml_errors),
+		cmocka_unit_test(test_names),		cmocka_unit_test(test_leases),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
