@@ -18,6 +18,9 @@ struct img_command {
 };
 
 static const struct img_command commands[] = {
+	{ "amend", img_cmd_amend,
+	  "amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o "
+	  "options filename" },
 	{ "bench", img_cmd_bench,
 	  "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] "
 	  "[--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] "

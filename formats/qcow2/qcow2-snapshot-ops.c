@@ -228,6 +228,14 @@ fail:
 	return ret;
 }
 
+int qcow2_snapshot_table_rewrite(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t size;
+
+	return write_table(node, s->snaps, s->nb_snaps, &size);
+}
+
 /* The snapshot whose id, else whose name, is @key (QEMU's order); -1 if none. */
 static int find_index(const struct qcow2_state *s, const char *key)
 {

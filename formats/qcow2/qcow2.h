@@ -216,10 +216,17 @@ ssize_t qcow2_compress(uint8_t type, const void *src, size_t src_len, void *dst,
 int qcow2_snapshot_create(struct vs_node *node, const char *name, struct vs_error *err);
 int qcow2_snapshot_delete(struct vs_node *node, const char *name_or_id, struct vs_error *err);
 int qcow2_snapshot_apply(struct vs_node *node, const char *name_or_id, struct vs_error *err);
+/*
+ * Lock held. Write the snapshot table again (every entry with the known
+ * extra data that v3 requires) and point the header to it.
+ */
+int qcow2_snapshot_table_rewrite(struct vs_node *node);
 
 /* qcow2-amend.c */
 int qcow2_set_backing(struct vs_node *node, const char *backing, const char *fmt,
 		      struct vs_error *err);
+/* qemu-img amend: compat, lazy_refcounts, refcount_bits, backing_file, backing_fmt, size. */
+int qcow2_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts, struct vs_error *err);
 
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vstor-img amend: change format options of an existing image (qcow2:
+ * compat, lazy_refcounts, refcount_bits, backing_file, backing_fmt, size),
+ * with qemu-img amend's options and messages.
+ */
+#include "img.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+struct amend_args {
+	const char *filename;
+	const char *fmt;
+	struct img_kv_list opts;
+	enum vs_cache_mode cache;
+	bool progress, quiet;
+	int rc;
+};
+
+static const struct {
+	const char *name, *type, *help;
+} amend_opts_help[] = {
+	{ "backing_file", "str", "File name of a base image" },
+	{ "backing_fmt", "str", "Image format of the base image" },
+	{ "compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])" },
+	{ "lazy_refcounts", "bool (on/off)", "Postpone refcount updates" },
+	{ "refcount_bits", "num", "Width of a reference count entry in bits" },
+	{ "size", "size", "Virtual disk size" },
+};
+
+static int amend_help(const char *fmt)
+{
+	if (!fmt || strcmp(fmt, "qcow2")) {
+		img_error(-ENOTSUP, "Format driver '%s' does not support option amendment",
+			  fmt ? fmt : "raw");
+		return 1;
+	}
+	printf("Amend options for '%s':\n", fmt);
+	for (size_t i = 0; i < sizeof(amend_opts_help) / sizeof(amend_opts_help[0]); i++) {
+		char name[64];
+
+		snprintf(name, sizeof(name), "%s=<%s>", amend_opts_help[i].name,
+			 amend_opts_help[i].type);
+		printf("  %-22s - %s\n", name, amend_opts_help[i].help);
+	}
+	return 0;
+}
+
+static void amend_co(void *opaque)
+{
+	struct amend_args *a = opaque;
+	struct img_open_args oa = {
+		.filename = a->filename,
+		.fmt = a->fmt,
+		.writable = true,
+		.cache = a->cache,
+	};
+	struct vs_error err = { 0 };
+	struct vs_node *node;
+	int last = -1, ret;
+
+	/* Sizes are plain byte counts for the driver. */
+	for (size_t i = 0; i < a->opts.n; i++) {
+		uint64_t v;
+		char num[32];
+
+		if (strcmp(a->opts.kv[i].key, "size"))
+			continue;
+		if (img_parse_size(a->opts.kv[i].value, &v) < 0) {
+			img_error(-EINVAL,
+				  "Parameter 'size' expects a non-negative number below 2^64\n"
+				  "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, "
+				  "tera-, peta-\nand exabytes, respectively.");
+			return;
+		}
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)v);
+		if (img_kv_set(&a->opts, "size", num) < 0) {
+			img_error(-ENOMEM, "Out of memory");
+			return;
+		}
+		break;
+	}
+	if (img_open(&node, &oa) < 0)
+		return;
+	if (strcmp(vs_node_format(node), "qcow2")) {
+		img_error(-ENOTSUP, "Format driver '%s' does not support option amendment",
+			  vs_node_format(node));
+		goto out;
+	}
+	img_progress(a->progress, 0, 1, &last);
+	ret = vs_node_amend(node, a->opts.kv, a->opts.n, &err);
+	if (ret == 0)
+		ret = vs_node_flush(node);
+	if (ret < 0) {
+		img_error(ret, "%s", err.msg[0] ? err.msg : strerror(-ret));
+		goto out;
+	}
+	img_progress(a->progress, 1, 1, &last);
+	img_progress_end(a->progress);
+	a->rc = 0;
+out:
+	vs_node_close(node);
+}
+
+enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_FORCE };
+
+static int amend_main(struct amend_args *a, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "object", required_argument, NULL, OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "force", no_argument, NULL, OPT_FORCE },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool has_o = false;
+	int c;
+
+	while ((c = getopt_long(argc, argv, ":ho:f:t:pq", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			img_help();
+			return 0;
+		case 'o':
+			has_o = true;
+			if (img_kv_parse(&a->opts, optarg) < 0) {
+				img_error(-ENOMEM, "Out of memory");
+				return 1;
+			}
+			break;
+		case 'f':
+			a->fmt = optarg;
+			break;
+		case 't':
+			if (img_parse_cache(optarg, &a->cache) < 0)
+				return 1;
+			break;
+		case 'p':
+			a->progress = true;
+			break;
+		case 'q':
+			a->quiet = true;
+			break;
+		case OPT_FORCE:
+			break; /* only matters for encryption changes, which vstor lacks */
+		case OPT_OBJECT:
+		case OPT_IMAGE_OPTS:
+			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
+			return 1;
+		default:
+			return img_getopt_error(argv, c);
+		}
+	}
+	if (!has_o)
+		return img_usage_error("Must specify options (-o)");
+	if (a->quiet)
+		a->progress = false;
+	if (a->opts.help && optind >= argc)
+		return amend_help(a->fmt ? a->fmt : "qcow2");
+	if (optind != argc - 1)
+		return img_usage_error("Expecting one image file name");
+	a->filename = argv[optind];
+	if (a->opts.help)
+		return amend_help(a->fmt ? a->fmt : "qcow2");
+	if (img_run(amend_co, a) < 0)
+		return 1;
+	return a->rc;
+}
+
+int img_cmd_amend(int argc, char **argv)
+{
+	struct amend_args a = { .rc = 1, .cache = VS_CACHE_WRITEBACK };
+	int rc = amend_main(&a, argc, argv);
+
+	img_kv_free(&a.opts);
+	return rc;
+}

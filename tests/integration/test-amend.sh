@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# vstor-img amend against qemu-img: compat up and down (zero clusters
+# expanded, with and without a backing file), lazy_refcounts on and off (a
+# dirty image made clean), refcount_bits rebuilt at every width and back,
+# refused where qemu-img refuses it, with its messages; after each step the
+# image passes qemu-img check, reads the same, and qemu-img reads the header
+# the same way. qemu-img amends what vstor amended.
+. "$(dirname "$0")/lib.sh"
+
+require_tool qemu-img qemu-io python3
+require_vstor_img
+
+same() { qemu_img compare -q "$1" "$2" || fail "${3:-}: $1 and $2 differ"; }
+clean() { qemu_img check -q "$1" || fail "${2:-}: qemu-img check $1"; }
+field() { qemu_img info --output=json "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin)["format-specific"]["data"]; print(d.get(sys.argv[1]))' "$2"; }
+
+qemu_img create -q -f qcow2 a.qcow2 10M
+qemu-io -c 'write -P 1 0 1M' -c 'write -z 2M 1M' -c 'write -P 2 5M 64k' -c 'write -z -u 5M 64k' a.qcow2 >/dev/null
+cp a.qcow2 ref.qcow2
+
+step()
+{
+	vstor_img amend -o "$1" a.qcow2 || fail "amend -o $1"
+	clean a.qcow2 "amend -o $1"
+	same a.qcow2 ref.qcow2 "amend -o $1"
+}
+step compat=0.10
+assert_eq "$(field a.qcow2 compat)" 0.10 "compat after downgrade"
+step compat=1.1
+assert_eq "$(field a.qcow2 compat)" 1.1 "compat after upgrade"
+step lazy_refcounts=on
+assert_eq "$(field a.qcow2 lazy-refcounts)" True "lazy refcounts on"
+for bits in 1 2 4 8 32 64 16; do
+	step refcount_bits=$bits
+	assert_eq "$(field a.qcow2 refcount-bits)" "$bits" "refcount bits $bits"
+	qemu-io -c "write -P $bits 8M 128k" a.qcow2 >/dev/null
+	qemu-io -c "write -P $bits 8M 128k" ref.qcow2 >/dev/null
+	clean a.qcow2 "write after refcount_bits=$bits"
+done
+step lazy_refcounts=off
+assert_eq "$(field a.qcow2 lazy-refcounts)" False "lazy refcounts off"
+# compat=0.10 on a lazy-refcounts image clears them, as qemu-img does.
+step lazy_refcounts=on
+step compat=0.10
+step compat=1.1,lazy_refcounts=on,refcount_bits=8
+assert_eq "$(field a.qcow2 refcount-bits)" 8 "combined amend"
+step refcount_bits=16
+# A bigger image and size.
+vstor_img amend -o size=20M a.qcow2 || fail "amend -o size"
+assert_eq "$(qemu_img info --output=json a.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" $((20 << 20)) "amend size"
+clean a.qcow2 "amend size"
+
+step lazy_refcounts=off
+
+# qemu-img's refusals and messages.
+expect_err() # OPTS MESSAGE
+{
+	assert_rc 1 "$VSTOR_IMG" amend -o "$1" a.qcow2
+	assert_grep "$2" "$WORKDIR/err" "amend -o $1"
+	clean a.qcow2 "refused amend -o $1"
+}
+expect_err compat=0.10,refcount_bits=8 "Refcount widths other than 16 bits require compatibility level 1.1"
+expect_err compat=0.10,lazy_refcounts=on "Lazy refcounts only supported with compatibility level 1.1"
+expect_err cluster_size=4k "Invalid parameter 'cluster_size'"
+expect_err foo=bar "Invalid parameter 'foo'"
+expect_err compat=2 "Unknown compatibility level 2"
+expect_err refcount_bits=3 "Refcount width must be a power of two"
+expect_err lazy_refcounts=maybe "Parameter 'lazy_refcounts' expects 'on' or 'off'"
+assert_rc 1 "$VSTOR_IMG" amend a.qcow2
+assert_grep "Must specify options \(-o\)" "$WORKDIR/err" "amend without -o"
+qemu_img create -q -f raw r.raw 1M
+assert_rc 1 "$VSTOR_IMG" amend -f raw -o size=2M r.raw
+assert_grep "Format driver 'raw' does not support option amendment" "$WORKDIR/err" "amend raw"
+qemu_img create -q -f qcow2 -o extended_l2=on x.qcow2 1M
+assert_rc 1 "$VSTOR_IMG" amend -o compat=0.10 x.qcow2
+assert_grep "Cannot downgrade an image with incompatible features 0x10 set" "$WORKDIR/err" "downgrade extl2"
+qemu_img create -q -f qcow2 -o refcount_bits=8 x.qcow2 1M
+assert_rc 1 "$VSTOR_IMG" amend -o compat=0.10 x.qcow2
+assert_grep "compat=0.10 requires refcount_bits=16" "$WORKDIR/err" "downgrade refcount_bits=8"
+# A snapshot shares clusters: refcount 2 does not fit one bit.
+qemu_img create -q -f qcow2 s.qcow2 1M
+qemu-io -c 'write -P 1 0 64k' s.qcow2 >/dev/null
+qemu_img snapshot -c snap s.qcow2
+assert_rc 1 "$VSTOR_IMG" amend -o refcount_bits=1 s.qcow2
+assert_grep "Cannot decrease refcount entry width to 1 bits: Cluster at offset 0x[0-9a-f]+ has a refcount of 2" "$WORKDIR/err" "refcount too wide"
+clean s.qcow2 "refused narrowing"
+vstor_img amend -o refcount_bits=2 s.qcow2 || fail "refcount_bits=2 with a snapshot"
+clean s.qcow2 "refcount_bits=2 with a snapshot"
+qemu_img snapshot -l s.qcow2 | grep -q snap || fail "snapshot lost"
+vstor_img amend -o compat=0.10 s.qcow2 2>/dev/null && fail "compat=0.10 with refcount_bits=2"
+vstor_img amend -o refcount_bits=16 s.qcow2 && vstor_img amend -o compat=0.10 s.qcow2 || fail "downgrade with a snapshot"
+clean s.qcow2 "downgrade with a snapshot"
+qemu_img amend -o compat=1.1 s.qcow2 || fail "qemu-img upgrades what vstor downgraded"
+clean s.qcow2 "qemu-img upgrade"
+
+# Zero clusters over a backing file become zeroed data clusters in v2.
+qemu_img create -q -f qcow2 b.qcow2 4M
+qemu-io -c 'write -P 9 0 4M' b.qcow2 >/dev/null
+qemu_img create -q -f qcow2 -b b.qcow2 -F qcow2 o.qcow2
+qemu-io -c 'write -z 64k 128k' -c 'write -P 3 1M 64k' -c 'write -z -u 1M 64k' o.qcow2 >/dev/null
+cp o.qcow2 o.ref.qcow2
+vstor_img amend -o compat=0.10 o.qcow2 || fail "downgrade over a backing file"
+clean o.qcow2 "downgrade over a backing file"
+same o.qcow2 o.ref.qcow2 "downgrade over a backing file"
+assert_eq "$(field o.qcow2 compat)" 0.10 "overlay downgraded"
+
+# A dirty lazy-refcounts image (killed writer) is repaired on open and amended.
+qemu_img create -q -f qcow2 -o lazy_refcounts=on d.qcow2 4M
+qemu-io -c 'write -P 4 0 1M' -c 'sigraise 9' d.qcow2 >/dev/null 2>&1 || true
+vstor_img amend -o lazy_refcounts=off d.qcow2 2>/dev/null || fail "amend a dirty image"
+clean d.qcow2 "amend a dirty image"
+qemu-io -c 'read -P 4 0 1M' d.qcow2 | grep -q "Pattern verification failed" && fail "dirty image data"
+
+# qemu-img amends what vstor amended, and the reverse.
+vstor_img amend -o refcount_bits=4 a.qcow2
+qemu_img amend -o refcount_bits=16 a.qcow2 || fail "qemu-img amend after vstor"
+clean a.qcow2 "qemu-img after vstor"
+qemu_img amend -o refcount_bits=32,compat=1.1 a.qcow2
+vstor_img amend -o refcount_bits=16 a.qcow2 || fail "vstor amend after qemu-img"
+clean a.qcow2 "vstor after qemu-img"
+log "ok"
