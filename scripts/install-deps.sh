@@ -9,7 +9,7 @@ set -euo pipefail
 PACKAGES=(
 	# build
 	build-essential meson ninja-build pkg-config
-	liburing-dev libzstd-dev zlib1g-dev
+	liburing-dev libzstd-dev zlib1g-dev libdeflate-dev
 	# tests
 	libcmocka-dev valgrind python3 coreutils
 	clang clang-format libclang-rt-14-dev

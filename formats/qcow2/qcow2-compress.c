@@ -10,6 +10,7 @@
 #include "qcow2.h"
 
 #include <errno.h>
+#include <libdeflate.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@ struct codec_ctx {
 	bool def_ok, inf_ok;
 	ZSTD_CCtx *zc;
 	ZSTD_DCtx *zd;
+	struct libdeflate_decompressor *ld;
 };
 
 static pthread_key_t codec_key;
@@ -42,6 +44,8 @@ static void codec_free(void *p)
 		inflateEnd(&c->inf);
 	ZSTD_freeCCtx(c->zc);
 	ZSTD_freeDCtx(c->zd);
+	if (c->ld)
+		libdeflate_free_decompressor(c->ld);
 	free(c);
 }
 
@@ -69,11 +73,23 @@ static struct codec_ctx *codec_get(void)
 static int inflate_raw(const void *src, size_t src_len, void *dst, size_t dst_len)
 {
 	struct codec_ctx *c = codec_get();
+	size_t in_used;
 	z_stream *z;
 	int ret;
 
 	if (!c)
 		return -ENOMEM;
+	/*
+	 * libdeflate first: it reads the same raw deflate about three times as
+	 * fast. It wants the output to end with the stream, so a stream that
+	 * goes on past the cluster (or anything it rejects) is left to zlib,
+	 * which decides as before.
+	 */
+	if (!c->ld)
+		c->ld = libdeflate_alloc_decompressor();
+	if (c->ld && libdeflate_deflate_decompress_ex(c->ld, src, src_len, dst, dst_len, &in_used,
+						      NULL) == LIBDEFLATE_SUCCESS)
+		return 0;
 	z = &c->inf;
 	if (!c->inf_ok) {
 		memset(z, 0, sizeof(*z));
