@@ -414,8 +414,14 @@ static int cmd_pool_list(struct vstor_ctx *c)
 		bool have_info = false;
 		const char *transient;
 
-		if (vs_pool_load(c->st, names[i], &p, NULL) < 0)
-			continue; /* a damaged file must not hide the others; pool-info says why */
+		struct vs_error lerr = { 0 };
+
+		if (vs_pool_load(c->st, names[i], &p, &lerr) < 0) {
+			/* A damaged file must not hide the other pools. */
+			if (!c->json)
+				fprintf(stderr, "warning: pool '%s': %s\n", names[i], lerr.msg);
+			continue;
+		}
 		if ((inactive && p->active) || (!all && !inactive && !p->active) ||
 		    (type && strcmp(type, p->def.type)) ||
 		    (opt_bool(c, "autostart") && !p->def.autostart) ||

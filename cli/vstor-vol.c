@@ -95,8 +95,18 @@ static int cmd_vol_create_as(struct vstor_ctx *c)
 	if (ret == 0 && a.backing_path && !a.format)
 		a.format = "qcow2";
 	if (ret == 0 && opt_bool(c, "print-xml")) {
-		printf("{\"name\": \"%s\", \"capacity\": %llu, \"format\": \"%s\"}\n", a.name,
-		       (unsigned long long)a.capacity, a.format ? a.format : "");
+		struct json_writer w;
+
+		/* The volume as vol-create takes it (JSON form). */
+		json_init(&w, stdout, true);
+		json_obj_begin(&w, NULL);
+		json_str(&w, "name", a.name);
+		json_uint(&w, "capacity", a.capacity);
+		if (a.allocation != UINT64_MAX)
+			json_uint(&w, "allocation", a.allocation);
+		json_str(&w, "format", a.format ? a.format : p->backend->default_format);
+		json_obj_end(&w);
+		putchar('\n');
 	} else if (ret == 0 && (ret = create_vol(c, p, &a)) == 0) {
 		vstor_msg(c, "Vol %s created\n\n", a.name);
 	}
@@ -757,9 +767,15 @@ static int cmd_vol_path(struct vstor_ctx *c)
 		vs_pool_free(p);
 		return vstor_error_err(c, "failed to get vol '%s'", name);
 	}
-	if (c->json)
-		printf("{\"path\": \"%s\"}\n", v.path);
-	else
+	if (c->json) {
+		struct json_writer w;
+
+		json_init(&w, stdout, false);
+		json_obj_begin(&w, NULL);
+		json_str(&w, "path", v.path);
+		json_obj_end(&w);
+		putchar('\n');
+	} else
 		printf("%s\n", v.path);
 	vs_pool_free(p);
 	return 0;
@@ -805,9 +821,16 @@ static int cmd_vol_pool(struct vstor_ctx *c)
 
 	if (vstor_vol_get(c, opt_get(c, "vol"), NULL, &p, name))
 		return 1;
-	if (c->json)
-		printf("{\"pool\": \"%s\"}\n", p->def.name);
-	else
+	if (c->json) {
+		struct json_writer w;
+
+		json_init(&w, stdout, false);
+		json_obj_begin(&w, NULL);
+		json_str(&w, "pool", p->def.name);
+		json_str(&w, "uuid", p->def.uuid);
+		json_obj_end(&w);
+		putchar('\n');
+	} else
 		printf("%s\n", opt_bool(c, "uuid") ? p->def.uuid : p->def.name);
 	vs_pool_free(p);
 	return 0;
