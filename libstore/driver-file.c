@@ -380,9 +380,13 @@ static int file_create(const char *filename, uint64_t size, const struct vs_kv *
 		       struct vs_error *err)
 {
 	enum vs_prealloc prealloc = VS_PREALLOC_OFF;
+	const struct vs_driver *proto = vs_protocol_driver_for(filename);
 	struct stat st;
 	int fd, ret;
 
+	/* Formats create their file through here: a URI goes to its protocol. */
+	if (proto != &vs_driver_file && proto->create)
+		return proto->create(filename, size, opts, nopts, err);
 	for (size_t i = 0; i < nopts; i++) {
 		if (!strcmp(opts[i].key, "preallocation")) {
 			if (vs_prealloc_parse(opts[i].value, &prealloc) < 0 ||

@@ -210,6 +210,15 @@ extern const struct vs_driver vs_driver_null;
 extern const struct vs_driver vs_driver_raw;
 extern const struct vs_driver vs_driver_qcow2;
 extern const struct vs_driver vs_driver_nbd;
+extern const struct vs_driver vs_driver_nfs;   /* with libnfs */
+extern const struct vs_driver vs_driver_iscsi; /* with libiscsi */
+extern const struct vs_driver vs_driver_lvmap; /* with liblvm2cmd */
+
+/*
+ * The protocol driver for @filename: by URI scheme (nbd://, nfs://, iscsi://,
+ * lvm:, memory:, null:), else the file driver.
+ */
+const struct vs_driver *vs_protocol_driver_for(const char *filename);
 
 /* True for the NBD URI forms the nbd driver takes (nbd://, nbd+unix://, nbd:). */
 bool vs_nbd_is_uri(const char *filename);

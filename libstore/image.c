@@ -4,6 +4,10 @@
  * (protocol node, format node, backing chain) and creating one.
  */
 #include "driver.h"
+#include "config.h"
+#ifdef HAVE_LIBNFS
+#include "nfs.h"
+#endif
 
 #include <errno.h>
 #include <limits.h>
@@ -17,6 +21,9 @@
 static const struct vs_driver *const drivers[] = {
 	&vs_driver_qcow2,  &vs_driver_raw,  &vs_driver_file,
 	&vs_driver_memory, &vs_driver_null, &vs_driver_nbd,
+#ifdef HAVE_LIBNFS
+	&vs_driver_nfs,
+#endif
 };
 
 const struct vs_driver *vs_driver_find(const char *name)
@@ -127,7 +134,7 @@ static const struct vs_image_resolver *resolver_for(const char *filename)
 	return NULL;
 }
 
-static const struct vs_driver *protocol_for(const char *filename)
+const struct vs_driver *vs_protocol_driver_for(const char *filename)
 {
 	if (!strncmp(filename, "memory:", 7))
 		return &vs_driver_memory;
@@ -135,6 +142,10 @@ static const struct vs_driver *protocol_for(const char *filename)
 		return &vs_driver_null;
 	if (vs_nbd_is_uri(filename))
 		return &vs_driver_nbd;
+#ifdef HAVE_LIBNFS
+	if (vs_nfs_is_uri(filename))
+		return &vs_driver_nfs;
+#endif
 	return &vs_driver_file;
 }
 
@@ -185,7 +196,7 @@ int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs
 			return vs_error_set(err, -ENOTSUP, "'%s' cannot be opened", filename);
 		return res->open(filename, opts, out, err);
 	}
-	drv = protocol_for(filename);
+	drv = vs_protocol_driver_for(filename);
 	n = node_new(drv, filename, opts);
 	if (!n)
 		return vs_error_set(err, -ENOMEM, "Out of memory");

@@ -23,6 +23,11 @@ PACKAGES=(
 	file
 	# guest tests (tests/vm): QEMU with TCG, zstd to unpack kernel modules
 	qemu-system-x86 zstd
+	# pool backends: NFS (libnfs client, nfs-ganesha peer in a private netns),
+	# iSCSI (libiscsi client, tgtd peer), LVM (liblvm2cmd, lvm2 tools)
+	libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind
+	libiscsi-dev libiscsi-bin tgt
+	lvm2 liblvm2-dev
 )
 
 missing=()
@@ -47,6 +52,15 @@ else
 fi
 
 echo "install-deps: installing ${missing[*]}"
+# tgt, rpcbind and nfs-ganesha would start host services on install: the tests
+# start their own servers (on loopback or in a private netns). A policy-rc.d
+# that denies every start keeps apt from starting them; ours is removed after.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+	printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+	"${as_root[@]}" chmod 755 "$policy"
+	trap '"${as_root[@]}" rm -f "$policy"' EXIT
+fi
 export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 \

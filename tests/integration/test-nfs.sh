@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# The nfs protocol driver (nfs:// URIs, libnfs on the reactor, no kernel
+# mount) against nfs-ganesha's VFS backend in a private network namespace:
+# qcow2 and raw images on the export are created, written, resized and
+# served over NBD through vstor; what vstor writes reads back through
+# qemu-img and nfs-cat on the exported directory, and the reverse.
+. "$(dirname "$0")/lib.sh"
+. "$VS_LIB_DIR/lib-nfs.sh"
+
+export PATH=/usr/bin:/bin:$PATH
+require_tool qemu-img qemu-io nbdcopy
+require_vstor_io
+require_vstor_img
+find_built VSTOR_NBD nbd-server/vstor-nbd
+nfs_enter_netns "$@"
+
+mkdir exp
+nfs_start_server "$WORKDIR/exp"
+U="$NFS_URL"
+Q="$NFS_OPTS"
+
+# --- qemu-img writes on the export, vstor reads over NFS, and back ---
+qemu_img create -f qcow2 exp/a.qcow2 64M >/dev/null
+qemu-io -f qcow2 -c 'write -P 0x5a 1M 1M' -c 'write -P 0x21 60M 64K' exp/a.qcow2 >/dev/null
+vstor_io -c size -c 'readb 1M 1M 0x5a' -c 'readb 60M 64K 0x21' -c 'readb 2M 1M 0' \
+	-c 'writeb 4M 3M 0x33' -c 'writeb 12345 1000 0x44 fua' -c 'write 9M 2500K 7' \
+	-c 'read 9M 2500K 7' -c flush "$U/a.qcow2$Q" >io.out || fail "I/O on a qcow2 image over NFS"
+assert_eq "$(head -1 io.out)" 67108864 "virtual size over NFS"
+qemu_img check exp/a.qcow2 >/dev/null || fail "qemu-img check after writes over NFS"
+qemu-io -f qcow2 -c 'read -P 0x33 4M 3M' -c 'read -P 0x44 12345 1000' -c 'read -P 0x5a 1M 1M' \
+	exp/a.qcow2 >qio.out
+grep -q "Pattern verification failed" qio.out && fail "writes over NFS did not land"
+
+# --- vstor-img creates both formats on the export (portmapper URL, no ports) ---
+vstor_img create -f qcow2 "$U/c.qcow2" 1G >/dev/null || fail "vstor-img create qcow2 on NFS"
+vstor_img create -f raw "$U/c.raw" 8M >/dev/null || fail "vstor-img create raw on NFS"
+qemu_img info --output=json exp/c.qcow2 >info.json
+python3 -c "import json; d = json.load(open('info.json')); \
+assert d['format'] == 'qcow2' and d['virtual-size'] == 1 << 30, d" ||
+	fail "qemu-img info on a qcow2 created over NFS"
+qemu_img check exp/c.qcow2 >/dev/null || fail "qemu-img check on a qcow2 created over NFS"
+assert_eq "$(stat -c %s exp/c.raw)" 8388608 "size of a raw file created over NFS"
+
+# --- convert to and from NFS, compared by qemu-img ---
+qemu_img create -f qcow2 src.qcow2 32M >/dev/null
+qemu-io -f qcow2 -c 'write -P 0x11 0 5M' -c 'write -P 0x12 20M 1M' src.qcow2 >/dev/null
+vstor_img convert -f qcow2 -O qcow2 src.qcow2 "$U/conv.qcow2" || fail "convert to NFS"
+qemu_img compare -f qcow2 -F qcow2 src.qcow2 exp/conv.qcow2 >/dev/null ||
+	fail "image converted onto NFS differs"
+vstor_img convert -O raw "$U/conv.qcow2" back.raw || fail "convert from NFS"
+qemu_img compare -f qcow2 -F raw src.qcow2 back.raw >/dev/null ||
+	fail "image converted from NFS differs"
+
+# --- raw data through vstor, read with nfs-cat; nfs-cp's data read by vstor ---
+vstor_io -f raw -c 'writeb 0 8M 0x6b' "$U/c.raw$Q" >/dev/null || fail "raw write over NFS"
+timeout 60 nfs-cat "$U/c.raw" >cat.out || fail "nfs-cat"
+python3 -c "import sys; d = open('cat.out', 'rb').read(); \
+sys.exit(0 if d == b'\x6b' * (8 << 20) else 1)" || fail "nfs-cat does not see vstor's writes"
+head -c 3M /dev/urandom >rnd.bin
+timeout 60 nfs-cp rnd.bin "$U/rnd.raw" >/dev/null || fail "nfs-cp"
+vstor_img compare -q -f raw -F raw "$U/rnd.raw" rnd.bin || fail "vstor reads nfs-cp's file wrongly"
+
+# --- resize over NFS ---
+vstor_img resize -f raw "$U/c.raw" 16M >/dev/null || fail "resize raw over NFS"
+assert_eq "$(stat -c %s exp/c.raw)" 16777216 "raw size after a resize over NFS"
+vstor_img resize "$U/c.qcow2" 2G >/dev/null || fail "resize qcow2 over NFS"
+assert_eq "$(qemu-img info --output=json exp/c.qcow2 | python3 -c \
+	'import json, sys; print(json.load(sys.stdin)["virtual-size"])')" 2147483648 \
+	"qcow2 size after a resize over NFS"
+
+# --- an NFS qcow2 served over NBD: nbdcopy reads what qemu-img reads ---
+SOCK=$WORKDIR/nbd.sock
+start_daemon "$WORKDIR/nbd.pid" 20 "$VSTOR_NBD" -t -k "$SOCK" --pid-file "$WORKDIR/nbd.pid" \
+	"$U/conv.qcow2$Q"
+timeout 60 nbdcopy "nbd+unix:///?socket=$SOCK" nbd.raw || fail "nbdcopy from an NFS-backed export"
+qemu_img compare -f raw -F qcow2 nbd.raw src.qcow2 >/dev/null ||
+	fail "NBD export of an NFS image differs"
+stop_pid "$DAEMON_PID"
+
+# --- errors are clear and non-zero ---
+assert_fails vstor_io -c size "$U/missing.qcow2"
+assert_grep "No such file|not found|NOENT" err "error for a missing file"
+assert_fails vstor_io -c size "nfs://127.0.0.1/nosuchexport/x.raw"
+assert_grep "mount" err "error for a missing export"
+assert_fails vstor_io -c size "$U/a.qcow2?version=4"
+assert_grep "NFSv4" err "error for NFSv4"
+log "ok"
