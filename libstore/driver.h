@@ -220,6 +220,19 @@ extern const struct vs_driver vs_driver_lvmap; /* with liblvm2cmd */
  */
 const struct vs_driver *vs_protocol_driver_for(const char *filename);
 
+/*
+ * Test filter drivers (driver-filter.c): a protocol node over another
+ * protocol node (node->file) that passes requests on.
+ *   fault:RULES:INNER       fails chosen requests (docs/reliability.md)
+ */
+extern const struct vs_driver vs_driver_fault;
+int vs_filter_open_inner(struct vs_node *node, const char *inner, const struct vs_open_opts *opts,
+			 struct vs_error *err);
+int vs_filter_submit(struct vs_node *node, struct vs_req *req);
+int vs_filter_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc, bool exact,
+		       struct vs_error *err);
+int64_t vs_filter_allocated_size(struct vs_node *node);
+
 /* True for the NBD URI forms the nbd driver takes (nbd://, nbd+unix://, nbd:). */
 bool vs_nbd_is_uri(const char *filename);
 

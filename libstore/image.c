@@ -19,8 +19,8 @@
 #define PROBE_LEN 4096
 
 static const struct vs_driver *const drivers[] = {
-	&vs_driver_qcow2,  &vs_driver_raw,  &vs_driver_file,
-	&vs_driver_memory, &vs_driver_null, &vs_driver_nbd,
+	&vs_driver_qcow2, &vs_driver_raw, &vs_driver_file,  &vs_driver_memory,
+	&vs_driver_null,  &vs_driver_nbd, &vs_driver_fault,
 #ifdef HAVE_LIBNFS
 	&vs_driver_nfs,
 #endif
@@ -140,6 +140,8 @@ const struct vs_driver *vs_protocol_driver_for(const char *filename)
 		return &vs_driver_memory;
 	if (!strncmp(filename, "null:", 5))
 		return &vs_driver_null;
+	if (!strncmp(filename, "fault:", 6))
+		return &vs_driver_fault;
 	if (vs_nbd_is_uri(filename))
 		return &vs_driver_nbd;
 #ifdef HAVE_LIBNFS
