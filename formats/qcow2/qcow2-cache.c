@@ -112,6 +112,13 @@ static int cache_entry_writeback(struct vs_node *node, struct qcow2_cache *c, in
 		if (ret < 0)
 			return ret;
 		c->depends = NULL;
+		c->flush_first = false; /* that flush covered the data too */
+	}
+	if (c->flush_first) {
+		ret = vs_node_flush(node->file);
+		if (ret < 0)
+			return ret;
+		c->flush_first = false;
 	}
 	ret = qcow2_overlap_check(node, c->type, e->offset, c->table_size);
 	if (ret < 0)

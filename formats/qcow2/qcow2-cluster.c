@@ -748,11 +748,18 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 		(void)qcow2_free_clusters(node, host, k << s->cluster_bits, false);
 		goto out;
 	}
-	/* The L2 entries may only reach the disk after the new refcounts. */
+	/*
+	 * The L2 entries may only reach the disk after the new refcounts and
+	 * the data (else a crash leaves entries pointing past the end of the
+	 * file or at stale data); without refcounts to wait for
+	 * (lazy_refcounts), flush before the L2 write.
+	 */
 	if (!s->lazy_refcounts) {
 		ret = qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
 		if (ret < 0)
 			goto out;
+	} else {
+		s->l2_cache->flush_first = true;
 	}
 	for (uint64_t i = 0; i < k; i++) {
 		uint64_t old = l2_entry(s, l2, l2i + i);
@@ -1375,11 +1382,18 @@ static int write_compressed_cluster(struct vs_node *node, uint64_t offset, uint8
 		(void)free_host_bytes(node, host, wlen);
 		goto out;
 	}
-	/* The L2 entry may only reach the disk after the new refcount. */
+	/*
+	 * The L2 entry may only reach the disk after the new refcount, and
+	 * after the compressed data (else a crash leaves an entry that does not
+	 * decompress): flushing the refcounts flushes the data too; without
+	 * refcounts to wait for (lazy_refcounts), flush before the L2 write.
+	 */
 	if (!s->lazy_refcounts) {
 		ret = qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
 		if (ret < 0)
 			goto out;
+	} else {
+		s->l2_cache->flush_first = true;
 	}
 	/* Extra sectors past the one holding the offset; COPIED stays clear. */
 	desc = QCOW2_OFLAG_COMPRESSED | (((clen - 1) >> 9) << s->csize_shift) | host;

@@ -50,6 +50,8 @@ struct qcow2_cache {
 	uint64_t lru_clock;
 	/* Entries of @depends must be on disk before ours are written. */
 	struct qcow2_cache *depends;
+	/* The file must be flushed before our entries are written (data they point to). */
+	bool flush_first;
 	unsigned nbuckets; /* power of two */
 	int *bucket;	   /* hash of offset -> first entry index, -1 = none */
 	int *next;	   /* chain of entries in one bucket */
