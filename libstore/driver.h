@@ -224,14 +224,23 @@ const struct vs_driver *vs_protocol_driver_for(const char *filename);
  * Test filter drivers (driver-filter.c): a protocol node over another
  * protocol node (node->file) that passes requests on.
  *   fault:RULES:INNER       fails chosen requests (docs/reliability.md)
+ *   log-writes:LOG:INNER    records every write, discard and flush in LOG
  */
 extern const struct vs_driver vs_driver_fault;
+extern const struct vs_driver vs_driver_log_writes;
 int vs_filter_open_inner(struct vs_node *node, const char *inner, const struct vs_open_opts *opts,
 			 struct vs_error *err);
 int vs_filter_submit(struct vs_node *node, struct vs_req *req);
 int vs_filter_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc, bool exact,
 		       struct vs_error *err);
 int64_t vs_filter_allocated_size(struct vs_node *node);
+
+/*
+ * Coroutine context: append a MARK record with @value to the log of @node,
+ * which must be a log-writes node (-EINVAL otherwise). Tests mark where each
+ * of their requests starts and ends.
+ */
+int vs_log_writes_mark(struct vs_node *node, uint64_t value);
 
 /* True for the NBD URI forms the nbd driver takes (nbd://, nbd+unix://, nbd:). */
 bool vs_nbd_is_uri(const char *filename);

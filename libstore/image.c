@@ -20,7 +20,7 @@
 
 static const struct vs_driver *const drivers[] = {
 	&vs_driver_qcow2, &vs_driver_raw, &vs_driver_file,  &vs_driver_memory,
-	&vs_driver_null,  &vs_driver_nbd, &vs_driver_fault,
+	&vs_driver_null,  &vs_driver_nbd, &vs_driver_fault, &vs_driver_log_writes,
 #ifdef HAVE_LIBNFS
 	&vs_driver_nfs,
 #endif
@@ -142,6 +142,8 @@ const struct vs_driver *vs_protocol_driver_for(const char *filename)
 		return &vs_driver_null;
 	if (!strncmp(filename, "fault:", 6))
 		return &vs_driver_fault;
+	if (!strncmp(filename, "log-writes:", 11))
+		return &vs_driver_log_writes;
 	if (vs_nbd_is_uri(filename))
 		return &vs_driver_nbd;
 #ifdef HAVE_LIBNFS
