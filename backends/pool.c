@@ -647,6 +647,47 @@ int vs_pool_read_file(const char *path, char **out, struct vs_error *err)
 	return ret;
 }
 
+int vs_pool_read_secret(const char *path, char *out, size_t outsz, struct vs_error *err)
+{
+	struct stat st;
+	ssize_t n;
+	size_t len;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return vs_error_setf_errno(err, -errno, "Cannot read the secret file '%s'", path);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return vs_error_set(err, -EINVAL, "The secret file '%s' is not a regular file",
+				    path);
+	}
+	if (st.st_mode & 077) {
+		close(fd);
+		return vs_error_set(
+			err, -EPERM,
+			"The secret file '%s' is accessible to other users (mode %03o): "
+			"chmod 600 it",
+			path, (unsigned)(st.st_mode & 0777));
+	}
+	n = read(fd, out, outsz);
+	close(fd);
+	if (n < 0)
+		return vs_error_setf_errno(err, -errno, "Cannot read the secret file '%s'", path);
+	len = (size_t)n;
+	if (len == outsz)
+		return vs_error_set(err, -E2BIG, "The secret in '%s' is too long", path);
+	if (len && out[len - 1] == '\n')
+		len--;
+	if (len && out[len - 1] == '\r')
+		len--;
+	out[len] = '\0';
+	if (!len || strlen(out) != len || strchr(out, '\n'))
+		return vs_error_set(err, -EINVAL,
+				    "The secret file '%s' must hold the secret on one line", path);
+	return 0;
+}
+
 static int write_atomic(const char *path, const char *text, struct vs_error *err)
 {
 	char tmp[VS_POOL_PATH_MAX + 8];

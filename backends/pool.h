@@ -235,6 +235,15 @@ struct vs_pool {
  */
 int vs_pool_read_file(const char *path, char **out, struct vs_error *err);
 
+/*
+ * Read a CHAP secret (or any secret) from @path into @out: the file's bytes
+ * with one trailing newline removed. Refuses an empty secret, one with a
+ * NUL or another newline, one that does not fit, and a file that other
+ * users may read or write (mode & 077, as ssh does for keys). For backends
+ * that log in (iscsi).
+ */
+int vs_pool_read_secret(const char *path, char *out, size_t outsz, struct vs_error *err);
+
 /* ---- Registry ------------------------------------------------------------ */
 
 /* The backend for @type, or NULL. Registered in backends/registry.c. */

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -217,12 +219,38 @@ static void test_leases(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+static void test_secret(void **state)
+{
+	char path[] = "/tmp/vstor-test-secret.XXXXXX";
+	char buf[64];
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "s3cret\n", 7), 7);
+	assert_int_equal(vs_pool_read_secret(path, buf, sizeof(buf), NULL), 0);
+	assert_string_equal(buf, "s3cret");
+	assert_int_equal(vs_pool_read_secret(path, buf, 4, NULL), -E2BIG);
+	assert_int_equal(fchmod(fd, 0644), 0);
+	assert_int_equal(vs_pool_read_secret(path, buf, sizeof(buf), NULL), -EPERM);
+	assert_int_equal(fchmod(fd, 0666), 0);
+	assert_int_equal(vs_pool_read_secret(path, buf, sizeof(buf), NULL), -EPERM);
+	assert_int_equal(fchmod(fd, 0600), 0);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(vs_pool_read_secret(path, buf, sizeof(buf), NULL), -EINVAL);
+	assert_int_equal(pwrite(fd, "a\nb\n", 4, 0), 4);
+	assert_int_equal(vs_pool_read_secret(path, buf, sizeof(buf), NULL), -EINVAL);
+	close(fd);
+	unlink(path);
+	assert_int_equal(vs_pool_read_secret(path, buf, sizeof(buf), NULL), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_json_round_trip), cmocka_unit_test(test_json_errors),
 		cmocka_unit_test(test_xml_libvirt),	cmocka_unit_test(test_xml_errors),
 		cmocka_unit_test(test_names),		cmocka_unit_test(test_leases),
+		cmocka_unit_test(test_secret),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
