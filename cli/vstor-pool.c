@@ -518,6 +518,86 @@ static int cmd_pool_info(struct vstor_ctx *c)
 	return 0;
 }
 
+/* An element <@name>@text</@name>, or <@name @attr='@val'/> when @attr is set. */
+static void xml_elem(const char *indent, const char *name, const char *attr, const char *val)
+{
+	if (!val[0])
+		return;
+	printf("%s<%s", indent, name);
+	if (attr) {
+		printf(" %s='", attr);
+		vstor_xml_escape(stdout, val);
+		printf("'/>\n");
+	} else {
+		putchar('>');
+		vstor_xml_escape(stdout, val);
+		printf("</%s>\n", name);
+	}
+}
+
+/* libvirt's pool XML, as virsh pool-dumpxml writes it (pool-define reads it back). */
+static int cmd_pool_dumpxml(struct vstor_ctx *c)
+{
+	const struct vs_pool_def *d;
+	struct vs_pool_info pi;
+	struct vs_pool *p;
+	int ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	d = &p->def;
+	printf("<pool type='");
+	vstor_xml_escape(stdout, d->type);
+	printf("'>\n");
+	xml_elem("  ", "name", NULL, d->name);
+	xml_elem("  ", "uuid", NULL, d->uuid);
+	if (p->active && !opt_bool(c, "inactive") && vs_pool_refresh(p, &pi, NULL, NULL) == 0) {
+		printf("  <capacity unit='bytes'>%llu</capacity>\n",
+		       (unsigned long long)pi.capacity);
+		printf("  <allocation unit='bytes'>%llu</allocation>\n",
+		       (unsigned long long)pi.allocation);
+		printf("  <available unit='bytes'>%llu</available>\n",
+		       (unsigned long long)pi.available);
+	}
+	printf("  <source>\n");
+	if (d->source_host[0]) {
+		printf("    <host name='");
+		vstor_xml_escape(stdout, d->source_host);
+		if (d->source_port)
+			printf("' port='%u", d->source_port);
+		printf("'/>\n");
+	}
+	xml_elem("    ", "dir", "path", d->source_path);
+	for (unsigned i = 0; i < d->nb_source_devs; i++)
+		xml_elem("    ", "device", "path", d->source_devs[i]);
+	xml_elem("    ", "name", NULL, d->source_name);
+	xml_elem("    ", "format", "type", d->source_format);
+	if (d->initiator_iqn[0]) {
+		printf("    <initiator>\n");
+		xml_elem("      ", "iqn", "name", d->initiator_iqn);
+		printf("    </initiator>\n");
+	}
+	if (d->auth_type[0]) {
+		printf("    <auth type='");
+		vstor_xml_escape(stdout, d->auth_type);
+		printf("' username='");
+		vstor_xml_escape(stdout, d->auth_username);
+		printf("'>\n");
+		/* file= is vstor's: libvirt names a secret of libvirtd's store. */
+		xml_elem("      ", "secret", "file", d->auth_secret_file);
+		printf("    </auth>\n");
+	}
+	printf("  </source>\n");
+	if (d->target[0]) {
+		printf("  <target>\n");
+		xml_elem("    ", "path", NULL, d->target);
+		printf("  </target>\n");
+	}
+	printf("</pool>\n");
+	vs_pool_free(p);
+	return 0;
+}
+
 static int cmd_pool_dump(struct vstor_ctx *c)
 {
 	struct vs_pool *p;
@@ -630,6 +710,7 @@ const struct vstor_cmd vstor_pool_cmds[] = {
 	{ "pool-delete", cmd_pool_delete, pool_opts, "delete a pool", false },
 	{ "pool-destroy", cmd_pool_destroy, pool_opts, "destroy (stop) a pool", true },
 	{ "pool-dump", cmd_pool_dump, dump_opts, "pool information in JSON", false },
+	{ "pool-dumpxml", cmd_pool_dumpxml, dump_opts, "pool information in libvirt's XML", false },
 	{ "pool-info", cmd_pool_info, info_opts, "storage pool information", false },
 	{ "pool-list", cmd_pool_list, list_opts, "list pools", false },
 	{ "pool-refresh", cmd_pool_refresh, pool_opts, "refresh a pool", false },

@@ -814,6 +814,44 @@ static int cmd_vol_dump(struct vstor_ctx *c)
 	return 0;
 }
 
+/* libvirt's volume XML, as virsh vol-dumpxml writes it (vol-create reads it back). */
+static int cmd_vol_dumpxml(struct vstor_ctx *c)
+{
+	char name[VS_POOL_NAME_MAX + 1];
+	struct vs_vol_info v;
+	struct vs_pool *p;
+
+	if (get_vol(c, &p, name))
+		return 1;
+	if (vs_pool_vol_info(p, name, &v, &c->err) < 0) {
+		vs_pool_free(p);
+		return vstor_error_err(c, "failed to get vol '%s'", name);
+	}
+	printf("<volume type='%s'>\n  <name>", vs_vol_type_name(v.type));
+	vstor_xml_escape(stdout, v.name);
+	printf("</name>\n  <key>");
+	vstor_xml_escape(stdout, v.path);
+	printf("</key>\n  <capacity unit='bytes'>%llu</capacity>\n"
+	       "  <allocation unit='bytes'>%llu</allocation>\n  <target>\n    <path>",
+	       (unsigned long long)v.capacity, (unsigned long long)v.allocation);
+	vstor_xml_escape(stdout, v.path);
+	printf("</path>\n    <format type='%s'/>\n  </target>\n", v.format);
+	if (v.backing[0]) {
+		printf("  <backingStore>\n    <path>");
+		vstor_xml_escape(stdout, v.backing);
+		printf("</path>\n");
+		if (v.backing_format[0]) {
+			printf("    <format type='");
+			vstor_xml_escape(stdout, v.backing_format);
+			printf("'/>\n");
+		}
+		printf("  </backingStore>\n");
+	}
+	printf("</volume>\n");
+	vs_pool_free(p);
+	return 0;
+}
+
 static int cmd_vol_pool(struct vstor_ctx *c)
 {
 	char name[VS_POOL_NAME_MAX + 1];
@@ -944,6 +982,7 @@ const struct vstor_cmd vstor_vol_cmds[] = {
 	{ "vol-download", cmd_vol_download, updown_opts, "download volume contents to a file",
 	  false },
 	{ "vol-dump", cmd_vol_dump, vol_opts, "vol information in JSON", false },
+	{ "vol-dumpxml", cmd_vol_dumpxml, vol_opts, "vol information in libvirt's XML", false },
 	{ "vol-info", cmd_vol_info, info_opts, "storage vol information", false },
 	{ "vol-list", cmd_vol_list, list_opts, "list vols", false },
 	{ "vol-path", cmd_vol_path, vol_opts, "returns the volume path for a given volume name",

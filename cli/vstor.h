@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "json.h"
 #include "pool.h"
@@ -100,6 +101,9 @@ struct vstor_table {
 };
 void vstor_table_add(struct vstor_table *t, const char *const *cells);
 void vstor_table_print(struct vstor_table *t);
+
+/* Print @s with XML's five special characters escaped (attribute-safe). */
+void vstor_xml_escape(FILE *f, const char *s);
 
 /* Commands (vstor-pool.c, vstor-vol.c). */
 extern const struct vstor_cmd vstor_pool_cmds[];

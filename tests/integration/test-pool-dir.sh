@@ -98,6 +98,20 @@ d = json.load(open(sys.argv[1]))
 assert d["name"] == "p3" and d["type"] == "dir" and d["target"] == sys.argv[2], d
 assert d["uuid"] == "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0", d
 PY
+# pool-dumpxml writes what pool-define reads (as with virsh).
+assert_rc 0 vstor pool-define-as x1 dir --source-host "h'<1>" --source-dev /dev/a --source-dev /dev/b \
+	--auth-type chap --auth-username u --auth-secret-file /etc/s --target "$WORKDIR/x&1"
+assert_rc 0 vstor pool-dump x1
+mv out x1.json
+assert_rc 0 vstor pool-dumpxml x1
+mv out x1.xml
+assert_grep "<device path='/dev/b'/>" x1.xml
+assert_rc 0 vstor pool-undefine x1
+assert_rc 0 vstor pool-define x1.xml
+assert_rc 0 vstor pool-dump x1
+mv out x1-again.json
+assert_rc 0 cmp x1-again.json x1.json
+assert_rc 0 vstor pool-undefine x1
 printf '<pool type="dir"><name>bad</name><target><path>/x</path></target>' >bad.xml
 assert_fails vstor pool-define bad.xml
 assert_grep 'invalid XML' err
@@ -195,6 +209,15 @@ EOF
 assert_rc 0 vstor vol-create-from p1 vol.xml top.qcow2 --inputpool p1
 assert_grep 'created from input vol top.qcow2' out
 assert_rc 0 qemu_img compare -f qcow2 -F raw "$pooldir/top.qcow2" "$pooldir/flat.img"
+# vol-dumpxml writes what vol-create reads.
+assert_rc 0 vstor vol-dumpxml top.qcow2 --pool p1
+assert_grep "<backingStore>" out
+sed 's|<name>top.qcow2</name>|<name>fromxml.qcow2</name>|' out >fromxml.xml
+assert_rc 0 vstor vol-create p1 fromxml.xml
+assert_rc 0 vstor vol-dump fromxml.qcow2 --pool p1
+python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); assert d["format"] == "qcow2" and d["capacity"] == 64 << 20, d' out ||
+	fail "vol-create from vol-dumpxml"
+assert_rc 0 vstor vol-delete fromxml.qcow2 --pool p1
 # vstor-img reads and writes vol: names.
 assert_rc 0 vstor_img convert -O qcow2 vol:p1/top.qcow2 vol:p1/conv.qcow2
 assert_rc 0 qemu_img compare "$pooldir/top.qcow2" "$pooldir/conv.qcow2"
