@@ -752,6 +752,9 @@ int vs_pool_define(struct vs_pool_state *st, struct vs_pool_def *def, struct vs_
 	ret = vs_pool_check_name(def->name, "Pool", err);
 	if (ret < 0)
 		return ret;
+	/* One spelling of the target, so that volume paths compare equal. */
+	for (size_t len = strlen(def->target); len > 1 && def->target[len - 1] == '/';)
+		def->target[--len] = '\0';
 	be = vs_pool_backend_find(def->type);
 	if (!be) {
 		const char *const *types = vs_pool_backend_types();
