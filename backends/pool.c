@@ -169,6 +169,31 @@ static void put_member(FILE *f, const char *indent, bool *first, const char *key
 	*first = false;
 }
 
+/*
+ * The kernel's id of this boot ("" if unknown). A pool is active only in
+ * the boot that started it: vstor has no daemon whose exit would stop it,
+ * so "active" is stored with the boot id, and a pool of an earlier boot
+ * reads as inactive (vstor autostart then starts the autostart ones).
+ */
+static const char *boot_id(void)
+{
+	static char id[40];
+	static bool done;
+	FILE *f;
+
+	if (done)
+		return id;
+	done = true;
+	f = fopen("/proc/sys/kernel/random/boot_id", "re");
+	if (f) {
+		if (!fgets(id, sizeof(id), f))
+			id[0] = '\0';
+		fclose(f);
+	}
+	id[strcspn(id, "\n")] = '\0';
+	return id;
+}
+
 char *vs_pool_def_to_json(const struct vs_pool_def *def, bool active)
 {
 	char *buf = NULL;
@@ -187,6 +212,8 @@ char *vs_pool_def_to_json(const struct vs_pool_def *def, bool active)
 	put_member(f, "    ", &first, "uuid", def->uuid);
 	fprintf(f, ",\n    \"autostart\": %s", def->autostart ? "true" : "false");
 	fprintf(f, ",\n    \"active\": %s", active ? "true" : "false");
+	if (active)
+		put_member(f, "    ", &first, "boot_id", boot_id());
 	put_member(f, "    ", &first, "target", def->target);
 	if (has_source) {
 		fputs(",\n    \"source\": {", f);
@@ -272,9 +299,9 @@ static int json_check_keys(const struct pj_value *obj, const char *const *known,
 static int def_from_json(struct vs_pool_def *def, const char *text, const char *what, bool *active,
 			 struct vs_error *err)
 {
-	static const char *const top_keys[] = { "version",   "name",   "type",	 "uuid",
-						"autostart", "active", "target", "source",
-						"auth",	     "extra",  NULL };
+	static const char *const top_keys[] = { "version",   "name",   "type",	  "uuid",
+						"autostart", "active", "target",  "source",
+						"auth",	     "extra",  "boot_id", NULL };
 	static const char *const src_keys[] = { "host", "port",	  "path",      "devices",
 						"name", "format", "initiator", NULL };
 	static const char *const auth_keys[] = { "type", "username", "secret_file", NULL };
@@ -316,8 +343,13 @@ static int def_from_json(struct vs_pool_def *def, const char *text, const char *
 		ret = vs_error_set(err, -EINVAL, "%s: \"active\" must be true or false", what);
 		goto out;
 	}
-	if (active)
-		*active = v && v->b;
+	if (active) {
+		const struct pj_value *b = pj_get(root, "boot_id");
+
+		/* Started in an earlier boot: not active any more. */
+		*active = v && v->b &&
+			  (!b || b->type != PJ_STR || !boot_id()[0] || !strcmp(b->str, boot_id()));
+	}
 	src = pj_get(root, "source");
 	if (src) {
 		ret = json_check_keys(src, src_keys, "\"source\"", what, err);

@@ -61,6 +61,13 @@ static void test_json_round_trip(void **state)
 	assert_string_equal(def.auth_username, "u\tser");
 	assert_string_equal(vs_pool_def_extra(&def, "mutual_username"), "t\x01");
 	assert_true(def.autostart);
+	/* Started in another boot: inactive now. */
+	assert_int_equal(vs_pool_def_parse(&def,
+					   "{\"version\": 1, \"name\": \"a\", \"active\": true, "
+					   "\"boot_id\": \"00000000-0000-0000-0000-000000000000\"}",
+					   "t", &active, &err),
+			 0);
+	assert_false(active);
 }
 
 static void test_json_errors(void **state)
