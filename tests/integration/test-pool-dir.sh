@@ -266,6 +266,10 @@ for v in raw.img clone.qcow2 top.qcow2 meta.qcow2; do
 done
 assert_rc 0 timeout 30 nbdinfo --size "nbd+unix:///raw.img?socket=$WORKDIR/nbd.sock"
 assert_eq "$(cat out)" 8388608 "size of the raw.img export"
+# Data written through the export lands in the volume's file (checked after the server stops).
+assert_rc 0 timeout 60 qemu-io -f raw -c 'write -P 0x5a 64k 64k' "nbd+unix:///raw.img?socket=$WORKDIR/nbd.sock"
+assert_rc 0 timeout 60 qemu-io -r -f raw -c 'read -P 0x11 512k 512k' \
+	"nbd+unix:///top.qcow2?socket=$WORKDIR/nbd.sock"
 assert_fails vstor vol-delete raw.img --pool p1
 assert_grep 'in use' err
 assert_fails vstor vol-wipe raw.img --pool p1
@@ -276,6 +280,7 @@ assert_grep 'in use' err
 assert_eq "$(stat -c %s "$pooldir/raw.img")" 8388608 "size after a refused shrink of a volume in use"
 stop_pid "$DAEMON_PID"
 wait_for 10 no_locks "$pooldir/raw.img"
+assert_rc 0 timeout 60 qemu-io -r -f raw -c 'read -P 0x5a 64k 64k' "$pooldir/raw.img"
 
 timeout 60 qemu-nbd --fork --persistent --pid-file="$WORKDIR/qnbd.pid" -k "$WORKDIR/qnbd.sock" \
 	-f raw "$pooldir/raw-clone.img" || fail "qemu-nbd did not start"
