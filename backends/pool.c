@@ -511,8 +511,6 @@ static int state_file(const struct vs_pool_state *st, char *out, size_t outsz, c
 	return 0;
 }
 
-static struct vs_pool_state *open_states; /* the one this process opened, for vol: names */
-
 int vs_pool_state_open(struct vs_pool_state **out, const char *dir, bool exclusive,
 		       struct vs_error *err)
 {
@@ -548,8 +546,6 @@ int vs_pool_state_open(struct vs_pool_state **out, const char *dir, bool exclusi
 			goto fail;
 		}
 	}
-	if (!open_states)
-		open_states = st;
 	*out = st;
 	return 0;
 fail:
@@ -563,8 +559,6 @@ void vs_pool_state_close(struct vs_pool_state *st)
 {
 	if (!st)
 		return;
-	if (open_states == st)
-		open_states = NULL;
 	if (st->lock_fd >= 0)
 		close(st->lock_fd); /* drops the flock */
 	free(st);

@@ -430,6 +430,8 @@ static int cmd_vol_resize(struct vstor_ctx *c)
 		return vstor_error(c, -EINVAL, "Malformed size %s", cap_s);
 	if (neg && !delta)
 		return vstor_error(c, -EINVAL, "negative size requires --delta");
+	if (cap_s[0] == '+')
+		delta = true; /* "+1G" can only mean a change (as for qemu-img resize) */
 	if (opt_bool(c, "shrink"))
 		flags |= VS_VOL_RESIZE_SHRINK;
 	if (opt_bool(c, "allocate"))
