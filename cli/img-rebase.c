@@ -40,7 +40,8 @@ struct rebase_ctx {
 	struct vs_node *chain; /* the image with its old chain, read-only */
 	struct vs_node *nb;    /* the new backing image, or NULL */
 	unsigned prefix_depth; /* > 0: the new backing is the old chain's node at this depth */
-	uint64_t cs;
+	uint64_t cs;	       /* the image's cluster size: what is compared and written */
+	uint64_t chunk;	       /* REBASE_CHUNK, or one cluster when clusters are larger */
 	uint8_t *vbuf, *nbuf;
 };
 
@@ -219,19 +220,25 @@ static int rebase_safe(struct rebase_ctx *c)
 		}
 	}
 	c->prefix_depth = rebase_find_prefix(c);
+	/*
+	 * Whole clusters only: the image is open without its backing chain,
+	 * so a partial write into an unallocated cluster would fill the rest
+	 * of it with zeroes instead of the old backing data.
+	 */
 	c->cs = vs_node_cluster_size(c->top_w);
-	if (!c->cs || c->cs > REBASE_CHUNK)
+	if (!c->cs)
 		c->cs = 65536;
-	c->vbuf = aligned_alloc(4096, REBASE_CHUNK);
-	c->nbuf = aligned_alloc(4096, REBASE_CHUNK);
+	c->chunk = c->cs > REBASE_CHUNK ? c->cs : REBASE_CHUNK;
+	c->vbuf = aligned_alloc(4096, c->chunk);
+	c->nbuf = aligned_alloc(4096, c->chunk);
 	if (!c->vbuf || !c->nbuf) {
 		img_error(-ENOMEM, "Out of memory");
 		return -1;
 	}
 	size = vs_node_size(c->chain);
 	img_progress(a->progress, 0, size, &last);
-	for (off = 0; off < size; off += REBASE_CHUNK) {
-		uint64_t n = size - off < REBASE_CHUNK ? size - off : REBASE_CHUNK;
+	for (off = 0; off < size; off += c->chunk) {
+		uint64_t n = size - off < c->chunk ? size - off : c->chunk;
 
 		ret = rebase_chunk(c, off, n);
 		if (ret < 0) {

@@ -160,6 +160,21 @@ vstor_img rebase -q -b mid.qcow2 -F qcow2 q.top.qcow2 || fail "rebase of a qemu-
 same q.top.qcow2 orig.top.qcow2 "rebase back after qemu-img rebase"
 clean q.top.qcow2 "rebase back"
 
+# Clusters larger than rebase's 1 MiB chunk: a cluster where the old and new
+# backing differ only in part is copied whole, so the part where they agree
+# keeps the old backing data (a regression: it read zeroes).
+qemu_img create -q -f qcow2 -o cluster_size=2M b1.qcow2 8M
+qio -c 'write -P 0x11 0 8M' b1.qcow2
+qemu_img create -q -f qcow2 -o cluster_size=2M b2.qcow2 8M
+qio -c 'write -P 0x11 0 8M' -c 'write -P 0x22 1M 64k' b2.qcow2
+qemu_img create -q -f qcow2 -o cluster_size=2M -b b1.qcow2 -F qcow2 big.qcow2
+qio -c 'write -P 0x33 6M 64k' big.qcow2
+cp big.qcow2 orig.big.qcow2
+vstor_img rebase -b b2.qcow2 -F qcow2 big.qcow2 || fail "rebase with 2 MiB clusters"
+qemu_img rebase -q -u -b b1.qcow2 -F qcow2 orig.big.qcow2
+same big.qcow2 orig.big.qcow2 "rebase with 2 MiB clusters: guest view"
+clean big.qcow2 "rebase with 2 MiB clusters"
+
 # ---- an image whose backing format is not recorded (old qemu) ----
 load_chain orig
 python3 - mid.qcow2 <<'EOF'
