@@ -30,6 +30,8 @@ static const struct img_command commands[] = {
 	{ "commit", img_cmd_commit,
 	  "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] "
 	  "[-r rate_limit] [-d] [-p] filename" },
+	{ "compact", img_cmd_compact,
+	  "compact [-f fmt] [-t cache] [-p] [-q] [--output=ofmt] filename" },
 	{ "compare", img_cmd_compare,
 	  "compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2" },
 	{ "convert", img_cmd_convert,

@@ -90,6 +90,8 @@ static int file_open(struct vs_node *node, const struct vs_open_opts *opts, stru
 		perm |= VS_PERM_WRITE | VS_PERM_RESIZE;
 	shared = opts->force_share ? VS_PERM_ALL :
 				     VS_PERM_CONSISTENT_READ | VS_PERM_WRITE_UNCHANGED;
+	if (opts->exclusive && !opts->force_share)
+		shared = 0;
 	ret = vs_lock_acquire(s->fd, perm, shared, opts->filename, err);
 	if (ret < 0)
 		goto fail;

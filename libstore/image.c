@@ -243,6 +243,7 @@ int vs_node_open_backing(struct vs_node *node, const char *backing_name, const c
 	o.filename = path;
 	o.format = backing_fmt && backing_fmt[0] ? backing_fmt : NULL;
 	o.read_only = true;
+	o.exclusive = false; /* only the image itself is taken whole */
 	o.no_backing = false;
 	o.no_repair = true;
 	ret = image_open_depth(&node->backing, &o, node->chain_depth + 1, &inner);

@@ -926,6 +926,7 @@ const struct vs_driver vs_driver_qcow2 = {
 	.snapshot_delete = qcow2_snapshot_delete,
 	.set_backing = qcow2_set_backing,
 	.amend = qcow2_amend,
+	.compact = qcow2_compact,
 	.measure = qcow2_measure,
 	.supported_write_flags = 0,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP,

@@ -230,6 +230,10 @@ int qcow2_set_backing(struct vs_node *node, const char *backing, const char *fmt
 /* qemu-img amend: compat, lazy_refcounts, refcount_bits, backing_file, backing_fmt, size. */
 int qcow2_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts, struct vs_error *err);
 
+/* qcow2-compact.c: offline compaction (driver compact). */
+int qcow2_compact(struct vs_node *node, vs_progress_fn *progress, void *opaque,
+		  struct vs_error *err);
+
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
 		 struct vs_error *err);

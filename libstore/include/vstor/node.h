@@ -64,7 +64,12 @@ struct vs_open_opts {
 	const char *format; /* "raw", "qcow2", or NULL to probe */
 	bool read_only;
 	bool force_share; /* -U: do not take or check the write locks */
-	bool no_backing;  /* do not open the backing file */
+	/*
+	 * Share nothing, not even reading (vstor-img compact moves clusters):
+	 * fails if anybody has the image open, and keeps everybody out.
+	 */
+	bool exclusive;
+	bool no_backing; /* do not open the backing file */
 	enum vs_cache_mode cache;
 	uint64_t l2_cache_size;	      /* bytes; 0 = cover the image within the default budget */
 	uint64_t refcount_cache_size; /* bytes; 0 = default */
