@@ -144,6 +144,33 @@ int qcow2_refcount_get(struct vs_node *node, uint64_t cluster, uint64_t *rc)
 	return 0;
 }
 
+/* [off, off+len) is in use again: drop it from the clusters waiting for a punch. */
+static void punch_forget(struct qcow2_state *s, uint64_t off, uint64_t len)
+{
+	for (unsigned i = 0; i < s->npunch; i++) {
+		uint64_t a = s->punch[i].off, b = a + s->punch[i].len;
+
+		if (off >= b || off + len <= a)
+			continue;
+		if (off <= a && off + len >= b) {
+			s->punch[i--] = s->punch[--s->npunch]; /* covered: gone */
+		} else if (off <= a) {
+			s->punch[i].off = off + len; /* the head goes */
+			s->punch[i].len = b - (off + len);
+		} else if (off + len >= b) {
+			s->punch[i].len = off - a; /* the tail goes */
+		} else if (s->npunch < QCOW2_PUNCH_MAX) {
+			/* The middle goes: the tail becomes a range of its own. */
+			s->punch[s->npunch].off = off + len;
+			s->punch[s->npunch].len = b - (off + len);
+			s->npunch++;
+			s->punch[i].len = off - a;
+		} else {
+			s->punch[i].len = off - a; /* no room: the tail is not punched */
+		}
+	}
+}
+
 int qcow2_refcount_update(struct vs_node *node, uint64_t offset, uint64_t len, int64_t delta)
 {
 	struct qcow2_state *s = qcow2_state(node);
@@ -186,6 +213,8 @@ int qcow2_refcount_update(struct vs_node *node, uint64_t offset, uint64_t len, i
 				c << s->cluster_bits);
 			break;
 		}
+		if (v == 0 && delta > 0 && s->npunch)
+			punch_forget(s, c << s->cluster_bits, s->cluster_size);
 		v += (uint64_t)delta;
 		qcow2_rb_entry_set(s, rb, c & mask, v);
 		qcow2_cache_mark_dirty(s->rb_cache, rb);
@@ -643,6 +672,42 @@ int64_t qcow2_alloc_bytes(struct vs_node *node, uint64_t len)
 	return ret < 0 ? ret : nw;
 }
 
+/*
+ * Lock held. Punch the clusters waiting for it: first the metadata that
+ * stopped pointing at them and the file are flushed, then every range
+ * whose clusters are still free is discarded in the file.
+ */
+int qcow2_punch_pending(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t fsize = vs_node_size(node->file);
+	int ret;
+
+	if (!s->npunch)
+		return 0;
+	ret = qcow2_flush_metadata(node);
+	if (ret == 0)
+		ret = vs_node_flush(node->file);
+	if (ret < 0)
+		return ret;
+	/* The list may change under the I/O below only by this loop. */
+	while (s->npunch) {
+		uint64_t off = s->punch[s->npunch - 1].off, len = s->punch[s->npunch - 1].len;
+
+		s->npunch--;
+		for (uint64_t c = off; c < off + len && c < fsize; c += s->cluster_size) {
+			uint64_t rc;
+
+			ret = qcow2_refcount_get(node, c >> s->cluster_bits, &rc);
+			if (ret < 0)
+				return ret;
+			if (rc == 0) /* advisory: a failed punch only keeps the space */
+				(void)vs_node_discard(node->file, c, s->cluster_size);
+		}
+	}
+	return 0;
+}
+
 int qcow2_free_clusters(struct vs_node *node, uint64_t offset, uint64_t len, bool punch)
 {
 	struct qcow2_state *s = qcow2_state(node);
@@ -654,17 +719,29 @@ int qcow2_free_clusters(struct vs_node *node, uint64_t offset, uint64_t len, boo
 	ret = qcow2_refcount_update(node, offset, len, -1);
 	if (ret < 0 || !punch)
 		return ret;
-	/* Give the space back to the host for clusters nobody references any more. */
+	/* Give the space of clusters nobody references any more back to the host, later. */
 	first = offset >> s->cluster_bits;
 	last = (offset + len - 1) >> s->cluster_bits;
 	for (uint64_t c = first; c <= last; c++) {
-		uint64_t rc;
+		uint64_t rc, o = c << s->cluster_bits;
 
 		ret = qcow2_refcount_get(node, c, &rc);
 		if (ret < 0)
 			return ret;
-		if (rc == 0 && (c << s->cluster_bits) < vs_node_size(node->file))
-			(void)vs_node_discard(node->file, c << s->cluster_bits, s->cluster_size);
+		if (rc)
+			continue;
+		if (s->npunch && s->punch[s->npunch - 1].off + s->punch[s->npunch - 1].len == o) {
+			s->punch[s->npunch - 1].len += s->cluster_size;
+			continue;
+		}
+		if (s->npunch == QCOW2_PUNCH_MAX) {
+			ret = qcow2_punch_pending(node);
+			if (ret < 0)
+				return ret;
+		}
+		s->punch[s->npunch].off = o;
+		s->punch[s->npunch].len = s->cluster_size;
+		s->npunch++;
 	}
 	return 0;
 }

@@ -681,6 +681,8 @@ static void qcow2_close(struct vs_node *node)
 
 		if (ret == 0)
 			ret = vs_node_flush(node->file);
+		if (ret == 0 && s->npunch)
+			ret = qcow2_punch_pending(node);
 		/* Everything is on disk: the refcounts are right again. */
 		if (ret == 0 && s->dirty && !s->corrupt) {
 			s->hdr.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY;
@@ -701,6 +703,9 @@ static int qcow2_flush(struct vs_node *node)
 
 	vs_co_mutex_lock(&s->lock);
 	ret = qcow2_flush_metadata(node);
+	/* Freed clusters waiting for their hole: now nothing on disk points at them. */
+	if (ret == 0 && s->npunch)
+		ret = qcow2_punch_pending(node);
 	vs_co_mutex_unlock(&s->lock);
 	if (ret < 0)
 		return ret;
@@ -876,6 +881,8 @@ static int qcow2_check(struct vs_node *node, struct vs_check_result *res, unsign
 	ret = qcow2_flush_metadata(node);
 	if (ret == 0 && !node->read_only)
 		ret = vs_node_flush(node->file);
+	if (ret == 0 && !node->read_only && s->npunch)
+		ret = qcow2_punch_pending(node);
 	if (ret < 0)
 		goto out;
 	ret = qcow2_check_image(node->file, res, fix, &err);
@@ -887,6 +894,11 @@ static int qcow2_check(struct vs_node *node, struct vs_check_result *res, unsign
 		qcow2_cache_drop_all(s->l2_cache);
 		qcow2_cache_drop_all(s->rb_cache);
 		free_metadata(s);
+		/* Allocator state that described the old refcounts goes with them. */
+		memset(s->cslot, 0, sizeof(s->cslot));
+		s->npunch = 0;
+		s->free_hint = 0;
+		s->free_pending = false;
 		r = read_header(node, &c0, &err);
 		free(c0);
 		if (r == 0) {

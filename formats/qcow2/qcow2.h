@@ -116,6 +116,19 @@ struct qcow2_state {
 	 * next allocation, which may reuse them, first writes those L2 tables.
 	 */
 	bool free_pending;
+	/*
+	 * Freed clusters to give back to the host (punch a hole) once no L2
+	 * entry on disk points to them any more: punching at once would let a
+	 * crash leave an old entry on disk reading zeroes where the image
+	 * should read its old data, or the backing file's (an emptied image
+	 * after commit). Punched after the metadata and the file are flushed;
+	 * a cluster allocated again meanwhile leaves the list.
+	 */
+#define QCOW2_PUNCH_MAX 64
+	struct {
+		uint64_t off, len;
+	} punch[QCOW2_PUNCH_MAX];
+	unsigned npunch;
 
 	struct qcow2_cache *l2_cache;
 	struct qcow2_cache *rb_cache;
@@ -191,6 +204,7 @@ int64_t qcow2_alloc_clusters(struct vs_node *node, uint64_t n);
 int qcow2_free_clusters(struct vs_node *node, uint64_t offset, uint64_t len, bool punch);
 int64_t qcow2_alloc_bytes(struct vs_node *node, uint64_t len);
 int qcow2_release_reservations(struct vs_node *node);
+int qcow2_punch_pending(struct vs_node *node);
 int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, uint64_t len);
 uint64_t qcow2_rb_entry_get(const struct qcow2_state *s, const void *rb, uint64_t i);
 void qcow2_rb_entry_set(const struct qcow2_state *s, void *rb, uint64_t i, uint64_t v);

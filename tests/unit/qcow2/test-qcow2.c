@@ -886,6 +886,69 @@ static void test_qcow2_block_status(void **state)
 	assert_int_equal(c.ret, 0);
 }
 
+/*
+ * Emptying an overlay (what commit does): the image is open without its
+ * backing file, so discarded clusters become unallocated. Until the L2
+ * tables are on disk, the image on disk (what a killed process leaves)
+ * must read each cluster's old data or the backing file's, never zeroes:
+ * freed clusters are punched only after the metadata is flushed.
+ */
+struct empty_case {
+	int ret;
+	char msg[VS_ERROR_MSG_MAX + 64];
+};
+
+static void empty_body(void *arg)
+{
+	struct empty_case *c = arg;
+	struct vs_error err = { 0 };
+	struct vs_open_opts o = { 0 };
+	struct vs_node *n = NULL;
+	char p[128];
+
+	path(p, sizeof(p), "ov.qcow2");
+	o.filename = p;
+	o.no_backing = true;
+	c->ret = vs_image_open(&n, &o, &err);
+	if (c->ret < 0) {
+		snprintf(c->msg, sizeof(c->msg), "open: %s", err.msg);
+		return;
+	}
+	c->ret = vs_node_discard(n, 0, vs_node_size(n));
+	/* The state a kill -9 would leave: the file as the page cache holds it. */
+	if (c->ret == 0 && sh("cp ov.qcow2 crash.qcow2"))
+		c->ret = -EIO;
+	if (c->ret < 0)
+		snprintf(c->msg, sizeof(c->msg), "discard: %s", strerror(-c->ret));
+	vs_node_close(n);
+}
+
+static void test_qcow2_emptied_overlay_never_reads_zeroes(void **state)
+{
+	struct empty_case c = { 0 };
+
+	(void)state;
+	assert_int_equal(sh("rm -f base.qcow2 ov.qcow2 crash.qcow2 && "
+			    "qemu-img create -q -f qcow2 base.qcow2 4M && "
+			    "qemu-io -c 'write -P 0x77 0 4M' base.qcow2 >/dev/null && "
+			    "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 ov.qcow2 && "
+			    "qemu-io -c 'write -P 0x55 0 4M' ov.qcow2 >/dev/null"),
+			 0);
+	in_co(empty_body, &c);
+	if (c.ret < 0)
+		fail_msg("%s", c.msg);
+	if (sh("qemu-img convert -O raw crash.qcow2 crash.raw && python3 -c '"
+	       "import sys; d = open(\"crash.raw\", \"rb\").read(); "
+	       "ok = all(d[i:i + 65536] in (b\"\\x55\" * 65536, b\"\\x77\" * 65536) "
+	       "for i in range(0, len(d), 65536)); sys.exit(0 if ok else 1)'"))
+		fail_msg("the image as a crash leaves it reads neither its data nor the backing's");
+	/* Closed: empty, reads the backing file, and the clusters were given back. */
+	if (sh("qemu-img check -q ov.qcow2 && qemu-img compare -q ov.qcow2 base.qcow2"))
+		fail_msg("the emptied overlay does not read its backing file");
+	if (sh("test $(du -k ov.qcow2 | cut -f1) -lt 1024"))
+		fail_msg("the freed clusters were not punched");
+}
+
 int main(void)
 {
 	const struct CMUnitTest unit[] = {
@@ -907,6 +970,7 @@ int main(void)
 		cmocka_unit_test(test_qcow2_dirty_image_repaired_on_open),
 		cmocka_unit_test(test_qcow2_truncate_shrink_and_grow),
 		cmocka_unit_test(test_qcow2_block_status),
+		cmocka_unit_test(test_qcow2_emptied_overlay_never_reads_zeroes),
 	};
 	int fails;
 
