@@ -334,6 +334,14 @@ assert_rc 0 vstor vol-list p1 --output=json
 assert_eq "$(python3 -c 'import json,sys; print(len([v for v in json.load(open(sys.argv[1])) if v["name"].startswith("conc")]))' out)" \
 	8 "volumes created concurrently"
 
+# --state-dir wins over VSTOR_STATE_DIR; the two are separate worlds.
+assert_rc 0 vstor --state-dir "$WORKDIR/other-state" pool-define-as o1 dir --target "$WORKDIR/o1"
+assert_rc 0 vstor --state-dir="$WORKDIR/other-state" pool-list --all --name
+assert_eq "$(cat out)" "o1" "pools of --state-dir"
+[[ -s $WORKDIR/other-state/pools/o1.json ]] || fail "--state-dir: the definition is not there"
+assert_rc 0 vstor pool-list --all --name
+assert_eq "$(grep -c '^o1$' out || true)" 0 "a pool of --state-dir seen in VSTOR_STATE_DIR"
+
 # --- autostart, destroy, delete, undefine ---
 assert_rc 0 vstor pool-destroy p1
 assert_grep '^Pool p1 destroyed' out
