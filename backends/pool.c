@@ -1545,7 +1545,8 @@ int vs_pool_probe_volume(struct vs_pool *p, struct vs_vol_info *vol, struct vs_e
 
 		strcpy(vol->format, "qcow2");
 		vol->capacity = be64(buf + 24);
-		if (boff && blen && blen < sizeof(vol->backing) && boff + blen <= len) {
+		if (boff && blen && blen < sizeof(vol->backing) && boff < len &&
+		    blen <= len - boff) {
 			memcpy(vol->backing, buf + boff, blen);
 			vol->backing[blen] = '\0';
 		}

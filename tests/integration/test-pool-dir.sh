@@ -188,6 +188,22 @@ assert_fails vstor vol-info nosuch --pool p1 --output=json
 python3 -c 'import json,sys; e = json.load(open(sys.argv[1]))["error"]; assert e["errno"] == "ENOENT", e' err ||
 	fail "JSON error object"
 
+# A hostile qcow2 header in the pool directory (backing name offset near 2^64,
+# an extension longer than the header) is listed, not trusted.
+python3 - "$pooldir/hostile.qcow2" <<'PY'
+import struct, sys
+h = bytearray(512)
+h[0:8] = b"QFI\xfb" + struct.pack(">I", 3)
+h[8:20] = struct.pack(">QI", 0xffffffffffffff00, 0x200)
+h[24:32] = struct.pack(">Q", 1 << 30)
+h[100:104] = struct.pack(">I", 104)
+h[104:112] = struct.pack(">II", 0xe2792aca, 0xffffffff)
+open(sys.argv[1], "wb").write(h)
+PY
+assert_rc 0 vstor vol-list p1 --details
+assert_grep 'hostile.qcow2 .* 1.00 GiB' out
+assert_rc 0 vstor vol-delete hostile.qcow2 --pool p1
+
 # --- clone with a backing volume ---
 assert_rc 0 timeout 60 qemu-io -f qcow2 -c 'write -P 0xab 0 1M' -c 'write -P 0xcd 30M 1M' "$pooldir/disk.qcow2"
 assert_rc 0 vstor vol-create-as p1 top.qcow2 64M --format qcow2 --backing-vol disk.qcow2 --backing-vol-format qcow2
