@@ -350,10 +350,14 @@ static int expand_zero_clusters(struct vs_node *node)
 	struct qcow2_state *s = qcow2_state(node);
 	uint64_t cs = s->cluster_size;
 	uint64_t *newhost = calloc(s->l2_entries, sizeof(uint64_t));
+	uint64_t *oldhost = calloc(s->l2_entries, sizeof(uint64_t));
 	int ret = 0;
 
-	if (!newhost)
+	if (!newhost || !oldhost) {
+		free(newhost);
+		free(oldhost);
 		return -ENOMEM;
+	}
 	for (uint32_t i = 0; i < s->l1_size && ret == 0; i++) {
 		uint64_t l2off = s->l1[i] & QCOW2_L1E_OFFSET_MASK;
 		bool any = false;
@@ -373,11 +377,30 @@ static int expand_zero_clusters(struct vs_node *node)
 			uint64_t host = e & QCOW2_L2E_OFFSET_MASK;
 			int64_t nw;
 
-			newhost[j] = 0;
+			newhost[j] = oldhost[j] = 0;
 			if ((e & QCOW2_OFLAG_COMPRESSED) || !(e & QCOW2_OFLAG_ZERO))
 				continue;
 			if (!host && !s->backing_file[0])
 				continue;
+			if (host) {
+				uint64_t rc;
+
+				/*
+				 * A preallocated zero cluster shared with a snapshot
+				 * keeps the snapshot's data: zeroes go to a new cluster.
+				 */
+				ret = qcow2_refcount_get(node, host >> s->cluster_bits, &rc);
+				if (ret < 0)
+					break;
+				if (rc > 1) {
+					oldhost[j] = host;
+					host = 0;
+				} else {
+					ret = qcow2_overlap_check(node, 0, host, cs);
+					if (ret < 0)
+						break;
+				}
+			}
 			if (!host) {
 				nw = qcow2_alloc_clusters(node, 1);
 				if (nw < 0) {
@@ -389,6 +412,13 @@ static int expand_zero_clusters(struct vs_node *node)
 			}
 			ret = vs_node_write_zeroes(node->file, host, cs, 0);
 		}
+		/*
+		 * The refcounts of the new clusters, and the zeroes, on disk
+		 * before any entry points to them (an evicted L2 table would
+		 * otherwise reach the disk first).
+		 */
+		if (ret == 0)
+			ret = qcow2_cache_writeback(node, s->rb_cache);
 		if (ret == 0)
 			ret = vs_node_flush(node->file);
 		/* Then the entries. */
@@ -398,18 +428,27 @@ static int expand_zero_clusters(struct vs_node *node)
 
 			if ((e & QCOW2_OFLAG_COMPRESSED) || !(e & QCOW2_OFLAG_ZERO))
 				continue;
-			if (host)
-				e &= ~QCOW2_OFLAG_ZERO;
-			else if (newhost[j])
+			if (newhost[j])
 				e = newhost[j] | QCOW2_OFLAG_COPIED;
+			else if (host)
+				e &= ~QCOW2_OFLAG_ZERO;
 			else
 				e = 0;
 			qcow2_put_be64((uint8_t *)l2 + 8 * j, e);
 			qcow2_cache_mark_dirty(s->l2_cache, l2);
 		}
+		/* The shared clusters lose this image's reference once the entries are on disk. */
+		for (uint64_t j = 0; j < s->l2_entries && ret == 0; j++) {
+			if (!oldhost[j])
+				continue;
+			ret = qcow2_cache_set_dependency(node, s->rb_cache, s->l2_cache);
+			if (ret == 0)
+				ret = qcow2_free_clusters(node, oldhost[j], cs, false);
+		}
 		qcow2_cache_put(s->l2_cache, &l2);
 	}
 	free(newhost);
+	free(oldhost);
 	if (ret == 0)
 		ret = qcow2_flush_metadata(node);
 	if (ret == 0)
@@ -440,6 +479,11 @@ static int amend_downgrade(struct vs_node *node, struct vs_error *err)
 		return vs_error_set(err, -ENOTSUP,
 				    "Cannot downgrade an image with compression type zstd: "
 				    "version 2 images only have zlib");
+	/* Version 2 snapshot entries have no disk size and a 32-bit VM state size. */
+	for (unsigned i = 0; i < s->nb_snaps; i++)
+		if (s->snaps[i].disk_size != node->size || s->snaps[i].vm_state_size > UINT32_MAX)
+			return vs_error_set(err, -ENOTSUP,
+					    "Internal snapshots prevent downgrade of image");
 	if (s->nb_snaps) {
 		ret = snapshots_have_zero(node, &zero_in_snapshots);
 		if (ret < 0)

@@ -120,4 +120,24 @@ clean a.qcow2 "qemu-img after vstor"
 qemu_img amend -o refcount_bits=32,compat=1.1 a.qcow2
 vstor_img amend -o refcount_bits=16 a.qcow2 || fail "vstor amend after qemu-img"
 clean a.qcow2 "vstor after qemu-img"
+# A preallocated zero cluster shared with a snapshot (write -z without unmap
+# after the snapshot): the downgrade writes its zeroes elsewhere, so the
+# snapshot keeps its data (a regression: it was zeroed in place).
+qemu_img create -q -f qcow2 z.qcow2 1M
+qemu-io -c 'write -P 0x5a 0 128k' z.qcow2 >/dev/null
+qemu_img snapshot -c keep z.qcow2
+qemu-io -c 'write -z 0 64k' z.qcow2 >/dev/null
+qemu_img convert -l snapshot.name=keep -O raw z.qcow2 keep.raw
+qemu_img convert -O raw z.qcow2 active.raw
+vstor_img amend -o compat=0.10 z.qcow2 || fail "downgrade with a shared zero cluster"
+clean z.qcow2 "downgrade with a shared zero cluster"
+qemu_img convert -l snapshot.name=keep -O raw z.qcow2 keep2.raw
+cmp keep.raw keep2.raw || fail "downgrade changed the snapshot's data"
+qemu_img compare -q active.raw z.qcow2 || fail "downgrade changed the active image"
+# A snapshot taken at another disk size cannot be described by a v2 entry.
+qemu_img create -q -f qcow2 g.qcow2 1M
+qemu_img snapshot -c small g.qcow2
+qemu_img resize -q g.qcow2 2M
+assert_rc 1 "$VSTOR_IMG" amend -o compat=0.10 g.qcow2
+assert_grep "Internal snapshots prevent downgrade of image" "$WORKDIR/err" "downgrade with a resized snapshot"
 log "ok"
