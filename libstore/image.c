@@ -8,6 +8,9 @@
 #ifdef HAVE_LIBNFS
 #include "nfs.h"
 #endif
+#ifdef HAVE_LIBISCSI
+#include "iscsi.h"
+#endif
 
 #include <errno.h>
 #include <limits.h>
@@ -23,6 +26,9 @@ static const struct vs_driver *const drivers[] = {
 	&vs_driver_null,  &vs_driver_nbd, &vs_driver_fault, &vs_driver_log_writes,
 #ifdef HAVE_LIBNFS
 	&vs_driver_nfs,
+#endif
+#ifdef HAVE_LIBISCSI
+	&vs_driver_iscsi,
 #endif
 };
 
@@ -149,6 +155,10 @@ const struct vs_driver *vs_protocol_driver_for(const char *filename)
 #ifdef HAVE_LIBNFS
 	if (vs_nfs_is_uri(filename))
 		return &vs_driver_nfs;
+#endif
+#ifdef HAVE_LIBISCSI
+	if (vs_iscsi_is_uri(filename))
+		return &vs_driver_iscsi;
 #endif
 	return &vs_driver_file;
 }

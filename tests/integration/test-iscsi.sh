@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# The iscsi protocol driver (iscsi:// URIs, libiscsi on the reactor) against
+# tgtd on 127.0.0.1: two LUNs (512-byte and 4 KiB blocks, one thin) without
+# CHAP, a target with CHAP and mutual CHAP, and a wrong secret. Data written
+# through vstor is checked in the LUNs' backing files, a qcow2 image is
+# created on a LUN and checked by qemu-img, and a LUN is exported over NBD
+# and read with nbdinfo and nbdcopy.
+. "$(dirname "$0")/lib.sh"
+. "$VS_LIB_DIR/lib-iscsi.sh"
+
+export PATH=/usr/bin:/bin:$PATH
+require_tool qemu-img qemu-io nbdinfo nbdcopy
+require_vstor_io
+require_vstor_img
+find_built VSTOR_NBD nbd-server/vstor-nbd
+
+IQN1=iqn.2026-01.org.vstor.test:open
+IQN2=iqn.2026-01.org.vstor.test:chap
+truncate -s 64M lun1.img
+truncate -s 32M lun2.img
+truncate -s 16M lun3.img
+iscsi_start_target
+iscsi_add_target 1 "$IQN1"
+iscsi_add_lun 1 1 "$WORKDIR/lun1.img"
+iscsi_add_lun 1 2 "$WORKDIR/lun2.img" --blocksize 4096
+tgtadm_ --op update --mode logicalunit --tid 1 --lun 2 --params thin_provisioning=1 ||
+	fail "tgtadm: thin provisioning on LUN 2"
+iscsi_bind 1
+iscsi_add_target 2 "$IQN2"
+iscsi_add_lun 2 1 "$WORKDIR/lun3.img"
+iscsi_add_account 2 vsuser vs-secret-12345
+iscsi_add_account 2 vstarget vs-target-secret-678 --outgoing
+iscsi_bind 2
+P="iscsi://127.0.0.1:$ISCSI_PORT"
+
+# --- LUN 1 (512-byte blocks): write, read back, check the backing file ---
+vstor_io -f raw -c size -c 'writeb 1M 1M 0x5a' -c 'readb 1M 1M 0x5a' \
+	-c 'writeb 12345 1000 0x44 fua' -c 'readb 12345 1000 0x44' -c 'write 9M 2500K 7' \
+	-c 'read 9M 2500K 7' -c 'zero 20M 4M' -c 'readb 20M 4M 0' -c flush "$P/$IQN1/1" >io.out ||
+	fail "I/O on LUN 1"
+assert_eq "$(head -1 io.out)" 67108864 "size of LUN 1"
+qemu-io -f raw -c 'read -P 0x5a 1M 1M' -c 'read -P 0x44 12345 1000' -c 'read -P 0 20M 4M' \
+	lun1.img >qio.out
+grep -q "Pattern verification failed" qio.out && fail "writes to LUN 1 did not land"
+
+# --- LUN 2 (4 KiB blocks, thin): unaligned I/O, discard ---
+vstor_io -f raw -c size -c 'writeb 100 5000 0x31' -c 'readb 100 5000 0x31' -c 'readb 0 100 0' \
+	-c 'writeb 8M 8M 0x77' -c 'discard 8M 4M' -c 'readb 12M 4M 0x77' -c flush \
+	"$P/$IQN1/2" >io2.out || fail "I/O on LUN 2"
+assert_eq "$(head -1 io2.out)" 33554432 "size of LUN 2"
+qemu-io -f raw -c 'read -P 0x31 100 5000' -c 'read -P 0x77 12M 4M' lun2.img >qio2.out
+grep -q "Pattern verification failed" qio2.out && fail "writes to LUN 2 did not land"
+
+# --- a qcow2 image on a LUN, checked by qemu-img on the backing file ---
+vstor_img create -q -f qcow2 "$P/$IQN1/1" 1G || fail "vstor-img create qcow2 on a LUN"
+vstor_io -c 'writeb 3M 2M 0x66' -c flush "$P/$IQN1/1" >/dev/null || fail "qcow2 write on a LUN"
+qemu_img check -f qcow2 lun1.img >/dev/null || fail "qemu-img check of a qcow2 on a LUN"
+qemu-io -f qcow2 -c 'read -P 0x66 3M 2M' lun1.img >qio3.out
+grep -q "Pattern verification failed" qio3.out && fail "qcow2 data on a LUN"
+assert_fails vstor_img resize -f raw "$P/$IQN1/2" 64M
+assert_grep "resize" err "resize of a LUN"
+
+# --- a LUN over NBD: nbdinfo and nbdcopy see the LUN's bytes ---
+qemu_img create -q -f raw lun2.ref 32M
+head -c 3M /dev/urandom >rnd.bin
+vstor_io -f raw -c 'zero 0 32M' "$P/$IQN1/2" >/dev/null || fail "zero LUN 2"
+dd if=rnd.bin of=lun2.img bs=1M seek=5 conv=notrunc status=none
+dd if=rnd.bin of=lun2.ref bs=1M seek=5 conv=notrunc status=none
+SOCK=$WORKDIR/nbd.sock
+start_daemon "$WORKDIR/nbd.pid" 20 "$VSTOR_NBD" -t -f raw -k "$SOCK" \
+	--pid-file "$WORKDIR/nbd.pid" "$P/$IQN1/2"
+timeout 60 nbdinfo --json "nbd+unix:///?socket=$SOCK" >nbd.json || fail "nbdinfo"
+python3 -c "import json; d = json.load(open('nbd.json')); \
+assert d['exports'][0]['export-size'] == 32 << 20, d" || fail "nbdinfo: size of the LUN export"
+timeout 60 nbdcopy "nbd+unix:///?socket=$SOCK" nbd.raw || fail "nbdcopy from a LUN export"
+cmp nbd.raw lun2.ref || fail "nbdcopy: the LUN export's bytes differ"
+stop_pid "$DAEMON_PID"
+
+# --- CHAP and mutual CHAP, secrets from files only ---
+printf 'vs-secret-12345\n' >secret
+printf 'vs-target-secret-678\n' >tsecret
+printf 'wrong-secret-000\n' >bad
+chmod 600 secret tsecret bad
+vstor_io -f raw -c size -c 'writeb 0 64K 0x29' -c 'readb 0 64K 0x29' \
+	"iscsi://vsuser@127.0.0.1:$ISCSI_PORT/$IQN2/1?secret-file=$WORKDIR/secret" >chap.out ||
+	fail "CHAP login with the right secret"
+assert_eq "$(head -1 chap.out)" 16777216 "size of the CHAP LUN"
+vstor_io -f raw -c 'readb 0 64K 0x29' \
+	"iscsi://vsuser@127.0.0.1:$ISCSI_PORT/$IQN2/1?secret-file=$WORKDIR/secret&target-user=vstarget&target-secret-file=$WORKDIR/tsecret" \
+	>/dev/null || fail "mutual CHAP login"
+assert_fails vstor_io -f raw -c size \
+	"iscsi://vsuser@127.0.0.1:$ISCSI_PORT/$IQN2/1?secret-file=$WORKDIR/bad"
+assert_grep "CHAP|authentication" err "error for a wrong CHAP secret"
+grep -q wrong-secret err && fail "the secret appears in the error message"
+assert_fails vstor_io -f raw -c size "$P/$IQN2/1"
+assert_grep "iSCSI|login|authent" err "error for a missing CHAP login"
+assert_fails vstor_io -f raw -c size "iscsi://vsuser@127.0.0.1:$ISCSI_PORT/$IQN2/1"
+assert_grep "secret" err "error for a user without a secret"
+assert_fails vstor_io -f raw -c size "$P/iqn.2026-01.org.vstor.test:nosuch/1"
+assert_grep "iSCSI" err "error for a missing target"
+assert_fails vstor_io -f raw -c size "$P/$IQN1/9"
+log "ok"
