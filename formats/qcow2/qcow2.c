@@ -772,7 +772,7 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 		if (cend > size) {
 			ret = qcow2_co_zero(node, size, (cend < old ? cend : old) - size, 0, false);
 			if (ret == -ENOTSUP)
-				ret = 0; /* v2 with backing: the tail is re-zeroed on growth instead */
+				ret = 0; /* v2 with backing: the area is zeroed when it grows again */
 			if (ret < 0)
 				return vs_error_setf_errno(err, ret, "qcow2: shrinking '%s'",
 							   node->filename);
@@ -801,6 +801,20 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 	vs_co_mutex_unlock(&s->lock);
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "qcow2: resizing '%s'", node->filename);
+	/*
+	 * Grown over a backing file that is longer than the image was: the new
+	 * area must read zeroes (as it did, past the old end), not the backing
+	 * file's data, so it is zeroed explicitly (v2 writes zero data).
+	 */
+	if (size > old && node->backing && vs_node_size(node->backing) > old) {
+		uint64_t end = vs_node_size(node->backing) < size ? vs_node_size(node->backing) :
+								    size;
+
+		ret = vs_node_write_zeroes(node, old, end - old, 0);
+		if (ret < 0)
+			return vs_error_setf_errno(
+				err, ret, "qcow2: zeroing the grown area of '%s'", node->filename);
+	}
 	return 0;
 }
 

@@ -46,4 +46,16 @@ vstor_img resize -q -f raw --preallocation=full p.raw 9M || fail "preallocation=
 alloc=$(( $(stat -c %b p.raw) * $(stat -c %B p.raw) ))
 (( alloc >= 8 << 20 )) || fail "preallocation=full allocated only $alloc bytes"
 assert_rc 1 "$VSTOR_IMG" resize -f raw --preallocation=bogus p.raw 10M
+# Growing over a longer backing file: the new area reads zeroes, as it did
+# past the old end, not the backing file's data (v3 and v2), as qemu-img.
+qemu_img create -q -f qcow2 gb.qcow2 4M
+qemu-io -c 'write -P 0x66 0 4M' gb.qcow2 >/dev/null
+for compat in 1.1 0.10; do
+	qemu_img create -q -f qcow2 -o compat=$compat -b gb.qcow2 -F qcow2 go.qcow2 1M
+	vstor_img resize go.qcow2 3M >/dev/null || fail "resize over a backing file ($compat)"
+	qemu-io -c 'read -P 0x66 0 1M' -c 'read -P 0 1M 2M' go.qcow2 >io.out
+	grep -q "Pattern verification failed" io.out &&
+		fail "growing over a longer backing file shows its data ($compat)"
+	qemu_img check -q go.qcow2 || fail "qemu-img check after growing over a backing file"
+done
 log "ok"
