@@ -6,6 +6,9 @@
 #include "pool.h"
 
 extern const struct vs_pool_backend vs_pool_backend_dir;
+extern const struct vs_pool_backend vs_pool_backend_netfs;   /* with libnfs */
+extern const struct vs_pool_backend vs_pool_backend_iscsi;   /* with libiscsi */
+extern const struct vs_pool_backend vs_pool_backend_logical; /* with liblvm2cmd */
 
 /* libvirt pool XML -> definition (pool-xml.c). */
 int vs_pool_def_from_xml(struct vs_pool_def *def, const char *text, const char *what,

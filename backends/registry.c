@@ -11,6 +11,9 @@
 
 static const struct vs_pool_backend *const backends[] = {
 	&vs_pool_backend_dir,
+#ifdef VSTOR_HAVE_NFS
+	&vs_pool_backend_netfs,
+#endif
 };
 
 #define NB_BACKENDS (sizeof(backends) / sizeof(backends[0]))

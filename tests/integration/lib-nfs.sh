@@ -57,6 +57,8 @@ nfs_start_server()
 		EXPORT {
 			Export_Id = 1; Path = $dir; Pseudo = /export;
 			Access_Type = RW; Squash = No_Root_Squash; Protocols = 3, 4;
+			# The tests also write the directory behind the server: no attribute cache.
+			Attr_Expiration_Time = 0;
 			FSAL { Name = VFS; }
 		}
 	EOF

@@ -14,7 +14,10 @@ require_tool qemu-img qemu-io nbdcopy
 require_vstor_io
 require_vstor_img
 find_built VSTOR_NBD nbd-server/vstor-nbd
+find_built VSTOR cli/vstor
 nfs_enter_netns "$@"
+export VSTOR_STATE_DIR=$WORKDIR/state
+vstor() { timeout 120 "$VSTOR" "$@"; }
 
 mkdir exp
 nfs_start_server "$WORKDIR/exp"
@@ -86,4 +89,64 @@ assert_fails vstor_io -c size "nfs://127.0.0.1/nosuchexport/x.raw"
 assert_grep "mount" err "error for a missing export"
 assert_fails vstor_io -c size "$U/a.qcow2?version=4"
 assert_grep "NFSv4" err "error for NFSv4"
+
+# --- the netfs pool through the vstor CLI (portmapper, then fixed ports) ---
+assert_rc 0 vstor pool-define-as np netfs --source-host 127.0.0.1 --source-path /export
+assert_fails vstor pool-define-as np2 netfs --source-path /export
+assert_grep "source-host" err "netfs pool without a host"
+assert_rc 0 vstor pool-build np
+assert_rc 0 vstor pool-start np
+assert_rc 0 vstor pool-info np
+assert_grep '^State: +running' out
+assert_rc 0 vstor vol-create-as np pv1.qcow2 256M --format qcow2
+assert_rc 0 vstor vol-create-as np pv2.raw 8M --format raw
+qemu_img check exp/pv1.qcow2 >/dev/null || fail "qemu-img check of a netfs qcow2 volume"
+assert_eq "$(stat -c %s exp/pv2.raw)" 8388608 "netfs raw volume size"
+assert_rc 0 vstor vol-list np --details --output=json
+python3 - out <<'PY' || fail "vol-list --output=json of the netfs pool"
+import json, sys
+vols = {v["name"]: v for v in json.load(open(sys.argv[1]))}
+assert vols["pv1.qcow2"]["format"] == "qcow2" and vols["pv1.qcow2"]["capacity"] == 256 << 20, vols
+assert vols["pv2.raw"]["format"] == "raw" and vols["pv2.raw"]["capacity"] == 8 << 20, vols
+assert vols["pv1.qcow2"]["path"].startswith("nfs://127.0.0.1/export/pv1.qcow2"), vols
+assert "a.qcow2" in vols and vols["a.qcow2"]["format"] == "qcow2", vols
+PY
+# vstor writes, qemu-img/nfs-cat read; qemu-io writes, vstor reads.
+head -c 2M /dev/urandom >up.bin
+assert_rc 0 vstor vol-upload pv2.raw up.bin --pool np --offset 1M
+dd if=exp/pv2.raw of=chk.bin bs=1M skip=1 count=2 status=none
+cmp chk.bin up.bin || fail "vol-upload to a netfs volume"
+timeout 60 nfs-cat "$U/pv2.raw" | cmp -s - exp/pv2.raw || fail "nfs-cat of a netfs volume"
+qemu-io -f qcow2 -c 'write -P 0x3c 5M 1M' exp/pv1.qcow2 >/dev/null
+vstor_img compare -q vol:np/pv1.qcow2 exp/pv1.qcow2 || fail "vstor reads vol:np/pv1.qcow2"
+qemu_img create -q -f raw pat.raw 256M
+qemu-io -f raw -c 'write -P 0x3d 9M 1M' pat.raw >/dev/null
+vstor_img convert -n -f raw -O qcow2 pat.raw vol:np/pv1.qcow2 || fail "convert into vol:np/pv1.qcow2"
+qemu-io -f qcow2 -c 'read -P 0x3d 9M 1M' -c 'read -P 0 5M 1M' exp/pv1.qcow2 >qio.out
+grep -q "Pattern verification failed" qio.out && fail "vol: write did not land on NFS"
+assert_rc 0 vstor vol-download pv1.qcow2 dl.qcow2 --pool np
+qemu_img compare -f qcow2 -F qcow2 dl.qcow2 exp/pv1.qcow2 >/dev/null ||
+	fail "vol-download of a netfs qcow2 volume"
+assert_rc 0 vstor vol-resize pv1.qcow2 512M --pool np
+assert_eq "$(qemu-img info --output=json exp/pv1.qcow2 | python3 -c \
+	'import json, sys; print(json.load(sys.stdin)["virtual-size"])')" 536870912 \
+	"netfs qcow2 volume after vol-resize"
+assert_rc 0 vstor vol-create-as np pv3.qcow2 0 --format qcow2 --backing-vol pv1.qcow2 \
+	--backing-vol-format qcow2
+qemu-io -f qcow2 -c 'read -P 0x3d 9M 1M' exp/pv3.qcow2 >qio3.out
+grep -q "Pattern verification failed" qio3.out && fail "netfs clone reads its backing volume"
+assert_rc 0 vstor vol-delete pv3.qcow2 --pool np
+assert_rc 0 vstor vol-delete pv2.raw --pool np
+[[ ! -e exp/pv2.raw ]] || fail "vol-delete left the file on the export"
+assert_fails vstor vol-create-as np ../evil 1M
+assert_rc 0 vstor pool-destroy np
+assert_rc 0 vstor pool-undefine np
+# Fixed ports instead of the portmapper.
+assert_rc 0 vstor pool-define-as np3 netfs --source-host 127.0.0.1 --source-path /export \
+	--extra nfsport=20490 --extra mountport=20048
+assert_rc 0 vstor pool-start np3
+assert_rc 0 vstor vol-info pv1.qcow2 --pool np3
+assert_grep 'Capacity: +512' out
+assert_rc 0 vstor pool-destroy np3
+assert_rc 0 vstor pool-undefine np3
 log "ok"

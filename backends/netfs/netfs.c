@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The netfs backend: volumes are files on an NFSv3 export reached through
+ * libnfs (libstore/nfs.h), with no kernel mount. The pool is
+ * --source-host HOST[:PORT] --source-path /EXPORT; --target is accepted and
+ * unused (nothing is mounted). A volume's path is its nfs:// URL, which the
+ * nfs protocol driver opens. Extra fields: nfsport, mountport (skip the
+ * portmapper), uid, gid.
+ */
+#include "pool.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nfs.h"
+#include "pool-int.h"
+
+static int netfs_check_def(const struct vs_pool_def *def, struct vs_error *err)
+{
+	if (!def->source_host[0])
+		return vs_error_set(err, -EINVAL, "a netfs pool needs --source-host");
+	if (!def->source_path[0] || def->source_path[0] != '/')
+		return vs_error_set(err, -EINVAL,
+				    "a netfs pool needs --source-path (the export, e.g. /export)");
+	if (def->source_format[0] && strcmp(def->source_format, "nfs") &&
+	    strcmp(def->source_format, "auto"))
+		return vs_error_set(err, -ENOTSUP,
+				    "netfs source format '%s' is not supported (only nfs)",
+				    def->source_format);
+	if (vs_pool_def_extra(def, "protocol_ver") &&
+	    strcmp(vs_pool_def_extra(def, "protocol_ver"), "3"))
+		return vs_error_set(err, -ENOTSUP, "only NFS protocol version 3 is supported");
+	return 0;
+}
+
+/* nfs://HOST/EXPORT[/NAME][?nfsport=..&mountport=..&uid=..&gid=..] */
+static int netfs_url(const struct vs_pool *p, const char *name, char *out, size_t outsz,
+		     struct vs_error *err)
+{
+	static const char *const keys[] = { "nfsport", "mountport", "uid", "gid" };
+	const char *path = p->def.source_path;
+	size_t plen = strlen(path);
+	char query[512] = "", port[16];
+	int n;
+
+	while (plen > 1 && path[plen - 1] == '/')
+		plen--;
+	if (p->def.source_port && !vs_pool_def_extra(&p->def, "nfsport")) {
+		snprintf(port, sizeof(port), "%u", p->def.source_port);
+		snprintf(query, sizeof(query), "?nfsport=%s", port);
+	}
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const char *v = vs_pool_def_extra(&p->def, keys[i]);
+		size_t l = strlen(query);
+
+		if (v)
+			snprintf(query + l, sizeof(query) - l, "%c%s=%s", l ? '&' : '?', keys[i],
+				 v);
+	}
+	n = snprintf(out, outsz, "nfs://%s%.*s%s%s%s", p->def.source_host, (int)plen, path,
+		     name ? (plen > 1 ? "/" : "") : "", name ? name : "", query);
+	if (n < 0 || (size_t)n >= outsz)
+		return vs_error_set(err, -ENAMETOOLONG, "NFS URL too long");
+	return 0;
+}
+
+static int netfs_attach(struct vs_pool *p, struct vs_error *err)
+{
+	char url[VS_POOL_PATH_MAX];
+	struct vs_nfs *s;
+	int ret = netfs_url(p, NULL, url, sizeof(url), err);
+
+	if (ret < 0)
+		return ret;
+	ret = vs_nfs_mount(&s, url, err);
+	if (ret < 0)
+		return ret;
+	p->priv = s;
+	return 0;
+}
+
+static void netfs_detach(struct vs_pool *p)
+{
+	vs_nfs_unmount(p->priv);
+	p->priv = NULL;
+}
+
+/* The export must be there and be a directory we can list. */
+static int netfs_start(struct vs_pool *p, struct vs_error *err)
+{
+	struct vs_nfs_stat st;
+	int ret = vs_nfs_stat(p->priv, "/", &st, err);
+
+	if (ret == 0 && !st.is_dir)
+		ret = vs_error_set(err, -ENOTDIR, "the export root is not a directory");
+	return ret;
+}
+
+static int netfs_build(struct vs_pool *p, unsigned flags, struct vs_error *err)
+{
+	/* The export is the server's: nothing to create, but it must answer. */
+	(void)flags;
+	return netfs_start(p, err);
+}
+
+static int netfs_delete(struct vs_pool *p, unsigned flags, struct vs_error *err)
+{
+	(void)p;
+	(void)flags;
+	/* Nothing was mounted or created locally; the export stays the server's. */
+	(void)err;
+	return 0;
+}
+
+static int netfs_fill(struct vs_pool *p, const char *name, const struct vs_nfs_stat *st,
+		      struct vs_vol_info *vol, struct vs_error *err)
+{
+	int ret;
+
+	memset(vol, 0, sizeof(*vol));
+	snprintf(vol->name, sizeof(vol->name), "%s", name);
+	ret = netfs_url(p, name, vol->path, sizeof(vol->path), err);
+	if (ret < 0)
+		return ret;
+	vol->type = VS_VOL_NETWORK;
+	vol->allocation = st->used;
+	return vs_pool_probe_volume(p, vol, err);
+}
+
+struct netfs_walk {
+	struct vs_pool *p;
+	struct vs_vol_list *vols;
+	uint64_t allocation;
+	int err;
+};
+
+static int netfs_walk_one(const char *name, const struct vs_nfs_stat *st, void *opaque)
+{
+	struct netfs_walk *w = opaque;
+	struct vs_vol_info *v;
+	struct vs_error e = { 0 };
+
+	if (!st->is_reg || name[0] == '.' || vs_pool_check_name(name, "Volume", NULL) < 0)
+		return 0;
+	w->allocation += st->used;
+	if (!w->vols)
+		return 0;
+	v = vs_vol_list_add(w->vols);
+	if (!v) {
+		w->err = -ENOMEM;
+		return 1;
+	}
+	if (netfs_fill(w->p, name, st, v, &e) < 0)
+		w->vols->n--; /* unreadable meanwhile */
+	return 0;
+}
+
+static int netfs_refresh(struct vs_pool *p, struct vs_pool_info *info, struct vs_vol_list *vols,
+			 struct vs_error *err)
+{
+	struct netfs_walk w = { .p = p, .vols = vols };
+	uint64_t cap, avail;
+	int ret = vs_nfs_statvfs(p->priv, &cap, &avail, err);
+
+	if (ret < 0)
+		return ret;
+	ret = vs_nfs_list(p->priv, "/", netfs_walk_one, &w, err);
+	if (ret < 0)
+		return ret;
+	if (w.err)
+		return vs_error_set(err, w.err, "Out of memory");
+	info->capacity = cap;
+	info->available = avail;
+	info->allocation = cap - avail;
+	return 0;
+}
+
+static int netfs_vol_info(struct vs_pool *p, const char *name, struct vs_vol_info *out,
+			  struct vs_error *err)
+{
+	char path[VS_POOL_NAME_MAX + 2];
+	struct vs_nfs_stat st;
+	struct vs_error e = { 0 };
+
+	snprintf(path, sizeof(path), "/%s", name);
+	if (vs_nfs_stat(p->priv, path, &st, &e) < 0 || !st.is_reg)
+		return vs_error_set(err, -ENOENT,
+				    "Storage volume not found: no storage vol with matching "
+				    "name '%s'",
+				    name);
+	return netfs_fill(p, name, &st, out, err);
+}
+
+static int netfs_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a,
+			    struct vs_error *err)
+{
+	char url[VS_POOL_PATH_MAX], path[VS_POOL_NAME_MAX + 2];
+	struct vs_kv kv[4];
+	size_t nkv = 0;
+	bool qcow2 = !strcmp(a->format, "qcow2");
+	bool full = a->allocation != UINT64_MAX && a->allocation >= a->capacity && a->capacity;
+	int ret;
+
+	if (a->backing_path && !qcow2)
+		return vs_error_set(err, -EINVAL, "a backing volume needs the qcow2 format");
+	ret = netfs_url(p, a->name, url, sizeof(url), err);
+	if (ret < 0)
+		return ret;
+	snprintf(path, sizeof(path), "/%s", a->name);
+	/* Claim the name first (exclusive create). */
+	ret = vs_nfs_create(p->priv, path, true, err);
+	if (ret < 0)
+		return ret;
+	if (qcow2) {
+		if (a->backing_path) {
+			kv[nkv++] = (struct vs_kv){ "backing_file", a->backing_path };
+			if (a->backing_format && a->backing_format[0])
+				kv[nkv++] = (struct vs_kv){ "backing_fmt", a->backing_format };
+		}
+		if (a->prealloc_metadata)
+			kv[nkv++] = (struct vs_kv){ "preallocation", "metadata" };
+	} else if (full) {
+		kv[nkv++] = (struct vs_kv){ "preallocation", "full" };
+	}
+	ret = vs_image_create(url, a->format, a->capacity, kv, nkv, err);
+	if (ret < 0)
+		(void)vs_nfs_unlink(p->priv, path, NULL);
+	return ret;
+}
+
+static int netfs_vol_delete(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err)
+{
+	char path[VS_POOL_NAME_MAX + 2];
+
+	snprintf(path, sizeof(path), "/%s", vol->name);
+	return vs_nfs_unlink(p->priv, path, err);
+}
+
+static int netfs_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint64_t capacity,
+			    unsigned flags, struct vs_error *err)
+{
+	struct vs_open_opts o = {
+		.filename = vol->path,
+		.format = vol->format,
+		.no_backing = true,
+	};
+	struct vs_node *n = NULL;
+	int ret;
+
+	(void)p;
+	ret = vs_image_open(&n, &o, err);
+	if (ret < 0)
+		return ret;
+	ret = vs_node_truncate(n, capacity,
+			       (flags & VS_VOL_RESIZE_ALLOCATE) && !strcmp(vol->format, "raw") ?
+				       VS_PREALLOC_FULL :
+				       VS_PREALLOC_OFF,
+			       false, err);
+	vs_node_close(n);
+	return ret;
+}
+
+const struct vs_pool_backend vs_pool_backend_netfs = {
+	.type = "netfs",
+	.default_format = "raw",
+	.check_def = netfs_check_def,
+	.attach = netfs_attach,
+	.detach = netfs_detach,
+	.build = netfs_build,
+	.start = netfs_start,
+	.delete = netfs_delete,
+	.refresh = netfs_refresh,
+	.vol_info = netfs_vol_info,
+	.vol_create = netfs_vol_create,
+	.vol_delete = netfs_vol_delete,
+	.vol_resize = netfs_vol_resize,
+};
