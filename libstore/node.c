@@ -509,9 +509,13 @@ int vs_node_block_status_above(struct vs_node *n, uint64_t offset, uint64_t len,
 		len = n->size - offset;
 	for (;;) {
 		if (offset >= cur->size) {
-			/* Past the end of a shorter backing file: zeroes. */
+			/*
+			 * Past the end of a shorter backing file: zeroes that this
+			 * layer decides (allocated here, as QEMU reports it), so
+			 * that commit and convert -B write them.
+			 */
 			*pnum = len;
-			*status = VS_BS_ZERO;
+			*status = VS_BS_ZERO | VS_BS_ALLOCATED;
 			break;
 		}
 		ret = vs_node_block_status(cur, offset, len, pnum, status, map, file);

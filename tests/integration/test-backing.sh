@@ -175,6 +175,23 @@ qemu_img rebase -q -u -b b1.qcow2 -F qcow2 orig.big.qcow2
 same big.qcow2 orig.big.qcow2 "rebase with 2 MiB clusters: guest view"
 clean big.qcow2 "rebase with 2 MiB clusters"
 
+# A chain through a shorter intermediate: past its end the image reads
+# zeroes that the intermediate decides. map agrees with qemu-img, and
+# commit -b into the base writes those zeroes there (a regression: the
+# base kept its old data, so it no longer read like the image).
+rm -f s0.raw s1.qcow2 s2.qcow2
+qemu_img create -q -f raw s0.raw 4M
+qio -f raw -c 'write -P 0x11 0 4M' s0.raw
+qemu_img create -q -f qcow2 -b s0.raw -F raw s1.qcow2 2M
+qemu_img create -q -f qcow2 -b s1.qcow2 -F qcow2 s2.qcow2 4M
+qio -c 'write -P 0x22 0 64k' s2.qcow2
+qemu_img convert -O raw s2.qcow2 s2.view.raw
+a=$(vstor_img map --output=json s2.qcow2) || fail "map json (shorter intermediate)"
+b=$(qemu_img map --output=json s2.qcow2)
+assert_eq "$a" "$b" "map --output=json through a shorter intermediate"
+vstor_img commit -q -b s0.raw s2.qcow2 || fail "commit -b through a shorter intermediate"
+cmp s0.raw s2.view.raw || fail "commit -b through a shorter intermediate: base differs from the image"
+
 # ---- an image whose backing format is not recorded (old qemu) ----
 load_chain orig
 python3 - mid.qcow2 <<'EOF'
