@@ -14,6 +14,9 @@ static const struct vs_pool_backend *const backends[] = {
 #ifdef VSTOR_HAVE_NFS
 	&vs_pool_backend_netfs,
 #endif
+#ifdef VSTOR_HAVE_ISCSI
+	&vs_pool_backend_iscsi,
+#endif
 };
 
 #define NB_BACKENDS (sizeof(backends) / sizeof(backends[0]))

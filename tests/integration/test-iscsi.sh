@@ -15,6 +15,9 @@ require_tool qemu-img qemu-io nbdinfo nbdcopy
 require_vstor_io
 require_vstor_img
 find_built VSTOR_NBD nbd-server/vstor-nbd
+find_built VSTOR cli/vstor
+export VSTOR_STATE_DIR=$WORKDIR/state
+vstor() { timeout 120 "$VSTOR" "$@"; }
 
 IQN1=iqn.2026-01.org.vstor.test:open
 IQN2=iqn.2026-01.org.vstor.test:chap
@@ -101,4 +104,51 @@ assert_grep "secret" err "error for a user without a secret"
 assert_fails vstor_io -f raw -c size "$P/iqn.2026-01.org.vstor.test:nosuch/1"
 assert_grep "iSCSI" err "error for a missing target"
 assert_fails vstor_io -f raw -c size "$P/$IQN1/9"
+
+# --- the iscsi pool through the vstor CLI: LUNs are the volumes ---
+assert_rc 0 vstor pool-define-as ip iscsi --source-host "127.0.0.1:$ISCSI_PORT" \
+	--source-dev "$IQN1"
+assert_rc 0 vstor pool-start ip
+assert_rc 0 vstor vol-list ip --details --output=json
+python3 - out <<'PY' || fail "vol-list of the iscsi pool"
+import json, sys
+vols = {v["name"]: v for v in json.load(open(sys.argv[1]))}
+assert sorted(vols) == ["unit:0:0:1", "unit:0:0:2"], vols
+assert vols["unit:0:0:1"]["capacity"] == 1 << 30 and vols["unit:0:0:1"]["format"] == "qcow2", vols
+assert vols["unit:0:0:2"]["capacity"] == 32 << 20 and vols["unit:0:0:2"]["format"] == "raw", vols
+assert vols["unit:0:0:2"]["path"].startswith("iscsi://127.0.0.1:"), vols
+PY
+assert_rc 0 vstor pool-info ip
+assert_grep '^Capacity: +96' out
+assert_fails vstor vol-create-as ip newlun 8M
+assert_grep "cannot create volumes.*target" err "vol-create-as on an iscsi pool"
+assert_fails vstor vol-delete unit:0:0:2 --pool ip
+assert_grep "cannot delete" err "vol-delete on an iscsi pool"
+head -c 1M /dev/urandom >up.bin
+assert_rc 0 vstor vol-upload unit:0:0:2 up.bin --pool ip --offset 2M
+dd if=lun2.img of=chk.bin bs=1M skip=2 count=1 status=none
+cmp chk.bin up.bin || fail "vol-upload to a LUN"
+assert_rc 0 vstor vol-download unit:0:0:2 dl.bin --pool ip --offset 2M --length 1M
+cmp dl.bin up.bin || fail "vol-download from a LUN"
+# A LUN exported by pool name over NBD.
+SOCK2=$WORKDIR/nbd2.sock
+start_daemon "$WORKDIR/nbd2.pid" 20 "$VSTOR_NBD" -t -k "$SOCK2" --pid-file "$WORKDIR/nbd2.pid" \
+	-f raw vol:ip/unit:0:0:2
+timeout 60 nbdcopy "nbd+unix:///?socket=$SOCK2" nbd2.raw || fail "nbdcopy of vol:ip/unit:0:0:2"
+cmp nbd2.raw lun2.img || fail "NBD export of a pool LUN differs from the LUN"
+stop_pid "$DAEMON_PID"
+assert_rc 0 vstor pool-destroy ip
+# CHAP through the pool definition; a wrong secret is a clear error.
+assert_rc 0 vstor pool-define-as ic iscsi --source-host "127.0.0.1:$ISCSI_PORT" \
+	--source-dev "$IQN2" --auth-type chap --auth-username vsuser \
+	--auth-secret-file "$WORKDIR/secret" --extra mutual_username=vstarget \
+	--extra "mutual_secret_file=$WORKDIR/tsecret"
+assert_rc 0 vstor pool-start ic
+assert_rc 0 vstor vol-list ic
+assert_grep 'unit:0:0:1' out
+assert_rc 0 vstor pool-destroy ic
+assert_rc 0 vstor pool-define-as ibad iscsi --source-host "127.0.0.1:$ISCSI_PORT" \
+	--source-dev "$IQN2" --auth-type chap --auth-username vsuser --auth-secret-file "$WORKDIR/bad"
+assert_fails vstor pool-start ibad
+assert_grep "CHAP" err "pool-start with a wrong CHAP secret"
 log "ok"
