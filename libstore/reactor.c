@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -636,8 +637,12 @@ unsigned vs_worker_pool_threads(void)
 	n = pool_threads;
 	pthread_mutex_unlock(&pool_lock);
 	if (!n) {
+		/* The CPUs this process may run on (taskset, cgroups), else those online. */
+		cpu_set_t set;
 		long c = sysconf(_SC_NPROCESSORS_ONLN);
 
+		if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+			c = CPU_COUNT(&set);
 		n = c > 0 ? (unsigned)c : 1;
 	}
 	return n;

@@ -121,6 +121,13 @@ for ct in zlib zstd; do
 		qemu_img check "c-$ct.qcow2" | grep -q "[1-9][0-9.]*% compressed clusters" ||
 			fail "-c wrote no compressed cluster ($ct)"
 		v=$(stat -c %s "c-$ct.qcow2")
+		# One CPU (one compression worker): the same content, a valid image.
+		if [[ $par == "-m 8 -W" ]] && command -v taskset >/dev/null; then
+			taskset -c 0 "$VSTOR_IMG" convert -c $par -O qcow2 -o compression_type=$ct \
+				s.raw "c1-$ct.qcow2" || fail "-c on one CPU ($ct)"
+			checked "c1-$ct.qcow2"
+			same "c-$ct.qcow2" "c1-$ct.qcow2" "-c on one CPU and on all ($ct)"
+		fi
 		q=$(stat -c %s "q-$ct.qcow2")
 		((v <= q + q / 33 + 65536)) ||
 			fail "-c $par ($ct): $v bytes, qemu-img wrote $q (more than 3% apart)"
