@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "vstor.h"
 
@@ -610,6 +611,48 @@ static int cmd_pool_dump(struct vstor_ctx *c)
 	return ret;
 }
 
+static int cmd_pool_uuid(struct vstor_ctx *c)
+{
+	struct vs_pool *p;
+	int ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	printf("%s\n\n", p->def.uuid);
+	vs_pool_free(p);
+	return 0;
+}
+
+/* pool-name UUID: the pool with that uuid. */
+static int cmd_pool_name(struct vstor_ctx *c)
+{
+	const char *uuid = opt_get(c, "pool");
+	char **names = NULL;
+	size_t n = 0;
+	int ret = 1;
+
+	if (vs_pool_state_list(c->st, &names, &n, &c->err) < 0)
+		return vstor_error_err(c, "Failed to list pools");
+	for (size_t i = 0; i < n && ret; i++) {
+		struct vs_pool *p = NULL;
+
+		if (vs_pool_load(c->st, names[i], &p, NULL) == 0 &&
+		    !strcasecmp(p->def.uuid, uuid)) {
+			printf("%s\n\n", p->def.name);
+			ret = 0;
+		}
+		vs_pool_free(p);
+	}
+	vs_pool_names_free(names, n);
+	if (ret)
+		vstor_error(
+			c, -ENOENT,
+			"failed to get pool '%s'\nerror: Storage pool not found: no storage pool "
+			"with matching uuid '%s'",
+			uuid, uuid);
+	return ret;
+}
+
 static int cmd_autostart(struct vstor_ctx *c)
 {
 	char **names = NULL;
@@ -713,9 +756,11 @@ const struct vstor_cmd vstor_pool_cmds[] = {
 	{ "pool-dumpxml", cmd_pool_dumpxml, dump_opts, "pool information in libvirt's XML", false },
 	{ "pool-info", cmd_pool_info, info_opts, "storage pool information", false },
 	{ "pool-list", cmd_pool_list, list_opts, "list pools", false },
+	{ "pool-name", cmd_pool_name, pool_opts, "convert a pool UUID to pool name", false },
 	{ "pool-refresh", cmd_pool_refresh, pool_opts, "refresh a pool", false },
 	{ "pool-start", cmd_pool_start, start_opts, "start a (previously defined) inactive pool",
 	  true },
 	{ "pool-undefine", cmd_pool_undefine, pool_opts, "undefine an inactive pool", true },
+	{ "pool-uuid", cmd_pool_uuid, pool_opts, "convert a pool name to pool UUID", false },
 	{ NULL, NULL, NULL, NULL, false },
 };

@@ -783,6 +783,36 @@ static int cmd_vol_path(struct vstor_ctx *c)
 	return 0;
 }
 
+/* vol-key and vol-name: the key of a volume is its path, as for libvirt's dir pools. */
+static int cmd_vol_key(struct vstor_ctx *c)
+{
+	char name[VS_POOL_NAME_MAX + 1];
+	struct vs_vol_info v;
+	struct vs_pool *p;
+
+	if (get_vol(c, &p, name))
+		return 1;
+	if (vs_pool_vol_info(p, name, &v, &c->err) < 0) {
+		vs_pool_free(p);
+		return vstor_error_err(c, "failed to get vol '%s'", name);
+	}
+	printf("%s\n", v.path);
+	vs_pool_free(p);
+	return 0;
+}
+
+static int cmd_vol_name(struct vstor_ctx *c)
+{
+	char name[VS_POOL_NAME_MAX + 1];
+	struct vs_pool *p;
+
+	if (vstor_vol_get(c, opt_get(c, "vol"), NULL, &p, name))
+		return 1;
+	printf("%s\n", name);
+	vs_pool_free(p);
+	return 0;
+}
+
 static int cmd_vol_dump(struct vstor_ctx *c)
 {
 	char name[VS_POOL_NAME_MAX + 1];
@@ -967,6 +997,8 @@ static const struct opt_spec info_opts[] = {
 	{ NULL },
 };
 static const struct opt_spec vol_opts[] = { VOL_OPT, POOL_OPT, { NULL } };
+static const struct opt_spec vol_key_opts[] = { { "vol", OT_DATA, true, "volume key (path)" },
+						{ NULL } };
 static const struct opt_spec vol_pool_opts[] = {
 	VOL_OPT,
 	{ "uuid", OT_BOOL, false, "the pool's UUID" },
@@ -986,7 +1018,11 @@ const struct vstor_cmd vstor_vol_cmds[] = {
 	{ "vol-dump", cmd_vol_dump, vol_opts, "vol information in JSON", false },
 	{ "vol-dumpxml", cmd_vol_dumpxml, vol_opts, "vol information in libvirt's XML", false },
 	{ "vol-info", cmd_vol_info, info_opts, "storage vol information", false },
+	{ "vol-key", cmd_vol_key, vol_opts,
+	  "returns the volume key for a given volume name or path", false },
 	{ "vol-list", cmd_vol_list, list_opts, "list vols", false },
+	{ "vol-name", cmd_vol_name, vol_key_opts, "returns the volume name for a given volume key",
+	  false },
 	{ "vol-path", cmd_vol_path, vol_opts, "returns the volume path for a given volume name",
 	  false },
 	{ "vol-pool", cmd_vol_pool, vol_pool_opts,

@@ -180,6 +180,14 @@ assert_rc 0 vstor vol-path --pool p1 raw.img
 assert_eq "$(cat out)" "$pooldir/raw.img" "vol-path"
 assert_rc 0 vstor vol-pool "$pooldir/raw.img"
 assert_eq "$(cat out)" "p1" "vol-pool"
+assert_rc 0 vstor vol-key raw.img --pool p1
+assert_eq "$(cat out)" "$pooldir/raw.img" "vol-key"
+assert_rc 0 vstor vol-name "$pooldir/raw.img"
+assert_eq "$(cat out)" "raw.img" "vol-name"
+assert_rc 0 vstor pool-uuid p1
+uuid=$(head -n1 out)
+assert_rc 0 vstor pool-name "$uuid"
+assert_eq "$(head -n1 out)" "p1" "pool-name of pool-uuid"
 assert_rc 0 vstor vol-dump --pool p1 disk.qcow2
 json_ok <out || fail "vol-dump is not JSON"
 assert_fails vstor vol-info nosuch --pool p1
