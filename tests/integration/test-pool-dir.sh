@@ -10,7 +10,7 @@
 # concurrent vstor invocations.
 . "$(dirname "$0")/lib.sh"
 
-require_tool qemu-img qemu-io qemu-nbd python3 cmp
+require_tool qemu-img qemu-io qemu-nbd nbdinfo python3 cmp
 require_vstor_img
 find_built VSTOR cli/vstor
 find_built VSTOR_NBD nbd-server/vstor-nbd
