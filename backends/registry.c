@@ -17,6 +17,9 @@ static const struct vs_pool_backend *const backends[] = {
 #ifdef VSTOR_HAVE_ISCSI
 	&vs_pool_backend_iscsi,
 #endif
+#ifdef VSTOR_HAVE_LVM
+	&vs_pool_backend_logical,
+#endif
 };
 
 #define NB_BACKENDS (sizeof(backends) / sizeof(backends[0]))

@@ -212,11 +212,14 @@ extern const struct vs_driver vs_driver_qcow2;
 extern const struct vs_driver vs_driver_nbd;
 extern const struct vs_driver vs_driver_nfs;   /* with libnfs */
 extern const struct vs_driver vs_driver_iscsi; /* with libiscsi */
-extern const struct vs_driver vs_driver_lvmap; /* with liblvm2cmd */
+extern const struct vs_driver vs_driver_lvmap; /* LVs mapped onto their PVs */
+
+/* True for lvmap: URIs (driver-lvmap.c). */
+bool vs_lvmap_is_uri(const char *filename);
 
 /*
  * The protocol driver for @filename: by URI scheme (nbd://, nfs://, iscsi://,
- * lvm:, memory:, null:), else the file driver.
+ * lvmap:, memory:, null:), else the file driver.
  */
 const struct vs_driver *vs_protocol_driver_for(const char *filename);
 

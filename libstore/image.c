@@ -22,8 +22,9 @@
 #define PROBE_LEN 4096
 
 static const struct vs_driver *const drivers[] = {
-	&vs_driver_qcow2, &vs_driver_raw, &vs_driver_file,  &vs_driver_memory,
-	&vs_driver_null,  &vs_driver_nbd, &vs_driver_fault, &vs_driver_log_writes,
+	&vs_driver_qcow2,  &vs_driver_raw,	  &vs_driver_file,
+	&vs_driver_memory, &vs_driver_null,	  &vs_driver_nbd,
+	&vs_driver_fault,  &vs_driver_log_writes, &vs_driver_lvmap,
 #ifdef HAVE_LIBNFS
 	&vs_driver_nfs,
 #endif
@@ -152,6 +153,8 @@ const struct vs_driver *vs_protocol_driver_for(const char *filename)
 		return &vs_driver_log_writes;
 	if (vs_nbd_is_uri(filename))
 		return &vs_driver_nbd;
+	if (vs_lvmap_is_uri(filename))
+		return &vs_driver_lvmap;
 #ifdef HAVE_LIBNFS
 	if (vs_nfs_is_uri(filename))
 		return &vs_driver_nfs;
