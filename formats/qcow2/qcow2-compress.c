@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <libdeflate.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@ struct codec_ctx {
 	ZSTD_CCtx *zc;
 	ZSTD_DCtx *zd;
 	struct libdeflate_decompressor *ld;
+	uint8_t pairs[65536 / 8]; /* byte pairs seen (looks_incompressible) */
 };
 
 static pthread_key_t codec_key;
@@ -150,6 +152,65 @@ int qcow2_decompress(uint8_t type, const void *src, size_t src_len, void *dst, s
 	}
 }
 
+/* Shannon entropy, in bits per byte, of the byte histogram @h of @n bytes. */
+static double entropy(const uint32_t *h, size_t n)
+{
+	double e = 0;
+
+	for (int i = 0; i < 256; i++)
+		if (h[i]) {
+			double q = (double)h[i] / (double)n;
+
+			e -= q * log2(q);
+		}
+	return e;
+}
+
+/*
+ * Whether deflate cannot shrink @n bytes (at least 64 KiB of it): their bytes
+ * are near uniform (no Huffman gain) and as many distinct byte pairs occur
+ * as in random data (no repeated strings for matches). Random data has
+ * 41,150-41,700 distinct pairs per 64 KiB, and a repeated string of L bytes
+ * takes about L away; 41,000 lets through what could gain more than about
+ * 0.5%. zlib spends as long on a random cluster as on text, for nothing:
+ * on data that does not compress (compressed files, encrypted data) this
+ * check costs ~5% of a deflate and saves the rest. Data like a counter
+ * (uniform bytes, few pairs) fails the pair test and is compressed.
+ */
+static bool looks_incompressible(struct codec_ctx *c, const uint8_t *p, size_t n)
+{
+	uint32_t h[256] = { 0 };
+	size_t sample = n < 16384 ? n : 16384;
+
+	if (n < 65536)
+		return false;
+	/* A cheap look at the start first: text, zeroes, code leave here. */
+	for (size_t i = 0; i < sample; i++)
+		h[p[i]]++;
+	if (entropy(h, sample) < 7.9)
+		return false;
+	for (size_t off = 0; off + 65536 <= n; off += 65536) {
+		const uint8_t *b = p + off;
+		unsigned distinct = 0;
+
+		memset(h, 0, sizeof(h));
+		memset(c->pairs, 0, sizeof(c->pairs));
+		h[b[0]]++;
+		for (size_t i = 1; i < 65536; i++) {
+			unsigned k = (unsigned)b[i - 1] << 8 | b[i];
+
+			h[b[i]]++;
+			if (!(c->pairs[k >> 3] & (1u << (k & 7)))) {
+				c->pairs[k >> 3] |= (uint8_t)(1u << (k & 7));
+				distinct++;
+			}
+		}
+		if (distinct < 41000 || entropy(h, 65536) < 7.99)
+			return false;
+	}
+	return true;
+}
+
 ssize_t qcow2_compress(uint8_t type, const void *src, size_t src_len, void *dst, size_t dst_len)
 {
 	struct codec_ctx *c = codec_get();
@@ -159,6 +220,10 @@ ssize_t qcow2_compress(uint8_t type, const void *src, size_t src_len, void *dst,
 	if (type == QCOW2_COMPRESSION_ZLIB) {
 		z_stream *z = &c->def;
 		int ret;
+
+		/* zstd gives up on such data by itself, quickly; zlib does not. */
+		if (looks_incompressible(c, src, src_len))
+			return -ENOSPC; /* store uncompressed */
 
 		if (!c->def_ok) {
 			memset(z, 0, sizeof(*z));

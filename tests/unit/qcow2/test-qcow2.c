@@ -182,6 +182,45 @@ static void test_compress_roundtrip_with_padding(void **state)
 	assert_int_equal(qcow2_decompress(9, comp, 10, out, sizeof(out)), -ENOTSUP);
 }
 
+/*
+ * zlib skips data that cannot compress (random), but compresses what only
+ * looks random byte by byte: a counter (uniform bytes), a random block
+ * repeated within the window, random data with a long repeat.
+ */
+static void test_compress_skips_only_incompressible(void **state)
+{
+	static uint8_t src[65536], comp[70000], out[65536];
+	uint32_t seed = 12345;
+	ssize_t n;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(src); i++) {
+		seed = seed * 1103515245 + 12345;
+		src[i] = (uint8_t)(seed >> 16);
+	}
+	assert_int_equal(qcow2_compress(0, src, sizeof(src), comp, sizeof(src) - 1), -ENOSPC);
+	/* A 2 KiB random run repeated: deflate matches it. */
+	for (size_t i = 2048; i < sizeof(src); i++)
+		src[i] = src[i % 2048];
+	n = qcow2_compress(0, src, sizeof(src), comp, sizeof(src) - 1);
+	assert_true(n > 0 && n < 8192);
+	/* Uniform bytes, but a counter. */
+	for (size_t i = 0; i < sizeof(src); i++)
+		src[i] = (uint8_t)i;
+	n = qcow2_compress(0, src, sizeof(src), comp, sizeof(src) - 1);
+	assert_true(n > 0 && n < 4096);
+	assert_int_equal(qcow2_decompress(0, comp, (size_t)n, out, sizeof(out)), 0);
+	assert_memory_equal(out, src, sizeof(src));
+	/* Random, with a 3 KiB repeat 3500 bytes back (inside the window): worth compressing. */
+	for (size_t i = 0; i < sizeof(src); i++) {
+		seed = seed * 1103515245 + 12345;
+		src[i] = (uint8_t)(seed >> 16);
+	}
+	memcpy(src + 20000, src + 16500, 3072);
+	n = qcow2_compress(0, src, sizeof(src), comp, sizeof(src) - 1);
+	assert_true(n > 0 && n < 65536 - 2048);
+}
+
 /* ---- the driver against qemu-img ---- */
 
 struct rw_case {
@@ -956,6 +995,7 @@ int main(void)
 		cmocka_unit_test(test_format_header_rejects_bad_fields),
 		cmocka_unit_test(test_refcount_entry_widths),
 		cmocka_unit_test(test_compress_roundtrip_with_padding),
+		cmocka_unit_test(test_compress_skips_only_incompressible),
 	};
 	const struct CMUnitTest qemu[] = {
 		cmocka_unit_test(test_qcow2_writes_pass_qemu_check_and_compare),
