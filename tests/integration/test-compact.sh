@@ -18,6 +18,7 @@ clean() { qemu_img check -q "$1" || fail "${2:-}: qemu-img check $1"; }
 fsize() { stat -c %s "$1"; }
 qio() { qemu-io "$@" >/dev/null || fail "qemu-io $*"; }
 unlocked() { qemu-img info "$1" >/dev/null 2>&1; }
+not_running() { ! kill -0 "$1" 2>/dev/null; }
 
 # compact_case NAME: compact NAME.qcow2, compare with a copy, check the shrink.
 compact_case()
@@ -97,14 +98,14 @@ qemu_img create -q -f raw r.raw 1M
 assert_rc 1 "$VSTOR_IMG" compact -f raw r.raw
 assert_grep "does not support compaction" "$WORKDIR/err" "compact raw"
 # Exclusive: a reader (read-only qemu-nbd) keeps compact out.
-sock=$WORKDIR/nbd.sock
-timeout 60 qemu-nbd -r -k "$sock" -f qcow2 a.qcow2 &
-register_pid $!
-wait_for 10 test -S "$sock"
+timeout 60 qemu-nbd --fork --persistent -r --pid-file="$WORKDIR/nbd.pid" \
+	-k "$WORKDIR/nbd.sock" -f qcow2 a.qcow2 || fail "qemu-nbd did not start"
+nbd_pid=$(<"$WORKDIR/nbd.pid")
+register_pid "$nbd_pid"
 assert_rc 1 "$VSTOR_IMG" compact a.qcow2
 assert_grep "lock" "$WORKDIR/err" "compact of an image in use"
-stop_pid "${VS_PIDS[-1]}"
-wait_for 10 unlocked a.qcow2
+stop_pid "$nbd_pid"
+wait_for 10 not_running "$nbd_pid"
 # JSON output.
 qio -c 'discard 8M 4M' a.qcow2
 vstor_img compact --output=json a.qcow2 >out.json || fail "compact --output=json"
