@@ -800,7 +800,11 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 
 int img_cmd_convert(int argc, char **argv)
 {
-	struct conv_args a = { .sparse = 4096, .num_co = 8, .rc = 1 };
+	/*
+	 * The target's cache mode defaults to unsafe, as qemu-img convert's
+	 * does: no flush at the end (use -t writeback or sync for that).
+	 */
+	struct conv_args a = { .sparse = 4096, .num_co = 8, .rc = 1, .cache = VS_CACHE_UNSAFE };
 	int rc = conv_main(&a, argc, argv);
 
 	free(a.src);
