@@ -37,6 +37,8 @@ enum stack_kind {
 	STACK_QCOW2_FILE,
 	STACK_RAW_MEMORY,
 	STACK_NULL,
+	STACK_RAW_LVMAP,   /* lvmap: three segments of a "PV" file, out of order */
+	STACK_QCOW2_LVMAP, /* qcow2 on that */
 };
 
 struct stack {
@@ -56,7 +58,7 @@ struct conf_test {
 	check_fn *check;
 	char dir[256];
 	char path[300];
-	char uri[64];
+	char uri[1400];
 	struct vs_node *node;
 	unsigned char *buf;  /* BUF_SIZE, 4 KiB aligned */
 	unsigned char *buf2; /* BUF_SIZE, 4 KiB aligned */
@@ -470,6 +472,9 @@ static const struct stack stacks[] = {
 	  false },
 	{ "raw/memory", STACK_RAW_MEMORY, VS_CACHE_WRITEBACK, NULL, 0, false },
 	{ "null", STACK_NULL, VS_CACHE_WRITEBACK, NULL, 0, true },
+	{ "raw/lvmap", STACK_RAW_LVMAP, VS_CACHE_WRITEBACK, NULL, 0, false },
+	{ "raw/lvmap,cache=none", STACK_RAW_LVMAP, VS_CACHE_NONE, NULL, 0, false },
+	{ "qcow2/lvmap", STACK_QCOW2_LVMAP, VS_CACHE_WRITEBACK, NULL, 0, false },
 };
 
 static const struct {
@@ -506,6 +511,8 @@ static int prepare(struct conf_test *t)
 		return 0;
 	case STACK_RAW_FILE:
 	case STACK_QCOW2_FILE:
+	case STACK_RAW_LVMAP:
+	case STACK_QCOW2_LVMAP:
 		break;
 	}
 	snprintf(t->dir, sizeof(t->dir), "%s/vstor-conformance.XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -515,6 +522,30 @@ static int prepare(struct conf_test *t)
 		return -1;
 	}
 	snprintf(t->path, sizeof(t->path), "%s/img", t->dir);
+	if (t->stack->kind == STACK_RAW_LVMAP || t->stack->kind == STACK_QCOW2_LVMAP) {
+		/* LV [0,4M) at PV 12M, [4M,12M) at PV 1M, [12M,16M) at PV 16M; a lock file. */
+		snprintf(t->path, sizeof(t->path), "%s/pv", t->dir);
+		fd = open(t->path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+		if (fd < 0 || ftruncate(fd, (off_t)(IMG_SIZE + (4 << 20))) < 0) {
+			fail_at(t, __LINE__, "create %s: %s", t->path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+		snprintf(t->uri, sizeof(t->uri), "lvmap:%s/lock|%u+%u@%s|%u+%u@%s|%u+%u@%s", t->dir,
+			 12u << 20, 4u << 20, t->path, 1u << 20, 8u << 20, t->path, 16u << 20,
+			 4u << 20, t->path);
+		t->path[0] = '\0';
+		if (t->stack->kind == STACK_RAW_LVMAP)
+			return 0;
+		ret = vs_image_create(t->uri, "qcow2", IMG_SIZE, NULL, 0, &err);
+		if (ret < 0) {
+			fail_at(t, __LINE__, "create: %s", err.msg[0] ? err.msg : strerror(-ret));
+			return -1;
+		}
+		return 0;
+	}
 	if (t->stack->kind == STACK_RAW_FILE) {
 		fd = open(t->path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
 		if (fd < 0 || ftruncate(fd, (off_t)IMG_SIZE) < 0) {
@@ -545,7 +576,9 @@ static void run_check(void *arg)
 	if (prepare(t))
 		return;
 	o.filename = t->path[0] ? t->path : t->uri;
-	o.format = t->stack->kind == STACK_QCOW2_FILE ? "qcow2" : "raw";
+	o.format = t->stack->kind == STACK_QCOW2_FILE || t->stack->kind == STACK_QCOW2_LVMAP ?
+			   "qcow2" :
+			   "raw";
 	o.cache = t->stack->cache;
 	o.read_only = t->check == check_read_only;
 	ret = vs_image_open(&t->node, &o, &err);
@@ -558,7 +591,7 @@ static void run_check(void *arg)
 	vs_node_close(t->node);
 	t->node = NULL;
 	/* The image must still be consistent after every check. */
-	if (!t->failed && t->stack->kind == STACK_QCOW2_FILE && !o.read_only) {
+	if (!t->failed && !strcmp(o.format, "qcow2") && !o.read_only) {
 		struct vs_check_result res = { 0 };
 
 		o.read_only = true;
@@ -591,8 +624,16 @@ static void test_conformance(void **state)
 	ret = vs_run_in_coroutine(run_check, t);
 	if (t->path[0])
 		unlink(t->path);
-	if (t->dir[0])
+	if (t->dir[0]) {
+		char extra[300];
+
+		/* lvmap stacks: the PV file and the lock file. */
+		snprintf(extra, sizeof(extra), "%s/pv", t->dir);
+		unlink(extra);
+		snprintf(extra, sizeof(extra), "%s/lock", t->dir);
+		unlink(extra);
 		rmdir(t->dir);
+	}
 	if (ret < 0)
 		fail_msg("engine: %s", strerror(-ret));
 	if (t->failed)
