@@ -610,6 +610,9 @@ static int req_read_structured(struct nbd_req *r)
 	uint64_t pos = 0;
 	int niov = 0, ret;
 
+	/* A zero-length read: nothing to read or send but the completion. */
+	if (!r->len)
+		return send_status(r, 0);
 	/*
 	 * Looking for holes costs a block-status query (two lseeks on a raw
 	 * file); it only pays off when it can save sending a large range.
