@@ -20,6 +20,9 @@
 #   VSTOR_NO_VALGRIND=1    skip the valgrind run
 #   VSTOR_TEST_JOBS=N      parallel tests (default 2)
 #   VSTOR_ASAN_CC=clang    compiler for the sanitizer build (default: cc)
+#   VSTOR_FUZZ_SECONDS=N   build the libFuzzer targets with clang and run each
+#                          for N seconds (default: 60 with CI=true, 600 with
+#                          VSTOR_LONG=1, else 0 = skip); see scripts/run-fuzz.sh
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
@@ -132,6 +135,35 @@ if [[ ${VSTOR_NO_ASAN:-0} != 1 ]]; then
 		run_tests build-asan default --timeout-multiplier 3
 	fi
 	unset ASAN_OPTIONS UBSAN_OPTIONS
+fi
+
+# --- fuzzing: every libFuzzer target for VSTOR_FUZZ_SECONDS (docs/reliability.md) ---
+fuzz_secs=${VSTOR_FUZZ_SECONDS:-}
+if [[ -z $fuzz_secs ]]; then
+	if [[ ${VSTOR_LONG:-0} == 1 ]]; then
+		fuzz_secs=600
+	elif [[ ${CI:-} == true ]]; then
+		fuzz_secs=60
+	else
+		fuzz_secs=0
+	fi
+fi
+if ((fuzz_secs > 0)); then
+	if CC=clang build build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
+		-Db_lundef=false --werror; then
+		banner "fuzz: each target for $fuzz_secs s"
+		while IFS= read -r line; do
+			echo "$line"
+			case $line in
+			*": OK") extra_passed=$((extra_passed + 1)) ;;
+			*) extra_failed=$((extra_failed + 1)) ;;
+			esac
+		done < <(scripts/run-fuzz.sh build-fuzz "$fuzz_secs" | grep '^fuzz: ')
+		grep -q . build-fuzz/fuzz-stats.txt 2>/dev/null || {
+			step_failures+=("fuzz")
+			extra_failed=$((extra_failed + 1))
+		}
+	fi
 fi
 
 # --- formatting (not a test, but it fails the run) ---

@@ -97,6 +97,52 @@ static void run_session(void *opaque)
 	vs_node_close(node);
 }
 
+#ifdef FUZZ_NBD_TRANSMISSION
+/*
+ * The transmission-phase target (fuzz-nbd-transmission): a fixed, valid
+ * handshake that ends in the transmission phase, chosen by the first input
+ * byte (0: NBD_OPT_EXPORT_NAME with simple replies, 1: structured replies
+ * and base:allocation, 2: extended headers, 3: the read-only export with
+ * structured replies), followed by the rest of the input as requests.
+ */
+#define OPT_HDR(o, len) 'I', 'H', 'A', 'V', 'E', 'O', 'P', 'T', 0, 0, 0, (o), 0, 0, 0, (len)
+static const uint8_t hs_simple[] = { 0, 0, 0, 3, OPT_HDR(1, 0) };
+#define GO(len, ...) OPT_HDR(7, 4 + (len) + 4), 0, 0, 0, (len), __VA_ARGS__ 0, 1, 0, 3
+#define META(o)                                                                                   \
+	OPT_HDR(o, 4 + 4 + 4 + 15), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 15, 'b', 'a', 's', 'e', ':', \
+		'a', 'l', 'l', 'o', 'c', 'a', 't', 'i', 'o', 'n'
+static const uint8_t hs_structured[] = { 0, 0, 0, 3, OPT_HDR(8, 0), META(10), GO(0, ) };
+static const uint8_t hs_extended[] = { 0, 0, 0, 3, OPT_HDR(11, 0), META(10), GO(0, ) };
+static const uint8_t hs_readonly[] = { 0, 0, 0, 3, OPT_HDR(8, 0), GO(2, 'r', 'o', ) };
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const struct {
+		const uint8_t *p;
+		size_t len;
+	} hs[] = {
+		{ hs_simple, sizeof(hs_simple) },
+		{ hs_structured, sizeof(hs_structured) },
+		{ hs_extended, sizeof(hs_extended) },
+		{ hs_readonly, sizeof(hs_readonly) },
+	};
+	unsigned mode = size ? data[0] % 4 : 0;
+	size_t rest = size ? size - 1 : 0;
+	uint8_t *buf = malloc(hs[mode].len + rest + 1);
+	struct run r;
+
+	if (!buf)
+		abort();
+	memcpy(buf, hs[mode].p, hs[mode].len);
+	if (rest)
+		memcpy(buf + hs[mode].len, data + 1, rest);
+	r = (struct run){ .data = buf, .size = hs[mode].len + rest };
+	if (vs_run_in_coroutine(run_session, &r) < 0)
+		abort();
+	free(buf);
+	return 0;
+}
+#else
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct run r = { .data = data, .size = size };
@@ -105,3 +151,4 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	return 0;
 }
+#endif

@@ -2,7 +2,11 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Write the seed corpus of fuzz-nbd-server: client byte streams for whole
 sessions (simple, structured and extended replies, every command, bad
-inputs). Run: make-nbd-corpus.py OUTDIR"""
+inputs). Run: make-nbd-corpus.py OUTDIR
+
+With --transmission, the corpus of fuzz-nbd-transmission instead: a mode
+byte (0 simple, 1 structured, 2 extended, 3 read-only export; the target
+supplies the handshake) followed by the requests."""
 import os
 import struct
 import sys
@@ -64,6 +68,23 @@ seeds = {
     "bad-request-magic": flags + opt(1, b"") + struct.pack(">IHHQQI", 0xDEADBEEF, 0, 0, 1, 0, 1),
     "truncated-write": flags + opt(1, b"") + req(1, 0, 4096, 0, 1, b"C" * 100),
 }
+if sys.argv[1] == "--transmission":
+    bad = struct.pack(">IHHQQI", 0x25609513, 0xFFFF, 99, 1, 0, 1)
+    seeds = {
+        "simple-commands": b"\0" + commands(),
+        "structured-commands": b"\1" + commands(),
+        "extended-commands": b"\2" + commands(True),
+        "readonly-writes": b"\3" + req(1, 0, 16, 0, 1, b"B" * 16) + req(4, 0, 16, 0, 2)
+        + req(2, 0, 0),
+        "unknown-command-flags": b"\1" + bad + req(2, 0, 0),
+        "past-the-end": b"\1" + req(0, (1 << 20) - 1, 2, 0, 1) + req(1, 1 << 40, 512, 0, 2,
+                                                                       b"D" * 512),
+        "huge-lengths": b"\2" + req(0, 0, 1 << 40, 0, 1, ext=True) + req(7, 0, 1 << 62, 0, 2, ext=True),
+        "disconnect-first": b"\0" + req(2, 0, 0) + commands(),
+        # Found by fuzzing: a structured read of length 0 (null buffer + 0).
+        "regress-structured-read-zero-length": b"\1" + req(0, 256, 0, 0, 0x4F000200),
+    }
+    sys.argv.pop(1)
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
 for name, data in seeds.items():

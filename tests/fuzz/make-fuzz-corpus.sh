@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Write the seed corpora of the fuzz targets under tests/fuzz/corpus/ (or
+# under $1): made here from qemu-img, qemu-io and the scripts, never binaries
+# of unknown origin. The output is committed; run this again after changing
+# it. Needs qemu-img and qemu-io (Debian: qemu-utils).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-$here/corpus}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export LC_ALL=C
+
+# --- nbd-server (handshake) and nbd-transmission ---
+python3 "$here/make-nbd-corpus.py" "$out/nbd-server"
+python3 "$here/make-nbd-corpus.py" --transmission "$out/nbd-transmission"
+
+# --- qcow2-image: small images (512-byte to 64 KiB clusters) with data,
+# zeroes, discards, compressed clusters, snapshots, lazy refcounts, v2 ---
+img=$out/qcow2-image
+hdr=$out/qcow2-header
+rm -rf "$img" "$hdr"
+mkdir -p "$img" "$hdr"
+n=0
+# make NAME CREATE-OPTS SIZE QEMU-IO-COMMANDS...
+make()
+{
+	local name=$1 opts=$2 size=$3 f
+	shift 3
+	f=$tmp/$name.qcow2
+	qemu-img create -q -f qcow2 -o "$opts" "$f" "$size"
+	local c
+	for c in "$@"; do
+		qemu-io -f qcow2 -c "$c" "$f" >/dev/null
+	done
+	cp "$f" "$img/$name"
+	head -c 4096 "$f" >"$hdr/$name"
+	n=$((n + 1))
+}
+make empty-512 cluster_size=512 1M
+make empty-v2 cluster_size=512,compat=0.10 1M
+make data-512 cluster_size=512 1M "write -P 0x11 0 4k" "write -P 0x22 64k 1k"
+make zero-discard-4k cluster_size=4096 1M "write -P 0x33 0 16k" "write -z 4k 4k" "discard 8k 4k"
+make compressed-4k cluster_size=4096 1M "write -c -P 0x44 0 4k" "write -c -P 0x45 8k 4k"
+make compressed-zstd cluster_size=4096,compression_type=zstd 1M "write -c -P 0x46 0 4k"
+make lazy-4k cluster_size=4096,lazy_refcounts=on 1M "write -P 0x55 0 8k"
+make refcount1 cluster_size=512,refcount_bits=1 512k "write -P 0x66 0 1k"
+make refcount64 cluster_size=512,refcount_bits=64 512k "write -P 0x67 0 1k"
+make extl2 cluster_size=16384,extended_l2=on 1M "write -P 0x77 0 2k" "write -P 0x78 8k 2k"
+qemu-img create -q -f raw "$tmp/base.img" 1M
+make backing-name cluster_size=512,backing_file=base.img,backing_fmt=raw 1M "write -P 0x88 0 512"
+# Snapshots: a table, snapshot L1 tables, shared clusters.
+f=$tmp/snap.qcow2
+qemu-img create -q -f qcow2 -o cluster_size=512 "$f" 1M
+qemu-io -f qcow2 -c "write -P 0x99 0 2k" "$f" >/dev/null
+qemu-img snapshot -c one "$f"
+qemu-io -f qcow2 -c "write -P 0x9a 1k 2k" "$f" >/dev/null
+qemu-img snapshot -c two "$f"
+cp "$f" "$img/snapshots"
+head -c 4096 "$f" >"$hdr/snapshots"
+# Damaged variants (the catalogue's kinds in small): a dirty bit with stale
+# refcounts, a truncated file, a zeroed refcount table, a bad L1 offset.
+cp "$img/lazy-4k" "$img/lazy-dirty"
+printf '\x01' | dd of="$img/lazy-dirty" bs=1 seek=79 conv=notrunc status=none
+head -c 1536 "$img/data-512" >"$img/truncated"
+cp "$img/data-512" "$img/zero-reftable"
+dd if=/dev/zero of="$img/zero-reftable" bs=512 seek=2 count=1 conv=notrunc status=none
+cp "$img/data-512" "$img/bad-l1-offset"
+printf '\x00\x00\x00\x00\x7f\xff\xfe\x00' | dd of="$img/bad-l1-offset" bs=1 seek=40 conv=notrunc status=none
+# Header-only seeds: a bad magic and a huge header_length.
+printf 'QFI\xfb\x00\x00\x00\x03' >"$hdr/magic-only"
+cp "$hdr/empty-512" "$hdr/huge-header-length"
+printf '\x00\x01\x00\x00' | dd of="$hdr/huge-header-length" bs=1 seek=100 conv=notrunc status=none
+
+# --- cli-options: "SIZE\nOPTIONS" ---
+cli=$out/cli-options
+rm -rf "$cli"
+mkdir -p "$cli"
+i=0
+while IFS= read -r line; do
+	printf '%b' "$line" >"$cli/seed-$i"
+	i=$((i + 1))
+done <<'SEEDS'
+1G\ncluster_size=65536,lazy_refcounts=on
+0x10000\ncompat=0.10
+1.5M\nbacking_file=a,,b.qcow2,backing_fmt=qcow2
+512\nsize=1T,cluster_size=2M,refcount_bits=64
+  4096k\npreallocation=metadata,extended_l2=on
+9223372036854775807\nhelp
+8E\n,,,=,a=b=c,
+1.0000000000000000001k\ncluster_size=0.5k
+-1\ncompression_type=zstd,data_file=x
+writeback\nencrypt.format=luks,encrypt.key-secret=sec0
+SEEDS
+echo "corpus: $n qcow2 images, $i cli seeds, nbd sessions in $out"
