@@ -14,9 +14,11 @@
  * An empty LOCKFILE takes no lock.
  */
 #include "driver.h"
+#include "lock.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +46,7 @@ struct lvmap_pv {
 
 struct lvmap_state {
 	int lock_fd;
+	int lv_lock_fd; /* the writer lock of this LV (QEMU's byte layout) */
 	struct lvmap_seg segs[LVMAP_MAX_SEGS];
 	unsigned nsegs;
 	struct lvmap_pv pvs[LVMAP_MAX_SEGS];
@@ -131,6 +134,38 @@ static void lvmap_close(struct vs_node *node)
 	if (s->lock_fd >= 0)
 		close(s->lock_fd); /* drops the flock */
 	s->lock_fd = -1;
+	if (s->lv_lock_fd >= 0)
+		close(s->lv_lock_fd); /* drops the OFD locks */
+	s->lv_lock_fd = -1;
+}
+
+/*
+ * Writers of one LV exclude each other like writers of one image file: OFD
+ * locks in QEMU's byte layout on a lock file beside LVM's VG lock, named by
+ * the LV's first extent on its PV (no two LVs share an extent).
+ */
+static int lvmap_lv_lock(struct lvmap_state *s, const char *vglock, const struct vs_open_opts *opts,
+			 struct vs_error *err)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a of the first PV's path */
+	unsigned perm = VS_PERM_CONSISTENT_READ, shared;
+	char path[4200];
+
+	for (const char *c = s->pvs[0].path; *c; c++)
+		h = (h ^ (uint8_t)*c) * 1099511628211ull;
+	snprintf(path, sizeof(path), "%s.vstor-%016" PRIx64 "-%" PRIu64, vglock, h,
+		 s->segs[0].pv_off);
+	s->lv_lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (s->lv_lock_fd < 0)
+		return vs_error_setf_errno(err, -errno, "Could not open the volume lock '%s'",
+					   path);
+	if (!opts->read_only)
+		perm |= VS_PERM_WRITE | VS_PERM_RESIZE;
+	shared = opts->force_share ? VS_PERM_ALL :
+				     VS_PERM_CONSISTENT_READ | VS_PERM_WRITE_UNCHANGED;
+	if (opts->exclusive && !opts->force_share)
+		shared = 0;
+	return vs_lock_acquire(s->lv_lock_fd, perm, shared, opts->filename, err);
 }
 
 static int lvmap_open(struct vs_node *node, const struct vs_open_opts *opts, struct vs_error *err)
@@ -143,6 +178,7 @@ static int lvmap_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	int ret;
 
 	s->lock_fd = -1;
+	s->lv_lock_fd = -1;
 	if (!vs_lvmap_is_uri(opts->filename) || !bar || (size_t)(bar - p) >= sizeof(lock))
 		return vs_error_set(err, -EINVAL,
 				    "Invalid lvmap URI '%s' (lvmap:LOCK|OFF+LEN@PV|...)",
@@ -191,6 +227,11 @@ static int lvmap_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	}
 	if (!s->nsegs)
 		goto bad;
+	if (lock[0]) {
+		ret = lvmap_lv_lock(s, lock, opts, err);
+		if (ret < 0)
+			goto fail;
+	}
 	node->size = lv_off;
 	node->limits.request_align = node->knobs.direct ? 512 : 1;
 	node->limits.mem_align = node->knobs.direct ? 4096 : 1;

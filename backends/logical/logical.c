@@ -555,11 +555,12 @@ static int logical_map_uri(struct vs_pool *p, const char *name, const char *lock
 	size_t len;
 	int ret;
 
-	ret = lvm_run(p, &o, err,
-		      "lvs --reportformat json --units b --nosuffix -o "
-		      "lv_name,segtype,seg_start_pe,seg_size_pe,seg_pe_ranges,vg_extent_size "
-		      "--sort seg_start_pe %s/%s",
-		      p->def.source_name, name);
+	ret = lvm_run(
+		p, &o, err,
+		"lvs --reportformat json --units b --nosuffix -o "
+		"lv_name,lv_attr,segtype,seg_start_pe,seg_size_pe,seg_pe_ranges,vg_extent_size "
+		"--sort seg_start_pe %s/%s",
+		p->def.source_name, name);
 	if (ret == 0)
 		ret = lvm_parse(&o, &segs, err);
 	lvm_out_free(&o);
@@ -587,11 +588,36 @@ static int logical_map_uri(struct vs_pool *p, const char *name, const char *lock
 		const char *colon = strrchr(range, ':');
 		char pv[VS_POOL_PATH_MAX];
 
+		const char *attr = row_str(r, "lv_attr");
+
+		/*
+		 * Only a plain volume ('-') that device-mapper does not map:
+		 * writing the PV extents of a snapshot origin would bypass the
+		 * snapshots' copy-on-write, a snapshot's extents hold its
+		 * exception store, a pvmove's are in flight; and an active LV
+		 * has a kernel mapping whose page cache would not see ours.
+		 */
 		if (strcmp(type, "linear")) {
 			ret = vs_error_set(err, -ENOTSUP,
 					   "logical volume '%s' is not linear (segment type %s): "
 					   "without device-mapper only linear LVs can be mapped",
 					   name, type);
+			goto out;
+		}
+		if (attr[0] != '-') {
+			ret = vs_error_set(
+				err, -ENOTSUP,
+				"logical volume '%s' is not a plain volume (lv_attr %s): "
+				"snapshots, their origins, mirrors, raid, thin and "
+				"pvmove volumes cannot be mapped without device-mapper",
+				name, attr);
+			goto out;
+		}
+		if (strlen(attr) > 4 && attr[4] == 'a') {
+			ret = vs_error_set(err, -EBUSY,
+					   "logical volume '%s' is active but has no device node: "
+					   "deactivate it (lvchange -an) to map it in user space",
+					   name);
 			goto out;
 		}
 		if (!colon || sscanf(colon + 1, "%" SCNu64 "-%" SCNu64, &first, &last) != 2 ||

@@ -135,6 +135,9 @@ start_daemon "$WORKDIR/nbd.pid" 20 "$VSTOR_NBD" -t -k "$SOCK" --pid-file "$WORKD
 if lvmq_quiet lvextend --config 'global { wait_for_locks = 0 }' -L +4M "$VG/b"; then
 	fail "lvextend ran while the volume was open (VG lock not held)"
 fi
+# ... and a second writer of the same LV is refused, as for an image file.
+assert_fails "$VSTOR_IMG" convert -n -f raw -O raw pat.raw vol:lp/b
+assert_grep "using the volume|lock" "$WORKDIR/err" "a second writer of a mapped LV"
 stop_pid "$DAEMON_PID"
 lvmq_quiet lvextend --config 'global { wait_for_locks = 0 }' -L +4M "$VG/b" ||
 	fail "lvextend after the volume was closed"
