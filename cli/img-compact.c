@@ -72,6 +72,19 @@ static void compact_co(void *opaque)
 		vs_node_close(node);
 		return;
 	}
+	/*
+	 * Only files (and LVs mapped in user space) take the exclusive lock
+	 * that keeps every other user out while clusters move.
+	 */
+	if (strcmp(vs_node_format(vs_node_file(node)), "file") &&
+	    strcmp(vs_node_format(vs_node_file(node)), "lvmap")) {
+		img_error(-ENOTSUP,
+			  "'%s' is on a '%s' node, which cannot be locked against other "
+			  "users: compaction needs an exclusive lock (copy it to a file first)",
+			  a->filename, vs_node_format(vs_node_file(node)));
+		vs_node_close(node);
+		return;
+	}
 	img_progress(a->progress, 0, 1, &a->last);
 	ret = vs_node_compact(node, compact_progress, a, &err);
 	if (ret == 0)
@@ -123,6 +136,13 @@ int img_cmd_compact(int argc, char **argv)
 		case 't':
 			if (img_parse_cache(optarg, &a.cache) < 0)
 				return 1;
+			/* Its crash safety rests on flushes between the steps. */
+			if (a.cache == VS_CACHE_UNSAFE) {
+				img_error(-EINVAL,
+					  "compact needs flushes to be crash-safe: cache mode "
+					  "'unsafe' is not allowed");
+				return 1;
+			}
 			break;
 		case 'p':
 			a.progress = true;

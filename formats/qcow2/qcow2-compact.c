@@ -449,6 +449,13 @@ static int compact_locked(struct vs_node *node, vs_progress_fn *progress, void *
 		s->hdr.l1_table_offset = saved_l1;
 		s->hdr.refcount_table_offset = saved_rt;
 		s->hdr.refcount_table_clusters = saved_rt_n;
+		/*
+		 * The write may have reached the file although its flush failed:
+		 * the file may name either set of tables, and allocating from
+		 * the old refcounts could overwrite the new ones. No more writes
+		 * through this node; reopening reads whichever the file says.
+		 */
+		s->corrupt = true;
 		vs_error_setf_errno(err, ret, "Could not update the header");
 		goto out;
 	}

@@ -131,4 +131,16 @@ for i in 1 2 3 4 5 6; do
 	clean k.qcow2 "kill $i: compact again"
 	same k.qcow2 k.ref.qcow2 "kill $i: compact again"
 done
+# Its crash safety needs flushes and an exclusive lock: no -t unsafe, and
+# nothing that cannot be locked (here an NBD export).
+qemu_img create -q -f qcow2 u.qcow2 16M
+assert_rc 1 "$VSTOR_IMG" compact -t unsafe u.qcow2
+assert_grep "unsafe" "$WORKDIR/err" "compact -t unsafe"
+if command -v qemu-nbd >/dev/null; then
+	start_daemon "$WORKDIR/qn.pid" 20 qemu-nbd -t -k "$WORKDIR/qn.sock" -f raw \
+		--pid-file="$WORKDIR/qn.pid" u.qcow2
+	assert_rc 1 "$VSTOR_IMG" compact "nbd+unix:///?socket=$WORKDIR/qn.sock"
+	assert_grep "exclusive lock" "$WORKDIR/err" "compact over NBD"
+	stop_pid "$DAEMON_PID"
+fi
 log "ok"
