@@ -16,6 +16,7 @@
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,9 @@
 #define ISCSI_DEFAULT_INITIATOR "iqn.2026-01.org.vstor:initiator"
 #define ISCSI_MAX_TRANSFER (4u << 20)
 #define ISCSI_WS_CHUNK (32u << 20) /* bytes per WRITE SAME */
+#define ISCSI_TICK_NS 1000000000ull
+/* Reconnect attempts after the connection drops before requests fail. */
+#define ISCSI_RECONNECTS 5
 
 _Static_assert(sizeof(struct scsi_iovec) == sizeof(struct iovec), "scsi_iovec layout");
 
@@ -39,6 +43,8 @@ struct isess {
 	bool stopping;
 	bool dead;
 	struct vs_co_queue pump_exit;
+	struct vs_co *ticker; /* runs libiscsi's timers (reconnect, timeouts) */
+	bool ticker_running;
 	struct iscsi_call *calls;
 	/* connect / login */
 	struct vs_co *connect_co;
@@ -232,6 +238,32 @@ static void pump_main(void *opaque)
 	vs_co_queue_wake_all(&s->pump_exit);
 }
 
+static void sess_kick(struct isess *s);
+
+/*
+ * libiscsi's reconnect backoff and command timeouts advance only when it is
+ * serviced: service it with no events once a second.
+ */
+static void ticker_main(void *opaque)
+{
+	struct isess *s = opaque;
+
+	s->ticker = vs_co_self();
+	while (!s->stopping && !s->dead) {
+		vs_co_sleep_ns(ISCSI_TICK_NS);
+		if (s->stopping || s->dead)
+			break;
+		if (iscsi_service(s->iscsi, 0) < 0) {
+			s->dead = true;
+			sess_fail_all(s);
+		}
+		sess_kick(s); /* a reconnect changes the socket and the events */
+	}
+	s->ticker = NULL;
+	s->ticker_running = false;
+	vs_co_queue_wake_all(&s->pump_exit);
+}
+
 static void sess_kick(struct isess *s)
 {
 	unsigned ev = (unsigned)iscsi_which_events(s->iscsi);
@@ -304,7 +336,9 @@ static void sess_stop(struct isess *s)
 	s->stopping = true;
 	if (s->pump_running && s->pump)
 		(void)vs_aio_cancel(s->pump);
-	while (s->pump_running)
+	if (s->ticker_running && s->ticker)
+		(void)vs_aio_cancel(s->ticker);
+	while (s->pump_running || s->ticker_running)
 		vs_co_queue_wait(&s->pump_exit);
 }
 
@@ -436,6 +470,20 @@ static void redact(char *out, size_t outsz, const char *url)
 }
 
 /*
+ * libnfs and libiscsi write to their sockets with plain send(): a server
+ * that goes away would kill the process with SIGPIPE instead of failing
+ * the request with EPIPE. Ignore SIGPIPE unless the program handles it.
+ */
+static void ignore_sigpipe(void)
+{
+	struct sigaction sa;
+
+	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+	    !(sa.sa_flags & SA_SIGINFO))
+		signal(SIGPIPE, SIG_IGN);
+}
+
+/*
  * Connect and log in to the target of @uri. With @lun >= 0 (full URL), also
  * check that LUN is there; with -1 (portal + target only), just log in.
  */
@@ -458,6 +506,7 @@ static int sess_open(struct isess **out, const char *uri, bool want_lun, struct 
 		opts_free(&o);
 		return vs_error_set(err, -ENOMEM, "Out of memory");
 	}
+	ignore_sigpipe();
 	s->iscsi = iscsi_create_context(o.initiator[0] ? o.initiator : ISCSI_DEFAULT_INITIATOR);
 	if (!s->iscsi) {
 		ret = vs_error_set(err, -ENOMEM, "Could not create an iSCSI context");
@@ -486,6 +535,7 @@ static int sess_open(struct isess **out, const char *uri, bool want_lun, struct 
 	}
 	s->lun = u->lun;
 	iscsi_set_targetname(s->iscsi, u->target);
+	iscsi_set_reconnect_max_retries(s->iscsi, ISCSI_RECONNECTS);
 	iscsi_set_session_type(s->iscsi, ISCSI_SESSION_NORMAL);
 	iscsi_set_header_digest(s->iscsi, ISCSI_HEADER_DIGEST_NONE_CRC32C);
 	if (o.user[0]) {
@@ -518,6 +568,12 @@ static int sess_open(struct isess **out, const char *uri, bool want_lun, struct 
 	s->pump_running = true;
 	if (!vs_co_spawn(vs_reactor_current(), pump_main, s)) {
 		s->pump_running = false;
+		ret = vs_error_set(err, -ENOMEM, "Out of memory");
+		goto fail;
+	}
+	s->ticker_running = true;
+	if (!vs_co_spawn(vs_reactor_current(), ticker_main, s)) {
+		s->ticker_running = false;
 		ret = vs_error_set(err, -ENOMEM, "Out of memory");
 		goto fail;
 	}

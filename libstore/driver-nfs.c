@@ -20,10 +20,14 @@
 #include <nfsc/libnfs-raw-nfs.h>
 #include <nfsc/libnfs.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+/* Reconnect attempts after the connection drops before requests fail. */
+#define NFS_RECONNECTS 5
 
 /* ---- sessions ---- */
 
@@ -111,7 +115,8 @@ static bool call_finish(struct nfs_call *c, int status, void *data)
 		free(c);
 		return false;
 	}
-	c->status = status;
+	/* libnfs reports a failed RPC (connection lost for good) as -EFAULT. */
+	c->status = status == -EFAULT ? -EIO : status;
 	if (status < 0 && data)
 		snprintf(c->msg, sizeof(c->msg), "%s", (const char *)data);
 	c->done = true;
@@ -331,6 +336,20 @@ static int session_mount(struct vs_nfs *s, const char *server, const char *expor
 	return 0;
 }
 
+/*
+ * libnfs and libiscsi write to their sockets with plain send(): a server
+ * that goes away would kill the process with SIGPIPE instead of failing
+ * the request with EPIPE. Ignore SIGPIPE unless the program handles it.
+ */
+static void ignore_sigpipe(void)
+{
+	struct sigaction sa;
+
+	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+	    !(sa.sa_flags & SA_SIGINFO))
+		signal(SIGPIPE, SIG_IGN);
+}
+
 static struct vs_nfs *session_new(struct vs_error *err)
 {
 	struct vs_nfs *s = calloc(1, sizeof(*s));
@@ -346,6 +365,9 @@ static struct vs_nfs *session_new(struct vs_error *err)
 		return NULL;
 	}
 	nfs_set_version(s->nfs, NFS_V3);
+	/* A server that stays away fails the requests (URL: autoreconnect=-1 waits). */
+	nfs_set_autoreconnect(s->nfs, NFS_RECONNECTS);
+	ignore_sigpipe();
 	return s;
 }
 

@@ -6,7 +6,7 @@
 # and a host tgtd never meet. Source after lib.sh:
 #
 #   . "$VS_LIB_DIR/lib-iscsi.sh"
-#   iscsi_start_target               # sets ISCSI_PORT, ISCSI_CTL
+#   iscsi_start_target               # sets ISCSI_PORT, ISCSI_CTL, TGTD_PID
 #   iscsi_add_target 1 IQN
 #   iscsi_add_lun 1 1 FILE [--blocksize 4096 ...]
 #   iscsi_bind 1                     # allow 127.0.0.1 (after accounts)
@@ -30,10 +30,10 @@ iscsi_stop_target()
 	tgtadm_ --op delete --mode system >/dev/null 2>&1
 	local i
 	for ((i = 0; i < 250; i++)); do
-		kill -0 "$ISCSI_PID" 2>/dev/null || break
+		kill -0 "$TGTD_PID" 2>/dev/null || break
 		sleep 0.02
 	done
-	kill -KILL "$ISCSI_PID" 2>/dev/null || true
+	kill -KILL "$TGTD_PID" "$ISCSI_PID" 2>/dev/null || true
 	rm -f "/var/run/tgtd/socket.$ISCSI_CTL" "/var/run/tgtd/socket.$ISCSI_CTL.lock"
 }
 
@@ -57,6 +57,8 @@ iscsi_start_target()
 			sleep 0.02
 		done
 		if kill -0 "$ISCSI_PID" 2>/dev/null && iscsi_tgtd_ready 2>/dev/null; then
+			# The server itself (ISCSI_PID is the `timeout` around it).
+			TGTD_PID=$(pgrep -P "$ISCSI_PID" -x tgtd || echo "$ISCSI_PID")
 			at_exit iscsi_stop_target
 			return 0
 		fi

@@ -151,4 +151,18 @@ assert_rc 0 vstor pool-define-as ibad iscsi --source-host "127.0.0.1:$ISCSI_PORT
 	--source-dev "$IQN2" --auth-type chap --auth-username vsuser --auth-secret-file "$WORKDIR/bad"
 assert_fails vstor pool-start ibad
 assert_grep "CHAP" err "pool-start with a wrong CHAP secret"
+
+# --- the target dies under I/O: requests fail after the reconnects, no hang ---
+reads=()
+vstor_io -f raw -c 'writeb 16M 4M 0x42' "$P/$IQN1/2" >/dev/null || fail "write before the kill"
+for ((i = 0; i < 200; i++)); do reads+=(-c 'readb 16M 4M 0x42'); done
+rc=0
+(
+	sleep 0.3
+	kill -KILL "$TGTD_PID"
+) &
+timeout 120 "$VSTOR_IO" -f raw "${reads[@]}" "$P/$IQN1/2" >/dev/null 2>dead.err || rc=$?
+assert_eq "$rc" 1 "exit status of I/O whose iSCSI target died"
+assert_grep "error" dead.err "error of I/O whose iSCSI target died"
+grep -q mismatch dead.err && fail "wrong data before the target died"
 log "ok"

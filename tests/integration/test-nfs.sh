@@ -149,4 +149,17 @@ assert_rc 0 vstor vol-info pv1.qcow2 --pool np3
 assert_grep 'Capacity: +512' out
 assert_rc 0 vstor pool-destroy np3
 assert_rc 0 vstor pool-undefine np3
+
+# --- the server dies under I/O: requests fail in bounded time, no hang, no signal ---
+reads=()
+for ((i = 0; i < 200; i++)); do reads+=(-c 'readb 0 8M 0x6b'); done
+rc=0
+(
+	sleep 0.3
+	kill -KILL "$(cat "$WORKDIR/ganesha/ganesha.pid")"
+) &
+timeout 120 "$VSTOR_IO" -f raw "${reads[@]}" "$U/c.raw$Q" >/dev/null 2>dead.err || rc=$?
+assert_eq "$rc" 1 "exit status of I/O whose NFS server died"
+assert_grep "error" dead.err "error of I/O whose NFS server died"
+grep -q mismatch dead.err && fail "wrong data before the NFS server died"
 log "ok"
