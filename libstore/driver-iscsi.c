@@ -216,6 +216,15 @@ static void pump_main(void *opaque)
 			s->dead = true;
 			break;
 		}
+		if ((rev & (POLLERR | POLLHUP)) && iscsi_get_fd(s->iscsi) == fd) {
+			/*
+			 * A dead socket that libiscsi keeps until its reconnect
+			 * timer fires (on the ticker): polling it again at once
+			 * would spin. Wait a little instead.
+			 */
+			vs_co_sleep_ns(ISCSI_TICK_NS / 10);
+			continue;
+		}
 		/*
 		 * libiscsi takes one PDU per service call: drain what the socket
 		 * already holds (a 1 MiB read is many Data-In PDUs) before

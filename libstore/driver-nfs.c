@@ -221,6 +221,8 @@ static void pump_main(void *opaque)
 			continue; /* re-armed with the events wanted now */
 		if (rev < 0 || nfs_service(s->nfs, rev) < 0)
 			s->dead = true;
+		else if ((rev & (POLLERR | POLLHUP)) && nfs_get_fd(s->nfs) == fd)
+			vs_co_sleep_ns(100000000); /* a dead socket kept for a reconnect: no spin */
 	}
 	if (s->dead)
 		session_fail_all(s, -EIO);
