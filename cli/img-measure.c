@@ -57,12 +57,21 @@ static int measure_data(struct vs_node *n, uint64_t g, uint64_t *out)
 	return 0;
 }
 
+static bool is_number(const char *s)
+{
+	char *end;
+
+	if (s[0] == '-')
+		return false;
+	(void)strtoull(s, &end, 0);
+	return end != s && !*end;
+}
+
 /* The -o values by their type, with qemu-img's messages (as create checks them). */
 static int measure_check_opts(const struct measure_args *a)
 {
 	const struct vs_create_opt_desc *d0 = vs_format_create_opts(a->out_fmt), *d;
 	uint64_t v;
-	char *end;
 
 	for (size_t i = 0; d0 && i < a->opts.n; i++) {
 		const struct vs_kv *kv = &a->opts.kv[i];
@@ -77,9 +86,7 @@ static int measure_check_opts(const struct measure_args *a)
 				  "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, "
 				  "tera-, peta-\nand exabytes, respectively.",
 				  kv->key);
-		} else if (!strcmp(d->type, "number") &&
-			   (strtoull(kv->value, &end, 0),
-			    end == kv->value || *end || kv->value[0] == '-')) {
+		} else if (!strcmp(d->type, "number") && !is_number(kv->value)) {
 			img_error(-EINVAL, "Parameter '%s' expects a number", kv->key);
 		} else {
 			continue;
