@@ -138,9 +138,10 @@ struct vs_node {
 	unsigned caps;
 	bool read_only;
 	bool force_share;
-	uint64_t cluster_size; /* format nodes with clusters; 0 otherwise */
-	unsigned chain_depth;  /* 0 for the top of an image, +1 per backing level */
-	bool writethrough;     /* top node of a cache mode without WCE: every write is FUA */
+	uint64_t cluster_size;	 /* format nodes with clusters; 0 otherwise */
+	unsigned chain_depth;	 /* 0 for the top of an image, +1 per backing level */
+	struct vs_node *overlay; /* the node whose backing this is (while opening), or NULL */
+	bool writethrough;	 /* top node of a cache mode without WCE: every write is FUA */
 	enum vs_cache_mode cache;
 	struct vs_cache_knobs knobs;
 	/* Serialises read-modify-write of unaligned requests (generic layer). */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define VS_MAX_BACKING_DEPTH 256
 #define PROBE_LEN 4096
@@ -240,7 +241,20 @@ void vs_node_close(struct vs_node *n)
 }
 
 static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opts, unsigned depth,
-			    struct vs_error *err);
+			    struct vs_node *overlay, struct vs_error *err);
+
+/* Whether @path is the file of @node or of one of the images above it. */
+static bool backing_loops(const struct vs_node *node, const char *path)
+{
+	struct stat st, an;
+
+	if (stat(path, &st) < 0)
+		return false; /* not a local file (or missing): the open reports it */
+	for (const struct vs_node *n = node; n; n = n->overlay)
+		if (stat(n->filename, &an) == 0 && an.st_dev == st.st_dev && an.st_ino == st.st_ino)
+			return true;
+	return false;
+}
 
 int vs_node_open_backing(struct vs_node *node, const char *backing_name, const char *backing_fmt,
 			 const struct vs_open_opts *parent_opts, struct vs_error *err)
@@ -253,20 +267,23 @@ int vs_node_open_backing(struct vs_node *node, const char *backing_name, const c
 	if (vs_path_combine(path, sizeof(path), node->filename, backing_name) < 0)
 		return vs_error_set(err, -ENAMETOOLONG, "Backing file name too long: '%s'",
 				    backing_name);
+	if (backing_loops(node, path))
+		return vs_error_set(err, -ELOOP, "Backing file '%s' creates an infinite loop.",
+				    backing_name);
 	o.filename = path;
 	o.format = backing_fmt && backing_fmt[0] ? backing_fmt : NULL;
 	o.read_only = true;
 	o.exclusive = false; /* only the image itself is taken whole */
 	o.no_backing = false;
 	o.no_repair = true;
-	ret = image_open_depth(&node->backing, &o, node->chain_depth + 1, &inner);
+	ret = image_open_depth(&node->backing, &o, node->chain_depth + 1, node, &inner);
 	if (ret < 0)
 		return vs_error_set(err, ret, "Could not open backing file: %s", inner.msg);
 	return 0;
 }
 
 static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opts, unsigned depth,
-			    struct vs_error *err)
+			    struct vs_node *overlay, struct vs_error *err)
 {
 	const struct vs_driver *drv = NULL;
 	struct vs_node *file = NULL, *n;
@@ -319,6 +336,7 @@ static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opt
 	}
 	n->file = file;
 	n->chain_depth = depth;
+	n->overlay = overlay;
 	ret = drv->open(n, opts, err);
 	if (ret < 0) {
 		/* The driver closed its own state; children are ours. */
@@ -328,6 +346,7 @@ static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opt
 		return ret;
 	}
 	n->writethrough = depth == 0 && !n->knobs.wce;
+	n->overlay = NULL; /* only needed while the chain opens */
 	*out = n;
 	return 0;
 }
@@ -343,9 +362,9 @@ int vs_image_open(struct vs_node **out, const struct vs_open_opts *opts, struct 
 		struct vs_open_opts ro = *opts;
 
 		ro.read_only = true;
-		return image_open_depth(out, &ro, 0, err);
+		return image_open_depth(out, &ro, 0, NULL, err);
 	}
-	return image_open_depth(out, opts, 0, err);
+	return image_open_depth(out, opts, 0, NULL, err);
 }
 
 int vs_image_create_ex(const char *filename, const char *format, uint64_t size,

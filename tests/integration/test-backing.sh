@@ -192,6 +192,16 @@ assert_eq "$a" "$b" "map --output=json through a shorter intermediate"
 vstor_img commit -q -b s0.raw s2.qcow2 || fail "commit -b through a shorter intermediate"
 cmp s0.raw s2.view.raw || fail "commit -b through a shorter intermediate: base differs from the image"
 
+# ---- a loop in the chain: refused with qemu-img's message, fixable with rebase -u ----
+load_chain orig
+vstor_img rebase -u -b top.qcow2 -F qcow2 mid.qcow2 || fail "rebase -u making a loop"
+for cmd in "commit top.qcow2" "convert -O raw top.qcow2 x.raw" "rebase -b base.raw -F raw top.qcow2" "map top.qcow2"; do
+	assert_rc 1 "$VSTOR_IMG" $cmd
+	assert_grep "Backing file 'top.qcow2' creates an infinite loop" "$WORKDIR/err" "$cmd on a loop"
+done
+vstor_img rebase -u -b base.raw -F raw mid.qcow2 || fail "rebase -u out of the loop"
+same top.qcow2 orig.top.qcow2 "after the loop is undone"
+
 # ---- an image whose backing format is not recorded (old qemu) ----
 load_chain orig
 python3 - mid.qcow2 <<'EOF'
