@@ -668,7 +668,14 @@ static int amend_refcount_bits(struct vs_node *node, unsigned bits, struct vs_er
 	s->hdr.refcount_order = order;
 	ret = qcow2_header_update(node);
 	if (ret < 0) {
+		/*
+		 * The header may have reached the file although the flush failed:
+		 * it may name either refcount structure, and allocating from the
+		 * old one could overwrite the new one. No more writes through this
+		 * node; a new open reads whichever the file names.
+		 */
 		s->hdr = saved;
+		s->corrupt = true;
 		vs_error_setf_errno(err, ret, "Could not update the header");
 		goto out;
 	}
