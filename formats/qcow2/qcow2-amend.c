@@ -107,6 +107,8 @@ static int rewrite_header_cluster(struct vs_node *node, const struct qcow2_heade
 	if (ret == 0)
 		ret = vs_node_flush(node->file);
 	if (ret < 0) {
+		/* The file may hold either header now: no more writes through this node. */
+		s->corrupt = true;
 		vs_error_setf_errno(err, ret, "Could not write the header of '%s'", node->filename);
 		goto out;
 	}
