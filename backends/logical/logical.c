@@ -148,8 +148,15 @@ static int lvm_run(const struct vs_pool *p, struct lvm_out *out, struct vs_error
 		if (len + 1 >= cap) {
 			char *nb = cap < LVM_OUT_MAX ? realloc(buf, cap * 2) : NULL;
 
-			if (!nb)
+			if (!nb) {
+				/* Too much: drain the rest so the child can exit. */
+				char sink[4096];
+
+				while ((r = read(pfd[0], sink, sizeof(sink))) > 0 ||
+				       (r < 0 && errno == EINTR))
+					;
 				break;
+			}
 			buf = nb;
 			cap *= 2;
 		}
