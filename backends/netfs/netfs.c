@@ -10,6 +10,7 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,12 @@ static int netfs_url(const struct vs_pool *p, const char *name, char *out, size_
 	if (n < 0 || (size_t)n >= outsz)
 		return vs_error_set(err, -ENAMETOOLONG, "NFS URL too long");
 	return 0;
+}
+
+/* Names that cannot be spelled in an nfs:// URL as libnfs parses it. */
+static bool netfs_name_ok(const char *name)
+{
+	return !strpbrk(name, "?#%&");
 }
 
 static int netfs_attach(struct vs_pool *p, struct vs_error *err)
@@ -142,7 +149,8 @@ static int netfs_walk_one(const char *name, const struct vs_nfs_stat *st, void *
 	struct vs_vol_info *v;
 	struct vs_error e = { 0 };
 
-	if (!st->is_reg || name[0] == '.' || vs_pool_check_name(name, "Volume", NULL) < 0)
+	if (!st->is_reg || name[0] == '.' || vs_pool_check_name(name, "Volume", NULL) < 0 ||
+	    !netfs_name_ok(name))
 		return 0;
 	w->allocation += st->used;
 	if (!w->vols)
@@ -205,6 +213,11 @@ static int netfs_vol_create(struct vs_pool *p, const struct vs_vol_create_args *
 
 	if (a->backing_path && !qcow2)
 		return vs_error_set(err, -EINVAL, "a backing volume needs the qcow2 format");
+	if (!netfs_name_ok(a->name))
+		return vs_error_set(err, -EINVAL,
+				    "volume name '%s' cannot be used in an nfs:// URL (no ?, #, %% "
+				    "or &)",
+				    a->name);
 	ret = netfs_url(p, a->name, url, sizeof(url), err);
 	if (ret < 0)
 		return ret;

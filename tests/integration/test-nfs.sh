@@ -139,6 +139,8 @@ assert_rc 0 vstor vol-delete pv3.qcow2 --pool np
 assert_rc 0 vstor vol-delete pv2.raw --pool np
 [[ ! -e exp/pv2.raw ]] || fail "vol-delete left the file on the export"
 assert_fails vstor vol-create-as np ../evil 1M
+assert_fails vstor vol-create-as np 'a?b' 1M
+assert_grep "nfs:// URL" err "a volume name libnfs cannot parse"
 assert_rc 0 vstor pool-destroy np
 assert_rc 0 vstor pool-undefine np
 # Fixed ports instead of the portmapper.
