@@ -715,6 +715,56 @@ static int node_read(struct nfs_node *n, struct vs_req *req)
 	c->len = req->len;
 	ret = call_wait(n->s, c,
 			nfs_pread_async(n->s->nfs, n->fh, req->offset, req->len, cb_read, c));
+	call_release(c);
+	/*
+	 * NFSv3 may answer a READ short without being at the end of the file:
+	 * ask again for the rest until the server returns nothing (EOF).
+	 */
+	for (uint64_t got = ret > 0 ? (uint64_t)ret : 0; ret > 0 && got < req->len;) {
+		uint64_t rest = req->len - got;
+		void *tmp = malloc(rest);
+		struct iovec tv = { tmp, rest };
+
+		c = tmp && !n->s->dead ? call_new(n->s) : NULL;
+		if (!c) {
+			free(tmp);
+			return n->s->dead ? -EIO : -ENOMEM;
+		}
+		c->iov = &tv;
+		c->niov = 1;
+		c->len = rest;
+		ret = call_wait(n->s, c,
+				nfs_pread_async(n->s->nfs, n->fh, req->offset + got, rest, cb_read,
+						c));
+		call_release(c); /* an abandoned call no longer copies into tmp */
+		if (ret > 0) {
+			uint64_t k = (uint64_t)ret < rest ? (uint64_t)ret : rest, skip = got;
+			const char *p = tmp;
+
+			for (int i = 0; i < req->niov && k; i++) {
+				size_t l = req->iov[i].iov_len, m;
+
+				if (skip >= l) {
+					skip -= l;
+					continue;
+				}
+				m = l - skip < k ? l - skip : (size_t)k;
+				memcpy((char *)req->iov[i].iov_base + skip, p, m);
+				p += m;
+				k -= m;
+				skip = 0;
+			}
+			got += (uint64_t)ret;
+		}
+		free(tmp);
+		if (ret < 0)
+			break;
+		if (ret == 0) {
+			ret = (int)got; /* the end of the file */
+			break;
+		}
+		ret = (int)(got < req->len ? got : req->len);
+	}
 	if (ret >= 0 && (uint64_t)ret < req->len) {
 		/* Past the end of the file: zeroes. */
 		uint64_t skip = (uint64_t)ret;
@@ -730,7 +780,6 @@ static int node_read(struct nfs_node *n, struct vs_req *req)
 			skip = 0;
 		}
 	}
-	call_release(c);
 	return ret < 0 ? ret : 0;
 }
 
