@@ -824,7 +824,15 @@ static int iscsi_flush(struct iscsi_node *n)
 						       c));
 	call_release(c);
 	if (ret == -ENOTSUP) {
-		n->no_sync = true; /* no cache to write back */
+		/* Some targets only know the 10-byte form. */
+		c = NULL;
+		ret = ISCSI_CALL(n->s, c,
+				 iscsi_synchronizecache10_task(n->s->iscsi, n->s->lun, 0, 0, 0, 0,
+							       task_cb, c));
+		call_release(c);
+	}
+	if (ret == -ENOTSUP) {
+		n->no_sync = true; /* neither form: no cache to write back */
 		return 0;
 	}
 	return ret;
@@ -964,6 +972,10 @@ const struct vs_driver vs_driver_iscsi = {
 	.submit = iscsi_submit,
 	.truncate = iscsi_node_truncate,
 	.create = iscsi_create,
-	.supported_write_flags = VS_REQ_FUA,
-	.supported_zero_flags = VS_REQ_MAY_UNMAP | VS_REQ_FUA,
+	/*
+	 * FUA is emulated (write, then SYNCHRONIZE CACHE) by the generic layer:
+	 * a target that does not report DPOFUA may ignore the FUA bit.
+	 */
+	.supported_write_flags = 0,
+	.supported_zero_flags = VS_REQ_MAY_UNMAP,
 };
