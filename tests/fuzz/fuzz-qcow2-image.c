@@ -31,9 +31,13 @@ struct run {
 /* The format node over @file, as image.c builds it (the test owns the layout). */
 static struct vs_node *format_open(struct vs_node *file, bool ro)
 {
-	struct vs_open_opts o = {
-		.filename = "fuzz.qcow2", .format = "qcow2", .read_only = ro, .no_backing = true
-	};
+	/* Small caches: fast runs, and the eviction paths get fuzzed too. */
+	struct vs_open_opts o = { .filename = "fuzz.qcow2",
+				  .format = "qcow2",
+				  .read_only = ro,
+				  .no_backing = true,
+				  .l2_cache_size = 65536,
+				  .refcount_cache_size = 65536 };
 	struct vs_error err = { 0 };
 	struct vs_node *n = calloc(1, sizeof(*n));
 
