@@ -676,6 +676,12 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 		} else {
 			l2_set(s, l2, l2i, host | QCOW2_OFLAG_COPIED, 0);
 		}
+		/*
+		 * The entry now exposes what was just written over the cluster's
+		 * stale bytes (it was a zero cluster): that data must be on disk
+		 * before the entry, and no new refcount orders it here.
+		 */
+		s->l2_cache->flush_first = true;
 		qcow2_cache_mark_dirty(s->l2_cache, l2);
 		*done = end - offset;
 		goto out;
