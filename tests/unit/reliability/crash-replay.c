@@ -571,6 +571,30 @@ static void count_copied(const char *msg, void *opaque)
 		(*(int64_t *)opaque)++;
 }
 
+/* For a failure's diagnosis: every request that touched sector @s. */
+static void sector_history(uint64_t s, size_t last)
+{
+	for (unsigned k = 0; k < cfg.nops; k++) {
+		const struct op *o = &ops[k];
+
+		if (o->kind == OP_FLUSH || o->kind == OP_RESIZE || o->kind == OP_SNAP_CREATE ||
+		    o->kind == OP_SNAP_DELETE) {
+			if (o->kind != OP_FLUSH ||
+			    (o->begin + 200 >= last && o->begin <= last + 20))
+				fprintf(stderr, "  op %u %s log [%zu, %zu]\n", k,
+					kind_names[o->kind], o->begin, o->end);
+			continue;
+		}
+		if (s < o->off / SECTOR || s >= (o->off + o->len) / SECTOR)
+			continue;
+		fprintf(stderr,
+			"  op %u %s off=%" PRIu64 " len=%" PRIu64 " id=%" PRIu64
+			"%s log [%zu, %zu]%s\n",
+			k, kind_names[o->kind], o->off, o->len, o->id, o->fua ? " fua" : "",
+			o->begin, o->end, op_durable(k, last, flush_done) ? " durable" : "");
+	}
+}
+
 static void check_point_co(void *arg)
 {
 	const struct point *pt = arg;
@@ -659,12 +683,14 @@ static void check_point_co(void *arg)
 
 			for (unsigned j = 0; j < a->n && !ok; j++)
 				ok = a->v[j] == v;
-			if (!ok)
+			if (!ok) {
+				sector_history(s, pt->last);
 				die("%s point %lu (log entry %zu): sector %" PRIu64
 				    " holds content %" PRId64 " (-1: garbage), expected %" PRIu32
 				    "%s",
 				    pt->what, pt->n, pt->last, s, (int64_t)v, a->v[0],
 				    a->n > 1 ? " or a later write" : "");
+			}
 		}
 	}
 	vs_node_close(n);
