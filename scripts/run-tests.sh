@@ -158,8 +158,10 @@ if [[ -z $fuzz_secs ]]; then
 	fi
 fi
 if ((fuzz_secs > 0)); then
+	# No --werror: clang warns where gcc does not (-Wmissing-field-initializers
+	# on designated initializers); the plain and ASan builds judge warnings.
 	if CC=clang build build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
-		-Db_lundef=false --werror; then
+		-Db_lundef=false; then
 		banner "fuzz: each target for $fuzz_secs s"
 		while IFS= read -r line; do
 			echo "$line"
