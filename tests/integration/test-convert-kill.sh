@@ -10,12 +10,13 @@
 # copies are covered.
 . "$(dirname "$0")/lib.sh"
 
-require_tool qemu-img python3
+require_tool qemu-img python3 nbdkit
 require_vstor_img
 
 unlocked() { qemu-img info "$1" >/dev/null 2>&1; }
 
-# The source: 64 MiB, random data with zero runs (holes the copy skips).
+# The source: 64 MiB, random data, compressible text and zero runs (holes
+# the copy skips).
 python3 - src.raw <<'PY'
 import os, sys
 blk = os.urandom(1 << 20)
@@ -23,9 +24,18 @@ with open(sys.argv[1], "wb") as f:
     for i in range(64):
         if i % 9 == 4:
             f.write(bytes(1 << 20))
+        elif i % 3 == 1:  # compressible, so -c stores compressed clusters
+            f.write((b"cluster %d of a killed convert " % i * 40000)[:1 << 20])
         else:
             f.write(i.to_bytes(8, "little") + blk[8:])
 PY
+
+# The converts read the source through nbdkit, split into 64 KiB requests
+# that each take 5 ms more: a copy lasts long enough (0.6 s with 8
+# coroutines) for the kill to land mid-copy however fast the machine is.
+start_daemon "$WORKDIR/nk.pid" 20 nbdkit -f -U "$WORKDIR/nk.sock" -P "$WORKDIR/nk.pid" \
+	--filter=blocksize --filter=delay file src.raw maxdata=65536 rdelay=5ms
+SRC="nbd+unix:///?socket=$WORKDIR/nk.sock"
 
 # allocated_match TARGET: every range qemu-img map calls data reads as in src.raw.
 allocated_match()
@@ -51,7 +61,7 @@ round()
 	local name=$1 frac=$((5 + RANDOM % 85)) pid line done=0 total=1 rc
 	shift
 	rm -f tgt.qcow2 progress.txt
-	"$VSTOR_IMG" convert -O qcow2 --progress=json "$@" src.raw tgt.qcow2 2>progress.txt &
+	"$VSTOR_IMG" convert -f raw -O qcow2 --progress=json "$@" "$SRC" tgt.qcow2 2>progress.txt &
 	pid=$!
 	register_pid "$pid"
 	# Kill once the copy has passed a random fraction (bounded wait).
