@@ -33,9 +33,16 @@ PY
 # The converts read the source through nbdkit, split into 64 KiB requests
 # that each take 5 ms more: a copy lasts long enough (0.6 s with 8
 # coroutines) for the kill to land mid-copy however fast the machine is.
-start_daemon "$WORKDIR/nk.pid" 20 nbdkit -f -U "$WORKDIR/nk.sock" -P "$WORKDIR/nk.pid" \
-	--filter=blocksize --filter=delay file src.raw maxdata=65536 rdelay=5ms
-SRC="nbd+unix:///?socket=$WORKDIR/nk.sock"
+# One nbdkit per round: nbdkit 1.32 may abort ("raw_send_socket: Assertion
+# `sock >= 0' failed") when a client dies with requests in flight.
+serve_source()
+{
+	NK=$((${NK:-0} + 1))
+	start_daemon "$WORKDIR/nk$NK.pid" 20 nbdkit -f -U "$WORKDIR/nk$NK.sock" \
+		-P "$WORKDIR/nk$NK.pid" --filter=blocksize --filter=delay file src.raw \
+		maxdata=65536 rdelay=5ms
+	SRC="nbd+unix:///?socket=$WORKDIR/nk$NK.sock"
+}
 
 # allocated_match TARGET: every range qemu-img map calls data reads as in src.raw.
 allocated_match()
@@ -61,6 +68,7 @@ round()
 	local name=$1 frac=$((5 + RANDOM % 85)) pid line done=0 total=1 rc
 	shift
 	rm -f tgt.qcow2 progress.txt
+	serve_source
 	"$VSTOR_IMG" convert -f raw -O qcow2 --progress=json "$@" "$SRC" tgt.qcow2 2>progress.txt &
 	pid=$!
 	register_pid "$pid"
@@ -79,6 +87,7 @@ round()
 		sleep 0.005
 	done
 	wait "$pid" 2>/dev/null || true
+	kill "$DAEMON_PID" 2>/dev/null || true
 	log "$name: stopped at $done of $total bytes (aimed at $frac%)"
 	[[ -e tgt.qcow2 ]] || return 0 # killed before the target existed
 	wait_for 10 unlocked tgt.qcow2
