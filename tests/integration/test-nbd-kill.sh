@@ -93,6 +93,9 @@ PY
 			kill -KILL "$server"
 			wait "$launcher" 2>/dev/null || true
 			wait_for 10 bash -c "! kill -0 $server"
+			# The kernel drops the image's OFD locks when the dead process's
+			# io_uring is torn down, a moment after the process is gone.
+			wait_for 10 bash -c "qemu-img info img.qcow2 >/dev/null 2>&1"
 			wait "$client" || { cat client.out >&2; fail "the client failed"; }
 			kills=$((kills + 1))
 
