@@ -110,7 +110,7 @@ run_long()
 			"(VSTOR_LONG_SEED=$seed reproduces)"
 		((${#picked[@]})) || return 0
 		VSTOR_COMBOS_SAMPLE=${VSTOR_LONG_SAMPLE:-8} VSTOR_COMBOS_SEED=$seed \
-			run_tests "$dir" long "${picked[@]}"
+			run_tests "$dir" long --suite long "${picked[@]}"
 	fi
 }
 
