@@ -35,6 +35,8 @@ struct bench_args {
 	bool write;
 	bool drain;
 	bool force_share;
+	bool random; /* --random: uniform offsets instead of a step */
+	uint64_t seed;
 	int pattern;
 	int rc;
 };
@@ -46,6 +48,7 @@ struct bench_state {
 	uint64_t image_size;
 	uint64_t issued; /* requests handed out to workers */
 	uint64_t next_offset;
+	uint64_t rng; /* xorshift64* state for --random */
 	uint64_t in_flight;
 	unsigned alive;	       /* workers still running */
 	bool draining;	       /* a flush waits for the queue to empty */
@@ -80,13 +83,34 @@ static int bench_maybe_flush(struct bench_state *s, uint64_t i)
 	return ret;
 }
 
+/*
+ * --random: a buffer-sized slot between the start offset and the end of the
+ * image, uniformly (xorshift64*; the modulo bias is below 2^-40 for any
+ * image size there is).
+ */
+static uint64_t bench_random_slot(struct bench_state *s)
+{
+	uint64_t x = s->rng, span = s->image_size - s->a->offset;
+	uint64_t slots = s->a->bufsize ? span / s->a->bufsize : 1;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	s->rng = x;
+	return slots ? (x * 0x2545f4914f6cdd1dull) % slots : 0;
+}
+
 static int bench_one(struct bench_state *s, uint8_t *buf)
 {
 	uint64_t off = s->next_offset;
 	int ret;
 
-	s->next_offset += s->a->step;
-	s->next_offset = s->image_size ? s->next_offset % s->image_size : 0;
+	if (s->a->random) {
+		off = s->a->offset + bench_random_slot(s) * s->a->bufsize;
+	} else {
+		s->next_offset += s->a->step;
+		s->next_offset = s->image_size ? s->next_offset % s->image_size : 0;
+	}
 	if (off > s->image_size || s->a->bufsize > s->image_size - off)
 		return -EIO; /* as qemu-img reports a request beyond the end */
 	s->in_flight++;
@@ -142,9 +166,16 @@ static int bench_run(struct bench_state *s, struct bench_worker *w)
 	struct vs_reactor *r = vs_reactor_current();
 	double t0;
 
-	printf("Sending %" PRIu64 " %s requests, %" PRIu64 " bytes each, %" PRIu64
-	       " in parallel (starting at offset %" PRIu64 ", step size %" PRIu64 ")\n",
-	       a->count, a->write ? "write" : "read", a->bufsize, a->depth, a->offset, a->step);
+	if (a->random)
+		printf("Sending %" PRIu64 " %s requests, %" PRIu64 " bytes each, %" PRIu64
+		       " in parallel (random offsets from %" PRIu64 ", seed %" PRIu64 ")\n",
+		       a->count, a->write ? "write" : "read", a->bufsize, a->depth, a->offset,
+		       a->seed);
+	else
+		printf("Sending %" PRIu64 " %s requests, %" PRIu64 " bytes each, %" PRIu64
+		       " in parallel (starting at offset %" PRIu64 ", step size %" PRIu64 ")\n",
+		       a->count, a->write ? "write" : "read", a->bufsize, a->depth, a->offset,
+		       a->step);
 	if (a->flush_interval)
 		printf("Sending flush every %" PRIu64 " requests\n", a->flush_interval);
 	fflush(stdout);
@@ -181,13 +212,17 @@ static void bench_co(void *opaque)
 		.force_share = a->force_share,
 		.cache = a->cache,
 	};
-	struct bench_state s = { .a = a, .next_offset = a->offset };
+	struct bench_state s = { .a = a, .next_offset = a->offset, .rng = a->seed | 1 };
 	struct bench_worker *w = NULL;
 	size_t len = a->depth * a->bufsize;
 
 	if (img_open(&s.node, &oa) < 0)
 		return;
 	s.image_size = vs_node_size(s.node);
+	if (a->random && (a->offset > s.image_size || a->bufsize > s.image_size - a->offset)) {
+		img_error(-EINVAL, "--random: the image is smaller than offset plus buffer size");
+		goto out;
+	}
 	w = calloc(a->depth, sizeof(*w));
 	if (!w || posix_memalign((void **)&s.buf, BENCH_ALIGN, len ? len : BENCH_ALIGN)) {
 		img_error(-ENOMEM, "Could not allocate %zu bytes of buffers", len);
@@ -202,7 +237,7 @@ out:
 	vs_node_close(s.node);
 }
 
-enum { OPT_FLUSH = 256, OPT_NO_DRAIN, OPT_PATTERN, OPT_IMAGE_OPTS, OPT_OBJECT };
+enum { OPT_FLUSH = 256, OPT_NO_DRAIN, OPT_PATTERN, OPT_IMAGE_OPTS, OPT_OBJECT, OPT_RANDOM };
 
 /* A size option that qemu-img keeps in an int. */
 static int bench_size(const char *what, const char *s, uint64_t *out)
@@ -278,6 +313,14 @@ static int bench_opt(struct bench_args *a, int c, char **argv)
 		}
 		a->pattern = (int)v;
 		return 0;
+	case OPT_RANDOM:
+		a->random = true;
+		a->seed = 1;
+		if (optarg && img_parse_uint(optarg, UINT64_MAX, &a->seed) < 0) {
+			img_error(-EINVAL, "Invalid random seed specified");
+			return -1;
+		}
+		return 0;
 	case OPT_OBJECT:
 	case OPT_IMAGE_OPTS:
 		img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
@@ -320,6 +363,7 @@ int img_cmd_bench(int argc, char **argv)
 		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
 		{ "pattern", required_argument, NULL, OPT_PATTERN },
 		{ "no-drain", no_argument, NULL, OPT_NO_DRAIN },
+		{ "random", optional_argument, NULL, OPT_RANDOM },
 		{ "object", required_argument, NULL, OPT_OBJECT },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },

@@ -189,7 +189,7 @@ int img_parse_uint(const char *s, uint64_t max, uint64_t *out)
 	if (!isdigit((unsigned char)s[0]))
 		return -EINVAL;
 	errno = 0;
-	v = strtoull(s, &end, 10);
+	v = strtoull(s, &end, 0); /* qemu-img's qemu_strtoul(..., 0): hex and octal too */
 	if (errno || *end || v > max)
 		return -EINVAL;
 	*out = v;

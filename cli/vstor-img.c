@@ -23,7 +23,8 @@ static const struct img_command commands[] = {
 	  "options filename" },
 	{ "bench", img_cmd_bench,
 	  "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] "
-	  "[--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] "
+	  "[--no-drain] [-o offset] [--pattern=pattern] [-q] [--random[=seed]] [-s buffer_size] "
+	  "[-S step_size] "
 	  "[-t cache] [-w] [-U] filename" },
 	{ "check", img_cmd_check,
 	  "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename" },
