@@ -304,7 +304,7 @@ static int call_run(struct isess *s, struct iscsi_call *c, struct scsi_task *tas
 	return call_errno(c);
 }
 
-#define ISCSI_CALL(s, c, start)                           \
+#define ISCSI_CALL_ONCE(s, c, start)                      \
 	({                                                \
 		int q_;                                   \
 		(c) = call_new(s);                        \
@@ -313,6 +313,54 @@ static int call_run(struct isess *s, struct iscsi_call *c, struct scsi_task *tas
 		else                                      \
 			q_ = call_run((s), (c), (start)); \
 		q_;                                       \
+	})
+
+#define ISCSI_NO_RETRY UINT64_MAX
+#define ISCSI_UA_RETRIES 8
+#define ISCSI_BUSY_RETRIES 7
+
+/*
+ * Whether a command that ended as @c did is sent again, and after how long
+ * (ISCSI_NO_RETRY: it is not). A UNIT ATTENTION reports an event once (LUN
+ * inventory or capacity changed, a reset, a mode page changed) and says
+ * nothing about the command itself, which the target did not run: it goes
+ * again at once. BUSY and TASK SET FULL mean "not now": again after 8 ms,
+ * 32 ms, ... 32 s (43 s in all), as QEMU's initiator does; so does NOT
+ * READY "becoming ready" (ASC/ASCQ 04/01). Anything else is final.
+ */
+static uint64_t call_retry_delay(const struct iscsi_call *c, unsigned attempt)
+{
+	bool busy = c->status == SCSI_STATUS_BUSY || c->status == SCSI_STATUS_TASK_SET_FULL ||
+		    (c->status == SCSI_STATUS_CHECK_CONDITION &&
+		     c->sense_key == SCSI_SENSE_NOT_READY && c->ascq == 0x0401);
+
+	if (c->status == SCSI_STATUS_CHECK_CONDITION && c->sense_key == SCSI_SENSE_UNIT_ATTENTION)
+		return attempt < ISCSI_UA_RETRIES ? 0 : ISCSI_NO_RETRY;
+	if (busy && attempt < ISCSI_BUSY_RETRIES)
+		return 8000000ull << (2 * attempt);
+	return ISCSI_NO_RETRY;
+}
+
+/*
+ * Run a command (@start builds and queues its task; evaluated again for
+ * each attempt), sending it again while call_retry_delay() says so. @c is
+ * left holding the last attempt, for the caller to read and release.
+ */
+#define ISCSI_CALL(s, c, start)                                                          \
+	({                                                                               \
+		int r_;                                                                  \
+		for (unsigned a_ = 0;; a_++) {                                           \
+			uint64_t d_;                                                     \
+			r_ = ISCSI_CALL_ONCE(s, c, start);                               \
+			d_ = (c) && r_ < 0 ? call_retry_delay((c), a_) : ISCSI_NO_RETRY; \
+			if (d_ == ISCSI_NO_RETRY)                                        \
+				break;                                                   \
+			call_release(c);                                                 \
+			(c) = NULL;                                                      \
+			if (d_)                                                          \
+				vs_co_sleep_ns(d_);                                      \
+		}                                                                        \
+		r_;                                                                      \
 	})
 
 /* ---- sessions ---- */

@@ -6,7 +6,8 @@
 # CHAP, a target with CHAP and mutual CHAP, and a wrong secret. Data written
 # through vstor is checked in the LUNs' backing files, a qcow2 image is
 # created on a LUN and checked by qemu-img, and a LUN is exported over NBD
-# and read with nbdinfo and nbdcopy.
+# and read with nbdinfo and nbdcopy, also after a change of the target's
+# LUNs (a UNIT ATTENTION, which the driver retries).
 . "$(dirname "$0")/lib.sh"
 . "$VS_LIB_DIR/lib-iscsi.sh"
 
@@ -79,6 +80,14 @@ python3 -c "import json; d = json.load(open('nbd.json')); \
 assert d['exports'][0]['export-size'] == 32 << 20, d" || fail "nbdinfo: size of the LUN export"
 timeout 60 nbdcopy "nbd+unix:///?socket=$SOCK" nbd.raw || fail "nbdcopy from a LUN export"
 cmp nbd.raw lun2.ref || fail "nbdcopy: the LUN export's bytes differ"
+# The target's LUN inventory changes under the export (LUN 1 removed and
+# added back): the next commands on LUN 2 get a UNIT ATTENTION, which the
+# driver answers by sending them again, not with an I/O error.
+tgtadm_ --op delete --mode logicalunit --tid 1 --lun 1 || fail "tgtadm: delete LUN 1"
+iscsi_add_lun 1 1 "$WORKDIR/lun1.img"
+timeout 60 nbdcopy "nbd+unix:///?socket=$SOCK" nbd-ua.raw ||
+	fail "nbdcopy after the target's LUNs changed (UNIT ATTENTION)"
+cmp nbd-ua.raw lun2.ref || fail "nbdcopy after a UNIT ATTENTION: the bytes differ"
 stop_pid "$DAEMON_PID"
 
 # --- CHAP and mutual CHAP, secrets from files only ---
