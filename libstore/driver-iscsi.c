@@ -783,10 +783,34 @@ struct iscsi_node {
 	bool can_unmap;
 	bool can_ws;
 	bool no_sync;
+	bool dpofua;	    /* the LUN honours the FUA bit (MODE SENSE DPOFUA) */
 	uint64_t max_unmap; /* blocks per UNMAP */
 	uint64_t max_ws;    /* blocks per WRITE SAME */
 	void *zero_block;
 };
+
+/*
+ * Whether the LUN says (DPOFUA in MODE SENSE's device-specific parameter)
+ * that it honours the FUA bit. One that does not may ignore it, so then a
+ * FUA write is a write and a SYNCHRONIZE CACHE; so it is when MODE SENSE
+ * fails.
+ */
+static bool lun_dpofua(struct isess *s)
+{
+	struct iscsi_call *c = NULL;
+	struct scsi_mode_sense *ms;
+	bool dpofua = false;
+
+	if (ISCSI_CALL(s, c,
+		       iscsi_modesense6_task(s->iscsi, s->lun, 1, SCSI_MODESENSE_PC_CURRENT,
+					     SCSI_MODEPAGE_RETURN_ALL_PAGES, 0, 255, task_cb, c)) ==
+	    0) {
+		ms = scsi_datain_unmarshall(c->task);
+		dpofua = ms && (ms->device_specific_parameter & 0x10);
+	}
+	call_release(c);
+	return dpofua;
+}
 
 static int iscsi_node_open(struct vs_node *node, const struct vs_open_opts *opts,
 			   struct vs_error *err)
@@ -834,6 +858,7 @@ static int iscsi_node_open(struct vs_node *node, const struct vs_open_opts *opts
 		n->can_ws = lbp->lbpws;
 	}
 	call_release(c);
+	n->dpofua = lun_dpofua(n->s);
 	n->zero_block = calloc(1, bs);
 	if (!n->zero_block) {
 		ret = vs_error_set(err, -ENOMEM, "Out of memory");
@@ -931,15 +956,19 @@ static int iscsi_submit(struct vs_node *node, struct vs_req *req)
 						       req->niov));
 		call_release(c);
 		return ret;
-	case VS_OP_WRITE:
+	case VS_OP_WRITE: {
+		bool fua = req->flags & VS_REQ_FUA;
+
 		ret = ISCSI_CALL(s, c,
 				 iscsi_write16_iov_task(s->iscsi, s->lun, req->offset / n->bs, NULL,
 							(uint32_t)req->len, (int)n->bs, 0, 0,
-							(req->flags & VS_REQ_FUA) ? 1 : 0, 0, 0,
-							task_cb, c, (struct scsi_iovec *)req->iov,
-							req->niov));
+							fua && n->dpofua ? 1 : 0, 0, 0, task_cb, c,
+							(struct scsi_iovec *)req->iov, req->niov));
 		call_release(c);
+		if (ret == 0 && fua && !n->dpofua)
+			ret = iscsi_flush(n);
 		return ret;
+	}
 	case VS_OP_FLUSH:
 		if (!node->knobs.flush_to_disk)
 			return 0;
@@ -1021,9 +1050,9 @@ const struct vs_driver vs_driver_iscsi = {
 	.truncate = iscsi_node_truncate,
 	.create = iscsi_create,
 	/*
-	 * FUA is emulated (write, then SYNCHRONIZE CACHE) by the generic layer:
-	 * a target that does not report DPOFUA may ignore the FUA bit.
+	 * FUA is the WRITE(16) FUA bit where the LUN reports DPOFUA, and a
+	 * SYNCHRONIZE CACHE after the write or WRITE SAME where it does not.
 	 */
-	.supported_write_flags = 0,
-	.supported_zero_flags = VS_REQ_MAY_UNMAP,
+	.supported_write_flags = VS_REQ_FUA,
+	.supported_zero_flags = VS_REQ_MAY_UNMAP | VS_REQ_FUA,
 };
