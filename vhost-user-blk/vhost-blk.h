@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The vhost-user-blk back end: serves one opened image node to a vhost-user
+ * front end (QEMU's vhost-user-blk-pci device, or any VMM) over a unix
+ * socket, on the calling thread's reactor (the export's home reactor).
+ * One front end is served at a time; when it goes away the back end waits
+ * for the next one, as qemu-storage-daemon does. See docs/vhost.md.
+ */
+#ifndef VSTOR_VHOST_BLK_H
+#define VSTOR_VHOST_BLK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vstor/node.h"
+
+struct vs_vhost_blk;
+
+struct vs_vhost_blk_opts {
+	struct vs_node *node; /* borrowed; outlives the back end */
+	bool read_only;	      /* VIRTIO_BLK_F_RO; writes fail */
+	bool wce;	      /* the guest starts with a volatile write cache (cache mode knob) */
+	bool discard;	      /* offer VIRTIO_BLK_F_DISCARD (punches holes) */
+	bool write_zeroes;    /* offer VIRTIO_BLK_F_WRITE_ZEROES */
+	unsigned num_queues;  /* 1..VS_VHOST_BLK_MAX_QUEUES; 0 = 1 */
+	const char *serial;   /* VIRTIO_BLK_T_GET_ID answer (20 bytes at most); NULL: "vstor" */
+	bool verbose;	      /* log connections and per-connection counters on stderr */
+	bool quiet;	      /* do not log front-end errors either (fuzzing) */
+};
+
+#define VS_VHOST_BLK_MAX_QUEUES 64
+
+/* Counters since the back end was created. */
+struct vs_vhost_blk_stats {
+	uint64_t connections;
+	uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
+	uint64_t io_errors;   /* requests answered VIRTIO_BLK_S_IOERR */
+	uint64_t unsupported; /* requests answered VIRTIO_BLK_S_UNSUPP */
+	uint64_t bad_chains;  /* malformed descriptor chains returned unprocessed */
+};
+
+/* Create a back end on the calling thread's reactor. Returns 0 or -errno. */
+int vs_vhost_blk_new(struct vs_vhost_blk **out, const struct vs_vhost_blk_opts *opts);
+
+/*
+ * Accept front ends on the listening unix socket @fd (taken), one at a
+ * time. Spawns the acceptor coroutine.
+ */
+int vs_vhost_blk_add_listener(struct vs_vhost_blk *b, int fd);
+
+/* Serve one connected socket @fd (taken), e.g. a socketpair in tests. */
+int vs_vhost_blk_serve_fd(struct vs_vhost_blk *b, int fd);
+
+/*
+ * Coroutine context. Stop: close the listener, stop the rings (requests in
+ * flight complete), drop the front end and flush the node unless read-only.
+ * Returns the flush's result.
+ */
+int vs_vhost_blk_shutdown(struct vs_vhost_blk *b);
+
+/* Coroutine context: wait until no connection is being served. */
+void vs_vhost_blk_wait_idle(struct vs_vhost_blk *b);
+
+void vs_vhost_blk_get_stats(const struct vs_vhost_blk *b, struct vs_vhost_blk_stats *st);
+
+/* Free after shutdown (or if it never served). NULL is a no-op. */
+void vs_vhost_blk_free(struct vs_vhost_blk *b);
+
+#endif

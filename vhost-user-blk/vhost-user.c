@@ -1,0 +1,1032 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The vhost-user protocol (QEMU docs/interop/vhost-user.rst), back-end side,
+ * for a virtio-blk device: messages on the unix socket, the memory table,
+ * the rings and their kick/call eventfds. Everything runs on the back end's
+ * reactor: one coroutine reads the socket, one per started ring waits on its
+ * kick eventfd (a poll SQE) and takes requests, and each request runs as its
+ * own coroutine on the image node with iovecs into guest memory.
+ *
+ * The front end is not trusted: message sizes, indexes, addresses, the
+ * memory table and the file descriptors are checked; a bad message fails
+ * (REPLY_ACK) or drops the connection, never the process.
+ */
+#include "vhost-blk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "virtio-blk.h"
+#include "virtq.h"
+#include "vstor/reactor.h"
+
+/* Message types (front end to back end). */
+enum {
+	VU_GET_FEATURES = 1,
+	VU_SET_FEATURES = 2,
+	VU_SET_OWNER = 3,
+	VU_RESET_OWNER = 4,
+	VU_SET_MEM_TABLE = 5,
+	VU_SET_LOG_BASE = 6,
+	VU_SET_LOG_FD = 7,
+	VU_SET_VRING_NUM = 8,
+	VU_SET_VRING_ADDR = 9,
+	VU_SET_VRING_BASE = 10,
+	VU_GET_VRING_BASE = 11,
+	VU_SET_VRING_KICK = 12,
+	VU_SET_VRING_CALL = 13,
+	VU_SET_VRING_ERR = 14,
+	VU_GET_PROTOCOL_FEATURES = 15,
+	VU_SET_PROTOCOL_FEATURES = 16,
+	VU_GET_QUEUE_NUM = 17,
+	VU_SET_VRING_ENABLE = 18,
+	VU_GET_CONFIG = 24,
+	VU_SET_CONFIG = 25,
+};
+
+#define VU_VERSION 0x1
+#define VU_VERSION_MASK 0x3
+#define VU_FLAG_REPLY 0x4
+#define VU_FLAG_NEED_REPLY 0x8
+#define VU_HDR_SIZE 12
+#define VU_MAX_PAYLOAD 4096
+#define VU_MAX_FDS 8
+#define VU_VRING_IDX_MASK 0xffu
+#define VU_VRING_NOFD (1u << 8)
+
+#define VHOST_USER_F_PROTOCOL_FEATURES 30
+#define VU_PROTO_F_MQ 0
+#define VU_PROTO_F_REPLY_ACK 3
+#define VU_PROTO_F_CONFIG 9
+#define VU_PROTO_FEATURES \
+	((1ull << VU_PROTO_F_MQ) | (1ull << VU_PROTO_F_REPLY_ACK) | (1ull << VU_PROTO_F_CONFIG))
+
+/* Payload bytes of a message (front-end byte layout). */
+struct vu_msg {
+	uint32_t request;
+	uint32_t flags;
+	uint32_t size;
+	uint8_t payload[VU_MAX_PAYLOAD];
+};
+
+/* Room for a whole chain plus the splits of descriptors across regions. */
+#define VU_IOV_CAP (VQ_MAX_CHAIN + 2 * VQ_MAX_REGIONS)
+
+struct vu_vq;
+
+/* A request slot: one chain taken from a ring, served by one coroutine. */
+struct vu_req {
+	struct vu_vq *vq;
+	struct vu_req *next_free;
+	struct vq_elem elem;
+	const char *chain_err; /* malformed chain: return it unprocessed */
+	struct iovec iov[VU_IOV_CAP];
+};
+
+struct vu_conn;
+
+struct vu_vq {
+	struct vu_conn *c;
+	unsigned index;
+	uint16_t num;
+	uint16_t base; /* the next avail index while the ring is stopped */
+	uint64_t desc, avail, used;
+	bool addr_set;
+	bool enabled;
+	bool running;  /* the kick coroutine is alive */
+	bool stopping; /* ... and has been asked to stop */
+	bool broken;   /* stopped on a ring error until the front end resets it */
+	int kick_fd, call_fd, err_fd;
+	struct vs_co *kick_co;
+	struct vq_split ring;
+	unsigned in_flight, nreqs;
+	struct vu_req *free_reqs;
+	struct vs_co_queue slot_wait; /* the kick coroutine waits for a free slot */
+	struct vs_co_queue idle_wait; /* stop waits for the coroutine and requests */
+};
+
+struct vu_conn {
+	struct vs_vhost_blk *b;
+	int fd;
+	struct vs_co *reader;
+	bool closing;
+	uint64_t features;
+	uint64_t proto_features;
+	struct vq_mem mem;
+	unsigned nvqs;
+	struct vu_vq vqs[VS_VHOST_BLK_MAX_QUEUES];
+	struct vs_vhost_blk_stats at_start;
+};
+
+struct vs_vhost_blk {
+	struct vs_reactor *reactor;
+	struct vs_vhost_blk_opts opts;
+	struct vblk_dev dev;
+	struct vs_vhost_blk_stats stats;
+	struct vu_conn *conn;
+	int listen_fd;
+	struct vs_co *listen_co;
+	bool listener_alive;
+	bool shutting_down;
+	struct vs_co_queue idle_wait; /* the connection or the listener went away */
+};
+
+static void vu_log(struct vs_vhost_blk *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void vu_log(struct vs_vhost_blk *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (b->opts.quiet)
+		return;
+	fputs("vstor-vhost: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static inline uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return v;
+}
+
+static inline uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return v;
+}
+
+static inline void set32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+}
+
+static inline void set64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, 8);
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* Eventfds are shared with the front end: never let a read or write block us. */
+static void set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static void signal_fd(int fd)
+{
+	uint64_t one = 1;
+
+	if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
+		/* A full counter or a closed peer: the notification is moot. */
+	}
+}
+
+/* ---- rings ---- */
+
+static struct vu_req *vq_get_slot(struct vu_vq *vq)
+{
+	struct vu_req *r = vq->free_reqs;
+
+	if (r) {
+		vq->free_reqs = r->next_free;
+		return r;
+	}
+	if (vq->nreqs >= vq->ring.num)
+		return NULL;
+	r = malloc(sizeof(*r));
+	if (!r)
+		return NULL;
+	r->vq = vq;
+	r->elem.iov = r->iov;
+	r->elem.cap = VU_IOV_CAP;
+	vq->nreqs++;
+	return r;
+}
+
+static void vq_put_slot(struct vu_vq *vq, struct vu_req *r)
+{
+	r->next_free = vq->free_reqs;
+	vq->free_reqs = r;
+}
+
+static void vq_free_slots(struct vu_vq *vq)
+{
+	struct vu_req *r;
+
+	while ((r = vq->free_reqs)) {
+		vq->free_reqs = r->next_free;
+		free(r);
+	}
+	vq->nreqs = 0;
+}
+
+static void vq_broken(struct vu_vq *vq, const char *why)
+{
+	vu_log(vq->c->b, "queue %u: %s; the queue stops until the front end resets it", vq->index,
+	       why);
+	vq->broken = true;
+	signal_fd(vq->err_fd);
+}
+
+static void req_main(void *opaque)
+{
+	struct vu_req *r = opaque;
+	struct vu_vq *vq = r->vq;
+	struct vs_vhost_blk *b = vq->c->b;
+	struct vblk_req br;
+	uint32_t used = 0;
+
+	if (!r->chain_err && vblk_parse(&r->elem, &br) < 0)
+		r->chain_err = "no writable status byte";
+	if (r->chain_err) {
+		b->stats.bad_chains++;
+		if (b->opts.verbose)
+			vu_log(b, "queue %u: chain %u returned unprocessed: %s", vq->index,
+			       r->elem.head, r->chain_err);
+	} else {
+		used = vblk_exec(&b->dev, &br);
+	}
+	vq_split_push(&vq->ring, r->elem.head, used);
+	if (vq_split_should_notify(&vq->ring))
+		signal_fd(vq->call_fd);
+	vq_put_slot(vq, r);
+	vq->in_flight--;
+	vs_co_queue_wake_one(&vq->slot_wait);
+	if (!vq->in_flight)
+		vs_co_queue_wake_all(&vq->idle_wait);
+}
+
+/* Take every available chain and start a coroutine for each. */
+static void vq_process(struct vu_vq *vq)
+{
+	struct vs_vhost_blk *b = vq->c->b;
+
+	while (!vq->stopping && !vq->broken) {
+		struct vu_req *r = vq_get_slot(vq);
+		const char *why = NULL;
+		int ret;
+
+		if (!r) {
+			if (!vq->in_flight) {
+				vq_broken(vq, "out of memory");
+				return;
+			}
+			vs_co_queue_wait(&vq->slot_wait); /* backpressure: a slot frees up */
+			continue;
+		}
+		ret = vq_split_pop(&vq->ring, &vq->c->mem, &r->elem, &why);
+		if (ret == 0) {
+			vq_put_slot(vq, r);
+			return;
+		}
+		if (ret == -EPROTO) {
+			vq_put_slot(vq, r);
+			vq_broken(vq, why);
+			return;
+		}
+		r->chain_err = ret < 0 ? why : NULL;
+		vq->in_flight++;
+		if (!vs_co_spawn(b->reactor, req_main, r)) {
+			/* No coroutine: give the chain back unprocessed. */
+			vq_split_push(&vq->ring, r->elem.head, 0);
+			signal_fd(vq->call_fd);
+			vq->in_flight--;
+			vq_put_slot(vq, r);
+			vq_broken(vq, "out of memory");
+			return;
+		}
+	}
+}
+
+static void vq_kick_main(void *opaque)
+{
+	struct vu_vq *vq = opaque;
+
+	vq->kick_co = vs_co_self();
+	while (!vq->stopping && !vq->broken) {
+		uint64_t v;
+		ssize_t n;
+		int ev;
+
+		vq_process(vq);
+		if (vq->stopping || vq->broken)
+			break;
+		if (vq_split_enable_notify(&vq->ring))
+			continue;
+		ev = vs_aio_poll(vq->kick_fd, POLLIN);
+		if (vq->stopping)
+			break;
+		if (ev == -ECANCELED || ev == -EINTR)
+			continue;
+		if (ev < 0 || (ev & (POLLERR | POLLHUP | POLLNVAL))) {
+			vq_broken(vq, "kick file descriptor failed");
+			break;
+		}
+		n = read(vq->kick_fd, &v, sizeof(v));
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+			vq_broken(vq, "kick file descriptor is not an eventfd");
+			break;
+		}
+	}
+	vq->kick_co = NULL;
+	vq->running = false;
+	vs_co_queue_wake_all(&vq->idle_wait);
+}
+
+/* Start the ring if the front end has given everything it needs. */
+static void vq_maybe_start(struct vu_vq *vq)
+{
+	struct vu_conn *c = vq->c;
+	int ret;
+
+	if (vq->running || vq->broken || !vq->enabled || vq->kick_fd < 0 || !vq->addr_set ||
+	    !vq->num || !c->mem.n)
+		return;
+	vq->ring.event_idx = c->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
+	vq->ring.indirect = c->features & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
+	ret = vq_split_map(&vq->ring, &c->mem, vq->num, vq->desc, vq->avail, vq->used, vq->base);
+	if (ret < 0) {
+		vq_broken(vq, ret == -EFAULT ? "ring addresses outside the memory table" :
+					       "misaligned ring addresses");
+		return;
+	}
+	vq->running = true;
+	vq->stopping = false;
+	if (!vs_co_spawn(c->b->reactor, vq_kick_main, vq)) {
+		vq->running = false;
+		vq_broken(vq, "out of memory");
+	}
+}
+
+/* Coroutine context: stop taking requests and wait for those in flight. */
+static void vq_stop(struct vu_vq *vq)
+{
+	bool was_running = vq->running;
+
+	if (vq->running) {
+		vq->stopping = true;
+		if (vq->kick_co && vq->kick_co != vs_co_self())
+			vs_aio_cancel(vq->kick_co);
+		vs_co_queue_wake_all(&vq->slot_wait);
+		while (vq->running)
+			vs_co_queue_wait(&vq->idle_wait);
+		vq->stopping = false;
+	}
+	while (vq->in_flight)
+		vs_co_queue_wait(&vq->idle_wait);
+	/* A stopped ring's base is the front end's (SET_VRING_BASE), not ours. */
+	if (was_running)
+		vq->base = vq->ring.last_avail;
+}
+
+static void vq_reset(struct vu_vq *vq)
+{
+	vq_stop(vq);
+	close_fd(&vq->kick_fd);
+	close_fd(&vq->call_fd);
+	close_fd(&vq->err_fd);
+	vq_free_slots(vq);
+	vq->num = 0;
+	vq->base = 0;
+	vq->addr_set = false;
+	vq->enabled = false;
+	vq->broken = false;
+	memset(&vq->ring, 0, sizeof(vq->ring));
+}
+
+/* ---- memory table ---- */
+
+static void mem_unmap(struct vq_mem *m)
+{
+	for (unsigned i = 0; i < m->n; i++)
+		if (m->r[i].map)
+			munmap(m->r[i].map, m->r[i].map_len);
+	m->n = 0;
+}
+
+/*
+ * Map the regions of a SET_MEM_TABLE payload (@p, @size bytes) with their
+ * @fds into @m. The fds stay the caller's.
+ */
+static int mem_map(struct vs_vhost_blk *b, struct vq_mem *m, const uint8_t *p, uint32_t size,
+		   const int *fds, unsigned nfds)
+{
+	uint32_t n;
+
+	if (size < 8)
+		return -EINVAL;
+	n = get32(p);
+	if (n == 0 || n > VQ_MAX_REGIONS || size != 8 + 32 * n || nfds != n) {
+		vu_log(b, "SET_MEM_TABLE: %u regions, %u bytes, %u fds", n, size, nfds);
+		return -EINVAL;
+	}
+	m->n = 0;
+	for (unsigned i = 0; i < n; i++) {
+		const uint8_t *e = p + 8 + 32 * i;
+		uint64_t gpa = get64(e), len = get64(e + 8), uva = get64(e + 16);
+		uint64_t off = get64(e + 24);
+		struct stat st;
+		void *map;
+
+		if (!len || gpa + len < gpa || uva + len < uva || off + len < off ||
+		    off + len > (uint64_t)SIZE_MAX) {
+			vu_log(b, "SET_MEM_TABLE: region %u has a bad range", i);
+			goto fail;
+		}
+		/* Mapping past the end of the file would fault on access. */
+		if (fstat(fds[i], &st) < 0 ||
+		    (S_ISREG(st.st_mode) && (uint64_t)st.st_size < off + len)) {
+			vu_log(b, "SET_MEM_TABLE: region %u is larger than its file", i);
+			goto fail;
+		}
+		map = mmap(NULL, (size_t)(off + len), PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_NORESERVE, fds[i], 0);
+		if (map == MAP_FAILED) {
+			vu_log(b, "SET_MEM_TABLE: cannot map region %u: %s", i, strerror(errno));
+			goto fail;
+		}
+		m->r[i] = (struct vq_region){ .gpa = gpa,
+					      .size = len,
+					      .uva = uva,
+					      .host = (uint8_t *)map + off,
+					      .map = map,
+					      .map_len = (size_t)(off + len) };
+		m->n = i + 1;
+	}
+	return 0;
+
+fail:
+	mem_unmap(m);
+	return -EINVAL;
+}
+
+/* ---- messages ---- */
+
+/* Receive one message and the fds that came with it. */
+static int vu_recv(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned *nfds)
+{
+	size_t got = 0;
+	int ret;
+
+	*nfds = 0;
+	while (got < VU_HDR_SIZE) {
+		ssize_t n;
+
+		if (got == 0) {
+			union {
+				char buf[CMSG_SPACE(sizeof(int) * VU_MAX_FDS)];
+				struct cmsghdr align;
+			} cbuf;
+			struct iovec iov = { m, VU_HDR_SIZE };
+			struct msghdr mh = { .msg_iov = &iov,
+					     .msg_iovlen = 1,
+					     .msg_control = cbuf.buf,
+					     .msg_controllen = sizeof(cbuf.buf) };
+			bool trunc = false;
+
+			ret = vs_aio_poll(c->fd, POLLIN);
+			if (ret < 0)
+				return ret;
+			n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EINTR)
+					continue;
+				return -errno;
+			}
+			for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm;
+			     cm = CMSG_NXTHDR(&mh, cm)) {
+				size_t k;
+
+				if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+					continue;
+				k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+				for (size_t i = 0; i < k; i++) {
+					int fd;
+
+					memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+					if (*nfds < VU_MAX_FDS)
+						fds[(*nfds)++] = fd;
+					else
+						close(fd), trunc = true;
+				}
+			}
+			if (mh.msg_flags & MSG_CTRUNC)
+				trunc = true;
+			if (trunc) {
+				while (*nfds)
+					close(fds[--(*nfds)]);
+				return -EMSGSIZE;
+			}
+			if (n == 0)
+				return -ECONNRESET;
+		} else {
+			n = vs_aio_recv(c->fd, (uint8_t *)m + got, VU_HDR_SIZE - got, 0);
+			if (n < 0)
+				return (int)n;
+			if (n == 0)
+				return -ECONNRESET;
+		}
+		got += (size_t)n;
+	}
+	if ((m->flags & VU_VERSION_MASK) != VU_VERSION)
+		return -EPROTO;
+	if (m->size > VU_MAX_PAYLOAD)
+		return -EMSGSIZE;
+	if (m->size) {
+		ret = vs_aio_recv_full(c->fd, m->payload, m->size);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+static int vu_send_reply(struct vu_conn *c, struct vu_msg *m, uint32_t size)
+{
+	m->flags = VU_VERSION | VU_FLAG_REPLY;
+	m->size = size;
+	return vs_aio_send_full(c->fd, m, VU_HDR_SIZE + size);
+}
+
+/* The ring named by a message's index, or NULL. */
+static struct vu_vq *msg_vq(struct vu_conn *c, uint32_t index)
+{
+	return index < c->nvqs ? &c->vqs[index] : NULL;
+}
+
+/* Take the single fd of a KICK/CALL/ERR message (or none with the NOFD bit). */
+static int take_ring_fd(struct vu_conn *c, const struct vu_msg *m, int *fds, unsigned nfds,
+			struct vu_vq **vq, int *fd)
+{
+	uint64_t v;
+
+	if (m->size != 8)
+		return -EINVAL;
+	v = get64(m->payload);
+	*vq = msg_vq(c, (uint32_t)(v & VU_VRING_IDX_MASK));
+	if (!*vq || (v & ~(uint64_t)(VU_VRING_IDX_MASK | VU_VRING_NOFD)))
+		return -EINVAL;
+	if (v & VU_VRING_NOFD) {
+		if (nfds)
+			return -EINVAL;
+		*fd = -1;
+		return 0;
+	}
+	if (nfds != 1)
+		return -EINVAL;
+	*fd = fds[0];
+	fds[0] = -1;
+	set_nonblock(*fd);
+	return 0;
+}
+
+static void stats_log(struct vu_conn *c)
+{
+	struct vs_vhost_blk_stats *s = &c->b->stats, *a = &c->at_start;
+
+	vu_log(c->b,
+	       "front end gone: %llu reads, %llu writes, %llu flushes, %llu discards, "
+	       "%llu write-zeroes, %llu get-id, %llu I/O errors, %llu unsupported, "
+	       "%llu bad chains",
+	       (unsigned long long)(s->reads - a->reads),
+	       (unsigned long long)(s->writes - a->writes),
+	       (unsigned long long)(s->flushes - a->flushes),
+	       (unsigned long long)(s->discards - a->discards),
+	       (unsigned long long)(s->write_zeroes - a->write_zeroes),
+	       (unsigned long long)(s->get_ids - a->get_ids),
+	       (unsigned long long)(s->io_errors - a->io_errors),
+	       (unsigned long long)(s->unsupported - a->unsupported),
+	       (unsigned long long)(s->bad_chains - a->bad_chains));
+}
+
+static void conn_reset_device(struct vu_conn *c)
+{
+	for (unsigned i = 0; i < c->nvqs; i++)
+		vq_reset(&c->vqs[i]);
+	mem_unmap(&c->mem);
+	c->features = 0;
+	c->b->dev.features = 0;
+}
+
+/*
+ * Handle one message. Returns the reply payload size (>= 0) when the message
+ * has a reply, -1 when it has none, or -errno on failure. Fds it keeps are
+ * set to -1 in @fds.
+ */
+static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfds)
+{
+	struct vs_vhost_blk *b = c->b;
+	struct vu_vq *vq;
+	uint32_t idx, val;
+	int fd, ret;
+
+	switch (m->request) {
+	case VU_GET_FEATURES:
+		set64(m->payload,
+		      vblk_features(&b->dev) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES));
+		return 8;
+	case VU_SET_FEATURES: {
+		uint64_t f,
+			offered = vblk_features(&b->dev) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
+
+		if (m->size != 8)
+			return -EINVAL;
+		f = get64(m->payload);
+		if (f & ~offered) {
+			vu_log(b, "SET_FEATURES: 0x%llx was not offered",
+			       (unsigned long long)(f & ~offered));
+			return -EINVAL;
+		}
+		c->features = f;
+		b->dev.features = f;
+		return -1;
+	}
+	case VU_GET_PROTOCOL_FEATURES:
+		set64(m->payload, VU_PROTO_FEATURES);
+		return 8;
+	case VU_SET_PROTOCOL_FEATURES:
+		if (m->size != 8 || (get64(m->payload) & ~VU_PROTO_FEATURES))
+			return -EINVAL;
+		c->proto_features = get64(m->payload);
+		return -1;
+	case VU_GET_QUEUE_NUM:
+		set64(m->payload, c->nvqs);
+		return 8;
+	case VU_SET_OWNER:
+		return -1;
+	case VU_RESET_OWNER:
+		conn_reset_device(c);
+		return -1;
+	case VU_SET_MEM_TABLE: {
+		struct vq_mem fresh;
+
+		ret = mem_map(b, &fresh, m->payload, m->size, fds, nfds);
+		if (ret < 0)
+			return ret;
+		/* Requests in flight point into the old mappings: let them finish. */
+		for (unsigned i = 0; i < c->nvqs; i++)
+			vq_stop(&c->vqs[i]);
+		mem_unmap(&c->mem);
+		c->mem = fresh;
+		for (unsigned i = 0; i < c->nvqs; i++)
+			vq_maybe_start(&c->vqs[i]);
+		return -1;
+	}
+	case VU_SET_VRING_NUM:
+	case VU_SET_VRING_BASE:
+	case VU_SET_VRING_ENABLE:
+	case VU_GET_VRING_BASE:
+		if (m->size != 8)
+			return -EINVAL;
+		idx = get32(m->payload);
+		val = get32(m->payload + 4);
+		vq = msg_vq(c, idx);
+		if (!vq)
+			return -EINVAL;
+		if (m->request == VU_GET_VRING_BASE) {
+			vq_stop(vq);
+			/* The ring is stopped: the next start brings new eventfds. */
+			close_fd(&vq->kick_fd);
+			close_fd(&vq->call_fd);
+			vq->broken = false;
+			set32(m->payload + 4, vq->base);
+			return 8;
+		}
+		if (m->request == VU_SET_VRING_ENABLE) {
+			if (val > 1)
+				return -EINVAL;
+			vq->enabled = val;
+			if (val)
+				vq_maybe_start(vq);
+			else
+				vq_stop(vq);
+			return -1;
+		}
+		if (vq->running)
+			return -EBUSY;
+		if (m->request == VU_SET_VRING_NUM) {
+			if (!val || val > VQ_MAX_SIZE || (val & (val - 1)))
+				return -EINVAL;
+			vq->num = (uint16_t)val;
+			vq_free_slots(vq); /* their count was bounded by the old size */
+		} else {
+			if (val > 0xffff)
+				return -EINVAL;
+			vq->base = (uint16_t)val;
+		}
+		vq->broken = false;
+		return -1;
+	case VU_SET_VRING_ADDR:
+		if (m->size != 40)
+			return -EINVAL;
+		vq = msg_vq(c, get32(m->payload));
+		if (!vq)
+			return -EINVAL;
+		if (vq->running)
+			return -EBUSY;
+		/* vhost_vring_addr: index, flags, desc, used, avail, log */
+		vq->desc = get64(m->payload + 8);
+		vq->used = get64(m->payload + 16);
+		vq->avail = get64(m->payload + 24);
+		vq->addr_set = true;
+		vq->broken = false;
+		vq_maybe_start(vq);
+		return -1;
+	case VU_SET_VRING_KICK:
+		ret = take_ring_fd(c, m, fds, nfds, &vq, &fd);
+		if (ret < 0)
+			return ret;
+		vq_stop(vq);
+		close_fd(&vq->kick_fd);
+		vq->kick_fd = fd;
+		if (fd < 0) {
+			vu_log(b, "queue %u: polling mode (no kick fd) is not supported",
+			       vq->index);
+			return -ENOTSUP;
+		}
+		/* Without protocol features a ring is enabled once it has its kick fd. */
+		if (!(c->features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES)))
+			vq->enabled = true;
+		vq->broken = false;
+		vq_maybe_start(vq);
+		return -1;
+	case VU_SET_VRING_CALL:
+	case VU_SET_VRING_ERR:
+		ret = take_ring_fd(c, m, fds, nfds, &vq, &fd);
+		if (ret < 0)
+			return ret;
+		if (m->request == VU_SET_VRING_CALL) {
+			close_fd(&vq->call_fd);
+			vq->call_fd = fd;
+		} else {
+			close_fd(&vq->err_fd);
+			vq->err_fd = fd;
+		}
+		return -1;
+	case VU_GET_CONFIG:
+	case VU_SET_CONFIG: {
+		uint8_t cfg[VBLK_CFG_SIZE];
+		uint32_t off, len;
+
+		if (m->size < 12)
+			return -EINVAL;
+		off = get32(m->payload);
+		len = get32(m->payload + 4);
+		if (len > VBLK_CFG_SIZE || off > VBLK_CFG_SIZE - len || m->size != 12 + len)
+			return -EINVAL;
+		if (m->request == VU_GET_CONFIG) {
+			vblk_config(&b->dev, c->nvqs, cfg);
+			memcpy(m->payload + 12, cfg + off, len);
+			return (int)(12 + len);
+		}
+		/* The only writable field: the write cache (CONFIG_WCE). */
+		if (off != VBLK_CFG_WRITEBACK || len != 1 ||
+		    !(c->features & (1ull << VIRTIO_BLK_F_CONFIG_WCE)))
+			return -EINVAL;
+		b->dev.wce = m->payload[12] != 0;
+		if (b->opts.verbose)
+			vu_log(b, "guest set the write cache to %s",
+			       b->dev.wce ? "write back" : "write through");
+		return -1;
+	}
+	default:
+		vu_log(b, "unsupported request %u", m->request);
+		return -ENOTSUP;
+	}
+}
+
+static void conn_free(struct vu_conn *c)
+{
+	close(c->fd);
+	free(c);
+}
+
+static void conn_main(void *opaque)
+{
+	struct vu_conn *c = opaque;
+	struct vs_vhost_blk *b = c->b;
+	struct vu_msg *m = malloc(sizeof(*m));
+	int ret = m ? 0 : -ENOMEM;
+
+	c->reader = vs_co_self();
+	while (ret == 0 && !c->closing) {
+		int fds[VU_MAX_FDS];
+		unsigned nfds;
+		bool ack;
+		int size;
+
+		ret = vu_recv(c, m, fds, &nfds);
+		if (ret < 0)
+			break;
+		ack = (m->flags & VU_FLAG_NEED_REPLY) &&
+		      (c->proto_features & (1ull << VU_PROTO_F_REPLY_ACK));
+		size = vu_handle(c, m, fds, nfds);
+		for (unsigned i = 0; i < nfds; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+		if (size >= 0) {
+			ret = vu_send_reply(c, m, (uint32_t)size);
+		} else if (ack) {
+			/* REPLY_ACK: 0 for success, non-zero for failure; keep serving. */
+			set64(m->payload, size == -1 ? 0 : 1);
+			if (size != -1)
+				vu_log(b, "request %u failed: %s", m->request, strerror(-size));
+			ret = vu_send_reply(c, m, 8);
+		} else if (size < -1) {
+			vu_log(b, "request %u failed: %s; dropping the front end", m->request,
+			       strerror(-size));
+			ret = size;
+		}
+	}
+	if (ret < 0 && ret != -ECONNRESET && ret != -ECANCELED && !c->closing)
+		vu_log(b, "front end connection: %s", strerror(-ret));
+	free(m);
+	c->reader = NULL;
+	conn_reset_device(c);
+	/* A front end that goes away (QEMU killed) leaves a consistent image. */
+	if (!b->opts.read_only) {
+		ret = vs_node_flush(b->dev.node);
+		if (ret < 0)
+			vu_log(b, "flush after the front end left: %s", strerror(-ret));
+	}
+	if (b->opts.verbose)
+		stats_log(c);
+	conn_free(c);
+	b->conn = NULL;
+	vs_co_queue_wake_all(&b->idle_wait);
+}
+
+int vs_vhost_blk_serve_fd(struct vs_vhost_blk *b, int fd)
+{
+	struct vu_conn *c;
+
+	if (b->conn || b->shutting_down) {
+		close(fd);
+		return -EBUSY;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return -ENOMEM;
+	}
+	c->b = b;
+	c->fd = fd;
+	c->nvqs = b->opts.num_queues;
+	for (unsigned i = 0; i < c->nvqs; i++) {
+		struct vu_vq *vq = &c->vqs[i];
+
+		vq->c = c;
+		vq->index = i;
+		vq->kick_fd = vq->call_fd = vq->err_fd = -1;
+	}
+	c->at_start = b->stats;
+	b->conn = c;
+	b->stats.connections++;
+	if (b->opts.verbose)
+		vu_log(b, "front end connected");
+	if (!vs_co_spawn(b->reactor, conn_main, c)) {
+		b->conn = NULL;
+		close(fd);
+		free(c);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void listener_main(void *opaque)
+{
+	struct vs_vhost_blk *b = opaque;
+
+	b->listen_co = vs_co_self();
+	while (!b->shutting_down) {
+		int fd;
+
+		/* One front end at a time; the next one waits in the backlog. */
+		while (b->conn && !b->shutting_down)
+			vs_co_queue_wait(&b->idle_wait);
+		if (b->shutting_down)
+			break;
+		fd = vs_aio_accept(b->listen_fd);
+		if (fd < 0) {
+			if (fd == -ECANCELED || b->shutting_down)
+				break;
+			if (fd == -EMFILE || fd == -ENFILE || fd == -ENOMEM)
+				vs_co_sleep_ns(100000000);
+			continue;
+		}
+		if (b->shutting_down) {
+			close(fd);
+			break;
+		}
+		vs_vhost_blk_serve_fd(b, fd);
+	}
+	b->listen_co = NULL;
+	b->listener_alive = false;
+	vs_co_queue_wake_all(&b->idle_wait);
+}
+
+int vs_vhost_blk_new(struct vs_vhost_blk **out, const struct vs_vhost_blk_opts *opts)
+{
+	struct vs_vhost_blk *b;
+	const char *serial = opts->serial ? opts->serial : "vstor";
+
+	if (!opts->node || opts->num_queues > VS_VHOST_BLK_MAX_QUEUES)
+		return -EINVAL;
+	if (!vs_reactor_current())
+		return -EINVAL;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->reactor = vs_reactor_current();
+	b->opts = *opts;
+	if (!b->opts.num_queues)
+		b->opts.num_queues = 1;
+	b->listen_fd = -1;
+	b->dev.node = opts->node;
+	b->dev.size = vs_node_size(opts->node);
+	b->dev.read_only = opts->read_only || vs_node_is_read_only(opts->node);
+	b->opts.read_only = b->dev.read_only;
+	b->dev.wce = opts->wce;
+	b->dev.discard = opts->discard && !b->dev.read_only;
+	b->dev.write_zeroes = opts->write_zeroes && !b->dev.read_only;
+	strncpy(b->dev.serial, serial, sizeof(b->dev.serial));
+	b->dev.stats = &b->stats;
+	*out = b;
+	return 0;
+}
+
+int vs_vhost_blk_add_listener(struct vs_vhost_blk *b, int fd)
+{
+	if (b->listener_alive)
+		return -EBUSY;
+	b->listen_fd = fd;
+	b->listener_alive = true;
+	if (!vs_co_spawn(b->reactor, listener_main, b)) {
+		b->listener_alive = false;
+		b->listen_fd = -1;
+		close(fd);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int vs_vhost_blk_shutdown(struct vs_vhost_blk *b)
+{
+	b->shutting_down = true;
+	vs_co_queue_wake_all(&b->idle_wait);
+	if (b->listen_co && b->listen_co != vs_co_self())
+		vs_aio_cancel(b->listen_co);
+	if (b->conn) {
+		b->conn->closing = true;
+		if (b->conn->reader && b->conn->reader != vs_co_self())
+			vs_aio_cancel(b->conn->reader);
+	}
+	while (b->conn || b->listener_alive)
+		vs_co_queue_wait(&b->idle_wait);
+	close_fd(&b->listen_fd);
+	return b->dev.read_only ? 0 : vs_node_flush(b->dev.node);
+}
+
+void vs_vhost_blk_wait_idle(struct vs_vhost_blk *b)
+{
+	while (b->conn)
+		vs_co_queue_wait(&b->idle_wait);
+}
+
+void vs_vhost_blk_get_stats(const struct vs_vhost_blk *b, struct vs_vhost_blk_stats *st)
+{
+	*st = b->stats;
+}
+
+void vs_vhost_blk_free(struct vs_vhost_blk *b)
+{
+	if (!b)
+		return;
+	if (b->listen_fd >= 0)
+		close(b->listen_fd);
+	free(b);
+}

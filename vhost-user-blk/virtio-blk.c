@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * virtio-blk requests: parse a descriptor chain, run it on the node, answer.
+ *
+ * The header is copied out of guest memory before it is looked at (it may
+ * span descriptors, and the guest may change it meanwhile); the payload
+ * iovecs point straight into guest memory (zero copy) and go to the node as
+ * they are. Every range is checked here against the size the guest was told.
+ */
+#include "virtio-blk.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* Copy up to @len bytes out of @iov[0..@n) into @buf; returns the count. */
+static size_t iov_to_buf(const struct iovec *iov, unsigned n, void *buf, size_t len)
+{
+	size_t done = 0;
+
+	for (unsigned i = 0; i < n && done < len; i++) {
+		size_t c = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
+
+		memcpy((uint8_t *)buf + done, iov[i].iov_base, c);
+		done += c;
+	}
+	return done;
+}
+
+static size_t iov_from_buf(const struct iovec *iov, unsigned n, const void *buf, size_t len)
+{
+	size_t done = 0;
+
+	for (unsigned i = 0; i < n && done < len; i++) {
+		size_t c = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
+
+		memcpy(iov[i].iov_base, (const uint8_t *)buf + done, c);
+		done += c;
+	}
+	return done;
+}
+
+static uint64_t iov_len(const struct iovec *iov, unsigned n)
+{
+	uint64_t t = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		t += iov[i].iov_len;
+	return t;
+}
+
+/* Drop the first @skip bytes of @iov[0..*@n) in place; returns the new start. */
+static struct iovec *iov_skip(struct iovec *iov, unsigned *n, size_t skip)
+{
+	while (*n && skip >= iov->iov_len) {
+		skip -= iov->iov_len;
+		iov++;
+		(*n)--;
+	}
+	if (*n && skip) {
+		iov->iov_base = (uint8_t *)iov->iov_base + skip;
+		iov->iov_len -= skip;
+	}
+	return iov;
+}
+
+static inline uint32_t le32_at(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return v;
+}
+
+static inline uint64_t le64_at(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return v;
+}
+
+int vblk_parse(struct vq_elem *e, struct vblk_req *r)
+{
+	struct iovec *out = e->iov, *in = e->iov + e->out_num;
+	unsigned out_num = e->out_num, in_num = e->in_num;
+	uint8_t hdr[16];
+
+	memset(r, 0, sizeof(*r));
+	/* The status is the last writable byte of the chain. */
+	while (in_num && in[in_num - 1].iov_len == 0)
+		in_num--;
+	if (!in_num)
+		return -EINVAL;
+	r->status = (uint8_t *)in[in_num - 1].iov_base + in[in_num - 1].iov_len - 1;
+	in[in_num - 1].iov_len--;
+	if (iov_to_buf(out, out_num, hdr, sizeof(hdr)) < sizeof(hdr)) {
+		r->bad_header = true;
+		return 0;
+	}
+	r->type = le32_at(hdr);
+	r->sector = le64_at(hdr + 8);
+	if (r->type == VIRTIO_BLK_T_IN || r->type == VIRTIO_BLK_T_GET_ID) {
+		r->data = in;
+		r->data_num = in_num;
+	} else {
+		r->data = iov_skip(out, &out_num, sizeof(hdr));
+		r->data_num = out_num;
+	}
+	r->data_len = iov_len(r->data, r->data_num);
+	return 0;
+}
+
+/* Is [sector * 512, + len) inside the disk the guest sees? */
+static bool range_ok(const struct vblk_dev *d, uint64_t sector, uint64_t len)
+{
+	uint64_t nsec = d->size / VIRTIO_BLK_SECTOR;
+
+	if (sector > nsec)
+		return false;
+	return len <= (nsec - sector) * VIRTIO_BLK_SECTOR;
+}
+
+static bool has(const struct vblk_dev *d, unsigned bit)
+{
+	return d->features & (1ull << bit);
+}
+
+/* One discard / write-zeroes segment (virtio_blk_discard_write_zeroes). */
+static int exec_dwz(struct vblk_dev *d, struct vblk_req *r, bool zeroes)
+{
+	uint8_t seg[16];
+	uint64_t sector, len;
+	uint32_t nsec, flags;
+
+	if (!has(d, zeroes ? VIRTIO_BLK_F_WRITE_ZEROES : VIRTIO_BLK_F_DISCARD))
+		return VIRTIO_BLK_S_UNSUPP;
+	if (r->data_len != sizeof(seg)) /* max_discard_seg = max_write_zeroes_seg = 1 */
+		return r->data_len && r->data_len % sizeof(seg) == 0 ? VIRTIO_BLK_S_UNSUPP :
+								       VIRTIO_BLK_S_IOERR;
+	iov_to_buf(r->data, r->data_num, seg, sizeof(seg));
+	sector = le64_at(seg);
+	nsec = le32_at(seg + 8);
+	flags = le32_at(seg + 12);
+	if (flags & ~1u)
+		return VIRTIO_BLK_S_UNSUPP;
+	if (!zeroes && (flags & 1)) /* the unmap flag is for write-zeroes only */
+		return VIRTIO_BLK_S_UNSUPP;
+	if (nsec > (zeroes ? VBLK_MAX_WZ_SECTORS : VBLK_MAX_DISCARD_SECTORS))
+		return VIRTIO_BLK_S_IOERR;
+	len = (uint64_t)nsec * VIRTIO_BLK_SECTOR;
+	if (d->read_only || !range_ok(d, sector, len))
+		return VIRTIO_BLK_S_IOERR;
+	if (!len)
+		return VIRTIO_BLK_S_OK;
+	if (zeroes) {
+		unsigned f = (flags & 1) && d->discard ? VS_REQ_MAY_UNMAP : 0;
+
+		d->stats->write_zeroes++;
+		return vs_node_write_zeroes(d->node, sector * VIRTIO_BLK_SECTOR, len, f) < 0 ?
+			       VIRTIO_BLK_S_IOERR :
+			       VIRTIO_BLK_S_OK;
+	}
+	d->stats->discards++;
+	return vs_node_discard(d->node, sector * VIRTIO_BLK_SECTOR, len) < 0 ? VIRTIO_BLK_S_IOERR :
+									       VIRTIO_BLK_S_OK;
+}
+
+uint32_t vblk_exec(struct vblk_dev *d, struct vblk_req *r)
+{
+	uint32_t used = 1; /* the status byte */
+	uint8_t st;
+	int ret;
+
+	if (r->bad_header) {
+		st = VIRTIO_BLK_S_IOERR;
+		goto out;
+	}
+	switch (r->type) {
+	case VIRTIO_BLK_T_IN:
+		d->stats->reads++;
+		used += (uint32_t)(r->data_len > UINT32_MAX - 1 ? UINT32_MAX - 1 : r->data_len);
+		if (r->data_len % VIRTIO_BLK_SECTOR || !range_ok(d, r->sector, r->data_len)) {
+			st = VIRTIO_BLK_S_IOERR;
+			break;
+		}
+		ret = r->data_len ? vs_node_preadv(d->node, r->sector * VIRTIO_BLK_SECTOR,
+						   r->data_len, r->data, (int)r->data_num, 0) :
+				    0;
+		st = ret < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		break;
+	case VIRTIO_BLK_T_OUT:
+		d->stats->writes++;
+		if (d->read_only || r->data_len % VIRTIO_BLK_SECTOR ||
+		    !range_ok(d, r->sector, r->data_len)) {
+			st = VIRTIO_BLK_S_IOERR;
+			break;
+		}
+		ret = r->data_len ?
+			      vs_node_pwritev(d->node, r->sector * VIRTIO_BLK_SECTOR, r->data_len,
+					      r->data, (int)r->data_num, d->wce ? 0 : VS_REQ_FUA) :
+			      0;
+		st = ret < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		d->stats->flushes++;
+		st = vs_node_flush(d->node) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		break;
+	case VIRTIO_BLK_T_GET_ID:
+		d->stats->get_ids++;
+		used += (uint32_t)iov_from_buf(r->data, r->data_num, d->serial, sizeof(d->serial));
+		st = VIRTIO_BLK_S_OK;
+		break;
+	case VIRTIO_BLK_T_DISCARD:
+		st = (uint8_t)exec_dwz(d, r, false);
+		break;
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		st = (uint8_t)exec_dwz(d, r, true);
+		break;
+	default:
+		st = VIRTIO_BLK_S_UNSUPP;
+		break;
+	}
+out:
+	if (st == VIRTIO_BLK_S_IOERR)
+		d->stats->io_errors++;
+	else if (st == VIRTIO_BLK_S_UNSUPP)
+		d->stats->unsupported++;
+	*r->status = st;
+	return used;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	memcpy(p, &v, 2);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, 8);
+}
+
+void vblk_config(const struct vblk_dev *d, unsigned num_queues, uint8_t *cfg)
+{
+	uint64_t cluster = vs_node_cluster_size(d->node);
+	uint32_t align = cluster >= VIRTIO_BLK_SECTOR ? (uint32_t)(cluster / VIRTIO_BLK_SECTOR) : 8;
+
+	memset(cfg, 0, VBLK_CFG_SIZE);
+	put64(cfg + VBLK_CFG_CAPACITY, d->size / VIRTIO_BLK_SECTOR);
+	put32(cfg + VBLK_CFG_SEG_MAX, VBLK_SEG_MAX);
+	put32(cfg + VBLK_CFG_BLK_SIZE, VIRTIO_BLK_SECTOR);
+	cfg[VBLK_CFG_PHYS_BLOCK_EXP] = 0;
+	put16(cfg + VBLK_CFG_MIN_IO_SIZE, 1);
+	put32(cfg + VBLK_CFG_OPT_IO_SIZE, 0);
+	cfg[VBLK_CFG_WRITEBACK] = d->wce;
+	put16(cfg + VBLK_CFG_NUM_QUEUES, (uint16_t)num_queues);
+	if (d->discard) {
+		put32(cfg + VBLK_CFG_MAX_DISCARD_SECTORS, VBLK_MAX_DISCARD_SECTORS);
+		put32(cfg + VBLK_CFG_MAX_DISCARD_SEG, 1);
+		put32(cfg + VBLK_CFG_DISCARD_ALIGN, align);
+	}
+	if (d->write_zeroes) {
+		put32(cfg + VBLK_CFG_MAX_WZ_SECTORS, VBLK_MAX_WZ_SECTORS);
+		put32(cfg + VBLK_CFG_MAX_WZ_SEG, 1);
+		cfg[VBLK_CFG_WZ_MAY_UNMAP] = d->discard;
+	}
+}
+
+uint64_t vblk_features(const struct vblk_dev *d)
+{
+	uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
+		     (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_BLK_F_SEG_MAX) |
+		     (1ull << VIRTIO_BLK_F_BLK_SIZE) | (1ull << VIRTIO_BLK_F_FLUSH) |
+		     (1ull << VIRTIO_BLK_F_TOPOLOGY) | (1ull << VIRTIO_BLK_F_CONFIG_WCE) |
+		     (1ull << VIRTIO_BLK_F_MQ);
+
+	if (d->read_only)
+		f |= 1ull << VIRTIO_BLK_F_RO;
+	if (d->discard && !d->read_only)
+		f |= 1ull << VIRTIO_BLK_F_DISCARD;
+	if (d->write_zeroes && !d->read_only)
+		f |= 1ull << VIRTIO_BLK_F_WRITE_ZEROES;
+	return f;
+}

@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vstor-vhost: serve an image to a VM as a vhost-user-blk device, like
+ * qemu-storage-daemon's vhost-user-blk export.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "pool.h"
+#include "vhost-blk.h"
+#include "vstor/reactor.h"
+
+static const char *prog = "vstor-vhost";
+
+struct config {
+	const char *image;
+	const char *format;
+	const char *socket_path;
+	const char *pid_file;
+	const char *pool;
+	const char *state_dir;
+	const char *serial;
+	enum vs_cache_mode cache;
+	bool read_only;
+	bool discard;
+	bool write_zeroes;
+	bool verbose;
+	unsigned num_queues;
+	int listen_fd;
+	int sigfd;
+	int exit_code;
+	struct vs_vhost_blk *blk;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: %s [OPTIONS] --socket PATH IMAGE\n"
+		"Serve IMAGE (a raw or qcow2 image, or vol:POOL/VOLUME) as a vhost-user-blk\n"
+		"device on the unix socket PATH, to one front end (QEMU) at a time.\n\n"
+		"  -k, --socket=PATH        the vhost-user socket to listen on (required)\n"
+		"  -f, --format=FORMAT      image format (raw, qcow2); probed when omitted\n"
+		"  -r, --read-only          export read-only (VIRTIO_BLK_F_RO)\n"
+		"      --cache=MODE         writeback (default), none, writethrough, directsync, "
+		"unsafe\n"
+		"      --aio=MODE           accepted for compatibility (vstor always uses io_uring)\n"
+		"      --num-queues=N       number of request queues (default 1, at most %d)\n"
+		"      --discard=MODE       ignore (default) or unmap: offer VIRTIO_BLK_F_DISCARD\n"
+		"      --write-zeroes=on|off  offer VIRTIO_BLK_F_WRITE_ZEROES (default on)\n"
+		"      --serial=STRING      the device's serial number (GET_ID, 20 bytes at most)\n"
+		"      --pool=NAME          IMAGE is a volume of pool NAME\n"
+		"      --state-dir=DIR      the pools' state directory (see vstor(1))\n"
+		"      --pid-file=PATH      write the pid to PATH once the socket is listening\n"
+		"  -v, --verbose            log front ends and their request counts\n"
+		"  -h, --help               show this help\n"
+		"  -V, --version            show the version\n",
+		prog, VS_VHOST_BLK_MAX_QUEUES);
+}
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(EXIT_FAILURE);
+}
+
+static int listen_unix(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		die("Socket path too long: '%s'", path);
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die("socket: %s", strerror(errno));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int probe = -1;
+
+		/* A stale socket of a dead daemon may be replaced; a live one not. */
+		if (errno == EADDRINUSE)
+			probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
+		    errno == ECONNREFUSED) {
+			close(probe);
+			unlink(path);
+			if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+				goto bound;
+		} else if (probe >= 0) {
+			close(probe);
+			errno = EADDRINUSE;
+		}
+		die("Failed to bind socket to %s: %s", path, strerror(errno));
+	}
+bound:
+	if (listen(fd, 16) < 0)
+		die("listen: %s", strerror(errno));
+	return fd;
+}
+
+static void daemon_main(void *opaque)
+{
+	struct config *cfg = opaque;
+	struct vs_open_opts o = { .filename = cfg->image,
+				  .format = cfg->format,
+				  .read_only = cfg->read_only,
+				  .cache = cfg->cache };
+	struct vs_error err = { 0 };
+	struct vs_node *node = NULL;
+	int ret;
+
+	ret = vs_image_open(&node, &o, &err);
+	if (ret < 0) {
+		fprintf(stderr, "%s: %s\n", prog, err.msg);
+		goto fail;
+	}
+	{
+		struct vs_vhost_blk_opts bo = {
+			.node = node,
+			.read_only = cfg->read_only,
+			.wce = vs_cache_mode_knobs(cfg->cache).wce,
+			.discard = cfg->discard,
+			.write_zeroes = cfg->write_zeroes,
+			.num_queues = cfg->num_queues,
+			.serial = cfg->serial,
+			.verbose = cfg->verbose,
+		};
+
+		ret = vs_vhost_blk_new(&cfg->blk, &bo);
+	}
+	if (ret < 0) {
+		fprintf(stderr, "%s: cannot create the back end: %s\n", prog, strerror(-ret));
+		goto fail;
+	}
+	ret = vs_vhost_blk_add_listener(cfg->blk, cfg->listen_fd);
+	cfg->listen_fd = -1;
+	if (ret < 0) {
+		fprintf(stderr, "%s: %s\n", prog, strerror(-ret));
+		goto fail;
+	}
+	if (cfg->pid_file) {
+		FILE *f = fopen(cfg->pid_file, "w");
+
+		if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
+			fprintf(stderr, "%s: cannot write pid file '%s': %s\n", prog, cfg->pid_file,
+				strerror(errno));
+			vs_vhost_blk_shutdown(cfg->blk);
+			goto fail;
+		}
+	}
+	/* Serve until SIGTERM, SIGINT or SIGHUP (read through the ring). */
+	for (;;) {
+		struct signalfd_siginfo si;
+		struct iovec iov = { &si, sizeof(si) };
+		ssize_t n = vs_aio_preadv(cfg->sigfd, &iov, 1, 0);
+
+		if (n == (ssize_t)sizeof(si) || (n < 0 && n != -EINTR && n != -EAGAIN))
+			break;
+	}
+	ret = vs_vhost_blk_shutdown(cfg->blk);
+	if (ret < 0) {
+		fprintf(stderr, "%s: flush on shutdown failed: %s\n", prog, strerror(-ret));
+		cfg->exit_code = EXIT_FAILURE;
+	}
+	vs_vhost_blk_free(cfg->blk);
+	cfg->blk = NULL;
+	vs_node_close(node);
+	if (cfg->pid_file)
+		unlink(cfg->pid_file);
+	return;
+
+fail:
+	cfg->exit_code = EXIT_FAILURE;
+	vs_vhost_blk_free(cfg->blk);
+	cfg->blk = NULL;
+	vs_node_close(node);
+}
+
+enum {
+	OPT_CACHE = 256,
+	OPT_AIO,
+	OPT_NUM_QUEUES,
+	OPT_DISCARD,
+	OPT_WRITE_ZEROES,
+	OPT_SERIAL,
+	OPT_POOL,
+	OPT_STATE_DIR,
+	OPT_PID_FILE,
+};
+
+static bool parse_bool(const char *v, const char *what)
+{
+	if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes"))
+		return true;
+	if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no"))
+		return false;
+	die("Invalid value '%s' for %s (use on or off)", v, what);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "socket", required_argument, NULL, 'k' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "read-only", no_argument, NULL, 'r' },
+		{ "cache", required_argument, NULL, OPT_CACHE },
+		{ "aio", required_argument, NULL, OPT_AIO },
+		{ "num-queues", required_argument, NULL, OPT_NUM_QUEUES },
+		{ "discard", required_argument, NULL, OPT_DISCARD },
+		{ "write-zeroes", required_argument, NULL, OPT_WRITE_ZEROES },
+		{ "serial", required_argument, NULL, OPT_SERIAL },
+		{ "pool", required_argument, NULL, OPT_POOL },
+		{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct config cfg = { .num_queues = 1, .write_zeroes = true, .listen_fd = -1, .sigfd = -1 };
+	char *vol = NULL, *end;
+	sigset_t mask;
+	int c, ret;
+
+	while ((c = getopt_long(argc, argv, "k:f:rvhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'k':
+			cfg.socket_path = optarg;
+			break;
+		case 'f':
+			cfg.format = optarg;
+			break;
+		case 'r':
+			cfg.read_only = true;
+			break;
+		case OPT_CACHE:
+			if (vs_cache_mode_parse(optarg, &cfg.cache) < 0)
+				die("Invalid cache mode '%s'", optarg);
+			break;
+		case OPT_AIO:
+			if (strcmp(optarg, "threads") && strcmp(optarg, "native") &&
+			    strcmp(optarg, "io_uring"))
+				die("Invalid aio mode '%s'", optarg);
+			break;
+		case OPT_NUM_QUEUES: {
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || v < 1 || v > VS_VHOST_BLK_MAX_QUEUES)
+				die("Invalid number of queues '%s' (1 to %d)", optarg,
+				    VS_VHOST_BLK_MAX_QUEUES);
+			cfg.num_queues = (unsigned)v;
+			break;
+		}
+		case OPT_DISCARD:
+			if (!strcmp(optarg, "ignore") || !strcmp(optarg, "off"))
+				cfg.discard = false;
+			else if (!strcmp(optarg, "unmap") || !strcmp(optarg, "on"))
+				cfg.discard = true;
+			else
+				die("Invalid discard mode '%s'", optarg);
+			break;
+		case OPT_WRITE_ZEROES:
+			cfg.write_zeroes = parse_bool(optarg, "--write-zeroes");
+			break;
+		case OPT_SERIAL:
+			if (strlen(optarg) > 20)
+				die("Serial '%s' is longer than 20 bytes", optarg);
+			cfg.serial = optarg;
+			break;
+		case OPT_POOL:
+			cfg.pool = optarg;
+			break;
+		case OPT_STATE_DIR:
+			cfg.state_dir = optarg;
+			break;
+		case OPT_PID_FILE:
+			cfg.pid_file = optarg;
+			break;
+		case 'v':
+			cfg.verbose = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("vstor-vhost %s\n", VSTOR_VERSION);
+			return 0;
+		default:
+			fprintf(stderr, "Try '%s --help' for more information.\n", prog);
+			return EXIT_FAILURE;
+		}
+	}
+	if (optind != argc - 1)
+		die("Expected one IMAGE. Try '%s --help'.", prog);
+	if (!cfg.socket_path)
+		die("--socket=PATH is required. Try '%s --help'.", prog);
+	cfg.image = argv[optind];
+	/* vol:POOL/VOLUME names a pool volume wherever a file name is accepted. */
+	(void)vs_pool_register_resolver(cfg.state_dir);
+	if (cfg.pool) {
+		if (asprintf(&vol, "vol:%s/%s", cfg.pool, cfg.image) < 0)
+			die("Out of memory");
+		cfg.image = vol;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	cfg.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	if (cfg.sigfd < 0)
+		die("signalfd: %s", strerror(errno));
+	cfg.listen_fd = listen_unix(cfg.socket_path);
+
+	ret = vs_run_in_coroutine(daemon_main, &cfg);
+	if (ret < 0) {
+		fprintf(stderr, "%s: engine error: %s\n", prog, strerror(-ret));
+		cfg.exit_code = EXIT_FAILURE;
+	}
+	unlink(cfg.socket_path);
+	if (cfg.listen_fd >= 0)
+		close(cfg.listen_fd);
+	close(cfg.sigfd);
+	free(vol);
+	return cfg.exit_code;
+}
