@@ -842,9 +842,10 @@ static void conn_main(void *opaque)
 		ret = vu_recv(c, m, fds, &nfds);
 		if (ret < 0)
 			break;
+		size = vu_handle(c, m, fds, nfds);
+		/* After the handler: SET_PROTOCOL_FEATURES may just have enabled it. */
 		ack = (m->flags & VU_FLAG_NEED_REPLY) &&
 		      (c->proto_features & (1ull << VU_PROTO_F_REPLY_ACK));
-		size = vu_handle(c, m, fds, nfds);
 		for (unsigned i = 0; i < nfds; i++)
 			if (fds[i] >= 0)
 				close(fds[i]);
