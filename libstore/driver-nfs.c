@@ -11,14 +11,29 @@
  * push it out at once when the connection is up (a non-blocking send), and
  * park until their callback runs in the pump. Callbacks only record the
  * result and wake the request, so nothing re-enters libnfs.
+ *
+ * Data goes through libnfs's raw NFSv3 calls (READ, WRITE, COMMIT), not its
+ * file API, because a safe client needs what the replies carry: the count
+ * (short reads and writes continue), the stability the server gave a write
+ * and its write verifier, and NFS3ERR_JUKEBOX (try again later). Writes are
+ * UNSTABLE and kept (a copy, nfs-wlist.h) until a COMMIT returns the
+ * verifier they were written under; a different verifier means the server
+ * restarted and may have lost them, so they are written again before the
+ * flush succeeds. Cache modes without a volatile cache write FILE_SYNC, and
+ * unsafe neither commits nor keeps copies (docs/pool-backends.md).
  */
 #include "driver.h"
+#include "nfs-wlist.h"
 #include "nfs.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <nfsc/libnfs-raw-nfs.h>
+#include <inttypes.h>
+/* libnfs.h first: the raw headers need its definitions. */
 #include <nfsc/libnfs.h>
+
+#include <nfsc/libnfs-raw-nfs.h>
+#include <nfsc/libnfs-raw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +43,13 @@
 
 /* Reconnect attempts after the connection drops before requests fail. */
 #define NFS_RECONNECTS 5
+/* NFS3ERR_JUKEBOX: tries of one request, with waits from 100 ms doubling up to 2 s (~13 s). */
+#define NFS_JUKEBOX_TRIES 10
+/* Rounds of "write everything again, COMMIT" after verifier changes before failing. */
+#define NFS_RESEND_ROUNDS 5
+/* Uncommitted data kept per image (VSTOR_NFS_UNSTABLE_MAX overrides): then COMMIT first. */
+#define NFS_UNSTABLE_MAX (32ull << 20)
+#define NFS_UNSTABLE_MAX_WRITES 4096u
 
 /* ---- sessions ---- */
 
@@ -63,8 +85,13 @@ struct nfs_call {
 	/* results */
 	struct iovec *iov; /* read: copy the data here */
 	int niov;
+	uint64_t skip; /* raw read: from this byte of iov on */
 	uint64_t len;
-	void *ptr; /* open: nfsfh; opendir: nfsdir */
+	uint32_t count;			/* raw read and write: bytes done */
+	bool eof;			/* raw read */
+	bool stable;			/* raw write: committed as FILE_SYNC or DATA_SYNC */
+	uint8_t verf[VS_NFS_VERF_SIZE]; /* raw write and commit */
+	void *ptr;			/* open: nfsfh; opendir: nfsdir */
 	struct nfs_stat_64 st;
 	struct nfs_statvfs_64 vfs;
 };
@@ -163,24 +190,101 @@ static void cb_statvfs(int status, struct nfs_context *nfs, void *data, void *pr
 	call_finish(c, status < 0 ? status : 0, data);
 }
 
-static void cb_read(int status, struct nfs_context *nfs, void *data, void *priv)
+/*
+ * The outcome of a raw NFSv3 call as -errno: -EAGAIN for NFS3ERR_JUKEBOX
+ * (the caller waits and tries again), -EIO when the RPC itself failed.
+ */
+static int rpc_result(int status, void *data, int nfsstat, const char **msg)
+{
+	if (status == RPC_STATUS_SUCCESS) {
+		if (nfsstat == NFS3_OK)
+			return 0;
+		if (nfsstat == NFS3ERR_JUKEBOX)
+			return -EAGAIN;
+		*msg = nfsstat3_to_str(nfsstat);
+		return nfsstat3_to_errno(nfsstat);
+	}
+	if (status == RPC_STATUS_ERROR && data)
+		*msg = data;
+	else
+		*msg = status == RPC_STATUS_CANCEL ? "request cancelled" : "request timed out";
+	return -EIO;
+}
+
+static void cb_read3(struct rpc_context *rpc, int status, void *data, void *priv)
 {
 	struct nfs_call *c = priv;
+	READ3res *res = data;
+	const char *msg = NULL;
+	int ret =
+		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
 
-	(void)nfs;
-	if (status > 0 && !c->abandoned) {
-		const char *p = data;
-		uint64_t left = (uint64_t)status < c->len ? (uint64_t)status : c->len;
+	(void)rpc;
+	if (ret == 0 && !c->abandoned) {
+		const READ3resok *ok = &res->READ3res_u.resok;
+		const char *p = ok->data.data_val;
+		uint64_t n = ok->data.data_len < ok->count ? ok->data.data_len : ok->count;
+		uint64_t left, skip = c->skip;
 
+		if (n > c->len)
+			n = c->len;
+		c->count = (uint32_t)n;
+		c->eof = ok->eof;
+		left = n;
 		for (int i = 0; i < c->niov && left; i++) {
-			size_t n = c->iov[i].iov_len < left ? c->iov[i].iov_len : (size_t)left;
+			size_t l = c->iov[i].iov_len, m;
 
-			memcpy(c->iov[i].iov_base, p, n);
-			p += n;
-			left -= n;
+			if (skip >= l) {
+				skip -= l;
+				continue;
+			}
+			m = l - skip < left ? l - skip : (size_t)left;
+			memcpy((char *)c->iov[i].iov_base + skip, p, m);
+			p += m;
+			left -= m;
+			skip = 0;
 		}
 	}
-	call_finish(c, status, data);
+	call_finish(c, ret, (void *)msg);
+}
+
+static void cb_write3(struct rpc_context *rpc, int status, void *data, void *priv)
+{
+	struct nfs_call *c = priv;
+	WRITE3res *res = data;
+	const char *msg = NULL;
+	int ret =
+		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
+
+	(void)rpc;
+	if (ret == 0 && !c->abandoned) {
+		c->count = res->WRITE3res_u.resok.count;
+		c->stable = res->WRITE3res_u.resok.committed != UNSTABLE;
+		memcpy(c->verf, res->WRITE3res_u.resok.verf, VS_NFS_VERF_SIZE);
+	}
+	call_finish(c, ret, (void *)msg);
+}
+
+static void cb_commit3(struct rpc_context *rpc, int status, void *data, void *priv)
+{
+	struct nfs_call *c = priv;
+	COMMIT3res *res = data;
+	const char *msg = NULL;
+	int ret =
+		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
+
+	(void)rpc;
+	if (ret == 0 && !c->abandoned)
+		memcpy(c->verf, res->COMMIT3res_u.resok.verf, VS_NFS_VERF_SIZE);
+	call_finish(c, ret, (void *)msg);
+}
+
+/* NFS3ERR_JUKEBOX: the server needs time (e.g. a file coming back from tape). */
+static void jukebox_wait(unsigned attempt)
+{
+	uint64_t ms = attempt < 5 ? 100ull << attempt : 2000;
+
+	vs_co_sleep_ns(ms * 1000000);
 }
 
 static void session_fail_all(struct vs_nfs *s, int err)
@@ -274,17 +378,24 @@ static int call_wait(struct vs_nfs *s, struct nfs_call *c, int queued)
 	return ret;
 }
 
-/* Run one request: @start queues it with cb and c. */
-#define NFS_CALL(s, c, start)                              \
-	({                                                 \
-		int q_;                                    \
-		(c) = (s)->dead ? NULL : call_new(s);      \
-		if (!(c)) {                                \
-			q_ = (s)->dead ? -EIO : -ENOMEM;   \
-		} else {                                   \
-			q_ = call_wait((s), (c), (start)); \
-		}                                          \
-		q_;                                        \
+/* Run one request: @start queues it with cb and c. NFS3ERR_JUKEBOX: wait, try again. */
+#define NFS_CALL(s, c, start)                                             \
+	({                                                                \
+		int q_;                                                   \
+		for (unsigned t_ = 0;; t_++) {                            \
+			(c) = (s)->dead ? NULL : call_new(s);             \
+			if (!(c)) {                                       \
+				q_ = (s)->dead ? -EIO : -ENOMEM;          \
+				break;                                    \
+			}                                                 \
+			q_ = call_wait((s), (c), (start));                \
+			if (q_ != -EAGAIN || t_ + 1 >= NFS_JUKEBOX_TRIES) \
+				break;                                    \
+			call_release(c);                                  \
+			(c) = NULL;                                       \
+			jukebox_wait(t_);                                 \
+		}                                                         \
+		q_;                                                       \
 	})
 
 static void session_stop(struct vs_nfs *s)
@@ -588,10 +699,45 @@ int vs_nfs_list(struct vs_nfs *s, const char *path, vs_nfs_dir_fn *fn, void *opa
 
 /* ---- the protocol driver ---- */
 
+/*
+ * libnfs's public headers leave struct nfs_fh (what nfs_get_fh() returns)
+ * opaque; its layout has been { int len; char *val; } since libnfs 1.x.
+ * The raw READ/WRITE/COMMIT calls need the handle's bytes: read them
+ * through this mirror, checked for sanity at open (RFC 1813: at most 64).
+ */
+struct nfs_fh_view {
+	int len;
+	char *val;
+};
+
+static struct nfs_fh3 node_fh3(struct nfsfh *fh)
+{
+	const struct nfs_fh_view *v = (const struct nfs_fh_view *)nfs_get_fh(fh);
+	struct nfs_fh3 f;
+
+	f.data.data_len = (u_int)v->len;
+	f.data.data_val = v->val;
+	return f;
+}
+
 struct nfs_node {
 	struct vs_nfs *s;
 	struct nfsfh *fh;
-	char *path; /* inside the export */
+	char *path;	    /* inside the export */
+	const char *name;   /* the node's URL, for messages */
+	uint64_t max_write; /* bytes per WRITE */
+	uint64_t max_read;  /* bytes per READ */
+	/* Write stability (see the top of the file and docs/pool-backends.md). */
+	bool retain;	    /* keep unstable writes until COMMIT (flush reaches the disk) */
+	bool stable_writes; /* no volatile cache: every write FILE_SYNC */
+	struct vs_nfs_wlist wl;
+	uint64_t retain_max;	   /* bytes kept before a write COMMITs first */
+	unsigned writes_in_flight; /* WRITEs of requests (not of a resend) */
+	bool barrier;		   /* writing the list again: new writes wait */
+	struct vs_co_queue barrier_q;
+	struct vs_co_queue drain_q; /* the resend waits for writes_in_flight == 0 */
+	struct vs_co_mutex commit_lock;
+	uint64_t resent_writes, resent_bytes; /* totals, for messages */
 };
 
 /* Split @url into a session mounted on its directory and the file's path. */
@@ -677,6 +823,16 @@ static int nfs_open_node(struct vs_node *node, const struct vs_open_opts *opts,
 		vs_error_setf_errno(err, ret, "Could not stat '%s'", opts->filename);
 		goto fail;
 	}
+	{
+		const struct nfs_fh_view *v = (const struct nfs_fh_view *)nfs_get_fh(n->fh);
+
+		if (!v || v->len <= 0 || v->len > 64 || !v->val) {
+			ret = vs_error_set(err, -ENOTSUP,
+					   "'%s': unexpected file handle layout in this libnfs",
+					   opts->filename);
+			goto fail;
+		}
+	}
 	if (S_ISDIR(st.nfs_mode)) {
 		ret = vs_error_set(err, -EISDIR, "'%s' is a directory", opts->filename);
 		goto fail;
@@ -686,6 +842,20 @@ static int nfs_open_node(struct vs_node *node, const struct vs_open_opts *opts,
 	if (max == 0 || max > (1u << 20))
 		max = 1u << 20;
 	node->limits.max_transfer = max & ~511ull ? max & ~511ull : max;
+	n->max_read = n->s->max_read ? n->s->max_read : max;
+	n->max_write = n->s->max_write ? n->s->max_write : max;
+	n->name = node->filename;
+	n->retain = !opts->read_only && node->knobs.flush_to_disk;
+	n->stable_writes = !node->knobs.wce;
+	n->retain_max = NFS_UNSTABLE_MAX;
+	if (getenv("VSTOR_NFS_UNSTABLE_MAX")) {
+		char *end;
+		unsigned long long v = strtoull(getenv("VSTOR_NFS_UNSTABLE_MAX"), &end, 0);
+
+		if (end != getenv("VSTOR_NFS_UNSTABLE_MAX") && !*end)
+			n->retain_max = v;
+	}
+	vs_nfs_wlist_init(&n->wl);
 	node->limits.request_align = 1;
 	node->limits.mem_align = 1;
 	node->caps = VS_CAP_FLUSH | VS_CAP_GROWABLE;
@@ -695,79 +865,75 @@ fail:
 	return ret;
 }
 
+static int commit_all(struct nfs_node *n);
+
 static void nfs_close_node(struct vs_node *node)
 {
 	struct nfs_node *n = node->opaque;
 
-	if (n->s)
-		nfs_node_disconnect(n);
+	if (!n->s)
+		return;
+	/*
+	 * Once closed, nothing could write the kept data again if the server
+	 * lost it: COMMIT it now, as NFS clients do on close.
+	 */
+	if (n->retain && n->wl.unstable) {
+		int ret = commit_all(n);
+
+		if (ret < 0)
+			vs_warn("nfs: '%s': COMMIT at close failed (%s): what was written since "
+				"the last flush is lost if the server restarted",
+				n->name, strerror(-ret));
+	}
+	vs_nfs_wlist_clear(&n->wl);
+	nfs_node_disconnect(n);
 }
 
 static int node_read(struct nfs_node *n, struct vs_req *req)
 {
-	struct nfs_call *c = n->s->dead ? NULL : call_new(n->s);
-	int ret;
+	uint64_t got = 0;
+	unsigned tries = 0;
 
-	if (!c)
-		return n->s->dead ? -EIO : -ENOMEM;
-	c->iov = req->iov;
-	c->niov = req->niov;
-	c->len = req->len;
-	ret = call_wait(n->s, c,
-			nfs_pread_async(n->s->nfs, n->fh, req->offset, req->len, cb_read, c));
-	call_release(c);
-	/*
-	 * NFSv3 may answer a READ short without being at the end of the file:
-	 * ask again for the rest until the server returns nothing (EOF).
-	 */
-	for (uint64_t got = ret > 0 ? (uint64_t)ret : 0; ret > 0 && got < req->len;) {
-		uint64_t rest = req->len - got;
-		void *tmp = malloc(rest);
-		struct iovec tv = { tmp, rest };
+	while (got < req->len) {
+		uint64_t chunk = req->len - got < n->max_read ? req->len - got : n->max_read;
+		struct nfs_call *c = n->s->dead ? NULL : call_new(n->s);
+		struct READ3args a = { 0 };
+		uint32_t count = 0;
+		bool eof = false;
+		int ret;
 
-		c = tmp && !n->s->dead ? call_new(n->s) : NULL;
-		if (!c) {
-			free(tmp);
+		if (!c)
 			return n->s->dead ? -EIO : -ENOMEM;
-		}
-		c->iov = &tv;
-		c->niov = 1;
-		c->len = rest;
+		c->iov = req->iov;
+		c->niov = req->niov;
+		c->skip = got;
+		c->len = chunk;
+		a.file = node_fh3(n->fh);
+		a.offset = req->offset + got;
+		a.count = (count3)chunk;
 		ret = call_wait(n->s, c,
-				nfs_pread_async(n->s->nfs, n->fh, req->offset + got, rest, cb_read,
-						c));
-		call_release(c); /* an abandoned call no longer copies into tmp */
-		if (ret > 0) {
-			uint64_t k = (uint64_t)ret < rest ? (uint64_t)ret : rest, skip = got;
-			const char *p = tmp;
-
-			for (int i = 0; i < req->niov && k; i++) {
-				size_t l = req->iov[i].iov_len, m;
-
-				if (skip >= l) {
-					skip -= l;
-					continue;
-				}
-				m = l - skip < k ? l - skip : (size_t)k;
-				memcpy((char *)req->iov[i].iov_base + skip, p, m);
-				p += m;
-				k -= m;
-				skip = 0;
-			}
-			got += (uint64_t)ret;
-		}
-		free(tmp);
-		if (ret < 0)
-			break;
+				rpc_nfs3_read_async(nfs_get_rpc_context(n->s->nfs), cb_read3, &a,
+						    c));
 		if (ret == 0) {
-			ret = (int)got; /* the end of the file */
-			break;
+			count = c->count;
+			eof = c->eof;
 		}
-		ret = (int)(got < req->len ? got : req->len);
+		call_release(c); /* an abandoned call no longer copies into iov */
+		if (ret == -EAGAIN && ++tries < NFS_JUKEBOX_TRIES) {
+			jukebox_wait(tries - 1);
+			continue;
+		}
+		if (ret < 0)
+			return ret == -EAGAIN ? -EIO : ret;
+		got += count;
+		if (eof)
+			break; /* the rest is past the end of the file: zeroes */
+		/* Short but not at the end of the file: ask for the rest. */
+		if (count == 0)
+			return -EIO; /* no progress and no EOF: a broken server */
 	}
-	if (ret >= 0 && (uint64_t)ret < req->len) {
-		/* Past the end of the file: zeroes. */
-		uint64_t skip = (uint64_t)ret;
+	if (got < req->len) {
+		uint64_t skip = got;
 
 		for (int i = 0; i < req->niov; i++) {
 			size_t l = req->iov[i].iov_len;
@@ -780,30 +946,250 @@ static int node_read(struct nfs_node *n, struct vs_req *req)
 			skip = 0;
 		}
 	}
-	return ret < 0 ? ret : 0;
+	/* What this client wrote and has not seen committed wins over the server's copy. */
+	if (n->retain)
+		vs_nfs_wlist_overlay(&n->wl, req->offset, req->len, req->iov, req->niov);
+	return 0;
 }
 
-static int nfs_commit(struct nfs_node *n)
+/* One WRITE: the bytes it wrote, whether it is stable, and its verifier. */
+static int rpc_write(struct nfs_node *n, uint64_t off, const uint8_t *buf, uint64_t len,
+		     bool stable, uint32_t *count, bool *was_stable, uint8_t *verf)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(n->s, c, nfs_fsync_async(n->s->nfs, n->fh, cb_plain, c));
+	for (unsigned t = 0;; t++) {
+		struct nfs_call *c = n->s->dead ? NULL : call_new(n->s);
+		struct WRITE3args a = { 0 };
+		int ret;
 
-	if (c)
+		if (!c)
+			return n->s->dead ? -EIO : -ENOMEM;
+		a.file = node_fh3(n->fh);
+		a.offset = off;
+		a.count = (count3)len;
+		a.stable = stable ? FILE_SYNC : UNSTABLE;
+		a.data.data_len = (u_int)len;
+		a.data.data_val = (char *)buf;
+		ret = call_wait(n->s, c,
+				rpc_nfs3_write_async(nfs_get_rpc_context(n->s->nfs), cb_write3, &a,
+						     c));
+		if (ret == 0) {
+			*count = c->count;
+			*was_stable = c->stable;
+			memcpy(verf, c->verf, VS_NFS_VERF_SIZE);
+		}
 		call_release(c);
+		if (ret != -EAGAIN)
+			return ret;
+		if (t + 1 >= NFS_JUKEBOX_TRIES)
+			return -EIO;
+		jukebox_wait(t);
+	}
+}
+
+/* One COMMIT of the whole file: the verifier it returned. */
+static int rpc_commit(struct nfs_node *n, uint8_t *verf)
+{
+	for (unsigned t = 0;; t++) {
+		struct nfs_call *c = n->s->dead ? NULL : call_new(n->s);
+		struct COMMIT3args a = { 0 };
+		int ret;
+
+		if (!c)
+			return n->s->dead ? -EIO : -ENOMEM;
+		a.file = node_fh3(n->fh);
+		ret = call_wait(n->s, c,
+				rpc_nfs3_commit_async(nfs_get_rpc_context(n->s->nfs), cb_commit3,
+						      &a, c));
+		if (ret == 0)
+			memcpy(verf, c->verf, VS_NFS_VERF_SIZE);
+		call_release(c);
+		if (ret != -EAGAIN)
+			return ret;
+		if (t + 1 >= NFS_JUKEBOX_TRIES)
+			return -EIO;
+		jukebox_wait(t);
+	}
+}
+
+/*
+ * Write @len bytes of @buf at @off: a WRITE per max_write bytes, and after a
+ * short WRITE the rest. *all_stable: the server made every piece stable;
+ * else @verf is the verifier of the unstable pieces. If it changes from one
+ * piece to the next, the server restarted and may have lost the earlier
+ * ones: start again from the beginning.
+ */
+static int write_range(struct nfs_node *n, uint64_t off, const uint8_t *buf, uint64_t len,
+		       bool stable, bool *all_stable, uint8_t *verf)
+{
+	for (unsigned round = 0;; round++) {
+		bool have_verf = false, restart = false;
+		uint64_t done = 0;
+
+		*all_stable = true;
+		while (done < len) {
+			uint64_t chunk = len - done < n->max_write ? len - done : n->max_write;
+			uint8_t v[VS_NFS_VERF_SIZE];
+			uint32_t count = 0;
+			bool st = false;
+			int ret =
+				rpc_write(n, off + done, buf + done, chunk, stable, &count, &st, v);
+
+			if (ret < 0)
+				return ret;
+			if (count == 0 || count > chunk)
+				return -EIO; /* no progress, or more than asked: a broken server */
+			if (!st) {
+				if (have_verf && memcmp(v, verf, VS_NFS_VERF_SIZE)) {
+					restart = true;
+					break;
+				}
+				memcpy(verf, v, VS_NFS_VERF_SIZE);
+				have_verf = true;
+				*all_stable = false;
+			}
+			done += count;
+		}
+		if (!restart)
+			return 0;
+		if (round + 1 >= NFS_RESEND_ROUNDS)
+			return -EIO;
+	}
+}
+
+/* Write @buf and make it stable before returning (FUA, no volatile cache). */
+static int write_stable(struct nfs_node *n, uint64_t off, const uint8_t *buf, uint64_t len)
+{
+	for (unsigned round = 0; round < NFS_RESEND_ROUNDS; round++) {
+		uint8_t verf[VS_NFS_VERF_SIZE], cverf[VS_NFS_VERF_SIZE];
+		bool st;
+		int ret = write_range(n, off, buf, len, true, &st, verf);
+
+		if (ret < 0 || st)
+			return ret;
+		/* The server kept it UNSTABLE after all: COMMIT, and again if it restarted. */
+		ret = rpc_commit(n, cverf);
+		if (ret < 0)
+			return ret;
+		if (!memcmp(cverf, verf, VS_NFS_VERF_SIZE))
+			return 0;
+	}
+	return -EIO;
+}
+
+/*
+ * Write every kept entry again, in order, after a COMMIT whose verifier
+ * did not match. New writes wait (n->barrier) until the COMMIT that
+ * follows succeeds, and writes already sent finish first: nothing newer
+ * is on the wire while older data is written again.
+ */
+static int resend_all(struct nfs_node *n, unsigned lost, const uint8_t *verf)
+{
+	uint64_t bytes = 0;
+	unsigned count = 0;
+	char hex[2 * VS_NFS_VERF_SIZE + 1];
+
+	for (int i = 0; i < VS_NFS_VERF_SIZE; i++)
+		snprintf(hex + 2 * i, 3, "%02x", verf[i]);
+
+	n->barrier = true;
+	while (n->writes_in_flight)
+		vs_co_queue_wait(&n->drain_q);
+	for (struct vs_nfs_wb *wb = n->wl.head; wb; wb = wb->next) {
+		count++;
+		bytes += wb->len;
+	}
+	vs_warn("nfs: '%s': the server's write verifier changed to %s (it restarted?): %u "
+		"uncommitted writes may be lost; writing %u writes (%" PRIu64 " bytes) again",
+		n->name, hex, lost, count, bytes);
+	for (struct vs_nfs_wb *wb = n->wl.head; wb; wb = wb->next) {
+		uint8_t v[VS_NFS_VERF_SIZE];
+		bool st;
+		int ret = write_range(n, wb->offset, wb->data, wb->len, false, &st, v);
+
+		if (ret < 0)
+			return ret;
+		vs_nfs_wlist_rewritten(&n->wl, wb, st, v);
+	}
+	n->resent_writes += count;
+	n->resent_bytes += bytes;
+	return 0;
+}
+
+/*
+ * Make every write that has completed stable: COMMIT, and if the verifier
+ * shows the server restarted since some of them, write them all again and
+ * COMMIT again (bounded). Nothing to COMMIT when every kept write is stable.
+ */
+static int commit_all(struct nfs_node *n)
+{
+	int ret = 0;
+
+	vs_co_mutex_lock(&n->commit_lock);
+	for (unsigned round = 0;; round++) {
+		uint8_t verf[VS_NFS_VERF_SIZE];
+		unsigned lost;
+
+		if (!vs_nfs_wlist_commit_begin(&n->wl))
+			break;
+		ret = rpc_commit(n, verf);
+		lost = vs_nfs_wlist_commit_end(&n->wl, ret < 0 ? NULL : verf);
+		if (ret < 0 || !lost)
+			break;
+		if (round + 1 >= NFS_RESEND_ROUNDS) {
+			vs_warn("nfs: '%s': the write verifier still changes after %u rewrites: "
+				"giving up",
+				n->name, round);
+			ret = -EIO;
+			break;
+		}
+		ret = resend_all(n, lost, verf);
+		if (ret < 0)
+			break;
+	}
+	if (n->barrier) {
+		n->barrier = false;
+		vs_co_queue_wake_all(&n->barrier_q);
+	}
+	vs_co_mutex_unlock(&n->commit_lock);
 	return ret;
 }
 
 static int node_write(struct vs_node *node, struct nfs_node *n, struct vs_req *req)
 {
-	struct nfs_call *c;
+	bool stable = n->stable_writes || (req->flags & VS_REQ_FUA), st = false;
+	uint8_t verf[VS_NFS_VERF_SIZE];
+	struct vs_nfs_wb *wb = NULL;
 	void *bounce = NULL;
-	const void *buf;
+	const uint8_t *buf;
 	int ret;
 
-	if (req->niov == 1) {
+	if (n->retain) {
+		while (n->barrier)
+			vs_co_queue_wait(&n->barrier_q);
+		/* Enough kept: COMMIT (and maybe write it all again) first. */
+		if (n->wl.completed && (n->wl.bytes + req->len > n->retain_max ||
+					n->wl.count >= NFS_UNSTABLE_MAX_WRITES)) {
+			ret = commit_all(n);
+			if (ret < 0)
+				return ret;
+		}
+		while (n->barrier)
+			vs_co_queue_wait(&n->barrier_q);
+	}
+	/*
+	 * An unstable write is kept until committed. So is a stable one while
+	 * older kept writes are there: written again, they must not land over
+	 * it (nfs-wlist.h).
+	 */
+	if (n->retain && (!stable || n->wl.completed)) {
+		wb = vs_nfs_wlist_add(&n->wl, req->offset, req->iov, req->niov, req->len);
+		if (!wb)
+			return -ENOMEM;
+		buf = wb->data;
+	} else if (req->niov == 1) {
 		buf = req->iov[0].iov_base;
 	} else {
-		char *p = bounce = malloc(req->len ? req->len : 1);
+		uint8_t *p = bounce = malloc(req->len ? req->len : 1);
 
 		if (!bounce)
 			return -ENOMEM;
@@ -813,26 +1199,29 @@ static int node_write(struct vs_node *node, struct nfs_node *n, struct vs_req *r
 		}
 		buf = bounce;
 	}
-	c = n->s->dead ? NULL : call_new(n->s);
-	if (!c) {
-		free(bounce);
-		return n->s->dead ? -EIO : -ENOMEM;
+	n->writes_in_flight++;
+	if (wb) {
+		ret = write_range(n, req->offset, buf, req->len, stable, &st, verf);
+		if (ret < 0)
+			vs_nfs_wlist_remove(&n->wl, wb);
+		else
+			vs_nfs_wlist_complete(&n->wl, wb, st, verf);
+	} else if (stable) {
+		ret = write_stable(n, req->offset, buf, req->len);
+	} else {
+		/* cache=unsafe: no COMMIT will come, nothing to keep. */
+		ret = write_range(n, req->offset, buf, req->len, false, &st, verf);
 	}
-	ret = call_wait(n->s, c,
-			nfs_pwrite_async(n->s->nfs, n->fh, req->offset, req->len, buf, cb_plain,
-					 c));
-	call_release(c);
-	/*
-	 * libnfs copied the data into its PDU when it queued it; a callback due
-	 * after an abandoned wait does not touch the buffer either.
-	 */
 	free(bounce);
+	if (--n->writes_in_flight == 0)
+		vs_co_queue_wake_all(&n->drain_q);
 	if (ret < 0)
 		return ret;
 	if (req->offset + req->len > node->size)
 		node->size = req->offset + req->len;
-	if (req->flags & VS_REQ_FUA)
-		return nfs_commit(n);
+	/* Stable asked, kept UNSTABLE by the server: COMMIT before completing. */
+	if (wb && stable && !st)
+		return commit_all(n);
 	return 0;
 }
 
@@ -846,9 +1235,10 @@ static int nfs_submit(struct vs_node *node, struct vs_req *req)
 	case VS_OP_WRITE:
 		return node_write(node, n, req);
 	case VS_OP_FLUSH:
-		if (!node->knobs.flush_to_disk)
+		/* cache=unsafe and read-only nodes: nothing to commit. */
+		if (!n->retain)
 			return 0;
-		return nfs_commit(n);
+		return commit_all(n);
 	case VS_OP_BLOCK_STATUS:
 		/* NFSv3 has no SEEK_DATA: everything is data. */
 		req->bs_pnum = req->len;
@@ -899,6 +1289,13 @@ static int nfs_resize(struct vs_node *node, uint64_t size, enum vs_prealloc prea
 				    "preallocation mode '%s' is not supported on NFS (use off or "
 				    "full)",
 				    vs_prealloc_name(prealloc));
+	/* A kept write past a new end must never be written again: commit first. */
+	if (n->retain && n->wl.completed) {
+		ret = commit_all(n);
+		if (ret < 0)
+			return vs_error_setf_errno(err, ret, "Could not commit '%s'",
+						   node->filename);
+	}
 	ret = NFS_CALL(n->s, c, nfs_ftruncate_async(n->s->nfs, n->fh, size, cb_plain, c));
 	if (ret < 0)
 		return call_error(c, ret, err, "Could not resize", node->filename);
