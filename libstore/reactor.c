@@ -621,6 +621,8 @@ static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_cond = PTHREAD_COND_INITIALIZER;
 static struct vs_worker_job *pool_head, *pool_tail;
 static unsigned pool_threads, pool_started;
+/* The automatic size, worked out once (it reads /sys and the affinity mask). */
+static unsigned pool_auto;
 
 void vs_worker_pool_set_threads(unsigned n)
 {
@@ -634,7 +636,7 @@ unsigned vs_worker_pool_threads(void)
 	unsigned n;
 
 	pthread_mutex_lock(&pool_lock);
-	n = pool_threads;
+	n = pool_threads ? pool_threads : pool_auto;
 	pthread_mutex_unlock(&pool_lock);
 	if (!n) {
 		/* The CPUs this process may run on (taskset, cgroups), else those online. */
@@ -644,6 +646,9 @@ unsigned vs_worker_pool_threads(void)
 		if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
 			c = CPU_COUNT(&set);
 		n = c > 0 ? (unsigned)c : 1;
+		pthread_mutex_lock(&pool_lock);
+		pool_auto = n;
+		pthread_mutex_unlock(&pool_lock);
 	}
 	return n;
 }
