@@ -7,7 +7,8 @@
  *
  * The target address space is cut into chunks; -m worker coroutines claim
  * them in turn, read them (block status first: ranges that read as zeroes
- * are not read), plan the writes and, unless -W, wait for their turn so that
+ * are not read), plan the writes and, unless -W or the target is raw (where
+ * the order changes nothing in the result), wait for their turn so that
  * the writes reach the target in order.
  */
 #include "img.h"
@@ -555,6 +556,13 @@ static void conv_co(void *opaque)
 		img_error(-ENOTSUP, "compression not supported by this format");
 		goto out;
 	}
+	/*
+	 * In-order writes keep a qcow2 target's clusters in guest order; a
+	 * raw target's bytes sit at their guest offsets whatever the order,
+	 * so its writes go out as soon as each chunk is read (as with -W).
+	 */
+	if (!strcmp(vs_node_format(a->target), "raw"))
+		a->out_of_order = true;
 	ret = conv_copy(a);
 	if (ret < 0)
 		goto out;
