@@ -26,6 +26,22 @@ static int get_vol(struct vstor_ctx *c, struct vs_pool **p, char *name)
 	return vstor_vol_get(c, opt_get(c, "vol"), opt_get(c, "pool"), p, name);
 }
 
+/*
+ * The command's volume and what the pool says of it. Returns 0, or 1 after
+ * the error is printed (and the pool freed).
+ */
+static int get_vol_info(struct vstor_ctx *c, struct vs_pool **p, char *name, struct vs_vol_info *v)
+{
+	if (get_vol(c, p, name))
+		return 1;
+	if (vs_pool_vol_info(*p, name, v, &c->err) < 0) {
+		vs_pool_free(*p);
+		*p = NULL;
+		return vstor_error_err(c, "failed to get vol '%s'", name);
+	}
+	return 0;
+}
+
 static void json_vol(struct json_writer *w, const char *key, const struct vs_vol_info *v)
 {
 	json_obj_begin(w, key);
@@ -353,12 +369,8 @@ static int cmd_vol_clone(struct vstor_ctx *c)
 	struct vs_pool *p;
 	int ret;
 
-	if (get_vol(c, &p, name))
+	if (get_vol_info(c, &p, name, &in))
 		return 1;
-	if (vs_pool_vol_info(p, name, &in, &c->err) < 0) {
-		ret = vstor_error_err(c, "failed to get vol '%s'", name);
-		goto out;
-	}
 	a.name = opt_get(c, "newname");
 	a.format = in.format;
 	a.capacity = in.capacity;
@@ -371,7 +383,6 @@ static int cmd_vol_clone(struct vstor_ctx *c)
 	ret = create_copy(c, p, &a, p, name, a.backing_path != NULL);
 	if (!ret)
 		vstor_msg(c, "Vol %s cloned from %s\n\n", a.name, name);
-out:
 	vs_pool_free(p);
 	return ret;
 }
@@ -438,12 +449,8 @@ static int cmd_vol_resize(struct vstor_ctx *c)
 		flags |= VS_VOL_RESIZE_ALLOCATE;
 	if (opt_bool(c, "force"))
 		flags |= VS_VOL_FORCE;
-	if (get_vol(c, &p, name))
+	if (get_vol_info(c, &p, name, &info))
 		return 1;
-	if (vs_pool_vol_info(p, name, &info, &c->err) < 0) {
-		ret = vstor_error_err(c, "failed to get vol '%s'", name);
-		goto out;
-	}
 	if (!delta)
 		cap = v;
 	else if (neg)
@@ -721,18 +728,23 @@ static int cmd_vol_list(struct vstor_ctx *c)
 	return 0;
 }
 
+/* A size as vol-info shows it: "1.50 GiB", or "1610612736 bytes" with --bytes. */
+static void info_size(struct vstor_ctx *c, char *buf, size_t len, uint64_t v)
+{
+	if (opt_bool(c, "bytes"))
+		snprintf(buf, len, "%llu bytes", (unsigned long long)v);
+	else
+		vstor_pretty_size(v, buf, len);
+}
+
 static int cmd_vol_info(struct vstor_ctx *c)
 {
 	char name[VS_POOL_NAME_MAX + 1], buf[32];
 	struct vs_vol_info v;
 	struct vs_pool *p;
 
-	if (get_vol(c, &p, name))
+	if (get_vol_info(c, &p, name, &v))
 		return 1;
-	if (vs_pool_vol_info(p, name, &v, &c->err) < 0) {
-		vs_pool_free(p);
-		return vstor_error_err(c, "failed to get vol '%s'", name);
-	}
 	if (c->json) {
 		struct json_writer w;
 
@@ -742,15 +754,9 @@ static int cmd_vol_info(struct vstor_ctx *c)
 	} else {
 		printf("%-15s %s\n", "Name:", v.name);
 		printf("%-15s %s\n", "Type:", vs_vol_type_name(v.type));
-		if (opt_bool(c, "bytes"))
-			snprintf(buf, sizeof(buf), "%llu bytes", (unsigned long long)v.capacity);
-		else
-			vstor_pretty_size(v.capacity, buf, sizeof(buf));
+		info_size(c, buf, sizeof(buf), v.capacity);
 		printf("%-15s %s\n", "Capacity:", buf);
-		if (opt_bool(c, "bytes"))
-			snprintf(buf, sizeof(buf), "%llu bytes", (unsigned long long)v.allocation);
-		else
-			vstor_pretty_size(v.allocation, buf, sizeof(buf));
+		info_size(c, buf, sizeof(buf), v.allocation);
 		printf("%-15s %s\n\n", "Allocation:", buf);
 	}
 	vs_pool_free(p);
@@ -763,12 +769,8 @@ static int cmd_vol_path(struct vstor_ctx *c)
 	struct vs_vol_info v;
 	struct vs_pool *p;
 
-	if (get_vol(c, &p, name))
+	if (get_vol_info(c, &p, name, &v))
 		return 1;
-	if (vs_pool_vol_info(p, name, &v, &c->err) < 0) {
-		vs_pool_free(p);
-		return vstor_error_err(c, "failed to get vol '%s'", name);
-	}
 	if (c->json) {
 		struct json_writer w;
 
@@ -790,12 +792,8 @@ static int cmd_vol_key(struct vstor_ctx *c)
 	struct vs_vol_info v;
 	struct vs_pool *p;
 
-	if (get_vol(c, &p, name))
+	if (get_vol_info(c, &p, name, &v))
 		return 1;
-	if (vs_pool_vol_info(p, name, &v, &c->err) < 0) {
-		vs_pool_free(p);
-		return vstor_error_err(c, "failed to get vol '%s'", name);
-	}
 	printf("%s\n", v.path);
 	vs_pool_free(p);
 	return 0;
@@ -820,12 +818,8 @@ static int cmd_vol_dump(struct vstor_ctx *c)
 	struct vs_vol_info v;
 	struct vs_pool *p;
 
-	if (get_vol(c, &p, name))
+	if (get_vol_info(c, &p, name, &v))
 		return 1;
-	if (vs_pool_vol_info(p, name, &v, &c->err) < 0) {
-		vs_pool_free(p);
-		return vstor_error_err(c, "failed to get vol '%s'", name);
-	}
 	json_init(&w, stdout, true);
 	json_obj_begin(&w, NULL);
 	json_str(&w, "pool", p->def.name);
@@ -853,12 +847,8 @@ static int cmd_vol_dumpxml(struct vstor_ctx *c)
 	struct vs_vol_info v;
 	struct vs_pool *p;
 
-	if (get_vol(c, &p, name))
+	if (get_vol_info(c, &p, name, &v))
 		return 1;
-	if (vs_pool_vol_info(p, name, &v, &c->err) < 0) {
-		vs_pool_free(p);
-		return vstor_error_err(c, "failed to get vol '%s'", name);
-	}
 	printf("<volume type='%s'>\n  <name>", vs_vol_type_name(v.type));
 	vstor_xml_escape(stdout, v.name);
 	printf("</name>\n  <key>");
