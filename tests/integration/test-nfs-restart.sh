@@ -22,6 +22,7 @@
 export PATH=/usr/bin:/bin:$PATH
 require_tool qemu-img cmp mkfifo
 require_vstor_io
+python3 -c 'import nbd' 2>/dev/null || skip_or_fail "python3-libnbd (import nbd) is not installed"
 nfs_enter_netns "$@"
 
 mkdir exp
