@@ -36,6 +36,18 @@ qemu-io -f qcow2 -c 'read -P 0x33 4M 3M' -c 'read -P 0x44 12345 1000' -c 'read -
 	exp/a.qcow2 >qio.out
 grep -q "Pattern verification failed" qio.out && fail "writes over NFS did not land"
 
+# --- every cache mode (FILE_SYNC, UNSTABLE + COMMIT, no COMMIT) writes a
+#     qcow2 that qemu-img checks and reads back ---
+for cache in writeback none writethrough directsync unsafe; do
+	qemu_img create -q -f qcow2 exp/cm.qcow2 16M
+	vstor_io -t "$cache" -c 'writeb 0 1M 0x61' -c 'write 3M 300000 5' -c 'writeb 8M 4K 0x62 fua' \
+		-c flush -c 'readb 0 1M 0x61' -c 'read 3M 300000 5' "$U/cm.qcow2$Q" >/dev/null ||
+		fail "I/O with cache=$cache over NFS"
+	qemu_img check exp/cm.qcow2 >/dev/null || fail "qemu-img check after cache=$cache"
+	qemu-io -f qcow2 -c 'read -P 0x61 0 1M' -c 'read -P 0x62 8M 4K' exp/cm.qcow2 >qio.out
+	grep -q "Pattern verification failed" qio.out && fail "cache=$cache: writes did not land"
+done
+
 # --- vstor-img creates both formats on the export (portmapper URL, no ports) ---
 vstor_img create -f qcow2 "$U/c.qcow2" 1G >/dev/null || fail "vstor-img create qcow2 on NFS"
 vstor_img create -f raw "$U/c.raw" 8M >/dev/null || fail "vstor-img create raw on NFS"
