@@ -10,8 +10,26 @@ void vs_nfs_wlist_init(struct vs_nfs_wlist *l)
 	memset(l, 0, sizeof(*l));
 }
 
+/* Drop the empty slots of spans, keeping the order. */
+static void spans_compact(struct vs_nfs_wlist *l)
+{
+	unsigned j = 0;
+
+	for (unsigned i = 0; i < l->nspans; i++) {
+		if (!l->spans[i].wb)
+			continue;
+		l->spans[j] = l->spans[i];
+		l->spans[j].wb->span = j;
+		j++;
+	}
+	l->nspans = j;
+	l->dead_spans = 0;
+}
+
 static void wb_free(struct vs_nfs_wlist *l, struct vs_nfs_wb *wb)
 {
+	l->spans[wb->span] = (struct vs_nfs_wspan){ 0, 0, NULL };
+	l->dead_spans++;
 	if (wb->prev)
 		wb->prev->next = wb->next;
 	else
@@ -26,8 +44,12 @@ static void wb_free(struct vs_nfs_wlist *l, struct vs_nfs_wb *wb)
 		l->unstable--;
 	l->bytes -= wb->len;
 	l->count--;
-	if (!l->count)
+	if (!l->count) {
 		l->lo = l->hi = 0;
+		l->nspans = l->dead_spans = 0;
+	} else if (l->dead_spans >= 64 && l->dead_spans * 2 >= l->nspans) {
+		spans_compact(l);
+	}
 	free(wb);
 }
 
@@ -35,6 +57,9 @@ void vs_nfs_wlist_clear(struct vs_nfs_wlist *l)
 {
 	while (l->head)
 		wb_free(l, l->head);
+	free(l->spans);
+	l->spans = NULL;
+	l->nspans = l->spans_cap = l->dead_spans = 0;
 }
 
 struct vs_nfs_wb *vs_nfs_wlist_add(struct vs_nfs_wlist *l, uint64_t offset, const struct iovec *iov,
@@ -46,7 +71,20 @@ struct vs_nfs_wb *vs_nfs_wlist_add(struct vs_nfs_wlist *l, uint64_t offset, cons
 
 	if (!wb)
 		return NULL;
+	if (l->nspans == l->spans_cap) {
+		unsigned cap = l->spans_cap ? 2 * l->spans_cap : 64;
+		struct vs_nfs_wspan *sp = realloc(l->spans, cap * sizeof(*sp));
+
+		if (!sp) {
+			free(wb);
+			return NULL;
+		}
+		l->spans = sp;
+		l->spans_cap = cap;
+	}
 	memset(wb, 0, sizeof(*wb));
+	wb->span = l->nspans;
+	l->spans[l->nspans++] = (struct vs_nfs_wspan){ offset, offset + len, wb };
 	wb->offset = offset;
 	wb->len = len;
 	wb->state = VS_NFS_WB_INFLIGHT;
@@ -154,25 +192,27 @@ void vs_nfs_wlist_overlay(const struct vs_nfs_wlist *l, uint64_t offset, uint64_
 
 	if (!l->completed || end <= l->lo || offset >= l->hi)
 		return;
-	for (const struct vs_nfs_wb *wb = l->head; wb; wb = wb->next) {
+	for (unsigned i = 0; i < l->nspans; i++) {
+		const struct vs_nfs_wspan *sp = &l->spans[i];
+		const struct vs_nfs_wb *wb = sp->wb;
 		uint64_t from, to, skip;
 
-		if (wb->state == VS_NFS_WB_INFLIGHT || wb->offset >= end ||
-		    wb->offset + wb->len <= offset)
+		if (sp->offset >= end || sp->end <= offset || !wb ||
+		    wb->state == VS_NFS_WB_INFLIGHT)
 			continue;
 		from = wb->offset > offset ? wb->offset : offset;
 		to = wb->offset + wb->len < end ? wb->offset + wb->len : end;
 		/* Copy wb->data[from - wb->offset, to - wb->offset) to @iov at from - offset. */
 		skip = from - offset;
-		for (int i = 0; i < niov && from < to; i++) {
-			size_t il = iov[i].iov_len, n;
+		for (int k = 0; k < niov && from < to; k++) {
+			size_t il = iov[k].iov_len, n;
 
 			if (skip >= il) {
 				skip -= il;
 				continue;
 			}
 			n = il - skip < to - from ? il - skip : (size_t)(to - from);
-			memcpy((uint8_t *)iov[i].iov_base + skip, wb->data + (from - wb->offset),
+			memcpy((uint8_t *)iov[k].iov_base + skip, wb->data + (from - wb->offset),
 			       n);
 			from += n;
 			skip = 0;

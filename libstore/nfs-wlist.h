@@ -42,12 +42,26 @@ struct vs_nfs_wb {
 	uint64_t len;
 	enum vs_nfs_wb_state state;
 	bool in_commit; /* completed when the COMMIT in progress was sent */
+	unsigned span;	/* its slot in vs_nfs_wlist.spans */
 	uint8_t verf[VS_NFS_VERF_SIZE];
 	uint8_t data[];
 };
 
+/*
+ * The ranges of the entries, in list order, in one array: a READ looks for
+ * overlaps there without touching every entry (each one sits in its own
+ * allocation with its data). Slots of freed entries are emptied and the
+ * array is compacted once they are half of it.
+ */
+struct vs_nfs_wspan {
+	uint64_t offset, end;
+	struct vs_nfs_wb *wb; /* NULL: a freed entry's slot */
+};
+
 struct vs_nfs_wlist {
 	struct vs_nfs_wb *head, *tail;
+	struct vs_nfs_wspan *spans;
+	unsigned nspans, spans_cap, dead_spans;
 	uint64_t bytes;	    /* data held by all entries */
 	unsigned count;	    /* entries */
 	unsigned completed; /* entries UNSTABLE or STABLE */
@@ -58,7 +72,7 @@ struct vs_nfs_wlist {
 /* An empty list (zero-initialised is one too). */
 void vs_nfs_wlist_init(struct vs_nfs_wlist *l);
 
-/* Drop every entry (the node closes). */
+/* Drop every entry and free the list's memory (the node closes). */
 void vs_nfs_wlist_clear(struct vs_nfs_wlist *l);
 
 /*

@@ -50,6 +50,7 @@ static void test_commit_match(void **state)
 	assert_int_equal(l.completed, 0);
 	assert_null(l.head);
 	assert_null(l.tail);
+	vs_nfs_wlist_clear(&l);
 }
 
 /* A COMMIT with another verifier: nothing leaves, every entry is to be resent. */
@@ -78,6 +79,7 @@ static void test_commit_mismatch(void **state)
 	assert_int_equal(vs_nfs_wlist_commit_begin(&l), 2);
 	assert_int_equal(vs_nfs_wlist_commit_end(&l, V2), 0);
 	assert_int_equal(l.count, 0);
+	vs_nfs_wlist_clear(&l);
 }
 
 /* A failed COMMIT drops nothing. */
@@ -118,6 +120,7 @@ static void test_commit_skips_inflight(void **state)
 	assert_int_equal(vs_nfs_wlist_commit_begin(&l), 1);
 	assert_int_equal(vs_nfs_wlist_commit_end(&l, V1), 0);
 	assert_int_equal(l.count, 0);
+	vs_nfs_wlist_clear(&l);
 }
 
 /* Stable writes: dropped at once with nothing older kept, else kept for order. */
@@ -153,6 +156,7 @@ static void test_stable(void **state)
 	assert_int_equal(l.unstable, 0);
 	assert_int_equal(vs_nfs_wlist_commit_begin(&l), 0);
 	assert_int_equal(l.count, 0);
+	vs_nfs_wlist_clear(&l);
 }
 
 static void test_remove(void **state)
@@ -180,6 +184,7 @@ static void test_remove(void **state)
 	assert_int_equal(l.count, 0);
 	assert_int_equal(l.lo, 0);
 	assert_int_equal(l.hi, 0);
+	vs_nfs_wlist_clear(&l);
 }
 
 /* The data of completed entries goes over a READ's result, newest last. */
@@ -215,13 +220,68 @@ static void test_overlay(void **state)
 	vs_nfs_wlist_clear(&l);
 }
 
+/* Many entries, freed out of order: the span index stays in list order. */
+static void test_many(void **state)
+{
+	struct vs_nfs_wlist l;
+	struct vs_nfs_wb *wb[600];
+	uint8_t buf[512];
+	struct iovec iov = { buf, sizeof(buf) };
+
+	(void)state;
+	vs_nfs_wlist_init(&l);
+	/* Entry i: 512 bytes of i & 0xff at (i % 100) * 256: every range overlaps others. */
+	for (int i = 0; i < 600; i++)
+		wb[i] = add(&l, (uint64_t)(i % 100) * 256, 512, (uint8_t)i);
+	/* Complete all but the last 100 (in flight); remove every other of 100..299 (failed). */
+	for (int i = 0; i < 500; i++) {
+		if (i >= 100 && i < 300 && i % 2) {
+			vs_nfs_wlist_remove(&l, wb[i]);
+			wb[i] = NULL;
+		} else {
+			vs_nfs_wlist_complete(&l, wb[i], false, V1);
+		}
+	}
+	assert_int_equal(l.count, 500);
+	assert_true(l.nspans <= 600);
+	/* [10 * 256, 10 * 256 + 512): entries i % 100 == 9 (its second half) and 10
+	 * (the first half); the newest completed of each wins: 409 and 410. */
+	memset(buf, 0xee, sizeof(buf));
+	vs_nfs_wlist_overlay(&l, 10 * 256, 512, &iov, 1);
+	for (int k = 0; k < 256; k++)
+		assert_int_equal(buf[k], 410 & 0xff);
+	for (int k = 256; k < 512; k++)
+		assert_int_equal(buf[k], 411 & 0xff);
+	/* A COMMIT drops the 400 completed ones; the index is compacted on the way. */
+	assert_int_equal(vs_nfs_wlist_commit_begin(&l), 400);
+	assert_int_equal(vs_nfs_wlist_commit_end(&l, V1), 0);
+	assert_int_equal(l.count, 100);
+	assert_int_equal(l.nspans - l.dead_spans, 100);
+	assert_true(l.nspans <= 200);
+	for (int i = 500, j = 0; i < 600; i++, j++) {
+		while (!l.spans[j].wb)
+			j++;
+		assert_ptr_equal(l.spans[j].wb, wb[i]);
+		assert_int_equal(wb[i]->span, j);
+		vs_nfs_wlist_complete(&l, wb[i], false, V1);
+	}
+	memset(buf, 0xee, sizeof(buf));
+	vs_nfs_wlist_overlay(&l, 10 * 256, 512, &iov, 1);
+	for (int k = 0; k < 256; k++)
+		assert_int_equal(buf[k], 510 & 0xff);
+	for (int k = 256; k < 512; k++)
+		assert_int_equal(buf[k], 511 & 0xff);
+	vs_nfs_wlist_clear(&l);
+	assert_null(l.spans);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_commit_match),  cmocka_unit_test(test_commit_mismatch),
 		cmocka_unit_test(test_commit_failed), cmocka_unit_test(test_commit_skips_inflight),
 		cmocka_unit_test(test_stable),	      cmocka_unit_test(test_remove),
-		cmocka_unit_test(test_overlay),
+		cmocka_unit_test(test_overlay),	      cmocka_unit_test(test_many),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
