@@ -14,6 +14,7 @@
 #include "nbd-proto.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@ struct nbd_slot {
 	struct iovec *iov;
 	int niov;
 	int err;	 /* -errno */
+	uint64_t seen;	 /* read: bytes the structured chunks covered */
 	uint64_t bs_len; /* first base:allocation descriptor */
 	uint32_t bs_flags;
 	bool bs_seen;
@@ -302,6 +304,7 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 	uint32_t type, len, nl = (uint32_t)strlen(t->export_name);
 	uint16_t hflags;
 	uint8_t *go;
+	bool have_export = false;
 	int ret;
 
 	ret = vs_aio_recv_full(c->fd, b, 18);
@@ -370,14 +373,31 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 		ret = recv_option_reply(c->fd, NBD_OPT_GO, &type, b, sizeof(b) - 1, &len);
 		if (ret < 0)
 			break;
-		if (type == NBD_REP_ACK)
+		if (type == NBD_REP_ACK) {
+			if (!have_export)
+				return vs_error_set(err, -EPROTO,
+						    "NBD server did not describe the export");
+			if (node->size > INT64_MAX)
+				return vs_error_set(err, -EPROTO,
+						    "NBD server reported an export size of %" PRIu64
+						    " bytes, beyond 2^63 - 1",
+						    node->size);
+			if (node->limits.request_align > 1 &&
+			    node->size % node->limits.request_align)
+				return vs_error_set(
+					err, -EPROTO,
+					"NBD export size %" PRIu64
+					" is not a multiple of its minimum block size %u",
+					node->size, (unsigned)node->limits.request_align);
 			return 0;
+		}
 		if (type == NBD_REP_INFO && len >= 2) {
 			uint16_t it = nbd_get16(b);
 
 			if (it == NBD_INFO_EXPORT && len >= 12) {
 				node->size = nbd_get64(b + 2);
 				c->flags = nbd_get16(b + 10);
+				have_export = true;
 			} else if (it == NBD_INFO_BLOCK_SIZE && len >= 14) {
 				uint32_t min = nbd_get32(b + 2), max = nbd_get32(b + 10);
 
@@ -500,6 +520,7 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 		if (off < s->offset || len - 8 > s->len || off - s->offset > s->len - (len - 8))
 			return -EPROTO;
 		ret = recv_into(c, s, off - s->offset, len - 8);
+		s->seen += len - 8;
 		break;
 	}
 	case NBD_REPLY_TYPE_OFFSET_HOLE: {
@@ -516,6 +537,7 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 		if (off < s->offset || hl > s->len || off - s->offset > s->len - hl)
 			return -EPROTO;
 		zero_into(s, off - s->offset, hl);
+		s->seen += hl;
 		break;
 	}
 	case NBD_REPLY_TYPE_BLOCK_STATUS: {
@@ -555,8 +577,17 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 	}
 	if (ret < 0)
 		return ret;
-	if (flags & NBD_REPLY_FLAG_DONE)
+	if (flags & NBD_REPLY_FLAG_DONE) {
+		/*
+		 * A successful read must have covered the whole range with
+		 * data and hole chunks (which may not overlap): a server that
+		 * leaves part of it out would hand back whatever the buffer
+		 * held before.
+		 */
+		if (s->type == NBD_CMD_READ && !s->err && s->seen < s->len)
+			s->err = -EIO;
 		complete(s);
+	}
 	return 0;
 }
 

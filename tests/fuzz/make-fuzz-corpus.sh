@@ -15,6 +15,7 @@ export LC_ALL=C
 # --- nbd-server (handshake) and nbd-transmission ---
 python3 "$here/make-nbd-corpus.py" "$out/nbd-server"
 python3 "$here/make-nbd-corpus.py" --transmission "$out/nbd-transmission"
+python3 "$here/make-nbd-client-corpus.py" "$out/nbd-client"
 
 # --- qcow2-image: small images (512-byte to 64 KiB clusters) with data,
 # zeroes, discards, compressed clusters, snapshots, lazy refcounts, v2 ---
