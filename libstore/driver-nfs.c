@@ -856,6 +856,7 @@ static int nfs_open_node(struct vs_node *node, const struct vs_open_opts *opts,
 			n->retain_max = v;
 	}
 	vs_nfs_wlist_init(&n->wl);
+	n->wl.spare_max = n->retain_max;
 	node->limits.request_align = 1;
 	node->limits.mem_align = 1;
 	node->caps = VS_CAP_FLUSH | VS_CAP_GROWABLE;
@@ -1228,6 +1229,7 @@ static int node_write(struct vs_node *node, struct nfs_node *n, struct vs_req *r
 static int nfs_submit(struct vs_node *node, struct vs_req *req)
 {
 	struct nfs_node *n = node->opaque;
+	int ret;
 
 	switch (req->op) {
 	case VS_OP_READ:
@@ -1238,7 +1240,10 @@ static int nfs_submit(struct vs_node *node, struct vs_req *req)
 		/* cache=unsafe and read-only nodes: nothing to commit. */
 		if (!n->retain)
 			return 0;
-		return commit_all(n);
+		ret = commit_all(n);
+		/* Buffers kept for the next writes: the writer may now stay idle. */
+		vs_nfs_wlist_drop_spares(&n->wl);
+		return ret;
 	case VS_OP_BLOCK_STATUS:
 		/* NFSv3 has no SEEK_DATA: everything is data. */
 		req->bs_pnum = req->len;

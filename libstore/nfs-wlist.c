@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Smaller buffers come from malloc's heap cheaply: not worth keeping. */
+#define SPARE_MIN (64u << 10)
+
 void vs_nfs_wlist_init(struct vs_nfs_wlist *l)
 {
 	memset(l, 0, sizeof(*l));
@@ -50,13 +53,50 @@ static void wb_free(struct vs_nfs_wlist *l, struct vs_nfs_wb *wb)
 	} else if (l->dead_spans >= 64 && l->dead_spans * 2 >= l->nspans) {
 		spans_compact(l);
 	}
-	free(wb);
+	if (wb->cap >= SPARE_MIN && l->spare_bytes + wb->cap <= l->spare_max) {
+		wb->next = l->spare;
+		l->spare = wb;
+		l->spare_bytes += wb->cap;
+	} else {
+		free(wb);
+	}
+}
+
+void vs_nfs_wlist_drop_spares(struct vs_nfs_wlist *l)
+{
+	while (l->spare) {
+		struct vs_nfs_wb *wb = l->spare;
+
+		l->spare = wb->next;
+		free(wb);
+	}
+	l->spare_bytes = 0;
+}
+
+/* A buffer for @len bytes of data: a spare that fits, else a new one. */
+static struct vs_nfs_wb *wb_alloc(struct vs_nfs_wlist *l, uint64_t len)
+{
+	struct vs_nfs_wb *wb;
+
+	for (struct vs_nfs_wb **pp = &l->spare; *pp; pp = &(*pp)->next) {
+		wb = *pp;
+		if (wb->cap >= len && wb->cap / 2 <= len) {
+			*pp = wb->next;
+			l->spare_bytes -= wb->cap;
+			return wb;
+		}
+	}
+	wb = malloc(sizeof(*wb) + (len ? len : 1));
+	if (wb)
+		wb->cap = len;
+	return wb;
 }
 
 void vs_nfs_wlist_clear(struct vs_nfs_wlist *l)
 {
 	while (l->head)
 		wb_free(l, l->head);
+	vs_nfs_wlist_drop_spares(l);
 	free(l->spans);
 	l->spans = NULL;
 	l->nspans = l->spans_cap = l->dead_spans = 0;
@@ -65,24 +105,26 @@ void vs_nfs_wlist_clear(struct vs_nfs_wlist *l)
 struct vs_nfs_wb *vs_nfs_wlist_add(struct vs_nfs_wlist *l, uint64_t offset, const struct iovec *iov,
 				   int niov, uint64_t len)
 {
-	struct vs_nfs_wb *wb = malloc(sizeof(*wb) + (len ? len : 1));
-	uint64_t left = len;
+	struct vs_nfs_wb *wb = wb_alloc(l, len);
+	uint64_t left = len, cap;
 	uint8_t *p;
 
 	if (!wb)
 		return NULL;
 	if (l->nspans == l->spans_cap) {
-		unsigned cap = l->spans_cap ? 2 * l->spans_cap : 64;
-		struct vs_nfs_wspan *sp = realloc(l->spans, cap * sizeof(*sp));
+		unsigned n = l->spans_cap ? 2 * l->spans_cap : 64;
+		struct vs_nfs_wspan *sp = realloc(l->spans, n * sizeof(*sp));
 
 		if (!sp) {
 			free(wb);
 			return NULL;
 		}
 		l->spans = sp;
-		l->spans_cap = cap;
+		l->spans_cap = n;
 	}
+	cap = wb->cap;
 	memset(wb, 0, sizeof(*wb));
+	wb->cap = cap;
 	wb->span = l->nspans;
 	l->spans[l->nspans++] = (struct vs_nfs_wspan){ offset, offset + len, wb };
 	wb->offset = offset;

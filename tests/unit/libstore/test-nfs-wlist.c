@@ -275,6 +275,48 @@ static void test_many(void **state)
 	assert_null(l.spans);
 }
 
+/* Large freed buffers are reused, up to spare_max; small ones are not kept. */
+static void test_spares(void **state)
+{
+	static uint8_t big[256 << 10];
+	struct iovec iov = { big, sizeof(big) };
+	struct vs_nfs_wlist l;
+	struct vs_nfs_wb *a, *b, *c;
+
+	(void)state;
+	vs_nfs_wlist_init(&l);
+	l.spare_max = 2 * sizeof(big);
+	memset(big, 0x77, sizeof(big));
+	a = vs_nfs_wlist_add(&l, 0, &iov, 1, sizeof(big));
+	b = vs_nfs_wlist_add(&l, 1 << 20, &iov, 1, sizeof(big));
+	c = vs_nfs_wlist_add(&l, 2 << 20, &iov, 1, sizeof(big));
+	vs_nfs_wlist_complete(&l, a, false, V1);
+	vs_nfs_wlist_complete(&l, b, false, V1);
+	vs_nfs_wlist_complete(&l, c, false, V1);
+	vs_nfs_wlist_complete(&l, add(&l, 4 << 20, 4096, 1), false, V1);
+	assert_int_equal(vs_nfs_wlist_commit_begin(&l), 4);
+	assert_int_equal(vs_nfs_wlist_commit_end(&l, V1), 0);
+	/* Two big ones kept (the bound), the third and the small one freed. */
+	assert_int_equal(l.spare_bytes, 2 * sizeof(big));
+	/* A write of 200 KiB reuses one; its data and state are fresh. */
+	a = vs_nfs_wlist_add(&l, 8 << 20, &iov, 1, 200 << 10);
+	assert_non_null(a);
+	assert_int_equal(l.spare_bytes, sizeof(big));
+	assert_int_equal(a->len, 200 << 10);
+	assert_int_equal(a->cap, sizeof(big));
+	assert_int_equal(a->state, VS_NFS_WB_INFLIGHT);
+	assert_false(a->in_commit);
+	assert_int_equal(l.bytes, 200 << 10);
+	/* A 4 KiB write does not take a 256 KiB buffer. */
+	b = add(&l, 0, 4096, 2);
+	assert_int_equal(b->cap, 4096);
+	assert_int_equal(l.spare_bytes, sizeof(big));
+	vs_nfs_wlist_drop_spares(&l);
+	assert_int_equal(l.spare_bytes, 0);
+	assert_null(l.spare);
+	vs_nfs_wlist_clear(&l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -282,6 +324,7 @@ int main(void)
 		cmocka_unit_test(test_commit_failed), cmocka_unit_test(test_commit_skips_inflight),
 		cmocka_unit_test(test_stable),	      cmocka_unit_test(test_remove),
 		cmocka_unit_test(test_overlay),	      cmocka_unit_test(test_many),
+		cmocka_unit_test(test_spares),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
