@@ -81,6 +81,13 @@ struct vu_msg {
 /* Room for a whole chain plus the splits of descriptors across regions. */
 #define VU_IOV_CAP (VQ_MAX_CHAIN + 2 * VQ_MAX_REGIONS)
 
+/*
+ * Requests in flight per queue (each slot holds VU_IOV_CAP iovecs, ~17 KiB):
+ * a front end with huge rings must not make us allocate without bound.
+ * More chains wait in the ring until a slot frees up.
+ */
+#define VU_MAX_INFLIGHT 256
+
 struct vu_vq;
 
 /* A request slot: one chain taken from a ring, served by one coroutine. */
@@ -216,7 +223,7 @@ static struct vu_req *vq_get_slot(struct vu_vq *vq)
 		vq->free_reqs = r->next_free;
 		return r;
 	}
-	if (vq->nreqs >= vq->ring.num)
+	if (vq->nreqs >= vq->ring.num || vq->nreqs >= VU_MAX_INFLIGHT)
 		return NULL;
 	r = malloc(sizeof(*r));
 	if (!r)

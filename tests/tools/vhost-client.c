@@ -528,7 +528,7 @@ static bool check(struct client *c, uint64_t gpa, uint32_t len, uint8_t seed)
  * Stop queue @qi (GET_VRING_BASE must report every chain taken) and start it
  * again on fresh ring memory from index 0, as after a guest reboot.
  */
-static void restart_queue(struct client *c, unsigned qi)
+static void restart_queue(struct client *c, unsigned qi, unsigned num)
 {
 	struct vq *q = &c->vq[qi];
 	uint32_t p[2] = { qi, 0 };
@@ -543,8 +543,51 @@ static void restart_queue(struct client *c, unsigned qi)
 	EXPECT(p[1] == q->avail_idx, "GET_VRING_BASE %u: %u, expected %u", qi, p[1], q->avail_idx);
 	close(q->kick);
 	close(q->call);
-	if (setup_vq(c, qi, q->num) < 0)
+	if (setup_vq(c, qi, num) < 0)
 		failf("queue %u: restart refused", qi);
+}
+
+/*
+ * @n reads in flight at once on queue @qi, restarted with 1024 entries, one
+ * indirect descriptor each: more than a back end may take at once, so it
+ * must hold the rest in the ring and still answer every one.
+ */
+static void burst(struct client *c, unsigned qi, unsigned n)
+{
+	struct vq *q = &c->vq[qi];
+	static bool seen[1024];
+	unsigned got = 0;
+
+	restart_queue(c, qi, 1024);
+	memset(seen, 0, sizeof(seen));
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t table = INDIRECT_AREA + 48ull * i, h = HDR_AREA + 32ull * i;
+
+		put_hdr(c, h, T_IN, 8ull * i);
+		put_desc(c, table, 0, h, 16, D_NEXT, 1);
+		put_desc(c, table, 1, DATA_AREA + 4096ull * i, 512, D_NEXT | D_WRITE, 2);
+		put_desc(c, table, 2, h + 16, 1, D_WRITE, 0);
+		put_desc(c, q->desc, i, table, 48, D_INDIRECT, 0);
+		make_avail(c, q, (uint16_t)i);
+	}
+	kick(q);
+	while (got < n) {
+		uint32_t id, len;
+
+		if (wait_used(c, q, &id, &len) < 0) {
+			failf("burst: %u of %u completions", got, n);
+			return;
+		}
+		if (id >= n || seen[id]) {
+			failf("burst: bad or repeated id %u", id);
+			return;
+		}
+		seen[id] = true;
+		EXPECT(*gp(c, HDR_AREA + 32ull * id + 16) == S_OK && len == 513,
+		       "burst: request %u status %d len %u", id, *gp(c, HDR_AREA + 32ull * id + 16),
+		       len);
+		got++;
+	}
 }
 
 /* Requests every back end must answer the same way. */
@@ -617,10 +660,13 @@ static void conformance(struct client *c)
 		EXPECT(st == S_OK && check(c, d2, 4096, 0x21), "split-header write: bad read back");
 	}
 	/* Queue 0 restarted from index 0 (a guest reboot) serves again. */
-	restart_queue(c, 0);
+	restart_queue(c, 0, QSIZE);
 	memset(gp(c, d2), 0, 4096);
 	st = blk_req(c, 0, T_IN, 4096, d2, 4096, false, NULL);
 	EXPECT(st == S_OK && check(c, d2, 4096, 0x21), "read after a queue restart: status %d", st);
+	/* More requests at once than a back end takes (1024-entry ring). */
+	if (c->features & F_INDIRECT)
+		burst(c, 0, 600);
 	/* A marker the test reads back on the host: 64 KiB of 0xa5 at 4 MiB. */
 	memset(gp(c, d), 0xa5, 65536);
 	st = blk_req(c, 0, T_OUT, 8192, d, 65536, false, NULL);
