@@ -17,6 +17,10 @@ python3 "$here/make-nbd-corpus.py" "$out/nbd-server"
 python3 "$here/make-nbd-corpus.py" --transmission "$out/nbd-transmission"
 python3 "$here/make-nbd-client-corpus.py" "$out/nbd-client"
 
+# --- vhost-user (message streams) and virtq (guest memory with rings) ---
+rm -rf "$out/vhost-user" "$out/virtq"
+python3 "$here/make-vhost-corpus.py" "$out"
+
 # --- qcow2-image: small images (512-byte to 64 KiB clusters) with data,
 # zeroes, discards, compressed clusters, snapshots, lazy refcounts, v2 ---
 img=$out/qcow2-image
