@@ -105,7 +105,7 @@ struct vu_vq {
 	struct vu_conn *c;
 	unsigned index;
 	uint16_t num;
-	uint16_t base; /* the next avail index while the ring is stopped */
+	uint32_t base; /* where the ring resumes while stopped (vq_ring_base()) */
 	uint64_t desc, avail, used;
 	bool addr_set;
 	bool enabled;
@@ -114,7 +114,7 @@ struct vu_vq {
 	bool broken;   /* stopped on a ring error until the front end resets it */
 	int kick_fd, call_fd, err_fd;
 	struct vs_co *kick_co;
-	struct vq_split ring;
+	struct vq_ring ring;
 	unsigned in_flight, nreqs;
 	struct vu_req *free_reqs;
 	struct vs_co_queue slot_wait; /* the kick coroutine waits for a free slot */
@@ -223,7 +223,7 @@ static struct vu_req *vq_get_slot(struct vu_vq *vq)
 		vq->free_reqs = r->next_free;
 		return r;
 	}
-	if (vq->nreqs >= vq->ring.num || vq->nreqs >= VU_MAX_INFLIGHT)
+	if (vq->nreqs >= vq_ring_num(&vq->ring) || vq->nreqs >= VU_MAX_INFLIGHT)
 		return NULL;
 	r = malloc(sizeof(*r));
 	if (!r)
@@ -278,8 +278,8 @@ static void req_main(void *opaque)
 	} else {
 		used = vblk_exec(&b->dev, &br);
 	}
-	vq_split_push(&vq->ring, r->elem.head, used);
-	if (vq_split_should_notify(&vq->ring))
+	vq_ring_push(&vq->ring, &r->elem, used);
+	if (vq_ring_should_notify(&vq->ring))
 		signal_fd(vq->call_fd);
 	vq_put_slot(vq, r);
 	vq->in_flight--;
@@ -306,7 +306,7 @@ static void vq_process(struct vu_vq *vq)
 			vs_co_queue_wait(&vq->slot_wait); /* backpressure: a slot frees up */
 			continue;
 		}
-		ret = vq_split_pop(&vq->ring, &vq->c->mem, &r->elem, &why);
+		ret = vq_ring_pop(&vq->ring, &vq->c->mem, &r->elem, &why);
 		if (ret == 0) {
 			vq_put_slot(vq, r);
 			return;
@@ -320,7 +320,7 @@ static void vq_process(struct vu_vq *vq)
 		vq->in_flight++;
 		if (!vs_co_spawn(b->reactor, req_main, r)) {
 			/* No coroutine: give the chain back unprocessed. */
-			vq_split_push(&vq->ring, r->elem.head, 0);
+			vq_ring_push(&vq->ring, &r->elem, 0);
 			signal_fd(vq->call_fd);
 			vq->in_flight--;
 			vq_put_slot(vq, r);
@@ -343,7 +343,7 @@ static void vq_kick_main(void *opaque)
 		vq_process(vq);
 		if (vq->stopping || vq->broken)
 			break;
-		if (vq_split_enable_notify(&vq->ring))
+		if (vq_ring_enable_notify(&vq->ring))
 			continue;
 		ev = vs_aio_poll(vq->kick_fd, POLLIN);
 		if (vq->stopping)
@@ -374,12 +374,13 @@ static void vq_maybe_start(struct vu_vq *vq)
 	if (vq->running || vq->broken || !vq->enabled || vq->kick_fd < 0 || !vq->addr_set ||
 	    !vq->num || !c->mem.n)
 		return;
-	vq->ring.event_idx = c->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
-	vq->ring.indirect = c->features & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
-	ret = vq_split_map(&vq->ring, &c->mem, vq->num, vq->desc, vq->avail, vq->used, vq->base);
+	ret = vq_ring_map(&vq->ring, &c->mem, c->features & (1ull << VIRTIO_F_RING_PACKED),
+			  c->features & (1ull << VIRTIO_RING_F_EVENT_IDX),
+			  c->features & (1ull << VIRTIO_RING_F_INDIRECT_DESC), vq->num, vq->desc,
+			  vq->avail, vq->used, vq->base);
 	if (ret < 0) {
 		vq_broken(vq, ret == -EFAULT ? "ring addresses outside the memory table" :
-					       "misaligned ring addresses");
+					       "bad ring size, alignment or base");
 		return;
 	}
 	vq->running = true;
@@ -408,7 +409,7 @@ static void vq_stop(struct vu_vq *vq)
 		vs_co_queue_wait(&vq->idle_wait);
 	/* A stopped ring's base is the front end's (SET_VRING_BASE), not ours. */
 	if (was_running)
-		vq->base = vq->ring.last_avail;
+		vq->base = vq_ring_base(&vq->ring);
 }
 
 static void vq_reset(struct vu_vq *vq)
@@ -648,6 +649,7 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 {
 	struct vs_vhost_blk *b = c->b;
 	struct vu_vq *vq;
+	bool packed = c->features & (1ull << VIRTIO_F_RING_PACKED);
 	uint32_t idx, val;
 	int fd, ret;
 
@@ -670,6 +672,11 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 		}
 		c->features = f;
 		b->dev.features = f;
+		if (b->opts.verbose)
+			vu_log(b, "features 0x%llx: %s rings%s%s", (unsigned long long)f,
+			       f & (1ull << VIRTIO_F_RING_PACKED) ? "packed" : "split",
+			       f & (1ull << VIRTIO_RING_F_EVENT_IDX) ? ", event idx" : "",
+			       f & (1ull << VIRTIO_RING_F_INDIRECT_DESC) ? ", indirect" : "");
 		return -1;
 	}
 	case VU_GET_PROTOCOL_FEATURES:
@@ -736,14 +743,16 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 		if (vq->running)
 			return -EBUSY;
 		if (m->request == VU_SET_VRING_NUM) {
-			if (!val || val > VQ_MAX_SIZE || (val & (val - 1)))
+			/* Split rings need a power of two; packed ones any size. */
+			if (!val || val > VQ_MAX_SIZE || (!packed && (val & (val - 1))))
 				return -EINVAL;
 			vq->num = (uint16_t)val;
 			vq_free_slots(vq); /* their count was bounded by the old size */
 		} else {
-			if (val > 0xffff)
+			/* Packed: avail and used positions with wrap counters (vq_ring_base()). */
+			if (!packed && val > 0xffff)
 				return -EINVAL;
-			vq->base = (uint16_t)val;
+			vq->base = val;
 		}
 		vq->broken = false;
 		return -1;

@@ -30,6 +30,7 @@
 #define VIRTIO_RING_F_INDIRECT_DESC 28
 #define VIRTIO_RING_F_EVENT_IDX 29
 #define VIRTIO_F_VERSION_1 32
+#define VIRTIO_F_RING_PACKED 34
 
 /* Request types and status values. */
 #define VIRTIO_BLK_T_IN 0

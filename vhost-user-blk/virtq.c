@@ -148,6 +148,34 @@ static void read_desc(const uint8_t *table, unsigned i, struct vq_desc *d)
 	memcpy(d, table + 16 * (size_t)i, sizeof(*d));
 }
 
+/* Append one buffer of a chain to @e: readable ones first, then writable. */
+static int add_buf(const struct vq_mem *m, struct vq_elem *e, uint64_t addr, uint32_t len,
+		   bool write, const char **why)
+{
+	int ret;
+
+	if (write) {
+		/* Writable iovecs follow the readable ones in iov[]. */
+		ret = vq_mem_gpa_iov(m, addr, len, e->iov + e->out_num, &e->in_num,
+				     e->cap - e->out_num);
+	} else {
+		if (e->in_num) {
+			*why = "device-readable descriptor after a writable one";
+			return -EINVAL;
+		}
+		ret = vq_mem_gpa_iov(m, addr, len, e->iov, &e->out_num, e->cap);
+	}
+	if (ret == -EFAULT) {
+		*why = "buffer outside guest memory";
+		return -EINVAL;
+	}
+	if (ret < 0) {
+		*why = "too many segments";
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int vq_split_pop(struct vq_split *vq, const struct vq_mem *m, struct vq_elem *e, const char **why)
 {
 	const uint8_t *table = vq->desc;
@@ -172,6 +200,7 @@ int vq_split_pop(struct vq_split *vq, const struct vq_mem *m, struct vq_elem *e,
 	}
 	vq->last_avail++;
 	e->head = (uint16_t)i;
+	e->ndescs = 1;
 	e->out_num = e->in_num = 0;
 	for (;;) {
 		if (++seen > max || ++total > VQ_MAX_CHAIN) {
@@ -199,25 +228,9 @@ int vq_split_pop(struct vq_split *vq, const struct vq_mem *m, struct vq_elem *e,
 			i = 0;
 			continue;
 		}
-		if (d.flags & VQ_DESC_F_WRITE) {
-			/* Writable iovecs follow the readable ones in iov[]. */
-			ret = vq_mem_gpa_iov(m, d.addr, d.len, e->iov + e->out_num, &e->in_num,
-					     e->cap - e->out_num);
-		} else {
-			if (e->in_num) {
-				*why = "device-readable descriptor after a writable one";
-				return -EINVAL;
-			}
-			ret = vq_mem_gpa_iov(m, d.addr, d.len, e->iov, &e->out_num, e->cap);
-		}
-		if (ret == -EFAULT) {
-			*why = "buffer outside guest memory";
-			return -EINVAL;
-		}
-		if (ret < 0) {
-			*why = "too many segments";
-			return -EINVAL;
-		}
+		ret = add_buf(m, e, d.addr, d.len, d.flags & VQ_DESC_F_WRITE, why);
+		if (ret < 0)
+			return ret;
 		if (!(d.flags & VQ_DESC_F_NEXT))
 			break;
 		i = d.next;
@@ -270,4 +283,231 @@ bool vq_split_enable_notify(struct vq_split *vq)
 	/* Publish the request before looking at the index once more. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	return vq_split_pending(vq) != 0;
+}
+
+/* ---- packed rings (virtio 1.2, 2.8) ---- */
+
+/* A packed descriptor as it sits in the ring (little-endian). */
+struct vq_pdesc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t id;
+	uint16_t flags;
+};
+
+static void read_pdesc(const uint8_t *table, unsigned i, struct vq_pdesc *d)
+{
+	memcpy(d, table + 16 * (size_t)i, sizeof(*d));
+}
+
+/* Has the driver made the descriptor at our next position available? */
+static bool packed_avail(const struct vq_packed *vq)
+{
+	uint16_t f = ld16(vq->desc + 16 * (size_t)vq->last_avail + 14);
+
+	return !!(f & VQ_DESC_F_AVAIL) == vq->avail_wrap &&
+	       !!(f & VQ_DESC_F_USED) != vq->avail_wrap;
+}
+
+static int vq_packed_map(struct vq_packed *vq, const struct vq_mem *m, uint16_t num, uint64_t desc,
+			 uint64_t driver, uint64_t device, uint32_t base)
+{
+	void *d, *dr, *dv;
+
+	if (!num || num > VQ_MAX_SIZE)
+		return -EINVAL;
+	if ((desc & 15) || (driver & 3) || (device & 3))
+		return -EINVAL;
+	if ((base & 0x7fff) >= num || ((base >> 16) & 0x7fff) >= num)
+		return -EINVAL;
+	d = vq_mem_uva(m, desc, vq_desc_size(num));
+	dr = vq_mem_uva(m, driver, 4);
+	dv = vq_mem_uva(m, device, 4);
+	if (!d || !dr || !dv)
+		return -EFAULT;
+	if (((uintptr_t)d & 15) || ((uintptr_t)dr & 3) || ((uintptr_t)dv & 3))
+		return -EINVAL;
+	vq->num = num;
+	vq->desc = d;
+	vq->driver = dr;
+	vq->device = dv;
+	vq->last_avail = base & 0x7fff;
+	vq->avail_wrap = (base >> 15) & 1;
+	vq->used_idx = (base >> 16) & 0x7fff;
+	vq->used_wrap = (base >> 31) & 1;
+	vq->signalled_used_valid = false;
+	return 0;
+}
+
+static int vq_packed_pop(struct vq_packed *vq, const struct vq_mem *m, struct vq_elem *e,
+			 const char **why)
+{
+	unsigned start = vq->last_avail, i = start, n = 0;
+	struct vq_pdesc d;
+
+	if (!packed_avail(vq))
+		return 0;
+	/* The descriptors are valid once we have seen the flags that publish them. */
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	/* First find where the chain ends: its last descriptor has the buffer id. */
+	for (;;) {
+		read_pdesc(vq->desc, i, &d);
+		if (++n > vq->num) {
+			*why = "descriptor chain longer than the ring";
+			return -EPROTO;
+		}
+		if (!(d.flags & VQ_DESC_F_NEXT))
+			break;
+		i = i + 1 == vq->num ? 0 : i + 1;
+	}
+	e->head = d.id;
+	e->ndescs = (uint16_t)n;
+	e->out_num = e->in_num = 0;
+	vq->last_avail = (uint16_t)(vq->last_avail + n);
+	if (vq->last_avail >= vq->num) {
+		vq->last_avail = (uint16_t)(vq->last_avail - vq->num);
+		vq->avail_wrap = !vq->avail_wrap;
+	}
+	/* Then map its buffers. */
+	i = start;
+	for (unsigned k = 0; k < n; k++) {
+		int ret;
+
+		read_pdesc(vq->desc, i, &d);
+		if (d.flags & VQ_DESC_F_INDIRECT) {
+			const uint8_t *table;
+
+			if (!vq->indirect || n != 1) {
+				*why = "indirect descriptor not allowed here";
+				return -EINVAL;
+			}
+			if (!d.len || (d.len & 15) || d.len / 16 > VQ_MAX_CHAIN) {
+				*why = "bad indirect table length";
+				return -EINVAL;
+			}
+			table = vq_mem_gpa(m, d.addr, d.len);
+			if (!table) {
+				*why = "indirect table outside guest memory";
+				return -EINVAL;
+			}
+			/* Only the WRITE flag counts in an indirect table. */
+			for (unsigned t = 0; t < d.len / 16; t++) {
+				struct vq_pdesc td;
+
+				read_pdesc(table, t, &td);
+				ret = add_buf(m, e, td.addr, td.len, td.flags & VQ_DESC_F_WRITE,
+					      why);
+				if (ret < 0)
+					return ret;
+			}
+			return 1;
+		}
+		ret = add_buf(m, e, d.addr, d.len, d.flags & VQ_DESC_F_WRITE, why);
+		if (ret < 0)
+			return ret;
+		i = i + 1 == vq->num ? 0 : i + 1;
+	}
+	return 1;
+}
+
+static void vq_packed_push(struct vq_packed *vq, uint16_t id, uint16_t ndescs, uint32_t len)
+{
+	uint8_t *d = vq->desc + 16 * (size_t)vq->used_idx;
+	uint16_t flags = vq->used_wrap ? VQ_DESC_F_AVAIL | VQ_DESC_F_USED : 0;
+
+	if (len)
+		flags |= VQ_DESC_F_WRITE;
+	st32(d + 8, len);
+	st16(d + 12, id);
+	/* id and len must be visible before the flags that mark the descriptor used. */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	st16(d + 14, flags);
+	vq->used_idx = (uint16_t)(vq->used_idx + ndescs);
+	if (vq->used_idx >= vq->num) {
+		vq->used_idx = (uint16_t)(vq->used_idx - vq->num);
+		vq->used_wrap = !vq->used_wrap;
+	}
+}
+
+static bool vq_packed_should_notify(struct vq_packed *vq)
+{
+	uint16_t off_wrap, flags, old, new;
+	bool valid;
+	int off;
+
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	off_wrap = ld16(vq->driver);
+	flags = ld16(vq->driver + 2) & 3;
+	old = vq->signalled_used;
+	valid = vq->signalled_used_valid;
+	new = vq->signalled_used = vq->used_idx;
+	vq->signalled_used_valid = true;
+	if (flags == VQ_EVENT_FLAGS_DISABLE)
+		return false;
+	if (flags != VQ_EVENT_FLAGS_DESC || !vq->event_idx || !valid)
+		return true;
+	/* The driver's event offset on our used index's scale (wrap-adjusted). */
+	off = off_wrap & 0x7fff;
+	if (!!(off_wrap >> 15) != vq->used_wrap)
+		off -= vq->num;
+	return (uint16_t)(new - (uint16_t)off - 1) < (uint16_t)(new - old);
+}
+
+static bool vq_packed_enable_notify(struct vq_packed *vq)
+{
+	/* Kicks stay enabled (RING_EVENT_FLAGS_ENABLE); look once more before sleeping. */
+	st16(vq->device + 2, VQ_EVENT_FLAGS_ENABLE);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return packed_avail(vq);
+}
+
+/* ---- either layout ---- */
+
+int vq_ring_map(struct vq_ring *r, const struct vq_mem *m, bool packed, bool event_idx,
+		bool indirect, uint16_t num, uint64_t desc, uint64_t avail, uint64_t used,
+		uint32_t base)
+{
+	memset(r, 0, sizeof(*r));
+	r->packed = packed;
+	if (packed) {
+		r->p.event_idx = event_idx;
+		r->p.indirect = indirect;
+		return vq_packed_map(&r->p, m, num, desc, avail, used, base);
+	}
+	if (base > 0xffff)
+		return -EINVAL;
+	r->s.event_idx = event_idx;
+	r->s.indirect = indirect;
+	return vq_split_map(&r->s, m, num, desc, avail, used, (uint16_t)base);
+}
+
+uint32_t vq_ring_base(const struct vq_ring *r)
+{
+	if (!r->packed)
+		return r->s.last_avail;
+	return (uint32_t)r->p.last_avail | (uint32_t)r->p.avail_wrap << 15 |
+	       (uint32_t)r->p.used_idx << 16 | (uint32_t)r->p.used_wrap << 31;
+}
+
+int vq_ring_pop(struct vq_ring *r, const struct vq_mem *m, struct vq_elem *e, const char **why)
+{
+	return r->packed ? vq_packed_pop(&r->p, m, e, why) : vq_split_pop(&r->s, m, e, why);
+}
+
+void vq_ring_push(struct vq_ring *r, const struct vq_elem *e, uint32_t len)
+{
+	if (r->packed)
+		vq_packed_push(&r->p, e->head, e->ndescs, len);
+	else
+		vq_split_push(&r->s, e->head, len);
+}
+
+bool vq_ring_should_notify(struct vq_ring *r)
+{
+	return r->packed ? vq_packed_should_notify(&r->p) : vq_split_should_notify(&r->s);
+}
+
+bool vq_ring_enable_notify(struct vq_ring *r)
+{
+	return r->packed ? vq_packed_enable_notify(&r->p) : vq_split_enable_notify(&r->s);
 }

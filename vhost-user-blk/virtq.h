@@ -39,6 +39,15 @@
 #define VQ_DESC_F_WRITE 2
 #define VQ_DESC_F_INDIRECT 4
 
+/* Packed rings: the driver's and the device's marks (virtio 1.2, 2.8.1). */
+#define VQ_DESC_F_AVAIL (1 << 7)
+#define VQ_DESC_F_USED (1 << 15)
+
+/* Event suppression flags of packed rings. */
+#define VQ_EVENT_FLAGS_ENABLE 0
+#define VQ_EVENT_FLAGS_DISABLE 1
+#define VQ_EVENT_FLAGS_DESC 2
+
 /* avail->flags and used->flags. */
 #define VQ_AVAIL_F_NO_INTERRUPT 1
 #define VQ_USED_F_NO_NOTIFY 1
@@ -120,7 +129,8 @@ int vq_split_map(struct vq_split *vq, const struct vq_mem *m, uint16_t num, uint
 
 /* A descriptor chain taken from the ring. */
 struct vq_elem {
-	uint16_t head;
+	uint16_t head;	  /* split: the head index; packed: the buffer id */
+	uint16_t ndescs;  /* packed: ring descriptors the chain took */
 	unsigned out_num; /* device-readable iovecs, first in iov[] */
 	unsigned in_num;  /* device-writable iovecs, after them */
 	struct iovec *iov;
@@ -155,5 +165,53 @@ bool vq_split_should_notify(struct vq_split *vq);
  * meanwhile (process them instead of sleeping).
  */
 bool vq_split_enable_notify(struct vq_split *vq);
+
+/* A packed virtqueue (virtio 1.2, 2.8). */
+struct vq_packed {
+	uint16_t num; /* queue size, any value up to 32768 */
+	uint8_t *desc;
+	uint8_t *driver; /* driver event suppression (read) */
+	uint8_t *device; /* device event suppression (written) */
+	uint16_t last_avail;
+	bool avail_wrap;
+	uint16_t used_idx;
+	bool used_wrap;
+	uint16_t signalled_used;
+	bool signalled_used_valid;
+	bool event_idx;
+	bool indirect;
+};
+
+/*
+ * A ring of either layout, as the transport uses it. The base is what
+ * SET/GET_VRING_BASE carry: split, the next avail index; packed, the next
+ * avail index with its wrap counter in bit 15, and the used index and its
+ * wrap counter in the upper 16 bits (QEMU's encoding).
+ */
+struct vq_ring {
+	bool packed;
+	struct vq_split s;
+	struct vq_packed p;
+};
+
+static inline uint16_t vq_ring_num(const struct vq_ring *r)
+{
+	return r->packed ? r->p.num : r->s.num;
+}
+
+/*
+ * Map a ring at front-end addresses @desc, @avail (split: avail ring;
+ * packed: driver area) and @used (split: used ring; packed: device area).
+ * Returns 0, -EINVAL (bad size, alignment or base) or -EFAULT.
+ */
+int vq_ring_map(struct vq_ring *r, const struct vq_mem *m, bool packed, bool event_idx,
+		bool indirect, uint16_t num, uint64_t desc, uint64_t avail, uint64_t used,
+		uint32_t base);
+uint32_t vq_ring_base(const struct vq_ring *r);
+/* As vq_split_pop(); a packed chain whose end cannot be found is -EPROTO. */
+int vq_ring_pop(struct vq_ring *r, const struct vq_mem *m, struct vq_elem *e, const char **why);
+void vq_ring_push(struct vq_ring *r, const struct vq_elem *e, uint32_t len);
+bool vq_ring_should_notify(struct vq_ring *r);
+bool vq_ring_enable_notify(struct vq_ring *r);
 
 #endif

@@ -5,10 +5,12 @@
  * input fills. The input:
  *
  *   byte 0   bit 0 event idx, bit 1 indirect descriptors, bits 2-4 log2 of
- *            the queue size (1..128)
+ *            the queue size (1..128), bit 5 packed ring (then bit 6 starts
+ *            both wrap counters at 0 instead of 1, bit 7 makes the size 100)
  *   byte 1   bit 0 read-only, bit 1 discard, bit 2 write-zeroes, bit 3 write cache
  *   rest     the first 64 KiB of guest memory (descriptor table at 0, avail
- *            ring at 8 KiB, used ring at 12 KiB), zeroes after it
+ *            ring or driver area at 8 KiB, used ring or device area at
+ *            12 KiB), zeroes after it
  *
  * Guest memory is two regions: 64 KiB at 0 and 4 KiB at 1 MiB, so chains can
  * point into holes and across region ends. Up to 64 chains are taken and run
@@ -47,10 +49,12 @@ static void run_input(void *opaque)
 	struct vs_error err = { 0 };
 	struct vblk_dev d = { .stats = &stats };
 	struct vq_mem m = { .n = 2 };
-	struct vq_split vq = { 0 };
+	struct vq_ring vq;
 	struct vs_node *node = NULL;
 	uint8_t f0 = in->size > 0 ? in->data[0] : 0, f1 = in->size > 1 ? in->data[1] : 0;
 	uint16_t num = (uint16_t)(1u << ((f0 >> 2) & 7));
+	bool packed = f0 & 0x20;
+	uint32_t base = packed && !(f0 & 0x40) ? 0x80008000u : 0;
 
 	if (vs_image_open(&node, &o, &err) < 0)
 		abort();
@@ -69,30 +73,31 @@ static void run_input(void *opaque)
 	d.wce = f1 & 8;
 	d.features = vblk_features(&d);
 	memcpy(d.serial, "fuzz", 4);
-	vq.event_idx = f0 & 1;
-	vq.indirect = f0 & 2;
-	if (vq_split_map(&vq, &m, num, 0x10000000, 0x10000000 + 8192, 0x10000000 + 12288, 0) < 0)
+	if (packed && (f0 & 0x80))
+		num = 100;
+	if (vq_ring_map(&vq, &m, packed, f0 & 1, f0 & 2, num, 0x10000000, 0x10000000 + 8192,
+			0x10000000 + 12288, base) < 0)
 		abort();
 	for (int i = 0; i < 64; i++) {
 		struct vq_elem e = { .iov = iov, .cap = IOV_CAP };
 		struct vblk_req r;
 		const char *why = NULL;
 		uint32_t used = 0;
-		int ret = vq_split_pop(&vq, &m, &e, &why);
+		int ret = vq_ring_pop(&vq, &m, &e, &why);
 
 		if (ret == 0 || ret == -EPROTO)
 			break;
 		if (ret == 1 && vblk_parse(&e, &r) == 0)
 			used = vblk_exec(&d, &r);
-		vq_split_push(&vq, e.head, used);
-		(void)vq_split_should_notify(&vq);
+		vq_ring_push(&vq, &e, used);
+		(void)vq_ring_should_notify(&vq);
 	}
-	(void)vq_split_enable_notify(&vq);
+	(void)vq_ring_enable_notify(&vq);
 	if (getenv("VSTOR_FUZZ_VERBOSE")) /* what a seed reaches, for corpus work */
-		fprintf(stderr, "reads %llu writes %llu discards %llu ioerr %llu used_idx %u\n",
+		fprintf(stderr, "reads %llu writes %llu discards %llu ioerr %llu base 0x%x\n",
 			(unsigned long long)stats.reads, (unsigned long long)stats.writes,
 			(unsigned long long)stats.discards, (unsigned long long)stats.io_errors,
-			vq.used_idx);
+			vq_ring_base(&vq));
 	vs_node_close(node);
 }
 

@@ -187,6 +187,27 @@ def virtq_corpus(out):
         "loop": image(0, 0, [(0, desc(0x4000, 16, 1, 1) + desc(0x5000, 512, 3, 1),
                               [(0x4000, blk_hdr(0, 0))])]),
     }
+    # Packed rings: descriptors in ring order, AVAIL=1 USED=0 (wrap counter 1).
+    def pdesc(addr, length, flags, bid):
+        return struct.pack("<QIHH", addr, length, bid, flags | 0x80)
+
+    def packed_image(flags0, flags1, descs):
+        mem = bytearray(65536)
+        ring = b"".join(descs)
+        mem[0:len(ring)] = ring
+        mem[0x4000:0x4010] = blk_hdr(1, 0)
+        mem[0x4020:0x4030] = blk_hdr(0, 0)
+        return bytes([flags0 | 0x20 | (7 << 2), flags1]) + bytes(mem[:49152])
+
+    seeds["packed-write-read"] = packed_image(1, 8, [
+        pdesc(0x4000, 16, 1, 0), pdesc(0x5000, 4096, 1, 0), pdesc(0x4010, 1, 2, 7),
+        pdesc(0x4020, 16, 1, 0), pdesc(0x6000, 4096, 3, 0), pdesc(0x4030, 1, 2, 9)])
+    seeds["packed-indirect"] = packed_image(3, 0, [pdesc(0x3800, 48, 4, 5)])
+    seeds["packed-indirect"] = seeds["packed-indirect"][:2 + 0x3800] + \
+        struct.pack("<QIHH", 0x4020, 16, 0, 0) + struct.pack("<QIHH", 0x6000, 512, 0, 2) + \
+        struct.pack("<QIHH", 0x4030, 1, 0, 2) + \
+        seeds["packed-indirect"][2 + 0x3800 + 48:]
+    seeds["packed-endless-chain"] = packed_image(0, 0, [pdesc(0x4000, 16, 1, 0)] * 128)
     for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)

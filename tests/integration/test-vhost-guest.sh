@@ -6,8 +6,9 @@
 # guest switches it to write back through cache_type (SET_CONFIG), fsyncs
 # (flush), writes a pattern over the whole disk, reads it back, zeroes and
 # discards. The qcow2 image then passes qemu-img check and holds what the
-# guest wrote. Then a second guest writes until QEMU is killed: the daemon
-# must serve the next front end, and the image must stay consistent.
+# guest wrote. The same with packed rings on a raw image. Then a guest
+# writes until QEMU is killed: the daemon must serve the next front end,
+# and the image must stay consistent.
 . "$(dirname "$0")/lib.sh"
 . "$VS_SOURCE_DIR/tests/vm/vm-lib.sh"
 
@@ -43,6 +44,22 @@ qemu_img check disk.qcow2 >check.out || { cat check.out >&2; fail "qemu-img chec
 # MiB 2 was zeroed, MiB 3 discarded: both read as zeroes.
 qemu-io -f qcow2 -c 'read -P 0 2M 2M' disk.qcow2 >qio.out
 grep -q "Pattern verification failed" qio.out && fail "zeroed/discarded ranges do not read as zero"
+
+# Packed rings (packed=on), cache=none, on a raw image.
+qemu_img create -f raw disk.raw 64M >/dev/null
+start_daemon "$WORKDIR/vhp.pid" 20 "$VSTOR_VHOST" -v --socket "$WORKDIR/vh.sock" -f raw \
+	--num-queues 2 --discard=unmap --cache=none --pid-file "$WORKDIR/vhp.pid" disk.raw
+VH=$DAEMON_PID
+ERR=$WORKDIR/daemon.$VS_NDAEMONS.err
+# shellcheck disable=SC2046
+vm_run packed 300 vhost-blk "" -- $(vhost_args),packed=on
+wait_for 20 grep -q "front end gone" "$ERR"
+assert_grep "packed rings" "$ERR" "vstor-vhost's log"
+grep -qE "[1-9][0-9]* flushes" "$ERR" || { cat "$ERR" >&2; fail "no flush reached the daemon (packed)"; }
+grep -qE " 0 I/O errors" "$ERR" || { cat "$ERR" >&2; fail "the guest got I/O errors (packed)"; }
+stop_pid "$VH"
+qemu-io -f raw -c 'read -P 0 2M 2M' disk.raw >qio.out
+grep -q "Pattern verification failed" qio.out && fail "zeroed/discarded ranges do not read as zero (packed)"
 
 # Kill QEMU in the middle of writes (on a fresh image, whose growth shows them).
 qemu_img create -f qcow2 disk2.qcow2 64M >/dev/null
