@@ -51,6 +51,8 @@ enum {
 	VU_SET_VRING_ENABLE = 18,
 	VU_GET_CONFIG = 24,
 	VU_SET_CONFIG = 25,
+	VU_GET_INFLIGHT_FD = 31,
+	VU_SET_INFLIGHT_FD = 32,
 };
 
 #define VU_VERSION 0x1
@@ -67,8 +69,21 @@ enum {
 #define VU_PROTO_F_MQ 0
 #define VU_PROTO_F_REPLY_ACK 3
 #define VU_PROTO_F_CONFIG 9
-#define VU_PROTO_FEATURES \
-	((1ull << VU_PROTO_F_MQ) | (1ull << VU_PROTO_F_REPLY_ACK) | (1ull << VU_PROTO_F_CONFIG))
+#define VU_PROTO_F_INFLIGHT_SHMFD 12
+#define VU_PROTO_FEATURES                                                                         \
+	((1ull << VU_PROTO_F_MQ) | (1ull << VU_PROTO_F_REPLY_ACK) | (1ull << VU_PROTO_F_CONFIG) | \
+	 (1ull << VU_PROTO_F_INFLIGHT_SHMFD))
+
+/*
+ * The inflight area (vhost-user.rst, "Inflight I/O tracking"), split rings:
+ * per queue a 16-byte header (u64 features, u16 version, u16 desc_num,
+ * u16 last_batch_head, u16 used_idx) and 16 bytes per descriptor (u8
+ * inflight, 5 padding, u16 next, u64 counter), the whole 64-byte aligned.
+ * It lives in a memfd that the front end keeps across our restarts.
+ */
+#define VU_INFLIGHT_ALIGN 64
+#define VU_INFLIGHT_HDR 16
+#define VU_INFLIGHT_MAX_QSIZE 1024
 
 /* Payload bytes of a message (front-end byte layout). */
 struct vu_msg {
@@ -119,6 +134,12 @@ struct vu_vq {
 	struct vu_req *free_reqs;
 	struct vs_co_queue slot_wait; /* the kick coroutine waits for a free slot */
 	struct vs_co_queue idle_wait; /* stop waits for the coroutine and requests */
+	uint8_t *inflight;	      /* this queue's inflight region, or NULL */
+	uint16_t inflight_qsize;      /* descriptors it has room for */
+	bool tracking;		      /* the started ring records requests in it */
+	uint64_t inflight_counter;
+	uint16_t *resubmit; /* heads in flight when the last back end died, oldest first */
+	unsigned nresubmit;
 };
 
 struct vu_conn {
@@ -132,6 +153,9 @@ struct vu_conn {
 	unsigned nvqs;
 	struct vu_vq vqs[VS_VHOST_BLK_MAX_QUEUES];
 	struct vs_vhost_blk_stats at_start;
+	void *inflight_map; /* the inflight area (GET/SET_INFLIGHT_FD) */
+	size_t inflight_len;
+	int reply_fd; /* an fd to send with the next reply, or -1 */
 };
 
 struct vs_vhost_blk {
@@ -213,6 +237,101 @@ static void signal_fd(int fd)
 	}
 }
 
+/* ---- inflight tracking (split rings) ---- */
+
+static inline uint8_t *inflight_desc(const struct vu_vq *vq, unsigned i)
+{
+	return vq->inflight + VU_INFLIGHT_HDR + 16 * (size_t)i;
+}
+
+static size_t inflight_queue_size(unsigned qsize)
+{
+	size_t n = VU_INFLIGHT_HDR + 16 * (size_t)qsize;
+
+	return (n + VU_INFLIGHT_ALIGN - 1) & ~(size_t)(VU_INFLIGHT_ALIGN - 1);
+}
+
+/* A chain was taken from the ring: it is in flight until its used entry is out. */
+static void inflight_start(struct vu_vq *vq, uint16_t head)
+{
+	uint8_t *d = inflight_desc(vq, head);
+	uint64_t counter = ++vq->inflight_counter;
+
+	memcpy(d + 8, &counter, 8);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n(d, 1, __ATOMIC_RELAXED);
+}
+
+/* A head to resubmit and its counter, copied out of the shared area. */
+struct inflight_head {
+	uint64_t counter;
+	uint16_t head;
+};
+
+static int inflight_cmp(const void *a, const void *b)
+{
+	const struct inflight_head *x = a, *y = b;
+
+	return x->counter < y->counter ? -1 : x->counter > y->counter;
+}
+
+/*
+ * The ring starts with an inflight region: requests a dead back end took and
+ * never answered are still marked. Repair the one update a crash can tear
+ * (the used index moved, the mark not yet cleared), then make the marked
+ * heads the resubmit list (oldest first) and resume taking chains after them.
+ */
+static void inflight_recover(struct vu_vq *vq)
+{
+	uint16_t used = vq->ring.s.used_idx, num = vq->ring.s.num, last_batch, reg_used;
+	struct inflight_head *list;
+	uint64_t max_counter = 0;
+	unsigned n = 0;
+
+	memcpy(&last_batch, vq->inflight + 12, 2);
+	memcpy(&reg_used, vq->inflight + 14, 2);
+	if (reg_used != used) {
+		if (last_batch < num)
+			__atomic_store_n(inflight_desc(vq, last_batch), 0, __ATOMIC_RELAXED);
+		memcpy(vq->inflight + 14, &used, 2);
+	}
+	free(vq->resubmit);
+	vq->resubmit = NULL;
+	vq->nresubmit = 0;
+	/*
+	 * The area is shared with the front end, which may change it meanwhile:
+	 * copy heads and counters out once, then sort our copy.
+	 */
+	list = malloc(num * sizeof(*list));
+	if (!list)
+		return;
+	for (unsigned i = 0; i < num; i++) {
+		if (__atomic_load_n(inflight_desc(vq, i), __ATOMIC_RELAXED) != 1)
+			continue;
+		list[n].head = (uint16_t)i;
+		memcpy(&list[n].counter, inflight_desc(vq, i) + 8, 8);
+		if (list[n].counter > max_counter)
+			max_counter = list[n].counter;
+		n++;
+	}
+	if (n) {
+		qsort(list, n, sizeof(*list), inflight_cmp);
+		vq->resubmit = malloc(n * sizeof(*vq->resubmit));
+	}
+	if (!vq->resubmit)
+		n = 0;
+	for (unsigned i = 0; i < n; i++)
+		vq->resubmit[i] = list[i].head;
+	free(list);
+	vq->nresubmit = n;
+	vq->inflight_counter = max_counter;
+	/* The heads in flight were taken after the used ones. */
+	vq->ring.s.last_avail = (uint16_t)(used + n);
+	if (n)
+		vu_log(vq->c->b, "queue %u: resubmitting %u requests of the previous back end",
+		       vq->index, n);
+}
+
 /* ---- rings ---- */
 
 static struct vu_req *vq_get_slot(struct vu_vq *vq)
@@ -278,7 +397,14 @@ static void req_main(void *opaque)
 	} else {
 		used = vblk_exec(&b->dev, &br);
 	}
+	if (vq->tracking)
+		memcpy(vq->inflight + 12, &r->elem.head, 2); /* last_batch_head */
 	vq_ring_push(&vq->ring, &r->elem, used);
+	if (vq->tracking) {
+		__atomic_store_n(inflight_desc(vq, r->elem.head), 0, __ATOMIC_RELEASE);
+		__atomic_thread_fence(__ATOMIC_RELEASE);
+		memcpy(vq->inflight + 14, &vq->ring.s.used_idx, 2);
+	}
 	if (vq_ring_should_notify(&vq->ring))
 		signal_fd(vq->call_fd);
 	vq_put_slot(vq, r);
@@ -317,6 +443,8 @@ static void vq_process(struct vu_vq *vq)
 			return;
 		}
 		r->chain_err = ret < 0 ? why : NULL;
+		if (vq->tracking)
+			inflight_start(vq, r->elem.head);
 		vq->in_flight++;
 		if (!vs_co_spawn(b->reactor, req_main, r)) {
 			/* No coroutine: give the chain back unprocessed. */
@@ -335,6 +463,29 @@ static void vq_kick_main(void *opaque)
 	struct vu_vq *vq = opaque;
 
 	vq->kick_co = vs_co_self();
+	/* First what the previous back end left in flight, oldest first. */
+	for (unsigned k = 0; k < vq->nresubmit && !vq->stopping && !vq->broken; k++) {
+		struct vu_req *r;
+		const char *why = NULL;
+		int ret;
+
+		while (!(r = vq_get_slot(vq)) && !vq->stopping)
+			vs_co_queue_wait(&vq->slot_wait);
+		if (!r)
+			break;
+		ret = vq_split_read_chain(&vq->ring.s, &vq->c->mem, vq->resubmit[k], &r->elem,
+					  &why);
+		r->chain_err = ret < 0 ? why : NULL;
+		vq->in_flight++;
+		if (!vs_co_spawn(vq->c->b->reactor, req_main, r)) {
+			vq->in_flight--;
+			vq_put_slot(vq, r);
+			break;
+		}
+	}
+	free(vq->resubmit);
+	vq->resubmit = NULL;
+	vq->nresubmit = 0;
 	while (!vq->stopping && !vq->broken) {
 		uint64_t v;
 		ssize_t n;
@@ -383,6 +534,9 @@ static void vq_maybe_start(struct vu_vq *vq)
 					       "bad ring size, alignment or base");
 		return;
 	}
+	vq->tracking = vq->inflight && !vq->ring.packed && vq->inflight_qsize >= vq->num;
+	if (vq->tracking)
+		inflight_recover(vq);
 	vq->running = true;
 	vq->stopping = false;
 	if (!vs_co_spawn(c->b->reactor, vq_kick_main, vq)) {
@@ -424,6 +578,9 @@ static void vq_reset(struct vu_vq *vq)
 	vq->addr_set = false;
 	vq->enabled = false;
 	vq->broken = false;
+	free(vq->resubmit);
+	vq->resubmit = NULL;
+	vq->nresubmit = 0;
 	memset(&vq->ring, 0, sizeof(vq->ring));
 }
 
@@ -577,6 +734,36 @@ static int vu_send_reply(struct vu_conn *c, struct vu_msg *m, uint32_t size)
 {
 	m->flags = VU_VERSION | VU_FLAG_REPLY;
 	m->size = size;
+	if (c->reply_fd >= 0) {
+		/* A reply that carries a file descriptor (GET_INFLIGHT_FD): one sendmsg. */
+		union {
+			char buf[CMSG_SPACE(sizeof(int))];
+			struct cmsghdr align;
+		} cbuf;
+		struct iovec iov = { m, VU_HDR_SIZE + size };
+		struct msghdr mh = { .msg_iov = &iov,
+				     .msg_iovlen = 1,
+				     .msg_control = cbuf.buf,
+				     .msg_controllen = sizeof(cbuf.buf) };
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+		ssize_t n;
+		int ret;
+
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &c->reply_fd, sizeof(int));
+		ret = vs_aio_poll(c->fd, POLLOUT);
+		n = ret < 0 ? ret : sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		close(c->reply_fd);
+		c->reply_fd = -1;
+		if (n < 0)
+			return ret < 0 ? ret : -errno;
+		if ((size_t)n < VU_HDR_SIZE + size)
+			return vs_aio_send_full(c->fd, (uint8_t *)m + n,
+						VU_HDR_SIZE + size - (size_t)n);
+		return 0;
+	}
 	return vs_aio_send_full(c->fd, m, VU_HDR_SIZE + size);
 }
 
@@ -631,10 +818,107 @@ static void stats_log(struct vu_conn *c)
 	       (unsigned long long)(s->bad_chains - a->bad_chains));
 }
 
+static void inflight_unmap(struct vu_conn *c)
+{
+	for (unsigned i = 0; i < c->nvqs; i++) {
+		c->vqs[i].inflight = NULL;
+		c->vqs[i].inflight_qsize = 0;
+		c->vqs[i].tracking = false;
+	}
+	if (c->inflight_map)
+		munmap(c->inflight_map, c->inflight_len);
+	c->inflight_map = NULL;
+	c->inflight_len = 0;
+}
+
+/* Point each queue at its region of a mapped inflight area. */
+static void inflight_assign(struct vu_conn *c, uint8_t *base, unsigned nq, unsigned qsize)
+{
+	for (unsigned i = 0; i < c->nvqs && i < nq; i++) {
+		c->vqs[i].inflight = base + i * inflight_queue_size(qsize);
+		c->vqs[i].inflight_qsize = (uint16_t)qsize;
+	}
+}
+
+/* GET_INFLIGHT_FD / SET_INFLIGHT_FD: u64 mmap_size, u64 mmap_offset, u16 num_queues, u16 queue_size */
+static int inflight_msg(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfds)
+{
+	uint64_t size, off;
+	uint16_t nq, qs;
+	size_t need;
+	void *map;
+	int fd;
+
+	if (m->size < 20)
+		return -EINVAL;
+	memcpy(&size, m->payload, 8);
+	memcpy(&off, m->payload + 8, 8);
+	memcpy(&nq, m->payload + 16, 2);
+	memcpy(&qs, m->payload + 18, 2);
+	if (!nq || nq > VS_VHOST_BLK_MAX_QUEUES || !qs || qs > VU_INFLIGHT_MAX_QSIZE)
+		return -EINVAL;
+	for (unsigned i = 0; i < c->nvqs; i++)
+		if (c->vqs[i].running)
+			return -EBUSY;
+	need = nq * inflight_queue_size(qs);
+	if (m->request == VU_GET_INFLIGHT_FD) {
+		fd = memfd_create("vstor-vhost-inflight", MFD_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		if (ftruncate(fd, (off_t)need) < 0) {
+			close(fd);
+			return -errno;
+		}
+		map = mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (map == MAP_FAILED) {
+			close(fd);
+			return -errno;
+		}
+		for (unsigned i = 0; i < nq; i++) {
+			uint8_t *q = (uint8_t *)map + i * inflight_queue_size(qs);
+			uint16_t version = 1;
+
+			memcpy(q + 8, &version, 2);
+			memcpy(q + 10, &qs, 2);
+		}
+		inflight_unmap(c);
+		c->inflight_map = map;
+		c->inflight_len = need;
+		inflight_assign(c, map, nq, qs);
+		size = need;
+		off = 0;
+		memcpy(m->payload, &size, 8);
+		memcpy(m->payload + 8, &off, 8);
+		c->reply_fd = fd;
+		return 24;
+	}
+	/* SET_INFLIGHT_FD: the area we (or a back end before us) handed out. */
+	if (nfds != 1 || size < need || off > SIZE_MAX - size)
+		return -EINVAL;
+	{
+		struct stat st;
+
+		if (fstat(fds[0], &st) < 0 || !S_ISREG(st.st_mode) ||
+		    (uint64_t)st.st_size < off + size)
+			return -EINVAL;
+	}
+	map = mmap(NULL, (size_t)(off + size), PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	if (c->b->opts.verbose)
+		vu_log(c->b, "inflight area: %u queues of %u descriptors", nq, qs);
+	inflight_unmap(c);
+	c->inflight_map = map;
+	c->inflight_len = (size_t)(off + size);
+	inflight_assign(c, (uint8_t *)map + off, nq, qs);
+	return -1;
+}
+
 static void conn_reset_device(struct vu_conn *c)
 {
 	for (unsigned i = 0; i < c->nvqs; i++)
 		vq_reset(&c->vqs[i]);
+	inflight_unmap(c);
 	mem_unmap(&c->mem);
 	c->features = 0;
 	c->b->dev.features = 0;
@@ -829,6 +1113,11 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 			       b->dev.wce ? "write back" : "write through");
 		return -1;
 	}
+	case VU_GET_INFLIGHT_FD:
+	case VU_SET_INFLIGHT_FD:
+		if (!(c->proto_features & (1ull << VU_PROTO_F_INFLIGHT_SHMFD)))
+			return -ENOTSUP;
+		return inflight_msg(c, m, fds, nfds);
 	default:
 		vu_log(b, "unsupported request %u", m->request);
 		return -ENOTSUP;
@@ -837,6 +1126,8 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 
 static void conn_free(struct vu_conn *c)
 {
+	if (c->reply_fd >= 0)
+		close(c->reply_fd);
 	close(c->fd);
 	free(c);
 }
@@ -912,6 +1203,7 @@ int vs_vhost_blk_serve_fd(struct vs_vhost_blk *b, int fd)
 	}
 	c->b = b;
 	c->fd = fd;
+	c->reply_fd = -1;
 	c->nvqs = b->opts.num_queues;
 	for (unsigned i = 0; i < c->nvqs; i++) {
 		struct vu_vq *vq = &c->vqs[i];

@@ -178,11 +178,8 @@ static int add_buf(const struct vq_mem *m, struct vq_elem *e, uint64_t addr, uin
 
 int vq_split_pop(struct vq_split *vq, const struct vq_mem *m, struct vq_elem *e, const char **why)
 {
-	const uint8_t *table = vq->desc;
-	unsigned max = vq->num, i, seen = 0, total = 0;
-	bool in_indirect = false;
-	struct vq_desc d;
-	int n, ret;
+	unsigned i;
+	int n;
 
 	n = vq_split_pending(vq);
 	if (n < 0) {
@@ -199,9 +196,25 @@ int vq_split_pop(struct vq_split *vq, const struct vq_mem *m, struct vq_elem *e,
 		return -EPROTO;
 	}
 	vq->last_avail++;
-	e->head = (uint16_t)i;
+	return vq_split_read_chain(vq, m, (uint16_t)i, e, why);
+}
+
+int vq_split_read_chain(const struct vq_split *vq, const struct vq_mem *m, uint16_t head,
+			struct vq_elem *e, const char **why)
+{
+	const uint8_t *table = vq->desc;
+	unsigned max = vq->num, i = head, seen = 0, total = 0;
+	bool in_indirect = false;
+	struct vq_desc d;
+	int ret;
+
+	e->head = head;
 	e->ndescs = 1;
 	e->out_num = e->in_num = 0;
+	if (head >= vq->num) {
+		*why = "head index out of range";
+		return -EPROTO;
+	}
 	for (;;) {
 		if (++seen > max || ++total > VQ_MAX_CHAIN) {
 			*why = "descriptor chain too long or looping";

@@ -147,6 +147,13 @@ struct vq_elem {
  */
 int vq_split_pop(struct vq_split *vq, const struct vq_mem *m, struct vq_elem *e, const char **why);
 
+/*
+ * Map the chain starting at descriptor @head (already taken from the ring;
+ * for resubmitting in-flight requests). Returns as vq_split_pop().
+ */
+int vq_split_read_chain(const struct vq_split *vq, const struct vq_mem *m, uint16_t head,
+			struct vq_elem *e, const char **why);
+
 /* Number of chains the driver has made available and we have not taken (or -EPROTO). */
 int vq_split_pending(const struct vq_split *vq);
 

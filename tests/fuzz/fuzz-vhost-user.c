@@ -6,7 +6,8 @@
  * socketpair to a back end exporting a 1 MiB memory image with two queues.
  * Since an input cannot carry file descriptors, the harness attaches them:
  * SET_MEM_TABLE gets as many copies of a 1 MiB memfd (the guest memory) as
- * its region count says, SET_VRING_KICK/CALL/ERR an eventfd unless the
+ * its region count says, SET_INFLIGHT_FD that memfd too (so the input can
+ * write the inflight area), SET_VRING_KICK/CALL/ERR an eventfd unless the
  * no-fd bit is set. Two harness-only requests let the input act as the
  * guest: 0xf0 writes its payload (after a 4-byte offset) into guest memory,
  * 0xf1 kicks the queue named by its first payload byte. Replies are drained.
@@ -104,6 +105,9 @@ static void writer(void *opaque)
 
 				memcpy(&n, h + 12, 4);
 				nfds = n < 8 ? n : 8;
+				fd = r->memfd;
+			} else if (req == 32) { /* SET_INFLIGHT_FD: guest memory as the area */
+				nfds = 1;
 				fd = r->memfd;
 			} else if (req >= 12 && req <= 14 && len >= 20 && !(h[13] & 1)) {
 				fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -53,9 +53,14 @@ def desc(addr, length, flags, nxt):
     return struct.pack("<QIHH", addr, length, flags, nxt)
 
 
-def setup(features=FEATURES, num=128, queues=(0,)):
+def setup(features=FEATURES, num=128, queues=(0,), inflight=None):
     b = msg(GET_FEATURES) + msg(GET_PROTOCOL_FEATURES)
-    b += msg(SET_PROTOCOL_FEATURES, struct.pack("<Q", (1 << 0) | (1 << 3) | (1 << 9)))
+    b += msg(SET_PROTOCOL_FEATURES, struct.pack("<Q", (1 << 0) | (1 << 3) | (1 << 9) | (1 << 12)))
+    if inflight is not None:  # (offset in guest memory, queues, queue size)
+        off, nq, qs = inflight
+        size = nq * ((16 + 16 * qs + 63) & ~63)
+        b += msg(31, struct.pack("<QQHHI", 0, 0, nq, qs, 0))
+        b += msg(32, struct.pack("<QQHHI", size, off, nq, qs, 0), NEED_REPLY)
     b += msg(GET_QUEUE_NUM) + msg(GET_CONFIG, struct.pack("<III", 0, 60, 0) + bytes(60))
     b += msg(SET_OWNER, flags=NEED_REPLY) + u64(SET_FEATURES, features)
     b += msg(SET_MEM_TABLE, struct.pack("<II", 1, 0) + struct.pack("<QQQQ", 0, 1 << 20, UVA, 0),
@@ -136,6 +141,18 @@ def vhost_user_corpus(out):
                                      NEED_REPLY) + msg(GET_CONFIG, struct.pack("<III", 32, 4, 0) +
                                                        bytes(4)))
     seeds["reset-owner"] = setup() + put_requests(rw) + msg(RESET_OWNER) + setup()
+    # A dead back end's leftovers: heads 0 and 3 marked in flight, used index 0.
+    area = 0x80000
+    marks = b""
+    for head, counter in ((0, 5), (3, 6)):
+        marks += guest_write(area + 16 + 16 * head, struct.pack("<B5xHQ", 1, 0, counter))
+    seeds["inflight-resubmit"] = (guest_write(area, struct.pack("<QHHHH", 0, 1, 128, 0, 0)) +
+                                  marks + put_requests(rw[:2])[:-13] +
+                                  setup(inflight=(area, 1, 128)) + kick(0))
+    seeds["inflight-torn"] = (guest_write(area, struct.pack("<QHHHH", 0, 1, 128, 3, 0)) +
+                              marks + put_requests(rw[:2])[:-13] +
+                              guest_write(USED, struct.pack("<HH", 0, 1)) +
+                              setup(inflight=(area, 1, 128)) + kick(0))
     seeds["bad-version"] = struct.pack("<III", 1, 2, 0)
     seeds["oversize"] = struct.pack("<III", 2, 1, 100000)
     seeds["bad-mem-table"] = msg(SET_MEM_TABLE, struct.pack("<II", 9, 0), NEED_REPLY) + \

@@ -6,9 +6,10 @@
 # guest switches it to write back through cache_type (SET_CONFIG), fsyncs
 # (flush), writes a pattern over the whole disk, reads it back, zeroes and
 # discards. The qcow2 image then passes qemu-img check and holds what the
-# guest wrote. The same with packed rings on a raw image. Then a guest
-# writes until QEMU is killed: the daemon must serve the next front end,
-# and the image must stay consistent.
+# guest wrote. The same with packed rings on a raw image. Then the back end
+# is killed and restarted under a guest that writes and verifies (QEMU
+# reconnects, INFLIGHT_SHMFD). Then a guest writes until QEMU is killed: the
+# daemon must serve the next front end, and the image must stay consistent.
 . "$(dirname "$0")/lib.sh"
 . "$VS_SOURCE_DIR/tests/vm/vm-lib.sh"
 
@@ -60,6 +61,39 @@ grep -qE " 0 I/O errors" "$ERR" || { cat "$ERR" >&2; fail "the guest got I/O err
 stop_pid "$VH"
 qemu-io -f raw -c 'read -P 0 2M 2M' disk.raw >qio.out
 grep -q "Pattern verification failed" qio.out && fail "zeroed/discarded ranges do not read as zero (packed)"
+
+# Kill the back end while the guest writes and verifies in rounds (QEMU
+# reconnects; INFLIGHT_SHMFD hands the new daemon what was in flight).
+qemu_img create -f raw disk3.raw 64M >/dev/null
+start_daemon "$WORKDIR/vhr.pid" 20 "$VSTOR_VHOST" -v --socket "$WORKDIR/vh.sock" -f raw \
+	--num-queues 2 --pid-file "$WORKDIR/vhr.pid" disk3.raw
+VH=$DAEMON_PID
+accel=$(vm_accel)
+# shellcheck disable=SC2046
+timeout --kill-after=5 300 qemu-system-x86_64 -accel "$accel" -cpu max -machine q35 \
+	-bios /usr/share/qemu/qboot.rom -smp 2 -m 512 -nodefaults -display none \
+	-no-reboot -serial "file:$WORKDIR/restart.console" -pidfile "$WORKDIR/qemu-r.pid" \
+	-kernel "$VM_KERNEL" -initrd "$VM_INITRD" \
+	-append "console=ttyS0 quiet panic=-1 vstor.test=vhost-blk vstor.args=restart,4" \
+	$(vhost_args | sed 's/path=[^ ]*/&,reconnect=1/') >"$WORKDIR/restart.qemu.out" 2>&1 &
+QEMU_R=$!
+VS_PIDS+=("$QEMU_R")
+wait_for 120 grep -q "round 1 ok" "$WORKDIR/restart.console"
+kill -KILL "$VH"
+# A killed io_uring user's image lock goes a moment after it.
+unlocked() { [[ -z $(inode_locks disk3.raw) ]]; }
+wait_for 20 unlocked
+start_daemon "$WORKDIR/vhr2.pid" 20 "$VSTOR_VHOST" -v --socket "$WORKDIR/vh.sock" -f raw \
+	--num-queues 2 --pid-file "$WORKDIR/vhr2.pid" disk3.raw
+VH=$DAEMON_PID
+ERR=$WORKDIR/daemon.$VS_NDAEMONS.err
+wait "$QEMU_R" || true
+grep -q "VSTOR-RESULT: PASS" "$WORKDIR/restart.console" || {
+	tail -n 20 "$WORKDIR/restart.console" "$WORKDIR/restart.qemu.out" >&2
+	fail "the guest did not survive a back-end restart"
+}
+assert_grep "inflight area" "$ERR" "the restarted daemon's log"
+stop_pid "$VH"
 
 # Kill QEMU in the middle of writes (on a fresh image, whose growth shows them).
 qemu_img create -f qcow2 disk2.qcow2 64M >/dev/null

@@ -8,6 +8,8 @@
  *                                          statuses every back end must give
  *                                          (run against qemu-storage-daemon too)
  *   vhost-client SOCKET readonly           a read-only device refuses writes
+ *   vhost-client SOCKET inflight           INFLIGHT_SHMFD: requests a dead back
+ *                                          end left are run by the next one
  *   vhost-client SOCKET hostile            malformed chains, rings and messages;
  *                                          the back end must answer and survive
  *   vhost-client SOCKET bench RW BS QD SECS [NQ]
@@ -64,6 +66,9 @@ enum {
 #define PF_MQ (1ull << 0)
 #define PF_REPLY_ACK (1ull << 3)
 #define PF_CONFIG (1ull << 9)
+#define PF_INFLIGHT (1ull << 12)
+#define GET_INFLIGHT_FD 31
+#define SET_INFLIGHT_FD 32
 #define NEED_REPLY 0x8
 
 /* virtio */
@@ -341,20 +346,26 @@ static void vq_layout(struct vq *q, unsigned idx, unsigned num)
 	q->avail_idx = q->last_used = 0;
 }
 
-static int setup_vq(struct client *c, unsigned idx, unsigned num)
+/*
+ * Give queue @idx to the back end. @fresh: new (zeroed) ring memory from
+ * index 0; otherwise the ring as it is, resumed at @base (a reconnection).
+ */
+static int setup_vq(struct client *c, unsigned idx, unsigned num, bool fresh, uint32_t base)
 {
 	struct vq *q = &c->vq[idx];
 	int ret;
 
-	vq_layout(q, idx, num);
-	memset(gp(c, q->desc), 0, 0x10000);
+	if (fresh) {
+		vq_layout(q, idx, num);
+		memset(gp(c, q->desc), 0, 0x10000);
+	}
 	q->kick = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	q->call = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (q->kick < 0 || q->call < 0)
 		die("eventfd: %s", strerror(errno));
 	ret = set_state(c, SET_VRING_NUM, idx, num);
 	if (!ret)
-		ret = set_state(c, SET_VRING_BASE, idx, 0);
+		ret = set_state(c, SET_VRING_BASE, idx, base);
 	if (!ret)
 		ret = set_vring_addr(c, q, q->desc, q->used, q->avail);
 	if (!ret)
@@ -389,13 +400,15 @@ static int client_connect(struct client *c)
 	return 0;
 }
 
-/* Negotiate like QEMU and start @nq queues. @want: extra virtio features to ask for. */
-static int client_start(struct client *c, unsigned nq, uint64_t want)
+/*
+ * Negotiate like QEMU up to the memory table, for @nq queues. @want: extra
+ * virtio features to ask for; @want_proto: extra protocol features.
+ */
+static int client_negotiate(struct client *c, unsigned nq, uint64_t want, uint64_t want_pf)
 {
 	uint64_t offered, nqueues, want_proto;
 	uint8_t cfg[12 + 60] = { 0 };
 	uint32_t ch[3] = { 0, 60, 0 };
-	int ret;
 
 	if (client_connect(c) < 0)
 		return -ECONNREFUSED;
@@ -407,7 +420,7 @@ static int client_start(struct client *c, unsigned nq, uint64_t want)
 	c->offered = offered;
 	if (get_u64(c, GET_PROTOCOL_FEATURES, &c->proto) < 0)
 		return -EPROTO;
-	want_proto = c->proto & (PF_MQ | PF_REPLY_ACK | PF_CONFIG);
+	want_proto = c->proto & (PF_MQ | PF_REPLY_ACK | PF_CONFIG | want_pf);
 	/* As QEMU: no reply asked for this one; REPLY_ACK applies from the next. */
 	c->proto = 0;
 	if (set_u64(c, SET_PROTOCOL_FEATURES, want_proto) < 0)
@@ -432,9 +445,19 @@ static int client_start(struct client *c, unsigned nq, uint64_t want)
 		return -EPROTO;
 	if (set_mem_table(c, MEM_SIZE) < 0)
 		return -EPROTO;
+	return 0;
+}
+
+/* Negotiate like QEMU and start @nq queues. @want: extra virtio features to ask for. */
+static int client_start(struct client *c, unsigned nq, uint64_t want)
+{
+	int ret = client_negotiate(c, nq, want, 0);
+
+	if (ret < 0)
+		return ret;
 	c->nq = 0;
 	for (unsigned i = 0; i < nq; i++) {
-		ret = setup_vq(c, i, QSIZE);
+		ret = setup_vq(c, i, QSIZE, true, 0);
 		c->nq = i + 1;
 		if (ret < 0)
 			return ret;
@@ -543,7 +566,7 @@ static void restart_queue(struct client *c, unsigned qi, unsigned num)
 	EXPECT(p[1] == q->avail_idx, "GET_VRING_BASE %u: %u, expected %u", qi, p[1], q->avail_idx);
 	close(q->kick);
 	close(q->call);
-	if (setup_vq(c, qi, num) < 0)
+	if (setup_vq(c, qi, num, true, 0) < 0)
 		failf("queue %u: restart refused", qi);
 }
 
@@ -954,6 +977,171 @@ static void hostile(struct client *c)
 	}
 }
 
+/* ---- inflight tracking (INFLIGHT_SHMFD) ---- */
+
+/* GET_INFLIGHT_FD: the reply carries the area's fd. */
+static int get_inflight(struct client *c, uint16_t qsize, uint64_t *size, int *fd)
+{
+	uint8_t p[24] = { 0 };
+	uint32_t hdr[3];
+	union {
+		char b[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr a;
+	} cbuf;
+	struct iovec iov = { hdr, 12 };
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = cbuf.b,
+			     .msg_controllen = sizeof(cbuf.b) };
+	struct cmsghdr *cm;
+	struct pollfd pf = { c->sock, POLLIN, 0 };
+	uint16_t nq = 1;
+
+	memcpy(p + 16, &nq, 2);
+	memcpy(p + 18, &qsize, 2);
+	*fd = -1;
+	if (send_msg(c, GET_INFLIGHT_FD, 0, p, 24, NULL, 0) < 0 || poll(&pf, 1, TIMEOUT_MS) <= 0 ||
+	    recvmsg(c->sock, &mh, MSG_CMSG_CLOEXEC) != 12)
+		return -EPROTO;
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+			memcpy(fd, CMSG_DATA(cm), sizeof(int));
+	if (hdr[0] != GET_INFLIGHT_FD || hdr[2] < 20 || hdr[2] > sizeof(p) ||
+	    recv_full(c->sock, p, hdr[2]) < 0 || *fd < 0)
+		return -EPROTO;
+	memcpy(size, p, 8);
+	return 0;
+}
+
+static int set_inflight(struct client *c, uint16_t qsize, uint64_t size, int fd)
+{
+	uint8_t p[24] = { 0 };
+	uint16_t nq = 1;
+
+	memcpy(p, &size, 8);
+	memcpy(p + 16, &nq, 2);
+	memcpy(p + 18, &qsize, 2);
+	return set_msg(c, SET_INFLIGHT_FD, p, 24, &fd, 1);
+}
+
+/* Descriptor state @i of the split layout: inflight byte, counter. */
+static uint8_t *ifl_desc(uint8_t *area, unsigned i)
+{
+	return area + 16 + 16 * (size_t)i;
+}
+
+/*
+ * A back end dies with requests taken but not answered; the next one must
+ * answer them. We play both the front end that keeps the inflight area and,
+ * to make the state exact, the dead back end: after a clean first session
+ * we put three requests in the ring and mark them in flight in the area, as
+ * a back end killed while running them leaves it, then reconnect with the
+ * ring's base at the used index (what QEMU sends when GET_VRING_BASE could
+ * not reach the dead back end). The new session must run the three (a write
+ * of 0x5b at 32 KiB, a read of the first write, a flush) and go on after them.
+ */
+static void inflight(struct client *c)
+{
+	struct vq *q = &c->vq[0];
+	uint64_t size = 0, d = data_gpa(0, 0), d2 = data_gpa(0, 1), counter;
+	uint8_t *area;
+	uint16_t qs = QSIZE, v16;
+	unsigned got = 0;
+	bool seen[3] = { false };
+	int fd, st;
+
+	if (client_negotiate(c, 1, F_EVENT_IDX | F_INDIRECT, PF_INFLIGHT) < 0)
+		die("cannot start the device");
+	if (!(c->proto & PF_INFLIGHT)) {
+		printf("inflight: INFLIGHT_SHMFD not offered\n");
+		return;
+	}
+	if (get_inflight(c, qs, &size, &fd) < 0 || size < 16 + 16ull * qs) {
+		failf("GET_INFLIGHT_FD failed");
+		return;
+	}
+	area = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (area == MAP_FAILED)
+		die("mmap: %s", strerror(errno));
+	memcpy(&v16, area + 10, 2);
+	EXPECT(v16 == qs, "inflight area: desc_num %u, expected %u", v16, qs);
+	EXPECT(set_inflight(c, qs, size, fd) == 0, "SET_INFLIGHT_FD refused");
+	if (setup_vq(c, 0, QSIZE, true, 0) < 0)
+		die("cannot start the queue");
+	c->nq = 1;
+	/* A clean request: afterwards nothing is marked and the used index is 1. */
+	memset(gp(c, d), 0xa1, 4096);
+	st = blk_req(c, 0, T_OUT, 0, d, 4096, false, NULL);
+	EXPECT(st == S_OK, "write: status %d", st);
+	EXPECT(area[16] == 0, "head 0 still marked in flight after its completion");
+	memcpy(&v16, area + 14, 2);
+	EXPECT(v16 == 1, "inflight area: used_idx %u, expected 1", v16);
+	/* The front end loses the back end (no GET_VRING_BASE). */
+	client_close(c);
+
+	/* What a back end killed mid-request leaves: three chains taken, unanswered. */
+	memset(gp(c, d), 0x5b, 4096);
+	put_hdr(c, hdr_gpa(0, 3), T_OUT, 64);
+	put_desc(c, q->desc, 3, hdr_gpa(0, 3), 16, D_NEXT, 4);
+	put_desc(c, q->desc, 4, d, 4096, D_NEXT, 5);
+	put_desc(c, q->desc, 5, hdr_gpa(0, 3) + 16, 1, D_WRITE, 0);
+	memset(gp(c, d2), 0, 4096);
+	put_hdr(c, hdr_gpa(0, 6), T_IN, 0);
+	put_desc(c, q->desc, 6, hdr_gpa(0, 6), 16, D_NEXT, 7);
+	put_desc(c, q->desc, 7, d2, 4096, D_NEXT | D_WRITE, 8);
+	put_desc(c, q->desc, 8, hdr_gpa(0, 6) + 16, 1, D_WRITE, 0);
+	put_hdr(c, hdr_gpa(0, 9), T_FLUSH, 0);
+	put_desc(c, q->desc, 9, hdr_gpa(0, 9), 16, D_NEXT, 10);
+	put_desc(c, q->desc, 10, hdr_gpa(0, 9) + 16, 1, D_WRITE, 0);
+	make_avail(c, q, 3);
+	make_avail(c, q, 6);
+	make_avail(c, q, 9);
+	for (unsigned i = 0; i < 3; i++) {
+		counter = 100 + i;
+		memcpy(ifl_desc(area, 3 + 3 * i) + 8, &counter, 8);
+		*ifl_desc(area, 3 + 3 * i) = 1;
+	}
+	/* The next back end: same memory, same inflight area, base = used index. */
+	if (client_negotiate(c, 1, F_EVENT_IDX | F_INDIRECT, PF_INFLIGHT) < 0 ||
+	    set_inflight(c, qs, size, fd) < 0 || setup_vq(c, 0, QSIZE, false, 1) < 0) {
+		failf("reconnection refused");
+		return;
+	}
+	c->nq = 1;
+	while (got < 3) {
+		uint32_t id, len;
+
+		if (wait_used(c, q, &id, &len) < 0) {
+			failf("resubmission: %u of 3 requests answered", got);
+			break;
+		}
+		if (id != 3 && id != 6 && id != 9) {
+			failf("resubmission: unexpected id %u", id);
+			break;
+		}
+		seen[id / 3 - 1] = true;
+		EXPECT(*gp(c, hdr_gpa(0, id) + 16) == S_OK, "resubmitted request %u: status %d", id,
+		       *gp(c, hdr_gpa(0, id) + 16));
+		got++;
+	}
+	EXPECT(seen[0] && seen[1] && seen[2], "not every request in flight was answered");
+	for (unsigned i = 0; i < 4096; i++)
+		if (*gp(c, d2 + i) != 0xa1) {
+			failf("resubmitted read: byte %u is 0x%x, expected 0xa1", i,
+			      *gp(c, d2 + i));
+			break;
+		}
+	/* New requests go on after them. */
+	memset(gp(c, d2), 0, 4096);
+	st = blk_req(c, 0, T_IN, 64, d2, 4096, false, NULL);
+	EXPECT(st == S_OK && *gp(c, d2) == 0x5b && *gp(c, d2 + 4095) == 0x5b,
+	       "read after the resubmission: status %d, data 0x%x", st, *gp(c, d2));
+	client_close(c);
+	munmap(area, size);
+	close(fd);
+	printf("inflight: resubmission ok\n");
+}
+
 /* ---- bench ---- */
 
 static double now(void)
@@ -1092,6 +1280,8 @@ int main(int argc, char **argv)
 			conformance(&c);
 			client_close(&c);
 		}
+	} else if (!strcmp(mode, "inflight")) {
+		inflight(&c);
 	} else if (!strcmp(mode, "readonly")) {
 		int ret = client_start(&c, 1, 0);
 
