@@ -26,7 +26,7 @@ vhost_args()
 		-device vhost-user-blk-pci,chardev=c0,num-queues=2
 }
 
-qemu_img create -f qcow2 disk.qcow2 64M >/dev/null
+qemu_img create -f qcow2 disk.qcow2 32M >/dev/null
 start_daemon "$WORKDIR/vh.pid" 20 "$VSTOR_VHOST" -v --socket "$WORKDIR/vh.sock" -f qcow2 \
 	--num-queues 2 --discard=unmap --cache=writethrough --pid-file "$WORKDIR/vh.pid" disk.qcow2
 VH=$DAEMON_PID
@@ -47,7 +47,7 @@ qemu-io -f qcow2 -c 'read -P 0 2M 2M' disk.qcow2 >qio.out
 grep -q "Pattern verification failed" qio.out && fail "zeroed/discarded ranges do not read as zero"
 
 # Packed rings (packed=on), cache=none, on a raw image.
-qemu_img create -f raw disk.raw 64M >/dev/null
+qemu_img create -f raw disk.raw 32M >/dev/null
 start_daemon "$WORKDIR/vhp.pid" 20 "$VSTOR_VHOST" -v --socket "$WORKDIR/vh.sock" -f raw \
 	--num-queues 2 --discard=unmap --cache=none --pid-file "$WORKDIR/vhp.pid" disk.raw
 VH=$DAEMON_PID
@@ -64,7 +64,7 @@ grep -q "Pattern verification failed" qio.out && fail "zeroed/discarded ranges d
 
 # Kill the back end while the guest writes and verifies in rounds (QEMU
 # reconnects; INFLIGHT_SHMFD hands the new daemon what was in flight).
-qemu_img create -f raw disk3.raw 64M >/dev/null
+qemu_img create -f raw disk3.raw 16M >/dev/null
 start_daemon "$WORKDIR/vhr.pid" 20 "$VSTOR_VHOST" -v --socket "$WORKDIR/vh.sock" -f raw \
 	--num-queues 2 --pid-file "$WORKDIR/vhr.pid" disk3.raw
 VH=$DAEMON_PID
