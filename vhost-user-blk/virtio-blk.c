@@ -92,7 +92,13 @@ int vblk_parse(struct vq_elem *e, struct vblk_req *r)
 	if (!in_num)
 		return -EINVAL;
 	r->status = (uint8_t *)in[in_num - 1].iov_base + in[in_num - 1].iov_len - 1;
-	in[in_num - 1].iov_len--;
+	/*
+	 * The status usually has a descriptor of its own: drop it whole, since an
+	 * empty iovec at an odd address would make the payload look unaligned
+	 * and send O_DIRECT requests through a bounce buffer.
+	 */
+	if (--in[in_num - 1].iov_len == 0)
+		in_num--;
 	if (iov_to_buf(out, out_num, hdr, sizeof(hdr)) < sizeof(hdr)) {
 		r->bad_header = true;
 		return 0;

@@ -291,6 +291,16 @@ static void test_virtq_blk_parse(void **state)
 	assert_int_equal(r.sector, 77);
 	assert_int_equal(r.data_len, 512);
 	assert_ptr_equal(r.status, mem0 + 0x1000 + 512);
+	/* A status byte of its own leaves no empty iovec behind (it would look unaligned). */
+	iov[0] = (struct iovec){ mem0, 16 };
+	iov[1] = (struct iovec){ mem0 + 0x2000, 4096 };
+	iov[2] = (struct iovec){ mem0 + 0x1001, 1 };
+	e.out_num = 1;
+	e.in_num = 2;
+	assert_int_equal(vblk_parse(&e, &r), 0);
+	assert_int_equal(r.data_num, 1);
+	assert_int_equal(r.data_len, 4096);
+	assert_ptr_equal(r.status, mem0 + 0x1001);
 	/* A short header still has a status to report it in. */
 	iov[0] = (struct iovec){ mem0, 8 };
 	iov[1] = (struct iovec){ mem0 + 0x1000, 1 };
