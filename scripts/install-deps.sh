@@ -12,6 +12,8 @@ PACKAGES=(
 	liburing-dev libzstd-dev zlib1g-dev libdeflate-dev
 	# tests
 	libcmocka-dev valgrind python3 coreutils
+	# tools the test scripts run: ip (network namespaces), pgrep/ps, git
+	iproute2 procps git
 	clang clang-format libclang-rt-14-dev
 	# NBD server: TLS
 	libgnutls28-dev gnutls-bin
