@@ -41,7 +41,7 @@ iscsi_stop_target()
 iscsi_start_target()
 {
 	((EUID == 0)) || skip_or_fail "tgtd needs root"
-	require_tool tgtd tgtadm
+	require_tool tgtd tgtadm pgrep
 	local try
 	for try in 1 2 3 4 5; do
 		ISCSI_PORT=$(free_port)
