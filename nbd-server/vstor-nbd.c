@@ -40,6 +40,9 @@ struct export_spec {
 };
 
 struct config {
+	struct vs_co *sigco; /* signal_watch, while it runs */
+	struct vs_co_queue sig_exit;
+	bool sig_woken; /* its signalfd read has returned */
 	struct export_spec exports[MAX_EXPORTS];
 	unsigned nexports;
 	const char *socket_path;
@@ -356,6 +359,7 @@ static void signal_watch(void *opaque)
 	ssize_t n;
 
 	n = vs_aio_preadv(cfg->sigfd, &iov, 1, 0);
+	cfg->sig_woken = true; /* no longer waiting on the signalfd */
 	if (n == (ssize_t)sizeof(si) && the_server && !vs_nbd_server_is_shutting_down(the_server)) {
 		int ret = vs_nbd_server_shutdown(the_server);
 
@@ -364,6 +368,9 @@ static void signal_watch(void *opaque)
 			cfg->exit_code = EXIT_FAILURE;
 		}
 	}
+	/* The coroutine is gone after this: server_main must not cancel it. */
+	cfg->sigco = NULL;
+	vs_co_queue_wake_all(&cfg->sig_exit);
 }
 
 /* Coroutine context: one export per volume of --pool, named after the volume. */
@@ -431,7 +438,6 @@ static void server_main(void *opaque)
 					 .tls = cfg->tls,
 					 .tls_mode = cfg->tls_mode };
 	struct vs_error err = { 0 };
-	struct vs_co *sigco;
 	unsigned i;
 	int ret;
 
@@ -498,7 +504,7 @@ static void server_main(void *opaque)
 		close(cfg->ready_fd);
 		cfg->ready_fd = -1;
 	}
-	sigco = vs_co_spawn(vs_reactor_current(), signal_watch, cfg);
+	cfg->sigco = vs_co_spawn(vs_reactor_current(), signal_watch, cfg);
 	vs_nbd_server_wait(the_server);
 	if (!vs_nbd_server_is_shutting_down(the_server)) {
 		/* The last client left a non-persistent server: stop the rest. */
@@ -508,8 +514,15 @@ static void server_main(void *opaque)
 			cfg->exit_code = EXIT_FAILURE;
 		}
 	}
-	if (sigco)
-		vs_aio_cancel(sigco);
+	/*
+	 * Stop the signal watcher if it still waits on the signalfd (after a
+	 * signal it may still be finishing the shutdown it started: that is
+	 * not cancelled), and wait for it to end.
+	 */
+	if (cfg->sigco && !cfg->sig_woken)
+		vs_aio_cancel(cfg->sigco);
+	while (cfg->sigco)
+		vs_co_queue_wait(&cfg->sig_exit);
 	for (i = 0; i < cfg->nexports; i++)
 		vs_node_close(cfg->exports[i].node);
 	vs_nbd_server_free(the_server);
