@@ -127,17 +127,49 @@ wait_for()
 	done
 }
 
-# stop_pid PID: SIGTERM, then SIGKILL if it is still there after 10 s.
+# stop_pid PID: SIGTERM, then SIGKILL if it is still there after 10 s. A
+# vstor server started by start_daemon must not have crashed: a death by
+# SIGSEGV, SIGABRT, SIGBUS or SIGFPE, or a sanitizer report on its stderr,
+# fails the test (at exit too, where the other cleanups still run).
 stop_pid()
 {
 	local pid=$1 i
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 500; i++)); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.02
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 500; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.02
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	vs_check_daemon "$pid"
+}
+
+# Our servers, as "PID LAUNCHER STDERR-FILE", checked when they are stopped.
+VS_WATCH=()
+VS_CRASHED=0
+
+vs_check_daemon()
+{
+	local pid=$1 w wpid launcher errf st=0 i
+	for i in "${!VS_WATCH[@]}"; do
+		read -r wpid launcher errf <<<"${VS_WATCH[i]}"
+		[[ $wpid == "$pid" ]] || continue
+		unset 'VS_WATCH[i]'
+		wait "$launcher" 2>/dev/null || st=$?
+		if [[ $st == 134 || $st == 135 || $st == 136 || $st == 139 ]] ||
+			grep -qE 'ERROR: AddressSanitizer|runtime error:' "$errf" 2>/dev/null; then
+			tail -n 30 "$errf" >&2 2>/dev/null || true
+			if [[ ${VS_IN_CLEANUP:-0} == 1 ]]; then
+				printf 'FAIL: %s: server %s crashed (exit status %s)\n' "$VS_TEST_NAME" "$pid" "$st" >&2
+				VS_CRASHED=1
+			else
+				fail "server $pid crashed (exit status $st)"
+			fi
+		fi
+		return 0
 	done
-	kill -KILL "$pid" 2>/dev/null || true
+	return 0
 }
 
 # start_daemon PIDFILE READY_TIMEOUT CMD...: start a server in the background
@@ -164,6 +196,11 @@ start_daemon()
 	done
 	DAEMON_PID=$(<"$pidfile")
 	VS_PIDS+=("$DAEMON_PID")
+	case "$1" in
+	"${VSTOR_NBD:-/nonexistent}" | "${VSTOR_VHOST:-/nonexistent}" | */vstor-nbd | */vstor-vhost | */vstor)
+		VS_WATCH+=("$DAEMON_PID $launcher $WORKDIR/daemon.$VS_NDAEMONS.err")
+		;;
+	esac
 }
 
 # register_pid PID: stop PID on exit (a server that daemonized itself).
@@ -202,12 +239,16 @@ vs_cleanup()
 {
 	local rc=$? i
 	set +e
+	VS_IN_CLEANUP=1
 	for ((i = ${#VS_CLEANUPS[@]} - 1; i >= 0; i--)); do
 		eval "${VS_CLEANUPS[i]}"
 	done
 	for ((i = ${#VS_PIDS[@]} - 1; i >= 0; i--)); do
 		stop_pid "${VS_PIDS[i]}"
 	done
+	if ((VS_CRASHED)) && [[ $rc == 0 || $rc == 77 ]]; then
+		rc=1
+	fi
 	if [[ -n ${WORKDIR:-} ]]; then
 		if [[ ${VSTOR_KEEP_TMP:-0} == 1 || ($rc != 0 && $rc != 77 && ${VSTOR_KEEP_TMP_ON_FAIL:-0} == 1) ]]; then
 			printf '%s: kept %s\n' "$VS_TEST_NAME" "$WORKDIR" >&2
