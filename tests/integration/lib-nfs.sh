@@ -17,9 +17,18 @@ nfs_enter_netns()
 {
 	[[ ${VS_NFS_NETNS:-} == 1 ]] && return 0
 	((EUID == 0)) || skip_or_fail "needs root for a private network namespace"
-	require_tool unshare ip rpcbind ganesha.nfsd rpcinfo nfs-ls nfs-cat
+	require_tool unshare mountpoint ip rpcbind ganesha.nfsd rpcinfo nfs-ls nfs-cat
 	[[ -d /usr/lib/x86_64-linux-gnu/ganesha || -d /usr/lib/ganesha ]] ||
 		skip_or_fail "nfs-ganesha-vfs (the VFS FSAL) is not installed"
+	# unshare makes / private in the new mount namespace, which fails where /
+	# is not a mount point (a plain chroot): say so rather than "Invalid
+	# argument".
+	if ! unshare --mount true 2>/dev/null; then
+		mountpoint -q / ||
+			skip_or_fail "/ is not a mount point (a chroot?), so no private mount namespace:" \
+				"bind-mount the root onto itself before chroot (mount --bind ROOT ROOT)"
+		skip_or_fail "cannot make a private mount namespace (unshare --mount failed)"
+	fi
 	local rc=0 self=$0
 	# lib.sh has cd'ed into $WORKDIR: resolve a relative script path.
 	[[ $self == /* ]] || self=$OLDPWD/$self
