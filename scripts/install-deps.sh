@@ -14,6 +14,8 @@ PACKAGES=(
 	libcmocka-dev valgrind python3 coreutils
 	# tools the test scripts run: ip (network namespaces), pgrep/ps, git
 	iproute2 procps git
+	# /etc/services and /etc/protocols: rpcbind and rpcinfo resolve "sunrpc" through them
+	netbase
 	clang clang-format libclang-rt-14-dev
 	# NBD server: TLS
 	libgnutls28-dev gnutls-bin
