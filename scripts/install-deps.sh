@@ -30,9 +30,17 @@ PACKAGES=(
 	# pool backends: NFS (libnfs client, nfs-ganesha peer in a private netns),
 	# iSCSI (libiscsi client, tgtd peer), LVM (liblvm2cmd, lvm2 tools)
 	libnfs-dev libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind
+	# qemu-img/qemu-io open nfs:// backing files (test-nfs) through this module
+	qemu-block-extra
 	libiscsi-dev libiscsi-bin tgt
 	lvm2 liblvm2-dev
 )
+
+# ganesha's VFS FSAL reads the mount table from /etc/mtab, which every
+# installed Debian system has but a debootstrap root lacks.
+if [[ ! -e /etc/mtab ]] && ((EUID == 0)); then
+	ln -s ../proc/self/mounts /etc/mtab
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
