@@ -55,6 +55,24 @@ static int parse_uri_size(const char *filename, const char *prefix, uint64_t *si
 	return 0;
 }
 
+/*
+ * How far a memory: node may grow: MEMORY_MAX_SIZE, or less with
+ * VSTOR_MEMORY_MAX_MB (the fuzz targets set it below libFuzzer's RSS limit:
+ * a fuzzed qcow2 image may put metadata at any offset of its file).
+ */
+static uint64_t memory_max(void)
+{
+	static uint64_t max;
+
+	if (!max) {
+		const char *e = getenv("VSTOR_MEMORY_MAX_MB");
+		uint64_t mb = e ? strtoull(e, NULL, 10) : 0;
+
+		max = mb && mb < (MEMORY_MAX_SIZE >> 20) ? mb << 20 : MEMORY_MAX_SIZE;
+	}
+	return max;
+}
+
 static int memory_reserve(struct memory_state *s, uint64_t end)
 {
 	uint64_t cap = s->cap ? s->cap : 4096;
@@ -62,7 +80,7 @@ static int memory_reserve(struct memory_state *s, uint64_t end)
 
 	if (end <= s->cap)
 		return 0;
-	if (end > MEMORY_MAX_SIZE)
+	if (end > memory_max())
 		return -ENOSPC;
 	while (cap < end)
 		cap *= 2;

@@ -140,6 +140,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct run r = { .data = data, .size = size };
 
+	/*
+	 * A fuzzed image may place metadata gigabytes into its file; the
+	 * memory: node holding the file stops at 512 MiB (ENOSPC) instead of
+	 * going past libFuzzer's RSS limit.
+	 */
+	setenv("VSTOR_MEMORY_MAX_MB", "512", 0);
 	vs_set_warn_handler(quiet, NULL);
 	if (vs_run_in_coroutine(run_image, &r) < 0)
 		abort();
