@@ -331,24 +331,13 @@ static struct io_uring_sqe *get_sqe(struct vs_reactor *r)
 	}
 }
 
-/*
- * Prepared SQEs go to the kernel when the reactor runs out of coroutines to
- * run, in one io_uring_enter, or as soon as this many are waiting: with 32
- * reads in flight a loop turn prepares about 26, and handing the first ones
- * over while the rest are prepared gets the device going earlier (4 KiB
- * O_DIRECT reads at QD32: 185K -> 213K IOPS, fio 222K; a submit per SQE
- * was slower, 146K at 2).
- */
-#define VS_SUBMIT_BATCH 8
-
 static int wait_sqe(struct vs_reactor *r, struct io_uring_sqe *sqe)
 {
 	struct aio_wait w = { .co = vs_co_current, .res = 0 };
 
+	(void)r;
 	io_uring_sqe_set_data(sqe, &w);
 	w.co->pending = &w;
-	if (r->prepared >= VS_SUBMIT_BATCH)
-		(void)submit(r, 0); /* an error shows again at the loop's submit */
 	vs_co_yield();
 	w.co->pending = NULL;
 	return w.res;
