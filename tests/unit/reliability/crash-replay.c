@@ -610,7 +610,20 @@ static void check_point_co(void *arg)
 	oo.filename = fname;
 	oo.format = "qcow2";
 	oo.cache = VS_CACHE_UNSAFE; /* what opening writes is checked, not made durable */
-	if (vs_image_open(&n, &oo, &err) < 0)
+	/*
+	 * The previous point's image was closed a moment ago: an io_uring
+	 * request of it may still hold a reference to its file, and with it
+	 * the OFD lock, for a moment after its completion. Retry a lock
+	 * conflict for up to a second; anything else is a failure.
+	 */
+	for (int tries = 0;; tries++) {
+		ret = vs_image_open(&n, &oo, &err);
+		if (ret != -EAGAIN || tries >= 100)
+			break;
+		vs_co_sleep_ns(10000000);
+		memset(&err, 0, sizeof(err));
+	}
+	if (ret < 0)
 		die("%s point %lu (log entry %zu): the image does not open: %s", pt->what, pt->n,
 		    pt->last, err.msg);
 	{
