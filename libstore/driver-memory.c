@@ -6,6 +6,7 @@
  * SIZE takes the usual suffixes (k, M, G).
  */
 #include "driver.h"
+#include "iov.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -118,28 +119,6 @@ static void memory_close(struct vs_node *node)
 	s->data = NULL;
 }
 
-static void iov_to_buf(uint8_t *dst, const struct iovec *iov, int niov, uint64_t len)
-{
-	for (int i = 0; i < niov && len; i++) {
-		size_t n = iov[i].iov_len < len ? iov[i].iov_len : (size_t)len;
-
-		memcpy(dst, iov[i].iov_base, n);
-		dst += n;
-		len -= n;
-	}
-}
-
-static void buf_to_iov(const struct iovec *iov, int niov, const uint8_t *src, uint64_t len)
-{
-	for (int i = 0; i < niov && len; i++) {
-		size_t n = iov[i].iov_len < len ? iov[i].iov_len : (size_t)len;
-
-		memcpy(iov[i].iov_base, src, n);
-		src += n;
-		len -= n;
-	}
-}
-
 static int memory_submit(struct vs_node *node, struct vs_req *req)
 {
 	struct memory_state *s = node->opaque;
@@ -147,7 +126,7 @@ static int memory_submit(struct vs_node *node, struct vs_req *req)
 
 	switch (req->op) {
 	case VS_OP_READ:
-		buf_to_iov(req->iov, req->niov, s->data + req->offset, req->len);
+		vs_iov_from_buf(req->iov, req->niov, 0, s->data + req->offset, req->len);
 		return 0;
 	case VS_OP_WRITE:
 	case VS_OP_WRITE_ZEROES:
@@ -156,7 +135,7 @@ static int memory_submit(struct vs_node *node, struct vs_req *req)
 		if (ret < 0)
 			return ret;
 		if (req->op == VS_OP_WRITE)
-			iov_to_buf(s->data + req->offset, req->iov, req->niov, req->len);
+			vs_iov_to_buf(s->data + req->offset, req->iov, req->niov, 0, req->len);
 		else
 			memset(s->data + req->offset, 0, req->len);
 		if (req->offset + req->len > node->size)
