@@ -1468,10 +1468,100 @@ out:
 	return ret;
 }
 
+/* Whether @a and @b name one volume: the same string, or one local file. */
+static bool same_vol_path(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	if (!strcmp(a, b))
+		return true;
+	return a[0] == '/' && b[0] == '/' && stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
+	       sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int vs_pool_find_vol_by_path(struct vs_pool_state *st, const char *path, char *pool_out,
+			     char *vol_out, struct vs_error *err)
+{
+	const char *base = strrchr(path, '/');
+	struct vs_vol_info info;
+	char **names = NULL;
+	size_t n = 0;
+	int ret;
+
+	base = base ? base + 1 : path;
+	if (vs_pool_check_name(base, "Volume", NULL) < 0)
+		goto not_found;
+	ret = vs_pool_state_list(st, &names, &n, err);
+	if (ret < 0)
+		return ret;
+	for (size_t i = 0; i < n; i++) {
+		struct vs_pool *p;
+		bool found;
+
+		if (vs_pool_load(st, names[i], &p, NULL) < 0)
+			continue;
+		found = p->active && vs_pool_vol_info(p, base, &info, NULL) == 0 &&
+			same_vol_path(info.path, path);
+		if (found) {
+			strcpy(pool_out, p->def.name);
+			strcpy(vol_out, info.name);
+		}
+		vs_pool_free(p);
+		if (found) {
+			vs_pool_names_free(names, n);
+			return 0;
+		}
+	}
+	vs_pool_names_free(names, n);
+not_found:
+	return vs_error_set(err, -ENOENT, "'%s' is not a volume of an active storage pool", path);
+}
+
+/*
+ * The backing file of a pool volume must be a volume of an active pool
+ * (libvirt's rule): a name relative to the volume, a path that a pool's
+ * volume has, or vol:POOL/VOLUME. Anything else (a host path such as
+ * /etc/shadow, an nbd:// URI) is refused, for that volume alone.
+ */
+static int resolver_backing(const char *overlay, const char *backing, char *out, size_t outsz,
+			    struct vs_error *err)
+{
+	char pname[VS_POOL_NAME_MAX + 1], vol[VS_POOL_NAME_MAX + 1];
+	char path[VS_POOL_PATH_MAX];
+	struct vs_vol_info info;
+	struct vs_pool *p;
+	int ret;
+
+	if (!strncmp(backing, "vol:", 4)) {
+		ret = parse_vol_name(backing, pname, vol, err);
+		if (ret == 0 && snprintf(out, outsz, "%s", backing) >= (int)outsz)
+			ret = vs_error_set(err, -ENAMETOOLONG, "'%s': name too long", backing);
+		return ret;
+	}
+	ret = resolver_load(overlay, &p, vol, err);
+	if (ret < 0)
+		return ret;
+	ret = vs_pool_vol_info(p, vol, &info, err);
+	vs_pool_free(p);
+	if (ret < 0)
+		return ret;
+	if (vs_path_combine(path, sizeof(path), info.path, backing) < 0)
+		return vs_error_set(err, -ENAMETOOLONG, "'%s': name too long", backing);
+	ret = vs_pool_find_vol_by_path(resolver_state, path, pname, vol, NULL);
+	if (ret < 0)
+		return vs_error_set(err, -EPERM,
+				    "'%s' is not a volume of an active storage pool (the backing "
+				    "chain of volume '%s' may only name pool volumes)",
+				    backing, overlay);
+	snprintf(out, outsz, "vol:%s/%s", pname, vol);
+	return 0;
+}
+
 static const struct vs_image_resolver vol_resolver = {
 	.prefix = "vol:",
 	.open = resolver_open,
 	.create = resolver_create,
+	.resolve_backing = resolver_backing,
 };
 
 int vs_pool_register_resolver(const char *state_dir)

@@ -374,6 +374,14 @@ void vs_vol_lease_remove(struct vs_pool_state *st, const char *pool, const char 
  */
 int vs_pool_register_resolver(const char *state_dir);
 
+/*
+ * The volume of an active pool of @st whose path is @path (the same string,
+ * or the same local file): its pool's name in @pool_out and its name in
+ * @vol_out (each VS_POOL_NAME_MAX + 1 bytes). -ENOENT when no pool holds it.
+ */
+int vs_pool_find_vol_by_path(struct vs_pool_state *st, const char *path, char *pool_out,
+			     char *vol_out, struct vs_error *err);
+
 /* ---- Helpers for backends ------------------------------------------------- */
 
 /*

@@ -15,7 +15,8 @@
 
 #include "json.h"
 
-#define INFO_MAX_CHAIN 64
+/* The image and every level of the deepest chain the engine opens. */
+#define INFO_MAX_CHAIN (VS_MAX_BACKING_DEPTH + 1)
 
 struct info_args {
 	const char *filename;
@@ -208,29 +209,6 @@ static void info_human(const char *filename, const struct vs_image_info *info)
 		human_specific(info);
 }
 
-/* Open @filename without its backing file and fill @info. */
-static int info_collect(struct info_args *a, const char *filename, const char *fmt,
-			struct vs_image_info *info)
-{
-	struct img_open_args oa = {
-		.filename = filename,
-		.fmt = fmt,
-		.force_share = a->force_share,
-		.no_backing = true,
-	};
-	struct vs_node *node;
-	int ret;
-
-	ret = img_open(&node, &oa);
-	if (ret < 0)
-		return ret;
-	ret = vs_node_get_info(node, info);
-	vs_node_close(node);
-	if (ret < 0)
-		img_error(ret, "Could not get information of '%s': %s", filename, strerror(-ret));
-	return ret;
-}
-
 struct info_chain {
 	struct vs_image_info info[INFO_MAX_CHAIN];
 	char *names[INFO_MAX_CHAIN];
@@ -246,46 +224,45 @@ static void info_chain_free(struct info_chain *c)
 	free(c);
 }
 
-static bool info_chain_has(const struct info_chain *c, const char *name)
-{
-	for (unsigned i = 0; i < c->n; i++)
-		if (!strcmp(c->names[i], name))
-			return true;
-	return false;
-}
-
-/* Collect the image and, with --backing-chain, its backing files. */
+/*
+ * Open the image once (with --backing-chain, its chain too, as the engine
+ * resolves it: a pool volume's backing files only through the pools) and
+ * fill one entry per image.
+ */
 static int info_collect_chain(struct info_args *a, struct info_chain *c)
 {
-	const char *name = a->filename, *fmt = a->fmt;
+	struct img_open_args oa = {
+		.filename = a->filename,
+		.fmt = a->fmt,
+		.force_share = a->force_share,
+		.no_backing = !a->chain,
+	};
+	struct vs_node *top, *node;
+	int ret;
 
-	while (name) {
-		struct vs_image_info *info;
+	ret = img_open(&top, &oa);
+	if (ret < 0)
+		return ret;
+	for (node = top; node && c->n < INFO_MAX_CHAIN; node = vs_node_backing(node)) {
+		const char *name = c->n ? vs_node_filename(node) : a->filename;
 
-		if (info_chain_has(c, name)) {
-			img_error(-ELOOP, "Backing file '%s' creates an infinite loop.", name);
-			return -ELOOP;
-		}
-		if (c->n == INFO_MAX_CHAIN) {
-			img_error(-ELOOP, "Backing chain of '%s' is too long", a->filename);
-			return -ELOOP;
-		}
-		info = &c->info[c->n];
 		c->names[c->n] = strdup(name);
-		if (!c->names[c->n])
-			return -ENOMEM;
-		if (info_collect(a, name, fmt, info) < 0) {
+		if (!c->names[c->n]) {
+			ret = -ENOMEM;
+			img_error(ret, "Out of memory");
+			break;
+		}
+		ret = vs_node_get_info(node, &c->info[c->n]);
+		if (ret < 0) {
 			free(c->names[c->n]);
-			return -EIO;
+			img_error(ret, "Could not get information of '%s': %s", name,
+				  strerror(-ret));
+			break;
 		}
 		c->n++;
-		if (!a->chain || !info->backing_filename[0])
-			break;
-		name = info->full_backing_filename[0] ? info->full_backing_filename :
-							info->backing_filename;
-		fmt = info->backing_format[0] ? info->backing_format : NULL;
 	}
-	return 0;
+	vs_node_close(top);
+	return ret;
 }
 
 static void info_print(const struct info_args *a, const struct info_chain *c)

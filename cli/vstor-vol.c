@@ -61,24 +61,34 @@ static void json_vol(struct json_writer *w, const char *key, const struct vs_vol
 
 /* --- vol-create-as, vol-create, vol-create-from, vol-clone ------------------ */
 
-/* Resolve --backing-vol: a volume of @p by name, or a path of an existing file. */
+/*
+ * Resolve --backing-vol: a volume of @p by name, or the path of a volume of
+ * any active pool (virsh looks a volume up by path too); never a free host
+ * path, which the volume could not open anyway (backing files of pool
+ * volumes resolve through the pools).
+ */
 static int resolve_backing(struct vstor_ctx *c, struct vs_pool *p, const char *vol, const char *fmt,
 			   struct vs_vol_create_args *a, struct vs_vol_info *bi)
 {
-	struct vs_error e = { 0 };
+	char pname[VS_POOL_NAME_MAX + 1], vname[VS_POOL_NAME_MAX + 1];
+	struct vs_pool *bp = NULL;
+	int ret;
 
-	if (!strchr(vol, '/') && vs_pool_vol_info(p, vol, bi, &e) == 0) {
-		a->backing_path = bi->path;
-		a->backing_format = fmt ? fmt : bi->format;
-		return 0;
-	}
-	if (vol[0] == '/' && access(vol, F_OK) == 0) {
-		a->backing_path = vol;
-		a->backing_format = fmt;
-		return 0;
+	if (!strchr(vol, '/') && vs_pool_vol_info(p, vol, bi, NULL) == 0)
+		goto found;
+	if (vs_pool_find_vol_by_path(c->st, vol, pname, vname, NULL) == 0 &&
+	    vs_pool_load(c->st, pname, &bp, NULL) == 0) {
+		ret = vs_pool_vol_info(bp, vname, bi, NULL);
+		vs_pool_free(bp);
+		if (ret == 0)
+			goto found;
 	}
 	return vstor_error(c, -ENOENT,
 			   "Storage volume not found: no storage vol with matching name '%s'", vol);
+found:
+	a->backing_path = bi->path;
+	a->backing_format = fmt ? fmt : bi->format;
+	return 0;
 }
 
 static int create_vol(struct vstor_ctx *c, struct vs_pool *p, const struct vs_vol_create_args *a)

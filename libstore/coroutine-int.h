@@ -66,6 +66,8 @@ void vs_reactor_put_free_co(struct vs_reactor *r, struct vs_co *co);
 void vs_reactor_co_started(struct vs_reactor *r);
 
 /* coroutine.c */
+/* Bytes left below the running coroutine's stack pointer (SIZE_MAX outside one). */
+size_t vs_co_stack_left(void);
 struct vs_co *vs_co_new_stack(size_t stack_size);
 void vs_co_free_stack(struct vs_co *co);
 extern __thread struct vs_co *vs_co_current;

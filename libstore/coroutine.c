@@ -81,6 +81,19 @@ struct vs_co *vs_co_spawn(struct vs_reactor *r, vs_co_fn *fn, void *arg)
 	return co;
 }
 
+size_t vs_co_stack_left(void)
+{
+	struct vs_co *co = vs_co_current;
+	uintptr_t sp = (uintptr_t)__builtin_frame_address(0), lo;
+
+	if (!co)
+		return SIZE_MAX;
+	lo = (uintptr_t)co->stack;
+	if (sp < lo || sp > lo + co->stack_size)
+		return SIZE_MAX; /* not on its own stack: nothing to guard */
+	return sp - lo;
+}
+
 struct vs_co *vs_co_self(void)
 {
 	return vs_co_current;

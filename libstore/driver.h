@@ -75,8 +75,11 @@ struct vs_driver {
 
 	/*
 	 * Open. Protocol drivers open @opts->filename; format drivers find their
-	 * child in node->file (already open) and open the backing chain by
-	 * calling vs_node_open_backing(). Fill node->size, limits, caps.
+	 * child in node->file (already open) and name their backing file in
+	 * node->backing_name and node->backing_fmt (borrowed from their state,
+	 * valid while the node is open); the image layer opens the chain.
+	 * node->probed says the format was guessed, not given. Fill node->size,
+	 * limits, caps.
 	 * With @opts->snapshot (the node is then read-only), open that internal
 	 * snapshot or fail with a clear message if the format has none.
 	 */
@@ -138,10 +141,13 @@ struct vs_node {
 	unsigned caps;
 	bool read_only;
 	bool force_share;
-	uint64_t cluster_size;	 /* format nodes with clusters; 0 otherwise */
-	unsigned chain_depth;	 /* 0 for the top of an image, +1 per backing level */
-	struct vs_node *overlay; /* the node whose backing this is (while opening), or NULL */
-	bool writethrough;	 /* top node of a cache mode without WCE: every write is FUA */
+	uint64_t cluster_size;	  /* format nodes with clusters; 0 otherwise */
+	unsigned chain_depth;	  /* 0 for the top of an image, +1 per backing level */
+	struct vs_node *overlay;  /* the node whose backing this is (while opening), or NULL */
+	const char *backing_name; /* what the format names as backing file (driver's), or NULL */
+	const char *backing_fmt;  /* its recorded format, or NULL */
+	bool probed;		  /* the format was probed, not given */
+	bool writethrough;	  /* top node of a cache mode without WCE: every write is FUA */
 	enum vs_cache_mode cache;
 	struct vs_cache_knobs knobs;
 	/* Serialises read-modify-write of unaligned requests (generic layer). */
@@ -156,16 +162,6 @@ struct vs_node {
 const struct vs_driver *vs_driver_find(const char *name);
 /* Best format for the first bytes of a file ("raw" when none matches). */
 const struct vs_driver *vs_driver_probe(const uint8_t *buf, size_t len, const char *filename);
-
-/*
- * Coroutine context, for format drivers: open the backing file named
- * @backing_name (relative names resolve against the directory of
- * node->filename) with format @backing_fmt (NULL: probe, which is refused
- * for raw when the node is writable... see formats docs) read-only, and
- * store it in node->backing. Returns 0 or -errno with @err filled.
- */
-int vs_node_open_backing(struct vs_node *node, const char *backing_name, const char *backing_fmt,
-			 const struct vs_open_opts *parent_opts, struct vs_error *err);
 
 /* Resolve @name against the directory of @base into @out (size @outsz). */
 int vs_path_combine(char *out, size_t outsz, const char *base, const char *name);
@@ -192,6 +188,15 @@ struct vs_image_resolver {
 		    struct vs_error *err);
 	int (*create)(const char *name, const char *format, uint64_t size, const struct vs_kv *opts,
 		      size_t nopts, unsigned flags, struct vs_error *err);
+	/*
+	 * Optional: confine backing files. Map @backing, the backing file name
+	 * recorded in the image @overlay (a name of this resolver), to the name
+	 * to open (size @outsz), or fail with @err filled when it names
+	 * something the resolver does not hold. With it, a backing file whose
+	 * format is not recorded may only be probed as raw.
+	 */
+	int (*resolve_backing)(const char *overlay, const char *backing, char *out, size_t outsz,
+			       struct vs_error *err);
 };
 
 /*

@@ -19,7 +19,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define VS_MAX_BACKING_DEPTH 256
 #define PROBE_LEN 4096
 
 static const struct vs_driver *const drivers[] = {
@@ -227,71 +226,36 @@ int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs
 	return 0;
 }
 
+/* Iterative down the backing chain: a deep chain needs no deep stack. */
 void vs_node_close(struct vs_node *n)
 {
-	if (!n)
-		return;
-	if (n->drv->close)
-		n->drv->close(n);
-	vs_node_close(n->backing);
-	vs_node_close(n->file);
-	if (n->close_hook)
-		n->close_hook(n->close_hook_opaque);
-	node_free(n);
+	while (n) {
+		struct vs_node *backing = n->backing;
+
+		if (n->drv->close)
+			n->drv->close(n);
+		vs_node_close(n->file);
+		if (n->close_hook)
+			n->close_hook(n->close_hook_opaque);
+		node_free(n);
+		n = backing;
+	}
 }
 
-static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opts, unsigned depth,
-			    struct vs_node *overlay, struct vs_error *err);
-
-/* Whether @path is the file of @node or of one of the images above it. */
-static bool backing_loops(const struct vs_node *node, const char *path)
-{
-	struct stat st, an;
-
-	if (stat(path, &st) < 0)
-		return false; /* not a local file (or missing): the open reports it */
-	for (const struct vs_node *n = node; n; n = n->overlay)
-		if (stat(n->filename, &an) == 0 && an.st_dev == st.st_dev && an.st_ino == st.st_ino)
-			return true;
-	return false;
-}
-
-int vs_node_open_backing(struct vs_node *node, const char *backing_name, const char *backing_fmt,
-			 const struct vs_open_opts *parent_opts, struct vs_error *err)
-{
-	char path[PATH_MAX];
-	struct vs_open_opts o = *parent_opts;
-	struct vs_error inner = { 0 };
-	int ret;
-
-	if (vs_path_combine(path, sizeof(path), node->filename, backing_name) < 0)
-		return vs_error_set(err, -ENAMETOOLONG, "Backing file name too long: '%s'",
-				    backing_name);
-	if (backing_loops(node, path))
-		return vs_error_set(err, -ELOOP, "Backing file '%s' creates an infinite loop.",
-				    backing_name);
-	o.filename = path;
-	o.format = backing_fmt && backing_fmt[0] ? backing_fmt : NULL;
-	o.read_only = true;
-	o.exclusive = false; /* only the image itself is taken whole */
-	o.no_backing = false;
-	o.no_repair = true;
-	ret = image_open_depth(&node->backing, &o, node->chain_depth + 1, node, &inner);
-	if (ret < 0)
-		return vs_error_set(err, ret, "Could not open backing file: %s", inner.msg);
-	return 0;
-}
-
-static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opts, unsigned depth,
-			    struct vs_node *overlay, struct vs_error *err)
+/*
+ * Open one image: its protocol node and, unless -f names a protocol driver,
+ * the format node on top. The backing file the format names is left to
+ * image_open_chain(), so that a chain opens in a loop, not by recursion: a
+ * 256-deep chain then needs no more coroutine stack than one image does.
+ */
+static int image_open_one(struct vs_node **out, const struct vs_open_opts *opts, unsigned depth,
+			  struct vs_node *overlay, struct vs_error *err)
 {
 	const struct vs_driver *drv = NULL;
 	struct vs_node *file = NULL, *n;
+	bool probed = false;
 	int ret;
 
-	if (depth > VS_MAX_BACKING_DEPTH)
-		return vs_error_set(err, -ELOOP, "Backing chain deeper than %d (a loop?) at '%s'",
-				    VS_MAX_BACKING_DEPTH, opts->filename);
 	if (opts->format) {
 		drv = vs_driver_find(opts->format);
 		if (!drv)
@@ -327,6 +291,7 @@ static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opt
 			return vs_error_setf_errno(err, ret, "Could not read '%s'", opts->filename);
 		}
 		drv = vs_driver_probe(buf, len, opts->filename);
+		probed = true;
 		free(buf);
 	}
 	n = node_new(drv, opts->filename, opts);
@@ -337,17 +302,123 @@ static int image_open_depth(struct vs_node **out, const struct vs_open_opts *opt
 	n->file = file;
 	n->chain_depth = depth;
 	n->overlay = overlay;
+	n->probed = probed;
 	ret = drv->open(n, opts, err);
 	if (ret < 0) {
-		/* The driver closed its own state; children are ours. */
-		vs_node_close(n->backing);
+		/* The driver closed its own state; the child is ours. */
 		vs_node_close(file);
 		node_free(n);
 		return ret;
 	}
 	n->writethrough = depth == 0 && !n->knobs.wce;
-	n->overlay = NULL; /* only needed while the chain opens */
 	*out = n;
+	return 0;
+}
+
+/* Whether @path names the image of @node or of one of the images above it. */
+static bool backing_loops(const struct vs_node *node, const char *path)
+{
+	struct stat st, an;
+	bool local = stat(path, &st) == 0;
+
+	for (const struct vs_node *n = node; n; n = n->overlay) {
+		if (!strcmp(n->filename, path))
+			return true;
+		if (local && stat(n->filename, &an) == 0 && an.st_dev == st.st_dev &&
+		    an.st_ino == st.st_ino)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Open the backing file that @node names, read-only, into node->backing.
+ * Where @node came through a resolver that confines backing files (pool
+ * volumes), the resolver maps the name, and a format that is not recorded
+ * may only be probed as raw (libvirt's rule: a probed qcow2 could name any
+ * file as its own backing file).
+ */
+static int image_open_backing(struct vs_node *node, const struct vs_open_opts *top_opts,
+			      struct vs_error *err)
+{
+	const struct vs_image_resolver *res = resolver_for(node->filename);
+	const char *fmt = node->backing_fmt && node->backing_fmt[0] ? node->backing_fmt : NULL;
+	bool confined = res && res->resolve_backing;
+	struct vs_open_opts o = *top_opts;
+	struct vs_error inner = { 0 };
+	char *path = malloc(PATH_MAX);
+	int ret;
+
+	if (!path)
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	if (confined) {
+		ret = res->resolve_backing(node->filename, node->backing_name, path, PATH_MAX,
+					   &inner);
+		if (ret < 0) {
+			vs_error_set(err, ret, "Could not open backing file: %s", inner.msg);
+			goto out;
+		}
+	} else if (vs_path_combine(path, PATH_MAX, node->filename, node->backing_name) < 0) {
+		ret = vs_error_set(err, -ENAMETOOLONG, "Backing file name too long: '%s'",
+				   node->backing_name);
+		goto out;
+	}
+	if (backing_loops(node, path)) {
+		ret = vs_error_set(err, -ELOOP, "Backing file '%s' creates an infinite loop.",
+				   node->backing_name);
+		goto out;
+	}
+	if (node->chain_depth + 1 > VS_MAX_BACKING_DEPTH) {
+		ret = vs_error_set(err, -ELOOP, "Backing chain deeper than %d at '%s'",
+				   VS_MAX_BACKING_DEPTH, path);
+		goto out;
+	}
+	o.filename = path;
+	o.format = fmt;
+	o.read_only = true;
+	o.exclusive = false; /* only the image itself is taken whole */
+	o.no_backing = false;
+	o.no_repair = true;
+	ret = image_open_one(&node->backing, &o, node->chain_depth + 1, node, &inner);
+	if (ret < 0) {
+		vs_error_set(err, ret, "Could not open backing file: %s", inner.msg);
+		goto out;
+	}
+	if (confined && !fmt && node->backing->drv != &vs_driver_raw) {
+		ret = vs_error_set(err, -EPERM,
+				   "format of backing image '%s' of image '%s' was not specified "
+				   "in the image metadata; a probed %s is not trusted as a "
+				   "backing file (set it with: vstor-img rebase -u -b NAME -F FMT)",
+				   node->backing_name, node->filename, node->backing->drv->name);
+		vs_node_close(node->backing);
+		node->backing = NULL;
+	}
+out:
+	free(path);
+	return ret;
+}
+
+/* Open the image of @opts and then its backing chain, one level at a time. */
+static int image_open_chain(struct vs_node **out, const struct vs_open_opts *opts,
+			    struct vs_error *err)
+{
+	struct vs_node *top, *n;
+	int ret = image_open_one(&top, opts, 0, NULL, err);
+
+	if (ret < 0)
+		return ret;
+	for (n = top; !opts->no_backing && n->backing_name; n = n->backing) {
+		ret = image_open_backing(n, opts, err);
+		if (ret < 0)
+			break;
+	}
+	for (n = top; n; n = n->backing)
+		n->overlay = NULL; /* only needed while the chain opens */
+	if (ret < 0) {
+		vs_node_close(top);
+		return ret;
+	}
+	*out = top;
 	return 0;
 }
 
@@ -362,9 +433,9 @@ int vs_image_open(struct vs_node **out, const struct vs_open_opts *opts, struct 
 		struct vs_open_opts ro = *opts;
 
 		ro.read_only = true;
-		return image_open_depth(out, &ro, 0, NULL, err);
+		return image_open_chain(out, &ro, err);
 	}
-	return image_open_depth(out, opts, 0, NULL, err);
+	return image_open_chain(out, opts, err);
 }
 
 int vs_image_create_ex(const char *filename, const char *format, uint64_t size,

@@ -7,6 +7,7 @@
  * what a driver lacks (FUA as write + flush, write-zeroes as writes).
  */
 #include "driver.h"
+#include "coroutine-int.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -111,6 +112,54 @@ static uint64_t iov_size(const struct iovec *iov, int niov)
 	return s;
 }
 
+/*
+ * With less coroutine stack left than this, a request is handed to the
+ * driver on a fresh coroutine: requests recurse down a backing chain
+ * (a qcow2 read of an unallocated cluster reads the backing node), and the
+ * image, not the code, decides how deep that goes.
+ */
+#define SUBMIT_STACK_RESERVE (64 * 1024)
+
+struct deep_submit {
+	struct vs_node *n;
+	struct vs_req *req;
+	struct vs_co *waiter;
+	int ret;
+	bool done;
+};
+
+static void deep_submit_run(void *arg)
+{
+	struct deep_submit *d = arg;
+
+	d->ret = d->n->drv->submit(d->n, d->req);
+	d->done = true;
+	vs_co_wake(d->waiter);
+}
+
+/* Every request reaches a driver here. */
+static int driver_submit(struct vs_node *n, struct vs_req *req)
+{
+	int ret;
+
+	n->in_flight++;
+	if (vs_co_stack_left() < SUBMIT_STACK_RESERVE) {
+		struct deep_submit d = { .n = n, .req = req, .waiter = vs_co_self() };
+
+		if (vs_co_spawn(vs_reactor_current(), deep_submit_run, &d)) {
+			while (!d.done)
+				vs_co_yield();
+			ret = d.ret;
+		} else {
+			ret = -ENOMEM;
+		}
+	} else {
+		ret = n->drv->submit(n, req);
+	}
+	n->in_flight--;
+	return ret;
+}
+
 static int submit_one(struct vs_node *n, enum vs_op op, uint64_t offset, uint64_t len,
 		      struct iovec *iov, int niov, unsigned flags)
 {
@@ -122,12 +171,8 @@ static int submit_one(struct vs_node *n, enum vs_op op, uint64_t offset, uint64_
 		.iov = iov,
 		.niov = niov,
 	};
-	int ret;
 
-	n->in_flight++;
-	ret = n->drv->submit(n, &req);
-	n->in_flight--;
-	return ret;
+	return driver_submit(n, &req);
 }
 
 /* Aligned request: split to max_transfer and hand to the driver. */
@@ -439,9 +484,7 @@ int vs_node_block_status(struct vs_node *n, uint64_t offset, uint64_t len, uint6
 			req.bs_file = n;
 		}
 	} else {
-		n->in_flight++;
-		ret = n->drv->submit(n, &req);
-		n->in_flight--;
+		ret = driver_submit(n, &req);
 		if (ret < 0)
 			return ret;
 		if (req.bs_pnum == 0 || req.bs_pnum > len)

@@ -36,7 +36,8 @@ struct export_spec {
 	char *description;
 	bool read_only;
 	struct vs_node *node;
-	char *overlay; /* -s: temporary overlay file, unlinked once open */
+	char *overlay;	/* -s: temporary overlay file, unlinked once open */
+	bool from_pool; /* --pool: a volume that cannot be opened is left out */
 };
 
 struct config {
@@ -408,7 +409,13 @@ static int add_pool_exports(struct config *cfg, struct vs_error *err)
 		memset(e, 0, sizeof(*e));
 		e->name = strdup(vols.v[i].name);
 		e->file = file;
-		e->format = strdup(vols.v[i].format);
+		/*
+		 * The format the refresh saw was probed: let the engine probe it
+		 * again, so that a probed raw volume keeps the protection of its
+		 * first sector (a client cannot turn it into a qcow2).
+		 */
+		e->format = NULL;
+		e->from_pool = true;
 		e->read_only = cfg->read_only;
 		/* A backing volume of another volume must not change under it: read-only. */
 		for (size_t j = 0; j < vols.n && !e->read_only; j++) {
@@ -418,7 +425,7 @@ static int add_pool_exports(struct config *cfg, struct vs_error *err)
 			    (!strcmp(b, vols.v[i].path) || (slash && !strcmp(b, slash + 1))))
 				e->read_only = true;
 		}
-		if (!e->name || !e->format)
+		if (!e->name)
 			ret = vs_error_set(err, -ENOMEM, "Out of memory");
 	}
 	if (ret == 0 && !vols.n)
@@ -438,7 +445,7 @@ static void server_main(void *opaque)
 					 .tls = cfg->tls,
 					 .tls_mode = cfg->tls_mode };
 	struct vs_error err = { 0 };
-	unsigned i;
+	unsigned i, nskipped = 0;
 	int ret;
 
 	if (cfg->pool) {
@@ -449,11 +456,25 @@ static void server_main(void *opaque)
 		}
 	}
 	for (i = 0; i < cfg->nexports; i++) {
-		ret = open_export(cfg, &cfg->exports[i], &err);
+		struct export_spec *e = &cfg->exports[i];
+
+		ret = open_export(cfg, e, &err);
+		if (ret < 0 && e->from_pool) {
+			/* One bad volume does not take the pool's other volumes down. */
+			fprintf(stderr, "%s: volume '%s' of pool '%s' is not exported: %s\n", prog,
+				e->name, cfg->pool, err.msg);
+			vs_error_clear(&err);
+			nskipped++;
+			continue;
+		}
 		if (ret < 0) {
 			fprintf(stderr, "%s: %s\n", prog, err.msg);
 			goto fail;
 		}
+	}
+	if (nskipped && nskipped == cfg->nexports) {
+		fprintf(stderr, "%s: no volume of pool '%s' could be exported\n", prog, cfg->pool);
+		goto fail;
 	}
 	ret = vs_nbd_server_new(&the_server, &so);
 	if (ret < 0) {
@@ -472,6 +493,8 @@ static void server_main(void *opaque)
 			.detect_zeroes = cfg->detect_zeroes,
 		};
 
+		if (!e->node)
+			continue; /* a pool volume left out above */
 		ret = vs_nbd_server_add_export(the_server, &eo, &err);
 		if (ret < 0) {
 			fprintf(stderr, "%s: %s\n", prog, err.msg);

@@ -657,11 +657,9 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	node->caps = VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_BLOCK_STATUS | VS_CAP_BACKING |
 		     VS_CAP_FLUSH;
 
-	if (s->backing_file[0] && !opts->no_backing) {
-		ret = vs_node_open_backing(node, s->backing_file,
-					   s->backing_fmt[0] ? s->backing_fmt : NULL, opts, err);
-		if (ret < 0)
-			goto fail;
+	if (s->backing_file[0]) {
+		node->backing_name = s->backing_file;
+		node->backing_fmt = s->backing_fmt[0] ? s->backing_fmt : NULL;
 	}
 	return 0;
 fail:
@@ -856,9 +854,13 @@ static int qcow2_get_info(struct vs_node *node, struct vs_image_info *info)
 	info->dirty = !!(h->incompatible_features & QCOW2_INCOMPAT_DIRTY);
 	info->encrypted = h->crypt_method != 0;
 	snprintf(info->backing_filename, sizeof(info->backing_filename), "%s", s->backing_file);
-	if (s->backing_file[0] &&
-	    vs_path_combine(info->full_backing_filename, sizeof(info->full_backing_filename),
-			    node->filename, s->backing_file) < 0)
+	/* The name the backing file opened under (a pool resolves it), else the plain one. */
+	if (node->backing)
+		snprintf(info->full_backing_filename, sizeof(info->full_backing_filename), "%s",
+			 node->backing->filename);
+	else if (s->backing_file[0] &&
+		 vs_path_combine(info->full_backing_filename, sizeof(info->full_backing_filename),
+				 node->filename, s->backing_file) < 0)
 		info->full_backing_filename[0] = 0;
 	snprintf(info->backing_format, sizeof(info->backing_format), "%s", s->backing_fmt);
 	if (s->nb_snaps) {

@@ -95,6 +95,9 @@ struct vs_open_opts {
  */
 int vs_image_open(struct vs_node **out, const struct vs_open_opts *opts, struct vs_error *err);
 
+/* The deepest backing chain vs_image_open() opens (levels below the image). */
+#define VS_MAX_BACKING_DEPTH 256
+
 /*
  * Coroutine context. Flush written-back state and close @node, its children
  * and its backing chain. NULL is a no-op.
