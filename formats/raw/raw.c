@@ -4,9 +4,13 @@
  * passes through; raw decides the content of every byte (no backing).
  */
 #include "driver.h"
+#include "iov.h"
 
 #include <errno.h>
 #include <string.h>
+
+/* The bytes a format probe looks at to tell a format from raw (QEMU: 512). */
+#define RAW_PROBE_LEN 512
 
 static int raw_probe(const uint8_t *buf, size_t len, const char *filename)
 {
@@ -28,7 +32,35 @@ static int raw_open(struct vs_node *node, const struct vs_open_opts *opts, struc
 	node->limits = file->limits;
 	node->caps = file->caps &
 		     (VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_BLOCK_STATUS | VS_CAP_FLUSH);
+	if (node->probed && !node->read_only) {
+		/* Writes to the first sector are checked whole (raw_check_sector0). */
+		if (node->limits.request_align < RAW_PROBE_LEN)
+			node->limits.request_align = RAW_PROBE_LEN;
+		vs_warn("Image format was not specified for '%s' and probing guessed raw.\n"
+			"         Automatically detecting the format is dangerous for raw images, "
+			"write operations on block 0 will be restricted.\n"
+			"         Specify the 'raw' format explicitly to remove the restrictions.",
+			node->filename);
+	}
 	return 0;
+}
+
+/*
+ * A raw image whose format was probed must stay raw: a write that would make
+ * its first sector probe as another format (a client writing a qcow2 header
+ * that names /etc/shadow as its backing file) is refused, as QEMU does. The
+ * node's alignment makes every such write cover the whole sector.
+ */
+static int raw_check_sector0(struct vs_node *node, const struct vs_req *req)
+{
+	uint8_t buf[RAW_PROBE_LEN];
+
+	if (!node->probed || req->offset >= RAW_PROBE_LEN)
+		return 0;
+	if (req->offset != 0 || req->len < RAW_PROBE_LEN)
+		return -EPERM; /* cannot happen: request_align is RAW_PROBE_LEN */
+	vs_iov_to_buf(buf, req->iov, req->niov, 0, sizeof(buf));
+	return vs_driver_probe(buf, sizeof(buf), NULL) == &vs_driver_raw ? 0 : -EPERM;
 }
 
 static void raw_close(struct vs_node *node)
@@ -45,6 +77,9 @@ static int raw_submit(struct vs_node *node, struct vs_req *req)
 	case VS_OP_READ:
 		return vs_node_preadv(file, req->offset, req->len, req->iov, req->niov, 0);
 	case VS_OP_WRITE:
+		ret = raw_check_sector0(node, req);
+		if (ret < 0)
+			return ret;
 		return vs_node_pwritev(file, req->offset, req->len, req->iov, req->niov,
 				       req->flags);
 	case VS_OP_FLUSH:

@@ -386,6 +386,39 @@ CO_TEST(test_memory_and_null)
 	assert_int_equal(vs_image_open(&n, &o, &err), -EINVAL);
 }
 
+/* A probed raw image cannot be turned into another format through sector 0. */
+CO_TEST(test_raw_probed_sector0_stays_raw)
+{
+	struct vs_open_opts o = { .filename = "memory:1M" };
+	static const uint8_t qcow2_magic[8] = { 'Q', 'F', 'I', 0xfb, 0, 0, 0, 3 };
+	struct vs_error err = { 0 };
+	struct vs_node *n;
+	uint8_t b[16], back[16], *sector = calloc(1, 4096);
+
+	(void)arg;
+	assert_non_null(sector);
+	assert_int_equal(vs_image_open(&n, &o, &err), 0);
+	assert_string_equal(vs_node_format(n), "raw");
+	/* A whole-sector write and an unaligned one: both refused, nothing written. */
+	memcpy(sector, qcow2_magic, sizeof(qcow2_magic));
+	assert_int_equal(vs_node_pwrite(n, 0, sector, 4096, 0), -EPERM);
+	assert_int_equal(vs_node_pwrite(n, 0, qcow2_magic, sizeof(qcow2_magic), 0), -EPERM);
+	assert_int_equal(vs_node_pread(n, 0, back, sizeof(back)), 0);
+	for (size_t i = 0; i < sizeof(back); i++)
+		assert_int_equal(back[i], 0);
+	/* Other data in sector 0 and the magic elsewhere are fine. */
+	fill(b, sizeof(b), 3);
+	assert_int_equal(vs_node_pwrite(n, 5, b, sizeof(b), 0), 0);
+	assert_int_equal(vs_node_pwrite(n, 512, qcow2_magic, sizeof(qcow2_magic), 0), 0);
+	vs_node_close(n);
+	/* -f raw: the user said what it is, and may write anything. */
+	o.format = "raw";
+	assert_int_equal(vs_image_open(&n, &o, &err), 0);
+	assert_int_equal(vs_node_pwrite(n, 0, sector, 4096, 0), 0);
+	vs_node_close(n);
+	free(sector);
+}
+
 static void test_cache_mode_table(void **state)
 {
 	enum vs_cache_mode m;
@@ -436,6 +469,7 @@ int main(void)
 		cmocka_unit_test(test_file_locks_exclude_writers),
 		cmocka_unit_test(test_file_create_preallocation),
 		cmocka_unit_test(test_memory_and_null),
+		cmocka_unit_test(test_raw_probed_sector0_stays_raw),
 		cmocka_unit_test(test_cache_mode_table),
 	};
 
