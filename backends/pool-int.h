@@ -17,4 +17,8 @@ int vs_pool_def_from_xml(struct vs_pool_def *def, const char *text, const char *
 /* Copy @src into @dst of @dstsz bytes; -ENAMETOOLONG when it does not fit. */
 int vs_pool_strcpy(char *dst, size_t dstsz, const char *src);
 
+/* The checked <permissions> of @def (mode 0 and *set_* false when not given). */
+int vs_pool_def_perms(const struct vs_pool_def *def, uint32_t *mode, uint32_t *owner,
+		      bool *set_owner, uint32_t *group, bool *set_group, struct vs_error *err);
+
 #endif

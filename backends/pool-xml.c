@@ -11,12 +11,14 @@
  *       <initiator><iqn name='IQN'/></initiator>
  *       <auth type='chap' username='U'><secret usage='X'|uuid='Y'|file='F'/></auth>
  *     </source>
- *     <target><path>/dir</path> <permissions>...</permissions></target>
+ *     <target><path>/dir</path>
+ *       <permissions><mode>0711</mode><owner>N</owner><group>N</group></permissions>
+ *     </target>
  *   </pool>
  *
  * Elements that only describe the current state (capacity, allocation,
- * available) or that vstor has no use for (permissions, adapter, features)
- * are ignored. libvirt secrets live in libvirtd; vstor has no secret store:
+ * available) or that vstor has no use for (<permissions><label>, adapter,
+ * features) are ignored. libvirt secrets live in libvirtd; vstor has no secret store:
  * the secret is read from a file, named by the `file` attribute of <secret>
  * (a vstor extension) or given later with pool-define-as --auth-secret-file.
  */
@@ -74,6 +76,19 @@ int vs_pool_def_from_xml(struct vs_pool_def *def, const char *text, const char *
 	if (e &&
 	    (ret = copy_field(def->target, sizeof(def->target), e->text, what, "<path>", err)) < 0)
 		goto out;
+	e = px_child(tgt, "permissions");
+	if (e) {
+		const struct px_elem *m = px_child(e, "mode"), *o = px_child(e, "owner"),
+				     *g = px_child(e, "group");
+
+		if ((m && (ret = copy_field(def->perm_mode, sizeof(def->perm_mode), m->text, what,
+					    "<permissions><mode>", err)) < 0) ||
+		    (o && (ret = copy_field(def->perm_owner, sizeof(def->perm_owner), o->text, what,
+					    "<permissions><owner>", err)) < 0) ||
+		    (g && (ret = copy_field(def->perm_group, sizeof(def->perm_group), g->text, what,
+					    "<permissions><group>", err)) < 0))
+			goto out;
+	}
 	src = px_child(root, "source");
 	if (src) {
 		for (size_t i = 0; i < src->nchildren; i++) {

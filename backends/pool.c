@@ -105,6 +105,58 @@ const char *vs_vol_type_name(enum vs_vol_type t)
 	return "unknown";
 }
 
+int vs_pool_parse_mode(const char *s, uint32_t *mode)
+{
+	char *end;
+	unsigned long v;
+
+	if (!s[0] || s[0] == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 8);
+	if (errno || *end || v > 07777)
+		return -EINVAL;
+	*mode = (uint32_t)v;
+	return 0;
+}
+
+int vs_pool_parse_id(const char *s, uint32_t *id, bool *given)
+{
+	char *end;
+	unsigned long long v;
+
+	*given = false;
+	if (!s[0] || !strcmp(s, "-1"))
+		return 0;
+	if (s[0] == '-' || s[0] == '+')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v >= UINT32_MAX)
+		return -EINVAL;
+	*id = (uint32_t)v;
+	*given = true;
+	return 0;
+}
+
+/* The pool's <permissions>, checked; "not given" as 0 / false. */
+int vs_pool_def_perms(const struct vs_pool_def *def, uint32_t *mode, uint32_t *owner,
+		      bool *set_owner, uint32_t *group, bool *set_group, struct vs_error *err)
+{
+	*mode = 0;
+	if (def->perm_mode[0] && vs_pool_parse_mode(def->perm_mode, mode) < 0)
+		return vs_error_set(err, -EINVAL,
+				    "pool '%s': permission mode '%s' is not an octal mode",
+				    def->name, def->perm_mode);
+	if (vs_pool_parse_id(def->perm_owner, owner, set_owner) < 0)
+		return vs_error_set(err, -EINVAL, "pool '%s': owner '%s' is not a numeric id",
+				    def->name, def->perm_owner);
+	if (vs_pool_parse_id(def->perm_group, group, set_group) < 0)
+		return vs_error_set(err, -EINVAL, "pool '%s': group '%s' is not a numeric id",
+				    def->name, def->perm_group);
+	return 0;
+}
+
 struct vs_vol_info *vs_vol_list_add(struct vs_vol_list *l)
 {
 	if (l->n == l->cap) {
@@ -247,6 +299,15 @@ char *vs_pool_def_to_json(const struct vs_pool_def *def, bool active)
 		put_member(f, "        ", &a_first, "secret_file", def->auth_secret_file);
 		fputs("\n    }", f);
 	}
+	if (def->perm_mode[0] || def->perm_owner[0] || def->perm_group[0]) {
+		bool p_first = true;
+
+		fputs(",\n    \"permissions\": {", f);
+		put_member(f, "        ", &p_first, "mode", def->perm_mode);
+		put_member(f, "        ", &p_first, "owner", def->perm_owner);
+		put_member(f, "        ", &p_first, "group", def->perm_group);
+		fputs("\n    }", f);
+	}
 	if (def->nb_extra) {
 		bool e_first = true;
 
@@ -301,11 +362,13 @@ static int def_from_json(struct vs_pool_def *def, const char *text, const char *
 {
 	static const char *const top_keys[] = { "version",   "name",   "type",	  "uuid",
 						"autostart", "active", "target",  "source",
-						"auth",	     "extra",  "boot_id", NULL };
+						"auth",	     "extra",  "boot_id", "permissions",
+						NULL };
 	static const char *const src_keys[] = { "host", "port",	  "path",      "devices",
 						"name", "format", "initiator", NULL };
 	static const char *const auth_keys[] = { "type", "username", "secret_file", NULL };
-	const struct pj_value *v, *src, *auth, *extra;
+	static const char *const perm_keys[] = { "mode", "owner", "group", NULL };
+	const struct pj_value *v, *src, *auth, *extra, *perms;
 	struct pj_value *root = NULL;
 	char msg[256];
 	int ret;
@@ -408,6 +471,19 @@ static int def_from_json(struct vs_pool_def *def, const char *text, const char *
 					 sizeof(def->auth_username), what, err)) < 0 ||
 		    (ret = json_take_str(auth, "secret_file", def->auth_secret_file,
 					 sizeof(def->auth_secret_file), what, err)) < 0)
+			goto out;
+	}
+	perms = pj_get(root, "permissions");
+	if (perms) {
+		ret = json_check_keys(perms, perm_keys, "\"permissions\"", what, err);
+		if (ret < 0)
+			goto out;
+		if ((ret = json_take_str(perms, "mode", def->perm_mode, sizeof(def->perm_mode),
+					 what, err)) < 0 ||
+		    (ret = json_take_str(perms, "owner", def->perm_owner, sizeof(def->perm_owner),
+					 what, err)) < 0 ||
+		    (ret = json_take_str(perms, "group", def->perm_group, sizeof(def->perm_group),
+					 what, err)) < 0)
 			goto out;
 	}
 	extra = pj_get(root, "extra");
@@ -797,6 +873,14 @@ int vs_pool_define(struct vs_pool_state *st, struct vs_pool_def *def, struct vs_
 				    def->auth_type);
 	if (be->check_def) {
 		ret = be->check_def(def, err);
+		if (ret < 0)
+			return ret;
+	}
+	{
+		uint32_t m, o, g;
+		bool so, sg;
+
+		ret = vs_pool_def_perms(def, &m, &o, &so, &g, &sg, err);
 		if (ret < 0)
 			return ret;
 	}

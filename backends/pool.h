@@ -64,6 +64,14 @@ struct vs_pool_def {
 	char auth_type[16];	 /* --auth-type: "" or "chap" */
 	char auth_username[256]; /* --auth-username */
 	char auth_secret_file[VS_POOL_PATH_MAX]; /* --auth-secret-file (no secret store) */
+	/*
+	 * <target><permissions> of libvirt's pool XML: the mode (octal) and the
+	 * numeric owner and group of the target directory, applied by
+	 * pool-build. "" (or "-1" for owner and group) = not given.
+	 */
+	char perm_mode[8];
+	char perm_owner[16];
+	char perm_group[16];
 	bool autostart;
 	/* Backend-specific fields, e.g. iscsi "mutual_username"/"mutual_secret_file". */
 	struct vs_pool_kv extra[VS_POOL_MAX_EXTRA];
@@ -97,6 +105,11 @@ int vs_pool_def_parse(struct vs_pool_def *def, const char *text, const char *wha
  */
 int vs_pool_check_name(const char *name, const char *what, struct vs_error *err);
 
+/* An octal permission mode of at most 07777 ("0640"): 0 or -EINVAL. */
+int vs_pool_parse_mode(const char *s, uint32_t *mode);
+/* A numeric user or group id; "" and "-1" (libvirt's "not given") set *given false. */
+int vs_pool_parse_id(const char *s, uint32_t *id, bool *given);
+
 /* ---- Volumes --------------------------------------------------------------- */
 
 /* What vol-info calls Type. */
@@ -118,6 +131,10 @@ struct vs_vol_info {
 	uint64_t allocation;		/* bytes the volume takes on its storage */
 	char backing[VS_POOL_PATH_MAX]; /* backing file as recorded, "" if none */
 	char backing_format[16];
+	/* Permissions of the volume's file, when the backend knows them (dir, netfs). */
+	bool has_perms;
+	uint32_t mode; /* permission bits (07777) */
+	uint32_t owner, group;
 };
 
 /* A growable list of volumes (refresh). */
@@ -148,7 +165,18 @@ struct vs_vol_create_args {
 	/* Backing volume (resolved by the generic layer to its path), or NULL. */
 	const char *backing_path;
 	const char *backing_format;
+	/*
+	 * <permissions> of libvirt's volume XML, for backends that store files:
+	 * the mode (0 = the default, 0600, as libvirt's) and, when set_owner /
+	 * set_group, the numeric owner and group (else the creator's).
+	 */
+	uint32_t mode;
+	bool set_owner, set_group;
+	uint32_t owner, group;
 };
+
+#define VS_VOL_DEFAULT_MODE 0600  /* libvirt's default for new volumes */
+#define VS_POOL_DEFAULT_MODE 0711 /* libvirt's default for a new pool directory */
 
 /* ---- The backend vtable -------------------------------------------------- */
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "vstor.h"
 
@@ -536,6 +537,31 @@ static void xml_elem(const char *indent, const char *name, const char *attr, con
 	}
 }
 
+/*
+ * <permissions> of the target directory, as libvirt shows them: what the
+ * directory has (active dir pools, unless @inactive: the definition only),
+ * else what the definition asks for.
+ */
+static void target_permissions(const struct vs_pool *p, bool inactive)
+{
+	const struct vs_pool_def *d = &p->def;
+	struct stat st;
+
+	if (!inactive && !strcmp(d->type, "dir") && stat(d->target, &st) == 0) {
+		printf("    <permissions>\n      <mode>%04o</mode>\n      <owner>%u</owner>\n"
+		       "      <group>%u</group>\n    </permissions>\n",
+		       (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid);
+		return;
+	}
+	if (!d->perm_mode[0] && !d->perm_owner[0] && !d->perm_group[0])
+		return;
+	printf("    <permissions>\n");
+	xml_elem("      ", "mode", NULL, d->perm_mode);
+	xml_elem("      ", "owner", NULL, d->perm_owner);
+	xml_elem("      ", "group", NULL, d->perm_group);
+	printf("    </permissions>\n");
+}
+
 /* libvirt's pool XML, as virsh pool-dumpxml writes it (pool-define reads it back). */
 static int cmd_pool_dumpxml(struct vstor_ctx *c)
 {
@@ -592,6 +618,7 @@ static int cmd_pool_dumpxml(struct vstor_ctx *c)
 	if (d->target[0]) {
 		printf("  <target>\n");
 		xml_elem("    ", "path", NULL, d->target);
+		target_permissions(p, !p->active || opt_bool(c, "inactive"));
 		printf("  </target>\n");
 	}
 	printf("</pool>\n");

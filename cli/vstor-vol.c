@@ -42,6 +42,19 @@ static int get_vol_info(struct vstor_ctx *c, struct vs_pool **p, char *name, str
 	return 0;
 }
 
+/* "mode" (octal, as a string), "owner", "group": what vol-create's JSON takes back. */
+static void json_perms(struct json_writer *w, const struct vs_vol_info *v)
+{
+	char mode[8];
+
+	if (!v->has_perms)
+		return;
+	snprintf(mode, sizeof(mode), "%04o", (unsigned)v->mode);
+	json_str(w, "mode", mode);
+	json_uint(w, "owner", v->owner);
+	json_uint(w, "group", v->group);
+}
+
 static void json_vol(struct json_writer *w, const char *key, const struct vs_vol_info *v)
 {
 	json_obj_begin(w, key);
@@ -56,6 +69,7 @@ static void json_vol(struct json_writer *w, const char *key, const struct vs_vol
 		if (v->backing_format[0])
 			json_str(w, "backing-format", v->backing_format);
 	}
+	json_perms(w, v);
 	json_obj_end(w);
 }
 
@@ -146,7 +160,38 @@ struct vol_def {
 	char format[16];
 	uint64_t capacity, allocation;
 	bool has_capacity;
+	uint32_t mode; /* 0: the default */
+	bool set_owner, set_group;
+	uint32_t owner, group;
 };
+
+/* <permissions> / "mode", "owner", "group" of a volume definition (strings). */
+static int vol_def_perms(struct vstor_ctx *c, const char *file, struct vol_def *d, const char *mode,
+			 const char *owner, const char *group)
+{
+	if (mode && vs_pool_parse_mode(mode, &d->mode) < 0)
+		return vstor_error(c, -EINVAL, "%s: permission mode '%s' is not an octal mode",
+				   file, mode);
+	if (owner && vs_pool_parse_id(owner, &d->owner, &d->set_owner) < 0)
+		return vstor_error(c, -EINVAL, "%s: owner '%s' is not a numeric id", file, owner);
+	if (group && vs_pool_parse_id(group, &d->group, &d->set_group) < 0)
+		return vstor_error(c, -EINVAL, "%s: group '%s' is not a numeric id", file, group);
+	return 0;
+}
+
+/* A JSON member as a string ("mode": "0640", "owner": 107); NULL if missing. */
+static const char *json_scalar(const struct pj_value *obj, const char *key, char *buf, size_t len)
+{
+	const struct pj_value *v = pj_get(obj, key);
+
+	if (v && v->type == PJ_STR)
+		return v->str;
+	if (v && v->type == PJ_INT) {
+		snprintf(buf, len, "%lld", (long long)v->i);
+		return buf;
+	}
+	return v ? "?" : NULL;
+}
 
 static int parse_scaled(const char *num, const char *unit, uint64_t *out)
 {
@@ -204,6 +249,17 @@ static int vol_def_parse(struct vstor_ctx *c, const char *file, struct vol_def *
 		e = px_child(px_child(root, "target"), "format");
 		if (e && px_attr(e, "type") && strlen(px_attr(e, "type")) < sizeof(d->format))
 			strcpy(d->format, px_attr(e, "type"));
+		e = px_child(px_child(root, "target"), "permissions");
+		if (e) {
+			const struct px_elem *m = px_child(e, "mode"), *o = px_child(e, "owner"),
+					     *g = px_child(e, "group");
+
+			if (vol_def_perms(c, file, d, m ? m->text : NULL, o ? o->text : NULL,
+					  g ? g->text : NULL)) {
+				px_free(root);
+				goto out;
+			}
+		}
 		px_free(root);
 	} else {
 		struct pj_value *root = NULL;
@@ -229,12 +285,31 @@ static int vol_def_parse(struct vstor_ctx *c, const char *file, struct vol_def *
 		if ((v = pj_get(root, "format")) && v->type == PJ_STR &&
 		    strlen(v->str) < sizeof(d->format))
 			strcpy(d->format, v->str);
+		{
+			char ob[24], gb[24], mb[24];
+
+			if (vol_def_perms(c, file, d, json_scalar(root, "mode", mb, sizeof(mb)),
+					  json_scalar(root, "owner", ob, sizeof(ob)),
+					  json_scalar(root, "group", gb, sizeof(gb)))) {
+				pj_free(root);
+				goto out;
+			}
+		}
 		pj_free(root);
 	}
 	ret = 0;
 out:
 	free(text);
 	return ret;
+}
+
+static void vol_def_to_args(const struct vol_def *d, struct vs_vol_create_args *a)
+{
+	a->mode = d->mode;
+	a->set_owner = d->set_owner;
+	a->owner = d->owner;
+	a->set_group = d->set_group;
+	a->group = d->group;
 }
 
 static int cmd_vol_create(struct vstor_ctx *c)
@@ -257,6 +332,7 @@ static int cmd_vol_create(struct vstor_ctx *c)
 	a.capacity = d.capacity;
 	a.allocation = d.allocation;
 	a.prealloc_metadata = opt_bool(c, "prealloc-metadata");
+	vol_def_to_args(&d, &a);
 	ret = create_vol(c, p, &a);
 	if (ret == 0)
 		vstor_msg(c, "Vol %s created from %s\n\n", d.name, opt_get(c, "file"));
@@ -362,6 +438,7 @@ static int cmd_vol_create_from(struct vstor_ctx *c)
 		a.capacity = d.has_capacity && d.capacity > in.capacity ? d.capacity : in.capacity;
 		a.allocation = d.allocation;
 		a.prealloc_metadata = opt_bool(c, "prealloc-metadata");
+		vol_def_to_args(&d, &a);
 		ret = create_copy(c, p, &a, ip, iname, false);
 	}
 	if (!ret)
@@ -385,6 +462,13 @@ static int cmd_vol_clone(struct vstor_ctx *c)
 	a.format = in.format;
 	a.capacity = in.capacity;
 	a.prealloc_metadata = opt_bool(c, "prealloc-metadata");
+	/* libvirt clones from the original's XML: same mode, owner and group. */
+	if (in.has_perms) {
+		a.mode = in.mode;
+		a.set_owner = a.set_group = true;
+		a.owner = in.owner;
+		a.group = in.group;
+	}
 	/* A clone keeps the original's backing volume, as libvirt's does. */
 	if (in.backing[0] && !strcmp(in.format, "qcow2")) {
 		a.backing_path = in.backing;
@@ -844,6 +928,7 @@ static int cmd_vol_dump(struct vstor_ctx *c)
 		if (v.backing_format[0])
 			json_str(&w, "backing-format", v.backing_format);
 	}
+	json_perms(&w, &v);
 	json_obj_end(&w);
 	putchar('\n');
 	vs_pool_free(p);
@@ -867,7 +952,12 @@ static int cmd_vol_dumpxml(struct vstor_ctx *c)
 	       "  <allocation unit='bytes'>%llu</allocation>\n  <target>\n    <path>",
 	       (unsigned long long)v.capacity, (unsigned long long)v.allocation);
 	vstor_xml_escape(stdout, v.path);
-	printf("</path>\n    <format type='%s'/>\n  </target>\n", v.format);
+	printf("</path>\n    <format type='%s'/>\n", v.format);
+	if (v.has_perms)
+		printf("    <permissions>\n      <mode>%04o</mode>\n      <owner>%u</owner>\n"
+		       "      <group>%u</group>\n    </permissions>\n",
+		       (unsigned)v.mode, (unsigned)v.owner, (unsigned)v.group);
+	printf("  </target>\n");
 	if (v.backing[0]) {
 		printf("  <backingStore>\n    <path>");
 		vstor_xml_escape(stdout, v.backing);

@@ -36,29 +36,54 @@ static int vol_path(const struct vs_pool *p, const char *name, char *out, size_t
 	return 0;
 }
 
+/*
+ * pool-build: create the directory (and its parents, 0755), then apply the
+ * pool's <permissions> as libvirt does: the mode given, or 0711 for a
+ * directory this build creates (an existing one keeps its mode unless one
+ * is given); the owner and group when given.
+ */
 static int dir_build(struct vs_pool *p, unsigned flags, struct vs_error *err)
 {
 	char tmp[VS_POOL_PATH_MAX];
+	uint32_t mode, owner, group;
+	bool set_owner, set_group, created = false;
 	struct stat st;
+	int ret;
 
+	(void)flags;
+	ret = vs_pool_def_perms(&p->def, &mode, &owner, &set_owner, &group, &set_group, err);
+	if (ret < 0)
+		return ret;
 	if (stat(p->def.target, &st) == 0) {
 		if (!S_ISDIR(st.st_mode))
 			return vs_error_set(err, -ENOTDIR, "'%s' exists and is not a directory",
 					    p->def.target);
-		return 0;
-	}
-	strcpy(tmp, p->def.target);
-	for (char *s = tmp + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+	} else {
+		strcpy(tmp, p->def.target);
+		for (char *s = tmp + 1; *s; s++) {
+			if (*s != '/')
+				continue;
+			*s = '\0';
+			if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+				return vs_error_setf_errno(err, -errno,
+							   "cannot create directory '%s'", tmp);
+			*s = '/';
+		}
+		if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
 			return vs_error_setf_errno(err, -errno, "cannot create directory '%s'",
 						   tmp);
-		*s = '/';
+		created = true;
 	}
-	if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-		return vs_error_setf_errno(err, -errno, "cannot create directory '%s'", tmp);
+	if (!p->def.perm_mode[0] && created)
+		mode = VS_POOL_DEFAULT_MODE;
+	if ((set_owner || set_group) &&
+	    chown(p->def.target, set_owner ? owner : (uid_t)-1, set_group ? group : (gid_t)-1) < 0)
+		return vs_error_setf_errno(err, -errno, "cannot set the owner of '%s' to %s:%s",
+					   p->def.target, set_owner ? p->def.perm_owner : "-1",
+					   set_group ? p->def.perm_group : "-1");
+	if ((p->def.perm_mode[0] || created) && chmod(p->def.target, mode) < 0)
+		return vs_error_setf_errno(err, -errno, "cannot set the mode of '%s' to %04o",
+					   p->def.target, (unsigned)mode);
 	return 0;
 }
 
@@ -104,6 +129,10 @@ static int dir_fill(struct vs_pool *p, const char *name, struct vs_vol_info *vol
 				    name);
 	vol->type = VS_VOL_FILE;
 	vol->allocation = (uint64_t)st.st_blocks * 512;
+	vol->has_perms = true;
+	vol->mode = st.st_mode & 07777;
+	vol->owner = st.st_uid;
+	vol->group = st.st_gid;
 	return vs_pool_probe_volume(p, vol, err);
 }
 
@@ -165,11 +194,24 @@ static int dir_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a,
 		return ret;
 	if (a->backing_path && !qcow2)
 		return vs_error_set(err, -EINVAL, "a backing volume needs the qcow2 format");
-	/* Claim the name first: a concurrent create of the same name fails here. */
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	/*
+	 * Claim the name first: a concurrent create of the same name fails
+	 * here. The mode and owner are set before any data goes in (fchmod:
+	 * the umask must not change the mode asked for).
+	 */
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return vs_error_setf_errno(err, -errno, "cannot create '%s'", path);
+	if ((a->set_owner || a->set_group) && fchown(fd, a->set_owner ? a->owner : (uid_t)-1,
+						     a->set_group ? a->group : (gid_t)-1) < 0)
+		ret = vs_error_setf_errno(err, -errno, "cannot set the owner of '%s'", path);
+	else if (fchmod(fd, a->mode ? a->mode : VS_VOL_DEFAULT_MODE) < 0)
+		ret = vs_error_setf_errno(err, -errno, "cannot set the mode of '%s'", path);
 	close(fd);
+	if (ret < 0) {
+		unlink(path);
+		return ret;
+	}
 	if (qcow2) {
 		if (a->backing_path) {
 			kv[nkv++] = (struct vs_kv){ "backing_file", a->backing_path };
