@@ -231,6 +231,17 @@ struct vs_pool_backend {
 	int (*vol_create)(struct vs_pool *p, const struct vs_vol_create_args *a,
 			  struct vs_error *err);
 	int (*vol_delete)(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err);
+	/*
+	 * Give volume @vol the name @name, atomically, failing with -EEXIST
+	 * (and changing nothing) when a volume of that name exists. The
+	 * generic layer builds new volumes under a hidden temporary name (one
+	 * that refresh does not list: it starts with '.') and renames them
+	 * into place when they are whole. Optional: without it a volume is
+	 * built under its own name, and a create that is killed midway can
+	 * leave a half-made volume behind.
+	 */
+	int (*vol_rename)(struct vs_pool *p, const struct vs_vol_info *vol, const char *name,
+			  struct vs_error *err);
 	/* Set the virtual size to @capacity (the generic layer checked --shrink). */
 	int (*vol_resize)(struct vs_pool *p, const struct vs_vol_info *vol, uint64_t capacity,
 			  unsigned flags, struct vs_error *err);
@@ -335,6 +346,7 @@ int vs_pool_refresh(struct vs_pool *p, struct vs_pool_info *info, struct vs_vol_
 
 int vs_pool_vol_info(struct vs_pool *p, const char *name, struct vs_vol_info *out,
 		     struct vs_error *err);
+/* Create a volume; it is listed only once it is whole (see vs_pool_vol_build_begin()). */
 int vs_pool_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a, struct vs_error *err);
 int vs_pool_vol_delete(struct vs_pool *p, const char *name, unsigned flags, struct vs_error *err);
 /* @capacity is the new virtual size; shrinking needs VS_VOL_RESIZE_SHRINK. */
@@ -357,6 +369,29 @@ int vs_pool_vol_open(struct vs_pool *p, const char *name, const struct vs_open_o
  */
 int vs_pool_vol_check_unused(struct vs_pool *p, const struct vs_vol_info *vol,
 			     struct vs_error *err);
+
+/* ---- Building volumes --------------------------------------------------------- */
+
+/*
+ * A volume is listed only when it is whole. To make one (create, clone,
+ * create-from), vs_pool_vol_build_begin() checks @a as vs_pool_vol_create()
+ * does and has the backend create it under a hidden temporary name,
+ * ".NAME.vstor-tmp-XXXXXX", that refresh does not list; the build is
+ * recorded in the state directory (DIR/building/POOL/TMPNAME, locked with
+ * flock for as long as the build runs). The caller fills the volume through
+ * vs_vol_build_name() (vs_pool_vol_open() takes that name), closes it, then
+ * vs_pool_vol_build_commit() renames it into place (failing with -EEXIST if
+ * the name was taken meanwhile), or vs_pool_vol_build_abort() deletes it.
+ * A build whose process died (its record is no longer locked) is deleted
+ * by the next refresh of the pool. Backends without vol_rename build under
+ * the final name. Both free @b; abort accepts NULL.
+ */
+struct vs_vol_build;
+int vs_pool_vol_build_begin(struct vs_pool *p, const struct vs_vol_create_args *a,
+			    struct vs_vol_build **out, struct vs_error *err);
+const char *vs_vol_build_name(const struct vs_vol_build *b);
+int vs_pool_vol_build_commit(struct vs_vol_build *b, struct vs_error *err);
+void vs_pool_vol_build_abort(struct vs_vol_build *b);
 
 /* Wipe algorithms of vol-wipe. */
 enum vs_wipe_alg {

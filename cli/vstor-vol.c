@@ -381,24 +381,29 @@ static int copy_image(struct vs_node *src, struct vs_node *dst, bool keep_backin
 	return ret;
 }
 
-/* Create @a in @p with the content of volume @src_name of @sp; removes it on failure. */
+/*
+ * Create @a in @p with the content of volume @src_name of @sp. The copy is
+ * made under a temporary name that no listing shows and renamed into place
+ * when it is whole: a copy that fails or is killed never shows up as a
+ * volume (a killed one is deleted by the next refresh).
+ */
 static int create_copy(struct vstor_ctx *c, struct vs_pool *p, struct vs_vol_create_args *a,
 		       struct vs_pool *sp, const char *src_name, bool keep_backing)
 {
 	struct vs_open_opts ro = { .read_only = true };
 	struct vs_open_opts rw = { 0 };
 	struct vs_node *src = NULL, *dst = NULL;
+	struct vs_vol_build *b = NULL;
 	int ret;
 
 	vs_error_clear(&c->err);
 	if (vs_pool_vol_open(sp, src_name, &ro, false, &src, &c->err) < 0)
 		return vstor_error_err(c, "Failed to open vol %s", src_name);
-	ret = create_vol(c, p, a);
-	if (ret) {
+	if (vs_pool_vol_build_begin(p, a, &b, &c->err) < 0) {
 		vs_node_close(src);
-		return ret;
+		return vstor_error_err(c, "Failed to create vol %s", a->name);
 	}
-	if (vs_pool_vol_open(p, a->name, &rw, false, &dst, &c->err) < 0) {
+	if (vs_pool_vol_open(p, vs_vol_build_name(b), &rw, false, &dst, &c->err) < 0) {
 		ret = vstor_error_err(c, "Failed to open vol %s", a->name);
 	} else {
 		ret = copy_image(src, dst, keep_backing);
@@ -408,9 +413,13 @@ static int create_copy(struct vstor_ctx *c, struct vs_pool *p, struct vs_vol_cre
 	}
 	vs_node_close(dst);
 	vs_node_close(src);
-	if (ret)
-		vs_pool_vol_delete(p, a->name, VS_VOL_FORCE, NULL);
-	return ret;
+	if (ret) {
+		vs_pool_vol_build_abort(b);
+		return ret;
+	}
+	if (vs_pool_vol_build_commit(b, &c->err) < 0)
+		return vstor_error_err(c, "Failed to create vol %s", a->name);
+	return 0;
 }
 
 static int cmd_vol_create_from(struct vstor_ctx *c)

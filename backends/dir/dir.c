@@ -247,6 +247,27 @@ static int dir_vol_delete(struct vs_pool *p, const struct vs_vol_info *vol, stru
 	return 0;
 }
 
+static int dir_vol_rename(struct vs_pool *p, const struct vs_vol_info *vol, const char *name,
+			  struct vs_error *err)
+{
+	char path[VS_POOL_PATH_MAX];
+	int ret = vol_path(p, name, path, sizeof(path), err);
+
+	if (ret < 0)
+		return ret;
+	if (renameat2(AT_FDCWD, vol->path, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return vs_error_setf_errno(err, -errno, "cannot rename '%s' to '%s'", vol->path,
+					   path);
+	/* A file system without RENAME_NOREPLACE: link() does not replace either. */
+	if (link(vol->path, path) < 0)
+		return vs_error_setf_errno(err, -errno, "cannot rename '%s' to '%s'", vol->path,
+					   path);
+	(void)unlink(vol->path);
+	return 0;
+}
+
 static int dir_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint64_t capacity,
 			  unsigned flags, struct vs_error *err)
 {
@@ -281,5 +302,6 @@ const struct vs_pool_backend vs_pool_backend_dir = {
 	.vol_info = dir_vol_info,
 	.vol_create = dir_vol_create,
 	.vol_delete = dir_vol_delete,
+	.vol_rename = dir_vol_rename,
 	.vol_resize = dir_vol_resize,
 };
