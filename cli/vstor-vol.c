@@ -621,15 +621,27 @@ static int upload_chunk(struct vs_node *n, uint64_t off, const uint8_t *buf, siz
 	return 0;
 }
 
+static int upload_too_large(struct vstor_ctx *c, const char *name, uint64_t off, uint64_t len,
+			    uint64_t end)
+{
+	return vstor_error(c, -ENOSPC,
+			   "cannot upload to volume %s: %llu bytes at offset %llu do not fit in "
+			   "its %llu bytes (vol-resize it first)",
+			   name, (unsigned long long)len, (unsigned long long)off,
+			   (unsigned long long)end);
+}
+
 static int cmd_vol_upload(struct vstor_ctx *c)
 {
 	struct vs_open_opts o = { 0 };
 	char name[VS_POOL_NAME_MAX + 1];
 	const char *file = opt_get(c, "file");
 	bool sparse = opt_bool(c, "sparse");
+	struct vs_vol_info info;
 	struct vs_node *n = NULL;
 	struct vs_pool *p;
-	uint64_t off, len, done = 0;
+	struct stat st;
+	uint64_t off, len, done = 0, end;
 	uint8_t *buf = NULL;
 	int fd, ret = 0;
 
@@ -642,9 +654,27 @@ static int cmd_vol_upload(struct vstor_ctx *c)
 		close(fd);
 		return 1;
 	}
-	if (vs_pool_vol_open(p, name, &o, true, &n, &c->err) < 0) {
+	if (vs_pool_vol_info(p, name, &info, &c->err) < 0 ||
+	    vs_pool_vol_open(p, name, &o, true, &n, &c->err) < 0) {
 		ret = vstor_error_err(c, "cannot upload to volume %s", name);
 		goto out;
+	}
+	/*
+	 * Never write past the end of the volume: that would grow a file
+	 * volume behind the pool's back (and whatever the bytes are, a qcow2
+	 * volume with a raw file's bytes past its end). The end is the larger
+	 * of the capacity and the stored bytes (a qcow2 file may be larger
+	 * than its virtual size). A regular file is measured first, so
+	 * nothing is written; a pipe is stopped at the end.
+	 */
+	end = vs_node_size(n) > info.capacity ? vs_node_size(n) : info.capacity;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		uint64_t want = (uint64_t)st.st_size < len ? (uint64_t)st.st_size : len;
+
+		if (off > end || want > end - off) {
+			ret = upload_too_large(c, name, off, want, end);
+			goto out;
+		}
 	}
 	buf = vs_buf_alloc(COPY_CHUNK);
 	if (!buf) {
@@ -664,6 +694,10 @@ static int cmd_vol_upload(struct vstor_ctx *c)
 		}
 		if (got == 0)
 			break;
+		if (off + done > end || (uint64_t)got > end - off - done) {
+			ret = upload_too_large(c, name, off, done + (uint64_t)got, end);
+			goto out;
+		}
 		r = upload_chunk(n, off + done, buf, (size_t)got, sparse);
 		if (r < 0) {
 			ret = vstor_error(c, r, "cannot upload to volume %s: %s", name,
