@@ -1065,7 +1065,36 @@ int vs_pool_start(struct vs_pool *p, struct vs_error *err)
 	return ret;
 }
 
-int vs_pool_stop(struct vs_pool *p, struct vs_error *err)
+/*
+ * -EBUSY when a volume of @p is open (refresh through the backend, which
+ * an inactive pool may still answer; a pool whose storage cannot be listed
+ * has nothing open to protect).
+ */
+static int pool_check_closed(struct vs_pool *p, const char *verb, struct vs_error *err)
+{
+	struct vs_vol_list vols = { 0 };
+	struct vs_pool_info info;
+	int ret;
+
+	if (pool_attach(p, NULL) < 0 || p->backend->refresh(p, &info, &vols, NULL) < 0) {
+		vs_vol_list_free(&vols);
+		return 0;
+	}
+	ret = 0;
+	for (size_t i = 0; i < vols.n && ret == 0; i++) {
+		struct vs_error e = { 0 };
+
+		if (vs_pool_vol_check_closed(p, &vols.v[i], &e) == -EBUSY)
+			ret = vs_error_set(err, -EBUSY,
+					   "Requested operation is not valid: cannot %s storage "
+					   "pool '%s': %s; use --force to override",
+					   verb, p->def.name, e.msg);
+	}
+	vs_vol_list_free(&vols);
+	return ret;
+}
+
+int vs_pool_stop(struct vs_pool *p, unsigned flags, struct vs_error *err)
 {
 	int ret;
 
@@ -1074,6 +1103,11 @@ int vs_pool_stop(struct vs_pool *p, struct vs_error *err)
 				    "Requested operation is not valid: storage pool '%s' is not "
 				    "active",
 				    p->def.name);
+	if (!(flags & VS_POOL_FORCE)) {
+		ret = pool_check_closed(p, "destroy", err);
+		if (ret < 0)
+			return ret;
+	}
 	if (p->backend->stop) {
 		ret = p->backend->stop(p, err);
 		if (ret < 0)
@@ -1094,8 +1128,13 @@ int vs_pool_delete(struct vs_pool *p, unsigned flags, struct vs_error *err)
 		return ret;
 	if (!p->backend->delete)
 		return vs_error_set(err, -ENOTSUP, "pool type '%s' cannot be deleted", p->def.type);
+	if (!(flags & VS_POOL_FORCE)) {
+		ret = pool_check_closed(p, "delete", err);
+		if (ret < 0)
+			return ret;
+	}
 	ret = pool_attach(p, err);
-	return ret < 0 ? ret : p->backend->delete (p, flags, err);
+	return ret < 0 ? ret : p->backend->delete (p, flags & ~VS_POOL_FORCE, err);
 }
 
 int vs_pool_undefine(struct vs_pool *p, struct vs_error *err)
@@ -1473,6 +1512,51 @@ int vs_pool_vol_check_unused(struct vs_pool *p, const struct vs_vol_info *vol, s
 	ret = lock_check_fd(fd, vol->name, err);
 	close(fd);
 	return ret;
+}
+
+/* Open the file that carries @vol's locks: the image itself, or its lease (-ENOENT: none). */
+static int vol_lock_fd(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err)
+{
+	char path[VS_POOL_PATH_MAX];
+	int fd;
+
+	if (vol->type == VS_VOL_FILE || vol->type == VS_VOL_BLOCK) {
+		fd = open(vol->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		return fd >= 0 ? fd :
+				 vs_error_setf_errno(err, -errno, "Cannot open '%s'", vol->path);
+	}
+	if (lease_path(p->state, p->def.name, vol->name, path, sizeof(path), false) < 0)
+		return vs_error_set(err, -ENAMETOOLONG, "Volume name too long");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		return -ENOENT; /* never leased */
+	return fd >= 0 ? fd : vs_error_setf_errno(err, -errno, "Cannot open '%s'", path);
+}
+
+int vs_pool_vol_check_closed(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err)
+{
+	struct vs_error e = { 0 };
+	int fd = vol_lock_fd(p, vol, err), ret;
+
+	if (fd == -ENOENT)
+		return 0;
+	if (fd < 0)
+		return fd;
+	/*
+	 * Claim every permission and share none: this conflicts with any
+	 * user that holds a permission byte or refuses to share one, readers
+	 * included. Users that opened with force-share hold nothing.
+	 */
+	ret = vs_lock_acquire(fd, VS_PERM_ALL, 0, vol->name, &e);
+	vs_lock_release(fd);
+	close(fd);
+	if (ret == -EAGAIN)
+		return vs_error_set(err, -EBUSY,
+				    "storage volume '%s' is open (by an export, a convert or QEMU)",
+				    vol->name);
+	if (ret < 0)
+		return vs_error_set(err, ret, "%s", e.msg);
+	return 0;
 }
 
 int vs_pool_vol_delete(struct vs_pool *p, const char *name, unsigned flags, struct vs_error *err)

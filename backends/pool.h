@@ -331,11 +331,22 @@ int vs_pool_save(struct vs_pool *p, struct vs_error *err);
 
 /* ---- Pool operations (generic layer: checks, then the backend) ------------- */
 
+#define VS_POOL_FORCE 0x100 /* pool-destroy/pool-delete --force: skip the in-use check */
+
 int vs_pool_build(struct vs_pool *p, unsigned flags, struct vs_error *err);
 int vs_pool_start(struct vs_pool *p, struct vs_error *err); /* -EBUSY if active */
-int vs_pool_stop(struct vs_pool *p, struct vs_error *err);  /* -EINVAL if not active */
-int vs_pool_delete(struct vs_pool *p, unsigned flags, struct vs_error *err); /* inactive only */
-int vs_pool_undefine(struct vs_pool *p, struct vs_error *err);		     /* inactive only */
+/*
+ * pool-destroy: -EINVAL if not active; -EBUSY when a volume of the pool is
+ * open (an export, a convert, QEMU: see vs_pool_vol_check_closed()), unless
+ * @flags has VS_POOL_FORCE.
+ */
+int vs_pool_stop(struct vs_pool *p, unsigned flags, struct vs_error *err);
+/*
+ * pool-delete: inactive only; like pool-destroy, refused with -EBUSY while
+ * a volume the backend still lists is open, unless VS_POOL_FORCE.
+ */
+int vs_pool_delete(struct vs_pool *p, unsigned flags, struct vs_error *err);
+int vs_pool_undefine(struct vs_pool *p, struct vs_error *err); /* inactive only */
 int vs_pool_set_autostart(struct vs_pool *p, bool on, struct vs_error *err);
 int vs_pool_refresh(struct vs_pool *p, struct vs_pool_info *info, struct vs_vol_list *vols,
 		    struct vs_error *err);
@@ -368,6 +379,15 @@ int vs_pool_vol_open(struct vs_pool *p, const char *name, const struct vs_open_o
  * "Volume X is in use ..." in @err.
  */
 int vs_pool_vol_check_unused(struct vs_pool *p, const struct vs_vol_info *vol,
+			     struct vs_error *err);
+
+/*
+ * Check that nobody has volume @vol open at all (any lock byte of the image
+ * locks, or of the lease, held by another process: readers too, but not
+ * users that opened it with force-share): 0, or -EBUSY with "... is open"
+ * in @err. What pool-destroy and pool-delete check.
+ */
+int vs_pool_vol_check_closed(struct vs_pool *p, const struct vs_vol_info *vol,
 			     struct vs_error *err);
 
 /* ---- Building volumes --------------------------------------------------------- */

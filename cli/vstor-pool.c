@@ -276,7 +276,7 @@ static int cmd_pool_destroy(struct vstor_ctx *c)
 
 	if (ret)
 		return ret;
-	if (vs_pool_stop(p, &c->err) < 0) {
+	if (vs_pool_stop(p, opt_bool(c, "force") ? VS_POOL_FORCE : 0, &c->err) < 0) {
 		ret = vstor_error_err(c, "Failed to destroy pool %s", p->def.name);
 	} else {
 		transient = vs_pool_def_extra(&p->def, "transient");
@@ -295,7 +295,7 @@ static int cmd_pool_delete(struct vstor_ctx *c)
 
 	if (ret)
 		return ret;
-	if (vs_pool_delete(p, 0, &c->err) < 0)
+	if (vs_pool_delete(p, opt_bool(c, "force") ? VS_POOL_FORCE : 0, &c->err) < 0)
 		ret = vstor_error_err(c, "Failed to delete pool %s", p->def.name);
 	else
 		vstor_msg(c, "Pool %s deleted\n\n", p->def.name);
@@ -724,6 +724,11 @@ static const struct opt_spec pool_opts[] = {
 	{ "pool", OT_DATA, true, "pool name" },
 	{ NULL },
 };
+static const struct opt_spec force_opts[] = {
+	{ "pool", OT_DATA, true, "pool name" },
+	{ "force", OT_BOOL, false, "even while a volume of the pool is open (vstor extension)" },
+	{ NULL },
+};
 static const struct opt_spec build_opts[] = {
 	{ "pool", OT_DATA, true, "pool name" },
 	{ "overwrite", OT_BOOL, false, "overwrite what is there" },
@@ -777,8 +782,8 @@ const struct vstor_cmd vstor_pool_cmds[] = {
 	  "define an inactive pool from a JSON or libvirt XML file", true },
 	{ "pool-define-as", cmd_pool_define_as, define_as_opts, "define a pool from a set of args",
 	  true },
-	{ "pool-delete", cmd_pool_delete, pool_opts, "delete a pool", false },
-	{ "pool-destroy", cmd_pool_destroy, pool_opts, "destroy (stop) a pool", true },
+	{ "pool-delete", cmd_pool_delete, force_opts, "delete a pool", false },
+	{ "pool-destroy", cmd_pool_destroy, force_opts, "destroy (stop) a pool", true },
 	{ "pool-dump", cmd_pool_dump, dump_opts, "pool information in JSON", false },
 	{ "pool-dumpxml", cmd_pool_dumpxml, dump_opts, "pool information in libvirt's XML", false },
 	{ "pool-info", cmd_pool_info, info_opts, "storage pool information", false },
