@@ -1559,6 +1559,100 @@ int vs_pool_vol_check_closed(struct vs_pool *p, const struct vs_vol_info *vol, s
 	return 0;
 }
 
+/*
+ * Does the backing file @backing, as recorded in a volume of pool @op whose
+ * path is @path, name volume @vol of @p? Absolute paths and URLs compare
+ * with the volume's path (paths through realpath, so that links and ".."
+ * agree); a relative name resolves beside the overlay, as QEMU resolves it;
+ * vol:POOL/VOLUME names compare by name.
+ */
+static bool backing_names(const char *backing, const struct vs_pool *op, const char *path,
+			  const struct vs_pool *p, const struct vs_vol_info *vol)
+{
+	char a[PATH_MAX], b[PATH_MAX], rel[VS_POOL_PATH_MAX * 2];
+	const char *slash;
+
+	if (!strncmp(backing, "vol:", 4)) {
+		size_t plen = strlen(p->def.name);
+
+		return !strncmp(backing + 4, p->def.name, plen) && backing[4 + plen] == '/' &&
+		       !strcmp(backing + 5 + plen, vol->name);
+	}
+	if (!strcmp(backing, vol->path))
+		return true;
+	if (backing[0] != '/' && !strstr(backing, "://")) {
+		/* Relative: beside the overlay (same directory, or same export). */
+		slash = strrchr(path, '/');
+		if (!slash)
+			return false;
+		snprintf(rel, sizeof(rel), "%.*s/%s", (int)(slash - path), path, backing);
+		if (!strcmp(rel, vol->path))
+			return true;
+		if (op == p && !strchr(backing, '/') && !strcmp(backing, vol->name))
+			return true;
+		backing = rel;
+	}
+	if (backing[0] != '/' || vol->path[0] != '/')
+		return false;
+	return realpath(backing, a) && realpath(vol->path, b) && !strcmp(a, b);
+}
+
+/* -EBUSY if a volume of @op has @vol of @p as its backing file. */
+static int backing_users_in(struct vs_pool *op, struct vs_pool *p, const struct vs_vol_info *vol,
+			    struct vs_error *err)
+{
+	struct vs_vol_list vols = { 0 };
+	struct vs_pool_info info;
+	int ret = 0;
+
+	if (vs_pool_refresh(op, &info, &vols, NULL) < 0)
+		return 0;
+	for (size_t i = 0; i < vols.n && ret == 0; i++) {
+		const struct vs_vol_info *v = &vols.v[i];
+
+		if ((op == p && !strcmp(v->name, vol->name)) || !v->backing[0] ||
+		    !backing_names(v->backing, op, v->path, p, vol))
+			continue;
+		ret = vs_error_set(
+			err, -EBUSY,
+			"Requested operation is not valid: storage volume '%s' is the "
+			"backing file of volume '%s' in pool '%s'; use --force to delete "
+			"it anyway",
+			vol->name, v->name, op->def.name);
+	}
+	vs_vol_list_free(&vols);
+	return ret;
+}
+
+/*
+ * Refuse to delete a volume that another volume uses as its backing file:
+ * in its own pool, and in the other active pools that need no connection
+ * (dir, logical: a network pool's server may be away, and a delete must
+ * not wait on it).
+ */
+static int vol_check_no_overlay(struct vs_pool *p, const struct vs_vol_info *vol,
+				struct vs_error *err)
+{
+	char **names = NULL;
+	size_t n = 0;
+	int ret = backing_users_in(p, p, vol, err);
+
+	if (ret < 0 || vs_pool_state_list(p->state, &names, &n, NULL) < 0)
+		return ret;
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		struct vs_pool *op = NULL;
+
+		if (!strcmp(names[i], p->def.name) ||
+		    vs_pool_load(p->state, names[i], &op, NULL) < 0)
+			continue;
+		if (op->active && !op->backend->attach)
+			ret = backing_users_in(op, p, vol, err);
+		vs_pool_free(op);
+	}
+	vs_pool_names_free(names, n);
+	return ret;
+}
+
 int vs_pool_vol_delete(struct vs_pool *p, const char *name, unsigned flags, struct vs_error *err)
 {
 	struct vs_vol_info vol;
@@ -1571,6 +1665,9 @@ int vs_pool_vol_delete(struct vs_pool *p, const char *name, unsigned flags, stru
 				    p->def.type);
 	if (!(flags & VS_VOL_FORCE)) {
 		ret = vs_pool_vol_check_unused(p, &vol, err);
+		if (ret < 0)
+			return ret;
+		ret = vol_check_no_overlay(p, &vol, err);
 		if (ret < 0)
 			return ret;
 	}

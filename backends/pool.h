@@ -359,6 +359,12 @@ int vs_pool_vol_info(struct vs_pool *p, const char *name, struct vs_vol_info *ou
 		     struct vs_error *err);
 /* Create a volume; it is listed only once it is whole (see vs_pool_vol_build_begin()). */
 int vs_pool_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a, struct vs_error *err);
+/*
+ * Delete a volume. Refused with -EBUSY, unless @flags has VS_VOL_FORCE,
+ * when it is in use (vs_pool_vol_check_unused()) or when a volume of this
+ * pool, or of another active local pool (dir, logical), names it as its
+ * backing file.
+ */
 int vs_pool_vol_delete(struct vs_pool *p, const char *name, unsigned flags, struct vs_error *err);
 /* @capacity is the new virtual size; shrinking needs VS_VOL_RESIZE_SHRINK. */
 int vs_pool_vol_resize(struct vs_pool *p, const char *name, uint64_t capacity, unsigned flags,

@@ -1087,7 +1087,7 @@ static const struct opt_spec delete_opts[] = {
 	VOL_OPT,
 	POOL_OPT,
 	{ "delete-snapshots", OT_BOOL, false, "accepted (internal snapshots go with the file)" },
-	{ "force", OT_BOOL, false, "delete even if the volume is in use" },
+	{ "force", OT_BOOL, false, "delete even if the volume is in use or backs another volume" },
 	{ NULL },
 };
 static const struct opt_spec wipe_opts[] = {
