@@ -543,6 +543,8 @@ static void stat_from(struct vs_nfs_stat *st, const struct nfs_stat_64 *n)
 	st->size = n->nfs_size;
 	st->used = n->nfs_used;
 	st->mode = (uint32_t)n->nfs_mode;
+	st->uid = (uint32_t)n->nfs_uid;
+	st->gid = (uint32_t)n->nfs_gid;
 	st->is_dir = S_ISDIR(n->nfs_mode);
 	st->is_reg = S_ISREG(n->nfs_mode);
 }
@@ -656,6 +658,39 @@ int vs_nfs_rename(struct vs_nfs *s, const char *from, const char *to, struct vs_
 	return 0;
 }
 
+int vs_nfs_link(struct vs_nfs *s, const char *from, const char *to, struct vs_error *err)
+{
+	struct nfs_call *c = NULL;
+	int ret = NFS_CALL(s, c, nfs_link_async(s->nfs, from, to, cb_plain, c));
+
+	if (ret < 0)
+		return call_error(c, ret, err, "Could not link", to);
+	call_release(c);
+	return 0;
+}
+
+int vs_nfs_chmod(struct vs_nfs *s, const char *path, uint32_t mode, struct vs_error *err)
+{
+	struct nfs_call *c = NULL;
+	int ret = NFS_CALL(s, c, nfs_chmod_async(s->nfs, path, (int)(mode & 07777), cb_plain, c));
+
+	if (ret < 0)
+		return call_error(c, ret, err, "Could not set the mode of", path);
+	call_release(c);
+	return 0;
+}
+
+int vs_nfs_chown(struct vs_nfs *s, const char *path, int uid, int gid, struct vs_error *err)
+{
+	struct nfs_call *c = NULL;
+	int ret = NFS_CALL(s, c, nfs_chown_async(s->nfs, path, uid, gid, cb_plain, c));
+
+	if (ret < 0)
+		return call_error(c, ret, err, "Could not set the owner of", path);
+	call_release(c);
+	return 0;
+}
+
 int vs_nfs_mkdir(struct vs_nfs *s, const char *path, struct vs_error *err)
 {
 	struct nfs_call *c = NULL;
@@ -684,6 +719,8 @@ int vs_nfs_list(struct vs_nfs *s, const char *path, vs_nfs_dir_fn *fn, void *opa
 		struct vs_nfs_stat st = { .size = e->size,
 					  .used = e->used,
 					  .mode = e->mode,
+					  .uid = e->uid,
+					  .gid = e->gid,
 					  .is_dir = e->type == NF3DIR,
 					  .is_reg = e->type == NF3REG };
 

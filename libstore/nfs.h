@@ -35,6 +35,7 @@ struct vs_nfs_stat {
 	bool is_dir;
 	bool is_reg;
 	uint32_t mode;
+	uint32_t uid, gid;
 };
 
 int vs_nfs_stat(struct vs_nfs *s, const char *path, struct vs_nfs_stat *st, struct vs_error *err);
@@ -47,6 +48,11 @@ int vs_nfs_create(struct vs_nfs *s, const char *path, bool excl, struct vs_error
 int vs_nfs_unlink(struct vs_nfs *s, const char *path, struct vs_error *err);
 int vs_nfs_truncate(struct vs_nfs *s, const char *path, uint64_t size, struct vs_error *err);
 int vs_nfs_rename(struct vs_nfs *s, const char *from, const char *to, struct vs_error *err);
+/* A hard link @to of @from (LINK: -EEXIST when @to exists, never replaces it). */
+int vs_nfs_link(struct vs_nfs *s, const char *from, const char *to, struct vs_error *err);
+/* SETATTR mode (07777 bits) / owner and group (-1: unchanged). */
+int vs_nfs_chmod(struct vs_nfs *s, const char *path, uint32_t mode, struct vs_error *err);
+int vs_nfs_chown(struct vs_nfs *s, const char *path, int uid, int gid, struct vs_error *err);
 int vs_nfs_mkdir(struct vs_nfs *s, const char *path, struct vs_error *err);
 
 /*

@@ -133,6 +133,10 @@ static int netfs_fill(struct vs_pool *p, const char *name, const struct vs_nfs_s
 		return ret;
 	vol->type = VS_VOL_NETWORK;
 	vol->allocation = st->used;
+	vol->has_perms = true;
+	vol->mode = st->mode & 07777;
+	vol->owner = st->uid;
+	vol->group = st->gid;
 	return vs_pool_probe_volume(p, vol, err);
 }
 
@@ -222,10 +226,23 @@ static int netfs_vol_create(struct vs_pool *p, const struct vs_vol_create_args *
 	if (ret < 0)
 		return ret;
 	snprintf(path, sizeof(path), "/%s", a->name);
-	/* Claim the name first (exclusive create). */
+	/*
+	 * Claim the name first (exclusive create), then set the mode and
+	 * owner before any data goes in (an EXCLUSIVE CREATE carries no
+	 * attributes: a SETATTR follows).
+	 */
 	ret = vs_nfs_create(p->priv, path, true, err);
 	if (ret < 0)
 		return ret;
+	if (a->set_owner || a->set_group)
+		ret = vs_nfs_chown(p->priv, path, a->set_owner ? (int)a->owner : -1,
+				   a->set_group ? (int)a->group : -1, err);
+	if (ret == 0)
+		ret = vs_nfs_chmod(p->priv, path, a->mode ? a->mode : VS_VOL_DEFAULT_MODE, err);
+	if (ret < 0) {
+		(void)vs_nfs_unlink(p->priv, path, NULL);
+		return ret;
+	}
 	if (qcow2) {
 		if (a->backing_path) {
 			kv[nkv++] = (struct vs_kv){ "backing_file", a->backing_path };

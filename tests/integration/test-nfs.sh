@@ -114,6 +114,24 @@ assert_rc 0 vstor vol-create-as np pv1.qcow2 256M --format qcow2
 assert_rc 0 vstor vol-create-as np pv2.raw 8M --format raw
 qemu_img check exp/pv1.qcow2 >/dev/null || fail "qemu-img check of a netfs qcow2 volume"
 assert_eq "$(stat -c %s exp/pv2.raw)" 8388608 "netfs raw volume size"
+# Modes as libvirt sets them: 0600 by default, <permissions> of a volume XML
+# (SETATTR over NFS); the volume is built under a hidden name and linked
+# into place, so no temporary is left on the export.
+assert_eq "$(stat -c %a exp/pv2.raw)" 600 "mode of a new netfs volume"
+cat >pv4.xml <<'EOF'
+<volume><name>pv4.raw</name><capacity>1048576</capacity>
+<target><permissions><mode>0640</mode><owner>1234</owner><group>4321</group></permissions></target></volume>
+EOF
+assert_rc 0 vstor vol-create np pv4.xml
+assert_eq "$(stat -c '%a %u %g' exp/pv4.raw)" "640 1234 4321" "netfs volume from a volume XML"
+assert_rc 0 vstor vol-dumpxml pv4.raw --pool np
+assert_grep '<mode>0640</mode>' out
+assert_grep '<owner>1234</owner>' out
+assert_rc 0 vstor vol-clone pv4.raw pv5.raw --pool np
+assert_eq "$(stat -c '%a %u %g' exp/pv5.raw)" "640 1234 4321" "netfs clone keeps the permissions"
+if compgen -G "exp/.*vstor-tmp-*" >/dev/null; then fail "a temporary file left on the export"; fi
+assert_rc 0 vstor vol-delete pv4.raw --pool np
+assert_rc 0 vstor vol-delete pv5.raw --pool np
 assert_rc 0 vstor vol-list np --details --output=json
 python3 - out <<'PY' || fail "vol-list --output=json of the netfs pool"
 import json, sys
