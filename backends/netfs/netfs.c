@@ -268,6 +268,38 @@ static int netfs_vol_delete(struct vs_pool *p, const struct vs_vol_info *vol, st
 	return vs_nfs_unlink(p->priv, path, err);
 }
 
+/*
+ * NFSv3 RENAME replaces its target: LINK (which fails when the name
+ * exists) then REMOVE of the old name gives a rename that never replaces.
+ * A server without hard links gets a check, then RENAME.
+ */
+static int netfs_vol_rename(struct vs_pool *p, const struct vs_vol_info *vol, const char *name,
+			    struct vs_error *err)
+{
+	char from[VS_POOL_NAME_MAX + 2], to[VS_POOL_NAME_MAX + 2];
+	struct vs_nfs_stat st;
+	struct vs_error e = { 0 };
+	int ret;
+
+	if (!netfs_name_ok(name))
+		return vs_error_set(err, -EINVAL,
+				    "volume name '%s' cannot be used in an nfs:// URL (no ?, #, %% "
+				    "or &)",
+				    name);
+	snprintf(from, sizeof(from), "/%s", vol->name);
+	snprintf(to, sizeof(to), "/%s", name);
+	ret = vs_nfs_link(p->priv, from, to, &e);
+	if (ret == 0) {
+		(void)vs_nfs_unlink(p->priv, from, NULL);
+		return 0;
+	}
+	if (ret != -ENOTSUP && ret != -EOPNOTSUPP && ret != -EPERM && ret != -ENOSYS)
+		return vs_error_set(err, ret, "%s", e.msg);
+	if (vs_nfs_stat(p->priv, to, &st, NULL) == 0)
+		return vs_error_set(err, -EEXIST, "'%s' exists", name);
+	return vs_nfs_rename(p->priv, from, to, err);
+}
+
 static int netfs_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint64_t capacity,
 			    unsigned flags, struct vs_error *err)
 {
@@ -305,5 +337,6 @@ const struct vs_pool_backend vs_pool_backend_netfs = {
 	.vol_info = netfs_vol_info,
 	.vol_create = netfs_vol_create,
 	.vol_delete = netfs_vol_delete,
+	.vol_rename = netfs_vol_rename,
 	.vol_resize = netfs_vol_resize,
 };
