@@ -481,8 +481,10 @@ static int logical_refresh(struct vs_pool *p, struct vs_pool_info *info, struct 
 		struct vs_vol_info *v;
 		struct vs_error e = { 0 };
 
-		if (name[0] == '[' || vs_pool_check_name(name, "Volume", NULL) < 0)
-			continue; /* hidden LVs (thin pool metadata ...) */
+		/* Hidden LVs (thin pool metadata ...) and volumes being built (".NAME..."). */
+		if (name[0] == '[' || name[0] == '.' ||
+		    vs_pool_check_name(name, "Volume", NULL) < 0)
+			continue;
 		v = vs_vol_list_add(vols);
 		if (!v)
 			ret = vs_error_set(err, -ENOMEM, "Out of memory");
@@ -789,6 +791,23 @@ static int logical_vol_delete(struct vs_pool *p, const struct vs_vol_info *vol,
 	return ret;
 }
 
+/* lvrename refuses a name that an LV of the VG has: it never replaces one. */
+static int logical_vol_rename(struct vs_pool *p, const struct vs_vol_info *vol, const char *name,
+			      struct vs_error *err)
+{
+	struct vs_vol_info other;
+	struct lvm_out o;
+	int ret = lvm_check_name(name, "Volume", err);
+
+	if (ret < 0)
+		return ret;
+	if (logical_vol_info(p, name, &other, NULL) == 0)
+		return vs_error_set(err, -EEXIST, "LV '%s' exists", name);
+	ret = lvm_run(p, &o, err, "lvrename %s %s %s", p->def.source_name, vol->name, name);
+	lvm_out_free(&o);
+	return ret;
+}
+
 static int logical_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint64_t capacity,
 			      unsigned flags, struct vs_error *err)
 {
@@ -860,6 +879,7 @@ const struct vs_pool_backend vs_pool_backend_logical = {
 	.vol_info = logical_vol_info,
 	.vol_create = logical_vol_create,
 	.vol_delete = logical_vol_delete,
+	.vol_rename = logical_vol_rename,
 	.vol_resize = logical_vol_resize,
 	.vol_open = logical_vol_open,
 };

@@ -74,6 +74,8 @@ assert vols["a"]["format"] == "raw", vols
 PY
 [[ $(lvmq lvs --noheadings -o seg_pe_ranges "$VG/a" | wc -l) == 2 ]] ||
 	fail "LV a is not split into two segments"
+# New LVs are built under a hidden name and renamed (lvrename) when whole.
+lvmq lvs --noheadings -o lv_name "$VG" | grep -q vstor-tmp && fail "a temporary LV is left"
 
 # Where LVM says a's bytes are: pe_start + first PE x extent size, per segment.
 offsets()
