@@ -113,7 +113,7 @@ int vs_pool_parse_mode(const char *s, uint32_t *mode)
 	char *end;
 	unsigned long v;
 
-	if (!s[0] || s[0] == '-')
+	if (s[0] < '0' || s[0] > '7') /* no sign, no blank: strtoul would take them */
 		return -EINVAL;
 	errno = 0;
 	v = strtoul(s, &end, 8);
@@ -131,7 +131,7 @@ int vs_pool_parse_id(const char *s, uint32_t *id, bool *given)
 	*given = false;
 	if (!s[0] || !strcmp(s, "-1"))
 		return 0;
-	if (s[0] == '-' || s[0] == '+')
+	if (s[0] < '0' || s[0] > '9')
 		return -EINVAL;
 	errno = 0;
 	v = strtoull(s, &end, 10);

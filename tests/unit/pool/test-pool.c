@@ -46,6 +46,9 @@ static void test_json_round_trip(void **state)
 	strcpy(copy.auth_type, "chap");
 	strcpy(copy.auth_username, "u\tser");
 	strcpy(copy.auth_secret_file, "/etc/s");
+	strcpy(copy.perm_mode, "0750");
+	strcpy(copy.perm_owner, "107");
+	strcpy(copy.perm_group, "-1");
 	copy.autostart = true;
 	assert_int_equal(vs_pool_def_set_extra(&copy, "mutual_username", "t\x01"), 0);
 	json = vs_pool_def_to_json(&copy, true);
@@ -59,6 +62,9 @@ static void test_json_round_trip(void **state)
 	assert_int_equal(def.nb_source_devs, 2);
 	assert_string_equal(def.source_devs[1], "/dev/b\\c");
 	assert_string_equal(def.auth_username, "u\tser");
+	assert_string_equal(def.perm_mode, "0750");
+	assert_string_equal(def.perm_owner, "107");
+	assert_string_equal(def.perm_group, "-1");
 	assert_string_equal(vs_pool_def_extra(&def, "mutual_username"), "t\x01");
 	assert_true(def.autostart);
 	/* Started in another boot: inactive now. */
@@ -122,6 +128,8 @@ static void test_xml_libvirt(void **state)
 	assert_string_equal(def.source_path, "/export");
 	assert_string_equal(def.source_format, "nfs");
 	assert_string_equal(def.target, "/mnt/a<b");
+	assert_string_equal(def.perm_mode, "0755");
+	assert_string_equal(def.perm_owner, "");
 
 	assert_int_equal(parse(logical, &err), 0);
 	assert_int_equal(def.nb_source_devs, 2);
@@ -135,6 +143,37 @@ static void test_xml_libvirt(void **state)
 	assert_string_equal(def.auth_type, "chap");
 	assert_string_equal(def.auth_username, "u");
 	assert_string_equal(def.auth_secret_file, "/etc/s");
+}
+
+/* <permissions> values: octal modes up to 07777, numeric ids, -1 for "not given". */
+static void test_perms_parse(void **state)
+{
+	uint32_t v = 0;
+	bool given = true;
+
+	assert_int_equal(vs_pool_parse_mode("0640", &v), 0);
+	assert_int_equal(v, 0640);
+	assert_int_equal(vs_pool_parse_mode("7777", &v), 0);
+	assert_int_equal(v, 07777);
+	assert_int_equal(vs_pool_parse_mode("10000", &v), -EINVAL);
+	assert_int_equal(vs_pool_parse_mode("0689", &v), -EINVAL);
+	assert_int_equal(vs_pool_parse_mode("", &v), -EINVAL);
+	assert_int_equal(vs_pool_parse_mode("-1", &v), -EINVAL);
+	assert_int_equal(vs_pool_parse_mode("rwx", &v), -EINVAL);
+	assert_int_equal(vs_pool_parse_mode(" 640", &v), -EINVAL);
+	assert_int_equal(vs_pool_parse_mode("+640", &v), -EINVAL);
+	assert_int_equal(vs_pool_parse_id("107", &v, &given), 0);
+	assert_true(given);
+	assert_int_equal(v, 107);
+	assert_int_equal(vs_pool_parse_id("-1", &v, &given), 0);
+	assert_false(given);
+	assert_int_equal(vs_pool_parse_id("", &v, &given), 0);
+	assert_false(given);
+	assert_int_equal(vs_pool_parse_id("4294967295", &v, &given), -EINVAL);
+	assert_int_equal(vs_pool_parse_id("-2", &v, &given), -EINVAL);
+	assert_int_equal(vs_pool_parse_id("1x", &v, &given), -EINVAL);
+	assert_int_equal(vs_pool_parse_id("+1", &v, &given), -EINVAL);
+	assert_int_equal(vs_pool_parse_id(" 1", &v, &given), -EINVAL);
 }
 
 static void test_xml_errors(void **state)
@@ -257,7 +296,7 @@ int main(void)
 		cmocka_unit_test(test_json_round_trip), cmocka_unit_test(test_json_errors),
 		cmocka_unit_test(test_xml_libvirt),	cmocka_unit_test(test_xml_errors),
 		cmocka_unit_test(test_names),		cmocka_unit_test(test_leases),
-		cmocka_unit_test(test_secret),
+		cmocka_unit_test(test_secret),		cmocka_unit_test(test_perms_parse),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
