@@ -1491,57 +1491,47 @@ static int lease_path(struct vs_pool_state *st, const char *pool, const char *vo
 	return n < 0 || (size_t)n >= outsz ? -ENAMETOOLONG : 0;
 }
 
-int vs_pool_vol_check_unused(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err)
+/*
+ * Open the file that carries @vol's locks into *@fd: the image itself, or
+ * its lease (*@fd = -1 when the volume was never leased: nobody holds it).
+ */
+static int vol_lock_fd(struct vs_pool *p, const struct vs_vol_info *vol, int *fd,
+		       struct vs_error *err)
 {
 	char path[VS_POOL_PATH_MAX];
-	int fd, ret;
 
+	*fd = -1;
 	if (vol->type == VS_VOL_FILE || vol->type == VS_VOL_BLOCK) {
-		fd = open(vol->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-		if (fd < 0)
-			return vs_error_setf_errno(err, -errno, "Cannot open '%s'", vol->path);
-	} else {
-		if (lease_path(p->state, p->def.name, vol->name, path, sizeof(path), false) < 0)
-			return vs_error_set(err, -ENAMETOOLONG, "Volume name too long");
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 && errno == ENOENT)
-			return 0; /* never leased */
-		if (fd < 0)
-			return vs_error_setf_errno(err, -errno, "Cannot open '%s'", path);
+		*fd = open(vol->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		return *fd >= 0 ? 0 :
+				  vs_error_setf_errno(err, -errno, "Cannot open '%s'", vol->path);
 	}
+	if (lease_path(p->state, p->def.name, vol->name, path, sizeof(path), false) < 0)
+		return vs_error_set(err, -ENAMETOOLONG, "Volume name too long");
+	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (*fd < 0 && errno == ENOENT)
+		return 0;
+	return *fd >= 0 ? 0 : vs_error_setf_errno(err, -errno, "Cannot open '%s'", path);
+}
+
+int vs_pool_vol_check_unused(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err)
+{
+	int fd, ret = vol_lock_fd(p, vol, &fd, err);
+
+	if (ret < 0 || fd < 0)
+		return ret;
 	ret = lock_check_fd(fd, vol->name, err);
 	close(fd);
 	return ret;
 }
 
-/* Open the file that carries @vol's locks: the image itself, or its lease (-ENOENT: none). */
-static int vol_lock_fd(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err)
-{
-	char path[VS_POOL_PATH_MAX];
-	int fd;
-
-	if (vol->type == VS_VOL_FILE || vol->type == VS_VOL_BLOCK) {
-		fd = open(vol->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-		return fd >= 0 ? fd :
-				 vs_error_setf_errno(err, -errno, "Cannot open '%s'", vol->path);
-	}
-	if (lease_path(p->state, p->def.name, vol->name, path, sizeof(path), false) < 0)
-		return vs_error_set(err, -ENAMETOOLONG, "Volume name too long");
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT)
-		return -ENOENT; /* never leased */
-	return fd >= 0 ? fd : vs_error_setf_errno(err, -errno, "Cannot open '%s'", path);
-}
-
 int vs_pool_vol_check_closed(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err)
 {
 	struct vs_error e = { 0 };
-	int fd = vol_lock_fd(p, vol, err), ret;
+	int fd, ret = vol_lock_fd(p, vol, &fd, err);
 
-	if (fd == -ENOENT)
-		return 0;
-	if (fd < 0)
-		return fd;
+	if (ret < 0 || fd < 0)
+		return ret;
 	/*
 	 * Claim every permission and share none: this conflicts with any
 	 * user that holds a permission byte or refuses to share one, readers
