@@ -1065,31 +1065,59 @@ int vs_pool_start(struct vs_pool *p, struct vs_error *err)
 	return ret;
 }
 
+static int pool_busy(struct vs_pool *p, const char *verb, const struct vs_vol_info *vol,
+		     struct vs_error *err)
+{
+	struct vs_error e = { 0 };
+
+	if (vs_pool_vol_check_closed(p, vol, &e) != -EBUSY)
+		return 0;
+	return vs_error_set(err, -EBUSY,
+			    "Requested operation is not valid: cannot %s storage pool '%s': %s; "
+			    "use --force to override",
+			    verb, p->def.name, e.msg);
+}
+
 /*
- * -EBUSY when a volume of @p is open (refresh through the backend, which
- * an inactive pool may still answer; a pool whose storage cannot be listed
- * has nothing open to protect).
+ * -EBUSY when a volume of @p is open. Volumes that are not local files
+ * carry their locks on a lease in the state directory: every lease of the
+ * pool is checked there, without reaching the storage (a network pool's
+ * server may be away, and pool-destroy must not wait on it). Local files
+ * and block devices (dir; logical with device-mapper) carry them on the
+ * volume: the backend lists those, if it can without a connection (an
+ * inactive pool may still answer; storage that cannot be listed has
+ * nothing open to protect).
  */
 static int pool_check_closed(struct vs_pool *p, const char *verb, struct vs_error *err)
 {
 	struct vs_vol_list vols = { 0 };
 	struct vs_pool_info info;
-	int ret;
+	char dir[VS_POOL_PATH_MAX];
+	struct dirent *de;
+	int ret = 0;
+	DIR *d;
 
-	if (pool_attach(p, NULL) < 0 || p->backend->refresh(p, &info, &vols, NULL) < 0) {
+	if (state_file(p->state, dir, sizeof(dir), "leases", p->def.name, "") == 0 &&
+	    (d = opendir(dir))) {
+		while (ret == 0 && (de = readdir(d))) {
+			struct vs_vol_info v = { .type = VS_VOL_NETWORK };
+			size_t len = strlen(de->d_name);
+
+			if (len <= 6 || len - 6 > VS_POOL_NAME_MAX ||
+			    strcmp(de->d_name + len - 6, ".lease"))
+				continue;
+			memcpy(v.name, de->d_name, len - 6);
+			ret = pool_busy(p, verb, &v, err);
+		}
+		closedir(d);
+	}
+	if (ret < 0 || p->backend->attach || p->backend->refresh(p, &info, &vols, NULL) < 0) {
 		vs_vol_list_free(&vols);
-		return 0;
+		return ret;
 	}
-	ret = 0;
-	for (size_t i = 0; i < vols.n && ret == 0; i++) {
-		struct vs_error e = { 0 };
-
-		if (vs_pool_vol_check_closed(p, &vols.v[i], &e) == -EBUSY)
-			ret = vs_error_set(err, -EBUSY,
-					   "Requested operation is not valid: cannot %s storage "
-					   "pool '%s': %s; use --force to override",
-					   verb, p->def.name, e.msg);
-	}
+	for (size_t i = 0; i < vols.n && ret == 0; i++)
+		if (vols.v[i].type == VS_VOL_FILE || vols.v[i].type == VS_VOL_BLOCK)
+			ret = pool_busy(p, verb, &vols.v[i], err);
 	vs_vol_list_free(&vols);
 	return ret;
 }

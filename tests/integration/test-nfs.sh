@@ -165,12 +165,20 @@ assert_rc 0 vstor vol-create-as np pv3.qcow2 0 --format qcow2 --backing-vol pv1.
 	--backing-vol-format qcow2
 qemu-io -f qcow2 -c 'read -P 0x3d 9M 1M' exp/pv3.qcow2 >qio3.out
 grep -q "Pattern verification failed" qio3.out && fail "netfs clone reads its backing volume"
+assert_fails vstor vol-delete pv1.qcow2 --pool np
+assert_grep "backing file of volume 'pv3.qcow2'" err "vol-delete of a netfs backing volume"
 assert_rc 0 vstor vol-delete pv3.qcow2 --pool np
 assert_rc 0 vstor vol-delete pv2.raw --pool np
 [[ ! -e exp/pv2.raw ]] || fail "vol-delete left the file on the export"
 assert_fails vstor vol-create-as np ../evil 1M
 assert_fails vstor vol-create-as np 'a?b' 1M
 assert_grep "nfs:// URL" err "a volume name libnfs cannot parse"
+# A volume served over NBD (its lease held) keeps the pool from being destroyed.
+start_daemon "$WORKDIR/nbd2.pid" 20 "$VSTOR_NBD" -t -k "$WORKDIR/nbd2.sock" \
+	--pid-file "$WORKDIR/nbd2.pid" vol:np/pv1.qcow2
+assert_fails vstor pool-destroy np
+assert_grep "cannot destroy storage pool 'np'.*'pv1.qcow2' is open" err "pool-destroy under an export"
+stop_pid "$DAEMON_PID"
 assert_rc 0 vstor pool-destroy np
 assert_rc 0 vstor pool-undefine np
 # Fixed ports instead of the portmapper.
