@@ -342,6 +342,19 @@ static int json_take_str(const struct pj_value *obj, const char *key, char *dst,
 	return 0;
 }
 
+/* An owner or group id: a string ("107", "-1") or an integer (107, -1). */
+static int json_take_id(const struct pj_value *obj, const char *key, char *dst, size_t dstsz,
+			const char *what, struct vs_error *err)
+{
+	const struct pj_value *v = pj_get(obj, key);
+
+	if (v && v->type == PJ_INT) {
+		snprintf(dst, dstsz, "%lld", (long long)v->i);
+		return 0;
+	}
+	return json_take_str(obj, key, dst, dstsz, what, err);
+}
+
 static int json_check_keys(const struct pj_value *obj, const char *const *known, const char *where,
 			   const char *what, struct vs_error *err)
 {
@@ -483,10 +496,10 @@ static int def_from_json(struct vs_pool_def *def, const char *text, const char *
 			goto out;
 		if ((ret = json_take_str(perms, "mode", def->perm_mode, sizeof(def->perm_mode),
 					 what, err)) < 0 ||
-		    (ret = json_take_str(perms, "owner", def->perm_owner, sizeof(def->perm_owner),
-					 what, err)) < 0 ||
-		    (ret = json_take_str(perms, "group", def->perm_group, sizeof(def->perm_group),
-					 what, err)) < 0)
+		    (ret = json_take_id(perms, "owner", def->perm_owner, sizeof(def->perm_owner),
+					what, err)) < 0 ||
+		    (ret = json_take_id(perms, "group", def->perm_group, sizeof(def->perm_group),
+					what, err)) < 0)
 			goto out;
 	}
 	extra = pj_get(root, "extra");

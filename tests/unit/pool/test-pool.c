@@ -74,6 +74,14 @@ static void test_json_round_trip(void **state)
 					   "t", &active, &err),
 			 0);
 	assert_false(active);
+	/* Owner and group may be JSON integers too. */
+	assert_int_equal(vs_pool_def_parse(&def,
+					   "{\"version\": 1, \"name\": \"a\", \"permissions\": "
+					   "{\"mode\": \"0700\", \"owner\": 107, \"group\": -1}}",
+					   "t", &active, &err),
+			 0);
+	assert_string_equal(def.perm_owner, "107");
+	assert_string_equal(def.perm_group, "-1");
 }
 
 static void test_json_errors(void **state)
