@@ -1976,16 +1976,35 @@ static int resolver_create(const char *name, const char *format, uint64_t size,
 			recreate = true; /* options only the image layer knows */
 	}
 	ret = p->backend->vol_info(p, vol, &info, NULL);
+	if (ret < 0 && recreate) {
+		/* Options only the image layer knows: format it before it is listed. */
+		struct vs_vol_build *b;
+
+		a.name = vol;
+		a.format = format ? format : "raw";
+		a.capacity = size;
+		ret = vs_pool_vol_build_begin(p, &a, &b, err);
+		if (ret < 0)
+			goto out;
+		ret = vs_pool_vol_info(p, vs_vol_build_name(b), &info, err);
+		if (ret == 0 && info.type != VS_VOL_FILE && info.type != VS_VOL_BLOCK)
+			ret = vs_error_set(err, -ENOTSUP,
+					   "'%s': image options (-o) are taken only in a dir pool",
+					   name);
+		if (ret == 0)
+			ret = vs_image_create_ex(info.path, format, size, opts, nopts, flags, err);
+		if (ret < 0)
+			vs_pool_vol_build_abort(b);
+		else
+			ret = vs_pool_vol_build_commit(b, err);
+		goto out;
+	}
 	if (ret < 0) {
 		a.name = vol;
 		a.format = format ? format : "raw";
 		a.capacity = size;
 		ret = vs_pool_vol_create(p, &a, err);
-		if (ret < 0 || !recreate)
-			goto out;
-		ret = vs_pool_vol_info(p, vol, &info, err);
-		if (ret < 0)
-			goto out;
+		goto out;
 	}
 	if (info.type != VS_VOL_FILE && info.type != VS_VOL_BLOCK) {
 		ret = vs_error_set(err, -ENOTSUP,

@@ -247,6 +247,16 @@ assert_rc 0 vstor_img convert -O qcow2 vol:p1/top.qcow2 vol:p1/conv.qcow2
 assert_rc 0 qemu_img compare "$pooldir/top.qcow2" "$pooldir/conv.qcow2"
 assert_rc 0 vstor_img info vol:p1/conv.qcow2
 assert_grep 'virtual size: 64 MiB' out
+# create -o on a new vol: formats it before it is listed; a failure leaves nothing.
+assert_rc 0 vstor_img create -f qcow2 -o cluster_size=4096 vol:p1/opts.qcow2 1M
+assert_grep '^cluster_size: 4096' <(qemu-img info "$pooldir/opts.qcow2") "create -o into a new volume"
+assert_fails vstor_img create -f qcow2 -o cluster_size=3000 vol:p1/badopts.qcow2 1M
+assert_rc 0 vstor vol-list p1
+if grep -q badopts out || compgen -G "$pooldir/*badopts*" >/dev/null ||
+	compgen -G "$pooldir/.badopts*" >/dev/null; then
+	fail "a failed create -o left a volume"
+fi
+assert_rc 0 vstor vol-delete opts.qcow2 --pool p1
 assert_fails vstor_img info vol:p1/../raw.img
 assert_fails vstor_img info vol:nosuchpool/x
 
