@@ -9,6 +9,7 @@
 #include "lock.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -99,6 +100,11 @@ static int file_open(struct vs_node *node, const struct vs_open_opts *opts, stru
 	ret = file_get_size(s->fd, s->is_block, &node->size);
 	if (ret < 0) {
 		vs_error_setf_errno(err, ret, "Could not get the size of '%s'", opts->filename);
+		goto fail;
+	}
+	if (node->size > VS_NODE_MAX_SIZE) {
+		ret = vs_error_setf_errno(err, -EFBIG, "'%s' is %" PRIu64 " bytes, beyond %" PRIu64,
+					  opts->filename, node->size, VS_NODE_MAX_SIZE);
 		goto fail;
 	}
 	node->limits.request_align = 1;
