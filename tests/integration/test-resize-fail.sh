@@ -8,6 +8,7 @@
 #     qemu-img check is clean (no corruption, no leak), qemu-img info shows
 #     the old size, qemu-img compare finds the old data, a raw file has its
 #     old length, and a smaller resize on the same filesystem still works;
+#     the same for 'vstor vol-resize --allocate' on a dir pool there;
 #   - on a filesystem without fallocate (ext2: EOPNOTSUPP) both modes
 #     succeed where qemu-img's do, allocating the space by writing zeroes;
 #     where that runs out of space, the image is unchanged as above.
@@ -83,6 +84,24 @@ for fmt in qcow2 raw; do
 		rm -f "$FULL/q.$fmt" "$WORKDIR/q.$fmt"
 	done
 done
+
+# vol-resize --allocate reaches the same engine code: a dir pool on the full tmpfs.
+if [[ -x ${VSTOR:-$VS_BUILD_DIR/cli/vstor} ]]; then
+	VSTOR=${VSTOR:-$VS_BUILD_DIR/cli/vstor}
+	export VSTOR_STATE_DIR=$WORKDIR/state
+	mkdir "$FULL/pool"
+	assert_rc 0 timeout 120 "$VSTOR" pool-define-as p dir --target "$FULL/pool"
+	assert_rc 0 timeout 120 "$VSTOR" pool-start p
+	make_image qcow2 "$FULL/pool/v.qcow2"
+	make_image raw "$FULL/pool/v.raw"
+	assert_rc 0 timeout 120 "$VSTOR" pool-refresh p
+	for fmt in qcow2 raw; do
+		assert_fails timeout 120 "$VSTOR" vol-resize "v.$fmt" 64M --allocate --pool p
+		assert_unchanged "$fmt" "$FULL/pool/v.$fmt" "vol-resize --allocate of $fmt on a full tmpfs"
+		assert_grep "No space left on device" "$WORKDIR/err" "vol-resize --allocate of $fmt: error"
+	done
+	rm -rf "$FULL/pool"
+fi
 
 # --- a filesystem without fallocate (ext2 files have no extents: EOPNOTSUPP) ---
 NOFALLOC=$WORKDIR/nofalloc
