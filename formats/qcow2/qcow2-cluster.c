@@ -1260,6 +1260,39 @@ static int prealloc_link(struct vs_node *node, uint64_t first, uint64_t end,
 }
 
 /*
+ * Lock held. The first cluster of a preallocation that starts inside it,
+ * at @offset, gets host cluster @host: its bytes below @offset are the
+ * guest's, read so far from the backing file through an unallocated entry,
+ * and go into @host first (qemu's copy-on-write does the same), or the new
+ * entry would hide them behind zeroes. Extended L2 entries keep their
+ * subcluster bitmap, so reads still go to the backing file there.
+ */
+static int prealloc_copy_head(struct vs_node *node, uint64_t offset, uint64_t host)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t start = offset & ~(s->cluster_size - 1);
+	uint64_t n;
+	bool new_table;
+	void *buf;
+	int ret;
+
+	if (start == offset || !node->backing || s->extl2)
+		return 0;
+	ret = prealloc_scan(node, start >> s->cluster_bits, (start >> s->cluster_bits) + 1, &n,
+			    &new_table);
+	if (ret < 0 || !n)
+		return ret;
+	buf = vs_buf_alloc(offset - start);
+	if (!buf)
+		return -ENOMEM;
+	ret = read_locked_buf(node, start, buf, offset - start);
+	if (ret == 0)
+		ret = vs_node_pwrite(node->file, host, buf, offset - start, 0);
+	free(buf);
+	return ret;
+}
+
+/*
  * Lock held. Give every cluster of [offset, offset+len) that has no host
  * storage a cluster (reads still see zeroes/backing), allocated in the
  * file per @mode. As qemu does, and so that a failure changes nothing:
@@ -1316,6 +1349,11 @@ int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum 
 	reserve.next = (uint64_t)run;
 	reserve.end = (uint64_t)run + (ntables << s->cluster_bits);
 	data = reserve.end;
+	ret = prealloc_copy_head(node, offset, data);
+	if (ret < 0) {
+		(void)qcow2_free_clusters(node, (uint64_t)run, run_len, false);
+		return ret;
+	}
 	ret = prealloc_link(node, first, end, &reserve, &data, old_eof);
 	/* What the linking did not use (it cannot be much) goes back. */
 	if (reserve.next < reserve.end)
