@@ -1229,13 +1229,19 @@ static int prealloc_link(struct vs_node *node, uint64_t first, uint64_t end,
 		ret = get_l2_writable_from(node, c << s->cluster_bits, reserve, &l2);
 		if (ret < 0)
 			return ret;
+		/*
+		 * The run's refcounts and its storage (the grown file, the zeroes)
+		 * reach the disk before entries that point into it; with
+		 * lazy_refcounts there are no refcounts to wait for, only the file.
+		 */
 		if (!s->lazy_refcounts) {
-			/* The run's refcounts reach the disk before entries that point into it. */
 			ret = qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
 			if (ret < 0) {
 				qcow2_cache_put(s->l2_cache, &l2);
 				return ret;
 			}
+		} else {
+			s->l2_cache->flush_first = true;
 		}
 		for (; c < stop; c++) {
 			uint64_t i = c & (s->l2_entries - 1);
