@@ -9,6 +9,7 @@
 #include "lock.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -99,6 +100,11 @@ static int file_open(struct vs_node *node, const struct vs_open_opts *opts, stru
 	ret = file_get_size(s->fd, s->is_block, &node->size);
 	if (ret < 0) {
 		vs_error_setf_errno(err, ret, "Could not get the size of '%s'", opts->filename);
+		goto fail;
+	}
+	if (node->size > VS_NODE_MAX_SIZE) {
+		ret = vs_error_setf_errno(err, -EFBIG, "'%s' is %" PRIu64 " bytes, beyond %" PRIu64,
+					  opts->filename, node->size, VS_NODE_MAX_SIZE);
 		goto fail;
 	}
 	node->limits.request_align = 1;
@@ -335,27 +341,46 @@ static int file_fill_zeroes(int fd, uint64_t from, uint64_t to)
 	return ret;
 }
 
+/*
+ * Resize the file behind @fd from @old to @size bytes. Growing with
+ * preallocation allocates the new part; where the filesystem has no
+ * fallocate (EOPNOTSUPP: ext2/3 files, some network filesystems) 'falloc'
+ * writes zeroes instead, as posix_fallocate() does for qemu-img. A growth
+ * that fails (ENOSPC half way) leaves the file at its old length, so a
+ * failed resize does not keep the new capacity.
+ */
 static int file_resize_fd(int fd, const char *name, uint64_t old, uint64_t size,
 			  enum vs_prealloc prealloc, struct vs_error *err)
 {
-	int ret;
+	const char *mode = vs_prealloc_name(prealloc);
+	int ret = 0;
 
 	if (prealloc == VS_PREALLOC_METADATA)
 		return vs_error_set(err, -ENOTSUP,
 				    "preallocation mode 'metadata' is not supported for raw files");
-	if (ftruncate(fd, (off_t)size) < 0)
-		return vs_error_setf_errno(err, -errno, "Could not resize '%s'", name);
-	if (size <= old)
+	if (size <= old || prealloc == VS_PREALLOC_OFF) {
+		if (ftruncate(fd, (off_t)size) < 0)
+			return vs_error_setf_errno(err, -errno, "Could not resize '%s'", name);
 		return 0;
+	}
 	if (prealloc == VS_PREALLOC_FALLOC) {
 		if (fallocate(fd, 0, (off_t)old, (off_t)(size - old)) < 0)
-			return vs_error_setf_errno(err, -errno,
-						   "Could not preallocate '%s' (falloc)", name);
-	} else if (prealloc == VS_PREALLOC_FULL) {
+			ret = -errno;
+		if (ret != -EOPNOTSUPP && ret != -ENOTSUP)
+			goto out;
+		ret = 0; /* no fallocate here: allocate by writing zeroes */
+	}
+	if (ftruncate(fd, (off_t)size) < 0)
+		ret = -errno;
+	else
 		ret = file_fill_zeroes(fd, old, size);
-		if (ret < 0)
-			return vs_error_setf_errno(err, ret, "Could not preallocate '%s' (full)",
-						   name);
+out:
+	if (ret < 0) {
+		/* Best effort: the error reported is the allocation's, not this one's. */
+		if (ftruncate(fd, (off_t)old) < 0) {
+			/* the file keeps the length it reached */
+		}
+		return vs_error_setf_errno(err, ret, "Could not preallocate '%s' (%s)", name, mode);
 	}
 	return 0;
 }

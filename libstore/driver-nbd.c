@@ -377,11 +377,12 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 			if (!have_export)
 				return vs_error_set(err, -EPROTO,
 						    "NBD server did not describe the export");
-			if (node->size > INT64_MAX)
-				return vs_error_set(err, -EPROTO,
+			if (node->size > VS_NODE_MAX_SIZE)
+				return vs_error_set(err, -EFBIG,
 						    "NBD server reported an export size of %" PRIu64
-						    " bytes, beyond 2^63 - 1",
-						    node->size);
+						    " bytes, beyond 2^63 - 1 GiB (%" PRIu64
+						    "), the largest an image may have",
+						    node->size, VS_NODE_MAX_SIZE);
 			if (node->limits.request_align > 1 &&
 			    node->size % node->limits.request_align)
 				return vs_error_set(

@@ -1345,9 +1345,19 @@ static int nfs_resize(struct vs_node *node, uint64_t size, enum vs_prealloc prea
 	node->size = size;
 	if (prealloc == VS_PREALLOC_FULL && size > old) {
 		ret = nfs_fill_zeroes(node, old, size);
-		if (ret < 0)
+		if (ret < 0) {
+			int r;
+
+			/* A failed growth does not keep the new capacity (best effort). */
+			r = NFS_CALL(n->s, c,
+				     nfs_ftruncate_async(n->s->nfs, n->fh, old, cb_plain, c));
+			if (r == 0)
+				node->size = old;
+			if (c)
+				call_release(c);
 			return vs_error_setf_errno(err, ret, "Could not preallocate '%s'",
 						   node->filename);
+		}
 	}
 	return 0;
 }

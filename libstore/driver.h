@@ -129,6 +129,14 @@ struct vs_driver {
 	unsigned supported_zero_flags;	/* VS_REQ_MAY_UNMAP, VS_REQ_FUA */
 };
 
+/*
+ * The largest size a node may have: qemu's BDRV_MAX_LENGTH, INT64_MAX
+ * rounded down to 1 GiB. qemu refuses to open anything larger ("File too
+ * large"), so an image or export past it is refused here too, rather than
+ * handed to clients that would reject it or to arithmetic that would wrap.
+ */
+#define VS_NODE_MAX_SIZE ((uint64_t)INT64_MAX & ~((UINT64_C(1) << 30) - 1))
+
 struct vs_node {
 	const struct vs_driver *drv;
 	void *opaque;	      /* driver state, drv->state_size bytes */

@@ -10,6 +10,7 @@
 #include "coroutine-int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -451,8 +452,11 @@ int vs_node_truncate(struct vs_node *n, uint64_t size, enum vs_prealloc prealloc
 	if (n->read_only)
 		return vs_error_set(err, -EPERM, "Cannot resize '%s': opened read-only",
 				    n->filename);
-	if (size > INT64_MAX)
-		return vs_error_set(err, -EINVAL, "Size too large");
+	if (size > VS_NODE_MAX_SIZE)
+		return vs_error_set(err, -EFBIG,
+				    "Size too large: %" PRIu64 " exceeds the maximum of %" PRIu64
+				    " bytes",
+				    size, VS_NODE_MAX_SIZE);
 	if (!n->drv->truncate)
 		return vs_error_set(err, -ENOTSUP, "The %s driver cannot resize images",
 				    n->drv->name);

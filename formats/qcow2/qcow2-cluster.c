@@ -429,11 +429,18 @@ static int read_locked_buf(struct vs_node *node, uint64_t offset, void *buf, uin
 
 /* ---- L1 / L2 allocation ---- */
 
+/* Clusters allocated in advance for new L2 tables: [next, end) of the file. */
+struct l2_reserve {
+	uint64_t next, end;
+};
+
 /*
  * Lock held. The L2 table for guest @offset, allocated or made private
- * (copied when shared with a snapshot) so that it may be modified.
+ * (copied when shared with a snapshot) so that it may be modified. A new
+ * table takes a cluster of @reserve (may be NULL) while it has one.
  */
-static int get_l2_writable(struct vs_node *node, uint64_t offset, void **l2)
+static int get_l2_writable_from(struct vs_node *node, uint64_t offset, struct l2_reserve *reserve,
+				void **l2)
 {
 	struct qcow2_state *s = qcow2_state(node);
 	uint64_t l1i = offset >> (s->cluster_bits + s->l2_bits);
@@ -459,9 +466,14 @@ static int get_l2_writable(struct vs_node *node, uint64_t offset, void **l2)
 	ret = qcow2_mark_dirty(node);
 	if (ret < 0)
 		return ret;
-	nw = qcow2_alloc_clusters(node, 1);
-	if (nw < 0)
-		return (int)nw;
+	if (reserve && reserve->next < reserve->end) {
+		nw = (int64_t)reserve->next;
+		reserve->next += s->cluster_size;
+	} else {
+		nw = qcow2_alloc_clusters(node, 1);
+		if (nw < 0)
+			return (int)nw;
+	}
 	ret = qcow2_cache_get_empty(node, s->l2_cache, (uint64_t)nw, &tbl);
 	if (ret < 0)
 		return ret;
@@ -512,6 +524,11 @@ static int get_l2_writable(struct vs_node *node, uint64_t offset, void **l2)
 fail:
 	qcow2_cache_put(s->l2_cache, &tbl);
 	return ret;
+}
+
+static int get_l2_writable(struct vs_node *node, uint64_t offset, void **l2)
+{
+	return get_l2_writable_from(node, offset, NULL, l2);
 }
 
 /* Lock held: drop one reference on the storage behind L2 entry @e (normal or compressed). */
@@ -1112,113 +1129,244 @@ int qcow2_co_block_status(struct vs_node *node, struct vs_req *req)
 
 /* ---- preallocation and truncation helpers ---- */
 
-/* Allocate host storage for [off, off+len) of the file: fallocate or written zeroes. */
+/* The entry has host storage of its own (normal, preallocated zero, or compressed). */
+static bool entry_has_storage(uint64_t e)
+{
+	return (e & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)) != 0;
+}
+
+/*
+ * Lock held. Clusters of [c, stop) (cluster indexes inside one L2 table's
+ * span) without host storage: @n, and whether giving them entries needs a
+ * new L2 table (@new_table: none yet, or one shared with a snapshot).
+ */
+static int prealloc_scan(struct vs_node *node, uint64_t c, uint64_t stop, uint64_t *n,
+			 bool *new_table)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t l1i = c >> s->l2_bits;
+	uint64_t e = l1i < s->l1_size ? s->l1[l1i] : 0;
+	uint64_t l2off = e & QCOW2_L1E_OFFSET_MASK;
+	void *l2;
+	int ret;
+
+	*n = 0;
+	*new_table = !l2off || !(e & QCOW2_OFLAG_COPIED);
+	if (!l2off) {
+		*n = stop - c;
+		return 0;
+	}
+	if ((l2off & (s->cluster_size - 1)) || l2off + s->cluster_size > vs_node_size(node->file))
+		return qcow2_mark_corrupt(node, "L2 table offset invalid", l2off);
+	ret = qcow2_cache_get(node, s->l2_cache, l2off, &l2);
+	if (ret < 0)
+		return ret;
+	for (uint64_t i = c; i < stop; i++)
+		if (!entry_has_storage(l2_entry(s, l2, i & (s->l2_entries - 1))))
+			(*n)++;
+	qcow2_cache_put(s->l2_cache, &l2);
+	return 0;
+}
+
+/*
+ * Lock held. Give the file storage for [off, off+len), a run of clusters
+ * that nothing points to yet: inside the file zeroed (the clusters may be
+ * reused ones), past its end by growing the file with @mode, which for
+ * 'metadata' only extends it.
+ */
 static int prealloc_host(struct vs_node *node, uint64_t off, uint64_t len, enum vs_prealloc mode)
 {
 	const uint64_t chunk = 1u << 20;
-	void *zero;
+	uint64_t eof = vs_node_size(node->file), end = off + len;
+	uint64_t in_end = end < eof ? end : eof;
 	int ret = 0;
 
-	if (mode == VS_PREALLOC_FALLOC) {
-		ret = vs_node_write_zeroes(node->file, off, len, VS_REQ_NO_FALLBACK);
-		if (ret != -ENOTSUP)
-			return ret;
-	}
-	zero = vs_buf_zalloc(chunk);
-	if (!zero)
-		return -ENOMEM;
-	while (len && ret == 0) {
-		uint64_t l = len < chunk ? len : chunk;
+	if (off < in_end && mode == VS_PREALLOC_FALLOC) {
+		ret = vs_node_write_zeroes(node->file, off, in_end - off, 0);
+	} else if (off < in_end && mode == VS_PREALLOC_FULL) {
+		void *zero = vs_buf_zalloc(chunk);
 
-		ret = vs_node_pwrite(node->file, off, zero, l, 0);
-		off += l;
-		len -= l;
+		if (!zero)
+			return -ENOMEM;
+		for (uint64_t p = off; p < in_end && ret == 0; p += chunk)
+			ret = vs_node_pwrite(node->file, p, zero,
+					     in_end - p < chunk ? in_end - p : chunk, 0);
+		free(zero);
 	}
-	free(zero);
+	if (ret == 0 && end > eof)
+		ret = vs_node_truncate(node->file, end,
+				       mode == VS_PREALLOC_METADATA ? VS_PREALLOC_OFF : mode, false,
+				       NULL);
 	return ret;
 }
 
 /*
- * Lock held. Give every unallocated cluster of [offset, offset+len) host
- * storage (reads still see zeroes/backing), then extend the file per @mode.
+ * Lock held. Point every cluster of [first, end) without host storage to
+ * the next cluster of the data run at *@data; new L2 tables come from
+ * @reserve. @old_eof: clusters below it may hold stale bytes.
  */
-int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum vs_prealloc mode)
+static int prealloc_link(struct vs_node *node, uint64_t first, uint64_t end,
+			 struct l2_reserve *reserve, uint64_t *data, uint64_t old_eof)
 {
 	struct qcow2_state *s = qcow2_state(node);
 	uint64_t cs = s->cluster_size;
-	uint64_t pos = offset & ~(cs - 1), end = offset + len;
-	uint64_t host_end = 0, old_eof = vs_node_size(node->file);
 	int ret = 0;
 
-	while (pos < end) {
-		uint64_t l2i = (pos >> s->cluster_bits) & (s->l2_entries - 1);
-		uint64_t n = (end - pos + cs - 1) >> s->cluster_bits;
-		int64_t nw;
+	for (uint64_t c = first; c < end;) {
+		uint64_t stop = ((c >> s->l2_bits) + 1) << s->l2_bits, n;
+		bool new_table;
 		void *l2;
 
-		if (n > s->l2_entries - l2i)
-			n = s->l2_entries - l2i;
-		ret = get_l2_writable(node, pos, &l2);
+		if (stop > end)
+			stop = end;
+		ret = prealloc_scan(node, c, stop, &n, &new_table);
 		if (ret < 0)
 			return ret;
-		nw = qcow2_alloc_clusters(node, n);
-		if (nw < 0) {
-			qcow2_cache_put(s->l2_cache, &l2);
-			return (int)nw;
+		if (!n) {
+			c = stop;
+			continue;
 		}
+		ret = get_l2_writable_from(node, c << s->cluster_bits, reserve, &l2);
+		if (ret < 0)
+			return ret;
+		/*
+		 * The run's refcounts and its storage (the grown file, the zeroes)
+		 * reach the disk before entries that point into it; with
+		 * lazy_refcounts there are no refcounts to wait for, only the file.
+		 */
 		if (!s->lazy_refcounts) {
 			ret = qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
 			if (ret < 0) {
 				qcow2_cache_put(s->l2_cache, &l2);
 				return ret;
 			}
+		} else {
+			s->l2_cache->flush_first = true;
 		}
-		for (uint64_t i = 0; i < n; i++) {
-			uint64_t old = l2_entry(s, l2, l2i + i);
-			uint64_t h = (uint64_t)nw + (i << s->cluster_bits);
+		for (; c < stop; c++) {
+			uint64_t i = c & (s->l2_entries - 1);
+			uint64_t old = l2_entry(s, l2, i);
+			uint64_t h = *data;
 
-			if (old & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)) {
-				/* Already backed by storage: give the spare cluster back. */
-				ret = qcow2_free_clusters(node, h, cs, false);
-				if (ret < 0)
-					break;
+			if (entry_has_storage(old))
 				continue;
-			}
+			*data += cs;
 			if (s->extl2)
-				l2_set(s, l2, l2i + i, h | QCOW2_OFLAG_COPIED,
-				       l2_bitmap(s, l2, l2i + i));
+				l2_set(s, l2, i, h | QCOW2_OFLAG_COPIED, l2_bitmap(s, l2, i));
 			else if (s->hdr.version >= 3 && (h < old_eof || (old & QCOW2_OFLAG_ZERO)))
 				/* A reused cluster may hold stale bytes: keep it reading zeroes. */
-				l2_set(s, l2, l2i + i, h | QCOW2_OFLAG_COPIED | QCOW2_OFLAG_ZERO,
-				       0);
+				l2_set(s, l2, i, h | QCOW2_OFLAG_COPIED | QCOW2_OFLAG_ZERO, 0);
 			else
-				l2_set(s, l2, l2i + i, h | QCOW2_OFLAG_COPIED, 0);
-			if (h + cs > host_end)
-				host_end = h + cs;
+				l2_set(s, l2, i, h | QCOW2_OFLAG_COPIED, 0);
 		}
 		qcow2_cache_mark_dirty(s->l2_cache, l2);
 		qcow2_cache_put(s->l2_cache, &l2);
-		if (ret < 0)
-			return ret;
-		/*
-		 * L2 tables land between the data runs and extend the file, so
-		 * extending the file at the end would not allocate the runs.
-		 */
-		if (mode == VS_PREALLOC_FALLOC || mode == VS_PREALLOC_FULL) {
-			ret = prealloc_host(node, (uint64_t)nw, n << s->cluster_bits, mode);
-			if (ret < 0)
-				return ret;
-		}
-		pos += n << s->cluster_bits;
-	}
-	if (host_end > vs_node_size(node->file)) {
-		ret = vs_node_truncate(node->file, host_end,
-				       mode == VS_PREALLOC_METADATA ? VS_PREALLOC_OFF : mode, false,
-				       NULL);
-		if (ret < 0)
-			return ret;
 	}
 	return 0;
+}
+
+/*
+ * Lock held. The first cluster of a preallocation that starts inside it,
+ * at @offset, gets host cluster @host: its bytes below @offset are the
+ * guest's, read so far from the backing file through an unallocated entry,
+ * and go into @host first (qemu's copy-on-write does the same), or the new
+ * entry would hide them behind zeroes. Extended L2 entries keep their
+ * subcluster bitmap, so reads still go to the backing file there.
+ */
+static int prealloc_copy_head(struct vs_node *node, uint64_t offset, uint64_t host)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t start = offset & ~(s->cluster_size - 1);
+	uint64_t n;
+	bool new_table;
+	void *buf;
+	int ret;
+
+	if (start == offset || !node->backing || s->extl2)
+		return 0;
+	ret = prealloc_scan(node, start >> s->cluster_bits, (start >> s->cluster_bits) + 1, &n,
+			    &new_table);
+	if (ret < 0 || !n)
+		return ret;
+	buf = vs_buf_alloc(offset - start);
+	if (!buf)
+		return -ENOMEM;
+	ret = read_locked_buf(node, start, buf, offset - start);
+	if (ret == 0)
+		ret = vs_node_pwrite(node->file, host, buf, offset - start, 0);
+	free(buf);
+	return ret;
+}
+
+/*
+ * Lock held. Give every cluster of [offset, offset+len) that has no host
+ * storage a cluster (reads still see zeroes/backing), allocated in the
+ * file per @mode. As qemu does, and so that a failure changes nothing:
+ * one run takes the data clusters and the L2 tables they need; the run's
+ * refcounts are taken, then its storage allocated (ENOSPC, or EOPNOTSUPP
+ * where 'falloc' cannot write zeroes instead, stops here and the run is
+ * given back), and only then do L2 entries point into it, written after
+ * the refcounts. No allocation is left for the linking that could fail
+ * for want of space.
+ */
+int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum vs_prealloc mode)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t cs = s->cluster_size;
+	uint64_t first = offset >> s->cluster_bits;
+	uint64_t end = (offset + len + cs - 1) >> s->cluster_bits;
+	uint64_t old_eof = vs_node_size(node->file);
+	uint64_t ndata = 0, ntables = 0, run_len, data;
+	struct l2_reserve reserve;
+	int64_t run;
+	int ret;
+
+	if (!len)
+		return 0;
+	ret = qcow2_l1_grow(node, ((end - 1) >> s->l2_bits) + 1, false);
+	if (ret < 0)
+		return ret;
+	for (uint64_t c = first; c < end;) {
+		uint64_t stop = ((c >> s->l2_bits) + 1) << s->l2_bits, n;
+		bool new_table;
+
+		if (stop > end)
+			stop = end;
+		ret = prealloc_scan(node, c, stop, &n, &new_table);
+		if (ret < 0)
+			return ret;
+		ndata += n;
+		if (n && new_table)
+			ntables++;
+		c = stop;
+	}
+	if (!ndata)
+		return 0;
+	run = qcow2_alloc_clusters(node, ntables + ndata);
+	if (run < 0)
+		return (int)run;
+	run_len = (ntables + ndata) << s->cluster_bits;
+	ret = prealloc_host(node, (uint64_t)run, run_len, mode);
+	if (ret < 0) {
+		/* Nothing points into the run: it goes back, and the image is as it was. */
+		(void)qcow2_free_clusters(node, (uint64_t)run, run_len, false);
+		return ret;
+	}
+	reserve.next = (uint64_t)run;
+	reserve.end = (uint64_t)run + (ntables << s->cluster_bits);
+	data = reserve.end;
+	ret = prealloc_copy_head(node, offset, data);
+	if (ret < 0) {
+		(void)qcow2_free_clusters(node, (uint64_t)run, run_len, false);
+		return ret;
+	}
+	ret = prealloc_link(node, first, end, &reserve, &data, old_eof);
+	/* What the linking did not use (it cannot be much) goes back. */
+	if (reserve.next < reserve.end)
+		(void)qcow2_free_clusters(node, reserve.next, reserve.end - reserve.next, false);
+	if (data < (uint64_t)run + run_len)
+		(void)qcow2_free_clusters(node, data, (uint64_t)run + run_len - data, false);
+	return ret;
 }
 
 /* Lock held. Drop every mapping at or past @new_size (which is cluster aligned). */

@@ -10,7 +10,10 @@
 #include "qcow2-format.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
+
+#include "driver.h"
 
 /* Byte offsets of the header fields. */
 enum {
@@ -36,10 +39,35 @@ enum {
 	HDR_END_COMPRESSION = 112, /* compression_type plus its 7 padding bytes */
 };
 
+int qcow2_check_virtual_size(uint64_t size, unsigned cluster_bits, bool extl2, struct vs_error *err)
+{
+	uint64_t span = (UINT64_C(1) << cluster_bits) / (extl2 ? 16 : 8) << cluster_bits;
+	uint64_t l1_entries = size / span + (size % span != 0);
+
+	/*
+	 * qemu's two bounds, in its order of messages: the size a node may
+	 * have ("File too large"), and an L1 index that fits an int ("Image is
+	 * too big"). Computed without wrapping: 2^64 - 1 + span - 1 wraps to
+	 * a tiny L1 index, which let such a size through.
+	 */
+	if (size > VS_NODE_MAX_SIZE)
+		return vs_error_setf_errno(err, -EFBIG,
+					   "qcow2: virtual size %" PRIu64
+					   " is beyond the largest an image may have (%" PRIu64 ")",
+					   size, VS_NODE_MAX_SIZE);
+	if (l1_entries > INT32_MAX)
+		return vs_error_set(err, -EFBIG,
+				    "qcow2: Image is too big: a virtual size of %" PRIu64
+				    " needs %" PRIu64 " L1 entries with %" PRIu64 "-byte clusters",
+				    size, l1_entries, UINT64_C(1) << cluster_bits);
+	return 0;
+}
+
 int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 			struct vs_error *err)
 {
 	uint64_t cluster_size;
+	int ret;
 
 	memset(h, 0, sizeof(*h));
 	if (len < QCOW2_V2_HEADER_SIZE)
@@ -141,6 +169,10 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 	if (h->l1_size > QCOW2_MAX_L1_SIZE / 8)
 		return vs_error_set(err, -EFBIG, "qcow2: active L1 table too large (%u entries)",
 				    h->l1_size);
+	ret = qcow2_check_virtual_size(h->size, h->cluster_bits,
+				       (h->incompatible_features & QCOW2_INCOMPAT_EXTL2) != 0, err);
+	if (ret < 0)
+		return ret;
 	if (h->refcount_table_clusters == 0 ||
 	    (uint64_t)h->refcount_table_clusters > QCOW2_MAX_REFTABLE_SIZE / cluster_size)
 		return vs_error_set(err, -EINVAL,

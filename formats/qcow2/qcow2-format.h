@@ -141,13 +141,23 @@ static inline void qcow2_put_be64(uint8_t *p, uint64_t v)
 /*
  * Decode and validate the fixed header in @buf (@len bytes read from offset
  * 0, at least the first cluster or the whole file if shorter). Checks magic,
- * version, cluster_bits, refcount_order, header_length and that the table
- * offsets are cluster aligned. Does not judge feature bits (the caller
- * decides what it can handle). Returns 0 or -EINVAL/-ENOTSUP with @err.
- * Implemented in qcow2-format.c.
+ * version, cluster_bits, refcount_order, header_length, that the table
+ * offsets are cluster aligned and that the virtual size is one qemu can
+ * address (qcow2_check_virtual_size). Does not judge feature bits (the
+ * caller decides what it can handle). Returns 0 or -EINVAL/-ENOTSUP/-EFBIG
+ * with @err. Implemented in qcow2-format.c.
  */
 int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 			struct vs_error *err);
+
+/*
+ * Whether an image of @size bytes with 2^@cluster_bits-byte clusters (and
+ * extended L2 entries when @extl2) is addressable, by qemu's rules: at most
+ * VS_NODE_MAX_SIZE, and an L1 table index that fits an int. Returns 0 or
+ * -EFBIG with @err. Implemented in qcow2-format.c.
+ */
+int qcow2_check_virtual_size(uint64_t size, unsigned cluster_bits, bool extl2,
+			     struct vs_error *err);
 
 /* Encode @h into @buf (header_length bytes; v2: 72). Implemented in qcow2-format.c. */
 void qcow2_header_encode(const struct qcow2_header *h, uint8_t *buf);

@@ -121,7 +121,8 @@ uint64_t qcow2_l1_size_for(const struct qcow2_state *s, uint64_t virtual_size)
 {
 	uint64_t span = s->l2_entries << s->cluster_bits;
 
-	return (virtual_size + span - 1) / span;
+	/* Not (size + span - 1) / span: that wraps for sizes near 2^64. */
+	return virtual_size / span + (virtual_size % span != 0);
 }
 
 int qcow2_l1_write_entry(struct vs_node *node, uint32_t idx)

@@ -77,6 +77,14 @@ printf '\x00\x00\x00\x00\x7f\xff\xfe\x00' | dd of="$img/bad-l1-offset" bs=1 seek
 printf 'QFI\xfb\x00\x00\x00\x03' >"$hdr/magic-only"
 cp "$hdr/empty-512" "$hdr/huge-header-length"
 printf '\x00\x01\x00\x00' | dd of="$hdr/huge-header-length" bs=1 seek=100 conv=notrunc status=none
+# Virtual sizes past what qemu opens: 2^64 - 1 (its L1 index used to wrap
+# to 0) and 2^63 - 1 GiB + 512 (just past the limit), header and image.
+cp "$hdr/empty-512" "$hdr/size-2e64-1"
+printf '\xff\xff\xff\xff\xff\xff\xff\xff' | dd of="$hdr/size-2e64-1" bs=1 seek=24 conv=notrunc status=none
+cp "$img/empty-512" "$img/size-2e64-1"
+printf '\xff\xff\xff\xff\xff\xff\xff\xff' | dd of="$img/size-2e64-1" bs=1 seek=24 conv=notrunc status=none
+cp "$hdr/empty-512" "$hdr/size-over-max"
+printf '\x7f\xff\xff\xff\xc0\x00\x02\x00' | dd of="$hdr/size-over-max" bs=1 seek=24 conv=notrunc status=none
 
 # --- cli-options: "SIZE\nOPTIONS" ---
 cli=$out/cli-options

@@ -6,6 +6,8 @@ nbd_bad_server.py SOCKET PIDFILE MODE, MODE one of
   good           a correct server (the control)
   short-read     a read's structured reply covers only its first 512 bytes
   huge-size      the export is 2^63 + 4096 bytes
+  over-max-size  the export is 2^63 - 512 bytes: past qemu's limit, 2^63 - 1 GiB
+  max-size       the export is 2^63 - 1 GiB bytes, qemu's limit (valid)
   unaligned-size minimum block size 4096, export size 1 MiB + 512
   no-export-info NBD_OPT_GO is acknowledged without NBD_INFO_EXPORT"""
 import os
@@ -52,6 +54,10 @@ def serve(c):
             size, minbs = SIZE, 1
             if mode == "huge-size":
                 size = (1 << 63) + 4096
+            elif mode == "over-max-size":
+                size = (1 << 63) - 512
+            elif mode == "max-size":
+                size = (1 << 63) - (1 << 30)
             elif mode == "unaligned-size":
                 size, minbs = SIZE + 512, 4096
             if mode != "no-export-info":

@@ -3,7 +3,9 @@
 #
 # vstor-img resize against qemu-img: absolute and relative sizes, growing
 # raw and qcow2 images (with preallocation), shrinking only with --shrink,
-# data below the new end kept, images clean for qemu-img check.
+# data below the new end kept, images clean for qemu-img check; a
+# preallocated growth over a backing file keeps the backing data of the
+# old last cluster.
 . "$(dirname "$0")/lib.sh"
 
 require_tool qemu-img qemu-io
@@ -57,5 +59,24 @@ for compat in 1.1 0.10; do
 	grep -q "Pattern verification failed" io.out &&
 		fail "growing over a longer backing file shows its data ($compat)"
 	qemu_img check -q go.qcow2 || fail "qemu-img check after growing over a backing file"
+done
+# A preallocated growth from a size inside a cluster: the bytes of that
+# cluster below the old end still read from the backing file (qemu-img
+# copies them into the new cluster), the grown part reads zeroes.
+for compat in 1.1 0.10; do
+	for mode in full falloc metadata; do
+		qemu_img create -q -f qcow2 -o compat=$compat -b gb.qcow2 -F qcow2 go.qcow2 1000K
+		qemu-io -c 'write -P 0x11 0 4k' go.qcow2 >/dev/null
+		vstor_img resize -q --preallocation=$mode go.qcow2 3M ||
+			fail "preallocated resize over a backing file ($compat, $mode)"
+		rc=0
+		qemu-io -c 'read -P 0x11 0 4k' -c 'read -P 0x66 4k 996k' -c 'read -P 0 1000k 2000k' \
+			go.qcow2 >io.out || rc=$?
+		if [[ $rc != 0 ]] || grep -q "Pattern verification failed" io.out; then
+			cat io.out >&2
+			fail "preallocated resize over a backing file lost or showed backing data ($compat, $mode)"
+		fi
+		qemu_img check -q go.qcow2 || fail "qemu-img check after a preallocated resize ($compat, $mode)"
+	done
 done
 log "ok"

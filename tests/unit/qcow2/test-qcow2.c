@@ -120,6 +120,64 @@ static void test_format_header_rejects_bad_fields(void **state)
 	assert_true(qcow2_header_decode(buf, 50, &d, NULL) < 0);
 }
 
+/*
+ * Virtual sizes qemu cannot address are refused by the decoder, with no
+ * wrap-around: 2^64 - 1 used to pass (its L1 index, computed as
+ * (size + span - 1) / span, wrapped to 0). The bounds: VS_NODE_MAX_SIZE
+ * (qemu's "File too large") and an L1 index that fits an int ("Image is
+ * too big"); whether the L1 table is large enough is the opener's check.
+ */
+static void test_format_header_size_limits(void **state)
+{
+	struct qcow2_header h = { 0 }, d;
+	uint8_t buf[4096];
+	struct vs_error err = { 0 };
+	const struct {
+		unsigned cluster_bits;
+		uint64_t size;
+		int want;
+	} cases[] = {
+		{ 16, UINT64_MAX, -EFBIG },
+		{ 21, UINT64_MAX, -EFBIG },
+		{ 16, UINT64_MAX - 511, -EFBIG },
+		{ 16, UINT64_C(1) << 63, -EFBIG },
+		{ 21, VS_NODE_MAX_SIZE + 512, -EFBIG },
+		{ 21, VS_NODE_MAX_SIZE, 0 },	     /* 2^24 - 2 L1 entries of 2^39 bytes */
+		{ 16, VS_NODE_MAX_SIZE, -EFBIG },    /* 2^34 - 2 L1 entries: not an int */
+		{ 9, (uint64_t)INT32_MAX << 15, 0 }, /* 512-byte clusters: 2^15 per entry */
+		{ 9, ((uint64_t)INT32_MAX << 15) + 512, -EFBIG },
+		{ 16, UINT64_C(1) << 50, 0 },
+	};
+
+	(void)state;
+	h.magic = QCOW2_MAGIC;
+	h.version = 3;
+	h.refcount_table_offset = 1 << 21;
+	h.refcount_table_clusters = 1;
+	h.refcount_order = 4;
+	h.header_length = 112;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		h.cluster_bits = cases[i].cluster_bits;
+		h.size = cases[i].size;
+		memset(buf, 0, sizeof(buf));
+		qcow2_header_encode(&h, buf);
+		vs_error_clear(&err);
+		assert_int_equal(qcow2_header_decode(buf, sizeof(buf), &d, &err), cases[i].want);
+		if (cases[i].want)
+			assert_true(err.msg[0] != 0);
+		assert_int_equal(qcow2_check_virtual_size(cases[i].size, cases[i].cluster_bits,
+							  false, NULL),
+				 cases[i].want);
+	}
+	/* Extended L2 entries halve the span of an L1 entry. */
+	assert_int_equal(qcow2_check_virtual_size((uint64_t)INT32_MAX << 23, 14, true, NULL), 0);
+	assert_int_equal(qcow2_check_virtual_size(((uint64_t)INT32_MAX << 24) + 512, 14, true,
+						  NULL),
+			 -EFBIG);
+	assert_int_equal(
+		qcow2_check_virtual_size(((uint64_t)INT32_MAX << 24) + 512, 14, false, NULL), 0);
+}
+
 /* ---- refcount entries of every width ---- */
 
 static void test_refcount_entry_widths(void **state)
@@ -993,6 +1051,7 @@ int main(void)
 	const struct CMUnitTest unit[] = {
 		cmocka_unit_test(test_format_header_roundtrip),
 		cmocka_unit_test(test_format_header_rejects_bad_fields),
+		cmocka_unit_test(test_format_header_size_limits),
 		cmocka_unit_test(test_refcount_entry_widths),
 		cmocka_unit_test(test_compress_roundtrip_with_padding),
 		cmocka_unit_test(test_compress_skips_only_incompressible),
