@@ -360,6 +360,7 @@ static int fault_submit(struct vs_node *node, struct vs_req *req)
 
 const struct vs_driver vs_driver_fault = {
 	.name = "fault",
+	.prefixes = (const char *const[]){ "fault:", NULL },
 	.state_size = sizeof(struct fault_state),
 	.open = fault_open,
 	.close = fault_close,
@@ -369,3 +370,5 @@ const struct vs_driver vs_driver_fault = {
 	.supported_write_flags = VS_REQ_FUA,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP | VS_REQ_FUA,
 };
+
+VS_DRIVER_REGISTER(vs_driver_fault)

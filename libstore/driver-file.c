@@ -479,3 +479,5 @@ const struct vs_driver vs_driver_file = {
 	.supported_write_flags = VS_REQ_FUA,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP,
 };
+
+VS_DRIVER_REGISTER(vs_driver_file)

@@ -416,11 +416,6 @@ static void sess_free(struct isess *s)
 	free(s);
 }
 
-bool vs_iscsi_is_uri(const char *filename)
-{
-	return !strncmp(filename, "iscsi://", 8);
-}
-
 /* The options vstor adds to libiscsi's URL. */
 struct iscsi_opts {
 	char *url; /* without our query options */
@@ -1043,6 +1038,7 @@ static int iscsi_create(const char *filename, uint64_t size, const struct vs_kv 
 
 const struct vs_driver vs_driver_iscsi = {
 	.name = "iscsi",
+	.prefixes = (const char *const[]){ "iscsi://", NULL },
 	.state_size = sizeof(struct iscsi_node),
 	.open = iscsi_node_open,
 	.close = iscsi_node_close,
@@ -1056,3 +1052,5 @@ const struct vs_driver vs_driver_iscsi = {
 	.supported_write_flags = VS_REQ_FUA,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP | VS_REQ_FUA,
 };
+
+VS_DRIVER_REGISTER(vs_driver_iscsi)

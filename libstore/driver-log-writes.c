@@ -215,6 +215,7 @@ int vs_log_writes_mark(struct vs_node *node, uint64_t value)
 
 const struct vs_driver vs_driver_log_writes = {
 	.name = "log-writes",
+	.prefixes = (const char *const[]){ "log-writes:", NULL },
 	.state_size = sizeof(struct log_writes_state),
 	.open = lw_open,
 	.close = lw_close,
@@ -224,3 +225,5 @@ const struct vs_driver vs_driver_log_writes = {
 	.supported_write_flags = VS_REQ_FUA,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP | VS_REQ_FUA,
 };
+
+VS_DRIVER_REGISTER(vs_driver_log_writes)

@@ -53,7 +53,7 @@ struct lvmap_state {
 	unsigned npvs;
 };
 
-bool vs_lvmap_is_uri(const char *filename)
+static bool lvmap_is_uri(const char *filename)
 {
 	return !strncmp(filename, "lvmap:", 6);
 }
@@ -179,7 +179,7 @@ static int lvmap_open(struct vs_node *node, const struct vs_open_opts *opts, str
 
 	s->lock_fd = -1;
 	s->lv_lock_fd = -1;
-	if (!vs_lvmap_is_uri(opts->filename) || !bar || (size_t)(bar - p) >= sizeof(lock))
+	if (!lvmap_is_uri(opts->filename) || !bar || (size_t)(bar - p) >= sizeof(lock))
 		return vs_error_set(err, -EINVAL,
 				    "Invalid lvmap URI '%s' (lvmap:LOCK|OFF+LEN@PV|...)",
 				    opts->filename);
@@ -378,6 +378,7 @@ static int lvmap_create(const char *filename, uint64_t size, const struct vs_kv 
 
 const struct vs_driver vs_driver_lvmap = {
 	.name = "lvmap",
+	.prefixes = (const char *const[]){ "lvmap:", NULL },
 	.state_size = sizeof(struct lvmap_state),
 	.open = lvmap_open,
 	.close = lvmap_close,
@@ -386,3 +387,5 @@ const struct vs_driver vs_driver_lvmap = {
 	.create = lvmap_create,
 	.supported_write_flags = VS_REQ_FUA,
 };
+
+VS_DRIVER_REGISTER(vs_driver_lvmap)

@@ -177,6 +177,7 @@ static int64_t memory_allocated_size(struct vs_node *node)
 
 const struct vs_driver vs_driver_memory = {
 	.name = "memory",
+	.prefixes = (const char *const[]){ "memory:", NULL },
 	.state_size = sizeof(struct memory_state),
 	.open = memory_open,
 	.close = memory_close,
@@ -227,9 +228,13 @@ static int null_submit(struct vs_node *node, struct vs_req *req)
 
 const struct vs_driver vs_driver_null = {
 	.name = "null",
+	.prefixes = (const char *const[]){ "null:", NULL },
 	.open = null_open,
 	.close = null_close,
 	.submit = null_submit,
 	.supported_write_flags = VS_REQ_FUA,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP | VS_REQ_FUA,
 };
+
+VS_DRIVER_REGISTER(vs_driver_memory)
+VS_DRIVER_REGISTER(vs_driver_null)

@@ -118,12 +118,6 @@ static int pct_decode(char *dst, size_t dstsz, const char *src, size_t len)
 	return 0;
 }
 
-bool vs_nbd_is_uri(const char *filename)
-{
-	return !strncmp(filename, "nbd://", 6) || !strncmp(filename, "nbd+unix://", 11) ||
-	       !strncmp(filename, "nbd+tcp://", 10) || !strncmp(filename, "nbd:", 4);
-}
-
 static int parse_target(const char *uri, struct nbd_target *t)
 {
 	const char *p, *slash, *q;
@@ -857,6 +851,8 @@ static void nbd_close(struct vs_node *node)
 
 const struct vs_driver vs_driver_nbd = {
 	.name = "nbd",
+	/* nbd://, nbd+unix://, nbd+tcp:// and QEMU's legacy nbd:unix:PATH, nbd:HOST:PORT */
+	.prefixes = (const char *const[]){ "nbd:", "nbd+unix://", "nbd+tcp://", NULL },
 	.state_size = sizeof(struct nbd_client),
 	.open = nbd_open,
 	.close = nbd_close,
@@ -864,3 +860,5 @@ const struct vs_driver vs_driver_nbd = {
 	.supported_write_flags = VS_REQ_FUA,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP | VS_REQ_FUA,
 };
+
+VS_DRIVER_REGISTER(vs_driver_nbd)

@@ -407,7 +407,7 @@ static void session_stop(struct vs_nfs *s)
 		vs_co_queue_wait(&s->pump_exit);
 }
 
-bool vs_nfs_is_uri(const char *filename)
+static bool nfs_is_uri(const char *filename)
 {
 	return !strncmp(filename, "nfs://", 6);
 }
@@ -506,7 +506,7 @@ int vs_nfs_mount(struct vs_nfs **out, const char *url, struct vs_error *err)
 	struct nfs_url *u;
 	int ret;
 
-	if (!vs_nfs_is_uri(url))
+	if (!nfs_is_uri(url))
 		return vs_error_set(err, -EINVAL, "'%s' is not an nfs:// URL", url);
 	ret = check_url(url, err);
 	if (ret < 0)
@@ -783,7 +783,7 @@ static int nfs_node_connect(struct nfs_node *n, const char *url, struct vs_error
 	struct nfs_url *u;
 	int ret;
 
-	if (!vs_nfs_is_uri(url))
+	if (!nfs_is_uri(url))
 		return vs_error_set(err, -EINVAL, "'%s' is not an nfs:// URL", url);
 	ret = check_url(url, err);
 	if (ret < 0)
@@ -1435,6 +1435,7 @@ static const struct vs_create_opt_desc nfs_create_opts[] = {
 
 const struct vs_driver vs_driver_nfs = {
 	.name = "nfs",
+	.prefixes = (const char *const[]){ "nfs://", NULL },
 	.state_size = sizeof(struct nfs_node),
 	.open = nfs_open_node,
 	.close = nfs_close_node,
@@ -1445,3 +1446,5 @@ const struct vs_driver vs_driver_nfs = {
 	.allocated_size = nfs_allocated_size,
 	.supported_write_flags = VS_REQ_FUA,
 };
+
+VS_DRIVER_REGISTER(vs_driver_nfs)

@@ -64,6 +64,12 @@ struct vs_limits {
 
 struct vs_driver {
 	const char *name;
+	/*
+	 * Protocol drivers: the filename prefixes that select this driver
+	 * ("nbd://", "memory:"), NULL-terminated; the longest match wins, and a
+	 * name no prefix claims goes to the file driver. NULL: by name only.
+	 */
+	const char *const *prefixes;
 	bool is_format;	   /* interprets a file child; else a protocol driver */
 	size_t state_size; /* bytes of node->opaque, zeroed at open */
 
@@ -166,10 +172,21 @@ struct vs_node {
 	void *close_hook_opaque;
 };
 
-/* Registry. */
+/*
+ * The registry (registry.c). Each driver registers itself in its own file
+ * with VS_DRIVER_REGISTER(its vtable), which runs before main.
+ */
+void vs_driver_register(const struct vs_driver *drv);
+#define VS_DRIVER_REGISTER(drv)                                                 \
+	static void __attribute__((constructor)) vs_driver_register_##drv(void) \
+	{                                                                       \
+		vs_driver_register(&(drv));                                     \
+	}
 const struct vs_driver *vs_driver_find(const char *name);
 /* Best format for the first bytes of a file ("raw" when none matches). */
 const struct vs_driver *vs_driver_probe(const uint8_t *buf, size_t len, const char *filename);
+/* The protocol driver for @filename: the longest registered prefix, else "file". */
+const struct vs_driver *vs_protocol_driver_for(const char *filename);
 
 /* Resolve @name against the directory of @base into @out (size @outsz). */
 int vs_path_combine(char *out, size_t outsz, const char *base, const char *name);
@@ -214,7 +231,13 @@ struct vs_image_resolver {
  */
 int vs_image_register_resolver(const struct vs_image_resolver *r);
 
-/* Allocate an I/O buffer aligned for any node (4096); free with free(). */
+/* Node lifetime (node.c): a node of @drv for @filename, its state zeroed. */
+struct vs_node *vs_node_new(const struct vs_driver *drv, const char *filename,
+			    const struct vs_open_opts *opts);
+/* Free a node that was never opened, or whose driver has closed it. */
+void vs_node_free(struct vs_node *n);
+
+/* Allocate an I/O buffer aligned for any node (4096); free with free() (iov.c). */
 void *vs_buf_alloc(size_t len);
 void *vs_buf_zalloc(size_t len);
 
@@ -227,15 +250,6 @@ extern const struct vs_driver vs_driver_nbd;
 extern const struct vs_driver vs_driver_nfs;   /* with libnfs */
 extern const struct vs_driver vs_driver_iscsi; /* with libiscsi */
 extern const struct vs_driver vs_driver_lvmap; /* LVs mapped onto their PVs */
-
-/* True for lvmap: URIs (driver-lvmap.c). */
-bool vs_lvmap_is_uri(const char *filename);
-
-/*
- * The protocol driver for @filename: by URI scheme (nbd://, nfs://, iscsi://,
- * lvmap:, memory:, null:), else the file driver.
- */
-const struct vs_driver *vs_protocol_driver_for(const char *filename);
 
 /*
  * Test filter drivers (driver-filter.c): a protocol node over another
@@ -258,8 +272,5 @@ int64_t vs_filter_allocated_size(struct vs_node *node);
  * of their requests starts and ends.
  */
 int vs_log_writes_mark(struct vs_node *node, uint64_t value);
-
-/* True for the NBD URI forms the nbd driver takes (nbd://, nbd+unix://, nbd:). */
-bool vs_nbd_is_uri(const char *filename);
 
 #endif

@@ -1,16 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Building node graphs: the driver registry, format probing, opening an image
- * (protocol node, format node, backing chain) and creating one.
+ * Building node graphs: format probing, opening an image (protocol node,
+ * format node, backing chain) and creating one. Drivers come from the
+ * registry (registry.c).
  */
 #include "driver.h"
-#include "config.h"
-#ifdef HAVE_LIBNFS
-#include "nfs.h"
-#endif
-#ifdef HAVE_LIBISCSI
-#include "iscsi.h"
-#endif
 
 #include <errno.h>
 #include <limits.h>
@@ -20,92 +14,6 @@
 #include <sys/stat.h>
 
 #define PROBE_LEN 4096
-
-static const struct vs_driver *const drivers[] = {
-	&vs_driver_qcow2,  &vs_driver_raw,	  &vs_driver_file,
-	&vs_driver_memory, &vs_driver_null,	  &vs_driver_nbd,
-	&vs_driver_fault,  &vs_driver_log_writes, &vs_driver_lvmap,
-#ifdef HAVE_LIBNFS
-	&vs_driver_nfs,
-#endif
-#ifdef HAVE_LIBISCSI
-	&vs_driver_iscsi,
-#endif
-};
-
-const struct vs_driver *vs_driver_find(const char *name)
-{
-	for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
-		if (!strcmp(drivers[i]->name, name))
-			return drivers[i];
-	return NULL;
-}
-
-const struct vs_driver *vs_driver_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	const struct vs_driver *best = &vs_driver_raw;
-	int best_score = 0;
-
-	for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++) {
-		int score;
-
-		if (!drivers[i]->is_format || !drivers[i]->probe)
-			continue;
-		score = drivers[i]->probe(buf, len, filename);
-		if (score > best_score) {
-			best_score = score;
-			best = drivers[i];
-		}
-	}
-	return best;
-}
-
-const struct vs_create_opt_desc *vs_format_create_opts(const char *format)
-{
-	const struct vs_driver *drv = vs_driver_find(format);
-
-	if (!drv || !drv->is_format)
-		return NULL;
-	return drv->create_opts;
-}
-
-int vs_prealloc_parse(const char *s, enum vs_prealloc *out)
-{
-	static const char *const names[] = { "off", "metadata", "falloc", "full" };
-
-	for (unsigned i = 0; i < 4; i++) {
-		if (!strcmp(s, names[i])) {
-			*out = (enum vs_prealloc)i;
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
-
-const char *vs_prealloc_name(enum vs_prealloc p)
-{
-	static const char *const names[] = { "off", "metadata", "falloc", "full" };
-
-	return (unsigned)p < 4 ? names[p] : "unknown";
-}
-
-void *vs_buf_alloc(size_t len)
-{
-	void *p;
-
-	if (posix_memalign(&p, 4096, len ? len : 1))
-		return NULL;
-	return p;
-}
-
-void *vs_buf_zalloc(size_t len)
-{
-	void *p = vs_buf_alloc(len);
-
-	if (p)
-		memset(p, 0, len);
-	return p;
-}
 
 int vs_path_combine(char *out, size_t outsz, const char *base, const char *name)
 {
@@ -141,65 +49,6 @@ static const struct vs_image_resolver *resolver_for(const char *filename)
 	return NULL;
 }
 
-const struct vs_driver *vs_protocol_driver_for(const char *filename)
-{
-	if (!strncmp(filename, "memory:", 7))
-		return &vs_driver_memory;
-	if (!strncmp(filename, "null:", 5))
-		return &vs_driver_null;
-	if (!strncmp(filename, "fault:", 6))
-		return &vs_driver_fault;
-	if (!strncmp(filename, "log-writes:", 11))
-		return &vs_driver_log_writes;
-	if (vs_nbd_is_uri(filename))
-		return &vs_driver_nbd;
-	if (vs_lvmap_is_uri(filename))
-		return &vs_driver_lvmap;
-#ifdef HAVE_LIBNFS
-	if (vs_nfs_is_uri(filename))
-		return &vs_driver_nfs;
-#endif
-#ifdef HAVE_LIBISCSI
-	if (vs_iscsi_is_uri(filename))
-		return &vs_driver_iscsi;
-#endif
-	return &vs_driver_file;
-}
-
-static struct vs_node *node_new(const struct vs_driver *drv, const char *filename,
-				const struct vs_open_opts *opts)
-{
-	struct vs_node *n = calloc(1, sizeof(*n));
-
-	if (!n)
-		return NULL;
-	n->drv = drv;
-	n->filename = strdup(filename);
-	if (drv->state_size)
-		n->opaque = calloc(1, drv->state_size);
-	if (!n->filename || (drv->state_size && !n->opaque)) {
-		free(n->filename);
-		free(n->opaque);
-		free(n);
-		return NULL;
-	}
-	n->reactor = vs_reactor_current();
-	n->read_only = opts->read_only;
-	n->force_share = opts->force_share;
-	n->cache = opts->cache;
-	n->knobs = vs_cache_mode_knobs(opts->cache);
-	n->limits.request_align = 1;
-	n->limits.mem_align = 1;
-	return n;
-}
-
-static void node_free(struct vs_node *n)
-{
-	free(n->filename);
-	free(n->opaque);
-	free(n);
-}
-
 int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs_open_opts *opts,
 		     struct vs_error *err)
 {
@@ -214,32 +63,16 @@ int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs
 		return res->open(filename, opts, out, err);
 	}
 	drv = vs_protocol_driver_for(filename);
-	n = node_new(drv, filename, opts);
+	n = vs_node_new(drv, filename, opts);
 	if (!n)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
 	ret = drv->open(n, opts, err);
 	if (ret < 0) {
-		node_free(n);
+		vs_node_free(n);
 		return ret;
 	}
 	*out = n;
 	return 0;
-}
-
-/* Iterative down the backing chain: a deep chain needs no deep stack. */
-void vs_node_close(struct vs_node *n)
-{
-	while (n) {
-		struct vs_node *backing = n->backing;
-
-		if (n->drv->close)
-			n->drv->close(n);
-		vs_node_close(n->file);
-		if (n->close_hook)
-			n->close_hook(n->close_hook_opaque);
-		node_free(n);
-		n = backing;
-	}
 }
 
 /*
@@ -294,7 +127,7 @@ static int image_open_one(struct vs_node **out, const struct vs_open_opts *opts,
 		probed = true;
 		free(buf);
 	}
-	n = node_new(drv, opts->filename, opts);
+	n = vs_node_new(drv, opts->filename, opts);
 	if (!n) {
 		vs_node_close(file);
 		return vs_error_set(err, -ENOMEM, "Out of memory");
@@ -307,7 +140,7 @@ static int image_open_one(struct vs_node **out, const struct vs_open_opts *opts,
 	if (ret < 0) {
 		/* The driver closed its own state; the child is ours. */
 		vs_node_close(file);
-		node_free(n);
+		vs_node_free(n);
 		return ret;
 	}
 	n->writethrough = depth == 0 && !n->knobs.wce;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Copying between flat buffers and I/O vectors; see iov.h. */
+/* I/O buffers and vectors: allocation, and copying between the two. */
+#include "driver.h"
 #include "iov.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 void vs_iov_to_buf(void *dst, const struct iovec *iov, int niov, uint64_t skip, uint64_t len)
@@ -41,4 +43,22 @@ void vs_iov_from_buf(const struct iovec *iov, int niov, uint64_t skip, const voi
 		len -= n;
 		skip = 0;
 	}
+}
+
+void *vs_buf_alloc(size_t len)
+{
+	void *p;
+
+	if (posix_memalign(&p, 4096, len ? len : 1))
+		return NULL;
+	return p;
+}
+
+void *vs_buf_zalloc(size_t len)
+{
+	void *p = vs_buf_alloc(len);
+
+	if (p)
+		memset(p, 0, len);
+	return p;
 }

@@ -34,6 +34,5 @@ struct vs_iscsi_lun {
 int vs_iscsi_list_luns(const char *url, struct vs_iscsi_lun **out, size_t *n, struct vs_error *err);
 
 /* True for iscsi:// URIs. */
-bool vs_iscsi_is_uri(const char *filename);
 
 #endif

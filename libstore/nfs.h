@@ -64,6 +64,5 @@ int vs_nfs_list(struct vs_nfs *s, const char *path, vs_nfs_dir_fn *fn, void *opa
 		struct vs_error *err);
 
 /* True for nfs:// URIs. */
-bool vs_nfs_is_uri(const char *filename);
 
 #endif

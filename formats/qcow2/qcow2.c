@@ -960,3 +960,5 @@ const struct vs_driver vs_driver_qcow2 = {
 	.supported_write_flags = 0,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP,
 };
+
+VS_DRIVER_REGISTER(vs_driver_qcow2)
