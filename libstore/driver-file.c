@@ -404,7 +404,7 @@ static int file_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc p
 }
 
 static int file_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
-		       struct vs_error *err)
+		       unsigned flags, struct vs_error *err)
 {
 	enum vs_prealloc prealloc = VS_PREALLOC_OFF;
 	const struct vs_driver *proto = vs_protocol_driver_for(filename);
@@ -413,7 +413,7 @@ static int file_create(const char *filename, uint64_t size, const struct vs_kv *
 
 	/* Formats create their file through here: a URI goes to its protocol. */
 	if (proto != &vs_driver_file && proto->create)
-		return proto->create(filename, size, opts, nopts, err);
+		return proto->create(filename, size, opts, nopts, flags, err);
 	for (size_t i = 0; i < nopts; i++) {
 		if (!strcmp(opts[i].key, "preallocation")) {
 			if (vs_prealloc_parse(opts[i].value, &prealloc) < 0 ||

@@ -1012,8 +1012,9 @@ static int iscsi_node_truncate(struct vs_node *node, uint64_t size, enum vs_prea
  * driver does for a block device.
  */
 static int iscsi_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
-			struct vs_error *err)
+			unsigned flags, struct vs_error *err)
 {
+	(void)flags;
 	struct vs_open_opts o = { .filename = filename, .format = "file" };
 	struct vs_node *node = NULL;
 	int ret;

@@ -354,8 +354,9 @@ static int lvmap_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 
 /* The LV exists: "create" (what formats do first) checks it is large enough. */
 static int lvmap_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
-			struct vs_error *err)
+			unsigned flags, struct vs_error *err)
 {
+	(void)flags;
 	struct vs_open_opts o = { .filename = filename, .format = "file" };
 	struct vs_node *node = NULL;
 	int ret;

@@ -1370,8 +1370,9 @@ static int nfs_truncate_node(struct vs_node *node, uint64_t size, enum vs_preall
 }
 
 static int nfs_create_file(const char *filename, uint64_t size, const struct vs_kv *opts,
-			   size_t nopts, struct vs_error *err)
+			   size_t nopts, unsigned flags, struct vs_error *err)
 {
+	(void)flags;
 	enum vs_prealloc prealloc = VS_PREALLOC_OFF;
 	struct vs_open_opts o = { .filename = filename, .format = "file" };
 	struct nfs_node *n;

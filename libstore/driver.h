@@ -101,9 +101,13 @@ struct vs_driver {
 	int (*truncate)(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc, bool exact,
 			struct vs_error *err);
 
-	/* Optional. Create an image (format drivers) or a file (protocol). */
+	/*
+	 * Optional. Create an image (format drivers) or a file (protocol).
+	 * @flags are VS_CREATE_* (vs_image_create_ex() checked them); a driver
+	 * with no backing file has nothing to do with them.
+	 */
 	int (*create)(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
-		      struct vs_error *err);
+		      unsigned flags, struct vs_error *err);
 	const struct vs_create_opt_desc *create_opts;
 
 	/* Optional. Format-specific info and host allocation. */
@@ -113,9 +117,7 @@ struct vs_driver {
 	/* Optional. Consistency check and repair. */
 	int (*check)(struct vs_node *node, struct vs_check_result *res, unsigned fix);
 
-	/* Optional, issue-3 operations; see node.h for their meaning. */
-	int (*write_compressed)(struct vs_node *node, uint64_t offset, uint64_t len,
-				struct iovec *iov, int niov);
+	/* Optional operations; see node.h for their meaning. */
 	int (*snapshot_create)(struct vs_node *node, const char *name, struct vs_error *err);
 	int (*snapshot_apply)(struct vs_node *node, const char *name, struct vs_error *err);
 	int (*snapshot_delete)(struct vs_node *node, const char *name, struct vs_error *err);
@@ -127,12 +129,10 @@ struct vs_driver {
 		       struct vs_measure_result *res, struct vs_error *err);
 	int (*compact)(struct vs_node *node, vs_progress_fn *progress, void *opaque,
 		       struct vs_error *err);
-	/* create with VS_CREATE_* flags; when NULL, create is used and flags must be 0 */
-	int (*create_ex)(const char *filename, uint64_t size, const struct vs_kv *opts,
-			 size_t nopts, unsigned flags, struct vs_error *err);
 
-	unsigned supported_write_flags; /* VS_REQ_FUA ... */
-	unsigned supported_zero_flags;	/* VS_REQ_MAY_UNMAP, VS_REQ_FUA */
+	/* VS_REQ_FUA; VS_REQ_COMPRESSED: whole clusters, stored compressed */
+	unsigned supported_write_flags;
+	unsigned supported_zero_flags; /* VS_REQ_MAY_UNMAP, VS_REQ_FUA */
 };
 
 /*

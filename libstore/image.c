@@ -289,10 +289,7 @@ int vs_image_create_ex(const char *filename, const char *format, uint64_t size,
 		return vs_error_set(err, -EINVAL, "Image size too large");
 	if (flags & ~(unsigned)VS_CREATE_NO_BACKING_CHECK)
 		return vs_error_set(err, -EINVAL, "Unknown create flags %#x", flags);
-	if (drv->create_ex)
-		return drv->create_ex(filename, size, opts, nopts, flags, err);
-	/* A format without a backing file has nothing to check. */
-	return drv->create(filename, size, opts, nopts, err);
+	return drv->create(filename, size, opts, nopts, flags, err);
 }
 
 int vs_image_create(const char *filename, const char *format, uint64_t size,

@@ -666,7 +666,7 @@ int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
 {
 	if (n->read_only)
 		return -EPERM;
-	if (!n->drv->write_compressed)
+	if (!(n->drv->supported_write_flags & VS_REQ_COMPRESSED))
 		return -ENOTSUP;
 	if (check_range(n, offset, len, false) < 0 || iov_size(iov, niov) < len)
 		return -EINVAL;
@@ -675,7 +675,7 @@ int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
 		return -EINVAL;
 	if (!len)
 		return 0;
-	return n->drv->write_compressed(n, offset, len, iov, niov);
+	return submit_one(n, VS_OP_WRITE, offset, len, iov, niov, VS_REQ_COMPRESSED);
 }
 
 /* The driver's entry or a clear "not supported" for the operation @what. */

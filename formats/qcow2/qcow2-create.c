@@ -496,8 +496,8 @@ static int preallocate(const char *filename, const struct create_params *p, stru
 	return 0;
 }
 
-int qcow2_create_ex(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
-		    unsigned flags, struct vs_error *err)
+int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
+		 unsigned flags, struct vs_error *err)
 {
 	struct create_params p;
 	struct vs_open_opts o = { 0 };
@@ -522,7 +522,7 @@ int qcow2_create_ex(const char *filename, uint64_t size, const struct vs_kv *opt
 	if (p.size > INT64_MAX)
 		return vs_error_set(err, -EINVAL, "Image size too large");
 
-	ret = vs_driver_file.create(filename, 0, NULL, 0, err);
+	ret = vs_driver_file.create(filename, 0, NULL, 0, 0, err);
 	if (ret < 0)
 		return ret;
 	o.filename = filename;
@@ -536,12 +536,6 @@ int qcow2_create_ex(const char *filename, uint64_t size, const struct vs_kv *opt
 	if (p.prealloc != VS_PREALLOC_OFF)
 		return preallocate(filename, &p, err);
 	return 0;
-}
-
-int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
-		 struct vs_error *err)
-{
-	return qcow2_create_ex(filename, size, opts, nopts, 0, err);
 }
 
 /*

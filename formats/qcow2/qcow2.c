@@ -711,12 +711,26 @@ static int qcow2_flush(struct vs_node *node)
 	return vs_node_flush(node->file);
 }
 
+/* The generic layer adds no FUA to compressed writes: honour writethrough here. */
+static int qcow2_write_compressed(struct vs_node *node, uint64_t offset, uint64_t len,
+				  struct iovec *iov, int niov)
+{
+	int ret = qcow2_co_write_compressed(node, offset, len, iov, niov);
+
+	if (ret == 0 && node->writethrough)
+		ret = qcow2_flush(node);
+	return ret;
+}
+
 static int qcow2_submit(struct vs_node *node, struct vs_req *req)
 {
 	switch (req->op) {
 	case VS_OP_READ:
 		return qcow2_co_readv(node, req->offset, req->len, req->iov, req->niov);
 	case VS_OP_WRITE:
+		if (req->flags & VS_REQ_COMPRESSED)
+			return qcow2_write_compressed(node, req->offset, req->len, req->iov,
+						      req->niov);
 		return qcow2_co_writev(node, req->offset, req->len, req->iov, req->niov);
 	case VS_OP_FLUSH:
 		return qcow2_flush(node);
@@ -728,17 +742,6 @@ static int qcow2_submit(struct vs_node *node, struct vs_req *req)
 		return qcow2_co_block_status(node, req);
 	}
 	return -ENOTSUP;
-}
-
-/* The generic layer adds no FUA to compressed writes: honour writethrough here. */
-static int qcow2_write_compressed(struct vs_node *node, uint64_t offset, uint64_t len,
-				  struct iovec *iov, int niov)
-{
-	int ret = qcow2_co_write_compressed(node, offset, len, iov, niov);
-
-	if (ret == 0 && node->writethrough)
-		ret = qcow2_flush(node);
-	return ret;
 }
 
 /* ---- truncate ---- */
@@ -945,11 +948,9 @@ const struct vs_driver vs_driver_qcow2 = {
 	.submit = qcow2_submit,
 	.truncate = qcow2_truncate,
 	.create = qcow2_create,
-	.create_ex = qcow2_create_ex,
 	.create_opts = qcow2_create_opts,
 	.get_info = qcow2_get_info,
 	.check = qcow2_check,
-	.write_compressed = qcow2_write_compressed,
 	.snapshot_create = qcow2_snapshot_create,
 	.snapshot_apply = qcow2_snapshot_apply,
 	.snapshot_delete = qcow2_snapshot_delete,
@@ -957,7 +958,7 @@ const struct vs_driver vs_driver_qcow2 = {
 	.amend = qcow2_amend,
 	.compact = qcow2_compact,
 	.measure = qcow2_measure,
-	.supported_write_flags = 0,
+	.supported_write_flags = VS_REQ_COMPRESSED,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP,
 };
 

@@ -216,7 +216,7 @@ int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct 
 		    int niov);
 int qcow2_co_zero(struct vs_node *node, uint64_t offset, uint64_t len, unsigned flags,
 		  bool discard);
-/* Whole clusters, compressed where that saves space (driver write_compressed). */
+/* Whole clusters, compressed where that saves space (a write with VS_REQ_COMPRESSED). */
 int qcow2_co_write_compressed(struct vs_node *node, uint64_t offset, uint64_t len,
 			      struct iovec *iov, int niov);
 int qcow2_co_block_status(struct vs_node *node, struct vs_req *req);
@@ -250,9 +250,7 @@ int qcow2_compact(struct vs_node *node, vs_progress_fn *progress, void *opaque,
 
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
-		 struct vs_error *err);
-int qcow2_create_ex(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
-		    unsigned flags, struct vs_error *err);
+		 unsigned flags, struct vs_error *err);
 /*
  * qemu-img measure for a qcow2 target: @allocated is the data of the source
  * counted in whole target clusters (the caller rounds, as qemu-img does).

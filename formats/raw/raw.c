@@ -109,9 +109,9 @@ static int raw_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc pr
 }
 
 static int raw_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
-		      struct vs_error *err)
+		      unsigned flags, struct vs_error *err)
 {
-	return vs_driver_file.create(filename, size, opts, nopts, err);
+	return vs_driver_file.create(filename, size, opts, nopts, flags, err);
 }
 
 static int raw_measure(uint64_t size, uint64_t allocated, const struct vs_kv *opts, size_t nopts,

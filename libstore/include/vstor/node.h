@@ -33,6 +33,7 @@ struct vs_node;
 #define VS_REQ_FUA 0x1	       /* write: durable when it completes */
 #define VS_REQ_MAY_UNMAP 0x2   /* write-zeroes: may deallocate (punch) */
 #define VS_REQ_NO_FALLBACK 0x4 /* write-zeroes: fail -ENOTSUP rather than write zeroes */
+#define VS_REQ_COMPRESSED 0x8  /* write: store compressed (vs_node_pwritev_compressed) */
 
 /* Block status bits (see vs_node_block_status()). */
 #define VS_BS_DATA 0x1	       /* reads return data from this layer (or below) */

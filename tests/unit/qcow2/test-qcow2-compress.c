@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Compressed writes of the qcow2 driver (write_compressed) against QEMU as
+ * Compressed writes of the qcow2 driver (VS_REQ_COMPRESSED) against QEMU as
  * the oracle: for zlib and zstd images, compressible and incompressible
  * clusters and a short last cluster read back the same through vstor, the
  * image passes `qemu-img check`, compares equal to a raw reference, and
