@@ -14,6 +14,7 @@
  * An empty LOCKFILE takes no lock.
  */
 #include "driver.h"
+#include "iov.h"
 #include "lock.h"
 
 #include <errno.h>
@@ -261,30 +262,6 @@ static const struct lvmap_seg *lvmap_find(const struct lvmap_state *s, uint64_t 
 	return &s->segs[lo];
 }
 
-/* Copy into @out the part [@skip, @skip + @len) of @iov; returns the count or -EINVAL. */
-static int iov_slice(const struct iovec *iov, int niov, uint64_t skip, uint64_t len,
-		     struct iovec *out, int max)
-{
-	int n = 0;
-
-	for (int i = 0; i < niov && len; i++) {
-		size_t l = iov[i].iov_len;
-
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		if (n == max)
-			return -EINVAL;
-		out[n].iov_base = (char *)iov[i].iov_base + skip;
-		out[n].iov_len = l - skip < len ? l - skip : (size_t)len;
-		len -= out[n].iov_len;
-		skip = 0;
-		n++;
-	}
-	return len ? -EINVAL : n;
-}
-
 static int lvmap_rw(struct lvmap_state *s, struct vs_req *req, bool write)
 {
 	uint64_t done = 0;
@@ -295,7 +272,7 @@ static int lvmap_rw(struct lvmap_state *s, struct vs_req *req, bool write)
 		uint64_t in = off - seg->lv_off;
 		uint64_t n = seg->len - in < req->len - done ? seg->len - in : req->len - done;
 		struct iovec part[LVMAP_MAX_IOV];
-		int np = iov_slice(req->iov, req->niov, done, n, part, LVMAP_MAX_IOV), ret;
+		int np = vs_iov_slice(part, LVMAP_MAX_IOV, req->iov, req->niov, done, n), ret;
 
 		if (np < 0)
 			return np;

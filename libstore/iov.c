@@ -1,48 +1,98 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* I/O buffers and vectors: allocation, and copying between the two. */
+/* I/O buffers and vectors: allocation, and walking vectors (see iov.h). */
 #include "driver.h"
 #include "iov.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-void vs_iov_to_buf(void *dst, const struct iovec *iov, int niov, uint64_t skip, uint64_t len)
+uint64_t vs_iov_size(const struct iovec *iov, int niov)
 {
-	uint8_t *d = dst;
+	uint64_t s = 0;
+
+	for (int i = 0; i < niov; i++)
+		s += iov[i].iov_len;
+	return s;
+}
+
+bool vs_iov_aligned(const struct iovec *iov, int niov, uint32_t align)
+{
+	if (align <= 1)
+		return true;
+	for (int i = 0; i < niov; i++)
+		if (((uintptr_t)iov[i].iov_base | iov[i].iov_len) & (align - 1))
+			return false;
+	return true;
+}
+
+int vs_iov_slice(struct iovec *dst, int max, const struct iovec *src, int niov, uint64_t skip,
+		 uint64_t len)
+{
+	int n = 0;
 
 	for (int i = 0; i < niov && len; i++) {
-		size_t n;
+		size_t l = src[i].iov_len, c;
 
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
+		if (skip >= l) {
+			skip -= l;
 			continue;
 		}
-		n = iov[i].iov_len - skip < len ? iov[i].iov_len - (size_t)skip : (size_t)len;
-		memcpy(d, (const uint8_t *)iov[i].iov_base + skip, n);
-		d += n;
+		if (n == max)
+			return -E2BIG;
+		c = l - skip < len ? l - (size_t)skip : (size_t)len;
+		dst[n].iov_base = (uint8_t *)src[i].iov_base + skip;
+		dst[n].iov_len = c;
+		n++;
+		len -= c;
+		skip = 0;
+	}
+	return len ? -EINVAL : n;
+}
+
+enum iov_op { IOV_TO_BUF, IOV_FROM_BUF, IOV_FILL };
+
+/* The walk every copy and fill shares: [@skip, @skip + @len) of @iov, piece by piece. */
+static void iov_walk(const struct iovec *iov, int niov, uint64_t skip, uint64_t len, enum iov_op op,
+		     uint8_t *buf, int c)
+{
+	for (int i = 0; i < niov && len; i++) {
+		size_t l = iov[i].iov_len, n;
+		uint8_t *p;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		n = l - skip < len ? l - (size_t)skip : (size_t)len;
+		p = (uint8_t *)iov[i].iov_base + skip;
+		if (op == IOV_TO_BUF)
+			memcpy(buf, p, n);
+		else if (op == IOV_FROM_BUF)
+			memcpy(p, buf, n);
+		else
+			memset(p, c, n);
+		if (buf)
+			buf += n;
 		len -= n;
 		skip = 0;
 	}
 }
 
+void vs_iov_to_buf(void *dst, const struct iovec *iov, int niov, uint64_t skip, uint64_t len)
+{
+	iov_walk(iov, niov, skip, len, IOV_TO_BUF, dst, 0);
+}
+
 void vs_iov_from_buf(const struct iovec *iov, int niov, uint64_t skip, const void *src,
 		     uint64_t len)
 {
-	const uint8_t *s = src;
+	iov_walk(iov, niov, skip, len, IOV_FROM_BUF, (uint8_t *)src, 0);
+}
 
-	for (int i = 0; i < niov && len; i++) {
-		size_t n;
-
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		n = iov[i].iov_len - skip < len ? iov[i].iov_len - (size_t)skip : (size_t)len;
-		memcpy((uint8_t *)iov[i].iov_base + skip, s, n);
-		s += n;
-		len -= n;
-		skip = 0;
-	}
+void vs_iov_memset(const struct iovec *iov, int niov, uint64_t skip, int c, uint64_t len)
+{
+	iov_walk(iov, niov, skip, len, IOV_FILL, NULL, c);
 }
 
 void *vs_buf_alloc(size_t len)

@@ -8,6 +8,7 @@
  */
 #include "driver.h"
 #include "coroutine-int.h"
+#include "iov.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -25,92 +26,6 @@ static const void *get_zero_buf(void)
 	if (!zero_buf)
 		zero_buf = vs_buf_zalloc(ZERO_BUF_SIZE);
 	return zero_buf;
-}
-
-static void iov_memset(struct iovec *iov, int niov, uint64_t skip, uint64_t len)
-{
-	for (int i = 0; i < niov && len; i++) {
-		size_t l = iov[i].iov_len;
-
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		size_t n = l - skip < len ? l - skip : (size_t)len;
-
-		memset((char *)iov[i].iov_base + skip, 0, n);
-		len -= n;
-		skip = 0;
-	}
-}
-
-static void iov_copy(bool to_iov, struct iovec *iov, int niov, uint64_t skip, void *buf,
-		     uint64_t len)
-{
-	char *p = buf;
-
-	for (int i = 0; i < niov && len; i++) {
-		size_t l = iov[i].iov_len;
-
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		size_t n = l - skip < len ? l - skip : (size_t)len;
-
-		if (to_iov)
-			memcpy((char *)iov[i].iov_base + skip, p, n);
-		else
-			memcpy(p, (char *)iov[i].iov_base + skip, n);
-		p += n;
-		len -= n;
-		skip = 0;
-	}
-}
-
-/* Build in @dst (capacity @max) the elements of @src covering [skip, skip+len). */
-static int iov_slice(struct iovec *dst, int max, const struct iovec *src, int niov, uint64_t skip,
-		     uint64_t len)
-{
-	int n = 0;
-
-	for (int i = 0; i < niov && len; i++) {
-		size_t l = src[i].iov_len;
-
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		if (n == max)
-			return -E2BIG;
-		size_t c = l - skip < len ? l - skip : (size_t)len;
-
-		dst[n].iov_base = (char *)src[i].iov_base + skip;
-		dst[n].iov_len = c;
-		n++;
-		len -= c;
-		skip = 0;
-	}
-	return len ? -EINVAL : n;
-}
-
-static bool iov_aligned(const struct iovec *iov, int niov, uint32_t align)
-{
-	if (align <= 1)
-		return true;
-	for (int i = 0; i < niov; i++)
-		if (((uintptr_t)iov[i].iov_base | iov[i].iov_len) & (align - 1))
-			return false;
-	return true;
-}
-
-static uint64_t iov_size(const struct iovec *iov, int niov)
-{
-	uint64_t s = 0;
-
-	for (int i = 0; i < niov; i++)
-		s += iov[i].iov_len;
-	return s;
 }
 
 /*
@@ -192,14 +107,14 @@ static int rw_split(struct vs_node *n, enum vs_op op, uint64_t offset, uint64_t 
 	while (done < len) {
 		uint64_t c = len - done < max ? len - done : max;
 		struct iovec *sub = small;
-		int cnt = iov_slice(small, MAX_SPLIT_IOV, iov, niov, done, c);
+		int cnt = vs_iov_slice(small, MAX_SPLIT_IOV, iov, niov, done, c);
 		int ret;
 
 		if (cnt == -E2BIG) {
 			sub = malloc(sizeof(*sub) * (size_t)niov);
 			if (!sub)
 				return -ENOMEM;
-			cnt = iov_slice(sub, niov, iov, niov, done, c);
+			cnt = vs_iov_slice(sub, niov, iov, niov, done, c);
 		}
 		ret = cnt < 0 ? cnt : submit_one(n, op, offset + done, c, sub, cnt, flags);
 		if (sub != small)
@@ -231,7 +146,7 @@ static int rw_bounce(struct vs_node *n, enum vs_op op, uint64_t offset, uint64_t
 	if (op == VS_OP_READ) {
 		ret = rw_split(n, op, start, blen, &biov, 1, 0);
 		if (ret == 0)
-			iov_copy(true, iov, niov, 0, (char *)buf + (offset - start), len);
+			vs_iov_from_buf(iov, niov, 0, (char *)buf + (offset - start), len);
 		free(buf);
 		return ret;
 	}
@@ -249,7 +164,7 @@ static int rw_bounce(struct vs_node *n, enum vs_op op, uint64_t offset, uint64_t
 			ret = rw_split(n, VS_OP_READ, end - a, a, &tail, 1, 0);
 	}
 	if (ret == 0) {
-		iov_copy(false, iov, niov, 0, (char *)buf + (offset - start), len);
+		vs_iov_to_buf((char *)buf + (offset - start), iov, niov, 0, len);
 		ret = rw_split(n, op, start, blen, &biov, 1, flags);
 	}
 	vs_co_mutex_unlock(&n->rmw_lock);
@@ -264,7 +179,7 @@ static bool rw_needs_bounce(const struct vs_node *n, uint64_t offset, uint64_t l
 
 	if (a > 1 && ((offset | len) & (a - 1)))
 		return true;
-	return !iov_aligned(iov, niov, n->limits.mem_align);
+	return !vs_iov_aligned(iov, niov, n->limits.mem_align);
 }
 
 static int check_range(const struct vs_node *n, uint64_t offset, uint64_t len, bool write)
@@ -283,15 +198,15 @@ int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iove
 		return -EINVAL; /* no read flags exist yet */
 	if (!len)
 		return 0;
-	if (iov_size(iov, niov) < len)
+	if (vs_iov_size(iov, niov) < len)
 		return -EINVAL;
 	if (offset + len > n->size && (n->caps & VS_CAP_GROWABLE) && offset + len >= offset) {
 		/* Past the end of a growable file reads as zeroes. */
 		if (offset >= n->size) {
-			iov_memset(iov, niov, 0, len);
+			vs_iov_memset(iov, niov, 0, 0, len);
 			return 0;
 		}
-		iov_memset(iov, niov, n->size - offset, offset + len - n->size);
+		vs_iov_memset(iov, niov, n->size - offset, 0, offset + len - n->size);
 		len = n->size - offset;
 	}
 	if (check_range(n, offset, len, false) < 0)
@@ -311,7 +226,7 @@ int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iov
 		return -EINVAL;
 	if (n->read_only)
 		return -EPERM;
-	if (check_range(n, offset, len, true) < 0 || iov_size(iov, niov) < len)
+	if (check_range(n, offset, len, true) < 0 || vs_iov_size(iov, niov) < len)
 		return -EINVAL;
 	if (!len)
 		return 0;
@@ -668,7 +583,7 @@ int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
 		return -EPERM;
 	if (!(n->drv->supported_write_flags & VS_REQ_COMPRESSED))
 		return -ENOTSUP;
-	if (check_range(n, offset, len, false) < 0 || iov_size(iov, niov) < len)
+	if (check_range(n, offset, len, false) < 0 || vs_iov_size(iov, niov) < len)
 		return -EINVAL;
 	if (!n->cluster_size || offset % n->cluster_size ||
 	    (len % n->cluster_size && offset + len != n->size))

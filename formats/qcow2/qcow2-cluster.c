@@ -10,89 +10,11 @@
  * image has extended L2 entries and the old cluster had no host storage.
  */
 #include "qcow2.h"
+#include "iov.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- iovec helpers ---- */
-
-int qcow2_iov_slice(const struct iovec *iov, int niov, uint64_t off, uint64_t len,
-		    struct iovec *out, int outmax)
-{
-	int n = 0;
-
-	for (int i = 0; i < niov && len; i++) {
-		uint64_t l = iov[i].iov_len;
-
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		if (n == outmax)
-			return -ENOMEM;
-		out[n].iov_base = (uint8_t *)iov[i].iov_base + off;
-		out[n].iov_len = l - off < len ? l - off : len;
-		len -= out[n].iov_len;
-		off = 0;
-		n++;
-	}
-	return len ? -EINVAL : n;
-}
-
-void qcow2_iov_memset(struct iovec *iov, int niov, uint64_t off, int c, uint64_t len)
-{
-	for (int i = 0; i < niov && len; i++) {
-		uint64_t l = iov[i].iov_len, k;
-
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		k = l - off < len ? l - off : len;
-		memset((uint8_t *)iov[i].iov_base + off, c, k);
-		len -= k;
-		off = 0;
-	}
-}
-
-void qcow2_iov_from_buf(struct iovec *iov, int niov, uint64_t off, const void *buf, uint64_t len)
-{
-	const uint8_t *p = buf;
-
-	for (int i = 0; i < niov && len; i++) {
-		uint64_t l = iov[i].iov_len, k;
-
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		k = l - off < len ? l - off : len;
-		memcpy((uint8_t *)iov[i].iov_base + off, p, k);
-		p += k;
-		len -= k;
-		off = 0;
-	}
-}
-
-void qcow2_iov_to_buf(const struct iovec *iov, int niov, uint64_t off, void *buf, uint64_t len)
-{
-	uint8_t *p = buf;
-
-	for (int i = 0; i < niov && len; i++) {
-		uint64_t l = iov[i].iov_len, k;
-
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		k = l - off < len ? l - off : len;
-		memcpy(p, (const uint8_t *)iov[i].iov_base + off, k);
-		p += k;
-		len -= k;
-		off = 0;
-	}
-}
 
 /* ---- L2 entries ---- */
 
@@ -254,7 +176,7 @@ static int read_backing(struct vs_node *node, uint64_t offset, uint64_t len, str
 	int n, ret = 0;
 
 	if (!node->backing) {
-		qcow2_iov_memset(iov, niov, ioff, 0, len);
+		vs_iov_memset(iov, niov, ioff, 0, len);
 		return 0;
 	}
 	bsize = vs_node_size(node->backing);
@@ -265,13 +187,13 @@ static int read_backing(struct vs_node *node, uint64_t offset, uint64_t len, str
 			if (!sl)
 				return -ENOMEM;
 		}
-		n = qcow2_iov_slice(iov, niov, ioff, blen, sl, niov > 16 ? niov : 16);
+		n = vs_iov_slice(sl, niov > 16 ? niov : 16, iov, niov, ioff, blen);
 		ret = n < 0 ? n : vs_node_preadv(node->backing, offset, blen, sl, n, 0);
 		if (sl != stack)
 			free(sl);
 	}
 	if (blen < len)
-		qcow2_iov_memset(iov, niov, ioff + blen, 0, len - blen);
+		vs_iov_memset(iov, niov, ioff + blen, 0, len - blen);
 	return ret;
 }
 
@@ -325,7 +247,7 @@ static int read_compressed(struct vs_node *node, uint64_t e, uint64_t coff, uint
 	}
 	if (ret < 0)
 		goto out;
-	qcow2_iov_from_buf(iov, niov, ioff, out + coff, len);
+	vs_iov_from_buf(iov, niov, ioff, out + coff, len);
 out:
 	free(cbuf);
 	free(out);
@@ -386,12 +308,12 @@ static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struc
 			ret = read_backing(node, offset, m.len, iov, niov, ioff);
 			break;
 		case MAP_ZERO:
-			qcow2_iov_memset(iov, niov, ioff, 0, m.len);
+			vs_iov_memset(iov, niov, ioff, 0, m.len);
 			break;
 		case MAP_NORMAL: {
 			int n;
 
-			n = qcow2_iov_slice(iov, niov, ioff, m.len, sl, slmax);
+			n = vs_iov_slice(sl, slmax, iov, niov, ioff, m.len);
 			ret = n < 0 ? n : vs_node_preadv(node->file, m.host, m.len, sl, n, 0);
 			break;
 		}
@@ -586,7 +508,7 @@ static int write_host(struct vs_node *node, uint64_t host, uint64_t len, void *h
 		v[n].iov_base = head;
 		v[n++].iov_len = head_len;
 	}
-	ret = qcow2_iov_slice(iov, niov, ioff, dlen, v + n, max - n - 1);
+	ret = vs_iov_slice(v + n, max - n - 1, iov, niov, ioff, dlen);
 	if (ret >= 0) {
 		n += ret;
 		if (tail_len) {
@@ -856,7 +778,7 @@ int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct 
 			}
 			qcow2_unlocked_io_begin(s);
 			vs_co_mutex_unlock(&s->lock);
-			n = qcow2_iov_slice(iov, niov, ioff, m.len, sl, slmax);
+			n = vs_iov_slice(sl, slmax, iov, niov, ioff, m.len);
 			ret = n < 0 ? n : vs_node_pwritev(node->file, m.host, m.len, sl, n, 0);
 			qcow2_unlocked_io_end(s);
 			done = m.len;
@@ -1595,7 +1517,7 @@ int qcow2_co_write_compressed(struct vs_node *node, uint64_t offset, uint64_t le
 		uint64_t clen;
 
 		/* The short last cluster of the image compresses as zero-padded, as QEMU does. */
-		qcow2_iov_to_buf(iov, niov, ioff, buf, l);
+		vs_iov_to_buf(buf, iov, niov, ioff, l);
 		if (l < cs)
 			memset(buf + l, 0, cs - l);
 		ret = vs_co_run_in_worker(compress_job_run, &j);

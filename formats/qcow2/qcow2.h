@@ -259,11 +259,4 @@ int qcow2_measure(uint64_t size, uint64_t allocated, const struct vs_kv *opts, s
 		  struct vs_measure_result *res, struct vs_error *err);
 extern const struct vs_create_opt_desc qcow2_create_opts[];
 
-/* iovec helpers (qcow2-cluster.c) */
-void qcow2_iov_memset(struct iovec *iov, int niov, uint64_t off, int c, uint64_t len);
-void qcow2_iov_from_buf(struct iovec *iov, int niov, uint64_t off, const void *buf, uint64_t len);
-void qcow2_iov_to_buf(const struct iovec *iov, int niov, uint64_t off, void *buf, uint64_t len);
-int qcow2_iov_slice(const struct iovec *iov, int niov, uint64_t off, uint64_t len,
-		    struct iovec *out, int outmax);
-
 #endif
