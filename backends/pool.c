@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "driver.h"
 #include "lock.h"
 #include "pool-int.h"
@@ -2134,20 +2135,6 @@ int vs_pool_register_resolver(const char *state_dir)
 
 /* ---- Probing ----------------------------------------------------------------- */
 
-static uint64_t be64(const uint8_t *b)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | b[i];
-	return v;
-}
-
-static uint32_t be32(const uint8_t *b)
-{
-	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-}
-
 int vs_pool_probe_volume(struct vs_pool *p, struct vs_vol_info *vol, struct vs_error *err)
 {
 	struct vs_open_opts o = { .read_only = true, .force_share = true };
@@ -2179,13 +2166,13 @@ int vs_pool_probe_volume(struct vs_pool *p, struct vs_vol_info *vol, struct vs_e
 		goto out;
 	}
 	if (len >= 72 && !memcmp(buf, "QFI\xfb", 4)) {
-		uint32_t version = be32(buf + 4);
-		uint64_t boff = be64(buf + 8);
-		uint32_t blen = be32(buf + 16);
-		uint32_t hlen = version >= 3 && len >= 104 ? be32(buf + 100) : 72;
+		uint32_t version = vs_be32(buf + 4);
+		uint64_t boff = vs_be64(buf + 8);
+		uint32_t blen = vs_be32(buf + 16);
+		uint32_t hlen = version >= 3 && len >= 104 ? vs_be32(buf + 100) : 72;
 
 		strcpy(vol->format, "qcow2");
-		vol->capacity = be64(buf + 24);
+		vol->capacity = vs_be64(buf + 24);
 		if (boff && blen && blen < sizeof(vol->backing) && boff < len &&
 		    blen <= len - boff) {
 			memcpy(vol->backing, buf + boff, blen);
@@ -2193,7 +2180,7 @@ int vs_pool_probe_volume(struct vs_pool *p, struct vs_vol_info *vol, struct vs_e
 		}
 		/* Header extensions: the backing format (0xe2792aca). */
 		for (uint64_t off = hlen; off + 8 <= len;) {
-			uint32_t type = be32(buf + off), elen = be32(buf + off + 4);
+			uint32_t type = vs_be32(buf + off), elen = vs_be32(buf + off + 4);
 
 			if (type == 0 || off + 8 + elen > len)
 				break;

@@ -26,6 +26,7 @@
  * recorded. Discard is recorded as done (INNER reads zeroes after it for
  * the file and memory drivers).
  */
+#include "bytes.h"
 #include "driver.h"
 
 #include <errno.h>
@@ -54,18 +55,6 @@ struct log_writes_state {
 	uint64_t seq;
 };
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static int write_all(int fd, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
@@ -91,11 +80,11 @@ static int lw_append(struct log_writes_state *s, uint32_t type, uint32_t flags, 
 	uint8_t rec[LW_REC_SIZE];
 	int ret;
 
-	put_le32(rec, type);
-	put_le32(rec + 4, flags);
-	put_le64(rec + 8, s->seq++);
-	put_le64(rec + 16, offset);
-	put_le64(rec + 24, len);
+	vs_put_le32(rec, type);
+	vs_put_le32(rec + 4, flags);
+	vs_put_le64(rec + 8, s->seq++);
+	vs_put_le64(rec + 16, offset);
+	vs_put_le64(rec + 24, len);
 	ret = write_all(s->fd, rec, sizeof(rec));
 	for (int i = 0; ret == 0 && type == LW_WRITE && i < niov && len; i++) {
 		size_t n = iov[i].iov_len < len ? iov[i].iov_len : (size_t)len;
@@ -135,9 +124,9 @@ static int lw_open(struct vs_node *node, const struct vs_open_opts *opts, struct
 	ret = vs_filter_open_inner(node, colon + 1, opts, err);
 	if (ret == 0 && s->fd >= 0) {
 		memcpy(hdr, LW_MAGIC, 8);
-		put_le32(hdr + 8, LW_VERSION);
-		put_le32(hdr + 12, LW_HDR_SIZE);
-		put_le64(hdr + 16, node->knobs.flush_to_disk ? 0 : LW_FLAG_VOLATILE_FLUSH);
+		vs_put_le32(hdr + 8, LW_VERSION);
+		vs_put_le32(hdr + 12, LW_HDR_SIZE);
+		vs_put_le64(hdr + 16, node->knobs.flush_to_disk ? 0 : LW_FLAG_VOLATILE_FLUSH);
 		ret = write_all(s->fd, hdr, sizeof(hdr));
 		if (ret < 0) {
 			vs_error_setf_errno(err, ret, "Could not write the log");

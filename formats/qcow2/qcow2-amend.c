@@ -59,8 +59,8 @@ static int rewrite_header_cluster(struct vs_node *node, const struct qcow2_heade
 	       h.header_length < s->hdr.header_length ? h.header_length : s->hdr.header_length);
 	out = h.header_length;
 	if (flen) {
-		qcow2_put_be32(buf + out, QCOW2_EXT_BACKING_FORMAT);
-		qcow2_put_be32(buf + out + 4, (uint32_t)flen);
+		vs_put_be32(buf + out, QCOW2_EXT_BACKING_FORMAT);
+		vs_put_be32(buf + out + 4, (uint32_t)flen);
 		memcpy(buf + out + 8, bfmt, flen);
 		out += 8 + ((flen + 7) & ~(size_t)7);
 	}
@@ -70,8 +70,8 @@ static int rewrite_header_cluster(struct vs_node *node, const struct qcow2_heade
 		old_end = cs;
 	in = s->hdr.header_length;
 	while (in + 8 <= old_end) {
-		uint32_t type = qcow2_be32(old + in);
-		uint64_t elen = qcow2_be32(old + in + 4);
+		uint32_t type = vs_be32(old + in);
+		uint64_t elen = vs_be32(old + in + 4);
 		uint64_t step = 8 + ((elen + 7) & ~7ull);
 
 		if (type == QCOW2_EXT_END || step > old_end - in)
@@ -304,7 +304,7 @@ static int l2_has_zero(struct vs_node *node, uint64_t off, bool *found)
 	if (ret < 0)
 		return ret;
 	for (uint64_t j = 0; j < s->l2_entries && !*found; j++) {
-		uint64_t e = qcow2_be64((uint8_t *)l2 + 8 * j);
+		uint64_t e = vs_be64((uint8_t *)l2 + 8 * j);
 
 		if (!(e & QCOW2_OFLAG_COMPRESSED) && (e & QCOW2_OFLAG_ZERO))
 			*found = true;
@@ -329,7 +329,7 @@ static int snapshots_have_zero(struct vs_node *node, bool *found)
 			return -ENOMEM;
 		ret = bytes ? vs_node_pread(node->file, sn->l1_table_offset, l1, bytes) : 0;
 		for (uint32_t j = 0; ret == 0 && j < sn->l1_size && !*found; j++) {
-			uint64_t off = qcow2_be64(l1 + 8 * j) & QCOW2_L1E_OFFSET_MASK;
+			uint64_t off = vs_be64(l1 + 8 * j) & QCOW2_L1E_OFFSET_MASK;
 
 			if (off)
 				ret = l2_has_zero(node, off, found);
@@ -375,7 +375,7 @@ static int expand_zero_clusters(struct vs_node *node)
 			break;
 		/* First the data: zeroed clusters, new ones allocated (leaked on a crash). */
 		for (uint64_t j = 0; j < s->l2_entries && ret == 0; j++) {
-			uint64_t e = qcow2_be64((uint8_t *)l2 + 8 * j);
+			uint64_t e = vs_be64((uint8_t *)l2 + 8 * j);
 			uint64_t host = e & QCOW2_L2E_OFFSET_MASK;
 			int64_t nw;
 
@@ -425,7 +425,7 @@ static int expand_zero_clusters(struct vs_node *node)
 			ret = vs_node_flush(node->file);
 		/* Then the entries. */
 		for (uint64_t j = 0; j < s->l2_entries && ret == 0; j++) {
-			uint64_t e = qcow2_be64((uint8_t *)l2 + 8 * j);
+			uint64_t e = vs_be64((uint8_t *)l2 + 8 * j);
 			uint64_t host = e & QCOW2_L2E_OFFSET_MASK;
 
 			if ((e & QCOW2_OFLAG_COMPRESSED) || !(e & QCOW2_OFLAG_ZERO))
@@ -436,7 +436,7 @@ static int expand_zero_clusters(struct vs_node *node)
 				e &= ~QCOW2_OFLAG_ZERO;
 			else
 				e = 0;
-			qcow2_put_be64((uint8_t *)l2 + 8 * j, e);
+			vs_put_be64((uint8_t *)l2 + 8 * j, e);
 			qcow2_cache_mark_dirty(s->l2_cache, l2);
 		}
 		/* The shared clusters lose this image's reference once the entries are on disk. */
@@ -636,7 +636,7 @@ static int amend_refcount_bits(struct vs_node *node, unsigned bits, struct vs_er
 		goto out;
 	}
 	for (uint64_t b = 0; b < blocks; b++)
-		qcow2_put_be64(buf + 8 * b, (n + table + b) * cs);
+		vs_put_be64(buf + 8 * b, (n + table + b) * cs);
 	ret = vs_node_pwrite(node->file, n * cs, buf, table * cs, 0);
 	for (uint64_t b = 0; b < blocks && ret == 0; b++) {
 		memset(buf, 0, cs);

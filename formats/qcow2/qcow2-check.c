@@ -200,11 +200,11 @@ static uint64_t rc_get(const uint8_t *a, unsigned order, uint64_t i)
 	case 3:
 		return a[i];
 	case 4:
-		return qcow2_be16(a + 2 * i);
+		return vs_be16(a + 2 * i);
 	case 5:
-		return qcow2_be32(a + 4 * i);
+		return vs_be32(a + 4 * i);
 	default:
-		return qcow2_be64(a + 8 * i);
+		return vs_be64(a + 8 * i);
 	}
 }
 
@@ -224,13 +224,13 @@ static void rc_set(uint8_t *a, unsigned order, uint64_t i, uint64_t v)
 		a[i] = (uint8_t)v;
 		break;
 	case 4:
-		qcow2_put_be16(a + 2 * i, (uint16_t)v);
+		vs_put_be16(a + 2 * i, (uint16_t)v);
 		break;
 	case 5:
-		qcow2_put_be32(a + 4 * i, (uint32_t)v);
+		vs_put_be32(a + 4 * i, (uint32_t)v);
 		break;
 	default:
-		qcow2_put_be64(a + 8 * i, v);
+		vs_put_be64(a + 8 * i, v);
 		break;
 	}
 }
@@ -495,12 +495,12 @@ static enum cluster_type cluster_type(const struct chk *c, uint64_t e)
 
 static uint64_t l2_get(const struct chk *c, const uint8_t *l2, unsigned i)
 {
-	return qcow2_be64(l2 + (size_t)i * c->l2_entry_size);
+	return vs_be64(l2 + (size_t)i * c->l2_entry_size);
 }
 
 static uint64_t l2_bitmap(const struct chk *c, const uint8_t *l2, unsigned i)
 {
-	return c->extl2 ? qcow2_be64(l2 + (size_t)i * c->l2_entry_size + 8) : 0;
+	return c->extl2 ? vs_be64(l2 + (size_t)i * c->l2_entry_size + 8) : 0;
 }
 
 /*
@@ -520,10 +520,10 @@ static int fix_l2_entry_by_zero(struct chk *c, uint64_t l2_offset, uint8_t *l2, 
 
 		bm |= bm << 32;
 		bm &= L2_BITMAP_ALL_ZEROES;
-		qcow2_put_be64(e, 0);
-		qcow2_put_be64(e + 8, bm);
+		vs_put_be64(e, 0);
+		vs_put_be64(e + 8, bm);
 	} else {
-		qcow2_put_be64(e, QCOW2_OFLAG_ZERO);
+		vs_put_be64(e, QCOW2_OFLAG_ZERO);
 	}
 	ret = chk_overlap_write_check(c, active ? OL_ACTIVE_L2 : 0, eoff, c->l2_entry_size);
 	*overlap = ret < 0;
@@ -707,7 +707,7 @@ static int check_refcounts_l1(struct chk *c, uint64_t l1_offset, uint32_t l1_siz
 	}
 
 	for (uint32_t i = 0; i < l1_size; i++) {
-		uint64_t e = qcow2_be64((const uint8_t *)&l1[i]);
+		uint64_t e = vs_be64((const uint8_t *)&l1[i]);
 		uint64_t l2_offset;
 
 		if (!e)
@@ -771,10 +771,10 @@ static int check_bitmaps_refcounts(struct chk *c)
 
 		if (c->bitmap_dir_size - pos < 24)
 			goto broken;
-		tbl_off = qcow2_be64(dir + pos);
-		tbl_size = qcow2_be32(dir + pos + 8);
-		name_size = qcow2_be16(dir + pos + 18);
-		extra = qcow2_be32(dir + pos + 20);
+		tbl_off = vs_be64(dir + pos);
+		tbl_size = vs_be32(dir + pos + 8);
+		name_size = vs_be16(dir + pos + 18);
+		extra = vs_be32(dir + pos + 20);
 		esize = (24 + (uint64_t)extra + name_size + 7) & ~7ull;
 		if (esize > c->bitmap_dir_size - pos || tbl_size > MAX_BITMAP_TABLE_ENTRIES ||
 		    !tbl_off || offset_into_cluster(c, tbl_off))
@@ -800,7 +800,7 @@ static int check_bitmaps_refcounts(struct chk *c)
 			goto out;
 		}
 		for (uint32_t i = 0; i < tbl_size; i++) {
-			uint64_t e = qcow2_be64((const uint8_t *)&tbl[i]);
+			uint64_t e = vs_be64((const uint8_t *)&tbl[i]);
 			uint64_t off = e & BME_TABLE_OFFSET_MASK;
 
 			if ((e & BME_TABLE_RESERVED_MASK) || offset_into_cluster(c, off) ||
@@ -1174,7 +1174,7 @@ static int rebuild_refcount_structure(struct chk *c)
 			goto fail;
 		}
 		for (uint32_t i = 0; i < rt_entries; i++)
-			qcow2_put_be64(buf + 8ull * i, rt[i]);
+			vs_put_be64(buf + 8ull * i, rt[i]);
 		ret = chk_overlap_write_check(c, 0, (uint64_t)rt_offset, len);
 		if (ret == 0)
 			ret = chk_pwrite(c, (uint64_t)rt_offset, buf, len, true);
@@ -1184,8 +1184,8 @@ static int rebuild_refcount_structure(struct chk *c)
 	}
 
 	/* Refblocks and reftable are stable on disk: switch the header over. */
-	qcow2_put_be64(hdr, (uint64_t)rt_offset);
-	qcow2_put_be32(hdr + 8, (uint32_t)rt_clusters);
+	vs_put_be64(hdr, (uint64_t)rt_offset);
+	vs_put_be32(hdr + 8, (uint32_t)rt_clusters);
 	ret = chk_pwrite(c, 48, hdr, sizeof(hdr), true);
 	if (ret < 0)
 		goto fail;
@@ -1244,7 +1244,7 @@ static int check_oflag_copied(struct chk *c, unsigned fix)
 
 				c->l1[i] = rc == 1 ? l1e | QCOW2_OFLAG_COPIED :
 						     l1e & ~QCOW2_OFLAG_COPIED;
-				qcow2_put_be64(be, c->l1[i]);
+				vs_put_be64(be, c->l1[i]);
 				ret = chk_overlap_write_check(c, OL_ACTIVE_L1,
 							      c->l1_offset + 8ull * i, 8);
 				if (ret == 0)
@@ -1287,7 +1287,7 @@ static int check_oflag_copied(struct chk *c, unsigned fix)
 				if (repair) {
 					e = rc == 1 ? e | QCOW2_OFLAG_COPIED :
 						      e & ~QCOW2_OFLAG_COPIED;
-					qcow2_put_be64(c->l2 + (size_t)j * c->l2_entry_size, e);
+					vs_put_be64(c->l2 + (size_t)j * c->l2_entry_size, e);
 					dirty++;
 				}
 			}
@@ -1410,8 +1410,8 @@ static int parse_extensions(struct chk *c, const uint8_t *hdr, size_t hdr_len)
 
 	end = min_u64(end, hdr_len);
 	while (off + 8 <= end) {
-		uint32_t type = qcow2_be32(hdr + off);
-		uint32_t len = qcow2_be32(hdr + off + 4);
+		uint32_t type = vs_be32(hdr + off);
+		uint32_t len = vs_be32(hdr + off + 4);
 		const uint8_t *d = hdr + off + 8;
 
 		off += 8;
@@ -1427,8 +1427,8 @@ static int parse_extensions(struct chk *c, const uint8_t *hdr, size_t hdr_len)
 			if (len != 16)
 				return vs_error_set(c->err, -EINVAL,
 						    "qcow2: invalid crypto header extension");
-			c->crypto_offset = qcow2_be64(d);
-			c->crypto_length = qcow2_be64(d + 8);
+			c->crypto_offset = vs_be64(d);
+			c->crypto_length = vs_be64(d + 8);
 			break;
 		case QCOW2_EXT_BITMAPS:
 			if (len != 24)
@@ -1437,10 +1437,10 @@ static int parse_extensions(struct chk *c, const uint8_t *hdr, size_t hdr_len)
 			/* Without the autoclear bit the bitmaps are stale: ignored. */
 			if (!(c->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
 				break;
-			c->nb_bitmaps = qcow2_be32(d);
-			c->bitmap_dir_size = qcow2_be64(d + 8);
-			c->bitmap_dir_offset = qcow2_be64(d + 16);
-			if (c->nb_bitmaps > MAX_BITMAPS || qcow2_be32(d + 4) ||
+			c->nb_bitmaps = vs_be32(d);
+			c->bitmap_dir_size = vs_be64(d + 8);
+			c->bitmap_dir_offset = vs_be64(d + 16);
+			if (c->nb_bitmaps > MAX_BITMAPS || vs_be32(d + 4) ||
 			    c->bitmap_dir_size > MAX_BITMAP_DIRECTORY_SIZE ||
 			    offset_into_cluster(c, c->bitmap_dir_offset) ||
 			    (c->nb_bitmaps && !c->bitmap_dir_size))
@@ -1555,9 +1555,9 @@ static int chk_load(struct chk *c)
 		goto out;
 	}
 	for (uint32_t i = 0; i < c->reftable_entries; i++)
-		c->reftable[i] = qcow2_be64((const uint8_t *)&c->reftable[i]);
+		c->reftable[i] = vs_be64((const uint8_t *)&c->reftable[i]);
 	for (uint32_t i = 0; i < c->l1_size; i++)
-		c->l1[i] = qcow2_be64((const uint8_t *)&c->l1[i]);
+		c->l1[i] = vs_be64((const uint8_t *)&c->l1[i]);
 out:
 	free(hdr);
 	return ret;
@@ -1599,7 +1599,7 @@ static int check_read_snapshot_table(struct chk *c, unsigned fix)
 		 */
 		uint8_t be[4];
 
-		qcow2_put_be32(be, c->sn.nb);
+		vs_put_be32(be, c->sn.nb);
 		ret = chk_pwrite(c, 60, be, 4, true);
 		if (ret < 0) {
 			res->check_errors++;
@@ -1636,7 +1636,7 @@ static int mark_clean(struct chk *c)
 	if (c->h.version < 3 || !(f & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT)))
 		return 0;
 	f &= ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT);
-	qcow2_put_be64(be, f);
+	vs_put_be64(be, f);
 	/* Everything the bits guard must be on disk before they go. */
 	int ret = vs_node_flush(c->file);
 

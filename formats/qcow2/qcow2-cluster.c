@@ -20,20 +20,20 @@
 
 static inline uint64_t l2_entry(const struct qcow2_state *s, const void *l2, uint64_t i)
 {
-	return qcow2_be64((const uint8_t *)l2 + i * s->l2_entry_size);
+	return vs_be64((const uint8_t *)l2 + i * s->l2_entry_size);
 }
 
 static inline uint64_t l2_bitmap(const struct qcow2_state *s, const void *l2, uint64_t i)
 {
-	return s->extl2 ? qcow2_be64((const uint8_t *)l2 + i * 16 + 8) : 0;
+	return s->extl2 ? vs_be64((const uint8_t *)l2 + i * 16 + 8) : 0;
 }
 
 static inline void l2_set(const struct qcow2_state *s, void *l2, uint64_t i, uint64_t e,
 			  uint64_t bitmap)
 {
-	qcow2_put_be64((uint8_t *)l2 + i * s->l2_entry_size, e);
+	vs_put_be64((uint8_t *)l2 + i * s->l2_entry_size, e);
 	if (s->extl2)
-		qcow2_put_be64((uint8_t *)l2 + i * 16 + 8, bitmap);
+		vs_put_be64((uint8_t *)l2 + i * 16 + 8, bitmap);
 }
 
 enum map_type { MAP_UNALLOC, MAP_ZERO, MAP_NORMAL, MAP_COMPRESSED };

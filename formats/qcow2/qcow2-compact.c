@@ -90,7 +90,7 @@ static int mark(struct compact *c, uint64_t off, uint64_t n, enum compact_kind k
 
 static uint64_t l2e_get(const struct compact *c, const uint8_t *l2, uint64_t j)
 {
-	return qcow2_be64(l2 + j * c->s->l2_entry_size);
+	return vs_be64(l2 + j * c->s->l2_entry_size);
 }
 
 /* Classify every cluster of the old image. */
@@ -259,11 +259,11 @@ static int compact_write_tables(struct compact *c)
 			if ((e & QCOW2_OFLAG_COMPRESSED) || !host || !c->reloc[host / c->cs])
 				continue;
 			e = (e & ~QCOW2_L2E_OFFSET_MASK) | (c->reloc[host / c->cs] * c->cs);
-			qcow2_put_be64(c->buf + j * s->l2_entry_size, e);
+			vs_put_be64(c->buf + j * s->l2_entry_size, e);
 		}
 		if (ret == 0)
 			ret = vs_node_pwrite(c->node->file, c->l2new[i] * c->cs, c->buf, c->cs, 0);
-		qcow2_put_be64(l1 + 8 * i, (c->l2new[i] * c->cs) | QCOW2_OFLAG_COPIED);
+		vs_put_be64(l1 + 8 * i, (c->l2new[i] * c->cs) | QCOW2_OFLAG_COPIED);
 	}
 	if (ret == 0)
 		ret = vs_node_pwrite(c->node->file, c->l1new * c->cs, l1, l1bytes, 0);
@@ -310,7 +310,7 @@ static int compact_write_refcounts(struct compact *c)
 		}
 		if (ret == 0)
 			ret = vs_node_pwrite(c->node->file, c->rb[b] * c->cs, c->buf, c->cs, 0);
-		qcow2_put_be64(rt + 8 * b, c->rb[b] * c->cs);
+		vs_put_be64(rt + 8 * b, c->rb[b] * c->cs);
 	}
 	if (ret == 0)
 		ret = vs_node_pwrite(c->node->file, c->rt * c->cs, rt, c->rt_n * c->cs, 0);
@@ -335,7 +335,7 @@ static int compact_reload(struct vs_node *node, struct vs_error *err)
 		return vs_error_setf_errno(err, ret, "Could not read the new L1 table");
 	}
 	for (uint32_t i = 0; i < s->l1_size; i++)
-		s->l1[i] = qcow2_be64(buf + 8 * i);
+		s->l1[i] = vs_be64(buf + 8 * i);
 	free(buf);
 	s->l1_offset = s->hdr.l1_table_offset;
 	free(s->reftable);

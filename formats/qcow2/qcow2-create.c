@@ -301,8 +301,8 @@ static int check_backing(const char *filename, struct create_params *p, struct v
 
 static size_t put_ext(uint8_t *buf, size_t off, uint32_t type, const void *data, uint32_t len)
 {
-	qcow2_put_be32(buf + off, type);
-	qcow2_put_be32(buf + off + 4, len);
+	vs_put_be32(buf + off, type);
+	vs_put_be32(buf + off + 4, len);
 	memcpy(buf + off + 8, data, len);
 	return off + 8 + ((len + 7u) & ~7u);
 }
@@ -452,7 +452,7 @@ static int write_image(struct vs_node *file, const struct create_params *p, stru
 		goto out;
 	/* Reftable entries point to the refblocks; refblocks count every metadata cluster. */
 	for (uint64_t i = 0; i < l.refblocks; i++)
-		qcow2_put_be64(buf + cs + 8 * i, (1 + l.reftable_clusters + i) * cs);
+		vs_put_be64(buf + cs + 8 * i, (1 + l.reftable_clusters + i) * cs);
 	for (uint64_t c = 0; c < l.total; c++) {
 		uint8_t *rb = buf + (1 + l.reftable_clusters + c / rb_entries) * cs;
 

@@ -73,24 +73,24 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 	if (len < QCOW2_V2_HEADER_SIZE)
 		return vs_error_set(err, -EINVAL, "qcow2: file too short for a header");
 
-	h->magic = qcow2_be32(buf + HDR_MAGIC);
+	h->magic = vs_be32(buf + HDR_MAGIC);
 	if (h->magic != QCOW2_MAGIC)
 		return vs_error_set(err, -EINVAL, "qcow2: bad magic (not a qcow2 image)");
-	h->version = qcow2_be32(buf + HDR_VERSION);
+	h->version = vs_be32(buf + HDR_VERSION);
 	if (h->version != 2 && h->version != 3)
 		return vs_error_set(err, -ENOTSUP, "qcow2: unsupported version %u", h->version);
 
-	h->backing_file_offset = qcow2_be64(buf + HDR_BACKING_OFFSET);
-	h->backing_file_size = qcow2_be32(buf + HDR_BACKING_SIZE);
-	h->cluster_bits = qcow2_be32(buf + HDR_CLUSTER_BITS);
-	h->size = qcow2_be64(buf + HDR_SIZE);
-	h->crypt_method = qcow2_be32(buf + HDR_CRYPT_METHOD);
-	h->l1_size = qcow2_be32(buf + HDR_L1_SIZE);
-	h->l1_table_offset = qcow2_be64(buf + HDR_L1_OFFSET);
-	h->refcount_table_offset = qcow2_be64(buf + HDR_REFT_OFFSET);
-	h->refcount_table_clusters = qcow2_be32(buf + HDR_REFT_CLUSTERS);
-	h->nb_snapshots = qcow2_be32(buf + HDR_NB_SNAPSHOTS);
-	h->snapshots_offset = qcow2_be64(buf + HDR_SNAPSHOTS_OFFSET);
+	h->backing_file_offset = vs_be64(buf + HDR_BACKING_OFFSET);
+	h->backing_file_size = vs_be32(buf + HDR_BACKING_SIZE);
+	h->cluster_bits = vs_be32(buf + HDR_CLUSTER_BITS);
+	h->size = vs_be64(buf + HDR_SIZE);
+	h->crypt_method = vs_be32(buf + HDR_CRYPT_METHOD);
+	h->l1_size = vs_be32(buf + HDR_L1_SIZE);
+	h->l1_table_offset = vs_be64(buf + HDR_L1_OFFSET);
+	h->refcount_table_offset = vs_be64(buf + HDR_REFT_OFFSET);
+	h->refcount_table_clusters = vs_be32(buf + HDR_REFT_CLUSTERS);
+	h->nb_snapshots = vs_be32(buf + HDR_NB_SNAPSHOTS);
+	h->snapshots_offset = vs_be64(buf + HDR_SNAPSHOTS_OFFSET);
 
 	if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
 		return vs_error_set(err, -EINVAL,
@@ -105,11 +105,11 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 	} else {
 		if (len < QCOW2_V3_HEADER_SIZE)
 			return vs_error_set(err, -EINVAL, "qcow2: file too short for a v3 header");
-		h->incompatible_features = qcow2_be64(buf + HDR_INCOMPAT);
-		h->compatible_features = qcow2_be64(buf + HDR_COMPAT);
-		h->autoclear_features = qcow2_be64(buf + HDR_AUTOCLEAR);
-		h->refcount_order = qcow2_be32(buf + HDR_REFCOUNT_ORDER);
-		h->header_length = qcow2_be32(buf + HDR_HEADER_LENGTH);
+		h->incompatible_features = vs_be64(buf + HDR_INCOMPAT);
+		h->compatible_features = vs_be64(buf + HDR_COMPAT);
+		h->autoclear_features = vs_be64(buf + HDR_AUTOCLEAR);
+		h->refcount_order = vs_be32(buf + HDR_REFCOUNT_ORDER);
+		h->header_length = vs_be32(buf + HDR_HEADER_LENGTH);
 		if (h->refcount_order > QCOW2_MAX_REFCOUNT_ORDER)
 			return vs_error_set(err, -EINVAL,
 					    "qcow2: refcount width 2^%u exceeds 64 bits",
@@ -191,27 +191,27 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
  */
 void qcow2_header_encode(const struct qcow2_header *h, uint8_t *buf)
 {
-	qcow2_put_be32(buf + HDR_MAGIC, QCOW2_MAGIC);
-	qcow2_put_be32(buf + HDR_VERSION, h->version);
-	qcow2_put_be64(buf + HDR_BACKING_OFFSET, h->backing_file_offset);
-	qcow2_put_be32(buf + HDR_BACKING_SIZE, h->backing_file_size);
-	qcow2_put_be32(buf + HDR_CLUSTER_BITS, h->cluster_bits);
-	qcow2_put_be64(buf + HDR_SIZE, h->size);
-	qcow2_put_be32(buf + HDR_CRYPT_METHOD, h->crypt_method);
-	qcow2_put_be32(buf + HDR_L1_SIZE, h->l1_size);
-	qcow2_put_be64(buf + HDR_L1_OFFSET, h->l1_table_offset);
-	qcow2_put_be64(buf + HDR_REFT_OFFSET, h->refcount_table_offset);
-	qcow2_put_be32(buf + HDR_REFT_CLUSTERS, h->refcount_table_clusters);
-	qcow2_put_be32(buf + HDR_NB_SNAPSHOTS, h->nb_snapshots);
-	qcow2_put_be64(buf + HDR_SNAPSHOTS_OFFSET, h->snapshots_offset);
+	vs_put_be32(buf + HDR_MAGIC, QCOW2_MAGIC);
+	vs_put_be32(buf + HDR_VERSION, h->version);
+	vs_put_be64(buf + HDR_BACKING_OFFSET, h->backing_file_offset);
+	vs_put_be32(buf + HDR_BACKING_SIZE, h->backing_file_size);
+	vs_put_be32(buf + HDR_CLUSTER_BITS, h->cluster_bits);
+	vs_put_be64(buf + HDR_SIZE, h->size);
+	vs_put_be32(buf + HDR_CRYPT_METHOD, h->crypt_method);
+	vs_put_be32(buf + HDR_L1_SIZE, h->l1_size);
+	vs_put_be64(buf + HDR_L1_OFFSET, h->l1_table_offset);
+	vs_put_be64(buf + HDR_REFT_OFFSET, h->refcount_table_offset);
+	vs_put_be32(buf + HDR_REFT_CLUSTERS, h->refcount_table_clusters);
+	vs_put_be32(buf + HDR_NB_SNAPSHOTS, h->nb_snapshots);
+	vs_put_be64(buf + HDR_SNAPSHOTS_OFFSET, h->snapshots_offset);
 	if (h->version < 3)
 		return;
 
-	qcow2_put_be64(buf + HDR_INCOMPAT, h->incompatible_features);
-	qcow2_put_be64(buf + HDR_COMPAT, h->compatible_features);
-	qcow2_put_be64(buf + HDR_AUTOCLEAR, h->autoclear_features);
-	qcow2_put_be32(buf + HDR_REFCOUNT_ORDER, h->refcount_order);
-	qcow2_put_be32(buf + HDR_HEADER_LENGTH, h->header_length);
+	vs_put_be64(buf + HDR_INCOMPAT, h->incompatible_features);
+	vs_put_be64(buf + HDR_COMPAT, h->compatible_features);
+	vs_put_be64(buf + HDR_AUTOCLEAR, h->autoclear_features);
+	vs_put_be32(buf + HDR_REFCOUNT_ORDER, h->refcount_order);
+	vs_put_be32(buf + HDR_HEADER_LENGTH, h->header_length);
 	if (h->header_length > HDR_COMPRESSION_TYPE) {
 		size_t end = h->header_length < HDR_END_COMPRESSION ? h->header_length :
 								      HDR_END_COMPRESSION;

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bytes.h"
+
 #include "vstor/error.h"
 
 #define QCOW2_MAGIC 0x514649fbu /* "QFI\xfb" */
@@ -107,36 +109,6 @@ struct qcow2_header {
 	uint32_t header_length;
 	uint8_t compression_type;
 };
-
-static inline uint16_t qcow2_be16(const uint8_t *p)
-{
-	return (uint16_t)((p[0] << 8) | p[1]);
-}
-static inline uint32_t qcow2_be32(const uint8_t *p)
-{
-	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-static inline uint64_t qcow2_be64(const uint8_t *p)
-{
-	return ((uint64_t)qcow2_be32(p) << 32) | qcow2_be32(p + 4);
-}
-static inline void qcow2_put_be16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-static inline void qcow2_put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-static inline void qcow2_put_be64(uint8_t *p, uint64_t v)
-{
-	qcow2_put_be32(p, (uint32_t)(v >> 32));
-	qcow2_put_be32(p + 4, (uint32_t)v);
-}
 
 /*
  * Decode and validate the fixed header in @buf (@len bytes read from offset

@@ -27,11 +27,11 @@ uint64_t qcow2_rb_entry_get(const struct qcow2_state *s, const void *rb, uint64_
 	case 3:
 		return p[i];
 	case 4:
-		return qcow2_be16(p + 2 * i);
+		return vs_be16(p + 2 * i);
 	case 5:
-		return qcow2_be32(p + 4 * i);
+		return vs_be32(p + 4 * i);
 	default:
-		return qcow2_be64(p + 8 * i);
+		return vs_be64(p + 8 * i);
 	}
 }
 
@@ -56,13 +56,13 @@ void qcow2_rb_entry_set(const struct qcow2_state *s, void *rb, uint64_t i, uint6
 		p[i] = (uint8_t)v;
 		break;
 	case 4:
-		qcow2_put_be16(p + 2 * i, (uint16_t)v);
+		vs_put_be16(p + 2 * i, (uint16_t)v);
 		break;
 	case 5:
-		qcow2_put_be32(p + 4 * i, (uint32_t)v);
+		vs_put_be32(p + 4 * i, (uint32_t)v);
 		break;
 	default:
-		qcow2_put_be64(p + 8 * i, v);
+		vs_put_be64(p + 8 * i, v);
 		break;
 	}
 }
@@ -99,7 +99,7 @@ int qcow2_refcount_load(struct vs_node *node, struct vs_error *err)
 	s->reftable_size = bytes / 8;
 	s->reftable_used = 0;
 	for (uint64_t i = 0; i < s->reftable_size; i++) {
-		s->reftable[i] = qcow2_be64(buf + 8 * i) & QCOW2_REFT_OFFSET_MASK;
+		s->reftable[i] = vs_be64(buf + 8 * i) & QCOW2_REFT_OFFSET_MASK;
 		if (s->reftable[i])
 			s->reftable_used = i + 1;
 	}
@@ -272,7 +272,7 @@ static int reftable_write_entry(struct vs_node *node, uint64_t idx)
 	ret = qcow2_overlap_check(node, QCOW2_META_REFTABLE, off, 8);
 	if (ret < 0)
 		return ret;
-	qcow2_put_be64(be, s->reftable[idx]);
+	vs_put_be64(be, s->reftable[idx]);
 	return vs_node_pwrite(node->file, off, be, 8, 0);
 }
 
@@ -360,7 +360,7 @@ static int reftable_grow(struct vs_node *node, uint64_t b)
 		goto out;
 
 	for (uint64_t i = 0; i < new_entries; i++)
-		qcow2_put_be64(buf + 8 * i, new_table[i]);
+		vs_put_be64(buf + 8 * i, new_table[i]);
 	ret = qcow2_overlap_check(node, 0, start << s->cluster_bits,
 				  table_clusters << s->cluster_bits);
 	if (ret < 0)

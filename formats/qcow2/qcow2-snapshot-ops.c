@@ -19,12 +19,12 @@
 
 static inline uint64_t l2e_get(const struct qcow2_state *s, const void *l2, uint64_t i)
 {
-	return qcow2_be64((const uint8_t *)l2 + i * s->l2_entry_size);
+	return vs_be64((const uint8_t *)l2 + i * s->l2_entry_size);
 }
 
 static inline void l2e_set(const struct qcow2_state *s, void *l2, uint64_t i, uint64_t e)
 {
-	qcow2_put_be64((uint8_t *)l2 + i * s->l2_entry_size, e);
+	vs_put_be64((uint8_t *)l2 + i * s->l2_entry_size, e);
 }
 
 /* Host range holding one reference of L2 entry @e; *len = 0 when it has none. */
@@ -289,7 +289,7 @@ static int snapshot_create_locked(struct vs_node *node, const char *name, struct
 	if (!buf)
 		return vs_error_set(err, -ENOMEM, "qcow2: out of memory");
 	for (uint32_t i = 0; i < s->l1_size; i++)
-		qcow2_put_be64(buf + 8 * i, s->l1[i] & ~QCOW2_OFLAG_COPIED);
+		vs_put_be64(buf + 8 * i, s->l1[i] & ~QCOW2_OFLAG_COPIED);
 	ret = qcow2_mark_dirty(node);
 	l1off = ret < 0 ? ret : qcow2_alloc_clusters(node, bytes >> s->cluster_bits);
 	if (l1off < 0) {
@@ -389,7 +389,7 @@ static int qcow2_snapshot_delete_locked(struct vs_node *node, const char *key, s
 		if (ret < 0)
 			goto out;
 		for (uint32_t i = 0; i < victim.l1_size; i++)
-			l1[i] = qcow2_be64(buf + 8 * i);
+			l1[i] = vs_be64(buf + 8 * i);
 	}
 	ret = qcow2_mark_dirty(node);
 	if (ret < 0)
@@ -482,8 +482,8 @@ static int snapshot_apply_locked(struct vs_node *node, const char *key, struct v
 	}
 	/* Shared with the snapshot from now on: no COPIED flag. */
 	for (uint64_t i = 0; i < sn->l1_size; i++) {
-		nl1[i] = qcow2_be64(buf + 8 * i) & ~QCOW2_OFLAG_COPIED;
-		qcow2_put_be64(buf + 8 * i, nl1[i]);
+		nl1[i] = vs_be64(buf + 8 * i) & ~QCOW2_OFLAG_COPIED;
+		vs_put_be64(buf + 8 * i, nl1[i]);
 	}
 	/* Writes in flight would land in the table being replaced. */
 	qcow2_drain_unlocked(s);

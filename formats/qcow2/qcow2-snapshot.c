@@ -167,15 +167,15 @@ int qcow2_snapshot_table_read(struct vs_node *file, const struct qcow2_header *h
 		off += sizeof(e);
 		t->nb = i + 1; /* so a failure frees what this entry holds */
 
-		sn->l1_table_offset = qcow2_be64(e + 0);
-		sn->l1_size = qcow2_be32(e + 8);
-		sn->id_len = qcow2_be16(e + 12);
-		sn->name_len = qcow2_be16(e + 14);
-		sn->date_sec = qcow2_be32(e + 16);
-		sn->date_nsec = qcow2_be32(e + 20);
-		sn->vm_clock_nsec = qcow2_be64(e + 24);
-		sn->vm_state_size32 = qcow2_be32(e + 32);
-		extra_size = qcow2_be32(e + 36);
+		sn->l1_table_offset = vs_be64(e + 0);
+		sn->l1_size = vs_be32(e + 8);
+		sn->id_len = vs_be16(e + 12);
+		sn->name_len = vs_be16(e + 14);
+		sn->date_sec = vs_be32(e + 16);
+		sn->date_nsec = vs_be32(e + 20);
+		sn->vm_clock_nsec = vs_be64(e + 24);
+		sn->vm_state_size32 = vs_be32(e + 32);
+		extra_size = vs_be32(e + 36);
 
 		keep_extra = extra_size;
 		if (extra_size > QCOW2_MAX_SNAPSHOT_EXTRA_DATA) {
@@ -206,13 +206,13 @@ int qcow2_snapshot_table_read(struct vs_node *file, const struct qcow2_header *h
 
 		sn->vm_state_size = sn->vm_state_size32;
 		if (keep_extra >= QCOW2_SN_EXTRA_VM_STATE_SIZE + 8)
-			sn->vm_state_size = qcow2_be64(sn->extra + QCOW2_SN_EXTRA_VM_STATE_SIZE);
+			sn->vm_state_size = vs_be64(sn->extra + QCOW2_SN_EXTRA_VM_STATE_SIZE);
 		sn->disk_size = h->size & ~(uint64_t)511;
 		if (keep_extra >= QCOW2_SN_EXTRA_DISK_SIZE + 8)
-			sn->disk_size = qcow2_be64(sn->extra + QCOW2_SN_EXTRA_DISK_SIZE);
+			sn->disk_size = vs_be64(sn->extra + QCOW2_SN_EXTRA_DISK_SIZE);
 		sn->icount = UINT64_MAX;
 		if (keep_extra >= QCOW2_SN_EXTRA_ICOUNT + 8)
-			sn->icount = qcow2_be64(sn->extra + QCOW2_SN_EXTRA_ICOUNT);
+			sn->icount = vs_be64(sn->extra + QCOW2_SN_EXTRA_ICOUNT);
 
 		sn->id = sn_read_string(&r, off, sn->id_len, &ret);
 		if (!sn->id)
@@ -325,26 +325,26 @@ void qcow2_snapshots_encode(const struct qcow2_snapshot *sn, unsigned n, uint8_t
 
 		off = align8(off);
 		e = buf + off;
-		qcow2_put_be64(e + 0, s->l1_table_offset);
-		qcow2_put_be32(e + 8, s->l1_size);
-		qcow2_put_be16(e + 12, s->id_len);
-		qcow2_put_be16(e + 14, s->name_len);
-		qcow2_put_be32(e + 16, s->date_sec);
-		qcow2_put_be32(e + 20, s->date_nsec);
-		qcow2_put_be64(e + 24, s->vm_clock_nsec);
+		vs_put_be64(e + 0, s->l1_table_offset);
+		vs_put_be32(e + 8, s->l1_size);
+		vs_put_be16(e + 12, s->id_len);
+		vs_put_be16(e + 14, s->name_len);
+		vs_put_be32(e + 16, s->date_sec);
+		vs_put_be32(e + 20, s->date_nsec);
+		vs_put_be64(e + 24, s->vm_clock_nsec);
 		/*
 		 * A VM state too big for 32 bits is written as 0 there, so an
 		 * old reader sees a disk-only snapshot instead of a cut one.
 		 */
-		qcow2_put_be32(e + 32,
+		vs_put_be32(e + 32,
 			       s->vm_state_size <= UINT32_MAX ? (uint32_t)s->vm_state_size : 0);
-		qcow2_put_be32(e + 36, extra);
+		vs_put_be32(e + 36, extra);
 		e += QCOW2_SNAPSHOT_FIXED_SIZE;
 		if (s->extra_size)
 			memcpy(e, s->extra, s->extra_size);
-		qcow2_put_be64(e + QCOW2_SN_EXTRA_VM_STATE_SIZE, s->vm_state_size);
-		qcow2_put_be64(e + QCOW2_SN_EXTRA_DISK_SIZE, s->disk_size);
-		qcow2_put_be64(e + QCOW2_SN_EXTRA_ICOUNT, s->icount);
+		vs_put_be64(e + QCOW2_SN_EXTRA_VM_STATE_SIZE, s->vm_state_size);
+		vs_put_be64(e + QCOW2_SN_EXTRA_DISK_SIZE, s->disk_size);
+		vs_put_be64(e + QCOW2_SN_EXTRA_ICOUNT, s->icount);
 		e += extra;
 		memcpy(e, s->id, s->id_len);
 		e += s->id_len;

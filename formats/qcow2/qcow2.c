@@ -135,7 +135,7 @@ int qcow2_l1_write_entry(struct vs_node *node, uint32_t idx)
 	ret = qcow2_overlap_check(node, QCOW2_META_L1, off, 8);
 	if (ret < 0)
 		return ret;
-	qcow2_put_be64(be, s->l1[idx]);
+	vs_put_be64(be, s->l1[idx]);
 	return vs_node_pwrite(node->file, off, be, 8, 0);
 }
 
@@ -172,7 +172,7 @@ int qcow2_l1_grow(struct vs_node *node, uint64_t min_size, bool exact)
 	}
 	memcpy(nl1, s->l1, (size_t)s->l1_size * 8);
 	for (uint64_t i = 0; i < s->l1_size; i++)
-		qcow2_put_be64(buf + 8 * i, s->l1[i]);
+		vs_put_be64(buf + 8 * i, s->l1[i]);
 
 	off = qcow2_alloc_clusters(node, bytes >> s->cluster_bits);
 	if (off < 0) {
@@ -223,8 +223,8 @@ fail:
 static int qcow2_probe(const uint8_t *buf, size_t len, const char *filename)
 {
 	(void)filename;
-	if (len >= 8 && qcow2_be32(buf) == QCOW2_MAGIC &&
-	    (qcow2_be32(buf + 4) == 2 || qcow2_be32(buf + 4) == 3))
+	if (len >= 8 && vs_be32(buf) == QCOW2_MAGIC &&
+	    (vs_be32(buf + 4) == 2 || vs_be32(buf + 4) == 3))
 		return 100;
 	return 0;
 }
@@ -248,8 +248,8 @@ static int parse_extensions(struct vs_node *node, const uint8_t *buf, size_t len
 	if (end > len)
 		end = len;
 	while (off + 8 <= end) {
-		uint32_t type = qcow2_be32(buf + off);
-		uint32_t elen = qcow2_be32(buf + off + 4);
+		uint32_t type = vs_be32(buf + off);
+		uint32_t elen = vs_be32(buf + off + 4);
 		const uint8_t *data = buf + off + 8;
 
 		if (type == QCOW2_EXT_END)
@@ -360,7 +360,7 @@ static int read_header(struct vs_node *node, uint8_t **cluster0, struct vs_error
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "qcow2: reading the header of '%s'",
 					   node->filename);
-	cbits = qcow2_be32(first + 20);
+	cbits = vs_be32(first + 20);
 	if (cbits < QCOW2_MIN_CLUSTER_BITS || cbits > QCOW2_MAX_CLUSTER_BITS)
 		return qcow2_header_decode(first, fsize < 512 ? fsize : 512, &s->hdr, err);
 	cs = 1ull << cbits;
@@ -455,7 +455,7 @@ static int load_snapshot_l1(struct vs_node *node, const char *key, struct vs_err
 					   key);
 	}
 	for (uint32_t i = 0; i < sn->l1_size; i++)
-		l1[i] = qcow2_be64(buf + 8 * i);
+		l1[i] = vs_be64(buf + 8 * i);
 	free(buf);
 	free(s->l1);
 	s->l1 = l1;
@@ -497,7 +497,7 @@ static int load_metadata(struct vs_node *node, const struct vs_open_opts *opts,
 		}
 	}
 	for (uint32_t i = 0; i < s->l1_size; i++)
-		s->l1[i] = qcow2_be64(buf + 8 * i);
+		s->l1[i] = vs_be64(buf + 8 * i);
 	free(buf);
 
 	ret = qcow2_refcount_load(node, err);

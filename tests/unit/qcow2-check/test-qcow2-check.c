@@ -45,7 +45,7 @@ static uint8_t *build_image(unsigned order, size_t *len)
 
 	assert_non_null(img);
 	qcow2_header_encode(&h, img);
-	qcow2_put_be64(img + CS, 2ull * CS);
+	vs_put_be64(img + CS, 2ull * CS);
 	for (unsigned i = 0; i < NCL; i++) {
 		uint8_t *rb = img + 2 * CS;
 
@@ -57,9 +57,9 @@ static uint8_t *build_image(unsigned order, size_t *len)
 		else
 			rb[(bit + (1u << order)) / 8 - 1] = 1;
 	}
-	qcow2_put_be64(img + 3 * CS, QCOW2_OFLAG_COPIED | 4ull * CS);
-	qcow2_put_be64(img + 4 * CS, QCOW2_OFLAG_COPIED | 5ull * CS);
-	qcow2_put_be64(img + 4 * CS + 8, QCOW2_OFLAG_COPIED | 6ull * CS);
+	vs_put_be64(img + 3 * CS, QCOW2_OFLAG_COPIED | 4ull * CS);
+	vs_put_be64(img + 4 * CS, QCOW2_OFLAG_COPIED | 5ull * CS);
+	vs_put_be64(img + 4 * CS + 8, QCOW2_OFLAG_COPIED | 6ull * CS);
 	memset(img + 5 * CS, 0xaa, 2 * CS);
 	*len = (size_t)NCL * CS;
 	return img;
@@ -155,7 +155,7 @@ static void test_qcow2_check_clean_every_refcount_width(void **state)
 
 static void set_rc16(uint8_t *img, unsigned cluster, uint16_t v)
 {
-	qcow2_put_be16(img + 2 * CS + 2 * cluster, v);
+	vs_put_be16(img + 2 * CS + 2 * cluster, v);
 }
 
 static void test_qcow2_check_leak_counted_and_fixed(void **state)
@@ -221,7 +221,7 @@ static void test_qcow2_check_reftable_gone_rebuilds(void **state)
 	size_t len;
 	uint8_t *img = build_image(4, &len);
 
-	qcow2_put_be64(img + CS, 0);
+	vs_put_be64(img + CS, 0);
 	memset(&t, 0, sizeof(t));
 	t.img = img;
 	t.len = len;
@@ -241,7 +241,7 @@ static void test_qcow2_check_copied_flag_fixed(void **state)
 	size_t len;
 	uint8_t *img = build_image(4, &len);
 
-	qcow2_put_be64(img + 4 * CS, 5ull * CS); /* COPIED missing */
+	vs_put_be64(img + 4 * CS, 5ull * CS); /* COPIED missing */
 	check_buf(img, len, 0, &t);
 	assert_int_equal(t.res.corruptions, 1);
 
@@ -262,7 +262,7 @@ static void test_qcow2_check_bad_header_fails(void **state)
 	size_t len;
 	uint8_t *img = build_image(4, &len);
 
-	qcow2_put_be32(img, 0x12345678);
+	vs_put_be32(img, 0x12345678);
 	check_buf(img, len, 0, &t);
 	assert_true(t.ret < 0);
 	assert_true(t.err.msg[0] != '\0');
@@ -270,7 +270,7 @@ static void test_qcow2_check_bad_header_fails(void **state)
 	/* L1 too small for the virtual size: QEMU refuses to open it. */
 	free(img);
 	img = build_image(4, &len);
-	qcow2_put_be64(img + 24, 1ull << 50);
+	vs_put_be64(img + 24, 1ull << 50);
 	check_buf(img, len, 0, &t);
 	assert_true(t.ret < 0);
 	free(img);
@@ -350,15 +350,15 @@ static size_t put_entry(uint8_t *p, uint64_t l1off, uint32_t l1size, const char 
 {
 	size_t idl = strlen(id), nl = strlen(name);
 
-	qcow2_put_be64(p, l1off);
-	qcow2_put_be32(p + 8, l1size);
-	qcow2_put_be16(p + 12, (uint16_t)idl);
-	qcow2_put_be16(p + 14, (uint16_t)nl);
-	qcow2_put_be32(p + 16, 1700000000);
-	qcow2_put_be32(p + 20, 5);
-	qcow2_put_be64(p + 24, 777);
-	qcow2_put_be32(p + 32, 4096);
-	qcow2_put_be32(p + 36, extra_len);
+	vs_put_be64(p, l1off);
+	vs_put_be32(p + 8, l1size);
+	vs_put_be16(p + 12, (uint16_t)idl);
+	vs_put_be16(p + 14, (uint16_t)nl);
+	vs_put_be32(p + 16, 1700000000);
+	vs_put_be32(p + 20, 5);
+	vs_put_be64(p + 24, 777);
+	vs_put_be32(p + 32, 4096);
+	vs_put_be32(p + 36, extra_len);
 	memcpy(p + 40, extra, extra_len);
 	memcpy(p + 40 + extra_len, id, idl);
 	memcpy(p + 40 + extra_len + idl, name, nl);
@@ -376,10 +376,10 @@ static void test_qcow2_snapshot_roundtrip_keeps_unknown_extra(void **state)
 
 	for (unsigned i = 0; i < sizeof(extra1); i++)
 		extra1[i] = (uint8_t)(i * 7 + 1);
-	qcow2_put_be64(extra1, 1ull << 33); /* vm_state_size_large */
-	qcow2_put_be64(extra1 + 8, 1ull << 30);
+	vs_put_be64(extra1, 1ull << 33); /* vm_state_size_large */
+	vs_put_be64(extra1 + 8, 1ull << 30);
 	memset(extra2, 0, sizeof(extra2));
-	qcow2_put_be64(extra2 + 8, 5ull << 20);
+	vs_put_be64(extra2 + 8, 5ull << 20);
 	pos = put_entry(img + CS, 3 * CS, 1, "1", "first", extra1, sizeof(extra1));
 	pos = (pos + 7) & ~(size_t)7;
 	pos += put_entry(img + CS + pos, 4 * CS, 2, "22", "second snapshot", extra2,
@@ -400,7 +400,7 @@ static void test_qcow2_snapshot_roundtrip_keeps_unknown_extra(void **state)
 	assert_string_equal(t.tab.sn[1].id, "22");
 	assert_int_equal(t.tab.sn[0].vm_state_size, 1ull << 33);
 	assert_int_equal(t.tab.sn[0].vm_state_size32, 4096);
-	assert_int_equal(t.tab.sn[0].icount, qcow2_be64(extra1 + 16));
+	assert_int_equal(t.tab.sn[0].icount, vs_be64(extra1 + 16));
 	assert_int_equal(t.tab.sn[1].icount, UINT64_MAX);
 	assert_int_equal(t.tab.sn[1].disk_size, 5ull << 20);
 	assert_int_equal(qcow2_snapshot_unknown_extra_size(&t.tab.sn[0]), 8);
@@ -410,7 +410,7 @@ static void test_qcow2_snapshot_roundtrip_keeps_unknown_extra(void **state)
 	enc = calloc(1, enc_len);
 	qcow2_snapshots_encode(t.tab.sn, 1, enc);
 	/* vm_state_size32 is re-derived: a state > 4 GiB is written as 0 there. */
-	qcow2_put_be32(img + CS + 32, 0);
+	vs_put_be32(img + CS + 32, 0);
 	assert_memory_equal(enc, img + CS, enc_len);
 	free(enc);
 
@@ -437,7 +437,7 @@ static void test_qcow2_snapshot_hostile_tables_refused(void **state)
 	t.h.snapshots_offset = CS;
 
 	/* Too much extra data: refused, or cut to the limit in repair mode. */
-	qcow2_put_be32(img + CS + 36, 5000);
+	vs_put_be32(img + CS + 36, 5000);
 	assert_int_equal(vs_run_in_coroutine(sn_co, &t), 0);
 	assert_int_equal(t.ret, -EFBIG);
 	t.flags = QCOW2_SN_READ_REPAIR | QCOW2_SN_READ_PAST_EOF;
@@ -448,7 +448,7 @@ static void test_qcow2_snapshot_hostile_tables_refused(void **state)
 	qcow2_snapshot_table_free(&t.tab);
 
 	/* Many entries running past the end of the file. */
-	qcow2_put_be32(img + CS + 36, 16);
+	vs_put_be32(img + CS + 36, 16);
 	t.flags = 0;
 	t.h.nb_snapshots = 60000;
 	assert_int_equal(vs_run_in_coroutine(sn_co, &t), 0);
