@@ -337,7 +337,7 @@ void qcow2_snapshots_encode(const struct qcow2_snapshot *sn, unsigned n, uint8_t
 		 * old reader sees a disk-only snapshot instead of a cut one.
 		 */
 		vs_put_be32(e + 32,
-			       s->vm_state_size <= UINT32_MAX ? (uint32_t)s->vm_state_size : 0);
+			    s->vm_state_size <= UINT32_MAX ? (uint32_t)s->vm_state_size : 0);
 		vs_put_be32(e + 36, extra);
 		e += QCOW2_SNAPSHOT_FIXED_SIZE;
 		if (s->extra_size)
