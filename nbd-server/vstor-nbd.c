@@ -50,6 +50,10 @@ struct config {
 	const char *port;
 	bool tcp_asked; /* -p or -b given: listen on TCP too when -k is used */
 	unsigned shared;
+	unsigned max_connections; /* --max-connections; 0 = the server's default */
+	unsigned handshake_limit; /* --handshake-limit */
+	unsigned request_timeout; /* --request-timeout */
+	uint64_t max_buffered;	  /* --max-buffered */
 	bool persistent;
 	bool snapshot;
 	const char *load_snapshot; /* -l: export this internal snapshot, read-only */
@@ -82,7 +86,17 @@ static void usage(FILE *f)
 		"  -p, --port=PORT          TCP port to listen on (default 10809)\n"
 		"  -b, --bind=IFACE         interface to bind to (default 0.0.0.0)\n"
 		"  -k, --socket=PATH        listen on a unix socket instead of TCP\n"
-		"  -e, --shared=NUM         serve up to NUM clients at once (default 1; 0 = no limit)\n"
+		"  -e, --shared=NUM         serve up to NUM clients at once, more wait (default 1;\n"
+		"                           0 = up to --max-connections)\n"
+		"      --max-connections=NUM  hold at most NUM connections; more are closed at once\n"
+		"                           (default 100; 0 = no limit)\n"
+		"      --handshake-limit=SECONDS  drop a client that has not chosen an export in\n"
+		"                           SECONDS (default 10; 0 = no limit)\n"
+		"      --request-timeout=SECONDS  drop a client whose started request (header or\n"
+		"                           write payload) stops arriving for SECONDS (default 30;\n"
+		"                           0 = no limit)\n"
+		"      --max-buffered=SIZE  server-wide bound on request and reply buffers\n"
+		"                           (default 256M; at least 64M)\n"
 		"  -t, --persistent         keep serving after the last client disconnects\n"
 		"  -x, --export-name=NAME   export name (default \"\")\n"
 		"  -D, --description=TEXT   export description\n"
@@ -434,6 +448,10 @@ static void server_main(void *opaque)
 {
 	struct config *cfg = opaque;
 	struct vs_nbd_server_opts so = { .max_connections = cfg->shared,
+					 .connection_limit = cfg->max_connections,
+					 .handshake_limit = cfg->handshake_limit,
+					 .request_timeout = cfg->request_timeout,
+					 .max_buffered = cfg->max_buffered,
 					 .persistent = cfg->persistent,
 					 .tls = cfg->tls,
 					 .tls_mode = cfg->tls_mode };
@@ -554,7 +572,64 @@ enum {
 	OPT_TLS_VERIFY_PEER,
 	OPT_POOL,
 	OPT_STATE_DIR,
+	OPT_MAX_CONNECTIONS,
+	OPT_HANDSHAKE_LIMIT,
+	OPT_REQUEST_TIMEOUT,
+	OPT_MAX_BUFFERED,
 };
+
+/* A count or a number of seconds; 0 (no limit) becomes VS_NBD_UNLIMITED. */
+static unsigned parse_limit(const char *v, const char *what)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < 0 || n > 1000000)
+		die("Invalid %s '%s'", what, v);
+	return n ? (unsigned)n : VS_NBD_UNLIMITED;
+}
+
+/* BYTES, or a number with a K, M, G or T suffix (powers of 1024). */
+static uint64_t parse_size(const char *v, const char *what)
+{
+	unsigned long long n;
+	unsigned shift = 0;
+	char *end;
+
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno || end == v || *v == '-')
+		die("Invalid %s '%s'", what, v);
+	switch (*end) {
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		break;
+	case '\0':
+		break;
+	default:
+		die("Invalid %s '%s'", what, v);
+	}
+	if (shift && (end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B")))
+		die("Invalid %s '%s'", what, v);
+	if (n > (UINT64_MAX >> shift))
+		die("Invalid %s '%s'", what, v);
+	return (uint64_t)n << shift;
+}
 
 int main(int argc, char **argv)
 {
@@ -584,6 +659,10 @@ int main(int argc, char **argv)
 		{ "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
 		{ "pool", required_argument, NULL, OPT_POOL },
 		{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+		{ "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+		{ "handshake-limit", required_argument, NULL, OPT_HANDSHAKE_LIMIT },
+		{ "request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT },
+		{ "max-buffered", required_argument, NULL, OPT_MAX_BUFFERED },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -691,6 +770,20 @@ int main(int argc, char **argv)
 			break;
 		case OPT_STATE_DIR:
 			cfg.state_dir = optarg;
+			break;
+		case OPT_MAX_CONNECTIONS:
+			cfg.max_connections = parse_limit(optarg, "connection limit");
+			break;
+		case OPT_HANDSHAKE_LIMIT:
+			cfg.handshake_limit = parse_limit(optarg, "handshake limit");
+			break;
+		case OPT_REQUEST_TIMEOUT:
+			cfg.request_timeout = parse_limit(optarg, "request timeout");
+			break;
+		case OPT_MAX_BUFFERED:
+			cfg.max_buffered = parse_size(optarg, "buffer bound");
+			if (cfg.max_buffered < VS_NBD_MIN_MAX_BUFFERED)
+				die("--max-buffered must be at least 64M (two requests of 32 MiB)");
 			break;
 		case OPT_TLS:
 			if (!strcmp(optarg, "off") || !strcmp(optarg, "false"))
