@@ -28,6 +28,7 @@
 
 #define MAX_EXPORTS 64
 #define MAX_LISTENERS 16
+#define MAX_OBJECTS 8
 
 struct export_spec {
 	char *name;
@@ -37,6 +38,15 @@ struct export_spec {
 	bool read_only;
 	struct vs_node *node;
 	char *overlay; /* -s: temporary overlay file, unlinked once open */
+};
+
+/* A qemu-style --object tls-creds-x509/tls-creds-psk, for --tls-creds=ID. */
+struct tls_object {
+	char *id;
+	char *dir;
+	bool psk;
+	bool verify_peer;
+	char *psk_file; /* DIR/keys.psk */
 };
 
 struct config {
@@ -71,6 +81,9 @@ struct config {
 	bool tls_mode_set;
 	struct vs_nbd_tls_opts tls_opts;
 	struct vs_nbd_tls *tls;
+	struct tls_object objects[MAX_OBJECTS];
+	unsigned nobjects;
+	const char *tls_creds; /* --tls-creds=ID */
 	const char *pool;      /* --pool: export every volume of this pool */
 	const char *state_dir; /* --state-dir */
 	bool read_only;	       /* -r, for the pool's exports */
@@ -114,11 +127,16 @@ static void usage(FILE *f)
 		"      --aio=MODE           accepted for compatibility (vstor always uses io_uring)\n"
 		"      --discard=MODE       ignore (default) or unmap\n"
 		"      --detect-zeroes=MODE off (default), on or unmap\n"
-		"      --tls=off|on|require TLS for clients (default off; on if credentials are "
-		"given)\n"
+		"      --tls=off|on|require TLS for clients (default off; require if credentials\n"
+		"                           are given)\n"
 		"      --tls-certificates=DIR  x509: DIR/ca-cert.pem, server-cert.pem, server-key.pem\n"
 		"      --tls-psk=FILE       PSK: a psktool key file (username:hexkey lines)\n"
 		"      --tls-verify-peer    x509: require a client certificate signed by the CA\n"
+		"      --object tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=on|off]\n"
+		"      --object tls-creds-psk,id=ID,dir=DIR,endpoint=server\n"
+		"                           define TLS credentials as qemu-nbd does (verify-peer\n"
+		"                           defaults to on, as in QEMU; DIR/keys.psk for PSK)\n"
+		"      --tls-creds=ID       serve with the credentials of object ID (TLS required)\n"
 		"      --fork               fork off the server once it is ready\n"
 		"      --pid-file=PATH      write the server's pid to PATH\n"
 		"  -h, --help               show this help\n"
@@ -212,6 +230,55 @@ static void parse_export(struct config *cfg, const char *arg)
 		die("--export needs file=PATH");
 	if (!e->name)
 		e->name = strdup("");
+	free(dup);
+}
+
+/* qemu-nbd's --object, for the TLS credential types. */
+static void parse_object(struct config *cfg, const char *arg)
+{
+	char *dup = strdup(arg), *p, *type, *key, *val, *psk = NULL;
+	struct tls_object *o;
+	bool verify = true, endpoint_server = true;
+
+	if (!dup)
+		die("Out of memory");
+	type = dup;
+	p = strchr(dup, ',');
+	if (p)
+		*p++ = '\0';
+	else
+		p = dup + strlen(dup);
+	if (!strncmp(type, "qom-type=", 9))
+		type += 9;
+	if (strcmp(type, "tls-creds-x509") && strcmp(type, "tls-creds-psk"))
+		die("Unsupported --object type '%s' (tls-creds-x509 or tls-creds-psk)", type);
+	if (cfg->nobjects == MAX_OBJECTS)
+		die("Too many --object options (at most %d)", MAX_OBJECTS);
+	o = &cfg->objects[cfg->nobjects++];
+	memset(o, 0, sizeof(*o));
+	o->psk = !strcmp(type, "tls-creds-psk");
+	while (next_item(&p, &key, &val)) {
+		if (!strcmp(key, "id"))
+			o->id = strdup(val);
+		else if (!strcmp(key, "dir"))
+			o->dir = strdup(val);
+		else if (!strcmp(key, "endpoint"))
+			endpoint_server = !strcmp(val, "server");
+		else if (!strcmp(key, "verify-peer") && !o->psk)
+			verify = parse_bool(val, "verify-peer");
+		else if (!strcmp(key, "username") && o->psk)
+			; /* the client's name; a server takes every user of keys.psk */
+		else
+			die("Unsupported --object %s property '%s'", type, key);
+	}
+	if (!o->id || !o->dir)
+		die("--object %s needs id=ID and dir=DIR", type);
+	if (!endpoint_server)
+		die("--object %s,id=%s: vstor-nbd needs endpoint=server", type, o->id);
+	o->verify_peer = verify && !o->psk;
+	if (o->psk && asprintf(&psk, "%s/keys.psk", o->dir) < 0)
+		die("Out of memory");
+	o->psk_file = psk;
 	free(dup);
 }
 
@@ -576,6 +643,8 @@ enum {
 	OPT_HANDSHAKE_LIMIT,
 	OPT_REQUEST_TIMEOUT,
 	OPT_MAX_BUFFERED,
+	OPT_OBJECT,
+	OPT_TLS_CREDS,
 };
 
 /* A count or a number of seconds; 0 (no limit) becomes VS_NBD_UNLIMITED. */
@@ -663,6 +732,8 @@ int main(int argc, char **argv)
 		{ "handshake-limit", required_argument, NULL, OPT_HANDSHAKE_LIMIT },
 		{ "request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT },
 		{ "max-buffered", required_argument, NULL, OPT_MAX_BUFFERED },
+		{ "object", required_argument, NULL, OPT_OBJECT },
+		{ "tls-creds", required_argument, NULL, OPT_TLS_CREDS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -805,6 +876,12 @@ int main(int argc, char **argv)
 		case OPT_TLS_VERIFY_PEER:
 			cfg.tls_opts.verify_peer = true;
 			break;
+		case OPT_OBJECT:
+			parse_object(&cfg, optarg);
+			break;
+		case OPT_TLS_CREDS:
+			cfg.tls_creds = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -839,11 +916,30 @@ int main(int argc, char **argv)
 		die("Expected a FILE to export (or --export). Try '%s --help'.", prog);
 	}
 
+	if (cfg.tls_creds) {
+		const struct tls_object *o = NULL;
+
+		for (unsigned i = 0; i < cfg.nobjects; i++)
+			if (!strcmp(cfg.objects[i].id, cfg.tls_creds))
+				o = &cfg.objects[i];
+		if (!o)
+			die("No TLS credentials object with id '%s' (define it with --object)",
+			    cfg.tls_creds);
+		if (cfg.tls_opts.certificates_dir || cfg.tls_opts.psk_file)
+			die("--tls-creds cannot be combined with --tls-certificates or --tls-psk");
+		if (o->psk) {
+			cfg.tls_opts.psk_file = o->psk_file;
+		} else {
+			cfg.tls_opts.certificates_dir = o->dir;
+			cfg.tls_opts.verify_peer |= o->verify_peer;
+		}
+	}
 	if (cfg.tls_opts.certificates_dir || cfg.tls_opts.psk_file) {
 		struct vs_error terr = { 0 };
 
+		/* Credentials mean TLS, as with qemu-nbd: plaintext only when asked (--tls=on). */
 		if (!cfg.tls_mode_set)
-			cfg.tls_mode = VS_NBD_TLS_ON;
+			cfg.tls_mode = VS_NBD_TLS_REQUIRE;
 		if (cfg.tls_mode != VS_NBD_TLS_OFF &&
 		    vs_nbd_tls_new(&cfg.tls, &cfg.tls_opts, &terr) < 0)
 			die("%s", terr.msg);
