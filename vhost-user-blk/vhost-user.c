@@ -1170,8 +1170,11 @@ static bool conn_take_device(struct vu_conn *c)
 {
 	struct vs_vhost_blk *b = c->b;
 	int ev = vs_aio_poll(c->fd, POLLIN);
+	char byte;
 
-	if (ev < 0 || (ev & (POLLERR | POLLNVAL)))
+	/* Gone without a word (or dropped meanwhile): it never becomes the front end. */
+	if (ev < 0 || (ev & (POLLERR | POLLNVAL)) ||
+	    recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
 		c->closing = true;
 	while (b->conn && !c->closing && !b->shutting_down)
 		vs_co_queue_wait(&b->idle_wait);
