@@ -121,6 +121,27 @@ nbdinfo "nbds+unix:///?socket=$S&tls-certificates=$WORKDIR/pki/client" >/dev/nul
 	fail "TLS client refused by a server with credentials"
 stop_pid "$DAEMON_PID"
 
+# --- a client that stops in the TLS handshake is dropped by the handshake limit ---
+S=$WORKDIR/h.sock
+start_daemon "$WORKDIR/h.pid" 20 "$VSTOR_NBD" -t -e 0 -k "$S" --pid-file "$WORKDIR/h.pid" -f raw \
+	--tls-certificates=pki/server --handshake-limit=1 disk.raw
+timeout 60 python3 -c "
+import sys, time; sys.path.insert(0, '$VS_LIB_DIR')
+import nbd_raw_client as n
+c = n.Client('$S'); c.greet(); c.option(n.OPT_STARTTLS)
+assert c.reply()[1] == n.REP_ACK
+t0 = time.monotonic()
+try:
+    c.recv(1)  # no ClientHello from us: the server must hang up
+    raise SystemExit('the server sent data')
+except n.Closed:
+    pass
+print('stalled TLS handshake dropped after %.1f s' % (time.monotonic() - t0))" ||
+	fail "a stalled TLS handshake was not dropped"
+nbdinfo "nbds+unix:///?socket=$S&tls-certificates=$WORKDIR/pki/client" >/dev/null ||
+	fail "TLS client after a stalled handshake"
+stop_pid "$DAEMON_PID"
+
 # --- qemu-nbd's --object tls-creds-x509 + --tls-creds (verify-peer defaults to on) ---
 S=$WORKDIR/o.sock
 start_daemon "$WORKDIR/o.pid" 20 "$VSTOR_NBD" -t -e 0 -k "$S" --pid-file "$WORKDIR/o.pid" -f raw \
