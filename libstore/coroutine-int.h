@@ -41,6 +41,7 @@ struct vs_co {
 	unsigned valgrind_id;
 	void *asan_fake_stack;
 	void *pending; /* the aio_wait of the operation it waits for, or NULL */
+	void *fd_wait; /* the readiness wait (epoll) it is parked in, or NULL */
 };
 
 struct vs_co_waiter {

@@ -6,6 +6,13 @@
  * prepared in one io_uring_enter (which also waits for a completion when
  * nothing is runnable), then turns completions into wake-ups. Submissions
  * made while the loop runs coroutines are thereby batched.
+ *
+ * Sockets and other pollable descriptors do not wait in the ring: a socket
+ * call is first tried as a non-blocking syscall, and when it would block the
+ * coroutine waits for readiness on the reactor's epoll instance, of which
+ * the ring watches only the descriptor. A connection that sends nothing for
+ * hours thereby holds no slot of the outstanding-operation budget (the CQ
+ * size), which belongs to the I/O that completes.
  */
 #include "coroutine-int.h"
 
@@ -16,12 +23,20 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define VS_RING_ENTRIES 256
 #define VS_CO_POOL_MAX 64
+/*
+ * CQ entries kept out of the budget of get_sqe(): the epoll watch and the
+ * worker-pool eventfd read are armed from the loop, where nobody can park.
+ */
+#define VS_RING_RESERVED 4
+/* Readiness events taken per epoll_wait. */
+#define VS_EPOLL_BATCH 64
 
 struct vs_reactor {
 	struct io_uring ring;
@@ -42,6 +57,12 @@ struct vs_reactor {
 	unsigned jobs_pending;
 	pthread_mutex_t done_lock;
 	struct vs_worker_job *done_head;
+	/* Readiness waits: an epoll instance, watched by one poll SQE when armed. */
+	int epfd;
+	bool ep_armed;
+	unsigned fd_waiters;
+	struct fd_wait **fdw; /* per descriptor number: its waiters (a reader and a writer) */
+	unsigned fdw_cap;
 };
 
 static __thread struct vs_reactor *tls_reactor;
@@ -52,8 +73,20 @@ struct aio_wait {
 	int res;
 };
 
+/* A coroutine waiting for readiness on the epoll instance; on its stack. */
+struct fd_wait {
+	struct vs_co *co;
+	int fd;
+	unsigned events;
+	int res; /* revents, or -errno */
+	bool fired;
+	struct fd_wait *next; /* the other waiters on the same descriptor */
+};
+
 /* user_data of the eventfd read that reports worker completions. */
 static char efd_tag;
+/* user_data of the poll on the epoll instance. */
+static char ep_tag;
 
 int vs_reactor_new(struct vs_reactor **out, unsigned entries)
 {
@@ -77,6 +110,14 @@ int vs_reactor_new(struct vs_reactor **out, unsigned entries)
 		free(r);
 		return ret;
 	}
+	r->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (r->epfd < 0) {
+		ret = -errno;
+		close(r->efd);
+		io_uring_queue_exit(&r->ring);
+		free(r);
+		return ret;
+	}
 	pthread_mutex_init(&r->done_lock, NULL);
 	if (!tls_reactor)
 		tls_reactor = r;
@@ -96,6 +137,8 @@ void vs_reactor_free(struct vs_reactor *r)
 	}
 	io_uring_queue_exit(&r->ring);
 	close(r->efd);
+	close(r->epfd);
+	free(r->fdw);
 	pthread_mutex_destroy(&r->done_lock);
 	if (tls_reactor == r)
 		tls_reactor = NULL;
@@ -180,12 +223,98 @@ static void run_ready(struct vs_reactor *r)
 }
 
 static void worker_reap(struct vs_reactor *r);
+static int submit(struct vs_reactor *r, unsigned wait_nr);
+
+/*
+ * (Re-)arm the one-shot registration of @fd for what its waiters still want,
+ * or drop it when nobody waits. A registration is keyed by the descriptor
+ * number; one left behind by a closed descriptor is disabled and never fires.
+ */
+static int fd_rearm(struct vs_reactor *r, int fd)
+{
+	struct epoll_event ev = { .data.u64 = (uint64_t)fd };
+
+	for (struct fd_wait *w = r->fdw[fd]; w; w = w->next)
+		ev.events |= w->events;
+	if (!ev.events)
+		return epoll_ctl(r->epfd, EPOLL_CTL_DEL, fd, NULL) < 0 ? -errno : 0;
+	ev.events |= EPOLLONESHOT;
+	if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	return epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static void fd_wake(struct vs_reactor *r, struct fd_wait *w, int res)
+{
+	struct fd_wait **pp;
+
+	for (pp = &r->fdw[w->fd]; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	}
+	w->res = res;
+	w->fired = true;
+	r->fd_waiters--;
+	vs_reactor_enqueue(r, w->co);
+}
+
+/* Wake the coroutines whose descriptors the epoll instance reports ready. */
+static void epoll_reap(struct vs_reactor *r)
+{
+	struct epoll_event ev[VS_EPOLL_BATCH];
+	int n;
+
+	r->ep_armed = false;
+	do {
+		n = epoll_wait(r->epfd, ev, VS_EPOLL_BATCH, 0);
+		for (int i = 0; i < n; i++) {
+			int fd = (int)ev[i].data.u64;
+			unsigned got = ev[i].events;
+			struct fd_wait *w, *next;
+
+			if ((unsigned)fd >= r->fdw_cap)
+				continue;
+			for (w = r->fdw[fd]; w; w = next) {
+				next = w->next;
+				if (got & (w->events | EPOLLERR | EPOLLHUP))
+					fd_wake(r, w, (int)got);
+			}
+			/* One-shot: re-arm for whoever still waits (a writer, say). */
+			if (r->fdw[fd]) {
+				int err = fd_rearm(r, fd);
+
+				while (err < 0 && r->fdw[fd])
+					fd_wake(r, r->fdw[fd], err);
+			}
+		}
+	} while (n == VS_EPOLL_BATCH);
+}
+
+/* From the loop: watch the epoll instance while anyone waits on it. */
+static void epoll_arm(struct vs_reactor *r)
+{
+	struct io_uring_sqe *sqe;
+
+	if (r->ep_armed || !r->fd_waiters)
+		return;
+	sqe = io_uring_get_sqe(&r->ring);
+	if (!sqe && (submit(r, 0) < 0 || !(sqe = io_uring_get_sqe(&r->ring))))
+		return; /* the ring is in trouble: the loop reports it */
+	r->prepared++;
+	io_uring_prep_poll_add(sqe, r->epfd, POLLIN);
+	io_uring_sqe_set_data(sqe, &ep_tag);
+	r->ep_armed = true;
+}
 
 static void reap(struct vs_reactor *r)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
-	bool workers = false;
+	bool workers = false, ready = false;
 
 	io_uring_for_each_cqe(&r->ring, head, cqe)
 	{
@@ -193,6 +322,8 @@ static void reap(struct vs_reactor *r)
 
 		if ((void *)w == &efd_tag) {
 			workers = true;
+		} else if ((void *)w == &ep_tag) {
+			ready = true;
 		} else if (w) {
 			w->res = cqe->res;
 			vs_reactor_enqueue(r, w->co);
@@ -204,6 +335,8 @@ static void reap(struct vs_reactor *r)
 	r->stats.cqes_reaped += n;
 	if (workers)
 		worker_reap(r);
+	if (ready)
+		epoll_reap(r);
 	if (n)
 		vs_co_queue_wake_all(&r->sqe_waiters);
 }
@@ -236,6 +369,7 @@ int vs_reactor_run(struct vs_reactor *r, const bool *done)
 		run_ready(r);
 		if (done ? *done : r->alive == 0)
 			break;
+		epoll_arm(r);
 		if (r->run_head) {
 			/* More to run: submit without waiting, then reap. */
 			if (r->prepared) {
@@ -314,7 +448,7 @@ static struct io_uring_sqe *get_sqe(struct vs_reactor *r)
 
 	for (;;) {
 		/* Bound what can be outstanding by the CQ so completions never overflow. */
-		if (r->in_flight + r->prepared < r->cq_entries) {
+		if (r->in_flight + r->prepared + VS_RING_RESERVED < r->cq_entries) {
 			sqe = io_uring_get_sqe(&r->ring);
 			if (sqe) {
 				r->prepared++;
@@ -466,31 +600,107 @@ int vs_aio_fallocate(int fd, int mode, uint64_t offset, uint64_t len)
 	return wait_sqe(r, sqe);
 }
 
+/*
+ * Coroutine context: wait until @fd reports one of @events, through the
+ * epoll instance (one-shot, so a registration left behind by a descriptor
+ * that was closed meanwhile never fires again). Returns revents or -errno.
+ */
+static int wait_ready(struct vs_reactor *r, int fd, unsigned events)
+{
+	struct fd_wait w = { .co = vs_co_current, .fd = fd, .events = events };
+	int ret;
+
+	if (fd < 0)
+		return -EBADF;
+	if ((unsigned)fd >= r->fdw_cap) {
+		unsigned cap = r->fdw_cap ? r->fdw_cap : 64;
+		struct fd_wait **p;
+
+		while (cap <= (unsigned)fd)
+			cap *= 2;
+		p = realloc(r->fdw, sizeof(*p) * cap);
+		if (!p)
+			return -ENOMEM;
+		memset(p + r->fdw_cap, 0, sizeof(*p) * (cap - r->fdw_cap));
+		r->fdw = p;
+		r->fdw_cap = cap;
+	}
+	w.next = r->fdw[fd];
+	r->fdw[fd] = &w;
+	ret = fd_rearm(r, fd);
+	if (ret < 0) {
+		r->fdw[fd] = w.next;
+		return ret;
+	}
+	r->fd_waiters++;
+	w.co->fd_wait = &w;
+	vs_co_yield();
+	w.co->fd_wait = NULL;
+	return w.res;
+}
+
 int vs_aio_poll(int fd, unsigned events)
 {
 	struct vs_reactor *r = cur();
-	struct io_uring_sqe *sqe = get_sqe(r);
+	struct io_uring_sqe *sqe;
+	int ret = wait_ready(r, fd, events);
 
+	if (ret != -EPERM)
+		return ret;
+	/* A descriptor epoll does not take (a regular file): poll in the ring. */
+	sqe = get_sqe(r);
 	io_uring_prep_poll_add(sqe, fd, events);
 	return wait_sqe(r, sqe);
 }
 
+/*
+ * Socket calls: the syscall without blocking, then, when it would block and
+ * the caller did not ask for MSG_DONTWAIT, a readiness wait and again.
+ */
 ssize_t vs_aio_recv(int fd, void *buf, size_t len, int flags)
 {
 	struct vs_reactor *r = cur();
-	struct io_uring_sqe *sqe = get_sqe(r);
 
-	io_uring_prep_recv(sqe, fd, buf, len, flags);
-	return wait_sqe(r, sqe);
+	for (;;) {
+		ssize_t n = recv(fd, buf, len, flags | MSG_DONTWAIT);
+		int ret;
+
+		if (n >= 0)
+			return n;
+		if (errno == EINTR)
+			continue;
+		if ((errno != EAGAIN && errno != EWOULDBLOCK) || (flags & MSG_DONTWAIT))
+			return -errno;
+		ret = wait_ready(r, fd, POLLIN);
+		if (ret < 0)
+			return ret;
+	}
+}
+
+static ssize_t sendmsg_ready(struct vs_reactor *r, int fd, const struct msghdr *msg, int flags)
+{
+	for (;;) {
+		ssize_t n = sendmsg(fd, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+		int ret;
+
+		if (n >= 0)
+			return n;
+		if (errno == EINTR)
+			continue;
+		if ((errno != EAGAIN && errno != EWOULDBLOCK) || (flags & MSG_DONTWAIT))
+			return -errno;
+		ret = wait_ready(r, fd, POLLOUT);
+		if (ret < 0)
+			return ret;
+	}
 }
 
 ssize_t vs_aio_send(int fd, const void *buf, size_t len, int flags)
 {
-	struct vs_reactor *r = cur();
-	struct io_uring_sqe *sqe = get_sqe(r);
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-	io_uring_prep_send(sqe, fd, buf, len, flags | MSG_NOSIGNAL);
-	return wait_sqe(r, sqe);
+	return sendmsg_ready(cur(), fd, &msg, flags);
 }
 
 int vs_aio_recv_full(int fd, void *buf, size_t len)
@@ -498,7 +708,7 @@ int vs_aio_recv_full(int fd, void *buf, size_t len)
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t n = vs_aio_recv(fd, (char *)buf + done, len - done, MSG_WAITALL);
+		ssize_t n = vs_aio_recv(fd, (char *)buf + done, len - done, 0);
 
 		if (n == -EINTR || n == -EAGAIN)
 			continue;
@@ -545,15 +755,12 @@ int vs_aio_sendmsg_full(int fd, struct iovec *iov, int iovcnt)
 	while (first < iovcnt) {
 		struct msghdr msg = { .msg_iov = copy + first,
 				      .msg_iovlen = (size_t)(iovcnt - first) };
-		struct io_uring_sqe *sqe = get_sqe(r);
-		int n;
+		ssize_t n = sendmsg_ready(r, fd, &msg, 0);
 
-		io_uring_prep_sendmsg(sqe, fd, &msg, MSG_NOSIGNAL);
-		n = wait_sqe(r, sqe);
 		if (n == -EINTR || n == -EAGAIN)
 			continue;
 		if (n < 0) {
-			ret = n;
+			ret = (int)n;
 			break;
 		}
 		if (n == 0) {
@@ -581,6 +788,16 @@ int vs_aio_cancel(struct vs_co *co)
 	struct vs_reactor *r = co->reactor;
 	struct io_uring_sqe *sqe;
 
+	if (co->fd_wait) {
+		struct fd_wait *w = co->fd_wait;
+
+		/* Fired already: its wake-up is queued, the result stands. */
+		if (!w->fired) {
+			fd_wake(r, w, -ECANCELED);
+			(void)fd_rearm(r, w->fd); /* for the others, or none */
+		}
+		return 0;
+	}
 	if (!co->pending)
 		return -ENOENT;
 	/* The cancel SQE itself carries no waiter: its CQE is just counted. */

@@ -8,7 +8,12 @@
  * reactor's pool. Replies go out under a per-connection send lock, one whole
  * reply (or structured chunk run) at a time. Everything a client can make us
  * allocate is bounded: option lengths, request sizes, requests and bytes in
- * flight per connection.
+ * flight per connection, and request and reply buffers server-wide.
+ *
+ * Time is bounded too: a connection must choose an export within the
+ * handshake limit, and a request whose header or payload has started to
+ * arrive must keep arriving; a watchdog coroutine (one ring slot for the
+ * whole server) shuts down the sockets that miss their deadline.
  */
 #include "nbd-server.h"
 
@@ -18,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nbd-proto.h"
@@ -32,6 +38,11 @@
 #define NBD_MAX_EXTENTS 4096 /* descriptors per block-status reply */
 #define NBD_PREFERRED_BLOCK 4096
 #define NBD_SPARSE_READ_MIN (64u << 10) /* reads this large look for holes */
+/*
+ * Buffer bytes every connection may hold whatever the others do (and what
+ * it may keep cached while the server is under memory pressure).
+ */
+#define NBD_CONN_RESERVE (1u << 20)
 
 #define CTX_BASE_ALLOCATION 1u
 #define CTX_ALLOCATION_DEPTH 2u
@@ -59,6 +70,7 @@ struct nbd_req {
 	void *buf;
 	size_t cap;
 	uint64_t accounted; /* bytes counted in bytes_in_flight */
+	uint64_t charged;   /* reply memory counted in the buffered bytes while it runs */
 	struct nbd_req *next_free;
 };
 
@@ -104,6 +116,16 @@ struct nbd_conn {
 	struct vs_co_queue drain_wait; /* reader waits for in-flight to end */
 	struct nbd_req *free_reqs;
 	struct vs_co *reader;
+	/*
+	 * Buffer bytes this connection holds (request buffers in use or cached,
+	 * reply memory of requests running), part of the server's total.
+	 */
+	uint64_t buffered;
+	bool mem_waiting; /* the reader waits for the server's memory bound */
+	/* Time limits: the watchdog shuts the socket down after the deadline. */
+	bool in_handshake;
+	uint64_t deadline;   /* CLOCK_MONOTONIC ns, 0 = none */
+	uint64_t refresh_ns; /* a received byte moves the deadline this far ahead */
 	struct nbd_conn *next;
 };
 
@@ -126,9 +148,14 @@ struct vs_nbd_server {
 	bool shutting_down;
 	bool finished;
 	unsigned listeners_alive;
-	struct vs_co_queue accept_wait; /* acceptors wait for a connection slot */
-	struct vs_co_queue idle_wait;	/* shutdown waits for connections to end */
-	struct vs_co_queue finish_wait; /* vs_nbd_server_wait() */
+	struct vs_co_queue accept_wait;	   /* acceptors wait for a connection slot */
+	struct vs_co_queue idle_wait;	   /* shutdown waits for connections to end */
+	struct vs_co_queue finish_wait;	   /* vs_nbd_server_wait() */
+	uint64_t buffered;		   /* sum of the connections' buffered bytes */
+	unsigned mem_waiters;		   /* readers waiting for the memory bound */
+	uint64_t handshake_ns, request_ns; /* the time limits, 0 = none */
+	struct vs_co *watchdog;		   /* alive while connections have deadlines */
+	struct vs_nbd_server_stats stats;
 };
 
 /* ---- errors ---- */
@@ -178,6 +205,20 @@ int vs_nbd_server_new(struct vs_nbd_server **out, const struct vs_nbd_server_opt
 		s->opts = *opts;
 	if (!s->opts.max_requests)
 		s->opts.max_requests = NBD_DEFAULT_MAX_REQUESTS;
+	if (!s->opts.connection_limit)
+		s->opts.connection_limit = VS_NBD_DEFAULT_CONNECTION_LIMIT;
+	if (!s->opts.handshake_limit)
+		s->opts.handshake_limit = VS_NBD_DEFAULT_HANDSHAKE_LIMIT;
+	if (!s->opts.request_timeout)
+		s->opts.request_timeout = VS_NBD_DEFAULT_REQUEST_TIMEOUT;
+	if (!s->opts.max_buffered)
+		s->opts.max_buffered = VS_NBD_DEFAULT_MAX_BUFFERED;
+	if (s->opts.max_buffered < VS_NBD_MIN_MAX_BUFFERED)
+		s->opts.max_buffered = VS_NBD_MIN_MAX_BUFFERED;
+	if (s->opts.handshake_limit != VS_NBD_UNLIMITED)
+		s->handshake_ns = s->opts.handshake_limit * 1000000000ull;
+	if (s->opts.request_timeout != VS_NBD_UNLIMITED)
+		s->request_ns = s->opts.request_timeout * 1000000000ull;
 	*out = s;
 	return 0;
 }
@@ -253,6 +294,119 @@ static uint16_t export_flags(struct vs_nbd_server *s, const struct nbd_export *e
 	return f;
 }
 
+/* ---- time limits and the memory bound ---- */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * From now on the client must send a byte every @ns (0: no deadline), as
+ * long as a request is on its way in.
+ */
+static void conn_expect_bytes(struct nbd_conn *c, uint64_t ns)
+{
+	c->refresh_ns = ns;
+	c->deadline = ns ? now_ns() + ns : 0;
+}
+
+/* Add @delta bytes to what @c and the server hold; wake memory waiters on a release. */
+static void conn_account(struct nbd_conn *c, int64_t delta)
+{
+	struct vs_nbd_server *s = c->srv;
+
+	c->buffered += (uint64_t)delta;
+	s->buffered += (uint64_t)delta;
+	if (s->buffered > s->stats.buffered_peak)
+		s->stats.buffered_peak = s->buffered;
+	if (delta < 0 && s->mem_waiters) {
+		for (struct nbd_conn *o = s->conns; o; o = o->next)
+			if (o->mem_waiting)
+				vs_co_queue_wake_all(&o->slot_wait);
+	}
+}
+
+/*
+ * May @c take @extra more buffer bytes? Always within its reserve; beyond
+ * it, only under the server's bound, and once half the bound is in use,
+ * only while it holds less than an equal share: the connections that hold
+ * the most are the ones that stop being read.
+ */
+static bool conn_may_take(struct nbd_conn *c, uint64_t extra)
+{
+	struct vs_nbd_server *s = c->srv;
+	uint64_t max = s->opts.max_buffered;
+
+	if (!extra || c->buffered + extra <= NBD_CONN_RESERVE)
+		return true;
+	if (s->buffered + extra > max)
+		return false;
+	return s->buffered + extra <= max / 2 || c->buffered + extra <= max / s->nconns;
+}
+
+/* May a finished request's buffer stay cached on @c? */
+static bool conn_may_cache(const struct nbd_conn *c)
+{
+	return c->buffered <= NBD_CONN_RESERVE || c->srv->buffered <= c->srv->opts.max_buffered / 2;
+}
+
+/* Free cached buffers of every connection beyond its reserve. */
+static void server_trim_caches(struct vs_nbd_server *s)
+{
+	for (struct nbd_conn *c = s->conns; c; c = c->next) {
+		for (struct nbd_req *r = c->free_reqs; r && c->buffered > NBD_CONN_RESERVE;
+		     r = r->next_free) {
+			if (r->cap) {
+				free(r->buf);
+				r->buf = NULL;
+				conn_account(c, -(int64_t)r->cap);
+				r->cap = 0;
+			}
+		}
+	}
+}
+
+/* The watchdog: shut down the sockets of connections past their deadline. */
+static void server_watchdog(void *opaque)
+{
+	struct vs_nbd_server *s = opaque;
+	uint64_t tick = 1000000000ull;
+
+	/* A quarter of the shortest limit, between 100 ms and 1 s. */
+	if (s->handshake_ns && s->handshake_ns / 4 < tick)
+		tick = s->handshake_ns / 4;
+	if (s->request_ns && s->request_ns / 4 < tick)
+		tick = s->request_ns / 4;
+	if (tick < 100000000ull)
+		tick = 100000000ull;
+	while (!s->shutting_down && s->nconns) {
+		uint64_t now;
+
+		vs_co_sleep_ns(tick);
+		if (s->shutting_down)
+			break;
+		now = now_ns();
+		for (struct nbd_conn *c = s->conns; c; c = c->next) {
+			if (!c->deadline || now < c->deadline)
+				continue;
+			c->deadline = 0;
+			c->dead = true;
+			if (c->in_handshake)
+				s->stats.handshake_timeouts++;
+			else
+				s->stats.request_timeouts++;
+			/* The reader's recv returns at once; so does a blocked send. */
+			shutdown(c->fd, SHUT_RDWR);
+		}
+	}
+	s->watchdog = NULL;
+	vs_co_queue_wake_all(&s->idle_wait);
+}
+
 /* ---- connection I/O: plain or through TLS ---- */
 
 #define NBD_RBUF_SIZE (64u << 10)
@@ -260,9 +414,15 @@ static uint16_t export_flags(struct vs_nbd_server *s, const struct nbd_export *e
 /* Some bytes from the socket (or TLS), at most @len: > 0, 0 at EOF, or -errno. */
 static ssize_t conn_recv_some(struct nbd_conn *c, void *buf, size_t len)
 {
+	ssize_t n;
+
 	if (c->tls)
-		return nbd_tls_recv(c->tls, buf, len);
-	return vs_aio_recv(c->fd, buf, len, 0);
+		n = nbd_tls_recv(c->tls, buf, len);
+	else
+		n = vs_aio_recv(c->fd, buf, len, 0);
+	if (n > 0 && c->refresh_ns)
+		c->deadline = now_ns() + c->refresh_ns;
+	return n;
 }
 
 static int conn_recv_full(struct nbd_conn *c, void *buf, size_t len)
@@ -803,6 +963,16 @@ static void req_done(struct nbd_req *r)
 	c->in_flight--;
 	c->bytes_in_flight -= r->accounted;
 	r->accounted = 0;
+	if (r->charged) {
+		conn_account(c, -(int64_t)r->charged);
+		r->charged = 0;
+	}
+	if (r->cap && !conn_may_cache(c)) {
+		free(r->buf);
+		r->buf = NULL;
+		conn_account(c, -(int64_t)r->cap);
+		r->cap = 0;
+	}
 	r->next_free = c->free_reqs;
 	c->free_reqs = r;
 	vs_co_queue_wake_all(&c->slot_wait);
@@ -849,12 +1019,32 @@ static void req_run(void *opaque)
 	req_done(r);
 }
 
+/* New buffer bytes req_get() would take for @buflen: 0 when a cached buffer fits. */
+static uint64_t req_buf_need(const struct nbd_conn *c, uint64_t buflen)
+{
+	if (!buflen)
+		return 0;
+	for (const struct nbd_req *r = c->free_reqs; r; r = r->next_free)
+		if (r->cap >= buflen)
+			return 0;
+	return buflen;
+}
+
+/* A request with a buffer of @buflen bytes or more: a cached one that fits, else a new one. */
 static struct nbd_req *req_get(struct nbd_conn *c, uint64_t buflen)
 {
-	struct nbd_req *r = c->free_reqs;
+	struct nbd_req *r, **pp = &c->free_reqs;
 
+	if (buflen) {
+		for (; *pp; pp = &(*pp)->next_free)
+			if ((*pp)->cap >= buflen)
+				break;
+		if (!*pp)
+			pp = &c->free_reqs; /* none fits: replace the first one's buffer */
+	}
+	r = *pp;
 	if (r) {
-		c->free_reqs = r->next_free;
+		*pp = r->next_free;
 	} else {
 		r = calloc(1, sizeof(*r));
 		if (!r)
@@ -864,14 +1054,20 @@ static struct nbd_req *req_get(struct nbd_conn *c, uint64_t buflen)
 	if (buflen > r->cap) {
 		void *b = NULL;
 
+		if (r->cap) {
+			free(r->buf);
+			r->buf = NULL;
+			conn_account(c, -(int64_t)r->cap);
+			r->cap = 0;
+		}
 		if (posix_memalign(&b, 4096, (size_t)buflen)) {
 			r->next_free = c->free_reqs;
 			c->free_reqs = r;
 			return NULL;
 		}
-		free(r->buf);
 		r->buf = b;
 		r->cap = buflen;
+		conn_account(c, (int64_t)buflen);
 	}
 	return r;
 }
@@ -890,6 +1086,41 @@ static int drain_payload(struct nbd_conn *c, uint64_t len)
 		len -= n;
 	}
 	return 0;
+}
+
+/* Reply memory a running request holds outside its buffer (block status). */
+#define NBD_BS_CHARGE (NBD_MAX_EXTENTS * (2 * sizeof(struct extent) + 16))
+
+/*
+ * Wait until @c may start a request of @type with @buflen buffer bytes:
+ * requests and bytes in flight per connection, and the server's memory
+ * bound. Returns false when the connection or the server is going away.
+ */
+static bool conn_wait_admission(struct nbd_conn *c, uint16_t type, uint64_t buflen)
+{
+	struct vs_nbd_server *s = c->srv;
+	uint64_t charge = type == NBD_CMD_BLOCK_STATUS ? NBD_BS_CHARGE : 0;
+
+	for (;;) {
+		if (c->dead || s->shutting_down)
+			return false;
+		if (c->in_flight < s->opts.max_requests &&
+		    (!c->in_flight || c->bytes_in_flight + buflen <= NBD_MAX_BYTES_IN_FLIGHT)) {
+			if (conn_may_take(c, req_buf_need(c, buflen) + charge))
+				return true;
+			/* Cached buffers (ours and idle connections') go first. */
+			server_trim_caches(s);
+			if (conn_may_take(c, req_buf_need(c, buflen) + charge))
+				return true;
+			c->mem_waiting = true;
+			s->mem_waiters++;
+			vs_co_queue_wait(&c->slot_wait);
+			c->mem_waiting = false;
+			s->mem_waiters--;
+			continue;
+		}
+		vs_co_queue_wait(&c->slot_wait);
+	}
 }
 
 /* A reply for a request we reject before it runs (no coroutine needed). */
@@ -955,11 +1186,17 @@ static void conn_transmission(struct nbd_conn *c)
 		uint8_t h[32];
 		size_t hlen = c->extended ? 32 : 28;
 		uint16_t flags, type;
-		uint64_t cookie, offset, len;
+		uint64_t cookie, offset, len, buflen;
 		struct nbd_req *r;
 		int ret, verr;
 
-		ret = conn_recv_full(c, h, hlen);
+		/* Between requests a client may idle; once one has begun, it must arrive. */
+		ret = conn_recv_full(c, h, 1);
+		if (ret < 0)
+			break;
+		conn_expect_bytes(c, c->srv->request_ns);
+		ret = conn_recv_full(c, h + 1, hlen - 1);
+		conn_expect_bytes(c, 0);
 		if (ret < 0)
 			break;
 		if (nbd_get32(h) != (c->extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC))
@@ -976,8 +1213,10 @@ static void conn_transmission(struct nbd_conn *c)
 			if (len > NBD_MAX_PAYLOAD)
 				break; /* cannot stay in sync without reading it all: hang up */
 			if (verr) {
-				if (drain_payload(c, len) < 0 ||
-				    reject(c, cookie, offset, verr) < 0)
+				conn_expect_bytes(c, c->srv->request_ns);
+				ret = drain_payload(c, len);
+				conn_expect_bytes(c, 0);
+				if (ret < 0 || reject(c, cookie, offset, verr) < 0)
 					break;
 				continue;
 			}
@@ -986,18 +1225,22 @@ static void conn_transmission(struct nbd_conn *c)
 				break;
 			continue;
 		}
-		/* Backpressure: bounded requests and bytes in flight per connection. */
-		while (c->in_flight >= c->srv->opts.max_requests ||
-		       (c->in_flight &&
-			c->bytes_in_flight + ((type == NBD_CMD_READ || type == NBD_CMD_WRITE) ?
-						      len :
-						      0) >
-				NBD_MAX_BYTES_IN_FLIGHT))
-			vs_co_queue_wait(&c->slot_wait);
-		r = req_get(c, (type == NBD_CMD_READ || type == NBD_CMD_WRITE) ? len : 0);
+		/*
+		 * Backpressure: bounded requests and bytes in flight per connection,
+		 * and buffers server-wide. A write's payload waits in the socket.
+		 */
+		buflen = (type == NBD_CMD_READ || type == NBD_CMD_WRITE) ? len : 0;
+		if (!conn_wait_admission(c, type, buflen))
+			break;
+		r = req_get(c, buflen);
 		if (!r) {
-			if (type == NBD_CMD_WRITE && drain_payload(c, len) < 0)
-				break;
+			if (type == NBD_CMD_WRITE) {
+				conn_expect_bytes(c, c->srv->request_ns);
+				ret = drain_payload(c, len);
+				conn_expect_bytes(c, 0);
+				if (ret < 0)
+					break;
+			}
 			if (reject(c, cookie, offset, -ENOMEM) < 0)
 				break;
 			continue;
@@ -1007,14 +1250,23 @@ static void conn_transmission(struct nbd_conn *c)
 		r->cookie = cookie;
 		r->offset = offset;
 		r->len = len;
-		if (type == NBD_CMD_WRITE && len && conn_recv_full(c, r->buf, len) < 0) {
-			r->next_free = c->free_reqs;
-			c->free_reqs = r;
-			break;
+		if (type == NBD_CMD_WRITE && len) {
+			conn_expect_bytes(c, c->srv->request_ns);
+			ret = conn_recv_full(c, r->buf, len);
+			conn_expect_bytes(c, 0);
+			if (ret < 0) {
+				r->next_free = c->free_reqs;
+				c->free_reqs = r;
+				break;
+			}
 		}
 		c->in_flight++;
-		r->accounted = (type == NBD_CMD_READ || type == NBD_CMD_WRITE) ? len : 0;
+		r->accounted = buflen;
 		c->bytes_in_flight += r->accounted;
+		if (type == NBD_CMD_BLOCK_STATUS) {
+			r->charged = NBD_BS_CHARGE;
+			conn_account(c, (int64_t)r->charged);
+		}
 		if (!vs_co_spawn(reactor, req_run, r)) {
 			req_done(r);
 			if (reject(c, cookie, offset, -ENOMEM) < 0)
@@ -1390,6 +1642,8 @@ static void conn_free(struct nbd_conn *c)
 	while ((r = c->free_reqs)) {
 		c->free_reqs = r->next_free;
 		free(r->buf);
+		if (r->cap)
+			conn_account(c, -(int64_t)r->cap);
 		free(r);
 	}
 	free(c->ctx_export);
@@ -1404,8 +1658,11 @@ static void conn_main(void *opaque)
 	struct nbd_conn **pp;
 
 	c->reader = vs_co_self();
-	if (conn_handshake(c) == 1)
+	if (conn_handshake(c) == 1) {
+		c->in_handshake = false;
+		conn_expect_bytes(c, 0);
 		conn_transmission(c);
+	}
 	/* Let requests in flight finish and reply before the socket goes away. */
 	while (c->in_flight)
 		vs_co_queue_wait(&c->drain_wait);
@@ -1442,6 +1699,9 @@ int vs_nbd_server_serve_fd(struct vs_nbd_server *s, int fd)
 	}
 	c->srv = s;
 	c->fd = fd;
+	c->in_handshake = true;
+	if (s->handshake_ns)
+		c->deadline = now_ns() + s->handshake_ns;
 	c->rbuf = malloc(NBD_RBUF_SIZE);
 	if (!c->rbuf) {
 		close(fd);
@@ -1460,6 +1720,9 @@ int vs_nbd_server_serve_fd(struct vs_nbd_server *s, int fd)
 		free(c);
 		return -ENOMEM;
 	}
+	s->stats.accepted++;
+	if (!s->watchdog && (s->handshake_ns || s->request_ns))
+		s->watchdog = vs_co_spawn(s->reactor, server_watchdog, s);
 	return 0;
 }
 
@@ -1488,6 +1751,13 @@ static void listener_main(void *opaque)
 		if (s->shutting_down) {
 			close(fd);
 			break;
+		}
+		if (s->opts.connection_limit != VS_NBD_UNLIMITED &&
+		    s->nconns >= s->opts.connection_limit) {
+			/* Closed at once: the backlog does not fill with clients waiting in vain. */
+			close(fd);
+			s->stats.refused++;
+			continue;
 		}
 		vs_nbd_server_serve_fd(s, fd);
 	}
@@ -1527,11 +1797,15 @@ int vs_nbd_server_shutdown(struct vs_nbd_server *s)
 		if (l->co && l->co != vs_co_self())
 			vs_aio_cancel(l->co);
 	}
+	if (s->watchdog && s->watchdog != vs_co_self())
+		vs_aio_cancel(s->watchdog);
 	/* Readers parked in recv stop; their requests in flight still complete. */
-	for (struct nbd_conn *c = s->conns; c; c = c->next)
+	for (struct nbd_conn *c = s->conns; c; c = c->next) {
 		if (c->reader)
 			vs_aio_cancel(c->reader);
-	while (s->nconns || s->listeners_alive)
+		vs_co_queue_wake_all(&c->slot_wait); /* a reader waiting for memory */
+	}
+	while (s->nconns || s->listeners_alive || s->watchdog)
 		vs_co_queue_wait(&s->idle_wait);
 	for (struct nbd_export *e = s->exports; e; e = e->next) {
 		if (!e->read_only) {
@@ -1550,6 +1824,12 @@ void vs_nbd_server_wait(struct vs_nbd_server *s)
 {
 	while (!s->finished)
 		vs_co_queue_wait(&s->finish_wait);
+}
+
+void vs_nbd_server_get_stats(const struct vs_nbd_server *s, struct vs_nbd_server_stats *st)
+{
+	*st = s->stats;
+	st->buffered = s->buffered;
 }
 
 bool vs_nbd_server_is_shutting_down(const struct vs_nbd_server *s)

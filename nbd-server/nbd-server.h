@@ -43,12 +43,36 @@ enum vs_nbd_tls_mode {
 	VS_NBD_TLS_REQUIRE, /* no export without TLS */
 };
 
+/* For the limits below that take 0 as "the default": no limit at all. */
+#define VS_NBD_UNLIMITED UINT32_MAX
+
+#define VS_NBD_DEFAULT_CONNECTION_LIMIT 100
+#define VS_NBD_DEFAULT_HANDSHAKE_LIMIT 10 /* seconds */
+#define VS_NBD_DEFAULT_REQUEST_TIMEOUT 30 /* seconds */
+#define VS_NBD_DEFAULT_MAX_BUFFERED (256ull << 20)
+#define VS_NBD_MIN_MAX_BUFFERED (64ull << 20) /* two requests of the largest size */
+
 struct vs_nbd_server_opts {
 	struct vs_nbd_tls *tls; /* borrowed credentials, NULL without TLS */
 	enum vs_nbd_tls_mode tls_mode;
-	unsigned max_connections; /* -e/--shared; 0 = unlimited */
+	/* -e/--shared: clients served at once, more wait in the backlog; 0 = unlimited */
+	unsigned max_connections;
+	/*
+	 * Connections held at once, whatever -e says: one more is closed as
+	 * soon as it is accepted. 0 = default (100).
+	 */
+	unsigned connection_limit;
 	bool persistent;	  /* -t: keep serving after the last client leaves */
 	unsigned max_requests;	  /* in flight per connection; 0 = default (64) */
+	unsigned handshake_limit; /* seconds to reach the transmission phase; 0 = default (10) */
+	/* Seconds a started request (header or payload) may go without a byte; 0 = default (30) */
+	unsigned request_timeout;
+	/*
+	 * Server-wide bound on request and reply buffers; 0 = default (256 MiB),
+	 * at least VS_NBD_MIN_MAX_BUFFERED. Each connection may also always use
+	 * 1 MiB of its own, so no client can be starved by the others.
+	 */
+	uint64_t max_buffered;
 };
 
 /* Create a server on the calling thread's reactor. */
@@ -79,6 +103,17 @@ bool vs_nbd_server_finished(const struct vs_nbd_server *s);
 
 /* Coroutine context: wait until vs_nbd_server_finished() becomes true. */
 void vs_nbd_server_wait(struct vs_nbd_server *s);
+
+/* Counters, for logs and tests. */
+struct vs_nbd_server_stats {
+	uint64_t accepted;	     /* connections served */
+	uint64_t refused;	     /* closed at accept: over the connection limit */
+	uint64_t handshake_timeouts; /* dropped: no export chosen in time */
+	uint64_t request_timeouts;   /* dropped: a started request stopped arriving */
+	uint64_t buffered;	     /* request and reply buffer bytes now */
+	uint64_t buffered_peak;
+};
+void vs_nbd_server_get_stats(const struct vs_nbd_server *s, struct vs_nbd_server_stats *st);
 
 /* True once vs_nbd_server_shutdown() has started. */
 bool vs_nbd_server_is_shutting_down(const struct vs_nbd_server *s);

@@ -28,6 +28,7 @@
 
 #define MAX_EXPORTS 64
 #define MAX_LISTENERS 16
+#define MAX_OBJECTS 8
 
 struct export_spec {
 	char *name;
@@ -38,6 +39,15 @@ struct export_spec {
 	struct vs_node *node;
 	char *overlay;	/* -s: temporary overlay file, unlinked once open */
 	bool from_pool; /* --pool: a volume that cannot be opened is left out */
+};
+
+/* A qemu-style --object tls-creds-x509/tls-creds-psk, for --tls-creds=ID. */
+struct tls_object {
+	char *id;
+	char *dir;
+	bool psk;
+	bool verify_peer;
+	char *psk_file; /* DIR/keys.psk */
 };
 
 struct config {
@@ -51,6 +61,10 @@ struct config {
 	const char *port;
 	bool tcp_asked; /* -p or -b given: listen on TCP too when -k is used */
 	unsigned shared;
+	unsigned max_connections; /* --max-connections; 0 = the server's default */
+	unsigned handshake_limit; /* --handshake-limit */
+	unsigned request_timeout; /* --request-timeout */
+	uint64_t max_buffered;	  /* --max-buffered */
 	bool persistent;
 	bool snapshot;
 	const char *load_snapshot; /* -l: export this internal snapshot, read-only */
@@ -68,6 +82,9 @@ struct config {
 	bool tls_mode_set;
 	struct vs_nbd_tls_opts tls_opts;
 	struct vs_nbd_tls *tls;
+	struct tls_object objects[MAX_OBJECTS];
+	unsigned nobjects;
+	const char *tls_creds; /* --tls-creds=ID */
 	const char *pool;      /* --pool: export every volume of this pool */
 	const char *state_dir; /* --state-dir */
 	bool read_only;	       /* -r, for the pool's exports */
@@ -83,7 +100,17 @@ static void usage(FILE *f)
 		"  -p, --port=PORT          TCP port to listen on (default 10809)\n"
 		"  -b, --bind=IFACE         interface to bind to (default 0.0.0.0)\n"
 		"  -k, --socket=PATH        listen on a unix socket instead of TCP\n"
-		"  -e, --shared=NUM         serve up to NUM clients at once (default 1; 0 = no limit)\n"
+		"  -e, --shared=NUM         serve up to NUM clients at once, more wait (default 1;\n"
+		"                           0 = up to --max-connections)\n"
+		"      --max-connections=NUM  hold at most NUM connections; more are closed at once\n"
+		"                           (default 100; 0 = no limit)\n"
+		"      --handshake-limit=SECONDS  drop a client that has not chosen an export in\n"
+		"                           SECONDS (default 10; 0 = no limit)\n"
+		"      --request-timeout=SECONDS  drop a client whose started request (header or\n"
+		"                           write payload) stops arriving for SECONDS (default 30;\n"
+		"                           0 = no limit)\n"
+		"      --max-buffered=SIZE  server-wide bound on request and reply buffers\n"
+		"                           (default 256M; at least 64M)\n"
 		"  -t, --persistent         keep serving after the last client disconnects\n"
 		"  -x, --export-name=NAME   export name (default \"\")\n"
 		"  -D, --description=TEXT   export description\n"
@@ -101,11 +128,16 @@ static void usage(FILE *f)
 		"      --aio=MODE           accepted for compatibility (vstor always uses io_uring)\n"
 		"      --discard=MODE       ignore (default) or unmap\n"
 		"      --detect-zeroes=MODE off (default), on or unmap\n"
-		"      --tls=off|on|require TLS for clients (default off; on if credentials are "
-		"given)\n"
+		"      --tls=off|on|require TLS for clients (default off; require if credentials\n"
+		"                           are given)\n"
 		"      --tls-certificates=DIR  x509: DIR/ca-cert.pem, server-cert.pem, server-key.pem\n"
 		"      --tls-psk=FILE       PSK: a psktool key file (username:hexkey lines)\n"
 		"      --tls-verify-peer    x509: require a client certificate signed by the CA\n"
+		"      --object tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=on|off]\n"
+		"      --object tls-creds-psk,id=ID,dir=DIR,endpoint=server\n"
+		"                           define TLS credentials as qemu-nbd does (verify-peer\n"
+		"                           defaults to on, as in QEMU; DIR/keys.psk for PSK)\n"
+		"      --tls-creds=ID       serve with the credentials of object ID (TLS required)\n"
 		"      --fork               fork off the server once it is ready\n"
 		"      --pid-file=PATH      write the server's pid to PATH\n"
 		"  -h, --help               show this help\n"
@@ -199,6 +231,55 @@ static void parse_export(struct config *cfg, const char *arg)
 		die("--export needs file=PATH");
 	if (!e->name)
 		e->name = strdup("");
+	free(dup);
+}
+
+/* qemu-nbd's --object, for the TLS credential types. */
+static void parse_object(struct config *cfg, const char *arg)
+{
+	char *dup = strdup(arg), *p, *type, *key, *val, *psk = NULL;
+	struct tls_object *o;
+	bool verify = true, endpoint_server = true;
+
+	if (!dup)
+		die("Out of memory");
+	type = dup;
+	p = strchr(dup, ',');
+	if (p)
+		*p++ = '\0';
+	else
+		p = dup + strlen(dup);
+	if (!strncmp(type, "qom-type=", 9))
+		type += 9;
+	if (strcmp(type, "tls-creds-x509") && strcmp(type, "tls-creds-psk"))
+		die("Unsupported --object type '%s' (tls-creds-x509 or tls-creds-psk)", type);
+	if (cfg->nobjects == MAX_OBJECTS)
+		die("Too many --object options (at most %d)", MAX_OBJECTS);
+	o = &cfg->objects[cfg->nobjects++];
+	memset(o, 0, sizeof(*o));
+	o->psk = !strcmp(type, "tls-creds-psk");
+	while (next_item(&p, &key, &val)) {
+		if (!strcmp(key, "id"))
+			o->id = strdup(val);
+		else if (!strcmp(key, "dir"))
+			o->dir = strdup(val);
+		else if (!strcmp(key, "endpoint"))
+			endpoint_server = !strcmp(val, "server");
+		else if (!strcmp(key, "verify-peer") && !o->psk)
+			verify = parse_bool(val, "verify-peer");
+		else if (!strcmp(key, "username") && o->psk)
+			; /* the client's name; a server takes every user of keys.psk */
+		else
+			die("Unsupported --object %s property '%s'", type, key);
+	}
+	if (!o->id || !o->dir)
+		die("--object %s needs id=ID and dir=DIR", type);
+	if (!endpoint_server)
+		die("--object %s,id=%s: vstor-nbd needs endpoint=server", type, o->id);
+	o->verify_peer = verify && !o->psk;
+	if (o->psk && asprintf(&psk, "%s/keys.psk", o->dir) < 0)
+		die("Out of memory");
+	o->psk_file = psk;
 	free(dup);
 }
 
@@ -441,6 +522,10 @@ static void server_main(void *opaque)
 {
 	struct config *cfg = opaque;
 	struct vs_nbd_server_opts so = { .max_connections = cfg->shared,
+					 .connection_limit = cfg->max_connections,
+					 .handshake_limit = cfg->handshake_limit,
+					 .request_timeout = cfg->request_timeout,
+					 .max_buffered = cfg->max_buffered,
 					 .persistent = cfg->persistent,
 					 .tls = cfg->tls,
 					 .tls_mode = cfg->tls_mode };
@@ -577,7 +662,66 @@ enum {
 	OPT_TLS_VERIFY_PEER,
 	OPT_POOL,
 	OPT_STATE_DIR,
+	OPT_MAX_CONNECTIONS,
+	OPT_HANDSHAKE_LIMIT,
+	OPT_REQUEST_TIMEOUT,
+	OPT_MAX_BUFFERED,
+	OPT_OBJECT,
+	OPT_TLS_CREDS,
 };
+
+/* A count or a number of seconds; 0 (no limit) becomes VS_NBD_UNLIMITED. */
+static unsigned parse_limit(const char *v, const char *what)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < 0 || n > 1000000)
+		die("Invalid %s '%s'", what, v);
+	return n ? (unsigned)n : VS_NBD_UNLIMITED;
+}
+
+/* BYTES, or a number with a K, M, G or T suffix (powers of 1024). */
+static uint64_t parse_size(const char *v, const char *what)
+{
+	unsigned long long n;
+	unsigned shift = 0;
+	char *end;
+
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno || end == v || *v == '-')
+		die("Invalid %s '%s'", what, v);
+	switch (*end) {
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		break;
+	case '\0':
+		break;
+	default:
+		die("Invalid %s '%s'", what, v);
+	}
+	if (shift && (end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B")))
+		die("Invalid %s '%s'", what, v);
+	if (n > (UINT64_MAX >> shift))
+		die("Invalid %s '%s'", what, v);
+	return (uint64_t)n << shift;
+}
 
 int main(int argc, char **argv)
 {
@@ -607,6 +751,12 @@ int main(int argc, char **argv)
 		{ "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
 		{ "pool", required_argument, NULL, OPT_POOL },
 		{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+		{ "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+		{ "handshake-limit", required_argument, NULL, OPT_HANDSHAKE_LIMIT },
+		{ "request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT },
+		{ "max-buffered", required_argument, NULL, OPT_MAX_BUFFERED },
+		{ "object", required_argument, NULL, OPT_OBJECT },
+		{ "tls-creds", required_argument, NULL, OPT_TLS_CREDS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -715,6 +865,20 @@ int main(int argc, char **argv)
 		case OPT_STATE_DIR:
 			cfg.state_dir = optarg;
 			break;
+		case OPT_MAX_CONNECTIONS:
+			cfg.max_connections = parse_limit(optarg, "connection limit");
+			break;
+		case OPT_HANDSHAKE_LIMIT:
+			cfg.handshake_limit = parse_limit(optarg, "handshake limit");
+			break;
+		case OPT_REQUEST_TIMEOUT:
+			cfg.request_timeout = parse_limit(optarg, "request timeout");
+			break;
+		case OPT_MAX_BUFFERED:
+			cfg.max_buffered = parse_size(optarg, "buffer bound");
+			if (cfg.max_buffered < VS_NBD_MIN_MAX_BUFFERED)
+				die("--max-buffered must be at least 64M (two requests of 32 MiB)");
+			break;
 		case OPT_TLS:
 			if (!strcmp(optarg, "off") || !strcmp(optarg, "false"))
 				cfg.tls_mode = VS_NBD_TLS_OFF;
@@ -734,6 +898,12 @@ int main(int argc, char **argv)
 			break;
 		case OPT_TLS_VERIFY_PEER:
 			cfg.tls_opts.verify_peer = true;
+			break;
+		case OPT_OBJECT:
+			parse_object(&cfg, optarg);
+			break;
+		case OPT_TLS_CREDS:
+			cfg.tls_creds = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -769,11 +939,30 @@ int main(int argc, char **argv)
 		die("Expected a FILE to export (or --export). Try '%s --help'.", prog);
 	}
 
+	if (cfg.tls_creds) {
+		const struct tls_object *o = NULL;
+
+		for (unsigned i = 0; i < cfg.nobjects; i++)
+			if (!strcmp(cfg.objects[i].id, cfg.tls_creds))
+				o = &cfg.objects[i];
+		if (!o)
+			die("No TLS credentials object with id '%s' (define it with --object)",
+			    cfg.tls_creds);
+		if (cfg.tls_opts.certificates_dir || cfg.tls_opts.psk_file)
+			die("--tls-creds cannot be combined with --tls-certificates or --tls-psk");
+		if (o->psk) {
+			cfg.tls_opts.psk_file = o->psk_file;
+		} else {
+			cfg.tls_opts.certificates_dir = o->dir;
+			cfg.tls_opts.verify_peer |= o->verify_peer;
+		}
+	}
 	if (cfg.tls_opts.certificates_dir || cfg.tls_opts.psk_file) {
 		struct vs_error terr = { 0 };
 
+		/* Credentials mean TLS, as with qemu-nbd: plaintext only when asked (--tls=on). */
 		if (!cfg.tls_mode_set)
-			cfg.tls_mode = VS_NBD_TLS_ON;
+			cfg.tls_mode = VS_NBD_TLS_REQUIRE;
 		if (cfg.tls_mode != VS_NBD_TLS_OFF &&
 		    vs_nbd_tls_new(&cfg.tls, &cfg.tls_opts, &terr) < 0)
 			die("%s", terr.msg);

@@ -4,7 +4,11 @@
  * front end (QEMU's vhost-user-blk-pci device, or any VMM) over a unix
  * socket, on the calling thread's reactor (the export's home reactor).
  * One front end is served at a time; when it goes away the back end waits
- * for the next one, as qemu-storage-daemon does. See docs/vhost.md.
+ * for the next one, as qemu-storage-daemon does. Connections are accepted
+ * at once (up to a limit) and the device goes to the first one that sends a
+ * message, so a socket that only connects never keeps a front end out; a
+ * connection that has not sent VHOST_USER_SET_OWNER within the handshake
+ * limit is dropped. See docs/vhost.md.
  */
 #ifndef VSTOR_VHOST_BLK_H
 #define VSTOR_VHOST_BLK_H
@@ -26,13 +30,23 @@ struct vs_vhost_blk_opts {
 	const char *serial;   /* VIRTIO_BLK_T_GET_ID answer (20 bytes at most); NULL: "vstor" */
 	bool verbose;	      /* log connections and per-connection counters on stderr */
 	bool quiet;	      /* do not log front-end errors either (fuzzing) */
+	/* Connections held at once (the one served and those waiting); 0 = default (16) */
+	unsigned max_connections;
+	/* Seconds from accept to SET_OWNER; 0 = default (10), VS_VHOST_BLK_UNLIMITED = none */
+	unsigned handshake_limit;
 };
+
+#define VS_VHOST_BLK_UNLIMITED 0xffffffffu
+#define VS_VHOST_BLK_DEFAULT_MAX_CONNECTIONS 16
+#define VS_VHOST_BLK_DEFAULT_HANDSHAKE_LIMIT 10
 
 #define VS_VHOST_BLK_MAX_QUEUES 64
 
 /* Counters since the back end was created. */
 struct vs_vhost_blk_stats {
 	uint64_t connections;
+	uint64_t refused;	     /* closed at accept: over the connection limit */
+	uint64_t handshake_timeouts; /* dropped: no SET_OWNER within the limit */
 	uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
 	uint64_t io_errors;   /* requests answered VIRTIO_BLK_S_IOERR */
 	uint64_t unsupported; /* requests answered VIRTIO_BLK_S_UNSUPP */
@@ -43,8 +57,8 @@ struct vs_vhost_blk_stats {
 int vs_vhost_blk_new(struct vs_vhost_blk **out, const struct vs_vhost_blk_opts *opts);
 
 /*
- * Accept front ends on the listening unix socket @fd (taken), one at a
- * time. Spawns the acceptor coroutine.
+ * Accept front ends on the listening unix socket @fd (taken); one is served
+ * at a time. Spawns the acceptor coroutine.
  */
 int vs_vhost_blk_add_listener(struct vs_vhost_blk *b, int fd);
 

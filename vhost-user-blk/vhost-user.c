@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "virtio-blk.h"
@@ -147,6 +148,9 @@ struct vu_conn {
 	int fd;
 	struct vs_co *reader;
 	bool closing;
+	bool waiting;	   /* not (yet) the front end being served */
+	uint64_t deadline; /* CLOCK_MONOTONIC ns to send SET_OWNER by, 0 = none */
+	struct vu_conn *next_waiting;
 	uint64_t features;
 	uint64_t proto_features;
 	struct vq_mem mem;
@@ -163,7 +167,11 @@ struct vs_vhost_blk {
 	struct vs_vhost_blk_opts opts;
 	struct vblk_dev dev;
 	struct vs_vhost_blk_stats stats;
-	struct vu_conn *conn;
+	struct vu_conn *conn;	 /* the front end being served */
+	struct vu_conn *waiting; /* accepted, not served: silent yet, or queued */
+	unsigned nconns;	 /* the served one and the waiting ones */
+	uint64_t handshake_ns;	 /* 0 = no limit */
+	struct vs_co *watchdog;	 /* alive while connections have deadlines */
 	int listen_fd;
 	struct vs_co *listen_co;
 	bool listener_alive;
@@ -975,6 +983,7 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 		set64(m->payload, c->nvqs);
 		return 8;
 	case VU_SET_OWNER:
+		c->deadline = 0; /* a front end, not a socket that only connected */
 		return -1;
 	case VU_RESET_OWNER:
 		conn_reset_device(c);
@@ -1132,14 +1141,71 @@ static void conn_free(struct vu_conn *c)
 	free(c);
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void waiting_unlink(struct vs_vhost_blk *b, struct vu_conn *c)
+{
+	for (struct vu_conn **pp = &b->waiting; *pp; pp = &(*pp)->next_waiting) {
+		if (*pp == c) {
+			*pp = c->next_waiting;
+			break;
+		}
+	}
+	c->waiting = false;
+}
+
+/*
+ * Coroutine context: wait until @c has sent something and the device is
+ * free, then make it the front end served. A socket that only connects
+ * waits on the reactor's epoll instance (no ring slot) and never holds the
+ * device. Returns false when it is dropped meanwhile.
+ */
+static bool conn_take_device(struct vu_conn *c)
+{
+	struct vs_vhost_blk *b = c->b;
+	int ev = vs_aio_poll(c->fd, POLLIN);
+	char byte;
+
+	/* Gone without a word (or dropped meanwhile): it never becomes the front end. */
+	if (ev < 0 || (ev & (POLLERR | POLLNVAL)) ||
+	    recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+		c->closing = true;
+	while (b->conn && !c->closing && !b->shutting_down)
+		vs_co_queue_wait(&b->idle_wait);
+	waiting_unlink(b, c);
+	if (c->closing || b->shutting_down)
+		return false;
+	b->conn = c;
+	b->stats.connections++;
+	c->at_start = b->stats;
+	if (b->opts.verbose)
+		vu_log(b, "front end connected");
+	return true;
+}
+
 static void conn_main(void *opaque)
 {
 	struct vu_conn *c = opaque;
 	struct vs_vhost_blk *b = c->b;
-	struct vu_msg *m = malloc(sizeof(*m));
-	int ret = m ? 0 : -ENOMEM;
+	struct vu_msg *m;
+	int ret;
 
 	c->reader = vs_co_self();
+	if (!conn_take_device(c)) {
+		c->reader = NULL;
+		conn_free(c);
+		b->nconns--;
+		vs_co_queue_wake_all(&b->idle_wait);
+		return;
+	}
+	m = malloc(sizeof(*m));
+	ret = m ? 0 : -ENOMEM;
 	while (ret == 0 && !c->closing) {
 		int fds[VU_MAX_FDS];
 		unsigned nfds;
@@ -1185,6 +1251,45 @@ static void conn_main(void *opaque)
 		stats_log(c);
 	conn_free(c);
 	b->conn = NULL;
+	b->nconns--;
+	vs_co_queue_wake_all(&b->idle_wait);
+}
+
+/* The watchdog: drop connections that have not sent SET_OWNER in time. */
+static void vu_watchdog(void *opaque)
+{
+	struct vs_vhost_blk *b = opaque;
+	uint64_t tick = b->handshake_ns / 4;
+
+	if (tick > 1000000000ull)
+		tick = 1000000000ull;
+	if (tick < 100000000ull)
+		tick = 100000000ull;
+	while (!b->shutting_down && b->nconns) {
+		uint64_t now;
+
+		vs_co_sleep_ns(tick);
+		if (b->shutting_down)
+			break;
+		now = now_ns();
+		for (struct vu_conn *c = b->waiting; c; c = c->next_waiting) {
+			if (c->deadline && now >= c->deadline) {
+				c->deadline = 0;
+				c->closing = true;
+				b->stats.handshake_timeouts++;
+				shutdown(c->fd, SHUT_RDWR);
+			}
+		}
+		if (b->conn && b->conn->deadline && now >= b->conn->deadline) {
+			b->conn->deadline = 0;
+			b->stats.handshake_timeouts++;
+			vu_log(b, "front end sent no SET_OWNER in %llu s: dropped",
+			       (unsigned long long)(b->handshake_ns / 1000000000ull));
+			shutdown(b->conn->fd, SHUT_RDWR);
+		}
+		vs_co_queue_wake_all(&b->idle_wait); /* queued ones that were dropped */
+	}
+	b->watchdog = NULL;
 	vs_co_queue_wake_all(&b->idle_wait);
 }
 
@@ -1192,7 +1297,7 @@ int vs_vhost_blk_serve_fd(struct vs_vhost_blk *b, int fd)
 {
 	struct vu_conn *c;
 
-	if (b->conn || b->shutting_down) {
+	if (b->shutting_down) {
 		close(fd);
 		return -EBUSY;
 	}
@@ -1212,17 +1317,21 @@ int vs_vhost_blk_serve_fd(struct vs_vhost_blk *b, int fd)
 		vq->index = i;
 		vq->kick_fd = vq->call_fd = vq->err_fd = -1;
 	}
-	c->at_start = b->stats;
-	b->conn = c;
-	b->stats.connections++;
-	if (b->opts.verbose)
-		vu_log(b, "front end connected");
+	if (b->handshake_ns)
+		c->deadline = now_ns() + b->handshake_ns;
+	c->waiting = true;
+	c->next_waiting = b->waiting;
+	b->waiting = c;
+	b->nconns++;
 	if (!vs_co_spawn(b->reactor, conn_main, c)) {
-		b->conn = NULL;
+		b->waiting = c->next_waiting;
+		b->nconns--;
 		close(fd);
 		free(c);
 		return -ENOMEM;
 	}
+	if (!b->watchdog && b->handshake_ns)
+		b->watchdog = vs_co_spawn(b->reactor, vu_watchdog, b);
 	return 0;
 }
 
@@ -1232,14 +1341,8 @@ static void listener_main(void *opaque)
 
 	b->listen_co = vs_co_self();
 	while (!b->shutting_down) {
-		int fd;
+		int fd = vs_aio_accept(b->listen_fd);
 
-		/* One front end at a time; the next one waits in the backlog. */
-		while (b->conn && !b->shutting_down)
-			vs_co_queue_wait(&b->idle_wait);
-		if (b->shutting_down)
-			break;
-		fd = vs_aio_accept(b->listen_fd);
 		if (fd < 0) {
 			if (fd == -ECANCELED || b->shutting_down)
 				break;
@@ -1250,6 +1353,13 @@ static void listener_main(void *opaque)
 		if (b->shutting_down) {
 			close(fd);
 			break;
+		}
+		if (b->opts.max_connections != VS_VHOST_BLK_UNLIMITED &&
+		    b->nconns >= b->opts.max_connections) {
+			/* Closed at once: the backlog does not fill with front ends waiting in vain. */
+			close(fd);
+			b->stats.refused++;
+			continue;
 		}
 		vs_vhost_blk_serve_fd(b, fd);
 	}
@@ -1274,6 +1384,12 @@ int vs_vhost_blk_new(struct vs_vhost_blk **out, const struct vs_vhost_blk_opts *
 	b->opts = *opts;
 	if (!b->opts.num_queues)
 		b->opts.num_queues = 1;
+	if (!b->opts.max_connections)
+		b->opts.max_connections = VS_VHOST_BLK_DEFAULT_MAX_CONNECTIONS;
+	if (!b->opts.handshake_limit)
+		b->opts.handshake_limit = VS_VHOST_BLK_DEFAULT_HANDSHAKE_LIMIT;
+	if (b->opts.handshake_limit != VS_VHOST_BLK_UNLIMITED)
+		b->handshake_ns = b->opts.handshake_limit * 1000000000ull;
 	b->listen_fd = -1;
 	b->dev.node = opts->node;
 	b->dev.size = vs_node_size(opts->node);
@@ -1309,12 +1425,19 @@ int vs_vhost_blk_shutdown(struct vs_vhost_blk *b)
 	vs_co_queue_wake_all(&b->idle_wait);
 	if (b->listen_co && b->listen_co != vs_co_self())
 		vs_aio_cancel(b->listen_co);
+	if (b->watchdog && b->watchdog != vs_co_self())
+		vs_aio_cancel(b->watchdog);
 	if (b->conn) {
 		b->conn->closing = true;
 		if (b->conn->reader && b->conn->reader != vs_co_self())
 			vs_aio_cancel(b->conn->reader);
 	}
-	while (b->conn || b->listener_alive)
+	for (struct vu_conn *c = b->waiting; c; c = c->next_waiting) {
+		c->closing = true;
+		if (c->reader)
+			vs_aio_cancel(c->reader);
+	}
+	while (b->nconns || b->listener_alive || b->watchdog)
 		vs_co_queue_wait(&b->idle_wait);
 	close_fd(&b->listen_fd);
 	return b->dev.read_only ? 0 : vs_node_flush(b->dev.node);

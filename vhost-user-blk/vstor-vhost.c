@@ -39,6 +39,8 @@ struct config {
 	bool write_zeroes;
 	bool verbose;
 	unsigned num_queues;
+	unsigned max_connections; /* 0 = the back end's default */
+	unsigned handshake_limit;
 	int listen_fd;
 	int sigfd;
 	int exit_code;
@@ -64,6 +66,11 @@ static void usage(FILE *f)
 		"      --pool=NAME          IMAGE is a volume of pool NAME\n"
 		"      --state-dir=DIR      the pools' state directory (see vstor(1))\n"
 		"      --pid-file=PATH      write the pid to PATH once the socket is listening\n"
+		"      --max-connections=N  hold at most N connections (the front end served and\n"
+		"                           those waiting); more are closed at once (default 16;\n"
+		"                           0 = no limit)\n"
+		"      --handshake-limit=SECONDS  drop a connection that has not sent SET_OWNER\n"
+		"                           SECONDS after it was accepted (default 10; 0 = none)\n"
 		"  -v, --verbose            log front ends and their request counts\n"
 		"  -h, --help               show this help\n"
 		"  -V, --version            show the version\n",
@@ -144,6 +151,8 @@ static void daemon_main(void *opaque)
 			.num_queues = cfg->num_queues,
 			.serial = cfg->serial,
 			.verbose = cfg->verbose,
+			.max_connections = cfg->max_connections,
+			.handshake_limit = cfg->handshake_limit,
 		};
 
 		ret = vs_vhost_blk_new(&cfg->blk, &bo);
@@ -206,7 +215,22 @@ enum {
 	OPT_POOL,
 	OPT_STATE_DIR,
 	OPT_PID_FILE,
+	OPT_MAX_CONNECTIONS,
+	OPT_HANDSHAKE_LIMIT,
 };
+
+/* A count or a number of seconds; 0 (no limit) becomes VS_VHOST_BLK_UNLIMITED. */
+static unsigned parse_limit(const char *v, const char *what)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < 0 || n > 1000000)
+		die("Invalid %s '%s'", what, v);
+	return n ? (unsigned)n : VS_VHOST_BLK_UNLIMITED;
+}
 
 static bool parse_bool(const char *v, const char *what)
 {
@@ -232,6 +256,8 @@ int main(int argc, char **argv)
 		{ "pool", required_argument, NULL, OPT_POOL },
 		{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
 		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
+		{ "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+		{ "handshake-limit", required_argument, NULL, OPT_HANDSHAKE_LIMIT },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -295,6 +321,12 @@ int main(int argc, char **argv)
 			break;
 		case OPT_PID_FILE:
 			cfg.pid_file = optarg;
+			break;
+		case OPT_MAX_CONNECTIONS:
+			cfg.max_connections = parse_limit(optarg, "connection limit");
+			break;
+		case OPT_HANDSHAKE_LIMIT:
+			cfg.handshake_limit = parse_limit(optarg, "handshake limit");
 			break;
 		case 'v':
 			cfg.verbose = true;

@@ -4,7 +4,9 @@
 # vstor-nbd with TLS: x509 (with and without client certificates) and PSK,
 # through nbdinfo/nbdcopy (libnbd) and qemu-img (QEMU's NBD client with
 # tls-creds objects). With --tls=require a client that does not upgrade gets
-# no export; wrong credentials get nothing either.
+# no export; wrong credentials get nothing either. Credentials without --tls
+# mean --tls=require, and qemu-nbd's --object tls-creds-x509/tls-creds-psk
+# with --tls-creds=ID work as with qemu-nbd.
 . "$(dirname "$0")/lib.sh"
 
 export PATH=/usr/bin:/bin:$PATH
@@ -105,6 +107,69 @@ qemu_img compare --object "tls-creds-psk,id=tls0,endpoint=client,dir=$WORKDIR/qp
 	"driver=nbd,server.type=unix,server.path=$S,tls-creds=tls0" ||
 	fail "qemu-img compare over PSK"
 stop_pid "$DAEMON_PID"
+
+# --- credentials without --tls: TLS is required (qemu-nbd's rule) ---
+S=$WORKDIR/d.sock
+start_daemon "$WORKDIR/d.pid" 20 "$VSTOR_NBD" -t -e 0 -k "$S" --pid-file "$WORKDIR/d.pid" -f raw \
+	--tls-certificates=pki/server disk.raw
+assert_fails nbdinfo "nbd+unix:///?socket=$S"
+assert_fails python3 -c "
+import sys; sys.path.insert(0, '$VS_LIB_DIR')
+import nbd_raw_client as n
+c = n.Client('$S'); c.greet(); c.go()" # a plaintext NBD_OPT_GO gets NBD_REP_ERR_TLS_REQD
+nbdinfo "nbds+unix:///?socket=$S&tls-certificates=$WORKDIR/pki/client" >/dev/null ||
+	fail "TLS client refused by a server with credentials"
+stop_pid "$DAEMON_PID"
+
+# --- a client that stops in the TLS handshake is dropped by the handshake limit ---
+S=$WORKDIR/h.sock
+start_daemon "$WORKDIR/h.pid" 20 "$VSTOR_NBD" -t -e 0 -k "$S" --pid-file "$WORKDIR/h.pid" -f raw \
+	--tls-certificates=pki/server --handshake-limit=1 disk.raw
+timeout 60 python3 -c "
+import sys, time; sys.path.insert(0, '$VS_LIB_DIR')
+import nbd_raw_client as n
+c = n.Client('$S'); c.greet(); c.option(n.OPT_STARTTLS)
+assert c.reply()[1] == n.REP_ACK
+t0 = time.monotonic()
+try:
+    c.recv(1)  # no ClientHello from us: the server must hang up
+    raise SystemExit('the server sent data')
+except n.Closed:
+    pass
+print('stalled TLS handshake dropped after %.1f s' % (time.monotonic() - t0))" ||
+	fail "a stalled TLS handshake was not dropped"
+nbdinfo "nbds+unix:///?socket=$S&tls-certificates=$WORKDIR/pki/client" >/dev/null ||
+	fail "TLS client after a stalled handshake"
+stop_pid "$DAEMON_PID"
+
+# --- qemu-nbd's --object tls-creds-x509 + --tls-creds (verify-peer defaults to on) ---
+S=$WORKDIR/o.sock
+start_daemon "$WORKDIR/o.pid" 20 "$VSTOR_NBD" -t -e 0 -k "$S" --pid-file "$WORKDIR/o.pid" -f raw \
+	--object "tls-creds-x509,id=tls0,dir=$WORKDIR/pki/server,endpoint=server" --tls-creds=tls0 \
+	disk.raw
+qemu_img compare --object "tls-creds-x509,id=tls0,endpoint=client,dir=$WORKDIR/pki/client" \
+	--image-opts driver=file,filename=copy.raw \
+	"driver=nbd,server.type=unix,server.path=$S,tls-creds=tls0,tls-hostname=localhost" ||
+	fail "qemu-img against --object tls-creds-x509 --tls-creds"
+nbdinfo "nbds+unix:///?socket=$S&tls-certificates=$WORKDIR/pki/client" >/dev/null ||
+	fail "nbdinfo against --object tls-creds-x509 --tls-creds"
+assert_fails nbdinfo "nbd+unix:///?socket=$S"
+assert_fails nbdinfo "nbds+unix:///?socket=$S&tls-certificates=$WORKDIR/pki/nocert"
+stop_pid "$DAEMON_PID"
+# ... and tls-creds-psk (DIR/keys.psk)
+S=$WORKDIR/op.sock
+start_daemon "$WORKDIR/op.pid" 20 "$VSTOR_NBD" -t -e 0 -k "$S" --pid-file "$WORKDIR/op.pid" -f raw \
+	--object "tls-creds-psk,id=p0,dir=$WORKDIR/qpsk,endpoint=server" --tls-creds p0 disk.raw
+qemu_img compare --object "tls-creds-psk,id=tls0,endpoint=client,dir=$WORKDIR/qpsk,username=alice" \
+	--image-opts driver=file,filename=copy.raw \
+	"driver=nbd,server.type=unix,server.path=$S,tls-creds=tls0" ||
+	fail "qemu-img against --object tls-creds-psk --tls-creds"
+assert_fails nbdinfo "nbd+unix:///?socket=$S"
+stop_pid "$DAEMON_PID"
+assert_fails "$VSTOR_NBD" -k "$WORKDIR/bad.sock" --tls-creds=nope disk.raw
+assert_grep "nope" "$WORKDIR/err" "--tls-creds without its object"
+assert_fails "$VSTOR_NBD" -k "$WORKDIR/bad.sock" --object "secret,id=s0,data=x" disk.raw
+assert_grep "Unsupported --object type" "$WORKDIR/err" "--object of another type"
 
 # Bad TLS configuration is refused at start-up with a clear message.
 assert_fails "$VSTOR_NBD" -k "$WORKDIR/bad.sock" --tls=require disk.raw

@@ -123,13 +123,21 @@ int vs_aio_pwritev_full(int fd, const struct iovec *iov, int iovcnt, uint64_t of
 			int rw_flags);
 int vs_aio_fsync(int fd, bool datasync);
 int vs_aio_fallocate(int fd, int mode, uint64_t offset, uint64_t len);
-/* Wait until @fd reports one of @events (POLLIN, POLLOUT...). Returns revents. */
+/*
+ * Wait until @fd reports one of @events (POLLIN, POLLOUT...). Returns revents.
+ * Pollable descriptors (sockets, pipes, eventfds) wait on the reactor's
+ * epoll instance and hold no slot of the ring however long they wait.
+ */
 int vs_aio_poll(int fd, unsigned events);
 
 /*
  * Sockets. recv/send return the byte count (0 on EOF for recv) or -errno;
  * the _full variants transfer exactly @len bytes or fail (-ECONNRESET on EOF
  * before the end). accept returns the new fd (SOCK_CLOEXEC) or -errno.
+ * recv and the sends are non-blocking syscalls that wait for readiness as
+ * vs_aio_poll() does when the socket has nothing for them (unless @flags
+ * has MSG_DONTWAIT: then -EAGAIN), so idle peers cost no ring slot; accept
+ * holds one slot per listener.
  */
 ssize_t vs_aio_recv(int fd, void *buf, size_t len, int flags);
 ssize_t vs_aio_send(int fd, const void *buf, size_t len, int flags);

@@ -7,8 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -324,6 +327,124 @@ static void test_run_in_coroutine(void **state)
 	assert_int_equal(v, 5);
 }
 
+/* Sockets that wait must not take the ring's slots from I/O that completes. */
+#define IDLE_PAIRS 64
+
+struct idle_run {
+	int sv[IDLE_PAIRS][2];
+	int got;
+	int slept;
+};
+
+static struct idle_run *idle_run;
+
+static void co_idle_reader(void *arg)
+{
+	char b;
+
+	if (vs_aio_recv(*(int *)arg, &b, 1, 0) == 1)
+		idle_run->got++;
+}
+
+static void co_sleeper_then_wake(void *arg)
+{
+	struct idle_run *ir = arg;
+
+	/* Each sleep is a timeout SQE: it needs a slot while 64 sockets wait. */
+	for (int i = 0; i < 20; i++) {
+		vs_co_sleep_ns(100000);
+		ir->slept++;
+	}
+	for (int i = 0; i < IDLE_PAIRS; i++)
+		assert_int_equal(vs_aio_send_full(ir->sv[i][1], "x", 1), 0);
+}
+
+static void test_reactor_idle_sockets_hold_no_slot(void **state)
+{
+	struct idle_run ir = { 0 };
+	struct vs_reactor *r;
+
+	(void)state;
+	/* A ring of 8 entries: a CQ of 16, far fewer than the sockets waiting. */
+	assert_int_equal(vs_reactor_new(&r, 8), 0);
+	idle_run = &ir;
+	for (int i = 0; i < IDLE_PAIRS; i++) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ir.sv[i]), 0);
+		vs_co_spawn(r, co_idle_reader, &ir.sv[i][0]);
+	}
+	vs_co_spawn(r, co_sleeper_then_wake, &ir);
+	assert_int_equal(vs_reactor_run(r, NULL), 0);
+	assert_int_equal(ir.slept, 20);
+	assert_int_equal(ir.got, IDLE_PAIRS);
+	for (int i = 0; i < IDLE_PAIRS; i++) {
+		close(ir.sv[i][0]);
+		close(ir.sv[i][1]);
+	}
+	vs_reactor_free(r);
+}
+
+/* A reader and a writer parked on the same socket both get woken. */
+struct duplex {
+	int sv[2];
+	bool read_done, write_done, drained;
+	char *big;
+};
+
+#define DUPLEX_BYTES (4u << 20)
+
+static void co_duplex_reader(void *arg)
+{
+	struct duplex *d = arg;
+	char b;
+
+	d->read_done = vs_aio_recv(d->sv[0], &b, 1, 0) == 1 && b == 'z';
+}
+
+static void co_duplex_writer(void *arg)
+{
+	struct duplex *d = arg;
+
+	/* More than the socket buffer: it waits for POLLOUT while the reader waits for POLLIN. */
+	d->write_done = vs_aio_send_full(d->sv[0], d->big, DUPLEX_BYTES) == 0;
+}
+
+static void co_duplex_peer(void *arg)
+{
+	struct duplex *d = arg;
+	char *buf = malloc(DUPLEX_BYTES);
+
+	assert_non_null(buf);
+	d->drained = vs_aio_recv_full(d->sv[1], buf, DUPLEX_BYTES) == 0 &&
+		     !memcmp(buf, d->big, DUPLEX_BYTES);
+	free(buf);
+	assert_int_equal(vs_aio_send_full(d->sv[1], "z", 1), 0);
+}
+
+static void test_reactor_reader_and_writer_on_one_socket(void **state)
+{
+	struct duplex d = { 0 };
+	struct vs_reactor *r;
+
+	(void)state;
+	d.big = malloc(DUPLEX_BYTES);
+	assert_non_null(d.big);
+	for (unsigned i = 0; i < DUPLEX_BYTES; i++)
+		d.big[i] = (char)(i * 7);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, d.sv), 0);
+	assert_int_equal(vs_reactor_new(&r, 0), 0);
+	vs_co_spawn(r, co_duplex_reader, &d);
+	vs_co_spawn(r, co_duplex_writer, &d);
+	vs_co_spawn(r, co_duplex_peer, &d);
+	assert_int_equal(vs_reactor_run(r, NULL), 0);
+	assert_true(d.read_done);
+	assert_true(d.write_done);
+	assert_true(d.drained);
+	close(d.sv[0]);
+	close(d.sv[1]);
+	free(d.big);
+	vs_reactor_free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -337,6 +458,8 @@ int main(void)
 		cmocka_unit_test(test_coroutine_pool_reuse),
 		cmocka_unit_test(test_run_in_coroutine),
 		cmocka_unit_test(test_worker_pool_runs_jobs_off_the_reactor),
+		cmocka_unit_test(test_reactor_idle_sockets_hold_no_slot),
+		cmocka_unit_test(test_reactor_reader_and_writer_on_one_socket),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
