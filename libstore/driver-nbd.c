@@ -255,9 +255,9 @@ static int send_option(int fd, uint32_t opt, const void *data, uint32_t len)
 	uint8_t h[16];
 	struct iovec iov[2] = { { h, 16 }, { (void *)data, len } };
 
-	nbd_put64(h, NBD_IHAVEOPT);
-	nbd_put32(h + 8, opt);
-	nbd_put32(h + 12, len);
+	vs_put_be64(h, NBD_IHAVEOPT);
+	vs_put_be32(h + 8, opt);
+	vs_put_be32(h + 12, len);
 	return vs_aio_sendmsg_full(fd, iov, len ? 2 : 1);
 }
 
@@ -270,10 +270,10 @@ static int recv_option_reply(int fd, uint32_t opt, uint32_t *type, uint8_t *buf,
 
 	if (ret < 0)
 		return ret;
-	if (nbd_get64(h) != NBD_REP_MAGIC || nbd_get32(h + 8) != opt)
+	if (vs_be64(h) != NBD_REP_MAGIC || vs_be32(h + 8) != opt)
 		return -EPROTO;
-	*type = nbd_get32(h + 12);
-	*len = nbd_get32(h + 16);
+	*type = vs_be32(h + 12);
+	*len = vs_be32(h + 16);
 	if (*len > 1u << 20)
 		return -EPROTO;
 	if (*len <= cap)
@@ -304,14 +304,14 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 	ret = vs_aio_recv_full(c->fd, b, 18);
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "NBD handshake");
-	if (nbd_get64(b) != NBD_MAGIC)
+	if (vs_be64(b) != NBD_MAGIC)
 		return vs_error_set(err, -EPROTO, "Not an NBD server (bad magic)");
-	if (nbd_get64(b + 8) != NBD_IHAVEOPT)
+	if (vs_be64(b + 8) != NBD_IHAVEOPT)
 		return vs_error_set(err, -EPROTO, "NBD server uses the old-style handshake");
-	hflags = nbd_get16(b + 16);
+	hflags = vs_be16(b + 16);
 	if (!(hflags & NBD_FLAG_FIXED_NEWSTYLE))
 		return vs_error_set(err, -EPROTO, "NBD server is not fixed-newstyle");
-	nbd_put32(b, NBD_FLAG_C_FIXED_NEWSTYLE | (hflags & NBD_FLAG_NO_ZEROES));
+	vs_put_be32(b, NBD_FLAG_C_FIXED_NEWSTYLE | (hflags & NBD_FLAG_NO_ZEROES));
 	ret = vs_aio_send_full(c->fd, b, 4);
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "NBD handshake");
@@ -330,10 +330,10 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 
 		if (!m)
 			return vs_error_set(err, -ENOMEM, "Out of memory");
-		nbd_put32(m, nl);
+		vs_put_be32(m, nl);
 		memcpy(m + 4, t->export_name, nl);
-		nbd_put32(m + 4 + nl, 1);
-		nbd_put32(m + 8 + nl, sizeof(q) - 1);
+		vs_put_be32(m + 4 + nl, 1);
+		vs_put_be32(m + 8 + nl, sizeof(q) - 1);
 		memcpy(m + 12 + nl, q, sizeof(q) - 1);
 		ml = 12 + nl + sizeof(q) - 1;
 		ret = send_option(c->fd, NBD_OPT_SET_META_CONTEXT, m, (uint32_t)ml);
@@ -345,7 +345,7 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 				break;
 			if (len >= 4 && len - 4 == sizeof(q) - 1 &&
 			    !memcmp(b + 4, q, sizeof(q) - 1)) {
-				c->base_ctx = nbd_get32(b);
+				c->base_ctx = vs_be32(b);
 				c->has_base_ctx = true;
 			}
 		}
@@ -356,10 +356,10 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 	go = malloc(4 + nl + 2 + 2);
 	if (!go)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
-	nbd_put32(go, nl);
+	vs_put_be32(go, nl);
 	memcpy(go + 4, t->export_name, nl);
-	nbd_put16(go + 4 + nl, 1);
-	nbd_put16(go + 6 + nl, NBD_INFO_BLOCK_SIZE);
+	vs_put_be16(go + 4 + nl, 1);
+	vs_put_be16(go + 6 + nl, NBD_INFO_BLOCK_SIZE);
 	ret = send_option(c->fd, NBD_OPT_GO, go, 8 + nl);
 	free(go);
 	node->limits.max_transfer = NBD_CLIENT_MAX_TRANSFER;
@@ -387,14 +387,14 @@ static int handshake(struct vs_node *node, struct nbd_client *c, const struct nb
 			return 0;
 		}
 		if (type == NBD_REP_INFO && len >= 2) {
-			uint16_t it = nbd_get16(b);
+			uint16_t it = vs_be16(b);
 
 			if (it == NBD_INFO_EXPORT && len >= 12) {
-				node->size = nbd_get64(b + 2);
-				c->flags = nbd_get16(b + 10);
+				node->size = vs_be64(b + 2);
+				c->flags = vs_be16(b + 10);
 				have_export = true;
 			} else if (it == NBD_INFO_BLOCK_SIZE && len >= 14) {
-				uint32_t min = nbd_get32(b + 2), max = nbd_get32(b + 10);
+				uint32_t min = vs_be32(b + 2), max = vs_be32(b + 10);
 
 				if (min && min <= 65536 && !(min & (min - 1)))
 					node->limits.request_align = min;
@@ -490,9 +490,9 @@ static void complete(struct nbd_slot *s)
 /* One structured chunk (header already read). Returns 0 or -EPROTO etc. */
 static int handle_chunk(struct nbd_client *c, uint8_t *h)
 {
-	uint16_t flags = nbd_get16(h + 4), type = nbd_get16(h + 6);
-	uint32_t len = nbd_get32(h + 16);
-	struct nbd_slot *s = slot_for(c, nbd_get64(h + 8));
+	uint16_t flags = vs_be16(h + 4), type = vs_be16(h + 6);
+	uint32_t len = vs_be32(h + 16);
+	struct nbd_slot *s = slot_for(c, vs_be64(h + 8));
 	uint8_t b[12];
 	int ret = 0;
 
@@ -511,7 +511,7 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 		ret = vs_aio_recv_full(c->fd, b, 8);
 		if (ret < 0)
 			return ret;
-		off = nbd_get64(b);
+		off = vs_be64(b);
 		if (off < s->offset || len - 8 > s->len || off - s->offset > s->len - (len - 8))
 			return -EPROTO;
 		ret = recv_into(c, s, off - s->offset, len - 8);
@@ -527,8 +527,8 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 		ret = vs_aio_recv_full(c->fd, b, 12);
 		if (ret < 0)
 			return ret;
-		off = nbd_get64(b);
-		hl = nbd_get32(b + 8);
+		off = vs_be64(b);
+		hl = vs_be32(b + 8);
 		if (off < s->offset || hl > s->len || off - s->offset > s->len - hl)
 			return -EPROTO;
 		zero_into(s, off - s->offset, hl);
@@ -543,10 +543,10 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 		ret = vs_aio_recv_full(c->fd, b, 12);
 		if (ret < 0)
 			return ret;
-		ctx = nbd_get32(b);
+		ctx = vs_be32(b);
 		if (ctx == c->base_ctx && !s->bs_seen) {
-			s->bs_len = nbd_get32(b + 4);
-			s->bs_flags = nbd_get32(b + 8);
+			s->bs_len = vs_be32(b + 4);
+			s->bs_flags = vs_be32(b + 8);
 			s->bs_seen = true;
 		}
 		ret = drop_bytes(c, len - 12);
@@ -561,7 +561,7 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 			ret = vs_aio_recv_full(c->fd, b, 6);
 			if (ret < 0)
 				return ret;
-			e = nbd_get32(b);
+			e = vs_be32(b);
 			s->err = wire_to_errno(e ? e : NBD_EIO);
 			ret = drop_bytes(c, len - 6);
 			break;
@@ -598,25 +598,25 @@ static void reader_main(void *opaque)
 		ret = vs_aio_recv_full(c->fd, h, 4);
 		if (ret < 0)
 			break;
-		if (nbd_get32(h) == NBD_SIMPLE_REPLY_MAGIC) {
+		if (vs_be32(h) == NBD_SIMPLE_REPLY_MAGIC) {
 			struct nbd_slot *s;
 
 			ret = vs_aio_recv_full(c->fd, h + 4, 12);
 			if (ret < 0)
 				break;
-			s = slot_for(c, nbd_get64(h + 8));
+			s = slot_for(c, vs_be64(h + 8));
 			if (!s) {
 				ret = -EPROTO;
 				break;
 			}
-			s->err = nbd_get32(h + 4) ? wire_to_errno(nbd_get32(h + 4)) : 0;
+			s->err = vs_be32(h + 4) ? wire_to_errno(vs_be32(h + 4)) : 0;
 			if (!s->err && s->type == NBD_CMD_READ) {
 				ret = recv_into(c, s, 0, s->len);
 				if (ret < 0)
 					break;
 			}
 			complete(s);
-		} else if (nbd_get32(h) == NBD_STRUCTURED_REPLY_MAGIC && c->structured) {
+		} else if (vs_be32(h) == NBD_STRUCTURED_REPLY_MAGIC && c->structured) {
 			ret = vs_aio_recv_full(c->fd, h + 4, 16);
 			if (ret == 0)
 				ret = handle_chunk(c, h);
@@ -676,12 +676,12 @@ static int nbd_request(struct vs_node *node, uint16_t type, uint16_t flags, uint
 	s->niov = niov;
 	c->used++;
 
-	nbd_put32(h, NBD_REQUEST_MAGIC);
-	nbd_put16(h + 4, flags);
-	nbd_put16(h + 6, type);
-	nbd_put64(h + 8, i);
-	nbd_put64(h + 16, offset);
-	nbd_put32(h + 24, (uint32_t)len);
+	vs_put_be32(h, NBD_REQUEST_MAGIC);
+	vs_put_be16(h + 4, flags);
+	vs_put_be16(h + 6, type);
+	vs_put_be64(h + 8, i);
+	vs_put_be64(h + 16, offset);
+	vs_put_be32(h + 24, (uint32_t)len);
 	siov[0] = (struct iovec){ h, sizeof(h) };
 	if (type == NBD_CMD_WRITE) {
 		if (niov > 64) {
@@ -835,8 +835,8 @@ static void nbd_close(struct vs_node *node)
 	if (!c->dead) {
 		/* NBD_CMD_DISC, then let the reader see the end of the stream. */
 		memset(h, 0, sizeof(h));
-		nbd_put32(h, NBD_REQUEST_MAGIC);
-		nbd_put16(h + 6, NBD_CMD_DISC);
+		vs_put_be32(h, NBD_REQUEST_MAGIC);
+		vs_put_be16(h + 6, NBD_CMD_DISC);
 		vs_co_mutex_lock(&c->send_lock);
 		(void)vs_aio_send_full(c->fd, h, sizeof(h));
 		vs_co_mutex_unlock(&c->send_lock);

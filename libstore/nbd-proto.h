@@ -8,6 +8,8 @@
 
 #include <stdint.h>
 
+#include "bytes.h"
+
 #define NBD_MAGIC 0x4e42444d41474943ull	   /* "NBDMAGIC" */
 #define NBD_IHAVEOPT 0x49484156454f5054ull /* "IHAVEOPT" */
 #define NBD_REP_MAGIC 0x0003e889045565a9ull
@@ -117,38 +119,6 @@
 
 #define NBD_MAX_STRING 4096
 
-/* Big-endian wire integers. */
-static inline void nbd_put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static inline void nbd_put32(uint8_t *p, uint32_t v)
-{
-	nbd_put16(p, (uint16_t)(v >> 16));
-	nbd_put16(p + 2, (uint16_t)v);
-}
-
-static inline void nbd_put64(uint8_t *p, uint64_t v)
-{
-	nbd_put32(p, (uint32_t)(v >> 32));
-	nbd_put32(p + 4, (uint32_t)v);
-}
-
-static inline uint16_t nbd_get16(const uint8_t *p)
-{
-	return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static inline uint32_t nbd_get32(const uint8_t *p)
-{
-	return ((uint32_t)nbd_get16(p) << 16) | nbd_get16(p + 2);
-}
-
-static inline uint64_t nbd_get64(const uint8_t *p)
-{
-	return ((uint64_t)nbd_get32(p) << 32) | nbd_get32(p + 4);
-}
+/* Wire integers are big-endian: vs_be32(), vs_put_be64() ... (bytes.h). */
 
 #endif

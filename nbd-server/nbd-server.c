@@ -575,10 +575,10 @@ static int opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const void
 	uint8_t hdr[20];
 	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)data, len } };
 
-	nbd_put64(hdr, NBD_REP_MAGIC);
-	nbd_put32(hdr + 8, opt);
-	nbd_put32(hdr + 12, type);
-	nbd_put32(hdr + 16, len);
+	vs_put_be64(hdr, NBD_REP_MAGIC);
+	vs_put_be32(hdr + 8, opt);
+	vs_put_be32(hdr + 12, type);
+	vs_put_be32(hdr + 16, len);
 	return conn_send(c, iov, len ? 2 : 1);
 }
 
@@ -606,19 +606,19 @@ static size_t chunk_header(struct nbd_conn *c, uint8_t *hdr, uint16_t flags, uin
 			   uint64_t cookie, uint64_t offset, uint64_t len)
 {
 	if (c->extended) {
-		nbd_put32(hdr, NBD_EXTENDED_REPLY_MAGIC);
-		nbd_put16(hdr + 4, flags);
-		nbd_put16(hdr + 6, type);
-		nbd_put64(hdr + 8, cookie);
-		nbd_put64(hdr + 16, offset);
-		nbd_put64(hdr + 24, len);
+		vs_put_be32(hdr, NBD_EXTENDED_REPLY_MAGIC);
+		vs_put_be16(hdr + 4, flags);
+		vs_put_be16(hdr + 6, type);
+		vs_put_be64(hdr + 8, cookie);
+		vs_put_be64(hdr + 16, offset);
+		vs_put_be64(hdr + 24, len);
 		return 32;
 	}
-	nbd_put32(hdr, NBD_STRUCTURED_REPLY_MAGIC);
-	nbd_put16(hdr + 4, flags);
-	nbd_put16(hdr + 6, type);
-	nbd_put64(hdr + 8, cookie);
-	nbd_put32(hdr + 16, (uint32_t)len);
+	vs_put_be32(hdr, NBD_STRUCTURED_REPLY_MAGIC);
+	vs_put_be16(hdr + 4, flags);
+	vs_put_be16(hdr + 6, type);
+	vs_put_be64(hdr + 8, cookie);
+	vs_put_be32(hdr + 16, (uint32_t)len);
 	return 20;
 }
 
@@ -632,17 +632,17 @@ static int send_status(struct nbd_req *r, int err)
 	int n = 1;
 
 	if (!c->structured) {
-		nbd_put32(hdr, NBD_SIMPLE_REPLY_MAGIC);
-		nbd_put32(hdr + 4, wire);
-		nbd_put64(hdr + 8, r->cookie);
+		vs_put_be32(hdr, NBD_SIMPLE_REPLY_MAGIC);
+		vs_put_be32(hdr + 4, wire);
+		vs_put_be64(hdr + 8, r->cookie);
 		iov[0] = (struct iovec){ hdr, 16 };
 	} else if (!wire) {
 		iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, NBD_REPLY_FLAG_DONE,
 							   NBD_REPLY_TYPE_NONE, r->cookie,
 							   r->offset, 0) };
 	} else {
-		nbd_put32(body, wire);
-		nbd_put16(body + 4, 0); /* no message */
+		vs_put_be32(body, wire);
+		vs_put_be16(body + 4, 0); /* no message */
 		iov[0] = (struct iovec){ hdr, chunk_header(c, hdr, NBD_REPLY_FLAG_DONE,
 							   NBD_REPLY_TYPE_ERROR, r->cookie,
 							   r->offset, sizeof(body)) };
@@ -744,9 +744,9 @@ static int req_read_simple(struct nbd_req *r)
 
 	if (ret < 0)
 		return send_status(r, ret);
-	nbd_put32(hdr, NBD_SIMPLE_REPLY_MAGIC);
-	nbd_put32(hdr + 4, 0);
-	nbd_put64(hdr + 8, r->cookie);
+	vs_put_be32(hdr, NBD_SIMPLE_REPLY_MAGIC);
+	vs_put_be32(hdr + 4, 0);
+	vs_put_be64(hdr + 8, r->cookie);
 	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
 	iov[1] = (struct iovec){ r->buf, r->len };
 	return conn_reply(c, iov, 2);
@@ -809,9 +809,9 @@ static int req_read_structured(struct nbd_req *r)
 		uint16_t flags = i + 1 == count ? NBD_REPLY_FLAG_DONE : 0;
 		uint64_t o = r->offset + pos;
 
-		nbd_put64(off[i], o);
+		vs_put_be64(off[i], o);
 		if (ext[i].status & VS_BS_ZERO) {
-			nbd_put32(off[i] + 8, (uint32_t)ext[i].len);
+			vs_put_be32(off[i] + 8, (uint32_t)ext[i].len);
 			iov[niov++] =
 				(struct iovec){ hdr[i], chunk_header(c, hdr[i], flags,
 								     NBD_REPLY_TYPE_OFFSET_HOLE,
@@ -845,10 +845,10 @@ static int send_block_status(struct nbd_req *r, unsigned ctx, const struct exten
 
 	if (!body)
 		return -ENOMEM;
-	nbd_put32(body, ctx);
+	vs_put_be32(body, ctx);
 	p = body + 4;
 	if (c->extended) {
-		nbd_put32(p, count);
+		vs_put_be32(p, count);
 		p += 4;
 	}
 	for (unsigned i = 0; i < count; i++) {
@@ -864,11 +864,11 @@ static int send_block_status(struct nbd_req *r, unsigned ctx, const struct exten
 			flags = ext[i].depth;
 		}
 		if (c->extended) {
-			nbd_put64(p, ext[i].len);
-			nbd_put64(p + 8, flags);
+			vs_put_be64(p, ext[i].len);
+			vs_put_be64(p + 8, flags);
 		} else {
-			nbd_put32(p, (uint32_t)ext[i].len);
-			nbd_put32(p + 4, flags);
+			vs_put_be32(p, (uint32_t)ext[i].len);
+			vs_put_be32(p + 4, flags);
 		}
 		p += dsz;
 	}
@@ -1199,13 +1199,13 @@ static void conn_transmission(struct nbd_conn *c)
 		conn_expect_bytes(c, 0);
 		if (ret < 0)
 			break;
-		if (nbd_get32(h) != (c->extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC))
+		if (vs_be32(h) != (c->extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC))
 			break; /* out of sync: the only safe answer is to hang up */
-		flags = nbd_get16(h + 4);
-		type = nbd_get16(h + 6);
-		cookie = nbd_get64(h + 8);
-		offset = nbd_get64(h + 16);
-		len = c->extended ? nbd_get64(h + 24) : nbd_get32(h + 24);
+		flags = vs_be16(h + 4);
+		type = vs_be16(h + 6);
+		cookie = vs_be64(h + 8);
+		offset = vs_be64(h + 16);
+		len = c->extended ? vs_be64(h + 24) : vs_be32(h + 24);
 		if (type == NBD_CMD_DISC)
 			break;
 		verr = validate_request(c, type, flags, offset, len);
@@ -1281,9 +1281,9 @@ static int send_info_export(struct nbd_conn *c, uint32_t opt, struct nbd_export 
 {
 	uint8_t b[12];
 
-	nbd_put16(b, NBD_INFO_EXPORT);
-	nbd_put64(b + 2, vs_node_size(e->node));
-	nbd_put16(b + 10, export_flags(c->srv, e));
+	vs_put_be16(b, NBD_INFO_EXPORT);
+	vs_put_be64(b + 2, vs_node_size(e->node));
+	vs_put_be16(b + 10, export_flags(c->srv, e));
 	return opt_reply(c, opt, NBD_REP_INFO, b, sizeof(b));
 }
 
@@ -1295,7 +1295,7 @@ static int send_info_string(struct nbd_conn *c, uint32_t opt, uint16_t type, con
 
 	if (!b)
 		return -ENOMEM;
-	nbd_put16(b, type);
+	vs_put_be16(b, type);
 	memcpy(b + 2, s, len);
 	ret = opt_reply(c, opt, NBD_REP_INFO, b, (uint32_t)(2 + len));
 	free(b);
@@ -1306,10 +1306,10 @@ static int send_info_block_size(struct nbd_conn *c, uint32_t opt)
 {
 	uint8_t b[14];
 
-	nbd_put16(b, NBD_INFO_BLOCK_SIZE);
-	nbd_put32(b + 2, 1); /* the generic layer bounces anything unaligned */
-	nbd_put32(b + 6, NBD_PREFERRED_BLOCK);
-	nbd_put32(b + 10, NBD_MAX_PAYLOAD);
+	vs_put_be16(b, NBD_INFO_BLOCK_SIZE);
+	vs_put_be32(b + 2, 1); /* the generic layer bounces anything unaligned */
+	vs_put_be32(b + 6, NBD_PREFERRED_BLOCK);
+	vs_put_be32(b + 10, NBD_MAX_PAYLOAD);
 	return opt_reply(c, opt, NBD_REP_INFO, b, sizeof(b));
 }
 
@@ -1322,12 +1322,12 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d, uint3
 	bool want_name = false, want_desc = false;
 	int ret;
 
-	if (len < 6 || (namelen = nbd_get32(d)) > len - 6 ||
-	    (ninfo = nbd_get16(d + 4 + namelen), len != 6 + namelen + 2u * ninfo))
+	if (len < 6 || (namelen = vs_be32(d)) > len - 6 ||
+	    (ninfo = vs_be16(d + 4 + namelen), len != 6 + namelen + 2u * ninfo))
 		return opt_error(c, opt, NBD_REP_ERR_INVALID, "malformed %s request",
 				 opt == NBD_OPT_GO ? "NBD_OPT_GO" : "NBD_OPT_INFO");
 	for (unsigned i = 0; i < ninfo; i++) {
-		uint16_t t = nbd_get16(d + 6 + namelen + 2 * i);
+		uint16_t t = vs_be16(d + 6 + namelen + 2 * i);
 
 		want_name |= t == NBD_INFO_NAME;
 		want_desc |= t == NBD_INFO_DESCRIPTION;
@@ -1369,7 +1369,7 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
 
 		if (!b)
 			return -ENOMEM;
-		nbd_put32(b, (uint32_t)nl);
+		vs_put_be32(b, (uint32_t)nl);
 		memcpy(b + 4, e->name, nl);
 		if (dl)
 			memcpy(b + 4 + nl, e->description, dl);
@@ -1386,7 +1386,7 @@ static int send_meta_context(struct nbd_conn *c, uint32_t opt, uint32_t id, cons
 	size_t nl = strlen(name);
 	uint8_t b[64];
 
-	nbd_put32(b, id);
+	vs_put_be32(b, id);
 	memcpy(b + 4, name, nl);
 	return opt_reply(c, opt, NBD_REP_META_CONTEXT, b, (uint32_t)(4 + nl));
 }
@@ -1407,15 +1407,15 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *d, 
 	if (set && !c->structured)
 		return opt_error(c, opt, NBD_REP_ERR_INVALID,
 				 "structured replies must be negotiated first");
-	if (len < 8 || (namelen = nbd_get32(d)) > len - 8)
+	if (len < 8 || (namelen = vs_be32(d)) > len - 8)
 		return opt_error(c, opt, NBD_REP_ERR_INVALID, "malformed meta context request");
-	nq = nbd_get32(d + 4 + namelen);
+	nq = vs_be32(d + 4 + namelen);
 	/* Validate the whole query list before acting on it. */
 	pos = 8 + namelen;
 	for (uint32_t i = 0; i < nq; i++) {
 		uint32_t ql;
 
-		if (len - pos < 4 || (ql = nbd_get32(d + pos)) > len - pos - 4)
+		if (len - pos < 4 || (ql = vs_be32(d + pos)) > len - pos - 4)
 			return opt_error(c, opt, NBD_REP_ERR_INVALID,
 					 "malformed meta context query");
 		pos += 4 + ql;
@@ -1432,7 +1432,7 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *d, 
 	} else {
 		pos = 8 + namelen;
 		for (uint32_t i = 0; i < nq; i++) {
-			uint32_t ql = nbd_get32(d + pos);
+			uint32_t ql = vs_be32(d + pos);
 			const uint8_t *q = d + pos + 4;
 
 			if (query_is(q, ql, "base:allocation") ||
@@ -1469,16 +1469,16 @@ static int conn_handshake(struct nbd_conn *c)
 	uint32_t cflags;
 	int ret;
 
-	nbd_put64(b, NBD_MAGIC);
-	nbd_put64(b + 8, NBD_IHAVEOPT);
-	nbd_put16(b + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+	vs_put_be64(b, NBD_MAGIC);
+	vs_put_be64(b + 8, NBD_IHAVEOPT);
+	vs_put_be16(b + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
 	ret = vs_aio_send_full(c->fd, b, sizeof(b));
 	if (ret < 0)
 		return ret;
 	ret = vs_aio_recv_full(c->fd, b, 4);
 	if (ret < 0)
 		return ret;
-	cflags = nbd_get32(b);
+	cflags = vs_be32(b);
 	if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
 		return -EPROTO;
 	c->fixed = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
@@ -1492,10 +1492,10 @@ static int conn_handshake(struct nbd_conn *c)
 		ret = conn_recv_full(c, h, sizeof(h));
 		if (ret < 0)
 			return ret;
-		if (nbd_get64(h) != NBD_IHAVEOPT)
+		if (vs_be64(h) != NBD_IHAVEOPT)
 			return -EPROTO;
-		opt = nbd_get32(h + 8);
-		len = nbd_get32(h + 12);
+		opt = vs_be32(h + 8);
+		len = vs_be32(h + 12);
 		if (len > NBD_MAX_OPTION_LEN) {
 			/* Too big to read: drop it, and hang up if it is huge. */
 			if (len > 16 * NBD_MAX_OPTION_LEN || !c->fixed)
@@ -1539,8 +1539,8 @@ static int conn_handshake(struct nbd_conn *c)
 			if (!e)
 				return -ENOENT; /* this option has no error reply: hang up */
 			memset(r, 0, sizeof(r));
-			nbd_put64(r, vs_node_size(e->node));
-			nbd_put16(r + 8, export_flags(c->srv, e));
+			vs_put_be64(r, vs_node_size(e->node));
+			vs_put_be16(r + 8, export_flags(c->srv, e));
 			ret = conn_send_buf(c, r, rl);
 			if (ret < 0)
 				return ret;

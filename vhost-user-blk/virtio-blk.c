@@ -8,45 +8,11 @@
  * they are. Every range is checked here against the size the guest was told.
  */
 #include "virtio-blk.h"
+#include "bytes.h"
+#include "iov.h"
 
 #include <errno.h>
 #include <string.h>
-
-/* Copy up to @len bytes out of @iov[0..@n) into @buf; returns the count. */
-static size_t iov_to_buf(const struct iovec *iov, unsigned n, void *buf, size_t len)
-{
-	size_t done = 0;
-
-	for (unsigned i = 0; i < n && done < len; i++) {
-		size_t c = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
-
-		memcpy((uint8_t *)buf + done, iov[i].iov_base, c);
-		done += c;
-	}
-	return done;
-}
-
-static size_t iov_from_buf(const struct iovec *iov, unsigned n, const void *buf, size_t len)
-{
-	size_t done = 0;
-
-	for (unsigned i = 0; i < n && done < len; i++) {
-		size_t c = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
-
-		memcpy(iov[i].iov_base, (const uint8_t *)buf + done, c);
-		done += c;
-	}
-	return done;
-}
-
-static uint64_t iov_len(const struct iovec *iov, unsigned n)
-{
-	uint64_t t = 0;
-
-	for (unsigned i = 0; i < n; i++)
-		t += iov[i].iov_len;
-	return t;
-}
 
 /* Drop the first @skip bytes of @iov[0..*@n) in place; returns the new start. */
 static struct iovec *iov_skip(struct iovec *iov, unsigned *n, size_t skip)
@@ -61,22 +27,6 @@ static struct iovec *iov_skip(struct iovec *iov, unsigned *n, size_t skip)
 		iov->iov_len -= skip;
 	}
 	return iov;
-}
-
-static inline uint32_t le32_at(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, 4);
-	return v;
-}
-
-static inline uint64_t le64_at(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return v;
 }
 
 int vblk_parse(struct vq_elem *e, struct vblk_req *r)
@@ -99,12 +49,13 @@ int vblk_parse(struct vq_elem *e, struct vblk_req *r)
 	 */
 	if (--in[in_num - 1].iov_len == 0)
 		in_num--;
-	if (iov_to_buf(out, out_num, hdr, sizeof(hdr)) < sizeof(hdr)) {
+	if (vs_iov_size(out, (int)out_num) < sizeof(hdr)) {
 		r->bad_header = true;
 		return 0;
 	}
-	r->type = le32_at(hdr);
-	r->sector = le64_at(hdr + 8);
+	vs_iov_to_buf(hdr, out, (int)out_num, 0, sizeof(hdr));
+	r->type = vs_le32(hdr);
+	r->sector = vs_le64(hdr + 8);
 	if (r->type == VIRTIO_BLK_T_IN || r->type == VIRTIO_BLK_T_GET_ID) {
 		r->data = in;
 		r->data_num = in_num;
@@ -112,7 +63,7 @@ int vblk_parse(struct vq_elem *e, struct vblk_req *r)
 		r->data = iov_skip(out, &out_num, sizeof(hdr));
 		r->data_num = out_num;
 	}
-	r->data_len = iov_len(r->data, r->data_num);
+	r->data_len = vs_iov_size(r->data, (int)r->data_num);
 	return 0;
 }
 
@@ -143,10 +94,10 @@ static int exec_dwz(struct vblk_dev *d, struct vblk_req *r, bool zeroes)
 	if (r->data_len != sizeof(seg)) /* max_discard_seg = max_write_zeroes_seg = 1 */
 		return r->data_len && r->data_len % sizeof(seg) == 0 ? VIRTIO_BLK_S_UNSUPP :
 								       VIRTIO_BLK_S_IOERR;
-	iov_to_buf(r->data, r->data_num, seg, sizeof(seg));
-	sector = le64_at(seg);
-	nsec = le32_at(seg + 8);
-	flags = le32_at(seg + 12);
+	vs_iov_to_buf(seg, r->data, (int)r->data_num, 0, sizeof(seg));
+	sector = vs_le64(seg);
+	nsec = vs_le32(seg + 8);
+	flags = vs_le32(seg + 12);
 	if (flags & ~1u)
 		return VIRTIO_BLK_S_UNSUPP;
 	if (!zeroes && (flags & 1)) /* the unmap flag is for write-zeroes only */
@@ -175,6 +126,7 @@ uint32_t vblk_exec(struct vblk_dev *d, struct vblk_req *r)
 {
 	uint32_t used = 1; /* the status byte */
 	uint8_t st;
+	size_t n;
 	int ret;
 
 	if (r->bad_header) {
@@ -213,7 +165,10 @@ uint32_t vblk_exec(struct vblk_dev *d, struct vblk_req *r)
 		break;
 	case VIRTIO_BLK_T_GET_ID:
 		d->stats->get_ids++;
-		used += (uint32_t)iov_from_buf(r->data, r->data_num, d->serial, sizeof(d->serial));
+		/* As much of the serial as the buffer takes. */
+		n = r->data_len < sizeof(d->serial) ? (size_t)r->data_len : sizeof(d->serial);
+		vs_iov_from_buf(r->data, (int)r->data_num, 0, d->serial, n);
+		used += (uint32_t)n;
 		st = VIRTIO_BLK_S_OK;
 		break;
 	case VIRTIO_BLK_T_DISCARD:
