@@ -8,20 +8,17 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "nbd-server.h"
+#include "daemon.h"
 #include "nbd-tls.h"
 #include "pool.h"
 #include "vstor/reactor.h"
@@ -283,100 +280,6 @@ static void parse_object(struct config *cfg, const char *arg)
 	free(dup);
 }
 
-static int listen_unix(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		die("Socket path too long: '%s'", path);
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		die("socket: %s", strerror(errno));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		if (errno == EADDRINUSE) {
-			/* A stale socket of a dead server may be replaced; a live one not. */
-			int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-			if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
-			    errno == ECONNREFUSED) {
-				close(probe);
-				unlink(path);
-				if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-					goto bound;
-			} else if (probe >= 0) {
-				close(probe);
-			}
-		}
-		die("Failed to bind socket to %s: %s", path, strerror(errno));
-	}
-bound:
-	if (listen(fd, 128) < 0)
-		die("listen: %s", strerror(errno));
-	return fd;
-}
-
-static void listen_tcp(struct config *cfg)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC,
-				  .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE };
-	struct addrinfo *res, *ai;
-	int ret, one = 1;
-
-	ret = getaddrinfo(cfg->bind_addr, cfg->port, &hints, &res);
-	if (ret)
-		die("Cannot resolve %s:%s: %s", cfg->bind_addr ? cfg->bind_addr : "*", cfg->port,
-		    gai_strerror(ret));
-	for (ai = res; ai && cfg->nlisten < MAX_LISTENERS; ai = ai->ai_next) {
-		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-
-		if (fd < 0)
-			continue;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (ai->ai_family == AF_INET6)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
-			int e = errno;
-
-			close(fd);
-			freeaddrinfo(res);
-			die("Failed to listen on %s:%s: %s", cfg->bind_addr ? cfg->bind_addr : "*",
-			    cfg->port, strerror(e));
-		}
-		cfg->listen_fds[cfg->nlisten++] = fd;
-	}
-	freeaddrinfo(res);
-	if (!cfg->nlisten)
-		die("No address to listen on for %s:%s", cfg->bind_addr, cfg->port);
-}
-
-/* systemd-style socket activation. Returns true if it supplied the sockets. */
-static bool socket_activation(struct config *cfg)
-{
-	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
-	char *end;
-	long n;
-
-	if (!pid || !fds)
-		return false;
-	if (strtol(pid, &end, 10) != getpid() || *end)
-		return false;
-	n = strtol(fds, &end, 10);
-	if (*end || n < 1 || n > MAX_LISTENERS)
-		die("Invalid LISTEN_FDS '%s'", fds);
-	for (long i = 0; i < n; i++) {
-		int fd = 3 + (int)i;
-
-		fcntl(fd, F_SETFD, FD_CLOEXEC);
-		cfg->listen_fds[cfg->nlisten++] = fd;
-	}
-	unsetenv("LISTEN_PID");
-	unsetenv("LISTEN_FDS");
-	return true;
-}
-
 static int open_export(struct config *cfg, struct export_spec *e, struct vs_error *err)
 {
 	struct vs_open_opts o = {
@@ -443,7 +346,10 @@ static void signal_watch(void *opaque)
 	n = vs_aio_preadv(cfg->sigfd, &iov, 1, 0);
 	cfg->sig_woken = true; /* no longer waiting on the signalfd */
 	if (n == (ssize_t)sizeof(si) && the_server && !vs_nbd_server_is_shutting_down(the_server)) {
-		int ret = vs_nbd_server_shutdown(the_server);
+		int ret;
+
+		vs_daemon_notify_stopping();
+		ret = vs_nbd_server_shutdown(the_server);
 
 		if (ret < 0) {
 			fprintf(stderr, "%s: flush on shutdown failed: %s\n", prog, strerror(-ret));
@@ -594,15 +500,11 @@ static void server_main(void *opaque)
 		}
 		cfg->listen_fds[i] = -1; /* the server owns it now */
 	}
-	if (cfg->pid_file) {
-		FILE *f = fopen(cfg->pid_file, "w");
-
-		if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
-			fprintf(stderr, "%s: cannot write pid file '%s': %s\n", prog, cfg->pid_file,
-				strerror(errno));
-			goto fail;
-		}
+	if (cfg->pid_file && vs_daemon_write_pid(cfg->pid_file, &err) < 0) {
+		fprintf(stderr, "%s: %s\n", prog, err.msg);
+		goto fail;
 	}
+	vs_daemon_notify_ready();
 	if (cfg->ready_fd >= 0) {
 		char ok = 0;
 
@@ -762,6 +664,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct config cfg = { .port = "10809", .shared = 1, .sigfd = -1, .ready_fd = -1 };
+	struct vs_error lerr = { 0 };
 	const char *name = "", *desc = NULL, *format = NULL;
 	bool read_only = false;
 	sigset_t mask;
@@ -971,15 +874,29 @@ int main(int argc, char **argv)
 		    cfg.tls_mode == VS_NBD_TLS_ON ? "on" : "require");
 	}
 
-	if (socket_activation(&cfg)) {
+	ret = vs_daemon_listen_fds(cfg.listen_fds, MAX_LISTENERS, &lerr);
+	if (ret < 0)
+		die("%s", lerr.msg);
+	if (ret > 0) {
+		cfg.nlisten = (unsigned)ret;
 		if (cfg.socket_path || cfg.bind_addr)
 			die("-k and -b cannot be used with socket activation");
 	} else {
 		/* -k alone: the unix socket; -p/-b alone or nothing: TCP; -k with -p/-b: both. */
-		if (cfg.socket_path)
-			cfg.listen_fds[cfg.nlisten++] = listen_unix(cfg.socket_path);
-		if (!cfg.socket_path || cfg.tcp_asked)
-			listen_tcp(&cfg);
+		if (cfg.socket_path) {
+			ret = vs_daemon_listen_unix(cfg.socket_path, &lerr);
+			if (ret < 0)
+				die("%s", lerr.msg);
+			cfg.listen_fds[cfg.nlisten++] = ret;
+		}
+		if (!cfg.socket_path || cfg.tcp_asked) {
+			ret = vs_daemon_listen_tcp(cfg.bind_addr, cfg.port,
+						   cfg.listen_fds + cfg.nlisten,
+						   MAX_LISTENERS - cfg.nlisten, &lerr);
+			if (ret < 0)
+				die("%s", lerr.msg);
+			cfg.nlisten += (unsigned)ret;
+		}
 	}
 
 	if (cfg.fork) {

@@ -19,6 +19,8 @@ PACKAGES=(
 	clang clang-format libclang-rt-14-dev
 	# NBD server: TLS
 	libgnutls28-dev gnutls-bin
+	# the daemons: socket activation and readiness (sd_listen_fds, sd_notify)
+	libsystemd-dev
 	# peers: qemu-img, qemu-io, qemu-nbd (the qcow2 oracle and lock peer)
 	qemu-utils
 	# NBD peers: nbdinfo, nbdcopy, nbdsh, fio's nbd engine, nbdkit

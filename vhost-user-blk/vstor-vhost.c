@@ -14,11 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "pool.h"
 #include "vhost-blk.h"
 #include "vstor/reactor.h"
@@ -90,41 +89,6 @@ static void die(const char *fmt, ...)
 	exit(EXIT_FAILURE);
 }
 
-static int listen_unix(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		die("Socket path too long: '%s'", path);
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		die("socket: %s", strerror(errno));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int probe = -1;
-
-		/* A stale socket of a dead daemon may be replaced; a live one not. */
-		if (errno == EADDRINUSE)
-			probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
-		    errno == ECONNREFUSED) {
-			close(probe);
-			unlink(path);
-			if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-				goto bound;
-		} else if (probe >= 0) {
-			close(probe);
-			errno = EADDRINUSE;
-		}
-		die("Failed to bind socket to %s: %s", path, strerror(errno));
-	}
-bound:
-	if (listen(fd, 16) < 0)
-		die("listen: %s", strerror(errno));
-	return fd;
-}
-
 static void daemon_main(void *opaque)
 {
 	struct config *cfg = opaque;
@@ -167,16 +131,12 @@ static void daemon_main(void *opaque)
 		fprintf(stderr, "%s: %s\n", prog, strerror(-ret));
 		goto fail;
 	}
-	if (cfg->pid_file) {
-		FILE *f = fopen(cfg->pid_file, "w");
-
-		if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
-			fprintf(stderr, "%s: cannot write pid file '%s': %s\n", prog, cfg->pid_file,
-				strerror(errno));
-			vs_vhost_blk_shutdown(cfg->blk);
-			goto fail;
-		}
+	if (cfg->pid_file && vs_daemon_write_pid(cfg->pid_file, &err) < 0) {
+		fprintf(stderr, "%s: %s\n", prog, err.msg);
+		vs_vhost_blk_shutdown(cfg->blk);
+		goto fail;
 	}
+	vs_daemon_notify_ready();
 	/* Serve until SIGTERM, SIGINT or SIGHUP (read through the ring). */
 	for (;;) {
 		struct signalfd_siginfo si;
@@ -186,6 +146,7 @@ static void daemon_main(void *opaque)
 		if (n == (ssize_t)sizeof(si) || (n < 0 && n != -EINTR && n != -EAGAIN))
 			break;
 	}
+	vs_daemon_notify_stopping();
 	ret = vs_vhost_blk_shutdown(cfg->blk);
 	if (ret < 0) {
 		fprintf(stderr, "%s: flush on shutdown failed: %s\n", prog, strerror(-ret));
@@ -264,6 +225,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct config cfg = { .num_queues = 1, .write_zeroes = true, .listen_fd = -1, .sigfd = -1 };
+	struct vs_error lerr = { 0 };
 	char *vol = NULL, *end;
 	sigset_t mask;
 	int c, ret;
@@ -344,8 +306,14 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		die("Expected one IMAGE. Try '%s --help'.", prog);
-	if (!cfg.socket_path)
+	/* Socket activation hands over the listening socket; else --socket makes it. */
+	ret = vs_daemon_listen_fds(&cfg.listen_fd, 1, &lerr);
+	if (ret < 0)
+		die("%s", lerr.msg);
+	if (ret == 0 && !cfg.socket_path)
 		die("--socket=PATH is required. Try '%s --help'.", prog);
+	if (ret > 0 && cfg.socket_path)
+		die("--socket cannot be used with socket activation");
 	cfg.image = argv[optind];
 	/* vol:POOL/VOLUME names a pool volume wherever a file name is accepted. */
 	(void)vs_pool_register_resolver(cfg.state_dir);
@@ -364,14 +332,19 @@ int main(int argc, char **argv)
 	cfg.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	if (cfg.sigfd < 0)
 		die("signalfd: %s", strerror(errno));
-	cfg.listen_fd = listen_unix(cfg.socket_path);
+	if (cfg.listen_fd < 0) {
+		cfg.listen_fd = vs_daemon_listen_unix(cfg.socket_path, &lerr);
+		if (cfg.listen_fd < 0)
+			die("%s", lerr.msg);
+	}
 
 	ret = vs_run_in_coroutine(daemon_main, &cfg);
 	if (ret < 0) {
 		fprintf(stderr, "%s: engine error: %s\n", prog, strerror(-ret));
 		cfg.exit_code = EXIT_FAILURE;
 	}
-	unlink(cfg.socket_path);
+	if (cfg.socket_path)
+		unlink(cfg.socket_path);
 	if (cfg.listen_fd >= 0)
 		close(cfg.listen_fd);
 	close(cfg.sigfd);

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Daemon plumbing shared by the server programs; see daemon.h. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+int vs_daemon_listen_unix(const char *path, struct vs_error *err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, probe, ret;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return vs_error_set(err, -ENAMETOOLONG, "Socket path too long: '%s'", path);
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return vs_error_setf_errno(err, -errno, "socket");
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+		goto bound;
+	ret = -errno;
+	if (ret == -EADDRINUSE) {
+		/* A stale socket of a dead server may be replaced; a live one not. */
+		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
+		    errno == ECONNREFUSED) {
+			unlink(path);
+			ret = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 ? 0 : -errno;
+		}
+		if (probe >= 0)
+			close(probe);
+		if (ret == 0)
+			goto bound;
+	}
+	close(fd);
+	return vs_error_setf_errno(err, ret, "Failed to bind socket to %s", path);
+bound:
+	if (listen(fd, VS_DAEMON_BACKLOG) < 0) {
+		ret = -errno;
+		close(fd);
+		return vs_error_setf_errno(err, ret, "listen on %s", path);
+	}
+	return fd;
+}
+
+int vs_daemon_listen_tcp(const char *host, const char *port, int *fds, unsigned max,
+			 struct vs_error *err)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE };
+	struct addrinfo *res, *ai;
+	unsigned n = 0;
+	int ret, one = 1;
+
+	ret = getaddrinfo(host, port, &hints, &res);
+	if (ret)
+		return vs_error_set(err, -EINVAL, "Cannot resolve %s:%s: %s", host ? host : "*",
+				    port, gai_strerror(ret));
+	for (ai = res; ai && n < max; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+		    listen(fd, VS_DAEMON_BACKLOG) < 0) {
+			ret = -errno;
+			close(fd);
+			while (n)
+				close(fds[--n]);
+			freeaddrinfo(res);
+			return vs_error_setf_errno(err, ret, "Failed to listen on %s:%s",
+						   host ? host : "*", port);
+		}
+		fds[n++] = fd;
+	}
+	freeaddrinfo(res);
+	if (!n)
+		return vs_error_set(err, -EADDRNOTAVAIL, "No address to listen on for %s:%s",
+				    host ? host : "*", port);
+	return (int)n;
+}
+
+int vs_daemon_listen_fds(int *fds, unsigned max, struct vs_error *err)
+{
+	int n = sd_listen_fds(1);
+
+	if (n < 0)
+		return vs_error_setf_errno(err, n, "Socket activation (LISTEN_FDS)");
+	if ((unsigned)n > max) {
+		for (int i = 0; i < n; i++)
+			close(SD_LISTEN_FDS_START + i);
+		return vs_error_set(err, -EINVAL,
+				    "Socket activation passed %d sockets (at most %u)", n, max);
+	}
+	for (int i = 0; i < n; i++) {
+		fds[i] = SD_LISTEN_FDS_START + i;
+		fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+	}
+	return n;
+}
+
+int vs_daemon_write_pid(const char *path, struct vs_error *err)
+{
+	char tmp[4096];
+	FILE *f;
+	int ret;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return vs_error_set(err, -ENAMETOOLONG, "Pid file name too long: '%s'", path);
+	f = fopen(tmp, "we");
+	if (!f)
+		return vs_error_setf_errno(err, -errno, "Cannot write pid file '%s'", path);
+	ret = fprintf(f, "%d\n", (int)getpid()) < 0 ? -EIO : 0;
+	if (fclose(f) != 0 && ret == 0)
+		ret = -errno;
+	if (ret == 0 && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		unlink(tmp);
+		return vs_error_setf_errno(err, ret, "Cannot write pid file '%s'", path);
+	}
+	return 0;
+}
+
+void vs_daemon_notify_ready(void)
+{
+	sd_notify(0, "READY=1");
+}
+
+void vs_daemon_notify_stopping(void)
+{
+	sd_notify(0, "STOPPING=1");
+}
