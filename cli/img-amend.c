@@ -5,6 +5,7 @@
  * with qemu-img amend's options and messages.
  */
 #include "img.h"
+#include "vstor/parse.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -69,7 +70,7 @@ static void amend_co(void *opaque)
 
 		if (strcmp(a->opts.kv[i].key, "size"))
 			continue;
-		if (img_parse_size(a->opts.kv[i].value, &v) < 0) {
+		if (vs_parse_size(a->opts.kv[i].value, &v) < 0) {
 			img_error(-EINVAL,
 				  "Parameter 'size' expects a non-negative number below 2^64\n"
 				  "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, "

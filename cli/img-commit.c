@@ -10,6 +10,7 @@
  * handle (writable when it is emptied) for the whole operation.
  */
 #include "img.h"
+#include "vstor/parse.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -239,7 +240,7 @@ int img_cmd_commit(int argc, char **argv)
 			a.quiet = true;
 			break;
 		case 'r':
-			if (img_parse_size(optarg, &rate) < 0) {
+			if (vs_parse_size(optarg, &rate) < 0) {
 				img_error(-EINVAL, "Invalid rate limit specified");
 				return 1;
 			}

@@ -12,6 +12,7 @@
  * the writes reach the target in order.
  */
 #include "img.h"
+#include "vstor/parse.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -667,7 +668,7 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 				return 1;
 			break;
 		case 'S':
-			if (img_parse_size(optarg, &v) < 0 || v % 512 || v > CONV_MAX_SPARSE) {
+			if (vs_parse_size(optarg, &v) < 0 || v % 512 || v > CONV_MAX_SPARSE) {
 				img_error(-EINVAL,
 					  "Invalid buffer size for sparse output specified. Valid "
 					  "sizes are multiples of 512 up to %u.",

@@ -4,6 +4,7 @@
  * "Formatting ..." line and its messages.
  */
 #include "img.h"
+#include "vstor/parse.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -132,16 +133,6 @@ static void create_error(const struct create_args *a, int code, const char *msg)
 	img_error(code, "%s: %s", a->filename, msg);
 }
 
-static bool parse_bool(const char *v)
-{
-	static const char *const ok[] = { "on", "off", "yes", "no", "true", "false", "y", "n" };
-
-	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-		if (!strcmp(v, ok[i]))
-			return true;
-	return false;
-}
-
 /* Check one -o value against its type; sizes and numbers become plain integers. */
 static int create_check_value(struct create_args *a, struct vs_kv *kv,
 			      const struct vs_create_opt_desc *d)
@@ -151,7 +142,7 @@ static int create_check_value(struct create_args *a, struct vs_kv *kv,
 	char *end;
 
 	if (!strcmp(d->type, "size")) {
-		if (img_parse_size(kv->value, &v) < 0) {
+		if (vs_parse_size(kv->value, &v) < 0) {
 			snprintf(msg, sizeof(msg),
 				 "Parameter '%s' expects a non-negative number below 2^64\n"
 				 "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, "
@@ -169,7 +160,9 @@ static int create_check_value(struct create_args *a, struct vs_kv *kv,
 			return -EINVAL;
 		}
 	} else if (!strcmp(d->type, "bool")) {
-		if (!parse_bool(kv->value)) {
+		bool b;
+
+		if (vs_parse_bool(kv->value, &b) < 0) {
 			snprintf(msg, sizeof(msg), "Parameter '%s' expects 'on' or 'off'", kv->key);
 			create_error(a, -EINVAL, msg);
 			return -EINVAL;

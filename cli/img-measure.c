@@ -10,6 +10,7 @@
  * file in -o, every cluster counts (the new backing file may share nothing).
  */
 #include "img.h"
+#include "vstor/parse.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -80,7 +81,7 @@ static int measure_check_opts(const struct measure_args *a)
 			;
 		if (!d->name) {
 			img_error(-EINVAL, "Invalid parameter '%s'", kv->key);
-		} else if (!strcmp(d->type, "size") && img_parse_size(kv->value, &v) < 0) {
+		} else if (!strcmp(d->type, "size") && vs_parse_size(kv->value, &v) < 0) {
 			img_error(-EINVAL,
 				  "Parameter '%s' expects a non-negative number below 2^64\n"
 				  "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, "
@@ -154,7 +155,7 @@ static void measure_co(void *opaque)
 		if (qcow2) {
 			g = 65536;
 			v = img_kv_get(&a->opts, "cluster_size");
-			if (v && (img_parse_size(v, &g) < 0 || !g || g > (2u << 20)))
+			if (v && (vs_parse_size(v, &g) < 0 || !g || g > (2u << 20)))
 				g = 65536;
 			v = img_kv_get(&a->opts, "compat");
 			has_bitmaps = !strcmp(vs_node_format(src), "qcow2") &&

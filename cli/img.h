@@ -37,7 +37,6 @@ void img_printf(bool quiet, const char *fmt, ...) __attribute__((format(printf, 
  * unit follows) or 0x hex, optional unit b/k/M/G/T/P/E (any case, powers of
  * 1024). Returns 0, -EINVAL (malformed) or -ERANGE (above INT64_MAX).
  */
-int img_parse_size(const char *s, uint64_t *out);
 /*
  * Parse @s as a size named @what ("image size", "offset"), printing
  * qemu-img's message on failure. Returns 0 or -1.

@@ -21,6 +21,7 @@
 #include "daemon.h"
 #include "nbd-tls.h"
 #include "pool.h"
+#include "vstor/parse.h"
 #include "vstor/reactor.h"
 
 #define MAX_EXPORTS 64
@@ -158,11 +159,11 @@ static void die(const char *fmt, ...)
 
 static bool parse_bool(const char *v, const char *what)
 {
-	if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes"))
-		return true;
-	if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no"))
-		return false;
-	die("Invalid value '%s' for %s (use on or off)", v, what);
+	bool b;
+
+	if (vs_parse_bool(v, &b) < 0)
+		die("Invalid value '%s' for %s (use on or off)", v, what);
+	return b;
 }
 
 /*

@@ -20,6 +20,7 @@
 #include "daemon.h"
 #include "pool.h"
 #include "vhost-blk.h"
+#include "vstor/parse.h"
 #include "vstor/reactor.h"
 
 static const char *prog = "vstor-vhost";
@@ -195,11 +196,11 @@ static unsigned parse_limit(const char *v, const char *what)
 
 static bool parse_bool(const char *v, const char *what)
 {
-	if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes"))
-		return true;
-	if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no"))
-		return false;
-	die("Invalid value '%s' for %s (use on or off)", v, what);
+	bool b;
+
+	if (vs_parse_bool(v, &b) < 0)
+		die("Invalid value '%s' for %s (use on or off)", v, what);
+	return b;
 }
 
 int main(int argc, char **argv)

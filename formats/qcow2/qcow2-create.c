@@ -9,6 +9,7 @@
  * allocates through the driver.
  */
 #include "qcow2.h"
+#include "vstor/parse.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -43,24 +44,6 @@ struct create_params {
 	const char *backing_fmt;
 	uint8_t compression_type;
 };
-
-static int parse_bool(const char *v, bool *out)
-{
-	static const char *const yes[] = { "on", "yes", "true", "y" };
-	static const char *const no[] = { "off", "no", "false", "n" };
-
-	for (unsigned i = 0; i < 4; i++) {
-		if (!strcmp(v, yes[i])) {
-			*out = true;
-			return 0;
-		}
-		if (!strcmp(v, no[i])) {
-			*out = false;
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
 
 /* A size as qemu-img takes it: a number with an optional k/M/G/T/P/E suffix (powers of 1024). */
 static int parse_size(const char *v, uint64_t *out)
@@ -164,16 +147,16 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 			p->refcount_bits = (unsigned)n;
 			have_refcount_bits = true;
 		} else if (!strcmp(k, "lazy_refcounts")) {
-			if (parse_bool(v, &p->lazy_refcounts) < 0 && measure)
+			if (vs_parse_bool(v, &p->lazy_refcounts) < 0 && measure)
 				return vs_error_set(
 					err, -EINVAL,
 					"Parameter 'lazy_refcounts' expects 'on' or 'off'");
-			if (parse_bool(v, &p->lazy_refcounts) < 0)
+			if (vs_parse_bool(v, &p->lazy_refcounts) < 0)
 				return vs_error_set(
 					err, -EINVAL,
 					"Parameter 'lazy-refcounts' expects 'on' or 'off'");
 		} else if (!strcmp(k, "extended_l2")) {
-			if (parse_bool(v, &p->extl2) < 0)
+			if (vs_parse_bool(v, &p->extl2) < 0)
 				return vs_error_set(
 					err, -EINVAL,
 					"Parameter 'extended-l2' expects 'on' or 'off'");

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "img.h"
+#include "vstor/parse.h"
 #include "vstor/cache.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -25,7 +26,7 @@ static void sizes(const char *s)
 	enum vs_cache_mode cm;
 	enum vs_prealloc pa;
 
-	if (img_parse_size(s, &v) == 0) {
+	if (vs_parse_size(s, &v) == 0) {
 		if (v > INT64_MAX)
 			abort();
 		img_size_to_str(v, human, sizeof(human));
