@@ -64,13 +64,14 @@ static int commit_check_base_format(struct vs_node *top, struct vs_node *base)
 	if (ret < 0)
 		return 0;
 	if (!info.backing_format[0] && !strcmp(vs_node_format(base), "raw")) {
+		const char *bf = info.backing_filename ? info.backing_filename : "";
+
 		img_error(-EPERM,
 			  "The format of the backing file '%s' is not recorded in '%s' and "
 			  "probing guessed raw; writing to an image whose format was guessed "
 			  "as raw is refused. Record the format with "
 			  "'vstor-img rebase -u -b %s -F raw %s' and commit again.",
-			  info.backing_filename, vs_node_filename(parent), info.backing_filename,
-			  vs_node_filename(parent));
+			  bf, vs_node_filename(parent), bf, vs_node_filename(parent));
 		ret = -EPERM;
 	}
 	vs_image_info_free(&info);

@@ -107,7 +107,7 @@ static void info_json(struct json_writer *w, const char *filename, const struct 
 			json_snapshot(w, &info->snapshots[i]);
 		json_arr_end(w);
 	}
-	if (info->backing_filename[0] && info->backing_format[0])
+	if (info->backing_filename && info->backing_format[0])
 		json_str(w, "backing-filename-format", info->backing_format);
 	json_uint(w, "virtual-size", info->virtual_size);
 	json_str(w, "filename", filename);
@@ -118,11 +118,11 @@ static void info_json(struct json_writer *w, const char *filename, const struct 
 		json_int(w, "actual-size", info->actual_size);
 	if (info->specific_type[0])
 		json_specific(w, info);
-	if (info->backing_filename[0] && info->full_backing_filename[0])
+	if (info->backing_filename && info->full_backing_filename)
 		json_str(w, "full-backing-filename", info->full_backing_filename);
 	if (info->encrypted)
 		json_bool(w, "encrypted", true);
-	if (info->backing_filename[0])
+	if (info->backing_filename)
 		json_str(w, "backing-filename", info->backing_filename);
 	json_bool(w, "dirty-flag", info->dirty);
 	json_obj_end(w);
@@ -193,9 +193,9 @@ static void info_human(const char *filename, const struct vs_image_info *info)
 		printf("cluster_size: %" PRIu64 "\n", info->cluster_size);
 	if (info->dirty)
 		printf("cleanly shut down: no\n");
-	if (info->backing_filename[0]) {
+	if (info->backing_filename) {
 		printf("backing file: %s", info->backing_filename);
-		if (!info->full_backing_filename[0])
+		if (!info->full_backing_filename)
 			printf(" (cannot determine actual path)");
 		else if (strcmp(info->backing_filename, info->full_backing_filename))
 			printf(" (actual path: %s)", info->full_backing_filename);

@@ -547,8 +547,13 @@ int vs_node_get_info(struct vs_node *n, struct vs_image_info *info)
 	info->actual_size = vs_node_allocated_size(n);
 	if (info->actual_size < 0)
 		info->actual_size = -1;
-	if (n->drv->get_info)
-		return n->drv->get_info(n, info);
+	if (n->drv->get_info) {
+		int ret = n->drv->get_info(n, info);
+
+		if (ret < 0)
+			vs_image_info_free(info);
+		return ret;
+	}
 	return 0;
 }
 
@@ -556,6 +561,10 @@ void vs_image_info_free(struct vs_image_info *info)
 {
 	if (!info)
 		return;
+	free(info->backing_filename);
+	info->backing_filename = NULL;
+	free(info->full_backing_filename);
+	info->full_backing_filename = NULL;
 	free(info->snapshots);
 	info->snapshots = NULL;
 	info->nb_snapshots = 0;

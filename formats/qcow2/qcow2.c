@@ -857,15 +857,25 @@ static int qcow2_get_info(struct vs_node *node, struct vs_image_info *info)
 	info->cluster_size = s->cluster_size;
 	info->dirty = !!(h->incompatible_features & QCOW2_INCOMPAT_DIRTY);
 	info->encrypted = h->crypt_method != 0;
-	snprintf(info->backing_filename, sizeof(info->backing_filename), "%s", s->backing_file);
+	if (s->backing_file[0]) {
+		info->backing_filename = strdup(s->backing_file);
+		if (!info->backing_filename)
+			return -ENOMEM;
+	}
 	/* The name the backing file opened under (a pool resolves it), else the plain one. */
-	if (node->backing)
-		snprintf(info->full_backing_filename, sizeof(info->full_backing_filename), "%s",
-			 node->backing->filename);
-	else if (s->backing_file[0] &&
-		 vs_path_combine(info->full_backing_filename, sizeof(info->full_backing_filename),
-				 node->filename, s->backing_file) < 0)
-		info->full_backing_filename[0] = 0;
+	if (node->backing) {
+		info->full_backing_filename = strdup(node->backing->filename);
+		if (!info->full_backing_filename)
+			return -ENOMEM;
+	} else if (s->backing_file[0]) {
+		char path[PATH_MAX];
+
+		if (vs_path_combine(path, sizeof(path), node->filename, s->backing_file) == 0) {
+			info->full_backing_filename = strdup(path);
+			if (!info->full_backing_filename)
+				return -ENOMEM;
+		}
+	}
 	snprintf(info->backing_format, sizeof(info->backing_format), "%s", s->backing_fmt);
 	if (s->nb_snaps) {
 		info->snapshots = calloc(s->nb_snaps, sizeof(*info->snapshots));

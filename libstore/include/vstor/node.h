@@ -182,7 +182,11 @@ bool vs_node_is_read_only(const struct vs_node *n);
 /* Bytes allocated on the host for the node's storage, or -errno. */
 int64_t vs_node_allocated_size(struct vs_node *n);
 
-/* Information for "info". Strings are owned by the struct. */
+/*
+ * Information for "info". The fixed arrays are short names; the backing file
+ * names and the snapshot list are allocated and owned by the struct: release
+ * them with vs_image_info_free().
+ */
 #define VS_INFO_MAX_SPECIFIC 16
 struct vs_info_kv {
 	char key[40]; /* JSON name, e.g. "lazy-refcounts"; human: '-' -> ' ' */
@@ -207,8 +211,8 @@ struct vs_image_info {
 	uint64_t cluster_size; /* 0 if not applicable */
 	bool dirty;
 	bool encrypted;
-	char backing_filename[4096];	  /* as recorded in the image, "" if none */
-	char full_backing_filename[4096]; /* resolved against the image's directory */
+	char *backing_filename;	     /* as recorded in the image; NULL if none */
+	char *full_backing_filename; /* resolved against the image's directory; may be NULL */
 	char backing_format[32];
 	struct vs_snapshot_info *snapshots; /* malloc'd, nb_snapshots entries */
 	unsigned nb_snapshots;
@@ -217,9 +221,13 @@ struct vs_image_info {
 	unsigned nb_specific;
 };
 
-/* Coroutine context: fill @info for @n (a format node). */
+/*
+ * Coroutine context: fill @info for @n (a format node). Returns 0, or -errno
+ * with nothing left to free in @info.
+ */
 int vs_node_get_info(struct vs_node *n, struct vs_image_info *info);
-void vs_image_info_free(struct vs_image_info *info); /* frees snapshots */
+/* Free what @info owns (backing names, snapshots) and clear them. NULL is a no-op. */
+void vs_image_info_free(struct vs_image_info *info);
 
 /* Result of a consistency check, as qemu-img check reports it. */
 struct vs_check_result {
