@@ -3,7 +3,7 @@
  * Daemon plumbing shared by every server program (vstor-nbd, vstor-vhost,
  * and vstord next): listening sockets (with the stale-socket check), socket
  * activation and readiness through libsystemd, the pid file. Not part of
- * libstore.so: the programs link it as the static library vstor_daemon.
+ * libvstor.so: the programs link it as the static library vstor_daemon.
  *
  * Every function returns 0 (or a count) or -errno and fills @err.
  */
