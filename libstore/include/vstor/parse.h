@@ -9,6 +9,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /*
  * A size as qemu-img takes it (qemu_strtosz): decimal or 0x-hex digits,
  * an optional decimal fraction, and an optional suffix b, k, M, G, T, P or E
@@ -19,5 +23,9 @@ int vs_parse_size(const char *s, uint64_t *out);
 
 /* on/off, yes/no, true/false, y/n as QEMU's options take them: 0 or -EINVAL. */
 int vs_parse_bool(const char *s, bool *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
