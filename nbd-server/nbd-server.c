@@ -48,13 +48,12 @@
 #define CTX_ALLOCATION_DEPTH 2u
 
 struct nbd_export {
-	char *name;
+	struct vs_export *exp; /* the policy: read-only, discard, detect-zeroes, ranges, stats */
+	const char *name;      /* vs_export_name(exp) */
 	char *description;
-	struct vs_node *node;
-	bool read_only;
+	struct vs_node *node; /* vs_export_node(exp), for block status */
+	bool read_only;	      /* vs_export_is_read_only(exp) */
 	bool wce;
-	enum vs_nbd_discard discard;
-	enum vs_nbd_detect_zeroes detect_zeroes;
 	struct nbd_export *next;
 };
 
@@ -245,6 +244,7 @@ int vs_nbd_server_add_export(struct vs_nbd_server *s, const struct vs_nbd_export
 {
 	struct nbd_export *e, **tail;
 	const char *name = opts->name ? opts->name : "";
+	int ret;
 
 	if (strlen(name) > NBD_MAX_STRING)
 		return vs_error_set(err, -EINVAL, "Export name too long (max %d bytes)",
@@ -255,23 +255,42 @@ int vs_nbd_server_add_export(struct vs_nbd_server *s, const struct vs_nbd_export
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
-	e->name = strdup(name);
+	/*
+	 * The write cache knob only says what NBD advertises: the node's cache
+	 * mode makes writes durable, so the export is not writethrough itself.
+	 */
+	ret = vs_export_new(&e->exp, &(struct vs_export_opts){
+					     .name = name,
+					     .node = opts->node,
+					     .read_only = opts->read_only,
+					     .discard = opts->discard,
+					     .detect_zeroes = opts->detect_zeroes,
+				     });
 	e->description = opts->description ? strdup(opts->description) : NULL;
-	if (!e->name || (opts->description && !e->description)) {
-		free(e->name);
+	if (ret < 0 || (opts->description && !e->description)) {
+		vs_export_free(ret < 0 ? NULL : e->exp);
 		free(e->description);
 		free(e);
-		return vs_error_set(err, -ENOMEM, "Out of memory");
+		return vs_error_set(err, ret < 0 ? ret : -ENOMEM, "Out of memory");
 	}
+	e->name = vs_export_name(e->exp);
 	e->node = opts->node;
-	e->read_only = opts->read_only || vs_node_is_read_only(opts->node);
+	e->read_only = vs_export_is_read_only(e->exp);
 	e->wce = opts->wce;
-	e->discard = opts->discard;
-	e->detect_zeroes = opts->detect_zeroes;
 	for (tail = &s->exports; *tail; tail = &(*tail)->next)
 		;
 	*tail = e;
 	return 0;
+}
+
+struct vs_export *vs_nbd_server_get_export(struct vs_nbd_server *s, const char *name)
+{
+	const char *n = name ? name : "";
+
+	for (struct nbd_export *e = s->exports; e; e = e->next)
+		if (!strcmp(e->name, n))
+			return e->exp;
+	return NULL;
 }
 
 static uint16_t export_flags(struct vs_nbd_server *s, const struct nbd_export *e)
@@ -654,52 +673,27 @@ static int send_status(struct nbd_req *r, int err)
 
 /* ---- requests ---- */
 
-static bool buf_is_zero(const void *buf, size_t len)
+/* The NBD command flags of @r as export flags. */
+static unsigned req_export_flags(const struct nbd_req *r)
 {
-	const uint8_t *p = buf;
-
-	/* Compare the buffer with itself shifted by one: zero iff first byte and all equal. */
-	return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
-}
-
-static int req_write(struct nbd_req *r)
-{
-	struct nbd_export *e = r->conn->exp;
-	unsigned fl = (r->flags & NBD_CMD_FLAG_FUA) ? VS_REQ_FUA : 0;
-
-	if (e->detect_zeroes != VS_NBD_DETECT_ZEROES_OFF && buf_is_zero(r->buf, r->len)) {
-		if (e->detect_zeroes == VS_NBD_DETECT_ZEROES_UNMAP &&
-		    e->discard == VS_NBD_DISCARD_UNMAP)
-			fl |= VS_REQ_MAY_UNMAP;
-		return vs_node_write_zeroes(e->node, r->offset, r->len, fl);
-	}
-	return vs_node_pwrite(e->node, r->offset, r->buf, r->len, fl);
-}
-
-static int req_zero(struct nbd_req *r)
-{
-	struct nbd_export *e = r->conn->exp;
 	unsigned fl = 0;
 
 	if (r->flags & NBD_CMD_FLAG_FUA)
-		fl |= VS_REQ_FUA;
-	if (!(r->flags & NBD_CMD_FLAG_NO_HOLE) && e->discard == VS_NBD_DISCARD_UNMAP)
-		fl |= VS_REQ_MAY_UNMAP;
+		fl |= VS_EXPORT_FUA;
+	if (r->type == NBD_CMD_WRITE_ZEROES && !(r->flags & NBD_CMD_FLAG_NO_HOLE))
+		fl |= VS_EXPORT_MAY_UNMAP;
 	if (r->flags & NBD_CMD_FLAG_FAST_ZERO)
-		fl |= VS_REQ_NO_FALLBACK;
-	return vs_node_write_zeroes(e->node, r->offset, r->len, fl);
+		fl |= VS_EXPORT_NO_FALLBACK;
+	return fl;
 }
 
-static int req_trim(struct nbd_req *r)
+/* WRITE, WRITE_ZEROES, TRIM and FLUSH: one export request each. */
+static int req_export(struct nbd_req *r, enum vs_export_op op)
 {
-	struct nbd_export *e = r->conn->exp;
-	int ret = 0;
+	struct iovec iov = { r->buf, (size_t)r->len };
 
-	if (e->discard == VS_NBD_DISCARD_UNMAP)
-		ret = vs_node_discard(e->node, r->offset, r->len);
-	if (ret == 0 && (r->flags & NBD_CMD_FLAG_FUA))
-		ret = vs_node_flush(e->node);
-	return ret;
+	return vs_export_request(r->conn->exp->exp, op, r->offset, r->len, &iov, 1,
+				 req_export_flags(r));
 }
 
 struct extent {
@@ -740,8 +734,10 @@ static int req_read_simple(struct nbd_req *r)
 	struct nbd_conn *c = r->conn;
 	uint8_t hdr[16];
 	struct iovec iov[2];
-	int ret = vs_node_pread(c->exp->node, r->offset, r->buf, r->len);
+	int ret;
 
+	iov[0] = (struct iovec){ r->buf, (size_t)r->len };
+	ret = vs_export_request(c->exp->exp, VS_EXPORT_OP_READ, r->offset, r->len, iov, 1, 0);
 	if (ret < 0)
 		return send_status(r, ret);
 	vs_put_be32(hdr, NBD_SIMPLE_REPLY_MAGIC);
@@ -756,23 +752,20 @@ static int req_read_simple(struct nbd_req *r)
 #define NBD_READ_EXTENTS 64
 
 /*
- * Structured read: holes go out as OFFSET_HOLE chunks without reading them,
- * data as OFFSET_DATA. With DF the whole range is one OFFSET_DATA chunk.
+ * The extents of a structured read (holes found by block status unless DF)
+ * into @ext, and the data ones read into the request's buffer: everything
+ * is read before anything is sent, so a read error needs no partial reply.
  */
-static int req_read_structured(struct nbd_req *r)
+static int read_extents(struct nbd_req *r, struct extent *ext, unsigned *pcount)
 {
-	struct nbd_conn *c = r->conn;
-	struct vs_node *n = c->exp->node;
-	struct extent ext[NBD_READ_EXTENTS];
-	uint8_t hdr[NBD_READ_EXTENTS][32], off[NBD_READ_EXTENTS][12];
-	struct iovec iov[NBD_READ_EXTENTS * 3];
+	struct vs_node *n = r->conn->exp->node;
 	unsigned count = 0;
 	uint64_t pos = 0;
-	int niov = 0, ret;
+	int ret;
 
-	/* A zero-length read: nothing to read or send but the completion. */
+	*pcount = 0;
 	if (!r->len)
-		return send_status(r, 0);
+		return 0;
 	/*
 	 * Looking for holes costs a block-status query (two lseeks on a raw
 	 * file); it only pays off when it can save sending a large range.
@@ -780,7 +773,7 @@ static int req_read_structured(struct nbd_req *r)
 	if (!(r->flags & NBD_CMD_FLAG_DF) && r->len >= NBD_SPARSE_READ_MIN) {
 		ret = collect_extents(n, r->offset, r->len, ext, NBD_READ_EXTENTS, &count);
 		if (ret < 0)
-			return send_status(r, ret);
+			return ret;
 	}
 	if (count == 0 || (r->flags & NBD_CMD_FLAG_DF)) {
 		ext[0] = (struct extent){ .len = r->len, .status = VS_BS_DATA };
@@ -793,16 +786,43 @@ static int req_read_structured(struct nbd_req *r)
 		if (covered < r->len) /* more extents than we collect: the rest as data */
 			ext[count - 1].len += r->len - covered, ext[count - 1].status = VS_BS_DATA;
 	}
-	/* Read everything first so a read error needs no partial reply. */
 	for (unsigned i = 0; i < count; i++) {
 		if (!(ext[i].status & VS_BS_ZERO)) {
 			ret = vs_node_pread(n, r->offset + pos, (uint8_t *)r->buf + pos,
 					    (size_t)ext[i].len);
 			if (ret < 0)
-				return send_status(r, ret);
+				return ret;
 		}
 		pos += ext[i].len;
 	}
+	*pcount = count;
+	return 0;
+}
+
+/*
+ * Structured read: holes go out as OFFSET_HOLE chunks without reading them,
+ * data as OFFSET_DATA. With DF the whole range is one OFFSET_DATA chunk.
+ * One export request, run in several node calls.
+ */
+static int req_read_structured(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	struct vs_export_span span;
+	struct extent ext[NBD_READ_EXTENTS];
+	uint8_t hdr[NBD_READ_EXTENTS][32], off[NBD_READ_EXTENTS][12];
+	struct iovec iov[NBD_READ_EXTENTS * 3];
+	unsigned count = 0;
+	uint64_t pos = 0;
+	int niov = 0, ret;
+
+	ret = vs_export_begin(c->exp->exp, VS_EXPORT_OP_READ, r->offset, r->len, &span);
+	if (ret == 0) {
+		ret = read_extents(r, ext, &count);
+		vs_export_end(c->exp->exp, &span, ret);
+	}
+	/* A zero-length read: nothing to read or send but the completion. */
+	if (ret < 0 || !r->len)
+		return send_status(r, ret);
 	/* All chunks as one reply: they go out together, in order. */
 	pos = 0;
 	for (unsigned i = 0; i < count; i++) {
@@ -984,7 +1004,6 @@ static void req_run(void *opaque)
 {
 	struct nbd_req *r = opaque;
 	struct nbd_conn *c = r->conn;
-	int ret;
 
 	switch (r->type) {
 	case NBD_CMD_READ:
@@ -994,17 +1013,16 @@ static void req_run(void *opaque)
 			req_read_simple(r);
 		break;
 	case NBD_CMD_WRITE:
-		ret = req_write(r);
-		send_status(r, ret);
+		send_status(r, req_export(r, VS_EXPORT_OP_WRITE));
 		break;
 	case NBD_CMD_FLUSH:
-		send_status(r, vs_node_flush(c->exp->node));
+		send_status(r, req_export(r, VS_EXPORT_OP_FLUSH));
 		break;
 	case NBD_CMD_TRIM:
-		send_status(r, req_trim(r));
+		send_status(r, req_export(r, VS_EXPORT_OP_DISCARD));
 		break;
 	case NBD_CMD_WRITE_ZEROES:
-		send_status(r, req_zero(r));
+		send_status(r, req_export(r, VS_EXPORT_OP_WRITE_ZEROES));
 		break;
 	case NBD_CMD_CACHE:
 		send_status(r, 0); /* advisory; the range was checked */
@@ -1134,8 +1152,7 @@ static int reject(struct nbd_conn *c, uint64_t cookie, uint64_t offset, int err)
 static int validate_request(struct nbd_conn *c, uint16_t type, uint16_t flags, uint64_t offset,
 			    uint64_t len)
 {
-	struct nbd_export *e = c->exp;
-	uint64_t size = vs_node_size(e->node);
+	enum vs_export_op op = VS_EXPORT_OP_READ; /* CACHE and BLOCK_STATUS: the range only */
 	uint16_t allowed = NBD_CMD_FLAG_FUA;
 
 	switch (type) {
@@ -1145,11 +1162,14 @@ static int validate_request(struct nbd_conn *c, uint16_t type, uint16_t flags, u
 			return c->structured ? -EOVERFLOW : -EINVAL;
 		break;
 	case NBD_CMD_WRITE:
+		op = VS_EXPORT_OP_WRITE;
 		break;
 	case NBD_CMD_WRITE_ZEROES:
 		allowed |= NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+		op = VS_EXPORT_OP_WRITE_ZEROES;
 		break;
 	case NBD_CMD_TRIM:
+		op = VS_EXPORT_OP_DISCARD;
 		break;
 	case NBD_CMD_FLUSH:
 		allowed = 0;
@@ -1169,12 +1189,8 @@ static int validate_request(struct nbd_conn *c, uint16_t type, uint16_t flags, u
 	}
 	if (flags & ~allowed)
 		return -EINVAL;
-	if ((type == NBD_CMD_WRITE || type == NBD_CMD_WRITE_ZEROES || type == NBD_CMD_TRIM) &&
-	    e->read_only)
-		return -EPERM;
-	if (offset > size || len > size - offset)
-		return -EINVAL;
-	return 0;
+	/* Before the payload is read: -EPERM (read-only) or -EINVAL (range). */
+	return vs_export_check(c->exp->exp, op, offset, len);
 }
 
 /* The transmission phase. Returns when the client leaves or breaks protocol. */
@@ -1282,7 +1298,7 @@ static int send_info_export(struct nbd_conn *c, uint32_t opt, struct nbd_export 
 	uint8_t b[12];
 
 	vs_put_be16(b, NBD_INFO_EXPORT);
-	vs_put_be64(b + 2, vs_node_size(e->node));
+	vs_put_be64(b + 2, vs_export_size(e->exp));
 	vs_put_be16(b + 10, export_flags(c->srv, e));
 	return opt_reply(c, opt, NBD_REP_INFO, b, sizeof(b));
 }
@@ -1539,7 +1555,7 @@ static int conn_handshake(struct nbd_conn *c)
 			if (!e)
 				return -ENOENT; /* this option has no error reply: hang up */
 			memset(r, 0, sizeof(r));
-			vs_put_be64(r, vs_node_size(e->node));
+			vs_put_be64(r, vs_export_size(e->exp));
 			vs_put_be16(r + 8, export_flags(c->srv, e));
 			ret = conn_send_buf(c, r, rl);
 			if (ret < 0)
@@ -1851,7 +1867,7 @@ void vs_nbd_server_free(struct vs_nbd_server *s)
 		return;
 	while ((e = s->exports)) {
 		s->exports = e->next;
-		free(e->name);
+		vs_export_free(e->exp);
 		free(e->description);
 		free(e);
 	}
