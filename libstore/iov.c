@@ -95,6 +95,22 @@ void vs_iov_memset(const struct iovec *iov, int niov, uint64_t skip, int c, uint
 	iov_walk(iov, niov, skip, len, IOV_FILL, NULL, c);
 }
 
+bool vs_buf_is_zero(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	/* Compare the buffer with itself shifted by one: zero iff first byte and all equal. */
+	return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
+
+bool vs_iov_is_zero(const struct iovec *iov, int niov)
+{
+	for (int i = 0; i < niov; i++)
+		if (!vs_buf_is_zero(iov[i].iov_base, iov[i].iov_len))
+			return false;
+	return true;
+}
+
 void *vs_buf_alloc(size_t len)
 {
 	void *p;

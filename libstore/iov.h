@@ -34,4 +34,10 @@ void vs_iov_from_buf(const struct iovec *iov, int niov, uint64_t skip, const voi
 /* Set @len bytes of @iov, starting @skip bytes in, to @c. */
 void vs_iov_memset(const struct iovec *iov, int niov, uint64_t skip, int c, uint64_t len);
 
+/* Whether @len bytes at @buf are all zero (true for 0 bytes). */
+bool vs_buf_is_zero(const void *buf, size_t len);
+
+/* Whether every byte of @iov is zero (detect-zeroes). */
+bool vs_iov_is_zero(const struct iovec *iov, int niov);
+
 #endif

@@ -10,20 +10,10 @@
 #include <stdint.h>
 
 #include "vstor/error.h"
+#include "vstor/export.h"
 #include "vstor/node.h"
 
 struct vs_nbd_server;
-
-enum vs_nbd_discard {
-	VS_NBD_DISCARD_IGNORE, /* TRIM succeeds and does nothing (qemu-nbd's default) */
-	VS_NBD_DISCARD_UNMAP,
-};
-
-enum vs_nbd_detect_zeroes {
-	VS_NBD_DETECT_ZEROES_OFF,
-	VS_NBD_DETECT_ZEROES_ON,    /* an all-zero WRITE becomes WRITE_ZEROES */
-	VS_NBD_DETECT_ZEROES_UNMAP, /* ... that may deallocate (if discard=unmap) */
-};
 
 struct vs_nbd_export_opts {
 	const char *name;	 /* "" is the default export */
@@ -31,8 +21,9 @@ struct vs_nbd_export_opts {
 	struct vs_node *node;	 /* borrowed; outlives the server */
 	bool read_only;
 	bool wce; /* advertise SEND_FLUSH/SEND_FUA (cache mode knob) */
-	enum vs_nbd_discard discard;
-	enum vs_nbd_detect_zeroes detect_zeroes;
+	/* TRIM: ignore (succeeds and does nothing, qemu-nbd's default) or unmap */
+	enum vs_export_discard discard;
+	enum vs_export_detect_zeroes detect_zeroes; /* an all-zero WRITE becomes WRITE_ZEROES */
 };
 
 struct vs_nbd_tls; /* nbd-tls.h */
@@ -81,6 +72,13 @@ int vs_nbd_server_new(struct vs_nbd_server **out, const struct vs_nbd_server_opt
 /* Add an export; names must be unique. */
 int vs_nbd_server_add_export(struct vs_nbd_server *s, const struct vs_nbd_export_opts *opts,
 			     struct vs_error *err);
+
+/*
+ * The export layer object of the export named @name (NULL: ""), for its
+ * statistics (vs_export_get_stats()), resize and hooks; NULL if there is
+ * none. Owned by the server.
+ */
+struct vs_export *vs_nbd_server_get_export(struct vs_nbd_server *s, const char *name);
 
 /*
  * Start accepting on the listening socket @fd (the server takes it). Spawns

@@ -69,8 +69,8 @@ struct config {
 	bool fork;
 	const char *pid_file;
 	enum vs_cache_mode cache;
-	enum vs_nbd_discard discard;
-	enum vs_nbd_detect_zeroes detect_zeroes;
+	enum vs_export_discard discard;
+	enum vs_export_detect_zeroes detect_zeroes;
 	int listen_fds[MAX_LISTENERS];
 	unsigned nlisten;
 	int sigfd;
@@ -737,21 +737,11 @@ int main(int argc, char **argv)
 				die("Invalid aio mode '%s'", optarg);
 			break;
 		case OPT_DISCARD:
-			if (!strcmp(optarg, "ignore") || !strcmp(optarg, "off"))
-				cfg.discard = VS_NBD_DISCARD_IGNORE;
-			else if (!strcmp(optarg, "unmap") || !strcmp(optarg, "on"))
-				cfg.discard = VS_NBD_DISCARD_UNMAP;
-			else
+			if (vs_export_discard_parse(optarg, &cfg.discard) < 0)
 				die("Invalid discard mode '%s'", optarg);
 			break;
 		case OPT_DETECT_ZEROES:
-			if (!strcmp(optarg, "off"))
-				cfg.detect_zeroes = VS_NBD_DETECT_ZEROES_OFF;
-			else if (!strcmp(optarg, "on"))
-				cfg.detect_zeroes = VS_NBD_DETECT_ZEROES_ON;
-			else if (!strcmp(optarg, "unmap"))
-				cfg.detect_zeroes = VS_NBD_DETECT_ZEROES_UNMAP;
-			else
+			if (vs_export_detect_zeroes_parse(optarg, &cfg.detect_zeroes) < 0)
 				die("Invalid detect-zeroes mode '%s'", optarg);
 			break;
 		case OPT_FORK:

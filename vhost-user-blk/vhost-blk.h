@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vstor/export.h"
 #include "vstor/node.h"
 
 struct vs_vhost_blk;
@@ -25,11 +26,13 @@ struct vs_vhost_blk_opts {
 	bool read_only;	      /* VIRTIO_BLK_F_RO; writes fail */
 	bool wce;	      /* the guest starts with a volatile write cache (cache mode knob) */
 	bool discard;	      /* offer VIRTIO_BLK_F_DISCARD (punches holes) */
-	bool write_zeroes;    /* offer VIRTIO_BLK_F_WRITE_ZEROES */
-	unsigned num_queues;  /* 1..VS_VHOST_BLK_MAX_QUEUES; 0 = 1 */
-	const char *serial;   /* VIRTIO_BLK_T_GET_ID answer (20 bytes at most); NULL: "vstor" */
-	bool verbose;	      /* log connections and per-connection counters on stderr */
-	bool quiet;	      /* do not log front-end errors either (fuzzing) */
+	/* An all-zero write becomes write-zeroes (unmap: deallocating if discard) */
+	enum vs_export_detect_zeroes detect_zeroes;
+	bool write_zeroes;   /* offer VIRTIO_BLK_F_WRITE_ZEROES */
+	unsigned num_queues; /* 1..VS_VHOST_BLK_MAX_QUEUES; 0 = 1 */
+	const char *serial;  /* VIRTIO_BLK_T_GET_ID answer (20 bytes at most); NULL: "vstor" */
+	bool verbose;	     /* log connections and per-connection counters on stderr */
+	bool quiet;	     /* do not log front-end errors either (fuzzing) */
 	/* Connections held at once (the one served and those waiting); 0 = default (16) */
 	unsigned max_connections;
 	/* Seconds from accept to SET_OWNER; 0 = default (10), VS_VHOST_BLK_UNLIMITED = none */
@@ -76,6 +79,12 @@ int vs_vhost_blk_shutdown(struct vs_vhost_blk *b);
 void vs_vhost_blk_wait_idle(struct vs_vhost_blk *b);
 
 void vs_vhost_blk_get_stats(const struct vs_vhost_blk *b, struct vs_vhost_blk_stats *st);
+
+/*
+ * The export layer object under the device, for its per-operation
+ * statistics (vs_export_get_stats()), resize and hooks. Owned by @b.
+ */
+struct vs_export *vs_vhost_blk_get_export(struct vs_vhost_blk *b);
 
 /* Free after shutdown (or if it never served). NULL is a no-op. */
 void vs_vhost_blk_free(struct vs_vhost_blk *b);

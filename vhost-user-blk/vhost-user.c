@@ -1117,6 +1117,7 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 		    !(c->features & (1ull << VIRTIO_BLK_F_CONFIG_WCE)))
 			return -EINVAL;
 		b->dev.wce = m->payload[12] != 0;
+		vs_export_set_writethrough(b->dev.exp, !b->dev.wce);
 		if (b->opts.verbose)
 			vu_log(b, "guest set the write cache to %s",
 			       b->dev.wce ? "write back" : "write through");
@@ -1243,7 +1244,7 @@ static void conn_main(void *opaque)
 	conn_reset_device(c);
 	/* A front end that goes away (QEMU killed) leaves a consistent image. */
 	if (!b->opts.read_only) {
-		ret = vs_node_flush(b->dev.node);
+		ret = vs_node_flush(b->opts.node);
 		if (ret < 0)
 			vu_log(b, "flush after the front end left: %s", strerror(-ret));
 	}
@@ -1372,6 +1373,7 @@ int vs_vhost_blk_new(struct vs_vhost_blk **out, const struct vs_vhost_blk_opts *
 {
 	struct vs_vhost_blk *b;
 	const char *serial = opts->serial ? opts->serial : "vstor";
+	int ret;
 
 	if (!opts->node || opts->num_queues > VS_VHOST_BLK_MAX_QUEUES)
 		return -EINVAL;
@@ -1391,13 +1393,26 @@ int vs_vhost_blk_new(struct vs_vhost_blk **out, const struct vs_vhost_blk_opts *
 	if (b->opts.handshake_limit != VS_VHOST_BLK_UNLIMITED)
 		b->handshake_ns = b->opts.handshake_limit * 1000000000ull;
 	b->listen_fd = -1;
-	b->dev.node = opts->node;
-	b->dev.size = vs_node_size(opts->node);
-	b->dev.read_only = opts->read_only || vs_node_is_read_only(opts->node);
-	b->opts.read_only = b->dev.read_only;
+	/* The guest sees whole sectors; the write cache is the guest's to toggle. */
+	ret = vs_export_new(&b->dev.exp,
+			    &(struct vs_export_opts){
+				    .name = serial,
+				    .node = opts->node,
+				    .read_only = opts->read_only,
+				    .writethrough = !opts->wce,
+				    .discard = opts->discard ? VS_EXPORT_DISCARD_UNMAP :
+							       VS_EXPORT_DISCARD_IGNORE,
+				    .detect_zeroes = opts->detect_zeroes,
+				    .block_size = VIRTIO_BLK_SECTOR,
+			    });
+	if (ret < 0) {
+		free(b);
+		return ret;
+	}
+	b->opts.read_only = vs_export_is_read_only(b->dev.exp);
 	b->dev.wce = opts->wce;
-	b->dev.discard = opts->discard && !b->dev.read_only;
-	b->dev.write_zeroes = opts->write_zeroes && !b->dev.read_only;
+	b->dev.discard = opts->discard && !b->opts.read_only;
+	b->dev.write_zeroes = opts->write_zeroes && !b->opts.read_only;
 	strncpy(b->dev.serial, serial, sizeof(b->dev.serial));
 	b->dev.stats = &b->stats;
 	*out = b;
@@ -1440,7 +1455,7 @@ int vs_vhost_blk_shutdown(struct vs_vhost_blk *b)
 	while (b->nconns || b->listener_alive || b->watchdog)
 		vs_co_queue_wait(&b->idle_wait);
 	close_fd(&b->listen_fd);
-	return b->dev.read_only ? 0 : vs_node_flush(b->dev.node);
+	return b->opts.read_only ? 0 : vs_node_flush(b->opts.node);
 }
 
 void vs_vhost_blk_wait_idle(struct vs_vhost_blk *b)
@@ -1454,10 +1469,16 @@ void vs_vhost_blk_get_stats(const struct vs_vhost_blk *b, struct vs_vhost_blk_st
 	*st = b->stats;
 }
 
+struct vs_export *vs_vhost_blk_get_export(struct vs_vhost_blk *b)
+{
+	return b->dev.exp;
+}
+
 void vs_vhost_blk_free(struct vs_vhost_blk *b)
 {
 	if (!b)
 		return;
+	vs_export_free(b->dev.exp);
 	if (b->listen_fd >= 0)
 		close(b->listen_fd);
 	free(b);

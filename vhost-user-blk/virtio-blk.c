@@ -4,8 +4,9 @@
  *
  * The header is copied out of guest memory before it is looked at (it may
  * span descriptors, and the guest may change it meanwhile); the payload
- * iovecs point straight into guest memory (zero copy) and go to the node as
- * they are. Every range is checked here against the size the guest was told.
+ * iovecs point straight into guest memory (zero copy) and go to the export as
+ * they are. The export (libstore/export.c) checks every range against the
+ * size the guest was told and applies the policy; this file only translates.
  */
 #include "virtio-blk.h"
 #include "bytes.h"
@@ -67,14 +68,19 @@ int vblk_parse(struct vq_elem *e, struct vblk_req *r)
 	return 0;
 }
 
-/* Is [sector * 512, + len) inside the disk the guest sees? */
-static bool range_ok(const struct vblk_dev *d, uint64_t sector, uint64_t len)
+/*
+ * Run one request on the export from sector @sector. A sector number whose
+ * byte offset does not fit 64 bits is outside any disk.
+ */
+static uint8_t run(struct vblk_dev *d, enum vs_export_op op, uint64_t sector, uint64_t len,
+		   struct vblk_req *r, unsigned flags)
 {
-	uint64_t nsec = d->size / VIRTIO_BLK_SECTOR;
-
-	if (sector > nsec)
-		return false;
-	return len <= (nsec - sector) * VIRTIO_BLK_SECTOR;
+	if (sector > UINT64_MAX / VIRTIO_BLK_SECTOR)
+		return VIRTIO_BLK_S_IOERR;
+	return vs_export_request(d->exp, op, sector * VIRTIO_BLK_SECTOR, len, r->data,
+				 (int)r->data_num, flags) < 0 ?
+		       VIRTIO_BLK_S_IOERR :
+		       VIRTIO_BLK_S_OK;
 }
 
 static bool has(const struct vblk_dev *d, unsigned bit)
@@ -105,21 +111,14 @@ static int exec_dwz(struct vblk_dev *d, struct vblk_req *r, bool zeroes)
 	if (nsec > (zeroes ? VBLK_MAX_WZ_SECTORS : VBLK_MAX_DISCARD_SECTORS))
 		return VIRTIO_BLK_S_IOERR;
 	len = (uint64_t)nsec * VIRTIO_BLK_SECTOR;
-	if (d->read_only || !range_ok(d, sector, len))
-		return VIRTIO_BLK_S_IOERR;
-	if (!len)
-		return VIRTIO_BLK_S_OK;
 	if (zeroes) {
-		unsigned f = (flags & 1) && d->discard ? VS_REQ_MAY_UNMAP : 0;
-
 		d->stats->write_zeroes++;
-		return vs_node_write_zeroes(d->node, sector * VIRTIO_BLK_SECTOR, len, f) < 0 ?
-			       VIRTIO_BLK_S_IOERR :
-			       VIRTIO_BLK_S_OK;
+		/* The unmap flag may deallocate if the export's discard mode is unmap. */
+		return run(d, VS_EXPORT_OP_WRITE_ZEROES, sector, len, r,
+			   (flags & 1) ? VS_EXPORT_MAY_UNMAP : 0);
 	}
 	d->stats->discards++;
-	return vs_node_discard(d->node, sector * VIRTIO_BLK_SECTOR, len) < 0 ? VIRTIO_BLK_S_IOERR :
-									       VIRTIO_BLK_S_OK;
+	return run(d, VS_EXPORT_OP_DISCARD, sector, len, r, 0);
 }
 
 uint32_t vblk_exec(struct vblk_dev *d, struct vblk_req *r)
@@ -127,7 +126,6 @@ uint32_t vblk_exec(struct vblk_dev *d, struct vblk_req *r)
 	uint32_t used = 1; /* the status byte */
 	uint8_t st;
 	size_t n;
-	int ret;
 
 	if (r->bad_header) {
 		st = VIRTIO_BLK_S_IOERR;
@@ -137,31 +135,20 @@ uint32_t vblk_exec(struct vblk_dev *d, struct vblk_req *r)
 	case VIRTIO_BLK_T_IN:
 		d->stats->reads++;
 		used += (uint32_t)(r->data_len > UINT32_MAX - 1 ? UINT32_MAX - 1 : r->data_len);
-		if (r->data_len % VIRTIO_BLK_SECTOR || !range_ok(d, r->sector, r->data_len)) {
-			st = VIRTIO_BLK_S_IOERR;
-			break;
-		}
-		ret = r->data_len ? vs_node_preadv(d->node, r->sector * VIRTIO_BLK_SECTOR,
-						   r->data_len, r->data, (int)r->data_num, 0) :
-				    0;
-		st = ret < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		st = r->data_len % VIRTIO_BLK_SECTOR ?
+			     VIRTIO_BLK_S_IOERR :
+			     run(d, VS_EXPORT_OP_READ, r->sector, r->data_len, r, 0);
 		break;
 	case VIRTIO_BLK_T_OUT:
 		d->stats->writes++;
-		if (d->read_only || r->data_len % VIRTIO_BLK_SECTOR ||
-		    !range_ok(d, r->sector, r->data_len)) {
-			st = VIRTIO_BLK_S_IOERR;
-			break;
-		}
-		ret = r->data_len ?
-			      vs_node_pwritev(d->node, r->sector * VIRTIO_BLK_SECTOR, r->data_len,
-					      r->data, (int)r->data_num, d->wce ? 0 : VS_REQ_FUA) :
-			      0;
-		st = ret < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		/* Writethrough (the guest turned the write cache off) is the export's. */
+		st = r->data_len % VIRTIO_BLK_SECTOR ?
+			     VIRTIO_BLK_S_IOERR :
+			     run(d, VS_EXPORT_OP_WRITE, r->sector, r->data_len, r, 0);
 		break;
 	case VIRTIO_BLK_T_FLUSH:
 		d->stats->flushes++;
-		st = vs_node_flush(d->node) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		st = run(d, VS_EXPORT_OP_FLUSH, 0, 0, r, 0);
 		break;
 	case VIRTIO_BLK_T_GET_ID:
 		d->stats->get_ids++;
@@ -207,11 +194,11 @@ static void put64(uint8_t *p, uint64_t v)
 
 void vblk_config(const struct vblk_dev *d, unsigned num_queues, uint8_t *cfg)
 {
-	uint64_t cluster = vs_node_cluster_size(d->node);
+	uint64_t cluster = vs_node_cluster_size(vs_export_node(d->exp));
 	uint32_t align = cluster >= VIRTIO_BLK_SECTOR ? (uint32_t)(cluster / VIRTIO_BLK_SECTOR) : 8;
 
 	memset(cfg, 0, VBLK_CFG_SIZE);
-	put64(cfg + VBLK_CFG_CAPACITY, d->size / VIRTIO_BLK_SECTOR);
+	put64(cfg + VBLK_CFG_CAPACITY, vs_export_size(d->exp) / VIRTIO_BLK_SECTOR);
 	put32(cfg + VBLK_CFG_SEG_MAX, VBLK_SEG_MAX);
 	put32(cfg + VBLK_CFG_BLK_SIZE, VIRTIO_BLK_SECTOR);
 	cfg[VBLK_CFG_PHYS_BLOCK_EXP] = 0;
@@ -239,11 +226,13 @@ uint64_t vblk_features(const struct vblk_dev *d)
 		     (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_TOPOLOGY) |
 		     (1ull << VIRTIO_BLK_F_CONFIG_WCE) | (1ull << VIRTIO_BLK_F_MQ);
 
-	if (d->read_only)
+	bool ro = vs_export_is_read_only(d->exp);
+
+	if (ro)
 		f |= 1ull << VIRTIO_BLK_F_RO;
-	if (d->discard && !d->read_only)
+	if (d->discard && !ro)
 		f |= 1ull << VIRTIO_BLK_F_DISCARD;
-	if (d->write_zeroes && !d->read_only)
+	if (d->write_zeroes && !ro)
 		f |= 1ull << VIRTIO_BLK_F_WRITE_ZEROES;
 	return f;
 }

@@ -13,6 +13,7 @@
 #include <sys/uio.h>
 
 #include "vhost-blk.h"
+#include "vstor/export.h"
 #include "virtq.h"
 
 /* Feature bits. */
@@ -70,14 +71,16 @@
 #define VBLK_MAX_DISCARD_SECTORS (1u << 21) /* 1 GiB */
 #define VBLK_MAX_WZ_SECTORS (1u << 21)
 
-/* The device state the requests need (one per back end). */
+/*
+ * The device state the requests need (one per back end). The export holds
+ * the node and the policy (read-only, write cache, discard, detect-zeroes,
+ * the size in whole sectors) and counts the requests that reach it.
+ */
 struct vblk_dev {
-	struct vs_node *node;
-	uint64_t size; /* bytes; the guest sees size / 512 sectors */
-	bool read_only;
-	bool wce; /* the guest's view of the write cache (CONFIG_WCE may change it) */
-	bool discard;
-	bool write_zeroes;
+	struct vs_export *exp;
+	bool wce;	   /* the guest's view of the write cache (keep the export's in step) */
+	bool discard;	   /* offer DISCARD (the export's discard mode is unmap) */
+	bool write_zeroes; /* offer WRITE_ZEROES */
 	uint64_t features; /* acked by the driver */
 	char serial[VIRTIO_BLK_ID_BYTES];
 	struct vs_vhost_blk_stats *stats;
@@ -102,7 +105,7 @@ struct vblk_req {
 int vblk_parse(struct vq_elem *e, struct vblk_req *r);
 
 /*
- * Coroutine context. Run @r on @d's node, write the status byte and return
+ * Coroutine context. Run @r on @d's export, write the status byte and return
  * the used length (bytes written into the chain's writable buffers).
  */
 uint32_t vblk_exec(struct vblk_dev *d, struct vblk_req *r);

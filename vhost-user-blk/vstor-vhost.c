@@ -36,6 +36,7 @@ struct config {
 	enum vs_cache_mode cache;
 	bool read_only;
 	bool discard;
+	enum vs_export_detect_zeroes detect_zeroes;
 	bool write_zeroes;
 	bool verbose;
 	unsigned num_queues;
@@ -61,6 +62,9 @@ static void usage(FILE *f)
 		"      --aio=MODE           accepted for compatibility (vstor always uses io_uring)\n"
 		"      --num-queues=N       number of request queues (default 1, at most %d)\n"
 		"      --discard=MODE       ignore (default) or unmap: offer VIRTIO_BLK_F_DISCARD\n"
+		"      --detect-zeroes=MODE off (default), on or unmap: an all-zero write becomes\n"
+		"                           write-zeroes (unmap: that may deallocate, with\n"
+		"                           --discard=unmap)\n"
 		"      --write-zeroes=on|off  offer VIRTIO_BLK_F_WRITE_ZEROES (default on)\n"
 		"      --serial=STRING      the device's serial number (GET_ID, 20 bytes at most)\n"
 		"      --pool=NAME          IMAGE is a volume of pool NAME\n"
@@ -112,6 +116,7 @@ static void daemon_main(void *opaque)
 			.read_only = cfg->read_only,
 			.wce = vs_cache_mode_knobs(cfg->cache).wce,
 			.discard = cfg->discard,
+			.detect_zeroes = cfg->detect_zeroes,
 			.write_zeroes = cfg->write_zeroes,
 			.num_queues = cfg->num_queues,
 			.serial = cfg->serial,
@@ -173,6 +178,7 @@ enum {
 	OPT_NUM_QUEUES,
 	OPT_DISCARD,
 	OPT_WRITE_ZEROES,
+	OPT_DETECT_ZEROES,
 	OPT_SERIAL,
 	OPT_POOL,
 	OPT_STATE_DIR,
@@ -213,6 +219,7 @@ int main(int argc, char **argv)
 		{ "aio", required_argument, NULL, OPT_AIO },
 		{ "num-queues", required_argument, NULL, OPT_NUM_QUEUES },
 		{ "discard", required_argument, NULL, OPT_DISCARD },
+		{ "detect-zeroes", required_argument, NULL, OPT_DETECT_ZEROES },
 		{ "write-zeroes", required_argument, NULL, OPT_WRITE_ZEROES },
 		{ "serial", required_argument, NULL, OPT_SERIAL },
 		{ "pool", required_argument, NULL, OPT_POOL },
@@ -260,13 +267,17 @@ int main(int argc, char **argv)
 			cfg.num_queues = (unsigned)v;
 			break;
 		}
-		case OPT_DISCARD:
-			if (!strcmp(optarg, "ignore") || !strcmp(optarg, "off"))
-				cfg.discard = false;
-			else if (!strcmp(optarg, "unmap") || !strcmp(optarg, "on"))
-				cfg.discard = true;
-			else
+		case OPT_DISCARD: {
+			enum vs_export_discard d;
+
+			if (vs_export_discard_parse(optarg, &d) < 0)
 				die("Invalid discard mode '%s'", optarg);
+			cfg.discard = d == VS_EXPORT_DISCARD_UNMAP;
+			break;
+		}
+		case OPT_DETECT_ZEROES:
+			if (vs_export_detect_zeroes_parse(optarg, &cfg.detect_zeroes) < 0)
+				die("Invalid detect-zeroes mode '%s'", optarg);
 			break;
 		case OPT_WRITE_ZEROES:
 			cfg.write_zeroes = parse_bool(optarg, "--write-zeroes");

@@ -73,8 +73,8 @@ static void run_session(void *opaque)
 						.description = "fuzz",
 						.node = node,
 						.wce = true,
-						.discard = VS_NBD_DISCARD_UNMAP,
-						.detect_zeroes = VS_NBD_DETECT_ZEROES_UNMAP };
+						.discard = VS_EXPORT_DISCARD_UNMAP,
+						.detect_zeroes = VS_EXPORT_DETECT_ZEROES_UNMAP };
 		struct vs_nbd_export_opts e2 = { .name = "ro", .node = rnode, .read_only = true };
 
 		if (vs_nbd_server_add_export(srv, &e, &err) < 0 ||

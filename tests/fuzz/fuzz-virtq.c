@@ -65,9 +65,16 @@ static void run_input(void *opaque)
 	m.r[0] = (struct vq_region){ .gpa = 0, .size = MEM0, .uva = 0x10000000, .host = mem0 };
 	m.r[1] =
 		(struct vq_region){ .gpa = 1 << 20, .size = MEM1, .uva = 0x20000000, .host = mem1 };
-	d.node = node;
-	d.size = vs_node_size(node);
-	d.read_only = f1 & 1;
+	if (vs_export_new(&d.exp, &(struct vs_export_opts){
+					  .node = node,
+					  .read_only = f1 & 1,
+					  .writethrough = !(f1 & 8),
+					  .discard = (f1 & 2) ? VS_EXPORT_DISCARD_UNMAP :
+								VS_EXPORT_DISCARD_IGNORE,
+					  .detect_zeroes = (f1 >> 4) % 3,
+					  .block_size = VIRTIO_BLK_SECTOR,
+				  }) < 0)
+		abort();
 	d.discard = f1 & 2;
 	d.write_zeroes = f1 & 4;
 	d.wce = f1 & 8;
@@ -98,6 +105,7 @@ static void run_input(void *opaque)
 			(unsigned long long)stats.reads, (unsigned long long)stats.writes,
 			(unsigned long long)stats.discards, (unsigned long long)stats.io_errors,
 			vq_ring_base(&vq));
+	vs_export_free(d.exp);
 	vs_node_close(node);
 }
 

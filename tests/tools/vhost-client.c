@@ -12,6 +12,9 @@
  *                                          end left are run by the next one
  *   vhost-client SOCKET hostile            malformed chains, rings and messages;
  *                                          the back end must answer and survive
+ *   vhost-client SOCKET write SECTOR LEN BYTE
+ *                                          one write of LEN bytes, each BYTE
+ *                                          (0x.. or decimal), from SECTOR
  *   vhost-client SOCKET bench RW BS QD SECS [NQ]
  *                                          RW = randread, randwrite, read, write;
  *                                          prints "iops N mbps N requests N"
@@ -713,6 +716,19 @@ static void readonly(struct client *c)
 	EXPECT(st == S_IOERR, "write to a read-only device: status %d, expected IOERR", st);
 }
 
+/* One write of @len bytes of @byte from @sector (detect-zeroes tests). */
+static void write_bytes(struct client *c, uint64_t sector, uint32_t len, uint8_t byte)
+{
+	uint64_t d = data_gpa(0, 0);
+	int st;
+
+	if (!len || len > (1u << 20) || len % 512)
+		die("write: LEN a multiple of 512 up to 1M");
+	memset(gp(c, d), byte, len);
+	st = blk_req(c, 0, T_OUT, sector, d, len, false, NULL);
+	EXPECT(st == S_OK, "write: status %d", st);
+}
+
 /* A raw chain in the queue's own table, head 0; returns the status byte, used length. */
 static int raw_chain(struct client *c, unsigned qi, uint64_t hdr, uint32_t *used)
 {
@@ -1295,6 +1311,14 @@ int main(int argc, char **argv)
 		if (ret < 0)
 			die("cannot start the device: %s", strerror(-ret));
 		hostile(&c);
+		client_close(&c);
+	} else if (!strcmp(mode, "write") && argc == 6) {
+		int ret = client_start(&c, 1, 0);
+
+		if (ret < 0)
+			die("cannot start the device: %s", strerror(-ret));
+		write_bytes(&c, strtoull(argv[3], NULL, 0), parse_size(argv[4]),
+			    (uint8_t)strtoul(argv[5], NULL, 0));
 		client_close(&c);
 	} else if (!strcmp(mode, "bench") && argc >= 7) {
 		int ret;

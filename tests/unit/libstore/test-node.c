@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "co-test.h"
 #include "driver.h"
 
 /* A driver that records what reaches it, over a memory buffer. */
@@ -118,16 +119,6 @@ static void fill(uint8_t *p, size_t len, unsigned seed)
 	for (size_t i = 0; i < len; i++)
 		p[i] = (uint8_t)(i * 31 + seed);
 }
-
-/* Each test body runs as a coroutine. */
-#define CO_TEST(name)                                                      \
-	static void name##_co(void *arg);                                  \
-	static void name(void **state)                                     \
-	{                                                                  \
-		(void)state;                                               \
-		assert_int_equal(vs_run_in_coroutine(name##_co, NULL), 0); \
-	}                                                                  \
-	static void name##_co(void *arg)
 
 CO_TEST(test_node_unaligned_rmw)
 {

@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Exports: the policy every protocol server applies to the node it serves
+ * (read-only, write cache, discard, detect-zeroes, ranges), its statistics
+ * and its hooks, in one place so that NBD and virtio-blk cannot drift.
+ *
+ * This is the hot path of both servers: a request is a few compares, two
+ * reads of the monotonic clock (vDSO, no syscall) and the node call; no
+ * allocation and no copy.
+ */
+#include "vstor/export.h"
+#include "iov.h"
+#include "vstor/node.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct vs_export {
+	char *name;
+	struct vs_node *node;
+	uint64_t size; /* what clients see: the node's size rounded down to block_size */
+	uint32_t block_size;
+	bool read_only;
+	bool writethrough;
+	enum vs_export_discard discard;
+	enum vs_export_detect_zeroes detect_zeroes;
+	struct vs_export_hooks hooks;
+	struct vs_export_stats stats;
+};
+
+static uint64_t visible_size(uint64_t node_size, uint32_t block_size)
+{
+	return node_size - node_size % block_size;
+}
+
+int vs_export_new(struct vs_export **out, const struct vs_export_opts *opts)
+{
+	struct vs_export *e;
+
+	if (!opts->node || opts->discard > VS_EXPORT_DISCARD_UNMAP ||
+	    opts->detect_zeroes > VS_EXPORT_DETECT_ZEROES_UNMAP)
+		return -EINVAL;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->name = strdup(opts->name ? opts->name : "");
+	if (!e->name) {
+		free(e);
+		return -ENOMEM;
+	}
+	e->node = opts->node;
+	e->block_size = opts->block_size ? opts->block_size : 1;
+	e->size = visible_size(vs_node_size(opts->node), e->block_size);
+	e->read_only = opts->read_only || vs_node_is_read_only(opts->node);
+	e->writethrough = opts->writethrough;
+	e->discard = opts->discard;
+	e->detect_zeroes = opts->detect_zeroes;
+	if (opts->hooks)
+		e->hooks = *opts->hooks;
+	*out = e;
+	return 0;
+}
+
+void vs_export_free(struct vs_export *e)
+{
+	if (!e)
+		return;
+	free(e->name);
+	free(e);
+}
+
+const char *vs_export_name(const struct vs_export *e)
+{
+	return e->name;
+}
+
+struct vs_node *vs_export_node(const struct vs_export *e)
+{
+	return e->node;
+}
+
+uint64_t vs_export_size(const struct vs_export *e)
+{
+	return e->size;
+}
+
+bool vs_export_is_read_only(const struct vs_export *e)
+{
+	return e->read_only;
+}
+
+enum vs_export_discard vs_export_discard_mode(const struct vs_export *e)
+{
+	return e->discard;
+}
+
+enum vs_export_detect_zeroes vs_export_detect_zeroes_mode(const struct vs_export *e)
+{
+	return e->detect_zeroes;
+}
+
+bool vs_export_writethrough(const struct vs_export *e)
+{
+	return e->writethrough;
+}
+
+void vs_export_set_writethrough(struct vs_export *e, bool on)
+{
+	e->writethrough = on;
+}
+
+int vs_export_check(const struct vs_export *e, enum vs_export_op op, uint64_t offset, uint64_t len)
+{
+	switch (op) {
+	case VS_EXPORT_OP_FLUSH:
+		return 0;
+	case VS_EXPORT_OP_READ:
+		break;
+	case VS_EXPORT_OP_WRITE:
+	case VS_EXPORT_OP_DISCARD:
+	case VS_EXPORT_OP_WRITE_ZEROES:
+		if (e->read_only)
+			return -EPERM;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (offset > e->size || len > e->size - offset)
+		return -EINVAL;
+	return 0;
+}
+
+static uint64_t clock_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Bucket i holds [2^i, 2^(i+1)) µs; below 1 µs is bucket 0, the last takes the rest. */
+static unsigned latency_bucket(uint64_t ns)
+{
+	uint64_t us = ns / 1000;
+	unsigned b = us ? 63u - (unsigned)__builtin_clzll(us) : 0;
+
+	return b < VS_EXPORT_LATENCY_BUCKETS ? b : VS_EXPORT_LATENCY_BUCKETS - 1;
+}
+
+static void account(struct vs_export *e, enum vs_export_op op, uint64_t len, int ret,
+		    uint64_t start_ns)
+{
+	struct vs_export_op_stats *s = &e->stats.op[op];
+
+	s->ops++;
+	if (ret < 0)
+		s->errors++;
+	else
+		s->bytes += len;
+	s->latency_us[latency_bucket(clock_ns() - start_ns)]++;
+}
+
+int vs_export_begin(struct vs_export *e, enum vs_export_op op, uint64_t offset, uint64_t len,
+		    struct vs_export_span *span)
+{
+	int ret;
+
+	*span = (struct vs_export_span){ .op = op, .offset = offset, .len = len };
+	span->start_ns = clock_ns();
+	ret = vs_export_check(e, op, offset, len);
+	if (ret == 0 && e->hooks.before_request)
+		ret = e->hooks.before_request(e->hooks.opaque, op, offset, len);
+	if (ret < 0 && op < VS_EXPORT_OP_COUNT)
+		account(e, op, len, ret, span->start_ns);
+	return ret;
+}
+
+/* Account a request that ran; @changed: it reached the node and may have changed data. */
+static void finish(struct vs_export *e, const struct vs_export_span *span, int ret, bool changed)
+{
+	if (ret == 0 && changed && e->hooks.after_write && span->len &&
+	    span->op != VS_EXPORT_OP_READ && span->op != VS_EXPORT_OP_FLUSH)
+		e->hooks.after_write(e->hooks.opaque, span->op, span->offset, span->len);
+	account(e, span->op, span->len, ret, span->start_ns);
+}
+
+void vs_export_end(struct vs_export *e, const struct vs_export_span *span, int ret)
+{
+	finish(e, span, ret, true);
+}
+
+/* The node flags for a write-zeroes of this export. */
+static unsigned zero_flags(const struct vs_export *e, unsigned flags)
+{
+	unsigned fl = 0;
+
+	if ((flags & VS_EXPORT_FUA) || e->writethrough)
+		fl |= VS_REQ_FUA;
+	if ((flags & VS_EXPORT_MAY_UNMAP) && e->discard == VS_EXPORT_DISCARD_UNMAP)
+		fl |= VS_REQ_MAY_UNMAP;
+	if (flags & VS_EXPORT_NO_FALLBACK)
+		fl |= VS_REQ_NO_FALLBACK;
+	return fl;
+}
+
+static int run_write(struct vs_export *e, uint64_t offset, uint64_t len, struct iovec *iov,
+		     int niov, unsigned flags)
+{
+	unsigned fl = ((flags & VS_EXPORT_FUA) || e->writethrough) ? VS_REQ_FUA : 0;
+
+	if (e->detect_zeroes != VS_EXPORT_DETECT_ZEROES_OFF && vs_iov_is_zero(iov, niov)) {
+		unsigned zf =
+			e->detect_zeroes == VS_EXPORT_DETECT_ZEROES_UNMAP ? VS_EXPORT_MAY_UNMAP : 0;
+
+		return vs_node_write_zeroes(e->node, offset, len, fl | zero_flags(e, zf));
+	}
+	return vs_node_pwritev(e->node, offset, len, iov, niov, fl);
+}
+
+/* A discard: deallocate when the policy says so; FUA makes it durable either way. */
+static int run_discard(struct vs_export *e, uint64_t offset, uint64_t len, unsigned flags,
+		       bool *ignored)
+{
+	int ret = 0;
+
+	*ignored = e->discard != VS_EXPORT_DISCARD_UNMAP || !len;
+	if (!*ignored)
+		ret = vs_node_discard(e->node, offset, len);
+	if (ret == 0 && (flags & VS_EXPORT_FUA))
+		ret = vs_node_flush(e->node);
+	return ret;
+}
+
+int vs_export_request(struct vs_export *e, enum vs_export_op op, uint64_t offset, uint64_t len,
+		      struct iovec *iov, int niov, unsigned flags)
+{
+	struct vs_export_span span;
+	bool ignored = false;
+	int ret;
+
+	ret = vs_export_begin(e, op, offset, len, &span);
+	if (ret < 0)
+		return ret;
+	switch (op) {
+	case VS_EXPORT_OP_READ:
+		ret = len ? vs_node_preadv(e->node, offset, len, iov, niov, 0) : 0;
+		break;
+	case VS_EXPORT_OP_WRITE:
+		ret = len ? run_write(e, offset, len, iov, niov, flags) : 0;
+		break;
+	case VS_EXPORT_OP_FLUSH:
+		ret = vs_node_flush(e->node);
+		break;
+	case VS_EXPORT_OP_DISCARD:
+		ret = run_discard(e, offset, len, flags, &ignored);
+		break;
+	case VS_EXPORT_OP_WRITE_ZEROES:
+		ret = len ? vs_node_write_zeroes(e->node, offset, len, zero_flags(e, flags)) : 0;
+		break;
+	default: /* vs_export_check() refused it */
+		break;
+	}
+	finish(e, &span, ret, !ignored);
+	return ret;
+}
+
+void vs_export_resize(struct vs_export *e, uint64_t node_size)
+{
+	e->size = visible_size(node_size, e->block_size);
+	if (e->hooks.resized)
+		e->hooks.resized(e->hooks.opaque, e->size);
+}
+
+void vs_export_get_stats(const struct vs_export *e, struct vs_export_stats *st)
+{
+	*st = e->stats;
+}
+
+const char *vs_export_op_name(enum vs_export_op op)
+{
+	static const char *const names[VS_EXPORT_OP_COUNT] = {
+		[VS_EXPORT_OP_READ] = "read",
+		[VS_EXPORT_OP_WRITE] = "write",
+		[VS_EXPORT_OP_FLUSH] = "flush",
+		[VS_EXPORT_OP_DISCARD] = "discard",
+		[VS_EXPORT_OP_WRITE_ZEROES] = "write-zeroes",
+	};
+
+	return (unsigned)op < VS_EXPORT_OP_COUNT ? names[op] : NULL;
+}
+
+int vs_export_discard_parse(const char *s, enum vs_export_discard *out)
+{
+	if (!strcmp(s, "ignore") || !strcmp(s, "off"))
+		*out = VS_EXPORT_DISCARD_IGNORE;
+	else if (!strcmp(s, "unmap") || !strcmp(s, "on"))
+		*out = VS_EXPORT_DISCARD_UNMAP;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+int vs_export_detect_zeroes_parse(const char *s, enum vs_export_detect_zeroes *out)
+{
+	if (!strcmp(s, "off"))
+		*out = VS_EXPORT_DETECT_ZEROES_OFF;
+	else if (!strcmp(s, "on"))
+		*out = VS_EXPORT_DETECT_ZEROES_ON;
+	else if (!strcmp(s, "unmap"))
+		*out = VS_EXPORT_DETECT_ZEROES_UNMAP;
+	else
+		return -EINVAL;
+	return 0;
+}

@@ -1,0 +1,470 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Unit tests of the export layer (export.c): range and read-only checks,
+ * writethrough, discard and detect-zeroes policies, statistics and hooks.
+ * The node is memory:1M, through log-writes when a test needs to see what
+ * reached the node (the operation and its FUA / MAY_UNMAP flags).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "co-test.h"
+#include "vstor/export.h"
+#include "vstor/node.h"
+#include "vstor/reactor.h"
+
+#define MiB (1u << 20)
+
+/* Log record types and flags of log-writes (see driver-log-writes.c). */
+#define LW_WRITE 1
+#define LW_DISCARD 2
+#define LW_WRITE_ZEROES 3
+#define LW_FLUSH 4
+#define LW_FUA 1
+#define LW_MAY_UNMAP 2
+
+static char tmpdir[] = "/tmp/test-export-XXXXXX";
+static char logpath[300];
+
+struct lw_rec {
+	uint32_t type, flags;
+	uint64_t offset, len;
+};
+
+/* The records of the log so far, the last one in *@last; returns their count. */
+static unsigned log_records(struct lw_rec *last)
+{
+	FILE *f = fopen(logpath, "rb");
+	uint8_t r[32];
+	unsigned n = 0;
+
+	assert_non_null(f);
+	assert_int_equal(fread(r, 1, 32, f), 32); /* the header */
+	memset(last, 0, sizeof(*last));
+	while (fread(r, 1, 32, f) == 32) {
+		memcpy(&last->type, r, 4);
+		memcpy(&last->flags, r + 4, 4);
+		memcpy(&last->offset, r + 16, 8);
+		memcpy(&last->len, r + 24, 8);
+		if (last->type == LW_WRITE)
+			assert_int_equal(fseek(f, (long)last->len, SEEK_CUR), 0);
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+/* memory:1M as a raw image; with @logged, through log-writes:LOG. */
+static struct vs_node *open_node(bool logged)
+{
+	char uri[400];
+	struct vs_open_opts o = { .filename = uri, .format = "raw" };
+	struct vs_error err = { 0 };
+	struct vs_node *n = NULL;
+
+	if (logged)
+		snprintf(uri, sizeof(uri), "log-writes:%s:memory:1M", logpath);
+	else
+		snprintf(uri, sizeof(uri), "memory:1M");
+	assert_int_equal(vs_image_open(&n, &o, &err), 0);
+	return n;
+}
+
+static struct vs_export *new_export(struct vs_node *n, const struct vs_export_opts *base)
+{
+	struct vs_export_opts o = base ? *base : (struct vs_export_opts){ 0 };
+	struct vs_export *e = NULL;
+
+	o.node = n;
+	assert_int_equal(vs_export_new(&e, &o), 0);
+	return e;
+}
+
+static int req(struct vs_export *e, enum vs_export_op op, uint64_t off, void *buf, uint64_t len,
+	       unsigned flags)
+{
+	struct iovec iov = { buf, (size_t)len };
+
+	return vs_export_request(e, op, off, len, &iov, 1, flags);
+}
+
+CO_TEST(test_export_range_checks)
+{
+	struct vs_node *n = open_node(false);
+	struct vs_export *e = new_export(n, NULL);
+	static uint8_t b[4096];
+
+	(void)arg;
+	assert_int_equal(vs_export_size(e), MiB);
+	assert_string_equal(vs_export_name(e), "");
+	assert_int_equal(req(e, VS_EXPORT_OP_READ, MiB - 4096, b, 4096, 0), 0);
+	assert_int_equal(req(e, VS_EXPORT_OP_READ, MiB - 8, b, 16, 0), -EINVAL);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, MiB, b, 1, 0), -EINVAL);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, UINT64_MAX - 4, b, 16, 0), -EINVAL);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE_ZEROES, MiB - 1, NULL, 2, 0), -EINVAL);
+	assert_int_equal(req(e, VS_EXPORT_OP_DISCARD, MiB + 1, NULL, 0, 0), -EINVAL);
+	/* The end itself with no length is inside; flush has no range. */
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, MiB, b, 0, 0), 0);
+	assert_int_equal(req(e, VS_EXPORT_OP_FLUSH, 0, NULL, 0, 0), 0);
+	assert_int_equal(vs_export_check(e, VS_EXPORT_OP_READ, MiB, 1), -EINVAL);
+	assert_int_equal(vs_export_check(e, VS_EXPORT_OP_COUNT, 0, 1), -EINVAL);
+	vs_export_free(e);
+
+	/* A protocol addressing sectors sees whole ones. */
+	e = new_export(n, &(struct vs_export_opts){ .block_size = 4096 * 3 });
+	assert_int_equal(vs_export_size(e), MiB - MiB % (4096 * 3));
+	assert_int_equal(req(e, VS_EXPORT_OP_READ, vs_export_size(e), b, 1, 0), -EINVAL);
+	vs_export_free(e);
+	vs_node_close(n);
+}
+
+CO_TEST(test_export_read_only)
+{
+	struct vs_node *n = open_node(false);
+	struct vs_export *e = new_export(n, &(struct vs_export_opts){ .read_only = true });
+	static uint8_t b[4096];
+
+	(void)arg;
+	assert_true(vs_export_is_read_only(e));
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 0, b, 4096, 0), -EPERM);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE_ZEROES, 0, NULL, 4096, 0), -EPERM);
+	assert_int_equal(req(e, VS_EXPORT_OP_DISCARD, 0, NULL, 4096, 0), -EPERM);
+	/* Read-only wins over the range: the same answer as NBD gave. */
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 2 * MiB, b, 1, 0), -EPERM);
+	assert_int_equal(req(e, VS_EXPORT_OP_READ, 0, b, 4096, 0), 0);
+	assert_int_equal(req(e, VS_EXPORT_OP_FLUSH, 0, NULL, 0, 0), 0);
+	vs_export_free(e);
+	vs_node_close(n);
+}
+
+CO_TEST(test_export_writethrough_makes_writes_fua)
+{
+	struct vs_node *n = open_node(true);
+	struct vs_export *e = new_export(n, NULL);
+	static uint8_t b[4096];
+	struct lw_rec r;
+
+	(void)arg;
+	memset(b, 0xab, sizeof(b));
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 0, b, 4096, 0), 0);
+	log_records(&r);
+	assert_int_equal(r.type, LW_WRITE);
+	assert_int_equal(r.flags, 0);
+	/* The client's FUA passes. */
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 0, b, 4096, VS_EXPORT_FUA), 0);
+	log_records(&r);
+	assert_int_equal(r.flags, LW_FUA);
+	/* The write cache off (a guest's CONFIG_WCE): every write is FUA. */
+	vs_export_set_writethrough(e, true);
+	assert_true(vs_export_writethrough(e));
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 4096, b, 4096, 0), 0);
+	log_records(&r);
+	assert_int_equal(r.type, LW_WRITE);
+	assert_int_equal(r.offset, 4096);
+	assert_int_equal(r.flags, LW_FUA);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE_ZEROES, 8192, NULL, 4096, 0), 0);
+	log_records(&r);
+	assert_int_equal(r.type, LW_WRITE_ZEROES);
+	assert_int_equal(r.flags, LW_FUA);
+	vs_export_free(e);
+	vs_node_close(n);
+}
+
+CO_TEST(test_export_discard_ignore_and_unmap)
+{
+	struct vs_node *n = open_node(true);
+	struct vs_export *e = new_export(n, NULL);
+	struct lw_rec r;
+	unsigned before;
+
+	(void)arg;
+	assert_int_equal(vs_export_discard_mode(e), VS_EXPORT_DISCARD_IGNORE);
+	before = log_records(&r);
+	/* ignore: succeeds, nothing reaches the node (FUA still flushes) */
+	assert_int_equal(req(e, VS_EXPORT_OP_DISCARD, 0, NULL, 65536, 0), 0);
+	assert_int_equal(log_records(&r), before);
+	assert_int_equal(req(e, VS_EXPORT_OP_DISCARD, 0, NULL, 65536, VS_EXPORT_FUA), 0);
+	assert_int_equal(log_records(&r), before + 1);
+	assert_int_equal(r.type, LW_FLUSH);
+	/* ... and write-zeroes may not deallocate */
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE_ZEROES, 0, NULL, 4096, VS_EXPORT_MAY_UNMAP), 0);
+	log_records(&r);
+	assert_int_equal(r.type, LW_WRITE_ZEROES);
+	assert_int_equal(r.flags, 0);
+	vs_export_free(e);
+
+	e = new_export(n, &(struct vs_export_opts){ .discard = VS_EXPORT_DISCARD_UNMAP });
+	assert_int_equal(req(e, VS_EXPORT_OP_DISCARD, 65536, NULL, 65536, 0), 0);
+	log_records(&r);
+	assert_int_equal(r.type, LW_DISCARD);
+	assert_int_equal(r.offset, 65536);
+	assert_int_equal(r.len, 65536);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE_ZEROES, 0, NULL, 4096, VS_EXPORT_MAY_UNMAP), 0);
+	log_records(&r);
+	assert_int_equal(r.flags, LW_MAY_UNMAP);
+	/* NBD's NO_HOLE: no MAY_UNMAP asked, none given */
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE_ZEROES, 0, NULL, 4096, 0), 0);
+	log_records(&r);
+	assert_int_equal(r.flags, 0);
+	vs_export_free(e);
+	vs_node_close(n);
+}
+
+CO_TEST(test_export_detect_zeroes)
+{
+	struct vs_node *n = open_node(true);
+	static uint8_t zero[8192], data[8192];
+	struct vs_export *e;
+	struct lw_rec r;
+
+	(void)arg;
+	data[8191] = 1;
+	/* off: a zero write is a write */
+	e = new_export(n, NULL);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 0, zero, 8192, 0), 0);
+	log_records(&r);
+	assert_int_equal(r.type, LW_WRITE);
+	vs_export_free(e);
+	/* on: write-zeroes, never deallocating; FUA is kept */
+	e = new_export(n, &(struct vs_export_opts){ .detect_zeroes = VS_EXPORT_DETECT_ZEROES_ON,
+						    .discard = VS_EXPORT_DISCARD_UNMAP });
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 0, zero, 8192, VS_EXPORT_FUA), 0);
+	log_records(&r);
+	assert_int_equal(r.type, LW_WRITE_ZEROES);
+	assert_int_equal(r.flags, LW_FUA);
+	assert_int_equal(r.len, 8192);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 0, data, 8192, 0), 0);
+	log_records(&r);
+	assert_int_equal(r.type, LW_WRITE);
+	vs_export_free(e);
+	/* unmap with discard=unmap: may deallocate */
+	e = new_export(n, &(struct vs_export_opts){ .detect_zeroes = VS_EXPORT_DETECT_ZEROES_UNMAP,
+						    .discard = VS_EXPORT_DISCARD_UNMAP });
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 0, zero, 8192, 0), 0);
+	log_records(&r);
+	assert_int_equal(r.type, LW_WRITE_ZEROES);
+	assert_int_equal(r.flags, LW_MAY_UNMAP);
+	vs_export_free(e);
+	/* unmap with discard=ignore: zeroes, not holes (qemu-nbd's semantics) */
+	e = new_export(n,
+		       &(struct vs_export_opts){ .detect_zeroes = VS_EXPORT_DETECT_ZEROES_UNMAP });
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 0, zero, 8192, 0), 0);
+	log_records(&r);
+	assert_int_equal(r.type, LW_WRITE_ZEROES);
+	assert_int_equal(r.flags, 0);
+	vs_export_free(e);
+	vs_node_close(n);
+}
+
+static uint64_t bucket_sum(const struct vs_export_op_stats *s)
+{
+	uint64_t t = 0;
+
+	for (unsigned i = 0; i < VS_EXPORT_LATENCY_BUCKETS; i++)
+		t += s->latency_us[i];
+	return t;
+}
+
+CO_TEST(test_export_stats_count_ops_bytes_errors)
+{
+	struct vs_node *n = open_node(false);
+	struct vs_export *e = new_export(n, &(struct vs_export_opts){ .name = "disk0" });
+	static uint8_t b[4096];
+	struct vs_export_stats st;
+
+	(void)arg;
+	assert_string_equal(vs_export_name(e), "disk0");
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 0, b, 4096, 0), 0);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 4096, b, 512, 0), 0);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, MiB, b, 512, 0), -EINVAL);
+	assert_int_equal(req(e, VS_EXPORT_OP_READ, 0, b, 4096, 0), 0);
+	assert_int_equal(req(e, VS_EXPORT_OP_FLUSH, 0, NULL, 0, 0), 0);
+	assert_int_equal(req(e, VS_EXPORT_OP_DISCARD, 0, NULL, 8192, 0), 0);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE_ZEROES, 0, NULL, 1024, 0), 0);
+	vs_export_get_stats(e, &st);
+	assert_int_equal(st.op[VS_EXPORT_OP_WRITE].ops, 3);
+	assert_int_equal(st.op[VS_EXPORT_OP_WRITE].bytes, 4096 + 512);
+	assert_int_equal(st.op[VS_EXPORT_OP_WRITE].errors, 1);
+	assert_int_equal(bucket_sum(&st.op[VS_EXPORT_OP_WRITE]), 3);
+	assert_int_equal(st.op[VS_EXPORT_OP_READ].ops, 1);
+	assert_int_equal(st.op[VS_EXPORT_OP_READ].bytes, 4096);
+	assert_int_equal(st.op[VS_EXPORT_OP_READ].errors, 0);
+	assert_int_equal(st.op[VS_EXPORT_OP_FLUSH].ops, 1);
+	assert_int_equal(st.op[VS_EXPORT_OP_DISCARD].ops, 1);
+	assert_int_equal(st.op[VS_EXPORT_OP_DISCARD].bytes, 8192);
+	assert_int_equal(st.op[VS_EXPORT_OP_WRITE_ZEROES].bytes, 1024);
+	assert_int_equal(bucket_sum(&st.op[VS_EXPORT_OP_WRITE_ZEROES]), 1);
+	assert_string_equal(vs_export_op_name(VS_EXPORT_OP_WRITE_ZEROES), "write-zeroes");
+	assert_null(vs_export_op_name(VS_EXPORT_OP_COUNT));
+	vs_export_free(e);
+	vs_node_close(n);
+}
+
+/* What the hooks saw. */
+struct hook_log {
+	unsigned before, writes, resizes;
+	enum vs_export_op last_op;
+	uint64_t last_off, last_len, size;
+	int refuse;	   /* -errno for before_request to return */
+	uint64_t delay_ns; /* before_request sleeps this long */
+};
+
+static int hook_before(void *opaque, enum vs_export_op op, uint64_t offset, uint64_t len)
+{
+	struct hook_log *h = opaque;
+
+	(void)op;
+	(void)offset;
+	(void)len;
+	h->before++;
+	if (h->delay_ns)
+		vs_co_sleep_ns(h->delay_ns); /* a throttle */
+	return h->refuse;
+}
+
+static void hook_after_write(void *opaque, enum vs_export_op op, uint64_t offset, uint64_t len)
+{
+	struct hook_log *h = opaque;
+
+	h->writes++;
+	h->last_op = op;
+	h->last_off = offset;
+	h->last_len = len;
+}
+
+static void hook_resized(void *opaque, uint64_t size)
+{
+	struct hook_log *h = opaque;
+
+	h->resizes++;
+	h->size = size;
+}
+
+CO_TEST(test_export_hooks)
+{
+	struct vs_node *n = open_node(false);
+	struct hook_log h = { 0 };
+	struct vs_export_hooks hooks = { .before_request = hook_before,
+					 .after_write = hook_after_write,
+					 .resized = hook_resized,
+					 .opaque = &h };
+	struct vs_export *e = new_export(
+		n, &(struct vs_export_opts){ .discard = VS_EXPORT_DISCARD_UNMAP, .hooks = &hooks });
+	static uint8_t b[4096];
+	struct vs_export_stats st;
+	struct vs_error err = { 0 };
+
+	(void)arg;
+	/* after_write sees what may have changed; reads do not call it */
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 12288, b, 4096, 0), 0);
+	assert_int_equal(h.before, 1);
+	assert_int_equal(h.writes, 1);
+	assert_int_equal(h.last_op, VS_EXPORT_OP_WRITE);
+	assert_int_equal(h.last_off, 12288);
+	assert_int_equal(h.last_len, 4096);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE_ZEROES, 65536, NULL, 1000, 0), 0);
+	assert_int_equal(h.last_op, VS_EXPORT_OP_WRITE_ZEROES);
+	assert_int_equal(h.last_off, 65536);
+	assert_int_equal(h.last_len, 1000);
+	assert_int_equal(req(e, VS_EXPORT_OP_DISCARD, 0, NULL, 8192, 0), 0);
+	assert_int_equal(h.last_op, VS_EXPORT_OP_DISCARD);
+	assert_int_equal(h.writes, 3);
+	assert_int_equal(req(e, VS_EXPORT_OP_READ, 0, b, 4096, 0), 0);
+	assert_int_equal(req(e, VS_EXPORT_OP_FLUSH, 0, NULL, 0, 0), 0);
+	assert_int_equal(h.writes, 3);
+	assert_int_equal(h.before, 5);
+	/* A request the checks refuse never reaches the hooks. */
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, MiB, b, 1, 0), -EINVAL);
+	assert_int_equal(h.before, 5);
+
+	/* The throttle refuses: the node is not reached, the error is counted. */
+	h.refuse = -EAGAIN;
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 0, b, 4096, 0), -EAGAIN);
+	assert_int_equal(h.writes, 3);
+	vs_export_get_stats(e, &st);
+	assert_int_equal(st.op[VS_EXPORT_OP_WRITE].errors, 2);
+	/* The throttle delays: the request waits in the hook, its latency shows it. */
+	h.refuse = 0;
+	h.delay_ns = 3000000; /* 3 ms: bucket 11 ([2048, 4096) µs) or later */
+	assert_int_equal(req(e, VS_EXPORT_OP_READ, 0, b, 4096, 0), 0);
+	vs_export_get_stats(e, &st);
+	{
+		uint64_t slow = 0;
+
+		for (unsigned i = 11; i < VS_EXPORT_LATENCY_BUCKETS; i++)
+			slow += st.op[VS_EXPORT_OP_READ].latency_us[i];
+		assert_int_equal(slow, 1);
+	}
+	h.delay_ns = 0;
+
+	/* Resize: the hook is told, range checks follow. */
+	assert_int_equal(vs_node_truncate(n, 2 * MiB, VS_PREALLOC_OFF, false, &err), 0);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, MiB, b, 4096, 0), -EINVAL);
+	vs_export_resize(e, vs_node_size(n));
+	assert_int_equal(h.resizes, 1);
+	assert_int_equal(h.size, 2 * MiB);
+	assert_int_equal(vs_export_size(e), 2 * MiB);
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, MiB, b, 4096, 0), 0);
+	assert_int_equal(h.last_off, MiB);
+	vs_export_free(e);
+	vs_node_close(n);
+}
+
+static void test_export_mode_names(void **state)
+{
+	enum vs_export_discard d;
+	enum vs_export_detect_zeroes z;
+
+	(void)state;
+	assert_int_equal(vs_export_discard_parse("unmap", &d), 0);
+	assert_int_equal(d, VS_EXPORT_DISCARD_UNMAP);
+	assert_int_equal(vs_export_discard_parse("off", &d), 0);
+	assert_int_equal(d, VS_EXPORT_DISCARD_IGNORE);
+	assert_int_equal(vs_export_discard_parse("trim", &d), -EINVAL);
+	assert_int_equal(vs_export_detect_zeroes_parse("unmap", &z), 0);
+	assert_int_equal(z, VS_EXPORT_DETECT_ZEROES_UNMAP);
+	assert_int_equal(vs_export_detect_zeroes_parse("on", &z), 0);
+	assert_int_equal(z, VS_EXPORT_DETECT_ZEROES_ON);
+	assert_int_equal(vs_export_detect_zeroes_parse("yes", &z), -EINVAL);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	if (!mkdtemp(tmpdir))
+		return -1;
+	snprintf(logpath, sizeof(logpath), "%s/log", tmpdir);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	unlink(logpath);
+	return rmdir(tmpdir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_export_range_checks),
+		cmocka_unit_test(test_export_read_only),
+		cmocka_unit_test(test_export_writethrough_makes_writes_fua),
+		cmocka_unit_test(test_export_discard_ignore_and_unmap),
+		cmocka_unit_test(test_export_detect_zeroes),
+		cmocka_unit_test(test_export_stats_count_ops_bytes_errors),
+		cmocka_unit_test(test_export_hooks),
+		cmocka_unit_test(test_export_mode_names),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
