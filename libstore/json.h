@@ -2,10 +2,12 @@
 /*
  * A small streaming JSON writer. The pretty style is the one qemu-img prints
  * (4-space indent, one member per line); the compact style puts everything on
- * one line with ", " and ": " separators.
+ * one line with ", " and ": " separators. Used by the command-line tools'
+ * output and by the pool state files (backends/). Not part of the shared
+ * library: the programs link it as the static library vstor_json.
  */
-#ifndef VSTOR_CLI_JSON_H
-#define VSTOR_CLI_JSON_H
+#ifndef VSTOR_JSON_H
+#define VSTOR_JSON_H
 
 #include <stdbool.h>
 #include <stdint.h>

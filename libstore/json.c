@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The streaming JSON writer of the tools and the pool state files; see json.h. */
 #include "json.h"
 
 #include <inttypes.h>
