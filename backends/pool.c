@@ -19,6 +19,7 @@
 
 #include "bytes.h"
 #include "driver.h"
+#include "json.h"
 #include "lock.h"
 #include "pool-int.h"
 #include "pool-parse.h"
@@ -196,33 +197,11 @@ void vs_vol_list_free(struct vs_vol_list *l)
 
 /* ---- Definition JSON ------------------------------------------------------ */
 
-static void put_str(FILE *f, const char *s)
+/* Member @key unless @val is empty: the definition leaves out what is not set. */
+static void json_str_set(struct json_writer *w, const char *key, const char *val)
 {
-	fputc('"', f);
-	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-		if (*c == '"' || *c == '\\')
-			fprintf(f, "\\%c", *c);
-		else if (*c == '\n')
-			fputs("\\n", f);
-		else if (*c == '\t')
-			fputs("\\t", f);
-		else if (*c < 0x20 || *c == 0x7f)
-			fprintf(f, "\\u%04x", *c);
-		else
-			fputc(*c, f);
-	}
-	fputc('"', f);
-}
-
-static void put_member(FILE *f, const char *indent, bool *first, const char *key, const char *val)
-{
-	if (!val[0])
-		return;
-	fprintf(f, "%s\n%s", *first ? "" : ",", indent);
-	put_str(f, key);
-	fputs(": ", f);
-	put_str(f, val);
-	*first = false;
+	if (val[0])
+		json_str(w, key, val);
 }
 
 /*
@@ -255,72 +234,63 @@ char *vs_pool_def_to_json(const struct vs_pool_def *def, bool active)
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
-	bool first = true, src_first = true;
+	struct json_writer w;
 	bool has_source = def->source_host[0] || def->source_path[0] || def->nb_source_devs ||
 			  def->source_name[0] || def->source_format[0] || def->initiator_iqn[0];
 
 	if (!f)
 		return NULL;
-	fprintf(f, "{\n    \"version\": %d", VS_POOL_STATE_VERSION);
-	first = false;
-	put_member(f, "    ", &first, "name", def->name);
-	put_member(f, "    ", &first, "type", def->type);
-	put_member(f, "    ", &first, "uuid", def->uuid);
-	fprintf(f, ",\n    \"autostart\": %s", def->autostart ? "true" : "false");
-	fprintf(f, ",\n    \"active\": %s", active ? "true" : "false");
+	json_init(&w, f, true);
+	w.raw_bytes = true; /* names and paths are bytes: kept as they are */
+	json_obj_begin(&w, NULL);
+	json_int(&w, "version", VS_POOL_STATE_VERSION);
+	json_str_set(&w, "name", def->name);
+	json_str_set(&w, "type", def->type);
+	json_str_set(&w, "uuid", def->uuid);
+	json_bool(&w, "autostart", def->autostart);
+	json_bool(&w, "active", active);
 	if (active)
-		put_member(f, "    ", &first, "boot_id", boot_id());
-	put_member(f, "    ", &first, "target", def->target);
+		json_str_set(&w, "boot_id", boot_id());
+	json_str_set(&w, "target", def->target);
 	if (has_source) {
-		fputs(",\n    \"source\": {", f);
-		put_member(f, "        ", &src_first, "host", def->source_host);
-		if (def->source_port) {
-			fprintf(f, "%s\n        \"port\": %u", src_first ? "" : ",",
-				def->source_port);
-			src_first = false;
-		}
-		put_member(f, "        ", &src_first, "path", def->source_path);
+		json_obj_begin(&w, "source");
+		json_str_set(&w, "host", def->source_host);
+		if (def->source_port)
+			json_uint(&w, "port", def->source_port);
+		json_str_set(&w, "path", def->source_path);
 		if (def->nb_source_devs) {
-			fprintf(f, "%s\n        \"devices\": [", src_first ? "" : ",");
-			for (unsigned i = 0; i < def->nb_source_devs; i++) {
-				fputs(i ? ", " : "", f);
-				put_str(f, def->source_devs[i]);
-			}
-			fputs("]", f);
-			src_first = false;
+			json_arr_begin(&w, "devices");
+			for (unsigned i = 0; i < def->nb_source_devs; i++)
+				json_str(&w, NULL, def->source_devs[i]);
+			json_arr_end(&w);
 		}
-		put_member(f, "        ", &src_first, "name", def->source_name);
-		put_member(f, "        ", &src_first, "format", def->source_format);
-		put_member(f, "        ", &src_first, "initiator", def->initiator_iqn);
-		fputs("\n    }", f);
+		json_str_set(&w, "name", def->source_name);
+		json_str_set(&w, "format", def->source_format);
+		json_str_set(&w, "initiator", def->initiator_iqn);
+		json_obj_end(&w);
 	}
 	if (def->auth_type[0]) {
-		bool a_first = true;
-
-		fputs(",\n    \"auth\": {", f);
-		put_member(f, "        ", &a_first, "type", def->auth_type);
-		put_member(f, "        ", &a_first, "username", def->auth_username);
-		put_member(f, "        ", &a_first, "secret_file", def->auth_secret_file);
-		fputs("\n    }", f);
+		json_obj_begin(&w, "auth");
+		json_str_set(&w, "type", def->auth_type);
+		json_str_set(&w, "username", def->auth_username);
+		json_str_set(&w, "secret_file", def->auth_secret_file);
+		json_obj_end(&w);
 	}
 	if (def->perm_mode[0] || def->perm_owner[0] || def->perm_group[0]) {
-		bool p_first = true;
-
-		fputs(",\n    \"permissions\": {", f);
-		put_member(f, "        ", &p_first, "mode", def->perm_mode);
-		put_member(f, "        ", &p_first, "owner", def->perm_owner);
-		put_member(f, "        ", &p_first, "group", def->perm_group);
-		fputs("\n    }", f);
+		json_obj_begin(&w, "permissions");
+		json_str_set(&w, "mode", def->perm_mode);
+		json_str_set(&w, "owner", def->perm_owner);
+		json_str_set(&w, "group", def->perm_group);
+		json_obj_end(&w);
 	}
 	if (def->nb_extra) {
-		bool e_first = true;
-
-		fputs(",\n    \"extra\": {", f);
+		json_obj_begin(&w, "extra");
 		for (unsigned i = 0; i < def->nb_extra; i++)
-			put_member(f, "        ", &e_first, def->extra[i].key, def->extra[i].value);
-		fputs("\n    }", f);
+			json_str_set(&w, def->extra[i].key, def->extra[i].value);
+		json_obj_end(&w);
 	}
-	fputs("\n}\n", f);
+	json_obj_end(&w);
+	fputc('\n', f);
 	if (fclose(f)) {
 		free(buf);
 		return NULL;

@@ -63,6 +63,11 @@ static void json_write_codepoint(FILE *f, uint32_t cp)
 
 void json_write_string(FILE *f, const char *str)
 {
+	json_write_bytes(f, str, false);
+}
+
+void json_write_bytes(FILE *f, const char *str, bool raw_bytes)
+{
 	const unsigned char *s = (const unsigned char *)str;
 
 	fputc('"', f);
@@ -93,7 +98,7 @@ void json_write_string(FILE *f, const char *str)
 			fputs("\\t", f);
 			break;
 		default:
-			if (*s >= 0x20 && *s < 0x7f) {
+			if ((*s >= 0x20 && *s < 0x7f) || (raw_bytes && *s >= 0x80)) {
 				fputc(*s, f);
 				break;
 			}
@@ -124,7 +129,7 @@ static void json_member(struct json_writer *w, const char *key)
 			json_indent(w, w->depth);
 	}
 	if (key) {
-		json_write_string(w->f, key);
+		json_write_bytes(w->f, key, w->raw_bytes);
 		fputs(": ", w->f);
 	}
 }
@@ -172,7 +177,7 @@ void json_arr_end(struct json_writer *w)
 void json_str(struct json_writer *w, const char *key, const char *val)
 {
 	json_member(w, key);
-	json_write_string(w->f, val);
+	json_write_bytes(w->f, val, w->raw_bytes);
 }
 
 void json_int(struct json_writer *w, const char *key, int64_t val)
