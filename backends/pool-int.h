@@ -39,6 +39,27 @@ int pool_vol_create_check(struct vs_pool *p, const struct vs_vol_create_args *a,
 /* Delete what builds that died left in @p (pool-build.c). */
 void pool_build_cleanup(struct vs_pool *p);
 
+/*
+ * Shared by the backends' volume callbacks (pool-vol.c).
+ */
+/* virsh's "Storage volume not found" error for @name; returns -ENOENT. */
+int vs_pool_vol_not_found(struct vs_error *err, const char *name);
+/* Whether @a asks for the whole capacity allocated (--allocation >= capacity). */
+bool vs_vol_create_full(const struct vs_vol_create_args *a);
+/*
+ * Creation options into @kv (room for 3): backing_file and backing_fmt
+ * when @backing is given (@backing_fmt when not empty), preallocation
+ * when @prealloc is not NULL. Returns how many.
+ */
+size_t vs_pool_create_opts(struct vs_kv *kv, const char *backing, const char *backing_fmt,
+			   const char *prealloc);
+/*
+ * Open @vol's image (its path, without backing; @force_share as -U), resize
+ * it to @capacity with @prealloc, close it.
+ */
+int vs_pool_image_resize(const struct vs_vol_info *vol, bool force_share, uint64_t capacity,
+			 enum vs_prealloc prealloc, struct vs_error *err);
+
 /* libvirt pool XML -> definition (pool-xml.c). */
 int vs_pool_def_from_xml(struct vs_pool_def *def, const char *text, const char *what,
 			 struct vs_error *err);

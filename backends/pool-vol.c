@@ -212,3 +212,51 @@ int vs_pool_vol_resize(struct vs_pool *p, const char *name, uint64_t capacity, u
 		return 0;
 	return p->backend->vol_resize(p, &vol, capacity, flags, err);
 }
+
+/* ---- Helpers of the backends' volume callbacks ------------------------------- */
+
+int vs_pool_vol_not_found(struct vs_error *err, const char *name)
+{
+	return vs_error_set(err, -ENOENT,
+			    "Storage volume not found: no storage vol with matching name '%s'",
+			    name);
+}
+
+bool vs_vol_create_full(const struct vs_vol_create_args *a)
+{
+	return a->allocation != UINT64_MAX && a->allocation >= a->capacity && a->capacity;
+}
+
+size_t vs_pool_create_opts(struct vs_kv *kv, const char *backing, const char *backing_fmt,
+			   const char *prealloc)
+{
+	size_t n = 0;
+
+	if (backing) {
+		kv[n++] = (struct vs_kv){ "backing_file", backing };
+		if (backing_fmt && backing_fmt[0])
+			kv[n++] = (struct vs_kv){ "backing_fmt", backing_fmt };
+	}
+	if (prealloc)
+		kv[n++] = (struct vs_kv){ "preallocation", prealloc };
+	return n;
+}
+
+int vs_pool_image_resize(const struct vs_vol_info *vol, bool force_share, uint64_t capacity,
+			 enum vs_prealloc prealloc, struct vs_error *err)
+{
+	struct vs_open_opts o = {
+		.filename = vol->path,
+		.format = vol->format,
+		.no_backing = true,
+		.force_share = force_share,
+	};
+	struct vs_node *n = NULL;
+	int ret = vs_image_open(&n, &o, err);
+
+	if (ret < 0)
+		return ret;
+	ret = vs_node_truncate(n, capacity, prealloc, false, err);
+	vs_node_close(n);
+	return ret;
+}
