@@ -36,6 +36,10 @@ int pool_need_active(struct vs_pool *p, struct vs_error *err);
 int pool_vol_create_check(struct vs_pool *p, const struct vs_vol_create_args *a,
 			  struct vs_vol_create_args *args, struct vs_error *err);
 
+/* vs_pool_vol_check_unused, unless @flags has VS_VOL_FORCE (pool-lease.c). */
+int pool_vol_check_unforced(struct vs_pool *p, const struct vs_vol_info *vol, unsigned flags,
+			    struct vs_error *err);
+
 /* Delete what builds that died left in @p (pool-build.c). */
 void pool_build_cleanup(struct vs_pool *p);
 

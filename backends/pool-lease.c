@@ -90,6 +90,12 @@ int vs_pool_vol_check_unused(struct vs_pool *p, const struct vs_vol_info *vol, s
 	return ret;
 }
 
+int pool_vol_check_unforced(struct vs_pool *p, const struct vs_vol_info *vol, unsigned flags,
+			    struct vs_error *err)
+{
+	return (flags & VS_VOL_FORCE) ? 0 : vs_pool_vol_check_unused(p, vol, err);
+}
+
 int vs_pool_vol_check_closed(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err)
 {
 	struct vs_error e = { 0 };

@@ -19,6 +19,15 @@
 
 /* ---- Opening volumes ------------------------------------------------------- */
 
+/* The protocol node of @vol: the backend's own open, or the driver of its path. */
+static int vol_node_open(struct vs_pool *p, const struct vs_vol_info *vol,
+			 const struct vs_open_opts *o, struct vs_node **n, struct vs_error *err)
+{
+	if (p->backend->vol_open)
+		return p->backend->vol_open(p, vol, o, n, err);
+	return vs_protocol_open(n, vol->path, o, err);
+}
+
 /* What a node opened through a pool releases when it is closed. */
 struct vol_hold {
 	struct vs_vol_lease *lease;
@@ -65,10 +74,7 @@ static int vol_open_protocol(struct vs_pool *p, const struct vs_vol_info *vol,
 		}
 	}
 	o.filename = vol->path;
-	if (p->backend->vol_open)
-		ret = p->backend->vol_open(p, vol, &o, &n, err);
-	else
-		ret = vs_protocol_open(&n, vol->path, &o, err);
+	ret = vol_node_open(p, vol, &o, &n, err);
 	if (ret < 0) {
 		vs_vol_lease_release(h->lease);
 		free(h);
@@ -368,10 +374,7 @@ int vs_pool_probe_volume(struct vs_pool *p, struct vs_vol_info *vol, struct vs_e
 	int ret;
 
 	o.filename = vol->path;
-	if (p->backend->vol_open)
-		ret = p->backend->vol_open(p, vol, &o, &n, err);
-	else
-		ret = vs_protocol_open(&n, vol->path, &o, err);
+	ret = vol_node_open(p, vol, &o, &n, err);
 	if (ret < 0)
 		return ret;
 	strcpy(vol->format, "raw");

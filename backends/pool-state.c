@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,9 +171,70 @@ static int json_check_keys(const struct pj_value *obj, const char *const *known,
 	return 0;
 }
 
+/* A string member of a definition: its key and where it goes in struct vs_pool_def. */
+struct def_str {
+	const char *key;
+	size_t off, size;
+	bool id; /* an owner or group id (json_take_id) */
+};
+
+#define DEF_STR(k, field, is_id)                                                   \
+	{                                                                          \
+		.key = (k), .off = offsetof(struct vs_pool_def, field),            \
+		.size = sizeof(((struct vs_pool_def *)NULL)->field), .id = (is_id) \
+	}
+
+/* The string members @strs (ended by a NULL key) of @obj into @def. */
+static int json_take_strs(const struct pj_value *obj, const struct def_str *strs,
+			  struct vs_pool_def *def, const char *what, struct vs_error *err)
+{
+	for (const struct def_str *f = strs; f->key; f++) {
+		char *dst = (char *)def + f->off;
+		int ret = f->id ? json_take_id(obj, f->key, dst, f->size, what, err) :
+				  json_take_str(obj, f->key, dst, f->size, what, err);
+
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* The object member @key (@obj, NULL when absent): only @known members, @strs into @def. */
+static int json_take_obj(const struct pj_value *obj, const char *key, const char *const *known,
+			 const struct def_str *strs, struct vs_pool_def *def, const char *what,
+			 struct vs_error *err)
+{
+	char where[32];
+	int ret;
+
+	if (!obj)
+		return 0;
+	snprintf(where, sizeof(where), "\"%s\"", key);
+	ret = json_check_keys(obj, known, where, what, err);
+	return ret < 0 ? ret : json_take_strs(obj, strs, def, what, err);
+}
+
 static int def_from_json(struct vs_pool_def *def, const char *text, const char *what, bool *active,
 			 struct vs_error *err)
 {
+	static const struct def_str top_strs[] = { DEF_STR("name", name, false),
+						   DEF_STR("type", type, false),
+						   DEF_STR("uuid", uuid, false),
+						   DEF_STR("target", target, false),
+						   { NULL } };
+	static const struct def_str src_strs[] = {
+		DEF_STR("host", source_host, false),	    DEF_STR("path", source_path, false),
+		DEF_STR("name", source_name, false),	    DEF_STR("format", source_format, false),
+		DEF_STR("initiator", initiator_iqn, false), { NULL }
+	};
+	static const struct def_str auth_strs[] = { DEF_STR("type", auth_type, false),
+						    DEF_STR("username", auth_username, false),
+						    DEF_STR("secret_file", auth_secret_file, false),
+						    { NULL } };
+	static const struct def_str perm_strs[] = { DEF_STR("mode", perm_mode, false),
+						    DEF_STR("owner", perm_owner, true),
+						    DEF_STR("group", perm_group, true),
+						    { NULL } };
 	static const char *const top_keys[] = { "version",   "name",   "type",	  "uuid",
 						"autostart", "active", "target",  "source",
 						"auth",	     "extra",  "boot_id", "permissions",
@@ -181,7 +243,7 @@ static int def_from_json(struct vs_pool_def *def, const char *text, const char *
 						"name", "format", "initiator", NULL };
 	static const char *const auth_keys[] = { "type", "username", "secret_file", NULL };
 	static const char *const perm_keys[] = { "mode", "owner", "group", NULL };
-	const struct pj_value *v, *src, *auth, *extra, *perms;
+	const struct pj_value *v, *src, *extra;
 	struct pj_value *root = NULL;
 	char msg[256];
 	int ret;
@@ -203,10 +265,8 @@ static int def_from_json(struct vs_pool_def *def, const char *text, const char *
 			(long long)v->i, VS_POOL_STATE_VERSION);
 		goto out;
 	}
-	if ((ret = json_take_str(root, "name", def->name, sizeof(def->name), what, err)) < 0 ||
-	    (ret = json_take_str(root, "type", def->type, sizeof(def->type), what, err)) < 0 ||
-	    (ret = json_take_str(root, "uuid", def->uuid, sizeof(def->uuid), what, err)) < 0 ||
-	    (ret = json_take_str(root, "target", def->target, sizeof(def->target), what, err)) < 0)
+	ret = json_take_strs(root, top_strs, def, what, err);
+	if (ret < 0)
 		goto out;
 	v = pj_get(root, "autostart");
 	if (v && v->type != PJ_BOOL) {
@@ -227,21 +287,10 @@ static int def_from_json(struct vs_pool_def *def, const char *text, const char *
 			  (!b || b->type != PJ_STR || !boot_id()[0] || !strcmp(b->str, boot_id()));
 	}
 	src = pj_get(root, "source");
+	ret = json_take_obj(src, "source", src_keys, src_strs, def, what, err);
+	if (ret < 0)
+		goto out;
 	if (src) {
-		ret = json_check_keys(src, src_keys, "\"source\"", what, err);
-		if (ret < 0)
-			goto out;
-		if ((ret = json_take_str(src, "host", def->source_host, sizeof(def->source_host),
-					 what, err)) < 0 ||
-		    (ret = json_take_str(src, "path", def->source_path, sizeof(def->source_path),
-					 what, err)) < 0 ||
-		    (ret = json_take_str(src, "name", def->source_name, sizeof(def->source_name),
-					 what, err)) < 0 ||
-		    (ret = json_take_str(src, "format", def->source_format,
-					 sizeof(def->source_format), what, err)) < 0 ||
-		    (ret = json_take_str(src, "initiator", def->initiator_iqn,
-					 sizeof(def->initiator_iqn), what, err)) < 0)
-			goto out;
 		v = pj_get(src, "port");
 		if (v) {
 			if (v->type != PJ_INT || v->i < 0 || v->i > 65535) {
@@ -273,32 +322,12 @@ static int def_from_json(struct vs_pool_def *def, const char *text, const char *
 			def->nb_source_devs = (unsigned)v->n;
 		}
 	}
-	auth = pj_get(root, "auth");
-	if (auth) {
-		ret = json_check_keys(auth, auth_keys, "\"auth\"", what, err);
-		if (ret < 0)
-			goto out;
-		if ((ret = json_take_str(auth, "type", def->auth_type, sizeof(def->auth_type), what,
-					 err)) < 0 ||
-		    (ret = json_take_str(auth, "username", def->auth_username,
-					 sizeof(def->auth_username), what, err)) < 0 ||
-		    (ret = json_take_str(auth, "secret_file", def->auth_secret_file,
-					 sizeof(def->auth_secret_file), what, err)) < 0)
-			goto out;
-	}
-	perms = pj_get(root, "permissions");
-	if (perms) {
-		ret = json_check_keys(perms, perm_keys, "\"permissions\"", what, err);
-		if (ret < 0)
-			goto out;
-		if ((ret = json_take_str(perms, "mode", def->perm_mode, sizeof(def->perm_mode),
-					 what, err)) < 0 ||
-		    (ret = json_take_id(perms, "owner", def->perm_owner, sizeof(def->perm_owner),
-					what, err)) < 0 ||
-		    (ret = json_take_id(perms, "group", def->perm_group, sizeof(def->perm_group),
-					what, err)) < 0)
-			goto out;
-	}
+	ret = json_take_obj(pj_get(root, "auth"), "auth", auth_keys, auth_strs, def, what, err);
+	if (ret == 0)
+		ret = json_take_obj(pj_get(root, "permissions"), "permissions", perm_keys,
+				    perm_strs, def, what, err);
+	if (ret < 0)
+		goto out;
 	extra = pj_get(root, "extra");
 	if (extra) {
 		if (extra->type != PJ_OBJ) {
@@ -730,6 +759,14 @@ int vs_pool_define(struct vs_pool_state *st, struct vs_pool_def *def, struct vs_
 	return ret;
 }
 
+/* virsh's "Storage pool not found" error for @name; returns -ENOENT. */
+static int pool_not_found(struct vs_error *err, const char *name)
+{
+	return vs_error_set(err, -ENOENT,
+			    "Storage pool not found: no storage pool with matching name '%s'",
+			    name);
+}
+
 int vs_pool_load(struct vs_pool_state *st, const char *name, struct vs_pool **out,
 		 struct vs_error *err)
 {
@@ -740,16 +777,10 @@ int vs_pool_load(struct vs_pool_state *st, const char *name, struct vs_pool **ou
 
 	if (vs_pool_check_name(name, "Pool", NULL) < 0 ||
 	    pool_file(st, name, path, sizeof(path)) < 0)
-		return vs_error_set(err, -ENOENT,
-				    "Storage pool not found: no storage pool with "
-				    "matching name '%s'",
-				    name);
+		return pool_not_found(err, name);
 	ret = read_text(path, &text, err);
 	if (ret == -ENOENT)
-		return vs_error_set(err, -ENOENT,
-				    "Storage pool not found: no storage pool with "
-				    "matching name '%s'",
-				    name);
+		return pool_not_found(err, name);
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "Cannot read '%s'", path);
 	p = calloc(1, sizeof(*p));

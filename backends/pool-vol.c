@@ -161,24 +161,32 @@ static int vol_check_no_overlay(struct vs_pool *p, const struct vs_vol_info *vol
 	return ret;
 }
 
-int vs_pool_vol_delete(struct vs_pool *p, const char *name, unsigned flags, struct vs_error *err)
+/* @name's info into @vol, when the pool's type can @verb volumes (@can). */
+static int vol_op_begin(struct vs_pool *p, const char *name, bool can, const char *verb,
+			struct vs_vol_info *vol, struct vs_error *err)
 {
-	struct vs_vol_info vol;
-	int ret = vs_pool_vol_info(p, name, &vol, err);
+	int ret = vs_pool_vol_info(p, name, vol, err);
 
 	if (ret < 0)
 		return ret;
-	if (!p->backend->vol_delete)
-		return vs_error_set(err, -ENOTSUP, "storage pool type '%s' cannot delete volumes",
-				    p->def.type);
-	if (!(flags & VS_VOL_FORCE)) {
-		ret = vs_pool_vol_check_unused(p, &vol, err);
-		if (ret < 0)
-			return ret;
+	if (!can)
+		return vs_error_set(err, -ENOTSUP, "storage pool type '%s' cannot %s volumes",
+				    p->def.type, verb);
+	return 0;
+}
+
+int vs_pool_vol_delete(struct vs_pool *p, const char *name, unsigned flags, struct vs_error *err)
+{
+	struct vs_vol_info vol;
+	int ret = vol_op_begin(p, name, p->backend->vol_delete != NULL, "delete", &vol, err);
+
+	if (ret < 0)
+		return ret;
+	ret = pool_vol_check_unforced(p, &vol, flags, err);
+	if (ret == 0 && !(flags & VS_VOL_FORCE))
 		ret = vol_check_no_overlay(p, &vol, err);
-		if (ret < 0)
-			return ret;
-	}
+	if (ret < 0)
+		return ret;
 	ret = p->backend->vol_delete(p, &vol, err);
 	if (ret == 0)
 		vs_vol_lease_remove(p->state, p->def.name, name);
@@ -189,24 +197,19 @@ int vs_pool_vol_resize(struct vs_pool *p, const char *name, uint64_t capacity, u
 		       struct vs_error *err)
 {
 	struct vs_vol_info vol;
-	int ret = vs_pool_vol_info(p, name, &vol, err);
+	int ret = vol_op_begin(p, name, p->backend->vol_resize != NULL, "resize", &vol, err);
 
 	if (ret < 0)
 		return ret;
-	if (!p->backend->vol_resize)
-		return vs_error_set(err, -ENOTSUP, "storage pool type '%s' cannot resize volumes",
-				    p->def.type);
 	if (capacity < vol.capacity) {
 		if (!(flags & VS_VOL_RESIZE_SHRINK))
 			return vs_error_set(err, -EINVAL,
 					    "invalid argument: Can't shrink capacity below "
 					    "current capacity unless shrink flag explicitly "
 					    "specified");
-		if (!(flags & VS_VOL_FORCE)) {
-			ret = vs_pool_vol_check_unused(p, &vol, err);
-			if (ret < 0)
-				return ret;
-		}
+		ret = pool_vol_check_unforced(p, &vol, flags, err);
+		if (ret < 0)
+			return ret;
 	}
 	if (capacity == vol.capacity)
 		return 0;

@@ -119,13 +119,10 @@ int vs_pool_vol_wipe(struct vs_pool *p, const char *name, enum vs_wipe_alg alg, 
 	if ((unsigned)alg >= sizeof(algs) / sizeof(algs[0]))
 		return vs_error_set(err, -EINVAL, "unknown wipe algorithm");
 	ret = vs_pool_vol_info(p, name, &vol, err);
+	if (ret == 0)
+		ret = pool_vol_check_unforced(p, &vol, flags, err);
 	if (ret < 0)
 		return ret;
-	if (!(flags & VS_VOL_FORCE)) {
-		ret = vs_pool_vol_check_unused(p, &vol, err);
-		if (ret < 0)
-			return ret;
-	}
 	ret = vs_pool_vol_open(p, name, &o, true, &n, err);
 	if (ret < 0)
 		return ret;
