@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Internal to backends/: the backends of the registry and shared helpers. */
+/* Internal to backends/: backend registration and the helpers the pool files share. */
 #ifndef VSTOR_POOL_INT_H
 #define VSTOR_POOL_INT_H
 
@@ -7,10 +7,19 @@
 
 #include "pool.h"
 
-extern const struct vs_pool_backend vs_pool_backend_dir;
-extern const struct vs_pool_backend vs_pool_backend_netfs;   /* with libnfs */
-extern const struct vs_pool_backend vs_pool_backend_iscsi;   /* with libiscsi */
-extern const struct vs_pool_backend vs_pool_backend_logical; /* with liblvm2cmd */
+/*
+ * The registry (registry.c). A backend defines its vtable with
+ *	VS_POOL_BACKEND(name) = { .type = ..., ... };
+ * which registers it before main; nothing else names it.
+ */
+void vs_pool_backend_register(const struct vs_pool_backend *b);
+#define VS_POOL_BACKEND(name)                                                          \
+	static const struct vs_pool_backend name;                                      \
+	static void __attribute__((constructor)) vs_pool_backend_register_##name(void) \
+	{                                                                              \
+		vs_pool_backend_register(&name);                                       \
+	}                                                                              \
+	static const struct vs_pool_backend name
 
 /* An open state directory (pool-state.c). */
 struct vs_pool_state {

@@ -264,7 +264,7 @@ static int dir_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint
 		(flags & VS_VOL_RESIZE_ALLOCATE) ? VS_PREALLOC_FALLOC : VS_PREALLOC_OFF, err);
 }
 
-const struct vs_pool_backend vs_pool_backend_dir = {
+VS_POOL_BACKEND(dir_backend) = {
 	.type = "dir",
 	.default_format = "raw",
 	.check_def = dir_check_def,

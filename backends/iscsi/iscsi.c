@@ -242,7 +242,7 @@ static int iscsi_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, ui
 			    vol->name);
 }
 
-const struct vs_pool_backend vs_pool_backend_iscsi = {
+VS_POOL_BACKEND(iscsi_backend) = {
 	.type = "iscsi",
 	.default_format = "raw",
 	.check_def = iscsi_check_def,

@@ -859,7 +859,7 @@ static int logical_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, 
 	return ret;
 }
 
-const struct vs_pool_backend vs_pool_backend_logical = {
+VS_POOL_BACKEND(logical_backend) = {
 	.type = "logical",
 	.default_format = "raw",
 	.check_def = logical_check_def,

@@ -300,7 +300,7 @@ static int netfs_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, ui
 		err);
 }
 
-const struct vs_pool_backend vs_pool_backend_netfs = {
+VS_POOL_BACKEND(netfs_backend) = {
 	.type = "netfs",
 	.default_format = "raw",
 	.check_def = netfs_check_def,
