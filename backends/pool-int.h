@@ -1,14 +1,77 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Internal to backends/: the backends of the registry and shared helpers. */
+/* Internal to backends/: backend registration and the helpers the pool files share. */
 #ifndef VSTOR_POOL_INT_H
 #define VSTOR_POOL_INT_H
 
+#include <sys/types.h>
+
 #include "pool.h"
 
-extern const struct vs_pool_backend vs_pool_backend_dir;
-extern const struct vs_pool_backend vs_pool_backend_netfs;   /* with libnfs */
-extern const struct vs_pool_backend vs_pool_backend_iscsi;   /* with libiscsi */
-extern const struct vs_pool_backend vs_pool_backend_logical; /* with liblvm2cmd */
+/*
+ * The registry (registry.c). A backend defines its vtable with
+ *	VS_POOL_BACKEND(name) = { .type = ..., ... };
+ * which registers it before main; nothing else names it.
+ */
+void vs_pool_backend_register(const struct vs_pool_backend *b);
+#define VS_POOL_BACKEND(name)                                                          \
+	static const struct vs_pool_backend name;                                      \
+	static void __attribute__((constructor)) vs_pool_backend_register_##name(void) \
+	{                                                                              \
+		vs_pool_backend_register(&name);                                       \
+	}                                                                              \
+	static const struct vs_pool_backend name
+
+/* An open state directory (pool-state.c). */
+struct vs_pool_state {
+	char path[VS_POOL_PATH_MAX];
+	int lock_fd; /* -1 without lock */
+};
+
+/*
+ * DIR/@sub/@name@suffix of @st into @out (@name NULL: DIR/@sub@suffix);
+ * -ENAMETOOLONG when it does not fit (pool-state.c).
+ */
+int pool_state_file(const struct vs_pool_state *st, char *out, size_t outsz, const char *sub,
+		    const char *name, const char *suffix);
+/* The definition file DIR/pools/@name.json (pool-state.c). */
+int pool_file(const struct vs_pool_state *st, const char *name, char *out, size_t outsz);
+/* mkdir -p with @mode for the directories it creates; 0 or -errno (pool-state.c). */
+int pool_mkdir_p(const char *path, mode_t mode);
+
+/* 0 when @p is active (attached to its backend), else an error (pool.c). */
+int pool_need_active(struct vs_pool *p, struct vs_error *err);
+
+/* The checks of a create; fills @args (format, allocation) from @a (pool-vol.c). */
+int pool_vol_create_check(struct vs_pool *p, const struct vs_vol_create_args *a,
+			  struct vs_vol_create_args *args, struct vs_error *err);
+
+/* vs_pool_vol_check_unused, unless @flags has VS_VOL_FORCE (pool-lease.c). */
+int pool_vol_check_unforced(struct vs_pool *p, const struct vs_vol_info *vol, unsigned flags,
+			    struct vs_error *err);
+
+/* Delete what builds that died left in @p (pool-build.c). */
+void pool_build_cleanup(struct vs_pool *p);
+
+/*
+ * Shared by the backends' volume callbacks (pool-vol.c).
+ */
+/* virsh's "Storage volume not found" error for @name; returns -ENOENT. */
+int vs_pool_vol_not_found(struct vs_error *err, const char *name);
+/* Whether @a asks for the whole capacity allocated (--allocation >= capacity). */
+bool vs_vol_create_full(const struct vs_vol_create_args *a);
+/*
+ * Creation options into @kv (room for 3): backing_file and backing_fmt
+ * when @backing is given (@backing_fmt when not empty), preallocation
+ * when @prealloc is not NULL. Returns how many.
+ */
+size_t vs_pool_create_opts(struct vs_kv *kv, const char *backing, const char *backing_fmt,
+			   const char *prealloc);
+/*
+ * Open @vol's image (its path, without backing; @force_share as -U), resize
+ * it to @capacity with @prealloc, close it.
+ */
+int vs_pool_image_resize(const struct vs_vol_info *vol, bool force_share, uint64_t capacity,
+			 enum vs_prealloc prealloc, struct vs_error *err);
 
 /* libvirt pool XML -> definition (pool-xml.c). */
 int vs_pool_def_from_xml(struct vs_pool_def *def, const char *text, const char *what,

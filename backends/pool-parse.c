@@ -148,6 +148,19 @@ static int hex4(struct parser *p, uint32_t *out)
 	return 0;
 }
 
+/* What the one-character escape \@c stands for, -1 if it is not one. */
+static int json_unescape(unsigned char c)
+{
+	static const char escapes[][2] = { { '"', '"' },  { '\\', '\\' }, { '/', '/' },
+					   { 'b', '\b' }, { 'f', '\f' },  { 'n', '\n' },
+					   { 'r', '\r' }, { 't', '\t' } };
+
+	for (size_t i = 0; i < sizeof(escapes) / sizeof(escapes[0]); i++)
+		if (c == (unsigned char)escapes[i][0])
+			return escapes[i][1];
+	return -1;
+}
+
 static int pj_string(struct parser *p, char **out)
 {
 	struct sbuf sb = { 0 };
@@ -155,6 +168,7 @@ static int pj_string(struct parser *p, char **out)
 	p->pos++; /* '"' */
 	for (;;) {
 		unsigned char c = (unsigned char)p->s[p->pos];
+		uint32_t cp, lo;
 
 		if (!c) {
 			free(sb.b);
@@ -172,60 +186,38 @@ static int pj_string(struct parser *p, char **out)
 			continue;
 		}
 		c = (unsigned char)p->s[p->pos++];
-		switch (c) {
-		case '"':
-		case '\\':
-		case '/':
-			sb_putc(&sb, (char)c);
-			break;
-		case 'b':
-			sb_putc(&sb, '\b');
-			break;
-		case 'f':
-			sb_putc(&sb, '\f');
-			break;
-		case 'n':
-			sb_putc(&sb, '\n');
-			break;
-		case 'r':
-			sb_putc(&sb, '\r');
-			break;
-		case 't':
-			sb_putc(&sb, '\t');
-			break;
-		case 'u': {
-			uint32_t cp, lo;
-
-			if (hex4(p, &cp) < 0)
-				goto fail;
-			if (cp >= 0xd800 && cp < 0xdc00) {
-				if (p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') {
-					parse_fail(p, "lone surrogate in \\u escape");
-					goto fail;
-				}
-				p->pos += 2;
-				if (hex4(p, &lo) < 0)
-					goto fail;
-				if (lo < 0xdc00 || lo >= 0xe000) {
-					parse_fail(p, "bad surrogate pair");
-					goto fail;
-				}
-				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-			} else if (cp >= 0xdc00 && cp < 0xe000) {
-				parse_fail(p, "lone surrogate in \\u escape");
-				goto fail;
-			}
-			if (cp == 0) {
-				parse_fail(p, "NUL in string");
-				goto fail;
-			}
-			sb_put_utf8(&sb, cp);
-			break;
+		if (json_unescape(c) >= 0) {
+			sb_putc(&sb, (char)json_unescape(c));
+			continue;
 		}
-		default:
+		if (c != 'u') {
 			parse_fail(p, "bad escape in string");
 			goto fail;
 		}
+		if (hex4(p, &cp) < 0)
+			goto fail;
+		if (cp >= 0xd800 && cp < 0xdc00) {
+			if (p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') {
+				parse_fail(p, "lone surrogate in \\u escape");
+				goto fail;
+			}
+			p->pos += 2;
+			if (hex4(p, &lo) < 0)
+				goto fail;
+			if (lo < 0xdc00 || lo >= 0xe000) {
+				parse_fail(p, "bad surrogate pair");
+				goto fail;
+			}
+			cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+		} else if (cp >= 0xdc00 && cp < 0xe000) {
+			parse_fail(p, "lone surrogate in \\u escape");
+			goto fail;
+		}
+		if (cp == 0) {
+			parse_fail(p, "NUL in string");
+			goto fail;
+		}
+		sb_put_utf8(&sb, cp);
 	}
 	*out = sb_take(&sb);
 	if (!*out)

@@ -119,13 +119,10 @@ int vs_pool_vol_wipe(struct vs_pool *p, const char *name, enum vs_wipe_alg alg, 
 	if ((unsigned)alg >= sizeof(algs) / sizeof(algs[0]))
 		return vs_error_set(err, -EINVAL, "unknown wipe algorithm");
 	ret = vs_pool_vol_info(p, name, &vol, err);
+	if (ret == 0)
+		ret = pool_vol_check_unforced(p, &vol, flags, err);
 	if (ret < 0)
 		return ret;
-	if (!(flags & VS_VOL_FORCE)) {
-		ret = vs_pool_vol_check_unused(p, &vol, err);
-		if (ret < 0)
-			return ret;
-	}
 	ret = vs_pool_vol_open(p, name, &o, true, &n, err);
 	if (ret < 0)
 		return ret;
@@ -157,14 +154,10 @@ int vs_pool_vol_wipe(struct vs_pool *p, const char *name, enum vs_wipe_alg alg, 
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "cannot wipe volume '%s'", name);
 	if (!strcmp(vol.format, "qcow2") && (vol.type == VS_VOL_FILE || vol.type == VS_VOL_BLOCK)) {
-		struct vs_kv kv[2];
-		size_t nkv = 0;
+		struct vs_kv kv[3];
+		size_t nkv = vs_pool_create_opts(kv, vol.backing[0] ? vol.backing : NULL,
+						 vol.backing_format, NULL);
 
-		if (vol.backing[0]) {
-			kv[nkv++] = (struct vs_kv){ "backing_file", vol.backing };
-			if (vol.backing_format[0])
-				kv[nkv++] = (struct vs_kv){ "backing_fmt", vol.backing_format };
-		}
 		/* Formatted again: an empty image, so no wiped byte is kept as data. */
 		ret = vs_image_create_ex(vol.path, "qcow2", vol.capacity, kv, nkv,
 					 VS_CREATE_NO_BACKING_CHECK, err);

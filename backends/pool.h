@@ -285,7 +285,7 @@ int vs_pool_read_secret(const char *path, char *out, size_t outsz, struct vs_err
 
 /* ---- Registry ------------------------------------------------------------ */
 
-/* The backend for @type, or NULL. Registered in backends/registry.c. */
+/* The backend for @type, or NULL. Backends register themselves (backends/registry.c). */
 const struct vs_pool_backend *vs_pool_backend_find(const char *type);
 /* The registered types, NULL-terminated (for messages and --help). */
 const char *const *vs_pool_backend_types(void);

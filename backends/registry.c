@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The pool backends. Adding one: its file under backends/TYPE/, its source
- * in backends/meson.build, and one line in the table below.
+ * The pool backend registry. Every backend registers itself: its vtable is
+ * defined with VS_POOL_BACKEND(name) = { ... } in its own file, which
+ * registers it before main, as libstore's drivers do. Adding one names it
+ * nowhere else: its file under backends/TYPE/ and its source in
+ * backends/meson.build. Types are listed in the order they registered,
+ * the link order of backends/meson.build (dir, netfs, iscsi, logical).
  */
 #include "pool.h"
 
@@ -9,34 +13,33 @@
 
 #include "pool-int.h"
 
-static const struct vs_pool_backend *const backends[] = {
-	&vs_pool_backend_dir,
-#ifdef VSTOR_HAVE_NFS
-	&vs_pool_backend_netfs,
-#endif
-#ifdef VSTOR_HAVE_ISCSI
-	&vs_pool_backend_iscsi,
-#endif
-#ifdef VSTOR_HAVE_LVM
-	&vs_pool_backend_logical,
-#endif
-};
+#define MAX_BACKENDS 16
 
-#define NB_BACKENDS (sizeof(backends) / sizeof(backends[0]))
+static const struct vs_pool_backend *registry[MAX_BACKENDS];
+static const char *types[MAX_BACKENDS + 1];
+static unsigned nregistered;
+
+void vs_pool_backend_register(const struct vs_pool_backend *b)
+{
+	for (unsigned i = 0; i < nregistered; i++)
+		if (registry[i] == b)
+			return;
+	/* A fixed table: overflowing it is a build error of ours, not input. */
+	if (nregistered < MAX_BACKENDS) {
+		types[nregistered] = b->type;
+		registry[nregistered++] = b;
+	}
+}
 
 const struct vs_pool_backend *vs_pool_backend_find(const char *type)
 {
-	for (size_t i = 0; i < NB_BACKENDS; i++)
-		if (!strcmp(backends[i]->type, type))
-			return backends[i];
+	for (unsigned i = 0; i < nregistered; i++)
+		if (!strcmp(registry[i]->type, type))
+			return registry[i];
 	return NULL;
 }
 
 const char *const *vs_pool_backend_types(void)
 {
-	static const char *types[NB_BACKENDS + 1];
-
-	for (size_t i = 0; i < NB_BACKENDS; i++)
-		types[i] = backends[i]->type;
 	return types;
 }

@@ -123,10 +123,7 @@ static int dir_fill(struct vs_pool *p, const char *name, struct vs_vol_info *vol
 	if (ret < 0)
 		return ret;
 	if (lstat(vol->path, &st) < 0 || !S_ISREG(st.st_mode))
-		return vs_error_set(err, -ENOENT,
-				    "Storage volume not found: no storage vol with matching "
-				    "name '%s'",
-				    name);
+		return vs_pool_vol_not_found(err, name);
 	vol->type = VS_VOL_FILE;
 	vol->allocation = (uint64_t)st.st_blocks * 512;
 	vol->has_perms = true;
@@ -182,11 +179,11 @@ static int dir_vol_info(struct vs_pool *p, const char *name, struct vs_vol_info 
 static int dir_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a,
 			  struct vs_error *err)
 {
-	struct vs_kv kv[4];
-	size_t nkv = 0;
+	struct vs_kv kv[3];
+	size_t nkv;
 	char path[VS_POOL_PATH_MAX];
 	bool qcow2 = !strcmp(a->format, "qcow2");
-	bool full = a->allocation != UINT64_MAX && a->allocation >= a->capacity && a->capacity;
+	bool full = vs_vol_create_full(a);
 	int fd, ret;
 
 	ret = vol_path(p, a->name, path, sizeof(path), err);
@@ -212,19 +209,10 @@ static int dir_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a,
 		unlink(path);
 		return ret;
 	}
-	if (qcow2) {
-		if (a->backing_path) {
-			kv[nkv++] = (struct vs_kv){ "backing_file", a->backing_path };
-			if (a->backing_format && a->backing_format[0])
-				kv[nkv++] = (struct vs_kv){ "backing_fmt", a->backing_format };
-		}
-		if (full)
-			kv[nkv++] = (struct vs_kv){ "preallocation", "falloc" };
-		else if (a->prealloc_metadata)
-			kv[nkv++] = (struct vs_kv){ "preallocation", "metadata" };
-	} else if (full) {
-		kv[nkv++] = (struct vs_kv){ "preallocation", "falloc" };
-	}
+	nkv = vs_pool_create_opts(kv, a->backing_path, a->backing_format,
+				  full				? "falloc" :
+				  qcow2 && a->prealloc_metadata ? "metadata" :
+								  NULL);
 	ret = vs_image_create(path, a->format, a->capacity, kv, nkv, err);
 	if (ret == 0 && !qcow2 && !full && a->allocation != UINT64_MAX && a->allocation) {
 		/* --allocation below the capacity: allocate that much up front, sparse after. */
@@ -271,27 +259,12 @@ static int dir_vol_rename(struct vs_pool *p, const struct vs_vol_info *vol, cons
 static int dir_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint64_t capacity,
 			  unsigned flags, struct vs_error *err)
 {
-	struct vs_open_opts o = {
-		.filename = vol->path,
-		.format = vol->format,
-		.no_backing = true,
-		.force_share = (flags & VS_VOL_FORCE) != 0,
-	};
-	struct vs_node *n = NULL;
-	int ret;
-
-	ret = vs_image_open(&n, &o, err);
-	if (ret < 0)
-		return ret;
-	ret = vs_node_truncate(n, capacity,
-			       (flags & VS_VOL_RESIZE_ALLOCATE) ? VS_PREALLOC_FALLOC :
-								  VS_PREALLOC_OFF,
-			       false, err);
-	vs_node_close(n);
-	return ret;
+	return vs_pool_image_resize(
+		vol, (flags & VS_VOL_FORCE) != 0, capacity,
+		(flags & VS_VOL_RESIZE_ALLOCATE) ? VS_PREALLOC_FALLOC : VS_PREALLOC_OFF, err);
 }
 
-const struct vs_pool_backend vs_pool_backend_dir = {
+VS_POOL_BACKEND(dir_backend) = {
 	.type = "dir",
 	.default_format = "raw",
 	.check_def = dir_check_def,

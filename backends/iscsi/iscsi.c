@@ -130,61 +130,86 @@ static int iscsi_fill(struct vs_pool *p, const struct vs_iscsi_lun *l, struct vs
 	return vs_pool_probe_volume(p, vol, err);
 }
 
+/*
+ * Call @fn on each disk of the target (LUN 0 of tgtd is its controller, not
+ * a disk) until it returns non-zero; returns that, or the listing's error.
+ */
+static int iscsi_each_disk(struct vs_pool *p,
+			   int (*fn)(struct vs_pool *p, const struct vs_iscsi_lun *l, void *opaque),
+			   void *opaque, struct vs_error *err)
+{
+	struct vs_iscsi_lun *luns = NULL;
+	size_t n = 0;
+	int ret = iscsi_list(p, &luns, &n, err);
+
+	for (size_t i = 0; i < n && ret == 0; i++)
+		if (luns[i].device_type == 0)
+			ret = fn(p, &luns[i], opaque);
+	free(luns);
+	return ret;
+}
+
+struct iscsi_walk {
+	struct vs_pool_info *info;
+	struct vs_vol_list *vols;
+	const char *name;
+	struct vs_vol_info *out;
+	struct vs_error *err;
+};
+
+static int iscsi_refresh_one(struct vs_pool *p, const struct vs_iscsi_lun *l, void *opaque)
+{
+	struct iscsi_walk *w = opaque;
+	struct vs_vol_info *v;
+	struct vs_error e = { 0 };
+
+	w->info->capacity += l->size;
+	if (!w->vols)
+		return 0;
+	v = vs_vol_list_add(w->vols);
+	if (!v)
+		return vs_error_set(w->err, -ENOMEM, "Out of memory");
+	if (iscsi_fill(p, l, v, &e) < 0)
+		w->vols->n--;
+	return 0;
+}
+
 static int iscsi_refresh(struct vs_pool *p, struct vs_pool_info *info, struct vs_vol_list *vols,
 			 struct vs_error *err)
 {
-	struct vs_iscsi_lun *luns = NULL;
-	size_t n;
-	int ret = iscsi_list(p, &luns, &n, err);
+	struct iscsi_walk w = { .info = info, .vols = vols, .err = err };
+	int ret;
 
-	if (ret < 0)
-		return ret;
 	memset(info, 0, sizeof(*info));
-	for (size_t i = 0; i < n && ret == 0; i++) {
-		struct vs_vol_info *v;
-		struct vs_error e = { 0 };
-
-		if (luns[i].device_type != 0)
-			continue; /* LUN 0 of tgtd is its controller, not a disk */
-		info->capacity += luns[i].size;
-		if (!vols)
-			continue;
-		v = vs_vol_list_add(vols);
-		if (!v)
-			ret = vs_error_set(err, -ENOMEM, "Out of memory");
-		else if (iscsi_fill(p, &luns[i], v, &e) < 0)
-			vols->n--;
-	}
+	ret = iscsi_each_disk(p, iscsi_refresh_one, &w, err);
 	info->allocation = info->capacity;
 	info->available = 0;
-	free(luns);
 	return ret;
+}
+
+/* 1 when @l is the volume asked for (and filled), 0 when it is another. */
+static int iscsi_find_one(struct vs_pool *p, const struct vs_iscsi_lun *l, void *opaque)
+{
+	struct iscsi_walk *w = opaque;
+	char name[32];
+	int ret;
+
+	snprintf(name, sizeof(name), "unit:0:0:%d", l->lun);
+	if (strcmp(name, w->name))
+		return 0;
+	ret = iscsi_fill(p, l, w->out, w->err);
+	return ret < 0 ? ret : 1;
 }
 
 static int iscsi_vol_info(struct vs_pool *p, const char *name, struct vs_vol_info *out,
 			  struct vs_error *err)
 {
-	struct vs_iscsi_lun *luns = NULL;
-	size_t n;
-	int ret = iscsi_list(p, &luns, &n, err);
+	struct iscsi_walk w = { .name = name, .out = out, .err = err };
+	int ret = iscsi_each_disk(p, iscsi_find_one, &w, err);
 
-	if (ret < 0)
-		return ret;
-	ret = vs_error_set(err, -ENOENT,
-			   "Storage volume not found: no storage vol with matching name '%s'",
-			   name);
-	for (size_t i = 0; i < n; i++) {
-		char want[32];
-
-		snprintf(want, sizeof(want), "unit:0:0:%d", luns[i].lun);
-		if (luns[i].device_type == 0 && !strcmp(want, name)) {
-			vs_error_clear(err);
-			ret = iscsi_fill(p, &luns[i], out, err);
-			break;
-		}
-	}
-	free(luns);
-	return ret;
+	if (ret == 0)
+		return vs_pool_vol_not_found(err, name);
+	return ret < 0 ? ret : 0;
 }
 
 static int iscsi_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a,
@@ -217,7 +242,7 @@ static int iscsi_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, ui
 			    vol->name);
 }
 
-const struct vs_pool_backend vs_pool_backend_iscsi = {
+VS_POOL_BACKEND(iscsi_backend) = {
 	.type = "iscsi",
 	.default_format = "raw",
 	.check_def = iscsi_check_def,

@@ -509,10 +509,7 @@ static int logical_vol_info(struct vs_pool *p, const char *name, struct vs_vol_i
 	if (lvm_check_name(name, "Volume", NULL) < 0 || logical_lvs(p, name, &root, &e) < 0 ||
 	    !(rows = lvm_rows(root, "lv")) || rows->n != 1) {
 		pj_free(root);
-		return vs_error_set(err, -ENOENT,
-				    "Storage volume not found: no storage vol with matching "
-				    "name '%s'",
-				    name);
+		return vs_pool_vol_not_found(err, name);
 	}
 	ret = logical_fill(p, rows->items[0], out, err);
 	pj_free(root);
@@ -700,8 +697,8 @@ static int logical_vol_create(struct vs_pool *p, const struct vs_vol_create_args
 	struct lvm_out o;
 	bool qcow2 = !strcmp(a->format, "qcow2");
 	uint64_t size = a->capacity;
-	struct vs_kv kv[2];
-	size_t nkv = 0;
+	struct vs_kv kv[3];
+	size_t nkv;
 	int ret = lvm_check_name(a->name, "Volume", err);
 
 	if (ret < 0)
@@ -755,11 +752,7 @@ static int logical_vol_create(struct vs_pool *p, const struct vs_vol_create_args
 		char lock[VS_POOL_PATH_MAX], *uri = malloc(65536);
 		int lfd = -1;
 
-		if (a->backing_path) {
-			kv[nkv++] = (struct vs_kv){ "backing_file", a->backing_path };
-			if (a->backing_format && a->backing_format[0])
-				kv[nkv++] = (struct vs_kv){ "backing_fmt", a->backing_format };
-		}
+		nkv = vs_pool_create_opts(kv, a->backing_path, a->backing_format, NULL);
 		ret = uri ? 0 : vs_error_set(err, -ENOMEM, "Out of memory");
 		if (ret == 0 && vol.type == VS_VOL_BLOCK)
 			snprintf(uri, 65536, "%s", vol.path);
@@ -866,7 +859,7 @@ static int logical_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, 
 	return ret;
 }
 
-const struct vs_pool_backend vs_pool_backend_logical = {
+VS_POOL_BACKEND(logical_backend) = {
 	.type = "logical",
 	.default_format = "raw",
 	.check_def = logical_check_def,

@@ -198,10 +198,7 @@ static int netfs_vol_info(struct vs_pool *p, const char *name, struct vs_vol_inf
 
 	snprintf(path, sizeof(path), "/%s", name);
 	if (vs_nfs_stat(p->priv, path, &st, &e) < 0 || !st.is_reg)
-		return vs_error_set(err, -ENOENT,
-				    "Storage volume not found: no storage vol with matching "
-				    "name '%s'",
-				    name);
+		return vs_pool_vol_not_found(err, name);
 	return netfs_fill(p, name, &st, out, err);
 }
 
@@ -209,10 +206,9 @@ static int netfs_vol_create(struct vs_pool *p, const struct vs_vol_create_args *
 			    struct vs_error *err)
 {
 	char url[VS_POOL_PATH_MAX], path[VS_POOL_NAME_MAX + 2];
-	struct vs_kv kv[4];
-	size_t nkv = 0;
+	struct vs_kv kv[3];
+	size_t nkv;
 	bool qcow2 = !strcmp(a->format, "qcow2");
-	bool full = a->allocation != UINT64_MAX && a->allocation >= a->capacity && a->capacity;
 	int ret;
 
 	if (a->backing_path && !qcow2)
@@ -243,17 +239,10 @@ static int netfs_vol_create(struct vs_pool *p, const struct vs_vol_create_args *
 		(void)vs_nfs_unlink(p->priv, path, NULL);
 		return ret;
 	}
-	if (qcow2) {
-		if (a->backing_path) {
-			kv[nkv++] = (struct vs_kv){ "backing_file", a->backing_path };
-			if (a->backing_format && a->backing_format[0])
-				kv[nkv++] = (struct vs_kv){ "backing_fmt", a->backing_format };
-		}
-		if (a->prealloc_metadata)
-			kv[nkv++] = (struct vs_kv){ "preallocation", "metadata" };
-	} else if (full) {
-		kv[nkv++] = (struct vs_kv){ "preallocation", "full" };
-	}
+	/* Full allocation of a qcow2 over NFS is not offered: metadata at most. */
+	nkv = vs_pool_create_opts(kv, a->backing_path, a->backing_format,
+				  qcow2 ? (a->prealloc_metadata ? "metadata" : NULL) :
+					  (vs_vol_create_full(a) ? "full" : NULL));
 	ret = vs_image_create(url, a->format, a->capacity, kv, nkv, err);
 	if (ret < 0)
 		(void)vs_nfs_unlink(p->priv, path, NULL);
@@ -303,28 +292,15 @@ static int netfs_vol_rename(struct vs_pool *p, const struct vs_vol_info *vol, co
 static int netfs_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint64_t capacity,
 			    unsigned flags, struct vs_error *err)
 {
-	struct vs_open_opts o = {
-		.filename = vol->path,
-		.format = vol->format,
-		.no_backing = true,
-	};
-	struct vs_node *n = NULL;
-	int ret;
-
 	(void)p;
-	ret = vs_image_open(&n, &o, err);
-	if (ret < 0)
-		return ret;
-	ret = vs_node_truncate(n, capacity,
-			       (flags & VS_VOL_RESIZE_ALLOCATE) && !strcmp(vol->format, "raw") ?
-				       VS_PREALLOC_FULL :
-				       VS_PREALLOC_OFF,
-			       false, err);
-	vs_node_close(n);
-	return ret;
+	return vs_pool_image_resize(
+		vol, false, capacity,
+		(flags & VS_VOL_RESIZE_ALLOCATE) && !strcmp(vol->format, "raw") ? VS_PREALLOC_FULL :
+										  VS_PREALLOC_OFF,
+		err);
 }
 
-const struct vs_pool_backend vs_pool_backend_netfs = {
+VS_POOL_BACKEND(netfs_backend) = {
 	.type = "netfs",
 	.default_format = "raw",
 	.check_def = netfs_check_def,

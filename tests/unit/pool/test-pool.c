@@ -27,6 +27,33 @@ static int parse(const char *text, struct vs_error *err)
 	return vs_pool_def_parse(&def, text, "t", NULL, err);
 }
 
+/* A definition with every member set, names and paths with bytes to escape. */
+static void fill_def(struct vs_pool_def *d)
+{
+	memset(d, 0, sizeof(*d));
+	strcpy(d->name, "p\"1");
+	strcpy(d->type, "iscsi");
+	strcpy(d->uuid, "u-1");
+	strcpy(d->target, "/dev/disk/by-path");
+	strcpy(d->source_host, "127.0.0.1");
+	d->source_port = 3260;
+	strcpy(d->source_path, "/p\xc3\xa9\xff"); /* bytes, not necessarily UTF-8 */
+	strcpy(d->source_devs[0], "iqn.2026-01.x:t");
+	strcpy(d->source_devs[1], "/dev/b\\c");
+	d->nb_source_devs = 2;
+	strcpy(d->source_name, "vg");
+	strcpy(d->source_format, "lvm2");
+	strcpy(d->initiator_iqn, "iqn.i");
+	strcpy(d->auth_type, "chap");
+	strcpy(d->auth_username, "u\tser");
+	strcpy(d->auth_secret_file, "/etc/s");
+	strcpy(d->perm_mode, "0750");
+	strcpy(d->perm_owner, "107");
+	strcpy(d->perm_group, "-1");
+	d->autostart = true;
+	assert_int_equal(vs_pool_def_set_extra(d, "mutual_username", "t\x01\r"), 0);
+}
+
 static void test_json_round_trip(void **state)
 {
 	struct vs_pool_def copy;
@@ -34,23 +61,7 @@ static void test_json_round_trip(void **state)
 	bool active = false;
 	char *json;
 
-	memset(&copy, 0, sizeof(copy));
-	strcpy(copy.name, "p\"1");
-	strcpy(copy.type, "iscsi");
-	strcpy(copy.target, "/dev/disk/by-path");
-	strcpy(copy.source_host, "127.0.0.1");
-	copy.source_port = 3260;
-	strcpy(copy.source_devs[0], "iqn.2026-01.x:t");
-	strcpy(copy.source_devs[1], "/dev/b\\c");
-	copy.nb_source_devs = 2;
-	strcpy(copy.auth_type, "chap");
-	strcpy(copy.auth_username, "u\tser");
-	strcpy(copy.auth_secret_file, "/etc/s");
-	strcpy(copy.perm_mode, "0750");
-	strcpy(copy.perm_owner, "107");
-	strcpy(copy.perm_group, "-1");
-	copy.autostart = true;
-	assert_int_equal(vs_pool_def_set_extra(&copy, "mutual_username", "t\x01"), 0);
+	fill_def(&copy);
 	json = vs_pool_def_to_json(&copy, true);
 	assert_non_null(json);
 	assert_int_equal(vs_pool_def_parse(&def, json, "t", &active, &err), 0);
@@ -65,7 +76,8 @@ static void test_json_round_trip(void **state)
 	assert_string_equal(def.perm_mode, "0750");
 	assert_string_equal(def.perm_owner, "107");
 	assert_string_equal(def.perm_group, "-1");
-	assert_string_equal(vs_pool_def_extra(&def, "mutual_username"), "t\x01");
+	assert_string_equal(vs_pool_def_extra(&def, "mutual_username"), "t\x01\r");
+	assert_memory_equal(&def, &copy, sizeof(def));
 	assert_true(def.autostart);
 	/* Started in another boot: inactive now. */
 	assert_int_equal(vs_pool_def_parse(&def,
@@ -82,6 +94,55 @@ static void test_json_round_trip(void **state)
 			 0);
 	assert_string_equal(def.perm_owner, "107");
 	assert_string_equal(def.perm_group, "-1");
+}
+
+/*
+ * fill_def's definition as the pool layer wrote it before it used
+ * libstore/json.c (devices on one line, control characters as \\u escapes)
+ * still loads, to the same definition.
+ */
+static void test_json_old_format(void **state)
+{
+	static const char old[] = "{\n"
+				  "    \"version\": 1,\n"
+				  "    \"name\": \"p\\\"1\",\n"
+				  "    \"type\": \"iscsi\",\n"
+				  "    \"uuid\": \"u-1\",\n"
+				  "    \"autostart\": true,\n"
+				  "    \"active\": false,\n"
+				  "    \"target\": \"/dev/disk/by-path\",\n"
+				  "    \"source\": {\n"
+				  "        \"host\": \"127.0.0.1\",\n"
+				  "        \"port\": 3260,\n"
+				  "        \"path\": \"/p\xc3\xa9\xff\",\n"
+				  "        \"devices\": [\"iqn.2026-01.x:t\", \"/dev/b\\\\c\"],\n"
+				  "        \"name\": \"vg\",\n"
+				  "        \"format\": \"lvm2\",\n"
+				  "        \"initiator\": \"iqn.i\"\n"
+				  "    },\n"
+				  "    \"auth\": {\n"
+				  "        \"type\": \"chap\",\n"
+				  "        \"username\": \"u\\tser\",\n"
+				  "        \"secret_file\": \"/etc/s\"\n"
+				  "    },\n"
+				  "    \"permissions\": {\n"
+				  "        \"mode\": \"0750\",\n"
+				  "        \"owner\": \"107\",\n"
+				  "        \"group\": \"-1\"\n"
+				  "    },\n"
+				  "    \"extra\": {\n"
+				  "        \"mutual_username\": \"t\\u0001\\u000d\"\n"
+				  "    }\n"
+				  "}\n";
+	struct vs_pool_def want;
+	struct vs_error err = { 0 };
+	bool active = true;
+
+	(void)state;
+	fill_def(&want);
+	assert_int_equal(vs_pool_def_parse(&def, old, "t", &active, &err), 0);
+	assert_false(active);
+	assert_memory_equal(&def, &want, sizeof(def));
 }
 
 static void test_json_errors(void **state)
@@ -301,10 +362,11 @@ static void test_secret(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_json_round_trip), cmocka_unit_test(test_json_errors),
-		cmocka_unit_test(test_xml_libvirt),	cmocka_unit_test(test_xml_errors),
-		cmocka_unit_test(test_names),		cmocka_unit_test(test_leases),
-		cmocka_unit_test(test_secret),		cmocka_unit_test(test_perms_parse),
+		cmocka_unit_test(test_json_round_trip), cmocka_unit_test(test_json_old_format),
+		cmocka_unit_test(test_json_errors),	cmocka_unit_test(test_xml_libvirt),
+		cmocka_unit_test(test_xml_errors),	cmocka_unit_test(test_names),
+		cmocka_unit_test(test_leases),		cmocka_unit_test(test_secret),
+		cmocka_unit_test(test_perms_parse),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,10 +2,12 @@
 /*
  * A small streaming JSON writer. The pretty style is the one qemu-img prints
  * (4-space indent, one member per line); the compact style puts everything on
- * one line with ", " and ": " separators.
+ * one line with ", " and ": " separators. Used by the command-line tools'
+ * output and by the pool state files (backends/). Not part of the shared
+ * library: the programs link it as the static library vstor_json.
  */
-#ifndef VSTOR_CLI_JSON_H
-#define VSTOR_CLI_JSON_H
+#ifndef VSTOR_JSON_H
+#define VSTOR_JSON_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,6 +18,12 @@
 struct json_writer {
 	FILE *f;
 	bool pretty;
+	/*
+	 * Strings are bytes, not text: bytes >= 0x80 are written as they are
+	 * instead of as \uXXXX (file names in state files need not be UTF-8).
+	 * Set after json_init.
+	 */
+	bool raw_bytes;
 	int depth;
 	bool has_members[JSON_MAX_DEPTH];
 };
@@ -32,5 +40,7 @@ void json_uint(struct json_writer *w, const char *key, uint64_t val);
 void json_bool(struct json_writer *w, const char *key, bool val);
 /* Write @s as a JSON string literal (quotes included), non-ASCII as \uXXXX. */
 void json_write_string(FILE *f, const char *s);
+/* The same, bytes >= 0x80 as they are when @raw_bytes. */
+void json_write_bytes(FILE *f, const char *s, bool raw_bytes);
 
 #endif

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The streaming JSON writer of the tools and the pool state files; see json.h. */
 #include "json.h"
 
 #include <inttypes.h>
@@ -62,48 +63,34 @@ static void json_write_codepoint(FILE *f, uint32_t cp)
 
 void json_write_string(FILE *f, const char *str)
 {
+	json_write_bytes(f, str, false);
+}
+
+/* The characters written as a backslash and a letter, and their letters. */
+static const char escaped[] = "\"\\\b\f\n\r\t";
+static const char escape_letter[] = "\"\\bfnrt";
+
+void json_write_bytes(FILE *f, const char *str, bool raw_bytes)
+{
 	const unsigned char *s = (const unsigned char *)str;
 
 	fputc('"', f);
 	while (*s) {
+		const char *e = strchr(escaped, *s);
 		uint32_t cp;
 		int len;
 
-		switch (*s) {
-		case '"':
-			fputs("\\\"", f);
-			break;
-		case '\\':
-			fputs("\\\\", f);
-			break;
-		case '\b':
-			fputs("\\b", f);
-			break;
-		case '\f':
-			fputs("\\f", f);
-			break;
-		case '\n':
-			fputs("\\n", f);
-			break;
-		case '\r':
-			fputs("\\r", f);
-			break;
-		case '\t':
-			fputs("\\t", f);
-			break;
-		default:
-			if (*s >= 0x20 && *s < 0x7f) {
-				fputc(*s, f);
-				break;
-			}
-			len = utf8_decode(s, &cp);
-			if (!len) {
-				json_write_codepoint(f, 0xfffd);
-				break;
-			}
+		if (e) {
+			fputc('\\', f);
+			fputc(escape_letter[e - escaped], f);
+		} else if ((*s >= 0x20 && *s < 0x7f) || (raw_bytes && *s >= 0x80)) {
+			fputc(*s, f);
+		} else if ((len = utf8_decode(s, &cp))) {
 			json_write_codepoint(f, cp);
 			s += len;
 			continue;
+		} else {
+			json_write_codepoint(f, 0xfffd);
 		}
 		s++;
 	}
@@ -123,7 +110,7 @@ static void json_member(struct json_writer *w, const char *key)
 			json_indent(w, w->depth);
 	}
 	if (key) {
-		json_write_string(w->f, key);
+		json_write_bytes(w->f, key, w->raw_bytes);
 		fputs(": ", w->f);
 	}
 }
@@ -171,7 +158,7 @@ void json_arr_end(struct json_writer *w)
 void json_str(struct json_writer *w, const char *key, const char *val)
 {
 	json_member(w, key);
-	json_write_string(w->f, val);
+	json_write_bytes(w->f, val, w->raw_bytes);
 }
 
 void json_int(struct json_writer *w, const char *key, int64_t val)
