@@ -6,13 +6,18 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
+
+#include "vstor/reactor.h"
 
 int vs_daemon_listen_unix(const char *path, struct vs_error *err)
 {
@@ -135,9 +140,101 @@ int vs_daemon_write_pid(const char *path, struct vs_error *err)
 	return 0;
 }
 
+/* The write end of the pipe the parent of vs_daemon_fork() waits on, or -1. */
+static int fork_ready_fd = -1;
+
+int vs_daemon_fork(bool new_session, struct vs_error *err)
+{
+	int p[2];
+	pid_t pid;
+	char c;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return vs_error_setf_errno(err, -errno, "pipe");
+	pid = fork();
+	if (pid < 0) {
+		int ret = -errno;
+
+		close(p[0]);
+		close(p[1]);
+		return vs_error_setf_errno(err, ret, "fork");
+	}
+	if (pid > 0) {
+		/* Success only once the child serves; its stderr says why not. */
+		close(p[1]);
+		_exit(read(p[0], &c, 1) == 1 ? EXIT_SUCCESS : EXIT_FAILURE);
+	}
+	close(p[0]);
+	if (new_session) {
+		if (setsid() < 0)
+			return vs_error_setf_errno(err, -errno, "setsid");
+		pid = fork();
+		if (pid < 0)
+			return vs_error_setf_errno(err, -errno, "fork");
+		if (pid > 0)
+			_exit(EXIT_SUCCESS);
+		if (chdir("/") < 0)
+			return vs_error_setf_errno(err, -errno, "chdir /");
+	}
+	fork_ready_fd = p[1];
+	return 0;
+}
+
 void vs_daemon_notify_ready(void)
 {
 	sd_notify(0, "READY=1");
+	if (fork_ready_fd >= 0) {
+		char ok = 0;
+
+		if (write(fork_ready_fd, &ok, 1) != 1)
+			fprintf(stderr, "%s: cannot release the parent: %s\n",
+				program_invocation_short_name, strerror(errno));
+		close(fork_ready_fd);
+		fork_ready_fd = -1;
+	}
+}
+
+int vs_daemon_signalfd(struct vs_error *err)
+{
+	sigset_t mask;
+	int fd;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	fd = signalfd(-1, &mask, SFD_CLOEXEC);
+	if (fd < 0)
+		return vs_error_setf_errno(err, -errno, "signalfd");
+	return fd;
+}
+
+int vs_daemon_wait_signal(int sigfd)
+{
+	for (;;) {
+		struct signalfd_siginfo si;
+		struct iovec iov = { &si, sizeof(si) };
+		ssize_t n = vs_aio_preadv(sigfd, &iov, 1, 0);
+
+		if (n == (ssize_t)sizeof(si))
+			return (int)si.ssi_signo;
+		if (n < 0 && n != -EINTR && n != -EAGAIN)
+			return (int)n;
+	}
+}
+
+void vs_die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", program_invocation_short_name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(EXIT_FAILURE);
 }
 
 void vs_daemon_notify_stopping(void)

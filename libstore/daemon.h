@@ -10,6 +10,8 @@
 #ifndef VSTOR_DAEMON_H
 #define VSTOR_DAEMON_H
 
+#include <stdbool.h>
+
 #include "vstor/error.h"
 
 /* The listen backlog of every server socket. */
@@ -40,10 +42,36 @@ int vs_daemon_listen_fds(int *fds, unsigned max, struct vs_error *err);
 int vs_daemon_write_pid(const char *path, struct vs_error *err);
 
 /*
+ * Go to the background (qemu-nbd --fork, qemu-storage-daemon --daemonize):
+ * the parent waits until the child reports readiness with
+ * vs_daemon_notify_ready() and exits 0, or exits 1 when the child exits
+ * first. @new_session: the child also leaves the terminal's session (setsid
+ * and a second fork) and changes to "/". Returns 0 in the child.
+ */
+int vs_daemon_fork(bool new_session, struct vs_error *err);
+
+/*
  * Tell the service manager that the daemon serves (READY=1) or stops
- * (STOPPING=1); a no-op outside systemd (NOTIFY_SOCKET unset).
+ * (STOPPING=1); a no-op outside systemd (NOTIFY_SOCKET unset). Ready also
+ * releases the parent of vs_daemon_fork().
  */
 void vs_daemon_notify_ready(void);
 void vs_daemon_notify_stopping(void);
+
+/*
+ * The stop signals: SIGTERM, SIGINT and SIGHUP are blocked and delivered to
+ * the returned signalfd (close-on-exec); SIGPIPE is ignored (a peer that
+ * goes away is an error return, not a death).
+ */
+int vs_daemon_signalfd(struct vs_error *err);
+
+/*
+ * Coroutine context: wait for a signal on @sigfd (through the reactor).
+ * Returns the signal number, or -errno (-ECANCELED after vs_aio_cancel()).
+ */
+int vs_daemon_wait_signal(int sigfd);
+
+/* "PROGRAM: message" on stderr and exit 1: the programs' fatal command-line errors. */
+void vs_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 #endif

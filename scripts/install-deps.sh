@@ -21,6 +21,8 @@ PACKAGES=(
 	libgnutls28-dev gnutls-bin
 	# the daemons: socket activation and readiness (sd_listen_fds, sd_notify)
 	libsystemd-dev
+	# vstord: QMP's JSON (json-c, as libvirt)
+	libjson-c-dev
 	# peers: qemu-img, qemu-io, qemu-nbd (the qcow2 oracle and lock peer)
 	qemu-utils
 	# NBD peers: nbdinfo, nbdcopy, nbdsh, fio's nbd engine, nbdkit

@@ -197,7 +197,7 @@ start_daemon()
 	DAEMON_PID=$(<"$pidfile")
 	VS_PIDS+=("$DAEMON_PID")
 	case "$1" in
-	"${VSTOR_NBD:-/nonexistent}" | "${VSTOR_VHOST:-/nonexistent}" | */vstor-nbd | */vstor-vhost | */vstor)
+	"${VSTOR_NBD:-/nonexistent}" | "${VSTOR_VHOST:-/nonexistent}" | "${VSTORD:-/nonexistent}" | */vstor-nbd | */vstor-vhost | */vstord | */vstor)
 		VS_WATCH+=("$DAEMON_PID $launcher $WORKDIR/daemon.$VS_NDAEMONS.err")
 		;;
 	esac

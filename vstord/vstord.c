@@ -1,0 +1,326 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vstord: the storage daemon a VM platform drives over QMP, with
+ * qemu-storage-daemon's command line (--chardev/--monitor, --pidfile,
+ * --daemonize).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "monitor.h"
+#include "vstor/reactor.h"
+#include "vstord.h"
+
+#define MAX_CHARDEVS 16
+#define MAX_MONITORS 16
+
+static const char *prog = "vstord";
+
+struct chardev {
+	char *id;
+	char *path;
+	bool used;
+};
+
+struct config {
+	struct chardev chardevs[MAX_CHARDEVS];
+	unsigned nchardevs;
+	const char *monitor_paths[MAX_MONITORS];
+	unsigned nmonitors;
+	const char *pid_file;
+	bool daemonize;
+	int sigfd;
+	int exit_code;
+};
+
+static void usage(void)
+{
+	printf("Usage: %s [options]\n"
+	       "vstor storage daemon, driven over QMP\n\n"
+	       "  -h, --help             display this help and exit\n"
+	       "  -V, --version          output version information and exit\n\n"
+	       "  --chardev socket,id=<id>,path=<path>,server=on,wait=off\n"
+	       "                         a unix socket for a monitor (created mode 0600)\n"
+	       "  --monitor [chardev=]<id>[,mode=control][,pretty=off]\n"
+	       "                         serve QMP on the chardev <id>\n"
+	       "  --monitor <path>       the same, on the unix socket <path>\n"
+	       "  --pidfile <path>       write the daemon's pid to <path>\n"
+	       "  --daemonize            daemonize the process, and have the parent exit\n"
+	       "                         once startup is complete\n\n"
+	       "Under systemd socket activation the passed sockets are monitors.\n"
+	       "See vstord(8) and docs/vstord.md.\n",
+	       prog);
+}
+
+/*
+ * One "key=value" (or bare "key") item of a QEMU option string, with ",,"
+ * as a literal comma. Advances *@s past the item and its comma; the
+ * returned strings are allocated.
+ */
+static bool next_item(const char **s, char **key, char **val)
+{
+	const char *p = *s;
+	size_t cap = strlen(p) + 1, n = 0;
+	char *buf;
+
+	if (!*p)
+		return false;
+	buf = malloc(cap);
+	if (!buf)
+		vs_die("out of memory");
+	while (*p) {
+		if (*p == ',') {
+			if (p[1] != ',')
+				break;
+			p++;
+		}
+		buf[n++] = *p++;
+	}
+	buf[n] = 0;
+	*s = *p ? p + 1 : p;
+	char *eq = strchr(buf, '=');
+
+	if (eq) {
+		*eq = 0;
+		*val = strdup(eq + 1);
+	} else {
+		*val = NULL;
+	}
+	*key = buf;
+	return true;
+}
+
+/* "on"/"off" (or a bare key: on) for option @opt. */
+static bool on_off(const char *opt, const char *key, const char *val)
+{
+	if (!val || !strcmp(val, "on"))
+		return true;
+	if (!strcmp(val, "off"))
+		return false;
+	vs_die("%s: %s=%s: expected on or off", opt, key, val);
+}
+
+static void parse_chardev(struct config *cfg, const char *arg)
+{
+	struct chardev *cd;
+	const char *s = arg;
+	char *key, *val;
+	bool first = true, server = false, wait = true;
+
+	if (cfg->nchardevs == MAX_CHARDEVS)
+		vs_die("--chardev: at most %d", MAX_CHARDEVS);
+	cd = &cfg->chardevs[cfg->nchardevs];
+	while (next_item(&s, &key, &val)) {
+		if (first && !val) {
+			if (strcmp(key, "socket"))
+				vs_die("--chardev: backend '%s' is not supported (only socket)",
+				       key);
+		} else if (!strcmp(key, "backend")) {
+			if (!val || strcmp(val, "socket"))
+				vs_die("--chardev: backend '%s' is not supported (only socket)",
+				       val ? val : "");
+		} else if (!strcmp(key, "id")) {
+			free(cd->id);
+			cd->id = val ? strdup(val) : NULL;
+		} else if (!strcmp(key, "path")) {
+			free(cd->path);
+			cd->path = val ? strdup(val) : NULL;
+		} else if (!strcmp(key, "server")) {
+			server = on_off("--chardev", key, val);
+		} else if (!strcmp(key, "wait")) {
+			wait = on_off("--chardev", key, val);
+		} else if (!strcmp(key, "nowait") && !val) {
+			wait = false;
+		} else {
+			vs_die("--chardev: unsupported parameter '%s'", key);
+		}
+		first = false;
+		free(key);
+		free(val);
+	}
+	if (!cd->id)
+		vs_die("--chardev: Parameter 'id' is missing");
+	if (!cd->path)
+		vs_die("--chardev %s: a unix socket 'path' is required", cd->id);
+	if (!server)
+		vs_die("--chardev %s: only server=on is supported", cd->id);
+	if (wait)
+		vs_die("--chardev %s: only wait=off is supported", cd->id);
+	for (unsigned i = 0; i < cfg->nchardevs; i++)
+		if (!strcmp(cfg->chardevs[i].id, cd->id))
+			vs_die("--chardev: duplicate ID '%s'", cd->id);
+	cfg->nchardevs++;
+}
+
+static void parse_monitor(struct config *cfg, const char *arg)
+{
+	const char *s = arg, *path = NULL;
+	char *key, *val, *id = NULL;
+	bool first = true;
+
+	if (cfg->nmonitors == MAX_MONITORS)
+		vs_die("--monitor: at most %d", MAX_MONITORS);
+	if (!strchr(arg, '=') && strchr(arg, '/')) {
+		cfg->monitor_paths[cfg->nmonitors++] = arg;
+		return;
+	}
+	while (next_item(&s, &key, &val)) {
+		if (first && !val) {
+			id = strdup(key);
+		} else if (!strcmp(key, "chardev") && val) {
+			free(id);
+			id = strdup(val);
+		} else if (!strcmp(key, "mode")) {
+			if (!val || strcmp(val, "control"))
+				vs_die("--monitor: mode '%s' is not supported (only control)",
+				       val ? val : "");
+		} else if (!strcmp(key, "pretty")) {
+			if (on_off("--monitor", key, val))
+				vs_die("--monitor: pretty=on is not supported");
+		} else {
+			vs_die("--monitor: unsupported parameter '%s'", key);
+		}
+		first = false;
+		free(key);
+		free(val);
+	}
+	if (!id)
+		vs_die("--monitor: Parameter 'chardev' is missing");
+	for (unsigned i = 0; i < cfg->nchardevs; i++) {
+		if (!strcmp(cfg->chardevs[i].id, id)) {
+			if (cfg->chardevs[i].used)
+				vs_die("--monitor: chardev '%s' is already in use", id);
+			cfg->chardevs[i].used = true;
+			path = cfg->chardevs[i].path;
+		}
+	}
+	if (!path)
+		vs_die("--monitor: chardev \"%s\" not found", id);
+	free(id);
+	cfg->monitor_paths[cfg->nmonitors++] = path;
+}
+
+static void signal_watch(void *arg)
+{
+	struct config *cfg = arg;
+
+	if (vs_daemon_wait_signal(cfg->sigfd) != -ECANCELED)
+		vstord_request_stop();
+}
+
+static void serve(void *arg)
+{
+	struct config *cfg = arg;
+	struct monitor *mons[MAX_MONITORS + 8];
+	unsigned nmons = 0;
+	struct vs_error err = { 0 };
+	int fds[8];
+	int nfds;
+	struct vs_co *sigco;
+
+	nfds = vs_daemon_listen_fds(fds, 8, &err);
+	if (nfds < 0) {
+		fprintf(stderr, "%s: %s\n", prog, err.msg);
+		cfg->exit_code = EXIT_FAILURE;
+		return;
+	}
+	for (int i = 0; i < nfds; i++)
+		monitor_open_fd(fds[i], &mons[nmons++], &err);
+	for (unsigned i = 0; i < cfg->nmonitors; i++) {
+		if (monitor_open(cfg->monitor_paths[i], &mons[nmons], &err) < 0) {
+			fprintf(stderr, "%s: %s\n", prog, err.msg);
+			cfg->exit_code = EXIT_FAILURE;
+			goto out;
+		}
+		nmons++;
+	}
+	if (cfg->pid_file && vs_daemon_write_pid(cfg->pid_file, &err) < 0) {
+		fprintf(stderr, "%s: %s\n", prog, err.msg);
+		cfg->exit_code = EXIT_FAILURE;
+		goto out;
+	}
+	sigco = vs_co_spawn(vs_reactor_current(), signal_watch, cfg);
+	vs_daemon_notify_ready();
+	vstord_wait_stop();
+	vs_daemon_notify_stopping();
+	vs_aio_cancel(sigco);
+	if (cfg->pid_file)
+		unlink(cfg->pid_file);
+out:
+	for (unsigned i = 0; i < nmons; i++)
+		monitor_close(mons[i]);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "chardev", required_argument, NULL, 'c' },
+		{ "monitor", required_argument, NULL, 'm' },
+		{ "pidfile", required_argument, NULL, 'p' },
+		{ "daemonize", no_argument, NULL, 'd' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct config cfg = { .sigfd = -1 };
+	struct vs_error err = { 0 };
+	int opt, ret;
+
+	while ((opt = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			usage();
+			return EXIT_SUCCESS;
+		case 'V':
+			printf("vstord %s\n", VSTOR_VERSION);
+			return EXIT_SUCCESS;
+		case 'c':
+			parse_chardev(&cfg, optarg);
+			break;
+		case 'm':
+			parse_monitor(&cfg, optarg);
+			break;
+		case 'p':
+			cfg.pid_file = optarg;
+			break;
+		case 'd':
+			cfg.daemonize = true;
+			break;
+		default:
+			fprintf(stderr, "Try '%s --help' for more information.\n", prog);
+			return EXIT_FAILURE;
+		}
+	}
+	if (optind < argc)
+		vs_die("unexpected argument '%s'", argv[optind]);
+	for (unsigned i = 0; i < cfg.nchardevs; i++)
+		if (!cfg.chardevs[i].used)
+			fprintf(stderr, "%s: warning: chardev '%s' is not used by a monitor\n",
+				prog, cfg.chardevs[i].id);
+	if (!cfg.nmonitors && !getenv("LISTEN_FDS"))
+		fprintf(stderr, "%s: warning: no monitor: only a signal stops this daemon\n", prog);
+
+	if (cfg.daemonize && vs_daemon_fork(true, &err) < 0)
+		vs_die("%s", err.msg);
+	cfg.sigfd = vs_daemon_signalfd(&err);
+	if (cfg.sigfd < 0)
+		vs_die("%s", err.msg);
+	ret = vs_run_in_coroutine(serve, &cfg);
+	if (ret < 0)
+		vs_die("%s", strerror(-ret));
+	close(cfg.sigfd);
+	return cfg.exit_code;
+}
