@@ -167,6 +167,8 @@ struct vs_node {
 	/* Serialises read-modify-write of unaligned requests (generic layer). */
 	struct vs_co_mutex rmw_lock;
 	unsigned in_flight;
+	/* References: the opener's, a parent's (file, backing), vs_node_ref()'s. */
+	unsigned refcnt;
 	/* Called after the driver's close (a resolver's lease); may be NULL. */
 	void (*close_hook)(void *opaque);
 	void *close_hook_opaque;

@@ -76,17 +76,69 @@ int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs
 }
 
 /*
+ * Open the format node @drv (NULL: probe) on @file, taking over the
+ * caller's reference to @file (dropped on failure). The backing file the
+ * format names is left to open_backing_chain().
+ */
+static int format_open(struct vs_node **out, struct vs_node *file, const struct vs_driver *drv,
+		       const struct vs_open_opts *opts, unsigned depth, struct vs_node *overlay,
+		       struct vs_error *err)
+{
+	struct vs_node *n;
+	bool probed = false;
+	int ret;
+
+	if (!drv) {
+		uint8_t *buf = vs_buf_zalloc(PROBE_LEN);
+		size_t len = file->size < PROBE_LEN ? (size_t)file->size : PROBE_LEN;
+		size_t plen = (len + 511) & ~(size_t)511;
+
+		if (!buf) {
+			vs_node_close(file);
+			return vs_error_set(err, -ENOMEM, "Out of memory");
+		}
+		ret = plen ? vs_node_pread(file, 0, buf, plen) : 0;
+		if (ret < 0) {
+			free(buf);
+			vs_node_close(file);
+			return vs_error_setf_errno(err, ret, "Could not read '%s'", file->filename);
+		}
+		drv = vs_driver_probe(buf, len, file->filename);
+		probed = true;
+		free(buf);
+	}
+	n = vs_node_new(drv, file->filename, opts);
+	if (!n) {
+		vs_node_close(file);
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	}
+	n->file = file;
+	n->chain_depth = depth;
+	n->overlay = overlay;
+	n->probed = probed;
+	ret = drv->open(n, opts, err);
+	if (ret < 0) {
+		/* The driver closed its own state; the child is ours. */
+		vs_node_close(file);
+		vs_node_free(n);
+		return ret;
+	}
+	n->writethrough = depth == 0 && !n->knobs.wce;
+	*out = n;
+	return 0;
+}
+
+/*
  * Open one image: its protocol node and, unless -f names a protocol driver,
  * the format node on top. The backing file the format names is left to
- * image_open_chain(), so that a chain opens in a loop, not by recursion: a
+ * open_backing_chain(), so that a chain opens in a loop, not by recursion: a
  * 256-deep chain then needs no more coroutine stack than one image does.
  */
 static int image_open_one(struct vs_node **out, const struct vs_open_opts *opts, unsigned depth,
 			  struct vs_node *overlay, struct vs_error *err)
 {
 	const struct vs_driver *drv = NULL;
-	struct vs_node *file = NULL, *n;
-	bool probed = false;
+	struct vs_node *file = NULL;
 	int ret;
 
 	if (opts->format) {
@@ -108,44 +160,7 @@ static int image_open_one(struct vs_node **out, const struct vs_open_opts *opts,
 		file->writethrough = depth == 0 && !file->knobs.wce;
 		return 0;
 	}
-	if (!drv) {
-		uint8_t *buf = vs_buf_zalloc(PROBE_LEN);
-		size_t len = file->size < PROBE_LEN ? (size_t)file->size : PROBE_LEN;
-		size_t plen = (len + 511) & ~(size_t)511;
-
-		if (!buf) {
-			vs_node_close(file);
-			return vs_error_set(err, -ENOMEM, "Out of memory");
-		}
-		ret = plen ? vs_node_pread(file, 0, buf, plen) : 0;
-		if (ret < 0) {
-			free(buf);
-			vs_node_close(file);
-			return vs_error_setf_errno(err, ret, "Could not read '%s'", opts->filename);
-		}
-		drv = vs_driver_probe(buf, len, opts->filename);
-		probed = true;
-		free(buf);
-	}
-	n = vs_node_new(drv, opts->filename, opts);
-	if (!n) {
-		vs_node_close(file);
-		return vs_error_set(err, -ENOMEM, "Out of memory");
-	}
-	n->file = file;
-	n->chain_depth = depth;
-	n->overlay = overlay;
-	n->probed = probed;
-	ret = drv->open(n, opts, err);
-	if (ret < 0) {
-		/* The driver closed its own state; the child is ours. */
-		vs_node_close(file);
-		vs_node_free(n);
-		return ret;
-	}
-	n->writethrough = depth == 0 && !n->knobs.wce;
-	*out = n;
-	return 0;
+	return format_open(out, file, drv, opts, depth, overlay, err);
 }
 
 /* Whether @path names the image of @node or of one of the images above it. */
@@ -231,15 +246,13 @@ out:
 	return ret;
 }
 
-/* Open the image of @opts and then its backing chain, one level at a time. */
-static int image_open_chain(struct vs_node **out, const struct vs_open_opts *opts,
-			    struct vs_error *err)
+/* Open the backing chain below @top, one level at a time; closes @top on failure. */
+static int open_backing_chain(struct vs_node **out, struct vs_node *top,
+			      const struct vs_open_opts *opts, struct vs_error *err)
 {
-	struct vs_node *top, *n;
-	int ret = image_open_one(&top, opts, 0, NULL, err);
+	struct vs_node *n;
+	int ret = 0;
 
-	if (ret < 0)
-		return ret;
 	for (n = top; !opts->no_backing && n->backing_name; n = n->backing) {
 		ret = image_open_backing(n, opts, err);
 		if (ret < 0)
@@ -252,6 +265,63 @@ static int image_open_chain(struct vs_node **out, const struct vs_open_opts *opt
 		return ret;
 	}
 	*out = top;
+	return 0;
+}
+
+/* Open the image of @opts and then its backing chain. */
+static int image_open_chain(struct vs_node **out, const struct vs_open_opts *opts,
+			    struct vs_error *err)
+{
+	struct vs_node *top;
+	int ret = image_open_one(&top, opts, 0, NULL, err);
+
+	if (ret < 0)
+		return ret;
+	return open_backing_chain(out, top, opts, err);
+}
+
+int vs_image_open_on(struct vs_node **out, struct vs_node *file, const struct vs_open_opts *opts,
+		     struct vs_error *err)
+{
+	const struct vs_driver *drv = NULL;
+	struct vs_node *top;
+	int ret;
+
+	if (!vs_in_coroutine())
+		return vs_error_set(err, -EINVAL, "vs_image_open_on() needs coroutine context");
+	if (opts->format) {
+		drv = vs_driver_find(opts->format);
+		if (!drv)
+			return vs_error_set(err, -EINVAL, "Unknown file format '%s'", opts->format);
+		if (!drv->is_format)
+			return vs_error_set(err, -EINVAL, "'%s' is not an image format",
+					    opts->format);
+	}
+	if (!opts->read_only && file->read_only)
+		return vs_error_set(err, -EPERM, "Block node is read-only");
+	ret = format_open(&top, vs_node_ref(file), drv, opts, 0, NULL, err);
+	if (ret < 0)
+		return ret;
+	return open_backing_chain(out, top, opts, err);
+}
+
+int vs_node_replace_backing(struct vs_node *node, struct vs_node *backing, struct vs_error *err)
+{
+	if (!node->drv->is_format || !node->drv->set_backing)
+		return vs_error_set(err, -ENOTSUP, "Driver '%s' does not support backing files",
+				    node->drv->name);
+	for (const struct vs_node *n = backing; n; n = n->backing)
+		if (n == node)
+			return vs_error_set(
+				err, -ELOOP,
+				"Making '%s' a backing file of '%s' would create a loop",
+				backing->filename, node->filename);
+	if (node->in_flight)
+		return vs_error_set(err, -EBUSY, "'%s' has requests in flight", node->filename);
+	if (backing)
+		vs_node_ref(backing);
+	vs_node_close(node->backing);
+	node->backing = backing;
 	return 0;
 }
 

@@ -669,6 +669,7 @@ struct vs_node *vs_node_new(const struct vs_driver *drv, const char *filename,
 	if (!n)
 		return NULL;
 	n->drv = drv;
+	n->refcnt = 1;
 	n->filename = strdup(filename);
 	if (drv->state_size)
 		n->opaque = calloc(1, drv->state_size);
@@ -698,7 +699,7 @@ void vs_node_free(struct vs_node *n)
 /* Iterative down the backing chain: a deep chain needs no deep stack. */
 void vs_node_close(struct vs_node *n)
 {
-	while (n) {
+	while (n && --n->refcnt == 0) {
 		struct vs_node *backing = n->backing;
 
 		if (n->drv->close)
@@ -709,6 +710,17 @@ void vs_node_close(struct vs_node *n)
 		vs_node_free(n);
 		n = backing;
 	}
+}
+
+struct vs_node *vs_node_ref(struct vs_node *n)
+{
+	n->refcnt++;
+	return n;
+}
+
+unsigned vs_node_refcount(const struct vs_node *n)
+{
+	return n->refcnt;
 }
 
 int vs_prealloc_parse(const char *s, enum vs_prealloc *out)

@@ -100,10 +100,40 @@ int vs_image_open(struct vs_node **out, const struct vs_open_opts *opts, struct 
 #define VS_MAX_BACKING_DEPTH 256
 
 /*
- * Coroutine context. Flush written-back state and close @node, its children
- * and its backing chain. NULL is a no-op.
+ * Coroutine context. Drop one reference to @node; at the last one, flush
+ * written-back state, close it and drop its references to its children
+ * (protocol node, backing chain). NULL is a no-op.
  */
 void vs_node_close(struct vs_node *node);
+
+/*
+ * Nodes are shared by reference (a graph, as QEMU's block layer builds it
+ * with blockdev-add): every open returns one reference, a parent holds one
+ * on its protocol child and its backing node, and vs_node_ref() takes one
+ * more (a daemon's node name, an export). Returns @node.
+ */
+struct vs_node *vs_node_ref(struct vs_node *node);
+unsigned vs_node_refcount(const struct vs_node *node);
+
+/*
+ * Coroutine context. Open the format @opts->format ("raw", "qcow2"; NULL
+ * probes) on the already open node @file, which gains a reference (the
+ * caller keeps its own). opts->filename is ignored; read_only, cache,
+ * no_backing and the cache sizes apply; the backing chain opens by name as
+ * in vs_image_open() unless no_backing. A writable format node needs a
+ * writable @file.
+ */
+int vs_image_open_on(struct vs_node **out, struct vs_node *file, const struct vs_open_opts *opts,
+		     struct vs_error *err);
+
+/*
+ * Make @backing the backing node of the format node @node (a reference is
+ * taken), dropping the one it had; NULL leaves it without one. Only changes
+ * the graph in memory (vs_node_set_backing() rewrites the image's header).
+ * No request may be in flight on @node. -ELOOP when @node is in @backing's
+ * chain, -ENOTSUP for a node without backing files (raw, protocols).
+ */
+int vs_node_replace_backing(struct vs_node *node, struct vs_node *backing, struct vs_error *err);
 
 /* One key=value of the -o option list of create and amend. */
 struct vs_kv {
