@@ -302,15 +302,27 @@ int vs_export_discard_parse(const char *s, enum vs_export_discard *out)
 	return 0;
 }
 
+static const char *const detect_zeroes_names[] = {
+	[VS_EXPORT_DETECT_ZEROES_OFF] = "off",
+	[VS_EXPORT_DETECT_ZEROES_ON] = "on",
+	[VS_EXPORT_DETECT_ZEROES_UNMAP] = "unmap",
+};
+
 int vs_export_detect_zeroes_parse(const char *s, enum vs_export_detect_zeroes *out)
 {
-	if (!strcmp(s, "off"))
-		*out = VS_EXPORT_DETECT_ZEROES_OFF;
-	else if (!strcmp(s, "on"))
-		*out = VS_EXPORT_DETECT_ZEROES_ON;
-	else if (!strcmp(s, "unmap"))
-		*out = VS_EXPORT_DETECT_ZEROES_UNMAP;
-	else
-		return -EINVAL;
-	return 0;
+	for (unsigned i = 0; i < sizeof(detect_zeroes_names) / sizeof(detect_zeroes_names[0]);
+	     i++) {
+		if (!strcmp(s, detect_zeroes_names[i])) {
+			*out = (enum vs_export_detect_zeroes)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+const char *vs_export_detect_zeroes_name(enum vs_export_detect_zeroes mode)
+{
+	return (unsigned)mode < sizeof(detect_zeroes_names) / sizeof(detect_zeroes_names[0]) ?
+		       detect_zeroes_names[mode] :
+		       NULL;
 }

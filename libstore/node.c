@@ -510,6 +510,11 @@ const char *vs_node_format(const struct vs_node *n)
 	return n->drv->name;
 }
 
+enum vs_cache_mode vs_node_cache_mode(const struct vs_node *n)
+{
+	return n->cache;
+}
+
 const char *vs_node_filename(const struct vs_node *n)
 {
 	return n->filename;

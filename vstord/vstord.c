@@ -20,7 +20,9 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "block.h"
 #include "monitor.h"
+#include "pool.h"
 #include "vstor/reactor.h"
 #include "vstord.h"
 
@@ -262,6 +264,7 @@ static void serve(void *arg)
 out:
 	for (unsigned i = 0; i < nmons; i++)
 		monitor_close(mons[i]);
+	vd_block_close_all();
 }
 
 int main(int argc, char **argv)
@@ -313,6 +316,8 @@ int main(int argc, char **argv)
 	if (!cfg.nmonitors && !getenv("LISTEN_FDS"))
 		fprintf(stderr, "%s: warning: no monitor: only a signal stops this daemon\n", prog);
 
+	/* Pool volumes (driver "vol") as the other tools open them. */
+	(void)vs_pool_register_resolver(NULL);
 	if (cfg.daemonize && vs_daemon_fork(true, &err) < 0)
 		vs_die("%s", err.msg);
 	cfg.sigfd = vs_daemon_signalfd(&err);

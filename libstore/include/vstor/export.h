@@ -179,6 +179,8 @@ const char *vs_export_op_name(enum vs_export_op op);
 /* Parse a mode as the --discard / --detect-zeroes options spell it: 0 or -EINVAL. */
 int vs_export_discard_parse(const char *s, enum vs_export_discard *out);
 int vs_export_detect_zeroes_parse(const char *s, enum vs_export_detect_zeroes *out);
+/* "off", "on", "unmap" (as QEMU's detect_zeroes); NULL for an unknown @mode. */
+const char *vs_export_detect_zeroes_name(enum vs_export_detect_zeroes mode);
 
 #ifdef __cplusplus
 }

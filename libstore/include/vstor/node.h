@@ -209,6 +209,7 @@ const char *vs_node_filename(const struct vs_node *n);
 struct vs_node *vs_node_file(const struct vs_node *n);	  /* protocol child or NULL */
 struct vs_node *vs_node_backing(const struct vs_node *n); /* backing node or NULL */
 bool vs_node_is_read_only(const struct vs_node *n);
+enum vs_cache_mode vs_node_cache_mode(const struct vs_node *n); /* as opened */
 /* Bytes allocated on the host for the node's storage, or -errno. */
 int64_t vs_node_allocated_size(struct vs_node *n);
 
