@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,7 +73,6 @@ struct config {
 	int listen_fds[MAX_LISTENERS];
 	unsigned nlisten;
 	int sigfd;
-	int ready_fd; /* --fork: tell the parent we are serving */
 	int exit_code;
 	enum vs_nbd_tls_mode tls_mode;
 	bool tls_mode_set;
@@ -144,25 +142,12 @@ static void usage(FILE *f)
 		prog);
 }
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(EXIT_FAILURE);
-}
-
 static bool parse_bool(const char *v, const char *what)
 {
 	bool b;
 
 	if (vs_parse_bool(v, &b) < 0)
-		die("Invalid value '%s' for %s (use on or off)", v, what);
+		vs_die("Invalid value '%s' for %s (use on or off)", v, what);
 	return b;
 }
 
@@ -180,7 +165,7 @@ static bool next_item(char **p, char **key, char **val)
 	while (*r && *r != '=' && *r != ',')
 		r++;
 	if (*r != '=')
-		die("Invalid --export item '%s' (expected key=value)", *key);
+		vs_die("Invalid --export item '%s' (expected key=value)", *key);
 	*r++ = '\0';
 	*val = w = r;
 	while (*r) {
@@ -206,9 +191,9 @@ static void parse_export(struct config *cfg, const char *arg)
 	char *dup = strdup(arg), *p = dup, *key, *val;
 
 	if (!dup)
-		die("Out of memory");
+		vs_die("Out of memory");
 	if (cfg->nexports == MAX_EXPORTS)
-		die("Too many exports (at most %d)", MAX_EXPORTS);
+		vs_die("Too many exports (at most %d)", MAX_EXPORTS);
 	e = &cfg->exports[cfg->nexports++];
 	memset(e, 0, sizeof(*e));
 	while (next_item(&p, &key, &val)) {
@@ -223,10 +208,10 @@ static void parse_export(struct config *cfg, const char *arg)
 		else if (!strcmp(key, "readonly"))
 			e->read_only = parse_bool(val, "readonly");
 		else
-			die("Unknown --export key '%s'", key);
+			vs_die("Unknown --export key '%s'", key);
 	}
 	if (!e->file)
-		die("--export needs file=PATH");
+		vs_die("--export needs file=PATH");
 	if (!e->name)
 		e->name = strdup("");
 	free(dup);
@@ -240,7 +225,7 @@ static void parse_object(struct config *cfg, const char *arg)
 	bool verify = true, endpoint_server = true;
 
 	if (!dup)
-		die("Out of memory");
+		vs_die("Out of memory");
 	type = dup;
 	p = strchr(dup, ',');
 	if (p)
@@ -250,9 +235,9 @@ static void parse_object(struct config *cfg, const char *arg)
 	if (!strncmp(type, "qom-type=", 9))
 		type += 9;
 	if (strcmp(type, "tls-creds-x509") && strcmp(type, "tls-creds-psk"))
-		die("Unsupported --object type '%s' (tls-creds-x509 or tls-creds-psk)", type);
+		vs_die("Unsupported --object type '%s' (tls-creds-x509 or tls-creds-psk)", type);
 	if (cfg->nobjects == MAX_OBJECTS)
-		die("Too many --object options (at most %d)", MAX_OBJECTS);
+		vs_die("Too many --object options (at most %d)", MAX_OBJECTS);
 	o = &cfg->objects[cfg->nobjects++];
 	memset(o, 0, sizeof(*o));
 	o->psk = !strcmp(type, "tls-creds-psk");
@@ -268,15 +253,15 @@ static void parse_object(struct config *cfg, const char *arg)
 		else if (!strcmp(key, "username") && o->psk)
 			; /* the client's name; a server takes every user of keys.psk */
 		else
-			die("Unsupported --object %s property '%s'", type, key);
+			vs_die("Unsupported --object %s property '%s'", type, key);
 	}
 	if (!o->id || !o->dir)
-		die("--object %s needs id=ID and dir=DIR", type);
+		vs_die("--object %s needs id=ID and dir=DIR", type);
 	if (!endpoint_server)
-		die("--object %s,id=%s: vstor-nbd needs endpoint=server", type, o->id);
+		vs_die("--object %s,id=%s: vstor-nbd needs endpoint=server", type, o->id);
 	o->verify_peer = verify && !o->psk;
 	if (o->psk && asprintf(&psk, "%s/keys.psk", o->dir) < 0)
-		die("Out of memory");
+		vs_die("Out of memory");
 	o->psk_file = psk;
 	free(dup);
 }
@@ -340,13 +325,10 @@ static struct vs_nbd_server *the_server;
 static void signal_watch(void *opaque)
 {
 	struct config *cfg = opaque;
-	struct signalfd_siginfo si;
-	struct iovec iov = { &si, sizeof(si) };
-	ssize_t n;
+	int sig = vs_daemon_wait_signal(cfg->sigfd);
 
-	n = vs_aio_preadv(cfg->sigfd, &iov, 1, 0);
 	cfg->sig_woken = true; /* no longer waiting on the signalfd */
-	if (n == (ssize_t)sizeof(si) && the_server && !vs_nbd_server_is_shutting_down(the_server)) {
+	if (sig > 0 && the_server && !vs_nbd_server_is_shutting_down(the_server)) {
 		int ret;
 
 		vs_daemon_notify_stopping();
@@ -505,16 +487,7 @@ static void server_main(void *opaque)
 		fprintf(stderr, "%s: %s\n", prog, err.msg);
 		goto fail;
 	}
-	vs_daemon_notify_ready();
-	if (cfg->ready_fd >= 0) {
-		char ok = 0;
-
-		if (write(cfg->ready_fd, &ok, 1) != 1) {
-			/* The parent is gone; serve anyway. */
-		}
-		close(cfg->ready_fd);
-		cfg->ready_fd = -1;
-	}
+	vs_daemon_notify_ready(); /* also releases the parent of --fork */
 	cfg->sigco = vs_co_spawn(vs_reactor_current(), signal_watch, cfg);
 	vs_nbd_server_wait(the_server);
 	if (!vs_nbd_server_is_shutting_down(the_server)) {
@@ -582,7 +555,7 @@ static unsigned parse_limit(const char *v, const char *what)
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno || end == v || *end || n < 0 || n > 1000000)
-		die("Invalid %s '%s'", what, v);
+		vs_die("Invalid %s '%s'", what, v);
 	return n ? (unsigned)n : VS_NBD_UNLIMITED;
 }
 
@@ -596,7 +569,7 @@ static uint64_t parse_size(const char *v, const char *what)
 	errno = 0;
 	n = strtoull(v, &end, 10);
 	if (errno || end == v || *v == '-')
-		die("Invalid %s '%s'", what, v);
+		vs_die("Invalid %s '%s'", what, v);
 	switch (*end) {
 	case 'k':
 	case 'K':
@@ -617,12 +590,12 @@ static uint64_t parse_size(const char *v, const char *what)
 	case '\0':
 		break;
 	default:
-		die("Invalid %s '%s'", what, v);
+		vs_die("Invalid %s '%s'", what, v);
 	}
 	if (shift && (end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B")))
-		die("Invalid %s '%s'", what, v);
+		vs_die("Invalid %s '%s'", what, v);
 	if (n > (UINT64_MAX >> shift))
-		die("Invalid %s '%s'", what, v);
+		vs_die("Invalid %s '%s'", what, v);
 	return (uint64_t)n << shift;
 }
 
@@ -664,11 +637,10 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct config cfg = { .port = "10809", .shared = 1, .sigfd = -1, .ready_fd = -1 };
+	struct config cfg = { .port = "10809", .shared = 1, .sigfd = -1 };
 	struct vs_error lerr = { 0 };
 	const char *name = "", *desc = NULL, *format = NULL;
 	bool read_only = false;
-	sigset_t mask;
 	int c, ret;
 	char *end;
 
@@ -678,7 +650,7 @@ int main(int argc, char **argv)
 			long v = strtol(optarg, &end, 10);
 
 			if (*end || v < 0 || v > 65535)
-				die("Invalid port '%s'", optarg);
+				vs_die("Invalid port '%s'", optarg);
 			cfg.port = optarg;
 			cfg.tcp_asked = true;
 			break;
@@ -694,7 +666,7 @@ int main(int argc, char **argv)
 			long v = strtol(optarg, &end, 10);
 
 			if (*end || v < 0 || v > 65535)
-				die("Invalid shared device number '%s'", optarg);
+				vs_die("Invalid shared device number '%s'", optarg);
 			cfg.shared = (unsigned)v;
 			break;
 		}
@@ -729,20 +701,20 @@ int main(int argc, char **argv)
 			break;
 		case OPT_CACHE:
 			if (vs_cache_mode_parse(optarg, &cfg.cache) < 0)
-				die("Invalid cache mode '%s'", optarg);
+				vs_die("Invalid cache mode '%s'", optarg);
 			break;
 		case OPT_AIO:
 			if (strcmp(optarg, "threads") && strcmp(optarg, "native") &&
 			    strcmp(optarg, "io_uring"))
-				die("Invalid aio mode '%s'", optarg);
+				vs_die("Invalid aio mode '%s'", optarg);
 			break;
 		case OPT_DISCARD:
 			if (vs_export_discard_parse(optarg, &cfg.discard) < 0)
-				die("Invalid discard mode '%s'", optarg);
+				vs_die("Invalid discard mode '%s'", optarg);
 			break;
 		case OPT_DETECT_ZEROES:
 			if (vs_export_detect_zeroes_parse(optarg, &cfg.detect_zeroes) < 0)
-				die("Invalid detect-zeroes mode '%s'", optarg);
+				vs_die("Invalid detect-zeroes mode '%s'", optarg);
 			break;
 		case OPT_FORK:
 			cfg.fork = true;
@@ -771,7 +743,7 @@ int main(int argc, char **argv)
 		case OPT_MAX_BUFFERED:
 			cfg.max_buffered = parse_size(optarg, "buffer bound");
 			if (cfg.max_buffered < VS_NBD_MIN_MAX_BUFFERED)
-				die("--max-buffered must be at least 64M (two requests of 32 MiB)");
+				vs_die("--max-buffered must be at least 64M (two requests of 32 MiB)");
 			break;
 		case OPT_TLS:
 			if (!strcmp(optarg, "off") || !strcmp(optarg, "false"))
@@ -781,7 +753,7 @@ int main(int argc, char **argv)
 			else if (!strcmp(optarg, "require"))
 				cfg.tls_mode = VS_NBD_TLS_REQUIRE;
 			else
-				die("Invalid --tls mode '%s' (off, on or require)", optarg);
+				vs_die("Invalid --tls mode '%s' (off, on or require)", optarg);
 			cfg.tls_mode_set = true;
 			break;
 		case OPT_TLS_CERTIFICATES:
@@ -814,14 +786,14 @@ int main(int argc, char **argv)
 	/* vol:POOL/VOLUME names a pool volume wherever a file name is accepted. */
 	(void)vs_pool_register_resolver(cfg.state_dir);
 	if (cfg.load_snapshot && cfg.snapshot)
-		die("-l and -s cannot be used together");
+		vs_die("-l and -s cannot be used together");
 	if (optind < argc - 1)
-		die("Too many arguments (one FILE at most; use --export for more)");
+		vs_die("Too many arguments (one FILE at most; use --export for more)");
 	if (optind == argc - 1) {
 		struct export_spec *e;
 
 		if (cfg.nexports == MAX_EXPORTS)
-			die("Too many exports");
+			vs_die("Too many exports");
 		e = &cfg.exports[cfg.nexports++];
 		memset(e, 0, sizeof(*e));
 		e->file = argv[optind];
@@ -830,7 +802,7 @@ int main(int argc, char **argv)
 		e->description = (char *)desc;
 		e->read_only = read_only;
 	} else if (!cfg.nexports && !cfg.pool) {
-		die("Expected a FILE to export (or --export). Try '%s --help'.", prog);
+		vs_die("Expected a FILE to export (or --export). Try '%s --help'.", prog);
 	}
 
 	if (cfg.tls_creds) {
@@ -840,10 +812,10 @@ int main(int argc, char **argv)
 			if (!strcmp(cfg.objects[i].id, cfg.tls_creds))
 				o = &cfg.objects[i];
 		if (!o)
-			die("No TLS credentials object with id '%s' (define it with --object)",
-			    cfg.tls_creds);
+			vs_die("No TLS credentials object with id '%s' (define it with --object)",
+			       cfg.tls_creds);
 		if (cfg.tls_opts.certificates_dir || cfg.tls_opts.psk_file)
-			die("--tls-creds cannot be combined with --tls-certificates or --tls-psk");
+			vs_die("--tls-creds cannot be combined with --tls-certificates or --tls-psk");
 		if (o->psk) {
 			cfg.tls_opts.psk_file = o->psk_file;
 		} else {
@@ -859,25 +831,25 @@ int main(int argc, char **argv)
 			cfg.tls_mode = VS_NBD_TLS_REQUIRE;
 		if (cfg.tls_mode != VS_NBD_TLS_OFF &&
 		    vs_nbd_tls_new(&cfg.tls, &cfg.tls_opts, &terr) < 0)
-			die("%s", terr.msg);
+			vs_die("%s", terr.msg);
 	} else if (cfg.tls_mode != VS_NBD_TLS_OFF) {
-		die("--tls=%s needs --tls-certificates=DIR or --tls-psk=FILE",
-		    cfg.tls_mode == VS_NBD_TLS_ON ? "on" : "require");
+		vs_die("--tls=%s needs --tls-certificates=DIR or --tls-psk=FILE",
+		       cfg.tls_mode == VS_NBD_TLS_ON ? "on" : "require");
 	}
 
 	ret = vs_daemon_listen_fds(cfg.listen_fds, MAX_LISTENERS, &lerr);
 	if (ret < 0)
-		die("%s", lerr.msg);
+		vs_die("%s", lerr.msg);
 	if (ret > 0) {
 		cfg.nlisten = (unsigned)ret;
 		if (cfg.socket_path || cfg.bind_addr)
-			die("-k and -b cannot be used with socket activation");
+			vs_die("-k and -b cannot be used with socket activation");
 	} else {
 		/* -k alone: the unix socket; -p/-b alone or nothing: TCP; -k with -p/-b: both. */
 		if (cfg.socket_path) {
 			ret = vs_daemon_listen_unix(cfg.socket_path, &lerr);
 			if (ret < 0)
-				die("%s", lerr.msg);
+				vs_die("%s", lerr.msg);
 			cfg.listen_fds[cfg.nlisten++] = ret;
 		}
 		if (!cfg.socket_path || cfg.tcp_asked) {
@@ -885,40 +857,26 @@ int main(int argc, char **argv)
 						   cfg.listen_fds + cfg.nlisten,
 						   MAX_LISTENERS - cfg.nlisten, &lerr);
 			if (ret < 0)
-				die("%s", lerr.msg);
+				vs_die("%s", lerr.msg);
 			cfg.nlisten += (unsigned)ret;
 		}
 	}
 
 	if (cfg.fork) {
-		int pfd[2];
-		pid_t pid;
-		char b;
+		struct vs_error ferr = { 0 };
 
-		if (pipe2(pfd, O_CLOEXEC) < 0)
-			die("pipe: %s", strerror(errno));
-		pid = fork();
-		if (pid < 0)
-			die("fork: %s", strerror(errno));
-		if (pid > 0) {
-			/* The parent exits with success only once the child serves. */
-			close(pfd[1]);
-			return read(pfd[0], &b, 1) == 1 ? 0 : EXIT_FAILURE;
-		}
-		close(pfd[0]);
-		cfg.ready_fd = pfd[1];
+		/* The parent exits with success only once the child serves. */
+		if (vs_daemon_fork(false, &ferr) < 0)
+			vs_die("%s", ferr.msg);
 		setsid();
 	}
+	{
+		struct vs_error serr = { 0 };
 
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	cfg.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
-	if (cfg.sigfd < 0)
-		die("signalfd: %s", strerror(errno));
+		cfg.sigfd = vs_daemon_signalfd(&serr);
+		if (cfg.sigfd < 0)
+			vs_die("%s", serr.msg);
+	}
 
 	ret = vs_run_in_coroutine(server_main, &cfg);
 	if (ret < 0) {

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -81,19 +80,6 @@ static void usage(FILE *f)
 		prog, VS_VHOST_BLK_MAX_QUEUES);
 }
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(EXIT_FAILURE);
-}
-
 static void daemon_main(void *opaque)
 {
 	struct config *cfg = opaque;
@@ -144,14 +130,7 @@ static void daemon_main(void *opaque)
 	}
 	vs_daemon_notify_ready();
 	/* Serve until SIGTERM, SIGINT or SIGHUP (read through the ring). */
-	for (;;) {
-		struct signalfd_siginfo si;
-		struct iovec iov = { &si, sizeof(si) };
-		ssize_t n = vs_aio_preadv(cfg->sigfd, &iov, 1, 0);
-
-		if (n == (ssize_t)sizeof(si) || (n < 0 && n != -EINTR && n != -EAGAIN))
-			break;
-	}
+	vs_daemon_wait_signal(cfg->sigfd);
 	vs_daemon_notify_stopping();
 	ret = vs_vhost_blk_shutdown(cfg->blk);
 	if (ret < 0) {
@@ -196,7 +175,7 @@ static unsigned parse_limit(const char *v, const char *what)
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno || end == v || *end || n < 0 || n > 1000000)
-		die("Invalid %s '%s'", what, v);
+		vs_die("Invalid %s '%s'", what, v);
 	return n ? (unsigned)n : VS_VHOST_BLK_UNLIMITED;
 }
 
@@ -205,7 +184,7 @@ static bool parse_bool(const char *v, const char *what)
 	bool b;
 
 	if (vs_parse_bool(v, &b) < 0)
-		die("Invalid value '%s' for %s (use on or off)", v, what);
+		vs_die("Invalid value '%s' for %s (use on or off)", v, what);
 	return b;
 }
 
@@ -235,7 +214,6 @@ int main(int argc, char **argv)
 	struct config cfg = { .num_queues = 1, .write_zeroes = true, .listen_fd = -1, .sigfd = -1 };
 	struct vs_error lerr = { 0 };
 	char *vol = NULL, *end;
-	sigset_t mask;
 	int c, ret;
 
 	while ((c = getopt_long(argc, argv, "k:f:rvhV", longopts, NULL)) != -1) {
@@ -251,19 +229,19 @@ int main(int argc, char **argv)
 			break;
 		case OPT_CACHE:
 			if (vs_cache_mode_parse(optarg, &cfg.cache) < 0)
-				die("Invalid cache mode '%s'", optarg);
+				vs_die("Invalid cache mode '%s'", optarg);
 			break;
 		case OPT_AIO:
 			if (strcmp(optarg, "threads") && strcmp(optarg, "native") &&
 			    strcmp(optarg, "io_uring"))
-				die("Invalid aio mode '%s'", optarg);
+				vs_die("Invalid aio mode '%s'", optarg);
 			break;
 		case OPT_NUM_QUEUES: {
 			long v = strtol(optarg, &end, 10);
 
 			if (*end || v < 1 || v > VS_VHOST_BLK_MAX_QUEUES)
-				die("Invalid number of queues '%s' (1 to %d)", optarg,
-				    VS_VHOST_BLK_MAX_QUEUES);
+				vs_die("Invalid number of queues '%s' (1 to %d)", optarg,
+				       VS_VHOST_BLK_MAX_QUEUES);
 			cfg.num_queues = (unsigned)v;
 			break;
 		}
@@ -271,20 +249,20 @@ int main(int argc, char **argv)
 			enum vs_export_discard d;
 
 			if (vs_export_discard_parse(optarg, &d) < 0)
-				die("Invalid discard mode '%s'", optarg);
+				vs_die("Invalid discard mode '%s'", optarg);
 			cfg.discard = d == VS_EXPORT_DISCARD_UNMAP;
 			break;
 		}
 		case OPT_DETECT_ZEROES:
 			if (vs_export_detect_zeroes_parse(optarg, &cfg.detect_zeroes) < 0)
-				die("Invalid detect-zeroes mode '%s'", optarg);
+				vs_die("Invalid detect-zeroes mode '%s'", optarg);
 			break;
 		case OPT_WRITE_ZEROES:
 			cfg.write_zeroes = parse_bool(optarg, "--write-zeroes");
 			break;
 		case OPT_SERIAL:
 			if (strlen(optarg) > 20)
-				die("Serial '%s' is longer than 20 bytes", optarg);
+				vs_die("Serial '%s' is longer than 20 bytes", optarg);
 			cfg.serial = optarg;
 			break;
 		case OPT_POOL:
@@ -317,37 +295,31 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1)
-		die("Expected one IMAGE. Try '%s --help'.", prog);
+		vs_die("Expected one IMAGE. Try '%s --help'.", prog);
 	/* Socket activation hands over the listening socket; else --socket makes it. */
 	ret = vs_daemon_listen_fds(&cfg.listen_fd, 1, &lerr);
 	if (ret < 0)
-		die("%s", lerr.msg);
+		vs_die("%s", lerr.msg);
 	if (ret == 0 && !cfg.socket_path)
-		die("--socket=PATH is required. Try '%s --help'.", prog);
+		vs_die("--socket=PATH is required. Try '%s --help'.", prog);
 	if (ret > 0 && cfg.socket_path)
-		die("--socket cannot be used with socket activation");
+		vs_die("--socket cannot be used with socket activation");
 	cfg.image = argv[optind];
 	/* vol:POOL/VOLUME names a pool volume wherever a file name is accepted. */
 	(void)vs_pool_register_resolver(cfg.state_dir);
 	if (cfg.pool) {
 		if (asprintf(&vol, "vol:%s/%s", cfg.pool, cfg.image) < 0)
-			die("Out of memory");
+			vs_die("Out of memory");
 		cfg.image = vol;
 	}
 
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	cfg.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	cfg.sigfd = vs_daemon_signalfd(&lerr);
 	if (cfg.sigfd < 0)
-		die("signalfd: %s", strerror(errno));
+		vs_die("%s", lerr.msg);
 	if (cfg.listen_fd < 0) {
 		cfg.listen_fd = vs_daemon_listen_unix(cfg.socket_path, &lerr);
 		if (cfg.listen_fd < 0)
-			die("%s", lerr.msg);
+			vs_die("%s", lerr.msg);
 	}
 
 	ret = vs_run_in_coroutine(daemon_main, &cfg);
