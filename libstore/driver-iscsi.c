@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The iscsi protocol driver: a LUN of an iSCSI target through libiscsi's
- * async API, on the reactor (see iscsi.h for the URI). READ(16)/WRITE(16)
+ * async API, on the reactor (see driver-iscsi.h for the URI). READ(16)/WRITE(16)
  * go straight between the target and the request's buffers; flush is
  * SYNCHRONIZE CACHE(16); discard is UNMAP and write-zeroes WRITE SAME(16)
  * where the LUN says it supports them (logical block provisioning VPD).
@@ -10,7 +10,7 @@
  * and services it; callbacks only record the result and wake the request.
  */
 #include "driver.h"
-#include "iscsi.h"
+#include "driver-iscsi.h"
 
 #include <errno.h>
 #include <iscsi/iscsi.h>

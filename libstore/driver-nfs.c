@@ -24,7 +24,7 @@
  */
 #include "driver.h"
 #include "nfs-wlist.h"
-#include "nfs.h"
+#include "driver-nfs.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -11,7 +11,7 @@
  * memory table and the file descriptors are checked; a bad message fails
  * (REPLY_ACK) or drops the connection, never the process.
  */
-#include "vhost-blk.h"
+#include "vhost-user.h"
 
 #include <errno.h>
 #include <fcntl.h>
