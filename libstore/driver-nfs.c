@@ -10,7 +10,8 @@
  * through the reactor's ring and services it; requests queue their RPC,
  * push it out at once when the connection is up (a non-blocking send), and
  * park until their callback runs in the pump. Callbacks only record the
- * result and wake the request, so nothing re-enters libnfs.
+ * result and wake the request, so nothing re-enters libnfs (the call
+ * bookkeeping and the pump are async-call.h's, shared with driver-iscsi.c).
  *
  * Data goes through libnfs's raw NFSv3 calls (READ, WRITE, COMMIT), not its
  * file API, because a safe client needs what the replies carry: the count
@@ -23,8 +24,10 @@
  * unsafe neither commits nor keeps copies (docs/pool-backends.md).
  */
 #include "driver.h"
-#include "nfs-wlist.h"
 #include "driver-nfs.h"
+
+#include "async-call.h"
+#include "nfs-wlist.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -57,15 +60,8 @@ struct nfs_call;
 
 struct vs_nfs {
 	struct nfs_context *nfs;
-	struct vs_co *pump;
-	bool pump_running;
-	bool polling; /* the pump is parked in vs_aio_poll(poll_fd, poll_ev) */
-	int poll_fd;
-	unsigned poll_ev;
-	bool stopping;
-	bool dead;
-	struct vs_co_queue pump_exit;
-	struct nfs_call *calls; /* in flight, for failing them when the session dies */
+	struct vs_async_pump pump;
+	struct vs_async_call *calls; /* in flight, for failing them when the session dies */
 	uint64_t max_read, max_write;
 };
 
@@ -75,12 +71,7 @@ struct vs_nfs {
  * (then it frees it).
  */
 struct nfs_call {
-	struct vs_nfs *s;
-	struct vs_co *co;
-	struct nfs_call *prev, *next;
-	bool done;
-	bool abandoned;
-	int status;
+	struct vs_async_call base; /* first: the calls list holds these */
 	char msg[160];
 	/* results */
 	struct iovec *iov; /* read: copy the data here */
@@ -102,55 +93,28 @@ static struct nfs_call *call_new(struct vs_nfs *s)
 
 	if (!c)
 		return NULL;
-	c->s = s;
-	c->co = vs_co_self();
-	c->next = s->calls;
-	if (s->calls)
-		s->calls->prev = c;
-	s->calls = c;
+	vs_async_call_start(&c->base, &s->calls);
 	return c;
-}
-
-static void call_unlink(struct nfs_call *c)
-{
-	if (!c->s)
-		return;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		c->s->calls = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->prev = c->next = NULL;
-	c->s = NULL;
 }
 
 /* The waiter is done with @c: free it, or leave it to a callback still due. */
 static void call_release(struct nfs_call *c)
 {
-	call_unlink(c);
-	if (c->done)
+	if (vs_async_call_release(&c->base))
 		free(c);
-	else
-		c->abandoned = true;
 }
 
 /* Common part of every callback. Returns false when the waiter has gone. */
 static bool call_finish(struct nfs_call *c, int status, void *data)
 {
-	if (c->abandoned) {
+	if (c->base.abandoned) {
 		free(c);
 		return false;
 	}
-	/* libnfs reports a failed RPC (connection lost for good) as -EFAULT. */
-	c->status = status == -EFAULT ? -EIO : status;
 	if (status < 0 && data)
 		snprintf(c->msg, sizeof(c->msg), "%s", (const char *)data);
-	c->done = true;
-	call_unlink(c);
-	/* libnfs calls some callbacks (NFSv3 close) before the call returns. */
-	if (c->co != vs_co_self())
-		vs_co_wake(c->co);
+	/* libnfs reports a failed RPC (connection lost for good) as -EFAULT. */
+	vs_async_call_complete(&c->base, status == -EFAULT ? -EIO : status);
 	return true;
 }
 
@@ -165,7 +129,7 @@ static void cb_ptr(int status, struct nfs_context *nfs, void *data, void *priv)
 	struct nfs_call *c = priv;
 
 	(void)nfs;
-	if (status >= 0 && !c->abandoned)
+	if (status >= 0 && !c->base.abandoned)
 		c->ptr = data;
 	call_finish(c, status < 0 ? status : 0, data);
 }
@@ -175,7 +139,7 @@ static void cb_stat(int status, struct nfs_context *nfs, void *data, void *priv)
 	struct nfs_call *c = priv;
 
 	(void)nfs;
-	if (status >= 0 && !c->abandoned && data)
+	if (status >= 0 && !c->base.abandoned && data)
 		c->st = *(struct nfs_stat_64 *)data;
 	call_finish(c, status < 0 ? status : 0, data);
 }
@@ -185,7 +149,7 @@ static void cb_statvfs(int status, struct nfs_context *nfs, void *data, void *pr
 	struct nfs_call *c = priv;
 
 	(void)nfs;
-	if (status >= 0 && !c->abandoned && data)
+	if (status >= 0 && !c->base.abandoned && data)
 		c->vfs = *(struct nfs_statvfs_64 *)data;
 	call_finish(c, status < 0 ? status : 0, data);
 }
@@ -220,7 +184,7 @@ static void cb_read3(struct rpc_context *rpc, int status, void *data, void *priv
 		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
 
 	(void)rpc;
-	if (ret == 0 && !c->abandoned) {
+	if (ret == 0 && !c->base.abandoned) {
 		const READ3resok *ok = &res->READ3res_u.resok;
 		const char *p = ok->data.data_val;
 		uint64_t n = ok->data.data_len < ok->count ? ok->data.data_len : ok->count;
@@ -257,7 +221,7 @@ static void cb_write3(struct rpc_context *rpc, int status, void *data, void *pri
 		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
 
 	(void)rpc;
-	if (ret == 0 && !c->abandoned) {
+	if (ret == 0 && !c->base.abandoned) {
 		c->count = res->WRITE3res_u.resok.count;
 		c->stable = res->WRITE3res_u.resok.committed != UNSTABLE;
 		memcpy(c->verf, res->WRITE3res_u.resok.verf, VS_NFS_VERF_SIZE);
@@ -274,7 +238,7 @@ static void cb_commit3(struct rpc_context *rpc, int status, void *data, void *pr
 		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
 
 	(void)rpc;
-	if (ret == 0 && !c->abandoned)
+	if (ret == 0 && !c->base.abandoned)
 		memcpy(c->verf, res->COMMIT3res_u.resok.verf, VS_NFS_VERF_SIZE);
 	call_finish(c, ret, (void *)msg);
 }
@@ -290,92 +254,66 @@ static void jukebox_wait(unsigned attempt)
 static void session_fail_all(struct vs_nfs *s, int err)
 {
 	while (s->calls) {
-		struct nfs_call *c = s->calls;
+		struct nfs_call *c = (struct nfs_call *)s->calls;
 
-		c->status = err;
 		snprintf(c->msg, sizeof(c->msg), "NFS connection lost: %s",
 			 nfs_get_error(s->nfs) ? nfs_get_error(s->nfs) : "?");
-		call_unlink(c);
 		/* Not done: libnfs may still call back, and then frees it. */
-		c->abandoned = true;
-		vs_co_wake(c->co);
+		vs_async_call_abandon(&c->base, err);
 	}
 }
 
-static void pump_main(void *opaque)
+/* ---- the pump's calls into libnfs ---- */
+
+static int pump_get_fd(void *lib)
 {
-	struct vs_nfs *s = opaque;
-
-	s->pump = vs_co_self();
-	while (!s->stopping && !s->dead) {
-		int fd = nfs_get_fd(s->nfs), rev;
-
-		if (fd < 0) {
-			s->dead = true;
-			break;
-		}
-		s->poll_fd = fd;
-		s->poll_ev = (unsigned)nfs_which_events(s->nfs);
-		s->polling = true;
-		rev = vs_aio_poll(fd, s->poll_ev);
-		s->polling = false;
-		if (s->stopping)
-			break;
-		if (rev == -ECANCELED || rev == -EINTR || rev == 0)
-			continue; /* re-armed with the events wanted now */
-		if (rev < 0 || nfs_service(s->nfs, rev) < 0)
-			s->dead = true;
-		else if ((rev & (POLLERR | POLLHUP)) && nfs_get_fd(s->nfs) == fd)
-			vs_co_sleep_ns(100000000); /* a dead socket kept for a reconnect: no spin */
-	}
-	if (s->dead)
-		session_fail_all(s, -EIO);
-	s->pump = NULL;
-	s->pump_running = false;
-	vs_co_queue_wake_all(&s->pump_exit);
+	return nfs_get_fd(lib);
 }
 
-/*
- * After queueing an RPC: send it now if the connection is up, and make the
- * pump poll for what libnfs wants next (a connect in progress, or a send
- * that did not fit in the socket buffer).
- */
-static void session_kick(struct vs_nfs *s)
+static int pump_which_events(void *lib)
 {
-	unsigned ev = (unsigned)nfs_which_events(s->nfs);
-
-	if ((ev & POLLIN) && (ev & POLLOUT)) {
-		/* Connected with queued PDUs: write them without blocking. */
-		if (nfs_service(s->nfs, POLLOUT) < 0) {
-			s->dead = true;
-			session_fail_all(s, -EIO);
-		}
-		ev = (unsigned)nfs_which_events(s->nfs);
-	}
-	if (s->polling && s->pump &&
-	    ((ev & ~s->poll_ev) || nfs_get_fd(s->nfs) != s->poll_fd || s->dead))
-		(void)vs_aio_cancel(s->pump);
+	return nfs_which_events(lib);
 }
+
+static int pump_service(void *lib, int revents)
+{
+	return nfs_service(lib, revents);
+}
+
+/* Connected with queued PDUs: write them without blocking. */
+static bool pump_can_send(void *lib, unsigned events)
+{
+	(void)lib;
+	return (events & POLLIN) && (events & POLLOUT);
+}
+
+static void pump_fail_all(void *owner)
+{
+	session_fail_all(owner, -EIO);
+}
+
+static const struct vs_async_pump_ops nfs_pump_ops = {
+	.get_fd = pump_get_fd,
+	.which_events = pump_which_events,
+	.service = pump_service,
+	.can_send = pump_can_send,
+	.fail_all = pump_fail_all,
+};
 
 /* Wait for @c (queued: @queued is what the libnfs call returned). */
 static int call_wait(struct vs_nfs *s, struct nfs_call *c, int queued)
 {
-	int ret;
-
 	if (queued < 0) {
 		/* Not queued: no callback will come. The caller releases @c. */
 		snprintf(c->msg, sizeof(c->msg), "%s",
 			 nfs_get_error(s->nfs) ? nfs_get_error(s->nfs) : "request failed");
-		call_unlink(c);
-		c->done = true;
-		c->status = queued < -1 ? queued : -EIO;
-		return c->status;
+		vs_async_call_not_queued(&c->base, queued < -1 ? queued : -EIO);
+		return c->base.status;
 	}
-	session_kick(s);
-	while (!c->done && !c->abandoned)
-		vs_co_yield();
-	ret = c->status;
-	return ret;
+	/* Send it now if the connection is up; re-arm the pump for what libnfs wants next. */
+	vs_async_pump_kick(&s->pump);
+	vs_async_call_wait(&c->base);
+	return c->base.status;
 }
 
 /* Run one request: @start queues it with cb and c. NFS3ERR_JUKEBOX: wait, try again. */
@@ -383,9 +321,9 @@ static int call_wait(struct vs_nfs *s, struct nfs_call *c, int queued)
 	({                                                                \
 		int q_;                                                   \
 		for (unsigned t_ = 0;; t_++) {                            \
-			(c) = (s)->dead ? NULL : call_new(s);             \
+			(c) = (s)->pump.dead ? NULL : call_new(s);        \
 			if (!(c)) {                                       \
-				q_ = (s)->dead ? -EIO : -ENOMEM;          \
+				q_ = (s)->pump.dead ? -EIO : -ENOMEM;     \
 				break;                                    \
 			}                                                 \
 			q_ = call_wait((s), (c), (start));                \
@@ -397,15 +335,6 @@ static int call_wait(struct vs_nfs *s, struct nfs_call *c, int queued)
 		}                                                         \
 		q_;                                                       \
 	})
-
-static void session_stop(struct vs_nfs *s)
-{
-	s->stopping = true;
-	if (s->pump_running && s->pump)
-		(void)vs_aio_cancel(s->pump);
-	while (s->pump_running)
-		vs_co_queue_wait(&s->pump_exit);
-}
 
 static bool nfs_is_uri(const char *filename)
 {
@@ -430,11 +359,8 @@ static int session_mount(struct vs_nfs *s, const char *server, const char *expor
 	struct nfs_call *c = NULL;
 	int ret;
 
-	s->pump_running = true;
-	if (!vs_co_spawn(vs_reactor_current(), pump_main, s)) {
-		s->pump_running = false;
+	if (vs_async_pump_start(&s->pump) < 0)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
-	}
 	ret = NFS_CALL(s, c, nfs_mount_async(s->nfs, server, export_path, cb_plain, c));
 	if (ret < 0) {
 		vs_error_set(err, ret, "Could not mount '%s:%s' for '%s': %s", server, export_path,
@@ -477,6 +403,7 @@ static struct vs_nfs *session_new(struct vs_error *err)
 		vs_error_set(err, -ENOMEM, "Could not create an NFS context");
 		return NULL;
 	}
+	vs_async_pump_init(&s->pump, &nfs_pump_ops, s->nfs, s);
 	nfs_set_version(s->nfs, NFS_V3);
 	/* A server that stays away fails the requests (URL: autoreconnect=-1 waits). */
 	nfs_set_autoreconnect(s->nfs, NFS_RECONNECTS);
@@ -488,15 +415,11 @@ static void session_free(struct vs_nfs *s)
 {
 	if (!s)
 		return;
-	session_stop(s);
+	vs_async_pump_stop(&s->pump);
 	/* Frees the in-flight PDUs; abandoned calls may be freed by their callbacks. */
 	nfs_destroy_context(s->nfs);
-	while (s->calls) {
-		struct nfs_call *c = s->calls;
-
-		call_unlink(c);
-		c->abandoned = true;
-	}
+	while (s->calls)
+		(void)vs_async_call_release(s->calls);
 	free(s);
 }
 
@@ -934,14 +857,14 @@ static int node_read(struct nfs_node *n, struct vs_req *req)
 
 	while (got < req->len) {
 		uint64_t chunk = req->len - got < n->max_read ? req->len - got : n->max_read;
-		struct nfs_call *c = n->s->dead ? NULL : call_new(n->s);
+		struct nfs_call *c = n->s->pump.dead ? NULL : call_new(n->s);
 		struct READ3args a = { 0 };
 		uint32_t count = 0;
 		bool eof = false;
 		int ret;
 
 		if (!c)
-			return n->s->dead ? -EIO : -ENOMEM;
+			return n->s->pump.dead ? -EIO : -ENOMEM;
 		c->iov = req->iov;
 		c->niov = req->niov;
 		c->skip = got;
@@ -995,12 +918,12 @@ static int rpc_write(struct nfs_node *n, uint64_t off, const uint8_t *buf, uint6
 		     bool stable, uint32_t *count, bool *was_stable, uint8_t *verf)
 {
 	for (unsigned t = 0;; t++) {
-		struct nfs_call *c = n->s->dead ? NULL : call_new(n->s);
+		struct nfs_call *c = n->s->pump.dead ? NULL : call_new(n->s);
 		struct WRITE3args a = { 0 };
 		int ret;
 
 		if (!c)
-			return n->s->dead ? -EIO : -ENOMEM;
+			return n->s->pump.dead ? -EIO : -ENOMEM;
 		a.file = node_fh3(n->fh);
 		a.offset = off;
 		a.count = (count3)len;
@@ -1028,12 +951,12 @@ static int rpc_write(struct nfs_node *n, uint64_t off, const uint8_t *buf, uint6
 static int rpc_commit(struct nfs_node *n, uint8_t *verf)
 {
 	for (unsigned t = 0;; t++) {
-		struct nfs_call *c = n->s->dead ? NULL : call_new(n->s);
+		struct nfs_call *c = n->s->pump.dead ? NULL : call_new(n->s);
 		struct COMMIT3args a = { 0 };
 		int ret;
 
 		if (!c)
-			return n->s->dead ? -EIO : -ENOMEM;
+			return n->s->pump.dead ? -EIO : -ENOMEM;
 		a.file = node_fh3(n->fh);
 		ret = call_wait(n->s, c,
 				rpc_nfs3_commit_async(nfs_get_rpc_context(n->s->nfs), cb_commit3,
