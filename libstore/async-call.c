@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stddef.h>
 
 /* A socket in error that the library keeps for a reconnect: wait this long, no spin. */
@@ -156,4 +157,13 @@ void vs_async_pump_stop(struct vs_async_pump *p)
 		(void)vs_aio_cancel(p->co);
 	while (p->running)
 		vs_co_queue_wait(&p->exit);
+}
+
+void vs_async_ignore_sigpipe(void)
+{
+	struct sigaction sa;
+
+	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+	    !(sa.sa_flags & SA_SIGINFO))
+		signal(SIGPIPE, SIG_IGN);
 }

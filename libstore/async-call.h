@@ -111,4 +111,11 @@ void vs_async_pump_kick(struct vs_async_pump *p);
 /* Stop the pump and wait until it has ended. */
 void vs_async_pump_stop(struct vs_async_pump *p);
 
+/*
+ * libnfs and libiscsi write to their sockets with plain send(): a server
+ * that goes away would kill the process with SIGPIPE instead of failing the
+ * request with EPIPE. Ignore SIGPIPE unless the program handles it.
+ */
+void vs_async_ignore_sigpipe(void);
+
 #endif

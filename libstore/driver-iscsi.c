@@ -19,7 +19,6 @@
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,20 +457,6 @@ static void redact(char *out, size_t outsz, const char *url)
 }
 
 /*
- * libnfs and libiscsi write to their sockets with plain send(): a server
- * that goes away would kill the process with SIGPIPE instead of failing
- * the request with EPIPE. Ignore SIGPIPE unless the program handles it.
- */
-static void ignore_sigpipe(void)
-{
-	struct sigaction sa;
-
-	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
-	    !(sa.sa_flags & SA_SIGINFO))
-		signal(SIGPIPE, SIG_IGN);
-}
-
-/*
  * Connect and log in to the target of @uri. With @lun >= 0 (full URL), also
  * check that LUN is there; with -1 (portal + target only), just log in.
  */
@@ -494,7 +479,7 @@ static int sess_open(struct isess **out, const char *uri, bool want_lun, struct 
 		opts_free(&o);
 		return vs_error_set(err, -ENOMEM, "Out of memory");
 	}
-	ignore_sigpipe();
+	vs_async_ignore_sigpipe();
 	s->iscsi = iscsi_create_context(o.initiator[0] ? o.initiator : ISCSI_DEFAULT_INITIATOR);
 	if (!s->iscsi) {
 		ret = vs_error_set(err, -ENOMEM, "Could not create an iSCSI context");

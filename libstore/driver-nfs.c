@@ -38,7 +38,7 @@
 #include <nfsc/libnfs-raw-nfs.h>
 #include <nfsc/libnfs-raw.h>
 #include <poll.h>
-#include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,43 +124,45 @@ static void cb_plain(int status, struct nfs_context *nfs, void *data, void *priv
 	call_finish(priv, status < 0 ? status : 0, data);
 }
 
+/* Common part of the callbacks with a result: copy @len bytes of @src into @c at @off. */
+static void call_finish_copy(struct nfs_call *c, int status, void *data, const void *src,
+			     size_t off, size_t len)
+{
+	if (status >= 0 && !c->base.abandoned && src)
+		memcpy((char *)c + off, src, len);
+	call_finish(c, status < 0 ? status : 0, data);
+}
+
 static void cb_ptr(int status, struct nfs_context *nfs, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-
 	(void)nfs;
-	if (status >= 0 && !c->base.abandoned)
-		c->ptr = data;
-	call_finish(c, status < 0 ? status : 0, data);
+	call_finish_copy(priv, status, data, &data, offsetof(struct nfs_call, ptr), sizeof(data));
 }
 
 static void cb_stat(int status, struct nfs_context *nfs, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-
 	(void)nfs;
-	if (status >= 0 && !c->base.abandoned && data)
-		c->st = *(struct nfs_stat_64 *)data;
-	call_finish(c, status < 0 ? status : 0, data);
+	call_finish_copy(priv, status, data, data, offsetof(struct nfs_call, st),
+			 sizeof(struct nfs_stat_64));
 }
 
 static void cb_statvfs(int status, struct nfs_context *nfs, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-
 	(void)nfs;
-	if (status >= 0 && !c->base.abandoned && data)
-		c->vfs = *(struct nfs_statvfs_64 *)data;
-	call_finish(c, status < 0 ? status : 0, data);
+	call_finish_copy(priv, status, data, data, offsetof(struct nfs_call, vfs),
+			 sizeof(struct nfs_statvfs_64));
 }
 
 /*
  * The outcome of a raw NFSv3 call as -errno: -EAGAIN for NFS3ERR_JUKEBOX
  * (the caller waits and tries again), -EIO when the RPC itself failed.
+ * @data is the call's XXX3res, all of which start with their nfsstat3.
  */
-static int rpc_result(int status, void *data, int nfsstat, const char **msg)
+static int rpc_result(int status, void *data, const char **msg)
 {
 	if (status == RPC_STATUS_SUCCESS) {
+		int nfsstat = (int)*(const nfsstat3 *)data;
+
 		if (nfsstat == NFS3_OK)
 			return 0;
 		if (nfsstat == NFS3ERR_JUKEBOX)
@@ -175,72 +177,78 @@ static int rpc_result(int status, void *data, int nfsstat, const char **msg)
 	return -EIO;
 }
 
+/*
+ * Common part of the raw callbacks: @take copies the result of a successful
+ * call into @c while its waiter is still there.
+ */
+static inline void raw_finish(struct nfs_call *c, int status, void *data,
+			      void (*take)(struct nfs_call *c, const void *res))
+{
+	const char *msg = NULL;
+	int ret = rpc_result(status, data, &msg);
+
+	if (ret == 0 && !c->base.abandoned)
+		take(c, data);
+	call_finish(c, ret, (void *)msg);
+}
+
+static void take_read3(struct nfs_call *c, const void *res)
+{
+	const READ3resok *ok = &((const READ3res *)res)->READ3res_u.resok;
+	const char *p = ok->data.data_val;
+	uint64_t n = ok->data.data_len < ok->count ? ok->data.data_len : ok->count;
+	uint64_t left, skip = c->skip;
+
+	if (n > c->len)
+		n = c->len;
+	c->count = (uint32_t)n;
+	c->eof = ok->eof;
+	left = n;
+	for (int i = 0; i < c->niov && left; i++) {
+		size_t l = c->iov[i].iov_len, m;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		m = l - skip < left ? l - skip : (size_t)left;
+		memcpy((char *)c->iov[i].iov_base + skip, p, m);
+		p += m;
+		left -= m;
+		skip = 0;
+	}
+}
+
+static void take_write3(struct nfs_call *c, const void *res)
+{
+	const WRITE3resok *ok = &((const WRITE3res *)res)->WRITE3res_u.resok;
+
+	c->count = ok->count;
+	c->stable = ok->committed != UNSTABLE;
+	memcpy(c->verf, ok->verf, VS_NFS_VERF_SIZE);
+}
+
+static void take_commit3(struct nfs_call *c, const void *res)
+{
+	memcpy(c->verf, ((const COMMIT3res *)res)->COMMIT3res_u.resok.verf, VS_NFS_VERF_SIZE);
+}
+
 static void cb_read3(struct rpc_context *rpc, int status, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-	READ3res *res = data;
-	const char *msg = NULL;
-	int ret =
-		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
-
 	(void)rpc;
-	if (ret == 0 && !c->base.abandoned) {
-		const READ3resok *ok = &res->READ3res_u.resok;
-		const char *p = ok->data.data_val;
-		uint64_t n = ok->data.data_len < ok->count ? ok->data.data_len : ok->count;
-		uint64_t left, skip = c->skip;
-
-		if (n > c->len)
-			n = c->len;
-		c->count = (uint32_t)n;
-		c->eof = ok->eof;
-		left = n;
-		for (int i = 0; i < c->niov && left; i++) {
-			size_t l = c->iov[i].iov_len, m;
-
-			if (skip >= l) {
-				skip -= l;
-				continue;
-			}
-			m = l - skip < left ? l - skip : (size_t)left;
-			memcpy((char *)c->iov[i].iov_base + skip, p, m);
-			p += m;
-			left -= m;
-			skip = 0;
-		}
-	}
-	call_finish(c, ret, (void *)msg);
+	raw_finish(priv, status, data, take_read3);
 }
 
 static void cb_write3(struct rpc_context *rpc, int status, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-	WRITE3res *res = data;
-	const char *msg = NULL;
-	int ret =
-		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
-
 	(void)rpc;
-	if (ret == 0 && !c->base.abandoned) {
-		c->count = res->WRITE3res_u.resok.count;
-		c->stable = res->WRITE3res_u.resok.committed != UNSTABLE;
-		memcpy(c->verf, res->WRITE3res_u.resok.verf, VS_NFS_VERF_SIZE);
-	}
-	call_finish(c, ret, (void *)msg);
+	raw_finish(priv, status, data, take_write3);
 }
 
 static void cb_commit3(struct rpc_context *rpc, int status, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-	COMMIT3res *res = data;
-	const char *msg = NULL;
-	int ret =
-		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
-
 	(void)rpc;
-	if (ret == 0 && !c->base.abandoned)
-		memcpy(c->verf, res->COMMIT3res_u.resok.verf, VS_NFS_VERF_SIZE);
-	call_finish(c, ret, (void *)msg);
+	raw_finish(priv, status, data, take_commit3);
 }
 
 /* NFS3ERR_JUKEBOX: the server needs time (e.g. a file coming back from tape). */
@@ -375,20 +383,6 @@ static int session_mount(struct vs_nfs *s, const char *server, const char *expor
 	return 0;
 }
 
-/*
- * libnfs and libiscsi write to their sockets with plain send(): a server
- * that goes away would kill the process with SIGPIPE instead of failing
- * the request with EPIPE. Ignore SIGPIPE unless the program handles it.
- */
-static void ignore_sigpipe(void)
-{
-	struct sigaction sa;
-
-	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
-	    !(sa.sa_flags & SA_SIGINFO))
-		signal(SIGPIPE, SIG_IGN);
-}
-
 static struct vs_nfs *session_new(struct vs_error *err)
 {
 	struct vs_nfs *s = calloc(1, sizeof(*s));
@@ -407,7 +401,7 @@ static struct vs_nfs *session_new(struct vs_error *err)
 	nfs_set_version(s->nfs, NFS_V3);
 	/* A server that stays away fails the requests (URL: autoreconnect=-1 waits). */
 	nfs_set_autoreconnect(s->nfs, NFS_RECONNECTS);
-	ignore_sigpipe();
+	vs_async_ignore_sigpipe();
 	return s;
 }
 
@@ -485,6 +479,21 @@ static int call_error(struct nfs_call *c, int ret, struct vs_error *err, const c
 	return ret;
 }
 
+/*
+ * Run a call with no result (@start queues it with cb_plain and the call c,
+ * as for NFS_CALL), filling @err with "@what '@path'" when it fails.
+ */
+#define NFS_CALL_PLAIN(s, start, err, what, path)                \
+	({                                                       \
+		struct nfs_call *c = NULL;                       \
+		int r_ = NFS_CALL(s, c, start);                  \
+		if (r_ < 0)                                      \
+			r_ = call_error(c, r_, err, what, path); \
+		else                                             \
+			call_release(c);                         \
+		r_;                                              \
+	})
+
 int vs_nfs_stat(struct vs_nfs *s, const char *path, struct vs_nfs_stat *st, struct vs_error *err)
 {
 	struct nfs_call *c = NULL;
@@ -550,79 +559,44 @@ int vs_nfs_create(struct vs_nfs *s, const char *path, bool excl, struct vs_error
 
 int vs_nfs_unlink(struct vs_nfs *s, const char *path, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_unlink_async(s->nfs, path, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not delete", path);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_unlink_async(s->nfs, path, cb_plain, c), err,
+			      "Could not delete", path);
 }
 
 int vs_nfs_truncate(struct vs_nfs *s, const char *path, uint64_t size, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_truncate_async(s->nfs, path, size, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not resize", path);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_truncate_async(s->nfs, path, size, cb_plain, c), err,
+			      "Could not resize", path);
 }
 
 int vs_nfs_rename(struct vs_nfs *s, const char *from, const char *to, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_rename_async(s->nfs, from, to, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not rename", from);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_rename_async(s->nfs, from, to, cb_plain, c), err,
+			      "Could not rename", from);
 }
 
 int vs_nfs_link(struct vs_nfs *s, const char *from, const char *to, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_link_async(s->nfs, from, to, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not link", to);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_link_async(s->nfs, from, to, cb_plain, c), err,
+			      "Could not link", to);
 }
 
 int vs_nfs_chmod(struct vs_nfs *s, const char *path, uint32_t mode, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_chmod_async(s->nfs, path, (int)(mode & 07777), cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not set the mode of", path);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_chmod_async(s->nfs, path, (int)(mode & 07777), cb_plain, c),
+			      err, "Could not set the mode of", path);
 }
 
 int vs_nfs_chown(struct vs_nfs *s, const char *path, int uid, int gid, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_chown_async(s->nfs, path, uid, gid, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not set the owner of", path);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_chown_async(s->nfs, path, uid, gid, cb_plain, c), err,
+			      "Could not set the owner of", path);
 }
 
 int vs_nfs_mkdir(struct vs_nfs *s, const char *path, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_mkdir2_async(s->nfs, path, 0755, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not create directory", path);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_mkdir2_async(s->nfs, path, 0755, cb_plain, c), err,
+			      "Could not create directory", path);
 }
 
 int vs_nfs_list(struct vs_nfs *s, const char *path, vs_nfs_dir_fn *fn, void *opaque,
@@ -917,59 +891,43 @@ static int node_read(struct nfs_node *n, struct vs_req *req)
 static int rpc_write(struct nfs_node *n, uint64_t off, const uint8_t *buf, uint64_t len,
 		     bool stable, uint32_t *count, bool *was_stable, uint8_t *verf)
 {
-	for (unsigned t = 0;; t++) {
-		struct nfs_call *c = n->s->pump.dead ? NULL : call_new(n->s);
-		struct WRITE3args a = { 0 };
-		int ret;
+	struct WRITE3args a = { 0 };
+	struct nfs_call *c = NULL;
+	int ret;
 
-		if (!c)
-			return n->s->pump.dead ? -EIO : -ENOMEM;
-		a.file = node_fh3(n->fh);
-		a.offset = off;
-		a.count = (count3)len;
-		a.stable = stable ? FILE_SYNC : UNSTABLE;
-		a.data.data_len = (u_int)len;
-		a.data.data_val = (char *)buf;
-		ret = call_wait(n->s, c,
-				rpc_nfs3_write_async(nfs_get_rpc_context(n->s->nfs), cb_write3, &a,
-						     c));
-		if (ret == 0) {
-			*count = c->count;
-			*was_stable = c->stable;
-			memcpy(verf, c->verf, VS_NFS_VERF_SIZE);
-		}
-		call_release(c);
-		if (ret != -EAGAIN)
-			return ret;
-		if (t + 1 >= NFS_JUKEBOX_TRIES)
-			return -EIO;
-		jukebox_wait(t);
+	a.file = node_fh3(n->fh);
+	a.offset = off;
+	a.count = (count3)len;
+	a.stable = stable ? FILE_SYNC : UNSTABLE;
+	a.data.data_len = (u_int)len;
+	a.data.data_val = (char *)buf;
+	ret = NFS_CALL(n->s, c,
+		       rpc_nfs3_write_async(nfs_get_rpc_context(n->s->nfs), cb_write3, &a, c));
+	if (ret == 0) {
+		*count = c->count;
+		*was_stable = c->stable;
+		memcpy(verf, c->verf, VS_NFS_VERF_SIZE);
 	}
+	if (c)
+		call_release(c);
+	return ret == -EAGAIN ? -EIO : ret; /* NFS3ERR_JUKEBOX to the last try */
 }
 
 /* One COMMIT of the whole file: the verifier it returned. */
 static int rpc_commit(struct nfs_node *n, uint8_t *verf)
 {
-	for (unsigned t = 0;; t++) {
-		struct nfs_call *c = n->s->pump.dead ? NULL : call_new(n->s);
-		struct COMMIT3args a = { 0 };
-		int ret;
+	struct COMMIT3args a = { 0 };
+	struct nfs_call *c = NULL;
+	int ret;
 
-		if (!c)
-			return n->s->pump.dead ? -EIO : -ENOMEM;
-		a.file = node_fh3(n->fh);
-		ret = call_wait(n->s, c,
-				rpc_nfs3_commit_async(nfs_get_rpc_context(n->s->nfs), cb_commit3,
-						      &a, c));
-		if (ret == 0)
-			memcpy(verf, c->verf, VS_NFS_VERF_SIZE);
+	a.file = node_fh3(n->fh);
+	ret = NFS_CALL(n->s, c,
+		       rpc_nfs3_commit_async(nfs_get_rpc_context(n->s->nfs), cb_commit3, &a, c));
+	if (ret == 0)
+		memcpy(verf, c->verf, VS_NFS_VERF_SIZE);
+	if (c)
 		call_release(c);
-		if (ret != -EAGAIN)
-			return ret;
-		if (t + 1 >= NFS_JUKEBOX_TRIES)
-			return -EIO;
-		jukebox_wait(t);
-	}
+	return ret == -EAGAIN ? -EIO : ret; /* NFS3ERR_JUKEBOX to the last try */
 }
 
 /*
