@@ -7,6 +7,7 @@
  */
 #include "driver.h"
 #include "iov.h"
+#include "vstor/parse.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -19,38 +20,13 @@ struct memory_state {
 	uint64_t cap;
 };
 
+/* The size in a memory:SIZE or null:SIZE URI, a qemu-img size (vstor/parse.h). */
 static int parse_uri_size(const char *filename, const char *prefix, uint64_t *size)
 {
-	const char *p = filename + strlen(prefix);
-	char *end;
-	unsigned long long v;
+	uint64_t v;
 
-	if (strncmp(filename, prefix, strlen(prefix)))
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(p, &end, 10);
-	if (errno || end == p)
-		return -EINVAL;
-	switch (*end) {
-	case 'k':
-	case 'K':
-		v <<= 10;
-		end++;
-		break;
-	case 'm':
-	case 'M':
-		v <<= 20;
-		end++;
-		break;
-	case 'g':
-	case 'G':
-		v <<= 30;
-		end++;
-		break;
-	default:
-		break;
-	}
-	if (*end || v > MEMORY_MAX_SIZE)
+	if (strncmp(filename, prefix, strlen(prefix)) ||
+	    vs_parse_size(filename + strlen(prefix), &v) < 0 || v > MEMORY_MAX_SIZE)
 		return -EINVAL;
 	*size = v;
 	return 0;
