@@ -906,10 +906,7 @@ static int iscsi_submit(struct vs_node *node, struct vs_req *req)
 	case VS_OP_WRITE_ZEROES:
 		return iscsi_zero(n, req);
 	case VS_OP_BLOCK_STATUS:
-		req->bs_pnum = req->len;
-		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
-		req->bs_map = req->offset;
-		req->bs_file = node;
+		vs_req_bs_whole(req, node, VS_BS_DATA | VS_BS_ALLOCATED);
 		return 0;
 	}
 	return -EINVAL;

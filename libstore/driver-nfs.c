@@ -27,6 +27,7 @@
 #include "driver-nfs.h"
 
 #include "async-call.h"
+#include "iov.h"
 #include "nfs-wlist.h"
 
 #include <errno.h>
@@ -195,28 +196,13 @@ static inline void raw_finish(struct nfs_call *c, int status, void *data,
 static void take_read3(struct nfs_call *c, const void *res)
 {
 	const READ3resok *ok = &((const READ3res *)res)->READ3res_u.resok;
-	const char *p = ok->data.data_val;
 	uint64_t n = ok->data.data_len < ok->count ? ok->data.data_len : ok->count;
-	uint64_t left, skip = c->skip;
 
 	if (n > c->len)
 		n = c->len;
 	c->count = (uint32_t)n;
 	c->eof = ok->eof;
-	left = n;
-	for (int i = 0; i < c->niov && left; i++) {
-		size_t l = c->iov[i].iov_len, m;
-
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		m = l - skip < left ? l - skip : (size_t)left;
-		memcpy((char *)c->iov[i].iov_base + skip, p, m);
-		p += m;
-		left -= m;
-		skip = 0;
-	}
+	vs_iov_from_buf(c->iov, c->niov, c->skip, ok->data.data_val, n);
 }
 
 static void take_write3(struct nfs_call *c, const void *res)
@@ -383,26 +369,32 @@ static int session_mount(struct vs_nfs *s, const char *server, const char *expor
 	return 0;
 }
 
-static struct vs_nfs *session_new(struct vs_error *err)
+/* A session (not mounted yet) for @url, an nfs:// URL this driver takes. */
+static int session_new(struct vs_nfs **out, const char *url, struct vs_error *err)
 {
-	struct vs_nfs *s = calloc(1, sizeof(*s));
+	struct vs_nfs *s;
+	int ret;
 
-	if (!s) {
-		vs_error_set(err, -ENOMEM, "Out of memory");
-		return NULL;
-	}
+	if (!nfs_is_uri(url))
+		return vs_error_set(err, -EINVAL, "'%s' is not an nfs:// URL", url);
+	ret = check_url(url, err);
+	if (ret < 0)
+		return ret;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return vs_error_set(err, -ENOMEM, "Out of memory");
 	s->nfs = nfs_init_context();
 	if (!s->nfs) {
 		free(s);
-		vs_error_set(err, -ENOMEM, "Could not create an NFS context");
-		return NULL;
+		return vs_error_set(err, -ENOMEM, "Could not create an NFS context");
 	}
 	vs_async_pump_init(&s->pump, &nfs_pump_ops, s->nfs, s);
 	nfs_set_version(s->nfs, NFS_V3);
 	/* A server that stays away fails the requests (URL: autoreconnect=-1 waits). */
 	nfs_set_autoreconnect(s->nfs, NFS_RECONNECTS);
 	vs_async_ignore_sigpipe();
-	return s;
+	*out = s;
+	return 0;
 }
 
 static void session_free(struct vs_nfs *s)
@@ -417,37 +409,53 @@ static void session_free(struct vs_nfs *s)
 	free(s);
 }
 
+/*
+ * Mount on @s the export @url names: its whole path, or with @file all but
+ * the last component, which is then *@file (malloc'd).
+ */
+static int session_mount_url(struct vs_nfs *s, const char *url, char **file, struct vs_error *err)
+{
+	struct nfs_url *u = file ? nfs_parse_url_full(s->nfs, url) : nfs_parse_url_dir(s->nfs, url);
+	int ret;
+
+	if (!u || !u->server || !u->path || (file && !u->file)) {
+		ret = vs_error_set(err, -EINVAL, "Invalid NFS URL '%s'%s: %s", url,
+				   file ? " (use nfs://HOST/EXPORT/FILE)" : "",
+				   nfs_get_error(s->nfs));
+		goto out;
+	}
+	if (file) {
+		*file = strdup(u->file);
+		if (!*file) {
+			ret = vs_error_set(err, -ENOMEM, "Out of memory");
+			goto out;
+		}
+	}
+	ret = session_mount(s, u->server, u->path, url, err);
+	if (ret < 0 && file) {
+		free(*file);
+		*file = NULL;
+	}
+out:
+	if (u)
+		nfs_destroy_url(u);
+	return ret;
+}
+
 int vs_nfs_mount(struct vs_nfs **out, const char *url, struct vs_error *err)
 {
 	struct vs_nfs *s;
-	struct nfs_url *u;
-	int ret;
+	int ret = session_new(&s, url, err);
 
-	if (!nfs_is_uri(url))
-		return vs_error_set(err, -EINVAL, "'%s' is not an nfs:// URL", url);
-	ret = check_url(url, err);
 	if (ret < 0)
 		return ret;
-	s = session_new(err);
-	if (!s)
-		return err ? err->code : -ENOMEM;
-	u = nfs_parse_url_dir(s->nfs, url);
-	if (!u || !u->server || !u->path) {
-		ret = vs_error_set(err, -EINVAL, "Invalid NFS URL '%s': %s", url,
-				   nfs_get_error(s->nfs));
-		goto fail;
+	ret = session_mount_url(s, url, NULL, err);
+	if (ret < 0) {
+		session_free(s);
+		return ret;
 	}
-	ret = session_mount(s, u->server, u->path, url, err);
-	if (ret < 0)
-		goto fail;
-	nfs_destroy_url(u);
 	*out = s;
 	return 0;
-fail:
-	if (u)
-		nfs_destroy_url(u);
-	session_free(s);
-	return ret;
 }
 
 void vs_nfs_unmount(struct vs_nfs *s)
@@ -677,41 +685,15 @@ struct nfs_node {
 /* Split @url into a session mounted on its directory and the file's path. */
 static int nfs_node_connect(struct nfs_node *n, const char *url, struct vs_error *err)
 {
-	struct nfs_url *u;
-	int ret;
+	int ret = session_new(&n->s, url, err);
 
-	if (!nfs_is_uri(url))
-		return vs_error_set(err, -EINVAL, "'%s' is not an nfs:// URL", url);
-	ret = check_url(url, err);
 	if (ret < 0)
 		return ret;
-	n->s = session_new(err);
-	if (!n->s)
-		return err ? err->code : -ENOMEM;
-	u = nfs_parse_url_full(n->s->nfs, url);
-	if (!u || !u->server || !u->path || !u->file) {
-		ret = vs_error_set(err, -EINVAL,
-				   "Invalid NFS URL '%s' (use nfs://HOST/EXPORT/FILE): %s", url,
-				   nfs_get_error(n->s->nfs));
-		goto fail;
+	ret = session_mount_url(n->s, url, &n->path, err);
+	if (ret < 0) {
+		session_free(n->s);
+		n->s = NULL;
 	}
-	n->path = strdup(u->file);
-	if (!n->path) {
-		ret = vs_error_set(err, -ENOMEM, "Out of memory");
-		goto fail;
-	}
-	ret = session_mount(n->s, u->server, u->path, url, err);
-	if (ret < 0)
-		goto fail;
-	nfs_destroy_url(u);
-	return 0;
-fail:
-	if (u)
-		nfs_destroy_url(u);
-	free(n->path);
-	n->path = NULL;
-	session_free(n->s);
-	n->s = NULL;
 	return ret;
 }
 
@@ -867,20 +849,8 @@ static int node_read(struct nfs_node *n, struct vs_req *req)
 		if (count == 0)
 			return -EIO; /* no progress and no EOF: a broken server */
 	}
-	if (got < req->len) {
-		uint64_t skip = got;
-
-		for (int i = 0; i < req->niov; i++) {
-			size_t l = req->iov[i].iov_len;
-
-			if (skip >= l) {
-				skip -= l;
-				continue;
-			}
-			memset((char *)req->iov[i].iov_base + skip, 0, l - skip);
-			skip = 0;
-		}
-	}
+	if (got < req->len)
+		vs_iov_memset(req->iov, req->niov, got, 0, req->len - got);
 	/* What this client wrote and has not seen committed wins over the server's copy. */
 	if (n->retain)
 		vs_nfs_wlist_overlay(&n->wl, req->offset, req->len, req->iov, req->niov);
@@ -1164,10 +1134,7 @@ static int nfs_submit(struct vs_node *node, struct vs_req *req)
 		return ret;
 	case VS_OP_BLOCK_STATUS:
 		/* NFSv3 has no SEEK_DATA: everything is data. */
-		req->bs_pnum = req->len;
-		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
-		req->bs_map = req->offset;
-		req->bs_file = node;
+		vs_req_bs_whole(req, node, VS_BS_DATA | VS_BS_ALLOCATED);
 		return 0;
 	case VS_OP_DISCARD:
 	case VS_OP_WRITE_ZEROES:

@@ -46,6 +46,18 @@ struct vs_req {
 	struct vs_node *bs_file;
 };
 
+/*
+ * BLOCK_STATUS answer of a protocol node that maps every byte to itself:
+ * the whole request is @status (VS_BS_*), at the same offset of @node.
+ */
+static inline void vs_req_bs_whole(struct vs_req *req, struct vs_node *node, unsigned status)
+{
+	req->bs_pnum = req->len;
+	req->bs_status = status | VS_BS_OFFSET_VALID;
+	req->bs_map = req->offset;
+	req->bs_file = node;
+}
+
 /* Capabilities. */
 #define VS_CAP_DISCARD 0x1
 #define VS_CAP_WRITE_ZEROES 0x2
