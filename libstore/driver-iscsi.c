@@ -931,26 +931,16 @@ static int iscsi_node_truncate(struct vs_node *node, uint64_t size, enum vs_prea
 static int iscsi_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
 			unsigned flags, struct vs_error *err)
 {
-	(void)flags;
-	struct vs_open_opts o = { .filename = filename, .format = "file" };
-	struct vs_node *node = NULL;
-	int ret;
+	uint64_t have = 0;
+	int ret = vs_protocol_create_existing(filename, size, opts, nopts, "on iSCSI", &have, err);
 
-	for (size_t i = 0; i < nopts; i++)
-		if (strcmp(opts[i].key, "size") &&
-		    (strcmp(opts[i].key, "preallocation") || strcmp(opts[i].value, "off")))
-			return vs_error_set(err, -EINVAL, "Option '%s' is not supported on iSCSI",
-					    opts[i].key);
-	ret = vs_protocol_open(&node, filename, &o, err);
-	if (ret < 0)
-		return ret;
-	if (size > node->size)
+	(void)flags;
+	if (ret == -ENOSPC)
 		ret = vs_error_set(
 			err, -ENOSPC,
 			"The iSCSI LUN is smaller (%llu bytes) than the %llu bytes asked "
 			"for; LUNs are sized on the target",
-			(unsigned long long)node->size, (unsigned long long)size);
-	vs_node_close(node);
+			(unsigned long long)have, (unsigned long long)size);
 	return ret;
 }
 

@@ -212,6 +212,18 @@ int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs
 		     struct vs_error *err);
 
 /*
+ * Coroutine context: "create" for protocol drivers whose images exist
+ * already (an iSCSI LUN, a mapped LV), what formats do before they write
+ * their header. Options other than size and preallocation=off fail
+ * (-EINVAL, "Option 'X' is not supported @where"); then @filename is opened
+ * and *@have is its size. Returns -ENOSPC, with @err untouched for the
+ * driver's own words, when @size is larger.
+ */
+int vs_protocol_create_existing(const char *filename, uint64_t size, const struct vs_kv *opts,
+				size_t nopts, const char *where, uint64_t *have,
+				struct vs_error *err);
+
+/*
  * Image names that start with a registered prefix (the tools register
  * "vol:" for pool volumes) are resolved by a hook, so that libstore itself
  * knows nothing of pools. open returns the protocol node that stores the
