@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/uio.h>
 
 /* Total bytes of @iov. */
@@ -33,5 +34,22 @@ void vs_iov_from_buf(const struct iovec *iov, int niov, uint64_t skip, const voi
 
 /* Set @len bytes of @iov, starting @skip bytes in, to @c. */
 void vs_iov_memset(const struct iovec *iov, int niov, uint64_t skip, int c, uint64_t len);
+
+/*
+ * Room for a slice or copy of an @niov-entry vector: @stack (@nstack
+ * entries) when it fits, else malloc'd (NULL: out of memory). *@cap is the
+ * room's entries. Free it with vs_iov_room_free().
+ */
+static inline struct iovec *vs_iov_room(struct iovec *stack, int nstack, int niov, int *cap)
+{
+	*cap = niov > nstack ? niov : nstack;
+	return niov > nstack ? malloc(sizeof(*stack) * (size_t)niov) : stack;
+}
+
+static inline void vs_iov_room_free(struct iovec *room, const struct iovec *stack)
+{
+	if (room != stack)
+		free(room);
+}
 
 #endif

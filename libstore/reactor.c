@@ -15,6 +15,7 @@
  * size), which belongs to the I/O that completes.
  */
 #include "coroutine-int.h"
+#include "iov.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -526,14 +527,11 @@ static int iov_advance(struct iovec *iov, int iovcnt, size_t done, int *first)
  */
 static struct iovec *iov_copy(struct iovec *small, int nsmall, const struct iovec *iov, int iovcnt)
 {
-	struct iovec *copy = small;
+	int cap;
+	struct iovec *copy = vs_iov_room(small, nsmall, iovcnt, &cap);
 
-	if (iovcnt > nsmall) {
-		copy = malloc(sizeof(*copy) * (size_t)iovcnt);
-		if (!copy)
-			return NULL;
-	}
-	memcpy(copy, iov, sizeof(*copy) * (size_t)iovcnt);
+	if (copy)
+		memcpy(copy, iov, sizeof(*copy) * (size_t)iovcnt);
 	return copy;
 }
 
@@ -579,8 +577,7 @@ static int rw_full(bool write, int fd, const struct iovec *iov, int iovcnt, uint
 		if (iov_advance(copy, iovcnt, (size_t)n, &first) == 0)
 			break;
 	}
-	if (copy != small)
-		free(copy);
+	vs_iov_room_free(copy, small);
 	return ret;
 }
 
@@ -762,8 +759,7 @@ int vs_aio_sendmsg_full(int fd, struct iovec *iov, int iovcnt)
 		}
 		iov_advance(copy, iovcnt, (size_t)n, &first);
 	}
-	if (copy != small)
-		free(copy);
+	vs_iov_room_free(copy, small);
 	return ret;
 }
 
