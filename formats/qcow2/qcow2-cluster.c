@@ -371,6 +371,27 @@ static int read_locked_buf(struct vs_node *node, uint64_t offset, void *buf, uin
 	return read_range(node, offset, len, &v, 1, 0, true);
 }
 
+/*
+ * Lock held. The head [@a0, @offset) and the first @tl bytes of the tail
+ * [@end, @a1) of an allocating write, read into new buffers *@head and
+ * *@tail (the caller frees them, also on failure). @zero: the buffers start
+ * zeroed, for a tail read short.
+ */
+static int read_head_tail(struct vs_node *node, uint64_t a0, uint64_t offset, uint64_t end,
+			  uint64_t a1, uint64_t tl, bool zero, uint8_t **head, uint8_t **tail)
+{
+	int ret;
+
+	*head = zero ? vs_buf_zalloc(offset - a0 + 1) : vs_buf_alloc(offset - a0 + 1);
+	*tail = zero ? vs_buf_zalloc(a1 - end + 1) : vs_buf_alloc(a1 - end + 1);
+	if (!*head || !*tail)
+		return -ENOMEM;
+	ret = read_locked_buf(node, a0, *head, offset - a0);
+	if (ret < 0)
+		return ret;
+	return read_locked_buf(node, end, *tail, tl);
+}
+
 /* ---- L1 / L2 allocation ---- */
 
 /* Clusters allocated in advance for new L2 tables: [next, end) of the file. */
@@ -613,16 +634,7 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 		a1 = (end + g - 1) & ~(g - 1);
 		if (a1 > cend)
 			a1 = cend;
-		head = vs_buf_alloc(offset - a0 + 1);
-		tail = vs_buf_alloc(a1 - end + 1);
-		if (!head || !tail) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		ret = read_locked_buf(node, a0, head, offset - a0);
-		if (ret < 0)
-			goto out;
-		ret = read_locked_buf(node, end, tail, a1 - end);
+		ret = read_head_tail(node, a0, offset, end, a1, a1 - end, false, &head, &tail);
 		if (ret < 0)
 			goto out;
 		ret = write_host(node, host + (a0 - cstart), a1 - a0, head, offset - a0, iov, niov,
@@ -681,21 +693,12 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 			a1 = lstart + cs;
 	}
 	/* Virtual size may end inside the last cluster; beyond it there is nothing to copy. */
-	head = vs_buf_zalloc(offset - a0 + 1);
-	tail = vs_buf_zalloc(a1 - end + 1);
-	if (!head || !tail) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	ret = read_locked_buf(node, a0, head, offset - a0);
-	if (ret < 0)
-		goto out;
 	{
 		uint64_t tl = a1 - end;
 
 		if (end + tl > node->size)
 			tl = end < node->size ? node->size - end : 0;
-		ret = read_locked_buf(node, end, tail, tl);
+		ret = read_head_tail(node, a0, offset, end, a1, tl, true, &head, &tail);
 		if (ret < 0)
 			goto out;
 	}
