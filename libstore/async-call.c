@@ -113,8 +113,14 @@ static void async_pump_main(void *opaque)
 			p->dead = true;
 			break;
 		}
-		if ((rev & (POLLERR | POLLHUP)) && ops->get_fd(p->lib) == fd)
+		if ((rev & (POLLERR | POLLHUP)) && ops->get_fd(p->lib) == fd) {
 			vs_co_sleep_ns(ASYNC_PUMP_ERR_WAIT_NS);
+			continue;
+		}
+		if (ops->drain && ops->drain(p->lib, fd) < 0) {
+			p->dead = true;
+			break;
+		}
 	}
 	if (p->dead)
 		ops->fail_all(p->owner);

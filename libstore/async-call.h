@@ -75,6 +75,11 @@ struct vs_async_pump_ops {
 	int (*which_events)(void *lib);
 	/* Service @revents; < 0 when the session is dead. */
 	int (*service)(void *lib, int revents);
+	/*
+	 * Optional: after the pump serviced socket @fd (not in error), take
+	 * what it already holds; < 0 when the session is dead.
+	 */
+	int (*drain)(void *lib, int fd);
 	/* Whether queued requests can be written at once when @events are wanted. */
 	bool (*can_send)(void *lib, unsigned events);
 	/* The session died: fail the calls in flight (@owner is the session). */

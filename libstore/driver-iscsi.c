@@ -159,22 +159,18 @@ static int pump_which_events(void *lib)
 
 static int pump_service(void *lib, int revents)
 {
-	struct iscsi_context *iscsi = lib;
-	int fd = iscsi_get_fd(iscsi);
+	return iscsi_service(lib, revents);
+}
 
-	if (iscsi_service(iscsi, revents) < 0)
-		return -1;
-	/*
-	 * A dead socket that libiscsi keeps until its reconnect timer fires
-	 * (on the ticker): the pump waits a little before polling it again.
-	 */
-	if ((revents & (POLLERR | POLLHUP)) && iscsi_get_fd(iscsi) == fd)
-		return 0;
-	/*
-	 * libiscsi takes one PDU per service call: drain what the socket
-	 * already holds (a 1 MiB read is many Data-In PDUs) before polling
-	 * again, saving a ring round trip per PDU.
-	 */
+/*
+ * libiscsi takes one PDU per service call: drain what the socket already
+ * holds (a 1 MiB read is many Data-In PDUs) before polling again, saving a
+ * ring round trip per PDU.
+ */
+static int pump_drain(void *lib, int fd)
+{
+	struct iscsi_context *iscsi = lib;
+
 	for (int i = 0; i < 256; i++) {
 		int avail = 0;
 
@@ -201,6 +197,7 @@ static const struct vs_async_pump_ops iscsi_pump_ops = {
 	.get_fd = pump_get_fd,
 	.which_events = pump_which_events,
 	.service = pump_service,
+	.drain = pump_drain,
 	.can_send = pump_can_send,
 	.fail_all = pump_fail_all,
 };
