@@ -667,12 +667,16 @@ int vs_aio_poll(int fd, unsigned events)
  * Socket calls: the syscall without blocking, then, when it would block and
  * the caller did not ask for MSG_DONTWAIT, a readiness wait and again.
  */
-/* sendmsg (@out) or recvmsg, waiting for readiness when it would block. */
+/*
+ * sendmsg (@out), or recv into the one iovec of @msg, waiting for readiness
+ * when it would block.
+ */
 static ssize_t msg_ready(struct vs_reactor *r, int fd, struct msghdr *msg, int flags, bool out)
 {
 	for (;;) {
 		ssize_t n = out ? sendmsg(fd, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL) :
-				  recvmsg(fd, msg, flags | MSG_DONTWAIT);
+				  recv(fd, msg->msg_iov[0].iov_base, msg->msg_iov[0].iov_len,
+				       flags | MSG_DONTWAIT);
 		int ret;
 
 		if (n >= 0)
