@@ -20,13 +20,15 @@
  *               bytes (rounded down to the alignment), then fail with EIO
  *   if=PATH     the rule only applies while PATH exists (a test switch)
  *
- * Numbers take k/M/G suffixes. RULES ends at the first ':' (so PATH has
- * none). Every injected fault is reported with vs_warn() as
+ * Numbers are qemu-img sizes (vstor/parse.h: 0x hex, k/M/G/T suffixes).
+ * RULES ends at the first ':' (so PATH has none). Every injected fault is
+ * reported with vs_warn() as
  * "fault: injected ERR on OP offset=N len=N (rule N)".
  *
  * Example: fault:write,off=1M,err=ENOSPC+flush,nth=3,once:img.qcow2
  */
 #include "driver.h"
+#include "vstor/parse.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -53,40 +55,6 @@ struct fault_state {
 	struct fault_rule rules[FAULT_MAX_RULES];
 	unsigned nrules;
 };
-
-static int parse_num(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s || *s == '-')
-		return -EINVAL;
-	switch (*end) {
-	case 'k':
-	case 'K':
-		v <<= 10;
-		end++;
-		break;
-	case 'm':
-	case 'M':
-		v <<= 20;
-		end++;
-		break;
-	case 'g':
-	case 'G':
-		v <<= 30;
-		end++;
-		break;
-	default:
-		break;
-	}
-	if (*end)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
 
 static int parse_ops(char *s, unsigned *ops)
 {
@@ -169,20 +137,20 @@ static int parse_rule(char *s, struct fault_rule *r)
 		} else if (!strcmp(t, "short") && !eq) {
 			ret = parse_err("short", r);
 		} else if (!strcmp(t, "nth") && eq) {
-			ret = parse_num(v, &r->nth);
+			ret = vs_parse_size(v, &r->nth);
 			if (ret == 0 && r->nth == 0)
 				ret = -EINVAL;
 		} else if (!strcmp(t, "after") && eq) {
-			ret = parse_num(v, &r->nth);
+			ret = vs_parse_size(v, &r->nth);
 			if (ret == 0 && r->nth == UINT64_MAX)
 				ret = -EINVAL;
 			r->nth++;
 		} else if (!strcmp(t, "count") && eq) {
-			ret = parse_num(v, &r->count);
+			ret = vs_parse_size(v, &r->count);
 		} else if (!strcmp(t, "off") && eq) {
-			ret = parse_num(v, &r->off);
+			ret = vs_parse_size(v, &r->off);
 		} else if (!strcmp(t, "len") && eq) {
-			ret = parse_num(v, &len);
+			ret = vs_parse_size(v, &len);
 			have_len = true;
 		} else if (!strcmp(t, "prob") && eq) {
 			char *end;
@@ -191,7 +159,7 @@ static int parse_rule(char *s, struct fault_rule *r)
 			if (end == v || *end || !(r->prob >= 0.0 && r->prob <= 1.0))
 				ret = -EINVAL;
 		} else if (!strcmp(t, "seed") && eq) {
-			ret = parse_num(v, &seed);
+			ret = vs_parse_size(v, &seed);
 		} else if (!strcmp(t, "err") && eq) {
 			ret = parse_err(v, r);
 		} else if (!strcmp(t, "if") && eq && *v) {

@@ -1,22 +1,24 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The iscsi protocol driver: a LUN of an iSCSI target through libiscsi's
- * async API, on the reactor (see iscsi.h for the URI). READ(16)/WRITE(16)
+ * async API, on the reactor (see driver-iscsi.h for the URI). READ(16)/WRITE(16)
  * go straight between the target and the request's buffers; flush is
  * SYNCHRONIZE CACHE(16); discard is UNMAP and write-zeroes WRITE SAME(16)
  * where the LUN says it supports them (logical block provisioning VPD).
  *
  * As with libnfs, a pump coroutine polls libiscsi's socket through the ring
- * and services it; callbacks only record the result and wake the request.
+ * and services it; callbacks only record the result and wake the request
+ * (the call bookkeeping and the pump are async-call.h's).
  */
 #include "driver.h"
-#include "iscsi.h"
+#include "driver-iscsi.h"
+
+#include "async-call.h"
 
 #include <errno.h>
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,17 +37,10 @@ struct iscsi_call;
 
 struct isess {
 	struct iscsi_context *iscsi;
-	struct vs_co *pump;
-	bool pump_running;
-	bool polling;
-	int poll_fd;
-	unsigned poll_ev;
-	bool stopping;
-	bool dead;
-	struct vs_co_queue pump_exit;
-	struct vs_co *ticker; /* runs libiscsi's timers (reconnect, timeouts) */
+	struct vs_async_pump pump; /* its exit queue is the ticker's too */
+	struct vs_co *ticker;	   /* runs libiscsi's timers (reconnect, timeouts) */
 	bool ticker_running;
-	struct iscsi_call *calls;
+	struct vs_async_call *calls;
 	/* connect / login */
 	struct vs_co *connect_co;
 	bool connect_done;
@@ -54,12 +49,7 @@ struct isess {
 };
 
 struct iscsi_call {
-	struct isess *s;
-	struct vs_co *co;
-	struct iscsi_call *prev, *next;
-	bool done;
-	bool abandoned;
-	int status;
+	struct vs_async_call base; /* first: the calls list holds these; status is SCSI's */
 	struct scsi_task *task;
 	int sense_key;
 	int ascq;
@@ -71,45 +61,23 @@ static struct iscsi_call *call_new(struct isess *s)
 {
 	struct iscsi_call *c;
 
-	if (s->dead)
+	if (s->pump.dead)
 		return NULL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	c->s = s;
-	c->co = vs_co_self();
-	c->next = s->calls;
-	if (s->calls)
-		s->calls->prev = c;
-	s->calls = c;
+	vs_async_call_start(&c->base, &s->calls);
 	return c;
-}
-
-static void call_unlink(struct iscsi_call *c)
-{
-	if (!c->s)
-		return;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		c->s->calls = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->prev = c->next = NULL;
-	c->s = NULL;
 }
 
 static void call_release(struct iscsi_call *c)
 {
 	if (!c)
 		return;
-	call_unlink(c);
-	if (c->done) {
+	if (vs_async_call_release(&c->base)) {
 		if (c->task)
 			scsi_free_scsi_task(c->task);
 		free(c);
-	} else {
-		c->abandoned = true;
 	}
 }
 
@@ -119,34 +87,24 @@ static void task_cb(struct iscsi_context *iscsi, int status, void *data, void *p
 	struct scsi_task *task = data;
 
 	(void)iscsi;
-	if (c->abandoned) {
+	if (c->base.abandoned) {
 		if (task)
 			scsi_free_scsi_task(task);
 		free(c);
 		return;
 	}
 	c->task = task;
-	c->status = status;
 	if (status == SCSI_STATUS_CHECK_CONDITION && task) {
 		c->sense_key = task->sense.key;
 		c->ascq = task->sense.ascq;
 	}
-	c->done = true;
-	call_unlink(c);
-	if (c->co != vs_co_self())
-		vs_co_wake(c->co);
+	vs_async_call_complete(&c->base, status);
 }
 
 static void sess_fail_all(struct isess *s)
 {
-	while (s->calls) {
-		struct iscsi_call *c = s->calls;
-
-		c->status = SCSI_STATUS_ERROR;
-		call_unlink(c);
-		c->abandoned = true;
-		vs_co_wake(c->co);
-	}
+	while (s->calls)
+		vs_async_call_abandon(s->calls, SCSI_STATUS_ERROR);
 	if (s->connect_co && !s->connect_done) {
 		s->connect_done = true;
 		s->connect_status = SCSI_STATUS_ERROR;
@@ -157,7 +115,7 @@ static void sess_fail_all(struct isess *s)
 /* SCSI status and sense to -errno, in one place. */
 static int call_errno(const struct iscsi_call *c)
 {
-	switch (c->status) {
+	switch (c->base.status) {
 	case SCSI_STATUS_GOOD:
 		return 0;
 	case SCSI_STATUS_CHECK_CONDITION:
@@ -187,67 +145,62 @@ static int call_errno(const struct iscsi_call *c)
 	}
 }
 
-/* ---- the pump ---- */
+/* ---- the pump's calls into libiscsi ---- */
 
-static void pump_main(void *opaque)
+static int pump_get_fd(void *lib)
 {
-	struct isess *s = opaque;
-
-	s->pump = vs_co_self();
-	while (!s->stopping && !s->dead) {
-		int fd = iscsi_get_fd(s->iscsi), rev;
-
-		if (fd < 0) {
-			s->dead = true;
-			break;
-		}
-		s->poll_fd = fd;
-		s->poll_ev = (unsigned)iscsi_which_events(s->iscsi);
-		if (!s->poll_ev)
-			s->poll_ev = POLLIN;
-		s->polling = true;
-		rev = vs_aio_poll(fd, s->poll_ev);
-		s->polling = false;
-		if (s->stopping)
-			break;
-		if (rev == -ECANCELED || rev == -EINTR || rev == 0)
-			continue;
-		if (rev < 0 || iscsi_service(s->iscsi, rev) < 0) {
-			s->dead = true;
-			break;
-		}
-		if ((rev & (POLLERR | POLLHUP)) && iscsi_get_fd(s->iscsi) == fd) {
-			/*
-			 * A dead socket that libiscsi keeps until its reconnect
-			 * timer fires (on the ticker): polling it again at once
-			 * would spin. Wait a little instead.
-			 */
-			vs_co_sleep_ns(ISCSI_TICK_NS / 10);
-			continue;
-		}
-		/*
-		 * libiscsi takes one PDU per service call: drain what the socket
-		 * already holds (a 1 MiB read is many Data-In PDUs) before
-		 * polling again, saving a ring round trip per PDU.
-		 */
-		for (int i = 0; i < 256 && !s->dead; i++) {
-			int avail = 0;
-
-			if (ioctl(fd, FIONREAD, &avail) < 0 || avail <= 0 ||
-			    iscsi_get_fd(s->iscsi) != fd)
-				break;
-			if (iscsi_service(s->iscsi, POLLIN) < 0)
-				s->dead = true;
-		}
-	}
-	if (s->dead)
-		sess_fail_all(s);
-	s->pump = NULL;
-	s->pump_running = false;
-	vs_co_queue_wake_all(&s->pump_exit);
+	return iscsi_get_fd(lib);
 }
 
-static void sess_kick(struct isess *s);
+static int pump_which_events(void *lib)
+{
+	return iscsi_which_events(lib);
+}
+
+static int pump_service(void *lib, int revents)
+{
+	return iscsi_service(lib, revents);
+}
+
+/*
+ * libiscsi takes one PDU per service call: drain what the socket already
+ * holds (a 1 MiB read is many Data-In PDUs) before polling again, saving a
+ * ring round trip per PDU.
+ */
+static int pump_drain(void *lib, int fd)
+{
+	struct iscsi_context *iscsi = lib;
+
+	for (int i = 0; i < 256; i++) {
+		int avail = 0;
+
+		if (ioctl(fd, FIONREAD, &avail) < 0 || avail <= 0 || iscsi_get_fd(iscsi) != fd)
+			break;
+		if (iscsi_service(iscsi, POLLIN) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Logged in with queued PDUs: write them without blocking. */
+static bool pump_can_send(void *lib, unsigned events)
+{
+	return (events & POLLOUT) && iscsi_is_logged_in(lib);
+}
+
+static void pump_fail_all(void *owner)
+{
+	sess_fail_all(owner);
+}
+
+static const struct vs_async_pump_ops iscsi_pump_ops = {
+	.get_fd = pump_get_fd,
+	.which_events = pump_which_events,
+	.service = pump_service,
+	.drain = pump_drain,
+	.can_send = pump_can_send,
+	.fail_all = pump_fail_all,
+};
 
 /*
  * libiscsi's reconnect backoff and command timeouts advance only when it is
@@ -258,61 +211,43 @@ static void ticker_main(void *opaque)
 	struct isess *s = opaque;
 
 	s->ticker = vs_co_self();
-	while (!s->stopping && !s->dead) {
+	while (!s->pump.stopping && !s->pump.dead) {
 		vs_co_sleep_ns(ISCSI_TICK_NS);
-		if (s->stopping || s->dead)
+		if (s->pump.stopping || s->pump.dead)
 			break;
 		if (iscsi_service(s->iscsi, 0) < 0) {
-			s->dead = true;
+			s->pump.dead = true;
 			sess_fail_all(s);
 		}
-		sess_kick(s); /* a reconnect changes the socket and the events */
+		/* A reconnect changes the socket and the events. */
+		vs_async_pump_kick(&s->pump);
 	}
 	s->ticker = NULL;
 	s->ticker_running = false;
-	vs_co_queue_wake_all(&s->pump_exit);
-}
-
-static void sess_kick(struct isess *s)
-{
-	unsigned ev = (unsigned)iscsi_which_events(s->iscsi);
-
-	if ((ev & POLLOUT) && iscsi_is_logged_in(s->iscsi)) {
-		if (iscsi_service(s->iscsi, POLLOUT) < 0) {
-			s->dead = true;
-			sess_fail_all(s);
-		}
-		ev = (unsigned)iscsi_which_events(s->iscsi);
-	}
-	if (s->polling && s->pump &&
-	    ((ev & ~s->poll_ev) || iscsi_get_fd(s->iscsi) != s->poll_fd || s->dead))
-		(void)vs_aio_cancel(s->pump);
+	vs_co_queue_wake_all(&s->pump.exit);
 }
 
 /* Wait for the task queued for @c (@task NULL: it could not be queued). */
 static int call_run(struct isess *s, struct iscsi_call *c, struct scsi_task *task)
 {
 	if (!task) {
-		call_unlink(c);
-		c->done = true;
-		c->status = SCSI_STATUS_ERROR;
+		vs_async_call_not_queued(&c->base, SCSI_STATUS_ERROR);
 		return -EIO;
 	}
-	sess_kick(s);
-	while (!c->done && !c->abandoned)
-		vs_co_yield();
+	vs_async_pump_kick(&s->pump);
+	vs_async_call_wait(&c->base);
 	return call_errno(c);
 }
 
-#define ISCSI_CALL_ONCE(s, c, start)                      \
-	({                                                \
-		int q_;                                   \
-		(c) = call_new(s);                        \
-		if (!(c))                                 \
-			q_ = (s)->dead ? -EIO : -ENOMEM;  \
-		else                                      \
-			q_ = call_run((s), (c), (start)); \
-		q_;                                       \
+#define ISCSI_CALL_ONCE(s, c, start)                          \
+	({                                                    \
+		int q_;                                       \
+		(c) = call_new(s);                            \
+		if (!(c))                                     \
+			q_ = (s)->pump.dead ? -EIO : -ENOMEM; \
+		else                                          \
+			q_ = call_run((s), (c), (start));     \
+		q_;                                           \
 	})
 
 #define ISCSI_NO_RETRY UINT64_MAX
@@ -330,11 +265,13 @@ static int call_run(struct isess *s, struct iscsi_call *c, struct scsi_task *tas
  */
 static uint64_t call_retry_delay(const struct iscsi_call *c, unsigned attempt)
 {
-	bool busy = c->status == SCSI_STATUS_BUSY || c->status == SCSI_STATUS_TASK_SET_FULL ||
-		    (c->status == SCSI_STATUS_CHECK_CONDITION &&
+	bool busy = c->base.status == SCSI_STATUS_BUSY ||
+		    c->base.status == SCSI_STATUS_TASK_SET_FULL ||
+		    (c->base.status == SCSI_STATUS_CHECK_CONDITION &&
 		     c->sense_key == SCSI_SENSE_NOT_READY && c->ascq == 0x0401);
 
-	if (c->status == SCSI_STATUS_CHECK_CONDITION && c->sense_key == SCSI_SENSE_UNIT_ATTENTION)
+	if (c->base.status == SCSI_STATUS_CHECK_CONDITION &&
+	    c->sense_key == SCSI_SENSE_UNIT_ATTENTION)
 		return attempt < ISCSI_UA_RETRIES ? 0 : ISCSI_NO_RETRY;
 	if (busy && attempt < ISCSI_BUSY_RETRIES)
 		return 8000000ull << (2 * attempt);
@@ -381,7 +318,7 @@ static void connect_cb(struct iscsi_context *iscsi, int status, void *data, void
 
 static int wait_connect(struct isess *s)
 {
-	sess_kick(s);
+	vs_async_pump_kick(&s->pump);
 	while (!s->connect_done)
 		vs_co_yield();
 	s->connect_co = NULL;
@@ -390,13 +327,12 @@ static int wait_connect(struct isess *s)
 
 static void sess_stop(struct isess *s)
 {
-	s->stopping = true;
-	if (s->pump_running && s->pump)
-		(void)vs_aio_cancel(s->pump);
+	s->pump.stopping = true;
 	if (s->ticker_running && s->ticker)
 		(void)vs_aio_cancel(s->ticker);
-	while (s->pump_running || s->ticker_running)
-		vs_co_queue_wait(&s->pump_exit);
+	vs_async_pump_stop(&s->pump);
+	while (s->ticker_running)
+		vs_co_queue_wait(&s->pump.exit);
 }
 
 static void sess_free(struct isess *s)
@@ -407,12 +343,8 @@ static void sess_free(struct isess *s)
 	/* Cancels what is in flight: abandoned calls are freed in task_cb. */
 	if (s->iscsi)
 		iscsi_destroy_context(s->iscsi);
-	while (s->calls) {
-		struct iscsi_call *c = s->calls;
-
-		call_unlink(c);
-		c->abandoned = true;
-	}
+	while (s->calls)
+		(void)vs_async_call_release(s->calls);
 	free(s);
 }
 
@@ -522,20 +454,6 @@ static void redact(char *out, size_t outsz, const char *url)
 }
 
 /*
- * libnfs and libiscsi write to their sockets with plain send(): a server
- * that goes away would kill the process with SIGPIPE instead of failing
- * the request with EPIPE. Ignore SIGPIPE unless the program handles it.
- */
-static void ignore_sigpipe(void)
-{
-	struct sigaction sa;
-
-	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
-	    !(sa.sa_flags & SA_SIGINFO))
-		signal(SIGPIPE, SIG_IGN);
-}
-
-/*
  * Connect and log in to the target of @uri. With @lun >= 0 (full URL), also
  * check that LUN is there; with -1 (portal + target only), just log in.
  */
@@ -558,12 +476,13 @@ static int sess_open(struct isess **out, const char *uri, bool want_lun, struct 
 		opts_free(&o);
 		return vs_error_set(err, -ENOMEM, "Out of memory");
 	}
-	ignore_sigpipe();
+	vs_async_ignore_sigpipe();
 	s->iscsi = iscsi_create_context(o.initiator[0] ? o.initiator : ISCSI_DEFAULT_INITIATOR);
 	if (!s->iscsi) {
 		ret = vs_error_set(err, -ENOMEM, "Could not create an iSCSI context");
 		goto fail;
 	}
+	vs_async_pump_init(&s->pump, &iscsi_pump_ops, s->iscsi, s);
 	if (want_lun) {
 		u = iscsi_parse_full_url(s->iscsi, o.url);
 	} else {
@@ -617,9 +536,7 @@ static int sess_open(struct isess **out, const char *uri, bool want_lun, struct 
 		goto fail;
 	}
 
-	s->pump_running = true;
-	if (!vs_co_spawn(vs_reactor_current(), pump_main, s)) {
-		s->pump_running = false;
+	if (vs_async_pump_start(&s->pump) < 0) {
 		ret = vs_error_set(err, -ENOMEM, "Out of memory");
 		goto fail;
 	}
@@ -986,10 +903,7 @@ static int iscsi_submit(struct vs_node *node, struct vs_req *req)
 	case VS_OP_WRITE_ZEROES:
 		return iscsi_zero(n, req);
 	case VS_OP_BLOCK_STATUS:
-		req->bs_pnum = req->len;
-		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
-		req->bs_map = req->offset;
-		req->bs_file = node;
+		vs_req_bs_whole(req, node, VS_BS_DATA | VS_BS_ALLOCATED);
 		return 0;
 	}
 	return -EINVAL;
@@ -1014,26 +928,16 @@ static int iscsi_node_truncate(struct vs_node *node, uint64_t size, enum vs_prea
 static int iscsi_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
 			unsigned flags, struct vs_error *err)
 {
-	(void)flags;
-	struct vs_open_opts o = { .filename = filename, .format = "file" };
-	struct vs_node *node = NULL;
-	int ret;
+	uint64_t have = 0;
+	int ret = vs_protocol_create_existing(filename, size, opts, nopts, "on iSCSI", &have, err);
 
-	for (size_t i = 0; i < nopts; i++)
-		if (strcmp(opts[i].key, "size") &&
-		    (strcmp(opts[i].key, "preallocation") || strcmp(opts[i].value, "off")))
-			return vs_error_set(err, -EINVAL, "Option '%s' is not supported on iSCSI",
-					    opts[i].key);
-	ret = vs_protocol_open(&node, filename, &o, err);
-	if (ret < 0)
-		return ret;
-	if (size > node->size)
+	(void)flags;
+	if (ret == -ENOSPC)
 		ret = vs_error_set(
 			err, -ENOSPC,
 			"The iSCSI LUN is smaller (%llu bytes) than the %llu bytes asked "
 			"for; LUNs are sized on the target",
-			(unsigned long long)node->size, (unsigned long long)size);
-	vs_node_close(node);
+			(unsigned long long)have, (unsigned long long)size);
 	return ret;
 }
 

@@ -333,24 +333,14 @@ static int lvmap_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 static int lvmap_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
 			unsigned flags, struct vs_error *err)
 {
-	(void)flags;
-	struct vs_open_opts o = { .filename = filename, .format = "file" };
-	struct vs_node *node = NULL;
-	int ret;
+	uint64_t have = 0;
+	int ret = vs_protocol_create_existing(filename, size, opts, nopts, "on a mapped LV", &have,
+					      err);
 
-	for (size_t i = 0; i < nopts; i++)
-		if (strcmp(opts[i].key, "size") &&
-		    (strcmp(opts[i].key, "preallocation") || strcmp(opts[i].value, "off")))
-			return vs_error_set(err, -EINVAL,
-					    "Option '%s' is not supported on a mapped LV",
-					    opts[i].key);
-	ret = vs_protocol_open(&node, filename, &o, err);
-	if (ret < 0)
-		return ret;
-	if (size > node->size)
+	(void)flags;
+	if (ret == -ENOSPC)
 		ret = vs_error_set(err, -ENOSPC, "The logical volume is smaller than %llu bytes",
 				   (unsigned long long)size);
-	vs_node_close(node);
 	return ret;
 }
 

@@ -7,6 +7,7 @@
  */
 #include "driver.h"
 #include "iov.h"
+#include "vstor/parse.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -19,40 +20,24 @@ struct memory_state {
 	uint64_t cap;
 };
 
-static int parse_uri_size(const char *filename, const char *prefix, uint64_t *size)
+/*
+ * What opening memory:SIZE and null:SIZE share: the size in the URI (a
+ * qemu-img size, vstor/parse.h) and byte granularity. @name is the prefix
+ * without its ':'.
+ */
+static int uri_size_open(struct vs_node *node, const char *filename, const char *name,
+			 struct vs_error *err)
 {
-	const char *p = filename + strlen(prefix);
-	char *end;
-	unsigned long long v;
+	size_t n = strlen(name);
+	uint64_t v;
 
-	if (strncmp(filename, prefix, strlen(prefix)))
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(p, &end, 10);
-	if (errno || end == p)
-		return -EINVAL;
-	switch (*end) {
-	case 'k':
-	case 'K':
-		v <<= 10;
-		end++;
-		break;
-	case 'm':
-	case 'M':
-		v <<= 20;
-		end++;
-		break;
-	case 'g':
-	case 'G':
-		v <<= 30;
-		end++;
-		break;
-	default:
-		break;
-	}
-	if (*end || v > MEMORY_MAX_SIZE)
-		return -EINVAL;
-	*size = v;
+	if (strncmp(filename, name, n) || filename[n] != ':' ||
+	    vs_parse_size(filename + n + 1, &v) < 0 || v > MEMORY_MAX_SIZE)
+		return vs_error_set(err, -EINVAL, "Invalid %s URI '%s' (%s:SIZE)", name, filename,
+				    name);
+	node->size = v;
+	node->limits.request_align = 1;
+	node->limits.mem_align = 1;
 	return 0;
 }
 
@@ -99,14 +84,12 @@ static int memory_open(struct vs_node *node, const struct vs_open_opts *opts, st
 	struct memory_state *s = node->opaque;
 	int ret;
 
-	if (parse_uri_size(opts->filename, "memory:", &node->size) < 0)
-		return vs_error_set(err, -EINVAL, "Invalid memory URI '%s' (memory:SIZE)",
-				    opts->filename);
+	ret = uri_size_open(node, opts->filename, "memory", err);
+	if (ret < 0)
+		return ret;
 	ret = memory_reserve(s, node->size);
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "Could not allocate '%s'", opts->filename);
-	node->limits.request_align = 1;
-	node->limits.mem_align = 1;
 	node->caps = VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_GROWABLE;
 	return 0;
 }
@@ -144,10 +127,7 @@ static int memory_submit(struct vs_node *node, struct vs_req *req)
 	case VS_OP_FLUSH:
 		return 0;
 	case VS_OP_BLOCK_STATUS:
-		req->bs_pnum = req->len;
-		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
-		req->bs_map = req->offset;
-		req->bs_file = node;
+		vs_req_bs_whole(req, node, VS_BS_DATA | VS_BS_ALLOCATED);
 		return 0;
 	}
 	return -EINVAL;
@@ -190,11 +170,10 @@ const struct vs_driver vs_driver_memory = {
 
 static int null_open(struct vs_node *node, const struct vs_open_opts *opts, struct vs_error *err)
 {
-	if (parse_uri_size(opts->filename, "null:", &node->size) < 0)
-		return vs_error_set(err, -EINVAL, "Invalid null URI '%s' (null:SIZE)",
-				    opts->filename);
-	node->limits.request_align = 1;
-	node->limits.mem_align = 1;
+	int ret = uri_size_open(node, opts->filename, "null", err);
+
+	if (ret < 0)
+		return ret;
 	node->caps = VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_BLOCK_STATUS;
 	return 0;
 }
@@ -208,8 +187,7 @@ static int null_submit(struct vs_node *node, struct vs_req *req)
 {
 	switch (req->op) {
 	case VS_OP_READ:
-		for (int i = 0; i < req->niov; i++)
-			memset(req->iov[i].iov_base, 0, req->iov[i].iov_len);
+		vs_iov_memset(req->iov, req->niov, 0, 0, req->len);
 		return 0;
 	case VS_OP_WRITE:
 	case VS_OP_WRITE_ZEROES:
@@ -217,10 +195,7 @@ static int null_submit(struct vs_node *node, struct vs_req *req)
 	case VS_OP_FLUSH:
 		return 0;
 	case VS_OP_BLOCK_STATUS:
-		req->bs_pnum = req->len;
-		req->bs_status = VS_BS_ZERO | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
-		req->bs_map = req->offset;
-		req->bs_file = node;
+		vs_req_bs_whole(req, node, VS_BS_ZERO | VS_BS_ALLOCATED);
 		return 0;
 	}
 	return -EINVAL;

@@ -11,6 +11,7 @@
  * data straight into the waiting request's buffers and wakes it.
  */
 #include "driver.h"
+#include "iov.h"
 #include "nbd-proto.h"
 
 #include <errno.h>
@@ -442,23 +443,6 @@ static int recv_into(struct nbd_client *c, struct nbd_slot *s, uint64_t skip, ui
 	return len ? -EPROTO : 0;
 }
 
-static void zero_into(struct nbd_slot *s, uint64_t skip, uint64_t len)
-{
-	for (int i = 0; i < s->niov && len; i++) {
-		size_t l = s->iov[i].iov_len;
-
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		size_t n = l - skip < len ? l - skip : (size_t)len;
-
-		memset((char *)s->iov[i].iov_base + skip, 0, n);
-		len -= n;
-		skip = 0;
-	}
-}
-
 static int drop_bytes(struct nbd_client *c, uint64_t len)
 {
 	uint8_t tmp[1024];
@@ -531,7 +515,7 @@ static int handle_chunk(struct nbd_client *c, uint8_t *h)
 		hl = vs_be32(b + 8);
 		if (off < s->offset || hl > s->len || off - s->offset > s->len - hl)
 			return -EPROTO;
-		zero_into(s, off - s->offset, hl);
+		vs_iov_memset(s->iov, s->niov, off - s->offset, 0, hl);
 		s->seen += hl;
 		break;
 	}

@@ -10,7 +10,8 @@
  * through the reactor's ring and services it; requests queue their RPC,
  * push it out at once when the connection is up (a non-blocking send), and
  * park until their callback runs in the pump. Callbacks only record the
- * result and wake the request, so nothing re-enters libnfs.
+ * result and wake the request, so nothing re-enters libnfs (the call
+ * bookkeeping and the pump are async-call.h's, shared with driver-iscsi.c).
  *
  * Data goes through libnfs's raw NFSv3 calls (READ, WRITE, COMMIT), not its
  * file API, because a safe client needs what the replies carry: the count
@@ -23,8 +24,11 @@
  * unsafe neither commits nor keeps copies (docs/pool-backends.md).
  */
 #include "driver.h"
+#include "driver-nfs.h"
+
+#include "async-call.h"
+#include "iov.h"
 #include "nfs-wlist.h"
-#include "nfs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +39,7 @@
 #include <nfsc/libnfs-raw-nfs.h>
 #include <nfsc/libnfs-raw.h>
 #include <poll.h>
-#include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,15 +61,8 @@ struct nfs_call;
 
 struct vs_nfs {
 	struct nfs_context *nfs;
-	struct vs_co *pump;
-	bool pump_running;
-	bool polling; /* the pump is parked in vs_aio_poll(poll_fd, poll_ev) */
-	int poll_fd;
-	unsigned poll_ev;
-	bool stopping;
-	bool dead;
-	struct vs_co_queue pump_exit;
-	struct nfs_call *calls; /* in flight, for failing them when the session dies */
+	struct vs_async_pump pump;
+	struct vs_async_call *calls; /* in flight, for failing them when the session dies */
 	uint64_t max_read, max_write;
 };
 
@@ -75,12 +72,7 @@ struct vs_nfs {
  * (then it frees it).
  */
 struct nfs_call {
-	struct vs_nfs *s;
-	struct vs_co *co;
-	struct nfs_call *prev, *next;
-	bool done;
-	bool abandoned;
-	int status;
+	struct vs_async_call base; /* first: the calls list holds these */
 	char msg[160];
 	/* results */
 	struct iovec *iov; /* read: copy the data here */
@@ -102,55 +94,28 @@ static struct nfs_call *call_new(struct vs_nfs *s)
 
 	if (!c)
 		return NULL;
-	c->s = s;
-	c->co = vs_co_self();
-	c->next = s->calls;
-	if (s->calls)
-		s->calls->prev = c;
-	s->calls = c;
+	vs_async_call_start(&c->base, &s->calls);
 	return c;
-}
-
-static void call_unlink(struct nfs_call *c)
-{
-	if (!c->s)
-		return;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		c->s->calls = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->prev = c->next = NULL;
-	c->s = NULL;
 }
 
 /* The waiter is done with @c: free it, or leave it to a callback still due. */
 static void call_release(struct nfs_call *c)
 {
-	call_unlink(c);
-	if (c->done)
+	if (vs_async_call_release(&c->base))
 		free(c);
-	else
-		c->abandoned = true;
 }
 
 /* Common part of every callback. Returns false when the waiter has gone. */
 static bool call_finish(struct nfs_call *c, int status, void *data)
 {
-	if (c->abandoned) {
+	if (c->base.abandoned) {
 		free(c);
 		return false;
 	}
-	/* libnfs reports a failed RPC (connection lost for good) as -EFAULT. */
-	c->status = status == -EFAULT ? -EIO : status;
 	if (status < 0 && data)
 		snprintf(c->msg, sizeof(c->msg), "%s", (const char *)data);
-	c->done = true;
-	call_unlink(c);
-	/* libnfs calls some callbacks (NFSv3 close) before the call returns. */
-	if (c->co != vs_co_self())
-		vs_co_wake(c->co);
+	/* libnfs reports a failed RPC (connection lost for good) as -EFAULT. */
+	vs_async_call_complete(&c->base, status == -EFAULT ? -EIO : status);
 	return true;
 }
 
@@ -160,43 +125,45 @@ static void cb_plain(int status, struct nfs_context *nfs, void *data, void *priv
 	call_finish(priv, status < 0 ? status : 0, data);
 }
 
+/* Common part of the callbacks with a result: copy @len bytes of @src into @c at @off. */
+static void call_finish_copy(struct nfs_call *c, int status, void *data, const void *src,
+			     size_t off, size_t len)
+{
+	if (status >= 0 && !c->base.abandoned && src)
+		memcpy((char *)c + off, src, len);
+	call_finish(c, status < 0 ? status : 0, data);
+}
+
 static void cb_ptr(int status, struct nfs_context *nfs, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-
 	(void)nfs;
-	if (status >= 0 && !c->abandoned)
-		c->ptr = data;
-	call_finish(c, status < 0 ? status : 0, data);
+	call_finish_copy(priv, status, data, &data, offsetof(struct nfs_call, ptr), sizeof(data));
 }
 
 static void cb_stat(int status, struct nfs_context *nfs, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-
 	(void)nfs;
-	if (status >= 0 && !c->abandoned && data)
-		c->st = *(struct nfs_stat_64 *)data;
-	call_finish(c, status < 0 ? status : 0, data);
+	call_finish_copy(priv, status, data, data, offsetof(struct nfs_call, st),
+			 sizeof(struct nfs_stat_64));
 }
 
 static void cb_statvfs(int status, struct nfs_context *nfs, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-
 	(void)nfs;
-	if (status >= 0 && !c->abandoned && data)
-		c->vfs = *(struct nfs_statvfs_64 *)data;
-	call_finish(c, status < 0 ? status : 0, data);
+	call_finish_copy(priv, status, data, data, offsetof(struct nfs_call, vfs),
+			 sizeof(struct nfs_statvfs_64));
 }
 
 /*
  * The outcome of a raw NFSv3 call as -errno: -EAGAIN for NFS3ERR_JUKEBOX
  * (the caller waits and tries again), -EIO when the RPC itself failed.
+ * @data is the call's XXX3res, all of which start with their nfsstat3.
  */
-static int rpc_result(int status, void *data, int nfsstat, const char **msg)
+static int rpc_result(int status, void *data, const char **msg)
 {
 	if (status == RPC_STATUS_SUCCESS) {
+		int nfsstat = (int)*(const nfsstat3 *)data;
+
 		if (nfsstat == NFS3_OK)
 			return 0;
 		if (nfsstat == NFS3ERR_JUKEBOX)
@@ -211,72 +178,63 @@ static int rpc_result(int status, void *data, int nfsstat, const char **msg)
 	return -EIO;
 }
 
+/*
+ * Common part of the raw callbacks: @take copies the result of a successful
+ * call into @c while its waiter is still there.
+ */
+static inline void raw_finish(struct nfs_call *c, int status, void *data,
+			      void (*take)(struct nfs_call *c, const void *res))
+{
+	const char *msg = NULL;
+	int ret = rpc_result(status, data, &msg);
+
+	if (ret == 0 && !c->base.abandoned)
+		take(c, data);
+	call_finish(c, ret, (void *)msg);
+}
+
+static void take_read3(struct nfs_call *c, const void *res)
+{
+	const READ3resok *ok = &((const READ3res *)res)->READ3res_u.resok;
+	uint64_t n = ok->data.data_len < ok->count ? ok->data.data_len : ok->count;
+
+	if (n > c->len)
+		n = c->len;
+	c->count = (uint32_t)n;
+	c->eof = ok->eof;
+	vs_iov_from_buf(c->iov, c->niov, c->skip, ok->data.data_val, n);
+}
+
+static void take_write3(struct nfs_call *c, const void *res)
+{
+	const WRITE3resok *ok = &((const WRITE3res *)res)->WRITE3res_u.resok;
+
+	c->count = ok->count;
+	c->stable = ok->committed != UNSTABLE;
+	memcpy(c->verf, ok->verf, VS_NFS_VERF_SIZE);
+}
+
+static void take_commit3(struct nfs_call *c, const void *res)
+{
+	memcpy(c->verf, ((const COMMIT3res *)res)->COMMIT3res_u.resok.verf, VS_NFS_VERF_SIZE);
+}
+
 static void cb_read3(struct rpc_context *rpc, int status, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-	READ3res *res = data;
-	const char *msg = NULL;
-	int ret =
-		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
-
 	(void)rpc;
-	if (ret == 0 && !c->abandoned) {
-		const READ3resok *ok = &res->READ3res_u.resok;
-		const char *p = ok->data.data_val;
-		uint64_t n = ok->data.data_len < ok->count ? ok->data.data_len : ok->count;
-		uint64_t left, skip = c->skip;
-
-		if (n > c->len)
-			n = c->len;
-		c->count = (uint32_t)n;
-		c->eof = ok->eof;
-		left = n;
-		for (int i = 0; i < c->niov && left; i++) {
-			size_t l = c->iov[i].iov_len, m;
-
-			if (skip >= l) {
-				skip -= l;
-				continue;
-			}
-			m = l - skip < left ? l - skip : (size_t)left;
-			memcpy((char *)c->iov[i].iov_base + skip, p, m);
-			p += m;
-			left -= m;
-			skip = 0;
-		}
-	}
-	call_finish(c, ret, (void *)msg);
+	raw_finish(priv, status, data, take_read3);
 }
 
 static void cb_write3(struct rpc_context *rpc, int status, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-	WRITE3res *res = data;
-	const char *msg = NULL;
-	int ret =
-		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
-
 	(void)rpc;
-	if (ret == 0 && !c->abandoned) {
-		c->count = res->WRITE3res_u.resok.count;
-		c->stable = res->WRITE3res_u.resok.committed != UNSTABLE;
-		memcpy(c->verf, res->WRITE3res_u.resok.verf, VS_NFS_VERF_SIZE);
-	}
-	call_finish(c, ret, (void *)msg);
+	raw_finish(priv, status, data, take_write3);
 }
 
 static void cb_commit3(struct rpc_context *rpc, int status, void *data, void *priv)
 {
-	struct nfs_call *c = priv;
-	COMMIT3res *res = data;
-	const char *msg = NULL;
-	int ret =
-		rpc_result(status, data, status == RPC_STATUS_SUCCESS ? (int)res->status : 0, &msg);
-
 	(void)rpc;
-	if (ret == 0 && !c->abandoned)
-		memcpy(c->verf, res->COMMIT3res_u.resok.verf, VS_NFS_VERF_SIZE);
-	call_finish(c, ret, (void *)msg);
+	raw_finish(priv, status, data, take_commit3);
 }
 
 /* NFS3ERR_JUKEBOX: the server needs time (e.g. a file coming back from tape). */
@@ -290,92 +248,66 @@ static void jukebox_wait(unsigned attempt)
 static void session_fail_all(struct vs_nfs *s, int err)
 {
 	while (s->calls) {
-		struct nfs_call *c = s->calls;
+		struct nfs_call *c = (struct nfs_call *)s->calls;
 
-		c->status = err;
 		snprintf(c->msg, sizeof(c->msg), "NFS connection lost: %s",
 			 nfs_get_error(s->nfs) ? nfs_get_error(s->nfs) : "?");
-		call_unlink(c);
 		/* Not done: libnfs may still call back, and then frees it. */
-		c->abandoned = true;
-		vs_co_wake(c->co);
+		vs_async_call_abandon(&c->base, err);
 	}
 }
 
-static void pump_main(void *opaque)
+/* ---- the pump's calls into libnfs ---- */
+
+static int pump_get_fd(void *lib)
 {
-	struct vs_nfs *s = opaque;
-
-	s->pump = vs_co_self();
-	while (!s->stopping && !s->dead) {
-		int fd = nfs_get_fd(s->nfs), rev;
-
-		if (fd < 0) {
-			s->dead = true;
-			break;
-		}
-		s->poll_fd = fd;
-		s->poll_ev = (unsigned)nfs_which_events(s->nfs);
-		s->polling = true;
-		rev = vs_aio_poll(fd, s->poll_ev);
-		s->polling = false;
-		if (s->stopping)
-			break;
-		if (rev == -ECANCELED || rev == -EINTR || rev == 0)
-			continue; /* re-armed with the events wanted now */
-		if (rev < 0 || nfs_service(s->nfs, rev) < 0)
-			s->dead = true;
-		else if ((rev & (POLLERR | POLLHUP)) && nfs_get_fd(s->nfs) == fd)
-			vs_co_sleep_ns(100000000); /* a dead socket kept for a reconnect: no spin */
-	}
-	if (s->dead)
-		session_fail_all(s, -EIO);
-	s->pump = NULL;
-	s->pump_running = false;
-	vs_co_queue_wake_all(&s->pump_exit);
+	return nfs_get_fd(lib);
 }
 
-/*
- * After queueing an RPC: send it now if the connection is up, and make the
- * pump poll for what libnfs wants next (a connect in progress, or a send
- * that did not fit in the socket buffer).
- */
-static void session_kick(struct vs_nfs *s)
+static int pump_which_events(void *lib)
 {
-	unsigned ev = (unsigned)nfs_which_events(s->nfs);
-
-	if ((ev & POLLIN) && (ev & POLLOUT)) {
-		/* Connected with queued PDUs: write them without blocking. */
-		if (nfs_service(s->nfs, POLLOUT) < 0) {
-			s->dead = true;
-			session_fail_all(s, -EIO);
-		}
-		ev = (unsigned)nfs_which_events(s->nfs);
-	}
-	if (s->polling && s->pump &&
-	    ((ev & ~s->poll_ev) || nfs_get_fd(s->nfs) != s->poll_fd || s->dead))
-		(void)vs_aio_cancel(s->pump);
+	return nfs_which_events(lib);
 }
+
+static int pump_service(void *lib, int revents)
+{
+	return nfs_service(lib, revents);
+}
+
+/* Connected with queued PDUs: write them without blocking. */
+static bool pump_can_send(void *lib, unsigned events)
+{
+	(void)lib;
+	return (events & POLLIN) && (events & POLLOUT);
+}
+
+static void pump_fail_all(void *owner)
+{
+	session_fail_all(owner, -EIO);
+}
+
+static const struct vs_async_pump_ops nfs_pump_ops = {
+	.get_fd = pump_get_fd,
+	.which_events = pump_which_events,
+	.service = pump_service,
+	.can_send = pump_can_send,
+	.fail_all = pump_fail_all,
+};
 
 /* Wait for @c (queued: @queued is what the libnfs call returned). */
 static int call_wait(struct vs_nfs *s, struct nfs_call *c, int queued)
 {
-	int ret;
-
 	if (queued < 0) {
 		/* Not queued: no callback will come. The caller releases @c. */
 		snprintf(c->msg, sizeof(c->msg), "%s",
 			 nfs_get_error(s->nfs) ? nfs_get_error(s->nfs) : "request failed");
-		call_unlink(c);
-		c->done = true;
-		c->status = queued < -1 ? queued : -EIO;
-		return c->status;
+		vs_async_call_not_queued(&c->base, queued < -1 ? queued : -EIO);
+		return c->base.status;
 	}
-	session_kick(s);
-	while (!c->done && !c->abandoned)
-		vs_co_yield();
-	ret = c->status;
-	return ret;
+	/* Send it now if the connection is up; re-arm the pump for what libnfs wants next. */
+	vs_async_pump_kick(&s->pump);
+	vs_async_call_wait(&c->base);
+	return c->base.status;
 }
 
 /* Run one request: @start queues it with cb and c. NFS3ERR_JUKEBOX: wait, try again. */
@@ -383,9 +315,9 @@ static int call_wait(struct vs_nfs *s, struct nfs_call *c, int queued)
 	({                                                                \
 		int q_;                                                   \
 		for (unsigned t_ = 0;; t_++) {                            \
-			(c) = (s)->dead ? NULL : call_new(s);             \
+			(c) = (s)->pump.dead ? NULL : call_new(s);        \
 			if (!(c)) {                                       \
-				q_ = (s)->dead ? -EIO : -ENOMEM;          \
+				q_ = (s)->pump.dead ? -EIO : -ENOMEM;     \
 				break;                                    \
 			}                                                 \
 			q_ = call_wait((s), (c), (start));                \
@@ -397,15 +329,6 @@ static int call_wait(struct vs_nfs *s, struct nfs_call *c, int queued)
 		}                                                         \
 		q_;                                                       \
 	})
-
-static void session_stop(struct vs_nfs *s)
-{
-	s->stopping = true;
-	if (s->pump_running && s->pump)
-		(void)vs_aio_cancel(s->pump);
-	while (s->pump_running)
-		vs_co_queue_wait(&s->pump_exit);
-}
 
 static bool nfs_is_uri(const char *filename)
 {
@@ -430,11 +353,8 @@ static int session_mount(struct vs_nfs *s, const char *server, const char *expor
 	struct nfs_call *c = NULL;
 	int ret;
 
-	s->pump_running = true;
-	if (!vs_co_spawn(vs_reactor_current(), pump_main, s)) {
-		s->pump_running = false;
+	if (vs_async_pump_start(&s->pump) < 0)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
-	}
 	ret = NFS_CALL(s, c, nfs_mount_async(s->nfs, server, export_path, cb_plain, c));
 	if (ret < 0) {
 		vs_error_set(err, ret, "Could not mount '%s:%s' for '%s': %s", server, export_path,
@@ -449,61 +369,10 @@ static int session_mount(struct vs_nfs *s, const char *server, const char *expor
 	return 0;
 }
 
-/*
- * libnfs and libiscsi write to their sockets with plain send(): a server
- * that goes away would kill the process with SIGPIPE instead of failing
- * the request with EPIPE. Ignore SIGPIPE unless the program handles it.
- */
-static void ignore_sigpipe(void)
-{
-	struct sigaction sa;
-
-	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
-	    !(sa.sa_flags & SA_SIGINFO))
-		signal(SIGPIPE, SIG_IGN);
-}
-
-static struct vs_nfs *session_new(struct vs_error *err)
-{
-	struct vs_nfs *s = calloc(1, sizeof(*s));
-
-	if (!s) {
-		vs_error_set(err, -ENOMEM, "Out of memory");
-		return NULL;
-	}
-	s->nfs = nfs_init_context();
-	if (!s->nfs) {
-		free(s);
-		vs_error_set(err, -ENOMEM, "Could not create an NFS context");
-		return NULL;
-	}
-	nfs_set_version(s->nfs, NFS_V3);
-	/* A server that stays away fails the requests (URL: autoreconnect=-1 waits). */
-	nfs_set_autoreconnect(s->nfs, NFS_RECONNECTS);
-	ignore_sigpipe();
-	return s;
-}
-
-static void session_free(struct vs_nfs *s)
-{
-	if (!s)
-		return;
-	session_stop(s);
-	/* Frees the in-flight PDUs; abandoned calls may be freed by their callbacks. */
-	nfs_destroy_context(s->nfs);
-	while (s->calls) {
-		struct nfs_call *c = s->calls;
-
-		call_unlink(c);
-		c->abandoned = true;
-	}
-	free(s);
-}
-
-int vs_nfs_mount(struct vs_nfs **out, const char *url, struct vs_error *err)
+/* A session (not mounted yet) for @url, an nfs:// URL this driver takes. */
+static int session_new(struct vs_nfs **out, const char *url, struct vs_error *err)
 {
 	struct vs_nfs *s;
-	struct nfs_url *u;
 	int ret;
 
 	if (!nfs_is_uri(url))
@@ -511,26 +380,82 @@ int vs_nfs_mount(struct vs_nfs **out, const char *url, struct vs_error *err)
 	ret = check_url(url, err);
 	if (ret < 0)
 		return ret;
-	s = session_new(err);
+	s = calloc(1, sizeof(*s));
 	if (!s)
-		return err ? err->code : -ENOMEM;
-	u = nfs_parse_url_dir(s->nfs, url);
-	if (!u || !u->server || !u->path) {
-		ret = vs_error_set(err, -EINVAL, "Invalid NFS URL '%s': %s", url,
-				   nfs_get_error(s->nfs));
-		goto fail;
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	s->nfs = nfs_init_context();
+	if (!s->nfs) {
+		free(s);
+		return vs_error_set(err, -ENOMEM, "Could not create an NFS context");
 	}
-	ret = session_mount(s, u->server, u->path, url, err);
-	if (ret < 0)
-		goto fail;
-	nfs_destroy_url(u);
+	vs_async_pump_init(&s->pump, &nfs_pump_ops, s->nfs, s);
+	nfs_set_version(s->nfs, NFS_V3);
+	/* A server that stays away fails the requests (URL: autoreconnect=-1 waits). */
+	nfs_set_autoreconnect(s->nfs, NFS_RECONNECTS);
+	vs_async_ignore_sigpipe();
 	*out = s;
 	return 0;
-fail:
+}
+
+static void session_free(struct vs_nfs *s)
+{
+	if (!s)
+		return;
+	vs_async_pump_stop(&s->pump);
+	/* Frees the in-flight PDUs; abandoned calls may be freed by their callbacks. */
+	nfs_destroy_context(s->nfs);
+	while (s->calls)
+		(void)vs_async_call_release(s->calls);
+	free(s);
+}
+
+/*
+ * Mount on @s the export @url names: its whole path, or with @file all but
+ * the last component, which is then *@file (malloc'd).
+ */
+static int session_mount_url(struct vs_nfs *s, const char *url, char **file, struct vs_error *err)
+{
+	struct nfs_url *u = file ? nfs_parse_url_full(s->nfs, url) : nfs_parse_url_dir(s->nfs, url);
+	int ret;
+
+	if (!u || !u->server || !u->path || (file && !u->file)) {
+		ret = vs_error_set(err, -EINVAL, "Invalid NFS URL '%s'%s: %s", url,
+				   file ? " (use nfs://HOST/EXPORT/FILE)" : "",
+				   nfs_get_error(s->nfs));
+		goto out;
+	}
+	if (file) {
+		*file = strdup(u->file);
+		if (!*file) {
+			ret = vs_error_set(err, -ENOMEM, "Out of memory");
+			goto out;
+		}
+	}
+	ret = session_mount(s, u->server, u->path, url, err);
+	if (ret < 0 && file) {
+		free(*file);
+		*file = NULL;
+	}
+out:
 	if (u)
 		nfs_destroy_url(u);
-	session_free(s);
 	return ret;
+}
+
+int vs_nfs_mount(struct vs_nfs **out, const char *url, struct vs_error *err)
+{
+	struct vs_nfs *s;
+	int ret = session_new(&s, url, err);
+
+	if (ret < 0)
+		return ret;
+	ret = session_mount_url(s, url, NULL, err);
+	if (ret < 0) {
+		session_free(s);
+		return ret;
+	}
+	*out = s;
+	return 0;
 }
 
 void vs_nfs_unmount(struct vs_nfs *s)
@@ -561,6 +486,21 @@ static int call_error(struct nfs_call *c, int ret, struct vs_error *err, const c
 		call_release(c);
 	return ret;
 }
+
+/*
+ * Run a call with no result (@start queues it with cb_plain and the call c,
+ * as for NFS_CALL), filling @err with "@what '@path'" when it fails.
+ */
+#define NFS_CALL_PLAIN(s, start, err, what, path)                \
+	({                                                       \
+		struct nfs_call *c = NULL;                       \
+		int r_ = NFS_CALL(s, c, start);                  \
+		if (r_ < 0)                                      \
+			r_ = call_error(c, r_, err, what, path); \
+		else                                             \
+			call_release(c);                         \
+		r_;                                              \
+	})
 
 int vs_nfs_stat(struct vs_nfs *s, const char *path, struct vs_nfs_stat *st, struct vs_error *err)
 {
@@ -627,79 +567,44 @@ int vs_nfs_create(struct vs_nfs *s, const char *path, bool excl, struct vs_error
 
 int vs_nfs_unlink(struct vs_nfs *s, const char *path, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_unlink_async(s->nfs, path, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not delete", path);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_unlink_async(s->nfs, path, cb_plain, c), err,
+			      "Could not delete", path);
 }
 
 int vs_nfs_truncate(struct vs_nfs *s, const char *path, uint64_t size, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_truncate_async(s->nfs, path, size, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not resize", path);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_truncate_async(s->nfs, path, size, cb_plain, c), err,
+			      "Could not resize", path);
 }
 
 int vs_nfs_rename(struct vs_nfs *s, const char *from, const char *to, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_rename_async(s->nfs, from, to, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not rename", from);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_rename_async(s->nfs, from, to, cb_plain, c), err,
+			      "Could not rename", from);
 }
 
 int vs_nfs_link(struct vs_nfs *s, const char *from, const char *to, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_link_async(s->nfs, from, to, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not link", to);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_link_async(s->nfs, from, to, cb_plain, c), err,
+			      "Could not link", to);
 }
 
 int vs_nfs_chmod(struct vs_nfs *s, const char *path, uint32_t mode, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_chmod_async(s->nfs, path, (int)(mode & 07777), cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not set the mode of", path);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_chmod_async(s->nfs, path, (int)(mode & 07777), cb_plain, c),
+			      err, "Could not set the mode of", path);
 }
 
 int vs_nfs_chown(struct vs_nfs *s, const char *path, int uid, int gid, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_chown_async(s->nfs, path, uid, gid, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not set the owner of", path);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_chown_async(s->nfs, path, uid, gid, cb_plain, c), err,
+			      "Could not set the owner of", path);
 }
 
 int vs_nfs_mkdir(struct vs_nfs *s, const char *path, struct vs_error *err)
 {
-	struct nfs_call *c = NULL;
-	int ret = NFS_CALL(s, c, nfs_mkdir2_async(s->nfs, path, 0755, cb_plain, c));
-
-	if (ret < 0)
-		return call_error(c, ret, err, "Could not create directory", path);
-	call_release(c);
-	return 0;
+	return NFS_CALL_PLAIN(s, nfs_mkdir2_async(s->nfs, path, 0755, cb_plain, c), err,
+			      "Could not create directory", path);
 }
 
 int vs_nfs_list(struct vs_nfs *s, const char *path, vs_nfs_dir_fn *fn, void *opaque,
@@ -780,41 +685,15 @@ struct nfs_node {
 /* Split @url into a session mounted on its directory and the file's path. */
 static int nfs_node_connect(struct nfs_node *n, const char *url, struct vs_error *err)
 {
-	struct nfs_url *u;
-	int ret;
+	int ret = session_new(&n->s, url, err);
 
-	if (!nfs_is_uri(url))
-		return vs_error_set(err, -EINVAL, "'%s' is not an nfs:// URL", url);
-	ret = check_url(url, err);
 	if (ret < 0)
 		return ret;
-	n->s = session_new(err);
-	if (!n->s)
-		return err ? err->code : -ENOMEM;
-	u = nfs_parse_url_full(n->s->nfs, url);
-	if (!u || !u->server || !u->path || !u->file) {
-		ret = vs_error_set(err, -EINVAL,
-				   "Invalid NFS URL '%s' (use nfs://HOST/EXPORT/FILE): %s", url,
-				   nfs_get_error(n->s->nfs));
-		goto fail;
+	ret = session_mount_url(n->s, url, &n->path, err);
+	if (ret < 0) {
+		session_free(n->s);
+		n->s = NULL;
 	}
-	n->path = strdup(u->file);
-	if (!n->path) {
-		ret = vs_error_set(err, -ENOMEM, "Out of memory");
-		goto fail;
-	}
-	ret = session_mount(n->s, u->server, u->path, url, err);
-	if (ret < 0)
-		goto fail;
-	nfs_destroy_url(u);
-	return 0;
-fail:
-	if (u)
-		nfs_destroy_url(u);
-	free(n->path);
-	n->path = NULL;
-	session_free(n->s);
-	n->s = NULL;
 	return ret;
 }
 
@@ -934,14 +813,14 @@ static int node_read(struct nfs_node *n, struct vs_req *req)
 
 	while (got < req->len) {
 		uint64_t chunk = req->len - got < n->max_read ? req->len - got : n->max_read;
-		struct nfs_call *c = n->s->dead ? NULL : call_new(n->s);
+		struct nfs_call *c = n->s->pump.dead ? NULL : call_new(n->s);
 		struct READ3args a = { 0 };
 		uint32_t count = 0;
 		bool eof = false;
 		int ret;
 
 		if (!c)
-			return n->s->dead ? -EIO : -ENOMEM;
+			return n->s->pump.dead ? -EIO : -ENOMEM;
 		c->iov = req->iov;
 		c->niov = req->niov;
 		c->skip = got;
@@ -970,20 +849,8 @@ static int node_read(struct nfs_node *n, struct vs_req *req)
 		if (count == 0)
 			return -EIO; /* no progress and no EOF: a broken server */
 	}
-	if (got < req->len) {
-		uint64_t skip = got;
-
-		for (int i = 0; i < req->niov; i++) {
-			size_t l = req->iov[i].iov_len;
-
-			if (skip >= l) {
-				skip -= l;
-				continue;
-			}
-			memset((char *)req->iov[i].iov_base + skip, 0, l - skip);
-			skip = 0;
-		}
-	}
+	if (got < req->len)
+		vs_iov_memset(req->iov, req->niov, got, 0, req->len - got);
 	/* What this client wrote and has not seen committed wins over the server's copy. */
 	if (n->retain)
 		vs_nfs_wlist_overlay(&n->wl, req->offset, req->len, req->iov, req->niov);
@@ -994,59 +861,43 @@ static int node_read(struct nfs_node *n, struct vs_req *req)
 static int rpc_write(struct nfs_node *n, uint64_t off, const uint8_t *buf, uint64_t len,
 		     bool stable, uint32_t *count, bool *was_stable, uint8_t *verf)
 {
-	for (unsigned t = 0;; t++) {
-		struct nfs_call *c = n->s->dead ? NULL : call_new(n->s);
-		struct WRITE3args a = { 0 };
-		int ret;
+	struct WRITE3args a = { 0 };
+	struct nfs_call *c = NULL;
+	int ret;
 
-		if (!c)
-			return n->s->dead ? -EIO : -ENOMEM;
-		a.file = node_fh3(n->fh);
-		a.offset = off;
-		a.count = (count3)len;
-		a.stable = stable ? FILE_SYNC : UNSTABLE;
-		a.data.data_len = (u_int)len;
-		a.data.data_val = (char *)buf;
-		ret = call_wait(n->s, c,
-				rpc_nfs3_write_async(nfs_get_rpc_context(n->s->nfs), cb_write3, &a,
-						     c));
-		if (ret == 0) {
-			*count = c->count;
-			*was_stable = c->stable;
-			memcpy(verf, c->verf, VS_NFS_VERF_SIZE);
-		}
-		call_release(c);
-		if (ret != -EAGAIN)
-			return ret;
-		if (t + 1 >= NFS_JUKEBOX_TRIES)
-			return -EIO;
-		jukebox_wait(t);
+	a.file = node_fh3(n->fh);
+	a.offset = off;
+	a.count = (count3)len;
+	a.stable = stable ? FILE_SYNC : UNSTABLE;
+	a.data.data_len = (u_int)len;
+	a.data.data_val = (char *)buf;
+	ret = NFS_CALL(n->s, c,
+		       rpc_nfs3_write_async(nfs_get_rpc_context(n->s->nfs), cb_write3, &a, c));
+	if (ret == 0) {
+		*count = c->count;
+		*was_stable = c->stable;
+		memcpy(verf, c->verf, VS_NFS_VERF_SIZE);
 	}
+	if (c)
+		call_release(c);
+	return ret == -EAGAIN ? -EIO : ret; /* NFS3ERR_JUKEBOX to the last try */
 }
 
 /* One COMMIT of the whole file: the verifier it returned. */
 static int rpc_commit(struct nfs_node *n, uint8_t *verf)
 {
-	for (unsigned t = 0;; t++) {
-		struct nfs_call *c = n->s->dead ? NULL : call_new(n->s);
-		struct COMMIT3args a = { 0 };
-		int ret;
+	struct COMMIT3args a = { 0 };
+	struct nfs_call *c = NULL;
+	int ret;
 
-		if (!c)
-			return n->s->dead ? -EIO : -ENOMEM;
-		a.file = node_fh3(n->fh);
-		ret = call_wait(n->s, c,
-				rpc_nfs3_commit_async(nfs_get_rpc_context(n->s->nfs), cb_commit3,
-						      &a, c));
-		if (ret == 0)
-			memcpy(verf, c->verf, VS_NFS_VERF_SIZE);
+	a.file = node_fh3(n->fh);
+	ret = NFS_CALL(n->s, c,
+		       rpc_nfs3_commit_async(nfs_get_rpc_context(n->s->nfs), cb_commit3, &a, c));
+	if (ret == 0)
+		memcpy(verf, c->verf, VS_NFS_VERF_SIZE);
+	if (c)
 		call_release(c);
-		if (ret != -EAGAIN)
-			return ret;
-		if (t + 1 >= NFS_JUKEBOX_TRIES)
-			return -EIO;
-		jukebox_wait(t);
-	}
+	return ret == -EAGAIN ? -EIO : ret; /* NFS3ERR_JUKEBOX to the last try */
 }
 
 /*
@@ -1283,10 +1134,7 @@ static int nfs_submit(struct vs_node *node, struct vs_req *req)
 		return ret;
 	case VS_OP_BLOCK_STATUS:
 		/* NFSv3 has no SEEK_DATA: everything is data. */
-		req->bs_pnum = req->len;
-		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
-		req->bs_map = req->offset;
-		req->bs_file = node;
+		vs_req_bs_whole(req, node, VS_BS_DATA | VS_BS_ALLOCATED);
 		return 0;
 	case VS_OP_DISCARD:
 	case VS_OP_WRITE_ZEROES:

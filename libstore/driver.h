@@ -46,6 +46,18 @@ struct vs_req {
 	struct vs_node *bs_file;
 };
 
+/*
+ * BLOCK_STATUS answer of a protocol node that maps every byte to itself:
+ * the whole request is @status (VS_BS_*), at the same offset of @node.
+ */
+static inline void vs_req_bs_whole(struct vs_req *req, struct vs_node *node, unsigned status)
+{
+	req->bs_pnum = req->len;
+	req->bs_status = status | VS_BS_OFFSET_VALID;
+	req->bs_map = req->offset;
+	req->bs_file = node;
+}
+
 /* Capabilities. */
 #define VS_CAP_DISCARD 0x1
 #define VS_CAP_WRITE_ZEROES 0x2
@@ -200,6 +212,18 @@ int vs_path_combine(char *out, size_t outsz, const char *base, const char *name)
  */
 int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs_open_opts *opts,
 		     struct vs_error *err);
+
+/*
+ * Coroutine context: "create" for protocol drivers whose images exist
+ * already (an iSCSI LUN, a mapped LV), what formats do before they write
+ * their header. Options other than size and preallocation=off fail
+ * (-EINVAL, "Option 'X' is not supported @where"); then @filename is opened
+ * and *@have is its size. Returns -ENOSPC, with @err untouched for the
+ * driver's own words, when @size is larger.
+ */
+int vs_protocol_create_existing(const char *filename, uint64_t size, const struct vs_kv *opts,
+				size_t nopts, const char *where, uint64_t *have,
+				struct vs_error *err);
 
 /*
  * Image names that start with a registered prefix (the tools register

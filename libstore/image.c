@@ -75,6 +75,27 @@ int vs_protocol_open(struct vs_node **out, const char *filename, const struct vs
 	return 0;
 }
 
+int vs_protocol_create_existing(const char *filename, uint64_t size, const struct vs_kv *opts,
+				size_t nopts, const char *where, uint64_t *have,
+				struct vs_error *err)
+{
+	struct vs_open_opts o = { .filename = filename, .format = "file" };
+	struct vs_node *node = NULL;
+	int ret;
+
+	for (size_t i = 0; i < nopts; i++)
+		if (strcmp(opts[i].key, "size") &&
+		    (strcmp(opts[i].key, "preallocation") || strcmp(opts[i].value, "off")))
+			return vs_error_set(err, -EINVAL, "Option '%s' is not supported %s",
+					    opts[i].key, where);
+	ret = vs_protocol_open(&node, filename, &o, err);
+	if (ret < 0)
+		return ret;
+	*have = node->size;
+	vs_node_close(node);
+	return size > *have ? -ENOSPC : 0;
+}
+
 /*
  * Open the format node @drv (NULL: probe) on @file, taking over the
  * caller's reference to @file (dropped on failure). The backing file the

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/uio.h>
 
 /* Total bytes of @iov. */
@@ -39,5 +40,22 @@ bool vs_buf_is_zero(const void *buf, size_t len);
 
 /* Whether every byte of @iov is zero (detect-zeroes). */
 bool vs_iov_is_zero(const struct iovec *iov, int niov);
+
+/*
+ * Room for a slice or copy of an @niov-entry vector: @stack (@nstack
+ * entries) when it fits, else malloc'd (NULL: out of memory). *@cap is the
+ * room's entries. Free it with vs_iov_room_free().
+ */
+static inline struct iovec *vs_iov_room(struct iovec *stack, int nstack, int niov, int *cap)
+{
+	*cap = niov > nstack ? niov : nstack;
+	return niov > nstack ? malloc(sizeof(*stack) * (size_t)niov) : stack;
+}
+
+static inline void vs_iov_room_free(struct iovec *room, const struct iovec *stack)
+{
+	if (room != stack)
+		free(room);
+}
 
 #endif

@@ -15,6 +15,7 @@
  * size), which belongs to the I/O that completes.
  */
 #include "coroutine-int.h"
+#include "iov.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -520,20 +521,30 @@ static int iov_advance(struct iovec *iov, int iovcnt, size_t done, int *first)
 	return iovcnt - i;
 }
 
+/*
+ * A copy of @iov that the *_full loops advance through: @small (@nsmall
+ * entries) when it fits, else malloc'd. NULL when out of memory.
+ */
+static struct iovec *iov_copy(struct iovec *small, int nsmall, const struct iovec *iov, int iovcnt)
+{
+	int cap;
+	struct iovec *copy = vs_iov_room(small, nsmall, iovcnt, &cap);
+
+	if (copy)
+		memcpy(copy, iov, sizeof(*copy) * (size_t)iovcnt);
+	return copy;
+}
+
 static int rw_full(bool write, int fd, const struct iovec *iov, int iovcnt, uint64_t offset,
 		   size_t len, int rw_flags)
 {
 	struct iovec small[16];
-	struct iovec *copy = small;
+	struct iovec *copy = iov_copy(small, 16, iov, iovcnt);
 	size_t done = 0;
 	int first = 0, ret = 0;
 
-	if (iovcnt > 16) {
-		copy = malloc(sizeof(*copy) * (size_t)iovcnt);
-		if (!copy)
-			return -ENOMEM;
-	}
-	memcpy(copy, iov, sizeof(*copy) * (size_t)iovcnt);
+	if (!copy)
+		return -ENOMEM;
 	while (done < len) {
 		ssize_t n = write ? vs_aio_pwritev(fd, copy + first, iovcnt - first, offset + done,
 						   rw_flags) :
@@ -566,8 +577,7 @@ static int rw_full(bool write, int fd, const struct iovec *iov, int iovcnt, uint
 		if (iov_advance(copy, iovcnt, (size_t)n, &first) == 0)
 			break;
 	}
-	if (copy != small)
-		free(copy);
+	vs_iov_room_free(copy, small);
 	return ret;
 }
 
@@ -657,12 +667,16 @@ int vs_aio_poll(int fd, unsigned events)
  * Socket calls: the syscall without blocking, then, when it would block and
  * the caller did not ask for MSG_DONTWAIT, a readiness wait and again.
  */
-ssize_t vs_aio_recv(int fd, void *buf, size_t len, int flags)
+/*
+ * sendmsg (@out), or recv into the one iovec of @msg, waiting for readiness
+ * when it would block.
+ */
+static ssize_t msg_ready(struct vs_reactor *r, int fd, struct msghdr *msg, int flags, bool out)
 {
-	struct vs_reactor *r = cur();
-
 	for (;;) {
-		ssize_t n = recv(fd, buf, len, flags | MSG_DONTWAIT);
+		ssize_t n = out ? sendmsg(fd, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL) :
+				  recv(fd, msg->msg_iov[0].iov_base, msg->msg_iov[0].iov_len,
+				       flags | MSG_DONTWAIT);
 		int ret;
 
 		if (n >= 0)
@@ -671,28 +685,18 @@ ssize_t vs_aio_recv(int fd, void *buf, size_t len, int flags)
 			continue;
 		if ((errno != EAGAIN && errno != EWOULDBLOCK) || (flags & MSG_DONTWAIT))
 			return -errno;
-		ret = wait_ready(r, fd, POLLIN);
+		ret = wait_ready(r, fd, out ? POLLOUT : POLLIN);
 		if (ret < 0)
 			return ret;
 	}
 }
 
-static ssize_t sendmsg_ready(struct vs_reactor *r, int fd, const struct msghdr *msg, int flags)
+ssize_t vs_aio_recv(int fd, void *buf, size_t len, int flags)
 {
-	for (;;) {
-		ssize_t n = sendmsg(fd, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
-		int ret;
+	struct iovec iov = { buf, len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-		if (n >= 0)
-			return n;
-		if (errno == EINTR)
-			continue;
-		if ((errno != EAGAIN && errno != EWOULDBLOCK) || (flags & MSG_DONTWAIT))
-			return -errno;
-		ret = wait_ready(r, fd, POLLOUT);
-		if (ret < 0)
-			return ret;
-	}
+	return msg_ready(cur(), fd, &msg, flags, false);
 }
 
 ssize_t vs_aio_send(int fd, const void *buf, size_t len, int flags)
@@ -700,62 +704,52 @@ ssize_t vs_aio_send(int fd, const void *buf, size_t len, int flags)
 	struct iovec iov = { (void *)buf, len };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-	return sendmsg_ready(cur(), fd, &msg, flags);
+	return msg_ready(cur(), fd, &msg, flags, true);
+}
+
+/* All @len bytes of @buf through vs_aio_send (@send) or vs_aio_recv. */
+static int aio_xfer_full(int fd, char *buf, size_t len, bool send)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = send ? vs_aio_send(fd, buf + done, len - done, 0) :
+				   vs_aio_recv(fd, buf + done, len - done, 0);
+
+		if (n == -EINTR || n == -EAGAIN)
+			continue;
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return send ? -EPIPE : -ECONNRESET;
+		done += (size_t)n;
+	}
+	return 0;
 }
 
 int vs_aio_recv_full(int fd, void *buf, size_t len)
 {
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = vs_aio_recv(fd, (char *)buf + done, len - done, 0);
-
-		if (n == -EINTR || n == -EAGAIN)
-			continue;
-		if (n < 0)
-			return (int)n;
-		if (n == 0)
-			return -ECONNRESET;
-		done += (size_t)n;
-	}
-	return 0;
+	return aio_xfer_full(fd, buf, len, false);
 }
 
 int vs_aio_send_full(int fd, const void *buf, size_t len)
 {
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = vs_aio_send(fd, (const char *)buf + done, len - done, 0);
-
-		if (n == -EINTR || n == -EAGAIN)
-			continue;
-		if (n < 0)
-			return (int)n;
-		if (n == 0)
-			return -EPIPE;
-		done += (size_t)n;
-	}
-	return 0;
+	return aio_xfer_full(fd, (char *)buf, len, true);
 }
 
 int vs_aio_sendmsg_full(int fd, struct iovec *iov, int iovcnt)
 {
 	struct vs_reactor *r = cur();
 	struct iovec small[16];
-	struct iovec *copy = small;
+	struct iovec *copy = iov_copy(small, 16, iov, iovcnt);
 	int first = 0, ret = 0;
 
-	if (iovcnt > 16) {
-		copy = malloc(sizeof(*copy) * (size_t)iovcnt);
-		if (!copy)
-			return -ENOMEM;
-	}
-	memcpy(copy, iov, sizeof(*copy) * (size_t)iovcnt);
+	if (!copy)
+		return -ENOMEM;
 	while (first < iovcnt) {
 		struct msghdr msg = { .msg_iov = copy + first,
 				      .msg_iovlen = (size_t)(iovcnt - first) };
-		ssize_t n = sendmsg_ready(r, fd, &msg, 0);
+		ssize_t n = msg_ready(r, fd, &msg, 0, true);
 
 		if (n == -EINTR || n == -EAGAIN)
 			continue;
@@ -769,8 +763,7 @@ int vs_aio_sendmsg_full(int fd, struct iovec *iov, int iovcnt)
 		}
 		iov_advance(copy, iovcnt, (size_t)n, &first);
 	}
-	if (copy != small)
-		free(copy);
+	vs_iov_room_free(copy, small);
 	return ret;
 }
 

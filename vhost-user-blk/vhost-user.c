@@ -1,34 +1,31 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The vhost-user protocol (QEMU docs/interop/vhost-user.rst), back-end side,
- * for a virtio-blk device: messages on the unix socket, the memory table,
- * the rings and their kick/call eventfds. Everything runs on the back end's
- * reactor: one coroutine reads the socket, one per started ring waits on its
- * kick eventfd (a poll SQE) and takes requests, and each request runs as its
- * own coroutine on the image node with iovecs into guest memory.
+ * for a virtio-blk device: the connections and the messages on the unix
+ * socket (the rings are in vhost-rings.c, inflight tracking in
+ * vhost-inflight.c, the memory table in vhost-mem.c). Everything runs on
+ * the back end's reactor: one coroutine reads the socket, one per started
+ * ring waits on its kick eventfd (a poll SQE) and takes requests, and each
+ * request runs as its own coroutine on the image node with iovecs into
+ * guest memory.
  *
  * The front end is not trusted: message sizes, indexes, addresses, the
  * memory table and the file descriptors are checked; a bad message fails
  * (REPLY_ACK) or drops the connection, never the process.
  */
-#include "vhost-blk.h"
+#include "vhost-user.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "virtio-blk.h"
-#include "virtq.h"
-#include "vstor/reactor.h"
+#include "vhost-user-int.h"
 
 /* Message types (front end to back end). */
 enum {
@@ -75,17 +72,6 @@ enum {
 	((1ull << VU_PROTO_F_MQ) | (1ull << VU_PROTO_F_REPLY_ACK) | (1ull << VU_PROTO_F_CONFIG) | \
 	 (1ull << VU_PROTO_F_INFLIGHT_SHMFD))
 
-/*
- * The inflight area (vhost-user.rst, "Inflight I/O tracking"), split rings:
- * per queue a 16-byte header (u64 features, u16 version, u16 desc_num,
- * u16 last_batch_head, u16 used_idx) and 16 bytes per descriptor (u8
- * inflight, 5 padding, u16 next, u64 counter), the whole 64-byte aligned.
- * It lives in a memfd that the front end keeps across our restarts.
- */
-#define VU_INFLIGHT_ALIGN 64
-#define VU_INFLIGHT_HDR 16
-#define VU_INFLIGHT_MAX_QSIZE 1024
-
 /* Payload bytes of a message (front-end byte layout). */
 struct vu_msg {
 	uint32_t request;
@@ -94,94 +80,7 @@ struct vu_msg {
 	uint8_t payload[VU_MAX_PAYLOAD];
 };
 
-/* Room for a whole chain plus the splits of descriptors across regions. */
-#define VU_IOV_CAP (VQ_MAX_CHAIN + 2 * VQ_MAX_REGIONS)
-
-/*
- * Requests in flight per queue (each slot holds VU_IOV_CAP iovecs, ~17 KiB):
- * a front end with huge rings must not make us allocate without bound.
- * More chains wait in the ring until a slot frees up.
- */
-#define VU_MAX_INFLIGHT 256
-
-struct vu_vq;
-
-/* A request slot: one chain taken from a ring, served by one coroutine. */
-struct vu_req {
-	struct vu_vq *vq;
-	struct vu_req *next_free;
-	struct vq_elem elem;
-	const char *chain_err; /* malformed chain: return it unprocessed */
-	struct iovec iov[VU_IOV_CAP];
-};
-
-struct vu_conn;
-
-struct vu_vq {
-	struct vu_conn *c;
-	unsigned index;
-	uint16_t num;
-	uint32_t base; /* where the ring resumes while stopped (vq_ring_base()) */
-	uint64_t desc, avail, used;
-	bool addr_set;
-	bool enabled;
-	bool running;  /* the kick coroutine is alive */
-	bool stopping; /* ... and has been asked to stop */
-	bool broken;   /* stopped on a ring error until the front end resets it */
-	int kick_fd, call_fd, err_fd;
-	struct vs_co *kick_co;
-	struct vq_ring ring;
-	unsigned in_flight, nreqs;
-	struct vu_req *free_reqs;
-	struct vs_co_queue slot_wait; /* the kick coroutine waits for a free slot */
-	struct vs_co_queue idle_wait; /* stop waits for the coroutine and requests */
-	uint8_t *inflight;	      /* this queue's inflight region, or NULL */
-	uint16_t inflight_qsize;      /* descriptors it has room for */
-	bool tracking;		      /* the started ring records requests in it */
-	uint64_t inflight_counter;
-	uint16_t *resubmit; /* heads in flight when the last back end died, oldest first */
-	unsigned nresubmit;
-};
-
-struct vu_conn {
-	struct vs_vhost_blk *b;
-	int fd;
-	struct vs_co *reader;
-	bool closing;
-	bool waiting;	   /* not (yet) the front end being served */
-	uint64_t deadline; /* CLOCK_MONOTONIC ns to send SET_OWNER by, 0 = none */
-	struct vu_conn *next_waiting;
-	uint64_t features;
-	uint64_t proto_features;
-	struct vq_mem mem;
-	unsigned nvqs;
-	struct vu_vq vqs[VS_VHOST_BLK_MAX_QUEUES];
-	struct vs_vhost_blk_stats at_start;
-	void *inflight_map; /* the inflight area (GET/SET_INFLIGHT_FD) */
-	size_t inflight_len;
-	int reply_fd; /* an fd to send with the next reply, or -1 */
-};
-
-struct vs_vhost_blk {
-	struct vs_reactor *reactor;
-	struct vs_vhost_blk_opts opts;
-	struct vblk_dev dev;
-	struct vs_vhost_blk_stats stats;
-	struct vu_conn *conn;	 /* the front end being served */
-	struct vu_conn *waiting; /* accepted, not served: silent yet, or queued */
-	unsigned nconns;	 /* the served one and the waiting ones */
-	uint64_t handshake_ns;	 /* 0 = no limit */
-	struct vs_co *watchdog;	 /* alive while connections have deadlines */
-	int listen_fd;
-	struct vs_co *listen_co;
-	bool listener_alive;
-	bool shutting_down;
-	struct vs_co_queue idle_wait; /* the connection or the listener went away */
-};
-
-static void vu_log(struct vs_vhost_blk *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void vu_log(struct vs_vhost_blk *b, const char *fmt, ...)
+void vu_log(struct vs_vhost_blk *b, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -192,470 +91,6 @@ static void vu_log(struct vs_vhost_blk *b, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-}
-
-static inline uint32_t get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, 4);
-	return v;
-}
-
-static inline uint64_t get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return v;
-}
-
-static inline void set32(uint8_t *p, uint32_t v)
-{
-	memcpy(p, &v, 4);
-}
-
-static inline void set64(uint8_t *p, uint64_t v)
-{
-	memcpy(p, &v, 8);
-}
-
-static void close_fd(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-	*fd = -1;
-}
-
-/* Eventfds are shared with the front end: never let a read or write block us. */
-static void set_nonblock(int fd)
-{
-	int fl = fcntl(fd, F_GETFL);
-
-	if (fl >= 0 && !(fl & O_NONBLOCK))
-		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
-
-static void signal_fd(int fd)
-{
-	uint64_t one = 1;
-
-	if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
-		/* A full counter or a closed peer: the notification is moot. */
-	}
-}
-
-/* ---- inflight tracking (split rings) ---- */
-
-static inline uint8_t *inflight_desc(const struct vu_vq *vq, unsigned i)
-{
-	return vq->inflight + VU_INFLIGHT_HDR + 16 * (size_t)i;
-}
-
-static size_t inflight_queue_size(unsigned qsize)
-{
-	size_t n = VU_INFLIGHT_HDR + 16 * (size_t)qsize;
-
-	return (n + VU_INFLIGHT_ALIGN - 1) & ~(size_t)(VU_INFLIGHT_ALIGN - 1);
-}
-
-/* A chain was taken from the ring: it is in flight until its used entry is out. */
-static void inflight_start(struct vu_vq *vq, uint16_t head)
-{
-	uint8_t *d = inflight_desc(vq, head);
-	uint64_t counter = ++vq->inflight_counter;
-
-	memcpy(d + 8, &counter, 8);
-	__atomic_thread_fence(__ATOMIC_RELEASE);
-	__atomic_store_n(d, 1, __ATOMIC_RELAXED);
-}
-
-/* A head to resubmit and its counter, copied out of the shared area. */
-struct inflight_head {
-	uint64_t counter;
-	uint16_t head;
-};
-
-static int inflight_cmp(const void *a, const void *b)
-{
-	const struct inflight_head *x = a, *y = b;
-
-	return x->counter < y->counter ? -1 : x->counter > y->counter;
-}
-
-/*
- * The ring starts with an inflight region: requests a dead back end took and
- * never answered are still marked. Repair the one update a crash can tear
- * (the used index moved, the mark not yet cleared), then make the marked
- * heads the resubmit list (oldest first) and resume taking chains after them.
- */
-static void inflight_recover(struct vu_vq *vq)
-{
-	uint16_t used = vq->ring.s.used_idx, num = vq->ring.s.num, last_batch, reg_used;
-	struct inflight_head *list;
-	uint64_t max_counter = 0;
-	unsigned n = 0;
-
-	memcpy(&last_batch, vq->inflight + 12, 2);
-	memcpy(&reg_used, vq->inflight + 14, 2);
-	if (reg_used != used) {
-		if (last_batch < num)
-			__atomic_store_n(inflight_desc(vq, last_batch), 0, __ATOMIC_RELAXED);
-		memcpy(vq->inflight + 14, &used, 2);
-	}
-	free(vq->resubmit);
-	vq->resubmit = NULL;
-	vq->nresubmit = 0;
-	/*
-	 * The area is shared with the front end, which may change it meanwhile:
-	 * copy heads and counters out once, then sort our copy.
-	 */
-	list = malloc(num * sizeof(*list));
-	if (!list)
-		return;
-	for (unsigned i = 0; i < num; i++) {
-		if (__atomic_load_n(inflight_desc(vq, i), __ATOMIC_RELAXED) != 1)
-			continue;
-		list[n].head = (uint16_t)i;
-		memcpy(&list[n].counter, inflight_desc(vq, i) + 8, 8);
-		if (list[n].counter > max_counter)
-			max_counter = list[n].counter;
-		n++;
-	}
-	if (n) {
-		qsort(list, n, sizeof(*list), inflight_cmp);
-		vq->resubmit = malloc(n * sizeof(*vq->resubmit));
-	}
-	if (!vq->resubmit)
-		n = 0;
-	for (unsigned i = 0; i < n; i++)
-		vq->resubmit[i] = list[i].head;
-	free(list);
-	vq->nresubmit = n;
-	vq->inflight_counter = max_counter;
-	/* The heads in flight were taken after the used ones. */
-	vq->ring.s.last_avail = (uint16_t)(used + n);
-	if (n)
-		vu_log(vq->c->b, "queue %u: resubmitting %u requests of the previous back end",
-		       vq->index, n);
-}
-
-/* ---- rings ---- */
-
-static struct vu_req *vq_get_slot(struct vu_vq *vq)
-{
-	struct vu_req *r = vq->free_reqs;
-
-	if (r) {
-		vq->free_reqs = r->next_free;
-		return r;
-	}
-	if (vq->nreqs >= vq_ring_num(&vq->ring) || vq->nreqs >= VU_MAX_INFLIGHT)
-		return NULL;
-	r = malloc(sizeof(*r));
-	if (!r)
-		return NULL;
-	r->vq = vq;
-	r->elem.iov = r->iov;
-	r->elem.cap = VU_IOV_CAP;
-	vq->nreqs++;
-	return r;
-}
-
-static void vq_put_slot(struct vu_vq *vq, struct vu_req *r)
-{
-	r->next_free = vq->free_reqs;
-	vq->free_reqs = r;
-}
-
-static void vq_free_slots(struct vu_vq *vq)
-{
-	struct vu_req *r;
-
-	while ((r = vq->free_reqs)) {
-		vq->free_reqs = r->next_free;
-		free(r);
-	}
-	vq->nreqs = 0;
-}
-
-static void vq_broken(struct vu_vq *vq, const char *why)
-{
-	vu_log(vq->c->b, "queue %u: %s; the queue stops until the front end resets it", vq->index,
-	       why);
-	vq->broken = true;
-	signal_fd(vq->err_fd);
-}
-
-static void req_main(void *opaque)
-{
-	struct vu_req *r = opaque;
-	struct vu_vq *vq = r->vq;
-	struct vs_vhost_blk *b = vq->c->b;
-	struct vblk_req br;
-	uint32_t used = 0;
-
-	if (!r->chain_err && vblk_parse(&r->elem, &br) < 0)
-		r->chain_err = "no writable status byte";
-	if (r->chain_err) {
-		b->stats.bad_chains++;
-		if (b->opts.verbose)
-			vu_log(b, "queue %u: chain %u returned unprocessed: %s", vq->index,
-			       r->elem.head, r->chain_err);
-	} else {
-		used = vblk_exec(&b->dev, &br);
-	}
-	if (vq->tracking)
-		memcpy(vq->inflight + 12, &r->elem.head, 2); /* last_batch_head */
-	vq_ring_push(&vq->ring, &r->elem, used);
-	if (vq->tracking) {
-		__atomic_store_n(inflight_desc(vq, r->elem.head), 0, __ATOMIC_RELEASE);
-		__atomic_thread_fence(__ATOMIC_RELEASE);
-		memcpy(vq->inflight + 14, &vq->ring.s.used_idx, 2);
-	}
-	if (vq_ring_should_notify(&vq->ring))
-		signal_fd(vq->call_fd);
-	vq_put_slot(vq, r);
-	vq->in_flight--;
-	vs_co_queue_wake_one(&vq->slot_wait);
-	if (!vq->in_flight)
-		vs_co_queue_wake_all(&vq->idle_wait);
-}
-
-/* Take every available chain and start a coroutine for each. */
-static void vq_process(struct vu_vq *vq)
-{
-	struct vs_vhost_blk *b = vq->c->b;
-
-	while (!vq->stopping && !vq->broken) {
-		struct vu_req *r = vq_get_slot(vq);
-		const char *why = NULL;
-		int ret;
-
-		if (!r) {
-			if (!vq->in_flight) {
-				vq_broken(vq, "out of memory");
-				return;
-			}
-			vs_co_queue_wait(&vq->slot_wait); /* backpressure: a slot frees up */
-			continue;
-		}
-		ret = vq_ring_pop(&vq->ring, &vq->c->mem, &r->elem, &why);
-		if (ret == 0) {
-			vq_put_slot(vq, r);
-			return;
-		}
-		if (ret == -EPROTO) {
-			vq_put_slot(vq, r);
-			vq_broken(vq, why);
-			return;
-		}
-		r->chain_err = ret < 0 ? why : NULL;
-		if (vq->tracking)
-			inflight_start(vq, r->elem.head);
-		vq->in_flight++;
-		if (!vs_co_spawn(b->reactor, req_main, r)) {
-			/* No coroutine: give the chain back unprocessed. */
-			vq_ring_push(&vq->ring, &r->elem, 0);
-			signal_fd(vq->call_fd);
-			vq->in_flight--;
-			vq_put_slot(vq, r);
-			vq_broken(vq, "out of memory");
-			return;
-		}
-	}
-}
-
-static void vq_kick_main(void *opaque)
-{
-	struct vu_vq *vq = opaque;
-
-	vq->kick_co = vs_co_self();
-	/* First what the previous back end left in flight, oldest first. */
-	for (unsigned k = 0; k < vq->nresubmit && !vq->stopping && !vq->broken; k++) {
-		struct vu_req *r;
-		const char *why = NULL;
-		int ret;
-
-		while (!(r = vq_get_slot(vq)) && !vq->stopping)
-			vs_co_queue_wait(&vq->slot_wait);
-		if (!r)
-			break;
-		ret = vq_split_read_chain(&vq->ring.s, &vq->c->mem, vq->resubmit[k], &r->elem,
-					  &why);
-		r->chain_err = ret < 0 ? why : NULL;
-		vq->in_flight++;
-		if (!vs_co_spawn(vq->c->b->reactor, req_main, r)) {
-			vq->in_flight--;
-			vq_put_slot(vq, r);
-			break;
-		}
-	}
-	free(vq->resubmit);
-	vq->resubmit = NULL;
-	vq->nresubmit = 0;
-	while (!vq->stopping && !vq->broken) {
-		uint64_t v;
-		ssize_t n;
-		int ev;
-
-		vq_process(vq);
-		if (vq->stopping || vq->broken)
-			break;
-		if (vq_ring_enable_notify(&vq->ring))
-			continue;
-		ev = vs_aio_poll(vq->kick_fd, POLLIN);
-		if (vq->stopping)
-			break;
-		if (ev == -ECANCELED || ev == -EINTR)
-			continue;
-		if (ev < 0 || (ev & (POLLERR | POLLHUP | POLLNVAL))) {
-			vq_broken(vq, "kick file descriptor failed");
-			break;
-		}
-		n = read(vq->kick_fd, &v, sizeof(v));
-		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-			vq_broken(vq, "kick file descriptor is not an eventfd");
-			break;
-		}
-	}
-	vq->kick_co = NULL;
-	vq->running = false;
-	vs_co_queue_wake_all(&vq->idle_wait);
-}
-
-/* Start the ring if the front end has given everything it needs. */
-static void vq_maybe_start(struct vu_vq *vq)
-{
-	struct vu_conn *c = vq->c;
-	int ret;
-
-	if (vq->running || vq->broken || !vq->enabled || vq->kick_fd < 0 || !vq->addr_set ||
-	    !vq->num || !c->mem.n)
-		return;
-	ret = vq_ring_map(&vq->ring, &c->mem, c->features & (1ull << VIRTIO_F_RING_PACKED),
-			  c->features & (1ull << VIRTIO_RING_F_EVENT_IDX),
-			  c->features & (1ull << VIRTIO_RING_F_INDIRECT_DESC), vq->num, vq->desc,
-			  vq->avail, vq->used, vq->base);
-	if (ret < 0) {
-		vq_broken(vq, ret == -EFAULT ? "ring addresses outside the memory table" :
-					       "bad ring size, alignment or base");
-		return;
-	}
-	vq->tracking = vq->inflight && !vq->ring.packed && vq->inflight_qsize >= vq->num;
-	if (vq->tracking)
-		inflight_recover(vq);
-	vq->running = true;
-	vq->stopping = false;
-	if (!vs_co_spawn(c->b->reactor, vq_kick_main, vq)) {
-		vq->running = false;
-		vq_broken(vq, "out of memory");
-	}
-}
-
-/* Coroutine context: stop taking requests and wait for those in flight. */
-static void vq_stop(struct vu_vq *vq)
-{
-	bool was_running = vq->running;
-
-	if (vq->running) {
-		vq->stopping = true;
-		if (vq->kick_co && vq->kick_co != vs_co_self())
-			vs_aio_cancel(vq->kick_co);
-		vs_co_queue_wake_all(&vq->slot_wait);
-		while (vq->running)
-			vs_co_queue_wait(&vq->idle_wait);
-		vq->stopping = false;
-	}
-	while (vq->in_flight)
-		vs_co_queue_wait(&vq->idle_wait);
-	/* A stopped ring's base is the front end's (SET_VRING_BASE), not ours. */
-	if (was_running)
-		vq->base = vq_ring_base(&vq->ring);
-}
-
-static void vq_reset(struct vu_vq *vq)
-{
-	vq_stop(vq);
-	close_fd(&vq->kick_fd);
-	close_fd(&vq->call_fd);
-	close_fd(&vq->err_fd);
-	vq_free_slots(vq);
-	vq->num = 0;
-	vq->base = 0;
-	vq->addr_set = false;
-	vq->enabled = false;
-	vq->broken = false;
-	free(vq->resubmit);
-	vq->resubmit = NULL;
-	vq->nresubmit = 0;
-	memset(&vq->ring, 0, sizeof(vq->ring));
-}
-
-/* ---- memory table ---- */
-
-static void mem_unmap(struct vq_mem *m)
-{
-	for (unsigned i = 0; i < m->n; i++)
-		if (m->r[i].map)
-			munmap(m->r[i].map, m->r[i].map_len);
-	m->n = 0;
-}
-
-/*
- * Map the regions of a SET_MEM_TABLE payload (@p, @size bytes) with their
- * @fds into @m. The fds stay the caller's.
- */
-static int mem_map(struct vs_vhost_blk *b, struct vq_mem *m, const uint8_t *p, uint32_t size,
-		   const int *fds, unsigned nfds)
-{
-	uint32_t n;
-
-	if (size < 8)
-		return -EINVAL;
-	n = get32(p);
-	if (n == 0 || n > VQ_MAX_REGIONS || size != 8 + 32 * n || nfds != n) {
-		vu_log(b, "SET_MEM_TABLE: %u regions, %u bytes, %u fds", n, size, nfds);
-		return -EINVAL;
-	}
-	m->n = 0;
-	for (unsigned i = 0; i < n; i++) {
-		const uint8_t *e = p + 8 + 32 * i;
-		uint64_t gpa = get64(e), len = get64(e + 8), uva = get64(e + 16);
-		uint64_t off = get64(e + 24);
-		struct stat st;
-		void *map;
-
-		if (!len || gpa + len < gpa || uva + len < uva || off + len < off ||
-		    off + len > (uint64_t)SIZE_MAX) {
-			vu_log(b, "SET_MEM_TABLE: region %u has a bad range", i);
-			goto fail;
-		}
-		/* Mapping past the end of the file would fault on access. */
-		if (fstat(fds[i], &st) < 0 ||
-		    (S_ISREG(st.st_mode) && (uint64_t)st.st_size < off + len)) {
-			vu_log(b, "SET_MEM_TABLE: region %u is larger than its file", i);
-			goto fail;
-		}
-		map = mmap(NULL, (size_t)(off + len), PROT_READ | PROT_WRITE,
-			   MAP_SHARED | MAP_NORESERVE, fds[i], 0);
-		if (map == MAP_FAILED) {
-			vu_log(b, "SET_MEM_TABLE: cannot map region %u: %s", i, strerror(errno));
-			goto fail;
-		}
-		m->r[i] = (struct vq_region){ .gpa = gpa,
-					      .size = len,
-					      .uva = uva,
-					      .host = (uint8_t *)map + off,
-					      .map = map,
-					      .map_len = (size_t)(off + len) };
-		m->n = i + 1;
-	}
-	return 0;
-
-fail:
-	mem_unmap(m);
-	return -EINVAL;
 }
 
 /* ---- messages ---- */
@@ -843,7 +278,7 @@ static void inflight_unmap(struct vu_conn *c)
 static void inflight_assign(struct vu_conn *c, uint8_t *base, unsigned nq, unsigned qsize)
 {
 	for (unsigned i = 0; i < c->nvqs && i < nq; i++) {
-		c->vqs[i].inflight = base + i * inflight_queue_size(qsize);
+		c->vqs[i].inflight = base + i * vu_inflight_queue_size(qsize);
 		c->vqs[i].inflight_qsize = (uint16_t)qsize;
 	}
 }
@@ -868,7 +303,7 @@ static int inflight_msg(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned 
 	for (unsigned i = 0; i < c->nvqs; i++)
 		if (c->vqs[i].running)
 			return -EBUSY;
-	need = nq * inflight_queue_size(qs);
+	need = nq * vu_inflight_queue_size(qs);
 	if (m->request == VU_GET_INFLIGHT_FD) {
 		fd = memfd_create("vstor-vhost-inflight", MFD_CLOEXEC);
 		if (fd < 0)
@@ -883,7 +318,7 @@ static int inflight_msg(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned 
 			return -errno;
 		}
 		for (unsigned i = 0; i < nq; i++) {
-			uint8_t *q = (uint8_t *)map + i * inflight_queue_size(qs);
+			uint8_t *q = (uint8_t *)map + i * vu_inflight_queue_size(qs);
 			uint16_t version = 1;
 
 			memcpy(q + 8, &version, 2);
@@ -925,9 +360,9 @@ static int inflight_msg(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned 
 static void conn_reset_device(struct vu_conn *c)
 {
 	for (unsigned i = 0; i < c->nvqs; i++)
-		vq_reset(&c->vqs[i]);
+		vu_vq_reset(&c->vqs[i]);
 	inflight_unmap(c);
-	mem_unmap(&c->mem);
+	vu_mem_unmap(&c->mem);
 	c->features = 0;
 	c->b->dev.features = 0;
 }
@@ -991,16 +426,16 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 	case VU_SET_MEM_TABLE: {
 		struct vq_mem fresh;
 
-		ret = mem_map(b, &fresh, m->payload, m->size, fds, nfds);
+		ret = vu_mem_map(b, &fresh, m->payload, m->size, fds, nfds);
 		if (ret < 0)
 			return ret;
 		/* Requests in flight point into the old mappings: let them finish. */
 		for (unsigned i = 0; i < c->nvqs; i++)
-			vq_stop(&c->vqs[i]);
-		mem_unmap(&c->mem);
+			vu_vq_stop(&c->vqs[i]);
+		vu_mem_unmap(&c->mem);
 		c->mem = fresh;
 		for (unsigned i = 0; i < c->nvqs; i++)
-			vq_maybe_start(&c->vqs[i]);
+			vu_vq_maybe_start(&c->vqs[i]);
 		return -1;
 	}
 	case VU_SET_VRING_NUM:
@@ -1015,7 +450,7 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 		if (!vq)
 			return -EINVAL;
 		if (m->request == VU_GET_VRING_BASE) {
-			vq_stop(vq);
+			vu_vq_stop(vq);
 			/* The ring is stopped: the next start brings new eventfds. */
 			close_fd(&vq->kick_fd);
 			close_fd(&vq->call_fd);
@@ -1028,9 +463,9 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 				return -EINVAL;
 			vq->enabled = val;
 			if (val)
-				vq_maybe_start(vq);
+				vu_vq_maybe_start(vq);
 			else
-				vq_stop(vq);
+				vu_vq_stop(vq);
 			return -1;
 		}
 		if (vq->running)
@@ -1040,7 +475,7 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 			if (!val || val > VQ_MAX_SIZE || (!packed && (val & (val - 1))))
 				return -EINVAL;
 			vq->num = (uint16_t)val;
-			vq_free_slots(vq); /* their count was bounded by the old size */
+			vu_vq_free_slots(vq); /* their count was bounded by the old size */
 		} else {
 			/* Packed: avail and used positions with wrap counters (vq_ring_base()). */
 			if (!packed && val > 0xffff)
@@ -1063,13 +498,13 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 		vq->avail = get64(m->payload + 24);
 		vq->addr_set = true;
 		vq->broken = false;
-		vq_maybe_start(vq);
+		vu_vq_maybe_start(vq);
 		return -1;
 	case VU_SET_VRING_KICK:
 		ret = take_ring_fd(c, m, fds, nfds, &vq, &fd);
 		if (ret < 0)
 			return ret;
-		vq_stop(vq);
+		vu_vq_stop(vq);
 		close_fd(&vq->kick_fd);
 		vq->kick_fd = fd;
 		if (fd < 0) {
@@ -1081,7 +516,7 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 		if (!(c->features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES)))
 			vq->enabled = true;
 		vq->broken = false;
-		vq_maybe_start(vq);
+		vu_vq_maybe_start(vq);
 		return -1;
 	case VU_SET_VRING_CALL:
 	case VU_SET_VRING_ERR:

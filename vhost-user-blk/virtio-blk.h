@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "vhost-blk.h"
+#include "vhost-user.h"
 #include "vstor/export.h"
 #include "virtq.h"
 

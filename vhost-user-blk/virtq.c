@@ -143,6 +143,25 @@ int vq_split_pending(const struct vq_split *vq)
 	return n > vq->num ? -EPROTO : n;
 }
 
+/*
+ * The indirect descriptor table at @addr (@len bytes) in guest memory, split
+ * or packed (16-byte entries either way), or NULL with @why.
+ */
+static const uint8_t *indirect_table(const struct vq_mem *m, uint64_t addr, uint32_t len,
+				     const char **why)
+{
+	const uint8_t *table;
+
+	if (!len || (len & 15) || len / 16 > VQ_MAX_CHAIN) {
+		*why = "bad indirect table length";
+		return NULL;
+	}
+	table = vq_mem_gpa(m, addr, len);
+	if (!table)
+		*why = "indirect table outside guest memory";
+	return table;
+}
+
 static void read_desc(const uint8_t *table, unsigned i, struct vq_desc *d)
 {
 	memcpy(d, table + 16 * (size_t)i, sizeof(*d));
@@ -226,15 +245,9 @@ int vq_split_read_chain(const struct vq_split *vq, const struct vq_mem *m, uint1
 				*why = "indirect descriptor not allowed here";
 				return -EINVAL;
 			}
-			if (!d.len || (d.len & 15) || d.len / 16 > VQ_MAX_CHAIN) {
-				*why = "bad indirect table length";
+			table = indirect_table(m, d.addr, d.len, why);
+			if (!table)
 				return -EINVAL;
-			}
-			table = vq_mem_gpa(m, d.addr, d.len);
-			if (!table) {
-				*why = "indirect table outside guest memory";
-				return -EINVAL;
-			}
 			max = d.len / 16;
 			in_indirect = true;
 			seen = 0;
@@ -394,15 +407,9 @@ static int vq_packed_pop(struct vq_packed *vq, const struct vq_mem *m, struct vq
 				*why = "indirect descriptor not allowed here";
 				return -EINVAL;
 			}
-			if (!d.len || (d.len & 15) || d.len / 16 > VQ_MAX_CHAIN) {
-				*why = "bad indirect table length";
+			table = indirect_table(m, d.addr, d.len, why);
+			if (!table)
 				return -EINVAL;
-			}
-			table = vq_mem_gpa(m, d.addr, d.len);
-			if (!table) {
-				*why = "indirect table outside guest memory";
-				return -EINVAL;
-			}
 			/* Only the WRITE flag counts in an indirect table. */
 			for (unsigned t = 0; t < d.len / 16; t++) {
 				struct vq_pdesc td;

@@ -18,7 +18,7 @@
 
 #include "daemon.h"
 #include "pool.h"
-#include "vhost-blk.h"
+#include "vhost-user.h"
 #include "vstor/parse.h"
 #include "vstor/reactor.h"
 

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "iscsi.h"
+#include "driver-iscsi.h"
 #include "pool-int.h"
 
 static int iscsi_check_def(const struct vs_pool_def *def, struct vs_error *err)

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nfs.h"
+#include "driver-nfs.h"
 #include "pool-int.h"
 
 static int netfs_check_def(const struct vs_pool_def *def, struct vs_error *err)

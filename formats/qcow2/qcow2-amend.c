@@ -9,6 +9,7 @@
  * file name, and written in one request followed by a flush.
  */
 #include "qcow2.h"
+#include "vstor/parse.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -214,12 +215,9 @@ static int amend_parse(struct qcow2_state *s, const struct vs_kv *opts, size_t n
 			if (amend_bool(k, v, &p->lazy_refcounts, err) < 0)
 				return -EINVAL;
 		} else if (!strcmp(k, "size")) {
-			unsigned long long n = strtoull(v, &end, 10);
-
-			if (!v[0] || *end || v[0] == '-')
+			if (vs_parse_size(v, &p->size) < 0)
 				return vs_error_set(err, -EINVAL,
 						    "Parameter 'size' expects a size");
-			p->size = n;
 			p->has_size = true;
 		} else if (!strcmp(k, "backing_file")) {
 			p->backing = v;
@@ -249,6 +247,7 @@ static int amend_parse(struct qcow2_state *s, const struct vs_kv *opts, size_t n
 static int amend_mark_clean(struct vs_node *node)
 {
 	struct qcow2_state *s = qcow2_state(node);
+	struct qcow2_header h;
 	int ret;
 
 	qcow2_drain_unlocked(s);
@@ -257,12 +256,11 @@ static int amend_mark_clean(struct vs_node *node)
 		ret = vs_node_flush(node->file);
 	if (ret < 0 || !s->dirty)
 		return ret;
-	s->hdr.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY;
-	ret = qcow2_header_update(node);
-	if (ret < 0) {
-		s->hdr.incompatible_features |= QCOW2_INCOMPAT_DIRTY;
+	h = s->hdr;
+	h.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY;
+	ret = qcow2_header_set(node, &h);
+	if (ret < 0)
 		return ret;
-	}
 	s->dirty = false;
 	return 0;
 }
@@ -529,21 +527,22 @@ static int amend_downgrade(struct vs_node *node, struct vs_error *err)
 static int amend_lazy_refcounts(struct vs_node *node, bool on, struct vs_error *err)
 {
 	struct qcow2_state *s = qcow2_state(node);
+	struct qcow2_header h;
 	int ret;
 
-	if (on) {
-		s->hdr.compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS;
-	} else {
+	if (!on) {
 		ret = amend_mark_clean(node);
 		if (ret < 0)
 			return vs_error_setf_errno(err, ret, "Failed to make the image clean");
-		s->hdr.compatible_features &= ~QCOW2_COMPAT_LAZY_REFCOUNTS;
 	}
-	ret = qcow2_header_update(node);
-	if (ret < 0) {
-		s->hdr.compatible_features ^= QCOW2_COMPAT_LAZY_REFCOUNTS;
+	h = s->hdr;
+	if (on)
+		h.compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS;
+	else
+		h.compatible_features &= ~QCOW2_COMPAT_LAZY_REFCOUNTS;
+	ret = qcow2_header_set(node, &h);
+	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "Could not update the header");
-	}
 	s->lazy_refcounts = on;
 	return 0;
 }

@@ -166,12 +166,28 @@ static int get_map(struct vs_node *node, uint64_t offset, uint64_t maxlen, struc
 	return 0;
 }
 
+/*
+ * Before L2 entries that point at new storage (clusters just allocated and
+ * written) are dirtied: the L2 table may reach the disk only after the new
+ * refcounts, and those only after the data; with lazy_refcounts there are
+ * no refcounts to wait for, so the data is flushed before the L2 write.
+ */
+static int l2_after_new_storage(struct vs_node *node)
+{
+	struct qcow2_state *s = node->opaque;
+
+	if (!s->lazy_refcounts)
+		return qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
+	s->l2_cache->flush_first = true;
+	return 0;
+}
+
 /* ---- reads ---- */
 
 static int read_backing(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,
 			int niov, uint64_t ioff)
 {
-	struct iovec stack[16], *sl = stack;
+	struct iovec stack[16], *sl;
 	uint64_t bsize, blen;
 	int n, ret = 0;
 
@@ -182,35 +198,51 @@ static int read_backing(struct vs_node *node, uint64_t offset, uint64_t len, str
 	bsize = vs_node_size(node->backing);
 	blen = offset >= bsize ? 0 : (bsize - offset < len ? bsize - offset : len);
 	if (blen) {
-		if (niov > 16) {
-			sl = malloc(sizeof(*sl) * (size_t)niov);
-			if (!sl)
-				return -ENOMEM;
-		}
-		n = vs_iov_slice(sl, niov > 16 ? niov : 16, iov, niov, ioff, blen);
+		int slmax;
+
+		sl = vs_iov_room(stack, 16, niov, &slmax);
+		if (!sl)
+			return -ENOMEM;
+		n = vs_iov_slice(sl, slmax, iov, niov, ioff, blen);
 		ret = n < 0 ? n : vs_node_preadv(node->backing, offset, blen, sl, n, 0);
-		if (sl != stack)
-			free(sl);
+		vs_iov_room_free(sl, stack);
 	}
 	if (blen < len)
 		vs_iov_memset(iov, niov, ioff + blen, 0, len - blen);
 	return ret;
 }
 
-struct decompress_job {
+/* A compression or decompression on the worker pool: touches only its buffers. */
+struct codec_job {
+	bool compress;
 	uint8_t type;
 	const void *src;
 	size_t src_len;
 	void *dst;
 	size_t dst_len;
-	int ret;
+	ssize_t ret;
 };
 
-static void decompress_job_run(void *arg)
+static void codec_job_run(void *arg)
 {
-	struct decompress_job *j = arg;
+	struct codec_job *j = arg;
 
-	j->ret = qcow2_decompress(j->type, j->src, j->src_len, j->dst, j->dst_len);
+	j->ret = j->compress ? qcow2_compress(j->type, j->src, j->src_len, j->dst, j->dst_len) :
+			       qcow2_decompress(j->type, j->src, j->src_len, j->dst, j->dst_len);
+}
+
+/*
+ * qcow2_compress (@compress) or qcow2_decompress on the worker pool, so
+ * that the reactor thread goes on serving I/O meanwhile: what they return,
+ * or the worker pool's -errno.
+ */
+static ssize_t codec_in_worker(bool compress, uint8_t type, const void *src, size_t src_len,
+			       void *dst, size_t dst_len)
+{
+	struct codec_job j = { compress, type, src, src_len, dst, dst_len, 0 };
+	int ret = vs_co_run_in_worker(codec_job_run, &j);
+
+	return ret < 0 ? ret : j.ret;
 }
 
 static int read_compressed(struct vs_node *node, uint64_t e, uint64_t coff, uint64_t len,
@@ -236,15 +268,8 @@ static int read_compressed(struct vs_node *node, uint64_t e, uint64_t coff, uint
 	ret = vs_node_pread(node->file, off, cbuf, clen);
 	if (ret < 0)
 		goto out;
-	{
-		/* On the worker pool: the reactor thread goes on serving I/O meanwhile. */
-		struct decompress_job j = { s->hdr.compression_type, cbuf, clen, out,
-					    s->cluster_size,	     0 };
-
-		ret = vs_co_run_in_worker(decompress_job_run, &j);
-		if (ret == 0)
-			ret = j.ret;
-	}
+	ret = (int)codec_in_worker(false, s->hdr.compression_type, cbuf, clen, out,
+				   s->cluster_size);
 	if (ret < 0)
 		goto out;
 	vs_iov_from_buf(iov, niov, ioff, out + coff, len);
@@ -263,15 +288,13 @@ static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struc
 		      int niov, uint64_t ioff, bool locked)
 {
 	struct qcow2_state *s = qcow2_state(node);
-	struct iovec stack[16], *sl = stack;
-	int slmax = niov > 16 ? niov : 16;
+	struct iovec stack[16];
+	int slmax;
+	struct iovec *sl = vs_iov_room(stack, 16, niov, &slmax);
 	int ret = 0;
 
-	if (niov > 16) {
-		sl = malloc(sizeof(*sl) * (size_t)niov);
-		if (!sl)
-			return -ENOMEM;
-	}
+	if (!sl)
+		return -ENOMEM;
 	while (len) {
 		struct map m;
 
@@ -330,8 +353,7 @@ static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struc
 		ioff += m.len;
 		len -= m.len;
 	}
-	if (sl != stack)
-		free(sl);
+	vs_iov_room_free(sl, stack);
 	return ret;
 }
 
@@ -347,6 +369,27 @@ static int read_locked_buf(struct vs_node *node, uint64_t offset, void *buf, uin
 	if (!len)
 		return 0;
 	return read_range(node, offset, len, &v, 1, 0, true);
+}
+
+/*
+ * Lock held. The head [@a0, @offset) and the first @tl bytes of the tail
+ * [@end, @a1) of an allocating write, read into new buffers *@head and
+ * *@tail (the caller frees them, also on failure). @zero: the buffers start
+ * zeroed, for a tail read short.
+ */
+static int read_head_tail(struct vs_node *node, uint64_t a0, uint64_t offset, uint64_t end,
+			  uint64_t a1, uint64_t tl, bool zero, uint8_t **head, uint8_t **tail)
+{
+	int ret;
+
+	*head = zero ? vs_buf_zalloc(offset - a0 + 1) : vs_buf_alloc(offset - a0 + 1);
+	*tail = zero ? vs_buf_zalloc(a1 - end + 1) : vs_buf_alloc(a1 - end + 1);
+	if (!*head || !*tail)
+		return -ENOMEM;
+	ret = read_locked_buf(node, a0, *head, offset - a0);
+	if (ret < 0)
+		return ret;
+	return read_locked_buf(node, end, *tail, tl);
 }
 
 /* ---- L1 / L2 allocation ---- */
@@ -591,16 +634,7 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 		a1 = (end + g - 1) & ~(g - 1);
 		if (a1 > cend)
 			a1 = cend;
-		head = vs_buf_alloc(offset - a0 + 1);
-		tail = vs_buf_alloc(a1 - end + 1);
-		if (!head || !tail) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		ret = read_locked_buf(node, a0, head, offset - a0);
-		if (ret < 0)
-			goto out;
-		ret = read_locked_buf(node, end, tail, a1 - end);
+		ret = read_head_tail(node, a0, offset, end, a1, a1 - end, false, &head, &tail);
 		if (ret < 0)
 			goto out;
 		ret = write_host(node, host + (a0 - cstart), a1 - a0, head, offset - a0, iov, niov,
@@ -659,21 +693,12 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 			a1 = lstart + cs;
 	}
 	/* Virtual size may end inside the last cluster; beyond it there is nothing to copy. */
-	head = vs_buf_zalloc(offset - a0 + 1);
-	tail = vs_buf_zalloc(a1 - end + 1);
-	if (!head || !tail) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	ret = read_locked_buf(node, a0, head, offset - a0);
-	if (ret < 0)
-		goto out;
 	{
 		uint64_t tl = a1 - end;
 
 		if (end + tl > node->size)
 			tl = end < node->size ? node->size - end : 0;
-		ret = read_locked_buf(node, end, tail, tl);
+		ret = read_head_tail(node, a0, offset, end, a1, tl, true, &head, &tail);
 		if (ret < 0)
 			goto out;
 	}
@@ -699,13 +724,9 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 	 * file or at stale data); without refcounts to wait for
 	 * (lazy_refcounts), flush before the L2 write.
 	 */
-	if (!s->lazy_refcounts) {
-		ret = qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
-		if (ret < 0)
-			goto out;
-	} else {
-		s->l2_cache->flush_first = true;
-	}
+	ret = l2_after_new_storage(node);
+	if (ret < 0)
+		goto out;
 	for (uint64_t i = 0; i < k; i++) {
 		uint64_t old = l2_entry(s, l2, l2i + i);
 		uint64_t obm = l2_bitmap(s, l2, l2i + i);
@@ -743,16 +764,14 @@ int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct 
 		    int niov)
 {
 	struct qcow2_state *s = qcow2_state(node);
-	struct iovec stack[16], *sl = stack;
-	int slmax = niov > 16 ? niov : 16;
+	struct iovec stack[16];
+	int slmax;
+	struct iovec *sl = vs_iov_room(stack, 16, niov, &slmax);
 	uint64_t ioff = 0;
 	int ret = 0;
 
-	if (niov > 16) {
-		sl = malloc(sizeof(*sl) * (size_t)niov);
-		if (!sl)
-			return -ENOMEM;
-	}
+	if (!sl)
+		return -ENOMEM;
 	while (len) {
 		struct map m;
 		uint64_t done = 0;
@@ -792,8 +811,7 @@ int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct 
 		ioff += done;
 		len -= done;
 	}
-	if (sl != stack)
-		free(sl);
+	vs_iov_room_free(sl, stack);
 	return ret;
 }
 
@@ -1156,14 +1174,10 @@ static int prealloc_link(struct vs_node *node, uint64_t first, uint64_t end,
 		 * reach the disk before entries that point into it; with
 		 * lazy_refcounts there are no refcounts to wait for, only the file.
 		 */
-		if (!s->lazy_refcounts) {
-			ret = qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
-			if (ret < 0) {
-				qcow2_cache_put(s->l2_cache, &l2);
-				return ret;
-			}
-		} else {
-			s->l2_cache->flush_first = true;
+		ret = l2_after_new_storage(node);
+		if (ret < 0) {
+			qcow2_cache_put(s->l2_cache, &l2);
+			return ret;
 		}
 		for (; c < stop; c++) {
 			uint64_t i = c & (s->l2_entries - 1);
@@ -1367,23 +1381,6 @@ int qcow2_shrink_check(struct vs_node *node, uint64_t new_size, bool *tail_alloc
 
 /* ---- compressed writes ---- */
 
-struct compress_job {
-	uint8_t type;
-	const void *src;
-	size_t src_len;
-	void *dst;
-	size_t dst_len;
-	ssize_t ret;
-};
-
-/* Worker pool: touches only the buffers of the job. */
-static void compress_job_run(void *arg)
-{
-	struct compress_job *j = arg;
-
-	j->ret = qcow2_compress(j->type, j->src, j->src_len, j->dst, j->dst_len);
-}
-
 static uint64_t round_up_u64(uint64_t v, uint64_t a)
 {
 	return (v + a - 1) / a * a;
@@ -1464,13 +1461,9 @@ static int write_compressed_cluster(struct vs_node *node, uint64_t offset, uint8
 	 * decompress): flushing the refcounts flushes the data too; without
 	 * refcounts to wait for (lazy_refcounts), flush before the L2 write.
 	 */
-	if (!s->lazy_refcounts) {
-		ret = qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
-		if (ret < 0)
-			goto out;
-	} else {
-		s->l2_cache->flush_first = true;
-	}
+	ret = l2_after_new_storage(node);
+	if (ret < 0)
+		goto out;
 	/* Extra sectors past the one holding the offset; COPIED stays clear. */
 	desc = QCOW2_OFLAG_COMPRESSED | (((clen - 1) >> 9) << s->csize_shift) | host;
 	old = l2_entry(s, l2, l2i);
@@ -1506,28 +1499,21 @@ int qcow2_co_write_compressed(struct vs_node *node, uint64_t offset, uint64_t le
 	}
 	while (ioff < len) {
 		uint64_t l = len - ioff < cs ? len - ioff : cs;
-		struct compress_job j = {
-			.type = s->hdr.compression_type,
-			.src = buf,
-			.src_len = cs,
-			.dst = cbuf,
-			/* Only a strictly smaller result is worth storing compressed. */
-			.dst_len = (cs - 1 < cmax ? cs - 1 : cmax),
-		};
+		/* Only a strictly smaller result is worth storing compressed. */
+		size_t dst_len = cs - 1 < cmax ? cs - 1 : cmax;
+		ssize_t r;
 		uint64_t clen;
 
 		/* The short last cluster of the image compresses as zero-padded, as QEMU does. */
 		vs_iov_to_buf(buf, iov, niov, ioff, l);
 		if (l < cs)
 			memset(buf + l, 0, cs - l);
-		ret = vs_co_run_in_worker(compress_job_run, &j);
-		if (ret < 0)
-			break;
-		if (j.ret < 0 && j.ret != -ENOSPC) {
-			ret = (int)j.ret;
+		r = codec_in_worker(true, s->hdr.compression_type, buf, cs, cbuf, dst_len);
+		if (r < 0 && r != -ENOSPC) {
+			ret = (int)r;
 			break;
 		}
-		clen = j.ret < 0 ? 0 : (uint64_t)j.ret;
+		clen = r < 0 ? 0 : (uint64_t)r; /* -ENOSPC: it does not get smaller */
 		if (clen) {
 			memset(cbuf + clen, 0, ((clen + 511) & ~511ull) - clen);
 			vs_co_mutex_lock(&s->lock);

@@ -351,8 +351,8 @@ static int compact_locked(struct vs_node *node, vs_progress_fn *progress, void *
 	struct compact c = { .node = node, .s = s, .cs = s->cluster_size };
 	struct vs_check_result res;
 	uint64_t n, per_block = 1ull << s->rb_bits, per_table = s->cluster_size / 8;
-	uint64_t nl2 = 0, last = 0, end, saved_l1, saved_rt;
-	uint32_t saved_rt_n;
+	uint64_t nl2 = 0, last = 0, end;
+	struct qcow2_header h;
 	int ret;
 
 	if (s->nb_snaps)
@@ -438,17 +438,12 @@ static int compact_locked(struct vs_node *node, vs_progress_fn *progress, void *
 		goto out;
 	}
 	/* 3: the switch. */
-	saved_l1 = s->hdr.l1_table_offset;
-	saved_rt = s->hdr.refcount_table_offset;
-	saved_rt_n = s->hdr.refcount_table_clusters;
-	s->hdr.l1_table_offset = c.l1new * c.cs;
-	s->hdr.refcount_table_offset = c.rt * c.cs;
-	s->hdr.refcount_table_clusters = (uint32_t)c.rt_n;
-	ret = qcow2_header_update(node);
+	h = s->hdr;
+	h.l1_table_offset = c.l1new * c.cs;
+	h.refcount_table_offset = c.rt * c.cs;
+	h.refcount_table_clusters = (uint32_t)c.rt_n;
+	ret = qcow2_header_set(node, &h);
 	if (ret < 0) {
-		s->hdr.l1_table_offset = saved_l1;
-		s->hdr.refcount_table_offset = saved_rt;
-		s->hdr.refcount_table_clusters = saved_rt_n;
 		/*
 		 * The write may have reached the file although its flush failed:
 		 * the file may name either set of tables, and allocating from

@@ -45,59 +45,6 @@ struct create_params {
 	uint8_t compression_type;
 };
 
-/* A size as qemu-img takes it: a number with an optional k/M/G/T/P/E suffix (powers of 1024). */
-static int parse_size(const char *v, uint64_t *out)
-{
-	char *end;
-	unsigned long long n;
-	unsigned shift = 0;
-
-	if (!v[0] || v[0] == '-')
-		return -EINVAL;
-	errno = 0;
-	n = strtoull(v, &end, 10);
-	if (errno || end == v)
-		return -EINVAL;
-	switch (*end) {
-	case 0:
-	case 'b':
-	case 'B':
-		break;
-	case 'k':
-	case 'K':
-		shift = 10;
-		break;
-	case 'm':
-	case 'M':
-		shift = 20;
-		break;
-	case 'g':
-	case 'G':
-		shift = 30;
-		break;
-	case 't':
-	case 'T':
-		shift = 40;
-		break;
-	case 'p':
-	case 'P':
-		shift = 50;
-		break;
-	case 'e':
-	case 'E':
-		shift = 60;
-		break;
-	default:
-		return -EINVAL;
-	}
-	if (*end && end[1])
-		return -EINVAL;
-	if (shift && n > (UINT64_MAX >> shift))
-		return -ERANGE;
-	*out = (uint64_t)n << shift;
-	return 0;
-}
-
 /*
  * Parse and check the -o list. @measure: the checks and messages of qemu's
  * measure, which validates fewer combinations than create.
@@ -116,7 +63,7 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 		const char *k = opts[i].key, *v = opts[i].value ? opts[i].value : "";
 
 		if (!strcmp(k, "size")) {
-			if (parse_size(v, &p->size) < 0)
+			if (vs_parse_size(v, &p->size) < 0)
 				return vs_error_set(err, -EINVAL,
 						    "Parameter 'size' expects a size, got '%s'", v);
 		} else if (!strcmp(k, "compat")) {
@@ -132,7 +79,7 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 					err, -EINVAL,
 					"Parameter 'version' does not accept value '%s'", v);
 		} else if (!strcmp(k, "cluster_size")) {
-			if (parse_size(v, &p->cluster_size) < 0)
+			if (vs_parse_size(v, &p->cluster_size) < 0)
 				return vs_error_set(
 					err, -EINVAL,
 					"Parameter 'cluster-size' expects a size, got '%s'", v);

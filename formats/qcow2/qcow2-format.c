@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "driver.h"
@@ -38,6 +39,83 @@ enum {
 	HDR_COMPRESSION_TYPE = 104,
 	HDR_END_COMPRESSION = 112, /* compression_type plus its 7 padding bytes */
 };
+
+/* A big-endian integer field of the header: where it is on disk and in the struct. */
+struct hdr_field {
+	uint8_t disk;
+	uint8_t mem;
+	uint8_t width; /* 4 or 8 */
+};
+
+#define HDR_FIELD(disk, member)                                             \
+	{                                                                   \
+		disk, (uint8_t)offsetof(struct qcow2_header, member),       \
+			(uint8_t)sizeof(((struct qcow2_header *)0)->member) \
+	}
+
+/* After magic and version, every version. */
+static const struct hdr_field hdr_fields_v2[] = {
+	HDR_FIELD(HDR_BACKING_OFFSET, backing_file_offset),
+	HDR_FIELD(HDR_BACKING_SIZE, backing_file_size),
+	HDR_FIELD(HDR_CLUSTER_BITS, cluster_bits),
+	HDR_FIELD(HDR_SIZE, size),
+	HDR_FIELD(HDR_CRYPT_METHOD, crypt_method),
+	HDR_FIELD(HDR_L1_SIZE, l1_size),
+	HDR_FIELD(HDR_L1_OFFSET, l1_table_offset),
+	HDR_FIELD(HDR_REFT_OFFSET, refcount_table_offset),
+	HDR_FIELD(HDR_REFT_CLUSTERS, refcount_table_clusters),
+	HDR_FIELD(HDR_NB_SNAPSHOTS, nb_snapshots),
+	HDR_FIELD(HDR_SNAPSHOTS_OFFSET, snapshots_offset),
+};
+
+/* Version 3 only (compression_type, a byte, aside). */
+static const struct hdr_field hdr_fields_v3[] = {
+	HDR_FIELD(HDR_INCOMPAT, incompatible_features),
+	HDR_FIELD(HDR_COMPAT, compatible_features),
+	HDR_FIELD(HDR_AUTOCLEAR, autoclear_features),
+	HDR_FIELD(HDR_REFCOUNT_ORDER, refcount_order),
+	HDR_FIELD(HDR_HEADER_LENGTH, header_length),
+};
+
+#define HDR_NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
+
+static void hdr_fields_decode(const struct hdr_field *f, size_t n, const uint8_t *buf,
+			      struct qcow2_header *h)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *p = (uint8_t *)h + f[i].mem;
+
+		if (f[i].width == 8) {
+			uint64_t v = vs_be64(buf + f[i].disk);
+
+			memcpy(p, &v, 8);
+		} else {
+			uint32_t v = vs_be32(buf + f[i].disk);
+
+			memcpy(p, &v, 4);
+		}
+	}
+}
+
+static void hdr_fields_encode(const struct hdr_field *f, size_t n, const struct qcow2_header *h,
+			      uint8_t *buf)
+{
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *p = (const uint8_t *)h + f[i].mem;
+
+		if (f[i].width == 8) {
+			uint64_t v;
+
+			memcpy(&v, p, 8);
+			vs_put_be64(buf + f[i].disk, v);
+		} else {
+			uint32_t v;
+
+			memcpy(&v, p, 4);
+			vs_put_be32(buf + f[i].disk, v);
+		}
+	}
+}
 
 int qcow2_check_virtual_size(uint64_t size, unsigned cluster_bits, bool extl2, struct vs_error *err)
 {
@@ -80,17 +158,7 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 	if (h->version != 2 && h->version != 3)
 		return vs_error_set(err, -ENOTSUP, "qcow2: unsupported version %u", h->version);
 
-	h->backing_file_offset = vs_be64(buf + HDR_BACKING_OFFSET);
-	h->backing_file_size = vs_be32(buf + HDR_BACKING_SIZE);
-	h->cluster_bits = vs_be32(buf + HDR_CLUSTER_BITS);
-	h->size = vs_be64(buf + HDR_SIZE);
-	h->crypt_method = vs_be32(buf + HDR_CRYPT_METHOD);
-	h->l1_size = vs_be32(buf + HDR_L1_SIZE);
-	h->l1_table_offset = vs_be64(buf + HDR_L1_OFFSET);
-	h->refcount_table_offset = vs_be64(buf + HDR_REFT_OFFSET);
-	h->refcount_table_clusters = vs_be32(buf + HDR_REFT_CLUSTERS);
-	h->nb_snapshots = vs_be32(buf + HDR_NB_SNAPSHOTS);
-	h->snapshots_offset = vs_be64(buf + HDR_SNAPSHOTS_OFFSET);
+	hdr_fields_decode(hdr_fields_v2, HDR_NFIELDS(hdr_fields_v2), buf, h);
 
 	if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
 		return vs_error_set(err, -EINVAL,
@@ -105,11 +173,7 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 	} else {
 		if (len < QCOW2_V3_HEADER_SIZE)
 			return vs_error_set(err, -EINVAL, "qcow2: file too short for a v3 header");
-		h->incompatible_features = vs_be64(buf + HDR_INCOMPAT);
-		h->compatible_features = vs_be64(buf + HDR_COMPAT);
-		h->autoclear_features = vs_be64(buf + HDR_AUTOCLEAR);
-		h->refcount_order = vs_be32(buf + HDR_REFCOUNT_ORDER);
-		h->header_length = vs_be32(buf + HDR_HEADER_LENGTH);
+		hdr_fields_decode(hdr_fields_v3, HDR_NFIELDS(hdr_fields_v3), buf, h);
 		if (h->refcount_order > QCOW2_MAX_REFCOUNT_ORDER)
 			return vs_error_set(err, -EINVAL,
 					    "qcow2: refcount width 2^%u exceeds 64 bits",
@@ -193,25 +257,11 @@ void qcow2_header_encode(const struct qcow2_header *h, uint8_t *buf)
 {
 	vs_put_be32(buf + HDR_MAGIC, QCOW2_MAGIC);
 	vs_put_be32(buf + HDR_VERSION, h->version);
-	vs_put_be64(buf + HDR_BACKING_OFFSET, h->backing_file_offset);
-	vs_put_be32(buf + HDR_BACKING_SIZE, h->backing_file_size);
-	vs_put_be32(buf + HDR_CLUSTER_BITS, h->cluster_bits);
-	vs_put_be64(buf + HDR_SIZE, h->size);
-	vs_put_be32(buf + HDR_CRYPT_METHOD, h->crypt_method);
-	vs_put_be32(buf + HDR_L1_SIZE, h->l1_size);
-	vs_put_be64(buf + HDR_L1_OFFSET, h->l1_table_offset);
-	vs_put_be64(buf + HDR_REFT_OFFSET, h->refcount_table_offset);
-	vs_put_be32(buf + HDR_REFT_CLUSTERS, h->refcount_table_clusters);
-	vs_put_be32(buf + HDR_NB_SNAPSHOTS, h->nb_snapshots);
-	vs_put_be64(buf + HDR_SNAPSHOTS_OFFSET, h->snapshots_offset);
+	hdr_fields_encode(hdr_fields_v2, HDR_NFIELDS(hdr_fields_v2), h, buf);
 	if (h->version < 3)
 		return;
 
-	vs_put_be64(buf + HDR_INCOMPAT, h->incompatible_features);
-	vs_put_be64(buf + HDR_COMPAT, h->compatible_features);
-	vs_put_be64(buf + HDR_AUTOCLEAR, h->autoclear_features);
-	vs_put_be32(buf + HDR_REFCOUNT_ORDER, h->refcount_order);
-	vs_put_be32(buf + HDR_HEADER_LENGTH, h->header_length);
+	hdr_fields_encode(hdr_fields_v3, HDR_NFIELDS(hdr_fields_v3), h, buf);
 	if (h->header_length > HDR_COMPRESSION_TYPE) {
 		size_t end = h->header_length < HDR_END_COMPRESSION ? h->header_length :
 								      HDR_END_COMPRESSION;

@@ -265,15 +265,9 @@ static int find_free(struct vs_node *node, uint64_t n, uint64_t *start)
 static int reftable_write_entry(struct vs_node *node, uint64_t idx)
 {
 	struct qcow2_state *s = qcow2_state(node);
-	uint8_t be[8];
-	uint64_t off = s->reftable_offset + idx * 8;
-	int ret;
 
-	ret = qcow2_overlap_check(node, QCOW2_META_REFTABLE, off, 8);
-	if (ret < 0)
-		return ret;
-	vs_put_be64(be, s->reftable[idx]);
-	return vs_node_pwrite(node->file, off, be, 8, 0);
+	return qcow2_write_table_entry(node, QCOW2_META_REFTABLE, s->reftable_offset, idx,
+				       s->reftable[idx]);
 }
 
 /*
@@ -373,14 +367,13 @@ static int reftable_grow(struct vs_node *node, uint64_t b)
 	if (ret < 0)
 		goto out;
 
-	s->hdr.refcount_table_offset = start << s->cluster_bits;
-	s->hdr.refcount_table_clusters = (uint32_t)table_clusters;
-	ret = qcow2_header_update(node);
-	if (ret < 0) {
-		s->hdr.refcount_table_offset = old_offset;
-		s->hdr.refcount_table_clusters = (uint32_t)old_clusters;
+	struct qcow2_header h = s->hdr;
+
+	h.refcount_table_offset = start << s->cluster_bits;
+	h.refcount_table_clusters = (uint32_t)table_clusters;
+	ret = qcow2_header_set(node, &h);
+	if (ret < 0)
 		goto out;
-	}
 	free(s->reftable);
 	s->reftable = new_table;
 	new_table = NULL;

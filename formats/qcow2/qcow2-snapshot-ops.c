@@ -207,14 +207,13 @@ static int write_table(struct vs_node *node, const struct qcow2_snapshot *sn, un
 		ret = vs_node_flush(node->file);
 	if (ret < 0)
 		goto fail;
-	s->hdr.nb_snapshots = n;
-	s->hdr.snapshots_offset = (uint64_t)off;
-	ret = qcow2_header_update(node);
-	if (ret < 0) {
-		s->hdr.nb_snapshots = old_nb;
-		s->hdr.snapshots_offset = old_off;
+	struct qcow2_header h = s->hdr;
+
+	h.nb_snapshots = n;
+	h.snapshots_offset = (uint64_t)off;
+	ret = qcow2_header_set(node, &h);
+	if (ret < 0)
 		goto fail;
-	}
 	s->snap_table_size = size;
 	*size_out = size;
 	if (old_nb && old_size)
@@ -246,6 +245,25 @@ static int find_index(const struct qcow2_state *s, const char *key)
 		if (!strcmp(s->snaps[i].name, key))
 			return (int)i;
 	return -1;
+}
+
+/*
+ * The index of snapshot @key for deleting or applying it: not in a corrupt
+ * image, and only with an L1 table that lies inside the file. Or -errno
+ * with @err.
+ */
+static int find_usable(struct vs_node *node, const char *key, struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	int idx = find_index(s, key), ret;
+
+	if (s->corrupt)
+		return vs_error_set(err, -EIO, "qcow2: '%s' is corrupt", node->filename);
+	if (idx < 0)
+		return vs_error_set(err, -ENOENT, "qcow2: no snapshot '%s' in '%s'", key,
+				    node->filename);
+	ret = qcow2_snapshot_check_l1(&s->hdr, &s->snaps[idx], vs_node_size(node->file), err);
+	return ret < 0 ? ret : idx;
 }
 
 static int snapshot_create_locked(struct vs_node *node, const char *name, struct vs_error *err)
@@ -365,17 +383,11 @@ static int qcow2_snapshot_delete_locked(struct vs_node *node, const char *key, s
 	struct qcow2_snapshot victim, *arr = NULL;
 	uint64_t *l1 = NULL, bytes, size;
 	uint8_t *buf = NULL;
-	int idx = find_index(s, key), ret;
+	int idx = find_usable(node, key, err), ret;
 
-	if (s->corrupt)
-		return vs_error_set(err, -EIO, "qcow2: '%s' is corrupt", node->filename);
 	if (idx < 0)
-		return vs_error_set(err, -ENOENT, "qcow2: no snapshot '%s' in '%s'", key,
-				    node->filename);
+		return idx;
 	victim = s->snaps[idx];
-	ret = qcow2_snapshot_check_l1(&s->hdr, &victim, vs_node_size(node->file), err);
-	if (ret < 0)
-		return ret;
 	/* Its L1 table, read before the entry goes (nothing names it afterwards). */
 	bytes = (uint64_t)victim.l1_size * 8;
 	if (bytes) {
@@ -444,22 +456,16 @@ out:
 static int snapshot_apply_locked(struct vs_node *node, const char *key, struct vs_error *err)
 {
 	struct qcow2_state *s = qcow2_state(node);
-	uint64_t *nl1 = NULL, *old_l1, old_off, old_hsize, bytes, n;
+	uint64_t *nl1 = NULL, *old_l1, old_off, bytes, n;
 	uint32_t old_size;
 	struct qcow2_snapshot *sn;
 	uint8_t *buf = NULL;
 	int64_t off = 0;
-	int idx = find_index(s, key), ret;
+	int idx = find_usable(node, key, err), ret;
 
-	if (s->corrupt)
-		return vs_error_set(err, -EIO, "qcow2: '%s' is corrupt", node->filename);
 	if (idx < 0)
-		return vs_error_set(err, -ENOENT, "qcow2: no snapshot '%s' in '%s'", key,
-				    node->filename);
+		return idx;
 	sn = &s->snaps[idx];
-	ret = qcow2_snapshot_check_l1(&s->hdr, sn, vs_node_size(node->file), err);
-	if (ret < 0)
-		return ret;
 	n = qcow2_l1_size_for(s, sn->disk_size);
 	if (n < sn->l1_size)
 		n = sn->l1_size;
@@ -527,15 +533,13 @@ static int snapshot_apply_locked(struct vs_node *node, const char *key, struct v
 	old_l1 = s->l1;
 	old_size = s->l1_size;
 	old_off = s->l1_offset;
-	old_hsize = s->hdr.size;
-	s->hdr.l1_table_offset = (uint64_t)off;
-	s->hdr.l1_size = (uint32_t)n;
-	s->hdr.size = sn->disk_size;
-	ret = qcow2_header_update(node);
+	struct qcow2_header h = s->hdr;
+
+	h.l1_table_offset = (uint64_t)off;
+	h.l1_size = (uint32_t)n;
+	h.size = sn->disk_size;
+	ret = qcow2_header_set(node, &h);
 	if (ret < 0) {
-		s->hdr.l1_table_offset = old_off;
-		s->hdr.l1_size = old_size;
-		s->hdr.size = old_hsize;
 		off = 0;
 		goto fail;
 	}

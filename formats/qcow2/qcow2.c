@@ -55,6 +55,33 @@ int qcow2_header_update(struct vs_node *node)
 	return vs_node_flush(node->file);
 }
 
+int qcow2_header_set(struct vs_node *node, const struct qcow2_header *h)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct qcow2_header old = s->hdr;
+	int ret;
+
+	s->hdr = *h;
+	ret = qcow2_header_update(node);
+	if (ret < 0)
+		s->hdr = old;
+	return ret;
+}
+
+int qcow2_write_table_entry(struct vs_node *node, int meta, uint64_t table_offset, uint64_t idx,
+			    uint64_t value)
+{
+	uint64_t off = table_offset + idx * 8;
+	uint8_t be[8];
+	int ret;
+
+	ret = qcow2_overlap_check(node, meta, off, 8);
+	if (ret < 0)
+		return ret;
+	vs_put_be64(be, value);
+	return vs_node_pwrite(node->file, off, be, 8, 0);
+}
+
 int qcow2_mark_corrupt(struct vs_node *node, const char *why, uint64_t offset)
 {
 	struct qcow2_state *s = qcow2_state(node);
@@ -128,15 +155,8 @@ uint64_t qcow2_l1_size_for(const struct qcow2_state *s, uint64_t virtual_size)
 int qcow2_l1_write_entry(struct vs_node *node, uint32_t idx)
 {
 	struct qcow2_state *s = qcow2_state(node);
-	uint64_t off = s->l1_offset + (uint64_t)idx * 8;
-	uint8_t be[8];
-	int ret;
 
-	ret = qcow2_overlap_check(node, QCOW2_META_L1, off, 8);
-	if (ret < 0)
-		return ret;
-	vs_put_be64(be, s->l1[idx]);
-	return vs_node_pwrite(node->file, off, be, 8, 0);
+	return qcow2_write_table_entry(node, QCOW2_META_L1, s->l1_offset, idx, s->l1[idx]);
 }
 
 /* Lock held. Make the active L1 table hold at least @min_size entries. */
@@ -191,14 +211,13 @@ int qcow2_l1_grow(struct vs_node *node, uint64_t min_size, bool exact)
 		ret = vs_node_flush(node->file);
 	if (ret < 0)
 		goto fail_free;
-	s->hdr.l1_table_offset = (uint64_t)off;
-	s->hdr.l1_size = (uint32_t)new_size;
-	ret = qcow2_header_update(node);
-	if (ret < 0) {
-		s->hdr.l1_table_offset = old_offset;
-		s->hdr.l1_size = old_size;
+	struct qcow2_header h = s->hdr;
+
+	h.l1_table_offset = (uint64_t)off;
+	h.l1_size = (uint32_t)new_size;
+	ret = qcow2_header_set(node, &h);
+	if (ret < 0)
 		goto fail_free;
-	}
 	free(s->l1);
 	free(buf);
 	s->l1 = nl1;
@@ -793,11 +812,11 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 	if (ret == 0)
 		ret = qcow2_flush_metadata(node);
 	if (ret == 0) {
-		s->hdr.size = size;
-		ret = qcow2_header_update(node);
-		if (ret < 0)
-			s->hdr.size = old;
-		else
+		struct qcow2_header h = s->hdr;
+
+		h.size = size;
+		ret = qcow2_header_set(node, &h);
+		if (ret == 0)
 			node->size = size;
 	}
 	vs_co_mutex_unlock(&s->lock);

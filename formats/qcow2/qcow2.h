@@ -171,6 +171,18 @@ static inline uint64_t qcow2_size_to_clusters(const struct qcow2_state *s, uint6
 
 /* qcow2.c */
 int qcow2_header_update(struct vs_node *node);
+/*
+ * Lock held. Make @h the header, in memory and on disk (qcow2_header_update);
+ * on failure the old one stays in memory.
+ */
+int qcow2_header_set(struct vs_node *node, const struct qcow2_header *h);
+/*
+ * Lock held. Write entry @idx (@value) of the big-endian u64 table at
+ * @table_offset, a metadata structure of type @meta (QCOW2_META_*) for the
+ * overlap check.
+ */
+int qcow2_write_table_entry(struct vs_node *node, int meta, uint64_t table_offset, uint64_t idx,
+			    uint64_t value);
 int qcow2_mark_corrupt(struct vs_node *node, const char *why, uint64_t offset);
 int qcow2_mark_dirty(struct vs_node *node);
 void qcow2_drain_unlocked(struct qcow2_state *s);

@@ -23,7 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "vhost-blk.h"
+#include "vhost-user.h"
 #include "vstor/reactor.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

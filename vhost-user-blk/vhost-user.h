@@ -10,8 +10,8 @@
  * connection that has not sent VHOST_USER_SET_OWNER within the handshake
  * limit is dropped. See docs/vhost.md.
  */
-#ifndef VSTOR_VHOST_BLK_H
-#define VSTOR_VHOST_BLK_H
+#ifndef VSTOR_VHOST_USER_H
+#define VSTOR_VHOST_USER_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -10,8 +10,8 @@
  * secret-file holds the CHAP secret of USER (the first line); target-user
  * and target-secret-file enable mutual CHAP. Coroutine context throughout.
  */
-#ifndef VSTOR_ISCSI_H
-#define VSTOR_ISCSI_H
+#ifndef VSTOR_DRIVER_ISCSI_H
+#define VSTOR_DRIVER_ISCSI_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,7 +32,5 @@ struct vs_iscsi_lun {
  * each. *@out is malloc'd (free it), *@n its length.
  */
 int vs_iscsi_list_luns(const char *url, struct vs_iscsi_lun **out, size_t *n, struct vs_error *err);
-
-/* True for iscsi:// URIs. */
 
 #endif

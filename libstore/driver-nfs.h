@@ -9,8 +9,8 @@
  * control-path ones fill @err. Paths are inside the export and start with
  * '/' ("/vol.qcow2").
  */
-#ifndef VSTOR_NFS_H
-#define VSTOR_NFS_H
+#ifndef VSTOR_DRIVER_NFS_H
+#define VSTOR_DRIVER_NFS_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -62,7 +62,5 @@ int vs_nfs_mkdir(struct vs_nfs *s, const char *path, struct vs_error *err);
 typedef int vs_nfs_dir_fn(const char *name, const struct vs_nfs_stat *st, void *opaque);
 int vs_nfs_list(struct vs_nfs *s, const char *path, vs_nfs_dir_fn *fn, void *opaque,
 		struct vs_error *err);
-
-/* True for nfs:// URIs. */
 
 #endif
