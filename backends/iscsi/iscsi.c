@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The iscsi backend: the LUNs of one iSCSI target are the volumes, through
- * libiscsi (libstore/iscsi.h). The pool is --source-host HOST[:PORT]
+ * libiscsi (libstore/driver-iscsi.h). The pool is --source-host HOST[:PORT]
  * --source-dev IQN, with --source-initiator, and CHAP as --auth-type chap
  * --auth-username U --auth-secret-file F (mutual CHAP: --extra
  * mutual_username=T --extra mutual_secret_file=F2). Volumes are named as

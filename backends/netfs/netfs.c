@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The netfs backend: volumes are files on an NFSv3 export reached through
- * libnfs (libstore/nfs.h), with no kernel mount. The pool is
+ * libnfs (libstore/driver-nfs.h), with no kernel mount. The pool is
  * --source-host HOST[:PORT] --source-path /EXPORT; --target is accepted and
  * unused (nothing is mounted). A volume's path is its nfs:// URL, which the
  * nfs protocol driver opens. Extra fields: nfsport, mountport (skip the
