@@ -17,6 +17,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "vstor/parse.h"
 #include "vstor/reactor.h"
 
 int vs_daemon_listen_unix(const char *path, struct vs_error *err)
@@ -223,6 +224,27 @@ int vs_daemon_wait_signal(int sigfd)
 		if (n < 0 && n != -EINTR && n != -EAGAIN)
 			return (int)n;
 	}
+}
+
+unsigned vs_daemon_parse_limit(const char *v, const char *what, unsigned unlimited)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < 0 || n > 1000000)
+		vs_die("Invalid %s '%s'", what, v);
+	return n ? (unsigned)n : unlimited;
+}
+
+bool vs_daemon_parse_bool(const char *v, const char *what)
+{
+	bool b;
+
+	if (vs_parse_bool(v, &b) < 0)
+		vs_die("Invalid value '%s' for %s (use on or off)", v, what);
+	return b;
 }
 
 void vs_die(const char *fmt, ...)

@@ -71,6 +71,14 @@ int vs_daemon_signalfd(struct vs_error *err);
  */
 int vs_daemon_wait_signal(int sigfd);
 
+/*
+ * The servers' option values; a bad one is a vs_die(). A limit is a count or
+ * a number of seconds (0 to 1000000), 0 meaning none: then @unlimited.
+ * A switch is on/off (yes/no, true/false).
+ */
+unsigned vs_daemon_parse_limit(const char *v, const char *what, unsigned unlimited);
+bool vs_daemon_parse_bool(const char *v, const char *what);
+
 /* "PROGRAM: message" on stderr and exit 1: the programs' fatal command-line errors. */
 void vs_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 

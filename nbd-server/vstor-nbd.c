@@ -142,15 +142,6 @@ static void usage(FILE *f)
 		prog);
 }
 
-static bool parse_bool(const char *v, const char *what)
-{
-	bool b;
-
-	if (vs_parse_bool(v, &b) < 0)
-		vs_die("Invalid value '%s' for %s (use on or off)", v, what);
-	return b;
-}
-
 /*
  * Split the next "key=value" item off *@p (",," escapes a comma in a value),
  * NUL-terminating it in place. Returns false at the end.
@@ -206,7 +197,7 @@ static void parse_export(struct config *cfg, const char *arg)
 		else if (!strcmp(key, "description"))
 			e->description = strdup(val);
 		else if (!strcmp(key, "readonly"))
-			e->read_only = parse_bool(val, "readonly");
+			e->read_only = vs_daemon_parse_bool(val, "readonly");
 		else
 			vs_die("Unknown --export key '%s'", key);
 	}
@@ -249,7 +240,7 @@ static void parse_object(struct config *cfg, const char *arg)
 		else if (!strcmp(key, "endpoint"))
 			endpoint_server = !strcmp(val, "server");
 		else if (!strcmp(key, "verify-peer") && !o->psk)
-			verify = parse_bool(val, "verify-peer");
+			verify = vs_daemon_parse_bool(val, "verify-peer");
 		else if (!strcmp(key, "username") && o->psk)
 			; /* the client's name; a server takes every user of keys.psk */
 		else
@@ -546,19 +537,6 @@ enum {
 	OPT_TLS_CREDS,
 };
 
-/* A count or a number of seconds; 0 (no limit) becomes VS_NBD_UNLIMITED. */
-static unsigned parse_limit(const char *v, const char *what)
-{
-	char *end;
-	long n;
-
-	errno = 0;
-	n = strtol(v, &end, 10);
-	if (errno || end == v || *end || n < 0 || n > 1000000)
-		vs_die("Invalid %s '%s'", what, v);
-	return n ? (unsigned)n : VS_NBD_UNLIMITED;
-}
-
 /* BYTES, or a number with a K, M, G or T suffix (powers of 1024). */
 static uint64_t parse_size(const char *v, const char *what)
 {
@@ -732,13 +710,16 @@ int main(int argc, char **argv)
 			cfg.state_dir = optarg;
 			break;
 		case OPT_MAX_CONNECTIONS:
-			cfg.max_connections = parse_limit(optarg, "connection limit");
+			cfg.max_connections =
+				vs_daemon_parse_limit(optarg, "connection limit", VS_NBD_UNLIMITED);
 			break;
 		case OPT_HANDSHAKE_LIMIT:
-			cfg.handshake_limit = parse_limit(optarg, "handshake limit");
+			cfg.handshake_limit =
+				vs_daemon_parse_limit(optarg, "handshake limit", VS_NBD_UNLIMITED);
 			break;
 		case OPT_REQUEST_TIMEOUT:
-			cfg.request_timeout = parse_limit(optarg, "request timeout");
+			cfg.request_timeout =
+				vs_daemon_parse_limit(optarg, "request timeout", VS_NBD_UNLIMITED);
 			break;
 		case OPT_MAX_BUFFERED:
 			cfg.max_buffered = parse_size(optarg, "buffer bound");

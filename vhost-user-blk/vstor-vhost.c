@@ -166,28 +166,6 @@ enum {
 	OPT_HANDSHAKE_LIMIT,
 };
 
-/* A count or a number of seconds; 0 (no limit) becomes VS_VHOST_BLK_UNLIMITED. */
-static unsigned parse_limit(const char *v, const char *what)
-{
-	char *end;
-	long n;
-
-	errno = 0;
-	n = strtol(v, &end, 10);
-	if (errno || end == v || *end || n < 0 || n > 1000000)
-		vs_die("Invalid %s '%s'", what, v);
-	return n ? (unsigned)n : VS_VHOST_BLK_UNLIMITED;
-}
-
-static bool parse_bool(const char *v, const char *what)
-{
-	bool b;
-
-	if (vs_parse_bool(v, &b) < 0)
-		vs_die("Invalid value '%s' for %s (use on or off)", v, what);
-	return b;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -258,7 +236,7 @@ int main(int argc, char **argv)
 				vs_die("Invalid detect-zeroes mode '%s'", optarg);
 			break;
 		case OPT_WRITE_ZEROES:
-			cfg.write_zeroes = parse_bool(optarg, "--write-zeroes");
+			cfg.write_zeroes = vs_daemon_parse_bool(optarg, "--write-zeroes");
 			break;
 		case OPT_SERIAL:
 			if (strlen(optarg) > 20)
@@ -275,10 +253,12 @@ int main(int argc, char **argv)
 			cfg.pid_file = optarg;
 			break;
 		case OPT_MAX_CONNECTIONS:
-			cfg.max_connections = parse_limit(optarg, "connection limit");
+			cfg.max_connections = vs_daemon_parse_limit(optarg, "connection limit",
+								    VS_VHOST_BLK_UNLIMITED);
 			break;
 		case OPT_HANDSHAKE_LIMIT:
-			cfg.handshake_limit = parse_limit(optarg, "handshake limit");
+			cfg.handshake_limit = vs_daemon_parse_limit(optarg, "handshake limit",
+								    VS_VHOST_BLK_UNLIMITED);
 			break;
 		case 'v':
 			cfg.verbose = true;
