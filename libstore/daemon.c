@@ -247,6 +247,30 @@ bool vs_daemon_parse_bool(const char *v, const char *what)
 	return b;
 }
 
+bool vs_daemon_export_option(int opt, const char *arg, struct vs_daemon_export_opts *o)
+{
+	switch (opt) {
+	case VS_DAEMON_OPT_CACHE:
+		if (vs_cache_mode_parse(arg, &o->cache) < 0)
+			vs_die("Invalid cache mode '%s'", arg);
+		return true;
+	case VS_DAEMON_OPT_AIO:
+		if (strcmp(arg, "threads") && strcmp(arg, "native") && strcmp(arg, "io_uring"))
+			vs_die("Invalid aio mode '%s'", arg);
+		return true;
+	case VS_DAEMON_OPT_DISCARD:
+		if (vs_export_discard_parse(arg, &o->discard) < 0)
+			vs_die("Invalid discard mode '%s'", arg);
+		return true;
+	case VS_DAEMON_OPT_DETECT_ZEROES:
+		if (vs_export_detect_zeroes_parse(arg, &o->detect_zeroes) < 0)
+			vs_die("Invalid detect-zeroes mode '%s'", arg);
+		return true;
+	default:
+		return false;
+	}
+}
+
 void vs_die(const char *fmt, ...)
 {
 	va_list ap;

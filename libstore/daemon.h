@@ -12,7 +12,9 @@
 
 #include <stdbool.h>
 
+#include "vstor/cache.h"
 #include "vstor/error.h"
+#include "vstor/export.h"
 
 /* The listen backlog of every server socket. */
 #define VS_DAEMON_BACKLOG 128
@@ -78,6 +80,36 @@ int vs_daemon_wait_signal(int sigfd);
  */
 unsigned vs_daemon_parse_limit(const char *v, const char *what, unsigned unlimited);
 bool vs_daemon_parse_bool(const char *v, const char *what);
+
+/*
+ * The export options every server takes, spelled as qemu-nbd and
+ * qemu-storage-daemon spell them: --cache, --aio (accepted; vstor always
+ * uses io_uring), --discard and --detect-zeroes. A program puts
+ * VS_DAEMON_EXPORT_LONGOPTS in its getopt_long table (it needs <getopt.h>)
+ * and hands every option to vs_daemon_export_option() first.
+ */
+enum {
+	VS_DAEMON_OPT_CACHE = 0x1000,
+	VS_DAEMON_OPT_AIO,
+	VS_DAEMON_OPT_DISCARD,
+	VS_DAEMON_OPT_DETECT_ZEROES,
+};
+/* clang-format off */
+#define VS_DAEMON_EXPORT_LONGOPTS \
+	{ "cache", required_argument, NULL, VS_DAEMON_OPT_CACHE }, \
+	{ "aio", required_argument, NULL, VS_DAEMON_OPT_AIO }, \
+	{ "discard", required_argument, NULL, VS_DAEMON_OPT_DISCARD }, \
+	{ "detect-zeroes", required_argument, NULL, VS_DAEMON_OPT_DETECT_ZEROES }
+/* clang-format on */
+
+struct vs_daemon_export_opts {
+	enum vs_cache_mode cache;
+	enum vs_export_discard discard;
+	enum vs_export_detect_zeroes detect_zeroes;
+};
+
+/* Whether @opt is one of the export options (then stored in @o; a bad value dies). */
+bool vs_daemon_export_option(int opt, const char *arg, struct vs_daemon_export_opts *o);
 
 /* "PROGRAM: message" on stderr and exit 1: the programs' fatal command-line errors. */
 void vs_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));

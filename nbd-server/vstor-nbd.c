@@ -67,9 +67,7 @@ struct config {
 	const char *load_snapshot; /* -l: export this internal snapshot, read-only */
 	bool fork;
 	const char *pid_file;
-	enum vs_cache_mode cache;
-	enum vs_export_discard discard;
-	enum vs_export_detect_zeroes detect_zeroes;
+	struct vs_daemon_export_opts eo; /* --cache, --aio, --discard, --detect-zeroes */
 	int listen_fds[MAX_LISTENERS];
 	unsigned nlisten;
 	int sigfd;
@@ -263,7 +261,7 @@ static int open_export(struct config *cfg, struct export_spec *e, struct vs_erro
 		.filename = e->file,
 		.format = e->format,
 		.read_only = (e->read_only || cfg->load_snapshot) && !cfg->snapshot,
-		.cache = cfg->cache,
+		.cache = cfg->eo.cache,
 		.snapshot = cfg->load_snapshot,
 	};
 
@@ -277,7 +275,7 @@ static int open_export(struct config *cfg, struct export_spec *e, struct vs_erro
 		struct vs_open_opts po = { .filename = e->file,
 					   .format = e->format,
 					   .read_only = true,
-					   .cache = cfg->cache };
+					   .cache = cfg->eo.cache };
 		int fd, ret;
 
 		if (!realpath(e->file, abs))
@@ -453,9 +451,9 @@ static void server_main(void *opaque)
 			.description = e->description,
 			.node = e->node,
 			.read_only = e->read_only,
-			.wce = vs_cache_mode_knobs(cfg->cache).wce,
-			.discard = cfg->discard,
-			.detect_zeroes = cfg->detect_zeroes,
+			.wce = vs_cache_mode_knobs(cfg->eo.cache).wce,
+			.discard = cfg->eo.discard,
+			.detect_zeroes = cfg->eo.detect_zeroes,
 		};
 
 		if (!e->node)
@@ -516,10 +514,7 @@ fail:
 }
 
 enum {
-	OPT_CACHE = 256,
-	OPT_AIO,
-	OPT_DISCARD,
-	OPT_DETECT_ZEROES,
+	OPT_FIRST = 256,
 	OPT_FORK,
 	OPT_PID_FILE,
 	OPT_EXPORT,
@@ -592,10 +587,7 @@ int main(int argc, char **argv)
 		{ "snapshot", no_argument, NULL, 's' },
 		{ "load-snapshot", required_argument, NULL, 'l' },
 		{ "allocation-depth", no_argument, NULL, 'A' },
-		{ "cache", required_argument, NULL, OPT_CACHE },
-		{ "aio", required_argument, NULL, OPT_AIO },
-		{ "discard", required_argument, NULL, OPT_DISCARD },
-		{ "detect-zeroes", required_argument, NULL, OPT_DETECT_ZEROES },
+		VS_DAEMON_EXPORT_LONGOPTS,
 		{ "fork", no_argument, NULL, OPT_FORK },
 		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
 		{ "export", required_argument, NULL, OPT_EXPORT },
@@ -623,6 +615,8 @@ int main(int argc, char **argv)
 	char *end;
 
 	while ((c = getopt_long(argc, argv, "p:b:k:e:tx:D:rf:sl:AhV", longopts, NULL)) != -1) {
+		if (vs_daemon_export_option(c, optarg, &cfg.eo))
+			continue;
 		switch (c) {
 		case 'p': {
 			long v = strtol(optarg, &end, 10);
@@ -676,23 +670,6 @@ int main(int argc, char **argv)
 				cfg.load_snapshot = optarg;
 			break;
 		case 'A':
-			break;
-		case OPT_CACHE:
-			if (vs_cache_mode_parse(optarg, &cfg.cache) < 0)
-				vs_die("Invalid cache mode '%s'", optarg);
-			break;
-		case OPT_AIO:
-			if (strcmp(optarg, "threads") && strcmp(optarg, "native") &&
-			    strcmp(optarg, "io_uring"))
-				vs_die("Invalid aio mode '%s'", optarg);
-			break;
-		case OPT_DISCARD:
-			if (vs_export_discard_parse(optarg, &cfg.discard) < 0)
-				vs_die("Invalid discard mode '%s'", optarg);
-			break;
-		case OPT_DETECT_ZEROES:
-			if (vs_export_detect_zeroes_parse(optarg, &cfg.detect_zeroes) < 0)
-				vs_die("Invalid detect-zeroes mode '%s'", optarg);
 			break;
 		case OPT_FORK:
 			cfg.fork = true;

@@ -32,10 +32,8 @@ struct config {
 	const char *pool;
 	const char *state_dir;
 	const char *serial;
-	enum vs_cache_mode cache;
+	struct vs_daemon_export_opts eo; /* --cache, --aio, --discard, --detect-zeroes */
 	bool read_only;
-	bool discard;
-	enum vs_export_detect_zeroes detect_zeroes;
 	bool write_zeroes;
 	bool verbose;
 	unsigned num_queues;
@@ -86,7 +84,7 @@ static void daemon_main(void *opaque)
 	struct vs_open_opts o = { .filename = cfg->image,
 				  .format = cfg->format,
 				  .read_only = cfg->read_only,
-				  .cache = cfg->cache };
+				  .cache = cfg->eo.cache };
 	struct vs_error err = { 0 };
 	struct vs_node *node = NULL;
 	int ret;
@@ -100,9 +98,9 @@ static void daemon_main(void *opaque)
 		struct vs_vhost_blk_opts bo = {
 			.node = node,
 			.read_only = cfg->read_only,
-			.wce = vs_cache_mode_knobs(cfg->cache).wce,
-			.discard = cfg->discard,
-			.detect_zeroes = cfg->detect_zeroes,
+			.wce = vs_cache_mode_knobs(cfg->eo.cache).wce,
+			.discard = cfg->eo.discard == VS_EXPORT_DISCARD_UNMAP,
+			.detect_zeroes = cfg->eo.detect_zeroes,
 			.write_zeroes = cfg->write_zeroes,
 			.num_queues = cfg->num_queues,
 			.serial = cfg->serial,
@@ -152,12 +150,9 @@ fail:
 }
 
 enum {
-	OPT_CACHE = 256,
-	OPT_AIO,
+	OPT_FIRST = 256,
 	OPT_NUM_QUEUES,
-	OPT_DISCARD,
 	OPT_WRITE_ZEROES,
-	OPT_DETECT_ZEROES,
 	OPT_SERIAL,
 	OPT_POOL,
 	OPT_STATE_DIR,
@@ -172,11 +167,8 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 'k' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "read-only", no_argument, NULL, 'r' },
-		{ "cache", required_argument, NULL, OPT_CACHE },
-		{ "aio", required_argument, NULL, OPT_AIO },
+		VS_DAEMON_EXPORT_LONGOPTS,
 		{ "num-queues", required_argument, NULL, OPT_NUM_QUEUES },
-		{ "discard", required_argument, NULL, OPT_DISCARD },
-		{ "detect-zeroes", required_argument, NULL, OPT_DETECT_ZEROES },
 		{ "write-zeroes", required_argument, NULL, OPT_WRITE_ZEROES },
 		{ "serial", required_argument, NULL, OPT_SERIAL },
 		{ "pool", required_argument, NULL, OPT_POOL },
@@ -195,6 +187,8 @@ int main(int argc, char **argv)
 	int c, ret;
 
 	while ((c = getopt_long(argc, argv, "k:f:rvhV", longopts, NULL)) != -1) {
+		if (vs_daemon_export_option(c, optarg, &cfg.eo))
+			continue;
 		switch (c) {
 		case 'k':
 			cfg.socket_path = optarg;
@@ -205,15 +199,6 @@ int main(int argc, char **argv)
 		case 'r':
 			cfg.read_only = true;
 			break;
-		case OPT_CACHE:
-			if (vs_cache_mode_parse(optarg, &cfg.cache) < 0)
-				vs_die("Invalid cache mode '%s'", optarg);
-			break;
-		case OPT_AIO:
-			if (strcmp(optarg, "threads") && strcmp(optarg, "native") &&
-			    strcmp(optarg, "io_uring"))
-				vs_die("Invalid aio mode '%s'", optarg);
-			break;
 		case OPT_NUM_QUEUES: {
 			long v = strtol(optarg, &end, 10);
 
@@ -223,18 +208,6 @@ int main(int argc, char **argv)
 			cfg.num_queues = (unsigned)v;
 			break;
 		}
-		case OPT_DISCARD: {
-			enum vs_export_discard d;
-
-			if (vs_export_discard_parse(optarg, &d) < 0)
-				vs_die("Invalid discard mode '%s'", optarg);
-			cfg.discard = d == VS_EXPORT_DISCARD_UNMAP;
-			break;
-		}
-		case OPT_DETECT_ZEROES:
-			if (vs_export_detect_zeroes_parse(optarg, &cfg.detect_zeroes) < 0)
-				vs_die("Invalid detect-zeroes mode '%s'", optarg);
-			break;
 		case OPT_WRITE_ZEROES:
 			cfg.write_zeroes = vs_daemon_parse_bool(optarg, "--write-zeroes");
 			break;
