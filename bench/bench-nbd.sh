@@ -16,7 +16,11 @@
 # Environment: VSTOR_NBD (default build/nbd-server/vstor-nbd), BENCH_DIR
 # (default var/bench; not tmpfs), BENCH_SIZE (default 1G), BENCH_RUNTIME
 # seconds per cell (default 5), BENCH_ROWS (default "randread randwrite read write"),
-# BENCH_CONNS (default "1 2").
+# BENCH_CONNS (default "1 2"), BENCH_REPEAT (default 1: rounds over all
+# cells, alternating), BENCH_ANCHORS (default 1; 0 skips qemu-nbd and
+# nbdkit), VSTOR_NBD_BASE (a second vstor-nbd, e.g. a build of the previous
+# commit: measured next to VSTOR_NBD in every round, and a before/after
+# table of medians and ratios printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -103,20 +107,38 @@ measure()
 			read -r iops mibs reqs <<<"$out"
 			python3 -c "
 t = ($t1 - $t0) / $hz * 1e6
-print('%-34s %-10s %-5s %12s %10s %14.2f' % ('$label', '$row', '$c', '$iops', '$mibs', t / max($reqs, 1)))"
+print('%-34s %-10s %-5s %12s %10s %14.2f' % ('$label', '$row', '$c', '$iops', '$mibs', t / max($reqs, 1)))
+open('$cells', 'a').write('\t'.join(['$label', '$row', '$c', '$iops', '%.2f' % (t / max($reqs, 1))]) + '\n')"
 		done
 	done
 }
 
-for img in raw qcow2; do
-	file=$raw
-	[[ $img == qcow2 ]] && file=$qcow2
-	for cache in none writeback; do
-		measure "vstor-nbd $img cache=$cache" "$VSTOR_NBD" -t -e 0 -k "$sock" -f "$img" \
-			--cache="$cache" "$file"
-		measure "qemu-nbd $img cache=$cache io_uring" qemu-nbd -t -e 0 -k "$sock" -f "$img" \
-			--cache="$cache" --aio=io_uring "$file"
+cells=$BENCH_DIR/bench-nbd.cells
+: >"$cells"
+for ((round = 0; round < ${BENCH_REPEAT:-1}; round++)); do
+	for img in raw qcow2; do
+		file=$raw
+		[[ $img == qcow2 ]] && file=$qcow2
+		for cache in none writeback; do
+			vstor=("vstor-nbd $img cache=$cache" "$VSTOR_NBD")
+			base=("base vstor-nbd $img cache=$cache" "${VSTOR_NBD_BASE:-}")
+			# The two builds alternate which goes first, round by round.
+			if ((round % 2)); then
+				tmp=("${vstor[@]}") vstor=("${base[@]}") base=("${tmp[@]}")
+			fi
+			for b in vstor base; do
+				declare -n srv=$b
+				[[ -n ${srv[1]} ]] || continue
+				measure "${srv[0]}" "${srv[1]}" -t -e 0 -k "$sock" -f "$img" \
+					--cache="$cache" "$file"
+			done
+			[[ ${BENCH_ANCHORS:-1} == 1 ]] || continue
+			measure "qemu-nbd $img cache=$cache io_uring" qemu-nbd -t -e 0 -k "$sock" \
+				-f "$img" --cache="$cache" --aio=io_uring "$file"
+		done
 	done
+	[[ ${BENCH_ANCHORS:-1} == 1 ]] || continue
+	measure "nbdkit file raw" nbdkit -f -U "$sock" file "$raw"
+	measure "nbdkit null (ceiling)" nbdkit -f -U "$sock" null "$BENCH_SIZE"
 done
-measure "nbdkit file raw" nbdkit -f -U "$sock" file "$raw"
-measure "nbdkit null (ceiling)" nbdkit -f -U "$sock" null "$BENCH_SIZE"
+[[ -n ${VSTOR_NBD_BASE:-} ]] && python3 "$(dirname "$0")/ab-table.py" "$cells" "base "

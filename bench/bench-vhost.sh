@@ -18,7 +18,11 @@
 # VHOST_CLIENT (default build/tests/tools/vhost-client), BENCH_DIR (default
 # var/bench; not tmpfs), BENCH_SIZE (default 1G), BENCH_RUNTIME seconds per
 # cell (default 5), BENCH_ROWS (default "randread randwrite read write"),
-# BENCH_CACHES (default "none writeback").
+# BENCH_CACHES (default "none writeback"), BENCH_ANCHORS (default 1; 0
+# skips qemu-storage-daemon), VSTOR_VHOST_BASE (a second vstor-vhost, e.g. a
+# build of the previous commit: measured next to VSTOR_VHOST, alternating,
+# and a before/after table of medians and ratios printed at the end),
+# BENCH_REPEAT (default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -94,14 +98,18 @@ measure_one()
 	read -r _ iops _ mibs _ reqs <<<"$out"
 	python3 -c "
 t = ($t1 - $t0) / $hz * 1e6
-print('%-36s %-10s %10s %9s %12.2f' % ('$label', '$row', '$iops', '$mibs', t / max($reqs, 1)))"
+print('%-36s %-10s %10s %9s %12.2f' % ('$label', '$row', '$iops', '$mibs', t / max($reqs, 1)))
+open('$cells', 'a').write('\t'.join(['$label', '$row', '', '$iops', '%.2f' % (t / max($reqs, 1))]) + '\n')"
 }
+cells=$BENCH_DIR/bench-vhost.cells
+: >"$cells"
 
 # The two back ends run each row back to back, in alternating order: the
 # disk is still busy after 1 MiB writes, and whoever comes first after them
 # would pay for it (the first version of this script ran all rows of one back
 # end, then all of the other, and its random reads measured that).
 n=0
+for ((round = 0; round < ${BENCH_REPEAT:-1}; round++)); do
 for img in raw qcow2; do
 	file=$raw
 	[[ $img == qcow2 ]] && file=$qcow2
@@ -120,14 +128,25 @@ for img in raw qcow2; do
 			--blockdev "driver=file,node-name=f,filename=$file,cache.direct=$direct,aio=io_uring"
 			"${fmt_args[@]}"
 			--export "type=vhost-user-blk,id=e,node-name=$node,addr.type=unix,addr.path=$sock,writable=on,num-queues=1")
+		other=("${qsd[@]}")
+		if [[ -n ${VSTOR_VHOST_BASE:-} ]]; then
+			other=("base ${vstor[0]}" "$VSTOR_VHOST_BASE" "${vstor[@]:2}")
+		elif [[ ${BENCH_ANCHORS:-1} != 1 ]]; then
+			other=()
+		fi
 		for row in "${rows[@]}"; do
 			if ((n++ % 2 == 0)); then
 				measure_one "${vstor[0]}" "$row" "${vstor[@]:1}"
-				measure_one "${qsd[0]}" "$row" "${qsd[@]:1}"
+				((${#other[@]})) && measure_one "${other[0]}" "$row" "${other[@]:1}"
 			else
-				measure_one "${qsd[0]}" "$row" "${qsd[@]:1}"
+				((${#other[@]})) && measure_one "${other[0]}" "$row" "${other[@]:1}"
 				measure_one "${vstor[0]}" "$row" "${vstor[@]:1}"
+			fi
+			if [[ -n ${VSTOR_VHOST_BASE:-} && ${BENCH_ANCHORS:-1} == 1 ]]; then
+				measure_one "${qsd[0]}" "$row" "${qsd[@]:1}"
 			fi
 		done
 	done
 done
+done
+[[ -n ${VSTOR_VHOST_BASE:-} ]] && python3 "$(dirname "$0")/ab-table.py" "$cells" "base "
