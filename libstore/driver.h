@@ -179,6 +179,14 @@ struct vs_node {
 	/* Serialises read-modify-write of unaligned requests (generic layer). */
 	struct vs_co_mutex rmw_lock;
 	unsigned in_flight;
+	/* Requests inside the node's public entry points (see vs_node_drain_begin). */
+	unsigned active;
+	/* vs_node_drain_begin(): new requests wait while @quiesced (but @drainer's). */
+	struct vs_co_mutex drain_lock;
+	bool quiesced;
+	struct vs_co *drainer;
+	struct vs_co_queue quiesce_wait; /* requests held at the gate */
+	struct vs_co_queue drain_wait;	 /* the drainer, for in_flight == 0 */
 	/* References: the opener's, a parent's (file, backing), vs_node_ref()'s. */
 	unsigned refcnt;
 	/* Called after the driver's close (a resolver's lease); may be NULL. */

@@ -337,7 +337,7 @@ int vs_node_replace_backing(struct vs_node *node, struct vs_node *backing, struc
 				err, -ELOOP,
 				"Making '%s' a backing file of '%s' would create a loop",
 				backing->filename, node->filename);
-	if (node->in_flight)
+	if (node->active || node->in_flight)
 		return vs_error_set(err, -EBUSY, "'%s' has requests in flight", node->filename);
 	if (backing)
 		vs_node_ref(backing);

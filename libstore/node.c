@@ -76,6 +76,43 @@ static int driver_submit(struct vs_node *n, struct vs_req *req)
 	return ret;
 }
 
+/*
+ * Requests enter a node through the public functions below, which count
+ * them (active) and hold them at the gate while the node is drained
+ * (vs_node_drain_begin), except the drainer's own. Internal paths call the
+ * node_* functions and do not pass the gate again.
+ */
+static void node_enter(struct vs_node *n)
+{
+	while (n->quiesced && n->drainer != vs_co_self())
+		vs_co_queue_wait(&n->quiesce_wait);
+	n->active++;
+}
+
+static int node_leave(struct vs_node *n, int ret)
+{
+	if (--n->active == 0 && n->quiesced)
+		vs_co_queue_wake_all(&n->drain_wait);
+	return ret;
+}
+
+void vs_node_drain_begin(struct vs_node *n)
+{
+	vs_co_mutex_lock(&n->drain_lock);
+	n->quiesced = true;
+	n->drainer = vs_co_self();
+	while (n->active)
+		vs_co_queue_wait(&n->drain_wait);
+}
+
+void vs_node_drain_end(struct vs_node *n)
+{
+	n->quiesced = false;
+	n->drainer = NULL;
+	vs_co_queue_wake_all(&n->quiesce_wait);
+	vs_co_mutex_unlock(&n->drain_lock);
+}
+
 static int submit_one(struct vs_node *n, enum vs_op op, uint64_t offset, uint64_t len,
 		      struct iovec *iov, int niov, unsigned flags)
 {
@@ -191,8 +228,10 @@ static int check_range(const struct vs_node *n, uint64_t offset, uint64_t len, b
 	return 0;
 }
 
-int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
-		   unsigned flags)
+static int node_flush(struct vs_node *n);
+
+static int node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov,
+		       int niov, unsigned flags)
 {
 	if (flags)
 		return -EINVAL; /* no read flags exist yet */
@@ -216,8 +255,8 @@ int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iove
 	return rw_split(n, VS_OP_READ, offset, len, iov, niov, 0);
 }
 
-int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
-		    unsigned flags)
+static int node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov,
+			int niov, unsigned flags)
 {
 	bool emulate_fua;
 	int ret;
@@ -240,7 +279,7 @@ int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iov
 	else
 		ret = rw_split(n, VS_OP_WRITE, offset, len, iov, niov, flags);
 	if (ret == 0 && emulate_fua)
-		ret = vs_node_flush(n);
+		ret = node_flush(n);
 	return ret;
 }
 
@@ -258,14 +297,14 @@ int vs_node_pwrite(struct vs_node *n, uint64_t offset, const void *buf, size_t l
 	return vs_node_pwritev(n, offset, len, &iov, 1, flags);
 }
 
-int vs_node_flush(struct vs_node *n)
+static int node_flush(struct vs_node *n)
 {
 	if (n->read_only)
 		return 0;
 	return submit_one(n, VS_OP_FLUSH, 0, 0, NULL, 0, 0);
 }
 
-int vs_node_discard(struct vs_node *n, uint64_t offset, uint64_t len)
+static int node_discard(struct vs_node *n, uint64_t offset, uint64_t len)
 {
 	uint64_t a = n->limits.request_align > 1 ? n->limits.request_align : 1;
 	uint64_t start, end, max;
@@ -303,7 +342,8 @@ static int zero_by_writes(struct vs_node *n, uint64_t offset, uint64_t len, unsi
 		return -ENOMEM;
 	while (len) {
 		uint64_t c = len < ZERO_BUF_SIZE ? len : ZERO_BUF_SIZE;
-		int ret = vs_node_pwrite(n, offset, z, (size_t)c, flags & VS_REQ_FUA);
+		struct iovec iov = { (void *)z, (size_t)c };
+		int ret = node_pwritev(n, offset, c, &iov, 1, flags & VS_REQ_FUA);
 
 		if (ret < 0)
 			return ret;
@@ -313,7 +353,7 @@ static int zero_by_writes(struct vs_node *n, uint64_t offset, uint64_t len, unsi
 	return 0;
 }
 
-int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsigned flags)
+static int node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsigned flags)
 {
 	uint64_t a = n->limits.request_align > 1 ? n->limits.request_align : 1;
 	uint64_t start, end;
@@ -357,7 +397,7 @@ int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsig
 	if (ret == 0 && end < offset + len)
 		ret = zero_by_writes(n, end, offset + len - end, flags);
 	if (ret == 0 && emulate_fua)
-		ret = vs_node_flush(n);
+		ret = node_flush(n);
 	return ret;
 }
 
@@ -378,8 +418,8 @@ int vs_node_truncate(struct vs_node *n, uint64_t size, enum vs_prealloc prealloc
 	return n->drv->truncate(n, size, prealloc, exact, err);
 }
 
-int vs_node_block_status(struct vs_node *n, uint64_t offset, uint64_t len, uint64_t *pnum,
-			 unsigned *status, uint64_t *map, struct vs_node **file)
+static int node_block_status(struct vs_node *n, uint64_t offset, uint64_t len, uint64_t *pnum,
+			     unsigned *status, uint64_t *map, struct vs_node **file)
 {
 	struct vs_req req = { .op = VS_OP_BLOCK_STATUS };
 	int ret;
@@ -416,6 +456,13 @@ int vs_node_block_status(struct vs_node *n, uint64_t offset, uint64_t len, uint6
 	if (file)
 		*file = req.bs_file;
 	return 0;
+}
+
+int vs_node_block_status(struct vs_node *n, uint64_t offset, uint64_t len, uint64_t *pnum,
+			 unsigned *status, uint64_t *map, struct vs_node **file)
+{
+	node_enter(n);
+	return node_leave(n, node_block_status(n, offset, len, pnum, status, map, file));
 }
 
 /*
@@ -590,8 +637,8 @@ uint64_t vs_node_cluster_size(const struct vs_node *n)
 	return n->cluster_size;
 }
 
-int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov,
-			       int niov)
+static int node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
+				   struct iovec *iov, int niov)
 {
 	if (n->read_only)
 		return -EPERM;
@@ -605,6 +652,45 @@ int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
 	if (!len)
 		return 0;
 	return submit_one(n, VS_OP_WRITE, offset, len, iov, niov, VS_REQ_COMPRESSED);
+}
+
+int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
+		   unsigned flags)
+{
+	node_enter(n);
+	return node_leave(n, node_preadv(n, offset, len, iov, niov, flags));
+}
+
+int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
+		    unsigned flags)
+{
+	node_enter(n);
+	return node_leave(n, node_pwritev(n, offset, len, iov, niov, flags));
+}
+
+int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov,
+			       int niov)
+{
+	node_enter(n);
+	return node_leave(n, node_pwritev_compressed(n, offset, len, iov, niov));
+}
+
+int vs_node_flush(struct vs_node *n)
+{
+	node_enter(n);
+	return node_leave(n, node_flush(n));
+}
+
+int vs_node_discard(struct vs_node *n, uint64_t offset, uint64_t len)
+{
+	node_enter(n);
+	return node_leave(n, node_discard(n, offset, len));
+}
+
+int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsigned flags)
+{
+	node_enter(n);
+	return node_leave(n, node_write_zeroes(n, offset, len, flags));
 }
 
 /* The driver's entry or a clear "not supported" for the operation @what. */

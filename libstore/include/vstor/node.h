@@ -127,6 +127,16 @@ int vs_image_open_on(struct vs_node **out, struct vs_node *file, const struct vs
 		     struct vs_error *err);
 
 /*
+ * Coroutine context. Quiesce @node for a change of the image under it (an
+ * internal snapshot, a graph switch): requests that reach it from now on
+ * wait, and this returns once those already in it have finished. Until
+ * vs_node_drain_end() only the calling coroutine's requests pass. One
+ * drain at a time per node; another caller waits its turn.
+ */
+void vs_node_drain_begin(struct vs_node *node);
+void vs_node_drain_end(struct vs_node *node);
+
+/*
  * Make @backing the backing node of the format node @node (a reference is
  * taken), dropping the one it had; NULL leaves it without one. Only changes
  * the graph in memory (vs_node_set_backing() rewrites the image's header).

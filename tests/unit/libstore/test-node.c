@@ -351,6 +351,68 @@ CO_TEST(test_file_create_preallocation)
 	assert_int_equal(vs_image_create(path, "raw", 1 << 20, &bad, 1, &err), -EINVAL);
 }
 
+struct drain_writer {
+	struct vs_node *n;
+	uint64_t offset;
+	bool done;
+	int ret;
+};
+
+static void drain_writer_run(void *arg)
+{
+	struct drain_writer *w = arg;
+	uint8_t b[4096];
+
+	fill(b, sizeof(b), (unsigned)w->offset);
+	w->ret = vs_node_pwrite(w->n, w->offset, b, sizeof(b), VS_REQ_FUA);
+	w->done = true;
+}
+
+/*
+ * vs_node_drain_begin() returns only once the requests in the node have
+ * finished; requests that come during the drain wait for its end, except the
+ * drainer's own.
+ */
+CO_TEST(test_node_drain)
+{
+	char path[256];
+	struct vs_open_opts o = { .format = "raw", .cache = VS_CACHE_NONE };
+	struct vs_error err = { 0 };
+	struct drain_writer w[8], late;
+	struct vs_node *n;
+	uint8_t b[4096];
+
+	(void)arg;
+	path_in_tmp(path, sizeof(path), "drain.raw");
+	assert_int_equal(vs_image_create(path, "raw", 1 << 20, NULL, 0, &err), 0);
+	o.filename = path;
+	assert_int_equal(vs_image_open(&n, &o, &err), 0);
+	for (unsigned i = 0; i < 8; i++) {
+		w[i] = (struct drain_writer){ .n = n, .offset = i * 4096ull };
+		assert_non_null(vs_co_spawn(vs_reactor_current(), drain_writer_run, &w[i]));
+	}
+	vs_co_yield_now(); /* the writers start and wait for the disk */
+	assert_true(n->in_flight > 0);
+	vs_node_drain_begin(n);
+	for (unsigned i = 0; i < 8; i++) {
+		assert_true(w[i].done);
+		assert_int_equal(w[i].ret, 0);
+	}
+	late = (struct drain_writer){ .n = n, .offset = 65536 };
+	assert_non_null(vs_co_spawn(vs_reactor_current(), drain_writer_run, &late));
+	fill(b, sizeof(b), 9);
+	/* The drainer's own requests pass, however long the others wait. */
+	for (unsigned i = 0; i < 16; i++) {
+		assert_int_equal(vs_node_pwrite(n, 131072, b, sizeof(b), VS_REQ_FUA), 0);
+		assert_false(late.done);
+	}
+	vs_node_drain_end(n);
+	while (!late.done)
+		vs_co_yield_now();
+	assert_int_equal(late.ret, 0);
+	vs_node_close(n);
+}
+
 CO_TEST(test_memory_and_null)
 {
 	struct vs_open_opts o = { .filename = "memory:1M", .format = "raw" };
@@ -459,6 +521,7 @@ int main(void)
 		cmocka_unit_test(test_file_block_status_holes),
 		cmocka_unit_test(test_file_locks_exclude_writers),
 		cmocka_unit_test(test_file_create_preallocation),
+		cmocka_unit_test(test_node_drain),
 		cmocka_unit_test(test_memory_and_null),
 		cmocka_unit_test(test_raw_probed_sector0_stays_raw),
 		cmocka_unit_test(test_cache_mode_table),
