@@ -97,13 +97,15 @@ int vs_protocol_create_existing(const char *filename, uint64_t size, const struc
 }
 
 /*
- * Open the format node @drv (NULL: probe) on @file, taking over the
- * caller's reference to @file (dropped on failure). The backing file the
- * format names is left to open_backing_chain().
+ * Open the format node @drv (NULL: probe) named @name on @file, taking over
+ * the caller's reference to @file (dropped on failure). The backing file
+ * the format names is left to open_backing_chain(). The name is what the
+ * image was opened as (vol:POOL/VOLUME stays that, while its protocol node
+ * has the volume's path): backing names resolve against it.
  */
-static int format_open(struct vs_node **out, struct vs_node *file, const struct vs_driver *drv,
-		       const struct vs_open_opts *opts, unsigned depth, struct vs_node *overlay,
-		       struct vs_error *err)
+static int format_open(struct vs_node **out, const char *name, struct vs_node *file,
+		       const struct vs_driver *drv, const struct vs_open_opts *opts, unsigned depth,
+		       struct vs_node *overlay, struct vs_error *err)
 {
 	struct vs_node *n;
 	bool probed = false;
@@ -122,13 +124,13 @@ static int format_open(struct vs_node **out, struct vs_node *file, const struct 
 		if (ret < 0) {
 			free(buf);
 			vs_node_close(file);
-			return vs_error_setf_errno(err, ret, "Could not read '%s'", file->filename);
+			return vs_error_setf_errno(err, ret, "Could not read '%s'", name);
 		}
-		drv = vs_driver_probe(buf, len, file->filename);
+		drv = vs_driver_probe(buf, len, name);
 		probed = true;
 		free(buf);
 	}
-	n = vs_node_new(drv, file->filename, opts);
+	n = vs_node_new(drv, name, opts);
 	if (!n) {
 		vs_node_close(file);
 		return vs_error_set(err, -ENOMEM, "Out of memory");
@@ -181,7 +183,7 @@ static int image_open_one(struct vs_node **out, const struct vs_open_opts *opts,
 		file->writethrough = depth == 0 && !file->knobs.wce;
 		return 0;
 	}
-	return format_open(out, file, drv, opts, depth, overlay, err);
+	return format_open(out, opts->filename, file, drv, opts, depth, overlay, err);
 }
 
 /* Whether @path names the image of @node or of one of the images above it. */
@@ -320,7 +322,7 @@ int vs_image_open_on(struct vs_node **out, struct vs_node *file, const struct vs
 	}
 	if (!opts->read_only && file->read_only)
 		return vs_error_set(err, -EPERM, "Block node is read-only");
-	ret = format_open(&top, vs_node_ref(file), drv, opts, 0, NULL, err);
+	ret = format_open(&top, vs_node_filename(file), vs_node_ref(file), drv, opts, 0, NULL, err);
 	if (ret < 0)
 		return ret;
 	return open_backing_chain(out, top, opts, err);
