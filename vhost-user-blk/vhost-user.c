@@ -899,6 +899,11 @@ void vs_vhost_blk_wait_idle(struct vs_vhost_blk *b)
 		vs_co_queue_wait(&b->idle_wait);
 }
 
+bool vs_vhost_blk_connected(const struct vs_vhost_blk *b)
+{
+	return b->conn != NULL;
+}
+
 void vs_vhost_blk_get_stats(const struct vs_vhost_blk *b, struct vs_vhost_blk_stats *st)
 {
 	*st = b->stats;

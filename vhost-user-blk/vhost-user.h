@@ -78,6 +78,9 @@ int vs_vhost_blk_shutdown(struct vs_vhost_blk *b);
 /* Coroutine context: wait until no connection is being served. */
 void vs_vhost_blk_wait_idle(struct vs_vhost_blk *b);
 
+/* Whether a front end is being served now (block-export-del's safe mode). */
+bool vs_vhost_blk_connected(const struct vs_vhost_blk *b);
+
 void vs_vhost_blk_get_stats(const struct vs_vhost_blk *b, struct vs_vhost_blk_stats *st);
 
 /*
