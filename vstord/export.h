@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vstord's exports: one NBD server (nbd-server-start) with any number of
+ * exports, and vhost-user-blk exports, each holding a reference to its
+ * node. Control reactor only.
+ */
+#ifndef VSTORD_EXPORT_H
+#define VSTORD_EXPORT_H
+
+/* Deletes every export and stops the NBD server (the daemon stops). */
+void vd_export_close_all(void);
+
+#endif
