@@ -58,6 +58,7 @@ struct config {
 	const char *pid_file;
 	bool daemonize;
 	int sigfd;
+	struct vs_co *sigco; /* the signal watcher while it runs */
 	int exit_code;
 };
 
@@ -336,6 +337,7 @@ static void signal_watch(void *arg)
 
 	if (vs_daemon_wait_signal(cfg->sigfd) != -ECANCELED)
 		vstord_request_stop();
+	cfg->sigco = NULL; /* gone: its coroutine may serve another */
 }
 
 static void serve(void *arg)
@@ -346,7 +348,6 @@ static void serve(void *arg)
 	struct vs_error err = { 0 };
 	int fds[8];
 	int nfds;
-	struct vs_co *sigco;
 
 	if (run_startup(cfg) < 0) {
 		cfg->exit_code = EXIT_FAILURE;
@@ -373,11 +374,12 @@ static void serve(void *arg)
 		cfg->exit_code = EXIT_FAILURE;
 		goto out;
 	}
-	sigco = vs_co_spawn(vs_reactor_current(), signal_watch, cfg);
+	cfg->sigco = vs_co_spawn(vs_reactor_current(), signal_watch, cfg);
 	vs_daemon_notify_ready();
 	vstord_wait_stop();
 	vs_daemon_notify_stopping();
-	vs_aio_cancel(sigco);
+	if (cfg->sigco)
+		vs_aio_cancel(cfg->sigco);
 	if (cfg->pid_file)
 		unlink(cfg->pid_file);
 out:
