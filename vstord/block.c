@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "block-info.h"
+#include "export.h"
 
 static struct vd_node *nodes, **nodes_tail = &nodes;
 
@@ -491,6 +492,9 @@ static int cmd_blockdev_del(struct qmp_call *call)
 						 name, vd_node_name_of(b));
 		}
 	}
+	/* QEMU's message for a node with a BlockBackend (an export's). */
+	if (vd_export_uses(n->node))
+		return qmp_error(call, QMP_ERR_GENERIC, "Node %s is in use", name);
 	/* Another node, an export or a job holds it too. */
 	if (vs_node_refcount(n->node) > 1)
 		return qmp_error(call, QMP_ERR_GENERIC, "Block device %s is in use", name);

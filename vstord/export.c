@@ -57,31 +57,56 @@ static struct vs_export *layer_export(const struct vd_export *e)
 
 /* ---- nbd-server-start / nbd-server-stop ---- */
 
-/* Listen on a SocketAddress (types unix and inet); the descriptors in @fds. */
-static int listen_addr(struct qmp_call *call, json_object *addr, bool unix_only, int *fds,
-		       unsigned max)
+/*
+ * Listen on @addr, the descriptors in @fds: a SocketAddress (flat: {type,
+ * path} or {type, host, port}, as --nbd-server and vhost-user-blk give it)
+ * or, for nbd-server-start, the SocketAddressLegacy QMP has ({type, data:
+ * {...}}). A missing member is named as QEMU names it ("addr.data.path").
+ */
+static int listen_addr(struct qmp_call *call, json_object *addr, bool vhost, int *fds, unsigned max)
 {
 	struct qmp_call sub = { .session = call->session, .args = addr, .keyval = call->keyval };
 	struct vs_error err = { 0 };
-	const char *type, *path, *host, *port;
+	const char *type, *path, *host, *port, *what = "addr";
+	json_object *data = NULL;
 	int n;
 
 	if (qmp_arg_str(&sub, "type", true, &type) < 0)
 		return qmp_error(call, sub.cls, "%s", sub.desc);
-	if (!strcmp(type, "unix")) {
-		if (qmp_arg_str(&sub, "path", true, &path) < 0)
+	if (strcmp(type, "unix") && strcmp(type, "inet") && strcmp(type, "fd") &&
+	    strcmp(type, "vsock"))
+		return qmp_error(call, QMP_ERR_GENERIC,
+				 "Parameter 'type' does not accept value '%s'", type);
+	if (vhost && strcmp(type, "unix"))
+		return qmp_error(call, QMP_ERR_GENERIC,
+				 "Only socket address types 'unix' and 'fd' are supported");
+	if (!vhost && !call->keyval) { /* QMP's nbd-server-start: the legacy union */
+		if (qmp_arg_obj(&sub, "data", false, &data) < 0)
 			return qmp_error(call, sub.cls, "%s", sub.desc);
+		if (!data && !json_object_object_get_ex(addr, "path", NULL) &&
+		    !json_object_object_get_ex(addr, "host", NULL))
+			return qmp_error(call, QMP_ERR_GENERIC, "Parameter 'addr.data' is missing");
+		if (data) {
+			sub.args = data;
+			what = "addr.data";
+		}
+	}
+	if (strcmp(type, "unix") && strcmp(type, "inet"))
+		return qmp_error(call, QMP_ERR_GENERIC,
+				 "Socket address type '%s' is not supported by vstord", type);
+	if (!strcmp(type, "unix")) {
+		if (qmp_arg_str(&sub, "path", false, &path) <= 0)
+			return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s.path' is missing",
+					 what);
 		fds[0] = vs_daemon_listen_unix(path, &err);
 		if (fds[0] < 0)
 			return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
 		return 1;
 	}
-	if (unix_only || strcmp(type, "inet"))
-		return qmp_error(call, QMP_ERR_GENERIC,
-				 "Parameter 'addr.type' does not accept value '%s'", type);
-	if (qmp_arg_str(&sub, "host", true, &host) < 0 ||
-	    qmp_arg_str(&sub, "port", true, &port) < 0)
-		return qmp_error(call, sub.cls, "%s", sub.desc);
+	if (qmp_arg_str(&sub, "host", false, &host) <= 0)
+		return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s.host' is missing", what);
+	if (qmp_arg_str(&sub, "port", false, &port) <= 0)
+		return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s.port' is missing", what);
 	n = vs_daemon_listen_tcp(host[0] ? host : NULL, port, fds, max, &err);
 	if (n < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
@@ -102,9 +127,9 @@ static int cmd_nbd_server_start(struct qmp_call *call)
 		return -1;
 	if (nbd)
 		return qmp_error(call, QMP_ERR_GENERIC, "NBD server already running");
+	/* No --object makes TLS credentials yet: none has this id. */
 	if (creds)
-		return qmp_error(call, QMP_ERR_GENERIC,
-				 "tls-creds is not supported yet by vstord's NBD server");
+		return qmp_error(call, QMP_ERR_GENERIC, "No TLS credentials with id '%s'", creds);
 	if (json_object_object_get_ex(call->args, "tls-authz", NULL))
 		return qmp_error(call, QMP_ERR_GENERIC, "tls-authz is not supported without TLS");
 	if (max_conn > UINT32_MAX)
@@ -300,9 +325,10 @@ static int cmd_block_export_add(struct qmp_call *call)
 	if (export_find(id))
 		return qmp_error(call, QMP_ERR_GENERIC, "Block export id '%s' is already in use",
 				 id);
-	n = vd_node_lookup(call, node_name);
+	n = vd_node_find(node_name);
 	if (!n)
-		return -1;
+		return qmp_error(call, QMP_ERR_GENERIC, "Cannot find device='' nor node-name='%s'",
+				 node_name);
 	if (writable && vs_node_is_read_only(n->node))
 		return qmp_error(call, QMP_ERR_GENERIC, "Cannot export read-only node as writable");
 	e = calloc(1, sizeof(*e));
@@ -353,6 +379,14 @@ static void export_delete(struct vd_export *e)
 	json_object_put(data);
 }
 
+bool vd_export_uses(const struct vs_node *node)
+{
+	for (struct vd_export *e = exports; e; e = e->next)
+		if (e->node == node)
+			return true;
+	return false;
+}
+
 static bool export_in_use(const struct vd_export *e)
 {
 	if (e->type == VD_EXPORT_VHOST)
@@ -396,22 +430,28 @@ void vd_export_close_all(void)
 
 /* ---- query-block-exports ---- */
 
+/* Newest first, as QEMU lists them. */
+static void list_exports(json_object *arr, const struct vd_export *e)
+{
+	json_object *o;
+
+	if (!e)
+		return;
+	list_exports(arr, e->next);
+	o = json_object_new_object();
+	json_object_object_add(o, "type",
+			       json_object_new_string(e->type == VD_EXPORT_NBD ? "nbd" :
+										 "vhost-user-blk"));
+	json_object_object_add(o, "id", json_object_new_string(e->id));
+	json_object_object_add(o, "node-name", json_object_new_string(e->node_name));
+	json_object_object_add(o, "shutting-down", json_object_new_boolean(e->shutting_down));
+	json_object_array_add(arr, o);
+}
+
 static int cmd_query_block_exports(struct qmp_call *call)
 {
 	call->ret = json_object_new_array();
-	for (struct vd_export *e = exports; e; e = e->next) {
-		json_object *o = json_object_new_object();
-
-		json_object_object_add(o, "type",
-				       json_object_new_string(e->type == VD_EXPORT_NBD ?
-								      "nbd" :
-								      "vhost-user-blk"));
-		json_object_object_add(o, "id", json_object_new_string(e->id));
-		json_object_object_add(o, "node-name", json_object_new_string(e->node_name));
-		json_object_object_add(o, "shutting-down",
-				       json_object_new_boolean(e->shutting_down));
-		json_object_array_add(call->ret, o);
-	}
+	list_exports(call->ret, exports);
 	return 0;
 }
 QMP_COMMAND(query_block_exports, "query-block-exports", cmd_query_block_exports,
@@ -552,9 +592,8 @@ static int cmd_block_resize(struct qmp_call *call)
 	    qmp_arg_str(call, "node-name", false, &node_name) < 0 ||
 	    qmp_arg_int(call, "size", true, &size) < 0)
 		return -1;
-	if (!device && !node_name)
-		return qmp_error(call, QMP_ERR_GENERIC, "Cannot find device='' nor node-name=''");
-	n = vd_node_find(node_name ? node_name : device);
+	/* QEMU's device names a drive's BlockBackend: vstord, as qsd, has none. */
+	n = node_name ? vd_node_find(node_name) : NULL;
 	if (!n)
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "Cannot find device='%s' nor node-name='%s'", device ? device : "",

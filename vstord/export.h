@@ -7,6 +7,13 @@
 #ifndef VSTORD_EXPORT_H
 #define VSTORD_EXPORT_H
 
+#include <stdbool.h>
+
+struct vs_node;
+
+/* Whether an export serves @node (blockdev-del refuses it). */
+bool vd_export_uses(const struct vs_node *node);
+
 /* Deletes every export and stops the NBD server (the daemon stops). */
 void vd_export_close_all(void);
 

@@ -308,8 +308,13 @@ int qmp_arg_uint(struct qmp_call *call, const char *name, bool required, uint64_
 {
 	json_object *v = NULL;
 	uint64_t kv;
-	int ret = get_number(call, name, required, false, &v, &kv);
+	int ret;
 
+	/* QEMU's message for a uint64 of another type. */
+	if (!call->keyval && json_object_object_get_ex(call->args, name, &v) &&
+	    !json_object_is_type(v, json_type_int))
+		return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s' expects uint64", name);
+	ret = get_number(call, name, required, false, &v, &kv);
 	if (ret == 2) {
 		*out = kv;
 		return 1;
