@@ -39,6 +39,12 @@ struct vd_export {
 
 static struct vs_nbd_server *nbd;
 static struct vd_export *exports;
+static bool refuse_addresses;
+
+void vd_export_refuse_addresses(void)
+{
+	refuse_addresses = true;
+}
 
 static struct vd_export *export_find(const char *id)
 {
@@ -98,6 +104,9 @@ static int listen_addr(struct qmp_call *call, json_object *addr, bool vhost, int
 		if (qmp_arg_str(&sub, "path", false, &path) <= 0)
 			return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s.path' is missing",
 					 what);
+		if (refuse_addresses)
+			return qmp_error(call, QMP_ERR_GENERIC, "Failed to listen on '%s': refused",
+					 path);
 		fds[0] = vs_daemon_listen_unix(path, &err);
 		if (fds[0] < 0)
 			return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
@@ -107,6 +116,9 @@ static int listen_addr(struct qmp_call *call, json_object *addr, bool vhost, int
 		return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s.host' is missing", what);
 	if (qmp_arg_str(&sub, "port", false, &port) <= 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s.port' is missing", what);
+	if (refuse_addresses)
+		return qmp_error(call, QMP_ERR_GENERIC, "Failed to listen on '%s:%s': refused",
+				 host, port);
 	n = vs_daemon_listen_tcp(host[0] ? host : NULL, port, fds, max, &err);
 	if (n < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);

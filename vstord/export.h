@@ -14,6 +14,9 @@ struct vs_node;
 /* Whether an export serves @node (blockdev-del refuses it). */
 bool vd_export_uses(const struct vs_node *node);
 
+/* The fuzz target's: every address is refused, no socket is ever created. */
+void vd_export_refuse_addresses(void);
+
 /* Deletes every export and stops the NBD server (the daemon stops). */
 void vd_export_close_all(void);
 
