@@ -19,6 +19,7 @@
 #include "daemon.h"
 #include "monitor.h"
 #include "nbd-server.h"
+#include "object.h"
 #include "vhost-user.h"
 
 #define NBD_MAX_LISTENERS 8
@@ -139,11 +140,14 @@ static int cmd_nbd_server_start(struct qmp_call *call)
 		return -1;
 	if (nbd)
 		return qmp_error(call, QMP_ERR_GENERIC, "NBD server already running");
-	/* No --object makes TLS credentials yet: none has this id. */
-	if (creds)
-		return qmp_error(call, QMP_ERR_GENERIC, "No TLS credentials with id '%s'", creds);
+	if (creds) {
+		opts.tls = vd_object_tls(call, creds);
+		if (!opts.tls)
+			return -1;
+		opts.tls_mode = VS_NBD_TLS_REQUIRE; /* as QEMU: credentials mean TLS only */
+	}
 	if (json_object_object_get_ex(call->args, "tls-authz", NULL))
-		return qmp_error(call, QMP_ERR_GENERIC, "tls-authz is not supported without TLS");
+		return qmp_error(call, QMP_ERR_GENERIC, "tls-authz is not supported by vstord");
 	if (max_conn > UINT32_MAX)
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "Parameter 'max-connections' expects uint32");

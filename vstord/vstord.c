@@ -22,6 +22,7 @@
 #include "daemon.h"
 #include "block.h"
 #include "export.h"
+#include "object.h"
 #include "qmp.h"
 #include "monitor.h"
 #include "pool.h"
@@ -76,7 +77,7 @@ static void usage(void)
 	       "  --blockdev <options>   add a block node (blockdev-add's arguments)\n"
 	       "  --nbd-server <options> start the NBD server (nbd-server-start's arguments)\n"
 	       "  --export <options>     add an export (block-export-add's arguments)\n"
-	       "  --object <options>     add an object (none supported yet)\n"
+	       "  --object <options>     add an object (tls-creds-x509, tls-creds-psk)\n"
 	       "                         <options>: JSON ('{...}') or QEMU keyval\n"
 	       "                         (key=value,a.b=value; ',,' is a comma)\n"
 	       "  --pidfile <path>       write the daemon's pid to <path>\n"
@@ -309,13 +310,14 @@ static int run_startup(struct config *cfg)
 
 	for (unsigned i = 0; i < cfg->nstartup; i++) {
 		struct startup_cmd *sc = &cfg->startup[i];
-		json_object *type = NULL;
+		if (!strcmp(sc->command, "object-add")) { /* no QMP command: --object only */
+			struct qmp_call call = { .args = sc->args, .keyval = sc->keyval };
 
-		if (!strcmp(sc->command, "object-add")) {
-			json_object_object_get_ex(sc->args, "qom-type", &type);
-			fprintf(stderr, "%s: %s: object type '%s' is not supported yet\n", prog,
-				sc->option, type ? json_object_get_string(type) : "");
-			return -1;
+			if (vd_object_add(&call) < 0) {
+				fprintf(stderr, "%s: %s: %s\n", prog, sc->option, call.desc);
+				return -1;
+			}
+			continue;
 		}
 		if (qmp_run_command(sc->command, sc->args, sc->keyval, desc, sizeof(desc)) < 0) {
 			fprintf(stderr, "%s: %s: %s\n", prog, sc->option, desc);
@@ -386,6 +388,7 @@ out:
 	for (unsigned i = 0; i < nmons; i++)
 		monitor_close(mons[i]);
 	vd_export_close_all();
+	vd_object_close_all();
 	vd_block_close_all();
 }
 

@@ -9,11 +9,13 @@
 # (tests/tools/vhost-client) at once, block_resize grows the node under a
 # live NBD export (a new connection sees the size, the data is intact),
 # block-export-del refuses a connected client in safe mode and disconnects
-# it in hard mode, blockdev-del refuses an exported node, and a bad
-# command-line option stops vstord with qsd's message.
+# it in hard mode, blockdev-del refuses an exported node, a bad
+# command-line option stops vstord with qsd's message, and the same
+# command line with --object tls-creds-x509 serves NBD over TLS only, from
+# qsd and from vstord.
 . "$(dirname "$0")/lib.sh"
 
-require_tool python3 qemu-storage-daemon qemu-img qemu-io nbdinfo nbdcopy
+require_tool python3 qemu-storage-daemon qemu-img qemu-io nbdinfo nbdcopy certtool
 find_built VSTORD vstord/vstord
 find_built VHOST_CLIENT tests/tools/vhost-client
 export PATH=/usr/bin:/bin:$PATH
@@ -229,4 +231,30 @@ qemu_io -f qcow2 -c "read -P 0x5a 0 4M" -c "read -P 0x77 8M 2M" -c "read -P 0xa5
 if grep -q "Pattern verification failed" out; then
 	fail "the data changed"
 fi
+log "--object tls-creds-x509 and nbd-server-start's tls-creds: TLS only, as qsd"
+tls_ca
+tls_sign server pki/server $'tls_www_server\nencryption_key\nsigning_key'
+tls_sign client pki/client $'tls_www_client\nencryption_key\nsigning_key'
+qemu_img create -q -f qcow2 t.qcow2 16M
+for d in qsd vstord; do
+	prog=qemu-storage-daemon
+	[[ $d == vstord ]] && prog=$VSTORD
+	start_daemon "$WORKDIR/$d-tls.pid" 30 "$prog" --pidfile "$WORKDIR/$d-tls.pid" \
+		--object "tls-creds-x509,id=tls0,dir=$WORKDIR/pki/server,endpoint=server" \
+		--blockdev "driver=file,node-name=f,filename=$WORKDIR/t.qcow2" \
+		--blockdev driver=qcow2,node-name=q,file=f \
+		--nbd-server "addr.type=unix,addr.path=$WORKDIR/$d-tls.sock,tls-creds=tls0" \
+		--export type=nbd,id=n,node-name=q
+	TLS_PID=$DAEMON_PID
+	[[ $(nbdinfo --size "nbds+unix:///q?socket=$WORKDIR/$d-tls.sock&tls-certificates=$WORKDIR/pki/client") == 16777216 ]] ||
+		fail "$d: nbdinfo over TLS"
+	if nbdinfo --size "nbd+unix:///q?socket=$WORKDIR/$d-tls.sock" >/dev/null 2>&1; then
+		fail "$d: a client without TLS was served"
+	fi
+	stop_pid "$TLS_PID"
+done
+if timeout 30 "$VSTORD" --object "tls-creds-x509,id=t,dir=$WORKDIR/nonexistent,endpoint=server" >out 2>err; then
+	fail "vstord started with credentials it cannot read"
+fi
+assert_grep "^vstord: --object: " err "the --object error"
 log "ok"
