@@ -620,12 +620,18 @@ static int cmd_block_resize(struct qmp_call *call)
 		return qmp_error(call, QMP_ERR_GENERIC, "Block node is read-only");
 	if (vs_node_truncate(n->node, (uint64_t)size, VS_PREALLOC_OFF, false, &err) < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
-	/* Range checks follow; new NBD connections see the new size. */
+	/*
+	 * Range checks follow; new NBD connections see the new size; a
+	 * vhost-user-blk front end is told that the capacity changed.
+	 */
 	for (struct vd_export *e = exports; e; e = e->next) {
 		struct vs_export *x = layer_export(e);
 
-		if (e->node == n->node && x)
-			vs_export_resize(x, vs_node_size(n->node));
+		if (e->node != n->node || !x)
+			continue;
+		vs_export_resize(x, vs_node_size(n->node));
+		if (e->type == VD_EXPORT_VHOST)
+			vs_vhost_blk_config_changed(e->vhost);
 	}
 	return 0;
 }

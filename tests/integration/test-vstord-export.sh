@@ -7,7 +7,9 @@
 # clients: a vstord started with qsd's command line serves an NBD export
 # (nbdcopy, nbdinfo, qemu-img compare) and a vhost-user-blk export
 # (tests/tools/vhost-client) at once, block_resize grows the node under a
-# live NBD export (a new connection sees the size, the data is intact),
+# vhost-user-blk front end (a config-change message on the back-end
+# channel, then the new capacity) and under a live NBD export (a new
+# connection sees the size, the data is intact),
 # block-export-del refuses a connected client in safe mode and disconnects
 # it in hard mode, blockdev-del refuses an exported node, a bad
 # command-line option stops vstord with qsd's message, and the same
@@ -164,6 +166,21 @@ timeout 120 "$VHOST_CLIENT" "$WORKDIR/vh.sock" conformance 2 || fail "vhost-clie
 wait "$NBDCOPY" || fail "nbdcopy writing to vstord"
 nbdcopy "$URI" back.raw
 cmp copy.raw back.raw || fail "what NBD wrote does not read back"
+
+log "block_resize under a vhost-user-blk front end: the config-change message"
+timeout 120 "$VHOST_CLIENT" "$WORKDIR/vh.sock" config-change $(((96 << 20) / 512)) >cc.out &
+CC=$!
+wait_for 30 grep -q ready cc.out
+python3 - "$WORKDIR" <<'PY' || fail "block_resize of the vhost-user-blk export's node"
+import sys
+from qmp import QMP
+r = QMP(sys.argv[1] + "/vd2.sock").execute("block_resize", {"node-name": "vf", "size": 96 << 20})
+sys.exit(r != {"return": {}})
+PY
+wait "$CC" || fail "the front end did not see the new capacity"
+assert_grep "^capacity 131072" cc.out "the capacity before"
+assert_grep "^config changed: capacity 196608" cc.out "the capacity after"
+[[ $(stat -c %s v.raw) == $((96 << 20)) ]] || fail "v.raw was not resized"
 
 log "block_resize under a live NBD export; safe and hard block-export-del; blockdev-del refused"
 python3 - "$WORKDIR" <<'PY' || fail "resize and delete under live exports"
