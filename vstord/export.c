@@ -64,6 +64,20 @@ static struct vs_export *layer_export(const struct vd_export *e)
 
 /* ---- nbd-server-start / nbd-server-stop ---- */
 
+/* A string member of @sub, the object at @what; false after qmp_error() on @call. */
+static bool member_str(struct qmp_call *call, struct qmp_call *sub, const char *what,
+		       const char *name, const char **out)
+{
+	int ret = qmp_arg_str(sub, name, false, out);
+
+	if (ret < 0)
+		qmp_error(call, QMP_ERR_GENERIC,
+			  "Invalid parameter type for '%s.%s', expected: string", what, name);
+	else if (ret == 0)
+		qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s.%s' is missing", what, name);
+	return ret > 0;
+}
+
 /*
  * Listen on @addr, the descriptors in @fds: a SocketAddress (flat: {type,
  * path} or {type, host, port}, as --nbd-server and vhost-user-blk give it)
@@ -102,9 +116,8 @@ static int listen_addr(struct qmp_call *call, json_object *addr, bool vhost, int
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "Socket address type '%s' is not supported by vstord", type);
 	if (!strcmp(type, "unix")) {
-		if (qmp_arg_str(&sub, "path", false, &path) <= 0)
-			return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s.path' is missing",
-					 what);
+		if (!member_str(call, &sub, what, "path", &path))
+			return -1;
 		if (refuse_addresses)
 			return qmp_error(call, QMP_ERR_GENERIC, "Failed to listen on '%s': refused",
 					 path);
@@ -113,10 +126,9 @@ static int listen_addr(struct qmp_call *call, json_object *addr, bool vhost, int
 			return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
 		return 1;
 	}
-	if (qmp_arg_str(&sub, "host", false, &host) <= 0)
-		return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s.host' is missing", what);
-	if (qmp_arg_str(&sub, "port", false, &port) <= 0)
-		return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s.port' is missing", what);
+	if (!member_str(call, &sub, what, "host", &host) ||
+	    !member_str(call, &sub, what, "port", &port))
+		return -1;
 	if (refuse_addresses)
 		return qmp_error(call, QMP_ERR_GENERIC, "Failed to listen on '%s:%s': refused",
 				 host, port);
