@@ -5,7 +5,7 @@
 # errors of nbd-server-start/stop, block-export-add/del and
 # query-block-exports (and the BLOCK_EXPORT_DELETED events); then real
 # clients: a vstord started with qsd's command line serves an NBD export
-# (nbdcopy, nbdinfo, qemu-img compare) and a vhost-user-blk export
+# (nbdcopy, nbdinfo, qemu-io and qemu-img compare over NBD) and a vhost-user-blk export
 # (tests/tools/vhost-client) at once, block_resize grows the node under a
 # vhost-user-blk front end (a config-change message on the back-end
 # channel, then the new capacity) and under a live NBD export (a new
@@ -174,6 +174,10 @@ timeout 120 "$VHOST_CLIENT" "$WORKDIR/vh.sock" conformance 2 || fail "vhost-clie
 wait "$NBDCOPY" || fail "nbdcopy writing to vstord"
 nbdcopy "$URI" back.raw
 cmp copy.raw back.raw || fail "what NBD wrote does not read back"
+# QEMU's NBD client too: it writes, and reads the whole export back.
+qemu_io -f raw -c "write -P 0x33 12M 1M" "$URI" >/dev/null || fail "qemu-io writing over NBD"
+qemu_io -f raw -c "write -P 0x33 12M 1M" copy.raw >/dev/null
+qemu_img compare -q -f raw -F raw copy.raw "$URI" || fail "qemu-img compare over NBD"
 
 log "block_resize under a vhost-user-blk front end: the config-change message"
 timeout 120 "$VHOST_CLIENT" "$WORKDIR/vh.sock" config-change $(((96 << 20) / 512)) >cc.out &
@@ -251,7 +255,8 @@ stop_pid "$(<"$WORKDIR/vd2.pid")"
 qemu_img check -q a.qcow2 || fail "the image fails qemu-img check"
 [[ $(qemu_img info --output=json a.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])') == 134217728 ]] ||
 	fail "the resize did not reach the image"
-qemu_io -f qcow2 -c "read -P 0x5a 0 4M" -c "read -P 0x77 8M 2M" -c "read -P 0xa5 32M 1M" \
+qemu_io -f qcow2 -c "read -P 0x5a 0 4M" -c "read -P 0x77 8M 2M" -c "read -P 0x33 12M 1M" \
+	-c "read -P 0xa5 32M 1M" \
 	-c "read -P 0x42 $(((128 << 20) - 65536)) 64k" a.qcow2 >out || fail "data after the resize"
 if grep -q "Pattern verification failed" out; then
 	fail "the data changed"
