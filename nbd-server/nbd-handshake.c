@@ -91,6 +91,8 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d, uint3
 		return ret;
 	if (opt != NBD_OPT_GO)
 		return 0;
+	if (e->removed) /* removed while we answered: as if it never was */
+		return -ENOENT;
 	c->exp = e;
 	/* Contexts negotiated for another export do not apply. */
 	if (c->ctx_export && strcmp(c->ctx_export, e->name))
@@ -286,6 +288,8 @@ int nbd_conn_handshake(struct nbd_conn *c)
 			ret = nbd_conn_send_buf(c, r, rl);
 			if (ret < 0)
 				return ret;
+			if (e->removed)
+				return -ENOENT;
 			c->exp = e;
 			if (c->ctx_export && strcmp(c->ctx_export, e->name))
 				c->contexts = 0;

@@ -470,7 +470,7 @@ static bool conn_wait_admission(struct nbd_conn *c, uint16_t type, uint64_t bufl
 	uint64_t charge = type == NBD_CMD_BLOCK_STATUS ? NBD_BS_CHARGE : 0;
 
 	for (;;) {
-		if (c->dead || s->shutting_down)
+		if (c->dead || c->evicted || s->shutting_down)
 			return false;
 		if (c->in_flight < s->opts.max_requests &&
 		    (!c->in_flight || c->bytes_in_flight + buflen <= NBD_MAX_BYTES_IN_FLIGHT)) {
@@ -548,7 +548,7 @@ void nbd_conn_transmission(struct nbd_conn *c)
 {
 	struct vs_reactor *reactor = c->srv->reactor;
 
-	while (!c->dead && !c->srv->shutting_down) {
+	while (!c->dead && !c->evicted && !c->srv->shutting_down) {
 		uint8_t h[32];
 		size_t hlen = c->extended ? 32 : 28;
 		uint16_t flags, type;

@@ -44,6 +44,11 @@ struct nbd_export {
 	struct vs_node *node; /* vs_export_node(exp), for block status */
 	bool read_only;	      /* vs_export_is_read_only(exp) */
 	bool wce;
+	/*
+	 * Removed (vs_nbd_server_remove_export()): kept on the server's
+	 * removed list while a handshake may still hold it; never served again.
+	 */
+	bool removed;
 	struct nbd_export *next;
 };
 
@@ -91,6 +96,7 @@ struct nbd_conn {
 	unsigned contexts; /* CTX_* negotiated for the export in ctx_export */
 	char *ctx_export;  /* export the contexts were set for */
 	bool dead;	   /* a send failed or the client left: stop reading */
+	bool evicted;	   /* its export was removed: read no more requests */
 	struct vs_co_mutex send_lock;
 	/*
 	 * Replies queued for the sender coroutine, which sends everything that
@@ -130,6 +136,7 @@ struct vs_nbd_server {
 	struct vs_reactor *reactor;
 	struct vs_nbd_server_opts opts;
 	struct nbd_export *exports;
+	struct nbd_export *removed; /* removed exports a handshake may still hold */
 	struct nbd_listener *listeners;
 	struct nbd_conn *conns;
 	unsigned nconns;

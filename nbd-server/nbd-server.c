@@ -165,6 +165,83 @@ struct vs_export *vs_nbd_server_get_export(struct vs_nbd_server *s, const char *
 	return NULL;
 }
 
+unsigned vs_nbd_server_export_clients(const struct vs_nbd_server *s, const char *name)
+{
+	const char *n = name ? name : "";
+	unsigned count = 0;
+
+	for (const struct nbd_conn *c = s->conns; c; c = c->next)
+		if (c->exp && !strcmp(c->exp->name, n))
+			count++;
+	return count;
+}
+
+static void export_free(struct nbd_export *e)
+{
+	vs_export_free(e->exp);
+	free(e->description);
+	free(e);
+}
+
+/* Free the removed exports once no connection is in its handshake. */
+static void free_removed(struct vs_nbd_server *s)
+{
+	struct nbd_export *e;
+
+	for (const struct nbd_conn *c = s->conns; c; c = c->next)
+		if (c->in_handshake)
+			return;
+	while ((e = s->removed)) {
+		s->removed = e->next;
+		export_free(e);
+	}
+}
+
+int vs_nbd_server_remove_export(struct vs_nbd_server *s, const char *name, struct vs_error *err)
+{
+	const char *n = name ? name : "";
+	struct nbd_export *e, **pp;
+	bool busy;
+
+	for (pp = &s->exports; *pp && strcmp((*pp)->name, n); pp = &(*pp)->next)
+		;
+	e = *pp;
+	if (!e)
+		return vs_error_set(err, -ENOENT, "Export '%s' is not found", n);
+	/* New clients no longer find it; a handshake that already did hangs up. */
+	*pp = e->next;
+	e->removed = true;
+	e->next = s->removed;
+	s->removed = e;
+	/*
+	 * Its clients read no more requests: the reader's recv is cancelled (or
+	 * sees the end of the stream), requests in flight finish and reply, then
+	 * the connection closes.
+	 */
+	for (struct nbd_conn *c = s->conns; c; c = c->next) {
+		if (c->exp != e)
+			continue;
+		c->evicted = true;
+		shutdown(c->fd, SHUT_RD);
+		if (c->reader && c->reader != vs_co_self())
+			vs_aio_cancel(c->reader);
+		vs_co_queue_wake_all(&c->slot_wait);
+	}
+	do {
+		busy = false;
+		for (struct nbd_conn *c = s->conns; c && !busy; c = c->next)
+			busy = c->exp == e;
+		if (busy)
+			vs_co_queue_wait(&s->idle_wait);
+	} while (busy);
+	if (!e->read_only)
+		vs_node_flush(e->node);
+	/* The node may go away now: nothing reaches it through this export. */
+	e->node = NULL;
+	free_removed(s);
+	return 0;
+}
+
 uint16_t nbd_export_flags(struct vs_nbd_server *s, const struct nbd_export *e)
 {
 	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_DF | NBD_FLAG_SEND_CACHE;
@@ -345,8 +422,9 @@ static void conn_main(void *opaque)
 	conn_free(c);
 	s->nconns--;
 	vs_co_queue_wake_one(&s->accept_wait);
+	/* vs_nbd_server_remove_export() waits for its clients to go. */
+	vs_co_queue_wake_all(&s->idle_wait);
 	if (s->nconns == 0) {
-		vs_co_queue_wake_all(&s->idle_wait);
 		if (!s->opts.persistent && s->served > 0) {
 			s->finished = true;
 			vs_co_queue_wake_all(&s->finish_wait);
@@ -516,9 +594,11 @@ void vs_nbd_server_free(struct vs_nbd_server *s)
 		return;
 	while ((e = s->exports)) {
 		s->exports = e->next;
-		vs_export_free(e->exp);
-		free(e->description);
-		free(e);
+		export_free(e);
+	}
+	while ((e = s->removed)) {
+		s->removed = e->next;
+		export_free(e);
 	}
 	while ((l = s->listeners)) {
 		s->listeners = l->next;

@@ -74,6 +74,18 @@ int vs_nbd_server_add_export(struct vs_nbd_server *s, const struct vs_nbd_export
 			     struct vs_error *err);
 
 /*
+ * Coroutine context. Remove the export named @name (NULL: "") while the
+ * server runs: new clients no longer see it, its connected clients read no
+ * more requests (those in flight finish and reply) and are disconnected,
+ * then the node is flushed (unless read-only). When this returns nothing
+ * reaches the node through the export any more. -ENOENT if there is none.
+ */
+int vs_nbd_server_remove_export(struct vs_nbd_server *s, const char *name, struct vs_error *err);
+
+/* The clients connected to the export named @name (NULL: ""), past their handshake. */
+unsigned vs_nbd_server_export_clients(const struct vs_nbd_server *s, const char *name);
+
+/*
  * The export layer object of the export named @name (NULL: ""), for its
  * statistics (vs_export_get_stats()), resize and hooks; NULL if there is
  * none. Owned by the server.

@@ -98,7 +98,8 @@ struct vu_conn {
 	struct vs_vhost_blk_stats at_start;
 	void *inflight_map; /* the inflight area (GET/SET_INFLIGHT_FD) */
 	size_t inflight_len;
-	int reply_fd; /* an fd to send with the next reply, or -1 */
+	int reply_fd;	/* an fd to send with the next reply, or -1 */
+	int backend_fd; /* the back-end channel (SET_BACKEND_REQ_FD), or -1 */
 };
 
 struct vs_vhost_blk {

@@ -47,6 +47,7 @@ enum {
 	VU_SET_PROTOCOL_FEATURES = 16,
 	VU_GET_QUEUE_NUM = 17,
 	VU_SET_VRING_ENABLE = 18,
+	VU_SET_BACKEND_REQ_FD = 21,
 	VU_GET_CONFIG = 24,
 	VU_SET_CONFIG = 25,
 	VU_GET_INFLIGHT_FD = 31,
@@ -66,11 +67,16 @@ enum {
 #define VHOST_USER_F_PROTOCOL_FEATURES 30
 #define VU_PROTO_F_MQ 0
 #define VU_PROTO_F_REPLY_ACK 3
+#define VU_PROTO_F_BACKEND_REQ 5
 #define VU_PROTO_F_CONFIG 9
 #define VU_PROTO_F_INFLIGHT_SHMFD 12
-#define VU_PROTO_FEATURES                                                                         \
-	((1ull << VU_PROTO_F_MQ) | (1ull << VU_PROTO_F_REPLY_ACK) | (1ull << VU_PROTO_F_CONFIG) | \
+#define VU_PROTO_FEATURES                                                 \
+	((1ull << VU_PROTO_F_MQ) | (1ull << VU_PROTO_F_REPLY_ACK) |       \
+	 (1ull << VU_PROTO_F_BACKEND_REQ) | (1ull << VU_PROTO_F_CONFIG) | \
 	 (1ull << VU_PROTO_F_INFLIGHT_SHMFD))
+
+/* Back end to front end, on the channel of SET_BACKEND_REQ_FD. */
+#define VU_BACKEND_CONFIG_CHANGE_MSG 2
 
 /* Payload bytes of a message (front-end byte layout). */
 struct vu_msg {
@@ -563,6 +569,14 @@ static int vu_handle(struct vu_conn *c, struct vu_msg *m, int *fds, unsigned nfd
 		if (!(c->proto_features & (1ull << VU_PROTO_F_INFLIGHT_SHMFD)))
 			return -ENOTSUP;
 		return inflight_msg(c, m, fds, nfds);
+	case VU_SET_BACKEND_REQ_FD:
+		if (!(c->proto_features & (1ull << VU_PROTO_F_BACKEND_REQ)) || nfds != 1)
+			return -EINVAL;
+		if (c->backend_fd >= 0)
+			close(c->backend_fd);
+		c->backend_fd = fds[0];
+		fds[0] = -1;
+		return -1;
 	default:
 		vu_log(b, "unsupported request %u", m->request);
 		return -ENOTSUP;
@@ -573,6 +587,8 @@ static void conn_free(struct vu_conn *c)
 {
 	if (c->reply_fd >= 0)
 		close(c->reply_fd);
+	if (c->backend_fd >= 0)
+		close(c->backend_fd);
 	close(c->fd);
 	free(c);
 }
@@ -745,6 +761,7 @@ int vs_vhost_blk_serve_fd(struct vs_vhost_blk *b, int fd)
 	c->b = b;
 	c->fd = fd;
 	c->reply_fd = -1;
+	c->backend_fd = -1;
 	c->nvqs = b->opts.num_queues;
 	for (unsigned i = 0; i < c->nvqs; i++) {
 		struct vu_vq *vq = &c->vqs[i];
@@ -897,6 +914,32 @@ void vs_vhost_blk_wait_idle(struct vs_vhost_blk *b)
 {
 	while (b->conn)
 		vs_co_queue_wait(&b->idle_wait);
+}
+
+int vs_vhost_blk_config_changed(struct vs_vhost_blk *b)
+{
+	struct vu_conn *c = b->conn;
+	uint8_t hdr[VU_HDR_SIZE] = { 0 };
+	ssize_t n;
+
+	if (!c || c->backend_fd < 0 || !(c->proto_features & (1ull << VU_PROTO_F_CONFIG)))
+		return -ENOTCONN;
+	/*
+	 * No reply asked for: the front end answers by reading the config
+	 * space (GET_CONFIG) on the main channel, and a front end that does
+	 * not read this channel must not stall the back end.
+	 */
+	set32(hdr, VU_BACKEND_CONFIG_CHANGE_MSG);
+	set32(hdr + 4, VU_VERSION);
+	n = send(c->backend_fd, hdr, sizeof(hdr), MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (n < 0)
+		return -errno;
+	return n == (ssize_t)sizeof(hdr) ? 0 : -EIO;
+}
+
+bool vs_vhost_blk_connected(const struct vs_vhost_blk *b)
+{
+	return b->conn != NULL;
 }
 
 void vs_vhost_blk_get_stats(const struct vs_vhost_blk *b, struct vs_vhost_blk_stats *st)

@@ -78,6 +78,18 @@ int vs_vhost_blk_shutdown(struct vs_vhost_blk *b);
 /* Coroutine context: wait until no connection is being served. */
 void vs_vhost_blk_wait_idle(struct vs_vhost_blk *b);
 
+/*
+ * Tell the front end that the device's config space changed (after
+ * vs_export_resize(): the capacity): VHOST_USER_BACKEND_CONFIG_CHANGE_MSG
+ * on the back-end channel, so a guest sees the new capacity at once.
+ * -ENOTCONN when no front end with that channel (PROTOCOL_F_BACKEND_REQ
+ * and F_CONFIG) is served; it reads the new capacity on its next GET_CONFIG.
+ */
+int vs_vhost_blk_config_changed(struct vs_vhost_blk *b);
+
+/* Whether a front end is being served now (block-export-del's safe mode). */
+bool vs_vhost_blk_connected(const struct vs_vhost_blk *b);
+
 void vs_vhost_blk_get_stats(const struct vs_vhost_blk *b, struct vs_vhost_blk_stats *st);
 
 /*

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "block-info.h"
+#include "export.h"
 
 static struct vd_node *nodes, **nodes_tail = &nodes;
 
@@ -188,21 +189,25 @@ static int read_common(struct qmp_call *call, struct node_opts *o, const struct 
 	    qmp_arg_obj(call, "cache", false, &cache) < 0)
 		return -1;
 	if (cache) {
+		struct qmp_call sub = { .session = call->session,
+					.args = cache,
+					.keyval = call->keyval };
+
 		json_object_object_foreach(cache, key, val)
 		{
 			bool *dst = !strcmp(key, "direct")   ? &o->direct :
 				    !strcmp(key, "no-flush") ? &o->no_flush :
 							       NULL;
 
+			(void)val;
 			if (!dst)
 				return qmp_error(call, QMP_ERR_GENERIC,
 						 "Parameter 'cache.%s' is unexpected", key);
-			if (!json_object_is_type(val, json_type_boolean))
+			if (qmp_arg_bool(&sub, key, false, dst) < 0)
 				return qmp_error(call, QMP_ERR_GENERIC,
 						 "Invalid parameter type for 'cache.%s', "
 						 "expected: boolean",
 						 key);
-			*dst = json_object_get_boolean(val);
 		}
 	}
 	if (o->direct && o->no_flush)
@@ -267,7 +272,7 @@ static int open_protocol(struct qmp_call *call, const char *driver, const struct
 	} else { /* nbd */
 		json_object *server;
 		const char *export = "", *type = NULL, *path = NULL, *host = NULL, *port = "10809";
-		struct qmp_call sub = { .session = call->session };
+		struct qmp_call sub = { .session = call->session, .keyval = call->keyval };
 
 		if (qmp_arg_obj(call, "server", true, &server) < 0)
 			return -1;
@@ -321,7 +326,7 @@ static int child_ref(struct qmp_call *call, json_object *ref, const struct node_
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "Invalid parameter type for 'file', expected: BlockdevRef");
 
-	struct qmp_call sub = { .session = call->session, .args = ref };
+	struct qmp_call sub = { .session = call->session, .args = ref, .keyval = call->keyval };
 	struct node_opts o;
 	int ret = add_node(&sub, parent, out, &o);
 
@@ -487,6 +492,9 @@ static int cmd_blockdev_del(struct qmp_call *call)
 						 name, vd_node_name_of(b));
 		}
 	}
+	/* QEMU's message for a node with a BlockBackend (an export's). */
+	if (vd_export_uses(n->node))
+		return qmp_error(call, QMP_ERR_GENERIC, "Node %s is in use", name);
 	/* Another node, an export or a job holds it too. */
 	if (vs_node_refcount(n->node) > 1)
 		return qmp_error(call, QMP_ERR_GENERIC, "Block device %s is in use", name);

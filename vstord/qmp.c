@@ -8,6 +8,7 @@
 
 #include "qmp.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,21 +253,72 @@ int qmp_arg_str(struct qmp_call *call, const char *name, bool required, const ch
 	return ret;
 }
 
+/*
+ * A keyval string (the command line's "size=1048576") as a number, as
+ * QEMU's keyval input visitor reads it: 1 with *@v set, 0 when @v is no
+ * string (the caller's type check answers), -1 after qmp_error().
+ */
+static int keyval_number(struct qmp_call *call, const char *name, json_object *v, bool is_signed,
+			 const char *type_name, uint64_t *out)
+{
+	const char *s;
+	char *end;
+
+	if (!call->keyval || !json_object_is_type(v, json_type_string))
+		return 0;
+	s = json_object_get_string(v);
+	errno = 0;
+	if (is_signed)
+		*out = (uint64_t)strtoll(s, &end, 10);
+	else
+		*out = strtoull(s, &end, 10);
+	if (!*s || *end || errno || (!is_signed && strchr(s, '-')))
+		return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s' expects %s", name,
+				 type_name);
+	return 1;
+}
+
+static int get_number(struct qmp_call *call, const char *name, bool required, bool is_signed,
+		      json_object **v, uint64_t *kv)
+{
+	int ret;
+
+	if (call->keyval && json_object_object_get_ex(call->args, name, v)) {
+		ret = keyval_number(call, name, *v, is_signed, is_signed ? "int64" : "uint64", kv);
+		if (ret)
+			return ret < 0 ? -1 : 2;
+	}
+	return get_arg(call, name, required, json_type_int, "integer", v);
+}
+
 int qmp_arg_int(struct qmp_call *call, const char *name, bool required, int64_t *out)
 {
 	json_object *v = NULL;
-	int ret = get_arg(call, name, required, json_type_int, "integer", &v);
+	uint64_t kv;
+	int ret = get_number(call, name, required, true, &v, &kv);
 
-	if (ret > 0)
+	if (ret == 2)
+		*out = (int64_t)kv;
+	else if (ret > 0)
 		*out = json_object_get_int64(v);
-	return ret;
+	return ret > 0 ? 1 : ret;
 }
 
 int qmp_arg_uint(struct qmp_call *call, const char *name, bool required, uint64_t *out)
 {
 	json_object *v = NULL;
-	int ret = get_arg(call, name, required, json_type_int, "integer", &v);
+	uint64_t kv;
+	int ret;
 
+	/* QEMU's message for a uint64 of another type. */
+	if (!call->keyval && json_object_object_get_ex(call->args, name, &v) &&
+	    !json_object_is_type(v, json_type_int))
+		return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s' expects uint64", name);
+	ret = get_number(call, name, required, false, &v, &kv);
+	if (ret == 2) {
+		*out = kv;
+		return 1;
+	}
 	if (ret <= 0)
 		return ret;
 	/* json-c keeps integers above INT64_MAX as unsigned; a negative one is no size. */
@@ -279,8 +331,23 @@ int qmp_arg_uint(struct qmp_call *call, const char *name, bool required, uint64_
 int qmp_arg_bool(struct qmp_call *call, const char *name, bool required, bool *out)
 {
 	json_object *v = NULL;
-	int ret = get_arg(call, name, required, json_type_boolean, "boolean", &v);
+	int ret;
 
+	if (call->keyval && json_object_object_get_ex(call->args, name, &v) &&
+	    json_object_is_type(v, json_type_string)) {
+		const char *s = json_object_get_string(v);
+
+		if (!strcmp(s, "on") || !strcmp(s, "true") || !strcmp(s, "yes")) {
+			*out = true;
+		} else if (!strcmp(s, "off") || !strcmp(s, "false") || !strcmp(s, "no")) {
+			*out = false;
+		} else {
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Parameter '%s' expects 'on' or 'off'", name);
+		}
+		return 1;
+	}
+	ret = get_arg(call, name, required, json_type_boolean, "boolean", &v);
 	if (ret > 0)
 		*out = json_object_get_boolean(v);
 	return ret;
@@ -389,6 +456,41 @@ static bool param_known(const struct qmp_command *cmd, const char *name)
 	return false;
 }
 
+/* Reject arguments @cmd does not take; false after qmp_error(). */
+static bool check_params(const struct qmp_command *cmd, struct qmp_call *call)
+{
+	if (!cmd->params)
+		return true;
+	json_object_object_foreach(call->args, pkey, pval)
+	{
+		(void)pval;
+		if (!param_known(cmd, pkey)) {
+			qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s' is unexpected", pkey);
+			return false;
+		}
+	}
+	return true;
+}
+
+int qmp_run_command(const char *name, json_object *args, bool keyval, char *desc, size_t len)
+{
+	struct qmp_call call = { .args = args, .keyval = keyval };
+	const struct qmp_command *cmd = qmp_find(name);
+
+	if (!cmd || cmd->before_negotiation) {
+		snprintf(desc, len, "The command %s has not been found", name);
+		return -1;
+	}
+	if (check_params(cmd, &call) && cmd->fn(&call) < 0 && !call.failed)
+		qmp_error(&call, QMP_ERR_GENERIC, "%s failed", name);
+	json_object_put(call.ret);
+	if (call.failed) {
+		snprintf(desc, len, "%s", call.desc);
+		return -1;
+	}
+	return 0;
+}
+
 static void dispatch(struct qmp_session *s, json_object *msg)
 {
 	struct qmp_call call = { .session = s };
@@ -445,17 +547,7 @@ static void dispatch(struct qmp_session *s, json_object *msg)
 		return;
 	}
 	call.args = args ? json_object_get(args) : json_object_new_object();
-	if (cmd->params) {
-		json_object_object_foreach(call.args, pkey, pval)
-		{
-			(void)pval;
-			if (!param_known(cmd, pkey)) {
-				qmp_error(&call, QMP_ERR_GENERIC, "Parameter '%s' is unexpected",
-					  pkey);
-				break;
-			}
-		}
-	}
+	check_params(cmd, &call);
 	/* Hold the id across the command: it may yield while the message is freed. */
 	if (id)
 		json_object_get(id);

@@ -44,6 +44,13 @@ struct qmp_call {
 	struct qmp_session *session;
 	json_object *args; /* an object, never NULL (empty when none given) */
 	json_object *ret;  /* the return value; NULL answers {} */
+	/*
+	 * The arguments came from the command line's keyval syntax: every
+	 * value is a string, so qmp_arg_bool() also takes on/off/true/false
+	 * and qmp_arg_int()/qmp_arg_uint() decimal strings (QEMU's keyval
+	 * input visitor). Sub-calls on nested objects copy it.
+	 */
+	bool keyval;
 	bool failed;
 	enum qmp_error_class cls;
 	char desc[512];
@@ -96,6 +103,13 @@ int qmp_arg_uint(struct qmp_call *call, const char *name, bool required, uint64_
 int qmp_arg_bool(struct qmp_call *call, const char *name, bool required, bool *out);
 int qmp_arg_obj(struct qmp_call *call, const char *name, bool required, json_object **out);
 int qmp_arg_array(struct qmp_call *call, const char *name, bool required, json_object **out);
+
+/*
+ * Run command @name with @args (an object, borrowed) outside any session,
+ * as the command line's --blockdev/--export/... do at startup; @keyval as
+ * in struct qmp_call. Returns 0, or -1 with the error's text in @desc.
+ */
+int qmp_run_command(const char *name, json_object *args, bool keyval, char *desc, size_t len);
 
 /* Where a session's output goes: one complete message, "\r\n"-terminated. */
 typedef void qmp_send_fn(void *opaque, const char *msg, size_t len);

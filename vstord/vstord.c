@@ -21,6 +21,9 @@
 
 #include "daemon.h"
 #include "block.h"
+#include "export.h"
+#include "object.h"
+#include "qmp.h"
 #include "monitor.h"
 #include "pool.h"
 #include "vstor/reactor.h"
@@ -28,6 +31,7 @@
 
 #define MAX_CHARDEVS 16
 #define MAX_MONITORS 16
+#define MAX_STARTUP 256
 
 static const char *prog = "vstord";
 
@@ -37,7 +41,17 @@ struct chardev {
 	bool used;
 };
 
+/* A --blockdev, --export, --nbd-server or --object: a QMP command run at startup. */
+struct startup_cmd {
+	const char *option;  /* "--blockdev" */
+	const char *command; /* "blockdev-add" */
+	json_object *args;
+	bool keyval;
+};
+
 struct config {
+	struct startup_cmd startup[MAX_STARTUP];
+	unsigned nstartup;
 	struct chardev chardevs[MAX_CHARDEVS];
 	unsigned nchardevs;
 	const char *monitor_paths[MAX_MONITORS];
@@ -45,6 +59,7 @@ struct config {
 	const char *pid_file;
 	bool daemonize;
 	int sigfd;
+	struct vs_co *sigco; /* the signal watcher while it runs */
 	int exit_code;
 };
 
@@ -59,6 +74,12 @@ static void usage(void)
 	       "  --monitor [chardev=]<id>[,mode=control][,pretty=off]\n"
 	       "                         serve QMP on the chardev <id>\n"
 	       "  --monitor <path>       the same, on the unix socket <path>\n"
+	       "  --blockdev <options>   add a block node (blockdev-add's arguments)\n"
+	       "  --nbd-server <options> start the NBD server (nbd-server-start's arguments)\n"
+	       "  --export <options>     add an export (block-export-add's arguments)\n"
+	       "  --object <options>     add an object (tls-creds-x509, tls-creds-psk)\n"
+	       "                         <options>: JSON ('{...}') or QEMU keyval\n"
+	       "                         (key=value,a.b=value; ',,' is a comma)\n"
 	       "  --pidfile <path>       write the daemon's pid to <path>\n"
 	       "  --daemonize            daemonize the process, and have the parent exit\n"
 	       "                         once startup is complete\n\n"
@@ -215,12 +236,110 @@ static void parse_monitor(struct config *cfg, const char *arg)
 	cfg->monitor_paths[cfg->nmonitors++] = path;
 }
 
+/*
+ * Set @key (dotted: nested objects) to the string @val in @obj, as QEMU's
+ * keyval parser does. False when the key conflicts with another.
+ */
+static bool keyval_set(json_object *obj, char *key, const char *val)
+{
+	char *dot = strchr(key, '.');
+	json_object *sub;
+
+	if (!*key)
+		return false;
+	if (!dot) {
+		if (json_object_object_get_ex(obj, key, NULL))
+			return false;
+		json_object_object_add(obj, key, json_object_new_string(val));
+		return true;
+	}
+	*dot = 0;
+	if (!json_object_object_get_ex(obj, key, &sub)) {
+		sub = json_object_new_object();
+		json_object_object_add(obj, key, sub);
+	} else if (!json_object_is_type(sub, json_type_object)) {
+		return false;
+	}
+	return keyval_set(sub, dot + 1, val);
+}
+
+/*
+ * The arguments of @opt: a JSON object ("{...}"), or keyval where a first
+ * item without '=' is the value of @implied (NULL: none).
+ */
+static void parse_startup(struct config *cfg, const char *opt, const char *command,
+			  const char *implied, const char *arg)
+{
+	struct startup_cmd *sc;
+	const char *s = arg;
+	char *key, *val;
+	bool first = true;
+
+	if (cfg->nstartup == MAX_STARTUP)
+		vs_die("%s: at most %d of these options", opt, MAX_STARTUP);
+	sc = &cfg->startup[cfg->nstartup++];
+	sc->option = opt;
+	sc->command = command;
+	if (arg[0] == '{') {
+		sc->args = json_tokener_parse(arg);
+		if (!sc->args || !json_object_is_type(sc->args, json_type_object))
+			vs_die("%s: invalid JSON object '%s'", opt, arg);
+		return;
+	}
+	sc->keyval = true;
+	sc->args = json_object_new_object();
+	while (next_item(&s, &key, &val)) {
+		if (!val && first && implied) {
+			val = key;
+			key = strdup(implied);
+		}
+		if (!val)
+			vs_die("%s: Expected '=' after parameter '%s'", opt, key);
+		if (!keyval_set(sc->args, key, val))
+			vs_die("%s: Parameter '%s' conflicts with another", opt, key);
+		first = false;
+		free(key);
+		free(val);
+	}
+}
+
+/* Run the startup commands in order; the first error stops the daemon. */
+static int run_startup(struct config *cfg)
+{
+	char desc[512];
+
+	for (unsigned i = 0; i < cfg->nstartup; i++) {
+		struct startup_cmd *sc = &cfg->startup[i];
+		if (!strcmp(sc->command, "object-add")) { /* no QMP command: --object only */
+			struct qmp_call call = { .args = sc->args, .keyval = sc->keyval };
+
+			if (vd_object_add(&call) < 0) {
+				fprintf(stderr, "%s: %s: %s\n", prog, sc->option, call.desc);
+				return -1;
+			}
+			continue;
+		}
+		if (qmp_run_command(sc->command, sc->args, sc->keyval, desc, sizeof(desc)) < 0) {
+			fprintf(stderr, "%s: %s: %s\n", prog, sc->option, desc);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void free_startup(struct config *cfg)
+{
+	for (unsigned i = 0; i < cfg->nstartup; i++)
+		json_object_put(cfg->startup[i].args);
+}
+
 static void signal_watch(void *arg)
 {
 	struct config *cfg = arg;
 
 	if (vs_daemon_wait_signal(cfg->sigfd) != -ECANCELED)
 		vstord_request_stop();
+	cfg->sigco = NULL; /* gone: its coroutine may serve another */
 }
 
 static void serve(void *arg)
@@ -231,13 +350,16 @@ static void serve(void *arg)
 	struct vs_error err = { 0 };
 	int fds[8];
 	int nfds;
-	struct vs_co *sigco;
 
+	if (run_startup(cfg) < 0) {
+		cfg->exit_code = EXIT_FAILURE;
+		goto out;
+	}
 	nfds = vs_daemon_listen_fds(fds, 8, &err);
 	if (nfds < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err.msg);
 		cfg->exit_code = EXIT_FAILURE;
-		return;
+		goto out;
 	}
 	for (int i = 0; i < nfds; i++)
 		monitor_open_fd(fds[i], &mons[nmons++], &err);
@@ -254,16 +376,19 @@ static void serve(void *arg)
 		cfg->exit_code = EXIT_FAILURE;
 		goto out;
 	}
-	sigco = vs_co_spawn(vs_reactor_current(), signal_watch, cfg);
+	cfg->sigco = vs_co_spawn(vs_reactor_current(), signal_watch, cfg);
 	vs_daemon_notify_ready();
 	vstord_wait_stop();
 	vs_daemon_notify_stopping();
-	vs_aio_cancel(sigco);
+	if (cfg->sigco)
+		vs_aio_cancel(cfg->sigco);
 	if (cfg->pid_file)
 		unlink(cfg->pid_file);
 out:
 	for (unsigned i = 0; i < nmons; i++)
 		monitor_close(mons[i]);
+	vd_export_close_all();
+	vd_object_close_all();
 	vd_block_close_all();
 }
 
@@ -276,6 +401,10 @@ int main(int argc, char **argv)
 		{ "monitor", required_argument, NULL, 'm' },
 		{ "pidfile", required_argument, NULL, 'p' },
 		{ "daemonize", no_argument, NULL, 'd' },
+		{ "blockdev", required_argument, NULL, 'b' },
+		{ "export", required_argument, NULL, 'e' },
+		{ "nbd-server", required_argument, NULL, 'n' },
+		{ "object", required_argument, NULL, 'o' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct config cfg = { .sigfd = -1 };
@@ -302,6 +431,18 @@ int main(int argc, char **argv)
 		case 'd':
 			cfg.daemonize = true;
 			break;
+		case 'b':
+			parse_startup(&cfg, "--blockdev", "blockdev-add", NULL, optarg);
+			break;
+		case 'e':
+			parse_startup(&cfg, "--export", "block-export-add", "type", optarg);
+			break;
+		case 'n':
+			parse_startup(&cfg, "--nbd-server", "nbd-server-start", NULL, optarg);
+			break;
+		case 'o':
+			parse_startup(&cfg, "--object", "object-add", "qom-type", optarg);
+			break;
 		default:
 			fprintf(stderr, "Try '%s --help' for more information.\n", prog);
 			return EXIT_FAILURE;
@@ -327,5 +468,6 @@ int main(int argc, char **argv)
 	if (ret < 0)
 		vs_die("%s", strerror(-ret));
 	close(cfg.sigfd);
+	free_startup(&cfg);
 	return cfg.exit_code;
 }

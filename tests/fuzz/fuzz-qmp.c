@@ -9,6 +9,7 @@
  * The input may name any file, socket or URI in blockdev-add: a resolver
  * that claims every name (the empty prefix) refuses them all, so the fuzzer
  * reaches every argument check but never opens what the machine holds.
+ * Likewise nbd-server-start and vhost-user-blk exports listen on nothing.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "driver.h"
+#include "export.h"
 #include "qmp.h"
 #include "vstor/reactor.h"
 
@@ -88,6 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		init = true;
 		if (vs_image_register_resolver(&refuse_all) < 0)
 			abort();
+		vd_export_refuse_addresses();
 	}
 
 	if (vs_run_in_coroutine(run, &in) < 0)

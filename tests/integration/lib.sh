@@ -221,6 +221,32 @@ print(s.getsockname()[1])
 s.close()'
 }
 
+# tls_ca: a test CA in pki/ca-cert.pem (key pki/ca-key.pem), valid 2 days.
+tls_ca()
+{
+	mkdir -p pki
+	certtool --generate-privkey --outfile pki/ca-key.pem 2>/dev/null
+	printf 'cn = vstor test CA\nca\ncert_signing_key\nexpiration_days = 2\n' >ca.info
+	certtool --generate-self-signed --load-privkey pki/ca-key.pem --template ca.info \
+		--outfile pki/ca-cert.pem 2>/dev/null
+}
+
+# tls_sign WHO DIR USAGE: DIR/WHO-key.pem and DIR/WHO-cert.pem for localhost
+# (and 127.0.0.1) signed by tls_ca's CA, with the certtool USAGE lines
+# (tls_www_server, ...), and the CA's certificate in DIR/ca-cert.pem.
+tls_sign()
+{
+	local who=$1 dir=$2 usage=$3
+	mkdir -p "$dir"
+	certtool --generate-privkey --outfile "$dir/$who-key.pem" 2>/dev/null
+	printf 'cn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\n%s\nexpiration_days = 2\n' \
+		"$usage" >"$who.info"
+	certtool --generate-certificate --load-privkey "$dir/$who-key.pem" \
+		--load-ca-certificate pki/ca-cert.pem --load-ca-privkey pki/ca-key.pem \
+		--template "$who.info" --outfile "$dir/$who-cert.pem" 2>/dev/null
+	cp pki/ca-cert.pem "$dir/ca-cert.pem"
+}
+
 # inode_locks FILE: the OFD/POSIX lock ranges held on FILE, one "START END TYPE" per line.
 inode_locks()
 {

@@ -15,28 +15,9 @@ find_built VSTOR_NBD nbd-server/vstor-nbd
 
 # --- a CA, a server and a client certificate ---
 mkdir -p pki/server pki/client pki/other
-certtool --generate-privkey --outfile pki/ca-key.pem 2>/dev/null
-cat >ca.info <<'INFO'
-cn = vstor test CA
-ca
-cert_signing_key
-expiration_days = 2
-INFO
-certtool --generate-self-signed --load-privkey pki/ca-key.pem --template ca.info \
-	--outfile pki/ca-cert.pem 2>/dev/null
-sign()
-{
-	local who=$1 dir=$2 usage=$3
-	certtool --generate-privkey --outfile "$dir/$who-key.pem" 2>/dev/null
-	printf 'cn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\n%s\nexpiration_days = 2\n' \
-		"$usage" >"$who.info"
-	certtool --generate-certificate --load-privkey "$dir/$who-key.pem" \
-		--load-ca-certificate pki/ca-cert.pem --load-ca-privkey pki/ca-key.pem \
-		--template "$who.info" --outfile "$dir/$who-cert.pem" 2>/dev/null
-	cp pki/ca-cert.pem "$dir/ca-cert.pem"
-}
-sign server pki/server $'tls_www_server\nencryption_key\nsigning_key'
-sign client pki/client $'tls_www_client\nencryption_key\nsigning_key'
+tls_ca
+tls_sign server pki/server $'tls_www_server\nencryption_key\nsigning_key'
+tls_sign client pki/client $'tls_www_client\nencryption_key\nsigning_key'
 # A client that trusts another CA only.
 certtool --generate-privkey --outfile other-key.pem 2>/dev/null
 certtool --generate-self-signed --load-privkey other-key.pem --template ca.info \

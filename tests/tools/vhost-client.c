@@ -12,6 +12,11 @@
  *                                          end left are run by the next one
  *   vhost-client SOCKET hostile            malformed chains, rings and messages;
  *                                          the back end must answer and survive
+ *   vhost-client SOCKET config-change [SECTORS]
+ *                                          the back-end channel: prints the
+ *                                          capacity and "ready", waits for a
+ *                                          config-change message, prints the
+ *                                          new capacity (must be SECTORS)
  *   vhost-client SOCKET write SECTOR LEN BYTE
  *                                          one write of LEN bytes, each BYTE
  *                                          (0x.. or decimal), from SECTOR
@@ -68,6 +73,9 @@ enum {
 #define F_PROTOCOL_FEATURES (1ull << 30)
 #define PF_MQ (1ull << 0)
 #define PF_REPLY_ACK (1ull << 3)
+#define PF_BACKEND_REQ (1ull << 5)
+#define SET_BACKEND_REQ_FD 21
+#define BACKEND_CONFIG_CHANGE_MSG 2
 #define PF_CONFIG (1ull << 9)
 #define PF_INFLIGHT (1ull << 12)
 #define GET_INFLIGHT_FD 31
@@ -1160,6 +1168,65 @@ static void inflight(struct client *c)
 
 /* ---- bench ---- */
 
+/* The capacity in the config space, in 512-byte sectors. */
+static uint64_t get_capacity(struct client *c)
+{
+	uint8_t cfg[12 + 60] = { 0 };
+	uint32_t ch[3] = { 0, 60, 0 };
+	uint64_t cap;
+
+	memcpy(cfg, ch, 12);
+	if (send_msg(c, GET_CONFIG, 0, cfg, 12 + 60, NULL, 0) < 0 ||
+	    recv_reply(c, GET_CONFIG, cfg, sizeof(cfg)) != 12 + 60)
+		die("GET_CONFIG failed");
+	memcpy(&cap, cfg + 12, 8);
+	return cap;
+}
+
+/*
+ * Take the back-end channel (PROTOCOL_F_BACKEND_REQ), print "capacity N"
+ * and "ready", then wait (up to 60 s) for a config-change message on the
+ * channel and print the capacity GET_CONFIG then reads; with @expect, it
+ * must be that many sectors. As QEMU's vhost-user-blk on a resize.
+ */
+static void config_change(struct client *c, uint64_t expect)
+{
+	int sv[2], ret;
+	uint8_t hdr[12];
+	uint32_t req, flags, size;
+	struct pollfd pfd;
+	uint64_t cap;
+
+	ret = client_negotiate(c, 1, 0, PF_BACKEND_REQ);
+	if (ret < 0)
+		die("cannot start the device: %s", strerror(-ret));
+	if (!(c->proto & PF_BACKEND_REQ) || !(c->proto & PF_CONFIG))
+		die("the back end offers no back-end channel with config");
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		die("socketpair: %s", strerror(errno));
+	if (set_msg(c, SET_BACKEND_REQ_FD, NULL, 0, &sv[1], 1) < 0)
+		die("SET_BACKEND_REQ_FD failed");
+	close(sv[1]);
+	printf("capacity %llu\nready\n", (unsigned long long)get_capacity(c));
+	fflush(stdout);
+	pfd = (struct pollfd){ .fd = sv[0], .events = POLLIN };
+	if (poll(&pfd, 1, 60000) != 1)
+		die("no message on the back-end channel in 60 s");
+	if (recv_full(sv[0], hdr, sizeof(hdr)) < 0)
+		die("the back-end channel closed");
+	memcpy(&req, hdr, 4);
+	memcpy(&flags, hdr + 4, 4);
+	memcpy(&size, hdr + 8, 4);
+	if (req != BACKEND_CONFIG_CHANGE_MSG || (flags & 0x3) != 1 || size)
+		die("unexpected back-end message %u (flags %#x, %u bytes)", req, flags, size);
+	cap = get_capacity(c);
+	printf("config changed: capacity %llu\n", (unsigned long long)cap);
+	if (expect && cap != expect)
+		failf("capacity %llu after the change, expected %llu", (unsigned long long)cap,
+		      (unsigned long long)expect);
+	close(sv[0]);
+}
+
 static double now(void)
 {
 	struct timespec ts;
@@ -1273,7 +1340,7 @@ int main(int argc, char **argv)
 	unsigned nq = 1;
 
 	if (argc < 3)
-		die("usage: vhost-client SOCKET conformance|hostile|bench ...");
+		die("usage: vhost-client SOCKET conformance|hostile|config-change|bench ...");
 	sock_path = argv[1];
 	mode = argv[2];
 	c.memfd = memfd_create("vhost-client", MFD_CLOEXEC);
@@ -1298,6 +1365,9 @@ int main(int argc, char **argv)
 		}
 	} else if (!strcmp(mode, "inflight")) {
 		inflight(&c);
+	} else if (!strcmp(mode, "config-change")) {
+		config_change(&c, argc > 3 ? strtoull(argv[3], NULL, 0) : 0);
+		client_close(&c);
 	} else if (!strcmp(mode, "readonly")) {
 		int ret = client_start(&c, 1, 0);
 

@@ -5,9 +5,31 @@
 # CONFIG_WCE path), so that the guest sends flushes; then the disk pattern.
 # With "kill" it writes without end, for the host to kill QEMU mid-I/O;
 # with "restart" it writes and verifies in rounds while the host restarts
-# the back end.
+# the back end; with "resize SECTORS" it waits for the host to resize the
+# disk under it (the config-change message) and checks the new size.
 set -e
 mode=$1
+if [ "$mode" = resize ]; then
+	before=$(cat /sys/block/vda/size)
+	echo "size before: $before"
+	echo "waiting for a resize"
+	i=0
+	while [ "$(cat /sys/block/vda/size)" = "$before" ] && [ $i -lt 2400 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	after=$(cat /sys/block/vda/size)
+	echo "size after: $after"
+	[ "$after" = "$2" ] || { echo "expected $2 sectors"; exit 1; }
+	# The new end is usable: write its last MiB and read it back.
+	dd if=/dev/urandom of=/tmp/p bs=1M count=1 2>/dev/null
+	last=$((after / 2048 - 1))
+	dd if=/tmp/p of=/dev/vda bs=1M seek=$last count=1 oflag=direct conv=notrunc 2>/dev/null
+	dd if=/dev/vda of=/tmp/q bs=1M skip=$last count=1 iflag=direct 2>/dev/null
+	cmp /tmp/p /tmp/q || { echo "the new end does not read back"; exit 1; }
+	echo "resize ok"
+	exit 0
+fi
 if [ "$mode" = kill ]; then
 	echo "writing until killed"
 	i=0

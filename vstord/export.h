@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vstord's exports: one NBD server (nbd-server-start) with any number of
+ * exports, and vhost-user-blk exports, each holding a reference to its
+ * node. Control reactor only.
+ */
+#ifndef VSTORD_EXPORT_H
+#define VSTORD_EXPORT_H
+
+#include <stdbool.h>
+
+struct vs_node;
+
+/* Whether an export serves @node (blockdev-del refuses it). */
+bool vd_export_uses(const struct vs_node *node);
+
+/* The fuzz target's: every address is refused, no socket is ever created. */
+void vd_export_refuse_addresses(void);
+
+/* Deletes every export and stops the NBD server (the daemon stops). */
+void vd_export_close_all(void);
+
+#endif

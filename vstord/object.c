@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vstord's objects: TLS credentials for the NBD server, with the properties
+ * of QEMU's tls-creds-x509 (dir with ca-cert.pem, server-cert.pem and
+ * server-key.pem; verify-peer, on by default) and tls-creds-psk (dir with
+ * keys.psk), loaded as vstor-nbd's --object loads them.
+ */
+#include "object.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nbd-tls.h"
+
+struct vd_object {
+	struct vd_object *next;
+	char *id;
+	struct vs_nbd_tls *tls;
+};
+
+static struct vd_object *objects;
+
+static const char *const x509_params[] = { "qom-type",	  "id",		  "dir",      "endpoint",
+					   "verify-peer", "sanity-check", "priority", NULL };
+static const char *const psk_params[] = { "qom-type", "id",	  "dir", "endpoint",
+					  "username", "priority", NULL };
+
+static bool in_list(const char *const *list, const char *name)
+{
+	for (; *list; list++)
+		if (!strcmp(*list, name))
+			return true;
+	return false;
+}
+
+int vd_object_add(struct qmp_call *call)
+{
+	const char *type, *id, *dir = NULL, *endpoint = "client", *priority = NULL;
+	struct vs_nbd_tls_opts opts = { .verify_peer = true };
+	struct vs_error err = { 0 };
+	struct vd_object *o;
+	char *psk = NULL;
+	bool psk_type;
+	int ret;
+
+	if (qmp_arg_str(call, "qom-type", true, &type) < 0 ||
+	    qmp_arg_str(call, "id", true, &id) < 0)
+		return -1;
+	if (strcmp(type, "tls-creds-x509") && strcmp(type, "tls-creds-psk"))
+		return qmp_error(call, QMP_ERR_GENERIC,
+				 "Object type '%s' is not supported by vstord", type);
+	psk_type = !strcmp(type, "tls-creds-psk");
+	json_object_object_foreach(call->args, key, val)
+	{
+		(void)val;
+		if (!in_list(psk_type ? psk_params : x509_params, key))
+			return qmp_error(call, QMP_ERR_GENERIC, "Property '%s.%s' not found", type,
+					 key);
+	}
+	if (qmp_arg_str(call, "dir", false, &dir) < 0 ||
+	    qmp_arg_str(call, "endpoint", false, &endpoint) < 0 ||
+	    qmp_arg_str(call, "priority", false, &priority) < 0 ||
+	    (!psk_type && qmp_arg_bool(call, "verify-peer", false, &opts.verify_peer) < 0))
+		return -1;
+	for (o = objects; o; o = o->next)
+		if (!strcmp(o->id, id))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "attempt to add duplicate property '%s' to object (type "
+					 "'objects')",
+					 id);
+	if (strcmp(endpoint, "server") && strcmp(endpoint, "client"))
+		return qmp_error(call, QMP_ERR_GENERIC,
+				 "Parameter 'endpoint' does not accept value '%s'", endpoint);
+	if (priority)
+		return qmp_error(call, QMP_ERR_GENERIC, "priority is not supported by vstord");
+	if (!dir)
+		return qmp_error(call, QMP_ERR_GENERIC, "Unable to access credentials: no dir");
+	o = calloc(1, sizeof(*o));
+	if (!o || !(o->id = strdup(id))) {
+		free(o);
+		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+	}
+	if (!strcmp(endpoint, "server")) {
+		if (psk_type && asprintf(&psk, "%s/keys.psk", dir) < 0)
+			psk = NULL;
+		opts.psk_file = psk;
+		opts.certificates_dir = psk_type ? NULL : dir;
+		if (psk_type)
+			opts.verify_peer = false;
+		ret = psk_type && !psk ? -1 : vs_nbd_tls_new(&o->tls, &opts, &err);
+		free(psk);
+		if (ret < 0) {
+			free(o->id);
+			free(o);
+			return qmp_error(call, QMP_ERR_GENERIC, "%s",
+					 err.msg[0] ? err.msg : "Out of memory");
+		}
+	}
+	/* A client endpoint is kept for nbd-server-start's message. */
+	o->next = objects;
+	objects = o;
+	return 0;
+}
+
+struct vs_nbd_tls *vd_object_tls(struct qmp_call *call, const char *id)
+{
+	for (struct vd_object *o = objects; o; o = o->next) {
+		if (strcmp(o->id, id))
+			continue;
+		if (!o->tls)
+			qmp_error(call, QMP_ERR_GENERIC,
+				  "Expecting TLS credentials with a server endpoint");
+		return o->tls;
+	}
+	qmp_error(call, QMP_ERR_GENERIC, "No TLS credentials with id '%s'", id);
+	return NULL;
+}
+
+void vd_object_close_all(void)
+{
+	struct vd_object *o;
+
+	while ((o = objects)) {
+		objects = o->next;
+		vs_nbd_tls_free(o->tls);
+		free(o->id);
+		free(o);
+	}
+}
