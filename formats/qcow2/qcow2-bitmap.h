@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * qcow2 persistent dirty bitmaps (QEMU's "Bitmaps extension"): the header
+ * extension, the bitmap directory, the bitmap tables, and the in-memory
+ * bitmaps that writes mark while the image is open read-write.
+ */
+#ifndef VSTOR_QCOW2_BITMAP_H
+#define VSTOR_QCOW2_BITMAP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vstor/error.h"
+#include "vstor/node.h"
+
+/* QEMU's limits (block/qcow2.h, block/qcow2-bitmap.c). */
+#define QCOW2_MAX_BITMAPS 65535
+#define QCOW2_MAX_BITMAP_DIRECTORY_SIZE (1024u * QCOW2_MAX_BITMAPS)
+#define QCOW2_BITMAPS_EXT_SIZE 24
+#define QCOW2_BME_MAX_TABLE_SIZE 0x8000000u
+#define QCOW2_BME_MAX_PHYS_SIZE 0x20000000u
+#define QCOW2_BME_MIN_GRANULARITY_BITS 9
+#define QCOW2_BME_MAX_GRANULARITY_BITS 31
+#define QCOW2_BME_MAX_NAME_SIZE 1023
+#define QCOW2_BME_FLAG_IN_USE (1u << 0)
+#define QCOW2_BME_FLAG_AUTO (1u << 1)
+#define QCOW2_BME_FLAG_EXTRA_DATA_COMPATIBLE (1u << 2)
+#define QCOW2_BME_RESERVED_FLAGS (~7u)
+#define QCOW2_BME_TYPE_DIRTY_TRACKING 1
+#define QCOW2_BME_ENTRY_FIXED_SIZE 24
+#define QCOW2_BME_TABLE_OFFSET_MASK 0x00fffffffffffe00ull
+#define QCOW2_BME_TABLE_ALL_ONES 1ull
+#define QCOW2_BME_TABLE_RESERVED_MASK 0xff000000000001feull
+
+struct qcow2_bitmap {
+	char name[QCOW2_BME_MAX_NAME_SIZE + 1];
+	unsigned gran_bits;
+	uint32_t flags;	       /* as the directory will be written (IN_USE, AUTO) */
+	uint64_t table_offset; /* on disk now; 0 for a bitmap not written yet */
+	uint32_t table_size;   /* entries */
+	bool inconsistent;     /* in_use when found: never used as valid, kept as is */
+	uint8_t *data; /* the bits in disk order (bit i: byte i/8, bit i%8); NULL: not loaded */
+	uint64_t nbits;
+};
+
+/* The bitmaps of an open image (a member of struct qcow2_state). */
+struct qcow2_bitmaps {
+	/* The extension as on disk (nb == 0: none). */
+	uint32_t ext_nb;
+	uint64_t ext_dir_size, ext_dir_offset;
+	bool ext_ignored; /* present without the autoclear bit: stale, dropped on a rewrite */
+
+	struct qcow2_bitmap *bm;
+	unsigned nb;
+	/* Bitmaps marked in_use on disk by this open: written back on close. */
+	bool owned;
+	/* Bitmaps that track writes (enabled and loaded): the hot path tests this first. */
+	unsigned nb_tracking;
+	/* Tables on disk when the bitmaps were owned, freed once the new ones are stored. */
+	struct {
+		uint64_t offset;
+		uint32_t size;
+	} * old;
+	unsigned nb_old;
+	uint64_t old_dir_offset, old_dir_size;
+};
+
+struct vs_node;
+
+/* Decode the header extension's @len bytes at @data (open). */
+int qcow2_bitmaps_parse_ext(struct vs_node *node, const uint8_t *data, uint32_t len,
+			    struct vs_error *err);
+/*
+ * After the metadata is loaded: read the directory; opened read-write
+ * (@own), load every consistent bitmap and mark all in_use on disk.
+ */
+int qcow2_bitmaps_load(struct vs_node *node, bool own, struct vs_error *err);
+/* Lock held, close: write the bitmaps back with in_use cleared and free the old tables. */
+int qcow2_bitmaps_store(struct vs_node *node);
+void qcow2_bitmaps_free(struct qcow2_bitmaps *b);
+/* The data path: set the bits of every enabled bitmap covering [@offset, @offset + @len). */
+void qcow2_bitmaps_mark(struct qcow2_bitmaps *b, uint64_t offset, uint64_t len);
+/* Resize the in-memory bitmaps to @size bytes of disk (truncate). */
+int qcow2_bitmaps_resize(struct vs_node *node, uint64_t size);
+/* The driver's bitmap operation (qemu-img bitmap). */
+int qcow2_bitmap_op(struct vs_node *node, const struct vs_bitmap_op *op, struct vs_error *err);
+/* Fill info->bitmaps. */
+int qcow2_bitmaps_info(struct vs_node *node, struct vs_image_info *info);
+/* The extension to write in the header cluster: 0 = none, else its 24 data bytes in @out. */
+unsigned qcow2_bitmaps_ext_encode(const struct qcow2_bitmaps *b, uint8_t *out);
+
+#endif
