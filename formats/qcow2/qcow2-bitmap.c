@@ -458,6 +458,35 @@ static int free_table(struct vs_node *node, uint64_t offset, uint32_t size)
 	return ret;
 }
 
+/*
+ * Free the directory and tables that were on disk when the bitmaps were
+ * loaded, but for the tables of inconsistent bitmaps that the directory
+ * on disk still names.
+ */
+static int free_old_structures(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct qcow2_bitmaps *b = &s->bitmaps;
+	int ret = 0;
+
+	for (unsigned i = 0; ret == 0 && i < b->nb_old; i++) {
+		bool kept = false;
+
+		for (unsigned j = 0; j < b->nb; j++)
+			if (b->bm[j].inconsistent && b->bm[j].table_offset == b->old[i].offset)
+				kept = true;
+		if (!kept)
+			ret = free_table(node, b->old[i].offset, b->old[i].size);
+	}
+	if (ret == 0 && b->old_dir_size)
+		ret = qcow2_free_clusters(
+			node, b->old_dir_offset,
+			qcow2_size_to_clusters(s, b->old_dir_size) << s->cluster_bits, true);
+	b->nb_old = 0;
+	b->old_dir_size = 0;
+	return ret;
+}
+
 int qcow2_bitmaps_store(struct vs_node *node)
 {
 	struct qcow2_state *s = qcow2_state(node);
@@ -472,12 +501,13 @@ int qcow2_bitmaps_store(struct vs_node *node)
 	for (unsigned i = 0; i < b->nb; i++) {
 		struct qcow2_bitmap *bm = &b->bm[i];
 
-		if (bm->inconsistent)
+		if (bm->inconsistent && bm->table_offset)
 			continue; /* kept as it is on disk, in_use */
 		ret = store_bitmap(node, bm);
 		if (ret < 0)
 			return ret;
-		bm->flags &= ~QCOW2_BME_FLAG_IN_USE;
+		if (!bm->inconsistent)
+			bm->flags &= ~QCOW2_BME_FLAG_IN_USE;
 	}
 	if (b->nb) {
 		dir = directory_encode(b, dsize);
@@ -509,25 +539,46 @@ int qcow2_bitmaps_store(struct vs_node *node)
 	ret = qcow2_header_cluster_rewrite(node);
 	if (ret < 0)
 		goto out;
-	/* The old structures: only what is no longer referenced by the new directory. */
-	for (unsigned i = 0; ret == 0 && i < b->nb_old; i++) {
-		bool kept = false;
-
-		for (unsigned j = 0; j < b->nb; j++)
-			if (b->bm[j].inconsistent && b->bm[j].table_offset == b->old[i].offset)
-				kept = true;
-		if (!kept)
-			ret = free_table(node, b->old[i].offset, b->old[i].size);
-	}
-	if (ret == 0 && b->old_dir_size)
-		ret = qcow2_free_clusters(
-			node, b->old_dir_offset,
-			qcow2_size_to_clusters(s, b->old_dir_size) << s->cluster_bits, true);
-	b->nb_old = 0;
-	b->old_dir_size = 0;
+	if (ret == 0)
+		ret = free_old_structures(node);
 	b->owned = false;
 out:
 	free(dir);
+	return ret;
+}
+
+int qcow2_bitmaps_release(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct qcow2_bitmaps *b = &s->bitmaps;
+	int ret;
+
+	if (!b->ext_nb)
+		return 0;
+	if (!b->owned)
+		return -EPERM;
+	/* An inconsistent bitmap loses its table: an empty one, still in_use, replaces it. */
+	for (unsigned i = 0; i < b->nb; i++) {
+		struct qcow2_bitmap *bm = &b->bm[i];
+
+		if (!bm->data) {
+			bm->nbits = bitmap_nbits(node->size, bm->gran_bits);
+			bm->data = calloc(div_round_up(bm->nbits, 8) + 1, 1);
+			if (!bm->data)
+				return -ENOMEM;
+		}
+		bm->table_offset = 0;
+		bm->table_size = 0;
+	}
+	b->ext_nb = 0;
+	b->ext_dir_offset = 0;
+	b->ext_dir_size = 0;
+	s->hdr.autoclear_features &= ~QCOW2_AUTOCLEAR_BITMAPS;
+	ret = qcow2_header_cluster_rewrite(node);
+	if (ret == 0)
+		ret = free_old_structures(node);
+	if (ret == 0)
+		ret = qcow2_flush_metadata(node);
 	return ret;
 }
 

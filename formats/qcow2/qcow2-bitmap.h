@@ -60,6 +60,13 @@ int qcow2_bitmaps_parse_ext(struct vs_node *node, const uint8_t *data, uint32_t 
 int qcow2_bitmaps_load(struct vs_node *node, bool own, struct vs_error *err);
 /* Lock held, close: write the bitmaps back with in_use cleared and free the old tables. */
 int qcow2_bitmaps_store(struct vs_node *node);
+/*
+ * Lock held: take the bitmaps off the disk (extension, directory, tables
+ * freed) and keep them in memory only, to be stored again on close. For
+ * operations that rebuild the image's clusters (compact). A crash before
+ * the close loses them, which no backup takes for a valid bitmap.
+ */
+int qcow2_bitmaps_release(struct vs_node *node);
 void qcow2_bitmaps_free(struct qcow2_bitmaps *b);
 /* The data path: set the bits of every enabled bitmap covering [@offset, @offset + @len). */
 void qcow2_bitmaps_mark(struct qcow2_bitmaps *b, uint64_t offset, uint64_t len);

@@ -7,7 +7,8 @@
 # qemu-img check; qemu-img bitmap's messages and exit codes; writes through
 # vstor-io set exactly the written granules of an enabled bitmap (read back
 # with qemu-nbd -B and nbdinfo --map) and leave a disabled one alone; a
-# writer killed with SIGKILL leaves the bitmaps in_use and the image clean.
+# compact and resize keep them valid; a writer killed with SIGKILL leaves
+# the bitmaps in_use and the image clean.
 . "$(dirname "$0")/lib.sh"
 
 require_tool qemu-img qemu-io qemu-nbd nbdinfo python3
@@ -99,7 +100,23 @@ same_info t.qcow2 "after tracked writes"
 qemu-io -c 'write 50M 64k' t.qcow2 >/dev/null
 assert_eq "$(dirty_map t.qcow2 on | tail -n1)" "52428800 65536" "qemu tracks after vstor"
 
-# 5. A writer killed while it holds the image: bitmaps in_use, image clean.
+# 5. Operations that rewrite the image keep the bitmaps valid (resize, as
+# qemu-img 7.2 allows, and compact, which moves clusters).
+qemu_img create -q -f qcow2 c.qcow2 64M
+qemu_img bitmap --add c.qcow2 b1
+qemu_img bitmap --add c.qcow2 b2 --disable
+qemu-io -c 'write 1M 64k' -c 'write 5M 64k' -c 'discard 1M 64k' c.qcow2 >/dev/null
+vstor_img compact c.qcow2 >/dev/null
+clean c.qcow2 "after compact"
+assert_eq "$(dirty_map c.qcow2 b1 | tr '\n' ' ')" "1048576 65536 5242880 65536 " "after compact"
+vstor_img resize c.qcow2 +64M >/dev/null
+clean c.qcow2 "after resize"
+vstor_io -f qcow2 -c 'writeb 100M 4k 1' c.qcow2
+assert_eq "$(dirty_map c.qcow2 b1 | tr '\n' ' ')" "1048576 65536 5242880 65536 104857600 65536 " \
+	"after resize"
+same_info c.qcow2 "after compact and resize"
+
+# 6. A writer killed while it holds the image: bitmaps in_use, image clean.
 mkfifo ctl
 "$VSTOR_IO" -f qcow2 t.qcow2 <ctl >io.out 2>io.err &
 io_pid=$!
