@@ -7,7 +7,8 @@
 # qemu-img check; qemu-img bitmap's messages and exit codes; writes through
 # vstor-io set exactly the written granules of an enabled bitmap (read back
 # with qemu-nbd -B and nbdinfo --map) and leave a disabled one alone; a
-# compact and resize keep them valid; a writer killed with SIGKILL leaves
+# compact and resize keep them valid; measure counts them and convert
+# --bitmaps copies them as qemu-img does; a writer killed with SIGKILL leaves
 # the bitmaps in_use and the image clean.
 . "$(dirname "$0")/lib.sh"
 
@@ -116,7 +117,46 @@ assert_eq "$(dirty_map c.qcow2 b1 | tr '\n' ' ')" "1048576 65536 5242880 65536 1
 	"after resize"
 same_info c.qcow2 "after compact and resize"
 
-# 6. A writer killed while it holds the image: bitmaps in_use, image clean.
+# 6. measure counts the bitmaps as qemu-img does.
+for o in "" "-o cluster_size=4k" "-o compat=0.10"; do
+	# shellcheck disable=SC2086
+	assert_eq "$(vstor_img measure -O qcow2 $o q.qcow2)" "$(qemu_img measure -O qcow2 $o q.qcow2)" \
+		"measure $o"
+done
+
+# 7. convert --bitmaps copies them (disabled ones stay disabled); broken
+# ones stop it, or are skipped with --skip-broken-bitmaps.
+vstor_img convert --bitmaps -O qcow2 q.qcow2 conv.qcow2
+clean conv.qcow2 "convert --bitmaps"
+info_json qemu_img info --output=json conv.qcow2 >conv.json
+diff -u q-by-qemu.json conv.json >&2 || fail "convert --bitmaps: bitmaps differ"
+assert_eq "$(dirty_map conv.qcow2 b3)" "$(dirty_map q.qcow2 b3)" "converted bitmap"
+cp q.qcow2 broken.qcow2
+python3 - broken.qcow2 <<'PY'
+import struct, sys
+with open(sys.argv[1], 'r+b') as f:
+    d = f.read(65536)
+    p = struct.unpack('>I', d[100:104])[0]
+    while True:
+        t, l = struct.unpack('>II', d[p:p + 8])
+        if t == 0x23852875:
+            off = struct.unpack('>Q', d[p + 24:p + 32])[0]
+            break
+        p += 8 + ((l + 7) & ~7)
+    f.seek(off + 12)
+    flags = struct.unpack('>I', f.read(4))[0]
+    f.seek(off + 12)
+    f.write(struct.pack('>I', flags | 1))
+PY
+assert_rc 1 vstor_img convert --bitmaps -O qcow2 broken.qcow2 conv2.qcow2
+assert_grep "^vstor-img: Cannot copy inconsistent bitmap 'b1'$" err
+vstor_img convert --bitmaps --skip-broken-bitmaps -O qcow2 broken.qcow2 conv3.qcow2 2>err
+assert_grep "^vstor-img: warning: Skipping inconsistent bitmap 'b1'$" err
+assert_eq "$(qemu_img info --output=json conv3.qcow2 | grep -c '"name"')" 2 "skipped bitmap"
+assert_rc 1 vstor_img convert --bitmaps -O raw q.qcow2 conv.raw
+assert_grep "^vstor-img: Format driver 'raw' does not support bitmaps$" err
+
+# 8. A writer killed while it holds the image: bitmaps in_use, image clean.
 mkfifo ctl
 "$VSTOR_IO" -f qcow2 t.qcow2 <ctl >io.out 2>io.err &
 io_pid=$!
