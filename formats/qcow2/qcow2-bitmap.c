@@ -667,9 +667,13 @@ static int add_bitmap(struct vs_node *node, const struct vs_bitmap_op *op, struc
 	unsigned gbits = 0;
 	size_t nlen = strlen(op->name);
 
+	/* QEMU's default: the cluster size, within 4 KiB .. 64 KiB. */
 	if (!gran)
-		gran = s->cluster_size > 65536 ? s->cluster_size : 65536;
-	if (gran < 512 || (gran & (gran - 1)))
+		gran = s->cluster_size < 4096  ? 4096 :
+		       s->cluster_size > 65536 ? 65536 :
+						 s->cluster_size;
+	/* QEMU takes the granularity as 32 bits: larger ones end up refused this way. */
+	if (gran < 512 || gran > (1ull << QCOW2_BME_MAX_GRANULARITY_BITS) || (gran & (gran - 1)))
 		return vs_error_set(err, -EINVAL,
 				    "Granularity must be power of 2 and at least 512");
 	while ((1ull << gbits) < gran)

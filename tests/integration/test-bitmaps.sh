@@ -75,12 +75,23 @@ qemu_img create -q -f qcow2 m.qcow2 1M
 vstor_img bitmap --add m.qcow2 b
 for args in "--add m.qcow2 b" "--enable m.qcow2 nope" "--add -g 1000 m.qcow2 c" \
 	"m.qcow2 b" "--clear -g 512 m.qcow2 b" "--merge b -F qcow2 m.qcow2 b" \
-	"--enable -b x m.qcow2 b" "--add m.qcow2 b extra"; do
+	"--enable -b x m.qcow2 b" "--add m.qcow2 b extra" "--add -g 4G m.qcow2 c"; do
 	# shellcheck disable=SC2086
 	qemu-img bitmap $args >/dev/null 2>q.err && fail "qemu-img bitmap $args succeeded"
 	# shellcheck disable=SC2086
 	assert_rc 1 vstor_img bitmap $args
 	assert_eq "$(sed 's/^vstor-img:/qemu-img:/' err)" "$(cat q.err)" "bitmap $args"
+done
+
+# The default granularity follows the cluster size within 4k..64k; 2 GiB is the largest.
+for cs in 512 4k 2M; do
+	qemu_img create -q -f qcow2 -o cluster_size=$cs g.qcow2 64M
+	vstor_img bitmap --add g.qcow2 b
+	qemu_img bitmap --add g.qcow2 q
+	vstor_img bitmap --add -g 2G g.qcow2 big
+	clean g.qcow2 "cluster size $cs"
+	assert_eq "$(qemu_img info --output=json g.qcow2 | grep -c '"granularity": '"$(qemu_img info --output=json g.qcow2 | grep -m1 '"granularity"' | tr -dc 0-9)")" 2 \
+		"default granularity, cluster size $cs"
 done
 
 # 4. Dirty tracking: exactly the written granules of the enabled bitmap.
