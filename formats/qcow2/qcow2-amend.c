@@ -86,6 +86,11 @@ static int rewrite_header_cluster(struct vs_node *node, const struct qcow2_heade
 
 		if (type == QCOW2_EXT_END || step > old_end - in)
 			break;
+		/* The feature names only explain bits: dropped where they leave no room, as QEMU does. */
+		if (type == QCOW2_EXT_FEATURE_TABLE && out + step + 8 + blen > cs) {
+			in += step;
+			continue;
+		}
 		if (type != QCOW2_EXT_BACKING_FORMAT && type != QCOW2_EXT_BITMAPS) {
 			if (out + step + 8 + blen > cs) {
 				ret = vs_error_set(err, -ENOSPC,
