@@ -225,8 +225,11 @@ static int load_data(struct vs_node *node, struct qcow2_bitmap *bm, struct vs_er
 		if ((e & QCOW2_BME_TABLE_RESERVED_MASK) ||
 		    (off && (e & QCOW2_BME_TABLE_ALL_ONES)) ||
 		    (off && off + s->cluster_size > fsize)) {
-			ret = vs_error_set(err, -EINVAL, "Bitmap '%s' has a broken bitmap table",
-					   bm->name);
+			ret = vs_error_set(
+				err, -EINVAL,
+				"Could not read bitmap_table table from image for bitmap "
+				"'%s': Invalid argument",
+				bm->name);
 			goto fail;
 		}
 		if (!off) {
@@ -329,7 +332,7 @@ static int write_directory_in_place(struct vs_node *node)
 	return ret;
 }
 
-int qcow2_bitmaps_load(struct vs_node *node, bool own, struct vs_error *err)
+int qcow2_bitmaps_load(struct vs_node *node, bool own, bool load, struct vs_error *err)
 {
 	struct qcow2_state *s = qcow2_state(node);
 	struct qcow2_bitmaps *b = &s->bitmaps;
@@ -338,10 +341,19 @@ int qcow2_bitmaps_load(struct vs_node *node, bool own, struct vs_error *err)
 	if (!b->ext_nb)
 		return 0;
 	ret = read_directory(node, err);
-	if (ret < 0)
+	if (ret < 0 || !load)
 		return ret;
-	if (!own)
+	if (!own) {
+		/* Read-only: loaded all the same, so that a broken table fails the open as in QEMU. */
+		for (unsigned i = 0; i < b->nb; i++) {
+			if (b->bm[i].inconsistent)
+				continue;
+			ret = load_data(node, &b->bm[i], err);
+			if (ret < 0)
+				return ret;
+		}
 		return 0;
+	}
 	b->old = calloc(b->nb, sizeof(*b->old));
 	if (!b->old)
 		return vs_error_set(err, -ENOMEM, "qcow2: out of memory for the bitmaps");

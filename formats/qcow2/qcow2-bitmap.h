@@ -54,10 +54,12 @@ struct vs_node;
 int qcow2_bitmaps_parse_ext(struct vs_node *node, const uint8_t *data, uint32_t len,
 			    struct vs_error *err);
 /*
- * After the metadata is loaded: read the directory; opened read-write
- * (@own), load every consistent bitmap and mark all in_use on disk.
+ * After the metadata is loaded: read the directory and, with @load, every
+ * consistent bitmap (a broken table fails the open, as in QEMU; a check
+ * opens without @load to report it); opened read-write (@own), also mark
+ * all in_use on disk.
  */
-int qcow2_bitmaps_load(struct vs_node *node, bool own, struct vs_error *err);
+int qcow2_bitmaps_load(struct vs_node *node, bool own, bool load, struct vs_error *err);
 /* Lock held, close: write the bitmaps back with in_use cleared and free the old tables. */
 int qcow2_bitmaps_store(struct vs_node *node);
 /*

@@ -676,7 +676,7 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 			goto fail;
 		}
 	}
-	ret = qcow2_bitmaps_load(node, !node->read_only && !opts->for_check, err);
+	ret = qcow2_bitmaps_load(node, !node->read_only && !opts->for_check, !opts->for_check, err);
 	if (ret < 0)
 		goto fail;
 

@@ -49,6 +49,30 @@ qemu_img bitmap --merge b1 --disable q.qcow2 b3
 same_info q.qcow2 "bitmaps made by qemu-img"
 vstor_img info q.qcow2 | grep -q 'granularity: 512' || fail "human info lacks the bitmaps"
 
+# A reserved bit in a bitmap table entry: both refuse to open it, check reports it.
+qemu_img create -q -f qcow2 bad.qcow2 64M
+qemu_img bitmap --add bad.qcow2 b1
+python3 - bad.qcow2 <<'PY'
+import struct, sys
+with open(sys.argv[1], 'r+b') as f:
+    d = f.read(65536)
+    p = struct.unpack('>I', d[100:104])[0]
+    while True:
+        t, l = struct.unpack('>II', d[p:p + 8])
+        if t == 0x23852875:
+            off = struct.unpack('>Q', d[p + 24:p + 32])[0]
+            break
+        p += 8 + ((l + 7) & ~7)
+    f.seek(off)
+    table = struct.unpack('>Q', f.read(8))[0]
+    f.seek(table)
+    f.write(struct.pack('>Q', 0x100))
+PY
+qemu-img info bad.qcow2 >/dev/null 2>q.err && fail "qemu-img opened a broken bitmap table"
+assert_rc 1 vstor_img info bad.qcow2
+assert_eq "$(sed 's/^vstor-img:/qemu-img:/' err)" "$(cat q.err)" "broken bitmap table"
+assert_rc 2 vstor_img check bad.qcow2
+
 # 2. vstor makes the same; qemu-img reads it the same and check is clean.
 qemu_img create -q -f qcow2 v.qcow2 64M
 vstor_img bitmap --add v.qcow2 b1
