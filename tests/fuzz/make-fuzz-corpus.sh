@@ -80,23 +80,7 @@ bitmaps()
 }
 bitmaps bitmaps
 cp "$img/bitmaps" "$img/bitmaps-in-use"
-# The in_use flag of the first directory entry (the directory's offset is in the extension).
-python3 - "$img/bitmaps-in-use" <<'PY'
-import struct, sys
-with open(sys.argv[1], 'r+b') as f:
-    d = f.read(512)
-    p = struct.unpack('>I', d[100:104])[0]
-    while True:
-        t, l = struct.unpack('>II', d[p:p + 8])
-        if t == 0x23852875:
-            off = struct.unpack('>Q', d[p + 24:p + 32])[0]
-            break
-        p += 8 + ((l + 7) & ~7)
-    f.seek(off + 12)
-    flags = struct.unpack('>I', f.read(4))[0]
-    f.seek(off + 12)
-    f.write(struct.pack('>I', flags | 1))
-PY
+python3 "$here/../integration/qcow2_bitmap_damage.py" "$img/bitmaps-in-use" in-use
 # Damaged variants (the catalogue's kinds in small): a dirty bit with stale
 # refcounts, a truncated file, a zeroed refcount table, a bad L1 offset.
 cp "$img/lazy-4k" "$img/lazy-dirty"

@@ -52,22 +52,7 @@ vstor_img info q.qcow2 | grep -q 'granularity: 512' || fail "human info lacks th
 # A reserved bit in a bitmap table entry: both refuse to open it, check reports it.
 qemu_img create -q -f qcow2 bad.qcow2 64M
 qemu_img bitmap --add bad.qcow2 b1
-python3 - bad.qcow2 <<'PY'
-import struct, sys
-with open(sys.argv[1], 'r+b') as f:
-    d = f.read(65536)
-    p = struct.unpack('>I', d[100:104])[0]
-    while True:
-        t, l = struct.unpack('>II', d[p:p + 8])
-        if t == 0x23852875:
-            off = struct.unpack('>Q', d[p + 24:p + 32])[0]
-            break
-        p += 8 + ((l + 7) & ~7)
-    f.seek(off)
-    table = struct.unpack('>Q', f.read(8))[0]
-    f.seek(table)
-    f.write(struct.pack('>Q', 0x100))
-PY
+python3 "$VS_LIB_DIR/qcow2_bitmap_damage.py" bad.qcow2 bad-table
 qemu-img info bad.qcow2 >/dev/null 2>q.err && fail "qemu-img opened a broken bitmap table"
 assert_rc 1 vstor_img info bad.qcow2
 assert_eq "$(sed 's/^vstor-img:/qemu-img:/' err)" "$(cat q.err)" "broken bitmap table"
@@ -167,22 +152,7 @@ info_json qemu_img info --output=json conv.qcow2 >conv.json
 diff -u q-by-qemu.json conv.json >&2 || fail "convert --bitmaps: bitmaps differ"
 assert_eq "$(dirty_map conv.qcow2 b3)" "$(dirty_map q.qcow2 b3)" "converted bitmap"
 cp q.qcow2 broken.qcow2
-python3 - broken.qcow2 <<'PY'
-import struct, sys
-with open(sys.argv[1], 'r+b') as f:
-    d = f.read(65536)
-    p = struct.unpack('>I', d[100:104])[0]
-    while True:
-        t, l = struct.unpack('>II', d[p:p + 8])
-        if t == 0x23852875:
-            off = struct.unpack('>Q', d[p + 24:p + 32])[0]
-            break
-        p += 8 + ((l + 7) & ~7)
-    f.seek(off + 12)
-    flags = struct.unpack('>I', f.read(4))[0]
-    f.seek(off + 12)
-    f.write(struct.pack('>I', flags | 1))
-PY
+python3 "$VS_LIB_DIR/qcow2_bitmap_damage.py" broken.qcow2 in-use
 assert_rc 1 vstor_img convert --bitmaps -O qcow2 broken.qcow2 conv2.qcow2
 assert_grep "^vstor-img: Cannot copy inconsistent bitmap 'b1'$" err
 vstor_img convert --bitmaps --skip-broken-bitmaps -O qcow2 broken.qcow2 conv3.qcow2 2>err
