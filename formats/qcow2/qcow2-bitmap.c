@@ -69,10 +69,18 @@ int qcow2_bitmaps_parse_ext(struct vs_node *node, const uint8_t *data, uint32_t 
 
 	if (len != QCOW2_BITMAPS_EXT_SIZE)
 		return vs_error_set(err, -EINVAL, "bitmaps_ext: Invalid extension length");
+	/* Ignored, as QEMU ignores them (and leaves the extension until the header changes). */
 	if (!(s->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)) {
-		if (!node->read_only)
+		if (s->hdr.version < 3)
+			vs_warn("qcow2: '%s': this qcow2 v2 image contains bitmaps, but they may "
+				"have been modified by a program without persistent bitmap "
+				"support; so now they must all be considered inconsistent; some "
+				"clusters may be leaked, run 'vstor-img check -r leaks' to fix",
+				node->filename);
+		else
 			vs_warn("qcow2: '%s': a program lacking bitmap support modified this "
-				"file, so all bitmaps are now considered inconsistent",
+				"file, so all bitmaps are now considered inconsistent; some clusters "
+				"may be leaked, run 'vstor-img check -r leaks' to fix",
 				node->filename);
 		b->ext_ignored = true;
 		return 0;
