@@ -518,6 +518,15 @@ int qcow2_bitmaps_store(struct vs_node *node)
 
 	if (!b->owned || s->corrupt)
 		return 0;
+	/* No table can describe an empty disk: QEMU loses them too. */
+	if (!s->hdr.size && b->nb) {
+		vs_warn("qcow2: '%s': the image is empty: its persistent bitmaps are dropped",
+			node->filename);
+		for (unsigned i = 0; i < b->nb; i++)
+			free(b->bm[i].data);
+		b->nb = 0;
+		dsize = 0;
+	}
 	for (unsigned i = 0; i < b->nb; i++) {
 		struct qcow2_bitmap *bm = &b->bm[i];
 
@@ -700,6 +709,12 @@ static int add_bitmap(struct vs_node *node, const struct vs_bitmap_op *op, struc
 		gbits++;
 	if (find_bitmap(b, op->name))
 		return vs_error_set(err, -EEXIST, "Bitmap already exists: %s", op->name);
+	/* QEMU cannot store one there either (it loses it on close). */
+	if (!node->size)
+		return vs_error_set(err, -EINVAL,
+				    "Can't store persistent bitmap '%s' into '%s': the image is "
+				    "empty",
+				    op->name, node->filename);
 	if (s->hdr.version < 3)
 		return vs_error_set(err, -ENOTSUP, "Cannot store dirty bitmaps in qcow2 v2 files");
 	if (nlen == 0 || nlen > QCOW2_BME_MAX_NAME_SIZE)
