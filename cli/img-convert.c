@@ -53,6 +53,7 @@ struct conv_args {
 	enum vs_cache_mode cache, src_cache;
 	bool compress, no_create, target_is_zero, out_of_order, progress, progress_json;
 	bool quiet, force_share;
+	bool bitmaps, skip_broken_bitmaps; /* --bitmaps, --skip-broken-bitmaps */
 	uint64_t sparse;
 	unsigned num_co;
 
@@ -71,8 +72,9 @@ struct conv_args {
 	struct vs_co_queue turn;
 	unsigned running;
 	struct vs_co *main_co;
-	int err;   /* first error (negative errno), 0 if none */
-	bool stop; /* stop claiming chunks */
+	int err;		       /* first error (negative errno), 0 if none */
+	bool stop;		       /* stop claiming chunks */
+	struct vs_image_info src_info; /* with --bitmaps: the source's bitmaps */
 	uint64_t done;
 	struct timespec t0, tlast;
 	int last_pct;
@@ -537,6 +539,89 @@ static int conv_open_target(struct conv_args *a)
 	return 0;
 }
 
+/* --bitmaps, before anything is created: the source has bitmaps, none broken unless skipped. */
+static int conv_check_bitmaps(struct conv_args *a)
+{
+	struct vs_image_info *info = &a->src_info;
+	int ret;
+
+	if (strcmp(vs_node_format(a->src[0].node), "qcow2")) {
+		img_error(-ENOTSUP, "Source lacks bitmap support");
+		return -ENOTSUP;
+	}
+	ret = vs_node_get_info(a->src[0].node, info);
+	if (ret < 0) {
+		img_error(ret, "Could not get information of '%s': %s", a->src[0].filename,
+			  strerror(-ret));
+		return ret;
+	}
+	for (unsigned i = 0; i < info->nb_bitmaps; i++) {
+		if (!(info->bitmaps[i].flags & VS_BITMAP_FLAG_IN_USE) || a->skip_broken_bitmaps)
+			continue;
+		img_error(-EINVAL,
+			  "Cannot copy inconsistent bitmap '%s'\nTry --skip-broken-bitmaps, or "
+			  "use 'qemu-img bitmap --remove' to delete it",
+			  info->bitmaps[i].name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* --bitmaps, after the data: each consistent bitmap added to the target and merged in. */
+static int conv_copy_bitmaps(struct conv_args *a)
+{
+	const struct vs_image_info *info = &a->src_info;
+	struct vs_image_info tinfo;
+	bool v2 = false;
+	int ret;
+
+	memset(&tinfo, 0, sizeof(tinfo));
+	if (!strcmp(vs_node_format(a->target), "qcow2") &&
+	    vs_node_get_info(a->target, &tinfo) == 0) {
+		for (unsigned i = 0; i < tinfo.nb_specific; i++)
+			if (!strcmp(tinfo.specific[i].key, "compat") &&
+			    !strcmp(tinfo.specific[i].str, "0.10"))
+				v2 = true;
+		vs_image_info_free(&tinfo);
+	}
+	if (strcmp(vs_node_format(a->target), "qcow2") || v2) {
+		img_error(-ENOTSUP, "Format driver '%s' does not support bitmaps",
+			  vs_node_format(a->target));
+		return -ENOTSUP;
+	}
+	for (unsigned i = 0; i < info->nb_bitmaps; i++) {
+		const struct vs_bitmap_info *bm = &info->bitmaps[i];
+		struct vs_bitmap_op add = {
+			.action = VS_BITMAP_ADD,
+			.name = bm->name,
+			.granularity = bm->granularity,
+			.disabled = !(bm->flags & VS_BITMAP_FLAG_AUTO),
+		};
+		struct vs_bitmap_op merge = {
+			.action = VS_BITMAP_MERGE,
+			.name = bm->name,
+			.src = a->src[0].node,
+			.src_name = bm->name,
+		};
+		struct vs_error err = { 0 };
+
+		if (bm->flags & VS_BITMAP_FLAG_IN_USE) {
+			fprintf(stderr, "%s: warning: Skipping inconsistent bitmap '%s'\n",
+				IMG_PROGNAME, bm->name);
+			continue;
+		}
+		ret = vs_node_bitmap(a->target, &add, &err);
+		if (ret == 0)
+			ret = vs_node_bitmap(a->target, &merge, &err);
+		if (ret < 0) {
+			img_error(ret, "Failed to populate bitmap %s: %s", bm->name,
+				  err.msg[0] ? err.msg : strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
 static void conv_co(void *opaque)
 {
 	struct conv_args *a = opaque;
@@ -545,6 +630,11 @@ static void conv_co(void *opaque)
 	ret = conv_open_sources(a);
 	if (ret < 0)
 		goto out;
+	if (a->bitmaps) {
+		ret = conv_check_bitmaps(a);
+		if (ret < 0)
+			goto out;
+	}
 	if (!a->no_create) {
 		ret = conv_create_target(a);
 		if (ret < 0)
@@ -567,6 +657,11 @@ static void conv_co(void *opaque)
 	ret = conv_copy(a);
 	if (ret < 0)
 		goto out;
+	if (a->bitmaps) {
+		ret = conv_copy_bitmaps(a);
+		if (ret < 0)
+			goto out;
+	}
 	ret = vs_node_flush(a->target);
 	if (ret < 0) {
 		img_error(ret, "error while flushing the target: %s", strerror(-ret));
@@ -575,6 +670,7 @@ static void conv_co(void *opaque)
 	conv_progress(a, true);
 	a->rc = 0;
 out:
+	vs_image_info_free(&a->src_info);
 	vs_node_close(a->target);
 	for (unsigned i = 0; i < a->nb_src; i++)
 		vs_node_close(a->src[i].node);
@@ -728,8 +824,11 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 			a->target_is_zero = true;
 			break;
 		case OPT_BITMAPS:
+			a->bitmaps = true;
+			break;
 		case OPT_SKIP_BROKEN:
-			break; /* no persistent bitmaps: nothing to copy */
+			a->skip_broken_bitmaps = true;
+			break;
 		case 'r':
 		case OPT_SALVAGE:
 		case OPT_OBJECT:
@@ -777,6 +876,14 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 	}
 	if (a->backing && a->no_create) {
 		img_error(-EINVAL, "Use of -B with -n is not supported: the target exists");
+		return 1;
+	}
+	if (a->skip_broken_bitmaps && !a->bitmaps) {
+		img_error(-EINVAL, "Use of --skip-broken-bitmaps requires --bitmaps");
+		return 1;
+	}
+	if (a->bitmaps && a->nb_src > 1) {
+		img_error(-EINVAL, "Copying bitmaps only possible with single source");
 		return 1;
 	}
 	if (a->snapshot && a->nb_src > 1) {

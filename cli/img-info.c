@@ -76,6 +76,56 @@ static void json_snapshot(struct json_writer *w, const struct vs_snapshot_info *
 	json_obj_end(w);
 }
 
+/* The bitmaps go before the @i-th key in print order (or at the end: @i = nb_specific). */
+static bool bitmaps_here(const struct vs_image_info *info, const unsigned *idx, unsigned i)
+{
+	int rank = specific_rank("bitmaps");
+
+	if (!info->nb_bitmaps)
+		return false;
+	if (i < info->nb_specific && specific_rank(info->specific[idx[i]].key) < rank)
+		return false;
+	return i == 0 || specific_rank(info->specific[idx[i - 1]].key) < rank;
+}
+
+static void json_bitmaps(struct json_writer *w, const struct vs_image_info *info)
+{
+	json_arr_begin(w, "bitmaps");
+	for (unsigned i = 0; i < info->nb_bitmaps; i++) {
+		const struct vs_bitmap_info *bm = &info->bitmaps[i];
+
+		json_obj_begin(w, NULL);
+		json_arr_begin(w, "flags");
+		if (bm->flags & VS_BITMAP_FLAG_IN_USE)
+			json_str(w, NULL, "in-use");
+		if (bm->flags & VS_BITMAP_FLAG_AUTO)
+			json_str(w, NULL, "auto");
+		json_arr_end(w);
+		json_str(w, "name", bm->name);
+		json_uint(w, "granularity", bm->granularity);
+		json_obj_end(w);
+	}
+	json_arr_end(w);
+}
+
+static void human_bitmaps(const struct vs_image_info *info)
+{
+	printf("    bitmaps:\n");
+	for (unsigned i = 0; i < info->nb_bitmaps; i++) {
+		const struct vs_bitmap_info *bm = &info->bitmaps[i];
+		unsigned n = 0;
+
+		printf("        [%u]:\n", i);
+		printf("            flags:\n");
+		if (bm->flags & VS_BITMAP_FLAG_IN_USE)
+			printf("                [%u]: in-use\n", n++);
+		if (bm->flags & VS_BITMAP_FLAG_AUTO)
+			printf("                [%u]: auto\n", n++);
+		printf("            name: %s\n", bm->name);
+		printf("            granularity: %" PRIu64 "\n", bm->granularity);
+	}
+}
+
 static void json_specific(struct json_writer *w, const struct vs_image_info *info)
 {
 	unsigned idx[VS_INFO_MAX_SPECIFIC];
@@ -84,9 +134,13 @@ static void json_specific(struct json_writer *w, const struct vs_image_info *inf
 	json_obj_begin(w, "format-specific");
 	json_str(w, "type", info->specific_type);
 	json_obj_begin(w, "data");
-	for (unsigned i = 0; i < info->nb_specific; i++) {
-		const struct vs_info_kv *kv = &info->specific[idx[i]];
+	for (unsigned i = 0; i <= info->nb_specific; i++) {
+		const struct vs_info_kv *kv = &info->specific[idx[i < info->nb_specific ? i : 0]];
 
+		if (bitmaps_here(info, idx, i))
+			json_bitmaps(w, info);
+		if (i == info->nb_specific)
+			break;
 		if (kv->type == VS_KV_STR)
 			json_str(w, kv->key, kv->str);
 		else if (kv->type == VS_KV_INT)
@@ -157,10 +211,14 @@ static void human_specific(const struct vs_image_info *info)
 
 	specific_order(info, idx);
 	printf("Format specific information:\n");
-	for (unsigned i = 0; i < info->nb_specific; i++) {
-		const struct vs_info_kv *kv = &info->specific[idx[i]];
+	for (unsigned i = 0; i <= info->nb_specific; i++) {
+		const struct vs_info_kv *kv = &info->specific[idx[i < info->nb_specific ? i : 0]];
 		char key[sizeof(kv->key)];
 
+		if (bitmaps_here(info, idx, i))
+			human_bitmaps(info);
+		if (i == info->nb_specific)
+			break;
 		snprintf(key, sizeof(key), "%s", kv->key);
 		for (char *p = key; *p; p++)
 			if (*p == '-')
@@ -278,6 +336,7 @@ static void info_print(const struct info_args *a, const struct info_chain *c)
 		return;
 	}
 	json_init(&w, stdout, true);
+	w.qemu_empty = true;
 	if (a->chain)
 		json_arr_begin(&w, NULL);
 	for (unsigned i = 0; i < c->n; i++)

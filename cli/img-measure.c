@@ -120,6 +120,36 @@ static void measure_print(const struct measure_args *a, const struct vs_measure_
 	printf("\n");
 }
 
+/*
+ * What qemu-img measure counts for the persistent bitmaps of @src in a
+ * qcow2 target of @cluster_size clusters: every bitmap fully allocated,
+ * its table, and the directory, each rounded up to whole clusters.
+ */
+static int measure_bitmaps(struct vs_node *src, uint64_t cluster_size, uint64_t *out)
+{
+	struct vs_image_info info;
+	uint64_t size = vs_node_size(src), total = 0, dir = 0;
+	int ret;
+
+	memset(&info, 0, sizeof(info));
+	ret = vs_node_get_info(src, &info);
+	if (ret < 0)
+		return ret;
+	for (unsigned i = 0; i < info.nb_bitmaps; i++) {
+		uint64_t gran = info.bitmaps[i].granularity;
+		uint64_t bits = size / gran + (size % gran != 0);
+		uint64_t clusters = ((bits + 7) / 8 + cluster_size - 1) / cluster_size;
+
+		total += clusters * cluster_size;
+		total += (clusters * 8 + cluster_size - 1) / cluster_size * cluster_size;
+		dir += (24 + strlen(info.bitmaps[i].name) + 7) & ~7ull;
+	}
+	total += (dir + cluster_size - 1) / cluster_size * cluster_size;
+	vs_image_info_free(&info);
+	*out = total;
+	return 0;
+}
+
 static void measure_co(void *opaque)
 {
 	struct measure_args *a = opaque;
@@ -182,6 +212,14 @@ static void measure_co(void *opaque)
 		    !strncmp(err.msg, "Parameter '", 11))
 			img_error(ret, "Invalid options for file format '%s'", a->out_fmt);
 		goto out;
+	}
+	if (has_bitmaps) {
+		ret = measure_bitmaps(src, g, &res.bitmaps);
+		if (ret < 0) {
+			img_error(ret, "Could not get information of '%s': %s", a->filename,
+				  strerror(-ret));
+			goto out;
+		}
 	}
 	measure_print(a, &res, has_bitmaps);
 	a->rc = 0;

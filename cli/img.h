@@ -118,6 +118,7 @@ int img_cmd_compare(int argc, char **argv);
 int img_cmd_convert(int argc, char **argv);
 int img_cmd_bench(int argc, char **argv);
 int img_cmd_snapshot(int argc, char **argv);
+int img_cmd_bitmap(int argc, char **argv);
 int img_cmd_resize(int argc, char **argv);
 int img_cmd_rebase(int argc, char **argv);
 int img_cmd_commit(int argc, char **argv);

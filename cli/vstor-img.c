@@ -26,6 +26,10 @@ static const struct img_command commands[] = {
 	  "[--no-drain] [-o offset] [--pattern=pattern] [-q] [--random[=seed]] [-s buffer_size] "
 	  "[-S step_size] "
 	  "[-t cache] [-w] [-U] filename" },
+	{ "bitmap", img_cmd_bitmap,
+	  "bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... "
+	  "[-b source_file [-F source_fmt]] [-g granularity] [--object objectdef] "
+	  "[--image-opts | -f fmt] filename bitmap" },
 	{ "check", img_cmd_check,
 	  "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename" },
 	{ "commit", img_cmd_commit,

@@ -141,6 +141,7 @@ struct vs_driver {
 		       struct vs_measure_result *res, struct vs_error *err);
 	int (*compact)(struct vs_node *node, vs_progress_fn *progress, void *opaque,
 		       struct vs_error *err);
+	int (*bitmap)(struct vs_node *node, const struct vs_bitmap_op *op, struct vs_error *err);
 
 	/* VS_REQ_FUA; VS_REQ_COMPRESSED: whole clusters, stored compressed */
 	unsigned supported_write_flags;

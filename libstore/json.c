@@ -126,7 +126,7 @@ static void json_open(struct json_writer *w, const char *key, char c)
 
 static void json_close(struct json_writer *w, char c)
 {
-	if (w->pretty && w->has_members[w->depth]) {
+	if (w->pretty && (w->has_members[w->depth] || w->qemu_empty)) {
 		fputc('\n', w->f);
 		json_indent(w, w->depth - 1);
 	}

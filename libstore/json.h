@@ -24,6 +24,11 @@ struct json_writer {
 	 * Set after json_init.
 	 */
 	bool raw_bytes;
+	/*
+	 * Empty containers as qemu-img prints them in the pretty style: the
+	 * closing bracket on its own line ("[\n    ]"). Set after json_init.
+	 */
+	bool qemu_empty;
 	int depth;
 	bool has_members[JSON_MAX_DEPTH];
 };

@@ -620,6 +620,9 @@ void vs_image_info_free(struct vs_image_info *info)
 	free(info->snapshots);
 	info->snapshots = NULL;
 	info->nb_snapshots = 0;
+	free(info->bitmaps);
+	info->bitmaps = NULL;
+	info->nb_bitmaps = 0;
 }
 
 int vs_node_check(struct vs_node *n, struct vs_check_result *res, unsigned fix)
@@ -700,6 +703,14 @@ int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsig
 			return vs_error_set(err, -ENOTSUP, "The %s format does not support %s", \
 					    (n)->drv->name, what);                              \
 	} while (0)
+
+int vs_node_bitmap(struct vs_node *n, const struct vs_bitmap_op *op, struct vs_error *err)
+{
+	NODE_OPTIONAL(n, bitmap, "persistent dirty bitmaps", err);
+	if (n->read_only)
+		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
+	return n->drv->bitmap(n, op, err);
+}
 
 int vs_node_snapshot_create(struct vs_node *n, const char *name, struct vs_error *err)
 {

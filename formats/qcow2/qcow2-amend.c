@@ -4,8 +4,9 @@
  * format (rebase, set_backing).
  *
  * The header cluster is rebuilt from the fixed header as it is in memory,
- * a backing format extension when there is one, every other extension of
- * the file kept byte for byte in its order, the end marker and the backing
+ * a backing format extension when there is one, the bitmaps extension as
+ * the state describes it, every other extension of the file kept byte for
+ * byte in its order, the end marker and the backing
  * file name, and written in one request followed by a flush.
  */
 #include "qcow2.h"
@@ -34,6 +35,8 @@ static int rewrite_header_cluster(struct vs_node *node, const struct qcow2_heade
 	uint8_t *old = NULL, *buf = NULL;
 	struct qcow2_header h = nh ? *nh : s->hdr;
 	uint8_t *raw = NULL;
+	uint8_t bmext[QCOW2_BITMAPS_EXT_SIZE];
+	unsigned bmlen = qcow2_bitmaps_ext_encode(&s->bitmaps, bmext);
 	int ret;
 
 	if (blen > QCOW2_MAX_BACKING_NAME)
@@ -65,6 +68,12 @@ static int rewrite_header_cluster(struct vs_node *node, const struct qcow2_heade
 		memcpy(buf + out + 8, bfmt, flen);
 		out += 8 + ((flen + 7) & ~(size_t)7);
 	}
+	if (bmlen) {
+		vs_put_be32(buf + out, QCOW2_EXT_BITMAPS);
+		vs_put_be32(buf + out + 4, bmlen);
+		memcpy(buf + out + 8, bmext, bmlen);
+		out += 8 + bmlen;
+	}
 	/* Copy the other extensions as they are. */
 	old_end = s->hdr.backing_file_offset ? s->hdr.backing_file_offset : cs;
 	if (old_end > cs)
@@ -77,7 +86,12 @@ static int rewrite_header_cluster(struct vs_node *node, const struct qcow2_heade
 
 		if (type == QCOW2_EXT_END || step > old_end - in)
 			break;
-		if (type != QCOW2_EXT_BACKING_FORMAT) {
+		/* The feature names only explain bits: dropped where they leave no room, as QEMU does. */
+		if (type == QCOW2_EXT_FEATURE_TABLE && out + step + 8 + blen > cs) {
+			in += step;
+			continue;
+		}
+		if (type != QCOW2_EXT_BACKING_FORMAT && type != QCOW2_EXT_BITMAPS) {
 			if (out + step + 8 + blen > cs) {
 				ret = vs_error_set(err, -ENOSPC,
 						   "The header extensions and the backing file "
@@ -125,6 +139,15 @@ out:
 	free(old);
 	free(buf);
 	return ret;
+}
+
+int qcow2_header_cluster_rewrite(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct vs_error err = { 0 };
+
+	return rewrite_header_cluster(node, NULL, s->backing_file[0] ? s->backing_file : NULL,
+				      s->backing_fmt, &err);
 }
 
 int qcow2_set_backing(struct vs_node *node, const char *backing, const char *fmt,

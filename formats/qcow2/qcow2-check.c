@@ -40,12 +40,6 @@
 #define L2_BITMAP_ALL_ZEROES (L2_BITMAP_ALL_ALLOC << 32)
 
 #define CRYPT_LUKS 2
-#define MAX_BITMAPS 65535
-#define MAX_BITMAP_DIRECTORY_SIZE (64ull * 1024 * 1024)
-#define MAX_BITMAP_TABLE_ENTRIES 0x8000000ull
-#define BME_TABLE_RESERVED_MASK 0xff000000000001feull
-#define BME_TABLE_OFFSET_MASK 0x00fffffffffffe00ull
-#define BME_TABLE_ALL_ONES 1ull
 
 /* Metadata kinds for the overlap check (as QEMU's "cached" template). */
 enum {
@@ -751,7 +745,7 @@ static int check_bitmaps_refcounts(struct chk *c)
 	if (ret < 0)
 		return ret;
 
-	/* Size bounded by MAX_BITMAP_DIRECTORY_SIZE when the extension was parsed. */
+	/* Size bounded by QCOW2_MAX_BITMAP_DIRECTORY_SIZE when the extension was parsed. */
 	dir = malloc(c->bitmap_dir_size ? c->bitmap_dir_size : 1);
 	if (!dir) {
 		c->res->check_errors++;
@@ -776,7 +770,7 @@ static int check_bitmaps_refcounts(struct chk *c)
 		name_size = vs_be16(dir + pos + 18);
 		extra = vs_be32(dir + pos + 20);
 		esize = (24 + (uint64_t)extra + name_size + 7) & ~7ull;
-		if (esize > c->bitmap_dir_size - pos || tbl_size > MAX_BITMAP_TABLE_ENTRIES ||
+		if (esize > c->bitmap_dir_size - pos || tbl_size > QCOW2_BME_MAX_TABLE_SIZE ||
 		    !tbl_off || offset_into_cluster(c, tbl_off))
 			goto broken;
 		pos += esize;
@@ -801,10 +795,10 @@ static int check_bitmaps_refcounts(struct chk *c)
 		}
 		for (uint32_t i = 0; i < tbl_size; i++) {
 			uint64_t e = vs_be64((const uint8_t *)&tbl[i]);
-			uint64_t off = e & BME_TABLE_OFFSET_MASK;
+			uint64_t off = e & QCOW2_BME_TABLE_OFFSET_MASK;
 
-			if ((e & BME_TABLE_RESERVED_MASK) || offset_into_cluster(c, off) ||
-			    (off && (e & BME_TABLE_ALL_ONES))) {
+			if ((e & QCOW2_BME_TABLE_RESERVED_MASK) || offset_into_cluster(c, off) ||
+			    (off && (e & QCOW2_BME_TABLE_ALL_ONES))) {
 				c->res->corruptions++;
 				continue;
 			}
@@ -1440,8 +1434,8 @@ static int parse_extensions(struct chk *c, const uint8_t *hdr, size_t hdr_len)
 			c->nb_bitmaps = vs_be32(d);
 			c->bitmap_dir_size = vs_be64(d + 8);
 			c->bitmap_dir_offset = vs_be64(d + 16);
-			if (c->nb_bitmaps > MAX_BITMAPS || vs_be32(d + 4) ||
-			    c->bitmap_dir_size > MAX_BITMAP_DIRECTORY_SIZE ||
+			if (c->nb_bitmaps > QCOW2_MAX_BITMAPS || vs_be32(d + 4) ||
+			    c->bitmap_dir_size > QCOW2_MAX_BITMAP_DIRECTORY_SIZE ||
 			    offset_into_cluster(c, c->bitmap_dir_offset) ||
 			    (c->nb_bitmaps && !c->bitmap_dir_size))
 				return vs_error_set(c->err, -EINVAL,

@@ -18,6 +18,8 @@
  * The header cluster and clusters holding compressed data stay in place
  * (compressed clusters share host clusters). Images with internal
  * snapshots are refused: their clusters are shared between L1 tables.
+ * Persistent bitmaps are taken off the disk first and stored again, in new
+ * clusters, when the image is closed.
  */
 #include "qcow2.h"
 
@@ -363,6 +365,12 @@ static int compact_locked(struct vs_node *node, vs_progress_fn *progress, void *
 	if (s->corrupt)
 		return vs_error_set(err, -EIO, "'%s' is marked corrupt", node->filename);
 	qcow2_drain_unlocked(s);
+	/* Their clusters would move under them: the bitmaps are stored again on close. */
+	ret = qcow2_bitmaps_release(node);
+	if (ret < 0)
+		return vs_error_setf_errno(err, ret,
+					   "Could not take the bitmaps of '%s' off the disk",
+					   node->filename);
 	ret = qcow2_flush_metadata(node);
 	if (ret == 0)
 		ret = vs_node_flush(node->file);

@@ -86,6 +86,25 @@ static inline unsigned qcow2_csize_shift(unsigned cluster_bits)
 #define QCOW2_SNAPSHOT_EXTRA_V3 16 /* vm_state_size_large + disk_size */
 #define QCOW2_SNAPSHOT_EXTRA_ICOUNT 24
 
+/* Bitmaps extension, directory entries and bitmap tables; QEMU's limits. */
+#define QCOW2_MAX_BITMAPS 65535
+#define QCOW2_MAX_BITMAP_DIRECTORY_SIZE (1024u * QCOW2_MAX_BITMAPS)
+#define QCOW2_BITMAPS_EXT_SIZE 24
+#define QCOW2_BME_MAX_TABLE_SIZE 0x8000000u
+#define QCOW2_BME_MAX_PHYS_SIZE 0x20000000u
+#define QCOW2_BME_MIN_GRANULARITY_BITS 9
+#define QCOW2_BME_MAX_GRANULARITY_BITS 31
+#define QCOW2_BME_MAX_NAME_SIZE 1023
+#define QCOW2_BME_FLAG_IN_USE (1u << 0)
+#define QCOW2_BME_FLAG_AUTO (1u << 1)
+#define QCOW2_BME_FLAG_EXTRA_DATA_COMPATIBLE (1u << 2)
+#define QCOW2_BME_RESERVED_FLAGS (~7u)
+#define QCOW2_BME_TYPE_DIRTY_TRACKING 1
+#define QCOW2_BME_ENTRY_FIXED_SIZE 24
+#define QCOW2_BME_TABLE_OFFSET_MASK 0x00fffffffffffe00ull
+#define QCOW2_BME_TABLE_ALL_ONES 1ull
+#define QCOW2_BME_TABLE_RESERVED_MASK 0xff000000000001feull
+
 /* The decoded header. */
 struct qcow2_header {
 	uint32_t magic;

@@ -300,6 +300,13 @@ static int parse_extensions(struct vs_node *node, const uint8_t *buf, size_t len
 			}
 			break;
 		}
+		case QCOW2_EXT_BITMAPS: {
+			int ret = qcow2_bitmaps_parse_ext(node, data, elen, err);
+
+			if (ret < 0)
+				return ret;
+			break;
+		}
 		default:
 			/* Unknown or unused here: stays in the file untouched. */
 			break;
@@ -593,11 +600,13 @@ static void qcow2_free_state(struct qcow2_state *s)
 	s->features = NULL;
 	free(s->hdr_raw);
 	s->hdr_raw = NULL;
+	qcow2_bitmaps_free(&s->bitmaps);
 }
 
 static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, struct vs_error *err)
 {
 	struct qcow2_state *s = qcow2_state(node);
+	uint64_t keep_autoclear;
 	uint8_t *c0 = NULL;
 	int ret;
 
@@ -652,13 +661,14 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	if (ret < 0)
 		goto fail;
 
-	/* A check keeps the bits: it repairs what it understands and nothing else. */
-	if (!node->read_only && s->hdr.autoclear_features && !opts->for_check) {
-		if (s->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
-			vs_warn("qcow2: '%s': persistent dirty bitmaps are not supported; "
-				"they are invalidated by this read-write open",
-				node->filename);
-		s->hdr.autoclear_features = 0;
+	/*
+	 * A check keeps the bits: it repairs what it understands and nothing
+	 * else. Other opens for writing clear the bits of extensions they do
+	 * not keep valid; the bitmaps they do keep (qcow2-bitmap.c).
+	 */
+	keep_autoclear = s->bitmaps.ext_nb ? QCOW2_AUTOCLEAR_BITMAPS : 0;
+	if (!node->read_only && (s->hdr.autoclear_features & ~keep_autoclear) && !opts->for_check) {
+		s->hdr.autoclear_features &= keep_autoclear;
 		ret = qcow2_header_update(node);
 		if (ret < 0) {
 			vs_error_setf_errno(err, ret, "qcow2: updating the header of '%s'",
@@ -666,6 +676,9 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 			goto fail;
 		}
 	}
+	ret = qcow2_bitmaps_load(node, !node->read_only && !opts->for_check, !opts->for_check, err);
+	if (ret < 0)
+		goto fail;
 
 	node->size = s->hdr.size;
 	if (opts->snapshot)
@@ -695,7 +708,12 @@ static void qcow2_close(struct vs_node *node)
 	vs_co_mutex_lock(&s->lock);
 	qcow2_drain_unlocked(s);
 	if (!node->read_only && s->l2_cache) {
-		int ret = qcow2_flush_metadata(node);
+		int ret = qcow2_bitmaps_store(node);
+
+		if (ret < 0)
+			vs_warn("qcow2: '%s': could not store the bitmaps: %s; they stay in_use",
+				node->filename, strerror(-ret));
+		ret = qcow2_flush_metadata(node);
 
 		if (ret == 0)
 			ret = vs_node_flush(node->file);
@@ -743,6 +761,12 @@ static int qcow2_write_compressed(struct vs_node *node, uint64_t offset, uint64_
 
 static int qcow2_submit(struct vs_node *node, struct vs_req *req)
 {
+	struct qcow2_state *s = qcow2_state(node);
+
+	/* Dirty tracking: bits in memory, set before the data can change. */
+	if (s->bitmaps.nb_tracking &&
+	    (req->op == VS_OP_WRITE || req->op == VS_OP_DISCARD || req->op == VS_OP_WRITE_ZEROES))
+		qcow2_bitmaps_mark(&s->bitmaps, req->offset, req->len);
 	switch (req->op) {
 	case VS_OP_READ:
 		return qcow2_co_readv(node, req->offset, req->len, req->iov, req->niov);
@@ -819,6 +843,8 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 		if (ret == 0)
 			node->size = size;
 	}
+	if (ret == 0)
+		ret = qcow2_bitmaps_resize(node, size);
 	vs_co_mutex_unlock(&s->lock);
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "qcow2: resizing '%s'", node->filename);
@@ -916,7 +942,7 @@ static int qcow2_get_info(struct vs_node *node, struct vs_image_info *info)
 		info_bool(info, "corrupt", !!(h->incompatible_features & QCOW2_INCOMPAT_CORRUPT));
 		info_bool(info, "extended-l2", s->extl2);
 	}
-	return 0;
+	return qcow2_bitmaps_info(node, info);
 }
 
 static int qcow2_check(struct vs_node *node, struct vs_check_result *res, unsigned fix)
@@ -987,6 +1013,7 @@ const struct vs_driver vs_driver_qcow2 = {
 	.amend = qcow2_amend,
 	.compact = qcow2_compact,
 	.measure = qcow2_measure,
+	.bitmap = qcow2_bitmap_op,
 	.supported_write_flags = VS_REQ_COMPRESSED,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP,
 };

@@ -19,6 +19,7 @@
 #include <sys/uio.h>
 
 #include "driver.h"
+#include "qcow2-bitmap.h"
 #include "qcow2-format.h"
 #include "qcow2-snapshot.h"
 
@@ -142,6 +143,8 @@ struct qcow2_state {
 	struct qcow2_feature_name *features;
 	unsigned nb_features;
 
+	struct qcow2_bitmaps bitmaps;
+
 	bool read_only;
 	bool corrupt; /* refuse writes: metadata found inconsistent */
 	bool lazy_refcounts;
@@ -253,6 +256,12 @@ int qcow2_snapshot_table_rewrite(struct vs_node *node);
 /* qcow2-amend.c */
 int qcow2_set_backing(struct vs_node *node, const char *backing, const char *fmt,
 		      struct vs_error *err);
+/*
+ * Lock held. Write the header cluster again from the state (fixed header,
+ * backing file and format, the bitmaps extension of s->bitmaps, every other
+ * extension kept as it is), then flush.
+ */
+int qcow2_header_cluster_rewrite(struct vs_node *node);
 /* qemu-img amend: compat, lazy_refcounts, refcount_bits, backing_file, backing_fmt, size. */
 int qcow2_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts, struct vs_error *err);
 

@@ -64,6 +64,23 @@ qemu-io -f qcow2 -c "write -P 0x9a 1k 2k" "$f" >/dev/null
 qemu-img snapshot -c two "$f"
 cp "$f" "$img/snapshots"
 head -c 4096 "$f" >"$hdr/snapshots"
+# Persistent bitmaps: enabled with written granules, disabled, 512-byte
+# granularity, one left in_use (a writer that crashed).
+bitmaps()
+{
+	local name=$1 f=$tmp/$1.qcow2
+	shift
+	qemu-img create -q -f qcow2 -o cluster_size=512 "$f" 1M
+	qemu-img bitmap --add -g 4k "$f" on
+	qemu-img bitmap --add -g 512 --disable "$f" off
+	qemu-io -f qcow2 -c "write -P 0xb1 0 2k" -c "write -P 0xb2 256k 4k" "$f" >/dev/null
+	qemu-img bitmap --add --disable "$f" empty
+	cp "$f" "$img/$name"
+	head -c 4096 "$f" >"$hdr/$name"
+}
+bitmaps bitmaps
+cp "$img/bitmaps" "$img/bitmaps-in-use"
+python3 "$here/../integration/qcow2_bitmap_damage.py" "$img/bitmaps-in-use" in-use
 # Damaged variants (the catalogue's kinds in small): a dirty bit with stale
 # refcounts, a truncated file, a zeroed refcount table, a bad L1 offset.
 cp "$img/lazy-4k" "$img/lazy-dirty"

@@ -245,6 +245,15 @@ struct vs_snapshot_info {
 	uint64_t vm_clock_nsec;
 	uint64_t icount; /* UINT64_MAX if absent */
 };
+/* A persistent dirty bitmap as qemu-img info lists it. */
+#define VS_BITMAP_NAME_MAX 1023
+#define VS_BITMAP_FLAG_IN_USE 0x1 /* "in-use": not known to be consistent */
+#define VS_BITMAP_FLAG_AUTO 0x2	  /* "auto": enabled, tracks writes */
+struct vs_bitmap_info {
+	char name[VS_BITMAP_NAME_MAX + 1];
+	uint64_t granularity;
+	unsigned flags; /* VS_BITMAP_FLAG_* */
+};
 struct vs_image_info {
 	char format[32];
 	uint64_t virtual_size;
@@ -260,6 +269,8 @@ struct vs_image_info {
 	char specific_type[32]; /* "qcow2", or "" if no format-specific info */
 	struct vs_info_kv specific[VS_INFO_MAX_SPECIFIC];
 	unsigned nb_specific;
+	struct vs_bitmap_info *bitmaps; /* malloc'd, nb_bitmaps entries; NULL if none */
+	unsigned nb_bitmaps;
 };
 
 /*
@@ -267,7 +278,7 @@ struct vs_image_info {
  * with nothing left to free in @info.
  */
 int vs_node_get_info(struct vs_node *n, struct vs_image_info *info);
-/* Free what @info owns (backing names, snapshots) and clear them. NULL is a no-op. */
+/* Free what @info owns (backing names, snapshots, bitmaps) and clear them. NULL is a no-op. */
 void vs_image_info_free(struct vs_image_info *info);
 
 /* Result of a consistency check, as qemu-img check reports it. */
@@ -312,6 +323,31 @@ uint64_t vs_node_cluster_size(const struct vs_node *n);
 int vs_node_snapshot_create(struct vs_node *n, const char *name, struct vs_error *err);
 int vs_node_snapshot_apply(struct vs_node *n, const char *name_or_id, struct vs_error *err);
 int vs_node_snapshot_delete(struct vs_node *n, const char *name_or_id, struct vs_error *err);
+
+/* Persistent dirty bitmaps: one operation of qemu-img bitmap. */
+enum vs_bitmap_action {
+	VS_BITMAP_ADD,
+	VS_BITMAP_REMOVE,
+	VS_BITMAP_CLEAR,
+	VS_BITMAP_ENABLE,
+	VS_BITMAP_DISABLE,
+	VS_BITMAP_MERGE,
+};
+struct vs_bitmap_op {
+	enum vs_bitmap_action action;
+	const char *name;
+	uint64_t granularity; /* ADD: bytes, 0 for the default */
+	bool disabled;	      /* ADD: created disabled */
+	struct vs_node *src;  /* MERGE: the node holding @src_name (may be @n itself) */
+	const char *src_name; /* MERGE: set in @name every bit set in @src_name */
+};
+
+/*
+ * Coroutine context: apply @op to the persistent bitmaps of @n (opened
+ * read-write). The messages are qemu's ("Dirty bitmap 'x' not found").
+ * Returns 0, -ENOTSUP if the format has no bitmaps, or -errno with @err.
+ */
+int vs_node_bitmap(struct vs_node *n, const struct vs_bitmap_op *op, struct vs_error *err);
 
 /*
  * Change format options of an existing image (qemu-img amend): compat,
