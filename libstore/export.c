@@ -11,6 +11,7 @@
 #include "vstor/export.h"
 #include "iov.h"
 #include "vstor/node.h"
+#include "vstor/reactor.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -28,6 +29,11 @@ struct vs_export {
 	enum vs_export_detect_zeroes detect_zeroes;
 	struct vs_export_hooks hooks;
 	struct vs_export_stats stats;
+	/* vs_export_drain_begin(): requests wait at the entry while @quiesced. */
+	unsigned active;
+	bool quiesced;
+	struct vs_co_queue held;
+	struct vs_co_queue drained;
 };
 
 static uint64_t visible_size(uint64_t node_size, uint32_t block_size)
@@ -162,6 +168,30 @@ static void account(struct vs_export *e, enum vs_export_op op, uint64_t len, int
 	s->latency_us[latency_bucket(clock_ns() - start_ns)]++;
 }
 
+static void export_leave(struct vs_export *e)
+{
+	if (--e->active == 0 && e->quiesced)
+		vs_co_queue_wake_all(&e->drained);
+}
+
+void vs_export_drain_begin(struct vs_export *e)
+{
+	e->quiesced = true;
+	while (e->active)
+		vs_co_queue_wait(&e->drained);
+}
+
+void vs_export_drain_end(struct vs_export *e)
+{
+	e->quiesced = false;
+	vs_co_queue_wake_all(&e->held);
+}
+
+void vs_export_set_node(struct vs_export *e, struct vs_node *node)
+{
+	e->node = node;
+}
+
 int vs_export_begin(struct vs_export *e, enum vs_export_op op, uint64_t offset, uint64_t len,
 		    struct vs_export_span *span)
 {
@@ -169,11 +199,17 @@ int vs_export_begin(struct vs_export *e, enum vs_export_op op, uint64_t offset, 
 
 	*span = (struct vs_export_span){ .op = op, .offset = offset, .len = len };
 	span->start_ns = clock_ns();
+	while (e->quiesced)
+		vs_co_queue_wait(&e->held);
+	e->active++;
 	ret = vs_export_check(e, op, offset, len);
 	if (ret == 0 && e->hooks.before_request)
 		ret = e->hooks.before_request(e->hooks.opaque, op, offset, len);
-	if (ret < 0 && op < VS_EXPORT_OP_COUNT)
-		account(e, op, len, ret, span->start_ns);
+	if (ret < 0) {
+		if (op < VS_EXPORT_OP_COUNT)
+			account(e, op, len, ret, span->start_ns);
+		export_leave(e);
+	}
 	return ret;
 }
 
@@ -184,6 +220,7 @@ static void finish(struct vs_export *e, const struct vs_export_span *span, int r
 	    span->op != VS_EXPORT_OP_READ && span->op != VS_EXPORT_OP_FLUSH)
 		e->hooks.after_write(e->hooks.opaque, span->op, span->offset, span->len);
 	account(e, span->op, span->len, ret, span->start_ns);
+	export_leave(e);
 }
 
 void vs_export_end(struct vs_export *e, const struct vs_export_span *span, int ret)

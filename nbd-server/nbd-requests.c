@@ -106,7 +106,7 @@ static int req_read_simple(struct nbd_req *r)
  */
 static int read_extents(struct nbd_req *r, struct extent *ext, unsigned *pcount)
 {
-	struct vs_node *n = r->conn->exp->node;
+	struct vs_node *n = vs_export_node(r->conn->exp->exp);
 	unsigned count = 0;
 	uint64_t pos = 0;
 	int ret;
@@ -301,7 +301,7 @@ static int req_block_status(struct nbd_req *r)
 	if (!ext)
 		return nbd_send_status(r, -ENOMEM);
 	merged = ext + NBD_MAX_EXTENTS;
-	ret = collect_extents(c->exp->node, r->offset, len, ext,
+	ret = collect_extents(vs_export_node(c->exp->exp), r->offset, len, ext,
 			      (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : NBD_MAX_EXTENTS, &count);
 	if (ret < 0 || count == 0) {
 		free(ext);

@@ -235,7 +235,7 @@ int vs_nbd_server_remove_export(struct vs_nbd_server *s, const char *name, struc
 			vs_co_queue_wait(&s->idle_wait);
 	} while (busy);
 	if (!e->read_only)
-		vs_node_flush(e->node);
+		vs_node_flush(vs_export_node(e->exp));
 	/* The node may go away now: nothing reaches it through this export. */
 	e->node = NULL;
 	free_removed(s);
@@ -552,7 +552,7 @@ int vs_nbd_server_shutdown(struct vs_nbd_server *s)
 		vs_co_queue_wait(&s->idle_wait);
 	for (struct nbd_export *e = s->exports; e; e = e->next) {
 		if (!e->read_only) {
-			int r = vs_node_flush(e->node);
+			int r = vs_node_flush(vs_export_node(e->exp));
 
 			if (r < 0 && ret == 0)
 				ret = r;

@@ -695,7 +695,7 @@ static void conn_main(void *opaque)
 	conn_reset_device(c);
 	/* A front end that goes away (QEMU killed) leaves a consistent image. */
 	if (!b->opts.read_only) {
-		ret = vs_node_flush(b->opts.node);
+		ret = vs_node_flush(vs_export_node(vs_vhost_blk_get_export(b)));
 		if (ret < 0)
 			vu_log(b, "flush after the front end left: %s", strerror(-ret));
 	}
@@ -907,7 +907,7 @@ int vs_vhost_blk_shutdown(struct vs_vhost_blk *b)
 	while (b->nconns || b->listener_alive || b->watchdog)
 		vs_co_queue_wait(&b->idle_wait);
 	close_fd(&b->listen_fd);
-	return b->opts.read_only ? 0 : vs_node_flush(b->opts.node);
+	return b->opts.read_only ? 0 : vs_node_flush(vs_export_node(vs_vhost_blk_get_export(b)));
 }
 
 void vs_vhost_blk_wait_idle(struct vs_vhost_blk *b)

@@ -416,6 +416,22 @@ static int add_node(struct qmp_call *call, const struct node_opts *parent, struc
 	return open_protocol(call, d->name, o, out);
 }
 
+struct vd_node *vd_node_add(const char *name, struct vs_node *node)
+{
+	struct vd_node *n = calloc(1, sizeof(*n));
+
+	if (n)
+		n->name = strdup(name);
+	if (!n || !n->name) {
+		free(n);
+		return NULL;
+	}
+	n->node = node;
+	*nodes_tail = n;
+	nodes_tail = &n->next;
+	return n;
+}
+
 static int cmd_blockdev_add(struct qmp_call *call)
 {
 	struct node_opts o = { 0 };
@@ -435,21 +451,15 @@ static int cmd_blockdev_add(struct qmp_call *call)
 				 name);
 	if (add_node(call, NULL, &node, &o) < 0)
 		return -1;
-	n = calloc(1, sizeof(*n));
-	if (n)
-		n->name = strdup(name);
-	if (!n || !n->name) {
-		free(n);
+	n = vd_node_add(name, node);
+	if (!n) {
 		vs_node_close(node);
 		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
 	}
-	n->node = node;
 	n->direct = o.direct;
 	n->no_flush = o.no_flush;
 	n->discard = o.discard;
 	n->detect_zeroes = o.detect_zeroes;
-	*nodes_tail = n;
-	nodes_tail = &n->next;
 	return 0;
 }
 QMP_COMMAND(blockdev_add, "blockdev-add", cmd_blockdev_add, .params = NULL)

@@ -33,6 +33,9 @@ struct vd_node *vd_node_find(const char *name);
  */
 struct vd_node *vd_node_lookup(struct qmp_call *call, const char *name);
 
+/* Name @node (its reference moves to the table); NULL when out of memory. */
+struct vd_node *vd_node_add(const char *name, struct vs_node *node);
+
 /* The name a query shows for @node: its node-name, or an automatic "#blockN". */
 const char *vd_node_name_of(struct vs_node *node);
 

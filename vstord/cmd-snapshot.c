@@ -6,10 +6,12 @@
  * change (vs_node_drain_begin), so requests of an export on it wait for the
  * few milliseconds it takes instead of racing the snapshot's metadata.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "block.h"
+#include "export.h"
 #include "qmp.h"
 
 /* The snapshots of @node (freed with vs_image_info_free), or -1 after qmp_error. */
@@ -142,3 +144,122 @@ static int cmd_snapshot_delete_internal(struct qmp_call *call)
 }
 QMP_COMMAND(snapshot_delete_internal, "blockdev-snapshot-delete-internal-sync",
 	    cmd_snapshot_delete_internal, .params = QMP_PARAMS("device", "id", "name"))
+
+/* ---- external snapshots ---- */
+
+/*
+ * Put @overlay (whose backing node is @base already) above @base for
+ * everything that used @base: the exports of @base are drained, pointed at
+ * @overlay, and let go on. Requests never see a half-switched graph.
+ */
+static void switch_to_overlay(struct vs_node *base, struct vs_node *overlay)
+{
+	vd_exports_drain_begin(base);
+	vs_node_drain_begin(base);
+	vd_exports_drain_end(base, overlay);
+	vs_node_drain_end(base);
+}
+
+static int cmd_snapshot_sync(struct qmp_call *call)
+{
+	const char *device = NULL, *node_name = NULL, *file, *overlay_name = NULL;
+	const char *format = "qcow2", *mode = "absolute-paths";
+	struct vs_error err = { 0 };
+	struct vs_node *overlay = NULL;
+	struct vd_node *n;
+
+	if (qmp_arg_str(call, "device", false, &device) < 0 ||
+	    qmp_arg_str(call, "node-name", false, &node_name) < 0 ||
+	    qmp_arg_str(call, "snapshot-file", true, &file) < 0 ||
+	    qmp_arg_str(call, "snapshot-node-name", false, &overlay_name) < 0 ||
+	    qmp_arg_str(call, "format", false, &format) < 0 ||
+	    qmp_arg_str(call, "mode", false, &mode) < 0)
+		return -1;
+	if (strcmp(mode, "absolute-paths") && strcmp(mode, "existing"))
+		return qmp_error(call, QMP_ERR_GENERIC,
+				 "Parameter 'mode' does not accept value '%s'", mode);
+	/* vstord has no devices (BlockBackends), as qsd: nodes go by node-name. */
+	n = node_name ? vd_node_find(node_name) : NULL;
+	if (!n)
+		return qmp_error(call, QMP_ERR_GENERIC,
+				 "Cannot find device='%s' nor node-name='%s'", device ? device : "",
+				 node_name ? node_name : "");
+	if (!overlay_name)
+		return qmp_error(call, QMP_ERR_GENERIC, "New overlay node-name missing");
+	if (vd_node_find(overlay_name))
+		return qmp_error(call, QMP_ERR_GENERIC, "New overlay node-name already in use");
+	if (vs_node_is_read_only(n->node))
+		return qmp_error(call, QMP_ERR_GENERIC, "Device '%s' is read only", node_name);
+	if (!strcmp(mode, "absolute-paths")) {
+		struct vs_kv kv[] = {
+			{ "backing_file", vs_node_filename(n->node) },
+			{ "backing_fmt", vs_node_format(n->node) },
+		};
+
+		if (vs_image_create(file, format, vs_node_size(n->node), kv, 2, &err) < 0)
+			return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+	}
+	{
+		struct vs_open_opts oo = {
+			.filename = file,
+			.format = format,
+			.no_backing = true,
+			.cache = vs_node_cache_mode(n->node),
+		};
+
+		if (vs_image_open(&overlay, &oo, &err) < 0)
+			return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+	}
+	if (vs_node_size(overlay) != vs_node_size(n->node) ||
+	    vs_node_replace_backing(overlay, n->node, &err) < 0) {
+		if (!err.msg[0])
+			vs_error_set(&err, -EINVAL, "The overlay's size differs from the node's");
+		vs_node_close(overlay);
+		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+	}
+	if (!vd_node_add(overlay_name, overlay)) {
+		vs_node_close(overlay);
+		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+	}
+	switch_to_overlay(n->node, overlay);
+	return 0;
+}
+QMP_COMMAND(snapshot_sync, "blockdev-snapshot-sync", cmd_snapshot_sync,
+	    .params = QMP_PARAMS("device", "node-name", "snapshot-file", "snapshot-node-name",
+				 "format", "mode"))
+
+/* blockdev-snapshot: an overlay added with blockdev-add ("backing": null) goes above the node. */
+static int cmd_snapshot(struct qmp_call *call)
+{
+	const char *node_name, *overlay_name;
+	struct vs_error err = { 0 };
+	struct vd_node *n, *o;
+
+	if (qmp_arg_str(call, "node", true, &node_name) < 0 ||
+	    qmp_arg_str(call, "overlay", true, &overlay_name) < 0)
+		return -1;
+	n = vd_node_lookup(call, node_name);
+	if (!n)
+		return -1;
+	o = vd_node_lookup(call, overlay_name);
+	if (!o)
+		return -1;
+	if (vs_node_backing(o->node))
+		return qmp_error(call, QMP_ERR_GENERIC, "The overlay already has a backing image");
+	if (vs_node_is_read_only(o->node))
+		return qmp_error(call, QMP_ERR_GENERIC, "The overlay is read only");
+	if (vs_node_size(o->node) != vs_node_size(n->node))
+		return qmp_error(call, QMP_ERR_GENERIC,
+				 "The overlay's size differs from the node's");
+	if (vs_node_replace_backing(o->node, n->node, &err) < 0)
+		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+	/* The image's header names its new backing file too, as QEMU writes it. */
+	if (vs_node_set_backing(o->node, vs_node_filename(n->node), vs_node_format(n->node), &err) <
+	    0) {
+		vs_node_replace_backing(o->node, NULL, NULL);
+		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+	}
+	switch_to_overlay(n->node, o->node);
+	return 0;
+}
+QMP_COMMAND(snapshot, "blockdev-snapshot", cmd_snapshot, .params = QMP_PARAMS("node", "overlay"))

@@ -407,6 +407,33 @@ static void export_delete(struct vd_export *e)
 	json_object_put(data);
 }
 
+void vd_exports_drain_begin(struct vs_node *node)
+{
+	for (struct vd_export *e = exports; e; e = e->next) {
+		struct vs_export *x = e->node == node ? layer_export(e) : NULL;
+
+		if (x)
+			vs_export_drain_begin(x);
+	}
+}
+
+void vd_exports_drain_end(struct vs_node *node, struct vs_node *new_node)
+{
+	for (struct vd_export *e = exports; e; e = e->next) {
+		struct vs_export *x = e->node == node ? layer_export(e) : NULL;
+
+		if (!x)
+			continue;
+		if (new_node) {
+			/* The export's reference moves to the new node. */
+			vs_export_set_node(x, new_node);
+			e->node = vs_node_ref(new_node);
+			vs_node_close(node);
+		}
+		vs_export_drain_end(x);
+	}
+}
+
 bool vd_export_uses(const struct vs_node *node)
 {
 	for (struct vd_export *e = exports; e; e = e->next)

@@ -17,6 +17,15 @@ bool vd_export_uses(const struct vs_node *node);
 /* The fuzz target's: every address is refused, no socket is ever created. */
 void vd_export_refuse_addresses(void);
 
+/*
+ * A graph change under the exports of @node: drain_begin holds their new
+ * requests and waits for those in flight; drain_end points them at
+ * @new_node (their references move; NULL: no change) and lets the held
+ * requests run there.
+ */
+void vd_exports_drain_begin(struct vs_node *node);
+void vd_exports_drain_end(struct vs_node *node, struct vs_node *new_node);
+
 /* Deletes every export and stops the NBD server (the daemon stops). */
 void vd_export_close_all(void);
 

@@ -170,6 +170,17 @@ struct vs_export_stats {
 	struct vs_export_op_stats op[VS_EXPORT_OP_COUNT];
 };
 
+/*
+ * Coroutine context. A change of the graph under an export (an external
+ * snapshot, a pivot): drain_begin holds new requests at the export's entry
+ * and returns once those in it have finished; vs_export_set_node() points
+ * the export at another node (borrowed, of the same size), and drain_end
+ * lets the held requests run, on the new node. One drain at a time.
+ */
+void vs_export_drain_begin(struct vs_export *e);
+void vs_export_drain_end(struct vs_export *e);
+void vs_export_set_node(struct vs_export *e, struct vs_node *node);
+
 /* Copy the counters since the export was created into @st. */
 void vs_export_get_stats(const struct vs_export *e, struct vs_export_stats *st);
 
