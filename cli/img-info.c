@@ -24,6 +24,7 @@ struct info_args {
 	enum img_output output;
 	bool chain;
 	bool force_share;
+	const char *key_secret; /* --image-opts key-secret= */
 	int rc;
 };
 
@@ -236,6 +237,7 @@ static int info_collect_chain(struct info_args *a, struct info_chain *c)
 		.fmt = a->fmt,
 		.force_share = a->force_share,
 		.no_backing = !a->chain,
+		.key_secret = a->key_secret,
 	};
 	struct vs_node *top, *node;
 	int ret;
@@ -318,6 +320,8 @@ int img_cmd_info(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct info_args a = { .output = IMG_OUTPUT_HUMAN, .rc = 1 };
+	struct img_kv_list io = { 0 };
+	bool image_opts = false;
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1) {
@@ -342,9 +346,12 @@ int img_cmd_info(int argc, char **argv)
 			a.chain = true;
 			break;
 		case OPT_OBJECT:
+			if (img_object_add(optarg) < 0)
+				return 1;
+			break;
 		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return 1;
+			image_opts = true;
+			break;
 		default:
 			return img_getopt_error(argv, c);
 		}
@@ -353,7 +360,19 @@ int img_cmd_info(int argc, char **argv)
 		return img_usage_error("Expecting one image file name");
 	a.filename = argv[optind];
 	img_set_json_errors(a.output == IMG_OUTPUT_JSON);
+	if (image_opts) {
+		struct img_open_args oa = { .fmt = a.fmt };
+
+		if (img_image_opts(&io, argv[optind], &oa) < 0) {
+			img_kv_free(&io);
+			return 1;
+		}
+		a.filename = oa.filename;
+		a.fmt = oa.fmt;
+		a.key_secret = oa.key_secret;
+	}
 	if (img_run(info_co, &a) < 0)
-		return 1;
+		a.rc = 1;
+	img_kv_free(&io);
 	return a.rc;
 }
