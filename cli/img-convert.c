@@ -507,6 +507,19 @@ static int conv_create_target(struct conv_args *a)
 	return 0;
 }
 
+/* Whether @n is encrypted: its fresh areas do not read as zeroes (no zero init). */
+static bool conv_target_encrypted(struct vs_node *n)
+{
+	struct vs_image_info info = { 0 };
+	bool enc;
+
+	if (vs_node_get_info(n, &info) < 0)
+		return true; /* unknown: do not skip zeroes */
+	enc = info.encrypted;
+	vs_image_info_free(&info);
+	return enc;
+}
+
 static int conv_open_target(struct conv_args *a)
 {
 	struct img_open_args oa = {
@@ -537,6 +550,8 @@ static int conv_open_target(struct conv_args *a)
 		return -EINVAL;
 	}
 	a->target_zero = !a->tbacking && (!a->no_create || a->target_is_zero);
+	if (a->target_zero && !a->target_is_zero && conv_target_encrypted(a->target))
+		a->target_zero = false; /* a new encrypted image reads as garbage, not zeroes */
 	a->cluster = vs_node_cluster_size(a->target);
 	if (!a->cluster)
 		a->cluster = 65536;

@@ -101,6 +101,14 @@ qemu_img compare "${SEC[@]}" --image-opts "$(luks_opts c.luks)" \
 assert_rc 0 vstor_img convert "${SEC[@]}" --image-opts "$(luks_opts c.luks)" -O raw back.raw
 cmp -s back.raw src.raw || fail "convert luks -> raw"
 
+# A sparse source: the zeroes must be written (a new luks image does not read as zeroes).
+truncate -s 4M sparse.raw
+printf 'data in the middle' | dd of=sparse.raw bs=1 seek=$((1 << 20)) conv=notrunc status=none
+rm -f s.luks
+assert_rc 0 vstor_img convert "${SEC[@]}" -O luks -o "key-secret=s0,$ITER" sparse.raw s.luks
+qemu_img compare "${SEC[@]}" --image-opts "$(luks_opts s.luks)" \
+	driver=raw,file.filename=sparse.raw >/dev/null || fail "convert of a sparse raw -> luks"
+
 # The file holds ciphertext only: a written pattern is nowhere in it.
 rm -f p.luks
 assert_rc 0 vstor_img create -q -f luks "${SEC[@]}" -o "key-secret=s0,$ITER" p.luks 1M
