@@ -43,7 +43,7 @@ static int luks_probe(const uint8_t *buf, size_t len, const char *filename)
 /* Key slots are tried on a worker thread: PBKDF2 takes its iter-time. */
 struct unlock_job {
 	const struct vs_luks_header *hdr;
-	const uint8_t *material; /* all slots' key material, from sector 0 */
+	uint8_t *material[VS_LUKS_NUM_SLOTS]; /* each active slot's split key */
 	const void *pass;
 	size_t passlen;
 	uint8_t mk[VS_CRYPTO_MAX_KEY];
@@ -60,30 +60,35 @@ static void unlock_fn(void *arg)
 
 		if (s->active != VS_LUKS_SLOT_ACTIVE)
 			continue;
-		j->ret = vs_luks_slot_unlock(j->hdr, i,
-					     j->material + (size_t)s->key_offset * VS_CRYPTO_SECTOR,
-					     j->pass, j->passlen, j->mk);
+		j->ret = vs_luks_slot_unlock(j->hdr, i, j->material[i], j->pass, j->passlen, j->mk);
 	}
 }
 
 static int luks_unlock(struct vs_node *node, struct luks_state *s, const void *pass, size_t passlen,
 		       struct vs_error *err)
 {
-	size_t area = (size_t)s->hdr.payload_offset * VS_CRYPTO_SECTOR;
+	/* Only the split keys are read: at most 8 x 256000 bytes, whatever the header says. */
+	size_t split = (size_t)s->hdr.key_bytes * VS_LUKS_STRIPES;
 	struct unlock_job j = { .hdr = &s->hdr, .pass = pass, .passlen = passlen };
-	uint8_t *material = vs_buf_alloc(area);
-	int ret;
+	int ret = 0;
 
-	if (!material)
-		return vs_error_set(err, -ENOMEM, "Out of memory");
-	ret = vs_node_pread(node->file, 0, material, area);
-	if (ret < 0) {
-		free(material);
-		return vs_error_setf_errno(err, ret, "Could not read LUKS key material");
+	for (unsigned i = 0; i < VS_LUKS_NUM_SLOTS && ret == 0; i++) {
+		if (s->hdr.slots[i].active != VS_LUKS_SLOT_ACTIVE)
+			continue;
+		j.material[i] = vs_buf_alloc(split);
+		if (!j.material[i])
+			ret = -ENOMEM;
+		else
+			ret = vs_node_pread(node->file,
+					    (uint64_t)s->hdr.slots[i].key_offset * VS_CRYPTO_SECTOR,
+					    j.material[i], split);
 	}
-	j.material = material;
-	vs_co_run_in_worker(unlock_fn, &j);
-	free(material);
+	if (ret == 0)
+		vs_co_run_in_worker(unlock_fn, &j);
+	for (unsigned i = 0; i < VS_LUKS_NUM_SLOTS; i++)
+		free(j.material[i]);
+	if (ret < 0)
+		return vs_error_setf_errno(err, ret, "Could not read LUKS key material");
 	if (j.ret == -EACCES)
 		return vs_error_set(err, -EACCES, "Invalid password, cannot unlock any keyslot");
 	if (j.ret < 0)
@@ -109,12 +114,12 @@ static int luks_open(struct vs_node *node, const struct vs_open_opts *opts, stru
 				    opts->snapshot);
 	if (node->file->size < VS_LUKS_HDR_SIZE)
 		return vs_error_set(err, -EINVAL, "Volume is not in LUKS format");
-	buf = vs_buf_alloc(VS_CRYPTO_SECTOR * 2);
+	buf = vs_buf_alloc(VS_LUKS_HDR_SIZE);
 	if (!buf)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
-	ret = vs_node_pread(node->file, 0, buf, VS_CRYPTO_SECTOR * 2);
+	ret = vs_node_pread(node->file, 0, buf, VS_LUKS_HDR_SIZE);
 	if (ret == 0)
-		ret = vs_luks_parse(&s->hdr, buf, VS_CRYPTO_SECTOR * 2, node->file->size, msg,
+		ret = vs_luks_parse(&s->hdr, buf, VS_LUKS_HDR_SIZE, node->file->size, msg,
 				    sizeof(msg));
 	else
 		snprintf(msg, sizeof(msg), "Could not read the LUKS header");

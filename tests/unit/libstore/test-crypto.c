@@ -173,6 +173,8 @@ static void test_luks_header_slots(void **state)
 		vs_luks_choose(&p, "twofish-256", NULL, NULL, NULL, NULL, msg, sizeof(msg)), 0);
 	assert_int_not_equal(
 		vs_luks_choose(&p, "aes-192", "xts", NULL, NULL, NULL, msg, sizeof(msg)), 0);
+	assert_int_not_equal(
+		vs_luks_choose(&p, "aes-192", "cbc", NULL, NULL, NULL, msg, sizeof(msg)), 0);
 	free(mat);
 }
 
