@@ -77,6 +77,24 @@ static void json_snapshot(struct json_writer *w, const struct vs_snapshot_info *
 	json_obj_end(w);
 }
 
+static void json_key_slots(struct json_writer *w, const struct vs_image_info *info)
+{
+	json_arr_begin(w, "slots");
+	for (unsigned i = 0; i < info->nb_key_slots; i++) {
+		const struct vs_info_key_slot *k = &info->key_slots[i];
+
+		json_obj_begin(w, NULL);
+		json_bool(w, "active", k->active);
+		if (k->active)
+			json_uint(w, "iters", k->iters);
+		json_uint(w, "key-offset", k->key_offset);
+		if (k->active)
+			json_uint(w, "stripes", k->stripes);
+		json_obj_end(w);
+	}
+	json_arr_end(w);
+}
+
 static void json_specific(struct json_writer *w, const struct vs_image_info *info)
 {
 	unsigned idx[VS_INFO_MAX_SPECIFIC];
@@ -94,6 +112,8 @@ static void json_specific(struct json_writer *w, const struct vs_image_info *inf
 			json_int(w, kv->key, kv->i);
 		else
 			json_bool(w, kv->key, kv->b);
+		if (info->nb_key_slots && !strcmp(kv->key, "cipher-mode"))
+			json_key_slots(w, info);
 	}
 	json_obj_end(w);
 	json_obj_end(w);
@@ -152,6 +172,22 @@ void img_print_snapshots(const struct vs_image_info *info)
 	}
 }
 
+static void human_key_slots(const struct vs_image_info *info)
+{
+	printf("    slots:\n");
+	for (unsigned i = 0; i < info->nb_key_slots; i++) {
+		const struct vs_info_key_slot *k = &info->key_slots[i];
+
+		printf("        [%u]:\n", i);
+		printf("            active: %s\n", k->active ? "true" : "false");
+		if (k->active)
+			printf("            iters: %" PRIu32 "\n", k->iters);
+		printf("            key offset: %" PRIu64 "\n", k->key_offset);
+		if (k->active)
+			printf("            stripes: %" PRIu32 "\n", k->stripes);
+	}
+}
+
 static void human_specific(const struct vs_image_info *info)
 {
 	unsigned idx[VS_INFO_MAX_SPECIFIC];
@@ -172,6 +208,8 @@ static void human_specific(const struct vs_image_info *info)
 			printf("    %s: %" PRId64 "\n", key, kv->i);
 		else
 			printf("    %s: %s\n", key, kv->b ? "true" : "false");
+		if (info->nb_key_slots && !strcmp(kv->key, "cipher-mode"))
+			human_key_slots(info);
 	}
 }
 

@@ -379,6 +379,7 @@ static int luks_create(const char *filename, uint64_t size, const struct vs_kv *
 	return ret;
 }
 
+/* The entries in qemu-img's order (its dictionary's iteration order). */
 static int luks_get_info(struct vs_node *node, struct vs_image_info *info)
 {
 	const struct luks_state *s = node->opaque;
@@ -392,12 +393,21 @@ static int luks_get_info(struct vs_node *node, struct vs_image_info *info)
 	snprintf(info->specific_type, sizeof(info->specific_type), "luks");
 	snprintf(alg, sizeof(alg), "%s-%u", h->cipher_name, h->cipher_bits);
 	vs_info_add_str(info, "ivgen-alg", iv);
-	if (h->spec.ivgen == VS_IVGEN_ESSIV)
-		vs_info_add_str(info, "ivgen-hash-alg", vs_hash_name(h->spec.ivgen_hash));
 	vs_info_add_str(info, "hash-alg", h->hash_spec);
 	vs_info_add_str(info, "cipher-alg", alg);
 	vs_info_add_str(info, "uuid", h->uuid);
+	if (h->spec.ivgen == VS_IVGEN_ESSIV)
+		vs_info_add_str(info, "ivgen-hash-alg", vs_hash_name(h->spec.ivgen_hash));
 	vs_info_add_str(info, "cipher-mode", h->spec.mode == VS_CIPHER_XTS ? "xts" : "cbc");
+	for (unsigned i = 0; i < VS_LUKS_NUM_SLOTS && i < VS_INFO_MAX_KEY_SLOTS; i++) {
+		const struct vs_luks_slot *sl = &h->slots[i];
+		struct vs_info_key_slot *k = &info->key_slots[info->nb_key_slots++];
+
+		k->active = sl->active == VS_LUKS_SLOT_ACTIVE;
+		k->iters = sl->iterations;
+		k->stripes = sl->stripes;
+		k->key_offset = (uint64_t)sl->key_offset * VS_CRYPTO_SECTOR;
+	}
 	vs_info_add_int(info, "payload-offset", (int64_t)s->payload);
 	vs_info_add_int(info, "master-key-iters", h->mk_digest_iter);
 	return 0;

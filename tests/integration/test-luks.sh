@@ -88,9 +88,13 @@ assert v["format-specific"]["type"] == "luks"
 for k, val in vd.items():
     assert qd.get(k) == val, (k, val, qd.get(k))
 for k in ("cipher-alg", "cipher-mode", "ivgen-alg", "hash-alg", "payload-offset", "uuid",
-          "master-key-iters"):
+          "master-key-iters", "slots"):
     assert k in vd, k
 PY
+	# The human form is qemu-img's, line for line.
+	vstor_img info v.luks >v-info.txt
+	qemu_img info v.luks >q-info.txt
+	diff q-info.txt v-info.txt >&2 || fail "[$n] human info differs from qemu-img's"
 done
 
 # convert raw -> luks -> raw, the target created by convert.

@@ -253,6 +253,14 @@ struct vs_info_kv {
 	int64_t i;
 	bool b;
 };
+/* A LUKS key slot, as qemu-img info lists them (format-specific "slots"). */
+#define VS_INFO_MAX_KEY_SLOTS 8
+struct vs_info_key_slot {
+	bool active;
+	uint32_t iters;	     /* active slots only */
+	uint32_t stripes;    /* active slots only */
+	uint64_t key_offset; /* bytes */
+};
 struct vs_snapshot_info {
 	char id[32];
 	char name[256];
@@ -277,6 +285,9 @@ struct vs_image_info {
 	char specific_type[32]; /* "qcow2", or "" if no format-specific info */
 	struct vs_info_kv specific[VS_INFO_MAX_SPECIFIC];
 	unsigned nb_specific;
+	/* Encrypted formats: the key slots (printed after "cipher-mode", as qemu-img does). */
+	struct vs_info_key_slot key_slots[VS_INFO_MAX_KEY_SLOTS];
+	unsigned nb_key_slots;
 };
 
 /*
