@@ -32,6 +32,8 @@
 
 struct conv_src {
 	const char *filename;
+	const char *fmt;	/* --image-opts driver=, else -f */
+	const char *key_secret; /* --image-opts key-secret= */
 	struct vs_node *node;
 	uint64_t size;
 	uint64_t start; /* offset of this source in the target */
@@ -50,6 +52,10 @@ struct conv_args {
 	const char *fmt, *out_fmt, *out_filename;
 	const char *backing, *backing_fmt, *snapshot;
 	struct img_kv_list opts;
+	struct img_kv_list image_opts,
+		target_opts; /* strings of --image-opts, --target-image-opts */
+	bool src_image_opts, target_image_opts;
+	const char *target_key_secret;
 	enum vs_cache_mode cache, src_cache;
 	bool compress, no_create, target_is_zero, out_of_order, progress, progress_json;
 	bool quiet, force_share;
@@ -458,15 +464,21 @@ static int conv_open_sources(struct conv_args *a)
 		struct conv_src *s = &a->src[i];
 		struct vs_open_opts o = {
 			.filename = s->filename,
-			.format = a->fmt,
+			.format = s->fmt,
 			.read_only = true,
 			.force_share = a->force_share,
 			.cache = a->src_cache,
 			.snapshot = a->snapshot,
 		};
 		struct vs_error err = { 0 };
-		int ret = vs_image_open(&s->node, &o, &err);
+		int ret = img_secret_fill(&o, s->key_secret);
 
+		if (ret < 0) {
+			s->node = NULL;
+			return ret;
+		}
+		ret = vs_image_open(&s->node, &o, &err);
+		img_secret_wipe(&o);
 		if (ret < 0) {
 			s->node = NULL;
 			img_error(ret, "Could not open '%s': %s", s->filename,
@@ -497,6 +509,19 @@ static int conv_create_target(struct conv_args *a)
 	return 0;
 }
 
+/* Whether @n is encrypted: its fresh areas do not read as zeroes (no zero init). */
+static bool conv_target_encrypted(struct vs_node *n)
+{
+	struct vs_image_info info = { 0 };
+	bool enc;
+
+	if (vs_node_get_info(n, &info) < 0)
+		return true; /* unknown: do not skip zeroes */
+	enc = info.encrypted;
+	vs_image_info_free(&info);
+	return enc;
+}
+
 static int conv_open_target(struct conv_args *a)
 {
 	struct img_open_args oa = {
@@ -504,6 +529,7 @@ static int conv_open_target(struct conv_args *a)
 		.fmt = a->out_fmt,
 		.writable = true,
 		.cache = a->cache,
+		.key_secret = a->target_key_secret,
 	};
 	uint64_t s;
 	int ret = img_open(&a->target, &oa);
@@ -526,6 +552,8 @@ static int conv_open_target(struct conv_args *a)
 		return -EINVAL;
 	}
 	a->target_zero = !a->tbacking && (!a->no_create || a->target_is_zero);
+	if (a->target_zero && !a->target_is_zero && conv_target_encrypted(a->target))
+		a->target_zero = false; /* a new encrypted image reads as garbage, not zeroes */
 	a->cluster = vs_node_cluster_size(a->target);
 	if (!a->cluster)
 		a->cluster = 65536;
@@ -832,10 +860,15 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 		case 'r':
 		case OPT_SALVAGE:
 		case OPT_OBJECT:
+			if (img_object_add(optarg) < 0)
+				return 1;
+			break;
 		case OPT_IMAGE_OPTS:
+			a->src_image_opts = true;
+			break;
 		case OPT_TARGET_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return 1;
+			a->target_image_opts = true;
+			break;
 		default:
 			return img_getopt_error(argv, c);
 		}
@@ -907,8 +940,34 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 		img_error(-ENOMEM, "Out of memory");
 		return 1;
 	}
-	for (unsigned i = 0; i < a->nb_src; i++)
-		a->src[i].filename = argv[optind + i];
+	for (unsigned i = 0; i < a->nb_src; i++) {
+		struct img_open_args oa = { .filename = argv[optind + i], .fmt = a->fmt };
+
+		if (a->src_image_opts) {
+			struct img_kv_list *l = &a->image_opts;
+
+			oa.filename = NULL;
+			if (img_image_opts(l, argv[optind + i], &oa) < 0)
+				return 1;
+		}
+		a->src[i].filename = oa.filename;
+		a->src[i].fmt = oa.fmt;
+		a->src[i].key_secret = oa.key_secret;
+	}
+	a->target_key_secret = img_kv_get(&a->opts, "key-secret");
+	if (a->target_image_opts) {
+		struct img_open_args oa = { .fmt = a->out_fmt };
+
+		if (!a->no_create) {
+			img_error(-EINVAL, "--target-image-opts requires use of -n flag");
+			return 1;
+		}
+		if (img_image_opts(&a->target_opts, a->out_filename, &oa) < 0)
+			return 1;
+		a->out_filename = oa.filename;
+		a->out_fmt = oa.fmt;
+		a->target_key_secret = oa.key_secret;
+	}
 	if (img_run(conv_co, a) < 0)
 		return 1;
 	return a->rc;
@@ -925,5 +984,7 @@ int img_cmd_convert(int argc, char **argv)
 
 	free(a.src);
 	img_kv_free(&a.opts);
+	img_kv_free(&a.image_opts);
+	img_kv_free(&a.target_opts);
 	return rc;
 }

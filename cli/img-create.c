@@ -400,8 +400,9 @@ static int create_main(struct create_args *a, int argc, char **argv)
 			a->unsafe = true;
 			break;
 		case 256:
-			img_error(-ENOTSUP, "--object is not supported");
-			return 1;
+			if (img_object_add(optarg) < 0)
+				return 1;
+			break;
 		default:
 			return img_getopt_error(argv, c);
 		}

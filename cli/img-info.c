@@ -24,6 +24,7 @@ struct info_args {
 	enum img_output output;
 	bool chain;
 	bool force_share;
+	const char *key_secret; /* --image-opts key-secret= */
 	int rc;
 };
 
@@ -108,6 +109,24 @@ static void json_bitmaps(struct json_writer *w, const struct vs_image_info *info
 	json_arr_end(w);
 }
 
+static void json_key_slots(struct json_writer *w, const struct vs_image_info *info)
+{
+	json_arr_begin(w, "slots");
+	for (unsigned i = 0; i < info->nb_key_slots; i++) {
+		const struct vs_info_key_slot *k = &info->key_slots[i];
+
+		json_obj_begin(w, NULL);
+		json_bool(w, "active", k->active);
+		if (k->active)
+			json_uint(w, "iters", k->iters);
+		json_uint(w, "key-offset", k->key_offset);
+		if (k->active)
+			json_uint(w, "stripes", k->stripes);
+		json_obj_end(w);
+	}
+	json_arr_end(w);
+}
+
 static void human_bitmaps(const struct vs_image_info *info)
 {
 	printf("    bitmaps:\n");
@@ -135,18 +154,21 @@ static void json_specific(struct json_writer *w, const struct vs_image_info *inf
 	json_str(w, "type", info->specific_type);
 	json_obj_begin(w, "data");
 	for (unsigned i = 0; i <= info->nb_specific; i++) {
-		const struct vs_info_kv *kv = &info->specific[idx[i < info->nb_specific ? i : 0]];
+		const struct vs_info_kv *kv;
 
 		if (bitmaps_here(info, idx, i))
 			json_bitmaps(w, info);
 		if (i == info->nb_specific)
 			break;
+		kv = &info->specific[idx[i]];
 		if (kv->type == VS_KV_STR)
 			json_str(w, kv->key, kv->str);
 		else if (kv->type == VS_KV_INT)
 			json_int(w, kv->key, kv->i);
 		else
 			json_bool(w, kv->key, kv->b);
+		if (info->nb_key_slots && !strcmp(kv->key, "cipher-mode"))
+			json_key_slots(w, info);
 	}
 	json_obj_end(w);
 	json_obj_end(w);
@@ -205,6 +227,22 @@ void img_print_snapshots(const struct vs_image_info *info)
 	}
 }
 
+static void human_key_slots(const struct vs_image_info *info)
+{
+	printf("    slots:\n");
+	for (unsigned i = 0; i < info->nb_key_slots; i++) {
+		const struct vs_info_key_slot *k = &info->key_slots[i];
+
+		printf("        [%u]:\n", i);
+		printf("            active: %s\n", k->active ? "true" : "false");
+		if (k->active)
+			printf("            iters: %" PRIu32 "\n", k->iters);
+		printf("            key offset: %" PRIu64 "\n", k->key_offset);
+		if (k->active)
+			printf("            stripes: %" PRIu32 "\n", k->stripes);
+	}
+}
+
 static void human_specific(const struct vs_image_info *info)
 {
 	unsigned idx[VS_INFO_MAX_SPECIFIC];
@@ -212,13 +250,14 @@ static void human_specific(const struct vs_image_info *info)
 	specific_order(info, idx);
 	printf("Format specific information:\n");
 	for (unsigned i = 0; i <= info->nb_specific; i++) {
-		const struct vs_info_kv *kv = &info->specific[idx[i < info->nb_specific ? i : 0]];
-		char key[sizeof(kv->key)];
+		const struct vs_info_kv *kv;
+		char key[sizeof(info->specific[0].key)];
 
 		if (bitmaps_here(info, idx, i))
 			human_bitmaps(info);
 		if (i == info->nb_specific)
 			break;
+		kv = &info->specific[idx[i]];
 		snprintf(key, sizeof(key), "%s", kv->key);
 		for (char *p = key; *p; p++)
 			if (*p == '-')
@@ -229,6 +268,8 @@ static void human_specific(const struct vs_image_info *info)
 			printf("    %s: %" PRId64 "\n", key, kv->i);
 		else
 			printf("    %s: %s\n", key, kv->b ? "true" : "false");
+		if (info->nb_key_slots && !strcmp(kv->key, "cipher-mode"))
+			human_key_slots(info);
 	}
 }
 
@@ -294,6 +335,7 @@ static int info_collect_chain(struct info_args *a, struct info_chain *c)
 		.fmt = a->fmt,
 		.force_share = a->force_share,
 		.no_backing = !a->chain,
+		.key_secret = a->key_secret,
 	};
 	struct vs_node *top, *node;
 	int ret;
@@ -377,6 +419,8 @@ int img_cmd_info(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct info_args a = { .output = IMG_OUTPUT_HUMAN, .rc = 1 };
+	struct img_kv_list io = { 0 };
+	bool image_opts = false;
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1) {
@@ -401,9 +445,12 @@ int img_cmd_info(int argc, char **argv)
 			a.chain = true;
 			break;
 		case OPT_OBJECT:
+			if (img_object_add(optarg) < 0)
+				return 1;
+			break;
 		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return 1;
+			image_opts = true;
+			break;
 		default:
 			return img_getopt_error(argv, c);
 		}
@@ -412,7 +459,19 @@ int img_cmd_info(int argc, char **argv)
 		return img_usage_error("Expecting one image file name");
 	a.filename = argv[optind];
 	img_set_json_errors(a.output == IMG_OUTPUT_JSON);
+	if (image_opts) {
+		struct img_open_args oa = { .fmt = a.fmt };
+
+		if (img_image_opts(&io, argv[optind], &oa) < 0) {
+			img_kv_free(&io);
+			return 1;
+		}
+		a.filename = oa.filename;
+		a.fmt = oa.fmt;
+		a.key_secret = oa.key_secret;
+	}
 	if (img_run(info_co, &a) < 0)
-		return 1;
+		a.rc = 1;
+	img_kv_free(&io);
 	return a.rc;
 }

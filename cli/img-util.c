@@ -3,15 +3,20 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <gnutls/gnutls.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "json.h"
+#include "secret.h"
 #include "vstor/parse.h"
 #include "vstor/reactor.h"
 
@@ -263,6 +268,208 @@ int img_kv_set(struct img_kv_list *l, const char *key, const char *value)
 	return 0;
 }
 
+/* ---- secrets (--object secret) and --image-opts ---- */
+
+/* The bytes of a secret file or data= value, decoded as @format says. */
+static int secret_decode(const char *format, const char *in, size_t inlen, uint8_t **out,
+			 size_t *outlen)
+{
+	if (!format || !strcmp(format, "raw")) {
+		*out = malloc(inlen ? inlen : 1);
+		if (!*out)
+			return -ENOMEM;
+		memcpy(*out, in, inlen);
+		*outlen = inlen;
+		return 0;
+	}
+	if (strcmp(format, "base64"))
+		return -EINVAL;
+	gnutls_datum_t enc = { (unsigned char *)in, (unsigned)inlen }, dec = { NULL, 0 };
+
+	if (gnutls_base64_decode2(&enc, &dec) < 0)
+		return -EINVAL;
+	*out = malloc(dec.size ? dec.size : 1);
+	if (*out)
+		memcpy(*out, dec.data, dec.size);
+	*outlen = dec.size;
+	gnutls_memset(dec.data, 0, dec.size);
+	gnutls_free(dec.data);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* Read the secret file @path, refusing one that others may read. */
+static int secret_read_file(const char *path, char **buf, size_t *len)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	if (st.st_mode & 077) {
+		close(fd);
+		return -EPERM;
+	}
+	*buf = malloc((size_t)st.st_size + 1);
+	if (!*buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	n = read(fd, *buf, (size_t)st.st_size);
+	if (n < 0)
+		ret = -errno;
+	close(fd);
+	if (ret < 0) {
+		free(*buf);
+		return ret;
+	}
+	*len = (size_t)n;
+	return 0;
+}
+
+int img_object_add(const char *def)
+{
+	struct img_kv_list l = { 0 };
+	const char *id, *data, *file, *format;
+	char *fbuf = NULL;
+	uint8_t *bytes = NULL;
+	size_t flen = 0, blen = 0;
+	int ret;
+
+	/* The first element is the type ("secret" or qom-type=secret). */
+	if (img_kv_parse(&l, def) < 0) {
+		img_error(-ENOMEM, "Out of memory");
+		return -ENOMEM;
+	}
+	const char *type = l.n ? l.kv[0].key : "";
+
+	if (l.n && !strcmp(type, "qom-type"))
+		type = l.kv[0].value;
+	else if (l.n && strcmp(l.kv[0].value, "on"))
+		type = "";
+	if (strcmp(type, "secret")) {
+		img_error(-ENOTSUP, "--object '%s' is not supported (only secret objects are)",
+			  l.n ? type : def);
+		img_kv_free(&l);
+		return -ENOTSUP;
+	}
+	for (size_t i = 1; i < l.n; i++) {
+		const char *k = l.kv[i].key;
+
+		if (strcmp(k, "id") && strcmp(k, "data") && strcmp(k, "file") &&
+		    strcmp(k, "format")) {
+			img_error(-EINVAL, "Property 'secret.%s' not found", k);
+			img_kv_free(&l);
+			return -EINVAL;
+		}
+	}
+	id = img_kv_get(&l, "id");
+	data = img_kv_get(&l, "data");
+	file = img_kv_get(&l, "file");
+	format = img_kv_get(&l, "format");
+	ret = -EINVAL;
+	if (!id || !id[0]) {
+		img_error(ret, "Parameter 'id' is missing");
+	} else if (!!data == !!file) {
+		img_error(ret, "Either 'data' or 'file' must be provided");
+	} else if (file && (ret = secret_read_file(file, &fbuf, &flen)) < 0) {
+		if (ret == -EPERM)
+			img_error(ret,
+				  "Secret file '%s' may be read by other users (mode & 077): "
+				  "refused",
+				  file);
+		else
+			img_error(ret, "Unable to read %s: %s", file, strerror(-ret));
+	} else if ((ret = secret_decode(format, data ? data : fbuf, data ? strlen(data) : flen,
+					&bytes, &blen)) < 0) {
+		img_error(ret, "Secret '%s': %s", id,
+			  ret == -ENOMEM ? "Out of memory" : "invalid format or base64 data");
+	} else if ((ret = vs_secret_add(id, bytes, blen)) < 0) {
+		img_error(ret, "Could not keep secret '%s'", id);
+	}
+	if (fbuf) {
+		gnutls_memset(fbuf, 0, flen);
+		free(fbuf);
+	}
+	if (bytes) {
+		gnutls_memset(bytes, 0, blen);
+		free(bytes);
+	}
+	/* data= values are wiped from our copy; argv itself stays as given. */
+	for (size_t i = 0; i < l.n; i++)
+		gnutls_memset((char *)l.kv[i].value, 0, strlen(l.kv[i].value));
+	img_kv_free(&l);
+	return ret;
+}
+
+int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a)
+{
+	size_t first = l->n; /* @l may hold earlier images' options */
+
+	if (img_kv_parse(l, s) < 0) {
+		img_error(-ENOMEM, "Out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = first; i < l->n; i++) {
+		const char *k = l->kv[i].key, *v = l->kv[i].value;
+
+		if (!strcmp(k, "driver")) {
+			a->fmt = v;
+		} else if (!strcmp(k, "file.filename") || !strcmp(k, "filename")) {
+			a->filename = v;
+		} else if (!strcmp(k, "key-secret")) {
+			a->key_secret = v;
+		} else if (!strcmp(k, "file.driver")) {
+			if (strcmp(v, "file")) {
+				img_error(-ENOTSUP, "file.driver=%s is not supported", v);
+				return -ENOTSUP;
+			}
+		} else {
+			img_error(-EINVAL, "Invalid parameter '%s'", k);
+			return -EINVAL;
+		}
+	}
+	if (!a->filename) {
+		img_error(-EINVAL, "Parameter 'file.filename' is missing");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int img_secret_fill(struct vs_open_opts *o, const char *id)
+{
+	uint8_t *pass;
+	size_t len;
+	int ret;
+
+	o->key_secret_data = NULL;
+	o->key_secret_len = 0;
+	if (!id)
+		return 0;
+	ret = vs_secret_get(id, &pass, &len);
+	if (ret < 0) {
+		img_error(ret, "No secret with id '%s' found", id);
+		return ret;
+	}
+	o->key_secret_data = pass;
+	o->key_secret_len = len;
+	return 0;
+}
+
+void img_secret_wipe(struct vs_open_opts *o)
+{
+	if (!o->key_secret_data)
+		return;
+	gnutls_memset((void *)o->key_secret_data, 0, o->key_secret_len);
+	free((void *)o->key_secret_data);
+	o->key_secret_data = NULL;
+	o->key_secret_len = 0;
+}
+
 /* ---- images ---- */
 
 int img_open(struct vs_node **out, const struct img_open_args *a)
@@ -278,8 +485,12 @@ int img_open(struct vs_node **out, const struct img_open_args *a)
 		.cache = a->cache,
 	};
 	struct vs_error err = { 0 };
-	int ret = vs_image_open(out, &o, &err);
+	int ret = img_secret_fill(&o, a->key_secret);
 
+	if (ret < 0)
+		return ret;
+	ret = vs_image_open(out, &o, &err);
+	img_secret_wipe(&o);
 	if (ret < 0) {
 		if (err.msg[0])
 			img_error(ret, "Could not open '%s': %s", a->filename, err.msg);

@@ -78,7 +78,30 @@ struct img_open_args {
 	bool no_repair;
 	bool for_check; /* opened by check: see vs_open_opts.for_check */
 	enum vs_cache_mode cache;
+	const char *key_secret; /* id of a --object secret: the image's passphrase */
 };
+
+/*
+ * --object: QEMU's object definitions; only "secret,id=ID,data=..." or
+ * "secret,id=ID,file=PATH" (format=raw|base64) are known. The secret is
+ * handed to the engine (vs_secret_add). Prints the error; 0 or -errno.
+ */
+int img_object_add(const char *def);
+
+/*
+ * Put the secret @id (NULL: none) into @o's key_secret fields, printing the
+ * error if there is no such secret; img_secret_wipe() wipes and frees it.
+ */
+int img_secret_fill(struct vs_open_opts *o, const char *id);
+void img_secret_wipe(struct vs_open_opts *o);
+
+/*
+ * --image-opts: "driver=FMT,file.filename=PATH[,key-secret=ID]" (and
+ * file.driver=file). Fills @a's filename, fmt and key_secret; the strings
+ * are appended to @l (which may hold other images' options) and must outlive
+ * @a. Prints the error; 0 or -errno.
+ */
+int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a);
 
 /*
  * Coroutine context: open an image, printing "Could not open 'F': ..." on

@@ -46,9 +46,11 @@ static const struct img_command commands[] = {
 	  "[-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] filename "
 	  "[filename2 [...]] output_filename" },
 	{ "create", img_cmd_create,
-	  "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename "
-	  "[size]" },
-	{ "info", img_cmd_info, "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename" },
+	  "create [--object objectdef] [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] "
+	  "[-o options] filename [size]" },
+	{ "info", img_cmd_info,
+	  "info [--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] "
+	  "[-U] filename" },
 	{ "map", img_cmd_map,
 	  "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
 	  "filename" },

@@ -272,6 +272,14 @@ struct vs_node *vs_node_new(const struct vs_driver *drv, const char *filename,
 /* Free a node that was never opened, or whose driver has closed it. */
 void vs_node_free(struct vs_node *n);
 
+/*
+ * Append a format-specific entry to @info (get_info callbacks; at most
+ * VS_INFO_MAX_SPECIFIC in all), JSON name @key (node.c).
+ */
+void vs_info_add_str(struct vs_image_info *info, const char *key, const char *v);
+void vs_info_add_int(struct vs_image_info *info, const char *key, int64_t v);
+void vs_info_add_bool(struct vs_image_info *info, const char *key, bool v);
+
 /* Allocate an I/O buffer aligned for any node (4096); free with free() (iov.c). */
 void *vs_buf_alloc(size_t len);
 void *vs_buf_zalloc(size_t len);
@@ -281,6 +289,7 @@ extern const struct vs_driver vs_driver_memory;
 extern const struct vs_driver vs_driver_null;
 extern const struct vs_driver vs_driver_raw;
 extern const struct vs_driver vs_driver_qcow2;
+extern const struct vs_driver vs_driver_luks;
 extern const struct vs_driver vs_driver_nbd;
 extern const struct vs_driver vs_driver_nfs;   /* with libnfs */
 extern const struct vs_driver vs_driver_iscsi; /* with libiscsi */

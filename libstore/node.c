@@ -591,6 +591,31 @@ int64_t vs_node_allocated_size(struct vs_node *n)
 	return -ENOTSUP;
 }
 
+/* Format-specific info entries, for the drivers' get_info (see driver.h). */
+static struct vs_info_kv *info_add(struct vs_image_info *info, const char *key, int type)
+{
+	struct vs_info_kv *kv = &info->specific[info->nb_specific++];
+
+	snprintf(kv->key, sizeof(kv->key), "%s", key);
+	kv->type = type;
+	return kv;
+}
+
+void vs_info_add_str(struct vs_image_info *info, const char *key, const char *v)
+{
+	snprintf(info_add(info, key, VS_KV_STR)->str, sizeof(info->specific[0].str), "%s", v);
+}
+
+void vs_info_add_int(struct vs_image_info *info, const char *key, int64_t v)
+{
+	info_add(info, key, VS_KV_INT)->i = v;
+}
+
+void vs_info_add_bool(struct vs_image_info *info, const char *key, bool v)
+{
+	info_add(info, key, VS_KV_BOOL)->b = v;
+}
+
 int vs_node_get_info(struct vs_node *n, struct vs_image_info *info)
 {
 	memset(info, 0, sizeof(*info));

@@ -25,6 +25,8 @@ PACKAGES=(
 	libjson-c-dev
 	# peers: qemu-img, qemu-io, qemu-nbd (the qcow2 oracle and lock peer)
 	qemu-utils
+	# LUKS peer: cryptsetup luksDump and open --test-passphrase (test-luks)
+	cryptsetup-bin
 	# NBD peers: nbdinfo, nbdcopy, nbdsh, fio's nbd engine, nbdkit
 	libnbd-bin python3-libnbd fio nbdkit
 	# nbdinfo --json runs file(1) to describe the content; without it the JSON breaks

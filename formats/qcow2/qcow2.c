@@ -867,33 +867,6 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 
 /* ---- info and check ---- */
 
-static void info_str(struct vs_image_info *info, const char *key, const char *v)
-{
-	struct vs_info_kv *kv = &info->specific[info->nb_specific++];
-
-	snprintf(kv->key, sizeof(kv->key), "%s", key);
-	kv->type = VS_KV_STR;
-	snprintf(kv->str, sizeof(kv->str), "%s", v);
-}
-
-static void info_int(struct vs_image_info *info, const char *key, int64_t v)
-{
-	struct vs_info_kv *kv = &info->specific[info->nb_specific++];
-
-	snprintf(kv->key, sizeof(kv->key), "%s", key);
-	kv->type = VS_KV_INT;
-	kv->i = v;
-}
-
-static void info_bool(struct vs_image_info *info, const char *key, bool v)
-{
-	struct vs_info_kv *kv = &info->specific[info->nb_specific++];
-
-	snprintf(kv->key, sizeof(kv->key), "%s", key);
-	kv->type = VS_KV_BOOL;
-	kv->b = v;
-}
-
 static int qcow2_get_info(struct vs_node *node, struct vs_image_info *info)
 {
 	struct qcow2_state *s = qcow2_state(node);
@@ -932,15 +905,16 @@ static int qcow2_get_info(struct vs_node *node, struct vs_image_info *info)
 	}
 	snprintf(info->specific_type, sizeof(info->specific_type), "qcow2");
 	info->nb_specific = 0;
-	info_str(info, "compat", h->version >= 3 ? "1.1" : "0.10");
-	info_str(info, "compression-type",
-		 h->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
+	vs_info_add_str(info, "compat", h->version >= 3 ? "1.1" : "0.10");
+	vs_info_add_str(info, "compression-type",
+			h->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
 	if (h->version >= 3)
-		info_bool(info, "lazy-refcounts", s->lazy_refcounts);
-	info_int(info, "refcount-bits", s->refcount_bits);
+		vs_info_add_bool(info, "lazy-refcounts", s->lazy_refcounts);
+	vs_info_add_int(info, "refcount-bits", s->refcount_bits);
 	if (h->version >= 3) {
-		info_bool(info, "corrupt", !!(h->incompatible_features & QCOW2_INCOMPAT_CORRUPT));
-		info_bool(info, "extended-l2", s->extl2);
+		vs_info_add_bool(info, "corrupt",
+				 !!(h->incompatible_features & QCOW2_INCOMPAT_CORRUPT));
+		vs_info_add_bool(info, "extended-l2", s->extl2);
 	}
 	return qcow2_bitmaps_info(node, info);
 }

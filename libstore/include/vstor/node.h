@@ -86,7 +86,24 @@ struct vs_open_opts {
 	 * image, read-only (qemu-nbd -l, qemu-img convert -l). NULL: the image.
 	 */
 	const char *snapshot;
+	/*
+	 * The passphrase of an encrypted image (the luks format): @key_secret_len
+	 * bytes, borrowed for the open (QEMU's key-secret, resolved). NULL: none;
+	 * a LUKS image then opens read-only for its header alone (info), and
+	 * reads of its data fail with -EACCES.
+	 */
+	const void *key_secret_data;
+	size_t key_secret_len;
 };
+
+/*
+ * Secrets as QEMU's `--object secret,id=ID,...` defines them: create options
+ * name them by id (key-secret=ID). vs_secret_add() copies @len bytes of
+ * @data under @id, replacing a secret of the same id; 0 or -ENOMEM.
+ * vs_secret_clear() wipes and forgets them all.
+ */
+int vs_secret_add(const char *id, const void *data, size_t len);
+void vs_secret_clear(void);
 
 /*
  * Coroutine context. Open the image described by @opts: the protocol node
@@ -236,6 +253,14 @@ struct vs_info_kv {
 	int64_t i;
 	bool b;
 };
+/* A LUKS key slot, as qemu-img info lists them (format-specific "slots"). */
+#define VS_INFO_MAX_KEY_SLOTS 8
+struct vs_info_key_slot {
+	bool active;
+	uint32_t iters;	     /* active slots only */
+	uint32_t stripes;    /* active slots only */
+	uint64_t key_offset; /* bytes */
+};
 struct vs_snapshot_info {
 	char id[32];
 	char name[256];
@@ -271,6 +296,9 @@ struct vs_image_info {
 	unsigned nb_specific;
 	struct vs_bitmap_info *bitmaps; /* malloc'd, nb_bitmaps entries; NULL if none */
 	unsigned nb_bitmaps;
+	/* Encrypted formats: the key slots (printed after "cipher-mode", as qemu-img does). */
+	struct vs_info_key_slot key_slots[VS_INFO_MAX_KEY_SLOTS];
+	unsigned nb_key_slots;
 };
 
 /*

@@ -39,6 +39,7 @@ enum stack_kind {
 	STACK_NULL,
 	STACK_RAW_LVMAP,   /* lvmap: three segments of a "PV" file, out of order */
 	STACK_QCOW2_LVMAP, /* qcow2 on that */
+	STACK_LUKS_FILE,   /* luks (aes-256-xts) on a file, its payload zeroed first */
 };
 
 struct stack {
@@ -461,6 +462,13 @@ static const struct vs_kv qcow2_small[] = {
 	{ "refcount_bits", "1" },
 };
 
+/* The passphrase is the secret "conf" (registered in main); a short PBKDF2. */
+static const char luks_pass[] = "conformance";
+static const struct vs_kv luks_opts[] = {
+	{ "key-secret", "conf" },
+	{ "iter-time", "1" },
+};
+
 static const struct stack stacks[] = {
 	{ "raw/file", STACK_RAW_FILE, VS_CACHE_WRITEBACK, NULL, 0, false },
 	{ "raw/file,cache=none", STACK_RAW_FILE, VS_CACHE_NONE, NULL, 0, false },
@@ -475,6 +483,8 @@ static const struct stack stacks[] = {
 	{ "raw/lvmap", STACK_RAW_LVMAP, VS_CACHE_WRITEBACK, NULL, 0, false },
 	{ "raw/lvmap,cache=none", STACK_RAW_LVMAP, VS_CACHE_NONE, NULL, 0, false },
 	{ "qcow2/lvmap", STACK_QCOW2_LVMAP, VS_CACHE_WRITEBACK, NULL, 0, false },
+	{ "luks/file", STACK_LUKS_FILE, VS_CACHE_WRITEBACK, luks_opts, 2, false },
+	{ "luks/file,cache=none", STACK_LUKS_FILE, VS_CACHE_NONE, luks_opts, 2, false },
 };
 
 static const struct {
@@ -496,6 +506,35 @@ static const struct {
 	{ "read_only", check_read_only },
 };
 
+/*
+ * A new luks image reads as the decryption of whatever its file holds, not
+ * zeroes: the checks expect a fresh image to read zeroes, so write them.
+ */
+static int luks_zero_payload(struct conf_test *t)
+{
+	struct vs_open_opts o = {
+		.filename = t->path,
+		.format = "luks",
+		.key_secret_data = luks_pass,
+		.key_secret_len = sizeof(luks_pass) - 1,
+	};
+	struct vs_error err = { 0 };
+	struct vs_node *n;
+	int ret = vs_image_open(&n, &o, &err);
+
+	if (ret < 0) {
+		fail_at(t, __LINE__, "open: %s", err.msg[0] ? err.msg : strerror(-ret));
+		return -1;
+	}
+	ret = vs_node_write_zeroes(n, 0, IMG_SIZE, 0);
+	vs_node_close(n);
+	if (ret < 0) {
+		fail_at(t, __LINE__, "zero the payload: %s", strerror(-ret));
+		return -1;
+	}
+	return 0;
+}
+
 static int prepare(struct conf_test *t)
 {
 	struct vs_error err = { 0 };
@@ -511,6 +550,7 @@ static int prepare(struct conf_test *t)
 		return 0;
 	case STACK_RAW_FILE:
 	case STACK_QCOW2_FILE:
+	case STACK_LUKS_FILE:
 	case STACK_RAW_LVMAP:
 	case STACK_QCOW2_LVMAP:
 		break;
@@ -557,12 +597,14 @@ static int prepare(struct conf_test *t)
 		close(fd);
 		return 0;
 	}
-	ret = vs_image_create(t->path, "qcow2", IMG_SIZE, t->stack->create_opts,
-			      t->stack->ncreate_opts, &err);
+	ret = vs_image_create(t->path, t->stack->kind == STACK_LUKS_FILE ? "luks" : "qcow2",
+			      IMG_SIZE, t->stack->create_opts, t->stack->ncreate_opts, &err);
 	if (ret < 0) {
 		fail_at(t, __LINE__, "create: %s", err.msg[0] ? err.msg : strerror(-ret));
 		return -1;
 	}
+	if (t->stack->kind == STACK_LUKS_FILE)
+		return luks_zero_payload(t);
 	return 0;
 }
 
@@ -579,6 +621,11 @@ static void run_check(void *arg)
 	o.format = t->stack->kind == STACK_QCOW2_FILE || t->stack->kind == STACK_QCOW2_LVMAP ?
 			   "qcow2" :
 			   "raw";
+	if (t->stack->kind == STACK_LUKS_FILE) {
+		o.format = "luks";
+		o.key_secret_data = luks_pass;
+		o.key_secret_len = sizeof(luks_pass) - 1;
+	}
 	o.cache = t->stack->cache;
 	o.read_only = t->check == check_read_only;
 	ret = vs_image_open(&t->node, &o, &err);
@@ -653,6 +700,10 @@ int main(void)
 
 	if (!tests || !ctx || !names || posix_memalign((void **)&buf, 4096, BUF_SIZE + 4096) ||
 	    posix_memalign((void **)&buf2, 4096, BUF_SIZE + 4096)) {
+		fprintf(stderr, "out of memory\n");
+		return 1;
+	}
+	if (vs_secret_add("conf", luks_pass, sizeof(luks_pass) - 1) < 0) {
 		fprintf(stderr, "out of memory\n");
 		return 1;
 	}
