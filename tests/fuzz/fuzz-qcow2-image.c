@@ -39,26 +39,14 @@ static struct vs_node *format_open(struct vs_node *file, bool ro)
 				  .l2_cache_size = 65536,
 				  .refcount_cache_size = 65536 };
 	struct vs_error err = { 0 };
-	struct vs_node *n = calloc(1, sizeof(*n));
+	struct vs_node *n = vs_node_new(&vs_driver_qcow2, "fuzz.qcow2", &o);
 
 	if (!n)
 		abort();
-	n->drv = &vs_driver_qcow2;
-	n->opaque = calloc(1, vs_driver_qcow2.state_size);
-	n->filename = strdup("fuzz.qcow2");
-	if (!n->opaque || !n->filename)
-		abort();
-	n->reactor = vs_reactor_current();
-	n->read_only = ro;
-	n->knobs = vs_cache_mode_knobs(VS_CACHE_WRITEBACK);
-	n->limits.request_align = 1;
-	n->limits.mem_align = 1;
 	n->file = file;
 	if (vs_driver_qcow2.open(n, &o, &err) < 0) {
 		vs_node_close(n->backing);
-		free(n->filename);
-		free(n->opaque);
-		free(n);
+		vs_node_free(n);
 		return NULL;
 	}
 	return n;
