@@ -736,6 +736,19 @@ int qcow2_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts, st
 		ret = vs_error_set(err, -EIO, "'%s' is marked corrupt", node->filename);
 		goto out;
 	}
+	/*
+	 * qemu's rule: backing_file and backing_fmt may only repeat what the
+	 * header holds (an option not given counts as "none"); changing them is
+	 * rebase's job, which checks the new chain.
+	 */
+	if ((p.has_backing || p.has_backing_fmt) &&
+	    (strcmp(p.has_backing ? p.backing : "", s->backing_file) ||
+	     strcmp(p.has_backing_fmt ? p.backing_fmt : "", s->backing_fmt))) {
+		ret = vs_error_set(err, -EINVAL,
+				   "Cannot amend the backing file\n"
+				   "You can use 'vstor-img rebase' instead.");
+		goto out;
+	}
 	qcow2_drain_unlocked(s);
 	old_version = s->hdr.version;
 	/* qemu's order: upgrade, refcount width, backing file, lazy refcounts, size, downgrade. */
@@ -753,26 +766,6 @@ int qcow2_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts, st
 			goto out;
 		}
 		ret = amend_refcount_bits(node, p.refcount_bits, err);
-		if (ret < 0)
-			goto out;
-	}
-	if (p.has_backing || p.has_backing_fmt) {
-		const char *b = p.has_backing ? p.backing : s->backing_file;
-		const char *f = p.has_backing_fmt ? p.backing_fmt : s->backing_fmt;
-		char bcopy[sizeof(s->backing_file)], fcopy[sizeof(s->backing_fmt)];
-
-		snprintf(bcopy, sizeof(bcopy), "%s", b);
-		snprintf(fcopy, sizeof(fcopy), "%s", f);
-		if (!bcopy[0] && fcopy[0]) {
-			ret = vs_error_set(err, -EINVAL,
-					   "Backing format cannot be used without backing file");
-			goto out;
-		}
-		ret = amend_mark_clean(node);
-		if (ret == 0)
-			ret = rewrite_header_cluster(node, NULL, bcopy, fcopy, err);
-		else
-			vs_error_setf_errno(err, ret, "Could not write back the metadata");
 		if (ret < 0)
 			goto out;
 	}

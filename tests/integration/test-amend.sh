@@ -140,4 +140,17 @@ qemu_img snapshot -c small g.qcow2
 qemu_img resize -q g.qcow2 2M
 assert_rc 1 "$VSTOR_IMG" amend -o compat=0.10 g.qcow2
 assert_grep "Internal snapshots prevent downgrade of image" "$WORKDIR/err" "downgrade with a resized snapshot"
+# backing_file / backing_fmt may only repeat what the header holds, as in
+# qemu-img (changing them is rebase's job): the image is left as it was.
+qemu_img create -q -f qcow2 bb.qcow2 1M
+qemu_img create -q -f qcow2 -b bb.qcow2 -F qcow2 bo.qcow2
+cp bo.qcow2 bo-ref.qcow2
+for o in backing_file=x backing_file=bb.qcow2 backing_fmt=raw backing_file=bb.qcow2,backing_fmt=raw; do
+	assert_rc 1 qemu-img amend -o "$o" bo.qcow2
+	assert_rc 1 "$VSTOR_IMG" amend -o "$o" bo.qcow2
+	assert_grep "Cannot amend the backing file" "$WORKDIR/err" "amend -o $o"
+	cmp bo.qcow2 bo-ref.qcow2 || fail "amend -o $o changed the image"
+done
+vstor_img amend -o backing_file=bb.qcow2,backing_fmt=qcow2 bo.qcow2 || fail "amend repeating the backing file"
+assert_rc 1 "$VSTOR_IMG" amend -o backing_file=bb.qcow2 z.qcow2
 log "ok"
