@@ -231,8 +231,12 @@ static int create_check_backing(struct create_args *a)
 	char path[PATH_MAX], msg[VS_ERROR_MSG_MAX + 64];
 	int ret;
 
-	if (!bf || !bf[0])
+	if (!bf)
 		return 0;
+	if (!bf[0]) {
+		create_error(a, -EINVAL, "Expected backing file name, got empty string");
+		return -EINVAL;
+	}
 	if (a->unsafe) {
 		/* Nothing is opened, so the format cannot be detected: it must be given. */
 		if (!bfmt || !bfmt[0]) {

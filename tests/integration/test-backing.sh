@@ -41,6 +41,14 @@ assert_rc 1 "$VSTOR_IMG" create -f qcow2 -b base.raw x.qcow2
 assert_grep "Backing file specified without backing format" "$WORKDIR/err" "create -b without -F"
 assert_grep "Detected format of raw" "$WORKDIR/err" "create -b without -F"
 [[ -e x.qcow2 ]] && fail "create -b without -F left a file"
+# An empty backing name is an error, as in qemu-img, not "no backing file".
+for o in "-o backing_file=" "-b ''"; do
+	eval assert_rc 1 qemu-img create -f qcow2 $o x.qcow2 1M
+	assert_grep "Expected backing file name, got empty string" "$WORKDIR/err" "qemu-img create $o"
+	eval assert_rc 1 '"$VSTOR_IMG"' create -f qcow2 $o x.qcow2 1M
+	assert_grep "Expected backing file name, got empty string" "$WORKDIR/err" "create $o"
+	[[ -e x.qcow2 ]] && fail "create $o left a file"
+done
 assert_rc 1 "$VSTOR_IMG" create -f qcow2 -u -b base.raw x.qcow2 1M
 assert_grep "Backing file specified without backing format" "$WORKDIR/err" "create -u -b without -F"
 # -u does not open the backing file: it may not exist yet.
