@@ -55,7 +55,8 @@ static void snapshot_co(void *opaque)
 		vs_image_info_free(&info);
 		break;
 	case SN_CREATE:
-		ret = vs_node_snapshot_create(node, a->name, &err);
+		ret = vs_node_snapshot_create(node, a->name,
+					      &(struct vs_snapshot_opts){ .icount = 0 }, &err);
 		if (ret < 0)
 			img_error(ret, "Could not create snapshot '%s': %d (%s)", a->name, ret,
 				  err.msg[0] ? err.msg : strerror(-ret));

@@ -130,7 +130,8 @@ struct vs_driver {
 	int (*check)(struct vs_node *node, struct vs_check_result *res, unsigned fix);
 
 	/* Optional operations; see node.h for their meaning. */
-	int (*snapshot_create)(struct vs_node *node, const char *name, struct vs_error *err);
+	int (*snapshot_create)(struct vs_node *node, const char *name,
+			       const struct vs_snapshot_opts *opts, struct vs_error *err);
 	int (*snapshot_apply)(struct vs_node *node, const char *name, struct vs_error *err);
 	int (*snapshot_delete)(struct vs_node *node, const char *name, struct vs_error *err);
 	int (*amend)(struct vs_node *node, const struct vs_kv *opts, size_t nopts,

@@ -737,12 +737,13 @@ int vs_node_bitmap(struct vs_node *n, const struct vs_bitmap_op *op, struct vs_e
 	return n->drv->bitmap(n, op, err);
 }
 
-int vs_node_snapshot_create(struct vs_node *n, const char *name, struct vs_error *err)
+int vs_node_snapshot_create(struct vs_node *n, const char *name,
+			    const struct vs_snapshot_opts *opts, struct vs_error *err)
 {
 	NODE_OPTIONAL(n, snapshot_create, "internal snapshots", err);
 	if (n->read_only)
 		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
-	return n->drv->snapshot_create(n, name, err);
+	return n->drv->snapshot_create(n, name, opts, err);
 }
 
 int vs_node_snapshot_apply(struct vs_node *n, const char *name, struct vs_error *err)

@@ -64,7 +64,7 @@ static int cmd_snapshot_internal(struct qmp_call *call)
 	}
 	vs_image_info_free(&info);
 	vs_node_drain_begin(n->node);
-	ret = vs_node_snapshot_create(n->node, name, &err);
+	ret = vs_node_snapshot_create(n->node, name, NULL, &err);
 	vs_node_drain_end(n->node);
 	if (ret < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);

@@ -266,7 +266,8 @@ static int find_usable(struct vs_node *node, const char *key, struct vs_error *e
 	return ret < 0 ? ret : idx;
 }
 
-static int snapshot_create_locked(struct vs_node *node, const char *name, struct vs_error *err)
+static int snapshot_create_locked(struct vs_node *node, const char *name, uint64_t icount,
+				  struct vs_error *err)
 {
 	struct qcow2_state *s = qcow2_state(node);
 	uint64_t max_id = 0, bytes, size;
@@ -358,7 +359,7 @@ static int snapshot_create_locked(struct vs_node *node, const char *name, struct
 	sn->date_sec = (uint32_t)now.tv_sec;
 	sn->date_nsec = (uint32_t)now.tv_nsec;
 	sn->disk_size = node->size;
-	sn->icount = UINT64_MAX;
+	sn->icount = icount;
 	if (!sn->id || !sn->name) {
 		ret = -ENOMEM;
 	} else {
@@ -579,17 +580,15 @@ out:
 typedef int snapshot_op_fn(struct vs_node *node, const char *key, struct vs_error *err);
 
 /*
- * Run @op under the metadata lock, then write back the caches and flush the
- * file, so a snapshot operation is on disk when it returns.
+ * With the metadata lock held and @ret the result of a snapshot operation:
+ * write back the caches and flush the file, so the operation is on disk when
+ * it returns; unlocks.
  */
-static int snapshot_op(struct vs_node *node, snapshot_op_fn *op, const char *key, const char *what,
-		       struct vs_error *err)
+static int snapshot_finish(struct vs_node *node, int ret, const char *key, const char *what,
+			   struct vs_error *err)
 {
 	struct qcow2_state *s = qcow2_state(node);
-	int ret;
 
-	vs_co_mutex_lock(&s->lock);
-	ret = op(node, key, err);
 	if (ret < 0) {
 		vs_co_mutex_unlock(&s->lock);
 		return ret; /* @err already says why */
@@ -603,9 +602,26 @@ static int snapshot_op(struct vs_node *node, snapshot_op_fn *op, const char *key
 	return 0;
 }
 
-int qcow2_snapshot_create(struct vs_node *node, const char *name, struct vs_error *err)
+/* Run @op under the metadata lock, then snapshot_finish(). */
+static int snapshot_op(struct vs_node *node, snapshot_op_fn *op, const char *key, const char *what,
+		       struct vs_error *err)
 {
-	return snapshot_op(node, snapshot_create_locked, name, "creating", err);
+	struct qcow2_state *s = qcow2_state(node);
+
+	vs_co_mutex_lock(&s->lock);
+	return snapshot_finish(node, op(node, key, err), key, what, err);
+}
+
+int qcow2_snapshot_create(struct vs_node *node, const char *name, const struct vs_snapshot_opts *o,
+			  struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+
+	vs_co_mutex_lock(&s->lock);
+	return snapshot_finish(node,
+			       snapshot_create_locked(node, name,
+						      o ? o->icount : VS_SNAPSHOT_NO_ICOUNT, err),
+			       name, "creating", err);
 }
 
 int qcow2_snapshot_delete(struct vs_node *node, const char *name_or_id, struct vs_error *err)

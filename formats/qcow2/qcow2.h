@@ -244,7 +244,8 @@ int qcow2_decompress(uint8_t type, const void *src, size_t src_len, void *dst, s
 ssize_t qcow2_compress(uint8_t type, const void *src, size_t src_len, void *dst, size_t dst_len);
 
 /* qcow2-snapshot-ops.c */
-int qcow2_snapshot_create(struct vs_node *node, const char *name, struct vs_error *err);
+int qcow2_snapshot_create(struct vs_node *node, const char *name, const struct vs_snapshot_opts *o,
+			  struct vs_error *err);
 int qcow2_snapshot_delete(struct vs_node *node, const char *name_or_id, struct vs_error *err);
 int qcow2_snapshot_apply(struct vs_node *node, const char *name_or_id, struct vs_error *err);
 /*

@@ -45,6 +45,8 @@ assert_grep '^Snapshot list:$' qemu.list "qemu-img snapshot -l"
 assert_grep '^1 +first ' qemu.list "qemu-img sees first"
 assert_grep '^2 +second ' qemu.list "qemu-img sees second"
 assert_grep '^3 +third ' qemu.list "qemu-img sees third"
+# ICOUNT as qemu-img snapshot -c writes it: 0 (qemu-img prints a blank for -1).
+assert_grep '^1 +first .* 0$' qemu.list "first's icount"
 same_list s.qcow2
 same_list -U s.qcow2
 # qemu-img 7.2 snapshot has no -f; vstor-img accepts it.

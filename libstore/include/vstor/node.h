@@ -348,7 +348,17 @@ int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
 uint64_t vs_node_cluster_size(const struct vs_node *n);
 
 /* Internal snapshots (coroutine context; -ENOTSUP without support). */
-int vs_node_snapshot_create(struct vs_node *n, const char *name, struct vs_error *err);
+#define VS_SNAPSHOT_NO_ICOUNT UINT64_MAX
+struct vs_snapshot_opts {
+	/*
+	 * The guest's instruction count to record: VS_SNAPSHOT_NO_ICOUNT (none,
+	 * what a live snapshot of QEMU or qemu-storage-daemon writes, and the
+	 * default for NULL opts) or 0, what qemu-img snapshot -c writes.
+	 */
+	uint64_t icount;
+};
+int vs_node_snapshot_create(struct vs_node *n, const char *name,
+			    const struct vs_snapshot_opts *opts, struct vs_error *err);
 int vs_node_snapshot_apply(struct vs_node *n, const char *name_or_id, struct vs_error *err);
 int vs_node_snapshot_delete(struct vs_node *n, const char *name_or_id, struct vs_error *err);
 

@@ -63,7 +63,7 @@ static int write_both(struct vs_node *n, int ref, uint64_t off, uint64_t len, ui
 
 static int snap(struct vs_node *n, const char *name, const char *copy_to, struct vs_error *err)
 {
-	int ret = vs_node_snapshot_create(n, name, err);
+	int ret = vs_node_snapshot_create(n, name, NULL, err);
 
 	if (ret == 0 && copy_to && sh("cp active.raw %s", copy_to))
 		ret = -EIO;
@@ -117,7 +117,7 @@ static void sn_body(void *arg)
 			ret = write_both(n, ref, SN_SIZE - 2 * cs, 2 * cs, 3, false);
 		if (ret == 0)
 			ret = snap(n, "s1", "s1.raw", &err);
-		if (ret == 0 && vs_node_snapshot_create(n, "s1", &err) != -EEXIST)
+		if (ret == 0 && vs_node_snapshot_create(n, "s1", NULL, &err) != -EEXIST)
 			ret = -EPROTO;
 		/* Overwrites of shared clusters: partial, whole, compressed. */
 		if (ret == 0)
@@ -242,7 +242,7 @@ static void full_body(void *arg)
 		c->ret = err.code;
 		return;
 	}
-	c->ret = vs_node_snapshot_create(n, "x", &err);
+	c->ret = vs_node_snapshot_create(n, "x", NULL, &err);
 	vs_node_close(n);
 }
 

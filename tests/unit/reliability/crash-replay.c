@@ -256,7 +256,7 @@ static void do_op(struct op *o, uint8_t *buf)
 		break;
 	case OP_SNAP_CREATE:
 		snprintf(name, sizeof(name), "s%" PRIu64, o->id);
-		ret = vs_node_snapshot_create(top, name, &err);
+		ret = vs_node_snapshot_create(top, name, NULL, &err);
 		break;
 	case OP_SNAP_DELETE:
 		snprintf(name, sizeof(name), "s%" PRIu64, o->id);
