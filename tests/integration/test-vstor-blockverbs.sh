@@ -175,6 +175,51 @@ grep -q slow.qcow2 "$WORKDIR/out" && fail "the aborted copy's node is still ther
 assert_rc 1 vstor blockjob e1 --abort
 assert_grep "No active block job" "$WORKDIR/err"
 
+log "blockcommit --top (an inner layer), --keep-overlay"
+assert_rc 0 vstor snapshot-create-as e1 t1 --disk-only --diskspec "$WORKDIR/t1.qcow2"
+nbd_write "$WORKDIR/nbd.sock" q 0x55 4M 64k
+assert_rc 0 vstor snapshot-create-as e1 t2 --disk-only --diskspec "$WORKDIR/t2.qcow2"
+nbd_write "$WORKDIR/nbd.sock" q 0x66 5M 64k
+assert_rc 0 vstor blockcommit e1 --top "$WORKDIR/t1.qcow2" --wait
+assert_grep "^Commit complete$" "$WORKDIR/out"
+assert_eq "$(backing_of t2.qcow2)" "$WORKDIR/pool/v1.qcow2" "t2's backing file after the commit of t1"
+assert_eq "$(byte_at pool/v1.qcow2 4M)" 55 "t1's data committed to the volume"
+assert_rc 0 vstor blockcommit e1 --active --keep-overlay
+assert_grep "Commit complete, overlay image kept" "$WORKDIR/out"
+assert_rc 0 vstor blklist
+assert_grep '^ e1 .*/t2.qcow2' "$WORKDIR/out" "the export keeps its overlay"
+nbd_flush "$WORKDIR/nbd.sock" q
+assert_eq "$(byte_at pool/v1.qcow2 5M)" 66 "t2's data committed to the volume"
+
+log "blockcopy --finish, --shallow --pivot, --timeout"
+assert_rc 0 vstor blockcopy e1 --dest "$WORKDIR/fin.qcow2" --finish
+assert_grep "Successfully copied" "$WORKDIR/out"
+assert_rc 0 vstor blklist --all
+assert_grep '^ e1 .*/t2.qcow2' "$WORKDIR/out" "the export stays after --finish"
+grep -q fin.qcow2 "$WORKDIR/out" && fail "the finished copy's node is still there"
+nbd_flush "$WORKDIR/nbd.sock" q
+qemu-img compare -U t2.qcow2 fin.qcow2 >/dev/null || fail "the finished copy differs"
+assert_rc 0 vstor blockcopy e1 --dest "$WORKDIR/sh.qcow2" --shallow --pivot
+assert_grep "Successfully pivoted" "$WORKDIR/out"
+assert_eq "$(backing_of sh.qcow2)" "$WORKDIR/pool/v1.qcow2" "the shallow copy's backing file"
+assert_rc 0 vstor blklist
+assert_grep '^ e1 .*/sh.qcow2' "$WORKDIR/out" "the export after the shallow copy"
+qemu-img compare -U t2.qcow2 sh.qcow2 >/dev/null || fail "the shallow copy's chain differs"
+assert_rc 1 vstor blockcopy e1 --dest "$WORKDIR/to.qcow2" --bandwidth 64K --timeout 1
+assert_grep "Copy aborted \(timeout\)" "$WORKDIR/err"
+assert_rc 0 vstor blockjob e1
+assert_grep "No current block job for e1" "$WORKDIR/out"
+assert_rc 0 vstor blockcommit e1 --active --bandwidth 64K --output=json
+assert_grep '"job": "vstor-e1"' "$WORKDIR/out" "blockcommit --output=json"
+assert_rc 0 vstor blockjob e1 --output=json
+python3 -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["device"] == "vstor-e1" and j["type"] == "commit" and j["speed"] == 65536, j' \
+	"$WORKDIR/out" || fail "blockjob --output=json"
+assert_rc 0 vstor blockjob e1 --abort
+assert_rc 0 vstor blklist
+assert_grep '^ e1 .*/sh.qcow2' "$WORKDIR/out" "the export after an aborted commit"
+
 log "blkdeviotune: the limits show; qsd 7.2 has no block_set_io_throttle"
 assert_rc 0 vstor blkdeviotune e1
 assert_grep '^total_bytes_sec: 0' "$WORKDIR/out" "blkdeviotune"
@@ -185,7 +230,7 @@ python3 -c 'import sys
 from qmp import QMP
 QMP(sys.argv[1]).cmd("quit")' "$WORKDIR/qsd.sock" || true
 wait_for 30 bash -c "! kill -0 $QSD_PID"
-for f in base.qcow2 ov1.qcow2 base.s2 copy.qcow2 pool/v1.qcow2; do
+for f in base.qcow2 ov1.qcow2 base.s2 copy.qcow2 pool/v1.qcow2 t2.qcow2 fin.qcow2 sh.qcow2; do
 	qemu_img check -q "$f" || fail "qemu-img check $f"
 done
 assert_eq "$(byte_at pool/v1.qcow2 0)" 11 "the volume's data"
