@@ -288,6 +288,7 @@ vstor blockpull snap-x1 --wait >"$WORKDIR/out" 2>"$WORKDIR/err" || rc=$?
 if vd_has block-stream; then
 	assert_eq "$rc" 0 "blockpull on vstord"
 	assert_grep "Pull complete" "$WORKDIR/out"
+	nbd_flush "$WORKDIR/vnbd.sock" q
 	assert_eq "$(byte_at vx1.qcow2 0)" 55 "pulled data on vstord"
 else
 	assert_eq "$rc" 1 "blockpull without block-stream"
@@ -298,6 +299,7 @@ vstor blockcopy snap-x1 --dest "$WORKDIR/vcopy.qcow2" --pivot >"$WORKDIR/out" 2>
 if vd_has blockdev-mirror; then
 	assert_eq "$rc" 0 "blockcopy on vstord"
 	assert_grep "Successfully pivoted" "$WORKDIR/out"
+	nbd_flush "$WORKDIR/vnbd.sock" q
 	qemu-img compare -U vx1.qcow2 vcopy.qcow2 >/dev/null || fail "vstord's copy differs"
 else
 	assert_eq "$rc" 1 "blockcopy without blockdev-mirror"
