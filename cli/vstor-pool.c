@@ -7,6 +7,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "json.h"
 #include "vstor.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "json.h"
 #include "pool-parse.h"
 #include "vstor.h"
 

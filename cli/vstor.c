@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "json.h"
 #include "vstor/reactor.h"
 
 static struct vstor_ctx *err_ctx;
@@ -440,14 +441,27 @@ static const struct vstor_cmd *find_cmd(const char *name)
 	for (const struct vstor_cmd *t = vstor_vol_cmds; t->name; t++)
 		if (!strcmp(t->name, name))
 			return t;
+	for (const struct vstor_cmd *t = vstor_block_cmds; t->name; t++)
+		if (!strcmp(t->name, name))
+			return t;
 	return NULL;
+}
+
+/* The block verbs drive a daemon: they need no state directory. */
+static bool is_daemon_cmd(const struct vstor_cmd *cmd)
+{
+	for (const struct vstor_cmd *t = vstor_block_cmds; t->name; t++)
+		if (t == cmd)
+			return true;
+	return false;
 }
 
 static void usage(void)
 {
 	printf("%s [options]... <command> [args...]\n\n"
 	       "  options:\n"
-	       "    -c | --connect=URI      accepted for virsh compatibility and ignored\n"
+	       "    -c | --connect=URI      the daemon's QMP socket for the block verbs when\n"
+	       "                            an absolute path; other URIs are ignored\n"
 	       "    -q | --quiet            quiet mode\n"
 	       "    -h | --help             this help\n"
 	       "    -v | --version          program version\n"
@@ -458,6 +472,9 @@ static void usage(void)
 		printf("    %-20s %s\n", t->name, t->summary);
 	printf("\n Storage Volume (help keyword 'volume'):\n");
 	for (const struct vstor_cmd *t = vstor_vol_cmds; t->name; t++)
+		printf("    %-20s %s\n", t->name, t->summary);
+	printf("\n Block (a running vstord or qemu-storage-daemon, over QMP):\n");
+	for (const struct vstor_cmd *t = vstor_block_cmds; t->name; t++)
 		printf("    %-20s %s\n", t->name, t->summary);
 	printf("\n  (specify help <command> for details about the command)\n\n");
 }
@@ -474,6 +491,7 @@ int main(int argc, char **argv)
 	static struct vstor_ctx ctx;
 	struct vstor_ctx *c = &ctx;
 	const char *state_override = NULL;
+	bool daemon;
 	int a, ret;
 
 	err_ctx = c;
@@ -495,8 +513,12 @@ int main(int argc, char **argv)
 						   o);
 			if (!strcmp(o, "--state-dir"))
 				state_override = argv[a + 1];
+			else if (argv[a + 1][0] == '/')
+				c->connect = argv[a + 1];
 			a++;
 		} else if (!strncmp(o, "--connect=", 10)) {
+			if (o[10] == '/')
+				c->connect = o + 10;
 			continue;
 		} else if (!strncmp(o, "--state-dir=", 12)) {
 			state_override = o + 12;
@@ -528,17 +550,30 @@ int main(int argc, char **argv)
 		return 1;
 	if (c->ret == -1)
 		return 0; /* --help */
-	if (vs_pool_state_dir(c->state_dir, sizeof(c->state_dir), state_override) < 0)
-		return vstor_error(c, -ENOENT,
-				   "no state directory: set VSTOR_STATE_DIR or use --state-dir");
-	if (vs_pool_state_open(&c->st, c->state_dir, c->cmd->exclusive, &c->err) < 0)
-		return vstor_error_err(c, "cannot use the state directory");
-	if (vs_pool_register_resolver(c->state_dir) < 0) {
+	daemon = is_daemon_cmd(c->cmd);
+	if (vs_pool_state_dir(c->state_dir, sizeof(c->state_dir), state_override) < 0) {
+		if (!daemon)
+			return vstor_error(c, -ENOENT,
+					   "no state directory: set VSTOR_STATE_DIR or use "
+					   "--state-dir");
+		snprintf(c->state_dir, sizeof(c->state_dir), "/run/vstor");
+	}
+	/*
+	 * The block verbs need the pools only for blockcopy --dest-vol: they
+	 * run without a usable state directory (c->st NULL).
+	 */
+	if (vs_pool_state_open(&c->st, c->state_dir, c->cmd->exclusive, &c->err) < 0) {
+		if (!daemon)
+			return vstor_error_err(c, "cannot use the state directory");
+		c->st = NULL;
+		vs_error_clear(&c->err);
+	} else if (vs_pool_register_resolver(c->state_dir) < 0) {
 		vs_pool_state_close(c->st);
 		return vstor_error(c, -EIO, "cannot register the vol: resolver");
 	}
 	ret = vs_run_in_coroutine(run_cmd, c);
-	vs_pool_state_close(c->st);
+	if (c->st)
+		vs_pool_state_close(c->st);
 	if (ret < 0)
 		return vstor_error(c, ret, "cannot start the engine: %s", strerror(-ret));
 	fflush(stdout);

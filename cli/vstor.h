@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "json.h"
 #include "pool.h"
 
 #define VSTOR_PROGNAME "vstor"
@@ -48,8 +47,9 @@ struct vstor_ctx {
 	const char *val[OPT_MAX]; /* by index into cmd->opts; NULL = not given */
 	const char *multi[OPT_MAX][OPT_MULTI_MAX];
 	unsigned nmulti[OPT_MAX];
-	bool json;  /* --output=json */
-	bool quiet; /* -q */
+	bool json;	     /* --output=json */
+	bool quiet;	     /* -q */
+	const char *connect; /* -c PATH: the daemon's QMP socket (an absolute path) */
 	struct vs_pool_state *st;
 	char state_dir[VS_POOL_PATH_MAX];
 	struct vs_error err;
@@ -105,8 +105,9 @@ void vstor_table_print(struct vstor_table *t);
 /* Print @s with XML's five special characters escaped (attribute-safe). */
 void vstor_xml_escape(FILE *f, const char *s);
 
-/* Commands (vstor-pool.c, vstor-vol.c). */
+/* Commands (vstor-pool.c, vstor-vol.c, vstor-block.c). */
 extern const struct vstor_cmd vstor_pool_cmds[];
 extern const struct vstor_cmd vstor_vol_cmds[];
+extern const struct vstor_cmd vstor_block_cmds[];
 
 #endif
