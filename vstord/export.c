@@ -488,6 +488,7 @@ void vd_export_close_all(void)
 /* Newest first, as QEMU lists them. */
 static void list_exports(json_object *arr, const struct vd_export *e)
 {
+	const char *nn;
 	json_object *o;
 
 	if (!e)
@@ -498,7 +499,9 @@ static void list_exports(json_object *arr, const struct vd_export *e)
 			       json_object_new_string(e->type == VD_EXPORT_NBD ? "nbd" :
 										 "vhost-user-blk"));
 	json_object_object_add(o, "id", json_object_new_string(e->id));
-	json_object_object_add(o, "node-name", json_object_new_string(e->node_name));
+	/* The node the export serves now (a snapshot or a pivot moves it), as qsd reports it. */
+	nn = e->node ? vd_node_name_of(e->node) : NULL;
+	json_object_object_add(o, "node-name", json_object_new_string(nn ? nn : e->node_name));
 	json_object_object_add(o, "shutting-down", json_object_new_boolean(e->shutting_down));
 	json_object_array_add(arr, o);
 }

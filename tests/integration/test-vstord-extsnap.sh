@@ -77,7 +77,8 @@ h.shutdown()
 nodes = {n["node-name"]: n for n in c.cmd("query-named-block-nodes")}
 assert nodes["ov2"]["backing_file_depth"] == 2, nodes["ov2"]
 exp = c.cmd("query-block-exports")
-assert [e["node-name"] for e in exp] == ["base"], exp  # the export keeps its name
+# The export serves the top overlay now, and says so as qsd does (its NBD name stays "base").
+assert [e["node-name"] for e in exp] == ["ov2"], exp
 c.cmd("quit")
 open(d + "/written", "w").write(str(written))
 PY
