@@ -117,19 +117,12 @@ static void conv_progress(struct conv_args *a, bool final)
 		a->tlast = now;
 		return;
 	}
-	if (a->quiet || !isatty(STDERR_FILENO))
+	if (a->quiet)
 		return;
-	{
-		double pct = a->total ? 100.0 * (double)a->done / (double)a->total : 100.0;
-
-		if (!final && (int)pct == a->last_pct)
-			return;
-		a->last_pct = (int)pct;
-		fprintf(stderr, "    (%3.2f/100%%)\r", pct);
-		if (final)
-			fprintf(stderr, "\n");
-		fflush(stderr);
-	}
+	/* qemu-img's: on stdout, whether or not it is a terminal. */
+	img_progress(true, a->done, a->total, &a->last_pct);
+	if (final)
+		img_progress_end(true);
 }
 
 static void conv_set_err(struct conv_args *a, int ret)

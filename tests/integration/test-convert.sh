@@ -179,6 +179,11 @@ assert last["done"] == last["total"] == 64 << 20, last
 PY
 vstor_img convert -q -p -O raw s.raw q.raw >out.txt 2>&1
 [[ ! -s out.txt ]] || fail "-q printed something"
+# -p prints qemu-img's progress on stdout even when it is not a terminal.
+vstor_img convert -p -O raw s.raw p.raw >out.txt 2>err.txt
+assert_grep '(0.00/100%)' out.txt "convert -p start"
+assert_grep '(100.00/100%)' out.txt "convert -p end"
+[[ ! -s err.txt ]] || fail "convert -p wrote to stderr"
 
 # Errors.
 assert_fails "$VSTOR_IMG" convert nope.raw x.raw
