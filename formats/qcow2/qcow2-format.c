@@ -199,13 +199,15 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 		/*
 		 * A reader that ignores the compression_type field would inflate
 		 * zstd data as zlib; the spec forbids a non-zlib type without
-		 * the incompatible bit that stops such readers.
+		 * the incompatible bit that stops such readers, and (as QEMU
+		 * enforces) the bit with zlib.
 		 */
-		if (h->compression_type != QCOW2_COMPRESSION_ZLIB &&
-		    !(h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION))
-			return vs_error_set(err, -EINVAL,
-					    "qcow2: compression type is not zlib but the "
-					    "compression incompatible bit is clear");
+		if ((h->compression_type != QCOW2_COMPRESSION_ZLIB) !=
+		    !!(h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION))
+			return vs_error_set(
+				err, -EINVAL,
+				"qcow2: Compression type incompatible feature bit must %sbe set",
+				h->compression_type == QCOW2_COMPRESSION_ZLIB ? "not " : "");
 	}
 
 	if (h->backing_file_offset) {

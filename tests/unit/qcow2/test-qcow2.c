@@ -108,6 +108,8 @@ static void test_format_header_rejects_bad_fields(void **state)
 	EXPECT_BAD(l1_size, 0x10000000);
 	EXPECT_BAD(compression_type, 1); /* zstd without the incompatible bit */
 	EXPECT_BAD(compression_type, 7);
+	EXPECT_BAD(incompatible_features,
+		   QCOW2_INCOMPAT_COMPRESSION); /* the bit with zlib (QEMU refuses) */
 	h.backing_file_offset = 112;
 	EXPECT_BAD(backing_file_size, 2000);
 	EXPECT_BAD(backing_file_size, 65500); /* name would run past the header cluster */
