@@ -6,6 +6,7 @@
  */
 #include "transaction.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,7 +148,8 @@ static void action_free(struct vd_action *a)
 }
 
 /* @args checked against @t's parameter names. */
-static int check_params(struct qmp_call *call, const struct vd_action_type *t, json_object *args)
+static int check_params(struct qmp_call *call, const struct vd_action_type *t, json_object *args,
+			size_t i)
 {
 	json_object_object_foreach(args, key, val)
 	{
@@ -157,8 +159,8 @@ static int check_params(struct qmp_call *call, const struct vd_action_type *t, j
 		for (p = t->params; *p && strcmp(*p, key); p++)
 			;
 		if (!*p)
-			return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s' is unexpected",
-					 key);
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Parameter 'actions[%zu].data.%s' is unexpected", i, key);
 	}
 	return 0;
 }
@@ -169,8 +171,34 @@ struct step {
 	json_object *args;
 };
 
-/* Prepare @n steps in order; commit them all, or abort the prepared ones. */
-static int txn_run(struct qmp_call *call, struct step *steps, unsigned n)
+/*
+ * An argument's error names it by its path in the transaction's input, as
+ * QEMU's visitor does: 'name' of action 0 is 'actions[0].data.name'.
+ */
+static void argument_path(char *desc, size_t size, unsigned i)
+{
+	static const char *const forms[] = { "Parameter '", "Invalid parameter type for '" };
+	char buf[sizeof(((struct qmp_call *)0)->desc) + 64];
+
+	for (size_t f = 0; f < sizeof(forms) / sizeof(forms[0]); f++) {
+		size_t len = strlen(forms[f]);
+
+		/* 'null' is QEMU's own name for a list element, kept as it is. */
+		if (strncmp(desc, forms[f], len) || !strncmp(desc + len, "null'", 5))
+			continue;
+		snprintf(buf, sizeof(buf), "%sactions[%u].data.%s", forms[f], i, desc + len);
+		len = strlen(buf) < size ? strlen(buf) : size - 1; /* cut as qmp_error cuts */
+		memcpy(desc, buf, len);
+		desc[len] = 0;
+		return;
+	}
+}
+
+/*
+ * Prepare @n steps in order; commit them all, or abort the prepared ones.
+ * @in_transaction: the transaction command's (not a command's own) actions.
+ */
+static int txn_run(struct qmp_call *call, struct step *steps, unsigned n, bool in_transaction)
 {
 	struct vd_txn txn = { 0 };
 	unsigned done = 0;
@@ -186,6 +214,8 @@ static int txn_run(struct qmp_call *call, struct step *steps, unsigned n)
 
 		a->txn = &txn;
 		if (a->type->prepare(a, &sub) < 0 || sub.failed) {
+			if (in_transaction)
+				argument_path(sub.desc, sizeof(sub.desc), done);
 			qmp_error(call, sub.failed ? sub.cls : QMP_ERR_GENERIC, "%s", sub.desc);
 			ret = -1;
 			break;
@@ -218,7 +248,7 @@ int vd_txn_run_one(struct qmp_call *call, const struct vd_action_type *t)
 {
 	struct step step = { .action = { .type = t }, .args = call->args };
 
-	return txn_run(call, &step, 1);
+	return txn_run(call, &step, 1, false);
 }
 
 /* The abort action: fails its transaction on purpose. */
@@ -340,7 +370,7 @@ static int cmd_transaction(struct qmp_call *call)
 					tname);
 			goto out;
 		}
-		if (check_params(call, t, data) < 0) {
+		if (check_params(call, t, data, i) < 0) {
 			ret = -1;
 			goto out;
 		}
@@ -349,7 +379,7 @@ static int cmd_transaction(struct qmp_call *call)
 	}
 	ret = check_properties(call, props, n ? steps[0].action.type->name : NULL);
 	if (ret == 0 && n)
-		ret = txn_run(call, steps, (unsigned)n);
+		ret = txn_run(call, steps, (unsigned)n, true);
 	/* transaction returns {}, whatever its actions would as commands. */
 	json_object_put(call->ret);
 	call->ret = NULL;
