@@ -23,6 +23,25 @@
 /* QEMU's longest bitmap name (BDRV_BITMAP_MAX_NAME_SIZE). */
 #define BITMAP_NAME_MAX 1023
 
+/*
+ * The bitmaps a prepared remove will take away when its transaction
+ * commits: busy to every other action until then (QEMU's wording).
+ */
+struct removal {
+	struct vs_node *node;
+	const char *name;
+	struct removal *next;
+};
+static struct removal *removals;
+
+static bool being_removed(struct vs_node *node, const char *name)
+{
+	for (struct removal *r = removals; r; r = r->next)
+		if (r->node == node && !strcmp(r->name, name))
+			return true;
+	return false;
+}
+
 /* QEMU's block_dirty_bitmap_lookup: the node and its bitmap, or -1 after qmp_error. */
 static int lookup(struct qmp_call *call, const char *node, const char *name, struct vd_node **out,
 		  struct vs_dirty_bitmap_info *info)
@@ -41,6 +60,12 @@ static int lookup(struct qmp_call *call, const char *node, const char *name, str
 static int check_usable(struct qmp_call *call, struct vd_node *n,
 			const struct vs_dirty_bitmap_info *info, bool allow_ro)
 {
+	if (being_removed(n->node, info->name))
+		return qmp_error(
+			call, QMP_ERR_GENERIC,
+			"Bitmap '%s' is currently in use by another operation and cannot be "
+			"used",
+			info->name);
 	if (!allow_ro && info->persistent && vs_node_is_read_only(n->node))
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "Bitmap '%s' is readonly and cannot be modified", info->name);
@@ -56,7 +81,8 @@ static int check_usable(struct qmp_call *call, struct vd_node *n,
 struct bitmap_target {
 	struct vs_node *node;
 	const char *name;
-	bool added; /* add: the bitmap exists and an abort removes it */
+	bool added;		/* add: the bitmap exists and an abort removes it */
+	struct removal removal; /* remove: listed in removals until commit or abort */
 };
 
 static struct bitmap_target *target_new(struct vd_action *a, struct qmp_call *call,
@@ -203,27 +229,56 @@ static int remove_prepare(struct vd_action *a, struct qmp_call *call)
 {
 	const char *node, *name;
 	struct vs_dirty_bitmap_info info;
+	struct bitmap_target *t;
 	struct vd_node *n;
 
 	/* An inconsistent bitmap can be removed: that is how it goes away. */
 	if (qmp_arg_str(call, "node", true, &node) < 0 ||
 	    qmp_arg_str(call, "name", true, &name) < 0 || lookup(call, node, name, &n, &info) < 0)
 		return -1;
+	if (being_removed(n->node, name))
+		return qmp_error(
+			call, QMP_ERR_GENERIC,
+			"Bitmap '%s' is currently in use by another operation and cannot be "
+			"used",
+			name);
 	if (info.persistent && vs_node_is_read_only(n->node))
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "Bitmap '%s' is readonly and cannot be modified", name);
-	if (!target_new(a, call, n, name))
+	t = target_new(a, call, n, name);
+	if (!t)
 		return -1;
+	t->removal.node = n->node;
+	t->removal.name = name;
+	t->removal.next = removals;
+	removals = &t->removal;
 	vd_txn_quiesce(a->txn, NULL);
 	return 0;
 }
 
+static void removal_end(struct bitmap_target *t)
+{
+	for (struct removal **p = &removals; *p; p = &(*p)->next) {
+		if (*p == &t->removal) {
+			*p = t->removal.next;
+			return;
+		}
+	}
+}
+
 static void remove_commit(struct vd_action *a)
 {
+	removal_end(a->priv);
 	apply(a->priv, VS_BITMAP_REMOVE);
 }
+
+static void remove_abort(struct vd_action *a)
+{
+	if (a->priv)
+		removal_end(a->priv);
+}
 VD_ACTION_COMMAND(bitmap_remove, "block-dirty-bitmap-remove", QMP_PARAMS("node", "name"),
-		  .prepare = remove_prepare, .commit = remove_commit)
+		  .prepare = remove_prepare, .commit = remove_commit, .abort = remove_abort)
 
 static int clear_prepare(struct vd_action *a, struct qmp_call *call)
 {
@@ -269,7 +324,7 @@ struct bitmap_merge {
 };
 
 /* One element of "bitmaps": a name on the target's node, or {node, name}. */
-static int merge_source(struct qmp_call *call, json_object *el, struct vd_node *target,
+static int merge_source(struct qmp_call *call, json_object *el, size_t i, struct vd_node *target,
 			struct merge_source *src)
 {
 	struct vs_dirty_bitmap_info info;
@@ -289,8 +344,16 @@ static int merge_source(struct qmp_call *call, json_object *el, struct vd_node *
 			(void)val;
 			if (strcmp(key, "node") && strcmp(key, "name"))
 				return qmp_error(call, QMP_ERR_GENERIC,
-						 "Parameter '%s' is unexpected", key);
+						 "Parameter 'bitmaps[%zu].%s' is unexpected", i,
+						 key);
 		}
+		/* Named by their path, as QEMU's visitor names them. */
+		if (!json_object_object_get_ex(el, "node", NULL))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Parameter 'bitmaps[%zu].node' is missing", i);
+		if (!json_object_object_get_ex(el, "name", NULL))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Parameter 'bitmaps[%zu].name' is missing", i);
 		if (qmp_arg_str(&sub, "node", true, &node) < 0 ||
 		    qmp_arg_str(&sub, "name", true, &src->name) < 0)
 			return qmp_error(call, sub.cls, "%s", sub.desc);
@@ -345,7 +408,7 @@ static int merge_prepare(struct vd_action *a, struct qmp_call *call)
 	m->target.node = n->node;
 	m->target.name = target;
 	for (size_t i = 0; i < nb; i++)
-		if (merge_source(call, json_object_array_get_idx(bitmaps, i), n, &m->src[i]) < 0)
+		if (merge_source(call, json_object_array_get_idx(bitmaps, i), i, n, &m->src[i]) < 0)
 			return -1;
 	m->nb = (unsigned)nb;
 	if (check_usable(call, n, &info, false) < 0)

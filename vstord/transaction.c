@@ -270,8 +270,8 @@ static int check_properties(struct qmp_call *call, json_object *props, const cha
 	{
 		(void)val;
 		if (strcmp(key, "completion-mode"))
-			return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s' is unexpected",
-					 key);
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Parameter 'properties.%s' is unexpected", key);
 	}
 	if (!json_object_object_get_ex(props, "completion-mode", &mode))
 		return 0;

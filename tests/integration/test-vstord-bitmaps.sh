@@ -94,6 +94,8 @@ def run(sock, d):
     x("block-dirty-bitmap-merge", node="a", target="b0", bitmaps=[{"node": "zz", "name": "x"}])
     x("block-dirty-bitmap-merge", node="a", target="b0", bitmaps=[{"node": "b", "name": "zz"}])
     x("block-dirty-bitmap-merge", node="a", target="b0", bitmaps=[3])
+    x("block-dirty-bitmap-merge", node="a", target="b0", bitmaps=[{"node": "a"}])
+    x("block-dirty-bitmap-merge", node="a", target="b0", bitmaps=[{"node": "a", "name": "b0", "x": 1}])
     x("block-dirty-bitmap-add", node="s", name="sb")
     x("block-dirty-bitmap-merge", node="a", target="b0", bitmaps=[{"node": "s", "name": "sb"}])
     x("block-dirty-bitmap-add", node="b", name="other", granularity=512)

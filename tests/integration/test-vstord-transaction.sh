@@ -64,6 +64,11 @@ def run(sock, d):
     t([add("a", "t1")], properties={"completion-mode": "grouped"})
     t([add("a", "t1")], properties={"completion-mode": "individual"})
     t([{"type": "abort", "data": {}}])
+    t([], properties={"x": 1})
+    t([{"type": "block-dirty-bitmap-remove", "data": {"node": "a", "name": "b0"}},
+       {"type": "block-dirty-bitmap-clear", "data": {"node": "a", "name": "b0"}}])
+    t([{"type": "block-dirty-bitmap-merge",
+        "data": {"node": "a", "target": "b0", "bitmaps": [{"node": "a"}]}}])
     t([])
     # failing: nothing of the first action stays
     t([add("a", "t2"), add("a", "b0")])
