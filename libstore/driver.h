@@ -143,6 +143,7 @@ struct vs_driver {
 	int (*compact)(struct vs_node *node, vs_progress_fn *progress, void *opaque,
 		       struct vs_error *err);
 	int (*bitmap)(struct vs_node *node, const struct vs_bitmap_op *op, struct vs_error *err);
+	int (*bitmap_list)(struct vs_node *node, struct vs_dirty_bitmap_info **out, unsigned *nb);
 
 	/* VS_REQ_FUA; VS_REQ_COMPRESSED: whole clusters, stored compressed */
 	unsigned supported_write_flags;

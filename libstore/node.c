@@ -737,6 +737,15 @@ int vs_node_bitmap(struct vs_node *n, const struct vs_bitmap_op *op, struct vs_e
 	return n->drv->bitmap(n, op, err);
 }
 
+int vs_node_dirty_bitmaps(struct vs_node *n, struct vs_dirty_bitmap_info **out, unsigned *nb)
+{
+	*out = NULL;
+	*nb = 0;
+	if (!n->drv->bitmap_list)
+		return -ENOTSUP;
+	return n->drv->bitmap_list(n, out, nb);
+}
+
 int vs_node_snapshot_create(struct vs_node *n, const char *name,
 			    const struct vs_snapshot_opts *opts, struct vs_error *err)
 {

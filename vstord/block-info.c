@@ -3,6 +3,9 @@
 #include "block-info.h"
 
 #include <stdint.h>
+#include <stdlib.h>
+
+#include "bitmap.h"
 
 static void add_str(json_object *o, const char *key, const char *val)
 {
@@ -99,6 +102,33 @@ json_object *vd_image_info(struct vs_node *node, bool backing)
 	return o;
 }
 
+/* QEMU's BlockDirtyInfo list, present only when the node has bitmaps. */
+static void dirty_bitmaps(json_object *o, struct vs_node *node)
+{
+	struct vs_dirty_bitmap_info *list;
+	json_object *arr;
+	unsigned nb;
+
+	if (vd_bitmap_list(node, &list, &nb) < 0 || !nb)
+		return;
+	arr = json_object_new_array();
+	for (unsigned i = 0; i < nb; i++) {
+		json_object *b = json_object_new_object();
+
+		add_str(b, "name", list[i].name);
+		add_bool(b, "recording", list[i].recording);
+		add_bool(b, "persistent", list[i].persistent);
+		add_bool(b, "busy", false);
+		add_int(b, "granularity", (int64_t)list[i].granularity);
+		add_int(b, "count", (int64_t)list[i].count);
+		if (list[i].inconsistent)
+			add_bool(b, "inconsistent", true);
+		json_object_array_add(arr, b);
+	}
+	json_object_object_add(o, "dirty-bitmaps", arr);
+	free(list);
+}
+
 json_object *vd_block_device_info(struct vs_node *node, const char *name,
 				  const struct vd_node *named, bool backing_image)
 {
@@ -132,5 +162,6 @@ json_object *vd_block_device_info(struct vs_node *node, const char *name,
 	add_bool(cache, "no-flush", mode == VS_CACHE_UNSAFE);
 	json_object_object_add(o, "cache", cache);
 	add_int(o, "write_threshold", 0);
+	dirty_bitmaps(o, node);
 	return o;
 }

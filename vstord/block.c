@@ -481,6 +481,11 @@ static void node_free(struct vd_node *n)
 	prune_auto_names();
 }
 
+void vd_node_remove(struct vd_node *n)
+{
+	node_free(n);
+}
+
 static int cmd_blockdev_del(struct qmp_call *call)
 {
 	const char *name;

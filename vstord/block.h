@@ -36,6 +36,9 @@ struct vd_node *vd_node_lookup(struct qmp_call *call, const char *name);
 /* Name @node (its reference moves to the table); NULL when out of memory. */
 struct vd_node *vd_node_add(const char *name, struct vs_node *node);
 
+/* Forget @n and drop its reference (a node an aborted transaction added). */
+void vd_node_remove(struct vd_node *n);
+
 /* The name a query shows for @node: its node-name, or an automatic "#blockN". */
 const char *vd_node_name_of(struct vs_node *node);
 

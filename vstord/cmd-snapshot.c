@@ -1,18 +1,23 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Internal snapshots of a node, live: blockdev-snapshot-internal-sync and
- * blockdev-snapshot-delete-internal-sync, with qemu-storage-daemon's
- * arguments, messages and return value. The node is drained around the
- * change (vs_node_drain_begin), so requests of an export on it wait for the
- * few milliseconds it takes instead of racing the snapshot's metadata.
+ * Snapshots of a node, live: internal ones (blockdev-snapshot-internal-sync,
+ * blockdev-snapshot-delete-internal-sync) and external ones (an overlay goes
+ * above the node: blockdev-snapshot-sync, blockdev-snapshot), with
+ * qemu-storage-daemon's arguments, messages and return values. The node is
+ * drained around the change (vs_node_drain_begin), so requests of an export
+ * on it wait for the few milliseconds it takes instead of racing the
+ * snapshot's metadata. All but the delete are transaction actions too
+ * (transaction.h): the commands run as transactions of one action.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "block.h"
-#include "export.h"
 #include "qmp.h"
+#include "transaction.h"
 
 /* The snapshots of @node (freed with vs_image_info_free), or -1 after qmp_error. */
 static int snapshot_list(struct qmp_call *call, struct vs_node *node, struct vs_image_info *info)
@@ -29,11 +34,18 @@ static bool has_internal_snapshots(struct vs_node *node)
 	return !strcmp(vs_node_format(node), "qcow2");
 }
 
-static int cmd_snapshot_internal(struct qmp_call *call)
+/* blockdev-snapshot-internal-sync: undone by deleting the snapshot it took. */
+struct snap_internal {
+	struct vs_node *node;
+	char id[sizeof(((struct vs_snapshot_info *)0)->id)];
+};
+
+static int snap_internal_prepare(struct vd_action *a, struct qmp_call *call)
 {
 	const char *device, *name;
 	struct vs_image_info info;
 	struct vs_error err = { 0 };
+	struct snap_internal *st;
 	struct vd_node *n;
 	int ret;
 
@@ -63,15 +75,35 @@ static int cmd_snapshot_internal(struct qmp_call *call)
 		}
 	}
 	vs_image_info_free(&info);
-	vs_node_drain_begin(n->node);
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+	a->priv = st;
+	st->node = n->node;
+	vd_txn_quiesce(a->txn, n->node);
 	ret = vs_node_snapshot_create(n->node, name, NULL, &err);
-	vs_node_drain_end(n->node);
 	if (ret < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+	/* Its id, to delete this one and no other on abort. */
+	if (vs_node_get_info(n->node, &info) == 0) {
+		for (unsigned i = 0; i < info.nb_snapshots; i++)
+			if (!strcmp(info.snapshots[i].name, name))
+				snprintf(st->id, sizeof(st->id), "%s", info.snapshots[i].id);
+		vs_image_info_free(&info);
+	}
 	return 0;
 }
-QMP_COMMAND(snapshot_internal, "blockdev-snapshot-internal-sync", cmd_snapshot_internal,
-	    .params = QMP_PARAMS("device", "name"))
+
+static void snap_internal_abort(struct vd_action *a)
+{
+	struct snap_internal *st = a->priv;
+
+	if (st && st->id[0])
+		vs_node_snapshot_delete(st->node, st->id, NULL);
+}
+VD_ACTION_COMMAND(snapshot_internal, "blockdev-snapshot-internal-sync",
+		  QMP_PARAMS("device", "name"), .prepare = snap_internal_prepare,
+		  .abort = snap_internal_abort)
 
 static json_object *snapshot_info(const struct vs_snapshot_info *sn)
 {
@@ -148,24 +180,55 @@ QMP_COMMAND(snapshot_delete_internal, "blockdev-snapshot-delete-internal-sync",
 /* ---- external snapshots ---- */
 
 /*
- * Put @overlay (whose backing node is @base already) above @base for
- * everything that used @base: the exports of @base are drained, pointed at
- * @overlay, and let go on. Requests never see a half-switched graph.
+ * Both put an overlay above a node: prepare builds the graph change (the
+ * overlay's backing node is the node, nothing reaches the overlay yet),
+ * commit points the node's exports at the overlay when the transaction
+ * ends, abort takes the overlay away again.
  */
-static void switch_to_overlay(struct vs_node *base, struct vs_node *overlay)
+struct snap_external {
+	struct vs_node *base, *overlay;
+	struct vd_node *named; /* blockdev-snapshot-sync: the overlay it added */
+	char *created;	       /* blockdev-snapshot-sync: the file it created */
+	bool header_changed;   /* blockdev-snapshot: the overlay's header names @base */
+	char *old_backing;     /* blockdev-snapshot: what the header named before */
+	char old_backing_fmt[32];
+};
+
+static void snap_external_clean(void *priv)
 {
-	vd_exports_drain_begin(base);
-	vs_node_drain_begin(base);
-	vd_exports_drain_end(base, overlay);
-	vs_node_drain_end(base);
+	struct snap_external *st = priv;
+
+	free(st->created);
+	free(st->old_backing);
 }
 
-static int cmd_snapshot_sync(struct qmp_call *call)
+static struct snap_external *snap_external_new(struct vd_action *a, struct qmp_call *call)
+{
+	struct snap_external *st = calloc(1, sizeof(*st));
+
+	if (!st) {
+		qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+		return NULL;
+	}
+	a->priv = st;
+	a->clean = snap_external_clean;
+	return st;
+}
+
+static void snap_external_commit(struct vd_action *a)
+{
+	struct snap_external *st = a->priv;
+
+	vd_txn_switch(a->txn, st->base, st->overlay);
+}
+
+static int snap_sync_prepare(struct vd_action *a, struct qmp_call *call)
 {
 	const char *device = NULL, *node_name = NULL, *file, *overlay_name = NULL;
 	const char *format = "qcow2", *mode = "absolute-paths";
 	struct vs_error err = { 0 };
 	struct vs_node *overlay = NULL;
+	struct snap_external *st;
 	struct vd_node *n;
 
 	if (qmp_arg_str(call, "device", false, &device) < 0 ||
@@ -190,14 +253,27 @@ static int cmd_snapshot_sync(struct qmp_call *call)
 		return qmp_error(call, QMP_ERR_GENERIC, "New overlay node-name already in use");
 	if (vs_node_is_read_only(n->node))
 		return qmp_error(call, QMP_ERR_GENERIC, "Device '%s' is read only", node_name);
+	st = snap_external_new(a, call);
+	if (!st)
+		return -1;
+	st->base = n->node;
 	if (!strcmp(mode, "absolute-paths")) {
 		struct vs_kv kv[] = {
 			{ "backing_file", vs_node_filename(n->node) },
 			{ "backing_fmt", vs_node_format(n->node) },
 		};
+		/* An abort removes the file only if this action made it. */
+		bool existed = access(file, F_OK) == 0;
 
 		if (vs_image_create(file, format, vs_node_size(n->node), kv, 2, &err) < 0)
 			return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+		if (!existed) {
+			st->created = strdup(file);
+			if (!st->created) {
+				unlink(file);
+				return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+			}
+		}
 	}
 	{
 		struct vs_open_opts oo = {
@@ -207,32 +283,59 @@ static int cmd_snapshot_sync(struct qmp_call *call)
 			.cache = vs_node_cache_mode(n->node),
 		};
 
-		if (vs_image_open(&overlay, &oo, &err) < 0)
-			return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+		if (vs_image_open(&overlay, &oo, &err) < 0) {
+			qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+			goto fail;
+		}
 	}
+	/* The graph changes from here: requests wait until the transaction ends. */
+	vd_txn_quiesce(a->txn, n->node);
 	if (vs_node_size(overlay) != vs_node_size(n->node) ||
 	    vs_node_replace_backing(overlay, n->node, &err) < 0) {
 		if (!err.msg[0])
 			vs_error_set(&err, -EINVAL, "The overlay's size differs from the node's");
 		vs_node_close(overlay);
-		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+		qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+		goto fail;
 	}
-	if (!vd_node_add(overlay_name, overlay)) {
+	st->named = vd_node_add(overlay_name, overlay);
+	if (!st->named) {
 		vs_node_close(overlay);
-		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+		qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+		goto fail;
 	}
-	switch_to_overlay(n->node, overlay);
+	st->overlay = overlay;
 	return 0;
+fail:
+	if (st->created)
+		unlink(st->created);
+	return -1;
 }
-QMP_COMMAND(snapshot_sync, "blockdev-snapshot-sync", cmd_snapshot_sync,
-	    .params = QMP_PARAMS("device", "node-name", "snapshot-file", "snapshot-node-name",
-				 "format", "mode"))
+
+static void snap_sync_abort(struct vd_action *a)
+{
+	struct snap_external *st = a->priv;
+
+	if (!st)
+		return;
+	if (st->named)
+		vd_node_remove(st->named); /* closes the overlay, which lets go of the base */
+	if (st->created)
+		unlink(st->created);
+}
+VD_ACTION_COMMAND(snapshot_sync, "blockdev-snapshot-sync",
+		  QMP_PARAMS("device", "node-name", "snapshot-file", "snapshot-node-name", "format",
+			     "mode"),
+		  .prepare = snap_sync_prepare, .commit = snap_external_commit,
+		  .abort = snap_sync_abort)
 
 /* blockdev-snapshot: an overlay added with blockdev-add ("backing": null) goes above the node. */
-static int cmd_snapshot(struct qmp_call *call)
+static int snap_prepare(struct vd_action *a, struct qmp_call *call)
 {
 	const char *node_name, *overlay_name;
 	struct vs_error err = { 0 };
+	struct snap_external *st;
+	struct vs_image_info info;
 	struct vd_node *n, *o;
 
 	if (qmp_arg_str(call, "node", true, &node_name) < 0 ||
@@ -251,6 +354,21 @@ static int cmd_snapshot(struct qmp_call *call)
 	if (vs_node_size(o->node) != vs_node_size(n->node))
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "The overlay's size differs from the node's");
+	st = snap_external_new(a, call);
+	if (!st)
+		return -1;
+	st->base = n->node;
+	st->overlay = o->node;
+	/* What the overlay's header names now, for an abort to put back. */
+	if (vs_node_get_info(o->node, &info) == 0) {
+		if (info.backing_filename) {
+			st->old_backing = strdup(info.backing_filename);
+			snprintf(st->old_backing_fmt, sizeof(st->old_backing_fmt), "%s",
+				 info.backing_format);
+		}
+		vs_image_info_free(&info);
+	}
+	vd_txn_quiesce(a->txn, n->node);
 	if (vs_node_replace_backing(o->node, n->node, &err) < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
 	/* The image's header names its new backing file too, as QEMU writes it. */
@@ -259,7 +377,19 @@ static int cmd_snapshot(struct qmp_call *call)
 		vs_node_replace_backing(o->node, NULL, NULL);
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
 	}
-	switch_to_overlay(n->node, o->node);
+	st->header_changed = true;
 	return 0;
 }
-QMP_COMMAND(snapshot, "blockdev-snapshot", cmd_snapshot, .params = QMP_PARAMS("node", "overlay"))
+
+static void snap_abort(struct vd_action *a)
+{
+	struct snap_external *st = a->priv;
+
+	if (!st || !st->header_changed)
+		return;
+	vs_node_set_backing(st->overlay, st->old_backing,
+			    st->old_backing_fmt[0] ? st->old_backing_fmt : NULL, NULL);
+	vs_node_replace_backing(st->overlay, NULL, NULL);
+}
+VD_ACTION_COMMAND(snapshot, "blockdev-snapshot", QMP_PARAMS("node", "overlay"),
+		  .prepare = snap_prepare, .commit = snap_external_commit, .abort = snap_abort)

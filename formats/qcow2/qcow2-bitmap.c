@@ -283,8 +283,19 @@ static uint64_t directory_size(const struct qcow2_bitmaps *b)
 	uint64_t size = 0;
 
 	for (unsigned i = 0; i < b->nb; i++)
-		size += dir_entry_size(strlen(b->bm[i].name), 0);
+		if (!b->bm[i].transient)
+			size += dir_entry_size(strlen(b->bm[i].name), 0);
 	return size;
+}
+
+/* The bitmaps the directory holds (all but the transient ones). */
+static unsigned nb_persistent(const struct qcow2_bitmaps *b)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < b->nb; i++)
+		n += !b->bm[i].transient;
+	return n;
 }
 
 static uint8_t *directory_encode(const struct qcow2_bitmaps *b, uint64_t size)
@@ -295,6 +306,8 @@ static uint8_t *directory_encode(const struct qcow2_bitmaps *b, uint64_t size)
 	if (!dir)
 		return NULL;
 	for (unsigned i = 0; i < b->nb; i++) {
+		if (b->bm[i].transient)
+			continue;
 		encode_dir_entry(&b->bm[i], dir + pos);
 		pos += dir_entry_size(strlen(b->bm[i].name), 0);
 	}
@@ -512,6 +525,7 @@ int qcow2_bitmaps_store(struct vs_node *node)
 	struct qcow2_state *s = qcow2_state(node);
 	struct qcow2_bitmaps *b = &s->bitmaps;
 	uint64_t dsize = directory_size(b);
+	unsigned nb = nb_persistent(b);
 	uint8_t *dir = NULL;
 	int64_t doff = 0;
 	int ret = 0;
@@ -519,17 +533,20 @@ int qcow2_bitmaps_store(struct vs_node *node)
 	if (!b->owned || s->corrupt)
 		return 0;
 	/* No table can describe an empty disk: QEMU loses them too. */
-	if (!s->hdr.size && b->nb) {
+	if (!s->hdr.size && nb) {
 		vs_warn("qcow2: '%s': the image is empty: its persistent bitmaps are dropped",
 			node->filename);
 		for (unsigned i = 0; i < b->nb; i++)
 			free(b->bm[i].data);
 		b->nb = 0;
+		nb = 0;
 		dsize = 0;
 	}
 	for (unsigned i = 0; i < b->nb; i++) {
 		struct qcow2_bitmap *bm = &b->bm[i];
 
+		if (bm->transient)
+			continue;
 		if (bm->inconsistent && bm->table_offset)
 			continue; /* kept as it is on disk, in_use */
 		ret = store_bitmap(node, bm);
@@ -538,7 +555,7 @@ int qcow2_bitmaps_store(struct vs_node *node)
 		if (!bm->inconsistent)
 			bm->flags &= ~QCOW2_BME_FLAG_IN_USE;
 	}
-	if (b->nb) {
+	if (nb) {
 		dir = directory_encode(b, dsize);
 		if (!dir)
 			return -ENOMEM;
@@ -557,11 +574,11 @@ int qcow2_bitmaps_store(struct vs_node *node)
 		ret = vs_node_flush(node->file);
 	if (ret < 0)
 		goto out;
-	b->ext_nb = b->nb;
-	b->ext_dir_offset = b->nb ? (uint64_t)doff : 0;
-	b->ext_dir_size = b->nb ? dsize : 0;
+	b->ext_nb = nb;
+	b->ext_dir_offset = nb ? (uint64_t)doff : 0;
+	b->ext_dir_size = nb ? dsize : 0;
 	b->ext_ignored = false;
-	if (b->nb)
+	if (nb)
 		s->hdr.autoclear_features |= QCOW2_AUTOCLEAR_BITMAPS;
 	else
 		s->hdr.autoclear_features &= ~QCOW2_AUTOCLEAR_BITMAPS;
@@ -709,6 +726,12 @@ static int add_bitmap(struct vs_node *node, const struct vs_bitmap_op *op, struc
 		gbits++;
 	if (find_bitmap(b, op->name))
 		return vs_error_set(err, -EEXIST, "Bitmap already exists: %s", op->name);
+	if (op->transient) {
+		/* In memory only: none of the image's limits apply (QEMU's own does). */
+		if (nlen == 0 || nlen > VS_BITMAP_NAME_MAX)
+			return vs_error_set(err, -EINVAL, "Bitmap name too long: %s", op->name);
+		goto add;
+	}
 	/* QEMU cannot store one there either (it loses it on close). */
 	if (!node->size)
 		return vs_error_set(err, -EINVAL,
@@ -739,6 +762,7 @@ static int add_bitmap(struct vs_node *node, const struct vs_bitmap_op *op, struc
 				    "Can't store persistent bitmap '%s' into '%s': no space in "
 				    "the bitmap directory",
 				    op->name, node->filename);
+add:
 	nbm = realloc(b->bm, (b->nb + 1) * sizeof(*b->bm));
 	if (!nbm)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
@@ -752,6 +776,7 @@ static int add_bitmap(struct vs_node *node, const struct vs_bitmap_op *op, struc
 	if (!bm->data)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
 	bm->flags = QCOW2_BME_FLAG_IN_USE | (op->disabled ? 0 : QCOW2_BME_FLAG_AUTO);
+	bm->transient = op->transient;
 	b->nb++;
 	return 0;
 }
@@ -829,15 +854,19 @@ int qcow2_bitmap_op(struct vs_node *node, const struct vs_bitmap_op *op, struct 
 	int ret = 0;
 
 	vs_co_mutex_lock(&s->lock);
-	if (!b->owned && b->nb) {
+	if (!b->owned && nb_persistent(b)) {
 		ret = vs_error_set(err, -EPERM, "'%s': bitmaps are not writable", node->filename);
 		goto out;
 	}
-	/* The first bitmap of an image: owned from now on, stored on close. */
-	b->owned = true;
 	switch (op->action) {
 	case VS_BITMAP_ADD:
 		ret = add_bitmap(node, op, err);
+		/*
+		 * The first persistent bitmap of an image: owned from now on,
+		 * stored on close. Transient ones never change the image.
+		 */
+		if (ret == 0 && !op->transient)
+			b->owned = true;
 		break;
 	case VS_BITMAP_REMOVE:
 		bm = find_bitmap(b, op->name);
@@ -877,15 +906,20 @@ out:
 int qcow2_bitmaps_info(struct vs_node *node, struct vs_image_info *info)
 {
 	struct qcow2_bitmaps *b = &qcow2_state(node)->bitmaps;
+	unsigned n = 0;
 
-	if (!b->nb)
+	if (!nb_persistent(b))
 		return 0;
-	info->bitmaps = calloc(b->nb, sizeof(*info->bitmaps));
+	info->bitmaps = calloc(nb_persistent(b), sizeof(*info->bitmaps));
 	if (!info->bitmaps)
 		return -ENOMEM;
 	for (unsigned i = 0; i < b->nb; i++) {
-		struct vs_bitmap_info *bi = &info->bitmaps[i];
+		struct vs_bitmap_info *bi;
 		const struct qcow2_bitmap *bm = &b->bm[i];
+
+		if (bm->transient)
+			continue;
+		bi = &info->bitmaps[n++];
 
 		snprintf(bi->name, sizeof(bi->name), "%s", bm->name);
 		bi->granularity = 1ull << bm->gran_bits;
@@ -895,6 +929,45 @@ int qcow2_bitmaps_info(struct vs_node *node, struct vs_image_info *info)
 		if (bm->flags & QCOW2_BME_FLAG_AUTO)
 			bi->flags |= VS_BITMAP_FLAG_AUTO;
 	}
-	info->nb_bitmaps = b->nb;
+	info->nb_bitmaps = n;
+	return 0;
+}
+
+static uint64_t count_bits(const uint8_t *data, uint64_t nbits)
+{
+	uint64_t n = 0, nbytes = nbits / 8;
+
+	for (uint64_t i = 0; i < nbytes; i++)
+		n += (uint64_t)__builtin_popcount(data[i]);
+	if (nbits % 8)
+		n += (uint64_t)__builtin_popcount(data[nbytes] & ((1u << (nbits % 8)) - 1));
+	return n;
+}
+
+int qcow2_bitmaps_list(struct vs_node *node, struct vs_dirty_bitmap_info **out, unsigned *nb)
+{
+	struct qcow2_bitmaps *b = &qcow2_state(node)->bitmaps;
+	struct vs_dirty_bitmap_info *list;
+
+	*out = NULL;
+	*nb = 0;
+	if (!b->nb)
+		return 0;
+	list = calloc(b->nb, sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	for (unsigned i = 0; i < b->nb; i++) {
+		const struct qcow2_bitmap *bm = &b->bm[b->nb - 1 - i];
+		struct vs_dirty_bitmap_info *bi = &list[i];
+
+		snprintf(bi->name, sizeof(bi->name), "%s", bm->name);
+		bi->granularity = 1ull << bm->gran_bits;
+		bi->count = bm->data ? count_bits(bm->data, bm->nbits) << bm->gran_bits : 0;
+		bi->recording = bm->data && !bm->inconsistent && (bm->flags & QCOW2_BME_FLAG_AUTO);
+		bi->persistent = !bm->transient;
+		bi->inconsistent = bm->inconsistent;
+	}
+	*out = list;
+	*nb = b->nb;
 	return 0;
 }

@@ -22,6 +22,7 @@ struct qcow2_bitmap {
 	uint64_t table_offset; /* on disk now; 0 for a bitmap not written yet */
 	uint32_t table_size;   /* entries */
 	bool inconsistent;     /* in_use when found: never used as valid, kept as is */
+	bool transient;	       /* in memory only (persistent=false): never written */
 	uint8_t *data; /* the bits in disk order (bit i: byte i/8, bit i%8); NULL: not loaded */
 	uint64_t nbits;
 };
@@ -76,7 +77,9 @@ void qcow2_bitmaps_mark(struct qcow2_bitmaps *b, uint64_t offset, uint64_t len);
 int qcow2_bitmaps_resize(struct vs_node *node, uint64_t size);
 /* The driver's bitmap operation (qemu-img bitmap). */
 int qcow2_bitmap_op(struct vs_node *node, const struct vs_bitmap_op *op, struct vs_error *err);
-/* Fill info->bitmaps. */
+/* The bitmaps of the image, persistent or not, newest first (vs_node_dirty_bitmaps). */
+int qcow2_bitmaps_list(struct vs_node *node, struct vs_dirty_bitmap_info **out, unsigned *nb);
+/* Fill info->bitmaps (the persistent ones). */
 int qcow2_bitmaps_info(struct vs_node *node, struct vs_image_info *info);
 /* The extension to write in the header cluster: 0 = none, else its 24 data bytes in @out. */
 unsigned qcow2_bitmaps_ext_encode(const struct qcow2_bitmaps *b, uint8_t *out);

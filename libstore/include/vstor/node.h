@@ -378,6 +378,11 @@ struct vs_bitmap_op {
 	bool disabled;	      /* ADD: created disabled */
 	struct vs_node *src;  /* MERGE: the node holding @src_name (may be @n itself) */
 	const char *src_name; /* MERGE: set in @name every bit set in @src_name */
+	/*
+	 * ADD: an in-memory bitmap only (QEMU's persistent=false): it tracks
+	 * writes like the others but is never written to the image.
+	 */
+	bool transient;
 };
 
 /*
@@ -386,6 +391,23 @@ struct vs_bitmap_op {
  * Returns 0, -ENOTSUP if the format has no bitmaps, or -errno with @err.
  */
 int vs_node_bitmap(struct vs_node *n, const struct vs_bitmap_op *op, struct vs_error *err);
+
+/* A dirty bitmap of an open node, persistent or not (QEMU's BlockDirtyInfo). */
+struct vs_dirty_bitmap_info {
+	char name[VS_BITMAP_NAME_MAX + 1];
+	uint64_t granularity; /* bytes per bit */
+	uint64_t count;	      /* dirty bytes: bits set times the granularity */
+	bool recording;	      /* enabled: writes set bits */
+	bool persistent;      /* stored in the image on close */
+	bool inconsistent;    /* found in_use: never used as valid */
+};
+
+/*
+ * The dirty bitmaps of @n, newest first (as QEMU lists them): *@out is
+ * malloc'd (NULL when there are none), *@nb its entries. Does not yield.
+ * Returns 0, -ENOTSUP if the format keeps no bitmaps, or -ENOMEM.
+ */
+int vs_node_dirty_bitmaps(struct vs_node *n, struct vs_dirty_bitmap_info **out, unsigned *nb);
 
 /*
  * Change format options of an existing image (qemu-img amend): compat,

@@ -2,8 +2,9 @@
 /*
  * Persistent dirty bitmaps of the qcow2 driver: the marking of the data
  * path at granule and byte edges (in memory), and bitmaps whose bits span
- * several table clusters stored on close and read back, with qemu-img
- * check as the oracle of the image's consistency.
+ * several table clusters stored on close and read back, in-memory bitmaps
+ * that never reach the image, with qemu-img check as the oracle of the
+ * image's consistency.
  *
  * The second case exits 77 (skip) when qemu-img is missing, unless CI is set.
  */
@@ -132,6 +133,81 @@ static void test_qcow2_bitmap_stored_across_tables(void **state)
 	assert_int_equal(c.ret, 0);
 }
 
+/*
+ * An in-memory (transient) bitmap beside a persistent one: both mark
+ * writes and are listed newest first with their counts; only the
+ * persistent one reaches the image; an image with only transient ones is
+ * left without a bitmaps extension.
+ */
+static void transient_body(void *opaque)
+{
+	struct store_case *c = opaque;
+	struct vs_bitmap_op add_p = { .action = VS_BITMAP_ADD, .name = "p", .granularity = 4096 };
+	struct vs_bitmap_op add_t = {
+		.action = VS_BITMAP_ADD, .name = "t", .granularity = 65536, .transient = true
+	};
+	struct vs_error err = { 0 };
+	struct vs_dirty_bitmap_info *list = NULL;
+	struct vs_node *n;
+	uint8_t buf[512] = { 1 };
+	unsigned nb = 0;
+
+	c->ret = create_img("t.qcow2", 4u << 20, NULL, &err);
+	if (c->ret == 0)
+		c->ret = create_img("only-t.qcow2", 4u << 20, NULL, &err);
+	if (c->ret)
+		goto out;
+	n = open_img("t.qcow2", false, &err);
+	c->ret = n ? vs_node_bitmap(n, &add_p, &err) : -EIO;
+	if (c->ret == 0)
+		c->ret = vs_node_bitmap(n, &add_t, &err);
+	if (c->ret == 0)
+		c->ret = vs_node_pwrite(n, 4096 - 1, buf, 2, 0); /* 2 granules of p, 1 of t */
+	if (c->ret == 0)
+		c->ret = vs_node_dirty_bitmaps(n, &list, &nb);
+	if (c->ret == 0 &&
+	    (nb != 2 || strcmp(list[0].name, "t") || list[0].persistent || list[0].count != 65536 ||
+	     !list[0].recording || strcmp(list[1].name, "p") || !list[1].persistent ||
+	     list[1].count != 2 * 4096))
+		c->ret = -EBADMSG;
+	free(list);
+	vs_node_close(n);
+	if (c->ret)
+		goto out;
+	n = open_img("t.qcow2", false, &err);
+	c->ret = n ? vs_node_dirty_bitmaps(n, &list, &nb) : -EIO;
+	if (c->ret == 0 && (nb != 1 || strcmp(list[0].name, "p") || list[0].count != 2 * 4096))
+		c->ret = -ENOENT;
+	free(list);
+	vs_node_close(n);
+	if (c->ret)
+		goto out;
+	n = open_img("only-t.qcow2", false, &err);
+	add_t.name = "only";
+	c->ret = n ? vs_node_bitmap(n, &add_t, &err) : -EIO;
+	if (c->ret == 0)
+		c->ret = vs_node_pwrite(n, 0, buf, sizeof(buf), 0);
+	vs_node_close(n);
+	if (c->ret == 0 &&
+	    (sh("qemu-img check -q t.qcow2") || sh("qemu-img check -q only-t.qcow2")))
+		c->ret = -EUCLEAN;
+	if (c->ret == 0 && !sh("qemu-img info only-t.qcow2 | grep -q bitmaps"))
+		c->ret = -EEXIST;
+out:
+	snprintf(c->msg, sizeof(c->msg), "%s", err.msg);
+}
+
+static void test_qcow2_bitmap_transient_never_stored(void **state)
+{
+	struct store_case c = { 0 };
+
+	(void)state;
+	in_co(transient_body, &c);
+	if (c.ret)
+		fprintf(stderr, "ret %d: %s\n", c.ret, c.msg);
+	assert_int_equal(c.ret, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest memory[] = {
@@ -139,6 +215,7 @@ int main(void)
 	};
 	const struct CMUnitTest qemu[] = {
 		cmocka_unit_test(test_qcow2_bitmap_stored_across_tables),
+		cmocka_unit_test(test_qcow2_bitmap_transient_never_stored),
 	};
 	int failed;
 
