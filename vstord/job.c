@@ -34,12 +34,14 @@ struct vd_job {
 	bool busy;
 	bool user_paused; /* block-job-pause given, not yet resumed */
 	bool cancelled, force;
-	bool io_failed;	      /* io-status "failed": stopped by an I/O error */
-	bool finalize_wanted; /* block-job-finalize given */
-	bool co_running;      /* the coroutine has not returned yet */
-	char *error;	      /* why it failed; NULL when it did not */
-	struct vs_node **nodes;
+	bool io_failed;		/* io-status "failed": stopped by an I/O error */
+	bool finalize_wanted;	/* block-job-finalize given */
+	bool co_running;	/* the coroutine has not returned yet */
+	char *error;		/* why it failed; NULL when it did not */
+	struct vs_node **nodes; /* busy: no other job, no blockdev-del */
 	unsigned nnodes;
+	struct vs_node *held[VD_JOB_MAX_HELD]; /* in use (vd_job_hold) */
+	unsigned nheld;
 	struct vs_co_queue wake; /* the job waits here: paused, stopped, pending */
 	uint64_t rl_next_ns;	 /* the speed limit lets the job go on at this time */
 };
@@ -131,6 +133,21 @@ struct vd_job *vd_job_using(const struct vs_node *node)
 	return NULL;
 }
 
+void vd_job_hold(struct vd_job *job, struct vs_node *node)
+{
+	if (job->nheld < VD_JOB_MAX_HELD)
+		job->held[job->nheld++] = vs_node_ref(node);
+}
+
+bool vd_job_holds(const struct vs_node *node)
+{
+	for (struct vd_job *j = jobs; j; j = j->next)
+		for (unsigned i = 0; i < j->nheld; i++)
+			if (j->held[i] == node)
+				return true;
+	return false;
+}
+
 int vd_job_check_node_free(struct qmp_call *call, const struct vs_node *node, const char *name)
 {
 	struct vd_job *j = vd_job_using(node);
@@ -193,6 +210,23 @@ void vd_job_set_progress(struct vd_job *job, uint64_t offset, uint64_t len)
 void vd_job_progress(struct vd_job *job, uint64_t done)
 {
 	job->offset += done;
+}
+
+static void pause_point(struct vd_job *job);
+
+void vd_job_set_remaining(struct vd_job *job, uint64_t remaining)
+{
+	job->len = job->offset + remaining;
+}
+
+void vd_job_sleep(struct vd_job *job, uint64_t ns)
+{
+	if (!job->cancelled && !job->user_paused) {
+		job->busy = false;
+		vs_co_sleep_ns(ns < JOB_SLEEP_SLICE_NS ? ns : JOB_SLEEP_SLICE_NS);
+		job->busy = true;
+	}
+	pause_point(job);
 }
 
 void vd_job_set_error(struct vd_job *job, const char *fmt, ...)
@@ -316,6 +350,8 @@ static void job_free(struct vd_job *job)
 		job->drv->clean(job);
 	for (unsigned i = 0; i < job->nnodes; i++)
 		vs_node_close(job->nodes[i]);
+	for (unsigned i = 0; i < job->nheld; i++)
+		vs_node_close(job->held[i]);
 	free(job->nodes);
 	free(job->error);
 	free(job->id);
@@ -335,7 +371,6 @@ static void job_co(void *arg)
 	int ret = 0;
 
 	job->busy = true;
-	transition(job, VD_JOB_RUNNING);
 	if (!job->cancelled)
 		ret = job->drv->run(job);
 	if (ret == 0 && !job->cancelled) {
@@ -408,6 +443,21 @@ static int arg_speed(struct qmp_call *call, const char *name, uint64_t *out)
 	return 1;
 }
 
+int vd_job_parse_on_error(struct qmp_call *call, const char *name, const char *value,
+			  enum vd_job_on_error *out)
+{
+	if (!value)
+		return 0;
+	for (unsigned i = 0; i < sizeof(on_error_names) / sizeof(on_error_names[0]); i++) {
+		if (!strcmp(value, on_error_names[i])) {
+			*out = (enum vd_job_on_error)i;
+			return 0;
+		}
+	}
+	return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s' does not accept value '%s'", name,
+			 value);
+}
+
 int vd_job_parse_opts(struct qmp_call *call, struct vd_job_opts *opts)
 {
 	const char *on_error = NULL;
@@ -419,18 +469,8 @@ int vd_job_parse_opts(struct qmp_call *call, struct vd_job_opts *opts)
 	    qmp_arg_bool(call, "auto-finalize", false, &opts->auto_finalize) < 0 ||
 	    qmp_arg_bool(call, "auto-dismiss", false, &opts->auto_dismiss) < 0)
 		return -1;
-	if (on_error) {
-		unsigned i;
-
-		for (i = 0; i < sizeof(on_error_names) / sizeof(on_error_names[0]); i++)
-			if (!strcmp(on_error, on_error_names[i]))
-				break;
-		if (i == sizeof(on_error_names) / sizeof(on_error_names[0]))
-			return qmp_error(call, QMP_ERR_GENERIC,
-					 "Parameter 'on-error' does not accept value '%s'",
-					 on_error);
-		opts->on_error = (enum vd_job_on_error)i;
-	}
+	if (on_error && vd_job_parse_on_error(call, "on-error", on_error, &opts->on_error) < 0)
+		return -1;
 	return 0;
 }
 
@@ -481,6 +521,8 @@ struct vd_job *vd_job_new(struct qmp_call *call, const struct vd_job_driver *drv
 		job_dismiss(job);
 		return NULL;
 	}
+	/* Running when the command answers, as in qsd (the coroutine starts next). */
+	transition(job, VD_JOB_RUNNING);
 	return job;
 
 fail:
@@ -532,6 +574,11 @@ static int job_cancel(struct qmp_call *call, struct vd_job *job, bool force)
 {
 	if (apply_verb(call, job, VERB_CANCEL) < 0)
 		return -1;
+	if (job->drv->cancel && !job->drv->cancel(job, force)) {
+		/* It ends on its own. */
+		vs_co_queue_wake_all(&job->wake);
+		return 0;
+	}
 	job->cancelled = true;
 	job->force = job->force || force;
 	vs_co_queue_wake_all(&job->wake);

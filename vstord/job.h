@@ -61,6 +61,12 @@ struct vd_job_driver {
 	int (*run)(struct vd_job *job);
 	/* block-job-complete on a ready job (NULL: the job cannot be completed). */
 	void (*complete)(struct vd_job *job);
+	/*
+	 * block-job-cancel (may be NULL): false when the job ends on its own
+	 * instead of being cancelled (a ready mirror's soft cancel: it
+	 * completes without switching to the target).
+	 */
+	bool (*cancel)(struct vd_job *job, bool force);
 	/* The job succeeded: change the graph. 0, or -errno with vd_job_set_error(). */
 	int (*prepare)(struct vd_job *job);
 	/* The job failed or was cancelled: undo what must be undone (may be NULL). */
@@ -83,6 +89,9 @@ struct vd_job_opts {
  * 0, or -1 after qmp_error().
  */
 int vd_job_parse_opts(struct qmp_call *call, struct vd_job_opts *opts);
+/* A BlockdevOnError @value of argument @name (NULL: @out untouched); 0 or -1 after qmp_error(). */
+int vd_job_parse_on_error(struct qmp_call *call, const char *name, const char *value,
+			  enum vd_job_on_error *out);
 
 /*
  * The message for a job that would use @node, which a job already uses
@@ -93,6 +102,15 @@ int vd_job_check_node_free(struct qmp_call *call, const struct vs_node *node, co
 
 /* The job that uses @node, or NULL (blockdev-del refuses such a node). */
 struct vd_job *vd_job_using(const struct vs_node *node);
+/*
+ * @job holds @node (a reference, until dismissed) without making it busy:
+ * a mirror's target. blockdev-del of it then answers "Node N is in use".
+ * At most VD_JOB_MAX_HELD nodes.
+ */
+#define VD_JOB_MAX_HELD 2
+void vd_job_hold(struct vd_job *job, struct vs_node *node);
+/* Whether a job holds @node (vd_job_hold). */
+bool vd_job_holds(const struct vs_node *node);
 /* The job's type ("stream", ...). */
 const char *vd_job_type(const struct vd_job *job);
 
@@ -117,6 +135,10 @@ bool vd_job_cancelled(const struct vd_job *job);
 /* Progress (query-block-jobs' offset and len): set both, or advance the offset. */
 void vd_job_set_progress(struct vd_job *job, uint64_t offset, uint64_t len);
 void vd_job_progress(struct vd_job *job, uint64_t done);
+/* The total is what is done plus @remaining (a mirror's dirty bytes). */
+void vd_job_set_remaining(struct vd_job *job, uint64_t remaining);
+/* Sleep up to @ns, not busy; returns early when cancelled, paused after a pause. */
+void vd_job_sleep(struct vd_job *job, uint64_t ns);
 /*
  * Let the job be paused (block-job-pause) here, and wait out the speed
  * limit for the @bytes the job copied since the last call. Returns at once
