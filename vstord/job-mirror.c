@@ -203,6 +203,11 @@ static int mirror_run(struct vd_job *job)
 			vd_job_sleep(job, MIRROR_IDLE_NS);
 			continue;
 		}
+		if (copied == 0) {
+			/* An error was ignored, or stopped the job: not again at once. */
+			vd_job_sleep(job, MIRROR_IDLE_NS);
+			continue;
+		}
 		vd_job_yield_point(job, ending ? 0 : (uint64_t)copied);
 	}
 	return 0;
