@@ -46,9 +46,9 @@ def run(path, p):
     c = QMP(path)
     out = []
     errors = d + "/" + p + "-errors"
-    def ex(name, **a):
-        r = c.execute(name, {k.replace("_", "-"): v for k, v in a.items()})
-        out.append((name, shape(r)))
+    def ex(cmd, **a):
+        r = c.execute(cmd, {k.replace("_", "-"): v for k, v in a.items()})
+        out.append((cmd, shape(r)))
         return r
     def wait(cond):
         deadline = time.time() + 30

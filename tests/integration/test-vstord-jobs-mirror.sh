@@ -72,9 +72,9 @@ def shape(v):
 def run(path, p):
     c = QMP(path)
     out = []
-    def ex(name, **a):
-        r = c.execute(name, {k.replace("_", "-"): v for k, v in a.items()})
-        out.append((name, shape(r)))
+    def ex(cmd, **a):
+        r = c.execute(cmd, {k.replace("_", "-"): v for k, v in a.items()})
+        out.append((cmd, shape(r)))
         return r
     def f(name):
         return {"driver": "file", "filename": p + "-" + name + ".qcow2"}
