@@ -13,7 +13,8 @@
 #    leaves the export on the source and the target a copy of it; an
 #    intermediate commit and an active commit (with its pivot to the
 #    base) keep every write. Every image clean, the chains right.
-# 3. kill -9 in the middle of a mirror and of a commit: every image clean,
+# 3. kill -9 in the middle of a mirror, an intermediate and an active
+#    commit: every image clean,
 #    what was flushed before readable from a restarted vstord.
 . "$(dirname "$0")/lib.sh"
 
@@ -310,31 +311,40 @@ for off in list(want)[::13] + list(range(0, 20 << 20, 1 << 20)):
     assert read(d + "/l-tgt.qcow2", off) == expect(off), off
 PY
 
-log "kill -9 in the middle of a mirror and of a commit"
+log "kill -9 in the middle of a mirror and an intermediate commit, then of an active commit"
 make_images "$WORKDIR/k"
-start_daemon "$WORKDIR/vd3.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd3.pid" \
-	--monitor "$WORKDIR/vd3.sock"
-VD_PID=$DAEMON_PID
-python3 - "$WORKDIR" "$VD_PID" <<'PY' || fail "kill -9 during jobs"
+make_images "$WORKDIR/a"
+# ROUND PREFIX: start vstord on PREFIX's chain (named, writable) and its
+# target, export top, run the jobs ROUND names with a slow speed, write 64
+# blocks and flush, then kill -9.
+kill_round()
+{
+	local round=$1 p=$2
+	start_daemon "$WORKDIR/$p.pid" 30 "$VSTORD" --pidfile "$WORKDIR/$p.pid" \
+		--monitor "$WORKDIR/$p.sock"
+	python3 - "$WORKDIR" "$p" "$DAEMON_PID" "$round" <<'PY' || fail "kill -9 during jobs ($round)"
 import os, signal, sys, time
 import nbd
 from qmp import QMP
-d, pid = sys.argv[1], int(sys.argv[2])
-c = QMP(d + "/vd3.sock")
+d, p, pid, round = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+c = QMP(d + "/" + p + ".sock")
 def f(name):
-    return {"driver": "file", "filename": d + "/k-" + name + ".qcow2"}
+    return {"driver": "file", "filename": d + "/" + p + "-" + name + ".qcow2"}
 c.cmd("blockdev-add", driver="qcow2", node_name="base", file=f("base"))
 c.cmd("blockdev-add", driver="qcow2", node_name="mid", backing="base", file=f("mid"))
 c.cmd("blockdev-add", driver="qcow2", node_name="top", backing="mid", file=f("top"))
 c.cmd("blockdev-add", driver="qcow2", node_name="tgt", file=f("tgt"))
-c.cmd("nbd-server-start", addr={"type": "unix", "path": d + "/nbd3.sock"})
+c.cmd("nbd-server-start", addr={"type": "unix", "path": d + "/" + p + "-nbd.sock"})
 c.cmd("block-export-add", type="nbd", id="e", node_name="top", writable=True)
 h = nbd.NBD()
-h.connect_uri("nbd+unix:///top?socket=" + d + "/nbd3.sock")
-c.cmd("block-commit", job_id="c", device="top", top_node="mid", speed=2 << 20)
-c.cmd("blockdev-mirror", job_id="m", device="top", target="tgt", sync="full", speed=2 << 20)
+h.connect_uri("nbd+unix:///top?socket=" + d + "/" + p + "-nbd.sock")
+if round == "mirror":
+    c.cmd("block-commit", job_id="c", device="top", top_node="mid", speed=2 << 20)
+    c.cmd("blockdev-mirror", job_id="m", device="top", target="tgt", sync="full", speed=2 << 20)
+else:
+    c.cmd("block-commit", job_id="a", device="top", speed=1 << 20)
 deadline = time.time() + 30
-while min(j["current-progress"] for j in c.cmd("query-jobs")) < 2 << 20:
+while min(j["current-progress"] for j in c.cmd("query-jobs")) < 1 << 20:
     assert time.time() < deadline
     time.sleep(0.05)
 for i in range(64):
@@ -342,21 +352,39 @@ for i in range(64):
 h.flush()
 os.kill(pid, signal.SIGKILL)
 PY
-wait_for 30 bash -c "! kill -0 $VD_PID"
-for f in k-base k-mid k-top k-tgt; do
-	qemu_img check -q "$WORKDIR/$f.qcow2" || fail "qemu-img check $f.qcow2 after kill -9"
-done
+	wait_for 30 bash -c "! kill -0 $DAEMON_PID"
+	for f in base mid top tgt; do
+		qemu_img check -q "$WORKDIR/$p-$f.qcow2" || fail "qemu-img check $p-$f.qcow2 after kill -9"
+	done
+}
+kill_round mirror k
+kill_round active a
+
+log "what was flushed before the kills, through a restarted vstord"
+start_daemon "$WORKDIR/vd5.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd5.pid" \
+	--monitor "$WORKDIR/vd5.sock"
+VD_PID=$DAEMON_PID
 python3 - "$WORKDIR" <<'PY' || fail "data after kill -9"
-import subprocess, sys
+import sys
+import nbd
+from qmp import QMP
 d = sys.argv[1]
-def read(img, off):
-    out = subprocess.run(["qemu-io", "-r", "-f", "qcow2", "-c", "read -v %d 16" % off, img],
-                         capture_output=True, text=True, check=True).stdout
-    return int(out.split()[1], 16)
-for i in range(64):
-    assert read(d + "/k-top.qcow2", i * 256 * 1024) == 0x40 + i % 64, i
-for off in range(4096, 16 << 20, 512 * 1024):
-    want = 3 if 10 << 20 <= off < 12 << 20 else 2 if 4 << 20 <= off < 12 << 20 else 1 if off < 8 << 20 else 0
-    assert read(d + "/k-top.qcow2", off) == want, off
+c = QMP(d + "/vd5.sock")
+c.cmd("nbd-server-start", addr={"type": "unix", "path": d + "/nbd5.sock"})
+for p in ("k", "a"):
+    c.cmd("blockdev-add", driver="qcow2", node_name=p,
+          file={"driver": "file", "filename": d + "/" + p + "-top.qcow2"})
+    c.cmd("block-export-add", type="nbd", id=p, node_name=p)
+    h = nbd.NBD()
+    h.connect_uri("nbd+unix:///%s?socket=%s/nbd5.sock" % (p, d))
+    for i in range(64):
+        assert h.pread(4096, i * 256 * 1024) == bytes([0x40 + i % 64]) * 4096, (p, i)
+    for off in range(4096, 16 << 20, 512 * 1024):
+        want = (3 if 10 << 20 <= off < 12 << 20 else 2 if 4 << 20 <= off < 12 << 20
+                else 1 if off < 8 << 20 else 0)
+        assert h.pread(4096, off) == bytes([want]) * 4096, (p, off)
+    h.shutdown()
+c.cmd("quit")
 PY
+wait_for 30 bash -c "! kill -0 $VD_PID"
 log ok
