@@ -195,7 +195,17 @@ struct vs_node {
 	/* Called after the driver's close (a resolver's lease); may be NULL. */
 	void (*close_hook)(void *opaque);
 	void *close_hook_opaque;
+	/* In-memory dirty bitmaps the node's writes mark (dirty-bitmap.c). */
+	struct vs_dirty_bitmap *dirty_bitmaps;
 };
+
+/*
+ * dirty-bitmap.c: mark the bitmaps of @node for a write to [offset,
+ * offset+len) (the generic layer, after a write, write-zeroes or discard);
+ * detach them all (the node is freed).
+ */
+void vs_node_mark_dirty(struct vs_node *node, uint64_t offset, uint64_t len);
+void vs_node_dirty_bitmaps_orphan(struct vs_node *node);
 
 /*
  * The registry (registry.c). Each driver registers itself in its own file

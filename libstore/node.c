@@ -692,15 +692,27 @@ int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iove
 int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
 		    unsigned flags)
 {
+	int ret;
+
 	node_enter(n);
-	return node_leave(n, node_pwritev(n, offset, len, iov, niov, flags));
+	ret = node_pwritev(n, offset, len, iov, niov, flags);
+	/* Even a failed write may have changed part of the range. */
+	if (n->dirty_bitmaps)
+		vs_node_mark_dirty(n, offset, len);
+	return node_leave(n, ret);
 }
 
 int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov,
 			       int niov)
 {
+	int ret;
+
 	node_enter(n);
-	return node_leave(n, node_pwritev_compressed(n, offset, len, iov, niov));
+	ret = node_pwritev_compressed(n, offset, len, iov, niov);
+	/* Even a failed write may have changed part of the range. */
+	if (n->dirty_bitmaps)
+		vs_node_mark_dirty(n, offset, len);
+	return node_leave(n, ret);
 }
 
 int vs_node_flush(struct vs_node *n)
@@ -711,14 +723,26 @@ int vs_node_flush(struct vs_node *n)
 
 int vs_node_discard(struct vs_node *n, uint64_t offset, uint64_t len)
 {
+	int ret;
+
 	node_enter(n);
-	return node_leave(n, node_discard(n, offset, len));
+	ret = node_discard(n, offset, len);
+	/* Even a failed write may have changed part of the range. */
+	if (n->dirty_bitmaps)
+		vs_node_mark_dirty(n, offset, len);
+	return node_leave(n, ret);
 }
 
 int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsigned flags)
 {
+	int ret;
+
 	node_enter(n);
-	return node_leave(n, node_write_zeroes(n, offset, len, flags));
+	ret = node_write_zeroes(n, offset, len, flags);
+	/* Even a failed write may have changed part of the range. */
+	if (n->dirty_bitmaps)
+		vs_node_mark_dirty(n, offset, len);
+	return node_leave(n, ret);
 }
 
 /* The driver's entry or a clear "not supported" for the operation @what. */
@@ -828,6 +852,7 @@ struct vs_node *vs_node_new(const struct vs_driver *drv, const char *filename,
 
 void vs_node_free(struct vs_node *n)
 {
+	vs_node_dirty_bitmaps_orphan(n);
 	free(n->filename);
 	free(n->opaque);
 	free(n);

@@ -15,6 +15,7 @@
 
 #include "block-info.h"
 #include "export.h"
+#include "job.h"
 
 static struct vd_node *nodes, **nodes_tail = &nodes;
 
@@ -507,8 +508,10 @@ static int cmd_blockdev_del(struct qmp_call *call)
 						 name, vd_node_name_of(b));
 		}
 	}
-	/* QEMU's message for a node with a BlockBackend (an export's). */
-	if (vd_export_uses(n->node))
+	if (vd_job_check_node_free(call, n->node, name) < 0)
+		return -1;
+	/* QEMU's message for a node with a BlockBackend (an export's, a mirror target's). */
+	if (vd_export_uses(n->node) || vd_job_holds(n->node))
 		return qmp_error(call, QMP_ERR_GENERIC, "Node %s is in use", name);
 	/* Another node, an export or a job holds it too. */
 	if (vs_node_refcount(n->node) > 1)

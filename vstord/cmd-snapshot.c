@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "block.h"
+#include "export.h"
+#include "job.h"
 #include "qmp.h"
 #include "transaction.h"
 
@@ -55,6 +57,9 @@ static int snap_internal_prepare(struct vd_action *a, struct qmp_call *call)
 	n = vd_node_lookup(call, device);
 	if (!n)
 		return -1;
+	/* A job's node: qsd finds no root node for the device then. */
+	if (vd_job_using(n->node))
+		return qmp_error(call, QMP_ERR_GENERIC, "Need a root block node");
 	if (!name[0])
 		return qmp_error(call, QMP_ERR_GENERIC, "Name is empty");
 	if (vs_node_is_read_only(n->node))
@@ -140,6 +145,9 @@ static int cmd_snapshot_delete_internal(struct qmp_call *call)
 	n = vd_node_lookup(call, device);
 	if (!n)
 		return -1;
+	/* A job's node: qsd finds no root node for the device then. */
+	if (vd_job_using(n->node))
+		return qmp_error(call, QMP_ERR_GENERIC, "Need a root block node");
 	if (!id && !name)
 		return qmp_error(call, QMP_ERR_GENERIC, "Name or id must be provided");
 	if (vs_node_is_read_only(n->node))
@@ -247,6 +255,8 @@ static int snap_sync_prepare(struct vd_action *a, struct qmp_call *call)
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "Cannot find device='%s' nor node-name='%s'", device ? device : "",
 				 node_name ? node_name : "");
+	if (vd_job_check_node_free(call, n->node, node_name) < 0)
+		return -1;
 	if (!overlay_name)
 		return qmp_error(call, QMP_ERR_GENERIC, "New overlay node-name missing");
 	if (vd_node_find(overlay_name))
@@ -345,7 +355,7 @@ static int snap_prepare(struct vd_action *a, struct qmp_call *call)
 	if (!n)
 		return -1;
 	o = vd_node_lookup(call, overlay_name);
-	if (!o)
+	if (!o || vd_job_check_node_free(call, n->node, node_name) < 0)
 		return -1;
 	if (vs_node_backing(o->node))
 		return qmp_error(call, QMP_ERR_GENERIC, "The overlay already has a backing image");

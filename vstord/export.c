@@ -17,6 +17,7 @@
 
 #include "block.h"
 #include "daemon.h"
+#include "job.h"
 #include "monitor.h"
 #include "nbd-server.h"
 #include "object.h"
@@ -658,6 +659,9 @@ static int cmd_block_resize(struct qmp_call *call)
 				 node_name ? node_name : "");
 	if (size < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "Parameter 'size' expects a >0 size");
+	/* A job's copy and its bitmaps cover the size it started with. */
+	if (vd_job_check_node_free(call, n->node, node_name) < 0)
+		return -1;
 	if (vs_node_is_read_only(n->node))
 		return qmp_error(call, QMP_ERR_GENERIC, "Block node is read-only");
 	if (vs_node_truncate(n->node, (uint64_t)size, VS_PREALLOC_OFF, false, &err) < 0)

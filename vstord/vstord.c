@@ -22,6 +22,7 @@
 #include "daemon.h"
 #include "block.h"
 #include "export.h"
+#include "job.h"
 #include "object.h"
 #include "qmp.h"
 #include "monitor.h"
@@ -387,6 +388,7 @@ static void serve(void *arg)
 out:
 	for (unsigned i = 0; i < nmons; i++)
 		monitor_close(mons[i]);
+	vd_job_close_all();
 	vd_export_close_all();
 	vd_object_close_all();
 	vd_block_close_all();

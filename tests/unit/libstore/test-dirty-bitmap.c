@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Unit tests of the in-memory dirty bitmaps (dirty-bitmap.c): rounding of
+ * set and clear, the dirty runs and the count, the bounds; and the hook on
+ * a node's write path (writes, write-zeroes and discards mark the attached
+ * bitmaps, reads do not, a detached bitmap is left alone).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "co-test.h"
+#include "vstor/dirty-bitmap.h"
+#include "vstor/node.h"
+
+static void test_dirty_bitmap_new_rejects_bad_granularity(void **state)
+{
+	struct vs_dirty_bitmap *bm;
+
+	(void)state;
+	assert_int_equal(vs_dirty_bitmap_new(1 << 20, 0, &bm), -EINVAL);
+	assert_int_equal(vs_dirty_bitmap_new(1 << 20, 256, &bm), -EINVAL);
+	assert_int_equal(vs_dirty_bitmap_new(1 << 20, 3 << 12, &bm), -EINVAL);
+	assert_int_equal(vs_dirty_bitmap_new(1 << 20, 1ull << 31, &bm), -EINVAL);
+	assert_int_equal(vs_dirty_bitmap_new(1 << 20, 4096, &bm), 0);
+	assert_int_equal(vs_dirty_bitmap_granularity(bm), 4096);
+	assert_int_equal(vs_dirty_bitmap_size(bm), 1 << 20);
+	assert_int_equal(vs_dirty_bitmap_count(bm), 0);
+	vs_dirty_bitmap_free(bm);
+	vs_dirty_bitmap_free(NULL);
+}
+
+static void test_dirty_bitmap_set_rounds_out_clear_rounds_out(void **state)
+{
+	struct vs_dirty_bitmap *bm;
+	uint64_t s, l;
+
+	(void)state;
+	assert_int_equal(vs_dirty_bitmap_new(1 << 20, 4096, &bm), 0);
+	vs_dirty_bitmap_set(bm, 4095, 2); /* touches granules 0 and 1 */
+	assert_true(vs_dirty_bitmap_get(bm, 0));
+	assert_true(vs_dirty_bitmap_get(bm, 8191));
+	assert_false(vs_dirty_bitmap_get(bm, 8192));
+	assert_int_equal(vs_dirty_bitmap_count(bm), 8192);
+	assert_true(vs_dirty_bitmap_next_dirty(bm, 0, 0, &s, &l));
+	assert_int_equal(s, 0);
+	assert_int_equal(l, 8192);
+	vs_dirty_bitmap_clear(bm, 100, 1); /* clears the whole granule 0 */
+	assert_false(vs_dirty_bitmap_get(bm, 0));
+	assert_int_equal(vs_dirty_bitmap_count(bm), 4096);
+	vs_dirty_bitmap_set(bm, 4096, 4096); /* already set: the count stays */
+	assert_int_equal(vs_dirty_bitmap_count(bm), 4096);
+	vs_dirty_bitmap_set(bm, 0, 0); /* empty: nothing */
+	assert_int_equal(vs_dirty_bitmap_count(bm), 4096);
+	vs_dirty_bitmap_free(bm);
+}
+
+static void test_dirty_bitmap_runs_across_words(void **state)
+{
+	struct vs_dirty_bitmap *bm;
+	uint64_t s, l;
+
+	(void)state;
+	/* 1000 granules of 512 bytes, the last one short. */
+	assert_int_equal(vs_dirty_bitmap_new(1000 * 512 - 100, 512, &bm), 0);
+	vs_dirty_bitmap_set(bm, 60 * 512, 10 * 512); /* granules 60..69, across a word */
+	vs_dirty_bitmap_set(bm, 200 * 512, 512);
+	vs_dirty_bitmap_set(bm, 999 * 512, 1 << 20); /* clipped to the size */
+	assert_int_equal(vs_dirty_bitmap_count(bm), 11 * 512 + 412);
+	assert_true(vs_dirty_bitmap_next_dirty(bm, 0, 0, &s, &l));
+	assert_int_equal(s, 60 * 512);
+	assert_int_equal(l, 10 * 512);
+	assert_true(vs_dirty_bitmap_next_dirty(bm, 0, 3 * 512 + 100, &s, &l));
+	assert_int_equal(s, 60 * 512);
+	assert_int_equal(l, 3 * 512); /* whole granules within max_len */
+	assert_true(vs_dirty_bitmap_next_dirty(bm, 0, 100, &s, &l));
+	assert_int_equal(l, 512); /* at least one */
+	assert_true(vs_dirty_bitmap_next_dirty(bm, 70 * 512, 0, &s, &l));
+	assert_int_equal(s, 200 * 512);
+	assert_true(vs_dirty_bitmap_next_dirty(bm, 201 * 512, 0, &s, &l));
+	assert_int_equal(s, 999 * 512);
+	assert_int_equal(l, 412);
+	assert_false(vs_dirty_bitmap_next_dirty(bm, 1000 * 512, 0, &s, &l));
+	vs_dirty_bitmap_clear(bm, 0, 1 << 30);
+	assert_int_equal(vs_dirty_bitmap_count(bm), 0);
+	assert_false(vs_dirty_bitmap_next_dirty(bm, 0, 0, &s, &l));
+	vs_dirty_bitmap_set(bm, 0, 1 << 30);
+	assert_int_equal(vs_dirty_bitmap_count(bm), 1000 * 512 - 100);
+	vs_dirty_bitmap_clear_all(bm);
+	assert_int_equal(vs_dirty_bitmap_count(bm), 0);
+	vs_dirty_bitmap_free(bm);
+}
+
+CO_TEST(test_dirty_bitmap_node_writes_mark)
+{
+	struct vs_open_opts o = { .filename = "memory:1M", .format = "raw" };
+	struct vs_dirty_bitmap *bm, *other;
+	struct vs_error err = { 0 };
+	struct vs_node *n;
+	char buf[4096] = { 1 };
+	uint64_t s, l;
+
+	(void)arg;
+	assert_int_equal(vs_image_open(&n, &o, &err), 0);
+	assert_int_equal(vs_dirty_bitmap_new(vs_node_size(n), 65536, &bm), 0);
+	assert_int_equal(vs_dirty_bitmap_new(vs_node_size(n), 65536, &other), 0);
+	assert_int_equal(vs_node_dirty_bitmap_attach(n, bm), 0);
+	assert_int_equal(vs_node_dirty_bitmap_attach(n, bm), -EBUSY);
+	assert_int_equal(vs_node_pread(n, 0, buf, sizeof(buf)), 0);
+	assert_int_equal(vs_dirty_bitmap_count(bm), 0); /* reads do not mark */
+	assert_int_equal(vs_node_pwrite(n, 70000, buf, sizeof(buf), 0), 0);
+	assert_true(vs_dirty_bitmap_next_dirty(bm, 0, 0, &s, &l));
+	assert_int_equal(s, 65536);
+	assert_int_equal(l, 65536);
+	assert_int_equal(vs_node_write_zeroes(n, 262144, 4096, 0), 0);
+	assert_true(vs_dirty_bitmap_get(bm, 262144));
+	assert_int_equal(vs_node_discard(n, 524288, 65536), 0);
+	assert_true(vs_dirty_bitmap_get(bm, 524288));
+	assert_int_equal(vs_dirty_bitmap_count(bm), 3 * 65536);
+	assert_int_equal(vs_dirty_bitmap_count(other), 0); /* not attached */
+	vs_node_dirty_bitmap_detach(bm);
+	vs_dirty_bitmap_clear_all(bm);
+	assert_int_equal(vs_node_pwrite(n, 0, buf, sizeof(buf), 0), 0);
+	assert_int_equal(vs_dirty_bitmap_count(bm), 0);
+	/* A bitmap still attached when the node goes is detached, not freed. */
+	assert_int_equal(vs_node_dirty_bitmap_attach(n, other), 0);
+	vs_node_close(n);
+	vs_dirty_bitmap_free(other);
+	vs_dirty_bitmap_free(bm);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_dirty_bitmap_new_rejects_bad_granularity),
+		cmocka_unit_test(test_dirty_bitmap_set_rounds_out_clear_rounds_out),
+		cmocka_unit_test(test_dirty_bitmap_runs_across_words),
+		cmocka_unit_test(test_dirty_bitmap_node_writes_mark),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
