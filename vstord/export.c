@@ -17,6 +17,7 @@
 
 #include "block.h"
 #include "daemon.h"
+#include "export-error.h"
 #include "monitor.h"
 #include "nbd-server.h"
 #include "object.h"
@@ -208,9 +209,15 @@ QMP_COMMAND(nbd_server_stop, "nbd-server-stop", cmd_nbd_server_stop, .params = Q
 
 /* ---- block-export-add ---- */
 
-static const char *const common_params[] = {
-	"type", "id", "node-name", "writable", "writethrough", "iothread", "fixed-iothread", NULL
-};
+static const char *const common_params[] = { "type",
+					     "id",
+					     "node-name",
+					     "writable",
+					     "writethrough",
+					     "iothread",
+					     "fixed-iothread",
+					     VD_EXPORT_ERROR_PARAMS,
+					     NULL };
 static const char *const nbd_params[] = { "name", "description", "bitmaps", "allocation-depth",
 					  NULL };
 static const char *const vhost_params[] = { "addr", "logical-block-size", "num-queues", NULL };
@@ -326,9 +333,10 @@ static int cmd_block_export_add(struct qmp_call *call)
 {
 	const char *type, *id, *node_name;
 	bool writable = false, writethrough = false;
+	struct vs_export_error_policy policy;
 	struct vd_export *e, **tail;
 	struct vd_node *n;
-	int ret;
+	int ret, has_policy;
 
 	if (qmp_arg_str(call, "type", true, &type) < 0)
 		return -1;
@@ -347,6 +355,9 @@ static int cmd_block_export_add(struct qmp_call *call)
 	    qmp_arg_str(call, "node-name", true, &node_name) < 0 ||
 	    qmp_arg_bool(call, "writable", false, &writable) < 0 ||
 	    qmp_arg_bool(call, "writethrough", false, &writethrough) < 0)
+		return -1;
+	has_policy = vd_export_error_args(call, &policy);
+	if (has_policy < 0)
 		return -1;
 	if (json_object_object_get_ex(call->args, "iothread", NULL))
 		return qmp_error(call, QMP_ERR_GENERIC, "iothread is not supported by vstord");
@@ -380,6 +391,8 @@ static int cmd_block_export_add(struct qmp_call *call)
 		export_free(e);
 		return -1;
 	}
+	if (has_policy && layer_export(e))
+		vd_export_error_apply(layer_export(e), e->id, &policy);
 	for (tail = &exports; *tail; tail = &(*tail)->next)
 		;
 	*tail = e;
@@ -399,6 +412,8 @@ static void export_delete(struct vd_export *e)
 		;
 	*pp = e->next;
 	e->shutting_down = true;
+	if (layer_export(e)) /* requests an error holds fail now */
+		vd_export_error_release(layer_export(e));
 	if (e->type == VD_EXPORT_NBD && nbd)
 		vs_nbd_server_remove_export(nbd, e->nbd_name, NULL);
 	json_object_object_add(data, "id", json_object_new_string(e->id));
@@ -431,6 +446,16 @@ void vd_exports_drain_end(struct vs_node *node, struct vs_node *new_node)
 			vs_node_close(node);
 		}
 		vs_export_drain_end(x);
+	}
+}
+
+void vd_export_for_each(void (*fn)(const struct vd_export_view *v, void *opaque), void *opaque)
+{
+	for (struct vd_export *e = exports, *next; e; e = next) {
+		struct vd_export_view v = { e->id, e->node_name, layer_export(e) };
+
+		next = e->next;
+		fn(&v, opaque);
 	}
 }
 

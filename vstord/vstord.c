@@ -22,6 +22,7 @@
 #include "daemon.h"
 #include "block.h"
 #include "export.h"
+#include "cmd-throttle.h"
 #include "object.h"
 #include "qmp.h"
 #include "monitor.h"
@@ -77,7 +78,7 @@ static void usage(void)
 	       "  --blockdev <options>   add a block node (blockdev-add's arguments)\n"
 	       "  --nbd-server <options> start the NBD server (nbd-server-start's arguments)\n"
 	       "  --export <options>     add an export (block-export-add's arguments)\n"
-	       "  --object <options>     add an object (tls-creds-x509, tls-creds-psk)\n"
+	       "  --object <options>     add an object (throttle-group, tls-creds-x509, tls-creds-psk)\n"
 	       "                         <options>: JSON ('{...}') or QEMU keyval\n"
 	       "                         (key=value,a.b=value; ',,' is a comma)\n"
 	       "  --pidfile <path>       write the daemon's pid to <path>\n"
@@ -389,6 +390,7 @@ out:
 		monitor_close(mons[i]);
 	vd_export_close_all();
 	vd_object_close_all();
+	vd_throttle_close_all();
 	vd_block_close_all();
 }
 
