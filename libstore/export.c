@@ -31,6 +31,7 @@ struct vs_export {
 	struct vs_export_hooks hooks;
 	struct vs_export_stats stats;
 	struct vs_throttle_group *throttle; /* a reference, or NULL */
+	unsigned throttle_epoch;	    /* changed: requests waiting in the group go */
 	struct vs_export_error_policy policy;
 	/*
 	 * vs_export_drain_begin(): requests wait at the entry (@held) while
@@ -183,9 +184,19 @@ static void export_leave(struct vs_export *e)
 		vs_co_queue_wake_all(&e->drained);
 }
 
+/* Requests of @e waiting for the throttle's budget run now (as QEMU drains). */
+static void release_throttled(struct vs_export *e)
+{
+	if (e->throttle) {
+		e->throttle_epoch++;
+		vs_throttle_group_kick(e->throttle);
+	}
+}
+
 void vs_export_drain_begin(struct vs_export *e)
 {
 	e->quiesced = true;
+	release_throttled(e);
 	while (e->active)
 		vs_co_queue_wait(&e->drained);
 }
@@ -215,7 +226,8 @@ int vs_export_begin(struct vs_export *e, enum vs_export_op op, uint64_t offset, 
 	if (ret == 0 && e->throttle &&
 	    (op == VS_EXPORT_OP_READ || op == VS_EXPORT_OP_WRITE ||
 	     op == VS_EXPORT_OP_WRITE_ZEROES))
-		vs_throttle_group_wait(e->throttle, op != VS_EXPORT_OP_READ, len);
+		vs_throttle_group_wait(e->throttle, op != VS_EXPORT_OP_READ, len,
+				       &e->throttle_epoch);
 	if (ret == 0 && e->hooks.before_request)
 		ret = e->hooks.before_request(e->hooks.opaque, op, offset, len);
 	if (ret < 0) {
@@ -321,8 +333,11 @@ again:
 
 void vs_export_set_throttle(struct vs_export *e, struct vs_throttle_group *g)
 {
+	if (g == e->throttle)
+		return;
 	if (g)
 		vs_throttle_group_ref(g);
+	release_throttled(e);
 	vs_throttle_group_unref(e->throttle);
 	e->throttle = g;
 }

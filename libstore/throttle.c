@@ -26,15 +26,31 @@ struct bucket_state {
 	double burst_level; /* units not yet drained at the burst rate */
 };
 
+/* A request waiting in a group: on its coroutine's stack. */
+struct waiter {
+	struct waiter *next;
+	struct vs_co *co;
+	const unsigned *epoch; /* released once *epoch != start */
+	unsigned start;
+	bool released;
+};
+
+/*
+ * The requests of one direction, in arrival order. The first is the head:
+ * it alone runs, waiting on the timer for the budget; the others are
+ * parked until they become the head or are released.
+ */
+struct wait_queue {
+	struct waiter *first, *last;
+	struct vs_co *sleeper; /* the head, while it waits on its timer */
+};
+
 struct vs_throttle_group {
 	unsigned refs;
 	struct vs_throttle_config cfg;
 	struct bucket_state st[VS_THROTTLE_BUCKET_COUNT];
-	uint64_t last_ns; /* when the buckets last drained */
-	/* Per direction (0 read, 1 write): a head is being served, and who waits. */
-	bool busy[2];
-	struct vs_co *sleeper[2]; /* the head, while it waits on its timer */
-	struct vs_co_queue queue[2];
+	uint64_t last_ns;	/* when the buckets last drained */
+	struct wait_queue q[2]; /* reads, writes */
 };
 
 static uint64_t now_ns(void)
@@ -147,8 +163,8 @@ int vs_throttle_group_set_config(struct vs_throttle_group *g, const struct vs_th
 	g->last_ns = now_ns();
 	/* A head waiting on its timer re-evaluates under the new limits now. */
 	for (int d = 0; d < 2; d++)
-		if (g->sleeper[d])
-			(void)vs_aio_cancel(g->sleeper[d]);
+		if (g->q[d].sleeper)
+			(void)vs_aio_cancel(g->q[d].sleeper);
 	return 0;
 }
 
@@ -241,28 +257,76 @@ static void account(struct vs_throttle_group *g, int d, uint64_t bytes)
 	}
 }
 
-void vs_throttle_group_wait(struct vs_throttle_group *g, bool write, uint64_t bytes)
+/* The head leaves @q: the next request becomes the head and runs. */
+static void pop_head(struct wait_queue *q)
+{
+	q->first = q->first->next;
+	if (!q->first)
+		q->last = NULL;
+	else
+		vs_co_wake(q->first->co);
+}
+
+void vs_throttle_group_wait(struct vs_throttle_group *g, bool write, uint64_t bytes,
+			    const unsigned *epoch)
 {
 	int d = write ? 1 : 0;
+	struct wait_queue *q = &g->q[d];
+	struct waiter w = { .co = vs_co_self(), .epoch = epoch, .start = epoch ? *epoch : 0 };
 	uint64_t ns;
 
 	vs_throttle_group_ref(g);
-	/* FIFO: while a head is served, later requests queue behind it. */
-	if (g->busy[d])
-		vs_co_queue_wait(&g->queue[d]); /* woken as the new head: busy stays set */
+	if (q->last)
+		q->last->next = &w;
 	else
-		g->busy[d] = true;
+		q->first = &w;
+	q->last = &w;
+	if (q->first != &w) {
+		vs_co_yield(); /* until the head or released */
+		if (w.released)
+			goto out; /* unlinked by vs_throttle_group_kick() */
+	}
 	for (;;) {
 		drain_buckets(g);
 		ns = dir_wait_ns(g, d);
-		if (!ns)
+		if (!ns || w.released)
 			break;
-		g->sleeper[d] = vs_co_self();
+		q->sleeper = w.co;
 		vs_co_sleep_ns(ns);
-		g->sleeper[d] = NULL;
+		q->sleeper = NULL;
 	}
-	account(g, d, bytes);
-	if (!vs_co_queue_wake_one(&g->queue[d]))
-		g->busy[d] = false;
+	if (!w.released)
+		account(g, d, bytes);
+	pop_head(q);
+out:
 	vs_throttle_group_unref(g);
+}
+
+void vs_throttle_group_kick(struct vs_throttle_group *g)
+{
+	for (int d = 0; d < 2; d++) {
+		struct wait_queue *q = &g->q[d];
+		struct waiter *prev = q->first, *w;
+
+		if (!q->first)
+			continue;
+		/* The head leaves by itself; cut its timer short. */
+		if (q->first->epoch && *q->first->epoch != q->first->start) {
+			q->first->released = true;
+			if (q->sleeper)
+				(void)vs_aio_cancel(q->sleeper);
+		}
+		/* The parked ones are unlinked and woken here. */
+		while ((w = prev->next)) {
+			if (w->epoch && *w->epoch != w->start) {
+				prev->next = w->next;
+				if (q->last == w)
+					q->last = prev;
+				w->released = true;
+				vs_co_wake(w->co);
+			} else {
+				prev = w;
+			}
+		}
+	}
 }

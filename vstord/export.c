@@ -412,8 +412,10 @@ static void export_delete(struct vd_export *e)
 		;
 	*pp = e->next;
 	e->shutting_down = true;
-	if (layer_export(e)) /* requests an error holds fail now */
+	if (layer_export(e)) { /* held and throttled requests go now */
 		vd_export_error_release(layer_export(e));
+		vs_export_set_throttle(layer_export(e), NULL);
+	}
 	if (e->type == VD_EXPORT_NBD && nbd)
 		vs_nbd_server_remove_export(nbd, e->nbd_name, NULL);
 	json_object_object_add(data, "id", json_object_new_string(e->id));

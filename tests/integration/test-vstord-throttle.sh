@@ -160,7 +160,7 @@ assert rate(t, 0, 1) * 65536 > 3 * (8 << 20), "reads were throttled by bps_wr"
 
 # A burst: 500 iops for the burst, then the average of 100.
 bsit(id="ea", iops=100, iops_max=500, iops_max_length=2)
-total = max(secs, 4)
+total = max(secs, 5)
 t = load(uri("a"), total)
 within("burst rate, first second", rate(t, 0, 1), 550, 0.15)  # +50: a tenth of the burst at once
 within("average after the burst", rate(t, 3, total), 100, 0.15 if secs < 10 else 0.10)

@@ -186,7 +186,9 @@ void vs_export_set_node(struct vs_export *e, struct vs_node *node);
  * budget of @g (vstor/throttle.h; flush and discard are not throttled, as in
  * QEMU) after the range checks and before the before_request hook. The
  * export takes a reference; NULL removes throttling. Takes effect on the
- * next request; requests already waiting in a group finish there.
+ * next request; the export's requests waiting in its previous group run at
+ * once. vs_export_drain_begin() lets waiting requests through too (as
+ * QEMU's drain does), so a graph change never waits for the budget.
  */
 struct vs_throttle_group;
 void vs_export_set_throttle(struct vs_export *e, struct vs_throttle_group *g);

@@ -88,9 +88,16 @@ void vs_throttle_group_get_config(const struct vs_throttle_group *g,
 /*
  * Coroutine context, on the group's reactor. Wait until the budget of @g
  * takes a read (@write false) or write of @bytes, in FIFO order with the
- * other requests of that direction, then account it.
+ * other requests of that direction, then account it. @epoch (may be NULL)
+ * lets the owner release the request: once *@epoch differs from its value
+ * at the call, vs_throttle_group_kick() ends the wait at once, without
+ * accounting (a drain, an export leaving the group).
  */
-void vs_throttle_group_wait(struct vs_throttle_group *g, bool write, uint64_t bytes);
+void vs_throttle_group_wait(struct vs_throttle_group *g, bool write, uint64_t bytes,
+			    const unsigned *epoch);
+
+/* Release the requests waiting in @g whose epoch has changed (see above). */
+void vs_throttle_group_kick(struct vs_throttle_group *g);
 
 #ifdef __cplusplus
 }

@@ -525,6 +525,21 @@ static void held_write_co(void *arg)
 	w->done = true;
 }
 
+struct held_read {
+	struct vs_export *e;
+	bool done;
+	int ret;
+};
+
+static void held_read_co(void *arg)
+{
+	struct held_read *r = arg;
+	static uint8_t b[512];
+
+	r->ret = req(r->e, VS_EXPORT_OP_READ, 0, b, sizeof(b), 0);
+	r->done = true;
+}
+
 struct seen_error {
 	unsigned calls;
 	enum vs_export_op op;
@@ -619,6 +634,66 @@ CO_TEST(test_export_error_policy_stop_and_resume)
 	vs_node_close(n);
 }
 
+/*
+ * At 1 iops, requests queue for seconds; a drain (a graph change) and
+ * leaving the group let them through at once, and a live change of the
+ * limits applies to the queued ones.
+ */
+CO_TEST(test_export_throttle_released_by_drain)
+{
+	struct vs_node *n = open_node(false);
+	struct vs_export *e = new_export(n, NULL), *other = new_export(n, NULL);
+	struct vs_throttle_group *g;
+	struct vs_throttle_config c;
+	static struct held_read r[8];
+	uint64_t t0;
+
+	(void)arg;
+	assert_int_equal(vs_throttle_group_new(&g), 0);
+	vs_throttle_config_init(&c);
+	c.limit[VS_THROTTLE_IOPS_READ].avg = 1;
+	assert_int_equal(vs_throttle_group_set_config(g, &c, NULL), 0);
+	vs_export_set_throttle(e, g);
+	vs_export_set_throttle(other, g);
+	t0 = mono_ns();
+	for (int i = 0; i < 8; i++) {
+		r[i] = (struct held_read){ .e = i < 6 ? e : other };
+		assert_non_null(vs_co_spawn(vs_reactor_current(), held_read_co, &r[i]));
+	}
+	RUN_UNTIL(r[0].done);
+	for (int i = 0; i < 50; i++)
+		vs_co_yield_now();
+	assert_false(r[1].done);
+	/* e's requests leave the queue; other's stay behind in the group. */
+	vs_export_drain_begin(e);
+	vs_export_drain_end(e);
+	RUN_UNTIL(r[1].done && r[2].done && r[3].done && r[4].done && r[5].done);
+	assert_false(r[6].done);
+	/* A faster limit applies to the queued ones at once. */
+	c.limit[VS_THROTTLE_IOPS_READ].avg = 1000;
+	assert_int_equal(vs_throttle_group_set_config(g, &c, NULL), 0);
+	RUN_UNTIL(r[6].done && r[7].done);
+	assert_true((mono_ns() - t0) / 1000000 < 500);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(r[i].ret, 0);
+	/* Leaving the group releases what waits there. */
+	c.limit[VS_THROTTLE_IOPS_READ].avg = 1;
+	assert_int_equal(vs_throttle_group_set_config(g, &c, NULL), 0);
+	for (int i = 0; i < 4; i++) {
+		r[i] = (struct held_read){ .e = e };
+		assert_non_null(vs_co_spawn(vs_reactor_current(), held_read_co, &r[i]));
+	}
+	RUN_UNTIL(r[0].done);
+	assert_false(r[3].done);
+	vs_export_set_throttle(e, NULL);
+	RUN_UNTIL(r[1].done && r[2].done && r[3].done);
+	assert_true((mono_ns() - t0) / 1000000 < 900);
+	vs_export_free(other); /* drops its reference */
+	vs_throttle_group_unref(g);
+	vs_export_free(e);
+	vs_node_close(n);
+}
+
 static void test_export_error_action_names(void **state)
 {
 	enum vs_export_error_action a;
@@ -678,6 +753,7 @@ int main(void)
 		cmocka_unit_test(test_export_mode_names),
 		cmocka_unit_test(test_throttle_config_check),
 		cmocka_unit_test(test_export_throttle_paces_requests),
+		cmocka_unit_test(test_export_throttle_released_by_drain),
 		cmocka_unit_test(test_export_error_policy_stop_and_resume),
 		cmocka_unit_test(test_export_error_action_names),
 	};
