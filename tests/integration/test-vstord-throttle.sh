@@ -106,6 +106,9 @@ cases = [
     (dict(z, id="ea", iops=10, iops_max_length=2), "GenericError",
      "burst length set without burst rate"),
     (dict(z, id="ea", x=1), "GenericError", "Parameter 'x' is unexpected"),
+    (dict(z, id="nope", bps=-1), "DeviceNotFound", "Device 'nope' not found"),
+    (dict(z, id="ea", iops=5, iops_max=10, iops_max_length=-1), "GenericError",
+     "burst length too high for this burst rate"),
 ]
 for args, cls, desc in cases:
     r = c.execute("block_set_io_throttle", args)
@@ -182,6 +185,7 @@ r = c.execute("qom-get", {"path": "ea", "property": "limits"})
 assert r["error"]["class"] == "DeviceNotFound", r  # the implicit group went with its export
 
 # A group (the --object one) shared by two exports: one budget.
+assert c.cmd("qom-get", path="/objects/g0", property="x-iops-total") == 300
 bsit(id="ea", iops=300, group="g0")
 bsit(id="ec", iops=300, group="g0")
 r = c.execute("object-del", {"id": "g0"})
