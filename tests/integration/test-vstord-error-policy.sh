@@ -15,6 +15,7 @@
 
 require_tool python3 qemu-storage-daemon qemu-img
 find_built VSTORD vstord/vstord
+find_built VHOST_CLIENT tests/tools/vhost-client
 export PATH=/usr/bin:/bin:$PATH
 export PYTHONPATH=$VSTOR_SOURCE_DIR/tests/integration
 python3 -c 'import nbd' 2>/dev/null || skip_or_fail "python3 libnbd bindings (python3-libnbd) missing"
@@ -108,6 +109,31 @@ with open(d + "/expect.img", "wb") as f:
 PY
 qemu_img compare -q -f raw -F raw "$WORKDIR/expect.img" "$WORKDIR/full.img" ||
 	fail "qemu-img compare: the image lost writes"
+
+log "a vhost-user-blk export holds a write the same way"
+python3 - "$WORKDIR" "$VHOST_CLIENT" <<'PY' || fail "werror=enospc on vhost-user-blk"
+import os, subprocess, sys, nbd
+from qmp import QMP
+d, client = sys.argv[1], sys.argv[2]
+c = QMP(d + "/vd.sock")
+os.close(os.open(d + "/full", os.O_CREAT | os.O_WRONLY))
+c.cmd("block-export-add", type="vhost-user-blk", id="evh", node_name="full", writable=True,
+      werror="enospc", addr={"type": "unix", "path": d + "/vh.sock"})
+# One write of 64 KiB of 0x5a at sector 4096 (2 MiB); the client waits up to 5 s.
+p = subprocess.Popen(["timeout", "60", client, d + "/vh.sock", "write", "4096", "65536", "0x5a"])
+ev = c.event("BLOCK_IO_ERROR")
+assert ev["data"]["device"] == "evh" and ev["data"]["action"] == "stop", ev
+assert p.poll() is None, "the write finished while the export was stopped"
+os.unlink(d + "/full")
+c.cmd("cont")
+assert p.wait() == 0, "the held write failed"
+h = nbd.NBD()
+h.connect_uri("nbd+unix:///full?socket=%s/nbd.sock" % d)
+assert h.pread(65536, 2 << 20) == b"\x5a" * 65536
+h.shutdown()
+c.cmd("block-export-del", id="evh")
+c.event("BLOCK_EXPORT_DELETED")
+PY
 
 log "werror=stop holds EIO too; rerror=stop holds reads (simple and structured replies)"
 python3 - "$WORKDIR" <<'PY' || fail "werror=stop / rerror=stop"

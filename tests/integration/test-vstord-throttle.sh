@@ -16,6 +16,7 @@
 
 require_tool python3 qemu-storage-daemon
 find_built VSTORD vstord/vstord
+find_built VHOST_CLIENT tests/tools/vhost-client
 export PATH=/usr/bin:/bin:$PATH
 export PYTHONPATH=$VSTOR_SOURCE_DIR/tests/integration
 python3 -c 'import nbd' 2>/dev/null || skip_or_fail "python3 libnbd bindings (python3-libnbd) missing"
@@ -201,6 +202,34 @@ within("the group after qom-set", rate(t, 0, secs), 600)
 bsit(id="ea")
 bsit(id="ec")
 c.cmd("object-del", id="g0")
+PY
+
+log "a vhost-user-blk export is throttled alike (vhost-client at QD 32)"
+python3 - "$WORKDIR" "$SECS" "$VHOST_CLIENT" <<'PY' || fail "throttling a vhost-user-blk export"
+import subprocess, sys
+from qmp import QMP
+d, secs, client = sys.argv[1], sys.argv[2], sys.argv[3]
+c = QMP(d + "/vd.sock")
+z = {"bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0}
+c.cmd("block-export-add", type="vhost-user-blk", id="ev", node_name="c", writable=True,
+      addr={"type": "unix", "path": d + "/vh.sock"})
+
+def bench(s):
+    out = subprocess.run(["timeout", "120", client, d + "/vh.sock", "bench", "randread", "4096",
+                          "32", str(s)], check=True, capture_output=True, text=True).stdout
+    return float(out.split()[1])
+
+r = c.execute("block_set_io_throttle", dict(z, id="ev", iops_rd=300))
+assert "return" in r, r
+got = bench(secs)
+print("vhost-user-blk, 4 KiB reads: %.1f (limit 300)" % got, file=sys.stderr)
+assert abs(got - 300) <= 30, got
+assert "return" in c.execute("block_set_io_throttle", dict(z, id="ev"))
+got = bench(1)
+print("vhost-user-blk unthrottled: %.0f iops" % got, file=sys.stderr)
+assert got > 5 * 300, got
+c.cmd("block-export-del", id="ev")
+c.event("BLOCK_EXPORT_DELETED")
 PY
 
 log "a throttled export with requests queued is deleted cleanly"
