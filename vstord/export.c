@@ -37,6 +37,7 @@ struct vd_export {
 	struct vs_vhost_blk *vhost;
 	char *socket_path; /* vhost-user-blk: removed when the export goes */
 	bool shutting_down;
+	bool error_policy; /* werror/rerror given: queries show whether it stopped */
 };
 
 static struct vs_nbd_server *nbd;
@@ -391,8 +392,10 @@ static int cmd_block_export_add(struct qmp_call *call)
 		export_free(e);
 		return -1;
 	}
-	if (has_policy && layer_export(e))
+	if (has_policy && layer_export(e)) {
 		vd_export_error_apply(layer_export(e), e->id, &policy);
+		e->error_policy = true;
+	}
 	for (tail = &exports; *tail; tail = &(*tail)->next)
 		;
 	*tail = e;
@@ -527,6 +530,10 @@ static void list_exports(json_object *arr, const struct vd_export *e)
 	json_object_object_add(o, "id", json_object_new_string(e->id));
 	json_object_object_add(o, "node-name", json_object_new_string(e->node_name));
 	json_object_object_add(o, "shutting-down", json_object_new_boolean(e->shutting_down));
+	if (e->error_policy && layer_export(e)) /* vstor's: an error stopped it (cont resumes) */
+		json_object_object_add(
+			o, "x-vstor-stopped",
+			json_object_new_boolean(vs_export_is_stopped(layer_export(e))));
 	json_object_array_add(arr, o);
 }
 

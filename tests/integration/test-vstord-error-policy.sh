@@ -76,13 +76,15 @@ assert ev["data"] == {"device": "efull", "node-name": "full", "operation": "writ
                       "action": "stop", "nospace": True,
                       "reason": "No space left on device"}, ev
 # A command round trip later, nothing has completed: held, not failed.
-c.cmd("query-block-exports")
+st = {e["id"]: e.get("x-vstor-stopped") for e in c.cmd("query-block-exports")}
+assert st == {"efull": True, "estop": False, "erd": False}, st
 h.poll(0)
 assert not any(h.aio_command_completed(x) for x in cookies), "a write finished while stopped"
 os.unlink(d + "/full")  # space freed
 c.cmd("cont")
 while h.aio_in_flight():
     h.poll(-1)
+assert c.cmd("query-block-exports")[-1]["x-vstor-stopped"] is False
 for x in cookies:
     assert h.aio_command_completed(x)  # raises on a failed write
 for i, x in enumerate(data):
