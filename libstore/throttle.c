@@ -283,8 +283,9 @@ void vs_throttle_group_wait(struct vs_throttle_group *g, bool write, uint64_t by
 	q->last = &w;
 	if (q->first != &w) {
 		vs_co_yield(); /* until the head or released */
-		if (w.released)
-			goto out; /* unlinked by vs_throttle_group_kick() */
+		if (q->first != &w)
+			goto out; /* released: unlinked by vs_throttle_group_kick() */
+		/* The head (maybe released after it was woken: it leaves below). */
 	}
 	for (;;) {
 		drain_buckets(g);

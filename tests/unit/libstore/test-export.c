@@ -694,6 +694,48 @@ CO_TEST(test_export_throttle_released_by_drain)
 	vs_node_close(n);
 }
 
+/*
+ * A request woken as the head of its queue and released before it runs
+ * still hands the queue on: the requests behind it are not stranded.
+ */
+CO_TEST(test_export_throttle_head_released_before_it_runs)
+{
+	struct vs_node *n = open_node(false);
+	struct vs_export *e1 = new_export(n, NULL), *e2 = new_export(n, NULL);
+	struct vs_throttle_group *g;
+	struct vs_throttle_config c;
+	static struct held_read r[4];
+
+	(void)arg;
+	assert_int_equal(vs_throttle_group_new(&g), 0);
+	vs_throttle_config_init(&c);
+	c.limit[VS_THROTTLE_IOPS_TOTAL].avg = 1;
+	assert_int_equal(vs_throttle_group_set_config(g, &c, NULL), 0);
+	vs_export_set_throttle(e1, g);
+	vs_export_set_throttle(e2, g);
+	r[0] = (struct held_read){ .e = e1 }; /* passes */
+	r[1] = (struct held_read){ .e = e2 }; /* the head, on its timer */
+	r[2] = (struct held_read){ .e = e1 }; /* parked */
+	r[3] = (struct held_read){ .e = e2 }; /* parked behind it */
+	for (int i = 0; i < 4; i++)
+		assert_non_null(vs_co_spawn(vs_reactor_current(), held_read_co, &r[i]));
+	RUN_UNTIL(r[0].done);
+	/* r[1] goes at once and wakes r[2] as the head; release r[2] before it runs. */
+	c.limit[VS_THROTTLE_IOPS_TOTAL].avg = 2;
+	assert_int_equal(vs_throttle_group_set_config(g, &c, NULL), 0);
+	RUN_UNTIL(r[1].done);
+	vs_export_set_throttle(e1, NULL);
+	/* r[3] still gets its turn (at 2 iops, within a second). */
+	RUN_UNTIL(r[2].done);
+	for (int i = 0; i < 300 && !r[3].done; i++)
+		vs_co_sleep_ns(10 * 1000 * 1000);
+	assert_true(r[3].done);
+	vs_export_free(e1);
+	vs_export_free(e2);
+	vs_throttle_group_unref(g);
+	vs_node_close(n);
+}
+
 static void test_export_error_action_names(void **state)
 {
 	enum vs_export_error_action a;
@@ -754,6 +796,7 @@ int main(void)
 		cmocka_unit_test(test_throttle_config_check),
 		cmocka_unit_test(test_export_throttle_paces_requests),
 		cmocka_unit_test(test_export_throttle_released_by_drain),
+		cmocka_unit_test(test_export_throttle_head_released_before_it_runs),
 		cmocka_unit_test(test_export_error_policy_stop_and_resume),
 		cmocka_unit_test(test_export_error_action_names),
 	};
