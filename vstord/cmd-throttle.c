@@ -222,6 +222,7 @@ int vd_throttle_object_add(struct qmp_call *call, const char *id)
 		return -1;
 	if (vs_throttle_config_check(&cfg, &err) < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+	prune_implicit();
 	if (group_find(id))
 		return qmp_error(call, QMP_ERR_GENERIC, "A group with this name already exists");
 	t = group_new(call, id, true);
@@ -256,6 +257,7 @@ static int cmd_qom_get(struct qmp_call *call)
 		return -1;
 	if (!strncmp(path, "/objects/", 9))
 		path += 9;
+	prune_implicit(); /* those of deleted exports */
 	t = group_find(path);
 	if (!t)
 		return qmp_error(call, QMP_ERR_DEVICE_NOT_FOUND, "Device '%s' not found", path);
@@ -289,6 +291,7 @@ static int cmd_qom_set(struct qmp_call *call)
 		return qmp_error(call, QMP_ERR_GENERIC, "Parameter 'value' is missing");
 	if (!strncmp(path, "/objects/", 9))
 		path += 9;
+	prune_implicit();
 	t = group_find(path);
 	if (!t)
 		return qmp_error(call, QMP_ERR_DEVICE_NOT_FOUND, "Device '%s' not found", path);

@@ -210,15 +210,10 @@ QMP_COMMAND(nbd_server_stop, "nbd-server-stop", cmd_nbd_server_stop, .params = Q
 
 /* ---- block-export-add ---- */
 
-static const char *const common_params[] = { "type",
-					     "id",
-					     "node-name",
-					     "writable",
-					     "writethrough",
-					     "iothread",
-					     "fixed-iothread",
-					     VD_EXPORT_ERROR_PARAMS,
-					     NULL };
+static const char *const common_params[] = {
+	"type", "id", "node-name", "writable", "writethrough", "iothread", "fixed-iothread", NULL
+};
+static const char *const error_params[] = { VD_EXPORT_ERROR_PARAMS, NULL }; /* vstor's */
 static const char *const nbd_params[] = { "name", "description", "bitmaps", "allocation-depth",
 					  NULL };
 static const char *const vhost_params[] = { "addr", "logical-block-size", "num-queues", NULL };
@@ -347,7 +342,7 @@ static int cmd_block_export_add(struct qmp_call *call)
 	json_object_object_foreach(call->args, key, val)
 	{
 		(void)val;
-		if (!in_list(common_params, key) &&
+		if (!in_list(common_params, key) && !in_list(error_params, key) &&
 		    !in_list(strcmp(type, "nbd") ? vhost_params : nbd_params, key))
 			return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s' is unexpected",
 					 key);

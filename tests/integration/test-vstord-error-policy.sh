@@ -133,7 +133,7 @@ h = nbd.NBD()
 h.connect_uri("nbd+unix:///full?socket=%s/nbd.sock" % d)
 assert h.pread(65536, 2 << 20) == b"\x5a" * 65536
 h.shutdown()
-c.cmd("block-export-del", id="evh")
+c.cmd("block-export-del", id="evh", mode="hard")  # the client may not be seen gone yet
 c.event("BLOCK_EXPORT_DELETED")
 PY
 

@@ -228,7 +228,7 @@ assert "return" in c.execute("block_set_io_throttle", dict(z, id="ev"))
 got = bench(1)
 print("vhost-user-blk unthrottled: %.0f iops" % got, file=sys.stderr)
 assert got > 5 * 300, got
-c.cmd("block-export-del", id="ev")
+c.cmd("block-export-del", id="ev", mode="hard")  # the client may not be seen gone yet
 c.event("BLOCK_EXPORT_DELETED")
 PY
 
@@ -247,6 +247,9 @@ for i, b in enumerate(bufs):
     h.aio_pread(b, i * 4096)
 c.cmd("block-export-del", id="eb", mode="hard")
 c.event("BLOCK_EXPORT_DELETED")
+# Its group (named after it) went with it.
+r = c.execute("qom-get", {"path": "eb", "property": "limits"})
+assert r["error"]["class"] == "DeviceNotFound", r
 assert c.cmd("query-version")  # the monitor still answers
 PY
 stop_pid "$(<"$WORKDIR/vd.pid")"
