@@ -12,6 +12,7 @@
 #include "iov.h"
 #include "vstor/node.h"
 #include "vstor/reactor.h"
+#include "vstor/throttle.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -29,9 +30,17 @@ struct vs_export {
 	enum vs_export_detect_zeroes detect_zeroes;
 	struct vs_export_hooks hooks;
 	struct vs_export_stats stats;
-	/* vs_export_drain_begin(): requests wait at the entry while @quiesced. */
+	struct vs_throttle_group *throttle; /* a reference, or NULL */
+	unsigned throttle_epoch;	    /* changed: requests waiting in the group go */
+	struct vs_export_error_policy policy;
+	/*
+	 * vs_export_drain_begin(): requests wait at the entry (@held) while
+	 * @quiesced; an error under a stop policy holds them there while
+	 * @stopped, the failed ones too (out of @active).
+	 */
 	unsigned active;
 	bool quiesced;
+	bool stopped;
 	struct vs_co_queue held;
 	struct vs_co_queue drained;
 };
@@ -73,6 +82,7 @@ void vs_export_free(struct vs_export *e)
 {
 	if (!e)
 		return;
+	vs_throttle_group_unref(e->throttle);
 	free(e->name);
 	free(e);
 }
@@ -174,9 +184,19 @@ static void export_leave(struct vs_export *e)
 		vs_co_queue_wake_all(&e->drained);
 }
 
+/* Requests of @e waiting for the throttle's budget run now (as QEMU drains). */
+static void release_throttled(struct vs_export *e)
+{
+	if (e->throttle) {
+		e->throttle_epoch++;
+		vs_throttle_group_kick(e->throttle);
+	}
+}
+
 void vs_export_drain_begin(struct vs_export *e)
 {
 	e->quiesced = true;
+	release_throttled(e);
 	while (e->active)
 		vs_co_queue_wait(&e->drained);
 }
@@ -199,10 +219,15 @@ int vs_export_begin(struct vs_export *e, enum vs_export_op op, uint64_t offset, 
 
 	*span = (struct vs_export_span){ .op = op, .offset = offset, .len = len };
 	span->start_ns = clock_ns();
-	while (e->quiesced)
+	while (e->quiesced || e->stopped)
 		vs_co_queue_wait(&e->held);
 	e->active++;
 	ret = vs_export_check(e, op, offset, len);
+	if (ret == 0 && e->throttle &&
+	    (op == VS_EXPORT_OP_READ || op == VS_EXPORT_OP_WRITE ||
+	     op == VS_EXPORT_OP_WRITE_ZEROES))
+		vs_throttle_group_wait(e->throttle, op != VS_EXPORT_OP_READ, len,
+				       &e->throttle_epoch);
 	if (ret == 0 && e->hooks.before_request)
 		ret = e->hooks.before_request(e->hooks.opaque, op, offset, len);
 	if (ret < 0) {
@@ -280,6 +305,7 @@ int vs_export_request(struct vs_export *e, enum vs_export_op op, uint64_t offset
 	ret = vs_export_begin(e, op, offset, len, &span);
 	if (ret < 0)
 		return ret;
+again:
 	switch (op) {
 	case VS_EXPORT_OP_READ:
 		ret = len ? vs_node_preadv(e->node, offset, len, iov, niov, 0) : 0;
@@ -299,8 +325,89 @@ int vs_export_request(struct vs_export *e, enum vs_export_op op, uint64_t offset
 	default: /* vs_export_check() refused it */
 		break;
 	}
+	if (ret < 0 && vs_export_retry(e, &span, ret))
+		goto again;
 	finish(e, &span, ret, !ignored);
 	return ret;
+}
+
+void vs_export_set_throttle(struct vs_export *e, struct vs_throttle_group *g)
+{
+	if (g == e->throttle)
+		return;
+	if (g)
+		vs_throttle_group_ref(g);
+	release_throttled(e);
+	vs_throttle_group_unref(e->throttle);
+	e->throttle = g;
+}
+
+struct vs_throttle_group *vs_export_throttle(const struct vs_export *e)
+{
+	return e->throttle;
+}
+
+void vs_export_set_error_policy(struct vs_export *e, const struct vs_export_error_policy *p)
+{
+	if (p)
+		e->policy = *p;
+	else
+		e->policy = (struct vs_export_error_policy){ 0 };
+}
+
+bool vs_export_is_stopped(const struct vs_export *e)
+{
+	return e->stopped;
+}
+
+void vs_export_resume(struct vs_export *e)
+{
+	e->stopped = false;
+	vs_co_queue_wake_all(&e->held);
+}
+
+bool vs_export_retry(struct vs_export *e, const struct vs_export_span *span, int ret)
+{
+	enum vs_export_error_action a = span->op == VS_EXPORT_OP_READ ? e->policy.read :
+									e->policy.write;
+
+	if (a == VS_EXPORT_ERROR_ENOSPC)
+		a = ret == -ENOSPC ? VS_EXPORT_ERROR_STOP : VS_EXPORT_ERROR_REPORT;
+	if (e->policy.on_error)
+		e->policy.on_error(e->policy.opaque, span->op, ret, a);
+	if (a != VS_EXPORT_ERROR_STOP)
+		return false;
+	/* Held, not in flight: a drain (a snapshot) may run while stopped. */
+	e->stopped = true;
+	export_leave(e);
+	while (e->quiesced || e->stopped)
+		vs_co_queue_wait(&e->held);
+	e->active++;
+	return true;
+}
+
+static const char *const error_action_names[] = {
+	[VS_EXPORT_ERROR_REPORT] = "report",
+	[VS_EXPORT_ERROR_STOP] = "stop",
+	[VS_EXPORT_ERROR_ENOSPC] = "enospc",
+};
+
+const char *vs_export_error_action_name(enum vs_export_error_action a)
+{
+	return (unsigned)a < sizeof(error_action_names) / sizeof(error_action_names[0]) ?
+		       error_action_names[a] :
+		       NULL;
+}
+
+int vs_export_error_action_parse(const char *s, enum vs_export_error_action *out)
+{
+	for (unsigned i = 0; i < sizeof(error_action_names) / sizeof(error_action_names[0]); i++) {
+		if (!strcmp(s, error_action_names[i])) {
+			*out = (enum vs_export_error_action)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
 }
 
 void vs_export_resize(struct vs_export *e, uint64_t node_size)

@@ -165,7 +165,9 @@ static int req_read_structured(struct nbd_req *r)
 
 	ret = vs_export_begin(c->exp->exp, VS_EXPORT_OP_READ, r->offset, r->len, &span);
 	if (ret == 0) {
-		ret = read_extents(r, ext, &count);
+		do /* an error policy may hold a failed read and retry it */
+			ret = read_extents(r, ext, &count);
+		while (ret < 0 && vs_export_retry(c->exp->exp, &span, ret));
 		vs_export_end(c->exp->exp, &span, ret);
 	}
 	/* A zero-length read: nothing to read or send but the completion. */

@@ -18,6 +18,7 @@
 #include "block.h"
 #include "daemon.h"
 #include "job.h"
+#include "export-error.h"
 #include "monitor.h"
 #include "nbd-server.h"
 #include "object.h"
@@ -37,6 +38,7 @@ struct vd_export {
 	struct vs_vhost_blk *vhost;
 	char *socket_path; /* vhost-user-blk: removed when the export goes */
 	bool shutting_down;
+	bool error_policy; /* werror/rerror given: queries show whether it stopped */
 };
 
 static struct vs_nbd_server *nbd;
@@ -212,6 +214,7 @@ QMP_COMMAND(nbd_server_stop, "nbd-server-stop", cmd_nbd_server_stop, .params = Q
 static const char *const common_params[] = {
 	"type", "id", "node-name", "writable", "writethrough", "iothread", "fixed-iothread", NULL
 };
+static const char *const error_params[] = { VD_EXPORT_ERROR_PARAMS, NULL }; /* vstor's */
 static const char *const nbd_params[] = { "name", "description", "bitmaps", "allocation-depth",
 					  NULL };
 static const char *const vhost_params[] = { "addr", "logical-block-size", "num-queues", NULL };
@@ -327,9 +330,10 @@ static int cmd_block_export_add(struct qmp_call *call)
 {
 	const char *type, *id, *node_name;
 	bool writable = false, writethrough = false;
+	struct vs_export_error_policy policy;
 	struct vd_export *e, **tail;
 	struct vd_node *n;
-	int ret;
+	int ret, has_policy;
 
 	if (qmp_arg_str(call, "type", true, &type) < 0)
 		return -1;
@@ -339,7 +343,7 @@ static int cmd_block_export_add(struct qmp_call *call)
 	json_object_object_foreach(call->args, key, val)
 	{
 		(void)val;
-		if (!in_list(common_params, key) &&
+		if (!in_list(common_params, key) && !in_list(error_params, key) &&
 		    !in_list(strcmp(type, "nbd") ? vhost_params : nbd_params, key))
 			return qmp_error(call, QMP_ERR_GENERIC, "Parameter '%s' is unexpected",
 					 key);
@@ -348,6 +352,9 @@ static int cmd_block_export_add(struct qmp_call *call)
 	    qmp_arg_str(call, "node-name", true, &node_name) < 0 ||
 	    qmp_arg_bool(call, "writable", false, &writable) < 0 ||
 	    qmp_arg_bool(call, "writethrough", false, &writethrough) < 0)
+		return -1;
+	has_policy = vd_export_error_args(call, &policy);
+	if (has_policy < 0)
 		return -1;
 	if (json_object_object_get_ex(call->args, "iothread", NULL))
 		return qmp_error(call, QMP_ERR_GENERIC, "iothread is not supported by vstord");
@@ -381,6 +388,10 @@ static int cmd_block_export_add(struct qmp_call *call)
 		export_free(e);
 		return -1;
 	}
+	if (has_policy && layer_export(e)) {
+		vd_export_error_apply(layer_export(e), e->id, &policy);
+		e->error_policy = true;
+	}
 	for (tail = &exports; *tail; tail = &(*tail)->next)
 		;
 	*tail = e;
@@ -400,6 +411,10 @@ static void export_delete(struct vd_export *e)
 		;
 	*pp = e->next;
 	e->shutting_down = true;
+	if (layer_export(e)) { /* held and throttled requests go now */
+		vd_export_error_release(layer_export(e));
+		vs_export_set_throttle(layer_export(e), NULL);
+	}
 	if (e->type == VD_EXPORT_NBD && nbd)
 		vs_nbd_server_remove_export(nbd, e->nbd_name, NULL);
 	json_object_object_add(data, "id", json_object_new_string(e->id));
@@ -432,6 +447,16 @@ void vd_exports_drain_end(struct vs_node *node, struct vs_node *new_node)
 			vs_node_close(node);
 		}
 		vs_export_drain_end(x);
+	}
+}
+
+void vd_export_for_each(void (*fn)(const struct vd_export_view *v, void *opaque), void *opaque)
+{
+	for (struct vd_export *e = exports, *next; e; e = next) {
+		struct vd_export_view v = { e->id, e->node_name, layer_export(e) };
+
+		next = e->next;
+		fn(&v, opaque);
 	}
 }
 
@@ -504,6 +529,10 @@ static void list_exports(json_object *arr, const struct vd_export *e)
 	nn = e->node ? vd_node_name_of(e->node) : NULL;
 	json_object_object_add(o, "node-name", json_object_new_string(nn ? nn : e->node_name));
 	json_object_object_add(o, "shutting-down", json_object_new_boolean(e->shutting_down));
+	if (e->error_policy && layer_export(e)) /* vstor's: an error stopped it (cont resumes) */
+		json_object_object_add(
+			o, "x-vstor-stopped",
+			json_object_new_boolean(vs_export_is_stopped(layer_export(e))));
 	json_object_array_add(arr, o);
 }
 

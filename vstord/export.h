@@ -26,6 +26,18 @@ void vd_export_refuse_addresses(void);
 void vd_exports_drain_begin(struct vs_node *node);
 void vd_exports_drain_end(struct vs_node *node, struct vs_node *new_node);
 
+struct vs_export;
+
+/* An export as the throttle and error-policy commands see it. */
+struct vd_export_view {
+	const char *id;
+	const char *node_name; /* the node it was added on */
+	struct vs_export *exp; /* the export layer object; NULL while it has none */
+};
+
+/* Calls @fn for each export, in the order they were added. */
+void vd_export_for_each(void (*fn)(const struct vd_export_view *v, void *opaque), void *opaque);
+
 /* Deletes every export and stops the NBD server (the daemon stops). */
 void vd_export_close_all(void);
 

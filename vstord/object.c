@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * vstord's objects: TLS credentials for the NBD server, with the properties
+ * vstord's objects: throttle groups (cmd-throttle.c), and TLS credentials
+ * for the NBD server, with the properties
  * of QEMU's tls-creds-x509 (dir with ca-cert.pem, server-cert.pem and
  * server-key.pem; verify-peer, on by default) and tls-creds-psk (dir with
  * keys.psk), loaded as vstor-nbd's --object loads them.
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd-throttle.h"
 #include "nbd-tls.h"
 
 struct vd_object {
@@ -47,6 +49,15 @@ int vd_object_add(struct qmp_call *call)
 	if (qmp_arg_str(call, "qom-type", true, &type) < 0 ||
 	    qmp_arg_str(call, "id", true, &id) < 0)
 		return -1;
+	if (!strcmp(type, "throttle-group")) {
+		for (o = objects; o; o = o->next)
+			if (!strcmp(o->id, id))
+				return qmp_error(call, QMP_ERR_GENERIC,
+						 "attempt to add duplicate property '%s' to "
+						 "object (type 'objects')",
+						 id);
+		return vd_throttle_object_add(call, id);
+	}
 	if (strcmp(type, "tls-creds-x509") && strcmp(type, "tls-creds-psk"))
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "Object type '%s' is not supported by vstord", type);
@@ -64,7 +75,7 @@ int vd_object_add(struct qmp_call *call)
 	    (!psk_type && qmp_arg_bool(call, "verify-peer", false, &opts.verify_peer) < 0))
 		return -1;
 	for (o = objects; o; o = o->next)
-		if (!strcmp(o->id, id))
+		if (!strcmp(o->id, id) || vd_throttle_group_exists(id))
 			return qmp_error(call, QMP_ERR_GENERIC,
 					 "attempt to add duplicate property '%s' to object (type "
 					 "'objects')",
@@ -128,3 +139,28 @@ void vd_object_close_all(void)
 		free(o);
 	}
 }
+
+static int cmd_object_add(struct qmp_call *call)
+{
+	return vd_object_add(call);
+}
+QMP_COMMAND(object_add, "object-add", cmd_object_add, .params = NULL)
+
+/* Throttle groups only: TLS credentials stay for the daemon's lifetime. */
+static int cmd_object_del(struct qmp_call *call)
+{
+	const char *id;
+	int ret;
+
+	if (qmp_arg_str(call, "id", true, &id) < 0)
+		return -1;
+	ret = vd_throttle_object_del(call, id);
+	if (ret != 0)
+		return ret < 0 ? -1 : 0;
+	for (struct vd_object *o = objects; o; o = o->next)
+		if (!strcmp(o->id, id))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "object-del of '%s' is not supported by vstord", id);
+	return qmp_error(call, QMP_ERR_GENERIC, "object '%s' not found", id);
+}
+QMP_COMMAND(object_del, "object-del", cmd_object_del, .params = QMP_PARAMS("id"))

@@ -23,6 +23,7 @@
 #include "block.h"
 #include "export.h"
 #include "job.h"
+#include "cmd-throttle.h"
 #include "object.h"
 #include "qmp.h"
 #include "monitor.h"
@@ -78,7 +79,7 @@ static void usage(void)
 	       "  --blockdev <options>   add a block node (blockdev-add's arguments)\n"
 	       "  --nbd-server <options> start the NBD server (nbd-server-start's arguments)\n"
 	       "  --export <options>     add an export (block-export-add's arguments)\n"
-	       "  --object <options>     add an object (tls-creds-x509, tls-creds-psk)\n"
+	       "  --object <options>     add an object (throttle-group, tls-creds-x509, tls-creds-psk)\n"
 	       "                         <options>: JSON ('{...}') or QEMU keyval\n"
 	       "                         (key=value,a.b=value; ',,' is a comma)\n"
 	       "  --pidfile <path>       write the daemon's pid to <path>\n"
@@ -391,6 +392,7 @@ out:
 	vd_job_close_all();
 	vd_export_close_all();
 	vd_object_close_all();
+	vd_throttle_close_all();
 	vd_block_close_all();
 }
 

@@ -181,6 +181,69 @@ void vs_export_drain_begin(struct vs_export *e);
 void vs_export_drain_end(struct vs_export *e);
 void vs_export_set_node(struct vs_export *e, struct vs_node *node);
 
+/*
+ * Throttling: the export's reads, writes and write-zeroes wait for the
+ * budget of @g (vstor/throttle.h; flush and discard are not throttled, as in
+ * QEMU) after the range checks and before the before_request hook. The
+ * export takes a reference; NULL removes throttling. Takes effect on the
+ * next request; the export's requests waiting in its previous group run at
+ * once. vs_export_drain_begin() lets waiting requests through too (as
+ * QEMU's drain does), so a graph change never waits for the budget.
+ */
+struct vs_throttle_group;
+void vs_export_set_throttle(struct vs_export *e, struct vs_throttle_group *g);
+/* The group set, or NULL (borrowed). */
+struct vs_throttle_group *vs_export_throttle(const struct vs_export *e);
+
+/*
+ * Error policy, as QEMU's werror/rerror: what a failed node call of a read
+ * (rerror) or of any other operation (werror) does. Checks that refuse a
+ * request (range, read-only) are not node errors and always fail it.
+ */
+enum vs_export_error_action {
+	VS_EXPORT_ERROR_REPORT, /* the request fails (the default) */
+	VS_EXPORT_ERROR_STOP,	/* the export stops: the request is held, retried on resume */
+	VS_EXPORT_ERROR_ENOSPC, /* stop on -ENOSPC, report the rest */
+};
+
+struct vs_export_error_policy {
+	enum vs_export_error_action read, write;
+	/*
+	 * Optional: told of every node error under this policy, with the
+	 * action taken (REPORT or STOP), before the request fails or is held.
+	 * Must not yield.
+	 */
+	void (*on_error)(void *opaque, enum vs_export_op op, int err,
+			 enum vs_export_error_action action);
+	void *opaque;
+};
+
+/* Set the policy (copied; NULL: report everything). Held requests stay held. */
+void vs_export_set_error_policy(struct vs_export *e, const struct vs_export_error_policy *p);
+
+/*
+ * Stopped by an error: requests that failed wait to be retried and new
+ * ones wait at the entry (neither counts as in flight for a drain). Their
+ * number is bounded by what the protocol server lets a client have in
+ * flight. vs_export_resume() retries the held requests and lets the others
+ * in; a request that fails again applies the policy again.
+ */
+bool vs_export_is_stopped(const struct vs_export *e);
+void vs_export_resume(struct vs_export *e);
+
+/*
+ * Coroutine context. For vs_export_begin()/vs_export_end() users: the node
+ * I/O of @span failed with @ret (< 0). Applies the error policy: returns
+ * true once the export was resumed (run the I/O again, then end), false
+ * when the error is to be reported (end with it).
+ */
+bool vs_export_retry(struct vs_export *e, const struct vs_export_span *span, int ret);
+
+/* "report", "stop", "enospc"; NULL for an unknown @a. */
+const char *vs_export_error_action_name(enum vs_export_error_action a);
+/* Parse one of those names: 0 or -EINVAL. */
+int vs_export_error_action_parse(const char *s, enum vs_export_error_action *out);
+
 /* Copy the counters since the export was created into @st. */
 void vs_export_get_stats(const struct vs_export *e, struct vs_export_stats *st);
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -21,6 +22,7 @@
 #include "vstor/export.h"
 #include "vstor/node.h"
 #include "vstor/reactor.h"
+#include "vstor/throttle.h"
 
 #define MiB (1u << 20)
 
@@ -419,6 +421,333 @@ CO_TEST(test_export_hooks)
 	vs_node_close(n);
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void test_throttle_config_check(void **state)
+{
+	struct vs_throttle_config c;
+	struct vs_error err = { 0 };
+
+	(void)state;
+	vs_throttle_config_init(&c);
+	assert_false(vs_throttle_config_enabled(&c));
+	assert_int_equal(vs_throttle_config_check(&c, &err), 0);
+	c.limit[VS_THROTTLE_IOPS_TOTAL].avg = 10;
+	c.limit[VS_THROTTLE_IOPS_READ].avg = 5;
+	assert_int_equal(vs_throttle_config_check(&c, &err), -EINVAL);
+	assert_string_equal(err.msg, "bps/iops/max total values and read/write values cannot be "
+				     "used at the same time");
+	c.limit[VS_THROTTLE_IOPS_READ].avg = 0;
+	c.limit[VS_THROTTLE_IOPS_TOTAL].max = 5;
+	vs_error_clear(&err);
+	assert_int_equal(vs_throttle_config_check(&c, &err), -EINVAL);
+	assert_string_equal(err.msg, "bps_max/iops_max cannot be lower than bps/iops");
+	c.limit[VS_THROTTLE_IOPS_TOTAL].max = 0;
+	c.limit[VS_THROTTLE_IOPS_TOTAL].burst_length = 3;
+	vs_error_clear(&err);
+	assert_int_equal(vs_throttle_config_check(&c, &err), -EINVAL);
+	assert_string_equal(err.msg, "burst length set without burst rate");
+	c.limit[VS_THROTTLE_IOPS_TOTAL].burst_length = 0;
+	vs_error_clear(&err);
+	assert_int_equal(vs_throttle_config_check(&c, &err), -EINVAL);
+	assert_string_equal(err.msg, "the burst length cannot be 0");
+	c.limit[VS_THROTTLE_IOPS_TOTAL].burst_length = 1;
+	c.limit[VS_THROTTLE_BPS_WRITE].avg = VS_THROTTLE_VALUE_MAX + 1;
+	vs_error_clear(&err);
+	assert_int_equal(vs_throttle_config_check(&c, &err), -EINVAL);
+	assert_string_equal(err.msg, "bps/iops/max values must be within [0, 1000000000000000]");
+	c.limit[VS_THROTTLE_BPS_WRITE].avg = 0;
+	assert_int_equal(vs_throttle_config_check(&c, NULL), 0);
+	assert_true(vs_throttle_config_enabled(&c));
+	assert_string_equal(vs_throttle_bucket_name(VS_THROTTLE_IOPS_WRITE), "iops-write");
+}
+
+/*
+ * 100 iops: a tenth of a second's worth passes at once, the rest at the
+ * rate; reads and writes share the total; flush is not throttled; taking
+ * the group off the export lets requests straight through.
+ */
+CO_TEST(test_export_throttle_paces_requests)
+{
+	struct vs_node *n = open_node(false);
+	struct vs_export *e = new_export(n, NULL);
+	struct vs_throttle_group *g;
+	struct vs_throttle_config c;
+	static uint8_t b[4096];
+	uint64_t t0, ms;
+
+	(void)arg;
+	assert_int_equal(vs_throttle_group_new(&g), 0);
+	vs_throttle_config_init(&c);
+	c.limit[VS_THROTTLE_IOPS_TOTAL].avg = 100;
+	assert_int_equal(vs_throttle_group_set_config(g, &c, NULL), 0);
+	vs_export_set_throttle(e, g);
+	assert_ptr_equal(vs_export_throttle(e), g);
+	t0 = mono_ns();
+	for (int i = 0; i < 30; i++)
+		assert_int_equal(req(e, i % 2 ? VS_EXPORT_OP_WRITE : VS_EXPORT_OP_READ, 0, b,
+				     sizeof(b), 0),
+				 0);
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(req(e, VS_EXPORT_OP_FLUSH, 0, NULL, 0, 0), 0);
+	ms = (mono_ns() - t0) / 1000000;
+	/* 10 at once, then 20 at 10 ms each. */
+	assert_true(ms >= 180 && ms < 400);
+	vs_export_set_throttle(e, NULL);
+	t0 = mono_ns();
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(req(e, VS_EXPORT_OP_READ, 0, b, sizeof(b), 0), 0);
+	assert_true((mono_ns() - t0) / 1000000 < 100);
+	vs_throttle_group_unref(g); /* the export held none any more: freed */
+	vs_export_free(e);
+	vs_node_close(n);
+}
+
+struct held_write {
+	struct vs_export *e;
+	uint64_t off;
+	uint8_t buf[4096];
+	bool done;
+	int ret;
+};
+
+static void held_write_co(void *arg)
+{
+	struct held_write *w = arg;
+
+	w->ret = req(w->e, VS_EXPORT_OP_WRITE, w->off, w->buf, sizeof(w->buf), 0);
+	w->done = true;
+}
+
+struct held_read {
+	struct vs_export *e;
+	bool done;
+	int ret;
+};
+
+static void held_read_co(void *arg)
+{
+	struct held_read *r = arg;
+	static uint8_t b[512];
+
+	r->ret = req(r->e, VS_EXPORT_OP_READ, 0, b, sizeof(b), 0);
+	r->done = true;
+}
+
+struct seen_error {
+	unsigned calls;
+	enum vs_export_op op;
+	int err;
+	enum vs_export_error_action action;
+};
+
+static void record_error(void *opaque, enum vs_export_op op, int err,
+			 enum vs_export_error_action action)
+{
+	struct seen_error *s = opaque;
+
+	s->calls++;
+	s->op = op;
+	s->err = err;
+	s->action = action;
+}
+
+/* Let the other coroutines run until @cond holds (bounded). */
+#define RUN_UNTIL(cond)                                       \
+	do {                                                  \
+		for (int i_ = 0; i_ < 10000 && !(cond); i_++) \
+			vs_co_yield_now();                    \
+		assert_true(cond);                            \
+	} while (0)
+
+/*
+ * werror=enospc: a write failing with ENOSPC stops the export and is held,
+ * a later write is held at the entry; resume retries the first and lets the
+ * second in, and both land. EIO under the same policy is reported.
+ */
+CO_TEST(test_export_error_policy_stop_and_resume)
+{
+	char flag[300], uri[700];
+	struct vs_open_opts o = { .filename = uri, .format = "raw" };
+	struct vs_error err = { 0 };
+	struct vs_node *n = NULL;
+	struct vs_export *e;
+	struct seen_error seen = { 0 };
+	static struct held_write w1, w2;
+	static uint8_t b[4096];
+	FILE *f;
+
+	(void)arg;
+	snprintf(flag, sizeof(flag), "%s/full", tmpdir);
+	snprintf(uri, sizeof(uri), "fault:write,err=ENOSPC,if=%s+write,off=512K,err=EIO:memory:1M",
+		 flag);
+	assert_int_equal(vs_image_open(&n, &o, &err), 0);
+	e = new_export(n, NULL);
+	vs_export_set_error_policy(e, &(struct vs_export_error_policy){
+					      .write = VS_EXPORT_ERROR_ENOSPC,
+					      .on_error = record_error,
+					      .opaque = &seen,
+				      });
+	f = fopen(flag, "w");
+	assert_non_null(f);
+	fclose(f);
+	w1 = (struct held_write){ .e = e, .off = 0 };
+	w2 = (struct held_write){ .e = e, .off = 4096 };
+	memset(w1.buf, 0xa1, sizeof(w1.buf));
+	memset(w2.buf, 0xb2, sizeof(w2.buf));
+	assert_non_null(vs_co_spawn(vs_reactor_current(), held_write_co, &w1));
+	RUN_UNTIL(vs_export_is_stopped(e));
+	assert_int_equal(seen.calls, 1);
+	assert_int_equal(seen.op, VS_EXPORT_OP_WRITE);
+	assert_int_equal(seen.err, -ENOSPC);
+	assert_int_equal(seen.action, VS_EXPORT_ERROR_STOP);
+	assert_non_null(vs_co_spawn(vs_reactor_current(), held_write_co, &w2));
+	for (int i = 0; i < 100; i++)
+		vs_co_yield_now();
+	assert_false(w1.done);
+	assert_false(w2.done);
+	/* A drain does not wait for held requests. */
+	vs_export_drain_begin(e);
+	vs_export_drain_end(e);
+	assert_int_equal(unlink(flag), 0); /* space freed */
+	vs_export_resume(e);
+	RUN_UNTIL(w1.done && w2.done);
+	assert_int_equal(w1.ret, 0);
+	assert_int_equal(w2.ret, 0);
+	assert_false(vs_export_is_stopped(e));
+	assert_int_equal(req(e, VS_EXPORT_OP_READ, 0, b, sizeof(b), 0), 0);
+	assert_memory_equal(b, w1.buf, sizeof(b));
+	assert_int_equal(req(e, VS_EXPORT_OP_READ, 4096, b, sizeof(b), 0), 0);
+	assert_memory_equal(b, w2.buf, sizeof(b));
+	/* Not ENOSPC: reported. */
+	assert_int_equal(req(e, VS_EXPORT_OP_WRITE, 512 * 1024, b, sizeof(b), 0), -EIO);
+	assert_int_equal(seen.calls, 2);
+	assert_int_equal(seen.action, VS_EXPORT_ERROR_REPORT);
+	assert_false(vs_export_is_stopped(e));
+	vs_export_free(e);
+	vs_node_close(n);
+}
+
+/*
+ * At 1 iops, requests queue for seconds; a drain (a graph change) and
+ * leaving the group let them through at once, and a live change of the
+ * limits applies to the queued ones.
+ */
+CO_TEST(test_export_throttle_released_by_drain)
+{
+	struct vs_node *n = open_node(false);
+	struct vs_export *e = new_export(n, NULL), *other = new_export(n, NULL);
+	struct vs_throttle_group *g;
+	struct vs_throttle_config c;
+	static struct held_read r[8];
+	uint64_t t0;
+
+	(void)arg;
+	assert_int_equal(vs_throttle_group_new(&g), 0);
+	vs_throttle_config_init(&c);
+	c.limit[VS_THROTTLE_IOPS_READ].avg = 1;
+	assert_int_equal(vs_throttle_group_set_config(g, &c, NULL), 0);
+	vs_export_set_throttle(e, g);
+	vs_export_set_throttle(other, g);
+	t0 = mono_ns();
+	for (int i = 0; i < 8; i++) {
+		r[i] = (struct held_read){ .e = i < 6 ? e : other };
+		assert_non_null(vs_co_spawn(vs_reactor_current(), held_read_co, &r[i]));
+	}
+	RUN_UNTIL(r[0].done);
+	for (int i = 0; i < 50; i++)
+		vs_co_yield_now();
+	assert_false(r[1].done);
+	/* e's requests leave the queue; other's stay behind in the group. */
+	vs_export_drain_begin(e);
+	vs_export_drain_end(e);
+	RUN_UNTIL(r[1].done && r[2].done && r[3].done && r[4].done && r[5].done);
+	assert_false(r[6].done);
+	/* A faster limit applies to the queued ones at once. */
+	c.limit[VS_THROTTLE_IOPS_READ].avg = 1000;
+	assert_int_equal(vs_throttle_group_set_config(g, &c, NULL), 0);
+	RUN_UNTIL(r[6].done && r[7].done);
+	assert_true((mono_ns() - t0) / 1000000 < 500);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(r[i].ret, 0);
+	/* Leaving the group releases what waits there. */
+	c.limit[VS_THROTTLE_IOPS_READ].avg = 1;
+	assert_int_equal(vs_throttle_group_set_config(g, &c, NULL), 0);
+	for (int i = 0; i < 4; i++) {
+		r[i] = (struct held_read){ .e = e };
+		assert_non_null(vs_co_spawn(vs_reactor_current(), held_read_co, &r[i]));
+	}
+	RUN_UNTIL(r[0].done);
+	assert_false(r[3].done);
+	vs_export_set_throttle(e, NULL);
+	RUN_UNTIL(r[1].done && r[2].done && r[3].done);
+	assert_true((mono_ns() - t0) / 1000000 < 900);
+	vs_export_free(other); /* drops its reference */
+	vs_throttle_group_unref(g);
+	vs_export_free(e);
+	vs_node_close(n);
+}
+
+/*
+ * A request woken as the head of its queue and released before it runs
+ * still hands the queue on: the requests behind it are not stranded.
+ */
+CO_TEST(test_export_throttle_head_released_before_it_runs)
+{
+	struct vs_node *n = open_node(false);
+	struct vs_export *e1 = new_export(n, NULL), *e2 = new_export(n, NULL);
+	struct vs_throttle_group *g;
+	struct vs_throttle_config c;
+	static struct held_read r[4];
+
+	(void)arg;
+	assert_int_equal(vs_throttle_group_new(&g), 0);
+	vs_throttle_config_init(&c);
+	c.limit[VS_THROTTLE_IOPS_TOTAL].avg = 1;
+	assert_int_equal(vs_throttle_group_set_config(g, &c, NULL), 0);
+	vs_export_set_throttle(e1, g);
+	vs_export_set_throttle(e2, g);
+	r[0] = (struct held_read){ .e = e1 }; /* passes */
+	r[1] = (struct held_read){ .e = e2 }; /* the head, on its timer */
+	r[2] = (struct held_read){ .e = e1 }; /* parked */
+	r[3] = (struct held_read){ .e = e2 }; /* parked behind it */
+	for (int i = 0; i < 4; i++)
+		assert_non_null(vs_co_spawn(vs_reactor_current(), held_read_co, &r[i]));
+	RUN_UNTIL(r[0].done);
+	/* r[1] goes at once and wakes r[2] as the head; release r[2] before it runs. */
+	c.limit[VS_THROTTLE_IOPS_TOTAL].avg = 2;
+	assert_int_equal(vs_throttle_group_set_config(g, &c, NULL), 0);
+	RUN_UNTIL(r[1].done);
+	vs_export_set_throttle(e1, NULL);
+	/* r[3] still gets its turn (at 2 iops, within a second). */
+	RUN_UNTIL(r[2].done);
+	for (int i = 0; i < 300 && !r[3].done; i++)
+		vs_co_sleep_ns(10 * 1000 * 1000);
+	assert_true(r[3].done);
+	vs_export_free(e1);
+	vs_export_free(e2);
+	vs_throttle_group_unref(g);
+	vs_node_close(n);
+}
+
+static void test_export_error_action_names(void **state)
+{
+	enum vs_export_error_action a;
+
+	(void)state;
+	assert_int_equal(vs_export_error_action_parse("enospc", &a), 0);
+	assert_int_equal(a, VS_EXPORT_ERROR_ENOSPC);
+	assert_string_equal(vs_export_error_action_name(VS_EXPORT_ERROR_STOP), "stop");
+	assert_int_equal(vs_export_error_action_parse("ignore", &a), -EINVAL);
+	assert_null(vs_export_error_action_name((enum vs_export_error_action)7));
+}
+
 static void test_export_mode_names(void **state)
 {
 	enum vs_export_discard d;
@@ -464,6 +793,12 @@ int main(void)
 		cmocka_unit_test(test_export_stats_count_ops_bytes_errors),
 		cmocka_unit_test(test_export_hooks),
 		cmocka_unit_test(test_export_mode_names),
+		cmocka_unit_test(test_throttle_config_check),
+		cmocka_unit_test(test_export_throttle_paces_requests),
+		cmocka_unit_test(test_export_throttle_released_by_drain),
+		cmocka_unit_test(test_export_throttle_head_released_before_it_runs),
+		cmocka_unit_test(test_export_error_policy_stop_and_resume),
+		cmocka_unit_test(test_export_error_action_names),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
