@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "bitmap.h"
+#include "cmd-throttle.h"
 
 static void add_str(json_object *o, const char *key, const char *val)
 {
@@ -150,12 +151,7 @@ json_object *vd_block_device_info(struct vs_node *node, const char *name,
 	add_bool(o, "encrypted", false);
 	add_str(o, "detect_zeroes",
 		named ? vs_export_detect_zeroes_name(named->detect_zeroes) : "off");
-	add_int(o, "bps", 0);
-	add_int(o, "bps_rd", 0);
-	add_int(o, "bps_wr", 0);
-	add_int(o, "iops", 0);
-	add_int(o, "iops_rd", 0);
-	add_int(o, "iops_wr", 0);
+	vd_throttle_node_info(node, o);
 	json_object_object_add(o, "image", vd_image_info(node, backing_image));
 	add_bool(cache, "writeback", true);
 	add_bool(cache, "direct", mode == VS_CACHE_NONE || mode == VS_CACHE_DIRECTSYNC);

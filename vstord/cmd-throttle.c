@@ -421,6 +421,51 @@ QMP_COMMAND(block_set_io_throttle, "block_set_io_throttle", cmd_block_set_io_thr
 				 "bps_rd_max_length", "bps_wr_max_length", "iops_max_length",
 				 "iops_rd_max_length", "iops_wr_max_length", "iops_size", "group"))
 
+/* ---- the limits in query-named-block-nodes ---- */
+
+struct node_group {
+	const struct vs_node *node;
+	struct vs_throttle_group *g;
+};
+
+static void find_node_group(const struct vd_export_view *v, void *opaque)
+{
+	struct node_group *ng = opaque;
+
+	if (!ng->g && v->exp && vs_export_node(v->exp) == ng->node && vs_export_throttle(v->exp))
+		ng->g = vs_export_throttle(v->exp);
+}
+
+void vd_throttle_node_info(const struct vs_node *node, json_object *o)
+{
+	struct node_group ng = { node, NULL };
+	struct vs_throttle_config cfg;
+	char name[32];
+
+	vd_export_for_each(find_node_group, &ng);
+	if (ng.g)
+		vs_throttle_group_get_config(ng.g, &cfg);
+	else
+		vs_throttle_config_init(&cfg);
+	for (int b = 0; b < VS_THROTTLE_BUCKET_COUNT; b++)
+		json_object_object_add(o, qmp_avg[b],
+				       json_object_new_int64((int64_t)cfg.limit[b].avg));
+	if (!ng.g || !vs_throttle_config_enabled(&cfg))
+		return;
+	/* As QEMU's BlockDeviceInfo for a throttled drive: bursts, iops_size, group. */
+	for (int b = 0; b < VS_THROTTLE_BUCKET_COUNT; b++) {
+		snprintf(name, sizeof(name), "%s_max", qmp_avg[b]);
+		json_object_object_add(o, name, json_object_new_int64((int64_t)cfg.limit[b].max));
+		snprintf(name, sizeof(name), "%s_max_length", qmp_avg[b]);
+		json_object_object_add(o, name,
+				       json_object_new_int64((int64_t)cfg.limit[b].burst_length));
+	}
+	json_object_object_add(o, "iops_size", json_object_new_int64((int64_t)cfg.iops_size));
+	for (struct vd_tgroup *t = groups; t; t = t->next)
+		if (t->g == ng.g)
+			json_object_object_add(o, "group", json_object_new_string(t->id));
+}
+
 void vd_throttle_close_all(void)
 {
 	while (groups)

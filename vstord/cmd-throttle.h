@@ -11,6 +11,8 @@
 
 #include "qmp.h"
 
+struct vs_node;
+
 /* Whether a throttle group named @id exists (made either way). */
 bool vd_throttle_group_exists(const char *id);
 
@@ -24,6 +26,12 @@ int vd_throttle_object_add(struct qmp_call *call, const char *id);
 int vd_throttle_object_del(struct qmp_call *call, const char *id);
 
 /* Drops every group (the daemon stops; exports are gone). */
+/*
+ * Add QEMU's throttle fields of a drive to @o, a query-named-block-nodes
+ * entry of @node: bps ... iops_wr always, and the bursts, iops_size and
+ * group when an export of @node is throttled (the first such export's group).
+ */
+void vd_throttle_node_info(const struct vs_node *node, json_object *o);
 void vd_throttle_close_all(void);
 
 #endif
