@@ -13,6 +13,7 @@
 #include "block.h"
 #include "export.h"
 #include "qmp.h"
+#include "state.h"
 
 /* The snapshots of @node (freed with vs_image_info_free), or -1 after qmp_error. */
 static int snapshot_list(struct qmp_call *call, struct vs_node *node, struct vs_image_info *info)
@@ -222,6 +223,7 @@ static int cmd_snapshot_sync(struct qmp_call *call)
 		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
 	}
 	switch_to_overlay(n->node, overlay);
+	vd_state_save(); /* the new node, and the exports moved */
 	return 0;
 }
 QMP_COMMAND(snapshot_sync, "blockdev-snapshot-sync", cmd_snapshot_sync,
@@ -260,6 +262,7 @@ static int cmd_snapshot(struct qmp_call *call)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
 	}
 	switch_to_overlay(n->node, o->node);
+	vd_state_save(); /* the overlay's backing and the exports moved */
 	return 0;
 }
 QMP_COMMAND(snapshot, "blockdev-snapshot", cmd_snapshot, .params = QMP_PARAMS("node", "overlay"))

@@ -26,6 +26,7 @@
 #include "qmp.h"
 #include "monitor.h"
 #include "pool.h"
+#include "state.h"
 #include "vstor/reactor.h"
 #include "vstord.h"
 
@@ -57,6 +58,7 @@ struct config {
 	const char *monitor_paths[MAX_MONITORS];
 	unsigned nmonitors;
 	const char *pid_file;
+	const char *state_dir; /* --state-dir: the monitor's changes persist there */
 	bool daemonize;
 	int sigfd;
 	struct vs_co *sigco; /* the signal watcher while it runs */
@@ -82,7 +84,9 @@ static void usage(void)
 	       "                         (key=value,a.b=value; ',,' is a comma)\n"
 	       "  --pidfile <path>       write the daemon's pid to <path>\n"
 	       "  --daemonize            daemonize the process, and have the parent exit\n"
-	       "                         once startup is complete\n\n"
+	       "                         once startup is complete\n"
+	       "  --state-dir <dir>      keep what the monitor adds (objects, nodes, the NBD\n"
+	       "                         server, exports) in <dir> and restore it at start\n\n"
 	       "Under systemd socket activation the passed sockets are monitors.\n"
 	       "See vstord(8) and docs/vstord.md.\n",
 	       prog);
@@ -355,6 +359,12 @@ static void serve(void *arg)
 		cfg->exit_code = EXIT_FAILURE;
 		goto out;
 	}
+	/* After the command line, whose items the state may name; before ready. */
+	if (vd_state_restore(&err) < 0) {
+		fprintf(stderr, "%s: %s\n", prog, err.msg);
+		cfg->exit_code = EXIT_FAILURE;
+		goto out;
+	}
 	nfds = vs_daemon_listen_fds(fds, 8, &err);
 	if (nfds < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err.msg);
@@ -385,6 +395,7 @@ static void serve(void *arg)
 	if (cfg->pid_file)
 		unlink(cfg->pid_file);
 out:
+	vd_state_close(); /* what stops with the daemon stays in the state */
 	for (unsigned i = 0; i < nmons; i++)
 		monitor_close(mons[i]);
 	vd_export_close_all();
@@ -405,6 +416,7 @@ int main(int argc, char **argv)
 		{ "export", required_argument, NULL, 'e' },
 		{ "nbd-server", required_argument, NULL, 'n' },
 		{ "object", required_argument, NULL, 'o' },
+		{ "state-dir", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct config cfg = { .sigfd = -1 };
@@ -430,6 +442,9 @@ int main(int argc, char **argv)
 			break;
 		case 'd':
 			cfg.daemonize = true;
+			break;
+		case 's':
+			cfg.state_dir = optarg;
 			break;
 		case 'b':
 			parse_startup(&cfg, "--blockdev", "blockdev-add", NULL, optarg);
@@ -459,6 +474,9 @@ int main(int argc, char **argv)
 
 	/* Pool volumes (driver "vol") as the other tools open them. */
 	(void)vs_pool_register_resolver(NULL);
+	/* Locked before forking: a second daemon on the same state fails at once. */
+	if (cfg.state_dir && vd_state_open(cfg.state_dir, &err) < 0)
+		vs_die("%s", err.msg);
 	if (cfg.daemonize && vs_daemon_fork(true, &err) < 0)
 		vs_die("%s", err.msg);
 	cfg.sigfd = vs_daemon_signalfd(&err);
