@@ -11,7 +11,8 @@
 # while the rest comes up; a corrupt state file stops the daemon with a
 # message. Then the same state under socket activation
 # (systemd-socket-activate) with readiness through NOTIFY_SOCKET: READY=1
-# comes only once the exports are back.
+# comes only once the exports are back; and the unit files pass
+# systemd-analyze verify.
 . "$(dirname "$0")/lib.sh"
 
 require_tool python3 qemu-img nbdinfo
@@ -178,6 +179,22 @@ start_vstord
 assert_fails "$VSTORD" --monitor "$WORKDIR/vd2.sock" --state-dir "$SD"
 assert_grep "in use by another vstord" err
 stop_pid "$VD_PID"
+
+# --- the unit files: systemd-analyze verify finds nothing to say ---
+if command -v systemd-analyze >/dev/null; then
+	mkdir units
+	sed "s|@SBINDIR@|$(dirname "$VSTORD")|" "$VS_SOURCE_DIR/vstord/systemd/vstord.service.in" \
+		>units/vstord.service
+	cp "$VS_SOURCE_DIR/vstord/systemd/vstord.socket.in" units/vstord.socket
+	systemd-analyze verify --man=no units/vstord.socket units/vstord.service \
+		>verify.out 2>&1 || { cat verify.out >&2; fail "systemd-analyze verify"; }
+	[[ ! -s verify.out ]] || { cat verify.out >&2; fail "systemd-analyze verify warns"; }
+	grep -q '^Type=notify' units/vstord.service || fail "vstord.service is not Type=notify"
+	grep -q -- '--state-dir' units/vstord.service || fail "vstord.service without --state-dir"
+else
+	[[ ${CI:-} != true ]] || fail "systemd-analyze missing (CI=true)"
+	log "systemd-analyze missing: the unit files are not verified"
+fi
 
 # --- socket activation of the monitor, readiness after the restore ---
 if ! command -v systemd-socket-activate >/dev/null; then
