@@ -314,15 +314,6 @@ static int run_startup(struct config *cfg)
 
 	for (unsigned i = 0; i < cfg->nstartup; i++) {
 		struct startup_cmd *sc = &cfg->startup[i];
-		if (!strcmp(sc->command, "object-add")) { /* no QMP command: --object only */
-			struct qmp_call call = { .args = sc->args, .keyval = sc->keyval };
-
-			if (vd_object_add(&call) < 0) {
-				fprintf(stderr, "%s: %s: %s\n", prog, sc->option, call.desc);
-				return -1;
-			}
-			continue;
-		}
 		if (qmp_run_command(sc->command, sc->args, sc->keyval, desc, sizeof(desc)) < 0) {
 			fprintf(stderr, "%s: %s: %s\n", prog, sc->option, desc);
 			return -1;

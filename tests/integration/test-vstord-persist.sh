@@ -3,7 +3,7 @@
 #
 # vstord --state-dir: what the monitor adds (a secret, nodes of several
 # kinds: file, qcow2 over file, a volume of a dir pool; the NBD server,
-# exports, an external snapshot that moves an export) survives a kill -9:
+# NBD and vhost-user-blk exports, an external snapshot that moves an export) survives a kill -9:
 # restarted on the same state dir, vstord serves the same exports with the
 # same data, and query-named-block-nodes/query-block-exports answer the
 # same. The secret's bytes never reach the state dir; a secret given with
@@ -85,6 +85,8 @@ export(type="nbd", id="eb", node_name="qb", writable=True, name="disk-b")
 c.cmd("block-export-add", type="nbd", id="ev", node_name="qv", writable=True)
 c.cmd("block-export-add", type="nbd", id="eg", node_name="rg")
 export(type="nbd", id="tmp", node_name="rg", name="tmp")
+c.cmd("block-export-add", type="vhost-user-blk", id="vh", node_name="qv", writable=True,
+      addr={"type": "unix", "path": d + "/vh.sock"})
 c.cmd("block-export-del", id="tmp")
 
 def write(name, byte, off):
@@ -158,8 +160,9 @@ import sys
 from qmp import QMP
 c = QMP(sys.argv[1] + "/vd.sock")
 ids = sorted(e["id"] for e in c.cmd("query-block-exports"))
-assert ids == ["ea", "eb", "ev"], ids
+assert ids == ["ea", "eb", "ev", "vh"], ids
 PY
+[[ -S $WORKDIR/vh.sock ]] || fail "the vhost-user-blk export's socket is not back"
 stop_pid "$VD_PID"
 
 # --- a corrupt state file is an error, never discarded ---
@@ -230,7 +233,7 @@ try:
     assert h.pread(65536, 65536) == b"\xb2" * 65536
     h.shutdown()
     ids = sorted(e["id"] for e in c.cmd("query-block-exports"))
-    assert ids == ["ea", "eb", "ev"], ids
+    assert ids == ["ea", "eb", "ev", "vh"], ids
     c.cmd("quit")
     assert p.wait(30) == 0
 finally:
