@@ -229,8 +229,13 @@ static void note_static(struct vd_node *n, void *opaque)
  */
 static json_object *node_synthesized(const struct vd_node *n)
 {
-	json_object *args = json_object_new_object(), *file = json_object_new_object();
-	const char *format = vs_node_format(n->node);
+	json_object *args, *file;
+	const char *format = vs_node_format(n->node), *filename = vs_node_filename(n->node);
+
+	if (!format || !filename)
+		return NULL; /* nothing that opens it again */
+	args = json_object_new_object();
+	file = json_object_new_object();
 
 	json_object_object_add(file, "driver", json_object_new_string("file"));
 	json_object_object_add(file, "filename", json_object_new_string(vs_node_filename(n->node)));
@@ -273,26 +278,36 @@ static json_object *node_entry(const struct vd_node *n)
 
 static json_object *export_entry(const struct record *r)
 {
-	json_object *e = json_object_new_object(), *given;
+	json_object *e, *given, *args = copy_of(r->args);
 	const char *now = named(vd_export_node(r->key));
 
-	json_object_object_add(e, "arguments", copy_of(r->args));
+	if (!args)
+		return NULL;
+	e = json_object_new_object();
+	json_object_object_add(e, "arguments", args);
 	if (now && json_object_object_get_ex(r->args, "node-name", &given) &&
 	    strcmp(json_object_get_string(given), now))
 		json_object_object_add(e, "node", json_object_new_string(now));
 	return e;
 }
 
+/* Adds @entry to @arr; NULL (out of memory, nothing to save) is left out. */
+static void add_entry(json_object *arr, json_object *entry)
+{
+	if (entry)
+		json_object_array_add(arr, entry);
+}
+
 static void add_node_entry(struct vd_node *n, void *opaque)
 {
 	if (!is_static(n->name))
-		json_object_array_add(opaque, node_entry(n));
+		add_entry(opaque, node_entry(n));
 }
 
 int vd_state_save(void)
 {
 	struct vs_error err = { 0 };
-	json_object *root, *objects, *nodes, *exports;
+	json_object *root, *objects, *nodes, *exports, *v;
 	const char *text;
 	int ret;
 
@@ -306,15 +321,16 @@ int vd_state_save(void)
 	for (struct record *r = st.records; r; r = r->next) {
 		switch (r->kind) {
 		case VD_STATE_OBJECT:
-			json_object_array_add(objects, copy_of(r->args));
+			add_entry(objects, copy_of(r->args));
 			break;
 		case VD_STATE_NODE: /* below, in the graph's order */
 			break;
 		case VD_STATE_NBD_SERVER:
-			json_object_object_add(root, "nbd-server", copy_of(r->args));
+			if ((v = copy_of(r->args)))
+				json_object_object_add(root, "nbd-server", v);
 			break;
 		case VD_STATE_EXPORT:
-			json_object_array_add(exports, export_entry(r));
+			add_entry(exports, export_entry(r));
 			break;
 		}
 	}
@@ -324,7 +340,10 @@ int vd_state_save(void)
 	json_object_object_add(root, "exports", exports);
 	text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
 							    JSON_C_TO_STRING_NOSLASHESCAPE);
-	ret = vs_daemon_write_file_atomic(st.path, text, strlen(text), 0600, &err);
+	if (!text)
+		ret = vs_error_set(&err, -ENOMEM, "Cannot save the state: Out of memory");
+	else
+		ret = vs_daemon_write_file_atomic(st.path, text, strlen(text), 0600, &err);
 	json_object_put(root);
 	if (ret < 0)
 		fprintf(stderr, "vstord: state: %s\n", err.msg);
@@ -581,7 +600,7 @@ static void keep_loaded(json_object *root)
 		root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
 	char *bak = NULL;
 
-	if (asprintf(&bak, "%s.bak", st.path) < 0)
+	if (!text || asprintf(&bak, "%s.bak", st.path) < 0)
 		return;
 	if (vs_daemon_write_file_atomic(bak, text, strlen(text), 0600, &err) < 0)
 		fprintf(stderr, "vstord: state: %s\n", err.msg);
