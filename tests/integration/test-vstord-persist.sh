@@ -120,7 +120,7 @@ start_vstord
 python3 - "$WORKDIR" <<'PY' || fail "state after kill -9 and restart"
 import sys, json
 import nbd
-from qmp import QMP
+from qmp import QMP, QMPError
 d = sys.argv[1]
 c = QMP(d + "/vd.sock")
 before = json.load(open(d + "/before.json"))
@@ -140,6 +140,11 @@ assert read("fa", 0) == b"\xa1" * 65536
 assert read("disk-b", 0) == b"\xb1" * 65536
 assert read("disk-b", 65536) == b"\xb2" * 65536
 assert read("qv", 1 << 20) == b"\xc1" * 65536
+try:  # the secret came back (from its file): its id is taken
+    c.cmd("object-add", qom_type="secret", id="sec0", file=d + "/secret.txt")
+    raise SystemExit("the secret object was not restored")
+except QMPError as e:
+    assert "duplicate" in str(e), e
 nodes = {n["node-name"]: n for n in after["nodes"]}
 assert nodes["qb-ov"]["backing_file_depth"] == 1, nodes["qb-ov"]
 PY
@@ -178,7 +183,15 @@ cmp -s <(echo '{"vstord-state": 1, "nodes": [{"driver": 3}]}') "$SD/vstord.json"
 cp good.json "$SD/vstord.json"
 
 # --- a second daemon on the same state dir is refused ---
+# (and a SIGTERM, unlike blockdev-del, leaves the state as it was)
 start_vstord
+python3 - "$WORKDIR" <<'PY' || fail "the state after a SIGTERM"
+import sys
+from qmp import QMP
+c = QMP(sys.argv[1] + "/vd.sock")
+ids = sorted(e["id"] for e in c.cmd("query-block-exports"))
+assert ids == ["ea", "eb", "ev", "vh"], ids
+PY
 assert_fails "$VSTORD" --monitor "$WORKDIR/vd2.sock" --state-dir "$SD"
 assert_grep "in use by another vstord" err
 stop_pid "$VD_PID"
