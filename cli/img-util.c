@@ -270,74 +270,11 @@ int img_kv_set(struct img_kv_list *l, const char *key, const char *value)
 
 /* ---- secrets (--object secret) and --image-opts ---- */
 
-/* The bytes of a secret file or data= value, decoded as @format says. */
-static int secret_decode(const char *format, const char *in, size_t inlen, uint8_t **out,
-			 size_t *outlen)
-{
-	if (!format || !strcmp(format, "raw")) {
-		*out = malloc(inlen ? inlen : 1);
-		if (!*out)
-			return -ENOMEM;
-		memcpy(*out, in, inlen);
-		*outlen = inlen;
-		return 0;
-	}
-	if (strcmp(format, "base64"))
-		return -EINVAL;
-	gnutls_datum_t enc = { (unsigned char *)in, (unsigned)inlen }, dec = { NULL, 0 };
-
-	if (gnutls_base64_decode2(&enc, &dec) < 0)
-		return -EINVAL;
-	*out = malloc(dec.size ? dec.size : 1);
-	if (*out)
-		memcpy(*out, dec.data, dec.size);
-	*outlen = dec.size;
-	gnutls_memset(dec.data, 0, dec.size);
-	gnutls_free(dec.data);
-	return *out ? 0 : -ENOMEM;
-}
-
-/* Read the secret file @path, refusing one that others may read. */
-static int secret_read_file(const char *path, char **buf, size_t *len)
-{
-	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		return -EINVAL;
-	}
-	if (st.st_mode & 077) {
-		close(fd);
-		return -EPERM;
-	}
-	*buf = malloc((size_t)st.st_size + 1);
-	if (!*buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	n = read(fd, *buf, (size_t)st.st_size);
-	if (n < 0)
-		ret = -errno;
-	close(fd);
-	if (ret < 0) {
-		free(*buf);
-		return ret;
-	}
-	*len = (size_t)n;
-	return 0;
-}
-
 int img_object_add(const char *def)
 {
 	struct img_kv_list l = { 0 };
 	const char *id, *data, *file, *format;
-	char *fbuf = NULL;
-	uint8_t *bytes = NULL;
-	size_t flen = 0, blen = 0;
+	struct vs_error err = { 0 };
 	int ret;
 
 	/* The first element is the type ("secret" or qom-type=secret). */
@@ -371,34 +308,9 @@ int img_object_add(const char *def)
 	data = img_kv_get(&l, "data");
 	file = img_kv_get(&l, "file");
 	format = img_kv_get(&l, "format");
-	ret = -EINVAL;
-	if (!id || !id[0]) {
-		img_error(ret, "Parameter 'id' is missing");
-	} else if (!!data == !!file) {
-		img_error(ret, "Either 'data' or 'file' must be provided");
-	} else if (file && (ret = secret_read_file(file, &fbuf, &flen)) < 0) {
-		if (ret == -EPERM)
-			img_error(ret,
-				  "Secret file '%s' may be read by other users (mode & 077): "
-				  "refused",
-				  file);
-		else
-			img_error(ret, "Unable to read %s: %s", file, strerror(-ret));
-	} else if ((ret = secret_decode(format, data ? data : fbuf, data ? strlen(data) : flen,
-					&bytes, &blen)) < 0) {
-		img_error(ret, "Secret '%s': %s", id,
-			  ret == -ENOMEM ? "Out of memory" : "invalid format or base64 data");
-	} else if ((ret = vs_secret_add(id, bytes, blen)) < 0) {
-		img_error(ret, "Could not keep secret '%s'", id);
-	}
-	if (fbuf) {
-		gnutls_memset(fbuf, 0, flen);
-		free(fbuf);
-	}
-	if (bytes) {
-		gnutls_memset(bytes, 0, blen);
-		free(bytes);
-	}
+	ret = vs_secret_define(id, data, file, format, &err);
+	if (ret < 0)
+		img_error(ret, "%s", err.msg);
 	/* data= values are wiped from our copy; argv itself stays as given. */
 	for (size_t i = 0; i < l.n; i++)
 		gnutls_memset((char *)l.kv[i].value, 0, strlen(l.kv[i].value));

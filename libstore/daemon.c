@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -118,27 +119,62 @@ int vs_daemon_listen_fds(int *fds, unsigned max, struct vs_error *err)
 	return n;
 }
 
-int vs_daemon_write_pid(const char *path, struct vs_error *err)
+int vs_daemon_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
+				struct vs_error *err)
 {
-	char tmp[4096];
-	FILE *f;
-	int ret;
+	char tmp[4096], dir[4096];
+	const char *slash;
+	int fd, ret = 0;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return vs_error_set(err, -ENAMETOOLONG, "Pid file name too long: '%s'", path);
-	f = fopen(tmp, "we");
-	if (!f)
-		return vs_error_setf_errno(err, -errno, "Cannot write pid file '%s'", path);
-	ret = fprintf(f, "%d\n", (int)getpid()) < 0 ? -EIO : 0;
-	if (fclose(f) != 0 && ret == 0)
+		return vs_error_set(err, -ENAMETOOLONG, "File name too long: '%s'", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return vs_error_setf_errno(err, -errno, "Cannot write '%s'", tmp);
+	if (fchmod(fd, mode) < 0) /* an old PATH.tmp kept its mode */
+		ret = -errno;
+	for (size_t done = 0; ret == 0 && done < len;) {
+		ssize_t n = write(fd, (const char *)data + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			ret = n < 0 ? -errno : -EIO;
+		else
+			done += (size_t)n;
+	}
+	if (ret == 0 && fsync(fd) < 0)
+		ret = -errno;
+	if (close(fd) < 0 && ret == 0)
 		ret = -errno;
 	if (ret == 0 && rename(tmp, path) < 0)
 		ret = -errno;
 	if (ret < 0) {
 		unlink(tmp);
-		return vs_error_setf_errno(err, ret, "Cannot write pid file '%s'", path);
+		return vs_error_setf_errno(err, ret, "Cannot write '%s'", path);
 	}
+	/* The rename itself reaches the disk with the directory. */
+	slash = strrchr(path, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return vs_error_setf_errno(err, -errno, "Cannot open directory '%s'", dir);
+	ret = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	if (ret < 0)
+		return vs_error_setf_errno(err, ret, "Cannot sync directory '%s'", dir);
 	return 0;
+}
+
+int vs_daemon_write_pid(const char *path, struct vs_error *err)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+
+	return vs_daemon_write_file_atomic(path, buf, (size_t)n, 0644, err);
 }
 
 /* The write end of the pipe the parent of vs_daemon_fork() waits on, or -1. */

@@ -11,6 +11,7 @@
 #define VSTOR_DAEMON_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "vstor/cache.h"
 #include "vstor/error.h"
@@ -42,6 +43,14 @@ int vs_daemon_listen_fds(int *fds, unsigned max, struct vs_error *err);
 
 /* Write the caller's pid to @path (atomically: a reader never sees it half written). */
 int vs_daemon_write_pid(const char *path, struct vs_error *err);
+
+/*
+ * Replace @path with @len bytes of @data, crash-safe: written to PATH.tmp
+ * (mode @mode), fsync'd, renamed over @path, and the directory fsync'd, so
+ * after a crash @path holds either the old or the new contents in full.
+ */
+int vs_daemon_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
+				struct vs_error *err);
 
 /*
  * Go to the background (qemu-nbd --fork, qemu-storage-daemon --daemonize):

@@ -273,6 +273,10 @@ int nbd_conn_handshake(struct nbd_conn *c)
 				return ret;
 			continue;
 		}
+		if ((opt == NBD_OPT_EXPORT_NAME || opt == NBD_OPT_LIST || opt == NBD_OPT_INFO ||
+		     opt == NBD_OPT_GO) &&
+		    c->srv->opts.refresh_exports)
+			c->srv->opts.refresh_exports(c->srv->opts.refresh_opaque);
 		switch (opt) {
 		case NBD_OPT_EXPORT_NAME: {
 			struct nbd_export *e = nbd_find_export(c->srv, (const char *)data, len);

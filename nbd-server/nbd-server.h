@@ -64,6 +64,15 @@ struct vs_nbd_server_opts {
 	 * 1 MiB of its own, so no client can be starved by the others.
 	 */
 	uint64_t max_buffered;
+	/*
+	 * Coroutine context, on the server's reactor: called before the
+	 * handshake lists or looks up the exports (NBD_OPT_LIST, NBD_OPT_INFO,
+	 * NBD_OPT_GO, NBD_OPT_EXPORT_NAME), so the program may add and remove
+	 * exports first (vstor-nbd --pool picks up new volumes). May yield;
+	 * handshakes may call it concurrently. NULL: none.
+	 */
+	void (*refresh_exports)(void *opaque);
+	void *refresh_opaque;
 };
 
 /* Create a server on the calling thread's reactor. */

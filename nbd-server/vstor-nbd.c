@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nbd-server.h"
@@ -36,6 +38,15 @@ struct export_spec {
 	struct vs_node *node;
 	char *overlay;	/* -s: temporary overlay file, unlinked once open */
 	bool from_pool; /* --pool: a volume that cannot be opened is left out */
+	bool reported;	/* --pool: that it cannot be opened was said once */
+};
+
+/* --pool: what tells that the pool's volumes may have changed. */
+struct pool_watch {
+	struct vs_co_mutex lock; /* one rescan at a time */
+	int inotify_fd;		 /* a dir pool's target directory; -1: none */
+	bool dirty;		 /* rescan at the next negotiation */
+	uint64_t last_ns;	 /* when the last scan ended (CLOCK_MONOTONIC) */
 };
 
 /* A qemu-style --object tls-creds-x509/tls-creds-psk, for --tls-creds=ID. */
@@ -82,6 +93,7 @@ struct config {
 	const char *pool;      /* --pool: export every volume of this pool */
 	const char *state_dir; /* --state-dir */
 	bool read_only;	       /* -r, for the pool's exports */
+	struct pool_watch pw;
 };
 
 static const char *prog = "vstor-nbd";
@@ -255,6 +267,8 @@ static void parse_object(struct config *cfg, const char *arg)
 	free(dup);
 }
 
+static struct vs_nbd_server *the_server;
+
 static int open_export(struct config *cfg, struct export_spec *e, struct vs_error *err)
 {
 	struct vs_open_opts o = {
@@ -309,8 +323,6 @@ static int open_export(struct config *cfg, struct export_spec *e, struct vs_erro
 	return vs_image_open(&e->node, &o, err);
 }
 
-static struct vs_nbd_server *the_server;
-
 static void signal_watch(void *opaque)
 {
 	struct config *cfg = opaque;
@@ -333,11 +345,38 @@ static void signal_watch(void *opaque)
 	vs_co_queue_wake_all(&cfg->sig_exit);
 }
 
-/* Coroutine context: one export per volume of --pool, named after the volume. */
-static int add_pool_exports(struct config *cfg, struct vs_error *err)
+/* ---- --pool: the pool's volumes as exports, kept in step with the pool ---- */
+
+/* Without inotify (pools other than dir), a rescan at most this often. */
+#define POOL_RESCAN_INTERVAL_NS 1000000000ull
+
+static uint64_t now_ns(void)
 {
-	struct vs_vol_list vols = { 0 };
-	struct vs_pool_state *st = NULL;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct state_open {
+	const char *dir;
+	struct vs_pool_state *st;
+	struct vs_error *err;
+	int ret;
+};
+
+static void state_open_worker(void *arg)
+{
+	struct state_open *so = arg;
+
+	so->ret = vs_pool_state_open(&so->st, so->dir, false, so->err);
+}
+
+/* Coroutine context: the volumes of --pool now, and its definition (@def may be NULL). */
+static int pool_scan(struct config *cfg, struct vs_vol_list *vols, struct vs_pool_def *def,
+		     struct vs_error *err)
+{
+	struct state_open so = { .err = err };
 	struct vs_pool_info info;
 	struct vs_pool *p = NULL;
 	char dir[PATH_MAX];
@@ -346,54 +385,213 @@ static int add_pool_exports(struct config *cfg, struct vs_error *err)
 	ret = vs_pool_state_dir(dir, sizeof(dir), cfg->state_dir);
 	if (ret < 0)
 		return vs_error_set(err, ret, "No state directory for pools");
-	ret = vs_pool_state_open(&st, dir, false, err);
+	so.dir = dir;
+	/* The state lock waits while a vol-create runs: off the reactor. */
+	(void)vs_co_run_in_worker(state_open_worker, &so);
+	ret = so.ret;
 	if (ret == 0)
-		ret = vs_pool_load(st, cfg->pool, &p, err);
+		ret = vs_pool_load(so.st, cfg->pool, &p, err);
 	if (ret == 0)
-		ret = vs_pool_refresh(p, &info, &vols, err);
-	for (size_t i = 0; ret == 0 && i < vols.n; i++) {
-		struct export_spec *e;
-		char *file = NULL;
+		ret = vs_pool_refresh(p, &info, vols, err);
+	if (ret == 0 && def)
+		*def = p->def;
+	vs_pool_free(p);
+	/* Exports hold their volumes through image locks and leases, not this lock. */
+	vs_pool_state_close(so.st);
+	return ret;
+}
 
+/* The export of volume @i of @vols in @e (zeroed), named after it. */
+static int pool_spec(struct config *cfg, struct export_spec *e, const struct vs_vol_list *vols,
+		     size_t i, struct vs_error *err)
+{
+	memset(e, 0, sizeof(*e));
+	if (asprintf(&e->file, "vol:%s/%s", cfg->pool, vols->v[i].name) < 0) {
+		e->file = NULL;
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	}
+	e->name = strdup(vols->v[i].name);
+	if (!e->name) {
+		free(e->file);
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	}
+	/*
+	 * The format the refresh saw was probed: let the engine probe it
+	 * again, so that a probed raw volume keeps the protection of its
+	 * first sector (a client cannot turn it into a qcow2).
+	 */
+	e->format = NULL;
+	e->from_pool = true;
+	e->read_only = cfg->read_only;
+	/* A backing volume of another volume must not change under it: read-only. */
+	for (size_t j = 0; j < vols->n && !e->read_only; j++) {
+		const char *b = vols->v[j].backing, *slash = strrchr(vols->v[i].path, '/');
+
+		if (j != i && b[0] &&
+		    (!strcmp(b, vols->v[i].path) || (slash && !strcmp(b, slash + 1))))
+			e->read_only = true;
+	}
+	return 0;
+}
+
+/* Coroutine context: one export per volume of --pool, named after the volume. */
+static int add_pool_exports(struct config *cfg, struct vs_error *err)
+{
+	struct vs_vol_list vols = { 0 };
+	struct vs_pool_def def;
+	int ret;
+
+	ret = pool_scan(cfg, &vols, &def, err);
+	for (size_t i = 0; ret == 0 && i < vols.n; i++) {
 		if (cfg->nexports == MAX_EXPORTS) {
 			ret = vs_error_set(err, -E2BIG, "Too many exports (at most %d)",
 					   MAX_EXPORTS);
 			break;
 		}
-		if (asprintf(&file, "vol:%s/%s", cfg->pool, vols.v[i].name) < 0) {
-			ret = vs_error_set(err, -ENOMEM, "Out of memory");
-			break;
-		}
-		e = &cfg->exports[cfg->nexports++];
-		memset(e, 0, sizeof(*e));
-		e->name = strdup(vols.v[i].name);
-		e->file = file;
-		/*
-		 * The format the refresh saw was probed: let the engine probe it
-		 * again, so that a probed raw volume keeps the protection of its
-		 * first sector (a client cannot turn it into a qcow2).
-		 */
-		e->format = NULL;
-		e->from_pool = true;
-		e->read_only = cfg->read_only;
-		/* A backing volume of another volume must not change under it: read-only. */
-		for (size_t j = 0; j < vols.n && !e->read_only; j++) {
-			const char *b = vols.v[j].backing, *slash = strrchr(vols.v[i].path, '/');
-
-			if (j != i && b[0] &&
-			    (!strcmp(b, vols.v[i].path) || (slash && !strcmp(b, slash + 1))))
-				e->read_only = true;
-		}
-		if (!e->name)
-			ret = vs_error_set(err, -ENOMEM, "Out of memory");
+		ret = pool_spec(cfg, &cfg->exports[cfg->nexports], &vols, i, err);
+		if (ret == 0)
+			cfg->nexports++;
 	}
-	if (ret == 0 && !vols.n)
-		ret = vs_error_set(err, -ENOENT, "Pool '%s' has no volumes to export", cfg->pool);
 	vs_vol_list_free(&vols);
-	vs_pool_free(p);
-	/* Exports hold their volumes through image locks and leases, not this lock. */
-	vs_pool_state_close(st);
-	return ret;
+	if (ret < 0)
+		return ret;
+	/*
+	 * A dir pool's directory tells when a volume comes or goes; the first
+	 * negotiation rescans, for what changed before the watch was set.
+	 */
+	cfg->pw.dirty = true;
+	cfg->pw.last_ns = now_ns();
+	if (!strcmp(def.type, "dir")) {
+		cfg->pw.inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+		if (cfg->pw.inotify_fd >= 0 &&
+		    inotify_add_watch(cfg->pw.inotify_fd, def.target,
+				      IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
+					      IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+			close(cfg->pw.inotify_fd);
+			cfg->pw.inotify_fd = -1;
+		}
+	}
+	return 0;
+}
+
+static int add_to_server(struct config *cfg, struct export_spec *e, struct vs_error *err)
+{
+	struct vs_nbd_export_opts eo = {
+		.name = e->name,
+		.description = e->description,
+		.node = e->node,
+		.read_only = e->read_only,
+		.wce = vs_cache_mode_knobs(cfg->eo.cache).wce,
+		.discard = cfg->eo.discard,
+		.detect_zeroes = cfg->eo.detect_zeroes,
+	};
+
+	return vs_nbd_server_add_export(the_server, &eo, err);
+}
+
+/* Whether the pool may have changed since the last scan (drains the watch). */
+static bool pool_changed(struct config *cfg)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	bool changed = cfg->pw.dirty;
+
+	if (cfg->pw.inotify_fd < 0)
+		return changed || now_ns() - cfg->pw.last_ns >= POOL_RESCAN_INTERVAL_NS;
+	while (read(cfg->pw.inotify_fd, buf, sizeof(buf)) > 0)
+		changed = true;
+	return changed;
+}
+
+static void spec_free(struct export_spec *e)
+{
+	free(e->name);
+	free(e->file);
+	free(e->format);
+	free(e->description);
+	free(e->overlay);
+}
+
+/*
+ * Coroutine context: bring the exports in step with the pool's volumes. A
+ * volume gone is removed (new clients no longer see it; connected ones are
+ * disconnected once their requests in flight are answered); a new volume,
+ * or one that could not be opened before, is opened and added.
+ */
+static void pool_rescan(struct config *cfg)
+{
+	struct vs_vol_list vols = { 0 };
+	struct vs_error err = { 0 };
+	unsigned i;
+
+	if (pool_scan(cfg, &vols, NULL, &err) < 0) {
+		fprintf(stderr, "%s: pool '%s' not rescanned: %s\n", prog, cfg->pool, err.msg);
+		cfg->pw.dirty = true; /* again at the next negotiation */
+		cfg->pw.last_ns = now_ns();
+		return;
+	}
+	cfg->pw.dirty = false;
+	for (i = 0; i < cfg->nexports;) {
+		struct export_spec *e = &cfg->exports[i];
+		bool listed = !e->from_pool;
+
+		for (size_t j = 0; j < vols.n && !listed; j++)
+			listed = !strcmp(vols.v[j].name, e->name);
+		if (listed) {
+			i++;
+			continue;
+		}
+		if (e->node) {
+			vs_nbd_server_remove_export(the_server, e->name, NULL);
+			vs_node_close(e->node);
+		}
+		spec_free(e);
+		memmove(e, e + 1, (cfg->nexports - i - 1) * sizeof(*e));
+		cfg->nexports--;
+	}
+	for (size_t j = 0; j < vols.n; j++) {
+		struct export_spec *e = NULL;
+
+		for (i = 0; i < cfg->nexports && !e; i++)
+			if (cfg->exports[i].from_pool &&
+			    !strcmp(cfg->exports[i].name, vols.v[j].name))
+				e = &cfg->exports[i];
+		if (e && e->node)
+			continue;
+		if (!e) {
+			if (cfg->nexports == MAX_EXPORTS) {
+				fprintf(stderr, "%s: volume '%s' is not exported: at most %d\n",
+					prog, vols.v[j].name, MAX_EXPORTS);
+				continue;
+			}
+			e = &cfg->exports[cfg->nexports];
+			if (pool_spec(cfg, e, &vols, j, &err) < 0)
+				break;
+			cfg->nexports++;
+		}
+		vs_error_clear(&err);
+		if (open_export(cfg, e, &err) == 0 && add_to_server(cfg, e, &err) == 0)
+			continue;
+		/* Being created, perhaps: tried again at the next rescan. */
+		if (!e->reported)
+			fprintf(stderr, "%s: volume '%s' of pool '%s' is not exported: %s\n", prog,
+				e->name, cfg->pool, err.msg);
+		e->reported = true;
+		vs_node_close(e->node);
+		e->node = NULL;
+	}
+	vs_vol_list_free(&vols);
+	cfg->pw.last_ns = now_ns();
+}
+
+/* The server's hook before the handshake lists or looks up exports. */
+static void pool_refresh_exports(void *opaque)
+{
+	struct config *cfg = opaque;
+
+	vs_co_mutex_lock(&cfg->pw.lock);
+	if (the_server && !vs_nbd_server_is_shutting_down(the_server) && pool_changed(cfg))
+		pool_rescan(cfg);
+	vs_co_mutex_unlock(&cfg->pw.lock);
 }
 
 static void server_main(void *opaque)
@@ -406,7 +604,9 @@ static void server_main(void *opaque)
 					 .max_buffered = cfg->max_buffered,
 					 .persistent = cfg->persistent,
 					 .tls = cfg->tls,
-					 .tls_mode = cfg->tls_mode };
+					 .tls_mode = cfg->tls_mode,
+					 .refresh_exports = cfg->pool ? pool_refresh_exports : NULL,
+					 .refresh_opaque = cfg };
 	struct vs_error err = { 0 };
 	unsigned i, nskipped = 0;
 	int ret;
@@ -427,6 +627,7 @@ static void server_main(void *opaque)
 			fprintf(stderr, "%s: volume '%s' of pool '%s' is not exported: %s\n", prog,
 				e->name, cfg->pool, err.msg);
 			vs_error_clear(&err);
+			e->reported = true; /* tried again at rescans */
 			nskipped++;
 			continue;
 		}
@@ -435,10 +636,8 @@ static void server_main(void *opaque)
 			goto fail;
 		}
 	}
-	if (nskipped && nskipped == cfg->nexports) {
-		fprintf(stderr, "%s: no volume of pool '%s' could be exported\n", prog, cfg->pool);
-		goto fail;
-	}
+	if (cfg->pool && nskipped == cfg->nexports)
+		fprintf(stderr, "%s: no volume of pool '%s' is exported yet\n", prog, cfg->pool);
 	ret = vs_nbd_server_new(&the_server, &so);
 	if (ret < 0) {
 		fprintf(stderr, "%s: cannot create the server: %s\n", prog, strerror(-ret));
@@ -446,19 +645,10 @@ static void server_main(void *opaque)
 	}
 	for (i = 0; i < cfg->nexports; i++) {
 		struct export_spec *e = &cfg->exports[i];
-		struct vs_nbd_export_opts eo = {
-			.name = e->name,
-			.description = e->description,
-			.node = e->node,
-			.read_only = e->read_only,
-			.wce = vs_cache_mode_knobs(cfg->eo.cache).wce,
-			.discard = cfg->eo.discard,
-			.detect_zeroes = cfg->eo.detect_zeroes,
-		};
 
 		if (!e->node)
 			continue; /* a pool volume left out above */
-		ret = vs_nbd_server_add_export(the_server, &eo, &err);
+		ret = add_to_server(cfg, e, &err);
 		if (ret < 0) {
 			fprintf(stderr, "%s: %s\n", prog, err.msg);
 			goto fail;
@@ -607,7 +797,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct config cfg = { .port = "10809", .shared = 1, .sigfd = -1 };
+	struct config cfg = { .port = "10809", .shared = 1, .sigfd = -1, .pw.inotify_fd = -1 };
 	struct vs_error lerr = { 0 };
 	const char *name = "", *desc = NULL, *format = NULL;
 	bool read_only = false;

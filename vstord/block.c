@@ -16,6 +16,7 @@
 #include "block-info.h"
 #include "export.h"
 #include "job.h"
+#include "state.h"
 
 static struct vd_node *nodes, **nodes_tail = &nodes;
 
@@ -461,6 +462,7 @@ static int cmd_blockdev_add(struct qmp_call *call)
 	n->no_flush = o.no_flush;
 	n->discard = o.discard;
 	n->detect_zeroes = o.detect_zeroes;
+	vd_state_add(VD_STATE_NODE, name, call->args);
 	return 0;
 }
 QMP_COMMAND(blockdev_add, "blockdev-add", cmd_blockdev_add, .params = NULL)
@@ -517,6 +519,7 @@ static int cmd_blockdev_del(struct qmp_call *call)
 	if (vs_node_refcount(n->node) > 1)
 		return qmp_error(call, QMP_ERR_GENERIC, "Block device %s is in use", name);
 	node_free(n);
+	vd_state_remove(VD_STATE_NODE, name);
 	return 0;
 }
 QMP_COMMAND(blockdev_del, "blockdev-del", cmd_blockdev_del, .params = QMP_PARAMS("node-name"))

@@ -20,6 +20,7 @@
 #include "job.h"
 #include "qmp.h"
 #include "transaction.h"
+#include "state.h"
 
 /* The snapshots of @node (freed with vs_image_info_free), or -1 after qmp_error. */
 static int snapshot_list(struct qmp_call *call, struct vs_node *node, struct vs_image_info *info)

@@ -22,6 +22,7 @@
 #include "monitor.h"
 #include "nbd-server.h"
 #include "object.h"
+#include "state.h"
 #include "vhost-user.h"
 
 #define NBD_MAX_LISTENERS 8
@@ -42,6 +43,7 @@ struct vd_export {
 };
 
 static struct vs_nbd_server *nbd;
+static char *nbd_tls_creds; /* the object id the NBD server's credentials came from */
 static struct vd_export *exports;
 static bool refuse_addresses;
 
@@ -185,6 +187,8 @@ static int cmd_nbd_server_start(struct qmp_call *call)
 		}
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", strerror(-ret));
 	}
+	nbd_tls_creds = creds ? strdup(creds) : NULL;
+	vd_state_add(VD_STATE_NBD_SERVER, "", call->args);
 	return 0;
 }
 QMP_COMMAND(nbd_server_start, "nbd-server-start", cmd_nbd_server_start,
@@ -199,12 +203,17 @@ static int cmd_nbd_server_stop(struct qmp_call *call)
 	/* As QEMU: the server's exports go with it. */
 	for (struct vd_export *e = exports, *next; e; e = next) {
 		next = e->next;
-		if (e->type == VD_EXPORT_NBD)
+		if (e->type == VD_EXPORT_NBD) {
+			vd_state_remove(VD_STATE_EXPORT, e->id);
 			export_delete(e);
+		}
 	}
 	vs_nbd_server_shutdown(nbd);
 	vs_nbd_server_free(nbd);
 	nbd = NULL;
+	free(nbd_tls_creds);
+	nbd_tls_creds = NULL;
+	vd_state_remove(VD_STATE_NBD_SERVER, "");
 	return 0;
 }
 QMP_COMMAND(nbd_server_stop, "nbd-server-stop", cmd_nbd_server_stop, .params = QMP_PARAMS(NULL))
@@ -395,6 +404,7 @@ static int cmd_block_export_add(struct qmp_call *call)
 	for (tail = &exports; *tail; tail = &(*tail)->next)
 		;
 	*tail = e;
+	vd_state_add(VD_STATE_EXPORT, id, call->args);
 	return 0;
 }
 QMP_COMMAND(block_export_add, "block-export-add", cmd_block_export_add, .params = NULL)
@@ -460,6 +470,31 @@ void vd_export_for_each(void (*fn)(const struct vd_export_view *v, void *opaque)
 	}
 }
 
+struct vs_node *vd_export_node(const char *id)
+{
+	struct vd_export *e = export_find(id);
+
+	return e ? e->node : NULL;
+}
+
+void vd_export_set_node_name(const char *id, const char *node_name)
+{
+	struct vd_export *e = export_find(id);
+	char *copy = strdup(node_name);
+
+	if (!e || !copy) {
+		free(copy);
+		return;
+	}
+	free(e->node_name);
+	e->node_name = copy;
+}
+
+bool vd_export_uses_object(const char *id)
+{
+	return nbd && nbd_tls_creds && !strcmp(nbd_tls_creds, id);
+}
+
 bool vd_export_uses(const struct vs_node *node)
 {
 	for (struct vd_export *e = exports; e; e = e->next)
@@ -492,6 +527,7 @@ static int cmd_block_export_del(struct qmp_call *call)
 		return qmp_error(call, QMP_ERR_GENERIC, "Export '%s' is already shutting down", id);
 	if (!strcmp(mode, "safe") && export_in_use(e))
 		return qmp_error(call, QMP_ERR_GENERIC, "export '%s' still in use", id);
+	vd_state_remove(VD_STATE_EXPORT, id);
 	export_delete(e);
 	return 0;
 }
@@ -507,6 +543,8 @@ void vd_export_close_all(void)
 		vs_nbd_server_free(nbd);
 		nbd = NULL;
 	}
+	free(nbd_tls_creds);
+	nbd_tls_creds = NULL;
 }
 
 /* ---- query-block-exports ---- */

@@ -38,6 +38,15 @@ struct vd_export_view {
 /* Calls @fn for each export, in the order they were added. */
 void vd_export_for_each(void (*fn)(const struct vd_export_view *v, void *opaque), void *opaque);
 
+/* The node export @id serves now (NULL: no such export). */
+struct vs_node *vd_export_node(const char *id);
+
+/* Show @node_name as the node export @id was added on (a restore of a moved export). */
+void vd_export_set_node_name(const char *id, const char *node_name);
+
+/* Whether the running NBD server uses the TLS credentials object @id. */
+bool vd_export_uses_object(const char *id);
+
 /* Deletes every export and stops the NBD server (the daemon stops). */
 void vd_export_close_all(void);
 

@@ -15,6 +15,7 @@
 
 #include "block.h"
 #include "monitor.h"
+#include "state.h"
 #include "vstor/node.h"
 #include "vstor/reactor.h"
 
@@ -390,6 +391,7 @@ static void job_co(void *arg)
 		if (!job->cancelled) {
 			ret = job->drv->prepare ? job->drv->prepare(job) : 0;
 			if (ret == 0) {
+				vd_state_save(); /* the chain or the exports' nodes changed */
 				emit_block_event(job, "BLOCK_JOB_COMPLETED", false);
 				goto concluded;
 			}

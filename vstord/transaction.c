@@ -12,6 +12,7 @@
 
 #include "block.h"
 #include "export.h"
+#include "state.h"
 #include "vstor/node.h"
 
 static struct vd_action_type *action_types;
@@ -241,6 +242,8 @@ static int txn_run(struct qmp_call *call, struct step *steps, unsigned n, bool i
 		}
 	}
 	txn_end(&txn);
+	if (ret >= 0)
+		vd_state_save(); /* snapshots add nodes and move exports */
 	return ret;
 }
 

@@ -28,6 +28,7 @@
 #include "qmp.h"
 #include "monitor.h"
 #include "pool.h"
+#include "state.h"
 #include "vstor/reactor.h"
 #include "vstord.h"
 
@@ -59,6 +60,7 @@ struct config {
 	const char *monitor_paths[MAX_MONITORS];
 	unsigned nmonitors;
 	const char *pid_file;
+	const char *state_dir; /* --state-dir: the monitor's changes persist there */
 	bool daemonize;
 	int sigfd;
 	struct vs_co *sigco; /* the signal watcher while it runs */
@@ -84,7 +86,9 @@ static void usage(void)
 	       "                         (key=value,a.b=value; ',,' is a comma)\n"
 	       "  --pidfile <path>       write the daemon's pid to <path>\n"
 	       "  --daemonize            daemonize the process, and have the parent exit\n"
-	       "                         once startup is complete\n\n"
+	       "                         once startup is complete\n"
+	       "  --state-dir <dir>      keep what the monitor adds (objects, nodes, the NBD\n"
+	       "                         server, exports) in <dir> and restore it at start\n\n"
 	       "Under systemd socket activation the passed sockets are monitors.\n"
 	       "See vstord(8) and docs/vstord.md.\n",
 	       prog);
@@ -312,15 +316,6 @@ static int run_startup(struct config *cfg)
 
 	for (unsigned i = 0; i < cfg->nstartup; i++) {
 		struct startup_cmd *sc = &cfg->startup[i];
-		if (!strcmp(sc->command, "object-add")) { /* no QMP command: --object only */
-			struct qmp_call call = { .args = sc->args, .keyval = sc->keyval };
-
-			if (vd_object_add(&call) < 0) {
-				fprintf(stderr, "%s: %s: %s\n", prog, sc->option, call.desc);
-				return -1;
-			}
-			continue;
-		}
 		if (qmp_run_command(sc->command, sc->args, sc->keyval, desc, sizeof(desc)) < 0) {
 			fprintf(stderr, "%s: %s: %s\n", prog, sc->option, desc);
 			return -1;
@@ -357,6 +352,12 @@ static void serve(void *arg)
 		cfg->exit_code = EXIT_FAILURE;
 		goto out;
 	}
+	/* After the command line, whose items the state may name; before ready. */
+	if (vd_state_restore(&err) < 0) {
+		fprintf(stderr, "%s: %s\n", prog, err.msg);
+		cfg->exit_code = EXIT_FAILURE;
+		goto out;
+	}
 	nfds = vs_daemon_listen_fds(fds, 8, &err);
 	if (nfds < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err.msg);
@@ -387,6 +388,7 @@ static void serve(void *arg)
 	if (cfg->pid_file)
 		unlink(cfg->pid_file);
 out:
+	vd_state_close(); /* what stops with the daemon stays in the state */
 	for (unsigned i = 0; i < nmons; i++)
 		monitor_close(mons[i]);
 	vd_job_close_all();
@@ -409,6 +411,7 @@ int main(int argc, char **argv)
 		{ "export", required_argument, NULL, 'e' },
 		{ "nbd-server", required_argument, NULL, 'n' },
 		{ "object", required_argument, NULL, 'o' },
+		{ "state-dir", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct config cfg = { .sigfd = -1 };
@@ -434,6 +437,9 @@ int main(int argc, char **argv)
 			break;
 		case 'd':
 			cfg.daemonize = true;
+			break;
+		case 's':
+			cfg.state_dir = optarg;
 			break;
 		case 'b':
 			parse_startup(&cfg, "--blockdev", "blockdev-add", NULL, optarg);
@@ -463,6 +469,9 @@ int main(int argc, char **argv)
 
 	/* Pool volumes (driver "vol") as the other tools open them. */
 	(void)vs_pool_register_resolver(NULL);
+	/* Locked before forking: a second daemon on the same state fails at once. */
+	if (cfg.state_dir && vd_state_open(cfg.state_dir, &err) < 0)
+		vs_die("%s", err.msg);
 	if (cfg.daemonize && vs_daemon_fork(true, &err) < 0)
 		vs_die("%s", err.msg);
 	cfg.sigfd = vs_daemon_signalfd(&err);

@@ -106,6 +106,19 @@ int vs_secret_add(const char *id, const void *data, size_t len);
 void vs_secret_clear(void);
 
 /*
+ * Define secret @id as QEMU's secret object's properties give it: exactly
+ * one of @data (the value) and @file (a file holding it, which others may
+ * not read: mode & 077 is refused) in @format "raw" (NULL: raw) or
+ * "base64". The decoded bytes are kept as vs_secret_add() keeps them; every
+ * copy made on the way is wiped. 0 or -errno with QEMU's message in @err.
+ */
+int vs_secret_define(const char *id, const char *data, const char *file, const char *format,
+		     struct vs_error *err);
+
+/* Forget secret @id (its bytes wiped); -ENOENT when there is none. */
+int vs_secret_remove(const char *id);
+
+/*
  * Coroutine context. Open the image described by @opts: the protocol node
  * (file, or memory: / null: URIs for tests), the format node on top and
  * its backing chain. Returns 0 and stores the top node in *@out, or -errno
