@@ -34,67 +34,16 @@ struct commit {
 	void *buf;
 };
 
-static int commit_io_error(struct vd_job *job, bool read, int ret)
-{
-	ret = vd_job_io_error(job, read, ret);
-	return ret == 0 ? -EAGAIN : ret;
-}
-
-/* Copy what the layers above the base hold in [off, off+len) into the base. */
-static int commit_chunk(struct vd_job *job, struct commit *c, uint64_t off, uint64_t len,
-			uint64_t *copied)
-{
-	while (len) {
-		uint64_t pnum;
-		unsigned status, depth;
-		int ret;
-
-		ret = vs_node_block_status_above(c->top, off, len, &pnum, &status, NULL, NULL,
-						 &depth);
-		if (ret < 0)
-			return commit_io_error(job, true, ret);
-		if (depth < c->base_depth && (status & VS_BS_ALLOCATED)) {
-			if (status & VS_BS_ZERO) {
-				ret = vs_node_write_zeroes(c->base, off, pnum, 0);
-			} else {
-				ret = vs_node_pread(c->top, off, c->buf, pnum);
-				if (ret < 0)
-					return commit_io_error(job, true, ret);
-				ret = vs_node_pwrite(c->base, off, c->buf, pnum, 0);
-			}
-			if (ret < 0)
-				return commit_io_error(job, false, ret);
-			*copied += pnum;
-		}
-		off += pnum;
-		len -= pnum;
-	}
-	return 0;
-}
-
 static int commit_run(struct vd_job *job)
 {
 	struct commit *c = vd_job_opaque(job);
-	uint64_t size = vs_node_size(c->top);
-	int failed = 0;
 
-	vd_job_set_progress(job, 0, size);
-	for (uint64_t off = 0; off < size && !vd_job_cancelled(job);) {
-		uint64_t n = size - off < COMMIT_CHUNK ? size - off : COMMIT_CHUNK;
-		uint64_t copied = 0;
-		int ret = commit_chunk(job, c, off, n, &copied);
-
-		if (ret == -EAGAIN)
-			continue;
-		if (ret < 0)
-			return ret;
-		if (ret > 0)
-			failed = -EIO;
-		off += n;
-		vd_job_progress(job, n);
-		vd_job_yield_point(job, copied);
-	}
-	return failed;
+	return vd_job_copy_chain(job, &(struct vd_job_copy){ .top = c->top,
+							     .dst = c->base,
+							     .min_depth = 0,
+							     .max_depth = c->base_depth,
+							     .chunk = COMMIT_CHUNK,
+							     .buf = c->buf });
 }
 
 static int commit_prepare(struct vd_job *job)

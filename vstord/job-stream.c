@@ -30,80 +30,19 @@ struct stream {
 	void *buf;
 };
 
-/*
- * An I/O error of the job, as on-error says: -EAGAIN to retry the chunk
- * (stopped, then resumed), 1 to go on past it (ignored), or -errno to fail.
- */
-static int stream_io_error(struct vd_job *job, bool read, int ret)
-{
-	ret = vd_job_io_error(job, read, ret);
-	return ret == 0 ? -EAGAIN : ret;
-}
-
-/*
- * Copy what layers 1..base_depth-1 hold in [off, off+len) into the top
- * (drained by the caller), adding the bytes copied to *@copied. Returns as
- * stream_io_error(), or 0.
- */
-static int stream_chunk(struct vd_job *job, struct stream *s, uint64_t off, uint64_t len,
-			uint64_t *copied)
-{
-	while (len) {
-		uint64_t pnum;
-		unsigned status, depth;
-		int ret;
-
-		ret = vs_node_block_status_above(s->top, off, len, &pnum, &status, NULL, NULL,
-						 &depth);
-		if (ret < 0)
-			return stream_io_error(job, true, ret);
-		if (depth >= 1 && depth < s->base_depth && (status & VS_BS_ALLOCATED)) {
-			if (status & VS_BS_ZERO) {
-				ret = vs_node_write_zeroes(s->top, off, pnum, 0);
-			} else {
-				ret = vs_node_pread(s->top, off, s->buf, pnum);
-				if (ret < 0)
-					return stream_io_error(job, true, ret);
-				ret = vs_node_pwrite(s->top, off, s->buf, pnum, 0);
-			}
-			if (ret < 0)
-				return stream_io_error(job, false, ret);
-			*copied += pnum;
-		}
-		off += pnum;
-		len -= pnum;
-	}
-	return 0;
-}
-
 static int stream_run(struct vd_job *job)
 {
 	struct stream *s = vd_job_opaque(job);
-	uint64_t size = vs_node_size(s->top);
-	int failed = 0;
 
 	if (s->base_depth <= 1)
 		return 0; /* the base is the top's backing node: nothing to stream */
-	vd_job_set_progress(job, 0, size);
-	for (uint64_t off = 0; off < size && !vd_job_cancelled(job);) {
-		uint64_t n = size - off < STREAM_CHUNK ? size - off : STREAM_CHUNK;
-		uint64_t copied = 0;
-		int ret;
-
-		vs_node_drain_begin(s->top);
-		ret = stream_chunk(job, s, off, n, &copied);
-		vs_node_drain_end(s->top);
-		if (ret == -EAGAIN)
-			continue; /* stopped on an error and resumed: again */
-		if (ret < 0)
-			return ret;
-		if (ret > 0)
-			failed = -EIO; /* ignored: the job fails at the end */
-		off += n;
-		vd_job_progress(job, n);
-		vd_job_yield_point(job, copied);
-	}
-	return failed;
+	return vd_job_copy_chain(job, &(struct vd_job_copy){ .top = s->top,
+							     .dst = s->top,
+							     .drain = s->top,
+							     .min_depth = 1,
+							     .max_depth = s->base_depth,
+							     .chunk = STREAM_CHUNK,
+							     .buf = s->buf });
 }
 
 static int stream_prepare(struct vd_job *job)

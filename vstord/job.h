@@ -161,6 +161,23 @@ void vd_job_set_error(struct vd_job *job, const char *fmt, ...)
  */
 int vd_job_io_error(struct vd_job *job, bool read, int ret);
 
+/*
+ * The copy of block-stream and block-commit (job-copy.c): in chunks of
+ * @chunk bytes over @top's whole size, what layers @min_depth <= depth <
+ * @max_depth of @top's chain hold (depth 0 is @top itself; zero extents as
+ * write-zeroes) goes to @dst, with @drain (if any) drained around each chunk
+ * so that guest writes to it never race a copy. Progress, pause, the speed
+ * limit and on-error as the framework does them. Returns 0, -errno (failed
+ * now), or -EIO after errors that on-error=ignore let pass.
+ */
+struct vd_job_copy {
+	struct vs_node *top, *dst, *drain;
+	unsigned min_depth, max_depth;
+	uint64_t chunk;
+	void *buf; /* @chunk bytes */
+};
+int vd_job_copy_chain(struct vd_job *job, const struct vd_job_copy *cp);
+
 /* Cancel every job and wait for them to end (the daemon stops). Coroutine context. */
 void vd_job_close_all(void);
 
