@@ -129,8 +129,16 @@ static void file_close(struct vs_node *node)
 {
 	struct file_state *s = node->opaque;
 
-	if (s->fd >= 0)
-		close(s->fd); /* drops the OFD locks */
+	if (s->fd >= 0) {
+		/*
+		 * close() drops the OFD locks only with the last reference to
+		 * the open file description, and an io_uring request the kernel
+		 * has not yet put may still hold one: release them first, so
+		 * that an open right after the close never meets them.
+		 */
+		vs_lock_release(s->fd);
+		close(s->fd);
+	}
 	s->fd = -1;
 }
 

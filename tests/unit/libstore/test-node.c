@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -334,6 +335,62 @@ CO_TEST(test_file_locks_exclude_writers)
 	vs_node_close(a);
 }
 
+/* An fd of this process open on @path (-1 if none), found through /proc/self/fd. */
+static int fd_open_on(const char *path)
+{
+	char real[PATH_MAX], link[64], target[PATH_MAX];
+
+	assert_non_null(realpath(path, real));
+	for (int fd = 0; fd < 1024; fd++) {
+		ssize_t n;
+
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+		n = readlink(link, target, sizeof(target) - 1);
+		if (n < 0)
+			continue;
+		target[n] = 0;
+		if (!strcmp(target, real))
+			return fd;
+	}
+	return -1;
+}
+
+/*
+ * A close followed at once by an open of the same image never meets the
+ * image's own lock (issue 15). An io_uring request still in flight, or one
+ * whose completion the kernel has not yet put, holds the open file
+ * description, and with it the OFD lock bytes, after close(): a dup of the
+ * fd stands in for it here. The close must release the locks itself.
+ */
+CO_TEST(test_file_close_releases_locks_at_once)
+{
+	static const char *const fmts[] = { "raw", "qcow2" };
+
+	(void)arg;
+	for (unsigned f = 0; f < 2; f++) {
+		char path[256];
+		struct vs_open_opts o = { .format = fmts[f] };
+		struct vs_error err = { 0 };
+		struct vs_node *n;
+		int fd, held;
+
+		path_in_tmp(path, sizeof(path), "reopen.img");
+		unlink(path);
+		assert_int_equal(vs_image_create(path, fmts[f], 1 << 20, NULL, 0, &err), 0);
+		o.filename = path;
+		assert_int_equal(vs_image_open(&n, &o, &err), 0);
+		fd = fd_open_on(path);
+		assert_true(fd >= 0);
+		held = dup(fd);
+		assert_true(held >= 0);
+		vs_node_close(n);
+		if (vs_image_open(&n, &o, &err) < 0)
+			fail_msg("%s: reopen after close: %s", fmts[f], err.msg);
+		vs_node_close(n);
+		close(held);
+	}
+}
+
 CO_TEST(test_file_create_preallocation)
 {
 	char path[256];
@@ -520,6 +577,7 @@ int main(void)
 		cmocka_unit_test(test_file_large_buffered_io_on_workers),
 		cmocka_unit_test(test_file_block_status_holes),
 		cmocka_unit_test(test_file_locks_exclude_writers),
+		cmocka_unit_test(test_file_close_releases_locks_at_once),
 		cmocka_unit_test(test_file_create_preallocation),
 		cmocka_unit_test(test_node_drain),
 		cmocka_unit_test(test_memory_and_null),
