@@ -40,9 +40,14 @@ enum map_type { MAP_UNALLOC, MAP_ZERO, MAP_NORMAL, MAP_COMPRESSED };
 
 struct map {
 	enum map_type type;
-	uint64_t host; /* NORMAL: host offset of the first byte; COMPRESSED: the L2 entry */
-	uint64_t len;  /* bytes from the looked-up offset */
-	bool copied;   /* NORMAL: refcount 1, may be written in place */
+	/*
+	 * NORMAL, and ZERO or UNALLOC with host storage (a preallocated zero
+	 * cluster; a subcluster of an allocated cluster): host offset of the
+	 * first byte (0 without storage); COMPRESSED: the L2 entry.
+	 */
+	uint64_t host;
+	uint64_t len; /* bytes from the looked-up offset */
+	bool copied;  /* NORMAL: refcount 1, may be written in place */
 };
 
 /* Compressed cluster: host offset and byte length of the stored data. */
@@ -137,6 +142,8 @@ static int get_map(struct vs_node *node, uint64_t offset, uint64_t maxlen, struc
 			if (t == MAP_NORMAL) {
 				m->host = first_host + coff;
 				m->copied = !!(first_e & QCOW2_OFLAG_COPIED);
+			} else if ((t == MAP_ZERO || t == MAP_UNALLOC) && first_host) {
+				m->host = first_host + coff;
 			} else if (t == MAP_COMPRESSED) {
 				m->host = first_e;
 			}
@@ -146,6 +153,12 @@ static int get_map(struct vs_node *node, uint64_t offset, uint64_t maxlen, struc
 			if (t == MAP_NORMAL &&
 			    ((e & QCOW2_L2E_OFFSET_MASK) + coff != m->host + pos ||
 			     !!(e & QCOW2_OFLAG_COPIED) != m->copied))
+				break;
+			/* Zero and unallocated runs: all without storage, or contiguous. */
+			if ((t == MAP_ZERO || t == MAP_UNALLOC) &&
+			    ((e & QCOW2_L2E_OFFSET_MASK) ?
+				     (e & QCOW2_L2E_OFFSET_MASK) + coff != m->host + pos :
+				     m->host != 0))
 				break;
 		}
 		step = (t == MAP_COMPRESSED || !s->extl2) ?
@@ -1030,10 +1043,21 @@ int qcow2_co_block_status(struct vs_node *node, struct vs_req *req)
 	req->bs_file = NULL;
 	switch (m.type) {
 	case MAP_UNALLOC:
-		req->bs_status = node->backing ? 0 : VS_BS_ZERO;
-		break;
 	case MAP_ZERO:
-		req->bs_status = VS_BS_ZERO | VS_BS_ALLOCATED;
+		if (m.type == MAP_UNALLOC)
+			req->bs_status = node->backing ? 0 : VS_BS_ZERO;
+		else
+			req->bs_status = VS_BS_ZERO | VS_BS_ALLOCATED;
+		if (m.host) {
+			/*
+			 * A preallocated zero cluster, or a subcluster of an
+			 * allocated cluster: it has its place in the file, as QEMU
+			 * maps it.
+			 */
+			req->bs_status |= VS_BS_OFFSET_VALID;
+			req->bs_map = m.host;
+			req->bs_file = node->file;
+		}
 		break;
 	case MAP_NORMAL: {
 		uint64_t fpnum = 0;
