@@ -58,8 +58,8 @@ live_run()
 	python3 "$VS_SOURCE_DIR/tests/integration/vstord_live.py" "$dir" base v "$name.qcow2" \
 		"$resize" >"$dir/final" || {
 		# Stop the guest: its QEMU runs under timeout(1), the child of $guest.
-		pkill -TERM -P "$guest" 2>/dev/null
-		wait "$guest" 2>/dev/null
+		pkill -TERM -P "$guest" 2>/dev/null || true
+		wait "$guest" 2>/dev/null || true
 		fail "$name: the host side failed"
 	}
 	wait "$guest" || fail "$name: the guest did not pass"
@@ -78,9 +78,11 @@ live_run()
 	# The guest's pattern: MiB m of round r is filled with (r*31 + m*7) % 250 + 1.
 	for m in 0 1 2 3 4 5 6 7; do
 		b=$(((last * 31 + m * 7) % 250 + 1))
-		qemu-io -f qcow2 -r -c "read -P $b ${m}M 1M" "$vol" >"$dir/qio.out" 2>&1
-		grep -q "Pattern verification failed\|error" "$dir/qio.out" &&
+		timeout 60 qemu-io -f qcow2 -r -c "read -P $b ${m}M 1M" "$vol" >"$dir/qio.out" 2>&1 ||
+			fail "$name: qemu-io on the final image"
+		grep -q "Pattern verification failed" "$dir/qio.out" &&
 			fail "$name: MiB $m of the final image does not hold the last round"
+		grep -q "^read 1048576/1048576 bytes" "$dir/qio.out" || fail "$name: qemu-io did not read MiB $m"
 	done
 	qemu_img dd -f qcow2 -O raw bs=1M count=8 if="$vol" of="$dir/head.raw" >/dev/null ||
 		fail "qemu-img dd"
