@@ -69,7 +69,7 @@ rate()
 	m=0
 	while [ $m -lt 8 ]; do
 		dd if=/tmp/r of="$disk" bs=64k count=16 seek=$((272 + m * 16)) oflag=direct conv=notrunc 2>/dev/null ||
-			{ echo "write failed while measuring"; exit 1; }
+			{ echo "write failed while measuring" >&2; exit 1; }
 		m=$((m + 1))
 	done
 	t1=$(centisecs)
@@ -84,8 +84,8 @@ while [ "$(ctl_cmd)" != P2 ]; do
 done
 if [ "$want_size" != 0 ]; then
 	n=0
-	while [ "$(cat /sys/block/$dev/size)" != "$want_size" ]; do
-		[ $n -lt 1200 ] || { echo "size $(cat /sys/block/$dev/size), expected $want_size"; exit 1; }
+	while [ "$(cat /sys/block/"$dev"/size)" != "$want_size" ]; do
+		[ $n -lt 1200 ] || { echo "size $(cat /sys/block/"$dev"/size), expected $want_size"; exit 1; }
 		sleep 0.05
 		n=$((n + 1))
 	done
@@ -99,9 +99,11 @@ if [ "$want_size" != 0 ]; then
 fi
 echo "VSTOR-LIVE: throttle-wait"
 wait_cmd T1
-echo "VSTOR-LIVE: throttled-rate $(rate)"
+bps=$(rate)
+echo "VSTOR-LIVE: throttled-rate $bps"
 wait_cmd T0
-echo "VSTOR-LIVE: unthrottled-rate $(rate)"
+bps=$(rate)
+echo "VSTOR-LIVE: unthrottled-rate $bps"
 round $r
 echo "VSTOR-LIVE: last-round $r"
 echo "VSTOR-LIVE: md5 $(dd if="$disk" bs=1M count=8 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)"
