@@ -662,12 +662,16 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 		goto fail;
 
 	/*
-	 * A check keeps the bits: it repairs what it understands and nothing
-	 * else. Other opens for writing clear the bits of extensions they do
-	 * not keep valid; the bitmaps they do keep (qcow2-bitmap.c).
+	 * Opens for writing clear the bits of extensions they do not keep
+	 * valid; the bitmaps they do keep (qcow2-bitmap.c). A check (-r) keeps
+	 * the known bits, whose extensions it repairs, and clears the unknown
+	 * ones as QEMU does on every writable open.
 	 */
-	keep_autoclear = s->bitmaps.ext_nb ? QCOW2_AUTOCLEAR_BITMAPS : 0;
-	if (!node->read_only && (s->hdr.autoclear_features & ~keep_autoclear) && !opts->for_check) {
+	if (opts->for_check)
+		keep_autoclear = QCOW2_AUTOCLEAR_KNOWN;
+	else
+		keep_autoclear = s->bitmaps.ext_nb ? QCOW2_AUTOCLEAR_BITMAPS : 0;
+	if (!node->read_only && (s->hdr.autoclear_features & ~keep_autoclear)) {
 		s->hdr.autoclear_features &= keep_autoclear;
 		ret = qcow2_header_update(node);
 		if (ret < 0) {
