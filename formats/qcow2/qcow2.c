@@ -808,6 +808,12 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 	if (size & 511)
 		return vs_error_set(err, -EINVAL,
 				    "qcow2: the new size must be a multiple of 512 bytes");
+	/*
+	 * A v2 snapshot table entry has no disk size: a snapshot taken at the
+	 * old size could not be reverted to it (QEMU's rule and message).
+	 */
+	if (s->nb_snaps && s->hdr.version < 3)
+		return vs_error_set(err, -ENOTSUP, "Can't resize a v2 image which has snapshots");
 	if (size < old) {
 		uint64_t cend = (size + s->cluster_size - 1) & ~(s->cluster_size - 1);
 

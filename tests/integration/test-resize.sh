@@ -79,4 +79,15 @@ for compat in 1.1 0.10; do
 		qemu_img check -q go.qcow2 || fail "qemu-img check after a preallocated resize ($compat, $mode)"
 	done
 done
+# A v2 image with snapshots cannot be resized either way (a v2 snapshot
+# entry has no size to revert to): qemu-img's message, the image untouched.
+qemu_img create -q -f qcow2 -o compat=0.10 v2.qcow2 1M
+qemu_img snapshot -c s v2.qcow2
+cp v2.qcow2 v2-ref.qcow2
+for size in 2M 512K; do
+	assert_rc 1 qemu-img resize --shrink v2.qcow2 $size
+	assert_rc 1 "$VSTOR_IMG" resize --shrink v2.qcow2 $size
+	assert_grep "Can't resize a v2 image which has snapshots" "$WORKDIR/err" "resize v2 with snapshots to $size"
+	cmp v2.qcow2 v2-ref.qcow2 || fail "resize of a v2 image with snapshots changed it"
+done
 log "ok"
