@@ -1333,6 +1333,7 @@ int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum 
 int qcow2_discard_tail(struct vs_node *node, uint64_t new_size)
 {
 	struct qcow2_state *s = qcow2_state(node);
+	uint64_t l2_span = UINT64_C(1) << (s->cluster_bits + s->l2_bits);
 	uint64_t end = (uint64_t)s->l1_size << (s->cluster_bits + s->l2_bits);
 	uint64_t pos = new_size;
 	int ret;
@@ -1375,6 +1376,29 @@ int qcow2_discard_tail(struct vs_node *node, uint64_t new_size)
 		}
 		qcow2_cache_put(s->l2_cache, &l2);
 		pos = span_end;
+	}
+	/*
+	 * L2 tables that map nothing below the new size go, as QEMU's shrink
+	 * drops them: the L1 entry is cleared on disk before the table's
+	 * cluster is freed (a crash in between leaks it, never reuses it).
+	 */
+	for (uint64_t i = (new_size + l2_span - 1) / l2_span; i < s->l1_size; i++) {
+		uint64_t old = s->l1[i], off = old & QCOW2_L1E_OFFSET_MASK;
+
+		if (!off)
+			continue;
+		s->l1[i] = 0;
+		ret = qcow2_l1_write_entry(node, (uint32_t)i);
+		if (ret == 0)
+			ret = vs_node_flush(node->file);
+		if (ret < 0) {
+			s->l1[i] = old;
+			return ret;
+		}
+		qcow2_cache_discard(s->l2_cache, off);
+		ret = qcow2_free_clusters(node, off, s->cluster_size, true);
+		if (ret < 0)
+			return ret;
 	}
 	return 0;
 }

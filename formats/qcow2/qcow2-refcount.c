@@ -739,6 +739,86 @@ int qcow2_free_clusters(struct vs_node *node, uint64_t offset, uint64_t len, boo
 	return 0;
 }
 
+int qcow2_shrink_file(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t per_block = UINT64_C(1) << s->rb_bits, end = 0;
+	int ret;
+
+	ret = qcow2_punch_pending(node);
+	if (ret == 0)
+		ret = qcow2_flush_metadata(node);
+	if (ret < 0)
+		return ret;
+	/* 1: refcount blocks that count nothing but (maybe) themselves go. */
+	for (uint64_t i = 0; i < s->reftable_used; i++) {
+		uint64_t off = s->reftable[i], self = off >> s->cluster_bits;
+		bool unused = true;
+		void *rb;
+
+		if (!off)
+			continue;
+		ret = qcow2_cache_get(node, s->rb_cache, off, &rb);
+		if (ret < 0)
+			return ret;
+		for (uint64_t j = 0; j < per_block && unused; j++)
+			if ((i << s->rb_bits) + j != self && qcow2_rb_entry_get(s, rb, j))
+				unused = false;
+		qcow2_cache_put(s->rb_cache, &rb);
+		if (!unused)
+			continue;
+		/*
+		 * The table entry goes first: a crash before the block's own
+		 * refcount drops leaves a leak, never a block in use counted free.
+		 */
+		s->reftable[i] = 0;
+		ret = reftable_write_entry(node, i);
+		if (ret == 0)
+			ret = vs_node_flush(node->file);
+		if (ret < 0) {
+			s->reftable[i] = off;
+			return ret;
+		}
+		qcow2_cache_discard(s->rb_cache, off);
+		if (self >> s->rb_bits != i) {
+			ret = qcow2_refcount_update(node, off, s->cluster_size, -1);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	while (s->reftable_used && !s->reftable[s->reftable_used - 1])
+		s->reftable_used--;
+	ret = qcow2_flush_metadata(node);
+	if (ret < 0)
+		return ret;
+	/* 2: the file ends after the last cluster in use. */
+	for (uint64_t i = s->reftable_used; i-- > 0 && !end;) {
+		void *rb;
+
+		if (!s->reftable[i])
+			continue;
+		ret = qcow2_cache_get(node, s->rb_cache, s->reftable[i], &rb);
+		if (ret < 0)
+			return ret;
+		for (uint64_t j = per_block; j-- > 0;) {
+			if (qcow2_rb_entry_get(s, rb, j)) {
+				end = ((i << s->rb_bits) + j + 1) << s->cluster_bits;
+				break;
+			}
+		}
+		qcow2_cache_put(s->rb_cache, &rb);
+	}
+	if (s->free_hint > end >> s->cluster_bits)
+		s->free_hint = end >> s->cluster_bits;
+	if (end && end < vs_node_size(node->file)) {
+		ret = vs_node_truncate(node->file, end, VS_PREALLOC_OFF, true, NULL);
+		if (ret < 0)
+			vs_warn("qcow2: '%s': could not cut the file's tail: %s", node->filename,
+				strerror(-ret));
+	}
+	return 0;
+}
+
 static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 {
 	return alen && blen && a < b + blen && b < a + alen;

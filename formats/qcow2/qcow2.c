@@ -834,6 +834,8 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 		}
 		vs_co_mutex_lock(&s->lock);
 		ret = qcow2_discard_tail(node, cend);
+		if (ret == 0)
+			ret = qcow2_shrink_file(node);
 	} else {
 		uint64_t need;
 

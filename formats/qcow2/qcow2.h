@@ -238,6 +238,12 @@ int qcow2_co_block_status(struct vs_node *node, struct vs_req *req);
 int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum vs_prealloc mode);
 int qcow2_shrink_check(struct vs_node *node, uint64_t new_size, bool *tail_allocated);
 int qcow2_discard_tail(struct vs_node *node, uint64_t new_size);
+/*
+ * Lock held, after a shrink: drop the refcount blocks that count nothing but
+ * themselves and cut the file after the last cluster in use, as QEMU does.
+ * A failure to cut is only warned about (the image is consistent).
+ */
+int qcow2_shrink_file(struct vs_node *node);
 
 /* qcow2-compress.c */
 int qcow2_decompress(uint8_t type, const void *src, size_t src_len, void *dst, size_t dst_len);

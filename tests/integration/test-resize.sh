@@ -90,4 +90,22 @@ for size in 2M 512K; do
 	assert_grep "Can't resize a v2 image which has snapshots" "$WORKDIR/err" "resize v2 with snapshots to $size"
 	cmp v2.qcow2 v2-ref.qcow2 || fail "resize of a v2 image with snapshots changed it"
 done
+# A shrink gives the space back as qemu-img does: the L2 tables and the
+# refcount blocks of the cut range go, and the file ends after the last
+# cluster in use (it kept its old length). Same data, clean, no larger.
+for spec in "64M|write -P 1 60M 4M|2M|" "3G|write -P 1 2G 64M|1G|cluster_size=4k" \
+	"1G|write -P 1 1020M 4M|100M|refcount_bits=64,cluster_size=4k" \
+	"64M|write -P 1 0 64M|3M|extended_l2=on" "64M|write -c -P 1 0 64M|5M|"; do
+	IFS='|' read -r size io new opts <<<"$spec"
+	for who in q v; do
+		qemu_img create -q -f qcow2 ${opts:+-o "$opts"} sh-$who.qcow2 "$size"
+		qemu-io -c "$io" sh-$who.qcow2 >/dev/null
+	done
+	qemu_img resize -q --shrink sh-q.qcow2 "$new"
+	vstor_img resize -q --shrink sh-v.qcow2 "$new" 2>/dev/null || fail "shrink $spec"
+	qemu_img check -q sh-v.qcow2 || fail "qemu-img check after shrink $spec"
+	qemu_img compare -q sh-q.qcow2 sh-v.qcow2 || fail "shrink $spec: data differs from qemu-img's"
+	(($(stat -c %s sh-v.qcow2) <= $(stat -c %s sh-q.qcow2))) ||
+		fail "shrink $spec: file $(stat -c %s sh-v.qcow2) bytes, qemu-img's $(stat -c %s sh-q.qcow2)"
+done
 log "ok"
