@@ -37,6 +37,8 @@ struct vd_export {
 	char *node_name;
 	struct vs_node *node; /* the export's reference */
 	char *nbd_name;	      /* NBD: the export's name on the server */
+	char **bitmaps;	      /* NBD: the node's bitmaps it serves, busy while it lives */
+	unsigned nb_bitmaps;
 	struct vs_vhost_blk *vhost;
 	char *socket_path; /* vhost-user-blk: removed when the export goes */
 	bool shutting_down;
@@ -321,6 +323,11 @@ static int nbd_bitmaps(struct qmp_call *call, struct vd_node *n, bool writable, 
 						 "Exporting a bitmap of another node than the "
 						 "exported one is not supported yet by vstord");
 		}
+		if (vd_bitmap_busy(n->node, name))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Bitmap '%s' is currently in use by another operation and "
+					 "cannot be used",
+					 name);
 		if (info.inconsistent)
 			return qmp_error(call, QMP_ERR_GENERIC,
 					 "Bitmap '%s' is inconsistent and cannot be used", name);
@@ -375,11 +382,23 @@ static int add_nbd(struct qmp_call *call, struct vd_export *e, struct vd_node *n
 					     .detect_zeroes = n->detect_zeroes,
 					     .bitmaps = bitmaps,
 					     .nb_bitmaps = nb_bitmaps,
+					     .bitmap_status = vd_bitmap_status,
+					     .bitmap_opaque = e->node,
 				     },
 				     &err) < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
 	if (writethrough)
 		vs_export_set_writethrough(vs_nbd_server_get_export(nbd, name), true);
+	/* Busy while the export lives: export_free lets them go. */
+	e->bitmaps = nb_bitmaps ? calloc(nb_bitmaps, sizeof(*e->bitmaps)) : NULL;
+	for (unsigned i = 0; e->bitmaps && i < nb_bitmaps; i++) {
+		e->bitmaps[i] = strdup(bitmaps[i]);
+		if (!e->bitmaps[i] || vd_bitmap_busy_get(e->node, bitmaps[i]) < 0) {
+			free(e->bitmaps[i]);
+			break;
+		}
+		e->nb_bitmaps++;
+	}
 	return 0;
 }
 
@@ -430,6 +449,11 @@ static void export_free(struct vd_export *e)
 	}
 	if (e->socket_path)
 		unlink(e->socket_path);
+	for (unsigned i = 0; i < e->nb_bitmaps; i++) {
+		vd_bitmap_busy_put(e->node, e->bitmaps[i]);
+		free(e->bitmaps[i]);
+	}
+	free(e->bitmaps);
 	if (e->node)
 		vs_node_close(e->node);
 	free(e->socket_path);

@@ -68,6 +68,7 @@ for d in q v; do
 	mkdir "$d"
 	cp img.qcow2 "$d/a.qcow2"
 	qemu_img create -q -f qcow2 "$d/c.qcow2" 4M
+	qemu_img create -q -f raw "$d/r.raw" 4M
 done
 start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
 	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
@@ -90,8 +91,9 @@ def run(sock, d):
         return r
 
     c.cmd("nbd-server-start", addr={"type": "unix", "data": {"path": f"{w}/{d}/nbd.sock"}})
-    for name, f in (("a", "a.qcow2"), ("c", "c.qcow2")):
-        c.cmd("blockdev-add", driver="qcow2", node_name=name,
+    for name, f, drv in (("a", "a.qcow2", "qcow2"), ("c", "c.qcow2", "qcow2"),
+                         ("r", "r.raw", "raw")):
+        c.cmd("blockdev-add", driver=drv, node_name=name,
               file={"driver": "file", "filename": f"{w}/{d}/{f}"})
     bad = (["nope"], [{"node": "a", "name": "nope"}], [{"node": "zz", "name": "b0"}], [42],
            "b0", [{"name": "b0"}], [{"node": "a"}], ["b0"], ["b2", "nope"])
@@ -108,12 +110,29 @@ def run(sock, d):
     x("block-export-add", type="nbd", id="c0", node_name="c", name="c0", writable=True)
     x("block-export-add", type="nbd", id="c1", node_name="c", name="c1", writable=True,
       bitmaps=["t"], allocation_depth=True)
+    # a raw node: in-memory bitmaps only
+    x("block-dirty-bitmap-add", node="r", name="p", persistent=True)
+    x("block-dirty-bitmap-add", node="r", name="rt", granularity=65536)
+    x("block-dirty-bitmap-add", node="r", name="off", disabled=True)
+    x("block-export-add", type="nbd", id="r0", node_name="r", name="r0", writable=True)
+    x("block-export-add", type="nbd", id="r1", node_name="r", name="r1", writable=True,
+      bitmaps=["rt", "off"], allocation_depth=True)
+    # an exported bitmap is busy
+    x("block-dirty-bitmap-remove", node="r", name="rt")
+    x("block-dirty-bitmap-clear", node="r", name="off")
+    x("block-export-add", type="nbd", id="r2", node_name="r", name="r2", writable=True,
+      bitmaps=["rt"])
     url = f"nbd+unix:///%s?socket={w}/{d}/nbd.sock"
     # writes through one export, the bitmap read through the other
-    for off, ln in ((0, 512), (200000, 70000), (3 << 20, 65536)):
-        subprocess.run(["qemu-io", "-f", "raw", "-c", f"write {off} {ln}", url % "c0"],
-                       check=True, stdout=subprocess.DEVNULL)
-    for exp, ctx in (("e1", "b0"), ("e1", "b1"), ("e2", "b2"), ("c1", "t")):
+    for exp in ("c0", "r0"):
+        for off, ln in ((0, 512), (200000, 70000), (3 << 20, 65536)):
+            subprocess.run(["qemu-io", "-f", "raw", "-c", f"write {off} {ln}", url % exp],
+                           check=True, stdout=subprocess.DEVNULL)
+    for n in c.cmd("query-named-block-nodes"):
+        if n["node-name"] == "r":
+            out.append(("dirty-bitmaps", n.get("dirty-bitmaps")))
+    for exp, ctx in (("e1", "b0"), ("e1", "b1"), ("e2", "b2"), ("c1", "t"), ("r1", "rt"),
+                     ("r1", "off")):
         m = subprocess.run(["nbdinfo", f"--map=qemu:dirty-bitmap:{ctx}", url % exp],
                            check=True, capture_output=True, text=True).stdout
         out.append((exp, ctx, m))
@@ -132,7 +151,6 @@ for a, b in zip(q, v):
         print("qsd:   ", a, "\nvstord:", b, file=sys.stderr)
         ok = False
 assert len(q) == len(v)
-t = [s for s in v if s[:2] == ("c1", "t")][0][2]
 # exactly the writes, in 64 KiB granules
 want = ("         0       65536    1  dirty\n"
         "     65536      131072    0  clean\n"
@@ -140,8 +158,9 @@ want = ("         0       65536    1  dirty\n"
         "    327680     2818048    0  clean\n"
         "   3145728       65536    1  dirty\n"
         "   3211264      983040    0  clean\n")
-if t != want:
-    print("dirty extents of the writes:\n" + t, file=sys.stderr)
-    ok = False
+for t in [s[2] for s in v if s[:2] in (("c1", "t"), ("r1", "rt"))]:
+    if t != want:
+        print("dirty extents of the writes:\n" + t, file=sys.stderr)
+        ok = False
 sys.exit(0 if ok else 1)
 PY
