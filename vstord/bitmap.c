@@ -235,7 +235,8 @@ int vd_bitmap_status(void *opaque, const char *name, uint64_t offset, uint64_t l
 		     uint64_t *run)
 {
 	struct vs_node *node = opaque;
-	struct gen_bitmap *g = format_keeps(node) ? NULL : gen_find(node, name);
+	/* Only nodes whose format keeps no bitmaps have generic ones: no need to ask. */
+	struct gen_bitmap *g = gen_find(node, name);
 	uint64_t start, l;
 
 	if (!g)
