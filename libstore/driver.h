@@ -144,6 +144,8 @@ struct vs_driver {
 		       struct vs_error *err);
 	int (*bitmap)(struct vs_node *node, const struct vs_bitmap_op *op, struct vs_error *err);
 	int (*bitmap_list)(struct vs_node *node, struct vs_dirty_bitmap_info **out, unsigned *nb);
+	int (*bitmap_status)(struct vs_node *node, const char *name, uint64_t offset, uint64_t len,
+			     bool *dirty, uint64_t *run);
 
 	/* VS_REQ_FUA; VS_REQ_COMPRESSED: whole clusters, stored compressed */
 	unsigned supported_write_flags;

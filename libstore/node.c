@@ -770,6 +770,16 @@ int vs_node_dirty_bitmaps(struct vs_node *n, struct vs_dirty_bitmap_info **out, 
 	return n->drv->bitmap_list(n, out, nb);
 }
 
+int vs_node_bitmap_status(struct vs_node *n, const char *name, uint64_t offset, uint64_t len,
+			  bool *dirty, uint64_t *run)
+{
+	if (!n->drv->bitmap_status)
+		return -ENOTSUP;
+	if (!len)
+		return -EINVAL;
+	return n->drv->bitmap_status(n, name, offset, len, dirty, run);
+}
+
 int vs_node_snapshot_create(struct vs_node *n, const char *name,
 			    const struct vs_snapshot_opts *opts, struct vs_error *err)
 {

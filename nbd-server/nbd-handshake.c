@@ -125,14 +125,21 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
 	return ret;
 }
 
-static int send_meta_context(struct nbd_conn *c, uint32_t opt, uint32_t id, const char *name)
+static int send_meta_context(struct nbd_conn *c, uint32_t opt, uint32_t id, const char *prefix,
+			     const char *name)
 {
-	size_t nl = strlen(name);
-	uint8_t b[64];
+	size_t pl = strlen(prefix), nl = strlen(name);
+	uint8_t *b = malloc(4 + pl + nl);
+	int ret;
 
+	if (!b)
+		return -ENOMEM;
 	vs_put_be32(b, id);
-	memcpy(b + 4, name, nl);
-	return nbd_opt_reply(c, opt, NBD_REP_META_CONTEXT, b, (uint32_t)(4 + nl));
+	memcpy(b + 4, prefix, pl);
+	memcpy(b + 4 + pl, name, nl);
+	ret = nbd_opt_reply(c, opt, NBD_REP_META_CONTEXT, b, (uint32_t)(4 + pl + nl));
+	free(b);
+	return ret;
 }
 
 static bool query_is(const uint8_t *q, uint32_t ql, const char *s)
@@ -140,11 +147,36 @@ static bool query_is(const uint8_t *q, uint32_t ql, const char *s)
 	return ql == strlen(s) && !memcmp(q, s, ql);
 }
 
+/*
+ * The contexts of export @e that query @q names: exactly, or (listing
+ * only) a namespace or the leading part QEMU accepts ("base:", "qemu:",
+ * "qemu:dirty-bitmap:" for all the bitmaps).
+ */
+static uint64_t query_contexts(const struct nbd_export *e, const uint8_t *q, uint32_t ql, bool set)
+{
+	size_t pl = strlen(CTX_BITMAP_PREFIX);
+	uint64_t found = 0;
+
+	if (query_is(q, ql, "base:allocation") || (!set && query_is(q, ql, "base:")))
+		found |= CTX_BASE_ALLOCATION;
+	if (query_is(q, ql, "qemu:allocation-depth") || (!set && query_is(q, ql, "qemu:")))
+		found |= CTX_ALLOCATION_DEPTH;
+	if (!set && (query_is(q, ql, "qemu:") || query_is(q, ql, CTX_BITMAP_PREFIX))) {
+		for (unsigned i = 0; i < e->nb_bitmaps; i++)
+			found |= CTX_BITMAP(i);
+	} else if (ql > pl && !memcmp(q, CTX_BITMAP_PREFIX, pl)) {
+		for (unsigned i = 0; i < e->nb_bitmaps; i++)
+			if (query_is(q + pl, ql - (uint32_t)pl, e->bitmaps[i]))
+				found |= CTX_BITMAP(i);
+	}
+	return found;
+}
+
 static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *d, uint32_t len)
 {
 	bool set = opt == NBD_OPT_SET_META_CONTEXT;
 	uint32_t namelen, nq, pos;
-	unsigned found = 0;
+	uint64_t found = 0;
 	struct nbd_export *e;
 	int ret = 0;
 
@@ -173,25 +205,25 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *d, 
 				     (int)(namelen > 256 ? 256 : namelen), (const char *)d + 4);
 	if (nq == 0 && !set) {
 		found = CTX_BASE_ALLOCATION | CTX_ALLOCATION_DEPTH;
+		for (unsigned i = 0; i < e->nb_bitmaps; i++)
+			found |= CTX_BITMAP(i);
 	} else {
 		pos = 8 + namelen;
 		for (uint32_t i = 0; i < nq; i++) {
 			uint32_t ql = vs_be32(d + pos);
-			const uint8_t *q = d + pos + 4;
 
-			if (query_is(q, ql, "base:allocation") ||
-			    (!set && query_is(q, ql, "base:")))
-				found |= CTX_BASE_ALLOCATION;
-			if (query_is(q, ql, "qemu:allocation-depth") ||
-			    (!set && query_is(q, ql, "qemu:")))
-				found |= CTX_ALLOCATION_DEPTH;
+			found |= query_contexts(e, d + pos + 4, ql, set);
 			pos += 4 + ql;
 		}
 	}
 	if (found & CTX_BASE_ALLOCATION)
-		ret = send_meta_context(c, opt, CTX_BASE_ALLOCATION, "base:allocation");
+		ret = send_meta_context(c, opt, CTX_BASE_ALLOCATION, "", "base:allocation");
 	if (ret == 0 && (found & CTX_ALLOCATION_DEPTH))
-		ret = send_meta_context(c, opt, CTX_ALLOCATION_DEPTH, "qemu:allocation-depth");
+		ret = send_meta_context(c, opt, CTX_ALLOCATION_DEPTH, "", "qemu:allocation-depth");
+	for (unsigned i = 0; i < e->nb_bitmaps && ret == 0; i++)
+		if (found & CTX_BITMAP(i))
+			ret = send_meta_context(c, opt, CTX_BITMAP_SHIFT + 1 + i, CTX_BITMAP_PREFIX,
+						e->bitmaps[i]);
 	if (ret == 0)
 		ret = nbd_opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
 	if (ret == 0 && set) {

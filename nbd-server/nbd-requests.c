@@ -201,8 +201,12 @@ static int req_read_structured(struct nbd_req *r)
 	return nbd_conn_reply(c, iov, niov);
 }
 
-/* One BLOCK_STATUS chunk for context @ctx. */
-static int send_block_status(struct nbd_req *r, unsigned ctx, const struct extent *ext,
+/*
+ * One BLOCK_STATUS chunk for context @ctx (its wire id): base:allocation's
+ * flags come from the status, any other context's are the depth field
+ * (allocation depth, or 1 for a dirty run of a bitmap).
+ */
+static int send_block_status(struct nbd_req *r, uint32_t ctx, const struct extent *ext,
 			     unsigned count, bool last)
 {
 	struct nbd_conn *c = r->conn;
@@ -286,45 +290,120 @@ static unsigned merge_extents(unsigned ctx, const struct extent *in, unsigned n,
 	return k;
 }
 
+/*
+ * The runs of export bitmap @i over [offset, offset+len), at most @max
+ * (descriptors with depth 1 for dirty, 0 for clean), into a malloc'd *@out.
+ */
+static int collect_bitmap_extents(const struct nbd_export *e, unsigned i, uint64_t offset,
+				  uint64_t len, unsigned max, struct extent **out, unsigned *count)
+{
+	struct extent *ext = NULL;
+	unsigned n = 0, cap = 0;
+
+	while (len && n < max) {
+		bool dirty;
+		uint64_t run;
+		int ret = nbd_export_bitmap_status(e, i, offset, len, &dirty, &run);
+
+		if (ret == 0 && (run == 0 || run > len))
+			ret = -EIO;
+		if (ret < 0) {
+			free(ext);
+			return ret;
+		}
+		if (n && (ext[n - 1].depth != 0) == dirty) {
+			ext[n - 1].len +=
+				run; /* within the request, so at most 32 bits if need be */
+		} else {
+			if (n == cap) {
+				unsigned nc = cap ? cap * 2 : 16;
+				struct extent *x = realloc(ext, sizeof(*ext) * nc);
+
+				if (!x) {
+					free(ext);
+					return -ENOMEM;
+				}
+				ext = x;
+				cap = nc;
+			}
+			ext[n++] = (struct extent){ .len = run, .depth = dirty ? 1 : 0 };
+		}
+		offset += run;
+		len -= run;
+	}
+	*out = ext;
+	*count = n;
+	return 0;
+}
+
 static int req_block_status(struct nbd_req *r)
 {
 	struct nbd_conn *c = r->conn;
-	struct extent *ext, *merged;
-	unsigned count, m, sent = 0, nctx = 0;
+	const struct nbd_export *e = c->exp;
+	bool req_one = r->flags & NBD_CMD_FLAG_REQ_ONE;
+	struct extent *ext = NULL, *merged = NULL;
+	struct extent *bext[VS_NBD_MAX_BITMAPS] = { 0 };
+	unsigned bcount[VS_NBD_MAX_BITMAPS] = { 0 };
+	unsigned count = 0, m, sent = 0, nctx = 0;
+	uint64_t contexts = c->contexts;
 	uint64_t len = r->len;
-	int ret;
+	int ret = 0;
 
-	if (!c->contexts)
+	/* Bitmaps the export no longer has (removed and added again) are gone. */
+	contexts &= CTX_BASE_ALLOCATION | CTX_ALLOCATION_DEPTH |
+		    ((CTX_BITMAP(e->nb_bitmaps) - 1) & ~(CTX_BITMAP(0) - 1));
+	if (!contexts)
 		return nbd_send_status(r, -EINVAL);
 	/* Without extended headers a descriptor holds 32 bits. */
 	if (!c->extended && len > UINT32_MAX)
 		len = UINT32_MAX;
-	ext = malloc(sizeof(*ext) * NBD_MAX_EXTENTS * 2);
-	if (!ext)
-		return nbd_send_status(r, -ENOMEM);
-	merged = ext + NBD_MAX_EXTENTS;
-	ret = collect_extents(vs_export_node(c->exp->exp), r->offset, len, ext,
-			      (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : NBD_MAX_EXTENTS, &count);
-	if (ret < 0 || count == 0) {
-		free(ext);
-		return nbd_send_status(r, ret < 0 ? ret : -EINVAL);
+	if (contexts & (CTX_BASE_ALLOCATION | CTX_ALLOCATION_DEPTH)) {
+		ext = malloc(sizeof(*ext) * NBD_MAX_EXTENTS * 2);
+		if (!ext)
+			return nbd_send_status(r, -ENOMEM);
+		merged = ext + NBD_MAX_EXTENTS;
+		ret = collect_extents(vs_export_node(c->exp->exp), r->offset, len, ext,
+				      req_one ? 1 : NBD_MAX_EXTENTS, &count);
+		if (ret == 0 && count == 0)
+			ret = -EINVAL;
+		if (ret == 0 && !c->extended) {
+			for (unsigned i = 0; i < count; i++)
+				if (ext[i].len > UINT32_MAX) /* only after a 64-bit run: clamp */
+					ext[i].len = UINT32_MAX & ~(uint64_t)511;
+		}
+		nctx += !!(contexts & CTX_BASE_ALLOCATION) + !!(contexts & CTX_ALLOCATION_DEPTH);
 	}
-	if (!c->extended) {
-		for (unsigned i = 0; i < count; i++)
-			if (ext[i].len > UINT32_MAX) /* only after a 64-bit run: clamp */
-				ext[i].len = UINT32_MAX & ~(uint64_t)511;
+	/* Every bitmap's runs before the first chunk goes out: an error is then one reply. */
+	for (unsigned i = 0; i < e->nb_bitmaps && ret == 0; i++) {
+		if (!(contexts & CTX_BITMAP(i)))
+			continue;
+		ret = collect_bitmap_extents(e, i, r->offset, len, req_one ? 1 : NBD_MAX_EXTENTS,
+					     &bext[i], &bcount[i]);
+		if (ret == 0 && bcount[i] == 0)
+			ret = -EINVAL;
+		nctx++;
 	}
-	nctx = !!(c->contexts & CTX_BASE_ALLOCATION) + !!(c->contexts & CTX_ALLOCATION_DEPTH);
+	if (ret < 0)
+		goto out;
 	vs_co_mutex_lock(&c->send_lock);
 	for (unsigned ctx = CTX_BASE_ALLOCATION; ctx <= CTX_ALLOCATION_DEPTH && ret == 0;
 	     ctx <<= 1) {
-		if (!(c->contexts & ctx))
+		if (!(contexts & ctx))
 			continue;
-		m = merge_extents(ctx, ext, count, merged, r->flags & NBD_CMD_FLAG_REQ_ONE);
+		m = merge_extents(ctx, ext, count, merged, req_one);
 		ret = send_block_status(r, ctx, merged, m, ++sent == nctx);
 	}
+	for (unsigned i = 0; i < e->nb_bitmaps && ret == 0; i++)
+		if (contexts & CTX_BITMAP(i))
+			ret = send_block_status(r, CTX_BITMAP_SHIFT + 1 + i, bext[i], bcount[i],
+						++sent == nctx);
 	vs_co_mutex_unlock(&c->send_lock);
+out:
 	free(ext);
+	for (unsigned i = 0; i < e->nb_bitmaps; i++)
+		free(bext[i]);
+	if (ret < 0 && sent == 0)
+		return nbd_send_status(r, ret);
 	return ret;
 }
 

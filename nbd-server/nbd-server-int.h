@@ -34,8 +34,16 @@
 #define NBD_CONN_RESERVE (1u << 20)
 #define NBD_RBUF_SIZE (64u << 10) /* a connection's receive buffer */
 
+/*
+ * Meta contexts, as bits of nbd_conn.contexts; the wire id of a context is
+ * its bit number plus one (base:allocation 1, qemu:allocation-depth 2, the
+ * export's bitmap i: 3 + i).
+ */
 #define CTX_BASE_ALLOCATION 1u
 #define CTX_ALLOCATION_DEPTH 2u
+#define CTX_BITMAP_SHIFT 2
+#define CTX_BITMAP(i) (UINT64_C(1) << (CTX_BITMAP_SHIFT + (i)))
+#define CTX_BITMAP_PREFIX "qemu:dirty-bitmap:"
 
 struct nbd_export {
 	struct vs_export *exp; /* the policy: read-only, discard, detect-zeroes, ranges, stats */
@@ -44,6 +52,11 @@ struct nbd_export {
 	struct vs_node *node; /* vs_export_node(exp), for block status */
 	bool read_only;	      /* vs_export_is_read_only(exp) */
 	bool wce;
+	char **bitmaps; /* served as qemu:dirty-bitmap:NAME */
+	unsigned nb_bitmaps;
+	int (*bitmap_status)(void *opaque, const char *name, uint64_t offset, uint64_t len,
+			     bool *dirty, uint64_t *run);
+	void *bitmap_opaque;
 	/*
 	 * Removed (vs_nbd_server_remove_export()): kept on the server's
 	 * removed list while a handshake may still hold it; never served again.
@@ -93,7 +106,7 @@ struct nbd_conn {
 	 */
 	uint8_t *rbuf;
 	size_t rpos, rlen;
-	unsigned contexts; /* CTX_* negotiated for the export in ctx_export */
+	uint64_t contexts; /* CTX_* negotiated for the export in ctx_export */
 	char *ctx_export;  /* export the contexts were set for */
 	bool dead;	   /* a send failed or the client left: stop reading */
 	bool evicted;	   /* its export was removed: read no more requests */
@@ -155,6 +168,8 @@ struct vs_nbd_server {
 };
 
 /* nbd-server.c */
+int nbd_export_bitmap_status(const struct nbd_export *e, unsigned i, uint64_t offset, uint64_t len,
+			     bool *dirty, uint64_t *run);
 struct nbd_export *nbd_find_export(struct vs_nbd_server *s, const char *name, size_t len);
 uint16_t nbd_export_flags(struct vs_nbd_server *s, const struct nbd_export *e);
 uint64_t nbd_now_ns(void);

@@ -111,6 +111,8 @@ struct nbd_export *nbd_find_export(struct vs_nbd_server *s, const char *name, si
 	return NULL;
 }
 
+static void export_free(struct nbd_export *e);
+
 int vs_nbd_server_add_export(struct vs_nbd_server *s, const struct vs_nbd_export_opts *opts,
 			     struct vs_error *err)
 {
@@ -124,9 +126,35 @@ int vs_nbd_server_add_export(struct vs_nbd_server *s, const struct vs_nbd_export
 	for (e = s->exports; e; e = e->next)
 		if (!strcmp(e->name, name))
 			return vs_error_set(err, -EEXIST, "Export '%s' is defined twice", name);
+	if (opts->nb_bitmaps > VS_NBD_MAX_BITMAPS)
+		return vs_error_set(err, -EINVAL, "Too many bitmaps (max %d)", VS_NBD_MAX_BITMAPS);
+	for (unsigned i = 0; i < opts->nb_bitmaps; i++) {
+		if (strlen(opts->bitmaps[i]) > NBD_MAX_STRING - strlen(CTX_BITMAP_PREFIX))
+			return vs_error_set(err, -EINVAL, "Bitmap name '%s' too long",
+					    opts->bitmaps[i]);
+		for (unsigned j = 0; j < i; j++)
+			if (!strcmp(opts->bitmaps[i], opts->bitmaps[j]))
+				return vs_error_set(err, -EINVAL, "Bitmap '%s' is given twice",
+						    opts->bitmaps[i]);
+	}
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return vs_error_set(err, -ENOMEM, "Out of memory");
+	if (opts->nb_bitmaps) {
+		e->bitmaps = calloc(opts->nb_bitmaps, sizeof(*e->bitmaps));
+		for (unsigned i = 0; e->bitmaps && i < opts->nb_bitmaps; i++, e->nb_bitmaps++)
+			if (!(e->bitmaps[i] = strdup(opts->bitmaps[i])))
+				break;
+		if (e->nb_bitmaps != opts->nb_bitmaps) {
+			for (unsigned i = 0; i < e->nb_bitmaps; i++)
+				free(e->bitmaps[i]);
+			free(e->bitmaps);
+			free(e);
+			return vs_error_set(err, -ENOMEM, "Out of memory");
+		}
+	}
+	e->bitmap_status = opts->bitmap_status;
+	e->bitmap_opaque = opts->bitmap_opaque;
 	/*
 	 * The write cache knob only says what NBD advertises: the node's cache
 	 * mode makes writes durable, so the export is not writethrough itself.
@@ -140,9 +168,9 @@ int vs_nbd_server_add_export(struct vs_nbd_server *s, const struct vs_nbd_export
 				     });
 	e->description = opts->description ? strdup(opts->description) : NULL;
 	if (ret < 0 || (opts->description && !e->description)) {
-		vs_export_free(ret < 0 ? NULL : e->exp);
-		free(e->description);
-		free(e);
+		if (ret < 0)
+			e->exp = NULL;
+		export_free(e);
 		return vs_error_set(err, ret < 0 ? ret : -ENOMEM, "Out of memory");
 	}
 	e->name = vs_export_name(e->exp);
@@ -153,6 +181,14 @@ int vs_nbd_server_add_export(struct vs_nbd_server *s, const struct vs_nbd_export
 		;
 	*tail = e;
 	return 0;
+}
+
+int nbd_export_bitmap_status(const struct nbd_export *e, unsigned i, uint64_t offset, uint64_t len,
+			     bool *dirty, uint64_t *run)
+{
+	if (e->bitmap_status)
+		return e->bitmap_status(e->bitmap_opaque, e->bitmaps[i], offset, len, dirty, run);
+	return vs_node_bitmap_status(e->node, e->bitmaps[i], offset, len, dirty, run);
 }
 
 struct vs_export *vs_nbd_server_get_export(struct vs_nbd_server *s, const char *name)
@@ -180,6 +216,9 @@ static void export_free(struct nbd_export *e)
 {
 	vs_export_free(e->exp);
 	free(e->description);
+	for (unsigned i = 0; i < e->nb_bitmaps; i++)
+		free(e->bitmaps[i]);
+	free(e->bitmaps);
 	free(e);
 }
 

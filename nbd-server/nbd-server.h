@@ -24,7 +24,20 @@ struct vs_nbd_export_opts {
 	/* TRIM: ignore (succeeds and does nothing, qemu-nbd's default) or unmap */
 	enum vs_export_discard discard;
 	enum vs_export_detect_zeroes detect_zeroes; /* an all-zero WRITE becomes WRITE_ZEROES */
+	/*
+	 * Dirty bitmaps served as the meta contexts qemu:dirty-bitmap:NAME
+	 * (names copied; at most VS_NBD_MAX_BITMAPS, no duplicates). Their
+	 * state comes from @bitmap_status, or vs_node_bitmap_status() on
+	 * @node when it is NULL; it must not yield.
+	 */
+	const char *const *bitmaps;
+	unsigned nb_bitmaps;
+	int (*bitmap_status)(void *opaque, const char *name, uint64_t offset, uint64_t len,
+			     bool *dirty, uint64_t *run);
+	void *bitmap_opaque;
 };
+
+#define VS_NBD_MAX_BITMAPS 60
 
 struct vs_nbd_tls; /* nbd-tls.h */
 

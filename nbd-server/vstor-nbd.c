@@ -35,6 +35,8 @@ struct export_spec {
 	char *format;
 	char *description;
 	bool read_only;
+	const char **bitmaps; /* -B: served as qemu:dirty-bitmap:NAME */
+	unsigned nb_bitmaps;
 	struct vs_node *node;
 	char *overlay;	/* -s: temporary overlay file, unlinked once open */
 	bool from_pool; /* --pool: a volume that cannot be opened is left out */
@@ -125,6 +127,8 @@ static void usage(FILE *f)
 		"  -s, --snapshot           send writes to a temporary overlay, keep FILE intact\n"
 		"  -l, --load-snapshot=NAME export the internal snapshot NAME (or ID) read-only\n"
 		"  -A, --allocation-depth   accepted for qemu-nbd compatibility (always exported)\n"
+		"  -B, --bitmap=NAME        also export the dirty bitmap NAME of FILE as the\n"
+		"                           qemu:dirty-bitmap:NAME meta context (repeatable)\n"
 		"      --export name=N,file=PATH[,format=F][,readonly=on][,description=D]\n"
 		"                           add an export (repeatable)\n"
 		"      --pool=NAME          export every volume of pool NAME, named after it\n"
@@ -474,8 +478,37 @@ static int add_pool_exports(struct config *cfg, struct vs_error *err)
 	return 0;
 }
 
+/* -B: every bitmap must be in the image and usable, as qemu-nbd checks. */
+static int check_bitmaps(const struct export_spec *e, struct vs_error *err)
+{
+	struct vs_dirty_bitmap_info *list = NULL;
+	unsigned nb = 0;
+	int ret = 0;
+
+	if (!e->nb_bitmaps)
+		return 0;
+	if (vs_node_dirty_bitmaps(e->node, &list, &nb) == -ENOMEM)
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	for (unsigned i = 0; i < e->nb_bitmaps && ret == 0; i++) {
+		const struct vs_dirty_bitmap_info *bi = NULL;
+
+		for (unsigned j = 0; j < nb && !bi; j++)
+			if (!strcmp(list[j].name, e->bitmaps[i]))
+				bi = &list[j];
+		if (!bi)
+			ret = vs_error_set(err, -ENOENT, "Bitmap '%s' is not found", e->bitmaps[i]);
+		else if (bi->inconsistent)
+			ret = vs_error_set(err, -EINVAL,
+					   "Bitmap '%s' is inconsistent and cannot be used",
+					   e->bitmaps[i]);
+	}
+	free(list);
+	return ret;
+}
+
 static int add_to_server(struct config *cfg, struct export_spec *e, struct vs_error *err)
 {
+	int ret = check_bitmaps(e, err);
 	struct vs_nbd_export_opts eo = {
 		.name = e->name,
 		.description = e->description,
@@ -484,8 +517,12 @@ static int add_to_server(struct config *cfg, struct export_spec *e, struct vs_er
 		.wce = vs_cache_mode_knobs(cfg->eo.cache).wce,
 		.discard = cfg->eo.discard,
 		.detect_zeroes = cfg->eo.detect_zeroes,
+		.bitmaps = e->bitmaps,
+		.nb_bitmaps = e->nb_bitmaps,
 	};
 
+	if (ret < 0)
+		return ret;
 	return vs_nbd_server_add_export(the_server, &eo, err);
 }
 
@@ -777,6 +814,7 @@ int main(int argc, char **argv)
 		{ "snapshot", no_argument, NULL, 's' },
 		{ "load-snapshot", required_argument, NULL, 'l' },
 		{ "allocation-depth", no_argument, NULL, 'A' },
+		{ "bitmap", required_argument, NULL, 'B' },
 		VS_DAEMON_EXPORT_LONGOPTS,
 		{ "fork", no_argument, NULL, OPT_FORK },
 		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
@@ -800,11 +838,13 @@ int main(int argc, char **argv)
 	struct config cfg = { .port = "10809", .shared = 1, .sigfd = -1, .pw.inotify_fd = -1 };
 	struct vs_error lerr = { 0 };
 	const char *name = "", *desc = NULL, *format = NULL;
+	const char *bitmaps[VS_NBD_MAX_BITMAPS];
+	unsigned nb_bitmaps = 0;
 	bool read_only = false;
 	int c, ret;
 	char *end;
 
-	while ((c = getopt_long(argc, argv, "p:b:k:e:tx:D:rf:sl:AhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:b:k:e:tx:D:rf:sl:AB:hV", longopts, NULL)) != -1) {
 		if (vs_daemon_export_option(c, optarg, &cfg.eo))
 			continue;
 		switch (c) {
@@ -860,6 +900,13 @@ int main(int argc, char **argv)
 				cfg.load_snapshot = optarg;
 			break;
 		case 'A':
+			break;
+		case 'B':
+			if (nb_bitmaps == VS_NBD_MAX_BITMAPS)
+				vs_die("Too many bitmaps (at most %d)", VS_NBD_MAX_BITMAPS);
+			/* qemu-nbd lists the last -B first: so do we. */
+			memmove(bitmaps + 1, bitmaps, nb_bitmaps++ * sizeof(*bitmaps));
+			bitmaps[0] = optarg;
 			break;
 		case OPT_FORK:
 			cfg.fork = true;
@@ -949,8 +996,12 @@ int main(int argc, char **argv)
 		e->format = (char *)format;
 		e->description = (char *)desc;
 		e->read_only = read_only;
+		e->bitmaps = bitmaps;
+		e->nb_bitmaps = nb_bitmaps;
 	} else if (!cfg.nexports && !cfg.pool) {
 		vs_die("Expected a FILE to export (or --export). Try '%s --help'.", prog);
+	} else if (nb_bitmaps) {
+		vs_die("-B applies to FILE: it cannot be used with --export or --pool alone");
 	}
 
 	if (cfg.tls_creds) {

@@ -119,7 +119,7 @@ static void dirty_bitmaps(json_object *o, struct vs_node *node)
 		add_str(b, "name", list[i].name);
 		add_bool(b, "recording", list[i].recording);
 		add_bool(b, "persistent", list[i].persistent);
-		add_bool(b, "busy", false);
+		add_bool(b, "busy", vd_bitmap_busy(node, list[i].name));
 		add_int(b, "granularity", (int64_t)list[i].granularity);
 		add_int(b, "count", (int64_t)list[i].count);
 		if (list[i].inconsistent)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitmap.h"
 #include "block-info.h"
 #include "export.h"
 #include "job.h"
@@ -478,6 +479,7 @@ static void node_free(struct vd_node *n)
 	*p = n->next;
 	if (nodes_tail == &n->next)
 		nodes_tail = p;
+	vd_bitmap_node_gone(n->node);
 	vs_node_close(n->node);
 	free(n->name);
 	free(n);

@@ -60,7 +60,7 @@ static int lookup(struct qmp_call *call, const char *node, const char *name, str
 static int check_usable(struct qmp_call *call, struct vd_node *n,
 			const struct vs_dirty_bitmap_info *info, bool allow_ro)
 {
-	if (being_removed(n->node, info->name))
+	if (being_removed(n->node, info->name) || vd_bitmap_busy(n->node, info->name))
 		return qmp_error(
 			call, QMP_ERR_GENERIC,
 			"Bitmap '%s' is currently in use by another operation and cannot be "
@@ -236,7 +236,7 @@ static int remove_prepare(struct vd_action *a, struct qmp_call *call)
 	if (qmp_arg_str(call, "node", true, &node) < 0 ||
 	    qmp_arg_str(call, "name", true, &name) < 0 || lookup(call, node, name, &n, &info) < 0)
 		return -1;
-	if (being_removed(n->node, name))
+	if (being_removed(n->node, name) || vd_bitmap_busy(n->node, name))
 		return qmp_error(
 			call, QMP_ERR_GENERIC,
 			"Bitmap '%s' is currently in use by another operation and cannot be "

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bitmap.h"
 #include "block.h"
 #include "daemon.h"
 #include "job.h"
@@ -36,6 +37,8 @@ struct vd_export {
 	char *node_name;
 	struct vs_node *node; /* the export's reference */
 	char *nbd_name;	      /* NBD: the export's name on the server */
+	char **bitmaps;	      /* NBD: the node's bitmaps it serves, busy while it lives */
+	unsigned nb_bitmaps;
 	struct vs_vhost_blk *vhost;
 	char *socket_path; /* vhost-user-blk: removed when the export goes */
 	bool shutting_down;
@@ -236,20 +239,124 @@ static bool in_list(const char *const *list, const char *name)
 	return false;
 }
 
+/*
+ * block-export-add's "bitmaps" (QEMU's BlockDirtyBitmapOrStr list): a name
+ * of a bitmap of the exported node, or {node, name}. Checked as qsd does;
+ * the names go to *@names (borrowed from the arguments). vstord serves the
+ * bitmaps of the exported node only. 0, or -1 after qmp_error().
+ */
+static int nbd_bitmaps(struct qmp_call *call, struct vd_node *n, bool writable, const char **names,
+		       unsigned *nb)
+{
+	json_object *list, *v, *jn, *jname;
+	struct vs_dirty_bitmap_info info;
+	size_t len;
+
+	*nb = 0;
+	if (!json_object_object_get_ex(call->args, "bitmaps", &list))
+		return 0;
+	if (!json_object_is_type(list, json_type_array))
+		return qmp_error(call, QMP_ERR_GENERIC,
+				 "Invalid parameter type for 'bitmaps', expected: array");
+	len = json_object_array_length(list);
+	/* Every element's shape first, as QAPI checks the whole argument. */
+	for (size_t i = 0; i < len; i++) {
+		v = json_object_array_get_idx(list, i);
+		if (json_object_is_type(v, json_type_string))
+			continue;
+		if (!json_object_is_type(v, json_type_object))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Invalid parameter type for 'null', expected: "
+					 "BlockDirtyBitmapOrStr");
+		if (!json_object_object_get_ex(v, "node", &jn))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Parameter 'bitmaps[%zu].node' is missing", i);
+		if (!json_object_object_get_ex(v, "name", &jname))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Parameter 'bitmaps[%zu].name' is missing", i);
+		if (!json_object_is_type(jn, json_type_string))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Invalid parameter type for 'bitmaps[%zu].node', "
+					 "expected: string",
+					 i);
+		if (!json_object_is_type(jname, json_type_string))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Invalid parameter type for 'bitmaps[%zu].name', "
+					 "expected: string",
+					 i);
+		json_object_object_foreach(v, key, val)
+		{
+			(void)val;
+			if (strcmp(key, "node") && strcmp(key, "name"))
+				return qmp_error(call, QMP_ERR_GENERIC,
+						 "Parameter 'bitmaps[%zu].%s' is unexpected", i,
+						 key);
+		}
+	}
+	if (len > VS_NBD_MAX_BITMAPS)
+		return qmp_error(call, QMP_ERR_GENERIC, "Too many bitmaps (at most %d)",
+				 VS_NBD_MAX_BITMAPS);
+	for (size_t i = 0; i < len; i++) {
+		const char *name;
+
+		v = json_object_array_get_idx(list, i);
+		if (json_object_is_type(v, json_type_string)) {
+			name = json_object_get_string(v);
+			if (!vd_bitmap_find(n->node, name, &info))
+				return qmp_error(call, QMP_ERR_GENERIC, "Bitmap '%s' is not found",
+						 name);
+		} else {
+			struct vd_node *bn;
+
+			json_object_object_get_ex(v, "node", &jn);
+			json_object_object_get_ex(v, "name", &jname);
+			name = json_object_get_string(jname);
+			bn = vd_node_find(json_object_get_string(jn));
+			if (!bn)
+				return qmp_error(call, QMP_ERR_GENERIC, "Node '%s' not found",
+						 json_object_get_string(jn));
+			if (!vd_bitmap_find(bn->node, name, &info))
+				return qmp_error(call, QMP_ERR_GENERIC,
+						 "Dirty bitmap '%s' not found", name);
+			if (bn != n)
+				return qmp_error(call, QMP_ERR_GENERIC,
+						 "Exporting a bitmap of another node than the "
+						 "exported one is not supported yet by vstord");
+		}
+		if (vd_bitmap_busy(n->node, name))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Bitmap '%s' is currently in use by another operation and "
+					 "cannot be used",
+					 name);
+		if (info.inconsistent)
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Bitmap '%s' is inconsistent and cannot be used", name);
+		if (!writable && !vs_node_is_read_only(n->node) && info.recording)
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Enabled bitmap '%s' incompatible with readonly export",
+					 name);
+		for (unsigned j = 0; j < *nb; j++)
+			if (!strcmp(names[j], name))
+				return qmp_error(call, QMP_ERR_GENERIC,
+						 "Bitmap '%s' is given twice", name);
+		names[(*nb)++] = name;
+	}
+	return 0;
+}
+
 static int add_nbd(struct qmp_call *call, struct vd_export *e, struct vd_node *n, bool writable,
 		   bool writethrough)
 {
 	struct vs_error err = { 0 };
 	const char *name = e->node_name, *desc = NULL;
+	const char *bitmaps[VS_NBD_MAX_BITMAPS];
+	unsigned nb_bitmaps = 0;
 	bool depth = false;
 
 	if (qmp_arg_str(call, "name", false, &name) < 0 ||
 	    qmp_arg_str(call, "description", false, &desc) < 0 ||
 	    qmp_arg_bool(call, "allocation-depth", false, &depth) < 0)
 		return -1;
-	if (json_object_object_get_ex(call->args, "bitmaps", NULL))
-		return qmp_error(call, QMP_ERR_GENERIC,
-				 "Exporting bitmaps is not supported yet by vstord");
 	if (!nbd)
 		return qmp_error(call, QMP_ERR_GENERIC, "NBD server not running");
 	if (strlen(name) > 4096)
@@ -259,6 +366,8 @@ static int add_nbd(struct qmp_call *call, struct vd_export *e, struct vd_node *n
 	if (vs_nbd_server_get_export(nbd, name))
 		return qmp_error(call, QMP_ERR_GENERIC, "NBD server already has export named '%s'",
 				 name);
+	if (nbd_bitmaps(call, n, writable, bitmaps, &nb_bitmaps) < 0)
+		return -1;
 	e->nbd_name = strdup(name);
 	if (!e->nbd_name)
 		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
@@ -271,11 +380,25 @@ static int add_nbd(struct qmp_call *call, struct vd_export *e, struct vd_node *n
 					     .wce = !writethrough,
 					     .discard = n->discard,
 					     .detect_zeroes = n->detect_zeroes,
+					     .bitmaps = bitmaps,
+					     .nb_bitmaps = nb_bitmaps,
+					     .bitmap_status = vd_bitmap_status,
+					     .bitmap_opaque = e->node,
 				     },
 				     &err) < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
 	if (writethrough)
 		vs_export_set_writethrough(vs_nbd_server_get_export(nbd, name), true);
+	/* Busy while the export lives: export_free lets them go. */
+	e->bitmaps = nb_bitmaps ? calloc(nb_bitmaps, sizeof(*e->bitmaps)) : NULL;
+	for (unsigned i = 0; e->bitmaps && i < nb_bitmaps; i++) {
+		e->bitmaps[i] = strdup(bitmaps[i]);
+		if (!e->bitmaps[i] || vd_bitmap_busy_get(e->node, bitmaps[i]) < 0) {
+			free(e->bitmaps[i]);
+			break;
+		}
+		e->nb_bitmaps++;
+	}
 	return 0;
 }
 
@@ -326,6 +449,11 @@ static void export_free(struct vd_export *e)
 	}
 	if (e->socket_path)
 		unlink(e->socket_path);
+	for (unsigned i = 0; i < e->nb_bitmaps; i++) {
+		vd_bitmap_busy_put(e->node, e->bitmaps[i]);
+		free(e->bitmaps[i]);
+	}
+	free(e->bitmaps);
 	if (e->node)
 		vs_node_close(e->node);
 	free(e->socket_path);

@@ -971,3 +971,46 @@ int qcow2_bitmaps_list(struct vs_node *node, struct vs_dirty_bitmap_info **out, 
 	*nb = b->nb;
 	return 0;
 }
+
+static bool test_bit(const uint8_t *data, uint64_t i)
+{
+	return data[i / 8] & (1u << (i % 8));
+}
+
+int qcow2_bitmap_status(struct vs_node *node, const char *name, uint64_t offset, uint64_t len,
+			bool *dirty, uint64_t *run)
+{
+	struct qcow2_bitmap *bm = find_bitmap(&qcow2_state(node)->bitmaps, name);
+	uint64_t i, last, end;
+	bool state;
+
+	if (!bm)
+		return -ENOENT;
+	if (bm->inconsistent || !bm->data)
+		return -EINVAL;
+	i = offset >> bm->gran_bits;
+	if (i >= bm->nbits) { /* past the disk: nothing was written there */
+		*dirty = false;
+		*run = len;
+		return 0;
+	}
+	end = offset + len < offset ? UINT64_MAX : offset + len;
+	last = ((end - 1) >> bm->gran_bits) + 1; /* granules [i, last) hold the range */
+	if (last > bm->nbits)
+		last = bm->nbits;
+	state = test_bit(bm->data, i);
+	for (i++; i < last; i++) {
+		/* Whole bytes of the same state at once. */
+		if (i % 8 == 0 && last - i >= 8 && bm->data[i / 8] == (state ? 0xff : 0)) {
+			i += 7;
+			continue;
+		}
+		if (test_bit(bm->data, i) != state)
+			break;
+	}
+	*dirty = state;
+	*run = i == bm->nbits ? len : (i << bm->gran_bits) - offset;
+	if (*run > len)
+		*run = len;
+	return 0;
+}

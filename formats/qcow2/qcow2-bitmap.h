@@ -79,6 +79,9 @@ int qcow2_bitmaps_resize(struct vs_node *node, uint64_t size);
 int qcow2_bitmap_op(struct vs_node *node, const struct vs_bitmap_op *op, struct vs_error *err);
 /* The bitmaps of the image, persistent or not, newest first (vs_node_dirty_bitmaps). */
 int qcow2_bitmaps_list(struct vs_node *node, struct vs_dirty_bitmap_info **out, unsigned *nb);
+/* The state of bitmap @name at @offset and how long it lasts (vs_node_bitmap_status). */
+int qcow2_bitmap_status(struct vs_node *node, const char *name, uint64_t offset, uint64_t len,
+			bool *dirty, uint64_t *run);
 /* Fill info->bitmaps (the persistent ones). */
 int qcow2_bitmaps_info(struct vs_node *node, struct vs_image_info *info);
 /* The extension to write in the header cluster: 0 = none, else its 24 data bytes in @out. */

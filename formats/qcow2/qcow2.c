@@ -1001,6 +1001,7 @@ const struct vs_driver vs_driver_qcow2 = {
 	.measure = qcow2_measure,
 	.bitmap = qcow2_bitmap_op,
 	.bitmap_list = qcow2_bitmaps_list,
+	.bitmap_status = qcow2_bitmap_status,
 	.supported_write_flags = VS_REQ_COMPRESSED,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP,
 };

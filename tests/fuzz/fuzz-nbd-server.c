@@ -48,6 +48,16 @@ static void drainer(void *opaque)
 	vs_co_queue_wake_all(&r->wait);
 }
 
+/* The export's dirty bitmaps: "b0" dirty in its first 64 KiB, "b1" clean. */
+static int fuzz_bitmap_status(void *opaque, const char *name, uint64_t offset, uint64_t len,
+			      bool *dirty, uint64_t *run)
+{
+	(void)opaque;
+	*dirty = !strcmp(name, "b0") && offset < 65536;
+	*run = *dirty && 65536 - offset < len ? 65536 - offset : len;
+	return 0;
+}
+
 static void run_session(void *opaque)
 {
 	struct run *r = opaque;
@@ -74,7 +84,10 @@ static void run_session(void *opaque)
 						.node = node,
 						.wce = true,
 						.discard = VS_EXPORT_DISCARD_UNMAP,
-						.detect_zeroes = VS_EXPORT_DETECT_ZEROES_UNMAP };
+						.detect_zeroes = VS_EXPORT_DETECT_ZEROES_UNMAP,
+						.bitmaps = (const char *const[]){ "b0", "b1" },
+						.nb_bitmaps = 2,
+						.bitmap_status = fuzz_bitmap_status };
 		struct vs_nbd_export_opts e2 = { .name = "ro", .node = rnode, .read_only = true };
 
 		if (vs_nbd_server_add_export(srv, &e, &err) < 0 ||

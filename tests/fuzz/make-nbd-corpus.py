@@ -60,6 +60,9 @@ seeds = {
     "extended-go": flags + opt(11) + meta(10, b"", [b"base:allocation"]) + go() + commands(True),
     "list-info-abort": flags + opt(3) + meta(9, b"", []) + opt(6, struct.pack(">I", 2) + b"ro"
                                                               + struct.pack(">H", 0)) + opt(2),
+    "dirty-bitmap-go": flags + opt(8) + meta(9, b"", [b"qemu:dirty-bitmap:", b"qemu:"])
+    + meta(10, b"", [b"qemu:dirty-bitmap:b0", b"qemu:dirty-bitmap:b1", b"qemu:dirty-bitmap:zz",
+                     b"qemu:dirty-bitmap:"]) + go() + commands(),
     "readonly-writes": flags + opt(8) + go(b"ro") + req(1, 0, 16, 0, 1, b"B" * 16)
     + req(4, 0, 16, 0, 2) + req(6, 0, 16, 0, 3) + req(2, 0, 0),
     "bad-option-magic": flags + struct.pack(">QII", 1, 7, 0),

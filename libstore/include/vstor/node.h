@@ -423,6 +423,17 @@ struct vs_dirty_bitmap_info {
 int vs_node_dirty_bitmaps(struct vs_node *n, struct vs_dirty_bitmap_info **out, unsigned *nb);
 
 /*
+ * The state of @n's bitmap @name at byte @offset: *@dirty, and in *@run
+ * how far from @offset that state lasts (at least one byte, at most @len;
+ * runs end on the bitmap's granules). What an NBD server sends for the
+ * qemu:dirty-bitmap:NAME meta context. Does not yield. Returns 0, -ENOENT
+ * if there is no such bitmap, -EINVAL if it is inconsistent (in_use when
+ * found), -ENOTSUP if the format keeps no bitmaps.
+ */
+int vs_node_bitmap_status(struct vs_node *n, const char *name, uint64_t offset, uint64_t len,
+			  bool *dirty, uint64_t *run);
+
+/*
  * Change format options of an existing image (qemu-img amend): compat,
  * lazy_refcounts, refcount_bits, backing_file, backing_fmt, ...
  */
