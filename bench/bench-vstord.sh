@@ -20,7 +20,8 @@
 # NBD into the exported node, vstord against qsd with the same QMP commands
 # (tests/integration/qmp.py): the job's wall time from the QMP command to
 # BLOCK_JOB_READY, its throughput (the data it had to copy / that time) and
-# the client's write IOPS during the job (fio's IOPS log, 100 ms samples).
+# the client's write IOPS during the job (the writes fio's IOPS log counts
+# in 100 ms windows between the command and READY, / that time).
 #
 # Every round runs every cell; the tables print medians over the rounds of
 # each cell and of the per-round ratios (vstord / anchor: IOPS and
@@ -259,7 +260,9 @@ for path in glob.glob(d + "/load_iops*.log"):
         ms, v = int(f[0]), int(f[1])
         if t0 * 1000 + 100 <= ms <= t1 * 1000:
             samples.append(v)
-iops = sum(samples) / max(len(samples), 1)
+# Each sample is the IOPS of a 100 ms window; fio logs no window without
+# a completion, so count operations over the job's time, not mean samples.
+iops = sum(samples) * 0.1 / (t1 - t0)
 c.cmd("block-job-cancel", device="j", force=not ready)
 c.event("BLOCK_JOB_COMPLETED" if ready else "BLOCK_JOB_CANCELLED")
 row = ["job", rnd, kind, srv, "%.3f" % (t1 - t0), str(copy), str(offset),
