@@ -6,7 +6,7 @@
 #
 #   fuzz: TARGET: N executions in S s (E exec/s), corpus C inputs: OK|CRASH
 #
-#   scripts/run-fuzz.sh BUILD_DIR SECONDS [TARGET...]
+#   [VSTOR_FUZZ_JOBS=N] scripts/run-fuzz.sh BUILD_DIR SECONDS [TARGET...]
 #
 # New inputs go to a scratch corpus under BUILD_DIR/fuzz-work (the committed
 # corpus is only read); a crash, leak, timeout or out-of-memory leaves its
@@ -30,15 +30,16 @@ fi
 ((${#targets[@]})) || { echo "run-fuzz: no fuzz-* binaries in $build/tests/fuzz" >&2; exit 1; }
 stats=$build/fuzz-stats.txt
 : >"$stats"
-failed=0
-for t in "${targets[@]}"; do
+# run_one TARGET: fuzz one target, print its line; exit status 1 on a finding.
+run_one()
+{
+	local t=$1 bin seeds work art log rc=0 execs elapsed ncorpus status line
 	bin=$build/tests/fuzz/fuzz-$t
 	seeds=tests/fuzz/corpus/$t
 	work=$build/fuzz-work/$t
 	art=$build/fuzz-artifacts/$t
 	mkdir -p "$work" "$art"
 	log=$build/fuzz-$t.log
-	rc=0
 	# -timeout: one input may take 25 s at most (a hang is a finding);
 	# -rss_limit_mb: a client or a file must not make us allocate without bound.
 	ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1} \
@@ -52,11 +53,30 @@ for t in "${targets[@]}"; do
 	status=OK
 	if ((rc != 0)); then
 		status="CRASH (exit $rc; see $log and $art/)"
-		failed=1
 		grep -E 'ERROR: |SUMMARY: |runtime error' "$log" | head -n 5 >&2
 	fi
 	line="fuzz: $t: ${execs:-0} executions in ${elapsed:-$secs} s ($(((${execs:-0}) / (${elapsed:-$secs} > 0 ? ${elapsed:-$secs} : 1))) exec/s), corpus $ncorpus inputs: $status"
+	# One short write each: lines of targets running at once do not mix.
 	echo "$line"
 	echo "$line" >>"$stats"
+	((rc == 0))
+}
+
+# VSTOR_FUZZ_JOBS targets run at once (default 1); each is one process.
+njobs=${VSTOR_FUZZ_JOBS:-1}
+((njobs >= 1)) || njobs=1
+failed=0
+running=0
+for t in "${targets[@]}"; do
+	if ((running >= njobs)); then
+		wait -n || failed=1
+		running=$((running - 1))
+	fi
+	run_one "$t" &
+	running=$((running + 1))
+done
+while ((running > 0)); do
+	wait -n || failed=1
+	running=$((running - 1))
 done
 exit $failed

@@ -23,7 +23,8 @@
 #   VSTOR_ASAN_CC=clang    compiler for the sanitizer build (default: cc)
 #   VSTOR_FUZZ_SECONDS=N   build the libFuzzer targets with clang and run each
 #                          for N seconds (default: 60 with CI=true, 600 with
-#                          VSTOR_LONG=1, else 0 = skip); see scripts/run-fuzz.sh
+#                          VSTOR_LONG=1, else 0 = skip), as many at once as
+#                          there are CPUs; see scripts/run-fuzz.sh
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
@@ -34,7 +35,9 @@ logs=()          # testlog JSON files to sum up
 extra_passed=0
 extra_failed=0   # a build that failed counts as one failed test
 
-banner() { printf '\n===== %s =====\n' "$*"; }
+# Each step's banner carries the time since the start, so the log shows
+# where the CI budget goes.
+banner() { printf '\n===== [%d s] %s =====\n' $((SECONDS - t0)) "$*"; }
 
 if [[ ${VSTOR_NO_DEPS:-0} != 1 ]]; then
 	banner "dependencies"
@@ -162,14 +165,15 @@ if ((fuzz_secs > 0)); then
 	# on designated initializers); the plain and ASan builds judge warnings.
 	if CC=clang build build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
 		-Db_lundef=false; then
-		banner "fuzz: each target for $fuzz_secs s"
+		banner "fuzz: each target for $fuzz_secs s, $(nproc) at a time"
 		while IFS= read -r line; do
 			echo "$line"
 			case $line in
 			*": OK") extra_passed=$((extra_passed + 1)) ;;
 			*) extra_failed=$((extra_failed + 1)) ;;
 			esac
-		done < <(scripts/run-fuzz.sh build-fuzz "$fuzz_secs" | grep '^fuzz: ')
+		done < <(VSTOR_FUZZ_JOBS=${VSTOR_FUZZ_JOBS:-$(nproc)} \
+			scripts/run-fuzz.sh build-fuzz "$fuzz_secs" | grep '^fuzz: ')
 		grep -q . build-fuzz/fuzz-stats.txt 2>/dev/null || {
 			step_failures+=("fuzz")
 			extra_failed=$((extra_failed + 1))
