@@ -12,6 +12,8 @@ PACKAGES=(
 	liburing-dev libzstd-dev zlib1g-dev libdeflate-dev
 	# tests
 	libcmocka-dev valgrind python3 coreutils
+	# test-install: the bash completion runs inside bash-completion's framework
+	bash-completion
 	# tools the test scripts run: ip (network namespaces), pgrep/ps, git
 	iproute2 procps git
 	# /etc/services and /etc/protocols: rpcbind and rpcinfo resolve "sunrpc" through them
