@@ -16,6 +16,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uuid/uuid.h>
 
 #include "json.h"
 
@@ -666,17 +667,49 @@ static int write_atomic(const char *path, const char *text, struct vs_error *err
 	return 0;
 }
 
+/* A fresh random UUID in @out (37 bytes), spelled as libvirt spells it. */
 static void gen_uuid(char *out)
 {
-	FILE *f = fopen("/proc/sys/kernel/random/uuid", "re");
+	uuid_t u;
 
-	out[0] = '\0';
-	if (f) {
-		if (!fgets(out, 37, f))
-			out[0] = '\0';
-		fclose(f);
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, out);
+}
+
+/*
+ * A UUID the user gave (a definition's <uuid>): 32 hex digits, dashes and
+ * spaces anywhere as libvirt allows them; refused unless libuuid parses the
+ * canonical form, then spelled in lower case, so that pool-name and the
+ * duplicate check compare one spelling.
+ */
+static int check_uuid(char *uuid, struct vs_error *err)
+{
+	static const unsigned dash_after[] = { 8, 12, 16, 20 };
+	char canon[37];
+	unsigned nhex = 0, k = 0, d = 0;
+	uuid_t u;
+
+	for (const char *c = uuid; *c; c++) {
+		if (*c == '-' || *c == ' ')
+			continue;
+		if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') ||
+		      (*c >= 'A' && *c <= 'F')) ||
+		    nhex == 32)
+			goto bad;
+		if (d < 4 && nhex == dash_after[d]) {
+			canon[k++] = '-';
+			d++;
+		}
+		canon[k++] = *c;
+		nhex++;
 	}
-	out[strcspn(out, "\n")] = '\0';
+	canon[k] = '\0';
+	if (nhex != 32 || uuid_parse(canon, u) < 0)
+		goto bad;
+	uuid_unparse_lower(u, uuid);
+	return 0;
+bad:
+	return vs_error_set(err, -EINVAL, "XML error: malformed uuid element '%s'", uuid);
 }
 
 int pool_file(const struct vs_pool_state *st, const char *name, char *out, size_t outsz)
@@ -732,6 +765,8 @@ int vs_pool_define(struct vs_pool_state *st, struct vs_pool_def *def, struct vs_
 		return vs_error_set(err, -EEXIST, "pool '%s' already exists", def->name);
 	if (!def->uuid[0])
 		gen_uuid(def->uuid);
+	else if (check_uuid(def->uuid, err) < 0)
+		return err->code;
 	ret = vs_pool_state_list(st, &names, &n, err);
 	if (ret < 0)
 		return ret;

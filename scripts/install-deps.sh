@@ -10,6 +10,8 @@ PACKAGES=(
 	# build
 	build-essential meson ninja-build pkg-config
 	liburing-dev libzstd-dev zlib1g-dev libdeflate-dev
+	# pool UUIDs (libuuid)
+	uuid-dev
 	# tests
 	libcmocka-dev valgrind python3 coreutils
 	# test-install: the bash completion runs inside bash-completion's framework

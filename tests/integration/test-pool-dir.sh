@@ -112,6 +112,26 @@ assert_rc 0 vstor pool-dump x1
 mv out x1-again.json
 assert_rc 0 cmp x1-again.json x1.json
 assert_rc 0 vstor pool-undefine x1
+# UUIDs as libvirt takes them: any dashes, either case, stored canonical;
+# anything else refused.
+printf '<pool type="dir"><name>u1</name><uuid>0B1C2D3E4F5061728394A5B6C7D8E9F1</uuid><target><path>%s</path></target></pool>' \
+	"$WORKDIR/u1" >u1.xml
+assert_rc 0 vstor pool-define u1.xml
+assert_rc 0 vstor pool-uuid u1
+assert_eq "$(head -n1 out)" "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f1" "a UUID without dashes, upper case"
+assert_rc 0 vstor pool-name 0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f1
+assert_eq "$(head -n1 out)" "u1" "pool-name of the canonical UUID"
+assert_rc 0 vstor pool-undefine u1
+for bad in 0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f 0b1c2d3e-4f50-6172-8394-a5b6c7d8e9fz not-a-uuid; do
+	printf '<pool type="dir"><name>u2</name><uuid>%s</uuid><target><path>/x</path></target></pool>' \
+		"$bad" >u2.xml
+	assert_fails vstor pool-define u2.xml
+	assert_grep 'malformed uuid' err
+done
+# A generated UUID is a random (version 4) one.
+assert_rc 0 vstor pool-uuid p1
+[[ $(head -n1 out) =~ ^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$ ]] ||
+	fail "generated UUID $(head -n1 out) is not a random UUID"
 printf '<pool type="dir"><name>bad</name><target><path>/x</path></target>' >bad.xml
 assert_fails vstor pool-define bad.xml
 assert_grep 'invalid XML' err
