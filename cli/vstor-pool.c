@@ -118,7 +118,7 @@ static int def_from_opts(struct vstor_ctx *c, struct vs_pool_def *def)
 		{ "secret-uuid", OT_STR, false, "libvirt secret (not supported: use a file)" },  \
 		{ "extra", OT_MULTI, false, "backend field KEY=VALUE (vstor extension)" },       \
 	{                                                                                        \
-		"print-xml", OT_BOOL, false, "print the definition (JSON) instead of defining"   \
+		"print-xml", OT_BOOL, false, "print XML document, but don't define the pool"     \
 	}
 
 static int print_def(struct vstor_ctx *c, const struct vs_pool_def *def, bool active)
@@ -131,6 +131,9 @@ static int print_def(struct vstor_ctx *c, const struct vs_pool_def *def, bool ac
 	free(json);
 	return 0;
 }
+
+static void print_pool_xml(const struct vs_pool_def *d, const struct vs_pool_info *pi,
+			   bool inactive);
 
 static int define_def(struct vstor_ctx *c, struct vs_pool_def *def)
 {
@@ -149,7 +152,7 @@ static int cmd_pool_define_as(struct vstor_ctx *c)
 		return vstor_error(c, -ENOMEM, "out of memory");
 	ret = def_from_opts(c, def);
 	if (ret == 0 && opt_bool(c, "print-xml"))
-		ret = print_def(c, def, false);
+		print_pool_xml(def, NULL, true); /* as virsh: XML, pool-define reads it */
 	else if (ret == 0 && (ret = define_def(c, def)) == 0)
 		vstor_msg(c, "Pool %s defined\n\n", def->name);
 	free(def);
@@ -182,7 +185,7 @@ static int cmd_pool_create_as(struct vstor_ctx *c)
 		return vstor_error(c, -ENOMEM, "out of memory");
 	ret = def_from_opts(c, def);
 	if (ret == 0 && opt_bool(c, "print-xml")) {
-		ret = print_def(c, def, false);
+		print_pool_xml(def, NULL, true);
 		goto out;
 	}
 	/* No daemon keeps transient pools: it is defined, and undefined at pool-destroy. */
@@ -543,9 +546,8 @@ static void xml_elem(const char *indent, const char *name, const char *attr, con
  * directory has (active dir pools, unless @inactive: the definition only),
  * else what the definition asks for.
  */
-static void target_permissions(const struct vs_pool *p, bool inactive)
+static void target_permissions(const struct vs_pool_def *d, bool inactive)
 {
-	const struct vs_pool_def *d = &p->def;
 	struct stat st;
 
 	if (!inactive && !strcmp(d->type, "dir") && stat(d->target, &st) == 0) {
@@ -563,29 +565,26 @@ static void target_permissions(const struct vs_pool *p, bool inactive)
 	printf("    </permissions>\n");
 }
 
-/* libvirt's pool XML, as virsh pool-dumpxml writes it (pool-define reads it back). */
-static int cmd_pool_dumpxml(struct vstor_ctx *c)
+/*
+ * libvirt's pool XML of definition @d, as virsh writes it (pool-define reads
+ * it back): with the sizes of @pi when not NULL, the uuid when there is one,
+ * and the target's permissions as the directory has them unless @inactive.
+ */
+static void print_pool_xml(const struct vs_pool_def *d, const struct vs_pool_info *pi,
+			   bool inactive)
 {
-	const struct vs_pool_def *d;
-	struct vs_pool_info pi;
-	struct vs_pool *p;
-	int ret = with_pool(c, &p);
-
-	if (ret)
-		return ret;
-	d = &p->def;
 	printf("<pool type='");
 	vstor_xml_escape(stdout, d->type);
 	printf("'>\n");
 	xml_elem("  ", "name", NULL, d->name);
 	xml_elem("  ", "uuid", NULL, d->uuid);
-	if (p->active && !opt_bool(c, "inactive") && vs_pool_refresh(p, &pi, NULL, NULL) == 0) {
+	if (pi) {
 		printf("  <capacity unit='bytes'>%llu</capacity>\n",
-		       (unsigned long long)pi.capacity);
+		       (unsigned long long)pi->capacity);
 		printf("  <allocation unit='bytes'>%llu</allocation>\n",
-		       (unsigned long long)pi.allocation);
+		       (unsigned long long)pi->allocation);
 		printf("  <available unit='bytes'>%llu</available>\n",
-		       (unsigned long long)pi.available);
+		       (unsigned long long)pi->available);
 	}
 	printf("  <source>\n");
 	if (d->source_host[0]) {
@@ -619,10 +618,25 @@ static int cmd_pool_dumpxml(struct vstor_ctx *c)
 	if (d->target[0]) {
 		printf("  <target>\n");
 		xml_elem("    ", "path", NULL, d->target);
-		target_permissions(p, !p->active || opt_bool(c, "inactive"));
+		target_permissions(d, inactive);
 		printf("  </target>\n");
 	}
 	printf("</pool>\n");
+}
+
+/* libvirt's pool XML, as virsh pool-dumpxml writes it (pool-define reads it back). */
+static int cmd_pool_dumpxml(struct vstor_ctx *c)
+{
+	struct vs_pool_info pi;
+	struct vs_pool *p;
+	bool live;
+	int ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	live = p->active && !opt_bool(c, "inactive");
+	print_pool_xml(&p->def, live && vs_pool_refresh(p, &pi, NULL, NULL) == 0 ? &pi : NULL,
+		       !live);
 	vs_pool_free(p);
 	return 0;
 }

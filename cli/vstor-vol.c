@@ -136,18 +136,28 @@ static int cmd_vol_create_as(struct vstor_ctx *c)
 	if (ret == 0 && a.backing_path && !a.format)
 		a.format = "qcow2";
 	if (ret == 0 && opt_bool(c, "print-xml")) {
-		struct json_writer w;
-
-		/* The volume as vol-create takes it (JSON form). */
-		json_init(&w, stdout, true);
-		json_obj_begin(&w, NULL);
-		json_str(&w, "name", a.name);
-		json_uint(&w, "capacity", a.capacity);
+		/* The volume XML as virsh prints it, which vol-create reads. */
+		printf("<volume>\n  <name>");
+		vstor_xml_escape(stdout, a.name);
+		printf("</name>\n  <capacity>%llu</capacity>\n", (unsigned long long)a.capacity);
 		if (a.allocation != UINT64_MAX)
-			json_uint(&w, "allocation", a.allocation);
-		json_str(&w, "format", a.format ? a.format : p->backend->default_format);
-		json_obj_end(&w);
-		putchar('\n');
+			printf("  <allocation>%llu</allocation>\n",
+			       (unsigned long long)a.allocation);
+		printf("  <target>\n    <format type='");
+		vstor_xml_escape(stdout, a.format ? a.format : p->backend->default_format);
+		printf("'/>\n  </target>\n");
+		if (a.backing_path) {
+			printf("  <backingStore>\n    <path>");
+			vstor_xml_escape(stdout, a.backing_path);
+			printf("</path>\n");
+			if (a.backing_format) {
+				printf("    <format type='");
+				vstor_xml_escape(stdout, a.backing_format);
+				printf("'/>\n");
+			}
+			printf("  </backingStore>\n");
+		}
+		printf("</volume>\n");
 	} else if (ret == 0 && (ret = create_vol(c, p, &a)) == 0) {
 		vstor_msg(c, "Vol %s created\n\n", a.name);
 	}
@@ -159,6 +169,8 @@ static int cmd_vol_create_as(struct vstor_ctx *c)
 struct vol_def {
 	char name[VS_POOL_NAME_MAX + 1];
 	char format[16];
+	char backing[VS_POOL_PATH_MAX]; /* <backingStore><path>: a volume, by name or path */
+	char backing_format[16];
 	uint64_t capacity, allocation;
 	bool has_capacity;
 	uint32_t mode; /* 0: the default */
@@ -250,6 +262,21 @@ static int vol_def_parse(struct vstor_ctx *c, const char *file, struct vol_def *
 		e = px_child(px_child(root, "target"), "format");
 		if (e && px_attr(e, "type") && strlen(px_attr(e, "type")) < sizeof(d->format))
 			strcpy(d->format, px_attr(e, "type"));
+		e = px_child(root, "backingStore");
+		if (e) {
+			const struct px_elem *bp = px_child(e, "path"), *bf = px_child(e, "format");
+
+			if (!bp || !bp->text[0] || strlen(bp->text) >= sizeof(d->backing)) {
+				px_free(root);
+				vstor_error(c, -EINVAL, "%s: <backingStore> without a <path>",
+					    file);
+				goto out;
+			}
+			strcpy(d->backing, bp->text);
+			if (bf && px_attr(bf, "type") &&
+			    strlen(px_attr(bf, "type")) < sizeof(d->backing_format))
+				strcpy(d->backing_format, px_attr(bf, "type"));
+		}
 		e = px_child(px_child(root, "target"), "permissions");
 		if (e) {
 			const struct px_elem *m = px_child(e, "mode"), *o = px_child(e, "owner"),
@@ -286,6 +313,12 @@ static int vol_def_parse(struct vstor_ctx *c, const char *file, struct vol_def *
 		if ((v = pj_get(root, "format")) && v->type == PJ_STR &&
 		    strlen(v->str) < sizeof(d->format))
 			strcpy(d->format, v->str);
+		if ((v = pj_get(root, "backing")) && v->type == PJ_STR &&
+		    strlen(v->str) < sizeof(d->backing))
+			strcpy(d->backing, v->str);
+		if ((v = pj_get(root, "backing-format")) && v->type == PJ_STR &&
+		    strlen(v->str) < sizeof(d->backing_format))
+			strcpy(d->backing_format, v->str);
 		{
 			char ob[24], gb[24], mb[24];
 
@@ -316,9 +349,10 @@ static void vol_def_to_args(const struct vol_def *d, struct vs_vol_create_args *
 static int cmd_vol_create(struct vstor_ctx *c)
 {
 	struct vs_vol_create_args a = { .allocation = UINT64_MAX };
+	struct vs_vol_info bi;
 	struct vol_def d;
 	struct vs_pool *p;
-	int ret;
+	int ret = 0;
 
 	if (vol_def_parse(c, opt_get(c, "file"), &d))
 		return 1;
@@ -334,7 +368,14 @@ static int cmd_vol_create(struct vstor_ctx *c)
 	a.allocation = d.allocation;
 	a.prealloc_metadata = opt_bool(c, "prealloc-metadata");
 	vol_def_to_args(&d, &a);
-	ret = create_vol(c, p, &a);
+	if (d.backing[0]) {
+		ret = resolve_backing(c, p, d.backing,
+				      d.backing_format[0] ? d.backing_format : NULL, &a, &bi);
+		if (ret == 0 && !a.format)
+			a.format = "qcow2";
+	}
+	if (ret == 0)
+		ret = create_vol(c, p, &a);
 	if (ret == 0)
 		vstor_msg(c, "Vol %s created from %s\n\n", d.name, opt_get(c, "file"));
 	vs_pool_free(p);
@@ -1058,7 +1099,7 @@ static const struct opt_spec create_as_opts[] = {
 	{ "backing-vol", OT_STR, false, "the backing volume (name in the pool, or path)" },
 	{ "backing-vol-format", OT_STR, false, "format of the backing volume" },
 	{ "prealloc-metadata", OT_BOOL, false, "preallocate metadata (qcow2)" },
-	{ "print-xml", OT_BOOL, false, "print the definition (JSON) instead of creating" },
+	{ "print-xml", OT_BOOL, false, "print XML document, but don't create the volume" },
 	{ NULL },
 };
 static const struct opt_spec create_opts[] = {

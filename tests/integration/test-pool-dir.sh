@@ -145,16 +145,51 @@ assert_grep 'version 2 is not supported' err
 # be in this build yet; the definition syntax is what is checked here).
 assert_rc 0 vstor pool-define-as nfs1 dir --source-host nfs.example.com:2049 --source-path /export \
 	--target "$WORKDIR/x" --print-xml
-python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); s = d["source"]; assert s["host"] == "nfs.example.com" and s["port"] == 2049 and s["path"] == "/export", d' out ||
-	fail "--source-host host:port"
+# --print-xml prints libvirt's pool XML, as virsh does.
+cat >px.py <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+s = r.find("source")
+def attr(path, a):
+    e = r.find(path)
+    return e.get(a) if e is not None else None
+def text(path):
+    e = r.find(path)
+    return e.text if e is not None else None
+checks = {
+    "nfs1": lambda: attr("source/host", "name") == "nfs.example.com"
+        and attr("source/host", "port") == "2049" and attr("source/dir", "path") == "/export",
+    "i1": lambda: attr("source/auth", "type") == "chap" and attr("source/auth", "username") == "u"
+        and attr("source/auth/secret", "file") == "/etc/secret"
+        and [d.get("path") for d in s.findall("device")] == ["iqn.2026-01.test:t1"],
+    "lv1": lambda: attr("source/host", "name") == "h1" and attr("source/dir", "path") == "/p1"
+        and [d.get("path") for d in s.findall("device")] == ["/dev/loop7"]
+        and text("source/name") == "vg0" and text("target/path").endswith("/z"),
+}
+name = text("name")
+assert r.tag == "pool" and r.get("type") == "dir" and r.find("uuid") is None, ET.tostring(r)
+assert checks[name](), ET.tostring(r)
+PY
+python3 px.py out || fail "--print-xml: --source-host host:port"
 assert_rc 0 vstor pool-define-as i1 dir --source-host 127.0.0.1 --source-dev iqn.2026-01.test:t1 \
 	--auth-type chap --auth-username u --auth-secret-file /etc/secret --target "$WORKDIR/y" --print-xml
-python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); assert d["auth"] == {"type": "chap", "username": "u", "secret_file": "/etc/secret"} and d["source"]["devices"] == ["iqn.2026-01.test:t1"], d' out ||
-	fail "--auth-* options"
+python3 px.py out || fail "--print-xml: --auth-* options"
 # Positional form: name type source-host source-path source-dev source-name target.
 assert_rc 0 vstor pool-define-as lv1 dir h1 /p1 /dev/loop7 vg0 "$WORKDIR/z" --print-xml
-python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); s = d["source"]; assert s["host"] == "h1" and s["path"] == "/p1" and s["devices"] == ["/dev/loop7"] and s["name"] == "vg0" and d["target"].endswith("/z"), d' out ||
-	fail "positional pool-define-as"
+python3 px.py out || fail "--print-xml: positional pool-define-as"
+# What --print-xml prints, pool-define reads: the same definition as
+# pool-define-as makes directly (but for the generated uuid).
+mv out lv1.xml
+assert_rc 0 vstor pool-define lv1.xml
+assert_rc 0 vstor pool-dump lv1
+grep -v '"uuid"' out >lv1-from-xml.json
+assert_rc 0 vstor pool-undefine lv1
+assert_rc 0 vstor pool-define-as lv1 dir h1 /p1 /dev/loop7 vg0 "$WORKDIR/z"
+assert_rc 0 vstor pool-dump lv1
+grep -v '"uuid"' out >lv1-direct.json
+assert_rc 0 cmp lv1-from-xml.json lv1-direct.json
+assert_rc 0 vstor pool-undefine lv1
 assert_fails vstor pool-define-as 'a/b' dir --target "$WORKDIR/q"
 assert_grep "must not contain '/'" err
 
@@ -261,7 +296,33 @@ assert_rc 0 vstor vol-create p1 fromxml.xml
 assert_rc 0 vstor vol-dump fromxml.qcow2 --pool p1
 python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); assert d["format"] == "qcow2" and d["capacity"] == 64 << 20, d' out ||
 	fail "vol-create from vol-dumpxml"
+# ... with its <backingStore> (it was dropped: a volume without its base).
+assert_eq "$(qemu-img info --output=json "$pooldir/fromxml.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("backing-filename"))')" \
+	"$pooldir/disk.qcow2" "vol-create keeps the <backingStore> of vol-dumpxml"
 assert_rc 0 vstor vol-delete fromxml.qcow2 --pool p1
+# vol-create-as --print-xml prints the volume XML virsh prints; vol-create
+# makes the same volume from it.
+assert_rc 0 vstor vol-create-as p1 px.qcow2 48M --backing-vol disk.qcow2 --allocation 0 --print-xml
+python3 - out "$pooldir/disk.qcow2" <<'PY' || fail "vol-create-as --print-xml"
+import sys
+import xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+assert r.tag == "volume" and r.find("name").text == "px.qcow2", ET.tostring(r)
+assert r.find("capacity").text == str(48 << 20) and r.find("allocation").text == "0", ET.tostring(r)
+assert r.find("target/format").get("type") == "qcow2", ET.tostring(r)
+assert r.find("backingStore/path").text == sys.argv[2], ET.tostring(r)
+assert r.find("backingStore/format").get("type") == "qcow2", ET.tostring(r)
+PY
+[[ ! -e $pooldir/px.qcow2 ]] || fail "vol-create-as --print-xml created the volume"
+mv out px.xml
+assert_rc 0 vstor vol-create p1 px.xml
+assert_rc 0 qemu_img check "$pooldir/px.qcow2"
+assert_eq "$(qemu-img info --output=json "$pooldir/px.qcow2" | python3 -c 'import json,sys; d = json.load(sys.stdin); print(d["virtual-size"], d["backing-filename"])')" \
+	"$((48 << 20)) $pooldir/disk.qcow2" "vol-create from vol-create-as --print-xml"
+assert_rc 0 vstor vol-delete px.qcow2 --pool p1
+printf '<volume><name>nb.qcow2</name><capacity>1M</capacity><backingStore><format type="qcow2"/></backingStore></volume>' >nb.xml
+assert_fails vstor vol-create p1 nb.xml
+assert_grep 'backingStore> without a <path>' err
 # vstor-img reads and writes vol: names.
 assert_rc 0 vstor_img convert -O qcow2 vol:p1/top.qcow2 vol:p1/conv.qcow2
 assert_rc 0 qemu_img compare "$pooldir/top.qcow2" "$pooldir/conv.qcow2"
