@@ -433,17 +433,31 @@ int vstor_vol_get(struct vstor_ctx *c, const char *vol, const char *pool, struct
 
 /* ---- main ------------------------------------------------------------------- */
 
+/* The command groups, as virsh groups its commands (help KEYWORD lists one). */
+static const struct vstor_group {
+	const char *keyword;
+	const char *title;
+	const struct vstor_cmd *cmds;
+} vstor_groups[] = {
+	{ "pool", "Storage Pool", vstor_pool_cmds },
+	{ "volume", "Storage Volume", vstor_vol_cmds },
+	{ "block", "Block Device (of a running vstord or qemu-storage-daemon)", vstor_block_cmds },
+};
+
 static const struct vstor_cmd *find_cmd(const char *name)
 {
-	for (const struct vstor_cmd *t = vstor_pool_cmds; t->name; t++)
-		if (!strcmp(t->name, name))
-			return t;
-	for (const struct vstor_cmd *t = vstor_vol_cmds; t->name; t++)
-		if (!strcmp(t->name, name))
-			return t;
-	for (const struct vstor_cmd *t = vstor_block_cmds; t->name; t++)
-		if (!strcmp(t->name, name))
-			return t;
+	for (size_t g = 0; g < sizeof(vstor_groups) / sizeof(vstor_groups[0]); g++)
+		for (const struct vstor_cmd *t = vstor_groups[g].cmds; t->name; t++)
+			if (!strcmp(t->name, name))
+				return t;
+	return NULL;
+}
+
+static const struct vstor_group *find_group(const char *keyword)
+{
+	for (size_t g = 0; g < sizeof(vstor_groups) / sizeof(vstor_groups[0]); g++)
+		if (!strcmp(vstor_groups[g].keyword, keyword))
+			return &vstor_groups[g];
 	return NULL;
 }
 
@@ -456,6 +470,14 @@ static bool is_daemon_cmd(const struct vstor_cmd *cmd)
 	return false;
 }
 
+static void group_help(const struct vstor_group *g)
+{
+	printf(" %s (help keyword '%s'):\n", g->title, g->keyword);
+	for (const struct vstor_cmd *t = g->cmds; t->name; t++)
+		printf("    %-20s %s\n", t->name, t->summary);
+	printf("\n");
+}
+
 static void usage(void)
 {
 	printf("%s [options]... <command> [args...]\n\n"
@@ -465,18 +487,12 @@ static void usage(void)
 	       "    -q | --quiet            quiet mode\n"
 	       "    -h | --help             this help\n"
 	       "    -v | --version          program version\n"
-	       "    --state-dir=DIR         state directory (also VSTOR_STATE_DIR)\n\n"
-	       " Storage Pool (help keyword 'pool'):\n",
+	       "    --state-dir=DIR         state directory (also VSTOR_STATE_DIR)\n\n",
 	       VSTOR_PROGNAME);
-	for (const struct vstor_cmd *t = vstor_pool_cmds; t->name; t++)
-		printf("    %-20s %s\n", t->name, t->summary);
-	printf("\n Storage Volume (help keyword 'volume'):\n");
-	for (const struct vstor_cmd *t = vstor_vol_cmds; t->name; t++)
-		printf("    %-20s %s\n", t->name, t->summary);
-	printf("\n Block (a running vstord or qemu-storage-daemon, over QMP):\n");
-	for (const struct vstor_cmd *t = vstor_block_cmds; t->name; t++)
-		printf("    %-20s %s\n", t->name, t->summary);
-	printf("\n  (specify help <command> for details about the command)\n\n");
+	for (size_t g = 0; g < sizeof(vstor_groups) / sizeof(vstor_groups[0]); g++)
+		group_help(&vstor_groups[g]);
+	printf("  (specify help <group> for details about the commands in the group)\n\n"
+	       "  (specify help <command> for details about the command)\n\n");
 }
 
 static void run_cmd(void *arg)
@@ -534,11 +550,16 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[a], "help")) {
 		const struct vstor_cmd *cmd = a + 1 < argc ? find_cmd(argv[a + 1]) : NULL;
+		const struct vstor_group *group = a + 1 < argc ? find_group(argv[a + 1]) : NULL;
 
-		if (a + 1 < argc && !cmd)
-			return vstor_error(c, -EINVAL, "command '%s' doesn't exist", argv[a + 1]);
+		if (a + 1 < argc && !cmd && !group)
+			return vstor_error(c, -EINVAL,
+					   "command or command group '%s' doesn't exist",
+					   argv[a + 1]);
 		if (cmd)
 			cmd_help(cmd);
+		else if (group)
+			group_help(group);
 		else
 			usage();
 		return 0;

@@ -23,6 +23,19 @@ json_ok() { python3 -c 'import json,sys; json.load(sys.stdin)'; }
 
 pooldir=$WORKDIR/images
 
+# --- help, as virsh's: a command, a group keyword, neither ---
+assert_rc 0 vstor help vol-create-as
+assert_grep 'vol-create-as - create a volume' out
+for kw in pool volume block; do
+	assert_rc 0 vstor help "$kw"
+	assert_grep "\(help keyword '$kw'\):" out
+	[[ $(grep -c "help keyword" out) == 1 ]] || fail "help $kw lists other groups"
+done
+assert_rc 0 vstor help volume
+assert_grep '^    vol-wipe ' out
+assert_fails vstor help nosuch
+assert_grep "command or command group 'nosuch' doesn't exist" err
+
 # --- pool lifecycle ---
 assert_rc 0 vstor pool-define-as p1 dir --target "$pooldir"
 assert_grep '^Pool p1 defined' out
