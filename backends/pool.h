@@ -192,6 +192,13 @@ struct vs_pool_backend {
 	const char *type; /* "dir", ... */
 	/* Default volume format when vol-create-as has no --format. */
 	const char *default_format;
+	/*
+	 * The volume formats vol-create takes (NULL-terminated), and the
+	 * <source><format type=...> values a definition takes, the default
+	 * first; NULL: none. pool-capabilities lists them.
+	 */
+	const char *const *vol_formats;
+	const char *const *source_formats;
 
 	/*
 	 * Check a definition at define time (required fields of this type,

@@ -641,6 +641,65 @@ static int cmd_pool_dumpxml(struct vstor_ctx *c)
 	return 0;
 }
 
+/* An <enum name=@name> of @values (NULL-terminated), as libvirt's capabilities list them. */
+static void caps_enum(const char *name, const char *const *values)
+{
+	printf("      <enum name='%s'>\n", name);
+	for (; *values; values++)
+		printf("        <value>%s</value>\n", *values);
+	printf("      </enum>\n");
+}
+
+/*
+ * virsh pool-capabilities: every pool type libvirt knows, supported='yes'
+ * for those registered in this build, with the source formats a definition
+ * takes and the volume formats vol-create makes (the first is the default).
+ */
+static int cmd_pool_capabilities(struct vstor_ctx *c)
+{
+	static const char *const libvirt_types[] = {
+		"dir",	 "fs",	"netfs",    "logical", "disk", "iscsi",	   "iscsi-direct", "scsi",
+		"mpath", "rbd", "sheepdog", "gluster", "zfs",  "vstorage", NULL,
+	};
+	const char *const *ours = vs_pool_backend_types();
+
+	(void)c;
+	printf("<storagepoolCapabilities>\n");
+	for (const char *const *t = libvirt_types; *t; t++) {
+		const struct vs_pool_backend *be = vs_pool_backend_find(*t);
+
+		if (!be) {
+			printf("  <pool type='%s' supported='no'/>\n", *t);
+			continue;
+		}
+		printf("  <pool type='%s' supported='yes'>\n", *t);
+		if (be->source_formats) {
+			printf("    <poolOptions>\n      <defaultFormat type='%s'/>\n",
+			       be->source_formats[0]);
+			caps_enum("sourceFormatType", be->source_formats);
+			printf("    </poolOptions>\n");
+		}
+		if (be->vol_formats) {
+			printf("    <volOptions>\n      <defaultFormat type='%s'/>\n",
+			       be->default_format);
+			caps_enum("targetFormatType", be->vol_formats);
+			printf("    </volOptions>\n");
+		}
+		printf("  </pool>\n");
+	}
+	/* Types of vstor's own that libvirt does not have. */
+	for (; *ours; ours++) {
+		bool known = false;
+
+		for (const char *const *t = libvirt_types; *t && !known; t++)
+			known = !strcmp(*t, *ours);
+		if (!known)
+			printf("  <pool type='%s' supported='yes'/>\n", *ours);
+	}
+	printf("</storagepoolCapabilities>\n");
+	return 0;
+}
+
 static int cmd_pool_dump(struct vstor_ctx *c)
 {
 	struct vs_pool *p;
@@ -791,6 +850,7 @@ const struct vstor_cmd vstor_pool_cmds[] = {
 	{ "autostart", cmd_autostart, no_opts, "start every pool marked autostart", true },
 	{ "pool-autostart", cmd_pool_autostart, autostart_opts, "autostart a pool", true },
 	{ "pool-build", cmd_pool_build, build_opts, "build a pool", false },
+	{ "pool-capabilities", cmd_pool_capabilities, no_opts, "storage pool capabilities", false },
 	{ "pool-create-as", cmd_pool_create_as, create_as_opts,
 	  "create a pool from a set of args (defined, started, undefined at destroy)", true },
 	{ "pool-define", cmd_pool_define, file_opts,

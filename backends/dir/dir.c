@@ -267,6 +267,7 @@ static int dir_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint
 VS_POOL_BACKEND(dir_backend) = {
 	.type = "dir",
 	.default_format = "raw",
+	.vol_formats = (const char *const[]){ "raw", "qcow2", NULL },
 	.check_def = dir_check_def,
 	.build = dir_build,
 	.start = dir_start,

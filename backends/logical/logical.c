@@ -862,6 +862,8 @@ static int logical_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, 
 VS_POOL_BACKEND(logical_backend) = {
 	.type = "logical",
 	.default_format = "raw",
+	.vol_formats = (const char *const[]){ "raw", "qcow2", NULL },
+	.source_formats = (const char *const[]){ "auto", "lvm2", NULL },
 	.check_def = logical_check_def,
 	.attach = logical_attach,
 	.detach = logical_detach,

@@ -303,6 +303,8 @@ static int netfs_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, ui
 VS_POOL_BACKEND(netfs_backend) = {
 	.type = "netfs",
 	.default_format = "raw",
+	.vol_formats = (const char *const[]){ "raw", "qcow2", NULL },
+	.source_formats = (const char *const[]){ "auto", "nfs", NULL },
 	.check_def = netfs_check_def,
 	.attach = netfs_attach,
 	.detach = netfs_detach,

@@ -36,6 +36,39 @@ assert_grep '^    vol-wipe ' out
 assert_fails vstor help nosuch
 assert_grep "command or command group 'nosuch' doesn't exist" err
 
+# --- pool-capabilities: libvirt's XML; what it offers is what works ---
+assert_rc 0 vstor pool-capabilities
+mv out caps.xml
+assert_fails vstor pool-define-as t0 nosuchtype --target /x
+known=$(sed -nE 's/.*\(known: (.*)\).*/\1/p' err | tr -d ,)
+[[ -n $known ]] || fail "no list of known pool types"
+python3 - caps.xml $known <<'PY' >dirfmts || fail "pool-capabilities"
+import sys
+import xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+assert r.tag == "storagepoolCapabilities", r.tag
+pools = {p.get("type"): p for p in r.findall("pool")}
+supported = sorted(t for t, p in pools.items() if p.get("supported") == "yes")
+assert supported == sorted(sys.argv[2:]), (supported, sys.argv[2:])
+for t in ("fs", "disk", "scsi", "mpath"):
+    assert pools[t].get("supported") == "no", t
+d = pools["dir"].find("volOptions")
+assert d.find("defaultFormat").get("type") == "raw", ET.tostring(d)
+print(" ".join(v.text for v in d.findall("enum[@name='targetFormatType']/value")))
+PY
+mkdir -p "$WORKDIR/capspool"
+assert_rc 0 vstor pool-define-as caps dir --target "$WORKDIR/capspool"
+assert_rc 0 vstor pool-start caps --build
+for f in $(cat dirfmts); do
+	assert_rc 0 vstor vol-create-as caps "v.$f" 1M --format "$f"
+	assert_rc 0 vstor vol-dump "v.$f" --pool caps
+	python3 -c 'import json,sys; assert json.load(open(sys.argv[1]))["format"] == sys.argv[2]' out "$f" ||
+		fail "pool-capabilities offers format $f, but the volume is not $f"
+	assert_rc 0 vstor vol-delete "v.$f" --pool caps
+done
+assert_rc 0 vstor pool-destroy caps
+assert_rc 0 vstor pool-undefine caps
+
 # --- pool lifecycle ---
 assert_rc 0 vstor pool-define-as p1 dir --target "$pooldir"
 assert_grep '^Pool p1 defined' out
