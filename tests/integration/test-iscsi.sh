@@ -165,12 +165,22 @@ assert_grep "CHAP" err "pool-start with a wrong CHAP secret"
 reads=()
 vstor_io -f raw -c 'writeb 16M 4M 0x42' "$P/$IQN1/2" >/dev/null || fail "write before the kill"
 for ((i = 0; i < 200; i++)); do reads+=(-c 'readb 16M 4M 0x42'); done
+# read_bytes: bytes the initiator has received on its connection to tgtd.
+read_bytes()
+{
+	local n
+	n=$(ss -tinH state established "( dport = :$ISCSI_PORT )" |
+		sed -nE 's/.*bytes_received:([0-9]+).*/\1/p' | sort -n | tail -n 1)
+	echo "${n:-0}"
+}
 rc=0
-(
-	sleep 0.3
-	kill -KILL "$TGTD_PID"
-) &
-timeout 120 "$VSTOR_IO" -f raw "${reads[@]}" "$P/$IQN1/2" >/dev/null 2>dead.err || rc=$?
+timeout 120 "$VSTOR_IO" -f raw "${reads[@]}" "$P/$IQN1/2" >/dev/null 2>dead.err &
+io_pid=$!
+# Kill the target once reads are flowing (8 MiB received: logged in, two
+# reads done), not at a guessed moment.
+wait_for 60 eval '(($(read_bytes) > 8 << 20))'
+kill -KILL "$TGTD_PID"
+wait "$io_pid" || rc=$?
 assert_eq "$rc" 1 "exit status of I/O whose iSCSI target died"
 assert_grep "error" dead.err "error of I/O whose iSCSI target died"
 grep -q mismatch dead.err && fail "wrong data before the target died"
