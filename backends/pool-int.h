@@ -67,6 +67,11 @@ bool vs_vol_create_full(const struct vs_vol_create_args *a);
 size_t vs_pool_create_opts(struct vs_kv *kv, const char *backing, const char *backing_fmt,
 			   const char *prealloc);
 /*
+ * The qcow2 options of @a (compat, cluster_size, lazy_refcounts) into @kv
+ * (room for 3) when @a->format is qcow2. Returns how many.
+ */
+size_t vs_pool_create_qcow2_opts(struct vs_kv *kv, const struct vs_vol_create_args *a);
+/*
  * Open @vol's image (its path, without backing; @force_share as -U), resize
  * it to @capacity with @prealloc, close it.
  */

@@ -379,6 +379,8 @@ int vs_pool_probe_volume(struct vs_pool *p, struct vs_vol_info *vol, struct vs_e
 		return ret;
 	strcpy(vol->format, "raw");
 	vol->capacity = vs_node_size(n);
+	if (!vol->physical)
+		vol->physical = vol->capacity; /* what the storage holds: the node's size */
 	vol->backing[0] = vol->backing_format[0] = '\0';
 	len = vol->capacity < hdr_len ? (size_t)vol->capacity : hdr_len;
 	buf = vs_buf_zalloc(hdr_len);
@@ -399,6 +401,10 @@ int vs_pool_probe_volume(struct vs_pool *p, struct vs_vol_info *vol, struct vs_e
 
 		strcpy(vol->format, "qcow2");
 		vol->capacity = vs_be64(buf + 24);
+		strcpy(vol->compat, version >= 3 ? "1.1" : "0.10");
+		if (vs_be32(buf + 20) >= 9 && vs_be32(buf + 20) <= 21)
+			vol->cluster_size = 1u << vs_be32(buf + 20);
+		vol->lazy_refcounts = version >= 3 && len >= 88 && (vs_be64(buf + 80) & 1);
 		if (boff && blen && blen < sizeof(vol->backing) && boff < len &&
 		    blen <= len - boff) {
 			memcpy(vol->backing, buf + boff, blen);

@@ -245,6 +245,21 @@ size_t vs_pool_create_opts(struct vs_kv *kv, const char *backing, const char *ba
 	return n;
 }
 
+size_t vs_pool_create_qcow2_opts(struct vs_kv *kv, const struct vs_vol_create_args *a)
+{
+	size_t n = 0;
+
+	if (!a->format || strcmp(a->format, "qcow2"))
+		return 0;
+	if (a->compat)
+		kv[n++] = (struct vs_kv){ "compat", a->compat };
+	if (a->cluster_size)
+		kv[n++] = (struct vs_kv){ "cluster_size", a->cluster_size };
+	if (a->lazy_refcounts)
+		kv[n++] = (struct vs_kv){ "lazy_refcounts", a->lazy_refcounts };
+	return n;
+}
+
 int vs_pool_image_resize(const struct vs_vol_info *vol, bool force_share, uint64_t capacity,
 			 enum vs_prealloc prealloc, struct vs_error *err)
 {

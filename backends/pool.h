@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "vstor/error.h"
 #include "vstor/node.h"
@@ -135,6 +136,15 @@ struct vs_vol_info {
 	bool has_perms;
 	uint32_t mode; /* permission bits (07777) */
 	uint32_t owner, group;
+	/* Bytes the storage holds for it (file size, LV size); 0: unknown. */
+	uint64_t physical;
+	/* Times of the volume's file, when the backend knows them (dir). */
+	bool has_times;
+	struct timespec atime, mtime, ctime;
+	/* qcow2 only (probed): "0.10" or "1.1", the cluster size, lazy refcounts. */
+	char compat[8];
+	uint32_t cluster_size;
+	bool lazy_refcounts;
 };
 
 /* A growable list of volumes (refresh). */
@@ -173,6 +183,14 @@ struct vs_vol_create_args {
 	uint32_t mode;
 	bool set_owner, set_group;
 	uint32_t owner, group;
+	/*
+	 * qcow2 options of libvirt's volume XML (<compat>, <clusterSize>,
+	 * <features><lazy_refcounts/>), as create option values; NULL: the
+	 * default. Ignored for raw volumes.
+	 */
+	const char *compat;
+	const char *cluster_size;
+	const char *lazy_refcounts;
 };
 
 #define VS_VOL_DEFAULT_MODE 0600  /* libvirt's default for new volumes */

@@ -65,6 +65,8 @@ static void json_vol(struct json_writer *w, const char *key, const struct vs_vol
 	json_str(w, "format", v->format);
 	json_uint(w, "capacity", v->capacity);
 	json_uint(w, "allocation", v->allocation);
+	if (v->physical)
+		json_uint(w, "physical", v->physical);
 	if (v->backing[0]) {
 		json_str(w, "backing", v->backing);
 		if (v->backing_format[0])
@@ -171,6 +173,9 @@ struct vol_def {
 	char format[16];
 	char backing[VS_POOL_PATH_MAX]; /* <backingStore><path>: a volume, by name or path */
 	char backing_format[16];
+	char compat[8];	       /* <target><compat> */
+	char cluster_size[24]; /* <target><clusterSize>, in bytes */
+	bool lazy_refcounts;   /* <target><features><lazy_refcounts/> */
 	uint64_t capacity, allocation;
 	bool has_capacity;
 	uint32_t mode; /* 0: the default */
@@ -262,6 +267,30 @@ static int vol_def_parse(struct vstor_ctx *c, const char *file, struct vol_def *
 		e = px_child(px_child(root, "target"), "format");
 		if (e && px_attr(e, "type") && strlen(px_attr(e, "type")) < sizeof(d->format))
 			strcpy(d->format, px_attr(e, "type"));
+		e = px_child(px_child(root, "target"), "compat");
+		if (e) {
+			if (strcmp(e->text, "0.10") && strcmp(e->text, "1.1")) {
+				vstor_error(c, -EINVAL, "%s: unknown <compat> '%s' (0.10 or 1.1)",
+					    file, e->text);
+				px_free(root);
+				goto out;
+			}
+			strcpy(d->compat, e->text);
+		}
+		e = px_child(px_child(root, "target"), "clusterSize");
+		if (e) {
+			uint64_t cs;
+
+			if (parse_scaled(e->text, px_attr(e, "unit"), &cs) < 0) {
+				px_free(root);
+				vstor_error(c, -EINVAL, "%s: bad <clusterSize>", file);
+				goto out;
+			}
+			snprintf(d->cluster_size, sizeof(d->cluster_size), "%llu",
+				 (unsigned long long)cs);
+		}
+		d->lazy_refcounts =
+			px_child(px_child(px_child(root, "target"), "features"), "lazy_refcounts");
 		e = px_child(root, "backingStore");
 		if (e) {
 			const struct px_elem *bp = px_child(e, "path"), *bf = px_child(e, "format");
@@ -368,6 +397,10 @@ static int cmd_vol_create(struct vstor_ctx *c)
 	a.allocation = d.allocation;
 	a.prealloc_metadata = opt_bool(c, "prealloc-metadata");
 	vol_def_to_args(&d, &a);
+	a.compat = d.compat[0] ? d.compat : NULL;
+	a.cluster_size = d.cluster_size[0] ? d.cluster_size : NULL;
+	/* As libvirt: lazy refcounts on when asked (and compat allows it). */
+	a.lazy_refcounts = d.lazy_refcounts ? "on" : NULL;
 	if (d.backing[0]) {
 		ret = resolve_backing(c, p, d.backing,
 				      d.backing_format[0] ? d.backing_format : NULL, &a, &bi);
@@ -935,8 +968,14 @@ static int cmd_vol_info(struct vstor_ctx *c)
 		printf("%-15s %s\n", "Type:", vs_vol_type_name(v.type));
 		info_size(c, buf, sizeof(buf), v.capacity);
 		printf("%-15s %s\n", "Capacity:", buf);
-		info_size(c, buf, sizeof(buf), v.allocation);
-		printf("%-15s %s\n\n", "Allocation:", buf);
+		/* --physical: what the storage holds for it, in place of the allocation. */
+		if (opt_bool(c, "physical")) {
+			info_size(c, buf, sizeof(buf), v.physical);
+			printf("%-15s %s\n\n", "Physical:", buf);
+		} else {
+			info_size(c, buf, sizeof(buf), v.allocation);
+			printf("%-15s %s\n\n", "Allocation:", buf);
+		}
 	}
 	vs_pool_free(p);
 	return 0;
@@ -1034,14 +1073,34 @@ static int cmd_vol_dumpxml(struct vstor_ctx *c)
 	printf("</name>\n  <key>");
 	vstor_xml_escape(stdout, v.path);
 	printf("</key>\n  <capacity unit='bytes'>%llu</capacity>\n"
-	       "  <allocation unit='bytes'>%llu</allocation>\n  <target>\n    <path>",
+	       "  <allocation unit='bytes'>%llu</allocation>\n",
 	       (unsigned long long)v.capacity, (unsigned long long)v.allocation);
+	if (v.physical)
+		printf("  <physical unit='bytes'>%llu</physical>\n",
+		       (unsigned long long)v.physical);
+	printf("  <target>\n    <path>");
 	vstor_xml_escape(stdout, v.path);
 	printf("</path>\n    <format type='%s'/>\n", v.format);
 	if (v.has_perms)
 		printf("    <permissions>\n      <mode>%04o</mode>\n      <owner>%u</owner>\n"
 		       "      <group>%u</group>\n    </permissions>\n",
 		       (unsigned)v.mode, (unsigned)v.owner, (unsigned)v.group);
+	if (v.has_times) {
+		const struct timespec *ts[] = { &v.atime, &v.mtime, &v.ctime };
+		const char *names[] = { "atime", "mtime", "ctime" };
+
+		printf("    <timestamps>\n");
+		for (int i = 0; i < 3; i++)
+			printf("      <%s>%lld.%09ld</%s>\n", names[i], (long long)ts[i]->tv_sec,
+			       ts[i]->tv_nsec, names[i]);
+		printf("    </timestamps>\n");
+	}
+	if (v.compat[0])
+		printf("    <compat>%s</compat>\n", v.compat);
+	if (v.cluster_size)
+		printf("    <clusterSize unit='B'>%u</clusterSize>\n", v.cluster_size);
+	if (v.lazy_refcounts)
+		printf("    <features>\n      <lazy_refcounts/>\n    </features>\n");
 	printf("  </target>\n");
 	if (v.backing[0]) {
 		printf("  <backingStore>\n    <path>");
@@ -1168,7 +1227,8 @@ static const struct opt_spec info_opts[] = {
 	VOL_OPT,
 	POOL_OPT,
 	{ "bytes", OT_BOOL, false, "sizes in bytes" },
-	{ "physical", OT_BOOL, false, "accepted" },
+	{ "physical", OT_BOOL, false,
+	  "return the physical size of the volume in allocation field" },
 	{ NULL },
 };
 static const struct opt_spec vol_opts[] = { VOL_OPT, POOL_OPT, { NULL } };

@@ -126,6 +126,11 @@ static int dir_fill(struct vs_pool *p, const char *name, struct vs_vol_info *vol
 		return vs_pool_vol_not_found(err, name);
 	vol->type = VS_VOL_FILE;
 	vol->allocation = (uint64_t)st.st_blocks * 512;
+	vol->physical = (uint64_t)st.st_size;
+	vol->has_times = true;
+	vol->atime = st.st_atim;
+	vol->mtime = st.st_mtim;
+	vol->ctime = st.st_ctim;
 	vol->has_perms = true;
 	vol->mode = st.st_mode & 07777;
 	vol->owner = st.st_uid;
@@ -179,7 +184,7 @@ static int dir_vol_info(struct vs_pool *p, const char *name, struct vs_vol_info 
 static int dir_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a,
 			  struct vs_error *err)
 {
-	struct vs_kv kv[3];
+	struct vs_kv kv[6];
 	size_t nkv;
 	char path[VS_POOL_PATH_MAX];
 	bool qcow2 = !strcmp(a->format, "qcow2");
@@ -213,6 +218,7 @@ static int dir_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a,
 				  full				? "falloc" :
 				  qcow2 && a->prealloc_metadata ? "metadata" :
 								  NULL);
+	nkv += vs_pool_create_qcow2_opts(kv + nkv, a);
 	ret = vs_image_create(path, a->format, a->capacity, kv, nkv, err);
 	if (ret == 0 && !qcow2 && !full && a->allocation != UINT64_MAX && a->allocation) {
 		/* --allocation below the capacity: allocate that much up front, sparse after. */

@@ -697,7 +697,7 @@ static int logical_vol_create(struct vs_pool *p, const struct vs_vol_create_args
 	struct lvm_out o;
 	bool qcow2 = !strcmp(a->format, "qcow2");
 	uint64_t size = a->capacity;
-	struct vs_kv kv[3];
+	struct vs_kv kv[6];
 	size_t nkv;
 	int ret = lvm_check_name(a->name, "Volume", err);
 
@@ -753,6 +753,7 @@ static int logical_vol_create(struct vs_pool *p, const struct vs_vol_create_args
 		int lfd = -1;
 
 		nkv = vs_pool_create_opts(kv, a->backing_path, a->backing_format, NULL);
+		nkv += vs_pool_create_qcow2_opts(kv + nkv, a);
 		ret = uri ? 0 : vs_error_set(err, -ENOMEM, "Out of memory");
 		if (ret == 0 && vol.type == VS_VOL_BLOCK)
 			snprintf(uri, 65536, "%s", vol.path);

@@ -206,7 +206,7 @@ static int netfs_vol_create(struct vs_pool *p, const struct vs_vol_create_args *
 			    struct vs_error *err)
 {
 	char url[VS_POOL_PATH_MAX], path[VS_POOL_NAME_MAX + 2];
-	struct vs_kv kv[3];
+	struct vs_kv kv[6];
 	size_t nkv;
 	bool qcow2 = !strcmp(a->format, "qcow2");
 	int ret;
@@ -243,6 +243,7 @@ static int netfs_vol_create(struct vs_pool *p, const struct vs_vol_create_args *
 	nkv = vs_pool_create_opts(kv, a->backing_path, a->backing_format,
 				  qcow2 ? (a->prealloc_metadata ? "metadata" : NULL) :
 					  (vs_vol_create_full(a) ? "full" : NULL));
+	nkv += vs_pool_create_qcow2_opts(kv + nkv, a);
 	ret = vs_image_create(url, a->format, a->capacity, kv, nkv, err);
 	if (ret < 0)
 		(void)vs_nfs_unlink(p->priv, path, NULL);

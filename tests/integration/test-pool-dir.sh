@@ -366,6 +366,52 @@ assert_rc 0 qemu_img check "$pooldir/px.qcow2"
 assert_eq "$(qemu-img info --output=json "$pooldir/px.qcow2" | python3 -c 'import json,sys; d = json.load(sys.stdin); print(d["virtual-size"], d["backing-filename"])')" \
 	"$((48 << 20)) $pooldir/disk.qcow2" "vol-create from vol-create-as --print-xml"
 assert_rc 0 vstor vol-delete px.qcow2 --pool p1
+# <compat>, <clusterSize>, <features><lazy_refcounts/> as libvirt's volume
+# XML carries them: vol-create makes them, vol-dumpxml shows them (with
+# <physical> and <timestamps>), and its output makes the same image again.
+cat >q.xml <<'EOF'
+<volume><name>q.qcow2</name><capacity unit='M'>16</capacity>
+<target><format type='qcow2'/><compat>1.1</compat><clusterSize unit='KiB'>4</clusterSize>
+<features><lazy_refcounts/></features></target></volume>
+EOF
+assert_rc 0 vstor vol-create p1 q.xml
+cat >q2.xml <<'EOF'
+<volume><name>q2.qcow2</name><capacity unit='M'>16</capacity>
+<target><format type='qcow2'/><compat>0.10</compat></target></volume>
+EOF
+assert_rc 0 vstor vol-create p1 q2.xml
+assert_rc 0 vstor vol-dumpxml q.qcow2 --pool p1
+mv out q-dump.xml
+python3 - q-dump.xml "$pooldir" <<'PY' || fail "qcow2 options in vol-create / vol-dumpxml"
+import json, os, subprocess, sys
+import xml.etree.ElementTree as ET
+d = sys.argv[2]
+def qinfo(name):
+    return json.loads(subprocess.check_output(["qemu-img", "info", "-U", "--output=json", d + "/" + name]))
+i = qinfo("q.qcow2")
+spec = i["format-specific"]["data"]
+assert i["cluster-size"] == 4096 and spec["compat"] == "1.1" and spec["lazy-refcounts"], i
+i2 = qinfo("q2.qcow2")
+assert i2["format-specific"]["data"]["compat"] == "0.10" and i2["cluster-size"] == 65536, i2
+r = ET.parse(sys.argv[1]).getroot()
+st = os.stat(d + "/q.qcow2")
+assert r.find("physical").text == str(st.st_size), (r.find("physical").text, st.st_size)
+t = r.find("target")
+assert t.find("compat").text == "1.1" and t.find("clusterSize").text == "4096", ET.tostring(t)
+assert t.find("features/lazy_refcounts") is not None, ET.tostring(t)
+mtime = t.find("timestamps/mtime").text
+assert mtime == "%d.%09d" % (st.st_mtime_ns // 10**9, st.st_mtime_ns % 10**9), (mtime, st.st_mtime_ns)
+PY
+sed 's|<name>q.qcow2</name>|<name>q3.qcow2</name>|' q-dump.xml >q3.xml
+assert_rc 0 vstor vol-create p1 q3.xml
+assert_eq "$(qemu-img info -U --output=json "$pooldir/q3.qcow2" | python3 -c 'import json,sys; i = json.load(sys.stdin); print(i["cluster-size"], i["format-specific"]["data"]["lazy-refcounts"])')" \
+	"4096 True" "vol-create from vol-dumpxml keeps cluster size and lazy refcounts"
+assert_rc 0 vstor vol-info q.qcow2 --pool p1 --bytes --physical
+assert_grep "^Physical: +$(stat -c %s "$pooldir/q.qcow2") bytes" out
+printf "<volume><name>bad.qcow2</name><capacity>1048576</capacity><target><format type='qcow2'/><compat>2.0</compat></target></volume>" >bc.xml
+assert_fails vstor vol-create p1 bc.xml
+assert_grep "unknown <compat> '2.0'" err
+for v in q q2 q3; do assert_rc 0 vstor vol-delete "$v.qcow2" --pool p1; done
 printf '<volume><name>nb.qcow2</name><capacity>1M</capacity><backingStore><format type="qcow2"/></backingStore></volume>' >nb.xml
 assert_fails vstor vol-create p1 nb.xml
 assert_grep 'backingStore> without a <path>' err
