@@ -310,11 +310,11 @@ static int mirror_check_error(struct vd_job *job, struct mirror *m)
 
 	if (!m->err)
 		return 0;
-	/* The copies in flight fail alike: one decision for all of them. */
-	mirror_wait_copies(m);
 	err = m->err;
-	m->err = 0;
 	ret = vd_job_io_error(job, m->err_read, err);
+	/* The copies in flight then fail alike: one decision for all of them. */
+	mirror_wait_copies(m);
+	m->err = 0;
 	if (ret < 0)
 		return ret;
 	/* Stopped and resumed, or ignored: it stays dirty; not again at once. */
