@@ -539,7 +539,13 @@ static int mirror_run(struct vd_job *job)
 			end_by = 0;
 			continue;
 		}
-		while (!vd_job_cancelled(job) && mirror_issue(m, &cursor, &bytes) > 0) {
+		/*
+		 * A round of copies at most: copies that end at once (zeroes
+		 * skipped) must not keep the job from looking at errors,
+		 * readiness and completion.
+		 */
+		while (issued < MIRROR_MAX_OPS && !vd_job_cancelled(job) && !m->err &&
+		       mirror_issue(m, &cursor, &bytes) > 0) {
 			issued++;
 			vd_job_yield_point(job, ending ? 0 : bytes);
 		}
