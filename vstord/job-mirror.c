@@ -752,9 +752,9 @@ static int mirror_args(struct qmp_call *call, struct vd_mirror_opts *mo, struct 
 	if (granularity & (granularity - 1))
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "Parameter 'granularity' expects a power of 2");
-	if (buf_size < 0 || buf_size > (1ll << 31) - 1)
-		return qmp_error(call, QMP_ERR_GENERIC,
-				 "Parameter 'buf-size' expects a value in range [0, 2147483647]");
+	/* Any size is taken: it bounds the copies in flight, each buffer is at most 1 MiB. */
+	if (buf_size < 0)
+		return qmp_error(call, QMP_ERR_GENERIC, "Invalid parameter 'buf-size'");
 	mo->granularity = (uint64_t)granularity;
 	mo->buf_size = (uint64_t)buf_size;
 	/* One policy for both sides: the source's if given, else the target's. */
