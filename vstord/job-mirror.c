@@ -65,7 +65,7 @@ struct mirror_op {
 	uint64_t woff, wlen;	 /* active: the write itself */
 	bool active;		 /* a guest write, not a copy */
 	struct vs_co *co;	 /* active: the writer */
-	void *buf;		 /* copy: len bytes */
+	void *buf;		 /* copy: chunk bytes */
 	struct vs_co_queue done; /* operations waiting for this one */
 };
 
@@ -78,6 +78,8 @@ struct mirror {
 	unsigned base_depth; /* active commit: layers above the base */
 	void *buf;	     /* the final copy's, chunk bytes */
 	uint64_t granularity, buf_size, chunk;
+	void *bufs[MIRROR_MAX_OPS]; /* copy buffers (chunk bytes) not in use */
+	unsigned nbufs;
 	struct mirror_op *ops;	    /* in flight */
 	unsigned ncopies;	    /* copies in flight */
 	uint64_t copy_bytes;	    /* their bytes */
@@ -195,7 +197,11 @@ static void mirror_op_end(struct mirror *m, struct mirror_op *op)
 	}
 	vs_co_queue_wake_all(&op->done);
 	vs_co_queue_wake_all(&m->changed);
-	free(op->buf);
+	/* Kept for the next copy: no fresh pages to fault in each time. */
+	if (op->buf && m->nbufs < MIRROR_MAX_OPS)
+		m->bufs[m->nbufs++] = op->buf;
+	else
+		free(op->buf);
 	free(op);
 }
 
@@ -270,7 +276,9 @@ static int mirror_issue(struct mirror *m, uint64_t *cursor, uint64_t *bytes)
 	op = calloc(1, sizeof(*op));
 	if (!op)
 		return 0;
-	if (posix_memalign(&op->buf, 4096, len) != 0) {
+	if (m->nbufs) {
+		op->buf = m->bufs[--m->nbufs];
+	} else if (posix_memalign(&op->buf, 4096, m->chunk) != 0) {
 		free(op);
 		return 0;
 	}
@@ -625,6 +633,8 @@ static void mirror_clean(struct vd_job *job)
 	if (!m)
 		return;
 	vs_dirty_bitmap_free(m->bm);
+	while (m->nbufs)
+		free(m->bufs[--m->nbufs]);
 	free(m->buf);
 	free(m);
 }
