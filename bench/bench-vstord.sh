@@ -35,6 +35,8 @@
 # the jobs take under a second), BENCH_PARTS (default "nbd vhost jobs"),
 # BENCH_IMAGES (default "raw qcow2"), BENCH_JOB_QD (default 8),
 # BENCH_JOB_RATE (fio's rate_iops for the load; default 0, unlimited),
+# BENCH_JOB_KINDS (default "mirror mirror-wb commit"; mirror-wb is
+# blockdev-mirror with copy-mode=write-blocking),
 # BENCH_JOB_TIMEOUT (seconds a job may take to get ready; default 120: a
 # job that is not ready by then is cancelled and its row marked),
 # BENCH_ANCHORS (default 1; 0 runs vstord alone).
@@ -51,6 +53,7 @@ BENCH_RUNTIME=${BENCH_RUNTIME:-5}
 BENCH_REPEAT=${BENCH_REPEAT:-3}
 BENCH_JOB_QD=${BENCH_JOB_QD:-8}
 BENCH_JOB_TIMEOUT=${BENCH_JOB_TIMEOUT:-120}
+read -r -a job_kinds <<<"${BENCH_JOB_KINDS:-mirror mirror-wb commit}"
 anchors=${BENCH_ANCHORS:-1}
 read -r -a parts <<<"${BENCH_PARTS:-nbd vhost jobs}"
 read -r -a images <<<"${BENCH_IMAGES:-raw qcow2}"
@@ -233,8 +236,9 @@ fio = subprocess.Popen(["fio", "--name=load", "--ioengine=nbd",
 time.sleep(1.5)  # the load runs before the job starts
 cpu0 = ticks()
 t0 = time.time()
-if kind == "mirror":
-    c.cmd("blockdev-mirror", job_id="j", device="d", target="t", sync="full")
+if kind.startswith("mirror"):
+    c.cmd("blockdev-mirror", job_id="j", device="d", target="t", sync="full",
+          copy_mode="write-blocking" if kind == "mirror-wb" else "background")
     copy = size
 else:
     c.cmd("block-commit", job_id="j", device="d")
@@ -323,7 +327,7 @@ for ((round = 0; round < BENCH_REPEAT; round++)); do
 		done
 	done
 	if [[ " ${parts[*]} " == *" jobs "* ]]; then
-		for kind in mirror commit; do
+		for kind in "${job_kinds[@]}"; do
 			servers=(vstord)
 			((anchors)) && servers+=(qsd)
 			((round % 2 && ${#servers[@]} == 2)) && servers=(qsd vstord)

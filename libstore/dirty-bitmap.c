@@ -3,7 +3,8 @@
  * In-memory dirty bitmaps (vstor/dirty-bitmap.h): a flat array of 64-bit
  * words, one bit per granule, with a count of the set bits kept up to date
  * so that "how much is left" costs nothing. The node's write path marks the
- * bitmaps attached to it (vs_node_mark_dirty, node.c).
+ * bitmaps attached to it (vs_node_dirty_write_end, node.c), or a
+ * bitmap's write hook does.
  */
 #include "vstor/dirty-bitmap.h"
 
@@ -16,10 +17,12 @@ struct vs_dirty_bitmap {
 	struct vs_dirty_bitmap *next; /* in the node's list */
 	struct vs_node *node;	      /* attached to, or NULL */
 	uint64_t size, granularity;
-	unsigned shift;	 /* log2(granularity) */
-	uint64_t nbits;	 /* granules */
-	uint64_t nset;	 /* dirty granules */
-	uint64_t *words; /* nbits bits */
+	unsigned shift;				       /* log2(granularity) */
+	uint64_t nbits;				       /* granules */
+	uint64_t nset;				       /* dirty granules */
+	uint64_t *words;			       /* nbits bits */
+	const struct vs_dirty_bitmap_write_hook *hook; /* or NULL: writes mark it */
+	void *hook_opaque;
 };
 
 int vs_dirty_bitmap_new(uint64_t size, uint64_t granularity, struct vs_dirty_bitmap **out)
@@ -211,10 +214,30 @@ void vs_node_dirty_bitmap_detach(struct vs_dirty_bitmap *bm)
 	bm->next = NULL;
 }
 
-void vs_node_mark_dirty(struct vs_node *node, uint64_t offset, uint64_t len)
+void vs_dirty_bitmap_set_write_hook(struct vs_dirty_bitmap *bm,
+				    const struct vs_dirty_bitmap_write_hook *hook, void *opaque)
+{
+	bm->hook = hook;
+	bm->hook_opaque = opaque;
+}
+
+void vs_node_dirty_write_begin(struct vs_node *node, uint64_t offset, uint64_t len)
 {
 	for (struct vs_dirty_bitmap *bm = node->dirty_bitmaps; bm; bm = bm->next)
-		vs_dirty_bitmap_set(bm, offset, len);
+		if (bm->hook)
+			bm->hook->begin(bm->hook_opaque, offset, len);
+}
+
+void vs_node_dirty_write_end(struct vs_node *node, enum vs_dirty_write kind, uint64_t offset,
+			     uint64_t len, const struct iovec *iov, int niov, unsigned flags,
+			     int ret)
+{
+	for (struct vs_dirty_bitmap *bm = node->dirty_bitmaps; bm; bm = bm->next) {
+		if (bm->hook)
+			bm->hook->end(bm->hook_opaque, kind, offset, len, iov, niov, flags, ret);
+		else
+			vs_dirty_bitmap_set(bm, offset, len);
+	}
 }
 
 void vs_node_dirty_bitmaps_orphan(struct vs_node *node)

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "vstor/dirty-bitmap.h"
 #include "vstor/node.h"
 #include "vstor/reactor.h"
 
@@ -206,7 +207,15 @@ struct vs_node {
  * offset+len) (the generic layer, after a write, write-zeroes or discard);
  * detach them all (the node is freed).
  */
-void vs_node_mark_dirty(struct vs_node *node, uint64_t offset, uint64_t len);
+/*
+ * The write path's calls around a write of @node when it has dirty bitmaps:
+ * the hooks' begin before, and after it the hooks' end or the marking of
+ * the bitmaps without a hook (dirty-bitmap.c).
+ */
+void vs_node_dirty_write_begin(struct vs_node *node, uint64_t offset, uint64_t len);
+void vs_node_dirty_write_end(struct vs_node *node, enum vs_dirty_write kind, uint64_t offset,
+			     uint64_t len, const struct iovec *iov, int niov, unsigned flags,
+			     int ret);
 void vs_node_dirty_bitmaps_orphan(struct vs_node *node);
 
 /*

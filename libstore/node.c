@@ -695,10 +695,12 @@ int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iov
 	int ret;
 
 	node_enter(n);
+	if (n->dirty_bitmaps)
+		vs_node_dirty_write_begin(n, offset, len);
 	ret = node_pwritev(n, offset, len, iov, niov, flags);
 	/* Even a failed write may have changed part of the range. */
 	if (n->dirty_bitmaps)
-		vs_node_mark_dirty(n, offset, len);
+		vs_node_dirty_write_end(n, VS_DIRTY_WRITE, offset, len, iov, niov, flags, ret);
 	return node_leave(n, ret);
 }
 
@@ -708,10 +710,13 @@ int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
 	int ret;
 
 	node_enter(n);
+	if (n->dirty_bitmaps)
+		vs_node_dirty_write_begin(n, offset, len);
 	ret = node_pwritev_compressed(n, offset, len, iov, niov);
 	/* Even a failed write may have changed part of the range. */
 	if (n->dirty_bitmaps)
-		vs_node_mark_dirty(n, offset, len);
+		vs_node_dirty_write_end(n, VS_DIRTY_WRITE_COMPRESSED, offset, len, iov, niov, 0,
+					ret);
 	return node_leave(n, ret);
 }
 
@@ -726,10 +731,12 @@ int vs_node_discard(struct vs_node *n, uint64_t offset, uint64_t len)
 	int ret;
 
 	node_enter(n);
+	if (n->dirty_bitmaps)
+		vs_node_dirty_write_begin(n, offset, len);
 	ret = node_discard(n, offset, len);
 	/* Even a failed write may have changed part of the range. */
 	if (n->dirty_bitmaps)
-		vs_node_mark_dirty(n, offset, len);
+		vs_node_dirty_write_end(n, VS_DIRTY_DISCARD, offset, len, NULL, 0, 0, ret);
 	return node_leave(n, ret);
 }
 
@@ -738,10 +745,12 @@ int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsig
 	int ret;
 
 	node_enter(n);
+	if (n->dirty_bitmaps)
+		vs_node_dirty_write_begin(n, offset, len);
 	ret = node_write_zeroes(n, offset, len, flags);
 	/* Even a failed write may have changed part of the range. */
 	if (n->dirty_bitmaps)
-		vs_node_mark_dirty(n, offset, len);
+		vs_node_dirty_write_end(n, VS_DIRTY_WRITE_ZEROES, offset, len, NULL, 0, flags, ret);
 	return node_leave(n, ret);
 }
 

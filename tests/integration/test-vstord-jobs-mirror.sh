@@ -88,8 +88,12 @@ def run(path, p):
     ex("blockdev-mirror", job_id="m", device="top", target="top", sync="full")
     ex("blockdev-mirror", job_id="m", device="top", target="tgt", sync="full", granularity=1000)
     ex("blockdev-mirror", job_id="m", device="top", target="tgt", sync="full", granularity=256)
+    ex("blockdev-mirror", job_id="m", device="top", target="tgt", sync="full", copy_mode="bogus")
+    ex("blockdev-mirror", job_id="m", device="top", target="tgt", sync="full", buf_size=-1)
+    ex("blockdev-mirror", job_id="m", device="top", target="tgt", sync="full", granularity=1 << 27)
     # Ready, then a soft cancel: it completes without the switch.
-    ex("blockdev-mirror", job_id="m", device="top", target="tgt", sync="full")
+    ex("blockdev-mirror", job_id="m", device="top", target="tgt", sync="full",
+       copy_mode="write-blocking", buf_size=1 << 20, granularity=65536)
     wait_status(c, "m", "ready")
     ex("query-block-jobs")
     ex("blockdev-del", node_name="top")

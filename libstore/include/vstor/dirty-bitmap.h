@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -70,6 +71,41 @@ uint64_t vs_dirty_bitmap_count(const struct vs_dirty_bitmap *bm);
  */
 int vs_node_dirty_bitmap_attach(struct vs_node *node, struct vs_dirty_bitmap *bm);
 void vs_node_dirty_bitmap_detach(struct vs_dirty_bitmap *bm);
+
+/*
+ * What kind of write a write hook sees (vs_dirty_bitmap_write_hook).
+ */
+enum vs_dirty_write {
+	VS_DIRTY_WRITE,	       /* data (@iov, @niov) */
+	VS_DIRTY_WRITE_ZEROES, /* write-zeroes (@flags: VS_REQ_* of the node's request) */
+	VS_DIRTY_DISCARD,
+	VS_DIRTY_WRITE_COMPRESSED, /* data written compressed */
+};
+
+/*
+ * A bitmap with a write hook is not marked by the node's writes: the hook
+ * is (a write-blocking mirror: it writes the guest's data to the target as
+ * well, and marks only what it could not keep in sync). Coroutine context,
+ * the node's reactor; both calls may yield.
+ */
+struct vs_dirty_bitmap_write_hook {
+	/* Before a write of [@offset, @offset+@len) enters the node. */
+	void (*begin)(void *opaque, uint64_t offset, uint64_t len);
+	/*
+	 * After it, with the node's result @ret (even a failed write may have
+	 * changed the range): the hook marks the bitmap as it needs. Every
+	 * begin is followed by one end.
+	 */
+	void (*end)(void *opaque, enum vs_dirty_write kind, uint64_t offset, uint64_t len,
+		    const struct iovec *iov, int niov, unsigned flags, int ret);
+};
+
+/*
+ * Give @bm the write hook @hook (borrowed; NULL: marked by the writes
+ * again) with @opaque. Takes effect for the writes that begin from now on.
+ */
+void vs_dirty_bitmap_set_write_hook(struct vs_dirty_bitmap *bm,
+				    const struct vs_dirty_bitmap_write_hook *hook, void *opaque);
 
 #ifdef __cplusplus
 }

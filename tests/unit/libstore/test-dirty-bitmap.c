@@ -134,6 +134,90 @@ CO_TEST(test_dirty_bitmap_node_writes_mark)
 	vs_dirty_bitmap_free(bm);
 }
 
+/* What the hook saw: begins, ends, and the last end's arguments. */
+struct hook_log {
+	int begins, ends, last_ret;
+	enum vs_dirty_write last_kind;
+	uint64_t last_off, last_len;
+	int last_niov;
+	char first_byte;
+};
+
+static void hook_begin(void *opaque, uint64_t offset, uint64_t len)
+{
+	struct hook_log *h = opaque;
+
+	(void)offset;
+	(void)len;
+	h->begins++;
+}
+
+static void hook_end(void *opaque, enum vs_dirty_write kind, uint64_t offset, uint64_t len,
+		     const struct iovec *iov, int niov, unsigned flags, int ret)
+{
+	struct hook_log *h = opaque;
+
+	(void)flags;
+	h->ends++;
+	h->last_kind = kind;
+	h->last_off = offset;
+	h->last_len = len;
+	h->last_niov = niov;
+	h->last_ret = ret;
+	if (niov)
+		h->first_byte = *(const char *)iov[0].iov_base;
+}
+
+CO_TEST(test_dirty_bitmap_write_hook_replaces_marking)
+{
+	static const struct vs_dirty_bitmap_write_hook hook = { hook_begin, hook_end };
+	struct vs_open_opts o = { .filename = "memory:1M", .format = "raw" };
+	struct vs_dirty_bitmap *bm, *plain;
+	struct vs_error err = { 0 };
+	struct hook_log h = { 0 };
+	struct vs_node *n;
+	char buf[4096];
+
+	(void)arg;
+	memset(buf, 7, sizeof(buf));
+	assert_int_equal(vs_image_open(&n, &o, &err), 0);
+	assert_int_equal(vs_dirty_bitmap_new(vs_node_size(n), 65536, &bm), 0);
+	assert_int_equal(vs_dirty_bitmap_new(vs_node_size(n), 65536, &plain), 0);
+	vs_dirty_bitmap_set_write_hook(bm, &hook, &h);
+	assert_int_equal(vs_node_dirty_bitmap_attach(n, bm), 0);
+	assert_int_equal(vs_node_dirty_bitmap_attach(n, plain), 0);
+	assert_int_equal(vs_node_pwrite(n, 8192, buf, sizeof(buf), 0), 0);
+	/* The hook saw the write with its data; its bitmap is not marked, the other is. */
+	assert_int_equal(h.begins, 1);
+	assert_int_equal(h.ends, 1);
+	assert_int_equal(h.last_kind, VS_DIRTY_WRITE);
+	assert_int_equal(h.last_off, 8192);
+	assert_int_equal(h.last_len, 4096);
+	assert_int_equal(h.last_niov, 1);
+	assert_int_equal(h.first_byte, 7);
+	assert_int_equal(h.last_ret, 0);
+	assert_int_equal(vs_dirty_bitmap_count(bm), 0);
+	assert_true(vs_dirty_bitmap_get(plain, 8192));
+	assert_int_equal(vs_node_write_zeroes(n, 65536, 4096, 0), 0);
+	assert_int_equal(h.last_kind, VS_DIRTY_WRITE_ZEROES);
+	assert_int_equal(vs_node_discard(n, 131072, 65536), 0);
+	assert_int_equal(h.last_kind, VS_DIRTY_DISCARD);
+	assert_int_equal(h.begins, 3);
+	assert_int_equal(h.ends, 3);
+	/* A write past the end fails: the hook still sees it, with the error. */
+	assert_true(vs_node_pwrite(n, 1 << 20, buf, sizeof(buf), 0) < 0);
+	assert_true(h.last_ret < 0);
+	assert_int_equal(h.begins, h.ends);
+	/* Without the hook the writes mark it again. */
+	vs_dirty_bitmap_set_write_hook(bm, NULL, NULL);
+	assert_int_equal(vs_node_pwrite(n, 0, buf, sizeof(buf), 0), 0);
+	assert_true(vs_dirty_bitmap_get(bm, 0));
+	assert_int_equal(h.ends, 4);
+	vs_node_close(n);
+	vs_dirty_bitmap_free(plain);
+	vs_dirty_bitmap_free(bm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -141,6 +225,7 @@ int main(void)
 		cmocka_unit_test(test_dirty_bitmap_set_rounds_out_clear_rounds_out),
 		cmocka_unit_test(test_dirty_bitmap_runs_across_words),
 		cmocka_unit_test(test_dirty_bitmap_node_writes_mark),
+		cmocka_unit_test(test_dirty_bitmap_write_hook_replaces_marking),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
