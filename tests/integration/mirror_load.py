@@ -59,6 +59,9 @@ def run(uri, qd, mode, stopfile, out):
                 busy.discard(b)
                 last[b] = s
                 n += 1
+                if n == 16:
+                    # Tell the test the load is running (it starts the job then).
+                    open(out + ".started", "w").close()
     h.shutdown()
     with open(out + ".tmp", "w") as f:
         json.dump({"writes": n, "last": last}, f)

@@ -66,8 +66,12 @@ def load(case, mode):
     p = subprocess.Popen([sys.executable, os.environ["PYTHONPATH"] + "/mirror_load.py",
                           "nbd+unix:///%s?socket=%s/nbd.sock" % (case, d), "16", mode, stop,
                           d + "/" + case + ".json"])
-    time.sleep(0.3)  # the load runs before the job starts
-    assert p.poll() is None, "load client died"
+    # The job starts once the load runs: 16 writes completed.
+    deadline = time.monotonic() + 30
+    while not os.path.exists(d + "/" + case + ".json.started"):
+        assert p.poll() is None, "load client died"
+        assert time.monotonic() < deadline, "load client wrote nothing in 30 s"
+        time.sleep(0.01)
     return p, stop
 
 def stop_load(p, stop):
