@@ -219,6 +219,15 @@ struct vs_pool_backend {
 	const char *const *source_formats;
 
 	/*
+	 * find-storage-pool-sources: the sources @spec (its source_host,
+	 * source_port, initiator_iqn) leads to, as definitions of this type
+	 * with their source filled (*@out malloc'd, *@n of them; none is not
+	 * an error). Optional: the type cannot be searched.
+	 */
+	int (*find_sources)(const struct vs_pool_def *spec, struct vs_pool_def **out, size_t *n,
+			    struct vs_error *err);
+
+	/*
 	 * Check a definition at define time (required fields of this type,
 	 * say which are missing). Optional.
 	 */

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "json.h"
+#include "pool-parse.h"
 #include "vstor.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -565,28 +566,9 @@ static void target_permissions(const struct vs_pool_def *d, bool inactive)
 	printf("    </permissions>\n");
 }
 
-/*
- * libvirt's pool XML of definition @d, as virsh writes it (pool-define reads
- * it back): with the sizes of @pi when not NULL, the uuid when there is one,
- * and the target's permissions as the directory has them unless @inactive.
- */
-static void print_pool_xml(const struct vs_pool_def *d, const struct vs_pool_info *pi,
-			   bool inactive)
+/* The children of a pool's <source> element (indent 4), as libvirt writes them. */
+static void print_source_xml(const struct vs_pool_def *d)
 {
-	printf("<pool type='");
-	vstor_xml_escape(stdout, d->type);
-	printf("'>\n");
-	xml_elem("  ", "name", NULL, d->name);
-	xml_elem("  ", "uuid", NULL, d->uuid);
-	if (pi) {
-		printf("  <capacity unit='bytes'>%llu</capacity>\n",
-		       (unsigned long long)pi->capacity);
-		printf("  <allocation unit='bytes'>%llu</allocation>\n",
-		       (unsigned long long)pi->allocation);
-		printf("  <available unit='bytes'>%llu</available>\n",
-		       (unsigned long long)pi->available);
-	}
-	printf("  <source>\n");
 	if (d->source_host[0]) {
 		printf("    <host name='");
 		vstor_xml_escape(stdout, d->source_host);
@@ -614,6 +596,31 @@ static void print_pool_xml(const struct vs_pool_def *d, const struct vs_pool_inf
 		xml_elem("      ", "secret", "file", d->auth_secret_file);
 		printf("    </auth>\n");
 	}
+}
+
+/*
+ * libvirt's pool XML of definition @d, as virsh writes it (pool-define reads
+ * it back): with the sizes of @pi when not NULL, the uuid when there is one,
+ * and the target's permissions as the directory has them unless @inactive.
+ */
+static void print_pool_xml(const struct vs_pool_def *d, const struct vs_pool_info *pi,
+			   bool inactive)
+{
+	printf("<pool type='");
+	vstor_xml_escape(stdout, d->type);
+	printf("'>\n");
+	xml_elem("  ", "name", NULL, d->name);
+	xml_elem("  ", "uuid", NULL, d->uuid);
+	if (pi) {
+		printf("  <capacity unit='bytes'>%llu</capacity>\n",
+		       (unsigned long long)pi->capacity);
+		printf("  <allocation unit='bytes'>%llu</allocation>\n",
+		       (unsigned long long)pi->allocation);
+		printf("  <available unit='bytes'>%llu</available>\n",
+		       (unsigned long long)pi->available);
+	}
+	printf("  <source>\n");
+	print_source_xml(d);
 	printf("  </source>\n");
 	if (d->target[0]) {
 		printf("  <target>\n");
@@ -698,6 +705,108 @@ static int cmd_pool_capabilities(struct vstor_ctx *c)
 	}
 	printf("</storagepoolCapabilities>\n");
 	return 0;
+}
+
+/* Print the sources @type finds from @spec, as virsh find-storage-pool-sources. */
+static int find_sources(struct vstor_ctx *c, const char *type, const struct vs_pool_def *spec)
+{
+	const struct vs_pool_backend *be = vs_pool_backend_find(type);
+	struct vs_pool_def *found = NULL;
+	size_t n = 0;
+
+	if (!be)
+		return vstor_error(c, -EINVAL, "unknown storage pool type '%s'", type);
+	if (!be->find_sources)
+		return vstor_error(c, -ENOTSUP,
+				   "this function is not supported by the connection driver: "
+				   "pool type '%s' does not support source discovery",
+				   type);
+	vs_error_clear(&c->err);
+	if (be->find_sources(spec, &found, &n, &c->err) < 0)
+		return vstor_error_err(c, "Failed to find pool sources");
+	printf("<sources>\n");
+	for (size_t i = 0; i < n; i++) {
+		printf("  <source>\n");
+		print_source_xml(&found[i]);
+		printf("  </source>\n");
+	}
+	printf("</sources>\n");
+	free(found);
+	return 0;
+}
+
+static int cmd_find_sources_as(struct vstor_ctx *c)
+{
+	struct vs_pool_def *spec = calloc(1, sizeof(*spec));
+	const char *port = opt_get(c, "port");
+	int ret = 1;
+
+	if (!spec)
+		return vstor_error(c, -ENOMEM, "out of memory");
+	if (set_field(c, spec->source_host, sizeof(spec->source_host), "host") ||
+	    set_field(c, spec->initiator_iqn, sizeof(spec->initiator_iqn), "initiator"))
+		goto out;
+	if (port) {
+		char *end;
+		unsigned long v = strtoul(port, &end, 10);
+
+		if (*end || !port[0] || v == 0 || v > 65535) {
+			ret = vstor_error(c, -EINVAL, "invalid port '%s'", port);
+			goto out;
+		}
+		spec->source_port = (unsigned)v;
+	}
+	ret = find_sources(c, opt_get(c, "type"), spec);
+out:
+	free(spec);
+	return ret;
+}
+
+/* find-storage-pool-sources TYPE [SRCSPEC]: the spec is libvirt's <source> XML. */
+static int cmd_find_sources(struct vstor_ctx *c)
+{
+	struct vs_pool_def *spec = calloc(1, sizeof(*spec));
+	const char *file = opt_get(c, "srcSpec");
+	struct px_elem *root = NULL;
+	char *text = NULL, msg[256];
+	int ret = 1;
+
+	if (!spec)
+		return vstor_error(c, -ENOMEM, "out of memory");
+	if (file) {
+		const struct px_elem *h, *iqn;
+
+		vs_error_clear(&c->err);
+		if (vs_pool_read_file(file, &text, &c->err) < 0) {
+			ret = vstor_error_err(c, "Failed to read %s", file);
+			goto out;
+		}
+		if (px_parse(text, &root, msg, sizeof(msg)) < 0 || strcmp(root->name, "source")) {
+			ret = vstor_error(c, -EINVAL, "%s: expected a <source> element%s%s", file,
+					  root ? "" : ": ", root ? "" : msg);
+			goto out;
+		}
+		h = px_child(root, "host");
+		if (h && px_attr(h, "name")) {
+			if (strlen(px_attr(h, "name")) >= sizeof(spec->source_host)) {
+				ret = vstor_error(c, -EINVAL, "%s: host name too long", file);
+				goto out;
+			}
+			strcpy(spec->source_host, px_attr(h, "name"));
+			if (px_attr(h, "port"))
+				spec->source_port = (unsigned)strtoul(px_attr(h, "port"), NULL, 10);
+		}
+		iqn = px_child(px_child(root, "initiator"), "iqn");
+		if (iqn && px_attr(iqn, "name") &&
+		    strlen(px_attr(iqn, "name")) < sizeof(spec->initiator_iqn))
+			strcpy(spec->initiator_iqn, px_attr(iqn, "name"));
+	}
+	ret = find_sources(c, opt_get(c, "type"), spec);
+out:
+	px_free(root);
+	free(text);
+	free(spec);
+	return ret;
 }
 
 static int cmd_pool_dump(struct vstor_ctx *c)
@@ -845,9 +954,25 @@ static const struct opt_spec list_opts[] = {
 	{ NULL },
 };
 static const struct opt_spec no_opts[] = { { NULL } };
+static const struct opt_spec find_as_opts[] = {
+	{ "type", OT_DATA, true, "type of storage pool sources to find" },
+	{ "host", OT_DATA, false, "optional host to query" },
+	{ "port", OT_DATA, false, "optional port to query" },
+	{ "initiator", OT_STR, false, "optional initiator IQN to use for query" },
+	{ NULL },
+};
+static const struct opt_spec find_opts[] = {
+	{ "type", OT_DATA, true, "type of storage pool sources to discover" },
+	{ "srcSpec", OT_DATA, false, "optional file of source xml to query for pools" },
+	{ NULL },
+};
 
 const struct vstor_cmd vstor_pool_cmds[] = {
 	{ "autostart", cmd_autostart, no_opts, "start every pool marked autostart", true },
+	{ "find-storage-pool-sources", cmd_find_sources, find_opts,
+	  "discover potential storage pool sources", false },
+	{ "find-storage-pool-sources-as", cmd_find_sources_as, find_as_opts,
+	  "find potential storage pool sources", false },
 	{ "pool-autostart", cmd_pool_autostart, autostart_opts, "autostart a pool", true },
 	{ "pool-build", cmd_pool_build, build_opts, "build a pool", false },
 	{ "pool-capabilities", cmd_pool_capabilities, no_opts, "storage pool capabilities", false },

@@ -959,3 +959,51 @@ const struct vs_driver vs_driver_iscsi = {
 };
 
 VS_DRIVER_REGISTER(vs_driver_iscsi)
+
+int vs_iscsi_discover(const char *host, unsigned port, const char *initiator, char ***iqns,
+		      size_t *n, struct vs_error *err)
+{
+	struct iscsi_context *ctx =
+		iscsi_create_context(initiator ? initiator : ISCSI_DEFAULT_INITIATOR);
+	struct iscsi_discovery_address *list = NULL, *a;
+	char portal[300];
+	size_t count = 0, i = 0;
+	int ret = 0;
+
+	*iqns = NULL;
+	*n = 0;
+	if (!ctx)
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	snprintf(portal, sizeof(portal), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host,
+		 port ? port : 3260);
+	iscsi_set_session_type(ctx, ISCSI_SESSION_DISCOVERY);
+	iscsi_set_header_digest(ctx, ISCSI_HEADER_DIGEST_NONE_CRC32C);
+	if (iscsi_connect_sync(ctx, portal) != 0 || iscsi_login_sync(ctx) != 0 ||
+	    !(list = iscsi_discovery_sync(ctx))) {
+		ret = vs_error_set(err, -EHOSTUNREACH, "iSCSI discovery on %s failed: %s", portal,
+				   iscsi_get_error(ctx));
+		goto out;
+	}
+	for (a = list; a; a = a->next)
+		count++;
+	*iqns = calloc(count ? count : 1, sizeof(**iqns));
+	if (!*iqns) {
+		ret = vs_error_set(err, -ENOMEM, "Out of memory");
+		goto out;
+	}
+	for (a = list; a; a = a->next) {
+		(*iqns)[i] = strdup(a->target_name);
+		if (!(*iqns)[i]) {
+			ret = vs_error_set(err, -ENOMEM, "Out of memory");
+			break;
+		}
+		i++;
+	}
+	*n = i;
+out:
+	if (list)
+		iscsi_free_discovery_data(ctx, list);
+	(void)iscsi_logout_sync(ctx);
+	iscsi_destroy_context(ctx);
+	return ret;
+}

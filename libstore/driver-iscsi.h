@@ -33,4 +33,13 @@ struct vs_iscsi_lun {
  */
 int vs_iscsi_list_luns(const char *url, struct vs_iscsi_lun **out, size_t *n, struct vs_error *err);
 
+/*
+ * SendTargets discovery on the portal @host:@port (3260 when 0) as
+ * initiator @initiator (NULL: vstor's default): the target IQNs it offers,
+ * as virsh find-storage-pool-sources does for iscsi. Blocking; not on a
+ * reactor. *@iqns is a malloc'd array of *@n malloc'd names (free both).
+ */
+int vs_iscsi_discover(const char *host, unsigned port, const char *initiator, char ***iqns,
+		      size_t *n, struct vs_error *err);
+
 #endif

@@ -36,6 +36,7 @@
 /* libnfs.h first: the raw headers need its definitions. */
 #include <nfsc/libnfs.h>
 
+#include <nfsc/libnfs-raw-mount.h>
 #include <nfsc/libnfs-raw-nfs.h>
 #include <nfsc/libnfs-raw.h>
 #include <poll.h>
@@ -1297,3 +1298,33 @@ const struct vs_driver vs_driver_nfs = {
 };
 
 VS_DRIVER_REGISTER(vs_driver_nfs)
+
+int vs_nfs_exports(const char *host, char ***dirs, size_t *n, struct vs_error *err)
+{
+	struct exportnode *list = mount_getexports(host), *e;
+	size_t count = 0, i = 0;
+
+	*dirs = NULL;
+	*n = 0;
+	if (!list)
+		return vs_error_set(err, -EHOSTUNREACH,
+				    "cannot list the NFS exports of '%s' (no MOUNT service, or "
+				    "no export)",
+				    host);
+	for (e = list; e; e = e->ex_next)
+		count++;
+	*dirs = calloc(count, sizeof(**dirs));
+	if (!*dirs) {
+		mount_free_export_list(list);
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	}
+	for (e = list; e; e = e->ex_next) {
+		(*dirs)[i] = strdup(e->ex_dir);
+		if (!(*dirs)[i])
+			break;
+		i++;
+	}
+	mount_free_export_list(list);
+	*n = i;
+	return i == count ? 0 : vs_error_set(err, -ENOMEM, "Out of memory");
+}

@@ -63,4 +63,11 @@ typedef int vs_nfs_dir_fn(const char *name, const struct vs_nfs_stat *st, void *
 int vs_nfs_list(struct vs_nfs *s, const char *path, vs_nfs_dir_fn *fn, void *opaque,
 		struct vs_error *err);
 
+/*
+ * The exports @host's MOUNT service lists (found through its portmapper),
+ * as virsh find-storage-pool-sources does for netfs. Blocking; not on a
+ * reactor. *@dirs is a malloc'd array of *@n malloc'd paths (free both).
+ */
+int vs_nfs_exports(const char *host, char ***dirs, size_t *n, struct vs_error *err);
+
 #endif

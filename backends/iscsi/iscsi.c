@@ -242,9 +242,43 @@ static int iscsi_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, ui
 			    vol->name);
 }
 
+/* The targets of the portal --source-host[:port] (SendTargets, as iscsiadm -m discovery). */
+static int iscsi_find_sources(const struct vs_pool_def *spec, struct vs_pool_def **out, size_t *n,
+			      struct vs_error *err)
+{
+	char **iqns = NULL;
+	size_t ni = 0;
+	int ret;
+
+	*out = NULL;
+	*n = 0;
+	if (!spec->source_host[0])
+		return vs_error_set(err, -EINVAL, "hostname must be specified for iscsi sources");
+	ret = vs_iscsi_discover(spec->source_host, spec->source_port,
+				spec->initiator_iqn[0] ? spec->initiator_iqn : NULL, &iqns, &ni,
+				err);
+	if (ret == 0 && ni && !(*out = calloc(ni, sizeof(**out))))
+		ret = vs_error_set(err, -ENOMEM, "Out of memory");
+	for (size_t i = 0; i < ni; i++) {
+		if (ret == 0 && strlen(iqns[i]) < sizeof((*out)[i].source_devs[0])) {
+			struct vs_pool_def *d = &(*out)[(*n)++];
+
+			strcpy(d->type, "iscsi");
+			strcpy(d->source_host, spec->source_host);
+			d->source_port = spec->source_port ? spec->source_port : 3260;
+			strcpy(d->source_devs[0], iqns[i]);
+			d->nb_source_devs = 1;
+		}
+		free(iqns[i]);
+	}
+	free(iqns);
+	return ret;
+}
+
 VS_POOL_BACKEND(iscsi_backend) = {
 	.type = "iscsi",
 	.default_format = "raw",
+	.find_sources = iscsi_find_sources,
 	.check_def = iscsi_check_def,
 	.start = iscsi_start,
 	.refresh = iscsi_refresh,

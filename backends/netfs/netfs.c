@@ -301,11 +301,42 @@ static int netfs_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, ui
 		err);
 }
 
+/* The exports of --source-host, through its MOUNT service (as libvirt's showmount). */
+static int netfs_find_sources(const struct vs_pool_def *spec, struct vs_pool_def **out, size_t *n,
+			      struct vs_error *err)
+{
+	char **dirs = NULL;
+	size_t nd = 0;
+	int ret;
+
+	*out = NULL;
+	*n = 0;
+	if (!spec->source_host[0])
+		return vs_error_set(err, -EINVAL, "hostname must be specified for netfs sources");
+	ret = vs_nfs_exports(spec->source_host, &dirs, &nd, err);
+	if (ret == 0 && nd && !(*out = calloc(nd, sizeof(**out))))
+		ret = vs_error_set(err, -ENOMEM, "Out of memory");
+	for (size_t i = 0; i < nd; i++) {
+		if (ret == 0 && strlen(dirs[i]) < sizeof((*out)[i].source_path)) {
+			struct vs_pool_def *d = &(*out)[(*n)++];
+
+			strcpy(d->type, "netfs");
+			strcpy(d->source_host, spec->source_host);
+			strcpy(d->source_path, dirs[i]);
+			strcpy(d->source_format, "nfs");
+		}
+		free(dirs[i]);
+	}
+	free(dirs);
+	return ret;
+}
+
 VS_POOL_BACKEND(netfs_backend) = {
 	.type = "netfs",
 	.default_format = "raw",
 	.vol_formats = (const char *const[]){ "raw", "qcow2", NULL },
 	.source_formats = (const char *const[]){ "auto", "nfs", NULL },
+	.find_sources = netfs_find_sources,
 	.check_def = netfs_check_def,
 	.attach = netfs_attach,
 	.detach = netfs_detach,

@@ -147,6 +147,23 @@ timeout 60 nbdcopy "nbd+unix:///?socket=$SOCK2" nbd2.raw || fail "nbdcopy of vol
 cmp nbd2.raw lun2.img || fail "NBD export of a pool LUN differs from the LUN"
 stop_pid "$DAEMON_PID"
 assert_rc 0 vstor pool-destroy ip
+# --- find-storage-pool-sources: SendTargets discovery on the portal ---
+assert_rc 0 vstor find-storage-pool-sources-as iscsi 127.0.0.1 "$ISCSI_PORT"
+python3 - out "$ISCSI_PORT" "$IQN1" "$IQN2" <<'PY' || fail "find-storage-pool-sources-as iscsi"
+import sys
+import xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+found = sorted((s.find("host").get("name"), s.find("host").get("port"), s.find("device").get("path"))
+               for s in r.findall("source"))
+want = sorted(("127.0.0.1", sys.argv[2], iqn) for iqn in sys.argv[3:])
+assert r.tag == "sources" and found == want, (found, want)
+PY
+printf "<source><host name='127.0.0.1' port='%s'/></source>" "$ISCSI_PORT" >spec.xml
+assert_rc 0 vstor find-storage-pool-sources iscsi spec.xml
+assert_grep "<device path='$IQN1'/>" out
+assert_fails vstor find-storage-pool-sources-as iscsi 127.0.0.1 "$(free_port)"
+assert_grep "discovery on 127.0.0.1:[0-9]+ failed" err
+
 # CHAP through the pool definition; a wrong secret is a clear error.
 assert_rc 0 vstor pool-define-as ic iscsi --source-host "127.0.0.1:$ISCSI_PORT" \
 	--source-dev "$IQN2" --auth-type chap --auth-username vsuser \

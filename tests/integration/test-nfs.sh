@@ -102,6 +102,24 @@ assert_grep "mount" err "error for a missing export"
 assert_fails vstor_io -c size "$U/a.qcow2?version=4"
 assert_grep "NFSv4" err "error for NFSv4"
 
+# --- find-storage-pool-sources: the server's exports, through its MOUNT service ---
+assert_rc 0 vstor find-storage-pool-sources-as netfs 127.0.0.1
+python3 - out <<'PY' || fail "find-storage-pool-sources-as netfs"
+import sys
+import xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+found = [(s.find("host").get("name"), s.find("dir").get("path"), s.find("format").get("type"))
+         for s in r.findall("source")]
+assert r.tag == "sources" and ("127.0.0.1", "/export", "nfs") in found, found
+PY
+printf "<source><host name='127.0.0.1'/></source>" >spec.xml
+assert_rc 0 vstor find-storage-pool-sources netfs spec.xml
+assert_grep "<dir path='/export'/>" out
+assert_fails vstor find-storage-pool-sources-as netfs
+assert_grep "hostname must be specified" err
+assert_fails vstor find-storage-pool-sources-as dir 127.0.0.1
+assert_grep "does not support source discovery" err
+
 # --- the netfs pool through the vstor CLI (portmapper, then fixed ports) ---
 assert_rc 0 vstor pool-define-as np netfs --source-host 127.0.0.1 --source-path /export
 assert_fails vstor pool-define-as np2 netfs --source-path /export
