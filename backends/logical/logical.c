@@ -860,11 +860,70 @@ static int logical_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, 
 	return ret;
 }
 
+/*
+ * The volume groups of this host and their PVs (pvs), one source per VG, as
+ * libvirt's logical backend finds them; PVs in no VG are left out.
+ */
+static int logical_find_sources(const struct vs_pool_def *spec, struct vs_pool_def **out, size_t *n,
+				struct vs_error *err)
+{
+	struct vs_pool *tmp = calloc(1, sizeof(*tmp));
+	struct pj_value *root = NULL;
+	const struct pj_value *rows;
+	struct lvm_out o;
+	int ret;
+
+	*out = NULL;
+	*n = 0;
+	if (!tmp)
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	tmp->def = *spec; /* lvm_run reads its lvm_system_dir */
+	ret = lvm_run(tmp, &o, err, "pvs --reportformat json -o pv_name,vg_name");
+	free(tmp);
+	if (ret < 0)
+		return ret;
+	ret = lvm_parse(&o, &root, err);
+	lvm_out_free(&o);
+	if (ret < 0)
+		return ret;
+	rows = lvm_rows(root, "pv");
+	if (rows && rows->n && !(*out = calloc(rows->n, sizeof(**out))))
+		ret = vs_error_set(err, -ENOMEM, "Out of memory");
+	for (size_t i = 0; ret == 0 && rows && i < rows->n; i++) {
+		const char *pv = row_str(rows->items[i], "pv_name");
+		const char *vg = row_str(rows->items[i], "vg_name");
+		struct vs_pool_def *d = NULL;
+
+		if (!pv || !vg || !vg[0] || strlen(vg) >= sizeof(d->source_name) ||
+		    strlen(pv) >= sizeof(d->source_devs[0]))
+			continue;
+		for (size_t k = 0; k < *n && !d; k++)
+			if (!strcmp((*out)[k].source_name, vg))
+				d = &(*out)[k];
+		if (!d) {
+			d = &(*out)[(*n)++];
+			strcpy(d->type, "logical");
+			strcpy(d->source_name, vg);
+			strcpy(d->source_format, "lvm2");
+		}
+		if (d->nb_source_devs < VS_POOL_MAX_DEVS)
+			strcpy(d->source_devs[d->nb_source_devs++], pv);
+	}
+	pj_free(root);
+	if (ret < 0) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+	}
+	return ret;
+}
+
 VS_POOL_BACKEND(logical_backend) = {
 	.type = "logical",
 	.default_format = "raw",
 	.vol_formats = (const char *const[]){ "raw", "qcow2", NULL },
 	.source_formats = (const char *const[]){ "auto", "lvm2", NULL },
+	.find_sources = logical_find_sources,
 	.check_def = logical_check_def,
 	.attach = logical_attach,
 	.detach = logical_detach,

@@ -53,6 +53,16 @@ assert_fails vstor pool-start lp
 assert_grep "not found" err "pool-start before pool-build"
 assert_rc 0 vstor pool-build lp
 lvmq vgs "$VG" >/dev/null || fail "pool-build did not create the VG"
+# find-storage-pool-sources: the VG pool-build made, with its PV, as libvirt lists it.
+assert_rc 0 vstor find-storage-pool-sources-as logical
+python3 - out "$VG" "$LOOP" <<'PY' || fail "find-storage-pool-sources-as logical"
+import sys
+import xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+found = {s.find("name").text: ([d.get("path") for d in s.findall("device")],
+                                s.find("format").get("type")) for s in r.findall("source")}
+assert found.get(sys.argv[2]) == ([sys.argv[3]], "lvm2"), found
+PY
 assert_rc 0 vstor pool-start lp
 assert_rc 0 vstor pool-info lp --output=json
 python3 - out <<'PY' || fail "pool-info of the logical pool"
