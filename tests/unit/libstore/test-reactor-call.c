@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "coroutine-int.h" /* vs_reactor_mbox_close: a stop made deterministic */
 #include "vstor/reactor.h"
 
 #define NTHREADS 3
@@ -279,6 +280,60 @@ static void test_stop_with_work_queued(void **state)
 	vs_reactor_free(main_r);
 }
 
+/*
+ * A reactor that stops with a call and a post queued: the call fails with
+ * -ESHUTDOWN, the post is dropped (and freed), later ones are refused. The
+ * target is a second reactor of this thread that never runs, closed from a
+ * coroutine as a stopping reactor thread closes its own.
+ */
+struct shut_ctx {
+	struct vs_reactor *target;
+	int queued_ret, later_ret, post_ret;
+	bool ran;
+};
+
+static void never_runs(void *arg)
+{
+	((struct shut_ctx *)arg)->ran = true;
+}
+
+static void co_queued_call(void *arg)
+{
+	struct shut_ctx *s = arg;
+
+	s->queued_ret = vs_reactor_call(s->target, never_runs, s);
+	s->later_ret = vs_reactor_call(s->target, never_runs, s);
+	s->post_ret = vs_reactor_post(s->target, never_runs, s);
+}
+
+static void co_close_target(void *arg)
+{
+	struct shut_ctx *s = arg;
+
+	vs_reactor_mbox_close(s->target);
+}
+
+static void test_stopped_reactor_refuses(void **state)
+{
+	struct vs_reactor *main_r, *target;
+	struct shut_ctx s = { .queued_ret = 1 };
+
+	(void)state;
+	assert_int_equal(vs_reactor_new(&main_r, 0), 0);
+	assert_int_equal(vs_reactor_new(&target, 0), 0);
+	s.target = target;
+	assert_int_equal(vs_reactor_post(target, never_runs, &s), 0);
+	assert_non_null(vs_co_spawn(main_r, co_queued_call, &s));
+	assert_non_null(vs_co_spawn(main_r, co_close_target, &s));
+	assert_int_equal(vs_reactor_run(main_r, NULL), 0);
+	assert_int_equal(s.queued_ret, -ESHUTDOWN);
+	assert_int_equal(s.later_ret, -ESHUTDOWN);
+	assert_int_equal(s.post_ret, -ESHUTDOWN);
+	assert_false(s.ran);
+	vs_reactor_free(target);
+	vs_reactor_free(main_r);
+}
+
 /* Start and stop many idle threads: nothing leaks, nothing hangs. */
 static void test_start_stop_idle(void **state)
 {
@@ -300,6 +355,7 @@ int main(void)
 		cmocka_unit_test(test_call_many_concurrent),
 		cmocka_unit_test(test_post_both_ways),
 		cmocka_unit_test(test_stop_with_work_queued),
+		cmocka_unit_test(test_stopped_reactor_refuses),
 		cmocka_unit_test(test_start_stop_idle),
 	};
 
