@@ -66,6 +66,26 @@ struct vs_co *vs_reactor_take_free_co(struct vs_reactor *r);
 void vs_reactor_put_free_co(struct vs_reactor *r, struct vs_co *co);
 void vs_reactor_co_started(struct vs_reactor *r);
 
+/*
+ * A message for another thread's reactor (reactor-call.c): pushed from any
+ * thread, delivered on the receiving reactor's thread from its loop, in
+ * push order. @deliver runs outside coroutine context; @cancelled says the
+ * reactor stops and will not run it (the message must still be released).
+ */
+struct vs_reactor_msg {
+	struct vs_reactor_msg *next;
+	void (*deliver)(struct vs_reactor *r, struct vs_reactor_msg *m, bool cancelled);
+};
+/*
+ * Push @m; -ESHUTDOWN once the mailbox is closed, unless @force (replies,
+ * which a closing reactor still awaits).
+ */
+int vs_reactor_mbox_push(struct vs_reactor *r, struct vs_reactor_msg *m, bool force);
+/* On @r's thread: refuse new messages and cancel those queued. */
+void vs_reactor_mbox_close(struct vs_reactor *r);
+/* Coroutines alive on @r. */
+unsigned vs_reactor_alive(const struct vs_reactor *r);
+
 /* coroutine.c */
 /* Bytes left below the running coroutine's stack pointer (SIZE_MAX outside one). */
 size_t vs_co_stack_left(void);

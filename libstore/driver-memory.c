@@ -48,15 +48,18 @@ static int uri_size_open(struct vs_node *node, const char *filename, const char 
  */
 static uint64_t memory_max(void)
 {
+	/* Worked out once; reactor threads may race to do it, with the same result. */
 	static uint64_t max;
+	uint64_t m = __atomic_load_n(&max, __ATOMIC_RELAXED);
 
-	if (!max) {
+	if (!m) {
 		const char *e = getenv("VSTOR_MEMORY_MAX_MB");
 		uint64_t mb = e ? strtoull(e, NULL, 10) : 0;
 
-		max = mb && mb < (MEMORY_MAX_SIZE >> 20) ? mb << 20 : MEMORY_MAX_SIZE;
+		m = mb && mb < (MEMORY_MAX_SIZE >> 20) ? mb << 20 : MEMORY_MAX_SIZE;
+		__atomic_store_n(&max, m, __ATOMIC_RELAXED);
 	}
-	return max;
+	return m;
 }
 
 static int memory_reserve(struct memory_state *s, uint64_t end)

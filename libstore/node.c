@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,12 +20,18 @@
 #define ZERO_BUF_SIZE (1u << 20)
 #define MAX_SPLIT_IOV 64
 
-static void *zero_buf; /* shared, never written after allocation */
+static void *zero_buf; /* shared by every reactor thread, never written after allocation */
+static pthread_once_t zero_buf_once = PTHREAD_ONCE_INIT;
 
+static void zero_buf_init(void)
+{
+	zero_buf = vs_buf_zalloc(ZERO_BUF_SIZE);
+}
+
+/* NULL if it could not be allocated (zero_by_writes then fails with -ENOMEM). */
 static const void *get_zero_buf(void)
 {
-	if (!zero_buf)
-		zero_buf = vs_buf_zalloc(ZERO_BUF_SIZE);
+	pthread_once(&zero_buf_once, zero_buf_init);
 	return zero_buf;
 }
 

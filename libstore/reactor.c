@@ -64,6 +64,15 @@ struct vs_reactor {
 	unsigned fd_waiters;
 	struct fd_wait **fdw; /* per descriptor number: its waiters (a reader and a writer) */
 	unsigned fdw_cap;
+	/*
+	 * The mailbox (reactor-call.c): messages other threads push under
+	 * done_lock and announce on the eventfd. @listen counts the reasons to
+	 * keep the eventfd read armed while idle (a reactor thread, callers
+	 * waiting for replies); closed refuses new requests.
+	 */
+	struct vs_reactor_msg *mbox_head, *mbox_tail;
+	bool mbox_closed;
+	unsigned listen;
 };
 
 static __thread struct vs_reactor *tls_reactor;
@@ -132,6 +141,7 @@ void vs_reactor_free(struct vs_reactor *r)
 
 	if (!r)
 		return;
+	vs_reactor_mbox_close(r);
 	while ((co = r->free_pool)) {
 		r->free_pool = co->next;
 		vs_co_free_stack(co);
@@ -295,6 +305,25 @@ static void epoll_reap(struct vs_reactor *r)
 	} while (n == VS_EPOLL_BATCH);
 }
 
+/*
+ * From the loop: read the eventfd while worker jobs are out or anyone
+ * listens for the mailbox.
+ */
+static void efd_arm(struct vs_reactor *r)
+{
+	struct io_uring_sqe *sqe;
+
+	if (r->efd_armed || (!r->jobs_pending && !r->listen))
+		return;
+	sqe = io_uring_get_sqe(&r->ring);
+	if (!sqe && (submit(r, 0) < 0 || !(sqe = io_uring_get_sqe(&r->ring))))
+		return; /* the ring is in trouble: the loop reports it */
+	r->prepared++;
+	io_uring_prep_read(sqe, r->efd, &r->efd_value, sizeof(r->efd_value), 0);
+	io_uring_sqe_set_data(sqe, &efd_tag);
+	r->efd_armed = true;
+}
+
 /* From the loop: watch the epoll instance while anyone waits on it. */
 static void epoll_arm(struct vs_reactor *r)
 {
@@ -371,6 +400,7 @@ int vs_reactor_run(struct vs_reactor *r, const bool *done)
 		if (done ? *done : r->alive == 0)
 			break;
 		epoll_arm(r);
+		efd_arm(r);
 		if (r->run_head) {
 			/* More to run: submit without waiting, then reap. */
 			if (r->prepared) {
@@ -933,11 +963,14 @@ static void worker_arm(struct vs_reactor *r)
 static void worker_reap(struct vs_reactor *r)
 {
 	struct vs_worker_job *j;
+	struct vs_reactor_msg *m;
 
 	r->efd_armed = false;
 	pthread_mutex_lock(&r->done_lock);
 	j = r->done_head;
 	r->done_head = NULL;
+	m = r->mbox_head;
+	r->mbox_head = r->mbox_tail = NULL;
 	pthread_mutex_unlock(&r->done_lock);
 	while (j) {
 		struct vs_worker_job *next = j->next;
@@ -947,18 +980,68 @@ static void worker_reap(struct vs_reactor *r)
 		vs_reactor_enqueue(r, j->co);
 		j = next;
 	}
-	/* Still waiting for some: listen for the next ring of the bell. */
-	if (r->jobs_pending && !r->efd_armed) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+	/* In the order they were pushed. */
+	while (m) {
+		struct vs_reactor_msg *next = m->next;
 
-		if (sqe) {
-			r->prepared++;
-			io_uring_prep_read(sqe, r->efd, &r->efd_value, sizeof(r->efd_value), 0);
-			io_uring_sqe_set_data(sqe, &efd_tag);
-			r->efd_armed = true;
-		}
-		/* else: the next vs_co_run_in_worker() or the waiter's loop re-arms */
+		m->deliver(r, m, false);
+		m = next;
 	}
+	/* Still waiting for some: the loop re-arms the read (efd_arm). */
+}
+
+/* ---- the mailbox (the messages themselves: reactor-call.c) ---- */
+
+int vs_reactor_mbox_push(struct vs_reactor *r, struct vs_reactor_msg *m, bool force)
+{
+	uint64_t one = 1;
+
+	m->next = NULL;
+	pthread_mutex_lock(&r->done_lock);
+	if (r->mbox_closed && !force) {
+		pthread_mutex_unlock(&r->done_lock);
+		return -ESHUTDOWN;
+	}
+	if (r->mbox_tail)
+		r->mbox_tail->next = m;
+	else
+		r->mbox_head = m;
+	r->mbox_tail = m;
+	pthread_mutex_unlock(&r->done_lock);
+	/* A full counter (impossible here) only merges wake-ups. */
+	if (write(r->efd, &one, sizeof(one)) != sizeof(one)) {
+	}
+	return 0;
+}
+
+void vs_reactor_mbox_close(struct vs_reactor *r)
+{
+	struct vs_reactor_msg *m;
+
+	pthread_mutex_lock(&r->done_lock);
+	r->mbox_closed = true;
+	m = r->mbox_head;
+	r->mbox_head = r->mbox_tail = NULL;
+	pthread_mutex_unlock(&r->done_lock);
+	while (m) {
+		struct vs_reactor_msg *next = m->next;
+
+		m->deliver(r, m, true);
+		m = next;
+	}
+}
+
+void vs_reactor_listen(struct vs_reactor *r, bool on)
+{
+	if (on)
+		r->listen++;
+	else if (r->listen)
+		r->listen--;
+}
+
+unsigned vs_reactor_alive(const struct vs_reactor *r)
+{
+	return r->alive;
 }
 
 int vs_co_run_in_worker(void (*fn)(void *arg), void *arg)

@@ -169,6 +169,55 @@ int vs_co_run_in_worker(void (*fn)(void *arg), void *arg);
 void vs_worker_pool_set_threads(unsigned n);
 unsigned vs_worker_pool_threads(void);
 
+/*
+ * Work across reactors. A reactor belongs to one thread and so does all it
+ * serves (its coroutines, the nodes and exports that live there); another
+ * thread reaches them by running a function there.
+ *
+ * vs_reactor_call: coroutine context. Spawns @fn(@arg) as a coroutine on
+ * @r and suspends the caller until @fn has returned (@fn may yield, do I/O,
+ * and call further reactors). When @r is the caller's own reactor, @fn runs
+ * inline. Returns 0 once @fn ran, -ESHUTDOWN if @r stops and will never run
+ * it, -ENOMEM if @r could not spawn the coroutine. No allocation per call.
+ *
+ * vs_reactor_post: any thread, any context. Queues @fn(@arg) to run as a
+ * coroutine on @r and returns at once (0, -ENOMEM, or -ESHUTDOWN once @r
+ * stops). A post that @r cannot run (it stops first, or is out of memory)
+ * is dropped: @fn never runs, so @arg must not need it to be freed.
+ * Posts from one thread run in the order they were made.
+ *
+ * Either way @r must outlive the call: a reactor thread stopped with
+ * vs_reactor_thread_stop() refuses what comes after its stop.
+ */
+int vs_reactor_call(struct vs_reactor *r, vs_co_fn *fn, void *arg);
+int vs_reactor_post(struct vs_reactor *r, vs_co_fn *fn, void *arg);
+
+/*
+ * On @r's thread: while listening (@on counts up, !@on down), @r reads its
+ * mailbox even when idle, so vs_reactor_run(r, &done) waits for posts
+ * instead of reporting -EDEADLK. A reactor that others post to (a daemon's
+ * main reactor, which receives events) listens; reactor threads and
+ * coroutines waiting in vs_reactor_call() do so on their own.
+ */
+void vs_reactor_listen(struct vs_reactor *r, bool on);
+
+/*
+ * A thread that runs its own reactor and serves the calls and posts sent to
+ * it, until vs_reactor_thread_stop(). @name (15 characters kept) names the
+ * thread. Returns 0 or -errno.
+ */
+struct vs_reactor_thread;
+int vs_reactor_thread_start(struct vs_reactor_thread **out, const char *name);
+struct vs_reactor *vs_reactor_thread_reactor(const struct vs_reactor_thread *t);
+/*
+ * Stop @t: calls and posts already queued run first (later ones fail with
+ * -ESHUTDOWN), then the coroutines still alive there finish, then the
+ * thread is joined and the reactor freed. The owner ends its long-lived
+ * coroutines there first (a connection waiting on its socket never
+ * finishes). Returns the loop's result (0 or -errno). NULL is a no-op.
+ */
+int vs_reactor_thread_stop(struct vs_reactor_thread *t);
+
 /* Counters of a reactor, for statistics and tests. */
 struct vs_reactor_stats {
 	uint64_t sqes_submitted;
