@@ -25,11 +25,11 @@ python3 -c 'import nbd' 2>/dev/null || skip_or_fail "python3-libnbd missing"
 
 log "backup commands against qemu-storage-daemon"
 for p in q v; do
-	qemu_img create -q -f qcow2 "$WORKDIR/$p-src.qcow2" 64M
-	qemu-io -f qcow2 -c 'write -P 1 0 8M' "$WORKDIR/$p-src.qcow2" >/dev/null
-	qemu_img create -q -f qcow2 "$WORKDIR/$p-tgt.qcow2" 64M
-	qemu_img create -q -f qcow2 "$WORKDIR/$p-tgt2.qcow2" 64M
-	qemu_img create -q -f qcow2 "$WORKDIR/$p-small.qcow2" 32M
+	qemu_img create -q -f qcow2 "$WORKDIR/$p-src.qcow2" 16M
+	qemu-io -f qcow2 -c 'write -P 1 0 4M' "$WORKDIR/$p-src.qcow2" >/dev/null
+	qemu_img create -q -f qcow2 "$WORKDIR/$p-tgt.qcow2" 16M
+	qemu_img create -q -f qcow2 "$WORKDIR/$p-tgt2.qcow2" 16M
+	qemu_img create -q -f qcow2 "$WORKDIR/$p-small.qcow2" 8M
 done
 start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
 	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
@@ -175,3 +175,122 @@ for f in src tgt tgt2 db dt; do
 	qemu_img compare -q "$WORKDIR/q-$f.qcow2" "$WORKDIR/v-$f.qcow2" ||
 		fail "$f.qcow2: vstord's differs from qsd's"
 done
+
+log "backups under a live NBD export, a client writing all along"
+qemu_img create -q -f qcow2 "$WORKDIR/l-disk.qcow2" 8M
+qemu-io -f qcow2 -c 'write -P 7 0 3M' "$WORKDIR/l-disk.qcow2" >/dev/null
+qemu_img create -q -f qcow2 "$WORKDIR/l-full.qcow2" 8M
+(cd "$WORKDIR" && qemu_img create -q -f qcow2 -b l-full.qcow2 -F qcow2 l-inc.qcow2)
+start_daemon "$WORKDIR/vd2.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd2.pid" \
+	--monitor "$WORKDIR/vd2.sock"
+VD_PID=$DAEMON_PID
+python3 - "$WORKDIR" <<'PY' || fail "backups under writes"
+import random, sys, time
+import nbd
+from qmp import QMP
+d = sys.argv[1]
+c = QMP(d + "/vd2.sock")
+def f(name):
+    return {"driver": "file", "filename": d + "/l-" + name + ".qcow2"}
+c.cmd("blockdev-add", driver="qcow2", node_name="disk", file=f("disk"))
+c.cmd("blockdev-add", driver="qcow2", node_name="full", file=f("full"))
+c.cmd("blockdev-add", driver="qcow2", node_name="inc", backing=None, file=f("inc"))
+c.cmd("nbd-server-start", addr={"type": "unix", "path": d + "/nbd.sock"})
+c.cmd("block-export-add", type="nbd", id="e", node_name="disk", writable=True)
+h = nbd.NBD()
+h.connect_uri("nbd+unix:///disk?socket=" + d + "/nbd.sock")
+SIZE, BS, GRAN = 8 << 20, 4096, 65536
+# The client's own record of the disk: what it wrote, nothing read back.
+model = bytearray(b"\7" * (3 << 20) + bytes(SIZE - (3 << 20)))
+rng = random.Random(14)
+touched = set()  # granules written since the last mark
+inflight = set()
+n = [0]
+
+def write_until(cond, at_least=50):
+    """Writes 4 KiB blocks all over the disk, 16 in flight, until cond() holds."""
+    done = 0
+    deadline = time.time() + 60
+    while done < at_least or not cond():
+        while h.aio_in_flight() < 16:
+            off = rng.randrange(SIZE // BS) * BS
+            if off in inflight:
+                continue  # two writes in flight to one block land in any order
+            data = bytes([(n[0] % 240) + 10]) * BS
+            model[off:off + BS] = data
+            touched.add(off // GRAN)
+            inflight.add(off)
+            h.aio_pwrite(data, off, completion=lambda err, off=off: inflight.discard(off) or 1)
+            n[0] += 1
+            done += 1
+        h.poll(-1)
+        if time.time() > deadline:
+            raise Exception("never: %s" % c.cmd("query-block-jobs"))
+    while h.aio_in_flight():
+        h.poll(-1)
+    return done
+
+def status(job):
+    js = [j for j in c.cmd("query-jobs") if j["id"] == job]
+    return js[0]["status"] if js else None
+
+def bitmap_count(name):
+    for node in c.cmd("query-named-block-nodes"):
+        for b in node.get("dirty-bitmaps", []):
+            if node["node-name"] == "disk" and b["name"] == name:
+                return b["count"]
+    raise Exception("no bitmap " + name)
+
+write_until(lambda: True, 500)
+# 1. A bitmap and a full backup at one point in time; the client writes on.
+at_full = bytes(model)
+touched.clear()
+c.cmd("transaction", actions=[
+    {"type": "block-dirty-bitmap-add", "data": {"node": "disk", "name": "b0"}},
+    {"type": "blockdev-backup",
+     "data": {"job-id": "full", "device": "disk", "target": "full", "sync": "full",
+              "speed": 4 << 20}}])
+during = write_until(lambda: status("full") is None)
+assert during > 200, "too few writes during the full backup: %d" % during
+# 2. The bitmap holds exactly what was written since.
+assert bitmap_count("b0") == len(touched) * GRAN, (bitmap_count("b0"), len(touched))
+changed = set(touched)
+at_inc = bytes(model)
+touched.clear()
+c.cmd("blockdev-backup", job_id="inc", device="disk", target="inc", sync="incremental",
+      bitmap="b0", speed=4 << 20)
+write_until(lambda: status("inc") is None)
+# on-success: what was written during the incremental backup, nothing more.
+assert bitmap_count("b0") == len(touched) * GRAN, (bitmap_count("b0"), len(touched))
+h.flush()
+h.shutdown()
+c.cmd("block-export-del", id="e")
+deadline = time.time() + 10
+while c.cmd("query-block-exports") and time.time() < deadline:
+    time.sleep(0.02)
+for node in ("inc", "full", "disk"):
+    c.cmd("blockdev-del", node_name=node)
+c.cmd("quit")
+open(d + "/at-full.raw", "wb").write(at_full)
+open(d + "/at-inc.raw", "wb").write(at_inc)
+open(d + "/now.raw", "wb").write(bytes(model))
+open(d + "/changed", "w").write(" ".join(str(g) for g in sorted(changed)))
+PY
+wait_for 30 bash -c "! kill -0 $VD_PID"
+for f in disk full inc; do
+	qemu_img check -q "$WORKDIR/l-$f.qcow2" || fail "qemu-img check l-$f.qcow2"
+done
+qemu_img compare -q "$WORKDIR/now.raw" "$WORKDIR/l-disk.qcow2" || fail "the disk lost writes"
+qemu_img compare -q "$WORKDIR/at-full.raw" "$WORKDIR/l-full.qcow2" ||
+	fail "the full backup is not the disk at its start"
+qemu_img compare -q "$WORKDIR/at-inc.raw" "$WORKDIR/l-inc.qcow2" ||
+	fail "full + incremental is not the disk at the incremental's start"
+# The increment holds exactly the granules written between the two backups.
+got=$(qemu_img map --output=json "$WORKDIR/l-inc.qcow2" | python3 -c '
+import json, sys
+g = set()
+for e in json.load(sys.stdin):
+    if e["depth"] == 0 and e["data"]:
+        g.update(range(e["start"] // 65536, (e["start"] + e["length"]) // 65536))
+print(" ".join(str(x) for x in sorted(g)))')
+[ "$got" = "$(cat "$WORKDIR/changed")" ] || fail "the increment holds other granules than those written"
