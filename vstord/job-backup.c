@@ -6,16 +6,13 @@
  * BitmapSyncMode).
  *
  * The target receives the source as it was when the job started, while
- * the guest keeps writing: a "todo" bitmap holds the granules still to
- * copy (what the sync mode asks for), and a before-write hook on the
- * source (vs_node_set_before_write) copies the old data of a todo granule
- * to the target before a guest write changes it (copy-before-write). The
- * job walks the rest. One coroutine mutex orders the two: a granule's bit
- * is cleared only once its old data is in the target, under the mutex,
- * and a hook that finds a bit set copies it under the mutex before its
- * write goes on. The job reads outside the mutex and writes what it read
- * only for the granules still set: a write to one of them would have
- * copied it (and cleared it) first, so what the job read is the old data.
+ * the guest keeps writing: copy-before-write (cbw.c) keeps a "todo" bitmap
+ * of the granules still to copy (what the sync mode asks for) and copies
+ * the old data of a todo granule to the target before a write changes it.
+ * The job walks the rest: it reads outside cbw's mutex and writes what it
+ * read only for the granules still todo (vd_cbw_put): a write to one of
+ * them would have copied it (and cleared it) first, so what the job read
+ * is the old data.
  *
  * Bitmaps (sync=bitmap/incremental, or a bitmap with full/top): the job
  * starts from the bitmap's bits; a transient successor bitmap records the
@@ -32,11 +29,11 @@
 
 #include "bitmap.h"
 #include "block.h"
+#include "cbw.h"
 #include "export.h"
 #include "job.h"
 #include "transaction.h"
 #include "vstor/dirty-bitmap.h"
-#include "vstor/reactor.h"
 
 /* Bytes copied per step of the job, and per copy-before-write at most. */
 #define BACKUP_CHUNK (1u << 20)
@@ -56,11 +53,9 @@ struct backup {
 	struct vs_node *src, *dst;
 	struct vd_job *job;
 	enum backup_sync sync;
-	struct vs_dirty_bitmap *todo;
-	struct vs_co_mutex lock; /* the target's copies and the todo bits */
-	void *buf, *cbw_buf;	 /* the job's, the hooks' (under @lock) */
-	int cbw_error;		 /* a copy-before-write failed: the job fails */
-	bool hooked;
+	struct vd_cbw *cbw;	      /* the point in time: todo granules, the hook */
+	struct vs_dirty_bitmap *todo; /* the cbw's */
+	void *buf;		      /* the job's reads */
 	/* A bitmap given: its name, its mode, the successor's name. */
 	char *bitmap, *successor;
 	enum bitmap_mode mode;
@@ -126,9 +121,8 @@ static void backup_free(struct backup *b)
 {
 	if (!b)
 		return;
-	vs_dirty_bitmap_free(b->todo);
+	vd_cbw_free(b->cbw);
 	free(b->buf);
-	free(b->cbw_buf);
 	free(b->bitmap);
 	free(b->successor);
 	free(b->job_id);
@@ -138,75 +132,6 @@ static void backup_free(struct backup *b)
 }
 
 /* ---- copy-before-write and the job ---- */
-
-/* Copy [start, start+len) (todo, under the lock) from the source to the target. */
-static int backup_cbw_run(struct backup *b, uint64_t start, uint64_t len)
-{
-	int ret = vs_node_pread_held(b->src, start, b->cbw_buf, len);
-
-	if (ret == 0)
-		ret = vs_node_pwrite(b->dst, start, b->cbw_buf, len, 0);
-	if (ret < 0)
-		return ret;
-	vs_dirty_bitmap_clear(b->todo, start, len);
-	vd_job_progress(b->job, len);
-	return 0;
-}
-
-/* The source's before-write hook: the old data of todo granules goes to the target first. */
-static void backup_before_write(void *opaque, uint64_t offset, uint64_t len)
-{
-	struct backup *b = opaque;
-	uint64_t gran = vs_dirty_bitmap_granularity(b->todo), end, start, run;
-
-	if (b->cbw_error || !vs_dirty_bitmap_next_dirty(b->todo, offset, 0, &start, &run) ||
-	    start >= offset + len)
-		return;
-	end = (offset + len + gran - 1) / gran * gran;
-	vs_co_mutex_lock(&b->lock);
-	while (!b->cbw_error &&
-	       vs_dirty_bitmap_next_dirty(b->todo, offset, BACKUP_CHUNK, &start, &run) &&
-	       start < end) {
-		int ret;
-
-		if (start + run > end)
-			run = end - start;
-		ret = backup_cbw_run(b, start, run);
-		if (ret < 0)
-			b->cbw_error = ret;
-		offset = start + run;
-	}
-	vs_co_mutex_unlock(&b->lock);
-}
-
-/*
- * Write what the job read of [start, start+len) (@zero: zeroes) for the
- * granules still to do. Returns the bytes written, or -errno.
- */
-static int64_t backup_write_todo(struct backup *b, uint64_t start, uint64_t len, bool zero)
-{
-	uint64_t end = start + len, off = start, s, n;
-	int64_t done = 0;
-	int ret = 0;
-
-	vs_co_mutex_lock(&b->lock);
-	while (vs_dirty_bitmap_next_dirty(b->todo, off, end - off, &s, &n) && s < end) {
-		if (s + n > end)
-			n = end - s;
-		ret = zero ? vs_node_write_zeroes(b->dst, s, n, 0) :
-			     vs_node_pwrite(b->dst, s, (char *)b->buf + (s - start), n, 0);
-		if (ret < 0)
-			break;
-		vs_dirty_bitmap_clear(b->todo, s, n);
-		vd_job_progress(b->job, n);
-		done += (int64_t)n;
-		off = s + n;
-		if (off >= end)
-			break;
-	}
-	vs_co_mutex_unlock(&b->lock);
-	return ret < 0 ? ret : done;
-}
 
 /*
  * One step: the first todo run from *@cursor. Returns the bytes copied, 0
@@ -235,7 +160,7 @@ static int64_t backup_step(struct backup *b, uint64_t *cursor, bool *read)
 	}
 	*read = false;
 	*cursor = start;
-	return backup_write_todo(b, start, pnum, status & VS_BS_ZERO);
+	return vd_cbw_put(b->cbw, start, pnum, b->buf, status & VS_BS_ZERO);
 }
 
 static int backup_run(struct vd_job *job)
@@ -244,7 +169,8 @@ static int backup_run(struct vd_job *job)
 	uint64_t cursor = 0, size = vs_node_size(b->src);
 	int failed = 0, ret;
 
-	while (b->sync != SYNC_NONE && !vd_job_cancelled(job) && !b->cbw_error && cursor < size) {
+	while (b->sync != SYNC_NONE && !vd_job_cancelled(job) && !vd_cbw_error(b->cbw) &&
+	       cursor < size) {
 		uint64_t before = cursor;
 		bool read = false;
 		int64_t n = backup_step(b, &cursor, &read);
@@ -259,22 +185,19 @@ static int backup_run(struct vd_job *job)
 
 				failed = -EIO;
 				if (vs_dirty_bitmap_next_dirty(b->todo, before, BACKUP_CHUNK, &s,
-							       &l)) {
-					vs_co_mutex_lock(&b->lock);
-					vs_dirty_bitmap_clear(b->todo, s, l);
-					vs_co_mutex_unlock(&b->lock);
-				}
+							       &l))
+					vd_cbw_skip(b->cbw, s, l);
 			}
 			continue;
 		}
 		vd_job_yield_point(job, (uint64_t)n);
 	}
 	/* sync=none: the job copies only before writes, until cancelled. */
-	while (b->sync == SYNC_NONE && !vd_job_cancelled(job) && !b->cbw_error)
+	while (b->sync == SYNC_NONE && !vd_job_cancelled(job) && !vd_cbw_error(b->cbw))
 		vd_job_sleep(job, BACKUP_IDLE_NS);
-	if (b->cbw_error) {
-		vd_job_set_error(job, "%s", strerror(-b->cbw_error));
-		return b->cbw_error;
+	if (vd_cbw_error(b->cbw)) {
+		vd_job_set_error(job, "%s", strerror(-vd_cbw_error(b->cbw)));
+		return vd_cbw_error(b->cbw);
 	}
 	if (vd_job_cancelled(job))
 		return 0;
@@ -287,12 +210,17 @@ static int backup_run(struct vd_job *job)
 /* The hook goes, with the source drained: no write is inside it any more. */
 static void backup_unhook(struct backup *b)
 {
-	if (!b->hooked)
-		return;
-	vs_node_drain_begin(b->src);
-	vs_node_set_before_write(b->src, NULL, NULL);
-	vs_node_drain_end(b->src);
-	b->hooked = false;
+	if (b->cbw)
+		vd_cbw_detach(b->cbw);
+}
+
+/* The copies of copy-before-write count as the job's progress. */
+static void backup_progress(void *opaque, uint64_t bytes)
+{
+	struct backup *b = opaque;
+
+	if (b->job)
+		vd_job_progress(b->job, bytes);
 }
 
 static int backup_prepare(struct vd_job *job)
@@ -516,7 +444,7 @@ static int backup_setup(struct qmp_call *call, struct vd_action *a, struct backu
 		return qmp_error(call, QMP_ERR_GENERIC, "Source and target cannot be the same");
 	if (vd_job_check_node_free(call, b->src, n->name) < 0)
 		return -1;
-	if (backup_pending_on(b->src))
+	if (backup_pending_on(b->src) || vd_cbw_attached(b->src))
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "Node '%s' is busy: block device is in use by block job: backup",
 				 n->name);
@@ -543,10 +471,10 @@ static int backup_setup(struct qmp_call *call, struct vd_action *a, struct backu
 	b->opts.id = b->job_id;
 	if (b->bitmap && vd_bitmap_find(b->src, b->bitmap, &info))
 		gran = info.granularity;
-	if (vs_dirty_bitmap_new(vs_node_size(b->src), gran, &b->todo) < 0 ||
-	    posix_memalign(&b->buf, 4096, BACKUP_CHUNK) ||
-	    posix_memalign(&b->cbw_buf, 4096, BACKUP_CHUNK))
+	if (vd_cbw_new(b->src, b->dst, gran, backup_progress, b, &b->cbw) < 0 ||
+	    posix_memalign(&b->buf, 4096, BACKUP_CHUNK))
 		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+	b->todo = vd_cbw_todo(b->cbw);
 	/* The point in time: from here to the end of the transaction nothing writes. */
 	vd_txn_quiesce(a->txn, b->src);
 	ret = backup_mark(call, b);
@@ -624,7 +552,7 @@ static void backup_action_commit(struct vd_action *a)
 		b->drive = false; /* the job's reference keeps the target now */
 		vs_node_close(dst);
 	}
-	b->hooked = vs_node_set_before_write(b->src, backup_before_write, b) == 0;
+	vd_cbw_attach(b->cbw); /* cannot be refused: the source has no other backup */
 }
 
 /* The action's state; the monitor's error paths free it through abort. */
