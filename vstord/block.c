@@ -418,7 +418,7 @@ static int open_fleece(struct qmp_call *call, const char *driver, const struct n
 		return -1;
 	if (target_ref && child_ref(call, target_ref, o, &target) < 0)
 		goto out;
-	ret = target ? vd_fleece_cbw_open(call, file, target, out) :
+	ret = target ? vd_fleece_cbw_open(call, file, target, false, out) :
 		       vd_fleece_access_open(call, file, out);
 out:
 	vs_node_close(target);

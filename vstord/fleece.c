@@ -79,13 +79,31 @@ static int access_submit(struct vs_node *node, struct vs_req *req)
 	}
 }
 
+/*
+ * The view shows the source's bitmaps (the source is the file of its
+ * file), so that an export of the view can serve them (a checkpoint's
+ * qemu:dirty-bitmap context). A disabled bitmap is the same in the view.
+ */
+static int access_bitmap_list(struct vs_node *node, struct vs_dirty_bitmap_info **out, unsigned *nb)
+{
+	return vs_node_dirty_bitmaps(node->file->file, out, nb);
+}
+
+static int access_bitmap_status(struct vs_node *node, const char *name, uint64_t offset,
+				uint64_t len, bool *dirty, uint64_t *run)
+{
+	return vs_node_bitmap_status(node->file->file, name, offset, len, dirty, run);
+}
+
 static const struct vs_driver access_driver = {
 	.name = "snapshot-access",
 	.submit = access_submit,
+	.bitmap_list = access_bitmap_list,
+	.bitmap_status = access_bitmap_status,
 };
 
 int vd_fleece_cbw_open(struct qmp_call *call, struct vs_node *file, struct vs_node *target,
-		       struct vs_node **out)
+		       bool drained, struct vs_node **out)
 {
 	struct vs_open_opts oo = { .cache = vs_node_cache_mode(file) };
 	uint64_t gran = vs_node_cluster_size(target);
@@ -121,11 +139,15 @@ int vd_fleece_cbw_open(struct qmp_call *call, struct vs_node *file, struct vs_no
 	n->read_only = vs_node_is_read_only(file);
 	vs_dirty_bitmap_set(vd_cbw_todo(s->cbw), 0, n->size);
 	/* The point in time: nothing is in flight on the source when the hook goes on. */
-	vd_exports_drain_begin(file);
-	vs_node_drain_begin(file);
+	if (!drained) {
+		vd_exports_drain_begin(file);
+		vs_node_drain_begin(file);
+	}
 	ret = vd_cbw_attach(s->cbw);
-	vs_node_drain_end(file);
-	vd_exports_drain_end(file, NULL);
+	if (!drained) {
+		vs_node_drain_end(file);
+		vd_exports_drain_end(file, NULL);
+	}
 	if (ret < 0) {
 		vs_node_close(n);
 		return qmp_error(call, QMP_ERR_GENERIC, "Node '%s' is busy", vd_node_name_of(file));

@@ -9,6 +9,8 @@
 #ifndef VSTORD_FLEECE_H
 #define VSTORD_FLEECE_H
 
+#include <stdbool.h>
+
 #include "qmp.h"
 
 struct vs_node;
@@ -17,10 +19,12 @@ struct vs_node;
  * A copy-before-write node over @file into @target (both borrowed; the node
  * references them). Freezes @file's content now: from here on every write
  * that reaches @file, through this node or any other path, first copies
- * the old data to @target. 0 and *@out, or -1 after qmp_error().
+ * the old data to @target. @drained: the caller holds @file and its
+ * exports drained already (else they are drained around the switch).
+ * 0 and *@out, or -1 after qmp_error().
  */
 int vd_fleece_cbw_open(struct qmp_call *call, struct vs_node *file, struct vs_node *target,
-		       struct vs_node **out);
+		       bool drained, struct vs_node **out);
 
 /* A snapshot-access node over the copy-before-write node @file. 0 or -1 after qmp_error(). */
 int vd_fleece_access_open(struct qmp_call *call, struct vs_node *file, struct vs_node **out);
