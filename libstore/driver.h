@@ -200,6 +200,9 @@ struct vs_node {
 	void *close_hook_opaque;
 	/* In-memory dirty bitmaps the node's writes mark (dirty-bitmap.c). */
 	struct vs_dirty_bitmap *dirty_bitmaps;
+	/* vs_node_set_before_write(): called inside each write, before it. */
+	vs_node_before_write_fn *before_write;
+	void *before_write_opaque;
 };
 
 /*

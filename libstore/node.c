@@ -297,6 +297,29 @@ int vs_node_pread(struct vs_node *n, uint64_t offset, void *buf, size_t len)
 	return vs_node_preadv(n, offset, len, &iov, 1, 0);
 }
 
+int vs_node_set_before_write(struct vs_node *n, vs_node_before_write_fn *fn, void *opaque)
+{
+	if (fn && n->before_write)
+		return -EBUSY;
+	n->before_write = fn;
+	n->before_write_opaque = opaque;
+	return 0;
+}
+
+int vs_node_pread_held(struct vs_node *n, uint64_t offset, void *buf, size_t len)
+{
+	struct iovec iov = { buf, len };
+
+	return node_preadv(n, offset, len, &iov, 1, 0);
+}
+
+/* A write is about to change [offset, offset+len) of @n (inside the gate). */
+static void node_before_write(struct vs_node *n, uint64_t offset, uint64_t len)
+{
+	if (n->before_write && len)
+		n->before_write(n->before_write_opaque, offset, len);
+}
+
 int vs_node_pwrite(struct vs_node *n, uint64_t offset, const void *buf, size_t len, unsigned flags)
 {
 	struct iovec iov = { (void *)buf, len };
@@ -702,6 +725,7 @@ int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iov
 	int ret;
 
 	node_enter(n);
+	node_before_write(n, offset, len);
 	if (n->dirty_bitmaps)
 		vs_node_dirty_write_begin(n, offset, len);
 	ret = node_pwritev(n, offset, len, iov, niov, flags);
@@ -717,6 +741,7 @@ int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
 	int ret;
 
 	node_enter(n);
+	node_before_write(n, offset, len);
 	if (n->dirty_bitmaps)
 		vs_node_dirty_write_begin(n, offset, len);
 	ret = node_pwritev_compressed(n, offset, len, iov, niov);
@@ -738,6 +763,7 @@ int vs_node_discard(struct vs_node *n, uint64_t offset, uint64_t len)
 	int ret;
 
 	node_enter(n);
+	node_before_write(n, offset, len);
 	if (n->dirty_bitmaps)
 		vs_node_dirty_write_begin(n, offset, len);
 	ret = node_discard(n, offset, len);
@@ -752,6 +778,7 @@ int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsig
 	int ret;
 
 	node_enter(n);
+	node_before_write(n, offset, len);
 	if (n->dirty_bitmaps)
 		vs_node_dirty_write_begin(n, offset, len);
 	ret = node_write_zeroes(n, offset, len, flags);

@@ -7,6 +7,7 @@
  * volume of a storage pool).
  */
 #include "block.h"
+#include "fleece.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -147,6 +148,9 @@ static const char *const nbd_params[] = {
 	"server", "export", "tls-creds", "tls-hostname", "reconnect-delay", "open-timeout", NULL
 };
 static const char *const vol_params[] = { "pool", "volume", NULL };
+static const char *const cbw_params[] = { "file",	  "target",	 "bitmap",
+					  "on-cbw-error", "cbw-timeout", NULL };
+static const char *const access_params[] = { "file", NULL };
 
 struct driver_desc {
 	const char *name;
@@ -154,8 +158,14 @@ struct driver_desc {
 };
 
 static const struct driver_desc drivers[] = {
-	{ "file", file_params }, { "raw", raw_params }, { "qcow2", qcow2_params },
-	{ "nbd", nbd_params },	 { "vol", vol_params },
+	{ "file", file_params },
+	{ "raw", raw_params },
+	{ "qcow2", qcow2_params },
+	{ "nbd", nbd_params },
+	{ "vol", vol_params },
+	/* fleece.c */
+	{ "copy-before-write", cbw_params },
+	{ "snapshot-access", access_params },
 };
 
 static bool in_list(const char *const *list, const char *name)
@@ -386,6 +396,36 @@ static int open_format(struct qmp_call *call, const char *driver, const struct n
 	return 0;
 }
 
+/* copy-before-write (file, target) and snapshot-access (file): fleece.c's nodes. */
+static int open_fleece(struct qmp_call *call, const char *driver, const struct node_opts *o,
+		       struct vs_node **out)
+{
+	struct vs_node *file = NULL, *target = NULL;
+	json_object *file_ref, *target_ref = NULL, *v;
+	int ret = -1;
+
+	if (!json_object_object_get_ex(call->args, "file", &file_ref))
+		return qmp_error(call, QMP_ERR_GENERIC, "Parameter 'file' is missing");
+	if (!strcmp(driver, "copy-before-write")) {
+		if (!json_object_object_get_ex(call->args, "target", &target_ref))
+			return qmp_error(call, QMP_ERR_GENERIC, "Parameter 'target' is missing");
+		if (json_object_object_get_ex(call->args, "bitmap", &v))
+			return qmp_error(
+				call, QMP_ERR_GENERIC,
+				"copy-before-write's bitmap is not supported by vstord yet");
+	}
+	if (child_ref(call, file_ref, o, &file) < 0)
+		return -1;
+	if (target_ref && child_ref(call, target_ref, o, &target) < 0)
+		goto out;
+	ret = target ? vd_fleece_cbw_open(call, file, target, false, out) :
+		       vd_fleece_access_open(call, file, out);
+out:
+	vs_node_close(target);
+	vs_node_close(file);
+	return ret;
+}
+
 /* Open the node @call->args describe (its own reference in *@out), its options in @o. */
 static int add_node(struct qmp_call *call, const struct node_opts *parent, struct vs_node **out,
 		    struct node_opts *o)
@@ -416,6 +456,8 @@ static int add_node(struct qmp_call *call, const struct node_opts *parent, struc
 				 "add the child with blockdev-add and name it");
 	if (!strcmp(d->name, "raw") || !strcmp(d->name, "qcow2"))
 		return open_format(call, d->name, o, out);
+	if (!strcmp(d->name, "copy-before-write") || !strcmp(d->name, "snapshot-access"))
+		return open_fleece(call, d->name, o, out);
 	return open_protocol(call, d->name, o, out);
 }
 

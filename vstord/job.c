@@ -431,6 +431,15 @@ static bool id_wellformed(const char *id)
 	return true;
 }
 
+int vd_job_check_id(struct qmp_call *call, const char *id)
+{
+	if (!id_wellformed(id))
+		return qmp_error(call, QMP_ERR_GENERIC, "Invalid job ID '%s'", id);
+	if (job_find(id))
+		return qmp_error(call, QMP_ERR_GENERIC, "Job ID '%s' already in use", id);
+	return 0;
+}
+
 static int arg_speed(struct qmp_call *call, const char *name, uint64_t *out)
 {
 	int64_t v;

@@ -128,6 +128,13 @@ struct vd_job *vd_job_new(struct qmp_call *call, const struct vd_job_driver *drv
 
 void *vd_job_opaque(const struct vd_job *job);
 
+/*
+ * What vd_job_new() would say of job id @id (malformed, or in use): -1
+ * after qmp_error(), or 0. A transaction checks it in prepare and creates
+ * the job in commit, where nothing may fail.
+ */
+int vd_job_check_id(struct qmp_call *call, const char *id);
+
 /* ---- for drivers, in the job's coroutine ---- */
 
 /* Whether the job was cancelled: run() returns as soon as it can. */

@@ -214,6 +214,24 @@ int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iove
 int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
 		    unsigned flags);
 int vs_node_pread(struct vs_node *n, uint64_t offset, void *buf, size_t len);
+
+/*
+ * Copy-before-write (a backup job's point in time): @fn is called for every
+ * write, write-zeroes and discard that enters @node through its public entry
+ * points, after the request passed the node's drain gate and before it
+ * changes anything, with the range it is about to change. It may yield; it
+ * reads @node with vs_node_pread_held(). Its return value is ignored: the
+ * guest's write goes on (the hook's owner fails its own work instead).
+ * One hook per node: -EBUSY when @node has one; @fn NULL removes it.
+ */
+typedef void vs_node_before_write_fn(void *opaque, uint64_t offset, uint64_t len);
+int vs_node_set_before_write(struct vs_node *node, vs_node_before_write_fn *fn, void *opaque);
+
+/*
+ * A read of @n from inside one of @n's own requests (a before-write hook):
+ * it does not wait at the drain gate, which that request already passed.
+ */
+int vs_node_pread_held(struct vs_node *n, uint64_t offset, void *buf, size_t len);
 int vs_node_pwrite(struct vs_node *n, uint64_t offset, const void *buf, size_t len, unsigned flags);
 int vs_node_flush(struct vs_node *n);
 int vs_node_discard(struct vs_node *n, uint64_t offset, uint64_t len);

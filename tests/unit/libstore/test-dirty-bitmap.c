@@ -3,7 +3,9 @@
  * Unit tests of the in-memory dirty bitmaps (dirty-bitmap.c): rounding of
  * set and clear, the dirty runs and the count, the bounds; and the hook on
  * a node's write path (writes, write-zeroes and discards mark the attached
- * bitmaps, reads do not, a detached bitmap is left alone).
+ * bitmaps, reads do not, a detached bitmap is left alone); and the
+ * before-write hook on the same path (called before each change, with
+ * the old data still readable).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -218,6 +220,60 @@ CO_TEST(test_dirty_bitmap_write_hook_replaces_marking)
 	vs_dirty_bitmap_free(bm);
 }
 
+/* What the before-write hook saw: the range, and the old data it read there. */
+struct hook_seen {
+	struct vs_node *node;
+	unsigned calls;
+	uint64_t offset, len;
+	unsigned char old;
+};
+
+static void hook_record(void *opaque, uint64_t offset, uint64_t len)
+{
+	struct hook_seen *h = opaque;
+
+	h->calls++;
+	h->offset = offset;
+	h->len = len;
+	/* Inside the write, before it: the old data is still there. */
+	assert_int_equal(vs_node_pread_held(h->node, offset, &h->old, 1), 0);
+}
+
+CO_TEST(test_dirty_bitmap_before_write_hook)
+{
+	struct vs_open_opts o = { .filename = "memory:1M", .format = "raw" };
+	struct hook_seen h = { 0 };
+	struct vs_error err = { 0 };
+	unsigned char buf[4096];
+	struct vs_node *n;
+
+	(void)arg;
+	assert_int_equal(vs_image_open(&n, &o, &err), 0);
+	h.node = n;
+	memset(buf, 0x11, sizeof(buf));
+	assert_int_equal(vs_node_pwrite(n, 8192, buf, sizeof(buf), 0), 0);
+	assert_int_equal(vs_node_set_before_write(n, hook_record, &h), 0);
+	assert_int_equal(vs_node_set_before_write(n, hook_record, &h), -EBUSY);
+	memset(buf, 0x22, sizeof(buf));
+	assert_int_equal(vs_node_pwrite(n, 8192, buf, sizeof(buf), 0), 0);
+	assert_int_equal(h.calls, 1);
+	assert_int_equal(h.offset, 8192);
+	assert_int_equal(h.len, 4096);
+	assert_int_equal(h.old, 0x11); /* read before the write changed it */
+	assert_int_equal(vs_node_pread(n, 8192, buf, 1), 0);
+	assert_int_equal(buf[0], 0x22);
+	assert_int_equal(vs_node_write_zeroes(n, 8192, 512, 0), 0);
+	assert_int_equal(h.old, 0x22);
+	assert_int_equal(vs_node_discard(n, 65536, 65536), 0);
+	assert_int_equal(h.calls, 3);
+	assert_int_equal(vs_node_pread(n, 0, buf, 512), 0); /* reads do not call it */
+	assert_int_equal(h.calls, 3);
+	assert_int_equal(vs_node_set_before_write(n, NULL, NULL), 0);
+	assert_int_equal(vs_node_pwrite(n, 0, buf, 512, 0), 0);
+	assert_int_equal(h.calls, 3);
+	vs_node_close(n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -226,6 +282,7 @@ int main(void)
 		cmocka_unit_test(test_dirty_bitmap_runs_across_words),
 		cmocka_unit_test(test_dirty_bitmap_node_writes_mark),
 		cmocka_unit_test(test_dirty_bitmap_write_hook_replaces_marking),
+		cmocka_unit_test(test_dirty_bitmap_before_write_hook),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Copy-before-write: a point-in-time copy of a live node. A "todo" bitmap
+ * holds the granules of the source whose old data still has to reach the
+ * target; a before-write hook on the source (vs_node_set_before_write)
+ * copies the old data of todo granules to the target before a write,
+ * write-zeroes or discard changes them, whoever issues it. One coroutine
+ * mutex orders the hook, the backup job's own copies (vd_cbw_put) and the
+ * readers of the point-in-time view (vd_cbw_read): a granule leaves todo
+ * only once its old data is in the target. The backup job (job-backup.c)
+ * and the fleecing nodes (fleece.c) use it. Control reactor only.
+ */
+#ifndef VSTORD_CBW_H
+#define VSTORD_CBW_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vs_node;
+struct vs_dirty_bitmap;
+struct vd_cbw;
+
+/*
+ * A copy-before-write of @src into @dst (same size; both referenced until
+ * vd_cbw_free) with granules of @granularity bytes and nothing to do yet.
+ * @progress (may be NULL) is called with the bytes each copy moved.
+ * Returns 0 and *@out, -EINVAL (granularity), or -ENOMEM.
+ */
+int vd_cbw_new(struct vs_node *src, struct vs_node *dst, uint64_t granularity,
+	       void (*progress)(void *opaque, uint64_t bytes), void *opaque, struct vd_cbw **out);
+
+/* The todo bitmap, to be marked before vd_cbw_attach (it belongs to @cbw). */
+struct vs_dirty_bitmap *vd_cbw_todo(struct vd_cbw *cbw);
+
+/*
+ * Start copying before writes: 0, or -EBUSY when the source has a hook
+ * already. Call it with the source drained, so that the point in time is
+ * exact (the first write after it is covered).
+ */
+int vd_cbw_attach(struct vd_cbw *cbw);
+/* Whether a copy-before-write is attached to @src (one per node). */
+bool vd_cbw_attached(const struct vs_node *src);
+/* Stop (coroutine context: drains the source so no write is inside the hook). */
+void vd_cbw_detach(struct vd_cbw *cbw);
+/* Detach if attached; free; drop the references. NULL is a no-op. */
+void vd_cbw_free(struct vd_cbw *cbw);
+
+/* The first failure of a copy-before-write (-errno), or 0. */
+int vd_cbw_error(const struct vd_cbw *cbw);
+
+/*
+ * The backup job's copy: @buf holds what it read of the source at
+ * [@offset, @offset+@len) (@zero: zeroes, @buf unused), read outside the
+ * lock; the granules still todo get it in the target. Returns the bytes
+ * written, or -errno (the target's error).
+ */
+int64_t vd_cbw_put(struct vd_cbw *cbw, uint64_t offset, uint64_t len, const void *buf, bool zero);
+
+/* Clear todo granules of [@offset, @offset+@len) without copying them (an ignored error). */
+void vd_cbw_skip(struct vd_cbw *cbw, uint64_t offset, uint64_t len);
+
+/*
+ * The point-in-time view: [@offset, @offset+@len) into @buf, each granule
+ * from the source while it is todo (no write can change it meanwhile) and
+ * from the target once copied. 0 or -errno.
+ */
+int vd_cbw_read(struct vd_cbw *cbw, uint64_t offset, uint64_t len, void *buf);
+
+#endif
