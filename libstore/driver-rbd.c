@@ -854,6 +854,373 @@ static int rbd_drv_create(const char *filename, uint64_t size, const struct vs_k
 	return ret;
 }
 
+/* ---- the pool backend's calls ---- */
+
+struct vs_rbd_pool {
+	struct rbd_conn conn;
+	char pool[256];
+};
+
+int vs_rbd_pool_open(struct vs_rbd_pool **out, const char *name, struct vs_error *err)
+{
+	struct vs_rbd_spec spec;
+	struct vs_rbd_pool *p;
+	int ret = vs_rbd_spec_parse(name, &spec, err);
+
+	*out = NULL;
+	if (ret < 0)
+		return ret;
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		vs_rbd_spec_free(&spec);
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	}
+	snprintf(p->pool, sizeof(p->pool), "%s", spec.pool);
+	ret = conn_open(&p->conn, &spec, VS_CACHE_WRITEBACK, err);
+	vs_rbd_spec_free(&spec);
+	if (ret < 0) {
+		free(p);
+		return ret;
+	}
+	*out = p;
+	return 0;
+}
+
+void vs_rbd_pool_close(struct vs_rbd_pool *p)
+{
+	if (!p)
+		return;
+	conn_close(&p->conn);
+	free(p);
+}
+
+enum pool_op { PO_STAT, PO_LIST, PO_IMAGE, PO_CREATE, PO_REMOVE, PO_RESIZE, PO_RENAME, PO_CLONE };
+
+struct pool_job {
+	struct vs_rbd_pool *p;
+	enum pool_op op;
+	const char *a, *b, *snap;
+	uint64_t size, size2, size3;
+	char *names;
+	size_t names_len;
+	char *parent;
+	size_t parentsz;
+	int ret;
+	char what[160];
+};
+
+static int image_du_cb(uint64_t off, size_t len, int exists, void *arg)
+{
+	(void)off;
+	if (exists)
+		*(uint64_t *)arg += len;
+	return 0;
+}
+
+static void image_stat_run(struct pool_job *j)
+{
+	rbd_image_t img;
+	uint64_t features = 0, flags = 0;
+	rbd_linked_image_spec_t ps;
+	rbd_snap_spec_t ss;
+	int r = rbd_open_read_only(j->p->conn.io, j->a, &img, NULL);
+
+	if (r < 0) {
+		j->ret = r;
+		return;
+	}
+	r = rbd_get_size(img, &j->size);
+	if (r == 0)
+		r = rbd_get_features(img, &features);
+	if (r == 0)
+		r = rbd_get_flags(img, &flags);
+	j->size2 = j->size;
+	if (r == 0 && (features & RBD_FEATURE_FAST_DIFF) && !(flags & RBD_FLAG_FAST_DIFF_INVALID)) {
+		uint64_t used = 0;
+
+		if (rbd_diff_iterate2(img, NULL, 0, j->size, 0, 1, image_du_cb, &used) == 0)
+			j->size2 = used;
+	}
+	if (r == 0 && j->parent && rbd_get_parent(img, &ps, &ss) == 0) {
+		snprintf(j->parent, j->parentsz, "%s/%s@%s", ps.pool_name, ps.image_name, ss.name);
+		rbd_linked_image_spec_cleanup(&ps);
+		rbd_snap_spec_cleanup(&ss);
+	}
+	rbd_close(img);
+	j->ret = r;
+}
+
+/* Remove @name's snapshots (unprotecting them), then the image. */
+static int remove_image(struct pool_job *j)
+{
+	rbd_image_t img;
+	rbd_snap_info_t snaps[64];
+	int max = 64, n, r;
+
+	r = rbd_remove(j->p->conn.io, j->a);
+	if (r != -ENOTEMPTY)
+		return r;
+	r = rbd_open(j->p->conn.io, j->a, &img, NULL);
+	if (r < 0)
+		return r;
+	n = rbd_snap_list(img, snaps, &max);
+	for (int i = 0; i < n && r == 0; i++) {
+		int prot = 0;
+
+		if (rbd_snap_is_protected(img, snaps[i].name, &prot) == 0 && prot) {
+			r = rbd_snap_unprotect(img, snaps[i].name);
+			if (r == -EBUSY)
+				snprintf(j->what, sizeof(j->what),
+					 "Image '%s' has clones (of snapshot '%s')", j->a,
+					 snaps[i].name);
+		}
+		if (r == 0)
+			r = rbd_snap_remove(img, snaps[i].name);
+	}
+	if (n > 0)
+		rbd_snap_list_end(snaps);
+	rbd_close(img);
+	if (n < 0)
+		return n;
+	return r < 0 ? r : rbd_remove(j->p->conn.io, j->a);
+}
+
+static void clone_run(struct pool_job *j)
+{
+	rbd_image_t img;
+	uint64_t features = 0;
+	int order = 0, r = rbd_open(j->p->conn.io, j->a, &img, NULL);
+
+	if (r < 0) {
+		j->ret = r;
+		return;
+	}
+	r = rbd_get_features(img, &features);
+	if (r == 0)
+		r = rbd_snap_create(img, j->snap);
+	if (r == 0)
+		r = rbd_snap_protect(img, j->snap);
+	rbd_close(img);
+	if (r == 0)
+		r = rbd_clone(j->p->conn.io, j->a, j->snap, j->p->conn.io, j->b,
+			      features | RBD_FEATURE_LAYERING, &order);
+	j->ret = r;
+}
+
+static void pool_job_run(void *arg)
+{
+	struct pool_job *j = arg;
+	rados_ioctx_t io = j->p->conn.io;
+
+	switch (j->op) {
+	case PO_STAT: {
+		struct rados_cluster_stat_t cs;
+		struct rados_pool_stat_t ps;
+
+		j->ret = rados_cluster_stat(j->p->conn.cluster, &cs);
+		if (j->ret == 0)
+			j->ret = rados_ioctx_pool_stat(io, &ps);
+		if (j->ret == 0) {
+			j->size = cs.kb << 10;
+			j->size2 = cs.kb_avail << 10;
+			j->size3 = ps.num_bytes;
+		}
+		break;
+	}
+	case PO_LIST: {
+		size_t max = 64;
+		rbd_image_spec_t *specs = NULL;
+
+		for (;;) {
+			free(specs);
+			specs = calloc(max, sizeof(*specs));
+			if (!specs) {
+				j->ret = -ENOMEM;
+				break;
+			}
+			j->ret = rbd_list2(io, specs, &max);
+			if (j->ret != -ERANGE)
+				break;
+		}
+		if (j->ret >= 0) {
+			size_t len = 1;
+
+			for (size_t i = 0; i < max; i++)
+				len += strlen(specs[i].name) + 1;
+			j->names = calloc(1, len);
+			j->names_len = len;
+			if (!j->names)
+				j->ret = -ENOMEM;
+			for (size_t i = 0, off = 0; j->names && i < max; i++) {
+				strcpy(j->names + off, specs[i].name);
+				off += strlen(specs[i].name) + 1;
+			}
+			rbd_image_spec_list_cleanup(specs, max);
+			j->ret = j->ret < 0 ? j->ret : 0;
+		}
+		free(specs);
+		break;
+	}
+	case PO_IMAGE:
+		image_stat_run(j);
+		break;
+	case PO_CREATE: {
+		rbd_image_options_t o;
+
+		rbd_image_options_create(&o);
+		j->ret = rbd_create4(io, j->a, j->size, o);
+		rbd_image_options_destroy(o);
+		break;
+	}
+	case PO_REMOVE:
+		j->ret = remove_image(j);
+		break;
+	case PO_RESIZE: {
+		rbd_image_t img;
+
+		j->ret = rbd_open(io, j->a, &img, NULL);
+		if (j->ret == 0) {
+			j->ret = rbd_resize(img, j->size);
+			rbd_close(img);
+		}
+		break;
+	}
+	case PO_RENAME:
+		j->ret = rbd_rename(io, j->a, j->b);
+		break;
+	case PO_CLONE:
+		clone_run(j);
+		break;
+	}
+}
+
+/* Run @j on the worker pool; failures say "Could not @verb [RBD image '@image' of] pool ..." */
+static int pool_run(struct pool_job *j, struct vs_error *err, const char *verb, const char *image)
+{
+	int ret = vs_co_run_in_worker(pool_job_run, j);
+
+	if (ret == 0)
+		ret = j->ret;
+	if (ret < 0) {
+		if (j->what[0])
+			vs_error_setf_errno(err, ret, "%s", j->what);
+		else if (image)
+			vs_error_setf_errno(err, ret,
+					    "Could not %s RBD image '%s' of Ceph pool '%s'", verb,
+					    image, j->p->pool);
+		else
+			vs_error_setf_errno(err, ret, "Could not %s Ceph pool '%s'", verb,
+					    j->p->pool);
+	}
+	return ret;
+}
+
+int vs_rbd_pool_stat(struct vs_rbd_pool *p, uint64_t *capacity, uint64_t *available, uint64_t *used,
+		     struct vs_error *err)
+{
+	struct pool_job j = { .p = p, .op = PO_STAT };
+	int ret = pool_run(&j, err, "read the space of", NULL);
+
+	if (ret == 0) {
+		*capacity = j.size;
+		*available = j.size2;
+		*used = j.size3;
+	}
+	return ret;
+}
+
+void vs_rbd_names_free(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+int vs_rbd_list(struct vs_rbd_pool *p, char ***names, size_t *n, struct vs_error *err)
+{
+	struct pool_job j = { .p = p, .op = PO_LIST };
+	char **out = NULL;
+	size_t count = 0;
+	int ret = pool_run(&j, err, "list the images of", NULL);
+
+	*names = NULL;
+	*n = 0;
+	if (ret < 0) {
+		free(j.names);
+		return ret;
+	}
+	for (size_t off = 0; off < j.names_len && j.names[off]; off += strlen(j.names + off) + 1) {
+		char **grown = realloc(out, (count + 1) * sizeof(*out));
+
+		if (!grown || !(grown[count] = strdup(j.names + off))) {
+			out = grown ? grown : out;
+			vs_rbd_names_free(out, count);
+			free(j.names);
+			return vs_error_set(err, -ENOMEM, "Out of memory");
+		}
+		out = grown;
+		count++;
+	}
+	free(j.names);
+	*names = out;
+	*n = count;
+	return 0;
+}
+
+int vs_rbd_image_stat(struct vs_rbd_pool *p, const char *image, uint64_t *size,
+		      uint64_t *allocation, char *parent, size_t parentsz, struct vs_error *err)
+{
+	struct pool_job j = {
+		.p = p, .op = PO_IMAGE, .a = image, .parent = parent, .parentsz = parentsz
+	};
+	int ret;
+
+	if (parent && parentsz)
+		parent[0] = '\0';
+	ret = pool_run(&j, err, "open", image);
+	if (ret == 0) {
+		*size = j.size;
+		*allocation = j.size2;
+	}
+	return ret;
+}
+
+int vs_rbd_create(struct vs_rbd_pool *p, const char *image, uint64_t size, struct vs_error *err)
+{
+	struct pool_job j = { .p = p, .op = PO_CREATE, .a = image, .size = size };
+
+	return pool_run(&j, err, "create", image);
+}
+
+int vs_rbd_remove(struct vs_rbd_pool *p, const char *image, struct vs_error *err)
+{
+	struct pool_job j = { .p = p, .op = PO_REMOVE, .a = image };
+
+	return pool_run(&j, err, "remove", image);
+}
+
+int vs_rbd_resize(struct vs_rbd_pool *p, const char *image, uint64_t size, struct vs_error *err)
+{
+	struct pool_job j = { .p = p, .op = PO_RESIZE, .a = image, .size = size };
+
+	return pool_run(&j, err, "resize", image);
+}
+
+int vs_rbd_rename(struct vs_rbd_pool *p, const char *from, const char *to, struct vs_error *err)
+{
+	struct pool_job j = { .p = p, .op = PO_RENAME, .a = from, .b = to };
+
+	return pool_run(&j, err, "rename", from);
+}
+
+int vs_rbd_clone(struct vs_rbd_pool *p, const char *from, const char *snap, const char *to,
+		 struct vs_error *err)
+{
+	struct pool_job j = { .p = p, .op = PO_CLONE, .a = from, .b = to, .snap = snap };
+
+	return pool_run(&j, err, "clone", from);
+}
+
 const struct vs_driver vs_driver_rbd = {
 	.name = "rbd",
 	.prefixes = (const char *const[]){ "rbd:", NULL },

@@ -43,4 +43,42 @@ struct vs_rbd_spec {
 int vs_rbd_spec_parse(const char *name, struct vs_rbd_spec *spec, struct vs_error *err);
 void vs_rbd_spec_free(struct vs_rbd_spec *spec);
 
+/*
+ * A connection to one pool (the pool backend's control path). @name is an
+ * rbd: name whose image part is ignored (rbd:POOL/-:OPTS). All calls block
+ * the calling coroutine, not the reactor (they run on the worker pool).
+ */
+struct vs_rbd_pool;
+
+int vs_rbd_pool_open(struct vs_rbd_pool **out, const char *name, struct vs_error *err);
+void vs_rbd_pool_close(struct vs_rbd_pool *p);
+
+/* Cluster capacity and free space, and the bytes the pool stores. */
+int vs_rbd_pool_stat(struct vs_rbd_pool *p, uint64_t *capacity, uint64_t *available, uint64_t *used,
+		     struct vs_error *err);
+
+/* The image names of the pool: *@names malloc'd, each entry too (vs_rbd_names_free). */
+int vs_rbd_list(struct vs_rbd_pool *p, char ***names, size_t *n, struct vs_error *err);
+void vs_rbd_names_free(char **names, size_t n);
+
+/*
+ * Size of image @image, and the bytes it takes (fast-diff: the objects it
+ * has; without fast-diff, its size), and its parent "POOL/IMAGE@SNAP" ("" if none).
+ */
+int vs_rbd_image_stat(struct vs_rbd_pool *p, const char *image, uint64_t *size,
+		      uint64_t *allocation, char *parent, size_t parentsz, struct vs_error *err);
+
+/* Create (thin, the cluster's default features), remove, resize, rename an image. */
+int vs_rbd_create(struct vs_rbd_pool *p, const char *image, uint64_t size, struct vs_error *err);
+int vs_rbd_remove(struct vs_rbd_pool *p, const char *image, struct vs_error *err);
+int vs_rbd_resize(struct vs_rbd_pool *p, const char *image, uint64_t size, struct vs_error *err);
+int vs_rbd_rename(struct vs_rbd_pool *p, const char *from, const char *to, struct vs_error *err);
+
+/*
+ * A copy-on-write clone @to of @from, as libvirt makes it: a snapshot of
+ * @from (@snap), protected, and a clone of it with @from's features.
+ */
+int vs_rbd_clone(struct vs_rbd_pool *p, const char *from, const char *snap, const char *to,
+		 struct vs_error *err);
+
 #endif

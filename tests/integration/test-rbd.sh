@@ -10,6 +10,11 @@
 # users with a key file and a key secret, and a wrong key; two writers of
 # one image exclude each other through the exclusive lock.
 #
+# The rbd pool (vstor pool-define-as NAME rbd ...): define with a key file
+# (a world-readable one refused), start, pool-info, vol-create-as (thin),
+# vol-list with allocation, vol-resize, vol-clone, vol-wipe, vol-upload and
+# vol-download, an NBD export of vol:POOL/VOL, vol-delete.
+#
 # The default tier runs a smoke subset (VSTOR_RBD_FULL unset: create, I/O
 # both ways, the exclusive lock); rbd-full in the long tier runs it all.
 . "$(dirname "$0")/lib.sh"
@@ -121,6 +126,69 @@ timeout 60 nbdcopy "nbd+unix:///?socket=$SOCK" nbd.raw || fail "nbdcopy"
 rbd export vs/a a2.raw >/dev/null 2>&1
 cmp nbd.raw a2.raw || fail "NBD export differs from rbd export"
 
+fi
+
+if full; then
+# --- the rbd pool through the vstor CLI: the definition carries the monitor
+# and the user; no ceph.conf and no CEPH_ARGS for vstor ---
+find_built VSTOR cli/vstor
+export VSTOR_STATE_DIR=$WORKDIR/state
+vstor() { env -u CEPH_CONF -u CEPH_ARGS timeout 120 "$VSTOR" "$@"; }
+printf '%s\n' "$CEPH_ADMIN_KEY" >admin.key
+chmod 644 admin.key
+assert_rc 0 vstor pool-define-as rp rbd --source-host "127.0.0.1:$CEPH_MON_PORT" --source-name vs \
+	--auth-type ceph --auth-username admin --auth-secret-file "$WORKDIR/admin.key"
+assert_fails vstor pool-start rp
+assert_grep 'admin.key' err "a world-readable key file is refused"
+chmod 600 admin.key
+assert_rc 0 vstor pool-start rp
+assert_fails vstor pool-define-as rp2 rbd --source-host 127.0.0.1
+assert_grep 'source-name' err "rbd pool without a Ceph pool"
+assert_rc 0 vstor vol-create-as rp v1 16M
+assert_rc 0 vstor vol-create-as rp v2 8M --format raw
+assert_fails vstor vol-create-as rp v3 8M --format qcow2
+assert_eq "$(rbd info vs/v1 --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])')" \
+	16777216 "size of a volume made by vol-create-as"
+head -c 1M /dev/urandom >up.bin
+assert_rc 0 vstor vol-upload v2 up.bin --pool rp --offset 1M
+rbd export vs/v2 v2.raw >/dev/null 2>&1
+dd if=v2.raw of=chk.bin bs=1M skip=1 count=1 status=none
+cmp chk.bin up.bin || fail "vol-upload to an rbd volume"
+assert_rc 0 vstor vol-download v2 dl.bin --pool rp --offset 1M --length 1M
+cmp dl.bin up.bin || fail "vol-download from an rbd volume"
+assert_rc 0 vstor vol-list rp --details --output=json
+python3 - out <<'PY' || fail "vol-list of the rbd pool"
+import json, sys
+vols = {v["name"]: v for v in json.load(open(sys.argv[1]))}
+assert vols["v1"]["capacity"] == 16 << 20 and vols["v1"]["format"] == "raw", vols
+assert vols["v1"]["allocation"] == 0, vols          # thin, nothing written (fast-diff)
+assert vols["v2"]["allocation"] == 4 << 20, vols    # one 4 MiB object written
+assert vols["v2"]["path"].startswith("rbd:vs/v2:"), vols
+assert "AQ" not in open(sys.argv[1]).read()         # never the key
+PY
+grep -rq "$CEPH_ADMIN_KEY" "$VSTOR_STATE_DIR" && fail "the key is in the state directory"
+assert_rc 0 vstor pool-info rp
+assert_grep '^State: +running' out
+assert_grep '^Capacity: +[1-9]' out
+assert_rc 0 vstor vol-resize v1 32M --pool rp
+assert_eq "$(rbd info vs/v1 --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])')" \
+	33554432 "size after vol-resize"
+assert_rc 0 vstor vol-clone v2 v2c --pool rp
+rbd export vs/v2c v2c.raw >/dev/null 2>&1
+cmp v2.raw v2c.raw || fail "vol-clone of an rbd volume"
+assert_rc 0 vstor vol-wipe v2c --pool rp
+rbd export vs/v2c v2w.raw >/dev/null 2>&1
+cmp v2w.raw <(head -c 8M /dev/zero) || fail "vol-wipe of an rbd volume"
+SOCK3=$WORKDIR/nbd3.sock
+start_daemon "$WORKDIR/nbd3.pid" 30 env -u CEPH_CONF -u CEPH_ARGS "$VSTOR_NBD" -t -k "$SOCK3" \
+	--pid-file "$WORKDIR/nbd3.pid" --state-dir "$VSTOR_STATE_DIR" -f raw vol:rp/v2
+timeout 60 nbdcopy "nbd+unix:///?socket=$SOCK3" nbd3.raw || fail "nbdcopy of vol:rp/v2"
+cmp nbd3.raw v2.raw || fail "NBD export of vol:rp/v2"
+stop_pid "$DAEMON_PID"
+assert_rc 0 vstor vol-delete v2c --pool rp
+assert_rc 0 vstor vol-delete v1 --pool rp
+rbd info vs/v1 >/dev/null 2>&1 && fail "vol-delete left the image"
+assert_rc 0 vstor pool-destroy rp
 fi
 
 # --- exclusive lock: the exporter holds rbd:vs/a, a second writer is refused ---
