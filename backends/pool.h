@@ -173,6 +173,11 @@ struct vs_vol_create_args {
 	uint32_t mode;
 	bool set_owner, set_group;
 	uint32_t owner, group;
+	/*
+	 * vol-clone on a backend with cow_clone: make the volume a
+	 * copy-on-write clone of this one (same pool) instead of empty.
+	 */
+	const struct vs_vol_info *clone_of;
 };
 
 #define VS_VOL_DEFAULT_MODE 0600  /* libvirt's default for new volumes */
@@ -192,6 +197,8 @@ struct vs_pool_backend {
 	const char *type; /* "dir", ... */
 	/* Default volume format when vol-create-as has no --format. */
 	const char *default_format;
+	/* vol_create honours clone_of (storage-side clones: RBD layering). */
+	bool cow_clone;
 
 	/*
 	 * Check a definition at define time (required fields of this type,

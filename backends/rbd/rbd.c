@@ -187,6 +187,13 @@ static int rbd_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a,
 	if (a->backing_path)
 		return vs_error_set(err, -ENOTSUP,
 				    "rbd volumes have no backing file (use vol-clone)");
+	if (a->clone_of) {
+		/* One snapshot per clone, named after it (its build name: unique). */
+		char snap[VS_POOL_NAME_MAX + 16];
+
+		snprintf(snap, sizeof(snap), "vstor-clone-%s", a->name + (a->name[0] == '.'));
+		return vs_rbd_clone(p->priv, a->clone_of->name, snap, a->name, err);
+	}
 	return vs_rbd_create(p->priv, a->name, a->capacity, err);
 }
 
@@ -216,6 +223,7 @@ static int rbd_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint
 VS_POOL_BACKEND(rbd_backend) = {
 	.type = "rbd",
 	.default_format = "raw",
+	.cow_clone = true,
 	.check_def = rbd_check_def,
 	.attach = rbd_attach,
 	.detach = rbd_detach,

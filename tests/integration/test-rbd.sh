@@ -122,6 +122,7 @@ assert_fails vstor_io -f raw -r -c 'readb 0 512 0' rbd:vs/nosuch
 SOCK=$WORKDIR/nbd.sock
 start_daemon "$WORKDIR/nbd.pid" 30 "$VSTOR_NBD" -t -f raw -k "$SOCK" --pid-file "$WORKDIR/nbd.pid" \
 	rbd:vs/a
+HOLDER=$DAEMON_PID
 timeout 60 nbdcopy "nbd+unix:///?socket=$SOCK" nbd.raw || fail "nbdcopy"
 rbd export vs/a a2.raw >/dev/null 2>&1
 cmp nbd.raw a2.raw || fail "NBD export differs from rbd export"
@@ -176,6 +177,8 @@ assert_eq "$(rbd info vs/v1 --format json | python3 -c 'import json,sys; print(j
 assert_rc 0 vstor vol-clone v2 v2c --pool rp
 rbd export vs/v2c v2c.raw >/dev/null 2>&1
 cmp v2.raw v2c.raw || fail "vol-clone of an rbd volume"
+rbd info vs/v2c --format json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["parent"]["image"] == "v2" and d["parent"]["snapshot"].startswith("vstor-clone-"), d' ||
+	fail "vol-clone is not an RBD layered clone"
 assert_rc 0 vstor vol-wipe v2c --pool rp
 rbd export vs/v2c v2w.raw >/dev/null 2>&1
 cmp v2w.raw <(head -c 8M /dev/zero) || fail "vol-wipe of an rbd volume"
@@ -185,10 +188,24 @@ start_daemon "$WORKDIR/nbd3.pid" 30 env -u CEPH_CONF -u CEPH_ARGS "$VSTOR_NBD" -
 timeout 60 nbdcopy "nbd+unix:///?socket=$SOCK3" nbd3.raw || fail "nbdcopy of vol:rp/v2"
 cmp nbd3.raw v2.raw || fail "NBD export of vol:rp/v2"
 stop_pid "$DAEMON_PID"
+assert_fails vstor vol-delete v2 --pool rp
+assert_grep 'clones' err "vol-delete of a volume with clones"
 assert_rc 0 vstor vol-delete v2c --pool rp
+assert_rc 0 vstor vol-delete v2 --pool rp
 assert_rc 0 vstor vol-delete v1 --pool rp
 rbd info vs/v1 >/dev/null 2>&1 && fail "vol-delete left the image"
 assert_rc 0 vstor pool-destroy rp
+# libvirt's rbd pool XML.
+cat >rx.xml <<EOF
+<pool type='rbd'><name>rx</name><source><host name='127.0.0.1' port='$CEPH_MON_PORT'/>
+<name>vs</name><auth type='ceph' username='admin'><secret file='$WORKDIR/admin.key'/></auth>
+</source></pool>
+EOF
+assert_rc 0 vstor pool-define rx.xml
+assert_rc 0 vstor pool-start rx
+assert_rc 0 vstor vol-list rx
+assert_grep '^ *sparse ' out
+assert_rc 0 vstor pool-destroy rx
 fi
 
 # --- exclusive lock: the exporter holds rbd:vs/a, a second writer is refused ---
@@ -196,12 +213,13 @@ if ! full; then
 	SOCK=$WORKDIR/nbd.sock
 	start_daemon "$WORKDIR/nbd.pid" 30 "$VSTOR_NBD" -t -f raw -k "$SOCK" \
 		--pid-file "$WORKDIR/nbd.pid" rbd:vs/a
+	HOLDER=$DAEMON_PID
 fi
 vstor_io -f raw -c 'writeb 0 512 0x01' rbd:vs/a 2>lock.err && fail "second writer got in"
 assert_grep 'exclusive lock' lock.err
 assert_fails qemu-io -f raw -c 'write -P 0x01 0 512' "rbd:vs/a:$Q"
 vstor_io -f raw -r -c 'readb 1M 1M 0x5a' rbd:vs/a >/dev/null || fail "a reader is kept out"
-stop_pid "$DAEMON_PID"
+stop_pid "$HOLDER"
 vstor_io -f raw -c 'writeb 0 512 0x01' rbd:vs/a >/dev/null || fail "writer refused after release"
 log "done after $SECONDS s"
 exit 0
