@@ -13,7 +13,8 @@
 # The rbd pool (vstor pool-define-as NAME rbd ...): define with a key file
 # (a world-readable one refused), start, pool-info, vol-create-as (thin),
 # vol-list with allocation, vol-resize, vol-clone, vol-wipe, vol-upload and
-# vol-download, an NBD export of vol:POOL/VOL, vol-delete.
+# vol-download, an NBD export of vol:POOL/VOL, vol-delete. vstord's
+# blockdev-add driver=rbd against qemu-storage-daemon's, and its NBD export.
 #
 # The default tier runs a smoke subset (VSTOR_RBD_FULL unset: create, I/O
 # both ways, the exclusive lock); rbd-full in the long tier runs it all.
@@ -206,6 +207,63 @@ assert_rc 0 vstor pool-start rx
 assert_rc 0 vstor vol-list rx
 assert_grep '^ *sparse ' out
 assert_rc 0 vstor pool-destroy rx
+fi
+
+if full; then
+# --- vstord: blockdev-add driver=rbd as qemu-storage-daemon takes it, served over NBD ---
+find_built VSTORD vstord/vstord
+require_tool qemu-storage-daemon
+export PYTHONPATH=$VSTOR_SOURCE_DIR/tests/integration
+start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
+	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
+QSD_PID=$DAEMON_PID
+start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" --monitor "$WORKDIR/vd.sock"
+VD_PID=$DAEMON_PID
+python3 - "$WORKDIR" "$CEPH_CONF" "$CEPH_MON_PORT" <<'PY' || fail "vstord's rbd nodes differ from qemu-storage-daemon's"
+import sys
+from qmp import QMP
+d, conf, port = sys.argv[1], sys.argv[2], sys.argv[3]
+steps = [
+    ("blockdev-add", {"driver": "rbd", "node-name": "r", "pool": "vs", "image": "conv",
+                      "conf": conf, "read-only": True}),
+    ("blockdev-add", {"driver": "rbd", "node-name": "r2", "pool": "vs", "image": "sparse",
+                      "conf": conf, "user": "admin",
+                      "server": [{"host": "127.0.0.1", "port": port}]}),
+    ("blockdev-add", {"driver": "rbd", "node-name": "bad", "pool": "vs", "image": "nosuch",
+                      "conf": conf}),
+    ("blockdev-add", {"driver": "rbd", "node-name": "bad2", "image": "x"}),
+]
+out = {}
+for who in ("qsd", "vd"):
+    q = QMP(d + "/" + who + ".sock", timeout=120)
+    res = []
+    for name, args in steps:
+        r = q.execute(name, args)
+        res.append("return" if "return" in r else r["error"]["class"])
+    nodes = {n["node-name"]: n["image"]["virtual-size"] for n in q.cmd("query-named-block-nodes")}
+    res.append(sorted(nodes.items()))
+    for n in ("r", "r2"):
+        q.cmd("blockdev-del", node_name=n)
+    out[who] = res
+    q.close()
+assert out["qsd"] == out["vd"], out
+assert out["vd"][:4] == ["return", "return", "GenericError", "GenericError"], out
+PY
+python3 - "$WORKDIR" "$CEPH_CONF" <<'PY' || fail "vstord: an NBD export of an rbd node"
+import sys
+from qmp import QMP
+d, conf = sys.argv[1], sys.argv[2]
+q = QMP(d + "/vd.sock", timeout=120)
+q.cmd("blockdev-add", driver="raw", node_name="rr",
+      file={"driver": "rbd", "pool": "vs", "image": "conv", "conf": conf, "read-only": True},
+      read_only=True)
+q.cmd("nbd-server-start", addr={"type": "unix", "path": d + "/vd-nbd.sock"})
+q.cmd("block-export-add", type="nbd", id="e", node_name="rr")
+PY
+timeout 60 nbdcopy "nbd+unix:///rr?socket=$WORKDIR/vd-nbd.sock" vd.raw || fail "nbdcopy from vstord"
+qemu-img compare -f qcow2 -F raw src.qcow2 vd.raw >/dev/null || fail "vstord's export of rbd:vs/conv"
+stop_pid "$VD_PID"
+stop_pid "$QSD_PID"
 fi
 
 # --- exclusive lock: the exporter holds rbd:vs/a, a second writer is refused ---
