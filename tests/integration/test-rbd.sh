@@ -276,6 +276,14 @@ fi
 vstor_io -f raw -c 'writeb 0 512 0x01' rbd:vs/a 2>lock.err && fail "second writer got in"
 assert_grep 'exclusive lock' lock.err
 assert_fails qemu-io -f raw -c 'write -P 0x01 0 512' "rbd:vs/a:$Q"
+if full; then # another client id, as another host would be
+	(
+		unset CEPH_ARGS
+		assert_fails vstor_io -f raw -c 'writeb 0 512 0x01' \
+			"rbd:vs/a:id=vstor:$Q:keyring=/nonexistent:keyfile=$WORKDIR/vstor.key"
+		assert_grep 'exclusive lock' "$WORKDIR/err"
+	)
+fi
 vstor_io -f raw -r -c 'readb 1M 1M 0x5a' rbd:vs/a >/dev/null || fail "a reader is kept out"
 stop_pid "$HOLDER"
 vstor_io -f raw -c 'writeb 0 512 0x01' rbd:vs/a >/dev/null || fail "writer refused after release"
