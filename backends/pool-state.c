@@ -743,8 +743,9 @@ int vs_pool_define(struct vs_pool_state *st, struct vs_pool_def *def, struct vs_
 		return vs_error_set(err, -EINVAL, "unknown storage pool type '%s' (known: %s)",
 				    def->type, list);
 	}
-	if (def->auth_type[0] && strcmp(def->auth_type, "chap"))
-		return vs_error_set(err, -EINVAL, "unsupported auth type '%s' (only 'chap')",
+	if (def->auth_type[0] && strcmp(def->auth_type, "chap") && strcmp(def->auth_type, "ceph"))
+		return vs_error_set(err, -EINVAL,
+				    "unsupported auth type '%s' (only 'chap', 'ceph')",
 				    def->auth_type);
 	if (be->check_def) {
 		ret = be->check_def(def, err);

@@ -191,6 +191,11 @@ struct vs_vol_create_args {
 	const char *compat;
 	const char *cluster_size;
 	const char *lazy_refcounts;
+	/*
+	 * vol-clone on a backend with cow_clone: make the volume a
+	 * copy-on-write clone of this one (same pool) instead of empty.
+	 */
+	const struct vs_vol_info *clone_of;
 };
 
 #define VS_VOL_DEFAULT_MODE 0600  /* libvirt's default for new volumes */
@@ -226,6 +231,8 @@ struct vs_pool_backend {
 	 */
 	int (*find_sources)(const struct vs_pool_def *spec, struct vs_pool_def **out, size_t *n,
 			    struct vs_error *err);
+	/* vol_create honours clone_of (storage-side clones: RBD layering). */
+	bool cow_clone;
 
 	/*
 	 * Check a definition at define time (required fields of this type,

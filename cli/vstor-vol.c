@@ -558,7 +558,16 @@ static int cmd_vol_clone(struct vstor_ctx *c)
 		a.backing_path = in.backing;
 		a.backing_format = in.backing_format[0] ? in.backing_format : NULL;
 	}
-	ret = create_copy(c, p, &a, p, name, a.backing_path != NULL);
+	if (p->backend->cow_clone) {
+		/* The storage clones (RBD: snapshot, protect, clone, as libvirt does). */
+		a.clone_of = &in;
+		vs_error_clear(&c->err);
+		ret = vs_pool_vol_create(p, &a, &c->err) < 0 ?
+			      vstor_error_err(c, "Failed to clone vol %s", name) :
+			      0;
+	} else {
+		ret = create_copy(c, p, &a, p, name, a.backing_path != NULL);
+	}
 	if (!ret)
 		vstor_msg(c, "Vol %s cloned from %s\n\n", a.name, name);
 	vs_pool_free(p);

@@ -320,6 +320,7 @@ extern const struct vs_driver vs_driver_nbd;
 extern const struct vs_driver vs_driver_nfs;   /* with libnfs */
 extern const struct vs_driver vs_driver_iscsi; /* with libiscsi */
 extern const struct vs_driver vs_driver_lvmap; /* LVs mapped onto their PVs */
+extern const struct vs_driver vs_driver_rbd;   /* with librbd */
 
 /*
  * Test filter drivers (driver-filter.c): a protocol node over another

@@ -44,6 +44,9 @@ PACKAGES=(
 	qemu-block-extra
 	libiscsi-dev libiscsi-bin tgt
 	lvm2 liblvm2-dev
+	# Ceph RBD: librbd/librados for the rbd driver, a private single-node
+	# cluster as the peer (tests/integration/lib-ceph.sh); uuidgen makes its ids
+	librbd-dev librados-dev ceph-mon ceph-mgr ceph-osd ceph-common uuid-runtime
 )
 
 # ganesha's VFS FSAL reads the mount table from /etc/mtab, which every

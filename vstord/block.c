@@ -3,8 +3,8 @@
  * The block graph of vstord and its commands: blockdev-add, blockdev-del,
  * query-named-block-nodes. Arguments, names and messages are
  * qemu-storage-daemon's (QEMU's qapi/block-core.json BlockdevOptions), for
- * the drivers vstor has: file, raw, qcow2, nbd, and vstor's own vol (a
- * volume of a storage pool).
+ * the drivers vstor has: file, raw, qcow2, nbd, rbd (with librbd), and
+ * vstor's own vol (a volume of a storage pool).
  */
 #include "block.h"
 #include "fleece.h"
@@ -151,6 +151,8 @@ static const char *const vol_params[] = { "pool", "volume", NULL };
 static const char *const cbw_params[] = { "file",	  "target",	 "bitmap",
 					  "on-cbw-error", "cbw-timeout", NULL };
 static const char *const access_params[] = { "file", NULL };
+static const char *const rbd_params[] = { "pool", "namespace",	"image",  "conf", "snapshot",
+					  "user", "key-secret", "server", NULL };
 
 struct driver_desc {
 	const char *name;
@@ -163,6 +165,7 @@ static const struct driver_desc drivers[] = {
 	{ "qcow2", qcow2_params },
 	{ "nbd", nbd_params },
 	{ "vol", vol_params },
+	{ "rbd", rbd_params },
 	/* fleece.c */
 	{ "copy-before-write", cbw_params },
 	{ "snapshot-access", access_params },
@@ -253,6 +256,88 @@ static int open_error(struct qmp_call *call, const struct vs_error *err)
 	return qmp_error(call, QMP_ERR_GENERIC, "%s", err->msg);
 }
 
+/* Write ":@key=@v" (@key NULL: @v alone) to @f, '\\'-escaping rbd: separators. */
+static void rbd_put(FILE *f, const char *key, const char *v)
+{
+	if (key)
+		fprintf(f, ":%s=", key);
+	for (; *v; v++) {
+		if (strchr(":@/\\", *v))
+			fputc('\\', f);
+		fputc(*v, f);
+	}
+}
+
+/*
+ * QEMU's BlockdevOptionsRbd as an rbd: name (libstore/driver-rbd.h):
+ * rbd:POOL[/NAMESPACE]/IMAGE[@SNAP][:id=USER][:conf=F][:key-secret=ID]
+ * [:mon_host=H1\:P1\;H2\:P2].
+ */
+static int rbd_uri(struct qmp_call *call, char **uri)
+{
+	const char *pool, *image, *s;
+	json_object *servers = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	*uri = NULL;
+	if (qmp_arg_str(call, "pool", true, &pool) < 0 ||
+	    qmp_arg_str(call, "image", true, &image) < 0 ||
+	    qmp_arg_array(call, "server", false, &servers) < 0)
+		return -1;
+	f = open_memstream(uri, &len);
+	if (!f)
+		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+	fputs("rbd:", f);
+	rbd_put(f, NULL, pool);
+	if (qmp_arg_str(call, "namespace", false, &s) > 0 && s[0]) {
+		fputc('/', f);
+		rbd_put(f, NULL, s);
+	}
+	fputc('/', f);
+	rbd_put(f, NULL, image);
+	if (qmp_arg_str(call, "snapshot", false, &s) > 0) {
+		fputc('@', f);
+		rbd_put(f, NULL, s);
+	}
+	if (qmp_arg_str(call, "user", false, &s) > 0)
+		rbd_put(f, "id", s);
+	if (qmp_arg_str(call, "conf", false, &s) > 0)
+		rbd_put(f, "conf", s);
+	if (qmp_arg_str(call, "key-secret", false, &s) > 0)
+		rbd_put(f, "key-secret", s);
+	if (servers && json_object_array_length(servers)) {
+		fputs(":mon_host=", f);
+		for (size_t i = 0; i < json_object_array_length(servers); i++) {
+			json_object *srv = json_object_array_get_idx(servers, i), *h = NULL,
+				    *p = NULL;
+
+			if (!json_object_is_type(srv, json_type_object) ||
+			    !json_object_object_get_ex(srv, "host", &h) ||
+			    !json_object_is_type(h, json_type_string)) {
+				fclose(f);
+				free(*uri);
+				*uri = NULL;
+				return qmp_error(call, QMP_ERR_GENERIC,
+						 "Parameter 'server.host' is missing");
+			}
+			if (i)
+				fputc(';', f);
+			rbd_put(f, NULL, json_object_get_string(h));
+			if (json_object_object_get_ex(srv, "port", &p)) {
+				fputs("\\:", f);
+				rbd_put(f, NULL, json_object_get_string(p));
+			}
+		}
+	}
+	if (fclose(f) != 0) {
+		free(*uri);
+		*uri = NULL;
+		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+	}
+	return 0;
+}
+
 static int open_protocol(struct qmp_call *call, const char *driver, const struct node_opts *o,
 			 struct vs_node **out)
 {
@@ -282,6 +367,11 @@ static int open_protocol(struct qmp_call *call, const char *driver, const struct
 			return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
 		oo.filename = uri;
 		oo.format = "file";
+	} else if (!strcmp(driver, "rbd")) {
+		if (rbd_uri(call, &uri) < 0)
+			return -1;
+		oo.filename = uri;
+		oo.format = "rbd";
 	} else { /* nbd */
 		json_object *server;
 		const char *export = "", *type = NULL, *path = NULL, *host = NULL, *port = "10809";
