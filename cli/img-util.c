@@ -333,7 +333,8 @@ int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a
 			a->fmt = v;
 		} else if (!strcmp(k, "file.filename") || !strcmp(k, "filename")) {
 			a->filename = v;
-		} else if (!strcmp(k, "key-secret")) {
+		} else if (!strcmp(k, "key-secret") || !strcmp(k, "encrypt.key-secret")) {
+			/* luks's key-secret, qcow2's encrypt.key-secret */
 			a->key_secret = v;
 		} else if (!strcmp(k, "file.driver")) {
 			if (strcmp(v, "file")) {
