@@ -116,6 +116,20 @@ int vs_luks_build(const struct vs_luks_build_opts *o, const void *pass, size_t p
 /* Bytes of the header area vs_luks_build() makes for @o (qemu-img measure). */
 int vs_luks_area_size(const struct vs_luks_build_opts *o, uint64_t *len, char *msg, size_t msglen);
 
+/*
+ * qemu-img amend of key slots (crypto-luks-amend.c): @opts are state,
+ * keyslot, new-secret, old-secret, iter-time (with or without "encrypt."),
+ * and VS_LUKS_AMEND_FORCE for --force. The header @h lives at @base of
+ * @file; @mk is the unlocked master key (NULL: not unlocked). On success @h
+ * is the new header. Checks and messages as qemu-img 7.2.
+ */
+#define VS_LUKS_AMEND_FORCE "x-vstor-force"
+struct vs_node;
+struct vs_kv;
+struct vs_error;
+int vs_luks_amend(struct vs_node *file, uint64_t base, struct vs_luks_header *h, const uint8_t *mk,
+		  const struct vs_kv *opts, size_t nopts, struct vs_error *err);
+
 /* The LUKS anti-forensic splitter: @src (@blocksize) into @stripes blocks at @dst, and back. */
 int vs_luks_af_split(enum vs_hash h, const uint8_t *src, uint8_t *dst, size_t blocksize,
 		     unsigned stripes);

@@ -385,6 +385,16 @@ static int luks_get_info(struct vs_node *node, struct vs_image_info *info)
 	return 0;
 }
 
+/* qemu-img amend: key slots (state, keyslot, new-secret, old-secret, iter-time). */
+static int luks_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts,
+		      struct vs_error *err)
+{
+	struct luks_state *s = node->opaque;
+
+	return vs_luks_amend(node->file, 0, &s->hdr, s->unlocked ? s->cipher.key : NULL, opts,
+			     nopts, err);
+}
+
 static const struct vs_create_opt_desc luks_create_opts[] = {
 	{ "size", "size", "Virtual disk size" },
 	{ "key-secret", "string", "ID of secret providing LUKS passphrase" },
@@ -410,6 +420,7 @@ const struct vs_driver vs_driver_luks = {
 	.create = luks_create,
 	.create_opts = luks_create_opts,
 	.get_info = luks_get_info,
+	.amend = luks_amend,
 	.supported_write_flags = VS_REQ_FUA,
 };
 

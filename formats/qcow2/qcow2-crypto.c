@@ -328,3 +328,49 @@ int qcow2_crypto_info(struct vs_node *node, struct vs_image_info *info)
 	vs_info_add_int(info, "encrypt.master-key-iters", h->mk_digest_iter);
 	return 0;
 }
+
+/*
+ * qemu-img amend: the encrypt.* options (key slots of the LUKS header) go to
+ * vs_luks_amend, the others to qcow2_amend; encryption changes come first.
+ */
+int qcow2_amend_all(struct vs_node *node, const struct vs_kv *opts, size_t nopts,
+		    struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct vs_kv *crypt, *rest;
+	size_t nc = 0, nr = 0;
+	bool asked = false;
+	int ret = 0;
+
+	crypt = calloc(nopts + 1, sizeof(*crypt));
+	rest = calloc(nopts + 1, sizeof(*rest));
+	if (!crypt || !rest) {
+		free(crypt);
+		free(rest);
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	}
+	for (size_t i = 0; i < nopts; i++) {
+		if (!strncmp(opts[i].key, "encrypt.", 8)) {
+			crypt[nc++] = opts[i];
+			asked = true;
+		} else if (!strcmp(opts[i].key, VS_LUKS_AMEND_FORCE)) {
+			crypt[nc++] = opts[i];
+		} else {
+			rest[nr++] = opts[i];
+		}
+	}
+	if (asked) {
+		if (s->hdr.crypt_method != QCOW2_CRYPT_LUKS || !s->luks)
+			ret = vs_error_set(err, -EINVAL,
+					   "Amending encryption options is only supported for "
+					   "qcow2 images with LUKS encryption");
+		else
+			ret = vs_luks_amend(node->file, s->crypto_offset, s->luks,
+					    s->cipher ? s->cipher->key : NULL, crypt, nc, err);
+	}
+	if (ret == 0 && (nr || !asked))
+		ret = qcow2_amend(node, rest, nr, err);
+	free(crypt);
+	free(rest);
+	return ret;
+}

@@ -298,6 +298,9 @@ int qcow2_decrypt_iov(struct qcow2_state *s, uint64_t host, uint64_t guest, stru
 int qcow2_encrypt_buf(struct qcow2_state *s, uint64_t host, uint64_t guest, uint8_t *buf,
 		      uint64_t len);
 int qcow2_crypto_info(struct vs_node *node, struct vs_image_info *info);
+/* Driver amend: encrypt.* key slot changes (vs_luks_amend), then qcow2_amend. */
+int qcow2_amend_all(struct vs_node *node, const struct vs_kv *opts, size_t nopts,
+		    struct vs_error *err);
 
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
