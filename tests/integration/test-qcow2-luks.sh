@@ -10,7 +10,9 @@
 #   and JSON) and measure as qemu-img's; the file holds no plaintext;
 #   the legacy AES method (qemu-img 7.2 still creates it) converts, and
 #   writes to it are refused; compression with encryption is refused;
-#   a wrong passphrase and a missing secret fail with qemu's messages.
+#   a wrong passphrase and a missing secret fail with qemu's messages;
+#   vstor-nbd --object secret --image-opts serves the plaintext to qemu-io
+#   while the file keeps ciphertext only.
 #
 # qemu-img's LUKS creation calibrates PBKDF2 for seconds of CPU whatever
 # iter-time says, so the default run has qemu-io write into vstor's images
@@ -21,6 +23,7 @@
 require_tool qemu-img qemu-io python3
 require_vstor_img
 require_vstor_io
+find_built VSTOR_NBD nbd-server/vstor-nbd
 
 PASS='correct horse battery'
 printf '%s' "$PASS" >key.good
@@ -176,5 +179,28 @@ rc=0
 vstor_img create -q -f qcow2 "${SEC[@]}" -o encrypt.format=aes,encrypt.key-secret=s0 n.qcow2 1M \
 	2>err.out || rc=$?
 assert_eq "$rc" 1 "create with encrypt.format=aes"
+
+# vstor-nbd serves an encrypted image given its secret: the client reads and
+# writes plaintext, the file holds none of it, and qemu reads it afterwards.
+rm -f e.qcow2
+assert_rc 0 vstor_img create -q -f qcow2 "${SEC[@]}" \
+	-o "encrypt.format=luks,encrypt.key-secret=s0,$ITER" e.qcow2 4M
+start_daemon nbd.pid 60 "$VSTOR_NBD" -t -k "$WORKDIR/nbd.sock" --pid-file "$WORKDIR/nbd.pid" \
+	"${SEC[@]}" --image-opts "$(q_opts e.qcow2)"
+python3 -c 'import sys; sys.stdout.buffer.write(b"NBD-PLAINTEXT-PATTERN-0123456789" * 4096)' >nbdpat.raw
+truncate -s 4M nbdpat.raw
+timeout 300 qemu-io -f raw -c "write -P 0 0 4M" "nbd+unix:///?socket=$WORKDIR/nbd.sock" >/dev/null ||
+	fail "qemu-io write over NBD"
+timeout 300 qemu-img convert -n -f raw -O raw nbdpat.raw "nbd+unix:///?socket=$WORKDIR/nbd.sock" ||
+	fail "qemu-img convert to the NBD export"
+timeout 300 qemu-img compare -f raw -F raw nbdpat.raw "nbd+unix:///?socket=$WORKDIR/nbd.sock" \
+	>/dev/null || fail "the NBD client reads plaintext"
+stop_pid "$DAEMON_PID"
+if grep -q 'NBD-PLAINTEXT-PATTERN' e.qcow2; then
+	fail "plaintext in the file served over NBD"
+fi
+qio_check e.qcow2 -c "read -P 0 128k 3968k"
+qemu_img convert "${SEC[@]}" --image-opts "$(q_opts e.qcow2)" -O raw nbdback.raw
+cmp -s nbdback.raw nbdpat.raw || fail "qemu reads what was written over NBD"
 
 log "ok"
