@@ -12,7 +12,9 @@
 #   writes to it are refused; compression with encryption is refused;
 #   a wrong passphrase and a missing secret fail with qemu's messages;
 #   vstor-nbd --object secret --image-opts serves the plaintext to qemu-io
-#   while the file keeps ciphertext only.
+#   while the file keeps ciphertext only; so does vstord given object-add
+#   secret and blockdev-add qcow2 "encrypt": {"key-secret"} (as qsd takes
+#   them), and a wrong or missing secret fails blockdev-add.
 #
 # qemu-img's LUKS creation calibrates PBKDF2 for seconds of CPU whatever
 # iter-time says, so the default run has qemu-io write into vstor's images
@@ -24,6 +26,8 @@ require_tool qemu-img qemu-io python3
 require_vstor_img
 require_vstor_io
 find_built VSTOR_NBD nbd-server/vstor-nbd
+find_built VSTORD vstord/vstord
+export PYTHONPATH=$VSTOR_SOURCE_DIR/tests/integration
 
 PASS='correct horse battery'
 printf '%s' "$PASS" >key.good
@@ -202,5 +206,40 @@ fi
 qio_check e.qcow2 -c "read -P 0 128k 3968k"
 qemu_img convert "${SEC[@]}" --image-opts "$(q_opts e.qcow2)" -O raw nbdback.raw
 cmp -s nbdback.raw nbdpat.raw || fail "qemu reads what was written over NBD"
+
+# vstord: object-add secret, blockdev-add with encrypt.key-secret, an NBD export.
+rm -f d.qcow2
+assert_rc 0 vstor_img create -q -f qcow2 "${SEC[@]}" \
+	-o "encrypt.format=luks,encrypt.key-secret=s0,$ITER" d.qcow2 4M
+start_daemon "$WORKDIR/vd.pid" 60 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
+	--monitor "$WORKDIR/vd.sock"
+python3 - "$WORKDIR" <<'PY' || fail "vstord serves the encrypted image"
+import sys
+from qmp import QMP
+d = sys.argv[1]
+q = QMP(d + "/vd.sock")
+q.cmd("object-add", qom_type="secret", id="s0", file=d + "/key.good")
+q.cmd("object-add", qom_type="secret", id="bad", data="wrong passphrase")
+q.cmd("blockdev-add", driver="file", node_name="f", filename=d + "/d.qcow2")
+r = q.execute("blockdev-add", {"driver": "qcow2", "node-name": "x", "file": "f",
+                               "encrypt": {"format": "luks", "key-secret": "bad"}})
+assert r["error"]["desc"] == "Invalid password, cannot unlock any keyslot", r
+r = q.execute("blockdev-add", {"driver": "qcow2", "node-name": "x", "file": "f"})
+assert r["error"]["desc"] == "Parameter 'encrypt.key-secret' is required for cipher", r
+q.cmd("blockdev-add", driver="qcow2", node_name="q", file="f",
+      encrypt={"format": "luks", "key-secret": "s0"})
+q.cmd("nbd-server-start", addr={"type": "unix", "data": {"path": d + "/vd-nbd.sock"}})
+q.cmd("block-export-add", type="nbd", id="e", node_name="q", writable=True)
+PY
+timeout 300 qemu-img convert -n -f raw -O raw nbdpat.raw "nbd+unix:///q?socket=$WORKDIR/vd-nbd.sock" ||
+	fail "qemu-img convert to vstord's export"
+timeout 300 qemu-img compare -f raw -F raw nbdpat.raw "nbd+unix:///q?socket=$WORKDIR/vd-nbd.sock" \
+	>/dev/null || fail "vstord's NBD client reads plaintext"
+stop_pid "$DAEMON_PID"
+if grep -q 'NBD-PLAINTEXT-PATTERN' d.qcow2; then
+	fail "plaintext in the file vstord served"
+fi
+qemu_img convert "${SEC[@]}" --image-opts "$(q_opts d.qcow2)" -O raw vdback.raw
+cmp -s vdback.raw nbdpat.raw || fail "qemu reads what vstord's client wrote"
 
 log "ok"
