@@ -14,7 +14,9 @@
 #   vstor-nbd --object secret --image-opts serves the plaintext to qemu-io
 #   while the file keeps ciphertext only; so does vstord given object-add
 #   secret and blockdev-add qcow2 "encrypt": {"key-secret"} (as qsd takes
-#   them), and a wrong or missing secret fails blockdev-add.
+#   them), and a wrong or missing secret fails blockdev-add; and
+#   vstor-vhost --object secret --image-opts (vhost-client's conformance
+#   requests and a write, read back by qemu-io).
 #
 # qemu-img's LUKS creation calibrates PBKDF2 for seconds of CPU whatever
 # iter-time says, so the default run has qemu-io write into vstor's images
@@ -27,6 +29,8 @@ require_vstor_img
 require_vstor_io
 find_built VSTOR_NBD nbd-server/vstor-nbd
 find_built VSTORD vstord/vstord
+find_built VSTOR_VHOST vhost-user-blk/vstor-vhost
+find_built VHOST_CLIENT tests/tools/vhost-client
 export PYTHONPATH=$VSTOR_SOURCE_DIR/tests/integration
 
 PASS='correct horse battery'
@@ -241,5 +245,23 @@ if grep -q 'NBD-PLAINTEXT-PATTERN' d.qcow2; then
 fi
 qemu_img convert "${SEC[@]}" --image-opts "$(q_opts d.qcow2)" -O raw vdback.raw
 cmp -s vdback.raw nbdpat.raw || fail "qemu reads what vstord's client wrote"
+
+# vstor-vhost: the front end's requests go through the cipher.
+rm -f h.qcow2
+assert_rc 0 vstor_img create -q -f qcow2 "${SEC[@]}" \
+	-o "encrypt.format=luks,encrypt.key-secret=s0,$ITER" h.qcow2 8M
+start_daemon "$WORKDIR/vh.pid" 60 "$VSTOR_VHOST" --socket "$WORKDIR/vh.sock" \
+	--pid-file "$WORKDIR/vh.pid" "${SEC[@]}" --image-opts "$(q_opts h.qcow2)"
+timeout 120 "$VHOST_CLIENT" "$WORKDIR/vh.sock" conformance >vh.out 2>&1 ||
+	{ cat vh.out >&2; fail "vhost-client conformance on an encrypted image"; }
+timeout 120 "$VHOST_CLIENT" "$WORKDIR/vh.sock" write 2048 65536 0x5a >vh.out 2>&1 ||
+	{ cat vh.out >&2; fail "vhost-client write"; }
+stop_pid "$DAEMON_PID"
+qio_check h.qcow2 -c "read -P 0x5a 1M 64k" -c "read -P 0xa5 4M 64k"
+python3 - h.qcow2 <<'PY' || fail "plaintext in the file vstor-vhost wrote"
+import sys
+assert b"\x5a" * 4096 not in open(sys.argv[1], "rb").read()
+PY
+qcheck h.qcow2
 
 log "ok"
