@@ -6,7 +6,8 @@
 #   vstor-img creates, vstor-io writes (unaligned, allocating and in place),
 #   qemu-io reads the same and qemu-img check finds no error; the reverse
 #   (qemu-img creates, qemu-io writes, vstor reads and overwrites, qemu reads);
-#   several cipher settings; convert raw <-> qcow2+luks both ways; info (human
+#   several cipher settings; convert raw <-> qcow2+luks both ways; internal
+#   snapshots (create, copy-on-write, revert); info (human
 #   and JSON) and measure as qemu-img's; the file holds no plaintext;
 #   the legacy AES method (qemu-img 7.2 still creates it) converts, and
 #   writes to it are refused; compression with encryption is refused;
@@ -150,6 +151,18 @@ if [[ $FULL == 1 ]]; then
 	assert_rc 0 vstor_img convert "${SEC[@]}" --image-opts "$(q_opts qc.qcow2)" -O raw back2.raw
 	cmp -s back2.raw pat.raw || fail "qemu's convert -> vstor reads it"
 fi
+
+# Internal snapshots: vstor takes one; an overwrite copies the clusters to new
+# host offsets (new IVs); qemu reads the new data; vstor reverts; qemu reads
+# the old and qemu-img check is clean.
+assert_rc 0 vstor_img snapshot "${SEC[@]}" --image-opts -c one "$(q_opts c.qcow2)"
+assert_rc 0 vstor_io -k key.good -c "writeb 1000 70000 0x77" c.qcow2
+qio_check c.qcow2 -c "read -P 0x77 1000 70000"
+assert_rc 0 vstor_img snapshot "${SEC[@]}" --image-opts -a one "$(q_opts c.qcow2)"
+rm -f back.raw
+qemu_img convert "${SEC[@]}" --image-opts "$(q_opts c.qcow2)" -O raw back.raw
+cmp -s back.raw pat.raw || fail "revert to the snapshot of an encrypted image"
+qcheck c.qcow2
 
 # Without the secret: info works (read-only), writes need it, reads fail.
 assert_rc 0 vstor_img info c.qcow2 >/dev/null
