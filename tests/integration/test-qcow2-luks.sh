@@ -164,6 +164,28 @@ qemu_img convert "${SEC[@]}" --image-opts "$(q_opts c.qcow2)" -O raw back.raw
 cmp -s back.raw pat.raw || fail "revert to the snapshot of an encrypted image"
 qcheck c.qcow2
 
+# A backing chain of encrypted images (one passphrase): vstor's partial write
+# into the overlay copies from the decrypted backing file; qemu reads the chain
+# with backing.encrypt.key-secret, and vstor reads it too.
+rm -f ov.qcow2 ovback.raw exp.raw
+assert_rc 0 vstor_img create -q -f qcow2 "${SEC[@]}" -b c.qcow2 -F qcow2 \
+	-o "encrypt.format=luks,encrypt.key-secret=s0,$ITER" ov.qcow2
+assert_rc 0 vstor_io -k key.good -c "writeb 1000 3000 0x66" ov.qcow2
+python3 - <<'PY'
+d = bytearray(open("pat.raw", "rb").read())
+d[1000:4000] = b"\x66" * 3000
+open("exp.raw", "wb").write(d)
+PY
+qemu_img convert "${SEC[@]}" --image-opts \
+	"driver=qcow2,encrypt.key-secret=s0,backing.encrypt.key-secret=s0,file.filename=ov.qcow2" \
+	-O raw ovback.raw
+cmp -s ovback.raw exp.raw || fail "qemu reads vstor's encrypted overlay over an encrypted base"
+rm -f ovback.raw
+assert_rc 0 vstor_img convert "${SEC[@]}" --image-opts \
+	"driver=qcow2,encrypt.key-secret=s0,backing.encrypt.key-secret=s0,file.filename=ov.qcow2" \
+	-O raw ovback.raw
+cmp -s ovback.raw exp.raw || fail "vstor reads the encrypted chain"
+
 # Without the secret: info works (read-only), writes need it, reads fail.
 assert_rc 0 vstor_img info c.qcow2 >/dev/null
 rc=0
