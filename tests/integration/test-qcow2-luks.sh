@@ -132,6 +132,12 @@ for s in "${SETTINGS[@]}"; do
 	fi
 done
 
+# create's "Formatting" line in qemu-img 7.2's order (encrypt.* first).
+rm -f f.qcow2
+vstor_img create -f qcow2 "${SEC[@]}" -o "$ITER,encrypt.key-secret=s0,encrypt.format=luks" \
+	f.qcow2 1M >fmt.out || fail "create f.qcow2"
+assert_grep "^Formatting 'f.qcow2', fmt=qcow2 encrypt.format=luks encrypt.key-secret=s0 encrypt.iter-time=10 cluster_size=65536 extended_l2=off compression_type=zlib size=1048576 lazy_refcounts=off refcount_bits=16$" fmt.out
+
 # convert raw -> qcow2+luks by vstor -> raw by qemu, and the reverse.
 python3 -c 'import sys; sys.stdout.buffer.write(b"PLAINTEXT-PATTERN-0123456789abcd" * 65536)' >pat.raw
 truncate -s 4M pat.raw
