@@ -12,9 +12,15 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The driver option that carries --force (libstore/crypto-luks.h's VS_LUKS_AMEND_FORCE). */
+#define VS_LUKS_AMEND_FORCE_KEY "x-vstor-force"
+
 struct amend_args {
 	const char *filename;
 	const char *fmt;
+	const char *key_secret; /* --image-opts encrypt.key-secret / key-secret */
+	bool image_opts, force;
+	struct img_kv_list image_kv;
 	struct img_kv_list opts;
 	enum vs_cache_mode cache;
 	bool progress, quiet;
@@ -58,6 +64,7 @@ static void amend_co(void *opaque)
 		.fmt = a->fmt,
 		.writable = true,
 		.cache = a->cache,
+		.key_secret = a->key_secret,
 	};
 	struct vs_error err = { 0 };
 	struct vs_node *node;
@@ -86,7 +93,11 @@ static void amend_co(void *opaque)
 	}
 	if (img_open(&node, &oa) < 0)
 		return;
-	if (strcmp(vs_node_format(node), "qcow2")) {
+	if (a->force && img_kv_set(&a->opts, VS_LUKS_AMEND_FORCE_KEY, "on") < 0) {
+		img_error(-ENOMEM, "Out of memory");
+		goto out;
+	}
+	if (strcmp(vs_node_format(node), "qcow2") && strcmp(vs_node_format(node), "luks")) {
 		img_error(-ENOTSUP, "Format driver '%s' does not support option amendment",
 			  vs_node_format(node));
 		goto out;
@@ -146,11 +157,15 @@ static int amend_main(struct amend_args *a, int argc, char **argv)
 			a->quiet = true;
 			break;
 		case OPT_FORCE:
-			break; /* only matters for encryption changes, which vstor lacks */
+			a->force = true; /* erasing the last key slot(s) */
+			break;
 		case OPT_OBJECT:
+			if (img_object_add(optarg) < 0)
+				return 1;
+			break;
 		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return 1;
+			a->image_opts = true;
+			break;
 		default:
 			return img_getopt_error(argv, c);
 		}
@@ -164,6 +179,15 @@ static int amend_main(struct amend_args *a, int argc, char **argv)
 	if (optind != argc - 1)
 		return img_usage_error("Expecting one image file name");
 	a->filename = argv[optind];
+	if (a->image_opts) {
+		struct img_open_args oa = { 0 };
+
+		if (img_image_opts(&a->image_kv, a->filename, &oa) < 0)
+			return 1;
+		a->filename = oa.filename;
+		a->fmt = oa.fmt;
+		a->key_secret = oa.key_secret;
+	}
 	if (a->opts.help)
 		return amend_help(a->fmt ? a->fmt : "qcow2");
 	if (img_run(amend_co, a) < 0)
@@ -177,5 +201,6 @@ int img_cmd_amend(int argc, char **argv)
 	int rc = amend_main(&a, argc, argv);
 
 	img_kv_free(&a.opts);
+	img_kv_free(&a.image_kv);
 	return rc;
 }

@@ -668,6 +668,10 @@ static void conv_co(void *opaque)
 		img_error(-ENOTSUP, "compression not supported by this format");
 		goto out;
 	}
+	if (a->compress && conv_target_encrypted(a->target)) {
+		img_error(-ENOTSUP, "Compression and encryption not supported at the same time");
+		goto out;
+	}
 	/*
 	 * In-order writes keep a qcow2 target's clusters in guest order; a
 	 * raw target's bytes sit at their guest offsets whatever the order,
@@ -916,6 +920,10 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 		img_error(-EINVAL, "No support for concatenating multiple snapshot");
 		return 1;
 	}
+	if (a->compress && img_kv_get(&a->opts, "encrypt.format")) {
+		img_error(-ENOTSUP, "Compression and encryption not supported at the same time");
+		return 1;
+	}
 	if (a->compress && a->out_fmt && !strcmp(a->out_fmt, "raw")) {
 		img_error(-ENOTSUP, "compression not supported by this format");
 		return 1;
@@ -948,6 +956,8 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 		a->src[i].key_secret = oa.key_secret;
 	}
 	a->target_key_secret = img_kv_get(&a->opts, "key-secret");
+	if (!a->target_key_secret) /* qcow2's encrypt.key-secret */
+		a->target_key_secret = img_kv_get(&a->opts, "encrypt.key-secret");
 	if (a->target_image_opts) {
 		struct img_open_args oa = { .fmt = a->out_fmt };
 

@@ -41,6 +41,14 @@ struct fmt_field {
 };
 
 static const struct fmt_field qcow2_fields[] = {
+	{ "encrypt.format", NULL },
+	{ "encrypt.key-secret", NULL },
+	{ "encrypt.cipher-alg", NULL },
+	{ "encrypt.cipher-mode", NULL },
+	{ "encrypt.ivgen-alg", NULL },
+	{ "encrypt.ivgen-hash-alg", NULL },
+	{ "encrypt.hash-alg", NULL },
+	{ "encrypt.iter-time", NULL },
 	{ "cluster_size", "65536" },
 	{ "extended_l2", "off" },
 	{ "preallocation", NULL },

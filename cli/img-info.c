@@ -39,10 +39,32 @@ static int specific_rank(const char *key)
 		"data-file", "encrypt",		 "data-file-raw",  "corrupt", "extended-l2",
 	};
 
+	/* A nested block's entries ("encrypt.cipher-alg") go where the block goes. */
+	size_t blen = strcspn(key, ".");
+
 	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
-		if (!strcmp(order[i], key))
+		if (strlen(order[i]) == blen && !strncmp(order[i], key, blen))
 			return (int)i;
 	return 1000;
+}
+
+/* The entry's name inside its nested block ("encrypt.format" -> "format"). */
+static const char *sub_key(const char *key)
+{
+	const char *dot = strchr(key, '.');
+
+	return dot ? dot + 1 : key;
+}
+
+/* Whether @key is in a nested block (and which: the part before the dot, @blen bytes). */
+static bool nested(const char *key, size_t *blen)
+{
+	const char *dot = strchr(key, '.');
+
+	if (!dot)
+		return false;
+	*blen = (size_t)(dot - key);
+	return true;
 }
 
 /* Indices of info->specific in qemu-img's print order (stable for unknown keys). */
@@ -109,6 +131,14 @@ static void json_bitmaps(struct json_writer *w, const struct vs_image_info *info
 	json_arr_end(w);
 }
 
+/* The key whose entries are printed in the same nested block as @b's ("encrypt"), if any. */
+static bool same_block(const char *a, const char *b)
+{
+	size_t la, lb;
+
+	return a && nested(a, &la) && nested(b, &lb) && la == lb && !strncmp(a, b, la);
+}
+
 static void json_key_slots(struct json_writer *w, const struct vs_image_info *info)
 {
 	json_arr_begin(w, "slots");
@@ -161,14 +191,27 @@ static void json_specific(struct json_writer *w, const struct vs_image_info *inf
 		if (i == info->nb_specific)
 			break;
 		kv = &info->specific[idx[i]];
+		const char *prev = i ? info->specific[idx[i - 1]].key : NULL;
+		const char *next = i + 1 < info->nb_specific ? info->specific[idx[i + 1]].key :
+							       NULL;
+		size_t blen;
+
+		if (nested(kv->key, &blen) && !same_block(prev, kv->key)) {
+			char block[40];
+
+			snprintf(block, sizeof(block), "%.*s", (int)blen, kv->key);
+			json_obj_begin(w, block);
+		}
 		if (kv->type == VS_KV_STR)
-			json_str(w, kv->key, kv->str);
+			json_str(w, sub_key(kv->key), kv->str);
 		else if (kv->type == VS_KV_INT)
-			json_int(w, kv->key, kv->i);
+			json_int(w, sub_key(kv->key), kv->i);
 		else
-			json_bool(w, kv->key, kv->b);
-		if (info->nb_key_slots && !strcmp(kv->key, "cipher-mode"))
+			json_bool(w, sub_key(kv->key), kv->b);
+		if (info->nb_key_slots && !strcmp(sub_key(kv->key), "cipher-mode"))
 			json_key_slots(w, info);
+		if (nested(kv->key, &blen) && !same_block(next, kv->key))
+			json_obj_end(w);
 	}
 	json_obj_end(w);
 	json_obj_end(w);
@@ -227,19 +270,20 @@ void img_print_snapshots(const struct vs_image_info *info)
 	}
 }
 
-static void human_key_slots(const struct vs_image_info *info)
+/* @in: the indentation of "slots:" (4 spaces at the top level, 8 in a nested block). */
+static void human_key_slots(const struct vs_image_info *info, int in)
 {
-	printf("    slots:\n");
+	printf("%*sslots:\n", in, "");
 	for (unsigned i = 0; i < info->nb_key_slots; i++) {
 		const struct vs_info_key_slot *k = &info->key_slots[i];
 
-		printf("        [%u]:\n", i);
-		printf("            active: %s\n", k->active ? "true" : "false");
+		printf("%*s[%u]:\n", in + 4, "", i);
+		printf("%*sactive: %s\n", in + 8, "", k->active ? "true" : "false");
 		if (k->active)
-			printf("            iters: %" PRIu32 "\n", k->iters);
-		printf("            key offset: %" PRIu64 "\n", k->key_offset);
+			printf("%*siters: %" PRIu32 "\n", in + 8, "", k->iters);
+		printf("%*skey offset: %" PRIu64 "\n", in + 8, "", k->key_offset);
 		if (k->active)
-			printf("            stripes: %" PRIu32 "\n", k->stripes);
+			printf("%*sstripes: %" PRIu32 "\n", in + 8, "", k->stripes);
 	}
 }
 
@@ -258,18 +302,27 @@ static void human_specific(const struct vs_image_info *info)
 		if (i == info->nb_specific)
 			break;
 		kv = &info->specific[idx[i]];
-		snprintf(key, sizeof(key), "%s", kv->key);
+		const char *prev = i ? info->specific[idx[i - 1]].key : NULL;
+		size_t blen;
+		int in = 4;
+
+		if (nested(kv->key, &blen)) {
+			if (!same_block(prev, kv->key))
+				printf("    %.*s:\n", (int)blen, kv->key);
+			in = 8;
+		}
+		snprintf(key, sizeof(key), "%s", sub_key(kv->key));
 		for (char *p = key; *p; p++)
 			if (*p == '-')
 				*p = ' ';
 		if (kv->type == VS_KV_STR)
-			printf("    %s: %s\n", key, kv->str);
+			printf("%*s%s: %s\n", in, "", key, kv->str);
 		else if (kv->type == VS_KV_INT)
-			printf("    %s: %" PRId64 "\n", key, kv->i);
+			printf("%*s%s: %" PRId64 "\n", in, "", key, kv->i);
 		else
-			printf("    %s: %s\n", key, kv->b ? "true" : "false");
-		if (info->nb_key_slots && !strcmp(kv->key, "cipher-mode"))
-			human_key_slots(info);
+			printf("%*s%s: %s\n", in, "", key, kv->b ? "true" : "false");
+		if (info->nb_key_slots && !strcmp(sub_key(kv->key), "cipher-mode"))
+			human_key_slots(info, in);
 	}
 }
 

@@ -285,6 +285,9 @@ static int measure_main(struct measure_args *a, int argc, char **argv)
 			}
 			break;
 		case OPT_OBJECT:
+			if (img_object_add(optarg) < 0)
+				return 1;
+			break;
 		case OPT_IMAGE_OPTS:
 			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
 			return 1;

@@ -15,7 +15,10 @@ enum snapshot_action { SN_NONE, SN_LIST, SN_APPLY, SN_CREATE, SN_DELETE };
 struct snapshot_args {
 	const char *filename;
 	const char *fmt;
+	const char *key_secret; /* --image-opts encrypt.key-secret */
 	const char *name;
+	bool image_opts;
+	struct img_kv_list image_kv;
 	enum snapshot_action action;
 	bool quiet;
 	bool force_share;
@@ -31,6 +34,7 @@ static void snapshot_co(void *opaque)
 		.writable = a->action != SN_LIST,
 		.force_share = a->force_share,
 		.no_backing = true,
+		.key_secret = a->key_secret,
 	};
 	struct vs_error err = { 0 };
 	struct vs_image_info info;
@@ -129,9 +133,12 @@ int img_cmd_snapshot(int argc, char **argv)
 			act = SN_DELETE;
 			break;
 		case OPT_OBJECT:
+			if (img_object_add(optarg) < 0)
+				return 1;
+			continue;
 		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return 1;
+			a.image_opts = true;
+			continue;
 		default:
 			return img_getopt_error(argv, c);
 		}
@@ -146,6 +153,20 @@ int img_cmd_snapshot(int argc, char **argv)
 	if (optind != argc - 1)
 		return img_usage_error("Expecting one image file name");
 	a.filename = argv[optind];
+	if (a.image_opts) {
+		struct img_open_args oa = { 0 };
+		int r = img_image_opts(&a.image_kv, a.filename, &oa);
+
+		if (r == 0) {
+			a.filename = oa.filename;
+			a.fmt = oa.fmt;
+			a.key_secret = oa.key_secret;
+		}
+		if (r < 0) {
+			img_kv_free(&a.image_kv);
+			return 1;
+		}
+	}
 	if (a.force_share && a.action != SN_LIST && a.action != SN_NONE) {
 		img_error(-EINVAL,
 			  "Could not open '%s': force-share=on can only be used with read-only "
@@ -153,7 +174,7 @@ int img_cmd_snapshot(int argc, char **argv)
 			  a.filename);
 		return 1;
 	}
-	if (img_run(snapshot_co, &a) < 0)
-		return 1;
-	return a.rc;
+	c = img_run(snapshot_co, &a) < 0 ? 1 : a.rc;
+	img_kv_free(&a.image_kv);
+	return c;
 }

@@ -321,6 +321,7 @@ int img_object_add(const char *def)
 int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a)
 {
 	size_t first = l->n; /* @l may hold earlier images' options */
+	const char *backing_secret = NULL;
 
 	if (img_kv_parse(l, s) < 0) {
 		img_error(-ENOMEM, "Out of memory");
@@ -333,8 +334,12 @@ int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a
 			a->fmt = v;
 		} else if (!strcmp(k, "file.filename") || !strcmp(k, "filename")) {
 			a->filename = v;
-		} else if (!strcmp(k, "key-secret")) {
+		} else if (!strcmp(k, "key-secret") || !strcmp(k, "encrypt.key-secret")) {
+			/* luks's key-secret, qcow2's encrypt.key-secret */
 			a->key_secret = v;
+		} else if (!strcmp(k, "backing.encrypt.key-secret") ||
+			   !strcmp(k, "backing.key-secret")) {
+			backing_secret = v;
 		} else if (!strcmp(k, "file.driver")) {
 			if (strcmp(v, "file")) {
 				img_error(-ENOTSUP, "file.driver=%s is not supported", v);
@@ -348,6 +353,12 @@ int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a
 	if (!a->filename) {
 		img_error(-EINVAL, "Parameter 'file.filename' is missing");
 		return -EINVAL;
+	}
+	/* Backing files open with the image's secret: another one is not supported. */
+	if (backing_secret && (!a->key_secret || strcmp(backing_secret, a->key_secret))) {
+		img_error(-ENOTSUP,
+			  "A backing file secret other than the image's is not supported");
+		return -ENOTSUP;
 	}
 	return 0;
 }

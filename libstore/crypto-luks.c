@@ -459,3 +459,75 @@ int vs_luks_slot_unlock(const struct vs_luks_header *h, unsigned slot, const uin
 		gnutls_memset(mk, 0, h->key_bytes);
 	return ret;
 }
+
+/* QEMU's floors for the iteration counts. */
+#define LUKS_MIN_SLOT_ITERS 1000
+#define LUKS_MIN_MK_ITERS 1000
+
+int vs_luks_build(const struct vs_luks_build_opts *o, const void *pass, size_t passlen,
+		  uint8_t **area, size_t *area_len, char *msg, size_t msglen)
+{
+	struct vs_luks_header h;
+	uint8_t mk[VS_CRYPTO_MAX_KEY];
+	void *mem = NULL;
+	uint64_t per;
+	int ret;
+
+	ret = vs_luks_choose(&h, o->cipher_alg, o->cipher_mode, o->ivgen_alg, o->ivgen_hash,
+			     o->hash_alg, msg, msglen);
+	if (ret < 0)
+		return ret;
+	/* Calibrate as QEMU does: the slot's rounds take iter-time, the digest's an eighth. */
+	per = vs_pbkdf2_count_iters(h.hash, h.key_bytes, (unsigned)o->iter_time);
+	if (per > UINT32_MAX)
+		per = UINT32_MAX;
+	ret = vs_crypto_random(mk, h.key_bytes);
+	if (ret == 0)
+		ret = vs_luks_init(&h, mk,
+				   per / 8 > LUKS_MIN_MK_ITERS ? (uint32_t)(per / 8) :
+								 LUKS_MIN_MK_ITERS);
+	if (ret < 0)
+		goto out;
+	*area_len = (size_t)h.payload_offset * VS_CRYPTO_SECTOR;
+	if (posix_memalign(&mem, 4096, *area_len)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memset(mem, 0, *area_len);
+	*area = mem;
+	ret = vs_luks_slot_set(&h, 0, mk, pass, passlen,
+			       per > LUKS_MIN_SLOT_ITERS ? (uint32_t)per : LUKS_MIN_SLOT_ITERS,
+			       *area + (size_t)h.slots[0].key_offset * VS_CRYPTO_SECTOR);
+	if (ret == 0) {
+		vs_luks_encode(&h, *area);
+	} else {
+		free(*area);
+		*area = NULL;
+	}
+out:
+	gnutls_memset(mk, 0, sizeof(mk));
+	gnutls_memset(&h, 0, sizeof(h));
+	if (ret < 0 && msg && msglen)
+		snprintf(msg, msglen, "Could not make the LUKS header: %s", strerror(-ret));
+	return ret;
+}
+
+int vs_luks_area_size(const struct vs_luks_build_opts *o, uint64_t *len, char *msg, size_t msglen)
+{
+	struct vs_luks_header h;
+	uint8_t mk[VS_CRYPTO_MAX_KEY];
+	int ret;
+
+	ret = vs_luks_choose(&h, o->cipher_alg, o->cipher_mode, o->ivgen_alg, o->ivgen_hash,
+			     o->hash_alg, msg, msglen);
+	if (ret < 0)
+		return ret;
+	memset(mk, 0, sizeof(mk));
+	ret = vs_luks_init(&h, mk, 1); /* the layout only: one round for the digest */
+	if (ret < 0) {
+		snprintf(msg, msglen, "Could not lay out the LUKS header: %s", strerror(-ret));
+		return ret;
+	}
+	*len = (uint64_t)h.payload_offset * VS_CRYPTO_SECTOR;
+	return 0;
+}

@@ -99,6 +99,37 @@ int vs_luks_slot_set(struct vs_luks_header *h, unsigned slot, const uint8_t *mk,
 int vs_luks_slot_unlock(const struct vs_luks_header *h, unsigned slot, const uint8_t *material,
 			const void *pass, size_t passlen, uint8_t *mk);
 
+/* How a new header is made: QEMU's create options (NULL: QEMU's defaults). */
+struct vs_luks_build_opts {
+	const char *cipher_alg, *cipher_mode, *ivgen_alg, *ivgen_hash, *hash_alg;
+	uint64_t iter_time; /* ms of PBKDF2 for the key slot (calibrated on this machine) */
+};
+
+/*
+ * A new LUKS header area: header, and slot 0 keyed by @pass with a random
+ * master key, in *@area (*@area_len bytes, the payload offset; 4096-aligned,
+ * free() it). The slot's PBKDF2 rounds take @o->iter_time, the master key
+ * digest's an eighth, at least 1000 each, as QEMU does. -errno with @msg.
+ */
+int vs_luks_build(const struct vs_luks_build_opts *o, const void *pass, size_t passlen,
+		  uint8_t **area, size_t *area_len, char *msg, size_t msglen);
+/* Bytes of the header area vs_luks_build() makes for @o (qemu-img measure). */
+int vs_luks_area_size(const struct vs_luks_build_opts *o, uint64_t *len, char *msg, size_t msglen);
+
+/*
+ * qemu-img amend of key slots (crypto-luks-amend.c): @opts are state,
+ * keyslot, new-secret, old-secret, iter-time (with or without "encrypt."),
+ * and VS_LUKS_AMEND_FORCE for --force. The header @h lives at @base of
+ * @file; @mk is the unlocked master key (NULL: not unlocked). On success @h
+ * is the new header. Checks and messages as qemu-img 7.2.
+ */
+#define VS_LUKS_AMEND_FORCE "x-vstor-force"
+struct vs_node;
+struct vs_kv;
+struct vs_error;
+int vs_luks_amend(struct vs_node *file, uint64_t base, struct vs_luks_header *h, const uint8_t *mk,
+		  const struct vs_kv *opts, size_t nopts, struct vs_error *err);
+
 /* The LUKS anti-forensic splitter: @src (@blocksize) into @stripes blocks at @dst, and back. */
 int vs_luks_af_split(enum vs_hash h, const uint8_t *src, uint8_t *dst, size_t blocksize,
 		     unsigned stripes);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Daemon plumbing shared by the server programs; see daemon.h. */
 #include "daemon.h"
+#include "vstor/node.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -322,4 +323,91 @@ void vs_die(const char *fmt, ...)
 void vs_daemon_notify_stopping(void)
 {
 	sd_notify(0, "STOPPING=1");
+}
+
+/* The next "key=value" of *@p (",," is a comma in a value), split in place. */
+static bool next_kv(char **p, char **key, char **val)
+{
+	char *r = *p, *w;
+
+	if (!*r)
+		return false;
+	*key = r;
+	while (*r && *r != '=' && *r != ',')
+		r++;
+	if (*r != '=')
+		vs_die("Invalid option item '%s' (expected key=value)", *key);
+	*r++ = '\0';
+	*val = w = r;
+	while (*r) {
+		if (*r == ',' && r[1] == ',') {
+			*w++ = ',';
+			r += 2;
+		} else if (*r == ',') {
+			r++;
+			break;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+	*p = r;
+	return true;
+}
+
+void vs_daemon_object_secret(const char *arg)
+{
+	char *dup = strdup(arg), *p, *key, *val;
+	const char *id = NULL, *data = NULL, *file = NULL, *format = NULL;
+	struct vs_error err = { 0 };
+
+	if (!dup)
+		vs_die("Out of memory");
+	p = strchr(dup, ',');
+	if (p)
+		*p++ = '\0';
+	else
+		p = dup + strlen(dup);
+	if (strcmp(dup, "secret") && strcmp(dup, "qom-type=secret"))
+		vs_die("Unsupported --object type '%s' (secret)", dup);
+	while (next_kv(&p, &key, &val)) {
+		if (!strcmp(key, "id"))
+			id = val;
+		else if (!strcmp(key, "data"))
+			data = val;
+		else if (!strcmp(key, "file"))
+			file = val;
+		else if (!strcmp(key, "format"))
+			format = val;
+		else
+			vs_die("Property 'secret.%s' not found", key);
+	}
+	if (vs_secret_define(id, data, file, format, &err) < 0)
+		vs_die("%s", err.msg);
+	memset(dup, 0, strlen(arg));
+	free(dup);
+}
+
+void vs_daemon_image_opts(const char *arg, const char **file, const char **fmt,
+			  const char **key_secret)
+{
+	char *p = strdup(arg), *key, *val;
+
+	if (!p)
+		vs_die("Out of memory");
+	*file = NULL;
+	while (next_kv(&p, &key, &val)) {
+		if (!strcmp(key, "driver"))
+			*fmt = val;
+		else if (!strcmp(key, "file.filename") || !strcmp(key, "filename"))
+			*file = val;
+		else if (!strcmp(key, "encrypt.key-secret") || !strcmp(key, "key-secret"))
+			*key_secret = val;
+		else if (!strcmp(key, "file.driver") && !strcmp(val, "file"))
+			;
+		else
+			vs_die("Invalid --image-opts parameter '%s'", key);
+	}
+	if (!*file)
+		vs_die("--image-opts: parameter 'file.filename' is missing");
 }

@@ -120,6 +120,18 @@ struct vs_daemon_export_opts {
 /* Whether @opt is one of the export options (then stored in @o; a bad value dies). */
 bool vs_daemon_export_option(int opt, const char *arg, struct vs_daemon_export_opts *o);
 
+/*
+ * --object secret,id=ID,data=STRING|file=PATH[,format=raw|base64] as QEMU's
+ * tools take it (vs_secret_define); exits with a message on bad input.
+ */
+void vs_daemon_object_secret(const char *arg);
+/*
+ * --image-opts: "driver=FMT,file.filename=PATH[,encrypt.key-secret=ID]"
+ * (key-secret=ID for luks; file.driver=file). The strings stay allocated.
+ */
+void vs_daemon_image_opts(const char *arg, const char **file, const char **fmt,
+			  const char **key_secret);
+
 /* "PROGRAM: message" on stderr and exit 1: the programs' fatal command-line errors. */
 void vs_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <gnutls/gnutls.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -22,6 +23,7 @@
 #include "daemon.h"
 #include "nbd-tls.h"
 #include "pool.h"
+#include "secret.h"
 #include "vstor/parse.h"
 #include "vstor/reactor.h"
 
@@ -34,6 +36,7 @@ struct export_spec {
 	char *file;
 	char *format;
 	char *description;
+	char *key_secret; /* id of a --object secret: the passphrase of an encrypted image */
 	bool read_only;
 	const char **bitmaps; /* -B: served as qemu:dirty-bitmap:NAME */
 	unsigned nb_bitmaps;
@@ -148,6 +151,9 @@ static void usage(FILE *f)
 		"                           define TLS credentials as qemu-nbd does (verify-peer\n"
 		"                           defaults to on, as in QEMU; DIR/keys.psk for PSK)\n"
 		"      --tls-creds=ID       serve with the credentials of object ID (TLS required)\n"
+		"      --object secret,id=ID,data=STRING|file=PATH[,format=raw|base64]\n"
+		"                           a secret: the passphrase of an encrypted image\n"
+		"      --image-opts         FILE is driver=FMT,file.filename=PATH[,encrypt.key-secret=ID]\n"
 		"      --fork               fork off the server once it is ready\n"
 		"      --pid-file=PATH      write the server's pid to PATH\n"
 		"  -h, --help               show this help\n"
@@ -212,6 +218,8 @@ static void parse_export(struct config *cfg, const char *arg)
 			e->description = strdup(val);
 		else if (!strcmp(key, "readonly"))
 			e->read_only = vs_daemon_parse_bool(val, "readonly");
+		else if (!strcmp(key, "key-secret") || !strcmp(key, "encrypt.key-secret"))
+			e->key_secret = strdup(val);
 		else
 			vs_die("Unknown --export key '%s'", key);
 	}
@@ -222,7 +230,57 @@ static void parse_export(struct config *cfg, const char *arg)
 	free(dup);
 }
 
-/* qemu-nbd's --object, for the TLS credential types. */
+/* --object secret,id=ID,data=STRING|file=PATH[,format=raw|base64], as qemu-nbd's. */
+static void parse_secret(char *p)
+{
+	const char *id = NULL, *data = NULL, *file = NULL, *format = NULL;
+	struct vs_error err = { 0 };
+	char *key, *val;
+
+	while (next_item(&p, &key, &val)) {
+		if (!strcmp(key, "id"))
+			id = val;
+		else if (!strcmp(key, "data"))
+			data = val;
+		else if (!strcmp(key, "file"))
+			file = val;
+		else if (!strcmp(key, "format"))
+			format = val;
+		else
+			vs_die("Property 'secret.%s' not found", key);
+	}
+	if (vs_secret_define(id, data, file, format, &err) < 0)
+		vs_die("%s", err.msg);
+}
+
+/*
+ * --image-opts: FILE is "driver=FMT,file.filename=PATH[,encrypt.key-secret=ID]"
+ * (key-secret=ID for the luks format; file.driver=file).
+ */
+static void parse_image_opts(struct export_spec *e, const char *arg)
+{
+	char *p = strdup(arg), *key, *val;
+
+	if (!p)
+		vs_die("Out of memory");
+	e->file = NULL;
+	while (next_item(&p, &key, &val)) {
+		if (!strcmp(key, "driver"))
+			e->format = val;
+		else if (!strcmp(key, "file.filename") || !strcmp(key, "filename"))
+			e->file = val;
+		else if (!strcmp(key, "encrypt.key-secret") || !strcmp(key, "key-secret"))
+			e->key_secret = val;
+		else if (!strcmp(key, "file.driver") && !strcmp(val, "file"))
+			;
+		else
+			vs_die("Invalid --image-opts parameter '%s'", key);
+	}
+	if (!e->file)
+		vs_die("--image-opts: parameter 'file.filename' is missing");
+}
+
+/* qemu-nbd's --object, for secrets and the TLS credential types. */
 static void parse_object(struct config *cfg, const char *arg)
 {
 	char *dup = strdup(arg), *p, *type, *key, *val, *psk = NULL;
@@ -239,8 +297,15 @@ static void parse_object(struct config *cfg, const char *arg)
 		p = dup + strlen(dup);
 	if (!strncmp(type, "qom-type=", 9))
 		type += 9;
+	if (!strcmp(type, "secret")) {
+		parse_secret(p);
+		gnutls_memset(dup, 0, strlen(arg));
+		free(dup);
+		return;
+	}
 	if (strcmp(type, "tls-creds-x509") && strcmp(type, "tls-creds-psk"))
-		vs_die("Unsupported --object type '%s' (tls-creds-x509 or tls-creds-psk)", type);
+		vs_die("Unsupported --object type '%s' (secret, tls-creds-x509 or tls-creds-psk)",
+		       type);
 	if (cfg->nobjects == MAX_OBJECTS)
 		vs_die("Too many --object options (at most %d)", MAX_OBJECTS);
 	o = &cfg->objects[cfg->nobjects++];
@@ -282,6 +347,9 @@ static int open_export(struct config *cfg, struct export_spec *e, struct vs_erro
 		.cache = cfg->eo.cache,
 		.snapshot = cfg->load_snapshot,
 	};
+	uint8_t *pass = NULL;
+	size_t passlen = 0;
+	int r;
 
 	if (cfg->snapshot) {
 		/* -s: a temporary qcow2 overlay takes the writes; FILE stays intact. */
@@ -324,7 +392,19 @@ static int open_export(struct config *cfg, struct export_spec *e, struct vs_erro
 		unlink(tmpl); /* gone from the directory, alive while open */
 		return ret;
 	}
-	return vs_image_open(&e->node, &o, err);
+	if (e->key_secret) {
+		if (vs_secret_get(e->key_secret, &pass, &passlen) < 0)
+			return vs_error_set(err, -ENOENT, "No secret with id '%s' found",
+					    e->key_secret);
+		o.key_secret_data = pass;
+		o.key_secret_len = passlen;
+	}
+	r = vs_image_open(&e->node, &o, err);
+	if (pass) {
+		gnutls_memset(pass, 0, passlen);
+		free(pass);
+	}
+	return r;
 }
 
 static void signal_watch(void *opaque)
@@ -757,6 +837,7 @@ enum {
 	OPT_MAX_BUFFERED,
 	OPT_OBJECT,
 	OPT_TLS_CREDS,
+	OPT_IMAGE_OPTS,
 };
 
 /* BYTES, or a number with a K, M, G or T suffix (powers of 1024). */
@@ -830,6 +911,7 @@ int main(int argc, char **argv)
 		{ "request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT },
 		{ "max-buffered", required_argument, NULL, OPT_MAX_BUFFERED },
 		{ "object", required_argument, NULL, OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
 		{ "tls-creds", required_argument, NULL, OPT_TLS_CREDS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -838,6 +920,7 @@ int main(int argc, char **argv)
 	struct config cfg = { .port = "10809", .shared = 1, .sigfd = -1, .pw.inotify_fd = -1 };
 	struct vs_error lerr = { 0 };
 	const char *name = "", *desc = NULL, *format = NULL;
+	bool image_opts = false;
 	const char *bitmaps[VS_NBD_MAX_BITMAPS];
 	unsigned nb_bitmaps = 0;
 	bool read_only = false;
@@ -963,6 +1046,9 @@ int main(int argc, char **argv)
 		case OPT_OBJECT:
 			parse_object(&cfg, optarg);
 			break;
+		case OPT_IMAGE_OPTS:
+			image_opts = true;
+			break;
 		case OPT_TLS_CREDS:
 			cfg.tls_creds = optarg;
 			break;
@@ -998,6 +1084,8 @@ int main(int argc, char **argv)
 		e->read_only = read_only;
 		e->bitmaps = bitmaps;
 		e->nb_bitmaps = nb_bitmaps;
+		if (image_opts)
+			parse_image_opts(e, argv[optind]);
 	} else if (!cfg.nexports && !cfg.pool) {
 		vs_die("Expected a FILE to export (or --export). Try '%s --help'.", prog);
 	} else if (nb_bitmaps) {

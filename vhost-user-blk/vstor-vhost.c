@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <gnutls/gnutls.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 
 #include "daemon.h"
 #include "pool.h"
+#include "secret.h"
 #include "vhost-user.h"
 #include "vstor/parse.h"
 #include "vstor/reactor.h"
@@ -27,6 +29,7 @@ static const char *prog = "vstor-vhost";
 struct config {
 	const char *image;
 	const char *format;
+	const char *key_secret; /* --image-opts encrypt.key-secret: an encrypted image's secret */
 	const char *socket_path;
 	const char *pid_file;
 	const char *pool;
@@ -72,6 +75,9 @@ static void usage(FILE *f)
 		"                           0 = no limit)\n"
 		"      --handshake-limit=SECONDS  drop a connection that has not sent SET_OWNER\n"
 		"                           SECONDS after it was accepted (default 10; 0 = none)\n"
+		"      --object secret,id=ID,data=STRING|file=PATH[,format=raw|base64]\n"
+		"                           a secret: the passphrase of an encrypted image\n"
+		"      --image-opts         IMAGE is driver=FMT,file.filename=PATH[,encrypt.key-secret=ID]\n"
 		"  -v, --verbose            log front ends and their request counts\n"
 		"  -h, --help               show this help\n"
 		"  -V, --version            show the version\n",
@@ -87,9 +93,24 @@ static void daemon_main(void *opaque)
 				  .cache = cfg->eo.cache };
 	struct vs_error err = { 0 };
 	struct vs_node *node = NULL;
+	uint8_t *pass = NULL;
+	size_t passlen = 0;
 	int ret;
 
+	if (cfg->key_secret) {
+		if (vs_secret_get(cfg->key_secret, &pass, &passlen) < 0) {
+			fprintf(stderr, "%s: No secret with id '%s' found\n", prog,
+				cfg->key_secret);
+			goto fail;
+		}
+		o.key_secret_data = pass;
+		o.key_secret_len = passlen;
+	}
 	ret = vs_image_open(&node, &o, &err);
+	if (pass) {
+		gnutls_memset(pass, 0, passlen);
+		free(pass);
+	}
 	if (ret < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err.msg);
 		goto fail;
@@ -159,6 +180,8 @@ enum {
 	OPT_PID_FILE,
 	OPT_MAX_CONNECTIONS,
 	OPT_HANDSHAKE_LIMIT,
+	OPT_OBJECT,
+	OPT_IMAGE_OPTS,
 };
 
 int main(int argc, char **argv)
@@ -176,6 +199,8 @@ int main(int argc, char **argv)
 		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
 		{ "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
 		{ "handshake-limit", required_argument, NULL, OPT_HANDSHAKE_LIMIT },
+		{ "object", required_argument, NULL, OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -184,6 +209,7 @@ int main(int argc, char **argv)
 	struct config cfg = { .num_queues = 1, .write_zeroes = true, .listen_fd = -1, .sigfd = -1 };
 	struct vs_error lerr = { 0 };
 	char *vol = NULL, *end;
+	bool image_opts = false;
 	int c, ret;
 
 	while ((c = getopt_long(argc, argv, "k:f:rvhV", longopts, NULL)) != -1) {
@@ -233,6 +259,12 @@ int main(int argc, char **argv)
 			cfg.handshake_limit = vs_daemon_parse_limit(optarg, "handshake limit",
 								    VS_VHOST_BLK_UNLIMITED);
 			break;
+		case OPT_OBJECT:
+			vs_daemon_object_secret(optarg);
+			break;
+		case OPT_IMAGE_OPTS:
+			image_opts = true;
+			break;
 		case 'v':
 			cfg.verbose = true;
 			break;
@@ -258,6 +290,8 @@ int main(int argc, char **argv)
 	if (ret > 0 && cfg.socket_path)
 		vs_die("--socket cannot be used with socket activation");
 	cfg.image = argv[optind];
+	if (image_opts)
+		vs_daemon_image_opts(argv[optind], &cfg.image, &cfg.format, &cfg.key_secret);
 	/* vol:POOL/VOLUME names a pool volume wherever a file name is accepted. */
 	(void)vs_pool_register_resolver(cfg.state_dir);
 	if (cfg.pool) {

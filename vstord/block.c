@@ -10,6 +10,7 @@
 #include "fleece.h"
 
 #include <errno.h>
+#include <gnutls/gnutls.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "block-info.h"
 #include "export.h"
 #include "job.h"
+#include "secret.h"
 #include "state.h"
 
 static struct vd_node *nodes, **nodes_tail = &nodes;
@@ -142,8 +144,10 @@ static const char *const qcow2_params[] = {
 	"l2-cache-entry-size",
 	"refcount-cache-size",
 	"cache-clean-interval",
+	"encrypt", /* {"format": "luks"|"aes", "key-secret": ID} */
 	NULL,
 };
+static const char *const luks_params[] = { "file", "key-secret", NULL };
 static const char *const nbd_params[] = {
 	"server", "export", "tls-creds", "tls-hostname", "reconnect-delay", "open-timeout", NULL
 };
@@ -166,6 +170,7 @@ static const struct driver_desc drivers[] = {
 	{ "nbd", nbd_params },
 	{ "vol", vol_params },
 	{ "rbd", rbd_params },
+	{ "luks", luks_params },
 	/* fleece.c */
 	{ "copy-before-write", cbw_params },
 	{ "snapshot-access", access_params },
@@ -438,6 +443,58 @@ static int child_ref(struct qmp_call *call, json_object *ref, const struct node_
 	return ret;
 }
 
+/*
+ * The passphrase of an encrypted format node: qcow2's "encrypt":
+ * {"format": ..., "key-secret": ID}, luks's "key-secret": ID, as QEMU's
+ * blockdev-add takes them; the secret comes from object-add secret.
+ */
+static int open_secret(struct qmp_call *call, const char *driver, struct vs_open_opts *oo)
+{
+	json_object *enc = NULL, *ks = NULL;
+	const char *id = NULL;
+	uint8_t *pass;
+	size_t len;
+
+	if (!strcmp(driver, "luks")) {
+		json_object_object_get_ex(call->args, "key-secret", &ks);
+	} else if (json_object_object_get_ex(call->args, "encrypt", &enc) && enc) {
+		if (!json_object_is_type(enc, json_type_object))
+			return qmp_error(call, QMP_ERR_GENERIC,
+					 "Invalid parameter type for 'encrypt', expected: dict");
+		json_object_object_foreach(enc, key, val)
+		{
+			(void)val;
+			if (strcmp(key, "format") && strcmp(key, "key-secret"))
+				return qmp_error(call, QMP_ERR_GENERIC,
+						 "Parameter 'encrypt.%s' is unexpected", key);
+		}
+		json_object_object_get_ex(enc, "key-secret", &ks);
+	}
+	if (ks) {
+		if (!json_object_is_type(ks, json_type_string))
+			return qmp_error(
+				call, QMP_ERR_GENERIC,
+				"Invalid parameter type for 'key-secret', expected: string");
+		id = json_object_get_string(ks);
+	}
+	if (!id)
+		return 0;
+	if (vs_secret_get(id, &pass, &len) < 0)
+		return qmp_error(call, QMP_ERR_GENERIC, "No secret with id '%s' found", id);
+	oo->key_secret_data = pass;
+	oo->key_secret_len = len;
+	return 0;
+}
+
+static void wipe_secret(struct vs_open_opts *oo)
+{
+	if (!oo->key_secret_data)
+		return;
+	gnutls_memset((void *)oo->key_secret_data, 0, oo->key_secret_len);
+	free((void *)oo->key_secret_data);
+	oo->key_secret_data = NULL;
+}
+
 static int open_format(struct qmp_call *call, const char *driver, const struct node_opts *o,
 		       struct vs_node **out)
 {
@@ -463,9 +520,14 @@ static int open_format(struct qmp_call *call, const char *driver, const struct n
 		oo.no_backing = true; /* "backing": null */
 	else if (backing_ref)
 		oo.no_backing = true; /* a node given: attached below */
-	if (child_ref(call, file_ref, o, &file) < 0)
+	if (open_secret(call, driver, &oo) < 0)
 		return -1;
+	if (child_ref(call, file_ref, o, &file) < 0) {
+		wipe_secret(&oo);
+		return -1;
+	}
 	ret = vs_image_open_on(out, file, &oo, &err);
+	wipe_secret(&oo);
 	vs_node_close(file); /* the format node holds its own reference */
 	if (ret < 0)
 		return open_error(call, &err);

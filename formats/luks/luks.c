@@ -23,9 +23,6 @@
 #define LUKS_MAX_TRANSFER (1024 * 1024)
 /* QEMU's default PBKDF2 time for a key slot, in milliseconds. */
 #define LUKS_DEFAULT_ITER_TIME 2000
-/* QEMU's floors for the iteration counts. */
-#define LUKS_MIN_SLOT_ITERS 1000
-#define LUKS_MIN_MK_ITERS 1000
 
 struct luks_state {
 	struct vs_luks_header hdr;
@@ -293,44 +290,19 @@ static int parse_create(const struct vs_kv *opts, size_t nopts, struct create_pa
 static int build_header(const struct create_params *p, const uint8_t *pass, size_t passlen,
 			uint8_t **area, size_t *area_len, struct vs_error *err)
 {
-	struct vs_luks_header h;
-	uint8_t mk[VS_CRYPTO_MAX_KEY];
+	struct vs_luks_build_opts o = {
+		.cipher_alg = p->cipher_alg,
+		.cipher_mode = p->cipher_mode,
+		.ivgen_alg = p->ivgen_alg,
+		.ivgen_hash = p->ivgen_hash,
+		.hash_alg = p->hash_alg,
+		.iter_time = p->iter_time,
+	};
 	char msg[128];
-	uint64_t per;
-	int ret;
+	int ret = vs_luks_build(&o, pass, passlen, area, area_len, msg, sizeof(msg));
 
-	ret = vs_luks_choose(&h, p->cipher_alg, p->cipher_mode, p->ivgen_alg, p->ivgen_hash,
-			     p->hash_alg, msg, sizeof(msg));
 	if (ret < 0)
 		return vs_error_set(err, ret, "%s", msg);
-	/* Calibrate as QEMU does: the slot's rounds take iter-time, the digest's an eighth. */
-	per = vs_pbkdf2_count_iters(h.hash, h.key_bytes, (unsigned)p->iter_time);
-	if (per > UINT32_MAX)
-		per = UINT32_MAX;
-	ret = vs_crypto_random(mk, h.key_bytes);
-	if (ret == 0)
-		ret = vs_luks_init(&h, mk,
-				   per / 8 > LUKS_MIN_MK_ITERS ? (uint32_t)(per / 8) :
-								 LUKS_MIN_MK_ITERS);
-	if (ret < 0)
-		goto out;
-	*area_len = (size_t)h.payload_offset * VS_CRYPTO_SECTOR;
-	*area = vs_buf_zalloc(*area_len);
-	if (!*area) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	ret = vs_luks_slot_set(&h, 0, mk, pass, passlen,
-			       per > LUKS_MIN_SLOT_ITERS ? (uint32_t)per : LUKS_MIN_SLOT_ITERS,
-			       *area + (size_t)h.slots[0].key_offset * VS_CRYPTO_SECTOR);
-	if (ret == 0)
-		vs_luks_encode(&h, *area);
-	else
-		free(*area);
-out:
-	gnutls_memset(mk, 0, sizeof(mk));
-	if (ret < 0)
-		return vs_error_setf_errno(err, ret, "Could not make the LUKS header");
 	return 0;
 }
 
@@ -413,6 +385,16 @@ static int luks_get_info(struct vs_node *node, struct vs_image_info *info)
 	return 0;
 }
 
+/* qemu-img amend: key slots (state, keyslot, new-secret, old-secret, iter-time). */
+static int luks_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts,
+		      struct vs_error *err)
+{
+	struct luks_state *s = node->opaque;
+
+	return vs_luks_amend(node->file, 0, &s->hdr, s->unlocked ? s->cipher.key : NULL, opts,
+			     nopts, err);
+}
+
 static const struct vs_create_opt_desc luks_create_opts[] = {
 	{ "size", "size", "Virtual disk size" },
 	{ "key-secret", "string", "ID of secret providing LUKS passphrase" },
@@ -438,6 +420,7 @@ const struct vs_driver vs_driver_luks = {
 	.create = luks_create,
 	.create_opts = luks_create_opts,
 	.get_info = luks_get_info,
+	.amend = luks_amend,
 	.supported_write_flags = VS_REQ_FUA,
 };
 

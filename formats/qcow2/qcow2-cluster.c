@@ -351,6 +351,8 @@ static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struc
 
 			n = vs_iov_slice(sl, slmax, iov, niov, ioff, m.len);
 			ret = n < 0 ? n : vs_node_preadv(node->file, m.host, m.len, sl, n, 0);
+			if (ret == 0 && s->hdr.crypt_method)
+				ret = qcow2_decrypt_iov(s, m.host, offset, sl, n, m.len);
 			break;
 		}
 		case MAP_COMPRESSED:
@@ -543,9 +545,29 @@ static int free_entry_storage(struct vs_node *node, uint64_t e, bool punch)
 /* ---- writes ---- */
 
 /* Lock held. Write [off, off+len) at host @host (data of newly allocated/owned clusters). */
+/*
+ * Write @len bytes of @iov (from @ioff) to host @host of an encrypted image,
+ * guest offset @guest: encrypted in a copy, the caller's buffer stays as it is.
+ */
+static int write_encrypted(struct vs_node *node, uint64_t host, uint64_t guest, uint64_t len,
+			   struct iovec *iov, int niov, uint64_t ioff)
+{
+	uint8_t *buf = vs_buf_alloc(len);
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	vs_iov_to_buf(buf, iov, niov, ioff, len);
+	ret = qcow2_encrypt_buf(qcow2_state(node), host, guest, buf, len);
+	if (ret == 0)
+		ret = vs_node_pwrite(node->file, host, buf, len, 0);
+	free(buf);
+	return ret;
+}
+
 static int write_host(struct vs_node *node, uint64_t host, uint64_t len, void *head,
 		      uint64_t head_len, struct iovec *iov, int niov, uint64_t ioff, uint64_t dlen,
-		      void *tail, uint64_t tail_len)
+		      void *tail, uint64_t tail_len, uint64_t guest)
 {
 	struct iovec stack[18], *v = stack;
 	int n, max = niov + 2 > 18 ? niov + 2 : 18;
@@ -571,7 +593,10 @@ static int write_host(struct vs_node *node, uint64_t host, uint64_t len, void *h
 			v[n].iov_base = tail;
 			v[n++].iov_len = tail_len;
 		}
-		ret = vs_node_pwritev(node->file, host, len, v, n, 0);
+		if (qcow2_state(node)->hdr.crypt_method)
+			ret = write_encrypted(node, host, guest, len, v, n, 0);
+		else
+			ret = vs_node_pwritev(node->file, host, len, v, n, 0);
 	}
 	if (v != stack)
 		free(v);
@@ -651,7 +676,7 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 		if (ret < 0)
 			goto out;
 		ret = write_host(node, host + (a0 - cstart), a1 - a0, head, offset - a0, iov, niov,
-				 ioff, end - offset, tail, a1 - end);
+				 ioff, end - offset, tail, a1 - end, a0);
 		if (ret < 0)
 			goto out;
 		if (s->extl2) {
@@ -726,7 +751,7 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 	}
 	host = (uint64_t)nw;
 	ret = write_host(node, host + (a0 - cstart), a1 - a0, head, offset - a0, iov, niov, ioff,
-			 end - offset, tail, a1 - end);
+			 end - offset, tail, a1 - end, a0);
 	if (ret < 0) {
 		(void)qcow2_free_clusters(node, host, k << s->cluster_bits, false);
 		goto out;
@@ -810,8 +835,13 @@ int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct 
 			}
 			qcow2_unlocked_io_begin(s);
 			vs_co_mutex_unlock(&s->lock);
-			n = vs_iov_slice(sl, slmax, iov, niov, ioff, m.len);
-			ret = n < 0 ? n : vs_node_pwritev(node->file, m.host, m.len, sl, n, 0);
+			if (s->hdr.crypt_method) {
+				ret = write_encrypted(node, m.host, offset, m.len, iov, niov, ioff);
+			} else {
+				n = vs_iov_slice(sl, slmax, iov, niov, ioff, m.len);
+				ret = n < 0 ? n :
+					      vs_node_pwritev(node->file, m.host, m.len, sl, n, 0);
+			}
 			qcow2_unlocked_io_end(s);
 			done = m.len;
 		} else {
@@ -1048,7 +1078,7 @@ int qcow2_co_block_status(struct vs_node *node, struct vs_req *req)
 			req->bs_status = node->backing ? 0 : VS_BS_ZERO;
 		else
 			req->bs_status = VS_BS_ZERO | VS_BS_ALLOCATED;
-		if (m.host) {
+		if (m.host && !s->hdr.crypt_method) {
 			/*
 			 * A preallocated zero cluster, or a subcluster of an
 			 * allocated cluster: it has its place in the file, as QEMU
@@ -1063,6 +1093,11 @@ int qcow2_co_block_status(struct vs_node *node, struct vs_req *req)
 		uint64_t fpnum = 0;
 		unsigned fst = 0;
 
+		if (s->hdr.crypt_method) {
+			/* As QEMU: the file's bytes are not the data, so no offset. */
+			req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED;
+			break;
+		}
 		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
 		req->bs_map = m.host;
 		req->bs_file = node->file;

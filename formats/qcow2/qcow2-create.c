@@ -9,9 +9,11 @@
  * allocates through the driver.
  */
 #include "qcow2.h"
+#include "secret.h"
 #include "vstor/parse.h"
 
 #include <errno.h>
+#include <gnutls/gnutls.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,15 @@ const struct vs_create_opt_desc qcow2_create_opts[] = {
 	{ "refcount_bits", "number", "Width of a reference count entry in bits" },
 	{ "extended_l2", "bool", "Extended L2 tables" },
 	{ "compression_type", "string", "Compression method used for image cluster compression" },
+	{ "encrypt.format", "string", "Encrypt the image, format choices: 'aes', 'luks'" },
+	{ "encrypt.key-secret", "string",
+	  "ID of secret providing qcow AES key or LUKS passphrase" },
+	{ "encrypt.cipher-alg", "string", "Name of encryption cipher algorithm" },
+	{ "encrypt.cipher-mode", "string", "Name of encryption cipher mode" },
+	{ "encrypt.ivgen-alg", "string", "Name of IV generator algorithm" },
+	{ "encrypt.ivgen-hash-alg", "string", "Name of IV generator hash algorithm" },
+	{ "encrypt.hash-alg", "string", "Name of encryption hash algorithm" },
+	{ "encrypt.iter-time", "number", "Time to spend in PBKDF in milliseconds" },
 	{ NULL, NULL, NULL },
 };
 
@@ -43,7 +54,17 @@ struct create_params {
 	const char *backing_file;
 	const char *backing_fmt;
 	uint8_t compression_type;
+	/* encrypt.format=luks (qcow2-crypto.c): the LUKS header's options and place. */
+	bool luks;
+	const char *key_secret;
+	struct vs_luks_build_opts crypt;
+	uint8_t *crypto_area; /* header and key material, crypto_len bytes */
+	size_t crypto_len;
+	uint64_t crypto_offset;
 };
+
+/* QEMU's default PBKDF2 time for a key slot, in milliseconds. */
+#define QCOW2_LUKS_ITER_TIME 2000
 
 /*
  * Parse and check the -o list. @measure: the checks and messages of qemu's
@@ -59,6 +80,7 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 	p->version = 3;
 	p->cluster_size = 65536;
 	p->refcount_bits = 16;
+	p->crypt.iter_time = QCOW2_LUKS_ITER_TIME;
 	for (size_t i = 0; i < nopts; i++) {
 		const char *k = opts[i].key, *v = opts[i].value ? opts[i].value : "";
 
@@ -130,8 +152,53 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 						    "Parameter 'compression-type' does not accept "
 						    "value '%s'",
 						    v);
-		} else if (!strcmp(k, "encryption") || !strcmp(k, "encrypt.format") ||
-			   !strcmp(k, "data_file") || !strcmp(k, "data_file_raw")) {
+		} else if (!strcmp(k, "encrypt.format")) {
+			if (!strcmp(v, "luks"))
+				p->luks = true;
+			else if (!strcmp(v, "aes"))
+				return vs_error_set(
+					err, -ENOTSUP,
+					"Creating AES encrypted qcow2 images is not "
+					"supported (vstor reads them for conversion only); "
+					"use encrypt.format=luks");
+			else
+				return vs_error_set(
+					err, -EINVAL,
+					"Parameter 'encrypt.format' does not accept value '%s'", v);
+		} else if (!strcmp(k, "encryption")) {
+			bool on;
+
+			if (vs_parse_bool(v, &on) < 0)
+				return vs_error_set(err, -EINVAL,
+						    "Parameter 'encryption' expects 'on' or 'off'");
+			if (on)
+				return vs_error_set(
+					err, -ENOTSUP,
+					"Creating AES encrypted qcow2 images is not "
+					"supported (vstor reads them for conversion only); "
+					"use encrypt.format=luks");
+		} else if (!strcmp(k, "encrypt.key-secret")) {
+			p->key_secret = v;
+		} else if (!strcmp(k, "encrypt.cipher-alg")) {
+			p->crypt.cipher_alg = v;
+		} else if (!strcmp(k, "encrypt.cipher-mode")) {
+			p->crypt.cipher_mode = v;
+		} else if (!strcmp(k, "encrypt.ivgen-alg")) {
+			p->crypt.ivgen_alg = v;
+		} else if (!strcmp(k, "encrypt.ivgen-hash-alg")) {
+			p->crypt.ivgen_hash = v;
+		} else if (!strcmp(k, "encrypt.hash-alg")) {
+			p->crypt.hash_alg = v;
+		} else if (!strcmp(k, "encrypt.iter-time")) {
+			char *endp;
+
+			p->crypt.iter_time = strtoull(v, &endp, 10);
+			if (!*v || *endp || p->crypt.iter_time == 0 || p->crypt.iter_time > 3600000)
+				return vs_error_set(
+					err, -EINVAL,
+					"Parameter 'encrypt.iter-time' expects a number "
+					"of milliseconds");
+		} else if (!strcmp(k, "data_file") || !strcmp(k, "data_file_raw")) {
 			return vs_error_set(err, -ENOTSUP, "Option '%s' is not supported by vstor",
 					    k);
 		} else {
@@ -174,6 +241,12 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 					    "compatibility level 1.1 and above (use version=v3 or "
 					    "greater)");
 	}
+	if (!p->luks && (p->key_secret || p->crypt.cipher_alg || p->crypt.cipher_mode ||
+			 p->crypt.ivgen_alg || p->crypt.ivgen_hash || p->crypt.hash_alg))
+		return vs_error_set(err, -EINVAL, "Encryption options require encrypt.format=luks");
+	if (p->luks && !p->key_secret)
+		return vs_error_set(err, -EINVAL,
+				    "Parameter 'encrypt.key-secret' is required for cipher");
 	if (p->extl2 && p->cluster_size < 16384)
 		return vs_error_set(
 			err, -EINVAL,
@@ -265,6 +338,8 @@ static int build_header(const struct create_params *p, struct qcow2_header *h, u
 
 	if (bf_len)
 		need += 8 + ((bf_len + 7) & ~(size_t)7);
+	if (p->luks)
+		need += 8 + 16;
 	/* The feature name table is only informative: leave it out if the cluster is too small. */
 	if (with_ft && need + 8 + ft_len > cs)
 		with_ft = false;
@@ -276,6 +351,13 @@ static int build_header(const struct create_params *p, struct qcow2_header *h, u
 
 	if (bf_len)
 		off = put_ext(buf, off, QCOW2_EXT_BACKING_FORMAT, p->backing_fmt, (uint32_t)bf_len);
+	if (p->luks) {
+		uint8_t ext[16];
+
+		vs_put_be64(ext, p->crypto_offset);
+		vs_put_be64(ext + 8, p->crypto_len);
+		off = put_ext(buf, off, QCOW2_EXT_CRYPTO, ext, sizeof(ext));
+	}
 	if (with_ft) {
 		uint8_t ft[sizeof(feature_table) / sizeof(feature_table[0]) * 48];
 
@@ -299,7 +381,7 @@ static int build_header(const struct create_params *p, struct qcow2_header *h, u
 }
 
 struct layout {
-	uint64_t reftable_clusters, refblocks, l1_clusters, total;
+	uint64_t reftable_clusters, refblocks, l1_clusters, crypto_clusters, total;
 };
 
 static void compute_layout(const struct create_params *p, uint32_t l1_size, struct layout *l)
@@ -308,10 +390,12 @@ static void compute_layout(const struct create_params *p, uint32_t l1_size, stru
 	uint64_t rb_entries = cs * 8 / p->refcount_bits;
 
 	l->l1_clusters = ((uint64_t)l1_size * 8 + cs - 1) / cs;
+	l->crypto_clusters = ((uint64_t)p->crypto_len + cs - 1) / cs;
 	l->refblocks = 1;
 	l->reftable_clusters = 1;
 	for (;;) {
-		uint64_t total = 1 + l->reftable_clusters + l->refblocks + l->l1_clusters;
+		uint64_t total = 1 + l->reftable_clusters + l->refblocks + l->l1_clusters +
+				 l->crypto_clusters;
 		uint64_t rb = (total + rb_entries - 1) / rb_entries;
 		uint64_t rt = (rb * 8 + cs - 1) / cs;
 
@@ -324,7 +408,7 @@ static void compute_layout(const struct create_params *p, uint32_t l1_size, stru
 	}
 }
 
-static int write_image(struct vs_node *file, const struct create_params *p, struct vs_error *err)
+static int write_image(struct vs_node *file, struct create_params *p, struct vs_error *err)
 {
 	struct qcow2_header h;
 	struct qcow2_state geo;
@@ -364,6 +448,11 @@ static int write_image(struct vs_node *file, const struct create_params *p, stru
 	h.l1_table_offset = (1 + l.reftable_clusters + l.refblocks) * cs;
 	h.refcount_order = geo.refcount_order;
 	h.header_length = p->version >= 3 ? 112 : QCOW2_V2_HEADER_SIZE;
+	if (p->luks) {
+		/* The LUKS header area after the L1 table, in whole clusters. */
+		h.crypt_method = QCOW2_CRYPT_LUKS;
+		p->crypto_offset = h.l1_table_offset + l.l1_clusters * cs;
+	}
 	if (p->version >= 3) {
 		if (p->lazy_refcounts)
 			h.compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS;
@@ -380,6 +469,8 @@ static int write_image(struct vs_node *file, const struct create_params *p, stru
 	ret = build_header(p, &h, buf, err);
 	if (ret < 0)
 		goto out;
+	if (p->luks)
+		memcpy(buf + p->crypto_offset, p->crypto_area, p->crypto_len);
 	/* Reftable entries point to the refblocks; refblocks count every metadata cluster. */
 	for (uint64_t i = 0; i < l.refblocks; i++)
 		vs_put_be64(buf + cs + 8 * i, (1 + l.reftable_clusters + i) * cs);
@@ -409,7 +500,21 @@ static int preallocate(const char *filename, const struct create_params *p, stru
 	o.format = "qcow2";
 	o.no_backing = true;
 	o.no_repair = true;
+	if (p->luks) {
+		uint8_t *pass;
+		size_t passlen;
+
+		if (vs_secret_get(p->key_secret, &pass, &passlen) < 0)
+			return vs_error_set(err, -ENOENT, "No secret with id '%s' found",
+					    p->key_secret);
+		o.key_secret_data = pass;
+		o.key_secret_len = passlen;
+	}
 	ret = vs_image_open(&node, &o, err);
+	if (o.key_secret_data) {
+		gnutls_memset((void *)o.key_secret_data, 0, o.key_secret_len);
+		free((void *)o.key_secret_data);
+	}
 	if (ret < 0)
 		return ret;
 	s = qcow2_state(node);
@@ -452,15 +557,31 @@ int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, 
 	if (p.size > INT64_MAX)
 		return vs_error_set(err, -EINVAL, "Image size too large");
 
+	if (p.luks) {
+		uint8_t *pass;
+		size_t passlen;
+		char msg[160];
+
+		if (vs_secret_get(p.key_secret, &pass, &passlen) < 0)
+			return vs_error_set(err, -ENOENT, "No secret with id '%s' found",
+					    p.key_secret);
+		ret = vs_luks_build(&p.crypt, pass, passlen, &p.crypto_area, &p.crypto_len, msg,
+				    sizeof(msg));
+		gnutls_memset(pass, 0, passlen);
+		free(pass);
+		if (ret < 0)
+			return vs_error_set(err, ret, "%s", msg);
+	}
 	ret = vs_driver_file.create(filename, 0, NULL, 0, 0, err);
-	if (ret < 0)
-		return ret;
-	o.filename = filename;
-	ret = vs_protocol_open(&file, filename, &o, err);
-	if (ret < 0)
-		return ret;
-	ret = write_image(file, &p, err);
-	vs_node_close(file);
+	if (ret == 0) {
+		o.filename = filename;
+		ret = vs_protocol_open(&file, filename, &o, err);
+	}
+	if (ret == 0) {
+		ret = write_image(file, &p, err);
+		vs_node_close(file);
+	}
+	free(p.crypto_area);
 	if (ret < 0)
 		return ret;
 	if (p.prealloc != VS_PREALLOC_OFF)
@@ -529,6 +650,18 @@ int qcow2_measure(uint64_t size, uint64_t allocated, const struct vs_kv *opts, s
 		required = vsize;
 	res->fully_allocated = fully_allocated_size(vsize, &p);
 	res->required = res->fully_allocated - vsize + required;
+	if (p.luks) {
+		/* The LUKS header area, in whole clusters, as qemu-img counts it. */
+		uint64_t hlen;
+		char msg[160];
+
+		ret = vs_luks_area_size(&p.crypt, &hlen, msg, sizeof(msg));
+		if (ret < 0)
+			return vs_error_set(err, ret, "%s", msg);
+		hlen = (hlen + cs - 1) & ~(cs - 1);
+		res->fully_allocated += hlen;
+		res->required += hlen;
+	}
 	res->bitmaps = 0;
 	return 0;
 }

@@ -54,6 +54,10 @@
 #define QCOW2_EXT_BITMAPS 0x23852875u
 #define QCOW2_EXT_DATA_FILE 0x44415441u
 
+/* crypt_method values. */
+#define QCOW2_CRYPT_AES 1
+#define QCOW2_CRYPT_LUKS 2
+
 /* L1 / L2 / refcount table entries. */
 #define QCOW2_OFLAG_COPIED (1ull << 63)
 #define QCOW2_OFLAG_COMPRESSED (1ull << 62)

@@ -300,6 +300,13 @@ static int parse_extensions(struct vs_node *node, const uint8_t *buf, size_t len
 			}
 			break;
 		}
+		case QCOW2_EXT_CRYPTO: {
+			int ret = qcow2_crypto_parse_ext(node, data, elen, err);
+
+			if (ret < 0)
+				return ret;
+			break;
+		}
 		case QCOW2_EXT_BITMAPS: {
 			int ret = qcow2_bitmaps_parse_ext(node, data, elen, err);
 
@@ -352,10 +359,6 @@ static int check_features(struct vs_node *node, const struct vs_open_opts *opts,
 			err, -ENOTSUP,
 			"qcow2: '%s' uses an external data file, which is not supported",
 			node->filename);
-	if (s->hdr.crypt_method)
-		return vs_error_set(err, -ENOTSUP,
-				    "qcow2: '%s' is encrypted (method %u), which is not supported",
-				    node->filename, s->hdr.crypt_method);
 	/*
 	 * A corrupt image opens read-write only for check (for_check, as QEMU's
 	 * BDRV_O_CHECK): the check callback may then repair it, while every
@@ -601,6 +604,7 @@ static void qcow2_free_state(struct qcow2_state *s)
 	free(s->hdr_raw);
 	s->hdr_raw = NULL;
 	qcow2_bitmaps_free(&s->bitmaps);
+	qcow2_crypto_close(s);
 }
 
 static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, struct vs_error *err)
@@ -655,6 +659,9 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	c0 = NULL;
 
 	set_geometry(s);
+	ret = qcow2_crypto_open(node, opts, err);
+	if (ret < 0)
+		goto fail;
 	s->dirty = !!(s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY);
 	s->corrupt = !!(s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT);
 	ret = load_metadata(node, opts, err);
@@ -688,7 +695,8 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	if (opts->snapshot)
 		node->size = find_snapshot(s, opts->snapshot)->disk_size;
 	node->cluster_size = s->cluster_size;
-	node->limits.request_align = 1;
+	/* Encrypted data is en/decrypted in whole sectors: smaller requests are RMW'd. */
+	node->limits.request_align = s->hdr.crypt_method ? 512 : 1;
 	node->limits.mem_align = 1;
 	node->limits.max_transfer = 0;
 	node->caps = VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_BLOCK_STATUS | VS_CAP_BACKING |
@@ -756,7 +764,12 @@ static int qcow2_flush(struct vs_node *node)
 static int qcow2_write_compressed(struct vs_node *node, uint64_t offset, uint64_t len,
 				  struct iovec *iov, int niov)
 {
-	int ret = qcow2_co_write_compressed(node, offset, len, iov, niov);
+	int ret;
+
+	/* As QEMU: compressed clusters are never encrypted, so they are refused. */
+	if (qcow2_state(node)->hdr.crypt_method)
+		return -ENOTSUP;
+	ret = qcow2_co_write_compressed(node, offset, len, iov, niov);
 
 	if (ret == 0 && node->writethrough)
 		ret = qcow2_flush(node);
@@ -928,6 +941,7 @@ static int qcow2_get_info(struct vs_node *node, struct vs_image_info *info)
 				 !!(h->incompatible_features & QCOW2_INCOMPAT_CORRUPT));
 		vs_info_add_bool(info, "extended-l2", s->extl2);
 	}
+	qcow2_crypto_info(node, info);
 	return qcow2_bitmaps_info(node, info);
 }
 
@@ -996,7 +1010,7 @@ const struct vs_driver vs_driver_qcow2 = {
 	.snapshot_apply = qcow2_snapshot_apply,
 	.snapshot_delete = qcow2_snapshot_delete,
 	.set_backing = qcow2_set_backing,
-	.amend = qcow2_amend,
+	.amend = qcow2_amend_all,
 	.compact = qcow2_compact,
 	.measure = qcow2_measure,
 	.bitmap = qcow2_bitmap_op,

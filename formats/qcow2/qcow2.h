@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "crypto-luks.h"
 #include "driver.h"
 #include "qcow2-bitmap.h"
 #include "qcow2-format.h"
@@ -152,6 +153,11 @@ struct qcow2_state {
 	bool prealloc_checked;
 	bool metadata_prealloc; /* many more clusters referenced than the file allocates */
 
+	/* Encryption (qcow2-crypto.c): the LUKS header extension and header, the key. */
+	uint64_t crypto_offset, crypto_length;
+	struct vs_luks_header *luks;	 /* crypt_method LUKS */
+	struct vs_sector_cipher *cipher; /* NULL: not unlocked (no secret given) */
+
 	struct vs_co_mutex lock;
 	unsigned unlocked_io;
 	struct vs_co_queue drain_waiters;
@@ -275,6 +281,26 @@ int qcow2_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts, st
 /* qcow2-compact.c: offline compaction (driver compact). */
 int qcow2_compact(struct vs_node *node, vs_progress_fn *progress, void *opaque,
 		  struct vs_error *err);
+
+/* qcow2-crypto.c */
+int qcow2_crypto_parse_ext(struct vs_node *node, const uint8_t *data, uint32_t len,
+			   struct vs_error *err);
+/* After the header is read: parse the LUKS header, unlock with opts' secret. */
+int qcow2_crypto_open(struct vs_node *node, const struct vs_open_opts *opts, struct vs_error *err);
+void qcow2_crypto_close(struct qcow2_state *s);
+/*
+ * Decrypt @len bytes (whole sectors) read from host offset @host, guest
+ * offset @guest, in place; encrypt a buffer before it is written there.
+ * -EACCES when no key was given.
+ */
+int qcow2_decrypt_iov(struct qcow2_state *s, uint64_t host, uint64_t guest, struct iovec *iov,
+		      int niov, uint64_t len);
+int qcow2_encrypt_buf(struct qcow2_state *s, uint64_t host, uint64_t guest, uint8_t *buf,
+		      uint64_t len);
+int qcow2_crypto_info(struct vs_node *node, struct vs_image_info *info);
+/* Driver amend: encrypt.* key slot changes (vs_luks_amend), then qcow2_amend. */
+int qcow2_amend_all(struct vs_node *node, const struct vs_kv *opts, size_t nopts,
+		    struct vs_error *err);
 
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,

@@ -7,7 +7,11 @@
  *  - read-write: opening repairs a dirty lazy_refcounts image, then a
  *    check that repairs leaks and errors, reads, a write, a flush, close.
  * Backing files are never opened (no_backing) and external data files are
- * refused by the driver, so no host file is touched. Any error is fine;
+ * refused by the driver, so no host file is touched. Encrypted images
+ * (LUKS header extension and header, legacy AES) open without a secret:
+ * read-only for their headers and info, reads refused; read-write refused.
+ * No passphrase is tried, so a fuzzed PBKDF2 iteration count cannot hang the
+ * run. Any error is fine;
  * a crash, a sanitizer report or a hang is a finding.
  */
 #include <stdint.h>

@@ -103,6 +103,53 @@ printf '\xff\xff\xff\xff\xff\xff\xff\xff' | dd of="$img/size-2e64-1" bs=1 seek=2
 cp "$hdr/empty-512" "$hdr/size-over-max"
 printf '\x7f\xff\xff\xff\xc0\x00\x02\x00' | dd of="$hdr/size-over-max" bs=1 seek=24 conv=notrunc status=none
 
+# Encrypted (issue 17): qcow2 with LUKS whose header extension covers the
+# LUKS header alone (slots inactive, so the seed stays small), the same with
+# an active slot whose key material lies beyond the extension's length, a
+# crypto extension on an unencrypted image, and legacy AES with data.
+# Opened without a secret: header extension and LUKS header parsing, info.
+printf 'fuzz passphrase' >"$tmp/fuzz.key"
+chmod 600 "$tmp/fuzz.key"
+f=$tmp/luks.qcow2
+qemu-img create -q -f qcow2 --object "secret,id=k,file=$tmp/fuzz.key" \
+	-o cluster_size=512,encrypt.format=luks,encrypt.key-secret=k,encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.iter-time=10 \
+	"$f" 1M
+python3 - "$f" "$img" "$hdr" <<'PY'
+import struct, sys
+src, img, hdr = sys.argv[1:4]
+d = bytearray(open(src, "rb").read())
+# Find the crypto header extension (0x0537be77) after the 104-byte v3 header.
+off = struct.unpack(">I", d[100:104])[0]
+while True:
+    t, l = struct.unpack(">II", d[off:off + 8])
+    if t == 0:
+        raise SystemExit("no crypto extension")
+    if t == 0x0537BE77:
+        break
+    off += 8 + ((l + 7) & ~7)
+coff = struct.unpack(">Q", d[off + 8:off + 16])[0]
+def seed(name, slot0_active, length):
+    s = bytearray(d[:coff + 4096])
+    s[off + 16:off + 24] = struct.pack(">Q", length)
+    if not slot0_active:
+        s[coff + 208:coff + 212] = struct.pack(">I", 0x0000DEAD)
+    open(f"{img}/{name}", "wb").write(s)
+    open(f"{hdr}/{name}", "wb").write(s[:4096])
+seed("luks-header-only", False, 4096)
+seed("luks-material-outside", True, 4096)
+# The extension on an image that says it is not encrypted.
+s = bytearray(d[:coff + 4096])
+s[32:36] = b"\0\0\0\0"
+open(f"{img}/crypto-ext-unencrypted", "wb").write(s)
+PY
+f=$tmp/aes.qcow2
+qemu-img create -q -f qcow2 --object "secret,id=k,file=$tmp/fuzz.key" \
+	-o cluster_size=512,encrypt.format=aes,encrypt.key-secret=k "$f" 1M
+qemu-io --object "secret,id=k,file=$tmp/fuzz.key" \
+	--image-opts "driver=qcow2,encrypt.key-secret=k,file.filename=$f" -c "write -P 0xc1 0 2k" >/dev/null
+cp "$f" "$img/aes-data"
+head -c 4096 "$f" >"$hdr/aes-data"
+
 # --- cli-options: "SIZE\nOPTIONS" ---
 cli=$out/cli-options
 rm -rf "$cli"

@@ -5,7 +5,10 @@
  * use it to write workloads that qemu-img then checks, and to hold an image
  * open (and locked) while a peer tries to open it.
  *
- *   vstor-io [-f FMT] [-r] [-U] [-t CACHE] [-c CMD]... [-s SCRIPT] IMAGE
+ *   vstor-io [-f FMT] [-r] [-U] [-t CACHE] [-k KEYFILE] [-c CMD]... [-s SCRIPT] IMAGE
+ *
+ * -k: the passphrase of an encrypted image (luks, qcow2 with LUKS) is the
+ * content of KEYFILE.
  *
  * Without -c or -s the commands are read from standard input, one per line.
  * Numbers take 0x and K/M/G/T suffixes. Commands:
@@ -347,7 +350,8 @@ static void io_main(void *arg)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: vstor-io [-f FMT] [-r] [-U] [-t CACHE] [-c CMD]... [-s SCRIPT] IMAGE\n");
+	fprintf(f, "usage: vstor-io [-f FMT] [-r] [-U] [-t CACHE] [-k KEYFILE] [-c CMD]... "
+		   "[-s SCRIPT] IMAGE\n");
 }
 
 int main(int argc, char **argv)
@@ -360,8 +364,23 @@ int main(int argc, char **argv)
 	if (!c.cmds)
 		return 1;
 	c.opts.cache = VS_CACHE_WRITEBACK;
-	while ((opt = getopt(argc, argv, "f:rUt:c:s:h")) != -1) {
+	while ((opt = getopt(argc, argv, "f:rUt:k:c:s:h")) != -1) {
 		switch (opt) {
+		case 'k': {
+			static char key[1024];
+			FILE *kf = fopen(optarg, "r");
+			size_t n;
+
+			if (!kf) {
+				fprintf(stderr, "vstor-io: %s: %s\n", optarg, strerror(errno));
+				return 1;
+			}
+			n = fread(key, 1, sizeof(key), kf);
+			fclose(kf);
+			c.opts.key_secret_data = key;
+			c.opts.key_secret_len = n;
+			break;
+		}
 		case 'f':
 			c.opts.format = optarg;
 			break;

@@ -803,15 +803,32 @@ static void test_qcow2_refuses_unknown_and_unsupported_features(void **state)
 	assert_true(c.ret < 0);
 	assert_non_null(strstr(c.msg, "check -r all"));
 
-	/* Encryption. */
+	/* Encryption: legacy AES opens read-only only; LUKS needs its header extension. */
 	assert_int_equal(
 		sh("rm -f f.qcow2 && qemu-img create -f qcow2 f.qcow2 1M && "
 		   "printf '\\000\\000\\000\\001' | dd of=f.qcow2 bs=1 seek=32 conv=notrunc"),
 		0);
 	c = (struct open_case){ .img = "f.qcow2", .ro = true };
 	in_co(open_body, &c);
+	assert_int_equal(c.ret, 0);
+	c = (struct open_case){ .img = "f.qcow2", .ro = false };
+	in_co(open_body, &c);
 	assert_int_equal(c.ret, -ENOTSUP);
-	assert_non_null(strstr(c.msg, "encrypted"));
+	assert_non_null(strstr(c.msg, "AES-CBC"));
+	assert_int_equal(sh("printf '\\000\\000\\000\\002' | dd of=f.qcow2 bs=1 seek=32 "
+			    "conv=notrunc"),
+			 0);
+	c = (struct open_case){ .img = "f.qcow2", .ro = true };
+	in_co(open_body, &c);
+	assert_int_equal(c.ret, -EINVAL);
+	assert_non_null(strstr(c.msg, "header extension"));
+	assert_int_equal(sh("printf '\\000\\000\\000\\003' | dd of=f.qcow2 bs=1 seek=32 "
+			    "conv=notrunc"),
+			 0);
+	c = (struct open_case){ .img = "f.qcow2", .ro = true };
+	in_co(open_body, &c);
+	assert_int_equal(c.ret, -EINVAL);
+	assert_non_null(strstr(c.msg, "unsupported encryption method"));
 
 	/* Unknown autoclear bits are cleared on read-write open. */
 	assert_int_equal(sh("rm -f f.qcow2 && qemu-img create -f qcow2 f.qcow2 1M && "
