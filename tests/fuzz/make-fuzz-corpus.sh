@@ -104,6 +104,30 @@ cp "$hdr/empty-512" "$hdr/size-over-max"
 printf '\x7f\xff\xff\xff\xc0\x00\x02\x00' | dd of="$hdr/size-over-max" bs=1 seek=24 conv=notrunc status=none
 
 # --- cli-options: "SIZE\nOPTIONS" ---
+# --- import formats (<fmt>-image): images qemu-img makes, empty and with
+# data; those whose blocks are large are cut to their first 64 KiB (the
+# metadata and the start of the data), which makes hostile seeds too ---
+imp=0
+# import_seed TARGET NAME FMT OPTS [QEMU-IO-COMMANDS...]
+import_seed()
+{
+	local target=$1 name=$2 fmt=$3 opts=$4 f
+	shift 4
+	f=$tmp/$name.$fmt
+	mkdir -p "$out/$target"
+	qemu-img create -q -f "$fmt" ${opts:+-o "$opts"} "$f" 4M
+	local c
+	for c in "$@"; do
+		qemu-io -f "$fmt" -c "$c" "$f" >/dev/null
+	done
+	head -c 65536 "$f" >"$out/$target/$name"
+	imp=$((imp + 1))
+}
+rm -rf "$out/vpc-image"
+import_seed vpc-image empty vpc subformat=dynamic
+import_seed vpc-image data vpc subformat=dynamic "write -P 0x11 0 8k" "write -P 0x22 3M 4k"
+import_seed vpc-image forced vpc subformat=dynamic,force_size=on "write -P 0x33 4k 4k"
+
 cli=$out/cli-options
 rm -rf "$cli"
 mkdir -p "$cli"
@@ -123,4 +147,4 @@ done <<'SEEDS'
 -1\ncompression_type=zstd,data_file=x
 writeback\nencrypt.format=luks,encrypt.key-secret=sec0
 SEEDS
-echo "corpus: $n qcow2 images, $i cli seeds, nbd sessions in $out"
+echo "corpus: $n qcow2 images, $imp import images, $i cli seeds, nbd sessions in $out"
