@@ -123,10 +123,12 @@ import_seed()
 	head -c 65536 "$f" >"$out/$target/$name"
 	imp=$((imp + 1))
 }
-rm -rf "$out/vpc-image"
+rm -rf "$out/vpc-image" "$out/vdi-image"
 import_seed vpc-image empty vpc subformat=dynamic
 import_seed vpc-image data vpc subformat=dynamic "write -P 0x11 0 8k" "write -P 0x22 3M 4k"
 import_seed vpc-image forced vpc subformat=dynamic,force_size=on "write -P 0x33 4k 4k"
+import_seed vdi-image empty vdi ""
+import_seed vdi-image data vdi "" "write -P 0x11 0 8k" "write -P 0x22 3M 4k"
 
 cli=$out/cli-options
 rm -rf "$cli"
