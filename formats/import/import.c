@@ -89,6 +89,9 @@ int imp_info_backing(struct vs_node *node, struct vs_image_info *info)
 	info->cluster_size = node->cluster_size;
 	if (!node->backing_name)
 		return 0;
+	if (node->backing_fmt)
+		snprintf(info->backing_format, sizeof(info->backing_format), "%s",
+			 node->backing_fmt);
 	info->backing_filename = strdup(node->backing_name);
 	if (!info->backing_filename)
 		return -ENOMEM;

@@ -123,12 +123,23 @@ import_seed()
 	head -c 65536 "$f" >"$out/$target/$name"
 	imp=$((imp + 1))
 }
-rm -rf "$out/vpc-image" "$out/vdi-image"
+rm -rf "$out/vpc-image" "$out/vdi-image" "$out/vmdk-image"
 import_seed vpc-image empty vpc subformat=dynamic
 import_seed vpc-image data vpc subformat=dynamic "write -P 0x11 0 8k" "write -P 0x22 3M 4k"
 import_seed vpc-image forced vpc subformat=dynamic,force_size=on "write -P 0x33 4k 4k"
 import_seed vdi-image empty vdi ""
 import_seed vdi-image data vdi "" "write -P 0x11 0 8k" "write -P 0x22 3M 4k"
+import_seed vmdk-image sparse vmdk "" "write -P 0x11 0 8k" "write -P 0x22 3M 4k" "write -z 1M 64k"
+import_seed vmdk-image stream vmdk subformat=streamOptimized
+import_seed vmdk-image zero-grain vmdk zeroed_grain=on "write -P 0x11 0 8k" "write -z 64k 64k"
+import_seed vmdk-image flat-desc vmdk subformat=monolithicFlat
+import_seed vmdk-image twogb-desc vmdk subformat=twoGbMaxExtentSparse
+# streamOptimized with data: qemu-img convert writes it (qemu-io cannot).
+mkdir -p "$out/vmdk-image"
+truncate -s 1M "$tmp/s.raw"
+qemu-io -f raw -c "write -P 0x33 0 8k" -c "write -P 0x44 512k 64k" "$tmp/s.raw" >/dev/null
+qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$tmp/s.raw" "$out/vmdk-image/stream-data"
+imp=$((imp + 1))
 
 cli=$out/cli-options
 rm -rf "$cli"

@@ -6,7 +6,7 @@
 # vdi; writing is refused; a block map entry used twice is found by check
 # as qemu-img finds it; a map past the end of the file is an error.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/lib-import.sh"
+. "$VS_LIB_DIR/lib-import.sh"
 
 import_pattern 13M
 qemu_img convert -f raw -O vdi src.raw dynamic.vdi

@@ -7,7 +7,7 @@
 # opening for writing, create and convert -O vpc are refused; a damaged
 # table is an error, not a crash.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/lib-import.sh"
+. "$VS_LIB_DIR/lib-import.sh"
 
 import_pattern 13M
 for sub in dynamic fixed; do
