@@ -123,7 +123,7 @@ import_seed()
 	head -c 65536 "$f" >"$out/$target/$name"
 	imp=$((imp + 1))
 }
-rm -rf "$out/vpc-image" "$out/vdi-image" "$out/vmdk-image"
+rm -rf "$out/vpc-image" "$out/vdi-image" "$out/vmdk-image" "$out/qcow-image"
 import_seed vpc-image empty vpc subformat=dynamic
 import_seed vpc-image data vpc subformat=dynamic "write -P 0x11 0 8k" "write -P 0x22 3M 4k"
 import_seed vpc-image forced vpc subformat=dynamic,force_size=on "write -P 0x33 4k 4k"
@@ -140,6 +140,11 @@ truncate -s 1M "$tmp/s.raw"
 qemu-io -f raw -c "write -P 0x33 0 8k" -c "write -P 0x44 512k 64k" "$tmp/s.raw" >/dev/null
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$tmp/s.raw" "$out/vmdk-image/stream-data"
 imp=$((imp + 1))
+import_seed qcow-image data qcow "" "write -P 0x11 0 8k" "write -P 0x22 3M 4k"
+qemu-img create -q -f qcow "$tmp/base.qcow" 4M
+import_seed qcow-image backing qcow backing_file=base.qcow,backing_fmt=qcow "write -P 0x11 8k 4k"
+# qemu 7.2 compresses one qcow cluster a write.
+import_seed qcow-image compressed qcow "" "write -c -P 0x11 0 4k" "write -c -P 0x12 8k 4k"
 
 cli=$out/cli-options
 rm -rf "$cli"
