@@ -123,7 +123,7 @@ import_seed()
 	head -c 65536 "$f" >"$out/$target/$name"
 	imp=$((imp + 1))
 }
-rm -rf "$out/vpc-image" "$out/vdi-image" "$out/vmdk-image" "$out/qcow-image"
+rm -rf "$out/vpc-image" "$out/vdi-image" "$out/vmdk-image" "$out/qcow-image" "$out/vhdx-image"
 import_seed vpc-image empty vpc subformat=dynamic
 import_seed vpc-image data vpc subformat=dynamic "write -P 0x11 0 8k" "write -P 0x22 3M 4k"
 import_seed vpc-image forced vpc subformat=dynamic,force_size=on "write -P 0x33 4k 4k"
@@ -145,6 +145,15 @@ qemu-img create -q -f qcow "$tmp/base.qcow" 4M
 import_seed qcow-image backing qcow backing_file=base.qcow,backing_fmt=qcow "write -P 0x11 8k 4k"
 # qemu 7.2 compresses one qcow cluster a write.
 import_seed qcow-image compressed qcow "" "write -c -P 0x11 0 4k" "write -c -P 0x12 8k 4k"
+# vhdx: qemu-img aligns its regions to 1 MiB; make-vhdx-seed.py moves them
+# up to make seeds of 400 KiB.
+mkdir -p "$out/vhdx-image"
+qemu-img create -q -f vhdx -o block_size=1M,log_size=1M "$tmp/v.vhdx" 4M
+qemu-io -f vhdx -c "write -P 0x11 0 8k" -c "write -z 2M 1M" "$tmp/v.vhdx" >/dev/null
+python3 "$here/make-vhdx-seed.py" "$tmp/v.vhdx" "$out/vhdx-image/dynamic"
+qemu-img create -q -f vhdx -o subformat=fixed,block_size=1M,log_size=1M "$tmp/f.vhdx" 4M
+python3 "$here/make-vhdx-seed.py" "$tmp/f.vhdx" "$out/vhdx-image/fixed"
+imp=$((imp + 2))
 
 cli=$out/cli-options
 rm -rf "$cli"
