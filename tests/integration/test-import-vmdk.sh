@@ -47,6 +47,16 @@ diff -u <(qemu_img map --output=json delta.vmdk) <(vstor_img map --output=json d
 vstor_img convert -O raw delta.vmdk delta.raw
 qemu_img compare -q delta.vmdk delta.raw || fail "convert of a delta disk differs"
 
+# convert's options work from an import format as from any other.
+vstor_img convert -c -O qcow2 streamOptimized.vmdk c.qcow2
+qemu_img compare -q streamOptimized.vmdk c.qcow2 || fail "convert -c differs"
+qemu_img convert -f raw -O qcow2 src.raw base.qcow2
+vstor_img convert -O qcow2 -B base.qcow2 -F qcow2 monolithicSparse.vmdk b.qcow2
+qemu_img compare -q monolithicSparse.vmdk b.qcow2 || fail "convert -B differs"
+qemu_img create -q -f qcow2 n.qcow2 13M
+vstor_img convert -n -m 4 -W -O qcow2 twoGbMaxExtentFlat.vmdk n.qcow2
+qemu_img compare -q twoGbMaxExtentFlat.vmdk n.qcow2 || fail "convert -n -m 4 -W differs"
+
 import_refuses_create vmdk
 assert_fails vstor_img resize -f vmdk monolithicSparse.vmdk 20M
 assert_grep "Format 'vmdk' is read-only in vstor" "$WORKDIR/err"
