@@ -289,7 +289,7 @@ static void refine_from_file(struct vs_req *req)
 
 static int imp_block_status(struct vs_node *node, struct vs_req *req, const struct imp_ops *ops)
 {
-	struct imp_run first, run;
+	struct imp_run first = { 0 }, run;
 	uint64_t done;
 	int ret;
 
@@ -300,6 +300,7 @@ static int imp_block_status(struct vs_node *node, struct vs_req *req, const stru
 		return -EIO;
 	/* Merge the runs that follow with the same answer, as one extent. */
 	for (done = first.len; done < req->len; done += run.len) {
+		memset(&run, 0, sizeof(run));
 		ret = ops->lookup(node, req->offset + done, req->len - done, &run);
 		if (ret < 0 || run.len == 0 || run.len > req->len - done)
 			break;

@@ -35,7 +35,7 @@ struct imp_run {
 };
 
 struct imp_ops {
-	/* Coroutine context: the run at @offset (< node size), at most @len bytes. */
+	/* Coroutine context: the run at @offset (< node size), at most @len bytes; *@run comes zeroed. */
 	int (*lookup)(struct vs_node *node, uint64_t offset, uint64_t len, struct imp_run *run);
 	/*
 	 * Optional: copy the guest bytes [offset, offset+len) of an IMP_COMPRESSED
