@@ -151,6 +151,57 @@ cp "$f" "$img/aes-data"
 head -c 4096 "$f" >"$hdr/aes-data"
 
 # --- cli-options: "SIZE\nOPTIONS" ---
+# --- import formats (<fmt>-image): images qemu-img makes, empty and with
+# data; those whose blocks are large are cut to their first 64 KiB (the
+# metadata and the start of the data), which makes hostile seeds too ---
+imp=0
+# import_seed TARGET NAME FMT OPTS [QEMU-IO-COMMANDS...]
+import_seed()
+{
+	local target=$1 name=$2 fmt=$3 opts=$4 f
+	shift 4
+	f=$tmp/$name.$fmt
+	mkdir -p "$out/$target"
+	qemu-img create -q -f "$fmt" ${opts:+-o "$opts"} "$f" 4M
+	local c
+	for c in "$@"; do
+		qemu-io -f "$fmt" -c "$c" "$f" >/dev/null
+	done
+	head -c 65536 "$f" >"$out/$target/$name"
+	imp=$((imp + 1))
+}
+rm -rf "$out/vpc-image" "$out/vdi-image" "$out/vmdk-image" "$out/qcow-image" "$out/vhdx-image"
+import_seed vpc-image empty vpc subformat=dynamic
+import_seed vpc-image data vpc subformat=dynamic "write -P 0x11 0 8k" "write -P 0x22 3M 4k"
+import_seed vpc-image forced vpc subformat=dynamic,force_size=on "write -P 0x33 4k 4k"
+import_seed vdi-image empty vdi ""
+import_seed vdi-image data vdi "" "write -P 0x11 0 8k" "write -P 0x22 3M 4k"
+import_seed vmdk-image sparse vmdk "" "write -P 0x11 0 8k" "write -P 0x22 3M 4k" "write -z 1M 64k"
+import_seed vmdk-image stream vmdk subformat=streamOptimized
+import_seed vmdk-image zero-grain vmdk zeroed_grain=on "write -P 0x11 0 8k" "write -z 64k 64k"
+import_seed vmdk-image flat-desc vmdk subformat=monolithicFlat
+import_seed vmdk-image twogb-desc vmdk subformat=twoGbMaxExtentSparse
+# streamOptimized with data: qemu-img convert writes it (qemu-io cannot).
+mkdir -p "$out/vmdk-image"
+truncate -s 1M "$tmp/s.raw"
+qemu-io -f raw -c "write -P 0x33 0 8k" -c "write -P 0x44 512k 64k" "$tmp/s.raw" >/dev/null
+qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$tmp/s.raw" "$out/vmdk-image/stream-data"
+imp=$((imp + 1))
+import_seed qcow-image data qcow "" "write -P 0x11 0 8k" "write -P 0x22 3M 4k"
+qemu-img create -q -f qcow "$tmp/base.qcow" 4M
+import_seed qcow-image backing qcow backing_file=base.qcow,backing_fmt=qcow "write -P 0x11 8k 4k"
+# qemu 7.2 compresses one qcow cluster a write.
+import_seed qcow-image compressed qcow "" "write -c -P 0x11 0 4k" "write -c -P 0x12 8k 4k"
+# vhdx: qemu-img aligns its regions to 1 MiB; make-vhdx-seed.py moves them
+# up to make seeds of 400 KiB.
+mkdir -p "$out/vhdx-image"
+qemu-img create -q -f vhdx -o block_size=1M,log_size=1M "$tmp/v.vhdx" 4M
+qemu-io -f vhdx -c "write -P 0x11 0 8k" -c "write -z 2M 1M" "$tmp/v.vhdx" >/dev/null
+python3 "$here/make-vhdx-seed.py" "$tmp/v.vhdx" "$out/vhdx-image/dynamic"
+qemu-img create -q -f vhdx -o subformat=fixed,block_size=1M,log_size=1M "$tmp/f.vhdx" 4M
+python3 "$here/make-vhdx-seed.py" "$tmp/f.vhdx" "$out/vhdx-image/fixed"
+imp=$((imp + 2))
+
 cli=$out/cli-options
 rm -rf "$cli"
 mkdir -p "$cli"
@@ -170,4 +221,4 @@ done <<'SEEDS'
 -1\ncompression_type=zstd,data_file=x
 writeback\nencrypt.format=luks,encrypt.key-secret=sec0
 SEEDS
-echo "corpus: $n qcow2 images, $i cli seeds, nbd sessions in $out"
+echo "corpus: $n qcow2 images, $imp import images, $i cli seeds, nbd sessions in $out"
