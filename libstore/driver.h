@@ -199,6 +199,9 @@ struct vs_node {
 	void *close_hook_opaque;
 	/* In-memory dirty bitmaps the node's writes mark (dirty-bitmap.c). */
 	struct vs_dirty_bitmap *dirty_bitmaps;
+	/* During vs_node_check_report(): where the driver's check reports its findings, or NULL. */
+	vs_check_report_fn *check_report;
+	void *check_report_opaque;
 };
 
 /*
