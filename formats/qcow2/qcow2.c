@@ -827,9 +827,10 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 	if (size < old) {
 		uint64_t cend = (size + s->cluster_size - 1) & ~(s->cluster_size - 1);
 
-		if (s->nb_snaps)
-			return vs_error_set(err, -ENOTSUP,
-					    "qcow2: cannot shrink an image which has snapshots");
+		/*
+		 * v3 snapshots keep their own size: the clusters they share with
+		 * the cut range only lose the active image's reference, as QEMU does.
+		 */
 		if (prealloc != VS_PREALLOC_OFF)
 			return vs_error_set(err, -ENOTSUP,
 					    "qcow2: preallocation is not allowed when shrinking");
