@@ -148,5 +148,6 @@ int img_cmd_commit(int argc, char **argv);
 int img_cmd_measure(int argc, char **argv);
 int img_cmd_amend(int argc, char **argv);
 int img_cmd_compact(int argc, char **argv);
+int img_cmd_dd(int argc, char **argv);
 
 #endif

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Table-driven comparison with qemu-img (the oracle): each row is one
+# command line, run by qemu-img and by vstor-img on the same inputs. Their
+# exit codes, stdout and stderr must be equal (after the program name and
+# the output file names are normalised), and so must the images they write
+# (qemu-img compare, and qemu-img info --output=json without the fields
+# that name or measure the file).
+#
+# In a row, @N names an output file (o@N for qemu-img, v@N for vstor-img);
+# the inputs are made below. VSTOR_FIDELITY_ONLY=SUBSTRING runs the rows
+# that contain it.
+
+. "$(dirname "$0")/lib.sh"
+
+require_tool qemu-img qemu-io python3
+require_vstor_img
+
+# Inputs, shared by both tools (read-only for them).
+qemu_img create -q -f qcow2 src.qcow2 4M
+qemu-io -c 'write -P 7 0 1M' -c 'write -P 9 2M 512k' -c 'write -z 3M 64k' src.qcow2 >/dev/null
+qemu_img convert -O raw src.qcow2 src.raw
+truncate -s 1000 odd.raw
+
+ROWS=$(
+	cat <<'EOF'
+dd if=src.qcow2 of=@1
+dd -O qcow2 if=src.qcow2 of=@2 bs=64k count=20 skip=4
+dd if=src.qcow2
+dd of=@3
+dd if=src.qcow2 of=@3 bs=0
+dd if=src.qcow2 of=@3 bs=3G
+dd if=src.qcow2 of=@3 foo=1
+dd if=src.qcow2 of=@3 conv=notrunc
+dd if=src.qcow2 of=@3 bs
+dd if=src.qcow2 of=@3 bs=1k count=abc
+dd bs=1k if=src.qcow2 of=@3 skip=-1
+dd if=src.qcow2 of=@3 count=99999999999999999999
+dd if=nonexistent of=@4
+dd -f raw if=src.qcow2 of=@5 count=1
+dd if=src.qcow2 of=@6 skip=100000
+dd if=odd.raw of=@7 bs=3
+dd if=src.qcow2 of=@8 bs=1M count=2
+dd if=src.qcow2 of=@9 bs=512 count=1 count=2
+dd if=src.qcow2 of=@10 bs=1.5k
+dd -O qcow2 -o cluster_size=4k if=src.qcow2 of=@11
+dd if=src.qcow2 of=@12 count=0
+dd if=src.qcow2 of=@13 skip=1 bs=1M
+dd -O foo if=src.qcow2 of=@14
+dd if=src.qcow2 of=/nonexistent/@15
+dd -f qcow2 -O qcow2 if=src.qcow2 of=@16 skip=2 bs=1M
+dd -U if=src.raw of=@17 bs=4k skip=256 count=768
+dd if=odd.raw of=@18 bs=300
+dd --image-opts if=driver=qcow2,file.filename=src.qcow2 of=@19 bs=1M count=3 skip=1
+EOF
+)
+
+NROWS=0
+NFAIL=0
+
+# norm TAG FILE...: the program name and the output prefix made neutral.
+norm()
+{
+	local tag=$1
+	shift
+	sed -i -e 's/^qemu-img: /PROG: /; s/^vstor-img: /PROG: /' \
+		-e "s/\\b$tag\\([0-9]\\)/OUT\\1/g" -e "s/'qemu-img /'PROG /; s/'vstor-img /'PROG /" "$@"
+}
+
+# info_of FILE: qemu-img's view of an image, without what names or measures the file.
+info_of()
+{
+	qemu_img info --output=json "$1" 2>&1 | grep -v '"filename"\|"actual-size"\|"dirty-flag"'
+}
+
+while IFS= read -r row; do
+	[[ -n $row ]] || continue
+	[[ -z ${VSTOR_FIDELITY_ONLY:-} || $row == *"$VSTOR_FIDELITY_ONLY"* ]] || continue
+	NROWS=$((NROWS + 1))
+	qrc=0 vrc=0
+	# shellcheck disable=SC2086 # the row is split into words on purpose
+	timeout 60 qemu-img ${row//@/o} >q.out 2>q.err || qrc=$?
+	# shellcheck disable=SC2086
+	timeout 60 "$VSTOR_IMG" ${row//@/v} >v.out 2>v.err || vrc=$?
+	norm o q.out q.err
+	norm v v.out v.err
+	bad=
+	[[ $qrc == "$vrc" ]] || bad="exit code qemu-img $qrc, vstor-img $vrc"
+	cmp -s q.out v.out || bad="$bad${bad:+; }stdout differs"
+	cmp -s q.err v.err || bad="$bad${bad:+; }stderr differs"
+	for n in $(grep -o '@[0-9]*' <<<"$row"); do
+		qf=o${n#@} vf=v${n#@}
+		[[ $row == *"/nonexistent/$n"* ]] && continue
+		if [[ -e $qf && ! -e $vf ]] || [[ ! -e $qf && -e $vf ]]; then
+			bad="$bad${bad:+; }$qf/$vf: only one tool wrote it"
+			continue
+		fi
+		[[ -e $qf ]] || continue
+		[[ "$(info_of "$qf")" == "$(info_of "$vf")" ]] || bad="$bad${bad:+; }image info differs"
+		qemu_img compare -q "$qf" "$vf" 2>/dev/null || bad="$bad${bad:+; }image data differs"
+	done
+	if [[ -n $bad ]]; then
+		NFAIL=$((NFAIL + 1))
+		log "DIFF: $row: $bad"
+		diff -u q.err v.err | sed 's/^/  stderr: /' | head -10 >&2
+		diff -u q.out v.out | sed 's/^/  stdout: /' | head -10 >&2
+	fi
+done <<<"$ROWS"
+
+log "$NROWS command lines compared with qemu-img, $NFAIL differ"
+((NROWS > 0)) || fail "no row ran"
+((NFAIL == 0)) || fail "$NFAIL of $NROWS command lines differ from qemu-img"
