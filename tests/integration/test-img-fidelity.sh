@@ -53,6 +53,16 @@ dd -f qcow2 -O qcow2 if=src.qcow2 of=@16 skip=2 bs=1M
 dd -U if=src.raw of=@17 bs=4k skip=256 count=768
 dd if=odd.raw of=@18 bs=300
 dd --image-opts if=driver=qcow2,file.filename=src.qcow2 of=@19 bs=1M count=3 skip=1
+convert -r abc src.qcow2 @20
+convert -r -1 src.qcow2 @20
+convert -r 0 -O qcow2 src.qcow2 @21
+convert -r 64M src.qcow2 @22
+convert -r 1k -r 64M -O qcow2 src.raw @23
+convert --salvage src.qcow2 @24
+convert --salvage -O qcow2 src.raw @25
+convert -T none src.qcow2 @26
+convert -T writeback -t none -O qcow2 src.qcow2 @27
+convert -T bogus src.qcow2 @28
 EOF
 )
 
@@ -97,6 +107,7 @@ while IFS= read -r row; do
 			continue
 		fi
 		[[ -e $qf ]] || continue
+		cmp -s "$qf" "$vf" && continue # the same bytes: the same image
 		[[ "$(info_of "$qf")" == "$(info_of "$vf")" ]] || bad="$bad${bad:+; }image info differs"
 		qemu_img compare -q "$qf" "$vf" 2>/dev/null || bad="$bad${bad:+; }image data differs"
 	done
@@ -107,6 +118,15 @@ while IFS= read -r row; do
 		diff -u q.out v.out | sed 's/^/  stdout: /' | head -10 >&2
 	fi
 done <<<"$ROWS"
+
+# -r limits the rate of the data read (1.5 MiB of src.raw at 1 MiB/s: about
+# one second after the first chunk, as qemu-img), not more than that.
+t0=$(date +%s%N)
+"$VSTOR_IMG" convert -r 1M src.raw rate.raw || fail "convert -r 1M"
+ms=$((($(date +%s%N) - t0) / 1000000))
+((ms >= 900)) || fail "convert -r 1M of 1.5 MiB of data took $ms ms: no rate limit"
+((ms < 20000)) || fail "convert -r 1M of 1.5 MiB of data took $ms ms"
+cmp rate.raw src.raw || fail "convert -r 1M: data differs"
 
 log "$NROWS command lines compared with qemu-img, $NFAIL differ"
 ((NROWS > 0)) || fail "no row ran"
