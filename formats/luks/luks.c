@@ -415,7 +415,7 @@ static int luks_get_info(struct vs_node *node, struct vs_image_info *info)
 
 static const struct vs_create_opt_desc luks_create_opts[] = {
 	{ "size", "size", "Virtual disk size" },
-	{ "key-secret", "string", "ID of secret providing LUKS passphrase" },
+	{ "key-secret", "string", "ID of the secret that provides the keyslot passphrase" },
 	{ "cipher-alg", "string", "Name of encryption cipher algorithm" },
 	{ "cipher-mode", "string", "Name of encryption cipher mode" },
 	{ "ivgen-alg", "string", "Name of IV generator algorithm" },

@@ -63,6 +63,12 @@ convert --salvage -O qcow2 src.raw @25
 convert -T none src.qcow2 @26
 convert -T writeback -t none -O qcow2 src.qcow2 @27
 convert -T bogus src.qcow2 @28
+create -f raw -o help
+create -f raw -o help @30
+create -f luks -o help
+create -f luks -o help @31
+convert -O raw -o help
+amend -f raw -o help
 EOF
 )
 
