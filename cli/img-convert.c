@@ -998,6 +998,10 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 			oa.filename = NULL;
 			if (img_image_opts(l, argv[optind + i], &oa) < 0)
 				return 1;
+		} else if (!strncmp(oa.filename, "json:", 5)) {
+			oa.filename = NULL;
+			if (img_json_filename(&a->image_opts, argv[optind + i], &oa) < 0)
+				return 1;
 		}
 		a->src[i].filename = oa.filename;
 		a->src[i].fmt = oa.fmt;

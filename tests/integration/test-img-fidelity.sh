@@ -69,6 +69,15 @@ create -f luks -o help
 create -f luks -o help @31
 convert -O raw -o help
 amend -f raw -o help
+info json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
+info --output=json json:{"driver":"raw","file":{"filename":"src.raw"}}
+check json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
+map --output=json json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
+compare src.raw json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
+convert -O qcow2 json:{"driver":"qcow2","file.filename":"src.qcow2"} @40
+dd if=json:{"driver":"qcow2","file":{"filename":"src.qcow2"}} of=@41 bs=1M
+info json:{"driver":"qcow2",
+info json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"},"bogus":1}
 EOF
 )
 
