@@ -925,7 +925,7 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 	if (a->quiet)
 		a->progress = false;
 	if (!a->out_fmt)
-		a->out_fmt = a->no_create ? NULL : "raw";
+		a->out_fmt = "raw"; /* with -n too, as qemu-img: no probing of the target */
 	if (a->opts.help) {
 		if (!a->out_fmt)
 			a->out_fmt = "raw";

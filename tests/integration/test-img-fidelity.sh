@@ -76,6 +76,8 @@ map --output=json json:{"driver":"qcow2","file":{"driver":"file","filename":"src
 compare src.raw json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
 convert -O qcow2 json:{"driver":"qcow2","file.filename":"src.qcow2"} @40
 dd if=json:{"driver":"qcow2","file":{"filename":"src.qcow2"}} of=@41 bs=1M
+convert -n -O raw src.qcow2 nbd+unix:///?socket=none.sock
+convert -n src.qcow2 nbd+unix:///?socket=none.sock
 info json:{"driver":"qcow2",
 info json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"},"bogus":1}
 EOF
@@ -133,6 +135,45 @@ while IFS= read -r row; do
 		diff -u q.out v.out | sed 's/^/  stdout: /' | head -10 >&2
 	fi
 done <<<"$ROWS"
+
+# convert -n into an NBD export (qemu-nbd, one per tool), with and without
+# -O: the target is raw unless said otherwise (no probing, no warning).
+if command -v qemu-nbd >/dev/null; then
+	for o in "-O raw" ""; do
+		qemu_img create -q -f raw o-nbd.raw 4M
+		qemu_img create -q -f raw v-nbd.raw 4M
+		for t in o v; do
+			qemu-nbd -f raw -t -k "$WORKDIR/$t.sock" $t-nbd.raw &
+			echo $! >$t.nbdpid
+		done
+		for t in o v; do
+			for _ in $(seq 100); do
+				[[ -S $t.sock ]] && break
+				sleep 0.1
+			done
+		done
+		NROWS=$((NROWS + 1))
+		qrc=0 vrc=0
+		# shellcheck disable=SC2086
+		qemu-img convert -n $o src.qcow2 "nbd+unix:///?socket=$WORKDIR/o.sock" >q.out 2>q.err || qrc=$?
+		# shellcheck disable=SC2086
+		"$VSTOR_IMG" convert -n $o src.qcow2 "nbd+unix:///?socket=$WORKDIR/v.sock" >v.out 2>v.err ||
+			vrc=$?
+		for t in o v; do
+			kill "$(cat $t.nbdpid)"
+			wait "$(cat $t.nbdpid)" 2>/dev/null || true
+			rm -f $t.sock
+		done
+		sed -i 's/^qemu-img: /PROG: /; s/o\.sock/X.sock/g' q.out q.err
+		sed -i 's/^vstor-img: /PROG: /; s/v\.sock/X.sock/g' v.out v.err
+		if [[ $qrc != "$vrc" ]] || ! cmp -s q.err v.err || ! cmp -s q.out v.out ||
+			! cmp -s o-nbd.raw v-nbd.raw; then
+			NFAIL=$((NFAIL + 1))
+			log "DIFF: convert -n $o into NBD: exit $qrc/$vrc"
+			diff -u q.err v.err | sed 's/^/  stderr: /' | head -10 >&2
+		fi
+	done
+fi
 
 # -r limits the rate of the data read (1.5 MiB of src.raw at 1 MiB/s: about
 # one second after the first chunk, as qemu-img), not more than that.
