@@ -97,13 +97,20 @@ static void check_json(const struct check_args *a, const char *format,
 	printf("\n");
 }
 
+/* qemu-img prints each finding and repair on stderr as the check goes. */
+static void check_report_line(const char *msg, void *opaque)
+{
+	(void)opaque;
+	fprintf(stderr, "%s\n", msg);
+}
+
 /* Run the check (and the repair); returns 0 or -errno, the result in @r. */
 static int check_run(struct check_args *a, struct vs_node *node, struct vs_check_result *r)
 {
 	int64_t leaks_fixed, corruptions_fixed;
 	int ret;
 
-	ret = vs_node_check(node, r, a->fix);
+	ret = vs_node_check_report(node, r, a->fix, check_report_line, NULL);
 	if (ret < 0 || !(r->leaks_fixed || r->corruptions_fixed))
 		return ret;
 	leaks_fixed = r->leaks_fixed;
@@ -115,7 +122,8 @@ static int check_run(struct check_args *a, struct vs_node *node, struct vs_check
 			   "    %" PRId64 " corruptions\n\n"
 			   "Double checking the fixed image now...\n",
 			   leaks_fixed, corruptions_fixed);
-	ret = vs_node_check(node, r, 0);
+	fflush(stdout);
+	ret = vs_node_check_report(node, r, 0, check_report_line, NULL);
 	r->leaks_fixed = leaks_fixed;
 	r->corruptions_fixed = corruptions_fixed;
 	return ret;

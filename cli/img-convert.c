@@ -62,6 +62,9 @@ struct conv_args {
 	bool bitmaps, skip_broken_bitmaps; /* --bitmaps, --skip-broken-bitmaps */
 	uint64_t sparse;
 	unsigned num_co;
+	uint64_t rate;	    /* -r: bytes per second, 0 for no limit */
+	bool salvage;	    /* --salvage: read errors give zeroes, with a warning */
+	uint64_t rate_done; /* -r: data bytes read so far */
 
 	/* state */
 	struct conv_src *src;
@@ -176,6 +179,43 @@ static bool is_zero(const uint8_t *p, size_t len)
  * as zero ranges at once (the other ranges as data, planned by the caller
  * through @data_ops as OP_DATA placeholders).
  */
+/*
+ * --salvage: read [off, off+len) of @n again sector by sector; a sector
+ * that cannot be read is zeroes, with qemu-img's warning. Returns 0.
+ */
+static int conv_salvage(struct conv_args *a, struct vs_node *n, uint64_t off, uint8_t *buf,
+			uint64_t len)
+{
+	for (uint64_t pos = 0; pos < len; pos += 512) {
+		size_t sl = (size_t)(len - pos < 512 ? len - pos : 512);
+		int ret = vs_node_pread(n, off + pos, buf + pos, sl);
+
+		if (ret < 0) {
+			if (!a->quiet)
+				fprintf(stderr,
+					"%s: warning: error while reading offset %" PRIu64 ": %s\n",
+					IMG_PROGNAME, off + pos, strerror(-ret));
+			memset(buf + pos, 0, sl);
+		}
+	}
+	return 0;
+}
+
+/* -r: sleep until reading more after @done bytes keeps to the rate limit. */
+static void conv_rate_wait(struct conv_args *a, uint64_t done)
+{
+	struct timespec now;
+	double due, el;
+
+	if (!a->rate)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	due = (double)done / (double)a->rate;
+	el = conv_elapsed(&a->t0, &now);
+	if (due > el)
+		vs_co_sleep_ns((uint64_t)((due - el) * 1e9));
+}
+
 static int conv_read(struct conv_worker *w, uint64_t off, uint64_t len, bool plan)
 {
 	struct conv_args *a = w->a;
@@ -198,6 +238,12 @@ static int conv_read(struct conv_worker *w, uint64_t off, uint64_t len, bool pla
 		if (slen > end - pos)
 			slen = end - pos;
 		ret = vs_node_block_status_above(s->node, soff, slen, &pnum, &st, NULL, NULL, NULL);
+		if (ret < 0 && a->salvage) {
+			/* As qemu-img --salvage: an area of unknown status is read as data. */
+			pnum = slen;
+			st = 0;
+			ret = 0;
+		}
 		if (ret < 0) {
 			img_error(ret, "error while reading block status at offset %" PRIu64 ": %s",
 				  soff, strerror(-ret));
@@ -212,7 +258,12 @@ static int conv_read(struct conv_worker *w, uint64_t off, uint64_t len, bool pla
 			if (plan && (ret = op_add(w, OP_ZERO, pos, pnum)) < 0)
 				return ret;
 		} else {
+			/* -r counts the data read, as qemu-img: zeroes and holes go free. */
+			conv_rate_wait(a, a->rate_done);
+			a->rate_done += pnum;
 			ret = vs_node_pread(s->node, soff, w->buf + (pos - off), pnum);
+			if (ret < 0 && a->salvage)
+				ret = conv_salvage(a, s->node, soff, w->buf + (pos - off), pnum);
 			if (ret < 0) {
 				img_error(ret, "error while reading at byte %" PRIu64 ": %s", soff,
 					  strerror(-ret));
@@ -855,7 +906,12 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 			a->skip_broken_bitmaps = true;
 			break;
 		case 'r':
+			if (img_cvtnum("rate limit", optarg, &a->rate) < 0)
+				return 1;
+			break;
 		case OPT_SALVAGE:
+			a->salvage = true;
+			break;
 		case OPT_OBJECT:
 			if (img_object_add(optarg) < 0)
 				return 1;
@@ -873,7 +929,7 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 	if (a->quiet)
 		a->progress = false;
 	if (!a->out_fmt)
-		a->out_fmt = a->no_create ? NULL : "raw";
+		a->out_fmt = "raw"; /* with -n too, as qemu-img: no probing of the target */
 	if (a->opts.help) {
 		if (!a->out_fmt)
 			a->out_fmt = "raw";
@@ -949,6 +1005,10 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 
 			oa.filename = NULL;
 			if (img_image_opts(l, argv[optind + i], &oa) < 0)
+				return 1;
+		} else if (!strncmp(oa.filename, "json:", 5)) {
+			oa.filename = NULL;
+			if (img_json_filename(&a->image_opts, argv[optind + i], &oa) < 0)
 				return 1;
 		}
 		a->src[i].filename = oa.filename;

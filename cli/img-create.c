@@ -114,8 +114,16 @@ static int create_help(const char *fmt, bool with_filename)
 		img_error(-EINVAL, "Unknown file format '%s'", fmt);
 		return 1;
 	}
-	for (; d->name && n < 126; d++)
+	for (; d->name && n < 126; d++) {
+		/*
+		 * The preallocation raw and luks hand down to the file is the
+		 * protocol's option in qemu-img: listed with a target file only.
+		 */
+		if (!with_filename && !strcmp(d->name, "preallocation") &&
+		    !strcmp(d->help, "Preallocation mode (allowed values: off, falloc, full)"))
+			continue;
 		list[n++] = *d;
+	}
 	if (with_filename)
 		for (d = file_opts; d->name; d++)
 			list[n++] = *d;

@@ -512,6 +512,18 @@ int img_cmd_info(int argc, char **argv)
 		return img_usage_error("Expecting one image file name");
 	a.filename = argv[optind];
 	img_set_json_errors(a.output == IMG_OUTPUT_JSON);
+	if (!image_opts && !strncmp(a.filename, "json:", 5)) {
+		/* As qemu-img, "image:" names the file the JSON names. */
+		struct img_open_args oa = { .fmt = a.fmt };
+
+		if (img_json_filename(&io, a.filename, &oa) < 0) {
+			img_kv_free(&io);
+			return 1;
+		}
+		a.filename = oa.filename;
+		a.fmt = oa.fmt;
+		a.key_secret = oa.key_secret;
+	}
 	if (image_opts) {
 		struct img_open_args oa = { .fmt = a.fmt };
 

@@ -395,7 +395,160 @@ void img_secret_wipe(struct vs_open_opts *o)
 
 /* ---- images ---- */
 
+/*
+ * json:{...} file names, as libvirt and OpenStack pass them: the object is
+ * flattened to dotted keys ({"file": {"filename": "x"}} is file.filename=x)
+ * and read as --image-opts. Strings, numbers and booleans as values.
+ */
+struct img_jp {
+	const char *p;
+	struct img_kv_list *l;
+};
+
+static void jp_ws(struct img_jp *j)
+{
+	while (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')
+		j->p++;
+}
+
+/* A JSON string into @buf (escapes \" \\ \/ only). Returns 0 or -EINVAL. */
+static int jp_string(struct img_jp *j, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	if (*j->p != '"')
+		return -EINVAL;
+	for (j->p++; *j->p != '"'; j->p++) {
+		char c = *j->p;
+
+		if (!c || n + 1 >= len)
+			return -EINVAL;
+		if (c == '\\') {
+			c = *++j->p;
+			if (c != '"' && c != '\\' && c != '/')
+				return -EINVAL;
+		}
+		buf[n++] = c;
+	}
+	j->p++;
+	buf[n] = 0;
+	return 0;
+}
+
+static int jp_object(struct img_jp *j, const char *prefix, unsigned depth)
+{
+	char key[512], full[1024], val[4096];
+
+	jp_ws(j);
+	if (*j->p != '{' || depth > 16)
+		return -EINVAL;
+	j->p++;
+	jp_ws(j);
+	if (*j->p == '}') {
+		j->p++;
+		return 0;
+	}
+	for (;;) {
+		int ret;
+
+		jp_ws(j);
+		if (jp_string(j, key, sizeof(key)) < 0)
+			return -EINVAL;
+		snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", key);
+		jp_ws(j);
+		if (*j->p != ':')
+			return -EINVAL;
+		j->p++;
+		jp_ws(j);
+		if (*j->p == '{') {
+			ret = jp_object(j, full, depth + 1);
+		} else if (*j->p == '"') {
+			ret = jp_string(j, val, sizeof(val));
+			if (ret == 0)
+				ret = img_kv_set(j->l, full, val);
+		} else {
+			size_t n = strspn(j->p, "0123456789-+.eEtruefals");
+
+			if (!n || n >= sizeof(val))
+				return -EINVAL;
+			memcpy(val, j->p, n);
+			val[n] = 0;
+			j->p += n;
+			ret = img_kv_set(j->l, full, val);
+		}
+		if (ret < 0)
+			return ret;
+		jp_ws(j);
+		if (*j->p == '}') {
+			j->p++;
+			return 0;
+		}
+		if (*j->p != ',')
+			return -EINVAL;
+		j->p++;
+	}
+}
+
+int img_json_filename(struct img_kv_list *l, const char *name, struct img_open_args *a)
+{
+	struct img_jp j = { .p = name + 5, .l = l };
+	size_t first = l->n;
+	int ret;
+
+	ret = jp_object(&j, "", 0);
+	jp_ws(&j);
+	if (ret < 0 || *j.p) {
+		img_error(-EINVAL, "Could not open '%s': Could not parse the JSON options: %s",
+			  name, *j.p ? "JSON parse error" : "JSON parse error, premature EOI");
+		return -EINVAL;
+	}
+	for (size_t i = first; i < l->n; i++) {
+		const char *k = l->kv[i].key, *v = l->kv[i].value;
+
+		if (!strcmp(k, "driver")) {
+			a->fmt = v;
+		} else if (!strcmp(k, "file.filename") || !strcmp(k, "filename")) {
+			a->filename = v;
+		} else if (!strcmp(k, "key-secret")) {
+			a->key_secret = v;
+		} else if (!strcmp(k, "file.driver")) {
+			if (strcmp(v, "file")) {
+				img_error(-ENOTSUP,
+					  "Could not open '%s': file.driver=%s is not supported",
+					  name, v);
+				return -ENOTSUP;
+			}
+		} else {
+			img_error(
+				-EINVAL,
+				"Could not open '%s': Block format '%s' does not support the option '%s'",
+				name, a->fmt ? a->fmt : "raw", k);
+			return -EINVAL;
+		}
+	}
+	if (!a->filename) {
+		img_error(-EINVAL, "Could not open '%s': Parameter 'filename' is missing", name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int img_open(struct vs_node **out, const struct img_open_args *a)
+{
+	if (!strncmp(a->filename, "json:", 5)) {
+		struct img_kv_list l = { 0 };
+		struct img_open_args b = *a;
+		int ret = img_json_filename(&l, a->filename, &b);
+
+		if (ret == 0)
+			ret = img_open(out, &b);
+		img_kv_free(&l);
+		return ret;
+	}
+	return img_open_plain(out, a);
+}
+
+int img_open_plain(struct vs_node **out, const struct img_open_args *a)
 {
 	struct vs_open_opts o = {
 		.filename = a->filename,

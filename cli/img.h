@@ -108,6 +108,13 @@ int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a
  * failure. Returns 0 or -errno.
  */
 int img_open(struct vs_node **out, const struct img_open_args *a);
+/* img_open() without json: names. */
+int img_open_plain(struct vs_node **out, const struct img_open_args *a);
+/*
+ * A json:{...} file name @name read into @a (filename, fmt, key_secret), its
+ * strings appended to @l (they must outlive @a). Prints the error; 0 or -errno.
+ */
+int img_json_filename(struct img_kv_list *l, const char *name, struct img_open_args *a);
 
 /* Combine @name relative to the directory of @base into @out. */
 int img_path_combine(char *out, size_t len, const char *base, const char *name);
@@ -148,5 +155,6 @@ int img_cmd_commit(int argc, char **argv);
 int img_cmd_measure(int argc, char **argv);
 int img_cmd_amend(int argc, char **argv);
 int img_cmd_compact(int argc, char **argv);
+int img_cmd_dd(int argc, char **argv);
 
 #endif

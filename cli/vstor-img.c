@@ -48,6 +48,9 @@ static const struct img_command commands[] = {
 	{ "create", img_cmd_create,
 	  "create [--object objectdef] [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] "
 	  "[-o options] filename [size]" },
+	{ "dd", img_cmd_dd,
+	  "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] "
+	  "[skip=blocks] if=input of=output" },
 	{ "info", img_cmd_info,
 	  "info [--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] "
 	  "[-U] filename" },

@@ -203,6 +203,9 @@ struct vs_node {
 	/* vs_node_set_before_write(): called inside each write, before it. */
 	vs_node_before_write_fn *before_write;
 	void *before_write_opaque;
+	/* During vs_node_check_report(): where the driver's check reports its findings, or NULL. */
+	vs_check_report_fn *check_report;
+	void *check_report_opaque;
 };
 
 /*

@@ -690,6 +690,19 @@ int vs_node_check(struct vs_node *n, struct vs_check_result *res, unsigned fix)
 	return n->drv->check(n, res, fix);
 }
 
+int vs_node_check_report(struct vs_node *n, struct vs_check_result *res, unsigned fix,
+			 vs_check_report_fn *report, void *opaque)
+{
+	int ret;
+
+	n->check_report = report;
+	n->check_report_opaque = opaque;
+	ret = vs_node_check(n, res, fix);
+	n->check_report = NULL;
+	n->check_report_opaque = NULL;
+	return ret;
+}
+
 uint64_t vs_node_cluster_size(const struct vs_node *n)
 {
 	return n->cluster_size;

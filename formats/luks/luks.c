@@ -397,7 +397,7 @@ static int luks_amend(struct vs_node *node, const struct vs_kv *opts, size_t nop
 
 static const struct vs_create_opt_desc luks_create_opts[] = {
 	{ "size", "size", "Virtual disk size" },
-	{ "key-secret", "string", "ID of secret providing LUKS passphrase" },
+	{ "key-secret", "string", "ID of the secret that provides the keyslot passphrase" },
 	{ "cipher-alg", "string", "Name of encryption cipher algorithm" },
 	{ "cipher-mode", "string", "Name of encryption cipher mode" },
 	{ "ivgen-alg", "string", "Name of IV generator algorithm" },

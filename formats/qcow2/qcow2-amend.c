@@ -758,7 +758,8 @@ int qcow2_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts, st
 			goto out;
 	}
 	if (p.refcount_bits != s->refcount_bits) {
-		if (p.version < 3) {
+		/* compat=0.10,refcount_bits=16 narrows first, then downgrades below. */
+		if (p.version < 3 && p.refcount_bits != 16) {
 			ret = vs_error_set(
 				err, -EINVAL,
 				"Refcount widths other than 16 bits require compatibility "
@@ -793,11 +794,8 @@ out:
 	vs_co_mutex_unlock(&s->lock);
 	if (ret < 0 || !p.has_size)
 		return ret;
-	if (p.size < node->size)
-		return vs_error_set(err, -ENOTSUP,
-				    "Shrinking with amend is not supported; use 'vstor-img resize "
-				    "--shrink'");
-	if (p.size > node->size) {
+	/* As QEMU: the image gets exactly the size asked for, smaller or larger. */
+	if (p.size != node->size) {
 		ret = vs_node_truncate(node, p.size, VS_PREALLOC_OFF, false, err);
 		if (ret < 0)
 			return ret;

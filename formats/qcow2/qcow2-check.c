@@ -1470,7 +1470,7 @@ static int chk_load(struct chk *c)
 		free(hdr);
 		return vs_error_setf_errno(c->err, ret, "qcow2 check: reading the header");
 	}
-	ret = qcow2_header_decode(hdr, hdr_len, &c->h, c->err);
+	ret = qcow2_header_decode_flags(hdr, hdr_len, &c->h, QCOW2_HDR_FOR_CHECK, c->err);
 	if (ret < 0)
 		goto out;
 
@@ -1533,7 +1533,7 @@ static int chk_load(struct chk *c)
 		(uint32_t)(((uint64_t)c->h.refcount_table_clusters << c->cluster_bits) / 8);
 	c->snapshots_offset = c->h.snapshots_offset;
 
-	c->reftable = malloc(c->reftable_entries * 8ull);
+	c->reftable = malloc(c->reftable_entries ? c->reftable_entries * 8ull : 8);
 	c->l1 = malloc(c->l1_size ? c->l1_size * 8ull : 8);
 	c->rb = malloc(c->cluster_size);
 	c->l2 = malloc(c->cluster_size);
@@ -1702,10 +1702,15 @@ int qcow2_check_image_report(struct vs_node *file, struct vs_check_result *res, 
 	if (ret < 0 || !(res->corruptions_fixed || res->leaks_fixed))
 		return ret;
 
-	/* As qemu-img: report what remains after the repair, with what was fixed. */
+	/*
+	 * As qemu-img: report what remains after the repair, with what was
+	 * fixed. The findings of this second pass are not reported: a caller
+	 * that prints them (vstor-img check) runs its own double check, as
+	 * qemu-img does, and prints them there.
+	 */
 	corruptions_fixed = res->corruptions_fixed;
 	leaks_fixed = res->leaks_fixed;
-	ret = check_pass(file, res, 0, report, opaque, err);
+	ret = check_pass(file, res, 0, NULL, NULL, err);
 	res->corruptions_fixed = corruptions_fixed;
 	res->leaks_fixed = leaks_fixed;
 	return ret;

@@ -21,7 +21,7 @@
 
 const struct vs_create_opt_desc qcow2_create_opts[] = {
 	{ "size", "size", "Virtual disk size" },
-	{ "compat", "string", "Compatibility level (v2 = 0.10, v3 = 1.1)" },
+	{ "compat", "string", "Compatibility level (v2 [0.10] or v3 [1.1])" },
 	{ "backing_file", "string", "File name of a base image" },
 	{ "backing_fmt", "string", "Image format of the base image" },
 	{ "cluster_size", "size", "qcow2 cluster size" },

@@ -144,6 +144,12 @@ int qcow2_check_virtual_size(uint64_t size, unsigned cluster_bits, bool extl2, s
 int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 			struct vs_error *err)
 {
+	return qcow2_header_decode_flags(buf, len, h, 0, err);
+}
+
+int qcow2_header_decode_flags(const uint8_t *buf, size_t len, struct qcow2_header *h,
+			      unsigned flags, struct vs_error *err)
+{
 	uint64_t cluster_size;
 	int ret;
 
@@ -227,7 +233,7 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 	if (h->refcount_table_offset & (cluster_size - 1))
 		return vs_error_set(err, -EINVAL,
 				    "qcow2: refcount table offset is not cluster aligned");
-	if (h->refcount_table_offset == 0)
+	if (h->refcount_table_offset == 0 && !(flags & QCOW2_HDR_FOR_CHECK))
 		return vs_error_set(err, -EINVAL, "qcow2: image has no refcount table");
 	if (h->nb_snapshots && (h->snapshots_offset & (cluster_size - 1)))
 		return vs_error_set(err, -EINVAL,
@@ -239,7 +245,7 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 				       (h->incompatible_features & QCOW2_INCOMPAT_EXTL2) != 0, err);
 	if (ret < 0)
 		return ret;
-	if (h->refcount_table_clusters == 0 ||
+	if ((h->refcount_table_clusters == 0 && !(flags & QCOW2_HDR_FOR_CHECK)) ||
 	    (uint64_t)h->refcount_table_clusters > QCOW2_MAX_REFTABLE_SIZE / cluster_size)
 		return vs_error_set(err, -EINVAL,
 				    "qcow2: invalid refcount table size (%u clusters)",

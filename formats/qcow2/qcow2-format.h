@@ -146,6 +146,15 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h,
 			struct vs_error *err);
 
 /*
+ * As qcow2_header_decode(); with QCOW2_HDR_FOR_CHECK, a missing refcount
+ * table (offset or size 0) is accepted, as QEMU accepts it when opening an
+ * image to check it: the check then rebuilds the refcounts.
+ */
+#define QCOW2_HDR_FOR_CHECK 0x1
+int qcow2_header_decode_flags(const uint8_t *buf, size_t len, struct qcow2_header *h,
+			      unsigned flags, struct vs_error *err);
+
+/*
  * Whether an image of @size bytes with 2^@cluster_bits-byte clusters (and
  * extended L2 entries when @extl2) is addressable, by qemu's rules: at most
  * VS_NODE_MAX_SIZE, and an L1 table index that fits an int. Returns 0 or

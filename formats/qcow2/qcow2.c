@@ -403,7 +403,8 @@ static int read_header(struct vs_node *node, uint8_t **cluster0, struct vs_error
 		return vs_error_setf_errno(err, ret, "qcow2: reading the header of '%s'",
 					   node->filename);
 	}
-	ret = qcow2_header_decode(buf, len, &s->hdr, err);
+	ret = qcow2_header_decode_flags(buf, len, &s->hdr, s->for_check ? QCOW2_HDR_FOR_CHECK : 0,
+					err);
 	if (ret < 0) {
 		free(buf);
 		return ret;
@@ -529,9 +530,17 @@ static int load_metadata(struct vs_node *node, const struct vs_open_opts *opts,
 		s->l1[i] = vs_be64(buf + 8 * i);
 	free(buf);
 
-	ret = qcow2_refcount_load(node, err);
-	if (ret < 0)
-		return ret;
+	s->no_reftable = false;
+	if (s->for_check && (!s->hdr.refcount_table_offset || !s->hdr.refcount_table_clusters ||
+			     s->hdr.refcount_table_offset >= fsize)) {
+		/* Nothing to load: only the check (which reads the file itself) may run. */
+		s->no_reftable = true;
+		s->corrupt = true;
+	} else {
+		ret = qcow2_refcount_load(node, err);
+		if (ret < 0)
+			return ret;
+	}
 	s->free_hint = 0;
 
 	memset(&t, 0, sizeof(t));
@@ -615,6 +624,7 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	int ret;
 
 	s->read_only = node->read_only;
+	s->for_check = opts->for_check;
 	ret = read_header(node, &c0, err);
 	if (ret < 0)
 		goto fail;
@@ -830,9 +840,10 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 	if (size < old) {
 		uint64_t cend = (size + s->cluster_size - 1) & ~(s->cluster_size - 1);
 
-		if (s->nb_snaps)
-			return vs_error_set(err, -ENOTSUP,
-					    "qcow2: cannot shrink an image which has snapshots");
+		/*
+		 * v3 snapshots keep their own size: the clusters they share with
+		 * the cut range only lose the active image's reference, as QEMU does.
+		 */
 		if (prealloc != VS_PREALLOC_OFF)
 			return vs_error_set(err, -ENOTSUP,
 					    "qcow2: preallocation is not allowed when shrinking");
@@ -960,7 +971,8 @@ static int qcow2_check(struct vs_node *node, struct vs_check_result *res, unsign
 		ret = qcow2_punch_pending(node);
 	if (ret < 0)
 		goto out;
-	ret = qcow2_check_image(node->file, res, fix, &err);
+	ret = qcow2_check_image_report(node->file, res, fix, node->check_report,
+				       node->check_report_opaque, &err);
 	if (fix && !node->read_only) {
 		uint8_t *c0 = NULL;
 		int r;

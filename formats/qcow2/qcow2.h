@@ -152,6 +152,14 @@ struct qcow2_state {
 	bool dirty; /* the dirty bit is set on disk */
 	bool prealloc_checked;
 	bool metadata_prealloc; /* many more clusters referenced than the file allocates */
+	/*
+	 * Opened to be checked (vs_open_opts.for_check): a refcount table
+	 * that is missing or outside the file is accepted, as QEMU does, and
+	 * left unloaded (no_reftable, with corrupt set) for check -r all to
+	 * rebuild.
+	 */
+	bool for_check;
+	bool no_reftable;
 
 	/* Encryption (qcow2-crypto.c): the LUKS header extension and header, the key. */
 	uint64_t crypto_offset, crypto_length;

@@ -153,4 +153,38 @@ for o in backing_file=x backing_file=bb.qcow2 backing_fmt=raw backing_file=bb.qc
 done
 vstor_img amend -o backing_file=bb.qcow2,backing_fmt=qcow2 bo.qcow2 || fail "amend repeating the backing file"
 assert_rc 1 "$VSTOR_IMG" amend -o backing_file=bb.qcow2 z.qcow2
+# Both tools on the same input give the same result: a narrowing to 16 bits
+# and a downgrade in one call; a shrink of a v3 image with snapshots (they
+# keep their clusters and size); a v2 image with snapshots cannot change size.
+for spec in "refcount_bits=64|compat=0.10,refcount_bits=16|" \
+	"refcount_bits=8|refcount_bits=16,compat=0.10|" \
+	"|size=32M|snap" "|size=16M,compat=0.10|snap" "compat=0.10|size=32M|snap"; do
+	IFS='|' read -r copts aopts snap <<<"$spec"
+	for who in q v; do
+		qemu_img create -q -f qcow2 ${copts:+-o "$copts"} am-$who.qcow2 64M
+		qemu-io -c 'write -P 1 0 1M' -c 'write -P 2 60M 1M' am-$who.qcow2 >/dev/null
+		if [[ -n $snap ]]; then
+			qemu_img snapshot -c s1 am-$who.qcow2
+			qemu-io -c 'write -P 3 61M 64k' -c 'write -P 4 1M 64k' am-$who.qcow2 >/dev/null
+		fi
+	done
+	qrc=0 vrc=0
+	qemu-img amend -o "$aopts" am-q.qcow2 >q.out 2>q.err || qrc=$?
+	"$VSTOR_IMG" amend -o "$aopts" am-v.qcow2 >v.out 2>v.err || vrc=$?
+	assert_eq "$vrc" "$qrc" "amend -o $aopts on ${copts:-default}${snap:+ with a snapshot}: exit code"
+	sed -i 's/^qemu-img: //' q.err
+	sed -i 's/^vstor-img: //' v.err
+	cmp -s q.err v.err || fail "amend -o $aopts: stderr '$(cat v.err)', qemu-img's '$(cat q.err)'"
+	qemu_img check -q am-v.qcow2 || fail "amend -o $aopts: check"
+	qemu_img compare -q am-q.qcow2 am-v.qcow2 || fail "amend -o $aopts: data differs"
+	for f in compat refcount-bits virtual-size; do
+		assert_eq "$(qemu_img info --output=json am-v.qcow2 | grep "\"$f\"")" \
+			"$(qemu_img info --output=json am-q.qcow2 | grep "\"$f\"")" "amend -o $aopts: $f"
+	done
+	if [[ -n $snap && $qrc == 0 ]]; then
+		qemu_img convert -l snapshot.name=s1 -O raw am-q.qcow2 snq.raw
+		qemu_img convert -l snapshot.name=s1 -O raw am-v.qcow2 snv.raw
+		cmp snq.raw snv.raw || fail "amend -o $aopts: the snapshot reads differently"
+	fi
+done
 log "ok"

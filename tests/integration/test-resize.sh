@@ -108,4 +108,22 @@ for spec in "64M|write -P 1 60M 4M|2M|" "3G|write -P 1 2G 64M|1G|cluster_size=4k
 	(($(stat -c %s sh-v.qcow2) <= $(stat -c %s sh-q.qcow2))) ||
 		fail "shrink $spec: file $(stat -c %s sh-v.qcow2) bytes, qemu-img's $(stat -c %s sh-q.qcow2)"
 done
+# A v3 image with internal snapshots shrinks as with qemu-img: the snapshot
+# keeps its size and data, the active image loses the cut range.
+for who in q v; do
+	qemu_img create -q -f qcow2 ss-$who.qcow2 64M
+	qemu-io -c 'write -P 1 0 1M' -c 'write -P 2 60M 1M' ss-$who.qcow2 >/dev/null
+	qemu_img snapshot -c s1 ss-$who.qcow2
+	qemu-io -c 'write -P 3 61M 64k' -c 'write -P 4 20M 64k' ss-$who.qcow2 >/dev/null
+done
+qemu_img resize -q --shrink ss-q.qcow2 16M
+vstor_img resize -q --shrink ss-v.qcow2 16M 2>/dev/null || fail "shrink with a snapshot"
+qemu_img check -q ss-v.qcow2 || fail "qemu-img check after a shrink with a snapshot"
+qemu_img compare -q ss-q.qcow2 ss-v.qcow2 || fail "shrink with a snapshot: data differs"
+assert_eq "$(qemu_img map --output=json ss-v.qcow2)" "$(qemu_img map --output=json ss-q.qcow2)" \
+	"shrink with a snapshot: map"
+assert_eq "$(stat -c %s ss-v.qcow2)" "$(stat -c %s ss-q.qcow2)" "shrink with a snapshot: file size"
+qemu_img convert -l snapshot.name=s1 -O raw ss-q.qcow2 ssq.raw
+qemu_img convert -l snapshot.name=s1 -O raw ss-v.qcow2 ssv.raw
+cmp ssq.raw ssv.raw || fail "shrink with a snapshot: the snapshot reads differently"
 log "ok"

@@ -365,6 +365,16 @@ struct vs_check_result {
  */
 int vs_node_check(struct vs_node *n, struct vs_check_result *res, unsigned fix);
 
+/* One human line per finding or repair, without newline ("Leaked cluster 5 refcount=1 reference=0"). */
+typedef void vs_check_report_fn(const char *msg, void *opaque);
+
+/*
+ * As vs_node_check(), and pass each line qemu-img check prints on stderr
+ * for a finding or a repair to @report (NULL: none), as they happen.
+ */
+int vs_node_check_report(struct vs_node *n, struct vs_check_result *res, unsigned fix,
+			 vs_check_report_fn *report, void *opaque);
+
 /*
  * Coroutine context. Write whole clusters compressed (qemu-img convert -c):
  * @offset and @len must be multiples of the cluster size (the last cluster

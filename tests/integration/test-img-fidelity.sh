@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Table-driven comparison with qemu-img (the oracle): each row is one
+# command line, run by qemu-img and by vstor-img on the same inputs. Their
+# exit codes, stdout and stderr must be equal (after the program name and
+# the output file names are normalised), and so must the images they write
+# (qemu-img compare, and qemu-img info --output=json without the fields
+# that name or measure the file).
+#
+# In a row, @N names an output file (o@N for qemu-img, v@N for vstor-img);
+# the inputs are made below. VSTOR_FIDELITY_ONLY=SUBSTRING runs the rows
+# that contain it.
+
+. "$(dirname "$0")/lib.sh"
+
+require_tool qemu-img qemu-io python3
+require_vstor_img
+
+# Inputs, shared by both tools (read-only for them).
+qemu_img create -q -f qcow2 src.qcow2 4M
+qemu-io -c 'write -P 7 0 1M' -c 'write -P 9 2M 512k' -c 'write -z 3M 64k' src.qcow2 >/dev/null
+qemu_img convert -O raw src.qcow2 src.raw
+truncate -s 1000 odd.raw
+
+ROWS=$(
+	cat <<'EOF'
+dd if=src.qcow2 of=@1
+dd -O qcow2 if=src.qcow2 of=@2 bs=64k count=20 skip=4
+dd if=src.qcow2
+dd of=@3
+dd if=src.qcow2 of=@3 bs=0
+dd if=src.qcow2 of=@3 bs=3G
+dd if=src.qcow2 of=@3 foo=1
+dd if=src.qcow2 of=@3 conv=notrunc
+dd if=src.qcow2 of=@3 bs
+dd if=src.qcow2 of=@3 bs=1k count=abc
+dd bs=1k if=src.qcow2 of=@3 skip=-1
+dd if=src.qcow2 of=@3 count=99999999999999999999
+dd if=nonexistent of=@4
+dd -f raw if=src.qcow2 of=@5 count=1
+dd if=src.qcow2 of=@6 skip=100000
+dd if=odd.raw of=@7 bs=3
+dd if=src.qcow2 of=@8 bs=1M count=2
+dd if=src.qcow2 of=@9 bs=512 count=1 count=2
+dd if=src.qcow2 of=@10 bs=1.5k
+dd -O qcow2 -o cluster_size=4k if=src.qcow2 of=@11
+dd if=src.qcow2 of=@12 count=0
+dd if=src.qcow2 of=@13 skip=1 bs=1M
+dd -O foo if=src.qcow2 of=@14
+dd if=src.qcow2 of=/nonexistent/@15
+dd -f qcow2 -O qcow2 if=src.qcow2 of=@16 skip=2 bs=1M
+dd -U if=src.raw of=@17 bs=4k skip=256 count=768
+dd if=odd.raw of=@18 bs=300
+dd --image-opts if=driver=qcow2,file.filename=src.qcow2 of=@19 bs=1M count=3 skip=1
+convert -r abc src.qcow2 @20
+convert -r -1 src.qcow2 @20
+convert -r 0 -O qcow2 src.qcow2 @21
+convert -r 64M src.qcow2 @22
+convert -r 1k -r 64M -O qcow2 src.raw @23
+convert --salvage src.qcow2 @24
+convert --salvage -O qcow2 src.raw @25
+convert -T none src.qcow2 @26
+convert -T writeback -t none -O qcow2 src.qcow2 @27
+convert -T bogus src.qcow2 @28
+create -f raw -o help
+create -f raw -o help @30
+create -f luks -o help
+create -f luks -o help @31
+convert -O raw -o help
+amend -f raw -o help
+info json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
+info --output=json json:{"driver":"raw","file":{"filename":"src.raw"}}
+check json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
+map --output=json json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
+compare src.raw json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
+convert -O qcow2 json:{"driver":"qcow2","file.filename":"src.qcow2"} @40
+dd if=json:{"driver":"qcow2","file":{"filename":"src.qcow2"}} of=@41 bs=1M
+convert -n -O raw src.qcow2 nbd+unix:///?socket=none.sock
+convert -n src.qcow2 nbd+unix:///?socket=none.sock
+info json:{"driver":"qcow2",
+info json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"},"bogus":1}
+EOF
+)
+
+NROWS=0
+NFAIL=0
+
+# norm TAG FILE...: the program name and the output prefix made neutral.
+norm()
+{
+	local tag=$1
+	shift
+	sed -i -e 's/^qemu-img: /PROG: /; s/^vstor-img: /PROG: /' \
+		-e "s/\\b$tag\\([0-9]\\)/OUT\\1/g" -e "s/'qemu-img /'PROG /; s/'vstor-img /'PROG /" "$@"
+}
+
+# info_of FILE: qemu-img's view of an image, without what names or measures the file.
+info_of()
+{
+	qemu_img info --output=json "$1" 2>&1 | grep -v '"filename"\|"actual-size"\|"dirty-flag"'
+}
+
+while IFS= read -r row; do
+	[[ -n $row ]] || continue
+	[[ -z ${VSTOR_FIDELITY_ONLY:-} || $row == *"$VSTOR_FIDELITY_ONLY"* ]] || continue
+	NROWS=$((NROWS + 1))
+	qrc=0 vrc=0
+	# shellcheck disable=SC2086 # the row is split into words on purpose
+	timeout 60 qemu-img ${row//@/o} >q.out 2>q.err || qrc=$?
+	# shellcheck disable=SC2086
+	timeout 60 "$VSTOR_IMG" ${row//@/v} >v.out 2>v.err || vrc=$?
+	norm o q.out q.err
+	norm v v.out v.err
+	bad=
+	[[ $qrc == "$vrc" ]] || bad="exit code qemu-img $qrc, vstor-img $vrc"
+	cmp -s q.out v.out || bad="$bad${bad:+; }stdout differs"
+	cmp -s q.err v.err || bad="$bad${bad:+; }stderr differs"
+	for n in $(grep -o '@[0-9]*' <<<"$row"); do
+		qf=o${n#@} vf=v${n#@}
+		[[ $row == *"/nonexistent/$n"* ]] && continue
+		if [[ -e $qf && ! -e $vf ]] || [[ ! -e $qf && -e $vf ]]; then
+			bad="$bad${bad:+; }$qf/$vf: only one tool wrote it"
+			continue
+		fi
+		[[ -e $qf ]] || continue
+		cmp -s "$qf" "$vf" && continue # the same bytes: the same image
+		[[ "$(info_of "$qf")" == "$(info_of "$vf")" ]] || bad="$bad${bad:+; }image info differs"
+		qemu_img compare -q "$qf" "$vf" 2>/dev/null || bad="$bad${bad:+; }image data differs"
+	done
+	if [[ -n $bad ]]; then
+		NFAIL=$((NFAIL + 1))
+		log "DIFF: $row: $bad"
+		diff -u q.err v.err | sed 's/^/  stderr: /' | head -10 >&2
+		diff -u q.out v.out | sed 's/^/  stdout: /' | head -10 >&2
+	fi
+done <<<"$ROWS"
+
+# convert -n into an NBD export (qemu-nbd, one per tool), with and without
+# -O: the target is raw unless said otherwise (no probing, no warning).
+if command -v qemu-nbd >/dev/null; then
+	for o in "-O raw" ""; do
+		qemu_img create -q -f raw o-nbd.raw 4M
+		qemu_img create -q -f raw v-nbd.raw 4M
+		for t in o v; do
+			qemu-nbd -f raw -t -k "$WORKDIR/$t.sock" $t-nbd.raw &
+			echo $! >$t.nbdpid
+		done
+		for t in o v; do
+			for _ in $(seq 100); do
+				[[ -S $t.sock ]] && break
+				sleep 0.1
+			done
+		done
+		NROWS=$((NROWS + 1))
+		qrc=0 vrc=0
+		# shellcheck disable=SC2086
+		qemu-img convert -n $o src.qcow2 "nbd+unix:///?socket=$WORKDIR/o.sock" >q.out 2>q.err || qrc=$?
+		# shellcheck disable=SC2086
+		"$VSTOR_IMG" convert -n $o src.qcow2 "nbd+unix:///?socket=$WORKDIR/v.sock" >v.out 2>v.err ||
+			vrc=$?
+		for t in o v; do
+			kill "$(cat $t.nbdpid)"
+			wait "$(cat $t.nbdpid)" 2>/dev/null || true
+			rm -f $t.sock
+		done
+		sed -i 's/^qemu-img: /PROG: /; s/o\.sock/X.sock/g' q.out q.err
+		sed -i 's/^vstor-img: /PROG: /; s/v\.sock/X.sock/g' v.out v.err
+		if [[ $qrc != "$vrc" ]] || ! cmp -s q.err v.err || ! cmp -s q.out v.out ||
+			! cmp -s o-nbd.raw v-nbd.raw; then
+			NFAIL=$((NFAIL + 1))
+			log "DIFF: convert -n $o into NBD: exit $qrc/$vrc"
+			diff -u q.err v.err | sed 's/^/  stderr: /' | head -10 >&2
+		fi
+	done
+fi
+
+# -r limits the rate of the data read (1.5 MiB of src.raw at 1 MiB/s: about
+# one second after the first chunk, as qemu-img), not more than that.
+t0=$(date +%s%N)
+"$VSTOR_IMG" convert -r 1M src.raw rate.raw || fail "convert -r 1M"
+ms=$((($(date +%s%N) - t0) / 1000000))
+((ms >= 900)) || fail "convert -r 1M of 1.5 MiB of data took $ms ms: no rate limit"
+((ms < 20000)) || fail "convert -r 1M of 1.5 MiB of data took $ms ms"
+cmp rate.raw src.raw || fail "convert -r 1M: data differs"
+
+log "$NROWS command lines compared with qemu-img, $NFAIL differ"
+((NROWS > 0)) || fail "no row ran"
+((NFAIL == 0)) || fail "$NFAIL of $NROWS command lines differ from qemu-img"
