@@ -233,10 +233,15 @@ p = subprocess.Popen(["systemd-socket-activate", "-l", d + "/mon.sock",
 try:
     # The listening socket exists before vstord runs; the first client starts it.
     deadline = time.monotonic() + 30
-    while not os.path.exists(d + "/mon.sock"):
-        assert time.monotonic() < deadline, "no activation socket"
-        time.sleep(0.02)
-    c = QMP(d + "/mon.sock")
+    # The socket file appears at bind(), a moment before listen(): until
+    # then a connect is refused.
+    while True:
+        try:
+            c = QMP(d + "/mon.sock")
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            assert time.monotonic() < deadline, "no activation socket"
+            time.sleep(0.02)
     msg = b""
     while b"READY=1" not in msg:
         msg = ns.recv(4096)
