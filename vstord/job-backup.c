@@ -312,43 +312,6 @@ static int backup_mark(struct qmp_call *call, struct backup *b)
 	return 0;
 }
 
-/* drive-backup's target: created (absolute-paths) or opened (existing), with its backing. */
-static int drive_backup_target(struct qmp_call *call, struct vs_node *src, enum backup_sync sync,
-			       const char *file, const char *format, bool existing,
-			       struct vs_node **out)
-{
-	/* top keeps the source's backing chain under the target, none the source. */
-	struct vs_node *backing = sync == SYNC_TOP  ? vs_node_backing(src) :
-				  sync == SYNC_NONE ? src :
-						      NULL;
-	struct vs_error err = { 0 };
-	struct vs_open_opts oo = {
-		.filename = file,
-		.format = format,
-		.no_backing = true,
-		.cache = vs_node_cache_mode(src),
-	};
-
-	if (!existing) {
-		struct vs_kv kv[2] = { { "backing_file", NULL }, { "backing_fmt", NULL } };
-
-		if (backing) {
-			kv[0].value = vs_node_filename(backing);
-			kv[1].value = vs_node_format(backing);
-		}
-		if (vs_image_create(file, format, vs_node_size(src), kv, backing ? 2 : 0, &err) < 0)
-			return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
-	}
-	if (vs_image_open(out, &oo, &err) < 0)
-		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
-	if (backing && vs_node_replace_backing(*out, backing, &err) < 0) {
-		vs_node_close(*out);
-		*out = NULL;
-		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
-	}
-	return 0;
-}
-
 /*
  * What both actions share (QEMU's BackupCommon): the sync mode, the
  * bitmap and its mode, the job's options; their checks in QEMU's order.
@@ -620,8 +583,12 @@ static int drive_backup_prepare(struct vd_action *a, struct qmp_call *call)
 	if (!format && strcmp(mode, "existing"))
 		format = vs_node_format(n->node);
 	b->src = n->node;
-	if (drive_backup_target(call, n->node, b->sync, target, format, !strcmp(mode, "existing"),
-				&b->dst) < 0)
+	/* top keeps the source's backing chain under the target, none the source. */
+	if (vd_job_open_drive_target(call, n->node,
+				     b->sync == SYNC_TOP  ? vs_node_backing(n->node) :
+				     b->sync == SYNC_NONE ? n->node :
+							    NULL,
+				     target, format, !strcmp(mode, "existing"), &b->dst) < 0)
 		goto fail;
 	b->drive = true;
 	if (backup_setup(call, a, b, n, NULL) == 0)

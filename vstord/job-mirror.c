@@ -827,42 +827,6 @@ QMP_COMMAND(blockdev_mirror, "blockdev-mirror", cmd_blockdev_mirror,
 				 "granularity", "buf-size", "on-source-error", "on-target-error",
 				 "auto-finalize", "auto-dismiss", "copy-mode"))
 
-/* drive-mirror's target: created (absolute-paths) or opened (existing), with its backing. */
-static int drive_mirror_target(struct qmp_call *call, struct vs_node *src, enum vd_mirror_sync sync,
-			       const char *file, const char *format, bool existing,
-			       struct vs_node **out)
-{
-	/* top keeps the source's backing chain below the target, none the source. */
-	struct vs_node *backing = sync == VD_MIRROR_SYNC_TOP  ? vs_node_backing(src) :
-				  sync == VD_MIRROR_SYNC_NONE ? src :
-								NULL;
-	struct vs_error err = { 0 };
-	struct vs_open_opts oo = {
-		.filename = file,
-		.format = format,
-		.no_backing = true,
-		.cache = vs_node_cache_mode(src),
-	};
-
-	if (!existing) {
-		struct vs_kv kv[2] = { { "backing_file", NULL }, { "backing_fmt", NULL } };
-
-		if (backing) {
-			kv[0].value = vs_node_filename(backing);
-			kv[1].value = vs_node_format(backing);
-		}
-		if (vs_image_create(file, format, vs_node_size(src), kv, backing ? 2 : 0, &err) < 0)
-			return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
-	}
-	if (vs_image_open(out, &oo, &err) < 0)
-		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
-	if (backing && vs_node_replace_backing(*out, backing, &err) < 0) {
-		vs_node_close(*out);
-		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
-	}
-	return 0;
-}
-
 static int cmd_drive_mirror(struct qmp_call *call)
 {
 	const char *device, *target, *format = NULL, *mode = "absolute-paths", *node_name = NULL;
@@ -893,8 +857,12 @@ static int cmd_drive_mirror(struct qmp_call *call)
 		return -1;
 	if (!format && strcmp(mode, "existing"))
 		format = vs_node_format(n->node);
-	if (drive_mirror_target(call, n->node, mo.sync, target, format, !strcmp(mode, "existing"),
-				&dst) < 0)
+	/* top keeps the source's backing chain below the target, none the source. */
+	if (vd_job_open_drive_target(call, n->node,
+				     mo.sync == VD_MIRROR_SYNC_TOP  ? vs_node_backing(n->node) :
+				     mo.sync == VD_MIRROR_SYNC_NONE ? n->node :
+								      NULL,
+				     target, format, !strcmp(mode, "existing"), &dst) < 0)
 		return -1;
 	if (mirror_check(call, n, dst, NULL) < 0) {
 		vs_node_close(dst);

@@ -785,3 +785,35 @@ void vd_job_close_all(void)
 	while (jobs)
 		job_free(jobs);
 }
+
+int vd_job_open_drive_target(struct qmp_call *call, struct vs_node *src, struct vs_node *backing,
+			     const char *file, const char *format, bool existing,
+			     struct vs_node **out)
+{
+	struct vs_error err = { 0 };
+	struct vs_open_opts oo = {
+		.filename = file,
+		.format = format,
+		.no_backing = true,
+		.cache = vs_node_cache_mode(src),
+	};
+
+	if (!existing) {
+		struct vs_kv kv[2] = { { "backing_file", NULL }, { "backing_fmt", NULL } };
+
+		if (backing) {
+			kv[0].value = vs_node_filename(backing);
+			kv[1].value = vs_node_format(backing);
+		}
+		if (vs_image_create(file, format, vs_node_size(src), kv, backing ? 2 : 0, &err) < 0)
+			return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+	}
+	if (vs_image_open(out, &oo, &err) < 0)
+		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+	if (backing && vs_node_replace_backing(*out, backing, &err) < 0) {
+		vs_node_close(*out);
+		*out = NULL;
+		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
+	}
+	return 0;
+}

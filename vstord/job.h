@@ -135,6 +135,16 @@ void *vd_job_opaque(const struct vd_job *job);
  */
 int vd_job_check_id(struct qmp_call *call, const char *id);
 
+/*
+ * The target of drive-mirror / drive-backup: create @file (@format, the
+ * size of @src, over @backing when not NULL) unless @existing, open it
+ * without its backing chain and put @backing under it. 0 and the node in
+ * *@out, or -1 after qmp_error() with nothing left open.
+ */
+int vd_job_open_drive_target(struct qmp_call *call, struct vs_node *src, struct vs_node *backing,
+			     const char *file, const char *format, bool existing,
+			     struct vs_node **out);
+
 /* ---- for drivers, in the job's coroutine ---- */
 
 /* Whether the job was cancelled: run() returns as soon as it can. */
