@@ -325,8 +325,7 @@ void vs_daemon_notify_stopping(void)
 	sd_notify(0, "STOPPING=1");
 }
 
-/* The next "key=value" of *@p (",," is a comma in a value), split in place. */
-static bool next_kv(char **p, char **key, char **val)
+bool vs_daemon_next_kv(char **p, char **key, char **val, const char *what)
 {
 	char *r = *p, *w;
 
@@ -336,7 +335,7 @@ static bool next_kv(char **p, char **key, char **val)
 	while (*r && *r != '=' && *r != ',')
 		r++;
 	if (*r != '=')
-		vs_die("Invalid option item '%s' (expected key=value)", *key);
+		vs_die("Invalid %s item '%s' (expected key=value)", what, *key);
 	*r++ = '\0';
 	*val = w = r;
 	while (*r) {
@@ -370,7 +369,7 @@ void vs_daemon_object_secret(const char *arg)
 		p = dup + strlen(dup);
 	if (strcmp(dup, "secret") && strcmp(dup, "qom-type=secret"))
 		vs_die("Unsupported --object type '%s' (secret)", dup);
-	while (next_kv(&p, &key, &val)) {
+	while (vs_daemon_next_kv(&p, &key, &val, "option")) {
 		if (!strcmp(key, "id"))
 			id = val;
 		else if (!strcmp(key, "data"))
@@ -396,7 +395,7 @@ void vs_daemon_image_opts(const char *arg, const char **file, const char **fmt,
 	if (!p)
 		vs_die("Out of memory");
 	*file = NULL;
-	while (next_kv(&p, &key, &val)) {
+	while (vs_daemon_next_kv(&p, &key, &val, "option")) {
 		if (!strcmp(key, "driver"))
 			*fmt = val;
 		else if (!strcmp(key, "file.filename") || !strcmp(key, "filename"))

@@ -124,6 +124,13 @@ bool vs_daemon_export_option(int opt, const char *arg, struct vs_daemon_export_o
  * --object secret,id=ID,data=STRING|file=PATH[,format=raw|base64] as QEMU's
  * tools take it (vs_secret_define); exits with a message on bad input.
  */
+/*
+ * The next "key=value" item of *@p (",," is a comma in a value), split in
+ * place: false at the end; an item without '=' exits with "Invalid @what
+ * item ..." (command-line parsing).
+ */
+bool vs_daemon_next_kv(char **p, char **key, char **val, const char *what);
+
 void vs_daemon_object_secret(const char *arg);
 /*
  * --image-opts: "driver=FMT,file.filename=PATH[,encrypt.key-secret=ID]"

@@ -162,39 +162,6 @@ static void usage(FILE *f)
 		prog);
 }
 
-/*
- * Split the next "key=value" item off *@p (",," escapes a comma in a value),
- * NUL-terminating it in place. Returns false at the end.
- */
-static bool next_item(char **p, char **key, char **val)
-{
-	char *r = *p, *w;
-
-	if (!*r)
-		return false;
-	*key = r;
-	while (*r && *r != '=' && *r != ',')
-		r++;
-	if (*r != '=')
-		vs_die("Invalid --export item '%s' (expected key=value)", *key);
-	*r++ = '\0';
-	*val = w = r;
-	while (*r) {
-		if (*r == ',' && r[1] == ',') {
-			*w++ = ',';
-			r += 2;
-		} else if (*r == ',') {
-			r++;
-			break;
-		} else {
-			*w++ = *r++;
-		}
-	}
-	*w = '\0';
-	*p = r;
-	return true;
-}
-
 /* name=N,file=PATH,format=F,readonly=on,description=D */
 static void parse_export(struct config *cfg, const char *arg)
 {
@@ -207,7 +174,7 @@ static void parse_export(struct config *cfg, const char *arg)
 		vs_die("Too many exports (at most %d)", MAX_EXPORTS);
 	e = &cfg->exports[cfg->nexports++];
 	memset(e, 0, sizeof(*e));
-	while (next_item(&p, &key, &val)) {
+	while (vs_daemon_next_kv(&p, &key, &val, "--export")) {
 		if (!strcmp(key, "name"))
 			e->name = strdup(val);
 		else if (!strcmp(key, "file"))
@@ -237,7 +204,7 @@ static void parse_secret(char *p)
 	struct vs_error err = { 0 };
 	char *key, *val;
 
-	while (next_item(&p, &key, &val)) {
+	while (vs_daemon_next_kv(&p, &key, &val, "--export")) {
 		if (!strcmp(key, "id"))
 			id = val;
 		else if (!strcmp(key, "data"))
@@ -264,7 +231,7 @@ static void parse_image_opts(struct export_spec *e, const char *arg)
 	if (!p)
 		vs_die("Out of memory");
 	e->file = NULL;
-	while (next_item(&p, &key, &val)) {
+	while (vs_daemon_next_kv(&p, &key, &val, "--export")) {
 		if (!strcmp(key, "driver"))
 			e->format = val;
 		else if (!strcmp(key, "file.filename") || !strcmp(key, "filename"))
@@ -311,7 +278,7 @@ static void parse_object(struct config *cfg, const char *arg)
 	o = &cfg->objects[cfg->nobjects++];
 	memset(o, 0, sizeof(*o));
 	o->psk = !strcmp(type, "tls-creds-psk");
-	while (next_item(&p, &key, &val)) {
+	while (vs_daemon_next_kv(&p, &key, &val, "--export")) {
 		if (!strcmp(key, "id"))
 			o->id = strdup(val);
 		else if (!strcmp(key, "dir"))
