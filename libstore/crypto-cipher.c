@@ -8,6 +8,7 @@
  */
 #include "crypto-cipher.h"
 #include "bytes.h"
+#include "vstor/reactor.h"
 
 #include <errno.h>
 #include <gnutls/crypto.h>
@@ -314,4 +315,50 @@ int vs_sector_decrypt_iov(const struct vs_sector_cipher *c, uint64_t sector,
 int vs_crypto_random(void *buf, size_t len)
 {
 	return gnutls_rnd(GNUTLS_RND_KEY, buf, len) < 0 ? -EIO : 0;
+}
+
+/* One en/decryption, run inline or on a worker (vs_sector_*_co). */
+struct crypt_job {
+	const struct vs_sector_cipher *c;
+	uint64_t sector;
+	uint8_t *buf;		 /* encrypt */
+	const struct iovec *iov; /* decrypt */
+	int niov;
+	uint64_t len;
+	int ret;
+};
+
+static void crypt_fn(void *arg)
+{
+	struct crypt_job *j = arg;
+
+	if (j->buf)
+		j->ret = vs_sector_encrypt(j->c, j->sector, j->buf, j->len);
+	else
+		j->ret = vs_sector_decrypt_iov(j->c, j->sector, j->iov, j->niov, j->len);
+}
+
+static int crypt_run(struct crypt_job *j)
+{
+	if (j->len >= VS_CRYPTO_WORKER_MIN)
+		vs_co_run_in_worker(crypt_fn, j);
+	else
+		crypt_fn(j);
+	return j->ret < 0 ? -EIO : 0;
+}
+
+int vs_sector_encrypt_co(const struct vs_sector_cipher *c, uint64_t sector, uint8_t *buf,
+			 uint64_t len)
+{
+	struct crypt_job j = { .c = c, .sector = sector, .buf = buf, .len = len };
+
+	return crypt_run(&j);
+}
+
+int vs_sector_decrypt_iov_co(const struct vs_sector_cipher *c, uint64_t sector,
+			     const struct iovec *iov, int niov, uint64_t len)
+{
+	struct crypt_job j = { .c = c, .sector = sector, .iov = iov, .niov = niov, .len = len };
+
+	return crypt_run(&j);
 }

@@ -67,6 +67,17 @@ int vs_sector_decrypt(const struct vs_sector_cipher *c, uint64_t sector, uint8_t
 int vs_sector_decrypt_iov(const struct vs_sector_cipher *c, uint64_t sector,
 			  const struct iovec *iov, int niov, uint64_t len);
 
+/*
+ * Coroutine context. vs_sector_encrypt() / vs_sector_decrypt_iov() run on
+ * the worker pool when @len is at least VS_CRYPTO_WORKER_MIN, so that
+ * large requests use every core, inline otherwise. 0 or -EIO.
+ */
+#define VS_CRYPTO_WORKER_MIN (64 * 1024)
+int vs_sector_encrypt_co(const struct vs_sector_cipher *c, uint64_t sector, uint8_t *buf,
+			 uint64_t len);
+int vs_sector_decrypt_iov_co(const struct vs_sector_cipher *c, uint64_t sector,
+			     const struct iovec *iov, int niov, uint64_t len);
+
 /* Fill @buf with @len random bytes (key material, salts): 0 or -EIO. */
 int vs_crypto_random(void *buf, size_t len);
 

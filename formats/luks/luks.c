@@ -17,8 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Requests from this size on are en/decrypted on a worker thread. */
-#define LUKS_WORKER_MIN (64 * 1024)
 /* Largest request (bounce buffer of a write). */
 #define LUKS_MAX_TRANSFER (1024 * 1024)
 /* QEMU's default PBKDF2 time for a key slot, in milliseconds. */
@@ -150,43 +148,11 @@ static void luks_close(struct vs_node *node)
 	gnutls_memset(&s->hdr, 0, sizeof(s->hdr));
 }
 
-struct crypt_job {
-	const struct vs_sector_cipher *c;
-	uint64_t sector;
-	uint8_t *buf;	   /* encrypt */
-	struct iovec *iov; /* decrypt */
-	int niov;
-	uint64_t len;
-	int ret;
-};
-
-static void crypt_fn(void *arg)
-{
-	struct crypt_job *j = arg;
-
-	if (j->buf)
-		j->ret = vs_sector_encrypt(j->c, j->sector, j->buf, j->len);
-	else
-		j->ret = vs_sector_decrypt_iov(j->c, j->sector, j->iov, j->niov, j->len);
-}
-
-static int crypt_run(struct crypt_job *j)
-{
-	if (j->len >= LUKS_WORKER_MIN)
-		vs_co_run_in_worker(crypt_fn, j);
-	else
-		crypt_fn(j);
-	return j->ret;
-}
-
 static int luks_submit(struct vs_node *node, struct vs_req *req)
 {
 	struct luks_state *s = node->opaque;
-	struct crypt_job j = {
-		.c = &s->cipher,
-		.sector = req->offset / VS_CRYPTO_SECTOR,
-		.len = req->len,
-	};
+	uint64_t sector = req->offset / VS_CRYPTO_SECTOR;
+	uint8_t *buf;
 	int ret;
 
 	switch (req->op) {
@@ -197,22 +163,20 @@ static int luks_submit(struct vs_node *node, struct vs_req *req)
 				     req->niov, 0);
 		if (ret < 0)
 			return ret;
-		j.iov = req->iov;
-		j.niov = req->niov;
-		return crypt_run(&j) < 0 ? -EIO : 0;
+		return vs_sector_decrypt_iov_co(&s->cipher, sector, req->iov, req->niov, req->len);
 	case VS_OP_WRITE:
 		if (!s->unlocked)
 			return -EACCES;
 		/* Encrypt a copy: the caller's buffer stays plaintext. */
-		j.buf = vs_buf_alloc(req->len);
-		if (!j.buf)
+		buf = vs_buf_alloc(req->len);
+		if (!buf)
 			return -ENOMEM;
-		vs_iov_to_buf(j.buf, req->iov, req->niov, 0, req->len);
-		ret = crypt_run(&j) < 0 ? -EIO : 0;
+		vs_iov_to_buf(buf, req->iov, req->niov, 0, req->len);
+		ret = vs_sector_encrypt_co(&s->cipher, sector, buf, req->len);
 		if (ret == 0)
-			ret = vs_node_pwrite(node->file, s->payload + req->offset, j.buf, req->len,
+			ret = vs_node_pwrite(node->file, s->payload + req->offset, buf, req->len,
 					     req->flags);
-		free(j.buf);
+		free(buf);
 		return ret;
 	case VS_OP_FLUSH:
 		return vs_node_flush(node->file);

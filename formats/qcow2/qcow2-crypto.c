@@ -24,9 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Requests from this size on are en/decrypted on a worker thread. */
-#define QCOW2_CRYPT_WORKER_MIN (64 * 1024)
-
 int qcow2_crypto_parse_ext(struct vs_node *node, const uint8_t *data, uint32_t len,
 			   struct vs_error *err)
 {
@@ -218,35 +215,6 @@ void qcow2_crypto_close(struct qcow2_state *s)
 	}
 }
 
-struct crypt_job {
-	const struct vs_sector_cipher *c;
-	uint64_t sector;
-	uint8_t *buf;	   /* encrypt */
-	struct iovec *iov; /* decrypt */
-	int niov;
-	uint64_t len;
-	int ret;
-};
-
-static void crypt_fn(void *arg)
-{
-	struct crypt_job *j = arg;
-
-	if (j->buf)
-		j->ret = vs_sector_encrypt(j->c, j->sector, j->buf, j->len);
-	else
-		j->ret = vs_sector_decrypt_iov(j->c, j->sector, j->iov, j->niov, j->len);
-}
-
-static int crypt_run(struct crypt_job *j)
-{
-	if (j->len >= QCOW2_CRYPT_WORKER_MIN)
-		vs_co_run_in_worker(crypt_fn, j);
-	else
-		crypt_fn(j);
-	return j->ret < 0 ? -EIO : 0;
-}
-
 /* The sector number of the IV: host offset for LUKS, guest offset for AES. */
 static uint64_t iv_sector(const struct qcow2_state *s, uint64_t host, uint64_t guest)
 {
@@ -256,36 +224,21 @@ static uint64_t iv_sector(const struct qcow2_state *s, uint64_t host, uint64_t g
 int qcow2_decrypt_iov(struct qcow2_state *s, uint64_t host, uint64_t guest, struct iovec *iov,
 		      int niov, uint64_t len)
 {
-	struct crypt_job j = {
-		.c = s->cipher,
-		.sector = iv_sector(s, host, guest),
-		.iov = iov,
-		.niov = niov,
-		.len = len,
-	};
-
 	if (!s->cipher)
 		return -EACCES;
 	if ((host | guest | len) & (VS_CRYPTO_SECTOR - 1))
 		return -EIO;
-	return crypt_run(&j);
+	return vs_sector_decrypt_iov_co(s->cipher, iv_sector(s, host, guest), iov, niov, len);
 }
 
 int qcow2_encrypt_buf(struct qcow2_state *s, uint64_t host, uint64_t guest, uint8_t *buf,
 		      uint64_t len)
 {
-	struct crypt_job j = {
-		.c = s->cipher,
-		.sector = iv_sector(s, host, guest),
-		.buf = buf,
-		.len = len,
-	};
-
 	if (!s->cipher)
 		return -EACCES;
 	if ((host | guest | len) & (VS_CRYPTO_SECTOR - 1))
 		return -EIO;
-	return crypt_run(&j);
+	return vs_sector_encrypt_co(s->cipher, iv_sector(s, host, guest), buf, len);
 }
 
 /* The "encrypt" block of qemu-img info, in its order (entries "encrypt.*", see img-info.c). */
