@@ -21,14 +21,13 @@
  */
 #include "driver.h"
 #include "driver-rbd.h"
+#include "rbd-lib.h"
 #include "secret.h"
 
 #include <errno.h>
 #include <gnutls/gnutls.h>
 #include <poll.h>
 #include <pthread.h>
-#include <rados/librados.h>
-#include <rbd/librbd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,12 +176,12 @@ struct conn_job {
 	enum vs_cache_mode cache;
 	char *key; /* base64 key from key-secret, or NULL */
 	int ret;
-	char what[160]; /* what failed */
+	char what[256]; /* what failed */
 };
 
 static int conf_set(struct conn_job *j, const char *key, const char *value)
 {
-	int r = rados_conf_set(j->c->cluster, key, value);
+	int r = vs_rbd.rados_conf_set(j->c->cluster, key, value);
 
 	if (r < 0)
 		snprintf(j->what, sizeof(j->what), "Invalid rbd option '%s'", key);
@@ -195,31 +194,41 @@ static void conn_job_run(void *arg)
 	struct conn_job *j = arg;
 	const struct vs_rbd_spec *s = j->spec;
 	const char *id = NULL, *conf = NULL;
+	struct vs_error lerr = { 0 };
 	int r;
 
+	/*
+	 * Loading runs Ceph's static constructors, which want far more stack
+	 * than a coroutine has: so here, on a worker thread.
+	 */
+	r = vs_rbd_lib_load(&lerr);
+	if (r < 0) {
+		snprintf(j->what, sizeof(j->what), "%.*s", (int)sizeof(j->what) - 1, lerr.msg);
+		goto out;
+	}
 	for (size_t i = 0; i < s->nopts; i++) {
 		if (!strcmp(s->opts[i].key, "id") || !strcmp(s->opts[i].key, "user"))
 			id = s->opts[i].value;
 		else if (!strcmp(s->opts[i].key, "conf"))
 			conf = s->opts[i].value;
 	}
-	r = rados_create(&j->c->cluster, id);
+	r = vs_rbd.rados_create(&j->c->cluster, id);
 	if (r < 0) {
 		snprintf(j->what, sizeof(j->what), "Could not create a Ceph cluster handle");
 		goto out;
 	}
 	j->c->have_cluster = true;
 	if (conf) {
-		r = rados_conf_read_file(j->c->cluster, conf);
+		r = vs_rbd.rados_conf_read_file(j->c->cluster, conf);
 		if (r < 0) {
 			snprintf(j->what, sizeof(j->what),
 				 "Could not read the Ceph configuration '%s'", conf);
 			goto out;
 		}
 	} else {
-		(void)rados_conf_read_file(j->c->cluster, NULL); /* none is fine */
+		(void)vs_rbd.rados_conf_read_file(j->c->cluster, NULL); /* none is fine */
 	}
-	(void)rados_conf_parse_env(j->c->cluster, NULL);
+	(void)vs_rbd.rados_conf_parse_env(j->c->cluster, NULL);
 	r = conf_set(j, "client_mount_timeout", RBD_CONNECT_TIMEOUT);
 	if (r == 0)
 		r = conf_set(j, "rbd_cache",
@@ -238,18 +247,18 @@ static void conn_job_run(void *arg)
 	}
 	if (r < 0)
 		goto out;
-	r = rados_connect(j->c->cluster);
+	r = vs_rbd.rados_connect(j->c->cluster);
 	if (r < 0) {
 		snprintf(j->what, sizeof(j->what), "Could not connect to the Ceph cluster");
 		goto out;
 	}
-	r = rados_ioctx_create(j->c->cluster, s->pool, &j->c->io);
+	r = vs_rbd.rados_ioctx_create(j->c->cluster, s->pool, &j->c->io);
 	if (r < 0) {
 		snprintf(j->what, sizeof(j->what), "Could not open Ceph pool '%s'", s->pool);
 		goto out;
 	}
 	j->c->have_io = true;
-	rados_ioctx_set_namespace(j->c->io, s->ns ? s->ns : "");
+	vs_rbd.rados_ioctx_set_namespace(j->c->io, s->ns ? s->ns : "");
 out:
 	j->ret = r;
 }
@@ -259,9 +268,9 @@ static void conn_close_run(void *arg)
 	struct rbd_conn *c = arg;
 
 	if (c->have_io)
-		rados_ioctx_destroy(c->io);
+		vs_rbd.rados_ioctx_destroy(c->io);
 	if (c->have_cluster)
-		rados_shutdown(c->cluster);
+		vs_rbd.rados_shutdown(c->cluster);
 	c->have_io = c->have_cluster = false;
 }
 
@@ -369,8 +378,8 @@ static void rbd_cb(rbd_completion_t comp, void *arg)
 	struct rbd_node *n = c->n;
 	uint64_t one = 1;
 
-	c->ret = rbd_aio_get_return_value(comp);
-	rbd_aio_release(comp);
+	c->ret = vs_rbd.rbd_aio_get_return_value(comp);
+	vs_rbd.rbd_aio_release(comp);
 	pthread_mutex_lock(&n->lock);
 	c->next = n->done;
 	n->done = c;
@@ -414,22 +423,22 @@ static void pump_main(void *opaque)
 }
 
 /* Queue a request with @start (an rbd_aio_* call taking the completion). */
-#define RBD_AIO(n, start_expr)                                          \
-	({                                                              \
-		struct rbd_call c_ = { .n = (n), .co = vs_co_self() };  \
-		rbd_completion_t comp;                                  \
-		int q_ = rbd_aio_create_completion(&c_, rbd_cb, &comp); \
-		if (q_ == 0) {                                          \
-			q_ = (start_expr);                              \
-			if (q_ < 0) {                                   \
-				rbd_aio_release(comp);                  \
-			} else {                                        \
-				while (!c_.done)                        \
-					vs_co_yield();                  \
-				q_ = c_.ret < 0 ? (int)c_.ret : 0;      \
-			}                                               \
-		}                                                       \
-		q_;                                                     \
+#define RBD_AIO(n, start_expr)                                                 \
+	({                                                                     \
+		struct rbd_call c_ = { .n = (n), .co = vs_co_self() };         \
+		rbd_completion_t comp;                                         \
+		int q_ = vs_rbd.rbd_aio_create_completion(&c_, rbd_cb, &comp); \
+		if (q_ == 0) {                                                 \
+			q_ = (start_expr);                                     \
+			if (q_ < 0) {                                          \
+				vs_rbd.rbd_aio_release(comp);                  \
+			} else {                                               \
+				while (!c_.done)                               \
+					vs_co_yield();                         \
+				q_ = c_.ret < 0 ? (int)c_.ret : 0;             \
+			}                                                      \
+		}                                                              \
+		q_;                                                            \
 	})
 
 /* The blocking image calls, on the worker pool. */
@@ -455,22 +464,23 @@ static void open_run(void *arg)
 	struct rbd_node *n = j->n;
 
 	if (j->read_only)
-		j->ret = rbd_open_read_only(n->conn.io, j->spec->image, &n->image, j->spec->snap);
+		j->ret = vs_rbd.rbd_open_read_only(n->conn.io, j->spec->image, &n->image,
+						   j->spec->snap);
 	else
-		j->ret = rbd_open(n->conn.io, j->spec->image, &n->image, j->spec->snap);
+		j->ret = vs_rbd.rbd_open(n->conn.io, j->spec->image, &n->image, j->spec->snap);
 	if (j->ret < 0)
 		return;
 	n->have_image = true;
-	j->ret = rbd_stat(n->image, &j->info, sizeof(j->info));
+	j->ret = vs_rbd.rbd_stat(n->image, &j->info, sizeof(j->info));
 	if (j->ret == 0)
-		j->ret = rbd_get_features(n->image, &n->features);
+		j->ret = vs_rbd.rbd_get_features(n->image, &n->features);
 }
 
 static void lock_run(void *arg)
 {
 	struct img_job *j = arg;
 
-	j->ret = rbd_lock_acquire(j->n->image, RBD_LOCK_MODE_EXCLUSIVE);
+	j->ret = vs_rbd.rbd_lock_acquire(j->n->image, RBD_LOCK_MODE_EXCLUSIVE);
 }
 
 static void close_run(void *arg)
@@ -479,9 +489,9 @@ static void close_run(void *arg)
 	struct rbd_node *n = j->n;
 
 	if (n->locked)
-		(void)rbd_lock_release(n->image);
+		(void)vs_rbd.rbd_lock_release(n->image);
 	n->locked = false;
-	(void)rbd_close(n->image);
+	(void)vs_rbd.rbd_close(n->image);
 	n->have_image = false;
 }
 
@@ -489,16 +499,16 @@ static void resize_run(void *arg)
 {
 	struct img_job *j = arg;
 
-	j->ret = rbd_resize(j->n->image, j->arg);
+	j->ret = vs_rbd.rbd_resize(j->n->image, j->arg);
 }
 
 static void stat_run(void *arg)
 {
 	struct img_job *j = arg;
 
-	j->ret = rbd_get_size(j->n->image, &j->arg);
+	j->ret = vs_rbd.rbd_get_size(j->n->image, &j->arg);
 	if (j->ret == 0)
-		j->ret = rbd_get_flags(j->n->image, &j->flags);
+		j->ret = vs_rbd.rbd_get_flags(j->n->image, &j->flags);
 }
 
 static int diff_first_cb(uint64_t off, size_t len, int exists, void *arg)
@@ -517,7 +527,8 @@ static void diff_first_run(void *arg)
 {
 	struct img_job *j = arg;
 
-	j->ret = rbd_diff_iterate2(j->n->image, NULL, j->off, j->len, 1, 1, diff_first_cb, j);
+	j->ret =
+		vs_rbd.rbd_diff_iterate2(j->n->image, NULL, j->off, j->len, 1, 1, diff_first_cb, j);
 	if (j->ret == RBD_DIFF_STOP)
 		j->ret = 0;
 }
@@ -536,7 +547,7 @@ static void diff_sum_run(void *arg)
 {
 	struct img_job *j = arg;
 
-	j->ret = rbd_diff_iterate2(j->n->image, NULL, 0, j->len, 1, 1, diff_sum_cb, j);
+	j->ret = vs_rbd.rbd_diff_iterate2(j->n->image, NULL, 0, j->len, 1, 1, diff_sum_cb, j);
 }
 
 static int run_job(void (*fn)(void *), struct img_job *j)
@@ -670,7 +681,7 @@ static void rbd_drv_close(struct vs_node *node)
 
 static int node_flush(struct rbd_node *n)
 {
-	return RBD_AIO(n, rbd_aio_flush(n->image, comp));
+	return RBD_AIO(n, vs_rbd.rbd_aio_flush(n->image, comp));
 }
 
 static int node_block_status(struct vs_node *node, struct rbd_node *n, struct vs_req *req)
@@ -742,9 +753,11 @@ static int rbd_drv_submit(struct vs_node *node, struct vs_req *req)
 	}
 	switch (req->op) {
 	case VS_OP_READ:
-		return RBD_AIO(n, rbd_aio_readv(n->image, req->iov, req->niov, req->offset, comp));
+		return RBD_AIO(n, vs_rbd.rbd_aio_readv(n->image, req->iov, req->niov, req->offset,
+						       comp));
 	case VS_OP_WRITE:
-		ret = RBD_AIO(n, rbd_aio_writev(n->image, req->iov, req->niov, req->offset, comp));
+		ret = RBD_AIO(n, vs_rbd.rbd_aio_writev(n->image, req->iov, req->niov, req->offset,
+						       comp));
 		if (ret == 0 && (req->flags & VS_REQ_FUA))
 			ret = node_flush(n);
 		return ret;
@@ -753,9 +766,10 @@ static int rbd_drv_submit(struct vs_node *node, struct vs_req *req)
 			return 0;
 		return node_flush(n);
 	case VS_OP_DISCARD:
-		return RBD_AIO(n, rbd_aio_discard(n->image, req->offset, req->len, comp));
+		return RBD_AIO(n, vs_rbd.rbd_aio_discard(n->image, req->offset, req->len, comp));
 	case VS_OP_WRITE_ZEROES:
-		ret = RBD_AIO(n, rbd_aio_write_zeroes(n->image, req->offset, req->len, comp, 0, 0));
+		ret = RBD_AIO(n, vs_rbd.rbd_aio_write_zeroes(n->image, req->offset, req->len, comp,
+							     0, 0));
 		if (ret == 0 && (req->flags & VS_REQ_FUA))
 			ret = node_flush(n);
 		return ret;
@@ -811,9 +825,9 @@ static void create_run(void *arg)
 	struct create_job *j = arg;
 	rbd_image_options_t o;
 
-	rbd_image_options_create(&o);
-	j->ret = rbd_create4(j->c->io, j->image, j->size, o);
-	rbd_image_options_destroy(o);
+	vs_rbd.rbd_image_options_create(&o);
+	j->ret = vs_rbd.rbd_create4(j->c->io, j->image, j->size, o);
+	vs_rbd.rbd_image_options_destroy(o);
 }
 
 static int rbd_drv_create(const char *filename, uint64_t size, const struct vs_kv *opts,
@@ -923,30 +937,30 @@ static void image_stat_run(struct pool_job *j)
 	uint64_t features = 0, flags = 0;
 	rbd_linked_image_spec_t ps;
 	rbd_snap_spec_t ss;
-	int r = rbd_open_read_only(j->p->conn.io, j->a, &img, NULL);
+	int r = vs_rbd.rbd_open_read_only(j->p->conn.io, j->a, &img, NULL);
 
 	if (r < 0) {
 		j->ret = r;
 		return;
 	}
-	r = rbd_get_size(img, &j->size);
+	r = vs_rbd.rbd_get_size(img, &j->size);
 	if (r == 0)
-		r = rbd_get_features(img, &features);
+		r = vs_rbd.rbd_get_features(img, &features);
 	if (r == 0)
-		r = rbd_get_flags(img, &flags);
+		r = vs_rbd.rbd_get_flags(img, &flags);
 	j->size2 = j->size;
 	if (r == 0 && (features & RBD_FEATURE_FAST_DIFF) && !(flags & RBD_FLAG_FAST_DIFF_INVALID)) {
 		uint64_t used = 0;
 
-		if (rbd_diff_iterate2(img, NULL, 0, j->size, 0, 1, image_du_cb, &used) == 0)
+		if (vs_rbd.rbd_diff_iterate2(img, NULL, 0, j->size, 0, 1, image_du_cb, &used) == 0)
 			j->size2 = used;
 	}
-	if (r == 0 && j->parent && rbd_get_parent(img, &ps, &ss) == 0) {
+	if (r == 0 && j->parent && vs_rbd.rbd_get_parent(img, &ps, &ss) == 0) {
 		snprintf(j->parent, j->parentsz, "%s/%s@%s", ps.pool_name, ps.image_name, ss.name);
-		rbd_linked_image_spec_cleanup(&ps);
-		rbd_snap_spec_cleanup(&ss);
+		vs_rbd.rbd_linked_image_spec_cleanup(&ps);
+		vs_rbd.rbd_snap_spec_cleanup(&ss);
 	}
-	rbd_close(img);
+	vs_rbd.rbd_close(img);
 	j->ret = r;
 }
 
@@ -957,53 +971,53 @@ static int remove_image(struct pool_job *j)
 	rbd_snap_info_t snaps[64];
 	int max = 64, n, r;
 
-	r = rbd_remove(j->p->conn.io, j->a);
+	r = vs_rbd.rbd_remove(j->p->conn.io, j->a);
 	if (r != -ENOTEMPTY)
 		return r;
-	r = rbd_open(j->p->conn.io, j->a, &img, NULL);
+	r = vs_rbd.rbd_open(j->p->conn.io, j->a, &img, NULL);
 	if (r < 0)
 		return r;
-	n = rbd_snap_list(img, snaps, &max);
+	n = vs_rbd.rbd_snap_list(img, snaps, &max);
 	for (int i = 0; i < n && r == 0; i++) {
 		int prot = 0;
 
-		if (rbd_snap_is_protected(img, snaps[i].name, &prot) == 0 && prot) {
-			r = rbd_snap_unprotect(img, snaps[i].name);
+		if (vs_rbd.rbd_snap_is_protected(img, snaps[i].name, &prot) == 0 && prot) {
+			r = vs_rbd.rbd_snap_unprotect(img, snaps[i].name);
 			if (r == -EBUSY)
 				snprintf(j->what, sizeof(j->what),
 					 "Image '%s' has clones (of snapshot '%s')", j->a,
 					 snaps[i].name);
 		}
 		if (r == 0)
-			r = rbd_snap_remove(img, snaps[i].name);
+			r = vs_rbd.rbd_snap_remove(img, snaps[i].name);
 	}
 	if (n > 0)
-		rbd_snap_list_end(snaps);
-	rbd_close(img);
+		vs_rbd.rbd_snap_list_end(snaps);
+	vs_rbd.rbd_close(img);
 	if (n < 0)
 		return n;
-	return r < 0 ? r : rbd_remove(j->p->conn.io, j->a);
+	return r < 0 ? r : vs_rbd.rbd_remove(j->p->conn.io, j->a);
 }
 
 static void clone_run(struct pool_job *j)
 {
 	rbd_image_t img;
 	uint64_t features = 0;
-	int order = 0, r = rbd_open(j->p->conn.io, j->a, &img, NULL);
+	int order = 0, r = vs_rbd.rbd_open(j->p->conn.io, j->a, &img, NULL);
 
 	if (r < 0) {
 		j->ret = r;
 		return;
 	}
-	r = rbd_get_features(img, &features);
+	r = vs_rbd.rbd_get_features(img, &features);
 	if (r == 0)
-		r = rbd_snap_create(img, j->snap);
+		r = vs_rbd.rbd_snap_create(img, j->snap);
 	if (r == 0)
-		r = rbd_snap_protect(img, j->snap);
-	rbd_close(img);
+		r = vs_rbd.rbd_snap_protect(img, j->snap);
+	vs_rbd.rbd_close(img);
 	if (r == 0)
-		r = rbd_clone(j->p->conn.io, j->a, j->snap, j->p->conn.io, j->b,
-			      features | RBD_FEATURE_LAYERING, &order);
+		r = vs_rbd.rbd_clone(j->p->conn.io, j->a, j->snap, j->p->conn.io, j->b,
+				     features | RBD_FEATURE_LAYERING, &order);
 	j->ret = r;
 }
 
@@ -1017,9 +1031,9 @@ static void pool_job_run(void *arg)
 		struct rados_cluster_stat_t cs;
 		struct rados_pool_stat_t ps;
 
-		j->ret = rados_cluster_stat(j->p->conn.cluster, &cs);
+		j->ret = vs_rbd.rados_cluster_stat(j->p->conn.cluster, &cs);
 		if (j->ret == 0)
-			j->ret = rados_ioctx_pool_stat(io, &ps);
+			j->ret = vs_rbd.rados_ioctx_pool_stat(io, &ps);
 		if (j->ret == 0) {
 			j->size = cs.kb << 10;
 			j->size2 = cs.kb_avail << 10;
@@ -1038,7 +1052,7 @@ static void pool_job_run(void *arg)
 				j->ret = -ENOMEM;
 				break;
 			}
-			j->ret = rbd_list2(io, specs, &max);
+			j->ret = vs_rbd.rbd_list2(io, specs, &max);
 			if (j->ret != -ERANGE)
 				break;
 		}
@@ -1055,7 +1069,7 @@ static void pool_job_run(void *arg)
 				strcpy(j->names + off, specs[i].name);
 				off += strlen(specs[i].name) + 1;
 			}
-			rbd_image_spec_list_cleanup(specs, max);
+			vs_rbd.rbd_image_spec_list_cleanup(specs, max);
 			j->ret = j->ret < 0 ? j->ret : 0;
 		}
 		free(specs);
@@ -1067,9 +1081,9 @@ static void pool_job_run(void *arg)
 	case PO_CREATE: {
 		rbd_image_options_t o;
 
-		rbd_image_options_create(&o);
-		j->ret = rbd_create4(io, j->a, j->size, o);
-		rbd_image_options_destroy(o);
+		vs_rbd.rbd_image_options_create(&o);
+		j->ret = vs_rbd.rbd_create4(io, j->a, j->size, o);
+		vs_rbd.rbd_image_options_destroy(o);
 		break;
 	}
 	case PO_REMOVE:
@@ -1078,15 +1092,15 @@ static void pool_job_run(void *arg)
 	case PO_RESIZE: {
 		rbd_image_t img;
 
-		j->ret = rbd_open(io, j->a, &img, NULL);
+		j->ret = vs_rbd.rbd_open(io, j->a, &img, NULL);
 		if (j->ret == 0) {
-			j->ret = rbd_resize(img, j->size);
-			rbd_close(img);
+			j->ret = vs_rbd.rbd_resize(img, j->size);
+			vs_rbd.rbd_close(img);
 		}
 		break;
 	}
 	case PO_RENAME:
-		j->ret = rbd_rename(io, j->a, j->b);
+		j->ret = vs_rbd.rbd_rename(io, j->a, j->b);
 		break;
 	case PO_CLONE:
 		clone_run(j);

@@ -30,6 +30,14 @@ grep -q 'HAVE_LIBRBD' "$VS_BUILD_DIR/config.h" 2>/dev/null ||
 	skip_or_fail "vstor was built without librbd (the rbd driver)"
 qemu-img --help | grep -qw rbd || skip_or_fail "qemu-img has no rbd driver (qemu-block-extra)"
 
+# The programs load librbd when an rbd name is first used, not at start
+# (libstore/rbd-lib.h): Ceph's fifty libraries stay out of every other run.
+for prog in "$VSTOR_IMG" "$VSTOR_NBD"; do
+	if ldd "$prog" | grep -E 'lib(rbd|rados)\.so'; then
+		fail "$(basename "$prog") links librbd/librados; they must be loaded on first use"
+	fi
+done
+
 ceph_start_cluster
 ceph_create_pool vs
 log "cluster up after $SECONDS s"
