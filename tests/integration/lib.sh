@@ -203,6 +203,19 @@ start_daemon()
 	esac
 }
 
+# start_qsd_and_vstord [VSTORD-ARGS...]: the oracle and vstord side by side,
+# each with its monitor only: qemu-storage-daemon on $WORKDIR/qsd.sock
+# (QSD_PID), vstord on $WORKDIR/vd.sock (VD_PID), pidfiles beside them.
+start_qsd_and_vstord()
+{
+	start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
+		--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
+	QSD_PID=$DAEMON_PID
+	start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
+		--monitor "$WORKDIR/vd.sock" "$@"
+	VD_PID=$DAEMON_PID
+}
+
 # register_pid PID: stop PID on exit (a server that daemonized itself).
 register_pid() { VS_PIDS+=("$1"); }
 

@@ -80,3 +80,45 @@ class QMP:
             msg = self.read()
             if "event" in msg:
                 self.events.append(msg)
+
+
+# ---- qemu-storage-daemon as the oracle: helpers of the tests that run the
+# same commands against qsd and vstord and compare what comes back ----
+
+def wait_job(c, job, status, timeout=30):
+    """Poll query-jobs until job JOB has STATUS (None: until it is gone)."""
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        js = [j for j in c.cmd("query-jobs") if j["id"] == job]
+        if (status is None and not js) or (js and js[0]["status"] == status):
+            return
+        time.sleep(0.02)
+    raise QMPError("job %s never %s" % (job, status))
+
+
+def stable(v, drop=("offset", "current-progress", "busy")):
+    """A reply without the fields that timing decides (progress, busy)."""
+    if isinstance(v, dict):
+        return {k: stable(x, drop) for k, x in v.items() if k not in drop}
+    if isinstance(v, list):
+        return [stable(x, drop) for x in v]
+    return v
+
+
+def differences(q, v, qe=None, ve=None):
+    """Print where vstord's replies (and events) differ from qsd's, to
+    stderr; return how many differences there are."""
+    import sys
+    bad = 0
+    for a, b in zip(q, v):
+        if a != b:
+            print("qsd:   ", a, "\nvstord:", b, file=sys.stderr)
+            bad += 1
+    if len(q) != len(v):
+        print("different number of replies", file=sys.stderr)
+        bad += 1
+    if qe != ve:
+        print("events differ:\nqsd:   ", qe, "\nvstord:", ve, file=sys.stderr)
+        bad += 1
+    return bad

@@ -70,10 +70,7 @@ for d in q v; do
 	qemu_img create -q -f qcow2 "$d/c.qcow2" 4M
 	qemu_img create -q -f raw "$d/r.raw" 4M
 done
-start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
-	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
-start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
-	--monitor "$WORKDIR/vd.sock"
+start_qsd_and_vstord
 python3 - "$WORKDIR" <<'PY' || fail "vstord's bitmap exports differ from qemu-storage-daemon's"
 import json, subprocess, sys
 from qmp import QMP

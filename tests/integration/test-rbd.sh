@@ -222,11 +222,7 @@ if full; then
 find_built VSTORD vstord/vstord
 require_tool qemu-storage-daemon
 export PYTHONPATH=$VSTOR_SOURCE_DIR/tests/integration
-start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
-	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
-QSD_PID=$DAEMON_PID
-start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" --monitor "$WORKDIR/vd.sock"
-VD_PID=$DAEMON_PID
+start_qsd_and_vstord
 python3 - "$WORKDIR" "$CEPH_CONF" "$CEPH_MON_PORT" <<'PY' || fail "vstord's rbd nodes differ from qemu-storage-daemon's"
 import sys
 from qmp import QMP

@@ -31,41 +31,19 @@ for p in q v; do
 	qemu_img create -q -f qcow2 "$WORKDIR/$p-tgt2.qcow2" 16M
 	qemu_img create -q -f qcow2 "$WORKDIR/$p-small.qcow2" 8M
 done
-start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
-	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
-QSD_PID=$DAEMON_PID
-start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
-	--monitor "$WORKDIR/vd.sock"
-VD_PID=$DAEMON_PID
+start_qsd_and_vstord
 
 python3 - "$WORKDIR" <<'PY' || fail "vstord's backup differs from qemu-storage-daemon's"
 import sys, time
-from qmp import QMP
+from qmp import QMP, differences, stable, wait_job
 d = sys.argv[1]
-
-def wait_status(c, job, status):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        js = [j for j in c.cmd("query-jobs") if j["id"] == job]
-        if (status is None and not js) or (js and js[0]["status"] == status):
-            return
-        time.sleep(0.02)
-    raise Exception("job %s never %s" % (job, status))
-
-def shape(v):
-    if isinstance(v, dict):
-        return {k: shape(x) for k, x in v.items()
-                if k not in ("offset", "current-progress", "busy")}
-    if isinstance(v, list):
-        return [shape(x) for x in v]
-    return v
 
 def run(path, p):
     c = QMP(path)
     out = []
     def ex(cmd, **a):
         r = c.execute(cmd, {k.replace("_", "-"): v for k, v in a.items()})
-        out.append((cmd, shape(r)))
+        out.append((cmd, stable(r)))
         return r
     def f(name):
         return {"driver": "file", "filename": p + "-" + name + ".qcow2"}
@@ -101,36 +79,36 @@ def run(path, p):
     ex("query-block-jobs")
     ex("blockdev-del", node_name="tgt2")
     ex("block-job-cancel", device="j2")
-    wait_status(c, "j2", None)
+    wait_job(c, "j2", None)
     bk(sync="full", auto_dismiss=False)
-    wait_status(c, "j", "concluded")
+    wait_job(c, "j", "concluded")
     ex("query-block-jobs")
     ex("query-jobs")
     ex("job-dismiss", id="j")
     bk(sync="incremental", bitmap="b0")
-    wait_status(c, "j", None)
+    wait_job(c, "j", None)
     out.append(("bitmaps", [n.get("dirty-bitmaps") for n in c.cmd("query-named-block-nodes")
                             if n["node-name"] == "src"]))
     # sync=none waits for a cancel; the bitmap of a job is busy meanwhile.
     bk(job_id="n", sync="none")
     ex("block-job-cancel", device="n")
-    wait_status(c, "n", None)
+    wait_job(c, "n", None)
     bk(job_id="b", sync="full", bitmap="b0", bitmap_mode="on-success", speed=1 << 20)
     ex("block-dirty-bitmap-clear", node="src", name="b0")
     ex("block-job-cancel", device="b")
-    wait_status(c, "b", None)
+    wait_job(c, "b", None)
     ex("transaction", actions=[
         {"type": "block-dirty-bitmap-add", "data": {"node": "src", "name": "b1"}},
         {"type": "blockdev-backup",
          "data": {"job-id": "t", "device": "src", "target": "tgt", "sync": "full"}}])
-    wait_status(c, "t", None)
+    wait_job(c, "t", None)
     ex("drive-backup", job_id="d", device="src", target=p + "-db.qcow2", sync="full",
        mode="bogus")
     ex("drive-backup", job_id="d", device="src", target=p + "-db.qcow2", sync="full",
        format="qcow2")
-    wait_status(c, "d", None)
+    wait_job(c, "d", None)
     ex("drive-backup", job_id="d", device="src", target=p + "-dt.qcow2", sync="top")
-    wait_status(c, "d", None)
+    wait_job(c, "d", None)
     ex("quit")
     try:
         while True:
@@ -156,18 +134,7 @@ def run(path, p):
 
 qo, qe = run(d + "/qsd.sock", d + "/q")
 vo, ve = run(d + "/vd.sock", d + "/v")
-bad = 0
-for a, b in zip(qo, vo):
-    if a != b:
-        print("qsd:   ", a, "\nvstord:", b, file=sys.stderr)
-        bad += 1
-if len(qo) != len(vo):
-    print("different number of replies", file=sys.stderr)
-    bad += 1
-if qe != ve:
-    print("events differ:\nqsd:   ", qe, "\nvstord:", ve, file=sys.stderr)
-    bad += 1
-sys.exit(1 if bad else 0)
+sys.exit(1 if differences(qo, vo, qe, ve) else 0)
 PY
 wait_for 30 bash -c "! kill -0 $QSD_PID && ! kill -0 $VD_PID"
 for f in src tgt tgt2 db dt; do

@@ -26,12 +26,7 @@ for d in q v; do
 	qemu_img create -q -f raw "$d/r.raw" 1M
 done
 
-start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
-	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
-QSD_PID=$DAEMON_PID
-start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
-	--monitor "$WORKDIR/vd.sock"
-VD_PID=$DAEMON_PID
+start_qsd_and_vstord
 
 log "the same commands and writes: the same replies, errors and bitmaps as qsd"
 python3 - "$WORKDIR" <<'PY' || fail "vstord's dirty bitmaps differ from qemu-storage-daemon's"

@@ -21,10 +21,7 @@ qemu_img create -q -f qcow2 -b base.qcow2 -F qcow2 top2.qcow2
 qemu_img create -q -f qcow2 other.qcow2 64M
 qemu_img create -q -f raw r.raw 1M
 
-start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
-	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
-start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
-	--monitor "$WORKDIR/vd.sock"
+start_qsd_and_vstord
 
 log "the same commands, the same replies and graph as qemu-storage-daemon"
 python3 - "$WORKDIR" <<'PY' || fail "vstord's block graph differs from qemu-storage-daemon's"

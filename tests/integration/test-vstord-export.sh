@@ -28,10 +28,7 @@ python3 -c 'import nbd' 2>/dev/null || skip_or_fail "python3 libnbd bindings (py
 qemu_img create -q -f qcow2 a.qcow2 64M
 qemu_img create -q -f qcow2 ro.qcow2 16M
 
-start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
-	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
-start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
-	--monitor "$WORKDIR/vd.sock"
+start_qsd_and_vstord
 
 log "the same export commands, the same replies and events as qemu-storage-daemon"
 python3 - "$WORKDIR" <<'PY' || fail "vstord's export commands differ from qemu-storage-daemon's"

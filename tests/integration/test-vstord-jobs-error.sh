@@ -22,25 +22,12 @@ for p in q v; do
 		-P "$WORKDIR/$p-nbdkit.pid" --filter=error memory 64M error-pwrite=EIO \
 		error-zero=EIO error-rate=100% error-file="$WORKDIR/$p-errors"
 done
-start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
-	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
-QSD_PID=$DAEMON_PID
-start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
-	--monitor "$WORKDIR/vd.sock"
-VD_PID=$DAEMON_PID
+start_qsd_and_vstord
 
 python3 - "$WORKDIR" <<'PY' || fail "vstord's on-error differs from qemu-storage-daemon's"
 import os, sys, time
-from qmp import QMP
+from qmp import QMP, differences, stable, wait_job
 d = sys.argv[1]
-
-def shape(v):
-    if isinstance(v, dict):
-        return {k: shape(x) for k, x in v.items()
-                if k not in ("offset", "current-progress", "busy")}
-    if isinstance(v, list):
-        return [shape(x) for x in v]
-    return v
 
 def run(path, p):
     c = QMP(path)
@@ -48,7 +35,7 @@ def run(path, p):
     errors = d + "/" + p + "-errors"
     def ex(cmd, **a):
         r = c.execute(cmd, {k.replace("_", "-"): v for k, v in a.items()})
-        out.append((cmd, shape(r)))
+        out.append((cmd, stable(r)))
         return r
     def wait(cond):
         deadline = time.time() + 30
@@ -114,22 +101,11 @@ def run(path, p):
 
 qo, qe = run(d + "/qsd.sock", "q")
 vo, ve = run(d + "/vd.sock", "v")
-bad = 0
 # The errors happened, and each policy acted.
 for action in ("stop", "report", "ignore"):
     assert any(e[0] == "BLOCK_JOB_ERROR" and ("action", action) in e[1] for e in ve), action
 assert ("JOB_STATUS_CHANGE", (["id", "status"], "paused")) in ve, ve
-for a, b in zip(qo, vo):
-    if a != b:
-        print("qsd:   ", a, "\nvstord:", b, file=sys.stderr)
-        bad += 1
-if len(qo) != len(vo):
-    print("different number of replies", file=sys.stderr)
-    bad += 1
-if qe != ve:
-    print("events differ:\nqsd:   ", qe, "\nvstord:", ve, file=sys.stderr)
-    bad += 1
-sys.exit(1 if bad else 0)
+sys.exit(1 if differences(qo, vo, qe, ve) else 0)
 PY
 wait_for 30 bash -c "! kill -0 $QSD_PID && ! kill -0 $VD_PID"
 qemu_img check -q "$WORKDIR/v-src.qcow2" || fail "qemu-img check v-src.qcow2"

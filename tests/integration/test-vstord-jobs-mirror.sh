@@ -41,41 +41,19 @@ make_images()
 log "mirror and commit commands against qemu-storage-daemon"
 make_images "$WORKDIR/q"
 make_images "$WORKDIR/v"
-start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
-	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
-QSD_PID=$DAEMON_PID
-start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
-	--monitor "$WORKDIR/vd.sock"
-VD_PID=$DAEMON_PID
+start_qsd_and_vstord
 
 python3 - "$WORKDIR" <<'PY' || fail "vstord's mirror/commit differ from qemu-storage-daemon's"
 import sys, time
-from qmp import QMP
+from qmp import QMP, differences, stable, wait_job
 d = sys.argv[1]
-
-def wait_status(c, job, status):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        js = [j for j in c.cmd("query-jobs") if j["id"] == job]
-        if (status is None and not js) or (js and js[0]["status"] == status):
-            return
-        time.sleep(0.02)
-    raise Exception("job %s never %s" % (job, status))
-
-def shape(v):
-    if isinstance(v, dict):
-        return {k: shape(x) for k, x in v.items()
-                if k not in ("offset", "current-progress", "busy")}
-    if isinstance(v, list):
-        return [shape(x) for x in v]
-    return v
 
 def run(path, p):
     c = QMP(path)
     out = []
     def ex(cmd, **a):
         r = c.execute(cmd, {k.replace("_", "-"): v for k, v in a.items()})
-        out.append((cmd, shape(r)))
+        out.append((cmd, stable(r)))
         return r
     def f(name):
         return {"driver": "file", "filename": p + "-" + name + ".qcow2"}
@@ -94,28 +72,28 @@ def run(path, p):
     # Ready, then a soft cancel: it completes without the switch.
     ex("blockdev-mirror", job_id="m", device="top", target="tgt", sync="full",
        copy_mode="write-blocking", buf_size=1 << 20, granularity=65536)
-    wait_status(c, "m", "ready")
+    wait_job(c, "m", "ready")
     ex("query-block-jobs")
     ex("blockdev-del", node_name="top")
     ex("blockdev-del", node_name="tgt")
     ex("block-job-cancel", device="m")
-    wait_status(c, "m", None)
+    wait_job(c, "m", None)
     # Complete before ready, then a forced cancel while running.
     ex("blockdev-mirror", job_id="m2", device="top", target="tgt2", sync="full", speed=1 << 20)
     ex("block-job-complete", device="m2")
     ex("block-job-cancel", device="m2", force=True)
-    wait_status(c, "m2", None)
+    wait_job(c, "m2", None)
     # A forced cancel after ready.
     ex("blockdev-mirror", job_id="m3", device="top", target="tgt2", sync="full")
-    wait_status(c, "m3", "ready")
+    wait_job(c, "m3", "ready")
     ex("block-job-cancel", device="m3", force=True)
-    wait_status(c, "m3", None)
+    wait_job(c, "m3", None)
     # sync top, completed, kept until dismissed.
     ex("blockdev-mirror", job_id="m4", device="top", target="tgt", sync="top", auto_dismiss=False)
-    wait_status(c, "m4", "ready")
+    wait_job(c, "m4", "ready")
     ex("query-block-jobs")
     ex("block-job-complete", device="m4")
-    wait_status(c, "m4", "concluded")
+    wait_job(c, "m4", "concluded")
     ex("query-jobs")
     ex("block-job-dismiss", id="m4")
     ex("blockdev-del", node_name="top")
@@ -124,9 +102,9 @@ def run(path, p):
        sync="full", mode="bogus")
     ex("drive-mirror", job_id="d", device="tgt2", target=p + "-dm.qcow2", format="qcow2",
        sync="full")
-    wait_status(c, "d", "ready")
+    wait_job(c, "d", "ready")
     ex("block-job-cancel", device="d")
-    wait_status(c, "d", None)
+    wait_job(c, "d", None)
     ex("blockdev-del", node_name="tgt")
     ex("blockdev-del", node_name="tgt2")
     # block-commit over a chain of named, writable nodes.
@@ -144,14 +122,14 @@ def run(path, p):
     ex("block-commit", job_id="c", device="base")
     ex("block-commit", job_id="c", device="top", top_node="mid", base_node="base",
        auto_dismiss=False)
-    wait_status(c, "c", "concluded")
+    wait_job(c, "c", "concluded")
     ex("query-jobs")
     ex("job-dismiss", id="c")
     ex("block-commit", job_id="a", device="top")
-    wait_status(c, "a", "ready")
+    wait_job(c, "a", "ready")
     ex("query-block-jobs")
     ex("block-job-complete", device="a")
-    wait_status(c, "a", None)
+    wait_job(c, "a", None)
     ex("quit")
     try:
         while True:
@@ -167,18 +145,7 @@ def run(path, p):
 
 qo, qe = run(d + "/qsd.sock", d + "/q")
 vo, ve = run(d + "/vd.sock", d + "/v")
-bad = 0
-for a, b in zip(qo, vo):
-    if a != b:
-        print("qsd:   ", a, "\nvstord:", b, file=sys.stderr)
-        bad += 1
-if len(qo) != len(vo):
-    print("different number of replies", file=sys.stderr)
-    bad += 1
-if qe != ve:
-    print("events differ:\nqsd:   ", qe, "\nvstord:", ve, file=sys.stderr)
-    bad += 1
-sys.exit(1 if bad else 0)
+sys.exit(1 if differences(qo, vo, qe, ve) else 0)
 PY
 wait_for 30 bash -c "! kill -0 $QSD_PID && ! kill -0 $VD_PID"
 for f in top mid base tgt tgt2 dm; do

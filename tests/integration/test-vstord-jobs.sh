@@ -33,35 +33,15 @@ make_chain()
 log "the job commands against qemu-storage-daemon"
 make_chain "$WORKDIR/q"
 make_chain "$WORKDIR/v"
-start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
-	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
-QSD_PID=$DAEMON_PID
-start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
-	--monitor "$WORKDIR/vd.sock"
-VD_PID=$DAEMON_PID
+start_qsd_and_vstord
 
 python3 - "$WORKDIR" <<'PY' || fail "vstord's jobs differ from qemu-storage-daemon's"
 import sys, time
-from qmp import QMP
+from qmp import QMP, differences, stable, wait_job
 d = sys.argv[1]
 
-def wait_status(c, job, status):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        for j in c.cmd("query-jobs"):
-            if j["id"] == job and j["status"] == status:
-                return
-        time.sleep(0.02)
-    raise Exception("job %s never %s" % (job, status))
-
 def shape(v):
-    """A reply without what timing decides (progress, busy)."""
-    if isinstance(v, dict):
-        return {k: shape(x) for k, x in v.items()
-                if k not in ("offset", "current-progress", "busy", "timestamp")}
-    if isinstance(v, list):
-        return [shape(x) for x in v]
-    return v
+    return stable(v, ("offset", "current-progress", "busy", "timestamp"))
 
 def run(path, p):
     c = QMP(path)
@@ -105,12 +85,12 @@ def run(path, p):
     ex("block-job-resume", device="j1")
     ex("block-job-pause", device="j1")
     ex("block-job-pause", device="j1")
-    wait_status(c, "j1", "paused")
+    wait_job(c, "j1", "paused")
     ex("query-block-jobs")
     ex("block-job-set-speed", device="j1", speed=-1)
     ex("block-job-set-speed", device="j1", speed=0)
     ex("block-job-resume", device="j1")
-    wait_status(c, "j1", "pending")
+    wait_job(c, "j1", "pending")
     ex("query-block-jobs")
     ex("block-job-finalize", id="j1")
     ex("query-block-jobs")
@@ -126,7 +106,7 @@ def run(path, p):
        file={"driver": "file", "filename": p + "-mid.qcow2"})
     # Nothing to stream (the base is mid's backing node): held at pending, cancelled.
     ex("block-stream", job_id="n", device="mid", base=p + "-base.qcow2", auto_finalize=False)
-    wait_status(c, "n", "pending")
+    wait_job(c, "n", "pending")
     ex("query-block-jobs")
     ex("job-dismiss", id="n")
     ex("block-job-cancel", device="n")
@@ -140,7 +120,7 @@ def run(path, p):
         time.sleep(0.02)
     ex("block-stream", job_id="c2", device="mid", speed=1 << 20, auto_dismiss=False)
     ex("job-cancel", id="c2")
-    wait_status(c, "c2", "concluded")
+    wait_job(c, "c2", "concluded")
     ex("query-jobs")
     ex("job-dismiss", id="c2")
     ex("quit")
@@ -169,18 +149,7 @@ def run(path, p):
 
 qo, qe = run(d + "/qsd.sock", d + "/q")
 vo, ve = run(d + "/vd.sock", d + "/v")
-bad = 0
-for a, b in zip(qo, vo):
-    if a != b:
-        print("qsd:   ", a, "\nvstord:", b, file=sys.stderr)
-        bad += 1
-if len(qo) != len(vo):
-    print("different number of replies", file=sys.stderr)
-    bad += 1
-if qe != ve:
-    print("events differ:\nqsd:   ", qe, "\nvstord:", ve, file=sys.stderr)
-    bad += 1
-sys.exit(1 if bad else 0)
+sys.exit(1 if differences(qo, vo, qe, ve) else 0)
 PY
 wait_for 30 bash -c "! kill -0 $QSD_PID && ! kill -0 $VD_PID"
 for f in q-top q-mid v-top v-mid v-base; do

@@ -20,12 +20,7 @@ for t in qsd vd; do
 done
 qemu_img create -q -f raw r.raw 1M
 
-start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
-	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
-QSD_PID=$DAEMON_PID
-start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
-	--monitor "$WORKDIR/vd.sock"
-VD_PID=$DAEMON_PID
+start_qsd_and_vstord
 
 log "the same snapshot commands, the same replies as qemu-storage-daemon"
 python3 - "$WORKDIR" <<'PY' || fail "snapshot replies differ from qemu-storage-daemon's"

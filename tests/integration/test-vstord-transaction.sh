@@ -24,11 +24,7 @@ for d in q v; do
 done
 qemu_img create -q -f qcow2 live.qcow2 64M
 
-start_daemon "$WORKDIR/qsd.pid" 30 qemu-storage-daemon --pidfile "$WORKDIR/qsd.pid" \
-	--chardev socket,id=m0,path="$WORKDIR/qsd.sock",server=on,wait=off --monitor chardev=m0
-start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
-	--monitor "$WORKDIR/vd.sock"
-VD_PID=$DAEMON_PID
+start_qsd_and_vstord
 
 log "the same transactions: the same replies, errors and bitmaps as qsd"
 python3 - "$WORKDIR" <<'PY' || fail "vstord's transactions differ from qemu-storage-daemon's"
