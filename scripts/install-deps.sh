@@ -47,6 +47,8 @@ PACKAGES=(
 	# Ceph RBD: librbd/librados for the rbd driver, a private single-node
 	# cluster as the peer (tests/integration/lib-ceph.sh); uuidgen makes its ids
 	librbd-dev librados-dev ceph-mon ceph-mgr ceph-osd ceph-common uuid-runtime
+	# libvirt-managed guests on vstor disks (test-libvirt-guest: a private libvirtd)
+	libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
 )
 
 # ganesha's VFS FSAL reads the mount table from /etc/mtab, which every
