@@ -579,8 +579,15 @@ static int backup_checkpoint(struct backup *b, const char *scratch_dir)
 	json_object_object_add(a, "scratch", json_object_new_string(scratch));
 	if (b->prev)
 		json_object_object_add(a, "bitmap", json_object_new_string(b->prev));
-	if (qmp_run(b, "checkpoint-add", a, NULL))
+	if (qmp_run(b, "checkpoint-add", a, NULL)) {
+		if (b->prev &&
+		    (strstr(b->qerr.desc, "not found") || strstr(b->qerr.desc, "inconsistent")))
+			vstor_error(c, -EINVAL,
+				    "the bitmap of the previous backup is gone or was not saved "
+				    "(vstord crashed, or the disk keeps no persistent bitmaps): "
+				    "start a new chain with a full backup into another directory");
 		return 1;
+	}
 	b->checkpoint_added = true;
 	if (qmp_run(b, "query-checkpoints", NULL, &list))
 		return 1;

@@ -14,7 +14,8 @@
 #    address that does not answer (after the checkpoint was taken: the new
 #    bitmap goes back into the previous one, so the next increment still
 #    holds those writes); vstord killed -9 in the middle of a backup (no
-#    new file, the manifest unchanged).
+#    new file, the manifest unchanged), and the increment after it refused
+#    (the bitmap is in-use) with a message that says to start a new chain.
 . "$(dirname "$0")/lib.sh"
 
 require_tool python3 qemu-img qemu-io
@@ -29,7 +30,7 @@ NBDSOCK=$W/nbd.sock
 URI="nbd+unix:///disk?socket=$NBDSOCK"
 GRAN=65536
 
-backup() { timeout 60 "$VSTOR" backup disk --to "$B" --nbd "${NBD_ADDR:-$NBDSOCK}" --vstord "$W/vd.sock" \
+backup() { timeout 60 "$VSTOR" backup disk --to "${B}" --nbd "${NBD_ADDR:-$NBDSOCK}" --vstord "$W/vd.sock" \
 	--scratch-dir "$W" "$@"; }
 nbd_io() { qemu-io -f raw "${@/#/-c}" -c flush "$URI" >/dev/null || fail "qemu-io $*"; }
 snapshot() { qemu_img convert -f raw -O raw "$URI" "$W/$1.raw" || fail "copy of the disk"; }
@@ -155,4 +156,13 @@ assert_eq "$(snap_dir)" "$before" "the backup directory after the daemon died"
 assert_eq "$(manifest_len)" "$n" "the chain after the daemon died"
 "$VSTOR" restore "$B" --to "$W/r4.raw" >/dev/null || fail "restore after the kill"
 qemu_img compare -q -f raw -F raw "$W/r4.raw" "$W/ref3.raw" || fail "restore 4 differs"
+
+# After the crash the bitmap is in-use: no increment on it, a clear
+# message, the chain untouched; a new chain starts with a full backup.
+rm -f "$W/vd.pid"
+start_vstord
+assert_fails backup --incremental
+assert_grep "start a new chain with a full backup" "$W/err" "an increment after a crash"
+assert_eq "$(snap_dir)" "$before" "the backup directory after the refused increment"
+B=$W/backups2 backup >/dev/null || fail "a full backup into a new directory after the crash"
 log "ok"
