@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <libnbd.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,25 @@
 #define NBD_STATE_HOLE 0x1
 #define NBD_STATE_ZERO 0x2
 #define NBD_STATE_DIRTY 0x1
+
+/* SIGINT/SIGTERM/SIGHUP: stop at the next step and clean up as after an error. */
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+static void catch_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal }; /* no SA_RESTART: waits end */
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
 
 /* ---- Manifest ------------------------------------------------------------ */
 
@@ -222,6 +242,8 @@ static int copy_range(struct backup *b, uint64_t off, uint64_t len, bool zero, v
 		return 0;
 	}
 	while (len) {
+		if (interrupted)
+			return vstor_error(b->c, -EINTR, "backup interrupted");
 		/* Under --bandwidth, steps of a tenth of a second's worth. */
 		uint64_t step = b->bandwidth && b->bandwidth / 10 < READ_CHUNK ?
 					(b->bandwidth / 10 ? b->bandwidth / 10 : 1) :
@@ -259,6 +281,10 @@ static int copy_view(struct backup *b)
 	if (!buf)
 		return vstor_error(b->c, -ENOMEM, "out of memory");
 	for (uint64_t off = 0; off < b->size && ret == 0;) {
+		if (interrupted) {
+			ret = vstor_error(b->c, -EINTR, "backup interrupted");
+			break;
+		}
 		uint64_t win = b->size - off < STATUS_WINDOW ? b->size - off : STATUS_WINDOW;
 		uint64_t end_a = off, end_d = off, end, pos;
 		size_t ia = 0, id = 0;
@@ -563,6 +589,40 @@ static int backup_dir(struct vstor_ctx *c, const char *dir)
 	return 0;
 }
 
+/*
+ * A checkpoint that a killed run of the same backup left (named
+ * "vstor.N." for this place in the chain, on the same previous bitmap) is
+ * undone as a failed one would have been, so that this run can take its own.
+ */
+static void undo_stale(struct backup *b, size_t n)
+{
+	json_object *list = NULL;
+	char prefix[32];
+
+	snprintf(prefix, sizeof(prefix), "vstor.%zu.", n);
+	if (vstor_qmp_execute(b->q, "query-checkpoints", NULL, &list, &b->qerr) != 0)
+		return;
+	for (size_t i = 0; i < json_object_array_length(list); i++) {
+		json_object *o = json_object_array_get_idx(list, i);
+		const char *name = vstor_json_str(o, "name"), *node = vstor_json_str(o, "node");
+		const char *bm = vstor_json_str(o, "bitmap");
+		struct backup stale = { .c = b->c, .q = b->q, .prev = b->prev };
+
+		if (!name || !node || strncmp(name, prefix, strlen(prefix)) || !bm != !b->prev ||
+		    (bm && strcmp(bm, b->prev)) || strlen(name) >= sizeof(stale.name))
+			continue;
+		if (!b->c->json)
+			fprintf(stderr,
+				"warning: undoing checkpoint '%s' of an interrupted backup\n",
+				name);
+		snprintf(stale.name, sizeof(stale.name), "%s", name);
+		snprintf(stale.node, sizeof(stale.node), "%s", node);
+		stale.checkpoint_added = true;
+		backup_undo(&stale);
+	}
+	json_object_put(list);
+}
+
 static int backup_checkpoint(struct backup *b, const char *scratch_dir)
 {
 	struct vstor_ctx *c = b->c;
@@ -669,6 +729,8 @@ static int cmd_backup(struct vstor_ctx *c)
 		vstor_error(c, b.qerr.code, "%s", b.qerr.desc);
 		goto out;
 	}
+	catch_signals();
+	undo_stale(&b, n);
 	if (backup_checkpoint(&b, scratch_dir) || nbd_open(&b, nbd_addr) || part_open(&b) ||
 	    copy_view(&b) || part_finish(&b))
 		goto out;

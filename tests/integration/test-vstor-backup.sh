@@ -32,6 +32,9 @@ GRAN=65536
 
 backup() { timeout 60 "$VSTOR" backup disk --to "${B}" --nbd "${NBD_ADDR:-$NBDSOCK}" --vstord "$W/vd.sock" \
 	--scratch-dir "$W" "$@"; }
+# The same in the background, as the vstor process itself ($! is its pid).
+backup_bg() { exec "$VSTOR" backup disk --to "${B}" --nbd "$NBDSOCK" --vstord "$W/vd.sock" \
+	--scratch-dir "$W" --incremental --bandwidth 1; }
 nbd_io() { qemu-io -f raw "${@/#/-c}" -c flush "$URI" >/dev/null || fail "qemu-io $*"; }
 snapshot() { qemu_img convert -f raw -O raw "$URI" "$W/$1.raw" || fail "copy of the disk"; }
 manifest_len() { python3 -c 'import json, sys
@@ -140,11 +143,41 @@ assert_eq "$(top_granules "$B/$(last_file)")" "128 144" \
 "$VSTOR" restore "$B" --to "$W/r3.raw" >/dev/null || fail "restore after the failure"
 qemu_img compare -q -f raw -F raw "$W/r3.raw" "$W/ref3.raw" || fail "restore 3 differs"
 
-# kill -9 of vstord in the middle of a slow backup.
+# The client killed -9 in the middle leaves its .part (and its
+# checkpoint); one stopped by SIGTERM cleans up; the next run removes the
+# .part, undoes the stale checkpoint and holds the writes of all three.
 nbd_io "write -P 16 10M 2M"
+snapshot ref4
 before=$(snap_dir)
 n=$(manifest_len)
-backup --incremental --bandwidth 1 >"$W/killed.out" 2>"$W/killed.err" &
+backup_bg >/dev/null 2>&1 &
+BK=$!
+wait_for 20 bash -c "ls -A '$B' | grep -q '\.part$'"
+kill -9 "$BK"
+wait "$BK" || true
+ls -A "$B" | grep -q '\.part$' || fail "a killed backup left no .part file"
+assert_eq "$(manifest_len)" "$n" "the chain after a killed backup"
+backup_bg >/dev/null 2>"$W/term.err" &
+BK=$!
+# (the stale checkpoint undone, the stale .part gone, its own .part there)
+wait_for 20 bash -c "grep -q 'interrupted backup' '$W/term.err' && ls -A '$B' | grep -q '\.part$'"
+kill -TERM "$BK"
+rc=0
+wait "$BK" || rc=$?
+[[ $rc != 0 ]] || fail "a backup stopped by SIGTERM succeeded"
+assert_grep "interrupted" "$W/term.err" "the stopped backup's error"
+assert_eq "$(snap_dir)" "$before" "the backup directory after SIGTERM"
+backup --incremental >/dev/null || fail "incremental backup after a killed one"
+assert_eq "$(top_granules "$B/$(last_file)")" "$(seq -s ' ' 160 191)" \
+	"the increment after a killed one"
+"$VSTOR" restore "$B" --to "$W/r4.raw" >/dev/null || fail "restore after the killed backup"
+qemu_img compare -q -f raw -F raw "$W/r4.raw" "$W/ref4.raw" || fail "restore 4 differs"
+
+# kill -9 of vstord in the middle of a slow backup.
+nbd_io "write -P 18 10M 2M"
+before=$(snap_dir)
+n=$(manifest_len)
+backup_bg >"$W/killed.out" 2>"$W/killed.err" &
 BK=$!
 wait_for 20 bash -c "ls -A '$B' | grep -q '\.part$'"
 kill -9 "$VD_PID"
@@ -154,8 +187,8 @@ wait "$BK" || rc=$?
 assert_grep "NBD read|block status" "$W/killed.err" "the killed backup's error"
 assert_eq "$(snap_dir)" "$before" "the backup directory after the daemon died"
 assert_eq "$(manifest_len)" "$n" "the chain after the daemon died"
-"$VSTOR" restore "$B" --to "$W/r4.raw" >/dev/null || fail "restore after the kill"
-qemu_img compare -q -f raw -F raw "$W/r4.raw" "$W/ref3.raw" || fail "restore 4 differs"
+"$VSTOR" restore "$B" --to "$W/r5.raw" >/dev/null || fail "restore after the kill"
+qemu_img compare -q -f raw -F raw "$W/r5.raw" "$W/ref4.raw" || fail "restore 5 differs"
 
 # After the crash the bitmap is in-use: no increment on it, a clear
 # message, the chain untouched; a new chain starts with a full backup.
