@@ -821,7 +821,7 @@ static int cmd_restore(struct vstor_ctx *c)
 	struct vs_open_opts dopts = { .filename = to };
 	struct vs_node *src = NULL, *dst = NULL;
 	json_object *m = NULL, *chain, *ent = NULL;
-	char path[PATH_MAX];
+	char path[PATH_MAX], vol_format[16];
 	bool fresh = strncmp(to, "vol:", 4) != 0;
 	const char *ck = NULL;
 	size_t n;
@@ -865,6 +865,31 @@ static int cmd_restore(struct vstor_ctx *c)
 			ret = vstor_error_err(c, "cannot create '%s'", to);
 			goto out;
 		}
+	} else if (!fmt) {
+		/* The volume's own format (what the pool knows), not a probe. */
+		const char *slash = strchr(to + 4, '/');
+		struct vs_vol_info vi = { 0 };
+		char pool[256];
+		struct vs_pool *p;
+
+		if (!slash || (size_t)(slash - to - 4) >= sizeof(pool)) {
+			ret = vstor_error(c, -EINVAL, "'%s': expected vol:POOL/VOLUME", to);
+			goto out;
+		}
+		snprintf(pool, sizeof(pool), "%.*s", (int)(slash - to - 4), to + 4);
+		p = vstor_pool_get(c, pool);
+		if (!p) {
+			ret = 1;
+			goto out;
+		}
+		ret = vs_pool_vol_info(p, slash + 1, &vi, &c->err);
+		vs_pool_free(p);
+		if (ret < 0) {
+			ret = vstor_error_err(c, "failed to get vol '%s'", slash + 1);
+			goto out;
+		}
+		snprintf(vol_format, sizeof(vol_format), "%s", vi.format);
+		dopts.format = vol_format[0] ? vol_format : NULL;
 	} else {
 		dopts.format = fmt;
 	}

@@ -9,7 +9,7 @@
 #    increment holds exactly the granules written (qemu-img map), the
 #    chain has relative backing names and is clean (qemu-img check), and
 #    the disk restored at every checkpoint equals a copy taken then
-#    (qemu-img compare).
+#    (qemu-img compare), restored into a new file or a pool's volume.
 # 2. Failures leave the chain intact: a bad backup directory; an NBD
 #    address that does not answer (after the checkpoint was taken: the new
 #    bitmap goes back into the previous one, so the next increment still
@@ -119,6 +119,14 @@ print(" ".join(e["checkpoint"] for e in json.load(open(sys.argv[1]))["chain"]))'
 	i=$((i + 1))
 done
 assert_eq "$i" 3 "checkpoints restored"
+# Into an existing volume (its old data overwritten, zeroes too).
+mkdir "$W/pool"
+"$VSTOR" pool-define-as p dir --target "$W/pool" >/dev/null && "$VSTOR" pool-build p >/dev/null &&
+	"$VSTOR" pool-start p >/dev/null && "$VSTOR" vol-create-as p v.raw 16M --format raw >/dev/null ||
+	fail "a pool and a volume to restore into"
+qemu-io -f raw -c "write -P 99 0 16M" "$W/pool/v.raw" >/dev/null
+"$VSTOR" restore "$B" --to vol:p/v.raw >/dev/null || fail "restore into a volume"
+qemu_img compare -q -f raw -F raw "$W/pool/v.raw" "$W/ref2.raw" || fail "the restored volume differs"
 assert_fails "$VSTOR" restore "$B" --to "$W/r0.raw"
 assert_grep "exists already" "$W/err" "restore over a file"
 assert_fails "$VSTOR" restore "$B" --checkpoint nope --to "$W/rx.raw"
