@@ -94,7 +94,9 @@ stop_vstord
 start_vstord
 nbd_io "write -P 12 0 4k" "write -P 13 15M 128k"
 snapshot ref2
-backup --incremental --output=json >"$W/inc2.json" || fail "second incremental backup"
+# (the NBD server given as a URI this time)
+NBD_ADDR="nbd+unix:///?socket=$NBDSOCK" backup --incremental --output=json >"$W/inc2.json" ||
+	fail "second incremental backup"
 python3 -c 'import json, sys
 s = json.load(open(sys.argv[1]))
 assert s["type"] == "incremental" and s["bytes-read"] == 3 * 65536, s' "$W/inc2.json" ||
