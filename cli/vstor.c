@@ -341,6 +341,15 @@ static int parse_opts(struct vstor_ctx *c, int argc, char **argv)
 		/* A positional argument: the next data option not given yet. */
 		int i;
 
+		if (!no_more_opts && !strcmp(arg, "-p")) { /* -p: --verbose, where it exists */
+			for (i = 0; opts && opts[i].name && strcmp(opts[i].name, "verbose"); i++)
+				;
+			if (opts && opts[i].name) {
+				c->val[i] = "1";
+				continue;
+			}
+		}
+
 		for (i = 0; opts && opts[i].name; i++)
 			if ((opts[i].type == OT_DATA || opts[i].type == OT_DATA_MULTI) &&
 			    !c->val[i])
@@ -442,6 +451,9 @@ static const struct vstor_group {
 	{ "pool", "Storage Pool", vstor_pool_cmds },
 	{ "volume", "Storage Volume", vstor_vol_cmds },
 	{ "block", "Block Device (of a running vstord or qemu-storage-daemon)", vstor_block_cmds },
+#ifdef HAVE_LIBNBD
+	{ "backup", "Backup (of a running vstord's disk, over NBD)", vstor_backup_cmds },
+#endif
 };
 
 static const struct vstor_cmd *find_cmd(const char *name)
@@ -467,6 +479,12 @@ static bool is_daemon_cmd(const struct vstor_cmd *cmd)
 	for (const struct vstor_cmd *t = vstor_block_cmds; t->name; t++)
 		if (t == cmd)
 			return true;
+#ifdef HAVE_LIBNBD
+	/* backup needs none; restore only for a vol: target. */
+	for (const struct vstor_cmd *t = vstor_backup_cmds; t->name; t++)
+		if (t == cmd)
+			return true;
+#endif
 	return false;
 }
 

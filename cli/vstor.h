@@ -109,5 +109,7 @@ void vstor_xml_escape(FILE *f, const char *s);
 extern const struct vstor_cmd vstor_pool_cmds[];
 extern const struct vstor_cmd vstor_vol_cmds[];
 extern const struct vstor_cmd vstor_block_cmds[];
+/* vstor-backup.c: backup and restore (libnbd). */
+extern const struct vstor_cmd vstor_backup_cmds[];
 
 #endif

@@ -33,6 +33,8 @@ PACKAGES=(
 	cryptsetup-bin
 	# NBD peers: nbdinfo, nbdcopy, nbdsh, fio's nbd engine, nbdkit
 	libnbd-bin python3-libnbd fio nbdkit
+	# vstor backup: the NBD client library (libnbd)
+	libnbd-dev
 	# nbdinfo --json runs file(1) to describe the content; without it the JSON breaks
 	file
 	# guest tests (tests/vm): QEMU with TCG, zstd to unpack kernel modules

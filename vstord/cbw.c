@@ -214,3 +214,40 @@ int vd_cbw_read(struct vd_cbw *cbw, uint64_t offset, uint64_t len, void *buf)
 	vs_co_mutex_unlock(&cbw->lock);
 	return ret;
 }
+
+int vd_cbw_block_status(struct vd_cbw *cbw, uint64_t offset, uint64_t len, uint64_t *pnum,
+			bool *zero)
+{
+	uint64_t gran = vs_dirty_bitmap_granularity(cbw->todo), end, n, spnum = 0, dpnum = 0;
+	unsigned sstatus = 0, dstatus = 0;
+	bool todo;
+	int ret;
+
+	/*
+	 * The source's status first, outside the lock (as vd_cbw_read): a
+	 * granule still todo under the lock was not written since, so that
+	 * status is the view's; one copied meanwhile is asked of the target.
+	 */
+	ret = vs_node_block_status_above(cbw->src, offset, len, &spnum, &sstatus, NULL, NULL, NULL);
+	if (ret < 0)
+		return ret;
+	vs_co_mutex_lock(&cbw->lock);
+	todo = vs_dirty_bitmap_get(cbw->todo, offset);
+	end = todo ? offset + spnum : offset + len;
+	for (n = (offset / gran + 1) * gran - offset;
+	     offset + n < end && vs_dirty_bitmap_get(cbw->todo, offset + n) == todo; n += gran)
+		;
+	if (offset + n > end)
+		n = end - offset;
+	if (todo) {
+		*zero = sstatus & VS_BS_ZERO;
+	} else {
+		ret = vs_node_block_status(cbw->dst, offset, n, &dpnum, &dstatus, NULL, NULL);
+		if (ret == 0 && dpnum && dpnum < n)
+			n = dpnum;
+		*zero = ret == 0 && (dstatus & VS_BS_ALLOCATED) && (dstatus & VS_BS_ZERO);
+	}
+	vs_co_mutex_unlock(&cbw->lock);
+	*pnum = n ? n : len;
+	return ret;
+}

@@ -66,4 +66,13 @@ void vd_cbw_skip(struct vd_cbw *cbw, uint64_t offset, uint64_t len);
  */
 int vd_cbw_read(struct vd_cbw *cbw, uint64_t offset, uint64_t len, void *buf);
 
+/*
+ * Block status of the point-in-time view at @offset: *@pnum bytes (> 0,
+ * <= @len) that all read as zeroes (*@zero) or may hold data. A granule
+ * still todo answers as the source does; a copied one as the target's own
+ * layer does (data when the target does not say zero). 0 or -errno.
+ */
+int vd_cbw_block_status(struct vd_cbw *cbw, uint64_t offset, uint64_t len, uint64_t *pnum,
+			bool *zero);
+
 #endif

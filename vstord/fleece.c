@@ -67,13 +67,18 @@ static int access_submit(struct vs_node *node, struct vs_req *req)
 		return ret;
 	case VS_OP_FLUSH:
 		return 0;
-	case VS_OP_BLOCK_STATUS:
-		/* The view has no holes it could name: all of it is data. */
-		req->bs_pnum = req->len;
-		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED;
+	case VS_OP_BLOCK_STATUS: {
+		/* What reads as zeroes in the view, so that a backup skips it. */
+		bool zero = false;
+
+		ret = vd_cbw_block_status(s->cbw, req->offset, req->len, &req->bs_pnum, &zero);
+		if (ret < 0)
+			return ret;
+		req->bs_status = VS_BS_ALLOCATED | (zero ? VS_BS_ZERO : VS_BS_DATA);
 		req->bs_map = 0;
 		req->bs_file = NULL;
 		return 0;
+	}
 	default:
 		return -EPERM;
 	}

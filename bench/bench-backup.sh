@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# The rows of issue 14's Benchmark section that vstor backup measures, on
+# one vstord exporting a qcow2 disk of BENCH_SIZE MiB filled with data:
+#   full        wall seconds of `vstor backup` (full) of the whole disk
+#   incr-1pct   wall seconds of an incremental backup after 1% of the disk
+#               (random 64 KiB granules) was rewritten; the ratio
+#               full / incr-1pct should be >= 20
+#   tracking    4k random-write IOPS (fio's nbd engine) on the export
+#               without and with an enabled dirty bitmap; overhead <= 3%
+#   bs-status   block-status throughput (GiB of disk described per second)
+#               of qemu:dirty-bitmap:NAME: vstord's export against qemu-nbd
+#               -B on a copy of the same image with the same bitmap; the
+#               ratio should be >= 1.0
+# Prints one line per row. Not a test: it asserts nothing. On a machine
+# that other work loads, the numbers are indicative only.
+#
+# Environment:
+#   VSTOR, VSTORD  binaries to measure (default: build/cli/vstor, build/vstord/vstord)
+#   BENCH_DIR      where the images go (default: var/bench)
+#   BENCH_SIZE     disk size in MiB (default 4096)
+#   BENCH_SECS     seconds of each fio run (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VSTOR=${VSTOR:-build/cli/vstor}
+VSTORD=${VSTORD:-build/vstord/vstord}
+BENCH_DIR=${BENCH_DIR:-var/bench}
+BENCH_SIZE=${BENCH_SIZE:-4096}
+BENCH_SECS=${BENCH_SECS:-10}
+
+for t in qemu-img qemu-io qemu-nbd nbdinfo fio python3; do
+	command -v $t >/dev/null || { echo "bench: $t not found (scripts/install-deps.sh)" >&2; exit 1; }
+done
+for b in "$VSTOR" "$VSTORD"; do
+	[[ -x $b ]] || { echo "bench: $b not built (meson setup build && ninja -C build)" >&2; exit 1; }
+done
+mkdir -p "$BENCH_DIR"
+W=$(mktemp -d "$BENCH_DIR/backup.XXXXXX")
+W=$(cd "$W" && pwd)
+VD_PID=
+QN_PID=
+cleanup()
+{
+	[[ -z $VD_PID ]] || kill "$VD_PID" 2>/dev/null || true
+	[[ -z $QN_PID ]] || kill "$QN_PID" 2>/dev/null || true
+	wait 2>/dev/null || true
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+qmp() { # qmp COMMAND JSON-ARGS
+	python3 -c 'import json, sys; sys.path.insert(0, "tests/integration")
+from qmp import QMP
+r = QMP(sys.argv[1]).execute(sys.argv[2], json.loads(sys.argv[3]))
+assert "return" in r, r' "$W/vd.sock" "$1" "${2:-{\}}"
+}
+wait_file() { for _ in $(seq 500); do [[ -e $1 ]] && return 0; sleep 0.02; done; return 1; }
+now() { date +%s.%N; }
+
+# A disk full of data (not zeroes: a backup skips those).
+disk=$W/disk.qcow2
+qemu-img create -q -f qcow2 "$disk" "${BENCH_SIZE}M"
+qemu-io -f qcow2 -c "write -P 0x5a 0 ${BENCH_SIZE}M" "$disk" >/dev/null
+
+"$VSTORD" --pidfile "$W/vd.pid" --monitor "$W/vd.sock" \
+	--blockdev "{\"driver\": \"qcow2\", \"node-name\": \"disk\", \"file\": {\"driver\": \"file\", \"filename\": \"$disk\"}}" \
+	--nbd-server "addr.type=unix,addr.path=$W/nbd.sock" \
+	--export type=nbd,id=disk,node-name=disk,writable=on >"$W/vd.log" 2>&1 &
+wait_file "$W/vd.pid" || { cat "$W/vd.log" >&2; exit 1; }
+VD_PID=$(<"$W/vd.pid")
+uri="nbd+unix:///disk?socket=$W/nbd.sock"
+
+# 4k random writes for BENCH_SECS over NBD: IOPS.
+iops() {
+	fio --name=w --ioengine=nbd --uri="$uri" --rw=randwrite --bs=4k --iodepth=16 \
+		--size="${BENCH_SIZE}M" --time_based --runtime="$BENCH_SECS" --output-format=json \
+		--output="$W/fio.json" >/dev/null
+	python3 -c 'import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+assert not j["error"], j["error"]
+print(int(j["write"]["iops"]))' "$W/fio.json"
+}
+
+# Tracking overhead first (no bitmap yet), then with one.
+iops_off=$(iops)
+qmp block-dirty-bitmap-add '{"node": "disk", "name": "bench"}'
+iops_on=$(iops)
+qmp block-dirty-bitmap-remove '{"node": "disk", "name": "bench"}'
+python3 -c 'import sys; a, b = map(float, sys.argv[1:])
+print("tracking    iops without %d  with bitmap %d  overhead %.1f%%" % (a, b, 100 * (a - b) / a))' \
+	"$iops_off" "$iops_on"
+
+backup() {
+	"$VSTOR" backup disk --to "$W/chain" --nbd "$W/nbd.sock" --vstord "$W/vd.sock" \
+		--scratch-dir "$W" --output=json "$@"
+}
+t0=$(now)
+backup >"$W/full.json"
+t1=$(now)
+# 1% of the granules, rewritten at random places.
+python3 - "$BENCH_SIZE" >"$W/io.cmds" <<'PY'
+import random, sys
+g = int(sys.argv[1]) * 16  # 64 KiB granules
+random.seed(14)
+for x in random.sample(range(g), max(1, g // 100)):
+    print("write -P 0xa5 %d 65536" % (x * 65536))
+PY
+mapfile -t cmds <"$W/io.cmds"
+qemu-io -f raw "${cmds[@]/#/-c}" "$uri" >/dev/null
+t2=$(now)
+backup --incremental >"$W/inc.json"
+t3=$(now)
+python3 -c 'import json, sys
+f, i = float(sys.argv[2]) - float(sys.argv[1]), float(sys.argv[4]) - float(sys.argv[3])
+print("full        %.2f s  %s bytes read" % (f, json.load(open(sys.argv[5]))["bytes-read"]))
+print("incr-1pct   %.2f s  %s bytes read  full/incr %.1fx (goal >= 20)" %
+      (i, json.load(open(sys.argv[6]))["bytes-read"], f / i))' \
+	"$t0" "$t1" "$t2" "$t3" "$W/full.json" "$W/inc.json"
+
+# Block status of the dirty-bitmap context: the checkpoint's bitmap,
+# exported by vstord, against qemu-nbd -B on a copy with the same bitmap.
+bm=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["checkpoint"])' "$W/inc.json")
+qemu-io -f raw "${cmds[@]/#/-c}" "$uri" >/dev/null
+qmp block-dirty-bitmap-disable "{\"node\": \"disk\", \"name\": \"$bm\"}"
+qmp block-export-add "{\"type\": \"nbd\", \"id\": \"bm\", \"name\": \"bm\", \"node-name\": \"disk\", \"bitmaps\": [\"$bm\"]}"
+mapspeed() { # URI: GiB/s of nbdinfo --map over the whole disk, best of 3
+	local best=0 s e
+	for _ in 1 2 3; do
+		s=$(now)
+		nbdinfo --map="qemu:dirty-bitmap:$bm" "$1" >/dev/null || exit 1
+		e=$(now)
+		best=$(python3 -c 'import sys; a, s, e, g = map(float, sys.argv[1:])
+print(max(a, g / 1024 / (e - s)))' "$best" "$s" "$e" "$BENCH_SIZE")
+	done
+	echo "$best"
+}
+vd_speed=$(mapspeed "nbd+unix:///bm?socket=$W/nbd.sock")
+# qemu-nbd needs the bitmap in the file: stop vstord cleanly (it writes the
+# bitmaps back), copy, and serve the copy.
+qmp quit '{}' || true
+for _ in $(seq 500); do kill -0 "$VD_PID" 2>/dev/null || break; sleep 0.02; done
+VD_PID=
+cp --sparse=always "$disk" "$W/copy.qcow2"
+qemu-nbd -t -f qcow2 -r -B "$bm" -k "$W/qn.sock" --pid-file="$W/qn.pid" "$W/copy.qcow2" &
+wait_file "$W/qn.pid" && wait_file "$W/qn.sock"
+QN_PID=$(<"$W/qn.pid")
+qn_speed=$(mapspeed "nbd+unix:///?socket=$W/qn.sock")
+python3 -c 'import sys; a, b = map(float, sys.argv[1:])
+print("bs-status   vstord %.1f GiB/s  qemu-nbd %.1f GiB/s  ratio %.2f (goal >= 1.0)" % (a, b, a / b))' \
+	"$vd_speed" "$qn_speed"
