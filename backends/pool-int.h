@@ -72,6 +72,14 @@ size_t vs_pool_create_opts(struct vs_kv *kv, const char *backing, const char *ba
  */
 size_t vs_pool_create_qcow2_opts(struct vs_kv *kv, const struct vs_vol_create_args *a);
 /*
+ * The encryption options of @a into @kv (room for 3): for qcow2
+ * encrypt.format, encrypt.key-secret (and encrypt.iter-time), for raw the
+ * luks format's key-secret (and iter-time). Returns how many; *@format is
+ * the format to create ("luks" for an encrypted raw volume).
+ */
+size_t vs_pool_create_encrypt_opts(struct vs_kv *kv, const struct vs_vol_create_args *a,
+				   const char **format);
+/*
  * Open @vol's image (its path, without backing; @force_share as -U), resize
  * it to @capacity with @prealloc, close it.
  */

@@ -109,5 +109,6 @@ void vstor_xml_escape(FILE *f, const char *s);
 extern const struct vstor_cmd vstor_pool_cmds[];
 extern const struct vstor_cmd vstor_vol_cmds[];
 extern const struct vstor_cmd vstor_block_cmds[];
+extern const struct vstor_cmd vstor_secret_cmds[]; /* vstor-secret.c */
 
 #endif
