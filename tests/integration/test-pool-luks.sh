@@ -6,8 +6,9 @@
 # when others may read it; vol-create with libvirt's <encryption
 # format='luks'> (qcow2) and vol-create-as --encryption-secret (raw LUKS);
 # qemu-io writes and reads them with the same passphrase, cryptsetup checks
-# the raw one's header and passphrase; vstor-img (vol:) and vstor-nbd
-# --pool read and write plaintext while the files hold none of it;
+# the raw one's header and passphrase; vstor-img (vol:), vstor-nbd --pool
+# and vstor-vhost --pool read and write plaintext while the files hold none
+# of it;
 # vol-dumpxml/vol-info/vol-list show the encryption, never the value;
 # vol-clone keeps it; a chain of two pool volumes with two secrets reads
 # through; and the passphrase is nowhere in the state directory (but its
@@ -17,6 +18,8 @@
 require_tool qemu-io qemu-img cryptsetup nbdinfo
 find_built VSTOR cli/vstor
 find_built VSTOR_NBD nbd-server/vstor-nbd
+find_built VSTOR_VHOST vhost-user-blk/vstor-vhost
+find_built VHOST_CLIENT tests/tools/vhost-client
 require_vstor_img
 export PATH=/usr/bin:/bin:$PATH
 export VSTOR_STATE_DIR=$WORKDIR/state
@@ -135,6 +138,13 @@ if grep -q PLAINTEXT-MARKER "$POOL/enc.raw"; then
 fi
 assert_rc 0 timeout 60 qemu-img convert "${Q2[@]}" -O raw q2.out
 grep -q PLAINTEXT-MARKER q2.out || fail "qemu-img does not read what vstor-nbd wrote"
+
+# ---- vstor-vhost --pool: the front end's writes go through the cipher
+start_daemon vh.pid 60 "$VSTOR_VHOST" --socket "$WORKDIR/vh.sock" --pid-file "$WORKDIR/vh.pid" \
+	--pool p enc.raw
+assert_rc 0 timeout 60 "$VHOST_CLIENT" "$WORKDIR/vh.sock" write 8192 65536 0x5a
+stop_pid "$DAEMON_PID"
+assert_rc 0 timeout 60 qemu-io "${Q2[@]}" -c 'read -P 0x5a 4M 64k' -c 'read -P 0x4d 64k 64k'
 
 # ---- vol-clone keeps the encryption and its secret
 assert_rc 0 vstor vol-clone enc.qcow2 clone.qcow2 --pool p
