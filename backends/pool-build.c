@@ -17,8 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <gnutls/gnutls.h>
-
 #include "pool-int.h"
 
 /* ---- Building volumes under a temporary name ------------------------------------ */
@@ -111,26 +109,10 @@ static void build_free(struct vs_vol_build *b)
 /* Delete the volume @name of @p if it is there (a build that did not finish). */
 static void build_delete_vol(struct vs_pool *p, const char *name);
 
-/*
- * The passphrase of an encrypted volume: the value of secret
- * @a->encrypt_secret, registered with libstore for the create only.
- */
+/* The passphrase of an encrypted volume, for the create only. */
 static int build_secret(struct vs_vol_build *b, struct vs_vol_create_args *a, struct vs_error *err)
 {
-	static const char id[] = "vstor-pool-volume-secret";
-	uint8_t *pass;
-	size_t len;
-	int ret = vs_pool_secret_get_value(b->p->state, a->encrypt_secret, &pass, &len, err);
-
-	if (ret < 0)
-		return ret;
-	ret = vs_secret_add(id, pass, len);
-	gnutls_memset(pass, 0, len);
-	free(pass);
-	if (ret < 0)
-		return vs_error_set(err, ret, "Out of memory");
-	a->encrypt_key_secret = id;
-	return 0;
+	return pool_secret_register(b->p->state, a->encrypt_secret, &a->encrypt_key_secret, err);
 }
 
 int vs_pool_vol_build_begin(struct vs_pool *p, const struct vs_vol_create_args *a,

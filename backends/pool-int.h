@@ -86,6 +86,15 @@ size_t vs_pool_create_encrypt_opts(struct vs_kv *kv, const struct vs_vol_create_
 int vs_pool_image_resize(const struct vs_vol_info *vol, bool force_share, uint64_t capacity,
 			 enum vs_prealloc prealloc, struct vs_error *err);
 
+/*
+ * Register the value of secret @uuid of the store with libstore
+ * (vs_secret_add()) under an id of its own, in *@id, for a create's
+ * key-secret option; the caller removes it (vs_secret_remove()) after the
+ * create (pool-secret.c).
+ */
+int pool_secret_register(struct vs_pool_state *st, const char *uuid, const char **id,
+			 struct vs_error *err);
+
 /* libvirt pool XML -> definition (pool-xml.c). */
 int vs_pool_def_from_xml(struct vs_pool_def *def, const char *text, const char *what,
 			 struct vs_error *err);

@@ -419,6 +419,25 @@ int vs_pool_secret_get_value(struct vs_pool_state *st, const char *uuid, uint8_t
 	return 0;
 }
 
+int pool_secret_register(struct vs_pool_state *st, const char *uuid, const char **id,
+			 struct vs_error *err)
+{
+	static const char sid[] = "vstor-pool-volume-secret";
+	uint8_t *pass;
+	size_t len;
+	int ret = vs_pool_secret_get_value(st, uuid, &pass, &len, err);
+
+	if (ret < 0)
+		return ret;
+	ret = vs_secret_add(sid, pass, len);
+	gnutls_memset(pass, 0, len);
+	free(pass);
+	if (ret < 0)
+		return vs_error_set(err, ret, "Out of memory");
+	*id = sid;
+	return 0;
+}
+
 /* ---- Volume links ----------------------------------------------------------------- */
 
 static int link_file(struct vs_pool_state *st, const char *pool, const char *vol, char *out,

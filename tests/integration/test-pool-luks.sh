@@ -10,7 +10,7 @@
 # and vstor-vhost --pool read and write plaintext while the files hold none
 # of it;
 # vol-dumpxml/vol-info/vol-list show the encryption, never the value;
-# vol-clone keeps it; a chain of two pool volumes with two secrets reads
+# vol-clone keeps it, vol-wipe formats it encrypted again; a chain of two pool volumes with two secrets reads
 # through; and the passphrase is nowhere in the state directory (but its
 # value file) nor in any output or log.
 . "$(dirname "$0")/lib.sh"
@@ -152,6 +152,13 @@ assert_rc 0 vstor vol-dumpxml clone.qcow2 --pool p
 assert_grep "uuid='$U'" out "the clone's secret"
 assert_rc 0 timeout 60 qemu-io --object secret,id=s,file=key1 --image-opts \
 	"driver=qcow2,encrypt.key-secret=s,file.filename=$POOL/clone.qcow2" -c 'read -P 0x3c 0 1M'
+
+# vol-wipe formats an encrypted volume again, encrypted with its secret.
+assert_rc 0 vstor vol-wipe clone.qcow2 --pool p
+assert_rc 0 vstor vol-info clone.qcow2 --pool p
+assert_grep "^Encryption: +luks" out "vol-info after vol-wipe"
+assert_rc 0 timeout 60 qemu-io --object secret,id=s,file=key1 --image-opts \
+	"driver=qcow2,encrypt.key-secret=s,file.filename=$POOL/clone.qcow2" -c 'read -P 0 0 1M'
 
 # ---- a chain of two pool volumes with two secrets
 assert_rc 0 vstor vol-create-as p top.qcow2 16M --format qcow2 --backing-vol enc.qcow2 \
