@@ -42,6 +42,11 @@ JSON='json:{"driver":"qcow2","encrypt":{"key-secret":"s2"},"backing":{"encrypt":
 assert_rc 0 vstor_img convert "${OBJ[@]}" "$JSON" -O raw j.raw
 cmp q.raw j.raw || fail "vstor-img reads the chain given as json: differently"
 
+# info --backing-chain opens every level with its own secret (qemu-img 7.2's
+# info refuses backing. options).
+assert_rc 0 vstor_img info --backing-chain "${OBJ[@]}" --image-opts "$TOP"
+assert_eq "$(grep -c '^encrypted: yes' out)" 3 "info --backing-chain of the three-secret chain"
+
 # A wrong passphrase for a backing level: QEMU's message, exit 1.
 assert_rc 1 vstor_img convert "${OBJ[@]}" --image-opts \
 	driver=qcow2,encrypt.key-secret=s2,backing.encrypt.key-secret=s0,file.filename=top.qcow2 \
