@@ -106,6 +106,15 @@ static void build_free(struct vs_vol_build *b)
 	free(b);
 }
 
+/* Delete the volume @name of @p if it is there (a build that did not finish). */
+static void build_delete_vol(struct vs_pool *p, const char *name);
+
+/* The passphrase of an encrypted volume, for the create only. */
+static int build_secret(struct vs_vol_build *b, struct vs_vol_create_args *a, struct vs_error *err)
+{
+	return pool_secret_register(b->p->state, a->encrypt_secret, &a->encrypt_key_secret, err);
+}
+
 int vs_pool_vol_build_begin(struct vs_pool *p, const struct vs_vol_create_args *a,
 			    struct vs_vol_build **out, struct vs_error *err)
 {
@@ -147,8 +156,21 @@ int vs_pool_vol_build_begin(struct vs_pool *p, const struct vs_vol_create_args *
 		}
 		args.name = b->tmp;
 	}
+	if (a->encrypt_secret) {
+		ret = build_secret(b, &args, err);
+		if (ret < 0) {
+			build_free(b);
+			return ret;
+		}
+	}
 	ret = p->backend->vol_create(p, &args, err);
+	if (args.encrypt_key_secret)
+		(void)vs_secret_remove(args.encrypt_key_secret);
+	if (ret == 0 && a->encrypt_secret)
+		ret = vs_pool_vol_link_secret(p, b->tmp, a->encrypt_secret, err);
 	if (ret < 0) {
+		if (a->encrypt_secret)
+			build_delete_vol(p, b->tmp);
 		build_free(b);
 		return ret;
 	}
@@ -164,6 +186,7 @@ static void build_delete_vol(struct vs_pool *p, const char *name)
 	if (p->backend->vol_info(p, name, &vol, NULL) == 0 && p->backend->vol_delete)
 		(void)p->backend->vol_delete(p, &vol, NULL);
 	vs_vol_lease_remove(p->state, p->def.name, name);
+	(void)vs_pool_vol_link_secret(p, name, NULL, NULL);
 }
 
 int vs_pool_vol_build_commit(struct vs_vol_build *b, struct vs_error *err)
@@ -187,6 +210,7 @@ int vs_pool_vol_build_commit(struct vs_vol_build *b, struct vs_error *err)
 		return ret;
 	}
 	vs_vol_lease_remove(p->state, p->def.name, b->tmp);
+	vs_pool_vol_rename_secret(p, b->tmp, b->name);
 	build_free(b);
 	return 0;
 }

@@ -72,11 +72,28 @@ size_t vs_pool_create_opts(struct vs_kv *kv, const char *backing, const char *ba
  */
 size_t vs_pool_create_qcow2_opts(struct vs_kv *kv, const struct vs_vol_create_args *a);
 /*
+ * The encryption options of @a into @kv (room for 3): for qcow2
+ * encrypt.format, encrypt.key-secret (and encrypt.iter-time), for raw the
+ * luks format's key-secret (and iter-time). Returns how many; *@format is
+ * the format to create ("luks" for an encrypted raw volume).
+ */
+size_t vs_pool_create_encrypt_opts(struct vs_kv *kv, const struct vs_vol_create_args *a,
+				   const char **format);
+/*
  * Open @vol's image (its path, without backing; @force_share as -U), resize
  * it to @capacity with @prealloc, close it.
  */
 int vs_pool_image_resize(const struct vs_vol_info *vol, bool force_share, uint64_t capacity,
 			 enum vs_prealloc prealloc, struct vs_error *err);
+
+/*
+ * Register the value of secret @uuid of the store with libstore
+ * (vs_secret_add()) under an id of its own, in *@id, for a create's
+ * key-secret option; the caller removes it (vs_secret_remove()) after the
+ * create (pool-secret.c).
+ */
+int pool_secret_register(struct vs_pool_state *st, const char *uuid, const char **id,
+			 struct vs_error *err);
 
 /* libvirt pool XML -> definition (pool-xml.c). */
 int vs_pool_def_from_xml(struct vs_pool_def *def, const char *text, const char *what,

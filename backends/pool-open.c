@@ -338,11 +338,38 @@ static int resolver_backing(const char *overlay, const char *backing, char *out,
 	return 0;
 }
 
+/*
+ * The passphrase of an encrypted volume: the value of its secret in the
+ * secret store. -ENOENT when the volume is clear or has no secret (a
+ * caller's key-secret then applies).
+ */
+static int resolver_key_secret(const char *name, uint8_t **data, size_t *len, struct vs_error *err)
+{
+	char vol[VS_POOL_NAME_MAX + 1], uuid[37];
+	struct vs_vol_info info;
+	struct vs_pool *p;
+	int ret;
+
+	ret = resolver_load(name, &p, vol, err);
+	if (ret < 0)
+		return ret;
+	ret = vs_pool_vol_info(p, vol, &info, err);
+	if (ret == 0 && !info.encryption[0])
+		ret = -ENOENT;
+	if (ret == 0)
+		ret = vs_pool_vol_secret(p, &info, uuid, NULL);
+	if (ret == 0)
+		ret = vs_pool_secret_get_value(p->state, uuid, data, len, err);
+	vs_pool_free(p);
+	return ret;
+}
+
 static const struct vs_image_resolver vol_resolver = {
 	.prefix = "vol:",
 	.open = resolver_open,
 	.create = resolver_create,
 	.resolve_backing = resolver_backing,
+	.key_secret = resolver_key_secret,
 };
 
 int vs_pool_register_resolver(const char *state_dir)
@@ -401,6 +428,11 @@ int vs_pool_probe_volume(struct vs_pool *p, struct vs_vol_info *vol, struct vs_e
 
 		strcpy(vol->format, "qcow2");
 		vol->capacity = vs_be64(buf + 24);
+		/* crypt_method: 1 the legacy AES, 2 LUKS. */
+		if (vs_be32(buf + 32) == 1)
+			strcpy(vol->encryption, "aes");
+		else if (vs_be32(buf + 32) == 2)
+			strcpy(vol->encryption, "luks");
 		strcpy(vol->compat, version >= 3 ? "1.1" : "0.10");
 		if (vs_be32(buf + 20) >= 9 && vs_be32(buf + 20) <= 21)
 			vol->cluster_size = 1u << vs_be32(buf + 20);
@@ -422,6 +454,16 @@ int vs_pool_probe_volume(struct vs_pool *p, struct vs_vol_info *vol, struct vs_e
 			}
 			off += 8 + (((uint64_t)elen + 7) & ~7ull);
 		}
+	}
+	/*
+	 * A raw LUKS volume: format raw and encryption luks, as libvirt says
+	 * it; the capacity is the payload's (after the payload offset).
+	 */
+	if (len >= 112 && !memcmp(buf, "LUKS\xba\xbe", 6) && vs_be16(buf + 6) == 1) {
+		uint64_t payload = (uint64_t)vs_be32(buf + 104) * 512;
+
+		strcpy(vol->encryption, "luks");
+		vol->capacity = vol->capacity > payload ? vol->capacity - payload : 0;
 	}
 	ret = 0;
 out:

@@ -53,6 +53,13 @@ int pool_vol_create_check(struct vs_pool *p, const struct vs_vol_create_args *a,
 	if (!p->backend->vol_create)
 		return vs_error_set(err, -ENOTSUP, "storage pool type '%s' cannot create volumes",
 				    p->def.type);
+	if (a->encrypt_secret && !p->backend->encryption)
+		return vs_error_set(err, -ENOTSUP,
+				    "storage pool type '%s' cannot create encrypted volumes",
+				    p->def.type);
+	if (a->encrypt_secret && a->clone_of)
+		return vs_error_set(err, -ENOTSUP,
+				    "an encrypted volume cannot be a storage-side clone");
 	if (p->backend->vol_info(p, a->name, &existing, NULL) == 0)
 		return vs_error_set(err, -EEXIST, "storage volume '%s' already exists in pool '%s'",
 				    a->name, p->def.name);
@@ -188,8 +195,10 @@ int vs_pool_vol_delete(struct vs_pool *p, const char *name, unsigned flags, stru
 	if (ret < 0)
 		return ret;
 	ret = p->backend->vol_delete(p, &vol, err);
-	if (ret == 0)
+	if (ret == 0) {
 		vs_vol_lease_remove(p->state, p->def.name, name);
+		(void)vs_pool_vol_link_secret(p, name, NULL, NULL);
+	}
 	return ret;
 }
 
@@ -260,12 +269,37 @@ size_t vs_pool_create_qcow2_opts(struct vs_kv *kv, const struct vs_vol_create_ar
 	return n;
 }
 
+size_t vs_pool_create_encrypt_opts(struct vs_kv *kv, const struct vs_vol_create_args *a,
+				   const char **format)
+{
+	bool qcow2 = a->format && !strcmp(a->format, "qcow2");
+	size_t n = 0;
+
+	*format = a->format;
+	if (!a->encrypt_secret || !a->encrypt_key_secret)
+		return 0;
+	if (qcow2) {
+		kv[n++] = (struct vs_kv){ "encrypt.format", "luks" };
+		kv[n++] = (struct vs_kv){ "encrypt.key-secret", a->encrypt_key_secret };
+		if (a->encrypt_iter_time)
+			kv[n++] = (struct vs_kv){ "encrypt.iter-time", a->encrypt_iter_time };
+		return n;
+	}
+	*format = "luks";
+	kv[n++] = (struct vs_kv){ "key-secret", a->encrypt_key_secret };
+	if (a->encrypt_iter_time)
+		kv[n++] = (struct vs_kv){ "iter-time", a->encrypt_iter_time };
+	return n;
+}
+
 int vs_pool_image_resize(const struct vs_vol_info *vol, bool force_share, uint64_t capacity,
 			 enum vs_prealloc prealloc, struct vs_error *err)
 {
 	struct vs_open_opts o = {
 		.filename = vol->path,
-		.format = vol->format,
+		.format = !strcmp(vol->encryption, "luks") && !strcmp(vol->format, "raw") ?
+				  "luks" :
+				  vol->format,
 		.no_backing = true,
 		.force_share = force_share,
 	};

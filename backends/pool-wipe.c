@@ -153,14 +153,34 @@ int vs_pool_vol_wipe(struct vs_pool *p, const char *name, enum vs_wipe_alg alg, 
 	vs_node_close(n);
 	if (ret < 0)
 		return vs_error_setf_errno(err, ret, "cannot wipe volume '%s'", name);
-	if (!strcmp(vol.format, "qcow2") && (vol.type == VS_VOL_FILE || vol.type == VS_VOL_BLOCK)) {
-		struct vs_kv kv[3];
+	if ((!strcmp(vol.format, "qcow2") || !strcmp(vol.encryption, "luks")) &&
+	    (vol.type == VS_VOL_FILE || vol.type == VS_VOL_BLOCK)) {
+		struct vs_vol_create_args a = { .format = vol.format };
+		const char *format = vol.format;
+		char uuid[37];
+		struct vs_kv kv[6];
 		size_t nkv = vs_pool_create_opts(kv, vol.backing[0] ? vol.backing : NULL,
 						 vol.backing_format, NULL);
 
-		/* Formatted again: an empty image, so no wiped byte is kept as data. */
-		ret = vs_image_create_ex(vol.path, "qcow2", vol.capacity, kv, nkv,
+		/*
+		 * Formatted again: an empty image, so no wiped byte is kept as
+		 * data; an encrypted one encrypted again (a new master key) with
+		 * its secret, so that it stays encrypted.
+		 */
+		if (!strcmp(vol.encryption, "luks")) {
+			ret = vs_pool_vol_secret(p, &vol, uuid, err);
+			if (ret == 0)
+				ret = pool_secret_register(p->state, uuid, &a.encrypt_key_secret,
+							   err);
+			if (ret < 0)
+				return ret;
+			a.encrypt_secret = uuid;
+			nkv += vs_pool_create_encrypt_opts(kv + nkv, &a, &format);
+		}
+		ret = vs_image_create_ex(vol.path, format, vol.capacity, kv, nkv,
 					 VS_CREATE_NO_BACKING_CHECK, err);
+		if (a.encrypt_key_secret)
+			(void)vs_secret_remove(a.encrypt_key_secret);
 	}
 	return ret;
 }

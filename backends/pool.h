@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "vstor/error.h"
@@ -145,6 +146,12 @@ struct vs_vol_info {
 	char compat[8];
 	uint32_t cluster_size;
 	bool lazy_refcounts;
+	/*
+	 * "luks" when the volume is encrypted (a raw LUKS volume, whose format
+	 * is then "raw" as libvirt says it, or qcow2 with encrypt.format=luks),
+	 * "aes" for qcow2's legacy AES; "" when it is not (probed).
+	 */
+	char encryption[8];
 };
 
 /* A growable list of volumes (refresh). */
@@ -196,6 +203,17 @@ struct vs_vol_create_args {
 	 * copy-on-write clone of this one (same pool) instead of empty.
 	 */
 	const struct vs_vol_info *clone_of;
+	/*
+	 * <encryption format='luks'><secret uuid=.../>: the uuid of the secret
+	 * (of the secret store) whose value is the new volume's passphrase, or
+	 * NULL for a clear volume; the PBKDF2 time in ms (NULL: QEMU's 2000).
+	 * The generic layer fills encrypt_key_secret, the id under which the
+	 * value is registered with libstore (vs_secret_add()), for the
+	 * backend's create options (vs_pool_create_encrypt_opts()).
+	 */
+	const char *encrypt_secret;
+	const char *encrypt_iter_time;
+	const char *encrypt_key_secret;
 };
 
 #define VS_VOL_DEFAULT_MODE 0600  /* libvirt's default for new volumes */
@@ -233,6 +251,8 @@ struct vs_pool_backend {
 			    struct vs_error *err);
 	/* vol_create honours clone_of (storage-side clones: RBD layering). */
 	bool cow_clone;
+	/* vol_create makes encrypted volumes (vs_pool_create_encrypt_opts()). */
+	bool encryption;
 
 	/*
 	 * Check a definition at define time (required fields of this type,
@@ -476,6 +496,56 @@ enum vs_wipe_alg {
 int vs_wipe_alg_parse(const char *s, enum vs_wipe_alg *out);
 int vs_pool_vol_wipe(struct vs_pool *p, const char *name, enum vs_wipe_alg alg, unsigned flags,
 		     struct vs_error *err);
+
+/* ---- The secret store (pool-secret.c) ------------------------------------------ */
+
+/*
+ * libvirt's secret objects, kept in DIR/secrets (mode 0700): a definition
+ * per secret and its value in a file of mode 0600. Values are never in the
+ * state files, never printed. See docs/encryption.md.
+ */
+struct vs_pool_secret_def {
+	char uuid[37];
+	char description[256];
+	char usage_type[16];		 /* "volume", "ceph", "iscsi", "tls"; "" = none */
+	char usage_id[VS_POOL_PATH_MAX]; /* the volume's path, or the usage name */
+};
+
+/* Define (or redefine) a secret from libvirt's secret XML @xml; *@out (may be NULL). */
+int vs_pool_secret_define(struct vs_pool_state *st, const char *xml, const char *what,
+			  struct vs_pool_secret_def *out, struct vs_error *err);
+/* Secret @uuid's definition: -ENOENT ("secret not found") when there is none. */
+int vs_pool_secret_load(struct vs_pool_state *st, const char *uuid, struct vs_pool_secret_def *d,
+			struct vs_error *err);
+/* All definitions (*@out malloc'd, unsorted). */
+int vs_pool_secret_list(struct vs_pool_state *st, struct vs_pool_secret_def **out, size_t *n,
+			struct vs_error *err);
+int vs_pool_secret_undefine(struct vs_pool_state *st, const char *uuid, struct vs_error *err);
+/* Store @len bytes as @uuid's value (a 0600 file, replaced atomically). */
+int vs_pool_secret_set_value(struct vs_pool_state *st, const char *uuid, const void *data,
+			     size_t len, struct vs_error *err);
+/*
+ * @uuid's value into *@data (malloc'd, *@len bytes: wipe with
+ * gnutls_memset and free). Refuses (-EPERM) a value file that other users
+ * may read or write or that another user owns.
+ */
+int vs_pool_secret_get_value(struct vs_pool_state *st, const char *uuid, uint8_t **data,
+			     size_t *len, struct vs_error *err);
+/* Print @d as libvirt's secret XML (secret-dumpxml). */
+void vs_pool_secret_def_format(FILE *f, const struct vs_pool_secret_def *d);
+
+/*
+ * The uuid of the secret of volume @vol (37 bytes at @uuid): the one it was
+ * created with, else a secret whose usage is the volume's path (libvirt's
+ * convention). -ENOENT when it has none.
+ */
+int vs_pool_vol_secret(struct vs_pool *p, const struct vs_vol_info *vol, char *uuid,
+		       struct vs_error *err);
+/* Record @uuid as volume @vol's secret (NULL: forget it). */
+int vs_pool_vol_link_secret(struct vs_pool *p, const char *vol, const char *uuid,
+			    struct vs_error *err);
+/* Move the record of volume @from to @to (a build renamed into place). */
+void vs_pool_vol_rename_secret(struct vs_pool *p, const char *from, const char *to);
 
 /* ---- Leases (volumes that are not local files) ----------------------------- */
 

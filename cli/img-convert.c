@@ -32,8 +32,9 @@
 
 struct conv_src {
 	const char *filename;
-	const char *fmt;	/* --image-opts driver=, else -f */
-	const char *key_secret; /* --image-opts key-secret= */
+	const char *fmt;				     /* --image-opts driver=, else -f */
+	const char *key_secret;				     /* --image-opts key-secret= */
+	const char *backing_secret[IMG_MAX_BACKING_SECRETS]; /* backing.encrypt.key-secret= */
 	struct vs_node *node;
 	uint64_t size;
 	uint64_t start; /* offset of this source in the target */
@@ -517,6 +518,8 @@ static int conv_open_sources(struct conv_args *a)
 		struct vs_error err = { 0 };
 		int ret = img_secret_fill(&o, s->key_secret);
 
+		if (ret == 0 && (ret = img_backing_secrets_fill(&o, s->backing_secret)) < 0)
+			img_secret_wipe(&o);
 		if (ret < 0) {
 			s->node = NULL;
 			return ret;
@@ -1014,6 +1017,7 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 		a->src[i].filename = oa.filename;
 		a->src[i].fmt = oa.fmt;
 		a->src[i].key_secret = oa.key_secret;
+		memcpy(a->src[i].backing_secret, oa.backing_secret, sizeof(oa.backing_secret));
 	}
 	a->target_key_secret = img_kv_get(&a->opts, "key-secret");
 	if (!a->target_key_secret) /* qcow2's encrypt.key-secret */

@@ -24,7 +24,8 @@ struct info_args {
 	enum img_output output;
 	bool chain;
 	bool force_share;
-	const char *key_secret; /* --image-opts key-secret= */
+	const char *key_secret;				     /* --image-opts key-secret= */
+	const char *backing_secret[IMG_MAX_BACKING_SECRETS]; /* backing.encrypt.key-secret= */
 	int rc;
 };
 
@@ -393,6 +394,7 @@ static int info_collect_chain(struct info_args *a, struct info_chain *c)
 	struct vs_node *top, *node;
 	int ret;
 
+	memcpy(oa.backing_secret, a->backing_secret, sizeof(oa.backing_secret));
 	ret = img_open(&top, &oa);
 	if (ret < 0)
 		return ret;
@@ -523,6 +525,7 @@ int img_cmd_info(int argc, char **argv)
 		a.filename = oa.filename;
 		a.fmt = oa.fmt;
 		a.key_secret = oa.key_secret;
+		memcpy(a.backing_secret, oa.backing_secret, sizeof(a.backing_secret));
 	}
 	if (image_opts) {
 		struct img_open_args oa = { .fmt = a.fmt };
@@ -534,6 +537,7 @@ int img_cmd_info(int argc, char **argv)
 		a.filename = oa.filename;
 		a.fmt = oa.fmt;
 		a.key_secret = oa.key_secret;
+		memcpy(a.backing_secret, oa.backing_secret, sizeof(a.backing_secret));
 	}
 	if (img_run(info_co, &a) < 0)
 		a.rc = 1;

@@ -318,10 +318,39 @@ int img_object_add(const char *def)
 	return ret;
 }
 
+/*
+ * Whether @k is the key of a passphrase: the image's (luks's key-secret,
+ * qcow2's encrypt.key-secret) or a backing level's (one "backing." per
+ * level down, as QEMU takes them). Stores @v in @a; -EINVAL when the level
+ * is deeper than vstor-img takes.
+ */
+static int img_secret_key(struct img_open_args *a, const char *k, const char *v)
+{
+	unsigned level = 0;
+
+	while (!strncmp(k, "backing.", 8)) {
+		k += 8;
+		level++;
+	}
+	if (strcmp(k, "key-secret") && strcmp(k, "encrypt.key-secret"))
+		return 0;
+	if (level == 0) {
+		a->key_secret = v;
+		return 1;
+	}
+	if (level > IMG_MAX_BACKING_SECRETS) {
+		img_error(-EINVAL, "A key-secret more than %d backing levels down is not supported",
+			  IMG_MAX_BACKING_SECRETS);
+		return -EINVAL;
+	}
+	a->backing_secret[level - 1] = v;
+	return 1;
+}
+
 int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a)
 {
 	size_t first = l->n; /* @l may hold earlier images' options */
-	const char *backing_secret = NULL;
+	int r;
 
 	if (img_kv_parse(l, s) < 0) {
 		img_error(-ENOMEM, "Out of memory");
@@ -330,16 +359,13 @@ int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a
 	for (size_t i = first; i < l->n; i++) {
 		const char *k = l->kv[i].key, *v = l->kv[i].value;
 
-		if (!strcmp(k, "driver")) {
+		if ((r = img_secret_key(a, k, v)) != 0) {
+			if (r < 0)
+				return r;
+		} else if (!strcmp(k, "driver")) {
 			a->fmt = v;
 		} else if (!strcmp(k, "file.filename") || !strcmp(k, "filename")) {
 			a->filename = v;
-		} else if (!strcmp(k, "key-secret") || !strcmp(k, "encrypt.key-secret")) {
-			/* luks's key-secret, qcow2's encrypt.key-secret */
-			a->key_secret = v;
-		} else if (!strcmp(k, "backing.encrypt.key-secret") ||
-			   !strcmp(k, "backing.key-secret")) {
-			backing_secret = v;
 		} else if (!strcmp(k, "file.driver")) {
 			if (strcmp(v, "file")) {
 				img_error(-ENOTSUP, "file.driver=%s is not supported", v);
@@ -354,11 +380,43 @@ int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a
 		img_error(-EINVAL, "Parameter 'file.filename' is missing");
 		return -EINVAL;
 	}
-	/* Backing files open with the image's secret: another one is not supported. */
-	if (backing_secret && (!a->key_secret || strcmp(backing_secret, a->key_secret))) {
-		img_error(-ENOTSUP,
-			  "A backing file secret other than the image's is not supported");
-		return -ENOTSUP;
+	return 0;
+}
+
+int img_backing_secrets_fill(struct vs_open_opts *o, const char *const *ids)
+{
+	struct vs_secret_buf *bufs;
+	size_t n = 0;
+
+	o->backing_secrets = NULL;
+	o->nb_backing_secrets = 0;
+	for (size_t i = 0; i < IMG_MAX_BACKING_SECRETS; i++)
+		if (ids[i])
+			n = i + 1;
+	if (!n)
+		return 0;
+	bufs = calloc(n, sizeof(*bufs));
+	if (!bufs) {
+		img_error(-ENOMEM, "Out of memory");
+		return -ENOMEM;
+	}
+	o->backing_secrets = bufs;
+	o->nb_backing_secrets = n;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *pass;
+		size_t len;
+		int ret;
+
+		if (!ids[i])
+			continue;
+		ret = vs_secret_get(ids[i], &pass, &len);
+		if (ret < 0) {
+			img_error(ret, "No secret with id '%s' found", ids[i]);
+			img_secret_wipe(o);
+			return ret;
+		}
+		bufs[i].data = pass;
+		bufs[i].len = len;
 	}
 	return 0;
 }
@@ -385,6 +443,17 @@ int img_secret_fill(struct vs_open_opts *o, const char *id)
 
 void img_secret_wipe(struct vs_open_opts *o)
 {
+	for (size_t i = 0; i < o->nb_backing_secrets; i++) {
+		const struct vs_secret_buf *b = &o->backing_secrets[i];
+
+		if (b->data) {
+			gnutls_memset((void *)b->data, 0, b->len);
+			free((void *)b->data);
+		}
+	}
+	free((void *)o->backing_secrets);
+	o->backing_secrets = NULL;
+	o->nb_backing_secrets = 0;
 	if (!o->key_secret_data)
 		return;
 	gnutls_memset((void *)o->key_secret_data, 0, o->key_secret_len);
@@ -505,12 +574,13 @@ int img_json_filename(struct img_kv_list *l, const char *name, struct img_open_a
 	for (size_t i = first; i < l->n; i++) {
 		const char *k = l->kv[i].key, *v = l->kv[i].value;
 
-		if (!strcmp(k, "driver")) {
+		if ((ret = img_secret_key(a, k, v)) != 0) {
+			if (ret < 0)
+				return ret;
+		} else if (!strcmp(k, "driver")) {
 			a->fmt = v;
 		} else if (!strcmp(k, "file.filename") || !strcmp(k, "filename")) {
 			a->filename = v;
-		} else if (!strcmp(k, "key-secret")) {
-			a->key_secret = v;
 		} else if (!strcmp(k, "file.driver")) {
 			if (strcmp(v, "file")) {
 				img_error(-ENOTSUP,
@@ -565,6 +635,11 @@ int img_open_plain(struct vs_node **out, const struct img_open_args *a)
 
 	if (ret < 0)
 		return ret;
+	ret = img_backing_secrets_fill(&o, a->backing_secret);
+	if (ret < 0) {
+		img_secret_wipe(&o);
+		return ret;
+	}
 	ret = vs_image_open(out, &o, &err);
 	img_secret_wipe(&o);
 	if (ret < 0) {

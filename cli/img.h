@@ -69,6 +69,9 @@ void img_kv_remove(struct img_kv_list *l, const char *key);
 int img_kv_set(struct img_kv_list *l, const char *key, const char *value);
 
 /* Options for img_open(). */
+/* The deepest backing level --image-opts names a key-secret for. */
+#define IMG_MAX_BACKING_SECRETS 16
+
 struct img_open_args {
 	const char *filename;
 	const char *fmt;
@@ -79,6 +82,8 @@ struct img_open_args {
 	bool for_check; /* opened by check: see vs_open_opts.for_check */
 	enum vs_cache_mode cache;
 	const char *key_secret; /* id of a --object secret: the image's passphrase */
+	/* Ids of the backing levels' passphrases (backing.encrypt.key-secret, ...). */
+	const char *backing_secret[IMG_MAX_BACKING_SECRETS];
 };
 
 /*
@@ -94,6 +99,12 @@ int img_object_add(const char *def);
  */
 int img_secret_fill(struct vs_open_opts *o, const char *id);
 void img_secret_wipe(struct vs_open_opts *o);
+/*
+ * The backing levels' secrets @ids (IMG_MAX_BACKING_SECRETS of them, NULL
+ * for none) into @o's backing_secrets, printing the error if one is
+ * missing; img_secret_wipe() wipes and frees them too.
+ */
+int img_backing_secrets_fill(struct vs_open_opts *o, const char *const *ids);
 
 /*
  * --image-opts: "driver=FMT,file.filename=PATH[,key-secret=ID]" (and

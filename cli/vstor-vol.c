@@ -67,6 +67,8 @@ static void json_vol(struct json_writer *w, const char *key, const struct vs_vol
 	json_uint(w, "allocation", v->allocation);
 	if (v->physical)
 		json_uint(w, "physical", v->physical);
+	if (v->encryption[0])
+		json_str(w, "encryption", v->encryption);
 	if (v->backing[0]) {
 		json_str(w, "backing", v->backing);
 		if (v->backing_format[0])
@@ -131,6 +133,10 @@ static int cmd_vol_create_as(struct vstor_ctx *c)
 	a.name = opt_get(c, "name");
 	a.format = opt_get(c, "format");
 	a.prealloc_metadata = opt_bool(c, "prealloc-metadata");
+	a.encrypt_secret = opt_get(c, "encryption-secret");
+	a.encrypt_iter_time = opt_get(c, "encryption-iter-time");
+	if (a.encrypt_iter_time && !a.encrypt_secret)
+		return vstor_error(c, -EINVAL, "--encryption-iter-time needs --encryption-secret");
 	p = vstor_pool_get(c, opt_get(c, "pool"));
 	if (!p)
 		return 1;
@@ -147,7 +153,14 @@ static int cmd_vol_create_as(struct vstor_ctx *c)
 			       (unsigned long long)a.allocation);
 		printf("  <target>\n    <format type='");
 		vstor_xml_escape(stdout, a.format ? a.format : p->backend->default_format);
-		printf("'/>\n  </target>\n");
+		printf("'/>\n");
+		if (a.encrypt_secret) {
+			printf("    <encryption format='luks'>\n"
+			       "      <secret type='passphrase' uuid='");
+			vstor_xml_escape(stdout, a.encrypt_secret);
+			printf("'/>\n    </encryption>\n");
+		}
+		printf("  </target>\n");
 		if (a.backing_path) {
 			printf("  <backingStore>\n    <path>");
 			vstor_xml_escape(stdout, a.backing_path);
@@ -176,6 +189,9 @@ struct vol_def {
 	char compat[8];	       /* <target><compat> */
 	char cluster_size[24]; /* <target><clusterSize>, in bytes */
 	bool lazy_refcounts;   /* <target><features><lazy_refcounts/> */
+	/* <target><encryption format='luks'><secret uuid=.../>, iter-time= (vstor's) */
+	char encrypt_secret[37];
+	char encrypt_iter_time[16];
 	uint64_t capacity, allocation;
 	bool has_capacity;
 	uint32_t mode; /* 0: the default */
@@ -209,6 +225,31 @@ static const char *json_scalar(const struct pj_value *obj, const char *key, char
 		return buf;
 	}
 	return v ? "?" : NULL;
+}
+
+/* <encryption format=F><secret uuid=U/> (iter-time: vstor's, in ms). */
+static int vol_def_encryption(struct vstor_ctx *c, const char *file, struct vol_def *d,
+			      const char *format, const char *uuid, const char *iter_time)
+{
+	char *end;
+
+	if (!format || strcmp(format, "luks"))
+		return vstor_error(c, -ENOTSUP,
+				   "%s: unsupported volume encryption format '%s' (luks)", file,
+				   format ? format : "");
+	if (!uuid || !uuid[0] || strlen(uuid) >= sizeof(d->encrypt_secret))
+		return vstor_error(c, -EINVAL,
+				   "%s: <encryption format='luks'> needs <secret type='passphrase' "
+				   "uuid='...'/>",
+				   file);
+	strcpy(d->encrypt_secret, uuid);
+	if (iter_time) {
+		if (!*iter_time || strtoul(iter_time, &end, 10) == 0 || *end ||
+		    strlen(iter_time) >= sizeof(d->encrypt_iter_time))
+			return vstor_error(c, -EINVAL, "%s: bad iter-time '%s'", file, iter_time);
+		strcpy(d->encrypt_iter_time, iter_time);
+	}
+	return 0;
 }
 
 static int parse_scaled(const char *num, const char *unit, uint64_t *out)
@@ -291,6 +332,15 @@ static int vol_def_parse(struct vstor_ctx *c, const char *file, struct vol_def *
 		}
 		d->lazy_refcounts =
 			px_child(px_child(px_child(root, "target"), "features"), "lazy_refcounts");
+		e = px_child(px_child(root, "target"), "encryption");
+		if (!e)
+			e = px_child(root, "encryption");
+		if (e && vol_def_encryption(c, file, d, px_attr(e, "format"),
+					    px_attr(px_child(e, "secret"), "uuid"),
+					    px_attr(e, "iter-time"))) {
+			px_free(root);
+			goto out;
+		}
 		e = px_child(root, "backingStore");
 		if (e) {
 			const struct px_elem *bp = px_child(e, "path"), *bf = px_child(e, "format");
@@ -348,6 +398,17 @@ static int vol_def_parse(struct vstor_ctx *c, const char *file, struct vol_def *
 		if ((v = pj_get(root, "backing-format")) && v->type == PJ_STR &&
 		    strlen(v->str) < sizeof(d->backing_format))
 			strcpy(d->backing_format, v->str);
+		if ((v = pj_get(root, "encryption"))) {
+			char ib[24];
+			const struct pj_value *sv = pj_get(root, "secret");
+
+			if (vol_def_encryption(c, file, d, v->type == PJ_STR ? v->str : "?",
+					       sv && sv->type == PJ_STR ? sv->str : NULL,
+					       json_scalar(root, "iter-time", ib, sizeof(ib)))) {
+				pj_free(root);
+				goto out;
+			}
+		}
 		{
 			char ob[24], gb[24], mb[24];
 
@@ -368,6 +429,10 @@ out:
 
 static void vol_def_to_args(const struct vol_def *d, struct vs_vol_create_args *a)
 {
+	if (d->encrypt_secret[0]) {
+		a->encrypt_secret = d->encrypt_secret;
+		a->encrypt_iter_time = d->encrypt_iter_time[0] ? d->encrypt_iter_time : NULL;
+	}
 	a->mode = d->mode;
 	a->set_owner = d->set_owner;
 	a->owner = d->owner;
@@ -497,12 +562,27 @@ static int create_copy(struct vstor_ctx *c, struct vs_pool *p, struct vs_vol_cre
 	return 0;
 }
 
+/*
+ * A copy of an encrypted volume is encrypted with the same secret (libvirt
+ * clones from the original's XML, <encryption> included): its uuid into
+ * @uuid and @a.
+ */
+static int vol_same_secret(struct vstor_ctx *c, struct vs_pool *p, const struct vs_vol_info *in,
+			   struct vs_vol_create_args *a, char *uuid)
+{
+	vs_error_clear(&c->err);
+	if (vs_pool_vol_secret(p, in, uuid, &c->err) < 0)
+		return vstor_error_err(c, "volume '%s' is encrypted", in->name);
+	a->encrypt_secret = uuid;
+	return 0;
+}
+
 static int cmd_vol_create_from(struct vstor_ctx *c)
 {
 	struct vs_vol_create_args a = { .allocation = UINT64_MAX };
 	struct vs_pool *p = NULL, *ip = NULL;
 	struct vs_vol_info in;
-	char iname[VS_POOL_NAME_MAX + 1];
+	char iname[VS_POOL_NAME_MAX + 1], secret[37];
 	struct vol_def d;
 	int ret;
 
@@ -523,7 +603,10 @@ static int cmd_vol_create_from(struct vstor_ctx *c)
 		a.allocation = d.allocation;
 		a.prealloc_metadata = opt_bool(c, "prealloc-metadata");
 		vol_def_to_args(&d, &a);
-		ret = create_copy(c, p, &a, ip, iname, false);
+		if (!a.encrypt_secret && in.encryption[0])
+			ret = vol_same_secret(c, ip, &in, &a, secret);
+		if (!ret)
+			ret = create_copy(c, p, &a, ip, iname, false);
 	}
 	if (!ret)
 		vstor_msg(c, "Vol %s created from input vol %s\n\n", d.name, iname);
@@ -535,13 +618,17 @@ static int cmd_vol_create_from(struct vstor_ctx *c)
 static int cmd_vol_clone(struct vstor_ctx *c)
 {
 	struct vs_vol_create_args a = { .allocation = UINT64_MAX };
-	char name[VS_POOL_NAME_MAX + 1];
+	char name[VS_POOL_NAME_MAX + 1], secret[37];
 	struct vs_vol_info in;
 	struct vs_pool *p;
 	int ret;
 
 	if (get_vol_info(c, &p, name, &in))
 		return 1;
+	if (in.encryption[0] && vol_same_secret(c, p, &in, &a, secret)) {
+		vs_pool_free(p);
+		return 1;
+	}
 	a.name = opt_get(c, "newname");
 	a.format = in.format;
 	a.capacity = in.capacity;
@@ -929,14 +1016,24 @@ static int cmd_vol_list(struct vstor_ctx *c)
 		json_arr_end(&w);
 		putchar('\n');
 	} else {
-		static const char *const h[] = { "Name", "Path", "Type", "Capacity", "Allocation" };
+		static const char *const h[] = { "Name",     "Path",	   "Type",
+						 "Capacity", "Allocation", "Encryption" };
+		bool any_enc = false;
 
-		t.ncols = details ? 5 : 2;
+		/* An Encryption column when a volume is encrypted. */
+		for (size_t i = 0; i < vols.n; i++)
+			any_enc |= vols.v[i].encryption[0] != '\0';
+		t.ncols = details ? (any_enc ? 6 : 5) : 2;
 		memcpy(t.head, h, sizeof(h));
 		for (size_t i = 0; i < vols.n; i++) {
 			char cap[32], alloc[32];
-			const char *cells[5] = { vols.v[i].name, vols.v[i].path,
-						 vs_vol_type_name(vols.v[i].type), cap, alloc };
+			const char *cells[6] = { vols.v[i].name,
+						 vols.v[i].path,
+						 vs_vol_type_name(vols.v[i].type),
+						 cap,
+						 alloc,
+						 vols.v[i].encryption[0] ? vols.v[i].encryption :
+									   "-" };
 
 			vstor_pretty_size(vols.v[i].capacity, cap, sizeof(cap));
 			vstor_pretty_size(vols.v[i].allocation, alloc, sizeof(alloc));
@@ -980,11 +1077,14 @@ static int cmd_vol_info(struct vstor_ctx *c)
 		/* --physical: what the storage holds for it, in place of the allocation. */
 		if (opt_bool(c, "physical")) {
 			info_size(c, buf, sizeof(buf), v.physical);
-			printf("%-15s %s\n\n", "Physical:", buf);
+			printf("%-15s %s\n", "Physical:", buf);
 		} else {
 			info_size(c, buf, sizeof(buf), v.allocation);
-			printf("%-15s %s\n\n", "Allocation:", buf);
+			printf("%-15s %s\n", "Allocation:", buf);
 		}
+		if (v.encryption[0])
+			printf("%-15s %s\n", "Encryption:", v.encryption);
+		putchar('\n');
 	}
 	vs_pool_free(p);
 	return 0;
@@ -1061,6 +1161,13 @@ static int cmd_vol_dump(struct vstor_ctx *c)
 		if (v.backing_format[0])
 			json_str(&w, "backing-format", v.backing_format);
 	}
+	if (v.encryption[0]) {
+		char uuid[37];
+
+		json_str(&w, "encryption", v.encryption);
+		if (vs_pool_vol_secret(p, &v, uuid, NULL) == 0)
+			json_str(&w, "secret", uuid);
+	}
 	json_perms(&w, &v);
 	json_obj_end(&w);
 	putchar('\n');
@@ -1090,6 +1197,16 @@ static int cmd_vol_dumpxml(struct vstor_ctx *c)
 	printf("  <target>\n    <path>");
 	vstor_xml_escape(stdout, v.path);
 	printf("</path>\n    <format type='%s'/>\n", v.format);
+	if (v.encryption[0]) {
+		/* The secret's uuid, never its value. */
+		char uuid[37];
+
+		printf("    <encryption format='%s'>\n",
+		       !strcmp(v.encryption, "aes") ? "qcow" : v.encryption);
+		if (vs_pool_vol_secret(p, &v, uuid, NULL) == 0)
+			printf("      <secret type='passphrase' uuid='%s'/>\n", uuid);
+		printf("    </encryption>\n");
+	}
 	if (v.has_perms)
 		printf("    <permissions>\n      <mode>%04o</mode>\n      <owner>%u</owner>\n"
 		       "      <group>%u</group>\n    </permissions>\n",
@@ -1168,6 +1285,9 @@ static const struct opt_spec create_as_opts[] = {
 	{ "backing-vol-format", OT_STR, false, "format of the backing volume" },
 	{ "prealloc-metadata", OT_BOOL, false, "preallocate metadata (qcow2)" },
 	{ "print-xml", OT_BOOL, false, "print XML document, but don't create the volume" },
+	{ "encryption-secret", OT_STR, false,
+	  "encrypt with LUKS, the passphrase being this secret's value (its UUID)" },
+	{ "encryption-iter-time", OT_STR, false, "PBKDF2 time of the key slot in ms (2000)" },
 	{ NULL },
 };
 static const struct opt_spec create_opts[] = {

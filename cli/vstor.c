@@ -450,6 +450,7 @@ static const struct vstor_group {
 } vstor_groups[] = {
 	{ "pool", "Storage Pool", vstor_pool_cmds },
 	{ "volume", "Storage Volume", vstor_vol_cmds },
+	{ "secret", "Secret", vstor_secret_cmds },
 	{ "block", "Block Device (of a running vstord or qemu-storage-daemon)", vstor_block_cmds },
 #ifdef HAVE_LIBNBD
 	{ "backup", "Backup (of a running vstord's disk, over NBD)", vstor_backup_cmds },

@@ -111,5 +111,6 @@ extern const struct vstor_cmd vstor_vol_cmds[];
 extern const struct vstor_cmd vstor_block_cmds[];
 /* vstor-backup.c: backup and restore (libnbd). */
 extern const struct vstor_cmd vstor_backup_cmds[];
+extern const struct vstor_cmd vstor_secret_cmds[]; /* vstor-secret.c */
 
 #endif

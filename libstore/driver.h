@@ -286,6 +286,13 @@ struct vs_image_resolver {
 	 */
 	int (*resolve_backing)(const char *overlay, const char *backing, char *out, size_t outsz,
 			       struct vs_error *err);
+	/*
+	 * Optional: the passphrase the resolver keeps for the encrypted image
+	 * @name (a pool volume's secret), used when the caller names none for
+	 * it: 0 with *@data malloc'd (*@len bytes; the caller wipes and frees
+	 * it), -ENOENT when there is none, else -errno with @err filled.
+	 */
+	int (*key_secret)(const char *name, uint8_t **data, size_t *len, struct vs_error *err);
 };
 
 /*

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <gnutls/gnutls.h>
+
 #define PROBE_LEN 4096
 
 int vs_path_combine(char *out, size_t outsz, const char *base, const char *name)
@@ -157,8 +159,8 @@ static int format_open(struct vs_node **out, const char *name, struct vs_node *f
  * open_backing_chain(), so that a chain opens in a loop, not by recursion: a
  * 256-deep chain then needs no more coroutine stack than one image does.
  */
-static int image_open_one(struct vs_node **out, const struct vs_open_opts *opts, unsigned depth,
-			  struct vs_node *overlay, struct vs_error *err)
+static int image_open_one_as(struct vs_node **out, const struct vs_open_opts *opts, unsigned depth,
+			     struct vs_node *overlay, struct vs_error *err)
 {
 	const struct vs_driver *drv = NULL;
 	struct vs_node *file = NULL;
@@ -184,6 +186,39 @@ static int image_open_one(struct vs_node **out, const struct vs_open_opts *opts,
 		return 0;
 	}
 	return format_open(out, opts->filename, file, drv, opts, depth, overlay, err);
+}
+
+/*
+ * image_open_one_as() with the passphrase the resolver keeps for the image
+ * (a pool volume's secret), unless @secret_given: the caller named one for
+ * this level.
+ */
+static int image_open_one(struct vs_node **out, const struct vs_open_opts *opts, unsigned depth,
+			  struct vs_node *overlay, bool secret_given, struct vs_error *err)
+{
+	const struct vs_image_resolver *res = resolver_for(opts->filename);
+	struct vs_open_opts ro;
+	uint8_t *pass = NULL;
+	size_t passlen = 0;
+	int ret;
+
+	if (!secret_given && res && res->key_secret) {
+		ret = res->key_secret(opts->filename, &pass, &passlen, err);
+		if (ret < 0 && ret != -ENOENT)
+			return ret;
+		if (ret == 0) {
+			ro = *opts;
+			ro.key_secret_data = pass;
+			ro.key_secret_len = passlen;
+			opts = &ro;
+		}
+	}
+	ret = image_open_one_as(out, opts, depth, overlay, err);
+	if (pass) {
+		gnutls_memset(pass, 0, passlen);
+		free(pass);
+	}
+	return ret;
 }
 
 /* Whether @path names the image of @node or of one of the images above it. */
@@ -218,6 +253,8 @@ static int image_open_backing(struct vs_node *node, const struct vs_open_opts *t
 	struct vs_open_opts o = *top_opts;
 	struct vs_error inner = { 0 };
 	char *path = malloc(PATH_MAX);
+	bool given = false;
+	unsigned level;
 	int ret;
 
 	if (!path)
@@ -250,7 +287,18 @@ static int image_open_backing(struct vs_node *node, const struct vs_open_opts *t
 	o.exclusive = false; /* only the image itself is taken whole */
 	o.no_backing = false;
 	o.no_repair = true;
-	ret = image_open_one(&node->backing, &o, node->chain_depth + 1, node, &inner);
+	/*
+	 * The passphrase of this level: the one named for it (QEMU's
+	 * backing.encrypt.key-secret), else the resolver's for it (a pool
+	 * volume's), else the image's own.
+	 */
+	level = node->chain_depth; /* index of the level below @node */
+	if (level < top_opts->nb_backing_secrets && top_opts->backing_secrets[level].data) {
+		o.key_secret_data = top_opts->backing_secrets[level].data;
+		o.key_secret_len = top_opts->backing_secrets[level].len;
+		given = true;
+	}
+	ret = image_open_one(&node->backing, &o, node->chain_depth + 1, node, given, &inner);
 	if (ret < 0) {
 		vs_error_set(err, ret, "Could not open backing file: %s", inner.msg);
 		goto out;
@@ -296,7 +344,7 @@ static int image_open_chain(struct vs_node **out, const struct vs_open_opts *opt
 			    struct vs_error *err)
 {
 	struct vs_node *top;
-	int ret = image_open_one(&top, opts, 0, NULL, err);
+	int ret = image_open_one(&top, opts, 0, NULL, opts->key_secret_data != NULL, err);
 
 	if (ret < 0)
 		return ret;

@@ -184,7 +184,8 @@ static int dir_vol_info(struct vs_pool *p, const char *name, struct vs_vol_info 
 static int dir_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a,
 			  struct vs_error *err)
 {
-	struct vs_kv kv[6];
+	struct vs_kv kv[9];
+	const char *format;
 	size_t nkv;
 	char path[VS_POOL_PATH_MAX];
 	bool qcow2 = !strcmp(a->format, "qcow2");
@@ -219,7 +220,8 @@ static int dir_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a,
 				  qcow2 && a->prealloc_metadata ? "metadata" :
 								  NULL);
 	nkv += vs_pool_create_qcow2_opts(kv + nkv, a);
-	ret = vs_image_create(path, a->format, a->capacity, kv, nkv, err);
+	nkv += vs_pool_create_encrypt_opts(kv + nkv, a, &format);
+	ret = vs_image_create(path, format, a->capacity, kv, nkv, err);
 	if (ret == 0 && !qcow2 && !full && a->allocation != UINT64_MAX && a->allocation) {
 		/* --allocation below the capacity: allocate that much up front, sparse after. */
 		fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -274,6 +276,7 @@ VS_POOL_BACKEND(dir_backend) = {
 	.type = "dir",
 	.default_format = "raw",
 	.vol_formats = (const char *const[]){ "raw", "qcow2", NULL },
+	.encryption = true,
 	.check_def = dir_check_def,
 	.build = dir_build,
 	.start = dir_start,

@@ -206,7 +206,8 @@ static int netfs_vol_create(struct vs_pool *p, const struct vs_vol_create_args *
 			    struct vs_error *err)
 {
 	char url[VS_POOL_PATH_MAX], path[VS_POOL_NAME_MAX + 2];
-	struct vs_kv kv[6];
+	struct vs_kv kv[9];
+	const char *format;
 	size_t nkv;
 	bool qcow2 = !strcmp(a->format, "qcow2");
 	int ret;
@@ -244,7 +245,8 @@ static int netfs_vol_create(struct vs_pool *p, const struct vs_vol_create_args *
 				  qcow2 ? (a->prealloc_metadata ? "metadata" : NULL) :
 					  (vs_vol_create_full(a) ? "full" : NULL));
 	nkv += vs_pool_create_qcow2_opts(kv + nkv, a);
-	ret = vs_image_create(url, a->format, a->capacity, kv, nkv, err);
+	nkv += vs_pool_create_encrypt_opts(kv + nkv, a, &format);
+	ret = vs_image_create(url, format, a->capacity, kv, nkv, err);
 	if (ret < 0)
 		(void)vs_nfs_unlink(p->priv, path, NULL);
 	return ret;
@@ -335,6 +337,7 @@ VS_POOL_BACKEND(netfs_backend) = {
 	.type = "netfs",
 	.default_format = "raw",
 	.vol_formats = (const char *const[]){ "raw", "qcow2", NULL },
+	.encryption = true,
 	.source_formats = (const char *const[]){ "auto", "nfs", NULL },
 	.find_sources = netfs_find_sources,
 	.check_def = netfs_check_def,

@@ -132,6 +132,21 @@ assert_rc 0 vstor vol-create-as np pv1.qcow2 256M --format qcow2
 assert_rc 0 vstor vol-create-as np pv2.raw 8M --format raw
 qemu_img check exp/pv1.qcow2 >/dev/null || fail "qemu-img check of a netfs qcow2 volume"
 assert_eq "$(stat -c %s exp/pv2.raw)" 8388608 "netfs raw volume size"
+# An encrypted netfs volume (LUKS in qcow2) with a secret of the store: qemu-io
+# writes it with the passphrase, vstor-img reads it through the pool's secret.
+printf '<secret/>\n' >sec.xml
+assert_rc 0 vstor secret-define sec.xml
+SEC_UUID=$(sed -n 's/^Secret \([0-9a-f-]*\) created$/\1/p' out)
+printf 'netfs-pass' >sec.key
+chmod 600 sec.key
+assert_rc 0 vstor secret-set-value "$SEC_UUID" --file sec.key --plain
+assert_rc 0 vstor vol-create-as np pe.qcow2 8M --format qcow2 --encryption-secret "$SEC_UUID" \
+	--encryption-iter-time 20
+assert_rc 0 timeout 60 qemu-io --object secret,id=s,file=sec.key --image-opts \
+	driver=qcow2,encrypt.key-secret=s,file.filename=exp/pe.qcow2 -c 'write -P 0x77 0 64k'
+assert_rc 0 vstor_img convert -O raw vol:np/pe.qcow2 pe.out
+assert_rc 0 timeout 60 qemu-io -f raw -c 'read -P 0x77 0 64k' pe.out
+assert_rc 0 vstor vol-delete pe.qcow2 --pool np
 # Modes as libvirt sets them: 0600 by default, <permissions> of a volume XML
 # (SETATTR over NFS); the volume is built under a hidden name and linked
 # into place, so no temporary is left on the export.

@@ -59,6 +59,12 @@ enum vs_prealloc {
 int vs_prealloc_parse(const char *s, enum vs_prealloc *out);
 const char *vs_prealloc_name(enum vs_prealloc p);
 
+/* A passphrase: @len bytes at @data. */
+struct vs_secret_buf {
+	const void *data;
+	size_t len;
+};
+
 /* Options for opening an image (a format node over a protocol node). */
 struct vs_open_opts {
 	const char *filename;
@@ -94,6 +100,17 @@ struct vs_open_opts {
 	 */
 	const void *key_secret_data;
 	size_t key_secret_len;
+	/*
+	 * The passphrases of the backing chain's levels when they differ from
+	 * the image's (QEMU's backing.encrypt.key-secret,
+	 * backing.backing.encrypt.key-secret, ...): backing_secrets[i] for the
+	 * image i + 1 levels below this one, borrowed for the open. A level
+	 * without one (data NULL, or i >= nb_backing_secrets) opens with the
+	 * secret a resolver keeps for it (a pool volume's), else with
+	 * key_secret_data.
+	 */
+	const struct vs_secret_buf *backing_secrets;
+	size_t nb_backing_secrets;
 };
 
 /*

@@ -359,6 +359,102 @@ static void test_secret(void **state)
 	assert_int_equal(vs_pool_read_secret(path, buf, sizeof(buf), NULL), -ENOENT);
 }
 
+/*
+ * The secret store: definitions from libvirt's XML (bad ones refused with a
+ * message), values in 0600 files, refused when others may read them, and
+ * the volume links.
+ */
+static void test_secret_store(void **state)
+{
+	char dir[] = "/tmp/vstor-test-secrets.XXXXXX";
+	static const char *const bad[] = {
+		"<volume/>",
+		"<secret><uuid>not-a-uuid</uuid></secret>",
+		"<secret><usage type='nope'><name>x</name></usage></secret>",
+		"<secret><usage type='volume'/></secret>",
+		"<secret ephemeral='yes'/>",
+		"<secret><description>",
+	};
+	struct vs_pool_state *st = NULL;
+	struct vs_pool_secret_def d, d2, *list = NULL;
+	struct vs_pool *p = calloc(1, sizeof(*p));
+	struct vs_vol_info vol = { .type = VS_VOL_FILE };
+	struct vs_error err = { 0 };
+	char path[512], uuid[37], cmd[128];
+	struct stat sb;
+	uint8_t *val = NULL;
+	size_t len = 0, n = 0;
+
+	assert_non_null(p);
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(vs_pool_state_open(&st, dir, true, &err), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		vs_error_clear(&err);
+		assert_true(vs_pool_secret_define(st, bad[i], "t", NULL, &err) < 0);
+		assert_true(err.msg[0] != '\0');
+	}
+	assert_int_equal(vs_pool_secret_define(st,
+					       "<secret><usage type='volume'><volume>/v/a</volume>"
+					       "</usage></secret>",
+					       "t", &d, &err),
+			 0);
+	assert_int_equal(strlen(d.uuid), 36);
+	/* One secret per usage. */
+	assert_int_equal(vs_pool_secret_define(st,
+					       "<secret><usage type='volume'><volume>/v/a</volume>"
+					       "</usage></secret>",
+					       "t", NULL, &err),
+			 -EEXIST);
+	assert_int_equal(vs_pool_secret_load(st, d.uuid, &d2, &err), 0);
+	assert_string_equal(d2.usage_type, "volume");
+	assert_string_equal(d2.usage_id, "/v/a");
+	/* No value yet. */
+	assert_int_equal(vs_pool_secret_get_value(st, d.uuid, &val, &len, &err), -ENOENT);
+	assert_int_equal(vs_pool_secret_set_value(st, d.uuid, "pw", 0, &err), -EINVAL);
+	assert_int_equal(vs_pool_secret_set_value(st, d.uuid, "pass\nword", 9, &err), 0);
+	assert_int_equal(vs_pool_secret_get_value(st, d.uuid, &val, &len, &err), 0);
+	assert_int_equal(len, 9);
+	assert_memory_equal(val, "pass\nword", 9);
+	free(val);
+	snprintf(path, sizeof(path), "%s/secrets/%s.value", dir, d.uuid);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	snprintf(path, sizeof(path), "%s/secrets", dir);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0700);
+	/* A value file others may read is refused. */
+	snprintf(path, sizeof(path), "%s/secrets/%s.value", dir, d.uuid);
+	assert_int_equal(chmod(path, 0640), 0);
+	assert_int_equal(vs_pool_secret_get_value(st, d.uuid, &val, &len, &err), -EPERM);
+	assert_int_equal(chmod(path, 0600), 0);
+	assert_int_equal(vs_pool_secret_list(st, &list, &n, &err), 0);
+	assert_int_equal(n, 1);
+	free(list);
+	/* The volume of the usage path finds it; a link wins. */
+	p->state = st;
+	strcpy(p->def.name, "p");
+	strcpy(vol.name, "a");
+	strcpy(vol.path, "/v/a");
+	assert_int_equal(vs_pool_vol_secret(p, &vol, uuid, &err), 0);
+	assert_string_equal(uuid, d.uuid);
+	strcpy(vol.path, "/v/b");
+	assert_int_equal(vs_pool_vol_secret(p, &vol, uuid, NULL), -ENOENT);
+	assert_int_equal(vs_pool_vol_link_secret(p, "a", d.uuid, &err), 0);
+	assert_int_equal(vs_pool_vol_secret(p, &vol, uuid, &err), 0);
+	vs_pool_vol_rename_secret(p, "a", "b");
+	assert_int_equal(vs_pool_vol_secret(p, &vol, uuid, NULL), -ENOENT);
+	assert_int_equal(vs_pool_vol_link_secret(p, "b", NULL, &err), 0);
+	/* Undefine removes both files. */
+	assert_int_equal(vs_pool_secret_undefine(st, d.uuid, &err), 0);
+	assert_int_equal(stat(path, &sb), -1);
+	assert_int_equal(vs_pool_secret_load(st, d.uuid, &d2, NULL), -ENOENT);
+	assert_int_equal(vs_pool_secret_undefine(st, "nope", NULL), -ENOENT);
+	vs_pool_state_close(st);
+	free(p);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -366,7 +462,7 @@ int main(void)
 		cmocka_unit_test(test_json_errors),	cmocka_unit_test(test_xml_libvirt),
 		cmocka_unit_test(test_xml_errors),	cmocka_unit_test(test_names),
 		cmocka_unit_test(test_leases),		cmocka_unit_test(test_secret),
-		cmocka_unit_test(test_perms_parse),
+		cmocka_unit_test(test_perms_parse),	cmocka_unit_test(test_secret_store),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
