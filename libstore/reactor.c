@@ -39,6 +39,14 @@
 /* Readiness events taken per epoll_wait. */
 #define VS_EPOLL_BATCH 64
 
+/* Setup flags of kernels newer than the liburing headers (values from the kernel ABI). */
+#ifndef IORING_SETUP_COOP_TASKRUN
+#define IORING_SETUP_COOP_TASKRUN (1U << 8)
+#endif
+#ifndef IORING_SETUP_TASKRUN_FLAG
+#define IORING_SETUP_TASKRUN_FLAG (1U << 9)
+#endif
+
 struct vs_reactor {
 	struct io_uring ring;
 	struct vs_co_ctx main_ctx;
@@ -98,6 +106,33 @@ static char efd_tag;
 /* user_data of the poll on the epoll instance. */
 static char ep_tag;
 
+/*
+ * The ring's setup flags. COOP_TASKRUN (5.19) posts completions at the
+ * thread's next kernel entry instead of interrupting it, and TASKRUN_FLAG
+ * then makes liburing enter the kernel when completions wait in task work.
+ * Measured on kernel 6.18 (bench/RESULTS.md, issue 16), it did not pay
+ * here: the loop already submits a turn's SQEs in one io_uring_enter and
+ * waits for completions in it, and CPU per 4 KiB O_DIRECT read was within
+ * the noise; DEFER_TASKRUN (with SINGLE_ISSUER) cost 40% more CPU per read.
+ * So the default stays plain, and VSTOR_RING_SETUP=coop asks for it, to
+ * measure on other hosts; a kernel that refuses it gets a plain ring.
+ */
+static int ring_init(struct vs_reactor *r, unsigned entries, struct io_uring_params *p)
+{
+	const char *e = getenv("VSTOR_RING_SETUP");
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	if (e && !strcmp(e, "coop")) {
+		p->flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+		ret = io_uring_queue_init_params(entries, &r->ring, p);
+		if (ret != -EINVAL)
+			return ret;
+		memset(p, 0, sizeof(*p));
+	}
+	return io_uring_queue_init_params(entries, &r->ring, p);
+}
+
 int vs_reactor_new(struct vs_reactor **out, unsigned entries)
 {
 	struct vs_reactor *r = calloc(1, sizeof(*r));
@@ -106,8 +141,7 @@ int vs_reactor_new(struct vs_reactor **out, unsigned entries)
 
 	if (!r)
 		return -ENOMEM;
-	memset(&p, 0, sizeof(p));
-	ret = io_uring_queue_init_params(entries ? entries : VS_RING_ENTRIES, &r->ring, &p);
+	ret = ring_init(r, entries ? entries : VS_RING_ENTRIES, &p);
 	if (ret < 0) {
 		free(r);
 		return ret;
