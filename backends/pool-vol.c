@@ -188,8 +188,10 @@ int vs_pool_vol_delete(struct vs_pool *p, const char *name, unsigned flags, stru
 	if (ret < 0)
 		return ret;
 	ret = p->backend->vol_delete(p, &vol, err);
-	if (ret == 0)
+	if (ret == 0) {
 		vs_vol_lease_remove(p->state, p->def.name, name);
+		pool_sanlock_remove(p, name);
+	}
 	return ret;
 }
 

@@ -47,6 +47,9 @@ PACKAGES=(
 	# Ceph RBD: librbd/librados for the rbd driver, a private single-node
 	# cluster as the peer (tests/integration/lib-ceph.sh); uuidgen makes its ids
 	librbd-dev librados-dev ceph-mon ceph-mgr ceph-osd ceph-common uuid-runtime
+	# cross-host volume leases of shared pools: libsanlock_client, and the
+	# sanlock daemons of the lease tests (two hosts, one per run dir)
+	sanlock libsanlock-dev
 )
 
 # ganesha's VFS FSAL reads the mount table from /etc/mtab, which every
