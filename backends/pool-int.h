@@ -101,6 +101,8 @@ const char *pool_sanlock_dir(const struct vs_pool *p);
 int vs_sanlock_host_id(uint64_t *id, struct vs_error *err);
 /* pool-build: write the lockspace unless there is one (no-op without leases). */
 int pool_sanlock_build(struct vs_pool *p, struct vs_error *err);
+/* pool-start: start joining the lockspace as this host (no-op without leases). */
+int pool_sanlock_start(struct vs_pool *p, struct vs_error *err);
 /* Acquire @vol's lease for writing (-EAGAIN "in use by host N" when held). */
 int pool_sanlock_acquire(struct vs_pool *p, const char *vol, struct pool_sanlock_lease **out,
 			 struct vs_error *err);

@@ -133,6 +133,29 @@ static int lockspace_get(const struct vs_pool *p, uint64_t host_id, struct sanlk
 	return 0;
 }
 
+int pool_sanlock_start(struct vs_pool *p, struct vs_error *err)
+{
+	struct sanlk_lockspace ls;
+	uint32_t io_timeout = 0;
+	uint64_t host_id;
+	int ret;
+
+	if (!pool_sanlock_dir(p))
+		return 0;
+	ret = vs_sanlock_host_id(&host_id, err);
+	if (ret == 0)
+		ret = lockspace_get(p, host_id, &ls, &io_timeout, err);
+	if (ret < 0 || sanlock_inq_lockspace(&ls, 0) == 0)
+		return ret;
+	ret = sanlock_add_lockspace_timeout(&ls, SANLK_ADD_ASYNC, io_timeout);
+	if (ret < 0 && ret != -EEXIST && ret != -EINPROGRESS)
+		return vs_error_set(err, ret < -1000 ? -EIO : ret,
+				    "Cannot join the sanlock lockspace '%.48s' as host %" PRIu64
+				    " (error %d)",
+				    ls.name, host_id, ret);
+	return 0;
+}
+
 /* Join @ls (~3 s with io_timeout 1, ~20 s with 10); already joined is fine. */
 static int lockspace_join(struct sanlk_lockspace *ls, uint32_t io_timeout, struct vs_error *err)
 {
@@ -550,6 +573,11 @@ static int no_sanlock(const struct vs_pool *p, struct vs_error *err)
 }
 
 int pool_sanlock_build(struct vs_pool *p, struct vs_error *err)
+{
+	return pool_sanlock_dir(p) ? no_sanlock(p, err) : 0;
+}
+
+int pool_sanlock_start(struct vs_pool *p, struct vs_error *err)
 {
 	return pool_sanlock_dir(p) ? no_sanlock(p, err) : 0;
 }

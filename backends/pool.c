@@ -249,6 +249,9 @@ int vs_pool_start(struct vs_pool *p, struct vs_error *err)
 	ret = pool_attach(p, err);
 	if (ret == 0 && p->backend->start)
 		ret = p->backend->start(p, err);
+	/* Join the lockspace now, in the background: the first writer need not wait. */
+	if (ret == 0)
+		ret = pool_sanlock_start(p, err);
 	if (ret < 0)
 		return ret;
 	p->active = true;
