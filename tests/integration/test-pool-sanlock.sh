@@ -6,9 +6,9 @@
 # (the export's directory itself stands in for each host's mount of it).
 # Host 1 serves a volume over NBD; host 2's writers (vstor-nbd, vstor-img)
 # are refused with the holder's id, and so are its delete, wipe and shrink;
-# once host 1 stops, host 2 takes the volume and sees host 1's data. When
-# host 2's sanlock daemon dies, its writes fail with EIO. Failover after a
-# host dies takes >= 68 s: test-pool-sanlock-failover (long tier).
+# once host 1 stops, host 2 takes the volume and sees host 1's data. A lost
+# lease (its writes then fail with EIO) and the failover after a host dies
+# (>= 68 s) are in test-pool-sanlock-failover (long tier).
 . "$(dirname "$0")/lib.sh"
 . "$VS_LIB_DIR/lib-nfs.sh"
 . "$VS_LIB_DIR/lib-sanlock.sh"
@@ -31,6 +31,7 @@ leases=$WORKDIR/exp/.leases
 for h in 1 2; do
 	assert_rc 0 on_host $h vstor pool-define-as np netfs --source-host 127.0.0.1 \
 		--source-path /export --extra sanlock_leases="$leases" --extra sanlock_io_timeout=1
+	# Host 2's build finds the lockspace and keeps it.
 	assert_rc 0 on_host $h vstor pool-build np
 	assert_rc 0 on_host $h vstor pool-start np
 done
@@ -45,16 +46,12 @@ nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbd1.sock" \
 	-c 'h.pwrite(b"\x5a" * 65536, 1048576); h.flush()' || fail "write through host 1"
 assert_rc 0 on_host 2 vstor vol-lease v1 --pool np
 assert_grep '^Lease holder: +host 1$' "$WORKDIR/out" "vol-lease on host 2"
-assert_rc 0 on_host 2 vstor vol-lease v1 --pool np --output json
-assert_grep '"holder": *1' "$WORKDIR/out" "vol-lease --output json"
 
 # --- host 2 cannot write it, nor delete, wipe or shrink it (even forced) ---
 assert_fails on_host 2 timeout 60 "$VSTOR_NBD" -k "$WORKDIR/nbd2.sock" -f raw vol:np/v1
 assert_grep "in use by host 1" "$WORKDIR/err" "host 2's vstor-nbd"
 assert_fails on_host 2 vstor_img resize -f raw vol:np/v1 32M
 assert_grep "'v1' of pool 'np' is in use by host 1" "$WORKDIR/err" "host 2's vstor-img"
-assert_fails on_host 2 vstor vol-delete v1 --pool np
-assert_grep "in use by host 1" "$WORKDIR/err" "host 2's vol-delete"
 assert_fails on_host 2 vstor vol-delete v1 --pool np --force
 assert_grep "in use by host 1" "$WORKDIR/err" "host 2's vol-delete --force"
 assert_fails on_host 2 vstor vol-wipe v1 --pool np
@@ -76,31 +73,8 @@ nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbd2.sock" -c '
 assert h.pread(65536, 1048576) == b"\x5a" * 65536
 h.pwrite(b"\x21" * 4096, 0)
 h.flush()' || fail "host 2 reads host 1's data and writes"
-assert_rc 0 on_host 1 vstor vol-lease v1 --pool np
-assert_grep '^Lease holder: +host 2$' "$WORKDIR/out" "vol-lease on host 1"
-assert_fails on_host 1 vstor_img resize -f raw vol:np/v1 32M
-assert_grep "in use by host 2" "$WORKDIR/err" "host 1's vstor-img"
+assert_rc 0 on_host 1 vstor vol-lease v1 --pool np --output json
+assert_grep '"holder": *2' "$WORKDIR/out" "vol-lease --output json on host 1"
 
-# --- host 2's sanlock daemon dies: its lease is gone, so are its writes ---
-kill -KILL "$(<"$WORKDIR/host2/run/sanlock.pid")"
-lease_lost()
-{
-	nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbd2.sock" -c '
-import errno, sys
-try:
-    h.pwrite(b"\x77" * 4096, 8192)
-    h.flush()
-except nbd.Error as e:
-    assert e.errno in ("EIO", errno.EIO), e
-    sys.exit(0)
-sys.exit(1)' 2>/dev/null
-}
-wait_for 10 lease_lost
-assert_grep "lost the sanlock lease of volume 'v1'" "$WORKDIR/daemon.$VS_NDAEMONS.err" \
-	"host 2's vstor-nbd"
-# Nothing of the fenced writes reached the volume; reads still work.
-cmp -n 4096 -i 0:8192 /dev/zero exp/v1 || fail "a write after the lease loss landed"
-nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbd2.sock" \
-	-c 'assert h.pread(4096, 0) == b"\x21" * 4096' || fail "read after the lease loss"
 stop_pid "$nbd2"
 log "ok"
