@@ -49,6 +49,8 @@ int pool_vol_create_check(struct vs_pool *p, const struct vs_vol_create_args *a,
 int pool_vol_check_unforced(struct vs_pool *p, const struct vs_vol_info *vol, unsigned flags,
 			    struct vs_error *err);
 
+/* Is @name one of the builds' temporary names (".NAME.vstor-tmp-XXXXXX")? (pool-build.c) */
+bool pool_build_tmp_name(const char *name);
 /* Delete what builds that died left in @p (pool-build.c). */
 void pool_build_cleanup(struct vs_pool *p);
 

@@ -75,8 +75,11 @@ static int vol_open_protocol(struct vs_pool *p, const struct vs_vol_info *vol,
 			return ret;
 		}
 	}
-	/* Across hosts: the volume's sanlock lease, before the first write can happen. */
-	if (pool_sanlock_dir(p) && !opts->read_only) {
+	/*
+	 * Across hosts: the volume's sanlock lease, before the first write can
+	 * happen. A build's hidden volume has a name no other host opens.
+	 */
+	if (pool_sanlock_dir(p) && !opts->read_only && !pool_build_tmp_name(vol->name)) {
 		ret = pool_sanlock_acquire(p, vol->name, &h->sanlock, err);
 		if (ret < 0) {
 			vs_vol_lease_release(h->lease);

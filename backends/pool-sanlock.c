@@ -489,7 +489,12 @@ int pool_sanlock_acquire(struct vs_pool *p, const char *vol, struct pool_sanlock
 		goto out_free;
 	}
 	res = &l->res;
-	ret = sanlock_acquire(sock, -1, 0, 1, &res, NULL);
+	/*
+	 * No waiting in the daemon for a failed holder's lease to time out
+	 * (up to 8 io_timeouts + 60 s, uninterruptible): refused now, with
+	 * the holder's id; the caller retries.
+	 */
+	ret = sanlock_acquire(sock, -1, SANLK_ACQUIRE_OWNER_NOWAIT, 1, &res, NULL);
 	if (ret == 0) {
 		l->next = leases;
 		leases = l;

@@ -62,7 +62,7 @@ nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbd1.sock" \
 lost_at=$SECONDS
 host2_takes()
 {
-	on_host 2 timeout 60 "$VSTOR_NBD" --fork -t -k "$WORKDIR/nbd2.sock" -f raw \
+	on_host 2 timeout --kill-after=5 30 "$VSTOR_NBD" --fork -t -k "$WORKDIR/nbd2.sock" -f raw \
 		--pid-file "$WORKDIR/nbd2.pid" vol:np/v1 2>>"$WORKDIR/host2-tries.err"
 }
 deadline=$((SECONDS + 150))

@@ -48,7 +48,7 @@ assert_rc 0 on_host 2 vstor vol-lease v1 --pool np
 assert_grep '^Lease holder: +host 1$' "$WORKDIR/out" "vol-lease on host 2"
 
 # --- host 2 cannot write it, nor delete, wipe or shrink it (even forced) ---
-assert_fails on_host 2 timeout 60 "$VSTOR_NBD" -k "$WORKDIR/nbd2.sock" -f raw vol:np/v1
+assert_fails on_host 2 timeout --kill-after=5 60 "$VSTOR_NBD" -k "$WORKDIR/nbd2.sock" -f raw vol:np/v1
 assert_grep "in use by host 1" "$WORKDIR/err" "host 2's vstor-nbd"
 assert_fails on_host 2 vstor_img resize -f raw vol:np/v1 32M
 assert_grep "'v1' of pool 'np' is in use by host 1" "$WORKDIR/err" "host 2's vstor-img"
