@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -88,7 +89,9 @@ struct pool_sanlock_lease {
 	struct sanlk_lockspace ls;
 	char pool[VS_POOL_NAME_MAX + 1];
 	char vol[VS_POOL_NAME_MAX + 1];
+	uint32_t io_timeout; /* the lockspace's */
 	atomic_bool lost;
+	bool released; /* given back to sanlock once lost (by the monitor) */
 	struct pool_sanlock_lease *next;
 	/* followed by the resource and its one disk */
 	union {
@@ -296,21 +299,31 @@ static void lease_mark_lost(struct pool_sanlock_lease *l, const char *why)
 		l->vol, l->pool, why);
 }
 
-/* Whether this host still holds @ls: joined, and its renewals not failing. */
-static const char *lockspace_check(struct sanlk_lockspace *ls)
+/*
+ * Whether this host still holds @l's lockspace: joined, and renewed within
+ * 6 io_timeouts (sanlock gives up at 8; another host may take the volume
+ * 60 s after that). The delta lease's timestamp is sanlock's monotonic
+ * clock in seconds, which is CLOCK_MONOTONIC.
+ */
+static const char *lockspace_check(struct pool_sanlock_lease *l)
 {
 	struct sanlk_host *h = NULL;
-	int n = 0, ret = sanlock_inq_lockspace(ls, 0);
+	int n = 0, ret = sanlock_inq_lockspace(&l->ls, 0);
 	const char *why = NULL;
+	struct timespec now;
 
 	if (ret < 0)
 		return "the lockspace is gone";
-	ret = sanlock_get_hosts(ls->name, ls->host_id, &h, &n, 0);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ret = sanlock_get_hosts(l->ls.name, l->ls.host_id, &h, &n, 0);
 	if (ret == 0 && n > 0) {
 		uint32_t st = h[0].flags & SANLK_HOST_MASK;
+		uint32_t io = l->io_timeout ? l->io_timeout : DEFAULT_IO_TIMEOUT;
 
 		if (st == SANLK_HOST_FAIL || st == SANLK_HOST_DEAD)
 			why = "lease renewal failed";
+		else if (h[0].timestamp && (uint64_t)now.tv_sec > h[0].timestamp + 6ull * io)
+			why = "lease not renewed in time";
 	}
 	free(h);
 	return why;
@@ -337,10 +350,15 @@ static void *monitor_main(void *arg)
 		}
 		pthread_mutex_lock(&reg_lock);
 		for (struct pool_sanlock_lease *l = leases; l; l = l->next) {
-			const char *why = atomic_load(&l->lost) ? NULL : lockspace_check(&l->ls);
+			const char *why = atomic_load(&l->lost) ? NULL : lockspace_check(l);
+			struct sanlk_resource *res = &l->res;
 
-			if (why)
-				lease_mark_lost(l, why);
+			if (!why)
+				continue;
+			lease_mark_lost(l, why);
+			/* Fenced: give it back, so sanlock's recovery need not wait for us. */
+			(void)sanlock_release(reg_sock, -1, 0, 1, &res);
+			l->released = true;
 		}
 		pthread_mutex_unlock(&reg_lock);
 	}
@@ -366,10 +384,11 @@ static int reg_get(struct vs_error *err)
 				    ret);
 	reg_sock = ret;
 	/*
-	 * No SIGTERM from sanlock: our graceful exit would flush. Its SIGKILL
-	 * stays a backstop; the monitor fences writes before it comes.
+	 * No signals from sanlock: a graceful exit would flush, and a SIGKILL
+	 * would end every export of the process for one lost lockspace. The
+	 * monitor fences the nodes of the lost leases and releases them.
 	 */
-	(void)sanlock_restrict(reg_sock, SANLK_RESTRICT_SIGTERM);
+	(void)sanlock_restrict(reg_sock, SANLK_RESTRICT_SIGTERM | SANLK_RESTRICT_SIGKILL);
 	if (!monitor_started) {
 		pthread_attr_t a;
 
@@ -422,6 +441,7 @@ static int lease_setup(struct vs_pool *p, const char *vol, struct pool_sanlock_l
 
 	if (ret == 0)
 		ret = lockspace_get(p, host_id, &l->ls, &io_timeout, err);
+	l->io_timeout = io_timeout;
 	if (ret == 0)
 		ret = lockspace_join(&l->ls, io_timeout, err);
 	if (ret == 0)
@@ -549,7 +569,7 @@ void pool_sanlock_release(struct pool_sanlock_lease *l)
 			break;
 		}
 	res = &l->res;
-	if (reg_sock >= 0 && !reg_dead)
+	if (reg_sock >= 0 && !reg_dead && !l->released)
 		(void)sanlock_release(reg_sock, -1, 0, 1, &res);
 	pthread_mutex_unlock(&reg_lock);
 	free(l);

@@ -6,7 +6,8 @@
 # netfs pool; its sanlock daemon dies (the host's lease can no longer be
 # renewed), so host 1's writes fail with EIO from then on while its
 # vstor-nbd keeps running. Host 2 is refused until host 1's lease has
-# expired, then takes the volume; host 1's later writes never land.
+# expired, then takes the volume; host 1's later writes never land. Then
+# the lease storage fails under host 2: its writes fail, its server lives.
 . "$(dirname "$0")/lib.sh"
 . "$VS_LIB_DIR/lib-nfs.sh"
 . "$VS_LIB_DIR/lib-sanlock.sh"
@@ -40,21 +41,24 @@ nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbd1.sock" \
 
 # --- host 1 loses its lease: its writes fail, its reads go on ---
 kill -KILL "$(<"$WORKDIR/host1/run/sanlock.pid")"
-host1_write_fails()
+# write_fails SOCKET OFFSET: a 4 KiB write there fails with EIO.
+write_fails()
 {
-	nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbd1.sock" -c '
+	nbdsh -u "nbd+unix:///?socket=$1" -c '
 import errno, sys
 try:
-    h.pwrite(b"\x77" * 4096, 8192)
+    h.pwrite(b"\x77" * 4096, '"$2"')
     h.flush()
 except nbd.Error as e:
     assert e.errno in ("EIO", errno.EIO), e
     sys.exit(0)
 sys.exit(1)' 2>/dev/null
 }
-wait_for 10 host1_write_fails
+# (writes before the monitor saw the loss may land: they are still covered)
+wait_for 10 write_fails "$WORKDIR/nbd1.sock" 8192
 assert_grep "lost the sanlock lease of volume 'v1'" "$nbd1_err" "host 1's vstor-nbd"
-cmp -n 4096 -i 0:8192 /dev/zero exp/v1 || fail "a write after the lease loss landed"
+write_fails "$WORKDIR/nbd1.sock" 12288 || fail "host 1 wrote after its lease loss"
+cmp -n 4096 -i 0:12288 /dev/zero exp/v1 || fail "a write after the lease loss landed"
 nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbd1.sock" \
 	-c 'assert h.pread(4096, 0) == b"\x5a" * 4096' || fail "host 1 reads after the loss"
 
@@ -80,8 +84,19 @@ assert h.pread(4096, 0) == b"\x5a" * 4096
 h.pwrite(b"\x21" * 4096, 0)
 h.flush()' || fail "host 2 reads and writes"
 # Host 1, still running, writes once more: refused; host 2's data stays.
-host1_write_fails || fail "host 1 wrote after host 2 took the volume"
+write_fails "$WORKDIR/nbd1.sock" 0 || fail "host 1 wrote after host 2 took the volume"
 cmp -n 4096 exp/v1 <(head -c 4096 /dev/zero | tr '\0' '\041') ||
 	fail "host 2's write is not what the volume holds"
 stop_pid "$nbd1"
+
+# --- the lease storage fails under host 2 (its lockspace reads come back
+#     short): within 6 io_timeouts its writes fail, its vstor-nbd lives on ---
+nbd2_err=$WORKDIR/host2-tries.err # --fork keeps stderr
+truncate -s 0 exp/.leases/__lockspace__
+wait_for 30 write_fails "$WORKDIR/nbd2.sock" 16384
+assert_grep "lost the sanlock lease of volume 'v1' .*not renewed in time" "$nbd2_err" \
+	"host 2's vstor-nbd"
+write_fails "$WORKDIR/nbd2.sock" 20480 || fail "host 2 wrote after its lease loss"
+cmp -n 4096 -i 0:20480 /dev/zero exp/v1 || fail "host 2's write after its lease loss landed"
+kill -0 "$(<"$WORKDIR/nbd2.pid")" || fail "host 2's vstor-nbd did not survive its lease loss"
 log "ok"
