@@ -36,8 +36,7 @@ const char *vs_vol_build_name(const struct vs_vol_build *b)
 	return b->tmp;
 }
 
-/* Is @name one of our temporary names (".NAME.vstor-tmp-XXXXXX")? */
-static bool build_tmp_name(const char *name)
+bool pool_build_tmp_name(const char *name)
 {
 	const char *tag = strstr(name, BUILD_TAG);
 
@@ -243,7 +242,7 @@ void pool_build_cleanup(struct vs_pool *p)
 		struct stat st1, st2;
 		int fd, n;
 
-		if (!build_tmp_name(de->d_name))
+		if (!pool_build_tmp_name(de->d_name))
 			continue;
 		n = snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		if (n < 0 || (size_t)n >= sizeof(path))

@@ -49,6 +49,8 @@ int pool_vol_create_check(struct vs_pool *p, const struct vs_vol_create_args *a,
 int pool_vol_check_unforced(struct vs_pool *p, const struct vs_vol_info *vol, unsigned flags,
 			    struct vs_error *err);
 
+/* Is @name one of the builds' temporary names (".NAME.vstor-tmp-XXXXXX")? (pool-build.c) */
+bool pool_build_tmp_name(const char *name);
 /* Delete what builds that died left in @p (pool-build.c). */
 void pool_build_cleanup(struct vs_pool *p);
 
@@ -105,5 +107,33 @@ int vs_pool_strcpy(char *dst, size_t dstsz, const char *src);
 /* The checked <permissions> of @def (mode 0 and *set_* false when not given). */
 int vs_pool_def_perms(const struct vs_pool_def *def, uint32_t *mode, uint32_t *owner,
 		      bool *set_owner, uint32_t *group, bool *set_group, struct vs_error *err);
+
+/*
+ * Cross-host leases through sanlock (pool-sanlock.c), for pools whose
+ * definition has the extra field "sanlock_leases" (the lease directory).
+ */
+#include <stdatomic.h>
+struct pool_sanlock_lease;
+/* The lease directory of @p, or NULL when @p takes no sanlock leases. */
+const char *pool_sanlock_dir(const struct vs_pool *p);
+/* This host's id: VSTOR_HOST_ID, else /etc/vstor/host-id (1-2000). */
+int vs_sanlock_host_id(uint64_t *id, struct vs_error *err);
+/* pool-build: write the lockspace unless there is one (no-op without leases). */
+int pool_sanlock_build(struct vs_pool *p, struct vs_error *err);
+/* pool-start: start joining the lockspace as this host (no-op without leases). */
+int pool_sanlock_start(struct vs_pool *p, struct vs_error *err);
+/* Acquire @vol's lease for writing (-EAGAIN "in use by host N" when held). */
+int pool_sanlock_acquire(struct vs_pool *p, const char *vol, struct pool_sanlock_lease **out,
+			 struct vs_error *err);
+/* Set once the process lost @l (its writes must fail from then on). */
+const atomic_bool *pool_sanlock_lost_flag(const struct pool_sanlock_lease *l);
+void pool_sanlock_release(struct pool_sanlock_lease *l); /* NULL is a no-op */
+/* The host holding @vol's lease while alive (0: none, or no leases in @p). */
+int pool_sanlock_holder(struct vs_pool *p, const char *vol, uint64_t *host_id,
+			struct vs_error *err);
+/* 0, or -EBUSY "in use by host N" when a live host holds @vol's lease. */
+int pool_sanlock_check_free(struct vs_pool *p, const char *vol, struct vs_error *err);
+/* Remove the lease file of a deleted volume (ignores errors). */
+void pool_sanlock_remove(struct vs_pool *p, const char *vol);
 
 #endif

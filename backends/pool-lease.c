@@ -81,8 +81,10 @@ static int vol_lock_fd(struct vs_pool *p, const struct vs_vol_info *vol, int *fd
 
 int vs_pool_vol_check_unused(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err)
 {
-	int fd, ret = vol_lock_fd(p, vol, &fd, err);
+	int fd, ret = pool_sanlock_check_free(p, vol->name, err);
 
+	if (ret == 0)
+		ret = vol_lock_fd(p, vol, &fd, err);
 	if (ret < 0 || fd < 0)
 		return ret;
 	ret = lock_check_fd(fd, vol->name, err);
@@ -93,7 +95,10 @@ int vs_pool_vol_check_unused(struct vs_pool *p, const struct vs_vol_info *vol, s
 int pool_vol_check_unforced(struct vs_pool *p, const struct vs_vol_info *vol, unsigned flags,
 			    struct vs_error *err)
 {
-	return (flags & VS_VOL_FORCE) ? 0 : vs_pool_vol_check_unused(p, vol, err);
+	/* --force overrides this host's users, never another host's lease. */
+	if (flags & VS_VOL_FORCE)
+		return pool_sanlock_check_free(p, vol->name, err);
+	return vs_pool_vol_check_unused(p, vol, err);
 }
 
 int vs_pool_vol_check_closed(struct vs_pool *p, const struct vs_vol_info *vol, struct vs_error *err)
@@ -118,6 +123,18 @@ int vs_pool_vol_check_closed(struct vs_pool *p, const struct vs_vol_info *vol, s
 	if (ret < 0)
 		return vs_error_set(err, ret, "%s", e.msg);
 	return 0;
+}
+
+int vs_pool_vol_lease_holder(struct vs_pool *p, const char *name, uint64_t *host_id,
+			     struct vs_error *err)
+{
+	*host_id = 0;
+	if (!pool_sanlock_dir(p))
+		return vs_error_set(
+			err, -EINVAL,
+			"pool '%s' takes no cross-host leases (no sanlock_leases field)",
+			p->def.name);
+	return pool_sanlock_holder(p, name, host_id, err);
 }
 
 /* ---- Leases ------------------------------------------------------------------ */

@@ -31,7 +31,8 @@ static int vol_node_open(struct vs_pool *p, const struct vs_vol_info *vol,
 /* What a node opened through a pool releases when it is closed. */
 struct vol_hold {
 	struct vs_vol_lease *lease;
-	struct vs_pool *pool; /* owned when opened through vol: */
+	struct pool_sanlock_lease *sanlock; /* writers of shared pools */
+	struct vs_pool *pool;		    /* owned when opened through vol: */
 };
 
 static void vol_hold_release(void *opaque)
@@ -39,6 +40,7 @@ static void vol_hold_release(void *opaque)
 	struct vol_hold *h = opaque;
 
 	vs_vol_lease_release(h->lease);
+	pool_sanlock_release(h->sanlock);
 	vs_pool_free(h->pool);
 	free(h);
 }
@@ -73,13 +75,28 @@ static int vol_open_protocol(struct vs_pool *p, const struct vs_vol_info *vol,
 			return ret;
 		}
 	}
+	/*
+	 * Across hosts: the volume's sanlock lease, before the first write can
+	 * happen. A build's hidden volume has a name no other host opens.
+	 */
+	if (pool_sanlock_dir(p) && !opts->read_only && !pool_build_tmp_name(vol->name)) {
+		ret = pool_sanlock_acquire(p, vol->name, &h->sanlock, err);
+		if (ret < 0) {
+			vs_vol_lease_release(h->lease);
+			free(h);
+			return ret;
+		}
+	}
 	o.filename = vol->path;
 	ret = vol_node_open(p, vol, &o, &n, err);
 	if (ret < 0) {
+		pool_sanlock_release(h->sanlock);
 		vs_vol_lease_release(h->lease);
 		free(h);
 		return ret;
 	}
+	if (h->sanlock)
+		n->write_fence = pool_sanlock_lost_flag(h->sanlock);
 	if (own_pool)
 		h->pool = p;
 	n->close_hook = vol_hold_release;

@@ -198,6 +198,7 @@ int vs_pool_vol_delete(struct vs_pool *p, const char *name, unsigned flags, stru
 	if (ret == 0) {
 		vs_vol_lease_remove(p->state, p->def.name, name);
 		(void)vs_pool_vol_link_secret(p, name, NULL, NULL);
+		pool_sanlock_remove(p, name);
 	}
 	return ret;
 }

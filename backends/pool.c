@@ -225,10 +225,15 @@ int vs_pool_build(struct vs_pool *p, unsigned flags, struct vs_error *err)
 	ret = need_inactive(p, err);
 	if (ret < 0)
 		return ret;
-	if (!p->backend->build)
-		return 0;
-	ret = pool_attach(p, err);
-	return ret < 0 ? ret : p->backend->build(p, flags, err);
+	if (p->backend->build) {
+		ret = pool_attach(p, err);
+		if (ret == 0)
+			ret = p->backend->build(p, flags, err);
+		if (ret < 0)
+			return ret;
+	}
+	/* Shared pools with cross-host leases: the sanlock lockspace. */
+	return pool_sanlock_build(p, err);
 }
 
 int vs_pool_start(struct vs_pool *p, struct vs_error *err)
@@ -244,6 +249,9 @@ int vs_pool_start(struct vs_pool *p, struct vs_error *err)
 	ret = pool_attach(p, err);
 	if (ret == 0 && p->backend->start)
 		ret = p->backend->start(p, err);
+	/* Join the lockspace now, in the background: the first writer need not wait. */
+	if (ret == 0)
+		ret = pool_sanlock_start(p, err);
 	if (ret < 0)
 		return ret;
 	p->active = true;

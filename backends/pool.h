@@ -565,6 +565,14 @@ void vs_vol_lease_release(struct vs_vol_lease *l); /* NULL is a no-op */
 /* Remove the lease file of a deleted volume (ignores errors). */
 void vs_vol_lease_remove(struct vs_pool_state *st, const char *pool, const char *vol);
 
+/*
+ * Cross-host leases (shared pools whose definition has the extra field
+ * "sanlock_leases"): the host id holding volume @name's sanlock lease while
+ * that host is alive, 0 when none does. -EINVAL when @p takes no such leases.
+ */
+int vs_pool_vol_lease_holder(struct vs_pool *p, const char *name, uint64_t *host_id,
+			     struct vs_error *err);
+
 /* ---- vol:POOL/VOLUME names ------------------------------------------------- */
 
 /*

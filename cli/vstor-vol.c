@@ -1090,6 +1090,37 @@ static int cmd_vol_info(struct vstor_ctx *c)
 	return 0;
 }
 
+/* vol-lease (vstor extension): which host holds the volume's sanlock lease. */
+static int cmd_vol_lease(struct vstor_ctx *c)
+{
+	char name[VS_POOL_NAME_MAX + 1];
+	struct vs_vol_info v;
+	struct vs_pool *p;
+	uint64_t holder;
+	int ret;
+
+	if (get_vol_info(c, &p, name, &v))
+		return 1;
+	ret = vs_pool_vol_lease_holder(p, v.name, &holder, &c->err);
+	vs_pool_free(p);
+	if (ret < 0)
+		return vstor_error_err(c, "failed to get the lease of vol '%s'", name);
+	if (c->json) {
+		struct json_writer w;
+
+		json_init(&w, stdout, false);
+		json_obj_begin(&w, NULL);
+		json_uint(&w, "holder", holder); /* 0: none */
+		json_obj_end(&w);
+		putchar('\n');
+	} else if (holder) {
+		printf("%-15s host %llu\n", "Lease holder:", (unsigned long long)holder);
+	} else {
+		printf("%-15s none\n", "Lease holder:");
+	}
+	return 0;
+}
+
 static int cmd_vol_path(struct vstor_ctx *c)
 {
 	char name[VS_POOL_NAME_MAX + 1];
@@ -1384,6 +1415,8 @@ const struct vstor_cmd vstor_vol_cmds[] = {
 	{ "vol-info", cmd_vol_info, info_opts, "storage vol information", false },
 	{ "vol-key", cmd_vol_key, vol_opts,
 	  "returns the volume key for a given volume name or path", false },
+	{ "vol-lease", cmd_vol_lease, vol_opts,
+	  "the host holding the volume's sanlock lease (shared pools)", false },
 	{ "vol-list", cmd_vol_list, list_opts, "list vols", false },
 	{ "vol-name", cmd_vol_name, vol_key_opts, "returns the volume name for a given volume key",
 	  false },

@@ -16,6 +16,7 @@
 #ifndef VSTOR_DRIVER_H
 #define VSTOR_DRIVER_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -198,6 +199,12 @@ struct vs_node {
 	/* Called after the driver's close (a resolver's lease); may be NULL. */
 	void (*close_hook)(void *opaque);
 	void *close_hook_opaque;
+	/*
+	 * Set (by whoever opened the node, e.g. a pool's cross-host lease)
+	 * once the node must not be written any more: its writes, flushes and
+	 * resizes fail with EIO from then on. NULL: never.
+	 */
+	const atomic_bool *write_fence;
 	/* In-memory dirty bitmaps the node's writes mark (dirty-bitmap.c). */
 	struct vs_dirty_bitmap *dirty_bitmaps;
 	/* vs_node_set_before_write(): called inside each write, before it. */

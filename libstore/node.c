@@ -431,9 +431,18 @@ static int node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, u
 	return ret;
 }
 
+/* Whether @n's owner fenced its writes (n->write_fence). */
+static inline bool node_fenced(const struct vs_node *n)
+{
+	return n->write_fence && atomic_load_explicit(n->write_fence, memory_order_relaxed);
+}
+
 int vs_node_truncate(struct vs_node *n, uint64_t size, enum vs_prealloc prealloc, bool exact,
 		     struct vs_error *err)
 {
+	if (node_fenced(n))
+		return vs_error_set(err, -EIO, "Cannot resize '%s': its lease was lost",
+				    n->filename);
 	if (n->read_only)
 		return vs_error_set(err, -EPERM, "Cannot resize '%s': opened read-only",
 				    n->filename);
@@ -737,6 +746,8 @@ int vs_node_pwritev(struct vs_node *n, uint64_t offset, uint64_t len, struct iov
 {
 	int ret;
 
+	if (node_fenced(n))
+		return -EIO;
 	node_enter(n);
 	node_before_write(n, offset, len);
 	if (n->dirty_bitmaps)
@@ -753,6 +764,8 @@ int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
 {
 	int ret;
 
+	if (node_fenced(n))
+		return -EIO;
 	node_enter(n);
 	node_before_write(n, offset, len);
 	if (n->dirty_bitmaps)
@@ -767,6 +780,8 @@ int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
 
 int vs_node_flush(struct vs_node *n)
 {
+	if (node_fenced(n))
+		return -EIO;
 	node_enter(n);
 	return node_leave(n, node_flush(n));
 }
@@ -775,6 +790,8 @@ int vs_node_discard(struct vs_node *n, uint64_t offset, uint64_t len)
 {
 	int ret;
 
+	if (node_fenced(n))
+		return -EIO;
 	node_enter(n);
 	node_before_write(n, offset, len);
 	if (n->dirty_bitmaps)
@@ -790,6 +807,8 @@ int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsig
 {
 	int ret;
 
+	if (node_fenced(n))
+		return -EIO;
 	node_enter(n);
 	node_before_write(n, offset, len);
 	if (n->dirty_bitmaps)

@@ -51,6 +51,9 @@ PACKAGES=(
 	librbd-dev librados-dev ceph-mon ceph-mgr ceph-osd ceph-common uuid-runtime
 	# libvirt-managed guests on vstor disks (test-libvirt-guest: a private libvirtd)
 	libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
+	# cross-host volume leases of shared pools: libsanlock_client, and the
+	# sanlock daemons of the lease tests (two hosts, one per run dir)
+	sanlock libsanlock-dev
 )
 
 # ganesha's VFS FSAL reads the mount table from /etc/mtab, which every

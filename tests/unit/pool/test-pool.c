@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "pool-int.h"
 #include "pool-parse.h"
 #include "pool.h"
 
@@ -455,6 +456,26 @@ static void test_secret_store(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* This host's id for sanlock leases: VSTOR_HOST_ID, 1-2000, nothing else. */
+static void test_sanlock_host_id(void **state)
+{
+	static const char *const bad[] = { "0", "2001", "7x", "-1", "99999999999999999999" };
+	uint64_t id = 0;
+
+	(void)state;
+	setenv("VSTOR_HOST_ID", "7", 1);
+	assert_int_equal(vs_sanlock_host_id(&id, NULL), 0);
+	assert_int_equal(id, 7);
+	setenv("VSTOR_HOST_ID", "2000", 1);
+	assert_int_equal(vs_sanlock_host_id(&id, NULL), 0);
+	assert_int_equal(id, 2000);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		setenv("VSTOR_HOST_ID", bad[i], 1);
+		assert_int_equal(vs_sanlock_host_id(&id, NULL), -EINVAL);
+	}
+	unsetenv("VSTOR_HOST_ID");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -463,6 +484,7 @@ int main(void)
 		cmocka_unit_test(test_xml_errors),	cmocka_unit_test(test_names),
 		cmocka_unit_test(test_leases),		cmocka_unit_test(test_secret),
 		cmocka_unit_test(test_perms_parse),	cmocka_unit_test(test_secret_store),
+		cmocka_unit_test(test_sanlock_host_id),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
