@@ -674,6 +674,18 @@ int vs_nbd_server_add_listener(struct vs_nbd_server *s, int fd)
 	return 0;
 }
 
+struct shard_flush {
+	struct vs_node *node;
+	int ret;
+};
+
+static void flush_there(void *opaque)
+{
+	struct shard_flush *f = opaque;
+
+	f->ret = vs_node_flush(f->node);
+}
+
 int vs_nbd_server_shutdown(struct vs_nbd_server *s)
 {
 	int ret = 0;
@@ -697,8 +709,14 @@ int vs_nbd_server_shutdown(struct vs_nbd_server *s)
 		vs_co_queue_wait(&s->idle_wait);
 	for (struct nbd_export *e = s->exports; e; e = e->next) {
 		if (!e->read_only) {
-			int r = vs_node_flush(vs_export_node(e->exp));
+			struct shard_flush f = { vs_export_node(e->exp), 0 };
+			int r;
 
+			/* Where the node lives. */
+			if (!e->shard || e->shard == s ||
+			    vs_reactor_call(e->shard->reactor, flush_there, &f) < 0)
+				flush_there(&f);
+			r = f.ret;
 			if (r < 0 && ret == 0)
 				ret = r;
 		}
