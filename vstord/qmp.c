@@ -498,14 +498,17 @@ static void handler_there(void *arg)
 static int run_handler(const struct qmp_command *cmd, struct qmp_call *call)
 {
 	static struct vs_co_mutex lock;
+	static unsigned depth;
 	struct handler_run h = { cmd, call, -1 };
 	struct vs_reactor *home;
 	char why[256];
 	int where;
 
-	if (vd_reactor_count() == 1)
+	/* A command a command runs (checkpoint-add's block-export-add) runs where it is. */
+	if (vd_reactor_count() == 1 || depth)
 		return cmd->fn(call);
 	vs_co_mutex_lock(&lock);
+	depth++;
 	where = vd_command_reactor(cmd->name, call->args, &home, why, sizeof(why));
 	if (where < 0) {
 		h.ret = qmp_error(call, QMP_ERR_GENERIC, "%s", why);
@@ -519,6 +522,7 @@ static int run_handler(const struct qmp_command *cmd, struct qmp_call *call)
 	else if (vs_reactor_call(home, handler_there, &h) < 0)
 		h.ret = qmp_error(call, QMP_ERR_GENERIC, "The reactor of '%s' is stopping",
 				  cmd->name);
+	depth--;
 	vs_co_mutex_unlock(&lock);
 	return h.ret;
 }

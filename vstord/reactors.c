@@ -302,7 +302,13 @@ static const char *const homed_commands[] = {
 	NULL,
 };
 
-/* Of those, the ones that start a job. */
+/*
+ * The commands that work on nodes and on vstord's tables (they add
+ * exports and nodes): on main, every export drained.
+ */
+static const char *const drained_commands[] = { "checkpoint-add", "checkpoint-remove", NULL };
+
+/* Of the homed ones, those that start a job. */
 static const char *const job_commands[] = {
 	"block-commit", "block-stream", "blockdev-backup", "blockdev-mirror", "drive-backup",
 	"drive-mirror", NULL,
@@ -357,6 +363,10 @@ int vd_command_reactor(const char *name, json_object *args, struct vs_reactor **
 	*out = NULL;
 	if (nreactors == 1 || !args)
 		return 0;
+	for (i = 0; drained_commands[i] && strcmp(drained_commands[i], name); i++)
+		;
+	if (drained_commands[i])
+		return 1;
 	for (i = 0; homed_commands[i] && strcmp(homed_commands[i], name); i++)
 		;
 	if (!homed_commands[i])

@@ -61,9 +61,10 @@ void vd_node_home_put(const struct vs_node *node);
  * Where command @name with @args runs: the home reactor of the nodes (or
  * exports) it names when it is one that works on a node (block_resize,
  * snapshots, bitmaps, block jobs' start, transactions, throttling), else
- * main (*@out NULL); 0. When it names nodes homed on two reactors: 1, to
- * run on main with every export drained, or -1 with @why when it would
- * start a job.
+ * main (*@out NULL); 0. When it names nodes homed on two reactors, or
+ * works on the tables too (checkpoint-add/remove): 1, to run on main with
+ * every export drained; -1 with @why when it would start a job on nodes
+ * of two reactors.
  */
 struct json_object;
 int vd_command_reactor(const char *name, struct json_object *args, struct vs_reactor **out,
