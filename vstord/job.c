@@ -380,13 +380,17 @@ static void job_dismiss(struct vd_job *job)
 /* The job list and the state are main's: a job on another reactor ends there. */
 static void job_dismiss_main(void *arg)
 {
+	qmp_commands_hold(); /* the job list is the commands' too */
 	job_dismiss(arg);
+	qmp_commands_release();
 }
 
 static void state_save_main(void *arg)
 {
 	(void)arg;
+	qmp_commands_hold();
 	vd_state_save();
+	qmp_commands_release();
 }
 
 static void job_co(void *arg)

@@ -495,9 +495,22 @@ static void handler_there(void *arg)
  * touch are main's, while one runs on a node's home reactor), and the
  * ones that work on homed nodes run there (reactors.h).
  */
+static struct vs_co_mutex commands_lock;
+
+void qmp_commands_hold(void)
+{
+	if (vd_reactor_count() > 1)
+		vs_co_mutex_lock(&commands_lock);
+}
+
+void qmp_commands_release(void)
+{
+	if (vd_reactor_count() > 1)
+		vs_co_mutex_unlock(&commands_lock);
+}
+
 static int run_handler(const struct qmp_command *cmd, struct qmp_call *call)
 {
-	static struct vs_co_mutex lock;
 	static unsigned depth;
 	struct handler_run h = { cmd, call, -1 };
 	struct vs_reactor *home;
@@ -507,7 +520,7 @@ static int run_handler(const struct qmp_command *cmd, struct qmp_call *call)
 	/* A command a command runs (checkpoint-add's block-export-add) runs where it is. */
 	if (vd_reactor_count() == 1 || depth)
 		return cmd->fn(call);
-	vs_co_mutex_lock(&lock);
+	vs_co_mutex_lock(&commands_lock);
 	depth++;
 	where = vd_command_reactor(cmd->name, call->args, &home, why, sizeof(why));
 	if (where < 0) {
@@ -523,7 +536,7 @@ static int run_handler(const struct qmp_command *cmd, struct qmp_call *call)
 		h.ret = qmp_error(call, QMP_ERR_GENERIC, "The reactor of '%s' is stopping",
 				  cmd->name);
 	depth--;
-	vs_co_mutex_unlock(&lock);
+	vs_co_mutex_unlock(&commands_lock);
 	return h.ret;
 }
 
