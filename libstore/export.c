@@ -35,11 +35,11 @@ struct vs_export {
 	struct vs_export_error_policy policy;
 	/*
 	 * vs_export_drain_begin(): requests wait at the entry (@held) while
-	 * @quiesced; an error under a stop policy holds them there while
+	 * @quiesced (drains nest: a count); an error under a stop policy holds them there while
 	 * @stopped, the failed ones too (out of @active).
 	 */
 	unsigned active;
-	bool quiesced;
+	unsigned quiesced;
 	bool stopped;
 	struct vs_co_queue held;
 	struct vs_co_queue drained;
@@ -195,7 +195,7 @@ static void release_throttled(struct vs_export *e)
 
 void vs_export_drain_begin(struct vs_export *e)
 {
-	e->quiesced = true;
+	e->quiesced++;
 	release_throttled(e);
 	while (e->active)
 		vs_co_queue_wait(&e->drained);
@@ -203,7 +203,8 @@ void vs_export_drain_begin(struct vs_export *e)
 
 void vs_export_drain_end(struct vs_export *e)
 {
-	e->quiesced = false;
+	if (e->quiesced && --e->quiesced)
+		return;
 	vs_co_queue_wake_all(&e->held);
 }
 

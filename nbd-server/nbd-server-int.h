@@ -61,7 +61,9 @@ struct nbd_export {
 	 * Removed (vs_nbd_server_remove_export()): kept on the server's
 	 * removed list while a handshake may still hold it; never served again.
 	 */
-	bool removed;
+	bool removed; /* atomic: a shard reads it */
+	/* The server on another reactor that serves its connections, or NULL. */
+	struct vs_nbd_server *shard;
 	struct nbd_export *next;
 };
 
@@ -153,7 +155,8 @@ struct vs_nbd_server {
 	struct nbd_listener *listeners;
 	struct nbd_conn *conns;
 	unsigned nconns;
-	unsigned served; /* connections ever accepted */
+	unsigned forwarded; /* of them, moved to an export's shard */
+	unsigned served;    /* connections ever accepted */
 	bool shutting_down;
 	bool finished;
 	unsigned listeners_alive;

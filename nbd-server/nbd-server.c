@@ -227,6 +227,8 @@ static void free_removed(struct vs_nbd_server *s)
 {
 	struct nbd_export *e;
 
+	if (s->forwarded)
+		return; /* a connection on a shard may still point to one */
 	for (const struct nbd_conn *c = s->conns; c; c = c->next)
 		if (c->in_handshake)
 			return;
@@ -236,27 +238,15 @@ static void free_removed(struct vs_nbd_server *s)
 	}
 }
 
-int vs_nbd_server_remove_export(struct vs_nbd_server *s, const char *name, struct vs_error *err)
+/*
+ * @e's clients on @s read no more requests: the reader's recv is cancelled
+ * (or sees the end of the stream), requests in flight finish and reply,
+ * then the connection closes. Returns once none is left.
+ */
+static void evict_clients(struct vs_nbd_server *s, struct nbd_export *e)
 {
-	const char *n = name ? name : "";
-	struct nbd_export *e, **pp;
 	bool busy;
 
-	for (pp = &s->exports; *pp && strcmp((*pp)->name, n); pp = &(*pp)->next)
-		;
-	e = *pp;
-	if (!e)
-		return vs_error_set(err, -ENOENT, "Export '%s' is not found", n);
-	/* New clients no longer find it; a handshake that already did hangs up. */
-	*pp = e->next;
-	e->removed = true;
-	e->next = s->removed;
-	s->removed = e;
-	/*
-	 * Its clients read no more requests: the reader's recv is cancelled (or
-	 * sees the end of the stream), requests in flight finish and reply, then
-	 * the connection closes.
-	 */
 	for (struct nbd_conn *c = s->conns; c; c = c->next) {
 		if (c->exp != e)
 			continue;
@@ -273,8 +263,54 @@ int vs_nbd_server_remove_export(struct vs_nbd_server *s, const char *name, struc
 		if (busy)
 			vs_co_queue_wait(&s->idle_wait);
 	} while (busy);
+}
+
+/* On the shard's reactor: evict the removed export's clients there, flush its node. */
+static void shard_evict(void *opaque)
+{
+	struct nbd_export *e = opaque;
+
+	evict_clients(e->shard, e);
 	if (!e->read_only)
 		vs_node_flush(vs_export_node(e->exp));
+}
+
+int vs_nbd_server_set_export_shard(struct vs_nbd_server *s, const char *name,
+				   struct vs_nbd_server *shard)
+{
+	const char *n = name ? name : "";
+
+	for (struct nbd_export *e = s->exports; e; e = e->next) {
+		if (!strcmp(e->name, n)) {
+			e->shard = shard;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+int vs_nbd_server_remove_export(struct vs_nbd_server *s, const char *name, struct vs_error *err)
+{
+	const char *n = name ? name : "";
+	struct nbd_export *e, **pp;
+
+	for (pp = &s->exports; *pp && strcmp((*pp)->name, n); pp = &(*pp)->next)
+		;
+	e = *pp;
+	if (!e)
+		return vs_error_set(err, -ENOENT, "Export '%s' is not found", n);
+	/* New clients no longer find it; a handshake that already did hangs up. */
+	*pp = e->next;
+	__atomic_store_n(&e->removed, true, __ATOMIC_RELEASE);
+	e->next = s->removed;
+	s->removed = e;
+	evict_clients(s, e);
+	if (e->shard && e->shard != s) {
+		/* Its clients on the shard; the node is flushed there, where it lives. */
+		vs_reactor_call(e->shard->reactor, shard_evict, e);
+	} else if (!e->read_only) {
+		vs_node_flush(vs_export_node(e->exp));
+	}
 	/* The node may go away now: nothing reaches it through this export. */
 	e->node = NULL;
 	free_removed(s);
@@ -432,6 +468,73 @@ static void conn_free(struct nbd_conn *c)
 	free(c);
 }
 
+static void conn_unlink(struct vs_nbd_server *s, struct nbd_conn *c)
+{
+	for (struct nbd_conn **pp = &s->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+}
+
+/*
+ * On the shard's reactor: serve @c's requests there until it ends, then
+ * give it back (its request cache freed, counted off the shard).
+ */
+static void conn_adopt(void *opaque)
+{
+	struct nbd_conn *c = opaque;
+	struct vs_nbd_server *home = c->srv, *sh = c->exp->shard;
+	struct nbd_req *r;
+
+	if (sh->shutting_down || __atomic_load_n(&c->exp->removed, __ATOMIC_ACQUIRE))
+		return; /* hung up at home */
+	c->srv = sh;
+	sh->buffered += c->buffered;
+	c->next = sh->conns;
+	sh->conns = c;
+	sh->nconns++;
+	sh->served++;
+	sh->stats.accepted++;
+	if (!sh->watchdog && sh->request_ns)
+		sh->watchdog = vs_co_spawn(sh->reactor, server_watchdog, sh);
+	c->reader = vs_co_self();
+	nbd_conn_transmission(c);
+	while (c->in_flight)
+		vs_co_queue_wait(&c->drain_wait);
+	c->reader = NULL;
+	while ((r = c->free_reqs)) {
+		c->free_reqs = r->next_free;
+		free(r->buf);
+		if (r->cap)
+			nbd_conn_account(c, -(int64_t)r->cap);
+		free(r);
+	}
+	sh->buffered -= c->buffered;
+	conn_unlink(sh, c);
+	sh->nconns--;
+	vs_co_queue_wake_all(&sh->idle_wait);
+	c->srv = home;
+}
+
+/* Hand @c over to its export's shard and wait until its requests are over there. */
+static void conn_forward(struct nbd_conn *c)
+{
+	struct vs_nbd_server *s = c->srv;
+
+	conn_unlink(s, c);
+	s->forwarded++;
+	s->buffered -= c->buffered;
+	c->reader = NULL;
+	(void)vs_reactor_call(c->exp->shard->reactor, conn_adopt, c);
+	s->buffered += c->buffered;
+	/* Back on the list for conn_main's end. */
+	c->next = s->conns;
+	s->conns = c;
+	s->forwarded--;
+}
+
 static void conn_main(void *opaque)
 {
 	struct nbd_conn *c = opaque;
@@ -442,7 +545,10 @@ static void conn_main(void *opaque)
 	if (nbd_conn_handshake(c) == 1) {
 		c->in_handshake = false;
 		nbd_conn_expect_bytes(c, 0);
-		nbd_conn_transmission(c);
+		if (c->exp->shard && c->exp->shard != s)
+			conn_forward(c);
+		else
+			nbd_conn_transmission(c);
 	}
 	/* Let requests in flight finish and reply before the socket goes away. */
 	while (c->in_flight)
@@ -568,6 +674,18 @@ int vs_nbd_server_add_listener(struct vs_nbd_server *s, int fd)
 	return 0;
 }
 
+struct shard_flush {
+	struct vs_node *node;
+	int ret;
+};
+
+static void flush_there(void *opaque)
+{
+	struct shard_flush *f = opaque;
+
+	f->ret = vs_node_flush(f->node);
+}
+
 int vs_nbd_server_shutdown(struct vs_nbd_server *s)
 {
 	int ret = 0;
@@ -591,8 +709,14 @@ int vs_nbd_server_shutdown(struct vs_nbd_server *s)
 		vs_co_queue_wait(&s->idle_wait);
 	for (struct nbd_export *e = s->exports; e; e = e->next) {
 		if (!e->read_only) {
-			int r = vs_node_flush(vs_export_node(e->exp));
+			struct shard_flush f = { vs_export_node(e->exp), 0 };
+			int r;
 
+			/* Where the node lives. */
+			if (!e->shard || e->shard == s ||
+			    vs_reactor_call(e->shard->reactor, flush_there, &f) < 0)
+				flush_there(&f);
+			r = f.ret;
 			if (r < 0 && ret == 0)
 				ret = r;
 		}

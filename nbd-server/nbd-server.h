@@ -104,6 +104,18 @@ int vs_nbd_server_add_export(struct vs_nbd_server *s, const struct vs_nbd_export
  */
 int vs_nbd_server_remove_export(struct vs_nbd_server *s, const char *name, struct vs_error *err);
 
+/*
+ * Serve the export named @name on another reactor: @shard is a server made
+ * with vs_nbd_server_new() on that reactor, with the same options and no
+ * listeners or exports. A client's handshake stays on @s; once it chose the
+ * export, its connection moves to @shard, whose reactor runs its requests
+ * (and counts its buffers) until it ends. vs_nbd_server_export_clients()
+ * on @shard, on its reactor, counts those. @shard is shut down, on its
+ * reactor, before @s, and freed after it. -ENOENT if there is no export.
+ */
+int vs_nbd_server_set_export_shard(struct vs_nbd_server *s, const char *name,
+				   struct vs_nbd_server *shard);
+
 /* The clients connected to the export named @name (NULL: ""), past their handshake. */
 unsigned vs_nbd_server_export_clients(const struct vs_nbd_server *s, const char *name);
 

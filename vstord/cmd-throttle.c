@@ -325,6 +325,7 @@ struct targets {
 	const char *device, *id;
 	struct vs_export *exp[64];
 	unsigned n;
+	int reactor; /* theirs; -2: they are on different ones */
 	bool overflow;
 };
 
@@ -340,7 +341,49 @@ static void find_targets(const struct vd_export_view *v, void *opaque)
 		t->overflow = true;
 		return;
 	}
+	if (t->n && t->reactor != v->reactor)
+		t->reactor = -2;
+	else if (!t->n)
+		t->reactor = v->reactor;
 	t->exp[t->n++] = v->exp;
+}
+
+struct group_home {
+	struct vs_throttle_group *g;
+	int reactor;
+	int other; /* a member's reactor other than @reactor, or -1 */
+};
+
+static void check_home(const struct vd_export_view *v, void *opaque)
+{
+	struct group_home *h = opaque;
+
+	if (v->exp && vs_export_throttle(v->exp) == h->g && v->reactor != h->reactor)
+		h->other = v->reactor;
+}
+
+/*
+ * A group's members wake each other's requests: they all run on one
+ * reactor. 0, or -1 after qmp_error() when @tg's exports would join
+ * members on another one.
+ */
+static int check_group_home(struct qmp_call *call, const struct targets *tg, struct vd_tgroup *t,
+			    const char *group)
+{
+	struct group_home h = { t->g, tg->reactor, -1 };
+
+	if (tg->reactor == -2)
+		return qmp_error(call, QMP_ERR_GENERIC,
+				 "The exports of '%s' run on different reactors: they cannot "
+				 "share throttle group '%s'",
+				 tg->id ? tg->id : tg->device, group);
+	vd_export_for_each(check_home, &h);
+	if (h.other >= 0)
+		return qmp_error(call, QMP_ERR_GENERIC,
+				 "Throttle group '%s' has members on reactor %d, '%s' runs on "
+				 "reactor %d",
+				 group, h.other, tg->id ? tg->id : tg->device, tg->reactor);
+	return 0;
 }
 
 static int cmd_block_set_io_throttle(struct qmp_call *call)
@@ -406,6 +449,8 @@ static int cmd_block_set_io_throttle(struct qmp_call *call)
 	if (!group)
 		group = tg.id ? tg.id : tg.device;
 	t = group_find(group);
+	if (t && check_group_home(call, &tg, t, group) < 0)
+		return -1;
 	if (!t && !(t = group_new(call, group, false)))
 		return -1;
 	vs_throttle_group_set_config(t->g, &cfg, NULL);

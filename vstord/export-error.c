@@ -8,11 +8,13 @@
 #include "export-error.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "block.h"
 #include "export.h"
 #include "monitor.h"
+#include "reactors.h"
 
 /* One policy argument: 1 given, 0 absent, -1 after qmp_error(). */
 static int action_arg(struct qmp_call *call, const char *name, bool enospc,
@@ -59,11 +61,49 @@ static void find_node(const struct vd_export_view *v, void *opaque)
 		n->name = vd_node_name_of(vs_export_node(v->exp));
 }
 
-/* BLOCK_IO_ERROR: device is the export id, node-name the node it serves now. */
+struct io_error {
+	char *id;
+	enum vs_export_op op;
+	int err;
+	enum vs_export_error_action action;
+};
+
+static void emit_io_error(const char *id, enum vs_export_op op, int err,
+			  enum vs_export_error_action action);
+
+static void emit_posted(void *opaque)
+{
+	struct io_error *ev = opaque;
+
+	emit_io_error(ev->id, ev->op, ev->err, ev->action);
+	free(ev->id);
+	free(ev);
+}
+
+/* On the export's reactor: the event is made on main, where the tables are. */
 static void on_error(void *opaque, enum vs_export_op op, int err,
 		     enum vs_export_error_action action)
 {
-	const char *id = opaque;
+	struct io_error *ev;
+
+	if (vd_on_main()) {
+		emit_io_error(opaque, op, err, action);
+		return;
+	}
+	ev = malloc(sizeof(*ev));
+	if (!ev)
+		return;
+	*ev = (struct io_error){ strdup(opaque), op, err, action };
+	if (!ev->id || vd_reactor_post_main(emit_posted, ev) < 0) {
+		free(ev->id);
+		free(ev);
+	}
+}
+
+/* BLOCK_IO_ERROR: device is the export id, node-name the node it serves now. */
+static void emit_io_error(const char *id, enum vs_export_op op, int err,
+			  enum vs_export_error_action action)
+{
 	json_object *data = json_object_new_object();
 	struct node_of node = { .id = id, .name = "" };
 
@@ -97,11 +137,19 @@ void vd_export_error_release(struct vs_export *exp)
 		vs_export_resume(exp);
 }
 
+static void resume_here(void *opaque)
+{
+	struct vs_export *exp = opaque;
+
+	if (vs_export_is_stopped(exp))
+		vs_export_resume(exp);
+}
+
 static void resume_one(const struct vd_export_view *v, void *opaque)
 {
 	(void)opaque;
-	if (v->exp && vs_export_is_stopped(v->exp))
-		vs_export_resume(v->exp);
+	if (v->exp) /* where its held requests wait */
+		vd_reactor_run_on(v->reactor, resume_here, v->exp);
 }
 
 /*

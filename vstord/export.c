@@ -23,6 +23,7 @@
 #include "monitor.h"
 #include "nbd-server.h"
 #include "object.h"
+#include "reactors.h"
 #include "state.h"
 #include "vhost-user.h"
 
@@ -43,9 +44,14 @@ struct vd_export {
 	char *socket_path; /* vhost-user-blk: removed when the export goes */
 	bool shutting_down;
 	bool error_policy; /* werror/rerror given: queries show whether it stopped */
+	int reactor;	   /* the I/O reactor its data path runs on (x-reactor) */
+	bool homed;	   /* its node's chain is homed there (vd_node_home_get) */
 };
 
 static struct vs_nbd_server *nbd;
+/* With several I/O reactors: the NBD server's part on each (its connections). */
+static struct vs_nbd_server **nbd_shards;
+static unsigned nbd_nshards;
 static char *nbd_tls_creds; /* the object id the NBD server's credentials came from */
 static struct vd_export *exports;
 static bool refuse_addresses;
@@ -66,8 +72,82 @@ static struct vd_export *export_find(const char *id)
 static struct vs_export *layer_export(const struct vd_export *e)
 {
 	if (e->type == VD_EXPORT_VHOST)
-		return vs_vhost_blk_get_export(e->vhost);
+		return e->vhost ? vs_vhost_blk_get_export(e->vhost) : NULL;
 	return nbd ? vs_nbd_server_get_export(nbd, e->nbd_name) : NULL;
+}
+
+/* ---- work on an export's reactor ---- */
+
+struct on_export {
+	struct vd_export *e;
+	struct vs_export *x;
+	void (*fn)(struct on_export *o);
+	uint64_t u;
+	void *p;
+	int ret;
+};
+
+static void on_export_run(void *opaque)
+{
+	struct on_export *o = opaque;
+
+	o->fn(o);
+}
+
+/* Run @o->fn on @e's reactor (inline when it is the caller's). */
+static void run_on_export(struct vd_export *e, struct on_export *o)
+{
+	o->e = e;
+	o->x = layer_export(e);
+	if (vd_reactor_run_on(e->reactor, on_export_run, o) < 0)
+		o->ret = -ESHUTDOWN;
+}
+
+struct shard_op {
+	struct vs_nbd_server_opts *opts;
+	struct vs_nbd_server *srv;
+	const char *name;
+	int ret;
+};
+
+static void shard_new(void *opaque)
+{
+	struct shard_op *op = opaque;
+
+	op->ret = vs_nbd_server_new(&op->srv, op->opts);
+}
+
+static void shard_shutdown(void *opaque)
+{
+	struct shard_op *op = opaque;
+
+	vs_nbd_server_shutdown(op->srv);
+}
+
+static void shard_clients(void *opaque)
+{
+	struct shard_op *op = opaque;
+
+	op->ret = (int)vs_nbd_server_export_clients(op->srv, op->name);
+}
+
+/* Shut down and free the NBD server: its shards first, each on its reactor. */
+static void nbd_server_close(void)
+{
+	for (unsigned i = 0; i < nbd_nshards; i++) {
+		struct shard_op op = { .srv = nbd_shards[i] };
+
+		if (op.srv)
+			vd_reactor_run_on((int)i, shard_shutdown, &op);
+	}
+	vs_nbd_server_shutdown(nbd);
+	vs_nbd_server_free(nbd);
+	nbd = NULL;
+	for (unsigned i = 0; i < nbd_nshards; i++)
+		vs_nbd_server_free(nbd_shards[i]);
+	free(nbd_shards);
+	nbd_shards = NULL;
+	nbd_nshards = 0;
 }
 
 /* ---- nbd-server-start / nbd-server-stop ---- */
@@ -176,6 +256,25 @@ static int cmd_nbd_server_start(struct qmp_call *call)
 	if (n < 0)
 		return -1;
 	ret = vs_nbd_server_new(&nbd, &opts);
+	if (ret == 0 && vd_reactor_count() > 1) {
+		/* A part on each I/O reactor; the buffer bound is split between them. */
+		struct vs_nbd_server_opts sopts = opts;
+
+		nbd_shards = calloc(vd_reactor_count(), sizeof(*nbd_shards));
+		if (!nbd_shards)
+			ret = -ENOMEM;
+		if (sopts.max_buffered)
+			sopts.max_buffered /= vd_reactor_count();
+		for (unsigned i = 0; ret == 0 && i < vd_reactor_count(); i++) {
+			struct shard_op op = { .opts = &sopts };
+
+			if (vd_reactor_run_on((int)i, shard_new, &op) < 0)
+				op.ret = -ESHUTDOWN;
+			ret = op.ret;
+			if (ret == 0)
+				nbd_shards[nbd_nshards++] = op.srv;
+		}
+	}
 	for (int i = 0; i < n; i++) {
 		if (ret == 0)
 			ret = vs_nbd_server_add_listener(nbd, fds[i]);
@@ -183,11 +282,8 @@ static int cmd_nbd_server_start(struct qmp_call *call)
 			close(fds[i]);
 	}
 	if (ret < 0) {
-		if (nbd) {
-			vs_nbd_server_shutdown(nbd);
-			vs_nbd_server_free(nbd);
-			nbd = NULL;
-		}
+		if (nbd)
+			nbd_server_close();
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", strerror(-ret));
 	}
 	nbd_tls_creds = creds ? strdup(creds) : NULL;
@@ -211,9 +307,7 @@ static int cmd_nbd_server_stop(struct qmp_call *call)
 			export_delete(e);
 		}
 	}
-	vs_nbd_server_shutdown(nbd);
-	vs_nbd_server_free(nbd);
-	nbd = NULL;
+	nbd_server_close();
 	free(nbd_tls_creds);
 	nbd_tls_creds = NULL;
 	vd_state_remove(VD_STATE_NBD_SERVER, "");
@@ -389,6 +483,8 @@ static int add_nbd(struct qmp_call *call, struct vd_export *e, struct vd_node *n
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
 	if (writethrough)
 		vs_export_set_writethrough(vs_nbd_server_get_export(nbd, name), true);
+	if (nbd_nshards && e->reactor >= 0)
+		vs_nbd_server_set_export_shard(nbd, name, nbd_shards[e->reactor]);
 	/* Busy while the export lives: export_free lets them go. */
 	e->bitmaps = nb_bitmaps ? calloc(nb_bitmaps, sizeof(*e->bitmaps)) : NULL;
 	for (unsigned i = 0; e->bitmaps && i < nb_bitmaps; i++) {
@@ -400,6 +496,23 @@ static int add_nbd(struct qmp_call *call, struct vd_export *e, struct vd_node *n
 		e->nb_bitmaps++;
 	}
 	return 0;
+}
+
+static void vhost_start(struct on_export *o)
+{
+	int fd = (int)o->u;
+
+	o->ret = vs_vhost_blk_new(&o->e->vhost, o->p);
+	if (o->ret == 0)
+		o->ret = vs_vhost_blk_add_listener(o->e->vhost, fd);
+	else
+		close(fd);
+}
+
+static void vhost_stop(struct on_export *o)
+{
+	vs_vhost_blk_shutdown(o->e->vhost);
+	vs_vhost_blk_free(o->e->vhost);
 }
 
 static int add_vhost(struct qmp_call *call, struct vd_export *e, struct vd_node *n, bool writable,
@@ -422,20 +535,21 @@ static int add_vhost(struct qmp_call *call, struct vd_export *e, struct vd_node 
 		return -1;
 	json_object_object_get_ex(addr, "path", &path);
 	e->socket_path = strdup(json_object_get_string(path));
-	ret = vs_vhost_blk_new(&e->vhost, &(struct vs_vhost_blk_opts){
-						  .node = e->node,
-						  .read_only = !writable,
-						  .wce = !writethrough,
-						  .discard = n->discard == VS_EXPORT_DISCARD_UNMAP,
-						  .detect_zeroes = n->detect_zeroes,
-						  .write_zeroes = writable,
-						  .num_queues = (unsigned)queues,
-						  .quiet = true,
-					  });
-	if (ret == 0)
-		ret = vs_vhost_blk_add_listener(e->vhost, fd);
-	else
-		close(fd);
+	struct vs_vhost_blk_opts vopts = {
+		.node = e->node,
+		.read_only = !writable,
+		.wce = !writethrough,
+		.discard = n->discard == VS_EXPORT_DISCARD_UNMAP,
+		.detect_zeroes = n->detect_zeroes,
+		.write_zeroes = writable,
+		.num_queues = (unsigned)queues,
+		.quiet = true,
+	};
+	struct on_export o = { .fn = vhost_start, .p = &vopts, .u = (uint64_t)fd };
+
+	/* Listened on, and served, on the export's reactor. */
+	run_on_export(e, &o);
+	ret = o.ret;
 	if (ret < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", strerror(-ret));
 	return 0;
@@ -444,8 +558,9 @@ static int add_vhost(struct qmp_call *call, struct vd_export *e, struct vd_node 
 static void export_free(struct vd_export *e)
 {
 	if (e->vhost) {
-		vs_vhost_blk_shutdown(e->vhost);
-		vs_vhost_blk_free(e->vhost);
+		struct on_export o = { .fn = vhost_stop };
+
+		run_on_export(e, &o);
 	}
 	if (e->socket_path)
 		unlink(e->socket_path);
@@ -454,6 +569,8 @@ static void export_free(struct vd_export *e)
 		free(e->bitmaps[i]);
 	}
 	free(e->bitmaps);
+	if (e->homed)
+		vd_node_home_put(e->node);
 	if (e->node)
 		vs_node_close(e->node);
 	free(e->socket_path);
@@ -515,6 +632,14 @@ static int cmd_block_export_add(struct qmp_call *call)
 		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
 	}
 	e->type = strcmp(type, "nbd") ? VD_EXPORT_VHOST : VD_EXPORT_NBD;
+	/* Its reactor: its node's, else the next one. */
+	e->reactor = vd_node_home_get(e->node, VD_REACTOR_ANY);
+	if (e->reactor < -1) {
+		export_free(e);
+		return qmp_error(call, QMP_ERR_GENERIC, "Node '%s' is used on two reactors already",
+				 node_name);
+	}
+	e->homed = true;
 	if (e->type == VD_EXPORT_NBD)
 		ret = add_nbd(call, e, n, writable, writethrough);
 	else
@@ -539,6 +664,12 @@ QMP_COMMAND(block_export_add, "block-export-add", cmd_block_export_add, .params 
 
 /* ---- block-export-del ---- */
 
+static void release_held(struct on_export *o)
+{
+	vd_export_error_release(o->x);
+	vs_export_set_throttle(o->x, NULL);
+}
+
 /* Unlink, disconnect, free and announce @e. */
 static void export_delete(struct vd_export *e)
 {
@@ -550,8 +681,9 @@ static void export_delete(struct vd_export *e)
 	*pp = e->next;
 	e->shutting_down = true;
 	if (layer_export(e)) { /* held and throttled requests go now */
-		vd_export_error_release(layer_export(e));
-		vs_export_set_throttle(layer_export(e), NULL);
+		struct on_export o = { .fn = release_held };
+
+		run_on_export(e, &o);
 	}
 	if (e->type == VD_EXPORT_NBD && nbd)
 		vs_nbd_server_remove_export(nbd, e->nbd_name, NULL);
@@ -561,37 +693,71 @@ static void export_delete(struct vd_export *e)
 	json_object_put(data);
 }
 
+static void drain_begin(struct on_export *o)
+{
+	vs_export_drain_begin(o->x);
+}
+
+static void drain_end(struct on_export *o)
+{
+	if (o->p)
+		vs_export_set_node(o->x, o->p);
+	vs_export_drain_end(o->x);
+}
+
+void vd_exports_drain_all_begin(void)
+{
+	for (struct vd_export *e = exports; e; e = e->next) {
+		struct on_export o = { .fn = drain_begin };
+
+		if (layer_export(e))
+			run_on_export(e, &o);
+	}
+}
+
+void vd_exports_drain_all_end(void)
+{
+	for (struct vd_export *e = exports; e; e = e->next) {
+		struct on_export o = { .fn = drain_end };
+
+		if (layer_export(e))
+			run_on_export(e, &o);
+	}
+}
+
 void vd_exports_drain_begin(struct vs_node *node)
 {
 	for (struct vd_export *e = exports; e; e = e->next) {
-		struct vs_export *x = e->node == node ? layer_export(e) : NULL;
+		struct on_export o = { .fn = drain_begin };
 
-		if (x)
-			vs_export_drain_begin(x);
+		if (e->node == node && layer_export(e))
+			run_on_export(e, &o);
 	}
 }
 
 void vd_exports_drain_end(struct vs_node *node, struct vs_node *new_node)
 {
 	for (struct vd_export *e = exports; e; e = e->next) {
-		struct vs_export *x = e->node == node ? layer_export(e) : NULL;
+		struct on_export o = { .fn = drain_end, .p = new_node };
 
-		if (!x)
+		if (e->node != node || !layer_export(e))
 			continue;
 		if (new_node) {
-			/* The export's reference moves to the new node. */
-			vs_export_set_node(x, new_node);
+			/* The export's reference, and its home, move to the new node. */
+			if (e->homed)
+				vd_node_home_put(node);
+			e->homed = vd_node_home_get(new_node, e->reactor) >= -1;
 			e->node = vs_node_ref(new_node);
 			vs_node_close(node);
 		}
-		vs_export_drain_end(x);
+		run_on_export(e, &o);
 	}
 }
 
 void vd_export_for_each(void (*fn)(const struct vd_export_view *v, void *opaque), void *opaque)
 {
 	for (struct vd_export *e = exports, *next; e; e = next) {
-		struct vd_export_view v = { e->id, e->node_name, layer_export(e) };
+		struct vd_export_view v = { e->id, e->node_name, layer_export(e), e->reactor };
 
 		next = e->next;
 		fn(&v, opaque);
@@ -631,11 +797,28 @@ bool vd_export_uses(const struct vs_node *node)
 	return false;
 }
 
-static bool export_in_use(const struct vd_export *e)
+static void vhost_connected(struct on_export *o)
 {
-	if (e->type == VD_EXPORT_VHOST)
-		return vs_vhost_blk_connected(e->vhost);
-	return nbd && vs_nbd_server_export_clients(nbd, e->nbd_name) > 0;
+	o->ret = vs_vhost_blk_connected(o->e->vhost);
+}
+
+static bool export_in_use(struct vd_export *e)
+{
+	struct on_export o = { .fn = vhost_connected };
+	struct shard_op op = { .name = e->nbd_name };
+
+	if (e->type == VD_EXPORT_VHOST) {
+		run_on_export(e, &o);
+		return o.ret > 0;
+	}
+	if (!nbd)
+		return false;
+	if (vs_nbd_server_export_clients(nbd, e->nbd_name) > 0)
+		return true;
+	if (!nbd_nshards || e->reactor < 0)
+		return false;
+	op.srv = nbd_shards[e->reactor];
+	return vd_reactor_run_on(e->reactor, shard_clients, &op) == 0 && op.ret > 0;
 }
 
 static int cmd_block_export_del(struct qmp_call *call)
@@ -666,11 +849,8 @@ void vd_export_close_all(void)
 {
 	while (exports)
 		export_delete(exports);
-	if (nbd) {
-		vs_nbd_server_shutdown(nbd);
-		vs_nbd_server_free(nbd);
-		nbd = NULL;
-	}
+	if (nbd)
+		nbd_server_close();
 	free(nbd_tls_creds);
 	nbd_tls_creds = NULL;
 }
@@ -695,6 +875,9 @@ static void list_exports(json_object *arr, const struct vd_export *e)
 	nn = e->node ? vd_node_name_of(e->node) : NULL;
 	json_object_object_add(o, "node-name", json_object_new_string(nn ? nn : e->node_name));
 	json_object_object_add(o, "shutting-down", json_object_new_boolean(e->shutting_down));
+	/* vstor's: the I/O reactor its requests run on (-1: main), with --reactors N > 1. */
+	if (vd_reactor_count() > 1)
+		json_object_object_add(o, "x-reactor", json_object_new_int(e->reactor));
 	if (e->error_policy && layer_export(e)) /* vstor's: an error stopped it (cont resumes) */
 		json_object_object_add(
 			o, "x-vstor-stopped",
@@ -718,15 +901,23 @@ struct stats_sum {
 	bool exported;
 };
 
+static void get_stats(struct on_export *o)
+{
+	vs_export_get_stats(o->x, o->p);
+}
+
 static void sum_stats(struct stats_sum *sum, const struct vs_node *node)
 {
 	for (struct vd_export *e = exports; e; e = e->next) {
-		struct vs_export *x = layer_export(e);
 		struct vs_export_stats st;
+		struct on_export o = { .fn = get_stats, .p = &st };
 
-		if (e->node != node || !x)
+		if (e->node != node || !layer_export(e))
 			continue;
-		vs_export_get_stats(x, &st);
+		/* Counted where its requests run. */
+		run_on_export(e, &o);
+		if (o.ret < 0)
+			continue;
 		sum->exported = true;
 		for (int op = 0; op < VS_EXPORT_OP_COUNT; op++) {
 			sum->st.op[op].ops += st.op[op].ops;
@@ -835,6 +1026,13 @@ QMP_COMMAND(query_blockstats, "query-blockstats", cmd_query_blockstats,
 
 /* ---- block_resize ---- */
 
+static void export_resized(struct on_export *o)
+{
+	vs_export_resize(o->x, o->u);
+	if (o->e->type == VD_EXPORT_VHOST)
+		vs_vhost_blk_config_changed(o->e->vhost);
+}
+
 static int cmd_block_resize(struct qmp_call *call)
 {
 	const char *device = NULL, *node_name = NULL;
@@ -866,13 +1064,10 @@ static int cmd_block_resize(struct qmp_call *call)
 	 * vhost-user-blk front end is told that the capacity changed.
 	 */
 	for (struct vd_export *e = exports; e; e = e->next) {
-		struct vs_export *x = layer_export(e);
+		struct on_export o = { .fn = export_resized, .u = vs_node_size(n->node) };
 
-		if (e->node != n->node || !x)
-			continue;
-		vs_export_resize(x, vs_node_size(n->node));
-		if (e->type == VD_EXPORT_VHOST)
-			vs_vhost_blk_config_changed(e->vhost);
+		if (e->node == n->node && layer_export(e))
+			run_on_export(e, &o);
 	}
 	return 0;
 }

@@ -26,6 +26,10 @@ void vd_export_refuse_addresses(void);
 void vd_exports_drain_begin(struct vs_node *node);
 void vd_exports_drain_end(struct vs_node *node, struct vs_node *new_node);
 
+/* Hold the requests of every export, each on its reactor, and wait for those in flight. */
+void vd_exports_drain_all_begin(void);
+void vd_exports_drain_all_end(void);
+
 struct vs_export;
 
 /* An export as the throttle and error-policy commands see it. */
@@ -33,6 +37,7 @@ struct vd_export_view {
 	const char *id;
 	const char *node_name; /* the node it was added on */
 	struct vs_export *exp; /* the export layer object; NULL while it has none */
+	int reactor;	       /* the I/O reactor it runs on */
 };
 
 /* Calls @fn for each export, in the order they were added. */

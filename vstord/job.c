@@ -15,6 +15,7 @@
 
 #include "block.h"
 #include "monitor.h"
+#include "reactors.h"
 #include "state.h"
 #include "vstor/node.h"
 #include "vstor/reactor.h"
@@ -24,11 +25,13 @@
 
 struct vd_job {
 	struct vd_job *next;
+	struct vs_reactor *reactor; /* its coroutine's: its node's home */
 	char *id;
 	const struct vd_job_driver *drv;
 	void *opaque;
 	enum vd_job_status status;
 	uint64_t speed;
+	uint64_t new_speed; /* block-job-set-speed's, on its way to the job's reactor */
 	enum vd_job_on_error on_error;
 	bool auto_finalize, auto_dismiss;
 	uint64_t offset, len;
@@ -172,11 +175,19 @@ static void emit_status(struct vd_job *job)
 	json_object_put(data);
 }
 
+/* Wake the waiters of jobs_changed: they are on the main reactor. */
+static void jobs_changed_wake(void *arg)
+{
+	(void)arg;
+	vs_co_queue_wake_all(&jobs_changed);
+}
+
 static void transition(struct vd_job *job, enum vd_job_status status)
 {
 	job->status = status;
 	emit_status(job);
-	vs_co_queue_wake_all(&jobs_changed);
+	if (vd_on_main() || vd_reactor_post_main(jobs_changed_wake, NULL) < 0)
+		jobs_changed_wake(NULL);
 }
 
 /* BLOCK_JOB_COMPLETED, _CANCELLED and _READY carry the same fields. */
@@ -366,6 +377,22 @@ static void job_dismiss(struct vd_job *job)
 	job_free(job);
 }
 
+/* The job list and the state are main's: a job on another reactor ends there. */
+static void job_dismiss_main(void *arg)
+{
+	qmp_commands_hold(); /* the job list is the commands' too */
+	job_dismiss(arg);
+	qmp_commands_release();
+}
+
+static void state_save_main(void *arg)
+{
+	(void)arg;
+	qmp_commands_hold();
+	vd_state_save();
+	qmp_commands_release();
+}
+
 static void job_co(void *arg)
 {
 	struct vd_job *job = arg;
@@ -391,7 +418,11 @@ static void job_co(void *arg)
 		if (!job->cancelled) {
 			ret = job->drv->prepare ? job->drv->prepare(job) : 0;
 			if (ret == 0) {
-				vd_state_save(); /* the chain or the exports' nodes changed */
+				/* The chain or the exports' nodes changed. */
+				if (vd_on_main())
+					vd_state_save();
+				else
+					vd_reactor_post_main(state_save_main, NULL);
 				emit_block_event(job, "BLOCK_JOB_COMPLETED", false);
 				goto concluded;
 			}
@@ -414,8 +445,10 @@ concluded:
 	job->busy = false;
 	job->co_running = false;
 	transition(job, VD_JOB_CONCLUDED);
-	if (job->auto_dismiss)
-		job_dismiss(job);
+	if (job->auto_dismiss) {
+		if (vd_on_main() || vd_reactor_post_main(job_dismiss_main, job) < 0)
+			job_dismiss(job);
+	}
 }
 
 /* ---- creating a job ---- */
@@ -526,7 +559,9 @@ struct vd_job *vd_job_new(struct qmp_call *call, const struct vd_job_driver *drv
 		return NULL;
 	}
 	job->co_running = true;
-	if (!vs_co_spawn(vs_reactor_current(), job_co, job)) {
+	/* Here: a command on a homed node runs on its home reactor (reactors.h). */
+	job->reactor = vs_reactor_current();
+	if (!vs_co_spawn(job->reactor, job_co, job)) {
 		job->co_running = false;
 		qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
 		job_dismiss(job);
@@ -581,6 +616,34 @@ static struct vd_job *job_arg(struct qmp_call *call, const char *arg, bool block
 	return job;
 }
 
+/*
+ * A verb runs where the job's coroutine does (its flags, its wake queue,
+ * its driver's state); the command waits for it on the main reactor.
+ */
+struct verb_call {
+	struct qmp_call *call;
+	struct vd_job *job;
+	int (*fn)(struct qmp_call *call, struct vd_job *job);
+	int ret;
+};
+
+static void verb_run(void *arg)
+{
+	struct verb_call *v = arg;
+
+	v->ret = v->fn(v->call, v->job);
+}
+
+static int on_job(struct qmp_call *call, struct vd_job *job,
+		  int (*fn)(struct qmp_call *call, struct vd_job *job))
+{
+	struct verb_call v = { call, job, fn, -1 };
+
+	if (vs_reactor_call(job->reactor, verb_run, &v) < 0)
+		return qmp_error(call, QMP_ERR_GENERIC, "Job '%s' is stopping", job->id);
+	return v.ret;
+}
+
 static int job_cancel(struct qmp_call *call, struct vd_job *job, bool force)
 {
 	if (apply_verb(call, job, VERB_CANCEL) < 0)
@@ -631,12 +694,19 @@ static int job_complete(struct qmp_call *call, struct vd_job *job)
 	return 0;
 }
 
-static int job_finalize(struct qmp_call *call, struct vd_job *job)
+static int job_finalize_wake(struct qmp_call *call, struct vd_job *job)
 {
 	if (apply_verb(call, job, VERB_FINALIZE) < 0)
 		return -1;
 	job->finalize_wanted = true;
 	vs_co_queue_wake_all(&job->wake);
+	return 0;
+}
+
+static int job_finalize(struct qmp_call *call, struct vd_job *job)
+{
+	if (on_job(call, job, job_finalize_wake) < 0)
+		return -1;
 	/* As in qsd, the job has concluded (or is gone) when the command answers. */
 	while (job_alive(job) && job->co_running)
 		vs_co_queue_wait(&jobs_changed);
@@ -649,6 +719,32 @@ static int job_dismiss_verb(struct qmp_call *call, struct vd_job *job)
 		return -1;
 	job_dismiss(job);
 	return 0;
+}
+
+/* The verbs a job's reactor runs (job_finalize waits on main itself). */
+static int job_pause_there(struct qmp_call *call, struct vd_job *job)
+{
+	return on_job(call, job, job_pause);
+}
+
+static int job_resume_there(struct qmp_call *call, struct vd_job *job)
+{
+	return on_job(call, job, job_resume);
+}
+
+static int job_complete_there(struct qmp_call *call, struct vd_job *job)
+{
+	return on_job(call, job, job_complete);
+}
+
+static int job_cancel_soft(struct qmp_call *call, struct vd_job *job)
+{
+	return job_cancel(call, job, false);
+}
+
+static int job_cancel_force(struct qmp_call *call, struct vd_job *job)
+{
+	return job_cancel(call, job, true);
 }
 
 #define JOB_VERB_COMMANDS(verb, block_name, block_arg, job_name, fn)    \
@@ -666,9 +762,9 @@ static int job_dismiss_verb(struct qmp_call *call, struct vd_job *job)
 	}                                                               \
 	QMP_COMMAND(job_##verb, job_name, cmd_job_##verb, .params = QMP_PARAMS("id"))
 
-JOB_VERB_COMMANDS(pause, "block-job-pause", "device", "job-pause", job_pause)
-JOB_VERB_COMMANDS(resume, "block-job-resume", "device", "job-resume", job_resume)
-JOB_VERB_COMMANDS(complete, "block-job-complete", "device", "job-complete", job_complete)
+JOB_VERB_COMMANDS(pause, "block-job-pause", "device", "job-pause", job_pause_there)
+JOB_VERB_COMMANDS(resume, "block-job-resume", "device", "job-resume", job_resume_there)
+JOB_VERB_COMMANDS(complete, "block-job-complete", "device", "job-complete", job_complete_there)
 JOB_VERB_COMMANDS(finalize, "block-job-finalize", "id", "job-finalize", job_finalize)
 JOB_VERB_COMMANDS(dismiss, "block-job-dismiss", "id", "job-dismiss", job_dismiss_verb)
 
@@ -679,7 +775,7 @@ static int cmd_block_job_cancel(struct qmp_call *call)
 
 	if (!job || qmp_arg_bool(call, "force", false, &force) < 0)
 		return -1;
-	return job_cancel(call, job, force);
+	return on_job(call, job, force ? job_cancel_force : job_cancel_soft);
 }
 QMP_COMMAND(block_job_cancel, "block-job-cancel", cmd_block_job_cancel,
 	    .params = QMP_PARAMS("device", "force"))
@@ -688,9 +784,18 @@ static int cmd_job_cancel(struct qmp_call *call)
 {
 	struct vd_job *job = job_arg(call, "id", false);
 
-	return job ? job_cancel(call, job, true) : -1;
+	return job ? on_job(call, job, job_cancel_force) : -1;
 }
 QMP_COMMAND(job_cancel, "job-cancel", cmd_job_cancel, .params = QMP_PARAMS("id"))
+
+static int job_set_speed(struct qmp_call *call, struct vd_job *job)
+{
+	if (apply_verb(call, job, VERB_SET_SPEED) < 0)
+		return -1;
+	job->speed = job->new_speed;
+	job->rl_next_ns = 0;
+	return 0;
+}
 
 static int cmd_block_job_set_speed(struct qmp_call *call)
 {
@@ -701,11 +806,10 @@ static int cmd_block_job_set_speed(struct qmp_call *call)
 		return -1;
 	if (!json_object_object_get_ex(call->args, "speed", NULL))
 		return qmp_error(call, QMP_ERR_GENERIC, "Parameter 'speed' is missing");
-	if (arg_speed(call, "speed", &speed) < 0 || apply_verb(call, job, VERB_SET_SPEED) < 0)
+	if (arg_speed(call, "speed", &speed) < 0)
 		return -1;
-	job->speed = speed;
-	job->rl_next_ns = 0;
-	return 0;
+	job->new_speed = speed;
+	return on_job(call, job, job_set_speed);
 }
 QMP_COMMAND(block_job_set_speed, "block-job-set-speed", cmd_block_job_set_speed,
 	    .params = QMP_PARAMS("device", "speed"))
@@ -766,17 +870,32 @@ static int cmd_query_jobs(struct qmp_call *call)
 }
 QMP_COMMAND(query_jobs, "query-jobs", cmd_query_jobs, .params = QMP_PARAMS(NULL))
 
+static void job_cancel_here(void *arg)
+{
+	struct vd_job *j = arg;
+
+	j->cancelled = j->force = true;
+	vs_co_queue_wake_all(&j->wake);
+}
+
 void vd_job_close_all(void)
 {
 	for (;;) {
+		struct vd_job *todo = NULL;
 		bool running = false;
 
-		for (struct vd_job *j = jobs; j; j = j->next) {
+		for (struct vd_job *j = jobs; j && !todo; j = j->next) {
 			if (!j->co_running)
 				continue;
 			running = true;
-			j->cancelled = j->force = true;
-			vs_co_queue_wake_all(&j->wake);
+			if (!j->cancelled || !j->force)
+				todo = j;
+		}
+		if (todo) {
+			/* Woken on its reactor; the list may change meanwhile. */
+			if (vs_reactor_call(todo->reactor, job_cancel_here, todo) < 0)
+				job_cancel_here(todo);
+			continue;
 		}
 		if (!running)
 			break;

@@ -14,6 +14,7 @@
 
 #include "daemon.h"
 #include "qmp.h"
+#include "reactors.h"
 #include "vstor/reactor.h"
 
 /* How long a closing monitor waits for its clients to take their last replies. */
@@ -336,16 +337,47 @@ void monitor_close(struct monitor *m)
 	free(m);
 }
 
+static void emit_msg(char *msg, size_t len)
+{
+	for (struct monitor *m = monitors; m; m = m->next)
+		for (struct client *c = m->clients; c; c = c->next)
+			if (!c->closing && qmp_session_negotiated(c->qmp))
+				client_queue(c, msg, len);
+	free(msg);
+}
+
+struct posted_event {
+	char *msg;
+	size_t len;
+};
+
+static void emit_posted(void *arg)
+{
+	struct posted_event *ev = arg;
+
+	emit_msg(ev->msg, ev->len);
+	free(ev);
+}
+
 void monitor_emit_event(const char *name, json_object *data)
 {
+	struct posted_event *ev;
 	size_t len;
 	char *msg = qmp_event_format(name, data, &len);
 
 	if (!msg)
 		return;
-	for (struct monitor *m = monitors; m; m = m->next)
-		for (struct client *c = m->clients; c; c = c->next)
-			if (!c->closing && qmp_session_negotiated(c->qmp))
-				client_queue(c, msg, len);
+	if (vd_on_main()) {
+		emit_msg(msg, len);
+		return;
+	}
+	/* Raised on an I/O reactor: the monitors are main's. Formatted here, in order. */
+	ev = malloc(sizeof(*ev));
+	if (ev) {
+		*ev = (struct posted_event){ msg, len };
+		if (vd_reactor_post_main(emit_posted, ev) == 0)
+			return;
+		free(ev);
+	}
 	free(msg);
 }

@@ -15,6 +15,9 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "export.h"
+#include "reactors.h"
+
 struct qmp_session {
 	qmp_send_fn *send;
 	void *opaque;
@@ -472,6 +475,71 @@ static bool check_params(const struct qmp_command *cmd, struct qmp_call *call)
 	return true;
 }
 
+/* ---- running a handler, on its nodes' reactor ---- */
+
+struct handler_run {
+	const struct qmp_command *cmd;
+	struct qmp_call *call;
+	int ret;
+};
+
+static void handler_there(void *arg)
+{
+	struct handler_run *h = arg;
+
+	h->ret = h->cmd->fn(h->call);
+}
+
+/*
+ * With several I/O reactors, commands run one at a time (the tables they
+ * touch are main's, while one runs on a node's home reactor), and the
+ * ones that work on homed nodes run there (reactors.h).
+ */
+static struct vs_co_mutex commands_lock;
+
+void qmp_commands_hold(void)
+{
+	if (vd_reactor_count() > 1)
+		vs_co_mutex_lock(&commands_lock);
+}
+
+void qmp_commands_release(void)
+{
+	if (vd_reactor_count() > 1)
+		vs_co_mutex_unlock(&commands_lock);
+}
+
+static int run_handler(const struct qmp_command *cmd, struct qmp_call *call)
+{
+	static unsigned depth;
+	struct handler_run h = { cmd, call, -1 };
+	struct vs_reactor *home;
+	char why[256];
+	int where;
+
+	/* A command a command runs (checkpoint-add's block-export-add) runs where it is. */
+	if (vd_reactor_count() == 1 || depth)
+		return cmd->fn(call);
+	vs_co_mutex_lock(&commands_lock);
+	depth++;
+	where = vd_command_reactor(cmd->name, call->args, &home, why, sizeof(why));
+	if (where < 0) {
+		h.ret = qmp_error(call, QMP_ERR_GENERIC, "%s", why);
+	} else if (where == 1) {
+		/* Nodes of two reactors: here, while no export runs a request. */
+		vd_exports_drain_all_begin();
+		h.ret = cmd->fn(call);
+		vd_exports_drain_all_end();
+	} else if (!home)
+		h.ret = cmd->fn(call);
+	else if (vs_reactor_call(home, handler_there, &h) < 0)
+		h.ret = qmp_error(call, QMP_ERR_GENERIC, "The reactor of '%s' is stopping",
+				  cmd->name);
+	depth--;
+	vs_co_mutex_unlock(&commands_lock);
+	return h.ret;
+}
+
 int qmp_run_command(const char *name, json_object *args, bool keyval, char *desc, size_t len)
 {
 	struct qmp_call call = { .args = args, .keyval = keyval };
@@ -481,7 +549,7 @@ int qmp_run_command(const char *name, json_object *args, bool keyval, char *desc
 		snprintf(desc, len, "The command %s has not been found", name);
 		return -1;
 	}
-	if (check_params(cmd, &call) && cmd->fn(&call) < 0 && !call.failed)
+	if (check_params(cmd, &call) && run_handler(cmd, &call) < 0 && !call.failed)
 		qmp_error(&call, QMP_ERR_GENERIC, "%s failed", name);
 	json_object_put(call.ret);
 	if (call.failed) {
@@ -551,7 +619,7 @@ static void dispatch(struct qmp_session *s, json_object *msg)
 	/* Hold the id across the command: it may yield while the message is freed. */
 	if (id)
 		json_object_get(id);
-	if (!call.failed && cmd->fn(&call) < 0 && !call.failed)
+	if (!call.failed && run_handler(cmd, &call) < 0 && !call.failed)
 		qmp_error(&call, QMP_ERR_GENERIC, "%s failed", name);
 	if (call.failed) {
 		json_object_put(call.ret);

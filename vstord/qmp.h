@@ -105,6 +105,15 @@ int qmp_arg_obj(struct qmp_call *call, const char *name, bool required, json_obj
 int qmp_arg_array(struct qmp_call *call, const char *name, bool required, json_object **out);
 
 /*
+ * Main reactor, coroutine context: wait until no command runs, and keep
+ * them from running until released (with --reactors N > 1, where a
+ * command may run on another reactor; work posted to main that changes
+ * vstord's tables takes it). A no-op with one reactor.
+ */
+void qmp_commands_hold(void);
+void qmp_commands_release(void);
+
+/*
  * Run command @name with @args (an object, borrowed) outside any session,
  * as the command line's --blockdev/--export/... do at startup; @keyval as
  * in struct qmp_call. Returns 0, or -1 with the error's text in @desc.

@@ -28,6 +28,7 @@
 #include "qmp.h"
 #include "monitor.h"
 #include "pool.h"
+#include "reactors.h"
 #include "state.h"
 #include "vstor/reactor.h"
 #include "vstord.h"
@@ -62,6 +63,7 @@ struct config {
 	const char *pid_file;
 	const char *state_dir; /* --state-dir: the monitor's changes persist there */
 	bool daemonize;
+	unsigned reactors; /* --reactors: I/O reactors */
 	int sigfd;
 	struct vs_co *sigco; /* the signal watcher while it runs */
 	int exit_code;
@@ -88,7 +90,9 @@ static void usage(void)
 	       "  --daemonize            daemonize the process, and have the parent exit\n"
 	       "                         once startup is complete\n"
 	       "  --state-dir <dir>      keep what the monitor adds (objects, nodes, the NBD\n"
-	       "                         server, exports) in <dir> and restore it at start\n\n"
+	       "                         server, exports) in <dir> and restore it at start\n"
+	       "  --reactors <n>         run the exports on <n> I/O threads (default 1: all on\n"
+	       "                         the main thread, with the monitors)\n\n"
 	       "Under systemd socket activation the passed sockets are monitors.\n"
 	       "See vstord(8) and docs/vstord.md.\n",
 	       prog);
@@ -346,8 +350,14 @@ static void serve(void *arg)
 	unsigned nmons = 0;
 	struct vs_error err = { 0 };
 	int fds[8];
-	int nfds;
+	int nfds, ret;
 
+	ret = vd_reactors_start(cfg->reactors);
+	if (ret < 0) {
+		fprintf(stderr, "%s: --reactors %u: %s\n", prog, cfg->reactors, strerror(-ret));
+		cfg->exit_code = EXIT_FAILURE;
+		goto out;
+	}
 	if (run_startup(cfg) < 0) {
 		cfg->exit_code = EXIT_FAILURE;
 		goto out;
@@ -396,6 +406,7 @@ out:
 	vd_object_close_all();
 	vd_throttle_close_all();
 	vd_block_close_all();
+	vd_reactors_stop(); /* nothing is left on them */
 }
 
 int main(int argc, char **argv)
@@ -412,10 +423,12 @@ int main(int argc, char **argv)
 		{ "nbd-server", required_argument, NULL, 'n' },
 		{ "object", required_argument, NULL, 'o' },
 		{ "state-dir", required_argument, NULL, 's' },
+		{ "reactors", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct config cfg = { .sigfd = -1 };
+	struct config cfg = { .sigfd = -1, .reactors = 1 };
 	struct vs_error err = { 0 };
+	const char *reactors = getenv("VSTORD_REACTORS"); /* the tests' default */
 	int opt, ret;
 
 	while ((opt = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
@@ -441,6 +454,9 @@ int main(int argc, char **argv)
 		case 's':
 			cfg.state_dir = optarg;
 			break;
+		case 'r':
+			reactors = optarg;
+			break;
 		case 'b':
 			parse_startup(&cfg, "--blockdev", "blockdev-add", NULL, optarg);
 			break;
@@ -460,6 +476,14 @@ int main(int argc, char **argv)
 	}
 	if (optind < argc)
 		vs_die("unexpected argument '%s'", argv[optind]);
+	if (reactors && *reactors) {
+		char *end;
+		unsigned long n = strtoul(reactors, &end, 10);
+
+		if (*end || n < 1 || n > 256 || reactors[0] == '-')
+			vs_die("--reactors: '%s' is not a number from 1 to 256", reactors);
+		cfg.reactors = (unsigned)n;
+	}
 	for (unsigned i = 0; i < cfg.nchardevs; i++)
 		if (!cfg.chardevs[i].used)
 			fprintf(stderr, "%s: warning: chardev '%s' is not used by a monitor\n",

@@ -175,7 +175,8 @@ struct vs_export_stats {
  * snapshot, a pivot): drain_begin holds new requests at the export's entry
  * and returns once those in it have finished; vs_export_set_node() points
  * the export at another node (borrowed, of the same size), and drain_end
- * lets the held requests run, on the new node. One drain at a time.
+ * lets the held requests run, on the new node. Drains nest: the requests
+ * run again after the last drain_end.
  */
 void vs_export_drain_begin(struct vs_export *e);
 void vs_export_drain_end(struct vs_export *e);
