@@ -19,8 +19,8 @@ struct amend_args {
 	const char *filename;
 	const char *fmt;
 	const char *key_secret; /* --image-opts encrypt.key-secret / key-secret */
-	bool image_opts, force;
-	struct img_kv_list image_kv;
+	struct img_image_cli image_cli;
+	bool force;
 	struct img_kv_list opts;
 	enum vs_cache_mode cache;
 	bool progress, quiet;
@@ -117,14 +117,14 @@ out:
 	vs_node_close(node);
 }
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_FORCE };
+enum { OPT_FORCE = 256 };
 
 static int amend_main(struct amend_args *a, int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "force", no_argument, NULL, OPT_FORCE },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -159,12 +159,10 @@ static int amend_main(struct amend_args *a, int argc, char **argv)
 		case OPT_FORCE:
 			a->force = true; /* erasing the last key slot(s) */
 			break;
-		case OPT_OBJECT:
-			if (img_object_add(optarg) < 0)
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&a->image_cli, c, optarg) < 0)
 				return 1;
-			break;
-		case OPT_IMAGE_OPTS:
-			a->image_opts = true;
 			break;
 		default:
 			return img_getopt_error(argv, c);
@@ -179,15 +177,8 @@ static int amend_main(struct amend_args *a, int argc, char **argv)
 	if (optind != argc - 1)
 		return img_usage_error("Expecting one image file name");
 	a->filename = argv[optind];
-	if (a->image_opts) {
-		struct img_open_args oa = { 0 };
-
-		if (img_image_opts(&a->image_kv, a->filename, &oa) < 0)
-			return 1;
-		a->filename = oa.filename;
-		a->fmt = oa.fmt;
-		a->key_secret = oa.key_secret;
-	}
+	if (img_image_name(&a->image_cli, &a->filename, &a->fmt, &a->key_secret) < 0)
+		return 1;
 	if (a->opts.help)
 		return amend_help(a->fmt ? a->fmt : "qcow2");
 	if (img_run(amend_co, a) < 0)
@@ -201,6 +192,5 @@ int img_cmd_amend(int argc, char **argv)
 	int rc = amend_main(&a, argc, argv);
 
 	img_kv_free(&a.opts);
-	img_kv_free(&a.image_kv);
 	return rc;
 }

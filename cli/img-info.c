@@ -20,6 +20,7 @@
 
 struct info_args {
 	const char *filename;
+	const char *name; /* as qemu-img shows it (json:{...} for --image-opts with a secret) */
 	const char *fmt;
 	enum img_output output;
 	bool chain;
@@ -397,7 +398,7 @@ static int info_collect_chain(struct info_args *a, struct info_chain *c)
 	if (ret < 0)
 		return ret;
 	for (node = top; node && c->n < INFO_MAX_CHAIN; node = vs_node_backing(node)) {
-		const char *name = c->n ? vs_node_filename(node) : a->filename;
+		const char *name = c->n ? vs_node_filename(node) : a->name;
 
 		c->names[c->n] = strdup(name);
 		if (!c->names[c->n]) {
@@ -457,7 +458,7 @@ static void info_co(void *opaque)
 	info_chain_free(c);
 }
 
-enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN, OPT_IMAGE_OPTS, OPT_OBJECT, OPT_FORCE_SHARE };
+enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN, OPT_FORCE_SHARE };
 
 int img_cmd_info(int argc, char **argv)
 {
@@ -466,14 +467,15 @@ int img_cmd_info(int argc, char **argv)
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct info_args a = { .output = IMG_OUTPUT_HUMAN, .rc = 1 };
 	struct img_kv_list io = { 0 };
-	bool image_opts = false;
+	struct img_image_cli ic = { 0 };
+	static char shown[8192];
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1) {
@@ -497,12 +499,10 @@ int img_cmd_info(int argc, char **argv)
 		case OPT_BACKING_CHAIN:
 			a.chain = true;
 			break;
-		case OPT_OBJECT:
-			if (img_object_add(optarg) < 0)
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0)
 				return 1;
-			break;
-		case OPT_IMAGE_OPTS:
-			image_opts = true;
 			break;
 		default:
 			return img_getopt_error(argv, c);
@@ -512,7 +512,7 @@ int img_cmd_info(int argc, char **argv)
 		return img_usage_error("Expecting one image file name");
 	a.filename = argv[optind];
 	img_set_json_errors(a.output == IMG_OUTPUT_JSON);
-	if (!image_opts && !strncmp(a.filename, "json:", 5)) {
+	if (!ic.image_opts && !strncmp(a.filename, "json:", 5)) {
 		/* As qemu-img, "image:" names the file the JSON names. */
 		struct img_open_args oa = { .fmt = a.fmt };
 
@@ -524,16 +524,14 @@ int img_cmd_info(int argc, char **argv)
 		a.fmt = oa.fmt;
 		a.key_secret = oa.key_secret;
 	}
-	if (image_opts) {
-		struct img_open_args oa = { .fmt = a.fmt };
-
-		if (img_image_opts(&io, argv[optind], &oa) < 0) {
-			img_kv_free(&io);
-			return 1;
-		}
-		a.filename = oa.filename;
-		a.fmt = oa.fmt;
-		a.key_secret = oa.key_secret;
+	if (img_image_name(&ic, &a.filename, &a.fmt, &a.key_secret) < 0) {
+		img_kv_free(&io);
+		return 1;
+	}
+	a.name = a.filename;
+	if (ic.image_opts) {
+		img_image_display_name(shown, sizeof(shown), a.filename, a.fmt, a.key_secret);
+		a.name = shown;
 	}
 	if (img_run(info_co, &a) < 0)
 		a.rc = 1;
