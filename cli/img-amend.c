@@ -27,32 +27,25 @@ struct amend_args {
 	int rc;
 };
 
-static const struct {
-	const char *name, *type, *help;
-} amend_opts_help[] = {
-	{ "backing_file", "str", "File name of a base image" },
-	{ "backing_fmt", "str", "Image format of the base image" },
-	{ "compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])" },
-	{ "lazy_refcounts", "bool (on/off)", "Postpone refcount updates" },
-	{ "refcount_bits", "num", "Width of a reference count entry in bits" },
-	{ "size", "size", "Virtual disk size" },
-};
-
+/* "-o help": the options the format's driver amends, as qemu-img lists them. */
 static int amend_help(const char *fmt)
 {
-	if (!fmt || strcmp(fmt, "qcow2")) {
-		img_error(-ENOTSUP, "Format driver '%s' does not support option amendment",
-			  fmt ? fmt : "raw");
+	const struct vs_create_opt_desc *d = vs_format_amend_opts(fmt);
+	struct vs_create_opt_desc list[64];
+	size_t n = 0;
+
+	if (!d) {
+		img_error(-EINVAL, "Unknown file format '%s'", fmt);
+		return 1;
+	}
+	for (; d->name && n < sizeof(list) / sizeof(list[0]); d++)
+		list[n++] = *d;
+	if (!n) {
+		img_error(-ENOTSUP, "Format driver '%s' does not support option amendment", fmt);
 		return 1;
 	}
 	printf("Amend options for '%s':\n", fmt);
-	for (size_t i = 0; i < sizeof(amend_opts_help) / sizeof(amend_opts_help[0]); i++) {
-		char name[64];
-
-		snprintf(name, sizeof(name), "%s=<%s>", amend_opts_help[i].name,
-			 amend_opts_help[i].type);
-		printf("  %-22s - %s\n", name, amend_opts_help[i].help);
-	}
+	img_print_opts(list, n);
 	return 0;
 }
 
@@ -93,6 +86,10 @@ static void amend_co(void *opaque)
 	}
 	if (img_open(&node, &oa) < 0)
 		return;
+	if (a->opts.help) { /* without -f: the options of the image's format */
+		a->rc = amend_help(vs_node_format(node));
+		goto out;
+	}
 	if (a->force && img_kv_set(&a->opts, VS_LUKS_AMEND_FORCE_KEY, "on") < 0) {
 		img_error(-ENOMEM, "Out of memory");
 		goto out;
@@ -172,15 +169,17 @@ static int amend_main(struct amend_args *a, int argc, char **argv)
 		return img_usage_error("Must specify options (-o)");
 	if (a->quiet)
 		a->progress = false;
-	if (a->opts.help && optind >= argc)
-		return amend_help(a->fmt ? a->fmt : "qcow2");
-	if (optind != argc - 1)
-		return img_usage_error("Expecting one image file name");
+	if (a->opts.help && a->fmt) /* as qemu-img: with or without a file name */
+		return amend_help(a->fmt);
+	if (optind != argc - 1) {
+		img_error(-EINVAL, "Expecting one image file name");
+		return 1;
+	}
 	a->filename = argv[optind];
 	if (img_image_name(&a->image_cli, &a->filename, &a->fmt, &a->key_secret) < 0)
 		return 1;
-	if (a->opts.help)
-		return amend_help(a->fmt ? a->fmt : "qcow2");
+	if (a->opts.help && a->fmt)
+		return amend_help(a->fmt);
 	if (img_run(amend_co, a) < 0)
 		return 1;
 	return a->rc;

@@ -775,3 +775,33 @@ bool img_same_file(const char *a, const char *b)
 		return !strcmp(a, b);
 	return !strcmp(ra, rb);
 }
+
+/* ---- -o help ---- */
+
+static const char *opt_type_name(const char *type)
+{
+	if (!strcmp(type, "size"))
+		return "size";
+	if (!strcmp(type, "bool"))
+		return "bool (on/off)";
+	if (!strcmp(type, "number"))
+		return "num";
+	return "str";
+}
+
+static int opt_desc_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct vs_create_opt_desc *)a)->name,
+		      ((const struct vs_create_opt_desc *)b)->name);
+}
+
+void img_print_opts(struct vs_create_opt_desc *list, size_t n)
+{
+	qsort(list, n, sizeof(list[0]), opt_desc_cmp);
+	for (size_t i = 0; i < n; i++) {
+		char name[128];
+
+		snprintf(name, sizeof(name), "%s=<%s>", list[i].name, opt_type_name(list[i].type));
+		printf("  %-22s - %s\n", name, list[i].help);
+	}
+}

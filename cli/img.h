@@ -169,6 +169,9 @@ bool img_same_file(const char *a, const char *b);
 /* Print @info's snapshot table as qemu-img does ("Snapshot list:" and rows). */
 void img_print_snapshots(const struct vs_image_info *info);
 
+/* Print the -o help lines of @list (sorted in place by name), as qemu-img does. */
+void img_print_opts(struct vs_create_opt_desc *list, size_t n);
+
 /* Print the general help (-h, --help). */
 void img_help(void);
 

@@ -7,13 +7,18 @@
 # vstor-img). VSTOR_FIDELITY_ONLY=SUBSTRING runs the rows that contain it.
 # The caller sets NROWS and NFAIL (counted here) and checks them at the end.
 
-# norm TAG FILE...: the program name and the output prefix made neutral.
+# norm TAG ROW FILE...: the program name and the output files of ROW (@N,
+# written TAG N) made neutral in FILE...
 norm()
 {
-	local tag=$1
-	shift
-	sed -i -e 's/^qemu-img: /PROG: /; s/^vstor-img: /PROG: /' \
-		-e "s/\\b$tag\\([0-9]\\)/OUT\\1/g" -e "s/'qemu-img /'PROG /; s/'vstor-img /'PROG /" "$@"
+	local tag=$1 row=$2 n
+	local e=(-e 's/^qemu-img: /PROG: /; s/^vstor-img: /PROG: /'
+		-e "s/'qemu-img /'PROG /; s/'vstor-img /'PROG /")
+	shift 2
+	for n in $(grep -o '@[0-9]*' <<<"$row"); do
+		e+=(-e "s/\\b$tag${n#@}\\b/OUT${n#@}/g")
+	done
+	sed -i "${e[@]}" "$@"
 }
 
 # info_of FILE: qemu-img's view of an image, without what names or measures the file.
@@ -34,8 +39,8 @@ fidelity_rows()
 		timeout 60 qemu-img ${row//@/o} >q.out 2>q.err || qrc=$?
 		# shellcheck disable=SC2086
 		timeout 60 "$VSTOR_IMG" ${row//@/v} >v.out 2>v.err || vrc=$?
-		norm o q.out q.err
-		norm v v.out v.err
+		norm o "$row" q.out q.err
+		norm v "$row" v.out v.err
 		bad=
 		[[ $qrc == "$vrc" ]] || bad="exit code qemu-img $qrc, vstor-img $vrc"
 		cmp -s q.out v.out || bad="$bad${bad:+; }stdout differs"

@@ -79,6 +79,15 @@ convert -O qcow2 json:{"driver":"qcow2","file.filename":"src.qcow2"} @40
 dd if=json:{"driver":"qcow2","file":{"filename":"src.qcow2"}} of=@41 bs=1M
 convert -n -O raw src.qcow2 nbd+unix:///?socket=none.sock
 convert -n src.qcow2 nbd+unix:///?socket=none.sock
+amend -f qcow2 -o help
+amend -f luks -o help
+amend -f foo -o help
+amend -o help
+amend -o help src.qcow2
+amend -f luks -o help src.qcow2
+amend -f vmdk -o help
+create -f qcow2 -o help
+create -f qcow2 -o help @32
 info json:{"driver":"qcow2",
 info json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"},"bogus":1}
 EOF

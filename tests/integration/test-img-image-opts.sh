@@ -69,8 +69,8 @@ for cmd in "resize %s 8M" "snapshot -c s1 %s" "rebase -u -b '' %s" "commit %s" \
 	# shellcheck disable=SC2046,SC2059
 	eval "$VSTOR_IMG" $(printf "$cmd" "$SEC --image-opts driver=qcow2,file.filename=v-w.qcow2,encrypt.key-secret=s0") \
 		>v.out 2>v.err || vrc=$?
-	norm o- q.out q.err
-	norm v- v.out v.err
+	norm o "" q.out q.err
+	norm v "" v.out v.err
 	if [[ $qrc != "$vrc" ]] || ! cmp -s q.err v.err || ! cmp -s q.out v.out ||
 		[[ "$(info_of o-w.qcow2 | grep -v '"date-')" != "$(info_of v-w.qcow2 | grep -v '"date-')" ]]; then
 		NFAIL=$((NFAIL + 1))

@@ -207,6 +207,11 @@ struct vs_create_opt_desc {
 };
 /* The create options of @format (NULL-terminated array), or NULL if unknown. */
 const struct vs_create_opt_desc *vs_format_create_opts(const char *format);
+/*
+ * The amend options of @format (NULL-terminated array): empty if its images
+ * cannot be amended, NULL if @format is unknown.
+ */
+const struct vs_create_opt_desc *vs_format_amend_opts(const char *format);
 
 /* Generic layer; coroutine context. Byte offsets and lengths. */
 int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
