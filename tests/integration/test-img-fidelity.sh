@@ -97,29 +97,37 @@ NROWS=0
 NFAIL=0
 fidelity_rows "$ROWS"
 
-# convert -n into an NBD export (qemu-nbd, one per tool), with and without
-# -O: the target is raw unless said otherwise (no probing, no warning).
+# convert -n into an NBD export (qemu-nbd, one per tool), over a unix
+# socket with and without -O (the target is raw unless said otherwise: no
+# probing, no warning), and over TCP (nbd://HOST:PORT/).
 if command -v qemu-nbd >/dev/null; then
-	for o in "-O raw" ""; do
-		qemu_img create -q -f raw o-nbd.raw 4M
-		qemu_img create -q -f raw v-nbd.raw 4M
+	for mode in "unix -O raw" "unix" "tcp"; do
+		read -r via o <<<"$mode"
+		declare -A uri=()
 		for t in o v; do
-			qemu-nbd -f raw -t -k "$WORKDIR/$t.sock" $t-nbd.raw &
+			qemu_img create -q -f raw $t-nbd.raw 4M
+			if [[ $via == tcp ]]; then
+				port=$(free_port)
+				qemu-nbd -f raw -t -b 127.0.0.1 -p "$port" $t-nbd.raw &
+				uri[$t]="nbd://127.0.0.1:$port/"
+			else
+				qemu-nbd -f raw -t -k "$WORKDIR/$t.sock" $t-nbd.raw &
+				uri[$t]="nbd+unix:///?socket=$WORKDIR/$t.sock"
+			fi
 			echo $! >$t.nbdpid
 		done
 		for t in o v; do
 			for _ in $(seq 100); do
-				[[ -S $t.sock ]] && break
+				qemu-img info -f raw "${uri[$t]}" >/dev/null 2>&1 && break
 				sleep 0.1
 			done
 		done
 		NROWS=$((NROWS + 1))
 		qrc=0 vrc=0
 		# shellcheck disable=SC2086
-		qemu-img convert -n $o src.qcow2 "nbd+unix:///?socket=$WORKDIR/o.sock" >q.out 2>q.err || qrc=$?
+		qemu-img convert -n $o src.qcow2 "${uri[o]}" >q.out 2>q.err || qrc=$?
 		# shellcheck disable=SC2086
-		"$VSTOR_IMG" convert -n $o src.qcow2 "nbd+unix:///?socket=$WORKDIR/v.sock" >v.out 2>v.err ||
-			vrc=$?
+		"$VSTOR_IMG" convert -n $o src.qcow2 "${uri[v]}" >v.out 2>v.err || vrc=$?
 		for t in o v; do
 			kill "$(cat $t.nbdpid)"
 			wait "$(cat $t.nbdpid)" 2>/dev/null || true
@@ -128,9 +136,9 @@ if command -v qemu-nbd >/dev/null; then
 		sed -i 's/^qemu-img: /PROG: /; s/o\.sock/X.sock/g' q.out q.err
 		sed -i 's/^vstor-img: /PROG: /; s/v\.sock/X.sock/g' v.out v.err
 		if [[ $qrc != "$vrc" ]] || ! cmp -s q.err v.err || ! cmp -s q.out v.out ||
-			! cmp -s o-nbd.raw v-nbd.raw; then
+			! cmp -s o-nbd.raw v-nbd.raw || ! cmp -s v-nbd.raw src.raw; then
 			NFAIL=$((NFAIL + 1))
-			log "DIFF: convert -n $o into NBD: exit $qrc/$vrc"
+			log "DIFF: convert -n $o into NBD over $via: exit $qrc/$vrc"
 			diff -u q.err v.err | sed 's/^/  stderr: /' | head -10 >&2
 		fi
 	done
