@@ -176,6 +176,46 @@ static void human_bitmaps(const struct vs_image_info *info)
 	}
 }
 
+/*
+ * vmdk's extents, each's members in the order qemu-img prints them (its
+ * dictionary's: compressed, virtual-size, filename, cluster-size, format).
+ */
+static void json_extents(struct json_writer *w, const struct vs_image_info *info)
+{
+	json_arr_begin(w, "extents");
+	for (unsigned i = 0; i < info->nb_extents; i++) {
+		const struct vs_info_extent *x = &info->extents[i];
+
+		json_obj_begin(w, NULL);
+		if (x->compressed)
+			json_bool(w, "compressed", true);
+		json_uint(w, "virtual-size", x->virtual_size);
+		json_str(w, "filename", x->filename);
+		if (x->cluster_size)
+			json_uint(w, "cluster-size", x->cluster_size);
+		json_str(w, "format", x->format);
+		json_obj_end(w);
+	}
+	json_arr_end(w);
+}
+
+static void human_extents(const struct vs_image_info *info)
+{
+	printf("    extents:\n");
+	for (unsigned i = 0; i < info->nb_extents; i++) {
+		const struct vs_info_extent *x = &info->extents[i];
+
+		printf("        [%u]:\n", i);
+		if (x->compressed)
+			printf("            compressed: true\n");
+		printf("            virtual size: %" PRIu64 "\n", x->virtual_size);
+		printf("            filename: %s\n", x->filename);
+		if (x->cluster_size)
+			printf("            cluster size: %" PRIu64 "\n", x->cluster_size);
+		printf("            format: %s\n", x->format);
+	}
+}
+
 static void json_specific(struct json_writer *w, const struct vs_image_info *info)
 {
 	unsigned idx[VS_INFO_MAX_SPECIFIC];
@@ -214,6 +254,8 @@ static void json_specific(struct json_writer *w, const struct vs_image_info *inf
 		if (nested(kv->key, &blen) && !same_block(next, kv->key))
 			json_obj_end(w);
 	}
+	if (info->nb_extents)
+		json_extents(w, info);
 	json_obj_end(w);
 	json_obj_end(w);
 }
@@ -325,6 +367,8 @@ static void human_specific(const struct vs_image_info *info)
 		if (info->nb_key_slots && !strcmp(sub_key(kv->key), "cipher-mode"))
 			human_key_slots(info, in);
 	}
+	if (info->nb_extents)
+		human_extents(info);
 }
 
 static void info_human(const char *filename, const struct vs_image_info *info)

@@ -23,6 +23,11 @@ qemu_img create -q -f qcow2 src.qcow2 4M
 qemu-io -c 'write -P 7 0 1M' -c 'write -P 9 2M 512k' -c 'write -z 3M 64k' src.qcow2 >/dev/null
 qemu_img convert -O raw src.qcow2 src.raw
 truncate -s 1000 odd.raw
+# vmdk (read for import): info lists the extents as qemu-img does.
+qemu_img create -q -f vmdk mono.vmdk 4M
+qemu_img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 4M
+qemu_img create -q -f vmdk -o subformat=twoGbMaxExtentSparse split.vmdk 3G
+qemu_img create -q -f vmdk -o subformat=streamOptimized stream.vmdk 4M
 
 ROWS=$(
 	cat <<'EOF'
@@ -88,6 +93,14 @@ amend -f luks -o help src.qcow2
 amend -f vmdk -o help
 create -f qcow2 -o help
 create -f qcow2 -o help @32
+info mono.vmdk
+info --output=json mono.vmdk
+info flat.vmdk
+info --output=json flat.vmdk
+info split.vmdk
+info --output=json split.vmdk
+info stream.vmdk
+info --output=json stream.vmdk
 info json:{"driver":"qcow2",
 info json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"},"bogus":1}
 EOF
