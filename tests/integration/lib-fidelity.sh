@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
+# shellcheck shell=bash
 #
 # The qemu-img comparison of the fidelity tests (source after lib.sh): each
 # row of a table is one command line, run by qemu-img and by vstor-img on

@@ -18,8 +18,10 @@ qemu-io -c 'write -P 7 0 1M' src.qcow2 >/dev/null
 qemu_img convert -O raw src.qcow2 src.raw
 # An encrypted qcow2 (secret s0) and a copy, for --object/--image-opts rows.
 SEC="--object secret,id=s0,data=abc"
+# shellcheck disable=SC2086 # $SEC is two words on purpose
 qemu_img create -q -f qcow2 $SEC -o encrypt.format=luks,encrypt.key-secret=s0 \
 	-o encrypt.iter-time=10 enc.qcow2 4M
+# shellcheck disable=SC2086
 qemu-io $SEC --image-opts driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=s0 \
 	-c 'write -P 7 0 64k' >/dev/null
 cp enc.qcow2 enc2.qcow2
@@ -80,6 +82,7 @@ for cmd in "resize %s 8M" "snapshot -c s1 %s" "rebase -u -b '' %s" "commit %s" \
 done
 # bench opens an encrypted image through --object/--image-opts (qemu-img 7.2's
 # bench has no --object: vstor-img takes it there too).
+# shellcheck disable=SC2086
 "$VSTOR_IMG" bench -c 16 $SEC --image-opts driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=s0 \
 	>bench.out || fail "bench on an encrypted image with --image-opts"
 grep -q '^Run completed' bench.out || fail "bench: no run"
