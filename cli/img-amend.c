@@ -19,40 +19,33 @@ struct amend_args {
 	const char *filename;
 	const char *fmt;
 	const char *key_secret; /* --image-opts encrypt.key-secret / key-secret */
-	bool image_opts, force;
-	struct img_kv_list image_kv;
+	struct img_image_cli image_cli;
+	bool force;
 	struct img_kv_list opts;
 	enum vs_cache_mode cache;
 	bool progress, quiet;
 	int rc;
 };
 
-static const struct {
-	const char *name, *type, *help;
-} amend_opts_help[] = {
-	{ "backing_file", "str", "File name of a base image" },
-	{ "backing_fmt", "str", "Image format of the base image" },
-	{ "compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])" },
-	{ "lazy_refcounts", "bool (on/off)", "Postpone refcount updates" },
-	{ "refcount_bits", "num", "Width of a reference count entry in bits" },
-	{ "size", "size", "Virtual disk size" },
-};
-
+/* "-o help": the options the format's driver amends, as qemu-img lists them. */
 static int amend_help(const char *fmt)
 {
-	if (!fmt || strcmp(fmt, "qcow2")) {
-		img_error(-ENOTSUP, "Format driver '%s' does not support option amendment",
-			  fmt ? fmt : "raw");
+	const struct vs_create_opt_desc *d = vs_format_amend_opts(fmt);
+	struct vs_create_opt_desc list[64];
+	size_t n = 0;
+
+	if (!d) {
+		img_error(-EINVAL, "Unknown file format '%s'", fmt);
+		return 1;
+	}
+	for (; d->name && n < sizeof(list) / sizeof(list[0]); d++)
+		list[n++] = *d;
+	if (!n) {
+		img_error(-ENOTSUP, "Format driver '%s' does not support option amendment", fmt);
 		return 1;
 	}
 	printf("Amend options for '%s':\n", fmt);
-	for (size_t i = 0; i < sizeof(amend_opts_help) / sizeof(amend_opts_help[0]); i++) {
-		char name[64];
-
-		snprintf(name, sizeof(name), "%s=<%s>", amend_opts_help[i].name,
-			 amend_opts_help[i].type);
-		printf("  %-22s - %s\n", name, amend_opts_help[i].help);
-	}
+	img_print_opts(list, n);
 	return 0;
 }
 
@@ -93,6 +86,10 @@ static void amend_co(void *opaque)
 	}
 	if (img_open(&node, &oa) < 0)
 		return;
+	if (a->opts.help) { /* without -f: the options of the image's format */
+		a->rc = amend_help(vs_node_format(node));
+		goto out;
+	}
 	if (a->force && img_kv_set(&a->opts, VS_LUKS_AMEND_FORCE_KEY, "on") < 0) {
 		img_error(-ENOMEM, "Out of memory");
 		goto out;
@@ -117,14 +114,14 @@ out:
 	vs_node_close(node);
 }
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_FORCE };
+enum { OPT_FORCE = 256 };
 
 static int amend_main(struct amend_args *a, int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "force", no_argument, NULL, OPT_FORCE },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -159,12 +156,10 @@ static int amend_main(struct amend_args *a, int argc, char **argv)
 		case OPT_FORCE:
 			a->force = true; /* erasing the last key slot(s) */
 			break;
-		case OPT_OBJECT:
-			if (img_object_add(optarg) < 0)
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&a->image_cli, c, optarg) < 0)
 				return 1;
-			break;
-		case OPT_IMAGE_OPTS:
-			a->image_opts = true;
 			break;
 		default:
 			return img_getopt_error(argv, c);
@@ -174,22 +169,17 @@ static int amend_main(struct amend_args *a, int argc, char **argv)
 		return img_usage_error("Must specify options (-o)");
 	if (a->quiet)
 		a->progress = false;
-	if (a->opts.help && optind >= argc)
-		return amend_help(a->fmt ? a->fmt : "qcow2");
-	if (optind != argc - 1)
-		return img_usage_error("Expecting one image file name");
-	a->filename = argv[optind];
-	if (a->image_opts) {
-		struct img_open_args oa = { 0 };
-
-		if (img_image_opts(&a->image_kv, a->filename, &oa) < 0)
-			return 1;
-		a->filename = oa.filename;
-		a->fmt = oa.fmt;
-		a->key_secret = oa.key_secret;
+	if (a->opts.help && a->fmt) /* as qemu-img: with or without a file name */
+		return amend_help(a->fmt);
+	if (optind != argc - 1) {
+		img_error(-EINVAL, "Expecting one image file name");
+		return 1;
 	}
-	if (a->opts.help)
-		return amend_help(a->fmt ? a->fmt : "qcow2");
+	a->filename = argv[optind];
+	if (img_image_name(&a->image_cli, &a->filename, &a->fmt, &a->key_secret) < 0)
+		return 1;
+	if (a->opts.help && a->fmt)
+		return amend_help(a->fmt);
 	if (img_run(amend_co, a) < 0)
 		return 1;
 	return a->rc;
@@ -201,6 +191,5 @@ int img_cmd_amend(int argc, char **argv)
 	int rc = amend_main(&a, argc, argv);
 
 	img_kv_free(&a.opts);
-	img_kv_free(&a.image_kv);
 	return rc;
 }

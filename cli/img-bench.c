@@ -25,6 +25,7 @@
 struct bench_args {
 	const char *filename;
 	const char *fmt;
+	const char *key_secret; /* --image-opts' key-secret */
 	enum vs_cache_mode cache;
 	uint64_t count;
 	uint64_t depth;
@@ -208,6 +209,7 @@ static void bench_co(void *opaque)
 	struct img_open_args oa = {
 		.filename = a->filename,
 		.fmt = a->fmt,
+		.key_secret = a->key_secret,
 		.writable = a->write,
 		.force_share = a->force_share,
 		.cache = a->cache,
@@ -237,7 +239,7 @@ out:
 	vs_node_close(s.node);
 }
 
-enum { OPT_FLUSH = 256, OPT_NO_DRAIN, OPT_PATTERN, OPT_IMAGE_OPTS, OPT_OBJECT, OPT_RANDOM };
+enum { OPT_FLUSH = 256, OPT_NO_DRAIN, OPT_PATTERN, OPT_RANDOM };
 
 /* A size option that qemu-img keeps in an int. */
 static int bench_size(const char *what, const char *s, uint64_t *out)
@@ -262,7 +264,7 @@ static int bench_uint(const char *s, uint64_t min, const char *what, uint64_t *o
 }
 
 /* One option; returns 0, or -1 after printing why it is wrong. */
-static int bench_opt(struct bench_args *a, int c, char **argv)
+static int bench_opt(struct bench_args *a, struct img_image_cli *ic, int c, char **argv)
 {
 	uint64_t v;
 
@@ -321,10 +323,9 @@ static int bench_opt(struct bench_args *a, int c, char **argv)
 			return -1;
 		}
 		return 0;
-	case OPT_OBJECT:
-	case OPT_IMAGE_OPTS:
-		img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-		return -1;
+	case IMG_OPT_OBJECT:
+	case IMG_OPT_IMAGE_OPTS:
+		return img_image_getopt(ic, c, optarg);
 	default:
 		img_getopt_error(argv, c);
 		return -1;
@@ -360,11 +361,11 @@ int img_cmd_bench(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "flush-interval", required_argument, NULL, OPT_FLUSH },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "pattern", required_argument, NULL, OPT_PATTERN },
 		{ "no-drain", no_argument, NULL, OPT_NO_DRAIN },
 		{ "random", optional_argument, NULL, OPT_RANDOM },
-		{ "object", required_argument, NULL, OPT_OBJECT },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -375,6 +376,7 @@ int img_cmd_bench(int argc, char **argv)
 		.drain = true,
 		.rc = 1,
 	};
+	struct img_image_cli ic = { 0 };
 	bool has_step = false;
 	int c;
 
@@ -383,7 +385,7 @@ int img_cmd_bench(int argc, char **argv)
 			img_help();
 			return 0;
 		}
-		if (bench_opt(&a, c, argv) < 0)
+		if (bench_opt(&a, &ic, c, argv) < 0)
 			return 1;
 		if (c == 'S')
 			has_step = true;
@@ -391,6 +393,8 @@ int img_cmd_bench(int argc, char **argv)
 	if (optind != argc - 1)
 		return img_usage_error("Expecting one image file name");
 	a.filename = argv[optind];
+	if (img_image_name(&ic, &a.filename, &a.fmt, &a.key_secret) < 0)
+		return 1;
 	if (!has_step || !a.step)
 		a.step = a.bufsize;
 	if (bench_check(&a) < 0)

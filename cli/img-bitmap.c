@@ -23,6 +23,7 @@ struct bitmap_action {
 struct bitmap_args {
 	const char *filename;
 	const char *fmt;
+	const char *key_secret; /* --image-opts' key-secret */
 	const char *name;
 	const char *src_filename; /* -b */
 	const char *src_fmt;	  /* -F */
@@ -49,6 +50,7 @@ static void bitmap_co(void *opaque)
 	struct img_open_args oa = {
 		.filename = a->filename,
 		.fmt = a->fmt,
+		.key_secret = a->key_secret,
 		.writable = true,
 		.no_backing = true,
 	};
@@ -102,9 +104,7 @@ static int bitmap_usage(struct bitmap_action *acts, const char *msg)
 }
 
 enum {
-	OPT_OBJECT = 256,
-	OPT_IMAGE_OPTS,
-	OPT_ADD,
+	OPT_ADD = 256,
 	OPT_REMOVE,
 	OPT_CLEAR,
 	OPT_ENABLE,
@@ -116,8 +116,8 @@ int img_cmd_bitmap(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "add", no_argument, NULL, OPT_ADD },
 		{ "remove", no_argument, NULL, OPT_REMOVE },
 		{ "clear", no_argument, NULL, OPT_CLEAR },
@@ -130,6 +130,7 @@ int img_cmd_bitmap(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct bitmap_args a = { .rc = 1 };
+	struct img_image_cli ic = { 0 };
 	bool add = false, merge = false;
 	int c;
 
@@ -187,11 +188,13 @@ int img_cmd_bitmap(int argc, char **argv)
 			a.nacts++;
 			merge = true;
 			break;
-		case OPT_OBJECT:
-		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			free(a.acts);
-			return 1;
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0) {
+				free(a.acts);
+				return 1;
+			}
+			break;
 		default:
 			free(a.acts);
 			return img_getopt_error(argv, c);
@@ -215,6 +218,10 @@ int img_cmd_bitmap(int argc, char **argv)
 		return bitmap_usage(a.acts, "Expecting filename and bitmap name");
 	}
 	a.filename = argv[optind];
+	if (img_image_name(&ic, &a.filename, &a.fmt, &a.key_secret) < 0) {
+		free(a.acts);
+		return 1;
+	}
 	a.name = argv[optind + 1];
 	if (img_run(bitmap_co, &a) < 0)
 		a.rc = 1;

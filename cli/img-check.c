@@ -17,8 +17,10 @@
 #define CHECK_RC_NOT_SUPPORTED 63
 
 struct check_args {
+	const char *name; /* as given (an --image-opts string): JSON's "filename" */
 	const char *filename;
 	const char *fmt;
+	const char *key_secret; /* --image-opts' key-secret */
 	enum img_output output;
 	enum vs_cache_mode cache;
 	unsigned fix;
@@ -89,7 +91,7 @@ static void check_json(const struct check_args *a, const char *format,
 		json_int(&w, "leaks-fixed", r->leaks_fixed);
 	if (st && r->allocated_clusters)
 		json_int(&w, "allocated-clusters", r->allocated_clusters);
-	json_str(&w, "filename", a->filename);
+	json_str(&w, "filename", a->name);
 	json_str(&w, "format", format);
 	if (st && r->fragmented_clusters)
 		json_int(&w, "fragmented-clusters", r->fragmented_clusters);
@@ -144,6 +146,7 @@ static void check_co(void *opaque)
 	struct img_open_args oa = {
 		.filename = a->filename,
 		.fmt = a->fmt,
+		.key_secret = a->key_secret,
 		.writable = a->fix != 0,
 		.force_share = a->force_share,
 		.no_backing = true,
@@ -182,7 +185,7 @@ out_close:
 	vs_node_close(node);
 }
 
-enum { OPT_OUTPUT = 256, OPT_IMAGE_OPTS, OPT_OBJECT };
+enum { OPT_OUTPUT = 256 };
 
 int img_cmd_check(int argc, char **argv)
 {
@@ -191,12 +194,13 @@ int img_cmd_check(int argc, char **argv)
 		{ "format", required_argument, NULL, 'f' },
 		{ "repair", required_argument, NULL, 'r' },
 		{ "output", required_argument, NULL, OPT_OUTPUT },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct check_args a = { .output = IMG_OUTPUT_HUMAN, .rc = 1 };
+	struct img_image_cli ic = { 0 };
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":hf:r:T:qU", longopts, NULL)) != -1) {
@@ -237,17 +241,20 @@ int img_cmd_check(int argc, char **argv)
 				return 1;
 			}
 			break;
-		case OPT_OBJECT:
-		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return 1;
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0)
+				return 1;
+			break;
 		default:
 			return img_getopt_error(argv, c);
 		}
 	}
 	if (optind != argc - 1)
 		return img_usage_error("Expecting one image file name");
-	a.filename = argv[optind];
+	a.name = a.filename = argv[optind];
+	if (img_image_name(&ic, &a.filename, &a.fmt, &a.key_secret) < 0)
+		return 1;
 	if (a.fix && a.force_share) {
 		img_error(-EINVAL,
 			  "Could not open '%s': force-share=on can only be used with "

@@ -23,6 +23,7 @@
 struct commit_args {
 	const char *filename;
 	const char *fmt;
+	const char *key_secret; /* --image-opts' key-secret */
 	const char *base;
 	enum vs_cache_mode cache;
 	bool keep, progress, quiet;
@@ -123,6 +124,7 @@ static void commit_co(void *opaque)
 	struct img_open_args oa = {
 		.filename = a->filename,
 		.fmt = a->fmt,
+		.key_secret = a->key_secret,
 		.writable = empty,
 		.no_backing = true,
 		.cache = a->cache,
@@ -202,17 +204,16 @@ out:
 	vs_node_close(top);
 }
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
-
 int img_cmd_commit(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct commit_args a = { .rc = 1, .cache = VS_CACHE_WRITEBACK };
+	struct img_image_cli ic = { 0 };
 	uint64_t rate;
 	int c;
 
@@ -246,10 +247,11 @@ int img_cmd_commit(int argc, char **argv)
 				return 1;
 			}
 			break;
-		case OPT_OBJECT:
-		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return 1;
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0)
+				return 1;
+			break;
 		default:
 			return img_getopt_error(argv, c);
 		}
@@ -259,6 +261,8 @@ int img_cmd_commit(int argc, char **argv)
 	if (optind != argc - 1)
 		return img_usage_error("Expecting one image file name");
 	a.filename = argv[optind];
+	if (img_image_name(&ic, &a.filename, &a.fmt, &a.key_secret) < 0)
+		return 1;
 	if (img_run(commit_co, &a) < 0)
 		return 1;
 	return a.rc;

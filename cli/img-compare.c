@@ -22,6 +22,7 @@ enum { CMP_SAME = 0, CMP_DIFFERENT = 1, CMP_OPEN_ERR = 2, CMP_STATUS_ERR = 3, CM
 struct cmp_image {
 	const char *filename;
 	const char *fmt;
+	const char *key_secret; /* --image-opts' key-secret */
 	struct vs_node *node;
 	uint64_t size;
 };
@@ -207,6 +208,7 @@ static void cmp_co(void *opaque)
 		struct img_open_args oa = {
 			.filename = a->img[i].filename,
 			.fmt = a->img[i].fmt,
+			.key_secret = a->img[i].key_secret,
 			.force_share = a->force_share,
 			.cache = a->cache,
 		};
@@ -232,18 +234,17 @@ out_close:
 		vs_node_close(a->img[i].node);
 }
 
-enum { OPT_IMAGE_OPTS = 256, OPT_OBJECT };
-
 int img_cmd_compare(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cmp_args a = { .rc = CMP_OPEN_ERR };
+	struct img_image_cli ic = { 0 };
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":hf:F:T:pqsU", longopts, NULL)) != -1) {
@@ -274,10 +275,11 @@ int img_cmd_compare(int argc, char **argv)
 		case 'U':
 			a.force_share = true;
 			break;
-		case OPT_OBJECT:
-		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return CMP_OPEN_ERR;
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0)
+				return CMP_OPEN_ERR;
+			break;
 		default:
 			return img_getopt_error(argv, c);
 		}
@@ -286,6 +288,12 @@ int img_cmd_compare(int argc, char **argv)
 		return img_usage_error("Expecting two image file names");
 	a.img[0].filename = argv[optind];
 	a.img[1].filename = argv[optind + 1];
+	for (int i = 0; i < 2; i++) {
+		struct cmp_image *im = &a.img[i];
+
+		if (img_image_name(&ic, &im->filename, &im->fmt, &im->key_secret) < 0)
+			return CMP_OPEN_ERR;
+	}
 	if (img_run(cmp_co, &a) < 0)
 		return CMP_OPEN_ERR;
 	return a.rc;

@@ -53,9 +53,10 @@ struct conv_args {
 	const char *fmt, *out_fmt, *out_filename;
 	const char *backing, *backing_fmt, *snapshot;
 	struct img_kv_list opts;
-	struct img_kv_list image_opts,
-		target_opts; /* strings of --image-opts, --target-image-opts */
-	bool src_image_opts, target_image_opts;
+	struct img_kv_list image_opts;	/* strings of json: names */
+	struct img_kv_list target_opts; /* strings of --target-image-opts */
+	struct img_image_cli image_cli; /* --object, --image-opts */
+	bool target_image_opts;
 	const char *target_key_secret;
 	enum vs_cache_mode cache, src_cache;
 	bool compress, no_create, target_is_zero, out_of_order, progress, progress_json;
@@ -756,9 +757,7 @@ out:
 }
 
 enum {
-	OPT_OBJECT = 256,
-	OPT_IMAGE_OPTS,
-	OPT_TARGET_IMAGE_OPTS,
+	OPT_TARGET_IMAGE_OPTS = 256,
 	OPT_TARGET_IS_ZERO,
 	OPT_SALVAGE,
 	OPT_BITMAPS,
@@ -795,8 +794,8 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "target-image-opts", no_argument, NULL, OPT_TARGET_IMAGE_OPTS },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ "target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO },
@@ -915,12 +914,10 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 		case OPT_SALVAGE:
 			a->salvage = true;
 			break;
-		case OPT_OBJECT:
-			if (img_object_add(optarg) < 0)
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&a->image_cli, c, optarg) < 0)
 				return 1;
-			break;
-		case OPT_IMAGE_OPTS:
-			a->src_image_opts = true;
 			break;
 		case OPT_TARGET_IMAGE_OPTS:
 			a->target_image_opts = true;
@@ -1003,11 +1000,9 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 	for (unsigned i = 0; i < a->nb_src; i++) {
 		struct img_open_args oa = { .filename = argv[optind + i], .fmt = a->fmt };
 
-		if (a->src_image_opts) {
-			struct img_kv_list *l = &a->image_opts;
-
-			oa.filename = NULL;
-			if (img_image_opts(l, argv[optind + i], &oa) < 0)
+		if (a->image_cli.image_opts) {
+			if (img_image_name_chain(&a->image_cli, &oa.filename, &oa.fmt,
+						 &oa.key_secret, oa.backing_secret) < 0)
 				return 1;
 		} else if (!strncmp(oa.filename, "json:", 5)) {
 			oa.filename = NULL;

@@ -41,6 +41,7 @@ struct fmt_field {
 };
 
 static const struct fmt_field qcow2_fields[] = {
+	{ "encryption", NULL },
 	{ "encrypt.format", NULL },
 	{ "encrypt.key-secret", NULL },
 	{ "encrypt.cipher-alg", NULL },
@@ -86,23 +87,6 @@ static const struct vs_create_opt_desc *desc_find(const struct vs_create_opt_des
 	return NULL;
 }
 
-static const char *help_type(const char *type)
-{
-	if (!strcmp(type, "size"))
-		return "size";
-	if (!strcmp(type, "bool"))
-		return "bool (on/off)";
-	if (!strcmp(type, "number"))
-		return "num";
-	return "str";
-}
-
-static int desc_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct vs_create_opt_desc *)a)->name,
-		      ((const struct vs_create_opt_desc *)b)->name);
-}
-
 /* "-o help": the options of the format, sorted by name, as qemu-img lists them. */
 static int create_help(const char *fmt, bool with_filename)
 {
@@ -127,17 +111,11 @@ static int create_help(const char *fmt, bool with_filename)
 	if (with_filename)
 		for (d = file_opts; d->name; d++)
 			list[n++] = *d;
-	qsort(list, n, sizeof(list[0]), desc_cmp);
 	if (with_filename)
 		printf("Supported options:\n");
 	else
 		printf("Supported %s options:\n", fmt);
-	for (size_t i = 0; i < n; i++) {
-		char name[128];
-
-		snprintf(name, sizeof(name), "%s=<%s>", list[i].name, help_type(list[i].type));
-		printf("  %-22s - %s\n", name, list[i].help);
-	}
+	img_print_opts(list, n);
 	if (!with_filename)
 		printf("\nThe protocol level may support further options.\n"
 		       "Specify the target filename to include those options.\n");

@@ -164,20 +164,17 @@ out_in:
 	vs_node_close(in);
 }
 
-enum { OPT_IMAGE_OPTS = 256, OPT_OBJECT };
-
 int img_cmd_dd(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct dd_args a = { .out_fmt = "raw", .bs = 512, .rc = 1 };
-	struct img_kv_list io = { 0 };
-	bool image_opts = false;
+	struct img_image_cli ic = { 0 };
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":hf:O:U", longopts, NULL)) != -1) {
@@ -194,12 +191,10 @@ int img_cmd_dd(int argc, char **argv)
 		case 'U':
 			a.force_share = true;
 			break;
-		case OPT_OBJECT:
-			if (img_object_add(optarg) < 0)
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0)
 				return 1;
-			break;
-		case OPT_IMAGE_OPTS:
-			image_opts = true;
 			break;
 		default:
 			return img_getopt_error(argv, c);
@@ -212,19 +207,9 @@ int img_cmd_dd(int argc, char **argv)
 		img_error(-EINVAL, "Must specify both input and output files");
 		return 1;
 	}
-	if (image_opts) {
-		struct img_open_args oa = { .fmt = a.fmt };
-
-		if (img_image_opts(&io, a.in_name, &oa) < 0) {
-			img_kv_free(&io);
-			return 1;
-		}
-		a.in_name = oa.filename;
-		a.fmt = oa.fmt;
-		a.key_secret = oa.key_secret;
-	}
+	if (img_image_name(&ic, &a.in_name, &a.fmt, &a.key_secret) < 0)
+		return 1;
 	if (img_run(dd_co, &a) < 0)
 		a.rc = 1;
-	img_kv_free(&io);
 	return a.rc;
 }

@@ -20,6 +20,7 @@
 
 struct info_args {
 	const char *filename;
+	const char *name; /* as qemu-img shows it (json:{...} for --image-opts with a secret) */
 	const char *fmt;
 	enum img_output output;
 	bool chain;
@@ -176,6 +177,46 @@ static void human_bitmaps(const struct vs_image_info *info)
 	}
 }
 
+/*
+ * vmdk's extents, each's members in the order qemu-img prints them (its
+ * dictionary's: compressed, virtual-size, filename, cluster-size, format).
+ */
+static void json_extents(struct json_writer *w, const struct vs_image_info *info)
+{
+	json_arr_begin(w, "extents");
+	for (unsigned i = 0; i < info->nb_extents; i++) {
+		const struct vs_info_extent *x = &info->extents[i];
+
+		json_obj_begin(w, NULL);
+		if (x->compressed)
+			json_bool(w, "compressed", true);
+		json_uint(w, "virtual-size", x->virtual_size);
+		json_str(w, "filename", x->filename);
+		if (x->cluster_size)
+			json_uint(w, "cluster-size", x->cluster_size);
+		json_str(w, "format", x->format);
+		json_obj_end(w);
+	}
+	json_arr_end(w);
+}
+
+static void human_extents(const struct vs_image_info *info)
+{
+	printf("    extents:\n");
+	for (unsigned i = 0; i < info->nb_extents; i++) {
+		const struct vs_info_extent *x = &info->extents[i];
+
+		printf("        [%u]:\n", i);
+		if (x->compressed)
+			printf("            compressed: true\n");
+		printf("            virtual size: %" PRIu64 "\n", x->virtual_size);
+		printf("            filename: %s\n", x->filename);
+		if (x->cluster_size)
+			printf("            cluster size: %" PRIu64 "\n", x->cluster_size);
+		printf("            format: %s\n", x->format);
+	}
+}
+
 static void json_specific(struct json_writer *w, const struct vs_image_info *info)
 {
 	unsigned idx[VS_INFO_MAX_SPECIFIC];
@@ -214,6 +255,8 @@ static void json_specific(struct json_writer *w, const struct vs_image_info *inf
 		if (nested(kv->key, &blen) && !same_block(next, kv->key))
 			json_obj_end(w);
 	}
+	if (info->nb_extents)
+		json_extents(w, info);
 	json_obj_end(w);
 	json_obj_end(w);
 }
@@ -325,6 +368,8 @@ static void human_specific(const struct vs_image_info *info)
 		if (info->nb_key_slots && !strcmp(sub_key(kv->key), "cipher-mode"))
 			human_key_slots(info, in);
 	}
+	if (info->nb_extents)
+		human_extents(info);
 }
 
 static void info_human(const char *filename, const struct vs_image_info *info)
@@ -399,7 +444,7 @@ static int info_collect_chain(struct info_args *a, struct info_chain *c)
 	if (ret < 0)
 		return ret;
 	for (node = top; node && c->n < INFO_MAX_CHAIN; node = vs_node_backing(node)) {
-		const char *name = c->n ? vs_node_filename(node) : a->filename;
+		const char *name = c->n ? vs_node_filename(node) : a->name;
 
 		c->names[c->n] = strdup(name);
 		if (!c->names[c->n]) {
@@ -459,7 +504,7 @@ static void info_co(void *opaque)
 	info_chain_free(c);
 }
 
-enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN, OPT_IMAGE_OPTS, OPT_OBJECT, OPT_FORCE_SHARE };
+enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN, OPT_FORCE_SHARE };
 
 int img_cmd_info(int argc, char **argv)
 {
@@ -468,14 +513,15 @@ int img_cmd_info(int argc, char **argv)
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct info_args a = { .output = IMG_OUTPUT_HUMAN, .rc = 1 };
 	struct img_kv_list io = { 0 };
-	bool image_opts = false;
+	struct img_image_cli ic = { 0 };
+	static char shown[8192];
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1) {
@@ -499,12 +545,10 @@ int img_cmd_info(int argc, char **argv)
 		case OPT_BACKING_CHAIN:
 			a.chain = true;
 			break;
-		case OPT_OBJECT:
-			if (img_object_add(optarg) < 0)
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0)
 				return 1;
-			break;
-		case OPT_IMAGE_OPTS:
-			image_opts = true;
 			break;
 		default:
 			return img_getopt_error(argv, c);
@@ -514,7 +558,7 @@ int img_cmd_info(int argc, char **argv)
 		return img_usage_error("Expecting one image file name");
 	a.filename = argv[optind];
 	img_set_json_errors(a.output == IMG_OUTPUT_JSON);
-	if (!image_opts && !strncmp(a.filename, "json:", 5)) {
+	if (!ic.image_opts && !strncmp(a.filename, "json:", 5)) {
 		/* As qemu-img, "image:" names the file the JSON names. */
 		struct img_open_args oa = { .fmt = a.fmt };
 
@@ -527,17 +571,14 @@ int img_cmd_info(int argc, char **argv)
 		a.key_secret = oa.key_secret;
 		memcpy(a.backing_secret, oa.backing_secret, sizeof(a.backing_secret));
 	}
-	if (image_opts) {
-		struct img_open_args oa = { .fmt = a.fmt };
-
-		if (img_image_opts(&io, argv[optind], &oa) < 0) {
-			img_kv_free(&io);
-			return 1;
-		}
-		a.filename = oa.filename;
-		a.fmt = oa.fmt;
-		a.key_secret = oa.key_secret;
-		memcpy(a.backing_secret, oa.backing_secret, sizeof(a.backing_secret));
+	if (img_image_name_chain(&ic, &a.filename, &a.fmt, &a.key_secret, a.backing_secret) < 0) {
+		img_kv_free(&io);
+		return 1;
+	}
+	a.name = a.filename;
+	if (ic.image_opts) {
+		img_image_display_name(shown, sizeof(shown), a.filename, a.fmt, a.key_secret);
+		a.name = shown;
 	}
 	if (img_run(info_co, &a) < 0)
 		a.rc = 1;

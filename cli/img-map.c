@@ -14,6 +14,7 @@
 struct map_args {
 	const char *filename;
 	const char *fmt;
+	const char *key_secret; /* --image-opts' key-secret */
 	enum img_output output;
 	uint64_t start;
 	uint64_t max_length;
@@ -162,6 +163,7 @@ static void map_co(void *opaque)
 	struct img_open_args oa = {
 		.filename = a->filename,
 		.fmt = a->fmt,
+		.key_secret = a->key_secret,
 		.force_share = a->force_share,
 	};
 	struct vs_node *node;
@@ -173,7 +175,7 @@ static void map_co(void *opaque)
 	vs_node_close(node);
 }
 
-enum { OPT_OUTPUT = 256, OPT_IMAGE_OPTS, OPT_OBJECT, OPT_START, OPT_MAX_LEN };
+enum { OPT_OUTPUT = 256, OPT_START, OPT_MAX_LEN };
 
 int img_cmd_map(int argc, char **argv)
 {
@@ -181,14 +183,15 @@ int img_cmd_map(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, OPT_OUTPUT },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ "start-offset", required_argument, NULL, OPT_START },
 		{ "max-length", required_argument, NULL, OPT_MAX_LEN },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct map_args a = { .output = IMG_OUTPUT_HUMAN, .rc = 1 };
+	struct img_image_cli ic = { 0 };
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1) {
@@ -218,10 +221,11 @@ int img_cmd_map(int argc, char **argv)
 				return 1;
 			a.has_max_length = true;
 			break;
-		case OPT_OBJECT:
-		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return 1;
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0)
+				return 1;
+			break;
 		default:
 			return img_getopt_error(argv, c);
 		}
@@ -229,6 +233,8 @@ int img_cmd_map(int argc, char **argv)
 	if (optind != argc - 1)
 		return img_usage_error("Expecting one image file name");
 	a.filename = argv[optind];
+	if (img_image_name(&ic, &a.filename, &a.fmt, &a.key_secret) < 0)
+		return 1;
 	img_set_json_errors(a.output == IMG_OUTPUT_JSON);
 	if (img_run(map_co, &a) < 0)
 		return 1;

@@ -24,6 +24,7 @@
 struct measure_args {
 	const char *filename;
 	const char *fmt;
+	const char *key_secret; /* --image-opts' key-secret */
 	const char *out_fmt;
 	const char *snapshot;
 	const char *size_str;
@@ -175,7 +176,10 @@ static void measure_co(void *opaque)
 			.snapshot = a->snapshot,
 		};
 
+		if (img_secret_fill(&o, a->key_secret) < 0)
+			return;
 		ret = vs_image_open(&src, &o, &err);
+		img_secret_wipe(&o);
 		if (ret < 0) {
 			img_error(ret, "Could not open '%s': %s", a->filename,
 				  err.msg[0] ? err.msg : strerror(-ret));
@@ -227,19 +231,20 @@ out:
 	vs_node_close(src);
 }
 
-enum { OPT_SIZE = 256, OPT_OUTPUT, OPT_OBJECT, OPT_IMAGE_OPTS };
+enum { OPT_SIZE = 256, OPT_OUTPUT };
 
 static int measure_main(struct measure_args *a, int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-		{ "object", required_argument, NULL, OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
 		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "size", required_argument, NULL, OPT_SIZE },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct img_image_cli ic = { 0 };
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":hf:O:o:l:U", longopts, NULL)) != -1) {
@@ -284,19 +289,19 @@ static int measure_main(struct measure_args *a, int argc, char **argv)
 				return 1;
 			}
 			break;
-		case OPT_OBJECT:
-			if (img_object_add(optarg) < 0)
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0)
 				return 1;
 			break;
-		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return 1;
 		default:
 			return img_getopt_error(argv, c);
 		}
 	}
 	if (optind < argc)
 		a->filename = argv[optind++];
+	if (a->filename && img_image_name(&ic, &a->filename, &a->fmt, &a->key_secret) < 0)
+		return 1;
 	if (optind < argc)
 		return img_usage_error("Unexpected argument: %s", argv[optind]);
 	if (a->filename && a->size_str) {

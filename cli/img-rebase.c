@@ -27,7 +27,8 @@
 struct rebase_args {
 	const char *filename;
 	const char *fmt;
-	const char *backing; /* NULL or "": remove the backing file */
+	const char *key_secret; /* --image-opts' key-secret */
+	const char *backing;	/* NULL or "": remove the backing file */
 	const char *backing_fmt;
 	enum vs_cache_mode cache, src_cache;
 	bool unsafe, progress, quiet, force_share;
@@ -189,6 +190,7 @@ static int rebase_safe(struct rebase_ctx *c)
 	struct img_open_args oa = {
 		.filename = a->filename,
 		.fmt = vs_node_format(c->top_w),
+		.key_secret = a->key_secret,
 		.force_share = true,
 		.cache = a->src_cache,
 	};
@@ -262,6 +264,7 @@ static void rebase_co(void *opaque)
 	struct img_open_args oa = {
 		.filename = a->filename,
 		.fmt = a->fmt,
+		.key_secret = a->key_secret,
 		.writable = true,
 		.no_backing = true,
 		.cache = a->cache,
@@ -292,20 +295,19 @@ out:
 	vs_node_close(c.top_w);
 }
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
-
 int img_cmd_rebase(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct rebase_args a = { .rc = 1,
 				 .cache = VS_CACHE_WRITEBACK,
 				 .src_cache = VS_CACHE_WRITEBACK };
+	struct img_image_cli ic = { 0 };
 	bool has_b = false;
 	int c;
 
@@ -344,10 +346,11 @@ int img_cmd_rebase(int argc, char **argv)
 		case 'U':
 			a.force_share = true;
 			break;
-		case OPT_OBJECT:
-		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return 1;
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0)
+				return 1;
+			break;
 		default:
 			return img_getopt_error(argv, c);
 		}
@@ -359,6 +362,8 @@ int img_cmd_rebase(int argc, char **argv)
 	if (!has_b && !a.unsafe)
 		return img_usage_error("Must specify backing file (-b) or use unsafe mode (-u)");
 	a.filename = argv[optind];
+	if (img_image_name(&ic, &a.filename, &a.fmt, &a.key_secret) < 0)
+		return 1;
 	if (a.backing && !a.backing[0])
 		a.backing = NULL;
 	if (a.backing && (!a.backing_fmt || !a.backing_fmt[0])) {

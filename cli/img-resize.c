@@ -14,6 +14,7 @@
 struct resize_args {
 	const char *filename;
 	const char *fmt;
+	const char *key_secret; /* --image-opts' key-secret */
 	const char *size_arg;
 	enum vs_prealloc prealloc;
 	bool shrink;
@@ -27,6 +28,7 @@ static void resize_co(void *opaque)
 	struct img_open_args oa = {
 		.filename = a->filename,
 		.fmt = a->fmt,
+		.key_secret = a->key_secret,
 		.writable = true,
 	};
 	struct vs_error err = { 0 };
@@ -86,7 +88,7 @@ out:
 	vs_node_close(node);
 }
 
-enum { OPT_PREALLOCATION = 256, OPT_SHRINK, OPT_OBJECT, OPT_IMAGE_OPTS };
+enum { OPT_PREALLOCATION = 256, OPT_SHRINK };
 
 int img_cmd_resize(int argc, char **argv)
 {
@@ -96,11 +98,12 @@ int img_cmd_resize(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "preallocation", required_argument, NULL, OPT_PREALLOCATION },
 		{ "shrink", no_argument, NULL, OPT_SHRINK },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct resize_args a = { .rc = 1 };
+	struct img_image_cli ic = { 0 };
 	int c;
 
 	/* A leading '-' in "-SIZE" must stay an operand: stop at the first non-option. */
@@ -124,10 +127,11 @@ int img_cmd_resize(int argc, char **argv)
 		case OPT_SHRINK:
 			a.shrink = true;
 			break;
-		case OPT_OBJECT:
-		case OPT_IMAGE_OPTS:
-			img_error(-ENOTSUP, "%s is not supported", argv[optind - 1]);
-			return 1;
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0)
+				return 1;
+			break;
 		default:
 			return img_getopt_error(argv, c);
 		}
@@ -152,6 +156,8 @@ int img_cmd_resize(int argc, char **argv)
 		return img_usage_error("Expecting image file name and size");
 	a.filename = ops[0];
 	a.size_arg = ops[1];
+	if (img_image_name(&ic, &a.filename, &a.fmt, &a.key_secret) < 0)
+		return 1;
 	if (img_run(resize_co, &a) < 0)
 		return 1;
 	return a.rc;

@@ -17,8 +17,6 @@ struct snapshot_args {
 	const char *fmt;
 	const char *key_secret; /* --image-opts encrypt.key-secret */
 	const char *name;
-	bool image_opts;
-	struct img_kv_list image_kv;
 	enum snapshot_action action;
 	bool quiet;
 	bool force_share;
@@ -88,20 +86,19 @@ static void snapshot_co(void *opaque)
 		a->rc = 0;
 }
 
-enum { OPT_IMAGE_OPTS = 256, OPT_OBJECT };
-
 int img_cmd_snapshot(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "format", required_argument, NULL, 'f' },
-		{ "object", required_argument, NULL, OPT_OBJECT },
-		{ "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+		{ "object", required_argument, NULL, IMG_OPT_OBJECT },
+		{ "image-opts", no_argument, NULL, IMG_OPT_IMAGE_OPTS },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct snapshot_args a = { .rc = 1 };
+	struct img_image_cli ic = { 0 };
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":la:c:d:f:hqU", longopts, NULL)) != -1) {
@@ -132,12 +129,10 @@ int img_cmd_snapshot(int argc, char **argv)
 		case 'd':
 			act = SN_DELETE;
 			break;
-		case OPT_OBJECT:
-			if (img_object_add(optarg) < 0)
+		case IMG_OPT_OBJECT:
+		case IMG_OPT_IMAGE_OPTS:
+			if (img_image_getopt(&ic, c, optarg) < 0)
 				return 1;
-			continue;
-		case OPT_IMAGE_OPTS:
-			a.image_opts = true;
 			continue;
 		default:
 			return img_getopt_error(argv, c);
@@ -153,20 +148,8 @@ int img_cmd_snapshot(int argc, char **argv)
 	if (optind != argc - 1)
 		return img_usage_error("Expecting one image file name");
 	a.filename = argv[optind];
-	if (a.image_opts) {
-		struct img_open_args oa = { 0 };
-		int r = img_image_opts(&a.image_kv, a.filename, &oa);
-
-		if (r == 0) {
-			a.filename = oa.filename;
-			a.fmt = oa.fmt;
-			a.key_secret = oa.key_secret;
-		}
-		if (r < 0) {
-			img_kv_free(&a.image_kv);
-			return 1;
-		}
-	}
+	if (img_image_name(&ic, &a.filename, &a.fmt, &a.key_secret) < 0)
+		return 1;
 	if (a.force_share && a.action != SN_LIST && a.action != SN_NONE) {
 		img_error(-EINVAL,
 			  "Could not open '%s': force-share=on can only be used with read-only "
@@ -174,7 +157,5 @@ int img_cmd_snapshot(int argc, char **argv)
 			  a.filename);
 		return 1;
 	}
-	c = img_run(snapshot_co, &a) < 0 ? 1 : a.rc;
-	img_kv_free(&a.image_kv);
-	return c;
+	return img_run(snapshot_co, &a) < 0 ? 1 : a.rc;
 }

@@ -270,6 +270,23 @@ int img_kv_set(struct img_kv_list *l, const char *key, const char *value)
 
 /* ---- secrets (--object secret) and --image-opts ---- */
 
+/* Whether qemu-img knows @type as an --object (it lists them with --object help). */
+static bool img_object_type_known(const char *type)
+{
+	static const char *const types[] = {
+		"authz-list",	     "authz-list-file",	  "authz-simple",
+		"main-loop",	     "pr-manager-helper", "secret",
+		"secret_keyring",    "thread-context",	  "throttle-group",
+		"tls-cipher-suites", "tls-creds-anon",	  "tls-creds-psk",
+		"tls-creds-x509",    "iothread",
+	};
+
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if (!strcmp(type, types[i]))
+			return true;
+	return false;
+}
+
 int img_object_add(const char *def)
 {
 	struct img_kv_list l = { 0 };
@@ -288,6 +305,11 @@ int img_object_add(const char *def)
 		type = l.kv[0].value;
 	else if (l.n && strcmp(l.kv[0].value, "on"))
 		type = "";
+	if (l.n && !img_object_type_known(type)) {
+		img_error(-EINVAL, "Parameter 'qom-type' does not accept value '%s'", type);
+		img_kv_free(&l);
+		return -EINVAL;
+	}
 	if (strcmp(type, "secret")) {
 		img_error(-ENOTSUP, "--object '%s' is not supported (only secret objects are)",
 			  l.n ? type : def);
@@ -352,6 +374,16 @@ int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a
 	size_t first = l->n; /* @l may hold earlier images' options */
 	int r;
 
+	size_t head = strcspn(s, ",=");
+	const char *bad = NULL;
+
+	if (s[head] != '=' && head) {
+		/* A bare first element names a node, which only QEMU has. */
+		img_error(-ENOENT,
+			  "Could not open '%s': Cannot find device='%.*s' nor node-name='%.*s'", s,
+			  (int)head, s, (int)head, s);
+		return -ENOENT;
+	}
 	if (img_kv_parse(l, s) < 0) {
 		img_error(-ENOMEM, "Out of memory");
 		return -ENOMEM;
@@ -371,10 +403,19 @@ int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a
 				img_error(-ENOTSUP, "file.driver=%s is not supported", v);
 				return -ENOTSUP;
 			}
-		} else {
-			img_error(-EINVAL, "Invalid parameter '%s'", k);
-			return -EINVAL;
+		} else if (!bad) {
+			bad = k;
 		}
+	}
+	if (bad && a->fmt) {
+		img_error(-EINVAL,
+			  "Could not open '%s': Block format '%s' does not support the option '%s'",
+			  s, a->fmt, bad);
+		return -EINVAL;
+	}
+	if (bad) {
+		img_error(-EINVAL, "Invalid parameter '%s'", bad);
+		return -EINVAL;
 	}
 	if (!a->filename) {
 		img_error(-EINVAL, "Parameter 'file.filename' is missing");
@@ -419,6 +460,119 @@ int img_backing_secrets_fill(struct vs_open_opts *o, const char *const *ids)
 		bufs[i].len = len;
 	}
 	return 0;
+}
+
+int img_image_getopt(struct img_image_cli *c, int opt, const char *arg)
+{
+	if (opt == IMG_OPT_OBJECT)
+		return img_object_add(arg) < 0 ? -1 : 0;
+	c->image_opts = true;
+	return 0;
+}
+
+/* The strings of every --image-opts argument: commands keep pointers into them. */
+static struct img_kv_list img_image_strings;
+/* Each such file name and the option string it came from (errors name the latter). */
+static struct {
+	const char *filename, *opts;
+} img_image_origins[8];
+
+/* The option string @filename came from, or @filename. */
+static const char *img_image_shown(const char *filename)
+{
+	for (size_t i = 0; i < sizeof(img_image_origins) / sizeof(img_image_origins[0]); i++)
+		if (img_image_origins[i].filename == filename)
+			return img_image_origins[i].opts;
+	return filename;
+}
+
+int img_image_name(const struct img_image_cli *c, const char **name, const char **fmt,
+		   const char **key_secret)
+{
+	return img_image_name_chain(c, name, fmt, key_secret, NULL);
+}
+
+int img_image_name_chain(const struct img_image_cli *c, const char **name, const char **fmt,
+			 const char **key_secret, const char **backing_secret)
+{
+	struct img_open_args oa = { 0 };
+
+	if (!c->image_opts)
+		return 0;
+	if (*fmt) {
+		img_error(-EINVAL, "--image-opts and --format are mutually exclusive");
+		return -1;
+	}
+	if (img_image_opts(&img_image_strings, *name, &oa) < 0)
+		return -1;
+	if (oa.key_secret) {
+		uint8_t *pass;
+		size_t len;
+
+		if (vs_secret_get(oa.key_secret, &pass, &len) < 0) {
+			img_error(-ENOENT, "Could not open '%s': No secret with id '%s'", *name,
+				  oa.key_secret);
+			return -1;
+		}
+		gnutls_memset(pass, 0, len);
+		free(pass);
+	}
+	for (size_t i = 0; i < sizeof(img_image_origins) / sizeof(img_image_origins[0]); i++) {
+		if (!img_image_origins[i].filename) {
+			img_image_origins[i].filename = oa.filename;
+			img_image_origins[i].opts = *name;
+			break;
+		}
+	}
+	*name = oa.filename;
+	*fmt = oa.fmt;
+	*key_secret = oa.key_secret;
+	if (backing_secret)
+		memcpy(backing_secret, oa.backing_secret, sizeof(oa.backing_secret));
+	return 0;
+}
+
+/* The bucket of @key in QEMU's QDict (a tdb hash over 512 buckets), which it iterates in order. */
+static unsigned qdict_bucket(const char *key)
+{
+	uint32_t v = 0x238F13AFu * (uint32_t)strlen(key);
+
+	for (size_t i = 0; key[i]; i++)
+		v += (uint32_t)(unsigned char)key[i] << (i * 5 % 24);
+	return (1103515243u * v + 12345u) % 512;
+}
+
+void img_image_display_name(char *buf, size_t len, const char *filename, const char *fmt,
+			    const char *key_secret)
+{
+	char secret[512], driver[512], file[4200];
+	const char *m[3][2] = {
+		{ fmt && !strcmp(fmt, "luks") ? "key-secret" : "encrypt.key-secret", secret },
+		{ "driver", driver },
+		{ "file", file },
+	};
+
+	if (!key_secret || !fmt) {
+		snprintf(buf, len, "%s", filename);
+		return;
+	}
+	snprintf(secret, sizeof(secret), "\"%s\"", key_secret);
+	snprintf(driver, sizeof(driver), "\"%s\"", fmt);
+	snprintf(file, sizeof(file), "{\"driver\": \"file\", \"filename\": \"%s\"}", filename);
+	for (int i = 0; i < 3; i++) {
+		for (int k = i + 1; k < 3; k++) {
+			if (qdict_bucket(m[k][0]) < qdict_bucket(m[i][0])) {
+				const char *t0 = m[i][0], *t1 = m[i][1];
+
+				m[i][0] = m[k][0];
+				m[i][1] = m[k][1];
+				m[k][0] = t0;
+				m[k][1] = t1;
+			}
+		}
+	}
+	snprintf(buf, len, "json:{\"%s\": %s, \"%s\": %s, \"%s\": %s}", m[0][0], m[0][1], m[1][0],
+		 m[1][1], m[2][0], m[2][1]);
 }
 
 int img_secret_fill(struct vs_open_opts *o, const char *id)
@@ -643,10 +797,12 @@ int img_open_plain(struct vs_node **out, const struct img_open_args *a)
 	ret = vs_image_open(out, &o, &err);
 	img_secret_wipe(&o);
 	if (ret < 0) {
+		const char *shown = img_image_shown(a->filename);
+
 		if (err.msg[0])
-			img_error(ret, "Could not open '%s': %s", a->filename, err.msg);
+			img_error(ret, "Could not open '%s': %s", shown, err.msg);
 		else
-			img_error(ret, "Could not open '%s': %s", a->filename, strerror(-ret));
+			img_error(ret, "Could not open '%s': %s", shown, strerror(-ret));
 	}
 	return ret;
 }
@@ -701,4 +857,34 @@ bool img_same_file(const char *a, const char *b)
 	if (!realpath(a, ra) || !realpath(b, rb))
 		return !strcmp(a, b);
 	return !strcmp(ra, rb);
+}
+
+/* ---- -o help ---- */
+
+static const char *opt_type_name(const char *type)
+{
+	if (!strcmp(type, "size"))
+		return "size";
+	if (!strcmp(type, "bool"))
+		return "bool (on/off)";
+	if (!strcmp(type, "number"))
+		return "num";
+	return "str";
+}
+
+static int opt_desc_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct vs_create_opt_desc *)a)->name,
+		      ((const struct vs_create_opt_desc *)b)->name);
+}
+
+void img_print_opts(struct vs_create_opt_desc *list, size_t n)
+{
+	qsort(list, n, sizeof(list[0]), opt_desc_cmp);
+	for (size_t i = 0; i < n; i++) {
+		char name[128];
+
+		snprintf(name, sizeof(name), "%s=<%s>", list[i].name, opt_type_name(list[i].type));
+		printf("  %-22s - %s\n", name, list[i].help);
+	}
 }

@@ -115,6 +115,43 @@ int img_backing_secrets_fill(struct vs_open_opts *o, const char *const *ids);
 int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a);
 
 /*
+ * --object and --image-opts, the same on every command that opens images:
+ * the command's long options map "object" to IMG_OPT_OBJECT and "image-opts"
+ * to IMG_OPT_IMAGE_OPTS, these getopt results go to img_image_getopt(), and
+ * each image argument (file name and -f format) through img_image_name()
+ * before it is opened.
+ */
+enum { IMG_OPT_OBJECT = 0x1000, IMG_OPT_IMAGE_OPTS };
+struct img_image_cli {
+	bool image_opts; /* the image arguments are option strings */
+};
+
+/* Handle IMG_OPT_OBJECT or IMG_OPT_IMAGE_OPTS. Prints the error; 0 or -1. */
+int img_image_getopt(struct img_image_cli *c, int opt, const char *arg);
+
+/*
+ * Read an image argument: with --image-opts, *@name is an option string
+ * ("driver=qcow2,file.filename=x,encrypt.key-secret=sec0") and is replaced
+ * by its file name, *@fmt by its driver (a -f format besides is an error, as
+ * in qemu-img) and *@key_secret by its secret id. The strings
+ * live until the process exits. Prints the error; 0 or -1.
+ */
+int img_image_name(const struct img_image_cli *c, const char **name, const char **fmt,
+		   const char **key_secret);
+/* The same, and the backing layers' secrets (backing.encrypt.key-secret=,
+ * backing.backing...; IMG_MAX_BACKING_SECRETS entries, NULL for none). */
+int img_image_name_chain(const struct img_image_cli *c, const char **name, const char **fmt,
+			 const char **key_secret, const char **backing_secret);
+
+/*
+ * The name qemu-img shows for an --image-opts image with a secret: a
+ * json:{...} of its options (key-secret, driver, file), in the order QEMU's
+ * dictionaries list them. Without a secret, @filename. Into @buf.
+ */
+void img_image_display_name(char *buf, size_t len, const char *filename, const char *fmt,
+			    const char *key_secret);
+
+/*
  * Coroutine context: open an image, printing "Could not open 'F': ..." on
  * failure. Returns 0 or -errno.
  */
@@ -146,6 +183,9 @@ bool img_same_file(const char *a, const char *b);
 
 /* Print @info's snapshot table as qemu-img does ("Snapshot list:" and rows). */
 void img_print_snapshots(const struct vs_image_info *info);
+
+/* Print the -o help lines of @list (sorted in place by name), as qemu-img does. */
+void img_print_opts(struct vs_create_opt_desc *list, size_t n);
 
 /* Print the general help (-h, --help). */
 void img_help(void);

@@ -31,14 +31,14 @@ static const struct img_command commands[] = {
 	  "[-b source_file [-F source_fmt]] [-g granularity] [--object objectdef] "
 	  "[--image-opts | -f fmt] filename bitmap" },
 	{ "check", img_cmd_check,
-	  "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename" },
+	  "check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename" },
 	{ "commit", img_cmd_commit,
 	  "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] "
 	  "[-r rate_limit] [-d] [-p] filename" },
 	{ "compact", img_cmd_compact,
 	  "compact [-f fmt] [-t cache] [-p] [-q] [--output=ofmt] filename" },
 	{ "compare", img_cmd_compare,
-	  "compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2" },
+	  "compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2" },
 	{ "convert", img_cmd_convert,
 	  "convert [--object objectdef] [--image-opts] [--target-image-opts] [--target-is-zero] "
 	  "[--bitmaps] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] "
@@ -55,7 +55,7 @@ static const struct img_command commands[] = {
 	  "info [--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] "
 	  "[-U] filename" },
 	{ "map", img_cmd_map,
-	  "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
+	  "map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
 	  "filename" },
 	{ "measure", img_cmd_measure,
 	  "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] "
@@ -64,9 +64,9 @@ static const struct img_command commands[] = {
 	  "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] "
 	  "[-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename" },
 	{ "resize", img_cmd_resize,
-	  "resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size" },
+	  "resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size" },
 	{ "snapshot", img_cmd_snapshot,
-	  "snapshot [-U] [-q] [-f fmt] [-l | -a snapshot | -c snapshot | -d snapshot] filename" },
+	  "snapshot [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-l | -a snapshot | -c snapshot | -d snapshot] filename" },
 };
 
 #define NB_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -138,6 +138,8 @@ struct vs_driver {
 	int (*snapshot_delete)(struct vs_node *node, const char *name, struct vs_error *err);
 	int (*amend)(struct vs_node *node, const struct vs_kv *opts, size_t nopts,
 		     struct vs_error *err);
+	/* The options amend takes (NULL-terminated), for "amend -o help". */
+	const struct vs_create_opt_desc *amend_opts;
 	int (*set_backing)(struct vs_node *node, const char *backing, const char *fmt,
 			   struct vs_error *err);
 	int (*measure)(uint64_t size, uint64_t allocated, const struct vs_kv *opts, size_t nopts,

@@ -687,6 +687,11 @@ void vs_image_info_free(struct vs_image_info *info)
 	free(info->bitmaps);
 	info->bitmaps = NULL;
 	info->nb_bitmaps = 0;
+	for (unsigned i = 0; i < info->nb_extents; i++)
+		free(info->extents[i].filename);
+	free(info->extents);
+	info->extents = NULL;
+	info->nb_extents = 0;
 }
 
 int vs_node_check(struct vs_node *n, struct vs_check_result *res, unsigned fix)

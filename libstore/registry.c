@@ -83,3 +83,13 @@ const struct vs_create_opt_desc *vs_format_create_opts(const char *format)
 		return NULL;
 	return drv->create_opts;
 }
+
+const struct vs_create_opt_desc *vs_format_amend_opts(const char *format)
+{
+	static const struct vs_create_opt_desc none[] = { { NULL, NULL, NULL } };
+	const struct vs_driver *drv = vs_driver_find(format);
+
+	if (!drv || !drv->is_format)
+		return NULL;
+	return drv->amend && drv->amend_opts ? drv->amend_opts : none;
+}

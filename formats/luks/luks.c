@@ -359,6 +359,16 @@ static int luks_amend(struct vs_node *node, const struct vs_kv *opts, size_t nop
 			     nopts, err);
 }
 
+static const struct vs_create_opt_desc luks_amend_opts[] = {
+	{ "iter-time", "number", "Time to spend in PBKDF in milliseconds" },
+	{ "keyslot", "number", "Select a single keyslot to modify explicitly" },
+	{ "new-secret", "string",
+	  "New secret to set in the matching keyslots. Empty string to erase" },
+	{ "old-secret", "string", "Select all keyslots that match this password" },
+	{ "state", "string", "Select new state of affected keyslots (active/inactive)" },
+	{ NULL, NULL, NULL },
+};
+
 static const struct vs_create_opt_desc luks_create_opts[] = {
 	{ "size", "size", "Virtual disk size" },
 	{ "key-secret", "string", "ID of the secret that provides the keyslot passphrase" },
@@ -385,6 +395,7 @@ const struct vs_driver vs_driver_luks = {
 	.create_opts = luks_create_opts,
 	.get_info = luks_get_info,
 	.amend = luks_amend,
+	.amend_opts = luks_amend_opts,
 	.supported_write_flags = VS_REQ_FUA,
 };
 

@@ -807,3 +807,21 @@ out:
 	}
 	return ret;
 }
+
+const struct vs_create_opt_desc qcow2_amend_opts[] = {
+	{ "backing_file", "string", "File name of a base image" },
+	{ "backing_fmt", "string", "Image format of the base image" },
+	{ "compat", "string", "Compatibility level (v2 [0.10] or v3 [1.1])" },
+	{ "data_file", "string", "File name of an external data file" },
+	{ "data_file_raw", "bool", "The external data file must stay valid as a raw image" },
+	{ "encrypt.iter-time", "number", "Time to spend in PBKDF in milliseconds" },
+	{ "encrypt.keyslot", "number", "Select a single keyslot to modify explicitly" },
+	{ "encrypt.new-secret", "string",
+	  "New secret to set in the matching keyslots. Empty string to erase" },
+	{ "encrypt.old-secret", "string", "Select all keyslots that match this password" },
+	{ "encrypt.state", "string", "Select new state of affected keyslots (active/inactive)" },
+	{ "lazy_refcounts", "bool", "Postpone refcount updates" },
+	{ "refcount_bits", "number", "Width of a reference count entry in bits" },
+	{ "size", "size", "Virtual disk size" },
+	{ NULL, NULL, NULL },
+};

@@ -40,6 +40,10 @@ const struct vs_create_opt_desc qcow2_create_opts[] = {
 	{ "encrypt.ivgen-hash-alg", "string", "Name of IV generator hash algorithm" },
 	{ "encrypt.hash-alg", "string", "Name of encryption hash algorithm" },
 	{ "encrypt.iter-time", "number", "Time to spend in PBKDF in milliseconds" },
+	{ "encryption", "bool",
+	  "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)" },
+	{ "data_file", "string", "File name of an external data file" },
+	{ "data_file_raw", "bool", "The external data file must stay valid as a raw image" },
 	{ NULL, NULL, NULL },
 };
 

@@ -1023,6 +1023,7 @@ const struct vs_driver vs_driver_qcow2 = {
 	.snapshot_delete = qcow2_snapshot_delete,
 	.set_backing = qcow2_set_backing,
 	.amend = qcow2_amend_all,
+	.amend_opts = qcow2_amend_opts,
 	.compact = qcow2_compact,
 	.measure = qcow2_measure,
 	.bitmap = qcow2_bitmap_op,

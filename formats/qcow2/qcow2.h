@@ -320,5 +320,7 @@ int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, 
 int qcow2_measure(uint64_t size, uint64_t allocated, const struct vs_kv *opts, size_t nopts,
 		  struct vs_measure_result *res, struct vs_error *err);
 extern const struct vs_create_opt_desc qcow2_create_opts[];
+/* qcow2-amend.c: what amend takes, as qemu-img lists it. */
+extern const struct vs_create_opt_desc qcow2_amend_opts[];
 
 #endif

@@ -519,7 +519,7 @@ static int vmdk_create(const char *filename, uint64_t size, const struct vs_kv *
 	return imp_refuse_create("vmdk", err);
 }
 
-/* As qemu-img: the CIDs and create type (the extent list is not listed). */
+/* As qemu-img: the CIDs, the create type and the extents. */
 static int vmdk_get_info(struct vs_node *node, struct vs_image_info *info)
 {
 	const struct vmdk_state *s = node->opaque;
@@ -531,6 +531,31 @@ static int vmdk_get_info(struct vs_node *node, struct vs_image_info *info)
 	vs_info_add_int(info, "cid", s->desc.cid);
 	vs_info_add_int(info, "parent-cid", s->desc.parent_cid);
 	vs_info_add_str(info, "create-type", s->desc.create_type);
+	info->extents = calloc(s->nb_extents ? s->nb_extents : 1, sizeof(*info->extents));
+	if (!info->extents)
+		return -ENOMEM;
+	for (unsigned i = 0; i < s->nb_extents; i++) {
+		const struct vmdk_extent *e = &s->extents[i];
+		struct vs_info_extent *x = &info->extents[i];
+		const char *name = vs_node_filename(e->file ? e->file : node->file);
+
+		x->filename = strdup(name ? name : "");
+		if (!x->filename)
+			return -ENOMEM; /* the caller frees what is filled */
+		info->nb_extents++;
+		x->virtual_size = e->len;
+		x->compressed = e->compressed;
+		if (e->type == VMDK_EXTENT_SPARSE)
+			x->cluster_size = e->grain;
+		/* An extent in the descriptor's own file has no type, as in qemu-img. */
+		if (e->file == node->file)
+			x->format[0] = 0;
+		else
+			snprintf(x->format, sizeof(x->format), "%s",
+				 e->type == VMDK_EXTENT_SPARSE ? "SPARSE" :
+				 e->type == VMDK_EXTENT_ZERO   ? "ZERO" :
+								 "FLAT");
+	}
 	return 0;
 }
 

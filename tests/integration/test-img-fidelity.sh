@@ -13,6 +13,7 @@
 # that contain it.
 
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib-fidelity.sh"
 
 require_tool qemu-img qemu-io python3
 require_vstor_img
@@ -22,6 +23,11 @@ qemu_img create -q -f qcow2 src.qcow2 4M
 qemu-io -c 'write -P 7 0 1M' -c 'write -P 9 2M 512k' -c 'write -z 3M 64k' src.qcow2 >/dev/null
 qemu_img convert -O raw src.qcow2 src.raw
 truncate -s 1000 odd.raw
+# vmdk (read for import): info lists the extents as qemu-img does.
+qemu_img create -q -f vmdk mono.vmdk 4M
+qemu_img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 4M
+qemu_img create -q -f vmdk -o subformat=twoGbMaxExtentSparse split.vmdk 3G
+qemu_img create -q -f vmdk -o subformat=streamOptimized stream.vmdk 4M
 
 ROWS=$(
 	cat <<'EOF'
@@ -78,6 +84,23 @@ convert -O qcow2 json:{"driver":"qcow2","file.filename":"src.qcow2"} @40
 dd if=json:{"driver":"qcow2","file":{"filename":"src.qcow2"}} of=@41 bs=1M
 convert -n -O raw src.qcow2 nbd+unix:///?socket=none.sock
 convert -n src.qcow2 nbd+unix:///?socket=none.sock
+amend -f qcow2 -o help
+amend -f luks -o help
+amend -f foo -o help
+amend -o help
+amend -o help src.qcow2
+amend -f luks -o help src.qcow2
+amend -f vmdk -o help
+create -f qcow2 -o help
+create -f qcow2 -o help @32
+info mono.vmdk
+info --output=json mono.vmdk
+info flat.vmdk
+info --output=json flat.vmdk
+info split.vmdk
+info --output=json split.vmdk
+info stream.vmdk
+info --output=json stream.vmdk
 info json:{"driver":"qcow2",
 info json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"},"bogus":1}
 EOF
@@ -85,80 +108,39 @@ EOF
 
 NROWS=0
 NFAIL=0
+fidelity_rows "$ROWS"
 
-# norm TAG FILE...: the program name and the output prefix made neutral.
-norm()
-{
-	local tag=$1
-	shift
-	sed -i -e 's/^qemu-img: /PROG: /; s/^vstor-img: /PROG: /' \
-		-e "s/\\b$tag\\([0-9]\\)/OUT\\1/g" -e "s/'qemu-img /'PROG /; s/'vstor-img /'PROG /" "$@"
-}
-
-# info_of FILE: qemu-img's view of an image, without what names or measures the file.
-info_of()
-{
-	qemu_img info --output=json "$1" 2>&1 | grep -v '"filename"\|"actual-size"\|"dirty-flag"'
-}
-
-while IFS= read -r row; do
-	[[ -n $row ]] || continue
-	[[ -z ${VSTOR_FIDELITY_ONLY:-} || $row == *"$VSTOR_FIDELITY_ONLY"* ]] || continue
-	NROWS=$((NROWS + 1))
-	qrc=0 vrc=0
-	# shellcheck disable=SC2086 # the row is split into words on purpose
-	timeout 60 qemu-img ${row//@/o} >q.out 2>q.err || qrc=$?
-	# shellcheck disable=SC2086
-	timeout 60 "$VSTOR_IMG" ${row//@/v} >v.out 2>v.err || vrc=$?
-	norm o q.out q.err
-	norm v v.out v.err
-	bad=
-	[[ $qrc == "$vrc" ]] || bad="exit code qemu-img $qrc, vstor-img $vrc"
-	cmp -s q.out v.out || bad="$bad${bad:+; }stdout differs"
-	cmp -s q.err v.err || bad="$bad${bad:+; }stderr differs"
-	for n in $(grep -o '@[0-9]*' <<<"$row"); do
-		qf=o${n#@} vf=v${n#@}
-		[[ $row == *"/nonexistent/$n"* ]] && continue
-		if [[ -e $qf && ! -e $vf ]] || [[ ! -e $qf && -e $vf ]]; then
-			bad="$bad${bad:+; }$qf/$vf: only one tool wrote it"
-			continue
-		fi
-		[[ -e $qf ]] || continue
-		cmp -s "$qf" "$vf" && continue # the same bytes: the same image
-		[[ "$(info_of "$qf")" == "$(info_of "$vf")" ]] || bad="$bad${bad:+; }image info differs"
-		qemu_img compare -q "$qf" "$vf" 2>/dev/null || bad="$bad${bad:+; }image data differs"
-	done
-	if [[ -n $bad ]]; then
-		NFAIL=$((NFAIL + 1))
-		log "DIFF: $row: $bad"
-		diff -u q.err v.err | sed 's/^/  stderr: /' | head -10 >&2
-		diff -u q.out v.out | sed 's/^/  stdout: /' | head -10 >&2
-	fi
-done <<<"$ROWS"
-
-# convert -n into an NBD export (qemu-nbd, one per tool), with and without
-# -O: the target is raw unless said otherwise (no probing, no warning).
+# convert -n into an NBD export (qemu-nbd, one per tool), over a unix
+# socket with and without -O (the target is raw unless said otherwise: no
+# probing, no warning), and over TCP (nbd://HOST:PORT/).
 if command -v qemu-nbd >/dev/null; then
-	for o in "-O raw" ""; do
-		qemu_img create -q -f raw o-nbd.raw 4M
-		qemu_img create -q -f raw v-nbd.raw 4M
+	for mode in "unix -O raw" "unix" "tcp"; do
+		read -r via o <<<"$mode"
+		declare -A uri=()
 		for t in o v; do
-			qemu-nbd -f raw -t -k "$WORKDIR/$t.sock" $t-nbd.raw &
+			qemu_img create -q -f raw $t-nbd.raw 4M
+			if [[ $via == tcp ]]; then
+				port=$(free_port)
+				qemu-nbd -f raw -t -b 127.0.0.1 -p "$port" $t-nbd.raw &
+				uri[$t]="nbd://127.0.0.1:$port/"
+			else
+				qemu-nbd -f raw -t -k "$WORKDIR/$t.sock" $t-nbd.raw &
+				uri[$t]="nbd+unix:///?socket=$WORKDIR/$t.sock"
+			fi
 			echo $! >$t.nbdpid
 		done
 		for t in o v; do
 			for _ in $(seq 100); do
-				[[ -S $t.sock ]] && break
+				qemu-img info -f raw "${uri[$t]}" >/dev/null 2>&1 && break
 				sleep 0.1
 			done
 		done
 		NROWS=$((NROWS + 1))
 		qrc=0 vrc=0
 		# shellcheck disable=SC2086
-		qemu-img convert -n $o src.qcow2 "nbd+unix:///?socket=$WORKDIR/o.sock" >q.out 2>q.err || qrc=$?
+		qemu-img convert -n $o src.qcow2 "${uri[o]}" >q.out 2>q.err || qrc=$?
 		# shellcheck disable=SC2086
-		"$VSTOR_IMG" convert -n $o src.qcow2 "nbd+unix:///?socket=$WORKDIR/v.sock" >v.out 2>v.err ||
-			vrc=$?
+		"$VSTOR_IMG" convert -n $o src.qcow2 "${uri[v]}" >v.out 2>v.err || vrc=$?
 		for t in o v; do
 			kill "$(cat $t.nbdpid)"
 			wait "$(cat $t.nbdpid)" 2>/dev/null || true
@@ -167,9 +149,9 @@ if command -v qemu-nbd >/dev/null; then
 		sed -i 's/^qemu-img: /PROG: /; s/o\.sock/X.sock/g' q.out q.err
 		sed -i 's/^vstor-img: /PROG: /; s/v\.sock/X.sock/g' v.out v.err
 		if [[ $qrc != "$vrc" ]] || ! cmp -s q.err v.err || ! cmp -s q.out v.out ||
-			! cmp -s o-nbd.raw v-nbd.raw; then
+			! cmp -s o-nbd.raw v-nbd.raw || ! cmp -s v-nbd.raw src.raw; then
 			NFAIL=$((NFAIL + 1))
-			log "DIFF: convert -n $o into NBD: exit $qrc/$vrc"
+			log "DIFF: convert -n $o into NBD over $via: exit $qrc/$vrc"
 			diff -u q.err v.err | sed 's/^/  stderr: /' | head -10 >&2
 		fi
 	done

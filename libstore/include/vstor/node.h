@@ -224,6 +224,11 @@ struct vs_create_opt_desc {
 };
 /* The create options of @format (NULL-terminated array), or NULL if unknown. */
 const struct vs_create_opt_desc *vs_format_create_opts(const char *format);
+/*
+ * The amend options of @format (NULL-terminated array): empty if its images
+ * cannot be amended, NULL if @format is unknown.
+ */
+const struct vs_create_opt_desc *vs_format_amend_opts(const char *format);
 
 /* Generic layer; coroutine context. Byte offsets and lengths. */
 int vs_node_preadv(struct vs_node *n, uint64_t offset, uint64_t len, struct iovec *iov, int niov,
@@ -327,6 +332,14 @@ struct vs_bitmap_info {
 	uint64_t granularity;
 	unsigned flags; /* VS_BITMAP_FLAG_* */
 };
+/* One extent of a multi-file format (vmdk), as qemu-img info lists it. */
+struct vs_info_extent {
+	char *filename;	       /* malloc'd */
+	char format[16];       /* "FLAT", "SPARSE", "" (the image file itself) */
+	uint64_t virtual_size; /* guest bytes it holds */
+	uint64_t cluster_size; /* grain size of a sparse extent, 0 if none */
+	bool compressed;
+};
 struct vs_image_info {
 	char format[32];
 	uint64_t virtual_size;
@@ -347,6 +360,9 @@ struct vs_image_info {
 	/* Encrypted formats: the key slots (printed after "cipher-mode", as qemu-img does). */
 	struct vs_info_key_slot key_slots[VS_INFO_MAX_KEY_SLOTS];
 	unsigned nb_key_slots;
+	/* vmdk: its extents, malloc'd (printed after the other format-specific fields). */
+	struct vs_info_extent *extents;
+	unsigned nb_extents;
 };
 
 /*
