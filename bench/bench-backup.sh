@@ -56,6 +56,11 @@ from qmp import QMP
 r = QMP(sys.argv[1]).execute(sys.argv[2], json.loads(sys.argv[3]))
 assert "return" in r, r' "$W/vd.sock" "$1" "${2:-{\}}"
 }
+qmp_get() { # qmp_get COMMAND: the return value, as JSON
+	python3 -c 'import json, sys; sys.path.insert(0, "tests/integration")
+from qmp import QMP
+print(json.dumps(QMP(sys.argv[1]).cmd(sys.argv[2])))' "$W/vd.sock" "$1"
+}
 wait_file() { for _ in $(seq 500); do [[ -e $1 ]] && return 0; sleep 0.02; done; return 1; }
 now() { date +%s.%N; }
 
@@ -83,14 +88,22 @@ assert not j["error"], j["error"]
 print(int(j["write"]["iops"]))' "$W/fio.json"
 }
 
-# Tracking overhead first (no bitmap yet), then with one.
-iops_off=$(iops)
-qmp block-dirty-bitmap-add '{"node": "disk", "name": "bench"}'
-iops_on=$(iops)
-qmp block-dirty-bitmap-remove '{"node": "disk", "name": "bench"}'
-python3 -c 'import sys; a, b = map(float, sys.argv[1:])
-print("tracking    iops without %d  with bitmap %d  overhead %.1f%%" % (a, b, 100 * (a - b) / a))' \
-	"$iops_off" "$iops_on"
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# Tracking overhead: runs without and with an enabled bitmap, alternating
+# (BENCH_REPS each, default 3), medians.
+offs=() ons=()
+for ((rep = 0; rep < ${BENCH_REPS:-3}; rep++)); do
+	offs+=("$(iops)")
+	qmp block-dirty-bitmap-add '{"node": "disk", "name": "bench"}'
+	ons+=("$(iops)")
+	qmp block-dirty-bitmap-remove '{"node": "disk", "name": "bench"}'
+done
+iops_off=$(median "${offs[@]}")
+iops_on=$(median "${ons[@]}")
+python3 -c 'import sys; a, b = map(float, sys.argv[1:3])
+print("tracking    iops without %d  with bitmap %d  overhead %.1f%%  (runs: %s / %s)" %
+      (a, b, 100 * (a - b) / a, sys.argv[3], sys.argv[4]))' \
+	"$iops_off" "$iops_on" "${offs[*]}" "${ons[*]}"
 
 backup() {
 	"$VSTOR" backup disk --to "$W/chain" --nbd "$W/nbd.sock" --vstord "$W/vd.sock" \
@@ -119,15 +132,32 @@ print("incr-1pct   %.2f s  %s bytes read  full/incr %.1fx (goal >= 20)" %
       (i, json.load(open(sys.argv[6]))["bytes-read"], f / i))' \
 	"$t0" "$t1" "$t2" "$t3" "$W/full.json" "$W/inc.json"
 
+# Guest writes during a checkpointed backup: the same fio run while a full
+# backup (into a new chain, rate-limited so it lasts the whole run) reads the
+# checkpoint's view, against the median without one (above).
+"$VSTOR" backup disk --to "$W/chain2" --nbd "$W/nbd.sock" --vstord "$W/vd.sock" \
+	--scratch-dir "$W" --bandwidth $((BENCH_SIZE / BENCH_SECS / 2 + 1)) >/dev/null 2>"$W/bk2.err" &
+BK=$!
+for _ in $(seq 500); do
+	qmp_get query-checkpoints | grep -q '"name"' && break
+	sleep 0.02
+done
+iops_bk=$(iops)
+kill -0 "$BK" 2>/dev/null && bk_state="still running at the end" || bk_state="ended before the run did"
+wait "$BK" || { cat "$W/bk2.err" >&2; exit 1; }
+python3 -c 'import sys; a, b = map(float, sys.argv[1:3])
+print("during-bk   iops without %d  during a backup %d  ratio %.2f (goal >= 0.9; backup %s)" %
+      (a, b, b / a, sys.argv[3]))' "$iops_off" "$iops_bk" "$bk_state"
+
 # Block status of the dirty-bitmap context: the checkpoint's bitmap,
 # exported by vstord, against qemu-nbd -B on a copy with the same bitmap.
 bm=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["checkpoint"])' "$W/inc.json")
 qemu-io -f raw "${cmds[@]/#/-c}" "$uri" >/dev/null
 qmp block-dirty-bitmap-disable "{\"node\": \"disk\", \"name\": \"$bm\"}"
 qmp block-export-add "{\"type\": \"nbd\", \"id\": \"bm\", \"name\": \"bm\", \"node-name\": \"disk\", \"bitmaps\": [\"$bm\"]}"
-mapspeed() { # URI: GiB/s of nbdinfo --map over the whole disk, best of 3
+mapspeed() { # URI: GiB/s of nbdinfo --map over the whole disk, best of 5
 	local best=0 s e
-	for _ in 1 2 3; do
+	for _ in 1 2 3 4 5; do
 		s=$(now)
 		nbdinfo --map="qemu:dirty-bitmap:$bm" "$1" >/dev/null || exit 1
 		e=$(now)
