@@ -21,6 +21,8 @@
 #   BENCH_DIR      where the images go (default: var/bench)
 #   BENCH_SIZE     disk size in MiB (default 4096)
 #   BENCH_SECS     seconds of each fio run (default 10)
+#   BENCH_REPS     alternating runs of the tracking row (default 3)
+#   BENCH_BK_BW    MiB/s of the backup under the during-bk row (default: half the disk per run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,7 +69,12 @@ now() { date +%s.%N; }
 # A disk full of data (not zeroes: a backup skips those).
 disk=$W/disk.qcow2
 qemu-img create -q -f qcow2 "$disk" "${BENCH_SIZE}M"
-qemu-io -f qcow2 -c "write -P 0x5a 0 ${BENCH_SIZE}M" "$disk" >/dev/null
+# (qemu-io takes at most 2 GiB per request: 512 MiB at a time)
+fill=()
+for ((m = 0; m < BENCH_SIZE; m += 512)); do
+	fill+=(-c "write -P 0x5a ${m}M $((BENCH_SIZE - m < 512 ? BENCH_SIZE - m : 512))M")
+done
+qemu-io -f qcow2 "${fill[@]}" "$disk" >/dev/null
 
 "$VSTORD" --pidfile "$W/vd.pid" --monitor "$W/vd.sock" \
 	--blockdev "{\"driver\": \"qcow2\", \"node-name\": \"disk\", \"file\": {\"driver\": \"file\", \"filename\": \"$disk\"}}" \
@@ -136,15 +143,22 @@ print("incr-1pct   %.2f s  %s bytes read  full/incr %.1fx (goal >= 20)" %
 # backup (into a new chain, rate-limited so it lasts the whole run) reads the
 # checkpoint's view, against the median without one (above).
 "$VSTOR" backup disk --to "$W/chain2" --nbd "$W/nbd.sock" --vstord "$W/vd.sock" \
-	--scratch-dir "$W" --bandwidth $((BENCH_SIZE / BENCH_SECS / 2 + 1)) >/dev/null 2>"$W/bk2.err" &
+	--scratch-dir "$W" --bandwidth "${BENCH_BK_BW:-$((BENCH_SIZE / BENCH_SECS / 2 + 1))}" >/dev/null 2>"$W/bk2.err" &
 BK=$!
 for _ in $(seq 500); do
 	qmp_get query-checkpoints | grep -q '"name"' && break
 	sleep 0.02
 done
 iops_bk=$(iops)
-kill -0 "$BK" 2>/dev/null && bk_state="still running at the end" || bk_state="ended before the run did"
-wait "$BK" || { cat "$W/bk2.err" >&2; exit 1; }
+if kill -0 "$BK" 2>/dev/null; then
+	# Still reading: stop it (vstor backup removes its part file and checkpoint).
+	bk_state="still running at the end, stopped"
+	kill -TERM "$BK"
+	wait "$BK" || true
+else
+	bk_state="ended before the run did"
+	wait "$BK" || { cat "$W/bk2.err" >&2; exit 1; }
+fi
 python3 -c 'import sys; a, b = map(float, sys.argv[1:3])
 print("during-bk   iops without %d  during a backup %d  ratio %.2f (goal >= 0.9; backup %s)" %
       (a, b, b / a, sys.argv[3]))' "$iops_off" "$iops_bk" "$bk_state"
