@@ -89,47 +89,22 @@ static int write_file_atomic(const char *path, const void *data, size_t len, mod
 
 /* ---- Definitions --------------------------------------------------------------- */
 
-static void xml_text(FILE *f, const char *s)
-{
-	for (; *s; s++) {
-		switch (*s) {
-		case '<':
-			fputs("&lt;", f);
-			break;
-		case '>':
-			fputs("&gt;", f);
-			break;
-		case '&':
-			fputs("&amp;", f);
-			break;
-		case '\'':
-			fputs("&apos;", f);
-			break;
-		case '"':
-			fputs("&quot;", f);
-			break;
-		default:
-			fputc(*s, f);
-		}
-	}
-}
-
 void vs_pool_secret_def_format(FILE *f, const struct vs_pool_secret_def *d)
 {
 	fputs("<secret ephemeral='no' private='yes'>\n  <uuid>", f);
-	xml_text(f, d->uuid);
+	vs_pool_xml_escape(f, d->uuid);
 	fputs("</uuid>\n", f);
 	if (d->description[0]) {
 		fputs("  <description>", f);
-		xml_text(f, d->description);
+		vs_pool_xml_escape(f, d->description);
 		fputs("</description>\n", f);
 	}
 	if (d->usage_type[0]) {
 		fputs("  <usage type='", f);
-		xml_text(f, d->usage_type);
+		vs_pool_xml_escape(f, d->usage_type);
 		fputs("'>\n", f);
 		fprintf(f, "    <%s>", strcmp(d->usage_type, "volume") ? "name" : "volume");
-		xml_text(f, d->usage_id);
+		vs_pool_xml_escape(f, d->usage_id);
 		fprintf(f, "</%s>\n  </usage>\n",
 			strcmp(d->usage_type, "volume") ? "name" : "volume");
 	}

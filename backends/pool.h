@@ -531,6 +531,11 @@ int vs_pool_secret_set_value(struct vs_pool_state *st, const char *uuid, const v
  */
 int vs_pool_secret_get_value(struct vs_pool_state *st, const char *uuid, uint8_t **data,
 			     size_t *len, struct vs_error *err);
+/*
+ * Print @s as XML text or attribute value: the five special characters
+ * escaped, other control characters as character references.
+ */
+void vs_pool_xml_escape(FILE *f, const char *s);
 /* Print @d as libvirt's secret XML (secret-dumpxml). */
 void vs_pool_secret_def_format(FILE *f, const struct vs_pool_secret_def *d);
 

@@ -533,11 +533,11 @@ static void xml_elem(const char *indent, const char *name, const char *attr, con
 	printf("%s<%s", indent, name);
 	if (attr) {
 		printf(" %s='", attr);
-		vstor_xml_escape(stdout, val);
+		vs_pool_xml_escape(stdout, val);
 		printf("'/>\n");
 	} else {
 		putchar('>');
-		vstor_xml_escape(stdout, val);
+		vs_pool_xml_escape(stdout, val);
 		printf("</%s>\n", name);
 	}
 }
@@ -571,7 +571,7 @@ static void print_source_xml(const struct vs_pool_def *d)
 {
 	if (d->source_host[0]) {
 		printf("    <host name='");
-		vstor_xml_escape(stdout, d->source_host);
+		vs_pool_xml_escape(stdout, d->source_host);
 		if (d->source_port)
 			printf("' port='%u", d->source_port);
 		printf("'/>\n");
@@ -588,9 +588,9 @@ static void print_source_xml(const struct vs_pool_def *d)
 	}
 	if (d->auth_type[0]) {
 		printf("    <auth type='");
-		vstor_xml_escape(stdout, d->auth_type);
+		vs_pool_xml_escape(stdout, d->auth_type);
 		printf("' username='");
-		vstor_xml_escape(stdout, d->auth_username);
+		vs_pool_xml_escape(stdout, d->auth_username);
 		printf("'>\n");
 		/* file= is vstor's: libvirt names a secret of libvirtd's store. */
 		xml_elem("      ", "secret", "file", d->auth_secret_file);
@@ -607,7 +607,7 @@ static void print_pool_xml(const struct vs_pool_def *d, const struct vs_pool_inf
 			   bool inactive)
 {
 	printf("<pool type='");
-	vstor_xml_escape(stdout, d->type);
+	vs_pool_xml_escape(stdout, d->type);
 	printf("'>\n");
 	xml_elem("  ", "name", NULL, d->name);
 	xml_elem("  ", "uuid", NULL, d->uuid);

@@ -146,28 +146,28 @@ static int cmd_vol_create_as(struct vstor_ctx *c)
 	if (ret == 0 && opt_bool(c, "print-xml")) {
 		/* The volume XML as virsh prints it, which vol-create reads. */
 		printf("<volume>\n  <name>");
-		vstor_xml_escape(stdout, a.name);
+		vs_pool_xml_escape(stdout, a.name);
 		printf("</name>\n  <capacity>%llu</capacity>\n", (unsigned long long)a.capacity);
 		if (a.allocation != UINT64_MAX)
 			printf("  <allocation>%llu</allocation>\n",
 			       (unsigned long long)a.allocation);
 		printf("  <target>\n    <format type='");
-		vstor_xml_escape(stdout, a.format ? a.format : p->backend->default_format);
+		vs_pool_xml_escape(stdout, a.format ? a.format : p->backend->default_format);
 		printf("'/>\n");
 		if (a.encrypt_secret) {
 			printf("    <encryption format='luks'>\n"
 			       "      <secret type='passphrase' uuid='");
-			vstor_xml_escape(stdout, a.encrypt_secret);
+			vs_pool_xml_escape(stdout, a.encrypt_secret);
 			printf("'/>\n    </encryption>\n");
 		}
 		printf("  </target>\n");
 		if (a.backing_path) {
 			printf("  <backingStore>\n    <path>");
-			vstor_xml_escape(stdout, a.backing_path);
+			vs_pool_xml_escape(stdout, a.backing_path);
 			printf("</path>\n");
 			if (a.backing_format) {
 				printf("    <format type='");
-				vstor_xml_escape(stdout, a.backing_format);
+				vs_pool_xml_escape(stdout, a.backing_format);
 				printf("'/>\n");
 			}
 			printf("  </backingStore>\n");
@@ -1216,9 +1216,9 @@ static int cmd_vol_dumpxml(struct vstor_ctx *c)
 	if (get_vol_info(c, &p, name, &v))
 		return 1;
 	printf("<volume type='%s'>\n  <name>", vs_vol_type_name(v.type));
-	vstor_xml_escape(stdout, v.name);
+	vs_pool_xml_escape(stdout, v.name);
 	printf("</name>\n  <key>");
-	vstor_xml_escape(stdout, v.path);
+	vs_pool_xml_escape(stdout, v.path);
 	printf("</key>\n  <capacity unit='bytes'>%llu</capacity>\n"
 	       "  <allocation unit='bytes'>%llu</allocation>\n",
 	       (unsigned long long)v.capacity, (unsigned long long)v.allocation);
@@ -1226,7 +1226,7 @@ static int cmd_vol_dumpxml(struct vstor_ctx *c)
 		printf("  <physical unit='bytes'>%llu</physical>\n",
 		       (unsigned long long)v.physical);
 	printf("  <target>\n    <path>");
-	vstor_xml_escape(stdout, v.path);
+	vs_pool_xml_escape(stdout, v.path);
 	printf("</path>\n    <format type='%s'/>\n", v.format);
 	if (v.encryption[0]) {
 		/* The secret's uuid, never its value. */
@@ -1261,11 +1261,11 @@ static int cmd_vol_dumpxml(struct vstor_ctx *c)
 	printf("  </target>\n");
 	if (v.backing[0]) {
 		printf("  <backingStore>\n    <path>");
-		vstor_xml_escape(stdout, v.backing);
+		vs_pool_xml_escape(stdout, v.backing);
 		printf("</path>\n");
 		if (v.backing_format[0]) {
 			printf("    <format type='");
-			vstor_xml_escape(stdout, v.backing_format);
+			vs_pool_xml_escape(stdout, v.backing_format);
 			printf("'/>\n");
 		}
 		printf("  </backingStore>\n");

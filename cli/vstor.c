@@ -193,34 +193,6 @@ void vstor_table_print(struct vstor_table *t)
 	t->nrows = 0;
 }
 
-void vstor_xml_escape(FILE *f, const char *s)
-{
-	for (; *s; s++) {
-		switch (*s) {
-		case '<':
-			fputs("&lt;", f);
-			break;
-		case '>':
-			fputs("&gt;", f);
-			break;
-		case '&':
-			fputs("&amp;", f);
-			break;
-		case '\'':
-			fputs("&apos;", f);
-			break;
-		case '"':
-			fputs("&quot;", f);
-			break;
-		default:
-			if ((unsigned char)*s < 0x20 && *s != '\t' && *s != '\n')
-				fprintf(f, "&#%d;", *s);
-			else
-				fputc(*s, f);
-		}
-	}
-}
-
 /* ---- Options -------------------------------------------------------------- */
 
 static int opt_index(struct vstor_ctx *c, const char *name)

@@ -102,9 +102,6 @@ struct vstor_table {
 void vstor_table_add(struct vstor_table *t, const char *const *cells);
 void vstor_table_print(struct vstor_table *t);
 
-/* Print @s with XML's five special characters escaped (attribute-safe). */
-void vstor_xml_escape(FILE *f, const char *s);
-
 /* Commands (vstor-pool.c, vstor-vol.c, vstor-block.c). */
 extern const struct vstor_cmd vstor_pool_cmds[];
 extern const struct vstor_cmd vstor_vol_cmds[];
