@@ -14,30 +14,9 @@
 # host reads from the final image, and its checksum.
 set -e
 want_size=${1:-0}
-i=0
-while [ "$(ls -d /sys/block/vd* 2>/dev/null | wc -l)" -lt 2 ] && [ $i -lt 200 ]; do
-	sleep 0.05
-	i=$((i + 1))
-done
-ctl=""
-disk=""
-for d in /sys/block/vd*; do
-	if [ "$(cat "$d/size")" = 2048 ]; then ctl=/dev/${d##*/}; else disk=/dev/${d##*/}; fi
-done
-[ -n "$ctl" ] && [ -n "$disk" ] || { echo "no data and control disks"; exit 1; }
+. "$(dirname "$0")/lib-ctl.sh"
 dev=${disk#/dev/}
 echo "data disk $disk, control disk $ctl"
-
-ctl_cmd() { dd if="$ctl" bs=512 count=1 iflag=direct 2>/dev/null | head -c 2; }
-wait_cmd()
-{
-	n=0
-	while [ "$(ctl_cmd)" != "$1" ]; do
-		[ $n -lt 6000 ] || { echo "no '$1' from the host"; exit 1; }
-		sleep 0.05
-		n=$((n + 1))
-	done
-}
 # The byte of MiB $2 in round $1, as three octal digits (1..250).
 pat() { printf '%03o' $((($1 * 31 + $2 * 7) % 250 + 1)); }
 round()
