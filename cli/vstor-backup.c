@@ -400,22 +400,6 @@ static void backup_undo(struct backup *b)
 	qmp_quiet(b, "block-dirty-bitmap-remove", bitmap_args(b->node, b->name));
 }
 
-/* The monitor socket: --vstord, the global -c PATH, VSTORD_SOCKET, the default. */
-static const char *qmp_socket(struct vstor_ctx *c, char *buf, size_t len)
-{
-	const char *s = opt_get(c, "vstord");
-
-	if (s && *s)
-		return s;
-	if (c->connect && *c->connect)
-		return c->connect;
-	s = getenv("VSTORD_SOCKET");
-	if (s && *s)
-		return s;
-	snprintf(buf, len, "%s/vstord.sock", c->state_dir);
-	return buf;
-}
-
 /* Connect libnbd to export @name at @addr: a unix socket path, HOST:PORT or nbd[+unix]:// URI. */
 static int nbd_open(struct backup *b, const char *addr)
 {
@@ -725,7 +709,8 @@ static int cmd_backup(struct vstor_ctx *c)
 	snprintf(b.file, sizeof(b.file), "%s/%s.qcow2", b.dir, b.name);
 	snprintf(b.part, sizeof(b.part), "%s/.%s.qcow2.part", b.dir, b.name);
 	remove_stale_parts(b.dir);
-	if (vstor_qmp_connect(qmp_socket(c, sockbuf, sizeof(sockbuf)), &b.q, &b.qerr) < 0) {
+	if (vstor_qmp_connect(vstor_daemon_socket(c, "vstord", sockbuf, sizeof(sockbuf)), &b.q,
+			      &b.qerr) < 0) {
 		vstor_error(c, b.qerr.code, "%s", b.qerr.desc);
 		goto out;
 	}

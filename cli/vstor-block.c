@@ -42,22 +42,6 @@ struct blk {
 
 /* ---- Connection and errors --------------------------------------------- */
 
-/* The monitor socket: --connect, the global -c PATH, VSTORD_SOCKET, the default. */
-static const char *socket_path(struct vstor_ctx *c, char *buf, size_t len)
-{
-	const char *s = opt_get(c, "connect");
-
-	if (s && *s)
-		return s;
-	if (c->connect && *c->connect)
-		return c->connect;
-	s = getenv("VSTORD_SOCKET");
-	if (s && *s)
-		return s;
-	snprintf(buf, len, "%s/vstord.sock", c->state_dir);
-	return buf;
-}
-
 /* Print @b->err for command @cmd as virsh prints a failed monitor command. */
 static int qmp_fail(struct blk *b, const char *cmd)
 {
@@ -250,7 +234,7 @@ static int resolve_target(struct blk *b, bool report)
 static int blk_open(struct vstor_ctx *c, struct blk *b, const char *target)
 {
 	char buf[VS_POOL_PATH_MAX + 16];
-	const char *path = socket_path(c, buf, sizeof(buf));
+	const char *path = vstor_daemon_socket(c, "connect", buf, sizeof(buf));
 
 	memset(b, 0, sizeof(*b));
 	b->c = c;

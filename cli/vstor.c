@@ -591,3 +591,19 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	return c->ret;
 }
+
+/* The monitor socket: option @opt, the global -c PATH, VSTORD_SOCKET, the default. */
+const char *vstor_daemon_socket(struct vstor_ctx *c, const char *opt, char *buf, size_t len)
+{
+	const char *s = opt_get(c, opt);
+
+	if (s && *s)
+		return s;
+	if (c->connect && *c->connect)
+		return c->connect;
+	s = getenv("VSTORD_SOCKET");
+	if (s && *s)
+		return s;
+	snprintf(buf, len, "%s/vstord.sock", c->state_dir);
+	return buf;
+}

@@ -103,6 +103,13 @@ void vstor_table_add(struct vstor_table *t, const char *const *cells);
 void vstor_table_print(struct vstor_table *t);
 
 /* Commands (vstor-pool.c, vstor-vol.c, vstor-block.c). */
+/*
+ * The QMP socket of the daemon the block and backup verbs drive: the
+ * command's option @opt, the global -c PATH, $VSTORD_SOCKET, else
+ * STATE_DIR/vstord.sock (in @buf).
+ */
+const char *vstor_daemon_socket(struct vstor_ctx *c, const char *opt, char *buf, size_t len);
+
 extern const struct vstor_cmd vstor_pool_cmds[];
 extern const struct vstor_cmd vstor_vol_cmds[];
 extern const struct vstor_cmd vstor_block_cmds[];
