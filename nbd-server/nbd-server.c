@@ -452,7 +452,8 @@ static void server_watchdog(void *opaque)
 
 /* ---- connections ---- */
 
-static void conn_free(struct nbd_conn *c)
+/* Free @c's cached requests, their buffers counted off its bound. */
+static void conn_free_reqs(struct nbd_conn *c)
 {
 	struct nbd_req *r;
 
@@ -463,6 +464,11 @@ static void conn_free(struct nbd_conn *c)
 			nbd_conn_account(c, -(int64_t)r->cap);
 		free(r);
 	}
+}
+
+static void conn_free(struct nbd_conn *c)
+{
+	conn_free_reqs(c);
 	free(c->ctx_export);
 	free(c->rbuf);
 	free(c);
@@ -486,7 +492,6 @@ static void conn_adopt(void *opaque)
 {
 	struct nbd_conn *c = opaque;
 	struct vs_nbd_server *home = c->srv, *sh = c->exp->shard;
-	struct nbd_req *r;
 
 	if (sh->shutting_down || __atomic_load_n(&c->exp->removed, __ATOMIC_ACQUIRE))
 		return; /* hung up at home */
@@ -504,13 +509,7 @@ static void conn_adopt(void *opaque)
 	while (c->in_flight)
 		vs_co_queue_wait(&c->drain_wait);
 	c->reader = NULL;
-	while ((r = c->free_reqs)) {
-		c->free_reqs = r->next_free;
-		free(r->buf);
-		if (r->cap)
-			nbd_conn_account(c, -(int64_t)r->cap);
-		free(r);
-	}
+	conn_free_reqs(c);
 	sh->buffered -= c->buffered;
 	conn_unlink(sh, c);
 	sh->nconns--;
