@@ -19,6 +19,9 @@
  *               or short: reads and writes move the first half of their
  *               bytes (rounded down to the alignment), then fail with EIO
  *   if=PATH     the rule only applies while PATH exists (a test switch)
+ *   hold=PATH   the rule fails nothing: a request it picks waits while PATH
+ *               exists (looked at every 10 ms), then goes on (a request
+ *               kept in flight for as long as a test needs it)
  *
  * Numbers are qemu-img sizes (vstor/parse.h: 0x hex, k/M/G/T suffixes).
  * RULES ends at the first ':' (so PATH has none). Every injected fault is
@@ -29,6 +32,7 @@
  */
 #include "driver.h"
 #include "vstor/parse.h"
+#include "vstor/reactor.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -37,6 +41,8 @@
 #include <sys/stat.h>
 
 #define FAULT_MAX_RULES 16
+/* How often a held request looks at its hold file. */
+#define FAULT_HOLD_POLL_NS 10000000ull
 #define OPBIT(op) (1u << (op))
 
 struct fault_rule {
@@ -48,6 +54,7 @@ struct fault_rule {
 	int err; /* negative errno */
 	bool short_io;
 	char *if_path;
+	char *hold_path; /* a hold rule: waits instead of failing */
 	uint64_t seen, fired;
 };
 
@@ -163,8 +170,14 @@ static int parse_rule(char *s, struct fault_rule *r)
 		} else if (!strcmp(t, "err") && eq) {
 			ret = parse_err(v, r);
 		} else if (!strcmp(t, "if") && eq && *v) {
+			free(r->if_path);
 			r->if_path = strdup(v);
 			if (!r->if_path)
+				ret = -ENOMEM;
+		} else if (!strcmp(t, "hold") && eq && *v) {
+			free(r->hold_path);
+			r->hold_path = strdup(v);
+			if (!r->hold_path)
 				ret = -ENOMEM;
 		} else {
 			ret = -EINVAL;
@@ -185,7 +198,9 @@ static void fault_free_rules(struct fault_state *s)
 {
 	for (unsigned i = 0; i < s->nrules; i++) {
 		free(s->rules[i].if_path);
+		free(s->rules[i].hold_path);
 		s->rules[i].if_path = NULL;
+		s->rules[i].hold_path = NULL;
 	}
 	s->nrules = 0;
 }
@@ -318,6 +333,13 @@ static int fault_submit(struct vs_node *node, struct vs_req *req)
 	r = fault_match(s, req);
 	if (!r)
 		return vs_filter_submit(node, req);
+	if (r->hold_path) {
+		struct stat st;
+
+		while (stat(r->hold_path, &st) == 0)
+			vs_co_sleep_ns(FAULT_HOLD_POLL_NS);
+		return vs_filter_submit(node, req);
+	}
 	vs_warn("fault: injected %s%s on %s offset=%" PRIu64 " len=%" PRIu64 " (rule %u)",
 		r->short_io ? "short transfer, " : "", vs_errno_name(r->err), op_name(req->op),
 		req->offset, req->len, (unsigned)(r - s->rules) + 1);
