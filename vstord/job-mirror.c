@@ -173,13 +173,20 @@ static int mirror_copy(struct mirror *m, uint64_t off, uint64_t len, void *buf, 
 	return 0;
 }
 
-/* The first operation in flight that holds a granule of [off, off+len), or NULL. */
+/*
+ * The operation in flight that holds a granule of [off, off+len) at the
+ * lowest offset, or NULL. The lowest: the part of the range before it is
+ * free of every operation (the list is in no order of offsets).
+ */
 static struct mirror_op *mirror_conflict(const struct mirror *m, uint64_t off, uint64_t len)
 {
+	struct mirror_op *first = NULL;
+
 	for (struct mirror_op *op = m->ops; op; op = op->next)
-		if (op->off < off + len && off < op->off + op->len)
-			return op;
-	return NULL;
+		if (op->off < off + len && off < op->off + op->len &&
+		    (!first || op->off < first->off))
+			first = op;
+	return first;
 }
 
 /* @op ended: out of the list, its waiters and the job woken, freed. */
