@@ -25,11 +25,21 @@
 
 #include "bitmap.h"
 #include "block.h"
+#include "cbw.h"
 #include "export.h"
 #include "fleece.h"
 #include "qmp.h"
 #include "state.h"
 #include "vstor/reactor.h"
+
+/*
+ * The scratch's cluster, which is the copy unit (fleece.c): a guest's 4 KiB
+ * write copies 4 KiB. Past CHECKPOINT_SMALL_MAX the scratch takes qcow2's
+ * default 64 KiB clusters, so that its L1 table and the todo bitmap stay
+ * small.
+ */
+#define CHECKPOINT_SCRATCH_CLUSTER "4096"
+#define CHECKPOINT_SMALL_MAX (1ull << 40)
 
 /* How long checkpoint-remove waits for the view's export to go. */
 #define CHECKPOINT_EXPORT_WAIT_NS 10000000000ull
@@ -73,12 +83,17 @@ static int bitmap_op(struct vs_node *node, enum vs_bitmap_action action, const c
 	return vd_bitmap_apply(node, &op, err);
 }
 
-/* The scratch image: a new qcow2 over @src (its backing, in the header and the graph). */
+/*
+ * The scratch image: a new qcow2 of small clusters over @src (its backing,
+ * in the header and the graph).
+ */
 static int scratch_open(struct qmp_call *call, struct vs_node *src, const char *path,
 			struct vs_node **out)
 {
-	struct vs_kv kv[2] = { { "backing_file", vs_node_filename(src) },
-			       { "backing_fmt", vs_node_format(src) } };
+	struct vs_kv kv[3] = { { "backing_file", vs_node_filename(src) },
+			       { "backing_fmt", vs_node_format(src) },
+			       { "cluster_size", CHECKPOINT_SCRATCH_CLUSTER } };
+	unsigned nkv = vs_node_size(src) <= CHECKPOINT_SMALL_MAX ? 3 : 2;
 	struct vs_open_opts oo = {
 		.filename = path,
 		.format = "qcow2",
@@ -89,7 +104,7 @@ static int scratch_open(struct qmp_call *call, struct vs_node *src, const char *
 
 	if (access(path, F_OK) == 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "Scratch file '%s' exists already", path);
-	if (vs_image_create(path, "qcow2", vs_node_size(src), kv, 2, &err) < 0)
+	if (vs_image_create(path, "qcow2", vs_node_size(src), kv, nkv, &err) < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
 	if (vs_image_open(out, &oo, &err) < 0 || vs_node_replace_backing(*out, src, &err) < 0) {
 		vs_node_close(*out);
@@ -305,6 +320,25 @@ static int cmd_checkpoint_remove(struct qmp_call *call)
 QMP_COMMAND(checkpoint_remove, "checkpoint-remove", cmd_checkpoint_remove,
 	    .params = QMP_PARAMS("name"))
 
+/* The copy-before-write counters of @c's view (cbw.h), into @o. */
+static void checkpoint_stats(const struct checkpoint *c, json_object *o)
+{
+	struct vd_node *n = vd_node_find(c->names[1]);
+	struct vd_cbw *cbw = n ? vd_fleece_cbw(n->node) : NULL;
+	json_object *st;
+	struct vd_cbw_stats cs;
+
+	if (!cbw || !(st = json_object_new_object()))
+		return;
+	vd_cbw_stats(cbw, &cs);
+	json_object_object_add(st, "copy-unit", json_object_new_int64((int64_t)cs.unit));
+	json_object_object_add(st, "writes", json_object_new_int64((int64_t)cs.writes));
+	json_object_object_add(st, "copies", json_object_new_int64((int64_t)cs.copies));
+	json_object_object_add(st, "copied-bytes", json_object_new_int64((int64_t)cs.copied_bytes));
+	json_object_object_add(st, "waits", json_object_new_int64((int64_t)cs.waits));
+	json_object_object_add(o, "copy-before-write", st);
+}
+
 static int cmd_query_checkpoints(struct qmp_call *call)
 {
 	json_object *list = json_object_new_array();
@@ -323,6 +357,7 @@ static int cmd_query_checkpoints(struct qmp_call *call)
 		if (c->prev)
 			json_object_object_add(o, "bitmap", json_object_new_string(c->prev));
 		json_object_object_add(o, "new-bitmap", json_object_new_string(c->name));
+		checkpoint_stats(c, o);
 		json_object_array_add(list, o);
 	}
 	call->ret = list;
