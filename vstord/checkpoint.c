@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vstor's checkpoint: in one command, for a live node, (a) freeze its
- * point in time with a copy-before-write node into a new scratch qcow2
+ * point in time with a copy-before-write node into a new scratch file
  * (fleece.c), (b) export that view read-only over NBD with the bitmap of
  * what changed since the previous checkpoint as qemu:dirty-bitmap:NAME,
  * and (c) start a fresh bitmap for the next one. (a) and (c), and the end
  * of the previous bitmap, happen with the node and its exports drained, so
  * the view and the bitmaps meet at one point: no write is in both
  * increments, none is in neither. Guest writes go on meanwhile; only the
- * first write to each granule copies its old data to the scratch image.
+ * first write to each 4 KiB unit copies its old data to the scratch file.
  *
  *   checkpoint-add    name, node | export, scratch, bitmap (the previous one)
  *   checkpoint-remove name
@@ -31,15 +31,6 @@
 #include "qmp.h"
 #include "state.h"
 #include "vstor/reactor.h"
-
-/*
- * The scratch's cluster, which is the copy unit (fleece.c): a guest's 4 KiB
- * write copies 4 KiB. Past CHECKPOINT_SMALL_MAX the scratch takes qcow2's
- * default 64 KiB clusters, so that its L1 table and the todo bitmap stay
- * small.
- */
-#define CHECKPOINT_SCRATCH_CLUSTER "4096"
-#define CHECKPOINT_SMALL_MAX (1ull << 40)
 
 /* How long checkpoint-remove waits for the view's export to go. */
 #define CHECKPOINT_EXPORT_WAIT_NS 10000000000ull
@@ -84,19 +75,18 @@ static int bitmap_op(struct vs_node *node, enum vs_bitmap_action action, const c
 }
 
 /*
- * The scratch image: a new qcow2 of small clusters over @src (its backing,
- * in the header and the graph).
+ * The scratch image: a new sparse raw file of the node's size. The view
+ * reads it only where a copy is complete (cbw.c), so it needs no backing
+ * and no metadata: copies of different 4 KiB units (the copy unit of a
+ * raw target) go to it side by side, where an allocating qcow2 write would
+ * hold the image's lock through its data write.
  */
 static int scratch_open(struct qmp_call *call, struct vs_node *src, const char *path,
 			struct vs_node **out)
 {
-	struct vs_kv kv[3] = { { "backing_file", vs_node_filename(src) },
-			       { "backing_fmt", vs_node_format(src) },
-			       { "cluster_size", CHECKPOINT_SCRATCH_CLUSTER } };
-	unsigned nkv = vs_node_size(src) <= CHECKPOINT_SMALL_MAX ? 3 : 2;
 	struct vs_open_opts oo = {
 		.filename = path,
-		.format = "qcow2",
+		.format = "raw",
 		.no_backing = true,
 		.cache = vs_node_cache_mode(src),
 	};
@@ -104,9 +94,9 @@ static int scratch_open(struct qmp_call *call, struct vs_node *src, const char *
 
 	if (access(path, F_OK) == 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "Scratch file '%s' exists already", path);
-	if (vs_image_create(path, "qcow2", vs_node_size(src), kv, nkv, &err) < 0)
+	if (vs_image_create(path, "raw", vs_node_size(src), NULL, 0, &err) < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
-	if (vs_image_open(out, &oo, &err) < 0 || vs_node_replace_backing(*out, src, &err) < 0) {
+	if (vs_image_open(out, &oo, &err) < 0) {
 		vs_node_close(*out);
 		*out = NULL;
 		unlink(path);
