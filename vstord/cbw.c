@@ -15,18 +15,34 @@
 
 /* Bytes a before-write copies per step at most. */
 #define CBW_CHUNK (1u << 20)
+/*
+ * Old data held in memory on its way to the target, at most: past it, a
+ * write waits for its own copy to reach the target (a slow target then
+ * slows the guest instead of filling the memory).
+ */
+#define CBW_HELD_MAX (16u << 20)
 
-/* A copy in flight: its range [start, end) is claimed until it is done. */
+/*
+ * A copy in flight: its range [start, end) is claimed until it is done.
+ * @held: @buf holds the old data of the range (read before the write that
+ * made the copy changes the source); the write went on, the target gets
+ * it in the background, and until then the view reads the todo granules
+ * of the range from @buf.
+ */
 struct cbw_copy {
 	struct cbw_copy *next;
 	uint64_t start, end;
 	struct vs_co_queue done; /* the writes waiting for it */
+	struct vd_cbw *cbw;
+	void *buf;
+	bool held;
 };
 
 struct vd_cbw {
 	struct vs_node *src, *dst;
 	struct vs_dirty_bitmap *todo;
 	struct cbw_copy *copies; /* in flight */
+	uint64_t held;		 /* bytes of the held copies' buffers */
 	int error;
 	bool attached;
 	struct vd_cbw *next; /* in @attached_list while attached */
@@ -132,30 +148,96 @@ static void cbw_release(struct vd_cbw *c, struct cbw_copy *cp)
 	vs_co_queue_wake_all(&cp->done);
 }
 
+/* Write the todo granules of [@start, @end) from @buf (at @start) to the target; clear them. */
+static int cbw_write_back(struct vd_cbw *c, uint64_t start, uint64_t end, const void *buf)
+{
+	uint64_t off, s, n;
+	int ret = 0;
+
+	for (off = start; vs_dirty_bitmap_next_dirty(c->todo, off, end - off, &s, &n) && s < end;
+	     off = s + n) {
+		if (s + n > end)
+			n = end - s;
+		ret = vs_node_pwrite(c->dst, s, (const char *)buf + (s - start), n, 0);
+		if (ret < 0)
+			return ret;
+		vs_dirty_bitmap_clear(c->todo, s, n);
+		cbw_progress(c, n);
+	}
+	return 0;
+}
+
+/* The background half of a held copy: its old data into the target. */
+static void cbw_held_co(void *opaque)
+{
+	struct cbw_copy *cp = opaque;
+	struct vd_cbw *c = cp->cbw;
+	int ret = cbw_write_back(c, cp->start, cp->end, cp->buf);
+
+	if (ret < 0 && !c->error)
+		c->error = ret; /* the view is broken from here (vd_cbw_read) */
+	c->held -= cp->end - cp->start;
+	cbw_release(c, cp);
+	free(cp->buf);
+	free(cp);
+}
+
 /*
  * The source's before-write hook: the old data of the todo granules that
  * [@offset, @offset+@len) touches goes to the target first; nothing else.
+ * A small copy is read into memory and the write goes on at once; the
+ * target gets it in the background (cbw_held_co). A big one, or one past
+ * CBW_HELD_MAX, reaches the target before the write goes on.
  */
 static void cbw_before_write(void *opaque, uint64_t offset, uint64_t len)
 {
 	struct vd_cbw *c = opaque;
 	uint64_t gran = vs_dirty_bitmap_granularity(c->todo), size = vs_node_size(c->src);
 	uint64_t start = offset / gran * gran, end = (offset + len + gran - 1) / gran * gran, s, n;
-	struct cbw_copy cp;
+	struct cbw_copy *cp = calloc(1, sizeof(*cp));
 	void *buf = NULL;
 	size_t buf_len = 0;
+	int ret = 0;
 
 	c->stats.writes++;
 	if (end > size)
 		end = size;
-	if (!cbw_claim(c, &cp, start, end))
+	if (!cp) {
+		c->error = -ENOMEM;
 		return;
+	}
+	if (!cbw_claim(c, cp, start, end)) {
+		free(cp);
+		return;
+	}
 	c->stats.copies++;
-	for (start = cp.start;
+	cp->cbw = c;
+	n = cp->end - cp->start;
+	if (n <= CBW_CHUNK && c->held + n <= CBW_HELD_MAX && !posix_memalign(&cp->buf, 4096, n)) {
+		for (start = cp->start;
+		     vs_dirty_bitmap_next_dirty(c->todo, start, 0, &s, &n) && s < cp->end;
+		     start = s + n)
+			c->stats.copied_bytes += (s + n < cp->end ? s + n : cp->end) - s;
+		n = cp->end - cp->start;
+		/* Inside the source's own request: past its drain gate already. */
+		ret = vs_node_pread_held(c->src, cp->start, cp->buf, n);
+		if (ret == 0) {
+			cp->held = true;
+			c->held += n;
+			if (vs_co_spawn(vs_reactor_current(), cbw_held_co, cp))
+				return;
+			cbw_held_co(cp); /* no coroutine: write it back here */
+			return;
+		}
+		c->error = ret;
+		free(cp->buf);
+		cbw_release(c, cp);
+		free(cp);
+		return;
+	}
+	for (start = cp->start;
 	     !c->error && vs_dirty_bitmap_next_dirty(c->todo, start, CBW_CHUNK, &s, &n) && s < end;
 	     start = s + n) {
-		int ret = 0;
-
 		if (s + n > end)
 			n = end - s;
 		if (n > buf_len) {
@@ -166,21 +248,19 @@ static void cbw_before_write(void *opaque, uint64_t offset, uint64_t len)
 				ret = -ENOMEM;
 			}
 		}
-		/* Inside the source's own request: past its drain gate already. */
 		if (ret == 0)
 			ret = vs_node_pread_held(c->src, s, buf, n);
 		if (ret == 0)
-			ret = vs_node_pwrite(c->dst, s, buf, n, 0);
+			ret = cbw_write_back(c, s, s + n, buf);
 		if (ret < 0) {
 			c->error = ret;
 			break;
 		}
-		vs_dirty_bitmap_clear(c->todo, s, n);
 		c->stats.copied_bytes += n;
-		cbw_progress(c, n);
 	}
 	free(buf);
-	cbw_release(c, &cp);
+	cbw_release(c, cp);
+	free(cp);
 }
 
 int vd_cbw_attach(struct vd_cbw *cbw)
@@ -202,6 +282,9 @@ void vd_cbw_detach(struct vd_cbw *cbw)
 	vs_node_drain_begin(cbw->src);
 	vs_node_set_before_write(cbw->src, NULL, NULL);
 	vs_node_drain_end(cbw->src);
+	/* The held copies still on their way to the target. */
+	while (cbw->copies)
+		vs_co_queue_wait(&cbw->copies->done);
 	cbw->attached = false;
 	for (struct vd_cbw **p = &attached_list; *p; p = &(*p)->next)
 		if (*p == cbw) {
@@ -296,8 +379,18 @@ int vd_cbw_read(struct vd_cbw *cbw, uint64_t offset, uint64_t len, void *buf)
 		bool todo = vs_dirty_bitmap_get(cbw->todo, off);
 
 		e = cbw_run_end(cbw, off, end, todo);
-		if (!todo)
+		if (!todo) {
 			ret = vs_node_pread(cbw->dst, off, (char *)buf + (off - offset), e - off);
+			continue;
+		}
+		/* Todo but held: the source may have changed, the old data is in memory. */
+		for (struct cbw_copy *p = cbw->copies; p; p = p->next) {
+			uint64_t a = p->start > off ? p->start : off, b = p->end < e ? p->end : e;
+
+			if (p->held && a < b)
+				memcpy((char *)buf + (a - offset), (char *)p->buf + (a - p->start),
+				       b - a);
+		}
 	}
 	if (ret == 0 && cbw->error)
 		ret = cbw->error;
@@ -325,6 +418,18 @@ int vd_cbw_block_status(struct vd_cbw *cbw, uint64_t offset, uint64_t len, uint6
 	n = cbw_run_end(cbw, offset, end, todo) - offset;
 	if (todo) {
 		*zero = sstatus & VS_BS_ZERO;
+		/* A held copy's range may have changed in the source: data, as far as it goes. */
+		for (struct cbw_copy *p = cbw->copies; p; p = p->next) {
+			if (!p->held || p->end <= offset || p->start >= offset + n)
+				continue;
+			if (p->start <= offset) {
+				*zero = false;
+				if (p->end < offset + n)
+					n = p->end - offset;
+			} else {
+				n = p->start - offset;
+			}
+		}
 	} else {
 		ret = vs_node_block_status(cbw->dst, offset, n, &dpnum, &dstatus, NULL, NULL);
 		if (ret == 0 && dpnum && dpnum < n)

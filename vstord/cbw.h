@@ -10,7 +10,9 @@
  * own range touches, nothing around them. A copy in flight (the hook's or
  * the backup job's vd_cbw_put) claims its range; a write waits only for
  * the copies that overlap its own range, so copies of unrelated ranges run
- * side by side. A granule leaves todo only once its old data is in the
+ * side by side. A small copy holds the old data in memory and lets the
+ * write go on before the target has it (the view reads it from memory
+ * meanwhile; vd_cbw_detach waits for the target's writes). A granule leaves todo only once its old data is in the
  * target, which is what lets the readers of the point-in-time view
  * (vd_cbw_read) go without a lock. The unit must not be smaller than the
  * target's cluster (two copies then never share an unallocated cluster).
