@@ -194,7 +194,7 @@ static void cbw_before_write(void *opaque, uint64_t offset, uint64_t len)
 	struct vd_cbw *c = opaque;
 	uint64_t gran = vs_dirty_bitmap_granularity(c->todo), size = vs_node_size(c->src);
 	uint64_t start = offset / gran * gran, end = (offset + len + gran - 1) / gran * gran, s, n;
-	struct cbw_copy *cp = calloc(1, sizeof(*cp));
+	struct cbw_copy *cp;
 	void *buf = NULL;
 	size_t buf_len = 0;
 	int ret = 0;
@@ -202,6 +202,10 @@ static void cbw_before_write(void *opaque, uint64_t offset, uint64_t len)
 	c->stats.writes++;
 	if (end > size)
 		end = size;
+	/* Most writes once the first ones went: nothing left to copy. */
+	if (c->error || !vs_dirty_bitmap_next_dirty(c->todo, start, 0, &s, &n) || s >= end)
+		return;
+	cp = calloc(1, sizeof(*cp));
 	if (!cp) {
 		c->error = -ENOMEM;
 		return;
