@@ -373,10 +373,11 @@ int vd_cbw_read(struct vd_cbw *cbw, uint64_t offset, uint64_t len, void *buf)
 
 	/*
 	 * The source first; then the granules no longer todo come from the
-	 * target. A granule still todo was not written meanwhile: a write
-	 * copies it and clears it before it changes it, so what was read is
-	 * the old data; one that is not todo has its old data in the target
-	 * for good (nothing writes there any more).
+	 * target. A granule still todo and not held was not written
+	 * meanwhile: a write holds or copies it before it changes it, so what
+	 * was read is the old data; a held one's old data is in its copy's
+	 * buffer; one that is not todo has its old data in the target for
+	 * good (nothing writes there any more).
 	 */
 	ret = vs_node_pread(cbw->src, offset, buf, len);
 	for (off = offset; off < end && ret == 0; off = e) {
