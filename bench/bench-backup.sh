@@ -9,10 +9,21 @@
 #               full / incr-1pct should be >= 20
 #   tracking    4k random-write IOPS (fio's nbd engine) on the export
 #               without and with an enabled dirty bitmap; overhead <= 3%
+#   during-bk   4k random-write IOPS while a checkpointed backup reads the
+#               view, against the runs without one (goal >= 0.9), with the
+#               checkpoint's copy-before-write counters (bytes copied per
+#               guest write: the copy unit at work)
+#   qsd-fleece  the anchor of during-bk: qemu-storage-daemon's own
+#               fleecing (QEMU's recipe: a qcow2 scratch over the disk, a
+#               copy-before-write filter, snapshot-access, NBD exports of
+#               both) under the same fio load on the filter's export while a
+#               reader pulls the view at the backup's rate; and qsd without
+#               fleecing, so that the ratios read side by side
 #   bs-status   block-status throughput (GiB of disk described per second)
 #               of qemu:dirty-bitmap:NAME: vstord's export against qemu-nbd
-#               -B on a copy of the same image with the same bitmap; the
-#               ratio should be >= 1.0
+#               -B on a copy of the same image with the same bitmap; each
+#               side describes the whole disk again and again on one
+#               connection for BENCH_BS_SECS; the ratio should be >= 1.0
 # Prints one line per row. Not a test: it asserts nothing. On a machine
 # that other work loads, the numbers are indicative only.
 #
@@ -23,6 +34,8 @@
 #   BENCH_SECS     seconds of each fio run (default 10)
 #   BENCH_REPS     alternating runs of the tracking row (default 3)
 #   BENCH_BK_BW    MiB/s of the backup under the during-bk row (default: half the disk per run)
+#   BENCH_BS_SECS  seconds of each block-status measurement (default 2)
+#   BENCH_QSD      0: leave out the qsd-fleece row (default 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +45,7 @@ BENCH_DIR=${BENCH_DIR:-var/bench}
 BENCH_SIZE=${BENCH_SIZE:-4096}
 BENCH_SECS=${BENCH_SECS:-10}
 
-for t in qemu-img qemu-io qemu-nbd nbdinfo fio python3; do
+for t in qemu-img qemu-io qemu-nbd nbdinfo fio python3 qemu-storage-daemon; do
 	command -v $t >/dev/null || { echo "bench: $t not found (scripts/install-deps.sh)" >&2; exit 1; }
 done
 for b in "$VSTOR" "$VSTORD"; do
@@ -43,25 +56,29 @@ W=$(mktemp -d "$BENCH_DIR/backup.XXXXXX")
 W=$(cd "$W" && pwd)
 VD_PID=
 QN_PID=
+QS_PID=
+RD_PID=
 cleanup()
 {
 	[[ -z $VD_PID ]] || kill "$VD_PID" 2>/dev/null || true
 	[[ -z $QN_PID ]] || kill "$QN_PID" 2>/dev/null || true
+	[[ -z $QS_PID ]] || kill "$QS_PID" 2>/dev/null || true
+	[[ -z $RD_PID ]] || kill "$RD_PID" 2>/dev/null || true
 	wait 2>/dev/null || true
 	rm -rf "$W"
 }
 trap cleanup EXIT
 
-qmp() { # qmp COMMAND JSON-ARGS
+qmp() { # qmp COMMAND JSON-ARGS (QMP_SOCK: another daemon's monitor)
 	python3 -c 'import json, sys; sys.path.insert(0, "tests/integration")
 from qmp import QMP
 r = QMP(sys.argv[1]).execute(sys.argv[2], json.loads(sys.argv[3]))
-assert "return" in r, r' "$W/vd.sock" "$1" "${2:-{\}}"
+assert "return" in r, r' "${QMP_SOCK:-$W/vd.sock}" "$1" "${2:-{\}}"
 }
 qmp_get() { # qmp_get COMMAND: the return value, as JSON
 	python3 -c 'import json, sys; sys.path.insert(0, "tests/integration")
 from qmp import QMP
-print(json.dumps(QMP(sys.argv[1]).cmd(sys.argv[2])))' "$W/vd.sock" "$1"
+print(json.dumps(QMP(sys.argv[1]).cmd(sys.argv[2])))' "${QMP_SOCK:-$W/vd.sock}" "$1"
 }
 wait_file() { for _ in $(seq 500); do [[ -e $1 ]] && return 0; sleep 0.02; done; return 1; }
 now() { date +%s.%N; }
@@ -84,9 +101,9 @@ wait_file "$W/vd.pid" || { cat "$W/vd.log" >&2; exit 1; }
 VD_PID=$(<"$W/vd.pid")
 uri="nbd+unix:///disk?socket=$W/nbd.sock"
 
-# 4k random writes for BENCH_SECS over NBD: IOPS.
+# 4k random writes for BENCH_SECS over NBD (default: vstord's export): IOPS.
 iops() {
-	fio --name=w --ioengine=nbd --uri="$uri" --rw=randwrite --bs=4k --iodepth=16 \
+	fio --name=w --ioengine=nbd --uri="${1:-$uri}" --rw=randwrite --bs=4k --iodepth=16 \
 		--size="${BENCH_SIZE}M" --time_based --runtime="$BENCH_SECS" --output-format=json \
 		--output="$W/fio.json" >/dev/null
 	python3 -c 'import json, sys
@@ -150,6 +167,7 @@ for _ in $(seq 500); do
 	sleep 0.02
 done
 iops_bk=$(iops)
+ck_stats=$(qmp_get query-checkpoints)
 if kill -0 "$BK" 2>/dev/null; then
 	# Still reading: stop it (vstor backup removes its part file and checkpoint).
 	bk_state="still running at the end, stopped"
@@ -162,6 +180,15 @@ fi
 python3 -c 'import sys; a, b = map(float, sys.argv[1:3])
 print("during-bk   iops without %d  during a backup %d  ratio %.2f (goal >= 0.9; backup %s)" %
       (a, b, b / a, sys.argv[3]))' "$iops_off" "$iops_bk" "$bk_state"
+python3 -c 'import json, sys
+c = json.loads(sys.argv[1])
+s = c[0].get("copy-before-write") if c else None
+if s:
+    print("during-bk   copy unit %d B  writes %d  copies %d  copied %.1f KiB per write  waits %d" %
+          (s["copy-unit"], s["writes"], s["copies"], s["copied-bytes"] / 1024 / max(1, s["writes"]),
+           s["waits"]))
+else:
+    print("during-bk   (the checkpoint was gone before its counters were read)")' "$ck_stats"
 
 # Block status of the dirty-bitmap context: the checkpoint's bitmap,
 # exported by vstord, against qemu-nbd -B on a copy with the same bitmap.
@@ -169,16 +196,30 @@ bm=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["checkpoin
 qemu-io -f raw "${cmds[@]/#/-c}" "$uri" >/dev/null
 qmp block-dirty-bitmap-disable "{\"node\": \"disk\", \"name\": \"$bm\"}"
 qmp block-export-add "{\"type\": \"nbd\", \"id\": \"bm\", \"name\": \"bm\", \"node-name\": \"disk\", \"bitmaps\": [\"$bm\"]}"
-mapspeed() { # URI: GiB/s of nbdinfo --map over the whole disk, best of 5
-	local best=0 s e
-	for _ in 1 2 3 4 5; do
-		s=$(now)
-		nbdinfo --map="qemu:dirty-bitmap:$bm" "$1" >/dev/null || exit 1
-		e=$(now)
-		best=$(python3 -c 'import sys; a, s, e, g = map(float, sys.argv[1:])
-print(max(a, g / 1024 / (e - s)))' "$best" "$s" "$e" "$BENCH_SIZE")
-	done
-	echo "$best"
+mapspeed() { # URI: GiB/s of block status of the bitmap, the whole disk again and again
+	python3 - "$1" "qemu:dirty-bitmap:$bm" "${BENCH_BS_SECS:-2}" <<'EOF'
+import sys, time
+import nbd
+h = nbd.NBD()
+h.add_meta_context(sys.argv[2])
+h.connect_uri(sys.argv[1])
+size, secs = h.get_size(), float(sys.argv[3])
+pos = [0]
+def cb(ctx, offset, entries, err):
+    if ctx == sys.argv[2]:
+        pos[0] = offset + sum(entries[0::2])
+    return 0
+described, t0 = 0, time.monotonic()
+while True:
+    pos[0] = 0
+    while pos[0] < size:
+        h.block_status(min(size - pos[0], 1 << 31), pos[0], cb)
+    described += size
+    t = time.monotonic() - t0
+    if t >= secs:
+        break
+print(described / t / (1 << 30))
+EOF
 }
 vd_speed=$(mapspeed "nbd+unix:///bm?socket=$W/nbd.sock")
 # qemu-nbd needs the bitmap in the file: stop vstord cleanly (it writes the
@@ -194,3 +235,65 @@ qn_speed=$(mapspeed "nbd+unix:///?socket=$W/qn.sock")
 python3 -c 'import sys; a, b = map(float, sys.argv[1:])
 print("bs-status   vstord %.1f GiB/s  qemu-nbd %.1f GiB/s  ratio %.2f (goal >= 1.0)" % (a, b, a / b))' \
 	"$vd_speed" "$qn_speed"
+
+# The anchor of the during-bk row: qsd's own fleecing of the same disk
+# (vstord has quit), the same fio load on the copy-before-write filter's
+# export while a reader pulls the snapshot-access view at the backup's
+# rate; and qsd without fleecing, on the disk's own export.
+[[ ${BENCH_QSD:-1} = 0 ]] && exit 0
+kill "$QN_PID" 2>/dev/null || true
+wait "$QN_PID" 2>/dev/null || true
+QN_PID=
+qemu-img create -q -f qcow2 -b "$disk" -F qcow2 "$W/qfl.qcow2"
+qemu-storage-daemon --pidfile "$W/qs.pid" \
+	--chardev "socket,id=m0,path=$W/qs.sock,server=on,wait=off" --monitor chardev=m0 \
+	--blockdev "{\"driver\": \"qcow2\", \"node-name\": \"disk\", \"file\": {\"driver\": \"file\", \"filename\": \"$disk\"}}" \
+	--nbd-server "addr.type=unix,addr.path=$W/qnbd.sock" \
+	--export type=nbd,id=disk,node-name=disk,writable=on >"$W/qs.log" 2>&1 &
+wait_file "$W/qs.pid" && wait_file "$W/qs.sock" || { cat "$W/qs.log" >&2; exit 1; }
+QS_PID=$(<"$W/qs.pid")
+export QMP_SOCK=$W/qs.sock
+qs_off=$(iops "nbd+unix:///disk?socket=$W/qnbd.sock")
+qmp block-export-del '{"id": "disk"}'
+for _ in $(seq 500); do
+	[[ $(qmp_get query-block-exports) = "[]" ]] && break
+	sleep 0.02
+done
+qmp blockdev-add "{\"driver\": \"qcow2\", \"node-name\": \"tmp\", \"file\": {\"driver\": \"file\", \"filename\": \"$W/qfl.qcow2\"}, \"backing\": \"disk\"}"
+qmp blockdev-add '{"driver": "copy-before-write", "node-name": "cbw", "file": "disk", "target": "tmp"}'
+qmp blockdev-add '{"driver": "snapshot-access", "node-name": "acc", "file": "cbw"}'
+qmp block-export-add '{"type": "nbd", "id": "guest", "name": "guest", "node-name": "cbw", "writable": true}'
+qmp block-export-add '{"type": "nbd", "id": "fleece", "name": "fleece", "node-name": "acc"}'
+unset QMP_SOCK
+# The reader: 1 MiB reads of the view at the backup's rate (BENCH_BK_BW).
+python3 - "nbd+unix:///fleece?socket=$W/qnbd.sock" \
+	"${BENCH_BK_BW:-$((BENCH_SIZE / BENCH_SECS / 2 + 1))}" <<'EOF' &
+import sys, time
+import nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+size, bw, t0, off = h.get_size(), float(sys.argv[2]), time.monotonic(), 0
+while off < size:
+    n = min(1 << 20, size - off)
+    h.pread(n, off)
+    off += n
+    ahead = off / (bw * (1 << 20)) - (time.monotonic() - t0)
+    if ahead > 0:
+        time.sleep(ahead)
+EOF
+RD_PID=$!
+qs_bk=$(iops "nbd+unix:///guest?socket=$W/qnbd.sock")
+if kill -0 "$RD_PID" 2>/dev/null; then
+	rd_state="still running at the end, stopped"
+	kill "$RD_PID"
+	wait "$RD_PID" 2>/dev/null || true
+else
+	rd_state="ended before the run did"
+	wait "$RD_PID" || exit 1
+fi
+RD_PID=
+python3 -c 'import sys; a, b, v = map(float, sys.argv[1:4])
+print("qsd-fleece  qsd iops without %d  during fleecing %d  ratio %.2f (reader %s)" %
+      (a, b, b / a, sys.argv[4]))
+print("during-bk   vstord during a backup / qsd during fleecing: %.2f" % (v / b))' \
+	"$qs_off" "$qs_bk" "$iops_bk" "$rd_state"

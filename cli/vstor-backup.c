@@ -613,8 +613,7 @@ static int backup_checkpoint(struct backup *b, const char *scratch_dir)
 	json_object *a = json_object_new_object(), *list = NULL;
 	char scratch[PATH_MAX];
 
-	snprintf(scratch, sizeof(scratch), "%s/vstor-backup-%s.scratch.qcow2", scratch_dir,
-		 b->name);
+	snprintf(scratch, sizeof(scratch), "%s/vstor-backup-%s.scratch", scratch_dir, b->name);
 	json_object_object_add(a, "name", json_object_new_string(b->name));
 	if (opt_get(c, "disk"))
 		json_object_object_add(a, "node", json_object_new_string(opt_get(c, "disk")));

@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vstor's checkpoint: in one command, for a live node, (a) freeze its
- * point in time with a copy-before-write node into a new scratch qcow2
+ * point in time with a copy-before-write node into a new scratch file
  * (fleece.c), (b) export that view read-only over NBD with the bitmap of
  * what changed since the previous checkpoint as qemu:dirty-bitmap:NAME,
  * and (c) start a fresh bitmap for the next one. (a) and (c), and the end
  * of the previous bitmap, happen with the node and its exports drained, so
  * the view and the bitmaps meet at one point: no write is in both
  * increments, none is in neither. Guest writes go on meanwhile; only the
- * first write to each granule copies its old data to the scratch image.
+ * first write to each 4 KiB unit copies its old data to the scratch file.
  *
  *   checkpoint-add    name, node | export, scratch, bitmap (the previous one)
  *   checkpoint-remove name
@@ -25,6 +25,7 @@
 
 #include "bitmap.h"
 #include "block.h"
+#include "cbw.h"
 #include "export.h"
 #include "fleece.h"
 #include "qmp.h"
@@ -73,15 +74,19 @@ static int bitmap_op(struct vs_node *node, enum vs_bitmap_action action, const c
 	return vd_bitmap_apply(node, &op, err);
 }
 
-/* The scratch image: a new qcow2 over @src (its backing, in the header and the graph). */
+/*
+ * The scratch image: a new sparse raw file of the node's size. The view
+ * reads it only where a copy is complete (cbw.c), so it needs no backing
+ * and no metadata: copies of different 4 KiB units (the copy unit of a
+ * raw target) go to it side by side, where an allocating qcow2 write would
+ * hold the image's lock through its data write.
+ */
 static int scratch_open(struct qmp_call *call, struct vs_node *src, const char *path,
 			struct vs_node **out)
 {
-	struct vs_kv kv[2] = { { "backing_file", vs_node_filename(src) },
-			       { "backing_fmt", vs_node_format(src) } };
 	struct vs_open_opts oo = {
 		.filename = path,
-		.format = "qcow2",
+		.format = "raw",
 		.no_backing = true,
 		.cache = vs_node_cache_mode(src),
 	};
@@ -89,9 +94,9 @@ static int scratch_open(struct qmp_call *call, struct vs_node *src, const char *
 
 	if (access(path, F_OK) == 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "Scratch file '%s' exists already", path);
-	if (vs_image_create(path, "qcow2", vs_node_size(src), kv, 2, &err) < 0)
+	if (vs_image_create(path, "raw", vs_node_size(src), NULL, 0, &err) < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
-	if (vs_image_open(out, &oo, &err) < 0 || vs_node_replace_backing(*out, src, &err) < 0) {
+	if (vs_image_open(out, &oo, &err) < 0) {
 		vs_node_close(*out);
 		*out = NULL;
 		unlink(path);
@@ -305,6 +310,25 @@ static int cmd_checkpoint_remove(struct qmp_call *call)
 QMP_COMMAND(checkpoint_remove, "checkpoint-remove", cmd_checkpoint_remove,
 	    .params = QMP_PARAMS("name"))
 
+/* The copy-before-write counters of @c's view (cbw.h), into @o. */
+static void checkpoint_stats(const struct checkpoint *c, json_object *o)
+{
+	struct vd_node *n = vd_node_find(c->names[1]);
+	struct vd_cbw *cbw = n ? vd_fleece_cbw(n->node) : NULL;
+	json_object *st;
+	struct vd_cbw_stats cs;
+
+	if (!cbw || !(st = json_object_new_object()))
+		return;
+	vd_cbw_stats(cbw, &cs);
+	json_object_object_add(st, "copy-unit", json_object_new_int64((int64_t)cs.unit));
+	json_object_object_add(st, "writes", json_object_new_int64((int64_t)cs.writes));
+	json_object_object_add(st, "copies", json_object_new_int64((int64_t)cs.copies));
+	json_object_object_add(st, "copied-bytes", json_object_new_int64((int64_t)cs.copied_bytes));
+	json_object_object_add(st, "waits", json_object_new_int64((int64_t)cs.waits));
+	json_object_object_add(o, "copy-before-write", st);
+}
+
 static int cmd_query_checkpoints(struct qmp_call *call)
 {
 	json_object *list = json_object_new_array();
@@ -323,6 +347,7 @@ static int cmd_query_checkpoints(struct qmp_call *call)
 		if (c->prev)
 			json_object_object_add(o, "bitmap", json_object_new_string(c->prev));
 		json_object_object_add(o, "new-bitmap", json_object_new_string(c->name));
+		checkpoint_stats(c, o);
 		json_object_array_add(list, o);
 	}
 	call->ret = list;

@@ -22,8 +22,12 @@
 #include "job.h"
 #include "vstor/dirty-bitmap.h"
 
-/* The granule of the frozen view without a bigger target cluster (QEMU's 64 KiB). */
-#define FLEECE_GRANULARITY (64u << 10)
+/*
+ * The copy unit of the frozen view: the target's cluster, at least 4 KiB
+ * (a guest's 4 KiB write copies 4 KiB, not a 64 KiB bitmap granule). Two
+ * copies never share a target cluster, so they run side by side.
+ */
+#define FLEECE_MIN_UNIT 4096u
 
 struct cbw_state {
 	struct vd_cbw *cbw;
@@ -127,8 +131,8 @@ int vd_fleece_cbw_open(struct qmp_call *call, struct vs_node *file, struct vs_no
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "Node '%s' is busy: copy-before-write is already attached",
 				 vd_node_name_of(file));
-	if (gran < FLEECE_GRANULARITY)
-		gran = FLEECE_GRANULARITY;
+	if (gran < FLEECE_MIN_UNIT)
+		gran = FLEECE_MIN_UNIT;
 	n = vs_node_new(&cbw_driver, vs_node_filename(file), &oo);
 	if (!n)
 		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
@@ -159,6 +163,11 @@ int vd_fleece_cbw_open(struct qmp_call *call, struct vs_node *file, struct vs_no
 	}
 	*out = n;
 	return 0;
+}
+
+struct vd_cbw *vd_fleece_cbw(struct vs_node *node)
+{
+	return node && node->drv == &cbw_driver ? ((struct cbw_state *)node->opaque)->cbw : NULL;
 }
 
 int vd_fleece_access_open(struct qmp_call *call, struct vs_node *file, struct vs_node **out)

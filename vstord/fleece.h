@@ -14,6 +14,7 @@
 #include "qmp.h"
 
 struct vs_node;
+struct vd_cbw;
 
 /*
  * A copy-before-write node over @file into @target (both borrowed; the node
@@ -25,6 +26,9 @@ struct vs_node;
  */
 int vd_fleece_cbw_open(struct qmp_call *call, struct vs_node *file, struct vs_node *target,
 		       bool drained, struct vs_node **out);
+
+/* The copy-before-write state of a node that vd_fleece_cbw_open made, or NULL. */
+struct vd_cbw *vd_fleece_cbw(struct vs_node *node);
 
 /* A snapshot-access node over the copy-before-write node @file. 0 or -1 after qmp_error(). */
 int vd_fleece_access_open(struct qmp_call *call, struct vs_node *file, struct vs_node **out);
