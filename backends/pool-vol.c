@@ -296,17 +296,29 @@ size_t vs_pool_create_encrypt_opts(struct vs_kv *kv, const struct vs_vol_create_
 int vs_pool_image_resize(const struct vs_vol_info *vol, bool force_share, uint64_t capacity,
 			 enum vs_prealloc prealloc, struct vs_error *err)
 {
+	bool luks = !strcmp(vol->encryption, "luks") && !strcmp(vol->format, "raw");
 	struct vs_open_opts o = {
 		.filename = vol->path,
-		.format = !strcmp(vol->encryption, "luks") && !strcmp(vol->format, "raw") ?
-				  "luks" :
-				  vol->format,
+		.format = vol->format,
 		.no_backing = true,
 		.force_share = force_share,
 	};
 	struct vs_node *n = NULL;
-	int ret = vs_image_open(&n, &o, err);
+	int ret;
 
+	/*
+	 * Raw LUKS: the file grows or shrinks behind the header, which stays
+	 * as it is (no key needed, as for QEMU's luks truncate).
+	 */
+	if (luks) {
+		if (capacity % 512)
+			return vs_error_set(err, -EINVAL,
+					    "The size of a luks image must be a "
+					    "multiple of 512 bytes");
+		if (vol->physical > vol->capacity)
+			capacity += vol->physical - vol->capacity;
+	}
+	ret = vs_image_open(&n, &o, err);
 	if (ret < 0)
 		return ret;
 	ret = vs_node_truncate(n, capacity, prealloc, false, err);
