@@ -82,11 +82,12 @@ size_t vs_pool_create_qcow2_opts(struct vs_kv *kv, const struct vs_vol_create_ar
 size_t vs_pool_create_encrypt_opts(struct vs_kv *kv, const struct vs_vol_create_args *a,
 				   const char **format);
 /*
- * Open @vol's image (its path, without backing; @force_share as -U), resize
- * it to @capacity with @prealloc, close it.
+ * Open @vol's image of @p (its path, without backing; @force_share as -U;
+ * an encrypted qcow2 with the pool's secret), resize it to @capacity with
+ * @prealloc, close it.
  */
-int vs_pool_image_resize(const struct vs_vol_info *vol, bool force_share, uint64_t capacity,
-			 enum vs_prealloc prealloc, struct vs_error *err);
+int vs_pool_image_resize(struct vs_pool *p, const struct vs_vol_info *vol, bool force_share,
+			 uint64_t capacity, enum vs_prealloc prealloc, struct vs_error *err);
 
 /*
  * Register the value of secret @uuid of the store with libstore

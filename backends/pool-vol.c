@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gnutls/gnutls.h>
+
 #include "pool-int.h"
 
 /* ---- Volume operations ---------------------------------------------------- */
@@ -293,20 +295,48 @@ size_t vs_pool_create_encrypt_opts(struct vs_kv *kv, const struct vs_vol_create_
 	return n;
 }
 
-int vs_pool_image_resize(const struct vs_vol_info *vol, bool force_share, uint64_t capacity,
-			 enum vs_prealloc prealloc, struct vs_error *err)
+int vs_pool_image_resize(struct vs_pool *p, const struct vs_vol_info *vol, bool force_share,
+			 uint64_t capacity, enum vs_prealloc prealloc, struct vs_error *err)
 {
+	uint8_t *pass = NULL;
+	size_t passlen = 0;
+	char uuid[37];
+	bool luks = !strcmp(vol->encryption, "luks") && !strcmp(vol->format, "raw");
 	struct vs_open_opts o = {
 		.filename = vol->path,
-		.format = !strcmp(vol->encryption, "luks") && !strcmp(vol->format, "raw") ?
-				  "luks" :
-				  vol->format,
+		.format = vol->format,
 		.no_backing = true,
 		.force_share = force_share,
 	};
 	struct vs_node *n = NULL;
-	int ret = vs_image_open(&n, &o, err);
+	int ret;
 
+	/*
+	 * Raw LUKS: the file grows or shrinks behind the header, which stays
+	 * as it is (no key needed, as for QEMU's luks truncate).
+	 */
+	if (luks) {
+		if (capacity % 512)
+			return vs_error_set(err, -EINVAL,
+					    "The size of a luks image must be a "
+					    "multiple of 512 bytes");
+		if (vol->physical > vol->capacity)
+			capacity += vol->physical - vol->capacity;
+	} else if (vol->encryption[0]) {
+		/* Encrypted qcow2: the open checks the passphrase, the pool's secret. */
+		ret = vs_pool_vol_secret(p, vol, uuid, err);
+		if (ret == 0)
+			ret = vs_pool_secret_get_value(p->state, uuid, &pass, &passlen, err);
+		if (ret < 0)
+			return ret;
+		o.key_secret_data = pass;
+		o.key_secret_len = passlen;
+	}
+	ret = vs_image_open(&n, &o, err);
+	if (pass) {
+		gnutls_memset(pass, 0, passlen);
+		free(pass);
+	}
 	if (ret < 0)
 		return ret;
 	ret = vs_node_truncate(n, capacity, prealloc, false, err);

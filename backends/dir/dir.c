@@ -268,7 +268,7 @@ static int dir_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint
 			  unsigned flags, struct vs_error *err)
 {
 	return vs_pool_image_resize(
-		vol, (flags & VS_VOL_FORCE) != 0, capacity,
+		p, vol, (flags & VS_VOL_FORCE) != 0, capacity,
 		(flags & VS_VOL_RESIZE_ALLOCATE) ? VS_PREALLOC_FALLOC : VS_PREALLOC_OFF, err);
 }
 

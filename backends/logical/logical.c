@@ -38,6 +38,13 @@
 #include "pool-parse.h"
 
 #define LVM_OUT_MAX (16u << 20)
+/*
+ * Room in front of an encrypted (raw LUKS) volume's payload: the largest
+ * LUKS1 header vstor writes (64-byte key, aes-256-xts: 4 KiB and 8 key
+ * slots of 64 x 4000 bytes, each 4 KiB aligned: 2068480 bytes), as libvirt
+ * adds the header to the LV's size.
+ */
+#define LOGICAL_LUKS_HEADER (2u << 20)
 
 struct logical_priv {
 	char locking_dir[VS_POOL_PATH_MAX];
@@ -697,7 +704,7 @@ static int logical_vol_create(struct vs_pool *p, const struct vs_vol_create_args
 	struct lvm_out o;
 	bool qcow2 = !strcmp(a->format, "qcow2");
 	uint64_t size = a->capacity;
-	struct vs_kv kv[6];
+	struct vs_kv kv[9];
 	size_t nkv;
 	int ret = lvm_check_name(a->name, "Volume", err);
 
@@ -705,6 +712,12 @@ static int logical_vol_create(struct vs_pool *p, const struct vs_vol_create_args
 		return ret;
 	if (a->backing_path && !qcow2)
 		return vs_error_set(err, -EINVAL, "a backing volume needs the qcow2 format");
+	if (a->encrypt_secret && qcow2)
+		return vs_error_set(err, -ENOTSUP,
+				    "an encrypted volume of a logical pool is raw LUKS: use "
+				    "--format raw");
+	if (a->encrypt_secret)
+		size += LOGICAL_LUKS_HEADER;
 	if (qcow2) {
 		/* Room for every cluster and the metadata. */
 		ret = vs_image_measure("qcow2", a->capacity, a->capacity, NULL, 0, &m, err);
@@ -748,12 +761,15 @@ static int logical_vol_create(struct vs_pool *p, const struct vs_vol_create_args
 		}
 		free(zero);
 	}
-	if (ret == 0 && qcow2) {
+	if (ret == 0 && (qcow2 || a->encrypt_secret)) {
 		char lock[VS_POOL_PATH_MAX], *uri = malloc(65536);
+		const char *format;
 		int lfd = -1;
 
 		nkv = vs_pool_create_opts(kv, a->backing_path, a->backing_format, NULL);
 		nkv += vs_pool_create_qcow2_opts(kv + nkv, a);
+		/* Encrypted: "luks" over the LV, as libvirt's qemu-img create -f luks. */
+		nkv += vs_pool_create_encrypt_opts(kv + nkv, a, &format);
 		ret = uri ? 0 : vs_error_set(err, -ENOMEM, "Out of memory");
 		if (ret == 0 && vol.type == VS_VOL_BLOCK)
 			snprintf(uri, 65536, "%s", vol.path);
@@ -763,7 +779,7 @@ static int logical_vol_create(struct vs_pool *p, const struct vs_vol_create_args
 				ret = logical_map_uri(p, a->name, lock, uri, 65536, err);
 		}
 		if (ret == 0)
-			ret = vs_image_create(uri, "qcow2", a->capacity, kv, nkv, err);
+			ret = vs_image_create(uri, format, a->capacity, kv, nkv, err);
 		if (lfd >= 0)
 			close(lfd);
 		free(uri);
@@ -810,7 +826,13 @@ static int logical_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, 
 
 	(void)flags;
 	if (strcmp(vol->format, "qcow2")) {
-		ret = lvm_run(p, &o, err, "lvresize -f -y -L %" PRIu64 "b %s/%s", capacity,
+		/* Raw LUKS: the header stays in front of the payload. */
+		uint64_t header = 0;
+
+		if (!strcmp(vol->encryption, "luks") && vol->allocation > vol->capacity)
+			header = vol->allocation - vol->capacity;
+
+		ret = lvm_run(p, &o, err, "lvresize -f -y -L %" PRIu64 "b %s/%s", capacity + header,
 			      p->def.source_name, vol->name);
 		lvm_out_free(&o);
 		return ret;
@@ -923,6 +945,7 @@ VS_POOL_BACKEND(logical_backend) = {
 	.default_format = "raw",
 	.vol_formats = (const char *const[]){ "raw", "qcow2", NULL },
 	.source_formats = (const char *const[]){ "auto", "lvm2", NULL },
+	.encryption = true,
 	.find_sources = logical_find_sources,
 	.check_def = logical_check_def,
 	.attach = logical_attach,

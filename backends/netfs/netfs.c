@@ -295,9 +295,8 @@ static int netfs_vol_rename(struct vs_pool *p, const struct vs_vol_info *vol, co
 static int netfs_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint64_t capacity,
 			    unsigned flags, struct vs_error *err)
 {
-	(void)p;
 	return vs_pool_image_resize(
-		vol, false, capacity,
+		p, vol, false, capacity,
 		(flags & VS_VOL_RESIZE_ALLOCATE) && !strcmp(vol->format, "raw") ? VS_PREALLOC_FULL :
 										  VS_PREALLOC_OFF,
 		err);

@@ -115,7 +115,7 @@ static void rbd_detach(struct vs_pool *p)
 static int rbd_fill(struct vs_pool *p, const char *image, struct vs_vol_info *vol,
 		    struct vs_error *err)
 {
-	char parent[VS_POOL_PATH_MAX];
+	char parent[VS_POOL_PATH_MAX], uuid[37];
 	int ret;
 
 	memset(vol, 0, sizeof(*vol));
@@ -133,7 +133,18 @@ static int rbd_fill(struct vs_pool *p, const char *image, struct vs_vol_info *vo
 		return ret;
 	vol->type = VS_VOL_NETWORK;
 	snprintf(vol->format, sizeof(vol->format), "raw");
-	return 0;
+	/*
+	 * An encrypted volume (raw LUKS over the image) has a secret of the
+	 * store: only those are read, to tell the payload's capacity and the
+	 * encryption; the others cost no read.
+	 */
+	if (vs_pool_vol_secret(p, vol, uuid, NULL) == 0) {
+		uint64_t allocation = vol->allocation;
+
+		ret = vs_pool_probe_volume(p, vol, err);
+		vol->allocation = allocation;
+	}
+	return ret;
 }
 
 static int rbd_refresh(struct vs_pool *p, struct vs_pool_info *info, struct vs_vol_list *vols,
@@ -194,6 +205,16 @@ static int rbd_vol_create(struct vs_pool *p, const struct vs_vol_create_args *a,
 		snprintf(snap, sizeof(snap), "vstor-clone-%s", a->name + (a->name[0] == '.'));
 		return vs_rbd_clone(p->priv, a->clone_of->name, snap, a->name, err);
 	}
+	if (a->encrypt_secret) {
+		/* QEMU's luks driver over the image: the header, then the payload. */
+		char path[VS_POOL_PATH_MAX];
+		const char *format;
+		struct vs_kv kv[3];
+		size_t nkv = vs_pool_create_encrypt_opts(kv, a, &format);
+		int ret = rbd_name(p, a->name, path, sizeof(path), err);
+
+		return ret < 0 ? ret : vs_image_create(path, format, a->capacity, kv, nkv, err);
+	}
 	return vs_rbd_create(p->priv, a->name, a->capacity, err);
 }
 
@@ -217,6 +238,9 @@ static int rbd_vol_resize(struct vs_pool *p, const struct vs_vol_info *vol, uint
 			  unsigned flags, struct vs_error *err)
 {
 	(void)flags; /* --allocate: RBD images are thin */
+	/* Raw LUKS: the header (what the image holds beyond the payload) stays. */
+	if (!strcmp(vol->encryption, "luks") && vol->physical > vol->capacity)
+		capacity += vol->physical - vol->capacity;
 	return vs_rbd_resize(p->priv, vol->name, capacity, err);
 }
 
@@ -225,6 +249,7 @@ VS_POOL_BACKEND(rbd_backend) = {
 	.default_format = "raw",
 	.vol_formats = (const char *const[]){ "raw", NULL },
 	.cow_clone = true,
+	.encryption = true,
 	.check_def = rbd_check_def,
 	.attach = rbd_attach,
 	.detach = rbd_detach,

@@ -308,7 +308,8 @@ static int luks_create(const char *filename, uint64_t size, const struct vs_kv *
 	if (ret < 0)
 		vs_error_setf_errno(err, ret, "Could not write the LUKS header to '%s'", filename);
 	else
-		ret = vs_node_truncate(file, area_len + size, p.prealloc, true, err);
+		/* Not exact, as QEMU: an LV or a LUN may be larger than header and payload. */
+		ret = vs_node_truncate(file, area_len + size, p.prealloc, false, err);
 	if (ret == 0)
 		ret = vs_node_flush(file);
 	vs_node_close(file);

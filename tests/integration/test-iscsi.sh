@@ -147,6 +147,44 @@ timeout 60 nbdcopy "nbd+unix:///?socket=$SOCK2" nbd2.raw || fail "nbdcopy of vol
 cmp nbd2.raw lun2.img || fail "NBD export of a pool LUN differs from the LUN"
 stop_pid "$DAEMON_PID"
 assert_rc 0 vstor pool-destroy ip
+
+# --- an encrypted LUN, as libvirt has it: the iscsi pool creates no volume
+# (encrypted or not); a LUN formatted as raw LUKS elsewhere (here qemu-img
+# create -f luks onto the LUN) is listed as raw with luks encryption and
+# opened through vol:POOL/LUN with the secret whose usage is its path ---
+IQN3=iqn.2026-01.org.vstor.test:luks
+truncate -s 16M lun4.img
+iscsi_add_target 3 "$IQN3"
+iscsi_add_lun 3 1 "$WORKDIR/lun4.img"
+iscsi_bind 3
+printf 'iscsi-Luks-pass-51' >luks.key
+chmod 600 luks.key
+assert_rc 0 timeout 60 qemu-img create -f luks --object secret,id=s,file=luks.key \
+	-o key-secret=s,iter-time=10 "$P/$IQN3/1" 8M
+assert_rc 0 vstor pool-define-as ie iscsi --source-host "127.0.0.1:$ISCSI_PORT" \
+	--source-dev "$IQN3"
+assert_rc 0 vstor pool-start ie
+assert_rc 0 vstor vol-info unit:0:0:1 --pool ie
+assert_grep "^Encryption: +luks" out "vol-info of a LUKS LUN"
+LPATH=$(vstor vol-path unit:0:0:1 --pool ie)
+printf "<secret><usage type='volume'><volume>%s</volume></usage></secret>\n" "$LPATH" >lsec.xml
+assert_rc 0 vstor secret-define lsec.xml
+LU=$(sed -n 's/^Secret \([0-9a-f-]*\) created$/\1/p' out)
+assert_fails vstor vol-create-as ie enc 1M --encryption-secret "$LU"
+assert_grep "cannot create" err "an encrypted volume on an iscsi pool"
+assert_rc 0 vstor secret-set-value "$LU" --file luks.key --plain
+printf 'ISCSI-PLAINTEXT-%.0s' $(seq 256) >imark
+vstor_img convert -n -f raw -O luks imark vol:ie/unit:0:0:1 ||
+	fail "write through vol: with the secret of the LUN's path"
+grep -q ISCSI-PLAINTEXT lun4.img && fail "the LUN holds plaintext"
+vstor_img convert -O raw vol:ie/unit:0:0:1 l4.out || fail "read through vol: of the LUKS LUN"
+cmp -n "$(stat -c %s imark)" imark l4.out || fail "the LUKS LUN reads back other bytes"
+assert_rc 0 timeout 60 qemu-io --object secret,id=s,file=luks.key \
+	--image-opts "driver=luks,key-secret=s,file.filename=$WORKDIR/lun4.img" \
+	-c "read -P 0x49 0 1" -c "read -P 0x2d 15 1"
+assert_rc 0 vstor pool-destroy ie
+# The discovery below counts the first two targets only.
+tgtadm_ --op delete --force --mode target --tid 3 || fail "tgtadm: delete target 3"
 # --- find-storage-pool-sources: SendTargets discovery on the portal ---
 assert_rc 0 vstor find-storage-pool-sources-as iscsi 127.0.0.1 "$ISCSI_PORT"
 python3 - out "$ISCSI_PORT" "$IQN1" "$IQN2" <<'PY' || fail "find-storage-pool-sources-as iscsi"

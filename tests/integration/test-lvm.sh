@@ -140,6 +140,39 @@ qemu_img compare -f raw -F qcow2 pat.raw c.img >/dev/null || fail "qcow2 LV cont
 assert_rc 0 vstor vol-info c --pool lp
 assert_grep 'Capacity: +32' out
 
+# --- an encrypted volume: raw LUKS on the LV (libvirt: qemu-img create -f luks) ---
+printf 'lvm-Luks-pass-3e1' >key
+chmod 600 key
+printf '<secret><description>lvm luks</description></secret>\n' >sec.xml
+assert_rc 0 vstor secret-define sec.xml
+U=$(sed -n 's/^Secret \([0-9a-f-]*\) created$/\1/p' out)
+assert_rc 0 vstor secret-set-value "$U" --file key --plain
+assert_fails vstor vol-create-as lp eq 8M --format qcow2 --encryption-secret "$U"
+assert_grep "raw LUKS" err "an encrypted qcow2 LV"
+assert_rc 0 vstor vol-create-as lp e 8M --format raw --encryption-secret "$U" \
+	--encryption-iter-time 10
+assert_rc 0 vstor vol-info e --pool lp
+assert_grep "^Encryption: +luks" out "vol-info of the encrypted LV"
+# The payload holds at least the capacity asked for (the LV adds the header).
+cap=$(vstor vol-info e --pool lp --bytes | awk '/^Capacity:/ { print $2 }')
+((cap >= 8 << 20 && cap < 12 << 20)) || fail "encrypted LV capacity $cap"
+printf 'LVM-PLAINTEXT-%.0s' $(seq 256) >lmark
+vstor_img convert -n -f raw -O luks lmark vol:lp/e || fail "write through vol: with the pool secret"
+assert_rc 0 vstor vol-download e e.img --pool lp
+grep -q LVM-PLAINTEXT e.img && fail "the LV holds plaintext"
+assert_rc 0 cryptsetup luksDump e.img
+assert_grep "^Version:[[:space:]]+1" out "luksDump of the LV's bytes"
+assert_rc 0 cryptsetup open --test-passphrase --key-file key e.img
+assert_rc 0 timeout 60 qemu-io --object secret,id=s,file=key \
+	--image-opts "driver=luks,key-secret=s,file.filename=$WORKDIR/e.img" \
+	-c "read -P 0x4c 0 1" -c "read -P 0x2d 13 1"
+vstor_img convert -O raw vol:lp/e e.out || fail "read through vol: with the pool secret"
+cmp -n "$(stat -c %s lmark)" lmark e.out || fail "the encrypted LV reads back other bytes"
+assert_rc 0 vstor vol-resize e 16M --pool lp
+cap=$(vstor vol-info e --pool lp --bytes | awk '/^Capacity:/ { print $2 }')
+((cap >= 16 << 20)) || fail "encrypted LV capacity after resize: $cap"
+assert_rc 0 vstor vol-delete e --pool lp
+
 # --- the VG lock is held (shared) while a volume is open ---
 SOCK=$WORKDIR/nbd.sock
 start_daemon "$WORKDIR/nbd.pid" 20 "$VSTOR_NBD" -t -k "$SOCK" --pid-file "$WORKDIR/nbd.pid" \

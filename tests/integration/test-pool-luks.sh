@@ -146,6 +146,19 @@ assert_rc 0 timeout 60 "$VHOST_CLIENT" "$WORKDIR/vh.sock" write 8192 65536 0x5a
 stop_pid "$DAEMON_PID"
 assert_rc 0 timeout 60 qemu-io "${Q2[@]}" -c 'read -P 0x5a 4M 64k' -c 'read -P 0x4d 64k 64k'
 
+# vol-resize of the raw LUKS volume: the payload grows behind the header.
+assert_rc 0 vstor vol-resize enc.raw 12M --pool p
+assert_rc 0 vstor vol-info enc.raw --pool p
+assert_grep "^Capacity: +12.00 MiB" out "vol-info after vol-resize"
+assert_rc 0 timeout 60 qemu-img info "${Q2[@]}"
+assert_grep "^virtual size: 12 MiB" out "qemu-img info after vol-resize"
+assert_rc 0 timeout 60 qemu-io "${Q2[@]}" -c 'read -P 0x5a 4M 64k'
+# ... and of the qcow2+luks one, opened with the pool's secret.
+assert_rc 0 vstor vol-resize enc.qcow2 20M --pool p
+assert_rc 0 timeout 60 qemu-img info "${Q1[@]}"
+assert_grep "^virtual size: 20 MiB" out "qemu-img info after vol-resize (qcow2)"
+assert_rc 0 timeout 60 qemu-img check "${Q1[@]}"
+
 # ---- vol-clone keeps the encryption and its secret
 assert_rc 0 vstor vol-clone enc.qcow2 clone.qcow2 --pool p
 assert_rc 0 vstor vol-dumpxml clone.qcow2 --pool p

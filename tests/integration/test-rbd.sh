@@ -138,6 +138,51 @@ cmp nbd.raw a2.raw || fail "NBD export differs from rbd export"
 
 fi
 
+# --- an encrypted pool volume: raw LUKS over the RBD image (QEMU's luks
+# driver over rbd), opened through vol:POOL/VOL with the pool's secret ---
+find_built VSTOR cli/vstor
+export VSTOR_STATE_DIR=$WORKDIR/state
+vstor() { env -u CEPH_CONF -u CEPH_ARGS timeout 120 "$VSTOR" "$@"; }
+printf '%s\n' "$CEPH_ADMIN_KEY" >admin.key
+chmod 600 admin.key
+assert_rc 0 vstor pool-define-as ep rbd --source-host "127.0.0.1:$CEPH_MON_PORT" --source-name vs \
+	--auth-type ceph --auth-username admin --auth-secret-file "$WORKDIR/admin.key"
+assert_rc 0 vstor pool-start ep
+printf 'rbd-Luks-pass-9c2' >luks.key
+chmod 600 luks.key
+printf '<secret><description>rbd luks</description></secret>\n' >sec.xml
+assert_rc 0 vstor secret-define sec.xml
+U=$(sed -n 's/^Secret \([0-9a-f-]*\) created$/\1/p' out)
+assert_rc 0 vstor secret-set-value "$U" --file luks.key --plain
+assert_fails vstor vol-create-as ep eq 8M --format qcow2 --encryption-secret "$U"
+assert_rc 0 vstor vol-create-as ep enc 8M --format raw --encryption-secret "$U" \
+	--encryption-iter-time 10
+assert_rc 0 vstor vol-info enc --pool ep --bytes
+assert_grep "^Encryption: +luks" out "vol-info of the encrypted RBD volume"
+assert_grep "^Capacity: +8388608 " out "vol-info: the payload's capacity"
+printf 'RBD-PLAINTEXT-%.0s' $(seq 256) >rmark
+env -u CEPH_CONF -u CEPH_ARGS timeout 120 "$VSTOR_IMG" convert -n -f raw -O luks rmark vol:ep/enc ||
+	fail "write through vol: with the pool's secret"
+rbd export vs/enc enc.img >/dev/null 2>&1 || fail "rbd export of the encrypted volume"
+grep -q RBD-PLAINTEXT enc.img && fail "the RBD image holds plaintext"
+if command -v cryptsetup >/dev/null; then
+	assert_rc 0 cryptsetup open --test-passphrase --key-file luks.key enc.img
+fi
+# QEMU's luks driver over its rbd driver reads the plaintext.
+assert_rc 0 timeout 60 qemu-io --object secret,id=s,file=luks.key --image-opts \
+	"driver=luks,key-secret=s,file.driver=rbd,file.pool=vs,file.image=enc,file.conf=$CEPH_CONF" \
+	-c "read -P 0x52 0 1" -c "read -P 0x2d 13 1"
+env -u CEPH_CONF -u CEPH_ARGS timeout 120 "$VSTOR_IMG" convert -O raw vol:ep/enc enc.out ||
+	fail "read through vol: with the pool's secret"
+cmp -n "$(stat -c %s rmark)" rmark enc.out || fail "the encrypted volume reads back other bytes"
+assert_eq "$(stat -c %s enc.out)" 8388608 "size of the encrypted volume's plaintext"
+assert_rc 0 vstor vol-resize enc 16M --pool ep
+assert_rc 0 vstor vol-info enc --pool ep --bytes
+assert_grep "^Capacity: +16777216 " out "vol-info after the resize"
+assert_rc 0 vstor vol-delete enc --pool ep
+assert_rc 0 vstor pool-destroy ep
+assert_rc 0 vstor pool-undefine ep
+
 if full; then
 # --- the rbd pool through the vstor CLI: the definition carries the monitor
 # and the user; no ceph.conf and no CEPH_ARGS for vstor ---
