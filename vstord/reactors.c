@@ -90,6 +90,9 @@ unsigned vd_reactor_count(void)
 
 struct vs_reactor *vd_reactor_get(int i)
 {
+	/* Without vd_reactors_start() (the QMP fuzz target): the caller's one reactor. */
+	if (!main_reactor)
+		return vs_reactor_current();
 	if (i < 0 || (unsigned)i >= nreactors || !threads[i])
 		return main_reactor;
 	return vs_reactor_thread_reactor(threads[i]);
