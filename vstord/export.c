@@ -857,8 +857,13 @@ void vd_export_close_all(void)
 
 /* ---- query-block-exports ---- */
 
+static void get_stopped(struct on_export *o)
+{
+	o->u = vs_export_is_stopped(o->x);
+}
+
 /* Newest first, as QEMU lists them. */
-static void list_exports(json_object *arr, const struct vd_export *e)
+static void list_exports(json_object *arr, struct vd_export *e)
 {
 	const char *nn;
 	json_object *o;
@@ -878,10 +883,13 @@ static void list_exports(json_object *arr, const struct vd_export *e)
 	/* vstor's: the I/O reactor its requests run on (-1: main), with --reactors N > 1. */
 	if (vd_reactor_count() > 1)
 		json_object_object_add(o, "x-reactor", json_object_new_int(e->reactor));
-	if (e->error_policy && layer_export(e)) /* vstor's: an error stopped it (cont resumes) */
-		json_object_object_add(
-			o, "x-vstor-stopped",
-			json_object_new_boolean(vs_export_is_stopped(layer_export(e))));
+	if (e->error_policy && layer_export(e)) {
+		/* vstor's: an error stopped it (cont resumes); read where its requests run. */
+		struct on_export st = { .fn = get_stopped };
+
+		run_on_export(e, &st);
+		json_object_object_add(o, "x-vstor-stopped", json_object_new_boolean(st.u));
+	}
 	json_object_array_add(arr, o);
 }
 
