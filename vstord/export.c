@@ -580,6 +580,11 @@ static void export_free(struct vd_export *e)
 	free(e);
 }
 
+static void apply_policy(struct on_export *o)
+{
+	vd_export_error_apply(o->x, o->e->id, o->p);
+}
+
 static int cmd_block_export_add(struct qmp_call *call)
 {
 	const char *type, *id, *node_name;
@@ -651,7 +656,10 @@ static int cmd_block_export_add(struct qmp_call *call)
 		return -1;
 	}
 	if (has_policy && layer_export(e)) {
-		vd_export_error_apply(layer_export(e), e->id, &policy);
+		/* Its requests read the policy: set it where they run. */
+		struct on_export o = { .fn = apply_policy, .p = &policy };
+
+		run_on_export(e, &o);
 		e->error_policy = true;
 	}
 	for (tail = &exports; *tail; tail = &(*tail)->next)
