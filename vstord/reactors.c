@@ -8,9 +8,11 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -35,6 +37,18 @@ static bool listening;
 static pthread_mutex_t homes_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct home *homes;
 static unsigned nhomes, homes_cap;
+
+unsigned vd_reactors_default(void)
+{
+	cpu_set_t set;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		n = CPU_COUNT(&set);
+	if (n < 1)
+		return 1;
+	return n > VD_REACTORS_DEFAULT_MAX ? VD_REACTORS_DEFAULT_MAX : (unsigned)n;
+}
 
 int vd_reactors_start(unsigned n)
 {
