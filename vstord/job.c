@@ -381,7 +381,12 @@ static void job_dismiss(struct vd_job *job)
 static void job_dismiss_main(void *arg)
 {
 	qmp_commands_hold(); /* the job list is the commands' too */
-	job_dismiss(arg);
+	/*
+	 * Unless quit's vd_job_close_all() freed it first: it waits for the
+	 * jobs' coroutines to end, not for the dismissals they posted.
+	 */
+	if (job_alive(arg))
+		job_dismiss(arg);
 	qmp_commands_release();
 }
 
