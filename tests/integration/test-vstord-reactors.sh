@@ -74,11 +74,13 @@ c.cmd("block-export-del", id="ea2")
 c.cmd("drive-mirror", job_id="am", device="a", target=d + "/a-mirror.qcow2", format="qcow2",
       sync="full", speed=1 << 20)
 
-# Heavy load on ea (QD32 writes), for a few seconds, from another process.
+# Heavy load on ea (QD32 writes), for a few seconds, from another process
+# (longer with a looser bound: a sanitizer build is slower at everything).
 load = subprocess.Popen([sys.executable, "-c",
                          "import sys, json; from nbd_load import load; "
-                         "t = load(sys.argv[1], 6, qd=32, size=65536, write=True); "
-                         "print(len(t))", uri("a")], stdout=subprocess.PIPE)
+                         "t = load(sys.argv[1], float(sys.argv[2]), qd=32, size=65536, "
+                         "write=True); print(len(t))", uri("a"), str(3 + 3 * bound)],
+                        stdout=subprocess.PIPE)
 time.sleep(0.3)  # not synchronisation: lets the load ramp up before measuring
 hb = nbd.NBD()
 hb.connect_uri(uri("b"))
