@@ -40,8 +40,9 @@ struct vs_co {
 	bool done;
 	unsigned valgrind_id;
 	void *asan_fake_stack;
-	void *pending; /* the aio_wait of the operation it waits for, or NULL */
-	void *fd_wait; /* the readiness wait (epoll) it is parked in, or NULL */
+	void *pending;	  /* the aio_wait of the operation it waits for, or NULL */
+	void *fd_wait;	  /* the readiness wait (epoll) it is parked in, or NULL */
+	void *tsan_fiber; /* ThreadSanitizer builds: the coroutine's fiber */
 };
 
 struct vs_co_waiter {
@@ -52,6 +53,8 @@ struct vs_co_waiter {
 /* coroutine-switch.c */
 /* Prepare @co to start at its trampoline on its own stack. */
 void vs_co_ctx_init(struct vs_co *co);
+/* Release what vs_co_ctx_init() set up beside the stack (a TSan fiber). */
+void vs_co_ctx_fini(struct vs_co *co);
 /* From the loop: run @co until it yields or finishes. */
 void vs_co_ctx_resume(struct vs_co_ctx *main, struct vs_co *co);
 /* From @co: return to the loop. */

@@ -3,7 +3,10 @@
  * The context switch: a few lines of assembly on x86-64 (save the
  * callee-saved registers on the old stack, swap stack pointers, restore),
  * ucontext elsewhere. Both tell AddressSanitizer and valgrind about stack
- * changes so the sanitizer runs stay clean.
+ * changes so the sanitizer runs stay clean; ThreadSanitizer is told that
+ * each coroutine is a fiber of the thread that runs it, so it neither
+ * mixes the shadow call stacks of two coroutines nor reports a race
+ * between two coroutines of one reactor (which never run at once).
  */
 #include "config.h"
 
@@ -27,6 +30,23 @@ void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_
 /* The thread's own stack, learnt on the first switch into a coroutine. */
 static __thread const void *main_stack_bottom;
 static __thread size_t main_stack_size;
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define VS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define VS_TSAN 1
+#endif
+#endif
+
+#ifdef VS_TSAN
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+/* The fiber of the thread's loop, which every yield returns to. */
+static __thread void *loop_fiber;
 #endif
 
 #ifndef VS_CO_UCONTEXT
@@ -64,6 +84,32 @@ static void co_trampoline(void)
 	abort(); /* vs_co_entry never returns */
 }
 
+/*
+ * A pooled coroutine starts afresh at its trampoline: it gets a new fiber
+ * (the old one's shadow stack ended inside vs_co_entry).
+ */
+static void co_tsan_fiber_init(struct vs_co *co)
+{
+#ifdef VS_TSAN
+	if (co->tsan_fiber)
+		__tsan_destroy_fiber(co->tsan_fiber);
+	co->tsan_fiber = __tsan_create_fiber(0);
+#else
+	(void)co;
+#endif
+}
+
+void vs_co_ctx_fini(struct vs_co *co)
+{
+#ifdef VS_TSAN
+	if (co->tsan_fiber)
+		__tsan_destroy_fiber(co->tsan_fiber);
+	co->tsan_fiber = NULL;
+#else
+	(void)co;
+#endif
+}
+
 void vs_co_ctx_init(struct vs_co *co)
 {
 	uintptr_t top = ((uintptr_t)co->stack + co->stack_size) & ~(uintptr_t)15;
@@ -74,6 +120,7 @@ void vs_co_ctx_init(struct vs_co *co)
 	for (int i = 0; i < 6; i++)
 		*--sp = NULL; /* rbp rbx r12 r13 r14 r15 */
 	co->ctx.sp = sp;
+	co_tsan_fiber_init(co);
 }
 #else
 static void co_trampoline_uc(unsigned hi, unsigned lo)
@@ -94,6 +141,7 @@ void vs_co_ctx_init(struct vs_co *co)
 	co->ctx.uc.uc_link = NULL;
 	makecontext(&co->ctx.uc, (void (*)(void))co_trampoline_uc, 2, (unsigned)(p >> 32),
 		    (unsigned)p);
+	co_tsan_fiber_init(co);
 }
 #endif
 
@@ -113,6 +161,10 @@ void vs_co_ctx_resume(struct vs_co_ctx *main, struct vs_co *co)
 
 	__sanitizer_start_switch_fiber(&fake, co->stack, co->stack_size);
 #endif
+#ifdef VS_TSAN
+	loop_fiber = __tsan_get_current_fiber();
+	__tsan_switch_to_fiber(co->tsan_fiber, 0);
+#endif
 	raw_switch(main, &co->ctx);
 #ifdef VS_ASAN
 	__sanitizer_finish_switch_fiber(fake, NULL, NULL);
@@ -125,6 +177,9 @@ void vs_co_ctx_yield(struct vs_co *co, struct vs_co_ctx *main)
 	/* A finished coroutine's fake stack is released (NULL save slot). */
 	__sanitizer_start_switch_fiber(co->done ? NULL : &co->asan_fake_stack, main_stack_bottom,
 				       main_stack_size);
+#endif
+#ifdef VS_TSAN
+	__tsan_switch_to_fiber(loop_fiber, 0);
 #endif
 	raw_switch(&co->ctx, main);
 #ifdef VS_ASAN

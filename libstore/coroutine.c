@@ -55,6 +55,7 @@ void vs_co_free_stack(struct vs_co *co)
 #if HAVE_VALGRIND
 	VALGRIND_STACK_DEREGISTER(co->valgrind_id);
 #endif
+	vs_co_ctx_fini(co);
 	munmap((char *)co->stack - page, co->stack_size + page);
 	free(co);
 }

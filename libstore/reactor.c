@@ -950,10 +950,15 @@ static void *worker_main(void *unused)
 		pthread_mutex_lock(&r->done_lock);
 		j->next = r->done_head;
 		r->done_head = j;
-		pthread_mutex_unlock(&r->done_lock);
-		/* Ring the reactor; a full counter (impossible here) only merges wake-ups. */
+		/*
+		 * Ring the reactor under the lock: once the job is reaped, its
+		 * coroutine may end and the reactor be freed (its eventfd closed,
+		 * the number reused). A full counter (impossible here) only
+		 * merges wake-ups.
+		 */
 		if (write(r->efd, &one, sizeof(one)) != sizeof(one)) {
 		}
+		pthread_mutex_unlock(&r->done_lock);
 	}
 	return NULL;
 }
@@ -1041,10 +1046,10 @@ int vs_reactor_mbox_push(struct vs_reactor *r, struct vs_reactor_msg *m, bool fo
 	else
 		r->mbox_head = m;
 	r->mbox_tail = m;
-	pthread_mutex_unlock(&r->done_lock);
-	/* A full counter (impossible here) only merges wake-ups. */
+	/* Under the lock, as worker_main() rings: @r may go once @m is read. */
 	if (write(r->efd, &one, sizeof(one)) != sizeof(one)) {
 	}
+	pthread_mutex_unlock(&r->done_lock);
 	return 0;
 }
 

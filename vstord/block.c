@@ -19,6 +19,7 @@
 #include "block-info.h"
 #include "export.h"
 #include "job.h"
+#include "reactors.h"
 #include "secret.h"
 #include "state.h"
 
@@ -751,15 +752,34 @@ static bool seen(struct listing *l, const struct vs_node *node)
 	return false;
 }
 
+/*
+ * A node's info (size, allocation, snapshots, bitmaps' counts) is read on
+ * its home reactor, where its requests change it.
+ */
+struct node_info_call {
+	struct vs_node *node;
+	const struct vd_node *named;
+	bool backing;
+	json_object *ret;
+};
+
+static void node_info_run(void *arg)
+{
+	struct node_info_call *c = arg;
+
+	c->ret = vd_block_device_info(c->node, vd_node_name_of(c->node), c->named, c->backing);
+}
+
 static void list_node(struct listing *l, struct vs_node *node)
 {
 	/* Each node once, then the nodes below it (QEMU lists every node). */
 	for (struct vs_node *n = node; n; n = vs_node_backing(n)) {
 		if (!seen(l, n)) {
-			struct vd_node *named = find_by_ptr(n);
+			struct node_info_call c = { n, find_by_ptr(n), !l->flat, NULL };
 
-			json_object_array_add(l->arr, vd_block_device_info(n, vd_node_name_of(n),
-									   named, !l->flat));
+			if (vd_reactor_run_on(vd_node_home(n), node_info_run, &c) < 0 || !c.ret)
+				node_info_run(&c); /* its reactor stopped: none runs there */
+			json_object_array_add(l->arr, c.ret);
 		}
 		if (vs_node_file(n))
 			list_node(l, vs_node_file(n));

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "export.h"
+#include "reactors.h"
 #include "vstor/export.h"
 #include "vstor/throttle.h"
 
@@ -44,6 +45,7 @@ bool vd_throttle_group_exists(const char *id)
 struct uses {
 	struct vs_throttle_group *g;
 	unsigned n;
+	int reactor;
 };
 
 static void count_use(const struct vd_export_view *v, void *opaque)
@@ -56,10 +58,43 @@ static void count_use(const struct vd_export_view *v, void *opaque)
 
 static unsigned group_users(struct vs_throttle_group *g)
 {
-	struct uses u = { g, 0 };
+	struct uses u = { g, 0, -1 };
 
 	vd_export_for_each(count_use, &u);
 	return u.n;
+}
+
+static void find_reactor(const struct vd_export_view *v, void *opaque)
+{
+	struct uses *u = opaque;
+
+	if (v->exp && vs_export_throttle(v->exp) == u->g && !u->n) {
+		u->n = 1;
+		u->reactor = v->reactor;
+	}
+}
+
+/* The reactor @g's members run on (they share one); -1 (main) when it has none. */
+static int group_reactor(struct vs_throttle_group *g)
+{
+	struct uses u = { g, 0, -1 };
+
+	vd_export_for_each(find_reactor, &u);
+	return u.reactor;
+}
+
+struct set_config {
+	struct vs_throttle_group *g;
+	const struct vs_throttle_config *cfg;
+	struct vs_error *err;
+	int ret;
+};
+
+static void set_config_run(void *arg)
+{
+	struct set_config *c = arg;
+
+	c->ret = vs_throttle_group_set_config(c->g, c->cfg, c->err);
 }
 
 static void group_unlink(struct vd_tgroup *t)
@@ -280,6 +315,7 @@ static int cmd_qom_set(struct qmp_call *call)
 	const char *path, *prop;
 	struct vs_throttle_config cfg;
 	struct vs_error err = { 0 };
+	struct set_config sc;
 	struct vd_tgroup *t;
 	json_object *value;
 	uint64_t *field;
@@ -309,7 +345,14 @@ static int cmd_qom_set(struct qmp_call *call)
 		return qmp_error(call, QMP_ERR_GENERIC, "Property 'throttle-group.%s' not found",
 				 prop);
 	}
-	if (vs_throttle_group_set_config(t->g, &cfg, &err) < 0)
+	/*
+	 * The group's state (its queued requests, their timer) is its members':
+	 * it changes on their reactor.
+	 */
+	sc = (struct set_config){ t->g, &cfg, &err, -1 };
+	if (vd_reactor_run_on(group_reactor(t->g), set_config_run, &sc) < 0)
+		return qmp_error(call, QMP_ERR_GENERIC, "The reactor of '%s' is stopping", path);
+	if (sc.ret < 0)
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
 	return 0;
 }

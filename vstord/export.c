@@ -580,6 +580,11 @@ static void export_free(struct vd_export *e)
 	free(e);
 }
 
+static void apply_policy(struct on_export *o)
+{
+	vd_export_error_apply(o->x, o->e->id, o->p);
+}
+
 static int cmd_block_export_add(struct qmp_call *call)
 {
 	const char *type, *id, *node_name;
@@ -651,7 +656,10 @@ static int cmd_block_export_add(struct qmp_call *call)
 		return -1;
 	}
 	if (has_policy && layer_export(e)) {
-		vd_export_error_apply(layer_export(e), e->id, &policy);
+		/* Its requests read the policy: set it where they run. */
+		struct on_export o = { .fn = apply_policy, .p = &policy };
+
+		run_on_export(e, &o);
 		e->error_policy = true;
 	}
 	for (tail = &exports; *tail; tail = &(*tail)->next)
@@ -857,8 +865,13 @@ void vd_export_close_all(void)
 
 /* ---- query-block-exports ---- */
 
+static void get_stopped(struct on_export *o)
+{
+	o->u = vs_export_is_stopped(o->x);
+}
+
 /* Newest first, as QEMU lists them. */
-static void list_exports(json_object *arr, const struct vd_export *e)
+static void list_exports(json_object *arr, struct vd_export *e)
 {
 	const char *nn;
 	json_object *o;
@@ -878,10 +891,13 @@ static void list_exports(json_object *arr, const struct vd_export *e)
 	/* vstor's: the I/O reactor its requests run on (-1: main), with --reactors N > 1. */
 	if (vd_reactor_count() > 1)
 		json_object_object_add(o, "x-reactor", json_object_new_int(e->reactor));
-	if (e->error_policy && layer_export(e)) /* vstor's: an error stopped it (cont resumes) */
-		json_object_object_add(
-			o, "x-vstor-stopped",
-			json_object_new_boolean(vs_export_is_stopped(layer_export(e))));
+	if (e->error_policy && layer_export(e)) {
+		/* vstor's: an error stopped it (cont resumes); read where its requests run. */
+		struct on_export st = { .fn = get_stopped };
+
+		run_on_export(e, &st);
+		json_object_object_add(o, "x-vstor-stopped", json_object_new_boolean(st.u));
+	}
 	json_object_array_add(arr, o);
 }
 

@@ -381,7 +381,12 @@ static void job_dismiss(struct vd_job *job)
 static void job_dismiss_main(void *arg)
 {
 	qmp_commands_hold(); /* the job list is the commands' too */
-	job_dismiss(arg);
+	/*
+	 * Unless quit's vd_job_close_all() freed it first: it waits for the
+	 * jobs' coroutines to end, not for the dismissals they posted.
+	 */
+	if (job_alive(arg))
+		job_dismiss(arg);
 	qmp_commands_release();
 }
 
@@ -816,56 +821,84 @@ QMP_COMMAND(block_job_set_speed, "block-job-set-speed", cmd_block_job_set_speed,
 
 /* ---- queries ---- */
 
-static int cmd_query_block_jobs(struct qmp_call *call)
+static json_object *block_job_info(const struct vd_job *j)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "auto-finalize", json_object_new_boolean(j->auto_finalize));
+	json_object_object_add(o, "io-status",
+			       json_object_new_string(j->io_failed ? "failed" : "ok"));
+	json_object_object_add(o, "device", json_object_new_string(j->id));
+	json_object_object_add(o, "auto-dismiss", json_object_new_boolean(j->auto_dismiss));
+	json_object_object_add(o, "busy", json_object_new_boolean(j->busy));
+	json_object_object_add(o, "len", json_object_new_int64((int64_t)j->len));
+	json_object_object_add(o, "offset", json_object_new_int64((int64_t)j->offset));
+	json_object_object_add(o, "status", json_object_new_string(status_names[j->status]));
+	json_object_object_add(o, "paused", json_object_new_boolean(j->user_paused));
+	json_object_object_add(o, "speed", json_object_new_int64((int64_t)j->speed));
+	json_object_object_add(o, "ready", json_object_new_boolean(vd_job_is_ready(j)));
+	json_object_object_add(o, "type", json_object_new_string(j->drv->type));
+	if (j->error && j->status == VD_JOB_CONCLUDED)
+		json_object_object_add(o, "error", json_object_new_string(j->error));
+	return o;
+}
+
+static json_object *job_info(const struct vd_job *j)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "current-progress", json_object_new_int64((int64_t)j->offset));
+	json_object_object_add(o, "status", json_object_new_string(status_names[j->status]));
+	json_object_object_add(o, "total-progress", json_object_new_int64((int64_t)j->len));
+	json_object_object_add(o, "type", json_object_new_string(j->drv->type));
+	json_object_object_add(o, "id", json_object_new_string(j->id));
+	if (j->error && j->status == VD_JOB_CONCLUDED)
+		json_object_object_add(o, "error", json_object_new_string(j->error));
+	return o;
+}
+
+/*
+ * A job's fields (status, progress, error) are its coroutine's: they are
+ * read on the job's reactor. The list is stable meanwhile: the commands
+ * run one at a time and a job is dismissed under the same hold.
+ */
+struct job_info_call {
+	const struct vd_job *job;
+	json_object *(*fn)(const struct vd_job *job);
+	json_object *ret;
+};
+
+static void job_info_run(void *arg)
+{
+	struct job_info_call *c = arg;
+
+	c->ret = c->fn(c->job);
+}
+
+static json_object *job_list(json_object *(*fn)(const struct vd_job *job))
 {
 	json_object *list = json_object_new_array();
 
 	for (struct vd_job *j = jobs; j; j = j->next) {
-		json_object *o = json_object_new_object();
+		struct job_info_call c = { j, fn, NULL };
 
-		json_object_object_add(o, "auto-finalize",
-				       json_object_new_boolean(j->auto_finalize));
-		json_object_object_add(o, "io-status",
-				       json_object_new_string(j->io_failed ? "failed" : "ok"));
-		json_object_object_add(o, "device", json_object_new_string(j->id));
-		json_object_object_add(o, "auto-dismiss", json_object_new_boolean(j->auto_dismiss));
-		json_object_object_add(o, "busy", json_object_new_boolean(j->busy));
-		json_object_object_add(o, "len", json_object_new_int64((int64_t)j->len));
-		json_object_object_add(o, "offset", json_object_new_int64((int64_t)j->offset));
-		json_object_object_add(o, "status",
-				       json_object_new_string(status_names[j->status]));
-		json_object_object_add(o, "paused", json_object_new_boolean(j->user_paused));
-		json_object_object_add(o, "speed", json_object_new_int64((int64_t)j->speed));
-		json_object_object_add(o, "ready", json_object_new_boolean(vd_job_is_ready(j)));
-		json_object_object_add(o, "type", json_object_new_string(j->drv->type));
-		if (j->error && j->status == VD_JOB_CONCLUDED)
-			json_object_object_add(o, "error", json_object_new_string(j->error));
-		json_object_array_add(list, o);
+		if (vs_reactor_call(j->reactor, job_info_run, &c) < 0 || !c.ret)
+			c.ret = fn(j); /* its reactor stopped: nothing runs there now */
+		json_object_array_add(list, c.ret);
 	}
-	call->ret = list;
+	return list;
+}
+
+static int cmd_query_block_jobs(struct qmp_call *call)
+{
+	call->ret = job_list(block_job_info);
 	return 0;
 }
 QMP_COMMAND(query_block_jobs, "query-block-jobs", cmd_query_block_jobs, .params = QMP_PARAMS(NULL))
 
 static int cmd_query_jobs(struct qmp_call *call)
 {
-	json_object *list = json_object_new_array();
-
-	for (struct vd_job *j = jobs; j; j = j->next) {
-		json_object *o = json_object_new_object();
-
-		json_object_object_add(o, "current-progress",
-				       json_object_new_int64((int64_t)j->offset));
-		json_object_object_add(o, "status",
-				       json_object_new_string(status_names[j->status]));
-		json_object_object_add(o, "total-progress", json_object_new_int64((int64_t)j->len));
-		json_object_object_add(o, "type", json_object_new_string(j->drv->type));
-		json_object_object_add(o, "id", json_object_new_string(j->id));
-		if (j->error && j->status == VD_JOB_CONCLUDED)
-			json_object_object_add(o, "error", json_object_new_string(j->error));
-		json_object_array_add(list, o);
-	}
-	call->ret = list;
+	call->ret = job_list(job_info);
 	return 0;
 }
 QMP_COMMAND(query_jobs, "query-jobs", cmd_query_jobs, .params = QMP_PARAMS(NULL))

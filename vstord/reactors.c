@@ -8,9 +8,11 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -35,6 +37,18 @@ static bool listening;
 static pthread_mutex_t homes_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct home *homes;
 static unsigned nhomes, homes_cap;
+
+unsigned vd_reactors_default(void)
+{
+	cpu_set_t set;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		n = CPU_COUNT(&set);
+	if (n < 1)
+		return 1;
+	return n > VD_REACTORS_DEFAULT_MAX ? VD_REACTORS_DEFAULT_MAX : (unsigned)n;
+}
 
 int vd_reactors_start(unsigned n)
 {
@@ -90,6 +104,9 @@ unsigned vd_reactor_count(void)
 
 struct vs_reactor *vd_reactor_get(int i)
 {
+	/* Without vd_reactors_start() (the QMP fuzz target): the caller's one reactor. */
+	if (!main_reactor)
+		return vs_reactor_current();
 	if (i < 0 || (unsigned)i >= nreactors || !threads[i])
 		return main_reactor;
 	return vs_reactor_thread_reactor(threads[i]);
@@ -137,26 +154,32 @@ int vd_node_home(const struct vs_node *node)
 #define HOME_NONE (-3)
 #define HOME_SPLIT (-2)
 
-/* The home of @node's chain: a reactor, -1 main, HOME_NONE or HOME_SPLIT. */
+/* Homes @a and @b together: the one that is set, or HOME_SPLIT when they differ. */
+static int home_merge(int a, int b)
+{
+	if (a == HOME_NONE)
+		return b;
+	if (b == HOME_NONE || a == b)
+		return a;
+	return HOME_SPLIT;
+}
+
+/*
+ * The home of @node's chain (the node, its backing chain and, at any
+ * depth, their files: a filter's source below its file too): a reactor,
+ * -1 main, HOME_NONE or HOME_SPLIT.
+ */
 static int chain_home(const struct vs_node *node)
 {
 	int r = HOME_NONE;
 
-	for (; node; node = vs_node_backing(node)) {
-		const struct vs_node *nodes[2] = { node, vs_node_file(node) };
+	for (; node && r != HOME_SPLIT; node = vs_node_backing(node)) {
+		const struct home *h = home_find(node);
 
-		for (int i = 0; i < 2; i++) {
-			const struct home *h = nodes[i] ? home_find(nodes[i]) : NULL;
-
-			if (!h)
-				continue;
-			if (r != HOME_NONE && h->reactor != r)
-				return HOME_SPLIT;
-			r = h->reactor;
-		}
-		if (vs_node_file(node) && vs_node_backing(vs_node_file(node)) &&
-		    chain_home(vs_node_file(node)) == HOME_SPLIT)
-			return HOME_SPLIT;
+		if (h)
+			r = home_merge(r, h->reactor);
+		if (vs_node_file(node) && r != HOME_SPLIT)
+			r = home_merge(r, chain_home(vs_node_file(node)));
 	}
 	return r;
 }

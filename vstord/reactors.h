@@ -17,6 +17,13 @@
 
 struct vs_node;
 
+/*
+ * The default number of I/O reactors: one per CPU the process may run on
+ * (its affinity mask, else the CPUs online), at most VD_REACTORS_DEFAULT_MAX.
+ */
+#define VD_REACTORS_DEFAULT_MAX 8
+unsigned vd_reactors_default(void);
+
 /* Start @n I/O reactors (1: the main one, no thread). 0 or -errno. */
 int vd_reactors_start(unsigned n);
 /* Stop and join them (after the exports are gone). */

@@ -91,8 +91,9 @@ static void usage(void)
 	       "                         once startup is complete\n"
 	       "  --state-dir <dir>      keep what the monitor adds (objects, nodes, the NBD\n"
 	       "                         server, exports) in <dir> and restore it at start\n"
-	       "  --reactors <n>         run the exports on <n> I/O threads (default 1: all on\n"
-	       "                         the main thread, with the monitors)\n\n"
+	       "  --reactors <n>         run the exports on <n> I/O threads (default: one per\n"
+	       "                         CPU, at most 8; 1: all on the main thread, with the\n"
+	       "                         monitors)\n\n"
 	       "Under systemd socket activation the passed sockets are monitors.\n"
 	       "See vstord(8) and docs/vstord.md.\n",
 	       prog);
@@ -426,7 +427,7 @@ int main(int argc, char **argv)
 		{ "reactors", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct config cfg = { .sigfd = -1, .reactors = 1 };
+	struct config cfg = { .sigfd = -1, .reactors = vd_reactors_default() };
 	struct vs_error err = { 0 };
 	const char *reactors = getenv("VSTORD_REACTORS"); /* the tests' default */
 	int opt, ret;
