@@ -78,7 +78,11 @@ def run(path, p):
     # ignore: it keeps trying until cancelled.
     ex("blockdev-mirror", job_id="i", device="src", target="tgt", sync="full",
        on_target_error="ignore")
-    time.sleep(0.3)
+    def ignored():
+        c.cmd("query-jobs")  # reads the events that came meanwhile
+        return any(e["event"] == "BLOCK_JOB_ERROR" and e["data"].get("action") == "ignore"
+                   for e in c.events)
+    wait(ignored)
     ex("query-block-jobs")
     ex("block-job-cancel", device="i", force=True)
     wait(lambda: status("i") is None)
