@@ -1013,7 +1013,8 @@ static int qcow2_get_info(struct vs_node *node, struct vs_image_info *info)
 		vs_info_add_bool(info, "lazy-refcounts", s->lazy_refcounts);
 	vs_info_add_int(info, "refcount-bits", s->refcount_bits);
 	if (h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
-		vs_info_add_str(info, "data-file", s->data_file_name);
+		if (s->data_file_name[0])
+			vs_info_add_str(info, "data-file", s->data_file_name);
 		vs_info_add_bool(info, "data-file-raw", s->data_file_raw);
 	}
 	if (h->version >= 3) {

@@ -35,8 +35,9 @@ same()
 }
 
 # --- create: byte-identical metadata, sized data file ---
+log "[${SECONDS}s] create: byte-identical metadata, sized data file"
 for opts in data_file=d.raw data_file=d.raw,data_file_raw=on \
-	data_file=d.raw,preallocation=metadata data_file=d.raw,extended_l2=on; do
+	data_file=d.raw,preallocation=metadata,extended_l2=on; do
 	rm -rf v q
 	mkdir v q
 	(cd v && vstor_img create -q -f qcow2 -o "$opts" a.qcow2 3M) || fail "create -o $opts"
@@ -51,6 +52,7 @@ for opts in data_file=d.raw data_file=d.raw,data_file_raw=on \
 done
 
 # --- refusals, as qemu-img words them ---
+log "[${SECONDS}s] refusals, as qemu-img words them"
 assert_fails vstor_img create -f qcow2 -o data_file_raw=on x.qcow2 1M
 assert_grep "data-file-raw requires data-file" err "raw without data file"
 assert_fails vstor_img create -f qcow2 -o data_file=x.raw,compat=0.10 x.qcow2 1M
@@ -59,18 +61,19 @@ assert_fails vstor_img create -f qcow2 -o data_file=x.raw,data_file_raw=on -b v/
 assert_grep "Backing file and data-file-raw cannot be used at the same time" err "raw+backing"
 
 # --- vstor writes, qemu judges; qemu writes, vstor reads ---
+log "[${SECONDS}s] vstor writes, qemu judges; qemu writes, vstor reads"
 n=0
-for opts in data_file=d.raw,data_file_raw=on data_file=d.raw,extended_l2=on \
-	data_file=d.raw,lazy_refcounts=on,cluster_size=4096; do
+for opts in data_file=d.raw,data_file_raw=on \
+	data_file=d.raw,extended_l2=on,lazy_refcounts=on,cluster_size=16384; do
 	n=$((n + 1))
 	cluster=65536
-	[[ $opts == *cluster_size=4096* ]] && cluster=4096
+	[[ $opts == *cluster_size=16384* ]] && cluster=16384
 	mkdir "w$n"
 	(
 		set -e
 		cd "w$n"
 		qemu_img create -q -f qcow2 -o "$opts" v.qcow2 "$SIZE"
-		python3 "$INTEROP" gen "$((n + 4242))" "$SIZE" "$cluster" 60 vstor >v.script
+		python3 "$INTEROP" gen "$((n + 4242))" "$SIZE" "$cluster" 40 vstor >v.script
 		python3 "$INTEROP" apply v.script ref.raw "$SIZE"
 		vstor_io -f qcow2 -s v.script v.qcow2 >io.out 2>io.err || {
 			cat io.err >&2
@@ -88,7 +91,7 @@ for opts in data_file=d.raw,data_file_raw=on data_file=d.raw,extended_l2=on \
 
 		rm -f d.raw ref.raw
 		qemu_img create -q -f qcow2 -o "$opts" q.qcow2 "$SIZE"
-		python3 "$INTEROP" gen "$((n + 9000))" "$SIZE" "$cluster" 60 qemu-io >q.script
+		python3 "$INTEROP" gen "$((n + 9000))" "$SIZE" "$cluster" 40 qemu-io >q.script
 		python3 "$INTEROP" apply q.script ref.raw "$SIZE"
 		args=()
 		while read -r line; do args+=(-c "$line"); done <q.script
@@ -112,6 +115,7 @@ for opts in data_file=d.raw,data_file_raw=on data_file=d.raw,extended_l2=on \
 done
 
 # --- convert to and from ---
+log "[${SECONDS}s] convert to and from"
 head -c $((3 << 20)) /dev/urandom >src.raw
 truncate -s "$SIZE" src.raw
 vstor_img convert -O qcow2 -o data_file=c.raw,data_file_raw=on src.raw c.qcow2
@@ -128,6 +132,7 @@ assert_grep "Could not create snapshot 's1'" err "snapshot refused"
 qemu_img check -q e.qcow2 || fail "check after a refused snapshot"
 
 # --- bad input ---
+log "[${SECONDS}s] bad input"
 mkdir -p sub/deep
 # qemu 7.2 takes a relative data file name relative to the current
 # directory (not the image's), on create and on open; so does vstor.
@@ -169,6 +174,7 @@ assert_grep "Could not open" err "missing data file"
 mv e.raw.gone e.raw
 
 # --- vstor-nbd serves it, and writes through ---
+log "[${SECONDS}s] vstor-nbd serves it, and writes through"
 cp c.qcow2 n.qcow2
 cp c.raw n.raw
 python3 - n.qcow2 <<'EOF'
