@@ -1370,22 +1370,19 @@ static int prealloc_copy_head(struct vs_node *node, uint64_t offset, uint64_t ho
 /*
  * Lock held. qcow2_preallocate() with an external data file: the L2 tables
  * come from the image file, the data clusters [first, end) are the data
- * file's own at their guest offsets (grown per @mode up to the virtual
- * size, as QEMU sizes it).
+ * file's own at their guest offsets (grown per @mode to whole clusters, as
+ * QEMU grows it).
  */
 static int prealloc_data_file(struct vs_node *node, uint64_t offset, uint64_t first, uint64_t end,
 			      uint64_t ntables, enum vs_prealloc mode)
 {
 	struct qcow2_state *s = qcow2_state(node);
 	uint64_t dend = end << s->cluster_bits;
-	uint64_t size = s->hdr.size > node->size ? s->hdr.size : node->size;
 	struct l2_reserve reserve = { 0, 0 };
 	uint64_t unused = 0;
 	int64_t run = 0;
 	int ret;
 
-	if (dend > size)
-		dend = size;
 	ret = prealloc_host(s->data_file, first << s->cluster_bits,
 			    dend - (first << s->cluster_bits), mode);
 	if (ret < 0)

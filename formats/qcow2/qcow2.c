@@ -928,11 +928,17 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 	} else {
 		uint64_t need;
 
+		/* As QEMU: a raw data file has every cluster mapped, the new ones too. */
+		if (s->data_file_raw && prealloc == VS_PREALLOC_OFF)
+			prealloc = VS_PREALLOC_METADATA;
 		vs_co_mutex_lock(&s->lock);
 		need = qcow2_l1_size_for(s, size);
 		ret = qcow2_l1_grow(node, need, true);
 		if (ret == 0 && prealloc != VS_PREALLOC_OFF)
 			ret = qcow2_preallocate(node, old, size - old, prealloc);
+		/* The data file grows with the image, as qemu-img resize grows it. */
+		if (ret == 0 && s->data_file && vs_node_size(s->data_file) < size)
+			ret = vs_node_truncate(s->data_file, size, VS_PREALLOC_OFF, false, NULL);
 	}
 	if (ret == 0)
 		ret = qcow2_flush_metadata(node);

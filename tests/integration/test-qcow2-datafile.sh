@@ -131,6 +131,26 @@ assert_fails vstor_img snapshot -c s1 e.qcow2
 assert_grep "Could not create snapshot 's1'" err "snapshot refused"
 qemu_img check -q e.qcow2 || fail "check after a refused snapshot"
 
+# --- amend and resize, against qemu-img on a copy ---
+for o in data_file=R.raw,data_file_raw=on data_file=R.raw; do
+	rm -rf q v
+	mkdir q v
+	(cd q && qemu_img create -q -f qcow2 -o "$o" a.qcow2 1000k && qemu_img resize -q a.qcow2 3000k &&
+		qemu_img amend -o data_file=S.raw,data_file_raw=off a.qcow2)
+	(cd v && vstor_img create -q -f qcow2 -o "$o" a.qcow2 1000k && vstor_img resize -q a.qcow2 3000k &&
+		vstor_img amend -o data_file=S.raw,data_file_raw=off a.qcow2) || fail "resize/amend ($o)"
+	n=$(stat -c %s q/a.qcow2)
+	cmp -n "$n" q/a.qcow2 v/a.qcow2 || fail "resize/amend ($o): qcow2 file differs from qemu-img's"
+	cmp q/R.raw v/R.raw || fail "resize ($o): data file differs from qemu-img's"
+done
+mv v/R.raw v/S.raw
+(cd v && assert_fails vstor_img amend -o data_file_raw=on a.qcow2)
+assert_grep "data-file-raw cannot be set on existing images" err "amend data_file_raw=on"
+assert_fails vstor_img amend -o data_file=x.raw plain.qcow2
+assert_grep "data-file can only be set for images that use an external data file" err "amend data_file"
+(cd v && assert_fails vstor_img amend -o compat=0.10 a.qcow2)
+assert_grep "Cannot downgrade an image with a data file" err "downgrade"
+
 # --- bad input ---
 log "[${SECONDS}s] bad input"
 mkdir -p sub/deep
