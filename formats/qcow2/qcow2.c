@@ -388,7 +388,8 @@ static int check_features(struct vs_node *node, const struct vs_open_opts *opts,
  * qemu 7.2 does, a relative name is taken as it is (relative to the
  * current directory), not resolved against the image's directory.
  */
-static int open_data_file(struct vs_node *node, struct vs_error *err)
+static int open_data_file(struct vs_node *node, const struct vs_open_opts *opts,
+			  struct vs_error *err)
 {
 	struct qcow2_state *s = qcow2_state(node);
 	struct vs_open_opts o = { 0 };
@@ -398,13 +399,23 @@ static int open_data_file(struct vs_node *node, struct vs_error *err)
 	s->data_file_raw = !!(s->hdr.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW);
 	if (!(s->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE))
 		return 0;
-	if (!s->data_file_name[0])
-		return vs_error_set(err, -EINVAL, "'data-file' is required for this image");
-	o.filename = s->data_file_name;
 	o.format = "file";
 	o.read_only = node->read_only;
 	o.force_share = node->force_share;
 	o.cache = node->cache;
+	/* The caller's name (data-file.filename=): trusted, any protocol. */
+	if (opts->data_file) {
+		o.filename = opts->data_file;
+		o.format = NULL;
+		ret = vs_protocol_open(&s->data_file, opts->data_file, &o, &inner);
+		if (ret < 0)
+			return vs_error_set(err, ret, "Could not open '%s': %s", opts->data_file,
+					    inner.msg[0] ? inner.msg : strerror(-ret));
+		return 0;
+	}
+	if (!s->data_file_name[0])
+		return vs_error_set(err, -EINVAL, "'data-file' is required for this image");
+	o.filename = s->data_file_name;
 	/*
 	 * Always a local file: a name from the image must not make us connect
 	 * anywhere ("nbd://...") or reach a pool volume through a resolver.
@@ -694,7 +705,7 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 	ret = check_features(node, opts, err);
 	if (ret < 0)
 		goto fail;
-	ret = open_data_file(node, err);
+	ret = open_data_file(node, opts, err);
 	if (ret < 0)
 		goto fail;
 
