@@ -129,6 +129,8 @@ qemu_img compare -q src.raw plain.qcow2 || fail "convert from a data file image"
 assert_fails vstor_img convert -c -O qcow2 -o data_file=f.raw src.raw f.qcow2
 assert_fails vstor_img snapshot -c s1 e.qcow2
 assert_grep "Could not create snapshot 's1'" err "snapshot refused"
+assert_fails vstor_img compact e.qcow2
+assert_grep "external data file cannot be compacted" err "compact refused"
 qemu_img check -q e.qcow2 || fail "check after a refused snapshot"
 
 # --- amend and resize, against qemu-img on a copy ---
