@@ -37,6 +37,7 @@ static int rewrite_header_cluster(struct vs_node *node, const struct qcow2_heade
 	uint8_t *raw = NULL;
 	uint8_t bmext[QCOW2_BITMAPS_EXT_SIZE];
 	unsigned bmlen = qcow2_bitmaps_ext_encode(&s->bitmaps, bmext);
+	size_t dlen = strlen(s->data_file_name);
 	int ret;
 
 	if (blen > QCOW2_MAX_BACKING_NAME)
@@ -68,6 +69,18 @@ static int rewrite_header_cluster(struct vs_node *node, const struct qcow2_heade
 		memcpy(buf + out + 8, bfmt, flen);
 		out += 8 + ((flen + 7) & ~(size_t)7);
 	}
+	/* The data file name from the state (amend data_file= renames it). */
+	if (dlen) {
+		if (out + 8 + dlen + 8 > cs) {
+			ret = vs_error_set(err, -ENOSPC,
+					   "The data file name does not fit in the header cluster");
+			goto out;
+		}
+		vs_put_be32(buf + out, QCOW2_EXT_DATA_FILE);
+		vs_put_be32(buf + out + 4, (uint32_t)dlen);
+		memcpy(buf + out + 8, s->data_file_name, dlen);
+		out += 8 + ((dlen + 7) & ~(size_t)7);
+	}
 	if (bmlen) {
 		vs_put_be32(buf + out, QCOW2_EXT_BITMAPS);
 		vs_put_be32(buf + out + 4, bmlen);
@@ -91,7 +104,8 @@ static int rewrite_header_cluster(struct vs_node *node, const struct qcow2_heade
 			in += step;
 			continue;
 		}
-		if (type != QCOW2_EXT_BACKING_FORMAT && type != QCOW2_EXT_BITMAPS) {
+		if (type != QCOW2_EXT_BACKING_FORMAT && type != QCOW2_EXT_BITMAPS &&
+		    type != QCOW2_EXT_DATA_FILE) {
 			if (out + step + 8 + blen > cs) {
 				ret = vs_error_set(err, -ENOSPC,
 						   "The header extensions and the backing file "
@@ -185,6 +199,8 @@ struct amend_params {
 	bool has_size, has_backing, has_backing_fmt;
 	uint64_t size;
 	const char *backing, *backing_fmt;
+	const char *data_file; /* NULL: not given; "": drop the name */
+	bool has_data_file_raw, data_file_raw;
 };
 
 static int amend_bool(const char *k, const char *v, bool *out, struct vs_error *err)
@@ -248,6 +264,24 @@ static int amend_parse(struct qcow2_state *s, const struct vs_kv *opts, size_t n
 		} else if (!strcmp(k, "backing_fmt")) {
 			p->backing_fmt = v;
 			p->has_backing_fmt = true;
+		} else if (!strcmp(k, "data_file")) {
+			if (!(s->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE))
+				return vs_error_set(err, -EINVAL,
+						    "data-file can only be set for images that use "
+						    "an external data file");
+			if (strlen(v) > QCOW2_MAX_DATA_FILE_NAME)
+				return vs_error_set(err, -EINVAL, "Data file name too long");
+			p->data_file = v;
+		} else if (!strcmp(k, "data_file_raw")) {
+			int ret = amend_bool(k, v, &p->data_file_raw, err);
+
+			if (ret < 0)
+				return ret;
+			if (p->data_file_raw && !s->data_file_raw)
+				return vs_error_set(
+					err, -EINVAL,
+					"data-file-raw cannot be set on existing images");
+			p->has_data_file_raw = true;
 		} else {
 			for (size_t j = 0; j < sizeof(create_only) / sizeof(create_only[0]); j++)
 				if (!strcmp(k, create_only[j]))
@@ -256,8 +290,7 @@ static int amend_parse(struct qcow2_state *s, const struct vs_kv *opts, size_t n
 						"Invalid parameter '%s'\nThis option is "
 						"only supported for image creation",
 						k);
-			if (!strcmp(k, "data_file") || !strcmp(k, "data_file_raw") ||
-			    !strncmp(k, "encrypt.", 8))
+			if (!strncmp(k, "encrypt.", 8))
 				return vs_error_set(err, -ENOTSUP,
 						    "Option '%s' is not supported by vstor", k);
 			return vs_error_set(err, -EINVAL, "Invalid parameter '%s'", k);
@@ -749,6 +782,10 @@ int qcow2_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts, st
 				   "You can use 'vstor-img rebase' instead.");
 		goto out;
 	}
+	if (p.version < 3 && (s->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)) {
+		ret = vs_error_set(err, -ENOTSUP, "Cannot downgrade an image with a data file");
+		goto out;
+	}
 	qcow2_drain_unlocked(s);
 	old_version = s->hdr.version;
 	/* qemu's order: upgrade, refcount width, backing file, lazy refcounts, size, downgrade. */
@@ -780,6 +817,35 @@ int qcow2_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts, st
 		ret = amend_lazy_refcounts(node, p.lazy_refcounts, err);
 		if (ret < 0)
 			goto out;
+	}
+	if (p.data_file && strcmp(p.data_file, s->data_file_name)) {
+		char old[sizeof(s->data_file_name)];
+
+		/* The new name is recorded; this open keeps the file it has, as QEMU. */
+		memcpy(old, s->data_file_name, sizeof(old));
+		snprintf(s->data_file_name, sizeof(s->data_file_name), "%s", p.data_file);
+		ret = qcow2_flush_metadata(node);
+		if (ret == 0)
+			ret = rewrite_header_cluster(node, NULL,
+						     s->backing_file[0] ? s->backing_file : NULL,
+						     s->backing_fmt, err);
+		else
+			vs_error_setf_errno(err, ret, "Could not write back the metadata");
+		if (ret < 0) {
+			memcpy(s->data_file_name, old, sizeof(old));
+			goto out;
+		}
+	}
+	if (p.has_data_file_raw && !p.data_file_raw && s->data_file_raw) {
+		struct qcow2_header h = s->hdr;
+
+		h.autoclear_features &= ~QCOW2_AUTOCLEAR_DATA_FILE_RAW;
+		ret = qcow2_header_set(node, &h);
+		if (ret < 0) {
+			vs_error_setf_errno(err, ret, "Could not update the header");
+			goto out;
+		}
+		s->data_file_raw = false;
 	}
 	if (p.version < old_version || (p.version < s->hdr.version)) {
 		if (p.has_size) {

@@ -115,7 +115,7 @@ static int cache_entry_writeback(struct vs_node *node, struct qcow2_cache *c, in
 		c->flush_first = false; /* that flush covered the data too */
 	}
 	if (c->flush_first) {
-		ret = vs_node_flush(node->file);
+		ret = vs_node_flush(qcow2_data_node(node));
 		if (ret < 0)
 			return ret;
 		c->flush_first = false;

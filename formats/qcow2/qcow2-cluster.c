@@ -75,13 +75,16 @@ static int entry_type(struct vs_node *node, uint64_t e, uint64_t bm, unsigned sc
 	if (!s->extl2) {
 		if (s->hdr.version >= 3 && (e & QCOW2_OFLAG_ZERO))
 			*t = MAP_ZERO;
+		else if (host || (s->data_file && (e & QCOW2_OFLAG_COPIED)))
+			/* In a data file offset 0 is valid; COPIED tells it from unallocated. */
+			*t = MAP_NORMAL;
 		else
-			*t = host ? MAP_NORMAL : MAP_UNALLOC;
+			*t = MAP_UNALLOC;
 		return 0;
 	}
 	if ((bm & 0xffffffffu) & (bm >> 32))
 		return qcow2_mark_corrupt(node, "subcluster both allocated and zero", host);
-	if (!host && (bm & 0xffffffffu))
+	if (!host && !(s->data_file && (e & QCOW2_OFLAG_COPIED)) && (bm & 0xffffffffu))
 		return qcow2_mark_corrupt(node, "allocated subcluster without host cluster", host);
 	if (bm & (1ull << sc))
 		*t = MAP_NORMAL;
@@ -189,7 +192,7 @@ static int l2_after_new_storage(struct vs_node *node)
 {
 	struct qcow2_state *s = node->opaque;
 
-	if (!s->lazy_refcounts)
+	if (!s->lazy_refcounts && !s->data_file)
 		return qcow2_cache_set_dependency(node, s->l2_cache, s->rb_cache);
 	s->l2_cache->flush_first = true;
 	return 0;
@@ -297,6 +300,39 @@ out:
  * holds the lock throughout (allocating writes reading their COW data);
  * otherwise the lock is taken for each lookup and released for the I/O.
  */
+/*
+ * Read @len bytes at host @host of the data node. A data file shorter than
+ * the image (qemu-img resize does not grow one that is not raw) reads
+ * zeroes past its end.
+ */
+static int read_data(struct vs_node *node, uint64_t host, uint64_t len, struct iovec *iov, int niov)
+{
+	struct vs_node *d = qcow2_data_node(node);
+	uint64_t dsize, have;
+
+	if (d == node->file)
+		return vs_node_preadv(d, host, len, iov, niov, 0);
+	dsize = vs_node_size(d);
+	have = host >= dsize ? 0 : (dsize - host < len ? dsize - host : len);
+	if (have < len)
+		vs_iov_memset(iov, niov, have, 0, len - have);
+	if (!have)
+		return 0;
+	if (have < len) {
+		struct iovec stack[16];
+		int slmax, n, ret;
+		struct iovec *sl = vs_iov_room(stack, 16, niov, &slmax);
+
+		if (!sl)
+			return -ENOMEM;
+		n = vs_iov_slice(sl, slmax, iov, niov, 0, have);
+		ret = n < 0 ? n : vs_node_preadv(d, host, have, sl, n, 0);
+		vs_iov_room_free(sl, stack);
+		return ret;
+	}
+	return vs_node_preadv(d, host, len, iov, niov, 0);
+}
+
 static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,
 		      int niov, uint64_t ioff, bool locked)
 {
@@ -319,7 +355,8 @@ static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struc
 		 * lock again would deadlock with a discard that holds it and
 		 * waits for that I/O to drain.
 		 */
-		if (ret == 0 && m.type == MAP_NORMAL && m.host + m.len > vs_node_size(node->file))
+		if (ret == 0 && m.type == MAP_NORMAL && !s->data_file &&
+		    m.host + m.len > vs_node_size(node->file))
 			ret = qcow2_mark_corrupt(node, "data cluster beyond end of file", m.host);
 		if (ret == 0 && m.type == MAP_COMPRESSED) {
 			uint64_t coff, clen;
@@ -350,7 +387,7 @@ static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struc
 			int n;
 
 			n = vs_iov_slice(sl, slmax, iov, niov, ioff, m.len);
-			ret = n < 0 ? n : vs_node_preadv(node->file, m.host, m.len, sl, n, 0);
+			ret = n < 0 ? n : read_data(node, m.host, m.len, sl, n);
 			if (ret == 0 && s->hdr.crypt_method)
 				ret = qcow2_decrypt_iov(s, m.host, offset, sl, n, m.len);
 			break;
@@ -530,7 +567,8 @@ static int free_entry_storage(struct vs_node *node, uint64_t e, bool punch)
 	} else {
 		off = e & QCOW2_L2E_OFFSET_MASK;
 		len = s->cluster_size;
-		if (!off)
+		/* Data file clusters are not counted: nothing to give back. */
+		if (!off || s->data_file)
 			return 0;
 	}
 	if (!s->lazy_refcounts) {
@@ -560,7 +598,7 @@ static int write_encrypted(struct vs_node *node, uint64_t host, uint64_t guest, 
 	vs_iov_to_buf(buf, iov, niov, ioff, len);
 	ret = qcow2_encrypt_buf(qcow2_state(node), host, guest, buf, len);
 	if (ret == 0)
-		ret = vs_node_pwrite(node->file, host, buf, len, 0);
+		ret = vs_node_pwrite(qcow2_data_node(node), host, buf, len, 0);
 	free(buf);
 	return ret;
 }
@@ -573,9 +611,11 @@ static int write_host(struct vs_node *node, uint64_t host, uint64_t len, void *h
 	int n, max = niov + 2 > 18 ? niov + 2 : 18;
 	int ret;
 
-	ret = qcow2_overlap_check(node, 0, host, len);
-	if (ret < 0)
-		return ret;
+	if (!qcow2_state(node)->data_file) {
+		ret = qcow2_overlap_check(node, 0, host, len);
+		if (ret < 0)
+			return ret;
+	}
 	if (niov + 2 > 18) {
 		v = malloc(sizeof(*v) * (size_t)max);
 		if (!v)
@@ -596,7 +636,7 @@ static int write_host(struct vs_node *node, uint64_t host, uint64_t len, void *h
 		if (qcow2_state(node)->hdr.crypt_method)
 			ret = write_encrypted(node, host, guest, len, v, n, 0);
 		else
-			ret = vs_node_pwritev(node->file, host, len, v, n, 0);
+			ret = vs_node_pwritev(qcow2_data_node(node), host, len, v, n, 0);
 	}
 	if (v != stack)
 		free(v);
@@ -744,7 +784,8 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 	ret = qcow2_mark_dirty(node);
 	if (ret < 0)
 		goto out;
-	nw = qcow2_alloc_clusters(node, k);
+	/* In a data file every cluster has its guest offset, taken from no refcount. */
+	nw = s->data_file ? (int64_t)cstart : qcow2_alloc_clusters(node, k);
 	if (nw < 0) {
 		ret = (int)nw;
 		goto out;
@@ -753,7 +794,8 @@ static int write_alloc(struct vs_node *node, uint64_t offset, uint64_t len, stru
 	ret = write_host(node, host + (a0 - cstart), a1 - a0, head, offset - a0, iov, niov, ioff,
 			 end - offset, tail, a1 - end, a0);
 	if (ret < 0) {
-		(void)qcow2_free_clusters(node, host, k << s->cluster_bits, false);
+		if (!s->data_file)
+			(void)qcow2_free_clusters(node, host, k << s->cluster_bits, false);
 		goto out;
 	}
 	/*
@@ -828,7 +870,7 @@ int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct 
 		}
 		if (m.type == MAP_NORMAL && m.copied) {
 			/* Overwrite in place: the data I/O needs no lock. */
-			ret = qcow2_overlap_check(node, 0, m.host, m.len);
+			ret = s->data_file ? 0 : qcow2_overlap_check(node, 0, m.host, m.len);
 			if (ret < 0) {
 				vs_co_mutex_unlock(&s->lock);
 				break;
@@ -840,7 +882,8 @@ int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct 
 			} else {
 				n = vs_iov_slice(sl, slmax, iov, niov, ioff, m.len);
 				ret = n < 0 ? n :
-					      vs_node_pwritev(node->file, m.host, m.len, sl, n, 0);
+					      vs_node_pwritev(qcow2_data_node(node), m.host, m.len,
+							      sl, n, 0);
 			}
 			qcow2_unlocked_io_end(s);
 			done = m.len;
@@ -997,14 +1040,25 @@ int qcow2_co_zero(struct vs_node *node, uint64_t offset, uint64_t len, unsigned 
 						((offset + len) & ~(cs - 1)) - offset;
 
 			chunk = full < l2_end - offset ? full : l2_end - offset;
-			ret = zero_clusters(node, offset, chunk, flags, discard);
+			/* A raw data file reads what the guest reads: zeroed first, as QEMU. */
+			ret = 0;
+			if (s->data_file_raw)
+				ret = vs_node_write_zeroes(s->data_file, offset,
+							   (offset + chunk < node->size ?
+								    offset + chunk :
+								    node->size) -
+								   offset,
+							   VS_REQ_MAY_UNMAP);
+			if (ret == 0)
+				ret = zero_clusters(node, offset, chunk, flags, discard);
 			if (chunk > len)
 				chunk = len;
 		} else {
 			chunk = (cend - offset) < len ? cend - offset : len;
 			if (discard) {
 				ret = 0; /* discard is advisory: partial clusters stay */
-			} else if (s->extl2 && !(offset & (s->subcluster_size - 1)) &&
+			} else if (s->extl2 && !s->data_file_raw &&
+				   !(offset & (s->subcluster_size - 1)) &&
 				   (!((offset + chunk) & (s->subcluster_size - 1)) ||
 				    offset + chunk >= node->size)) {
 				ret = zero_subclusters(node, offset, chunk);
@@ -1038,7 +1092,8 @@ static void detect_metadata_prealloc(struct vs_node *node)
 	uint64_t real_clusters, threshold, used = 0;
 
 	s->prealloc_checked = true;
-	if (real < 0)
+	/* Data file clusters are not counted here: nothing to compare. */
+	if (real < 0 || s->data_file)
 		return;
 	real_clusters = (uint64_t)real >> s->cluster_bits;
 	threshold = real_clusters * 10 / 9 > real_clusters + 2 ? real_clusters * 10 / 9 :
@@ -1086,7 +1141,7 @@ int qcow2_co_block_status(struct vs_node *node, struct vs_req *req)
 			 */
 			req->bs_status |= VS_BS_OFFSET_VALID;
 			req->bs_map = m.host;
-			req->bs_file = node->file;
+			req->bs_file = qcow2_data_node(node);
 		}
 		break;
 	case MAP_NORMAL: {
@@ -1100,7 +1155,7 @@ int qcow2_co_block_status(struct vs_node *node, struct vs_req *req)
 		}
 		req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
 		req->bs_map = m.host;
-		req->bs_file = node->file;
+		req->bs_file = qcow2_data_node(node);
 		/*
 		 * As QEMU's block layer does: a hole in the file under allocated
 		 * clusters (metadata preallocation) reads as zeroes.
@@ -1173,29 +1228,28 @@ static int prealloc_scan(struct vs_node *node, uint64_t c, uint64_t stop, uint64
  * reused ones), past its end by growing the file with @mode, which for
  * 'metadata' only extends it.
  */
-static int prealloc_host(struct vs_node *node, uint64_t off, uint64_t len, enum vs_prealloc mode)
+static int prealloc_host(struct vs_node *f, uint64_t off, uint64_t len, enum vs_prealloc mode)
 {
 	const uint64_t chunk = 1u << 20;
-	uint64_t eof = vs_node_size(node->file), end = off + len;
+	uint64_t eof = vs_node_size(f), end = off + len;
 	uint64_t in_end = end < eof ? end : eof;
 	int ret = 0;
 
 	if (off < in_end && mode == VS_PREALLOC_FALLOC) {
-		ret = vs_node_write_zeroes(node->file, off, in_end - off, 0);
+		ret = vs_node_write_zeroes(f, off, in_end - off, 0);
 	} else if (off < in_end && mode == VS_PREALLOC_FULL) {
 		void *zero = vs_buf_zalloc(chunk);
 
 		if (!zero)
 			return -ENOMEM;
 		for (uint64_t p = off; p < in_end && ret == 0; p += chunk)
-			ret = vs_node_pwrite(node->file, p, zero,
-					     in_end - p < chunk ? in_end - p : chunk, 0);
+			ret = vs_node_pwrite(f, p, zero, in_end - p < chunk ? in_end - p : chunk,
+					     0);
 		free(zero);
 	}
 	if (ret == 0 && end > eof)
-		ret = vs_node_truncate(node->file, end,
-				       mode == VS_PREALLOC_METADATA ? VS_PREALLOC_OFF : mode, false,
-				       NULL);
+		ret = vs_node_truncate(
+			f, end, mode == VS_PREALLOC_METADATA ? VS_PREALLOC_OFF : mode, false, NULL);
 	return ret;
 }
 
@@ -1245,6 +1299,15 @@ static int prealloc_link(struct vs_node *node, uint64_t first, uint64_t end,
 
 			if (entry_has_storage(old))
 				continue;
+			if (s->data_file) {
+				/* A data file cluster is at its guest offset. */
+				h = c << s->cluster_bits;
+				if (!s->data_file_raw && (old & QCOW2_OFLAG_ZERO))
+					h |= QCOW2_OFLAG_ZERO;
+				l2_set(s, l2, i, h | QCOW2_OFLAG_COPIED,
+				       s->extl2 ? l2_bitmap(s, l2, i) : 0);
+				continue;
+			}
 			*data += cs;
 			if (s->extl2)
 				l2_set(s, l2, i, h | QCOW2_OFLAG_COPIED, l2_bitmap(s, l2, i));
@@ -1288,7 +1351,7 @@ static int prealloc_copy_head(struct vs_node *node, uint64_t offset, uint64_t ho
 		return -ENOMEM;
 	ret = read_locked_buf(node, start, buf, offset - start);
 	if (ret == 0)
-		ret = vs_node_pwrite(node->file, host, buf, offset - start, 0);
+		ret = vs_node_pwrite(qcow2_data_node(node), host, buf, offset - start, 0);
 	free(buf);
 	return ret;
 }
@@ -1304,6 +1367,48 @@ static int prealloc_copy_head(struct vs_node *node, uint64_t offset, uint64_t ho
  * the refcounts. No allocation is left for the linking that could fail
  * for want of space.
  */
+/*
+ * Lock held. qcow2_preallocate() with an external data file: the L2 tables
+ * come from the image file, the data clusters [first, end) are the data
+ * file's own at their guest offsets (grown per @mode to whole clusters, as
+ * QEMU grows it).
+ */
+static int prealloc_data_file(struct vs_node *node, uint64_t offset, uint64_t first, uint64_t end,
+			      uint64_t ntables, enum vs_prealloc mode)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	uint64_t dend = end << s->cluster_bits;
+	struct l2_reserve reserve = { 0, 0 };
+	uint64_t unused = 0;
+	int64_t run = 0;
+	int ret;
+
+	ret = prealloc_host(s->data_file, first << s->cluster_bits,
+			    dend - (first << s->cluster_bits), mode);
+	if (ret < 0)
+		return ret;
+	if (ntables) {
+		run = qcow2_alloc_clusters(node, ntables);
+		if (run < 0)
+			return (int)run;
+		ret = prealloc_host(node->file, (uint64_t)run, ntables << s->cluster_bits,
+				    VS_PREALLOC_METADATA);
+		if (ret < 0) {
+			(void)qcow2_free_clusters(node, (uint64_t)run, ntables << s->cluster_bits,
+						  false);
+			return ret;
+		}
+		reserve.next = (uint64_t)run;
+		reserve.end = (uint64_t)run + (ntables << s->cluster_bits);
+	}
+	ret = prealloc_copy_head(node, offset, offset & ~(s->cluster_size - 1));
+	if (ret == 0)
+		ret = prealloc_link(node, first, end, &reserve, &unused, 0);
+	if (reserve.next < reserve.end)
+		(void)qcow2_free_clusters(node, reserve.next, reserve.end - reserve.next, false);
+	return ret;
+}
+
 int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum vs_prealloc mode)
 {
 	struct qcow2_state *s = qcow2_state(node);
@@ -1337,11 +1442,13 @@ int qcow2_preallocate(struct vs_node *node, uint64_t offset, uint64_t len, enum 
 	}
 	if (!ndata)
 		return 0;
+	if (s->data_file)
+		return prealloc_data_file(node, offset, first, end, ntables, mode);
 	run = qcow2_alloc_clusters(node, ntables + ndata);
 	if (run < 0)
 		return (int)run;
 	run_len = (ntables + ndata) << s->cluster_bits;
-	ret = prealloc_host(node, (uint64_t)run, run_len, mode);
+	ret = prealloc_host(node->file, (uint64_t)run, run_len, mode);
 	if (ret < 0) {
 		/* Nothing points into the run: it goes back, and the image is as it was. */
 		(void)qcow2_free_clusters(node, (uint64_t)run, run_len, false);

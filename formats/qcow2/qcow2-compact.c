@@ -491,6 +491,10 @@ int qcow2_compact(struct vs_node *node, vs_progress_fn *progress, void *opaque,
 	/* Moving a cluster would change the IV its data was encrypted with (host offset). */
 	if (s->hdr.crypt_method)
 		return vs_error_set(err, -ENOTSUP, "qcow2: encrypted images cannot be compacted");
+	/* Data file clusters sit at their guest offsets: there is nothing to move. */
+	if (s->data_file)
+		return vs_error_set(err, -ENOTSUP,
+				    "qcow2: images with an external data file cannot be compacted");
 	vs_co_mutex_lock(&s->lock);
 	ret = compact_locked(node, progress, opaque, err);
 	vs_co_mutex_unlock(&s->lock);

@@ -58,6 +58,9 @@ struct create_params {
 	const char *backing_file;
 	const char *backing_fmt;
 	uint8_t compression_type;
+	/* External data file (data_file, data_file_raw): its name as recorded. */
+	const char *data_file;
+	bool data_file_raw;
 	/* encrypt.format=luks (qcow2-crypto.c): the LUKS header's options and place. */
 	bool luks;
 	const char *key_secret;
@@ -202,9 +205,13 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 					err, -EINVAL,
 					"Parameter 'encrypt.iter-time' expects a number "
 					"of milliseconds");
-		} else if (!strcmp(k, "data_file") || !strcmp(k, "data_file_raw")) {
-			return vs_error_set(err, -ENOTSUP, "Option '%s' is not supported by vstor",
-					    k);
+		} else if (!strcmp(k, "data_file")) {
+			p->data_file = v;
+		} else if (!strcmp(k, "data_file_raw")) {
+			if (vs_parse_bool(v, &p->data_file_raw) < 0)
+				return vs_error_set(
+					err, -EINVAL,
+					"Parameter 'data-file-raw' expects 'on' or 'off'");
 		} else {
 			return vs_error_set(err, -EINVAL, "Invalid parameter '%s'", k);
 		}
@@ -258,6 +265,23 @@ static int parse_params(uint64_t size, const struct vs_kv *opts, size_t nopts,
 			"least 16384 bytes");
 	if (measure)
 		return 0;
+	if (p->data_file && !p->data_file[0])
+		p->data_file = NULL;
+	if (p->data_file && p->version < 3)
+		return vs_error_set(err, -EINVAL,
+				    "External data files are only supported with compatibility "
+				    "level 1.1 and above (use version=v3 or greater)");
+	if (p->data_file_raw && !p->data_file)
+		return vs_error_set(err, -EINVAL, "data-file-raw requires data-file");
+	if (p->data_file_raw && p->backing_file)
+		return vs_error_set(
+			err, -EINVAL,
+			"Backing file and data-file-raw cannot be used at the same time");
+	if (p->data_file && strlen(p->data_file) > QCOW2_MAX_DATA_FILE_NAME)
+		return vs_error_set(err, -EINVAL, "Data file name too long");
+	if (p->data_file && p->luks)
+		return vs_error_set(err, -EINVAL,
+				    "Encryption is not supported with an external data file");
 	if (p->backing_fmt && !p->backing_file)
 		return vs_error_set(err, -EINVAL,
 				    "Backing format cannot be used without backing file");
@@ -337,11 +361,14 @@ static int build_header(const struct create_params *p, struct qcow2_header *h, u
 	size_t ft_len = sizeof(feature_table) / sizeof(feature_table[0]) * 48;
 	size_t bf_len = p->backing_fmt ? strlen(p->backing_fmt) : 0;
 	size_t bn_len = p->backing_file ? strlen(p->backing_file) : 0;
+	size_t df_len = p->data_file ? strlen(p->data_file) : 0;
 	size_t need = off + 8 /* end */ + bn_len;
 	bool with_ft = p->version >= 3;
 
 	if (bf_len)
 		need += 8 + ((bf_len + 7) & ~(size_t)7);
+	if (df_len)
+		need += 8 + ((df_len + 7) & ~(size_t)7);
 	if (p->luks)
 		need += 8 + 16;
 	/* The feature name table is only informative: leave it out if the cluster is too small. */
@@ -355,6 +382,8 @@ static int build_header(const struct create_params *p, struct qcow2_header *h, u
 
 	if (bf_len)
 		off = put_ext(buf, off, QCOW2_EXT_BACKING_FORMAT, p->backing_fmt, (uint32_t)bf_len);
+	if (df_len)
+		off = put_ext(buf, off, QCOW2_EXT_DATA_FILE, p->data_file, (uint32_t)df_len);
 	if (p->luks) {
 		uint8_t ext[16];
 
@@ -465,6 +494,10 @@ static int write_image(struct vs_node *file, struct create_params *p, struct vs_
 		if (p->compression_type != QCOW2_COMPRESSION_ZLIB)
 			h.incompatible_features |= QCOW2_INCOMPAT_COMPRESSION;
 		h.compression_type = p->compression_type;
+		if (p->data_file)
+			h.incompatible_features |= QCOW2_INCOMPAT_DATA_FILE;
+		if (p->data_file_raw)
+			h.autoclear_features |= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
 	}
 
 	buf = vs_buf_zalloc(l.total * cs);
@@ -523,7 +556,10 @@ static int preallocate(const char *filename, const struct create_params *p, stru
 		return ret;
 	s = qcow2_state(node);
 	vs_co_mutex_lock(&s->lock);
-	ret = qcow2_preallocate(node, 0, p->size, p->prealloc);
+	if (p->prealloc != VS_PREALLOC_OFF)
+		ret = qcow2_preallocate(node, 0, p->size, p->prealloc);
+	else /* a data file without preallocation: sized as the image, as QEMU does */
+		ret = vs_node_truncate(s->data_file, p->size, VS_PREALLOC_OFF, false, NULL);
 	if (ret == 0)
 		ret = qcow2_flush_metadata(node);
 	vs_co_mutex_unlock(&s->lock);
@@ -588,6 +624,19 @@ int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, 
 	free(p.crypto_area);
 	if (ret < 0)
 		return ret;
+	if (p.data_file) {
+		struct vs_error inner = { 0 };
+
+		/* As QEMU: a raw data file has every cluster mapped from the start. */
+		if (p.data_file_raw && p.prealloc == VS_PREALLOC_OFF)
+			p.prealloc = VS_PREALLOC_METADATA;
+		/* As qemu 7.2: the name as given, relative to the current directory. */
+		ret = vs_driver_file.create(p.data_file, 0, NULL, 0, 0, &inner);
+		if (ret < 0)
+			return vs_error_set(err, ret, "Could not create '%s': %s", p.data_file,
+					    strerror(-ret));
+		return preallocate(filename, &p, err);
+	}
 	if (p.prealloc != VS_PREALLOC_OFF)
 		return preallocate(filename, &p, err);
 	return 0;

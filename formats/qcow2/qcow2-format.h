@@ -26,6 +26,8 @@
 #define QCOW2_MAX_REFTABLE_SIZE (8u * 1024 * 1024) /* bytes, QEMU's limit */
 #define QCOW2_MAX_SNAPSHOTS 65536
 #define QCOW2_MAX_BACKING_NAME 1023
+/* The longest external data file name (header extension) this driver opens. */
+#define QCOW2_MAX_DATA_FILE_NAME 4095
 
 /* Incompatible feature bits. */
 #define QCOW2_INCOMPAT_DIRTY (1ull << 0)

@@ -608,6 +608,9 @@ static int snapshot_op(struct vs_node *node, snapshot_op_fn *op, const char *key
 {
 	struct qcow2_state *s = qcow2_state(node);
 
+	/* As QEMU: an internal snapshot could not keep the data file's clusters. */
+	if (s->data_file)
+		return -ENOTSUP;
 	vs_co_mutex_lock(&s->lock);
 	return snapshot_finish(node, op(node, key, err), key, what, err);
 }
@@ -617,6 +620,9 @@ int qcow2_snapshot_create(struct vs_node *node, const char *name, const struct v
 {
 	struct qcow2_state *s = qcow2_state(node);
 
+	/* As QEMU: an internal snapshot could not keep the data file's clusters. */
+	if (s->data_file)
+		return -ENOTSUP;
 	vs_co_mutex_lock(&s->lock);
 	return snapshot_finish(node,
 			       snapshot_create_locked(node, name,

@@ -314,6 +314,15 @@ static int parse_extensions(struct vs_node *node, const uint8_t *buf, size_t len
 				return ret;
 			break;
 		}
+		case QCOW2_EXT_DATA_FILE:
+			if (elen > QCOW2_MAX_DATA_FILE_NAME)
+				return vs_error_set(err, -EINVAL, "qcow2: data file name too long");
+			memcpy(s->data_file_name, data, elen);
+			s->data_file_name[elen] = 0;
+			if (strlen(s->data_file_name) != elen)
+				return vs_error_set(err, -EINVAL,
+						    "qcow2: data file name contains a NUL byte");
+			break;
 		default:
 			/* Unknown or unused here: stays in the file untouched. */
 			break;
@@ -354,11 +363,10 @@ static int check_features(struct vs_node *node, const struct vs_open_opts *opts,
 		return vs_error_set(err, -ENOTSUP, "qcow2: '%s' uses unsupported feature(s): %s",
 				    node->filename, names);
 	}
-	if (s->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
-		return vs_error_set(
-			err, -ENOTSUP,
-			"qcow2: '%s' uses an external data file, which is not supported",
-			node->filename);
+	/* As QEMU: the raw bit means nothing without a data file. */
+	if (!(s->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) &&
+	    (s->hdr.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW))
+		return vs_error_set(err, -EINVAL, "data-file-raw requires a data file");
 	/*
 	 * A corrupt image opens read-write only for check (for_check, as QEMU's
 	 * BDRV_O_CHECK): the check callback may then repair it, while every
@@ -371,6 +379,57 @@ static int check_features(struct vs_node *node, const struct vs_open_opts *opts,
 			"qcow2: '%s' is marked corrupt and cannot be opened read/write; "
 			"run 'vstor-img check -r all' to repair it",
 			node->filename);
+	return 0;
+}
+
+/*
+ * The external data file of an image with the incompatible bit: the name of
+ * the header extension, opened as a local file with the image's mode. As
+ * qemu 7.2 does, a relative name is taken as it is (relative to the
+ * current directory), not resolved against the image's directory.
+ */
+static int open_data_file(struct vs_node *node, const struct vs_open_opts *opts,
+			  struct vs_error *err)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct vs_open_opts o = { 0 };
+	struct vs_error inner = { 0 };
+	int ret;
+
+	s->data_file_raw = !!(s->hdr.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW);
+	if (!(s->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE))
+		return 0;
+	o.format = "file";
+	o.read_only = node->read_only;
+	o.force_share = node->force_share;
+	o.cache = node->cache;
+	/* The caller's name (data-file.filename=): trusted, any protocol. */
+	if (opts->data_file) {
+		o.filename = opts->data_file;
+		o.format = NULL;
+		ret = vs_protocol_open(&s->data_file, opts->data_file, &o, &inner);
+		if (ret < 0)
+			return vs_error_set(err, ret, "Could not open '%s': %s", opts->data_file,
+					    inner.msg[0] ? inner.msg : strerror(-ret));
+		return 0;
+	}
+	if (!s->data_file_name[0])
+		return vs_error_set(err, -EINVAL, "'data-file' is required for this image");
+	o.filename = s->data_file_name;
+	/*
+	 * Always a local file: a name from the image must not make us connect
+	 * anywhere ("nbd://...") or reach a pool volume through a resolver.
+	 */
+	s->data_file = vs_node_new(&vs_driver_file, s->data_file_name, &o);
+	if (!s->data_file)
+		return vs_error_set(err, -ENOMEM, "qcow2: out of memory");
+	ret = vs_driver_file.open(s->data_file, &o, &inner);
+	if (ret < 0) {
+		vs_node_free(s->data_file);
+		s->data_file = NULL;
+		return vs_error_set(err, ret, "Could not open '%s': %s", s->data_file_name,
+				    strerror(-ret));
+	}
 	return 0;
 }
 
@@ -614,6 +673,10 @@ static void qcow2_free_state(struct qcow2_state *s)
 	s->hdr_raw = NULL;
 	qcow2_bitmaps_free(&s->bitmaps);
 	qcow2_crypto_close(s);
+	if (s->data_file) {
+		vs_node_close(s->data_file);
+		s->data_file = NULL;
+	}
 }
 
 static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, struct vs_error *err)
@@ -640,6 +703,9 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 		s->backing_file[s->hdr.backing_file_size] = 0;
 	}
 	ret = check_features(node, opts, err);
+	if (ret < 0)
+		goto fail;
+	ret = open_data_file(node, opts, err);
 	if (ret < 0)
 		goto fail;
 
@@ -688,6 +754,9 @@ static int qcow2_open(struct vs_node *node, const struct vs_open_opts *opts, str
 		keep_autoclear = QCOW2_AUTOCLEAR_KNOWN;
 	else
 		keep_autoclear = s->bitmaps.ext_nb ? QCOW2_AUTOCLEAR_BITMAPS : 0;
+	/* Writes go to a raw data file in place: it stays valid. */
+	if (s->data_file)
+		keep_autoclear |= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
 	if (!node->read_only && (s->hdr.autoclear_features & ~keep_autoclear)) {
 		s->hdr.autoclear_features &= keep_autoclear;
 		ret = qcow2_header_update(node);
@@ -737,6 +806,8 @@ static void qcow2_close(struct vs_node *node)
 				node->filename, strerror(-ret));
 		ret = qcow2_flush_metadata(node);
 
+		if (ret == 0 && s->data_file)
+			ret = vs_node_flush(s->data_file);
 		if (ret == 0)
 			ret = vs_node_flush(node->file);
 		if (ret == 0 && s->npunch)
@@ -765,6 +836,8 @@ static int qcow2_flush(struct vs_node *node)
 	if (ret == 0 && s->npunch)
 		ret = qcow2_punch_pending(node);
 	vs_co_mutex_unlock(&s->lock);
+	if (ret == 0 && s->data_file)
+		ret = vs_node_flush(s->data_file);
 	if (ret < 0)
 		return ret;
 	return vs_node_flush(node->file);
@@ -778,6 +851,9 @@ static int qcow2_write_compressed(struct vs_node *node, uint64_t offset, uint64_
 
 	/* As QEMU: compressed clusters are never encrypted, so they are refused. */
 	if (qcow2_state(node)->hdr.crypt_method)
+		return -ENOTSUP;
+	/* Nor with an external data file: the data must stay at its guest offset. */
+	if (qcow2_state(node)->data_file)
 		return -ENOTSUP;
 	ret = qcow2_co_write_compressed(node, offset, len, iov, niov);
 
@@ -863,11 +939,17 @@ static int qcow2_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc 
 	} else {
 		uint64_t need;
 
+		/* As QEMU: a raw data file has every cluster mapped, the new ones too. */
+		if (s->data_file_raw && prealloc == VS_PREALLOC_OFF)
+			prealloc = VS_PREALLOC_METADATA;
 		vs_co_mutex_lock(&s->lock);
 		need = qcow2_l1_size_for(s, size);
 		ret = qcow2_l1_grow(node, need, true);
 		if (ret == 0 && prealloc != VS_PREALLOC_OFF)
 			ret = qcow2_preallocate(node, old, size - old, prealloc);
+		/* The data file grows with the image, as qemu-img resize grows it. */
+		if (ret == 0 && s->data_file && vs_node_size(s->data_file) < size)
+			ret = vs_node_truncate(s->data_file, size, VS_PREALLOC_OFF, false, NULL);
 	}
 	if (ret == 0)
 		ret = qcow2_flush_metadata(node);
@@ -947,6 +1029,11 @@ static int qcow2_get_info(struct vs_node *node, struct vs_image_info *info)
 	if (h->version >= 3)
 		vs_info_add_bool(info, "lazy-refcounts", s->lazy_refcounts);
 	vs_info_add_int(info, "refcount-bits", s->refcount_bits);
+	if (h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
+		if (s->data_file_name[0])
+			vs_info_add_str(info, "data-file", s->data_file_name);
+		vs_info_add_bool(info, "data-file-raw", s->data_file_raw);
+	}
 	if (h->version >= 3) {
 		vs_info_add_bool(info, "corrupt",
 				 !!(h->incompatible_features & QCOW2_INCOMPAT_CORRUPT));

@@ -166,6 +166,16 @@ struct qcow2_state {
 	struct vs_luks_header *luks;	 /* crypt_method LUKS */
 	struct vs_sector_cipher *cipher; /* NULL: not unlocked (no secret given) */
 
+	/*
+	 * External data file (incompatible bit "external data file"): guest
+	 * clusters live at their own offset in @data_file, never counted in
+	 * the refcounts; the qcow2 file holds only metadata. @data_file_name
+	 * is the name in the header extension (empty: none recorded).
+	 */
+	struct vs_node *data_file;
+	char data_file_name[QCOW2_MAX_DATA_FILE_NAME + 1];
+	bool data_file_raw; /* autoclear bit: the data file stays a valid raw image */
+
 	struct vs_co_mutex lock;
 	unsigned unlocked_io;
 	struct vs_co_queue drain_waiters;
@@ -174,6 +184,14 @@ struct qcow2_state {
 static inline struct qcow2_state *qcow2_state(struct vs_node *node)
 {
 	return node->opaque;
+}
+
+/* The node guest data lives in: the external data file, else the image file. */
+static inline struct vs_node *qcow2_data_node(struct vs_node *node)
+{
+	struct qcow2_state *s = qcow2_state(node);
+
+	return s->data_file ? s->data_file : node->file;
 }
 
 static inline uint64_t qcow2_offset_in_cluster(const struct qcow2_state *s, uint64_t off)

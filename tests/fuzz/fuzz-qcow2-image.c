@@ -6,8 +6,9 @@
  *    and a check (no repair);
  *  - read-write: opening repairs a dirty lazy_refcounts image, then a
  *    check that repairs leaks and errors, reads, a write, a flush, close.
- * Backing files are never opened (no_backing) and external data files are
- * refused by the driver, so no host file is touched. Encrypted images
+ * Backing files are never opened (no_backing) and an external data file
+ * is always a fresh 1 MiB memory: node (data_file), never the name the
+ * image records, so no host file is touched. Encrypted images
  * (LUKS header extension and header, legacy AES) open without a secret:
  * read-only for their headers and info, reads refused; read-write refused.
  * No passphrase is tried, so a fuzzed PBKDF2 iteration count cannot hang the
@@ -40,6 +41,7 @@ static struct vs_node *format_open(struct vs_node *file, bool ro)
 				  .format = "qcow2",
 				  .read_only = ro,
 				  .no_backing = true,
+				  .data_file = "memory:1048576",
 				  .l2_cache_size = 65536,
 				  .refcount_cache_size = 65536 };
 	struct vs_error err = { 0 };

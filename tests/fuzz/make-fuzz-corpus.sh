@@ -53,6 +53,14 @@ make lazy-4k cluster_size=4096,lazy_refcounts=on 1M "write -P 0x55 0 8k"
 make refcount1 cluster_size=512,refcount_bits=1 512k "write -P 0x66 0 1k"
 make refcount64 cluster_size=512,refcount_bits=64 512k "write -P 0x67 0 1k"
 make extl2 cluster_size=16384,extended_l2=on 1M "write -P 0x77 0 2k" "write -P 0x78 8k 2k"
+# External data files: the clusters at their guest offsets, one raw.
+# qemu takes the name relative to the current directory: made in $tmp.
+cd "$tmp"
+make datafile cluster_size=4096,data_file=datafile.raw 1M "write -P 0x79 0 8k" \
+	"write -z 16k 4k" "discard 0 4k"
+make datafile-raw cluster_size=512,data_file=datafile-raw.raw,data_file_raw=on 64k \
+	"write -P 0x7a 1k 2k"
+cd - >/dev/null
 qemu-img create -q -f raw "$tmp/base.img" 1M
 make backing-name cluster_size=512,backing_file=base.img,backing_fmt=raw 1M "write -P 0x88 0 512"
 # Snapshots: a table, snapshot L1 tables, shared clusters.

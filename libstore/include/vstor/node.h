@@ -111,6 +111,12 @@ struct vs_open_opts {
 	 */
 	const struct vs_secret_buf *backing_secrets;
 	size_t nb_backing_secrets;
+	/*
+	 * qcow2 with an external data file: open this name (any protocol)
+	 * instead of the one the image records (QEMU's data-file.filename=).
+	 * NULL: the recorded name, always as a local file.
+	 */
+	const char *data_file;
 };
 
 /*
