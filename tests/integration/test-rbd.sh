@@ -16,6 +16,11 @@
 # vol-download, an NBD export of vol:POOL/VOL, vol-delete. vstord's
 # blockdev-add driver=rbd against qemu-storage-daemon's, and its NBD export.
 #
+# Images without the exclusive-lock feature in a pool with sanlock leases
+# (--extra sanlock_leases=DIR): two sanlock daemons (host ids 1 and 2, as in
+# test-pool-sanlock), host 2 is refused while host 1 writes, then takes it
+# (rbd-full only).
+#
 # The default tier runs a smoke subset (VSTOR_RBD_FULL unset: create, I/O
 # both ways, the exclusive lock); rbd-full in the long tier runs it all.
 . "$(dirname "$0")/lib.sh"
@@ -336,5 +341,50 @@ fi
 vstor_io -f raw -r -c 'readb 1M 1M 0x5a' rbd:vs/a >/dev/null || fail "a reader is kept out"
 stop_pid "$HOLDER"
 vstor_io -f raw -c 'writeb 0 512 0x01' rbd:vs/a >/dev/null || fail "writer refused after release"
+
+# --- sanlock leases for an image without exclusive-lock (root: the daemons'
+#     mount namespaces; full only: two daemons, their lockspace joins and ten
+#     librbd-loading vstor runs cost 10-25 s on a loaded machine) ---
+if full && ((EUID == 0)); then
+	log "leases from $SECONDS s"
+	. "$VS_LIB_DIR/lib-sanlock.sh"
+	sanlock_require
+	find_built VSTOR cli/vstor
+	require_tool nbdsh
+	vstorl() { env -u CEPH_CONF -u CEPH_ARGS timeout 120 "$VSTOR" "$@"; }
+	rbd create vs/nolock --size 16M --image-feature layering || fail "rbd create vs/nolock"
+	sanlock_start_host 1
+	sanlock_start_host 2
+	printf '%s\n' "$CEPH_ADMIN_KEY" >lease-admin.key
+	chmod 600 lease-admin.key
+	for h in 1 2; do
+		assert_rc 0 on_host $h vstorl pool-define-as rl rbd --source-host "127.0.0.1:$CEPH_MON_PORT" --source-name vs \
+			--auth-type ceph --auth-username admin --auth-secret-file "$WORKDIR/lease-admin.key" \
+			--extra sanlock_leases="$WORKDIR/rleases" --extra sanlock_io_timeout=1
+		assert_rc 0 on_host $h vstorl pool-build rl
+		assert_rc 0 on_host $h vstorl pool-start rl
+	done
+	start_on_host 1 nbdl1.pid 60 "$VSTOR_NBD" -t -f raw -k "$WORKDIR/nbdl1.sock" \
+		--pid-file "$WORKDIR/nbdl1.pid" vol:rl/nolock
+	NBDL1=$DAEMON_PID
+	nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbdl1.sock" \
+		-c 'h.pwrite(b"\x6b" * 4096, 0); h.flush()' || fail "write through host 1 (rbd)"
+	assert_fails on_host 2 vstor_img resize -f raw vol:rl/nolock 32M
+	assert_grep "'nolock' of pool 'rl' is in use by host 1" err "host 2's write open (rbd)"
+	assert_rc 0 on_host 2 vstorl vol-lease nolock --pool rl
+	assert_grep '^Lease holder: +host 1$' out "vol-lease of the rbd image on host 2"
+	stop_pid "$NBDL1"
+	start_on_host 2 nbdl2.pid 60 "$VSTOR_NBD" -t -f raw -k "$WORKDIR/nbdl2.sock" \
+		--pid-file "$WORKDIR/nbdl2.pid" vol:rl/nolock
+	nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbdl2.sock" -c '
+assert h.pread(4096, 0) == b"\x6b" * 4096
+h.pwrite(b"\x2e" * 4096, 4096)
+h.flush()' || fail "host 2 reads host 1's data and writes (rbd)"
+	stop_pid "$DAEMON_PID"
+	rbd export vs/nolock nolock.raw >/dev/null 2>&1 || fail "rbd export vs/nolock"
+	cmp -n 4096 nolock.raw <(head -c 4096 /dev/zero | tr '\0' '\153') || fail "host 1's data"
+	cmp -n 4096 -i 4096:0 nolock.raw <(head -c 4096 /dev/zero | tr '\0' '\056') ||
+		fail "host 2's data"
+fi
 log "done after $SECONDS s"
 exit 0
