@@ -398,6 +398,48 @@ static void state_save_main(void *arg)
 	qmp_commands_release();
 }
 
+/*
+ * A job's end (prepare: mirror's pivot, commit's and stream's new chain;
+ * abort) changes the graph and the exports' nodes. With several reactors
+ * it runs while main holds the commands' hold, so no command walks the
+ * graph or the node table meanwhile; on the job's own reactor, where its
+ * nodes live.
+ */
+struct job_end {
+	struct vd_job *job;
+	bool prepare; /* else abort */
+	int ret;
+};
+
+static void job_end_there(void *arg)
+{
+	struct job_end *e = arg;
+
+	if (e->prepare)
+		e->ret = e->job->drv->prepare(e->job);
+	else
+		e->job->drv->abort(e->job);
+}
+
+static void job_end_held(void *arg)
+{
+	struct job_end *e = arg;
+
+	qmp_commands_hold();
+	if (vs_reactor_call(e->job->reactor, job_end_there, e) < 0)
+		e->ret = -ESHUTDOWN;
+	qmp_commands_release();
+}
+
+static int job_end_run(struct vd_job *job, bool prepare)
+{
+	struct job_end e = { job, prepare, 0 };
+
+	if (vd_reactor_count() == 1 || vd_reactor_run_on(-1, job_end_held, &e) < 0)
+		job_end_there(&e);
+	return e.ret;
+}
+
 static void job_co(void *arg)
 {
 	struct vd_job *job = arg;
@@ -421,7 +463,7 @@ static void job_co(void *arg)
 				job_wait(job);
 		}
 		if (!job->cancelled) {
-			ret = job->drv->prepare ? job->drv->prepare(job) : 0;
+			ret = job->drv->prepare ? job_end_run(job, true) : 0;
 			if (ret == 0) {
 				/* The chain or the exports' nodes changed. */
 				if (vd_on_main())
@@ -436,7 +478,7 @@ static void job_co(void *arg)
 	/* Failed or cancelled. */
 	transition(job, VD_JOB_ABORTING);
 	if (job->drv->abort)
-		job->drv->abort(job);
+		job_end_run(job, false);
 	if (job->cancelled && ret >= 0) {
 		free(job->error);
 		job->error = strdup("Operation canceled");
@@ -710,11 +752,18 @@ static int job_finalize_wake(struct qmp_call *call, struct vd_job *job)
 
 static int job_finalize(struct qmp_call *call, struct vd_job *job)
 {
+	bool paused;
+
 	if (on_job(call, job, job_finalize_wake) < 0)
 		return -1;
-	/* As in qsd, the job has concluded (or is gone) when the command answers. */
+	/*
+	 * As in qsd, the job has concluded (or is gone) when the command
+	 * answers. Its end takes the commands' hold (job_end_run()): let go.
+	 */
+	paused = qmp_commands_pause();
 	while (job_alive(job) && job->co_running)
 		vs_co_queue_wait(&jobs_changed);
+	qmp_commands_resume(paused);
 	return 0;
 }
 

@@ -496,6 +496,8 @@ static void handler_there(void *arg)
  * ones that work on homed nodes run there (reactors.h).
  */
 static struct vs_co_mutex commands_lock;
+/* Commands run inside the running one (checkpoint-add's block-export-add). */
+static unsigned commands_depth;
 
 void qmp_commands_hold(void)
 {
@@ -509,19 +511,35 @@ void qmp_commands_release(void)
 		vs_co_mutex_unlock(&commands_lock);
 }
 
+bool qmp_commands_pause(void)
+{
+	if (vd_reactor_count() == 1 || commands_depth != 1)
+		return false;
+	commands_depth--;
+	vs_co_mutex_unlock(&commands_lock);
+	return true;
+}
+
+void qmp_commands_resume(bool paused)
+{
+	if (!paused)
+		return;
+	vs_co_mutex_lock(&commands_lock);
+	commands_depth++;
+}
+
 static int run_handler(const struct qmp_command *cmd, struct qmp_call *call)
 {
-	static unsigned depth;
 	struct handler_run h = { cmd, call, -1 };
 	struct vs_reactor *home;
 	char why[256];
 	int where;
 
 	/* A command a command runs (checkpoint-add's block-export-add) runs where it is. */
-	if (vd_reactor_count() == 1 || depth)
+	if (vd_reactor_count() == 1 || commands_depth)
 		return cmd->fn(call);
 	vs_co_mutex_lock(&commands_lock);
-	depth++;
+	commands_depth++;
 	where = vd_command_reactor(cmd->name, call->args, &home, why, sizeof(why));
 	if (where < 0) {
 		h.ret = qmp_error(call, QMP_ERR_GENERIC, "%s", why);
@@ -535,7 +553,7 @@ static int run_handler(const struct qmp_command *cmd, struct qmp_call *call)
 	else if (vs_reactor_call(home, handler_there, &h) < 0)
 		h.ret = qmp_error(call, QMP_ERR_GENERIC, "The reactor of '%s' is stopping",
 				  cmd->name);
-	depth--;
+	commands_depth--;
 	vs_co_mutex_unlock(&commands_lock);
 	return h.ret;
 }

@@ -112,6 +112,14 @@ int qmp_arg_array(struct qmp_call *call, const char *name, bool required, json_o
  */
 void qmp_commands_hold(void);
 void qmp_commands_release(void);
+/*
+ * Inside a command that waits for something that needs the hold (a job's
+ * end): let go of it meanwhile, and take it again. With one reactor, or
+ * in a command a command runs, nothing: pause says whether it let go, for
+ * resume.
+ */
+bool qmp_commands_pause(void);
+void qmp_commands_resume(bool paused);
 
 /*
  * Run command @name with @args (an object, borrowed) outside any session,
