@@ -270,7 +270,23 @@ inode_locks()
 }
 
 # qemu_img ARGS...: qemu-img bounded in time.
-qemu_img() { timeout 300 qemu-img "$@"; }
+# qemu-img's PBKDF2 calibration (LUKS create, amend, measure) fails now and
+# then on a loaded machine ("Unable to get accurate CPU usage"): such a run
+# is repeated, up to 5 times; only the last run's output is shown.
+qemu_img()
+{
+	local out err rc _
+	out=$(mktemp) err=$(mktemp)
+	for _ in 1 2 3 4 5; do
+		timeout 300 qemu-img "$@" >"$out" 2>"$err"
+		rc=$?
+		((rc != 0)) && grep -q 'Unable to get accurate CPU usage' "$err" || break
+	done
+	cat "$out"
+	cat "$err" >&2
+	rm -f "$out" "$err"
+	return "$rc"
+}
 vstor_img() { timeout 300 "$VSTOR_IMG" "$@"; }
 vstor_io() { timeout 300 "$VSTOR_IO" "$@"; }
 

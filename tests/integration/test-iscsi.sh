@@ -159,7 +159,7 @@ iscsi_add_lun 3 1 "$WORKDIR/lun4.img"
 iscsi_bind 3
 printf 'iscsi-Luks-pass-51' >luks.key
 chmod 600 luks.key
-assert_rc 0 timeout 60 qemu-img create -f luks --object secret,id=s,file=luks.key \
+assert_rc 0 qemu_img create -f luks --object secret,id=s,file=luks.key \
 	-o key-secret=s,iter-time=10 "$P/$IQN3/1" 8M
 assert_rc 0 vstor pool-define-as ie iscsi --source-host "127.0.0.1:$ISCSI_PORT" \
 	--source-dev "$IQN3"
