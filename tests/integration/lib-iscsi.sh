@@ -10,6 +10,9 @@
 #   iscsi_add_target 1 IQN
 #   iscsi_add_lun 1 1 FILE [--blocksize 4096 ...]
 #   iscsi_bind 1                     # allow 127.0.0.1 (after accounts)
+#
+# ISCSI_ADDR (default 127.0.0.1) is the portal's address; with 0.0.0.0 the
+# target takes initiators from every address (a test's other namespaces).
 #   iscsi_add_account 1 USER SECRET [--outgoing]
 #
 # tgtd ignores SIGTERM: the cleanup deletes the targets and the system, then
@@ -37,7 +40,7 @@ iscsi_stop_target()
 	rm -f "/var/run/tgtd/socket.$ISCSI_CTL" "/var/run/tgtd/socket.$ISCSI_CTL.lock"
 }
 
-# iscsi_start_target: tgtd on 127.0.0.1:<free port>; retried on a taken port.
+# iscsi_start_target: tgtd on $ISCSI_ADDR:<free port>; retried on a taken port.
 iscsi_start_target()
 {
 	((EUID == 0)) || skip_or_fail "tgtd needs root"
@@ -48,7 +51,7 @@ iscsi_start_target()
 		# The control number names /var/run/tgtd/socket.N: unique per test run.
 		ISCSI_CTL=$((1000 + ($$ * 7 + try) % 9000))
 		timeout --kill-after=5 "$VS_DAEMON_TIMEOUT" tgtd -f -C "$ISCSI_CTL" \
-			--iscsi "portal=127.0.0.1:$ISCSI_PORT" >"$WORKDIR/tgtd.$try.log" 2>&1 &
+			--iscsi "portal=${ISCSI_ADDR:-127.0.0.1}:$ISCSI_PORT" >"$WORKDIR/tgtd.$try.log" 2>&1 &
 		ISCSI_PID=$!
 		local deadline=$((SECONDS + 10))
 		until iscsi_tgtd_ready 2>/dev/null; do
@@ -83,7 +86,12 @@ iscsi_add_lun()
 		fail "tgtadm: new LUN $lun on target $tid"
 }
 
-iscsi_bind() { tgtadm_ --op bind --mode target --tid "$1" -I 127.0.0.1 || fail "tgtadm: bind"; }
+iscsi_bind()
+{
+	local from=127.0.0.1
+	[[ ${ISCSI_ADDR:-127.0.0.1} == 0.0.0.0 ]] && from=ALL
+	tgtadm_ --op bind --mode target --tid "$1" -I "$from" || fail "tgtadm: bind"
+}
 
 # iscsi_add_account TID USER SECRET [--outgoing]
 iscsi_add_account()
