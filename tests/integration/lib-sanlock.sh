@@ -59,3 +59,18 @@ start_on_host()
 	shift
 	start_daemon "$@"
 }
+
+# sanlock_write_fails SOCK OFFSET: a 4 KiB write and flush through the NBD
+# export at SOCK fail with EIO (a fenced writer); false if they succeed.
+sanlock_write_fails()
+{
+	timeout 20 nbdsh -u "nbd+unix:///?socket=$1" -c '
+import errno, sys
+try:
+    h.pwrite(b"\x77" * 4096, '"$2"')
+    h.flush()
+except nbd.Error as e:
+    assert e.errno in ("EIO", errno.EIO), e
+    sys.exit(0)
+sys.exit(1)' 2>/dev/null
+}

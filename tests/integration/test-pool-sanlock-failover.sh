@@ -41,23 +41,10 @@ nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbd1.sock" \
 
 # --- host 1 loses its lease: its writes fail, its reads go on ---
 kill -KILL "$(<"$WORKDIR/host1/run/sanlock.pid")"
-# write_fails SOCKET OFFSET: a 4 KiB write there fails with EIO.
-write_fails()
-{
-	nbdsh -u "nbd+unix:///?socket=$1" -c '
-import errno, sys
-try:
-    h.pwrite(b"\x77" * 4096, '"$2"')
-    h.flush()
-except nbd.Error as e:
-    assert e.errno in ("EIO", errno.EIO), e
-    sys.exit(0)
-sys.exit(1)' 2>/dev/null
-}
 # (writes before the monitor saw the loss may land: they are still covered)
-wait_for 10 write_fails "$WORKDIR/nbd1.sock" 8192
+wait_for 10 sanlock_write_fails "$WORKDIR/nbd1.sock" 8192
 assert_grep "lost the sanlock lease of volume 'v1'" "$nbd1_err" "host 1's vstor-nbd"
-write_fails "$WORKDIR/nbd1.sock" 12288 || fail "host 1 wrote after its lease loss"
+sanlock_write_fails "$WORKDIR/nbd1.sock" 12288 || fail "host 1 wrote after its lease loss"
 cmp -n 4096 -i 0:12288 /dev/zero exp/v1 || fail "a write after the lease loss landed"
 nbdsh -u "nbd+unix:///?socket=$WORKDIR/nbd1.sock" \
 	-c 'assert h.pread(4096, 0) == b"\x5a" * 4096' || fail "host 1 reads after the loss"
@@ -84,7 +71,7 @@ assert h.pread(4096, 0) == b"\x5a" * 4096
 h.pwrite(b"\x21" * 4096, 0)
 h.flush()' || fail "host 2 reads and writes"
 # Host 1, still running, writes once more: refused; host 2's data stays.
-write_fails "$WORKDIR/nbd1.sock" 0 || fail "host 1 wrote after host 2 took the volume"
+sanlock_write_fails "$WORKDIR/nbd1.sock" 0 || fail "host 1 wrote after host 2 took the volume"
 cmp -n 4096 exp/v1 <(head -c 4096 /dev/zero | tr '\0' '\041') ||
 	fail "host 2's write is not what the volume holds"
 stop_pid "$nbd1"
@@ -93,10 +80,10 @@ stop_pid "$nbd1"
 #     short): within 6 io_timeouts its writes fail, its vstor-nbd lives on ---
 nbd2_err=$WORKDIR/host2-tries.err # --fork keeps stderr
 truncate -s 0 exp/.leases/__lockspace__
-wait_for 30 write_fails "$WORKDIR/nbd2.sock" 16384
+wait_for 30 sanlock_write_fails "$WORKDIR/nbd2.sock" 16384
 assert_grep "lost the sanlock lease of volume 'v1' .*not renewed in time" "$nbd2_err" \
 	"host 2's vstor-nbd"
-write_fails "$WORKDIR/nbd2.sock" 20480 || fail "host 2 wrote after its lease loss"
+sanlock_write_fails "$WORKDIR/nbd2.sock" 20480 || fail "host 2 wrote after its lease loss"
 cmp -n 4096 -i 0:20480 /dev/zero exp/v1 || fail "host 2's write after its lease loss landed"
 kill -0 "$(<"$WORKDIR/nbd2.pid")" || fail "host 2's vstor-nbd did not survive its lease loss"
 log "ok"

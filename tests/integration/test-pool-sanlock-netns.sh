@@ -134,25 +134,13 @@ assert_grep "in use by host 1" "$WORKDIR/err" "host 2's vstor-nbd on the LUN"
 # --- host 1's link goes down: its lease renewals fail, then its writes ---
 ip link set vsl1 down
 cut_at=$SECONDS
-write_fails()
-{
-	timeout 20 nbdsh -u "nbd+unix:///?socket=$1" -c '
-import errno, sys
-try:
-    h.pwrite(b"\x77" * 4096, '"$2"')
-    h.flush()
-except nbd.Error as e:
-    assert e.errno in ("EIO", errno.EIO), e
-    sys.exit(0)
-sys.exit(1)' 2>/dev/null
-}
 lease_lost() { grep -q "lost the sanlock lease of volume '$2'" "$1"; }
 # (no write before the loss is seen: it would wait on the cut link)
 wait_for 30 lease_lost "$nbd1_err" v1
 wait_for 30 lease_lost "$nbdi1_err" "$LUN"
 log "host 1 saw its leases lost $((SECONDS - cut_at))s after its link went down"
-write_fails "$WORKDIR/nbd1.sock" 8192 || fail "host 1 wrote after its lease loss"
-write_fails "$WORKDIR/nbdi1.sock" 8192 || fail "host 1 wrote the LUN after its lease loss"
+sanlock_write_fails "$WORKDIR/nbd1.sock" 8192 || fail "host 1 wrote after its lease loss"
+sanlock_write_fails "$WORKDIR/nbdi1.sock" 8192 || fail "host 1 wrote the LUN after its lease loss"
 
 # --- host 2 takes the volume once host 1's lease has expired ---
 # host2_takes SOCK VOL: host 2 serves VOL on SOCK, retried until the lease is free.
@@ -181,8 +169,8 @@ done
 
 # --- host 1's link comes back: still fenced; host 2's write stays ---
 ip link set vsl1 up
-write_fails "$WORKDIR/nbd1.sock" 0 || fail "host 1 wrote after host 2 took the volume"
-write_fails "$WORKDIR/nbdi1.sock" 0 || fail "host 1 wrote the LUN after host 2 took it"
+sanlock_write_fails "$WORKDIR/nbd1.sock" 0 || fail "host 1 wrote after host 2 took the volume"
+sanlock_write_fails "$WORKDIR/nbdi1.sock" 0 || fail "host 1 wrote the LUN after host 2 took it"
 stop_pid "$nbd1"
 stop_pid "$nbdi1"
 for f in exp/v1 lun1; do
