@@ -40,9 +40,10 @@ struct vs_co {
 	bool done;
 	unsigned valgrind_id;
 	void *asan_fake_stack;
-	void *pending;	  /* the aio_wait of the operation it waits for, or NULL */
-	void *fd_wait;	  /* the readiness wait (epoll) it is parked in, or NULL */
-	void *tsan_fiber; /* ThreadSanitizer builds: the coroutine's fiber */
+	void *pending;		   /* the aio_wait of the operation it waits for, or NULL */
+	void *fd_wait;		   /* the readiness wait (epoll) it is parked in, or NULL */
+	void *tsan_fiber;	   /* ThreadSanitizer builds: the coroutine's fiber */
+	enum vs_io_class io_class; /* of its file reads and writes; inherited by spawn */
 };
 
 struct vs_co_waiter {

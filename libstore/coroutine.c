@@ -70,6 +70,7 @@ struct vs_co *vs_co_spawn(struct vs_reactor *r, vs_co_fn *fn, void *arg)
 			return NULL;
 	}
 	co->reactor = r;
+	co->io_class = vs_co_current ? vs_co_current->io_class : VS_IO_CLASS_NORMAL;
 	co->fn = fn;
 	co->arg = arg;
 	co->done = false;
@@ -98,6 +99,17 @@ size_t vs_co_stack_left(void)
 struct vs_co *vs_co_self(void)
 {
 	return vs_co_current;
+}
+
+void vs_co_set_io_class(enum vs_io_class c)
+{
+	if (vs_co_current)
+		vs_co_current->io_class = c;
+}
+
+enum vs_io_class vs_co_io_class(void)
+{
+	return vs_co_current ? vs_co_current->io_class : VS_IO_CLASS_NORMAL;
 }
 
 bool vs_in_coroutine(void)

@@ -18,6 +18,7 @@
 #include "iov.h"
 
 #include <errno.h>
+#include <linux/ioprio.h>
 #include <liburing.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -549,12 +550,21 @@ static struct vs_reactor *cur(void)
 	return vs_co_current->reactor;
 }
 
+/* The I/O priority of the running coroutine's class; 0: the thread's own. */
+static uint16_t co_ioprio(void)
+{
+	return vs_co_current->io_class == VS_IO_CLASS_IDLE ?
+		       IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0) :
+		       0;
+}
+
 ssize_t vs_aio_preadv(int fd, const struct iovec *iov, int iovcnt, uint64_t offset)
 {
 	struct vs_reactor *r = cur();
 	struct io_uring_sqe *sqe = get_sqe(r);
 
 	io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, offset);
+	sqe->ioprio = co_ioprio();
 	return wait_sqe(r, sqe);
 }
 
@@ -565,6 +575,7 @@ ssize_t vs_aio_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t off
 
 	io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, offset);
 	sqe->rw_flags = rw_flags;
+	sqe->ioprio = co_ioprio();
 	return wait_sqe(r, sqe);
 }
 

@@ -547,7 +547,10 @@ static int mirror_run(struct vd_job *job)
 			end_by = mirror_now_ns() + MIRROR_FINAL_WAIT_NS;
 		if (ending && (vs_dirty_bitmap_count(m->bm) <= MIRROR_FINAL_BYTES ||
 			       mirror_now_ns() >= end_by)) {
+			/* The guest is held from here: its wait is ours. */
+			vs_co_set_io_class(VS_IO_CLASS_NORMAL);
 			ret = mirror_finish(job, m, &cursor);
+			vs_co_set_io_class(VS_IO_CLASS_IDLE);
 			if (ret <= 0)
 				break; /* done: stays held until prepare/abort */
 			mirror_undrain(m, NULL);

@@ -446,8 +446,15 @@ static void job_co(void *arg)
 	int ret = 0;
 
 	job->busy = true;
+	/*
+	 * The job's own copies (and the coroutines it spawns for them) go to
+	 * the device in the idle class: the guest's requests first. What the
+	 * guest waits for (a mirror's last copies, prepare) is normal again.
+	 */
+	vs_co_set_io_class(VS_IO_CLASS_IDLE);
 	if (!job->cancelled)
 		ret = job->drv->run(job);
+	vs_co_set_io_class(VS_IO_CLASS_NORMAL);
 	if (ret == 0 && !job->cancelled) {
 		transition(job, VD_JOB_WAITING);
 		transition(job, VD_JOB_PENDING);

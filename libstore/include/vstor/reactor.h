@@ -68,6 +68,22 @@ int vs_run_in_coroutine(vs_co_fn *fn, void *arg);
 /* The running coroutine, or NULL outside coroutine context. */
 struct vs_co *vs_co_self(void);
 
+/*
+ * The I/O class of a coroutine's file reads and writes, which the coroutines
+ * it spawns inherit. VS_IO_CLASS_IDLE is the kernel's idle I/O priority
+ * class (ionice -c3): where the device's I/O scheduler honours classes
+ * (mq-deadline, bfq) its requests go only when no normal one waits, so a
+ * background copy (a block job) leaves the device to the guest's requests.
+ * Where the scheduler ignores classes (none) nothing changes.
+ */
+enum vs_io_class {
+	VS_IO_CLASS_NORMAL,
+	VS_IO_CLASS_IDLE,
+};
+/* Coroutine context: set the calling coroutine's class. */
+void vs_co_set_io_class(enum vs_io_class c);
+enum vs_io_class vs_co_io_class(void);
+
 /* True if the caller runs inside a coroutine. */
 bool vs_in_coroutine(void);
 

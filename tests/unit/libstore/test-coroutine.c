@@ -327,6 +327,58 @@ static void test_run_in_coroutine(void **state)
 	assert_int_equal(v, 5);
 }
 
+/* The I/O class: set per coroutine, inherited by spawn, accepted by the kernel. */
+struct io_class_run {
+	enum vs_io_class child[2];
+	ssize_t wrote, read;
+};
+
+static void co_io_class_child(void *arg)
+{
+	enum vs_io_class *out = arg;
+
+	*out = vs_co_io_class();
+}
+
+static void co_io_class_parent(void *arg)
+{
+	struct io_class_run *run = arg;
+	char path[] = "/tmp/vstor-test-ioclass-XXXXXX";
+	char buf[4096], back[4096];
+	struct iovec iov = { buf, sizeof(buf) }, biov = { back, sizeof(back) };
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(vs_co_io_class(), VS_IO_CLASS_NORMAL);
+	vs_co_spawn(vs_reactor_current(), co_io_class_child, &run->child[0]);
+	vs_co_set_io_class(VS_IO_CLASS_IDLE);
+	assert_int_equal(vs_co_io_class(), VS_IO_CLASS_IDLE);
+	vs_co_spawn(vs_reactor_current(), co_io_class_child, &run->child[1]);
+	memset(buf, 0xa5, sizeof(buf));
+	run->wrote = vs_aio_pwritev(fd, &iov, 1, 0, 0);
+	run->read = vs_aio_preadv(fd, &biov, 1, 0);
+	assert_memory_equal(buf, back, sizeof(buf));
+	close(fd);
+}
+
+static void test_coroutine_io_class(void **state)
+{
+	struct io_class_run run = { { VS_IO_CLASS_IDLE, VS_IO_CLASS_NORMAL }, -1, -1 };
+	struct vs_reactor *r;
+
+	(void)state;
+	assert_int_equal(vs_reactor_new(&r, 0), 0);
+	vs_co_spawn(r, co_io_class_parent, &run);
+	assert_int_equal(vs_reactor_run(r, NULL), 0);
+	assert_int_equal(run.child[0], VS_IO_CLASS_NORMAL);
+	assert_int_equal(run.child[1], VS_IO_CLASS_IDLE);
+	/* An idle-class request goes through (the kernel takes the priority). */
+	assert_int_equal(run.wrote, 4096);
+	assert_int_equal(run.read, 4096);
+	vs_reactor_free(r);
+}
+
 /* Sockets that wait must not take the ring's slots from I/O that completes. */
 #define IDLE_PAIRS 64
 
@@ -457,6 +509,7 @@ int main(void)
 		cmocka_unit_test(test_coroutine_switch_cost),
 		cmocka_unit_test(test_coroutine_pool_reuse),
 		cmocka_unit_test(test_run_in_coroutine),
+		cmocka_unit_test(test_coroutine_io_class),
 		cmocka_unit_test(test_worker_pool_runs_jobs_off_the_reactor),
 		cmocka_unit_test(test_reactor_idle_sockets_hold_no_slot),
 		cmocka_unit_test(test_reactor_reader_and_writer_on_one_socket),
