@@ -54,6 +54,8 @@ PACKAGES=(
 	# cross-host volume leases of shared pools: libsanlock_client, and the
 	# sanlock daemons of the lease tests (two hosts, one per run dir)
 	sanlock libsanlock-dev
+	# pool and volume XML (libxml2, as libvirt); xmllint is the --xpath test's oracle
+	libxml2-dev libxml2-utils
 )
 
 # ganesha's VFS FSAL reads the mount table from /etc/mtab, which every
