@@ -228,6 +228,13 @@ static int cmd_pool_define(struct vstor_ctx *c)
 		ret = vstor_error_err(c, "Failed to define pool from %s", file);
 		goto out;
 	}
+	if (opt_bool(c, "validate")) {
+		char what[VS_POOL_PATH_MAX + 32];
+
+		snprintf(what, sizeof(what), "Failed to define pool from %s", file);
+		if ((ret = vstor_validate_file(c, file, "storagepool", what)))
+			goto out;
+	}
 	ret = define_def(c, def);
 	if (ret == 0)
 		vstor_msg(c, "Pool %s defined from %s\n\n", def->name, file);
@@ -908,6 +915,7 @@ static const struct opt_spec create_as_opts[] = {
 };
 static const struct opt_spec file_opts[] = {
 	{ "file", OT_DATA, true, "file holding the definition (JSON or libvirt pool XML)" },
+	{ "validate", OT_BOOL, false, "validate the XML against libvirt's schema" },
 	{ NULL },
 };
 static const struct opt_spec pool_opts[] = {

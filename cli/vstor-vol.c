@@ -448,6 +448,14 @@ static int cmd_vol_create(struct vstor_ctx *c)
 	struct vs_pool *p;
 	int ret = 0;
 
+	/* As virsh: the schema first, then what the definition says. */
+	if (opt_bool(c, "validate")) {
+		char what[VS_POOL_PATH_MAX + 32];
+
+		snprintf(what, sizeof(what), "Failed to create vol from %s", opt_get(c, "file"));
+		if (vstor_validate_file(c, opt_get(c, "file"), "storagevol", what))
+			return 1;
+	}
 	if (vol_def_parse(c, opt_get(c, "file"), &d))
 		return 1;
 	if (!d.has_capacity)
@@ -1334,6 +1342,7 @@ static const struct opt_spec create_opts[] = {
 	{ "pool", OT_DATA, true, "pool name" },
 	{ "file", OT_DATA, true, "file with a volume definition (libvirt XML or JSON)" },
 	{ "prealloc-metadata", OT_BOOL, false, "preallocate metadata (qcow2)" },
+	{ "validate", OT_BOOL, false, "validate the XML against libvirt's schema" },
 	{ NULL },
 };
 static const struct opt_spec create_from_opts[] = {

@@ -124,6 +124,14 @@ struct vstor_xml {
 FILE *vstor_xml_begin(struct vstor_ctx *c, struct vstor_xml *x);
 int vstor_xml_end(struct vstor_ctx *c, FILE *f, struct vstor_xml *x);
 
+/*
+ * --validate (vstor-validate.c): 0 when file @file holds XML that libvirt's
+ * RelaxNG schema @schema ("storagepool", "storagevol") validates; else the
+ * error is printed as virsh prints it, after the line @what, and 1 returned.
+ */
+int vstor_validate_file(struct vstor_ctx *c, const char *file, const char *schema,
+			const char *what);
+
 /* Commands (vstor-pool.c, vstor-vol.c, vstor-block.c). */
 /*
  * The QMP socket of the daemon the block and backup verbs drive: the

@@ -56,6 +56,8 @@ PACKAGES=(
 	sanlock libsanlock-dev
 	# pool and volume XML (libxml2, as libvirt); xmllint is the --xpath test's oracle
 	libxml2-dev libxml2-utils
+	# --validate: libvirt's RelaxNG schemas (/usr/share/libvirt/schemas, in libvirt0)
+	libvirt0
 )
 
 # ganesha's VFS FSAL reads the mount table from /etc/mtab, which every
