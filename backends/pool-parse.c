@@ -1,102 +1,52 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The pool definitions' DOMs, read by the field's libraries: JSON by json-c
+ * (as vstord and libvirt read theirs), XML by libxml2 (libvirt's parser). The
+ * small trees of pool-parse.h are copied out of theirs, so that the callers
+ * stay independent of either library and keep their own, tighter bounds.
+ */
 #include "pool-parse.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
 #define PARSE_MAX_DEPTH 32
+/* Pool and volume definitions are a few hundred bytes; lvm reports a few MiB at most. */
+#define PARSE_MAX_SIZE (64u << 20)
 
-struct parser {
-	const char *s;
-	size_t pos;
-	char *msg;
-	size_t msgsz;
-	bool failed;
-};
-
-__attribute__((format(printf, 2, 3))) static int parse_fail(struct parser *p, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int parse_fail(char *msg, size_t msgsz, long line,
+							    const char *fmt, ...)
 {
-	unsigned line = 1;
 	char what[256];
 	va_list ap;
 
-	if (p->failed)
-		return -EINVAL;
-	p->failed = true;
-	for (size_t i = 0; i < p->pos && p->s[i]; i++)
-		if (p->s[i] == '\n')
-			line++;
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	snprintf(p->msg, p->msgsz, "line %u: %s", line, what);
+	if (line > 0)
+		snprintf(msg, msgsz, "line %ld: %s", line, what);
+	else
+		snprintf(msg, msgsz, "%s", what);
 	return -EINVAL;
 }
 
-static void skip_ws(struct parser *p)
+/* The line of byte @off of @text, from 1. */
+static long line_at(const char *text, size_t off)
 {
-	while (p->s[p->pos] == ' ' || p->s[p->pos] == '\t' || p->s[p->pos] == '\n' ||
-	       p->s[p->pos] == '\r')
-		p->pos++;
-}
+	long line = 1;
 
-/* A growable string. */
-struct sbuf {
-	char *b;
-	size_t n, cap;
-	bool oom;
-};
-
-static void sb_putc(struct sbuf *sb, char c)
-{
-	if (sb->oom)
-		return;
-	if (sb->n + 2 > sb->cap) {
-		size_t cap = sb->cap ? sb->cap * 2 : 32;
-		char *nb = realloc(sb->b, cap);
-
-		if (!nb) {
-			sb->oom = true;
-			return;
-		}
-		sb->b = nb;
-		sb->cap = cap;
-	}
-	sb->b[sb->n++] = c;
-	sb->b[sb->n] = '\0';
-}
-
-static void sb_put_utf8(struct sbuf *sb, uint32_t cp)
-{
-	if (cp < 0x80) {
-		sb_putc(sb, (char)cp);
-	} else if (cp < 0x800) {
-		sb_putc(sb, (char)(0xc0 | (cp >> 6)));
-		sb_putc(sb, (char)(0x80 | (cp & 0x3f)));
-	} else if (cp < 0x10000) {
-		sb_putc(sb, (char)(0xe0 | (cp >> 12)));
-		sb_putc(sb, (char)(0x80 | ((cp >> 6) & 0x3f)));
-		sb_putc(sb, (char)(0x80 | (cp & 0x3f)));
-	} else {
-		sb_putc(sb, (char)(0xf0 | (cp >> 18)));
-		sb_putc(sb, (char)(0x80 | ((cp >> 12) & 0x3f)));
-		sb_putc(sb, (char)(0x80 | ((cp >> 6) & 0x3f)));
-		sb_putc(sb, (char)(0x80 | (cp & 0x3f)));
-	}
-}
-
-static char *sb_take(struct sbuf *sb)
-{
-	if (sb->oom) {
-		free(sb->b);
-		return NULL;
-	}
-	if (!sb->b)
-		return strdup("");
-	return sb->b;
+	for (size_t i = 0; i < off && text[i]; i++)
+		if (text[i] == '\n')
+			line++;
+	return line;
 }
 
 /* ---- JSON ------------------------------------------------------------------ */
@@ -126,250 +76,87 @@ const struct pj_value *pj_get(const struct pj_value *obj, const char *key)
 	return NULL;
 }
 
-static int hex4(struct parser *p, uint32_t *out)
+/* Copy json-c's @jo into a new pj_value; 0 or -EINVAL with @msg filled. */
+static int pj_copy(struct json_object *jo, struct pj_value **out, char *msg, size_t msgsz)
 {
-	uint32_t v = 0;
-
-	for (int i = 0; i < 4; i++) {
-		char c = p->s[p->pos];
-
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (uint32_t)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (uint32_t)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (uint32_t)(c - 'A' + 10);
-		else
-			return parse_fail(p, "bad \\u escape");
-		p->pos++;
-	}
-	*out = v;
-	return 0;
-}
-
-/* What the one-character escape \@c stands for, -1 if it is not one. */
-static int json_unescape(unsigned char c)
-{
-	static const char escapes[][2] = { { '"', '"' },  { '\\', '\\' }, { '/', '/' },
-					   { 'b', '\b' }, { 'f', '\f' },  { 'n', '\n' },
-					   { 'r', '\r' }, { 't', '\t' } };
-
-	for (size_t i = 0; i < sizeof(escapes) / sizeof(escapes[0]); i++)
-		if (c == (unsigned char)escapes[i][0])
-			return escapes[i][1];
-	return -1;
-}
-
-static int pj_string(struct parser *p, char **out)
-{
-	struct sbuf sb = { 0 };
-
-	p->pos++; /* '"' */
-	for (;;) {
-		unsigned char c = (unsigned char)p->s[p->pos];
-		uint32_t cp, lo;
-
-		if (!c) {
-			free(sb.b);
-			return parse_fail(p, "unterminated string");
-		}
-		if (c < 0x20) {
-			free(sb.b);
-			return parse_fail(p, "control character in string");
-		}
-		p->pos++;
-		if (c == '"')
-			break;
-		if (c != '\\') {
-			sb_putc(&sb, (char)c);
-			continue;
-		}
-		c = (unsigned char)p->s[p->pos++];
-		if (json_unescape(c) >= 0) {
-			sb_putc(&sb, (char)json_unescape(c));
-			continue;
-		}
-		if (c != 'u') {
-			parse_fail(p, "bad escape in string");
-			goto fail;
-		}
-		if (hex4(p, &cp) < 0)
-			goto fail;
-		if (cp >= 0xd800 && cp < 0xdc00) {
-			if (p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') {
-				parse_fail(p, "lone surrogate in \\u escape");
-				goto fail;
-			}
-			p->pos += 2;
-			if (hex4(p, &lo) < 0)
-				goto fail;
-			if (lo < 0xdc00 || lo >= 0xe000) {
-				parse_fail(p, "bad surrogate pair");
-				goto fail;
-			}
-			cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-		} else if (cp >= 0xdc00 && cp < 0xe000) {
-			parse_fail(p, "lone surrogate in \\u escape");
-			goto fail;
-		}
-		if (cp == 0) {
-			parse_fail(p, "NUL in string");
-			goto fail;
-		}
-		sb_put_utf8(&sb, cp);
-	}
-	*out = sb_take(&sb);
-	if (!*out)
-		return parse_fail(p, "out of memory");
-	return 0;
-fail:
-	free(sb.b);
-	return -EINVAL;
-}
-
-static int pj_value_parse(struct parser *p, struct pj_value **out, int depth);
-
-static int pj_push(struct parser *p, struct pj_value *v, struct pj_value *item, char *key)
-{
-	struct pj_value **items = realloc(v->items, (v->n + 1) * sizeof(*items));
-
-	if (!items)
-		goto oom;
-	v->items = items;
-	if (v->type == PJ_OBJ) {
-		char **keys = realloc(v->keys, (v->n + 1) * sizeof(*keys));
-
-		if (!keys)
-			goto oom;
-		v->keys = keys;
-		keys[v->n] = key;
-	}
-	items[v->n++] = item;
-	return 0;
-oom:
-	pj_free(item);
-	free(key);
-	return parse_fail(p, "out of memory");
-}
-
-static int pj_container(struct parser *p, struct pj_value *v, int depth)
-{
-	char close = v->type == PJ_OBJ ? '}' : ']';
-
-	p->pos++;
-	skip_ws(p);
-	if (p->s[p->pos] == close) {
-		p->pos++;
-		return 0;
-	}
-	for (;;) {
-		struct pj_value *item = NULL;
-		char *key = NULL;
-
-		skip_ws(p);
-		if (v->type == PJ_OBJ) {
-			if (p->s[p->pos] != '"')
-				return parse_fail(p, "expected a member name");
-			if (pj_string(p, &key) < 0)
-				return -EINVAL;
-			skip_ws(p);
-			if (p->s[p->pos] != ':') {
-				free(key);
-				return parse_fail(p, "expected ':'");
-			}
-			p->pos++;
-		}
-		if (pj_value_parse(p, &item, depth + 1) < 0) {
-			free(key);
-			return -EINVAL;
-		}
-		if (pj_push(p, v, item, key) < 0)
-			return -EINVAL;
-		skip_ws(p);
-		if (p->s[p->pos] == ',') {
-			p->pos++;
-			continue;
-		}
-		if (p->s[p->pos] == close) {
-			p->pos++;
-			return 0;
-		}
-		return parse_fail(p, "expected ',' or '%c'", close);
-	}
-}
-
-static int pj_number(struct parser *p, struct pj_value *v)
-{
-	const char *start = p->s + p->pos;
-	char *end;
-	long long n;
-
-	if (*start != '-' && (*start < '0' || *start > '9'))
-		return parse_fail(p, "unexpected character '%c'", *start);
-	errno = 0;
-	n = strtoll(start, &end, 10);
-	if (end == start || (start[0] == '-' && end == start + 1))
-		return parse_fail(p, "bad number");
-	if (*end == '.' || *end == 'e' || *end == 'E')
-		return parse_fail(p, "only integers are accepted here");
-	if (errno == ERANGE)
-		return parse_fail(p, "number out of range");
-	v->type = PJ_INT;
-	v->i = n;
-	p->pos += (size_t)(end - start);
-	return 0;
-}
-
-static int pj_value_parse(struct parser *p, struct pj_value **out, int depth)
-{
-	struct pj_value *v;
+	struct pj_value *v = calloc(1, sizeof(*v));
+	size_t n = 0;
 	int ret = 0;
 
-	if (depth > PARSE_MAX_DEPTH)
-		return parse_fail(p, "nested too deeply");
-	skip_ws(p);
-	v = calloc(1, sizeof(*v));
 	if (!v)
-		return parse_fail(p, "out of memory");
-	switch (p->s[p->pos]) {
-	case '{':
-		v->type = PJ_OBJ;
-		ret = pj_container(p, v, depth);
+		return parse_fail(msg, msgsz, 0, "out of memory");
+	switch (json_object_get_type(jo)) {
+	case json_type_null:
+		v->type = PJ_NULL;
 		break;
-	case '[':
-		v->type = PJ_ARR;
-		ret = pj_container(p, v, depth);
+	case json_type_boolean:
+		v->type = PJ_BOOL;
+		v->b = json_object_get_boolean(jo);
 		break;
-	case '"':
+	case json_type_double:
+		ret = parse_fail(msg, msgsz, 0, "only integers are accepted here");
+		break;
+	case json_type_int:
+		/*
+		 * json-c saturates what does not fit: INT64_MIN, or a uint64 above
+		 * INT64_MAX, stands for a number out of range.
+		 */
+		v->type = PJ_INT;
+		v->i = json_object_get_int64(jo);
+		if (v->i == INT64_MIN ||
+		    (v->i == INT64_MAX && json_object_get_uint64(jo) > (uint64_t)INT64_MAX))
+			ret = parse_fail(msg, msgsz, 0, "number out of range");
+		break;
+	case json_type_string:
 		v->type = PJ_STR;
-		ret = pj_string(p, &v->str);
+		if (strlen(json_object_get_string(jo)) != (size_t)json_object_get_string_len(jo)) {
+			ret = parse_fail(msg, msgsz, 0, "NUL in string");
+			break;
+		}
+		v->str = strdup(json_object_get_string(jo));
+		if (!v->str)
+			ret = parse_fail(msg, msgsz, 0, "out of memory");
 		break;
-	case 't':
-	case 'f':
-	case 'n': {
-		static const char *const words[] = { "true", "false", "null" };
-
-		ret = parse_fail(p, "unexpected word");
-		for (int i = 0; i < 3; i++) {
-			size_t len = strlen(words[i]);
-
-			if (!strncmp(p->s + p->pos, words[i], len)) {
-				p->failed = false;
-				v->type = i == 2 ? PJ_NULL : PJ_BOOL;
-				v->b = i == 0;
-				p->pos += len;
-				ret = 0;
-				break;
-			}
+	case json_type_array:
+		v->type = PJ_ARR;
+		n = json_object_array_length(jo);
+		v->items = calloc(n ? n : 1, sizeof(*v->items));
+		if (!v->items) {
+			ret = parse_fail(msg, msgsz, 0, "out of memory");
+			break;
+		}
+		for (size_t i = 0; i < n && ret == 0; i++) {
+			ret = pj_copy(json_object_array_get_idx(jo, i), &v->items[i], msg, msgsz);
+			if (ret == 0)
+				v->n++;
 		}
 		break;
-	}
-	case '\0':
-		ret = parse_fail(p, "unexpected end of input");
-		break;
-	default:
-		ret = pj_number(p, v);
+	case json_type_object:
+		v->type = PJ_OBJ;
+		n = (size_t)json_object_object_length(jo);
+		v->items = calloc(n ? n : 1, sizeof(*v->items));
+		v->keys = calloc(n ? n : 1, sizeof(*v->keys));
+		if (!v->items || !v->keys) {
+			ret = parse_fail(msg, msgsz, 0, "out of memory");
+			break;
+		}
+		json_object_object_foreach(jo, key, val)
+		{
+			if (ret < 0 || v->n == n)
+				break;
+			v->keys[v->n] = strdup(key);
+			if (!v->keys[v->n]) {
+				ret = parse_fail(msg, msgsz, 0, "out of memory");
+				break;
+			}
+			ret = pj_copy(val, &v->items[v->n], msg, msgsz);
+			if (ret < 0) {
+				free(v->keys[v->n]);
+				v->keys[v->n] = NULL;
+				break;
+			}
+			v->n++;
+		}
 		break;
 	}
 	if (ret < 0) {
@@ -382,18 +169,44 @@ static int pj_value_parse(struct parser *p, struct pj_value **out, int depth)
 
 int pj_parse(const char *text, struct pj_value **out, char *msg, size_t msgsz)
 {
-	struct parser p = { .s = text, .msg = msg, .msgsz = msgsz };
-	struct pj_value *v = NULL;
+	size_t len = strlen(text), end;
+	struct json_tokener *tok;
+	struct json_object *jo;
+	enum json_tokener_error jerr;
+	int ret;
 
-	if (pj_value_parse(&p, &v, 0) < 0)
-		return -EINVAL;
-	skip_ws(&p);
-	if (p.s[p.pos]) {
-		pj_free(v);
-		return parse_fail(&p, "trailing characters after the JSON value");
+	if (len >= PARSE_MAX_SIZE)
+		return parse_fail(msg, msgsz, 0, "larger than %u bytes", PARSE_MAX_SIZE);
+	/* json-c counts the depth from 1 at the top value; ours counted from 0. */
+	tok = json_tokener_new_ex(PARSE_MAX_DEPTH + 1);
+	if (!tok)
+		return parse_fail(msg, msgsz, 0, "out of memory");
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	/* The terminating NUL included: it ends a number at the very end. */
+	jo = json_tokener_parse_ex(tok, text, (int)len + 1);
+	jerr = json_tokener_get_error(tok);
+	end = json_tokener_get_parse_end(tok);
+	json_tokener_free(tok);
+	if (!jo || jerr != json_tokener_success) {
+		json_object_put(jo);
+		if (jerr == json_tokener_continue || jerr == json_tokener_success)
+			jerr = json_tokener_error_parse_eof;
+		if (jerr == json_tokener_error_depth)
+			return parse_fail(msg, msgsz, line_at(text, end), "nested too deeply");
+		return parse_fail(msg, msgsz, line_at(text, end), "%s",
+				  json_tokener_error_desc(jerr));
 	}
-	*out = v;
-	return 0;
+	/* The tokener stops at the end of the value: what follows must be blank. */
+	for (size_t i = end; i < len; i++) {
+		if (!strchr(" \t\r\n", text[i])) {
+			json_object_put(jo);
+			return parse_fail(msg, msgsz, line_at(text, i),
+					  "trailing characters after the JSON value");
+		}
+	}
+	ret = pj_copy(jo, out, msg, msgsz);
+	json_object_put(jo);
+	return ret;
 }
 
 /* ---- XML ------------------------------------------------------------------- */
@@ -431,289 +244,155 @@ const char *px_attr(const struct px_elem *e, const char *name)
 	return NULL;
 }
 
-static bool px_name_char(char c, bool first)
+/* Prefixed names as written ("p:name"), as libvirt's definitions never use namespaces. */
+static char *px_qname(const xmlChar *prefix, const xmlChar *name)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
-	       (unsigned char)c >= 0x80 ||
-	       (!first && ((c >= '0' && c <= '9') || c == '-' || c == '.'));
+	char *s;
+
+	if (!prefix)
+		return strdup((const char *)name);
+	if (asprintf(&s, "%s:%s", (const char *)prefix, (const char *)name) < 0)
+		return NULL;
+	return s;
 }
 
-static int px_name(struct parser *p, char **out)
+static char *px_trimmed(const char *s)
 {
-	size_t start = p->pos;
+	size_t len = strlen(s);
 
-	if (!px_name_char(p->s[p->pos], true))
-		return parse_fail(p, "expected a name");
-	while (px_name_char(p->s[p->pos], false))
-		p->pos++;
-	*out = strndup(p->s + start, p->pos - start);
-	return *out ? 0 : parse_fail(p, "out of memory");
-}
-
-/* Append the text up to @stop (not included) with references decoded. */
-static int px_text(struct parser *p, struct sbuf *sb, char stop)
-{
-	while (p->s[p->pos] && p->s[p->pos] != stop) {
-		char c = p->s[p->pos];
-
-		if (stop != '<' && c == '<')
-			return parse_fail(p, "'<' in an attribute value");
-		if (c != '&') {
-			sb_putc(sb, c);
-			p->pos++;
-			continue;
-		}
-		p->pos++;
-		if (p->s[p->pos] == '#') {
-			bool hex = p->s[p->pos + 1] == 'x';
-			char *end;
-			unsigned long cp;
-
-			p->pos += hex ? 2 : 1;
-			if (p->s[p->pos] < '0' || p->s[p->pos] > (hex ? 'f' : '9'))
-				return parse_fail(p, "bad character reference");
-			cp = strtoul(p->s + p->pos, &end, hex ? 16 : 10);
-			if (*end != ';' || cp == 0 || cp > 0x10ffff ||
-			    (cp >= 0xd800 && cp < 0xe000))
-				return parse_fail(p, "bad character reference");
-			sb_put_utf8(sb, (uint32_t)cp);
-			p->pos = (size_t)(end - p->s) + 1;
-			continue;
-		}
-		static const struct {
-			const char *name;
-			char c;
-		} ents[] = { { "lt;", '<' },
-			     { "gt;", '>' },
-			     { "amp;", '&' },
-			     { "quot;", '"' },
-			     { "apos;", '\'' } };
-		size_t i;
-
-		for (i = 0; i < sizeof(ents) / sizeof(ents[0]); i++) {
-			if (!strncmp(p->s + p->pos, ents[i].name, strlen(ents[i].name))) {
-				sb_putc(sb, ents[i].c);
-				p->pos += strlen(ents[i].name);
-				break;
-			}
-		}
-		if (i == sizeof(ents) / sizeof(ents[0]))
-			return parse_fail(p, "unknown entity reference");
+	while (*s && strchr(" \t\r\n", *s)) {
+		s++;
+		len--;
 	}
-	return 0;
-}
-
-/* Skip comments, processing instructions and a DOCTYPE. Returns true if it skipped one. */
-static int px_skip_misc(struct parser *p, bool *skipped)
-{
-	const char *s = p->s + p->pos;
-	const char *end;
-
-	*skipped = false;
-	if (!strncmp(s, "<!--", 4)) {
-		end = strstr(s + 4, "-->");
-		if (!end)
-			return parse_fail(p, "unterminated comment");
-		p->pos = (size_t)(end - p->s) + 3;
-	} else if (!strncmp(s, "<?", 2)) {
-		end = strstr(s + 2, "?>");
-		if (!end)
-			return parse_fail(p, "unterminated processing instruction");
-		p->pos = (size_t)(end - p->s) + 2;
-	} else if (!strncmp(s, "<!DOCTYPE", 9)) {
-		end = strchr(s, '>');
-		if (!end || memchr(s, '[', (size_t)(end - s)))
-			return parse_fail(p, "DOCTYPE with an internal subset is not supported");
-		p->pos = (size_t)(end - p->s) + 1;
-	} else {
-		return 0;
-	}
-	*skipped = true;
-	return 0;
-}
-
-static void trim(char *s)
-{
-	size_t len = strlen(s), start = 0;
-
 	while (len && strchr(" \t\r\n", s[len - 1]))
-		s[--len] = '\0';
-	while (s[start] && strchr(" \t\r\n", s[start]))
-		start++;
-	memmove(s, s + start, len - start + 1);
+		len--;
+	return strndup(s, len);
 }
 
-static int px_element(struct parser *p, struct px_elem **out, int depth)
+static int px_copy(const xmlNode *node, struct px_elem **out, int depth, char *msg, size_t msgsz)
 {
 	struct px_elem *e;
-	struct sbuf text = { 0 };
+	size_t nattrs = 0, nchildren = 0;
+	xmlBuffer *text = NULL;
 
 	if (depth > PARSE_MAX_DEPTH)
-		return parse_fail(p, "nested too deeply");
-	if (p->s[p->pos] != '<')
-		return parse_fail(p, "expected an element");
-	p->pos++;
+		return parse_fail(msg, msgsz, (long)xmlGetLineNo(node), "nested too deeply");
 	e = calloc(1, sizeof(*e));
 	if (!e)
-		return parse_fail(p, "out of memory");
-	if (px_name(p, &e->name) < 0)
-		goto fail;
-	/* Attributes. */
-	for (;;) {
-		struct px_attr *attrs;
-		struct sbuf val = { 0 };
-		char *name, q;
+		return parse_fail(msg, msgsz, 0, "out of memory");
+	for (const xmlAttr *a = node->properties; a; a = a->next)
+		nattrs++;
+	for (const xmlNode *c = node->children; c; c = c->next)
+		nchildren += c->type == XML_ELEMENT_NODE;
+	e->name = px_qname(node->ns ? node->ns->prefix : NULL, node->name);
+	e->attrs = calloc(nattrs ? nattrs : 1, sizeof(*e->attrs));
+	e->children = calloc(nchildren ? nchildren : 1, sizeof(*e->children));
+	text = xmlBufferCreate();
+	if (!e->name || !e->attrs || !e->children || !text)
+		goto oom;
+	for (const xmlAttr *a = node->properties; a; a = a->next) {
+		xmlChar *val = xmlNodeListGetString(node->doc, a->children, 1);
 
-		skip_ws(p);
-		if (p->s[p->pos] == '/' && p->s[p->pos + 1] == '>') {
-			p->pos += 2;
-			e->text = strdup("");
-			if (!e->text)
-				goto oom;
-			*out = e;
-			return 0;
-		}
-		if (p->s[p->pos] == '>') {
-			p->pos++;
-			break;
-		}
-		if (px_name(p, &name) < 0)
-			goto fail;
-		skip_ws(p);
-		if (p->s[p->pos] != '=') {
-			parse_fail(p, "expected '=' after attribute '%s'", name);
-			free(name);
-			goto fail;
-		}
-		p->pos++;
-		skip_ws(p);
-		q = p->s[p->pos];
-		if (q != '"' && q != '\'') {
-			free(name);
-			parse_fail(p, "expected a quoted attribute value");
-			goto fail;
-		}
-		p->pos++;
-		if (px_text(p, &val, q) < 0 || p->s[p->pos] != q) {
-			free(name);
-			free(val.b);
-			parse_fail(p, "unterminated attribute value");
-			goto fail;
-		}
-		p->pos++;
-		attrs = realloc(e->attrs, (e->nattrs + 1) * sizeof(*attrs));
-		if (attrs)
-			e->attrs = attrs;
-		if (!attrs || val.oom) {
-			free(name);
-			free(val.b);
-			goto oom;
-		}
-		attrs[e->nattrs].name = name;
-		attrs[e->nattrs].value = sb_take(&val);
+		e->attrs[e->nattrs].name = px_qname(a->ns ? a->ns->prefix : NULL, a->name);
+		e->attrs[e->nattrs].value = strdup(val ? (const char *)val : "");
+		xmlFree(val);
 		e->nattrs++;
-		if (!attrs[e->nattrs - 1].value)
+		if (!e->attrs[e->nattrs - 1].name || !e->attrs[e->nattrs - 1].value)
 			goto oom;
 	}
-	/* Content. */
-	for (;;) {
-		bool skipped;
-
-		if (px_text(p, &text, '<') < 0)
+	for (const xmlNode *c = node->children; c; c = c->next) {
+		switch (c->type) {
+		case XML_ELEMENT_NODE:
+			if (px_copy(c, &e->children[e->nchildren], depth + 1, msg, msgsz) < 0)
+				goto fail;
+			e->nchildren++;
+			break;
+		case XML_TEXT_NODE:
+		case XML_CDATA_SECTION_NODE:
+			if (xmlBufferCat(text, c->content) != 0)
+				goto oom;
+			break;
+		case XML_ENTITY_REF_NODE:
+			parse_fail(msg, msgsz, (long)xmlGetLineNo(c),
+				   "entity references are not supported");
 			goto fail;
-		if (!p->s[p->pos]) {
-			parse_fail(p, "element <%s> is not closed", e->name);
-			goto fail;
-		}
-		if (px_skip_misc(p, &skipped) < 0)
-			goto fail;
-		if (skipped)
-			continue;
-		if (!strncmp(p->s + p->pos, "<![CDATA[", 9)) {
-			const char *end = strstr(p->s + p->pos + 9, "]]>");
-
-			if (!end) {
-				parse_fail(p, "unterminated CDATA section");
-				goto fail;
-			}
-			for (const char *c = p->s + p->pos + 9; c < end; c++)
-				sb_putc(&text, *c);
-			p->pos = (size_t)(end - p->s) + 3;
-			continue;
-		}
-		if (p->s[p->pos + 1] == '/') {
-			char *name;
-
-			p->pos += 2;
-			if (px_name(p, &name) < 0)
-				goto fail;
-			if (strcmp(name, e->name)) {
-				parse_fail(p, "</%s> closes <%s>", name, e->name);
-				free(name);
-				goto fail;
-			}
-			free(name);
-			skip_ws(p);
-			if (p->s[p->pos] != '>') {
-				parse_fail(p, "expected '>'");
-				goto fail;
-			}
-			p->pos++;
+		default: /* comments, processing instructions */
 			break;
 		}
-		struct px_elem *child = NULL, **children;
-
-		if (px_element(p, &child, depth + 1) < 0)
-			goto fail;
-		children = realloc(e->children, (e->nchildren + 1) * sizeof(*children));
-		if (!children) {
-			px_free(child);
-			goto oom;
-		}
-		e->children = children;
-		children[e->nchildren++] = child;
 	}
-	e->text = sb_take(&text);
-	text.b = NULL;
+	e->text = px_trimmed((const char *)xmlBufferContent(text));
 	if (!e->text)
 		goto oom;
-	trim(e->text);
+	xmlBufferFree(text);
 	*out = e;
 	return 0;
 oom:
-	parse_fail(p, "out of memory");
+	parse_fail(msg, msgsz, 0, "out of memory");
 fail:
-	free(text.b);
+	xmlBufferFree(text);
 	px_free(e);
 	return -EINVAL;
 }
 
+/*
+ * Pool and volume XML comes from users and from files anyone may have written:
+ * no declaration in a DOCTYPE is honoured. An entity declared there would be
+ * the door to the billion laughs and to external entities (file://, http://), so the
+ * first declaration stops the parser.
+ */
+static void px_no_entity_decl(void *ctx, const xmlChar *name, int type, const xmlChar *public_id,
+			      const xmlChar *system_id, xmlChar *content)
+{
+	xmlParserCtxt *ctxt = ctx;
+
+	(void)name, (void)type, (void)public_id, (void)system_id, (void)content;
+	/* Mark the document broken for px_parse, which gives the message. */
+	ctxt->wellFormed = 0;
+	ctxt->_private = (void *)"DOCTYPE with an internal subset is not supported";
+	xmlStopParser(ctxt);
+}
+
 int px_parse(const char *text, struct px_elem **out, char *msg, size_t msgsz)
 {
-	struct parser p = { .s = text, .msg = msg, .msgsz = msgsz };
-	struct px_elem *root = NULL;
-	bool skipped;
+	size_t len = strlen(text);
+	xmlParserCtxt *ctxt;
+	xmlDoc *doc;
+	int ret;
 
-	if (!strncmp(text, "\xef\xbb\xbf", 3))
-		p.pos = 3;
-	do {
-		skip_ws(&p);
-		if (px_skip_misc(&p, &skipped) < 0)
-			return -EINVAL;
-	} while (skipped);
-	if (px_element(&p, &root, 0) < 0)
-		return -EINVAL;
-	do {
-		skip_ws(&p);
-		if (px_skip_misc(&p, &skipped) < 0) {
-			px_free(root);
-			return -EINVAL;
-		}
-	} while (skipped);
-	if (p.s[p.pos]) {
-		px_free(root);
-		return parse_fail(&p, "content after the root element");
+	if (len >= PARSE_MAX_SIZE)
+		return parse_fail(msg, msgsz, 0, "larger than %u bytes", PARSE_MAX_SIZE);
+	ctxt = xmlNewParserCtxt();
+	if (!ctxt)
+		return parse_fail(msg, msgsz, 0, "out of memory");
+	ctxt->sax->entityDecl = px_no_entity_decl;
+	/*
+	 * No XML_PARSE_NOENT (entities stay unexpanded), no DTDLOAD/DTDATTR (no
+	 * external DTD is read), NONET (nothing is fetched): the text is untrusted.
+	 * Errors are returned in @msg, not printed.
+	 */
+	doc = xmlCtxtReadMemory(ctxt, text, (int)len, NULL, NULL,
+				XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	if (ctxt->_private) {
+		ret = parse_fail(msg, msgsz, ctxt->input ? ctxt->input->line : 0, "%s",
+				 (const char *)ctxt->_private);
+		goto out;
 	}
-	*out = root;
-	return 0;
+	if (!doc || !ctxt->wellFormed || !xmlDocGetRootElement(doc)) {
+		const xmlError *xe = xmlCtxtGetLastError(ctxt);
+		char what[200];
+		size_t n;
+
+		snprintf(what, sizeof(what), "%s",
+			 xe && xe->message ? xe->message : "not well-formed");
+		n = strlen(what);
+		while (n && what[n - 1] == '\n')
+			what[--n] = '\0';
+		ret = parse_fail(msg, msgsz, xe ? xe->line : 0, "%s", what);
+		goto out;
+	}
+	ret = px_copy(xmlDocGetRootElement(doc), out, 0, msg, msgsz);
+out:
+	xmlFreeDoc(doc);
+	xmlFreeParserCtxt(ctxt);
+	return ret;
 }

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Small parsers for pool definitions: a JSON DOM (the state files and
- * pool-define's JSON) and an XML DOM for the subset of XML that libvirt's
- * pool definitions use (elements, attributes, text, comments, the XML
- * declaration, character and the five predefined entity references). Both
- * take untrusted text: every error is a message, never a crash; nesting is
- * bounded.
+ * The DOMs of pool definitions: JSON (the state files, pool-define's JSON,
+ * lvm's reports) read by json-c, XML (libvirt's pool, volume and secret
+ * definitions) read by libxml2, both copied into the small trees below so
+ * that callers need neither library. Both take untrusted text: every error is
+ * a message ("line L: what"), never a crash; size and nesting are bounded; XML
+ * entities declared in a DOCTYPE are refused, nothing external is ever read.
  */
 #ifndef VSTOR_POOL_PARSE_H
 #define VSTOR_POOL_PARSE_H

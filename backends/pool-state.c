@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Pool definitions and where they live: the definition JSON (written with
- * libstore/json.c, read with pool-parse.c), the state directory with its
+ * json-c, read with pool-parse.c), the state directory with its
  * lock, and loading, defining and saving pools.
  */
 #include "pool.h"
@@ -18,18 +18,30 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
-#include "json.h"
+#include <json-c/json.h>
 
 #include "pool-int.h"
 #include "pool-parse.h"
 
 /* ---- Definition JSON ------------------------------------------------------ */
 
-/* Member @key unless @val is empty: the definition leaves out what is not set. */
-static void json_str_set(struct json_writer *w, const char *key, const char *val)
+/*
+ * Member @key of @obj: @val (taken; NULL when json-c ran out of memory). Returns
+ * false when anything is missing, so that one check covers a whole definition.
+ */
+static bool obj_add(struct json_object *obj, const char *key, struct json_object *val)
 {
-	if (val[0])
-		json_str(w, key, val);
+	if (!obj || !val || json_object_object_add(obj, key, val) < 0) {
+		json_object_put(val);
+		return false;
+	}
+	return true;
+}
+
+/* String member @key unless @val is empty: the definition leaves out what is not set. */
+static bool obj_add_str(struct json_object *obj, const char *key, const char *val)
+{
+	return !val[0] || obj_add(obj, key, json_object_new_string(val));
 }
 
 /*
@@ -59,71 +71,70 @@ static const char *boot_id(void)
 
 char *vs_pool_def_to_json(const struct vs_pool_def *def, bool active)
 {
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	struct json_writer w;
 	bool has_source = def->source_host[0] || def->source_path[0] || def->nb_source_devs ||
 			  def->source_name[0] || def->source_format[0] || def->initiator_iqn[0];
+	struct json_object *root = json_object_new_object(), *o;
+	bool ok = root != NULL;
+	char *text = NULL;
 
-	if (!f)
-		return NULL;
-	json_init(&w, f, true);
-	w.raw_bytes = true; /* names and paths are bytes: kept as they are */
-	json_obj_begin(&w, NULL);
-	json_int(&w, "version", VS_POOL_STATE_VERSION);
-	json_str_set(&w, "name", def->name);
-	json_str_set(&w, "type", def->type);
-	json_str_set(&w, "uuid", def->uuid);
-	json_bool(&w, "autostart", def->autostart);
-	json_bool(&w, "active", active);
-	if (active)
-		json_str_set(&w, "boot_id", boot_id());
-	json_str_set(&w, "target", def->target);
-	if (has_source) {
-		json_obj_begin(&w, "source");
-		json_str_set(&w, "host", def->source_host);
-		if (def->source_port)
-			json_uint(&w, "port", def->source_port);
-		json_str_set(&w, "path", def->source_path);
-		if (def->nb_source_devs) {
-			json_arr_begin(&w, "devices");
-			for (unsigned i = 0; i < def->nb_source_devs; i++)
-				json_str(&w, NULL, def->source_devs[i]);
-			json_arr_end(&w);
+	ok = ok && obj_add(root, "version", json_object_new_int64(VS_POOL_STATE_VERSION));
+	ok = ok && obj_add_str(root, "name", def->name) && obj_add_str(root, "type", def->type) &&
+	     obj_add_str(root, "uuid", def->uuid) &&
+	     obj_add(root, "autostart", json_object_new_boolean(def->autostart)) &&
+	     obj_add(root, "active", json_object_new_boolean(active)) &&
+	     (!active || obj_add_str(root, "boot_id", boot_id())) &&
+	     obj_add_str(root, "target", def->target);
+	if (ok && has_source) {
+		o = json_object_new_object();
+		ok = obj_add(root, "source", o) && obj_add_str(o, "host", def->source_host) &&
+		     (!def->source_port ||
+		      obj_add(o, "port", json_object_new_int64(def->source_port))) &&
+		     obj_add_str(o, "path", def->source_path);
+		if (ok && def->nb_source_devs) {
+			struct json_object *devs = json_object_new_array();
+
+			ok = obj_add(o, "devices", devs);
+			for (unsigned i = 0; ok && i < def->nb_source_devs; i++) {
+				struct json_object *d = json_object_new_string(def->source_devs[i]);
+
+				ok = d && json_object_array_add(devs, d) == 0;
+				if (!ok)
+					json_object_put(d);
+			}
 		}
-		json_str_set(&w, "name", def->source_name);
-		json_str_set(&w, "format", def->source_format);
-		json_str_set(&w, "initiator", def->initiator_iqn);
-		json_obj_end(&w);
+		ok = ok && obj_add_str(o, "name", def->source_name) &&
+		     obj_add_str(o, "format", def->source_format) &&
+		     obj_add_str(o, "initiator", def->initiator_iqn);
 	}
-	if (def->auth_type[0]) {
-		json_obj_begin(&w, "auth");
-		json_str_set(&w, "type", def->auth_type);
-		json_str_set(&w, "username", def->auth_username);
-		json_str_set(&w, "secret_file", def->auth_secret_file);
-		json_obj_end(&w);
+	if (ok && def->auth_type[0]) {
+		o = json_object_new_object();
+		ok = obj_add(root, "auth", o) && obj_add_str(o, "type", def->auth_type) &&
+		     obj_add_str(o, "username", def->auth_username) &&
+		     obj_add_str(o, "secret_file", def->auth_secret_file);
 	}
-	if (def->perm_mode[0] || def->perm_owner[0] || def->perm_group[0]) {
-		json_obj_begin(&w, "permissions");
-		json_str_set(&w, "mode", def->perm_mode);
-		json_str_set(&w, "owner", def->perm_owner);
-		json_str_set(&w, "group", def->perm_group);
-		json_obj_end(&w);
+	if (ok && (def->perm_mode[0] || def->perm_owner[0] || def->perm_group[0])) {
+		o = json_object_new_object();
+		ok = obj_add(root, "permissions", o) && obj_add_str(o, "mode", def->perm_mode) &&
+		     obj_add_str(o, "owner", def->perm_owner) &&
+		     obj_add_str(o, "group", def->perm_group);
 	}
-	if (def->nb_extra) {
-		json_obj_begin(&w, "extra");
-		for (unsigned i = 0; i < def->nb_extra; i++)
-			json_str_set(&w, def->extra[i].key, def->extra[i].value);
-		json_obj_end(&w);
+	if (ok && def->nb_extra) {
+		o = json_object_new_object();
+		ok = obj_add(root, "extra", o);
+		for (unsigned i = 0; ok && i < def->nb_extra; i++)
+			ok = obj_add_str(o, def->extra[i].key, def->extra[i].value);
 	}
-	json_obj_end(&w);
-	fputc('\n', f);
-	if (fclose(f)) {
-		free(buf);
-		return NULL;
-	}
-	return buf;
+	/*
+	 * json-c writes bytes >= 0x80 as they are: names and paths are bytes, not
+	 * necessarily UTF-8, and come back unchanged.
+	 */
+	if (ok && asprintf(&text, "%s\n",
+			   json_object_to_json_string_ext(
+				   root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+						 JSON_C_TO_STRING_NOSLASHESCAPE)) < 0)
+		text = NULL;
+	json_object_put(root);
+	return text;
 }
 
 /* Copy string member @key of @obj into @dst; missing is fine. */

@@ -133,7 +133,7 @@ static int print_def(struct vstor_ctx *c, const struct vs_pool_def *def, bool ac
 	return 0;
 }
 
-static void print_pool_xml(const struct vs_pool_def *d, const struct vs_pool_info *pi,
+static void print_pool_xml(FILE *f, const struct vs_pool_def *d, const struct vs_pool_info *pi,
 			   bool inactive);
 
 static int define_def(struct vstor_ctx *c, struct vs_pool_def *def)
@@ -153,7 +153,7 @@ static int cmd_pool_define_as(struct vstor_ctx *c)
 		return vstor_error(c, -ENOMEM, "out of memory");
 	ret = def_from_opts(c, def);
 	if (ret == 0 && opt_bool(c, "print-xml"))
-		print_pool_xml(def, NULL, true); /* as virsh: XML, pool-define reads it */
+		print_pool_xml(stdout, def, NULL, true); /* as virsh: XML, pool-define reads it */
 	else if (ret == 0 && (ret = define_def(c, def)) == 0)
 		vstor_msg(c, "Pool %s defined\n\n", def->name);
 	free(def);
@@ -186,7 +186,7 @@ static int cmd_pool_create_as(struct vstor_ctx *c)
 		return vstor_error(c, -ENOMEM, "out of memory");
 	ret = def_from_opts(c, def);
 	if (ret == 0 && opt_bool(c, "print-xml")) {
-		print_pool_xml(def, NULL, true);
+		print_pool_xml(stdout, def, NULL, true);
 		goto out;
 	}
 	/* No daemon keeps transient pools: it is defined, and undefined at pool-destroy. */
@@ -227,6 +227,13 @@ static int cmd_pool_define(struct vstor_ctx *c)
 	    vs_pool_def_parse(def, text, file, NULL, &c->err) < 0) {
 		ret = vstor_error_err(c, "Failed to define pool from %s", file);
 		goto out;
+	}
+	if (opt_bool(c, "validate")) {
+		char what[VS_POOL_PATH_MAX + 32];
+
+		snprintf(what, sizeof(what), "Failed to define pool from %s", file);
+		if ((ret = vstor_validate_file(c, file, "storagepool", what)))
+			goto out;
 	}
 	ret = define_def(c, def);
 	if (ret == 0)
@@ -526,19 +533,20 @@ static int cmd_pool_info(struct vstor_ctx *c)
 }
 
 /* An element <@name>@text</@name>, or <@name @attr='@val'/> when @attr is set. */
-static void xml_elem(const char *indent, const char *name, const char *attr, const char *val)
+static void xml_elem(FILE *f, const char *indent, const char *name, const char *attr,
+		     const char *val)
 {
 	if (!val[0])
 		return;
-	printf("%s<%s", indent, name);
+	fprintf(f, "%s<%s", indent, name);
 	if (attr) {
-		printf(" %s='", attr);
-		vs_pool_xml_escape(stdout, val);
-		printf("'/>\n");
+		fprintf(f, " %s='", attr);
+		vs_pool_xml_escape(f, val);
+		fprintf(f, "'/>\n");
 	} else {
-		putchar('>');
-		vs_pool_xml_escape(stdout, val);
-		printf("</%s>\n", name);
+		fputc('>', f);
+		vs_pool_xml_escape(f, val);
+		fprintf(f, "</%s>\n", name);
 	}
 }
 
@@ -547,54 +555,55 @@ static void xml_elem(const char *indent, const char *name, const char *attr, con
  * directory has (active dir pools, unless @inactive: the definition only),
  * else what the definition asks for.
  */
-static void target_permissions(const struct vs_pool_def *d, bool inactive)
+static void target_permissions(FILE *f, const struct vs_pool_def *d, bool inactive)
 {
 	struct stat st;
 
 	if (!inactive && !strcmp(d->type, "dir") && stat(d->target, &st) == 0) {
-		printf("    <permissions>\n      <mode>%04o</mode>\n      <owner>%u</owner>\n"
-		       "      <group>%u</group>\n    </permissions>\n",
-		       (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid);
+		fprintf(f,
+			"    <permissions>\n      <mode>%04o</mode>\n      <owner>%u</owner>\n"
+			"      <group>%u</group>\n    </permissions>\n",
+			(unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid);
 		return;
 	}
 	if (!d->perm_mode[0] && !d->perm_owner[0] && !d->perm_group[0])
 		return;
-	printf("    <permissions>\n");
-	xml_elem("      ", "mode", NULL, d->perm_mode);
-	xml_elem("      ", "owner", NULL, d->perm_owner);
-	xml_elem("      ", "group", NULL, d->perm_group);
-	printf("    </permissions>\n");
+	fprintf(f, "    <permissions>\n");
+	xml_elem(f, "      ", "mode", NULL, d->perm_mode);
+	xml_elem(f, "      ", "owner", NULL, d->perm_owner);
+	xml_elem(f, "      ", "group", NULL, d->perm_group);
+	fprintf(f, "    </permissions>\n");
 }
 
 /* The children of a pool's <source> element (indent 4), as libvirt writes them. */
-static void print_source_xml(const struct vs_pool_def *d)
+static void print_source_xml(FILE *f, const struct vs_pool_def *d)
 {
 	if (d->source_host[0]) {
-		printf("    <host name='");
-		vs_pool_xml_escape(stdout, d->source_host);
+		fprintf(f, "    <host name='");
+		vs_pool_xml_escape(f, d->source_host);
 		if (d->source_port)
-			printf("' port='%u", d->source_port);
-		printf("'/>\n");
+			fprintf(f, "' port='%u", d->source_port);
+		fprintf(f, "'/>\n");
 	}
-	xml_elem("    ", "dir", "path", d->source_path);
+	xml_elem(f, "    ", "dir", "path", d->source_path);
 	for (unsigned i = 0; i < d->nb_source_devs; i++)
-		xml_elem("    ", "device", "path", d->source_devs[i]);
-	xml_elem("    ", "name", NULL, d->source_name);
-	xml_elem("    ", "format", "type", d->source_format);
+		xml_elem(f, "    ", "device", "path", d->source_devs[i]);
+	xml_elem(f, "    ", "name", NULL, d->source_name);
+	xml_elem(f, "    ", "format", "type", d->source_format);
 	if (d->initiator_iqn[0]) {
-		printf("    <initiator>\n");
-		xml_elem("      ", "iqn", "name", d->initiator_iqn);
-		printf("    </initiator>\n");
+		fprintf(f, "    <initiator>\n");
+		xml_elem(f, "      ", "iqn", "name", d->initiator_iqn);
+		fprintf(f, "    </initiator>\n");
 	}
 	if (d->auth_type[0]) {
-		printf("    <auth type='");
-		vs_pool_xml_escape(stdout, d->auth_type);
-		printf("' username='");
-		vs_pool_xml_escape(stdout, d->auth_username);
-		printf("'>\n");
+		fprintf(f, "    <auth type='");
+		vs_pool_xml_escape(f, d->auth_type);
+		fprintf(f, "' username='");
+		vs_pool_xml_escape(f, d->auth_username);
+		fprintf(f, "'>\n");
 		/* file= is vstor's: libvirt names a secret of libvirtd's store. */
-		xml_elem("      ", "secret", "file", d->auth_secret_file);
-		printf("    </auth>\n");
+		xml_elem(f, "      ", "secret", "file", d->auth_secret_file);
+		fprintf(f, "    </auth>\n");
 	}
 }
 
@@ -603,38 +612,40 @@ static void print_source_xml(const struct vs_pool_def *d)
  * it back): with the sizes of @pi when not NULL, the uuid when there is one,
  * and the target's permissions as the directory has them unless @inactive.
  */
-static void print_pool_xml(const struct vs_pool_def *d, const struct vs_pool_info *pi,
+static void print_pool_xml(FILE *f, const struct vs_pool_def *d, const struct vs_pool_info *pi,
 			   bool inactive)
 {
-	printf("<pool type='");
-	vs_pool_xml_escape(stdout, d->type);
-	printf("'>\n");
-	xml_elem("  ", "name", NULL, d->name);
-	xml_elem("  ", "uuid", NULL, d->uuid);
+	fprintf(f, "<pool type='");
+	vs_pool_xml_escape(f, d->type);
+	fprintf(f, "'>\n");
+	xml_elem(f, "  ", "name", NULL, d->name);
+	xml_elem(f, "  ", "uuid", NULL, d->uuid);
 	if (pi) {
-		printf("  <capacity unit='bytes'>%llu</capacity>\n",
-		       (unsigned long long)pi->capacity);
-		printf("  <allocation unit='bytes'>%llu</allocation>\n",
-		       (unsigned long long)pi->allocation);
-		printf("  <available unit='bytes'>%llu</available>\n",
-		       (unsigned long long)pi->available);
+		fprintf(f, "  <capacity unit='bytes'>%llu</capacity>\n",
+			(unsigned long long)pi->capacity);
+		fprintf(f, "  <allocation unit='bytes'>%llu</allocation>\n",
+			(unsigned long long)pi->allocation);
+		fprintf(f, "  <available unit='bytes'>%llu</available>\n",
+			(unsigned long long)pi->available);
 	}
-	printf("  <source>\n");
-	print_source_xml(d);
-	printf("  </source>\n");
+	fprintf(f, "  <source>\n");
+	print_source_xml(f, d);
+	fprintf(f, "  </source>\n");
 	if (d->target[0]) {
-		printf("  <target>\n");
-		xml_elem("    ", "path", NULL, d->target);
-		target_permissions(d, inactive);
-		printf("  </target>\n");
+		fprintf(f, "  <target>\n");
+		xml_elem(f, "    ", "path", NULL, d->target);
+		target_permissions(f, d, inactive);
+		fprintf(f, "  </target>\n");
 	}
-	printf("</pool>\n");
+	fprintf(f, "</pool>\n");
 }
 
 /* libvirt's pool XML, as virsh pool-dumpxml writes it (pool-define reads it back). */
 static int cmd_pool_dumpxml(struct vstor_ctx *c)
 {
+	struct vstor_xml xml;
 	struct vs_pool_info pi;
+	FILE *f;
 	struct vs_pool *p;
 	bool live;
 	int ret = with_pool(c, &p);
@@ -642,10 +653,13 @@ static int cmd_pool_dumpxml(struct vstor_ctx *c)
 	if (ret)
 		return ret;
 	live = p->active && !opt_bool(c, "inactive");
-	print_pool_xml(&p->def, live && vs_pool_refresh(p, &pi, NULL, NULL) == 0 ? &pi : NULL,
-		       !live);
+	f = vstor_xml_begin(c, &xml);
+	if (f)
+		print_pool_xml(f, &p->def,
+			       live && vs_pool_refresh(p, &pi, NULL, NULL) == 0 ? &pi : NULL,
+			       !live);
 	vs_pool_free(p);
-	return 0;
+	return vstor_xml_end(c, f, &xml);
 }
 
 /* An <enum name=@name> of @values (NULL-terminated), as libvirt's capabilities list them. */
@@ -727,7 +741,7 @@ static int find_sources(struct vstor_ctx *c, const char *type, const struct vs_p
 	printf("<sources>\n");
 	for (size_t i = 0; i < n; i++) {
 		printf("  <source>\n");
-		print_source_xml(&found[i]);
+		print_source_xml(stdout, &found[i]);
 		printf("  </source>\n");
 	}
 	printf("</sources>\n");
@@ -901,6 +915,7 @@ static const struct opt_spec create_as_opts[] = {
 };
 static const struct opt_spec file_opts[] = {
 	{ "file", OT_DATA, true, "file holding the definition (JSON or libvirt pool XML)" },
+	{ "validate", OT_BOOL, false, "validate the XML against libvirt's schema" },
 	{ NULL },
 };
 static const struct opt_spec pool_opts[] = {
@@ -938,6 +953,8 @@ static const struct opt_spec info_opts[] = {
 static const struct opt_spec dump_opts[] = {
 	{ "pool", OT_DATA, true, "pool name" },
 	{ "inactive", OT_BOOL, false, "the definition only (active: false)" },
+	VSTOR_XPATH_OPT,
+	VSTOR_WRAP_OPT,
 	{ NULL },
 };
 static const struct opt_spec list_opts[] = {

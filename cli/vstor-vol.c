@@ -448,6 +448,14 @@ static int cmd_vol_create(struct vstor_ctx *c)
 	struct vs_pool *p;
 	int ret = 0;
 
+	/* As virsh: the schema first, then what the definition says. */
+	if (opt_bool(c, "validate")) {
+		char what[VS_POOL_PATH_MAX + 32];
+
+		snprintf(what, sizeof(what), "Failed to create vol from %s", opt_get(c, "file"));
+		if (vstor_validate_file(c, opt_get(c, "file"), "storagevol", what))
+			return 1;
+	}
 	if (vol_def_parse(c, opt_get(c, "file"), &d))
 		return 1;
 	if (!d.has_capacity)
@@ -1211,68 +1219,77 @@ static int cmd_vol_dumpxml(struct vstor_ctx *c)
 {
 	char name[VS_POOL_NAME_MAX + 1];
 	struct vs_vol_info v;
+	struct vstor_xml xml;
 	struct vs_pool *p;
+	FILE *f;
 
 	if (get_vol_info(c, &p, name, &v))
 		return 1;
-	printf("<volume type='%s'>\n  <name>", vs_vol_type_name(v.type));
-	vs_pool_xml_escape(stdout, v.name);
-	printf("</name>\n  <key>");
-	vs_pool_xml_escape(stdout, v.path);
-	printf("</key>\n  <capacity unit='bytes'>%llu</capacity>\n"
-	       "  <allocation unit='bytes'>%llu</allocation>\n",
-	       (unsigned long long)v.capacity, (unsigned long long)v.allocation);
+	f = vstor_xml_begin(c, &xml);
+	if (!f) {
+		vs_pool_free(p);
+		return 1;
+	}
+	fprintf(f, "<volume type='%s'>\n  <name>", vs_vol_type_name(v.type));
+	vs_pool_xml_escape(f, v.name);
+	fprintf(f, "</name>\n  <key>");
+	vs_pool_xml_escape(f, v.path);
+	fprintf(f,
+		"</key>\n  <capacity unit='bytes'>%llu</capacity>\n"
+		"  <allocation unit='bytes'>%llu</allocation>\n",
+		(unsigned long long)v.capacity, (unsigned long long)v.allocation);
 	if (v.physical)
-		printf("  <physical unit='bytes'>%llu</physical>\n",
-		       (unsigned long long)v.physical);
-	printf("  <target>\n    <path>");
-	vs_pool_xml_escape(stdout, v.path);
-	printf("</path>\n    <format type='%s'/>\n", v.format);
+		fprintf(f, "  <physical unit='bytes'>%llu</physical>\n",
+			(unsigned long long)v.physical);
+	fprintf(f, "  <target>\n    <path>");
+	vs_pool_xml_escape(f, v.path);
+	fprintf(f, "</path>\n    <format type='%s'/>\n", v.format);
 	if (v.encryption[0]) {
 		/* The secret's uuid, never its value. */
 		char uuid[37];
 
-		printf("    <encryption format='%s'>\n",
-		       !strcmp(v.encryption, "aes") ? "qcow" : v.encryption);
+		fprintf(f, "    <encryption format='%s'>\n",
+			!strcmp(v.encryption, "aes") ? "qcow" : v.encryption);
 		if (vs_pool_vol_secret(p, &v, uuid, NULL) == 0)
-			printf("      <secret type='passphrase' uuid='%s'/>\n", uuid);
-		printf("    </encryption>\n");
+			fprintf(f, "      <secret type='passphrase' uuid='%s'/>\n", uuid);
+		fprintf(f, "    </encryption>\n");
 	}
 	if (v.has_perms)
-		printf("    <permissions>\n      <mode>%04o</mode>\n      <owner>%u</owner>\n"
-		       "      <group>%u</group>\n    </permissions>\n",
-		       (unsigned)v.mode, (unsigned)v.owner, (unsigned)v.group);
+		fprintf(f,
+			"    <permissions>\n      <mode>%04o</mode>\n      <owner>%u</owner>\n"
+			"      <group>%u</group>\n    </permissions>\n",
+			(unsigned)v.mode, (unsigned)v.owner, (unsigned)v.group);
 	if (v.has_times) {
 		const struct timespec *ts[] = { &v.atime, &v.mtime, &v.ctime };
 		const char *names[] = { "atime", "mtime", "ctime" };
 
-		printf("    <timestamps>\n");
+		fprintf(f, "    <timestamps>\n");
 		for (int i = 0; i < 3; i++)
-			printf("      <%s>%lld.%09ld</%s>\n", names[i], (long long)ts[i]->tv_sec,
-			       ts[i]->tv_nsec, names[i]);
-		printf("    </timestamps>\n");
+			fprintf(f, "      <%s>%lld.%09ld</%s>\n", names[i],
+				(long long)ts[i]->tv_sec, ts[i]->tv_nsec, names[i]);
+		fprintf(f, "    </timestamps>\n");
 	}
 	if (v.compat[0])
-		printf("    <compat>%s</compat>\n", v.compat);
+		fprintf(f, "    <compat>%s</compat>\n", v.compat);
 	if (v.cluster_size)
-		printf("    <clusterSize unit='B'>%u</clusterSize>\n", v.cluster_size);
+		fprintf(f, "    <clusterSize unit='B'>%u</clusterSize>\n", v.cluster_size);
 	if (v.lazy_refcounts)
-		printf("    <features>\n      <lazy_refcounts/>\n    </features>\n");
-	printf("  </target>\n");
+		fprintf(f, "    <features>\n      <lazy_refcounts/>\n    </features>\n");
+	fprintf(f, "  </target>\n");
 	if (v.backing[0]) {
-		printf("  <backingStore>\n    <path>");
-		vs_pool_xml_escape(stdout, v.backing);
-		printf("</path>\n");
+		fprintf(f, "  <backingStore>\n    <path>");
+		vs_pool_xml_escape(f, v.backing);
+		fprintf(f, "</path>\n");
 		if (v.backing_format[0]) {
-			printf("    <format type='");
-			vs_pool_xml_escape(stdout, v.backing_format);
-			printf("'/>\n");
+			fprintf(f, "    <format type='");
+			vs_pool_xml_escape(f, v.backing_format);
+			fprintf(f, "'/>\n");
 		}
-		printf("  </backingStore>\n");
+		fprintf(f, "  </backingStore>\n");
 	}
-	printf("</volume>\n");
+	fprintf(f, "</volume>\n");
 	vs_pool_free(p);
-	return 0;
+	return vstor_xml_end(c, f, &xml);
 }
 
 static int cmd_vol_pool(struct vstor_ctx *c)
@@ -1325,6 +1342,7 @@ static const struct opt_spec create_opts[] = {
 	{ "pool", OT_DATA, true, "pool name" },
 	{ "file", OT_DATA, true, "file with a volume definition (libvirt XML or JSON)" },
 	{ "prealloc-metadata", OT_BOOL, false, "preallocate metadata (qcow2)" },
+	{ "validate", OT_BOOL, false, "validate the XML against libvirt's schema" },
 	{ NULL },
 };
 static const struct opt_spec create_from_opts[] = {
@@ -1392,6 +1410,11 @@ static const struct opt_spec info_opts[] = {
 	{ NULL },
 };
 static const struct opt_spec vol_opts[] = { VOL_OPT, POOL_OPT, { NULL } };
+static const struct opt_spec vol_dump_opts[] = { VOL_OPT,
+						 POOL_OPT,
+						 VSTOR_XPATH_OPT,
+						 VSTOR_WRAP_OPT,
+						 { NULL } };
 static const struct opt_spec vol_key_opts[] = { { "vol", OT_DATA, true, "volume key (path)" },
 						{ NULL } };
 static const struct opt_spec vol_pool_opts[] = {
@@ -1411,7 +1434,8 @@ const struct vstor_cmd vstor_vol_cmds[] = {
 	{ "vol-download", cmd_vol_download, updown_opts, "download volume contents to a file",
 	  false },
 	{ "vol-dump", cmd_vol_dump, vol_opts, "vol information in JSON", false },
-	{ "vol-dumpxml", cmd_vol_dumpxml, vol_opts, "vol information in libvirt's XML", false },
+	{ "vol-dumpxml", cmd_vol_dumpxml, vol_dump_opts, "vol information in libvirt's XML",
+	  false },
 	{ "vol-info", cmd_vol_info, info_opts, "storage vol information", false },
 	{ "vol-key", cmd_vol_key, vol_opts,
 	  "returns the volume key for a given volume name or path", false },

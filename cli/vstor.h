@@ -102,6 +102,36 @@ struct vstor_table {
 void vstor_table_add(struct vstor_table *t, const char *const *cells);
 void vstor_table_print(struct vstor_table *t);
 
+/*
+ * --xpath EXPRESSION [--wrap] of the dumpxml verbs (vstor-xpath.c), as virsh
+ * has them: put VSTOR_XPATH_OPT and VSTOR_WRAP_OPT in the verb's options, write the XML to
+ * vstor_xml_begin()'s stream (stdout without --xpath; NULL after an error
+ * message), and return vstor_xml_end()'s exit code, which prints the result.
+ */
+#define VSTOR_XPATH_OPT                                                               \
+	{                                                                             \
+		"xpath", OT_STR, false, "xpath expression to filter the XML document" \
+	}
+#define VSTOR_WRAP_OPT                                                                \
+	{                                                                             \
+		"wrap", OT_BOOL, false, "wrap xpath results in a common root element" \
+	}
+struct vstor_xml {
+	FILE *mem;
+	char *buf;
+	size_t len;
+};
+FILE *vstor_xml_begin(struct vstor_ctx *c, struct vstor_xml *x);
+int vstor_xml_end(struct vstor_ctx *c, FILE *f, struct vstor_xml *x);
+
+/*
+ * --validate (vstor-validate.c): 0 when file @file holds XML that libvirt's
+ * RelaxNG schema @schema ("storagepool", "storagevol") validates; else the
+ * error is printed as virsh prints it, after the line @what, and 1 returned.
+ */
+int vstor_validate_file(struct vstor_ctx *c, const char *file, const char *schema,
+			const char *what);
+
 /* Commands (vstor-pool.c, vstor-vol.c, vstor-block.c). */
 /*
  * The QMP socket of the daemon the block and backup verbs drive: the

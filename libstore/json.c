@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The streaming JSON writer of the tools and the pool state files; see json.h. */
+/* The streaming JSON writer of the tools' qemu-img-style output; see json.h. */
 #include "json.h"
 
 #include <inttypes.h>
@@ -61,16 +61,11 @@ static void json_write_codepoint(FILE *f, uint32_t cp)
 	}
 }
 
-void json_write_string(FILE *f, const char *str)
-{
-	json_write_bytes(f, str, false);
-}
-
 /* The characters written as a backslash and a letter, and their letters. */
 static const char escaped[] = "\"\\\b\f\n\r\t";
 static const char escape_letter[] = "\"\\bfnrt";
 
-void json_write_bytes(FILE *f, const char *str, bool raw_bytes)
+void json_write_string(FILE *f, const char *str)
 {
 	const unsigned char *s = (const unsigned char *)str;
 
@@ -83,7 +78,7 @@ void json_write_bytes(FILE *f, const char *str, bool raw_bytes)
 		if (e) {
 			fputc('\\', f);
 			fputc(escape_letter[e - escaped], f);
-		} else if ((*s >= 0x20 && *s < 0x7f) || (raw_bytes && *s >= 0x80)) {
+		} else if (*s >= 0x20 && *s < 0x7f) {
 			fputc(*s, f);
 		} else if ((len = utf8_decode(s, &cp))) {
 			json_write_codepoint(f, cp);
@@ -110,7 +105,7 @@ static void json_member(struct json_writer *w, const char *key)
 			json_indent(w, w->depth);
 	}
 	if (key) {
-		json_write_bytes(w->f, key, w->raw_bytes);
+		json_write_string(w->f, key);
 		fputs(": ", w->f);
 	}
 }
@@ -158,7 +153,7 @@ void json_arr_end(struct json_writer *w)
 void json_str(struct json_writer *w, const char *key, const char *val)
 {
 	json_member(w, key);
-	json_write_bytes(w->f, val, w->raw_bytes);
+	json_write_string(w->f, val);
 }
 
 void json_int(struct json_writer *w, const char *key, int64_t val)

@@ -2,8 +2,10 @@
 /*
  * A small streaming JSON writer. The pretty style is the one qemu-img prints
  * (4-space indent, one member per line); the compact style puts everything on
- * one line with ", " and ": " separators. Used by the command-line tools'
- * output and by the pool state files (backends/). Not part of the shared
+ * one line with ", " and ": " separators. The command-line tools'
+ * --output=json must match qemu-img's bytes, and json-c's printer knows no
+ * 4-space indent: this writer stays for that; what is not tool output (the
+ * pool state files, QMP) is written by json-c. Not part of the shared
  * library: the programs link it as the static library vstor_json.
  */
 #ifndef VSTOR_JSON_H
@@ -18,12 +20,6 @@
 struct json_writer {
 	FILE *f;
 	bool pretty;
-	/*
-	 * Strings are bytes, not text: bytes >= 0x80 are written as they are
-	 * instead of as \uXXXX (file names in state files need not be UTF-8).
-	 * Set after json_init.
-	 */
-	bool raw_bytes;
 	/*
 	 * Empty containers as qemu-img prints them in the pretty style: the
 	 * closing bracket on its own line ("[\n    ]"). Set after json_init.
@@ -45,7 +41,5 @@ void json_uint(struct json_writer *w, const char *key, uint64_t val);
 void json_bool(struct json_writer *w, const char *key, bool val);
 /* Write @s as a JSON string literal (quotes included), non-ASCII as \uXXXX. */
 void json_write_string(FILE *f, const char *s);
-/* The same, bytes >= 0x80 as they are when @raw_bytes. */
-void json_write_bytes(FILE *f, const char *s, bool raw_bytes);
 
 #endif

@@ -54,6 +54,10 @@ PACKAGES=(
 	# cross-host volume leases of shared pools: libsanlock_client, and the
 	# sanlock daemons of the lease tests (two hosts, one per run dir)
 	sanlock libsanlock-dev
+	# pool and volume XML (libxml2, as libvirt); xmllint is the --xpath test's oracle
+	libxml2-dev libxml2-utils
+	# --validate: libvirt's RelaxNG schemas (/usr/share/libvirt/schemas, in libvirt0)
+	libvirt0
 )
 
 # ganesha's VFS FSAL reads the mount table from /etc/mtab, which every

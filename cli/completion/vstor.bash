@@ -87,6 +87,7 @@ _vstor()
 		COMPREPLY=($(compgen -W 'raw qcow2' -- "$cur"))
 		return ;;
 	--file | --dest | --target | --source-path | --auth-secret-file) _filedir; return ;;
+	--xpath) return ;; # an XPath expression: nothing to offer
 	esac
 	if [[ $verb == help ]]; then
 		COMPREPLY=($(compgen -W "$("$1" help 2>/dev/null |

@@ -158,7 +158,10 @@ static void test_json_errors(void **state)
 	assert_non_null(strstr(err.msg, "version"));
 	assert_int_equal(parse("{\"version\": 1} x", &err), -EINVAL);
 	assert_int_equal(parse("{\"version\": 1.5}", &err), -EINVAL);
-	assert_int_equal(parse("{\"version\": 1, \"name\": \"\\ud800\"}", &err), -EINVAL);
+	/* A lone surrogate becomes U+FFFD (json-c's choice, as most decoders'). */
+	assert_int_equal(parse("{\"version\": 1, \"type\": \"dir\", \"name\": \"\\ud800\"}", &err),
+			 0);
+	assert_string_equal(def.name, "\xef\xbf\xbd");
 	assert_int_equal(parse("{\"version\": 1, \"name\": \"a\\u0000b\"}", &err), -EINVAL);
 	assert_int_equal(parse("{\"version\": 1, \"name\": \"a", &err), -EINVAL);
 	assert_int_equal(parse("{\"version\": 1, \"source\": {\"port\": 70000}}", &err), -EINVAL);
@@ -269,6 +272,102 @@ static void test_xml_errors(void **state)
 			 -EINVAL);
 	assert_int_equal(parse("<pool type='dir'><name>&#x41;&#66;&lt;</name></pool>", &err), 0);
 	assert_string_equal(def.name, "AB<");
+}
+
+/* A @n-fold repetition of @unit between @head and @tail, in a new string. */
+static char *repeat(const char *head, const char *unit, size_t n, const char *tail)
+{
+	size_t hl = strlen(head), ul = strlen(unit), tl = strlen(tail);
+	char *s = malloc(hl + ul * n + tl + 1), *p = s;
+
+	assert_non_null(s);
+	memcpy(p, head, hl);
+	p += hl;
+	for (size_t i = 0; i < n; i++, p += ul)
+		memcpy(p, unit, ul);
+	memcpy(p, tail, tl + 1);
+	return s;
+}
+
+/* Definitions come from users: entities, DTDs, depth and encodings never reach further. */
+static void test_xml_hostile(void **state)
+{
+	static const char laughs[] =
+		"<?xml version='1.0'?>\n<!DOCTYPE pool [\n <!ENTITY a 'aaaaaaaaaa'>\n"
+		" <!ENTITY b '&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;'>\n"
+		" <!ENTITY c '&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;'>\n"
+		" <!ENTITY d '&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;'>\n"
+		" <!ENTITY e '&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;'>\n"
+		" <!ENTITY f '&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;'>\n"
+		" <!ENTITY g '&f;&f;&f;&f;&f;&f;&f;&f;&f;&f;'>\n"
+		" <!ENTITY h '&g;&g;&g;&g;&g;&g;&g;&g;&g;&g;'>\n"
+		" <!ENTITY i '&h;&h;&h;&h;&h;&h;&h;&h;&h;&h;'>\n]>\n"
+		"<pool type='dir'><name>&i;</name></pool>";
+	static const char xxe[] = "<!DOCTYPE pool [<!ENTITY x SYSTEM 'file:///etc/passwd'>]>"
+				  "<pool type='dir'><name>&x;</name></pool>";
+	static const char xxe_attr[] = "<!DOCTYPE pool [<!ENTITY x SYSTEM 'file:///etc/passwd'>]>"
+				       "<pool type='&x;'><name>n</name></pool>";
+	static const char param[] =
+		"<!DOCTYPE pool [<!ENTITY % p SYSTEM 'file:///etc/passwd'> %p;]>"
+		"<pool type='dir'><name>n</name></pool>";
+	struct vs_error err;
+	char *deep;
+
+	(void)state;
+	assert_int_equal(parse(laughs, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "line 3: DOCTYPE"));
+	assert_int_equal(parse(xxe, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "DOCTYPE"));
+	assert_null(strstr(err.msg, "root:"));
+	assert_int_equal(parse(xxe_attr, &err), -EINVAL);
+	assert_int_equal(parse(param, &err), -EINVAL);
+	assert_null(strstr(err.msg, "root:"));
+	/* An external DTD is named, never read. */
+	assert_int_equal(parse("<!DOCTYPE pool SYSTEM 'file:///etc/passwd'>"
+			       "<pool type='dir'><name>n</name></pool>",
+			       &err),
+			 0);
+	assert_string_equal(def.name, "n");
+	/* 100k-deep nesting: refused, with no deep recursion. */
+	deep = repeat("<pool type='dir'><name>n</name>", "<a>", 100000, "");
+	assert_int_equal(parse(deep, &err), -EINVAL);
+	free(deep);
+	deep = repeat("<pool type='dir'><name>n</name><source>", "<a>", 40, "");
+	assert_int_equal(parse(deep, &err), -EINVAL);
+	free(deep);
+	/* Not UTF-8 and not declared otherwise: refused; declared Latin-1: converted. */
+	assert_int_equal(parse("<pool type='dir'><name>a\xff</name></pool>", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "line 1"));
+	assert_int_equal(parse("<?xml version='1.0' encoding='ISO-8859-1'?>\n"
+			       "<pool type='dir'><name>a\xe9</name></pool>",
+			       &err),
+			 0);
+	assert_string_equal(def.name, "a\xc3\xa9");
+}
+
+static void test_json_hostile(void **state)
+{
+	static const char *const huge[] = {
+		"{\"version\": 99999999999999999999}",
+		"{\"version\": -99999999999999999999}",
+		"{\"version\": 1e400}",
+		"{\"version\": 1, \"name\": \"n\", \"type\": \"dir\", \"source\": {\"port\": 18446744073709551616}}",
+	};
+	struct vs_error err;
+	char *deep;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++)
+		assert_int_equal(parse(huge[i], &err), -EINVAL);
+	assert_int_equal(parse("{\"version\": 99999999999999999999}", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "out of range"));
+	deep = repeat("{\"version\": 1, \"extra\": ", "[", 100000, "");
+	assert_int_equal(parse(deep, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "nested too deeply"));
+	free(deep);
+	deep = repeat("", "{\"a\":", 100000, "");
+	assert_int_equal(parse(deep, &err), -EINVAL);
+	free(deep);
 }
 
 static void test_names(void **state)
@@ -484,7 +583,8 @@ int main(void)
 		cmocka_unit_test(test_xml_errors),	cmocka_unit_test(test_names),
 		cmocka_unit_test(test_leases),		cmocka_unit_test(test_secret),
 		cmocka_unit_test(test_perms_parse),	cmocka_unit_test(test_secret_store),
-		cmocka_unit_test(test_sanlock_host_id),
+		cmocka_unit_test(test_sanlock_host_id), cmocka_unit_test(test_xml_hostile),
+		cmocka_unit_test(test_json_hostile),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
