@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,6 +353,14 @@ static void px_no_entity_decl(void *ctx, const xmlChar *name, int type, const xm
 	xmlStopParser(ctxt);
 }
 
+/* libxml2 2.9 sets itself up on first use, unsafely when two threads race. */
+static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
+
+static void xml_init(void)
+{
+	xmlInitParser();
+}
+
 int px_parse(const char *text, struct px_elem **out, char *msg, size_t msgsz)
 {
 	size_t len = strlen(text);
@@ -361,6 +370,7 @@ int px_parse(const char *text, struct px_elem **out, char *msg, size_t msgsz)
 
 	if (len >= PARSE_MAX_SIZE)
 		return parse_fail(msg, msgsz, 0, "larger than %u bytes", PARSE_MAX_SIZE);
+	pthread_once(&xml_once, xml_init);
 	ctxt = xmlNewParserCtxt();
 	if (!ctxt)
 		return parse_fail(msg, msgsz, 0, "out of memory");
