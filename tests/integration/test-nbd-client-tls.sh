@@ -80,5 +80,22 @@ vstor_img convert --object "$CLIENT" -f raw -O raw "nbds://localhost:$PORT/exp" 
 	fail "vstor-img convert from nbds:// (qemu-nbd)"
 cmp q.raw disk.raw || fail "convert from qemu-nbd over TLS: content differs"
 assert_fails "$VSTOR_IMG" info --object "$OTHER" "nbds://localhost:$PORT/exp"
+
+# --- vstord: an nbd node with tls-creds (qsd's blockdev-add), re-exported plainly ---
+find_built VSTORD vstord/vstord
+start_daemon "$WORKDIR/vd.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd.pid" \
+	--object "tls-creds-x509,id=c0,endpoint=client,dir=$WORKDIR/pki/client" \
+	--blockdev "{\"driver\": \"nbd\", \"node-name\": \"n\", \"export\": \"exp\",
+		\"server\": {\"type\": \"inet\", \"host\": \"localhost\", \"port\": \"$PORT\"},
+		\"tls-creds\": \"c0\", \"tls-hostname\": \"localhost\", \"read-only\": true}" \
+	--nbd-server "addr.type=unix,addr.path=$WORKDIR/vd.sock" --export "type=nbd,id=e,node-name=n"
+vstor_img compare -f raw -F raw "nbd+unix:///n?socket=$WORKDIR/vd.sock" disk.raw >/dev/null ||
+	fail "vstord's nbd node over TLS reads different data"
+stop_pid "$(cat "$WORKDIR/vd.pid")"
+assert_fails timeout 30 "$VSTORD" \
+	--object "tls-creds-x509,id=c0,endpoint=client,dir=$WORKDIR/pki/other" \
+	--blockdev "{\"driver\": \"nbd\", \"node-name\": \"n\", \"export\": \"exp\",
+		\"server\": {\"type\": \"inet\", \"host\": \"localhost\", \"port\": \"$PORT\"},
+		\"tls-creds\": \"c0\", \"read-only\": true}"
 stop_pid "$(cat "$WORKDIR/q.pid")"
 log "ok"
