@@ -585,6 +585,7 @@ static int nbdc_open(struct vs_node *node, const struct vs_open_opts *opts, stru
 	struct nbdc *s = node->opaque;
 	struct nbdc_name n;
 	int64_t size, min = 0, max = 0;
+	bool connect_failed = false;
 	int ret;
 
 	ret = name_parse(opts->filename, &n);
@@ -615,16 +616,18 @@ static int nbdc_open(struct vs_node *node, const struct vs_open_opts *opts, stru
 	ret = nbdc_set_tls(s, &n, err);
 	if (ret < 0)
 		goto fail;
-	if (nbd_aio_connect_uri(s->h, n.uri) < 0 && nbd_aio_is_created(s->h) == 1) {
-		ret = vs_error_set(err, -EINVAL,
-				   "Invalid NBD URI '%s' (use nbd://HOST[:PORT]/EXPORT or "
-				   "nbd+unix:///EXPORT?socket=PATH): %s",
-				   opts->filename, nbdc_error());
-		goto fail;
+	if (nbd_aio_connect_uri(s->h, n.uri) < 0) {
+		connect_failed = true;
+		if (nbd_get_errno() == EINVAL) {
+			ret = vs_error_set(err, -EINVAL,
+					   "Invalid NBD URI '%s' (use nbd://HOST[:PORT]/EXPORT or "
+					   "nbd+unix:///EXPORT?socket=PATH): %s",
+					   opts->filename, nbdc_error());
+			goto fail;
+		}
 	}
-	if (nbd_aio_is_created(s->h) == 1 || (ret = nbdc_wait_connected(s)) < 0) {
+	if (connect_failed || (ret = nbdc_wait_connected(s)) < 0) {
 		int e = nbd_get_errno();
-
 		const char *m = nbdc_error();
 
 		if (e == ENOENT && strstr(m, "no export named"))
