@@ -33,7 +33,10 @@
 #include <string.h>
 
 #define NBDC_MAX_TRANSFER (32u << 20)
-/* Block status asks for at most this much: 32 bits, aligned for any minimum block size. */
+/*
+ * Block status, trim and zero ask for at most this much per command: 32
+ * bits, aligned for any minimum block size.
+ */
 #define NBDC_MAX_STATUS 0xffff0000u
 
 struct nbdc_call {
@@ -312,6 +315,22 @@ static int nbdc_block_status(struct nbdc *s, struct vs_req *req)
 	return 0;
 }
 
+/* Trim or zero @req's range in commands of at most NBDC_MAX_STATUS bytes (32-bit lengths). */
+static int nbdc_ranged(struct nbdc *s, enum nbdc_op op, const struct vs_req *req, uint32_t flags)
+{
+	uint64_t done = 0;
+
+	do {
+		uint64_t n = req->len - done > NBDC_MAX_STATUS ? NBDC_MAX_STATUS : req->len - done;
+		int ret = nbdc_run(s, op, NULL, n, req->offset + done, flags, NULL);
+
+		if (ret < 0)
+			return ret;
+		done += n;
+	} while (done < req->len);
+	return 0;
+}
+
 static int nbdc_submit(struct vs_node *node, struct vs_req *req)
 {
 	struct nbdc *s = node->opaque;
@@ -328,11 +347,11 @@ static int nbdc_submit(struct vs_node *node, struct vs_req *req)
 	case VS_OP_FLUSH:
 		return s->can_flush ? nbdc_run(s, NBDC_FLUSH, NULL, 0, 0, 0, NULL) : 0;
 	case VS_OP_DISCARD:
-		return nbdc_run(s, NBDC_TRIM, NULL, req->len, req->offset, 0, NULL);
+		return nbdc_ranged(s, NBDC_TRIM, req, 0);
 	case VS_OP_WRITE_ZEROES:
 		if (!(req->flags & VS_REQ_MAY_UNMAP))
 			f |= LIBNBD_CMD_FLAG_NO_HOLE;
-		ret = nbdc_run(s, NBDC_ZERO, NULL, req->len, req->offset, f, NULL);
+		ret = nbdc_ranged(s, NBDC_ZERO, req, f);
 		break;
 	case VS_OP_BLOCK_STATUS:
 		return nbdc_block_status(s, req);
