@@ -503,6 +503,45 @@ out:
 	return ret;
 }
 
+/*
+ * What a URI connects to, for errors as QEMU words them: the socket path,
+ * or HOST:PORT.
+ */
+static const char *connect_target(const char *uri, char *buf, size_t size)
+{
+	const char *p = strstr(uri, "socket="), *h = strstr(uri, "://");
+	bool has_port;
+	size_t k = 0;
+
+	if (strstr(uri, "+unix://") && p) {
+		for (p += 7; *p && *p != '&' && k + 1 < size; p++) {
+			unsigned v;
+
+			if (*p == '%' && sscanf(p + 1, "%2x", &v) == 1) {
+				buf[k++] = (char)v;
+				p += 2;
+			} else {
+				buf[k++] = *p;
+			}
+		}
+		buf[k] = '\0';
+		return buf;
+	}
+	if (!h)
+		return uri;
+	h += 3;
+	k = strcspn(h, "/?");
+	if (h[0] == '[') { /* [v6addr][:PORT] */
+		const char *rb = memchr(h, ']', k);
+
+		has_port = rb && rb[1] == ':';
+	} else {
+		has_port = memchr(h, ':', k) != NULL;
+	}
+	snprintf(buf, size, "%.*s%s", (int)k, h, has_port ? "" : ":10809");
+	return buf;
+}
+
 /* ---- open and close ---- */
 
 /* The message of libnbd's last error, without its "nbd_xxx: " call prefix. */
@@ -605,6 +644,7 @@ static int nbdc_open(struct vs_node *node, const struct vs_open_opts *opts, stru
 	struct nbdc_name n;
 	int64_t size, min = 0, max = 0;
 	bool connect_failed = false;
+	char where[512];
 	int ret;
 
 	ret = name_parse(opts->filename, &n);
@@ -649,7 +689,10 @@ static int nbdc_open(struct vs_node *node, const struct vs_open_opts *opts, stru
 		int e = nbd_get_errno();
 		const char *m = nbdc_error();
 
-		if (e == ENOENT && strstr(m, "no export named"))
+		if (!strncmp(m, "connect: ", 9) && e > 0)
+			ret = vs_error_setf_errno(err, -e, "Failed to connect to '%s'",
+						  connect_target(n.uri, where, sizeof(where)));
+		else if (e == ENOENT && strstr(m, "no export named"))
 			ret = vs_error_set(err, -ENOENT, "NBD export not found: %s (%s)", m,
 					   opts->filename);
 		else
