@@ -56,6 +56,7 @@ struct nbdc {
 	struct nbd_handle *h;
 	struct vs_async_pump pump;
 	struct nbdc_call *calls;
+	struct nbdc_call *spare; /* finished calls, for reuse: no allocation per request */
 	bool can_fua, can_flush;
 };
 
@@ -75,11 +76,25 @@ static void call_unlink(struct nbdc_call *k)
 	k->listed = false;
 }
 
+static struct nbdc_call *call_get(struct nbdc *s)
+{
+	struct nbdc_call *k = s->spare;
+
+	if (!k)
+		return calloc(1, sizeof(*k));
+	s->spare = k->next;
+	memset(k, 0, sizeof(*k));
+	return k;
+}
+
 static void call_unref(struct nbdc_call *k)
 {
 	if (--k->refs == 0) {
+		struct nbdc *s = k->sess;
+
 		call_unlink(k);
-		free(k);
+		k->next = s->spare;
+		s->spare = k;
 	}
 }
 
@@ -215,7 +230,7 @@ static int nbdc_run(struct nbdc *s, enum nbdc_op op, void *buf, uint64_t len, ui
 
 	if (s->pump.dead)
 		return -EIO;
-	k = calloc(1, sizeof(*k));
+	k = call_get(s);
 	if (!k)
 		return -ENOMEM;
 	k->sess = s;
@@ -635,6 +650,12 @@ static void nbdc_free_handle(struct nbdc *s)
 	if (s->h) {
 		nbd_close(s->h); /* the free hooks of what is left in flight run here */
 		s->h = NULL;
+	}
+	while (s->spare) {
+		struct nbdc_call *k = s->spare;
+
+		s->spare = k->next;
+		free(k);
 	}
 }
 
