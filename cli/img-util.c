@@ -287,6 +287,40 @@ static bool img_object_type_known(const char *type)
 	return false;
 }
 
+/*
+ * A client's tls-creds-x509 or tls-creds-psk object: the credentials nbds://
+ * names use (the only object, or the one their tls-creds=ID names).
+ */
+static int img_tls_object_add(const struct img_kv_list *l, const char *type)
+{
+	static const char *const keys[] = { "id",	"dir",	    "endpoint", "verify-peer",
+					    "username", "priority", "loaded",	"sanity-check" };
+	const char *endpoint = img_kv_get(l, "endpoint");
+	struct vs_error err = { 0 };
+	int ret;
+
+	for (size_t i = 1; i < l->n; i++) {
+		size_t k = 0;
+
+		while (k < sizeof(keys) / sizeof(keys[0]) && strcmp(l->kv[i].key, keys[k]))
+			k++;
+		if (k == sizeof(keys) / sizeof(keys[0]) ||
+		    (!strcmp(l->kv[i].key, "username") && strcmp(type, "tls-creds-psk"))) {
+			img_error(-EINVAL, "Property '%s.%s' not found", type, l->kv[i].key);
+			return -EINVAL;
+		}
+	}
+	if (endpoint && strcmp(endpoint, "client")) {
+		img_error(-EINVAL, "Parameter 'endpoint' does not accept value '%s'", endpoint);
+		return -EINVAL;
+	}
+	ret = vs_tls_creds_define(img_kv_get(l, "id"), type, img_kv_get(l, "dir"),
+				  img_kv_get(l, "username"), &err);
+	if (ret < 0)
+		img_error(ret, "%s", err.msg);
+	return ret;
+}
+
 int img_object_add(const char *def)
 {
 	struct img_kv_list l = { 0 };
@@ -310,8 +344,14 @@ int img_object_add(const char *def)
 		img_kv_free(&l);
 		return -EINVAL;
 	}
+	if (!strcmp(type, "tls-creds-x509") || !strcmp(type, "tls-creds-psk")) {
+		ret = img_tls_object_add(&l, type);
+		img_kv_free(&l);
+		return ret;
+	}
 	if (strcmp(type, "secret")) {
-		img_error(-ENOTSUP, "--object '%s' is not supported (only secret objects are)",
+		img_error(-ENOTSUP,
+			  "--object '%s' is not supported (only secret and tls-creds objects are)",
 			  l.n ? type : def);
 		img_kv_free(&l);
 		return -ENOTSUP;

@@ -10,6 +10,7 @@
  * coroutine reads replies in whatever order the server sends them, copies
  * data straight into the waiting request's buffers and wakes it.
  */
+#include "config.h"
 #include "driver.h"
 #include "iov.h"
 #include "nbd-proto.h"
@@ -845,4 +846,18 @@ const struct vs_driver vs_driver_nbd = {
 	.supported_zero_flags = VS_REQ_MAY_UNMAP | VS_REQ_FUA,
 };
 
-VS_DRIVER_REGISTER(vs_driver_nbd)
+/*
+ * The hand-written client, kept for comparison with the libnbd one
+ * (driver-nbd-libnbd.c): used with VSTOR_NBD_CLIENT=builtin, or when vstor
+ * was built without libnbd.
+ */
+static void __attribute__((constructor)) nbd_builtin_register(void)
+{
+#ifdef HAVE_LIBNBD
+	const char *e = getenv("VSTOR_NBD_CLIENT");
+
+	if (!e || strcmp(e, "builtin"))
+		return;
+#endif
+	vs_driver_register(&vs_driver_nbd);
+}

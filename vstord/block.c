@@ -344,6 +344,35 @@ static int rbd_uri(struct qmp_call *call, char **uri)
 	return 0;
 }
 
+/*
+ * tls-creds=ID (an object-add'ed tls-creds object, endpoint client) and
+ * tls-hostname=NAME of an nbd node, as the query parameters of its name
+ * that libstore's NBD client reads.
+ */
+static int nbd_tls_query(struct qmp_call *call, char **uri)
+{
+	const char *creds = NULL, *host = NULL;
+	char *u;
+
+	if (qmp_arg_str(call, "tls-creds", false, &creds) < 0 ||
+	    qmp_arg_str(call, "tls-hostname", false, &host) < 0) {
+		free(*uri);
+		*uri = NULL;
+		return -1;
+	}
+	if (!creds)
+		return 0;
+	if (asprintf(&u, "%s%ctls-creds=%s%s%s", *uri, strchr(*uri, '?') ? '&' : '?', creds,
+		     host ? "&tls-hostname=" : "", host ? host : "") < 0) {
+		free(*uri);
+		*uri = NULL;
+		return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+	}
+	free(*uri);
+	*uri = u;
+	return 0;
+}
+
 static int open_protocol(struct qmp_call *call, const char *driver, const struct node_opts *o,
 			 struct vs_node **out)
 {
@@ -405,6 +434,8 @@ static int open_protocol(struct qmp_call *call, const char *driver, const struct
 		}
 		if (ret < 0)
 			return qmp_error(call, QMP_ERR_GENERIC, "Out of memory");
+		if (nbd_tls_query(call, &uri) < 0)
+			return -1;
 		oo.filename = uri;
 		oo.format = "nbd";
 	}

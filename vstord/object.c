@@ -165,7 +165,18 @@ int vd_object_add(struct qmp_call *call)
 					 err.msg[0] ? err.msg : "Out of memory");
 		}
 	}
-	/* A client endpoint is kept for nbd-server-start's message. */
+	/* A client endpoint: the credentials of nbd nodes' tls-creds (libstore keeps them). */
+	if (strcmp(endpoint, "server")) {
+		const char *user = NULL;
+
+		if ((psk_type && qmp_arg_str(call, "username", false, &user) < 0) ||
+		    vs_tls_creds_define(id, type, dir, user, &err) < 0) {
+			vs_nbd_tls_free(o->tls);
+			free(o->id);
+			free(o);
+			return err.msg[0] ? qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg) : -1;
+		}
+	}
 	o->next = objects;
 	objects = o;
 	return 0;
@@ -231,6 +242,7 @@ static int cmd_object_del(struct qmp_call *call)
 
 	*p = o->next;
 	vd_state_remove(VD_STATE_OBJECT, id);
+	(void)vs_tls_creds_remove(id);
 	object_free(o);
 	return 0;
 }

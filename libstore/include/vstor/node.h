@@ -142,6 +142,21 @@ int vs_secret_define(const char *id, const char *data, const char *file, const c
 int vs_secret_remove(const char *id);
 
 /*
+ * Define TLS credentials @id as QEMU's @type object ("tls-creds-x509" or
+ * "tls-creds-psk") gives them to a client: @dir holds ca-cert.pem and
+ * optionally client-cert.pem/client-key.pem (x509), or keys.psk (psk, with
+ * identity @username, NULL: "qemu"). NBD client names over TLS (nbds://,
+ * nbds+unix://) use them: the object named by their tls-creds=ID query
+ * parameter, else the only one defined. Replaces an object of the same id.
+ * 0 or -errno with a message in @err.
+ */
+int vs_tls_creds_define(const char *id, const char *type, const char *dir, const char *username,
+			struct vs_error *err);
+
+/* Forget TLS credentials @id; -ENOENT when there are none. */
+int vs_tls_creds_remove(const char *id);
+
+/*
  * Coroutine context. Open the image described by @opts: the protocol node
  * (file, or memory: / null: URIs for tests), the format node on top and
  * its backing chain. Returns 0 and stores the top node in *@out, or -errno
