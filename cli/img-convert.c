@@ -515,6 +515,7 @@ static int conv_open_sources(struct conv_args *a)
 			.force_share = a->force_share,
 			.cache = a->src_cache,
 			.snapshot = a->snapshot,
+			.data_file = img_image_data_file(s->filename),
 		};
 		struct vs_error err = { 0 };
 		int ret = img_secret_fill(&o, s->key_secret);
@@ -1008,6 +1009,8 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 			oa.filename = NULL;
 			if (img_json_filename(&a->image_opts, argv[optind + i], &oa) < 0)
 				return 1;
+			if (oa.data_file)
+				img_image_origin_add(oa.filename, argv[optind + i], oa.data_file);
 		}
 		a->src[i].filename = oa.filename;
 		a->src[i].fmt = oa.fmt;

@@ -26,6 +26,7 @@ struct info_args {
 	bool chain;
 	bool force_share;
 	const char *key_secret;				     /* --image-opts key-secret= */
+	const char *data_file;				     /* json: data-file.filename= */
 	const char *backing_secret[IMG_MAX_BACKING_SECRETS]; /* backing.encrypt.key-secret= */
 	int rc;
 };
@@ -434,7 +435,9 @@ static int info_collect_chain(struct info_args *a, struct info_chain *c)
 		.fmt = a->fmt,
 		.force_share = a->force_share,
 		.no_backing = !a->chain,
+		.no_io = true,
 		.key_secret = a->key_secret,
+		.data_file = a->data_file,
 	};
 	struct vs_node *top, *node;
 	int ret;
@@ -569,6 +572,7 @@ int img_cmd_info(int argc, char **argv)
 		a.filename = oa.filename;
 		a.fmt = oa.fmt;
 		a.key_secret = oa.key_secret;
+		a.data_file = oa.data_file;
 		memcpy(a.backing_secret, oa.backing_secret, sizeof(a.backing_secret));
 	}
 	if (img_image_name_chain(&ic, &a.filename, &a.fmt, &a.key_secret, a.backing_secret) < 0) {

@@ -174,6 +174,7 @@ static void measure_co(void *opaque)
 			.read_only = true,
 			.force_share = a->force_share,
 			.snapshot = a->snapshot,
+			.data_file = img_image_data_file(a->filename),
 		};
 
 		if (img_secret_fill(&o, a->key_secret) < 0)

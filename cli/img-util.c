@@ -409,6 +409,26 @@ static int img_secret_key(struct img_open_args *a, const char *k, const char *v)
 	return 1;
 }
 
+/*
+ * data-file.filename= and data-file.driver=file (QEMU's names): the external
+ * data file of a qcow2 to open instead of the one it records. 1 when @k is
+ * one of them (stored in @a), 0 when not, -errno (printed) when refused.
+ */
+static int img_data_file_key(struct img_open_args *a, const char *k, const char *v)
+{
+	if (!strcmp(k, "data-file.filename")) {
+		a->data_file = v;
+		return 1;
+	}
+	if (strcmp(k, "data-file.driver"))
+		return 0;
+	if (strcmp(v, "file")) {
+		img_error(-ENOTSUP, "data-file.driver=%s is not supported", v);
+		return -ENOTSUP;
+	}
+	return 1;
+}
+
 int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a)
 {
 	size_t first = l->n; /* @l may hold earlier images' options */
@@ -431,7 +451,7 @@ int img_image_opts(struct img_kv_list *l, const char *s, struct img_open_args *a
 	for (size_t i = first; i < l->n; i++) {
 		const char *k = l->kv[i].key, *v = l->kv[i].value;
 
-		if ((r = img_secret_key(a, k, v)) != 0) {
+		if ((r = img_secret_key(a, k, v)) != 0 || (r = img_data_file_key(a, k, v)) != 0) {
 			if (r < 0)
 				return r;
 		} else if (!strcmp(k, "driver")) {
@@ -512,10 +532,33 @@ int img_image_getopt(struct img_image_cli *c, int opt, const char *arg)
 
 /* The strings of every --image-opts argument: commands keep pointers into them. */
 static struct img_kv_list img_image_strings;
-/* Each such file name and the option string it came from (errors name the latter). */
+/*
+ * Each such file name, the option string it came from (errors name the
+ * latter) and the data file it gives, if any.
+ */
 static struct {
-	const char *filename, *opts;
+	const char *filename, *opts, *data_file;
 } img_image_origins[8];
+
+void img_image_origin_add(const char *filename, const char *opts, const char *data_file)
+{
+	for (size_t i = 0; i < sizeof(img_image_origins) / sizeof(img_image_origins[0]); i++) {
+		if (!img_image_origins[i].filename) {
+			img_image_origins[i].filename = filename;
+			img_image_origins[i].opts = opts;
+			img_image_origins[i].data_file = data_file;
+			break;
+		}
+	}
+}
+
+const char *img_image_data_file(const char *filename)
+{
+	for (size_t i = 0; i < sizeof(img_image_origins) / sizeof(img_image_origins[0]); i++)
+		if (img_image_origins[i].filename == filename)
+			return img_image_origins[i].data_file;
+	return NULL;
+}
 
 /* The option string @filename came from, or @filename. */
 static const char *img_image_shown(const char *filename)
@@ -557,13 +600,7 @@ int img_image_name_chain(const struct img_image_cli *c, const char **name, const
 		gnutls_memset(pass, 0, len);
 		free(pass);
 	}
-	for (size_t i = 0; i < sizeof(img_image_origins) / sizeof(img_image_origins[0]); i++) {
-		if (!img_image_origins[i].filename) {
-			img_image_origins[i].filename = oa.filename;
-			img_image_origins[i].opts = *name;
-			break;
-		}
-	}
+	img_image_origin_add(oa.filename, *name, oa.data_file);
 	*name = oa.filename;
 	*fmt = oa.fmt;
 	*key_secret = oa.key_secret;
@@ -768,7 +805,8 @@ int img_json_filename(struct img_kv_list *l, const char *name, struct img_open_a
 	for (size_t i = first; i < l->n; i++) {
 		const char *k = l->kv[i].key, *v = l->kv[i].value;
 
-		if ((ret = img_secret_key(a, k, v)) != 0) {
+		if ((ret = img_secret_key(a, k, v)) != 0 ||
+		    (ret = img_data_file_key(a, k, v)) != 0) {
 			if (ret < 0)
 				return ret;
 		} else if (!strcmp(k, "driver")) {
@@ -822,6 +860,8 @@ int img_open_plain(struct vs_node **out, const struct img_open_args *a)
 		.no_backing = a->no_backing,
 		.no_repair = a->no_repair,
 		.for_check = a->for_check,
+		.no_io = a->no_io && !a->writable,
+		.data_file = a->data_file ? a->data_file : img_image_data_file(a->filename),
 		.cache = a->cache,
 	};
 	struct vs_error err = { 0 };

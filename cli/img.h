@@ -79,7 +79,9 @@ struct img_open_args {
 	bool force_share;
 	bool no_backing;
 	bool no_repair;
-	bool for_check; /* opened by check: see vs_open_opts.for_check */
+	bool for_check;	       /* opened by check: see vs_open_opts.for_check */
+	bool no_io;	       /* opened by info: see vs_open_opts.no_io */
+	const char *data_file; /* data-file.filename= of --image-opts or json: */
 	enum vs_cache_mode cache;
 	const char *key_secret; /* id of a --object secret: the image's passphrase */
 	/* Ids of the backing levels' passphrases (backing.encrypt.key-secret, ...). */
@@ -156,6 +158,14 @@ void img_image_display_name(char *buf, size_t len, const char *filename, const c
  * failure. Returns 0 or -errno.
  */
 int img_open(struct vs_node **out, const struct img_open_args *a);
+/*
+ * Remember that @filename (this very pointer) came from the option string
+ * @opts (errors name it) with the data file @data_file (or NULL), for when
+ * it is opened by name.
+ */
+void img_image_origin_add(const char *filename, const char *opts, const char *data_file);
+/* The data file remembered with @filename (this very pointer), or NULL. */
+const char *img_image_data_file(const char *filename);
 /* img_open() without json: names. */
 int img_open_plain(struct vs_node **out, const struct img_open_args *a);
 /*

@@ -427,6 +427,11 @@ static int open_data_file(struct vs_node *node, const struct vs_open_opts *opts,
 	if (ret < 0) {
 		vs_node_free(s->data_file);
 		s->data_file = NULL;
+		/* qemu-img info shows an image whose data file is gone. */
+		if (opts->no_io && node->read_only) {
+			s->data_file_missing = true;
+			return 0;
+		}
 		return vs_error_set(err, ret, "Could not open '%s': %s", s->data_file_name,
 				    strerror(-ret));
 	}
@@ -866,6 +871,8 @@ static int qcow2_submit(struct vs_node *node, struct vs_req *req)
 {
 	struct qcow2_state *s = qcow2_state(node);
 
+	if (s->data_file_missing)
+		return -EIO;
 	/* Dirty tracking: bits in memory, set before the data can change. */
 	if (s->bitmaps.nb_tracking &&
 	    (req->op == VS_OP_WRITE || req->op == VS_OP_DISCARD || req->op == VS_OP_WRITE_ZEROES))

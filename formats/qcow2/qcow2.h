@@ -174,7 +174,8 @@ struct qcow2_state {
 	 */
 	struct vs_node *data_file;
 	char data_file_name[QCOW2_MAX_DATA_FILE_NAME + 1];
-	bool data_file_raw; /* autoclear bit: the data file stays a valid raw image */
+	bool data_file_raw;	/* autoclear bit: the data file stays a valid raw image */
+	bool data_file_missing; /* opened no_io without its data file: no data requests */
 
 	struct vs_co_mutex lock;
 	unsigned unlocked_io;

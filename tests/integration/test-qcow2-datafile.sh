@@ -11,7 +11,7 @@
 #    and check equal qemu-img's;
 #  - convert to and from an image with a data file, compressed writes and
 #    internal snapshots refused as qemu-img refuses them;
-#  - bad input: a missing data file, a relative name with '..' (relative to
+#  - bad input: a missing data file (info shows the image, as qemu-img), a relative name with '..' (relative to
 #    the current directory, as qemu 7.2 takes it), a name that is too long;
 #  - vstor-nbd serves such an image.
 . "$(dirname "$0")/lib.sh"
@@ -193,6 +193,29 @@ mv e.raw e.raw.gone
 assert_fails qemu_img compare e.qcow2 src.raw
 assert_fails vstor_img compare e.qcow2 src.raw
 assert_grep "Could not open" err "missing data file"
+# info shows an image whose data file is gone, as qemu-img (BDRV_O_NO_IO).
+for o in human json; do
+	qemu_img info --output=$o e.qcow2 >q-info.$o || fail "qemu-img info: missing data file"
+	vstor_img info --output=$o e.qcow2 >v-info.$o || fail "info fails on a missing data file"
+	same "info --output=$o of an image without its data file" q-info.$o v-info.$o
+done
+# ... and the data file can be named instead: --image-opts and json:.
+opts=driver=qcow2,file.filename=e.qcow2,data-file.filename=e.raw.gone
+json='json:{"driver":"qcow2","file":{"driver":"file","filename":"e.qcow2"},'
+json+='"data-file":{"driver":"file","filename":"e.raw.gone"}}'
+for o in human json; do
+	qemu_img info --output=$o --image-opts "$opts" >q-info.$o || fail "qemu-img info --image-opts"
+	vstor_img info --output=$o --image-opts "$opts" >v-info.$o || fail "info --image-opts data-file"
+	same "info --image-opts with data-file.filename" q-info.$o v-info.$o
+	qemu_img map --output=$o --image-opts "$opts" >q-map.$o || fail "qemu-img map --image-opts"
+	vstor_img map --output=$o --image-opts "$opts" >v-map.$o || fail "map --image-opts data-file"
+	same "map --image-opts with data-file.filename" q-map.$o v-map.$o
+done
+vstor_img compare --image-opts "$opts" "driver=raw,file.filename=src.raw" ||
+	fail "compare --image-opts with data-file.filename"
+vstor_img convert -O raw "$json" j.raw || fail "convert from json: with data-file"
+cmp j.raw src.raw || fail "json: with data-file reads other bytes"
+assert_fails vstor_img info --image-opts "$opts,data-file.driver=nbd"
 mv e.raw.gone e.raw
 
 # --- vstor-nbd serves it, and writes through ---

@@ -88,6 +88,13 @@ struct vs_open_opts {
 	 */
 	bool for_check;
 	/*
+	 * Opened only to show what the image says (qemu-img info, QEMU's
+	 * BDRV_O_NO_IO), read-only: an external data file of a qcow2 that
+	 * cannot be opened is then no error; the node's data requests fail
+	 * with EIO.
+	 */
+	bool no_io;
+	/*
 	 * Open the internal snapshot with this name or id instead of the active
 	 * image, read-only (qemu-nbd -l, qemu-img convert -l). NULL: the image.
 	 */
