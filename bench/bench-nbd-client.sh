@@ -35,6 +35,7 @@ read -r -a rows <<<"${BENCH_ROWS:-convert read4k write4k read1m}"
 command -v qemu-nbd >/dev/null || { echo "bench: qemu-nbd not found (apt-get install qemu-utils)" >&2; exit 1; }
 [[ -x $VSTOR_IMG ]] || { echo "bench: $VSTOR_IMG not built (meson setup build && ninja -C build)" >&2; exit 1; }
 mkdir -p "$BENCH_DIR"
+BENCH_DIR=$(realpath "$BENCH_DIR") # qemu-nbd takes only absolute socket paths
 in=$BENCH_DIR/nbdc-$BENCH_SIZE.raw
 if [[ ! -f $in ]]; then
 	echo "bench: writing $in ($BENCH_SIZE MiB of mixed data)"
@@ -61,7 +62,8 @@ qemu-nbd -t -k "$sock" -f raw --cache=none --aio=native -x exp \
 	--pid-file="$work/qnbd.pid" "$work/disk.raw" &
 QNBD=$!
 trap 'kill $QNBD 2>/dev/null; wait $QNBD 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.05; done
+for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
+[[ -S $sock ]] || { echo "bench: qemu-nbd did not start" >&2; exit 1; }
 uri="nbd+unix:///exp?socket=$sock"
 
 # secs CMD...: wall seconds of one run

@@ -521,7 +521,8 @@ static int mirror_finish(struct vd_job *job, struct mirror *m, uint64_t *cursor)
 static int mirror_run(struct vd_job *job)
 {
 	struct mirror *m = vd_job_opaque(job);
-	uint64_t cursor = 0, end_by = 0;
+	uint64_t cursor = 0, end_by = 0, pass_dirty;
+	unsigned seen_passes = 0;
 	int ret;
 
 	m->job = job;
@@ -529,7 +530,8 @@ static int mirror_run(struct vd_job *job)
 	if (ret < 0)
 		return ret;
 	m->passes = 0;
-	vd_job_set_remaining(job, vs_dirty_bitmap_count(m->bm));
+	pass_dirty = vs_dirty_bitmap_count(m->bm);
+	vd_job_set_remaining(job, pass_dirty);
 	while (!vd_job_cancelled(job)) {
 		bool ending = m->should_complete || m->soft_cancel;
 		uint64_t dirty, bytes;
@@ -547,10 +549,12 @@ static int mirror_run(struct vd_job *job)
 			end_by = mirror_now_ns() + MIRROR_FINAL_WAIT_NS;
 		if (ending && (vs_dirty_bitmap_count(m->bm) <= MIRROR_FINAL_BYTES ||
 			       mirror_now_ns() >= end_by)) {
+			enum vs_io_class cls = vs_co_io_class();
+
 			/* The guest is held from here: its wait is ours. */
 			vs_co_set_io_class(VS_IO_CLASS_NORMAL);
 			ret = mirror_finish(job, m, &cursor);
-			vs_co_set_io_class(VS_IO_CLASS_IDLE);
+			vs_co_set_io_class(cls);
 			if (ret <= 0)
 				break; /* done: stays held until prepare/abort */
 			mirror_undrain(m, NULL);
@@ -569,6 +573,21 @@ static int mirror_run(struct vd_job *job)
 		}
 		dirty = vs_dirty_bitmap_count(m->bm);
 		vd_job_set_remaining(job, dirty + m->copy_bytes);
+		/*
+		 * A pass ended. The copies run in the idle I/O class (job.c) so
+		 * the guest goes first; but a background copy that did not
+		 * halve what was dirty is losing to the guest's writes and
+		 * would never converge: it takes its share of the device back
+		 * (the normal class, as QEMU's copies) for the rest of the job.
+		 */
+		if (m->passes != seen_passes) {
+			if (m->copy_mode == VD_MIRROR_COPY_BACKGROUND && !vd_job_is_ready(job) &&
+			    vs_co_io_class() == VS_IO_CLASS_IDLE &&
+			    dirty + m->copy_bytes > pass_dirty / 2)
+				vs_co_set_io_class(VS_IO_CLASS_NORMAL);
+			seen_passes = m->passes;
+			pass_dirty = dirty + m->copy_bytes;
+		}
 		if (!vd_job_is_ready(job) && m->passes && !m->err &&
 		    dirty + m->copy_bytes <= m->buf_size) {
 			int fret = vs_node_flush(m->dst);
