@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# vstor's two NBD clients side by side (issue 15): the one on libnbd (the
-# default, libstore/driver-nbd-libnbd.c) and the hand-written one
-# (VSTOR_NBD_CLIENT=builtin, libstore/driver-nbd.c), against one server
-# (qemu-nbd, the anchor, over a unix socket), rounds alternating between
-# the two so that machine noise hits both alike:
-#   convert    vstor-img convert -f raw -O raw from the export (mixed data:
-#              a third random, a third zeroes, a third text), to a file
-#   read4k     vstor-img bench -d 32 -s 4K, random reads
-#   write4k    vstor-img bench -d 32 -s 4K -w, random writes
-#   read1m     vstor-img bench -d 8 -s 1M, sequential reads
-# qemu-img convert runs once per round as a reference. Prints the median
-# wall seconds of each client per row and libnbd/builtin (< 1: libnbd is
-# faster). Not a test: it asserts nothing. See bench/README.md.
+# vstor's NBD client (libnbd's, on the reactor: libstore/driver-nbd-libnbd.c)
+# against qemu-img's, on one server (qemu-nbd over a unix socket), the two
+# alternating each round so that machine noise hits both alike:
+#   convert    convert -f raw -O raw from the export (mixed data: a third
+#              random, a third zeroes, a third text), to a file
+#   read4k     bench -d 32 -s 4K (vstor-img --random; qemu-img has no random
+#              mode: a 68 KiB stride)
+#   write4k    the same, -w
+#   read1m     bench -d 8 -s 1M, sequential reads
+# Prints the median wall seconds of each tool per row and vstor/qemu (< 1:
+# vstor is faster). It replaced the comparison of libnbd's client with the
+# hand-written one it superseded (bench/RESULTS.md). Not a test: it asserts
+# nothing. See bench/README.md.
 #
 # Environment:
 #   VSTOR_IMG     vstor-img to measure (default: build/cli/vstor-img)
@@ -78,35 +78,26 @@ secs()
 
 run_row()
 {
-	local row=$1
+	local tool=$1 row=$2 img=$VSTOR_IMG rnd=(--random)
+	[[ $tool == qemu ]] && img=qemu-img rnd=(-S 69632)
 	case $row in
 	convert) rm -f "$work/out.raw"
-		secs "$VSTOR_IMG" convert -f raw -O raw "$uri" "$work/out.raw" ;;
-	read4k) secs "$VSTOR_IMG" bench -f raw -d 32 -s 4K -c "$BENCH_COUNT" --random "$uri" ;;
-	write4k) secs "$VSTOR_IMG" bench -f raw -d 32 -s 4K -c "$BENCH_COUNT" --random -w "$uri" ;;
-	read1m) secs "$VSTOR_IMG" bench -f raw -d 8 -s 1M -c $((BENCH_SIZE * 4)) "$uri" ;;
+		secs "$img" convert -f raw -O raw "$uri" "$work/out.raw" ;;
+	read4k) secs "$img" bench -f raw -d 32 -s 4K -c "$BENCH_COUNT" "${rnd[@]}" "$uri" ;;
+	write4k) secs "$img" bench -f raw -d 32 -s 4K -c "$BENCH_COUNT" "${rnd[@]}" -w "$uri" ;;
+	read1m) secs "$img" bench -f raw -d 8 -s 1M -c $((BENCH_SIZE * 4)) "$uri" ;;
 	esac
 }
 
 cells=$work/cells
 : >"$cells"
 for ((r = 0; r < BENCH_REPEAT; r++)); do
-	# Alternate which client goes first.
-	if ((r % 2)); then order="builtin libnbd"; else order="libnbd builtin"; fi
+	# Alternate which tool goes first.
+	if ((r % 2)); then order="qemu vstor"; else order="vstor qemu"; fi
 	for row in "${rows[@]}"; do
-		for client in $order; do
-			if [[ $client == builtin ]]; then
-				t=$(VSTOR_NBD_CLIENT=builtin run_row "$row")
-			else
-				t=$(VSTOR_NBD_CLIENT=libnbd run_row "$row")
-			fi
-			printf '%s\t%s\t%s\n' "$row" "$client" "$t" >>"$cells"
+		for tool in $order; do
+			printf '%s\t%s\t%s\n' "$row" "$tool" "$(run_row "$tool" "$row")" >>"$cells"
 		done
-		if [[ $row == convert ]]; then
-			rm -f "$work/q.raw"
-			t=$(secs qemu-img convert -f raw -O raw "$uri" "$work/q.raw")
-			printf '%s\t%s\t%s\n' "$row" qemu-img "$t" >>"$cells"
-		fi
 	done
 done
 python3 - "$cells" <<'PY'
@@ -115,10 +106,8 @@ runs = {}
 for line in open(sys.argv[1]):
     row, client, t = line.split()
     runs.setdefault(row, {}).setdefault(client, []).append(float(t))
-print("%-9s %10s %10s %10s %16s" % ("row", "libnbd s", "builtin s", "qemu-img s", "libnbd/builtin"))
+print("%-9s %10s %10s %10s" % ("row", "vstor s", "qemu s", "vstor/qemu"))
 for row, v in runs.items():
     m = {c: statistics.median(x) for c, x in v.items()}
-    q = "%10.3f" % m["qemu-img"] if "qemu-img" in m else "%10s" % "-"
-    print("%-9s %10.3f %10.3f %s %16.3f" % (row, m["libnbd"], m["builtin"], q,
-                                              m["libnbd"] / m["builtin"]))
+    print("%-9s %10.3f %10.3f %10.3f" % (row, m["vstor"], m["qemu"], m["vstor"] / m["qemu"]))
 PY

@@ -335,7 +335,6 @@ extern const struct vs_driver vs_driver_null;
 extern const struct vs_driver vs_driver_raw;
 extern const struct vs_driver vs_driver_qcow2;
 extern const struct vs_driver vs_driver_luks;
-extern const struct vs_driver vs_driver_nbd;
 extern const struct vs_driver vs_driver_nfs;   /* with libnfs */
 extern const struct vs_driver vs_driver_iscsi; /* with libiscsi */
 extern const struct vs_driver vs_driver_lvmap; /* LVs mapped onto their PVs */

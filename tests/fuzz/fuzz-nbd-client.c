@@ -9,7 +9,7 @@
  * the client is done, which it must be once the input is used up (the
  * server side then hangs up).
  *
- * The client numbers its requests by slot (cookie 0, 1, ...), so a seed
+ * The client numbers its requests in order (libnbd: cookie 1, 2, ...), so a seed
  * can answer them; see make-nbd-corpus.py.
  */
 #include <stdbool.h>
