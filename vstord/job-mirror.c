@@ -54,6 +54,8 @@
 #define MIRROR_MAX_CHUNK (1u << 20)
 /* buf-size when not given: the bytes all copies in flight hold at most. */
 #define MIRROR_DEFAULT_BUF_SIZE (16u << 20)
+/* How much a background copy copies between two checks that it gains on the guest. */
+#define MIRROR_WINDOW_BYTES (256u << 20)
 
 struct mirror;
 
@@ -87,10 +89,14 @@ struct mirror {
 	int err;		    /* the first failed copy's -errno, 0 */
 	bool err_read;		    /* ... which failed to read */
 	unsigned passes;	    /* times the copy went over the whole source */
-	bool should_complete;	    /* block-job-complete */
-	bool soft_cancel;	    /* block-job-cancel of a ready job, not forced */
-	bool drained;		    /* the source and its exports are held */
-	bool exports_held;	    /* the exports only */
+	/* The convergence check's window (mirror_check_gain). */
+	uint64_t win_left;    /* left to copy when it began */
+	uint64_t win_copied;  /* bytes copied since */
+	unsigned win_passes;  /* passes when it began */
+	bool should_complete; /* block-job-complete */
+	bool soft_cancel;     /* block-job-cancel of a ready job, not forced */
+	bool drained;	      /* the source and its exports are held */
+	bool exports_held;    /* the exports only */
 };
 
 static uint64_t mirror_now_ns(void)
@@ -308,6 +314,28 @@ static int mirror_issue(struct mirror *m, uint64_t *cursor, uint64_t *bytes)
 	return 1;
 }
 
+/*
+ * The copies run in the idle I/O class (job.c), so the guest goes first.
+ * But a background copy must gain on the guest's writes or it never
+ * converges: every MIRROR_WINDOW_BYTES copied, and when a pass ends, what
+ * is left to copy (@left: dirty and in flight) must have fallen by half of
+ * what was copied meanwhile at least; else the job takes its share of the
+ * device back (the normal class, as QEMU's copies) for the rest of it.
+ */
+static void mirror_check_gain(struct vd_job *job, struct mirror *m, uint64_t left)
+{
+	if (m->copy_mode != VD_MIRROR_COPY_BACKGROUND || vd_job_is_ready(job) ||
+	    vs_co_io_class() != VS_IO_CLASS_IDLE)
+		return;
+	if (m->win_copied < MIRROR_WINDOW_BYTES && m->passes == m->win_passes)
+		return;
+	if (left > m->win_left || m->win_left - left < m->win_copied / 2)
+		vs_co_set_io_class(VS_IO_CLASS_NORMAL);
+	m->win_left = left;
+	m->win_copied = 0;
+	m->win_passes = m->passes;
+}
+
 /* Wait for every copy in flight to end. */
 static void mirror_wait_copies(struct mirror *m)
 {
@@ -521,8 +549,7 @@ static int mirror_finish(struct vd_job *job, struct mirror *m, uint64_t *cursor)
 static int mirror_run(struct vd_job *job)
 {
 	struct mirror *m = vd_job_opaque(job);
-	uint64_t cursor = 0, end_by = 0, pass_dirty;
-	unsigned seen_passes = 0;
+	uint64_t cursor = 0, end_by = 0;
 	int ret;
 
 	m->job = job;
@@ -530,8 +557,8 @@ static int mirror_run(struct vd_job *job)
 	if (ret < 0)
 		return ret;
 	m->passes = 0;
-	pass_dirty = vs_dirty_bitmap_count(m->bm);
-	vd_job_set_remaining(job, pass_dirty);
+	m->win_left = vs_dirty_bitmap_count(m->bm);
+	vd_job_set_remaining(job, m->win_left);
 	while (!vd_job_cancelled(job)) {
 		bool ending = m->should_complete || m->soft_cancel;
 		uint64_t dirty, bytes;
@@ -569,25 +596,12 @@ static int mirror_run(struct vd_job *job)
 		while (issued < MIRROR_MAX_OPS && !vd_job_cancelled(job) && !m->err &&
 		       mirror_issue(m, &cursor, &bytes) > 0) {
 			issued++;
+			m->win_copied += bytes;
 			vd_job_yield_point(job, ending ? 0 : bytes);
 		}
 		dirty = vs_dirty_bitmap_count(m->bm);
 		vd_job_set_remaining(job, dirty + m->copy_bytes);
-		/*
-		 * A pass ended. The copies run in the idle I/O class (job.c) so
-		 * the guest goes first; but a background copy that did not
-		 * halve what was dirty is losing to the guest's writes and
-		 * would never converge: it takes its share of the device back
-		 * (the normal class, as QEMU's copies) for the rest of the job.
-		 */
-		if (m->passes != seen_passes) {
-			if (m->copy_mode == VD_MIRROR_COPY_BACKGROUND && !vd_job_is_ready(job) &&
-			    vs_co_io_class() == VS_IO_CLASS_IDLE &&
-			    dirty + m->copy_bytes > pass_dirty / 2)
-				vs_co_set_io_class(VS_IO_CLASS_NORMAL);
-			seen_passes = m->passes;
-			pass_dirty = dirty + m->copy_bytes;
-		}
+		mirror_check_gain(job, m, dirty + m->copy_bytes);
 		if (!vd_job_is_ready(job) && m->passes && !m->err &&
 		    dirty + m->copy_bytes <= m->buf_size) {
 			int fret = vs_node_flush(m->dst);
