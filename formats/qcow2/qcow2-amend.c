@@ -203,6 +203,18 @@ struct amend_params {
 	bool has_data_file_raw, data_file_raw;
 };
 
+/*
+ * Whether an amend option (@given: @v) differs from what the header holds
+ * (@recorded, "" for nothing), as QEMU compares them: nothing recorded and
+ * an option not given are both "none", and an empty value is not "none".
+ */
+static bool amend_differs(bool given, const char *v, const char *recorded)
+{
+	if (!given || !recorded[0])
+		return given != !!recorded[0];
+	return strcmp(v, recorded) != 0;
+}
+
 static int amend_bool(const char *k, const char *v, bool *out, struct vs_error *err)
 {
 	if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true")) {
@@ -775,8 +787,8 @@ int qcow2_amend(struct vs_node *node, const struct vs_kv *opts, size_t nopts, st
 	 * rebase's job, which checks the new chain.
 	 */
 	if ((p.has_backing || p.has_backing_fmt) &&
-	    (strcmp(p.has_backing ? p.backing : "", s->backing_file) ||
-	     strcmp(p.has_backing_fmt ? p.backing_fmt : "", s->backing_fmt))) {
+	    (amend_differs(p.has_backing, p.backing, s->backing_file) ||
+	     amend_differs(p.has_backing_fmt, p.backing_fmt, s->backing_fmt))) {
 		ret = vs_error_set(err, -EINVAL,
 				   "Cannot amend the backing file\n"
 				   "You can use 'vstor-img rebase' instead.");

@@ -153,6 +153,14 @@ for o in backing_file=x backing_file=bb.qcow2 backing_fmt=raw backing_file=bb.qc
 done
 vstor_img amend -o backing_file=bb.qcow2,backing_fmt=qcow2 bo.qcow2 || fail "amend repeating the backing file"
 assert_rc 1 "$VSTOR_IMG" amend -o backing_file=bb.qcow2 z.qcow2
+# An empty value is not "none": refused on an image without a backing file too.
+cp bb.qcow2 bb-ref.qcow2
+for o in backing_file= backing_fmt=; do
+	assert_rc 1 qemu-img amend -o "$o" bb.qcow2
+	assert_rc 1 "$VSTOR_IMG" amend -o "$o" bb.qcow2
+	assert_grep "Cannot amend the backing file" "$WORKDIR/err" "amend -o $o without a backing file"
+	cmp bb.qcow2 bb-ref.qcow2 || fail "amend -o $o changed the image"
+done
 # Both tools on the same input give the same result: a narrowing to 16 bits
 # and a downgrade in one call; a shrink of a v3 image with snapshots (they
 # keep their clusters and size); a v2 image with snapshots cannot change size.
