@@ -176,70 +176,93 @@ static unsigned build_flags(struct vstor_ctx *c)
 	       (opt_bool(c, "no-overwrite") ? VS_POOL_BUILD_NO_OVERWRITE : 0);
 }
 
+/*
+ * pool-create, pool-create-as: a transient pool. No daemon keeps transient
+ * pools: it is defined, started (built first with --build), and undefined
+ * at pool-destroy; a failed start leaves nothing defined. 0 or 1 (printed).
+ */
+static int create_transient(struct vstor_ctx *c, struct vs_pool_def *def)
+{
+	struct vs_pool *p;
+	int ret;
+
+	if (vs_pool_def_set_extra(def, "transient", "yes") < 0)
+		return vstor_error(c, -EINVAL, "too many --extra fields");
+	ret = define_def(c, def);
+	if (ret)
+		return ret;
+	p = vstor_pool_get(c, def->name);
+	if (!p)
+		return 1;
+	ret = start_pool(c, p, opt_bool(c, "build"), build_flags(c));
+	if (ret)
+		vs_pool_undefine(p, NULL);
+	vs_pool_free(p);
+	return ret;
+}
+
 static int cmd_pool_create_as(struct vstor_ctx *c)
 {
 	struct vs_pool_def *def = calloc(1, sizeof(*def));
-	struct vs_pool *p = NULL;
 	int ret;
 
 	if (!def)
 		return vstor_error(c, -ENOMEM, "out of memory");
 	ret = def_from_opts(c, def);
-	if (ret == 0 && opt_bool(c, "print-xml")) {
+	if (ret == 0 && opt_bool(c, "print-xml"))
 		print_pool_xml(stdout, def, NULL, true);
-		goto out;
-	}
-	/* No daemon keeps transient pools: it is defined, and undefined at pool-destroy. */
-	if (ret == 0 && vs_pool_def_set_extra(def, "transient", "yes") < 0)
-		ret = vstor_error(c, -EINVAL, "too many --extra fields");
-	if (ret == 0)
-		ret = define_def(c, def);
-	if (ret)
-		goto out;
-	p = vstor_pool_get(c, def->name);
-	if (!p) {
-		ret = 1;
-		goto out;
-	}
-	ret = start_pool(c, p, opt_bool(c, "build"), build_flags(c));
-	if (ret) {
-		vs_pool_undefine(p, NULL);
-		goto out;
-	}
-	vstor_msg(c, "Pool %s created\n\n", def->name);
-out:
-	vs_pool_free(p);
+	else if (ret == 0 && (ret = create_transient(c, def)) == 0)
+		vstor_msg(c, "Pool %s created\n\n", def->name);
 	free(def);
+	return ret;
+}
+
+/*
+ * The definition in the file of --file (validated with --validate) into
+ * @def; errors say "Failed to @verb pool from FILE". 0 or 1 (printed).
+ */
+static int def_from_file(struct vstor_ctx *c, struct vs_pool_def *def, const char *verb)
+{
+	const char *file = opt_get(c, "file");
+	char what[VS_POOL_PATH_MAX + 32];
+	char *text = NULL;
+	int ret = 0;
+
+	snprintf(what, sizeof(what), "Failed to %s pool from %s", verb, file);
+	vs_error_clear(&c->err);
+	if (vs_pool_read_file(file, &text, &c->err) < 0 ||
+	    vs_pool_def_parse(def, text, file, NULL, &c->err) < 0)
+		ret = vstor_error_err(c, "%s", what);
+	else if (opt_bool(c, "validate"))
+		ret = vstor_validate_file(c, file, "storagepool", what);
+	free(text);
 	return ret;
 }
 
 static int cmd_pool_define(struct vstor_ctx *c)
 {
-	const char *file = opt_get(c, "file");
 	struct vs_pool_def *def = calloc(1, sizeof(*def));
-	char *text = NULL;
-	int ret = 1;
+	int ret;
 
 	if (!def)
 		return vstor_error(c, -ENOMEM, "out of memory");
-	vs_error_clear(&c->err);
-	if (vs_pool_read_file(file, &text, &c->err) < 0 ||
-	    vs_pool_def_parse(def, text, file, NULL, &c->err) < 0) {
-		ret = vstor_error_err(c, "Failed to define pool from %s", file);
-		goto out;
-	}
-	if (opt_bool(c, "validate")) {
-		char what[VS_POOL_PATH_MAX + 32];
+	ret = def_from_file(c, def, "define");
+	if (ret == 0 && (ret = define_def(c, def)) == 0)
+		vstor_msg(c, "Pool %s defined from %s\n\n", def->name, opt_get(c, "file"));
+	free(def);
+	return ret;
+}
 
-		snprintf(what, sizeof(what), "Failed to define pool from %s", file);
-		if ((ret = vstor_validate_file(c, file, "storagepool", what)))
-			goto out;
-	}
-	ret = define_def(c, def);
-	if (ret == 0)
-		vstor_msg(c, "Pool %s defined from %s\n\n", def->name, file);
-out:
-	free(text);
+static int cmd_pool_create(struct vstor_ctx *c)
+{
+	struct vs_pool_def *def = calloc(1, sizeof(*def));
+	int ret;
+
+	if (!def)
+		return vstor_error(c, -ENOMEM, "out of memory");
+	ret = def_from_file(c, def, "create");
+	if (ret == 0 && (ret = create_transient(c, def)) == 0)
+		vstor_msg(c, "Pool %s created from %s\n\n", def->name, opt_get(c, "file"));
 	free(def);
 	return ret;
 }
@@ -918,6 +941,14 @@ static const struct opt_spec file_opts[] = {
 	{ "validate", OT_BOOL, false, "validate the XML against libvirt's schema" },
 	{ NULL },
 };
+static const struct opt_spec create_file_opts[] = {
+	{ "file", OT_DATA, true, "file holding the definition (JSON or libvirt pool XML)" },
+	{ "build", OT_BOOL, false, "build the pool before starting it" },
+	{ "overwrite", OT_BOOL, false, "with --build: overwrite what is there" },
+	{ "no-overwrite", OT_BOOL, false, "with --build: refuse to overwrite" },
+	{ "validate", OT_BOOL, false, "validate the XML against libvirt's schema" },
+	{ NULL },
+};
 static const struct opt_spec pool_opts[] = {
 	{ "pool", OT_DATA, true, "pool name" },
 	{ NULL },
@@ -993,6 +1024,9 @@ const struct vstor_cmd vstor_pool_cmds[] = {
 	{ "pool-autostart", cmd_pool_autostart, autostart_opts, "autostart a pool", true },
 	{ "pool-build", cmd_pool_build, build_opts, "build a pool", false },
 	{ "pool-capabilities", cmd_pool_capabilities, no_opts, "storage pool capabilities", false },
+	{ "pool-create", cmd_pool_create, create_file_opts,
+	  "create a pool from a JSON or libvirt XML file (defined, started, undefined at destroy)",
+	  true },
 	{ "pool-create-as", cmd_pool_create_as, create_as_opts,
 	  "create a pool from a set of args (defined, started, undefined at destroy)", true },
 	{ "pool-define", cmd_pool_define, file_opts,

@@ -158,6 +158,30 @@ assert_rc 0 vstor pool-dump x1
 mv out x1-again.json
 assert_rc 0 cmp x1-again.json x1.json
 assert_rc 0 vstor pool-undefine x1
+# Transient pools (virsh pool-create FILE, pool-create-as): defined and
+# started at once, gone at pool-destroy; a failed start leaves nothing.
+printf '<pool type="dir"><name>t1</name><target><path>%s</path></target></pool>' \
+	"$WORKDIR/t1" >t1.xml
+assert_rc 0 vstor pool-create t1.xml --build
+assert_grep '^Pool t1 created from t1.xml' out
+assert_rc 0 vstor pool-info t1
+assert_grep '^State: *running' out
+assert_grep '^Persistent: *no' out
+[[ -d $WORKDIR/t1 ]] || fail "pool-create --build made no directory"
+assert_rc 0 vstor pool-destroy t1
+assert_fails vstor pool-info t1
+assert_rc 0 vstor pool-create-as t2 dir --target "$WORKDIR/t2" --build
+assert_grep '^Pool t2 created' out
+assert_rc 0 vstor pool-destroy t2
+assert_fails vstor pool-info t2
+printf '<pool type="dir"><name>t3</name><target><path>%s</path></target></pool>' \
+	"$WORKDIR/no/such/dir" >t3.xml
+assert_fails vstor pool-create t3.xml
+assert_grep 'Failed to start pool t3' err
+assert_fails vstor pool-info t3
+printf '<pool type="dir"><name>t4' >t4.xml
+assert_fails vstor pool-create t4.xml
+assert_grep 'Failed to create pool from t4.xml' err
 # UUIDs as libvirt takes them: any dashes, either case, stored canonical;
 # anything else refused.
 printf '<pool type="dir"><name>u1</name><uuid>0B1C2D3E4F5061728394A5B6C7D8E9F1</uuid><target><path>%s</path></target></pool>' \
