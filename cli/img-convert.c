@@ -530,7 +530,7 @@ static int conv_open_sources(struct conv_args *a)
 		img_secret_wipe(&o);
 		if (ret < 0) {
 			s->node = NULL;
-			img_error(ret, "Could not open '%s': %s", s->filename,
+			img_error(ret, "Could not open '%s': %s", img_image_shown(s->filename),
 				  err.msg[0] ? err.msg : strerror(-ret));
 			return ret;
 		}
@@ -1009,8 +1009,7 @@ static int conv_main(struct conv_args *a, int argc, char **argv)
 			oa.filename = NULL;
 			if (img_json_filename(&a->image_opts, argv[optind + i], &oa) < 0)
 				return 1;
-			if (oa.data_file)
-				img_image_origin_add(oa.filename, argv[optind + i], oa.data_file);
+			img_image_origin_add(oa.filename, argv[optind + i], oa.data_file);
 		}
 		a->src[i].filename = oa.filename;
 		a->src[i].fmt = oa.fmt;

@@ -29,6 +29,8 @@ struct measure_args {
 	const char *snapshot;
 	const char *size_str;
 	struct img_kv_list opts;
+	struct img_kv_list
+		json_opts; /* a json: name's options (the strings a->filename points into) */
 	enum img_output output;
 	bool force_share;
 	int rc;
@@ -182,7 +184,7 @@ static void measure_co(void *opaque)
 		ret = vs_image_open(&src, &o, &err);
 		img_secret_wipe(&o);
 		if (ret < 0) {
-			img_error(ret, "Could not open '%s': %s", a->filename,
+			img_error(ret, "Could not open '%s': %s", img_image_shown(a->filename),
 				  err.msg[0] ? err.msg : strerror(-ret));
 			return;
 		}
@@ -301,6 +303,17 @@ static int measure_main(struct measure_args *a, int argc, char **argv)
 	}
 	if (optind < argc)
 		a->filename = argv[optind++];
+	if (a->filename && !ic.image_opts && !strncmp(a->filename, "json:", 5)) {
+		/* It opens the source itself, not through img_open(): the name here. */
+		struct img_open_args oa = { .fmt = a->fmt };
+
+		if (img_json_filename(&a->json_opts, a->filename, &oa) < 0)
+			return 1;
+		img_image_origin_add(oa.filename, a->filename, oa.data_file);
+		a->filename = oa.filename;
+		a->fmt = oa.fmt;
+		a->key_secret = oa.key_secret;
+	}
 	if (a->filename && img_image_name(&ic, &a->filename, &a->fmt, &a->key_secret) < 0)
 		return 1;
 	if (optind < argc)
@@ -341,5 +354,6 @@ int img_cmd_measure(int argc, char **argv)
 	int rc = measure_main(&a, argc, argv);
 
 	img_kv_free(&a.opts);
+	img_kv_free(&a.json_opts);
 	return rc;
 }

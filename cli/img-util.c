@@ -561,7 +561,7 @@ const char *img_image_data_file(const char *filename)
 }
 
 /* The option string @filename came from, or @filename. */
-static const char *img_image_shown(const char *filename)
+const char *img_image_shown(const char *filename)
 {
 	for (size_t i = 0; i < sizeof(img_image_origins) / sizeof(img_image_origins[0]); i++)
 		if (img_image_origins[i].filename == filename)

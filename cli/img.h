@@ -164,6 +164,8 @@ int img_open(struct vs_node **out, const struct img_open_args *a);
  * it is opened by name.
  */
 void img_image_origin_add(const char *filename, const char *opts, const char *data_file);
+/* The option string @filename (this very pointer) came from, or @filename. */
+const char *img_image_shown(const char *filename);
 /* The data file remembered with @filename (this very pointer), or NULL. */
 const char *img_image_data_file(const char *filename);
 /* img_open() without json: names. */

@@ -82,6 +82,9 @@ map --output=json json:{"driver":"qcow2","file":{"driver":"file","filename":"src
 compare src.raw json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
 convert -O qcow2 json:{"driver":"qcow2","file.filename":"src.qcow2"} @40
 dd if=json:{"driver":"qcow2","file":{"filename":"src.qcow2"}} of=@41 bs=1M
+measure -O qcow2 json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
+measure -O raw json:{"driver":"qcow2","file":{"driver":"file","filename":"nosuch.qcow2"}}
+convert -O raw json:{"driver":"qcow2","file":{"driver":"file","filename":"nosuch.qcow2"}} @42
 convert -n -O raw src.qcow2 nbd+unix:///?socket=none.sock
 convert -n src.qcow2 nbd+unix:///?socket=none.sock
 amend -f qcow2 -o help
