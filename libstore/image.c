@@ -17,12 +17,21 @@
 
 #define PROBE_LEN 4096
 
+/*
+ * Whether @name starts with a protocol ("nbd:", "rbd:", "json:"): a ':'
+ * before any '/', as QEMU decides; "./a:b.qcow2" is a relative file name.
+ */
+static bool has_protocol(const char *name)
+{
+	return name[strcspn(name, ":/")] == ':';
+}
+
 int vs_path_combine(char *out, size_t outsz, const char *base, const char *name)
 {
 	const char *slash;
 	int n;
 
-	if (name[0] == '/' || strchr(name, ':') || !(slash = strrchr(base, '/')))
+	if (name[0] == '/' || has_protocol(name) || !(slash = strrchr(base, '/')))
 		n = snprintf(out, outsz, "%s", name);
 	else
 		n = snprintf(out, outsz, "%.*s%s", (int)(slash - base + 1), base, name);

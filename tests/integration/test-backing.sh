@@ -231,4 +231,19 @@ cmp -s base.raw orig.base.raw || fail "refused commit changed the base"
 vstor_img rebase -u -b base.raw -F raw mid.qcow2 || fail "recording the format"
 vstor_img commit -q mid.qcow2 || fail "commit after recording the format"
 same top.qcow2 orig.top.qcow2 "commit after recording the format: guest view"
+
+# A relative backing name with ':' after a '/' is a file next to the overlay,
+# not a protocol ("./a:b.qcow2"), as qemu-img resolves it.
+mkdir colon
+qemu_img create -q -f qcow2 'colon/a:b.qcow2' 1M
+qemu-io -c 'write -P 3 0 64k' 'colon/a:b.qcow2' >/dev/null
+qemu_img create -q -f qcow2 -b './a:b.qcow2' -F qcow2 colon/ov.qcow2
+for c in "info colon/ov.qcow2" "map --output=json colon/ov.qcow2"; do
+	# shellcheck disable=SC2086
+	qemu_img $c >q.out 2>&1 || fail "qemu-img $c"
+	# shellcheck disable=SC2086
+	vstor_img $c >v.out 2>&1 || fail "vstor-img $c: ./a:b.qcow2 not found next to the overlay"
+	diff -u q.out v.out || fail "$c differs from qemu-img's"
+done
+vstor_img compare colon/ov.qcow2 'colon/a:b.qcow2' >/dev/null || fail "./a:b.qcow2 reads other data"
 log "ok"
