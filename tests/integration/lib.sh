@@ -278,8 +278,10 @@ qemu_img()
 	local out err rc _
 	out=$(mktemp) err=$(mktemp)
 	for _ in 1 2 3 4 5; do
-		timeout 300 qemu-img "$@" >"$out" 2>"$err"
-		rc=$?
+		# "|| rc=$?": under set -e a bare failure would end the script here,
+		# silently (its message is in $err), before any retry.
+		rc=0
+		timeout 300 qemu-img "$@" >"$out" 2>"$err" || rc=$?
 		((rc != 0)) && grep -q 'Unable to get accurate CPU usage' "$err" || break
 	done
 	cat "$out"
