@@ -260,6 +260,20 @@ tls_sign()
 	cp pki/ca-cert.pem "$dir/ca-cert.pem"
 }
 
+# tls_pki: tls_ca's CA, then QEMU-style credential directories signed by it:
+# pki/server (server-cert.pem, server-key.pem), pki/client, and pki/other, a
+# client directory that trusts another CA only (for "wrong CA" cases).
+tls_pki()
+{
+	tls_ca
+	tls_sign server pki/server $'tls_www_server\nencryption_key\nsigning_key'
+	tls_sign client pki/client $'tls_www_client\nencryption_key\nsigning_key'
+	mkdir -p pki/other
+	certtool --generate-privkey --outfile other-key.pem 2>/dev/null
+	certtool --generate-self-signed --load-privkey other-key.pem --template ca.info \
+		--outfile pki/other/ca-cert.pem 2>/dev/null
+}
+
 # inode_locks FILE: the OFD/POSIX lock ranges held on FILE, one "START END TYPE" per line.
 inode_locks()
 {

@@ -14,13 +14,7 @@ require_tool certtool qemu-nbd qemu-img
 require_vstor_img
 find_built VSTOR_NBD nbd-server/vstor-nbd
 
-mkdir -p pki/server pki/client pki/other
-tls_ca
-tls_sign server pki/server $'tls_www_server\nencryption_key\nsigning_key'
-tls_sign client pki/client $'tls_www_client\nencryption_key\nsigning_key'
-certtool --generate-privkey --outfile other-key.pem 2>/dev/null
-certtool --generate-self-signed --load-privkey other-key.pem --template ca.info \
-	--outfile pki/other/ca-cert.pem 2>/dev/null
+tls_pki
 
 qemu_img create -f raw disk.raw 8M >/dev/null
 python3 -c "

@@ -13,15 +13,8 @@ export PATH=/usr/bin:/bin:$PATH
 require_tool certtool psktool nbdinfo nbdcopy qemu-img
 find_built VSTOR_NBD nbd-server/vstor-nbd
 
-# --- a CA, a server and a client certificate ---
-mkdir -p pki/server pki/client pki/other
-tls_ca
-tls_sign server pki/server $'tls_www_server\nencryption_key\nsigning_key'
-tls_sign client pki/client $'tls_www_client\nencryption_key\nsigning_key'
-# A client that trusts another CA only.
-certtool --generate-privkey --outfile other-key.pem 2>/dev/null
-certtool --generate-self-signed --load-privkey other-key.pem --template ca.info \
-	--outfile pki/other/ca-cert.pem 2>/dev/null
+# --- a CA, a server and a client certificate, and a client of another CA ---
+tls_pki
 
 qemu_img create -f raw disk.raw 16M >/dev/null
 python3 -c "
