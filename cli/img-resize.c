@@ -61,14 +61,15 @@ static void resize_co(void *opaque)
 	}
 	if (size < old) {
 		if (!a->shrink) {
+			/* As qemu-img: the refusal, then the warning; none with --shrink. */
 			img_error(-EINVAL,
 				  "Use the --shrink option to perform a shrink operation.");
+			fprintf(stderr,
+				"vstor-img: warning: Shrinking an image will delete all data "
+				"beyond the shrunken image's end. Before performing such an "
+				"operation, make sure there is no important data there.\n");
 			goto out;
 		}
-		fprintf(stderr,
-			"vstor-img: warning: Shrinking an image will delete all data beyond "
-			"the shrunken image's end. Before performing such an operation, make "
-			"sure there is no important data there.\n");
 		if (a->prealloc != VS_PREALLOC_OFF) {
 			img_error(-EINVAL, "Preallocation can only be used for growing images");
 			goto out;
@@ -150,9 +151,10 @@ int img_cmd_resize(int argc, char **argv)
 			break;
 		ops[nops++] = argv[i];
 	}
-	if (nops < 2)
+	/* As qemu-img counts: the words after "resize", options too, then the operands. */
+	if (argc < 3)
 		return img_usage_error("Not enough arguments");
-	if (nops > 2)
+	if (nops != 2)
 		return img_usage_error("Expecting image file name and size");
 	a.filename = ops[0];
 	a.size_arg = ops[1];

@@ -55,7 +55,10 @@ void vs_error_clear(struct vs_error *err)
 static void warn_stderr(const char *msg, void *opaque)
 {
 	(void)opaque;
-	fprintf(stderr, "vstor: warning: %s\n", msg);
+	if (!strncmp(msg, "WARNING: ", 9))
+		fprintf(stderr, "%s\n", msg);
+	else
+		fprintf(stderr, "vstor: warning: %s\n", msg);
 }
 
 static vs_warn_handler *warn_fn = warn_stderr;

@@ -36,7 +36,7 @@ static int raw_open(struct vs_node *node, const struct vs_open_opts *opts, struc
 		/* Writes to the first sector are checked whole (raw_check_sector0). */
 		if (node->limits.request_align < RAW_PROBE_LEN)
 			node->limits.request_align = RAW_PROBE_LEN;
-		vs_warn("Image format was not specified for '%s' and probing guessed raw.\n"
+		vs_warn("WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
 			"         Automatically detecting the format is dangerous for raw images, "
 			"write operations on block 0 will be restricted.\n"
 			"         Specify the 'raw' format explicitly to remove the restrictions.",

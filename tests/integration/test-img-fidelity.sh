@@ -83,6 +83,11 @@ compare src.raw json:{"driver":"qcow2","file":{"driver":"file","filename":"src.q
 convert -O qcow2 json:{"driver":"qcow2","file.filename":"src.qcow2"} @40
 dd if=json:{"driver":"qcow2","file":{"filename":"src.qcow2"}} of=@41 bs=1M
 measure -O qcow2 json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"}}
+resize
+resize src.raw
+resize --shrink src.raw
+resize -f raw src.raw 1M 2M
+resize src.raw 1M
 measure -O raw json:{"driver":"qcow2","file":{"driver":"file","filename":"nosuch.qcow2"}}
 convert -O raw json:{"driver":"qcow2","file":{"driver":"file","filename":"nosuch.qcow2"}} @42
 convert -n -O raw src.qcow2 nbd+unix:///?socket=none.sock

@@ -39,7 +39,9 @@ void vs_error_clear(struct vs_error *err);
 /*
  * Warnings that are not errors (an autoclear bit cleared, a repair done on
  * open). They go to the handler set with vs_set_warn_handler(), by default
- * to stderr as "vstor: warning: MESSAGE".
+ * to stderr as "vstor: warning: MESSAGE", or as it is when MESSAGE begins
+ * with "WARNING: " (QEMU's own words for a raw image whose format was
+ * probed, which qemu-img and qemu-nbd print so).
  */
 void vs_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 typedef void vs_warn_handler(const char *msg, void *opaque);
