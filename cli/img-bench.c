@@ -15,12 +15,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "driver.h"
 #include "vstor/reactor.h"
 
 #define BENCH_DEFAULT_COUNT 75000
 #define BENCH_DEFAULT_DEPTH 64
 #define BENCH_DEFAULT_BUFSIZE 4096
-#define BENCH_ALIGN 4096
 
 struct bench_args {
 	const char *filename;
@@ -226,7 +226,7 @@ static void bench_co(void *opaque)
 		goto out;
 	}
 	w = calloc(a->depth, sizeof(*w));
-	if (!w || posix_memalign((void **)&s.buf, BENCH_ALIGN, len ? len : BENCH_ALIGN)) {
+	if (!w || !(s.buf = vs_buf_alloc(len))) {
 		img_error(-ENOMEM, "Could not allocate %zu bytes of buffers", len);
 		goto out;
 	}

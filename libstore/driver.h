@@ -325,7 +325,12 @@ void vs_info_add_str(struct vs_image_info *info, const char *key, const char *v)
 void vs_info_add_int(struct vs_image_info *info, const char *key, int64_t v);
 void vs_info_add_bool(struct vs_image_info *info, const char *key, bool v);
 
-/* Allocate an I/O buffer aligned for any node (4096); free with free() (iov.c). */
+/*
+ * Allocate an I/O buffer aligned for any node (4096); free with free() (iov.c).
+ * From VS_BUF_HUGE bytes on, the buffer is aligned to it and asks for
+ * transparent huge pages.
+ */
+#define VS_BUF_HUGE (2u << 20)
 void *vs_buf_alloc(size_t len);
 void *vs_buf_zalloc(size_t len);
 
