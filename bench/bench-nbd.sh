@@ -16,20 +16,26 @@
 # Environment: VSTOR_NBD (default build/nbd-server/vstor-nbd), BENCH_DIR
 # (default var/bench; not tmpfs), BENCH_SIZE (default 1G), BENCH_RUNTIME
 # seconds per cell (default 5), BENCH_ROWS (default "randread randwrite read write"),
-# BENCH_CONNS (default "1 2"), BENCH_REPEAT (default 1: rounds over all
-# cells, alternating), BENCH_ANCHORS (default 1; 0 skips qemu-nbd and
-# nbdkit), VSTOR_NBD_BASE (a second vstor-nbd, e.g. a build of the previous
-# commit: measured next to VSTOR_NBD in every round, and a before/after
-# table of medians and ratios printed at the end).
+# BENCH_CONNS (default "1 2"), BENCH_IMAGES (default "raw qcow2"),
+# BENCH_CACHES (default "none writeback"), BENCH_REPEAT (default 1: rounds
+# over all cells, alternating; with more than one, a table of medians over
+# the rounds ends the run), BENCH_ANCHORS (default 1; 0 skips qemu-nbd and
+# nbdkit), BENCH_DEVICE (default 1: fio with io_uring and O_DIRECT on the
+# raw file itself, the same row and queue depth, the device's ceiling;
+# 0 skips it), VSTOR_NBD_BASE (a second vstor-nbd, e.g. a build of the
+# previous commit: measured next to VSTOR_NBD in every round, and a
+# before/after table of medians and ratios printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VSTOR_NBD=${VSTOR_NBD:-build/nbd-server/vstor-nbd}
-BENCH_DIR=${BENCH_DIR:-var/bench}
+BENCH_DIR=$(realpath -m "${BENCH_DIR:-var/bench}") # qemu-nbd wants an absolute socket path
 BENCH_SIZE=${BENCH_SIZE:-1G}
 BENCH_RUNTIME=${BENCH_RUNTIME:-5}
 read -r -a rows <<<"${BENCH_ROWS:-randread randwrite read write}"
 read -r -a conns <<<"${BENCH_CONNS:-1 2}"
+read -r -a images <<<"${BENCH_IMAGES:-raw qcow2}"
+read -r -a cache_modes <<<"${BENCH_CACHES:-none writeback}"
 for t in fio qemu-nbd qemu-img nbdkit; do
 	command -v "$t" >/dev/null || { echo "bench: $t not found (scripts/install-deps.sh)" >&2; exit 1; }
 done
@@ -71,12 +77,18 @@ trap stop_server EXIT
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# run_fio ROW CONNS -> prints "IOPS MiBps REQUESTS"
+# run_fio ROW CONNS [FILE] -> prints "IOPS MiBps REQUESTS"; with FILE, fio
+# reads and writes it directly (io_uring, O_DIRECT) instead of the export.
 run_fio()
 {
-	local row=$1 nconn=$2 bs=4k depth=32
+	local row=$1 nconn=$2 bs=4k depth=32 target
 	[[ $row == read || $row == write ]] && bs=1M && depth=8
-	fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw="$row" --bs="$bs" \
+	if [[ -n ${3:-} ]]; then
+		target=(--ioengine=io_uring --direct=1 --filename="$3")
+	else
+		target=(--ioengine=nbd --uri="nbd+unix:///?socket=$sock")
+	fi
+	fio --name=b "${target[@]}" --rw="$row" --bs="$bs" \
 		--iodepth=$((depth / nconn)) --numjobs="$nconn" --group_reporting --time_based \
 		--runtime="$BENCH_RUNTIME" --size="$BENCH_SIZE" --output-format=json \
 		--output="$BENCH_DIR/fio.json" >/dev/null 2>&1
@@ -113,13 +125,27 @@ open('$cells', 'a').write('\t'.join(['$label', '$row', '$c', '$iops', '%.2f' % (
 	done
 }
 
+# The device's ceiling for each row: fio on the raw file, no server (CPU: -).
+measure_device()
+{
+	for row in "${rows[@]}"; do
+		for c in "${conns[@]}"; do
+			sync
+			read -r iops mibs _ <<<"$(run_fio "$row" "$c" "$raw")"
+			printf '%-34s %-10s %-5s %12s %10s %14s\n' "device (fio io_uring direct)" "$row" "$c" "$iops" "$mibs" -
+			printf '%s\t%s\t%s\t%s\t%s\n' "device (fio io_uring direct)" "$row" "$c" "$iops" nan >>"$cells"
+		done
+	done
+}
+
 cells=$BENCH_DIR/bench-nbd.cells
 : >"$cells"
 for ((round = 0; round < ${BENCH_REPEAT:-1}; round++)); do
-	for img in raw qcow2; do
+	[[ ${BENCH_DEVICE:-1} == 1 ]] && measure_device
+	for img in "${images[@]}"; do
 		file=$raw
 		[[ $img == qcow2 ]] && file=$qcow2
-		for cache in none writeback; do
+		for cache in "${cache_modes[@]}"; do
 			vstor=("vstor-nbd $img cache=$cache" "$VSTOR_NBD")
 			base=("base vstor-nbd $img cache=$cache" "${VSTOR_NBD_BASE:-}")
 			# The two builds alternate which goes first, round by round.
@@ -139,6 +165,8 @@ for ((round = 0; round < ${BENCH_REPEAT:-1}; round++)); do
 	done
 	[[ ${BENCH_ANCHORS:-1} == 1 ]] || continue
 	measure "nbdkit file raw" nbdkit -f -U "$sock" file "$raw"
+	[[ ${BENCH_NULL:-1} == 1 ]] || continue
 	measure "nbdkit null (ceiling)" nbdkit -f -U "$sock" null "$BENCH_SIZE"
 done
+((${BENCH_REPEAT:-1} > 1)) && python3 "$(dirname "$0")/median-table.py" "$cells"
 [[ -n ${VSTOR_NBD_BASE:-} ]] && python3 "$(dirname "$0")/ab-table.py" "$cells" "base "

@@ -150,10 +150,12 @@ int vs_aio_poll(int fd, unsigned events);
  * Sockets. recv/send return the byte count (0 on EOF for recv) or -errno;
  * the _full variants transfer exactly @len bytes or fail (-ECONNRESET on EOF
  * before the end). accept returns the new fd (SOCK_CLOEXEC) or -errno.
- * recv and the sends are non-blocking syscalls that wait for readiness as
- * vs_aio_poll() does when the socket has nothing for them (unless @flags
- * has MSG_DONTWAIT: then -EAGAIN), so idle peers cost no ring slot; accept
- * holds one slot per listener.
+ * recv waits in the ring (IORING_OP_RECV) while a reactor has few such
+ * receives parked (a quarter of its CQ, at most 64), beyond that as the
+ * sends do: non-blocking syscalls that wait for readiness as vs_aio_poll()
+ * does when the socket has nothing for them. With MSG_DONTWAIT in @flags
+ * they return -EAGAIN instead of waiting. So idle peers take a bounded
+ * share of the ring; accept holds one slot per listener.
  */
 ssize_t vs_aio_recv(int fd, void *buf, size_t len, int flags);
 ssize_t vs_aio_send(int fd, const void *buf, size_t len, int flags);
