@@ -97,9 +97,14 @@ struct vs_node *vs_export_node(const struct vs_export *e)
 	return e->node;
 }
 
+/*
+ * The size is read by protocol servers on other reactors than the
+ * export's (an NBD connection away from home checks ranges there, the
+ * handshake runs on main): a relaxed atomic, stored by resize.
+ */
 uint64_t vs_export_size(const struct vs_export *e)
 {
-	return e->size;
+	return __atomic_load_n(&e->size, __ATOMIC_RELAXED);
 }
 
 bool vs_export_is_read_only(const struct vs_export *e)
@@ -129,6 +134,8 @@ void vs_export_set_writethrough(struct vs_export *e, bool on)
 
 int vs_export_check(const struct vs_export *e, enum vs_export_op op, uint64_t offset, uint64_t len)
 {
+	uint64_t size;
+
 	switch (op) {
 	case VS_EXPORT_OP_FLUSH:
 		return 0;
@@ -143,7 +150,8 @@ int vs_export_check(const struct vs_export *e, enum vs_export_op op, uint64_t of
 	default:
 		return -EINVAL;
 	}
-	if (offset > e->size || len > e->size - offset)
+	size = vs_export_size(e);
+	if (offset > size || len > size - offset)
 		return -EINVAL;
 	return 0;
 }
@@ -413,7 +421,7 @@ int vs_export_error_action_parse(const char *s, enum vs_export_error_action *out
 
 void vs_export_resize(struct vs_export *e, uint64_t node_size)
 {
-	e->size = visible_size(node_size, e->block_size);
+	__atomic_store_n(&e->size, visible_size(node_size, e->block_size), __ATOMIC_RELAXED);
 	if (e->hooks.resized)
 		e->hooks.resized(e->hooks.opaque, e->size);
 }

@@ -35,13 +35,35 @@ static unsigned req_export_flags(const struct nbd_req *r)
 	return fl;
 }
 
+/* An export request of @r, run where the export's node lives (nbd_on_home). */
+struct home_request {
+	struct nbd_req *r;
+	enum vs_export_op op;
+	struct iovec iov;
+	unsigned flags;
+	int ret;
+};
+
+static void home_request_run(void *opaque)
+{
+	struct home_request *h = opaque;
+
+	h->ret = vs_export_request(h->r->conn->exp->exp, h->op, h->r->offset, h->r->len, &h->iov, 1,
+				   h->flags);
+}
+
+static int export_request(struct nbd_req *r, enum vs_export_op op, unsigned flags)
+{
+	struct home_request h = { r, op, { r->buf, (size_t)r->len }, flags, 0 };
+	int ret = nbd_on_home(r->conn, home_request_run, &h);
+
+	return ret < 0 ? ret : h.ret;
+}
+
 /* WRITE, WRITE_ZEROES, TRIM and FLUSH: one export request each. */
 static int req_export(struct nbd_req *r, enum vs_export_op op)
 {
-	struct iovec iov = { r->buf, (size_t)r->len };
-
-	return vs_export_request(r->conn->exp->exp, op, r->offset, r->len, &iov, 1,
-				 req_export_flags(r));
+	return export_request(r, op, req_export_flags(r));
 }
 
 struct extent {
@@ -84,8 +106,7 @@ static int req_read_simple(struct nbd_req *r)
 	struct iovec iov[2];
 	int ret;
 
-	iov[0] = (struct iovec){ r->buf, (size_t)r->len };
-	ret = vs_export_request(c->exp->exp, VS_EXPORT_OP_READ, r->offset, r->len, iov, 1, 0);
+	ret = export_request(r, VS_EXPORT_OP_READ, 0);
 	if (ret < 0)
 		return nbd_send_status(r, ret);
 	vs_put_be32(hdr, NBD_SIMPLE_REPLY_MAGIC);
@@ -152,24 +173,44 @@ static int read_extents(struct nbd_req *r, struct extent *ext, unsigned *pcount)
  * data as OFFSET_DATA. With DF the whole range is one OFFSET_DATA chunk.
  * One export request, run in several node calls.
  */
+struct home_read {
+	struct nbd_req *r;
+	struct extent *ext;
+	unsigned count;
+	int ret;
+};
+
+/* The node side of a structured read, where the node lives (nbd_on_home). */
+static void home_read_run(void *opaque)
+{
+	struct home_read *h = opaque;
+	struct vs_export *e = h->r->conn->exp->exp;
+	struct vs_export_span span;
+
+	h->ret = vs_export_begin(e, VS_EXPORT_OP_READ, h->r->offset, h->r->len, &span);
+	if (h->ret == 0) {
+		do /* an error policy may hold a failed read and retry it */
+			h->ret = read_extents(h->r, h->ext, &h->count);
+		while (h->ret < 0 && vs_export_retry(e, &span, h->ret));
+		vs_export_end(e, &span, h->ret);
+	}
+}
+
 static int req_read_structured(struct nbd_req *r)
 {
 	struct nbd_conn *c = r->conn;
-	struct vs_export_span span;
 	struct extent ext[NBD_READ_EXTENTS];
 	uint8_t hdr[NBD_READ_EXTENTS][32], off[NBD_READ_EXTENTS][12];
 	struct iovec iov[NBD_READ_EXTENTS * 3];
-	unsigned count = 0;
+	struct home_read h = { r, ext, 0, 0 };
+	unsigned count;
 	uint64_t pos = 0;
 	int niov = 0, ret;
 
-	ret = vs_export_begin(c->exp->exp, VS_EXPORT_OP_READ, r->offset, r->len, &span);
-	if (ret == 0) {
-		do /* an error policy may hold a failed read and retry it */
-			ret = read_extents(r, ext, &count);
-		while (ret < 0 && vs_export_retry(c->exp->exp, &span, ret));
-		vs_export_end(c->exp->exp, &span, ret);
-	}
+	ret = nbd_on_home(c, home_read_run, &h);
+	if (ret == 0)
+		ret = h.ret;
+	count = h.count;
 	/* A zero-length read: nothing to read or send but the completion. */
 	if (ret < 0 || !r->len)
 		return nbd_send_status(r, ret);
@@ -336,6 +377,52 @@ static int collect_bitmap_extents(const struct nbd_export *e, unsigned i, uint64
 	return 0;
 }
 
+struct home_status {
+	struct nbd_req *r;
+	uint64_t contexts;
+	uint64_t len;
+	struct extent *ext; /* for base:allocation and qemu:allocation-depth, or NULL */
+	unsigned *count;
+	struct extent **bext;
+	unsigned *bcount;
+	int ret;
+};
+
+/*
+ * The node side of BLOCK_STATUS, where the node lives (nbd_on_home): every
+ * context's runs before the first chunk goes out, so an error is one reply.
+ */
+static void home_status_run(void *opaque)
+{
+	struct home_status *h = opaque;
+	struct nbd_req *r = h->r;
+	struct nbd_conn *c = r->conn;
+	const struct nbd_export *e = c->exp;
+	bool req_one = r->flags & NBD_CMD_FLAG_REQ_ONE;
+	int ret = 0;
+
+	if (h->ext) {
+		ret = collect_extents(vs_export_node(e->exp), r->offset, h->len, h->ext,
+				      req_one ? 1 : NBD_MAX_EXTENTS, h->count);
+		if (ret == 0 && *h->count == 0)
+			ret = -EINVAL;
+		if (ret == 0 && !c->extended) {
+			for (unsigned i = 0; i < *h->count; i++)
+				if (h->ext[i].len > UINT32_MAX) /* only after a 64-bit run: clamp */
+					h->ext[i].len = UINT32_MAX & ~(uint64_t)511;
+		}
+	}
+	for (unsigned i = 0; i < e->nb_bitmaps && ret == 0; i++) {
+		if (!(h->contexts & CTX_BITMAP(i)))
+			continue;
+		ret = collect_bitmap_extents(e, i, r->offset, h->len, req_one ? 1 : NBD_MAX_EXTENTS,
+					     &h->bext[i], &h->bcount[i]);
+		if (ret == 0 && h->bcount[i] == 0)
+			ret = -EINVAL;
+	}
+	h->ret = ret;
+}
+
 static int req_block_status(struct nbd_req *r)
 {
 	struct nbd_conn *c = r->conn;
@@ -362,26 +449,16 @@ static int req_block_status(struct nbd_req *r)
 		if (!ext)
 			return nbd_send_status(r, -ENOMEM);
 		merged = ext + NBD_MAX_EXTENTS;
-		ret = collect_extents(vs_export_node(c->exp->exp), r->offset, len, ext,
-				      req_one ? 1 : NBD_MAX_EXTENTS, &count);
-		if (ret == 0 && count == 0)
-			ret = -EINVAL;
-		if (ret == 0 && !c->extended) {
-			for (unsigned i = 0; i < count; i++)
-				if (ext[i].len > UINT32_MAX) /* only after a 64-bit run: clamp */
-					ext[i].len = UINT32_MAX & ~(uint64_t)511;
-		}
 		nctx += !!(contexts & CTX_BASE_ALLOCATION) + !!(contexts & CTX_ALLOCATION_DEPTH);
 	}
-	/* Every bitmap's runs before the first chunk goes out: an error is then one reply. */
-	for (unsigned i = 0; i < e->nb_bitmaps && ret == 0; i++) {
-		if (!(contexts & CTX_BITMAP(i)))
-			continue;
-		ret = collect_bitmap_extents(e, i, r->offset, len, req_one ? 1 : NBD_MAX_EXTENTS,
-					     &bext[i], &bcount[i]);
-		if (ret == 0 && bcount[i] == 0)
-			ret = -EINVAL;
-		nctx++;
+	for (unsigned i = 0; i < e->nb_bitmaps; i++)
+		nctx += !!(contexts & CTX_BITMAP(i));
+	{
+		struct home_status h = { r, contexts, len, ext, &count, bext, bcount, 0 };
+
+		ret = nbd_on_home(c, home_status_run, &h);
+		if (ret == 0)
+			ret = h.ret;
 	}
 	if (ret < 0)
 		goto out;

@@ -39,6 +39,9 @@
  * its bit number plus one (base:allocation 1, qemu:allocation-depth 2, the
  * export's bitmap i: 3 + i).
  */
+/* Reactors one export's connections can be spread over (vs_nbd_server_add_export_shard). */
+#define NBD_MAX_SHARDS 64
+
 #define CTX_BASE_ALLOCATION 1u
 #define CTX_ALLOCATION_DEPTH 2u
 #define CTX_BITMAP_SHIFT 2
@@ -62,8 +65,15 @@ struct nbd_export {
 	 * removed list while a handshake may still hold it; never served again.
 	 */
 	bool removed; /* atomic: a shard reads it */
-	/* The server on another reactor that serves its connections, or NULL. */
-	struct vs_nbd_server *shard;
+	/*
+	 * The servers on other reactors that serve its connections, none when
+	 * @nshards is 0. shards[0] is its home, the reactor its node lives on;
+	 * connections go to them in turn (@next_shard), and the node-side part
+	 * of a request on another one runs at home (nbd_on_home()).
+	 */
+	struct vs_nbd_server *shards[NBD_MAX_SHARDS];
+	unsigned nshards;
+	unsigned next_shard;
 	struct nbd_export *next;
 };
 
@@ -95,6 +105,8 @@ struct nbd_out {
 
 struct nbd_conn {
 	struct vs_nbd_server *srv;
+	/* Where its export's node lives, when not on this connection's reactor. */
+	struct vs_reactor *home;
 	int fd;
 	struct nbd_export *exp;
 	bool structured;
@@ -181,6 +193,7 @@ void nbd_conn_account(struct nbd_conn *c, int64_t delta);
 bool nbd_conn_may_take(struct nbd_conn *c, uint64_t extra);
 bool nbd_conn_may_cache(const struct nbd_conn *c);
 void nbd_server_trim_caches(struct vs_nbd_server *s);
+int nbd_on_home(struct nbd_conn *c, vs_co_fn *fn, void *arg);
 
 /* nbd-send.c */
 int nbd_conn_recv_full(struct nbd_conn *c, void *buf, size_t len);

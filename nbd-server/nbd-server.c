@@ -265,28 +265,75 @@ static void evict_clients(struct vs_nbd_server *s, struct nbd_export *e)
 	} while (busy);
 }
 
-/* On the shard's reactor: evict the removed export's clients there, flush its node. */
+struct shard_evict {
+	struct vs_nbd_server *shard;
+	struct nbd_export *e;
+};
+
+/* On a shard's reactor: evict the removed export's clients there. */
 static void shard_evict(void *opaque)
+{
+	struct shard_evict *ev = opaque;
+
+	evict_clients(ev->shard, ev->e);
+}
+
+/* On the export's home reactor: flush its node. */
+static void export_flush_there(void *opaque)
 {
 	struct nbd_export *e = opaque;
 
-	evict_clients(e->shard, e);
-	if (!e->read_only)
-		vs_node_flush(vs_export_node(e->exp));
+	vs_node_flush(vs_export_node(e->exp));
+}
+
+static struct nbd_export *export_named(struct vs_nbd_server *s, const char *name)
+{
+	const char *n = name ? name : "";
+
+	for (struct nbd_export *e = s->exports; e; e = e->next)
+		if (!strcmp(e->name, n))
+			return e;
+	return NULL;
 }
 
 int vs_nbd_server_set_export_shard(struct vs_nbd_server *s, const char *name,
 				   struct vs_nbd_server *shard)
 {
-	const char *n = name ? name : "";
+	struct nbd_export *e = export_named(s, name);
 
-	for (struct nbd_export *e = s->exports; e; e = e->next) {
-		if (!strcmp(e->name, n)) {
-			e->shard = shard;
-			return 0;
-		}
+	if (!e)
+		return -ENOENT;
+	e->shards[0] = shard;
+	e->nshards = 1;
+	e->next_shard = 0;
+	return 0;
+}
+
+int vs_nbd_server_add_export_shard(struct vs_nbd_server *s, const char *name,
+				   struct vs_nbd_server *shard)
+{
+	struct nbd_export *e = export_named(s, name);
+
+	if (!e)
+		return -ENOENT;
+	if (!e->nshards)
+		return -EINVAL; /* the home comes first */
+	for (unsigned i = 0; i < e->nshards; i++)
+		if (e->shards[i] == shard)
+			return -EEXIST;
+	if (e->nshards == NBD_MAX_SHARDS)
+		return -ENOSPC;
+	e->shards[e->nshards++] = shard;
+	return 0;
+}
+
+int nbd_on_home(struct nbd_conn *c, vs_co_fn *fn, void *arg)
+{
+	if (!c->home) {
+		fn(arg);
+		return 0;
 	}
-	return -ENOENT;
+	return vs_reactor_call(c->home, fn, arg);
 }
 
 int vs_nbd_server_remove_export(struct vs_nbd_server *s, const char *name, struct vs_error *err)
@@ -305,11 +352,17 @@ int vs_nbd_server_remove_export(struct vs_nbd_server *s, const char *name, struc
 	e->next = s->removed;
 	s->removed = e;
 	evict_clients(s, e);
-	if (e->shard && e->shard != s) {
-		/* Its clients on the shard; the node is flushed there, where it lives. */
-		vs_reactor_call(e->shard->reactor, shard_evict, e);
-	} else if (!e->read_only) {
-		vs_node_flush(vs_export_node(e->exp));
+	/* Its clients on the shards; then the node is flushed where it lives. */
+	for (unsigned i = 0; i < e->nshards; i++) {
+		struct shard_evict ev = { e->shards[i], e };
+
+		if (e->shards[i] != s)
+			vs_reactor_call(e->shards[i]->reactor, shard_evict, &ev);
+	}
+	if (!e->read_only) {
+		if (!e->nshards || e->shards[0] == s ||
+		    vs_reactor_call(e->shards[0]->reactor, export_flush_there, e) < 0)
+			export_flush_there(e);
 	}
 	/* The node may go away now: nothing reaches it through this export. */
 	e->node = NULL;
@@ -488,14 +541,22 @@ static void conn_unlink(struct vs_nbd_server *s, struct nbd_conn *c)
  * On the shard's reactor: serve @c's requests there until it ends, then
  * give it back (its request cache freed, counted off the shard).
  */
+struct conn_adoption {
+	struct nbd_conn *c;
+	struct vs_nbd_server *shard;
+};
+
 static void conn_adopt(void *opaque)
 {
-	struct nbd_conn *c = opaque;
-	struct vs_nbd_server *home = c->srv, *sh = c->exp->shard;
+	struct conn_adoption *a = opaque;
+	struct nbd_conn *c = a->c;
+	struct vs_nbd_server *home = c->srv, *sh = a->shard;
+	struct vs_reactor *node_home = c->exp->shards[0]->reactor;
 
 	if (sh->shutting_down || __atomic_load_n(&c->exp->removed, __ATOMIC_ACQUIRE))
 		return; /* hung up at home */
 	c->srv = sh;
+	c->home = node_home != sh->reactor ? node_home : NULL;
 	sh->buffered += c->buffered;
 	c->next = sh->conns;
 	sh->conns = c;
@@ -515,18 +576,24 @@ static void conn_adopt(void *opaque)
 	sh->nconns--;
 	vs_co_queue_wake_all(&sh->idle_wait);
 	c->srv = home;
+	c->home = NULL;
 }
 
-/* Hand @c over to its export's shard and wait until its requests are over there. */
+/*
+ * Hand @c over to the next of its export's shards and wait until its
+ * requests are over there.
+ */
 static void conn_forward(struct nbd_conn *c)
 {
 	struct vs_nbd_server *s = c->srv;
+	struct nbd_export *e = c->exp;
+	struct conn_adoption a = { c, e->shards[e->next_shard++ % e->nshards] };
 
 	conn_unlink(s, c);
 	s->forwarded++;
 	s->buffered -= c->buffered;
 	c->reader = NULL;
-	(void)vs_reactor_call(c->exp->shard->reactor, conn_adopt, c);
+	(void)vs_reactor_call(a.shard->reactor, conn_adopt, &a);
 	s->buffered += c->buffered;
 	/* Back on the list for conn_main's end. */
 	c->next = s->conns;
@@ -544,7 +611,7 @@ static void conn_main(void *opaque)
 	if (nbd_conn_handshake(c) == 1) {
 		c->in_handshake = false;
 		nbd_conn_expect_bytes(c, 0);
-		if (c->exp->shard && c->exp->shard != s)
+		if (c->exp->nshards && c->exp->shards[0] != s)
 			conn_forward(c);
 		else
 			nbd_conn_transmission(c);
@@ -712,8 +779,8 @@ int vs_nbd_server_shutdown(struct vs_nbd_server *s)
 			int r;
 
 			/* Where the node lives. */
-			if (!e->shard || e->shard == s ||
-			    vs_reactor_call(e->shard->reactor, flush_there, &f) < 0)
+			if (!e->nshards || e->shards[0] == s ||
+			    vs_reactor_call(e->shards[0]->reactor, flush_there, &f) < 0)
 				flush_there(&f);
 			r = f.ret;
 			if (r < 0 && ret == 0)

@@ -116,6 +116,20 @@ int vs_nbd_server_remove_export(struct vs_nbd_server *s, const char *name, struc
 int vs_nbd_server_set_export_shard(struct vs_nbd_server *s, const char *name,
 				   struct vs_nbd_server *shard);
 
+/*
+ * Spread the export named @name over one more reactor: after
+ * vs_nbd_server_set_export_shard() named its home, each added @shard (made
+ * the same way, on another reactor) serves every few connections in turn,
+ * so the protocol work of a multi-conn client (receiving, parsing, sending)
+ * runs on several threads. The node-side part of each request on an added
+ * shard (the export layer, the node) runs on the home reactor, through
+ * vs_reactor_call(): the node keeps one thread. Removing the export evicts
+ * its clients on every shard. -ENOENT: no export; -EINVAL: no home yet;
+ * -EEXIST: already a shard of it; -ENOSPC: too many.
+ */
+int vs_nbd_server_add_export_shard(struct vs_nbd_server *s, const char *name,
+				   struct vs_nbd_server *shard);
+
 /* The clients connected to the export named @name (NULL: ""), past their handshake. */
 unsigned vs_nbd_server_export_clients(const struct vs_nbd_server *s, const char *name);
 

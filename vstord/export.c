@@ -43,9 +43,10 @@ struct vd_export {
 	struct vs_vhost_blk *vhost;
 	char *socket_path; /* vhost-user-blk: removed when the export goes */
 	bool shutting_down;
-	bool error_policy; /* werror/rerror given: queries show whether it stopped */
-	int reactor;	   /* the I/O reactor its data path runs on (x-reactor) */
-	bool homed;	   /* its node's chain is homed there (vd_node_home_get) */
+	bool error_policy;  /* werror/rerror given: queries show whether it stopped */
+	int reactor;	    /* the I/O reactor its data path runs on (x-reactor) */
+	bool homed;	    /* its node's chain is homed there (vd_node_home_get) */
+	bool multi_reactor; /* NBD: connections spread over every reactor (x-multi-reactor) */
 };
 
 static struct vs_nbd_server *nbd;
@@ -321,8 +322,9 @@ static const char *const common_params[] = {
 	"type", "id", "node-name", "writable", "writethrough", "iothread", "fixed-iothread", NULL
 };
 static const char *const error_params[] = { VD_EXPORT_ERROR_PARAMS, NULL }; /* vstor's */
-static const char *const nbd_params[] = { "name", "description", "bitmaps", "allocation-depth",
-					  NULL };
+static const char *const nbd_params[] = {
+	"name", "description", "bitmaps", "allocation-depth", "x-multi-reactor", NULL
+};
 static const char *const vhost_params[] = { "addr", "logical-block-size", "num-queues", NULL };
 
 static bool in_list(const char *const *list, const char *name)
@@ -449,7 +451,8 @@ static int add_nbd(struct qmp_call *call, struct vd_export *e, struct vd_node *n
 
 	if (qmp_arg_str(call, "name", false, &name) < 0 ||
 	    qmp_arg_str(call, "description", false, &desc) < 0 ||
-	    qmp_arg_bool(call, "allocation-depth", false, &depth) < 0)
+	    qmp_arg_bool(call, "allocation-depth", false, &depth) < 0 ||
+	    qmp_arg_bool(call, "x-multi-reactor", false, &e->multi_reactor) < 0)
 		return -1;
 	if (!nbd)
 		return qmp_error(call, QMP_ERR_GENERIC, "NBD server not running");
@@ -483,8 +486,13 @@ static int add_nbd(struct qmp_call *call, struct vd_export *e, struct vd_node *n
 		return qmp_error(call, QMP_ERR_GENERIC, "%s", err.msg);
 	if (writethrough)
 		vs_export_set_writethrough(vs_nbd_server_get_export(nbd, name), true);
-	if (nbd_nshards && e->reactor >= 0)
+	if (nbd_nshards && e->reactor >= 0) {
 		vs_nbd_server_set_export_shard(nbd, name, nbd_shards[e->reactor]);
+		/* Its node stays home; the other reactors take connections in turn. */
+		for (unsigned k = 1; e->multi_reactor && k < nbd_nshards; k++)
+			vs_nbd_server_add_export_shard(
+				nbd, name, nbd_shards[((unsigned)e->reactor + k) % nbd_nshards]);
+	}
 	/* Busy while the export lives: export_free lets them go. */
 	e->bitmaps = nb_bitmaps ? calloc(nb_bitmaps, sizeof(*e->bitmaps)) : NULL;
 	for (unsigned i = 0; e->bitmaps && i < nb_bitmaps; i++) {
@@ -825,8 +833,13 @@ static bool export_in_use(struct vd_export *e)
 		return true;
 	if (!nbd_nshards || e->reactor < 0)
 		return false;
-	op.srv = nbd_shards[e->reactor];
-	return vd_reactor_run_on(e->reactor, shard_clients, &op) == 0 && op.ret > 0;
+	/* Its clients may be spread over every shard. */
+	for (unsigned i = 0; i < nbd_nshards; i++) {
+		op.srv = nbd_shards[i];
+		if (vd_reactor_run_on((int)i, shard_clients, &op) == 0 && op.ret > 0)
+			return true;
+	}
+	return false;
 }
 
 static int cmd_block_export_del(struct qmp_call *call)
@@ -870,6 +883,21 @@ static void get_stopped(struct on_export *o)
 	o->u = vs_export_is_stopped(o->x);
 }
 
+/* vstor's: an NBD export's clients on each reactor (x-multi-reactor spreads them). */
+static json_object *clients_per_reactor(const struct vd_export *e)
+{
+	json_object *a = json_object_new_array();
+
+	for (unsigned i = 0; i < nbd_nshards; i++) {
+		struct shard_op op = { .srv = nbd_shards[i], .name = e->nbd_name };
+
+		if (vd_reactor_run_on((int)i, shard_clients, &op) < 0)
+			op.ret = 0;
+		json_object_array_add(a, json_object_new_int(op.ret));
+	}
+	return a;
+}
+
 /* Newest first, as QEMU lists them. */
 static void list_exports(json_object *arr, struct vd_export *e)
 {
@@ -889,8 +917,11 @@ static void list_exports(json_object *arr, struct vd_export *e)
 	json_object_object_add(o, "node-name", json_object_new_string(nn ? nn : e->node_name));
 	json_object_object_add(o, "shutting-down", json_object_new_boolean(e->shutting_down));
 	/* vstor's: the I/O reactor its requests run on (-1: main), with --reactors N > 1. */
-	if (vd_reactor_count() > 1)
+	if (vd_reactor_count() > 1) {
 		json_object_object_add(o, "x-reactor", json_object_new_int(e->reactor));
+		if (e->multi_reactor && nbd_nshards && e->reactor >= 0)
+			json_object_object_add(o, "x-clients-per-reactor", clients_per_reactor(e));
+	}
 	if (e->error_policy && layer_export(e)) {
 		/* vstor's: an error stopped it (cont resumes); read where its requests run. */
 		struct on_export st = { .fn = get_stopped };
