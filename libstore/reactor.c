@@ -960,6 +960,17 @@ unsigned vs_worker_pool_threads(void)
 	return n;
 }
 
+/*
+ * Under done_lock: whether @r's eventfd needs ringing for one more
+ * completion or message. While either list is non-empty, the push that
+ * made it so rang it, and the reactor takes both lists whole when it reads
+ * the eventfd (worker_reap): one write per batch instead of one each.
+ */
+static bool efd_unrung(const struct vs_reactor *r)
+{
+	return !r->done_head && !r->mbox_head;
+}
+
 static void *worker_main(void *unused)
 {
 	(void)unused;
@@ -967,6 +978,7 @@ static void *worker_main(void *unused)
 		struct vs_worker_job *j;
 		struct vs_reactor *r;
 		uint64_t one = 1;
+		bool ring;
 
 		pthread_mutex_lock(&pool_lock);
 		while (!pool_head)
@@ -981,6 +993,7 @@ static void *worker_main(void *unused)
 
 		r = j->reactor;
 		pthread_mutex_lock(&r->done_lock);
+		ring = efd_unrung(r);
 		j->next = r->done_head;
 		r->done_head = j;
 		/*
@@ -989,7 +1002,7 @@ static void *worker_main(void *unused)
 		 * the number reused). A full counter (impossible here) only
 		 * merges wake-ups.
 		 */
-		if (write(r->efd, &one, sizeof(one)) != sizeof(one)) {
+		if (ring && write(r->efd, &one, sizeof(one)) != sizeof(one)) {
 		}
 		pthread_mutex_unlock(&r->done_lock);
 	}
@@ -1067,6 +1080,7 @@ static void worker_reap(struct vs_reactor *r)
 int vs_reactor_mbox_push(struct vs_reactor *r, struct vs_reactor_msg *m, bool force)
 {
 	uint64_t one = 1;
+	bool ring;
 
 	m->next = NULL;
 	pthread_mutex_lock(&r->done_lock);
@@ -1074,13 +1088,14 @@ int vs_reactor_mbox_push(struct vs_reactor *r, struct vs_reactor_msg *m, bool fo
 		pthread_mutex_unlock(&r->done_lock);
 		return -ESHUTDOWN;
 	}
+	ring = efd_unrung(r);
 	if (r->mbox_tail)
 		r->mbox_tail->next = m;
 	else
 		r->mbox_head = m;
 	r->mbox_tail = m;
 	/* Under the lock, as worker_main() rings: @r may go once @m is read. */
-	if (write(r->efd, &one, sizeof(one)) != sizeof(one)) {
+	if (ring && write(r->efd, &one, sizeof(one)) != sizeof(one)) {
 	}
 	pthread_mutex_unlock(&r->done_lock);
 	return 0;
