@@ -35,6 +35,8 @@ int pool_state_file(const struct vs_pool_state *st, char *out, size_t outsz, con
 		    const char *name, const char *suffix);
 /* The definition file DIR/pools/@name.json (pool-state.c). */
 int pool_file(const struct vs_pool_state *st, const char *name, char *out, size_t outsz);
+/* DIR/next/@name.json: a redefined active pool's next definition (pool-state.c). */
+int pool_next_file(const struct vs_pool_state *st, const char *name, char *out, size_t outsz);
 /* mkdir -p with @mode for the directories it creates; 0 or -errno (pool-state.c). */
 int pool_mkdir_p(const char *path, mode_t mode);
 

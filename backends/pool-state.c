@@ -728,6 +728,122 @@ int pool_file(const struct vs_pool_state *st, const char *name, char *out, size_
 	return pool_state_file(st, out, outsz, "pools", name, ".json");
 }
 
+int pool_next_file(const struct vs_pool_state *st, const char *name, char *out, size_t outsz)
+{
+	return pool_state_file(st, out, outsz, "next", name, ".json");
+}
+
+int vs_pool_load_next(struct vs_pool_state *st, const char *name, struct vs_pool_def *def,
+		      struct vs_error *err)
+{
+	char path[VS_POOL_PATH_MAX];
+	char *text = NULL;
+	int ret;
+
+	if (pool_next_file(st, name, path, sizeof(path)) < 0)
+		return -ENOENT;
+	ret = read_text(path, &text, err);
+	if (ret == -ENOENT)
+		return ret;
+	if (ret < 0)
+		return vs_error_setf_errno(err, ret, "Cannot read '%s'", path);
+	ret = vs_pool_def_parse(def, text, path, NULL, err);
+	free(text);
+	return ret;
+}
+
+/*
+ * Define @def over the pool of the same name, as libvirt redefines: only
+ * with the same uuid, the autostart flag kept; an inactive pool
+ * takes the definition now, an active one at its next stop (kept in
+ * next/NAME.json until then; pool-dumpxml --inactive shows it).
+ */
+static int pool_redefine(struct vs_pool_state *st, struct vs_pool_def *def, const char *path,
+			 struct vs_error *err)
+{
+	char next[VS_POOL_PATH_MAX];
+	struct vs_pool *old;
+	char *json;
+	int ret = vs_pool_load(st, def->name, &old, err);
+
+	if (ret < 0)
+		return ret;
+	/* libvirt gives a definition without a uuid a new one: that one differs too. */
+	if (!def->uuid[0] || check_uuid(def->uuid, NULL) < 0 || strcmp(def->uuid, old->def.uuid)) {
+		ret = vs_error_set(err, -EEXIST,
+				   "operation failed: pool '%s' already exists with uuid %s",
+				   def->name, old->def.uuid);
+		vs_pool_free(old);
+		return ret;
+	}
+	memcpy(def->uuid, old->def.uuid, sizeof(def->uuid));
+	def->autostart = old->def.autostart;
+	if (pool_next_file(st, def->name, next, sizeof(next)) < 0) {
+		vs_pool_free(old);
+		return vs_error_set(err, -ENAMETOOLONG, "Pool name too long");
+	}
+	json = vs_pool_def_to_json(def, false);
+	if (!json) {
+		vs_pool_free(old);
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	}
+	if (old->active) {
+		char dir[VS_POOL_PATH_MAX];
+
+		pool_state_file(st, dir, sizeof(dir), "next", NULL, "");
+		ret = pool_mkdir_p(dir, 0755);
+		if (ret < 0)
+			ret = vs_error_setf_errno(err, ret, "Cannot create '%s'", dir);
+		else
+			ret = write_atomic(next, json, err);
+	} else {
+		ret = write_atomic(path, json, err);
+		if (ret == 0)
+			(void)unlink(next);
+	}
+	free(json);
+	vs_pool_free(old);
+	return ret;
+}
+
+int vs_pool_apply_next(struct vs_pool *p, struct vs_error *err)
+{
+	char next[VS_POOL_PATH_MAX];
+	struct vs_pool_def *def;
+	struct vs_error e2 = { 0 };
+	int ret;
+
+	if (p->active || pool_next_file(p->state, p->def.name, next, sizeof(next)) < 0)
+		return 0;
+	def = calloc(1, sizeof(*def));
+	if (!def)
+		return vs_error_set(err, -ENOMEM, "Out of memory");
+	ret = vs_pool_load_next(p->state, p->def.name, def, &e2);
+	if (ret == -ENOENT) {
+		free(def);
+		return 0;
+	}
+	if (ret == 0 && !vs_pool_backend_find(def->type))
+		ret = vs_error_set(&e2, -EINVAL, "unknown storage pool type '%s'", def->type);
+	if (ret < 0) {
+		free(def);
+		return vs_error_set(err, ret, "%s: the next definition: %s", p->def.name, e2.msg);
+	}
+	def->autostart = p->def.autostart;
+	memcpy(def->uuid, p->def.uuid, sizeof(def->uuid));
+	if (p->backend->detach && p->attached) {
+		p->backend->detach(p);
+		p->attached = false;
+	}
+	p->def = *def;
+	p->backend = vs_pool_backend_find(def->type);
+	free(def);
+	ret = vs_pool_save(p, err);
+	if (ret == 0)
+		(void)unlink(next);
+	return ret;
+}
+
 int vs_pool_define(struct vs_pool_state *st, struct vs_pool_def *def, struct vs_error *err)
 {
 	const struct vs_pool_backend *be;
@@ -774,7 +890,7 @@ int vs_pool_define(struct vs_pool_state *st, struct vs_pool_def *def, struct vs_
 	if (pool_file(st, def->name, path, sizeof(path)) < 0)
 		return vs_error_set(err, -ENAMETOOLONG, "Pool name too long");
 	if (access(path, F_OK) == 0)
-		return vs_error_set(err, -EEXIST, "pool '%s' already exists", def->name);
+		return pool_redefine(st, def, path, err);
 	if (!def->uuid[0])
 		gen_uuid(def->uuid);
 	else if (check_uuid(def->uuid, err) < 0)

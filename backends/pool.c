@@ -246,7 +246,10 @@ int vs_pool_start(struct vs_pool *p, struct vs_error *err)
 			"Requested operation is not valid: storage pool '%s' is already "
 			"active",
 			p->def.name);
-	ret = pool_attach(p, err);
+	/* A redefinition made while it ran and not taken at its stop. */
+	ret = vs_pool_apply_next(p, err);
+	if (ret == 0)
+		ret = pool_attach(p, err);
 	if (ret == 0 && p->backend->start)
 		ret = p->backend->start(p, err);
 	/* Join the lockspace now, in the background: the first writer need not wait. */
@@ -342,9 +345,13 @@ int vs_pool_stop(struct vs_pool *p, unsigned flags, struct vs_error *err)
 	}
 	p->active = false;
 	ret = vs_pool_save(p, err);
-	if (ret < 0)
+	if (ret < 0) {
 		p->active = true;
-	return ret;
+		return ret;
+	}
+	/* Stopped: a redefinition made while it ran takes over (else at pool-start). */
+	(void)vs_pool_apply_next(p, NULL);
+	return 0;
 }
 
 int vs_pool_delete(struct vs_pool *p, unsigned flags, struct vs_error *err)
@@ -374,6 +381,8 @@ int vs_pool_undefine(struct vs_pool *p, struct vs_error *err)
 	pool_file(p->state, p->def.name, path, sizeof(path));
 	if (unlink(path) < 0)
 		return vs_error_setf_errno(err, -errno, "Cannot remove '%s'", path);
+	if (pool_next_file(p->state, p->def.name, path, sizeof(path)) == 0)
+		(void)unlink(path);
 	pool_state_file(p->state, path, sizeof(path), "leases", p->def.name, "");
 	(void)rmdir(path); /* leases of volumes: only if none is left */
 	pool_state_file(p->state, path, sizeof(path), "building", p->def.name, "");

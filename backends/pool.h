@@ -377,11 +377,22 @@ int vs_pool_state_list(struct vs_pool_state *st, char ***names, size_t *n, struc
 void vs_pool_names_free(char **names, size_t n);
 
 /*
- * Store a new definition. Fails with -EEXIST when a pool of that name (or
- * uuid) exists, -EINVAL for a bad name or an unknown type, or what the
- * backend's check_def says. The state lock must be exclusive.
+ * Store a new definition. A pool of that name is redefined as libvirt
+ * does: with the same uuid (else -EEXIST), its autostart kept;
+ * an inactive pool takes the definition at once, an active one when it
+ * stops (vs_pool_apply_next). Fails with -EEXIST when another pool has the
+ * uuid, -EINVAL for a bad name or an unknown type, or what the backend's
+ * check_def says. The state lock must be exclusive.
  */
 int vs_pool_define(struct vs_pool_state *st, struct vs_pool_def *def, struct vs_error *err);
+/*
+ * The definition an active pool takes when it stops (pool-dumpxml
+ * --inactive shows it): 0, -ENOENT when there is none, or an error.
+ */
+int vs_pool_load_next(struct vs_pool_state *st, const char *name, struct vs_pool_def *def,
+		      struct vs_error *err);
+/* An inactive @p takes its next definition, if it has one (pool-destroy, pool-start). */
+int vs_pool_apply_next(struct vs_pool *p, struct vs_error *err);
 
 /* Load pool @name ("Storage pool not found" -ENOENT); free with vs_pool_free(). */
 int vs_pool_load(struct vs_pool_state *st, const char *name, struct vs_pool **out,

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "pool-parse.h"
@@ -677,12 +679,131 @@ static int cmd_pool_dumpxml(struct vstor_ctx *c)
 		return ret;
 	live = p->active && !opt_bool(c, "inactive");
 	f = vstor_xml_begin(c, &xml);
-	if (f)
-		print_pool_xml(f, &p->def,
-			       live && vs_pool_refresh(p, &pi, NULL, NULL) == 0 ? &pi : NULL,
-			       !live);
+	if (f && !live) {
+		/* The definition it takes when it stops, when it was redefined while running. */
+		struct vs_pool_def *next = calloc(1, sizeof(*next));
+
+		if (next && vs_pool_load_next(c->st, p->def.name, next, NULL) == 0)
+			print_pool_xml(f, next, NULL, true);
+		else
+			print_pool_xml(f, &p->def, NULL, true);
+		free(next);
+	} else if (f) {
+		print_pool_xml(f, &p->def, vs_pool_refresh(p, &pi, NULL, NULL) == 0 ? &pi : NULL,
+			       false);
+	}
 	vs_pool_free(p);
 	return vstor_xml_end(c, f, &xml);
+}
+
+/* Whether files @a and @b hold the same bytes (false if either cannot be read). */
+static bool same_file_text(const char *a, const char *b)
+{
+	char *ta = NULL, *tb = NULL;
+	bool same = vs_pool_read_file(a, &ta, NULL) == 0 && vs_pool_read_file(b, &tb, NULL) == 0 &&
+		    !strcmp(ta, tb);
+
+	free(ta);
+	free(tb);
+	return same;
+}
+
+/* Write @def's inactive XML into the new file @path (from mkstemps: @fd). 0 or -errno. */
+static int write_pool_xml(int fd, const char *path, const struct vs_pool_def *def)
+{
+	FILE *f = fdopen(fd, "w");
+
+	(void)path;
+	if (!f) {
+		int e = -errno;
+
+		close(fd);
+		return e;
+	}
+	print_pool_xml(f, def, NULL, true);
+	return fclose(f) == 0 ? 0 : -errno;
+}
+
+/*
+ * pool-edit, as virsh: the pool's XML (the definition it will run next) in
+ * a temporary file, $VISUAL or $EDITOR (default vi) on it, and the edited
+ * file defined over the pool, unless it did not change.
+ */
+static int cmd_pool_edit(struct vstor_ctx *c)
+{
+	const char *editor = getenv("VISUAL"), *tmp = getenv("TMPDIR");
+	char orig[VS_POOL_PATH_MAX], edit[VS_POOL_PATH_MAX];
+	char *cmd = NULL, *text = NULL;
+	struct vs_pool_def *def = NULL, *next = NULL;
+	const struct vs_pool_def *shown;
+	bool made_orig = false, made_edit = false;
+	struct vs_pool *p;
+	int fd, st, ret = with_pool(c, &p);
+
+	if (ret)
+		return ret;
+	if (!editor || !*editor)
+		editor = getenv("EDITOR");
+	if (!editor || !*editor)
+		editor = "vi";
+	if (!tmp || !*tmp)
+		tmp = "/tmp";
+	next = calloc(1, sizeof(*next));
+	def = calloc(1, sizeof(*def));
+	if (!next || !def) {
+		ret = vstor_error(c, -ENOMEM, "out of memory");
+		goto out;
+	}
+	shown = vs_pool_load_next(c->st, p->def.name, next, NULL) == 0 ? next : &p->def;
+	/* The editor works on a copy: the original tells whether it changed. */
+	snprintf(orig, sizeof(orig), "%s/vstor-pool-XXXXXX.xml", tmp);
+	snprintf(edit, sizeof(edit), "%s/vstor-pool-XXXXXX.xml", tmp);
+	fd = mkstemps(orig, 4);
+	made_orig = fd >= 0;
+	ret = fd < 0 ? -errno : write_pool_xml(fd, orig, shown);
+	if (ret == 0) {
+		fd = mkstemps(edit, 4);
+		made_edit = fd >= 0;
+		ret = fd < 0 ? -errno : write_pool_xml(fd, edit, shown);
+	}
+	if (ret < 0) {
+		ret = vstor_error(c, ret, "cannot write a temporary file in %s", tmp);
+		goto out;
+	}
+	if (asprintf(&cmd, "%s %s", editor, edit) < 0) {
+		cmd = NULL;
+		ret = vstor_error(c, -ENOMEM, "out of memory");
+		goto out;
+	}
+	st = system(cmd);
+	if (st != 0) {
+		ret = vstor_error(
+			c, -EIO,
+			"internal error: Child process (sh -c '%s') unexpected exit status %d", cmd,
+			st > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : 127);
+		goto out;
+	}
+	if (same_file_text(orig, edit)) {
+		vstor_msg(c, "Pool %s XML configuration not changed.\n\n", p->def.name);
+		goto out;
+	}
+	vs_error_clear(&c->err);
+	if (vs_pool_read_file(edit, &text, &c->err) < 0 ||
+	    vs_pool_def_parse(def, text, edit, NULL, &c->err) < 0)
+		ret = vstor_error_err(c, "Failed to define pool from %s", edit);
+	else if ((ret = define_def(c, def)) == 0)
+		vstor_msg(c, "Pool %s XML configuration edited.\n\n", def->name);
+out:
+	if (made_orig)
+		unlink(orig);
+	if (made_edit)
+		unlink(edit);
+	free(text);
+	free(cmd);
+	free(def);
+	free(next);
+	vs_pool_free(p);
+	return ret;
 }
 
 /* An <enum name=@name> of @values (NULL-terminated), as libvirt's capabilities list them. */
@@ -1037,6 +1158,8 @@ const struct vstor_cmd vstor_pool_cmds[] = {
 	{ "pool-destroy", cmd_pool_destroy, force_opts, "destroy (stop) a pool", true },
 	{ "pool-dump", cmd_pool_dump, dump_opts, "pool information in JSON", false },
 	{ "pool-dumpxml", cmd_pool_dumpxml, dump_opts, "pool information in libvirt's XML", false },
+	{ "pool-edit", cmd_pool_edit, pool_opts, "edit XML configuration for a storage pool",
+	  true },
 	{ "pool-info", cmd_pool_info, info_opts, "storage pool information", false },
 	{ "pool-list", cmd_pool_list, list_opts, "list pools", false },
 	{ "pool-name", cmd_pool_name, pool_opts, "convert a pool UUID to pool name", false },

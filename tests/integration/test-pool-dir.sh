@@ -158,6 +158,68 @@ assert_rc 0 vstor pool-dump x1
 mv out x1-again.json
 assert_rc 0 cmp x1-again.json x1.json
 assert_rc 0 vstor pool-undefine x1
+# Redefinition, as libvirt's: pool-define over a pool of the same name
+# and uuid replaces an inactive pool's definition at once and an active
+# one's at its stop (pool-dumpxml shows the running one, --inactive the
+# next); another uuid, or none (libvirt makes one up), is refused with
+# libvirt's message. pool-edit runs $VISUAL/$EDITOR on the XML: unchanged,
+# edited, or a failing editor, with virsh's words (test:///default is the
+# oracle for them).
+mkdir -p "$WORKDIR/r1" "$WORKDIR/r2" "$WORKDIR/r3"
+assert_rc 0 vstor pool-define-as r dir --target "$WORKDIR/r1"
+assert_rc 0 vstor pool-autostart r
+assert_rc 0 vstor pool-uuid r
+ruuid=$(cat out)
+assert_rc 0 vstor pool-dumpxml r
+sed "s|$WORKDIR/r1|$WORKDIR/r2|" out >r2.xml
+assert_rc 0 vstor pool-define r2.xml
+assert_grep "^Pool r defined from r2.xml" out
+assert_rc 0 vstor pool-dumpxml r
+assert_grep "<path>$WORKDIR/r2</path>" out
+assert_rc 0 vstor pool-info r
+assert_grep '^Autostart: +yes' out
+assert_fails vstor pool-define-as r dir --target "$WORKDIR/r3"
+assert_grep "^error: operation failed: pool 'r' already exists with uuid $ruuid" err
+sed "s|<uuid>.*</uuid>|<uuid>11111111-2222-3333-4444-555555555555</uuid>|" r2.xml >r-other.xml
+assert_fails vstor pool-define r-other.xml
+assert_grep "already exists with uuid $ruuid" err
+EDITOR=true assert_rc 0 vstor pool-edit r
+assert_grep "^Pool r XML configuration not changed.$" out
+EDITOR="sed -i s,$WORKDIR/r2,$WORKDIR/r3," VISUAL= assert_rc 0 vstor pool-edit r
+assert_grep "^Pool r XML configuration edited.$" out
+assert_rc 0 vstor pool-dumpxml r
+assert_grep "<path>$WORKDIR/r3</path>" out
+EDITOR=false assert_fails vstor pool-edit r
+assert_grep "unexpected exit status 1" err
+EDITOR="sed -i 1d" assert_fails vstor pool-edit r
+assert_grep "Failed to define pool" err
+# Active: the running definition stays until pool-destroy.
+assert_rc 0 vstor pool-start r
+EDITOR="sed -i s,$WORKDIR/r3,$WORKDIR/r1," assert_rc 0 vstor pool-edit r
+assert_rc 0 vstor pool-dumpxml r
+assert_grep "<path>$WORKDIR/r3</path>" out
+assert_rc 0 vstor pool-dumpxml r --inactive
+assert_grep "<path>$WORKDIR/r1</path>" out
+assert_rc 0 vstor pool-destroy r
+assert_rc 0 vstor pool-dumpxml r
+assert_grep "<path>$WORKDIR/r1</path>" out
+assert_rc 0 vstor pool-uuid r
+assert_eq "$(cat out)" "$ruuid" "the uuid after a redefinition"
+assert_rc 0 vstor pool-undefine r
+[[ -z $(ls "$VSTOR_STATE_DIR/next" 2>/dev/null) ]] || fail "a next definition outlived its pool"
+if command -v virsh >/dev/null; then
+	virsh -c test:///default pool-dumpxml default-pool >vr.xml
+	EDITOR=true virsh -c test:///default pool-edit default-pool >virsh.out 2>&1 ||
+		fail "virsh pool-edit with an editor that changes nothing failed"
+	assert_grep "^Pool default-pool XML configuration not changed.$" virsh.out
+	EDITOR="sed -i s,/default-pool,/x-pool," virsh -c test:///default pool-edit default-pool \
+		>virsh.out 2>&1 || fail "virsh pool-edit failed"
+	assert_grep "^Pool default-pool XML configuration edited.$" virsh.out
+	grep -v '<uuid>' vr.xml >vr-nouuid.xml
+	virsh -c test:///default pool-define vr-nouuid.xml >virsh.out 2>&1 &&
+		fail "virsh redefined a pool from XML without its uuid"
+	assert_grep "^error: operation failed: pool 'default-pool' already exists with uuid" virsh.out
+fi
 # Transient pools (virsh pool-create FILE, pool-create-as): defined and
 # started at once, gone at pool-destroy; a failed start leaves nothing.
 printf '<pool type="dir"><name>t1</name><target><path>%s</path></target></pool>' \
