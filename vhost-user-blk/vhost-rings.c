@@ -67,11 +67,12 @@ static void req_main(void *opaque)
 	if (!r->chain_err && vblk_parse(&r->elem, &br) < 0)
 		r->chain_err = "no writable status byte";
 	if (r->chain_err) {
-		b->stats.bad_chains++;
+		__atomic_fetch_add(&b->stats.bad_chains, 1, __ATOMIC_RELAXED);
 		if (b->opts.verbose)
 			vu_log(b, "queue %u: chain %u returned unprocessed: %s", vq->index,
 			       r->elem.head, r->chain_err);
 	} else {
+		br.home = vq->reactor != b->reactor ? b->reactor : NULL;
 		used = vblk_exec(&b->dev, &br);
 	}
 	if (vq->tracking)
@@ -94,8 +95,6 @@ static void req_main(void *opaque)
 /* Take every available chain and start a coroutine for each. */
 static void vq_process(struct vu_vq *vq)
 {
-	struct vs_vhost_blk *b = vq->c->b;
-
 	while (!vq->stopping && !vq->broken) {
 		struct vu_req *r = vq_get_slot(vq);
 		const char *why = NULL;
@@ -123,7 +122,7 @@ static void vq_process(struct vu_vq *vq)
 		if (vq->tracking)
 			vu_inflight_start(vq, r->elem.head);
 		vq->in_flight++;
-		if (!vs_co_spawn(b->reactor, req_main, r)) {
+		if (!vs_co_spawn(vq->reactor, req_main, r)) {
 			/* No coroutine: give the chain back unprocessed. */
 			vq_ring_push(&vq->ring, &r->elem, 0);
 			signal_fd(vq->call_fd);
@@ -154,7 +153,7 @@ static void vq_kick_main(void *opaque)
 					  &why);
 		r->chain_err = ret < 0 ? why : NULL;
 		vq->in_flight++;
-		if (!vs_co_spawn(vq->c->b->reactor, req_main, r)) {
+		if (!vs_co_spawn(vq->reactor, req_main, r)) {
 			vq->in_flight--;
 			vq_put_slot(vq, r);
 			break;
@@ -216,15 +215,26 @@ void vu_vq_maybe_start(struct vu_vq *vq)
 		vu_inflight_recover(vq);
 	vq->running = true;
 	vq->stopping = false;
-	if (!vs_co_spawn(c->b->reactor, vq_kick_main, vq)) {
+	vq->reactor = vu_vq_reactor(c->b, vq->index);
+	/* On another reactor: the message goes first in its mailbox, before any stop. */
+	if (vq->reactor == vs_reactor_current() ?
+		    !vs_co_spawn(vq->reactor, vq_kick_main, vq) :
+		    vs_reactor_post(vq->reactor, vq_kick_main, vq) < 0) {
 		vq->running = false;
 		vq_broken(vq, "out of memory");
 	}
 }
 
-/* Coroutine context: stop taking requests and wait for those in flight. */
-void vu_vq_stop(struct vu_vq *vq)
+struct vs_reactor *vu_vq_reactor(const struct vs_vhost_blk *b, unsigned index)
 {
+	unsigned n = b->opts.nb_queue_reactors;
+
+	return n ? b->queue_reactors[index % n] : b->reactor;
+}
+
+static void vq_stop_here(void *opaque)
+{
+	struct vu_vq *vq = opaque;
 	bool was_running = vq->running;
 
 	if (vq->running) {
@@ -241,6 +251,23 @@ void vu_vq_stop(struct vu_vq *vq)
 	/* A stopped ring's base is the front end's (SET_VRING_BASE), not ours. */
 	if (was_running)
 		vq->base = vq_ring_base(&vq->ring);
+}
+
+/*
+ * Coroutine context: stop taking requests and wait for those in flight,
+ * on the reactor the ring runs on.
+ */
+void vu_vq_stop(struct vu_vq *vq)
+{
+	if (!vq->reactor || vq->reactor == vs_reactor_current()) {
+		vq_stop_here(vq);
+		return;
+	}
+	if (vs_reactor_call(vq->reactor, vq_stop_here, vq) < 0) {
+		/* Its reactor is gone, and its coroutines with it. */
+		vq->running = false;
+		vq->in_flight = 0;
+	}
 }
 
 void vu_vq_reset(struct vu_vq *vq)

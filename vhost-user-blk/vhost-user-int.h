@@ -67,6 +67,8 @@ struct vu_vq {
 	bool running;  /* the kick coroutine is alive */
 	bool stopping; /* ... and has been asked to stop */
 	bool broken;   /* stopped on a ring error until the front end resets it */
+	/* Where it runs while started (vu_vq_reactor()); its coroutines and queues are there. */
+	struct vs_reactor *reactor;
 	int kick_fd, call_fd, err_fd;
 	struct vs_co *kick_co;
 	struct vq_ring ring;
@@ -105,6 +107,7 @@ struct vu_conn {
 struct vs_vhost_blk {
 	struct vs_reactor *reactor;
 	struct vs_vhost_blk_opts opts;
+	struct vs_reactor *queue_reactors[VS_VHOST_BLK_MAX_QUEUES]; /* opts.queue_reactors' copy */
 	struct vblk_dev dev;
 	struct vs_vhost_blk_stats stats;
 	struct vu_conn *conn;	 /* the front end being served */
@@ -189,6 +192,8 @@ void vu_inflight_recover(struct vu_vq *vq);
 
 void vu_vq_free_slots(struct vu_vq *vq);
 void vu_vq_maybe_start(struct vu_vq *vq);
+/* The reactor queue @index runs on (vs_vhost_blk_opts.queue_reactors). */
+struct vs_reactor *vu_vq_reactor(const struct vs_vhost_blk *b, unsigned index);
 void vu_vq_stop(struct vu_vq *vq);
 void vu_vq_reset(struct vu_vq *vq);
 

@@ -250,8 +250,9 @@ static int take_ring_fd(struct vu_conn *c, const struct vu_msg *m, int *fds, uns
 
 static void stats_log(struct vu_conn *c)
 {
-	struct vs_vhost_blk_stats *s = &c->b->stats, *a = &c->at_start;
+	struct vs_vhost_blk_stats now, *s = &now, *a = &c->at_start;
 
+	vs_vhost_blk_get_stats(c->b, &now);
 	vu_log(c->b,
 	       "front end gone: %llu reads, %llu writes, %llu flushes, %llu discards, "
 	       "%llu write-zeroes, %llu get-id, %llu I/O errors, %llu unsupported, "
@@ -635,7 +636,7 @@ static bool conn_take_device(struct vu_conn *c)
 		return false;
 	b->conn = c;
 	b->stats.connections++;
-	c->at_start = b->stats;
+	vs_vhost_blk_get_stats(b, &c->at_start);
 	if (b->opts.verbose)
 		vu_log(b, "front end connected");
 	return true;
@@ -827,8 +828,13 @@ int vs_vhost_blk_new(struct vs_vhost_blk **out, const struct vs_vhost_blk_opts *
 	const char *serial = opts->serial ? opts->serial : "vstor";
 	int ret;
 
-	if (!opts->node || opts->num_queues > VS_VHOST_BLK_MAX_QUEUES)
+	if (!opts->node || opts->num_queues > VS_VHOST_BLK_MAX_QUEUES ||
+	    opts->nb_queue_reactors > VS_VHOST_BLK_MAX_QUEUES ||
+	    (opts->nb_queue_reactors && !opts->queue_reactors))
 		return -EINVAL;
+	for (unsigned i = 0; i < opts->nb_queue_reactors; i++)
+		if (!opts->queue_reactors[i])
+			return -EINVAL;
 	if (!vs_reactor_current())
 		return -EINVAL;
 	b = calloc(1, sizeof(*b));
@@ -836,6 +842,9 @@ int vs_vhost_blk_new(struct vs_vhost_blk **out, const struct vs_vhost_blk_opts *
 		return -ENOMEM;
 	b->reactor = vs_reactor_current();
 	b->opts = *opts;
+	for (unsigned i = 0; i < opts->nb_queue_reactors; i++)
+		b->queue_reactors[i] = opts->queue_reactors[i];
+	b->opts.queue_reactors = NULL; /* the copy above is the back end's */
 	if (!b->opts.num_queues)
 		b->opts.num_queues = 1;
 	if (!b->opts.max_connections)
@@ -944,7 +953,13 @@ bool vs_vhost_blk_connected(const struct vs_vhost_blk *b)
 
 void vs_vhost_blk_get_stats(const struct vs_vhost_blk *b, struct vs_vhost_blk_stats *st)
 {
-	*st = b->stats;
+	/* Queues on other reactors count into the same set: word by word. */
+	const uint64_t *from = (const uint64_t *)&b->stats;
+	uint64_t *to = (uint64_t *)st;
+
+	_Static_assert(sizeof(*st) % sizeof(uint64_t) == 0, "the counters are 64-bit words");
+	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
+		to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
 }
 
 struct vs_export *vs_vhost_blk_get_export(struct vs_vhost_blk *b)

@@ -37,6 +37,15 @@ struct vs_vhost_blk_opts {
 	unsigned max_connections;
 	/* Seconds from accept to SET_OWNER; 0 = default (10), VS_VHOST_BLK_UNLIMITED = none */
 	unsigned handshake_limit;
+	/*
+	 * Queue i runs on queue_reactors[i % nb_queue_reactors] (its kick
+	 * coroutine, the chains, the used ring and the call eventfd), each a
+	 * reactor thread that outlives the back end; the node calls of its
+	 * requests run on the back end's own reactor, where the node lives
+	 * (vs_reactor_call). 0: every queue on the back end's reactor.
+	 */
+	struct vs_reactor *const *queue_reactors;
+	unsigned nb_queue_reactors; /* at most VS_VHOST_BLK_MAX_QUEUES */
 };
 
 #define VS_VHOST_BLK_UNLIMITED 0xffffffffu

@@ -11,6 +11,7 @@
 #include "virtio-blk.h"
 #include "bytes.h"
 #include "iov.h"
+#include "vstor/reactor.h"
 
 #include <errno.h>
 #include <string.h>
@@ -68,20 +69,47 @@ int vblk_parse(struct vq_elem *e, struct vblk_req *r)
 	return 0;
 }
 
+/* One export request, where the node lives. */
+struct vblk_home_call {
+	struct vblk_dev *d;
+	enum vs_export_op op;
+	uint64_t offset, len;
+	struct vblk_req *r;
+	unsigned flags;
+	int ret;
+};
+
+static void run_there(void *opaque)
+{
+	struct vblk_home_call *h = opaque;
+
+	h->ret = vs_export_request(h->d->exp, h->op, h->offset, h->len, h->r->data,
+				   (int)h->r->data_num, h->flags);
+}
+
 /*
- * Run one request on the export from sector @sector. A sector number whose
- * byte offset does not fit 64 bits is outside any disk.
+ * Run one request on the export from sector @sector (on the node's home
+ * reactor when the queue runs elsewhere). A sector number whose byte
+ * offset does not fit 64 bits is outside any disk.
  */
 static uint8_t run(struct vblk_dev *d, enum vs_export_op op, uint64_t sector, uint64_t len,
 		   struct vblk_req *r, unsigned flags)
 {
+	struct vblk_home_call h = { d, op, sector * VIRTIO_BLK_SECTOR, len, r, flags, 0 };
+
 	if (sector > UINT64_MAX / VIRTIO_BLK_SECTOR)
 		return VIRTIO_BLK_S_IOERR;
-	return vs_export_request(d->exp, op, sector * VIRTIO_BLK_SECTOR, len, r->data,
-				 (int)r->data_num, flags) < 0 ?
-		       VIRTIO_BLK_S_IOERR :
-		       VIRTIO_BLK_S_OK;
+	if (r->home) {
+		if (vs_reactor_call(r->home, run_there, &h) < 0)
+			return VIRTIO_BLK_S_IOERR;
+	} else {
+		run_there(&h);
+	}
+	return h.ret < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
 }
+
+/* Counters: queues on several reactors count into one set. */
+#define STAT_INC(d, field) __atomic_fetch_add(&(d)->stats->field, 1, __ATOMIC_RELAXED)
 
 static bool has(const struct vblk_dev *d, unsigned bit)
 {
@@ -112,12 +140,12 @@ static int exec_dwz(struct vblk_dev *d, struct vblk_req *r, bool zeroes)
 		return VIRTIO_BLK_S_IOERR;
 	len = (uint64_t)nsec * VIRTIO_BLK_SECTOR;
 	if (zeroes) {
-		d->stats->write_zeroes++;
+		STAT_INC(d, write_zeroes);
 		/* The unmap flag may deallocate if the export's discard mode is unmap. */
 		return run(d, VS_EXPORT_OP_WRITE_ZEROES, sector, len, r,
 			   (flags & 1) ? VS_EXPORT_MAY_UNMAP : 0);
 	}
-	d->stats->discards++;
+	STAT_INC(d, discards);
 	return run(d, VS_EXPORT_OP_DISCARD, sector, len, r, 0);
 }
 
@@ -133,25 +161,25 @@ uint32_t vblk_exec(struct vblk_dev *d, struct vblk_req *r)
 	}
 	switch (r->type) {
 	case VIRTIO_BLK_T_IN:
-		d->stats->reads++;
+		STAT_INC(d, reads);
 		used += (uint32_t)(r->data_len > UINT32_MAX - 1 ? UINT32_MAX - 1 : r->data_len);
 		st = r->data_len % VIRTIO_BLK_SECTOR ?
 			     VIRTIO_BLK_S_IOERR :
 			     run(d, VS_EXPORT_OP_READ, r->sector, r->data_len, r, 0);
 		break;
 	case VIRTIO_BLK_T_OUT:
-		d->stats->writes++;
+		STAT_INC(d, writes);
 		/* Writethrough (the guest turned the write cache off) is the export's. */
 		st = r->data_len % VIRTIO_BLK_SECTOR ?
 			     VIRTIO_BLK_S_IOERR :
 			     run(d, VS_EXPORT_OP_WRITE, r->sector, r->data_len, r, 0);
 		break;
 	case VIRTIO_BLK_T_FLUSH:
-		d->stats->flushes++;
+		STAT_INC(d, flushes);
 		st = run(d, VS_EXPORT_OP_FLUSH, 0, 0, r, 0);
 		break;
 	case VIRTIO_BLK_T_GET_ID:
-		d->stats->get_ids++;
+		STAT_INC(d, get_ids);
 		/* As much of the serial as the buffer takes. */
 		n = r->data_len < sizeof(d->serial) ? (size_t)r->data_len : sizeof(d->serial);
 		vs_iov_from_buf(r->data, (int)r->data_num, 0, d->serial, n);
@@ -170,9 +198,9 @@ uint32_t vblk_exec(struct vblk_dev *d, struct vblk_req *r)
 	}
 out:
 	if (st == VIRTIO_BLK_S_IOERR)
-		d->stats->io_errors++;
+		STAT_INC(d, io_errors);
 	else if (st == VIRTIO_BLK_S_UNSUPP)
-		d->stats->unsupported++;
+		STAT_INC(d, unsupported);
 	*r->status = st;
 	return used;
 }

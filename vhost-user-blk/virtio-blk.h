@@ -95,6 +95,11 @@ struct vblk_req {
 	uint64_t data_len;
 	uint8_t *status; /* the status byte in guest memory, NULL if the chain has none */
 	bool bad_header; /* the chain is too short for the 16-byte header */
+	/*
+	 * Where the export's node lives when the queue runs on another
+	 * reactor: its export requests run there (vs_reactor_call); NULL: here.
+	 */
+	struct vs_reactor *home;
 };
 
 /*

@@ -43,10 +43,11 @@ struct vd_export {
 	struct vs_vhost_blk *vhost;
 	char *socket_path; /* vhost-user-blk: removed when the export goes */
 	bool shutting_down;
-	bool error_policy;  /* werror/rerror given: queries show whether it stopped */
-	int reactor;	    /* the I/O reactor its data path runs on (x-reactor) */
-	bool homed;	    /* its node's chain is homed there (vd_node_home_get) */
-	bool multi_reactor; /* NBD: connections spread over every reactor (x-multi-reactor) */
+	bool error_policy; /* werror/rerror given: queries show whether it stopped */
+	int reactor;	   /* the I/O reactor its data path runs on (x-reactor) */
+	bool homed;	   /* its node's chain is homed there (vd_node_home_get) */
+	bool multi_reactor; /* connections (NBD) or queues (vhost) over every reactor (x-multi-reactor) */
+	unsigned nb_queue_reactors; /* vhost with x-multi-reactor: the reactors its queues use */
 };
 
 static struct vs_nbd_server *nbd;
@@ -325,7 +326,8 @@ static const char *const error_params[] = { VD_EXPORT_ERROR_PARAMS, NULL }; /* v
 static const char *const nbd_params[] = {
 	"name", "description", "bitmaps", "allocation-depth", "x-multi-reactor", NULL
 };
-static const char *const vhost_params[] = { "addr", "logical-block-size", "num-queues", NULL };
+static const char *const vhost_params[] = { "addr", "logical-block-size", "num-queues",
+					    "x-multi-reactor", NULL };
 
 static bool in_list(const char *const *list, const char *name)
 {
@@ -528,17 +530,29 @@ static int add_vhost(struct qmp_call *call, struct vd_export *e, struct vd_node 
 {
 	json_object *addr, *path;
 	uint64_t lbs = 512, queues = 1;
+	struct vs_reactor *qr[VS_VHOST_BLK_MAX_QUEUES];
+	unsigned nqr = 0;
 	int fd, ret;
 
 	if (qmp_arg_obj(call, "addr", true, &addr) < 0 ||
 	    qmp_arg_uint(call, "logical-block-size", false, &lbs) < 0 ||
-	    qmp_arg_uint(call, "num-queues", false, &queues) < 0)
+	    qmp_arg_uint(call, "num-queues", false, &queues) < 0 ||
+	    qmp_arg_bool(call, "x-multi-reactor", false, &e->multi_reactor) < 0)
 		return -1;
 	if (lbs != 512)
 		return qmp_error(call, QMP_ERR_GENERIC,
 				 "logical-block-size other than 512 is not supported yet");
 	if (queues < 1 || queues > VS_VHOST_BLK_MAX_QUEUES)
 		return qmp_error(call, QMP_ERR_GENERIC, "num-queues must be greater than 0");
+	/* Queue i on reactor home + i: the node stays home, the rings spread. */
+	if (e->multi_reactor && e->reactor >= 0 && vd_reactor_count() > 1) {
+		unsigned nr = vd_reactor_count();
+
+		nqr = queues < nr ? (unsigned)queues : nr;
+		for (unsigned i = 0; i < nqr; i++)
+			qr[i] = vd_reactor_get((int)(((unsigned)e->reactor + i) % nr));
+		e->nb_queue_reactors = nqr;
+	}
 	if (listen_addr(call, addr, true, &fd, 1) < 0)
 		return -1;
 	json_object_object_get_ex(addr, "path", &path);
@@ -552,6 +566,8 @@ static int add_vhost(struct qmp_call *call, struct vd_export *e, struct vd_node 
 		.write_zeroes = writable,
 		.num_queues = (unsigned)queues,
 		.quiet = true,
+		.queue_reactors = nqr ? qr : NULL,
+		.nb_queue_reactors = nqr,
 	};
 	struct on_export o = { .fn = vhost_start, .p = &vopts, .u = (uint64_t)fd };
 
@@ -919,8 +935,18 @@ static void list_exports(json_object *arr, struct vd_export *e)
 	/* vstor's: the I/O reactor its requests run on (-1: main), with --reactors N > 1. */
 	if (vd_reactor_count() > 1) {
 		json_object_object_add(o, "x-reactor", json_object_new_int(e->reactor));
-		if (e->multi_reactor && nbd_nshards && e->reactor >= 0)
+		if (e->type == VD_EXPORT_NBD && e->multi_reactor && nbd_nshards && e->reactor >= 0)
 			json_object_object_add(o, "x-clients-per-reactor", clients_per_reactor(e));
+		if (e->type == VD_EXPORT_VHOST && e->nb_queue_reactors) {
+			/* vstor's: the reactor each of its queues runs on (x-multi-reactor). */
+			json_object *a = json_object_new_array();
+
+			for (unsigned i = 0; i < e->nb_queue_reactors; i++)
+				json_object_array_add(
+					a, json_object_new_int((int)(((unsigned)e->reactor + i) %
+								     vd_reactor_count())));
+			json_object_object_add(o, "x-queue-reactors", a);
+		}
 	}
 	if (e->error_policy && layer_export(e)) {
 		/* vstor's: an error stopped it (cont resumes); read where its requests run. */

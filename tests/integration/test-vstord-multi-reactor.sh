@@ -11,12 +11,16 @@
 # writers, one per connection, in parallel on their own regions while
 # blockdev-snapshot-sync moves the export to an overlay (a drain across
 # reactors), every region read back; block-export-del in hard mode drops
-# the clients on every reactor; quit exits 0 and qemu-img check finds the
-# chain clean, with every region's data.
+# the clients on every reactor. Then a vhost-user-blk export of N queues
+# with x-multi-reactor: queue i on reactor home + i (x-queue-reactors),
+# tests/tools/vhost-client's conformance checks on every queue and a write
+# load over all of them. quit exits 0 and qemu-img check finds the images
+# clean, with every region's data.
 . "$(dirname "$0")/lib.sh"
 
 require_tool python3 qemu-img qemu-io
 find_built VSTORD vstord/vstord
+find_built VHOST_CLIENT tests/tools/vhost-client
 export PATH=/usr/bin:/bin:$PATH
 export PYTHONPATH=$VSTOR_SOURCE_DIR/tests/integration
 python3 -c 'import nbd' 2>/dev/null || skip_or_fail "python3 libnbd bindings (python3-libnbd) missing"
@@ -32,16 +36,17 @@ wait_exit() {
 
 for n in 2 4; do
 	log "--reactors $n: one export, its connections on every reactor"
-	rm -f a.qcow2 a-snap.qcow2
+	rm -f a.qcow2 a-snap.qcow2 v.qcow2
 	qemu_img create -q -f qcow2 a.qcow2 64M
+	qemu_img create -q -f qcow2 v.qcow2 64M
 	start_daemon "$WORKDIR/vd$n.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd$n.pid" \
 		--monitor "$WORKDIR/vd$n.sock" --reactors "$n"
 	pid=$DAEMON_PID
-	python3 - "$WORKDIR" "$n" <<'PY' || fail "--reactors $n: one export over every reactor"
+	python3 - "$WORKDIR" "$n" "$VHOST_CLIENT" <<'PY' || fail "--reactors $n: one export over every reactor"
 import subprocess, sys
 import nbd
 from qmp import QMP
-d, n = sys.argv[1], int(sys.argv[2])
+d, n, vhost_client = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 c = QMP("%s/vd%d.sock" % (d, n))
 sock = "%s/nbd%d.sock" % (d, n)
 uri = "nbd+unix:///a?socket=%s" % sock
@@ -129,10 +134,27 @@ for h in hs:
         raise AssertionError("a client on a reactor stayed connected after a hard delete")
     except nbd.Error:
         pass
+
+# vhost-user-blk: N queues, queue i on reactor home + i.
+vsock = "%s/vh%d.sock" % (d, n)
+c.cmd("blockdev-add", driver="file", node_name="fv", filename=d + "/v.qcow2")
+c.cmd("blockdev-add", driver="qcow2", node_name="v", file="fv")
+c.cmd("block-export-add", type="vhost-user-blk", id="ev", node_name="v", writable=True,
+      num_queues=n, x_multi_reactor=True, addr={"type": "unix", "path": vsock})
+ev = {e["id"]: e for e in c.cmd("query-block-exports")}["ev"]
+vh = ev["x-reactor"]
+assert ev["x-queue-reactors"] == [(vh + i) % n for i in range(n)], ev
+for args in (["conformance", str(n)], ["bench", "randwrite", "4k", "16", "1", str(n)],
+             ["conformance", str(n)]):
+    r = subprocess.run([vhost_client, vsock] + args, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=120)
+    assert r.returncode == 0, "vhost-client %s: %s" % (args, r.stdout.decode())
+c.cmd("block-export-del", id="ev")
 c.cmd("quit")
 PY
 	wait_exit "$pid"
 	qemu_img check -q a-snap.qcow2 || fail "--reactors $n: the overlay is not clean"
+	qemu_img check -q v.qcow2 || fail "--reactors $n: the vhost export's image is not clean"
 	for i in $(seq 1 $((2 * n))); do
 		qemu-io -f qcow2 -c "read -P $i $(((15 + i) << 20)) 1M" a-snap.qcow2 | grep -q "Pattern verification failed" &&
 			fail "--reactors $n: region $i lost its data"
