@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# One NBD export over several reactors (issue 16): fio's nbd engine with 1,
-# 2 and 4 connections (numjobs, QD 32 in all) against
+# One export over several reactors (issue 16): NBD, fio's nbd engine with
+# 1, 2 and 4 connections (numjobs, QD 32 in all), and vhost-user-blk,
+# tests/tools/vhost-client with 1, 2 and 4 queues (QD 32 in all), against
 #   vstord --reactors 1,
 #   vstord --reactors 2 (the export's connections all on its home),
-#   vstord --reactors 2 with x-multi-reactor (connections in turn on both),
+#   vstord --reactors 2 with x-multi-reactor (connections in turn on both,
+#     queue i on reactor home + i),
 #   qemu-storage-daemon (the same command line, without x-multi-reactor),
 # and fio on the image file itself (io_uring, O_DIRECT, the same jobs and
 # depth: the device's ceiling). Cache none (cache.direct=on, aio=io_uring),
@@ -18,7 +20,9 @@
 # var/bench; not tmpfs), BENCH_SIZE (default 1G), BENCH_RUNTIME (seconds
 # per cell, default 4), BENCH_REPEAT (rounds, default 3), BENCH_ROWS
 # (default "randread randwrite"), BENCH_CONNS (default "1 2 4"),
-# BENCH_IMAGES (default "raw qcow2"), BENCH_ANCHORS (default 1; 0 skips qsd).
+# BENCH_IMAGES (default "raw qcow2"), BENCH_PROTOS (default "nbd vhost"),
+# BENCH_ANCHORS (default 1; 0 skips qsd), VHOST_CLIENT (default
+# build/tests/tools/vhost-client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +33,8 @@ BENCH_RUNTIME=${BENCH_RUNTIME:-4}
 read -r -a rows <<<"${BENCH_ROWS:-randread randwrite}"
 read -r -a conns <<<"${BENCH_CONNS:-1 2 4}"
 read -r -a images <<<"${BENCH_IMAGES:-raw qcow2}"
+read -r -a protos <<<"${BENCH_PROTOS:-nbd vhost}"
+VHOST_CLIENT=${VHOST_CLIENT:-build/tests/tools/vhost-client}
 for t in fio qemu-img; do
 	command -v "$t" >/dev/null || { echo "bench: $t not found" >&2; exit 1; }
 done
@@ -61,10 +67,11 @@ stop_server()
 }
 trap stop_server EXIT
 
-# start SERVER IMG: the server on $sock, exporting the image as "d".
+# start SERVER IMG PROTO N: the server on $sock, exporting the image as
+# "d" (NBD) or with N queues (vhost-user-blk).
 start()
 {
-	local srv=$1 img=$2 file=$raw fmt=raw extra="" prog=$VSTORD args=()
+	local srv=$1 img=$2 proto=$3 nq=$4 file=$raw fmt=raw extra="" prog=$VSTORD args=() export
 	[[ $img == qcow2 ]] && file=$qcow2 fmt=qcow2
 	case $srv in
 	vstord-r1) args=(--reactors 1) ;;
@@ -73,11 +80,16 @@ start()
 	qsd) prog=qemu-storage-daemon ;;
 	esac
 	rm -f "$sock"
+	if [[ $proto == nbd ]]; then
+		args+=(--nbd-server "addr.type=unix,addr.path=$sock")
+		export="type=nbd,id=e,node-name=d,name=d,writable=on$extra"
+	else
+		export="type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=$sock"
+		export+=",writable=on,num-queues=$nq$extra"
+	fi
 	"$prog" "${args[@]}" \
 		--blockdev "driver=file,node-name=f,filename=$file,cache.direct=on,aio=io_uring" \
-		--blockdev "driver=$fmt,node-name=d,file=f" \
-		--nbd-server "addr.type=unix,addr.path=$sock" \
-		--export "type=nbd,id=e,node-name=d,name=d,writable=on$extra" 2>/dev/null &
+		--blockdev "driver=$fmt,node-name=d,file=f" --export "$export" 2>/dev/null &
 	server_pid=$!
 	for ((i = 0; i < 500; i++)); do
 		[[ -S $sock ]] && return 0
@@ -87,7 +99,22 @@ start()
 	exit 1
 }
 
-# run_fio ROW CONNS [FILE] -> "IOPS REQUESTS"
+# run_client PROTO ROW N [FILE] -> "IOPS REQUESTS": fio over NBD with N
+# connections, vhost-client with N queues, or fio on FILE with N jobs.
+run_client()
+{
+	local proto=$1 row=$2 n=$3 target out
+	shift
+	if [[ $proto == vhost && -z ${3:-} ]]; then
+		out=$(timeout $((BENCH_RUNTIME + 60)) "$VHOST_CLIENT" "$sock" bench "$row" 4k \
+			$((32 / n)) "$BENCH_RUNTIME" "$n")
+		read -r _ iops _ _ _ reqs <<<"$out"
+		echo "$iops $reqs"
+		return
+	fi
+	run_fio "$@"
+}
+
 run_fio()
 {
 	local row=$1 n=$2 target
@@ -112,24 +139,30 @@ servers=(vstord-r1 vstord-r2 vstord-r2-multi)
 : >"$cells"
 printf '%-6s %-22s %-10s %-5s %10s %10s\n' round server row conns IOPS "us/req"
 for ((round = 0; round < ${BENCH_REPEAT:-3}; round++)); do
-	for img in "${images[@]}"; do
-		for row in "${rows[@]}"; do
-			for c in "${conns[@]}"; do
-				sync
-				read -r iops _ <<<"$(run_fio "$row" "$c" "$raw")"
-				printf '%s\t%s\t%s\t%s\t%s\n' "device" "$img $row" "$c" "$iops" nan >>"$cells"
-				printf '%-6s %-22s %-10s %-5s %10s %10s\n' "$round" device "$row" "$c" "$iops" -
-				for ((k = 0; k < ${#servers[@]}; k++)); do
-					srv=${servers[$(((k + round) % ${#servers[@]}))]}
-					sync
-					start "$srv" "$img"
-					t0=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
-					read -r iops reqs <<<"$(run_fio "$row" "$c")"
-					t1=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
-					stop_server
-					us=$(python3 -c "print('%.2f' % (($t1 - $t0) / $hz * 1e6 / max($reqs, 1)))")
-					printf '%s\t%s\t%s\t%s\t%s\n' "$srv $img" "$img $row" "$c" "$iops" "$us" >>"$cells"
-					printf '%-6s %-22s %-10s %-5s %10s %10s\n' "$round" "$srv $img" "$row" "$c" "$iops" "$us"
+	for row in "${rows[@]}"; do
+		for c in "${conns[@]}"; do
+			sync
+			read -r iops _ <<<"$(run_fio "$row" "$c" "$raw")"
+			for img in "${images[@]}"; do
+				for proto in "${protos[@]}"; do
+					printf '%s\t%s\t%s\t%s\t%s\n' "device" "$proto $img $row" "$c" "$iops" nan >>"$cells"
+				done
+			done
+			printf '%-6s %-28s %-10s %-5s %10s %10s\n' "$round" device "$row" "$c" "$iops" -
+			for img in "${images[@]}"; do
+				for proto in "${protos[@]}"; do
+					for ((k = 0; k < ${#servers[@]}; k++)); do
+						srv=${servers[$(((k + round) % ${#servers[@]}))]}
+						sync
+						start "$srv" "$img" "$proto" "$c"
+						t0=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
+						read -r iops reqs <<<"$(run_client "$proto" "$row" "$c")"
+						t1=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
+						stop_server
+						us=$(python3 -c "print('%.2f' % (($t1 - $t0) / $hz * 1e6 / max($reqs, 1)))")
+						printf '%s\t%s\t%s\t%s\t%s\n' "$srv" "$proto $img $row" "$c" "$iops" "$us" >>"$cells"
+						printf '%-6s %-28s %-10s %-5s %10s %10s\n' "$round" "$srv $proto $img" "$row" "$c" "$iops" "$us"
+					done
 				done
 			done
 		done
