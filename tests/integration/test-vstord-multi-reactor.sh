@@ -149,7 +149,7 @@ for args in (["conformance", str(n)], ["bench", "randwrite", "4k", "16", "1", st
     r = subprocess.run([vhost_client, vsock] + args, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, timeout=120)
     assert r.returncode == 0, "vhost-client %s: %s" % (args, r.stdout.decode())
-c.cmd("block-export-del", id="ev")
+c.cmd("block-export-del", id="ev", mode="hard")  # the last client may not be gone yet
 c.cmd("quit")
 PY
 	wait_exit "$pid"
