@@ -107,8 +107,15 @@ int img_cmd_resize(int argc, char **argv)
 	struct img_image_cli ic = { 0 };
 	int c;
 
-	/* A leading '-' in "-SIZE" must stay an operand: stop at the first non-option. */
-	while ((c = getopt_long(argc, argv, "+:f:hq", longopts, NULL)) != -1) {
+	/*
+	 * As qemu-img: the size is the last word, taken before the options are
+	 * parsed (a leading '-' in "-SIZE" stays an operand); options may come
+	 * anywhere before it ("FILE --shrink SIZE").
+	 */
+	if (argc < 3)
+		return img_usage_error("Not enough arguments");
+	a.size_arg = argv[--argc];
+	while ((c = getopt_long(argc, argv, ":f:hq", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 			img_help();
@@ -137,27 +144,9 @@ int img_cmd_resize(int argc, char **argv)
 			return img_getopt_error(argv, c);
 		}
 	}
-	/* Operands, with one "--" allowed anywhere among them ("FILE -- -1G"). */
-	const char *ops[3];
-	int nops = 0;
-	bool dashdash = false;
-
-	for (int i = optind; i < argc; i++) {
-		if (!dashdash && !strcmp(argv[i], "--")) {
-			dashdash = true;
-			continue;
-		}
-		if (nops == 3)
-			break;
-		ops[nops++] = argv[i];
-	}
-	/* As qemu-img counts: the words after "resize", options too, then the operands. */
-	if (argc < 3)
-		return img_usage_error("Not enough arguments");
-	if (nops != 2)
+	if (optind != argc - 1)
 		return img_usage_error("Expecting image file name and size");
-	a.filename = ops[0];
-	a.size_arg = ops[1];
+	a.filename = argv[optind];
 	if (img_image_name(&ic, &a.filename, &a.fmt, &a.key_secret) < 0)
 		return 1;
 	if (img_run(resize_co, &a) < 0)

@@ -23,6 +23,12 @@ qemu_img create -q -f qcow2 src.qcow2 4M
 qemu-io -c 'write -P 7 0 1M' -c 'write -P 9 2M 512k' -c 'write -z 3M 64k' src.qcow2 >/dev/null
 qemu_img convert -O raw src.qcow2 src.raw
 truncate -s 1000 odd.raw
+printf 'odd' | dd of=odd.raw conv=notrunc status=none
+# Rows that change an image get a copy each (oN for qemu-img, vN for vstor-img).
+for n in 72 73 74 75; do
+	cp odd.raw o$n
+	cp odd.raw v$n
+done
 # vmdk (read for import): info lists the extents as qemu-img does.
 qemu_img create -q -f vmdk mono.vmdk 4M
 qemu_img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 4M
@@ -111,6 +117,21 @@ info stream.vmdk
 info --output=json stream.vmdk
 info json:{"driver":"qcow2",
 info json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"},"bogus":1}
+info odd.raw
+info --output=json odd.raw
+map odd.raw
+map --output=json odd.raw
+measure -O raw odd.raw
+measure -O qcow2 odd.raw
+compare odd.raw src.raw
+compare -f raw -F raw odd.raw odd.raw
+convert -O raw odd.raw @70
+convert -O qcow2 odd.raw @71
+resize -f raw @72 +1
+resize -f raw @73 1001
+resize -f raw @74 --shrink 900
+resize --shrink -f raw @75 -- -1
+create -f raw @76 1000
 EOF
 )
 
