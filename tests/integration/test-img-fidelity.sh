@@ -117,6 +117,20 @@ info stream.vmdk
 info --output=json stream.vmdk
 info json:{"driver":"qcow2",
 info json:{"driver":"qcow2","file":{"driver":"file","filename":"src.qcow2"},"bogus":1}
+create -f qcow2 @50 1G
+create -f qcow2 @51 0
+create -f qcow2 -o compat=0.10 @52 1
+create -q -f qcow2 -o cluster_size=512 @53 16G
+create -q -f qcow2 -o cluster_size=512,refcount_bits=64 @54 1G
+create -q -f qcow2 -o cluster_size=4k @55 100G
+create -q -f qcow2 -o cluster_size=2M,extended_l2=on @56 1G
+create -q -f qcow2 -o cluster_size=512 @57 140G
+create -q -f qcow2 -o preallocation=metadata @58 64M
+create -q -f qcow2 -o preallocation=falloc @59 10M
+create -q -f qcow2 -o preallocation=full @60 10M
+create -q -f qcow2 -b src.qcow2 -F qcow2 @61
+convert -O qcow2 src.raw @62
+convert -O qcow2 -o cluster_size=512 src.qcow2 @63
 info odd.raw
 info --output=json odd.raw
 map odd.raw
