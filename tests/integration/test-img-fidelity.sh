@@ -200,6 +200,43 @@ if command -v qemu-nbd >/dev/null; then
 	done
 fi
 
+# map and info of NBD exports (qemu-nbd serving a raw and a qcow2 file as
+# they are, over unix sockets and TCP): the same extents with their offsets,
+# and the export named as QEMU's NBD client names it.
+if command -v qemu-nbd >/dev/null; then
+	cp src.raw nbd-src.raw
+	cp src.qcow2 nbd-src.qcow2
+	port=$(free_port)
+	qemu-nbd -f raw -t -r -k "$WORKDIR/r.sock" nbd-src.raw &
+	echo $! >r.nbdpid
+	qemu-nbd -f raw -t -r -k "$WORKDIR/q.sock" nbd-src.qcow2 &
+	echo $! >q.nbdpid
+	qemu-nbd -f raw -t -r -x exp -b 127.0.0.1 -p "$port" nbd-src.qcow2 &
+	echo $! >t.nbdpid
+	nbd_uris=("nbd+unix:///?socket=$WORKDIR/r.sock" "nbd+unix:///?socket=$WORKDIR/q.sock"
+		"nbd://127.0.0.1:$port/exp")
+	for u in "${nbd_uris[@]}"; do
+		for _ in $(seq 100); do
+			qemu-img info "$u" >/dev/null 2>&1 && break
+			sleep 0.1
+		done
+	done
+	nbd_rows=
+	for u in "${nbd_uris[@]}" "nbd:unix:$WORKDIR/r.sock"; do
+		for c in "map" "map --output=json" "info" "info --output=json" "info -f raw" \
+			"info --output=json -f raw" "map -f raw"; do
+			nbd_rows+="$c $u"$'\n'
+		done
+	done
+	nbd_rows+="check nbd://127.0.0.1:$port/exp"$'\n'
+	nbd_rows+="compare src.raw nbd+unix:///?socket=$WORKDIR/q.sock"$'\n'
+	fidelity_rows "$nbd_rows"
+	for t in r q t; do
+		kill "$(cat $t.nbdpid)"
+		wait "$(cat $t.nbdpid)" 2>/dev/null || true
+	done
+fi
+
 # -r limits the rate of the data read (1.5 MiB of src.raw at 1 MiB/s: about
 # one second after the first chunk, as qemu-img), not more than that.
 t0=$(date +%s%N)
