@@ -29,6 +29,26 @@ for n in 72 73 74 75; do
 	cp odd.raw o$n
 	cp odd.raw v$n
 done
+# Zero runs shorter than a cluster (convert -S), and a rebase onto a base
+# whose content differs from the old one in data, zero and unallocated
+# clusters: which clusters the result allocates, and as data or zero.
+qemu_img create -q -f raw sparse.raw 1M
+qemu-io -f raw -c 'write -P 1 0 4k' -c 'write -P 2 132k 4k' -c 'write -P 3 200k 8k' \
+	-c 'write -P 4 256k 64k' -c 'write -z 264k 8k' sparse.raw >/dev/null
+qemu_img create -q -f qcow2 base1.qcow2 1M
+qemu-io -c 'write -P 1 0 256k' -c 'write -P 5 512k 64k' base1.qcow2 >/dev/null
+qemu_img create -q -f qcow2 base2.qcow2 1M
+qemu-io -c 'write -P 1 0 64k' -c 'write -P 6 64k 64k' -c 'write -P 0 128k 64k' base2.qcow2 >/dev/null
+qemu_img create -q -f qcow2 -b base1.qcow2 -F qcow2 overlay.qcow2
+qemu-io -c 'write -P 7 192k 64k' overlay.qcow2 >/dev/null
+for n in 84 85 86 87; do
+	qemu_img create -q -f qcow2 o$n 1M
+	cp o$n v$n
+done
+for n in 88 89; do
+	cp overlay.qcow2 o$n
+	cp overlay.qcow2 v$n
+done
 # vmdk (read for import): info lists the extents as qemu-img does.
 qemu_img create -q -f vmdk mono.vmdk 4M
 qemu_img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 4M
@@ -146,6 +166,16 @@ resize -f raw @73 1001
 resize -f raw @74 --shrink 900
 resize --shrink -f raw @75 -- -1
 create -f raw @76 1000
+convert -S 4k -O qcow2 sparse.raw @80
+convert -S 4k -O raw sparse.raw @81
+convert -S 0 -O qcow2 sparse.raw @82
+convert -S 4k -O qcow2 -o cluster_size=4k sparse.raw @83
+convert -n -O qcow2 sparse.raw @84
+convert -n -S 4k -O qcow2 sparse.raw @85
+convert -n -O qcow2 overlay.qcow2 @86
+convert -n -S 64k -O qcow2 src.qcow2 @87
+rebase -b base2.qcow2 -F qcow2 @88
+rebase -u -b base2.qcow2 -F qcow2 @89
 EOF
 )
 
