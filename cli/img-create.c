@@ -31,6 +31,8 @@ struct create_args {
 static const struct vs_create_opt_desc file_opts[] = {
 	{ "nocow", "bool", "Turn off copy-on-write (valid only on btrfs)" },
 	{ "extent_size_hint", "size", "Extent size hint for the image file, 0 to disable" },
+	/* Listed unless the format has its own (vmdk, vpc ... have none). */
+	{ "preallocation", "string", "Preallocation mode (allowed values: off, falloc, full)" },
 	{ NULL, NULL, NULL },
 };
 
@@ -108,9 +110,18 @@ static int create_help(const char *fmt, bool with_filename)
 			continue;
 		list[n++] = *d;
 	}
-	if (with_filename)
-		for (d = file_opts; d->name; d++)
-			list[n++] = *d;
+	if (with_filename) {
+		size_t nfmt = n;
+
+		for (d = file_opts; d->name; d++) {
+			size_t i = 0;
+
+			while (i < nfmt && strcmp(list[i].name, d->name))
+				i++;
+			if (i == nfmt)
+				list[n++] = *d;
+		}
+	}
 	if (with_filename)
 		printf("Supported options:\n");
 	else

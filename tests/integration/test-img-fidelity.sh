@@ -176,6 +176,13 @@ convert -n -O qcow2 overlay.qcow2 @86
 convert -n -S 64k -O qcow2 src.qcow2 @87
 rebase -b base2.qcow2 -F qcow2 @88
 rebase -u -b base2.qcow2 -F qcow2 @89
+create -f vmdk -o help
+create -f vpc -o help
+create -f vdi -o help
+create -f vhdx -o help
+create -f qcow -o help
+create -f vmdk -o help @100
+convert -O vhdx -o help
 EOF
 )
 
@@ -275,6 +282,15 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 ((ms >= 900)) || fail "convert -r 1M of 1.5 MiB of data took $ms ms: no rate limit"
 ((ms < 20000)) || fail "convert -r 1M of 1.5 MiB of data took $ms ms"
 cmp rate.raw src.raw || fail "convert -r 1M: data differs"
+
+# The import-only formats list qemu-img's creation options, yet vstor does
+# not write them: create refuses with a message that says so.
+for f in vmdk vpc vdi vhdx qcow; do
+	rc=0
+	"$VSTOR_IMG" create -q -f $f ro.$f 1M 2>ro.err || rc=$?
+	((rc == 1)) || fail "create -f $f: exit $rc, not 1"
+	assert_grep "Format '$f' is read-only in vstor; convert to qcow2 or raw" ro.err "create -f $f"
+done
 
 log "$NROWS command lines compared with qemu-img, $NFAIL differ"
 ((NROWS > 0)) || fail "no row ran"
