@@ -3,6 +3,7 @@
  * vstor-img create: create an image, with qemu-img create's options, its
  * "Formatting ..." line and its messages.
  */
+#include "driver.h" /* vs_json_name_resolve */
 #include "img.h"
 #include "vstor/parse.h"
 
@@ -233,11 +234,13 @@ static int create_check_backing(struct create_args *a)
 	struct vs_open_opts o = { .read_only = true, .force_share = true, .no_backing = true };
 	struct vs_error err = { 0 };
 	struct vs_node *b;
-	char path[PATH_MAX], msg[VS_ERROR_MSG_MAX + 64];
+	char path[PATH_MAX], msg[VS_ERROR_MSG_MAX + 64], json_fmt[32] = "";
+	bool json;
 	int ret;
 
 	if (!bf)
 		return 0;
+	json = !strncmp(bf, "json:", 5);
 	if (!bf[0]) {
 		create_error(a, -EINVAL, "Expected backing file name, got empty string");
 		return -EINVAL;
@@ -250,12 +253,21 @@ static int create_check_backing(struct create_args *a)
 		}
 		return 0;
 	}
-	if (img_path_combine(path, sizeof(path), a->filename, bf) < 0) {
+	if (json) {
+		/* The file it names, not relative to the new image; -F wins over its driver. */
+		ret = vs_json_name_resolve(bf, path, sizeof(path), json_fmt, sizeof(json_fmt),
+					   &err);
+		if (ret < 0) {
+			snprintf(msg, sizeof(msg), "%s\nCould not open backing image.", err.msg);
+			create_error(a, ret, msg);
+			return ret;
+		}
+	} else if (img_path_combine(path, sizeof(path), a->filename, bf) < 0) {
 		create_error(a, -ENAMETOOLONG, "Backing file name too long");
 		return -ENAMETOOLONG;
 	}
 	o.filename = path;
-	o.format = bfmt && bfmt[0] ? bfmt : NULL;
+	o.format = bfmt && bfmt[0] ? bfmt : json_fmt[0] ? json_fmt : NULL;
 	ret = vs_image_open(&b, &o, &err);
 	if (ret < 0) {
 		snprintf(msg, sizeof(msg), "%s\nCould not open backing image.",
@@ -263,11 +275,13 @@ static int create_check_backing(struct create_args *a)
 		create_error(a, ret, msg);
 		return ret;
 	}
+	if (json && !(bfmt && bfmt[0]))
+		o.format = NULL; /* detected from the name's driver: still not given */
 	if (!o.format) {
 		snprintf(msg, sizeof(msg),
 			 "Backing file specified without backing format\nDetected format of %s.",
 			 vs_node_format(b));
-		create_error(a, -EINVAL, msg);
+		img_error_hint(-EINVAL, "%s: %s", a->filename, msg);
 		vs_node_close(b);
 		return -EINVAL;
 	}

@@ -306,10 +306,19 @@ static int check_backing(const char *filename, struct create_params *p, struct v
 	struct vs_error inner = { 0 };
 	int ret;
 
+	char json_fmt[32] = "";
+
 	if (vs_path_combine(path, sizeof(path), filename, p->backing_file) < 0)
 		return vs_error_set(err, -ENAMETOOLONG, "Backing file name too long");
+	if (!strncmp(p->backing_file, "json:", 5)) {
+		ret = vs_json_name_resolve(p->backing_file, path, sizeof(path), json_fmt,
+					   sizeof(json_fmt), &inner);
+		if (ret < 0)
+			return vs_error_set(err, ret, "%s", inner.msg);
+	}
 	o.filename = path;
-	o.format = p->backing_fmt;
+	/* As QEMU: -F wins over the name's driver; the driver alone still needs -F. */
+	o.format = p->backing_fmt ? p->backing_fmt : json_fmt[0] ? json_fmt : NULL;
 	o.read_only = true;
 	o.force_share = true;
 	o.no_backing = true;

@@ -49,6 +49,11 @@ for n in 88 89; do
 	cp overlay.qcow2 o$n
 	cp overlay.qcow2 v$n
 done
+# An overlay whose backing file is named by a json: name (as libvirt and
+# qemu-img record it), made by qemu-img.
+qemu_img create -q -f qcow2 -F qcow2 \
+	-b 'json:{"driver":"qcow2","file":{"driver":"file","filename":"base1.qcow2"}}' json-ov.qcow2
+qemu-io -c 'write -P 8 64k 64k' json-ov.qcow2 >/dev/null
 # vmdk (read for import): info lists the extents as qemu-img does.
 qemu_img create -q -f vmdk mono.vmdk 4M
 qemu_img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 4M
@@ -176,6 +181,19 @@ convert -n -O qcow2 overlay.qcow2 @86
 convert -n -S 64k -O qcow2 src.qcow2 @87
 rebase -b base2.qcow2 -F qcow2 @88
 rebase -u -b base2.qcow2 -F qcow2 @89
+create -f qcow2 -b json:{"driver":"qcow2","file":{"driver":"file","filename":"base1.qcow2"}} -F qcow2 @90
+create -f qcow2 -b json:{"driver":"qcow2","file":{"driver":"file","filename":"base1.qcow2"}} @91
+create -f qcow2 -b json:{"file.filename":"base1.qcow2"} -F qcow2 @92
+create -f qcow2 -b json:{"driver":"raw","file":{"filename":"base1.qcow2"}} -F raw @93
+create -f qcow2 -b json:{"driver":"qcow2","file":{"driver":"file","filename":"nosuch.qcow2"}} -F qcow2 @94
+create -f qcow2 -b json:{"driver":"qcow2","file":{"filename":"base1.qcow2"},"x":1} -F qcow2 @95
+create -f qcow2 -u -b json:{"driver":"qcow2","file":{"filename":"nosuch.qcow2"}} -F qcow2 @96 1M
+create -f qcow2 -b base1.qcow2 @97
+info json-ov.qcow2
+info --backing-chain json-ov.qcow2
+map --output=json json-ov.qcow2
+compare json-ov.qcow2 base1.qcow2
+convert -O raw json-ov.qcow2 @98
 create -f vmdk -o help
 create -f vpc -o help
 create -f vdi -o help
