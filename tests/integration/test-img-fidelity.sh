@@ -276,12 +276,18 @@ if command -v qemu-nbd >/dev/null; then
 			sleep 0.1
 		done
 	done
+	# Every command on the raw export; the ones that differ by what is
+	# served or how it is named on the others.
 	nbd_rows=
-	for u in "${nbd_uris[@]}" "nbd:unix:$WORKDIR/r.sock"; do
-		for c in "map" "map --output=json" "info" "info --output=json" "info -f raw" \
-			"info --output=json -f raw" "map -f raw"; do
-			nbd_rows+="$c $u"$'\n'
-		done
+	for c in "map" "map --output=json" "info" "info --output=json" "info -f raw" \
+		"info --output=json -f raw" "map -f raw"; do
+		nbd_rows+="$c ${nbd_uris[0]}"$'\n'
+	done
+	for c in "map" "map --output=json" "info" "info --output=json"; do
+		nbd_rows+="$c ${nbd_uris[1]}"$'\n'
+	done
+	for u in "${nbd_uris[2]}" "nbd:unix:$WORKDIR/r.sock"; do
+		nbd_rows+="map $u"$'\n'"info --output=json $u"$'\n'
 	done
 	nbd_rows+="check nbd://127.0.0.1:$port/exp"$'\n'
 	nbd_rows+="compare src.raw nbd+unix:///?socket=$WORKDIR/q.sock"$'\n'
