@@ -49,6 +49,22 @@ for n in 88 89; do
 	cp overlay.qcow2 o$n
 	cp overlay.qcow2 v$n
 done
+# rebase -p: qemu-img's progress lines (its walk in steps of 2 MiB, cut at
+# allocation changes and at the ends of the old and new backing files) on
+# an overlay of a larger base, onto a smaller and a larger new base.
+qemu_img create -q -f qcow2 base7.qcow2 7M
+qemu-io -c 'write -P 1 0 3M' base7.qcow2 >/dev/null
+qemu_img create -q -f qcow2 base9.qcow2 9M
+qemu_img create -q -f qcow2 -b base7.qcow2 -F qcow2 mixed.qcow2
+qemu-io -c 'write -P 2 1M 64k' -c 'write -P 3 5M 1M' mixed.qcow2 >/dev/null
+for n in 110 111 112 113; do
+	cp overlay.qcow2 o$n
+	cp overlay.qcow2 v$n
+done
+for n in 114 115 116; do
+	cp mixed.qcow2 o$n
+	cp mixed.qcow2 v$n
+done
 # An overlay whose backing file is named by a json: name (as libvirt and
 # qemu-img record it), made by qemu-img.
 qemu_img create -q -f qcow2 -F qcow2 \
@@ -194,6 +210,13 @@ info --backing-chain json-ov.qcow2
 map --output=json json-ov.qcow2
 compare json-ov.qcow2 base1.qcow2
 convert -O raw json-ov.qcow2 @98
+rebase -p -b base2.qcow2 -F qcow2 @110
+rebase -p -u -b base2.qcow2 -F qcow2 @111
+rebase -p -u -F qcow2 @112
+rebase -p -b nosuch.qcow2 -F qcow2 @113
+rebase -p -b base2.qcow2 -F qcow2 @114
+rebase -p -b base9.qcow2 -F qcow2 @115
+rebase -p -b base7.qcow2 -F qcow2 -u @116
 create -f vmdk -o help
 create -f vpc -o help
 create -f vdi -o help
