@@ -24,6 +24,8 @@ qemu-io -c 'write -P 7 0 1M' -c 'write -P 9 2M 512k' -c 'write -z 3M 64k' src.qc
 qemu_img convert -O raw src.qcow2 src.raw
 truncate -s 1000 odd.raw
 printf 'odd' | dd of=odd.raw conv=notrunc status=none
+# Rows that must fail without touching it resize this one.
+cp odd.raw scratch.raw
 # Rows that change an image get a copy each (oN for qemu-img, vN for vstor-img).
 for n in 72 73 74 75; do
 	cp odd.raw o$n
@@ -186,6 +188,13 @@ resize -f raw @72 +1
 resize -f raw @73 1001
 resize -f raw @74 --shrink 900
 resize --shrink -f raw @75 -- -1
+resize -f raw scratch.raw abc
+resize -f raw scratch.raw -- -1e3
+resize -f raw scratch.raw 99999999999999999999
+resize -f raw scratch.raw 20E
+resize -f raw scratch.raw 9E
+resize -f raw scratch.raw +9E
+resize -f raw scratch.raw 16383P
 create -f raw @76 1000
 convert -S 4k -O qcow2 sparse.raw @80
 convert -S 4k -O raw sparse.raw @81
@@ -230,6 +239,7 @@ EOF
 NROWS=0
 NFAIL=0
 fidelity_rows "$ROWS"
+cmp -s scratch.raw odd.raw || fail "a refused resize changed scratch.raw"
 
 # convert -n into an NBD export (qemu-nbd, one per tool), over a unix
 # socket with and without -O (the target is raw unless said otherwise: no
