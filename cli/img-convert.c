@@ -588,8 +588,7 @@ static int conv_open_target(struct conv_args *a)
 		return ret;
 	}
 	if (a->no_create && vs_node_size(a->target) < a->total) {
-		img_error(-EINVAL, "Output image is too small (%" PRIu64 " < %" PRIu64 " bytes)",
-			  vs_node_size(a->target), a->total);
+		img_error(-EINVAL, "output file is smaller than input file"); /* qemu-img's words */
 		return -EINVAL;
 	}
 	a->tbacking = vs_node_backing(a->target);

@@ -3,6 +3,7 @@
  * vstor-img create: create an image, with qemu-img create's options, its
  * "Formatting ..." line and its messages.
  */
+#include "driver.h" /* vs_json_name_resolve */
 #include "img.h"
 #include "vstor/parse.h"
 
@@ -31,6 +32,8 @@ struct create_args {
 static const struct vs_create_opt_desc file_opts[] = {
 	{ "nocow", "bool", "Turn off copy-on-write (valid only on btrfs)" },
 	{ "extent_size_hint", "size", "Extent size hint for the image file, 0 to disable" },
+	/* Listed unless the format has its own (vmdk, vpc ... have none). */
+	{ "preallocation", "string", "Preallocation mode (allowed values: off, falloc, full)" },
 	{ NULL, NULL, NULL },
 };
 
@@ -108,9 +111,18 @@ static int create_help(const char *fmt, bool with_filename)
 			continue;
 		list[n++] = *d;
 	}
-	if (with_filename)
-		for (d = file_opts; d->name; d++)
-			list[n++] = *d;
+	if (with_filename) {
+		size_t nfmt = n;
+
+		for (d = file_opts; d->name; d++) {
+			size_t i = 0;
+
+			while (i < nfmt && strcmp(list[i].name, d->name))
+				i++;
+			if (i == nfmt)
+				list[n++] = *d;
+		}
+	}
 	if (with_filename)
 		printf("Supported options:\n");
 	else
@@ -222,11 +234,13 @@ static int create_check_backing(struct create_args *a)
 	struct vs_open_opts o = { .read_only = true, .force_share = true, .no_backing = true };
 	struct vs_error err = { 0 };
 	struct vs_node *b;
-	char path[PATH_MAX], msg[VS_ERROR_MSG_MAX + 64];
+	char path[PATH_MAX], msg[VS_ERROR_MSG_MAX + 64], json_fmt[32] = "";
+	bool json;
 	int ret;
 
 	if (!bf)
 		return 0;
+	json = !strncmp(bf, "json:", 5);
 	if (!bf[0]) {
 		create_error(a, -EINVAL, "Expected backing file name, got empty string");
 		return -EINVAL;
@@ -239,12 +253,21 @@ static int create_check_backing(struct create_args *a)
 		}
 		return 0;
 	}
-	if (img_path_combine(path, sizeof(path), a->filename, bf) < 0) {
+	if (json) {
+		/* The file it names, not relative to the new image; -F wins over its driver. */
+		ret = vs_json_name_resolve(bf, path, sizeof(path), json_fmt, sizeof(json_fmt),
+					   &err);
+		if (ret < 0) {
+			snprintf(msg, sizeof(msg), "%s\nCould not open backing image.", err.msg);
+			create_error(a, ret, msg);
+			return ret;
+		}
+	} else if (img_path_combine(path, sizeof(path), a->filename, bf) < 0) {
 		create_error(a, -ENAMETOOLONG, "Backing file name too long");
 		return -ENAMETOOLONG;
 	}
 	o.filename = path;
-	o.format = bfmt && bfmt[0] ? bfmt : NULL;
+	o.format = bfmt && bfmt[0] ? bfmt : json_fmt[0] ? json_fmt : NULL;
 	ret = vs_image_open(&b, &o, &err);
 	if (ret < 0) {
 		snprintf(msg, sizeof(msg), "%s\nCould not open backing image.",
@@ -252,11 +275,13 @@ static int create_check_backing(struct create_args *a)
 		create_error(a, ret, msg);
 		return ret;
 	}
+	if (json && !(bfmt && bfmt[0]))
+		o.format = NULL; /* detected from the name's driver: still not given */
 	if (!o.format) {
 		snprintf(msg, sizeof(msg),
 			 "Backing file specified without backing format\nDetected format of %s.",
 			 vs_node_format(b));
-		create_error(a, -EINVAL, msg);
+		img_error_hint(-EINVAL, "%s: %s", a->filename, msg);
 		vs_node_close(b);
 		return -EINVAL;
 	}

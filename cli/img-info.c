@@ -262,7 +262,8 @@ static void json_specific(struct json_writer *w, const struct vs_image_info *inf
 	json_obj_end(w);
 }
 
-static void info_json(struct json_writer *w, const char *filename, const struct vs_image_info *info)
+static void info_json(struct json_writer *w, const char *filename, const struct vs_image_info *info,
+		      bool dirty_known)
 {
 	json_obj_begin(w, NULL);
 	if (info->nb_snapshots) {
@@ -288,7 +289,8 @@ static void info_json(struct json_writer *w, const char *filename, const struct 
 		json_bool(w, "encrypted", true);
 	if (info->backing_filename)
 		json_str(w, "backing-filename", info->backing_filename);
-	json_bool(w, "dirty-flag", info->dirty);
+	if (dirty_known)
+		json_bool(w, "dirty-flag", info->dirty);
 	json_obj_end(w);
 }
 
@@ -411,8 +413,18 @@ static void info_human(const char *filename, const struct vs_image_info *info)
 struct info_chain {
 	struct vs_image_info info[INFO_MAX_CHAIN];
 	char *names[INFO_MAX_CHAIN];
+	/* qemu-img has no dirty flag for raw over NBD (neither layer reports one). */
+	bool dirty_known[INFO_MAX_CHAIN];
 	unsigned n;
 };
+
+/* @node's protocol node is an NBD client. */
+static bool info_over_nbd(const struct vs_node *node)
+{
+	const struct vs_node *file = vs_node_file(node);
+
+	return file && !strcmp(vs_node_format(file), "nbd");
+}
 
 static void info_chain_free(struct info_chain *c)
 {
@@ -449,6 +461,10 @@ static int info_collect_chain(struct info_args *a, struct info_chain *c)
 	for (node = top; node && c->n < INFO_MAX_CHAIN; node = vs_node_backing(node)) {
 		const char *name = c->n ? vs_node_filename(node) : a->name;
 
+		/* As qemu-img: an NBD image by the name the NBD layer gives it. */
+		if (info_over_nbd(node) && (c->n || a->name == a->filename))
+			name = vs_node_filename(vs_node_file(node));
+
 		c->names[c->n] = strdup(name);
 		if (!c->names[c->n]) {
 			ret = -ENOMEM;
@@ -462,6 +478,8 @@ static int info_collect_chain(struct info_args *a, struct info_chain *c)
 				  strerror(-ret));
 			break;
 		}
+		c->dirty_known[c->n] =
+			!(info_over_nbd(node) && !strcmp(vs_node_format(node), "raw"));
 		c->n++;
 	}
 	vs_node_close(top);
@@ -485,7 +503,7 @@ static void info_print(const struct info_args *a, const struct info_chain *c)
 	if (a->chain)
 		json_arr_begin(&w, NULL);
 	for (unsigned i = 0; i < c->n; i++)
-		info_json(&w, c->names[i], &c->info[i]);
+		info_json(&w, c->names[i], &c->info[i], c->dirty_known[i]);
 	if (a->chain)
 		json_arr_end(&w);
 	printf("\n");

@@ -23,6 +23,8 @@
 #include "vstor/reactor.h"
 
 #define REBASE_CHUNK (1u << 20)
+/* qemu-img rebase's buffer: the largest step of its walk (progress follows it). */
+#define REBASE_STEP (UINT64_C(2) << 20)
 
 struct rebase_args {
 	const char *filename;
@@ -184,6 +186,20 @@ static unsigned rebase_find_prefix(struct rebase_ctx *c)
 	return 0;
 }
 
+/* qemu-img's progress rule: printed once it moved by more than 2%, or at 0% and 100%. */
+static void rebase_progress(const struct rebase_args *a, float *pct, float *printed, float add)
+{
+	*pct += add;
+	if (*pct > 100)
+		*pct = 100;
+	if (!a->progress ||
+	    !(*pct > *printed + 2.0f || *pct < *printed - 2.0f || *pct == 0 || *pct == 100))
+		return;
+	*printed = *pct;
+	printf("    (%3.2f/100%%)\r", (double)*pct);
+	fflush(stdout);
+}
+
 static int rebase_safe(struct rebase_ctx *c)
 {
 	struct rebase_args *a = c->a;
@@ -194,8 +210,9 @@ static int rebase_safe(struct rebase_ctx *c)
 		.force_share = true,
 		.cache = a->src_cache,
 	};
-	uint64_t size, off;
-	int last = -1, ret;
+	uint64_t size, off, n, old_size, new_size;
+	float step, pct = 0, printed = 0;
+	int ret;
 
 	if (img_open(&c->chain, &oa) < 0)
 		return -1;
@@ -238,23 +255,42 @@ static int rebase_safe(struct rebase_ctx *c)
 		return -1;
 	}
 	size = vs_node_size(c->chain);
-	img_progress(a->progress, 0, size, &last);
-	for (off = 0; off < size; off += c->chunk) {
-		uint64_t n = size - off < c->chunk ? size - off : c->chunk;
+	old_size = vs_node_backing(c->chain) ? vs_node_size(vs_node_backing(c->chain)) : 0;
+	new_size = c->nb ? vs_node_size(c->nb) : 0;
+	/*
+	 * qemu-img's walk, for its progress: steps of at most 2 MiB, each cut
+	 * to a run of the image's own allocation; allocated runs are skipped
+	 * silently, every other step adds 100 / (size / 2 MiB) percent.
+	 */
+	step = size ? 100.0f / (float)(size / (size < REBASE_STEP ? size : REBASE_STEP)) : 100.0f;
+	for (off = 0; off < size; off += n) {
+		uint64_t pnum;
+		unsigned st;
 
-		ret = rebase_chunk(c, off, n);
+		n = size - off < REBASE_STEP ? size - off : REBASE_STEP;
+		ret = vs_node_block_status(c->chain, off, n, &pnum, &st, NULL, NULL);
+		if (ret == 0 && pnum)
+			n = pnum;
+		if (ret == 0 && (st & VS_BS_ALLOCATED))
+			continue;
+		/* qemu-img also cuts a step at the end of the old and of the new backing file. */
+		if (off < old_size && off + n > old_size)
+			n = old_size - off;
+		if (c->nb && off < new_size && off + n > new_size)
+			n = new_size - off;
+		for (uint64_t o = off; ret == 0 && o < off + n; o += c->chunk)
+			ret = rebase_chunk(c, o, off + n - o < c->chunk ? off + n - o : c->chunk);
 		if (ret < 0) {
 			img_error(ret, "Error while rebasing the image: %s", strerror(-ret));
 			return -1;
 		}
-		img_progress(a->progress, off + n, size, &last);
+		rebase_progress(a, &pct, &printed, step);
 	}
 	ret = vs_node_flush(c->top_w);
 	if (ret < 0) {
 		img_error(ret, "Error while writing to '%s': %s", a->filename, strerror(-ret));
 		return -1;
 	}
-	img_progress_end(a->progress);
 	return 0;
 }
 
@@ -271,10 +307,16 @@ static void rebase_co(void *opaque)
 	};
 	struct rebase_ctx c = { .a = a };
 	struct vs_error err = { 0 };
-	int ret;
+	int ret, last = -1;
 
+	/*
+	 * As qemu-img: 0% before anything is opened, 100% once the rebase
+	 * is done (printed again even after the copy reached it), and the
+	 * end of the line whatever happened.
+	 */
+	img_progress(a->progress, 0, 1, &last);
 	if (img_open(&c.top_w, &oa) < 0)
-		return;
+		goto out;
 	if (strcmp(vs_node_format(c.top_w), "qcow2")) {
 		rebase_err(a, -ENOTSUP, strerror(ENOTSUP));
 		goto out;
@@ -287,7 +329,12 @@ static void rebase_co(void *opaque)
 		goto out;
 	}
 	a->rc = 0;
+	if (a->progress) {
+		printf("    (100.00/100%%)\r");
+		fflush(stdout);
+	}
 out:
+	img_progress_end(a->progress);
 	free(c.vbuf);
 	free(c.nbuf);
 	vs_node_close(c.nb);
@@ -370,10 +417,9 @@ int img_cmd_rebase(int argc, char **argv)
 		rebase_err(&a, -EINVAL, "backing format must be specified");
 		return 1;
 	}
-	if (!a.backing && a.backing_fmt) {
-		rebase_err(&a, -EINVAL, "Backing format cannot be used without backing file");
-		return 1;
-	}
+	/* Without a backing file, qemu-img ignores -F (the backing file is dropped). */
+	if (!a.backing)
+		a.backing_fmt = NULL;
 	if (img_run(rebase_co, &a) < 0)
 		return 1;
 	return a.rc;

@@ -5,10 +5,13 @@
  * messages.
  */
 #include "img.h"
+#include "vstor/parse.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct resize_args {
@@ -21,6 +24,41 @@ struct resize_args {
 	bool quiet;
 	int rc;
 };
+
+/*
+ * The size as qemu-img's option parser takes it: 0, 1 for a size between
+ * 2^63 and 2^64 (refused once the image is open, as qemu-img does), or -1
+ * after its message.
+ */
+static int resize_parse_size(const char *s, uint64_t *out)
+{
+	int ret = vs_parse_size(s, out);
+	long double v;
+	char *end;
+
+	if (ret == 0)
+		return 0;
+	if (ret != -ERANGE) {
+		img_error(-EINVAL, "Parameter 'size' expects a non-negative number below 2^64\n"
+				   "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, "
+				   "tera-, peta-\nand exabytes, respectively.");
+		return -1;
+	}
+	/* Well formed but above INT64_MAX: below 2^64 or not. */
+	v = strtold(s, &end);
+	if (*end) {
+		const char *units = "bkmgtpe";
+		const char *u = strchr(units, tolower((unsigned char)*end));
+
+		for (long i = 0; u && i < u - units; i++)
+			v *= 1024;
+	}
+	if (v >= 18446744073709551616.0L) {
+		img_error(-ERANGE, "Value '%s' is out of range for parameter 'size'", s);
+		return -1;
+	}
+	return 1;
+}
 
 static void resize_co(void *opaque)
 {
@@ -39,11 +77,17 @@ static void resize_co(void *opaque)
 
 	if (*s == '+' || *s == '-')
 		sign = *s++ == '+' ? 1 : -1;
-	if (img_cvtnum("size", s, &delta) < 0)
+	ret = resize_parse_size(s, &delta);
+	if (ret < 0)
 		return;
 	if (img_open(&node, &oa) < 0)
 		return;
 	old = vs_node_size(node);
+	if (ret > 0) {
+		/* Above 2^63 - 1: as qemu-img's signed size, never a valid result. */
+		img_error(-EINVAL, "New image size must be positive");
+		goto out;
+	}
 	if (sign > 0) {
 		size = old + delta;
 		if (size < old) {
@@ -107,8 +151,15 @@ int img_cmd_resize(int argc, char **argv)
 	struct img_image_cli ic = { 0 };
 	int c;
 
-	/* A leading '-' in "-SIZE" must stay an operand: stop at the first non-option. */
-	while ((c = getopt_long(argc, argv, "+:f:hq", longopts, NULL)) != -1) {
+	/*
+	 * As qemu-img: the size is the last word, taken before the options are
+	 * parsed (a leading '-' in "-SIZE" stays an operand); options may come
+	 * anywhere before it ("FILE --shrink SIZE").
+	 */
+	if (argc < 3)
+		return img_usage_error("Not enough arguments");
+	a.size_arg = argv[--argc];
+	while ((c = getopt_long(argc, argv, ":f:hq", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 			img_help();
@@ -137,27 +188,9 @@ int img_cmd_resize(int argc, char **argv)
 			return img_getopt_error(argv, c);
 		}
 	}
-	/* Operands, with one "--" allowed anywhere among them ("FILE -- -1G"). */
-	const char *ops[3];
-	int nops = 0;
-	bool dashdash = false;
-
-	for (int i = optind; i < argc; i++) {
-		if (!dashdash && !strcmp(argv[i], "--")) {
-			dashdash = true;
-			continue;
-		}
-		if (nops == 3)
-			break;
-		ops[nops++] = argv[i];
-	}
-	/* As qemu-img counts: the words after "resize", options too, then the operands. */
-	if (argc < 3)
-		return img_usage_error("Not enough arguments");
-	if (nops != 2)
+	if (optind != argc - 1)
 		return img_usage_error("Expecting image file name and size");
-	a.filename = ops[0];
-	a.size_arg = ops[1];
+	a.filename = argv[optind];
 	if (img_image_name(&ic, &a.filename, &a.fmt, &a.key_secret) < 0)
 		return 1;
 	if (img_run(resize_co, &a) < 0)

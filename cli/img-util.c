@@ -27,18 +27,16 @@ void img_set_json_errors(bool on)
 	json_errors = on;
 }
 
-void img_error(int code, const char *fmt, ...)
+static void __attribute__((format(printf, 3, 0)))
+img_verror(int code, bool newline, const char *fmt, va_list ap)
 {
 	char msg[2048];
 	struct json_writer w;
-	va_list ap;
 	int err = code ? -code : EINVAL;
 
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	if (!json_errors) {
-		fprintf(stderr, "%s: %s\n", IMG_PROGNAME, msg);
+		fprintf(stderr, "%s: %s%s", IMG_PROGNAME, msg, newline ? "\n" : "");
 		return;
 	}
 	json_init(&w, stderr, false);
@@ -50,6 +48,24 @@ void img_error(int code, const char *fmt, ...)
 	json_obj_end(&w);
 	json_obj_end(&w);
 	fputc('\n', stderr);
+}
+
+void img_error(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	img_verror(code, true, fmt, ap);
+	va_end(ap);
+}
+
+void img_error_hint(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	img_verror(code, false, fmt, ap);
+	va_end(ap);
 }
 
 int img_usage_error(const char *fmt, ...)

@@ -24,6 +24,11 @@ enum img_output { IMG_OUTPUT_HUMAN, IMG_OUTPUT_JSON };
  * negative errno (0 when there is none: the JSON code is then EINVAL's).
  */
 void img_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * The same, for a message whose last line is a hint: qemu-img prints its
+ * hints without a final newline, and so does this (not in JSON mode).
+ */
+void img_error_hint(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void img_set_json_errors(bool on);
 /* Report a usage error and add qemu-img's "Try ... --help" line. Returns 1. */
 int img_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

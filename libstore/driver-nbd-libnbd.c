@@ -311,19 +311,25 @@ static int nbdc_rw(struct nbdc *s, enum nbdc_op op, struct vs_req *req, uint32_t
 	return ret;
 }
 
-static int nbdc_block_status(struct nbdc *s, struct vs_req *req)
+/*
+ * As QEMU's NBD client: every extent is at its own offset in the export
+ * (what `map` prints as the offset), data unless the server says otherwise.
+ */
+static int nbdc_block_status(struct vs_node *node, struct nbdc *s, struct vs_req *req)
 {
 	uint64_t len = req->len > NBDC_MAX_STATUS ? NBDC_MAX_STATUS : req->len;
 	struct nbdc_call *k = NULL;
 	int ret = nbdc_run(s, NBDC_STATUS, NULL, len, req->offset, 0, &k);
 
 	req->bs_pnum = req->len;
-	req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED;
+	req->bs_status = VS_BS_DATA | VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
+	req->bs_map = req->offset;
+	req->bs_file = node;
 	if (ret < 0)
 		return ret != -EINVAL && ret != -ENOTSUP ? ret : 0;
 	if (k->bs_seen && k->bs_len) {
 		req->bs_pnum = k->bs_len < req->len ? k->bs_len : req->len;
-		req->bs_status = VS_BS_ALLOCATED;
+		req->bs_status = VS_BS_ALLOCATED | VS_BS_OFFSET_VALID;
 		if (k->bs_flags & LIBNBD_STATE_ZERO)
 			req->bs_status |= VS_BS_ZERO;
 		if (!(k->bs_flags & LIBNBD_STATE_HOLE))
@@ -372,7 +378,7 @@ static int nbdc_submit(struct vs_node *node, struct vs_req *req)
 		ret = nbdc_ranged(s, NBDC_ZERO, req, f);
 		break;
 	case VS_OP_BLOCK_STATUS:
-		return nbdc_block_status(s, req);
+		return nbdc_block_status(node, s, req);
 	default:
 		return -EINVAL;
 	}
@@ -558,6 +564,36 @@ static const char *connect_target(const char *uri, char *buf, size_t size)
 	}
 	snprintf(buf, size, "%.*s%s", (int)k, h, has_port ? "" : ":10809");
 	return buf;
+}
+
+/*
+ * The node's name as QEMU's NBD client spells an export (what qemu-img
+ * info and map print): nbd+unix:///EXPORT?socket=PATH or nbd://HOST:PORT/EXPORT,
+ * without the slash when the export name is empty. Names with TLS stay as
+ * given (QEMU has no such spelling for them).
+ */
+static int nbdc_set_name(struct vs_node *node, struct nbdc *s, const struct nbdc_name *n)
+{
+	bool unix_sock = !strncmp(n->uri, "nbd+unix://", 11);
+	char where[512], *exp, *name = NULL;
+	int r;
+
+	if (n->tls || (!unix_sock && strncmp(n->uri, "nbd://", 6)))
+		return 0;
+	exp = nbd_get_export_name(s->h);
+	if (!exp)
+		return -ENOMEM;
+	connect_target(n->uri, where, sizeof(where));
+	if (unix_sock)
+		r = asprintf(&name, "nbd+unix://%s%s?socket=%s", exp[0] ? "/" : "", exp, where);
+	else
+		r = asprintf(&name, "nbd://%s%s%s", where, exp[0] ? "/" : "", exp);
+	free(exp);
+	if (r < 0)
+		return -ENOMEM;
+	free(node->filename);
+	node->filename = name;
+	return 0;
 }
 
 /* ---- open and close ---- */
@@ -782,6 +818,11 @@ static int nbdc_open(struct vs_node *node, const struct vs_open_opts *opts, stru
 		node->caps |= VS_CAP_FLUSH;
 	if (nbd_can_meta_context(s->h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1)
 		node->caps |= VS_CAP_BLOCK_STATUS;
+	ret = nbdc_set_name(node, s, &n);
+	if (ret < 0) {
+		vs_error_set(err, ret, "Out of memory");
+		goto fail;
+	}
 	vs_async_pump_init(&s->pump, &nbdc_pump_ops, s->h, s);
 	if (vs_async_pump_start(&s->pump) < 0) {
 		ret = vs_error_set(err, -ENOMEM, "Out of memory");

@@ -253,6 +253,14 @@ const struct vs_driver *vs_protocol_driver_for(const char *filename);
 int vs_path_combine(char *out, size_t outsz, const char *base, const char *name);
 
 /*
+ * A json:{...} image name (json-name.c): the local file it names into
+ * @path and its "driver" into @fmt ("" if none). Returns 0, or -errno with
+ * a message in @err (QEMU's words) for a name vstor cannot open.
+ */
+int vs_json_name_resolve(const char *name, char *path, size_t pathsz, char *fmt, size_t fmtsz,
+			 struct vs_error *err);
+
+/*
  * Coroutine context: open a protocol node for @filename with @opts (its
  * format, read_only, cache used). For drivers that create their image on a
  * protocol node (create callbacks) and for tools.

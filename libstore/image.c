@@ -259,6 +259,7 @@ static int image_open_backing(struct vs_node *node, const struct vs_open_opts *t
 	const struct vs_image_resolver *res = resolver_for(node->filename);
 	const char *fmt = node->backing_fmt && node->backing_fmt[0] ? node->backing_fmt : NULL;
 	bool confined = res && res->resolve_backing;
+	char json_fmt[32];
 	struct vs_open_opts o = *top_opts;
 	struct vs_error inner = { 0 };
 	char *path = malloc(PATH_MAX);
@@ -279,6 +280,22 @@ static int image_open_backing(struct vs_node *node, const struct vs_open_opts *t
 		ret = vs_error_set(err, -ENAMETOOLONG, "Backing file name too long: '%s'",
 				   node->backing_name);
 		goto out;
+	}
+	if (!confined && !strncmp(path, "json:", 5)) {
+		/* As QEMU: the format recorded in the image wins over the name's driver. */
+		char *name = strdup(path);
+
+		ret = name ? vs_json_name_resolve(name, path, PATH_MAX, json_fmt, sizeof(json_fmt),
+						  &inner) :
+			     -ENOMEM;
+		free(name);
+		if (ret < 0) {
+			vs_error_set(err, ret, "Could not open backing file: %s",
+				     inner.msg[0] ? inner.msg : "Out of memory");
+			goto out;
+		}
+		if (!fmt && json_fmt[0])
+			fmt = json_fmt;
 	}
 	if (backing_loops(node, path)) {
 		ret = vs_error_set(err, -ELOOP, "Backing file '%s' creates an infinite loop.",

@@ -28,11 +28,6 @@ int imp_open_check(struct vs_node *node, const struct vs_open_opts *opts, const 
 	return 0;
 }
 
-const struct vs_create_opt_desc imp_create_opts[] = {
-	{ "size", "size", "Virtual disk size" },
-	{ NULL, NULL, NULL },
-};
-
 int imp_refuse_create(const char *format, struct vs_error *err)
 {
 	return vs_error_set(err, -ENOTSUP,

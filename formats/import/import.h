@@ -57,8 +57,6 @@ int imp_open_check(struct vs_node *node, const struct vs_open_opts *opts, const 
 
 /* The create callback's refusal (vstor-img create -f FORMAT, convert -O FORMAT). */
 int imp_refuse_create(const char *format, struct vs_error *err);
-/* The create options the refusing drivers list (size only). */
-extern const struct vs_create_opt_desc imp_create_opts[];
 
 /* Limits and capabilities of a node that reads through @node->file. */
 void imp_set_limits(struct vs_node *node, bool block_status);

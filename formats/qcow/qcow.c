@@ -228,6 +228,22 @@ static int qcow_get_info(struct vs_node *node, struct vs_image_info *info)
 	return imp_info_backing(node, info);
 }
 
+/*
+ * The creation options qemu-img lists for qcow version 1 (create -o help),
+ * so that the list reads the same; vstor does not write qcow (qcow_create
+ * refuses).
+ */
+static const struct vs_create_opt_desc qcow_create_opts[] = {
+	{ "size", "size", "Virtual disk size" },
+	{ "backing_file", "string", "File name of a base image" },
+	{ "backing_fmt", "string", "Format of the backing image" },
+	{ "encryption", "bool",
+	  "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)" },
+	{ "encrypt.format", "string", "Encrypt the image, format choices: 'aes'" },
+	{ "encrypt.key-secret", "string", "ID of the secret that provides the AES encryption key" },
+	{ NULL, NULL, NULL },
+};
+
 const struct vs_driver vs_driver_qcow = {
 	.name = "qcow",
 	.is_format = true,
@@ -237,7 +253,7 @@ const struct vs_driver vs_driver_qcow = {
 	.close = qcow_close,
 	.submit = qcow_submit,
 	.create = qcow_create,
-	.create_opts = imp_create_opts,
+	.create_opts = qcow_create_opts,
 	.get_info = qcow_get_info,
 };
 

@@ -3,10 +3,11 @@
  * qcow2 image creation with the -o options qemu-img 7.2 takes, validated
  * with the same rules and messages.
  *
- * Layout of a new image: header cluster (header, extensions, backing file
- * name), refcount table, refcount blocks, L1 table, all zeroed except for
- * the refcounts of these clusters. Preallocation then opens the image and
- * allocates through the driver.
+ * Layout of a new image: qemu-img's, byte for byte (header cluster with
+ * the extensions and backing file name, refcount table, first refcount
+ * block, L1 table, LUKS header area, and the refcount blocks these need
+ * where qemu's allocator puts them), all zeroed except for the refcounts.
+ * Preallocation then opens the image and allocates through the driver.
  */
 #include "qcow2.h"
 #include "secret.h"
@@ -305,10 +306,19 @@ static int check_backing(const char *filename, struct create_params *p, struct v
 	struct vs_error inner = { 0 };
 	int ret;
 
+	char json_fmt[32] = "";
+
 	if (vs_path_combine(path, sizeof(path), filename, p->backing_file) < 0)
 		return vs_error_set(err, -ENAMETOOLONG, "Backing file name too long");
+	if (!strncmp(p->backing_file, "json:", 5)) {
+		ret = vs_json_name_resolve(p->backing_file, path, sizeof(path), json_fmt,
+					   sizeof(json_fmt), &inner);
+		if (ret < 0)
+			return vs_error_set(err, ret, "%s", inner.msg);
+	}
 	o.filename = path;
-	o.format = p->backing_fmt;
+	/* As QEMU: -F wins over the name's driver; the driver alone still needs -F. */
+	o.format = p->backing_fmt ? p->backing_fmt : json_fmt[0] ? json_fmt : NULL;
 	o.read_only = true;
 	o.force_share = true;
 	o.no_backing = true;
@@ -363,7 +373,8 @@ static int build_header(const struct create_params *p, struct qcow2_header *h, u
 	size_t bn_len = p->backing_file ? strlen(p->backing_file) : 0;
 	size_t df_len = p->data_file ? strlen(p->data_file) : 0;
 	size_t need = off + 8 /* end */ + bn_len;
-	bool with_ft = p->version >= 3;
+	/* As qemu-img 7.2: no feature name table below 8 KiB clusters. */
+	bool with_ft = p->version >= 3 && cs >= 8192;
 
 	if (bf_len)
 		need += 8 + ((bf_len + 7) & ~(size_t)7);
@@ -413,78 +424,269 @@ static int build_header(const struct create_params *p, struct qcow2_header *h, u
 	return 0;
 }
 
+/*
+ * Where each cluster of a new image goes. qemu-img writes the header, the
+ * refcount table and the first refcount block (clusters 0 to 2), then
+ * allocates the L1 table and the LUKS header area through its cluster
+ * allocator, which adds the refcount blocks that are missing on the way;
+ * only the L1 table's own bytes are written, so the file can end inside
+ * its last cluster. The same image, byte for byte, is built here.
+ */
 struct layout {
-	uint64_t reftable_clusters, refblocks, l1_clusters, crypto_clusters, total;
+	uint64_t reftable_clusters;
+	uint64_t *refblocks; /* cluster of refcount block i, 0 for none; rt_entries of them */
+	uint64_t rt_entries;
+	uint8_t *used;	    /* a byte per cluster: in use */
+	uint64_t nclusters; /* clusters in use lie below this */
+	uint64_t l1_offset, crypto_offset;
+	uint64_t file_len;
 };
 
-static void compute_layout(const struct create_params *p, uint32_t l1_size, struct layout *l)
+static void layout_free(struct layout *l)
+{
+	free(l->refblocks);
+	free(l->used);
+	l->refblocks = NULL;
+	l->used = NULL;
+}
+
+/* qemu's allocator, replayed: the state of the image being laid out. */
+struct layout_sim {
+	struct layout *l;
+	uint64_t cap;	   /* clusters @used can describe */
+	uint64_t free_idx; /* where the next free cluster is searched from */
+	unsigned rb_bits;
+};
+
+/* The next run of @n free clusters from free_idx, not yet counted (-EFBIG: out of room). */
+static int64_t sim_find_free(struct layout_sim *s, uint64_t n)
+{
+	uint64_t run = 0;
+
+	while (run < n) {
+		if (s->free_idx >= s->cap)
+			return -EFBIG;
+		run = s->l->used[s->free_idx++] ? 0 : run + 1;
+	}
+	return (int64_t)(s->free_idx - n);
+}
+
+static int sim_count(struct layout_sim *s, uint64_t start, uint64_t n);
+
+/* Add refcount block @b; -EAGAIN as qemu: the caller starts its search again. */
+static int sim_add_refblock(struct layout_sim *s, uint64_t b)
+{
+	int64_t nb = sim_find_free(s, 1);
+	int ret;
+
+	if (nb < 0)
+		return (int)nb;
+	if (((uint64_t)nb >> s->rb_bits) == b) {
+		s->l->used[nb] = 1; /* it counts itself */
+	} else {
+		ret = sim_count(s, (uint64_t)nb, 1);
+		if (ret < 0)
+			return ret;
+	}
+	s->l->refblocks[b] = (uint64_t)nb;
+	return -EAGAIN;
+}
+
+/* Count @n clusters from @start as used; on failure, undo the part done. */
+static int sim_count(struct layout_sim *s, uint64_t start, uint64_t n)
+{
+	for (uint64_t c = start; c < start + n; c++) {
+		uint64_t b = c >> s->rb_bits;
+		int ret = 0;
+
+		if (b >= s->l->rt_entries)
+			ret = -EFBIG; /* qemu would grow the refcount table: not replayed */
+		else if (!s->l->refblocks[b])
+			ret = sim_add_refblock(s, b);
+		if (ret < 0) {
+			if (c > start) {
+				memset(s->l->used + start, 0, c - start);
+				if (start < s->free_idx)
+					s->free_idx = start;
+			}
+			return ret;
+		}
+		s->l->used[c] = 1;
+	}
+	return 0;
+}
+
+static int64_t sim_alloc(struct layout_sim *s, uint64_t n)
+{
+	for (;;) {
+		int64_t start = sim_find_free(s, n);
+		int ret;
+
+		if (start < 0)
+			return start;
+		ret = sim_count(s, (uint64_t)start, n);
+		if (ret == 0)
+			return start;
+		if (ret != -EAGAIN)
+			return ret;
+	}
+}
+
+/* qemu-img's layout; -EFBIG when it would need a bigger refcount table. */
+static int layout_qemu(const struct create_params *p, uint64_t l1_size, struct layout *l)
+{
+	uint64_t cs = p->cluster_size;
+	uint64_t l1_clusters = (l1_size * 8 + cs - 1) / cs;
+	uint64_t crypto_clusters = (p->crypto_len + cs - 1) / cs;
+	struct layout_sim s = { .l = l };
+	int64_t at;
+
+	while ((UINT64_C(1) << s.rb_bits) < cs * 8 / p->refcount_bits)
+		s.rb_bits++;
+	l->reftable_clusters = 1;
+	l->rt_entries = cs / 8;
+	s.cap = 3 + l1_clusters + crypto_clusters + l->rt_entries + 1;
+	l->refblocks = calloc(l->rt_entries, sizeof(*l->refblocks));
+	l->used = calloc(s.cap, 1);
+	if (!l->refblocks || !l->used)
+		return -ENOMEM;
+	memset(l->used, 1, 3);
+	l->refblocks[0] = 2;
+	s.free_idx = 3;
+	l->file_len = 3 * cs;
+	if (l1_size) {
+		at = sim_alloc(&s, l1_clusters);
+		if (at < 0)
+			return (int)at;
+		l->l1_offset = (uint64_t)at * cs;
+	}
+	if (crypto_clusters) {
+		at = sim_alloc(&s, crypto_clusters);
+		if (at < 0)
+			return (int)at;
+		l->crypto_offset = (uint64_t)at * cs;
+	}
+	for (uint64_t c = 0; c < s.cap; c++) {
+		uint64_t end = (c + 1) * cs;
+
+		if (!l->used[c])
+			continue;
+		l->nclusters = c + 1;
+		/* The L1 table's last cluster is written only as far as the table goes. */
+		if (l1_size && c == (l->l1_offset + l1_size * 8 - 1) / cs)
+			end = l->l1_offset + l1_size * 8;
+		if (end > l->file_len)
+			l->file_len = end;
+	}
+	return 0;
+}
+
+/* Beyond what layout_qemu replays: every metadata cluster packed in order. */
+static int layout_packed(const struct create_params *p, uint64_t l1_size, struct layout *l)
 {
 	uint64_t cs = p->cluster_size;
 	uint64_t rb_entries = cs * 8 / p->refcount_bits;
+	uint64_t l1_clusters = (l1_size * 8 + cs - 1) / cs;
+	uint64_t crypto_clusters = (p->crypto_len + cs - 1) / cs;
+	uint64_t refblocks = 1, rt = 1, total;
 
-	l->l1_clusters = ((uint64_t)l1_size * 8 + cs - 1) / cs;
-	l->crypto_clusters = ((uint64_t)p->crypto_len + cs - 1) / cs;
-	l->refblocks = 1;
-	l->reftable_clusters = 1;
 	for (;;) {
-		uint64_t total = 1 + l->reftable_clusters + l->refblocks + l->l1_clusters +
-				 l->crypto_clusters;
-		uint64_t rb = (total + rb_entries - 1) / rb_entries;
-		uint64_t rt = (rb * 8 + cs - 1) / cs;
+		uint64_t rb, rtc;
 
-		if (rb <= l->refblocks && rt <= l->reftable_clusters) {
-			l->total = total;
+		total = 1 + rt + refblocks + l1_clusters + crypto_clusters;
+		rb = (total + rb_entries - 1) / rb_entries;
+		rtc = (rb * 8 + cs - 1) / cs;
+		if (rb <= refblocks && rtc <= rt)
 			break;
-		}
-		l->refblocks = rb > l->refblocks ? rb : l->refblocks;
-		l->reftable_clusters = rt > l->reftable_clusters ? rt : l->reftable_clusters;
+		refblocks = rb > refblocks ? rb : refblocks;
+		rt = rtc > rt ? rtc : rt;
 	}
+	if (rt * cs > QCOW2_MAX_REFTABLE_SIZE)
+		return -EFBIG;
+	l->reftable_clusters = rt;
+	l->rt_entries = rt * cs / 8;
+	l->refblocks = calloc(l->rt_entries, sizeof(*l->refblocks));
+	l->used = malloc(total);
+	if (!l->refblocks || !l->used)
+		return -ENOMEM;
+	memset(l->used, 1, total);
+	for (uint64_t i = 0; i < refblocks; i++)
+		l->refblocks[i] = 1 + rt + i;
+	l->l1_offset = (1 + rt + refblocks) * cs;
+	l->crypto_offset = l->l1_offset + l1_clusters * cs;
+	l->nclusters = total;
+	l->file_len = total * cs;
+	return 0;
+}
+
+/* The geometry of the new image, as the driver's helpers take it. */
+static void create_geometry(const struct create_params *p, struct qcow2_state *geo)
+{
+	memset(geo, 0, sizeof(*geo));
+	while ((UINT64_C(1) << geo->cluster_bits) < p->cluster_size)
+		geo->cluster_bits++;
+	geo->l2_entries = p->cluster_size / (p->extl2 ? 16 : 8);
+	while ((1u << geo->refcount_order) < p->refcount_bits)
+		geo->refcount_order++;
+	geo->refcount_bits = p->refcount_bits;
+}
+
+/* Checked before the file is created, as qemu-img does: nothing is left behind. */
+static int check_l1_size(const struct create_params *p, struct vs_error *err)
+{
+	struct qcow2_state geo;
+
+	create_geometry(p, &geo);
+	if (qcow2_l1_size_for(&geo, p->size) > QCOW2_MAX_L1_SIZE / 8)
+		return vs_error_set(
+			err, -EFBIG,
+			"The image size is too large for file format 'qcow2' (try using "
+			"a larger cluster size)");
+	return 0;
 }
 
 static int write_image(struct vs_node *file, struct create_params *p, struct vs_error *err)
 {
 	struct qcow2_header h;
 	struct qcow2_state geo;
-	struct layout l;
+	struct layout l = { 0 };
 	uint64_t cs = p->cluster_size, l1_size, rb_entries;
-	unsigned cbits = 0;
 	uint8_t *buf = NULL;
 	int ret;
 
-	while ((1ull << cbits) < cs)
-		cbits++;
-	memset(&geo, 0, sizeof(geo));
-	geo.cluster_bits = cbits;
-	geo.l2_entries = cs / (p->extl2 ? 16 : 8);
-	geo.refcount_order = 0;
-	while ((1u << geo.refcount_order) < p->refcount_bits)
-		geo.refcount_order++;
-	geo.refcount_bits = p->refcount_bits;
+	create_geometry(p, &geo);
 	l1_size = qcow2_l1_size_for(&geo, p->size);
-	if (l1_size > QCOW2_MAX_L1_SIZE / 8)
-		return vs_error_set(err, -EFBIG,
-				    "Image size too large for this cluster size "
-				    "(L1 table would exceed 32 MiB)");
-	compute_layout(p, (uint32_t)l1_size, &l);
-	if (l.reftable_clusters * cs > QCOW2_MAX_REFTABLE_SIZE)
-		return vs_error_set(err, -EFBIG, "Image size too large for this refcount width");
+	ret = layout_qemu(p, l1_size, &l);
+	if (ret == -EFBIG) {
+		layout_free(&l);
+		memset(&l, 0, sizeof(l));
+		ret = layout_packed(p, l1_size, &l);
+		if (ret == -EFBIG) {
+			layout_free(&l);
+			return vs_error_set(err, -EFBIG,
+					    "Image size too large for this refcount width");
+		}
+	}
+	if (ret < 0) {
+		vs_error_set(err, ret, "Out of memory");
+		goto out;
+	}
 	rb_entries = cs * 8 / p->refcount_bits;
 
 	memset(&h, 0, sizeof(h));
 	h.magic = QCOW2_MAGIC;
 	h.version = p->version;
-	h.cluster_bits = cbits;
+	h.cluster_bits = geo.cluster_bits;
 	h.size = p->size;
 	h.l1_size = (uint32_t)l1_size;
 	h.refcount_table_offset = cs;
 	h.refcount_table_clusters = (uint32_t)l.reftable_clusters;
-	h.l1_table_offset = (1 + l.reftable_clusters + l.refblocks) * cs;
+	h.l1_table_offset = l1_size ? l.l1_offset : 0;
 	h.refcount_order = geo.refcount_order;
 	h.header_length = p->version >= 3 ? 112 : QCOW2_V2_HEADER_SIZE;
 	if (p->luks) {
-		/* The LUKS header area after the L1 table, in whole clusters. */
 		h.crypt_method = QCOW2_CRYPT_LUKS;
-		p->crypto_offset = h.l1_table_offset + l.l1_clusters * cs;
+		p->crypto_offset = l.crypto_offset;
 	}
 	if (p->version >= 3) {
 		if (p->lazy_refcounts)
@@ -500,29 +702,33 @@ static int write_image(struct vs_node *file, struct create_params *p, struct vs_
 			h.autoclear_features |= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
 	}
 
-	buf = vs_buf_zalloc(l.total * cs);
-	if (!buf)
-		return vs_error_set(err, -ENOMEM, "Out of memory");
+	buf = vs_buf_zalloc(l.nclusters * cs);
+	if (!buf) {
+		ret = vs_error_set(err, -ENOMEM, "Out of memory");
+		goto out;
+	}
 	ret = build_header(p, &h, buf, err);
 	if (ret < 0)
-		goto out;
+		goto out_buf;
 	if (p->luks)
 		memcpy(buf + p->crypto_offset, p->crypto_area, p->crypto_len);
-	/* Reftable entries point to the refblocks; refblocks count every metadata cluster. */
-	for (uint64_t i = 0; i < l.refblocks; i++)
-		vs_put_be64(buf + cs + 8 * i, (1 + l.reftable_clusters + i) * cs);
-	for (uint64_t c = 0; c < l.total; c++) {
-		uint8_t *rb = buf + (1 + l.reftable_clusters + c / rb_entries) * cs;
-
-		qcow2_rb_entry_set(&geo, rb, c % rb_entries, 1);
-	}
-	ret = vs_node_pwrite(file, 0, buf, l.total * cs, 0);
+	/* Reftable entries point to the refblocks; refblocks count every cluster in use. */
+	for (uint64_t b = 0; b < l.rt_entries; b++)
+		if (l.refblocks[b])
+			vs_put_be64(buf + cs + 8 * b, l.refblocks[b] * cs);
+	for (uint64_t c = 0; c < l.nclusters; c++)
+		if (l.used[c])
+			qcow2_rb_entry_set(&geo, buf + l.refblocks[c / rb_entries] * cs,
+					   c % rb_entries, 1);
+	ret = vs_node_pwrite(file, 0, buf, l.file_len, 0);
 	if (ret == 0)
 		ret = vs_node_flush(file);
 	if (ret < 0)
 		vs_error_setf_errno(err, ret, "Could not write the qcow2 metadata");
-out:
+out_buf:
 	free(buf);
+out:
+	layout_free(&l);
 	return ret;
 }
 
@@ -596,6 +802,9 @@ int qcow2_create(const char *filename, uint64_t size, const struct vs_kv *opts, 
 	p.size = (p.size + 511) & ~511ull;
 	if (p.size > INT64_MAX)
 		return vs_error_set(err, -EINVAL, "Image size too large");
+	ret = check_l1_size(&p, err);
+	if (ret < 0)
+		return ret;
 
 	if (p.luks) {
 		uint8_t *pass;

@@ -1005,8 +1005,11 @@ static int qcow2_get_info(struct vs_node *node, struct vs_image_info *info)
 		if (!info->backing_filename)
 			return -ENOMEM;
 	}
-	/* The name the backing file opened under (a pool resolves it), else the plain one. */
-	if (node->backing) {
+	/*
+	 * The name the backing file opened under (a pool resolves it), else the
+	 * plain one; a json: name is its own full name, as in QEMU.
+	 */
+	if (node->backing && strncmp(s->backing_file, "json:", 5)) {
 		info->full_backing_filename = strdup(node->backing->filename);
 		if (!info->full_backing_filename)
 			return -ENOMEM;

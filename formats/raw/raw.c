@@ -2,6 +2,9 @@
 /*
  * The raw format: the image is the bytes of its protocol node. Everything
  * passes through; raw decides the content of every byte (no backing).
+ * As QEMU, the image has whole sectors: a file whose length is not a
+ * multiple of 512 is an image of the next multiple, its tail reading as
+ * zeroes (a write there grows the file).
  */
 #include "driver.h"
 #include "iov.h"
@@ -11,6 +14,16 @@
 
 /* The bytes a format probe looks at to tell a format from raw (QEMU: 512). */
 #define RAW_PROBE_LEN 512
+
+/* QEMU's sector: the unit of an image's size. */
+#define RAW_SECTOR 512
+
+static uint64_t raw_round_size(uint64_t size)
+{
+	return size > UINT64_MAX - (RAW_SECTOR - 1) ?
+		       size :
+		       (size + RAW_SECTOR - 1) & ~(uint64_t)(RAW_SECTOR - 1);
+}
 
 static int raw_probe(const uint8_t *buf, size_t len, const char *filename)
 {
@@ -28,7 +41,7 @@ static int raw_open(struct vs_node *node, const struct vs_open_opts *opts, struc
 		return vs_error_set(err, -ENOTSUP,
 				    "The raw format has no internal snapshots (cannot open '%s')",
 				    opts->snapshot);
-	node->size = file->size;
+	node->size = raw_round_size(file->size);
 	node->limits = file->limits;
 	node->caps = file->caps &
 		     (VS_CAP_DISCARD | VS_CAP_WRITE_ZEROES | VS_CAP_BLOCK_STATUS | VS_CAP_FLUSH);
@@ -75,6 +88,15 @@ static int raw_submit(struct vs_node *node, struct vs_req *req)
 
 	switch (req->op) {
 	case VS_OP_READ:
+		if (req->offset + req->len > file->size) {
+			/* The tail of the last sector, past the end of the file. */
+			uint64_t in = req->offset < file->size ? file->size - req->offset : 0;
+
+			vs_iov_memset(req->iov, req->niov, in, 0, req->len - in);
+			if (!in)
+				return 0;
+			return vs_node_preadv(file, req->offset, in, req->iov, req->niov, 0);
+		}
 		return vs_node_preadv(file, req->offset, req->len, req->iov, req->niov, 0);
 	case VS_OP_WRITE:
 		ret = raw_check_sector0(node, req);
@@ -90,6 +112,14 @@ static int raw_submit(struct vs_node *node, struct vs_req *req)
 		return vs_node_write_zeroes(file, req->offset, req->len,
 					    req->flags | VS_REQ_NO_FALLBACK);
 	case VS_OP_BLOCK_STATUS:
+		if (req->offset >= file->size) {
+			/* Past the end of the file: zeroes, at their place in it (as QEMU). */
+			req->bs_pnum = req->len;
+			req->bs_status = VS_BS_ZERO | VS_BS_OFFSET_VALID | VS_BS_ALLOCATED;
+			req->bs_map = req->offset;
+			req->bs_file = file;
+			return 0;
+		}
 		ret = vs_node_block_status(file, req->offset, req->len, &req->bs_pnum,
 					   &req->bs_status, &req->bs_map, &req->bs_file);
 		req->bs_status |= VS_BS_ALLOCATED;
@@ -104,14 +134,15 @@ static int raw_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc pr
 	int ret = vs_node_truncate(node->file, size, prealloc, exact, err);
 
 	if (ret == 0)
-		node->size = size;
+		node->size = raw_round_size(size);
 	return ret;
 }
 
 static int raw_create(const char *filename, uint64_t size, const struct vs_kv *opts, size_t nopts,
 		      unsigned flags, struct vs_error *err)
 {
-	return vs_driver_file.create(filename, size, opts, nopts, flags, err);
+	/* As QEMU's file protocol: whole sectors. */
+	return vs_driver_file.create(filename, raw_round_size(size), opts, nopts, flags, err);
 }
 
 static int raw_measure(uint64_t size, uint64_t allocated, const struct vs_kv *opts, size_t nopts,

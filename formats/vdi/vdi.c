@@ -225,6 +225,16 @@ static int vdi_get_info(struct vs_node *node, struct vs_image_info *info)
 	return imp_info_backing(node, info);
 }
 
+/*
+ * The creation options qemu-img lists for vdi (create -o help), so that
+ * the list reads the same; vstor does not write vdi (vdi_create refuses).
+ */
+static const struct vs_create_opt_desc vdi_create_opts[] = {
+	{ "size", "size", "Virtual disk size" },
+	{ "static", "bool", "VDI static (pre-allocated) image" },
+	{ NULL, NULL, NULL },
+};
+
 const struct vs_driver vs_driver_vdi = {
 	.name = "vdi",
 	.is_format = true,
@@ -234,7 +244,7 @@ const struct vs_driver vs_driver_vdi = {
 	.close = vdi_close,
 	.submit = vdi_submit,
 	.create = vdi_create,
-	.create_opts = imp_create_opts,
+	.create_opts = vdi_create_opts,
 	.get_info = vdi_get_info,
 	.check = vdi_check,
 };

@@ -421,6 +421,23 @@ static int vhdx_get_info(struct vs_node *node, struct vs_image_info *info)
 	return imp_info_backing(node, info);
 }
 
+/*
+ * The creation options qemu-img lists for vhdx (create -o help), so that
+ * the list reads the same; vstor does not write vhdx (vhdx_create refuses).
+ */
+static const struct vs_create_opt_desc vhdx_create_opts[] = {
+	{ "size", "size", "Virtual disk size; max of 64TB." },
+	{ "log_size", "size", "Log size; min 1MB." },
+	{ "block_size", "size",
+	  "Block Size; min 1MB, max 256MB. 0 means auto-calculate based on image size." },
+	{ "subformat", "string",
+	  "VHDX format type, can be either 'dynamic' or 'fixed'. Default is 'dynamic'." },
+	{ "block_state_zero", "bool",
+	  "Force use of payload blocks of type 'ZERO'. Non-standard, but default.  Do not set to "
+	  "'off' when using 'qemu-img convert' with subformat=dynamic." },
+	{ NULL, NULL, NULL },
+};
+
 const struct vs_driver vs_driver_vhdx = {
 	.name = "vhdx",
 	.is_format = true,
@@ -430,7 +447,7 @@ const struct vs_driver vs_driver_vhdx = {
 	.close = vhdx_close,
 	.submit = vhdx_submit,
 	.create = vhdx_create,
-	.create_opts = imp_create_opts,
+	.create_opts = vhdx_create_opts,
 	.get_info = vhdx_get_info,
 	.check = vhdx_check,
 };

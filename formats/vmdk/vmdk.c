@@ -559,6 +559,27 @@ static int vmdk_get_info(struct vs_node *node, struct vs_image_info *info)
 	return 0;
 }
 
+/*
+ * The creation options qemu-img lists for vmdk (create -o help), so that
+ * the list reads the same; vstor does not write vmdk (vmdk_create refuses).
+ */
+static const struct vs_create_opt_desc vmdk_create_opts[] = {
+	{ "size", "size", "Virtual disk size" },
+	{ "adapter_type", "string",
+	  "Virtual adapter type, can be one of ide (default), lsilogic, buslogic or legacyESX" },
+	{ "backing_file", "string", "File name of a base image" },
+	{ "backing_fmt", "string", "Must be 'vmdk' if present" },
+	{ "compat6", "bool", "VMDK version 6 image" },
+	{ "hwversion", "string", "VMDK hardware version" },
+	{ "toolsversion", "string", "VMware guest tools version" },
+	{ "subformat", "string",
+	  "VMDK flat extent format, can be one of {monolithicSparse (default) | monolithicFlat | "
+	  "twoGbMaxExtentSparse | twoGbMaxExtentFlat | streamOptimized} " },
+	{ "zeroed_grain", "bool",
+	  "Enable efficient zero writes using the zeroed-grain GTE feature" },
+	{ NULL, NULL, NULL },
+};
+
 const struct vs_driver vs_driver_vmdk = {
 	.name = "vmdk",
 	.is_format = true,
@@ -568,7 +589,7 @@ const struct vs_driver vs_driver_vmdk = {
 	.close = vmdk_close,
 	.submit = vmdk_submit,
 	.create = vmdk_create,
-	.create_opts = imp_create_opts,
+	.create_opts = vmdk_create_opts,
 	.get_info = vmdk_get_info,
 	.allocated_size = vmdk_allocated_size,
 	.check = vmdk_check,

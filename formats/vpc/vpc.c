@@ -193,6 +193,20 @@ static int vpc_get_info(struct vs_node *node, struct vs_image_info *info)
 	return imp_info_backing(node, info);
 }
 
+/*
+ * The creation options qemu-img lists for vpc (create -o help), so that
+ * the list reads the same; vstor does not write vpc (vpc_create refuses).
+ */
+static const struct vs_create_opt_desc vpc_create_opts[] = {
+	{ "size", "size", "Virtual disk size" },
+	{ "subformat", "string",
+	  "Type of virtual hard disk format. Supported formats are {dynamic (default) | fixed} " },
+	{ "force_size", "bool",
+	  "Force disk size calculation to use the actual size specified, rather than using the "
+	  "nearest CHS-based calculation" },
+	{ NULL, NULL, NULL },
+};
+
 const struct vs_driver vs_driver_vpc = {
 	.name = "vpc",
 	.is_format = true,
@@ -202,7 +216,7 @@ const struct vs_driver vs_driver_vpc = {
 	.close = vpc_close,
 	.submit = vpc_submit,
 	.create = vpc_create,
-	.create_opts = imp_create_opts,
+	.create_opts = vpc_create_opts,
 	.get_info = vpc_get_info,
 };
 

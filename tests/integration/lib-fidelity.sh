@@ -4,7 +4,7 @@
 # The qemu-img comparison of the fidelity tests (source after lib.sh): each
 # row of a table is one command line, run by qemu-img and by vstor-img on
 # the same inputs; exit codes, stdout, stderr and the images they write must
-# be equal. In a row, @N names an output file (o@N for qemu-img, v@N for
+# be equal (same bytes, or same length, info, data and map). In a row, @N names an output file (o@N for qemu-img, v@N for
 # vstor-img). VSTOR_FIDELITY_ONLY=SUBSTRING runs the rows that contain it.
 # The caller sets NROWS and NFAIL (counted here) and checks them at the end.
 
@@ -26,6 +26,13 @@ norm()
 info_of()
 {
 	qemu_img info --output=json "$1" 2>&1 | grep -v '"filename"\|"actual-size"\|"dirty-flag"'
+}
+
+# map_of FILE: the extents qemu-img sees in an image (data, zero, present
+# and depth), without the host offsets that a different layout moves.
+map_of()
+{
+	qemu_img map --output=json "$1" 2>&1 | sed 's/, "offset": [0-9]*//'
 }
 
 # fidelity_rows TABLE: compare every row of TABLE (one command line a line).
@@ -55,8 +62,12 @@ fidelity_rows()
 			fi
 			[[ -e $qf ]] || continue
 			cmp -s "$qf" "$vf" && continue # the same bytes: the same image
+			# The same length: the same layout (a new qcow2 ends where qemu-img's does).
+			[[ $(stat -c %s "$qf") == "$(stat -c %s "$vf")" ]] ||
+				bad="$bad${bad:+; }file length $(stat -c %s "$qf")/$(stat -c %s "$vf")"
 			[[ "$(info_of "$qf")" == "$(info_of "$vf")" ]] || bad="$bad${bad:+; }image info differs"
 			qemu_img compare -q "$qf" "$vf" 2>/dev/null || bad="$bad${bad:+; }image data differs"
+			[[ "$(map_of "$qf")" == "$(map_of "$vf")" ]] || bad="$bad${bad:+; }image map differs"
 		done
 		if [[ -n $bad ]]; then
 			NFAIL=$((NFAIL + 1))
