@@ -68,12 +68,13 @@ struct nbd_export {
 	/*
 	 * The servers on other reactors that serve its connections, none when
 	 * @nshards is 0. shards[0] is its home, the reactor its node lives on;
-	 * connections go to them in turn (@next_shard), and the node-side part
+	 * a connection goes to the one with the fewest of its connections (the
+	 * home first on a tie), and the node-side part
 	 * of a request on another one runs at home (nbd_on_home()).
 	 */
 	struct vs_nbd_server *shards[NBD_MAX_SHARDS];
 	unsigned nshards;
-	unsigned next_shard;
+	unsigned shard_conns[NBD_MAX_SHARDS]; /* its connections on each (the home reactor's count) */
 	struct nbd_export *next;
 };
 

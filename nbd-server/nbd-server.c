@@ -305,7 +305,6 @@ int vs_nbd_server_set_export_shard(struct vs_nbd_server *s, const char *name,
 		return -ENOENT;
 	e->shards[0] = shard;
 	e->nshards = 1;
-	e->next_shard = 0;
 	return 0;
 }
 
@@ -580,20 +579,28 @@ static void conn_adopt(void *opaque)
 }
 
 /*
- * Hand @c over to the next of its export's shards and wait until its
- * requests are over there.
+ * Hand @c over to the export's shard with the fewest of its connections
+ * (the home first: a lone client, or one that probed first and left, runs
+ * where the node is) and wait until its requests are over there.
  */
 static void conn_forward(struct nbd_conn *c)
 {
 	struct vs_nbd_server *s = c->srv;
 	struct nbd_export *e = c->exp;
-	struct conn_adoption a = { c, e->shards[e->next_shard++ % e->nshards] };
+	unsigned k = 0;
+	struct conn_adoption a;
 
+	for (unsigned i = 1; i < e->nshards; i++)
+		if (e->shard_conns[i] < e->shard_conns[k])
+			k = i;
+	a = (struct conn_adoption){ c, e->shards[k] };
 	conn_unlink(s, c);
 	s->forwarded++;
 	s->buffered -= c->buffered;
 	c->reader = NULL;
+	e->shard_conns[k]++;
 	(void)vs_reactor_call(a.shard->reactor, conn_adopt, &a);
+	e->shard_conns[k]--;
 	s->buffered += c->buffered;
 	/* Back on the list for conn_main's end. */
 	c->next = s->conns;

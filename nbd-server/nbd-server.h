@@ -119,8 +119,9 @@ int vs_nbd_server_set_export_shard(struct vs_nbd_server *s, const char *name,
 /*
  * Spread the export named @name over one more reactor: after
  * vs_nbd_server_set_export_shard() named its home, each added @shard (made
- * the same way, on another reactor) serves every few connections in turn,
- * so the protocol work of a multi-conn client (receiving, parsing, sending)
+ * the same way, on another reactor) takes connections too: a new one goes
+ * to the shard with the fewest of the export's connections, the home first
+ * on a tie. So the protocol work of a multi-conn client (receiving, parsing, sending)
  * runs on several threads. The node-side part of each request on an added
  * shard (the export layer, the node) runs on the home reactor, through
  * vs_reactor_call(): the node keeps one thread. Removing the export evicts
