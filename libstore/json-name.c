@@ -68,9 +68,21 @@ static int jn_string(struct json_name *j, char **out)
 				c = '\t';
 				break;
 			case 'u':
-				/* Only the ASCII escapes a file name needs. */
-				if (sscanf(j->p + 1, "%4x", &v) != 1 || !v || v > 0x7f ||
-				    !isxdigit((unsigned char)j->p[4]))
+				/*
+				 * Only the ASCII escapes a file name needs. Exactly
+				 * four hex digits, each checked before the next is
+				 * read: the string may end anywhere.
+				 */
+				v = 0;
+				for (int k = 1; k <= 4; k++) {
+					int h = (unsigned char)j->p[k];
+
+					if (!isxdigit(h))
+						goto bad;
+					v = v * 16 + (unsigned)(isdigit(h) ? h - '0' :
+									     tolower(h) - 'a' + 10);
+				}
+				if (!v || v > 0x7f)
 					goto bad;
 				c = (char)v;
 				j->p += 4;
