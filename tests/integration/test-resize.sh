@@ -38,7 +38,7 @@ for fmt in raw qcow2; do
 		qemu_img check "$img" >/dev/null || fail "qcow2: qemu-img check after resizing"
 	fi
 	assert_rc 1 "$VSTOR_IMG" resize -f "$fmt" "$img" 12Q
-	assert_grep "Invalid size" "$WORKDIR/err" "$fmt: bad size"
+	assert_grep "expects a non-negative number below 2\^64" "$WORKDIR/err" "$fmt: bad size (qemu-img's words)"
 	assert_rc 1 "$VSTOR_IMG" resize -f "$fmt" "$img"
 done
 
