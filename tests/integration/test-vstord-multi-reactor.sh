@@ -43,7 +43,7 @@ for n in 2 4; do
 		--monitor "$WORKDIR/vd$n.sock" --reactors "$n"
 	pid=$DAEMON_PID
 	python3 - "$WORKDIR" "$n" "$VHOST_CLIENT" <<'PY' || fail "--reactors $n: one export over every reactor"
-import subprocess, sys
+import subprocess, sys, time
 import nbd
 from qmp import QMP
 d, n, vhost_client = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -64,6 +64,25 @@ c.cmd("block-export-add", type="nbd", id="e", node_name="a", writable=True,
 def per_reactor():
     ex = {e["id"]: e for e in c.cmd("query-block-exports")}
     return ex["e"]["x-clients-per-reactor"], ex["e"]["x-reactor"]
+
+# A client that probes with a first connection and closes it: its real
+# connection still runs at home (the fewest connections, home first).
+probe = nbd.NBD()
+probe.connect_uri(uri)
+probe.shutdown()
+
+def no_clients():
+    deadline = time.monotonic() + 20
+    while sum(per_reactor()[0]):  # a closed client's end reaches its reactor
+        assert time.monotonic() < deadline, "a closed client still counted"
+
+no_clients()
+lone = nbd.NBD()
+lone.connect_uri(uri)
+counts, home = per_reactor()
+assert counts[home] == 1 and sum(counts) == 1, "a lone client away from home: %s" % counts
+lone.shutdown()
+no_clients()
 
 hs = []
 for i in range(2 * n):
