@@ -26,13 +26,7 @@ export PYTHONPATH=$VSTOR_SOURCE_DIR/tests/integration
 python3 -c 'import nbd' 2>/dev/null || skip_or_fail "python3 libnbd bindings (python3-libnbd) missing"
 unset VSTORD_REACTORS
 
-wait_exit() {
-	local deadline=$((SECONDS + 20))
-	while kill -0 "$1" 2>/dev/null; do
-		((SECONDS < deadline)) || fail "vstord did not exit after quit"
-		sleep 0.05
-	done
-}
+gone() { ! kill -0 "$1"; }
 
 for n in 2 4; do
 	log "--reactors $n: one export, its connections on every reactor"
@@ -171,7 +165,7 @@ for args in (["conformance", str(n)], ["bench", "randwrite", "4k", "16", "1", st
 c.cmd("block-export-del", id="ev", mode="hard")  # the last client may not be gone yet
 c.cmd("quit")
 PY
-	wait_exit "$pid"
+	wait_for 20 gone "$pid" # vstord exits after quit
 	qemu_img check -q a-snap.qcow2 || fail "--reactors $n: the overlay is not clean"
 	qemu_img check -q v.qcow2 || fail "--reactors $n: the vhost export's image is not clean"
 	for i in $(seq 1 $((2 * n))); do
