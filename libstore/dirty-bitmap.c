@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "driver.h"
+#include "direct.h"
 
 struct vs_dirty_bitmap {
 	struct vs_dirty_bitmap *next; /* in the node's list */
@@ -194,6 +195,9 @@ int vs_node_dirty_bitmap_attach(struct vs_node *node, struct vs_dirty_bitmap *bm
 {
 	if (bm->node)
 		return -EBUSY;
+	/* Writes that go straight to the file would not mark it: revoke them. */
+	vs_node_direct_change_begin(node);
+	vs_node_direct_change_end(node);
 	bm->node = node;
 	bm->next = node->dirty_bitmaps;
 	node->dirty_bitmaps = bm;

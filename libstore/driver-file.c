@@ -282,6 +282,23 @@ static int file_rw_worker(struct file_state *s, struct vs_req *req, bool write, 
 	return j.ret;
 }
 
+/* The direct data path: bytes of the file are where they are. */
+static int file_map(struct vs_node *node, uint64_t offset, uint64_t len, bool write,
+		    struct vs_map *m)
+{
+	struct file_state *s = node->opaque;
+
+	(void)write;
+	if (offset >= node->size) {
+		m->len = len;
+		return 0;
+	}
+	m->fd = s->fd;
+	m->offset = offset;
+	m->len = len < node->size - offset ? len : node->size - offset;
+	return 1;
+}
+
 static int file_submit(struct vs_node *node, struct vs_req *req)
 {
 	struct file_state *s = node->opaque;
@@ -484,6 +501,7 @@ const struct vs_driver vs_driver_file = {
 	.create = file_create,
 	.create_opts = file_create_opts,
 	.allocated_size = file_allocated_size,
+	.map = file_map,
 	.supported_write_flags = VS_REQ_FUA,
 	.supported_zero_flags = VS_REQ_MAY_UNMAP,
 };

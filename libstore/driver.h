@@ -76,6 +76,14 @@ struct vs_limits {
 	uint64_t max_discard;	/* 0 = unlimited */
 };
 
+/* Where a node keeps some of its bytes (the map callback, the direct data path). */
+struct vs_map {
+	struct vs_node *child; /* in this node, at @offset; NULL: in the file @fd */
+	int fd;
+	uint64_t offset;
+	uint64_t len;
+};
+
 struct vs_driver {
 	const char *name;
 	/*
@@ -151,6 +159,17 @@ struct vs_driver {
 	int (*bitmap_status)(struct vs_node *node, const char *name, uint64_t offset, uint64_t len,
 			     bool *dirty, uint64_t *run);
 
+	/*
+	 * Optional: the direct data path (direct.h). Where the bytes from
+	 * @offset (at most @len) lie while no change runs on the node: fill @m
+	 * and return 1, with m->len > 0 bytes that are stored plainly there
+	 * (reads and, with @write, writes of them may go straight to the file
+	 * without the driver); or return 0 when they cannot, with m->len the
+	 * bytes (> 0) that cannot; or -errno.
+	 */
+	int (*map)(struct vs_node *node, uint64_t offset, uint64_t len, bool write,
+		   struct vs_map *m);
+
 	/* VS_REQ_FUA; VS_REQ_COMPRESSED: whole clusters, stored compressed */
 	unsigned supported_write_flags;
 	unsigned supported_zero_flags; /* VS_REQ_MAY_UNMAP, VS_REQ_FUA */
@@ -207,6 +226,9 @@ struct vs_node {
 	 * resizes fail with EIO from then on. NULL: never.
 	 */
 	const atomic_bool *write_fence;
+	/* Direct-path domains that map through this node (direct.c). */
+	struct vs_direct_link *direct;
+	unsigned direct_changing; /* vs_node_direct_change_begin() nesting */
 	/* In-memory dirty bitmaps the node's writes mark (dirty-bitmap.c). */
 	struct vs_dirty_bitmap *dirty_bitmaps;
 	/* vs_node_set_before_write(): called inside each write, before it. */

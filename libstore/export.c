@@ -8,7 +8,8 @@
  * reads of the monotonic clock (vDSO, no syscall) and the node call; no
  * allocation and no copy.
  */
-#include "vstor/export.h"
+#include "export-int.h"
+#include "direct.h"
 #include "iov.h"
 #include "vstor/node.h"
 #include "vstor/reactor.h"
@@ -18,32 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-struct vs_export {
-	char *name;
-	struct vs_node *node;
-	uint64_t size; /* what clients see: the node's size rounded down to block_size */
-	uint32_t block_size;
-	bool read_only;
-	bool writethrough;
-	enum vs_export_discard discard;
-	enum vs_export_detect_zeroes detect_zeroes;
-	struct vs_export_hooks hooks;
-	struct vs_export_stats stats;
-	struct vs_throttle_group *throttle; /* a reference, or NULL */
-	unsigned throttle_epoch;	    /* changed: requests waiting in the group go */
-	struct vs_export_error_policy policy;
-	/*
-	 * vs_export_drain_begin(): requests wait at the entry (@held) while
-	 * @quiesced (drains nest: a count); an error under a stop policy holds them there while
-	 * @stopped, the failed ones too (out of @active).
-	 */
-	unsigned active;
-	unsigned quiesced;
-	bool stopped;
-	struct vs_co_queue held;
-	struct vs_co_queue drained;
-};
 
 static uint64_t visible_size(uint64_t node_size, uint32_t block_size)
 {
@@ -83,6 +58,9 @@ void vs_export_free(struct vs_export *e)
 	if (!e)
 		return;
 	vs_throttle_group_unref(e->throttle);
+	while (e->ports) /* a protocol server's that no request uses any more */
+		vs_export_port_free(e->ports);
+	vs_direct_free(e->direct);
 	free(e->name);
 	free(e);
 }
@@ -122,14 +100,15 @@ enum vs_export_detect_zeroes vs_export_detect_zeroes_mode(const struct vs_export
 	return e->detect_zeroes;
 }
 
+/* Ports read it on their reactors (export-port.c). */
 bool vs_export_writethrough(const struct vs_export *e)
 {
-	return e->writethrough;
+	return __atomic_load_n(&e->writethrough, __ATOMIC_RELAXED);
 }
 
 void vs_export_set_writethrough(struct vs_export *e, bool on)
 {
-	e->writethrough = on;
+	__atomic_store_n(&e->writethrough, on, __ATOMIC_RELAXED);
 }
 
 int vs_export_check(const struct vs_export *e, enum vs_export_op op, uint64_t offset, uint64_t len)
@@ -156,23 +135,6 @@ int vs_export_check(const struct vs_export *e, enum vs_export_op op, uint64_t of
 	return 0;
 }
 
-static uint64_t clock_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* Bucket i holds [2^i, 2^(i+1)) µs; below 1 µs is bucket 0, the last takes the rest. */
-static unsigned latency_bucket(uint64_t ns)
-{
-	uint64_t us = ns / 1000;
-	unsigned b = us ? 63u - (unsigned)__builtin_clzll(us) : 0;
-
-	return b < VS_EXPORT_LATENCY_BUCKETS ? b : VS_EXPORT_LATENCY_BUCKETS - 1;
-}
-
 static void account(struct vs_export *e, enum vs_export_op op, uint64_t len, int ret,
 		    uint64_t start_ns)
 {
@@ -183,7 +145,7 @@ static void account(struct vs_export *e, enum vs_export_op op, uint64_t len, int
 		s->errors++;
 	else
 		s->bytes += len;
-	s->latency_us[latency_bucket(clock_ns() - start_ns)]++;
+	s->latency_us[vs_export_latency_bucket(vs_export_clock_ns() - start_ns)]++;
 }
 
 static void export_leave(struct vs_export *e)
@@ -205,6 +167,8 @@ void vs_export_drain_begin(struct vs_export *e)
 {
 	e->quiesced++;
 	release_throttled(e);
+	/* Ports go home from now on (no window is made while quiesced). */
+	vs_export_direct_revoke(e);
 	while (e->active)
 		vs_co_queue_wait(&e->drained);
 }
@@ -219,6 +183,8 @@ void vs_export_drain_end(struct vs_export *e)
 void vs_export_set_node(struct vs_export *e, struct vs_node *node)
 {
 	e->node = node;
+	if (e->direct)
+		vs_direct_set_top(e->direct, node);
 }
 
 int vs_export_begin(struct vs_export *e, enum vs_export_op op, uint64_t offset, uint64_t len,
@@ -227,7 +193,7 @@ int vs_export_begin(struct vs_export *e, enum vs_export_op op, uint64_t offset, 
 	int ret;
 
 	*span = (struct vs_export_span){ .op = op, .offset = offset, .len = len };
-	span->start_ns = clock_ns();
+	span->start_ns = vs_export_clock_ns();
 	while (e->quiesced || e->stopped)
 		vs_co_queue_wait(&e->held);
 	e->active++;
@@ -267,7 +233,7 @@ static unsigned zero_flags(const struct vs_export *e, unsigned flags)
 {
 	unsigned fl = 0;
 
-	if ((flags & VS_EXPORT_FUA) || e->writethrough)
+	if ((flags & VS_EXPORT_FUA) || vs_export_writethrough(e))
 		fl |= VS_REQ_FUA;
 	if ((flags & VS_EXPORT_MAY_UNMAP) && e->discard == VS_EXPORT_DISCARD_UNMAP)
 		fl |= VS_REQ_MAY_UNMAP;
@@ -279,7 +245,7 @@ static unsigned zero_flags(const struct vs_export *e, unsigned flags)
 static int run_write(struct vs_export *e, uint64_t offset, uint64_t len, struct iovec *iov,
 		     int niov, unsigned flags)
 {
-	unsigned fl = ((flags & VS_EXPORT_FUA) || e->writethrough) ? VS_REQ_FUA : 0;
+	unsigned fl = ((flags & VS_EXPORT_FUA) || vs_export_writethrough(e)) ? VS_REQ_FUA : 0;
 
 	if (e->detect_zeroes != VS_EXPORT_DETECT_ZEROES_OFF && vs_iov_is_zero(iov, niov)) {
 		unsigned zf =
@@ -349,6 +315,7 @@ void vs_export_set_throttle(struct vs_export *e, struct vs_throttle_group *g)
 	release_throttled(e);
 	vs_throttle_group_unref(e->throttle);
 	e->throttle = g;
+	vs_export_direct_revoke(e); /* throttled requests run at home */
 }
 
 struct vs_throttle_group *vs_export_throttle(const struct vs_export *e)
@@ -389,6 +356,7 @@ bool vs_export_retry(struct vs_export *e, const struct vs_export_span *span, int
 	/* Held, not in flight: a drain (a snapshot) may run while stopped. */
 	e->stopped = true;
 	export_leave(e);
+	vs_export_direct_revoke(e); /* the ports' requests are held too */
 	while (e->quiesced || e->stopped)
 		vs_co_queue_wait(&e->held);
 	e->active++;
@@ -429,6 +397,7 @@ void vs_export_resize(struct vs_export *e, uint64_t node_size)
 void vs_export_get_stats(const struct vs_export *e, struct vs_export_stats *st)
 {
 	*st = e->stats;
+	vs_export_ports_add_stats(e, st);
 }
 
 const char *vs_export_op_name(enum vs_export_op op)

@@ -7,6 +7,7 @@
  * what a driver lacks (FUA as write + flush, write-zeroes as writes).
  */
 #include "driver.h"
+#include "direct.h"
 #include "coroutine-int.h"
 #include "iov.h"
 
@@ -108,12 +109,14 @@ void vs_node_drain_begin(struct vs_node *n)
 	vs_co_mutex_lock(&n->drain_lock);
 	n->quiesced = true;
 	n->drainer = vs_co_self();
+	vs_node_direct_change_begin(n);
 	while (n->active)
 		vs_co_queue_wait(&n->drain_wait);
 }
 
 void vs_node_drain_end(struct vs_node *n)
 {
+	vs_node_direct_change_end(n);
 	n->quiesced = false;
 	n->drainer = NULL;
 	vs_co_queue_wake_all(&n->quiesce_wait);
@@ -301,6 +304,9 @@ int vs_node_set_before_write(struct vs_node *n, vs_node_before_write_fn *fn, voi
 {
 	if (fn && n->before_write)
 		return -EBUSY;
+	/* Writes that go straight to the file would miss the hook: revoke them. */
+	vs_node_direct_change_begin(n);
+	vs_node_direct_change_end(n);
 	n->before_write = fn;
 	n->before_write_opaque = opaque;
 	return 0;
@@ -431,6 +437,13 @@ static int node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, u
 	return ret;
 }
 
+/* The end of an operation that may move mapped bytes (direct.h): returns @ret. */
+static int node_changing(struct vs_node *n, int ret)
+{
+	vs_node_direct_change_end(n);
+	return ret;
+}
+
 /* Whether @n's owner fenced its writes (n->write_fence). */
 static inline bool node_fenced(const struct vs_node *n)
 {
@@ -454,7 +467,8 @@ int vs_node_truncate(struct vs_node *n, uint64_t size, enum vs_prealloc prealloc
 	if (!n->drv->truncate)
 		return vs_error_set(err, -ENOTSUP, "The %s driver cannot resize images",
 				    n->drv->name);
-	return n->drv->truncate(n, size, prealloc, exact, err);
+	vs_node_direct_change_begin(n);
+	return node_changing(n, n->drv->truncate(n, size, prealloc, exact, err));
 }
 
 static int node_block_status(struct vs_node *n, uint64_t offset, uint64_t len, uint64_t *pnum,
@@ -775,7 +789,9 @@ int vs_node_pwritev_compressed(struct vs_node *n, uint64_t offset, uint64_t len,
 	node_before_write(n, offset, len);
 	if (n->dirty_bitmaps)
 		vs_node_dirty_write_begin(n, offset, len);
+	vs_node_direct_change_begin(n);
 	ret = node_pwritev_compressed(n, offset, len, iov, niov);
+	vs_node_direct_change_end(n);
 	/* Even a failed write may have changed part of the range. */
 	if (n->dirty_bitmaps)
 		vs_node_dirty_write_end(n, VS_DIRTY_WRITE_COMPRESSED, offset, len, iov, niov, 0,
@@ -801,7 +817,9 @@ int vs_node_discard(struct vs_node *n, uint64_t offset, uint64_t len)
 	node_before_write(n, offset, len);
 	if (n->dirty_bitmaps)
 		vs_node_dirty_write_begin(n, offset, len);
+	vs_node_direct_change_begin(n);
 	ret = node_discard(n, offset, len);
+	vs_node_direct_change_end(n);
 	/* Even a failed write may have changed part of the range. */
 	if (n->dirty_bitmaps)
 		vs_node_dirty_write_end(n, VS_DIRTY_DISCARD, offset, len, NULL, 0, 0, ret);
@@ -818,7 +836,9 @@ int vs_node_write_zeroes(struct vs_node *n, uint64_t offset, uint64_t len, unsig
 	node_before_write(n, offset, len);
 	if (n->dirty_bitmaps)
 		vs_node_dirty_write_begin(n, offset, len);
+	vs_node_direct_change_begin(n);
 	ret = node_write_zeroes(n, offset, len, flags);
+	vs_node_direct_change_end(n);
 	/* Even a failed write may have changed part of the range. */
 	if (n->dirty_bitmaps)
 		vs_node_dirty_write_end(n, VS_DIRTY_WRITE_ZEROES, offset, len, NULL, 0, flags, ret);
@@ -838,7 +858,8 @@ int vs_node_bitmap(struct vs_node *n, const struct vs_bitmap_op *op, struct vs_e
 	NODE_OPTIONAL(n, bitmap, "persistent dirty bitmaps", err);
 	if (n->read_only)
 		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
-	return n->drv->bitmap(n, op, err);
+	vs_node_direct_change_begin(n);
+	return node_changing(n, n->drv->bitmap(n, op, err));
 }
 
 int vs_node_dirty_bitmaps(struct vs_node *n, struct vs_dirty_bitmap_info **out, unsigned *nb)
@@ -866,7 +887,8 @@ int vs_node_snapshot_create(struct vs_node *n, const char *name,
 	NODE_OPTIONAL(n, snapshot_create, "internal snapshots", err);
 	if (n->read_only)
 		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
-	return n->drv->snapshot_create(n, name, opts, err);
+	vs_node_direct_change_begin(n);
+	return node_changing(n, n->drv->snapshot_create(n, name, opts, err));
 }
 
 int vs_node_snapshot_apply(struct vs_node *n, const char *name, struct vs_error *err)
@@ -874,7 +896,8 @@ int vs_node_snapshot_apply(struct vs_node *n, const char *name, struct vs_error 
 	NODE_OPTIONAL(n, snapshot_apply, "internal snapshots", err);
 	if (n->read_only)
 		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
-	return n->drv->snapshot_apply(n, name, err);
+	vs_node_direct_change_begin(n);
+	return node_changing(n, n->drv->snapshot_apply(n, name, err));
 }
 
 int vs_node_snapshot_delete(struct vs_node *n, const char *name, struct vs_error *err)
@@ -882,7 +905,8 @@ int vs_node_snapshot_delete(struct vs_node *n, const char *name, struct vs_error
 	NODE_OPTIONAL(n, snapshot_delete, "internal snapshots", err);
 	if (n->read_only)
 		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
-	return n->drv->snapshot_delete(n, name, err);
+	vs_node_direct_change_begin(n);
+	return node_changing(n, n->drv->snapshot_delete(n, name, err));
 }
 
 int vs_node_amend(struct vs_node *n, const struct vs_kv *opts, size_t nopts, struct vs_error *err)
@@ -890,7 +914,8 @@ int vs_node_amend(struct vs_node *n, const struct vs_kv *opts, size_t nopts, str
 	NODE_OPTIONAL(n, amend, "amend", err);
 	if (n->read_only)
 		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
-	return n->drv->amend(n, opts, nopts, err);
+	vs_node_direct_change_begin(n);
+	return node_changing(n, n->drv->amend(n, opts, nopts, err));
 }
 
 int vs_node_set_backing(struct vs_node *n, const char *backing, const char *backing_fmt,
@@ -899,7 +924,8 @@ int vs_node_set_backing(struct vs_node *n, const char *backing, const char *back
 	NODE_OPTIONAL(n, set_backing, "backing files", err);
 	if (n->read_only)
 		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
-	return n->drv->set_backing(n, backing, backing_fmt, err);
+	vs_node_direct_change_begin(n);
+	return node_changing(n, n->drv->set_backing(n, backing, backing_fmt, err));
 }
 
 int vs_node_compact(struct vs_node *n, vs_progress_fn *progress, void *opaque, struct vs_error *err)
@@ -907,7 +933,8 @@ int vs_node_compact(struct vs_node *n, vs_progress_fn *progress, void *opaque, s
 	NODE_OPTIONAL(n, compact, "compaction", err);
 	if (n->read_only)
 		return vs_error_set(err, -EPERM, "'%s' is opened read-only", n->filename);
-	return n->drv->compact(n, progress, opaque, err);
+	vs_node_direct_change_begin(n);
+	return node_changing(n, n->drv->compact(n, progress, opaque, err));
 }
 
 /* ---- node lifetime ---- */
@@ -953,6 +980,13 @@ void vs_node_close(struct vs_node *n)
 {
 	while (n && --n->refcnt == 0) {
 		struct vs_node *backing = n->backing;
+
+		if (n->direct) {
+			/* Direct I/O through the node ends before its files close. */
+			if (vs_co_self())
+				vs_node_direct_change_begin(n);
+			vs_node_direct_forget(n);
+		}
 
 		if (n->drv->close)
 			n->drv->close(n);

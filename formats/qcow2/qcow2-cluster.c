@@ -409,6 +409,42 @@ static int read_range(struct vs_node *node, uint64_t offset, uint64_t len, struc
 	return ret;
 }
 
+/*
+ * The direct data path (direct.h): only allocated clusters whose refcount
+ * is one (COPIED) are handed out, for reads and writes alike. Those are
+ * written in place here too, so only a change that the generic layer
+ * brackets (discard, write-zeroes, a compressed write, a snapshot, a
+ * resize...) moves them; a COW of a shared cluster never does.
+ */
+int qcow2_map(struct vs_node *node, uint64_t offset, uint64_t len, bool write, struct vs_map *m)
+{
+	struct qcow2_state *s = qcow2_state(node);
+	struct vs_node *d = qcow2_data_node(node);
+	struct map mp;
+	int ret;
+
+	vs_co_mutex_lock(&s->lock);
+	if (s->corrupt || s->hdr.crypt_method) {
+		vs_co_mutex_unlock(&s->lock);
+		m->len = len;
+		return 0;
+	}
+	ret = get_map(node, offset, len, &mp);
+	if (ret == 0) {
+		m->len = mp.len;
+		/* Data past the end of the data node is read as zeroes at home. */
+		if (mp.type == MAP_NORMAL && mp.copied && mp.host < vs_node_size(d) &&
+		    vs_node_size(d) - mp.host >= mp.len &&
+		    !(write && !s->data_file && qcow2_overlap_find(node, 0, mp.host, mp.len))) {
+			m->child = d;
+			m->offset = mp.host;
+			ret = 1;
+		}
+	}
+	vs_co_mutex_unlock(&s->lock);
+	return ret;
+}
+
 int qcow2_co_readv(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov, int niov)
 {
 	return read_range(node, offset, len, iov, niov, 0, false);

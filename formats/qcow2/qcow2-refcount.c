@@ -824,7 +824,7 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 	return alen && blen && a < b + blen && b < a + alen;
 }
 
-int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, uint64_t len)
+const char *qcow2_overlap_find(struct vs_node *node, unsigned ignore, uint64_t offset, uint64_t len)
 {
 	struct qcow2_state *s = qcow2_state(node);
 	const char *what = NULL;
@@ -869,7 +869,12 @@ int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, 
 			}
 		}
 	}
-	if (!what)
-		return 0;
-	return qcow2_mark_corrupt(node, what, offset);
+	return what;
+}
+
+int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, uint64_t len)
+{
+	const char *what = qcow2_overlap_find(node, ignore, offset, len);
+
+	return what ? qcow2_mark_corrupt(node, what, offset) : 0;
 }

@@ -1110,6 +1110,7 @@ const struct vs_driver vs_driver_qcow2 = {
 	.open = qcow2_open,
 	.close = qcow2_close,
 	.submit = qcow2_submit,
+	.map = qcow2_map,
 	.truncate = qcow2_truncate,
 	.create = qcow2_create,
 	.create_opts = qcow2_create_opts,

@@ -254,10 +254,14 @@ int64_t qcow2_alloc_bytes(struct vs_node *node, uint64_t len);
 int qcow2_release_reservations(struct vs_node *node);
 int qcow2_punch_pending(struct vs_node *node);
 int qcow2_overlap_check(struct vs_node *node, unsigned ignore, uint64_t offset, uint64_t len);
+/* The metadata [offset, offset+len) overlaps ("active L2 table"), or NULL; marks nothing. */
+const char *qcow2_overlap_find(struct vs_node *node, unsigned ignore, uint64_t offset,
+			       uint64_t len);
 uint64_t qcow2_rb_entry_get(const struct qcow2_state *s, const void *rb, uint64_t i);
 void qcow2_rb_entry_set(const struct qcow2_state *s, void *rb, uint64_t i, uint64_t v);
 
 /* qcow2-cluster.c */
+int qcow2_map(struct vs_node *node, uint64_t offset, uint64_t len, bool write, struct vs_map *m);
 int qcow2_co_readv(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,
 		   int niov);
 int qcow2_co_writev(struct vs_node *node, uint64_t offset, uint64_t len, struct iovec *iov,

@@ -128,6 +128,26 @@ static int raw_submit(struct vs_node *node, struct vs_req *req)
 	return -EINVAL;
 }
 
+/* The direct data path: the file's bytes, as far as the file goes. */
+static int raw_map(struct vs_node *node, uint64_t offset, uint64_t len, bool write,
+		   struct vs_map *m)
+{
+	struct vs_node *file = node->file;
+
+	if (write && node->probed && offset < RAW_PROBE_LEN) {
+		m->len = len < RAW_PROBE_LEN - offset ? len : RAW_PROBE_LEN - offset;
+		return 0; /* checked whole by raw_check_sector0 */
+	}
+	if (offset >= file->size) {
+		m->len = len;
+		return 0;
+	}
+	m->child = file;
+	m->offset = offset;
+	m->len = len < file->size - offset ? len : file->size - offset;
+	return 1;
+}
+
 static int raw_truncate(struct vs_node *node, uint64_t size, enum vs_prealloc prealloc, bool exact,
 			struct vs_error *err)
 {
@@ -172,6 +192,7 @@ const struct vs_driver vs_driver_raw = {
 	.open = raw_open,
 	.close = raw_close,
 	.submit = raw_submit,
+	.map = raw_map,
 	.truncate = raw_truncate,
 	.create = raw_create,
 	.create_opts = raw_create_opts,

@@ -248,6 +248,39 @@ int vs_export_error_action_parse(const char *s, enum vs_export_error_action *out
 /* Copy the counters since the export was created into @st. */
 void vs_export_get_stats(const struct vs_export *e, struct vs_export_stats *st);
 
+/*
+ * Ports: the export served on another reactor than its node's home (one
+ * disk over several cores). A port takes requests on its reactor; reads
+ * and writes of bytes whose place in a file is fixed (a raw image; the
+ * allocated, unshared clusters of a qcow2 image) go from there straight to
+ * the file, the rest run at home by a call (vs_reactor_call) as
+ * vs_export_request(). Where the bytes lie is asked of the home once per
+ * window of the disk, and revoked by the home before anything moves them
+ * (libstore/direct.h). Drains, stops, throttles, bitmaps and hooks send
+ * every request home while they last.
+ *
+ * vs_export_port_new/free: at home, coroutine context; a port is freed
+ * before its export, and only once no request uses it.
+ * vs_export_port_request: on the port's reactor, coroutine context; the
+ * same contract as vs_export_request().
+ */
+struct vs_reactor;
+struct vs_export_port;
+int vs_export_port_new(struct vs_export *e, struct vs_reactor *r, struct vs_export_port **out);
+void vs_export_port_free(struct vs_export_port *p);
+int vs_export_port_request(struct vs_export_port *p, enum vs_export_op op, uint64_t offset,
+			   uint64_t len, struct iovec *iov, int niov, unsigned flags);
+
+struct vs_export_port_stats {
+	uint64_t direct;  /* requests that went straight to the file */
+	uint64_t home;	  /* requests that ran at home */
+	uint64_t windows; /* windows the home mapped for it */
+};
+/* Any thread: the counters of @p (relaxed). */
+void vs_export_port_get_stats(const struct vs_export_port *p, struct vs_export_port_stats *st);
+/* At home: the sum over @e's ports; false when it has none. */
+bool vs_export_get_port_stats(const struct vs_export *e, struct vs_export_port_stats *st);
+
 /* "read", "write", "flush", "discard", "write-zeroes"; NULL for an unknown @op. */
 const char *vs_export_op_name(enum vs_export_op op);
 
