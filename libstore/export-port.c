@@ -370,6 +370,15 @@ static int port_direct(struct vs_export_port *p, enum vs_export_op op, uint64_t 
 	return 1;
 }
 
+bool vs_export_port_read_direct(struct vs_export_port *p, uint64_t offset, uint64_t len,
+				struct iovec *iov, int niov)
+{
+	bool want;
+	int ret;
+
+	return port_direct(p, VS_EXPORT_OP_READ, offset, len, iov, niov, 0, &ret, &want) == 1;
+}
+
 int vs_export_port_request(struct vs_export_port *p, enum vs_export_op op, uint64_t offset,
 			   uint64_t len, struct iovec *iov, int niov, unsigned flags)
 {

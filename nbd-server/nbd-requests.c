@@ -52,11 +52,19 @@ static void home_request_run(void *opaque)
 				   h->flags);
 }
 
+/*
+ * A request on the export: through the connection's port away from home
+ * (reads and writes of mapped bytes go straight to the file), else at home.
+ */
 static int export_request(struct nbd_req *r, enum vs_export_op op, unsigned flags)
 {
 	struct home_request h = { r, op, { r->buf, (size_t)r->len }, flags, 0 };
-	int ret = nbd_on_home(r->conn, home_request_run, &h);
+	int ret;
 
+	if (r->conn->port)
+		return vs_export_port_request(r->conn->port, op, r->offset, r->len, &h.iov, 1,
+					      flags);
+	ret = nbd_on_home(r->conn, home_request_run, &h);
 	return ret < 0 ? ret : h.ret;
 }
 
@@ -207,9 +215,23 @@ static int req_read_structured(struct nbd_req *r)
 	uint64_t pos = 0;
 	int niov = 0, ret;
 
-	ret = nbd_on_home(c, home_read_run, &h);
-	if (ret == 0)
-		ret = h.ret;
+	if (c->port && ((r->flags & NBD_CMD_FLAG_DF) || r->len < NBD_SPARSE_READ_MIN)) {
+		/* No hole to look for: one data chunk, read through the port. */
+		ret = export_request(r, VS_EXPORT_OP_READ, 0);
+		ext[0] = (struct extent){ .len = r->len, .status = VS_BS_DATA };
+		h.count = 1;
+	} else if (c->port &&
+		   vs_export_port_read_direct(c->port, r->offset, r->len,
+					      &(struct iovec){ r->buf, (size_t)r->len }, 1)) {
+		/* Every byte was mapped, so there is no hole either: one data chunk. */
+		ret = 0;
+		ext[0] = (struct extent){ .len = r->len, .status = VS_BS_DATA };
+		h.count = 1;
+	} else {
+		ret = nbd_on_home(c, home_read_run, &h);
+		if (ret == 0)
+			ret = h.ret;
+	}
 	count = h.count;
 	/* A zero-length read: nothing to read or send but the completion. */
 	if (ret < 0 || !r->len)

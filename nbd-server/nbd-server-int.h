@@ -75,6 +75,11 @@ struct nbd_export {
 	struct vs_nbd_server *shards[NBD_MAX_SHARDS];
 	unsigned nshards;
 	unsigned shard_conns[NBD_MAX_SHARDS]; /* its connections on each (the home reactor's count) */
+	/*
+	 * The export's port on each shard but the home, made at home for the
+	 * first connection there (atomic pointers); vs_export_free() frees them.
+	 */
+	struct vs_export_port *ports[NBD_MAX_SHARDS];
 	struct nbd_export *next;
 };
 
@@ -108,6 +113,8 @@ struct nbd_conn {
 	struct vs_nbd_server *srv;
 	/* Where its export's node lives, when not on this connection's reactor. */
 	struct vs_reactor *home;
+	/* Then: the export's port on this reactor (reads and writes), or NULL. */
+	struct vs_export_port *port;
 	int fd;
 	struct nbd_export *exp;
 	bool structured;

@@ -545,6 +545,39 @@ struct conn_adoption {
 	struct vs_nbd_server *shard;
 };
 
+/* At home: the export's port on shard @k (made once). */
+struct port_make {
+	struct nbd_export *e;
+	unsigned k;
+};
+
+static void port_make_there(void *opaque)
+{
+	struct port_make *m = opaque;
+	struct vs_export_port *p;
+
+	if (__atomic_load_n(&m->e->ports[m->k], __ATOMIC_ACQUIRE) ||
+	    __atomic_load_n(&m->e->removed, __ATOMIC_ACQUIRE))
+		return;
+	if (vs_export_port_new(m->e->exp, m->e->shards[m->k]->reactor, &p) == 0)
+		__atomic_store_n(&m->e->ports[m->k], p, __ATOMIC_RELEASE);
+}
+
+/* On shard @sh: the export's port there, or NULL (requests then run at home whole). */
+static struct vs_export_port *conn_port(struct nbd_export *e, struct vs_nbd_server *sh,
+					struct vs_reactor *node_home)
+{
+	struct port_make m = { e, 0 };
+
+	while (m.k < e->nshards && e->shards[m.k] != sh)
+		m.k++;
+	if (m.k == 0 || m.k == e->nshards)
+		return NULL;
+	if (!__atomic_load_n(&e->ports[m.k], __ATOMIC_ACQUIRE))
+		(void)vs_reactor_call(node_home, port_make_there, &m);
+	return __atomic_load_n(&e->ports[m.k], __ATOMIC_ACQUIRE);
+}
+
 static void conn_adopt(void *opaque)
 {
 	struct conn_adoption *a = opaque;
@@ -554,8 +587,14 @@ static void conn_adopt(void *opaque)
 
 	if (sh->shutting_down || __atomic_load_n(&c->exp->removed, __ATOMIC_ACQUIRE))
 		return; /* hung up at home */
-	c->srv = sh;
 	c->home = node_home != sh->reactor ? node_home : NULL;
+	c->port = c->home ? conn_port(c->exp, sh, node_home) : NULL;
+	if (sh->shutting_down || __atomic_load_n(&c->exp->removed, __ATOMIC_ACQUIRE)) {
+		c->home = NULL;
+		c->port = NULL;
+		return; /* went while the port was made */
+	}
+	c->srv = sh;
 	sh->buffered += c->buffered;
 	c->next = sh->conns;
 	sh->conns = c;
@@ -576,6 +615,7 @@ static void conn_adopt(void *opaque)
 	vs_co_queue_wake_all(&sh->idle_wait);
 	c->srv = home;
 	c->home = NULL;
+	c->port = NULL;
 }
 
 /*

@@ -73,6 +73,7 @@ static void req_main(void *opaque)
 			       r->elem.head, r->chain_err);
 	} else {
 		br.home = vq->reactor != b->reactor ? b->reactor : NULL;
+		br.port = br.home ? vu_vq_port(b, vq->index) : NULL;
 		used = vblk_exec(&b->dev, &br);
 	}
 	if (vq->tracking)
@@ -223,6 +224,13 @@ void vu_vq_maybe_start(struct vu_vq *vq)
 		vq->running = false;
 		vq_broken(vq, "out of memory");
 	}
+}
+
+struct vs_export_port *vu_vq_port(const struct vs_vhost_blk *b, unsigned index)
+{
+	unsigned n = b->opts.nb_queue_reactors;
+
+	return n ? b->queue_ports[index % n] : NULL;
 }
 
 struct vs_reactor *vu_vq_reactor(const struct vs_vhost_blk *b, unsigned index)

@@ -108,6 +108,8 @@ struct vs_vhost_blk {
 	struct vs_reactor *reactor;
 	struct vs_vhost_blk_opts opts;
 	struct vs_reactor *queue_reactors[VS_VHOST_BLK_MAX_QUEUES]; /* opts.queue_reactors' copy */
+	/* The export's port on each of those but the home (NULL there; freed with the export). */
+	struct vs_export_port *queue_ports[VS_VHOST_BLK_MAX_QUEUES];
 	struct vblk_dev dev;
 	struct vs_vhost_blk_stats stats;
 	struct vu_conn *conn;	 /* the front end being served */
@@ -192,6 +194,8 @@ void vu_inflight_recover(struct vu_vq *vq);
 
 void vu_vq_free_slots(struct vu_vq *vq);
 void vu_vq_maybe_start(struct vu_vq *vq);
+/* The export's port for queue @index (NULL: the queue runs at home, or no port). */
+struct vs_export_port *vu_vq_port(const struct vs_vhost_blk *b, unsigned index);
 /* The reactor queue @index runs on (vs_vhost_blk_opts.queue_reactors). */
 struct vs_reactor *vu_vq_reactor(const struct vs_vhost_blk *b, unsigned index);
 void vu_vq_stop(struct vu_vq *vq);

@@ -871,6 +871,18 @@ int vs_vhost_blk_new(struct vs_vhost_blk **out, const struct vs_vhost_blk_opts *
 		return ret;
 	}
 	b->opts.read_only = vs_export_is_read_only(b->dev.exp);
+	/* Queues away from home read and write mapped bytes there (one port per reactor). */
+	for (unsigned i = 0; i < opts->nb_queue_reactors; i++) {
+		struct vs_reactor *r = b->queue_reactors[i];
+
+		if (r == b->reactor)
+			continue;
+		for (unsigned k = 0; k < i && !b->queue_ports[i]; k++)
+			if (b->queue_reactors[k] == r)
+				b->queue_ports[i] = b->queue_ports[k];
+		if (!b->queue_ports[i] && vs_export_port_new(b->dev.exp, r, &b->queue_ports[i]) < 0)
+			b->queue_ports[i] = NULL; /* its requests run at home */
+	}
 	b->dev.wce = opts->wce;
 	b->dev.discard = opts->discard && !b->opts.read_only;
 	b->dev.write_zeroes = opts->write_zeroes && !b->opts.read_only;

@@ -99,7 +99,10 @@ static uint8_t run(struct vblk_dev *d, enum vs_export_op op, uint64_t sector, ui
 
 	if (sector > UINT64_MAX / VIRTIO_BLK_SECTOR)
 		return VIRTIO_BLK_S_IOERR;
-	if (r->home) {
+	if (r->port) {
+		h.ret = vs_export_port_request(r->port, op, h.offset, len, r->data,
+					       (int)r->data_num, flags);
+	} else if (r->home) {
 		if (vs_reactor_call(r->home, run_there, &h) < 0)
 			return VIRTIO_BLK_S_IOERR;
 	} else {

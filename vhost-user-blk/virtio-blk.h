@@ -100,6 +100,8 @@ struct vblk_req {
 	 * reactor: its export requests run there (vs_reactor_call); NULL: here.
 	 */
 	struct vs_reactor *home;
+	/* Then: the export's port on the queue's reactor (reads, writes), or NULL. */
+	struct vs_export_port *port;
 };
 
 /*

@@ -899,6 +899,32 @@ static void get_stopped(struct on_export *o)
 	o->u = vs_export_is_stopped(o->x);
 }
 
+static void get_port_stats(struct on_export *o)
+{
+	o->ret = vs_export_get_port_stats(o->x, o->p) ? 1 : 0;
+}
+
+/*
+ * vstor's: what the export's requests on other reactors than its home did
+ * (x-multi-reactor): straight to the file, or at home; and the windows of
+ * mapped bytes the home made for them.
+ */
+static void add_port_stats(json_object *o, struct vd_export *e)
+{
+	struct vs_export_port_stats st;
+	struct on_export op = { .fn = get_port_stats, .p = &st };
+	json_object *d;
+
+	run_on_export(e, &op);
+	if (op.ret != 1)
+		return;
+	d = json_object_new_object();
+	json_object_object_add(d, "direct", json_object_new_int64((int64_t)st.direct));
+	json_object_object_add(d, "home", json_object_new_int64((int64_t)st.home));
+	json_object_object_add(d, "windows", json_object_new_int64((int64_t)st.windows));
+	json_object_object_add(o, "x-direct-path", d);
+}
+
 /* vstor's: an NBD export's clients on each reactor (x-multi-reactor spreads them). */
 static json_object *clients_per_reactor(const struct vd_export *e)
 {
@@ -947,6 +973,8 @@ static void list_exports(json_object *arr, struct vd_export *e)
 								     vd_reactor_count())));
 			json_object_object_add(o, "x-queue-reactors", a);
 		}
+		if (e->multi_reactor && layer_export(e))
+			add_port_stats(o, e);
 	}
 	if (e->error_policy && layer_export(e)) {
 		/* vstor's: an error stopped it (cont resumes); read where its requests run. */

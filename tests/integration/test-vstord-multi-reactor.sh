@@ -133,6 +133,33 @@ for i in range(2 * n):
     assert r.returncode == 0 and b"Pattern verification failed" not in r.stdout, \
         "region %d: %s" % (i, r.stdout)
 
+def direct_path(eid):
+    return {e["id"]: e for e in c.cmd("query-block-exports")}[eid]["x-direct-path"]
+
+# Away from home, reads and rewrites of allocated clusters go straight to
+# the file (x-direct-path): after the first request of a window, none goes
+# home while nothing changes the image.
+far = nbd.NBD()
+near = nbd.NBD()
+near.connect_uri(uri)
+far.connect_uri(uri)
+assert per_reactor()[0][per_reactor()[1]] == 1, "the first connection is not at home"
+before = direct_path("e")
+def spot(k):  # in the regions the writers allocated in the overlay
+    return (16 + k % (2 * n)) * MiB + (k // (2 * n)) * 65536
+for k in range(64):
+    far.pwrite(bytes([k]) * 65536, spot(k))
+    assert far.pread(65536, spot(k)) == bytes([k]) * 65536
+after = direct_path("e")
+print("direct path:", before, "->", after)
+assert after["direct"] - before["direct"] >= 120, "mapped requests went home: %s" % after
+assert after["home"] - before["home"] <= 8, "mapped requests went home: %s" % after
+for k in range(64):
+    assert near.pread(65536, spot(k)) == bytes([k]) * 65536
+near.shutdown()
+far.shutdown()
+no_clients()
+
 # Hard delete drops the clients on every reactor.
 hs = []
 for i in range(n):
@@ -158,10 +185,13 @@ ev = {e["id"]: e for e in c.cmd("query-block-exports")}["ev"]
 vh = ev["x-reactor"]
 assert ev["x-queue-reactors"] == [(vh + i) % n for i in range(n)], ev
 for args in (["conformance", str(n)], ["bench", "randwrite", "4k", "16", "1", str(n)],
-             ["conformance", str(n)]):
+             ["conformance", str(n)], ["bench", "randread", "4k", "16", "1", str(n)]):
     r = subprocess.run([vhost_client, vsock] + args, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, timeout=120)
     assert r.returncode == 0, "vhost-client %s: %s" % (args, r.stdout.decode())
+dp = direct_path("ev")
+print("vhost direct path:", dp)
+assert dp["direct"] > 0, "no queue away from home read straight from the file: %s" % dp
 c.cmd("block-export-del", id="ev", mode="hard")  # the last client may not be gone yet
 c.cmd("quit")
 PY

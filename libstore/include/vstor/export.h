@@ -270,6 +270,13 @@ int vs_export_port_new(struct vs_export *e, struct vs_reactor *r, struct vs_expo
 void vs_export_port_free(struct vs_export_port *p);
 int vs_export_port_request(struct vs_export_port *p, enum vs_export_op op, uint64_t offset,
 			   uint64_t len, struct iovec *iov, int niov, unsigned flags);
+/*
+ * On the port's reactor: read [offset, offset+len) straight from the file
+ * if the port's windows map all of it (so it has no hole either), else do
+ * nothing and return false.
+ */
+bool vs_export_port_read_direct(struct vs_export_port *p, uint64_t offset, uint64_t len,
+				struct iovec *iov, int niov);
 
 struct vs_export_port_stats {
 	uint64_t direct;  /* requests that went straight to the file */
