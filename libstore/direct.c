@@ -195,15 +195,16 @@ static bool node_write_ok(const struct vs_node *n)
 	return !n->read_only && !n->dirty_bitmaps && !n->before_write;
 }
 
-/* Index of @p in @w's paths (added if new), or -1 when there is no room. */
-static int path_index(struct vs_direct_win *w, unsigned *npaths, const struct vs_direct_path *p)
+/* Index of @p in @paths (added if new), or -1 when there is no room. */
+static int path_index(struct vs_direct_path *paths, unsigned *npaths,
+		      const struct vs_direct_path *p)
 {
 	for (unsigned i = 0; i < *npaths; i++)
-		if (!memcmp(&w->path[i], p, sizeof(*p)))
+		if (!memcmp(&paths[i], p, sizeof(*p)))
 			return (int)i;
 	if (*npaths == VS_DIRECT_MAX_PATHS)
 		return -1;
-	w->path[*npaths] = *p;
+	paths[*npaths] = *p;
 	return (int)(*npaths)++;
 }
 
@@ -257,6 +258,59 @@ static int map_down(struct vs_direct *d, uint64_t offset, uint64_t len, bool *wr
 	}
 }
 
+/* Where map_range() puts what it maps: entry 0 is the granule at its @from. */
+struct map_target {
+	struct vs_direct_path *paths;
+	unsigned *npaths;
+	struct vs_direct_entry *e;
+	bool writable;
+};
+
+/*
+ * Map [from, to) of @d's top (granules of 2^@gbits, @from aligned to one)
+ * into @t under generation @gen: 0, or -1 when the generation moved or a
+ * change began meanwhile (nothing mapped may be used).
+ */
+static int map_range(struct vs_direct *d, unsigned gen, uint64_t from, uint64_t to, unsigned gbits,
+		     struct map_target *t)
+{
+	uint64_t size = vs_node_size(d->top);
+
+	/* Run by run; a granule counts only when one run covers it from its start. */
+	for (uint64_t pos = from; pos < to;) {
+		struct vs_map m;
+		struct vs_direct_path p;
+		bool wr = t->writable;
+		int ret = map_down(d, pos, to - pos, &wr, &m, &p);
+		int pi;
+
+		if (ret < 0 || vs_direct_gen(d) != gen || d->changing)
+			return -1;
+		if (ret == 0) {
+			pos += m.len;
+			continue;
+		}
+		t->writable = wr;
+		pi = path_index(t->paths, t->npaths, &p);
+		for (uint64_t g = pos; g < pos + m.len && pi >= 0;) {
+			uint64_t gstart = g >> gbits << gbits;
+			uint64_t gend = gstart + (UINT64_C(1) << gbits);
+			uint64_t stop = pos + m.len < gend ? pos + m.len : gend;
+
+			if (g == gstart && (stop == gend || stop == size)) {
+				struct vs_direct_entry *e = &t->e[(g - from) >> gbits];
+
+				e->host = m.offset + (g - pos);
+				e->len = (uint32_t)(stop - g);
+				e->path = (uint8_t)pi;
+			}
+			g = stop;
+		}
+		pos += m.len;
+	}
+	return vs_direct_gen(d) != gen || d->changing ? -1 : 0;
+}
+
 struct vs_direct_win *vs_direct_fill(struct vs_direct *d, uint64_t offset, bool writable)
 {
 	unsigned gen = vs_direct_gen(d);
@@ -267,8 +321,7 @@ struct vs_direct_win *vs_direct_fill(struct vs_direct *d, uint64_t offset, bool 
 	uint64_t end = size - start < (UINT64_C(1) << wbits) ? size :
 							       start + (UINT64_C(1) << wbits);
 	struct vs_direct_win *w;
-	unsigned npaths = 0;
-	uint64_t pos;
+	struct map_target t;
 
 	if (d->changing || !d->top || offset >= size)
 		return NULL;
@@ -277,45 +330,67 @@ struct vs_direct_win *vs_direct_fill(struct vs_direct *d, uint64_t offset, bool 
 		return NULL;
 	w->index = offset >> wbits;
 	w->gen = gen;
-	w->writable = writable;
 	w->granule_bits = gbits;
-	/* Map run by run; a granule counts only when one run covers it from its start. */
-	for (pos = start; pos < end;) {
-		struct vs_map m;
-		struct vs_direct_path p;
-		bool wr = writable;
-		int ret = map_down(d, pos, end - pos, &wr, &m, &p);
-		int pi;
-
-		if (ret < 0 || vs_direct_gen(d) != gen || d->changing)
-			goto fail;
-		if (ret == 0) {
-			pos += m.len;
-			continue;
-		}
-		if (!wr)
-			w->writable = false;
-		pi = path_index(w, &npaths, &p);
-		for (uint64_t g = pos; g < pos + m.len && pi >= 0;) {
-			uint64_t gstart = g >> gbits << gbits;
-			uint64_t gend = gstart + (UINT64_C(1) << gbits);
-			uint64_t stop = pos + m.len < gend ? pos + m.len : gend;
-
-			if (g == gstart && (stop == gend || stop == end)) {
-				struct vs_direct_entry *e = &w->e[(g - start) >> gbits];
-
-				e->host = m.offset + (g - pos);
-				e->len = (uint32_t)(stop - g);
-				e->path = (uint8_t)pi;
-			}
-			g = stop;
-		}
-		pos += m.len;
+	t = (struct map_target){ w->path, &w->npaths, w->e, writable };
+	if (map_range(d, gen, start, end, gbits, &t) < 0) {
+		free(w);
+		return NULL;
 	}
-	if (vs_direct_gen(d) != gen || d->changing)
-		goto fail;
+	w->writable = t.writable;
 	return w;
-fail:
-	free(w);
-	return NULL;
+}
+
+bool vs_direct_patch(struct vs_direct *d, uint64_t offset, uint64_t len, bool writable,
+		     struct vs_direct_patch *p)
+{
+	unsigned gen = vs_direct_gen(d);
+	unsigned wbits = vs_direct_win_bits(d);
+	unsigned gbits = wbits - (unsigned)__builtin_ctz(VS_DIRECT_WIN_ENTRIES);
+	uint64_t size = d->top ? vs_node_size(d->top) : 0;
+	uint64_t from = offset >> gbits << gbits, to;
+	struct map_target t;
+
+	if (d->changing || !d->top || !len || offset >= size || len > size - offset)
+		return false;
+	to = ((offset + len - 1) >> gbits) + 1;
+	if (to - (from >> gbits) > VS_DIRECT_PATCH_ENTRIES ||
+	    (from >> wbits) != ((offset + len - 1) >> wbits))
+		return false;
+	to = to << gbits < size ? to << gbits : size;
+	memset(p, 0, sizeof(*p));
+	p->gen = gen;
+	p->granule_bits = gbits;
+	p->first = from >> gbits;
+	p->n = (unsigned)(((to - from) + (UINT64_C(1) << gbits) - 1) >> gbits);
+	t = (struct map_target){ p->path, &p->npaths, p->e, writable };
+	if (map_range(d, gen, from, to, gbits, &t) < 0)
+		return false;
+	p->writable = t.writable;
+	return true;
+}
+
+void vs_direct_win_patch(struct vs_direct_win *w, const struct vs_direct_patch *p)
+{
+	unsigned map[VS_DIRECT_MAX_PATHS];
+	unsigned ebits = (unsigned)__builtin_ctz(VS_DIRECT_WIN_ENTRIES);
+
+	if (p->gen != w->gen || p->granule_bits != w->granule_bits || p->first >> ebits != w->index)
+		return;
+	for (unsigned i = 0; i < p->npaths; i++) {
+		int k = path_index(w->path, &w->npaths, &p->path[i]);
+
+		if (k < 0)
+			return; /* no room: the window stays as it was */
+		map[i] = (unsigned)k;
+	}
+	if (!p->writable)
+		w->writable = false;
+	for (unsigned i = 0; i < p->n; i++) {
+		struct vs_direct_entry e = p->e[i];
+
+		if (!e.len)
+			continue;
+		e.path = (uint8_t)map[e.path];
+		w->e[(p->first + i) & (VS_DIRECT_WIN_ENTRIES - 1)] = e;
+	}
 }

@@ -60,8 +60,22 @@ struct vs_direct_win {
 	unsigned gen;
 	bool writable;
 	unsigned granule_bits;
+	unsigned npaths;
 	struct vs_direct_path path[VS_DIRECT_MAX_PATHS];
 	struct vs_direct_entry e[VS_DIRECT_WIN_ENTRIES];
+};
+
+/* A few granules mapped again for a window (vs_direct_patch), after a request went home. */
+#define VS_DIRECT_PATCH_ENTRIES 16
+struct vs_direct_patch {
+	unsigned gen;
+	unsigned granule_bits;
+	uint64_t first; /* granule index in the top node */
+	unsigned n;
+	bool writable;
+	unsigned npaths;
+	struct vs_direct_path path[VS_DIRECT_MAX_PATHS];
+	struct vs_direct_entry e[VS_DIRECT_PATCH_ENTRIES];
 };
 
 struct vs_direct;
@@ -93,6 +107,17 @@ unsigned vs_direct_win_bits(const struct vs_direct *d);
  * may write; the window's writable says whether every node on the way does.
  */
 struct vs_direct_win *vs_direct_fill(struct vs_direct *d, uint64_t offset, bool writable);
+
+/*
+ * Home, coroutine context. Map the granules of [offset, offset+len) again
+ * into @p (at most VS_DIRECT_PATCH_ENTRIES, in one window): true, or false
+ * when it cannot now. A request that went home for unmapped granules (an
+ * allocating write) brings them back so, instead of a whole window.
+ */
+bool vs_direct_patch(struct vs_direct *d, uint64_t offset, uint64_t len, bool writable,
+		     struct vs_direct_patch *p);
+/* The port's reactor: apply @p to its window @w if both are of one generation. */
+void vs_direct_win_patch(struct vs_direct_win *w, const struct vs_direct_patch *p);
 
 /*
  * Home, coroutine context: around anything on @n that could move a mapped

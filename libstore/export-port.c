@@ -25,8 +25,6 @@
 /* Windows a port keeps (by index modulo), and extents one direct request may have. */
 #define PORT_WINDOWS 64
 #define PORT_MAX_EXTENTS 8
-/* Writes that went home for unmapped granules before their window is made again. */
-#define PORT_REFILL_MISSES 32
 
 struct vs_export_port {
 	struct vs_export *e;
@@ -37,7 +35,6 @@ struct vs_export_port {
 	struct vs_co_queue idle;
 	unsigned wbits; /* log2 of a window's span, of the last window installed */
 	struct vs_direct_win *win[PORT_WINDOWS];
-	unsigned misses[PORT_WINDOWS];
 	/* Written on the port's reactor, read anywhere (relaxed): */
 	struct vs_export_stats stats;
 	struct vs_export_port_stats pstats;
@@ -166,6 +163,13 @@ static bool export_direct_ok(const struct vs_export *e)
 
 /* ---- the port side ---- */
 
+/* What a request that goes home brings back for the port's windows. */
+enum port_want {
+	WANT_NOTHING,
+	WANT_WINDOW, /* there was none (or an old one) for its offset */
+	WANT_PATCH,  /* its window had unmapped granules (an allocating write, likely) */
+};
+
 struct port_call {
 	struct vs_export_port *p;
 	enum vs_export_op op;
@@ -173,20 +177,28 @@ struct port_call {
 	struct iovec *iov;
 	int niov;
 	unsigned flags;
-	bool want_window;
+	enum port_want want;
 	int ret;
 	struct vs_direct_win *win;
+	bool patched;
+	struct vs_direct_patch patch;
 };
 
-/* At home: the request, then (if asked) a window around it. */
+/* At home: the request (unless @op is VS_EXPORT_OP_COUNT), then what the port asked for. */
 static void port_call_run(void *opaque)
 {
 	struct port_call *c = opaque;
 	struct vs_export *e = c->p->e;
 
-	c->ret = vs_export_request(e, c->op, c->offset, c->len, c->iov, c->niov, c->flags);
-	if (c->want_window && c->ret == 0 && e->direct && export_direct_ok(e))
+	if (c->op != VS_EXPORT_OP_COUNT)
+		c->ret = vs_export_request(e, c->op, c->offset, c->len, c->iov, c->niov, c->flags);
+	if (c->ret < 0 || !e->direct || !export_direct_ok(e))
+		return;
+	if (c->want == WANT_WINDOW)
 		c->win = vs_direct_fill(e->direct, c->offset, !e->read_only);
+	else if (c->want == WANT_PATCH)
+		c->patched =
+			vs_direct_patch(e->direct, c->offset, c->len, !e->read_only, &c->patch);
 }
 
 /* The window slot of @offset, and whether it holds a window of this generation for it. */
@@ -203,12 +215,20 @@ static struct vs_direct_win *port_window(struct vs_export_port *p, uint64_t offs
 }
 
 static int port_home(struct vs_export_port *p, enum vs_export_op op, uint64_t offset, uint64_t len,
-		     struct iovec *iov, int niov, unsigned flags, bool want_window)
+		     struct iovec *iov, int niov, unsigned flags, enum port_want want)
 {
-	struct port_call c = { p, op, offset, len, iov, niov, flags, want_window, 0, NULL };
+	struct port_call c = { .p = p,
+			       .op = op,
+			       .offset = offset,
+			       .len = len,
+			       .iov = iov,
+			       .niov = niov,
+			       .flags = flags,
+			       .want = want };
 	int ret = vs_reactor_call(p->home, port_call_run, &c);
 
-	counter_add(&p->pstats.home, 1);
+	if (op != VS_EXPORT_OP_COUNT)
+		counter_add(&p->pstats.home, 1);
 	if (ret < 0)
 		return ret;
 	if (c.win) {
@@ -220,8 +240,13 @@ static int port_home(struct vs_export_port *p, enum vs_export_op op, uint64_t of
 		p->wbits = bits;
 		free(p->win[slot]);
 		p->win[slot] = w;
-		p->misses[slot] = 0;
 		counter_add(&p->pstats.windows, 1);
+	} else if (c.patched && p->wbits) {
+		struct vs_direct_win *w =
+			p->win[(c.patch.first >> (p->wbits - c.patch.granule_bits)) % PORT_WINDOWS];
+
+		if (w)
+			vs_direct_win_patch(w, &c.patch);
 	}
 	return c.ret;
 }
@@ -281,7 +306,7 @@ static void port_account(struct vs_export_port *p, enum vs_export_op op, uint64_
  */
 static int port_direct(struct vs_export_port *p, enum vs_export_op op, uint64_t offset,
 		       uint64_t len, struct iovec *iov, int niov, unsigned flags, int *ret,
-		       bool *want)
+		       enum port_want *want)
 {
 	struct vs_export *e = p->e;
 	bool write = op == VS_EXPORT_OP_WRITE;
@@ -294,22 +319,21 @@ static int port_direct(struct vs_export_port *p, enum vs_export_op op, uint64_t 
 	uint64_t ioff = 0;
 	int r = 0;
 
-	*want = false;
+	*want = WANT_NOTHING;
 	if (!len || vs_export_check(e, op, offset, len) < 0 || !e->direct)
 		return 0;
 	gen = vs_direct_gen(e->direct);
 	w = port_window(p, offset, gen, &slot);
 	if (!w) {
-		*want = true;
+		*want = WANT_WINDOW;
 		return 0;
 	}
 	if (((offset + len - 1) >> p->wbits) != w->index)
 		return 0; /* across windows: rare enough to go home */
 	nx = port_extents(w, offset, len, x);
 	if (!nx) {
-		/* A write there likely allocates: map the window again now and then. */
-		if (write && ++p->misses[slot] >= PORT_REFILL_MISSES)
-			*want = true;
+		/* Home may map it after the request (a write there likely allocates). */
+		*want = WANT_PATCH;
 		return 0;
 	}
 	if (write) {
@@ -373,16 +397,21 @@ static int port_direct(struct vs_export_port *p, enum vs_export_op op, uint64_t 
 bool vs_export_port_read_direct(struct vs_export_port *p, uint64_t offset, uint64_t len,
 				struct iovec *iov, int niov)
 {
-	bool want;
+	enum port_want want;
 	int ret;
 
-	return port_direct(p, VS_EXPORT_OP_READ, offset, len, iov, niov, 0, &ret, &want) == 1;
+	if (port_direct(p, VS_EXPORT_OP_READ, offset, len, iov, niov, 0, &ret, &want) == 1)
+		return true;
+	/* The caller reads at home: bring the window along (only a map, no request). */
+	if (want == WANT_WINDOW)
+		(void)port_home(p, VS_EXPORT_OP_COUNT, offset, len, NULL, 0, 0, want);
+	return false;
 }
 
 int vs_export_port_request(struct vs_export_port *p, enum vs_export_op op, uint64_t offset,
 			   uint64_t len, struct iovec *iov, int niov, unsigned flags)
 {
-	bool want = false;
+	enum port_want want = WANT_NOTHING;
 	int ret;
 
 	if ((op == VS_EXPORT_OP_READ || op == VS_EXPORT_OP_WRITE) &&

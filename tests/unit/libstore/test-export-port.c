@@ -282,6 +282,38 @@ static void test_qcow2_discard(void **state)
 	run_case(&v, qcow2_discard_body);
 }
 
+/* qcow2: a cluster a port's write allocated at home is mapped for the next requests. */
+static void qcow2_allocate_body(struct env *v)
+{
+	uint8_t *w = aligned(65536, 'a'), *r = aligned(65536, 0);
+	struct vs_export_port_stats a, b;
+
+	assert_int_equal(via_port(v, 0, VS_EXPORT_OP_WRITE, 0, 65536, w, 0), 0); /* the window */
+	a = port_stats(v, 0);
+	for (unsigned i = 1; i < 16; i++) {
+		memset(w, 'a' + (int)i, 65536);
+		assert_int_equal(via_port(v, 0, VS_EXPORT_OP_WRITE, i * 65536ull, 4096, w, 0), 0);
+		assert_int_equal(
+			via_port(v, 0, VS_EXPORT_OP_WRITE, i * 65536ull + 4096, 4096, w, 0), 0);
+		assert_int_equal(via_port(v, 0, VS_EXPORT_OP_READ, i * 65536ull, 8192, r, 0), 0);
+		assert_memory_equal(r, w, 8192);
+	}
+	b = port_stats(v, 0);
+	/* Each cluster's first write allocates at home; the rest go straight. */
+	assert_int_equal(b.home - a.home, 15);
+	assert_int_equal(b.direct - a.direct, 30);
+	free(w);
+	free(r);
+}
+
+static void test_qcow2_allocate(void **state)
+{
+	struct env v = { .format = "qcow2", .size = 16 * MIB, .nthreads = 1 };
+
+	(void)state;
+	run_case(&v, qcow2_allocate_body);
+}
+
 /* qcow2: a port's write after an internal snapshot leaves the snapshot's cluster alone. */
 static void qcow2_snapshot_body(struct env *v)
 {
@@ -849,6 +881,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_raw_direct),
 		cmocka_unit_test(test_qcow2_discard),
+		cmocka_unit_test(test_qcow2_allocate),
 		cmocka_unit_test(test_qcow2_snapshot),
 		cmocka_unit_test(test_bitmap_raw),
 		cmocka_unit_test(test_bitmap_qcow2),
