@@ -9,6 +9,11 @@
  * The checks run inside one coroutine each (open, check, close); cmocka's
  * assertions longjmp, so they are only used outside the coroutine, on the
  * failure message the check left behind.
+ *
+ * VSTOR_CONFORMANCE_REACTORS=N (N > 1): the checks' reads and writes go,
+ * in turn, through an export's ports on N - 1 reactor threads (one disk
+ * on N reactors: mapped bytes straight to the file from there, the rest
+ * at home; libstore/export-port.c), and must behave the same.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,8 +31,11 @@
 
 #include <cmocka.h>
 
+#include "vstor/export.h"
 #include "vstor/node.h"
 #include "vstor/reactor.h"
+
+#define MAX_PORTS 3
 
 #define IMG_SIZE (16ull << 20)
 #define BUF_SIZE (9ull << 20)
@@ -65,7 +73,93 @@ struct conf_test {
 	unsigned char *buf2; /* BUF_SIZE, 4 KiB aligned */
 	bool failed;
 	char msg[512];
+	/* VSTOR_CONFORMANCE_REACTORS: the export and its ports the data goes through. */
+	struct vs_export *exp;
+	struct vs_reactor_thread *threads[MAX_PORTS];
+	struct vs_export_port *ports[MAX_PORTS];
+	unsigned nports, next_port;
 };
+
+static unsigned nreactors = 1;
+static uint64_t port_direct, port_home; /* over the whole run */
+
+struct port_io {
+	struct vs_export_port *p;
+	enum vs_export_op op;
+	uint64_t off;
+	void *buf;
+	size_t len;
+	unsigned flags;
+	int ret;
+};
+
+static void port_io_run(void *arg)
+{
+	struct port_io *io = arg;
+	struct iovec iov = { io->buf, io->len };
+
+	io->ret = vs_export_port_request(io->p, io->op, io->off, io->len, &iov, 1, io->flags);
+}
+
+/*
+ * A read or write of the check, through the next port when there are
+ * ports; 1 when it was not (the export cannot take it: past its size, or
+ * flags it has no word for), for the node path.
+ */
+static int via_port(struct conf_test *t, enum vs_export_op op, uint64_t off, void *buf, size_t len,
+		    unsigned flags, int *ret)
+{
+	unsigned k;
+	struct port_io io;
+
+	if (!t->nports || (flags & ~(unsigned)VS_REQ_FUA) || off > vs_export_size(t->exp) ||
+	    len > vs_export_size(t->exp) - off)
+		return 1;
+	k = t->next_port++ % t->nports;
+	io = (struct port_io){
+		t->ports[k], op, off, buf, len, (flags & VS_REQ_FUA) ? VS_EXPORT_FUA : 0, 0
+	};
+	if (vs_reactor_call(vs_reactor_thread_reactor(t->threads[k]), port_io_run, &io) < 0)
+		return 1;
+	*ret = io.ret;
+	return 0;
+}
+
+static int ports_open(struct conf_test *t)
+{
+	if (nreactors < 2)
+		return 0;
+	if (vs_export_new(&t->exp, &(struct vs_export_opts){ .name = "c", .node = t->node }) < 0)
+		return -1;
+	for (unsigned i = 0; i < nreactors - 1 && i < MAX_PORTS; i++) {
+		if (vs_reactor_thread_start(&t->threads[i], "conf-port") < 0)
+			return -1;
+		t->nports = i + 1;
+		if (vs_export_port_new(t->exp, vs_reactor_thread_reactor(t->threads[i]),
+				       &t->ports[i]) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void ports_close(struct conf_test *t)
+{
+	for (unsigned i = 0; i < t->nports; i++) {
+		struct vs_export_port_stats st;
+
+		vs_export_port_get_stats(t->ports[i], &st);
+		port_direct += st.direct;
+		port_home += st.home;
+		vs_export_port_free(t->ports[i]);
+	}
+	vs_export_free(t->exp);
+	t->exp = NULL;
+	for (unsigned i = 0; i < t->nports; i++)
+		vs_reactor_thread_stop(t->threads[i]);
+	t->nports = t->next_port = 0;
+	memset(t->ports, 0, sizeof(t->ports));
+	memset(t->threads, 0, sizeof(t->threads));
+}
 
 static void fail_at(struct conf_test *t, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -138,7 +232,8 @@ static int read_expect(struct conf_test *t, int line, uint64_t off, size_t len, 
 	int ret;
 
 	memset(t->buf, 0xa5, len);
-	ret = vs_node_pread(t->node, off, t->buf, len);
+	if (via_port(t, VS_EXPORT_OP_READ, off, t->buf, len, 0, &ret))
+		ret = vs_node_pread(t->node, off, t->buf, len);
 	if (ret < 0) {
 		fail_at(t, line, "read %" PRIu64 "+%zu: %s", off, len, strerror(-ret));
 		return -1;
@@ -169,8 +264,12 @@ static int read_expect(struct conf_test *t, int line, uint64_t off, size_t len, 
 
 static int write_pat(struct conf_test *t, uint64_t off, size_t len, unsigned seed, unsigned flags)
 {
+	int ret;
+
 	fill(t->buf, off, len, seed);
-	return vs_node_pwrite(t->node, off, t->buf, len, flags);
+	if (via_port(t, VS_EXPORT_OP_WRITE, off, t->buf, len, flags, &ret))
+		ret = vs_node_pwrite(t->node, off, t->buf, len, flags);
+	return ret;
 }
 
 /* --- the checks ------------------------------------------------------------------------- */
@@ -634,7 +733,11 @@ static void run_check(void *arg)
 			err.msg[0] ? err.msg : strerror(-ret));
 		return;
 	}
-	t->check(t);
+	if (ports_open(t) < 0)
+		fail_at(t, __LINE__, "could not start the reactors and ports");
+	else
+		t->check(t);
+	ports_close(t);
 	vs_node_close(t->node);
 	t->node = NULL;
 	/* The image must still be consistent after every check. */
@@ -703,6 +806,8 @@ int main(void)
 		fprintf(stderr, "out of memory\n");
 		return 1;
 	}
+	if (getenv("VSTOR_CONFORMANCE_REACTORS"))
+		nreactors = (unsigned)atoi(getenv("VSTOR_CONFORMANCE_REACTORS"));
 	if (vs_secret_add("conf", luks_pass, sizeof(luks_pass) - 1) < 0) {
 		fprintf(stderr, "out of memory\n");
 		return 1;
@@ -722,6 +827,13 @@ int main(void)
 		}
 	}
 	failed = _cmocka_run_group_tests("conformance", tests, n, NULL, NULL);
+	if (nreactors > 1) {
+		/* The ports must have served some straight from the file. */
+		printf("%u reactors: port requests %" PRIu64 " direct, %" PRIu64 " at home\n",
+		       nreactors, port_direct, port_home);
+		if (!port_direct)
+			failed = 1;
+	}
 	for (i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
