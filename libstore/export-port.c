@@ -25,6 +25,8 @@
 /* Windows a port keeps (by index modulo), and extents one direct request may have. */
 #define PORT_WINDOWS 64
 #define PORT_MAX_EXTENTS 8
+/* log2 of the granules in a window. */
+#define ENTRIES_BITS ((unsigned)__builtin_ctz(VS_DIRECT_WIN_ENTRIES))
 
 struct vs_export_port {
 	struct vs_export *e;
@@ -233,7 +235,7 @@ static int port_home(struct vs_export_port *p, enum vs_export_op op, uint64_t of
 		return ret;
 	if (c.win) {
 		struct vs_direct_win *w = c.win;
-		unsigned bits = w->granule_bits + (unsigned)__builtin_ctz(VS_DIRECT_WIN_ENTRIES);
+		unsigned bits = w->granule_bits + ENTRIES_BITS;
 		unsigned slot = (unsigned)(w->index % PORT_WINDOWS);
 
 		/* A pivot may change the granule: the old windows are stale anyway. */
@@ -241,12 +243,11 @@ static int port_home(struct vs_export_port *p, enum vs_export_op op, uint64_t of
 		free(p->win[slot]);
 		p->win[slot] = w;
 		counter_add(&p->pstats.windows, 1);
-	} else if (c.patched && p->wbits) {
-		struct vs_direct_win *w =
-			p->win[(c.patch.first >> (p->wbits - c.patch.granule_bits)) % PORT_WINDOWS];
+	} else if (c.patched && p->wbits == c.patch.granule_bits + ENTRIES_BITS) {
+		struct vs_direct_win *w = p->win[(c.patch.first >> ENTRIES_BITS) % PORT_WINDOWS];
 
 		if (w)
-			vs_direct_win_patch(w, &c.patch);
+			vs_direct_win_patch(w, &c.patch); /* it checks the window and generation */
 	}
 	return c.ret;
 }

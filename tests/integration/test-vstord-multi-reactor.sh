@@ -84,6 +84,9 @@ for i in range(2 * n):
     h.add_meta_context("base:allocation")
     h.connect_uri(uri)
     hs.append(h)
+deadline = time.monotonic() + 20
+while sum(per_reactor()[0]) < 2 * n:  # a connection reaches its reactor after its handshake
+    assert time.monotonic() < deadline, "connections missing: %s" % per_reactor()[0]
 counts, home = per_reactor()
 print("clients per reactor:", counts, "home:", home)
 assert counts == [2] * n, "connections not spread over %d reactors: %s" % (n, counts)
