@@ -20,13 +20,20 @@
  *       or any write in writethrough mode), or what a later request that
  *       had begun wrote.
  *
- *   crash-replay [-s SEED] [-n OPS] [-p POINTS] [-q N] [-t CACHE] [-o OPTS] [-k]
+ *   crash-replay [-s SEED] [-n OPS] [-p POINTS] [-q N] [-t CACHE] [-o OPTS] [-r N] [-k]
  *     -s SEED    workload seed (default 1)
  *     -n OPS     requests in the workload (default 300)
  *     -p POINTS  random crash points per flush interval (default 4)
  *     -q N       qemu-img check every Nth random point (default 10; 0 = never)
  *     -t CACHE   writeback (default), writethrough, none, directsync
  *     -o OPTS    qcow2 create options (default cluster_size=4096)
+ *     -r N       N reactors: the workload's writes, write-zeroes, discards and
+ *                flushes go in turn through an export's ports on N - 1
+ *                reactor threads (one disk on several reactors). log-writes
+ *                has no map, so they all run at home by a call: what is
+ *                checked is that the way there keeps every crash point
+ *                consistent; direct I/O itself, which bypasses the drivers,
+ *                cannot be recorded by log-writes (docs/reliability.md)
  *     -k         keep the temp dir
  *
  * Prints "crash points checked: N ..." and exits 0, or 1 at the first
@@ -49,6 +56,7 @@
 #include "driver.h"
 #include "qcow2-check.h"
 #include "vstor/cache.h"
+#include "vstor/export.h"
 #include "vstor/node.h"
 #include "vstor/reactor.h"
 
@@ -97,6 +105,7 @@ struct cfg {
 	bool keep;
 	char dir[64];
 	bool have_qemu;
+	unsigned reactors;
 };
 
 static struct cfg cfg = { .seed = 1,
@@ -105,7 +114,8 @@ static struct cfg cfg = { .seed = 1,
 			  .qemu_every = 10,
 			  .cache = VS_CACHE_WRITEBACK,
 			  .cache_name = "writeback",
-			  .opts = "cluster_size=4096" };
+			  .opts = "cluster_size=4096",
+			  .reactors = 1 };
 
 static struct op *ops;
 static struct log_entry *entries;
@@ -212,6 +222,75 @@ static int run_cmd(const char *fmt, ...)
 
 static struct vs_node *top, *lw;
 
+/* -r N: the export, its ports and their reactor threads. */
+#define MAX_PORTS 3
+static struct vs_export *exp_;
+static struct vs_reactor_thread *port_threads[MAX_PORTS];
+static struct vs_export_port *ports[MAX_PORTS];
+static unsigned nports, next_port;
+
+struct port_io {
+	struct vs_export_port *p;
+	enum vs_export_op op;
+	uint64_t off, len;
+	struct iovec *iov;
+	unsigned flags;
+	int ret;
+};
+
+static void port_io_run(void *arg)
+{
+	struct port_io *io = arg;
+
+	io->ret = vs_export_port_request(io->p, io->op, io->off, io->len, io->iov, io->iov ? 1 : 0,
+					 io->flags);
+}
+
+/* An export request through the next port (-r), or -ENOENT without ports. */
+static int via_port(enum vs_export_op op, uint64_t off, uint64_t len, struct iovec *iov,
+		    unsigned flags)
+{
+	unsigned k;
+	struct port_io io;
+
+	if (!nports)
+		return -ENOENT;
+	k = next_port++ % nports;
+	io = (struct port_io){ ports[k], op, off, len, iov, flags, 0 };
+	if (vs_reactor_call(vs_reactor_thread_reactor(port_threads[k]), port_io_run, &io) < 0)
+		die("could not reach reactor %u", k + 1);
+	return io.ret;
+}
+
+static void ports_open(void)
+{
+	if (cfg.reactors < 2)
+		return;
+	if (vs_export_new(&exp_, &(struct vs_export_opts){ .name = "crash",
+							   .node = top,
+							   .discard = VS_EXPORT_DISCARD_UNMAP }) <
+	    0)
+		die("export: out of memory");
+	for (unsigned i = 0; i < cfg.reactors - 1 && i < MAX_PORTS; i++) {
+		if (vs_reactor_thread_start(&port_threads[i], "crash-port") < 0 ||
+		    vs_export_port_new(exp_, vs_reactor_thread_reactor(port_threads[i]),
+				       &ports[i]) < 0)
+			die("could not start reactor %u", i + 1);
+		nports = i + 1;
+	}
+}
+
+static void ports_close(void)
+{
+	for (unsigned i = 0; i < nports; i++)
+		vs_export_port_free(ports[i]);
+	vs_export_free(exp_);
+	exp_ = NULL;
+	for (unsigned i = 0; i < nports; i++)
+		vs_reactor_thread_stop(port_threads[i]);
+	nports = 0;
+}
+
 static void mark(uint64_t value)
 {
 	if (vs_log_writes_mark(lw, value) < 0)
@@ -234,25 +313,38 @@ static void do_op(struct op *o, uint8_t *buf)
 		iov.iov_len = o->len;
 		if (o->kind == OP_COMPRESSED)
 			ret = vs_node_pwritev_compressed(top, o->off, o->len, &iov, 1);
+		else if (nports)
+			ret = via_port(VS_EXPORT_OP_WRITE, o->off, o->len, &iov,
+				       o->fua ? VS_EXPORT_FUA : 0);
 		else
 			ret = vs_node_pwritev(top, o->off, o->len, &iov, 1,
 					      o->fua ? VS_REQ_FUA : 0);
 		break;
 	case OP_ZERO:
-		ret = vs_node_write_zeroes(top, o->off, o->len,
-					   (o->fua ? VS_REQ_FUA : 0) |
-						   (o->id & 1 ? VS_REQ_MAY_UNMAP : 0));
+		if (nports)
+			ret = via_port(VS_EXPORT_OP_WRITE_ZEROES, o->off, o->len, NULL,
+				       (o->fua ? VS_EXPORT_FUA : 0) |
+					       (o->id & 1 ? VS_EXPORT_MAY_UNMAP : 0));
+		else
+			ret = vs_node_write_zeroes(top, o->off, o->len,
+						   (o->fua ? VS_REQ_FUA : 0) |
+							   (o->id & 1 ? VS_REQ_MAY_UNMAP : 0));
 		o->id = 0;
 		break;
 	case OP_DISCARD:
-		ret = vs_node_discard(top, o->off, o->len);
+		if (nports)
+			ret = via_port(VS_EXPORT_OP_DISCARD, o->off, o->len, NULL, 0);
+		else
+			ret = vs_node_discard(top, o->off, o->len);
 		o->id = 0;
 		break;
 	case OP_FLUSH:
-		ret = vs_node_flush(top);
+		ret = nports ? via_port(VS_EXPORT_OP_FLUSH, 0, 0, NULL, 0) : vs_node_flush(top);
 		break;
 	case OP_RESIZE:
 		ret = vs_node_truncate(top, o->off, VS_PREALLOC_OFF, true, &err);
+		if (ret == 0 && exp_)
+			vs_export_resize(exp_, vs_node_size(top));
 		break;
 	case OP_SNAP_CREATE:
 		snprintf(name, sizeof(name), "s%" PRIu64, o->id);
@@ -293,6 +385,7 @@ static void workload(void *arg)
 		die("open %s: %s", uri, err.msg);
 	lw = vs_node_file(top);
 	writethrough = top->writethrough;
+	ports_open();
 	cluster = vs_node_cluster_size(top);
 	buf = vs_buf_alloc(256 * 1024);
 	if (!buf)
@@ -351,6 +444,7 @@ static void workload(void *arg)
 			nsnaps--;
 	}
 	free(buf);
+	ports_close();
 	vs_node_close(top);
 	top = NULL;
 }
@@ -878,7 +972,7 @@ int main(int argc, char **argv)
 {
 	int c;
 
-	while ((c = getopt(argc, argv, "s:n:p:q:t:o:k")) != -1) {
+	while ((c = getopt(argc, argv, "s:n:p:q:t:o:r:k")) != -1) {
 		switch (c) {
 		case 's':
 			cfg.seed = strtoull(optarg, NULL, 0);
@@ -904,12 +998,17 @@ int main(int argc, char **argv)
 		case 'o':
 			cfg.opts = optarg;
 			break;
+		case 'r':
+			cfg.reactors = (unsigned)strtoul(optarg, NULL, 0);
+			if (cfg.reactors < 1 || cfg.reactors > MAX_PORTS + 1)
+				die("-r: 1 to %d reactors", MAX_PORTS + 1);
+			break;
 		case 'k':
 			cfg.keep = true;
 			break;
 		default:
 			fprintf(stderr, "usage: crash-replay [-s SEED] [-n OPS] [-p POINTS] [-q N] "
-					"[-t CACHE] [-o OPTS] [-k]\n");
+					"[-t CACHE] [-o OPTS] [-r N] [-k]\n");
 			return 2;
 		}
 	}
