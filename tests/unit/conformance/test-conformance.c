@@ -35,6 +35,8 @@
 #include "vstor/node.h"
 #include "vstor/reactor.h"
 
+#include "../port-request.h"
+
 #define MAX_PORTS 3
 
 #define IMG_SIZE (16ull << 20)
@@ -83,24 +85,6 @@ struct conf_test {
 static unsigned nreactors = 1;
 static uint64_t port_direct, port_home; /* over the whole run */
 
-struct port_io {
-	struct vs_export_port *p;
-	enum vs_export_op op;
-	uint64_t off;
-	void *buf;
-	size_t len;
-	unsigned flags;
-	int ret;
-};
-
-static void port_io_run(void *arg)
-{
-	struct port_io *io = arg;
-	struct iovec iov = { io->buf, io->len };
-
-	io->ret = vs_export_port_request(io->p, io->op, io->off, io->len, &iov, 1, io->flags);
-}
-
 /*
  * A read or write of the check, through the next port when there are
  * ports; 1 when it was not (the export cannot take it: past its size, or
@@ -109,19 +93,15 @@ static void port_io_run(void *arg)
 static int via_port(struct conf_test *t, enum vs_export_op op, uint64_t off, void *buf, size_t len,
 		    unsigned flags, int *ret)
 {
+	struct iovec iov = { buf, len };
 	unsigned k;
-	struct port_io io;
 
 	if (!t->nports || (flags & ~(unsigned)VS_REQ_FUA) || off > vs_export_size(t->exp) ||
 	    len > vs_export_size(t->exp) - off)
 		return 1;
 	k = t->next_port++ % t->nports;
-	io = (struct port_io){
-		t->ports[k], op, off, buf, len, (flags & VS_REQ_FUA) ? VS_EXPORT_FUA : 0, 0
-	};
-	if (vs_reactor_call(vs_reactor_thread_reactor(t->threads[k]), port_io_run, &io) < 0)
-		return 1;
-	*ret = io.ret;
+	*ret = test_port_request(vs_reactor_thread_reactor(t->threads[k]), t->ports[k], op, off,
+				 len, &iov, 1, (flags & VS_REQ_FUA) ? VS_EXPORT_FUA : 0);
 	return 0;
 }
 

@@ -47,6 +47,8 @@
 #include "vstor/node.h"
 #include "vstor/reactor.h"
 
+#include "../port-request.h"
+
 #define MIB (1024u * 1024u)
 #define MAX_THREADS 3
 
@@ -125,31 +127,14 @@ static void env_close(struct env *v)
 		assert_int_equal(vs_reactor_thread_stop(v->t[i]), 0);
 }
 
-/* One request through port @p, on its reactor (from a coroutine at home). */
-struct port_io {
-	struct vs_export_port *p;
-	enum vs_export_op op;
-	uint64_t off, len;
-	void *buf;
-	unsigned flags;
-	int ret;
-};
-
-static void port_io_run(void *opaque)
-{
-	struct port_io *io = opaque;
-	struct iovec iov = { io->buf, io->len };
-
-	io->ret = vs_export_port_request(io->p, io->op, io->off, io->len, &iov, 1, io->flags);
-}
-
+/* One request through port @k, on its reactor (from a coroutine at home). */
 static int via_port(struct env *v, unsigned k, enum vs_export_op op, uint64_t off, uint64_t len,
 		    void *buf, unsigned flags)
 {
-	struct port_io io = { v->p[k], op, off, len, buf, flags, 0 };
+	struct iovec iov = { buf, len };
 
-	assert_int_equal(vs_reactor_call(vs_reactor_thread_reactor(v->t[k]), port_io_run, &io), 0);
-	return io.ret;
+	return test_port_request(vs_reactor_thread_reactor(v->t[k]), v->p[k], op, off, len, &iov, 1,
+				 flags);
 }
 
 static int at_home(struct env *v, enum vs_export_op op, uint64_t off, uint64_t len, void *buf)

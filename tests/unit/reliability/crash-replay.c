@@ -60,6 +60,8 @@
 #include "vstor/node.h"
 #include "vstor/reactor.h"
 
+#include "../port-request.h"
+
 #define SECTOR 512u
 #define INITIAL_SIZE (2u << 20)
 #define MAX_SIZE (8u << 20)
@@ -229,37 +231,17 @@ static struct vs_reactor_thread *port_threads[MAX_PORTS];
 static struct vs_export_port *ports[MAX_PORTS];
 static unsigned nports, next_port;
 
-struct port_io {
-	struct vs_export_port *p;
-	enum vs_export_op op;
-	uint64_t off, len;
-	struct iovec *iov;
-	unsigned flags;
-	int ret;
-};
-
-static void port_io_run(void *arg)
-{
-	struct port_io *io = arg;
-
-	io->ret = vs_export_port_request(io->p, io->op, io->off, io->len, io->iov, io->iov ? 1 : 0,
-					 io->flags);
-}
-
 /* An export request through the next port (-r), or -ENOENT without ports. */
 static int via_port(enum vs_export_op op, uint64_t off, uint64_t len, struct iovec *iov,
 		    unsigned flags)
 {
 	unsigned k;
-	struct port_io io;
 
 	if (!nports)
 		return -ENOENT;
 	k = next_port++ % nports;
-	io = (struct port_io){ ports[k], op, off, len, iov, flags, 0 };
-	if (vs_reactor_call(vs_reactor_thread_reactor(port_threads[k]), port_io_run, &io) < 0)
-		die("could not reach reactor %u", k + 1);
-	return io.ret;
+	return test_port_request(vs_reactor_thread_reactor(port_threads[k]), ports[k], op, off, len,
+				 iov, iov ? 1 : 0, flags);
 }
 
 static void ports_open(void)
