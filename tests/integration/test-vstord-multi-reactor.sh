@@ -10,7 +10,11 @@
 # zeroes and flush, checked through the home connection; then qemu-io
 # writers, one per connection, in parallel on their own regions while
 # blockdev-snapshot-sync moves the export to an overlay (a drain across
-# reactors), every region read back; block-export-del in hard mode drops
+# reactors), every region read back; a connection away from home that had
+# mapped clusters of the old top before the snapshot writes after it into
+# the overlay only (the old top's file holds none of those writes), and
+# its rewrites of allocated clusters go straight to the file
+# (x-direct-path: none home); block-export-del in hard mode drops
 # the clients on every reactor. Then a vhost-user-blk export of N queues
 # with x-multi-reactor: queue i on reactor home + i (x-queue-reactors),
 # tests/tools/vhost-client's conformance checks on every queue and a write
@@ -30,7 +34,7 @@ gone() { ! kill -0 "$1"; }
 
 for n in 2 4; do
 	log "--reactors $n: one export, its connections on every reactor"
-	rm -f a.qcow2 a-snap.qcow2 v.qcow2
+	rm -f a.qcow2 a-snap.qcow2 v.qcow2 a-base.raw
 	qemu_img create -q -f qcow2 a.qcow2 64M
 	qemu_img create -q -f qcow2 v.qcow2 64M
 	start_daemon "$WORKDIR/vd$n.pid" 30 "$VSTORD" --pidfile "$WORKDIR/vd$n.pid" \
@@ -116,6 +120,20 @@ for h in hs:
 counts, _ = per_reactor()
 assert counts == [0] * n, "clients left after their disconnect: %s" % counts
 
+# A connection away from home maps clusters of the old top: written twice
+# (allocated at home, then straight through the port's window).
+def spot(k):  # in the writers' regions
+    return (16 + k % (2 * n)) * MiB + (k // (2 * n)) * 65536
+pre = [nbd.NBD() for _ in range(2)]
+for h in pre:
+    h.connect_uri(uri)
+for k in range(64):
+    pre[1].pwrite(b"\xf0" * 65536, spot(k))
+    pre[1].pwrite(b"\xf0" * 65536, spot(k))
+for h in pre:
+    h.shutdown()
+no_clients()
+
 # Writers in parallel, one connection each (they spread in turn), while a
 # snapshot moves the export to an overlay: a drain over every reactor.
 writers = []
@@ -143,8 +161,6 @@ def direct_path(eid):
 # the file (x-direct-path): once the port's window knows them (the first
 # request of a window, or of a cluster allocated since, goes home), none
 # goes home while nothing changes the image.
-def spot(k):  # in the writers' regions
-    return (16 + k % (2 * n)) * MiB + (k // (2 * n)) * 65536
 far = nbd.NBD()
 near = nbd.NBD()
 near.connect_uri(uri)
@@ -205,6 +221,15 @@ c.cmd("quit")
 PY
 	wait_for 20 gone "$pid" # vstord exits after quit
 	qemu_img check -q a-snap.qcow2 || fail "--reactors $n: the overlay is not clean"
+	# What went straight to the file after the snapshot reached the overlay,
+	# never the old top (its window was revoked by the switch's drain).
+	qemu_img convert -U -f qcow2 -O raw a.qcow2 a-base.raw
+	python3 - a-base.raw <<'PY' || fail "--reactors $n: a write after the snapshot reached the old top"
+import sys
+data = open(sys.argv[1], "rb").read()
+for v in [0xef] + list(range(9, 64)):
+    assert bytes([v]) * 65536 not in data, "pattern %#x in the snapshot's base" % v
+PY
 	qemu_img check -q v.qcow2 || fail "--reactors $n: the vhost export's image is not clean"
 	for i in $(seq 1 $((2 * n))); do
 		qemu-io -f qcow2 -c "read -P $i $(((15 + i) << 20)) 1M" a-snap.qcow2 | grep -q "Pattern verification failed" &&
