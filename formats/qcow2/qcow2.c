@@ -9,6 +9,7 @@
  * newer spec survive byte for byte.
  */
 #include "qcow2.h"
+#include "direct.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -89,6 +90,9 @@ int qcow2_mark_corrupt(struct vs_node *node, const char *why, uint64_t offset)
 	if (s->corrupt)
 		return -EIO;
 	s->corrupt = true;
+	/* Writes that went straight to the file stop too: at home they fail. */
+	vs_node_direct_change_begin(node);
+	vs_node_direct_change_end(node);
 	if (node->read_only) {
 		vs_warn("qcow2: image '%s' is corrupt: %s (offset 0x%" PRIx64 ")", node->filename,
 			why, offset);

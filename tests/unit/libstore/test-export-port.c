@@ -351,6 +351,36 @@ static void test_qcow2_snapshot(void **state)
 	run_case(&v, qcow2_snapshot_body);
 }
 
+/* The qcow2 driver's (formats/qcow2): what it does on finding corrupt metadata. */
+int qcow2_mark_corrupt(struct vs_node *node, const char *why, uint64_t offset);
+
+/* Once the image is marked corrupt, a port's writes fail as they do at home. */
+static void qcow2_corrupt_body(struct env *v)
+{
+	uint8_t *w = aligned(65536, 'c'), *r = aligned(65536, 0);
+
+	assert_int_equal(via_port(v, 0, VS_EXPORT_OP_WRITE, 0, 65536, w, 0), 0);
+	assert_int_equal(via_port(v, 0, VS_EXPORT_OP_WRITE, 0, 65536, w, 0), 0);
+	assert_int_equal(port_stats(v, 0).direct, 1);
+	assert_int_equal(qcow2_mark_corrupt(v->n, "test", 0), -EIO);
+	memset(w, 'X', 65536);
+	assert_int_equal(via_port(v, 0, VS_EXPORT_OP_WRITE, 0, 65536, w, 0), -EIO);
+	assert_int_equal(port_stats(v, 0).direct, 1);
+	assert_int_equal(at_home(v, VS_EXPORT_OP_READ, 0, 65536, r), 0);
+	assert_int_equal(r[0], 'c');
+	assert_int_equal(r[65535], 'c');
+	free(w);
+	free(r);
+}
+
+static void test_qcow2_corrupt(void **state)
+{
+	struct env v = { .format = "qcow2", .size = 16 * MIB, .nthreads = 1 };
+
+	(void)state;
+	run_case(&v, qcow2_corrupt_body);
+}
+
 /* A dirty bitmap attached at home sees the ports' writes. */
 static void bitmap_body(struct env *v)
 {
@@ -868,6 +898,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_qcow2_discard),
 		cmocka_unit_test(test_qcow2_allocate),
 		cmocka_unit_test(test_qcow2_snapshot),
+		cmocka_unit_test(test_qcow2_corrupt),
 		cmocka_unit_test(test_bitmap_raw),
 		cmocka_unit_test(test_bitmap_qcow2),
 		cmocka_unit_test(test_revoke_waits_for_inflight),
