@@ -203,14 +203,12 @@ static void port_call_run(void *opaque)
 			vs_direct_patch(e->direct, c->offset, c->len, !e->read_only, &c->patch);
 }
 
-/* The window slot of @offset, and whether it holds a window of this generation for it. */
-static struct vs_direct_win *port_window(struct vs_export_port *p, uint64_t offset, unsigned gen,
-					 unsigned *slot)
+/* The port's window of this generation for @offset, or NULL. */
+static struct vs_direct_win *port_window(struct vs_export_port *p, uint64_t offset, unsigned gen)
 {
 	struct vs_direct_win *w;
 
-	*slot = p->wbits ? (unsigned)((offset >> p->wbits) % PORT_WINDOWS) : 0;
-	w = p->win[*slot];
+	w = p->win[p->wbits ? (unsigned)((offset >> p->wbits) % PORT_WINDOWS) : 0];
 	if (!w || !p->wbits || w->index != offset >> p->wbits || w->gen != gen)
 		return NULL;
 	return w;
@@ -314,7 +312,7 @@ static int port_direct(struct vs_export_port *p, enum vs_export_op op, uint64_t 
 	uint64_t start_ns = vs_export_clock_ns();
 	struct extent x[PORT_MAX_EXTENTS];
 	const struct vs_direct_win *w;
-	unsigned slot, nx, gen;
+	unsigned nx, gen;
 	uint32_t malign = 1;
 	bool fua = false;
 	uint64_t ioff = 0;
@@ -324,7 +322,7 @@ static int port_direct(struct vs_export_port *p, enum vs_export_op op, uint64_t 
 	if (!len || vs_export_check(e, op, offset, len) < 0 || !e->direct)
 		return 0;
 	gen = vs_direct_gen(e->direct);
-	w = port_window(p, offset, gen, &slot);
+	w = port_window(p, offset, gen);
 	if (!w) {
 		*want = WANT_WINDOW;
 		return 0;
